@@ -1,0 +1,130 @@
+/*
+ * zoned's C extension: thin syscall wrappers that keep C semantics (return -1 and leave errno
+ * set; the Python side raises OSError), plus the one step that must run in C between clone and
+ * exec: loading the seccomp filter and calling execve with nothing in between, so a strict
+ * filter cannot break the interpreter on its way to exec.
+ */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE
+#endif
+#include <errno.h>
+#include <fcntl.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdint.h>
+#include <string.h>
+#include <unistd.h>
+#include <sys/mount.h>
+#include <sys/prctl.h>
+#include <sys/syscall.h>
+#include <linux/filter.h>
+#include <linux/sched.h>
+#include <linux/seccomp.h>
+
+#ifndef SYS_pidfd_open
+#define SYS_pidfd_open 434
+#endif
+#ifndef SYS_pidfd_send_signal
+#define SYS_pidfd_send_signal 424
+#endif
+#ifndef SYS_close_range
+#define SYS_close_range 436
+#endif
+#ifndef SYS_mount_setattr
+#define SYS_mount_setattr 442
+#endif
+#ifndef SYS_clone3
+#define SYS_clone3 435
+#endif
+
+struct z_mount_attr {
+    uint64_t attr_set;
+    uint64_t attr_clr;
+    uint64_t propagation;
+    uint64_t userns_fd;
+};
+
+int z_unshare(int flags) { return unshare(flags); }
+int z_setns(int fd, int nstype) { return setns(fd, nstype); }
+
+int z_pivot_root(const char *new_root, const char *put_old)
+{
+    return (int)syscall(SYS_pivot_root, new_root, put_old);
+}
+
+int z_mount(const char *source, const char *target, const char *fstype,
+            unsigned long flags, const char *data)
+{
+    return mount(source, target, fstype, flags, data);
+}
+
+int z_umount2(const char *target, int flags) { return umount2(target, flags); }
+
+int z_mount_setattr(int dirfd, const char *path, unsigned int flags,
+                    unsigned long long attr_set, unsigned long long attr_clr,
+                    unsigned long long propagation)
+{
+    struct z_mount_attr attr = {attr_set, attr_clr, propagation, 0};
+    return (int)syscall(SYS_mount_setattr, dirfd, path, flags, &attr, sizeof(attr));
+}
+
+int z_sethostname(const char *name, size_t len) { return sethostname(name, len); }
+int z_setdomainname(const char *name, size_t len) { return setdomainname(name, len); }
+
+int z_pidfd_open(int pid, unsigned int flags)
+{
+    return (int)syscall(SYS_pidfd_open, pid, flags);
+}
+
+int z_pidfd_send_signal(int pidfd, int sig, unsigned int flags)
+{
+    return (int)syscall(SYS_pidfd_send_signal, pidfd, sig, NULL, flags);
+}
+
+int z_close_range(unsigned int first, unsigned int last, unsigned int flags)
+{
+    return (int)syscall(SYS_close_range, first, last, flags);
+}
+
+int z_seccomp_set_filter(unsigned int flags, const unsigned char *prog, size_t len)
+{
+    struct sock_fprog fprog;
+    if (len == 0 || len % sizeof(struct sock_filter) != 0) {
+        errno = EINVAL;
+        return -1;
+    }
+    fprog.len = (unsigned short)(len / sizeof(struct sock_filter));
+    fprog.filter = (struct sock_filter *)prog;
+    return (int)syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, flags, &fprog);
+}
+
+/*
+ * clone3 as fork(2) with namespace/cgroup flags. Only safe from a single-threaded caller that
+ * is about to exec (the child must not return into an interpreter holding another thread's
+ * locks); zoned's Python path uses os.fork and calls this only from such children.
+ */
+int z_clone3(unsigned long long flags, int cgroup_fd, int *pidfd_out)
+{
+    struct clone_args args;
+    memset(&args, 0, sizeof(args));
+    args.flags = flags;
+    args.exit_signal = SIGCHLD;
+    if (flags & CLONE_PIDFD)
+        args.pidfd = (uint64_t)(uintptr_t)pidfd_out;
+    if (flags & CLONE_INTO_CGROUP)
+        args.cgroup = (uint64_t)cgroup_fd;
+    return (int)syscall(SYS_clone3, &args, sizeof(args));
+}
+
+/*
+ * The last step of container set-up: seccomp (if any) then execve, with no other syscall in
+ * between. Returns only on failure, with errno set.
+ */
+int z_exec(const char *path, char *const argv[], char *const envp[],
+           const unsigned char *bpf, size_t bpf_len, unsigned int seccomp_flags)
+{
+    if (bpf_len > 0 && z_seccomp_set_filter(seccomp_flags, bpf, bpf_len) < 0)
+        return -1;
+    execve(path, argv, envp);
+    return -1;
+}

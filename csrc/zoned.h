@@ -1,0 +1,19 @@
+/* Declarations the cffi builder exposes to Python (see csrc/build.py). */
+int z_unshare(int flags);
+int z_setns(int fd, int nstype);
+int z_pivot_root(const char *new_root, const char *put_old);
+int z_mount(const char *source, const char *target, const char *fstype,
+            unsigned long flags, const char *data);
+int z_umount2(const char *target, int flags);
+int z_mount_setattr(int dirfd, const char *path, unsigned int flags,
+                    unsigned long long attr_set, unsigned long long attr_clr,
+                    unsigned long long propagation);
+int z_sethostname(const char *name, size_t len);
+int z_setdomainname(const char *name, size_t len);
+int z_pidfd_open(int pid, unsigned int flags);
+int z_pidfd_send_signal(int pidfd, int sig, unsigned int flags);
+int z_close_range(unsigned int first, unsigned int last, unsigned int flags);
+int z_seccomp_set_filter(unsigned int flags, const unsigned char *prog, size_t len);
+int z_clone3(unsigned long long flags, int cgroup_fd, int *pidfd_out);
+int z_exec(const char *path, char *const argv[], char *const envp[],
+           const unsigned char *bpf, size_t bpf_len, unsigned int seccomp_flags);

@@ -1,0 +1,134 @@
+"""Python face of the C extension: each call keeps the syscall's semantics and raises OSError
+with errno on failure. No policy here."""
+from __future__ import annotations
+
+import os
+from typing import Sequence
+
+from zoned._native import ffi, lib
+
+# clone/unshare flags (linux/sched.h)
+CLONE_NEWNS = 0x00020000
+CLONE_NEWCGROUP = 0x02000000
+CLONE_NEWUTS = 0x04000000
+CLONE_NEWIPC = 0x08000000
+CLONE_NEWUSER = 0x10000000
+CLONE_NEWPID = 0x20000000
+CLONE_NEWNET = 0x40000000
+CLONE_NEWTIME = 0x00000080
+CLONE_PIDFD = 0x00001000
+CLONE_INTO_CGROUP = 0x200000000
+
+# mount(2) flags
+MS_RDONLY = 1
+MS_NOSUID = 2
+MS_NODEV = 4
+MS_NOEXEC = 8
+MS_SYNCHRONOUS = 16
+MS_REMOUNT = 32
+MS_MANDLOCK = 64
+MS_DIRSYNC = 128
+MS_NOSYMFOLLOW = 256
+MS_NOATIME = 1024
+MS_NODIRATIME = 2048
+MS_BIND = 4096
+MS_MOVE = 8192
+MS_REC = 16384
+MS_SILENT = 32768
+MS_UNBINDABLE = 1 << 17
+MS_PRIVATE = 1 << 18
+MS_SLAVE = 1 << 19
+MS_SHARED = 1 << 20
+MS_RELATIME = 1 << 21
+MS_STRICTATIME = 1 << 24
+MS_LAZYTIME = 1 << 25
+
+MNT_DETACH = 2
+AT_RECURSIVE = 0x8000
+AT_FDCWD = -100
+MOUNT_ATTR_RDONLY = 0x1
+MOUNT_ATTR_NOSUID = 0x2
+MOUNT_ATTR_NODEV = 0x4
+MOUNT_ATTR_NOEXEC = 0x8
+
+CLOSE_RANGE_CLOEXEC = 1 << 2
+
+
+def _check(rc: int, what: str, path: str | None = None) -> int:
+    if rc < 0:
+        err = ffi.errno
+        if path is not None:
+            raise OSError(err, f"{what}: {os.strerror(err)}", path)
+        raise OSError(err, f"{what}: {os.strerror(err)}")
+    return rc
+
+
+def _b(s: str | bytes | None):
+    if s is None:
+        return ffi.NULL
+    return s if isinstance(s, bytes) else os.fsencode(s)
+
+
+def unshare(flags: int) -> None:
+    _check(lib.z_unshare(flags), "unshare")
+
+
+def setns(fd: int, nstype: int = 0) -> None:
+    _check(lib.z_setns(fd, nstype), "setns")
+
+
+def pivot_root(new_root: str, put_old: str) -> None:
+    _check(lib.z_pivot_root(_b(new_root), _b(put_old)), "pivot_root", new_root)
+
+
+def mount(source: str | None, target: str, fstype: str | None = None, flags: int = 0,
+          data: str | None = None) -> None:
+    _check(lib.z_mount(_b(source), _b(target), _b(fstype), flags, _b(data)), "mount", target)
+
+
+def umount2(target: str, flags: int = 0) -> None:
+    _check(lib.z_umount2(_b(target), flags), "umount2", target)
+
+
+def mount_setattr(path: str, attr_set: int = 0, attr_clr: int = 0, propagation: int = 0,
+                  flags: int = AT_RECURSIVE, dirfd: int = AT_FDCWD) -> None:
+    _check(lib.z_mount_setattr(dirfd, _b(path), flags, attr_set, attr_clr, propagation),
+           "mount_setattr", path)
+
+
+def sethostname(name: str) -> None:
+    b = _b(name)
+    _check(lib.z_sethostname(b, len(b)), "sethostname")
+
+
+def setdomainname(name: str) -> None:
+    b = _b(name)
+    _check(lib.z_setdomainname(b, len(b)), "setdomainname")
+
+
+def pidfd_open(pid: int, flags: int = 0) -> int:
+    return _check(lib.z_pidfd_open(pid, flags), "pidfd_open")
+
+
+def pidfd_send_signal(pidfd: int, sig: int) -> None:
+    _check(lib.z_pidfd_send_signal(pidfd, sig, 0), "pidfd_send_signal")
+
+
+def close_range(first: int, last: int = 0xFFFFFFFF, flags: int = 0) -> None:
+    _check(lib.z_close_range(first, last, flags), "close_range")
+
+
+def seccomp_set_filter(bpf: bytes, flags: int = 0) -> None:
+    _check(lib.z_seccomp_set_filter(flags, bpf, len(bpf)), "seccomp")
+
+
+def execve_seccomp(path: str, argv: Sequence[str], env: Sequence[str], bpf: bytes = b"",
+                   seccomp_flags: int = 0) -> None:
+    """Load `bpf` (if any) and execve with nothing in between. Returns only by raising."""
+    keep = [ffi.new("char[]", _b(a)) for a in argv]
+    cargv = ffi.new("char *[]", keep + [ffi.NULL])
+    keep_env = [ffi.new("char[]", _b(e)) for e in env]
+    cenv = ffi.new("char *[]", keep_env + [ffi.NULL])
+    lib.z_exec(_b(path), cargv, cenv, bpf, len(bpf), seccomp_flags)
+    err = ffi.errno
+    raise OSError(err, os.strerror(err), path)
