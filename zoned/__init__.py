@@ -1,0 +1,27 @@
+"""zoned: OS-level containers (zones) on Linux.
+
+`zoned.run(...)` and `zoned.Container(...)` are the Python API (zoned.api); names load
+lazily so `import zoned` costs nothing for the CLI.
+"""
+__version__ = "0.1.0"
+__all__ = ["run", "Container", "Result", "Runtime", "RunOptions", "ZonedError"]
+
+
+def __getattr__(name: str):
+    if name in ("run", "Container", "Result"):
+        from zoned import api
+
+        return getattr(api, name)
+    if name == "Runtime":
+        from zoned.runtime import Runtime
+
+        return Runtime
+    if name == "RunOptions":
+        from zoned.spec import RunOptions
+
+        return RunOptions
+    if name == "ZonedError":
+        from zoned.errors import ZonedError
+
+        return ZonedError
+    raise AttributeError(f"module 'zoned' has no attribute {name!r}")

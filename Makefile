@@ -1,0 +1,70 @@
+# Two commands do all the set-up on a fresh Debian machine (as root):
+#   make demo   install what is missing, then run a container that says who and where it is
+#   make test   the same set-up, then the whole test suite
+SHELL := /bin/bash
+VENV  := .venv
+PY    := $(VENV)/bin/python
+ZONED := $(VENV)/bin/zoned
+STAMP := .stamps
+
+# Build and run dependencies (Debian package names). --no-install-recommends keeps Debian's
+# criu 3.17 (recommended by runc) off the machine: it does not work on these kernels.
+APT_PACKAGES := python3-venv python3-dev gcc libc6-dev make libffi-dev libseccomp-dev \
+	libcap-dev pkg-config busybox-static runc util-linux procps iproute2 ca-certificates
+
+.PHONY: all setup demo test bench-startup bench-density image clean distclean
+
+all: setup
+
+setup: $(STAMP)/apt $(STAMP)/venv zoned/libexec/zoned-init image
+
+$(STAMP)/apt: Makefile
+	@mkdir -p $(STAMP)
+	@missing=$$(for p in $(APT_PACKAGES); do \
+		dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q '^install ok installed' || echo $$p; \
+	done); \
+	if [ -n "$$missing" ]; then \
+		echo "apt: installing $$missing"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+			apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	fi
+	@touch $@
+
+# The venv is built from /usr/bin/python3 (no pyenv shim on the CLI's start path).
+$(STAMP)/venv: $(STAMP)/apt pyproject.toml setup.py $(wildcard csrc/*.c csrc/*.h csrc/*.py)
+	@test -x $(PY) || /usr/bin/python3 -m venv $(VENV)
+	$(PY) -m pip install -q --disable-pip-version-check --upgrade pip setuptools wheel cffi
+	$(PY) -m pip install -q --disable-pip-version-check -e '.[test]'
+	@touch $@
+
+# zoned's PID-1 reaper for --init; static, because an image may have no libc.
+zoned/libexec/zoned-init: csrc/init.c $(STAMP)/apt
+	@mkdir -p zoned/libexec
+	cc -static -Os -s -Wall -o $@ csrc/init.c
+
+# The default image, built locally (never pulled); rebuilt only if missing.
+image: $(STAMP)/venv
+	@$(ZONED) image ls --format json | grep -q '"name": "busybox"' || $(ZONED) image build busybox || { apt-get update -qq && $(ZONED) image build busybox; }
+
+demo: setup
+	@$(ZONED) run --rm --hostname demo-zone --memory 64m --pids-limit 64 -- sh -c '\
+		echo "I am $$(id -un) (uid $$(id -u)), PID $$$$ in my own pid namespace, on host $$(hostname)"; \
+		echo "my root: $$(ls /)"; \
+		echo "my processes: $$(ps -o pid,comm | tail -n +2 | tr -s " \n" " ")"; \
+		echo "my memory limit: $$(cat /sys/fs/cgroup/memory/memory.limit_in_bytes 2>/dev/null || cat /sys/fs/cgroup/memory.max)"; \
+		echo "my capabilities: $$(grep CapEff /proc/self/status)"'
+
+test: setup
+	$(PY) -m pytest -q tests
+
+bench-startup: setup
+	$(PY) bench/startup.py
+
+bench-density: setup
+	$(PY) bench/density.py
+
+clean:
+	rm -rf build *.egg-info zoned/_native.* zoned/_seccomp.* zoned/libexec $(STAMP)
+
+distclean: clean
+	rm -rf $(VENV)

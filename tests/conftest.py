@@ -1,0 +1,65 @@
+"""Shared test set-up: real containers as root, each test with its own state root."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+ZONED = str(Path(sys.executable).parent / "zoned")
+
+if os.geteuid() != 0:
+    pytest.skip("zoned's tests create namespaces and cgroups: run them as root",
+                allow_module_level=True)
+
+
+@pytest.fixture(scope="session")
+def busybox():
+    """The default image, built if this machine does not have it yet."""
+    from zoned.images import ImageNotFound, ImageStore
+
+    store = ImageStore()
+    try:
+        return store.get("busybox")
+    except ImageNotFound:
+        return store.build("busybox")
+
+
+@pytest.fixture
+def cli(zoned_root, busybox):
+    """Run the real `zoned` command against this test's state root."""
+
+    def run(*args, input=None, timeout=60, check=False, root=zoned_root, files=False):
+        cmd = [ZONED, "--root", root, *args]
+        if files:  # OCI create: the container inherits our stdio, so no pipes to wait on
+            import tempfile
+
+            with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+                p = subprocess.run(cmd, stdout=out, stderr=err, stdin=subprocess.DEVNULL,
+                                   text=True, timeout=timeout)
+                out.seek(0), err.seek(0)
+                p.stdout, p.stderr = out.read(), err.read()
+        else:
+            p = subprocess.run(cmd, input=input, capture_output=True, text=True,
+                               timeout=timeout)
+        if check and p.returncode != 0:
+            raise AssertionError(f"zoned {' '.join(args)} -> {p.returncode}\n{p.stderr}")
+        return p
+
+    return run
+
+
+def host_snapshot(root: str) -> dict:
+    """What a container could leave on the host: cgroup dirs, mounts, state dirs, processes."""
+    cgroups = []
+    for base in Path("/sys/fs/cgroup").iterdir():
+        z = base / "zoned"
+        if z.is_dir():
+            cgroups += [str(p) for p in z.iterdir() if p.is_dir()]
+    mounts = [line for line in Path("/proc/self/mountinfo").read_text().splitlines()
+              if root in line or "overlay" in line.split(" - ")[-1].split()[0]]
+    state = sorted(os.listdir(root)) if os.path.isdir(root) else []
+    return {"cgroups": sorted(cgroups), "mounts": mounts, "state": state}

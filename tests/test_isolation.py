@@ -1,0 +1,165 @@
+"""Isolation as seen from inside and checked from the host: pid, uts, mount, ipc, net,
+cgroup namespaces, pivot_root, /dev, /proc masking, capabilities and seccomp."""
+from __future__ import annotations
+
+import os
+import socket
+
+import zoned
+
+
+def sh(script: str, zoned_root, **kw) -> zoned.Result:
+    return zoned.run(["sh", "-c", script], root=zoned_root, text=True, **kw)
+
+
+def test_pid_1_and_host_pids_invisible(zoned_root, busybox):
+    r = sh("echo $$; ls /proc | grep -E '^[0-9]+$' | sort -n | tr '\\n' ' '", zoned_root)
+    assert r.returncode == 0, r.stderr
+    first, pids = r.stdout.splitlines()
+    assert first == "1"
+    visible = {int(p) for p in pids.split()}
+    # only this container's own sh, ls, grep, sort, tr: numbered from 1 in its namespace
+    assert visible == set(range(1, len(visible) + 1)) and len(visible) <= 6
+    host_pids = [int(p) for p in os.listdir("/proc") if p.isdigit()]
+    assert len(host_pids) > 20
+
+
+def test_hostname_isolated(zoned_root, busybox):
+    host = socket.gethostname()
+    r = sh("hostname; cat /etc/hostname; hostname other 2>/dev/null || echo denied", zoned_root,
+           hostname="inner")
+    assert r.stdout.split()[0] == "inner" and r.stdout.split()[-1] == "denied"
+    assert socket.gethostname() == host != "inner"
+    r = sh("hostname", zoned_root, name="named-zone")
+    assert r.stdout.strip() == "named-zone"
+
+
+def test_host_mounts_invisible_and_root_unreachable(zoned_root, busybox, tmp_path):
+    (tmp_path / "host-secret").write_text("x")
+    r = sh(f"cat /proc/self/mountinfo; echo ---; ls {tmp_path} 2>&1; "
+           "cd /; cd ../../..; pwd; ls /proc/1/root/ | tr '\\n' ' '; echo; "
+           "ls /proc/1/root/../../ | tr '\\n' ' '", zoned_root)
+    mountinfo, rest = r.stdout.split("---\n")
+    points = [line.split()[4] for line in mountinfo.splitlines()]
+    assert points[0] == "/"
+    host_points = {line.split()[4] for line in open("/proc/self/mountinfo")}
+    # only the container's own tree: /, /proc, /dev..., nothing of the host's
+    assert not [p for p in points if p.startswith(("/run/zoned", "/work", str(tmp_path)))]
+    assert "/proc/sys" in points and "/sys/fs/cgroup" in points
+    assert len(host_points - set(points)) > 0
+    assert "No such file" in rest
+    lines = rest.splitlines()
+    assert lines[1] == "/"
+    ctr_root = set(lines[2].split())
+    assert "work" not in ctr_root and "bin" in ctr_root
+    assert ctr_root == set(lines[3].split())  # ../.. of the root is the root
+
+
+def test_dev_is_minimal(zoned_root, busybox):
+    r = sh("ls /dev | tr '\\n' ' '; echo; ls -l /dev/null | cut -c1", zoned_root)
+    names = set(r.stdout.splitlines()[0].split())
+    assert {"null", "zero", "full", "random", "urandom", "tty", "pts", "ptmx", "shm",
+            "mqueue"} <= names
+    assert not names & {"sda", "vda", "mem", "kmsg", "loop0", "kvm"}
+    assert r.stdout.splitlines()[1] == "c"
+
+
+def test_proc_masked_and_sys_readonly(zoned_root, busybox):
+    # (this kernel has no /proc/kcore or /proc/sysrq-trigger; the masks skip what is absent)
+    assert os.path.getsize("/proc/keys") == 0 and open("/proc/keys").read()  # host: readable
+    r = sh("wc -c < /proc/keys; wc -c < /proc/timer_list; ls /sys/firmware | wc -l; "
+           "echo 1 > /proc/sys/kernel/domainname 2>/dev/null && echo rw || echo ro; "
+           "touch /sys/x 2>/dev/null && echo rw || echo ro; "
+           "touch /proc/bus/x 2>/dev/null && echo rw || echo ro", zoned_root)
+    assert r.stdout.split() == ["0", "0", "0", "ro", "ro", "ro"], r.stdout + r.stderr
+
+
+def test_capabilities_dropped_and_no_new_privs(zoned_root, busybox):
+    r = sh("grep -E 'Cap(Eff|Bnd|Prm)|NoNewPrivs|Seccomp:' /proc/self/status", zoned_root)
+    fields = dict(line.split(":\t") for line in r.stdout.splitlines())
+    podman_caps = 0x00000000800405fb  # chown dac_override fowner fsetid kill setgid setuid
+    # setpcap net_bind_service sys_chroot setfcap
+    assert int(fields["CapEff"], 16) == podman_caps
+    assert int(fields["CapBnd"], 16) == podman_caps
+    assert fields["NoNewPrivs"].strip() == "1"
+    assert fields["Seccomp"].strip() == "2"
+
+
+def test_privileged_operations_denied(zoned_root, busybox, tmp_path):
+    script = ";".join([
+        "mount -t tmpfs none /mnt 2>/dev/null && echo mount:ok || echo mount:denied",
+        "mknod /tmp/sda b 8 0 2>/dev/null && echo mknod:ok || echo mknod:denied",
+        "ping -c1 -W1 127.0.0.1 >/dev/null 2>&1 && echo raw:ok || echo raw:denied",
+        "unshare -U true 2>/dev/null && echo userns:ok || echo userns:denied",
+        "hostname -F /dev/null 2>/dev/null; sysctl -w kernel.hostname=x >/dev/null 2>&1 "
+        "&& echo sysctl:ok || echo sysctl:denied",
+        "chroot / true && echo chroot:ok || echo chroot:denied",
+    ])
+    r = sh(script, zoned_root)
+    got = dict(x.split(":") for x in r.stdout.split())
+    assert got == {"mount": "denied", "mknod": "denied", "raw": "denied", "userns": "denied",
+                   "sysctl": "denied", "chroot": "ok"}, r.stdout
+
+
+def test_seccomp_denies_keyctl(zoned_root, busybox, tmp_path):
+    # busybox has no keyctl applet: use the raw syscall through a tiny static helper
+    src = tmp_path / "k.c"
+    src.write_text('#include <unistd.h>\n#include <sys/syscall.h>\n#include <errno.h>\n'
+                   '#include <stdio.h>\nint main(void){long r=syscall(SYS_keyctl,0,0,0,0,0);'
+                   'printf("%ld %d\\n",r,errno);r=syscall(SYS_bpf,0,0,0);'
+                   'printf("%ld %d\\n",r,errno);return 0;}\n')
+    import subprocess
+
+    subprocess.run(["cc", "-static", "-o", str(tmp_path / "k"), str(src)], check=True)
+    r = zoned.run(["/probe/k"], root=zoned_root, text=True, volumes=[f"{tmp_path}:/probe:ro"])
+    assert r.stdout.split() == ["-1", "1", "-1", "1"], r.stdout + r.stderr  # EPERM, EPERM
+
+
+def test_no_host_fds_leak(zoned_root, busybox):
+    extra = os.open("/etc/hostname", os.O_RDONLY)  # an inheritable fd in the caller
+    os.set_inheritable(extra, True)
+    try:
+        r = sh("ls /proc/self/fd | tr '\\n' ' '", zoned_root)
+    finally:
+        os.close(extra)
+    assert sorted(int(x) for x in r.stdout.split()) == [0, 1, 2, 3]  # 3: ls's own dir fd
+
+
+def test_network_namespace_has_only_lo(zoned_root, busybox):
+    r = sh("ls /sys/class/net | tr '\\n' ' '; ip -o link 2>/dev/null | wc -l; "
+           "ping -c1 -W1 127.0.0.1 >/dev/null 2>&1; cat /proc/net/dev | wc -l", zoned_root)
+    assert r.stdout.split()[0] == "lo"
+
+
+def test_cgroup_namespace_shows_own_root(zoned_root, busybox):
+    r = sh("cat /proc/self/cgroup", zoned_root)
+    for line in r.stdout.splitlines():
+        assert line.rsplit(":", 1)[1] == "/", line
+
+
+def test_readonly_rootfs_and_volumes(zoned_root, busybox, tmp_path):
+    (tmp_path / "in").write_text("from host\n")
+    r = sh("cat /data/in; echo out > /data/out; touch /x 2>/dev/null && echo rw || echo ro; "
+           "echo t > /tmp/t && echo tmp-rw", zoned_root, read_only=True,
+           volumes=[f"{tmp_path}:/data"])
+    assert r.stdout.splitlines() == ["from host", "ro", "tmp-rw"]  # /tmp: a tmpfs, as podman
+    assert (tmp_path / "out").read_text() == "out\n"
+    r = sh("echo x > /data/y 2>/dev/null && echo rw || echo ro", zoned_root,
+           volumes=[f"{tmp_path}:/data:ro"])
+    assert r.stdout.strip() == "ro" and not (tmp_path / "y").exists()
+
+
+def test_user_env_workdir(zoned_root, busybox):
+    r = sh('id -u; id -g; pwd; echo "$FOO"', zoned_root, user="1000:1000",
+           env=["FOO=bar"], workdir="/tmp")
+    assert r.stdout.split() == ["1000", "1000", "/tmp", "bar"]
+    r = sh("id -un", zoned_root, user="nobody")
+    assert r.stdout.strip() == "nobody"
+
+
+def test_overlay_writes_are_per_container(zoned_root, busybox):
+    r = sh("echo changed > /etc/hostname; cat /etc/hostname", zoned_root)
+    assert r.stdout.strip() == "changed"
+    assert (busybox.rootfs / "etc/hostname").read_text().strip() != "changed"
+    r = sh("cat /etc/hostname", zoned_root)
+    assert r.stdout.strip() != "changed"

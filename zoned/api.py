@@ -1,0 +1,275 @@
+"""The Python API: what test harnesses embed and what the CLI is a thin layer over.
+
+    result = zoned.run(["echo", "hi"], image="busybox", memory="64m")
+    with zoned.Container(["sleep", "60"], image="busybox") as c:
+        print(c.exec(["hostname"]).stdout)
+"""
+from __future__ import annotations
+
+import os
+import selectors
+import signal
+from dataclasses import dataclass
+from pathlib import Path
+
+from zoned.errors import ZonedError
+from zoned.runtime import Runtime, Started, wait_exit
+from zoned.spec import RunOptions
+
+DEFAULT_IMAGE = "busybox"
+LIBEXEC = Path(__file__).resolve().parent / "libexec"
+
+
+@dataclass
+class Result:
+    """What a finished container or exec gave back (like subprocess.CompletedProcess)."""
+
+    args: list[str]
+    returncode: int
+    stdout: bytes | str | None = None
+    stderr: bytes | str | None = None
+    name: str | None = None
+
+    def check_returncode(self) -> None:
+        if self.returncode:
+            raise ZonedError(f"command {self.args!r} exited with status {self.returncode}")
+
+
+def new_name() -> str:
+    return "z-" + os.urandom(5).hex()
+
+
+def status_code(wait_status: int) -> int:
+    """A waitpid status as a shell would report it: exit code, or 128+N for signal N."""
+    if os.WIFSIGNALED(wait_status):
+        return 128 + os.WTERMSIG(wait_status)
+    return os.WEXITSTATUS(wait_status)
+
+
+def build_config(opts: RunOptions, images_root: str | None = None) -> dict:
+    """RunOptions -> OCI config: resolve the image, add --init and the default seccomp."""
+    image_rootfs = image_config = None
+    if not opts.rootfs:
+        from zoned.images import ImageNotFound, ImageStore
+
+        try:
+            image = ImageStore(images_root).get(opts.image or DEFAULT_IMAGE)
+        except ImageNotFound as e:
+            raise ZonedError(str(e)) from None
+        opts.image = image.name
+        image_rootfs, image_config = image.rootfs, image.config
+    init = LIBEXEC / "zoned-init"
+    cfg = opts.to_config(image_rootfs=image_rootfs, image_config=image_config,
+                         init_path=str(init) if init.exists() else None)
+    from zoned.seccomp import default_profile
+
+    cfg["linux"]["seccomp"] = default_profile(cfg["process"]["capabilities"]["bounding"])
+    return cfg
+
+
+def _pump(pid: int, fds: dict[int, list[bytes]], stdin_fd: int | None,
+          data: bytes | None) -> int:
+    """Feed `data` to stdin and collect output until EOF, then reap `pid`."""
+    sel = selectors.DefaultSelector()
+    for fd in fds:
+        sel.register(fd, selectors.EVENT_READ)
+    view = memoryview(data or b"")
+    if stdin_fd is not None:
+        if view:
+            os.set_blocking(stdin_fd, False)
+            sel.register(stdin_fd, selectors.EVENT_WRITE)
+        else:
+            os.close(stdin_fd)
+            stdin_fd = None
+    while sel.get_map():
+        for key, _ in sel.select():
+            fd = key.fd
+            if fd == stdin_fd:
+                try:
+                    n = os.write(fd, view[:65536])
+                except BrokenPipeError:
+                    n = len(view)
+                view = view[n:]
+                if not view:
+                    sel.unregister(fd)
+                    os.close(fd)
+                    stdin_fd = None
+                continue
+            chunk = os.read(fd, 65536)
+            if chunk:
+                fds[fd].append(chunk)
+            else:
+                sel.unregister(fd)
+                os.close(fd)
+    _, st = os.waitpid(pid, 0)
+    return status_code(st)
+
+
+def _pipes(capture: bool, input: bytes | None):
+    """-> (child stdio, parent stdin write end, parent read ends {fd: chunks}, to close)."""
+    stdin_r = stdin_w = None
+    if input is not None:
+        stdin_r, stdin_w = os.pipe2(os.O_CLOEXEC)
+    else:
+        stdin_r = os.open("/dev/null", os.O_RDONLY | os.O_CLOEXEC)
+    if capture:
+        out_r, out_w = os.pipe2(os.O_CLOEXEC)
+        err_r, err_w = os.pipe2(os.O_CLOEXEC)
+        return (stdin_r, out_w, err_w), stdin_w, {out_r: [], err_r: []}, [stdin_r, out_w, err_w]
+    return (stdin_r, 1, 2), stdin_w, {}, [stdin_r]
+
+
+def _finish(args, code, reads, text, name) -> Result:
+    outs = [b"".join(v) for v in reads.values()] if reads else [None, None]
+    if text and reads:
+        outs = [o.decode(errors="replace") for o in outs]
+    return Result(list(args), code, outs[0], outs[1], name)
+
+
+def run(args: list[str], *, image: str | None = None, capture: bool = True,
+        input: bytes | str | None = None, text: bool = False, check: bool = False,
+        root: str | None = None, name: str | None = None, images: str | None = None,
+        **options) -> Result:
+    """Run `args` in a new container, wait for it, remove it and return its Result.
+
+    Keyword options are RunOptions fields (memory="64m", pids_limit=64, env=[...], ...).
+    """
+    cid = name or new_name()
+    opts = RunOptions(args=list(args), image=image, name=cid, **options)
+    cfg = build_config(opts, images)
+    rt = Runtime(root)
+    if isinstance(input, str):
+        input = input.encode()
+    stdio, stdin_w, reads, close = _pipes(capture, input)
+    try:
+        started = rt.create(cid, cfg, stdio=stdio, use_fifo=False, keep_pdeathsig=True,
+                            autoremove=True)
+    finally:
+        for fd in close:
+            os.close(fd)
+    try:
+        rt.start(cid, started)
+        code = _pump(started.pid, reads, stdin_w, input)
+    finally:
+        rt.delete(cid, force=True)
+    result = _finish(args, code, reads, text, cid)
+    if check:
+        result.check_returncode()
+    return result
+
+
+class Container:
+    """A detached container owned by this Python process (its init is our child, so
+    `wait()` gets the real exit status). A context manager: removed on exit."""
+
+    def __init__(self, args: list[str] | None = None, *, image: str | None = None,
+                 name: str | None = None, root: str | None = None, images: str | None = None,
+                 **options):
+        self.name = name or new_name()
+        self.opts = RunOptions(args=list(args or []), image=image, name=self.name, **options)
+        self.runtime = Runtime(root)
+        self.images = images
+        self.pid: int | None = None
+        self.returncode: int | None = None
+
+    def start(self) -> "Container":
+        cfg = build_config(self.opts, self.images)
+        started = self.runtime.create(self.name, cfg, use_fifo=False, log=True)
+        self.runtime.start(self.name, started)
+        self.pid = started.pid
+        return self
+
+    def __enter__(self) -> "Container":
+        return self.start() if self.pid is None else self
+
+    def __exit__(self, *exc) -> None:
+        self.remove(force=True)
+
+    @property
+    def state(self) -> dict:
+        return self.runtime.state(self.name)
+
+    @property
+    def status(self) -> str:
+        return self.state["status"]
+
+    def exec(self, args: list[str], *, capture: bool = True, input: bytes | str | None = None,
+             text: bool = True, env: list[str] | None = None, user: str | None = None,
+             cwd: str | None = None, check: bool = False) -> Result:
+        """Run `args` inside the container and wait for it."""
+        process = exec_process(self.runtime.config(self.name)["process"], args, env=env,
+                               user=user, cwd=cwd)
+        if isinstance(input, str):
+            input = input.encode()
+        stdio, stdin_w, reads, close = _pipes(capture, input)
+        try:
+            started = self.runtime.exec(self.name, process, stdio=stdio)
+        finally:
+            for fd in close:
+                os.close(fd)
+        started.release()
+        code = _pump(started.pid, reads, stdin_w, input)
+        result = _finish(args, code, reads, text, self.name)
+        if check:
+            result.check_returncode()
+        return result
+
+    def kill(self, sig: int = signal.SIGTERM) -> None:
+        self.runtime.kill(self.name, sig)
+
+    def stop(self, timeout: float = 10.0) -> int | None:
+        self.runtime.stop(self.name, timeout)
+        return self.wait(0)
+
+    def wait(self, timeout: float | None = None) -> int | None:
+        """The exit status once the container's init has exited; None on timeout."""
+        if self.returncode is not None:
+            return self.returncode
+        if self.pid is None:
+            raise ZonedError(f"container {self.name!r} was not started")
+        st = self.runtime.store.read_state(self.name)
+        if not wait_exit(self.pid, st["zoned"].get("pid_start"), timeout):
+            return None
+        try:
+            _, status = os.waitpid(self.pid, 0)
+            self.returncode = status_code(status)
+        except ChildProcessError:
+            pass
+        return self.returncode
+
+    def logs(self) -> str:
+        log = self.runtime.state(self.name)["zoned"].get("log")
+        return Path(log).read_text(errors="replace") if log else ""
+
+    def stats(self) -> dict:
+        return self.runtime.cgroup(self.runtime.state(self.name)).stats()
+
+    def remove(self, force: bool = True) -> None:
+        from zoned.errors import NotFound
+
+        try:
+            if self.pid is not None and self.returncode is None and force:
+                self.runtime.kill(self.name, signal.SIGKILL)
+                self.wait(10)
+        except (NotFound, ZonedError):
+            pass
+        try:
+            self.runtime.delete(self.name, force=force)
+        except NotFound:
+            pass
+
+
+def exec_process(base: dict, args: list[str], *, env: list[str] | None = None,
+                 user: str | None = None, cwd: str | None = None, tty: bool = False) -> dict:
+    """An OCI process for exec: the container's own (caps, rlimits, env) with overrides."""
+    from zoned.spec import merge_env, parse_env, parse_user
+
+    proc = dict(base)
+    proc["args"] = list(args)
+    proc["terminal"] = tty
+    proc["env"] = merge_env(list(base.get("env") or []), parse_env(env or []))
+    if user:
+        proc["user"] = parse_user(user)
+    if cwd:
+        proc["cwd"] = cwd
+    return proc

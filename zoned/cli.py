@@ -1,0 +1,701 @@
+"""The `zoned` command: a thin layer over zoned.api and zoned.runtime.
+
+Two families of commands share one state root: the zone commands people type (run, ps,
+stop, rm, exec, logs, inspect, image, gc) and runc's OCI commands that podman and containerd
+call (create, start, state, kill, delete, ...). Imports are lazy: `zoned --help` and the OCI
+commands must start fast.
+"""
+from __future__ import annotations
+
+import os
+import sys
+
+USAGE_ERROR = 2
+
+
+class Interrupted(BaseException):
+    """A signal arrived while zoned was setting something up: unwind and clean up."""
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = signum
+
+
+GLOBAL_WITH_VALUE = ("--root", "--images", "--log", "--log-format")
+ALIASES = {"list": "ps"}
+
+
+def _command_of(argv: list[str]) -> str | None:
+    """The subcommand named in argv, so only its parser is built (start-up time)."""
+    it = iter(argv)
+    for arg in it:
+        if arg in GLOBAL_WITH_VALUE:
+            next(it, None)
+        elif not arg.startswith("-"):
+            return arg
+    return None
+
+
+def _parser(only: str | None = None):
+    """The argument parser; with `only`, just that subcommand (the rest is not built)."""
+    import argparse
+
+    class Parser(argparse.ArgumentParser):
+        def error(self, message):  # one clear line, not a usage dump
+            sys.stderr.write(f"zoned: {message} (see `{self.prog} --help`)\n")
+            sys.exit(USAGE_ERROR)
+
+    p = Parser(prog="zoned", description="OS-level containers (zones) on Linux.")
+    p.add_argument("--root", help="state root (default /run/zoned or $ZONED_ROOT)")
+    p.add_argument("--images", help="image store (default /var/lib/zoned/images)")
+    p.add_argument("--log", help="(runc) log file")
+    p.add_argument("--log-format", choices=["text", "json"], default="text")
+    p.add_argument("--debug", action="store_true")
+    p.add_argument("--systemd-cgroup", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--version", "-v", action="store_true", help="print the version")
+    sub = p.add_subparsers(dest="cmd", metavar="COMMAND", parser_class=Parser)
+    only = ALIASES.get(only, only)
+    known = {name for name, _ in SUBCOMMANDS}
+    for name, build in SUBCOMMANDS:
+        if only is None or only not in known or name == only:
+            build(sub, argparse)
+    return p
+
+
+def _sub_run(sub, argparse):
+    r = sub.add_parser("run", help="run a command in a new container")
+    r.add_argument("--name")
+    r.add_argument("--rm", action="store_true", help="remove the container when it exits")
+    r.add_argument("-d", "--detach", action="store_true")
+    r.add_argument("-i", "--interactive", action="store_true")
+    r.add_argument("-t", "--tty", action="store_true")
+    src = r.add_mutually_exclusive_group()
+    src.add_argument("--image")
+    src.add_argument("--rootfs")
+    r.add_argument("--hostname")
+    r.add_argument("--memory", "-m")
+    r.add_argument("--memory-swap")
+    r.add_argument("--cpus")
+    r.add_argument("--cpu-shares", type=int)
+    r.add_argument("--cpuset-cpus")
+    r.add_argument("--pids-limit", type=int)
+    r.add_argument("-e", "--env", action="append", default=[])
+    r.add_argument("-w", "--workdir")
+    r.add_argument("-u", "--user")
+    r.add_argument("-v", "--volume", action="append", default=[])
+    r.add_argument("--read-only", action="store_true")
+    r.add_argument("--init", action="store_true")
+    r.add_argument("--network", default=None)
+    r.add_argument("command", nargs=argparse.REMAINDER)
+
+
+def _sub_ps(sub, argparse):
+    ps = sub.add_parser("ps", aliases=["list"],
+                        help="list containers (or, given ID, the processes in it)")
+    ps.add_argument("--format", choices=["table", "json"], default="table")
+    ps.add_argument("-q", "--quiet", action="store_true")
+    ps.add_argument("id", nargs="?")
+
+
+def _sub_stop(sub, argparse):
+    s = sub.add_parser("stop", help="stop containers: SIGTERM, then SIGKILL after a timeout")
+    s.add_argument("-t", "--time", type=float, default=10.0)
+    s.add_argument("ids", nargs="+")
+
+
+def _sub_kill(sub, argparse):
+    k = sub.add_parser("kill", help="send a signal to a container")
+    k.add_argument("-a", "--all", action="store_true")
+    k.add_argument("id")
+    k.add_argument("signal", nargs="?", default="TERM")
+
+
+def _sub_rm(sub, argparse):
+    rm = sub.add_parser("rm", help="remove containers")
+    rm.add_argument("-f", "--force", action="store_true")
+    rm.add_argument("ids", nargs="+")
+
+
+def _sub_delete(sub, argparse):
+    d = sub.add_parser("delete", help="(OCI) delete a stopped container")
+    d.add_argument("-f", "--force", action="store_true")
+    d.add_argument("id")
+
+
+def _sub_exec(sub, argparse):
+    e = sub.add_parser("exec", help="run a command in a running container")
+    e.add_argument("-i", "--interactive", action="store_true")
+    e.add_argument("-t", "--tty", action="store_true")
+    e.add_argument("-d", "--detach", action="store_true")
+    e.add_argument("-e", "--env", action="append", default=[])
+    e.add_argument("-u", "--user")
+    e.add_argument("-w", "--workdir", "--cwd", dest="workdir")
+    e.add_argument("-p", "--process", help="(OCI) process.json")
+    e.add_argument("--pid-file")
+    e.add_argument("--console-socket")
+    e.add_argument("id")
+    e.add_argument("command", nargs=argparse.REMAINDER)
+
+
+def _sub_logs(sub, argparse):
+    lg = sub.add_parser("logs", help="print a detached container's output")
+    lg.add_argument("-f", "--follow", action="store_true")
+    lg.add_argument("id")
+
+
+def _sub_inspect(sub, argparse):
+    ins = sub.add_parser("inspect", help="show a container's config, state and limits")
+    ins.add_argument("--format", choices=["json"], default="json")
+    ins.add_argument("id")
+
+
+def _sub_stats(sub, argparse):
+    st = sub.add_parser("stats", help="resource usage of containers")
+    st.add_argument("--format", choices=["table", "json"], default="table")
+    st.add_argument("ids", nargs="*")
+
+
+def _simple(name: str, help: str):
+    def build(sub, argparse):
+        sub.add_parser(name, help=help).add_argument("id")
+    return build
+
+
+def _sub_create(sub, argparse):
+    c = sub.add_parser("create", help="(OCI) create a container from a bundle")
+    c.add_argument("-b", "--bundle", default=".")
+    c.add_argument("--pid-file")
+    c.add_argument("--console-socket")
+    c.add_argument("--no-pivot", action="store_true")
+    c.add_argument("--no-new-keyring", action="store_true")
+    c.add_argument("--preserve-fds", type=int, default=0)
+    c.add_argument("id")
+
+
+def _sub_spec(sub, argparse):
+    sp = sub.add_parser("spec", help="(OCI) write a default config.json")
+    sp.add_argument("-b", "--bundle", default=".")
+    sp.add_argument("--rootless", action="store_true")
+
+
+def _sub_image(sub, argparse):
+    img = sub.add_parser("image", help="build and list images")
+    isub = img.add_subparsers(dest="image_cmd", metavar="IMAGE_COMMAND",
+                              parser_class=type(img))
+    ib = isub.add_parser("build", help="build an image from images/NAME.yaml or a recipe file")
+    ib.add_argument("recipe")
+    il = isub.add_parser("ls", help="list images", aliases=["list"])
+    il.add_argument("--format", choices=["table", "json"], default="table")
+    ir = isub.add_parser("rm", help="remove an image")
+    ir.add_argument("name")
+
+
+def _sub_gc(sub, argparse):
+    g = sub.add_parser("gc", help="remove what crashed or killed zoned processes left behind")
+    g.add_argument("--dry-run", action="store_true")
+
+
+SUBCOMMANDS = [
+    ("run", _sub_run), ("ps", _sub_ps), ("stop", _sub_stop), ("kill", _sub_kill),
+    ("rm", _sub_rm), ("exec", _sub_exec), ("logs", _sub_logs), ("inspect", _sub_inspect),
+    ("stats", _sub_stats), ("pause", _simple("pause", "freeze a container")),
+    ("resume", _simple("resume", "thaw a paused container")),
+    ("create", _sub_create), ("start", _simple("start", "(OCI) start a created container")),
+    ("state", _simple("state", "(OCI) print a container's state JSON")),
+    ("delete", _sub_delete), ("spec", _sub_spec), ("image", _sub_image), ("gc", _sub_gc),
+]
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    args = _parser(_command_of(argv)).parse_args(argv)
+    if args.version:
+        print("zoned version 0.1.0\nspec: 1.2.0")
+        return 0
+    if not args.cmd:
+        _parser().print_help()
+        return USAGE_ERROR
+    from zoned.errors import ZonedError
+
+    try:
+        return int(COMMANDS[args.cmd](args) or 0)
+    except ZonedError as e:
+        sys.stderr.write(f"zoned: {e}\n")
+        return 125 if args.cmd == "run" else 1
+    except Interrupted as e:
+        sys.stderr.write(f"zoned: interrupted by signal {e.signum}\n")
+        return 128 + e.signum
+    except KeyboardInterrupt:
+        sys.stderr.write("zoned: interrupted\n")
+        return 130
+    except OSError as e:
+        sys.stderr.write(f"zoned: {e.strerror or e}"
+                         f"{': ' + str(e.filename) if e.filename else ''}\n")
+        return 1
+
+
+def _runtime(args):
+    from zoned.runtime import Runtime
+
+    return Runtime(args.root)
+
+
+def _interruptible():
+    """Turn SIGINT/SIGTERM/SIGHUP into an exception so a half-made container is removed."""
+    import signal
+
+    def handler(signum, frame):
+        raise Interrupted(signum)
+
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, handler)
+
+
+def parse_signal(value: str) -> int:
+    import signal
+
+    from zoned.errors import ConfigError
+
+    v = value.upper()
+    if v.isdigit():
+        return int(v)
+    name = v if v.startswith("SIG") else "SIG" + v
+    try:
+        return int(getattr(signal.Signals, name))
+    except AttributeError:
+        raise ConfigError(f"unknown signal {value!r}") from None
+
+
+# -- zone commands -----------------------------------------------------------------------
+def cmd_run(args) -> int:
+    from zoned import api
+    from zoned.errors import ConfigError
+    from zoned.spec import RunOptions
+
+    command = args.command[1:] if args.command[:1] == ["--"] else args.command
+    if args.detach and args.rm:
+        pass  # removed by `zoned gc` once it has exited (no process stays to watch it)
+    if args.detach and args.tty:
+        raise ConfigError("-t with -d is not supported yet (a detached pty needs a reader)")
+    if args.network not in (None, "none"):
+        raise ConfigError(f"--network {args.network}: networking is not available yet "
+                          "(only 'none')")
+    from zoned.spec import check_id
+
+    cid = check_id(args.name) if args.name else api.new_name()
+    opts = RunOptions(args=command, image=args.image, rootfs=args.rootfs, name=cid,
+                      hostname=args.hostname, memory=args.memory, memory_swap=args.memory_swap,
+                      cpus=args.cpus, cpu_shares=args.cpu_shares, cpuset_cpus=args.cpuset_cpus,
+                      pids_limit=args.pids_limit, env=args.env, workdir=args.workdir,
+                      user=args.user, volumes=args.volume, read_only=args.read_only,
+                      init=args.init, tty=args.tty, interactive=args.interactive,
+                      network=args.network)
+    _interruptible()
+    cfg = api.build_config(opts, args.images)
+    rt = _runtime(args)
+    if args.detach:
+        started = rt.create(cid, cfg, use_fifo=False, log=True, autoremove=args.rm)
+        rt.start(cid, started)
+        print(cid)
+        return 0
+    return _foreground(rt, cid, cfg, args)
+
+
+def _foreground(rt, cid: str, cfg: dict, args) -> int:
+    import signal
+
+    from zoned.api import status_code
+
+    stdio = None
+    null = None
+    if not args.tty and not args.interactive:
+        null = os.open("/dev/null", os.O_RDONLY | os.O_CLOEXEC)
+        stdio = (null, 1, 2)
+    try:
+        started = rt.create(cid, cfg, stdio=stdio, use_fifo=False, keep_pdeathsig=True,
+                            autoremove=args.rm)
+    finally:
+        if null is not None:
+            os.close(null)
+    pid = started.pid
+
+    def forward(signum, frame):
+        try:
+            os.kill(pid, signum)
+        except ProcessLookupError:
+            pass
+
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT,
+                signal.SIGUSR1, signal.SIGUSR2):
+        signal.signal(sig, forward)
+    try:
+        try:
+            rt.start(cid, started)
+        except BaseException:
+            rt.delete(cid, force=True)
+            raise
+        if started.master is not None:
+            _attach(started.master, args.interactive)
+        while True:
+            try:
+                _, status = os.waitpid(pid, 0)
+                break
+            except InterruptedError:
+                continue
+        code = status_code(status)
+    finally:
+        if started.master is not None:
+            os.close(started.master)
+    if args.rm:
+        rt.delete(cid, force=True)
+    else:
+        rt.store.write_state(cid, {**rt.store.read_state(cid), "exit_code": code})
+    return code
+
+
+def _attach(master: int, interactive: bool) -> None:
+    """Connect our terminal to a container's pty until it closes."""
+    from zoned.console import RawMode, proxy
+
+    tty = os.isatty(0)
+    with RawMode(0):
+        proxy(master, 0 if interactive else None, 1, resize_from=0 if tty else None)
+
+
+def cmd_ps(args) -> int:
+    rt = _runtime(args)
+    if args.id:
+        return _ps_processes(rt, args)
+    rows = rt.list()
+    if args.format == "json":
+        _print_json(rows)
+        return 0
+    if args.quiet:
+        for r in rows:
+            print(r["id"])
+        return 0
+    table = [("NAME", "STATUS", "PID", "IMAGE", "CREATED", "COMMAND")]
+    for r in rows:
+        cfg = {}
+        try:
+            cfg = rt.config(r["id"])
+        except Exception:  # noqa: BLE001 - a half-created container has no config yet
+            pass
+        status = r["status"]
+        if status == "stopped" and "exit_code" in r:
+            status = f"exited ({r['exit_code']})"
+        table.append((r["id"], status, str(r.get("pid") or "-"),
+                      (r.get("annotations") or {}).get("org.zoned.image", "-"),
+                      r.get("created", "")[:19].replace("T", " "),
+                      " ".join((cfg.get("process") or {}).get("args") or [])[:40]))
+    _print_table(table)
+    return 0
+
+
+def _ps_processes(rt, args) -> int:
+    st = rt.state(args.id)
+    pids = rt.cgroup(st).pids() if st["status"] != "stopped" else []
+    if args.format == "json":
+        _print_json(pids)
+        return 0
+    table = [("PID", "CMD")]
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                cmd = f.read().replace(b"\0", b" ").decode(errors="replace").strip()
+        except OSError:
+            continue
+        table.append((str(pid), cmd))
+    _print_table(table)
+    return 0
+
+
+def cmd_stop(args) -> int:
+    rt = _runtime(args)
+    for cid in args.ids:
+        rt.state(cid)  # NotFound for a wrong name
+        rt.stop(cid, args.time)
+        _autoremove(rt, cid)
+        print(cid)
+    return 0
+
+
+def _autoremove(rt, cid: str) -> None:
+    try:
+        st = rt.state(cid)
+    except Exception:  # noqa: BLE001
+        return
+    if st["status"] == "stopped" and st.get("zoned", {}).get("autoremove"):
+        rt.delete(cid, force=True)
+
+
+def cmd_kill(args) -> int:
+    _runtime(args).kill(args.id, parse_signal(args.signal), all=args.all)
+    return 0
+
+
+def cmd_rm(args) -> int:
+    rt = _runtime(args)
+    failed = 0
+    from zoned.errors import ZonedError
+
+    for cid in args.ids:
+        try:
+            rt.delete(cid, force=args.force)
+            print(cid)
+        except ZonedError as e:
+            sys.stderr.write(f"zoned: {e}\n")
+            failed = 1
+    return failed
+
+
+def cmd_delete(args) -> int:
+    _runtime(args).delete(args.id, force=args.force)
+    return 0
+
+
+def cmd_exec(args) -> int:
+    import json
+
+    from zoned.api import exec_process, status_code
+    from zoned.errors import ConfigError
+
+    rt = _runtime(args)
+    command = args.command[1:] if args.command[:1] == ["--"] else args.command
+    if args.process:
+        with open(args.process) as f:
+            process = json.load(f)
+    else:
+        if not command:
+            raise ConfigError("exec needs a command (zoned exec NAME -- CMD ARGS...)")
+        process = exec_process(rt.config(args.id)["process"], command, env=args.env,
+                               user=args.user, cwd=args.workdir, tty=args.tty)
+    stdio = None
+    null = None
+    if not process.get("terminal") and not args.interactive and not args.process:
+        null = os.open("/dev/null", os.O_RDONLY | os.O_CLOEXEC)
+        stdio = (null, 1, 2)
+    try:
+        started = rt.exec(args.id, process, stdio=stdio, pid_file=args.pid_file)
+    finally:
+        if null is not None:
+            os.close(null)
+    master = started.master
+    if args.console_socket and master is not None:
+        from zoned.console import send_fd
+
+        send_fd(args.console_socket, master)
+        os.close(master)
+        master = None
+    started.release()
+    if args.detach:
+        if master is not None:
+            os.close(master)
+        return 0
+    if master is not None:
+        _attach(master, args.interactive)
+        os.close(master)
+    _, status = os.waitpid(started.pid, 0)
+    return status_code(status)
+
+
+def cmd_logs(args) -> int:
+    import time
+
+    rt = _runtime(args)
+    st = rt.state(args.id)
+    log = st.get("zoned", {}).get("log")
+    if not log:
+        from zoned.errors import ZonedError
+
+        raise ZonedError(f"container {args.id!r} was not detached: its output went to "
+                         "the terminal that ran it")
+    out = sys.stdout.buffer
+    with open(log, "rb") as f:
+        while True:
+            chunk = f.read(65536)
+            if chunk:
+                out.write(chunk)
+                continue
+            out.flush()
+            if not args.follow or rt.state(args.id)["status"] == "stopped":
+                break
+            time.sleep(0.2)
+    return 0
+
+
+def cmd_inspect(args) -> int:
+    rt = _runtime(args)
+    st = rt.state(args.id)
+    cfg = rt.config(args.id)
+    info = {"id": st["id"], "state": st, "config": cfg,
+            "image": (st.get("annotations") or {}).get("org.zoned.image"),
+            "limits": (cfg.get("linux") or {}).get("resources", {}),
+            "cgroup": st["zoned"]["cgroup"]}
+    if st["status"] != "stopped":
+        try:
+            info["stats"] = rt.cgroup(st).stats()
+        except OSError:
+            pass
+    _print_json(info)
+    return 0
+
+
+def cmd_stats(args) -> int:
+    rt = _runtime(args)
+    ids = args.ids or [s["id"] for s in rt.list() if s["status"] in ("running", "paused")]
+    rows = {}
+    for cid in ids:
+        st = rt.state(cid)
+        rows[cid] = rt.cgroup(st).stats() if st["status"] != "stopped" else {}
+    if args.format == "json":
+        _print_json(rows)
+        return 0
+    table = [("NAME", "MEM USAGE", "MEM LIMIT", "CPU SECONDS", "PIDS")]
+    for cid, s in rows.items():
+        mem, cpu, pids = s.get("memory", {}), s.get("cpu", {}), s.get("pids", {})
+        table.append((cid, _human(mem.get("usage")), _human(mem.get("limit")),
+                      f"{(cpu.get('usage_ns') or 0) / 1e9:.2f}", str(pids.get("current", "-"))))
+    _print_table(table)
+    return 0
+
+
+def _human(n) -> str:
+    if n is None or n < 0 or n >= 1 << 62:
+        return "-"
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if n < 1024:
+            return f"{n:.4g}{unit}"
+        n /= 1024
+    return f"{n:.4g}PiB"
+
+
+def cmd_pause(args) -> int:
+    _runtime(args).pause(args.id)
+    return 0
+
+
+def cmd_resume(args) -> int:
+    _runtime(args).resume(args.id)
+    return 0
+
+
+def cmd_start(args) -> int:
+    _runtime(args).start(args.id)
+    return 0
+
+
+def cmd_state(args) -> int:
+    st = _runtime(args).state(args.id)
+    st.pop("zoned", None)
+    _print_json(st)
+    return 0
+
+
+def cmd_create(args) -> int:
+    import json
+
+    from zoned.errors import ConfigError
+
+    bundle = os.path.abspath(args.bundle)
+    try:
+        with open(os.path.join(bundle, "config.json")) as f:
+            cfg = json.load(f)
+    except FileNotFoundError:
+        raise ConfigError(f"no config.json in bundle {bundle!r}") from None
+    except json.JSONDecodeError as e:
+        raise ConfigError(f"config.json in {bundle!r} is not valid JSON: {e}") from None
+    _interruptible()
+    rt = _runtime(args)
+    if (cfg.get("process") or {}).get("terminal") and not args.console_socket:
+        raise ConfigError("process.terminal is set: --console-socket is required")
+    started = rt.create(args.id, cfg, bundle=bundle, pid_file=args.pid_file)
+    if started.master is not None:
+        from zoned.console import send_fd
+
+        try:
+            send_fd(args.console_socket, started.master)
+        finally:
+            os.close(started.master)
+    return 0
+
+
+def cmd_spec(args) -> int:
+    import json
+
+    from zoned.errors import ZonedError
+    from zoned.spec import default_config
+
+    path = os.path.join(args.bundle, "config.json")
+    if os.path.exists(path):
+        raise ZonedError(f"{path} already exists")
+    cfg = default_config(terminal=True)
+    if args.rootless:
+        cfg["linux"]["namespaces"].append({"type": "user"})
+        cfg["linux"]["uidMappings"] = [{"containerID": 0, "hostID": os.getuid(), "size": 1}]
+        cfg["linux"]["gidMappings"] = [{"containerID": 0, "hostID": os.getgid(), "size": 1}]
+        cfg["linux"]["resources"] = {}
+    with open(path, "w") as f:
+        json.dump(cfg, f, indent=2)
+    return 0
+
+
+def cmd_image(args) -> int:
+    from zoned.errors import ConfigError, ZonedError
+    from zoned.images import ImageError, ImageStore
+
+    store = ImageStore(args.images)
+    try:
+        if args.image_cmd == "build":
+            img = store.build(args.recipe)
+            print(f"{img.name}\t{img.rootfs}")
+        elif args.image_cmd in ("ls", "list"):
+            images = store.list()
+            if args.format == "json":
+                _print_json([{"name": i.name, "path": str(i.path), "created": i.created,
+                              "size": i.size, "config": i.config} for i in images])
+            else:
+                table = [("NAME", "SIZE", "CREATED", "PATH")]
+                for i in images:
+                    table.append((i.name, _human(i.size), str(i.created)[:19], str(i.path)))
+                _print_table(table)
+        elif args.image_cmd == "rm":
+            store.remove(args.name)
+        else:
+            raise ConfigError("image needs a command: build, ls or rm")
+    except ImageError as e:
+        raise ZonedError(str(e)) from None
+    return 0
+
+
+def cmd_gc(args) -> int:
+    from zoned.gc import collect
+
+    for line in collect(_runtime(args), dry_run=args.dry_run):
+        print(line)
+    return 0
+
+
+def _print_json(data) -> None:
+    import json
+
+    json.dump(data, sys.stdout, indent=2)
+    sys.stdout.write("\n")
+
+
+def _print_table(rows) -> None:
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for r in rows:
+        print("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
+
+
+COMMANDS = {
+    "run": cmd_run, "ps": cmd_ps, "list": cmd_ps, "stop": cmd_stop, "kill": cmd_kill,
+    "rm": cmd_rm, "delete": cmd_delete, "exec": cmd_exec, "logs": cmd_logs,
+    "inspect": cmd_inspect, "stats": cmd_stats, "pause": cmd_pause, "resume": cmd_resume,
+    "start": cmd_start, "state": cmd_state, "create": cmd_create, "spec": cmd_spec,
+    "image": cmd_image, "gc": cmd_gc,
+}
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,58 @@
+"""Garbage collection: the same removal code as `delete`, run against what a crashed or
+killed zoned left behind. Safe to run at any time, also while other zoned processes work:
+a container whose lock is held is being worked on and is skipped."""
+from __future__ import annotations
+
+import os
+from typing import Iterator
+
+from zoned.runtime import Runtime
+from zoned.state import rmtree
+
+
+def collect(rt: Runtime, *, dry_run: bool = False) -> Iterator[str]:
+    """Remove leftovers; yields one line per thing removed (or that would be)."""
+    store = rt.store
+    for cid in store.ids():
+        fd = store.try_lock(cid)
+        if fd is None:
+            continue  # someone is creating, starting or deleting it right now
+        try:
+            st = store.read_state(cid)
+            status = rt._status(cid, st)
+            reason = None
+            if status == "creating":
+                reason = "half-created container"
+            elif status == "stopped" and (st.get("zoned") or {}).get("autoremove"):
+                reason = "exited --rm container"
+            if reason is None:
+                continue
+            yield f"container {cid}: {reason}"
+            if not dry_run:
+                if st.get("pid") and status != "stopped":
+                    from zoned.runtime import signal_pid
+
+                    signal_pid(st["pid"], (st.get("zoned") or {}).get("pid_start"), 9)
+                if not st.get("zoned"):
+                    st["zoned"] = {"cgroup": f"/zoned/{cid}"}
+                rt._release(cid, st)
+        finally:
+            os.close(fd)
+    try:
+        trash = [e for e in os.scandir(store.root) if e.name.startswith(".trash-")]
+    except FileNotFoundError:
+        trash = []
+    for e in trash:
+        yield f"directory {e.path}: interrupted removal"
+        if not dry_run:
+            rmtree(e.path)
+    from zoned.cgroups import list_paths, remove_if_empty
+
+    known = set(store.ids())
+    for path in list_paths("/zoned"):
+        if path.rsplit("/", 1)[-1] in known:
+            continue
+        if dry_run:
+            yield f"cgroup {path}: no container (removed if empty)"
+        elif remove_if_empty(path):
+            yield f"cgroup {path}: no container"

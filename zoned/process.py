@@ -1,0 +1,273 @@
+"""The container child: everything between fork and exec, in order.
+
+The parent (zoned.runtime) forks; the child joins or creates namespaces, builds its rootfs,
+drops privileges, reports "ready" over a socketpair, waits to be started, and execs through
+the C step that loads seccomp and calls execve with nothing in between. The child never
+returns into the caller's code: every path ends in exec or os._exit.
+
+Protocol (one JSON object per SOCK_SEQPACKET message on the socketpair):
+  parent -> child  {"op": "go"}             cgroup joined, carry on
+  child  -> parent {"op": "namespaces"}     only if asked: namespaces exist (network hook)
+  parent -> child  {"op": "go"}
+  child  -> parent {"op": "console"} + the pty master (SCM_RIGHTS), if process.terminal
+  child  -> parent {"op": "ready"} | {"op": "error", "message": ...}
+  parent -> child  {"op": "start"}          (or the exec fifo is opened by `zoned start`)
+  child  -> parent {"op": "error", ...}     exec failed; EOF on exec success (CLOEXEC)
+"""
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import signal
+import socket
+import struct
+from dataclasses import dataclass, field
+
+from zoned import syscalls as sc
+
+NS_FLAGS = {"ipc": sc.CLONE_NEWIPC, "uts": sc.CLONE_NEWUTS, "network": sc.CLONE_NEWNET,
+            "mount": sc.CLONE_NEWNS, "cgroup": sc.CLONE_NEWCGROUP, "pid": sc.CLONE_NEWPID,
+            "user": sc.CLONE_NEWUSER, "time": sc.CLONE_NEWTIME}
+NS_PROC = {"ipc": "ipc", "uts": "uts", "network": "net", "mount": "mnt", "cgroup": "cgroup",
+           "pid": "pid", "user": "user", "time": "time"}
+# The order in which an exec'd process joins an existing container's namespaces.
+JOIN_ORDER = ("user", "ipc", "uts", "network", "cgroup", "time", "mount")
+
+
+@dataclass
+class Plan:
+    """Everything the child needs, computed by the parent before fork."""
+
+    cfg: dict
+    sock: socket.socket
+    rootfs: str | None = None          # None: exec into an existing container
+    upper: str | None = None
+    work: str | None = None
+    stdio: tuple[int, int, int] | None = None   # fds to dup onto 0, 1, 2
+    fifo_fd: int | None = None         # O_PATH fd of exec.fifo; None: wait for "start"
+    join_fds: dict[str, int] = field(default_factory=dict)   # namespace type -> fd
+    bpf: bytes = b""
+    seccomp_flags: int = 0
+    hierarchies: list = field(default_factory=list)
+    wait_namespaces: bool = False
+    keep_pdeathsig: bool = False
+    parent_pid: int = 0
+
+
+def sync_pair() -> tuple[socket.socket, socket.socket]:
+    """The parent/child sync channel: message boundaries kept, fds can travel."""
+    return socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+
+
+def send(sock: socket.socket, fds: list[int] | None = None, **msg) -> None:
+    data = json.dumps(msg).encode()
+    if fds:
+        socket.send_fds(sock, [data], fds)
+    else:
+        sock.send(data)
+
+
+class Channel:
+    """JSON messages over the sync socket; received fds land in msg["fds"] (CLOEXEC)."""
+
+    def __init__(self, sock: socket.socket):
+        self.sock = sock
+
+    def recv(self) -> dict | None:
+        data, fds, _flags, _addr = socket.recv_fds(self.sock, 1 << 16, 4)
+        for fd in fds:
+            os.set_inheritable(fd, False)
+        if not data:
+            for fd in fds:
+                os.close(fd)
+            return None
+        msg = json.loads(data)
+        if fds:
+            msg["fds"] = fds
+        return msg
+
+
+def describe(exc: BaseException) -> str:
+    if isinstance(exc, OSError) and exc.strerror:
+        what = exc.strerror
+        if exc.filename:
+            what += f": {exc.filename}"
+        return what
+    return str(exc) or type(exc).__name__
+
+
+def run_child(plan: Plan) -> None:
+    """Entry point in the forked child. Never returns."""
+    code = 1
+    try:
+        _child(plan)
+    except BaseException as exc:  # noqa: BLE001 - everything must be reported, then _exit
+        message = describe(exc)
+        if os.environ.get("ZONED_DEBUG"):
+            import traceback
+
+            message += "\n" + "".join(traceback.format_exception(exc))
+        try:
+            send(plan.sock, op="error", message=message)
+        except BaseException:
+            pass
+        code = 127 if isinstance(exc, FileNotFoundError) else 1
+    finally:
+        os._exit(code)
+
+
+def _reset_signals() -> None:
+    for sig in (signal.SIGPIPE, signal.SIGXFSZ, signal.SIGINT, signal.SIGTERM, signal.SIGHUP,
+                signal.SIGQUIT, signal.SIGCHLD, signal.SIGWINCH, signal.SIGUSR1, signal.SIGUSR2):
+        signal.signal(sig, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_SETMASK, [])
+
+
+def _close_fds_except(keep: set[int]) -> None:
+    last = -1
+    for fd in sorted(keep) + [1 << 30]:
+        if fd > last + 1:
+            sc.close_range(last + 1, min(fd - 1, 0xFFFFFFFF))
+        last = fd
+
+
+def _lo_up() -> None:
+    """Bring up lo in a fresh network namespace (an ioctl: no netlink library needed)."""
+    SIOCGIFFLAGS, SIOCSIFFLAGS, IFF_UP = 0x8913, 0x8914, 0x1
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        req = struct.pack("16sh", b"lo", 0)
+        flags = struct.unpack("16sh", fcntl.ioctl(s, SIOCGIFFLAGS, req + b"\0" * 22)[:18])[1]
+        fcntl.ioctl(s, SIOCSIFFLAGS, struct.pack("16sh", b"lo", flags | IFF_UP) + b"\0" * 22)
+
+
+def lookup_path(cmd: str, env: list[str]) -> str:
+    """Resolve argv[0] in the container's PATH, as execvp would (but before seccomp)."""
+    if "/" in cmd:
+        if not os.path.exists(cmd):
+            raise FileNotFoundError(2, f"executable {cmd!r} not found in the container", None)
+        return cmd
+    path = next((e[5:] for e in env if e.startswith("PATH=")), "/usr/bin:/bin")
+    for d in path.split(":"):
+        cand = os.path.join(d or ".", cmd)
+        if os.path.isfile(cand) and os.access(cand, os.X_OK):
+            return cand
+    raise FileNotFoundError(2, f"executable {cmd!r} not found in $PATH of the container", None)
+
+
+def _console(plan: Plan, proc: dict) -> None:
+    """A pty from the container's own devpts (so `tty` works inside), made our controlling
+    terminal; the master goes to the parent, which proxies it or hands it to a console
+    socket (runc's way)."""
+    from zoned import console
+
+    master, slave_path = console.open_pty()
+    slave = console.open_slave(master)
+    size = proc.get("consoleSize")
+    if size:
+        console.set_size(master, int(size.get("height", 24)), int(size.get("width", 80)))
+    if plan.rootfs is not None:  # the container's init: its pty is also /dev/console
+        if not os.path.exists("/dev/console"):
+            os.close(os.open("/dev/console", os.O_CREAT | os.O_WRONLY | os.O_CLOEXEC, 0o600))
+        sc.mount(slave_path, "/dev/console", None, sc.MS_BIND)
+    console.make_controlling_tty(slave)
+    send(plan.sock, [master], op="console", name=slave_path)
+    os.close(master)
+
+
+def _child(plan: Plan) -> None:
+    import prctl
+
+    from zoned import security
+
+    if plan.cfg["process"].get("terminal"):
+        from zoned import console  # noqa: F401 - imported now: after pivot_root it is gone
+    # If the parent died before this, the sync socket reads EOF below and we exit (getppid
+    # cannot tell: PID 1 of a new pid namespace always sees 0).
+    prctl.set_pdeathsig(signal.SIGKILL)
+    _reset_signals()
+    chan = Channel(plan.sock)
+    if plan.stdio:
+        for target, fd in enumerate(plan.stdio):
+            if fd != target:
+                os.dup2(fd, target)
+    keep = {0, 1, 2, plan.sock.fileno(), *plan.join_fds.values()}
+    if plan.fifo_fd is not None:
+        keep.add(plan.fifo_fd)
+    _close_fds_except(keep)
+    os.set_inheritable(0, True), os.set_inheritable(1, True), os.set_inheritable(2, True)
+
+    msg = chan.recv()  # the parent has put us in the cgroup
+    if not msg or msg.get("op") != "go":
+        os._exit(1)
+
+    cfg, proc = plan.cfg, plan.cfg["process"]
+    linux = cfg.get("linux") or {}
+    for ns in JOIN_ORDER:
+        if ns in plan.join_fds:
+            sc.setns(plan.join_fds[ns], NS_FLAGS[ns])
+            os.close(plan.join_fds[ns])
+    new_ns = {n["type"] for n in linux.get("namespaces", []) if not n.get("path")}
+    if plan.rootfs is not None:
+        flags = 0
+        for ns in new_ns - {"pid", "user"}:
+            flags |= NS_FLAGS[ns]
+        if flags:
+            sc.unshare(flags)
+        if "network" in new_ns:
+            _lo_up()
+        if plan.wait_namespaces:
+            send(plan.sock, op="namespaces")
+            if (chan.recv() or {}).get("op") != "go":
+                os._exit(1)
+        if "uts" in new_ns or "uts" in plan.join_fds:
+            if cfg.get("hostname"):
+                sc.sethostname(cfg["hostname"])
+            if cfg.get("domainname"):
+                sc.setdomainname(cfg["domainname"])
+        from zoned.rootfs import Rootfs, secure_join
+
+        fs = Rootfs(cfg, plan.rootfs, upper=plan.upper, work=plan.work,
+                    cgroup_hierarchies=plan.hierarchies)
+        fs.prepare()
+        cwd = secure_join(plan.rootfs, proc.get("cwd") or "/")
+        os.makedirs(cwd, mode=0o755, exist_ok=True)
+        fs.pivot()
+        fs.finish()
+    os.chdir(proc.get("cwd") or "/")
+
+    os.setsid()  # session leader: a clean controlling tty, and what CRIU wants of init
+    if proc.get("terminal"):
+        _console(plan, proc)
+
+    security.apply_rlimits(proc)
+    security.apply_oom_score_adj(proc)
+    env = list(proc.get("env") or [])
+    path = lookup_path(proc["args"][0], env)
+    bpf = plan.bpf
+    if bpf and not proc.get("noNewPrivileges"):
+        # Without no_new_privs the kernel only takes a filter from a CAP_SYS_ADMIN caller:
+        # load it now, before the capabilities go (as runc does).
+        sc.seccomp_set_filter(bpf, plan.seccomp_flags)
+        bpf = b""
+    security.apply_user_and_caps(proc)
+    prctl.set_pdeathsig(signal.SIGKILL)  # a uid change cleared it
+
+    send(plan.sock, op="ready")
+    if plan.fifo_fd is not None:
+        msg = chan.recv()  # the creator acknowledges; after this it may exit
+        if not msg or msg.get("op") != "ack":
+            os._exit(1)
+        if not plan.keep_pdeathsig:
+            prctl.set_pdeathsig(0)
+        fd = os.open(f"/proc/self/fd/{plan.fifo_fd}", os.O_WRONLY | os.O_CLOEXEC)
+        os.write(fd, b"0")
+        os.close(fd)
+        os.close(plan.fifo_fd)
+    else:
+        msg = chan.recv()
+        if not msg or msg.get("op") != "start":
+            os._exit(1)
+        if not plan.keep_pdeathsig:
+            prctl.set_pdeathsig(0)
+    sc.execve_seccomp(path, proc["args"], env, bpf, plan.seccomp_flags)

@@ -1,0 +1,258 @@
+"""The container's filesystem view, built inside its new mount namespace (in the child):
+overlay or bind root, the config's mounts, a minimal /dev, pivot_root, masked and read-only
+paths. Mounting inside the container's own namespace means none of it is visible on the host
+and all of it disappears with the container, even if zoned is killed."""
+from __future__ import annotations
+
+import errno
+import os
+import stat
+from pathlib import Path
+
+from zoned import syscalls as sc
+from zoned.errors import ConfigError
+
+# OCI/fstab mount option -> (clear, flag); as runc's parseMountOptions.
+_FLAGS = {
+    "async": (True, sc.MS_SYNCHRONOUS), "atime": (True, sc.MS_NOATIME),
+    "bind": (False, sc.MS_BIND), "defaults": (False, 0), "dev": (True, sc.MS_NODEV),
+    "diratime": (True, sc.MS_NODIRATIME), "dirsync": (False, sc.MS_DIRSYNC),
+    "exec": (True, sc.MS_NOEXEC), "mand": (False, sc.MS_MANDLOCK),
+    "noatime": (False, sc.MS_NOATIME), "nodev": (False, sc.MS_NODEV),
+    "nodiratime": (False, sc.MS_NODIRATIME), "noexec": (False, sc.MS_NOEXEC),
+    "nomand": (True, sc.MS_MANDLOCK), "norelatime": (True, sc.MS_RELATIME),
+    "nostrictatime": (True, sc.MS_STRICTATIME), "nosuid": (False, sc.MS_NOSUID),
+    "nosymfollow": (False, sc.MS_NOSYMFOLLOW), "rbind": (False, sc.MS_BIND | sc.MS_REC),
+    "relatime": (False, sc.MS_RELATIME), "remount": (False, sc.MS_REMOUNT),
+    "ro": (False, sc.MS_RDONLY), "rw": (True, sc.MS_RDONLY), "strictatime": (False, sc.MS_STRICTATIME),
+    "suid": (True, sc.MS_NOSUID), "sync": (False, sc.MS_SYNCHRONOUS),
+}
+_PROPAGATION = {
+    "private": sc.MS_PRIVATE, "rprivate": sc.MS_PRIVATE | sc.MS_REC,
+    "shared": sc.MS_SHARED, "rshared": sc.MS_SHARED | sc.MS_REC,
+    "slave": sc.MS_SLAVE, "rslave": sc.MS_SLAVE | sc.MS_REC,
+    "unbindable": sc.MS_UNBINDABLE, "runbindable": sc.MS_UNBINDABLE | sc.MS_REC,
+}
+# Options with no mount(2) flag that zoned handles itself.
+_IGNORED = {"idmap", "ridmap", "tmpcopyup"}
+
+# The devices every container gets (runc's default device list): path, major, minor.
+DEFAULT_DEVICES = [("/dev/null", 1, 3), ("/dev/zero", 1, 5), ("/dev/full", 1, 7),
+                   ("/dev/random", 1, 8), ("/dev/urandom", 1, 9), ("/dev/tty", 5, 0)]
+DEV_SYMLINKS = [("/proc/self/fd", "/dev/fd"), ("/proc/self/fd/0", "/dev/stdin"),
+                ("/proc/self/fd/1", "/dev/stdout"), ("/proc/self/fd/2", "/dev/stderr"),
+                ("pts/ptmx", "/dev/ptmx")]
+
+
+def parse_options(options: list[str]) -> tuple[int, int, str]:
+    """-> (flags, propagation flags, data string)."""
+    flags, prop, data = 0, 0, []
+    for opt in options or []:
+        if opt in _FLAGS:
+            clear, f = _FLAGS[opt]
+            flags = flags & ~f if clear else flags | f
+        elif opt in _PROPAGATION:
+            prop |= _PROPAGATION[opt]
+        elif opt in _IGNORED:
+            continue
+        else:
+            data.append(opt)
+    return flags, prop, ",".join(data)
+
+
+def secure_join(root: str, path: str) -> str:
+    """`root`/`path` with symlinks resolved as if `root` were / (no escape), like
+    filepath-securejoin. Missing trailing components are returned unresolved."""
+    parts = [p for p in path.split("/") if p and p != "."]
+    resolved: list[str] = []
+    hops = 0
+    while parts:
+        part = parts.pop(0)
+        if part == "..":
+            if resolved:
+                resolved.pop()
+            continue
+        cand = os.path.join(root, *resolved, part)
+        try:
+            st = os.lstat(cand)
+        except FileNotFoundError:
+            resolved.append(part)
+            resolved.extend(p for p in parts if p not in ("", "."))
+            break
+        if stat.S_ISLNK(st.st_mode):
+            hops += 1
+            if hops > 255:
+                raise OSError(errno.ELOOP, "too many symlinks", path)
+            target = os.readlink(cand)
+            if target.startswith("/"):
+                resolved = []
+            parts = [p for p in target.split("/") if p and p != "."] + parts
+            continue
+        resolved.append(part)
+    return os.path.join(root, *resolved)
+
+
+def _mkdir_p(path: str) -> None:
+    os.makedirs(path, mode=0o755, exist_ok=True)
+
+
+def _make_target(target: str, like_file: bool) -> None:
+    if os.path.lexists(target):
+        return
+    _mkdir_p(os.path.dirname(target))
+    if like_file:
+        os.close(os.open(target, os.O_CREAT | os.O_WRONLY | os.O_CLOEXEC, 0o644))
+    else:
+        os.mkdir(target, 0o755)
+
+
+class Rootfs:
+    """Builds the mount tree under `path` and pivots into it. Runs in the container child."""
+
+    def __init__(self, cfg: dict, path: str, *, upper: str | None = None,
+                 work: str | None = None, cgroup_hierarchies: list | None = None):
+        self.cfg = cfg
+        self.path = path
+        self.upper, self.work = upper, work
+        self.hierarchies = cgroup_hierarchies or []
+        self.linux = cfg.get("linux") or {}
+
+    # -- before pivot_root -------------------------------------------------------------
+    def prepare(self) -> None:
+        # Nothing mounted from here on may propagate back to the host.
+        sc.mount(None, "/", None, sc.MS_SLAVE | sc.MS_REC)
+        lower = (self.cfg.get("annotations") or {}).get("org.zoned.rootfs.lower")
+        if lower:
+            sc.mount("overlay", self.path, "overlay", 0,
+                     f"lowerdir={lower},upperdir={self.upper},workdir={self.work}")
+        else:
+            sc.mount(self.path, self.path, None, sc.MS_BIND | sc.MS_REC)
+        for m in self.cfg.get("mounts") or []:
+            self.mount(m)
+        self.make_devices()
+
+    def mount(self, m: dict) -> None:
+        dest = m["destination"]
+        kind = m.get("type") or ("bind" if "bind" in (m.get("options") or []) or
+                                 "rbind" in (m.get("options") or []) else None)
+        flags, prop, data = parse_options(m.get("options") or [])
+        target = secure_join(self.path, dest)
+        if kind == "cgroup":
+            return self.mount_cgroups(target, flags)
+        if kind == "bind" or flags & sc.MS_BIND:
+            src = m.get("source") or ""
+            try:
+                st = os.stat(src)
+            except FileNotFoundError:
+                raise ConfigError(f"mount source {src!r} for {dest} does not exist") from None
+            _make_target(target, not stat.S_ISDIR(st.st_mode))
+            sc.mount(src, target, None, sc.MS_BIND | (flags & sc.MS_REC))
+            rest = flags & ~(sc.MS_BIND | sc.MS_REC | sc.MS_REMOUNT)
+            if rest:
+                sc.mount(None, target, None, sc.MS_BIND | sc.MS_REMOUNT | rest)
+        else:
+            _make_target(target, False)
+            try:
+                sc.mount(m.get("source") or kind, target, kind, flags, data or None)
+            except PermissionError:
+                if kind != "sysfs":
+                    raise
+                # sysfs of a shared (host) network namespace: bind the host's instead.
+                sc.mount("/sys", target, None, sc.MS_BIND | sc.MS_REC)
+                sc.mount(None, target, None, sc.MS_BIND | sc.MS_REMOUNT | flags)
+        if prop:
+            sc.mount(None, target, None, prop)
+
+    def mount_cgroups(self, target: str, flags: int) -> None:
+        """The host's cgroup hierarchies, seen from the container's cgroup namespace."""
+        _make_target(target, False)
+        flags &= ~sc.MS_RDONLY  # made read-only after the sub-mounts exist
+        hier = self.hierarchies
+        if len(hier) == 1 and hier[0].fstype == "cgroup2":
+            sc.mount("cgroup", target, "cgroup2", flags | sc.MS_RDONLY)
+            return
+        sc.mount("tmpfs", target, "tmpfs", flags, "mode=755")
+        for h in hier:
+            sub = os.path.join(target, os.path.basename(h.mountpoint))
+            os.makedirs(sub, exist_ok=True)
+            sc.mount("cgroup", sub, h.fstype, flags | sc.MS_RDONLY, h.options or None)
+        sc.mount(None, target, None, sc.MS_REMOUNT | sc.MS_RDONLY | flags)
+
+    def make_devices(self) -> None:
+        dev = secure_join(self.path, "/dev")
+        for path, major, minor in DEFAULT_DEVICES:
+            self._mknod(dev + path[4:], stat.S_IFCHR | 0o666, major, minor, 0, 0)
+        for d in self.linux.get("devices") or []:
+            kind = {"c": stat.S_IFCHR, "u": stat.S_IFCHR, "b": stat.S_IFBLK,
+                    "p": stat.S_IFIFO}.get(d.get("type"))
+            if kind is None:
+                raise ConfigError(f"device {d.get('path')}: unknown type {d.get('type')!r}")
+            target = secure_join(self.path, d["path"])
+            _mkdir_p(os.path.dirname(target))
+            self._mknod(target, kind | int(d.get("fileMode", 0o666)), int(d.get("major", 0)),
+                        int(d.get("minor", 0)), int(d.get("uid", 0)), int(d.get("gid", 0)))
+        for src, link in DEV_SYMLINKS:
+            try:
+                os.symlink(src, dev + link[4:])
+            except FileExistsError:
+                pass
+
+    @staticmethod
+    def _mknod(path: str, mode: int, major: int, minor: int, uid: int, gid: int) -> None:
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            pass
+        os.mknod(path, mode, os.makedev(major, minor))
+        os.chmod(path, mode & 0o7777)
+        if uid or gid:
+            os.chown(path, uid, gid)
+
+    # -- pivot and after ---------------------------------------------------------------
+    def pivot(self) -> None:
+        """pivot_root(".", ".") then detach the old root stacked underneath (runc's way)."""
+        os.chdir(self.path)
+        sc.pivot_root(".", ".")
+        sc.mount(None, ".", None, sc.MS_SLAVE | sc.MS_REC)
+        sc.umount2(".", sc.MNT_DETACH)
+        os.chdir("/")
+        prop = self.linux.get("rootfsPropagation")
+        if prop:
+            if prop not in _PROPAGATION:
+                raise ConfigError(f"invalid rootfsPropagation {prop!r}")
+            sc.mount(None, "/", None, _PROPAGATION[prop])
+
+    def finish(self) -> None:
+        """Sysctls, masked and read-only paths, read-only root: after pivot_root."""
+        for key, value in (self.linux.get("sysctl") or {}).items():
+            path = "/proc/sys/" + key.replace(".", "/")
+            try:
+                with open(path, "w") as f:
+                    f.write(str(value))
+            except OSError as e:
+                raise ConfigError(f"sysctl {key}={value}: {e.strerror}") from None
+        for p in self.linux.get("maskedPaths") or []:
+            mask_path(p)
+        for p in self.linux.get("readonlyPaths") or []:
+            readonly_path(p)
+        if (self.cfg.get("root") or {}).get("readonly"):
+            sc.mount_setattr("/", attr_set=sc.MOUNT_ATTR_RDONLY, flags=0)
+
+
+def mask_path(path: str) -> None:
+    try:
+        st = os.stat(path)
+    except (FileNotFoundError, NotADirectoryError):
+        return
+    if stat.S_ISDIR(st.st_mode):
+        sc.mount("tmpfs", path, "tmpfs", sc.MS_RDONLY)
+    else:
+        sc.mount("/dev/null", path, None, sc.MS_BIND)
+
+
+def readonly_path(path: str) -> None:
+    try:
+        sc.mount(path, path, None, sc.MS_BIND | sc.MS_REC)
+    except FileNotFoundError:
+        return
+    sc.mount_setattr(path, attr_set=sc.MOUNT_ATTR_RDONLY)

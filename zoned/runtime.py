@@ -1,0 +1,560 @@
+"""The container lifecycle of the OCI runtime spec: create -> start -> kill -> delete, plus
+state, exec and pause. Everything a container owns (state dir, cgroup, overlay dirs, its
+processes) is created here and removed here; `zoned.gc` runs the same removal against
+leftovers. No process stays behind per container: state lives in the store.
+"""
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import select
+import signal
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterator
+
+from zoned import spec as specmod
+from zoned import syscalls as sc
+from zoned.errors import ConfigError, InvalidState, NotFound, ZonedError
+from zoned.process import NS_PROC, Channel, Plan, run_child, send, sync_pair
+from zoned.state import Store, proc_start_time
+
+ACTIVE = ("created", "running", "paused")
+
+
+def default_cgroups_path(cid: str) -> str:
+    return f"/zoned/{cid}"
+
+
+@contextmanager
+def pid_namespace_for_children(join_fd: int | None = None) -> Iterator[None]:
+    """Make the next fork land in a new (or the given) pid namespace, then undo it.
+
+    unshare(CLONE_NEWPID)/setns only change where *children* go, per thread, so the caller
+    stays where it is and the forked child is PID 1 (or a member) and still our direct child.
+    """
+    own = os.open("/proc/self/ns/pid", os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        if join_fd is None:
+            sc.unshare(sc.CLONE_NEWPID)
+        else:
+            sc.setns(join_fd, sc.CLONE_NEWPID)
+        yield
+    finally:
+        sc.setns(own, sc.CLONE_NEWPID)
+        os.close(own)
+
+
+@dataclass
+class Started:
+    """A process zoned forked and still holds the sync channel of (creator or exec).
+    `master` is the pty master when process.terminal is set: the caller proxies it or
+    passes it on (console socket), and closes it."""
+
+    pid: int
+    chan: Channel | None
+    master: int | None = None
+
+    def release(self) -> None:
+        """Let the process exec and report whether exec worked."""
+        if self.chan is None:
+            return
+        send(self.chan.sock, op="start")
+        msg = self.chan.recv()  # EOF: the sync socket was closed by a successful exec
+        self.chan.sock.close()
+        self.chan = None
+        if msg and msg.get("op") == "error":
+            raise ZonedError(msg.get("message", "exec failed"))
+
+
+class Runtime:
+    """One state root's containers."""
+
+    def __init__(self, root: str | os.PathLike | None = None):
+        self.store = Store(root)
+
+    # -- queries -----------------------------------------------------------------------
+    def state(self, cid: str) -> dict:
+        """runtime-spec state JSON (plus runc's and zoned's extra fields), status live."""
+        st = self.store.read_state(cid)
+        st["status"] = self._status(cid, st)
+        if st["status"] == "stopped":
+            st["pid"] = 0
+        return st
+
+    def _status(self, cid: str, st: dict) -> str:
+        status = st.get("status", "creating")
+        if status == "creating":
+            return status
+        pid = st.get("pid") or 0
+        if not pid or proc_start_time(pid) != st.get("zoned", {}).get("pid_start"):
+            return "stopped"
+        if status == "created":
+            return "created"
+        try:
+            if self.cgroup(st).frozen():
+                return "paused"
+        except (OSError, AttributeError):
+            pass
+        return "running"
+
+    def list(self) -> list[dict]:
+        out = []
+        for cid in self.store.ids():
+            try:
+                out.append(self.state(cid))
+            except NotFound:
+                pass
+        return out
+
+    def config(self, cid: str) -> dict:
+        try:
+            return self.store.read_config(cid)
+        except FileNotFoundError:
+            raise NotFound(f"container {cid!r} does not exist") from None
+
+    @staticmethod
+    def cgroup(st: dict):
+        from zoned.cgroups import Cgroup
+
+        return Cgroup.open(st["zoned"]["cgroup"])
+
+    # -- create ------------------------------------------------------------------------
+    def create(self, cid: str, cfg: dict, *, bundle: str | None = None,
+               stdio: tuple[int, int, int] | None = None, use_fifo: bool = True, keep_pdeathsig: bool = False,
+               on_namespaces: Callable[[int], None] | None = None,
+               log: bool = False, autoremove: bool = False,
+               pid_file: str | None = None) -> Started:
+        """Set the container up to the point of exec and leave its init waiting.
+
+        use_fifo: init waits on exec.fifo for `start` from any process (runc's way); else the
+        returned Started holds the channel and `release()` starts it (one process: `run`).
+        On any failure everything created so far is removed and the error re-raised.
+        """
+        specmod.check_id(cid)
+        specmod.validate(cfg)
+        from zoned import security
+
+        security.check_process(cfg["process"])
+        d = self.store.reserve(cid)
+        lock = os.open(d / "lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        import fcntl
+
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        cgroup = None
+        pid = 0
+        log_fds: list[int] = []
+        log_path = str(d / "ctr.log") if log else None
+        try:
+            if log:  # a detached container writes to ctr.log; `zoned logs` reads it
+                out = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC,
+                              0o640)
+                null = os.open("/dev/null", os.O_RDONLY | os.O_CLOEXEC)
+                log_fds = [out, null]
+                stdio = (null, out, out)
+            linux = cfg.setdefault("linux", {})
+            cg_path = linux.get("cgroupsPath") or default_cgroups_path(cid)
+            if not cg_path.startswith("/"):
+                raise ConfigError(f"cgroupsPath {cg_path!r}: only absolute cgroupfs paths "
+                                  "are supported (no systemd driver)")
+            lower = (cfg.get("annotations") or {}).get(specmod.ANN_LOWER)
+            if lower:
+                rootfs = str(d / "rootfs")
+                upper, work = str(d / "upper"), str(d / "work")
+                for p in (rootfs, upper, work):
+                    os.mkdir(p, 0o755)
+                if not os.path.isdir(lower):
+                    raise ConfigError(f"image rootfs {lower!r} is missing")
+            else:
+                root = cfg["root"]["path"]
+                rootfs = os.path.join(bundle or os.getcwd(), root)
+                upper = work = None
+                if not os.path.isdir(rootfs):
+                    raise ConfigError(f"rootfs {rootfs!r} does not exist or is not a directory")
+            state = {
+                "ociVersion": cfg.get("ociVersion", specmod.OCI_VERSION),
+                "id": cid, "status": "creating", "pid": 0,
+                "bundle": os.path.abspath(bundle) if bundle else str(d),
+                "rootfs": rootfs,
+                "created": datetime.datetime.now(datetime.timezone.utc).isoformat(),
+                "owner": "",
+                "annotations": cfg.get("annotations") or {},
+                "zoned": {"cgroup": cg_path, "log": log_path, "autoremove": autoremove},
+            }
+            with open(d / "config.json", "w") as f:
+                f.write(json.dumps(cfg, separators=(",", ":")))
+            self.store.write_state(cid, state)
+
+            bpf, seccomp_flags = b"", 0
+            if linux.get("seccomp"):
+                from zoned import seccomp
+
+                bpf = seccomp.compile_bpf(linux["seccomp"])
+                seccomp_flags = seccomp.filter_flags(linux["seccomp"])
+
+            from zoned.cgroups import Cgroup, hierarchies
+
+            cgroup = Cgroup.open(cg_path)
+            cgroup.create()
+            cgroup.apply(container_resources(linux.get("resources") or {}))
+
+            fifo_fd = None
+            if use_fifo:
+                os.mkfifo(d / "exec.fifo", 0o622)
+                fifo_fd = os.open(d / "exec.fifo", os.O_PATH | os.O_CLOEXEC)
+
+            namespaces = {n["type"]: n.get("path") for n in linux.get("namespaces", [])}
+            join_fds = {}
+            for t, p in namespaces.items():
+                if p and t != "pid":
+                    try:
+                        join_fds[t] = os.open(p, os.O_RDONLY | os.O_CLOEXEC)
+                    except OSError as e:
+                        raise ConfigError(f"namespace {t} path {p!r}: {e.strerror}") from None
+            parent_sock, child_sock = sync_pair()
+            plan = Plan(cfg=cfg, sock=child_sock, rootfs=rootfs, upper=upper, work=work,
+                        stdio=stdio, fifo_fd=fifo_fd, join_fds=join_fds,
+                        bpf=bpf, seccomp_flags=seccomp_flags, hierarchies=hierarchies(),
+                        wait_namespaces=on_namespaces is not None,
+                        keep_pdeathsig=keep_pdeathsig, parent_pid=os.getpid())
+            pid = self._fork(plan, namespaces)
+            child_sock.close()
+            for fd in join_fds.values():
+                os.close(fd)
+            if fifo_fd is not None:
+                os.close(fifo_fd)
+            chan = Channel(parent_sock)
+            cgroup.add(pid)
+            send(parent_sock, op="go")
+            master = _handshake(chan, on_namespaces, pid, "container init exited during set-up")
+            state["status"] = "created"
+            state["pid"] = pid
+            state["zoned"]["pid_start"] = proc_start_time(pid)
+            self.store.write_state(cid, state)
+            if pid_file:
+                _write_pid_file(pid_file, pid)
+            if use_fifo:
+                send(parent_sock, op="ack")
+                parent_sock.close()
+                return Started(pid, None, master)
+            return Started(pid, chan, master)
+        except BaseException:
+            if pid:
+                _kill_and_reap(pid)
+            if cgroup is not None:
+                try:
+                    cgroup.kill()
+                    cgroup.destroy()
+                except OSError:
+                    pass
+            self.store.remove(cid)
+            raise
+        finally:
+            for fd in log_fds:
+                os.close(fd)
+            os.close(lock)
+
+    @staticmethod
+    def _fork(plan: Plan, namespaces: dict) -> int:
+        if "pid" in namespaces:
+            join_fd = None
+            if namespaces["pid"]:
+                join_fd = os.open(namespaces["pid"], os.O_RDONLY | os.O_CLOEXEC)
+            try:
+                with pid_namespace_for_children(join_fd):
+                    pid = os.fork()
+                    if pid == 0:
+                        run_child(plan)
+            finally:
+                if join_fd is not None and pid:
+                    os.close(join_fd)
+            return pid
+        pid = os.fork()
+        if pid == 0:
+            run_child(plan)
+        return pid
+
+    # -- start / kill / delete ---------------------------------------------------------
+    def start(self, cid: str, started: Started | None = None) -> None:
+        """Release a created container's init to exec its process."""
+        with self.store.lock(cid):
+            st = self.store.read_state(cid)
+            status = self._status(cid, st)
+            if status != "created":
+                raise InvalidState(f"cannot start container {cid!r}: it is {status}, "
+                                   "not created")
+            if started is not None and started.chan is not None:
+                st["status"] = "running"
+                self.store.write_state(cid, st)
+                started.release()
+                return
+            fifo = self.store.dir(cid) / "exec.fifo"
+            fd = os.open(fifo, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
+            try:
+                poller = select.poll()
+                poller.register(fd, select.POLLIN | select.POLLHUP)
+                deadline = time.monotonic() + 10
+                data = b""
+                while not data:
+                    if not poller.poll(100):
+                        if proc_start_time(st["pid"]) is None:
+                            raise ZonedError(f"container {cid!r} init exited before start")
+                        if time.monotonic() > deadline:
+                            raise ZonedError(f"container {cid!r} did not start in time")
+                        continue
+                    data = os.read(fd, 1)
+                    if not data and proc_start_time(st["pid"]) is None:
+                        raise ZonedError(f"container {cid!r} init exited before start")
+            finally:
+                os.close(fd)
+            os.unlink(fifo)
+            st["status"] = "running"
+            self.store.write_state(cid, st)
+
+    def kill(self, cid: str, sig: int = signal.SIGTERM, *, all: bool = False) -> None:
+        st = self.store.read_state(cid)
+        status = self._status(cid, st)
+        if status not in ACTIVE:
+            raise InvalidState(f"cannot kill container {cid!r}: it is {status}")
+        if all:
+            self.cgroup(st).kill(sig)
+            return
+        signal_pid(st["pid"], st["zoned"]["pid_start"], sig)
+
+    def wait(self, cid: str, timeout: float | None = None) -> bool:
+        """Wait until the container's init has exited; True if it did."""
+        st = self.store.read_state(cid)
+        return wait_exit(st.get("pid") or 0, st.get("zoned", {}).get("pid_start"), timeout)
+
+    def stop(self, cid: str, timeout: float = 10.0) -> None:
+        """SIGTERM, then SIGKILL after `timeout` seconds (docker/podman stop)."""
+        st = self.store.read_state(cid)
+        status = self._status(cid, st)
+        if status not in ACTIVE:
+            return
+        pid, start = st["pid"], st["zoned"]["pid_start"]
+        if status == "paused":
+            self.cgroup(st).thaw()
+        signal_pid(pid, start, signal.SIGTERM)
+        if not wait_exit(pid, start, timeout):
+            signal_pid(pid, start, signal.SIGKILL)
+            wait_exit(pid, start, 10)
+
+    def delete(self, cid: str, *, force: bool = False) -> None:
+        """Remove a stopped container (or any, with force) and everything it owns."""
+        with self.store.lock(cid):
+            st = self.store.read_state(cid)
+            status = self._status(cid, st)
+            if status in ACTIVE:
+                if not force:
+                    raise InvalidState(f"cannot delete container {cid!r}: it is {status} "
+                                       "(stop it first or use --force)")
+                if status == "paused":
+                    self.cgroup(st).thaw()
+                signal_pid(st["pid"], st["zoned"]["pid_start"], signal.SIGKILL)
+                wait_exit(st["pid"], st["zoned"]["pid_start"], 10)
+            self._release(cid, st)
+
+    def _release(self, cid: str, st: dict) -> None:
+        """Remove what the container owns; idempotent, also used by gc."""
+        pid = st.get("pid") or 0
+        if pid:
+            _reap(pid)
+        cg = (st.get("zoned") or {}).get("cgroup")
+        if cg:
+            from zoned.cgroups import Cgroup
+
+            cgroup = Cgroup.open(cg)
+            if cgroup.exists():
+                cgroup.kill()
+                cgroup.destroy()
+        self.store.remove(cid)
+
+    # -- pause / resume ----------------------------------------------------------------
+    def pause(self, cid: str) -> None:
+        st = self.store.read_state(cid)
+        if self._status(cid, st) != "running":
+            raise InvalidState(f"cannot pause container {cid!r}: it is not running")
+        self.cgroup(st).freeze()
+
+    def resume(self, cid: str) -> None:
+        st = self.store.read_state(cid)
+        if self._status(cid, st) != "paused":
+            raise InvalidState(f"cannot resume container {cid!r}: it is not paused")
+        self.cgroup(st).thaw()
+
+    # -- exec --------------------------------------------------------------------------
+    def exec(self, cid: str, process: dict, *, stdio: tuple[int, int, int] | None = None,
+             pid_file: str | None = None) -> Started:
+        """Start `process` (an OCI process object) inside a running container: the same
+        namespaces, cgroup, capabilities and seccomp as its init. Returns with the process
+        waiting; `release()` lets it exec (so the caller can set up before)."""
+        st = self.store.read_state(cid)
+        status = self._status(cid, st)
+        if status not in ("created", "running"):
+            raise InvalidState(f"cannot exec in container {cid!r}: it is {status}")
+        cfg = self.config(cid)
+        linux = cfg.get("linux") or {}
+        pid, start = st["pid"], st["zoned"]["pid_start"]
+        join_fds: dict[str, int] = {}
+        pidns = None
+        try:
+            types = [n["type"] for n in linux.get("namespaces", [])]
+            for t in types:
+                fd = os.open(f"/proc/{pid}/ns/{NS_PROC[t]}", os.O_RDONLY | os.O_CLOEXEC)
+                if t == "pid":
+                    pidns = fd
+                else:
+                    join_fds[t] = fd
+            if proc_start_time(pid) != start:
+                raise InvalidState(f"cannot exec in container {cid!r}: it has stopped")
+        except FileNotFoundError:
+            for fd in join_fds.values():
+                os.close(fd)
+            raise InvalidState(f"cannot exec in container {cid!r}: it has stopped") from None
+        bpf, seccomp_flags = b"", 0
+        if linux.get("seccomp"):
+            from zoned import seccomp
+
+            bpf = seccomp.compile_bpf(linux["seccomp"])
+            seccomp_flags = seccomp.filter_flags(linux["seccomp"])
+        exec_cfg = dict(cfg)
+        exec_cfg["process"] = process
+        parent_sock, child_sock = sync_pair()
+        plan = Plan(cfg=exec_cfg, sock=child_sock, rootfs=None, stdio=stdio,
+                    join_fds=join_fds, bpf=bpf, seccomp_flags=seccomp_flags,
+                    parent_pid=os.getpid(), keep_pdeathsig=True)
+        child = 0
+        try:
+            if pidns is not None:
+                with pid_namespace_for_children(pidns):
+                    child = os.fork()
+                    if child == 0:
+                        run_child(plan)
+            else:
+                child = os.fork()
+                if child == 0:
+                    run_child(plan)
+            child_sock.close()
+            self.cgroup(st).add(child)
+            chan = Channel(parent_sock)
+            send(parent_sock, op="go")
+            master = _handshake(chan, None, child, "exec set-up failed")
+            if pid_file:
+                _write_pid_file(pid_file, child)
+            return Started(child, chan, master)
+        except BaseException:
+            if child:
+                _kill_and_reap(child)
+            raise
+        finally:
+            for fd in join_fds.values():
+                os.close(fd)
+            if pidns is not None:
+                os.close(pidns)
+
+
+def _handshake(chan: Channel, on_namespaces: Callable[[int], None] | None, pid: int,
+               default_error: str) -> int | None:
+    """Follow the child to "ready": run the namespace hook, take the pty master."""
+    master = None
+    try:
+        while True:
+            msg = chan.recv()
+            op = (msg or {}).get("op")
+            if op == "namespaces" and on_namespaces is not None:
+                on_namespaces(pid)
+                send(chan.sock, op="go")
+            elif op == "console" and msg.get("fds"):
+                master = msg["fds"][0]
+            elif op == "ready":
+                return master
+            else:
+                raise ZonedError((msg or {}).get("message") or default_error)
+    except BaseException:
+        if master is not None:
+            os.close(master)
+        raise
+
+
+def container_resources(resources: dict) -> dict:
+    """The config's resources with runc's default device allow-list appended (as runc does:
+    the config's own rules, usually "deny all", come first)."""
+    from zoned.rootfs import DEFAULT_DEVICES
+
+    defaults = [{"allow": True, "type": "c", "major": major, "minor": minor, "access": "rwm"}
+                for _path, major, minor in DEFAULT_DEVICES]
+    defaults += [
+        {"allow": True, "type": "c", "major": 5, "minor": 2, "access": "rwm"},   # /dev/ptmx
+        {"allow": True, "type": "c", "major": 136, "access": "rwm"},             # /dev/pts/*
+        {"allow": True, "type": "c", "major": 5, "minor": 1, "access": "rwm"},   # console
+    ]
+    res = dict(resources)
+    res["devices"] = list(resources.get("devices") or []) + defaults
+    return res
+
+
+def _write_pid_file(path: str, pid: int) -> None:
+    tmp = f"{path}.{os.getpid()}.tmp"
+    with open(tmp, "w") as f:
+        f.write(str(pid))
+    os.replace(tmp, path)
+
+
+def signal_pid(pid: int, start: int | None, sig: int) -> None:
+    """Signal a container process through a pidfd, after checking it is still the same
+    process (pid reuse), so a stale state can never hit a stranger."""
+    try:
+        fd = sc.pidfd_open(pid)
+    except ProcessLookupError:
+        return
+    try:
+        if proc_start_time(pid) != start:
+            return
+        try:
+            sc.pidfd_send_signal(fd, sig)
+        except ProcessLookupError:
+            pass
+    finally:
+        os.close(fd)
+
+
+def wait_exit(pid: int, start: int | None, timeout: float | None) -> bool:
+    """Wait for a process (ours or not) to exit. Does not reap: an API caller that forked
+    the container collects the exit status itself."""
+    if not pid:
+        return True
+    try:
+        fd = sc.pidfd_open(pid)
+    except ProcessLookupError:
+        return True
+    try:
+        if proc_start_time(pid) != start:
+            return True
+        poller = select.poll()
+        poller.register(fd, select.POLLIN)
+        return bool(poller.poll(None if timeout is None else int(timeout * 1000)))
+    finally:
+        os.close(fd)
+
+
+def _reap(pid: int) -> None:
+    """Collect the exit status if the process is our child (API users fork containers)."""
+    try:
+        os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        pass
+
+
+def _kill_and_reap(pid: int) -> None:
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    try:
+        os.waitpid(pid, 0)
+    except ChildProcessError:
+        pass

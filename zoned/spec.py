@@ -1,0 +1,336 @@
+"""Build and check OCI runtime-spec configs (config.json, runtime-spec 1.2).
+
+The OCI config is zoned's one internal model: CLI flags, the Python API and zone files all
+convert into it, and the runtime executes nothing else. The config stays plain JSON data (a
+dict shaped exactly like config.json) so that an OCI bundle from podman or containerd and a
+config zoned built itself take the same path. `RunOptions` is the typed front door for the
+common case.
+"""
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from zoned.errors import ConfigError
+
+OCI_VERSION = "1.2.0"
+
+# runc's default capability set (`runc spec`): what `zoned spec` writes for OCI bundles.
+RUNC_CAPS = [
+    "CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FSETID", "CAP_FOWNER", "CAP_MKNOD", "CAP_NET_RAW",
+    "CAP_SETGID", "CAP_SETUID", "CAP_SETFCAP", "CAP_SETPCAP", "CAP_NET_BIND_SERVICE",
+    "CAP_SYS_CHROOT", "CAP_KILL", "CAP_AUDIT_WRITE",
+]
+# What `zoned run` grants: podman's defaults, a subset of runc's without NET_RAW, MKNOD and
+# AUDIT_WRITE (no raw sockets, no device nodes).
+DEFAULT_CAPS = [
+    "CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FOWNER", "CAP_FSETID", "CAP_KILL",
+    "CAP_NET_BIND_SERVICE", "CAP_SETFCAP", "CAP_SETGID", "CAP_SETPCAP", "CAP_SETUID",
+    "CAP_SYS_CHROOT",
+]
+
+# What runc and podman mask and make read-only by default.
+MASKED_PATHS = [
+    "/proc/acpi", "/proc/asound", "/proc/kcore", "/proc/keys", "/proc/latency_stats",
+    "/proc/timer_list", "/proc/timer_stats", "/proc/sched_debug", "/proc/scsi",
+    "/sys/firmware", "/sys/devices/virtual/powercap",
+]
+READONLY_PATHS = ["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"]
+
+DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+NAMESPACES = ("pid", "network", "ipc", "uts", "mount", "cgroup", "user", "time")
+
+# Annotations zoned itself understands (the OCI extension point).
+ANN_LOWER = "org.zoned.rootfs.lower"  # overlay lower dir: rootfs is an overlay over an image
+ANN_IMAGE = "org.zoned.image"
+
+_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]{0,127}$")
+_SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgtp]?)(i?b?)?\s*$", re.I)
+
+
+def check_id(cid: str) -> str:
+    if not _ID_RE.match(cid or ""):
+        raise ConfigError(f"invalid container name {cid!r}: use letters, digits and _.+- "
+                          "(at most 128, starting with a letter or digit)")
+    return cid
+
+
+def parse_size(value: str | int, what: str = "size") -> int:
+    """'64m', '1g', '512k', '1048576' -> bytes (binary units, like docker)."""
+    if isinstance(value, int):
+        return value
+    m = _SIZE_RE.match(str(value))
+    if not m:
+        raise ConfigError(f"invalid {what} {value!r}: expected a number with an optional "
+                          "unit k, m, g or t (e.g. 64m)")
+    num, unit = float(m.group(1)), m.group(2).lower()
+    mult = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40, "p": 1 << 50}[unit]
+    n = int(num * mult)
+    if n <= 0:
+        raise ConfigError(f"invalid {what} {value!r}: must be positive")
+    return n
+
+
+def parse_cpus(value: str | float) -> tuple[int, int]:
+    """'0.5' -> (quota, period) in microseconds, as `docker --cpus`."""
+    try:
+        cpus = float(value)
+    except ValueError:
+        raise ConfigError(f"invalid --cpus {value!r}: expected a number such as 0.5") from None
+    if not 0 < cpus <= 1024:
+        raise ConfigError(f"invalid --cpus {value!r}: must be > 0")
+    period = 100_000
+    return int(cpus * period), period
+
+
+def parse_user(value: str, rootfs: Path | None = None) -> dict:
+    """'UID[:GID]' or 'name[:group]' -> OCI process.user, names resolved in the rootfs."""
+    user, _, group = str(value).partition(":")
+    uid = _lookup(user, rootfs, "etc/passwd", "user")
+    if group:
+        gid = _lookup(group, rootfs, "etc/group", "group")
+    elif user.isdigit():
+        gid = _primary_gid(uid, rootfs)
+    else:
+        gid = _lookup(user, rootfs, "etc/passwd", "user", field=3)
+    return {"uid": uid, "gid": gid}
+
+
+def _lookup(name: str, rootfs: Path | None, db: str, what: str, field: int = 2) -> int:
+    if name.isdigit():
+        return int(name)
+    if rootfs is not None:
+        try:
+            for line in (rootfs / db).read_text().splitlines():
+                parts = line.split(":")
+                if len(parts) > field and parts[0] == name:
+                    return int(parts[field])
+        except OSError:
+            pass
+    raise ConfigError(f"unknown {what} {name!r} in the image (use a numeric id)")
+
+
+def _primary_gid(uid: int, rootfs: Path | None) -> int:
+    if rootfs is not None:
+        try:
+            for line in (rootfs / "etc/passwd").read_text().splitlines():
+                parts = line.split(":")
+                if len(parts) > 3 and parts[2] == str(uid):
+                    return int(parts[3])
+        except (OSError, ValueError):
+            pass
+    return 0  # like docker: a uid the image does not know gets group 0
+
+
+def parse_volume(value: str) -> dict:
+    """'HOST:CTR[:ro|rw]' -> an OCI bind mount. The host path must exist."""
+    parts = value.split(":")
+    if len(parts) not in (2, 3) or not parts[0] or not parts[1]:
+        raise ConfigError(f"invalid volume {value!r}: expected HOST:CONTAINER[:ro]")
+    src, dst = parts[0], parts[1]
+    mode = parts[2] if len(parts) == 3 else "rw"
+    if mode not in ("ro", "rw"):
+        raise ConfigError(f"invalid volume {value!r}: mode must be ro or rw")
+    if not os.path.isabs(src) or not os.path.isabs(dst):
+        raise ConfigError(f"invalid volume {value!r}: both paths must be absolute")
+    if not os.path.exists(src):
+        raise ConfigError(f"volume source {src!r} does not exist")
+    return {"destination": dst, "type": "bind", "source": os.path.realpath(src),
+            "options": ["rbind", "rprivate", mode]}
+
+
+def parse_env(items: list[str]) -> list[str]:
+    out = []
+    for item in items:
+        if "=" in item:
+            key = item.split("=", 1)[0]
+        else:
+            key = item
+            if item not in os.environ:
+                continue
+            item = f"{item}={os.environ[item]}"
+        if not key or not re.match(r"^[^=\s]+$", key):
+            raise ConfigError(f"invalid environment variable {item!r}")
+        out.append(item)
+    return out
+
+
+def merge_env(base: list[str], extra: list[str]) -> list[str]:
+    env = {e.split("=", 1)[0]: e for e in base}
+    for e in extra:
+        env[e.split("=", 1)[0]] = e
+    return list(env.values())
+
+
+def default_mounts() -> list[dict]:
+    """runc's default mounts; /sys/fs/cgroup mirrors the host's hierarchies (see rootfs)."""
+    return [
+        {"destination": "/proc", "type": "proc", "source": "proc"},
+        {"destination": "/dev", "type": "tmpfs", "source": "tmpfs",
+         "options": ["nosuid", "strictatime", "mode=755", "size=65536k"]},
+        {"destination": "/dev/pts", "type": "devpts", "source": "devpts",
+         "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"]},
+        {"destination": "/dev/shm", "type": "tmpfs", "source": "shm",
+         "options": ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"]},
+        {"destination": "/dev/mqueue", "type": "mqueue", "source": "mqueue",
+         "options": ["nosuid", "noexec", "nodev"]},
+        {"destination": "/sys", "type": "sysfs", "source": "sysfs",
+         "options": ["nosuid", "noexec", "nodev", "ro"]},
+        {"destination": "/sys/fs/cgroup", "type": "cgroup", "source": "cgroup",
+         "options": ["nosuid", "noexec", "nodev", "relatime", "ro"]},
+    ]
+
+
+def default_config(args: list[str] | None = None, *, rootfs: str = "rootfs",
+                   terminal: bool = False, caps: list[str] | None = None) -> dict:
+    """What `zoned spec` writes: runc's default config, the container's own namespaces."""
+    caps = list(caps or RUNC_CAPS)
+    return {
+        "ociVersion": OCI_VERSION,
+        "process": {
+            "terminal": terminal,
+            "user": {"uid": 0, "gid": 0},
+            "args": list(args or ["sh"]),
+            "env": [f"PATH={DEFAULT_PATH}", "TERM=xterm"],
+            "cwd": "/",
+            "capabilities": {"bounding": caps, "effective": list(caps),
+                             "permitted": list(caps)},
+            "rlimits": [{"type": "RLIMIT_NOFILE", "hard": 1024, "soft": 1024}],
+            "noNewPrivileges": True,
+        },
+        "root": {"path": rootfs, "readonly": False},
+        "hostname": "zoned",
+        "mounts": default_mounts(),
+        "linux": {
+            "resources": {"devices": [{"allow": False, "access": "rwm"}]},
+            "namespaces": [{"type": t} for t in
+                           ("pid", "network", "ipc", "uts", "mount", "cgroup")],
+            "maskedPaths": list(MASKED_PATHS),
+            "readonlyPaths": list(READONLY_PATHS),
+        },
+    }
+
+
+@dataclass
+class RunOptions:
+    """What `zoned run` and `zoned.run()` accept; `to_config()` turns it into the OCI config."""
+
+    args: list[str] = field(default_factory=list)
+    image: str | None = None
+    rootfs: str | None = None
+    name: str | None = None
+    hostname: str | None = None
+    memory: str | int | None = None
+    memory_swap: str | int | None = None
+    cpus: str | float | None = None
+    cpu_shares: int | None = None
+    cpuset_cpus: str | None = None
+    pids_limit: int | None = None
+    env: list[str] = field(default_factory=list)
+    workdir: str | None = None
+    user: str | None = None
+    volumes: list[str] = field(default_factory=list)
+    read_only: bool = False
+    init: bool = False
+    tty: bool = False
+    interactive: bool = False
+    network: str | None = None  # None/"none": only lo (networking attaches later)
+    annotations: dict[str, str] = field(default_factory=dict)
+
+    def to_config(self, *, image_rootfs: Path | None = None, image_config: dict | None = None,
+                  init_path: str | None = None) -> dict:
+        """The OCI config for these options. `image_rootfs` is the overlay lower dir."""
+        image_config = image_config or {}
+        rootfs = Path(self.rootfs).resolve() if self.rootfs else image_rootfs
+        args = list(self.args) or list(image_config.get("cmd") or [])
+        if not args:
+            raise ConfigError("no command given and the image has no default command")
+        cfg = default_config(args, terminal=self.tty, caps=DEFAULT_CAPS)
+        proc = cfg["process"]
+        proc["env"] = merge_env(
+            merge_env([f"PATH={DEFAULT_PATH}"], list(image_config.get("env") or [])),
+            ([f"HOSTNAME={self.hostname or self.name or 'zoned'}"]
+             + (["TERM=xterm"] if self.tty else []) + parse_env(self.env)))
+        proc["cwd"] = self.workdir or image_config.get("workdir") or "/"
+        if not os.path.isabs(proc["cwd"]):
+            raise ConfigError(f"invalid working directory {proc['cwd']!r}: must be absolute")
+        user = self.user or image_config.get("user")
+        if user:
+            proc["user"] = parse_user(str(user), rootfs)
+        cfg["hostname"] = self.hostname or self.name or "zoned"
+        cfg["root"] = {"path": str(rootfs) if self.rootfs else "rootfs",
+                       "readonly": bool(self.read_only)}
+        if self.image and image_rootfs is not None and not self.rootfs:
+            cfg.setdefault("annotations", {})[ANN_LOWER] = str(image_rootfs)
+            cfg["annotations"][ANN_IMAGE] = self.image
+        if self.annotations:
+            cfg.setdefault("annotations", {}).update(self.annotations)
+        if self.read_only:  # podman's --read-only-tmpfs: scratch space stays writable
+            for d in ("/tmp", "/var/tmp", "/run"):
+                cfg["mounts"].append({"destination": d, "type": "tmpfs", "source": "tmpfs",
+                                      "options": ["rw", "nosuid", "nodev", "mode=1777"]})
+        cfg["mounts"].extend(parse_volume(v) for v in self.volumes)
+        if self.init:
+            if not init_path:
+                raise ConfigError("--init needs zoned-init (run `make` to build it)")
+            cfg["mounts"].append({"destination": "/dev/init", "type": "bind",
+                                  "source": init_path, "options": ["bind", "ro"]})
+            proc["args"] = ["/dev/init", "--"] + args
+        res = cfg["linux"]["resources"]
+        if self.memory is not None:
+            limit = parse_size(self.memory, "memory limit")
+            res["memory"] = {"limit": limit}
+            if self.memory_swap is not None:
+                swap = (-1 if str(self.memory_swap) == "-1"
+                        else parse_size(self.memory_swap, "memory+swap limit"))
+                if swap != -1 and swap < limit:
+                    raise ConfigError("--memory-swap must be at least --memory")
+                res["memory"]["swap"] = swap
+            else:
+                res["memory"]["swap"] = limit  # no swap beyond the limit, like podman
+        if self.cpus is not None or self.cpu_shares is not None or self.cpuset_cpus:
+            cpu: dict = {}
+            if self.cpus is not None:
+                cpu["quota"], cpu["period"] = parse_cpus(self.cpus)
+            if self.cpu_shares is not None:
+                cpu["shares"] = int(self.cpu_shares)
+            if self.cpuset_cpus:
+                cpu["cpus"] = self.cpuset_cpus
+            res["cpu"] = cpu
+        if self.pids_limit is not None:
+            if int(self.pids_limit) == 0 or int(self.pids_limit) < -1:
+                raise ConfigError(f"invalid --pids-limit {self.pids_limit!r}")
+            res["pids"] = {"limit": int(self.pids_limit)}
+        return cfg
+
+
+def validate(cfg: dict) -> dict:
+    """Structural checks of a config.json before anything is created (one clear error)."""
+    if not isinstance(cfg, dict):
+        raise ConfigError("config.json: top level must be an object")
+    for key in ("ociVersion", "root", "process"):
+        if key not in cfg:
+            raise ConfigError(f"config.json: missing required field {key!r}")
+    proc = cfg["process"]
+    if not isinstance(proc, dict) or not isinstance(proc.get("args"), list) or not proc["args"]:
+        raise ConfigError("config.json: process.args must be a non-empty list")
+    if not isinstance(proc.get("cwd", "/"), str) or not proc.get("cwd", "/").startswith("/"):
+        raise ConfigError("config.json: process.cwd must be an absolute path")
+    if not isinstance(cfg["root"], dict) or not cfg["root"].get("path"):
+        raise ConfigError("config.json: root.path is required")
+    seen = set()
+    for ns in cfg.get("linux", {}).get("namespaces", []):
+        t = ns.get("type")
+        if t not in NAMESPACES:
+            raise ConfigError(f"config.json: unknown namespace type {t!r}")
+        if t in seen:
+            raise ConfigError(f"config.json: namespace {t!r} listed twice")
+        seen.add(t)
+    for m in cfg.get("mounts", []):
+        if not str(m.get("destination", "")).startswith("/"):
+            raise ConfigError(f"config.json: mount destination {m.get('destination')!r} "
+                              "must be absolute")
+    return cfg

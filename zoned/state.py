@@ -1,0 +1,174 @@
+"""The state store: one directory per container under one root (default /run/zoned).
+
+Layout of <root>/<id>/:
+  lock         flock'ed by whoever changes the container (creator, start, kill, delete)
+  state.json   runtime-spec state plus zoned's own fields, replaced atomically
+  config.json  the OCI config the container was created from
+  exec.fifo    exists while the container is "created"; `start` opens it to release init
+  ctr.log      stdout/stderr of a detached container
+  upper/ work/ rootfs/   overlay upper and work dirs and the mount point (image containers)
+
+Creating the directory is the name reservation (mkdir is atomic), so two zoned processes
+cannot take the same name. Any zoned process can pick up any container from here: there is
+no daemon.
+"""
+from __future__ import annotations
+
+import errno
+import fcntl
+import json
+import os
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+from zoned.errors import NotFound, ZonedError
+
+DEFAULT_ROOT = "/run/zoned"
+
+
+def default_root() -> str:
+    return os.environ.get("ZONED_ROOT", DEFAULT_ROOT)
+
+
+def write_json_atomic(path: Path, data: dict) -> None:
+    tmp = f"{path}.{os.getpid()}.tmp"
+    with open(tmp, "w") as f:
+        f.write(json.dumps(data, separators=(",", ":")))  # dumps: the C encoder
+    os.replace(tmp, path)
+
+
+def proc_start_time(pid: int) -> int | None:
+    """The process start time (clock ticks since boot): tells a live pid from a reused one."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            data = f.read()
+    except OSError:
+        return None
+    fields = data[data.rindex(b")") + 2:].split()
+    if fields[0] == b"Z" or fields[0] == b"X":
+        return None  # a zombie is a process that has stopped
+    return int(fields[19])
+
+
+class Store:
+    """The state root: reserve, lock, read and remove container directories."""
+
+    def __init__(self, root: str | os.PathLike | None = None):
+        self.root = Path(root or default_root())
+
+    def ensure(self) -> None:
+        self.root.mkdir(mode=0o711, parents=True, exist_ok=True)
+
+    def dir(self, cid: str) -> Path:
+        return self.root / cid
+
+    def exists(self, cid: str) -> bool:
+        return (self.root / cid).is_dir()
+
+    def reserve(self, cid: str) -> Path:
+        """Atomically claim `cid`; raises if the name is in use."""
+        self.ensure()
+        d = self.root / cid
+        try:
+            d.mkdir(mode=0o711)
+        except FileExistsError:
+            raise ZonedError(f"container name {cid!r} is already in use") from None
+        return d
+
+    def ids(self) -> list[str]:
+        try:
+            return sorted(e.name for e in os.scandir(self.root)
+                          if e.is_dir() and not e.name.startswith("."))
+        except FileNotFoundError:
+            return []
+
+    @contextmanager
+    def lock(self, cid: str, *, blocking: bool = True) -> Iterator[int]:
+        """Hold the container's lock. Raises NotFound if the container is gone."""
+        d = self.root / cid
+        try:
+            fd = os.open(d / "lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        except FileNotFoundError:
+            raise NotFound(f"container {cid!r} does not exist") from None
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
+            except BlockingIOError:
+                raise ZonedError(f"container {cid!r} is busy (locked by another zoned)") from None
+            if not d.is_dir():  # removed while we waited
+                raise NotFound(f"container {cid!r} does not exist")
+            yield fd
+        finally:
+            os.close(fd)
+
+    def try_lock(self, cid: str) -> int | None:
+        """A non-blocking lock for gc: the fd, or None if someone holds it."""
+        try:
+            fd = os.open(self.root / cid / "lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        except OSError:
+            return None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            return None
+        return fd
+
+    def read_state(self, cid: str) -> dict:
+        try:
+            with open(self.root / cid / "state.json") as f:
+                return json.load(f)
+        except FileNotFoundError:
+            if self.exists(cid):
+                return {"id": cid, "status": "creating"}
+            raise NotFound(f"container {cid!r} does not exist") from None
+        except json.JSONDecodeError:
+            return {"id": cid, "status": "creating"}
+
+    def write_state(self, cid: str, state: dict) -> None:
+        write_json_atomic(self.root / cid / "state.json", state)
+
+    def read_config(self, cid: str) -> dict:
+        with open(self.root / cid / "config.json") as f:
+            return json.load(f)
+
+    def remove(self, cid: str) -> None:
+        """Remove the container directory and everything in it; idempotent."""
+        d = self.root / cid
+        if not d.exists():
+            return
+        # Move it aside first so a concurrent reader never sees a half-deleted container.
+        trash = self.root / f".trash-{cid}-{os.getpid()}-{time.monotonic_ns()}"
+        try:
+            os.rename(d, trash)
+        except FileNotFoundError:
+            return
+        rmtree(trash)
+
+
+def rmtree(path: Path) -> None:
+    """shutil.rmtree without importing shutil on the hot path; tolerates vanished entries."""
+    try:
+        entries = list(os.scandir(path))
+    except FileNotFoundError:
+        return
+    except NotADirectoryError:
+        os.unlink(path)
+        return
+    for e in entries:
+        try:
+            if e.is_dir(follow_symlinks=False):
+                rmtree(Path(e.path))
+            else:
+                os.unlink(e.path)
+        except FileNotFoundError:
+            pass
+    try:
+        os.rmdir(path)
+    except FileNotFoundError:
+        pass
+    except OSError as e:
+        if e.errno != errno.ENOENT:
+            raise
