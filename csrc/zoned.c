@@ -98,6 +98,11 @@ int z_seccomp_set_filter(unsigned int flags, const unsigned char *prog, size_t l
     return (int)syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, flags, &fprog);
 }
 
+int z_bpf(int cmd, void *attr, unsigned int size)
+{
+    return (int)syscall(SYS_bpf, cmd, attr, size);
+}
+
 /*
  * clone3 as fork(2) with namespace/cgroup flags. Only safe from a single-threaded caller that
  * is about to exec (the child must not return into an interpreter holding another thread's

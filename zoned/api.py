@@ -7,28 +7,29 @@
 from __future__ import annotations
 
 import os
-import selectors
 import signal
-from dataclasses import dataclass
-from pathlib import Path
 
 from zoned.errors import ZonedError
 from zoned.runtime import Runtime, Started, wait_exit
 from zoned.spec import RunOptions
 
 DEFAULT_IMAGE = "busybox"
-LIBEXEC = Path(__file__).resolve().parent / "libexec"
+LIBEXEC = os.path.join(os.path.dirname(os.path.abspath(__file__)), "libexec")
 
 
-@dataclass
 class Result:
     """What a finished container or exec gave back (like subprocess.CompletedProcess)."""
 
-    args: list[str]
-    returncode: int
-    stdout: bytes | str | None = None
-    stderr: bytes | str | None = None
-    name: str | None = None
+    __slots__ = ("args", "returncode", "stdout", "stderr", "name")
+
+    def __init__(self, args: list[str], returncode: int, stdout: bytes | str | None = None,
+                 stderr: bytes | str | None = None, name: str | None = None):
+        self.args, self.returncode, self.stdout, self.stderr = args, returncode, stdout, stderr
+        self.name = name
+
+    def __repr__(self) -> str:
+        return (f"Result(args={self.args!r}, returncode={self.returncode}, "
+                f"stdout={self.stdout!r}, stderr={self.stderr!r})")
 
     def check_returncode(self) -> None:
         if self.returncode:
@@ -58,9 +59,10 @@ def build_config(opts: RunOptions, images_root: str | None = None) -> dict:
             raise ZonedError(str(e)) from None
         opts.image = image.name
         image_rootfs, image_config = image.rootfs, image.config
-    init = LIBEXEC / "zoned-init"
-    cfg = opts.to_config(image_rootfs=image_rootfs, image_config=image_config,
-                         init_path=str(init) if init.exists() else None)
+    init = os.path.join(LIBEXEC, "zoned-init")
+    cfg = opts.to_config(image_rootfs=str(image_rootfs) if image_rootfs else None,
+                         image_config=image_config,
+                         init_path=init if os.path.exists(init) else None)
     from zoned.seccomp import default_profile
 
     cfg["linux"]["seccomp"] = default_profile(cfg["process"]["capabilities"]["bounding"])
@@ -70,6 +72,8 @@ def build_config(opts: RunOptions, images_root: str | None = None) -> dict:
 def _pump(pid: int, fds: dict[int, list[bytes]], stdin_fd: int | None,
           data: bytes | None) -> int:
     """Feed `data` to stdin and collect output until EOF, then reap `pid`."""
+    import selectors
+
     sel = selectors.DefaultSelector()
     for fd in fds:
         sel.register(fd, selectors.EVENT_READ)
@@ -239,7 +243,10 @@ class Container:
 
     def logs(self) -> str:
         log = self.runtime.state(self.name)["zoned"].get("log")
-        return Path(log).read_text(errors="replace") if log else ""
+        if not log:
+            return ""
+        with open(log, errors="replace") as f:
+            return f.read()
 
     def stats(self) -> dict:
         return self.runtime.cgroup(self.runtime.state(self.name)).stats()

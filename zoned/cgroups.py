@@ -8,19 +8,15 @@ spec behaves the same under zoned as under them.
 """
 from __future__ import annotations
 
-import ctypes
 import errno
 import functools
-import logging
 import os
-import platform
 import posixpath
 import re
 import signal
 import struct
 import time
-from dataclasses import dataclass
-from typing import Any, Iterable
+from collections import namedtuple
 
 from zoned.errors import ZonedError
 
@@ -30,7 +26,13 @@ __all__ = [
     "swap_to_v2", "device_filter",
 ]
 
-log = logging.getLogger(__name__)
+
+
+def _log():
+    """The module logger, made on first use (logging costs start-up time)."""
+    import logging
+
+    return logging.getLogger(__name__)
 
 UNLIMITED = -1  # what stats() reports for "no limit" (the spec's own spelling)
 
@@ -211,7 +213,7 @@ def _check_keys(group: str, obj: Any, known: Iterable[str]) -> dict:
                           field=group)
     for k in obj:
         if k not in known:
-            log.warning("cgroups: ignoring unknown field linux.resources.%s.%s", group, k)
+            _log().warning("cgroups: ignoring unknown field linux.resources.%s.%s", group, k)
     return obj
 
 
@@ -271,16 +273,14 @@ def _devno(d: dict, field: str) -> str:
 
 # -- mountinfo ----------------------------------------------------------------------------
 
-@dataclass(frozen=True)
-class Hierarchy:
+class Hierarchy(namedtuple("Hierarchy", "mountpoint fstype options controllers")):
     """One mounted cgroup hierarchy. `options` is the mount data that recreates it (the v1
     controllers and name=, "" for cgroup2), so the runtime can mount the same hierarchy
-    inside a container's cgroup namespace."""
+    inside a container's cgroup namespace. fstype: "cgroup" (v1) or "cgroup2"; options:
+    "memory", "cpu,cpuacct", "name=systemd", ""; controllers: v1 from the options, v2 the
+    root's cgroup.controllers. (A namedtuple, not a dataclass: this is on the start path.)"""
 
-    mountpoint: str
-    fstype: str                  # "cgroup" (v1) or "cgroup2"
-    options: str                 # "memory", "cpu,cpuacct", "name=systemd", ""
-    controllers: tuple[str, ...]  # v1: from the options; v2: the root's cgroup.controllers
+    __slots__ = ()
 
 
 def _unescape(s: str) -> str:
@@ -414,7 +414,7 @@ class Cgroup:
                               errno.EINVAL, field="resources")
         for k in resources:
             if k not in self._GROUPS:
-                log.warning("cgroups: ignoring unknown field linux.resources.%s", k)
+                _log().warning("cgroups: ignoring unknown field linux.resources.%s", k)
         for g in self._GROUPS:
             v = resources.get(g)
             if v is not None:
@@ -543,7 +543,7 @@ class V2Cgroup(Cgroup):
             except OSError as e:
                 hint = (" (processes in a non-root parent: the 'no internal processes' rule)"
                         if e.errno == errno.EBUSY else "")
-                log.warning("cgroups: cannot enable %s in %s: %s%s", c, f,
+                _log().warning("cgroups: cannot enable %s in %s: %s%s", c, f,
                             os.strerror(e.errno or 0), hint)
 
     def _ensure_controller(self, ctrl: str) -> None:
@@ -653,7 +653,7 @@ class V2Cgroup(Cgroup):
             raise CgroupError("memory.useHierarchy: cgroup v2 is always hierarchical",
                               errno.EOPNOTSUPP, field="memory.useHierarchy")
         if m.get("kernel") is not None:
-            log.warning("cgroups: memory.kernel is deprecated and ignored")
+            _log().warning("cgroups: memory.kernel is deprecated and ignored")
         if m.get("checkBeforeUpdate") and limit is not None and limit >= 0:
             usage = _int_opt(_read_opt(self._f("memory.current")))
             if usage is not None and limit < usage:
@@ -875,7 +875,7 @@ class V1Cgroup(Cgroup):
             except CgroupError as e:  # tracking in cgroup2 is a nicety on hybrid hosts
                 if e.errno not in (errno.EROFS, errno.EACCES, errno.EPERM):
                     raise
-                log.warning("cgroups: not tracking %s in cgroup2: %s", self.path, e)
+                _log().warning("cgroups: not tracking %s in cgroup2: %s", self.path, e)
                 self.unified = None
 
     @staticmethod
@@ -898,7 +898,7 @@ class V1Cgroup(Cgroup):
             try:
                 _write(f, "1")
             except OSError as e:
-                log.warning("cgroups: cannot set %s: %s", f, os.strerror(e.errno or 0))
+                _log().warning("cgroups: cannot set %s: %s", f, os.strerror(e.errno or 0))
 
     def exists(self) -> bool:
         return (any(os.path.isdir(d) for d in self.dirs)
@@ -1069,7 +1069,7 @@ class V1Cgroup(Cgroup):
             _set("memory.reservation",
                  self._f("memory.soft_limit_in_bytes", "memory.reservation"), str(reservation))
         if m.get("kernel") is not None:
-            log.warning("cgroups: memory.kernel is deprecated and ignored")
+            _log().warning("cgroups: memory.kernel is deprecated and ignored")
         if m.get("kernelTCP") is not None:
             _set("memory.kernelTCP",
                  self._f("memory.kmem.tcp.limit_in_bytes", "memory.kernelTCP"),
@@ -1319,41 +1319,30 @@ def device_filter(rules: list) -> bytes:
     return b"".join(prog)
 
 
-_SYS_BPF = {"x86_64": 321, "aarch64": 280, "arm64": 280, "riscv64": 280, "loongarch64": 280,
-            "ppc64le": 361, "ppc64": 361, "s390x": 351, "i386": 357, "i686": 357,
-            "armv7l": 386, "armv6l": 386}
 _BPF_PROG_LOAD, _BPF_PROG_ATTACH, _BPF_PROG_DETACH = 5, 8, 9
 _BPF_PROG_GET_FD_BY_ID, _BPF_PROG_QUERY = 13, 16
 _BPF_PROG_TYPE_CGROUP_DEVICE, _BPF_CGROUP_DEVICE, _BPF_F_ALLOW_MULTI = 15, 6, 2
 
 
-@functools.cache
-def _libc():
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.syscall.restype = ctypes.c_long
-    return libc
+def _bpf(cmd: int, attr: bytearray, what: str) -> int:
+    from zoned import syscalls
 
-
-def _bpf(cmd: int, attr: ctypes.Array, what: str) -> int:
-    nr = _SYS_BPF.get(platform.machine())
-    if nr is None:
-        raise CgroupError(f"devices: bpf(2) syscall number unknown for {platform.machine()}",
-                          errno.ENOSYS, field="devices")
-    r = _libc().syscall(ctypes.c_long(nr), ctypes.c_long(cmd), ctypes.byref(attr),
-                        ctypes.c_long(ctypes.sizeof(attr)))
-    if r < 0:
-        e = ctypes.get_errno()
-        raise CgroupError(f"devices: bpf({what}) failed: {os.strerror(e)}", e, field="devices")
-    return r
+    try:
+        return syscalls.bpf(cmd, attr)
+    except OSError as e:
+        raise CgroupError(f"devices: bpf({what}) failed: {os.strerror(e.errno or 0)}",
+                          e.errno, field="devices") from None
 
 
 def _attach_device_filter(cgroup_dir: str, prog: bytes) -> None:
-    insns = ctypes.create_string_buffer(prog, len(prog))
-    lic = ctypes.create_string_buffer(b"Apache")
-    attr = ctypes.create_string_buffer(struct.pack(
+    from zoned.syscalls import address_of
+
+    insns = bytearray(prog)
+    lic = bytearray(b"Apache\0")
+    attr = bytearray(struct.pack(
         "<IIQQIIQII16sII", _BPF_PROG_TYPE_CGROUP_DEVICE, len(prog) // 8,
-        ctypes.addressof(insns), ctypes.addressof(lic), 0, 0, 0, 0, 0, b"zoned_devices", 0, 0),
-        72)
+        address_of(insns), address_of(lic), 0, 0, 0, 0, 0, b"zoned_devices", 0, 0).ljust(72,
+                                                                                         b"\0"))
     prog_fd = _bpf(_BPF_PROG_LOAD, attr, "BPF_PROG_LOAD")
     try:
         try:
@@ -1365,10 +1354,9 @@ def _attach_device_filter(cgroup_dir: str, prog: bytes) -> None:
             old, flags = _query_device_progs(dfd)
             # Attach the new program before detaching the old: in between both apply
             # (the stricter of the two), never neither.
-            attr = ctypes.create_string_buffer(struct.pack(
+            attr = bytearray(struct.pack(
                 "<IIIII", dfd, prog_fd, _BPF_CGROUP_DEVICE,
-                _BPF_F_ALLOW_MULTI if (flags & _BPF_F_ALLOW_MULTI or not old) else flags, 0),
-                20)
+                _BPF_F_ALLOW_MULTI if (flags & _BPF_F_ALLOW_MULTI or not old) else flags, 0))
             _bpf(_BPF_PROG_ATTACH, attr, "BPF_PROG_ATTACH")
             if old and flags & _BPF_F_ALLOW_MULTI:
                 for pid_ in old:
@@ -1380,27 +1368,28 @@ def _attach_device_filter(cgroup_dir: str, prog: bytes) -> None:
 
 
 def _query_device_progs(dfd: int) -> tuple[list[int], int]:
-    ids = (ctypes.c_uint32 * 64)()
-    attr = ctypes.create_string_buffer(struct.pack(
-        "<IIIIQI4x", dfd, _BPF_CGROUP_DEVICE, 0, 0, ctypes.addressof(ids), 64), 32)
+    from zoned.syscalls import address_of
+
+    ids = bytearray(4 * 64)
+    attr = bytearray(struct.pack("<IIIIQI4x", dfd, _BPF_CGROUP_DEVICE, 0, 0, address_of(ids),
+                                 64))
     try:
         _bpf(_BPF_PROG_QUERY, attr, "BPF_PROG_QUERY")
     except CgroupError:
         return [], 0
-    _, _, _, flags, _, cnt = struct.unpack("<IIIIQI4x", attr.raw)
-    return list(ids[:min(cnt, 64)]), flags
+    _, _, _, flags, _, cnt = struct.unpack("<IIIIQI4x", bytes(attr))
+    return list(struct.unpack(f"<{min(cnt, 64)}I", bytes(ids[:4 * min(cnt, 64)]))), flags
 
 
 def _detach_prog(dfd: int, prog_id: int) -> None:
-    attr = ctypes.create_string_buffer(struct.pack("<III", prog_id, 0, 0), 12)
+    attr = bytearray(struct.pack("<III", prog_id, 0, 0))
     try:
         fd = _bpf(_BPF_PROG_GET_FD_BY_ID, attr, "BPF_PROG_GET_FD_BY_ID")
     except CgroupError as e:
-        log.warning("cgroups: cannot detach old device program %d: %s", prog_id, e)
+        _log().warning("cgroups: cannot detach old device program %d: %s", prog_id, e)
         return
     try:
-        attr = ctypes.create_string_buffer(struct.pack(
-            "<IIIII", dfd, fd, _BPF_CGROUP_DEVICE, 0, 0), 20)
+        attr = bytearray(struct.pack("<IIIII", dfd, fd, _BPF_CGROUP_DEVICE, 0, 0))
         _bpf(_BPF_PROG_DETACH, attr, "BPF_PROG_DETACH")
     finally:
         os.close(fd)
@@ -1436,6 +1425,6 @@ def remove_if_empty(path: str) -> bool:
     try:
         cg.destroy(timeout=0.0)
     except CgroupError as e:
-        log.info("cgroups: %s not removed: %s", path, e)
+        _log().info("cgroups: %s not removed: %s", path, e)
         return False
     return not cg.exists()

@@ -30,8 +30,8 @@ import struct
 import termios
 import threading
 import tty
-from types import TracebackType
-from typing import Callable
+
+
 
 __all__ = [
     "open_pty",

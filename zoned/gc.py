@@ -4,7 +4,7 @@ a container whose lock is held is being worked on and is skipped."""
 from __future__ import annotations
 
 import os
-from typing import Iterator
+
 
 from zoned.runtime import Runtime
 from zoned.state import rmtree

@@ -6,9 +6,9 @@ the C step that loads seccomp and calls execve with nothing in between. The chil
 returns into the caller's code: every path ends in exec or os._exit.
 
 Protocol (one JSON object per SOCK_SEQPACKET message on the socketpair):
-  parent -> child  {"op": "go"}             cgroup joined, carry on
+  parent -> child  {"op": "cgroup"}         the child is in its cgroup (may come any time)
   child  -> parent {"op": "namespaces"}     only if asked: namespaces exist (network hook)
-  parent -> child  {"op": "go"}
+  parent -> child  {"op": "go"}             the hook is done
   child  -> parent {"op": "console"} + the pty master (SCM_RIGHTS), if process.terminal
   child  -> parent {"op": "ready"} | {"op": "error", "message": ...}
   parent -> child  {"op": "start"}          (or the exec fifo is opened by `zoned start`)
@@ -22,7 +22,6 @@ import os
 import signal
 import socket
 import struct
-from dataclasses import dataclass, field
 
 from zoned import syscalls as sc
 
@@ -35,24 +34,25 @@ NS_PROC = {"ipc": "ipc", "uts": "uts", "network": "net", "mount": "mnt", "cgroup
 JOIN_ORDER = ("user", "ipc", "uts", "network", "cgroup", "time", "mount")
 
 
-@dataclass
 class Plan:
-    """Everything the child needs, computed by the parent before fork."""
+    """Everything the child needs, computed by the parent before fork. (A plain class: a
+    dataclass import costs ~5 ms of start-up.)"""
 
-    cfg: dict
-    sock: socket.socket
-    rootfs: str | None = None          # None: exec into an existing container
-    upper: str | None = None
-    work: str | None = None
-    stdio: tuple[int, int, int] | None = None   # fds to dup onto 0, 1, 2
-    fifo_fd: int | None = None         # O_PATH fd of exec.fifo; None: wait for "start"
-    join_fds: dict[str, int] = field(default_factory=dict)   # namespace type -> fd
-    bpf: bytes = b""
-    seccomp_flags: int = 0
-    hierarchies: list = field(default_factory=list)
-    wait_namespaces: bool = False
-    keep_pdeathsig: bool = False
-    parent_pid: int = 0
+    __slots__ = ("cfg", "sock", "rootfs", "upper", "work", "stdio", "fifo_fd", "join_fds",
+                 "bpf", "seccomp_flags", "hierarchies", "wait_namespaces", "keep_pdeathsig")
+
+    def __init__(self, cfg: dict, sock: socket.socket, *,
+                 rootfs: str | None = None,           # None: exec into an existing container
+                 upper: str | None = None, work: str | None = None,
+                 stdio: tuple[int, int, int] | None = None,   # fds to dup onto 0, 1, 2
+                 fifo_fd: int | None = None,  # O_PATH fd of exec.fifo; None: wait for "start"
+                 join_fds: dict[str, int] | None = None,      # namespace type -> fd
+                 bpf: bytes = b"", seccomp_flags: int = 0, hierarchies: list | None = None,
+                 wait_namespaces: bool = False, keep_pdeathsig: bool = False):
+        self.cfg, self.sock, self.rootfs, self.upper, self.work = cfg, sock, rootfs, upper, work
+        self.stdio, self.fifo_fd, self.join_fds = stdio, fifo_fd, join_fds or {}
+        self.bpf, self.seccomp_flags, self.hierarchies = bpf, seccomp_flags, hierarchies or []
+        self.wait_namespaces, self.keep_pdeathsig = wait_namespaces, keep_pdeathsig
 
 
 def sync_pair() -> tuple[socket.socket, socket.socket]:
@@ -197,20 +197,44 @@ def _child(plan: Plan) -> None:
     _close_fds_except(keep)
     os.set_inheritable(0, True), os.set_inheritable(1, True), os.set_inheritable(2, True)
 
-    msg = chan.recv()  # the parent has put us in the cgroup
-    if not msg or msg.get("op") != "go":
-        os._exit(1)
-
     cfg, proc = plan.cfg, plan.cfg["process"]
     linux = cfg.get("linux") or {}
+    new_ns = {n["type"] for n in linux.get("namespaces", []) if not n.get("path")}
+
+    cgroup_joined = []
+
+    def expect(op: str) -> None:
+        """Read until `op` arrives; a "cgroup" message may come first at any point."""
+        while True:
+            msg = chan.recv()
+            got = (msg or {}).get("op")
+            if got == "cgroup":
+                cgroup_joined.append(True)
+                if op == "cgroup":
+                    return
+            elif got == op:
+                return
+            else:
+                os._exit(1)
+
+    def joined_cgroup() -> None:
+        """Wait until the parent has moved us into the cgroup, then take a cgroup namespace
+        rooted there. The wait comes as late as possible: moving a task between v1 cgroups
+        costs an RCU grace period (~15 ms here), which overlaps with our set-up so far."""
+        if not cgroup_joined:
+            expect("cgroup")
+        if "cgroup" in new_ns and plan.rootfs is not None:
+            sc.unshare(sc.CLONE_NEWCGROUP)
+
     for ns in JOIN_ORDER:
         if ns in plan.join_fds:
             sc.setns(plan.join_fds[ns], NS_FLAGS[ns])
             os.close(plan.join_fds[ns])
-    new_ns = {n["type"] for n in linux.get("namespaces", []) if not n.get("path")}
-    if plan.rootfs is not None:
+    if plan.rootfs is None:
+        joined_cgroup()  # exec: joins existing namespaces only
+    else:
         flags = 0
-        for ns in new_ns - {"pid", "user"}:
+        for ns in new_ns - {"pid", "user", "cgroup"}:
             flags |= NS_FLAGS[ns]
         if flags:
             sc.unshare(flags)
@@ -218,8 +242,7 @@ def _child(plan: Plan) -> None:
             _lo_up()
         if plan.wait_namespaces:
             send(plan.sock, op="namespaces")
-            if (chan.recv() or {}).get("op") != "go":
-                os._exit(1)
+            expect("go")
         if "uts" in new_ns or "uts" in plan.join_fds:
             if cfg.get("hostname"):
                 sc.sethostname(cfg["hostname"])
@@ -229,7 +252,7 @@ def _child(plan: Plan) -> None:
 
         fs = Rootfs(cfg, plan.rootfs, upper=plan.upper, work=plan.work,
                     cgroup_hierarchies=plan.hierarchies)
-        fs.prepare()
+        fs.prepare(joined_cgroup)
         cwd = secure_join(plan.rootfs, proc.get("cwd") or "/")
         os.makedirs(cwd, mode=0o755, exist_ok=True)
         fs.pivot()

@@ -7,7 +7,6 @@ from __future__ import annotations
 import errno
 import os
 import stat
-from pathlib import Path
 
 from zoned import syscalls as sc
 from zoned.errors import ConfigError
@@ -118,7 +117,10 @@ class Rootfs:
         self.linux = cfg.get("linux") or {}
 
     # -- before pivot_root -------------------------------------------------------------
-    def prepare(self) -> None:
+    def prepare(self, cgroup_ready: Callable[[], None] = lambda: None) -> None:
+        """Mount everything under the new root. `cgroup_ready` is called once, before the
+        first cgroup filesystem is mounted (or at the end): the caller joins its cgroup
+        and cgroup namespace there, as late as the mount order allows."""
         # Nothing mounted from here on may propagate back to the host.
         sc.mount(None, "/", None, sc.MS_SLAVE | sc.MS_REC)
         lower = (self.cfg.get("annotations") or {}).get("org.zoned.rootfs.lower")
@@ -127,9 +129,15 @@ class Rootfs:
                      f"lowerdir={lower},upperdir={self.upper},workdir={self.work}")
         else:
             sc.mount(self.path, self.path, None, sc.MS_BIND | sc.MS_REC)
+        waiting = True
         for m in self.cfg.get("mounts") or []:
+            if waiting and m.get("type") == "cgroup":
+                cgroup_ready()
+                waiting = False
             self.mount(m)
         self.make_devices()
+        if waiting:
+            cgroup_ready()
 
     def mount(self, m: dict) -> None:
         dest = m["destination"]

@@ -5,16 +5,12 @@ leftovers. No process stays behind per container: state lives in the store.
 """
 from __future__ import annotations
 
-import datetime
 import json
 import os
 import select
 import signal
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Callable, Iterator
 
 from zoned import spec as specmod
 from zoned import syscalls as sc
@@ -30,7 +26,7 @@ def default_cgroups_path(cid: str) -> str:
 
 
 @contextmanager
-def pid_namespace_for_children(join_fd: int | None = None) -> Iterator[None]:
+def pid_namespace_for_children(join_fd: int | None = None):
     """Make the next fork land in a new (or the given) pid namespace, then undo it.
 
     unshare(CLONE_NEWPID)/setns only change where *children* go, per thread, so the caller
@@ -48,15 +44,15 @@ def pid_namespace_for_children(join_fd: int | None = None) -> Iterator[None]:
         os.close(own)
 
 
-@dataclass
 class Started:
     """A process zoned forked and still holds the sync channel of (creator or exec).
     `master` is the pty master when process.terminal is set: the caller proxies it or
     passes it on (console socket), and closes it."""
 
-    pid: int
-    chan: Channel | None
-    master: int | None = None
+    __slots__ = ("pid", "chan", "master")
+
+    def __init__(self, pid: int, chan: Channel | None, master: int | None = None):
+        self.pid, self.chan, self.master = pid, chan, master
 
     def release(self) -> None:
         """Let the process exec and report whether exec worked."""
@@ -140,14 +136,14 @@ class Runtime:
 
         security.check_process(cfg["process"])
         d = self.store.reserve(cid)
-        lock = os.open(d / "lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        lock = os.open(os.path.join(d, "lock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         import fcntl
 
         fcntl.flock(lock, fcntl.LOCK_EX)
         cgroup = None
         pid = 0
         log_fds: list[int] = []
-        log_path = str(d / "ctr.log") if log else None
+        log_path = os.path.join(d, "ctr.log") if log else None
         try:
             if log:  # a detached container writes to ctr.log; `zoned logs` reads it
                 out = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC,
@@ -162,8 +158,8 @@ class Runtime:
                                   "are supported (no systemd driver)")
             lower = (cfg.get("annotations") or {}).get(specmod.ANN_LOWER)
             if lower:
-                rootfs = str(d / "rootfs")
-                upper, work = str(d / "upper"), str(d / "work")
+                rootfs = os.path.join(d, "rootfs")
+                upper, work = os.path.join(d, "upper"), os.path.join(d, "work")
                 for p in (rootfs, upper, work):
                     os.mkdir(p, 0o755)
                 if not os.path.isdir(lower):
@@ -177,14 +173,14 @@ class Runtime:
             state = {
                 "ociVersion": cfg.get("ociVersion", specmod.OCI_VERSION),
                 "id": cid, "status": "creating", "pid": 0,
-                "bundle": os.path.abspath(bundle) if bundle else str(d),
+                "bundle": os.path.abspath(bundle) if bundle else d,
                 "rootfs": rootfs,
-                "created": datetime.datetime.now(datetime.timezone.utc).isoformat(),
+                "created": _utc_now(),
                 "owner": "",
                 "annotations": cfg.get("annotations") or {},
                 "zoned": {"cgroup": cg_path, "log": log_path, "autoremove": autoremove},
             }
-            with open(d / "config.json", "w") as f:
+            with open(os.path.join(d, "config.json"), "w") as f:
                 f.write(json.dumps(cfg, separators=(",", ":")))
             self.store.write_state(cid, state)
 
@@ -203,8 +199,9 @@ class Runtime:
 
             fifo_fd = None
             if use_fifo:
-                os.mkfifo(d / "exec.fifo", 0o622)
-                fifo_fd = os.open(d / "exec.fifo", os.O_PATH | os.O_CLOEXEC)
+                fifo = os.path.join(d, "exec.fifo")
+                os.mkfifo(fifo, 0o622)
+                fifo_fd = os.open(fifo, os.O_PATH | os.O_CLOEXEC)
 
             namespaces = {n["type"]: n.get("path") for n in linux.get("namespaces", [])}
             join_fds = {}
@@ -215,11 +212,11 @@ class Runtime:
                     except OSError as e:
                         raise ConfigError(f"namespace {t} path {p!r}: {e.strerror}") from None
             parent_sock, child_sock = sync_pair()
-            plan = Plan(cfg=cfg, sock=child_sock, rootfs=rootfs, upper=upper, work=work,
+            plan = Plan(cfg, child_sock, rootfs=rootfs, upper=upper, work=work,
                         stdio=stdio, fifo_fd=fifo_fd, join_fds=join_fds,
                         bpf=bpf, seccomp_flags=seccomp_flags, hierarchies=hierarchies(),
                         wait_namespaces=on_namespaces is not None,
-                        keep_pdeathsig=keep_pdeathsig, parent_pid=os.getpid())
+                        keep_pdeathsig=keep_pdeathsig)
             pid = self._fork(plan, namespaces)
             child_sock.close()
             for fd in join_fds.values():
@@ -228,7 +225,8 @@ class Runtime:
                 os.close(fifo_fd)
             chan = Channel(parent_sock)
             cgroup.add(pid)
-            send(parent_sock, op="go")
+            send(parent_sock, op="cgroup")
+            _fault_injection("ZONED_TEST_PAUSE_CREATE")
             master = _handshake(chan, on_namespaces, pid, "container init exited during set-up")
             state["status"] = "created"
             state["pid"] = pid
@@ -291,7 +289,7 @@ class Runtime:
                 self.store.write_state(cid, st)
                 started.release()
                 return
-            fifo = self.store.dir(cid) / "exec.fifo"
+            fifo = os.path.join(self.store.dir(cid), "exec.fifo")
             fd = os.open(fifo, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
             try:
                 poller = select.poll()
@@ -424,9 +422,9 @@ class Runtime:
         exec_cfg = dict(cfg)
         exec_cfg["process"] = process
         parent_sock, child_sock = sync_pair()
-        plan = Plan(cfg=exec_cfg, sock=child_sock, rootfs=None, stdio=stdio,
+        plan = Plan(exec_cfg, child_sock, rootfs=None, stdio=stdio,
                     join_fds=join_fds, bpf=bpf, seccomp_flags=seccomp_flags,
-                    parent_pid=os.getpid(), keep_pdeathsig=True)
+                    keep_pdeathsig=True)
         child = 0
         try:
             if pidns is not None:
@@ -441,7 +439,7 @@ class Runtime:
             child_sock.close()
             self.cgroup(st).add(child)
             chan = Channel(parent_sock)
-            send(parent_sock, op="go")
+            send(parent_sock, op="cgroup")
             master = _handshake(chan, None, child, "exec set-up failed")
             if pid_file:
                 _write_pid_file(pid_file, child)
@@ -495,6 +493,19 @@ def container_resources(resources: dict) -> dict:
     res = dict(resources)
     res["devices"] = list(resources.get("devices") or []) + defaults
     return res
+
+
+def _fault_injection(var: str) -> None:
+    """Tests widen a window with a pause (seconds) to stop zoned inside it."""
+    pause = os.environ.get(var)
+    if pause:
+        time.sleep(float(pause))
+
+
+def _utc_now() -> str:
+    """RFC 3339 UTC time with microseconds, as runc's `created` (no datetime import)."""
+    now = time.time()
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now)) + f".{int(now % 1 * 1e6):06d}Z"
 
 
 def _write_pid_file(path: str, pid: int) -> None:

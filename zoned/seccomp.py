@@ -23,14 +23,16 @@ from __future__ import annotations
 
 import errno
 import functools
-import hashlib
 import json
 import os
-import platform
 import stat
-from typing import Any, Iterable
 
 from zoned.errors import ConfigError
+
+try:  # the builtin sha256: hashlib would load OpenSSL (~2 ms on the start path)
+    from _sha256 import sha256 as _sha256
+except ImportError:  # pragma: no cover - other builds
+    from hashlib import sha256 as _sha256
 
 __all__ = ["default_profile", "compile_bpf", "filter_flags", "SeccompError", "CACHE_DIR"]
 
@@ -125,7 +127,7 @@ def default_profile(capabilities: Iterable[str]) -> dict:
     bounding set). Moby's allow-list with its caps/arch/kernel conditions resolved for this
     host, so the result is a plain OCI object that compile_bpf (and any OCI runtime) takes."""
     caps = {_cap(c) for c in capabilities}
-    machine = platform.machine()
+    machine = os.uname().machine
     goarch, native = _HOST_ARCH.get(machine, (machine, ""))
     prof = _moby_profile()
 
@@ -207,7 +209,7 @@ def _cache_path(canonical: str) -> str:
     """Key on the profile, the host arch and the extension build, so a rebuilt zoned (or a
     different libseccomp linked into it) never reads a stale program. /run is a tmpfs: an
     upgraded libseccomp is picked up at the latest on reboot."""
-    h = hashlib.sha256(_build_fingerprint())
+    h = _sha256(_build_fingerprint())
     h.update(canonical.encode())
     return os.path.join(CACHE_DIR, h.hexdigest() + ".bpf")
 
@@ -215,7 +217,7 @@ def _cache_path(canonical: str) -> str:
 @functools.lru_cache(maxsize=None)
 def _build_fingerprint() -> bytes:
     """Format, host arch and the zoned._seccomp build (found without importing it)."""
-    fp = [_CACHE_FORMAT, platform.machine().encode()]
+    fp = [_CACHE_FORMAT, os.uname().machine.encode()]
     pkg = os.path.dirname(os.path.abspath(__file__))
     try:
         for name in sorted(os.listdir(pkg)):

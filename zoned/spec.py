@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass, field
-from pathlib import Path
 
 from zoned.errors import ConfigError
 
@@ -86,7 +84,7 @@ def parse_cpus(value: str | float) -> tuple[int, int]:
     return int(cpus * period), period
 
 
-def parse_user(value: str, rootfs: Path | None = None) -> dict:
+def parse_user(value: str, rootfs: str | None = None) -> dict:
     """'UID[:GID]' or 'name[:group]' -> OCI process.user, names resolved in the rootfs."""
     user, _, group = str(value).partition(":")
     uid = _lookup(user, rootfs, "etc/passwd", "user")
@@ -99,12 +97,12 @@ def parse_user(value: str, rootfs: Path | None = None) -> dict:
     return {"uid": uid, "gid": gid}
 
 
-def _lookup(name: str, rootfs: Path | None, db: str, what: str, field: int = 2) -> int:
+def _lookup(name: str, rootfs: str | None, db: str, what: str, field: int = 2) -> int:
     if name.isdigit():
         return int(name)
     if rootfs is not None:
         try:
-            for line in (rootfs / db).read_text().splitlines():
+            for line in _read(rootfs, db).splitlines():
                 parts = line.split(":")
                 if len(parts) > field and parts[0] == name:
                     return int(parts[field])
@@ -113,16 +111,21 @@ def _lookup(name: str, rootfs: Path | None, db: str, what: str, field: int = 2) 
     raise ConfigError(f"unknown {what} {name!r} in the image (use a numeric id)")
 
 
-def _primary_gid(uid: int, rootfs: Path | None) -> int:
+def _primary_gid(uid: int, rootfs: str | None) -> int:
     if rootfs is not None:
         try:
-            for line in (rootfs / "etc/passwd").read_text().splitlines():
+            for line in _read(rootfs, "etc/passwd").splitlines():
                 parts = line.split(":")
                 if len(parts) > 3 and parts[2] == str(uid):
                     return int(parts[3])
         except (OSError, ValueError):
             pass
     return 0  # like docker: a uid the image does not know gets group 0
+
+
+def _read(root: str, rel: str) -> str:
+    with open(os.path.join(root, rel)) as f:
+        return f.read()
 
 
 def parse_volume(value: str) -> dict:
@@ -214,37 +217,45 @@ def default_config(args: list[str] | None = None, *, rootfs: str = "rootfs",
     }
 
 
-@dataclass
 class RunOptions:
-    """What `zoned run` and `zoned.run()` accept; `to_config()` turns it into the OCI config."""
+    """What `zoned run` and `zoned.run()` accept; `to_config()` turns it into the OCI config.
 
-    args: list[str] = field(default_factory=list)
-    image: str | None = None
-    rootfs: str | None = None
-    name: str | None = None
-    hostname: str | None = None
-    memory: str | int | None = None
-    memory_swap: str | int | None = None
-    cpus: str | float | None = None
-    cpu_shares: int | None = None
-    cpuset_cpus: str | None = None
-    pids_limit: int | None = None
-    env: list[str] = field(default_factory=list)
-    workdir: str | None = None
-    user: str | None = None
-    volumes: list[str] = field(default_factory=list)
-    read_only: bool = False
-    init: bool = False
-    tty: bool = False
-    interactive: bool = False
-    network: str | None = None  # None/"none": only lo (networking attaches later)
-    annotations: dict[str, str] = field(default_factory=dict)
+    A plain class with the fields below rather than a dataclass: importing dataclasses costs
+    ~5 ms (it loads inspect), and `zoned run` must start as fast as runc.
+    """
 
-    def to_config(self, *, image_rootfs: Path | None = None, image_config: dict | None = None,
+    FIELDS = {
+        "args": list, "image": None, "rootfs": None, "name": None, "hostname": None,
+        "memory": None, "memory_swap": None, "cpus": None, "cpu_shares": None,
+        "cpuset_cpus": None, "pids_limit": None, "env": list, "workdir": None, "user": None,
+        "volumes": list, "read_only": False, "init": False, "tty": False,
+        "interactive": False,
+        "network": None,  # None/"none": only lo (networking attaches later)
+        "annotations": dict,
+    }
+    __slots__ = tuple(FIELDS)
+
+    def __init__(self, args: list[str] | None = None, **options):
+        unknown = set(options) - set(self.FIELDS)
+        if unknown:
+            raise TypeError(f"unknown run option(s): {', '.join(sorted(unknown))}")
+        options["args"] = args
+        for name, default in self.FIELDS.items():
+            value = options.get(name)
+            if value is None:
+                value = default() if callable(default) else default
+            setattr(self, name, value)
+
+    def __repr__(self) -> str:
+        return "RunOptions(" + ", ".join(f"{k}={getattr(self, k)!r}" for k in self.FIELDS
+                                         if getattr(self, k) != self.FIELDS[k]
+                                         and getattr(self, k) not in ([], {})) + ")"
+
+    def to_config(self, *, image_rootfs: str | None = None, image_config: dict | None = None,
                   init_path: str | None = None) -> dict:
         """The OCI config for these options. `image_rootfs` is the overlay lower dir."""
         image_config = image_config or {}
-        rootfs = Path(self.rootfs).resolve() if self.rootfs else image_rootfs
+        rootfs = os.path.realpath(self.rootfs) if self.rootfs else image_rootfs
         args = list(self.args) or list(image_config.get("cmd") or [])
         if not args:
             raise ConfigError("no command given and the image has no default command")

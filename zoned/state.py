@@ -20,8 +20,6 @@ import json
 import os
 import time
 from contextlib import contextmanager
-from pathlib import Path
-from typing import Iterator
 
 from zoned.errors import NotFound, ZonedError
 
@@ -32,7 +30,7 @@ def default_root() -> str:
     return os.environ.get("ZONED_ROOT", DEFAULT_ROOT)
 
 
-def write_json_atomic(path: Path, data: dict) -> None:
+def write_json_atomic(path: str, data: dict) -> None:
     tmp = f"{path}.{os.getpid()}.tmp"
     with open(tmp, "w") as f:
         f.write(json.dumps(data, separators=(",", ":")))  # dumps: the C encoder
@@ -56,23 +54,25 @@ class Store:
     """The state root: reserve, lock, read and remove container directories."""
 
     def __init__(self, root: str | os.PathLike | None = None):
-        self.root = Path(root or default_root())
+        self.root = os.fspath(root or default_root())
 
     def ensure(self) -> None:
-        self.root.mkdir(mode=0o711, parents=True, exist_ok=True)
+        os.makedirs(self.root, mode=0o711, exist_ok=True)
 
-    def dir(self, cid: str) -> Path:
-        return self.root / cid
+    def dir(self, cid: str) -> str:
+        return os.path.join(self.root, cid)
 
     def exists(self, cid: str) -> bool:
-        return (self.root / cid).is_dir()
+        return os.path.isdir(os.path.join(self.root, cid))
 
-    def reserve(self, cid: str) -> Path:
+    def reserve(self, cid: str) -> str:
         """Atomically claim `cid`; raises if the name is in use."""
-        self.ensure()
-        d = self.root / cid
+        d = os.path.join(self.root, cid)
         try:
-            d.mkdir(mode=0o711)
+            os.mkdir(d, 0o711)
+        except FileNotFoundError:
+            self.ensure()
+            return self.reserve(cid)
         except FileExistsError:
             raise ZonedError(f"container name {cid!r} is already in use") from None
         return d
@@ -85,11 +85,11 @@ class Store:
             return []
 
     @contextmanager
-    def lock(self, cid: str, *, blocking: bool = True) -> Iterator[int]:
+    def lock(self, cid: str, *, blocking: bool = True):
         """Hold the container's lock. Raises NotFound if the container is gone."""
-        d = self.root / cid
+        d = os.path.join(self.root, cid)
         try:
-            fd = os.open(d / "lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            fd = os.open(os.path.join(d, "lock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         except FileNotFoundError:
             raise NotFound(f"container {cid!r} does not exist") from None
         try:
@@ -97,7 +97,7 @@ class Store:
                 fcntl.flock(fd, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
             except BlockingIOError:
                 raise ZonedError(f"container {cid!r} is busy (locked by another zoned)") from None
-            if not d.is_dir():  # removed while we waited
+            if not os.path.isdir(d):  # removed while we waited
                 raise NotFound(f"container {cid!r} does not exist")
             yield fd
         finally:
@@ -106,7 +106,8 @@ class Store:
     def try_lock(self, cid: str) -> int | None:
         """A non-blocking lock for gc: the fd, or None if someone holds it."""
         try:
-            fd = os.open(self.root / cid / "lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            fd = os.open(os.path.join(self.root, cid, "lock"),
+                         os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         except OSError:
             return None
         try:
@@ -118,7 +119,7 @@ class Store:
 
     def read_state(self, cid: str) -> dict:
         try:
-            with open(self.root / cid / "state.json") as f:
+            with open(os.path.join(self.root, cid, "state.json")) as f:
                 return json.load(f)
         except FileNotFoundError:
             if self.exists(cid):
@@ -128,19 +129,19 @@ class Store:
             return {"id": cid, "status": "creating"}
 
     def write_state(self, cid: str, state: dict) -> None:
-        write_json_atomic(self.root / cid / "state.json", state)
+        write_json_atomic(os.path.join(self.root, cid, "state.json"), state)
 
     def read_config(self, cid: str) -> dict:
-        with open(self.root / cid / "config.json") as f:
+        with open(os.path.join(self.root, cid, "config.json")) as f:
             return json.load(f)
 
     def remove(self, cid: str) -> None:
         """Remove the container directory and everything in it; idempotent."""
-        d = self.root / cid
-        if not d.exists():
+        d = os.path.join(self.root, cid)
+        if not os.path.exists(d):
             return
         # Move it aside first so a concurrent reader never sees a half-deleted container.
-        trash = self.root / f".trash-{cid}-{os.getpid()}-{time.monotonic_ns()}"
+        trash = os.path.join(self.root, f".trash-{cid}-{os.getpid()}-{time.monotonic_ns()}")
         try:
             os.rename(d, trash)
         except FileNotFoundError:
@@ -148,7 +149,7 @@ class Store:
         rmtree(trash)
 
 
-def rmtree(path: Path) -> None:
+def rmtree(path: str) -> None:
     """shutil.rmtree without importing shutil on the hot path; tolerates vanished entries."""
     try:
         entries = list(os.scandir(path))
@@ -160,7 +161,7 @@ def rmtree(path: Path) -> None:
     for e in entries:
         try:
             if e.is_dir(follow_symlinks=False):
-                rmtree(Path(e.path))
+                rmtree(e.path)
             else:
                 os.unlink(e.path)
         except FileNotFoundError:

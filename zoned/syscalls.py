@@ -3,7 +3,7 @@ with errno on failure. No policy here."""
 from __future__ import annotations
 
 import os
-from typing import Sequence
+
 
 from zoned._native import ffi, lib
 
@@ -132,3 +132,14 @@ def execve_seccomp(path: str, argv: Sequence[str], env: Sequence[str], bpf: byte
     lib.z_exec(_b(path), cargv, cenv, bpf, len(bpf), seccomp_flags)
     err = ffi.errno
     raise OSError(err, os.strerror(err), path)
+
+
+def bpf(cmd: int, attr: bytearray) -> int:
+    """bpf(2) on a caller-built attr union (a bytearray the kernel may write back into)."""
+    return _check(lib.z_bpf(cmd, ffi.from_buffer(attr), len(attr)), "bpf")
+
+
+def address_of(buf: bytearray) -> int:
+    """The address of a bytearray's storage, for pointers inside bpf attrs; the caller keeps
+    `buf` alive and unresized while the address is in use."""
+    return int(ffi.cast("uintptr_t", ffi.from_buffer(buf)))
