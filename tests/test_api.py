@@ -1,0 +1,58 @@
+"""The Python API and the pytest plugin, as a test harness would use them."""
+from __future__ import annotations
+
+import signal
+
+import pytest
+
+import zoned
+from zoned.errors import ZonedError
+
+
+def test_run_returns_status_and_output(zoned_root, busybox):
+    r = zoned.run(["sh", "-c", "echo out; echo err >&2; exit 3"], root=zoned_root)
+    assert (r.returncode, r.stdout, r.stderr) == (3, b"out\n", b"err\n")
+    r = zoned.run(["cat"], root=zoned_root, input="fed\n", text=True)
+    assert r.stdout == "fed\n"
+    with pytest.raises(ZonedError):
+        zoned.run(["false"], root=zoned_root, check=True)
+
+
+def test_run_options_map_to_the_spec(zoned_root, busybox):
+    r = zoned.run(["sh", "-c", "hostname; id -u; echo $A"], root=zoned_root, text=True,
+                  hostname="h1", user="1000", env=["A=b"])
+    assert r.stdout.split() == ["h1", "1000", "b"]
+    with pytest.raises(TypeError):
+        zoned.run(["true"], root=zoned_root, no_such_option=1)
+
+
+def test_container_lifecycle(zoned_root, busybox):
+    c = zoned.Container(["sh", "-c", "trap 'exit 5' TERM; while :; do sleep 0.05; done"],
+                        root=zoned_root, name="api1")
+    with c:
+        assert c.status == "running" and c.pid > 0
+        assert c.exec(["hostname"]).stdout == "api1\n"
+        c.kill(signal.SIGTERM)
+        assert c.wait(10) == 5  # the real exit status: init is our child
+        assert c.status == "stopped"
+    assert zoned.Runtime(zoned_root).list() == []
+
+
+def test_container_logs(zoned_root, busybox):
+    with zoned.Container(["sh", "-c", "echo hello; echo oops >&2; sleep 1000"],
+                         root=zoned_root) as c:
+        for _ in range(50):
+            if "oops" in c.logs():
+                break
+            import time
+            time.sleep(0.02)
+        assert c.logs() == "hello\noops\n"
+
+
+def test_pytest_plugin_fixture(zone):
+    a = zone(["sleep", "1000"], memory="32m")
+    b = zone()
+    assert a.name != b.name
+    assert a.exec(["cat", "/proc/1/cmdline"]).stdout == "sleep\x001000\x00"
+    # the two containers cannot see each other's processes
+    assert "sleep 3600" not in a.exec(["ps"]).stdout

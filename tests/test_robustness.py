@@ -1,0 +1,149 @@
+"""Bad input fails with one clear line and leaves nothing; killed zoned processes leave
+only what `zoned gc` removes; repeated and concurrent use does not leak or corrupt."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from conftest import ZONED, host_snapshot
+
+
+@pytest.mark.parametrize("args, message", [
+    (["run", "--image", "nope", "--", "true"], "image 'nope' not found"),
+    (["run", "--bogus-flag", "--", "true"], "unrecognized arguments: --bogus-flag"),
+    (["run", "--memory", "lots", "--", "true"], "invalid memory limit 'lots'"),
+    (["run", "--cpus", "-1", "--", "true"], "invalid --cpus"),
+    (["run", "--", "no-such-command"], "executable 'no-such-command' not found"),
+    (["run", "--", "/bin/nope"], "executable '/bin/nope' not found"),
+    (["run", "--name", "bad/name", "--", "true"], "invalid container name"),
+    (["run", "-v", "/no/such/dir:/x", "--", "true"], "volume source '/no/such/dir'"),
+    (["run", "-u", "nosuchuser", "--", "true"], "unknown user 'nosuchuser'"),
+    (["run", "-w", "relative", "--", "true"], "invalid working directory"),
+    (["rm", "ghost"], "container 'ghost' does not exist"),
+    (["exec", "ghost", "--", "true"], "container 'ghost' does not exist"),
+    (["kill", "ghost", "NOSUCHSIG"], "unknown signal"),
+])
+def test_bad_input_one_line_nothing_left(cli, zoned_root, args, message):
+    before = host_snapshot(zoned_root)
+    p = cli(*args)
+    assert p.returncode != 0
+    lines = p.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("zoned: "), p.stderr
+    assert message in lines[0], lines[0]
+    assert host_snapshot(zoned_root) == before
+
+
+def test_rootfs_without_sh(cli, zoned_root, tmp_path):
+    (tmp_path / "empty").mkdir()
+    before = host_snapshot(zoned_root)
+    p = cli("run", "--rootfs", str(tmp_path / "empty"), "--", "sh")
+    assert p.returncode == 125 and "executable 'sh' not found" in p.stderr
+    assert len(p.stderr.strip().splitlines()) == 1
+    p = cli("run", "--rootfs", str(tmp_path / "missing"), "--", "sh")
+    assert p.returncode == 125 and "does not exist" in p.stderr
+    assert host_snapshot(zoned_root) == before
+
+
+def test_name_in_use(cli, zoned_root):
+    cli("run", "-d", "--name", "dup", "--", "sleep", "1000", check=True)
+    before = host_snapshot(zoned_root)
+    p = cli("run", "-d", "--name", "dup", "--", "sleep", "1000")
+    assert p.returncode != 0 and p.stderr.strip() == "zoned: container name 'dup' is already in use"
+    assert host_snapshot(zoned_root) == before
+    assert json.loads(cli("state", "dup").stdout)["status"] == "running"  # untouched
+
+
+def test_malformed_oci_config(cli, zoned_root, tmp_path):
+    (tmp_path / "config.json").write_text("{not json")
+    p = cli("create", "--bundle", str(tmp_path), "c", files=True)
+    assert p.returncode == 1 and "not valid JSON" in p.stderr
+    (tmp_path / "config.json").write_text(json.dumps({"ociVersion": "1.2.0"}))
+    p = cli("create", "--bundle", str(tmp_path), "c", files=True)
+    assert p.returncode == 1 and "missing required field 'root'" in p.stderr
+    assert os.listdir(zoned_root) == [] or os.listdir(zoned_root) == [".cache"]
+
+
+def _wait_for(pred, timeout=10.0):
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if pred():
+            return True
+        time.sleep(0.01)
+    return False
+
+
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM, signal.SIGINT])
+def test_signal_mid_create(cli, zoned_root, sig):
+    """zoned stopped while the container is being set up: a clean exit removes everything
+    itself; after SIGKILL, `zoned gc` removes what is left."""
+    before = host_snapshot(zoned_root)
+    # A pause injected after the container's init is forked and in its cgroup, before it
+    # is ready: zoned is stopped while it owns a process, a cgroup and a state dir.
+    env = dict(os.environ, ZONED_TEST_PAUSE_CREATE="0.5")
+    p = subprocess.Popen([ZONED, "--root", zoned_root, "run", "--name", "mid", "--", "sleep",
+                          "1000"], env=env, stderr=subprocess.PIPE, text=True)
+    assert _wait_for(lambda: os.path.exists(os.path.join(zoned_root, "mid", "config.json")))
+    p.send_signal(sig)
+    p.wait(timeout=10)
+    if sig != signal.SIGKILL:
+        assert "interrupted" in p.stderr.read()
+        assert _wait_for(lambda: host_snapshot(zoned_root) == before, 5)
+    else:
+        assert host_snapshot(zoned_root) != before  # leftovers: state dir, cgroup
+        out = cli("gc").stdout
+        assert "mid" in out
+    assert host_snapshot(zoned_root) == before
+    assert not [line for line in open("/proc/self/mountinfo") if "mid" in line]
+
+
+def test_gc_removes_exited_rm_containers(cli, zoned_root):
+    cli("run", "-d", "--rm", "--name", "short", "--", "true", check=True)
+    assert _wait_for(lambda: json.loads(cli("state", "short").stdout)["status"] == "stopped")
+    assert "short" in cli("gc").stdout
+    assert cli("state", "short").returncode != 0
+
+
+def test_100_sequential_run_rm_cycles_leave_nothing(cli, zoned_root, busybox):
+    import zoned
+
+    before = host_snapshot(zoned_root)
+    for i in range(100):
+        r = zoned.run(["true"], root=zoned_root, name=f"cycle-{i}")
+        assert r.returncode == 0
+    after = host_snapshot(zoned_root)
+    assert after == before
+    # the CLI path too, including detached containers and rm
+    for i in range(10):
+        cli("run", "-d", "--name", f"d{i}", "--", "sleep", "100", check=True)
+        cli("rm", "-f", f"d{i}", check=True)
+    assert host_snapshot(zoned_root) == before
+    assert not os.path.exists(os.path.join(zoned_root, "d0"))
+
+
+def test_20_concurrent_runs(cli, zoned_root):
+    before = host_snapshot(zoned_root)
+
+    def one(i):
+        return cli("run", "--rm", "--name", f"c{i}", "--", "sh", "-c", f"echo {i}")
+
+    with ThreadPoolExecutor(20) as pool:
+        results = list(pool.map(one, range(20)))
+    assert [r.returncode for r in results] == [0] * 20, [r.stderr for r in results]
+    assert sorted(int(r.stdout) for r in results) == list(range(20))
+    assert host_snapshot(zoned_root) == before
+
+
+def test_concurrent_same_name_only_one_wins(cli, zoned_root):
+    def one(_):
+        return cli("run", "-d", "--name", "same", "--", "sleep", "100")
+
+    with ThreadPoolExecutor(8) as pool:
+        results = list(pool.map(one, range(8)))
+    assert sorted(r.returncode for r in results) == [0] + [125] * 7
+    assert json.loads(cli("ps", "--format", "json").stdout)[0]["status"] == "running"
