@@ -12,11 +12,11 @@ STAMP := .stamps
 APT_PACKAGES := python3-venv python3-dev gcc libc6-dev make libffi-dev libseccomp-dev \
 	libcap-dev pkg-config busybox-static runc util-linux procps iproute2 ca-certificates
 
-.PHONY: all setup demo test bench-startup bench-density image clean distclean
+.PHONY: all setup bytecode demo test bench-startup bench-density image clean distclean
 
 all: setup
 
-setup: $(STAMP)/apt $(STAMP)/venv zoned/libexec/zoned-init image
+setup: $(STAMP)/apt $(STAMP)/venv zoned/libexec/zoned-init bytecode image
 
 $(STAMP)/apt: Makefile
 	@mkdir -p $(STAMP)
@@ -34,8 +34,14 @@ $(STAMP)/apt: Makefile
 $(STAMP)/venv: $(STAMP)/apt pyproject.toml setup.py $(wildcard csrc/*.c csrc/*.h csrc/*.py)
 	@test -x $(PY) || /usr/bin/python3 -m venv $(VENV)
 	$(PY) -m pip install -q --disable-pip-version-check --upgrade pip setuptools wheel cffi
-	$(PY) -m pip install -q --disable-pip-version-check -e '.[test]'
+	$(PY) -m pip install -q --disable-pip-version-check -e '.[test]' \
+		--config-settings editable_mode=compat
 	@touch $@
+
+# Compiled bytecode, written even where PYTHONDONTWRITEBYTECODE is set: without it every
+# `zoned` command would compile its modules again (start-up is a feature). Cheap when fresh.
+bytecode: $(STAMP)/venv
+	@$(PY) -m compileall -q zoned
 
 # zoned's PID-1 reaper for --init; static, because an image may have no libc.
 zoned/libexec/zoned-init: csrc/init.c $(STAMP)/apt
@@ -47,12 +53,8 @@ image: $(STAMP)/venv
 	@$(ZONED) image ls --format json | grep -q '"name": "busybox"' || $(ZONED) image build busybox || { apt-get update -qq && $(ZONED) image build busybox; }
 
 demo: setup
-	@$(ZONED) run --rm --hostname demo-zone --memory 64m --pids-limit 64 -- sh -c '\
-		echo "I am $$(id -un) (uid $$(id -u)), PID $$$$ in my own pid namespace, on host $$(hostname)"; \
-		echo "my root: $$(ls /)"; \
-		echo "my processes: $$(ps -o pid,comm | tail -n +2 | tr -s " \n" " ")"; \
-		echo "my memory limit: $$(cat /sys/fs/cgroup/memory/memory.limit_in_bytes 2>/dev/null || cat /sys/fs/cgroup/memory.max)"; \
-		echo "my capabilities: $$(grep CapEff /proc/self/status)"'
+	@$(ZONED) run --rm --hostname demo-zone --memory 64m --pids-limit 64 \
+		-v $(CURDIR)/examples:/examples:ro -- sh /examples/whoami.sh
 
 test: setup
 	$(PY) -m pytest -q tests

@@ -109,6 +109,7 @@ def test_get_list_remove(tmp_path):
     assert img.path == tmp_path / "busybox" and img.rootfs == tmp_path / "busybox/rootfs"
     got = store.get("busybox")
     assert got == img
+    assert got.rootfs_dir == str(tmp_path / "busybox/rootfs") and got.image_dir == str(tmp_path / "busybox")
     assert [i.name for i in store.list()] == ["busybox"]
     store.remove("busybox")
     assert store.list() == []
@@ -187,7 +188,7 @@ def test_find_recipe(monkeypatch, tmp_path):
 def test_symlinks_cannot_escape_rootfs(tmp_path):
     """Links a package plants (absolute, or climbing with '..') must not redirect a root-run
     build's writes onto the host: they are followed as if chrooted at the rootfs."""
-    from zoned.images import _copy_tree_into, _resolve
+    from zoned.recipe import _copy_tree_into, _resolve
 
     outside = tmp_path / "host"
     outside.mkdir()
@@ -206,6 +207,38 @@ def test_symlinks_cannot_escape_rootfs(tmp_path):
     _copy_tree_into(pkg, "etc", rootfs)
     assert os.listdir(outside) == []
     assert (inside / "passwd").read_text().startswith("root:")
+
+
+def test_lookup_imports_only_cheap_modules():
+    """`zoned run` looks its image up through zoned.images on every start: importing it must
+    not pull in the build/export machinery (dataclasses+inspect ~5 ms, pathlib ~3 ms, ...)."""
+    heavy = ["dataclasses", "inspect", "pathlib", "typing", "tarfile", "subprocess", "tempfile",
+             "shutil", "datetime", "pwd", "contextlib", "zoned.recipe"]
+    code = "import sys, zoned.images; print(' '.join(sys.modules))"
+    # -S -E and a bare environment: no site hooks or PYTHON* variables preloading modules;
+    # zoned is imported from the checkout (sys.path[0] is the cwd for -c).
+    repo = Path(__file__).resolve().parent.parent
+    p = subprocess.run([sys.executable, "-S", "-E", "-c", code], capture_output=True, text=True,
+                       env={"PATH": os.environ.get("PATH", "/usr/bin:/bin")}, cwd=repo)
+    assert p.returncode == 0, p.stderr
+    loaded = set(p.stdout.split())
+    assert "zoned.images" in loaded
+    assert sorted(loaded.intersection(heavy)) == []
+
+
+def test_image_paths_are_strings_with_lazy_pathlib(tmp_path):
+    """Image.rootfs_dir/image_dir are str for the run path; .rootfs/.path stay pathlib views."""
+    from zoned.images import Image
+
+    img = Image(name="x", path=tmp_path / "x", rootfs=tmp_path / "x/rootfs", config={"cmd": ["/bin/sh"]})
+    assert img.rootfs_dir == f"{tmp_path}/x/rootfs" and img.image_dir == f"{tmp_path}/x"
+    assert img.rootfs == tmp_path / "x/rootfs" and img.path == tmp_path / "x"
+    assert img == Image("x", f"{tmp_path}/x", f"{tmp_path}/x/rootfs", {"cmd": ["/bin/sh"]})
+    assert img != Image("y", f"{tmp_path}/x", f"{tmp_path}/x/rootfs", {"cmd": ["/bin/sh"]})
+    assert repr(img).startswith("Image(name='x', path=")
+    assert not hasattr(img, "__dict__")
+    for raw, spelled in [("/a//b/./c/", "/a/b/c"), ("./rel/", "rel"), (".", "."), ("/", "/")]:
+        assert ImageStore(raw).root_dir == spelled == str(Path(raw))
 
 
 def test_concurrent_builds_of_same_image(tmp_path):

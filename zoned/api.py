@@ -58,9 +58,9 @@ def build_config(opts: RunOptions, images_root: str | None = None) -> dict:
         except ImageNotFound as e:
             raise ZonedError(str(e)) from None
         opts.image = image.name
-        image_rootfs, image_config = image.rootfs, image.config
+        image_rootfs, image_config = image.rootfs_dir, image.config
     init = os.path.join(LIBEXEC, "zoned-init")
-    cfg = opts.to_config(image_rootfs=str(image_rootfs) if image_rootfs else None,
+    cfg = opts.to_config(image_rootfs=image_rootfs,
                          image_config=image_config,
                          init_path=init if os.path.exists(init) else None)
     from zoned.seccomp import default_profile

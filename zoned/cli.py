@@ -648,16 +648,16 @@ def cmd_image(args) -> int:
     try:
         if args.image_cmd == "build":
             img = store.build(args.recipe)
-            print(f"{img.name}\t{img.rootfs}")
+            print(f"{img.name}\t{img.rootfs_dir}")
         elif args.image_cmd in ("ls", "list"):
             images = store.list()
             if args.format == "json":
-                _print_json([{"name": i.name, "path": str(i.path), "created": i.created,
+                _print_json([{"name": i.name, "path": i.image_dir, "created": i.created,
                               "size": i.size, "config": i.config} for i in images])
             else:
                 table = [("NAME", "SIZE", "CREATED", "PATH")]
                 for i in images:
-                    table.append((i.name, _human(i.size), str(i.created)[:19], str(i.path)))
+                    table.append((i.name, _human(i.size), str(i.created)[:19], i.image_dir))
                 _print_table(table)
         elif args.image_cmd == "rm":
             store.remove(args.name)

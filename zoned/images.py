@@ -5,32 +5,12 @@ overlayfs lower dir of every container using the image), ``image.json`` (config 
 and ``recipe.yaml`` (the recipe it was built from, for provenance). The store defaults to
 ``/var/lib/zoned/images`` and can be moved with ``$ZONED_IMAGES``.
 
-Recipe format (YAML; see images/busybox.yaml). Unknown keys are errors so typos don't build
-a silently different image. Paths are absolute paths *inside* the image. Steps run in this order:
-
-    name: busybox                 # required; [a-z0-9][a-z0-9_.-]*, the image name
-    description: free text        # optional
-    debs:                         # Debian packages: fetched (cache dir, then apt's archive
-      - busybox-static            #   cache, else `apt-get download`), unpacked with
-      - package: busybox-static   #   `dpkg-deb -x` (never installed on the host); `paths`
-        paths: [/bin/busybox]     #   keeps only those files/dirs, default keeps everything
-    busybox_links: true           # symlink every applet of /bin/busybox --list-full that
-                                  #   lives in /bin /sbin /usr/bin /usr/sbin (never clobbers)
-    dirs:                         # path: "mode" (quoted octal) or {mode, owner: "uid:gid"}
-      /tmp: "1777"
-    files:                        # path: content, or {content, mode (default "0644"), owner}
-      /etc/hostname: "zone\\n"
-    symlinks:                     # path: target (replaces whatever is there)
-      /etc/mtab: /proc/mounts
-    config:                       # runtime defaults; every key is optional
-      cmd: [/bin/sh]
-      env: ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"]
-      workdir: /
-      user: "0:0"
-      hostname: zone              # omitted -> the runtime picks one
-
-Builds run as root write through symlinks planted by packages only inside the rootfs
-(symlinks are resolved as if chrooted), so a package's absolute link can't reach the host.
+This module is the store: looking images up (on ``zoned run``'s start path), listing,
+removing, pruning, and the build transaction. The recipe format, building a rootfs from a
+recipe and exporting images live in zoned.recipe, imported only by the methods that need it.
+Start-up time matters here: only cheap stdlib modules are imported at module level (no
+dataclasses, pathlib, typing, subprocess, tarfile, shutil, tempfile...); tests/test_images.py
+checks that. Paths are kept as strings, with pathlib.Path views for API compatibility.
 
 Concurrency: a build happens in ``<store>/.build-<name>-XXXX`` and is renamed into place while
 holding ``flock(<store>/.lock)``; a failed build deletes its temp dir, and a crashed one's is
@@ -44,35 +24,22 @@ they started with. Only overlay lowerdirs are detected, not plain bind mounts of
 """
 from __future__ import annotations
 
-import contextlib
-import datetime
+import errno
 import fcntl
-import functools
 import json
 import os
-import pwd
 import re
-import shutil
 import stat
-import subprocess
-import tarfile
-import tempfile
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, Iterator
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # annotations only: never imported at run time
+    from pathlib import Path
+    from typing import Any
 
 DEFAULT_STORE = "/var/lib/zoned/images"
-DEFAULT_DEB_CACHE = "/var/cache/zoned/debs"  # overridable by $ZONED_DEB_CACHE
-APT_ARCHIVES = "/var/cache/apt/archives"  # reused read-only when the .deb is already there
-DEFAULT_PATH = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-RECIPES_DIR = Path(__file__).parent.parent / "images"
-BUSYBOX_LINK_DIRS = ("bin", "sbin", "usr/bin", "usr/sbin")
+RECIPES_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "images")
 
 _NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,127}$")
-_MODE_RE = re.compile(r"^[0-7]{3,4}$")
-_OWNER_RE = re.compile(r"^\d+:\d+$")
-_RECIPE_KEYS = ("name", "description", "debs", "busybox_links", "dirs", "files", "symlinks", "config")
-_CONFIG_KEYS = ("cmd", "env", "workdir", "user", "hostname")
 
 
 class ImageError(Exception):
@@ -83,46 +50,62 @@ class ImageNotFound(ImageError):
     """The named image is not in the store."""
 
 
-@dataclass
 class Image:
-    """A built image as found in the store; ``rootfs`` must be treated as read-only."""
+    """A built image as found in the store; its rootfs must be treated as read-only.
 
-    name: str
-    path: Path
-    rootfs: Path
-    config: dict[str, Any]
-    created: str = ""  # ISO 8601, UTC
-    size: int = 0  # bytes of the rootfs (apparent size, hardlinks counted once)
+    A plain class rather than a dataclass: importing dataclasses (and with it inspect) costs
+    ~5 ms, and pathlib ~3 ms, on every ``zoned run``, which only needs ``rootfs_dir`` and
+    ``config``. Paths are stored as strings (``image_dir``, ``rootfs_dir``); ``path`` and
+    ``rootfs`` are pathlib.Path views created on access, so pathlib is imported only by
+    callers that use them.
+    """
 
+    __slots__ = ("name", "image_dir", "rootfs_dir", "config", "created", "size")
 
-# ---------------------------------------------------------------- recipes
+    def __init__(self, name: str, path: str | os.PathLike, rootfs: str | os.PathLike,
+                 config: dict[str, Any], created: str = "", size: int = 0) -> None:
+        self.name = name
+        self.image_dir = os.fspath(path)  # <store>/<name>
+        self.rootfs_dir = os.fspath(rootfs)  # <store>/<name>/rootfs: the overlay lower dir
+        self.config = config
+        self.created = created  # ISO 8601, UTC
+        self.size = size  # bytes of the rootfs (apparent size, hardlinks counted once)
 
+    @property
+    def path(self) -> Path:
+        from pathlib import Path
 
-@dataclass
-class _Deb:
-    package: str
-    paths: list[str] | None  # relative paths to keep; None keeps the whole package
+        return Path(self.image_dir)
 
+    @property
+    def rootfs(self) -> Path:
+        from pathlib import Path
 
-@dataclass
-class _Recipe:
-    source: Path
-    name: str
-    description: str = ""
-    debs: list[_Deb] = field(default_factory=list)
-    busybox_links: bool = False
-    dirs: dict[str, tuple[int, str | None]] = field(default_factory=dict)  # rel -> (mode, owner)
-    files: dict[str, tuple[bytes, int, str | None]] = field(default_factory=dict)
-    symlinks: dict[str, str] = field(default_factory=dict)
-    config: dict[str, Any] = field(default_factory=dict)
+        return Path(self.rootfs_dir)
+
+    def _key(self) -> tuple:
+        return (self.name, self.image_dir, self.rootfs_dir, self.config, self.created, self.size)
+
+    def __eq__(self, other: object) -> bool:
+        if other.__class__ is not self.__class__:
+            return NotImplemented
+        return self._key() == other._key()  # type: ignore[attr-defined]
+
+    __hash__ = None  # type: ignore[assignment]  # mutable, like the dataclass it replaces
+
+    def __repr__(self) -> str:
+        return (f"Image(name={self.name!r}, path={self.image_dir!r}, rootfs={self.rootfs_dir!r}, "
+                f"config={self.config!r}, created={self.created!r}, size={self.size!r})")
 
 
 def find_recipe(name: str) -> Path:
     """Recipe file for a bare image name: ``$ZONED_RECIPES/<name>.yaml`` first, so users can
     add or override images, then the repository's ``images/`` directory."""
+    from pathlib import Path
+
     if not _NAME_RE.match(name):
         raise ImageError(f"invalid image name {name!r} (use lowercase letters, digits, '_', '.', '-')")
-    dirs = [Path(d) for d in [os.environ.get("ZONED_RECIPES")] if d] + [RECIPES_DIR]
+    dirs = [Path(d) for d in [os.environ.get("ZONED_RECIPES")] if d] + [Path(RECIPES_DIR)]
     for d in dirs:
         for ext in (".yaml", ".yml"):
             if (d / f"{name}{ext}").is_file():
@@ -130,363 +113,47 @@ def find_recipe(name: str) -> Path:
     raise ImageError(f"no recipe for image {name!r} (looked for {name}.yaml in: {', '.join(map(str, dirs))})")
 
 
-def _load_recipe(path: Path) -> _Recipe:
-    """Parse and fully validate a recipe before anything touches the store."""
-    import yaml  # lazily: only builds need pyyaml
+# ---------------------------------------------------------------- path helpers (no pathlib)
 
-    def bad(msg: str) -> ImageError:
-        return ImageError(f"recipe {path}: {msg}")
 
+def _norm(p: str) -> str:
+    """p spelled as str(pathlib.Path(p)) spells it (no empty or '.' components, no trailing
+    '/', '..' kept), so the paths handed out -- e.g. overlay lowerdirs -- stay as they were."""
+    if "//" not in p and "/." not in p and not p.startswith(".") and not (len(p) > 1 and p.endswith("/")):
+        return p or "."
+    lead = "//" if p[:2] == "//" and p[:3] != "///" else "/" if p[:1] == "/" else ""
+    return lead + "/".join(c for c in p.split("/") if c and c != ".") or "."
+
+
+def _join(d: str, name: str) -> str:
+    """pathlib's ``Path(d) / name`` for a normalized d and a single component name."""
+    if d == ".":
+        return name
+    return d + name if d.endswith("/") else d + "/" + name
+
+
+_IGNORED_ERRNOS = (errno.ENOENT, errno.ENOTDIR, errno.EBADF, errno.ELOOP)
+
+
+def _mode_of(path: str) -> int:
+    """st_mode, or 0 where pathlib's is_dir()/is_file() would answer False; other errors
+    (e.g. EACCES) propagate as they do from pathlib."""
     try:
-        text = path.read_text()
+        return os.stat(path).st_mode
     except OSError as e:
-        raise ImageError(f"cannot read recipe {path}: {e.strerror}") from None
-    try:
-        doc = yaml.safe_load(text)
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f" at line {mark.line + 1} column {mark.column + 1}" if mark else ""
-        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
-        raise bad(f"invalid YAML: {problem}{where}") from None
-    if not isinstance(doc, dict):
-        raise bad("must be a YAML mapping with at least a 'name' key")
-    unknown = [k for k in doc if k not in _RECIPE_KEYS]
-    if unknown:
-        raise bad(f"unknown key {unknown[0]!r} (allowed: {', '.join(_RECIPE_KEYS)})")
-    name = doc.get("name")
-    if name is None:
-        raise bad("missing required key 'name'")
-    if not isinstance(name, str) or not _NAME_RE.match(name):
-        raise bad(f"invalid name {name!r} (use lowercase letters, digits, '_', '.', '-')")
-    r = _Recipe(source=path, name=name)
-
-    r.description = _typed(doc.get("description", ""), str, "description", bad)
-    r.busybox_links = _typed(doc.get("busybox_links", False), bool, "busybox_links", bad)
-
-    for i, d in enumerate(_typed(doc.get("debs") or [], list, "debs", bad)):
-        if isinstance(d, str):
-            d = {"package": d}
-        if not isinstance(d, dict):
-            raise bad(f"debs[{i}] must be a package name or a mapping with 'package'")
-        extra = [k for k in d if k not in ("package", "paths")]
-        if extra:
-            raise bad(f"debs[{i}]: unknown key {extra[0]!r} (allowed: package, paths)")
-        pkg = d.get("package")
-        if not isinstance(pkg, str) or not re.match(r"^[a-z0-9][a-z0-9+.-]+$", pkg):
-            raise bad(f"debs[{i}]: invalid or missing package name {pkg!r}")
-        paths = d.get("paths")
-        if paths is not None:
-            paths = [_rel(p, f"debs[{i}].paths", bad) for p in _typed(paths, list, f"debs[{i}].paths", bad)]
-        r.debs.append(_Deb(pkg, paths))
-
-    for p, v in _typed(doc.get("dirs") or {}, dict, "dirs", bad).items():
-        where = f"dirs[{p}]"
-        if not isinstance(v, dict):
-            v = {"mode": v}
-        _only(v, ("mode", "owner"), where, bad)
-        r.dirs[_rel(p, "dirs", bad)] = (_mode(v.get("mode", "0755"), where, bad), _owner(v.get("owner"), where, bad))
-
-    for p, v in _typed(doc.get("files") or {}, dict, "files", bad).items():
-        where = f"files[{p}]"
-        if not isinstance(v, dict):
-            v = {"content": v}
-        _only(v, ("content", "mode", "owner"), where, bad)
-        content = v.get("content", "")
-        if content is None:
-            content = ""
-        if not isinstance(content, str):
-            raise bad(f"{where}: content must be a string")
-        r.files[_rel(p, "files", bad)] = (content.encode(), _mode(v.get("mode", "0644"), where, bad),
-                                          _owner(v.get("owner"), where, bad))
-
-    for p, target in _typed(doc.get("symlinks") or {}, dict, "symlinks", bad).items():
-        if not isinstance(target, str) or not target:
-            raise bad(f"symlinks[{p}]: target must be a non-empty string")
-        r.symlinks[_rel(p, "symlinks", bad)] = target
-
-    cfg = _typed(doc.get("config") or {}, dict, "config", bad)
-    _only(cfg, _CONFIG_KEYS, "config", bad)
-    cmd = cfg.get("cmd", ["/bin/sh"])
-    if not (isinstance(cmd, list) and cmd and all(isinstance(c, str) for c in cmd)):
-        raise bad("config.cmd must be a non-empty list of strings")
-    env = cfg.get("env", [DEFAULT_PATH])
-    if not (isinstance(env, list) and all(isinstance(e, str) and "=" in e for e in env)):
-        raise bad("config.env must be a list of 'NAME=value' strings")
-    workdir = cfg.get("workdir", "/")
-    if not (isinstance(workdir, str) and workdir.startswith("/")):
-        raise bad("config.workdir must be an absolute path")
-    user = cfg.get("user", "0:0")
-    if not isinstance(user, str) or not user:
-        raise bad("config.user must be a string like \"0:0\" or \"1000:1000\"")
-    r.config = {"cmd": cmd, "env": env, "workdir": workdir, "user": user}
-    if "hostname" in cfg:
-        r.config["hostname"] = _typed(cfg["hostname"], str, "config.hostname", bad)
-    return r
+        if e.errno not in _IGNORED_ERRNOS:
+            raise
+        return 0
+    except ValueError:
+        return 0
 
 
-def _typed(value: Any, typ: type, key: str, bad) -> Any:
-    if not isinstance(value, typ):
-        raise bad(f"{key} must be a {typ.__name__}, got {type(value).__name__}")
-    return value
+def _is_dir(path: str) -> bool:
+    return stat.S_ISDIR(_mode_of(path))
 
 
-def _only(d: dict, allowed: tuple[str, ...], where: str, bad) -> None:
-    extra = [k for k in d if k not in allowed]
-    if extra:
-        raise bad(f"{where}: unknown key {extra[0]!r} (allowed: {', '.join(allowed)})")
-
-
-def _rel(p: Any, where: str, bad) -> str:
-    """Absolute in-image path -> normalized relative path; rejects '..' so nothing escapes."""
-    if not isinstance(p, str) or not p.startswith("/"):
-        raise bad(f"{where}: path {p!r} must be absolute")
-    parts = [c for c in p.split("/") if c not in ("", ".")]
-    if ".." in parts or not parts:
-        raise bad(f"{where}: path {p!r} must not contain '..' or be '/'")
-    return "/".join(parts)
-
-
-def _mode(m: Any, where: str, bad) -> int:
-    # Quoted on purpose: YAML reads 1777 as decimal and 0755 as octal, a classic trap.
-    if not (isinstance(m, str) and _MODE_RE.match(m)):
-        raise bad(f"{where}: mode must be a quoted octal string like \"0755\", got {m!r}")
-    return int(m, 8)
-
-
-def _owner(o: Any, where: str, bad) -> str | None:
-    if o is not None and not (isinstance(o, str) and _OWNER_RE.match(o)):
-        raise bad(f"{where}: owner must be a quoted \"uid:gid\" string, got {o!r}")
-    return o
-
-
-# ---------------------------------------------------------------- building the rootfs
-
-
-def _run(argv: list[str], what: str, **kw) -> subprocess.CompletedProcess:
-    try:
-        p = subprocess.run(argv, capture_output=True, text=True, **kw)
-    except OSError as e:
-        raise ImageError(f"{what}: cannot run {argv[0]}: {e.strerror}") from None
-    if p.returncode != 0:
-        lines = [ln.strip() for ln in (p.stderr or p.stdout).splitlines() if ln.strip()]
-        errs = [ln for ln in lines if ln.startswith("E:")] or lines[-1:]
-        raise ImageError(f"{what}: {errs[0] if errs else f'exit status {p.returncode}'}")
-    return p
-
-
-@functools.lru_cache(maxsize=1)
-def _dpkg_arch() -> str:
-    return _run(["dpkg", "--print-architecture"], "dpkg").stdout.strip()
-
-
-def _deb_fields(deb: Path) -> tuple[str, str, str]:
-    out = _run(["dpkg-deb", "-f", str(deb), "Package", "Version", "Architecture"], f"reading {deb}").stdout
-    f = dict(ln.split(": ", 1) for ln in out.splitlines() if ": " in ln)
-    return f.get("Package", ""), f.get("Version", ""), f.get("Architecture", "")
-
-
-def _fetch_deb(package: str) -> Path:
-    """A .deb for package: newest already cached (ours, then apt's), else `apt-get download`.
-    Cached files win over newer archive versions so rebuilds are repeatable and offline;
-    delete the cache dir to refresh."""
-    arch = _dpkg_arch()
-    cache = Path(os.environ.get("ZONED_DEB_CACHE") or DEFAULT_DEB_CACHE)
-    for d in (cache, Path(APT_ARCHIVES)):
-        found = []
-        for deb in d.glob(f"{package}_*.deb"):
-            pkg, ver, a = _deb_fields(deb)
-            if pkg == package and a in (arch, "all"):
-                found.append((ver, deb))
-        if found:
-            def cmp(x: tuple[str, Path], y: tuple[str, Path]) -> int:
-                if x[0] == y[0]:
-                    return 0
-                gt = subprocess.run(["dpkg", "--compare-versions", x[0], "gt", y[0]]).returncode == 0
-                return 1 if gt else -1
-            return max(found, key=functools.cmp_to_key(cmp))[1]
-
-    # Download into a private temp dir and rename, so concurrent builds never see half a file.
-    try:
-        cache.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=".dl-", dir=cache))
-    except OSError as e:
-        raise ImageError(f"cannot create deb cache {cache}: {e.strerror}") from None
-    try:
-        if os.geteuid() == 0:
-            with contextlib.suppress(KeyError, OSError):  # let apt's sandbox user write there
-                os.chown(tmp, pwd.getpwnam("_apt").pw_uid, -1)
-        try:
-            _run(["apt-get", "download", "-q", package], f"downloading Debian package {package!r}", cwd=tmp)
-        except ImageError as e:
-            raise ImageError(f"{e} (is the apt index current? try: apt-get update)") from None
-        debs = list(tmp.glob(f"{package}_*.deb"))
-        if not debs:
-            raise ImageError(f"apt-get download {package} produced no .deb")
-        dest = cache / debs[0].name
-        os.replace(debs[0], dest)
-        return dest
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-
-
-def _resolve(root: Path, rel: str, follow_last: bool = False) -> Path:
-    """Host path of rel inside root with symlinks followed as if chrooted at root (absolute
-    targets restart at root, '..' stops at root), so writes never land outside the image."""
-    parts = [c for c in rel.split("/") if c]
-    last = None if follow_last else parts.pop()
-    done: list[str] = []
-    hops = 0
-    while parts:
-        c = parts.pop(0)
-        if c in ("", "."):
-            continue
-        if c == "..":
-            if done:
-                done.pop()
-            continue
-        here = root.joinpath(*done, c)
-        if here.is_symlink():
-            hops += 1
-            if hops > 40:
-                raise ImageError(f"too many levels of symlinks resolving /{rel} in the image")
-            target = os.readlink(here)
-            if target.startswith("/"):
-                done = []
-            parts = [t for t in target.split("/") if t] + parts
-            continue
-        done.append(c)
-    return root.joinpath(*done, last) if last else root.joinpath(*done)
-
-
-def _own(path: Path, owner: str | None) -> None:
-    # Rootless builders can't chown; their images are owned by them (the runtime maps ids).
-    if owner and os.geteuid() == 0:
-        uid, gid = map(int, owner.split(":"))
-        os.chown(path, uid, gid, follow_symlinks=False)
-
-
-def _make_parent(path: Path) -> None:
-    """mkdir -p of path's parent with mode 0755 whatever the umask (a 077 umask must not
-    yield an image whose /usr is unreadable to container users)."""
-    missing = []
-    p = path.parent
-    while not p.exists():
-        missing.append(p)
-        p = p.parent
-    for d in reversed(missing):
-        d.mkdir(exist_ok=True)
-        os.chmod(d, 0o755)
-
-
-def _clear(path: Path, what: str) -> None:
-    """Remove a non-directory at path so it can be replaced."""
-    if path.is_symlink() or path.exists():
-        if path.is_dir() and not path.is_symlink():
-            raise ImageError(f"{what}: {path} exists in the image as a directory")
-        path.unlink()
-
-
-def _copy_tree_into(src_root: Path, rel: str, rootfs: Path) -> None:
-    """Copy src_root/rel (file, symlink or whole dir) to the same place in rootfs, resolving
-    destination parents inside rootfs (dpkg-deb/cp would follow a rootfs symlink anywhere)."""
-    src = src_root / rel
-    st = os.lstat(src)
-    dst = _resolve(rootfs, rel)
-    if stat.S_ISDIR(st.st_mode):
-        # A symlinked dir in the image (e.g. /lib -> usr/lib) is merged through, like dpkg does.
-        real = _resolve(rootfs, rel, follow_last=True)
-        if not real.is_dir():
-            _clear(real, f"unpacking /{rel}")
-            _make_parent(real)
-            real.mkdir()
-        os.chmod(real, stat.S_IMODE(st.st_mode))
-        if os.geteuid() == 0:
-            os.chown(real, st.st_uid, st.st_gid)
-        for child in sorted(os.listdir(src)):
-            _copy_tree_into(src_root, f"{rel}/{child}", rootfs)
-        return
-    _make_parent(dst)
-    _clear(dst, f"unpacking /{rel}")
-    if stat.S_ISLNK(st.st_mode):
-        os.symlink(os.readlink(src), dst)
-    elif stat.S_ISREG(st.st_mode):
-        shutil.copy2(src, dst, follow_symlinks=False)
-    else:
-        raise ImageError(f"unpacking /{rel}: unsupported file type in package")
-    if os.geteuid() == 0:
-        os.chown(dst, st.st_uid, st.st_gid, follow_symlinks=False)
-
-
-def _build_rootfs(r: _Recipe, rootfs: Path, scratch: Path) -> list[dict[str, str]]:
-    """Populate rootfs from the recipe; returns the packages used, for provenance."""
-    used = []
-    for i, d in enumerate(r.debs):
-        deb = _fetch_deb(d.package)
-        pkg, ver, _ = _deb_fields(deb)
-        x = scratch / f"deb{i}"
-        _run(["dpkg-deb", "-x", str(deb), str(x)], f"unpacking {deb.name}")
-        for rel in d.paths if d.paths is not None else sorted(os.listdir(x)):
-            if not os.path.lexists(x / rel):
-                raise ImageError(f"recipe {r.source}: package {d.package} has no /{rel}")
-            _copy_tree_into(x, rel, rootfs)
-        shutil.rmtree(x)
-        used.append({"package": pkg, "version": ver, "file": deb.name})
-
-    if r.busybox_links:
-        bb = rootfs / "bin/busybox"
-        if not bb.is_file():
-            raise ImageError(f"recipe {r.source}: busybox_links needs /bin/busybox (add busybox-static to debs)")
-        applets = _run([str(bb), "--list-full"], "listing busybox applets").stdout.split()
-        for rel in applets:
-            if os.path.dirname(rel) not in BUSYBOX_LINK_DIRS:  # e.g. /linuxrc
-                continue
-            link = _resolve(rootfs, rel)
-            if os.path.lexists(link):  # never clobber a real file from a package
-                continue
-            _make_parent(link)
-            os.symlink(os.path.relpath("bin/busybox", os.path.dirname(rel)), link)
-
-    for rel, (mode, owner) in r.dirs.items():
-        p = _resolve(rootfs, rel, follow_last=True)
-        if p.exists() and not p.is_dir():
-            raise ImageError(f"recipe {r.source}: dirs: /{rel} exists and is not a directory")
-        if not p.is_dir():
-            _make_parent(p)
-            p.mkdir()
-        os.chmod(p, mode)  # explicit: mkdir's mode is filtered by umask and ignores sticky bits
-        _own(p, owner)
-
-    for rel, (content, mode, owner) in r.files.items():
-        p = _resolve(rootfs, rel)
-        _make_parent(p)
-        _clear(p, f"recipe {r.source}: files")
-        fd = os.open(p, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
-        with os.fdopen(fd, "wb") as f:
-            f.write(content)
-        os.chmod(p, mode)
-        _own(p, owner)
-
-    for rel, target in r.symlinks.items():
-        p = _resolve(rootfs, rel)
-        _make_parent(p)
-        _clear(p, f"recipe {r.source}: symlinks")
-        os.symlink(target, p)
-    return used
-
-
-def _tree_size(root: Path) -> int:
-    seen: set[tuple[int, int]] = set()
-    total = 0
-    for dirpath, dirnames, filenames in os.walk(root):
-        for n in dirnames + filenames:
-            st = os.lstat(os.path.join(dirpath, n))
-            if st.st_nlink > 1 and not stat.S_ISDIR(st.st_mode):
-                if (st.st_dev, st.st_ino) in seen:
-                    continue
-                seen.add((st.st_dev, st.st_ino))
-            if not stat.S_ISDIR(st.st_mode):
-                total += st.st_size
-    return total
+def _is_file(path: str) -> bool:
+    return stat.S_ISREG(_mode_of(path))
 
 
 # ---------------------------------------------------------------- in-use detection
@@ -523,8 +190,8 @@ def _overlay_mounts() -> list[tuple[int, int, list[str]]]:
     return out
 
 
-def _mounts_using(rootfs: Path) -> list[list[int]]:
-    names = {str(rootfs), os.path.realpath(rootfs)}
+def _mounts_using(rootfs: str) -> list[list[int]]:
+    names = {rootfs, os.path.realpath(rootfs)}
     return [[ns, mid] for ns, mid, lowers in _overlay_mounts() if names.intersection(lowers)]
 
 
@@ -538,11 +205,50 @@ def _mounts_alive(records: list[list[int]], rootfs: str) -> bool:
 # ---------------------------------------------------------------- the store
 
 
+class _StoreLock:
+    """flock on <store>/.lock: exclusive for renames, shared for readers. Readers that can't
+    create the lock file (read-only store) go without: renames are still atomic.
+    (A small class instead of contextlib.contextmanager, which the start path doesn't import.)"""
+
+    __slots__ = ("path", "shared", "fd")
+
+    def __init__(self, path: str, shared: bool) -> None:
+        self.path = path
+        self.shared = shared
+        self.fd = -1
+
+    def __enter__(self) -> None:
+        try:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        except OSError:
+            if not self.shared:
+                raise
+            return
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH if self.shared else fcntl.LOCK_EX)
+        except BaseException:
+            os.close(fd)
+            raise
+        self.fd = fd
+
+    def __exit__(self, *exc: object) -> None:
+        fd, self.fd = self.fd, -1
+        if fd >= 0:
+            os.close(fd)
+
+
 class ImageStore:
     """Images under one directory; safe to use from several processes at once."""
 
-    def __init__(self, root: str | Path | None = None) -> None:
-        self.root = Path(root or os.environ.get("ZONED_IMAGES") or DEFAULT_STORE)
+    def __init__(self, root: str | os.PathLike | None = None) -> None:
+        self.root_dir = _norm(os.fspath(root or os.environ.get("ZONED_IMAGES") or DEFAULT_STORE))
+
+    @property
+    def root(self) -> Path:
+        """The store directory as a pathlib.Path (``root_dir`` is the same as a str)."""
+        from pathlib import Path
+
+        return Path(self.root_dir)
 
     # -- reading
 
@@ -555,24 +261,27 @@ class ImageStore:
 
     def list(self) -> list[Image]:
         """All images, sorted by name; half-written or foreign entries are skipped."""
-        if not self.root.is_dir():
+        if not _is_dir(self.root_dir):
             return []
         out = []
         with self._lock(shared=True):
-            for n in sorted(os.listdir(self.root)):
-                if _NAME_RE.match(n) and (self.root / n / "image.json").is_file():
-                    with contextlib.suppress(ImageError):
+            for n in sorted(os.listdir(self.root_dir)):
+                if _NAME_RE.match(n) and _is_file(_join(_join(self.root_dir, n), "image.json")):
+                    try:
                         out.append(self._read(n))
+                    except ImageError:
+                        pass
         return out
 
     def _read(self, name: str) -> Image:
-        path = self.root / name
-        meta_file = path / "image.json"
-        if not meta_file.is_file():
+        path = _join(self.root_dir, name)
+        meta_file = path + "/image.json"
+        if not _is_file(meta_file):
             raise ImageNotFound(f"image {name!r} not found (build it with: zoned image build {name})")
         try:
-            meta = json.loads(meta_file.read_text())
-            return Image(name=name, path=path, rootfs=path / "rootfs", config=meta["config"],
+            with open(meta_file) as f:
+                meta = json.loads(f.read())
+            return Image(name=name, path=path, rootfs=path + "/rootfs", config=meta["config"],
                          created=meta.get("created", ""), size=int(meta.get("size", 0)))
         except (OSError, ValueError, KeyError, TypeError) as e:
             raise ImageError(f"image {name!r} is damaged ({meta_file}: {e}); rebuild it") from None
@@ -582,12 +291,19 @@ class ImageStore:
     def build(self, recipe: str | Path) -> Image:
         """Build (or rebuild) an image from a recipe file path or a bare recipe name.
         A string counts as a path if it contains '/' or ends in .yaml/.yml."""
+        import datetime
+        import shutil
+        import tempfile
+        from pathlib import Path
+
+        from zoned.recipe import build_rootfs, load_recipe, tree_size
+
         s = str(recipe)
         if isinstance(recipe, Path) or "/" in s or s.endswith((".yaml", ".yml")):
             path = Path(recipe)
         else:
             path = find_recipe(s)
-        r = _load_recipe(path)  # validate before creating anything
+        r = load_recipe(path)  # validate before creating anything
         try:
             if not self.root.is_dir():
                 self.root.mkdir(parents=True, exist_ok=True)
@@ -606,13 +322,13 @@ class ImageStore:
             os.chmod(rootfs, 0o755)
             scratch = tmp / ".scratch"
             scratch.mkdir()
-            debs = _build_rootfs(r, rootfs, scratch)
+            debs = build_rootfs(r, rootfs, scratch)
             shutil.rmtree(scratch)
             meta = {
                 "name": r.name,
                 "description": r.description,
                 "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-                "size": _tree_size(rootfs),
+                "size": tree_size(rootfs),
                 "config": r.config,
                 "debs": debs,
                 "recipe": str(path.resolve()),
@@ -647,7 +363,7 @@ class ImageStore:
         if not _NAME_RE.match(name):
             raise ImageError(f"invalid image name {name!r}")
         with self._lock():
-            if not (self.root / name / "image.json").is_file():
+            if not _is_file(_join(self.root_dir, name) + "/image.json"):
                 raise ImageNotFound(f"image {name!r} not found")
             self._collect_garbage()
             old = self._set_aside(name)
@@ -655,114 +371,76 @@ class ImageStore:
 
     def prune(self) -> list[Path]:
         """Delete left-overs: crashed builds and retired images no container uses any more."""
-        if not self.root.is_dir():
+        if not _is_dir(self.root_dir):
             return []
-        with self._lock():
-            return self._collect_garbage()
+        from pathlib import Path
 
-    # -- exporting
+        with self._lock():
+            return [Path(p) for p in self._collect_garbage()]
+
+    # -- exporting (zoned.recipe does the work)
 
     def export_rootfs_tar(self, name: str, dest_path: str | Path) -> Path:
         """Write the rootfs as a tarball (e.g. for `podman import`); .gz/.tgz compresses.
         Owners are numeric so the host's user names don't leak into the archive."""
-        dest = Path(dest_path)
-        mode = "w:gz" if dest.name.endswith((".gz", ".tgz")) else "w"
-        tmp = dest.with_name(f".{dest.name}.{os.getpid()}.tmp")
+        from zoned.recipe import export_rootfs_tar
 
-        def numeric(ti: tarfile.TarInfo) -> tarfile.TarInfo:
-            ti.uname = ti.gname = ""
-            return ti
-
-        with self._lock(shared=True):  # a concurrent rebuild must not delete it mid-read
-            img = self._read(name)
-            try:
-                with tarfile.open(tmp, mode, format=tarfile.PAX_FORMAT) as tar:
-                    for child in sorted(os.listdir(img.rootfs)):
-                        tar.add(img.rootfs / child, arcname=child, filter=numeric)
-                os.replace(tmp, dest)
-            except BaseException as e:
-                with contextlib.suppress(OSError):
-                    tmp.unlink()
-                if isinstance(e, OSError):
-                    raise ImageError(f"exporting {name!r} to {dest}: {e}") from None
-                raise
-        return dest
+        return export_rootfs_tar(self, name, dest_path)
 
     def export_bundle(self, name: str, dir: str | Path) -> Path:
         """Copy the rootfs to <dir>/rootfs for an OCI bundle (the runtime writes config.json);
         returns that path. A copy, not the shared lower dir, since OCI runtimes write to it."""
-        bundle = Path(dir)
-        dest = bundle / "rootfs"
-        if dest.exists() and (not dest.is_dir() or any(dest.iterdir())):
-            raise ImageError(f"{dest} already exists and is not empty")
-        bundle.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=".rootfs-", dir=bundle))
-        try:
-            with self._lock(shared=True):
-                img = self._read(name)
-                _run(["cp", "-a", "--reflink=auto", f"{img.rootfs}/.", str(tmp)], f"copying image {name!r}")
-            os.chmod(tmp, stat.S_IMODE(os.stat(img.rootfs).st_mode))
-            if dest.exists():
-                dest.rmdir()
-            os.rename(tmp, dest)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
-        return dest
+        from zoned.recipe import export_bundle
+
+        return export_bundle(self, name, dir)
 
     # -- internals
 
-    @contextlib.contextmanager
-    def _lock(self, shared: bool = False) -> Iterator[None]:
-        """flock on <store>/.lock: exclusive for renames, shared for readers. Readers that
-        can't create the lock file (read-only store) go without: renames are still atomic."""
-        try:
-            fd = os.open(self.root / ".lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
-        except OSError:
-            if not shared:
-                raise
-            yield
-            return
-        try:
-            fcntl.flock(fd, fcntl.LOCK_SH if shared else fcntl.LOCK_EX)
-            yield
-        finally:
-            os.close(fd)
+    def _lock(self, shared: bool = False) -> _StoreLock:
+        """flock on <store>/.lock as a context manager (see _StoreLock)."""
+        return _StoreLock(_join(self.root_dir, ".lock"), shared)
 
     @staticmethod
-    def _hold(path: Path) -> int:
+    def _hold(path: str | os.PathLike) -> int:
         """flock a work dir so other processes' GC knows its owner is alive (works across
         pid namespaces and pid reuse, unlike pid files). Returns the fd to close."""
         fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         fcntl.flock(fd, fcntl.LOCK_EX)
         return fd
 
-    def _set_aside(self, name: str) -> tuple[Path, str, int]:
+    def _set_aside(self, name: str) -> tuple[str, str, int]:
         """Rename <name> to .old-<name>-XXXX (caller holds the store lock)."""
-        aside = Path(tempfile.mkdtemp(prefix=f".old-{name}-", dir=self.root))
-        src = self.root / name
+        import tempfile
+
+        aside = tempfile.mkdtemp(prefix=f".old-{name}-", dir=self.root_dir)
+        src = _join(self.root_dir, name)
         fd = self._hold(src)
         os.rename(src, aside)  # replaces the empty placeholder dir atomically
-        return aside, str(src / "rootfs"), fd
+        return aside, src + "/rootfs", fd
 
-    def _retire(self, aside: Path, old_rootfs: str, fd: int) -> None:
+    def _retire(self, aside: str, old_rootfs: str, fd: int) -> None:
         """Delete a set-aside image unless running containers still have it as a lower dir."""
         try:
-            users = _mounts_using(Path(old_rootfs))
+            users = _mounts_using(old_rootfs)
             if users:
-                (aside / ".inuse.json").write_text(json.dumps({"rootfs": old_rootfs, "mounts": users}))
+                with open(os.path.join(aside, ".inuse.json"), "w") as f:
+                    f.write(json.dumps({"rootfs": old_rootfs, "mounts": users}))
             else:
+                import shutil
+
                 shutil.rmtree(aside, ignore_errors=True)
         finally:
             os.close(fd)
 
-    def _collect_garbage(self) -> list[Path]:
+    def _collect_garbage(self) -> list[str]:
         """Remove unlocked .build-* (crashed builds) and unused .old-* dirs (caller holds the lock)."""
+        import shutil
+
         removed = []
-        for n in os.listdir(self.root):
+        for n in os.listdir(self.root_dir):
             if not n.startswith((".build-", ".old-")):
                 continue
-            p = self.root / n
+            p = _join(self.root_dir, n)
             try:
                 fd = os.open(p, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
             except OSError:
@@ -773,12 +451,16 @@ class ImageStore:
                 os.close(fd)
                 continue
             try:
-                note = p / ".inuse.json"
-                if note.is_file():
-                    with contextlib.suppress(OSError, ValueError, KeyError):
-                        info = json.loads(note.read_text())
-                        if _mounts_alive(info["mounts"], info["rootfs"]):
-                            continue
+                note = p + "/.inuse.json"
+                if _is_file(note):
+                    try:
+                        with open(note) as f:
+                            info = json.loads(f.read())
+                        alive = _mounts_alive(info["mounts"], info["rootfs"])
+                    except (OSError, ValueError, KeyError):
+                        alive = False
+                    if alive:
+                        continue
                 shutil.rmtree(p, ignore_errors=True)
                 removed.append(p)
             finally:
