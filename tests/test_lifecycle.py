@@ -113,6 +113,12 @@ def test_exec_joins_the_container_namespaces(cli, zoned_root):
     assert out[:6] == want
     assert int(out[6]) > 1  # a pid inside the container's pid namespace
     assert out[7].endswith(":/")  # same cgroup (the namespace root)
+    # the same capabilities, no_new_privs and seccomp filter as the container's init
+    status = cli("exec", "ns", "--", "grep", "-E", "^(CapEff|CapBnd|NoNewPrivs|Seccomp):",
+                 "/proc/self/status").stdout
+    init = "".join(line for line in open(f"/proc/{pid}/status")
+                   if line.split(":")[0] in ("CapEff", "CapBnd", "NoNewPrivs", "Seccomp"))
+    assert status == init and "Seccomp:\t2" in status
     for n in ("ipc", "mnt", "net", "pid", "uts"):
         assert os.readlink(f"/proc/{pid}/ns/{n}") != os.readlink(f"/proc/self/ns/{n}")
 
