@@ -69,6 +69,19 @@ def build_config(opts: RunOptions, images_root: str | None = None) -> dict:
     return cfg
 
 
+def network_for(opts: RunOptions, rt: Runtime, cid: str):
+    """The network set-up for a container, or None when it needs none (only lo, or the
+    host's network): pyroute2 is imported only when networking is asked for."""
+    nets = opts.network
+    if not nets or nets in (["none"], ["host"]):
+        if opts.ip or opts.mac or opts.publish:
+            raise ZonedError("--ip, --mac and -p need a network (--network NAME)")
+        return None
+    from zoned import network
+
+    return network.setup(rt.store.root, cid, opts)
+
+
 def _pump(pid: int, fds: dict[int, list[bytes]], stdin_fd: int | None,
           data: bytes | None) -> int:
     """Feed `data` to stdin and collect output until EOF, then reap `pid`."""
@@ -147,7 +160,7 @@ def run(args: list[str], *, image: str | None = None, capture: bool = True,
     stdio, stdin_w, reads, close = _pipes(capture, input)
     try:
         started = rt.create(cid, cfg, stdio=stdio, use_fifo=False, keep_pdeathsig=True,
-                            autoremove=True)
+                            autoremove=True, network=network_for(opts, rt, cid))
     finally:
         for fd in close:
             os.close(fd)
@@ -178,7 +191,8 @@ class Container:
 
     def start(self) -> "Container":
         cfg = build_config(self.opts, self.images)
-        started = self.runtime.create(self.name, cfg, use_fifo=False, log=True)
+        started = self.runtime.create(self.name, cfg, use_fifo=False, log=True,
+                                      network=network_for(self.opts, self.runtime, self.name))
         self.runtime.start(self.name, started)
         self.pid = started.pid
         return self

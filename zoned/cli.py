@@ -85,7 +85,14 @@ def _sub_run(sub, argparse):
     r.add_argument("-v", "--volume", action="append", default=[])
     r.add_argument("--read-only", action="store_true")
     r.add_argument("--init", action="store_true")
-    r.add_argument("--network", default=None)
+    r.add_argument("--network", "--net", action="append", default=[],
+                   help="NAME, none (only lo, the default), host or container:NAME")
+    r.add_argument("--ip")
+    r.add_argument("--mac")
+    r.add_argument("-p", "--publish", action="append", default=[],
+                   help="HOSTPORT:CTRPORT[/tcp|udp]")
+    r.add_argument("--dns", action="append", default=[])
+    r.add_argument("--add-host", action="append", default=[], help="name:ip")
     r.add_argument("command", nargs=argparse.REMAINDER)
 
 
@@ -190,6 +197,12 @@ def _sub_image(sub, argparse):
     ir.add_argument("name")
 
 
+def _sub_network(sub, argparse):
+    from zoned import netcli
+
+    netcli.add_parser(sub, argparse)
+
+
 def _sub_gc(sub, argparse):
     g = sub.add_parser("gc", help="remove what crashed or killed zoned processes left behind")
     g.add_argument("--dry-run", action="store_true")
@@ -202,7 +215,8 @@ SUBCOMMANDS = [
     ("resume", _simple("resume", "thaw a paused container")),
     ("create", _sub_create), ("start", _simple("start", "(OCI) start a created container")),
     ("state", _simple("state", "(OCI) print a container's state JSON")),
-    ("delete", _sub_delete), ("spec", _sub_spec), ("image", _sub_image), ("gc", _sub_gc),
+    ("delete", _sub_delete), ("spec", _sub_spec), ("image", _sub_image), ("network", _sub_network),
+    ("gc", _sub_gc),
 ]
 
 
@@ -277,9 +291,6 @@ def cmd_run(args) -> int:
         pass  # removed by `zoned gc` once it has exited (no process stays to watch it)
     if args.detach and args.tty:
         raise ConfigError("-t with -d is not supported yet (a detached pty needs a reader)")
-    if args.network not in (None, "none"):
-        raise ConfigError(f"--network {args.network}: networking is not available yet "
-                          "(only 'none')")
     from zoned.spec import check_id
 
     cid = check_id(args.name) if args.name else api.new_name()
@@ -289,19 +300,22 @@ def cmd_run(args) -> int:
                       pids_limit=args.pids_limit, env=args.env, workdir=args.workdir,
                       user=args.user, volumes=args.volume, read_only=args.read_only,
                       init=args.init, tty=args.tty, interactive=args.interactive,
-                      network=args.network)
+                      network=args.network, ip=args.ip, mac=args.mac,
+                      publish=args.publish, dns=args.dns, add_host=args.add_host)
     _interruptible()
     cfg = api.build_config(opts, args.images)
     rt = _runtime(args)
+    net = api.network_for(opts, rt, cid)
     if args.detach:
-        started = rt.create(cid, cfg, use_fifo=False, log=True, autoremove=args.rm)
+        started = rt.create(cid, cfg, use_fifo=False, log=True, autoremove=args.rm,
+                            network=net)
         rt.start(cid, started)
         print(cid)
         return 0
-    return _foreground(rt, cid, cfg, args)
+    return _foreground(rt, cid, cfg, args, net)
 
 
-def _foreground(rt, cid: str, cfg: dict, args) -> int:
+def _foreground(rt, cid: str, cfg: dict, args, net=None) -> int:
     import signal
 
     from zoned.api import status_code
@@ -313,7 +327,7 @@ def _foreground(rt, cid: str, cfg: dict, args) -> int:
         stdio = (null, 1, 2)
     try:
         started = rt.create(cid, cfg, stdio=stdio, use_fifo=False, keep_pdeathsig=True,
-                            autoremove=args.rm)
+                            autoremove=args.rm, network=net)
     finally:
         if null is not None:
             os.close(null)
@@ -676,6 +690,12 @@ def cmd_gc(args) -> int:
     return 0
 
 
+def _netcli(args) -> int:
+    from zoned import netcli
+
+    return netcli.run(args)
+
+
 def _print_json(data) -> None:
     import json
 
@@ -694,7 +714,7 @@ COMMANDS = {
     "rm": cmd_rm, "delete": cmd_delete, "exec": cmd_exec, "logs": cmd_logs,
     "inspect": cmd_inspect, "stats": cmd_stats, "pause": cmd_pause, "resume": cmd_resume,
     "start": cmd_start, "state": cmd_state, "create": cmd_create, "spec": cmd_spec,
-    "image": cmd_image, "gc": cmd_gc,
+    "image": cmd_image, "gc": cmd_gc, "network": lambda args: _netcli(args),
 }
 
 if __name__ == "__main__":

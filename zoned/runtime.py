@@ -123,11 +123,14 @@ class Runtime:
                stdio: tuple[int, int, int] | None = None, use_fifo: bool = True, keep_pdeathsig: bool = False,
                on_namespaces: Callable[[int], None] | None = None,
                log: bool = False, autoremove: bool = False,
-               pid_file: str | None = None) -> Started:
+               pid_file: str | None = None, network=None) -> Started:
         """Set the container up to the point of exec and leave its init waiting.
 
         use_fifo: init waits on exec.fifo for `start` from any process (runc's way); else the
         returned Started holds the channel and `release()` starts it (one process: `run`).
+        network: an object with prepare(state_dir, cfg) (before fork: leases, /etc files,
+        mounts), attach(pid) (the container's namespaces exist; it waits), describe() (what
+        state.json records) and release() (on failure); zoned.network provides it.
         On any failure everything created so far is removed and the error re-raised.
         """
         specmod.check_id(cid)
@@ -180,6 +183,10 @@ class Runtime:
                 "annotations": cfg.get("annotations") or {},
                 "zoned": {"cgroup": cg_path, "log": log_path, "autoremove": autoremove},
             }
+            if network is not None:
+                network.prepare(d, cfg)
+                state["zoned"]["network"] = network.describe()
+                on_namespaces = network.attach
             with open(os.path.join(d, "config.json"), "w") as f:
                 f.write(json.dumps(cfg, separators=(",", ":")))
             self.store.write_state(cid, state)
@@ -248,6 +255,8 @@ class Runtime:
                     cgroup.destroy()
                 except OSError:
                     pass
+            if network is not None:
+                network.release()
             self.store.remove(cid)
             raise
         finally:
@@ -369,6 +378,10 @@ class Runtime:
             if cgroup.exists():
                 cgroup.kill()
                 cgroup.destroy()
+        if (st.get("zoned") or {}).get("network"):
+            from zoned import network
+
+            network.release(self.store.root, cid, st["zoned"]["network"])
         self.store.remove(cid)
 
     # -- pause / resume ----------------------------------------------------------------

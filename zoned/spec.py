@@ -230,7 +230,9 @@ class RunOptions:
         "cpuset_cpus": None, "pids_limit": None, "env": list, "workdir": None, "user": None,
         "volumes": list, "read_only": False, "init": False, "tty": False,
         "interactive": False,
-        "network": None,  # None/"none": only lo (networking attaches later)
+        # networking (zoned.network): names, or "none" (only lo), "host", "container:NAME"
+        "network": list, "ip": None, "mac": None, "publish": list, "dns": list,
+        "add_host": list,
         "annotations": dict,
     }
     __slots__ = tuple(FIELDS)
@@ -244,6 +246,8 @@ class RunOptions:
             value = options.get(name)
             if value is None:
                 value = default() if callable(default) else default
+            elif default is list and isinstance(value, str):
+                value = [value]  # network="zoned0", env="A=b": one item
             setattr(self, name, value)
 
     def __repr__(self) -> str:
@@ -290,6 +294,9 @@ class RunOptions:
             cfg["mounts"].append({"destination": "/dev/init", "type": "bind",
                                   "source": init_path, "options": ["bind", "ro"]})
             proc["args"] = ["/dev/init", "--"] + args
+        if self.network == ["host"]:  # share the host's network namespace
+            cfg["linux"]["namespaces"] = [n for n in cfg["linux"]["namespaces"]
+                                          if n["type"] != "network"]
         res = cfg["linux"]["resources"]
         if self.memory is not None:
             limit = parse_size(self.memory, "memory limit")
