@@ -93,6 +93,14 @@ def _sub_run(sub, argparse):
                    help="HOSTPORT:CTRPORT[/tcp|udp]")
     r.add_argument("--dns", action="append", default=[])
     r.add_argument("--add-host", action="append", default=[], help="name:ip")
+    # runc's `run`: with --bundle, the one positional argument is the container ID
+    r.add_argument("-b", "--bundle", help="(OCI) run the bundle's config.json; then: run ID")
+    r.add_argument("--pid-file")
+    r.add_argument("--console-socket")
+    r.add_argument("--no-pivot", action="store_true")
+    r.add_argument("--no-new-keyring", action="store_true")
+    r.add_argument("--preserve-fds", type=int, default=0)
+    r.add_argument("--keep", action="store_true", help="(OCI) do not delete on exit")
     r.add_argument("command", nargs=argparse.REMAINDER)
 
 
@@ -140,6 +148,12 @@ def _sub_exec(sub, argparse):
     e.add_argument("-p", "--process", help="(OCI) process.json")
     e.add_argument("--pid-file")
     e.add_argument("--console-socket")
+    e.add_argument("--preserve-fds", type=int, default=0)
+    e.add_argument("-c", "--cap", action="append", default=[])
+    e.add_argument("-g", "--additional-gids", action="append", default=[])
+    e.add_argument("--no-new-privs", action="store_true")
+    e.add_argument("--process-label", help=argparse.SUPPRESS)
+    e.add_argument("--apparmor", help=argparse.SUPPRESS)
     e.add_argument("id")
     e.add_argument("command", nargs=argparse.REMAINDER)
 
@@ -203,6 +217,27 @@ def _sub_network(sub, argparse):
     netcli.add_parser(sub, argparse)
 
 
+def _sub_events(sub, argparse):
+    ev = sub.add_parser("events", help="(OCI) container events and stats as JSON lines")
+    ev.add_argument("--stats", action="store_true", help="print stats once and exit")
+    ev.add_argument("--interval", default="5s")
+    ev.add_argument("id")
+
+
+def _sub_update(sub, argparse):
+    up = sub.add_parser("update", help="(OCI) change a container's resource limits")
+    up.add_argument("-r", "--resources", help="a linux.resources JSON file, or - for stdin")
+    for flag in ("--memory", "--memory-reservation", "--memory-swap", "--cpu-shares",
+                 "--cpu-quota", "--cpu-period", "--cpuset-cpus", "--cpuset-mems",
+                 "--pids-limit", "--blkio-weight"):
+        up.add_argument(flag)
+    up.add_argument("id")
+
+
+def _sub_features(sub, argparse):
+    sub.add_parser("features", help="(OCI) what this runtime supports, as JSON")
+
+
 def _sub_gc(sub, argparse):
     g = sub.add_parser("gc", help="remove what crashed or killed zoned processes left behind")
     g.add_argument("--dry-run", action="store_true")
@@ -216,6 +251,7 @@ SUBCOMMANDS = [
     ("create", _sub_create), ("start", _simple("start", "(OCI) start a created container")),
     ("state", _simple("state", "(OCI) print a container's state JSON")),
     ("delete", _sub_delete), ("spec", _sub_spec), ("image", _sub_image), ("network", _sub_network),
+    ("events", _sub_events), ("update", _sub_update), ("features", _sub_features),
     ("gc", _sub_gc),
 ]
 
@@ -234,18 +270,36 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(COMMANDS[args.cmd](args) or 0)
     except ZonedError as e:
-        sys.stderr.write(f"zoned: {e}\n")
-        return 125 if args.cmd == "run" else 1
+        return _fail(args, str(e), 125 if args.cmd == "run" else 1)
     except Interrupted as e:
-        sys.stderr.write(f"zoned: interrupted by signal {e.signum}\n")
-        return 128 + e.signum
+        return _fail(args, f"interrupted by signal {e.signum}", 128 + e.signum)
     except KeyboardInterrupt:
-        sys.stderr.write("zoned: interrupted\n")
-        return 130
+        return _fail(args, "interrupted", 130)
     except OSError as e:
-        sys.stderr.write(f"zoned: {e.strerror or e}"
-                         f"{': ' + str(e.filename) if e.filename else ''}\n")
-        return 1
+        return _fail(args, f"{e.strerror or e}{': ' + str(e.filename) if e.filename else ''}", 1)
+    except Exception as e:  # a bug: still one line, the traceback with --debug
+        if args.debug:
+            raise
+        return _fail(args, f"internal error: {type(e).__name__}: {e} (rerun with --debug)", 1)
+
+
+def _fail(args, message: str, code: int) -> int:
+    """Report an error: one line on stderr, and in --log as runc does (text or JSON lines),
+    where podman and containerd look for the reason."""
+    sys.stderr.write(f"zoned: {message}\n")
+    if args.log:
+        import json
+        import time
+
+        now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        line = (json.dumps({"level": "error", "msg": message, "time": now})
+                if args.log_format == "json" else f'time="{now}" level=error msg="{message}"')
+        try:
+            with open(args.log, "a") as f:
+                f.write(line + "\n")
+        except OSError:
+            pass
+    return code
 
 
 def _runtime(args):
@@ -287,6 +341,8 @@ def cmd_run(args) -> int:
     from zoned.spec import RunOptions
 
     command = args.command[1:] if args.command[:1] == ["--"] else args.command
+    if args.bundle:
+        return _run_bundle(args, command)
     if args.detach and args.rm:
         pass  # removed by `zoned gc` once it has exited (no process stays to watch it)
     if args.detach and args.tty:
@@ -313,6 +369,33 @@ def cmd_run(args) -> int:
         print(cid)
         return 0
     return _foreground(rt, cid, cfg, args, net)
+
+
+def _run_bundle(args, rest: list[str]) -> int:
+    """runc run: create + start a bundle; wait for it unless --detach, then delete it."""
+    from zoned.errors import ConfigError
+
+    if len(rest) != 1:
+        raise ConfigError("run --bundle takes exactly one argument: the container ID")
+    args.id = rest[0]
+    cmd_create(args)
+    rt = _runtime(args)
+    rt.start(args.id)
+    if args.detach:
+        return 0
+    st = rt.store.read_state(args.id)
+    rt.wait(args.id)
+    code = 0
+    try:
+        _, status = os.waitpid(st["pid"], 0)  # ours: we forked it
+        from zoned.api import status_code
+
+        code = status_code(status)
+    except ChildProcessError:
+        pass
+    if not args.keep:
+        rt.delete(args.id, force=True)
+    return code
 
 
 def _foreground(rt, cid: str, cfg: dict, args, net=None) -> int:
@@ -484,13 +567,30 @@ def cmd_exec(args) -> int:
             raise ConfigError("exec needs a command (zoned exec NAME -- CMD ARGS...)")
         process = exec_process(rt.config(args.id)["process"], command, env=args.env,
                                user=args.user, cwd=args.workdir, tty=args.tty)
+        if args.additional_gids:
+            process["user"] = {**process.get("user", {}), "additionalGids":
+                               [int(g) for g in args.additional_gids]}
+        if args.cap:
+            caps = {k: list(v) for k, v in (process.get("capabilities") or {}).items()}
+            for c in args.cap:
+                c = c.upper() if c.upper().startswith("CAP_") else "CAP_" + c.upper()
+                for kind in ("bounding", "effective", "permitted"):
+                    caps.setdefault(kind, [])
+                    if c not in caps[kind]:
+                        caps[kind].append(c)
+            process["capabilities"] = caps
+        if args.no_new_privs:
+            process["noNewPrivileges"] = True
+        if args.apparmor or args.process_label:
+            raise ConfigError("--apparmor/--process-label: no such LSM is enabled here")
     stdio = None
     null = None
     if not process.get("terminal") and not args.interactive and not args.process:
         null = os.open("/dev/null", os.O_RDONLY | os.O_CLOEXEC)
         stdio = (null, 1, 2)
     try:
-        started = rt.exec(args.id, process, stdio=stdio, pid_file=args.pid_file)
+        started = rt.exec(args.id, process, stdio=stdio, pid_file=args.pid_file,
+                          preserve_fds=args.preserve_fds)
     finally:
         if null is not None:
             os.close(null)
@@ -623,7 +723,8 @@ def cmd_create(args) -> int:
     rt = _runtime(args)
     if (cfg.get("process") or {}).get("terminal") and not args.console_socket:
         raise ConfigError("process.terminal is set: --console-socket is required")
-    started = rt.create(args.id, cfg, bundle=bundle, pid_file=args.pid_file)
+    started = rt.create(args.id, cfg, bundle=bundle, pid_file=args.pid_file,
+                        preserve_fds=args.preserve_fds, no_pivot=args.no_pivot)
     if started.master is not None:
         from zoned.console import send_fd
 
@@ -690,6 +791,94 @@ def cmd_gc(args) -> int:
     return 0
 
 
+def cmd_events(args) -> int:
+    import json
+    import time
+
+    rt = _runtime(args)
+    interval = float(args.interval.rstrip("s") or 5)
+    oom = None
+    while True:
+        st = rt.state(args.id)
+        if st["status"] == "stopped":
+            return 0
+        stats = rt.cgroup(st).stats()
+        if args.stats:
+            print(json.dumps({"type": "stats", "id": args.id, "data": runc_stats(stats)}))
+            return 0
+        kills = (stats.get("memory") or {}).get("oom_kills") or 0
+        if oom is not None and kills > oom:
+            print(json.dumps({"type": "oom", "id": args.id}), flush=True)
+        oom = kills
+        print(json.dumps({"type": "stats", "id": args.id, "data": runc_stats(stats)}),
+              flush=True)
+        time.sleep(interval)
+
+
+def runc_stats(s: dict) -> dict:
+    """zoned's cgroup stats in the shape of runc's `events` types.Stats."""
+    mem, cpu, pids = s.get("memory") or {}, s.get("cpu") or {}, s.get("pids") or {}
+    return {
+        "cpu": {"usage": {"total": cpu.get("usage_ns") or 0, "user": cpu.get("user_ns") or 0,
+                          "kernel": cpu.get("system_ns") or 0},
+                "throttling": {"periods": cpu.get("nr_periods") or 0,
+                               "throttledPeriods": cpu.get("throttled_periods") or 0,
+                               "throttledTime": cpu.get("throttled_ns") or 0}},
+        "memory": {"usage": {"usage": mem.get("usage") or 0, "max": mem.get("peak") or 0,
+                             "limit": mem.get("limit") if (mem.get("limit") or -1) >= 0
+                             else 2 ** 63 - 1,
+                             "failcnt": mem.get("oom_events") or 0},
+                   "raw": mem.get("stat") or {}},
+        "pids": {"current": pids.get("current") or 0,
+                 "limit": pids.get("limit") if (pids.get("limit") or -1) >= 0 else 0},
+    }
+
+
+def cmd_update(args) -> int:
+    import json
+
+    from zoned.errors import ConfigError
+    from zoned.spec import parse_size
+
+    rt = _runtime(args)
+    res: dict = {}
+    if args.resources:
+        try:
+            text = sys.stdin.read() if args.resources == "-" else open(args.resources).read()
+            res = json.loads(text)
+        except (OSError, ValueError) as e:
+            raise ConfigError(f"--resources: {e}") from None
+    def size(v):
+        return -1 if v == "-1" else parse_size(v, "memory value")
+    if args.memory:
+        res.setdefault("memory", {})["limit"] = size(args.memory)
+    if args.memory_reservation:
+        res.setdefault("memory", {})["reservation"] = size(args.memory_reservation)
+    if args.memory_swap:
+        res.setdefault("memory", {})["swap"] = size(args.memory_swap)
+    for flag, key in (("cpu_shares", "shares"), ("cpu_quota", "quota"),
+                      ("cpu_period", "period")):
+        if getattr(args, flag):
+            res.setdefault("cpu", {})[key] = int(getattr(args, flag))
+    if args.cpuset_cpus:
+        res.setdefault("cpu", {})["cpus"] = args.cpuset_cpus
+    if args.cpuset_mems:
+        res.setdefault("cpu", {})["mems"] = args.cpuset_mems
+    if args.pids_limit:
+        res["pids"] = {"limit": int(args.pids_limit)}
+    if args.blkio_weight:
+        res["blockIO"] = {"weight": int(args.blkio_weight)}
+    rt.update(args.id, res)
+    return 0
+
+
+def cmd_features(args) -> int:
+    from zoned.features import features
+
+    _print_json(features())
+    return 0
+
+
 def _netcli(args) -> int:
     from zoned import netcli
 
@@ -715,6 +904,7 @@ COMMANDS = {
     "inspect": cmd_inspect, "stats": cmd_stats, "pause": cmd_pause, "resume": cmd_resume,
     "start": cmd_start, "state": cmd_state, "create": cmd_create, "spec": cmd_spec,
     "image": cmd_image, "gc": cmd_gc, "network": lambda args: _netcli(args),
+    "events": cmd_events, "update": cmd_update, "features": cmd_features,
 }
 
 if __name__ == "__main__":

@@ -39,7 +39,8 @@ class Plan:
     dataclass import costs ~5 ms of start-up.)"""
 
     __slots__ = ("cfg", "sock", "rootfs", "upper", "work", "stdio", "fifo_fd", "join_fds",
-                 "bpf", "seccomp_flags", "hierarchies", "wait_namespaces", "keep_pdeathsig")
+                 "bpf", "seccomp_flags", "hierarchies", "wait_namespaces", "keep_pdeathsig",
+                 "preserve_fds", "no_pivot")
 
     def __init__(self, cfg: dict, sock: socket.socket, *,
                  rootfs: str | None = None,           # None: exec into an existing container
@@ -48,11 +49,14 @@ class Plan:
                  fifo_fd: int | None = None,  # O_PATH fd of exec.fifo; None: wait for "start"
                  join_fds: dict[str, int] | None = None,      # namespace type -> fd
                  bpf: bytes = b"", seccomp_flags: int = 0, hierarchies: list | None = None,
-                 wait_namespaces: bool = False, keep_pdeathsig: bool = False):
+                 wait_namespaces: bool = False, keep_pdeathsig: bool = False,
+                 preserve_fds: int = 0, no_pivot: bool = False):
         self.cfg, self.sock, self.rootfs, self.upper, self.work = cfg, sock, rootfs, upper, work
         self.stdio, self.fifo_fd, self.join_fds = stdio, fifo_fd, join_fds or {}
         self.bpf, self.seccomp_flags, self.hierarchies = bpf, seccomp_flags, hierarchies or []
         self.wait_namespaces, self.keep_pdeathsig = wait_namespaces, keep_pdeathsig
+        self.preserve_fds = preserve_fds  # fds 3..3+N-1 stay open into the process
+        self.no_pivot = no_pivot
 
 
 def sync_pair() -> tuple[socket.socket, socket.socket]:
@@ -182,6 +186,9 @@ def _child(plan: Plan) -> None:
 
     if plan.cfg["process"].get("terminal"):
         from zoned import console  # noqa: F401 - imported now: after pivot_root it is gone
+    cfg_hooks = plan.cfg.get("hooks") or {}
+    if cfg_hooks.get("createContainer") or cfg_hooks.get("startContainer"):
+        from zoned import hooks
     # If the parent died before this, the sync socket reads EOF below and we exit (getppid
     # cannot tell: PID 1 of a new pid namespace always sees 0).
     prctl.set_pdeathsig(signal.SIGKILL)
@@ -191,11 +198,13 @@ def _child(plan: Plan) -> None:
         for target, fd in enumerate(plan.stdio):
             if fd != target:
                 os.dup2(fd, target)
-    keep = {0, 1, 2, plan.sock.fileno(), *plan.join_fds.values()}
+    preserved = set(range(3, 3 + plan.preserve_fds))
+    keep = {0, 1, 2, plan.sock.fileno(), *plan.join_fds.values(), *preserved}
     if plan.fifo_fd is not None:
         keep.add(plan.fifo_fd)
     _close_fds_except(keep)
-    os.set_inheritable(0, True), os.set_inheritable(1, True), os.set_inheritable(2, True)
+    for fd in (0, 1, 2, *preserved):
+        os.set_inheritable(fd, True)
 
     cfg, proc = plan.cfg, plan.cfg["process"]
     linux = cfg.get("linux") or {}
@@ -209,7 +218,7 @@ def _child(plan: Plan) -> None:
             msg = chan.recv()
             got = (msg or {}).get("op")
             if got == "cgroup":
-                cgroup_joined.append(True)
+                cgroup_joined.append(msg.get("state") or {})
                 if op == "cgroup":
                     return
             elif got == op:
@@ -253,9 +262,11 @@ def _child(plan: Plan) -> None:
         fs = Rootfs(cfg, plan.rootfs, upper=plan.upper, work=plan.work,
                     cgroup_hierarchies=plan.hierarchies)
         fs.prepare(joined_cgroup)
+        if cfg_hooks.get("createContainer"):  # container namespaces, before pivot_root
+            hooks.run(cfg_hooks, "createContainer", cgroup_joined[0])
         cwd = secure_join(plan.rootfs, proc.get("cwd") or "/")
         os.makedirs(cwd, mode=0o755, exist_ok=True)
-        fs.pivot()
+        fs.pivot(plan.no_pivot)
         fs.finish()
     os.chdir(proc.get("cwd") or "/")
 
@@ -293,4 +304,6 @@ def _child(plan: Plan) -> None:
             os._exit(1)
         if not plan.keep_pdeathsig:
             prctl.set_pdeathsig(0)
+    if cfg_hooks.get("startContainer") and plan.rootfs is not None:
+        hooks.run(cfg_hooks, "startContainer", {**cgroup_joined[0], "status": "running"})
     sc.execve_seccomp(path, proc["args"], env, bpf, plan.seccomp_flags)

@@ -217,12 +217,18 @@ class Rootfs:
             os.chown(path, uid, gid)
 
     # -- pivot and after ---------------------------------------------------------------
-    def pivot(self) -> None:
-        """pivot_root(".", ".") then detach the old root stacked underneath (runc's way)."""
+    def pivot(self, no_pivot: bool = False) -> None:
+        """pivot_root(".", ".") then detach the old root stacked underneath (runc's way).
+        no_pivot (runc --no-pivot, for a rootfs on a ramfs): move the root mount over /
+        and chroot, which leaves the old root reachable to CAP_SYS_CHROOT holders."""
         os.chdir(self.path)
-        sc.pivot_root(".", ".")
-        sc.mount(None, ".", None, sc.MS_SLAVE | sc.MS_REC)
-        sc.umount2(".", sc.MNT_DETACH)
+        if no_pivot:
+            sc.mount(self.path, "/", None, sc.MS_MOVE)
+            os.chroot(".")
+        else:
+            sc.pivot_root(".", ".")
+            sc.mount(None, ".", None, sc.MS_SLAVE | sc.MS_REC)
+            sc.umount2(".", sc.MNT_DETACH)
         os.chdir("/")
         prop = self.linux.get("rootfsPropagation")
         if prop:

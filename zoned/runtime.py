@@ -123,7 +123,8 @@ class Runtime:
                stdio: tuple[int, int, int] | None = None, use_fifo: bool = True, keep_pdeathsig: bool = False,
                on_namespaces: Callable[[int], None] | None = None,
                log: bool = False, autoremove: bool = False,
-               pid_file: str | None = None, network=None) -> Started:
+               pid_file: str | None = None, network=None, preserve_fds: int = 0,
+               no_pivot: bool = False) -> Started:
         """Set the container up to the point of exec and leave its init waiting.
 
         use_fifo: init waits on exec.fifo for `start` from any process (runc's way); else the
@@ -138,6 +139,9 @@ class Runtime:
         from zoned import security
 
         security.check_process(cfg["process"])
+        from zoned import hooks
+
+        hooks.check(cfg.get("hooks"))
         d = self.store.reserve(cid)
         lock = os.open(os.path.join(d, "lock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         import fcntl
@@ -186,7 +190,7 @@ class Runtime:
             if network is not None:
                 network.prepare(d, cfg)
                 state["zoned"]["network"] = network.describe()
-                on_namespaces = network.attach
+            on_namespaces = _namespace_hook(cfg, state, network, on_namespaces)
             with open(os.path.join(d, "config.json"), "w") as f:
                 f.write(json.dumps(cfg, separators=(",", ":")))
             self.store.write_state(cid, state)
@@ -223,7 +227,8 @@ class Runtime:
                         stdio=stdio, fifo_fd=fifo_fd, join_fds=join_fds,
                         bpf=bpf, seccomp_flags=seccomp_flags, hierarchies=hierarchies(),
                         wait_namespaces=on_namespaces is not None,
-                        keep_pdeathsig=keep_pdeathsig)
+                        keep_pdeathsig=keep_pdeathsig, preserve_fds=preserve_fds,
+                        no_pivot=no_pivot)
             pid = self._fork(plan, namespaces)
             child_sock.close()
             for fd in join_fds.values():
@@ -232,7 +237,8 @@ class Runtime:
                 os.close(fifo_fd)
             chan = Channel(parent_sock)
             cgroup.add(pid)
-            send(parent_sock, op="cgroup")
+            state["pid"] = pid
+            send(parent_sock, op="cgroup", state=oci_state(state))
             _fault_injection("ZONED_TEST_PAUSE_CREATE")
             master = _handshake(chan, on_namespaces, pid, "container init exited during set-up")
             state["status"] = "created"
@@ -246,9 +252,11 @@ class Runtime:
                 parent_sock.close()
                 return Started(pid, None, master)
             return Started(pid, chan, master)
-        except BaseException:
+        except BaseException as exc:
             if pid:
                 _kill_and_reap(pid)
+            if isinstance(exc, hooks.HookError):  # the spec: stop, then run poststop hooks
+                hooks.run(cfg.get("hooks"), "poststop", {**oci_state(state), "status": "stopped"})
             if cgroup is not None:
                 try:
                     cgroup.kill()
@@ -297,6 +305,7 @@ class Runtime:
                 st["status"] = "running"
                 self.store.write_state(cid, st)
                 started.release()
+                self._poststart(cid, st)
                 return
             fifo = os.path.join(self.store.dir(cid), "exec.fifo")
             fd = os.open(fifo, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
@@ -320,6 +329,14 @@ class Runtime:
             os.unlink(fifo)
             st["status"] = "running"
             self.store.write_state(cid, st)
+            self._poststart(cid, st)
+
+    def _poststart(self, cid: str, st: dict) -> None:
+        cfg_hooks = self.config(cid).get("hooks")
+        if cfg_hooks and cfg_hooks.get("poststart"):
+            from zoned import hooks
+
+            hooks.run(cfg_hooks, "poststart", oci_state(st))
 
     def kill(self, cid: str, sig: int = signal.SIGTERM, *, all: bool = False) -> None:
         st = self.store.read_state(cid)
@@ -363,7 +380,15 @@ class Runtime:
                     self.cgroup(st).thaw()
                 signal_pid(st["pid"], st["zoned"]["pid_start"], signal.SIGKILL)
                 wait_exit(st["pid"], st["zoned"]["pid_start"], 10)
+            try:
+                cfg_hooks = self.store.read_config(cid).get("hooks")
+            except (OSError, ValueError):
+                cfg_hooks = None
             self._release(cid, st)
+            if cfg_hooks and cfg_hooks.get("poststop"):
+                from zoned import hooks
+
+                hooks.run(cfg_hooks, "poststop", {**oci_state(st), "status": "stopped"})
 
     def _release(self, cid: str, st: dict) -> None:
         """Remove what the container owns; idempotent, also used by gc."""
@@ -384,6 +409,26 @@ class Runtime:
             network.release(self.store.root, cid, st["zoned"]["network"])
         self.store.remove(cid)
 
+    def update(self, cid: str, resources: dict) -> None:
+        """Change a running container's limits (runc update) and record them in its
+        config. Only the given controllers are written: re-writing the device list of a
+        running container would deny every device for a moment."""
+        with self.store.lock(cid):
+            st = self.store.read_state(cid)
+            if self._status(cid, st) not in ACTIVE:
+                raise InvalidState(f"cannot update container {cid!r}: it is not running")
+            self.cgroup(st).apply(resources)
+            cfg = self.config(cid)
+            current = cfg.setdefault("linux", {}).setdefault("resources", {})
+            for key, value in resources.items():
+                if isinstance(value, dict) and isinstance(current.get(key), dict):
+                    current[key].update(value)
+                else:
+                    current[key] = value
+            from zoned.state import write_json_atomic
+
+            write_json_atomic(os.path.join(self.store.dir(cid), "config.json"), cfg)
+
     # -- pause / resume ----------------------------------------------------------------
     def pause(self, cid: str) -> None:
         st = self.store.read_state(cid)
@@ -399,7 +444,7 @@ class Runtime:
 
     # -- exec --------------------------------------------------------------------------
     def exec(self, cid: str, process: dict, *, stdio: tuple[int, int, int] | None = None,
-             pid_file: str | None = None) -> Started:
+             pid_file: str | None = None, preserve_fds: int = 0) -> Started:
         """Start `process` (an OCI process object) inside a running container: the same
         namespaces, cgroup, capabilities and seccomp as its init. Returns with the process
         waiting; `release()` lets it exec (so the caller can set up before)."""
@@ -435,7 +480,7 @@ class Runtime:
         exec_cfg = dict(cfg)
         exec_cfg["process"] = process
         parent_sock, child_sock = sync_pair()
-        plan = Plan(exec_cfg, child_sock, rootfs=None, stdio=stdio,
+        plan = Plan(exec_cfg, child_sock, rootfs=None, stdio=stdio, preserve_fds=preserve_fds,
                     join_fds=join_fds, bpf=bpf, seccomp_flags=seccomp_flags,
                     keep_pdeathsig=True)
         child = 0
@@ -466,6 +511,35 @@ class Runtime:
                 os.close(fd)
             if pidns is not None:
                 os.close(pidns)
+
+
+def oci_state(st: dict) -> dict:
+    """The runtime-spec state (what hooks get on stdin and `state` prints)."""
+    out = {k: st[k] for k in ("ociVersion", "id", "status", "pid", "bundle") if k in st}
+    out["annotations"] = st.get("annotations") or {}
+    return out
+
+
+def _namespace_hook(cfg: dict, state: dict, network, extra):
+    """What the parent runs while the init waits with its namespaces made: the network
+    attachment, then the prestart and createRuntime hooks (runtime namespace)."""
+    cfg_hooks = cfg.get("hooks") or {}
+    wanted = [k for k in ("prestart", "createRuntime") if cfg_hooks.get(k)]
+    if network is None and not wanted and extra is None:
+        return None
+
+    def run(pid: int) -> None:
+        if network is not None:
+            network.attach(pid)
+        if extra is not None:
+            extra(pid)
+        if wanted:
+            from zoned import hooks
+
+            st = {**oci_state(state), "status": "creating", "pid": pid}
+            for kind in wanted:
+                hooks.run(cfg_hooks, kind, st)
+    return run
 
 
 def _handshake(chan: Channel, on_namespaces: Callable[[int], None] | None, pid: int,

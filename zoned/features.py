@@ -1,0 +1,39 @@
+"""`zoned features`: what this runtime supports, as runtime-spec features.md describes, so
+engines can check before they ask (containerd and podman read it)."""
+from __future__ import annotations
+
+
+def features() -> dict:
+    import prctl
+
+    from zoned import cgroups, hooks, rootfs, seccomp, spec
+
+    actions = sorted(a for a in seccomp._ACTIONS if a != "SCMP_ACT_NOTIFY")
+    return {
+        "ociVersionMin": "1.0.0",
+        "ociVersionMax": spec.OCI_VERSION,
+        "hooks": list(hooks.ALL),
+        "mountOptions": sorted(set(rootfs._FLAGS) | set(rootfs._PROPAGATION)),
+        "linux": {
+            "namespaces": ["cgroup", "ipc", "mount", "network", "pid", "time", "user", "uts"],
+            "capabilities": sorted("CAP_" + c.upper() for c in prctl.ALL_CAP_NAMES),
+            "cgroup": {"v1": True, "v2": True, "systemd": False, "systemdUser": False,
+                       "rdma": False},
+            "seccomp": {
+                "enabled": True,
+                "actions": actions,
+                "operators": list(seccomp._OPS),
+                "archs": sorted(seccomp._ARCHES),
+                "knownFlags": sorted(seccomp._FLAGS),
+                "supportedFlags": sorted(seccomp._FLAGS),
+            },
+            "apparmor": {"enabled": False},
+            "selinux": {"enabled": False},
+            "intelRdt": {"enabled": False},
+            "mountExtensions": {"idmap": {"enabled": False}},
+        },
+        "annotations": {
+            "org.zoned.version": "0.1.0",
+            "org.zoned.cgroup.mode": cgroups.detect(),
+        },
+    }
