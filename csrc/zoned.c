@@ -15,6 +15,7 @@
 #include <string.h>
 #include <unistd.h>
 #include <sys/mount.h>
+#include <sys/personality.h>
 #include <sys/prctl.h>
 #include <sys/syscall.h>
 #include <linux/filter.h>
@@ -98,6 +99,14 @@ int z_seccomp_set_filter(unsigned int flags, const unsigned char *prog, size_t l
     return (int)syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, flags, &fprog);
 }
 
+int z_prctl(int option, unsigned long a2, unsigned long a3, unsigned long a4,
+            unsigned long a5)
+{
+    return prctl(option, a2, a3, a4, a5);
+}
+
+int z_personality(unsigned long persona) { return personality(persona); }
+
 int z_bpf(int cmd, void *attr, unsigned int size)
 {
     return (int)syscall(SYS_bpf, cmd, attr, size);
@@ -113,7 +122,8 @@ int z_clone3(unsigned long long flags, int cgroup_fd, int *pidfd_out)
     struct clone_args args;
     memset(&args, 0, sizeof(args));
     args.flags = flags;
-    args.exit_signal = SIGCHLD;
+    /* With CLONE_PARENT the child inherits our exit signal; clone3 rejects one here. */
+    args.exit_signal = (flags & CLONE_PARENT) ? 0 : SIGCHLD;
     if (flags & CLONE_PIDFD)
         args.pidfd = (uint64_t)(uintptr_t)pidfd_out;
     if (flags & CLONE_INTO_CGROUP)

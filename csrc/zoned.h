@@ -14,6 +14,9 @@ int z_pidfd_open(int pid, unsigned int flags);
 int z_pidfd_send_signal(int pidfd, int sig, unsigned int flags);
 int z_close_range(unsigned int first, unsigned int last, unsigned int flags);
 int z_seccomp_set_filter(unsigned int flags, const unsigned char *prog, size_t len);
+int z_prctl(int option, unsigned long a2, unsigned long a3, unsigned long a4,
+            unsigned long a5);
+int z_personality(unsigned long persona);
 int z_bpf(int cmd, void *attr, unsigned int size);
 int z_clone3(unsigned long long flags, int cgroup_fd, int *pidfd_out);
 int z_exec(const char *path, char *const argv[], char *const envp[],

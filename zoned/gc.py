@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 
 
-from zoned.runtime import Runtime
+from zoned.runtime import Runtime, cgroup_parent, default_cgroups_path
 from zoned.state import rmtree
 
 
@@ -34,7 +34,7 @@ def collect(rt: Runtime, *, dry_run: bool = False) -> Iterator[str]:
 
                     signal_pid(st["pid"], (st.get("zoned") or {}).get("pid_start"), 9)
                 if not st.get("zoned"):
-                    st["zoned"] = {"cgroup": f"/zoned/{cid}"}
+                    st["zoned"] = {"cgroup": default_cgroups_path(cid)}
                 rt._release(cid, st)
         finally:
             os.close(fd)
@@ -49,10 +49,13 @@ def collect(rt: Runtime, *, dry_run: bool = False) -> Iterator[str]:
     from zoned.cgroups import list_paths, remove_if_empty
 
     known = set(store.ids())
-    for path in list_paths("/zoned"):
+    for path in list_paths(cgroup_parent()):
         if path.rsplit("/", 1)[-1] in known:
             continue
         if dry_run:
             yield f"cgroup {path}: no container (removed if empty)"
         elif remove_if_empty(path):
             yield f"cgroup {path}: no container"
+    from zoned import network
+
+    yield from network.gc(store.root, store.ids(), dry_run=dry_run)

@@ -11,7 +11,9 @@ Protocol (one JSON object per SOCK_SEQPACKET message on the socketpair):
   parent -> child  {"op": "go"}             the hook is done
   child  -> parent {"op": "console"} + the pty master (SCM_RIGHTS), if process.terminal
   child  -> parent {"op": "ready"} | {"op": "error", "message": ...}
-  parent -> child  {"op": "start"}          (or the exec fifo is opened by `zoned start`)
+  parent -> child  {"op": "start"}          or, with the exec fifo (`zoned start` opens it):
+  parent -> child  {"op": "ack"}            the state is written
+  child  -> parent {"op": "detached"}       pdeathsig is off: the creator may exit
   child  -> parent {"op": "error", ...}     exec failed; EOF on exec success (CLOEXEC)
 """
 from __future__ import annotations
@@ -40,7 +42,7 @@ class Plan:
 
     __slots__ = ("cfg", "sock", "rootfs", "upper", "work", "stdio", "fifo_fd", "join_fds",
                  "bpf", "seccomp_flags", "hierarchies", "wait_namespaces", "keep_pdeathsig",
-                 "preserve_fds", "no_pivot")
+                 "preserve_fds", "no_pivot", "pid_join", "cgroup_path")
 
     def __init__(self, cfg: dict, sock: socket.socket, *,
                  rootfs: str | None = None,           # None: exec into an existing container
@@ -50,13 +52,16 @@ class Plan:
                  join_fds: dict[str, int] | None = None,      # namespace type -> fd
                  bpf: bytes = b"", seccomp_flags: int = 0, hierarchies: list | None = None,
                  wait_namespaces: bool = False, keep_pdeathsig: bool = False,
-                 preserve_fds: int = 0, no_pivot: bool = False):
+                 preserve_fds: int = 0, no_pivot: bool = False, pid_join: str | None = None,
+                 cgroup_path: str | None = None):
         self.cfg, self.sock, self.rootfs, self.upper, self.work = cfg, sock, rootfs, upper, work
         self.stdio, self.fifo_fd, self.join_fds = stdio, fifo_fd, join_fds or {}
         self.bpf, self.seccomp_flags, self.hierarchies = bpf, seccomp_flags, hierarchies or []
         self.wait_namespaces, self.keep_pdeathsig = wait_namespaces, keep_pdeathsig
         self.preserve_fds = preserve_fds  # fds 3..3+N-1 stay open into the process
         self.no_pivot = no_pivot
+        self.pid_join = pid_join          # a pid namespace to join (user namespace path)
+        self.cgroup_path = cgroup_path    # for bind-mounting v1 cgroups in a user namespace
 
 
 def sync_pair() -> tuple[socket.socket, socket.socket]:
@@ -114,9 +119,62 @@ def run_child(plan: Plan) -> None:
             message += "\n" + "".join(traceback.format_exception(exc))
         try:
             send(plan.sock, op="error", message=message)
+        except BaseException:  # the creator has gone (after start): say it on stderr
+            try:
+                os.write(2, f"zoned: container init: {message}\n".encode())
+            except OSError:
+                pass
+        code = 127 if isinstance(exc, FileNotFoundError) else 1
+    finally:
+        os._exit(code)
+
+
+def run_userns_stage(plan: Plan) -> None:
+    """Stage 1 for a container with a user namespace. A pid namespace is owned by the user
+    namespace its creator was in, and /proc can only be mounted by root of that owner; so
+    this process enters the user namespace first (the parent writes its uid/gid maps),
+    then makes the pid namespace and clones stage 2 with CLONE_PARENT: PID 1, a child of
+    zoned's parent process, as without a user namespace. Stage 1 exits. Never returns."""
+    code = 1
+    try:
+        import prctl
+
+        prctl.set_pdeathsig(signal.SIGKILL)
+        _reset_signals()
+        chan = Channel(plan.sock)
+        if "user" in plan.join_fds:
+            fd = plan.join_fds.pop("user")
+            sc.setns(fd, sc.CLONE_NEWUSER)
+            os.close(fd)
+        else:
+            sc.unshare(sc.CLONE_NEWUSER)
+            send(plan.sock, op="userns")
+            msg = chan.recv()
+            if not msg or msg.get("op") != "mapped":
+                os._exit(1)
+        try:  # root of the namespace, if the maps have a root
+            os.setresgid(0, 0, 0)
+            os.setresuid(0, 0, 0)
+        except OSError:
+            pass
+        ns = {n["type"]: n.get("path") for n in (plan.cfg.get("linux") or {}).get("namespaces", [])}
+        if "pid" in ns:
+            if ns["pid"]:
+                fd = os.open(ns["pid"], os.O_RDONLY | os.O_CLOEXEC)
+                sc.setns(fd, sc.CLONE_NEWPID)
+                os.close(fd)
+            else:
+                sc.unshare(sc.CLONE_NEWPID)
+        child = sc.clone_parent()
+        if child == 0:
+            run_child(plan)
+        send(plan.sock, op="pid", pid=child)
+        code = 0
+    except BaseException as exc:  # noqa: BLE001
+        try:
+            send(plan.sock, op="error", message=describe(exc))
         except BaseException:
             pass
-        code = 127 if isinstance(exc, FileNotFoundError) else 1
     finally:
         os._exit(code)
 
@@ -134,6 +192,16 @@ def _close_fds_except(keep: set[int]) -> None:
         if fd > last + 1:
             sc.close_range(last + 1, min(fd - 1, 0xFFFFFFFF))
         last = fd
+
+
+def _time_offsets(offsets: dict) -> None:
+    """Clock offsets of the new time namespace: written before any process enters it (the
+    init enters at execve)."""
+    lines = [f"{clock} {int(o.get('secs', 0))} {int(o.get('nanosecs', 0))}\n"
+             for clock, o in offsets.items() if clock in ("monotonic", "boottime")]
+    if lines:
+        with open("/proc/self/timens_offsets", "w") as f:
+            f.write("".join(lines))
 
 
 def _lo_up() -> None:
@@ -247,6 +315,8 @@ def _child(plan: Plan) -> None:
             flags |= NS_FLAGS[ns]
         if flags:
             sc.unshare(flags)
+        if "time" in new_ns:
+            _time_offsets(linux.get("timeOffsets") or {})
         if "network" in new_ns:
             _lo_up()
         if plan.wait_namespaces:
@@ -260,7 +330,7 @@ def _child(plan: Plan) -> None:
         from zoned.rootfs import Rootfs, secure_join
 
         fs = Rootfs(cfg, plan.rootfs, upper=plan.upper, work=plan.work,
-                    cgroup_hierarchies=plan.hierarchies)
+                    cgroup_hierarchies=plan.hierarchies, cgroup_path=plan.cgroup_path)
         fs.prepare(joined_cgroup)
         if cfg_hooks.get("createContainer"):  # container namespaces, before pivot_root
             hooks.run(cfg_hooks, "createContainer", cgroup_joined[0])
@@ -274,6 +344,7 @@ def _child(plan: Plan) -> None:
     if proc.get("terminal"):
         _console(plan, proc)
 
+    security.apply_personality(linux)
     security.apply_rlimits(proc)
     security.apply_oom_score_adj(proc)
     env = list(proc.get("env") or [])
@@ -289,11 +360,13 @@ def _child(plan: Plan) -> None:
 
     send(plan.sock, op="ready")
     if plan.fifo_fd is not None:
-        msg = chan.recv()  # the creator acknowledges; after this it may exit
+        msg = chan.recv()  # the creator acknowledges; it exits once we answer
         if not msg or msg.get("op") != "ack":
             os._exit(1)
         if not plan.keep_pdeathsig:
             prctl.set_pdeathsig(0)
+        send(plan.sock, op="detached")  # from here the creator may exit
+        plan.sock.close()
         fd = os.open(f"/proc/self/fd/{plan.fifo_fd}", os.O_WRONLY | os.O_CLOEXEC)
         os.write(fd, b"0")
         os.close(fd)

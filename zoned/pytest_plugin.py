@@ -15,9 +15,11 @@ import pytest
 
 
 @pytest.fixture
-def zoned_root():
+def zoned_root(monkeypatch):
     base = "/run" if os.access("/run", os.W_OK) else tempfile.gettempdir()
     path = tempfile.mkdtemp(prefix="zoned-test-", dir=base)
+    # its own cgroup parent too, so tests (and anything else on the host) never meet
+    monkeypatch.setenv("ZONED_CGROUP_PARENT", "/zoned/" + os.path.basename(path))
     yield path
     from zoned.gc import collect
     from zoned.runtime import Runtime
@@ -33,6 +35,9 @@ def zoned_root():
         os.rmdir(path)
     except OSError:
         pass
+    from zoned.cgroups import remove_if_empty
+
+    remove_if_empty(os.environ["ZONED_CGROUP_PARENT"])
 
 
 @pytest.fixture

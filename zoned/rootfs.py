@@ -109,12 +109,17 @@ class Rootfs:
     """Builds the mount tree under `path` and pivots into it. Runs in the container child."""
 
     def __init__(self, cfg: dict, path: str, *, upper: str | None = None,
-                 work: str | None = None, cgroup_hierarchies: list | None = None):
+                 work: str | None = None, cgroup_hierarchies: list | None = None,
+                 cgroup_path: str | None = None):
         self.cfg = cfg
         self.path = path
         self.upper, self.work = upper, work
         self.hierarchies = cgroup_hierarchies or []
         self.linux = cfg.get("linux") or {}
+        self.cgroup_path = cgroup_path
+        # In a user namespace device nodes cannot be made and v1 cgroupfs cannot be
+        # mounted: both are bind-mounted from the host instead (as runc does).
+        self.userns = any(n.get("type") == "user" for n in self.linux.get("namespaces", []))
 
     # -- before pivot_root -------------------------------------------------------------
     def prepare(self, cgroup_ready: Callable[[], None] = lambda: None) -> None:
@@ -183,13 +188,21 @@ class Rootfs:
         for h in hier:
             sub = os.path.join(target, os.path.basename(h.mountpoint))
             os.makedirs(sub, exist_ok=True)
+            if self.userns and h.fstype == "cgroup" and self.cgroup_path:
+                src = h.mountpoint + self.cgroup_path
+                sc.mount(src, sub, None, sc.MS_BIND | sc.MS_REC)
+                sc.mount(None, sub, None, sc.MS_BIND | sc.MS_REMOUNT | sc.MS_RDONLY | flags)
+                continue
             sc.mount("cgroup", sub, h.fstype, flags | sc.MS_RDONLY, h.options or None)
         sc.mount(None, target, None, sc.MS_REMOUNT | sc.MS_RDONLY | flags)
 
     def make_devices(self) -> None:
         dev = secure_join(self.path, "/dev")
         for path, major, minor in DEFAULT_DEVICES:
-            self._mknod(dev + path[4:], stat.S_IFCHR | 0o666, major, minor, 0, 0)
+            if self.userns:
+                self._bind_device(path, dev + path[4:])
+            else:
+                self._mknod(dev + path[4:], stat.S_IFCHR | 0o666, major, minor, 0, 0)
         for d in self.linux.get("devices") or []:
             kind = {"c": stat.S_IFCHR, "u": stat.S_IFCHR, "b": stat.S_IFBLK,
                     "p": stat.S_IFIFO}.get(d.get("type"))
@@ -197,6 +210,9 @@ class Rootfs:
                 raise ConfigError(f"device {d.get('path')}: unknown type {d.get('type')!r}")
             target = secure_join(self.path, d["path"])
             _mkdir_p(os.path.dirname(target))
+            if self.userns:
+                self._bind_device(d["path"], target)
+                continue
             self._mknod(target, kind | int(d.get("fileMode", 0o666)), int(d.get("major", 0)),
                         int(d.get("minor", 0)), int(d.get("uid", 0)), int(d.get("gid", 0)))
         for src, link in DEV_SYMLINKS:
@@ -204,6 +220,11 @@ class Rootfs:
                 os.symlink(src, dev + link[4:])
             except FileExistsError:
                 pass
+
+    @staticmethod
+    def _bind_device(host_path: str, target: str) -> None:
+        _make_target(target, True)
+        sc.mount(host_path, target, None, sc.MS_BIND)
 
     @staticmethod
     def _mknod(path: str, mode: int, major: int, minor: int, uid: int, gid: int) -> None:

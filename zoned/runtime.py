@@ -21,8 +21,14 @@ from zoned.state import Store, proc_start_time
 ACTIVE = ("created", "running", "paused")
 
 
+def cgroup_parent() -> str:
+    """Where containers without a cgroupsPath go: /zoned, or $ZONED_CGROUP_PARENT (podman's
+    --cgroup-parent; tests give each state root its own)."""
+    return "/" + os.environ.get("ZONED_CGROUP_PARENT", "/zoned").strip("/")
+
+
 def default_cgroups_path(cid: str) -> str:
-    return f"/zoned/{cid}"
+    return f"{cgroup_parent()}/{cid}"
 
 
 @contextmanager
@@ -139,6 +145,7 @@ class Runtime:
         from zoned import security
 
         security.check_process(cfg["process"])
+        security.check_linux(cfg.get("linux") or {})
         from zoned import hooks
 
         hooks.check(cfg.get("hooks"))
@@ -169,6 +176,10 @@ class Runtime:
                 upper, work = os.path.join(d, "upper"), os.path.join(d, "work")
                 for p in (rootfs, upper, work):
                     os.mkdir(p, 0o755)
+                root_id = _host_root(linux)
+                if root_id is not None:  # the container's root must own its upper layer
+                    for p in (upper, work):
+                        os.chown(p, *root_id)
                 if not os.path.isdir(lower):
                     raise ConfigError(f"image rootfs {lower!r} is missing")
             else:
@@ -212,6 +223,7 @@ class Runtime:
             if use_fifo:
                 fifo = os.path.join(d, "exec.fifo")
                 os.mkfifo(fifo, 0o622)
+                os.chmod(fifo, 0o622)  # not the umask's: the container's user opens it
                 fifo_fd = os.open(fifo, os.O_PATH | os.O_CLOEXEC)
 
             namespaces = {n["type"]: n.get("path") for n in linux.get("namespaces", [])}
@@ -223,19 +235,22 @@ class Runtime:
                     except OSError as e:
                         raise ConfigError(f"namespace {t} path {p!r}: {e.strerror}") from None
             parent_sock, child_sock = sync_pair()
+            chan = Channel(parent_sock)
             plan = Plan(cfg, child_sock, rootfs=rootfs, upper=upper, work=work,
                         stdio=stdio, fifo_fd=fifo_fd, join_fds=join_fds,
                         bpf=bpf, seccomp_flags=seccomp_flags, hierarchies=hierarchies(),
                         wait_namespaces=on_namespaces is not None,
                         keep_pdeathsig=keep_pdeathsig, preserve_fds=preserve_fds,
-                        no_pivot=no_pivot)
-            pid = self._fork(plan, namespaces)
+                        no_pivot=no_pivot, cgroup_path=cg_path)
+            if "user" in namespaces:
+                pid = _fork_userns(plan, chan, linux, child_sock)
+            else:
+                pid = self._fork(plan, namespaces)
             child_sock.close()
             for fd in join_fds.values():
                 os.close(fd)
             if fifo_fd is not None:
                 os.close(fifo_fd)
-            chan = Channel(parent_sock)
             cgroup.add(pid)
             state["pid"] = pid
             send(parent_sock, op="cgroup", state=oci_state(state))
@@ -249,6 +264,8 @@ class Runtime:
                 _write_pid_file(pid_file, pid)
             if use_fifo:
                 send(parent_sock, op="ack")
+                if (chan.recv() or {}).get("op") != "detached":  # pdeathsig is off now
+                    raise ZonedError("container init exited during set-up")
                 parent_sock.close()
                 return Started(pid, None, master)
             return Started(pid, chan, master)
@@ -511,6 +528,65 @@ class Runtime:
                 os.close(fd)
             if pidns is not None:
                 os.close(pidns)
+
+
+def _host_root(linux: dict) -> tuple[int, int] | None:
+    """The host uid/gid that root of the container's user namespace maps to, if any."""
+    if not any(n.get("type") == "user" for n in linux.get("namespaces", [])):
+        return None
+
+    def host_of(maps):
+        for m in maps or []:
+            if int(m["containerID"]) <= 0 < int(m["containerID"]) + int(m["size"]):
+                return int(m["hostID"]) - int(m["containerID"])
+        return None
+    uid, gid = host_of(linux.get("uidMappings")), host_of(linux.get("gidMappings"))
+    return (uid, gid) if uid is not None and gid is not None else None
+
+
+def _write_maps(pid: int, linux: dict) -> None:
+    """uid_map/gid_map of a child's new user namespace, each in one write as the kernel
+    wants."""
+    for name, key in (("uid_map", "uidMappings"), ("gid_map", "gidMappings")):
+        maps = linux.get(key) or []
+        if not maps:
+            raise ConfigError(f"a user namespace needs linux.{key}")
+        text = "".join(f"{int(m['containerID'])} {int(m['hostID'])} {int(m['size'])}\n"
+                       for m in maps)
+        try:
+            with open(f"/proc/{pid}/{name}", "w") as f:
+                f.write(text)
+        except OSError as e:
+            raise ConfigError(f"linux.{key}: writing {name} failed: {e.strerror}") from None
+
+
+def _fork_userns(plan: Plan, chan: Channel, linux: dict, child_sock) -> int:
+    """Fork stage 1 (see process.run_userns_stage), map its user namespace and return the
+    pid of stage 2, the container's init."""
+    from zoned.process import run_userns_stage
+
+    stage1 = os.fork()
+    if stage1 == 0:
+        run_userns_stage(plan)
+    try:
+        while True:
+            msg = chan.recv()
+            op = (msg or {}).get("op")
+            if op == "userns":
+                _write_maps(stage1, linux)
+                send(chan.sock, op="mapped")
+            elif op == "pid":
+                return int(msg["pid"])
+            else:
+                raise ZonedError((msg or {}).get("message") or "user namespace set-up failed")
+    except BaseException:
+        _kill_and_reap(stage1)
+        raise
+    finally:
+        try:
+            os.waitpid(stage1, 0)
+        except ChildProcessError:
+            pass
 
 
 def oci_state(st: dict) -> dict:

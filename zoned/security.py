@@ -35,6 +35,30 @@ def apply_rlimits(proc: dict) -> None:
         resource.setrlimit(RLIMITS[rl["type"]], (int(rl["soft"]), int(rl["hard"])))
 
 
+PERSONALITY = {"LINUX": 0x0000, "LINUX32": 0x0008}
+
+
+def check_linux(linux: dict) -> None:
+    pers = linux.get("personality")
+    if pers and pers.get("domain") not in PERSONALITY:
+        raise ConfigError(f"linux.personality.domain {pers.get('domain')!r}: "
+                          f"use one of {', '.join(PERSONALITY)}")
+    if pers and pers.get("flags"):
+        raise ConfigError("linux.personality.flags are not supported (none are defined)")
+    if linux.get("mountLabel"):
+        raise ConfigError("linux.mountLabel is set but SELinux is not enabled here")
+    if linux.get("intelRdt"):
+        raise ConfigError("linux.intelRdt is not supported")
+
+
+def apply_personality(linux: dict) -> None:
+    pers = linux.get("personality")
+    if pers:
+        from zoned import syscalls as sc
+
+        sc.personality(PERSONALITY[pers["domain"]])
+
+
 def apply_oom_score_adj(proc: dict) -> None:
     if "oomScoreAdj" in proc:
         with open("/proc/self/oom_score_adj", "w") as f:
@@ -73,5 +97,10 @@ def apply_user_and_caps(proc: dict) -> None:
         changes += [(sorted(want), flag, True), (sorted(every - want), flag, False)]
     prctl.set_caps(*changes)
     prctl.securebits.keep_caps = False
+    from zoned import syscalls as sc
+
+    sc.prctl(sc.PR_CAP_AMBIENT, sc.PR_CAP_AMBIENT_CLEAR_ALL)
+    for name in names("ambient"):  # must already be permitted and inheritable
+        sc.prctl(sc.PR_CAP_AMBIENT, sc.PR_CAP_AMBIENT_RAISE, getattr(prctl, "CAP_" + name.upper()))
     if proc.get("noNewPrivileges"):
         prctl.set_no_new_privs(1)

@@ -143,3 +143,25 @@ def address_of(buf: bytearray) -> int:
     """The address of a bytearray's storage, for pointers inside bpf attrs; the caller keeps
     `buf` alive and unresized while the address is in use."""
     return int(ffi.cast("uintptr_t", ffi.from_buffer(buf)))
+
+
+PR_CAP_AMBIENT = 47
+PR_CAP_AMBIENT_RAISE = 2
+PR_CAP_AMBIENT_CLEAR_ALL = 4
+
+
+def prctl(option: int, a2: int = 0, a3: int = 0, a4: int = 0, a5: int = 0) -> int:
+    """prctl(2) for what python-prctl lacks (ambient capabilities)."""
+    return _check(lib.z_prctl(option, a2, a3, a4, a5), "prctl")
+
+
+def personality(persona: int) -> int:
+    """personality(2); 0xffffffff queries."""
+    return _check(lib.z_personality(persona), "personality")
+
+
+def clone_parent(flags: int = 0) -> int:
+    """clone3(CLONE_PARENT | flags): the new process is our sibling, our parent's child.
+    Like fork, returns 0 in the child. Only for a single-threaded child of zoned that is
+    on its way to exec (the interpreter is not told about the fork)."""
+    return _check(lib.z_clone3(0x00008000 | flags, -1, ffi.NULL), "clone3")
