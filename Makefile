@@ -10,7 +10,9 @@ STAMP := .stamps
 # Build and run dependencies (Debian package names). --no-install-recommends keeps Debian's
 # criu 3.17 (recommended by runc) off the machine: it does not work on these kernels.
 APT_PACKAGES := python3-venv python3-dev gcc libc6-dev make libffi-dev libseccomp-dev \
-	libcap-dev pkg-config busybox-static runc util-linux procps iproute2 ca-certificates
+	libcap-dev pkg-config busybox-static runc util-linux procps iproute2 ca-certificates \
+	nftables iperf3 \
+	podman conmon golang-github-containers-common containerd
 
 .PHONY: all setup bytecode demo test bench-startup bench-density image clean distclean
 

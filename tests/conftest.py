@@ -49,6 +49,7 @@ def cli(zoned_root, busybox):
             raise AssertionError(f"zoned {' '.join(args)} -> {p.returncode}\n{p.stderr}")
         return p
 
+    run.root = zoned_root
     return run
 
 

@@ -19,8 +19,8 @@ from conftest import ZONED, host_snapshot
     (["run", "--bogus-flag", "--", "true"], "unrecognized arguments: --bogus-flag"),
     (["run", "--memory", "lots", "--", "true"], "invalid memory limit 'lots'"),
     (["run", "--cpus", "-1", "--", "true"], "invalid --cpus"),
-    (["run", "--", "no-such-command"], "executable 'no-such-command' not found"),
-    (["run", "--", "/bin/nope"], "executable '/bin/nope' not found"),
+    (["run", "--", "no-such-command"], "executable file not found in $PATH"),
+    (["run", "--", "/bin/nope"], "stat /bin/nope: no such file or directory"),
     (["run", "--name", "bad/name", "--", "true"], "invalid container name"),
     (["run", "-v", "/no/such/dir:/x", "--", "true"], "volume source '/no/such/dir'"),
     (["run", "-u", "nosuchuser", "--", "true"], "unknown user 'nosuchuser'"),
@@ -43,11 +43,20 @@ def test_rootfs_without_sh(cli, zoned_root, tmp_path):
     (tmp_path / "empty").mkdir()
     before = host_snapshot(zoned_root)
     p = cli("run", "--rootfs", str(tmp_path / "empty"), "--", "sh")
-    assert p.returncode == 125 and "executable 'sh' not found" in p.stderr
+    assert p.returncode == 127 and "exec: \"sh\": executable file not found" in p.stderr
     assert len(p.stderr.strip().splitlines()) == 1
     p = cli("run", "--rootfs", str(tmp_path / "missing"), "--", "sh")
     assert p.returncode == 125 and "does not exist" in p.stderr
     assert host_snapshot(zoned_root) == before
+
+
+def test_exec_failure_exit_codes(cli):
+    """As docker/podman: 127 for a missing command, 126 for one that cannot be run."""
+    p = cli("run", "--rm", "--", "no-such-command")
+    assert p.returncode == 127
+    p = cli("run", "--rm", "--", "/etc/passwd")
+    assert p.returncode == 126 and 'exec: "/etc/passwd": permission denied' in p.stderr
+    assert cli("ps", "-q").stdout == ""
 
 
 def test_name_in_use(cli, zoned_root):

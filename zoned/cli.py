@@ -270,7 +270,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(COMMANDS[args.cmd](args) or 0)
     except ZonedError as e:
-        return _fail(args, str(e), 125 if args.cmd == "run" else 1)
+        code = e.exit_code if e.exit_code != 1 else (125 if args.cmd == "run" else 1)
+        return _fail(args, str(e), code)
     except Interrupted as e:
         return _fail(args, f"interrupted by signal {e.signum}", 128 + e.signum)
     except KeyboardInterrupt:
@@ -547,7 +548,13 @@ def cmd_rm(args) -> int:
 
 
 def cmd_delete(args) -> int:
-    _runtime(args).delete(args.id, force=args.force)
+    from zoned.errors import NotFound
+
+    try:
+        _runtime(args).delete(args.id, force=args.force)
+    except NotFound:
+        if not args.force:  # runc: deleting what is gone is no error with --force
+            raise
     return 0
 
 
@@ -590,7 +597,7 @@ def cmd_exec(args) -> int:
         stdio = (null, 1, 2)
     try:
         started = rt.exec(args.id, process, stdio=stdio, pid_file=args.pid_file,
-                          preserve_fds=args.preserve_fds)
+                          preserve_fds=args.preserve_fds, detach=args.detach)
     finally:
         if null is not None:
             os.close(null)
@@ -646,6 +653,11 @@ def cmd_inspect(args) -> int:
             "image": (st.get("annotations") or {}).get("org.zoned.image"),
             "limits": (cfg.get("linux") or {}).get("resources", {}),
             "cgroup": st["zoned"]["cgroup"]}
+    if st["zoned"].get("network"):
+        from zoned.network import addresses
+
+        info["network"] = {"mode": st["zoned"]["network"].get("mode"),
+                           "addresses": addresses(st["zoned"]["network"])}
     if st["status"] != "stopped":
         try:
             info["stats"] = rt.cgroup(st).stats()
@@ -662,14 +674,22 @@ def cmd_stats(args) -> int:
     for cid in ids:
         st = rt.state(cid)
         rows[cid] = rt.cgroup(st).stats() if st["status"] != "stopped" else {}
+        if st["status"] != "stopped" and st["zoned"].get("network"):
+            from zoned.network import counters
+
+            net = counters(rt.store.root, st["zoned"]["network"])
+            if net:
+                rows[cid]["network"] = net
     if args.format == "json":
         _print_json(rows)
         return 0
-    table = [("NAME", "MEM USAGE", "MEM LIMIT", "CPU SECONDS", "PIDS")]
+    table = [("NAME", "MEM USAGE", "MEM LIMIT", "CPU SECONDS", "PIDS", "NET RX", "NET TX")]
     for cid, s in rows.items():
         mem, cpu, pids = s.get("memory", {}), s.get("cpu", {}), s.get("pids", {})
+        net = s.get("network") or {}
         table.append((cid, _human(mem.get("usage")), _human(mem.get("limit")),
-                      f"{(cpu.get('usage_ns') or 0) / 1e9:.2f}", str(pids.get("current", "-"))))
+                      f"{(cpu.get('usage_ns') or 0) / 1e9:.2f}", str(pids.get("current", "-")),
+                      _human(net.get("rx_bytes")), _human(net.get("tx_bytes"))))
     _print_table(table)
     return 0
 

@@ -15,5 +15,14 @@ class InvalidState(ZonedError):
     """An operation the runtime-spec lifecycle forbids in the container's current state."""
 
 
+class ExecError(ZonedError):
+    """The container's command cannot be executed: 127 if it is missing, 126 if it is not
+    executable (the shell's and docker's codes; podman matches runc's wording)."""
+
+    def __init__(self, message: str, exit_code: int = 126):
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
 class ConfigError(ZonedError):
     """A malformed flag, spec or zone file."""

@@ -117,14 +117,16 @@ def run_child(plan: Plan) -> None:
             import traceback
 
             message += "\n" + "".join(traceback.format_exception(exc))
+        kind = ("notfound" if isinstance(exc, FileNotFoundError) else
+                "denied" if isinstance(exc, PermissionError) else None)
         try:
-            send(plan.sock, op="error", message=message)
+            send(plan.sock, op="error", message=message, kind=kind)
         except BaseException:  # the creator has gone (after start): say it on stderr
             try:
                 os.write(2, f"zoned: container init: {message}\n".encode())
             except OSError:
                 pass
-        code = 127 if isinstance(exc, FileNotFoundError) else 1
+        code = {"notfound": 127, "denied": 126}.get(kind, 1)
     finally:
         os._exit(code)
 
@@ -215,16 +217,19 @@ def _lo_up() -> None:
 
 def lookup_path(cmd: str, env: list[str]) -> str:
     """Resolve argv[0] in the container's PATH, as execvp would (but before seccomp)."""
+    # The messages are runc's: podman maps them to exit codes 127 and 126.
     if "/" in cmd:
         if not os.path.exists(cmd):
-            raise FileNotFoundError(2, f"executable {cmd!r} not found in the container", None)
+            raise FileNotFoundError(2, f'exec: "{cmd}": stat {cmd}: no such file or directory')
+        if not os.path.isfile(cmd) or not os.access(cmd, os.X_OK):
+            raise PermissionError(13, f'exec: "{cmd}": permission denied')
         return cmd
     path = next((e[5:] for e in env if e.startswith("PATH=")), "/usr/bin:/bin")
     for d in path.split(":"):
         cand = os.path.join(d or ".", cmd)
         if os.path.isfile(cand) and os.access(cand, os.X_OK):
             return cand
-    raise FileNotFoundError(2, f"executable {cmd!r} not found in $PATH of the container", None)
+    raise FileNotFoundError(2, f'exec: "{cmd}": executable file not found in $PATH')
 
 
 def _console(plan: Plan, proc: dict) -> None:

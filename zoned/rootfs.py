@@ -119,7 +119,11 @@ class Rootfs:
         self.cgroup_path = cgroup_path
         # In a user namespace device nodes cannot be made and v1 cgroupfs cannot be
         # mounted: both are bind-mounted from the host instead (as runc does).
-        self.userns = any(n.get("type") == "user" for n in self.linux.get("namespaces", []))
+        types = {n.get("type") for n in self.linux.get("namespaces", [])}
+        self.userns = "user" in types
+        # Without a cgroup namespace a fresh cgroupfs mount would show the host's root
+        # cgroup: bind the container's own cgroup instead (podman on v1 asks for this).
+        self.bind_cgroups = self.userns or "cgroup" not in types
 
     # -- before pivot_root -------------------------------------------------------------
     def prepare(self, cgroup_ready: Callable[[], None] = lambda: None) -> None:
@@ -182,13 +186,21 @@ class Rootfs:
         flags &= ~sc.MS_RDONLY  # made read-only after the sub-mounts exist
         hier = self.hierarchies
         if len(hier) == 1 and hier[0].fstype == "cgroup2":
+            if self.bind_cgroups and self.cgroup_path and "cgroup" not in {
+                    n.get("type") for n in self.linux.get("namespaces", [])}:
+                sc.mount(hier[0].mountpoint + self.cgroup_path, target, None,
+                         sc.MS_BIND | sc.MS_REC)
+                sc.mount(None, target, None, sc.MS_BIND | sc.MS_REMOUNT | sc.MS_RDONLY | flags)
+                return
             sc.mount("cgroup", target, "cgroup2", flags | sc.MS_RDONLY)
             return
         sc.mount("tmpfs", target, "tmpfs", flags, "mode=755")
         for h in hier:
             sub = os.path.join(target, os.path.basename(h.mountpoint))
             os.makedirs(sub, exist_ok=True)
-            if self.userns and h.fstype == "cgroup" and self.cgroup_path:
+            if self.bind_cgroups and self.cgroup_path and (
+                    h.fstype == "cgroup" or "cgroup" not in {
+                        n.get("type") for n in self.linux.get("namespaces", [])}):
                 src = h.mountpoint + self.cgroup_path
                 sc.mount(src, sub, None, sc.MS_BIND | sc.MS_REC)
                 sc.mount(None, sub, None, sc.MS_BIND | sc.MS_REMOUNT | sc.MS_RDONLY | flags)

@@ -69,7 +69,7 @@ class Started:
         self.chan.sock.close()
         self.chan = None
         if msg and msg.get("op") == "error":
-            raise ZonedError(msg.get("message", "exec failed"))
+            raise _child_error(msg, "exec failed")
 
 
 class Runtime:
@@ -461,7 +461,8 @@ class Runtime:
 
     # -- exec --------------------------------------------------------------------------
     def exec(self, cid: str, process: dict, *, stdio: tuple[int, int, int] | None = None,
-             pid_file: str | None = None, preserve_fds: int = 0) -> Started:
+             pid_file: str | None = None, preserve_fds: int = 0,
+             detach: bool = False) -> Started:
         """Start `process` (an OCI process object) inside a running container: the same
         namespaces, cgroup, capabilities and seccomp as its init. Returns with the process
         waiting; `release()` lets it exec (so the caller can set up before)."""
@@ -499,7 +500,7 @@ class Runtime:
         parent_sock, child_sock = sync_pair()
         plan = Plan(exec_cfg, child_sock, rootfs=None, stdio=stdio, preserve_fds=preserve_fds,
                     join_fds=join_fds, bpf=bpf, seccomp_flags=seccomp_flags,
-                    keep_pdeathsig=True)
+                    keep_pdeathsig=not detach)  # a detached process outlives `zoned exec`
         child = 0
         try:
             if pidns is not None:
@@ -618,6 +619,16 @@ def _namespace_hook(cfg: dict, state: dict, network, extra):
     return run
 
 
+def _child_error(msg: dict | None, default: str) -> ZonedError:
+    from zoned.errors import ExecError
+
+    message = (msg or {}).get("message") or default
+    kind = (msg or {}).get("kind")
+    if kind in ("notfound", "denied"):
+        return ExecError(message, 127 if kind == "notfound" else 126)
+    return ZonedError(message)
+
+
 def _handshake(chan: Channel, on_namespaces: Callable[[int], None] | None, pid: int,
                default_error: str) -> int | None:
     """Follow the child to "ready": run the namespace hook, take the pty master."""
@@ -634,7 +645,7 @@ def _handshake(chan: Channel, on_namespaces: Callable[[int], None] | None, pid: 
             elif op == "ready":
                 return master
             else:
-                raise ZonedError((msg or {}).get("message") or default_error)
+                raise _child_error(msg, default_error)
     except BaseException:
         if master is not None:
             os.close(master)

@@ -80,7 +80,7 @@ def apply_user_and_caps(proc: dict) -> None:
     def names(kind: str) -> list[str]:
         return [c.lower().removeprefix("cap_") for c in caps.get(kind) or []]
 
-    prctl.securebits.keep_caps = True
+    prctl.set_keepcaps(1)  # PR_SET_KEEPCAPS: unlike securebits, needs no CAP_SETPCAP
     prctl.capbset.limit(*names("bounding"))
     groups = [int(g) for g in user.get("additionalGids") or []]
     os.setgroups(groups)
@@ -96,7 +96,7 @@ def apply_user_and_caps(proc: dict) -> None:
         want = set(names(kind))
         changes += [(sorted(want), flag, True), (sorted(every - want), flag, False)]
     prctl.set_caps(*changes)
-    prctl.securebits.keep_caps = False
+    prctl.set_keepcaps(0)
     from zoned import syscalls as sc
 
     sc.prctl(sc.PR_CAP_AMBIENT, sc.PR_CAP_AMBIENT_CLEAR_ALL)
