@@ -34,6 +34,12 @@
 #ifndef SYS_mount_setattr
 #define SYS_mount_setattr 442
 #endif
+#ifndef SYS_open_tree
+#define SYS_open_tree 428
+#endif
+#ifndef SYS_move_mount
+#define SYS_move_mount 429
+#endif
 #ifndef SYS_clone3
 #define SYS_clone3 435
 #endif
@@ -63,10 +69,22 @@ int z_umount2(const char *target, int flags) { return umount2(target, flags); }
 
 int z_mount_setattr(int dirfd, const char *path, unsigned int flags,
                     unsigned long long attr_set, unsigned long long attr_clr,
-                    unsigned long long propagation)
+                    unsigned long long propagation, int userns_fd)
 {
-    struct z_mount_attr attr = {attr_set, attr_clr, propagation, 0};
+    struct z_mount_attr attr = {attr_set, attr_clr, propagation,
+                                (uint64_t)(userns_fd < 0 ? 0 : userns_fd)};
     return (int)syscall(SYS_mount_setattr, dirfd, path, flags, &attr, sizeof(attr));
+}
+
+int z_open_tree(int dirfd, const char *path, unsigned int flags)
+{
+    return (int)syscall(SYS_open_tree, dirfd, path, flags);
+}
+
+int z_move_mount(int from_dirfd, const char *from_path, int to_dirfd, const char *to_path,
+                 unsigned int flags)
+{
+    return (int)syscall(SYS_move_mount, from_dirfd, from_path, to_dirfd, to_path, flags);
 }
 
 int z_sethostname(const char *name, size_t len) { return sethostname(name, len); }

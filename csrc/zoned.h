@@ -7,7 +7,10 @@ int z_mount(const char *source, const char *target, const char *fstype,
 int z_umount2(const char *target, int flags);
 int z_mount_setattr(int dirfd, const char *path, unsigned int flags,
                     unsigned long long attr_set, unsigned long long attr_clr,
-                    unsigned long long propagation);
+                    unsigned long long propagation, int userns_fd);
+int z_open_tree(int dirfd, const char *path, unsigned int flags);
+int z_move_mount(int from_dirfd, const char *from_path, int to_dirfd, const char *to_path,
+                 unsigned int flags);
 int z_sethostname(const char *name, size_t len);
 int z_setdomainname(const char *name, size_t len);
 int z_pidfd_open(int pid, unsigned int flags);

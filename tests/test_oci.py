@@ -395,3 +395,43 @@ def _wait_status(cli, cid, status, timeout=10.0) -> bool:
             return True
         time.sleep(0.05)
     return False
+
+
+def test_idmapped_bind_mount(cli, bundle, tmp_path):
+    """mounts[].uidMappings/gidMappings + "idmap": the kernel shows files through the
+    mapping (containerID on disk -> hostID seen), as runc does."""
+    src = tmp_path / "data"
+    src.mkdir()
+    (src / "f").write_text("x")
+    os.chown(src / "f", 0, 0)
+    bundle(["sh", "-c", "stat -c '%u %g' /idm/f; stat -c '%u %g' /plain/f"],
+           mounts=bundle.cfg["mounts"] + [
+               {"destination": "/idm", "type": "bind", "source": str(src),
+                "options": ["rbind", "idmap"],
+                "uidMappings": [{"containerID": 0, "hostID": 1234, "size": 1}],
+                "gidMappings": [{"containerID": 0, "hostID": 4321, "size": 1}]},
+               {"destination": "/plain", "type": "bind", "source": str(src),
+                "options": ["rbind"]}])
+    p = oci_run(cli, bundle.path)
+    assert p.stdout.split("\n")[:2] == ["1234 4321", "0 0"], p.stderr
+    assert os.stat(src / "f").st_uid == 0  # the files themselves are unchanged
+
+
+def test_systemd_cgroup_paths(cli, bundle):
+    from zoned.runtime import systemd_cgroups_path
+
+    assert systemd_cgroups_path("machine.slice:libpod:abc", "x") == \
+        "/machine.slice/libpod-abc.scope"
+    assert systemd_cgroups_path("a-b.slice:p:n", "x") == "/a.slice/a-b.slice/p-n.scope"
+    bundle(["sleep", "100"], **{"linux.cgroupsPath": "zt-test.slice:zoned:sd1"})
+    p = cli("--systemd-cgroup", "create", "--bundle", str(bundle.path), "sd1", files=True)
+    assert p.returncode == 0, p.stderr
+    pid = json.loads(cli("state", "sd1").stdout)["pid"]
+    procs = open("/sys/fs/cgroup/memory/zt.slice/zt-test.slice/zoned-sd1.scope/cgroup.procs").read()
+    assert str(pid) in procs.split()
+    cli("delete", "-f", "sd1", check=True)
+    assert not os.path.exists("/sys/fs/cgroup/memory/zt.slice/zt-test.slice/zoned-sd1.scope")
+    from zoned.cgroups import remove_if_empty
+
+    remove_if_empty("/zt.slice/zt-test.slice")
+    remove_if_empty("/zt.slice")

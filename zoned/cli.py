@@ -741,6 +741,11 @@ def cmd_create(args) -> int:
         raise ConfigError(f"config.json in {bundle!r} is not valid JSON: {e}") from None
     _interruptible()
     rt = _runtime(args)
+    if args.systemd_cgroup:
+        from zoned.runtime import systemd_cgroups_path
+
+        linux = cfg.setdefault("linux", {})
+        linux["cgroupsPath"] = systemd_cgroups_path(linux.get("cgroupsPath", ""), args.id)
     if (cfg.get("process") or {}).get("terminal") and not args.console_socket:
         raise ConfigError("process.terminal is set: --console-socket is required")
     started = rt.create(args.id, cfg, bundle=bundle, pid_file=args.pid_file,

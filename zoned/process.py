@@ -42,7 +42,7 @@ class Plan:
 
     __slots__ = ("cfg", "sock", "rootfs", "upper", "work", "stdio", "fifo_fd", "join_fds",
                  "bpf", "seccomp_flags", "hierarchies", "wait_namespaces", "keep_pdeathsig",
-                 "preserve_fds", "no_pivot", "pid_join", "cgroup_path")
+                 "preserve_fds", "no_pivot", "pid_join", "cgroup_path", "idmap_fds")
 
     def __init__(self, cfg: dict, sock: socket.socket, *,
                  rootfs: str | None = None,           # None: exec into an existing container
@@ -53,7 +53,7 @@ class Plan:
                  bpf: bytes = b"", seccomp_flags: int = 0, hierarchies: list | None = None,
                  wait_namespaces: bool = False, keep_pdeathsig: bool = False,
                  preserve_fds: int = 0, no_pivot: bool = False, pid_join: str | None = None,
-                 cgroup_path: str | None = None):
+                 cgroup_path: str | None = None, idmap_fds: dict[int, int] | None = None):
         self.cfg, self.sock, self.rootfs, self.upper, self.work = cfg, sock, rootfs, upper, work
         self.stdio, self.fifo_fd, self.join_fds = stdio, fifo_fd, join_fds or {}
         self.bpf, self.seccomp_flags, self.hierarchies = bpf, seccomp_flags, hierarchies or []
@@ -62,6 +62,7 @@ class Plan:
         self.no_pivot = no_pivot
         self.pid_join = pid_join          # a pid namespace to join (user namespace path)
         self.cgroup_path = cgroup_path    # for bind-mounting v1 cgroups in a user namespace
+        self.idmap_fds = idmap_fds or {}  # mounts[i] -> user namespace fd with its maps
 
 
 def sync_pair() -> tuple[socket.socket, socket.socket]:
@@ -272,7 +273,8 @@ def _child(plan: Plan) -> None:
             if fd != target:
                 os.dup2(fd, target)
     preserved = set(range(3, 3 + plan.preserve_fds))
-    keep = {0, 1, 2, plan.sock.fileno(), *plan.join_fds.values(), *preserved}
+    keep = {0, 1, 2, plan.sock.fileno(), *plan.join_fds.values(), *preserved,
+            *plan.idmap_fds.values()}
     if plan.fifo_fd is not None:
         keep.add(plan.fifo_fd)
     _close_fds_except(keep)
@@ -335,7 +337,8 @@ def _child(plan: Plan) -> None:
         from zoned.rootfs import Rootfs, secure_join
 
         fs = Rootfs(cfg, plan.rootfs, upper=plan.upper, work=plan.work,
-                    cgroup_hierarchies=plan.hierarchies, cgroup_path=plan.cgroup_path)
+                    cgroup_hierarchies=plan.hierarchies, cgroup_path=plan.cgroup_path,
+                    idmap_fds=plan.idmap_fds)
         fs.prepare(joined_cgroup)
         if cfg_hooks.get("createContainer"):  # container namespaces, before pivot_root
             hooks.run(cfg_hooks, "createContainer", cgroup_joined[0])

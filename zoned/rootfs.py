@@ -110,13 +110,14 @@ class Rootfs:
 
     def __init__(self, cfg: dict, path: str, *, upper: str | None = None,
                  work: str | None = None, cgroup_hierarchies: list | None = None,
-                 cgroup_path: str | None = None):
+                 cgroup_path: str | None = None, idmap_fds: dict[int, int] | None = None):
         self.cfg = cfg
         self.path = path
         self.upper, self.work = upper, work
         self.hierarchies = cgroup_hierarchies or []
         self.linux = cfg.get("linux") or {}
         self.cgroup_path = cgroup_path
+        self.idmap_fds = idmap_fds or {}
         # In a user namespace device nodes cannot be made and v1 cgroupfs cannot be
         # mounted: both are bind-mounted from the host instead (as runc does).
         types = {n.get("type") for n in self.linux.get("namespaces", [])}
@@ -139,16 +140,16 @@ class Rootfs:
         else:
             sc.mount(self.path, self.path, None, sc.MS_BIND | sc.MS_REC)
         waiting = True
-        for m in self.cfg.get("mounts") or []:
+        for i, m in enumerate(self.cfg.get("mounts") or []):
             if waiting and m.get("type") == "cgroup":
                 cgroup_ready()
                 waiting = False
-            self.mount(m)
+            self.mount(m, self.idmap_fds.get(i))
         self.make_devices()
         if waiting:
             cgroup_ready()
 
-    def mount(self, m: dict) -> None:
+    def mount(self, m: dict, idmap_fd: int | None = None) -> None:
         dest = m["destination"]
         kind = m.get("type") or ("bind" if "bind" in (m.get("options") or []) or
                                  "rbind" in (m.get("options") or []) else None)
@@ -163,7 +164,11 @@ class Rootfs:
             except FileNotFoundError:
                 raise ConfigError(f"mount source {src!r} for {dest} does not exist") from None
             _make_target(target, not stat.S_ISDIR(st.st_mode))
-            sc.mount(src, target, None, sc.MS_BIND | (flags & sc.MS_REC))
+            if idmap_fd is not None:
+                self._idmapped_bind(src, target, idmap_fd, bool(flags & sc.MS_REC),
+                                    "ridmap" in (m.get("options") or []))
+            else:
+                sc.mount(src, target, None, sc.MS_BIND | (flags & sc.MS_REC))
             rest = flags & ~(sc.MS_BIND | sc.MS_REC | sc.MS_REMOUNT)
             if rest:
                 sc.mount(None, target, None, sc.MS_BIND | sc.MS_REMOUNT | rest)
@@ -232,6 +237,20 @@ class Rootfs:
                 os.symlink(src, dev + link[4:])
             except FileExistsError:
                 pass
+
+    @staticmethod
+    def _idmapped_bind(src: str, target: str, userns_fd: int, rec: bool, ridmap: bool) -> None:
+        """An idmapped bind mount: clone the source tree detached, give it the mapping of
+        `userns_fd` (mount_setattr MOUNT_ATTR_IDMAP), attach it at target."""
+        tree = sc.open_tree(src, sc.OPEN_TREE_CLONE | sc.OPEN_TREE_CLOEXEC |
+                            (sc.AT_RECURSIVE if rec else 0))
+        try:
+            sc.mount_setattr("", attr_set=sc.MOUNT_ATTR_IDMAP, dirfd=tree,
+                             flags=sc.AT_EMPTY_PATH | (sc.AT_RECURSIVE if ridmap else 0),
+                             userns_fd=userns_fd)
+            sc.move_mount(tree, target)
+        finally:
+            os.close(tree)
 
     @staticmethod
     def _bind_device(host_path: str, target: str) -> None:

@@ -27,6 +27,29 @@ def cgroup_parent() -> str:
     return "/" + os.environ.get("ZONED_CGROUP_PARENT", "/zoned").strip("/")
 
 
+def systemd_cgroups_path(path: str, cid: str) -> str:
+    """runc --systemd-cgroup's "slice:prefix:name" as the cgroupfs path systemd would use
+    ("machine.slice:libpod:ID" -> /machine.slice/libpod-ID.scope). zoned does not talk to
+    systemd; it places the cgroup where systemd would, so the tree looks the same."""
+    from zoned.errors import ConfigError
+
+    parts = (path or f"system.slice:zoned:{cid}").split(":")
+    if len(parts) != 3:
+        raise ConfigError(f"cgroupsPath {path!r}: expected slice:prefix:name with "
+                          "--systemd-cgroup")
+    slice_, prefix, name = parts
+    slice_ = slice_ or "system.slice"
+    out = ""
+    if slice_ != "-.slice":
+        if not slice_.endswith(".slice"):
+            raise ConfigError(f"cgroupsPath {path!r}: {slice_!r} is not a .slice")
+        words = slice_[:-len(".slice")].split("-")
+        out = "".join("/" + "-".join(words[:i + 1]) + ".slice" for i in range(len(words)))
+    unit = name if name.endswith(".slice") else f"{prefix}-{name}.scope" if prefix else \
+        f"{name}.scope"
+    return f"{out}/{unit}"
+
+
 def default_cgroups_path(cid: str) -> str:
     return f"{cgroup_parent()}/{cid}"
 
@@ -227,6 +250,8 @@ class Runtime:
                 fifo_fd = os.open(fifo, os.O_PATH | os.O_CLOEXEC)
 
             namespaces = {n["type"]: n.get("path") for n in linux.get("namespaces", [])}
+            idmap_fds = {i: idmap_userns(m) for i, m in enumerate(cfg.get("mounts") or [])
+                         if m.get("uidMappings") or m.get("gidMappings")}
             join_fds = {}
             for t, p in namespaces.items():
                 if p and t != "pid":
@@ -241,13 +266,13 @@ class Runtime:
                         bpf=bpf, seccomp_flags=seccomp_flags, hierarchies=hierarchies(),
                         wait_namespaces=on_namespaces is not None,
                         keep_pdeathsig=keep_pdeathsig, preserve_fds=preserve_fds,
-                        no_pivot=no_pivot, cgroup_path=cg_path)
+                        no_pivot=no_pivot, cgroup_path=cg_path, idmap_fds=idmap_fds)
             if "user" in namespaces:
                 pid = _fork_userns(plan, chan, linux, child_sock)
             else:
                 pid = self._fork(plan, namespaces)
             child_sock.close()
-            for fd in join_fds.values():
+            for fd in [*join_fds.values(), *idmap_fds.values()]:
                 os.close(fd)
             if fifo_fd is not None:
                 os.close(fifo_fd)
@@ -559,6 +584,32 @@ def _write_maps(pid: int, linux: dict) -> None:
                 f.write(text)
         except OSError as e:
             raise ConfigError(f"linux.{key}: writing {name} failed: {e.strerror}") from None
+
+
+def idmap_userns(mount: dict) -> int:
+    """An fd of a user namespace holding an idmapped mount's uid/gid maps: a short-lived
+    process makes the namespace, we map it and keep only the namespace."""
+    r, w = os.pipe()
+    child = os.fork()
+    if child == 0:  # pragma: no cover - tiny helper process
+        try:
+            os.close(w)
+            sc.unshare(sc.CLONE_NEWUSER)
+            os.read(r, 1)  # wait until the parent has what it needs
+        finally:
+            os._exit(0)
+    os.close(r)
+    try:
+        for _ in range(2000):  # the namespace exists once /proc says so
+            if os.readlink(f"/proc/{child}/ns/user") != os.readlink("/proc/self/ns/user"):
+                break
+            time.sleep(0.0005)
+        _write_maps(child, {"uidMappings": mount.get("uidMappings"),
+                            "gidMappings": mount.get("gidMappings")})
+        return os.open(f"/proc/{child}/ns/user", os.O_RDONLY | os.O_CLOEXEC)
+    finally:
+        os.close(w)
+        os.waitpid(child, 0)
 
 
 def _fork_userns(plan: Plan, chan: Channel, linux: dict, child_sock) -> int:

@@ -91,9 +91,28 @@ def umount2(target: str, flags: int = 0) -> None:
 
 
 def mount_setattr(path: str, attr_set: int = 0, attr_clr: int = 0, propagation: int = 0,
-                  flags: int = AT_RECURSIVE, dirfd: int = AT_FDCWD) -> None:
-    _check(lib.z_mount_setattr(dirfd, _b(path), flags, attr_set, attr_clr, propagation),
-           "mount_setattr", path)
+                  flags: int = AT_RECURSIVE, dirfd: int = AT_FDCWD,
+                  userns_fd: int = -1) -> None:
+    _check(lib.z_mount_setattr(dirfd, _b(path), flags, attr_set, attr_clr, propagation,
+                               userns_fd), "mount_setattr", path)
+
+
+OPEN_TREE_CLONE = 1
+OPEN_TREE_CLOEXEC = 0o2000000
+AT_EMPTY_PATH = 0x1000
+MOVE_MOUNT_F_EMPTY_PATH = 0x00000004
+MOUNT_ATTR_IDMAP = 0x00100000
+
+
+def open_tree(path: str, flags: int = OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC,
+              dirfd: int = AT_FDCWD) -> int:
+    return _check(lib.z_open_tree(dirfd, _b(path), flags), "open_tree", path)
+
+
+def move_mount(from_fd: int, to_path: str) -> None:
+    """Attach a detached mount (an open_tree fd) at to_path."""
+    _check(lib.z_move_mount(from_fd, b"", AT_FDCWD, _b(to_path), MOVE_MOUNT_F_EMPTY_PATH),
+           "move_mount", to_path)
 
 
 def sethostname(name: str) -> None:
