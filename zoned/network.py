@@ -1,12 +1,538 @@
-"""Container networking (placeholder until the network layer lands)."""
+"""Container networking: veth pairs on a bridge (or routed), NAT, published ports, IPAM,
+/etc/hosts and /etc/resolv.conf. Xen's VIF modes for zones.
+
+The runtime drives one NetworkSetup per container (see Runtime.create):
+  prepare(state_dir, cfg)  before fork: ensure the networks, take leases, publish ports,
+                           write hosts/resolv.conf/hostname and bind them into the config
+  describe()               what state.json keeps (and release() and gc() work from)
+  attach(pid)              the container's namespaces exist and its init waits: make the
+                           veths (peer created inside the container), address and route
+  release()                on a failed create: undo whatever was done
+Module functions: release(root, cid, described) on removal (idempotent), gc(root, ...)
+for leftovers, counters(...) for `zoned stats`.
+
+What is plugged into a network is independent of the rest: Netlink.plug(host_if, net, ip)
+attaches any host-side interface (a veth here, a VM's tap later) to a network; the lease,
+the rules and the name entries do not care which.
+
+This module is cheap to import; pyroute2 is imported only when links are touched.
+"""
 from __future__ import annotations
 
-from zoned.errors import ZonedError
+import fcntl
+import hashlib
+import os
+import re
+
+from zoned.errors import ConfigError, NotFound, ZonedError
+
+_PORT_RE = re.compile(r"^(?:(\d{1,3}(?:\.\d{1,3}){3}):)?(\d{1,5}):(\d{1,5})(?:/(tcp|udp))?$")
+_MAC_RE = re.compile(r"^[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}$")
 
 
-def setup(root: str, cid: str, opts):
-    raise ZonedError(f"--network {','.join(opts.network)}: networking is not available yet")
+def setup(root: str, cid: str, opts) -> "NetworkSetup":
+    return NetworkSetup(root, cid, opts)
 
 
-def release(root: str, cid: str, described: dict) -> None:
-    return None
+def host_ifname(root: str, cid: str, index: int) -> str:
+    """The host end of a container's veth: unique on the host, <= 15 characters."""
+    h = hashlib.sha1(f"{os.path.realpath(root)}\0{cid}".encode()).hexdigest()[:10]
+    return f"zv{h}{index}"
+
+
+def owner_alias(root: str, cid: str) -> str:
+    return f"zoned:{cid}@{os.path.realpath(root)}"
+
+
+def parse_publish(value: str) -> dict:
+    m = _PORT_RE.match(value.strip())
+    if not m:
+        raise ConfigError(f"invalid -p {value!r}: expected [HOSTIP:]HOSTPORT:CTRPORT[/tcp|udp]")
+    host_ip, hp, cp, proto = m.groups()
+    hp, cp = int(hp), int(cp)
+    if not (0 < hp < 65536 and 0 < cp < 65536):
+        raise ConfigError(f"invalid -p {value!r}: ports are 1..65535")
+    p = {"proto": proto or "tcp", "host_port": hp, "port": cp}
+    if host_ip:
+        p["host_ip"] = host_ip
+    return p
+
+
+def _mac_for(ip: str) -> str:
+    """A locally administered unicast MAC derived from the address (as docker does): the
+    same address always gets the same MAC, so neighbours' ARP caches stay right."""
+    return "02:7a:" + ":".join(f"{int(o):02x}" for o in ip.split("."))
+
+
+class NetworkSetup:
+    def __init__(self, root: str, cid: str, opts):
+        self.root, self.cid = root, cid
+        nets = list(opts.network)
+        special = [n for n in nets if n in ("none", "host") or n.startswith("container:")]
+        if special and len(nets) > 1:
+            raise ConfigError(f"--network {special[0]} cannot be combined with other networks")
+        self.container = None
+        if nets[0].startswith("container:"):
+            self.container = nets[0].split(":", 1)[1]
+            if not self.container:
+                raise ConfigError("--network container:NAME needs a container name")
+            if opts.ip or opts.mac or opts.publish:
+                raise ConfigError("--ip, --mac and -p cannot be used with "
+                                  "--network container:NAME (it shares that network)")
+            self.nets = []
+        else:
+            from zoned import netconf
+
+            if len(set(nets)) != len(nets):
+                raise ConfigError("the same --network is given twice")
+            for n in nets:
+                netconf.check_name(n)
+            self.nets = [netconf.get(root, n) for n in nets]
+        if opts.mac and not _MAC_RE.match(opts.mac):
+            raise ConfigError(f"invalid --mac {opts.mac!r}: expected six hex octets")
+        if opts.mac and int(opts.mac[:2], 16) & 1:
+            raise ConfigError(f"invalid --mac {opts.mac!r}: a multicast address")
+        self.static_ip, self.mac = opts.ip, (opts.mac.lower() if opts.mac else None)
+        self.ports = [parse_publish(p) for p in opts.publish]
+        seen = set()
+        for p in self.ports:
+            if (p["proto"], p["host_port"]) in seen:
+                raise ConfigError(f"host port {p['host_port']}/{p['proto']} is published "
+                                  "twice")
+            seen.add((p["proto"], p["host_port"]))
+        self.dns = list(opts.dns)
+        self.add_hosts = []
+        for item in opts.add_host:
+            name, sep, ip = item.partition(":")
+            if not sep or not name or not ip:
+                raise ConfigError(f"invalid --add-host {item!r}: expected name:ip")
+            self.add_hosts.append((ip, name))
+        self.hostname = opts.hostname or opts.name or cid
+        self.links: list[dict] = []
+        self.files: dict = {}
+        self.joined_pid = None
+
+    # -- before fork ---------------------------------------------------------------------
+    def prepare(self, state_dir: str, cfg: dict) -> None:
+        self.hostname = cfg.get("hostname") or self.hostname
+        if self.container is not None:
+            return self._prepare_join(state_dir, cfg)
+        from zoned import netconf
+        from zoned.ipam import Leases
+
+        state_dir = os.path.abspath(state_dir)  # other zoned processes update these files
+        hosts = os.path.join(state_dir, "hosts")
+        _write(hosts, _hosts_base(self.add_hosts))
+        names = [self.hostname] + ([self.cid] if self.cid != self.hostname else [])
+        for i, net in enumerate(self.nets):
+            netconf.ensure(self.root, net)
+            leases = Leases(netconf.netdir(self.root), net)
+            host_if = host_ifname(self.root, self.cid, i)
+            with leases.lock():
+                if not os.path.exists(netconf.def_path(self.root, net["name"])):
+                    raise ZonedError(f"network {net['name']!r} was removed")
+                data = leases.load()
+                ip = leases.allocate(data, self.cid, {"names": names, "hosts": hosts,
+                                                      "host_if": host_if},
+                                     static=self.static_ip if i == 0 else None)
+                leases.save(data)
+                self.links.append({
+                    "network": net["name"], "mode": net["mode"], "bridge": net.get("bridge"),
+                    "ifname": f"eth{i}", "host_if": host_if, "ip": ip,
+                    "prefixlen": net["prefixlen"], "gateway": net["gateway"],
+                    "mac": (self.mac if i == 0 and self.mac else _mac_for(ip)),
+                    "internal": net.get("internal", False), "mtu": net.get("mtu")})
+                _sync_hosts(net["name"], data)
+        first_out = next((ln for ln in self.links if not ln["internal"]), None)
+        for ln in self.links:
+            ln["default_route"] = ln is first_out
+        if self.ports:
+            self._publish()
+        resolv = os.path.join(state_dir, "resolv.conf")
+        _write(resolv, _resolv_conf(self.dns))
+        hostname = os.path.join(state_dir, "hostname")
+        _write(hostname, self.hostname + "\n")
+        self.files = {"hosts": hosts, "resolv.conf": resolv, "hostname": hostname}
+        _bind_files(cfg, self.files)
+
+    def _publish(self) -> None:
+        from zoned import nft
+
+        link = self.links[0]
+        ports = [dict(p, ip=link["ip"]) for p in self.ports]
+        net = self.nets[0]
+        with nft.registry_lock():
+            frags = nft.fragments()
+            nft.check_ports(frags, net["key"], self.cid, ports)
+            frag = next((f for f in frags if f["key"] == net["key"]), None)
+            if frag is None:
+                raise ZonedError(f"network {net['name']!r} has no rules (run `zoned gc`)")
+            frag.setdefault("ports", {})[self.cid] = ports
+            nft.put(frag)
+            try:
+                nft.apply(frags)
+            except BaseException:
+                frag["ports"].pop(self.cid, None)
+                nft.put(frag)
+                raise
+        self.published = ports
+
+    def _prepare_join(self, state_dir: str, cfg: dict) -> None:
+        from zoned.runtime import Runtime
+
+        rt = Runtime(self.root)
+        try:
+            st = rt.state(self.container)
+        except NotFound:
+            raise ConfigError(f"--network container:{self.container}: no such container") \
+                from None
+        if st["status"] not in ("created", "running", "paused") or not st.get("pid"):
+            raise ConfigError(f"--network container:{self.container}: it is {st['status']}")
+        pid = st["pid"]
+        linux = cfg.setdefault("linux", {})
+        nss = linux.setdefault("namespaces", [])
+        for ns in nss:
+            if ns["type"] == "network":
+                ns["path"] = f"/proc/{pid}/ns/net"
+                break
+        else:
+            nss.append({"type": "network", "path": f"/proc/{pid}/ns/net"})
+        self.joined_pid = pid
+        other = rt.store.dir(self.container)
+        files = {}
+        for name in ("hosts", "resolv.conf"):
+            path = os.path.join(other, name)
+            if os.path.exists(path):
+                files[name] = path
+        hostname = os.path.join(state_dir, "hostname")
+        _write(hostname, self.hostname + "\n")
+        files["hostname"] = hostname
+        self.files = files
+        _bind_files(cfg, files)
+
+    def describe(self) -> dict:
+        if self.container is not None:
+            return {"mode": "container", "container": self.container,
+                    "pid": self.joined_pid, "files": self.files}
+        d = {"mode": "veth", "root": os.path.realpath(self.root), "networks": self.links,
+             "files": self.files}
+        if getattr(self, "published", None):
+            d["ports"] = self.published
+            d["ports_network"] = self.nets[0]["key"]
+        return d
+
+    # -- the container's namespaces exist -----------------------------------------------
+    def attach(self, pid: int) -> None:
+        if not self.links:
+            return
+        from zoned.netlink import Netlink
+
+        nsfd = os.open(f"/proc/{pid}/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            with Netlink() as nl:
+                nipr = nl.in_netns(nsfd)
+                alias = owner_alias(self.root, self.cid)
+                net_by_name = {n["name"]: n for n in self.nets}
+                for ln in self.links:
+                    nl.create_veth(ln["host_if"], ln["ifname"], nsfd, mac=ln["mac"],
+                                   alias=alias, mtu=ln.get("mtu"))
+                    nl.plug(ln["host_if"], net_by_name[ln["network"]], ln["ip"])
+                    nl.configure(nipr, ln["ifname"], ln["ip"], ln["prefixlen"],
+                                 ln["gateway"], ln["default_route"])
+        finally:
+            os.close(nsfd)
+        from zoned.runtime import _fault_injection
+
+        _fault_injection("ZONED_TEST_PAUSE_ATTACH")
+
+    def release(self) -> None:
+        release(self.root, self.cid, self.describe(), partial=True)
+
+
+# -- files -------------------------------------------------------------------------------------
+def _write(path: str, text: str) -> None:
+    with open(path, "w") as f:
+        f.write(text)
+    os.chmod(path, 0o644)
+
+
+def _bind_files(cfg: dict, files: dict) -> None:
+    mounts = cfg.setdefault("mounts", [])
+    for name, src in files.items():
+        mounts.append({"destination": f"/etc/{name}", "type": "bind", "source": src,
+                       "options": ["bind", "ro"]})
+
+
+def _hosts_base(add_hosts: list[tuple[str, str]]) -> str:
+    lines = ["127.0.0.1\tlocalhost", "::1\tlocalhost ip6-localhost ip6-loopback"]
+    lines += [f"{ip}\t{name}" for ip, name in add_hosts]
+    return "\n".join(lines) + "\n"
+
+
+def _resolv_conf(dns: list[str]) -> str:
+    """--dns servers, else the host's (without loopback ones, which a container cannot
+    reach), keeping its search and options lines."""
+    keep, servers = [], []
+    try:
+        with open("/etc/resolv.conf") as f:
+            for line in f:
+                w = line.split()
+                if not w or w[0].startswith(("#", ";")):
+                    continue
+                if w[0] == "nameserver" and len(w) > 1:
+                    if not (w[1].startswith("127.") or w[1] == "::1"):
+                        servers.append(w[1])
+                elif w[0] in ("search", "domain", "options"):
+                    keep.append(line.strip())
+    except OSError:
+        pass
+    if dns:
+        servers = list(dns)
+    return "".join(f"nameserver {s}\n" for s in servers) + "".join(k + "\n" for k in keep)
+
+
+_SECTION = "# zoned network "
+
+
+def _set_section(path: str, netname: str, lines: list[str]) -> None:
+    """Replace network `netname`'s block in a container's hosts file, in place (the file is
+    bind-mounted into the container: a rename would not be seen there)."""
+    lock = path + ".lock"
+    try:
+        lfd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    except FileNotFoundError:
+        return  # the container's directory is gone
+    try:
+        fcntl.flock(lfd, fcntl.LOCK_EX)
+        try:
+            f = open(path, "r+")
+        except FileNotFoundError:
+            return
+        with f:
+            out, skip = [], False
+            for line in f.read().splitlines():
+                if line.startswith(_SECTION):
+                    skip = line[len(_SECTION):].strip() == netname
+                    if skip:
+                        continue
+                if not skip:
+                    out.append(line)
+            if lines:
+                out.append(_SECTION + netname)
+                out += lines
+            f.seek(0)
+            f.write("\n".join(out) + "\n")
+            f.truncate()
+    finally:
+        os.close(lfd)
+
+
+def _sync_hosts(netname: str, data: dict) -> None:
+    """Every member of a network resolves every other by name: rewrite the network's
+    block in each member's hosts file (called with the network's lock held)."""
+    lines = []
+    for ip, rec in sorted(data["leases"].items(),
+                          key=lambda kv: tuple(int(o) for o in kv[0].split("."))):
+        lines.append(f"{ip}\t" + " ".join(rec.get("names") or [rec.get("cid", "")]))
+    for rec in data["leases"].values():
+        if rec.get("hosts"):
+            _set_section(rec["hosts"], netname, lines)
+
+
+# -- removal and gc ------------------------------------------------------------------------
+def release(root: str, cid: str, described: dict, *, partial: bool = False) -> None:
+    """Remove what a container's networking owns: its host veths, published ports and
+    leases. Idempotent, and safe on a half-done set-up."""
+    if not described or described.get("mode") == "container":
+        return
+    alias = owner_alias(root, cid)
+    links = described.get("networks") or []
+    present = [ln["host_if"] for ln in links
+               if os.path.exists(f"/sys/class/net/{ln['host_if']}")]
+    if present:
+        from zoned.netlink import Netlink
+
+        with Netlink() as nl:
+            for name in present:
+                nl.delete_link(name, alias)
+    if described.get("ports") or partial:
+        _unpublish(root, cid, [ln["network"] for ln in links][:1] or None,
+                   described.get("ports_network"))
+    from zoned import netconf
+
+    for ln in links:
+        try:
+            net = netconf.load(root, ln["network"])
+        except NotFound:
+            continue
+        _release_lease(root, net, cid)
+
+
+def _unpublish(root: str, cid: str, netnames, key: str | None) -> None:
+    from zoned import nft
+
+    if key is None:
+        if not netnames:
+            return
+        from zoned import netconf
+
+        try:
+            key = netconf.load(root, netnames[0])["key"]
+        except NotFound:
+            return
+    path = nft.fragment_path(key)
+    if not os.path.exists(path):
+        return
+    with nft.registry_lock():
+        frags = nft.fragments()
+        frag = next((f for f in frags if f["key"] == key), None)
+        if frag is None or cid not in (frag.get("ports") or {}):
+            return
+        if frag.get("root") != os.path.realpath(root):
+            return
+        del frag["ports"][cid]
+        nft.put(frag)
+        nft.apply(frags)
+
+
+def _release_lease(root: str, net: dict, cid: str) -> list[str]:
+    from zoned import netconf
+    from zoned.ipam import Leases
+
+    leases = Leases(netconf.netdir(root), net)
+    if not os.path.exists(leases.path):
+        return []
+    with leases.lock():
+        data = leases.load()
+        gone = Leases.release(data, cid)
+        if gone:
+            leases.save(data)
+            _sync_hosts(net["name"], data)
+    return gone
+
+
+def gc(root: str, live_ids, *, dry_run: bool = False):
+    """Remove what no container owns any more: leases and published ports of containers
+    that are gone, their host veths, and the bridges and rules of networks (or whole state
+    roots) that are gone. Yields one line per thing. Re-applies the rules if any exist."""
+    from zoned import netconf
+
+    real = os.path.realpath(root)
+    if os.path.isdir(netconf.netdir(root)):
+        with netconf.root_lock(root):  # a network being created has no settings file yet
+            yield from _gc(root, real, set(live_ids), dry_run)
+    else:
+        yield from _gc(root, real, set(live_ids), dry_run)
+
+
+def _gc(root: str, real: str, live: set, dry_run: bool):
+    from zoned import netconf, nft
+    from zoned.ipam import Leases
+    from zoned.netlink import links_with_alias
+
+    def alive(cid: str) -> bool:
+        return cid in live or os.path.isdir(os.path.join(root, cid))
+
+    # leases
+    for net in netconf.list_networks(root):
+        leases = Leases(netconf.netdir(root), net)
+        if not os.path.exists(leases.path):
+            continue
+        with leases.lock():
+            data = leases.load()
+            dead = [(ip, rec.get("cid")) for ip, rec in data["leases"].items()
+                    if not alive(rec.get("cid") or "")]
+            for ip, cid in dead:
+                yield f"lease {ip} on network {net['name']}: container {cid} is gone"
+                if not dry_run:
+                    del data["leases"][ip]
+            if dead and not dry_run:
+                leases.save(data)
+                _sync_hosts(net["name"], data)
+    # links: veths of dead containers, bridges of removed networks (or roots)
+    doomed = []
+    for ifname, alias in links_with_alias("zoned").items():
+        owner, _, oroot = alias.partition("@")
+        kind, _, name = owner.partition(":")
+        if kind == "zoned" and ((oroot == real and not alive(name))
+                                or not os.path.isdir(oroot)):
+            doomed.append((ifname, alias, f"veth {ifname}: container {name} is gone"))
+        elif kind == "zoned-net" and ((oroot == real and not os.path.exists(
+                netconf.def_path(root, name))) or not os.path.isdir(oroot)):
+            doomed.append((ifname, alias, f"bridge {ifname}: network {name} is gone"))
+    if doomed:
+        for _, _, line in doomed:
+            yield line
+        if not dry_run:
+            from zoned.netlink import Netlink
+
+            with Netlink() as nl:
+                for ifname, alias, _ in doomed:
+                    nl.delete_link(ifname, alias)
+    # rules
+    try:
+        has_registry = any(n.endswith(".json") for n in os.listdir(nft.REGISTRY))
+    except FileNotFoundError:
+        has_registry = False
+    if not has_registry:
+        return
+    with nft.registry_lock():
+        frags = nft.fragments()
+        keep, changed = [], False
+        for f in frags:
+            froot = f.get("root") or ""
+            if not os.path.isdir(froot) or (
+                    froot == real and not os.path.exists(netconf.def_path(root, f["name"]))):
+                yield f"rules of network {f['name']} ({froot}): the network is gone"
+                changed = True
+                if not dry_run:
+                    nft.remove(f["key"])
+                continue
+            if froot == real:
+                for cid in list(f.get("ports") or {}):
+                    if not alive(cid):
+                        yield f"published ports of container {cid}: it is gone"
+                        changed = True
+                        del f["ports"][cid]
+                        if not dry_run:
+                            nft.put(f)
+            keep.append(f)
+        if not dry_run and (changed or keep and not nft.table_exists()):
+            nft.apply(keep)
+
+
+def counters(root: str, described: dict | None) -> dict | None:
+    """rx/tx bytes and packets as the container sees them (the host end's counters
+    swapped: what the host receives, the container sent)."""
+    if not described:
+        return None
+    if described.get("mode") == "container":
+        from zoned.runtime import Runtime
+
+        try:
+            st = Runtime(root).store.read_state(described["container"])
+        except NotFound:
+            return None
+        return counters(root, (st.get("zoned") or {}).get("network"))
+    total = {"rx_bytes": 0, "tx_bytes": 0, "rx_packets": 0, "tx_packets": 0}
+    found = False
+    for ln in described.get("networks") or []:
+        base = f"/sys/class/net/{ln['host_if']}/statistics/"
+        try:
+            for ours, theirs in (("rx_bytes", "tx_bytes"), ("tx_bytes", "rx_bytes"),
+                                 ("rx_packets", "tx_packets"), ("tx_packets", "rx_packets")):
+                with open(base + theirs) as f:
+                    total[ours] += int(f.read())
+            found = True
+        except OSError:
+            continue
+    return total if found else None
+
+
+def addresses(described: dict | None) -> list[dict]:
+    """[{network, ifname, ip, prefixlen, gateway, mac}] for `zoned inspect`."""
+    if not described:
+        return []
+    return [{k: ln.get(k) for k in ("network", "ifname", "ip", "prefixlen", "gateway",
+                                     "mac", "host_if")}
+            for ln in described.get("networks") or []]

@@ -1,0 +1,292 @@
+"""Networks: their settings on disk, their bridge and their share of the nftables rules.
+
+A network is <root>/.networks/<name>.json (see zoned.ipam for the rest of that dir). Its
+kernel objects (the bridge, unless routed; the rules, via the host-wide registry in
+zoned.nft) exist as long as the network does, and are re-made by the next container that
+uses it if someone deleted them. The default network `zoned0` (bridge + NAT) is created on
+first use.
+
+Names on the host (interface names are host-wide and at most 15 characters, while every
+state root has its own networks):
+  bridge   the default root: `zoned0` for zoned0, `zbr-NAME` for others; any other root:
+           `zb<hash of root>-NAME`, hashed further when too long; or --bridge
+  alias    every link zoned makes carries an alias naming its owner (the bridge
+           "zoned-net:NAME@ROOT", a container's veth "zoned:CID@ROOT"), which is how
+           release and gc recognise their own
+"""
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+import os
+import re
+import time
+
+from zoned.errors import ConfigError, NotFound, ZonedError
+from zoned.ipam import Leases, host_routes, locked, overlaps, read_json, remove_dir_if_idle
+
+DEFAULT_NETWORK = "zoned0"
+MODES = ("nat", "bridge", "routed")
+DEFAULT_POOL = "10.88.0.0/16"   # carved into /24s; ZONED_SUBNET_POOL overrides
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+_IFNAME_RE = re.compile(r"^[A-Za-z0-9_.-]{1,15}$")
+
+
+def netdir(root: str) -> str:
+    return os.path.join(root, ".networks")
+
+
+def def_path(root: str, name: str) -> str:
+    return os.path.join(netdir(root), f"{name}.json")
+
+
+def root_lock(root: str):
+    """Held while networks of this root are created or removed."""
+    return locked(os.path.join(netdir(root), ".lock"))
+
+
+def bridge_alias(root: str, name: str) -> str:
+    return f"zoned-net:{name}@{os.path.realpath(root)}"
+
+
+def check_name(name: str) -> str:
+    if name in ("none", "host") or not _NAME_RE.match(name or ""):
+        raise ConfigError(f"invalid network name {name!r}: use letters, digits and _.- "
+                          "(at most 64, starting with a letter or digit; not none or host)")
+    return name
+
+
+def _h(text: str, n: int) -> str:
+    return hashlib.sha1(text.encode()).hexdigest()[:n]
+
+
+def default_bridge(root: str, name: str) -> str:
+    from zoned.state import DEFAULT_ROOT
+
+    real = os.path.realpath(root)
+    if real == DEFAULT_ROOT:
+        cand = name if name == DEFAULT_NETWORK else f"zbr-{name}"
+        return cand if len(cand) <= 15 else f"zbr-{_h(name, 11)}"
+    cand = f"zb{_h(real, 4)}-{name}"
+    return cand if len(cand) <= 15 else f"zb{_h(real + chr(0) + name, 13)}"
+
+
+def load(root: str, name: str) -> dict:
+    net = read_json(def_path(root, name), None)
+    if net is None:
+        raise NotFound(f"network {name!r} does not exist (create it with "
+                       f"`zoned network create {name}`)")
+    return net
+
+
+def names(root: str) -> list[str]:
+    try:
+        return sorted(n[:-5] for n in os.listdir(netdir(root))
+                      if n.endswith(".json") and not n.endswith(".leases.json")
+                      and not n.startswith("."))
+    except FileNotFoundError:
+        return []
+
+
+def list_networks(root: str) -> list[dict]:
+    out = []
+    for n in names(root):
+        try:
+            out.append(load(root, n))
+        except NotFound:
+            pass
+    return out
+
+
+def get(root: str, name: str) -> dict:
+    """The network `name`; the default network is created on first use."""
+    try:
+        return load(root, name)
+    except NotFound:
+        if name != DEFAULT_NETWORK:
+            raise
+    try:
+        return create(root, DEFAULT_NETWORK)
+    except ConfigError as e:
+        if "already exists" in str(e):  # someone else made it just now
+            return load(root, name)
+        raise
+
+
+def fragment_of(net: dict) -> dict:
+    return {"key": net["key"], "root": net["root"], "name": net["name"], "mode": net["mode"],
+            "subnet": net["subnet"], "gateway": net["gateway"], "bridge": net.get("bridge"),
+            "internal": net.get("internal", False), "ports": {}}
+
+
+# -- create / remove ------------------------------------------------------------------------
+def create(root: str, name: str, *, subnet: str | None = None, gateway: str | None = None,
+           mode: str = "nat", bridge: str | None = None, internal: bool = False,
+           mtu: int | None = None) -> dict:
+    from zoned import nft
+
+    check_name(name)
+    if mode not in MODES:
+        raise ConfigError(f"invalid --mode {mode!r}: use one of {', '.join(MODES)}")
+    if bridge is not None and mode == "routed":
+        raise ConfigError("--bridge makes no sense with --mode routed (there is no bridge)")
+    if mtu is not None and not 68 <= int(mtu) <= 65535:
+        raise ConfigError(f"invalid --mtu {mtu}: 68..65535")
+    key = bridge or default_bridge(root, name)
+    if not _IFNAME_RE.match(key):
+        raise ConfigError(f"invalid bridge name {key!r}: at most 15 letters, digits and _.-")
+    real = os.path.realpath(root)
+    with root_lock(root):
+        if os.path.exists(def_path(root, name)):
+            raise ConfigError(f"network {name!r} already exists")
+        with nft.registry_lock():
+            frags = nft.fragments()
+            for f in frags:
+                if f["key"] == key:
+                    raise ConfigError(f"bridge name {key!r} is already used by network "
+                                      f"{f['name']!r} (state root {f['root']})")
+            if subnet is None:
+                subnet = _free_subnet(frags)
+            net_ = _check_subnet(subnet, frags, key)
+            gw = _check_gateway(gateway, net_) if gateway else str(next(net_.hosts()))
+            net = {"name": name, "id": _h(f"{real}\0{name}\0{time.time_ns()}", 12),
+                   "mode": mode, "subnet": str(net_), "gateway": gw,
+                   "prefixlen": net_.prefixlen,
+                   "bridge": None if mode == "routed" else key, "key": key,
+                   "internal": bool(internal), "mtu": int(mtu) if mtu else None,
+                   "root": real, "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+            made_bridge = False
+            try:
+                if net["bridge"]:
+                    from zoned.netlink import Netlink
+
+                    with Netlink() as nl:
+                        existed = nl.index(key) is not None
+                        nl.ensure_bridge(key, gw, net_.prefixlen, bridge_alias(root, name),
+                                         net["mtu"])
+                        made_bridge = not existed
+                nft.put(fragment_of(net))
+                nft.apply()
+                _forwarding(net)
+                from zoned.state import write_json_atomic
+
+                write_json_atomic(def_path(root, name), net)
+            except BaseException:
+                nft.remove(key)
+                try:
+                    nft.apply()
+                except ZonedError:
+                    pass
+                if made_bridge:
+                    from zoned.netlink import Netlink
+
+                    with Netlink() as nl:
+                        nl.delete_link(key, bridge_alias(root, name))
+                raise
+    return net
+
+
+def _forwarding(net: dict) -> None:
+    """NAT and routed networks need the host to forward IPv4 (never turned off again:
+    other things on the host may rely on it by then)."""
+    if net["mode"] in ("nat", "routed") and not net.get("internal"):
+        from zoned.netlink import sysctl
+
+        sysctl("net/ipv4/ip_forward", "1")
+
+
+def _check_subnet(subnet: str, frags: list[dict], key: str):
+    try:
+        net = ipaddress.IPv4Network(subnet, strict=False)
+    except ValueError:
+        raise ConfigError(f"invalid --subnet {subnet!r}: expected an IPv4 CIDR such as "
+                          "10.77.0.0/24") from None
+    if net.prefixlen > 30:
+        raise ConfigError(f"--subnet {subnet}: too small (at most /30)")
+    for f in frags:
+        if f["key"] != key and overlaps(f["subnet"], str(net)):
+            raise ConfigError(f"--subnet {net} overlaps network {f['name']!r} "
+                              f"({f['subnet']})")
+    for prefix, dev in host_routes():
+        if dev != key and overlaps(prefix, str(net)):
+            raise ConfigError(f"--subnet {net} overlaps the host's route {prefix} on {dev}")
+    return net
+
+
+def _check_gateway(gateway: str, net) -> str:
+    try:
+        gw = ipaddress.IPv4Address(gateway)
+    except ValueError:
+        raise ConfigError(f"invalid --gateway {gateway!r}: expected an IPv4 address") from None
+    if gw not in net or gw in (net.network_address, net.broadcast_address):
+        raise ConfigError(f"--gateway {gateway} is not a host address of {net}")
+    return str(gw)
+
+
+def _free_subnet(frags: list[dict]) -> str:
+    pool_s = os.environ.get("ZONED_SUBNET_POOL") or DEFAULT_POOL
+    try:
+        pool = ipaddress.IPv4Network(pool_s, strict=False)
+    except ValueError:
+        raise ConfigError(f"invalid ZONED_SUBNET_POOL {pool_s!r}") from None
+    used = [f["subnet"] for f in frags] + [p for p, _ in host_routes()]
+    for cand in pool.subnets(new_prefix=max(24, pool.prefixlen)):
+        if not any(overlaps(str(cand), u) for u in used):
+            return str(cand)
+    raise ZonedError(f"no free /24 left in the subnet pool {pool} (give --subnet)")
+
+
+def ensure(root: str, net: dict) -> None:
+    """Re-make the network's bridge and rules if someone removed them (cheap when not)."""
+    from zoned import nft
+
+    bridge_ok = not net.get("bridge") or os.path.exists(f"/sys/class/net/{net['bridge']}")
+    if bridge_ok and os.path.exists(nft.fragment_path(net["key"])):
+        _forwarding(net)
+        return
+    with nft.registry_lock():
+        if net.get("bridge"):
+            from zoned.netlink import Netlink
+
+            with Netlink() as nl:
+                nl.ensure_bridge(net["bridge"], net["gateway"], net["prefixlen"],
+                                 bridge_alias(root, net["name"]), net.get("mtu"))
+        if not os.path.exists(nft.fragment_path(net["key"])):
+            nft.put(fragment_of(net))
+            nft.apply()
+        _forwarding(net)
+
+
+def remove(root: str, name: str) -> None:
+    from zoned import nft
+
+    check_name(name)
+    with root_lock(root):
+        net = load(root, name)
+        leases = Leases(netdir(root), net)
+        with leases.lock():
+            data = leases.load()
+            users = sorted({rec.get("cid") for rec in data["leases"].values()
+                            if os.path.isdir(os.path.join(root, rec.get("cid") or "."))
+                            and rec.get("cid")})
+            if users:
+                raise ConfigError(f"network {name!r} is in use by container(s) "
+                                  f"{', '.join(users)} (remove them first)")
+            with nft.registry_lock():
+                nft.remove(net["key"])
+                nft.apply()
+            if net.get("bridge"):
+                from zoned.netlink import Netlink
+
+                with Netlink() as nl:
+                    nl.delete_link(net["bridge"], bridge_alias(root, name))
+            for p in (def_path(root, name), leases.path, leases.lock_path):
+                try:
+                    os.unlink(p)
+                except FileNotFoundError:
+                    pass
+        remove_dir_if_idle(netdir(root), ".lock")  # the last network: leave no dot-dir
+
+
+def leases_of(root: str, net: dict) -> dict:
+    return Leases(netdir(root), net).load()["leases"]
