@@ -156,3 +156,30 @@ def test_concurrent_same_name_only_one_wins(cli, zoned_root):
         results = list(pool.map(one, range(8)))
     assert sorted(r.returncode for r in results) == [0] + [125] * 7
     assert json.loads(cli("ps", "--format", "json").stdout)[0]["status"] == "running"
+
+
+def test_gc_of_one_root_leaves_other_roots_alone(cli, zoned_root, tmp_path, monkeypatch):
+    """Each state root has its own cgroup parent, so gc of one root can never remove the
+    (briefly empty) cgroup of a container another root is creating."""
+    from zoned.runtime import cgroup_parent
+
+    monkeypatch.delenv("ZONED_CGROUP_PARENT")
+    other = str(tmp_path / "other-root")
+    assert cgroup_parent(zoned_root) != cgroup_parent(other) != "/zoned"
+    cli("run", "-d", "--name", "keep", "--", "sleep", "100", check=True)
+    cg = json.loads(cli("inspect", "keep").stdout)["cgroup"]
+    assert cg.startswith(cgroup_parent(zoned_root) + "/")
+    # an empty cgroup of root A, as between cgroup create and add during a create
+    from zoned.cgroups import Cgroup
+
+    empty = Cgroup.open(cgroup_parent(zoned_root) + "/being-created")
+    empty.create()
+    try:
+        out = cli("gc", root=other).stdout
+        assert "being-created" not in out and empty.exists()
+    finally:
+        empty.destroy()
+    cli("rm", "-f", "keep", check=True)
+    cli("gc", check=True)
+    assert not Cgroup.open(cgroup_parent(zoned_root)).exists()
+    os.rmdir(other) if os.path.isdir(other) else None

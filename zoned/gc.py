@@ -34,7 +34,7 @@ def collect(rt: Runtime, *, dry_run: bool = False) -> Iterator[str]:
 
                     signal_pid(st["pid"], (st.get("zoned") or {}).get("pid_start"), 9)
                 if not st.get("zoned"):
-                    st["zoned"] = {"cgroup": default_cgroups_path(cid)}
+                    st["zoned"] = {"cgroup": default_cgroups_path(cid, store.root)}
                 rt._release(cid, st)
         finally:
             os.close(fd)
@@ -49,13 +49,15 @@ def collect(rt: Runtime, *, dry_run: bool = False) -> Iterator[str]:
     from zoned.cgroups import list_paths, remove_if_empty
 
     known = set(store.ids())
-    for path in list_paths(cgroup_parent()):
+    for path in list_paths(cgroup_parent(store.root)):
         if path.rsplit("/", 1)[-1] in known:
             continue
         if dry_run:
             yield f"cgroup {path}: no container (removed if empty)"
         elif remove_if_empty(path):
             yield f"cgroup {path}: no container"
+    if not dry_run and not known and cgroup_parent(store.root) != "/zoned":
+        remove_if_empty(cgroup_parent(store.root))  # a root's own parent, once it is empty
     from zoned import network
 
     yield from network.gc(store.root, store.ids(), dry_run=dry_run)

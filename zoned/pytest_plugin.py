@@ -19,7 +19,8 @@ def zoned_root(monkeypatch):
     base = "/run" if os.access("/run", os.W_OK) else tempfile.gettempdir()
     path = tempfile.mkdtemp(prefix="zoned-test-", dir=base)
     # its own cgroup parent too, so tests (and anything else on the host) never meet
-    monkeypatch.setenv("ZONED_CGROUP_PARENT", "/zoned/" + os.path.basename(path))
+    parent = "/zoned/" + os.path.basename(path)
+    monkeypatch.setenv("ZONED_CGROUP_PARENT", parent)
     yield path
     from zoned.gc import collect
     from zoned.runtime import Runtime
@@ -37,7 +38,7 @@ def zoned_root(monkeypatch):
         pass
     from zoned.cgroups import remove_if_empty
 
-    remove_if_empty(os.environ["ZONED_CGROUP_PARENT"])
+    remove_if_empty(parent)
 
 
 @pytest.fixture

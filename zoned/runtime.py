@@ -21,10 +21,22 @@ from zoned.state import Store, proc_start_time
 ACTIVE = ("created", "running", "paused")
 
 
-def cgroup_parent() -> str:
-    """Where containers without a cgroupsPath go: /zoned, or $ZONED_CGROUP_PARENT (podman's
-    --cgroup-parent; tests give each state root its own)."""
-    return "/" + os.environ.get("ZONED_CGROUP_PARENT", "/zoned").strip("/")
+def cgroup_parent(root: str | None = None) -> str:
+    """Where a state root's containers without a cgroupsPath go: /zoned for the default
+    root, /zoned-<hash of the root> for any other, or $ZONED_CGROUP_PARENT (podman's
+    --cgroup-parent). One parent per root is what lets `gc` of one root remove leftover
+    cgroups without ever touching another root's containers."""
+    env = os.environ.get("ZONED_CGROUP_PARENT")
+    if env:
+        return "/" + env.strip("/")
+    from zoned.state import DEFAULT_ROOT, default_root
+
+    root = os.path.realpath(root or default_root())
+    if root == DEFAULT_ROOT:
+        return "/zoned"
+    from zoned.seccomp import _sha256
+
+    return "/zoned-" + _sha256(root.encode()).hexdigest()[:10]
 
 
 def systemd_cgroups_path(path: str, cid: str) -> str:
@@ -50,8 +62,8 @@ def systemd_cgroups_path(path: str, cid: str) -> str:
     return f"{out}/{unit}"
 
 
-def default_cgroups_path(cid: str) -> str:
-    return f"{cgroup_parent()}/{cid}"
+def default_cgroups_path(cid: str, root: str | None = None) -> str:
+    return f"{cgroup_parent(root)}/{cid}"
 
 
 @contextmanager
@@ -165,6 +177,7 @@ class Runtime:
         """
         specmod.check_id(cid)
         specmod.validate(cfg)
+        check_preserved_fds(preserve_fds)
         from zoned import security
 
         security.check_process(cfg["process"])
@@ -189,7 +202,7 @@ class Runtime:
                 log_fds = [out, null]
                 stdio = (null, out, out)
             linux = cfg.setdefault("linux", {})
-            cg_path = linux.get("cgroupsPath") or default_cgroups_path(cid)
+            cg_path = linux.get("cgroupsPath") or default_cgroups_path(cid, self.store.root)
             if not cg_path.startswith("/"):
                 raise ConfigError(f"cgroupsPath {cg_path!r}: only absolute cgroupfs paths "
                                   "are supported (no systemd driver)")
@@ -491,6 +504,7 @@ class Runtime:
         """Start `process` (an OCI process object) inside a running container: the same
         namespaces, cgroup, capabilities and seccomp as its init. Returns with the process
         waiting; `release()` lets it exec (so the caller can set up before)."""
+        check_preserved_fds(preserve_fds)
         st = self.store.read_state(cid)
         status = self._status(cid, st)
         if status not in ("created", "running"):
@@ -554,6 +568,16 @@ class Runtime:
                 os.close(fd)
             if pidns is not None:
                 os.close(pidns)
+
+
+def check_preserved_fds(n: int) -> None:
+    """--preserve-fds N passes the caller's fds 3..N+2: they must be open, or zoned's own
+    fds (its lock, its sync socket) would take those numbers and leak into the container."""
+    for fd in range(3, 3 + n):
+        try:
+            os.fstat(fd)
+        except OSError:
+            raise ConfigError(f"--preserve-fds {n}: fd {fd} is not open") from None
 
 
 def _host_root(linux: dict) -> tuple[int, int] | None:

@@ -100,7 +100,13 @@ def apply_user_and_caps(proc: dict) -> None:
     from zoned import syscalls as sc
 
     sc.prctl(sc.PR_CAP_AMBIENT, sc.PR_CAP_AMBIENT_CLEAR_ALL)
-    for name in names("ambient"):  # must already be permitted and inheritable
-        sc.prctl(sc.PR_CAP_AMBIENT, sc.PR_CAP_AMBIENT_RAISE, getattr(prctl, "CAP_" + name.upper()))
+    for name in names("ambient"):
+        try:
+            sc.prctl(sc.PR_CAP_AMBIENT, sc.PR_CAP_AMBIENT_RAISE,
+                     getattr(prctl, "CAP_" + name.upper()))
+        except PermissionError:
+            # not permitted and inheritable: runc ignores this too (`runc spec` asks for
+            # ambient caps without inheritable ones)
+            pass
     if proc.get("noNewPrivileges"):
         prctl.set_no_new_privs(1)
