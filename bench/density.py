@@ -1,0 +1,776 @@
+#!/usr/bin/env python3
+"""Container density: start N idle containers, measure what each costs the host, remove them.
+
+What is measured, per engine (zoned by default; add runc with --runc):
+
+  start      N containers running `sleep 100000`, detached, one after the other:
+             zoned: `zoned --root R run -d --name bench-d<tok>-z-<i> -- sleep 100000` (the CLI
+             process exits, nothing of zoned stays resident); with --api in-process
+             `zoned.Container([...], root=R).start()` instead (then this benchmark process
+             is the parent of every container). runc: `runc --root X run -d --bundle B
+             bench-d<tok>-r-<i>` on one shared bundle with root.readonly=true (the busybox
+             image exported with ImageStore.export_bundle, config from `zoned spec`).
+             Reported: total time, containers/s, per-start latency (median, p95) and the
+             mean latency of the first 10% vs the last 10% of starts (degradation with N).
+  memory     after the starts and a settle delay (--settle), compared with a baseline taken
+             just before the first start (all /proc/meminfo figures in KiB, divided by N):
+             - PSS of every process in every container (pids from the container's pids
+               cgroup: cgroup.procs), from /proc/<pid>/smaps_rollup -- the workload itself;
+             - memory cgroup charge: memory.usage_in_bytes (v1; memory.current on v2) of
+               each container's memory cgroup, and memory.kmem.usage_in_bytes;
+             - kernel memory: the deltas of Slab (SReclaimable + SUnreclaim), KernelStack,
+               PageTables and Percpu; Shmem (grows with the state dirs when /run is a
+               tmpfs; their size is reported separately as state_root_bytes);
+             - overall: the delta of "used" = MemTotal - MemAvailable; and the host overhead
+               beyond the workload = (used delta - sum of PSS) / N, the figure compared with
+               the issue's target of < 1 MiB per container.
+             meminfo is host-wide: anything else running on the host moves it. The spread of
+             "used" over the baseline samples is reported as the noise floor.
+  resident   processes whose executable is python and whose cmdline contains 'zoned' and
+             this run's state root (must be 0 once the starts are done: zoned has no
+             per-container monitor); the host-wide count of python+'zoned' processes is
+             reported too (other users of the host may have some); python processes
+             inside the containers' cgroups; who the container inits' parents are.
+  remove     `zoned rm -f` with --rm-batch ids per command (API: Container.remove();
+             runc: `runc delete -f` per id); total time and containers/s. Then leftovers:
+             state dirs, cgroup dirs named bench-d<tok>-*, mounts, processes still alive
+             (zombies waiting for PID 1 to reap them are counted separately), and the
+             meminfo deltas vs the baseline after removal and again after --leak-wait
+             seconds (a leak shows up here), with the slab caches that grew most
+             (/proc/slabinfo) and the per-controller num_cgroups of /proc/cgroups, which
+             counts removed-but-pinned ("dying") cgroups too.
+
+The run stops starting at the first failure (with --keep-going: after 10 in a row) and
+records the error, the count reached and a snapshot of the likely limiting resources (pids,
+memory, open files, ...) and of what else was running (other zoned/pytest processes). Everything
+is removed at the end, also on failure or Ctrl-C. Needs root. Results go to
+bench/results/density-<N>[-api][-rootfs].json (or --out).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _common as C  # noqa: E402
+
+KERNEL_KEYS = ["Slab", "SReclaimable", "SUnreclaim", "KernelStack", "PageTables", "Percpu"]
+MEM_KEYS = KERNEL_KEYS + ["Shmem", "MemFree", "MemAvailable", "Cached", "AnonPages"]
+_ERR = tempfile.TemporaryFile()  # stderr of commands: a file, never a pipe the init inherits
+
+
+def _sp(cmd: list[str], timeout: float = 120) -> tuple[int, str]:
+    """Run a command, stdio on /dev/null, stderr appended to a temp file; (rc, stderr).
+
+    The wait is a blocking waitpid: subprocess's own timeout= polls with sleeps of up to
+    50 ms, which would round every start time up to 16, 32, 64 ms. A timer thread
+    kills a command that hangs instead."""
+    start = _ERR.seek(0, os.SEEK_END)
+    p = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=_ERR)
+    timer = threading.Timer(timeout, p.kill)
+    timer.start()
+    try:
+        rc = p.wait()
+    finally:
+        timer.cancel()
+    err = ""
+    if rc:
+        _ERR.seek(start)
+        err = _ERR.read().decode(errors="replace").strip()[-1000:]
+        if rc == -signal.SIGKILL:
+            err = f"killed after a {timeout}s timeout. {err}"
+    return rc, err
+
+
+def used_kib(m: dict) -> int:
+    return m["MemTotal"] - m["MemAvailable"]
+
+
+def sample_meminfo(n: int = 4, gap: float = 0.5) -> tuple[dict, int]:
+    """The last of n meminfo samples and the spread (max-min) of "used" across them."""
+    samples = []
+    for i in range(n):
+        if i:
+            time.sleep(gap)
+        samples.append(C.meminfo())
+    used = [used_kib(s) for s in samples]
+    return samples[-1], max(used) - min(used)
+
+
+def cgroup_mounts() -> dict[str, str]:
+    """controller (or name=..., or '' for cgroup2) -> mount point."""
+    from zoned.cgroups import hierarchies
+
+    out = {}
+    for h in hierarchies():
+        if h.fstype == "cgroup2":
+            out.setdefault("", h.mountpoint)
+        else:
+            for key in list(h.controllers) + [o for o in h.options.split(",")
+                                              if o.startswith("name=")]:
+                out.setdefault(key, h.mountpoint)
+    return out
+
+
+def proc_cgroups(pid: int, mounts: dict[str, str]) -> dict[str, str]:
+    """controller -> absolute cgroup directory of a process."""
+    out = {}
+    try:
+        with open(f"/proc/{pid}/cgroup") as f:
+            lines = f.read().splitlines()
+    except OSError:
+        return out
+    for ln in lines:
+        _, ctrls, path = ln.split(":", 2)
+        for c in (ctrls.split(",") if ctrls else [""]):
+            if c in mounts:
+                out[c] = mounts[c] + path
+    return out
+
+
+def read_int(path: str) -> int | None:
+    try:
+        with open(path) as f:
+            return int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def smaps_rollup(pid: int) -> dict[str, int]:
+    out = {}
+    try:
+        with open(f"/proc/{pid}/smaps_rollup") as f:
+            for ln in f:
+                parts = ln.split()
+                if len(parts) >= 3 and parts[0].endswith(":") and parts[2] == "kB":
+                    out[parts[0][:-1]] = int(parts[1])
+    except OSError:
+        pass
+    return out
+
+
+def ppid_and_comm(pid: int) -> tuple[int | None, str]:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            data = f.read()
+        ppid = int(data[data.rindex(b")") + 2:].split()[1])
+        with open(f"/proc/{ppid}/comm") as f:
+            return ppid, f.read().strip()
+    except (OSError, ValueError):
+        return None, "?"
+
+
+def dir_usage(root: str) -> int:
+    total = 0
+    for d, dirs, files in os.walk(root):
+        for name in dirs + files:
+            try:
+                total += os.lstat(os.path.join(d, name)).st_blocks * 512
+            except OSError:
+                pass
+    return total
+
+
+def limits_snapshot() -> dict:
+    """The resources that usually run out first when starting many containers."""
+    m = C.meminfo()
+    snap = {
+        "processes_on_host": sum(1 for p in os.listdir("/proc") if p.isdigit()),
+        "pid_max": C._read_int("/proc/sys/kernel/pid_max"),
+        "threads_max": C._read_int("/proc/sys/kernel/threads-max"),
+        "mem_available_mib": m["MemAvailable"] // 1024,
+        "file_nr": Path("/proc/sys/fs/file-nr").read_text().split(),
+        "nofile": resource.getrlimit(resource.RLIMIT_NOFILE),
+        "bench_open_fds": len(os.listdir("/proc/self/fd")),
+        "mount_max": C._read_int("/proc/sys/fs/mount-max"),
+        "max_user_namespaces": C._read_int("/proc/sys/user/max_user_namespaces"),
+        "max_mnt_namespaces": C._read_int("/proc/sys/user/max_mnt_namespaces"),
+    }
+    for ctrl in ("pids", "memory"):
+        d = os.path.join(C.CGROUP_ROOT, ctrl)
+        if os.path.isdir(d):
+            snap[f"{ctrl}_cgroups_under_zoned"] = len(
+                [e for e in os.listdir(os.path.join(d, "zoned"))] if os.path.isdir(
+                    os.path.join(d, "zoned")) else [])
+    try:
+        with open("/proc/cgroups") as f:
+            snap["proc_cgroups"] = {ln.split()[0]: int(ln.split()[2])
+                                    for ln in f if not ln.startswith("#")}
+    except OSError:
+        pass
+    return snap
+
+
+def slabinfo() -> dict[str, int]:
+    """slab cache -> KiB in use (num_objs * objsize); root only."""
+    out = {}
+    try:
+        with open("/proc/slabinfo") as f:
+            for ln in f:
+                if ln.startswith(("slabinfo", "#")):
+                    continue
+                parts = ln.split()
+                out[parts[0]] = int(parts[2]) * int(parts[3]) // 1024
+    except OSError:
+        pass
+    return out
+
+
+def slab_top(before: dict[str, int], after: dict[str, int], n: int = 12) -> list[list]:
+    """The caches that grew (or shrank) most: [name, delta KiB]."""
+    d = {k: after.get(k, 0) - before.get(k, 0) for k in set(before) | set(after)}
+    return [[k, v] for k, v in sorted(d.items(), key=lambda kv: -abs(kv[1]))[:n] if v]
+
+
+def num_cgroups() -> dict[str, int]:
+    """/proc/cgroups num_cgroups per controller: includes cgroups that were removed but
+    are still pinned ("dying"), e.g. memory cgroups holding charged kernel memory."""
+    out = {}
+    try:
+        with open("/proc/cgroups") as f:
+            for ln in f:
+                if not ln.startswith("#"):
+                    parts = ln.split()
+                    out[parts[0]] = int(parts[2])
+    except OSError:
+        pass
+    return out
+
+
+def other_activity() -> dict:
+    """What else runs on the host (meminfo is host-wide): process count, load, and any
+    pytest / zoned commands of other users."""
+    busy = []
+    n = 0
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        n += 1
+        cmd = C.proc_cmdline(int(name))
+        if "pytest" in cmd or ("zoned" in cmd and "bench" not in cmd and "python" in cmd):
+            busy.append(cmd[:120])
+    return {"processes": n, "loadavg": [round(x, 2) for x in os.getloadavg()],
+            "other_zoned_or_pytest": busy[:10], "other_count": len(busy)}
+
+
+class Engine:
+    """Start/list/remove containers of one kind; subclasses per engine."""
+
+    label = "?"
+
+    def __init__(self, a, tok: str, bundle: Path | None):
+        self.a, self.tok, self.bundle = a, tok, bundle
+        self.ids: list[str] = []
+        self.pids: dict[str, int] = {}
+
+    def name(self, i: int) -> str:
+        return f"bench-d{self.tok}-{self.tag}-{i}"
+
+    def start(self, i: int) -> str | None:
+        raise NotImplementedError
+
+    def init_pid(self, cid: str) -> int | None:
+        raise NotImplementedError
+
+    def remove_all(self) -> tuple[list[float], list[str]]:
+        raise NotImplementedError
+
+    def cleanup(self) -> None:
+        raise NotImplementedError
+
+    def state_root(self) -> str:
+        raise NotImplementedError
+
+    def resident_needle(self) -> str:
+        return self.state_root()
+
+
+class Zoned(Engine):
+    tag = "z"
+
+    def __init__(self, a, tok, bundle):
+        super().__init__(a, tok, bundle)
+        self.root = f"/run/zoned-bench-density-{tok}"
+        self.Z = [a.zoned, "--root", self.root]
+        self.containers = {}
+        mode = "API (in-process)" if a.api else "CLI"
+        src = "--rootfs bundle, read-only" if a.zoned_rootfs else "image overlay"
+        self.label = f"zoned {mode}, {src}"
+
+    def state_root(self) -> str:
+        return self.root
+
+    def start(self, i: int) -> str | None:
+        cid = self.name(i)
+        if self.a.api:
+            import zoned
+
+            kw = {}
+            if self.a.zoned_rootfs:
+                kw = {"rootfs": str(self.bundle / "rootfs"), "read_only": True}
+            try:
+                c = zoned.Container(self.a.workload, root=self.root, name=cid, **kw)
+                c.start()
+            except Exception as e:  # noqa: BLE001 - recorded as the failure of this start
+                return f"{type(e).__name__}: {e}"
+            self.containers[cid] = c
+            self.ids.append(cid)
+            return None
+        cmd = self.Z + ["run", "-d", "--name", cid]
+        if self.a.zoned_rootfs:
+            cmd += ["--rootfs", str(self.bundle / "rootfs"), "--read-only"]
+        rc, err = _sp(cmd + ["--"] + self.a.workload)
+        if rc:
+            if os.path.isdir(os.path.join(self.root, cid)):
+                self.ids.append(cid)  # half-made: make sure it is removed
+            return f"exit {rc}: {err}"
+        self.ids.append(cid)
+        return None
+
+    def init_pid(self, cid: str) -> int | None:
+        try:
+            with open(os.path.join(self.root, cid, "state.json")) as f:
+                return int(json.load(f).get("pid") or 0) or None
+        except (OSError, ValueError):
+            return None
+
+    def remove_all(self) -> tuple[list[float], list[str]]:
+        times, errors = [], []
+        if self.a.api:
+            for cid in self.ids:
+                t = time.perf_counter()
+                try:
+                    self.containers[cid].remove(force=True)
+                except Exception as e:  # noqa: BLE001
+                    errors.append(f"{cid}: {e}")
+                times.append(time.perf_counter() - t)
+            return times, errors
+        b = self.a.rm_batch
+        for k in range(0, len(self.ids), b):
+            batch = self.ids[k:k + b]
+            t = time.perf_counter()
+            rc, err = _sp(self.Z + ["rm", "-f"] + batch, timeout=600)
+            times.append(time.perf_counter() - t)
+            if rc:
+                errors.append(f"rm -f batch {k // b}: exit {rc}: {err}")
+        return times, errors
+
+    def cleanup(self) -> None:
+        for c in self.containers.values():
+            try:
+                c.remove(force=True)
+            except Exception:  # noqa: BLE001
+                pass
+        left = [c for c in C.state_entries(self.root) if not c.startswith(".")]
+        for k in range(0, len(left), 50):
+            _sp(self.Z + ["rm", "-f"] + left[k:k + 50], timeout=600)
+        C.rmdir_quiet(self.root)
+
+
+class Runc(Engine):
+    tag = "r"
+
+    def __init__(self, a, tok, bundle):
+        super().__init__(a, tok, bundle)
+        self.root = f"/run/runc-bench-density-{tok}"
+        self.R = [a.runc_bin, "--root", self.root]
+        self.label = "runc, shared read-only bundle"
+
+    def state_root(self) -> str:
+        return self.root
+
+    def resident_needle(self) -> str:
+        return "\0never\0"  # runc is Go: no python processes to look for
+
+    def start(self, i: int) -> str | None:
+        cid = self.name(i)
+        rc, err = _sp(self.R + ["run", "-d", "--bundle", str(self.bundle), cid])
+        if rc:
+            if os.path.isdir(os.path.join(self.root, cid)):
+                self.ids.append(cid)
+            return f"exit {rc}: {err}"
+        self.ids.append(cid)
+        return None
+
+    def init_pid(self, cid: str) -> int | None:
+        try:
+            with open(os.path.join(self.root, cid, "state.json")) as f:
+                return int(json.load(f).get("init_process_pid") or 0) or None
+        except (OSError, ValueError):
+            return None
+
+    def remove_all(self) -> tuple[list[float], list[str]]:
+        times, errors = [], []
+        for cid in self.ids:
+            t = time.perf_counter()
+            rc, err = _sp(self.R + ["delete", "-f", cid])
+            times.append(time.perf_counter() - t)
+            if rc:
+                errors.append(f"{cid}: exit {rc}: {err}")
+        return times, errors
+
+    def cleanup(self) -> None:
+        if os.path.isdir(self.root):
+            out = subprocess.run(self.R + ["list", "-q"], capture_output=True, text=True).stdout
+            for cid in out.split():
+                _sp(self.R + ["delete", "-f", cid])
+        C.rmdir_quiet(self.root)
+
+
+def measure_engine(eng: Engine, a, mounts: dict[str, str]) -> dict:
+    n = a.count
+    res: dict = {"engine": eng.label, "requested": n}
+    print(f"[{eng.label}] baseline ...", file=sys.stderr)
+    time.sleep(a.settle)
+    base, noise = sample_meminfo()
+    slab0, cg0 = slabinfo(), num_cgroups()
+    fds_before = len(os.listdir("/proc/self/fd"))
+    res["baseline_used_noise_kib"] = noise
+    res["activity_before"] = other_activity()
+
+    # -- start ------------------------------------------------------------------------------
+    lat: list[float] = []
+    failure = None
+    failures = []
+    consecutive = 0
+    t0 = time.perf_counter()
+    i = 0
+    while len(lat) < n:
+        t = time.perf_counter()
+        err = eng.start(i)
+        dt = time.perf_counter() - t
+        i += 1
+        if err:
+            f = {"index": i - 1, "reached": len(lat), "error": err, "limits": limits_snapshot(),
+                 "busy": other_activity()}
+            failure = failure or f
+            failures.append(f)
+            consecutive += 1
+            print(f"[{eng.label}] start {i - 1} FAILED: {err}", file=sys.stderr)
+            if not a.keep_going or consecutive >= 10:
+                break
+            continue
+        consecutive = 0
+        lat.append(dt)
+        if len(lat) % max(1, n // 10) == 0:
+            print(f"[{eng.label}] started {len(lat)}/{n} ({dt * 1000:.0f} ms)", file=sys.stderr)
+    wall = time.perf_counter() - t0
+    started = len(lat)
+    res["started"] = started
+    res["start_failure"] = failure
+    res["start_failures"] = failures[:20]
+    res["start_failure_count"] = len(failures)
+    tenth = max(1, started // 10)
+    res["start"] = {
+        "wall_s": wall,
+        "rate_per_s": started / wall if wall else None,
+        "latency_ms": C.summary([x * 1000 for x in lat]),
+        "first_10pct_mean_ms": C.summary([x * 1000 for x in lat[:tenth]]).get("mean"),
+        "last_10pct_mean_ms": C.summary([x * 1000 for x in lat[-tenth:]]).get("mean"),
+    }
+    if res["start"]["first_10pct_mean_ms"]:
+        res["start"]["last_over_first"] = (res["start"]["last_10pct_mean_ms"]
+                                           / res["start"]["first_10pct_mean_ms"])
+
+    # -- measure ----------------------------------------------------------------------------
+    time.sleep(a.settle)
+    after, noise_after = sample_meminfo()
+    slab1, cg1 = slabinfo(), num_cgroups()
+    res["slab_top_delta_after_start_kib"] = slab_top(slab0, slab1)
+    res["num_cgroups_delta_after_start"] = {k: cg1.get(k, 0) - v for k, v in cg0.items()}
+    res["after_used_noise_kib"] = noise_after
+    res["activity_at_measurement"] = other_activity()
+    pss = Counter()
+    nprocs = 0
+    memcg = Counter()
+    pythons_inside = []
+    parents = Counter()
+    not_running = []
+    all_pids = set()
+    for cid in eng.ids:
+        ipid = eng.init_pid(cid)
+        if not ipid or C.proc_state(ipid) in (None, "Z", "X"):
+            not_running.append(cid)
+            continue
+        eng.pids[cid] = ipid
+        parents[ppid_and_comm(ipid)[1]] += 1
+        cg = proc_cgroups(ipid, mounts)
+        pids_dir = cg.get("pids") or cg.get("")
+        procs = []
+        try:
+            with open(os.path.join(pids_dir, "cgroup.procs")) as f:
+                procs = [int(x) for x in f.read().split()]
+        except (OSError, TypeError):
+            procs = [ipid]
+        for pid in procs:
+            all_pids.add(pid)
+            nprocs += 1
+            r = smaps_rollup(pid)
+            for k in ("Pss", "Pss_Anon", "Pss_File", "Rss"):
+                pss[k] += r.get(k, 0)
+            try:
+                if "python" in os.path.basename(os.readlink(f"/proc/{pid}/exe")):
+                    pythons_inside.append(pid)
+            except OSError:
+                pass
+        md = cg.get("memory")
+        if md and md.startswith(os.path.join(C.CGROUP_ROOT, "memory")):
+            memcg["usage"] += read_int(os.path.join(md, "memory.usage_in_bytes")) or 0
+            memcg["kmem"] += read_int(os.path.join(md, "memory.kmem.usage_in_bytes")) or 0
+        elif md:
+            memcg["usage"] += read_int(os.path.join(md, "memory.current")) or 0
+    running = len(eng.pids)
+    per = max(1, started)
+    delta = {k: after.get(k, 0) - base.get(k, 0) for k in MEM_KEYS}
+    delta["used"] = used_kib(after) - used_kib(base)
+    kernel = sum(delta[k] for k in ("Slab", "KernelStack", "PageTables", "Percpu"))
+    overhead = (delta["used"] - pss["Pss"]) / per
+    res["running"] = running
+    res["not_running"] = not_running[:20]
+    res["processes_in_containers"] = nprocs
+    res["memory_kib"] = {
+        "pss_total": dict(pss),
+        "pss_per_container": {k: v / per for k, v in pss.items()},
+        "memcg_usage_per_container": memcg["usage"] / 1024 / per,
+        "memcg_kmem_per_container": memcg["kmem"] / 1024 / per,
+        "meminfo_delta_total": delta,
+        "meminfo_delta_per_container": {k: v / per for k, v in delta.items()},
+        "kernel_per_container": kernel / per,
+        "used_per_container": delta["used"] / per,
+        "overhead_beyond_workload_per_container": overhead,
+        "state_root_bytes_per_container": dir_usage(eng.state_root()) / per,
+    }
+    res["target_lt_1mib_overhead"] = {"value_kib": overhead, "met": overhead < 1024}
+    res["resident"] = {
+        "python_zoned_processes_of_this_run": C.python_zoned_processes(eng.resident_needle()),
+        "python_zoned_processes_host_wide": len(C.python_zoned_processes()),
+        "python_processes_inside_containers": pythons_inside,
+        "container_init_parents": dict(parents),
+        "bench_process_fd_delta": len(os.listdir("/proc/self/fd")) - fds_before,
+        "note": ("API mode: this benchmark process is the parent of every container"
+                 if getattr(a, "api", False) and isinstance(eng, Zoned) else ""),
+    }
+
+    # -- remove -----------------------------------------------------------------------------
+    print(f"[{eng.label}] removing {len(eng.ids)} ...", file=sys.stderr)
+    t0 = time.perf_counter()
+    times, errors = eng.remove_all()
+    rm_wall = time.perf_counter() - t0
+    res["remove"] = {"wall_s": rm_wall, "count": len(eng.ids),
+                     "rate_per_s": len(eng.ids) / rm_wall if rm_wall else None,
+                     "per_call_ms": C.summary([x * 1000 for x in times]),
+                     "errors": errors[:20], "error_count": len(errors)}
+    # leftovers: processes may stay zombies until PID 1 reaps them
+    deadline = time.monotonic() + a.reap_wait
+    while time.monotonic() < deadline:
+        if all(C.proc_state(p) is None for p in all_pids):
+            break
+        time.sleep(0.2)
+    alive = [p for p in all_pids if C.proc_state(p) not in (None, "Z", "X")]
+    zombies = [p for p in all_pids if C.proc_state(p) in ("Z", "X")]
+    prefix = f"bench-d{eng.tok}-{eng.tag}-"
+    left = {
+        "state_entries": C.state_entries(eng.state_root()),
+        "cgroup_dirs": C.cgroup_dirs_named(prefix)[:50],
+        "mounts": C.mounts_containing(eng.state_root()),
+        "processes_alive": alive[:50],
+        "zombies_after_wait": len(zombies),
+    }
+    left["ok"] = not (left["state_entries"] or left["cgroup_dirs"] or left["mounts"]
+                      or left["processes_alive"])
+    res["leftovers"] = left
+    for label, wait in (("after_removal", a.settle), ("after_leak_wait", a.leak_wait)):
+        time.sleep(wait)
+        end, _ = sample_meminfo()
+        slab2, cg2 = slabinfo(), num_cgroups()
+        d = {k: end.get(k, 0) - base.get(k, 0) for k in MEM_KEYS}
+        d["used"] = used_kib(end) - used_kib(base)
+        res[f"{label}_delta_kib"] = d
+        res[f"slab_top_delta_{label}_kib"] = slab_top(slab0, slab2)
+        res[f"num_cgroups_delta_{label}"] = {k: cg2.get(k, 0) - v for k, v in cg0.items()}
+    res["leak_wait_s"] = a.settle + a.leak_wait
+    return res
+
+
+def fmt_rows(results: list[dict]) -> tuple[list[str], list[list]]:
+    def f(v, spec=".1f"):
+        return "-" if v is None else format(v, spec)
+
+    header = ["metric"] + [r["engine"] for r in results]
+    spec = [
+        ("containers started / requested", lambda r: f"{r['started']}/{r['requested']}"),
+        ("failed starts", lambda r: str(r.get("start_failure_count", 0))),
+        ("running at measurement", lambda r: str(r["running"])),
+        ("start: total s", lambda r: f(r["start"]["wall_s"])),
+        ("start: containers/s", lambda r: f(r["start"]["rate_per_s"])),
+        ("start: median ms", lambda r: f(r["start"]["latency_ms"].get("median"))),
+        ("start: p95 ms", lambda r: f(r["start"]["latency_ms"].get("p95"))),
+        ("start: first 10% mean ms", lambda r: f(r["start"]["first_10pct_mean_ms"])),
+        ("start: last 10% mean ms", lambda r: f(r["start"]["last_10pct_mean_ms"])),
+        ("start: last/first", lambda r: f(r["start"].get("last_over_first"), ".2f")),
+        ("processes per container", lambda r: f(r["processes_in_containers"]
+                                                / max(1, r["running"]), ".2f")),
+        ("PSS / ctr KiB (workload)", lambda r: f(r["memory_kib"]["pss_per_container"].get("Pss"))),
+        ("  of which anon KiB", lambda r: f(r["memory_kib"]["pss_per_container"].get("Pss_Anon"))),
+        ("memcg usage / ctr KiB", lambda r: f(r["memory_kib"]["memcg_usage_per_container"])),
+        ("  memcg kmem / ctr KiB", lambda r: f(r["memory_kib"]["memcg_kmem_per_container"])),
+        ("Slab delta / ctr KiB", lambda r: f(r["memory_kib"]["meminfo_delta_per_container"]["Slab"])),
+        ("  SReclaimable KiB", lambda r: f(r["memory_kib"]["meminfo_delta_per_container"]["SReclaimable"])),
+        ("  SUnreclaim KiB", lambda r: f(r["memory_kib"]["meminfo_delta_per_container"]["SUnreclaim"])),
+        ("KernelStack / ctr KiB", lambda r: f(r["memory_kib"]["meminfo_delta_per_container"]["KernelStack"])),
+        ("PageTables / ctr KiB", lambda r: f(r["memory_kib"]["meminfo_delta_per_container"]["PageTables"])),
+        ("Percpu / ctr KiB", lambda r: f(r["memory_kib"]["meminfo_delta_per_container"]["Percpu"])),
+        ("kernel (slab+stack+pt+percpu) KiB", lambda r: f(r["memory_kib"]["kernel_per_container"])),
+        ("Shmem (tmpfs) / ctr KiB", lambda r: f(r["memory_kib"]["meminfo_delta_per_container"]["Shmem"])),
+        ("used (Total-Available) / ctr KiB", lambda r: f(r["memory_kib"]["used_per_container"])),
+        ("host overhead beyond workload KiB", lambda r: f(r["memory_kib"]["overhead_beyond_workload_per_container"])),
+        ("  target < 1024 KiB", lambda r: "MET" if r["target_lt_1mib_overhead"]["met"] else "NOT MET"),
+        ("baseline 'used' noise KiB (total)", lambda r: str(r["baseline_used_noise_kib"])),
+        ("resident zoned python procs (this run)", lambda r: str(len(r["resident"]["python_zoned_processes_of_this_run"]))),
+        ("python procs inside containers", lambda r: str(len(r["resident"]["python_processes_inside_containers"]))),
+        ("container init parents", lambda r: ",".join(f"{k}:{v}" for k, v in r["resident"]["container_init_parents"].items())),
+        ("remove: total s", lambda r: f(r["remove"]["wall_s"])),
+        ("remove: containers/s", lambda r: f(r["remove"]["rate_per_s"])),
+        ("remove: errors", lambda r: str(r["remove"]["error_count"])),
+        ("leftovers (state/cgroup/mount/procs)", lambda r: "none" if r["leftovers"]["ok"] else
+            f"{len(r['leftovers']['state_entries'])}/{len(r['leftovers']['cgroup_dirs'])}/"
+            f"{len(r['leftovers']['mounts'])}/{len(r['leftovers']['processes_alive'])}"),
+        ("zombies left after reap wait", lambda r: str(r["leftovers"]["zombies_after_wait"])),
+        ("used after removal vs baseline KiB", lambda r: str(r["after_removal_delta_kib"]["used"])),
+        ("Slab after removal vs baseline KiB", lambda r: str(r["after_removal_delta_kib"]["Slab"])),
+        ("Percpu after removal vs baseline KiB", lambda r: str(r["after_removal_delta_kib"]["Percpu"])),
+        ("memory cgroups still counted after removal", lambda r: str(r["num_cgroups_delta_after_removal"].get("memory"))),
+        ("... after leak wait: used KiB", lambda r: str(r["after_leak_wait_delta_kib"]["used"])),
+        ("... after leak wait: Slab KiB", lambda r: str(r["after_leak_wait_delta_kib"]["Slab"])),
+        ("... after leak wait: memory cgroups", lambda r: str(r["num_cgroups_delta_after_leak_wait"].get("memory"))),
+    ]
+    rows = []
+    for label, fn in spec:
+        row = [label]
+        for r in results:
+            try:
+                row.append(fn(r))
+            except (KeyError, TypeError, ZeroDivisionError):
+                row.append("-")
+        rows.append(row)
+    return header, rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(
+        description="Start N idle containers, measure start rate and host memory per "
+                    "container, remove them; zoned (and runc with --runc) side by side.",
+        epilog="Results: a table on stdout and JSON in bench/results/density-<N>*.json.")
+    p.add_argument("--count", type=int, default=100, help="containers to start (default 100; "
+                   "the issue's target is 1000)")
+    p.add_argument("--runc", action="store_true", help="also measure runc (`runc run -d` on "
+                   "one shared read-only bundle)")
+    p.add_argument("--no-zoned", action="store_true", help="skip zoned (runc only)")
+    p.add_argument("--api", action="store_true", help="start zoned containers in-process with "
+                   "zoned.Container(...).start() instead of the CLI")
+    p.add_argument("--zoned-rootfs", action="store_true", help="zoned uses the shared bundle "
+                   "rootfs (--rootfs B/rootfs --read-only) like runc, not an image overlay")
+    p.add_argument("--keep-going", action="store_true", help="do not stop at the first "
+                   "failed start (stop after 10 failures in a row); failures are recorded")
+    p.add_argument("--rm-batch", type=int, default=50, help="ids per `zoned rm -f` (default 50)")
+    p.add_argument("--settle", type=float, default=2.0,
+                   help="seconds to wait before each memory snapshot (default 2)")
+    p.add_argument("--leak-wait", type=float, default=10.0,
+                   help="extra seconds after removal before the last memory snapshot, to tell "
+                        "memory the kernel frees late from a leak (default 10)")
+    p.add_argument("--reap-wait", type=float, default=15.0,
+                   help="seconds to wait for container processes to disappear after removal")
+    p.add_argument("--workload", default="sleep 100000", help="command of each container")
+    p.add_argument("--zoned", default=C.DEFAULT_ZONED, help="zoned CLI (default: the venv's)")
+    p.add_argument("--runc-bin", dest="runc_bin", default=shutil.which("runc") or "runc",
+                   help="runc binary (default: runc on $PATH)")
+    p.add_argument("--out", help="JSON path (default bench/results/density-<N>[-api][-rootfs].json)")
+    a = p.parse_args(argv)
+    if os.geteuid() != 0:
+        p.error("needs root")
+    if a.count < 1:
+        p.error("--count must be positive")
+    a.workload = a.workload.split()
+    engines_wanted = ([] if a.no_zoned else ["zoned"]) + (["runc"] if a.runc else [])
+    if not engines_wanted:
+        p.error("nothing to measure (--no-zoned without --runc)")
+
+    def on_term(signum, frame):  # SIGTERM unwinds like Ctrl-C: through the clean-up
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, on_term)
+    env = C.environment(runc=a.runc_bin, zoned_cli=a.zoned)
+    env["limits_at_start"] = limits_snapshot()
+    tok = os.urandom(2).hex()
+    mounts = cgroup_mounts()
+    bundle = None
+    results = []
+    engines: list[Engine] = []
+    t_start = time.monotonic()
+    try:
+        if a.runc or a.zoned_rootfs:
+            bundle = C.make_bundle(a.workload, readonly=True, zoned_cli=a.zoned,
+                                   prefix="zoned-bench-density-bundle-")
+        for e in engines_wanted:
+            eng = Zoned(a, tok, bundle) if e == "zoned" else Runc(a, tok, bundle)
+            engines.append(eng)
+            try:
+                results.append(measure_engine(eng, a, mounts))
+            finally:
+                eng.cleanup()
+    finally:
+        for eng in engines:
+            eng.cleanup()
+        if bundle is not None:
+            shutil.rmtree(bundle, ignore_errors=True)
+    elapsed = time.monotonic() - t_start
+    final_left = {
+        "cgroup_dirs": C.cgroup_dirs_named(f"bench-d{tok}-"),
+        "state_roots": [r for e in engines for r in [e.state_root()] if os.path.exists(r)],
+        "bundle_exists": bool(bundle and bundle.exists()),
+    }
+    final_left["ok"] = not any(final_left.values())
+
+    header, rows = fmt_rows(results)
+    name = f"density-{a.count}" + ("-api" if a.api else "") + ("-rootfs" if a.zoned_rootfs else "")
+    data = {"benchmark": "density", "environment": env,
+            "parameters": vars(a),
+            "results": results, "final_leftovers": final_left,
+            "elapsed_s": round(elapsed, 1)}
+    out = C.write_json(name, data, a.out)
+    print(f"\ndensity: {a.count} x `{' '.join(a.workload)}` ({env['date']}, kernel "
+          f"{env['kernel']}, cgroup {env['cgroup_mode']}, {env['cpu_count']} CPUs, "
+          f"{env['mem_total_mib']} MiB, {env.get('runc')})")
+    print(C.table(rows, header, left_last=False))
+    for r in results:
+        for f in r.get("start_failures", [])[:5]:
+            print(f"[{r['engine']}] start FAILED at #{f['index']} (reached {f['reached']}): "
+                  f"{f['error']}")
+        if r.get("start_failure_count", 0) > 5:
+            print(f"[{r['engine']}] ... {r['start_failure_count']} failed starts in all")
+        busy = r.get("activity_at_measurement", {}).get("other_count")
+        if busy:
+            print(f"[{r['engine']}] WARNING: {busy} other zoned/pytest processes were running "
+                  "at measurement time: meminfo deltas are perturbed")
+        if r["remove"]["errors"]:
+            print(f"[{r['engine']}] remove errors: {r['remove']['errors'][:3]}")
+    print("final leftovers: " + ("none" if final_left["ok"] else json.dumps(final_left)))
+    print(f"JSON: {out}")
+    ok = final_left["ok"] and all(r["leftovers"]["ok"] and not r.get("start_failure")
+                                  for r in results)
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

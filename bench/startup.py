@@ -1,0 +1,414 @@
+#!/usr/bin/env python3
+"""Container start-up latency: `run /bin/true` to completion, zoned vs runc, side by side.
+
+What is measured: the wall time from "start a container running /bin/true" until the
+container has exited and been removed again (create + start + wait + delete), for:
+
+  zoned-cli        `zoned --root R run --rm --name N -- /bin/true` as a subprocess: the whole
+                   command, Python interpreter start-up and imports included. Image
+                   container (overlay over /var/lib/zoned/images/busybox), default seccomp
+                   profile, device cgroup rules, the usual namespaces.
+  zoned-api        `zoned.run(["/bin/true"], root=R, name=N)` called in this process, timed
+                   with time.perf_counter() (no interpreter start-up; imports are warm after
+                   the warm-up run). Same container as zoned-cli.
+  runc             `runc --root X run --bundle B N` as a subprocess on an OCI bundle B (the
+                   busybox image exported with ImageStore.export_bundle, config.json from
+                   `zoned spec` edited to args ["/bin/true"], terminal false). The bundle
+                   config has no seccomp profile and no cgroupsPath (runc puts the cgroup at
+                   <its own cgroup>/N in every hierarchy).
+  zoned-run-bundle `zoned --root R run --bundle B N`: runc's `run` command in zoned (create +
+                   start + wait + delete of the very same bundle and config as runc), where
+                   the zoned version has it (a variant that fails its warm-up is reported
+                   as FAILED and left out of the rounds).
+  zoned-cli-rootfs `zoned --root R run --rm --rootfs B/rootfs -- /bin/true`: zoned's own
+                   `run` on the same rootfs (no overlay; but zoned run's default seccomp
+                   profile and device rules still apply).
+  zoned-oci        `zoned create --bundle B` + `zoned start` + wait (pidfd) + `zoned delete`
+                   on the very same bundle as runc: three zoned processes, same config.
+  runc-oci         the same three steps with runc (`runc create/start/delete`), for
+                   comparison with zoned-oci.
+  ref-python, ref-zoned-version
+                   references without a container: the venv's `python -c pass` and
+                   `zoned --version`, i.e. the floor any zoned CLI command pays.
+
+With --profile K, zoned.run() is additionally run K times under cProfile after the timed
+rounds and the functions with the largest own and cumulative time are printed and saved
+(where the in-process time goes: fork, cgroup writes, handshake, overlay, seccomp).
+
+How: one warm-up run per variant (not recorded), then --runs rounds; each round runs every
+variant once, round-robin, with the starting variant rotated each round so slow drift (page
+cache, other load on the host) affects all variants equally. Reported per variant: median,
+p95 (nearest rank), min and mean in milliseconds, and the median's ratio to runc's median.
+Targets checked (from the issue): zoned CLI median <= runc median; zoned API median <= 1/4
+of runc's median.
+
+Everything runs under private state roots (/run/zoned-bench-startup-*, /run/runc-bench-*)
+with container names bench-s<token>-*; all of it is removed at the end and the leftovers
+(state dirs, cgroup dirs, mounts) are checked and reported. Results go to
+bench/results/startup.json (or --out). Needs root.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import select
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _common as C  # noqa: E402
+
+VARIANTS = ["zoned-cli", "zoned-api", "runc", "zoned-run-bundle", "zoned-cli-rootfs",
+            "zoned-oci", "runc-oci", "ref-python", "ref-zoned-version"]
+NOTES = {
+    "zoned-cli": "subprocess incl. Python start-up; image overlay; default seccomp; devices cgroup",
+    "zoned-api": "in-process zoned.run(); image overlay; default seccomp; devices cgroup",
+    "runc": "runc run on bundle; no seccomp in config; runc's cgroups",
+    "zoned-run-bundle": "zoned run --bundle B ID: runc's `run` on the same bundle (no seccomp)",
+    "zoned-cli-rootfs": "zoned run --rootfs bundle/rootfs (no overlay); default seccomp",
+    "zoned-oci": "zoned create+start+delete on the runc bundle (no seccomp), 3 processes",
+    "runc-oci": "runc create+start+delete on the same bundle, 3 processes",
+    "ref-python": "reference, no container: venv `python -c pass` (interpreter start-up)",
+    "ref-zoned-version": "reference, no container: `zoned --version` (CLI start-up floor)",
+}
+
+
+class Failed(Exception):
+    pass
+
+
+def _check(proc: subprocess.CompletedProcess, what: str) -> None:
+    if proc.returncode != 0:
+        err = (proc.stderr or b"").decode(errors="replace").strip()
+        raise Failed(f"{what}: exit {proc.returncode}: {err[:500]}")
+
+
+_ERR = tempfile.TemporaryFile()  # stderr of every command: a file, never a pipe (see _sp)
+
+
+def _sp(cmd: list[str]) -> subprocess.CompletedProcess:
+    """Run a command with stdio on /dev/null and stderr appended to a temp file.
+
+    Not a pipe: `create` hands its stdio to the container's init, which keeps it open
+    until it exits, so reading a stderr pipe to EOF would wait for the container."""
+    start = _ERR.seek(0, os.SEEK_END)
+    p = subprocess.run(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=_ERR)
+    if p.returncode:
+        _ERR.seek(start)
+        p.stderr = _ERR.read()
+    return p
+
+
+class Bench:
+    def __init__(self, a):
+        self.a = a
+        self.tok = os.urandom(2).hex()
+        self.prefix = f"bench-s{self.tok}-"
+        self.zroot = f"/run/zoned-bench-startup-{self.tok}"
+        self.rroot = f"/run/runc-bench-{self.tok}"
+        self.tmp = Path(tempfile.mkdtemp(prefix="zoned-bench-startup-"))
+        self.bundle: Path | None = None
+        self.n = 0
+        self.Z = [a.zoned, "--root", self.zroot]
+        self.R = [a.runc, "--root", self.rroot]
+
+    def name(self, v: str) -> str:
+        self.n += 1
+        return f"{self.prefix}{v}-{self.n}"
+
+    def setup(self) -> None:
+        self.bundle = C.make_bundle(["/bin/true"], readonly=self.a.readonly_root,
+                                    zoned_cli=self.a.zoned, spec_from=self.a.spec,
+                                    runc=self.a.runc, prefix="zoned-bench-startup-bundle-")
+
+    # -- one timed run per variant: returns seconds -------------------------------------------
+    def zoned_cli(self) -> float:
+        cmd = self.Z + ["run", "--rm", "--name", self.name("cli"), "--", "/bin/true"]
+        t = time.perf_counter()
+        p = _sp(cmd)
+        dt = time.perf_counter() - t
+        _check(p, "zoned run")
+        return dt
+
+    def zoned_api(self) -> float:
+        import zoned
+
+        name = self.name("api")
+        t = time.perf_counter()
+        r = zoned.run(["/bin/true"], root=self.zroot, name=name)
+        dt = time.perf_counter() - t
+        if r.returncode != 0:
+            raise Failed(f"zoned.run: exit {r.returncode}: {r.stderr!r}")
+        return dt
+
+    def runc_run(self) -> float:
+        cmd = self.R + ["run", "--bundle", str(self.bundle), self.name("runc")]
+        t = time.perf_counter()
+        p = _sp(cmd)
+        dt = time.perf_counter() - t
+        _check(p, "runc run")
+        return dt
+
+    def zoned_run_bundle(self) -> float:
+        cmd = self.Z + ["run", "--bundle", str(self.bundle), self.name("bundle")]
+        t = time.perf_counter()
+        p = _sp(cmd)
+        dt = time.perf_counter() - t
+        _check(p, "zoned run --bundle")
+        return dt
+
+    def zoned_cli_rootfs(self) -> float:
+        cmd = self.Z + ["run", "--rm", "--name", self.name("rootfs"), "--rootfs",
+                        str(self.bundle / "rootfs"), "--", "/bin/true"]
+        t = time.perf_counter()
+        p = _sp(cmd)
+        dt = time.perf_counter() - t
+        _check(p, "zoned run --rootfs")
+        return dt
+
+    def _oci(self, base: list[str], tag: str) -> float:
+        name = self.name(tag)
+        pidfile = self.tmp / f"{name}.pid"
+        t = time.perf_counter()
+        p = _sp(base + ["create", "--bundle", str(self.bundle), "--pid-file", str(pidfile),
+                        name])
+        _check(p, f"{tag} create")
+        pid = int(pidfile.read_text())
+        try:
+            fd = os.pidfd_open(pid)
+        except ProcessLookupError:
+            fd = None
+        try:
+            p = _sp(base + ["start", name])
+            _check(p, f"{tag} start")
+            if fd is not None:
+                poller = select.poll()
+                poller.register(fd, select.POLLIN)
+                if not poller.poll(30_000):
+                    raise Failed(f"{tag}: container did not exit within 30 s")
+        finally:
+            if fd is not None:
+                os.close(fd)
+        p = _sp(base + ["delete", name])
+        dt = time.perf_counter() - t
+        _check(p, f"{tag} delete")
+        pidfile.unlink(missing_ok=True)
+        return dt
+
+    def zoned_oci(self) -> float:
+        return self._oci(self.Z, "zoned-oci")
+
+    def runc_oci(self) -> float:
+        return self._oci(self.R, "runc-oci")
+
+    def ref_python(self) -> float:
+        cmd = [str(Path(self.a.zoned).parent / "python"), "-c", "pass"]
+        t = time.perf_counter()
+        p = _sp(cmd)
+        dt = time.perf_counter() - t
+        _check(p, "python -c pass")
+        return dt
+
+    def ref_zoned_version(self) -> float:
+        t = time.perf_counter()
+        p = _sp([self.a.zoned, "--version"])
+        dt = time.perf_counter() - t
+        _check(p, "zoned --version")
+        return dt
+
+    def fn(self, v: str):
+        return {"ref-python": self.ref_python, "ref-zoned-version": self.ref_zoned_version,"zoned-cli": self.zoned_cli, "zoned-api": self.zoned_api,
+                "runc": self.runc_run, "zoned-run-bundle": self.zoned_run_bundle,
+                "zoned-cli-rootfs": self.zoned_cli_rootfs,
+                "zoned-oci": self.zoned_oci, "runc-oci": self.runc_oci}[v]
+
+    # -- clean-up ---------------------------------------------------------------------------------
+    def cleanup(self) -> dict:
+        """Remove whatever is left (failed runs), then report what could not be removed."""
+        for cid in C.state_entries(self.zroot):
+            if not cid.startswith("."):
+                _sp(self.Z + ["rm", "-f", cid])
+        if os.path.isdir(self.rroot):
+            out = subprocess.run(self.R + ["list", "-q"], capture_output=True, text=True).stdout
+            for cid in out.split():
+                _sp(self.R + ["delete", "-f", cid])
+        if self.bundle is not None:
+            shutil.rmtree(self.bundle, ignore_errors=True)
+        shutil.rmtree(self.tmp, ignore_errors=True)
+        time.sleep(0.2)
+        left = {
+            "zoned_state": C.state_entries(self.zroot),
+            "runc_state": C.state_entries(self.rroot),
+            "cgroup_dirs": C.cgroup_dirs_named(self.prefix),
+            "mounts": C.mounts_containing(self.zroot) + C.mounts_containing(self.rroot)
+            + (C.mounts_containing(str(self.bundle)) if self.bundle else []),
+        }
+        C.rmdir_quiet(self.zroot)
+        C.rmdir_quiet(self.rroot)
+        left["ok"] = not any(left.values())
+        return left
+
+
+def run_profile(b: Bench, k: int) -> dict:
+    """cProfile over k zoned.run() calls: the top functions by cumulative and own time."""
+    import cProfile
+    import pstats
+
+    prof = cProfile.Profile()
+    t = time.perf_counter()
+    for _ in range(k):
+        prof.enable()
+        b.zoned_api()
+        prof.disable()
+    wall = time.perf_counter() - t
+    st = pstats.Stats(prof)
+
+    def rows(key: int, limit: int) -> list[dict]:
+        items = sorted(st.stats.items(), key=lambda kv: kv[1][key], reverse=True)[:limit]
+        out = []
+        for (fname, line, func), (cc, nc, tt, ct, _) in items:
+            where = fname.replace(str(C.REPO) + "/", "")
+            out.append({"function": f"{where}:{line}({func})"[-70:], "ncalls": nc,
+                        "tottime_ms_per_call": tt * 1000 / k,
+                        "cumtime_ms_per_call": ct * 1000 / k})
+        return out
+
+    return {"calls": k, "ms_per_call": wall * 1000 / k, "top_cumtime": rows(3, 25),
+            "top_tottime": rows(2, 15)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(
+        description="Time `run /bin/true` (create+start+wait+delete): zoned CLI, zoned API, "
+                    "runc and zoned's OCI mode, interleaved round-robin.",
+        epilog="Results: a table on stdout and JSON in bench/results/startup.json.")
+    p.add_argument("--runs", type=int, default=None,
+                   help="timed rounds (default 30; at least 30 unless --quick)")
+    p.add_argument("--quick", action="store_true",
+                   help="allow fewer than 30 runs (default then 5): a smoke test, not a result")
+    p.add_argument("--variants", default=",".join(VARIANTS),
+                   help=f"comma-separated subset of {','.join(VARIANTS)}")
+    p.add_argument("--zoned", default=C.DEFAULT_ZONED, help="zoned CLI (default: the venv's)")
+    p.add_argument("--runc", default=shutil.which("runc") or "runc", help="runc binary")
+    p.add_argument("--spec", choices=["zoned", "runc"], default="zoned",
+                   help="where the bundle's config.json comes from (default zoned: "
+                        "`zoned spec`; `runc spec` output does not run under zoned, see README)")
+    p.add_argument("--readonly-root", action="store_true",
+                   help="set root.readonly in the bundle (runc spec's default)")
+    p.add_argument("--profile", type=int, default=0, metavar="K",
+                   help="after the rounds, profile K zoned.run() calls with cProfile")
+    p.add_argument("--out", help="JSON path (default bench/results/startup.json)")
+    a = p.parse_args(argv)
+    if os.geteuid() != 0:
+        p.error("needs root (containers with cgroups and namespaces)")
+    if a.runs is None:
+        a.runs = 5 if a.quick else 30
+    if a.runs < 1 or (a.runs < 30 and not a.quick):
+        p.error("--runs must be at least 30 (use --quick for a smoke test)")
+    variants = [v.strip() for v in a.variants.split(",") if v.strip()]
+    bad = [v for v in variants if v not in VARIANTS]
+    if bad:
+        p.error(f"unknown variants {bad}")
+
+    env = C.environment(runc=a.runc, zoned_cli=a.zoned)
+    b = Bench(a)
+    samples: dict[str, list[float]] = {v: [] for v in variants}
+    failures: dict[str, list[str]] = {v: [] for v in variants}
+    disabled: dict[str, str] = {}
+    profile = None
+    t_start = time.monotonic()
+    try:
+        b.setup()
+        print(f"bundle {b.bundle}, zoned root {b.zroot}, runc root {b.rroot}", file=sys.stderr)
+        for v in variants:  # warm-up; a variant that cannot run at all is reported, not timed
+            try:
+                b.fn(v)()
+            except Failed as e:
+                disabled[v] = str(e)
+                print(f"warm-up: {v} FAILED: {e}", file=sys.stderr)
+        active = [v for v in variants if v not in disabled]
+        for r in range(a.runs):
+            k = r % len(active) if active else 0
+            for v in active[k:] + active[:k]:
+                try:
+                    samples[v].append(b.fn(v)())
+                except Failed as e:
+                    failures[v].append(str(e))
+            if (r + 1) % 10 == 0:
+                print(f"  round {r + 1}/{a.runs}", file=sys.stderr)
+        if a.profile:
+            profile = run_profile(b, a.profile)
+    finally:
+        leftovers = b.cleanup()
+    elapsed = time.monotonic() - t_start
+
+    stats = {v: C.summary([s * 1000 for s in samples[v]]) for v in variants}
+    base = stats.get("runc", {}).get("median")
+    rows = []
+    for v in variants:
+        s = stats[v]
+        if v in disabled:
+            rows.append([v, "-", "-", "-", "-", "-", "FAILED: " + disabled[v][:70]])
+            continue
+        ratio = f"{s['median'] / base:.2f}x" if base and s.get("n") else "-"
+        fail = f" [{len(failures[v])} failed]" if failures[v] else ""
+        rows.append([v, f"{s['median']:.1f}", f"{s['p95']:.1f}", f"{s['min']:.1f}",
+                     f"{s['mean']:.1f}", ratio, NOTES[v] + fail])
+    header = ["variant", "median ms", "p95 ms", "min ms", "mean ms", "vs runc", "notes"]
+
+    targets = {}
+    if base:
+        cli, api = stats.get("zoned-cli", {}).get("median"), stats.get("zoned-api", {}).get("median")
+        if cli is not None:
+            targets["zoned_cli_le_runc"] = {"target_ms": base, "median_ms": cli,
+                                            "met": cli <= base}
+        if api is not None:
+            targets["zoned_api_le_quarter_runc"] = {"target_ms": base / 4, "median_ms": api,
+                                                    "met": api <= base / 4}
+    result = {
+        "benchmark": "startup",
+        "description": "run /bin/true to completion (create, start, wait, delete), ms",
+        "environment": env,
+        "parameters": {"runs": a.runs, "variants": variants, "spec": a.spec,
+                       "readonly_root": a.readonly_root, "interleaved": "round-robin, "
+                       "starting variant rotated each round", "warmup_runs": 1},
+        "stats_ms": stats,
+        "samples_ms": {v: [round(s * 1000, 3) for s in samples[v]] for v in variants},
+        "notes": NOTES,
+        "failures": {v: f for v, f in failures.items() if f},
+        "disabled": disabled,
+        "targets": targets,
+        "leftovers": leftovers,
+        "profile": profile,
+        "elapsed_s": round(elapsed, 1),
+    }
+    out = C.write_json("startup", result, a.out)
+
+    print(f"\nstartup: /bin/true to completion, {a.runs} interleaved rounds "
+          f"({env['date']}, kernel {env['kernel']}, cgroup {env['cgroup_mode']}, "
+          f"{env['cpu_count']} CPUs, Python {env['python']}, {env.get('runc')})")
+    print(C.table(rows, header))
+    for k, t in targets.items():
+        print(f"target {k}: median {t['median_ms']:.1f} ms vs target {t['target_ms']:.1f} ms"
+              f" -> {'MET' if t['met'] else 'NOT MET'}")
+    if profile:
+        print(f"\nprofile of {profile['calls']} zoned.run() calls: "
+              f"{profile['ms_per_call']:.1f} ms per call under cProfile")
+        prow = [[r["function"], f"{r['tottime_ms_per_call']:.2f}",
+                 f"{r['cumtime_ms_per_call']:.2f}", r["ncalls"]] for r in profile["top_cumtime"]]
+        print(C.table(prow, ["function (by cumulative time)", "own ms/run", "cum ms/run",
+                             "calls"], left_last=False))
+    if not leftovers["ok"]:
+        print(f"LEFTOVERS: {leftovers}")
+    else:
+        print("leftovers: none (state dirs, cgroup dirs, mounts)")
+    print(f"JSON: {out}")
+    return 0 if leftovers["ok"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
