@@ -260,6 +260,15 @@ def swap_to_v2(swap: int | None, limit: int | None) -> int | None:
 _PAGE_SIZE_RE = re.compile(r"^[0-9]+[KMGT]B$")
 
 
+def _memory_fields(m: dict) -> tuple[int | None, int | None, int | None]:
+    """Check linux.resources.memory and return its (limit, swap, reservation)."""
+    _check_keys("memory", m, ("limit", "reservation", "swap", "kernel", "kernelTCP",
+                              "swappiness", "disableOOMKiller", "useHierarchy",
+                              "checkBeforeUpdate"))
+    return (_get_int(m, "limit", "memory.limit"), _get_int(m, "swap", "memory.swap"),
+            _get_int(m, "reservation", "memory.reservation"))
+
+
 def _page_size(field: str, v: Any) -> str:
     if not isinstance(v, str) or not _PAGE_SIZE_RE.match(v):
         raise CgroupError(f"{field}: invalid pageSize {v!r} (expected e.g. '2MB', '1GB')",
@@ -631,12 +640,7 @@ class V2Cgroup(Cgroup):
 
     # -- resources --
     def _apply_memory(self, m: dict) -> None:
-        _check_keys("memory", m, ("limit", "reservation", "swap", "kernel", "kernelTCP",
-                                  "swappiness", "disableOOMKiller", "useHierarchy",
-                                  "checkBeforeUpdate"))
-        limit = _get_int(m, "limit", "memory.limit")
-        swap = _get_int(m, "swap", "memory.swap")
-        reservation = _get_int(m, "reservation", "memory.reservation")
+        limit, swap, reservation = _memory_fields(m)
         if m.get("disableOOMKiller"):
             raise CgroupError("memory.disableOOMKiller: not supported on cgroup v2 (there is "
                               "no memory.oom_control)", errno.EOPNOTSUPP,
@@ -1027,12 +1031,7 @@ class V1Cgroup(Cgroup):
 
     # -- resources --
     def _apply_memory(self, m: dict) -> None:
-        _check_keys("memory", m, ("limit", "reservation", "swap", "kernel", "kernelTCP",
-                                  "swappiness", "disableOOMKiller", "useHierarchy",
-                                  "checkBeforeUpdate"))
-        limit = _get_int(m, "limit", "memory.limit")
-        swap = _get_int(m, "swap", "memory.swap")
-        reservation = _get_int(m, "reservation", "memory.reservation")
+        limit, swap, reservation = _memory_fields(m)
         lim_f = self._f("memory.limit_in_bytes", "memory.limit")
         if m.get("checkBeforeUpdate") and limit is not None and limit >= 0:
             usage = _int_opt(_read_opt(self._f("memory.usage_in_bytes", "memory.limit")))

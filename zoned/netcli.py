@@ -96,13 +96,12 @@ def _public(root: str, net: dict, containers: bool = False) -> dict:
 
 
 def _json(data) -> None:
-    import json
+    from zoned.cli import _print_json
 
-    json.dump(data, sys.stdout, indent=2)
-    sys.stdout.write("\n")
+    _print_json(data)
 
 
 def _table(rows) -> None:
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    for r in rows:
-        print("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
+    from zoned.cli import _print_table
+
+    _print_table(rows)
