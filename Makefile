@@ -14,11 +14,11 @@ APT_PACKAGES := python3-venv python3-dev gcc libc6-dev make libffi-dev libseccom
 	nftables iperf3 \
 	podman conmon golang-github-containers-common containerd
 
-.PHONY: all setup bytecode demo test bench-startup bench-density image clean distclean
+.PHONY: all setup criu bytecode demo test bench-startup bench-density image clean distclean
 
 all: setup
 
-setup: $(STAMP)/apt $(STAMP)/venv zoned/libexec/zoned-init bytecode image
+setup: $(STAMP)/apt $(STAMP)/venv zoned/libexec/zoned-init bytecode image criu
 
 $(STAMP)/apt: Makefile
 	@mkdir -p $(STAMP)
@@ -39,6 +39,11 @@ $(STAMP)/venv: $(STAMP)/apt pyproject.toml setup.py $(wildcard csrc/*.c csrc/*.h
 	$(PY) -m pip install -q --disable-pip-version-check -e '.[test]' \
 		--config-settings editable_mode=compat
 	@touch $@
+
+# CRIU 4.2.1 for checkpoint/restore, built from Debian's source (bookworm's criu 3.17 fails
+# on current kernels); exits at once when a criu >= 4.2 is installed where zoned looks.
+criu: $(STAMP)/apt
+	@scripts/install-criu.sh
 
 # Compiled bytecode, written even where PYTHONDONTWRITEBYTECODE is set: without it every
 # `zoned` command would compile its modules again (start-up is a feature). Cheap when fresh.

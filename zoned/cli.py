@@ -243,6 +243,21 @@ def _sub_gc(sub, argparse):
     g.add_argument("--dry-run", action="store_true")
 
 
+def _sub_checkpoint(sub, argparse):
+    c = sub.add_parser("checkpoint", help="dump a running container with CRIU (>= 4); it "
+                       "is removed unless --leave-running")
+    c.add_argument("--dir", required=True, help="where the images go")
+    c.add_argument("--leave-running", action="store_true")
+    c.add_argument("--tcp-established", action="store_true")
+    c.add_argument("id")
+
+
+def _sub_restore(sub, argparse):
+    r = sub.add_parser("restore", help="restore a checkpointed container")
+    r.add_argument("--dir", required=True, help="a directory `zoned checkpoint` wrote")
+    r.add_argument("--name", help="the restored container's name (default: the original's)")
+
+
 SUBCOMMANDS = [
     ("run", _sub_run), ("ps", _sub_ps), ("stop", _sub_stop), ("kill", _sub_kill),
     ("rm", _sub_rm), ("exec", _sub_exec), ("logs", _sub_logs), ("inspect", _sub_inspect),
@@ -252,7 +267,7 @@ SUBCOMMANDS = [
     ("state", _simple("state", "(OCI) print a container's state JSON")),
     ("delete", _sub_delete), ("spec", _sub_spec), ("image", _sub_image), ("network", _sub_network),
     ("events", _sub_events), ("update", _sub_update), ("features", _sub_features),
-    ("gc", _sub_gc),
+    ("gc", _sub_gc), ("checkpoint", _sub_checkpoint), ("restore", _sub_restore),
 ]
 
 
@@ -917,6 +932,22 @@ def _print_json(data) -> None:
     sys.stdout.write("\n")
 
 
+def cmd_checkpoint(args) -> int:
+    from zoned import checkpoint
+
+    checkpoint.checkpoint(_runtime(args), args.id, args.dir,
+                          leave_running=args.leave_running,
+                          tcp_established=args.tcp_established)
+    return 0
+
+
+def cmd_restore(args) -> int:
+    from zoned import checkpoint
+
+    print(checkpoint.restore(_runtime(args), args.dir, name=args.name)["id"])
+    return 0
+
+
 def _print_table(rows) -> None:
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for r in rows:
@@ -930,6 +961,7 @@ COMMANDS = {
     "start": cmd_start, "state": cmd_state, "create": cmd_create, "spec": cmd_spec,
     "image": cmd_image, "gc": cmd_gc, "network": lambda args: _netcli(args),
     "events": cmd_events, "update": cmd_update, "features": cmd_features,
+    "checkpoint": cmd_checkpoint, "restore": cmd_restore,
 }
 
 if __name__ == "__main__":

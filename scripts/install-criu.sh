@@ -1,0 +1,132 @@
+#!/bin/bash
+# Build and install CRIU 4.2.1 for zoned's checkpoint/restore (as root, Debian 12 bookworm).
+#
+# Debian 12's criu (3.17) fails on current kernels (vDSO), and sid's/trixie's binary
+# packages pull a newer libc. So: take only the *source* of sid's criu 4.2.1 (a deb-src-only
+# sources file), check its sha256, build just the criu binary against bookworm's libraries
+# and install it to $PREFIX/sbin/criu (default /usr/local/sbin/criu), where zoned looks
+# after $ZONED_CRIU. A criu 3.17 installed by runc's Recommends at /usr/sbin/criu is left
+# alone.
+#
+# Idempotent: exits at once if a criu >= 4.2 is already where zoned looks.
+# Environment: ZONED_CRIU (an existing binary to accept), PREFIX (/usr/local),
+# CRIU_BUILD_DIR (a scratch dir, removed afterwards unless KEEP_BUILD=1).
+set -euo pipefail
+
+CRIU_VERSION=4.2.1
+CRIU_DEBVER=4.2.1-1
+CRIU_SHA256=29ec0ee09e296479fe7048c80980e8ef1d0684d0b0204c2b101dfea19f6725b9
+PREFIX=${PREFIX:-/usr/local}
+DEST=$PREFIX/sbin/criu
+SRC_LIST=/etc/apt/sources.list.d/zoned-criu-src.sources
+BUILD_DIR=${CRIU_BUILD_DIR:-/var/tmp/zoned-criu-build}
+BUILD_DEPS="gcc make pkg-config libc6-dev libprotobuf-c-dev protobuf-c-compiler \
+libnl-3-dev libnet1-dev libcap-dev libbsd-dev libaio-dev libgnutls28-dev libnftables-dev \
+uuid-dev protobuf-compiler libprotobuf-dev ca-certificates"
+
+log() { echo "install-criu: $*" >&2; }
+die() { log "error: $*"; exit 1; }
+
+# "criu --version" prints "Version: 4.2.1"; succeed if the binary is >= 4.2.
+version_ok() {
+    local v
+    v=$("$1" --version 2>/dev/null | sed -n 's/^Version: *//p' | head -n1) || return 1
+    [ -n "$v" ] || return 1
+    local major=${v%%.*} rest=${v#*.}
+    local minor=${rest%%.*}
+    [ "$major" -gt 4 ] 2>/dev/null || { [ "$major" -eq 4 ] && [ "${minor:-0}" -ge 2 ]; } 2>/dev/null
+}
+
+# Where zoned looks (zoned.checkpoint.find_criu): $ZONED_CRIU, /usr/local/sbin/criu, PATH.
+for cand in "${ZONED_CRIU:-}" "$DEST" /usr/local/sbin/criu "$(command -v criu 2>/dev/null || true)"; do
+    if [ -n "$cand" ] && [ -x "$cand" ] && version_ok "$cand"; then
+        log "$("$cand" --version | head -n1) already at $cand; nothing to do"
+        exit 0
+    fi
+done
+
+[ "$(id -u)" -eq 0 ] || die "must run as root"
+[ -r /etc/os-release ] && . /etc/os-release
+[ "${VERSION_CODENAME:-}" = bookworm ] || log "warning: tested on Debian 12 bookworm only"
+
+start=$(date +%s)
+
+# 1. A deb-src line for sid, derived from the machine's own Debian URI; deb-src only, so
+#    no sid binary can ever be installed from it. Removed again when the script exits.
+uri=$(sed -n 's/^URIs: *\(http[^ ]*\/debian\)\/\?$/\1/p' /etc/apt/sources.list.d/debian.sources \
+        2>/dev/null | head -n1)
+if [ -z "$uri" ]; then
+    uri=$(sed -n 's/^deb \(\[[^]]*\] \)\?\(http[^ ]*\/debian\)\/\? .*/\2/p' /etc/apt/sources.list \
+            2>/dev/null | head -n1)
+fi
+uri=${uri:-http://deb.debian.org/debian}
+keyring=/usr/share/keyrings/debian-archive-keyring.gpg
+cat > "$SRC_LIST.tmp" <<EOF
+# Added by zoned scripts/install-criu.sh: source packages only (criu $CRIU_DEBVER).
+Types: deb-src
+URIs: $uri
+Suites: sid
+Components: main
+Signed-By: $keyring
+EOF
+mv "$SRC_LIST.tmp" "$SRC_LIST"
+# Only needed for this download: later `apt-get update`s need not fetch sid's Sources.
+trap 'rm -f "$SRC_LIST" "$SRC_LIST.tmp"' EXIT
+log "deb-src for sid from $uri in $SRC_LIST"
+
+# 2. Build dependencies (bookworm's), only the missing ones.
+apt-get update -qq
+missing=$(for p in $BUILD_DEPS; do
+    dpkg-query -W -f='${Status}\n' "$p" 2>/dev/null | grep -q '^install ok installed' || echo "$p"
+done)
+if [ -n "$missing" ]; then
+    log "installing build deps: $(echo $missing)"
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $missing >/dev/null
+fi
+
+# 3. The orig tarball. The .debian part of sid's source may 404 (a newer revision replaced
+#    it); the orig tarball is all we need, so apt-get's exit status is not trusted: the
+#    sha256 is.
+rm -rf "$BUILD_DIR"
+mkdir -p "$BUILD_DIR"
+cd "$BUILD_DIR"
+apt-get source -qq --download-only "criu=$CRIU_DEBVER" >apt-source.log 2>&1 ||
+    log "apt-get source reported an error (expected if the .debian part 404s); checking the orig tarball"
+tarball=
+for f in criu_${CRIU_VERSION}.orig.tar.*; do [ -f "$f" ] && tarball=$f; done
+[ -n "$tarball" ] || { cat apt-source.log >&2; die "criu_${CRIU_VERSION}.orig.tar.* not downloaded"; }
+echo "$CRIU_SHA256  $tarball" | sha256sum -c --quiet - || die "$tarball: sha256 mismatch"
+log "$tarball: sha256 ok"
+
+# 4. Build only the criu binary (no docs, no plugins, no crit/python).
+mkdir src
+tar xf "$tarball" -C src
+set -- src/*/
+[ $# -eq 1 ] && [ -f "$1/Makefile" ] || die "unexpected layout of $tarball"
+cd "$1"
+log "building criu (make -j$(nproc) criu)"
+make -j"$(nproc)" criu >"$BUILD_DIR/build.log" 2>&1 || { tail -n 40 "$BUILD_DIR/build.log" >&2; die "build failed"; }
+install -D -m 0755 criu/criu "$DEST"
+# The binary's run-time libraries came in as dependencies of the -dev packages; keep them
+# if the build dependencies are removed later (apt autoremove).
+libs=
+for so in $(ldd "$DEST" | awk '$3 ~ /^\// {print $3}'); do
+    for path in "$so" "/usr$so" "${so#/usr}"; do
+        pkg=$(dpkg-query -S "$path" 2>/dev/null | head -n1 | cut -d: -f1) || true
+        [ -n "$pkg" ] && { libs="$libs $pkg"; break; }
+    done
+done
+[ -z "$libs" ] || apt-mark manual $libs >/dev/null
+cd /
+[ "${KEEP_BUILD:-0}" = 1 ] || rm -rf "$BUILD_DIR"
+
+version_ok "$DEST" || die "$DEST --version: $("$DEST" --version 2>&1 | head -n1)"
+log "installed $("$DEST" --version | head -n1) at $DEST in $(( $(date +%s) - start ))s"
+
+# 5. Does this kernel give criu what it needs? Warnings about optional features are
+#    printed, not fatal; a failing basic check is.
+if "$DEST" check; then
+    log "criu check: ok"
+else
+    die "criu check failed (see above)"
+fi

@@ -1,0 +1,147 @@
+"""Checkpoint/restore with CRIU (>= 4, scripts/install-criu.sh): a container's processes,
+memory, rootfs changes and log come back where they were, and the restored container is an
+ordinary zoned container again (ps, exec, logs, kill, rm)."""
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+
+from conftest import host_snapshot
+
+try:
+    from zoned.checkpoint import find_criu
+    from zoned.errors import ZonedError
+
+    CRIU = find_criu()
+except ZonedError as e:
+    pytest.skip(f"no criu >= 4 (run `make criu`): {e}", allow_module_level=True)
+
+# Counts in memory; each value goes to the volume (/data), to the container's own rootfs
+# (/n, the overlay's upper layer) and to stdout (ctr.log).
+LOOP = ("i=0; while :; do i=$((i+1)); echo $i >> /data/seq; echo $i > /n; echo tick $i; "
+        "sleep 0.05; done")
+
+
+def _wait_for(fn, timeout=10.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        v = fn()
+        if v:
+            return v
+        time.sleep(0.05)
+    raise AssertionError("timed out")
+
+
+def _seq(vol):
+    text = (vol / "seq").read_text() if (vol / "seq").exists() else ""
+    return [int(x) for x in text.split()]
+
+
+def _ps(cli):
+    return {c["id"]: c["status"] for c in json.loads(cli("ps", "--format", "json").stdout)}
+
+
+def test_checkpoint_stops_and_restore_continues(cli, tmp_path):
+    vol = tmp_path / "vol"
+    vol.mkdir()
+    images = tmp_path / "ck"
+    before = host_snapshot(cli.root)
+    cli("run", "-d", "--name", "counter", "-v", f"{vol}:/data", "--", "sh", "-c", LOOP,
+        check=True)
+    _wait_for(lambda: len(_seq(vol)) >= 10)
+
+    cli("checkpoint", "counter", "--dir", str(images), check=True)
+    assert "counter" not in _ps(cli)  # stopped by the dump and removed, as runc does
+    at_dump = _seq(vol)
+    time.sleep(0.3)
+    assert _seq(vol) == at_dump  # nothing runs any more
+
+    assert cli("restore", "--dir", str(images), check=True).stdout.strip() == "counter"
+    assert _ps(cli) == {"counter": "running"}
+    _wait_for(lambda: len(_seq(vol)) >= len(at_dump) + 10)
+    seq = _seq(vol)
+    # The shell's own counter went on from where it was: no restart from 1, no gap.
+    assert seq == list(range(1, len(seq) + 1)), seq
+    # The rootfs (overlay upper) came back too, and exec joins the restored namespaces.
+    n = int(cli("exec", "counter", "--", "cat", "/n", check=True).stdout)
+    assert n > at_dump[-1]
+    out = cli("exec", "counter", "--", "sh", "-c", "echo $$; hostname", check=True).stdout
+    pid, host = out.split()
+    assert int(pid) > 1 and host == "counter"
+    # ... and so does the log: the old lines are kept and the new ones follow them.
+    ticks = [int(x.split()[1]) for x in cli("logs", "counter").stdout.splitlines()]
+    assert ticks[:len(at_dump)] == at_dump and ticks == list(range(1, len(ticks) + 1))
+
+    assert cli("kill", "counter", "KILL").returncode == 0
+    _wait_for(lambda: _ps(cli).get("counter") == "stopped")
+    assert cli("rm", "counter").returncode == 0
+    assert host_snapshot(cli.root) == before  # no cgroup, mount or state dir left
+
+
+def test_leave_running_and_restore_under_a_new_name(cli, tmp_path):
+    vol = tmp_path / "vol"
+    vol.mkdir()
+    images = tmp_path / "ck"
+    cli("run", "-d", "--name", "orig", "-v", f"{vol}:/data", "--", "sh", "-c",
+        "echo kept > /marker; " + LOOP, check=True)
+    _wait_for(lambda: len(_seq(vol)) >= 5)
+    cli("checkpoint", "--leave-running", "orig", "--dir", str(images), check=True)
+    at_dump = int((images / "upper" / "n").read_text())
+    assert _ps(cli) == {"orig": "running"}
+    time.sleep(0.3)
+    assert int(cli("exec", "orig", "--", "cat", "/n", check=True).stdout) > at_dump
+
+    cli("restore", "--dir", str(images), "--name", "copy", check=True)
+    assert _ps(cli) == {"orig": "running", "copy": "running"}
+    assert cli("exec", "copy", "--", "cat", "/marker", check=True).stdout == "kept\n"
+    n = _wait_for(lambda: int(cli("exec", "copy", "--", "cat", "/n").stdout or 0) > at_dump
+                  and int(cli("exec", "copy", "--", "cat", "/n").stdout))
+    assert n > at_dump
+    # The two are separate containers: their own cgroup and pid namespace.
+    orig = json.loads(cli("inspect", "orig").stdout)["state"]
+    copy = json.loads(cli("inspect", "copy").stdout)["state"]
+    assert orig["zoned"]["cgroup"] != copy["zoned"]["cgroup"]
+    assert orig["pid"] != copy["pid"]
+    assert cli("exec", "copy", "--", "cat", "/proc/1/cmdline").stdout.startswith("sh")
+    assert cli("rm", "-f", "orig", "copy").returncode == 0
+    assert _ps(cli) == {}
+
+
+def test_tcp_established(cli, tmp_path):
+    """A TCP connection inside the container (over its lo) survives checkpoint/restore."""
+    images = tmp_path / "ck"
+    cli("run", "-d", "--name", "tcp", "--", "sh", "-c",
+        "(sleep 100000 | nc -l -p 5000 > /recv) & sleep 0.3; i=0; "
+        "while :; do i=$((i+1)); echo $i; sleep 0.05; done | nc 127.0.0.1 5000", check=True)
+
+    def received():
+        return [int(x) for x in cli("exec", "tcp", "--", "cat", "/recv").stdout.split()]
+    _wait_for(lambda: len(received()) >= 5)
+    p = cli("checkpoint", "tcp", "--dir", str(images))
+    assert p.returncode != 0 and "--tcp-established" in p.stderr
+    assert _ps(cli) == {"tcp": "running"}  # a failed dump leaves it running
+    cli("checkpoint", "tcp", "--tcp-established", "--dir", str(images), check=True)
+    at_dump = int((images / "upper" / "recv").read_text().split()[-1])
+    cli("restore", "--dir", str(images), check=True)
+    got = _wait_for(lambda: (lambda r: len(r) > at_dump + 5 and r)(received()))
+    assert got == list(range(1, len(got) + 1))  # the same stream, nothing lost or repeated
+    assert "ESTABLISHED" in cli("exec", "tcp", "--", "netstat", "-tn").stdout
+    cli("rm", "-f", "tcp", check=True)
+
+
+def test_refusals(cli, tmp_path):
+    cli("run", "-d", "--name", "host", "--network", "host", "--", "sleep", "100",
+        check=True)
+    p = cli("checkpoint", "host", "--dir", str(tmp_path / "a"))
+    assert p.returncode != 0 and "--network none" in p.stderr
+    cli("pause", "host", check=True)
+    p = cli("checkpoint", "host", "--dir", str(tmp_path / "a"))
+    assert p.returncode != 0 and "it is paused" in p.stderr
+    assert _ps(cli) == {"host": "paused"}  # a refused checkpoint changes nothing
+    p = cli("checkpoint", "nosuch", "--dir", str(tmp_path / "b"))
+    assert p.returncode != 0 and p.stderr.startswith("zoned: ")
+    p = cli("restore", "--dir", str(tmp_path))
+    assert p.returncode != 0 and "no zoned checkpoint" in p.stderr
+    cli("rm", "-f", "host")
