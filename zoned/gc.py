@@ -56,8 +56,14 @@ def collect(rt: Runtime, *, dry_run: bool = False) -> Iterator[str]:
             yield f"cgroup {path}: no container (removed if empty)"
         elif remove_if_empty(path):
             yield f"cgroup {path}: no container"
-    if not dry_run and not known and cgroup_parent(store.root) != "/zoned":
-        remove_if_empty(cgroup_parent(store.root))  # a root's own parent, once it is empty
+    # State-root parents (/zoned, /zoned-<hash>) with no containers left under them: empty ones
+    # hold nothing, and a create racing with this rmdir retries (runtime.create).
+    for path in list_paths("/"):
+        if (path == "/zoned" or path.startswith("/zoned-")) and not list_paths(path):
+            if dry_run:
+                yield f"cgroup {path}: empty state-root parent (removed if empty)"
+            elif remove_if_empty(path):
+                yield f"cgroup {path}: empty state-root parent"
     from zoned import network
 
     yield from network.gc(store.root, store.ids(), dry_run=dry_run)

@@ -5,6 +5,7 @@ leftovers. No process stays behind per container: state lives in the store.
 """
 from __future__ import annotations
 
+import errno
 import json
 import os
 import select
@@ -252,7 +253,13 @@ class Runtime:
             from zoned.cgroups import Cgroup, hierarchies
 
             cgroup = Cgroup.open(cg_path)
-            cgroup.create()
+            for attempt in range(3):  # `zoned gc` may remove an empty parent meanwhile
+                try:
+                    cgroup.create()
+                    break
+                except OSError as e:
+                    if e.errno != errno.ENOENT or attempt == 2:
+                        raise
             cgroup.apply(container_resources(linux.get("resources") or {}))
 
             fifo_fd = None
