@@ -281,7 +281,8 @@ def restore(rt, directory: str, *, name: str | None = None) -> dict:
     from zoned import spec as specmod
     from zoned import syscalls as sc
     from zoned.cgroups import Cgroup
-    from zoned.runtime import _utc_now, container_resources, default_cgroups_path
+    from zoned.runtime import (_utc_now, container_resources, default_cgroups_path,
+                               discard_cgroup)
     from zoned.state import proc_start_time
 
     criu = find_criu()
@@ -380,11 +381,7 @@ def restore(rt, directory: str, *, name: str | None = None) -> dict:
             return state
     except BaseException:
         if cgroup is not None:
-            try:
-                cgroup.kill()
-                cgroup.destroy()
-            except OSError:
-                pass
+            discard_cgroup(cgroup)
         keep = os.path.join(directory, f"restore-{cid}.log")
         try:
             shutil.copy(os.path.join(d, "restore.log"), keep)

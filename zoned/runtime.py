@@ -320,11 +320,7 @@ class Runtime:
             if isinstance(exc, hooks.HookError):  # the spec: stop, then run poststop hooks
                 hooks.run(cfg.get("hooks"), "poststop", {**oci_state(state), "status": "stopped"})
             if cgroup is not None:
-                try:
-                    cgroup.kill()
-                    cgroup.destroy()
-                except OSError:
-                    pass
+                discard_cgroup(cgroup)
             if network is not None:
                 network.release()
             self.store.remove(cid)
@@ -575,6 +571,16 @@ class Runtime:
                 os.close(fd)
             if pidns is not None:
                 os.close(pidns)
+
+
+def discard_cgroup(cgroup) -> None:
+    """Undo a cgroup made for a create or restore that failed: kill what is in it, remove
+    it, and let the original error through."""
+    try:
+        cgroup.kill()
+        cgroup.destroy()
+    except OSError:
+        pass
 
 
 def check_preserved_fds(n: int) -> None:
