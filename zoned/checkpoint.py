@@ -282,7 +282,7 @@ def restore(rt, directory: str, *, name: str | None = None) -> dict:
     from zoned import syscalls as sc
     from zoned.cgroups import Cgroup
     from zoned.runtime import (_utc_now, container_resources, default_cgroups_path,
-                               discard_cgroup)
+                               discard_cgroup, hook_kinds)
     from zoned.state import proc_start_time
 
     criu = find_criu()
@@ -337,7 +337,7 @@ def restore(rt, directory: str, *, name: str | None = None) -> dict:
                 "annotations": meta.get("annotations") or {},
                 "zoned": {"cgroup": cg_path, "log": log_path,
                           "autoremove": meta.get("autoremove", False),
-                          "restored_from": directory},
+                          "restored_from": directory, "hooks": hook_kinds(cfg)},
             }
             rt.store.write_state(cid, state)
             cgroup = Cgroup.open(cg_path)

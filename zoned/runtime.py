@@ -233,7 +233,10 @@ class Runtime:
                 "created": _utc_now(),
                 "owner": "",
                 "annotations": cfg.get("annotations") or {},
-                "zoned": {"cgroup": cg_path, "log": log_path, "autoremove": autoremove},
+                "zoned": {"cgroup": cg_path, "log": log_path, "autoremove": autoremove,
+                          # which hook kinds exist: start and delete read config.json
+                          # (tens of KiB with seccomp) only when they have hooks to run
+                          "hooks": hook_kinds(cfg)},
             }
             if network is not None:
                 network.prepare(d, cfg)
@@ -390,11 +393,10 @@ class Runtime:
             self._poststart(cid, st)
 
     def _poststart(self, cid: str, st: dict) -> None:
-        cfg_hooks = self.config(cid).get("hooks")
-        if cfg_hooks and cfg_hooks.get("poststart"):
+        if "poststart" in st["zoned"].get("hooks", ()):
             from zoned import hooks
 
-            hooks.run(cfg_hooks, "poststart", oci_state(st))
+            hooks.run(self.config(cid).get("hooks"), "poststart", oci_state(st))
 
     def kill(self, cid: str, sig: int = signal.SIGTERM, *, all: bool = False) -> None:
         st = self.store.read_state(cid)
@@ -438,10 +440,12 @@ class Runtime:
                     self.cgroup(st).thaw()
                 signal_pid(st["pid"], st["zoned"]["pid_start"], signal.SIGKILL)
                 wait_exit(st["pid"], st["zoned"]["pid_start"], 10)
-            try:
-                cfg_hooks = self.store.read_config(cid).get("hooks")
-            except (OSError, ValueError):
-                cfg_hooks = None
+            cfg_hooks = None
+            if "poststop" in (st.get("zoned") or {}).get("hooks", ()):
+                try:
+                    cfg_hooks = self.store.read_config(cid).get("hooks")
+                except (OSError, ValueError):
+                    pass
             self._release(cid, st)
             if cfg_hooks and cfg_hooks.get("poststop"):
                 from zoned import hooks
@@ -571,6 +575,11 @@ class Runtime:
                 os.close(fd)
             if pidns is not None:
                 os.close(pidns)
+
+
+def hook_kinds(cfg: dict) -> list[str]:
+    """The hook kinds a config has, recorded in state.json."""
+    return sorted(k for k, v in (cfg.get("hooks") or {}).items() if v)
 
 
 def discard_cgroup(cgroup) -> None:
