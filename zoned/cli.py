@@ -246,7 +246,9 @@ def _sub_gc(sub, argparse):
 def _sub_checkpoint(sub, argparse):
     c = sub.add_parser("checkpoint", help="dump a running container with CRIU (>= 4); it "
                        "is removed unless --leave-running")
-    c.add_argument("--dir", required=True, help="where the images go")
+    c.add_argument("--dir", help="where the images go")
+    c.add_argument("--export", metavar="FILE.tar.zst",
+                   help="also (or only) write the checkpoint as one archive")
     c.add_argument("--leave-running", action="store_true")
     c.add_argument("--tcp-established", action="store_true")
     c.add_argument("id")
@@ -254,8 +256,46 @@ def _sub_checkpoint(sub, argparse):
 
 def _sub_restore(sub, argparse):
     r = sub.add_parser("restore", help="restore a checkpointed container")
-    r.add_argument("--dir", required=True, help="a directory `zoned checkpoint` wrote")
+    src = r.add_mutually_exclusive_group(required=True)
+    src.add_argument("--dir", help="a directory `zoned checkpoint` wrote")
+    src.add_argument("--import", dest="import_", metavar="FILE",
+                     help="an archive `zoned checkpoint --export` wrote")
     r.add_argument("--name", help="the restored container's name (default: the original's)")
+
+
+def _sub_migrate(sub, argparse):
+    m = sub.add_parser("migrate", help="move a running container to another host "
+                       "(ssh://[user@]host[:port] or zoned://host:port)")
+    m.add_argument("--live", action="store_true",
+                   help="post-copy: freeze only for the non-memory state (CRIU lazy pages)")
+    m.add_argument("--keep-source", action="store_true",
+                   help="keep the checkpoint on the source (stop-and-copy only)")
+    m.add_argument("--key", help="relocation key for zoned:// (default $ZONED_RELOCATION_KEY "
+                   "or /etc/zoned/relocation.pem)")
+    m.add_argument("--no-tcp-established", dest="tcp", action="store_false",
+                   help="do not keep TCP connections")
+    m.add_argument("--quiet", "-q", action="store_true", help="no progress, only the summary")
+    m.add_argument("--format", choices=["text", "json"], default="text",
+                   help="the summary's format")
+    m.add_argument("id")
+    m.add_argument("dest")
+
+
+def _sub_relocation_server(sub, argparse):
+    s = sub.add_parser("relocation-server", help="receive migrating containers")
+    s.add_argument("--listen", metavar="ADDR:PORT", help="TLS listener for zoned:// peers")
+    s.add_argument("--allow", default="", metavar="HOST[,HOST...]",
+                   help="hosts that may send containers (empty: nobody)")
+    s.add_argument("--key", help="relocation key shared by the hosts (zoned relocation-key)")
+    s.add_argument("--stdio", action="store_true",
+                   help="serve one migration on stdin/stdout (what ssh:// runs)")
+    s.add_argument("--once", action="store_true", help="exit after one migration")
+
+
+def _sub_relocation_key(sub, argparse):
+    k = sub.add_parser("relocation-key", help="make a relocation key for zoned:// (copy it "
+                       "to every host that migrates to or from this one)")
+    k.add_argument("file")
 
 
 SUBCOMMANDS = [
@@ -268,6 +308,8 @@ SUBCOMMANDS = [
     ("delete", _sub_delete), ("spec", _sub_spec), ("image", _sub_image), ("network", _sub_network),
     ("events", _sub_events), ("update", _sub_update), ("features", _sub_features),
     ("gc", _sub_gc), ("checkpoint", _sub_checkpoint), ("restore", _sub_restore),
+    ("migrate", _sub_migrate), ("relocation-server", _sub_relocation_server),
+    ("relocation-key", _sub_relocation_key),
 ]
 
 
@@ -935,7 +977,7 @@ def _print_json(data) -> None:
 def cmd_checkpoint(args) -> int:
     from zoned import checkpoint
 
-    checkpoint.checkpoint(_runtime(args), args.id, args.dir,
+    checkpoint.checkpoint(_runtime(args), args.id, args.dir, export=args.export,
                           leave_running=args.leave_running,
                           tcp_established=args.tcp_established)
     return 0
@@ -944,7 +986,39 @@ def cmd_checkpoint(args) -> int:
 def cmd_restore(args) -> int:
     from zoned import checkpoint
 
-    print(checkpoint.restore(_runtime(args), args.dir, name=args.name)["id"])
+    rt = _runtime(args)
+    if args.import_:
+        import shutil
+        import tempfile
+
+        tmp = tempfile.mkdtemp(prefix=".import-", dir=checkpoint._scratch(rt))
+        try:
+            checkpoint.import_tar(args.import_, tmp)
+            print(checkpoint.restore(rt, tmp, name=args.name, consume=True)["id"])
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+        return 0
+    print(checkpoint.restore(rt, args.dir, name=args.name)["id"])
+    return 0
+
+
+def cmd_migrate(args) -> int:
+    from zoned import migrate
+
+    return migrate.main(_runtime(args), args)
+
+
+def cmd_relocation_server(args) -> int:
+    from zoned import relocation
+
+    return relocation.serve_main(_runtime(args), args)
+
+
+def cmd_relocation_key(args) -> int:
+    from zoned import relocation
+
+    relocation.make_key(args.file)
+    print(args.file)
     return 0
 
 
@@ -961,7 +1035,8 @@ COMMANDS = {
     "start": cmd_start, "state": cmd_state, "create": cmd_create, "spec": cmd_spec,
     "image": cmd_image, "gc": cmd_gc, "network": lambda args: _netcli(args),
     "events": cmd_events, "update": cmd_update, "features": cmd_features,
-    "checkpoint": cmd_checkpoint, "restore": cmd_restore,
+    "checkpoint": cmd_checkpoint, "restore": cmd_restore, "migrate": cmd_migrate,
+    "relocation-server": cmd_relocation_server, "relocation-key": cmd_relocation_key,
 }
 
 if __name__ == "__main__":

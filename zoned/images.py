@@ -378,6 +378,50 @@ class ImageStore:
         with self._lock():
             return [Path(p) for p in self._collect_garbage()]
 
+    def digest(self, name: str) -> str:
+        """sha256 of the image's rootfs contents (paths, modes, owners, file data, link
+        targets; not times), so two hosts that built the same recipe agree. A checkpoint's
+        upper layer only makes sense over the very same lower layer: migration compares
+        this before it freezes anything. Cached next to image.json (keyed by its mtime)."""
+        import hashlib
+
+        img = self.get(name)
+        cache = img.image_dir + "/digest"
+        stamp = str(os.stat(img.image_dir + "/image.json").st_mtime_ns)
+        try:
+            with open(cache) as f:
+                have_stamp, value = f.read().split()
+            if have_stamp == stamp:
+                return value
+        except (OSError, ValueError):
+            pass
+        h = hashlib.sha256()
+        root = img.rootfs_dir
+        for dirpath, dirnames, filenames in os.walk(root):
+            dirnames.sort()
+            for n in [""] + sorted(filenames + [d for d in dirnames
+                                                if os.path.islink(_join(dirpath, d))]):
+                path = _join(dirpath, n) if n else dirpath
+                st = os.lstat(path)
+                rel = os.path.relpath(path, root)
+                h.update(f"{rel}\0{st.st_mode:o}\0{st.st_uid}:{st.st_gid}\0".encode())
+                if os.path.islink(path):
+                    h.update(os.readlink(path).encode())
+                elif n and os.path.isfile(path):
+                    with open(path, "rb") as f:
+                        for chunk in iter(lambda: f.read(1 << 20), b""):
+                            h.update(chunk)
+                h.update(b"\n")
+        value = "sha256:" + h.hexdigest()
+        try:
+            tmp = f"{cache}.{os.getpid()}"
+            with open(tmp, "w") as f:
+                f.write(f"{stamp} {value}\n")
+            os.rename(tmp, cache)
+        except OSError:
+            pass  # a read-only store: just not cached
+        return value
+
     # -- exporting (zoned.recipe does the work)
 
     def export_rootfs_tar(self, name: str, dest_path: str | Path) -> Path:

@@ -93,6 +93,8 @@ class NetworkSetup:
         if opts.mac and int(opts.mac[:2], 16) & 1:
             raise ConfigError(f"invalid --mac {opts.mac!r}: a multicast address")
         self.static_ip, self.mac = opts.ip, (opts.mac.lower() if opts.mac else None)
+        # A restore or migration keeps every address, not just the first network's.
+        self.static_ips = list(getattr(opts, "ips", None) or [opts.ip])
         self.ports = [parse_publish(p) for p in opts.publish]
         seen = set()
         for p in self.ports:
@@ -134,7 +136,8 @@ class NetworkSetup:
                 data = leases.load()
                 ip = leases.allocate(data, self.cid, {"names": names, "hosts": hosts,
                                                       "host_if": host_if},
-                                     static=self.static_ip if i == 0 else None)
+                                     static=(self.static_ips[i]
+                                             if i < len(self.static_ips) else None))
                 leases.save(data)
                 self.links.append({
                     "network": net["name"], "mode": net["mode"], "bridge": net.get("bridge"),
@@ -215,7 +218,8 @@ class NetworkSetup:
             return {"mode": "container", "container": self.container,
                     "pid": self.joined_pid, "files": self.files}
         d = {"mode": "veth", "root": os.path.realpath(self.root), "networks": self.links,
-             "files": self.files}
+             "files": self.files, "dns": self.dns,
+             "add_hosts": [f"{n}:{ip}" for ip, n in self.add_hosts]}
         if getattr(self, "published", None):
             d["ports"] = self.published
             d["ports_network"] = self.nets[0]["key"]
@@ -225,28 +229,116 @@ class NetworkSetup:
     def attach(self, pid: int) -> None:
         if not self.links:
             return
-        from zoned.netlink import Netlink
-
         nsfd = os.open(f"/proc/{pid}/ns/net", os.O_RDONLY | os.O_CLOEXEC)
         try:
-            with Netlink() as nl:
-                nipr = nl.in_netns(nsfd)
-                alias = owner_alias(self.root, self.cid)
-                net_by_name = {n["name"]: n for n in self.nets}
-                for ln in self.links:
-                    nl.create_veth(ln["host_if"], ln["ifname"], nsfd, mac=ln["mac"],
-                                   alias=alias, mtu=ln.get("mtu"))
-                    nl.plug(ln["host_if"], net_by_name[ln["network"]], ln["ip"])
-                    nl.configure(nipr, ln["ifname"], ln["ip"], ln["prefixlen"],
-                                 ln["gateway"], ln["default_route"])
+            self.attach_ns(nsfd)
         finally:
             os.close(nsfd)
         from zoned.runtime import _fault_injection
 
         _fault_injection("ZONED_TEST_PAUSE_ATTACH")
 
+    def attach_ns(self, nsfd: int, *, loopback: bool = False) -> None:
+        """Plug the container's links into the network namespace `nsfd` (a running
+        container's, or an empty one a restore fills: then `loopback` brings lo up too)."""
+        from zoned.netlink import Netlink
+
+        with Netlink() as nl:
+            nipr = nl.in_netns(nsfd)
+            if loopback:
+                nipr.link("set", index=nipr.link_lookup(ifname="lo")[0], state="up")
+            alias = owner_alias(self.root, self.cid)
+            net_by_name = {n["name"]: n for n in self.nets}
+            for ln in self.links:
+                nl.create_veth(ln["host_if"], ln["ifname"], nsfd, mac=ln["mac"],
+                               alias=alias, mtu=ln.get("mtu"))
+                nl.plug(ln["host_if"], net_by_name[ln["network"]], ln["ip"])
+                nl.configure(nipr, ln["ifname"], ln["ip"], ln["prefixlen"],
+                             ln["gateway"], ln["default_route"])
+
     def release(self) -> None:
         release(self.root, self.cid, self.describe(), partial=True)
+
+
+# -- moving a container: the same networking again, elsewhere --------------------------------
+def setup_like(root: str, cid: str, described: dict, hostname: str) -> NetworkSetup:
+    """A NetworkSetup that gives `cid` what `described` (a container's state.json entry,
+    perhaps from another host) had: the same networks, addresses, MACs, published ports,
+    DNS servers and extra hosts. Used by restore and migration."""
+    from types import SimpleNamespace
+
+    if described.get("mode") != "veth":
+        raise ConfigError(f"cannot recreate a {described.get('mode')!r} network")
+    links = described.get("networks") or []
+    ports = [(f"{p['host_ip']}:" if p.get("host_ip") else "")
+             + f"{p['host_port']}:{p['port']}/{p['proto']}"
+             for p in described.get("ports") or []]
+    opts = SimpleNamespace(
+        network=[ln["network"] for ln in links], ip=links[0]["ip"] if links else None,
+        ips=[ln["ip"] for ln in links], mac=links[0]["mac"] if links else None,
+        publish=ports, dns=described.get("dns") or [],
+        add_host=described.get("add_hosts") or [], hostname=hostname, name=cid)
+    return NetworkSetup(root, cid, opts)
+
+
+def new_netns() -> int:
+    """An empty network namespace, as an fd (the only thing keeping it alive): made by a
+    short-lived thread, since unshare(CLONE_NEWNET) changes only the calling thread."""
+    import threading
+
+    from zoned import syscalls as sc
+
+    box: dict = {}
+
+    def work():
+        try:
+            sc.unshare(sc.CLONE_NEWNET)
+            box["fd"] = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+        except OSError as e:
+            box["err"] = e
+
+    t = threading.Thread(target=work, name="zoned-newnet")
+    t.start()
+    t.join()
+    if "err" in box:
+        raise ZonedError(f"cannot create a network namespace: {box['err']}")
+    return box["fd"]
+
+
+def announce(nsfd: int, links: list[dict], count: int = 2) -> None:
+    """Gratuitous ARP from inside the namespace for each link: after a restore on another
+    host, the bridges between here and the peers learn the MAC's new port at once instead
+    of after their FDB entries age out (Xen sends the same after a migration)."""
+    import socket
+    import struct
+    import threading
+
+    from zoned import syscalls as sc
+
+    box: dict = {}
+
+    def work():
+        try:
+            sc.setns(nsfd, sc.CLONE_NEWNET)  # this thread only, and it ends here
+            for ln in links:
+                mac = bytes.fromhex(ln["mac"].replace(":", ""))
+                ip = socket.inet_aton(ln["ip"])
+                with socket.socket(socket.AF_PACKET, socket.SOCK_RAW) as s:
+                    s.bind((ln["ifname"], 0x0806))
+                    for op in (1, 2):  # an ARP request and an ARP reply, both for itself
+                        frame = (b"\xff" * 6 + mac + struct.pack("!H", 0x0806)
+                                 + struct.pack("!HHBBH", 1, 0x0800, 6, 4, op)
+                                 + mac + ip + (b"\xff" * 6 if op == 2 else b"\0" * 6) + ip)
+                        for _ in range(count // 2 or 1):
+                            s.send(frame.ljust(60, b"\0"))
+        except OSError as e:
+            box["err"] = e
+
+    t = threading.Thread(target=work, name="zoned-garp")
+    t.start()
+    t.join()
+    if "err" in box:
+        raise ZonedError(f"cannot send a gratuitous ARP: {box['err']}")
 
 
 # -- files -------------------------------------------------------------------------------------

@@ -1,0 +1,261 @@
+"""`zoned migrate NAME DEST [--live]`: move a running container to another host.
+
+The sending side. In order:
+  1. check here (what CRIU cannot dump is refused by Dump.plan), connect (zoned.relocation),
+     and ask the destination whether it can restore this container: image (by digest),
+     networks and the IP, published ports, volumes, the name, CRIU, lazy-page support,
+     CPU features. Any problem ends it here, with the container untouched.
+  2. freeze and dump. Stop-and-copy dumps everything; --live dumps all but the memory,
+     which CRIU's page server then serves on demand (post-copy, userfaultfd).
+  3. send the images (a tar stream), the destination restores the container *stopped*.
+  4. commit: the destination lets it run, announces its MAC (gratuitous ARP) and says so;
+     only then is the source's copy removed. In live mode the remaining pages follow.
+A failure before the commit puts the container back here: a live dump's CRIU gives the
+tasks back when its page server is closed; a stop-and-copy is restored from the local
+images into the very network namespace and cgroup it left (held open meanwhile). If the
+connection dies between commit and its answer the outcome is unknown: the container does
+not run here, and its checkpoint is kept so nothing is lost.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+
+from zoned.errors import ConfigError, ZonedError
+
+
+class Progress:
+    """Phase lines and a byte counter on stderr (redrawn in place on a terminal)."""
+
+    def __init__(self, cid: str, quiet: bool):
+        self.cid, self.quiet = cid, quiet
+        self.tty = sys.stderr.isatty()
+        self.t0 = time.monotonic()
+        self._last = 0.0
+
+    def phase(self, text: str) -> None:
+        if not self.quiet:
+            self._end_line()
+            sys.stderr.write(f"migrate {self.cid}: {text} "
+                             f"[{time.monotonic() - self.t0:6.2f}s]\n")
+            sys.stderr.flush()
+
+    def bytes(self, label: str, n: int) -> None:
+        if self.quiet or not self.tty:
+            return
+        now = time.monotonic()
+        if now - self._last < 0.1:
+            return
+        self._last = now
+        sys.stderr.write(f"\rmigrate {self.cid}: {label} {n / 2**20:8.1f} MiB")
+        sys.stderr.flush()
+        self._dirty = True
+
+    def _end_line(self) -> None:
+        if getattr(self, "_dirty", False):
+            sys.stderr.write("\n")
+            self._dirty = False
+
+
+class Migration:
+    def __init__(self, rt, cid: str, dest: str, *, live: bool = False,
+                 keep_source: bool = False, tcp_established: bool = True,
+                 key: str | None = None, progress: Progress | None = None):
+        from zoned.relocation import parse_dest
+
+        parse_dest(dest)  # a bad URL is an error before anything else
+        if keep_source and live:
+            raise ConfigError("--keep-source needs stop-and-copy: in live mode the memory "
+                              "only ever exists in the running container")
+        self.rt, self.cid, self.dest, self.live = rt, cid, dest, live
+        self.keep_source, self.tcp, self.key = keep_source, tcp_established, key
+        self.progress = progress or Progress(cid, True)
+        self.summary: dict = {"id": cid, "destination": dest,
+                              "mode": "live" if live else "stop-and-copy"}
+
+    def run(self) -> dict:
+        from zoned import checkpoint as ck
+        from zoned import relocation
+
+        t0 = time.monotonic()
+        criu = ck.find_criu()
+        rt, cid, say = self.rt, self.cid, self.progress.phase
+        with rt.store.lock(cid):  # nobody else touches it while it moves
+            dump = ck.Dump(rt, cid).plan()
+            if self.live:
+                why = ck.lazy_support(criu)
+                if why:
+                    raise ZonedError(f"--live is not possible here: {why}")
+                ck.ensure_pipe_size()
+            say(f"connecting to {self.dest}")
+            ch = relocation.connect(self.dest, key=self.key)
+            try:
+                return self._move(ck, relocation, criu, dump, ch, t0)
+            except relocation.PeerGone as e:
+                why = relocation.ssh_error(ch) or str(e)
+                raise ZonedError(f"migration of {cid!r} failed: {why}") from None
+            finally:
+                ch.close()
+
+    def _move(self, ck, relocation, criu, dump, ch, t0) -> dict:
+        rt, cid, say, s = self.rt, self.cid, self.progress.phase, self.summary
+        say("checking the destination")
+        ch.send_msg({"op": "hello", "protocol": relocation.PROTOCOL, "live": self.live,
+                     "meta": dump.meta(tcp_established=self.tcp, lazy=self.live, criu=criu),
+                     "cpuinfo": relocation.cpuinfo_dump()})
+        ready = ch.expect("ready", timeout=120)
+        if ready.get("problems"):
+            raise ZonedError(f"{self.dest} cannot take {cid!r}: "
+                             + "; ".join(ready["problems"]))
+        work = os.path.join(ck._scratch(rt), f"out-{cid}-{os.getpid()}")
+        ck.clean_dir(work)
+        netns = dump.hold_netns()
+        mine = theirs = None
+        if self.live:
+            mine, theirs = socket.socketpair()
+        committed = False
+        try:
+            say("freezing and dumping" + (" (all but memory)" if self.live else ""))
+            t_freeze = time.monotonic()
+            try:
+                meta = dump.run(work, tcp_established=self.tcp, criu=criu,
+                                lazy_socket=theirs.fileno() if theirs else None)
+            except ZonedError:
+                ch.send_msg({"op": "abort"})
+                raise  # CRIU gave the tasks back: the container runs on
+            finally:
+                if theirs is not None:
+                    theirs.close()
+            s["dump_ms"] = _ms(time.monotonic() - t_freeze)
+            try:
+                say("sending the images")
+                ch.send_msg({"op": "images"})
+                s["image_bytes"] = self._send_images(ch, work)
+                ch.demux(mine)
+                say("restoring on the destination")
+                restored = ch.expect("restored", timeout=600)
+                s["restore_ms"] = _ms(restored.get("restore_s") or 0)
+                ch.send_msg({"op": "commit"})
+                committed = True
+            except BaseException as e:
+                self._put_back(ck, criu, dump, meta, work, netns, mine, ch)
+                if isinstance(e, ZonedError):
+                    raise ZonedError(f"migration of {cid!r} failed, it runs here again: "
+                                     f"{e}") from None
+                raise
+            try:
+                ch.expect("committed", timeout=relocation.COMMIT_TIMEOUT)
+            except ZonedError as e:
+                kept = self._keep(work)
+                work = None
+                raise ZonedError(
+                    f"migration of {cid!r}: the destination did not confirm the commit "
+                    f"({e}); it may be running {cid!r} now. It does not run here; its "
+                    f"checkpoint is kept in {kept} (`zoned restore --dir {kept}` if the "
+                    "destination has not got it)") from None
+            s["frozen_ms"] = _ms(time.monotonic() - t_freeze)
+            say(f"running on the destination (frozen {s['frozen_ms']:.0f} ms)")
+            if self.live:
+                say("copying the remaining memory (post-copy)")
+                dump.finish()
+                ch.expect("done", timeout=3600)
+                s["page_bytes"] = ch.pages_sent
+            st = rt.store.read_state(cid)
+            os.close(netns)
+            netns = -1
+            rt._release(cid, st)  # the source's veths, leases, ports, cgroup, state
+            if self.keep_source and work:
+                s["kept"] = self._keep(work)
+                work = None
+        finally:
+            if netns >= 0:
+                os.close(netns)
+            if mine is not None:
+                mine.close()
+            if work:
+                shutil.rmtree(work, ignore_errors=True)
+            if not committed:
+                dump.abort()
+        s["bytes"] = s.get("image_bytes", 0) + s.get("page_bytes", 0)
+        s["total_ms"] = _ms(time.monotonic() - t0)
+        say(f"done in {s['total_ms'] / 1000:.2f} s")
+        return s
+
+    def _send_images(self, ch, work: str) -> int:
+        from zoned.checkpoint import TAR_FLAGS
+
+        p = subprocess.Popen(["tar", *TAR_FLAGS, "-cf", "-", "-C", work, "."],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        try:
+            n = ch.send_file_stream(p.stdout.fileno(),
+                                    progress=lambda n: self.progress.bytes("sent", n))
+        finally:
+            p.stdout.close()
+            err = p.stderr.read().decode(errors="replace")
+            p.wait()
+        if p.returncode != 0:
+            raise ZonedError(f"packing the images failed: {err.strip()}")
+        return n
+
+    def _put_back(self, ck, criu, dump, meta, work, netns, mine, ch) -> None:
+        """Undo a migration that has not committed: the container runs here again."""
+        self.progress.phase("failed: putting the container back")
+        try:
+            ch.send_msg({"op": "abort"})
+        except ZonedError:
+            pass
+        if self.live:
+            # Closing the page server's socket fails the lazy dump, and CRIU then gives
+            # the frozen tasks back alive, with their connections unlocked.
+            if mine is not None:
+                mine.shutdown(socket.SHUT_RDWR)
+            try:
+                dump.finish(timeout=30)
+            except ZonedError:
+                pass
+            return
+        rt, cid = self.rt, self.cid
+        st = rt.store.read_state(cid)
+        d = rt.store.dir(cid)
+        cfg = dump.cfg
+        from zoned.state import proc_start_time
+
+        pid = ck.run_restore(criu, work, d, meta, cfg, lower=dump.lower,
+                             upper=os.path.join(d, "upper"), work=os.path.join(d, "work"),
+                             rootfs=os.path.join(d, "rootfs"), cgroup=st["zoned"]["cgroup"],
+                             netns_fd=netns, log_path=dump.log)
+        st["pid"] = pid
+        st["zoned"]["pid_start"] = proc_start_time(pid)
+        rt.store.write_state(cid, st)
+
+    def _keep(self, work: str) -> str:
+        from zoned.checkpoint import _scratch
+
+        kept = os.path.join(_scratch(self.rt), f"{self.cid}-{time.strftime('%Y%m%dT%H%M%S')}")
+        os.rename(work, kept)
+        return kept
+
+
+def _ms(seconds: float) -> float:
+    return round(seconds * 1000, 1)
+
+
+def main(rt, args) -> int:
+    m = Migration(rt, args.id, args.dest, live=args.live, keep_source=args.keep_source,
+                  tcp_established=args.tcp, key=args.key,
+                  progress=Progress(args.id, args.quiet))
+    s = m.run()
+    if args.format == "json":
+        print(json.dumps(s))
+    else:
+        pages = f", pages {s['page_bytes'] / 2**20:.1f} MiB" if "page_bytes" in s else ""
+        print(f"migrated {s['id']} to {s['destination']} ({s['mode']}): frozen "
+              f"{s['frozen_ms']:.0f} ms, total {s['total_ms'] / 1000:.2f} s, "
+              f"{s['bytes'] / 2**20:.1f} MiB moved (images {s['image_bytes'] / 2**20:.1f} MiB"
+              f"{pages})" + (f"; checkpoint kept in {s['kept']}" if s.get("kept") else ""))
+    return 0
