@@ -417,7 +417,7 @@ def checkpoint(rt, cid: str, directory: str | None, *, leave_running: bool = Fal
     criu = find_criu()
     tmp = None
     if directory is None:
-        tmp = directory = tempfile.mkdtemp(prefix=".checkpoint-", dir=_scratch(rt))
+        tmp = directory = tempfile.mkdtemp(prefix=f"tmp-{os.getpid()}-", dir=_scratch(rt))
     directory = os.path.abspath(directory)
     try:
         with rt.store.lock(cid):
@@ -439,10 +439,31 @@ def checkpoint(rt, cid: str, directory: str | None, *, leave_running: bool = Fal
 
 
 def _scratch(rt) -> str:
-    """Where zoned keeps checkpoints in transit: on the state root's file system."""
+    """Where zoned keeps checkpoints in transit: on the state root's file system. Names
+    say who owns them: in-PID-NAME (a destination's session), out-PID-NAME (a source's
+    migration), tmp-PID-* (an export or import); gc removes those whose PID is gone.
+    NAME-TIMESTAMP is a checkpoint kept on purpose (migrate --keep-source)."""
     d = os.path.join(rt.store.root, ".migrations")
     os.makedirs(d, mode=0o700, exist_ok=True)
     return d
+
+
+def gc_scratch(rt, *, dry_run: bool = False):
+    """Remove checkpoints in transit whose zoned process died (yields a line each)."""
+    import re
+
+    d = os.path.join(rt.store.root, ".migrations")
+    try:
+        names = os.listdir(d)
+    except FileNotFoundError:
+        return
+    for n in names:
+        m = re.match(r"^(in|out|tmp)-(\d+)-", n)
+        if not m or os.path.exists(f"/proc/{m.group(2)}"):
+            continue
+        yield f"directory {d}/{n}: checkpoint of a migration that died"
+        if not dry_run:
+            shutil.rmtree(os.path.join(d, n), ignore_errors=True)
 
 
 # -- export / import ---------------------------------------------------------------------
@@ -674,6 +695,9 @@ def restore(rt, directory: str, *, name: str | None = None, lazy_socket: int | N
 
             state.update(status="running", pid=pid)
             state["zoned"]["pid_start"] = proc_start_time(pid)
+            if stopped:  # until resume(): gc removes it if this process dies first
+                state["zoned"]["incoming"] = {"pid": os.getpid(),
+                                              "start": proc_start_time(os.getpid())}
             rt.store.write_state(cid, state)
             if netsetup is not None and not stopped:
                 announce(state)
@@ -721,12 +745,15 @@ def resume(rt, cid: str) -> None:
     """Let a container restored with stopped=True run: SIGCONT to every task in it."""
     import signal
 
-    st = rt.store.read_state(cid)
-    for pid in rt.cgroup(st).pids():
-        try:
-            os.kill(pid, signal.SIGCONT)
-        except ProcessLookupError:
-            pass
+    with rt.store.lock(cid):
+        st = rt.store.read_state(cid)
+        for pid in rt.cgroup(st).pids():
+            try:
+                os.kill(pid, signal.SIGCONT)
+            except ProcessLookupError:
+                pass
+        st["zoned"].pop("incoming", None)
+        rt.store.write_state(cid, st)
     announce(st)
 
 
@@ -753,6 +780,7 @@ def run_restore(criu: str, directory: str, work_dir: str, meta: dict, cfg: dict,
     for e in meta["mounts"]:
         source = by_dest.get(os.path.normpath(e["destination"])) or e["source"]
         args += ["--ext-mount-map", f"{e['key']}:{source}"]
+    _unlink(os.path.join(work_dir, "criu.pid"))  # an earlier restore's
     fds = [netns_fd]
     daemon = None
     try:

@@ -25,6 +25,8 @@ def collect(rt: Runtime, *, dry_run: bool = False) -> Iterator[str]:
                 reason = "half-created container"
             elif status == "stopped" and (st.get("zoned") or {}).get("autoremove"):
                 reason = "exited --rm container"
+            elif _dead((st.get("zoned") or {}).get("incoming")):
+                reason = "migration that never committed"
             if reason is None:
                 continue
             yield f"container {cid}: {reason}"
@@ -64,6 +66,18 @@ def collect(rt: Runtime, *, dry_run: bool = False) -> Iterator[str]:
                 yield f"cgroup {path}: empty state-root parent (removed if empty)"
             elif remove_if_empty(path):
                 yield f"cgroup {path}: empty state-root parent"
+    from zoned import checkpoint
+
+    yield from checkpoint.gc_scratch(rt, dry_run=dry_run)
     from zoned import network
 
     yield from network.gc(store.root, store.ids(), dry_run=dry_run)
+
+
+def _dead(owner: dict | None) -> bool:
+    """A restored-but-uncommitted container's receiving process is gone."""
+    if not owner:
+        return False
+    from zoned.state import proc_start_time
+
+    return proc_start_time(owner["pid"]) != owner.get("start")

@@ -112,7 +112,7 @@ class Migration:
         if ready.get("problems"):
             raise ZonedError(f"{self.dest} cannot take {cid!r}: "
                              + "; ".join(ready["problems"]))
-        work = os.path.join(ck._scratch(rt), f"out-{cid}-{os.getpid()}")
+        work = os.path.join(ck._scratch(rt), f"out-{os.getpid()}-{cid}")
         ck.clean_dir(work)
         netns = dump.hold_netns()
         mine = theirs = None
@@ -136,14 +136,23 @@ class Migration:
                 say("sending the images")
                 ch.send_msg({"op": "images"})
                 s["image_bytes"] = self._send_images(ch, work)
-                ch.demux(mine)
+                ch.demux(mine, hold=True)
                 say("restoring on the destination")
                 restored = ch.expect("restored", timeout=600)
                 s["restore_ms"] = _ms(restored.get("restore_s") or 0)
                 ch.send_msg({"op": "commit"})
                 committed = True
+                if mine is not None:
+                    ch.release_pages()
             except BaseException as e:
-                self._put_back(ck, criu, dump, meta, work, netns, mine, ch)
+                try:
+                    self._put_back(ck, criu, dump, meta, work, netns, mine, ch)
+                except BaseException as e2:
+                    kept = self._keep(work)
+                    work = None
+                    raise ZonedError(f"migration of {cid!r} failed ({e}) and so did putting "
+                                     f"it back here ({e2}); its checkpoint is kept in "
+                                     f"{kept}") from None
                 if isinstance(e, ZonedError):
                     raise ZonedError(f"migration of {cid!r} failed, it runs here again: "
                                      f"{e}") from None
@@ -162,8 +171,18 @@ class Migration:
             say(f"running on the destination (frozen {s['frozen_ms']:.0f} ms)")
             if self.live:
                 say("copying the remaining memory (post-copy)")
-                dump.finish()
-                ch.expect("done", timeout=3600)
+                try:
+                    dump.finish()
+                    ch.expect("done", timeout=3600)
+                except ZonedError as e:
+                    if rt._status(cid, rt.store.read_state(cid)) != "running":
+                        raise
+                    # The destination cannot run without the rest of its memory; the
+                    # source's CRIU gave the tasks back as they were when frozen.
+                    raise ZonedError(
+                        f"post-copy of {cid!r} failed ({e}): the destination's copy was "
+                        "removed and it runs here again, from the moment it was frozen "
+                        "(what it did on the destination meanwhile is lost)") from None
                 s["page_bytes"] = ch.pages_sent
             st = rt.store.read_state(cid)
             os.close(netns)
@@ -204,15 +223,18 @@ class Migration:
 
     def _put_back(self, ck, criu, dump, meta, work, netns, mine, ch) -> None:
         """Undo a migration that has not committed: the container runs here again."""
+        from zoned import relocation
+
         self.progress.phase("failed: putting the container back")
         try:
             ch.send_msg({"op": "abort"})
         except ZonedError:
             pass
         if self.live:
-            # Closing the page server's socket fails the lazy dump, and CRIU then gives
-            # the frozen tasks back alive, with their connections unlocked.
+            # The page server has seen no request yet (they are held back until the
+            # commit): fail it, and CRIU gives the frozen tasks back (relocation.poison).
             if mine is not None:
+                relocation.poison(mine)
                 mine.shutdown(socket.SHUT_RDWR)
             try:
                 dump.finish(timeout=30)

@@ -252,10 +252,21 @@ class Channel:
             os.write(fd, payload) if len(payload) < 65536 else _write_all(fd, payload)
             total += len(payload)
 
-    def demux(self, page_sock: socket.socket | None) -> None:
+    def demux(self, page_sock: socket.socket | None, *, hold: bool = False) -> None:
         """From now on a thread reads: CTRL messages queue up for recv_msg(), PAGES go to
-        `page_sock` (the local CRIU's end); and what CRIU writes there goes out as PAGES."""
+        `page_sock` (the local CRIU's end); and what CRIU writes there goes out as PAGES.
+        With `hold`, incoming PAGES are kept back until release_pages(): the source's
+        page server must not see a request before the commit (see Migration)."""
         self._q = queue.Queue()
+        self._held: list[bytes] | None = [] if hold else None
+        self._plock = threading.Lock()
+        self._page_sock = page_sock
+
+        def deliver(payload: bytes) -> None:
+            if payload:
+                page_sock.sendall(payload)
+            else:
+                _shutdown(page_sock, socket.SHUT_WR)
 
         def reader():
             try:
@@ -264,12 +275,15 @@ class Channel:
                     if kind == CTRL:
                         self._q.put(json.loads(payload))
                     elif kind == PAGES and page_sock is not None:
-                        if payload:
-                            page_sock.sendall(payload)
-                        else:
-                            _shutdown(page_sock, socket.SHUT_WR)
+                        with self._plock:
+                            if self._held is not None:
+                                self._held.append(payload)
+                                continue
+                        deliver(payload)
             except BaseException as e:  # noqa: BLE001 - hand it to whoever waits
                 if page_sock is not None:
+                    if hold:  # the source: fail its page server, never end it cleanly
+                        poison(page_sock)
                     _shutdown(page_sock, socket.SHUT_RDWR)
                 self._q.put(e if isinstance(e, ZonedError) else PeerGone(str(e)))
 
@@ -284,12 +298,30 @@ class Channel:
             except (OSError, ZonedError):
                 pass
 
+        self._deliver = deliver
         threading.Thread(target=reader, name="zoned-demux", daemon=True).start()
         if page_sock is not None:
             threading.Thread(target=pump, name="zoned-pages", daemon=True).start()
 
+    def release_pages(self) -> None:
+        """Let held-back PAGES through, in order, and the rest as they come."""
+        with self._plock:
+            held, self._held = self._held or [], None
+            for payload in held:
+                self._deliver(payload)
+
     def close(self) -> None:
         self.stream.close()
+
+
+def poison(page_sock: socket.socket) -> None:
+    """Make a lazy dump's page server fail. A clean close means "every page was sent" to
+    CRIU, and it kills the tasks; a command it does not know fails the dump instead, and
+    CRIU then gives the frozen tasks back alive, their connections unlocked."""
+    try:
+        page_sock.sendall(b"\xff" * 64)
+    except OSError:
+        pass
 
 
 def _write_all(fd: int, data: bytes) -> None:
@@ -472,7 +504,7 @@ class Session:
         self.cid = cid = meta["id"]
         self.log(f"{self.peer}: {'live ' if live else ''}migration of {cid}")
         problems = ck.check_restore(self.rt, meta, cid, lazy=live)
-        self.dir = tempfile.mkdtemp(prefix=f".incoming-{cid}-", dir=ck._scratch(self.rt))
+        self.dir = tempfile.mkdtemp(prefix=f"in-{os.getpid()}-{cid}-", dir=ck._scratch(self.rt))
         if hello.get("cpuinfo") and not problems:
             problems += _cpuinfo_check(self.dir, hello["cpuinfo"])
         if live and not problems:
@@ -488,6 +520,9 @@ class Session:
         if msg.get("op") != "images":
             return  # the source gave up (its own dump failed): nothing was made here
         t0 = time.monotonic()
+        from zoned.runtime import _fault_injection
+
+        _fault_injection("ZONED_TEST_PAUSE_RECEIVE")
         self._untar()
         page_sock = mine = None
         if live:
