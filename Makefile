@@ -11,7 +11,7 @@ STAMP := .stamps
 # criu 3.17 (recommended by runc) off the machine: it does not work on these kernels.
 APT_PACKAGES := python3-venv python3-dev gcc libc6-dev make libffi-dev libseccomp-dev \
 	libcap-dev pkg-config busybox-static runc util-linux procps iproute2 ca-certificates \
-	nftables iperf3 \
+	nftables iperf3 openssh-server openssh-client iputils-ping \
 	podman conmon golang-github-containers-common containerd
 
 .PHONY: all setup criu bytecode demo test bench-startup bench-density image clean distclean

@@ -38,6 +38,7 @@ _HDR = struct.Struct("!BI")
 CHUNK = 1 << 20
 DEFAULT_KEY = "/etc/zoned/relocation.pem"
 COMMIT_TIMEOUT = 30.0
+PS_IOV_SIZE = 32  # CRIU's page server request (see Channel._hold_close)
 
 
 class PeerGone(ZonedError):
@@ -259,13 +260,14 @@ class Channel:
         page server must not see a request before the commit (see Migration)."""
         self._q = queue.Queue()
         self._held: list[bytes] | None = [] if hold else None
+        self._part = bytearray()
         self._plock = threading.Lock()
         self._page_sock = page_sock
 
-        def deliver(payload: bytes) -> None:
+        def deliver(payload: bytes | None) -> None:
             if payload:
                 page_sock.sendall(payload)
-            else:
+            elif payload is not None and not hold:
                 _shutdown(page_sock, socket.SHUT_WR)
 
         def reader():
@@ -277,8 +279,7 @@ class Channel:
                     elif kind == PAGES and page_sock is not None:
                         with self._plock:
                             if self._held is not None:
-                                self._held.append(payload)
-                                continue
+                                payload = self._hold_close(payload)
                         deliver(payload)
             except BaseException as e:  # noqa: BLE001 - hand it to whoever waits
                 if page_sock is not None:
@@ -303,10 +304,39 @@ class Channel:
         if page_sock is not None:
             threading.Thread(target=pump, name="zoned-pages", daemon=True).start()
 
+    def _hold_close(self, payload: bytes) -> bytes:
+        """What of `payload` may reach the source's page server before the commit: page
+        requests, yes (the restore needs them); the final close, no. Requests are CRIU's
+        page_server_iov records; a close
+        (PS_IOV_FLUSH/PS_IOV_FLUSH_N_CLOSE, 0x1023/0x1024) would let the page server end
+        successfully, and CRIU would kill the source's tasks before the destination's
+        copy is committed. So from a close on, everything waits for release_pages().
+        (The record is 32 bytes since CRIU 4: {u32 cmd, u32 flags, u64 nr_pages, u64 vaddr,
+        u64 dst_id}; zoned needs CRIU >= 4.)"""
+        if not payload:  # EOF from the destination's CRIU: hold that too
+            self._held.append(payload)
+            return b""
+        if self._held:
+            self._held.append(payload)
+            return b""
+        self._part += payload
+        n = len(self._part) - len(self._part) % PS_IOV_SIZE
+        for off in range(0, n, PS_IOV_SIZE):
+            cmd = int.from_bytes(self._part[off:off + 4], "little") & 0xffff
+            if cmd >= 0x1000:
+                out = bytes(self._part[:off])
+                self._held.append(bytes(self._part[off:]))
+                self._part = bytearray()
+                return out
+        out = bytes(self._part[:n])
+        del self._part[:n]
+        return out
+
     def release_pages(self) -> None:
         """Let held-back PAGES through, in order, and the rest as they come."""
         with self._plock:
-            held, self._held = self._held or [], None
+            held, self._held = [bytes(self._part)] + (self._held or []), None
+            self._part = bytearray()
             for payload in held:
                 self._deliver(payload)
 

@@ -1,0 +1,193 @@
+"""`zoned migrate` between two hosts (tests/twohost.py: two network namespaces with their
+own zoned state roots and bridges on one L2 segment with a client namespace).
+
+A memtouch container holds state in memory (a counter, a checksummed buffer) and a client
+in the third namespace keeps ONE TCP connection to it: after the move the same connection
+goes on counting, the memory checks out, the source has nothing left and the destination
+has the container with the same IP, MAC and published port. Refusals and a destination
+killed mid-transfer leave it running on the source, connection and all."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import time
+
+import pytest
+
+from twohost import (A_IP, B_IP, SSHD, ZONED, memtouch_volume,
+                     two_hosts)  # noqa: F401 - two_hosts is a fixture
+
+try:
+    from zoned.checkpoint import find_criu
+    from zoned.errors import ZonedError
+
+    find_criu()
+except ZonedError as e:
+    pytest.skip(f"no criu >= 4 (run `make criu`): {e}", allow_module_level=True)
+
+pytestmark = pytest.mark.skipif(shutil.which("nft") is None,
+                                reason="nftables is not installed (make setup installs it)")
+needs_sshd = pytest.mark.skipif(not os.access(SSHD, os.X_OK),
+                                reason=f"{SSHD} is missing (make setup installs openssh-server)")
+
+IP, PORT, PUBLISHED = "10.77.0.10", 5000, 18000
+MIB = 64
+
+
+@pytest.fixture
+def key(two_hosts, tmp_path):
+    path = str(tmp_path / "relocation.pem")
+    two_hosts.a.zoned("relocation-key", path, check=True)
+    return path
+
+
+def _start_svc(th, mib: int = MIB) -> str:
+    """memtouch on host A; its checksum."""
+    th.a.zoned("run", "-d", "--name", "svc", "--network", "lan", "--ip", IP,
+               "-p", f"{PUBLISHED}:{PORT}", "-v", memtouch_volume(), "--", "/memtouch",
+               str(mib), str(PORT), check=True)
+    end = time.monotonic() + 20
+    while time.monotonic() < end:
+        for line in th.a.zoned("logs", "svc").stdout.splitlines():
+            if line.startswith("ready "):
+                return line.split()[1]
+        time.sleep(0.05)
+    raise AssertionError("memtouch did not start")
+
+
+def _server(th, key: str, tmp_path, port: int, *, allow: str = A_IP, env=None):
+    """`zoned relocation-server` on host B; (process, its log file)."""
+    log = tmp_path / f"server-{port}.log"
+    out = open(log, "w")
+    p = th.b.popen([ZONED, "--root", th.b.root, "relocation-server", "--listen",
+                    f"{B_IP}:{port}", "--allow", allow, "--key", key],
+                   stdout=out, stderr=out, env={**th.b.env, **(env or {})})
+    out.close()
+    end = time.monotonic() + 10
+    while "listening on" not in log.read_text():
+        assert p.poll() is None and time.monotonic() < end, log.read_text()
+        time.sleep(0.02)
+    return p, log
+
+
+def _link(host, name: str) -> dict:
+    st = host.zoned_json("inspect", name)["state"]
+    return st["zoned"]["network"]["networks"][0]
+
+
+@pytest.mark.parametrize("live,transport", [(True, "zoned"), (False, "ssh")],
+                         ids=["live-zoned", "stop-and-copy-ssh"])
+def test_migrate_keeps_the_connection(two_hosts, key, tmp_path, live, transport):
+    th = two_hosts
+    if transport == "ssh":
+        if not os.access(SSHD, os.X_OK):
+            pytest.skip(f"{SSHD} is missing (make setup installs openssh-server)")
+        th.start_sshd()
+        dest = f"ssh://root@{B_IP}:2222"
+    else:
+        _server(th, key, tmp_path, 7000)
+        dest = f"zoned://{B_IP}:7000"
+    ready = _start_svc(th)
+    before = _link(th.a, "svc")
+    cc = th.counter_client(IP, PORT)
+    cc.wait_values(20)
+    ping = th.pinger(IP)
+    time.sleep(0.3)
+
+    p = th.a.zoned("migrate", *(["--live"] if live else []), "svc", dest, "--key", key,
+                   "--format", "json", timeout=180)
+    assert p.returncode == 0, p.stderr
+    summary = json.loads(p.stdout)
+    assert "running on the destination" in p.stderr  # the progress lines
+    n = len(cc.values())
+    cc.wait_values(n + 20)
+    time.sleep(0.3)
+    sent, received, lost = ping.stop()
+    values = cc.stop()
+
+    # The same connection went on: one counter, no reset, no gap, no error.
+    assert values == list(range(1, len(values) + 1)) and not cc.errors(), cc.errors()
+    assert len(values) >= n + 20
+    # It left A entirely and runs on B with the same address, MAC and published port.
+    assert th.a.container_ids() == [] and th.b.container_ids() == ["svc"]
+    after = _link(th.b, "svc")
+    assert (after["ip"], after["mac"]) == (before["ip"], before["mac"])
+    assert th.ask(IP, PORT, "sum", "verify") == [ready, f"ok {MIB * 256}"]
+    assert th.ask(B_IP, PUBLISHED, "pid") == ["1"]
+    assert not os.listdir(os.path.join(th.a.root, ".migrations"))
+    assert summary["mode"] == ("live" if live else "stop-and-copy")
+    assert summary["frozen_ms"] > 0 and summary["total_ms"] >= summary["frozen_ms"]
+    moved = summary["bytes"]
+    assert moved >= MIB * 2**20, summary  # the memory went over the wire (pages or images)
+    if live:
+        assert summary["page_bytes"] >= MIB * 2**20 > summary["image_bytes"], summary
+    print(f"\n{summary['mode']} over {transport}: frozen {summary['frozen_ms']:.0f} ms, "
+          f"total {summary['total_ms']:.0f} ms, {moved / 2**20:.1f} MiB; ping: {sent} sent, "
+          f"{lost} lost; longest client gap {cc.longest_gap() * 1000:.0f} ms")
+
+
+def test_failures_leave_the_container_running_on_the_source(two_hosts, key, tmp_path):
+    th = two_hosts
+    ready = _start_svc(th, 16)
+    cc = th.counter_client(IP, PORT)
+    cc.wait_values(10)
+    other_key = str(tmp_path / "other.pem")
+    th.a.zoned("relocation-key", other_key, check=True)
+    empty_images = tmp_path / "no-images"
+    empty_images.mkdir()
+
+    def refused(dest, *extra, key=key):
+        p = th.a.zoned("migrate", *extra, "svc", dest, "--key", key, timeout=120)
+        assert p.returncode != 0 and p.stderr.startswith("zoned: "), p.stderr
+        assert len(p.stderr.strip().splitlines()) == 1, p.stderr  # one line, no progress
+        assert th.a.container_ids() == ["svc"] and th.b.container_ids() == []
+        assert th.ask(IP, PORT, "verify") == ["ok 4096"]
+        return p.stderr
+
+    # Nobody is allowed when the allow-list is empty; A is not in B's list; a wrong key.
+    _, log = _server(th, key, tmp_path, 7001, allow="")
+    assert "not in its --allow list" in refused(f"zoned://{B_IP}:7001", "-q")
+    assert "refused 10.77.0.1: not in the allow-list" in log.read_text()
+    _server(th, key, tmp_path, 7002, allow=B_IP)
+    assert "not in its --allow list" in refused(f"zoned://{B_IP}:7002", "-q")
+    _, log = _server(th, key, tmp_path, 7003)
+    err = refused(f"zoned://{B_IP}:7003", "-q", key=other_key)
+    assert "do not share the same relocation key" in err
+    assert "TLS handshake failed" in log.read_text()
+    # The image is missing on B: found before anything is frozen.
+    _server(th, key, tmp_path, 7004, env={"ZONED_IMAGES": str(empty_images)})
+    err = refused(f"zoned://{B_IP}:7004", "-q")
+    assert "image 'busybox' is not on this host" in err
+
+    # B dies in the middle of receiving the images, in both modes: the container is put
+    # back on A (restored from the local images / given back by CRIU's lazy dump).
+    for port, live in ((7005, False), (7006, True)):
+        srv, log = _server(th, key, tmp_path, port, env={"ZONED_TEST_PAUSE_RECEIVE": "30"})
+        mig = th.a.popen([ZONED, "--root", th.a.root, "migrate", "-q",
+                          *(["--live"] if live else []), "svc", f"zoned://{B_IP}:{port}",
+                          "--key", key], stdout=open(tmp_path / "m.out", "w"),
+                         stderr=open(tmp_path / "m.err", "w"))
+        end = time.monotonic() + 30
+        while "migration of svc" not in log.read_text():
+            assert time.monotonic() < end, log.read_text()
+            time.sleep(0.02)
+        time.sleep(0.3)
+        os.killpg(srv.pid, signal.SIGKILL)  # the server and its session
+        assert mig.wait(60) != 0
+        err = (tmp_path / "m.err").read_text()
+        assert "runs here again" in err, err
+        assert th.a.container_ids() == ["svc"]
+        assert th.ask(IP, PORT, "sum", "verify") == [ready, "ok 4096"]
+        assert not os.listdir(os.path.join(th.a.root, ".migrations"))
+        # B: the dead session's scratch dir is gc's to remove; no container, no lease.
+        gc = th.b.zoned("gc", check=True).stdout
+        assert th.b.container_ids() == []
+        assert not os.listdir(os.path.join(th.b.root, ".migrations")), gc
+
+    n = len(cc.values())
+    values = cc.wait_values(n + 10)
+    # Through all of it the client's one connection kept counting.
+    assert values == list(range(1, len(values) + 1)) and not cc.errors(), cc.errors()
+    cc.stop()
