@@ -452,6 +452,8 @@ def gc_scratch(rt, *, dry_run: bool = False):
     """Remove checkpoints in transit whose zoned process died (yields a line each)."""
     import re
 
+    from zoned.state import proc_start_time
+
     d = os.path.join(rt.store.root, ".migrations")
     try:
         names = os.listdir(d)
@@ -459,7 +461,7 @@ def gc_scratch(rt, *, dry_run: bool = False):
         return
     for n in names:
         m = re.match(r"^(in|out|tmp)-(\d+)-", n)
-        if not m or os.path.exists(f"/proc/{m.group(2)}"):
+        if not m or proc_start_time(int(m.group(2))) is not None:  # (a zombie is gone)
             continue
         yield f"directory {d}/{n}: checkpoint of a migration that died"
         if not dry_run:
@@ -677,6 +679,7 @@ def restore(rt, directory: str, *, name: str | None = None, lazy_socket: int | N
                 state["zoned"]["network"] = netsetup.describe()
                 rt.store.write_state(cid, state)
                 nsfd = network.new_netns()
+                quarantine(nsfd, True)
                 netsetup.attach_ns(nsfd, loopback=True)
             else:
                 from zoned import network
@@ -700,6 +703,7 @@ def restore(rt, directory: str, *, name: str | None = None, lazy_socket: int | N
                                               "start": proc_start_time(os.getpid())}
             rt.store.write_state(cid, state)
             if netsetup is not None and not stopped:
+                quarantine(nsfd, False)
                 announce(state)
             return state
     except BaseException:
@@ -725,6 +729,49 @@ def _loopback_up(nsfd: int) -> None:
     with Netlink() as nl:
         nipr = nl.in_netns(nsfd)
         nipr.link("set", index=nipr.link_lookup(ifname="lo")[0], state="up")
+
+
+def quarantine(nsfd: int, on: bool) -> None:
+    """Drop what reaches a restoring container's namespace from outside, until it runs.
+
+    Its eth0 is up (with the old IP and MAC) before CRIU has made its sockets, and its
+    first IPv6 neighbour solicitation teaches the switches the MAC's new port: a peer's
+    TCP segment arriving then finds no socket and is answered with a reset, which kills
+    the very connection the move is meant to keep. Dropped, it is just retransmitted."""
+    from zoned import nft
+    from zoned import syscalls as sc
+
+    rules = ("table inet zoned_restore {\n chain input {\n  type filter hook input "
+             "priority -400; policy drop;\n  iifname \"lo\" accept\n }\n}\n" if on
+             else "delete table inet zoned_restore\n")
+    r = subprocess.run([nft.nft_binary(), "-f", "-"], input=rules, capture_output=True,
+                       text=True, preexec_fn=lambda: sc.setns(nsfd, sc.CLONE_NEWNET))
+    if r.returncode != 0 and on:
+        raise ZonedError(f"cannot guard the restoring container's network: "
+                         f"{r.stderr.strip()}")
+
+
+def drop_criu_locks(nsfd: int) -> list[str]:
+    """Remove CRIU's network-lock tables (inet CRIU-*) from a namespace. A lazy dump that
+    fails while serving pages gives the tasks back but leaves its lock in place (it unlocks
+    before serving, only on paths that never reach the page server)."""
+    from zoned import nft
+    from zoned import syscalls as sc
+
+    def run(args, input=None):
+        return subprocess.run([nft.nft_binary(), *args], input=input, capture_output=True,
+                              text=True, preexec_fn=lambda: sc.setns(nsfd, sc.CLONE_NEWNET))
+
+    r = run(["-j", "list", "tables"])
+    try:
+        tables = [t["table"] for t in json.loads(r.stdout or "{}").get("nftables", [])
+                  if "table" in t]
+    except ValueError:
+        return []
+    gone = [f"{t['family']} {t['name']}" for t in tables if t["name"].startswith("CRIU-")]
+    if gone:
+        run(["-f", "-"], input="".join(f"delete table {g}\n" for g in gone))
+    return gone
 
 
 def announce(state: dict) -> None:
@@ -754,6 +801,12 @@ def resume(rt, cid: str) -> None:
                 pass
         st["zoned"].pop("incoming", None)
         rt.store.write_state(cid, st)
+    if (st["zoned"].get("network") or {}).get("networks"):
+        fd = os.open(f"/proc/{st['pid']}/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            quarantine(fd, False)
+        finally:
+            os.close(fd)
     announce(st)
 
 

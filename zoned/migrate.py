@@ -208,7 +208,9 @@ class Migration:
     def _send_images(self, ch, work: str) -> int:
         from zoned.checkpoint import TAR_FLAGS
 
-        p = subprocess.Popen(["tar", *TAR_FLAGS, "-cf", "-", "-C", work, "."],
+        # dump.log stays here: a lazy dump's CRIU is still writing it.
+        p = subprocess.Popen(["tar", *TAR_FLAGS, "--exclude=./dump.log",
+                              "--exclude=./zoned-action.sh", "-cf", "-", "-C", work, "."],
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         try:
             n = ch.send_file_stream(p.stdout.fileno(),
@@ -240,6 +242,8 @@ class Migration:
                 dump.finish(timeout=30)
             except ZonedError:
                 pass
+            ck.drop_criu_locks(netns)
+            ck.announce(self.rt.store.read_state(self.cid))
             return
         rt, cid = self.rt, self.cid
         st = rt.store.read_state(cid)
@@ -254,6 +258,7 @@ class Migration:
         st["pid"] = pid
         st["zoned"]["pid_start"] = proc_start_time(pid)
         rt.store.write_state(cid, st)
+        ck.announce(st)  # the destination's eth0 may have drawn its MAC over there
 
     def _keep(self, work: str) -> str:
         from zoned.checkpoint import _scratch

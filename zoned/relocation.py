@@ -102,8 +102,11 @@ class TLSStream:
                 self._flush()
                 return
             except ssl.SSLWantReadError:
-                self._flush()
-                data = self.sock.recv(65536)
+                try:
+                    self._flush()
+                    data = self.sock.recv(65536)
+                except (ConnectionResetError, BrokenPipeError):
+                    data = b""
                 if not data:
                     raise PeerGone("the peer closed the connection during the TLS handshake")
                 self.inc.write(data)
@@ -465,7 +468,7 @@ def connect(dest: str, *, key: str | None = None, timeout: float = 10.0) -> Chan
         stream = TLSStream(sock, ctx, server=False)
     except PeerGone:
         sock.close()
-        raise ZonedError(f"{dest} closed the connection before the TLS handshake: this "
+        raise ZonedError(f"{dest} closed the connection during the TLS handshake: this "
                          "host is not in its --allow list") from None
     except ssl.SSLError as e:
         sock.close()
