@@ -145,3 +145,33 @@ def test_refusals(cli, tmp_path):
     p = cli("restore", "--dir", str(tmp_path))
     assert p.returncode != 0 and "no zoned checkpoint" in p.stderr
     cli("rm", "-f", "host")
+
+
+def _log_line(cli, name, prefix, timeout=30.0):
+    def find():
+        return next((ln for ln in cli("logs", name).stdout.splitlines()
+                     if ln.startswith(prefix)), None)
+    return _wait_for(find, timeout)
+
+
+def test_100mib_of_memory_comes_back_exactly_via_an_exported_archive(cli, tmp_path):
+    """memtouch fills 100 MiB from a PRNG and prints its checksum; after checkpoint
+    --export and restore --import (under a new name) SIGUSR1 makes it sum the memory it
+    has then: the same checksum."""
+    from twohost import memtouch_volume
+
+    archive = tmp_path / "mem.tar.zst"
+    before = host_snapshot(cli.root)
+    cli("run", "-d", "--name", "mem", "-v", memtouch_volume(), "--", "/memtouch", "100",
+        check=True)
+    ready = _log_line(cli, "mem", "ready ").split()[1]
+    cli("checkpoint", "mem", "--export", str(archive), check=True)
+    assert "mem" not in _ps(cli) and archive.stat().st_size > 100 * 2**20 // 4
+    assert cli("restore", "--import", str(archive), "--name", "mem2",
+               check=True).stdout.strip() == "mem2"
+    cli("kill", "mem2", "USR1", check=True)
+    assert _log_line(cli, "mem2", "sum ").split()[1] == ready
+    p = cli("restore", "--import", str(tmp_path / "nope.tar.zst"))
+    assert p.returncode != 0 and "no such file" in p.stderr
+    cli("rm", "-f", "mem2", check=True)
+    assert host_snapshot(cli.root) == before  # no state, scratch, cgroup or mount left

@@ -72,6 +72,12 @@ def _server(th, key: str, tmp_path, port: int, *, allow: str = A_IP, env=None):
     return p, log
 
 
+def _scratch(host) -> list[str]:
+    """What is in the host's migration scratch dir (gone when empty)."""
+    d = os.path.join(host.root, ".migrations")
+    return os.listdir(d) if os.path.isdir(d) else []
+
+
 def _link(host, name: str) -> dict:
     st = host.zoned_json("inspect", name)["state"]
     return st["zoned"]["network"]["networks"][0]
@@ -116,7 +122,7 @@ def test_migrate_keeps_the_connection(two_hosts, key, tmp_path, live, transport)
     assert (after["ip"], after["mac"]) == (before["ip"], before["mac"])
     assert th.ask(IP, PORT, "sum", "verify") == [ready, f"ok {MIB * 256}"]
     assert th.ask(B_IP, PUBLISHED, "pid") == ["1"]
-    assert not os.listdir(os.path.join(th.a.root, ".migrations"))
+    assert not _scratch(th.a)
     assert summary["mode"] == ("live" if live else "stop-and-copy")
     assert summary["frozen_ms"] > 0 and summary["total_ms"] >= summary["frozen_ms"]
     moved = summary["bytes"]
@@ -180,11 +186,11 @@ def test_failures_leave_the_container_running_on_the_source(two_hosts, key, tmp_
         assert "runs here again" in err, err
         assert th.a.container_ids() == ["svc"]
         assert th.ask(IP, PORT, "sum", "verify") == [ready, "ok 4096"]
-        assert not os.listdir(os.path.join(th.a.root, ".migrations"))
+        assert not _scratch(th.a)
         # B: the dead session's scratch dir is gc's to remove; no container, no lease.
         gc = th.b.zoned("gc", check=True).stdout
         assert th.b.container_ids() == []
-        assert not os.listdir(os.path.join(th.b.root, ".migrations")), gc
+        assert not _scratch(th.b), gc
         if not live:
             # Through all of that the client's one connection kept counting: the
             # refusals came before the freeze, and the put-back restored its socket.

@@ -435,6 +435,7 @@ def checkpoint(rt, cid: str, directory: str | None, *, leave_running: bool = Fal
     finally:
         if tmp:
             shutil.rmtree(tmp, ignore_errors=True)
+            scratch_done(rt)
     return export or directory
 
 
@@ -446,6 +447,14 @@ def _scratch(rt) -> str:
     d = os.path.join(rt.store.root, ".migrations")
     os.makedirs(d, mode=0o700, exist_ok=True)
     return d
+
+
+def scratch_done(rt) -> None:
+    """Remove the scratch dir if nothing is in transit any more."""
+    try:
+        os.rmdir(os.path.join(rt.store.root, ".migrations"))
+    except OSError:
+        pass
 
 
 def gc_scratch(rt, *, dry_run: bool = False):
@@ -466,6 +475,8 @@ def gc_scratch(rt, *, dry_run: bool = False):
         yield f"directory {d}/{n}: checkpoint of a migration that died"
         if not dry_run:
             shutil.rmtree(os.path.join(d, n), ignore_errors=True)
+    if not dry_run:
+        scratch_done(rt)
 
 
 # -- export / import ---------------------------------------------------------------------

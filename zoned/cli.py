@@ -997,6 +997,7 @@ def cmd_restore(args) -> int:
             print(checkpoint.restore(rt, tmp, name=args.name, consume=True)["id"])
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
+            checkpoint.scratch_done(rt)
         return 0
     print(checkpoint.restore(rt, args.dir, name=args.name)["id"])
     return 0

@@ -198,6 +198,7 @@ class Migration:
                 mine.close()
             if work:
                 shutil.rmtree(work, ignore_errors=True)
+                ck.scratch_done(rt)
             if not committed:
                 dump.abort()
         s["bytes"] = s.get("image_bytes", 0) + s.get("page_bytes", 0)

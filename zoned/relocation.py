@@ -526,6 +526,7 @@ class Session:
                 import shutil
 
                 shutil.rmtree(self.dir, ignore_errors=True)
+                ck.scratch_done(self.rt)
 
     def _run(self, ck) -> None:
         import tempfile
