@@ -70,9 +70,20 @@ def criu_version(path: str) -> tuple[int, ...] | None:
     return None
 
 
+_FOUND: dict[str, str] = {}
+
+
 def find_criu() -> str:
     """$ZONED_CRIU, then /usr/local/sbin/criu, then PATH; the first that is criu >= 4.
-    (Debian 12's criu 3.17 at /usr/sbin fails on current kernels.)"""
+    (Debian 12's criu 3.17 at /usr/sbin fails on current kernels.) Asked once per
+    process: `criu --version` costs milliseconds a migration's frozen time should not."""
+    key = os.environ.get("ZONED_CRIU", "")
+    if key not in _FOUND:
+        _FOUND[key] = _find_criu()
+    return _FOUND[key]
+
+
+def _find_criu() -> str:
     candidates = []
     if os.environ.get("ZONED_CRIU"):
         candidates.append(os.environ["ZONED_CRIU"])

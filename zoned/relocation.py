@@ -550,6 +550,10 @@ class Session:
                           "criu": _criu_version_str(), "kernel": os.uname().release})
         if problems:
             return
+        if meta.get("network"):  # while the source dumps: not in the frozen time
+            from zoned.netlink import _import_iproute
+
+            _import_iproute()
         msg = self.ch.recv_msg()
         if msg.get("op") != "images":
             return  # the source gave up (its own dump failed): nothing was made here
