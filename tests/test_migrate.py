@@ -169,7 +169,10 @@ def test_failures_leave_the_container_running_on_the_source(two_hosts, key, tmp_
 
     # B dies in the middle of receiving the images, in both modes: the container is put
     # back on A (restored from the local images / given back by CRIU's lazy dump).
-    for port, live in ((7005, False), (7006, True)):
+    # Or the migrate command itself is stopped (SIGTERM) while B waits: it puts the
+    # container back as for any failure, and leaves no scratch dir on A.
+    for port, live, victim in ((7005, False, "server"), (7006, True, "server"),
+                               (7007, False, "migrate")):
         srv, log = _server(th, key, tmp_path, port, env={"ZONED_TEST_PAUSE_RECEIVE": "30"})
         mig = th.a.popen([ZONED, "--root", th.a.root, "migrate", "-q",
                           *(["--live"] if live else []), "svc", f"zoned://{B_IP}:{port}",
@@ -180,10 +183,15 @@ def test_failures_leave_the_container_running_on_the_source(two_hosts, key, tmp_
             assert time.monotonic() < end, log.read_text()
             time.sleep(0.02)
         time.sleep(0.3)
-        os.killpg(srv.pid, signal.SIGKILL)  # the server and its session
+        if victim == "server":
+            os.killpg(srv.pid, signal.SIGKILL)  # the server and its session
+        else:
+            os.killpg(mig.pid, signal.SIGTERM)
         assert mig.wait(60) != 0
         err = (tmp_path / "m.err").read_text()
-        assert "runs here again" in err, err
+        assert ("runs here again" if victim == "server" else "interrupted by signal 15") \
+            in err, err
+        os.killpg(srv.pid, signal.SIGKILL)
         assert th.a.container_ids() == ["svc"]
         assert th.ask(IP, PORT, "sum", "verify") == [ready, "ok 4096"]
         assert not _scratch(th.a)
@@ -191,7 +199,7 @@ def test_failures_leave_the_container_running_on_the_source(two_hosts, key, tmp_
         gc = th.b.zoned("gc", check=True).stdout
         assert th.b.container_ids() == []
         assert not _scratch(th.b), gc
-        if not live:
+        if port == 7005:
             # Through all of that the client's one connection kept counting: the
             # refusals came before the freeze, and the put-back restored its socket.
             n = len(cc.values())

@@ -1006,6 +1006,7 @@ def cmd_restore(args) -> int:
 def cmd_migrate(args) -> int:
     from zoned import migrate
 
+    _interruptible()  # a signal mid-move unwinds through the put-back, like any failure
     return migrate.main(_runtime(args), args)
 
 

@@ -229,10 +229,9 @@ class Migration:
         from zoned import relocation
 
         self.progress.phase("failed: putting the container back")
-        try:
-            ch.send_msg({"op": "abort"})
-        except ZonedError:
-            pass
+        # Hanging up tells the destination to drop its copy, and cannot block the way a
+        # last message could (mid-stream, or to a peer that stopped reading).
+        ch.close()
         if self.live:
             # The page server has seen no request yet (they are held back until the
             # commit): fail it, and CRIU gives the frozen tasks back (relocation.poison).
