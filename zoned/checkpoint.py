@@ -33,6 +33,7 @@ root, and a container that is not running.
 """
 from __future__ import annotations
 
+import functools
 import json
 import os
 import shutil
@@ -55,7 +56,9 @@ LAZY_PIPE_SIZE = 4 << 20  # fs.pipe-max-size lazy dumps need (CRIU's page pipes)
 
 
 # -- finding criu ------------------------------------------------------------------------
+@functools.lru_cache(maxsize=None)
 def criu_version(path: str) -> tuple[int, ...] | None:
+    """criu's version (asked once per process: it costs a fork and exec)."""
     try:
         out = subprocess.run([path, "--version"], capture_output=True, text=True,
                              timeout=10).stdout
@@ -70,23 +73,16 @@ def criu_version(path: str) -> tuple[int, ...] | None:
     return None
 
 
-_FOUND: dict[str, str] = {}
-
-
 def find_criu() -> str:
     """$ZONED_CRIU, then /usr/local/sbin/criu, then PATH; the first that is criu >= 4.
     (Debian 12's criu 3.17 at /usr/sbin fails on current kernels.) Asked once per
     process: `criu --version` costs milliseconds a migration's frozen time should not."""
-    key = os.environ.get("ZONED_CRIU", "")
-    if key not in _FOUND:
-        _FOUND[key] = _find_criu()
-    return _FOUND[key]
+    return _find_criu(os.environ.get("ZONED_CRIU", ""))
 
 
-def _find_criu() -> str:
-    candidates = []
-    if os.environ.get("ZONED_CRIU"):
-        candidates.append(os.environ["ZONED_CRIU"])
+@functools.lru_cache(maxsize=None)
+def _find_criu(env: str) -> str:
+    candidates = [env] if env else []
     candidates.append("/usr/local/sbin/criu")
     found = shutil.which("criu")
     if found:
@@ -428,7 +424,7 @@ def checkpoint(rt, cid: str, directory: str | None, *, leave_running: bool = Fal
     criu = find_criu()
     tmp = None
     if directory is None:
-        tmp = directory = tempfile.mkdtemp(prefix=f"tmp-{os.getpid()}-", dir=_scratch(rt))
+        tmp = directory = tempfile.mkdtemp(prefix=f"tmp-{os.getpid()}-", dir=scratch_dir(rt))
     directory = os.path.abspath(directory)
     try:
         with rt.store.lock(cid):
@@ -450,7 +446,7 @@ def checkpoint(rt, cid: str, directory: str | None, *, leave_running: bool = Fal
     return export or directory
 
 
-def _scratch(rt) -> str:
+def scratch_dir(rt) -> str:
     """Where zoned keeps checkpoints in transit: on the state root's file system. Names
     say who owns them: in-PID-NAME (a destination's session), out-PID-NAME (a source's
     migration), tmp-PID-* (an export or import); gc removes those whose PID is gone.
@@ -692,21 +688,19 @@ def restore(rt, directory: str, *, name: str | None = None, lazy_socket: int | N
                           "restored_from": directory, "hooks": hook_kinds(cfg)},
             }
             rt.store.write_state(cid, state)  # from here gc knows what to remove
-            if meta.get("network"):
-                from zoned import network
+            from zoned import network
 
+            if meta.get("network"):
                 netsetup = network.setup_like(rt.store.root, cid, meta["network"],
                                               meta.get("hostname") or cid)
                 netsetup.prepare(d, cfg)
                 state["zoned"]["network"] = netsetup.describe()
                 rt.store.write_state(cid, state)
-                nsfd = network.new_netns()
+            nsfd = network.new_netns()
+            if netsetup is not None:
                 quarantine(nsfd, True)
                 netsetup.attach_ns(nsfd, loopback=True)
             else:
-                from zoned import network
-
-                nsfd = network.new_netns()
                 _loopback_up(nsfd)
             with open(os.path.join(d, "config.json"), "w") as f:
                 f.write(json.dumps(cfg, separators=(",", ":")))
@@ -726,7 +720,7 @@ def restore(rt, directory: str, *, name: str | None = None, lazy_socket: int | N
             rt.store.write_state(cid, state)
             if netsetup is not None and not stopped:
                 quarantine(nsfd, False)
-                announce(state)
+                announce(state, nsfd)
             return state
     except BaseException:
         if cgroup is not None:
@@ -753,6 +747,15 @@ def _loopback_up(nsfd: int) -> None:
         nipr.link("set", index=nipr.link_lookup(ifname="lo")[0], state="up")
 
 
+def _nft_in(nsfd: int, *args: str, input: str | None = None) -> subprocess.CompletedProcess:
+    """`nft ARGS` inside the network namespace `nsfd`."""
+    from zoned import nft
+    from zoned import syscalls as sc
+
+    return subprocess.run([nft.nft_binary(), *args], input=input, capture_output=True,
+                          text=True, preexec_fn=lambda: sc.setns(nsfd, sc.CLONE_NEWNET))
+
+
 def quarantine(nsfd: int, on: bool) -> None:
     """Drop what reaches a restoring container's namespace from outside, until it runs.
 
@@ -760,14 +763,10 @@ def quarantine(nsfd: int, on: bool) -> None:
     first IPv6 neighbour solicitation teaches the switches the MAC's new port: a peer's
     TCP segment arriving then finds no socket and is answered with a reset, which kills
     the very connection the move is meant to keep. Dropped, it is just retransmitted."""
-    from zoned import nft
-    from zoned import syscalls as sc
-
     rules = ("table inet zoned_restore {\n chain input {\n  type filter hook input "
              "priority -400; policy drop;\n  iifname \"lo\" accept\n }\n}\n" if on
              else "delete table inet zoned_restore\n")
-    r = subprocess.run([nft.nft_binary(), "-f", "-"], input=rules, capture_output=True,
-                       text=True, preexec_fn=lambda: sc.setns(nsfd, sc.CLONE_NEWNET))
+    r = _nft_in(nsfd, "-f", "-", input=rules)
     if r.returncode != 0 and on:
         raise ZonedError(f"cannot guard the restoring container's network: "
                          f"{r.stderr.strip()}")
@@ -777,14 +776,7 @@ def drop_criu_locks(nsfd: int) -> list[str]:
     """Remove CRIU's network-lock tables (inet CRIU-*) from a namespace. A lazy dump that
     fails while serving pages gives the tasks back but leaves its lock in place (it unlocks
     before serving, only on paths that never reach the page server)."""
-    from zoned import nft
-    from zoned import syscalls as sc
-
-    def run(args, input=None):
-        return subprocess.run([nft.nft_binary(), *args], input=input, capture_output=True,
-                              text=True, preexec_fn=lambda: sc.setns(nsfd, sc.CLONE_NEWNET))
-
-    r = run(["-j", "list", "tables"])
+    r = _nft_in(nsfd, "-j", "list", "tables")
     try:
         tables = [t["table"] for t in json.loads(r.stdout or "{}").get("nftables", [])
                   if "table" in t]
@@ -792,17 +784,19 @@ def drop_criu_locks(nsfd: int) -> list[str]:
         return []
     gone = [f"{t['family']} {t['name']}" for t in tables if t["name"].startswith("CRIU-")]
     if gone:
-        run(["-f", "-"], input="".join(f"delete table {g}\n" for g in gone))
+        _nft_in(nsfd, "-f", "-", input="".join(f"delete table {g}\n" for g in gone))
     return gone
 
 
-def announce(state: dict) -> None:
+def announce(state: dict, nsfd: int | None = None) -> None:
     """Gratuitous ARPs from a restored container, so switches learn where it now is."""
     links = ((state.get("zoned") or {}).get("network") or {}).get("networks") or []
     if not links:
         return
     from zoned import network
 
+    if nsfd is not None:
+        return network.announce(nsfd, links)
     fd = os.open(f"/proc/{state['pid']}/ns/net", os.O_RDONLY | os.O_CLOEXEC)
     try:
         network.announce(fd, links)
@@ -811,7 +805,8 @@ def announce(state: dict) -> None:
 
 
 def resume(rt, cid: str) -> None:
-    """Let a container restored with stopped=True run: SIGCONT to every task in it."""
+    """Let a container restored with stopped=True run: SIGCONT to every task in it, then
+    lift the quarantine and announce it."""
     import signal
 
     with rt.store.lock(cid):
@@ -827,9 +822,9 @@ def resume(rt, cid: str) -> None:
         fd = os.open(f"/proc/{st['pid']}/ns/net", os.O_RDONLY | os.O_CLOEXEC)
         try:
             quarantine(fd, False)
+            announce(st, fd)
         finally:
             os.close(fd)
-    announce(st)
 
 
 def run_restore(criu: str, directory: str, work_dir: str, meta: dict, cfg: dict, *,

@@ -991,7 +991,7 @@ def cmd_restore(args) -> int:
         import shutil
         import tempfile
 
-        tmp = tempfile.mkdtemp(prefix=f"tmp-{os.getpid()}-", dir=checkpoint._scratch(rt))
+        tmp = tempfile.mkdtemp(prefix=f"tmp-{os.getpid()}-", dir=checkpoint.scratch_dir(rt))
         try:
             checkpoint.import_tar(args.import_, tmp)
             print(checkpoint.restore(rt, tmp, name=args.name, consume=True)["id"])

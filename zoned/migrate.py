@@ -112,7 +112,7 @@ class Migration:
         if ready.get("problems"):
             raise ZonedError(f"{self.dest} cannot take {cid!r}: "
                              + "; ".join(ready["problems"]))
-        work = os.path.join(ck._scratch(rt), f"out-{os.getpid()}-{cid}")
+        work = os.path.join(ck.scratch_dir(rt), f"out-{os.getpid()}-{cid}")
         ck.clean_dir(work)
         netns = dump.hold_netns()
         mine = theirs = None
@@ -261,9 +261,9 @@ class Migration:
         ck.announce(st)  # the destination's eth0 may have drawn its MAC over there
 
     def _keep(self, work: str) -> str:
-        from zoned.checkpoint import _scratch
+        from zoned.checkpoint import scratch_dir
 
-        kept = os.path.join(_scratch(self.rt), f"{self.cid}-{time.strftime('%Y%m%dT%H%M%S')}")
+        kept = os.path.join(scratch_dir(self.rt), f"{self.cid}-{time.strftime('%Y%m%dT%H%M%S')}")
         os.rename(work, kept)
         return kept
 

@@ -67,6 +67,26 @@ def _import_iproute():
     return IPRoute
 
 
+def on_own_thread(fn):
+    """fn() on a thread of its own that ends with it; its result, or its exception.
+    For namespace changes that are per thread (setns, unshare(CLONE_NEWNET)): the thread
+    takes them with it, and the caller's own thread never moves."""
+    box: dict = {}
+
+    def work():
+        try:
+            box["value"] = fn()
+        except BaseException as e:  # noqa: BLE001 - handed to the caller
+            box["err"] = e
+
+    t = threading.Thread(target=work, name="zoned-ns")
+    t.start()
+    t.join()
+    if "err" in box:
+        raise box["err"]
+    return box["value"]
+
+
 def _netlink_error():
     from pyroute2.netlink.exceptions import NetlinkError
 
@@ -106,32 +126,15 @@ class Netlink:
         """An IPRoute whose socket lives in the network namespace `nsfd`."""
         from zoned import syscalls as sc
 
-        box: dict = {}
-
         def work():
-            try:
-                own = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
-            except OSError as e:
-                box["err"] = e
-                return
-            try:
-                sc.setns(nsfd, sc.CLONE_NEWNET)
-                try:
-                    box["sock"] = socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM,
-                                                0)  # NETLINK_ROUTE
-                finally:
-                    sc.setns(own, sc.CLONE_NEWNET)  # if this fails the thread just ends
-            except BaseException as e:  # noqa: BLE001
-                box["err"] = e
-            finally:
-                os.close(own)
+            sc.setns(nsfd, sc.CLONE_NEWNET)  # this thread only, and it ends here
+            return socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, 0)  # NETLINK_ROUTE
 
-        t = threading.Thread(target=work, name="zoned-netns")
-        t.start()
-        t.join()
-        if "err" in box:
-            raise ZonedError(f"cannot enter the container's network namespace: {box['err']}")
-        ipr = _import_iproute()(use_socket=box["sock"])
+        try:
+            sock = on_own_thread(work)
+        except OSError as e:
+            raise ZonedError(f"cannot enter the container's network namespace: {e}") from None
+        ipr = _import_iproute()(use_socket=sock)
         self._ns.append(ipr)
         return ipr
 

@@ -282,27 +282,19 @@ def setup_like(root: str, cid: str, described: dict, hostname: str) -> NetworkSe
 
 
 def new_netns() -> int:
-    """An empty network namespace, as an fd (the only thing keeping it alive): made by a
-    short-lived thread, since unshare(CLONE_NEWNET) changes only the calling thread."""
-    import threading
-
+    """An empty network namespace, as an fd (the only thing keeping it alive), made on a
+    thread of its own: unshare(CLONE_NEWNET) changes only the calling thread."""
     from zoned import syscalls as sc
-
-    box: dict = {}
+    from zoned.netlink import on_own_thread
 
     def work():
-        try:
-            sc.unshare(sc.CLONE_NEWNET)
-            box["fd"] = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
-        except OSError as e:
-            box["err"] = e
+        sc.unshare(sc.CLONE_NEWNET)
+        return os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
 
-    t = threading.Thread(target=work, name="zoned-newnet")
-    t.start()
-    t.join()
-    if "err" in box:
-        raise ZonedError(f"cannot create a network namespace: {box['err']}")
-    return box["fd"]
+    try:
+        return on_own_thread(work)
+    except OSError as e:
+        raise ZonedError(f"cannot create a network namespace: {e}") from None
 
 
 def announce(nsfd: int, links: list[dict], count: int = 2) -> None:
@@ -311,34 +303,28 @@ def announce(nsfd: int, links: list[dict], count: int = 2) -> None:
     of after their FDB entries age out (Xen sends the same after a migration)."""
     import socket
     import struct
-    import threading
 
     from zoned import syscalls as sc
-
-    box: dict = {}
+    from zoned.netlink import on_own_thread
 
     def work():
-        try:
-            sc.setns(nsfd, sc.CLONE_NEWNET)  # this thread only, and it ends here
-            for ln in links:
-                mac = bytes.fromhex(ln["mac"].replace(":", ""))
-                ip = socket.inet_aton(ln["ip"])
-                with socket.socket(socket.AF_PACKET, socket.SOCK_RAW) as s:
-                    s.bind((ln["ifname"], 0x0806))
-                    for op in (1, 2):  # an ARP request and an ARP reply, both for itself
-                        frame = (b"\xff" * 6 + mac + struct.pack("!H", 0x0806)
-                                 + struct.pack("!HHBBH", 1, 0x0800, 6, 4, op)
-                                 + mac + ip + (b"\xff" * 6 if op == 2 else b"\0" * 6) + ip)
-                        for _ in range(count // 2 or 1):
-                            s.send(frame.ljust(60, b"\0"))
-        except OSError as e:
-            box["err"] = e
+        sc.setns(nsfd, sc.CLONE_NEWNET)  # this thread only, and it ends here
+        for ln in links:
+            mac = bytes.fromhex(ln["mac"].replace(":", ""))
+            ip = socket.inet_aton(ln["ip"])
+            with socket.socket(socket.AF_PACKET, socket.SOCK_RAW) as s:
+                s.bind((ln["ifname"], 0x0806))
+                for op in (1, 2):  # an ARP request and an ARP reply, both for itself
+                    frame = (b"\xff" * 6 + mac + struct.pack("!H", 0x0806)
+                             + struct.pack("!HHBBH", 1, 0x0800, 6, 4, op)
+                             + mac + ip + (b"\xff" * 6 if op == 2 else b"\0" * 6) + ip)
+                    for _ in range(count // 2 or 1):
+                        s.send(frame.ljust(60, b"\0"))
 
-    t = threading.Thread(target=work, name="zoned-garp")
-    t.start()
-    t.join()
-    if "err" in box:
-        raise ZonedError(f"cannot send a gratuitous ARP: {box['err']}")
+    try:
+        on_own_thread(work)
+    except OSError as e:
+        raise ZonedError(f"cannot send a gratuitous ARP: {e}") from None
 
 
 # -- files -------------------------------------------------------------------------------------

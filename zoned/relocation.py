@@ -56,9 +56,7 @@ class PipeStream:
         return os.read(self.rfd, n)
 
     def write(self, data) -> None:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(self.wfd, view):]
+        _write_all(self.wfd, data)
 
     def close(self) -> None:
         for fd in (self.rfd, self.wfd):
@@ -171,10 +169,12 @@ class Channel:
     # sending
     def send(self, kind: int, payload: bytes = b"") -> None:
         try:
+            hdr = _HDR.pack(kind, len(payload))
             with self.wlock:
-                self.stream.write(_HDR.pack(kind, len(payload)) + payload
-                                  if len(payload) < 65536 else _HDR.pack(kind, len(payload)))
-                if len(payload) >= 65536:
+                if len(payload) < 65536:  # small: one write, not a copy of a big payload
+                    self.stream.write(hdr + payload)
+                else:
+                    self.stream.write(hdr)
                     self.stream.write(payload)
         except (OSError, ValueError) as e:
             raise PeerGone(f"{self.label}: connection lost ({e})") from None
@@ -253,7 +253,7 @@ class Channel:
                 raise ZonedError(f"{self.label}: protocol error (frame {k} in a stream)")
             if not payload:
                 return total
-            os.write(fd, payload) if len(payload) < 65536 else _write_all(fd, payload)
+            _write_all(fd, payload)
             total += len(payload)
 
     def demux(self, page_sock: socket.socket | None, *, hold: bool = False) -> None:
@@ -538,7 +538,7 @@ class Session:
         self.cid = cid = meta["id"]
         self.log(f"{self.peer}: {'live ' if live else ''}migration of {cid}")
         problems = ck.check_restore(self.rt, meta, cid, lazy=live)
-        self.dir = tempfile.mkdtemp(prefix=f"in-{os.getpid()}-{cid}-", dir=ck._scratch(self.rt))
+        self.dir = tempfile.mkdtemp(prefix=f"in-{os.getpid()}-{cid}-", dir=ck.scratch_dir(self.rt))
         if hello.get("cpuinfo") and not problems:
             problems += _cpuinfo_check(self.dir, hello["cpuinfo"])
         if live and not problems:
