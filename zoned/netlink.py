@@ -10,6 +10,7 @@ pyroute2's own NetNS forks a helper process (~7 ms).
 from __future__ import annotations
 
 import errno
+import hashlib
 import os
 import socket
 import sys
@@ -151,7 +152,12 @@ class Netlink:
         ipr = self.ipr
         idx = self.index(name)
         if idx is None:
-            kw = {"mtu": mtu} if mtu else {}
+            # A MAC of its own: without one a bridge takes its lowest port's, and changes
+            # it as containers come and go, leaving its neighbours' ARP entries stale.
+            h = hashlib.sha1(alias.encode()).digest()
+            kw = {"address": "02:" + ":".join(f"{b:02x}" for b in h[:5])}
+            if mtu:
+                kw["mtu"] = mtu
             try:
                 ipr.link("add", ifname=name, kind="bridge", **kw)
             except _netlink_error() as e:
