@@ -581,3 +581,34 @@ def test_gc_reconciles_leases_without_containers(cli, zoned_root, net):
     assert f"lease {fake} on network {name}: container ghost is gone" in cli("gc").stdout
     with open(path) as f:
         assert json.load(f)["leases"] == {}
+
+
+def test_bridge_mac_stays_put_as_containers_come_and_go(cli):
+    """A bridge's MAC is its own, not its lowest port's: neighbours' ARP entries for the
+    host's address on it stay right while containers start and stop."""
+    cli("network", "create", "macnet", "--subnet", "10.91.7.0/24", check=True)
+    bridge = json.loads(cli("network", "inspect", "macnet").stdout)[0]["bridge"]
+    mac = open(f"/sys/class/net/{bridge}/address").read()
+    assert open(f"/sys/class/net/{bridge}/addr_assign_type").read().strip() == "3"  # set
+    for i in range(3):
+        cli("run", "-d", "--name", f"m{i}", "--network", "macnet", "--", "sleep", "100",
+            check=True)
+        assert open(f"/sys/class/net/{bridge}/address").read() == mac
+    cli("rm", "-f", "m0", "m1", "m2", check=True)
+    assert open(f"/sys/class/net/{bridge}/address").read() == mac
+    cli("network", "rm", "macnet", check=True)
+
+
+def test_failed_network_commands_leave_no_dot_dir_and_gc_removes_one(cli):
+    """A refused `network create` or `rm` takes the root's network lock and leaves
+    nothing; an idle .networks dir (a crash after locking) is `zoned gc`'s to remove."""
+    import os
+
+    netdir = os.path.join(cli.root, ".networks")
+    assert cli("network", "create", "bad", "--subnet", "300.1.2.0/24").returncode != 0
+    assert cli("network", "rm", "nosuch").returncode != 0
+    assert not os.path.exists(netdir)
+    os.makedirs(netdir)
+    open(os.path.join(netdir, ".lock"), "w").close()
+    cli("gc", check=True)
+    assert not os.path.exists(netdir)

@@ -21,6 +21,7 @@ import ipaddress
 import os
 import re
 import time
+from contextlib import contextmanager
 
 from zoned.errors import ConfigError, NotFound, ZonedError
 from zoned.ipam import Leases, host_routes, locked, overlaps, read_json, remove_dir_if_idle
@@ -40,9 +41,15 @@ def def_path(root: str, name: str) -> str:
     return os.path.join(netdir(root), f"{name}.json")
 
 
+@contextmanager
 def root_lock(root: str):
-    """Held while networks of this root are created or removed."""
-    return locked(os.path.join(netdir(root), ".lock"))
+    """Held while networks of this root are created, removed or collected. On the way out
+    an idle dir (no network left, or a create that failed) goes too: no empty dot-dir."""
+    with locked(os.path.join(netdir(root), ".lock")):
+        try:
+            yield
+        finally:
+            remove_dir_if_idle(netdir(root), ".lock")
 
 
 def bridge_alias(root: str, name: str) -> str:
@@ -285,7 +292,6 @@ def remove(root: str, name: str) -> None:
                     os.unlink(p)
                 except FileNotFoundError:
                     pass
-        remove_dir_if_idle(netdir(root), ".lock")  # the last network: leave no dot-dir
 
 
 def leases_of(root: str, net: dict) -> dict:

@@ -31,6 +31,14 @@ def zoned_root(monkeypatch):
             rt.delete(cid, force=True)
         except Exception:  # noqa: BLE001 - teardown removes what it can, gc the rest
             pass
+    if os.path.isdir(os.path.join(path, ".networks")):  # networks a failed test left
+        from zoned import netconf
+
+        for name in netconf.names(path):
+            try:
+                netconf.remove(path, name)
+            except Exception:  # noqa: BLE001
+                pass
     list(collect(rt))
     try:
         os.rmdir(path)
