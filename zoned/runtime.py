@@ -82,7 +82,7 @@ def resolve_cgroups_path(path: str | None) -> str | None:
     from zoned.cgroups import own_cgroup
 
     inner = posixpath.normpath("/" + path)
-    resolved = posixpath.normpath(own_cgroup() + inner)
+    resolved = posixpath.normpath(own_cgroup().rstrip("/") + inner)
     if resolved == "/":
         raise ConfigError(f"config.json: linux.cgroupsPath {path!r}: names the root cgroup")
     return resolved

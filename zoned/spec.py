@@ -49,12 +49,12 @@ ANN_IMAGE = "org.zoned.image"
 # ".."), at most 64 long: podman's ids are 64 hex digits, and the name is the default
 # hostname (the kernel's limit is 64) and part of cgroup, state and interface-alias names.
 MAX_ID_LEN = 64
-_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")
+_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]*")
 _SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgtp]?)(i?b?)?\s*$", re.I)
 
 
 def check_id(cid: str) -> str:
-    if not isinstance(cid, str) or not _ID_RE.match(cid) or len(cid) > MAX_ID_LEN:
+    if not isinstance(cid, str) or not _ID_RE.fullmatch(cid) or len(cid) > MAX_ID_LEN:
         shown = repr(cid) if len(str(cid)) <= 70 else repr(str(cid)[:67] + "...")
         raise ConfigError(f"invalid container name {shown}: use letters, digits and _.+- "
                           f"(at most {MAX_ID_LEN}, starting with a letter or digit)")
