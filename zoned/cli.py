@@ -835,6 +835,9 @@ def cmd_create(args) -> int:
         raise ConfigError(f"no config.json in bundle {bundle!r}") from None
     except json.JSONDecodeError as e:
         raise ConfigError(f"config.json in {bundle!r} is not valid JSON: {e}") from None
+    from zoned.spec import validate
+
+    validate(cfg)  # before anything reads it (here: --systemd-cgroup, the terminal check)
     _interruptible()
     rt = _runtime(args)
     if args.systemd_cgroup:
