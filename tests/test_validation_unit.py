@@ -44,6 +44,7 @@ def base_config() -> dict:
                         "syscalls": [{"names": ["getcwd"], "action": "SCMP_ACT_ERRNO",
                                       "errnoRet": 1,
                                       "args": [{"index": 0, "value": 1, "op": "SCMP_CMP_EQ"}]}]}
+    linux["namespaces"].append({"type": "user"})
     linux["uidMappings"] = [{"containerID": 0, "hostID": 1000, "size": 1}]
     linux["gidMappings"] = [{"containerID": 0, "hostID": 1000, "size": 1}]
     linux["maskedPaths"].append("/proc/x")
@@ -147,6 +148,23 @@ def test_the_reported_configs_name_their_field(doc, field):
     with pytest.raises(ConfigError) as e:
         spec.validate(doc)
     assert field in str(e.value) and "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize("change, field", [
+    ({"hostname": "h" * 65}, "hostname"),
+    ({"domainname": "d" * 65}, "domainname"),
+    ({"linux": {"namespaces": [{"type": "mount"}]}, "hostname": "h"}, "uts namespace"),
+    ({"linux": {"namespaces": [{"type": "user"}]}}, "uidMappings"),
+    ({"linux": {"uidMappings": [{"containerID": 0, "hostID": 1, "size": 1}]}},
+     "no user namespace"),
+    ({"linux": {"timeOffsets": {"monotonic": {"secs": 1}}}}, "no time namespace"),
+    ({"process": {"args": ["sh"], "oomScoreAdj": 1001}}, "process.oomScoreAdj"),
+])
+def test_runcs_namespace_rules(change, field):
+    cfg = {"ociVersion": "1.2.0", "root": {"path": "rootfs"}, "process": {"args": ["sh"]},
+           "linux": {"namespaces": [{"type": "uts"}]}, **change}
+    with pytest.raises(ConfigError, match=field):
+        spec.validate(cfg)
 
 
 def test_nulls_are_absent_fields():

@@ -386,6 +386,7 @@ def validate(cfg: dict) -> dict:
         if t in seen:
             raise ConfigError(f"config.json: namespace {t!r} listed twice")
         seen.add(t)
+    _check_namespace_needs(cfg, linux, seen)
     for i, m in enumerate(cfg.get("mounts") or []):
         if not m["destination"].startswith("/"):
             raise ConfigError(f"config.json: mounts[{i}].destination "
@@ -393,6 +394,40 @@ def validate(cfg: dict) -> dict:
     security.check_linux(linux)
     hooks.check(cfg.get("hooks"))
     return cfg
+
+
+# The kernel's limit for hostname and domainname (__NEW_UTS_LEN): longer ones fail in the
+# container's set-up.
+MAX_UTS_NAME = 64
+
+
+def _check_namespace_needs(cfg: dict, linux: dict, namespaces: set[str]) -> None:
+    """runc's rules for settings that only make sense in a namespace of the container's
+    own (libcontainer/configs/validate: uts, namespaces)."""
+    for key in ("hostname", "domainname"):
+        value = cfg.get(key) or ""
+        if value and "uts" not in namespaces:
+            raise ConfigError(f"config.json: {key}: cannot be set without a private uts "
+                              "namespace")
+        if len(value.encode()) > MAX_UTS_NAME:
+            raise ConfigError(f"config.json: {key}: {len(value.encode())} bytes long, the "
+                              f"kernel's limit is {MAX_UTS_NAME}")
+    maps = linux.get("uidMappings") or linux.get("gidMappings")
+    user_path = any(n["type"] == "user" and n.get("path")
+                    for n in linux.get("namespaces") or [])
+    if "user" in namespaces and not user_path and not maps:
+        raise ConfigError("config.json: linux.uidMappings: a new user namespace needs "
+                          "uidMappings and gidMappings")
+    if maps and "user" not in namespaces:
+        raise ConfigError("config.json: linux.uidMappings: user namespace mappings are "
+                          "given, but there is no user namespace in linux.namespaces")
+    if linux.get("timeOffsets") and "time" not in namespaces:
+        raise ConfigError("config.json: linux.timeOffsets: given, but there is no time "
+                          "namespace in linux.namespaces")
+    adj = (cfg.get("process") or {}).get("oomScoreAdj")
+    if adj is not None and not -1000 <= adj <= 1000:
+        raise ConfigError(f"config.json: process.oomScoreAdj {adj}: must be from -1000 to "
+                          "1000")
 
 
 # setresuid(2) and friends read (uid_t)-1 as "leave unchanged": as a container's uid it
