@@ -10,8 +10,6 @@ zoned reads configs with `.get(key, default)`.
 """
 from __future__ import annotations
 
-from typing import Any
-
 from zoned.errors import ConfigError
 
 # Scalar types by Go type name: (low, high) for integers.
@@ -107,7 +105,7 @@ CONFIG = {
 }
 
 
-def check(value: Any, typ: Any = None, where: str = "", source: str = "config.json") -> Any:
+def check(value: object, typ: object = None, where: str = "", source: str = "config.json") -> object:
     """Check `value` against `typ` (the whole config by default); raise a ConfigError that
     names the field (e.g. "config.json: process.rlimits[0].hard: ..."). Nulls inside
     objects are dropped."""
@@ -121,7 +119,7 @@ def check(value: Any, typ: Any = None, where: str = "", source: str = "config.js
         raise ConfigError(str(e).replace("config.json: ", f"{source}: ", 1)) from None
 
 
-def _check(value: Any, typ: Any, where: str) -> Any:
+def _check(value: object, typ: object, where: str) -> object:
     if isinstance(typ, dict):
         if not isinstance(value, dict):
             _bad(where, "an object", value)
@@ -163,7 +161,7 @@ def _check(value: Any, typ: Any, where: str) -> Any:
     return value
 
 
-def _bad(where: str, expected: str, value: Any) -> None:
+def _bad(where: str, expected: str, value: object) -> None:
     shown = repr(value)
     if len(shown) > 40:
         shown = shown[:37] + "..."
