@@ -330,7 +330,10 @@ def test_relative_cgroups_path_stays_below_the_base(monkeypatch):
     assert runtime.resolve_cgroups_path("a/b") == "/base/a/b"
     assert runtime.resolve_cgroups_path("../../../x") == "/base/x"  # runc's CleanPath
     assert runtime.resolve_cgroups_path("/abs/p") == "/abs/p"
+    assert runtime.resolve_cgroups_path("/abs/../../p") == "/p"
     assert runtime.resolve_cgroups_path("") is None
+    with pytest.raises(ConfigError, match="cgroupsPath"):
+        runtime.resolve_cgroups_path("/a/..")
     monkeypatch.setattr(cgroups, "own_cgroup", lambda: "/")
     with pytest.raises(ConfigError, match="cgroupsPath"):
         runtime.resolve_cgroups_path("..")

@@ -78,11 +78,12 @@ def resolve_cgroups_path(path: str | None) -> str | None:
     import posixpath
 
     if path.startswith("/"):
-        return path  # as before: zoned.cgroups cleans it (".." stops at the root)
-    from zoned.cgroups import own_cgroup
+        resolved = posixpath.normpath("/" + path.lstrip("/"))  # as zoned.cgroups cleans it
+    else:
+        from zoned.cgroups import own_cgroup
 
-    inner = posixpath.normpath("/" + path)
-    resolved = posixpath.normpath(own_cgroup().rstrip("/") + inner)
+        inner = posixpath.normpath("/" + path)
+        resolved = posixpath.normpath(own_cgroup().rstrip("/") + inner)
     if resolved == "/":
         raise ConfigError(f"config.json: linux.cgroupsPath {path!r}: names the root cgroup")
     return resolved
@@ -205,6 +206,8 @@ class Runtime:
         linux = cfg.setdefault("linux", {})
         cg_path = resolve_cgroups_path(linux.get("cgroupsPath")) or \
             default_cgroups_path(cid, self.store.root)
+        if linux.get("cgroupsPath"):  # resolved once: restore and migrate reuse it as is
+            linux["cgroupsPath"] = cg_path
         d = self.store.reserve(cid)
         lock = os.open(os.path.join(d, "lock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         import fcntl

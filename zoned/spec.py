@@ -50,6 +50,7 @@ ANN_IMAGE = "org.zoned.image"
 # hostname (the kernel's limit is 64) and part of cgroup, state and interface-alias names.
 MAX_ID_LEN = 64
 _ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]*")
+_NUMERIC_ID_RE = re.compile(r"-?[0-9]+")  # negative too, to refuse it as a number
 _SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgtp]?)(i?b?)?\s*$", re.I)
 
 
@@ -126,7 +127,7 @@ def parse_user(value: str, rootfs: str | None = None) -> dict:
     uid = _lookup(user, rootfs, "etc/passwd", "user")
     if group:
         gid = _lookup(group, rootfs, "etc/group", "group")
-    elif user.lstrip("-").isdigit():
+    elif _NUMERIC_ID_RE.fullmatch(user):
         gid = _primary_gid(uid, rootfs)
     else:
         gid = _lookup(user, rootfs, "etc/passwd", "user", field=3)
@@ -134,7 +135,7 @@ def parse_user(value: str, rootfs: str | None = None) -> dict:
 
 
 def _lookup(name: str, rootfs: str | None, db: str, what: str, field: int = 2) -> int:
-    if name.isdigit() or name.lstrip("-").isdigit():
+    if _NUMERIC_ID_RE.fullmatch(name):
         n = int(name)
         if not 0 <= n <= MAX_ID:
             raise ConfigError(f"invalid --user {name!r}: a{' uid' if what == 'user' else ' gid'}"
