@@ -56,7 +56,7 @@ def test_spec_writes_runc_default(tmp_path):
     assert "CAP_NET_RAW" in cfg["process"]["capabilities"]["bounding"]  # runc's set
     p = subprocess.run([ZONED, "spec", "--bundle", str(tmp_path)], capture_output=True,
                        text=True)
-    assert p.returncode == 1 and "already exists" in p.stderr
+    assert p.returncode == 125 and "already exists" in p.stderr
     (tmp_path / "config.json").unlink()
     subprocess.run([ZONED, "spec", "--rootless", "--bundle", str(tmp_path)], check=True)
     cfg = json.loads((tmp_path / "config.json").read_text())
@@ -66,29 +66,29 @@ def test_spec_writes_runc_default(tmp_path):
 def test_state_transitions(cli, bundle):
     bundle(["sleep", "1000"])
     b = str(bundle.path)
-    assert cli("start", "nope").returncode == 1
+    assert cli("start", "nope").returncode == 125
     assert cli("create", "--bundle", b, "s1", files=True).returncode == 0
-    assert cli("create", "--bundle", b, "s1", files=True).returncode == 1  # id in use
+    assert cli("create", "--bundle", b, "s1", files=True).returncode == 125  # id in use
     st = json.loads(cli("state", "s1").stdout)
     assert st["status"] == "created" and st["ociVersion"] and st["pid"] > 0
     assert set(st) >= {"ociVersion", "id", "status", "pid", "bundle", "rootfs", "created",
                        "owner", "annotations"}
-    assert cli("resume", "s1").returncode == 1  # not paused
-    assert cli("delete", "s1").returncode == 1  # created, not stopped
+    assert cli("resume", "s1").returncode == 125  # not paused
+    assert cli("delete", "s1").returncode == 125  # created, not stopped
     assert json.loads(cli("state", "s1").stdout)["status"] == "created"  # unchanged
     assert cli("start", "s1").returncode == 0
     assert json.loads(cli("state", "s1").stdout)["status"] == "running"
-    assert cli("start", "s1").returncode == 1
+    assert cli("start", "s1").returncode == 125
     assert cli("pause", "s1").returncode == 0
     assert json.loads(cli("state", "s1").stdout)["status"] == "paused"
-    assert cli("pause", "s1").returncode == 1
+    assert cli("pause", "s1").returncode == 125
     assert cli("resume", "s1").returncode == 0
     assert cli("kill", "s1", "9").returncode == 0
     assert _wait_status(cli, "s1", "stopped")
-    assert cli("kill", "s1", "TERM").returncode == 1  # only created/running
-    assert cli("start", "s1").returncode == 1
+    assert cli("kill", "s1", "TERM").returncode == 125  # only created/running
+    assert cli("start", "s1").returncode == 125
     assert cli("delete", "s1").returncode == 0
-    assert cli("state", "s1").returncode == 1
+    assert cli("state", "s1").returncode == 125
 
 
 def test_kill_created_and_delete_force(cli, bundle):
@@ -101,7 +101,7 @@ def test_kill_created_and_delete_force(cli, bundle):
     cli("start", "k2", check=True)
     assert cli("delete", "--force", "k2").returncode == 0
     assert cli("delete", "--force", "k2").returncode == 0  # gone already: fine, as runc
-    assert cli("delete", "k2").returncode == 1
+    assert cli("delete", "k2").returncode == 125
     assert cli("list", "--format", "json").stdout.strip() in ("[]", "")
 
 
@@ -122,7 +122,7 @@ def test_run_bundle_exit_code_and_pid_file(cli, bundle, tmp_path):
     bundle(["sh", "-c", "echo out; exit 9"])
     p = oci_run(cli, bundle.path)
     assert p.returncode == 9 and p.stdout == "out\n"
-    assert cli("state", "t1").returncode == 1  # deleted after the run
+    assert cli("state", "t1").returncode == 125  # deleted after the run
     bundle(["sleep", "1000"])
     pidfile = tmp_path / "pid"
     cli("create", "--bundle", str(bundle.path), "--pid-file", str(pidfile), "pf",
@@ -285,14 +285,14 @@ def test_failing_hook_fails_create_and_runs_poststop(cli, bundle, tmp_path, zone
         "createRuntime": [{"path": "/bin/sh", "args": ["sh", "-c", "echo nope >&2; exit 3"]}],
         "poststop": [{"path": "/bin/sh", "args": ["sh", "-c", f"touch {flag}"]}]})
     p = cli("create", "--bundle", str(bundle.path), "hf", files=True)
-    assert p.returncode == 1 and "createRuntime hook" in p.stderr and "exit status 3" in p.stderr
+    assert p.returncode == 125 and "createRuntime hook" in p.stderr and "exit status 3" in p.stderr
     assert flag.exists()
     assert os.listdir(zoned_root) in ([], [".cache"])
     bundle(["true"], hooks={"createRuntime": [
         {"path": "/bin/sleep", "args": ["sleep", "10"], "timeout": 1}]})
     t = time.monotonic()
     p = cli("create", "--bundle", str(bundle.path), "ht", files=True)
-    assert p.returncode == 1 and "timed out" in p.stderr and time.monotonic() - t < 8
+    assert p.returncode == 125 and "timed out" in p.stderr and time.monotonic() - t < 8
 
 
 def test_exec_process_file_and_detach(cli, bundle, tmp_path):
@@ -384,7 +384,7 @@ def test_console_socket(cli, bundle, tmp_path):
     os.close(master)
     text = out.decode().replace("\r", "")
     assert "/dev/pts/0" in text and "33 99" in text, text
-    assert cli("create", "--bundle", str(bundle.path), "tty2", files=True).returncode == 1
+    assert cli("create", "--bundle", str(bundle.path), "tty2", files=True).returncode == 125
 
 
 def _wait_status(cli, cid, status, timeout=10.0) -> bool:

@@ -17,7 +17,7 @@ from conftest import ZONED, host_snapshot
 @pytest.mark.parametrize("args, message", [
     (["run", "--image", "nope", "--", "true"], "image 'nope' not found"),
     (["run", "--bogus-flag", "--", "true"], "unrecognized arguments: --bogus-flag"),
-    (["run", "--memory", "lots", "--", "true"], "invalid memory limit 'lots'"),
+    (["run", "--memory", "lots", "--", "true"], "invalid --memory 'lots'"),
     (["run", "--cpus", "-1", "--", "true"], "invalid --cpus"),
     (["run", "--", "no-such-command"], "executable file not found in $PATH"),
     (["run", "--", "/bin/nope"], "stat /bin/nope: no such file or directory"),
@@ -71,10 +71,10 @@ def test_name_in_use(cli, zoned_root):
 def test_malformed_oci_config(cli, zoned_root, tmp_path):
     (tmp_path / "config.json").write_text("{not json")
     p = cli("create", "--bundle", str(tmp_path), "c", files=True)
-    assert p.returncode == 1 and "not valid JSON" in p.stderr
+    assert p.returncode == 125 and "not valid JSON" in p.stderr
     (tmp_path / "config.json").write_text(json.dumps({"ociVersion": "1.2.0"}))
     p = cli("create", "--bundle", str(tmp_path), "c", files=True)
-    assert p.returncode == 1 and "missing required field 'root'" in p.stderr
+    assert p.returncode == 125 and "missing required field 'root'" in p.stderr
     assert os.listdir(zoned_root) == [] or os.listdir(zoned_root) == [".cache"]
 
 

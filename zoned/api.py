@@ -51,12 +51,16 @@ def build_config(opts: RunOptions, images_root: str | None = None) -> dict:
     """RunOptions -> OCI config: resolve the image, add --init and the default seccomp."""
     image_rootfs = image_config = None
     if not opts.rootfs:
-        from zoned.images import ImageNotFound, ImageStore
+        from zoned.images import ImageError, ImageNotFound, ImageStore
 
         try:
             image = ImageStore(images_root).get(opts.image or DEFAULT_IMAGE)
         except ImageNotFound as e:
             raise ZonedError(str(e)) from None
+        except ImageError as e:  # a malformed name ("../../etc") or a damaged image
+            from zoned.errors import ConfigError
+
+            raise ConfigError(f"--image: {e}") from None
         opts.image = image.name
         image_rootfs, image_config = image.rootfs_dir, image.config
     init = os.path.join(LIBEXEC, "zoned-init")

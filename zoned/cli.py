@@ -10,7 +10,9 @@ from __future__ import annotations
 import os
 import sys
 
-USAGE_ERROR = 2
+USAGE_ERROR = 125  # podman's code for a bad flag too: every error of zoned's own is 125
+ERROR_EXIT = 125  # zoned.errors.ERROR_EXIT (not imported here: start-up time)
+SIGPIPE_EXIT = 141  # what a shell reports for a tool killed by SIGPIPE (podman, cat, ls)
 
 
 class Interrupted(BaseException):
@@ -78,7 +80,9 @@ def _sub_run(sub, argparse):
     r.add_argument("--cpus")
     r.add_argument("--cpu-shares", type=int)
     r.add_argument("--cpuset-cpus")
-    r.add_argument("--pids-limit", type=int)
+    r.add_argument("--pids-limit", type=int, metavar="N",
+                   help="most processes the zone may have at once (default 2048, as podman; "
+                   "-1 or 0: no limit)")
     r.add_argument("-e", "--env", action="append", default=[])
     r.add_argument("-w", "--workdir")
     r.add_argument("-u", "--user")
@@ -325,20 +329,52 @@ def main(argv: list[str] | None = None) -> int:
     from zoned.errors import ZonedError
 
     try:
-        return int(COMMANDS[args.cmd](args) or 0)
+        code = int(COMMANDS[args.cmd](args) or 0)
+        sys.stdout.flush()  # here, not at exit, so a closed pipe is seen below
+        return code
     except ZonedError as e:
-        code = e.exit_code if e.exit_code != 1 else (125 if args.cmd == "run" else 1)
-        return _fail(args, str(e), code)
+        return _fail(args, str(e), e.exit_code)
     except Interrupted as e:
         return _fail(args, f"interrupted by signal {e.signum}", 128 + e.signum)
     except KeyboardInterrupt:
         return _fail(args, "interrupted", 130)
     except OSError as e:
-        return _fail(args, f"{e.strerror or e}{': ' + str(e.filename) if e.filename else ''}", 1)
+        if isinstance(e, BrokenPipeError) and _stdout_gone():
+            return _quiet_sigpipe()
+        return _fail(args, f"{e.strerror or e}{': ' + str(e.filename) if e.filename else ''}",
+                     ERROR_EXIT)
     except Exception as e:  # a bug: still one line, the traceback with --debug
         if args.debug:
             raise
-        return _fail(args, f"internal error: {type(e).__name__}: {e} (rerun with --debug)", 1)
+        return _fail(args, f"internal error: {type(e).__name__}: {e} (rerun with --debug)",
+                     ERROR_EXIT)
+
+
+def _stdout_gone() -> bool:
+    """Whether our stdout is a pipe or socket nobody reads any more (`zoned ps | head -1`):
+    the kernel reports POLLERR on the write end of a pipe without readers. A broken pipe
+    elsewhere (a container's sync socket) is a real error and is reported as one."""
+    import select
+
+    try:
+        poller = select.poll()
+        poller.register(1, select.POLLOUT)
+        return any(ev & (select.POLLERR | select.POLLHUP) for _, ev in poller.poll(0))
+    except (OSError, ValueError):
+        return False
+
+
+def _quiet_sigpipe() -> int:
+    """End as podman and the coreutils do when the reader of stdout has gone: no message,
+    status 141 (128 + SIGPIPE). stdout is pointed at /dev/null first so that Python's
+    flush at exit does not complain about the unwritten rest."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, 1)
+        os.close(devnull)
+    except OSError:
+        pass
+    return SIGPIPE_EXIT
 
 
 def _fail(args, message: str, code: int) -> int:
@@ -384,6 +420,9 @@ def parse_signal(value: str) -> int:
 
     v = value.upper()
     if v.isdigit():
+        if not 0 < int(v) <= signal.SIGRTMAX:
+            raise ConfigError(f"invalid signal {value!r}: signal numbers are 1 to "
+                              f"{int(signal.SIGRTMAX)}")
         return int(v)
     name = v if v.startswith("SIG") else "SIG" + v
     try:
@@ -600,7 +639,7 @@ def cmd_rm(args) -> int:
             print(cid)
         except ZonedError as e:
             sys.stderr.write(f"zoned: {e}\n")
-            failed = 1
+            failed = e.exit_code
     return failed
 
 
@@ -796,6 +835,9 @@ def cmd_create(args) -> int:
         raise ConfigError(f"no config.json in bundle {bundle!r}") from None
     except json.JSONDecodeError as e:
         raise ConfigError(f"config.json in {bundle!r} is not valid JSON: {e}") from None
+    from zoned.spec import validate
+
+    validate(cfg)  # before anything reads it (here: --systemd-cgroup, the terminal check)
     _interruptible()
     rt = _runtime(args)
     if args.systemd_cgroup:
@@ -920,7 +962,7 @@ def cmd_update(args) -> int:
     import json
 
     from zoned.errors import ConfigError
-    from zoned.spec import parse_size
+    from zoned.spec import MIN_MEMORY, parse_pids_limit, parse_size
 
     rt = _runtime(args)
     res: dict = {}
@@ -930,26 +972,39 @@ def cmd_update(args) -> int:
             res = json.loads(text)
         except (OSError, ValueError) as e:
             raise ConfigError(f"--resources: {e}") from None
-    def size(v):
-        return -1 if v == "-1" else parse_size(v, "memory value")
+
+    def size(flag: str, v: str) -> int:
+        return -1 if v == "-1" else parse_size(v, flag)
+
+    def number(flag: str, v: str) -> int:
+        try:
+            return int(v)
+        except ValueError:
+            raise ConfigError(f"invalid {flag} {v!r}: expected a whole number") from None
     if args.memory:
-        res.setdefault("memory", {})["limit"] = size(args.memory)
+        limit = size("--memory", args.memory)
+        if 0 <= limit < MIN_MEMORY:
+            raise ConfigError(f"invalid --memory {args.memory!r}: the minimum memory limit "
+                              "allowed is 6MB")
+        res.setdefault("memory", {})["limit"] = limit
     if args.memory_reservation:
-        res.setdefault("memory", {})["reservation"] = size(args.memory_reservation)
+        res.setdefault("memory", {})["reservation"] = size("--memory-reservation",
+                                                           args.memory_reservation)
     if args.memory_swap:
-        res.setdefault("memory", {})["swap"] = size(args.memory_swap)
+        res.setdefault("memory", {})["swap"] = size("--memory-swap", args.memory_swap)
     for flag, key in (("cpu_shares", "shares"), ("cpu_quota", "quota"),
                       ("cpu_period", "period")):
         if getattr(args, flag):
-            res.setdefault("cpu", {})[key] = int(getattr(args, flag))
+            res.setdefault("cpu", {})[key] = number("--" + flag.replace("_", "-"),
+                                                    getattr(args, flag))
     if args.cpuset_cpus:
         res.setdefault("cpu", {})["cpus"] = args.cpuset_cpus
     if args.cpuset_mems:
         res.setdefault("cpu", {})["mems"] = args.cpuset_mems
     if args.pids_limit:
-        res["pids"] = {"limit": int(args.pids_limit)}
+        res["pids"] = {"limit": parse_pids_limit(number("--pids-limit", args.pids_limit))}
     if args.blkio_weight:
-        res["blockIO"] = {"weight": int(args.blkio_weight)}
+        res["blockIO"] = {"weight": number("--blkio-weight", args.blkio_weight)}
     rt.update(args.id, res)
     return 0
 

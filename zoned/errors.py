@@ -1,10 +1,16 @@
 """The errors zoned reports to a user: each carries one clear line."""
 
 
-class ZonedError(Exception):
-    """A failure the user caused or can fix; the CLI prints `zoned: <message>` and exits 1."""
+# What the CLI exits with for any error of zoned's own (bad input, a failed set-up), as
+# podman does: 125, apart from the container's own exit code and 126/127 for a command the
+# container cannot execute.
+ERROR_EXIT = 125
 
-    exit_code = 1
+
+class ZonedError(Exception):
+    """A failure the user caused or can fix; the CLI prints `zoned: <message>` and exits 125."""
+
+    exit_code = ERROR_EXIT
 
 
 class NotFound(ZonedError):

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 
 def features() -> dict:
-    import prctl
-
-    from zoned import cgroups, hooks, rootfs, seccomp, spec
+    from zoned import cgroups, hooks, rootfs, seccomp, security, spec
 
     actions = sorted(a for a in seccomp._ACTIONS if a != "SCMP_ACT_NOTIFY")
     return {
@@ -16,7 +14,7 @@ def features() -> dict:
         "mountOptions": sorted(set(rootfs._FLAGS) | set(rootfs._PROPAGATION)),
         "linux": {
             "namespaces": ["cgroup", "ipc", "mount", "network", "pid", "time", "user", "uts"],
-            "capabilities": sorted("CAP_" + c.upper() for c in prctl.ALL_CAP_NAMES),
+            "capabilities": list(security.CAPABILITIES),
             "cgroup": {"v1": True, "v2": True, "systemd": False, "systemdUser": False,
                        "rdma": False},
             "seccomp": {

@@ -99,6 +99,8 @@ def load_recipe(path: Path) -> _Recipe:
         text = path.read_text()
     except OSError as e:
         raise ImageError(f"cannot read recipe {path}: {e.strerror}") from None
+    except UnicodeDecodeError:  # `zoned image build some.tar`
+        raise bad("not a text file: a recipe is YAML (see images/busybox.yaml)") from None
     try:
         doc = yaml.safe_load(text)
     except yaml.YAMLError as e:

@@ -67,6 +67,28 @@ def default_cgroups_path(cid: str, root: str | None = None) -> str:
     return f"{cgroup_parent(root)}/{cid}"
 
 
+def resolve_cgroups_path(path: str | None) -> str | None:
+    """linux.cgroupsPath as an absolute cgroup path. A relative one (the spec allows it: "a
+    runtime-determined location") goes where runc's cgroupfs driver puts it: below the
+    cgroup zoned itself runs in (on cgroup v2, its parent: runc's fs2, since a cgroup with
+    processes in it cannot have controllers enabled for children). ".." never climbs
+    above that base (runc's CleanPath)."""
+    if not path:
+        return None
+    import posixpath
+
+    if path.startswith("/"):
+        resolved = posixpath.normpath("/" + path.lstrip("/"))  # as zoned.cgroups cleans it
+    else:
+        from zoned.cgroups import own_cgroup
+
+        inner = posixpath.normpath("/" + path)
+        resolved = posixpath.normpath(own_cgroup().rstrip("/") + inner)
+    if resolved == "/":
+        raise ConfigError(f"config.json: linux.cgroupsPath {path!r}: names the root cgroup")
+    return resolved
+
+
 @contextmanager
 def pid_namespace_for_children(join_fd: int | None = None):
     """Make the next fork land in a new (or the given) pid namespace, then undo it.
@@ -177,15 +199,15 @@ class Runtime:
         On any failure everything created so far is removed and the error re-raised.
         """
         specmod.check_id(cid)
-        specmod.validate(cfg)
+        specmod.validate(cfg)  # every config check, before anything is created
         check_preserved_fds(preserve_fds)
-        from zoned import security
-
-        security.check_process(cfg["process"])
-        security.check_linux(cfg.get("linux") or {})
         from zoned import hooks
 
-        hooks.check(cfg.get("hooks"))
+        linux = cfg.setdefault("linux", {})
+        cg_path = resolve_cgroups_path(linux.get("cgroupsPath")) or \
+            default_cgroups_path(cid, self.store.root)
+        if linux.get("cgroupsPath"):  # resolved once: restore and migrate reuse it as is
+            linux["cgroupsPath"] = cg_path
         d = self.store.reserve(cid)
         lock = os.open(os.path.join(d, "lock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         import fcntl
@@ -202,11 +224,6 @@ class Runtime:
                 null = os.open("/dev/null", os.O_RDONLY | os.O_CLOEXEC)
                 log_fds = [out, null]
                 stdio = (null, out, out)
-            linux = cfg.setdefault("linux", {})
-            cg_path = linux.get("cgroupsPath") or default_cgroups_path(cid, self.store.root)
-            if not cg_path.startswith("/"):
-                raise ConfigError(f"cgroupsPath {cg_path!r}: only absolute cgroupfs paths "
-                                  "are supported (no systemd driver)")
             lower = (cfg.get("annotations") or {}).get(specmod.ANN_LOWER)
             if lower:
                 rootfs = os.path.join(d, "rootfs")
@@ -475,6 +492,9 @@ class Runtime:
         """Change a running container's limits (runc update) and record them in its
         config. Only the given controllers are written: re-writing the device list of a
         running container would deny every device for a moment."""
+        from zoned import schema
+
+        schema.check(resources, schema.RESOURCES, "linux.resources", source="update")
         with self.store.lock(cid):
             st = self.store.read_state(cid)
             if self._status(cid, st) not in ACTIVE:
@@ -512,6 +532,10 @@ class Runtime:
         namespaces, cgroup, capabilities and seccomp as its init. Returns with the process
         waiting; `release()` lets it exec (so the caller can set up before)."""
         check_preserved_fds(preserve_fds)
+        from zoned import schema
+
+        schema.check(process, schema.CONFIG["process!"], "process")
+        specmod.validate_process(process)
         st = self.store.read_state(cid)
         status = self._status(cid, st)
         if status not in ("created", "running"):

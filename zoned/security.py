@@ -11,21 +11,83 @@ from zoned.errors import ConfigError
 
 RLIMITS = {name: getattr(resource, name) for name in dir(resource) if name.startswith("RLIMIT_")}
 
+# The kernel's capabilities by number (include/uapi/linux/capability.h, through 6.x's
+# CAP_CHECKPOINT_RESTORE = 40). python-prctl's table is the C header it was built against,
+# which can stop short (here it calls 40 "last_cap"), so zoned keeps its own.
+CAPABILITIES = (
+    "CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_DAC_READ_SEARCH", "CAP_FOWNER", "CAP_FSETID",
+    "CAP_KILL", "CAP_SETGID", "CAP_SETUID", "CAP_SETPCAP", "CAP_LINUX_IMMUTABLE",
+    "CAP_NET_BIND_SERVICE", "CAP_NET_BROADCAST", "CAP_NET_ADMIN", "CAP_NET_RAW",
+    "CAP_IPC_LOCK", "CAP_IPC_OWNER", "CAP_SYS_MODULE", "CAP_SYS_RAWIO", "CAP_SYS_CHROOT",
+    "CAP_SYS_PTRACE", "CAP_SYS_PACCT", "CAP_SYS_ADMIN", "CAP_SYS_BOOT", "CAP_SYS_NICE",
+    "CAP_SYS_RESOURCE", "CAP_SYS_TIME", "CAP_SYS_TTY_CONFIG", "CAP_MKNOD", "CAP_LEASE",
+    "CAP_AUDIT_WRITE", "CAP_AUDIT_CONTROL", "CAP_SETFCAP", "CAP_MAC_OVERRIDE",
+    "CAP_MAC_ADMIN", "CAP_SYSLOG", "CAP_WAKE_ALARM", "CAP_BLOCK_SUSPEND", "CAP_AUDIT_READ",
+    "CAP_PERFMON", "CAP_BPF", "CAP_CHECKPOINT_RESTORE",
+)
+CAP_NUMBERS = {name: i for i, name in enumerate(CAPABILITIES)}
+PR_CAPBSET_DROP = 24
+CAP_KINDS = ("bounding", "effective", "inheritable", "permitted", "ambient")
+
+
+def cap_last_cap() -> int:
+    """The highest capability the running kernel knows (older kernels stop before 40)."""
+    try:
+        with open("/proc/sys/kernel/cap_last_cap") as f:
+            return int(f.read())
+    except (OSError, ValueError):
+        return len(CAPABILITIES) - 1
+
+
+def cap_number(name: str) -> int | None:
+    """'CAP_SYS_ADMIN' (or 'sys_admin', any case) -> 21; None if zoned does not know it."""
+    up = name.upper()
+    return CAP_NUMBERS.get(up if up.startswith("CAP_") else "CAP_" + up)
+
+
+def supported_caps(proc: dict) -> dict:
+    """process.capabilities without the names the kernel does not know, and the dropped
+    names: runc ignores those with a warning ("ignoring unknown or unavailable
+    capabilities"), so a config written for a newer kernel (podman --privileged lists
+    every capability it knows) still runs."""
+    last = cap_last_cap()
+    caps = proc.get("capabilities") or {}
+    kept, dropped = {}, set()
+    for kind, names in caps.items():
+        kept[kind] = []
+        for name in names:
+            n = cap_number(name)
+            if n is None or n > last:
+                dropped.add(name)
+            else:
+                kept[kind].append(name)
+    return {"capabilities": kept, "dropped": sorted(dropped)}
+
 
 def check_process(proc: dict) -> None:
-    """Parent-side validation, so bad values fail before anything is created."""
-    for rl in proc.get("rlimits") or []:
-        if rl.get("type") not in RLIMITS:
-            raise ConfigError(f"unknown rlimit type {rl.get('type')!r}")
-        if int(rl.get("soft", 0)) > int(rl.get("hard", 0)):
-            raise ConfigError(f"rlimit {rl['type']}: soft limit above hard limit")
-    caps = proc.get("capabilities") or {}
-    import prctl
-    known = set(prctl.ALL_CAP_NAMES)
-    for kind, names in caps.items():
-        for name in names or []:
-            if name.lower().removeprefix("cap_") not in known:
-                raise ConfigError(f"unknown capability {name!r} in process.capabilities.{kind}")
+    """Parent-side validation, so bad values fail before anything is created. The types
+    are checked already (zoned.schema). Capabilities this kernel does not know are
+    dropped from `proc` with a warning, as runc does."""
+    for i, rl in enumerate(proc.get("rlimits") or []):
+        if rl["type"] not in RLIMITS:
+            raise ConfigError(f"config.json: process.rlimits[{i}].type: unknown rlimit "
+                              f"{rl['type']!r}")
+        if rl["soft"] > rl["hard"]:
+            raise ConfigError(f"config.json: process.rlimits[{i}]: soft limit {rl['soft']} "
+                              f"of {rl['type']} is above the hard limit {rl['hard']}")
+    for kind in proc.get("capabilities") or {}:
+        if kind not in CAP_KINDS:
+            raise ConfigError(f"config.json: process.capabilities.{kind}: unknown set "
+                              f"(use {', '.join(CAP_KINDS)})")
+    if proc.get("capabilities"):
+        caps = supported_caps(proc)
+        if caps["dropped"]:
+            import logging
+
+            logging.getLogger("zoned").warning(
+                "zoned: warning: ignoring unknown or unavailable capabilities: %s",
+                " ".join(caps["dropped"]))
+            proc["capabilities"] = caps["capabilities"]
     if proc.get("apparmorProfile") or proc.get("selinuxLabel"):
         raise ConfigError("apparmor/selinux labels are set but no such LSM is enabled here")
 
@@ -39,6 +101,7 @@ PERSONALITY = {"LINUX": 0x0000, "LINUX32": 0x0008}
 
 
 def check_linux(linux: dict) -> None:
+    check_sysctl(linux)
     pers = linux.get("personality")
     if pers and pers.get("domain") not in PERSONALITY:
         raise ConfigError(f"linux.personality.domain {pers.get('domain')!r}: "
@@ -49,6 +112,72 @@ def check_linux(linux: dict) -> None:
         raise ConfigError("linux.mountLabel is set but SELinux is not enabled here")
     if linux.get("intelRdt"):
         raise ConfigError("linux.intelRdt is not supported")
+
+
+# IPC sysctls a private ipc namespace owns (runc's validSysctlMap), plus fs.mqueue.*.
+IPC_SYSCTLS = frozenset({
+    "kernel.msgmax", "kernel.msgmnb", "kernel.msgmni", "kernel.sem", "kernel.shmall",
+    "kernel.shmmax", "kernel.shmmni", "kernel.shm_rmid_forced",
+})
+
+
+def sysctl_dotted(key: str) -> str:
+    """runc's convertSysctlVariableToDotsSeparator: "net/ipv4/conf/eth0.100/rp_filter"
+    (sysctl.d's slash form) -> "net.ipv4.conf.eth0/100.rp_filter"."""
+    first = min((i for i in (key.find("."), key.find("/")) if i >= 0), default=-1)
+    if first < 0 or key[first] == ".":
+        return key
+    return key.translate(str.maketrans("./", "/."))
+
+
+def check_sysctl(linux: dict) -> None:
+    """runc's rule (libcontainer/configs/validate, sysctl): a sysctl is written only if the
+    container has its own copy of it, in a namespace of its own; anything else would be
+    written to the host with full capabilities (vm.swappiness, kernel.core_pattern)."""
+    sysctls = linux.get("sysctl") or {}
+    if not sysctls:
+        return
+    namespaces = {n["type"]: n.get("path") or "" for n in linux.get("namespaces") or []}
+    for key in sysctls:
+        s = sysctl_dotted(key)
+        if s in IPC_SYSCTLS or s.startswith("fs.mqueue."):
+            if "ipc" not in namespaces:
+                raise ConfigError(f"linux.sysctl: {s!r} is not allowed in the host's ipc "
+                                  "namespace (add an ipc namespace)")
+            continue
+        if s.startswith("net."):
+            if _host_netns(namespaces):
+                raise ConfigError(f"linux.sysctl: {s!r} is not allowed in the host network "
+                                  "namespace (add a network namespace)")
+            continue
+        if "uts" in namespaces:
+            if s == "kernel.domainname":
+                continue
+            if s == "kernel.hostname":
+                raise ConfigError(f"linux.sysctl: {s!r} is not allowed: it conflicts with "
+                                  "the config's hostname field")
+        if s.startswith("user."):
+            if "user" not in namespaces:
+                raise ConfigError(f"linux.sysctl: {s!r}: setting ucounts without a user "
+                                  "namespace is not allowed")
+            continue
+        raise ConfigError(f"linux.sysctl: {s!r} is not in a separate kernel namespace "
+                          "(it would change the host)")
+
+
+def _host_netns(namespaces: dict) -> bool:
+    """Whether the container would share our network namespace: none listed, or a path
+    that is the one we are in (runc's isHostNetNS; "host" means "current")."""
+    if "network" not in namespaces:
+        return True
+    path = namespaces["network"]
+    if not path:
+        return False
+    try:
+        theirs, ours = os.stat(path), os.stat("/proc/self/ns/net")
+    except OSError as e:
+        raise ConfigError(f"linux.namespaces: network path {path!r}: {e.strerror}") from None
+    return (theirs.st_dev, theirs.st_ino) == (ours.st_dev, ours.st_ino)
 
 
 def apply_personality(linux: dict) -> None:
@@ -73,15 +202,19 @@ def apply_user_and_caps(proc: dict) -> None:
     """
     import prctl
 
-    caps = proc.get("capabilities") or {}
+    caps = supported_caps(proc)["capabilities"]  # unknown ones were reported by the parent
     user = proc.get("user") or {}
     uid, gid = int(user.get("uid", 0)), int(user.get("gid", 0))
+    every = set(range(cap_last_cap() + 1))
 
-    def names(kind: str) -> list[str]:
-        return [c.lower().removeprefix("cap_") for c in caps.get(kind) or []]
+    def numbers(kind: str) -> set[int]:
+        return {cap_number(c) for c in caps.get(kind) or []}
+
+    from zoned import syscalls as sc
 
     prctl.set_keepcaps(1)  # PR_SET_KEEPCAPS: unlike securebits, needs no CAP_SETPCAP
-    prctl.capbset.limit(*names("bounding"))
+    for cap in sorted(every - numbers("bounding")):  # by number: prctl's table may stop short
+        sc.prctl(PR_CAPBSET_DROP, cap)
     groups = [int(g) for g in user.get("additionalGids") or []]
     os.setgroups(groups)
     os.setresgid(gid, gid, gid)
@@ -89,21 +222,17 @@ def apply_user_and_caps(proc: dict) -> None:
     if "umask" in user:
         os.umask(int(user["umask"]))
     # One capset for all three sets: effective must stay within permitted at every step.
-    every = set(prctl.ALL_CAP_NAMES)
     changes = []
     for kind, flag in (("effective", prctl.CAP_EFFECTIVE), ("permitted", prctl.CAP_PERMITTED),
                        ("inheritable", prctl.CAP_INHERITABLE)):
-        want = set(names(kind))
+        want = numbers(kind)
         changes += [(sorted(want), flag, True), (sorted(every - want), flag, False)]
     prctl.set_caps(*changes)
     prctl.set_keepcaps(0)
-    from zoned import syscalls as sc
-
     sc.prctl(sc.PR_CAP_AMBIENT, sc.PR_CAP_AMBIENT_CLEAR_ALL)
-    for name in names("ambient"):
+    for cap in sorted(numbers("ambient")):
         try:
-            sc.prctl(sc.PR_CAP_AMBIENT, sc.PR_CAP_AMBIENT_RAISE,
-                     getattr(prctl, "CAP_" + name.upper()))
+            sc.prctl(sc.PR_CAP_AMBIENT, sc.PR_CAP_AMBIENT_RAISE, cap)
         except PermissionError:
             # not permitted and inheritable: runc ignores this too (`runc spec` asks for
             # ambient caps without inheritable ones)

@@ -45,14 +45,20 @@ NAMESPACES = ("pid", "network", "ipc", "uts", "mount", "cgroup", "user", "time")
 ANN_LOWER = "org.zoned.rootfs.lower"  # overlay lower dir: rootfs is an overlay over an image
 ANN_IMAGE = "org.zoned.image"
 
-_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]{0,127}$")
+# A container id/name: runc's characters, starting with a letter or digit (so never "." or
+# ".."), at most 64 long: podman's ids are 64 hex digits, and the name is the default
+# hostname (the kernel's limit is 64) and part of cgroup, state and interface-alias names.
+MAX_ID_LEN = 64
+_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]*")
+_NUMERIC_ID_RE = re.compile(r"-?[0-9]+")  # negative too, to refuse it as a number
 _SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgtp]?)(i?b?)?\s*$", re.I)
 
 
 def check_id(cid: str) -> str:
-    if not _ID_RE.match(cid or ""):
-        raise ConfigError(f"invalid container name {cid!r}: use letters, digits and _.+- "
-                          "(at most 128, starting with a letter or digit)")
+    if not isinstance(cid, str) or not _ID_RE.fullmatch(cid) or len(cid) > MAX_ID_LEN:
+        shown = repr(cid) if len(str(cid)) <= 70 else repr(str(cid)[:67] + "...")
+        raise ConfigError(f"invalid container name {shown}: use letters, digits and _.+- "
+                          f"(at most {MAX_ID_LEN}, starting with a letter or digit)")
     return cid
 
 
@@ -72,16 +78,47 @@ def parse_size(value: str | int, what: str = "size") -> int:
     return n
 
 
+# The smallest CFS quota the kernel takes (1 ms): podman refuses less ("CPU cfs quota cannot
+# be less than 1ms"); below it --cpus would round to a quota of 0, which means no limit.
+MIN_CPU_QUOTA_US = 1000
+# podman's minimum --memory ("minimum memory limit allowed is 6MB"): less cannot even hold
+# the container's set-up, which then dies with an unclear error.
+MIN_MEMORY = 6 << 20
+# podman's default pids.max for `run` (containers.conf pids_limit), so that a fork bomb in
+# a zone cannot take every pid on the host. OCI bundles keep their own config.
+DEFAULT_PIDS_LIMIT = 2048
+
+
 def parse_cpus(value: str | float) -> tuple[int, int]:
     """'0.5' -> (quota, period) in microseconds, as `docker --cpus`."""
     try:
         cpus = float(value)
-    except ValueError:
+    except (TypeError, ValueError):
         raise ConfigError(f"invalid --cpus {value!r}: expected a number such as 0.5") from None
-    if not 0 < cpus <= 1024:
-        raise ConfigError(f"invalid --cpus {value!r}: must be > 0")
+    if not 0 < cpus <= 1024:  # also refuses nan and inf
+        raise ConfigError(f"invalid --cpus {value!r}: must be > 0 and at most 1024")
     period = 100_000
-    return int(cpus * period), period
+    quota = int(cpus * period)
+    if quota < MIN_CPU_QUOTA_US:
+        raise ConfigError(f"invalid --cpus {value!r}: the CPU quota would be {quota}us, "
+                          f"below the minimum of {MIN_CPU_QUOTA_US}us (--cpus 0.01)")
+    return quota, period
+
+
+def parse_pids_limit(value: str | int | None) -> int | None:
+    """--pids-limit: N > 0, or -1 or 0 for no limit (podman treats 0 as unlimited too);
+    None (not given) is the default, DEFAULT_PIDS_LIMIT."""
+    if value is None:
+        return DEFAULT_PIDS_LIMIT
+    try:
+        n = int(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"invalid --pids-limit {value!r}: expected a number (-1 for no "
+                          "limit)") from None
+    if n < -1:
+        raise ConfigError(f"invalid --pids-limit {value!r}: use a positive number, or -1 "
+                          "(or 0) for no limit")
+    return -1 if n <= 0 else n
 
 
 def parse_user(value: str, rootfs: str | None = None) -> dict:
@@ -90,7 +127,7 @@ def parse_user(value: str, rootfs: str | None = None) -> dict:
     uid = _lookup(user, rootfs, "etc/passwd", "user")
     if group:
         gid = _lookup(group, rootfs, "etc/group", "group")
-    elif user.isdigit():
+    elif _NUMERIC_ID_RE.fullmatch(user):
         gid = _primary_gid(uid, rootfs)
     else:
         gid = _lookup(user, rootfs, "etc/passwd", "user", field=3)
@@ -98,8 +135,12 @@ def parse_user(value: str, rootfs: str | None = None) -> dict:
 
 
 def _lookup(name: str, rootfs: str | None, db: str, what: str, field: int = 2) -> int:
-    if name.isdigit():
-        return int(name)
+    if _NUMERIC_ID_RE.fullmatch(name):
+        n = int(name)
+        if not 0 <= n <= MAX_ID:
+            raise ConfigError(f"invalid --user {name!r}: a{' uid' if what == 'user' else ' gid'}"
+                              f" must be from 0 to {MAX_ID}")
+        return n
     if rootfs is not None:
         try:
             for line in _read(rootfs, db).splitlines():
@@ -299,7 +340,10 @@ class RunOptions:
                                           if n["type"] != "network"]
         res = cfg["linux"]["resources"]
         if self.memory is not None:
-            limit = parse_size(self.memory, "memory limit")
+            limit = parse_size(self.memory, "--memory")
+            if limit < MIN_MEMORY:
+                raise ConfigError(f"invalid --memory {self.memory!r}: the minimum memory "
+                                  "limit allowed is 6MB")
             res["memory"] = {"limit": limit}
             if self.memory_swap is not None:
                 swap = (-1 if str(self.memory_swap) == "-1"
@@ -318,37 +362,101 @@ class RunOptions:
             if self.cpuset_cpus:
                 cpu["cpus"] = self.cpuset_cpus
             res["cpu"] = cpu
-        if self.pids_limit is not None:
-            if int(self.pids_limit) == 0 or int(self.pids_limit) < -1:
-                raise ConfigError(f"invalid --pids-limit {self.pids_limit!r}")
-            res["pids"] = {"limit": int(self.pids_limit)}
+        res["pids"] = {"limit": parse_pids_limit(self.pids_limit)}
         return cfg
 
 
 def validate(cfg: dict) -> dict:
-    """Structural checks of a config.json before anything is created (one clear error)."""
-    if not isinstance(cfg, dict):
-        raise ConfigError("config.json: top level must be an object")
-    for key in ("ociVersion", "root", "process"):
-        if key not in cfg:
-            raise ConfigError(f"config.json: missing required field {key!r}")
-    proc = cfg["process"]
-    if not isinstance(proc, dict) or not isinstance(proc.get("args"), list) or not proc["args"]:
-        raise ConfigError("config.json: process.args must be a non-empty list")
-    if not isinstance(proc.get("cwd", "/"), str) or not proc.get("cwd", "/").startswith("/"):
-        raise ConfigError("config.json: process.cwd must be an absolute path")
-    if not isinstance(cfg["root"], dict) or not cfg["root"].get("path"):
+    """Every check of a config before anything is created, in one place: the field types
+    (zoned.schema), then the rules runc applies (ids, namespaces, sysctls, capabilities,
+    rlimits, hooks). Each failure is one ConfigError naming the field. Returns `cfg`,
+    normalised (nulls dropped, capabilities the kernel lacks removed with a warning)."""
+    from zoned import hooks, schema, security
+
+    schema.check(cfg)
+    validate_process(cfg["process"])
+    if not cfg["root"]["path"]:
         raise ConfigError("config.json: root.path is required")
+    linux = cfg.get("linux") or {}
     seen = set()
-    for ns in cfg.get("linux", {}).get("namespaces", []):
-        t = ns.get("type")
+    for i, ns in enumerate(linux.get("namespaces") or []):
+        t = ns["type"]
         if t not in NAMESPACES:
-            raise ConfigError(f"config.json: unknown namespace type {t!r}")
+            raise ConfigError(f"config.json: linux.namespaces[{i}].type: unknown namespace "
+                              f"type {t!r}")
         if t in seen:
             raise ConfigError(f"config.json: namespace {t!r} listed twice")
         seen.add(t)
-    for m in cfg.get("mounts", []):
-        if not str(m.get("destination", "")).startswith("/"):
-            raise ConfigError(f"config.json: mount destination {m.get('destination')!r} "
-                              "must be absolute")
+    _check_namespace_needs(cfg, linux, seen)
+    for i, m in enumerate(cfg.get("mounts") or []):
+        if not m["destination"].startswith("/"):
+            raise ConfigError(f"config.json: mounts[{i}].destination "
+                              f"{m['destination']!r} must be absolute")
+    security.check_linux(linux)
+    hooks.check(cfg.get("hooks"))
     return cfg
+
+
+# The kernel's limit for hostname and domainname (__NEW_UTS_LEN): longer ones fail in the
+# container's set-up.
+MAX_UTS_NAME = 64
+
+
+def _check_namespace_needs(cfg: dict, linux: dict, namespaces: set[str]) -> None:
+    """runc's rules for settings that only make sense in a namespace of the container's
+    own (libcontainer/configs/validate: uts, namespaces)."""
+    for key in ("hostname", "domainname"):
+        value = cfg.get(key) or ""
+        if value and "uts" not in namespaces:
+            raise ConfigError(f"config.json: {key}: cannot be set without a private uts "
+                              "namespace")
+        if len(value.encode()) > MAX_UTS_NAME:
+            raise ConfigError(f"config.json: {key}: {len(value.encode())} bytes long, the "
+                              f"kernel's limit is {MAX_UTS_NAME}")
+    maps = linux.get("uidMappings") or linux.get("gidMappings")
+    user_path = any(n["type"] == "user" and n.get("path")
+                    for n in linux.get("namespaces") or [])
+    if "user" in namespaces and not user_path and not maps:
+        raise ConfigError("config.json: linux.uidMappings: a new user namespace needs "
+                          "uidMappings and gidMappings")
+    if maps and "user" not in namespaces:
+        raise ConfigError("config.json: linux.uidMappings: user namespace mappings are "
+                          "given, but there is no user namespace in linux.namespaces")
+    if linux.get("timeOffsets") and "time" not in namespaces:
+        raise ConfigError("config.json: linux.timeOffsets: given, but there is no time "
+                          "namespace in linux.namespaces")
+    adj = (cfg.get("process") or {}).get("oomScoreAdj")
+    if adj is not None and not -1000 <= adj <= 1000:
+        raise ConfigError(f"config.json: process.oomScoreAdj {adj}: must be from -1000 to "
+                          "1000")
+
+
+# setresuid(2) and friends read (uid_t)-1 as "leave unchanged": as a container's uid it
+# would keep root. The kernel's largest real id is one below.
+MAX_ID = (1 << 32) - 2
+
+
+def validate_process(proc: dict, where: str = "process") -> dict:
+    """The checks of a process object (config.json's, or `exec --process`'s): its types
+    must have been checked (zoned.schema) already."""
+    from zoned import security
+
+    if not proc["args"]:
+        raise ConfigError(f"config.json: {where}.args must be a non-empty list")
+    cwd = proc.get("cwd", "/")
+    if not cwd.startswith("/"):
+        raise ConfigError(f"config.json: {where}.cwd {cwd!r} must be an absolute path")
+    for i, item in enumerate(proc.get("env") or []):
+        if "=" not in item:
+            raise ConfigError(f"config.json: {where}.env[{i}] {item!r}: expected NAME=VALUE")
+    user = proc.get("user") or {}
+    for key in ("uid", "gid"):
+        if user.get(key, 0) > MAX_ID:
+            raise ConfigError(f"config.json: {where}.user.{key} {user[key]}: must be at most "
+                              f"{MAX_ID} ({MAX_ID + 1} means \"unchanged\" to the kernel)")
+    for i, g in enumerate(user.get("additionalGids") or []):
+        if g > MAX_ID:
+            raise ConfigError(f"config.json: {where}.user.additionalGids[{i}] {g}: must be "
+                              f"at most {MAX_ID}")
+    security.check_process(proc)
+    return proc
