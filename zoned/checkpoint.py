@@ -46,7 +46,8 @@ FORMAT = 2
 META = "zoned-checkpoint.json"
 MIN_VERSION = (4, 0)
 NETNS_KEY = "zoned-netns"
-# File systems CRIU dumps and restores itself; any other mount but the root is external.
+# File systems CRIU dumps and restores itself (unless bind-mounted from the host); any
+# other mount but the root is external.
 VIRTUAL_FS = {"proc", "sysfs", "tmpfs", "devpts", "mqueue", "cgroup", "cgroup2", "devtmpfs",
               "securityfs", "debugfs", "tracefs", "binfmt_misc", "fusectl", "configfs",
               "bpf", "pstore", "hugetlbfs", "autofs"}
@@ -153,6 +154,14 @@ def _tree(pid: int) -> list[int]:
         except OSError:
             pass
     return out
+
+
+def is_bind(mount: dict | None) -> bool:
+    """Whether a config mount is a bind mount (as zoned.rootfs mounts it)."""
+    if not mount:
+        return False
+    options = mount.get("options") or []
+    return mount.get("type") == "bind" or "bind" in options or "rbind" in options
 
 
 def _external_files(pids: list[int], container_mnts: set[int], log: str | None) -> list[dict]:
@@ -278,9 +287,15 @@ class Dump:
         by_dest = {os.path.normpath(m["destination"]): m for m in cfg.get("mounts") or []}
         self.externals = []
         for m in mounts:
-            if m["id"] == root_id or m["fstype"] in VIRTUAL_FS:
+            if m["id"] == root_id:
                 continue
             spec = by_dest.get(os.path.normpath(m["mountpoint"]))
+            # A bind mount from the host is external whatever its file system: a file
+            # bound from a tmpfs state root (/run/zoned/ID/hostname) is a tmpfs mount
+            # whose tmpfs root is not in the container, which CRIU cannot dump itself
+            # ("doesn't have a proper root mount").
+            if m["fstype"] in VIRTUAL_FS and not is_bind(spec):
+                continue
             if spec is None or not spec.get("source"):
                 raise ConfigError(f"cannot checkpoint container {cid!r}: mount "
                                   f"{m['mountpoint']} ({m['fstype']}) is not in its config")
