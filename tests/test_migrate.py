@@ -73,8 +73,10 @@ def _server(th, key: str, tmp_path, port: int, *, allow: str = A_IP, env=None):
 
 
 def _scratch(host) -> list[str]:
-    """What is in the host's migration scratch dir (gone when empty)."""
-    d = os.path.join(host.root, ".migrations")
+    """What is in the host's migration scratch dir (gone when empty), in its data root."""
+    from zoned.storage import MIGRATIONS, data_root
+
+    d = os.path.join(data_root(host.root), MIGRATIONS)
     return os.listdir(d) if os.path.isdir(d) else []
 
 
