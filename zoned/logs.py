@@ -55,7 +55,7 @@ def spawn(directory: str) -> Logger:
     r, w = os.pipe2(os.O_CLOEXEC)
     pid_r, pid_w = os.pipe2(os.O_CLOEXEC)
     try:
-        spawner = os.posix_spawn(LOGGER, [LOGGER, directory, str(limit)], os.environ,
+        spawner = os.posix_spawn(LOGGER, [LOGGER, directory, str(limit)], {},
                                  file_actions=[(os.POSIX_SPAWN_DUP2, r, 0),
                                                (os.POSIX_SPAWN_DUP2, pid_w, 1)])
         os.close(pid_w)
