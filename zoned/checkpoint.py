@@ -493,7 +493,13 @@ def scratch_dir(rt) -> str:
     from zoned.storage import MIGRATIONS
 
     d = os.path.join(rt.store.data, MIGRATIONS)
-    os.makedirs(d, mode=0o700, exist_ok=True)
+    for attempt in range(5):  # a concurrent storage.prune() may remove a parent meanwhile
+        try:
+            os.makedirs(d, mode=0o700, exist_ok=True)
+            break
+        except FileNotFoundError:
+            if attempt == 4:
+                raise
     return d
 
 
