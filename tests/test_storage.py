@@ -10,6 +10,7 @@ import re
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -235,15 +236,19 @@ def net(cli):
 
 @TMPFS
 def test_checkpoint_and_restore_a_networked_zone_with_the_state_root_on_tmpfs(cli, net,
-                                                                             tmp_path):
+                                                                             tmp_path,
+                                                                             request):
     """/etc/hostname, /etc/hosts and /etc/resolv.conf are bound from files in the zone's
     state dir, on the tmpfs: CRIU refused to dump them ("./etc/hostname doesn't have a
-    proper root mount") until zoned declared them external mounts."""
+    proper root mount") until zoned declared them external mounts. A volume from a tmpfs
+    (/dev/shm) is the same case."""
     assert _fstype(cli.root) == "tmpfs"
     before = _leftovers(cli)
-    cli("run", "-d", "--name", "web", "--network", net, "--", "sh", "-c",
-        "i=0; while :; do i=$((i+1)); echo \"line $i x\"; echo $i > /n; sleep 0.05; done",
-        check=True)
+    vol = Path(tempfile.mkdtemp(prefix="zoned-test-", dir="/dev/shm"))  # a volume on a tmpfs
+    request.addfinalizer(lambda: shutil.rmtree(vol, ignore_errors=True))
+    cli("run", "-d", "--name", "web", "--network", net, "-v", f"{vol}:/data", "--", "sh",
+        "-c", "i=0; while :; do i=$((i+1)); echo \"line $i x\"; echo $i > /n; "
+        "echo $i >> /data/seq; sleep 0.05; done", check=True)
     ip = _state(cli, "web")["zoned"]["network"]["networks"][0]["ip"]
     _wait_for(lambda: len(_numbers(cli("logs", "web").stdout)) >= 10)
     images = tmp_path / "ck"
@@ -255,6 +260,8 @@ def test_checkpoint_and_restore_a_networked_zone_with_the_state_root_on_tmpfs(cl
               check=True).stdout
     assert out.splitlines()[0] == "web" and f"{ip}\tweb" in out and f"inet {ip}/" in out
     _wait_for(lambda: int(cli("exec", "web", "--", "cat", "/n").stdout or 0) > at_dump + 5)
+    seq = [int(x) for x in (vol / "seq").read_text().split()]
+    assert seq == list(range(1, len(seq) + 1)) and seq[-1] > at_dump + 5  # same volume
     # The log went on through the new logger: one sequence, nothing lost or repeated.
     nums = _numbers(cli("logs", "web").stdout)
     assert nums == list(range(1, len(nums) + 1)) and nums[-1] > at_dump
