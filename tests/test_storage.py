@@ -52,12 +52,9 @@ def _data_root(cli) -> str:
 
 
 def _leftovers(cli) -> dict:
-    """What the test's zones could leave: host_snapshot plus the data root."""
+    """What the test's zones could leave: host_snapshot (with the data root) and loggers."""
     snap = host_snapshot(cli.root)
-    data = _data_root(cli)
-    snap["data"] = sorted(str(p) for p in Path(data).rglob("*")) if os.path.isdir(data) \
-        else []
-    snap["loggers"] = _loggers(data)
+    snap["loggers"] = _loggers(_data_root(cli))
     return snap
 
 
