@@ -207,19 +207,23 @@ def test_a_chatty_zone_keeps_running_and_its_log_rotates(cli, monkeypatch):
 
 def test_logs_follow_reads_across_rotations(cli, monkeypatch):
     """`logs -f` from the start of a zone to its end sees every line once, in order,
-    while the log rotates every ~40 lines; plain `logs` then shows the newest lines."""
-    monkeypatch.setenv("ZONED_LOG_SIZE_MAX", "4k")
+    while the log rotates every ~80 lines; plain `logs` then shows the newest lines."""
+    monkeypatch.setenv("ZONED_LOG_SIZE_MAX", "8k")
     cli("run", "-d", "--name", "slow", "--", "sh", "-c",
-        "i=0; while [ $i -lt 300 ]; do i=$((i+1)); echo \"line $i " + LINE + "\"; "
+        "while [ ! -e /go ]; do sleep 0.05; done; "
+        "i=0; while [ $i -lt 400 ]; do i=$((i+1)); echo \"line $i " + LINE + "\"; "
         "[ $((i % 10)) -ne 0 ] || sleep 0.1; done", check=True)
-    f = subprocess.run([ZONED, "--root", cli.root, "logs", "-f", "slow"], capture_output=True,
-                       text=True, timeout=60)
-    assert f.returncode == 0, f.stderr
-    assert _numbers(f.stdout) == list(range(1, 301))
+    f = subprocess.Popen([ZONED, "--root", cli.root, "logs", "-f", "slow"],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(0.5)
+    cli("exec", "slow", "--", "touch", "/go", check=True)  # write once -f is following
+    out, err = f.communicate(timeout=60)
+    assert f.returncode == 0, err
+    assert _numbers(out) == list(range(1, 401))
     data = _state(cli, "slow")["zoned"]["data"]
-    assert os.path.getsize(os.path.join(data, "ctr.log.1")) <= 4096
+    assert 0 < os.path.getsize(os.path.join(data, "ctr.log.1")) <= 8192
     tail = _numbers(cli("logs", "slow", check=True).stdout)
-    assert tail[-1] == 300 and tail == list(range(tail[0], 301)) and tail[0] > 1
+    assert tail[-1] == 400 and tail == list(range(tail[0], 401)) and tail[0] > 1
     cli("rm", "slow", check=True)
 
 
