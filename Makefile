@@ -18,7 +18,8 @@ APT_PACKAGES := python3-venv python3-dev gcc libc6-dev make libffi-dev libseccom
 
 all: setup
 
-setup: $(STAMP)/apt $(STAMP)/venv zoned/libexec/zoned-init bytecode image criu
+setup: $(STAMP)/apt $(STAMP)/venv zoned/libexec/zoned-init zoned/libexec/zoned-logger bytecode \
+	image criu
 
 $(STAMP)/apt: Makefile
 	@mkdir -p $(STAMP)
@@ -54,6 +55,12 @@ bytecode: $(STAMP)/venv
 zoned/libexec/zoned-init: csrc/init.c $(STAMP)/apt
 	@mkdir -p zoned/libexec
 	cc -static -Os -s -Wall -o $@ csrc/init.c
+
+# The log writer of a detached zone (reads its output pipe, rotates ctr.log by size); static
+# and tiny, because one runs per detached zone.
+zoned/libexec/zoned-logger: csrc/logger.c $(STAMP)/apt
+	@mkdir -p zoned/libexec
+	cc -static -Os -s -Wall -o $@ csrc/logger.c
 
 # The default image, built locally (never pulled); rebuilt only if missing.
 image: $(STAMP)/venv

@@ -233,10 +233,10 @@ class Bench:
                 r["memory_ok"] = got == [f"ok {size * 256}"]
             else:
                 r["memory_ok"] = False
-            r["left_on_source"] = [d for d in os.listdir(os.path.join(th.a.root,
-                                                                       ".migrations"))
-                                   ] if os.path.isdir(os.path.join(th.a.root,
-                                                                   ".migrations")) else []
+            from zoned.storage import MIGRATIONS, data_root
+
+            scratch = os.path.join(data_root(th.a.root), MIGRATIONS)
+            r["left_on_source"] = os.listdir(scratch) if os.path.isdir(scratch) else []
         except Exception as e:  # noqa: BLE001
             r.setdefault("error", f"check: {e}"[:500])
         for h in th.hosts:

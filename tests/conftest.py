@@ -54,8 +54,10 @@ def cli(zoned_root, busybox):
 
 
 def host_snapshot(root: str) -> dict:
-    """What a container could leave on the host: cgroup dirs, mounts, state dirs, processes."""
+    """What a container could leave on the host: cgroup dirs, mounts, state dirs, data dirs
+    (writable layers, logs: zoned.storage)."""
     from zoned.runtime import cgroup_parent
+    from zoned.storage import data_root
 
     cgroups = []
     for base in Path("/sys/fs/cgroup").iterdir():
@@ -65,4 +67,6 @@ def host_snapshot(root: str) -> dict:
     mounts = [line for line in Path("/proc/self/mountinfo").read_text().splitlines()
               if root in line]
     state = sorted(os.listdir(root)) if os.path.isdir(root) else []
-    return {"cgroups": sorted(cgroups), "mounts": mounts, "state": state}
+    data = data_root(root)
+    data_dirs = sorted(str(p) for p in Path(data).rglob("*")) if os.path.isdir(data) else []
+    return {"cgroups": sorted(cgroups), "mounts": mounts, "state": state, "data": data_dirs}

@@ -18,6 +18,10 @@ try:
 except ZonedError as e:
     pytest.skip(f"no criu >= 4 (run `make criu`): {e}", allow_module_level=True)
 
+# Every test twice: with the state root on disk, and on a tmpfs of its own, as /run is on
+# systemd hosts (the zone's /etc files are bound from it; CRIU must take them as external).
+pytestmark = pytest.mark.parametrize("zoned_state_fs", ["disk", "tmpfs"])
+
 # Counts in memory; each value goes to the volume (/data), to the container's own rootfs
 # (/n, the overlay's upper layer) and to stdout (ctr.log).
 LOOP = ("i=0; while :; do i=$((i+1)); echo $i >> /data/seq; echo $i > /n; echo tick $i; "

@@ -73,8 +73,10 @@ def _server(th, key: str, tmp_path, port: int, *, allow: str = A_IP, env=None):
 
 
 def _scratch(host) -> list[str]:
-    """What is in the host's migration scratch dir (gone when empty)."""
-    d = os.path.join(host.root, ".migrations")
+    """What is in the host's migration scratch dir (gone when empty), in its data root."""
+    from zoned.storage import MIGRATIONS, data_root
+
+    d = os.path.join(data_root(host.root), MIGRATIONS)
     return os.listdir(d) if os.path.isdir(d) else []
 
 
@@ -207,3 +209,26 @@ def test_failures_leave_the_container_running_on_the_source(two_hosts, key, tmp_
             assert values == list(range(1, len(values) + 1)) and not cc.errors(), \
                 cc.errors()
             cc.stop()
+
+
+@pytest.mark.parametrize("two_hosts", [True], indirect=True, ids=["tmpfs-roots"])
+def test_migrate_with_state_roots_on_tmpfs(two_hosts, key, tmp_path):
+    """Both hosts' state roots on a tmpfs, as /run is on systemd hosts: the zone's
+    /etc/hostname, hosts and resolv.conf are bound from a tmpfs file (CRIU refused to dump
+    those: "./etc/hostname doesn't have a proper root mount"), while its writable layer,
+    its log and the checkpoint in transit are on the data root's disk."""
+    th = two_hosts
+    _server(th, key, tmp_path, 7001)
+    ready = _start_svc(th)
+    before = _link(th.a, "svc")
+    p = th.a.zoned("migrate", "svc", f"zoned://{B_IP}:7001", "--key", key, timeout=180)
+    assert p.returncode == 0, p.stderr
+    assert th.a.container_ids() == [] and th.b.container_ids() == ["svc"]
+    assert (_link(th.b, "svc")["ip"], _link(th.b, "svc")["mac"]) == \
+        (before["ip"], before["mac"])
+    assert th.ask(IP, PORT, "sum", "verify") == [ready, f"ok {MIB * 256}"]
+    assert th.b.zoned("exec", "svc", "--", "hostname", check=True).stdout.strip() == "svc"
+    assert f"ready {ready}" in th.b.zoned("logs", "svc", check=True).stdout  # came along
+    data = th.b.zoned_json("inspect", "svc")["state"]["zoned"]["data"]
+    assert os.path.isdir(os.path.join(data, "upper")) and not data.startswith(th.base)
+    assert not _scratch(th.a) and not _scratch(th.b)

@@ -339,10 +339,14 @@ class TwoHosts:
     (10.77.0.0/24) plugged into one L2 segment with the client namespace `client`
     (10.77.0.250). close() removes all of it; leftovers() says what it could not."""
 
-    def __init__(self) -> None:
+    def __init__(self, tmpfs: bool = False) -> None:
         self.tag = secrets.token_hex(3)
         base_dir = "/run" if os.access("/run", os.W_OK) else tempfile.gettempdir()
         self.base = tempfile.mkdtemp(prefix=f"zoned-th-{self.tag}-", dir=base_dir)
+        self.tmpfs = tmpfs  # the hosts' state roots on a tmpfs, as /run on systemd hosts
+        if tmpfs:
+            subprocess.run(["mount", "-t", "tmpfs", "-o", "mode=0711", "zoned-th", self.base],
+                           check=True)
         self.a = Host(f"zmA-{self.tag}", "a", A_IP, self.base, self.tag)
         self.b = Host(f"zmB-{self.tag}", "b", B_IP, self.base, self.tag)
         self.client = Netns(f"zmC-{self.tag}", "c", CLIENT_IP, dict(os.environ))
@@ -497,12 +501,15 @@ class TwoHosts:
             if h.holder:
                 # on a real host these would stay in the host's mount namespace
                 self._ns_mounts += [f"mount in host {h.label}'s namespace: {m}"
-                                    for m in self._mounts(h.holder.pid)]
+                                    for m in self._mounts(h.holder.pid)
+                                    if not (self.tmpfs and m.split()[4] == self.base)]
                 _kill_group(h.holder)
         for ns in (self.a, self.b, self.client):
             subprocess.run(["ip", "netns", "del", ns.name], capture_output=True)
         for h in self.hosts:
             _rmdir_cgroups(h.cgroup_parent)
+        if self.tmpfs:
+            subprocess.run(["umount", self.base], capture_output=True)
         if not self._mounts():
             shutil.rmtree(self.base, ignore_errors=True)
 
@@ -574,11 +581,13 @@ def _rmdir_cgroups(parent: str) -> None:
 
 
 @pytest.fixture
-def two_hosts(busybox) -> Any:
-    """A TwoHosts, closed after the test, which then checks that nothing is left."""
-    th = TwoHosts()
+def two_hosts(request, busybox) -> Any:
+    """A TwoHosts, closed after the test, which then checks that nothing is left.
+    Parametrized indirectly with True, its state roots are on a tmpfs."""
+    th = TwoHosts(tmpfs=getattr(request, "param", False))
     try:
         yield th
     finally:
         th.close()
-    assert th.leftovers() == []
+    left = th.leftovers()
+    assert left == [], left

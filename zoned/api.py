@@ -263,8 +263,13 @@ class Container:
         log = self.runtime.state(self.name)["zoned"].get("log")
         if not log:
             return ""
-        with open(log, errors="replace") as f:
-            return f.read()
+        import io
+
+        from zoned.logs import read
+
+        out = io.BytesIO()
+        read(log, out)  # ctr.log.1 and ctr.log: across a rotation
+        return out.getvalue().decode(errors="replace")
 
     def stats(self) -> dict:
         return self.runtime.cgroup(self.runtime.state(self.name)).stats()

@@ -23,8 +23,12 @@ What CRIU needs for zoned's container model:
   upper) in a private mount namespace of the criu process only.
 - Bind mounts from the host (volumes, and /etc/hosts etc. from the state dir) are external
   mounts: `--external mnt[DEST]:KEY` at dump, `--ext-mount-map KEY:SOURCE` at restore.
-- A detached container's stdin (/dev/null) and stdout/stderr (its ctr.log) were opened on
-  the host: they are external files (`file[MNT:INODE]`), handed back with --inherit-fd.
+- A detached container's stdin (/dev/null) was opened on the host: an external file
+  (`file[MNT:INODE]`), handed back with --inherit-fd. Its stdout/stderr are a pipe to its
+  zoned-logger (zoned.logs): CRIU dumps the pipe, and restore hands it a new logger's pipe
+  with --inherit-fd fd[N]:pipe:[OLD INODE] (runc does the same for its stdio pipes).
+- The writable layer and the log are in the zone's data dir (zoned.storage), as are the
+  checkpoints in transit: on the data root's disk, never in the state root (a tmpfs).
 - Cgroups: restore makes the new container's cgroup and passes --cgroup-root; the network
   is locked with nftables.
 Not supported (refused with one line, before anything is frozen): a terminal (-t), a user
@@ -46,12 +50,14 @@ FORMAT = 2
 META = "zoned-checkpoint.json"
 MIN_VERSION = (4, 0)
 NETNS_KEY = "zoned-netns"
-# File systems CRIU dumps and restores itself; any other mount but the root is external.
+# File systems CRIU dumps and restores itself (unless bind-mounted from the host); any
+# other mount but the root is external.
 VIRTUAL_FS = {"proc", "sysfs", "tmpfs", "devpts", "mqueue", "cgroup", "cgroup2", "devtmpfs",
               "securityfs", "debugfs", "tracefs", "binfmt_misc", "fusectl", "configfs",
               "bpf", "pstore", "hugetlbfs", "autofs"}
 # What a checkpoint directory holds besides criu's *.img files.
-OWN_FILES = ("upper", "ctr.log", META, "zoned-action.sh", "dump.log", "stats-dump")
+OWN_FILES = ("upper", "ctr.log", "ctr.log.1", META, "zoned-action.sh", "dump.log",
+             "stats-dump")
 LAZY_PIPE_SIZE = 4 << 20  # fs.pipe-max-size lazy dumps need (CRIU's page pipes)
 
 
@@ -155,10 +161,21 @@ def _tree(pid: int) -> list[int]:
     return out
 
 
-def _external_files(pids: list[int], container_mnts: set[int], log: str | None) -> list[dict]:
+def is_bind(mount: dict | None) -> bool:
+    """Whether a config mount is a bind mount (as zoned.rootfs mounts it)."""
+    if not mount:
+        return False
+    options = mount.get("options") or []
+    return mount.get("type") == "bind" or "bind" in options or "rbind" in options
+
+
+def _external_files(pids: list[int], container_mnts: set[int], log: str | None,
+                    log_pipe: int | None = None) -> list[dict]:
     """Files the container's tasks hold that live outside its mount namespace (its stdio,
-    opened by zoned on the host): CRIU dumps them as external, restore passes them back."""
+    opened by zoned on the host): CRIU dumps them as external, restore passes them back.
+    The pipe to the zone's logger is one too (key pipe:[INODE], restore only)."""
     files: dict[str, dict] = {}
+    pipe_key = f"pipe:[{log_pipe}]" if log_pipe else None
     for p in pids:
         try:
             fds = os.listdir(f"/proc/{p}/fd")
@@ -167,6 +184,11 @@ def _external_files(pids: list[int], container_mnts: set[int], log: str | None) 
         for fd in fds:
             try:
                 target = os.readlink(f"/proc/{p}/fd/{fd}")
+                if target == pipe_key:
+                    files.setdefault(pipe_key, {"key": pipe_key, "path": None,
+                                                "flags": os.O_WRONLY, "log": True,
+                                                "pipe": True})
+                    continue
                 if not target.startswith("/"):
                     continue  # pipes, sockets, anon inodes: CRIU's own business
                 info = {}
@@ -271,22 +293,32 @@ class Dump:
         self.st, self.cfg, self.network = st, cfg, net
         self.pid, self.start = st["pid"], st["zoned"]["pid_start"]
         self.state_dir = rt.store.dir(cid)
-        self.upper = os.path.join(self.state_dir, "upper")
-        self.log = (st.get("zoned") or {}).get("log")
+        z = st.get("zoned") or {}
+        self.data = z.get("data") or self.state_dir  # (zones made before the data root)
+        self.upper = os.path.join(self.data, "upper")
+        self.log = z.get("log")
+        self.log_pipe = (z.get("logger") or {}).get("pipe")
         mounts = _mountinfo(self.pid)
         root_id = next(m["id"] for m in mounts if m["mountpoint"] == "/")
         by_dest = {os.path.normpath(m["destination"]): m for m in cfg.get("mounts") or []}
         self.externals = []
         for m in mounts:
-            if m["id"] == root_id or m["fstype"] in VIRTUAL_FS:
+            if m["id"] == root_id:
                 continue
             spec = by_dest.get(os.path.normpath(m["mountpoint"]))
+            # A bind mount from the host is external whatever its file system: a file
+            # bound from a tmpfs state root (/run/zoned/ID/hostname) is a tmpfs mount
+            # whose tmpfs root is not in the container, which CRIU cannot dump itself
+            # ("doesn't have a proper root mount").
+            if m["fstype"] in VIRTUAL_FS and not is_bind(spec):
+                continue
             if spec is None or not spec.get("source"):
                 raise ConfigError(f"cannot checkpoint container {cid!r}: mount "
                                   f"{m['mountpoint']} ({m['fstype']}) is not in its config")
             self.externals.append({"key": f"zoned-m{len(self.externals)}",
                                    "destination": m["mountpoint"], "source": spec["source"]})
-        self.files = _external_files(_tree(self.pid), {m["id"] for m in mounts}, self.log)
+        self.files = _external_files(_tree(self.pid), {m["id"] for m in mounts}, self.log,
+                                     self.log_pipe)
         self.netns_inode = os.stat(f"/proc/{self.pid}/ns/net").st_ino
         return self
 
@@ -333,8 +365,12 @@ class Dump:
         criu = criu or find_criu()
         self.directory = directory
         script = os.path.join(directory, "zoned-action.sh")
-        copy_log = (f'cp -p -- {_q(self.log)} {_q(os.path.join(directory, "ctr.log"))}'
-                    if self.log else ":")
+        copy_log = ":"
+        if self.log:  # the log and its rotated part, if any
+            logs = [self.log, self.log + ".1"]
+            copy_log = "; ".join(f'[ ! -e {_q(f)} ] || cp -p -- {_q(f)} '
+                                 f'{_q(os.path.join(directory, os.path.basename(f)))}'
+                                 for f in logs)
         # Copies made while the tasks are frozen, so files and memory agree.
         with open(script, "w") as f:
             f.write("#!/bin/sh\n"
@@ -359,7 +395,8 @@ class Dump:
         for e in self.externals:
             args += ["--external", f"mnt[{e['destination']}]:{e['key']}"]
         for fi in self.files:
-            args += ["--external", fi["key"]]
+            if not fi.get("pipe"):  # a pipe needs no declaring, only --inherit-fd later
+                args += ["--external", fi["key"]]
         if lazy_socket is None:
             r = subprocess.run(args, stdin=subprocess.DEVNULL, capture_output=True,
                                text=True)
@@ -447,21 +484,30 @@ def checkpoint(rt, cid: str, directory: str | None, *, leave_running: bool = Fal
 
 
 def scratch_dir(rt) -> str:
-    """Where zoned keeps checkpoints in transit: on the state root's file system. Names
+    """Where zoned keeps checkpoints in transit: DATA/migrations, on the data root's disk
+    (a memory dump is as big as the zone's memory: never on the state root's tmpfs), and
+    on the same file system as the zones' upper dirs, so restore can move one in. Names
     say who owns them: in-PID-NAME (a destination's session), out-PID-NAME (a source's
     migration), tmp-PID-* (an export or import); gc removes those whose PID is gone.
     NAME-TIMESTAMP is a checkpoint kept on purpose (migrate --keep-source)."""
-    d = os.path.join(rt.store.root, ".migrations")
-    os.makedirs(d, mode=0o700, exist_ok=True)
+    from zoned.storage import MIGRATIONS
+
+    d = os.path.join(rt.store.data, MIGRATIONS)
+    for attempt in range(5):  # a concurrent storage.prune() may remove a parent meanwhile
+        try:
+            os.makedirs(d, mode=0o700, exist_ok=True)
+            break
+        except FileNotFoundError:
+            if attempt == 4:
+                raise
     return d
 
 
 def scratch_done(rt) -> None:
     """Remove the scratch dir if nothing is in transit any more."""
-    try:
-        os.rmdir(os.path.join(rt.store.root, ".migrations"))
-    except OSError:
-        pass
+    from zoned.storage import prune
+
+    prune(rt.store.data)
 
 
 def gc_scratch(rt, *, dry_run: bool = False):
@@ -470,7 +516,9 @@ def gc_scratch(rt, *, dry_run: bool = False):
 
     from zoned.state import proc_start_time
 
-    d = os.path.join(rt.store.root, ".migrations")
+    from zoned.storage import MIGRATIONS
+
+    d = os.path.join(rt.store.data, MIGRATIONS)
     try:
         names = os.listdir(d)
     except FileNotFoundError:
@@ -644,12 +692,17 @@ def restore(rt, directory: str, *, name: str | None = None, lazy_socket: int | N
     cfg = meta["config"]
     old_dir = meta["state_dir"]
 
+    from zoned import logs
+    from zoned.storage import make_zone_dir, remove_zone_dir
+
     d = rt.store.reserve(cid)
-    cgroup = netsetup = None
+    cgroup = netsetup = logger = data = None
     nsfd = -1
     try:
         with rt.store.lock(cid):
-            rootfs, upper, work = (os.path.join(d, n) for n in ("rootfs", "upper", "work"))
+            data = make_zone_dir(rt.store.data, cid)
+            rootfs = os.path.join(d, "rootfs")
+            upper, work = os.path.join(data, "upper"), os.path.join(data, "work")
             os.mkdir(rootfs, 0o755)
             os.mkdir(work, 0o755)
             if consume:
@@ -657,14 +710,17 @@ def restore(rt, directory: str, *, name: str | None = None, lazy_socket: int | N
             else:
                 subprocess.run(["cp", "-a", "--", os.path.join(directory, "upper"), upper],
                                check=True)
-            log_path = os.path.join(d, "ctr.log") if meta.get("log") else None
+            log_path = os.path.join(data, logs.LOG_NAME) if meta.get("log") else None
             if log_path:
-                saved = os.path.join(directory, "ctr.log")
-                if os.path.exists(saved):
-                    shutil.copy2(saved, log_path)
-                else:
+                for name in (logs.OLD_NAME, logs.LOG_NAME):
+                    saved = os.path.join(directory, name)
+                    if os.path.exists(saved):
+                        shutil.copy2(saved, os.path.join(data, name))
+                if not os.path.exists(log_path):
                     open(log_path, "a").close()
                 os.chmod(log_path, 0o640)  # criu checks the mode of an inherited file
+                if any(fi.get("pipe") for fi in meta["files"]):
+                    logger = logs.spawn(data)
             cfg.setdefault("annotations", {})["org.zoned.rootfs.lower"] = lower
             linux = cfg.setdefault("linux", {})
             explicit = linux.get("cgroupsPath")
@@ -683,7 +739,8 @@ def restore(rt, directory: str, *, name: str | None = None, lazy_socket: int | N
                 "id": cid, "status": "creating", "pid": 0, "bundle": d, "rootfs": rootfs,
                 "created": _utc_now(), "owner": "",
                 "annotations": meta.get("annotations") or {},
-                "zoned": {"cgroup": cg_path, "log": log_path,
+                "zoned": {"cgroup": cg_path, "log": log_path, "data": data,
+                          "logger": logger.describe() if logger is not None else None,
                           "autoremove": meta.get("autoremove", False),
                           "restored_from": directory, "hooks": hook_kinds(cfg)},
             }
@@ -709,7 +766,8 @@ def restore(rt, directory: str, *, name: str | None = None, lazy_socket: int | N
             cgroup.apply(container_resources(linux.get("resources") or {}))
             pid = run_restore(criu, directory, d, meta, cfg, lower=lower, upper=upper,
                               work=work, rootfs=rootfs, cgroup=cg_path, netns_fd=nsfd,
-                              log_path=log_path, lazy_socket=lazy_socket, stopped=stopped)
+                              log_path=log_path, log_fd=logger and logger.write_fd,
+                              lazy_socket=lazy_socket, stopped=stopped)
             from zoned.state import proc_start_time
 
             state.update(status="running", pid=pid)
@@ -732,9 +790,16 @@ def restore(rt, directory: str, *, name: str | None = None, lazy_socket: int | N
             shutil.copy(os.path.join(d, "restore.log"), keep)
         except OSError:
             pass
+        if logger is not None:
+            os.close(logger.write_fd)
+            logger.write_fd = -1
+            logs.wait_logger(logger.describe())
+        remove_zone_dir(data)
         rt.store.remove(cid)
         raise
     finally:
+        if logger is not None and logger.write_fd >= 0:
+            os.close(logger.write_fd)  # the restored tasks have it now
         if nsfd >= 0:
             os.close(nsfd)
 
@@ -829,11 +894,12 @@ def resume(rt, cid: str) -> None:
 
 def run_restore(criu: str, directory: str, work_dir: str, meta: dict, cfg: dict, *,
                 lower: str, upper: str, work: str, rootfs: str, cgroup: str,
-                netns_fd: int, log_path: str | None, lazy_socket: int | None = None,
-                stopped: bool = False) -> int:
+                netns_fd: int, log_path: str | None, log_fd: int | None = None,
+                lazy_socket: int | None = None, stopped: bool = False) -> int:
     """`criu restore` of DIR into a prepared state dir and network namespace; the root
     task's pid. Used by restore() and, into the very same namespace and cgroup, by a
-    failed migration putting its container back."""
+    failed migration putting its container back. log_fd: the write end of a new logger's
+    pipe, for the zone's stdout and stderr (the caller keeps and closes it)."""
     from zoned import syscalls as sc
 
     by_dest = {os.path.normpath(m["destination"]): m.get("source")
@@ -855,6 +921,12 @@ def run_restore(criu: str, directory: str, work_dir: str, meta: dict, cfg: dict,
     daemon = None
     try:
         for fi in meta["files"]:
+            if fi.get("pipe"):
+                if log_fd is None:
+                    raise ZonedError(f"restore of {meta['id']!r}: no log pipe for "
+                                     f"{fi['key']}")
+                args += ["--inherit-fd", f"fd[{log_fd}]:{fi['key']}"]
+                continue
             path = log_path if fi.get("log") and log_path else fi["path"]
             acc = fi["flags"] & (os.O_RDONLY | os.O_WRONLY | os.O_RDWR)
             fd = os.open(path, acc | (fi["flags"] & os.O_APPEND))
@@ -873,7 +945,8 @@ def run_restore(criu: str, directory: str, work_dir: str, meta: dict, cfg: dict,
             sc.mount("overlay", rootfs, "overlay", 0, overlay)
 
         r = subprocess.run(args, stdin=subprocess.DEVNULL, capture_output=True, text=True,
-                           pass_fds=fds[1:] + [netns_fd], preexec_fn=in_private_mount_ns)
+                           pass_fds=fds[1:] + [netns_fd] + ([log_fd] if log_fd else []),
+                           preexec_fn=in_private_mount_ns)
         if r.returncode != 0:
             why = log_tail(os.path.join(work_dir, "restore.log")) or r.stderr.strip()
             raise ZonedError(f"restore of {meta['id']!r} from {directory} failed: {why}")

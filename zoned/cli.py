@@ -23,7 +23,7 @@ class Interrupted(BaseException):
         self.signum = signum
 
 
-GLOBAL_WITH_VALUE = ("--root", "--images", "--log", "--log-format")
+GLOBAL_WITH_VALUE = ("--root", "--data-root", "--images", "--log", "--log-format")
 ALIASES = {"list": "ps"}
 
 
@@ -49,6 +49,8 @@ def _parser(only: str | None = None):
 
     p = Parser(prog="zoned", description="OS-level containers (zones) on Linux.")
     p.add_argument("--root", help="state root (default /run/zoned or $ZONED_ROOT)")
+    p.add_argument("--data-root", help="writable layers and logs (default /var/lib/zoned "
+                   "for the default root, or $ZONED_DATA)")
     p.add_argument("--images", help="image store (default /var/lib/zoned/images)")
     p.add_argument("--log", help="(runc) log file")
     p.add_argument("--log-format", choices=["text", "json"], default="text")
@@ -399,7 +401,7 @@ def _fail(args, message: str, code: int) -> int:
 def _runtime(args):
     from zoned.runtime import Runtime
 
-    return Runtime(args.root)
+    return Runtime(args.root, args.data_root)
 
 
 def _interruptible():
@@ -717,8 +719,6 @@ def cmd_exec(args) -> int:
 
 
 def cmd_logs(args) -> int:
-    import time
-
     rt = _runtime(args)
     st = rt.state(args.id)
     log = st.get("zoned", {}).get("log")
@@ -727,17 +727,16 @@ def cmd_logs(args) -> int:
 
         raise ZonedError(f"container {args.id!r} was not detached: its output went to "
                          "the terminal that ran it")
-    out = sys.stdout.buffer
-    with open(log, "rb") as f:
-        while True:
-            chunk = f.read(65536)
-            if chunk:
-                out.write(chunk)
-                continue
-            out.flush()
-            if not args.follow or rt.state(args.id)["status"] == "stopped":
-                break
-            time.sleep(0.2)
+    from zoned import logs
+
+    if not args.follow:
+        logs.read(log, sys.stdout.buffer)
+        return 0
+
+    def finished() -> bool:  # the zone has stopped and its logger has written it all
+        st = rt.state(args.id)
+        return st["status"] == "stopped" and not logs.logger_alive(st["zoned"].get("logger"))
+    logs.follow(log, sys.stdout.buffer, finished)
     return 0
 
 

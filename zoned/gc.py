@@ -66,8 +66,9 @@ def collect(rt: Runtime, *, dry_run: bool = False) -> Iterator[str]:
                 yield f"cgroup {path}: empty state-root parent (removed if empty)"
             elif remove_if_empty(path):
                 yield f"cgroup {path}: empty state-root parent"
-    from zoned import checkpoint
+    from zoned import checkpoint, storage
 
+    yield from storage.gc_orphans(store, dry_run=dry_run)  # data dirs without a zone
     yield from checkpoint.gc_scratch(rt, dry_run=dry_run)
     from zoned import network
 

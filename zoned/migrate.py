@@ -249,14 +249,25 @@ class Migration:
         st = rt.store.read_state(cid)
         d = rt.store.dir(cid)
         cfg = dump.cfg
+        from zoned import logs
         from zoned.state import proc_start_time
 
-        pid = ck.run_restore(criu, work, d, meta, cfg, lower=dump.lower,
-                             upper=os.path.join(d, "upper"), work=os.path.join(d, "work"),
-                             rootfs=os.path.join(d, "rootfs"), cgroup=st["zoned"]["cgroup"],
-                             netns_fd=netns, log_path=dump.log)
+        # The dump ended the zone, so its logger saw EOF and exited: a new one takes the
+        # restored tasks' output, into the same data dir.
+        logger = logs.spawn(dump.data) if any(f.get("pipe") for f in meta["files"]) else None
+        try:
+            pid = ck.run_restore(criu, work, d, meta, cfg, lower=dump.lower,
+                                 upper=dump.upper, work=os.path.join(dump.data, "work"),
+                                 rootfs=os.path.join(d, "rootfs"),
+                                 cgroup=st["zoned"]["cgroup"], netns_fd=netns,
+                                 log_path=dump.log, log_fd=logger and logger.write_fd)
+        finally:
+            if logger is not None:
+                os.close(logger.write_fd)
         st["pid"] = pid
         st["zoned"]["pid_start"] = proc_start_time(pid)
+        if logger is not None:
+            st["zoned"]["logger"] = logger.describe()
         rt.store.write_state(cid, st)
         ck.announce(st)  # the destination's eth0 may have drawn its MAC over there
 

@@ -4,7 +4,9 @@
         c = zone(["sleep", "60"], memory="64m")     # started; removed after the test
         assert c.exec(["hostname"]).stdout.strip() == c.name
 
-`zoned_root` is a private state root per test, so tests never see each other's containers.
+`zoned_root` is a private state root per test, so tests never see each other's containers;
+its data root (writable layers, logs) is derived from it (zoned.storage), so it is private
+too, and removed with the test's last zone.
 """
 from __future__ import annotations
 
@@ -15,9 +17,22 @@ import pytest
 
 
 @pytest.fixture
-def zoned_root(monkeypatch):
+def zoned_state_fs() -> str:
+    """What the test's state root is: "disk" (a directory), or "tmpfs" (a tmpfs of its own,
+    as /run is on systemd hosts). Parametrize it to run a test on both:
+    pytest.mark.parametrize("zoned_state_fs", ["disk", "tmpfs"])."""
+    return "disk"
+
+
+@pytest.fixture
+def zoned_root(monkeypatch, zoned_state_fs):
     base = "/run" if os.access("/run", os.W_OK) else tempfile.gettempdir()
     path = tempfile.mkdtemp(prefix="zoned-test-", dir=base)
+    if zoned_state_fs == "tmpfs":
+        import subprocess
+
+        subprocess.run(["mount", "-t", "tmpfs", "-o", "mode=0711", "zoned-test", path],
+                       check=True)
     # its own cgroup parent too, so tests (and anything else on the host) never meet
     parent = "/zoned/" + os.path.basename(path)
     monkeypatch.setenv("ZONED_CGROUP_PARENT", parent)
@@ -39,7 +54,12 @@ def zoned_root(monkeypatch):
                 netconf.remove(path, name)
             except Exception:  # noqa: BLE001
                 pass
-    list(collect(rt))
+    list(collect(rt))  # (also the data dirs of zones that are gone: zoned.storage)
+    if zoned_state_fs == "tmpfs":
+        import subprocess
+
+        if subprocess.run(["umount", path], capture_output=True).returncode != 0:
+            subprocess.run(["umount", "-l", path], capture_output=True)
     try:
         os.rmdir(path)
     except OSError:

@@ -133,8 +133,8 @@ class Started:
 class Runtime:
     """One state root's containers."""
 
-    def __init__(self, root: str | os.PathLike | None = None):
-        self.store = Store(root)
+    def __init__(self, root: str | os.PathLike | None = None, data: str | None = None):
+        self.store = Store(root, data)
 
     # -- queries -----------------------------------------------------------------------
     def state(self, cid: str) -> dict:
@@ -216,18 +216,24 @@ class Runtime:
         cgroup = None
         pid = 0
         log_fds: list[int] = []
-        log_path = os.path.join(d, "ctr.log") if log else None
+        log_path = logger = data = None
         try:
-            if log:  # a detached container writes to ctr.log; `zoned logs` reads it
-                out = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC,
-                              0o640)
-                null = os.open("/dev/null", os.O_RDONLY | os.O_CLOEXEC)
-                log_fds = [out, null]
-                stdio = (null, out, out)
             lower = (cfg.get("annotations") or {}).get(specmod.ANN_LOWER)
+            if lower or log:  # the writable layer and the log go to the data root (disk)
+                from zoned.storage import make_zone_dir
+
+                data = make_zone_dir(self.store.data, cid)
+            if log:  # a detached container's output goes to zoned-logger (zoned.logs)
+                from zoned import logs
+
+                logger = logs.spawn(data)
+                log_path = os.path.join(data, logs.LOG_NAME)
+                null = os.open("/dev/null", os.O_RDONLY | os.O_CLOEXEC)
+                log_fds = [logger.write_fd, null]
+                stdio = (null, logger.write_fd, logger.write_fd)
             if lower:
-                rootfs = os.path.join(d, "rootfs")
-                upper, work = os.path.join(d, "upper"), os.path.join(d, "work")
+                rootfs = os.path.join(d, "rootfs")  # a mount point: runtime state
+                upper, work = os.path.join(data, "upper"), os.path.join(data, "work")
                 for p in (rootfs, upper, work):
                     os.mkdir(p, 0o755)
                 root_id = _host_root(linux)
@@ -251,6 +257,8 @@ class Runtime:
                 "owner": "",
                 "annotations": cfg.get("annotations") or {},
                 "zoned": {"cgroup": cg_path, "log": log_path, "autoremove": autoremove,
+                          "data": data,
+                          "logger": logger.describe() if logger is not None else None,
                           # which hook kinds exist: start and delete read config.json
                           # (tens of KiB with seccomp) only when they have hooks to run
                           "hooks": hook_kinds(cfg)},
@@ -343,6 +351,15 @@ class Runtime:
                 discard_cgroup(cgroup)
             if network is not None:
                 network.release()
+            for fd in log_fds:
+                os.close(fd)
+            log_fds = []
+            if data is not None:
+                from zoned.logs import wait_logger
+                from zoned.storage import remove_zone_dir
+
+                wait_logger(logger.describe() if logger is not None else None)
+                remove_zone_dir(data)
             self.store.remove(cid)
             raise
         finally:
@@ -486,6 +503,16 @@ class Runtime:
             from zoned import network
 
             network.release(self.store.root, cid, st["zoned"]["network"])
+        # The data dir goes before the state dir: a removal killed in between leaves a
+        # stopped zone that `rm` finishes, never an orphan data dir (gc removes those too).
+        z = st.get("zoned") or {}
+        data = z["data"] if "data" in z else self.store.data_dir(cid)
+        if data:
+            from zoned.logs import wait_logger
+            from zoned.storage import remove_zone_dir
+
+            wait_logger(z.get("logger"))
+            remove_zone_dir(data)
         self.store.remove(cid)
 
     def update(self, cid: str, resources: dict) -> None:

@@ -1,12 +1,15 @@
 """The state store: one directory per container under one root (default /run/zoned).
 
-Layout of <root>/<id>/:
+Layout of <root>/<id>/ (runtime state only: the state root is a tmpfs on systemd hosts):
   lock         flock'ed by whoever changes the container (creator, start, kill, delete)
   state.json   runtime-spec state plus zoned's own fields, replaced atomically
   config.json  the OCI config the container was created from
   exec.fifo    exists while the container is "created"; `start` opens it to release init
-  ctr.log      stdout/stderr of a detached container
-  upper/ work/ rootfs/   overlay upper and work dirs and the mount point (image containers)
+  hosts resolv.conf hostname   bound into a networked container
+  rootfs/      the mount point of an image container's overlay
+The zone's persistent data (its overlay upper/ and work/ dirs, its log ctr.log) lives in
+the data root instead, DATA/containers/<id>/ (zoned.storage says which data root belongs
+to a state root); state.json records the zone's data dir as zoned.data.
 
 Creating the directory is the name reservation (mkdir is atomic), so two zoned processes
 cannot take the same name. Any zoned process can pick up any container from here: there is
@@ -53,8 +56,27 @@ def proc_start_time(pid: int) -> int | None:
 class Store:
     """The state root: reserve, lock, read and remove container directories."""
 
-    def __init__(self, root: str | os.PathLike | None = None):
+    def __init__(self, root: str | os.PathLike | None = None, data: str | None = None):
         self.root = os.fspath(root or default_root())
+        self._data = data
+
+    @property
+    def data(self) -> str:
+        """The data root of this state root (writable layers, logs, checkpoints)."""
+        if self._data is None:
+            from zoned.storage import data_root
+
+            self._data = data_root(self.root)
+        return self._data
+
+    def data_dir(self, cid: str, state: dict | None = None) -> str:
+        """A zone's data dir: the one its state.json records, else where it would be."""
+        recorded = ((state or {}).get("zoned") or {}).get("data")
+        if recorded:
+            return recorded
+        from zoned.storage import zone_dir
+
+        return zone_dir(self.data, cid)
 
     def ensure(self) -> None:
         os.makedirs(self.root, mode=0o711, exist_ok=True)

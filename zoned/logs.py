@@ -1,0 +1,190 @@
+"""A detached zone's log: written by zoned-logger (csrc/logger.c), read by `zoned logs`.
+
+The zone's stdout and stderr are the write end of a pipe; zoned-logger, a small static
+process outside the zone's cgroup, appends what it reads to DATA/containers/ID/ctr.log and
+rotates it to ctr.log.1 by size ($ZONED_LOG_SIZE_MAX, default 8m), so neither the log's
+memory nor its growth are the zone's, and a chatty zone cannot fill the disk. Readers
+here follow the log across a rotation.
+"""
+from __future__ import annotations
+
+import os
+import time
+
+from zoned.errors import ZonedError
+
+LOG_NAME = "ctr.log"
+OLD_NAME = "ctr.log.1"
+DEFAULT_SIZE_MAX = 8 << 20
+LOGGER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "libexec", "zoned-logger")
+
+
+def size_max() -> int:
+    """Bytes per log file before it rotates: $ZONED_LOG_SIZE_MAX (e.g. 1m), else 8 MiB."""
+    value = os.environ.get("ZONED_LOG_SIZE_MAX")
+    if not value:
+        return DEFAULT_SIZE_MAX
+    from zoned.spec import parse_size
+
+    return parse_size(value, "ZONED_LOG_SIZE_MAX")
+
+
+class Logger:
+    """A running zoned-logger: its pid (and start time), and the pipe's write end that
+    becomes the zone's stdout and stderr (the caller closes it once the zone has it)."""
+
+    __slots__ = ("pid", "start", "write_fd", "pipe_ino")
+
+    def __init__(self, pid: int, start: int | None, write_fd: int, pipe_ino: int):
+        self.pid, self.start, self.write_fd, self.pipe_ino = pid, start, write_fd, pipe_ino
+
+    def describe(self) -> dict:
+        """What state.json records: who to wait for, and which pipe is the log's
+        (checkpoint hands it to CRIU by its inode)."""
+        return {"pid": self.pid, "start": self.start, "pipe": self.pipe_ino}
+
+
+def spawn(directory: str) -> Logger:
+    """Start zoned-logger writing DIRECTORY/ctr.log; it runs until the pipe's last writer
+    closes it. It stays in the cgroup of the calling zoned, not the zone's."""
+    from zoned.state import proc_start_time
+
+    if not os.access(LOGGER, os.X_OK):
+        raise ZonedError(f"{LOGGER} is missing (run `make setup`)")
+    limit = size_max()
+    r, w = os.pipe2(os.O_CLOEXEC)
+    pid_r, pid_w = os.pipe2(os.O_CLOEXEC)
+    try:
+        spawner = os.posix_spawn(LOGGER, [LOGGER, directory, str(limit)], {},
+                                 file_actions=[(os.POSIX_SPAWN_DUP2, r, 0),
+                                               (os.POSIX_SPAWN_DUP2, pid_w, 1)])
+        os.close(pid_w)
+        pid_w = -1
+        os.close(r)
+        r = -1
+        out = b""
+        while True:
+            chunk = os.read(pid_r, 64)
+            if not chunk:
+                break
+            out += chunk
+        _, status = os.waitpid(spawner, 0)
+        if status != 0 or not out.strip().isdigit():
+            raise ZonedError(f"zoned-logger did not start for {directory}")
+        pid = int(out)
+        return Logger(pid, proc_start_time(pid), w, os.fstat(w).st_ino)
+    except BaseException:
+        os.close(w)
+        raise
+    finally:
+        for fd in (r, pid_r, pid_w):
+            if fd >= 0:
+                os.close(fd)
+
+
+def wait_logger(info: dict | None, timeout: float = 2.0) -> None:
+    """Wait until a zone's logger has written everything and exited (its zone is gone, so
+    the pipe reaches EOF); SIGKILL it if it has not after `timeout` (some stranger still
+    holds the pipe open). Removal waits here so no logger writes into a removed dir."""
+    if not info or not info.get("pid"):
+        return
+    from zoned.runtime import signal_pid, wait_exit
+
+    if not wait_exit(info["pid"], info.get("start"), timeout):
+        signal_pid(info["pid"], info.get("start"), 9)
+        wait_exit(info["pid"], info.get("start"), 1)
+
+
+def logger_alive(info: dict | None) -> bool:
+    if not info or not info.get("pid"):
+        return False
+    from zoned.state import proc_start_time
+
+    return proc_start_time(info["pid"]) == info.get("start")
+
+
+def _open_pair(log: str):
+    """(older file or None, current file or None), opened so that no rotation came
+    between the two opens."""
+    old_path = os.path.join(os.path.dirname(log), OLD_NAME)
+    for _ in range(100):
+        cur = _open(log)
+        old = _open(old_path)
+        if cur is None or _ino(log) == os.fstat(cur.fileno()).st_ino:
+            return old, cur
+        for f in (cur, old):
+            if f is not None:
+                f.close()
+    raise ZonedError(f"{log} rotates too fast to be read")
+
+
+def _open(path: str):
+    try:
+        return open(path, "rb")
+    except FileNotFoundError:
+        return None
+
+
+def _ino(path: str) -> int | None:
+    try:
+        return os.stat(path).st_ino
+    except FileNotFoundError:
+        return None
+
+
+def _copy(f, out) -> int:
+    n = 0
+    while True:
+        chunk = f.read(65536)
+        if not chunk:
+            return n
+        out.write(chunk)
+        n += len(chunk)
+
+
+def read(log: str, out) -> None:
+    """Write the whole log (ctr.log.1, then ctr.log) to the binary stream `out`."""
+    old, cur = _open_pair(log)
+    for f in (old, cur):
+        if f is not None:
+            with f:
+                _copy(f, out)
+
+
+def follow(log: str, out, finished, poll: float = 0.2) -> None:
+    """Write the log, then what is appended to it, across rotations, until `finished()`
+    says the writer is done (then drain what is left)."""
+    old, cur = _open_pair(log)
+    if old is not None:
+        with old:
+            _copy(old, out)
+    while True:
+        if cur is None:
+            cur = _open(log)
+            if cur is None:  # not written yet, or removed with its zone
+                if finished():
+                    return
+                time.sleep(poll)
+                continue
+        _copy(cur, out)
+        out.flush()
+        done = finished()  # asked before the last look: nothing is written after it
+        mine = os.fstat(cur.fileno()).st_ino
+        if _ino(log) != mine:
+            # Rotated: the logger never writes to a file once it is renamed, so what is
+            # left in `cur` is final. If ctr.log.1 is not `cur` either, a whole file went
+            # by between two looks: it comes first.
+            _copy(cur, out)
+            cur.close()
+            missed, cur = _open_pair(log)
+            if missed is not None:
+                with missed:
+                    if os.fstat(missed.fileno()).st_ino != mine:
+                        _copy(missed, out)
+            continue
+        if done:
+            _copy(cur, out)
+            cur.close()
+            out.flush()
+            return
+        time.sleep(poll)

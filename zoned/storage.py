@@ -1,0 +1,138 @@
+"""Where a zone's persistent data lives, apart from its runtime state (as podman and CRI-O
+split graphroot and runroot).
+
+The state root (/run/zoned, a tmpfs on systemd hosts) holds what only matters while the
+machine is up: state.json, config.json, the lock, exec.fifo, the /etc files bound into
+the zone and the rootfs mount point. The data root holds what is big or must outlive a
+reboot: each zone's writable layer (upper/, work/) and its log (ctr.log, ctr.log.1) under
+DATA/containers/ID/, and checkpoints in transit under DATA/migrations/. On a tmpfs those
+would be charged to the zone's own memory cgroup (a zone writing 200 MB with --memory 64m
+was killed) and lost at reboot.
+
+Which data root belongs to a state root:
+  $ZONED_DATA if set (one data root per state root: the caller's choice);
+  /var/lib/zoned for the default state root /run/zoned (images are in /var/lib/zoned/images);
+  /var/lib/zoned/roots/NAME-HASH for any other state root (HASH of its real path), so
+  per-test and per-host roots never share data dirs. Such a directory is removed once it
+  holds no zone.
+
+After a reboot the state root is empty: zoned has no daemon and no record of a zone outside
+its state dir, and a zone whose init is gone can never run again (stopped is final in the
+OCI lifecycle; zoned has no restart). Its data dir is then an orphan: it stays on disk (its
+log and files can still be read there) until `zoned gc`, which removes every data dir whose
+zone no longer exists in the state root, as it removes any other leftover.
+"""
+from __future__ import annotations
+
+import os
+
+DEFAULT_DATA = "/var/lib/zoned"
+CONTAINERS = "containers"
+MIGRATIONS = "migrations"
+
+
+def data_root(state_root: str) -> str:
+    """The data root that belongs to `state_root` (see the module doc)."""
+    env = os.environ.get("ZONED_DATA")
+    if env:
+        return os.path.abspath(env)
+    from zoned.state import DEFAULT_ROOT
+
+    real = os.path.realpath(state_root)
+    if real == DEFAULT_ROOT:
+        return DEFAULT_DATA
+    import hashlib
+
+    digest = hashlib.sha256(real.encode()).hexdigest()[:10]
+    return os.path.join(DEFAULT_DATA, "roots", f"{os.path.basename(real) or 'root'}-{digest}")
+
+
+def is_keyed(data: str) -> bool:
+    """A data root zoned derived from a custom state root (removed once it is empty)."""
+    return os.path.dirname(data) == os.path.join(DEFAULT_DATA, "roots")
+
+
+def zone_dir(data: str, cid: str) -> str:
+    return os.path.join(data, CONTAINERS, cid)
+
+
+def make_zone_dir(data: str, cid: str) -> str:
+    """A new, empty data dir for zone `cid`, whose name the caller has reserved in the state
+    root: whatever is there already is an orphan of a zone of that name that is gone (a
+    reboot emptied the state root) and is removed first."""
+    from zoned.state import rmtree
+
+    d = zone_dir(data, cid)
+    for _ in range(5):  # a concurrent prune() may remove the parents meanwhile
+        try:
+            os.makedirs(os.path.dirname(d), mode=0o711, exist_ok=True)
+            os.mkdir(d, 0o711)
+            return d
+        except FileExistsError:
+            rmtree(d)
+        except FileNotFoundError:
+            continue
+    os.mkdir(d, 0o711)
+    return d
+
+
+def remove_zone_dir(path: str | None) -> None:
+    """Remove a zone's data dir (idempotent), then its data root's empty parents."""
+    if not path:
+        return
+    from zoned.state import rmtree
+
+    rmtree(path)
+    prune(os.path.dirname(os.path.dirname(path)))
+
+
+def prune(data: str) -> None:
+    """Remove a derived data root's empty directories (never the default one's)."""
+    for d in (os.path.join(data, CONTAINERS), os.path.join(data, MIGRATIONS)):
+        try:
+            os.rmdir(d)
+        except OSError:
+            pass
+    if is_keyed(data):
+        for d in (data, os.path.dirname(data)):
+            try:
+                os.rmdir(d)
+            except OSError:  # not empty (or gone): best effort, like the cgroup parents
+                break
+
+
+def zone_ids(data: str) -> list[str]:
+    """The zones that have a data dir."""
+    try:
+        return sorted(e.name for e in os.scandir(os.path.join(data, CONTAINERS))
+                      if e.is_dir(follow_symlinks=False) and not e.name.startswith("."))
+    except FileNotFoundError:
+        return []
+
+
+def gc_orphans(store, *, dry_run: bool = False):
+    """Remove data dirs whose zone is gone from the state root; yields a line each.
+
+    The name is reserved in the state root first (mkdir, as create does), so a zone being
+    created under that very name right now is never touched: either we hold the name and
+    the data dir is an orphan, or the creator holds it and we skip it."""
+    from zoned.errors import ZonedError
+    from zoned.state import rmtree
+
+    for cid in zone_ids(store.data):
+        if store.exists(cid):
+            continue
+        path = zone_dir(store.data, cid)
+        yield f"directory {path}: data of a zone that no longer exists"
+        if dry_run:
+            continue
+        try:
+            reserved = store.reserve(cid)
+        except ZonedError:  # the name is taken: a zone of that name exists now
+            continue
+        try:
+            rmtree(path)
+        finally:
+            rmtree(reserved)
+    if not dry_run:
+        prune(store.data)
