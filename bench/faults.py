@@ -274,6 +274,7 @@ class Bench:
                 g = self.gc(kill_after=kill)
                 gcs["runs"] += 1
                 gcs["killed"] += g["killed"]
+                gcs["lines"] = gcs.get("lines", 0) + len(g["out"].splitlines())
                 gcs["failed"] += (g["rc"] != 0 and not g["killed"])
                 if g["rc"] != 0 and not g["killed"]:
                     gcs.setdefault("errors", []).append(g["err"])
@@ -460,9 +461,11 @@ def report(result: dict) -> None:
     full_ok = sum(1 for r in full if r.get("rm") == 0)
     full_unkilled = sum(1 for r in full if not r.get("rm_killed"))
     print(f"\ncycles {len(recs)} (killed {killed}; rm killed before it began {before_began}), "
-          f"concurrent {conc.get('cycles', 0)} cycles x {conc.get('workers', 0)} workers "
-          f"(gc runs {conc.get('gc_loop', {}).get('runs', 0)}, "
-          f"killed {conc.get('gc_loop', {}).get('killed', 0)}), disk-full {len(full)} "
+          f"concurrent {conc.get('cycles', 0)} cycles by {conc.get('workers', 0)} workers "
+          f"(killed {conc.get('killed', 0)}; beside them gc ran "
+          f"{conc.get('gc_loop', {}).get('runs', 0)} times, was killed "
+          f"{conc.get('gc_loop', {}).get('killed', 0)} times, removed "
+          f"{conc.get('gc_loop', {}).get('lines', 0)} things), disk-full {len(full)} "
           f"(unkilled rm -f succeeded {full_ok}/{full_unkilled}; run on a full disk failed "
           f"{sum(1 for r in full if r.get('run_on_full_disk'))}/{len(full)})")
     if errors:

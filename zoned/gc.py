@@ -12,12 +12,17 @@ from __future__ import annotations
 import os
 from typing import Iterator
 
+from zoned.errors import ZonedError
 from zoned.runtime import Runtime, cgroup_parent
 from zoned.state import remove_stale_tmp, rmtree
 
 
-def collect(rt: Runtime, *, dry_run: bool = False) -> Iterator[str]:
-    """Remove leftovers; yields one line per thing removed (or that would be)."""
+def collect(rt: Runtime, *, dry_run: bool = False,
+            errors: list[str] | None = None) -> Iterator[str]:
+    """Remove leftovers; yields one line per thing removed (or that would be). A container
+    whose removal fails (say nft is gone) does not stop the rest: its error goes to
+    `errors` (else it is raised at the end), and the next gc tries again."""
+    failed: list[str] = []
     store = rt.store
     yield from _stale_tmp(store, dry_run)
     for cid in store.ids():
@@ -47,7 +52,10 @@ def collect(rt: Runtime, *, dry_run: bool = False) -> Iterator[str]:
                     from zoned.runtime import signal_pid
 
                     signal_pid(st["pid"], (st.get("zoned") or {}).get("pid_start"), 9)
-                rt._release(cid, st)
+                try:
+                    rt._release(cid, st)
+                except (OSError, ZonedError) as e:
+                    failed.append(f"container {cid}: could not finish its removal: {e}")
         finally:
             os.close(fd)
     for path in store.trash_dirs():
@@ -79,6 +87,10 @@ def collect(rt: Runtime, *, dry_run: bool = False) -> Iterator[str]:
     from zoned import network
 
     yield from network.gc(store.root, store.ids(), dry_run=dry_run)
+    if failed:
+        if errors is None:
+            raise ZonedError("; ".join(failed))
+        errors.extend(failed)
 
 
 def _stale_tmp(store, dry_run: bool) -> Iterator[str]:
