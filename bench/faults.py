@@ -413,9 +413,13 @@ def main() -> int:
         mounted = True
         result["disk_full"] = b.disk_full(disk_cases, full_root)
     finally:
+        from zoned import netconf
+
+        subnets = []
         for r in (root, full_root):
             if r == full_root and not mounted:
                 continue
+            subnets += [n["subnet"] for n in netconf.list_networks(r)]
             ids = b.cmd("ps", "-q", root=r)["out"].split()
             if ids:
                 b.cmd("rm", "-f", *ids, root=r)
@@ -424,6 +428,12 @@ def main() -> int:
         if mounted:
             subprocess.run(["umount", "-l", full_root])
         final = {k: v for k, v in b.leftovers(root).items() if v}
+        # the networks are gone too: no element of the kernel's `subnets` set names them
+        table = subprocess.run(["nft", "list", "table", "inet", "zoned"],
+                               capture_output=True, text=True).stdout
+        gone = [s for s in subnets if s in table]
+        if gone:
+            final["nft_set_elements"] = gone
         final_full = {k: v for k, v in b.leftovers(full_root).items() if v}
         for r in (root, full_root):
             C.rmdir_quiet(r)
