@@ -77,16 +77,14 @@ class Bench:
         p = subprocess.Popen([self.zoned, "--root", root or self.root, *args], env=env,
                              stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                              stderr=subprocess.PIPE, text=True)
-        killed = False
         if kill_after is not None:
             try:
                 p.wait(timeout=kill_after)
             except subprocess.TimeoutExpired:
                 p.kill()
-                killed = True
         out, err = p.communicate(timeout=timeout)
         rc = p.returncode
-        killed = killed or rc == -signal.SIGKILL
+        killed = rc == -signal.SIGKILL  # (a kill that came just too late is no kill)
         if not killed and rc == 0:
             self.durations.setdefault(args[0], []).append(time.monotonic() - t0)
         return {"rc": rc, "killed": killed, "out": out, "err": err.strip()[-300:]}
@@ -147,11 +145,18 @@ class Bench:
         table = subprocess.run(["nft", "list", "table", "inet", "zoned"],
                                capture_output=True, text=True).stdout
         kept_ports = {self.witness_port} if "witness" in keep else set()
+        import ipaddress
+
+        from zoned import netconf
+
+        ours = [ipaddress.ip_network(n["subnet"]) for n in netconf.list_networks(root)]
         for ln in table.splitlines():
             w = ln.split()
-            if "dport" in w:
+            if "dport" in w and "to" in w:  # a DNAT rule to one of our networks' addresses
                 port = int(w[w.index("dport") + 1])
-                if port in ports and port not in kept_ports:
+                target = ipaddress.ip_address(w[w.index("to") + 1].split(":")[0])
+                if port in ports and port not in kept_ports and \
+                        any(target in net for net in ours):
                     out["nft"].append("kernel: " + " ".join(w))
         if self.witness_hosts and "witness" in keep:
             try:
