@@ -909,9 +909,12 @@ def cmd_image(args) -> int:
 def cmd_gc(args) -> int:
     from zoned.gc import collect
 
-    for line in collect(_runtime(args), dry_run=args.dry_run):
+    errors: list[str] = []
+    for line in collect(_runtime(args), dry_run=args.dry_run, errors=errors):
         print(line)
-    return 0
+    for e in errors:  # the rest was collected; the next gc tries these again
+        sys.stderr.write(f"zoned: {e}\n")
+    return 125 if errors else 0
 
 
 def cmd_events(args) -> int:

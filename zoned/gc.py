@@ -1,27 +1,44 @@
 """Garbage collection: the same removal code as `delete`, run against what a crashed or
 killed zoned left behind. Safe to run at any time, also while other zoned processes work:
-a container whose lock is held is being worked on and is skipped."""
+a container whose lock is held is being worked on and is skipped.
+
+What counts as left behind: a removal that began (the `removing` mark) and did not finish,
+a half-created container, an exited --rm container, a migration that never committed, the
+moved-aside directory of an interrupted removal, temp files of killed writers, cgroups of
+no container, and (zoned.network.gc) leases, veths and rules of containers that are gone.
+"""
 from __future__ import annotations
 
 import os
+from typing import Iterator
+
+from zoned.errors import ZonedError
+from zoned.runtime import Runtime, cgroup_parent
+from zoned.state import remove_stale_tmp, rmtree
 
 
-from zoned.runtime import Runtime, cgroup_parent, default_cgroups_path
-from zoned.state import rmtree
-
-
-def collect(rt: Runtime, *, dry_run: bool = False) -> Iterator[str]:
-    """Remove leftovers; yields one line per thing removed (or that would be)."""
+def collect(rt: Runtime, *, dry_run: bool = False,
+            errors: list[str] | None = None) -> Iterator[str]:
+    """Remove leftovers; yields one line per thing removed (or that would be). A container
+    whose removal fails (say nft is gone) does not stop the rest: its error goes to
+    `errors` (else it is raised at the end), and the next gc tries again."""
+    failed: list[str] = []
     store = rt.store
+    yield from _stale_tmp(store, dry_run)
     for cid in store.ids():
         fd = store.try_lock(cid)
         if fd is None:
             continue  # someone is creating, starting or deleting it right now
         try:
-            st = store.read_state(cid)
+            try:
+                st = store.read_state(cid)
+            except OSError:
+                continue  # removed meanwhile
             status = rt._status(cid, st)
             reason = None
-            if status == "creating":
+            if store.removing(cid):
+                reason = "interrupted removal"
+            elif status == "creating":
                 reason = "half-created container"
             elif status == "stopped" and (st.get("zoned") or {}).get("autoremove"):
                 reason = "exited --rm container"
@@ -35,24 +52,22 @@ def collect(rt: Runtime, *, dry_run: bool = False) -> Iterator[str]:
                     from zoned.runtime import signal_pid
 
                     signal_pid(st["pid"], (st.get("zoned") or {}).get("pid_start"), 9)
-                if not st.get("zoned"):
-                    st["zoned"] = {"cgroup": default_cgroups_path(cid, store.root)}
-                rt._release(cid, st)
+                try:
+                    rt._release(cid, st)
+                except (OSError, ZonedError) as e:
+                    failed.append(f"container {cid}: could not finish its removal: {e}")
         finally:
             os.close(fd)
-    try:
-        trash = [e for e in os.scandir(store.root) if e.name.startswith(".trash-")]
-    except FileNotFoundError:
-        trash = []
-    for e in trash:
-        yield f"directory {e.path}: interrupted removal"
+    for path in store.trash_dirs():
+        yield f"directory {path}: interrupted removal"
         if not dry_run:
-            rmtree(e.path)
+            rmtree(path)
     from zoned.cgroups import list_paths, remove_if_empty
 
-    known = set(store.ids())
     for path in list_paths(cgroup_parent(store.root)):
-        if path.rsplit("/", 1)[-1] in known:
+        # Checked after listing: a create reserves its directory before it makes its
+        # cgroup, so a cgroup seen here whose container exists is never removed.
+        if store.exists(path.rsplit("/", 1)[-1]):
             continue
         if dry_run:
             yield f"cgroup {path}: no container (removed if empty)"
@@ -73,6 +88,20 @@ def collect(rt: Runtime, *, dry_run: bool = False) -> Iterator[str]:
     from zoned import network
 
     yield from network.gc(store.root, store.ids(), dry_run=dry_run)
+    if failed:
+        if errors is None:
+            raise ZonedError("; ".join(failed))
+        errors.extend(failed)
+
+
+def _stale_tmp(store, dry_run: bool) -> Iterator[str]:
+    """Temp files whose writer was killed between writing and renaming them: under this
+    root, and in the host-wide rules registry."""
+    from zoned import nft
+
+    for d in [*store.tmp_dirs(), nft.REGISTRY]:
+        for path in remove_stale_tmp(d, dry_run=dry_run):
+            yield f"file {path}: temp file of a killed writer"
 
 
 def _dead(owner: dict | None) -> bool:

@@ -94,7 +94,8 @@ class Leases:
         return data
 
     def save(self, data: dict) -> None:
-        write_json_atomic(self.path, data)
+        # read and written only under the lock: a full disk may shrink it in place
+        write_json_atomic(self.path, data, in_place_if_full=True)
 
     # -- under the lock ----------------------------------------------------------------
     def allocate(self, data: dict, cid: str, record: dict, static: str | None = None) -> str:

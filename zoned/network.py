@@ -469,8 +469,8 @@ def _unpublish(root: str, cid: str, netnames, key: str | None) -> None:
         if frag.get("root") != os.path.realpath(root):
             return
         del frag["ports"][cid]
+        nft.apply(frags)  # kernel first: killed before the put, a retry or gc redoes both
         nft.put(frag)
-        nft.apply(frags)
 
 
 def _release_lease(root: str, net: dict, cid: str) -> list[str]:
@@ -483,9 +483,9 @@ def _release_lease(root: str, net: dict, cid: str) -> list[str]:
     with leases.lock():
         data = leases.load()
         gone = Leases.release(data, cid)
-        if gone:
-            leases.save(data)
+        if gone:  # hosts files first: killed before the save, a retry or gc redoes both
             _sync_hosts(net["name"], data)
+            leases.save(data)
     return gone
 
 

@@ -64,7 +64,8 @@ def put(frag: dict) -> None:
     from zoned.state import write_json_atomic
 
     data = {k: v for k, v in frag.items() if k != "key"}
-    write_json_atomic(fragment_path(frag["key"]), data)
+    # read and written only under the registry lock: a full disk may shrink it in place
+    write_json_atomic(fragment_path(frag["key"]), data, in_place_if_full=True)
 
 
 def remove(key: str) -> bool:

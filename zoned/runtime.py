@@ -462,18 +462,28 @@ class Runtime:
             wait_exit(pid, start, 10)
 
     def delete(self, cid: str, *, force: bool = False) -> None:
-        """Remove a stopped container (or any, with force) and everything it owns."""
+        """Remove a stopped container (or any, with force) and everything it owns.
+
+        A recorded, resumable operation: the `removing` mark goes down first, then each
+        step is idempotent (kill, cgroup, network, state dir), so a removal killed at any
+        point is finished by `zoned gc` or by another delete. Nothing here needs a free
+        block: it works on a full disk."""
+        from zoned.testhooks import hit
+
         with self.store.lock(cid):
             st = self.store.read_state(cid)
             status = self._status(cid, st)
+            if status in ACTIVE and not force:
+                raise InvalidState(f"cannot delete container {cid!r}: it is {status} "
+                                   "(stop it first or use --force)")
+            self.store.mark_removing(cid)
+            hit("rm:marked")
             if status in ACTIVE:
-                if not force:
-                    raise InvalidState(f"cannot delete container {cid!r}: it is {status} "
-                                       "(stop it first or use --force)")
                 if status == "paused":
                     self.cgroup(st).thaw()
                 signal_pid(st["pid"], st["zoned"]["pid_start"], signal.SIGKILL)
                 wait_exit(st["pid"], st["zoned"]["pid_start"], 10)
+            hit("rm:killed")
             cfg_hooks = None
             if "poststop" in (st.get("zoned") or {}).get("hooks", ()):
                 try:
@@ -487,22 +497,28 @@ class Runtime:
                 hooks.run(cfg_hooks, "poststop", {**oci_state(st), "status": "stopped"})
 
     def _release(self, cid: str, st: dict) -> None:
-        """Remove what the container owns; idempotent, also used by gc."""
+        """Remove what the container owns, in an order that a retry (or gc) can pick up
+        anywhere: processes and cgroup, network, then the state dir (the record that the
+        rest may still exist) last. Idempotent; also used by gc."""
+        from zoned.testhooks import hit
+
         pid = st.get("pid") or 0
         if pid:
             _reap(pid)
-        cg = (st.get("zoned") or {}).get("cgroup")
-        if cg:
-            from zoned.cgroups import Cgroup
+        # a container killed before state.json was written still has its default cgroup
+        cg = (st.get("zoned") or {}).get("cgroup") or default_cgroups_path(cid, self.store.root)
+        from zoned.cgroups import Cgroup
 
-            cgroup = Cgroup.open(cg)
-            if cgroup.exists():
-                cgroup.kill()
-                cgroup.destroy()
+        cgroup = Cgroup.open(cg)
+        if cgroup.exists():
+            cgroup.kill()
+            cgroup.destroy()
+        hit("rm:cgroup")
         if (st.get("zoned") or {}).get("network"):
             from zoned import network
 
             network.release(self.store.root, cid, st["zoned"]["network"])
+        hit("rm:network")
         # The data dir goes before the state dir: a removal killed in between leaves a
         # stopped zone that `rm` finishes, never an orphan data dir (gc removes those too).
         z = st.get("zoned") or {}

@@ -4,6 +4,7 @@ Layout of <root>/<id>/ (runtime state only: the state root is a tmpfs on systemd
   lock         flock'ed by whoever changes the container (creator, start, kill, delete)
   state.json   runtime-spec state plus zoned's own fields, replaced atomically
   config.json  the OCI config the container was created from
+  removing     exists once a removal has begun: `zoned gc` finishes it
   exec.fifo    exists while the container is "created"; `start` opens it to release init
   hosts resolv.conf hostname   bound into a networked container
   rootfs/      the mount point of an image container's overlay
@@ -27,17 +28,88 @@ from contextlib import contextmanager
 from zoned.errors import NotFound, ZonedError
 
 DEFAULT_ROOT = "/run/zoned"
+REMOVING = "removing"  # in a container dir: its removal has begun (see Store.mark_removing)
 
 
 def default_root() -> str:
     return os.environ.get("ZONED_ROOT", DEFAULT_ROOT)
 
 
-def write_json_atomic(path: str, data: dict) -> None:
+def write_json_atomic(path: str, data: dict, *, in_place_if_full: bool = False) -> None:
+    """Replace `path` with `data` as JSON: a temp file renamed over it, so a reader never
+    sees half a file. A failed write removes its temp file (else a full disk leaves an
+    empty *.tmp behind for ever).
+
+    in_place_if_full: for files that only change under a lock and are only read under it
+    (leases, the rules registry). When the disk is full and the new text is no longer than
+    the old, overwrite the old file in place, padded with blanks to its old size: that
+    needs no new blocks, so removing a lease or a published port works on a full disk.
+    """
+    payload = json.dumps(data, separators=(",", ":")).encode()  # dumps: the C encoder
     tmp = f"{path}.{os.getpid()}.tmp"
-    with open(tmp, "w") as f:
-        f.write(json.dumps(data, separators=(",", ":")))  # dumps: the C encoder
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as f:
+            f.write(payload)
+        from zoned.testhooks import hit
+
+        hit("write:tmp")
+        os.replace(tmp, path)
+    except OSError as e:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        if not (in_place_if_full and e.errno in (errno.ENOSPC, errno.EDQUOT)
+                and _overwrite_in_place(path, payload)):
+            raise
+
+
+def _overwrite_in_place(path: str, payload: bytes) -> bool:
+    """Write `payload` over the start of `path`, blank-padded to the file's size (JSON
+    allows trailing whitespace), in one pwrite into blocks the file already has."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
+    except OSError:
+        return False
+    try:
+        size = os.fstat(fd).st_size
+        if len(payload) > size:
+            return False
+        return os.pwrite(fd, payload + b" " * (size - len(payload)), 0) == size
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
+
+
+TMP_MAX_AGE = 600.0  # seconds: no tmp+rename writer takes this long
+
+
+def remove_stale_tmp(directory: str, *, max_age: float = TMP_MAX_AGE,
+                     dry_run: bool = False) -> list[str]:
+    """The temp files (NAME.PID.tmp, as write_json_atomic and zoned's other tmp+rename
+    writers name them) in `directory` whose writer is dead or that are older than
+    `max_age`: a killed writer left them. Removed unless dry_run; returns their paths."""
+    try:
+        entries = [e for e in os.scandir(directory) if e.name.endswith(".tmp")]
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+    now = time.time()
+    out = []
+    for e in entries:
+        pid = e.name[:-4].rsplit(".", 1)[-1]
+        try:
+            if not e.is_file(follow_symlinks=False):
+                continue
+            if pid.isdigit() and os.path.exists(f"/proc/{pid}") and \
+                    now - e.stat(follow_symlinks=False).st_mtime < max_age:
+                continue  # its writer may still be at work
+            if not dry_run:
+                os.unlink(e.path)
+        except FileNotFoundError:
+            continue  # renamed or removed meanwhile
+        out.append(e.path)
+    return out
 
 
 def proc_start_time(pid: int) -> int | None:
@@ -157,6 +229,34 @@ class Store:
         with open(os.path.join(self.root, cid, "config.json")) as f:
             return json.load(f)
 
+    def mark_removing(self, cid: str) -> None:
+        """Record (holding the container's lock) that its removal has begun, so that
+        `zoned gc` finishes it if this process dies half-way. An empty file: creating it
+        needs an inode but no data block, so it works on a full disk too."""
+        try:
+            os.close(os.open(os.path.join(self.root, cid, REMOVING),
+                             os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600))
+        except OSError as e:
+            if e.errno not in (errno.ENOSPC, errno.EDQUOT):
+                raise
+            # no inode left: go on without the record; the removal itself needs none
+
+    def removing(self, cid: str) -> bool:
+        """Whether a removal of `cid` began (and has not finished)."""
+        return os.path.exists(os.path.join(self.root, cid, REMOVING))
+
+    def trash_dirs(self) -> list[str]:
+        """Container directories moved aside by a removal that did not finish."""
+        try:
+            return [e.path for e in os.scandir(self.root) if e.name.startswith(".trash-")]
+        except FileNotFoundError:
+            return []
+
+    def tmp_dirs(self) -> list[str]:
+        """Where zoned's tmp+rename writers put temp files under this root."""
+        return [self.root, os.path.join(self.root, ".networks"),
+                *(self.dir(cid) for cid in self.ids())]
+
     def remove(self, cid: str) -> None:
         """Remove the container directory and everything in it; idempotent."""
         d = os.path.join(self.root, cid)
@@ -168,6 +268,9 @@ class Store:
             os.rename(d, trash)
         except FileNotFoundError:
             return
+        from zoned.testhooks import hit
+
+        hit("rm:trash")
         rmtree(trash)
 
 

@@ -1,0 +1,37 @@
+"""Fault points for tests and bench/faults.py: stop or kill zoned at a named moment, so a
+test can interrupt an operation exactly between two of its steps (kill -9 in the middle of
+a removal) and check that `zoned gc` finishes it.
+
+ZONED_TEST_FAULT="POINT[#N][=ACTION],..." where ACTION is `kill` (SIGKILL to this process,
+the default) or a number of seconds to pause, and #N picks the Nth time this process passes
+POINT (default: the first). Outside tests the variable is unset: one dict lookup per point.
+
+Points: rm:marked rm:killed rm:cgroup rm:network rm:trash (Runtime.delete, in order),
+write:tmp (state.write_json_atomic, the temp file written but not yet renamed).
+"""
+from __future__ import annotations
+
+import os
+
+_passes: dict[str, int] = {}
+
+
+def hit(point: str) -> None:
+    spec = os.environ.get("ZONED_TEST_FAULT")
+    if not spec:
+        return
+    count = _passes[point] = _passes.get(point, 0) + 1
+    for item in spec.split(","):
+        name, _, action = item.partition("=")
+        name, _, nth = name.strip().partition("#")
+        if name != point or count != int(nth or 1):
+            continue
+        action = action.strip() or "kill"
+        if action == "kill":
+            import signal
+
+            os.kill(os.getpid(), signal.SIGKILL)
+        else:
+            import time
+
+            time.sleep(float(action))
