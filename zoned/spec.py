@@ -264,10 +264,13 @@ class RunOptions:
         if not args:
             raise ConfigError("no command given and the image has no default command")
         cfg = default_config(args, terminal=self.tty, caps=DEFAULT_CAPS)
+        from zoned.names import hostname_for
+
+        hostname = hostname_for(self.hostname, self.name)
         proc = cfg["process"]
         proc["env"] = merge_env(
             merge_env([f"PATH={DEFAULT_PATH}"], list(image_config.get("env") or [])),
-            ([f"HOSTNAME={self.hostname or self.name or 'zoned'}"]
+            ([f"HOSTNAME={hostname}"]
              + (["TERM=xterm"] if self.tty else []) + parse_env(self.env)))
         proc["cwd"] = self.workdir or image_config.get("workdir") or "/"
         if not os.path.isabs(proc["cwd"]):
@@ -275,7 +278,7 @@ class RunOptions:
         user = self.user or image_config.get("user")
         if user:
             proc["user"] = parse_user(str(user), rootfs)
-        cfg["hostname"] = self.hostname or self.name or "zoned"
+        cfg["hostname"] = hostname
         cfg["root"] = {"path": str(rootfs) if self.rootfs else "rootfs",
                        "readonly": bool(self.read_only)}
         if self.image and image_rootfs is not None and not self.rootfs:
@@ -339,6 +342,10 @@ def validate(cfg: dict) -> dict:
         raise ConfigError("config.json: process.cwd must be an absolute path")
     if not isinstance(cfg["root"], dict) or not cfg["root"].get("path"):
         raise ConfigError("config.json: root.path is required")
+    if cfg.get("hostname") not in (None, ""):  # runc sets no hostname for ""
+        from zoned.names import check_hostname
+
+        check_hostname(cfg["hostname"], "config.json: hostname")
     seen = set()
     for ns in cfg.get("linux", {}).get("namespaces", []):
         t = ns.get("type")
