@@ -489,6 +489,8 @@ def _unregister(root: str, cid: str, links: list[dict], ports_key: str | None) -
                 if cid in (frag.get(part) or {}):
                     del frag[part][cid]
                     hit = True
+            if "guards" in frag and not frag["guards"]:
+                del frag["guards"]  # the fragment as the network had it before
             if hit:
                 nft.put(frag)
                 changed = True
@@ -597,6 +599,8 @@ def _gc(root: str, real: str, live: set, dry_run: bool):
                             yield f"{what} of container {cid}: it is gone"
                             changed = True
                             del f[part][cid]
+                            if "guards" in f and not f["guards"]:
+                                del f["guards"]
                             if not dry_run:
                                 nft.put(f)
             keep.append(f)
