@@ -313,9 +313,9 @@ def _get(url: str) -> str | None:
 
 
 # -- item 7: anti-spoofing and loopback -----------------------------------------------------
-def _attacker(cli, netname: str, name: str = "mallory") -> dict:
+def _attacker(cli, netname: str, *extra: str, name: str = "mallory") -> dict:
     cli("run", "-d", "--name", name, "--network", netname, "-v", f"{rawsend()}:/rawsend:ro",
-        "--", "sleep", "120", check=True)
+        *extra, "--", "sleep", "120", check=True)
     return link(cli, name)
 
 
@@ -401,11 +401,13 @@ def test_zone_cannot_reach_host_loopback_services(cli, net, mode):
     # a zone that publishes on 127.0.0.1: route_localnet must be on for this to work
     cli("run", "-d", "--name", "web", "--network", nw["name"], "-p",
         f"127.0.0.1:{PORT + 6}:80", "--", "httpd", "-f", "-p", "80", "-h", "/etc", check=True)
-    m = _attacker(cli, nw["name"])
-    cli("run", "-d", "--name", "mallory2", "--network", nw["name"], "-p",
-        f"{PORT + 7}:80", "--", "sleep", "120", check=True)
+    # the attacker publishes a port on 127.0.0.1 too: in routed mode that turns on
+    # route_localnet on its own veth
+    m = _attacker(cli, nw["name"], "-p", f"127.0.0.1:{PORT + 7}:80")
     assert wait_for(lambda: _get(f"http://127.0.0.1:{PORT + 6}/hostname")) == "web\n"
     gwmac = _gateway_mac(nw, m)
+    # so the kernel alone would take its packets to 127.0.0.0/8: zoned's rules must not
+    assert localnet(nw["bridge"] or m["host_if"]) == "1"
     secret = UdpListener("127.0.0.1", PORT + 8)
     control = UdpListener(nw["gateway"], PORT + 9)
     try:
