@@ -299,6 +299,10 @@ def test_publish_refuses_a_port_a_host_process_uses(cli, zoned_root, net):
             f"127.0.0.1:{PORT + 4}:80", "--", "httpd", "-f", "-p", "80", "-h", "/etc",
             check=True)
         assert wait_for(lambda: _get(f"http://127.0.0.1:{PORT + 4}/hostname")) == "web2\n"
+        # an explicit 0.0.0.0 means every address (it used to match no packet at all)
+        cli("run", "-d", "--name", "web3", "--network", n, "-p", f"0.0.0.0:{PORT + 5}:80",
+            "--", "httpd", "-f", "-p", "80", "-h", "/etc", check=True)
+        assert wait_for(lambda: _get(f"http://127.0.0.1:{PORT + 5}/hostname")) == "web3\n"
     finally:
         for s in socks:
             s.close()
