@@ -105,11 +105,15 @@ class NetworkSetup:
 
     # -- before fork ---------------------------------------------------------------------
     def prepare(self, state_dir: str, cfg: dict) -> None:
-        from zoned.names import check_hostname
+        from zoned.names import safe_hosts_name, show
 
-        # The config's hostname (an OCI config, a restored zone's) is written into every
-        # neighbour's /etc/hosts: never unchecked.
-        self.hostname = check_hostname(cfg.get("hostname") or self.hostname, "hostname")
+        # The config's hostname is written into every neighbour's /etc/hosts: never
+        # unchecked. New zones' hostnames passed RFC 1123 already (zoned.spec); this last
+        # guard also takes a restored zone's older name-derived one (`my_app`).
+        hostname = cfg.get("hostname") or self.hostname
+        if not safe_hosts_name(hostname):
+            raise ConfigError(f"invalid hostname {show(hostname)}: not a host name")
+        self.hostname = hostname
         if self.container is not None:
             return self._prepare_join(state_dir, cfg)
         from zoned import netconf
@@ -288,7 +292,7 @@ def setup_like(root: str, cid: str, described: dict, hostname: str) -> NetworkSe
         network=[ln["network"] for ln in links], ip=links[0]["ip"] if links else None,
         ips=[ln["ip"] for ln in links], mac=links[0]["mac"] if links else None,
         publish=ports, dns=described.get("dns") or [],
-        add_host=described.get("add_hosts") or [], hostname=hostname, name=cid)
+        add_host=described.get("add_hosts") or [], hostname=None, name=hostname)
     return NetworkSetup(root, cid, opts)
 
 
