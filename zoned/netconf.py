@@ -31,6 +31,12 @@ MODES = ("nat", "bridge", "routed")
 DEFAULT_POOL = "10.88.0.0/16"   # carved into /24s; ZONED_SUBNET_POOL overrides
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 _IFNAME_RE = re.compile(r"^[A-Za-z0-9_.-]{1,15}$")
+# Ranges no zone network may use (issue 10, item 9): packets there are never forwarded
+# like unicast, or mean "this host" or "every host".
+_SPECIAL_RANGES = [(ipaddress.IPv4Network(n), what) for n, what in (
+    ("0.0.0.0/8", "unspecified (\"this network\")"), ("127.0.0.0/8", "loopback"),
+    ("169.254.0.0/16", "link-local"), ("224.0.0.0/4", "multicast"),
+    ("240.0.0.0/4", "reserved (and broadcast)"))]
 
 
 def netdir(root: str) -> str:
@@ -210,6 +216,10 @@ def _check_subnet(subnet: str, frags: list[dict], key: str):
                           "10.77.0.0/24") from None
     if net.prefixlen > 30:
         raise ConfigError(f"--subnet {subnet}: too small (at most /30)")
+    for special, what in _SPECIAL_RANGES:
+        if net.overlaps(special):
+            raise ConfigError(f"invalid --subnet {net}: it overlaps {special}, "
+                              f"the {what} range")
     for f in frags:
         if f["key"] != key and overlaps(f["subnet"], str(net)):
             raise ConfigError(f"--subnet {net} overlaps network {f['name']!r} "
@@ -217,7 +227,25 @@ def _check_subnet(subnet: str, frags: list[dict], key: str):
     for prefix, dev in host_routes():
         if dev != key and overlaps(prefix, str(net)):
             raise ConfigError(f"--subnet {net} overlaps the host's route {prefix} on {dev}")
+    for addr, dev in _host_addresses():
+        if dev != key and ipaddress.IPv4Address(addr) in net:
+            raise ConfigError(f"--subnet {net} holds the host's address {addr} on {dev}")
     return net
+
+
+def _host_addresses() -> list[tuple[str, str]]:
+    """(address, device) of the host's IPv4 addresses, loopback ones aside (a /32 on some
+    device has no route in the main table, so host_routes alone misses it)."""
+    from zoned.netlink import Netlink
+
+    out = []
+    with Netlink() as nl:
+        names = {ln["index"]: ln.get_attr("IFLA_IFNAME") for ln in nl.ipr.get_links()}
+        for a in nl.ipr.get_addr(family=2):
+            addr = a.get_attr("IFA_ADDRESS") or a.get_attr("IFA_LOCAL")
+            if addr and not addr.startswith("127."):
+                out.append((addr, names.get(a["index"], "?")))
+    return out
 
 
 def _check_gateway(gateway: str, net) -> str:
@@ -236,7 +264,8 @@ def _free_subnet(frags: list[dict]) -> str:
         pool = ipaddress.IPv4Network(pool_s, strict=False)
     except ValueError:
         raise ConfigError(f"invalid ZONED_SUBNET_POOL {pool_s!r}") from None
-    used = [f["subnet"] for f in frags] + [p for p, _ in host_routes()]
+    used = [f["subnet"] for f in frags] + [p for p, _ in host_routes()] + \
+        [f"{a}/32" for a, _ in _host_addresses()]
     for cand in pool.subnets(new_prefix=max(24, pool.prefixlen)):
         if not any(overlaps(str(cand), u) for u in used):
             return str(cand)
@@ -261,6 +290,8 @@ def ensure(root: str, net: dict) -> None:
         if not os.path.exists(nft.fragment_path(net["key"])):
             nft.put(fragment_of(net))
             nft.apply()
+        else:
+            nft.sync_localnet(nft.fragments())  # a re-made bridge starts without it
         _forwarding(net)
 
 

@@ -180,7 +180,8 @@ class Netlink:
                         raise ZonedError(f"cannot add {address}/{prefixlen} to bridge "
                                          f"{name!r}: {e.args[-1]}") from None
         ipr.link("set", index=idx, state="up")
-        sysctl(f"net/ipv4/conf/{name}/route_localnet", "1")  # 127.0.0.1:PORT -> container
+        # No route_localnet here: zoned.nft.sync_localnet turns it on only while a port on
+        # 127.0.0.1 is published (it also lets a zone's packets to 127.0.0.0/8 in).
         return idx
 
     def delete_link(self, name: str, alias: str | None = None) -> bool:
@@ -216,17 +217,19 @@ class Netlink:
         self.ipr.link("set", index=idx, ifalias=alias)
         return idx
 
-    def plug(self, host_if: str, net: dict, ip: str) -> None:
+    def plug(self, host_if: str, net: dict, ip: str, *, localnet: bool = False) -> None:
         """Attach a host-side interface (veth or tap: anything with an address behind it)
         to a network: on the bridge, or in routed mode a /32 route to `ip` through it,
-        the gateway address on it and proxy ARP (Xen's vif-bridge and vif-route)."""
+        the gateway address on it and proxy ARP (Xen's vif-bridge and vif-route).
+        `localnet`: a routed zone publishing a port on 127.0.0.1 (route_localnet)."""
         ipr = self.ipr
         idx = self.index(host_if)
         if idx is None:
             raise ZonedError(f"interface {host_if!r} does not exist")
         if net["mode"] == "routed":
             sysctl(f"net/ipv4/conf/{host_if}/proxy_arp", "1")
-            sysctl(f"net/ipv4/conf/{host_if}/route_localnet", "1")
+            if localnet:
+                sysctl(f"net/ipv4/conf/{host_if}/route_localnet", "1")
             ipr.link("set", index=idx, state="up")
             try:
                 ipr.addr("add", index=idx, address=net["gateway"], prefixlen=32)

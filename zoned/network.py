@@ -25,8 +25,8 @@ import os
 import re
 
 from zoned.errors import ConfigError, NotFound, ZonedError
+from zoned.ports import check_publish_twice, parse_publish
 
-_PORT_RE = re.compile(r"^(?:(\d{1,3}(?:\.\d{1,3}){3}):)?(\d{1,5}):(\d{1,5})(?:/(tcp|udp))?$")
 _MAC_RE = re.compile(r"^[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}$")
 
 
@@ -44,20 +44,6 @@ def owner_alias(root: str, cid: str) -> str:
     return f"zoned:{cid}@{os.path.realpath(root)}"
 
 
-def parse_publish(value: str) -> dict:
-    m = _PORT_RE.match(value.strip())
-    if not m:
-        raise ConfigError(f"invalid -p {value!r}: expected [HOSTIP:]HOSTPORT:CTRPORT[/tcp|udp]")
-    host_ip, hp, cp, proto = m.groups()
-    hp, cp = int(hp), int(cp)
-    if not (0 < hp < 65536 and 0 < cp < 65536):
-        raise ConfigError(f"invalid -p {value!r}: ports are 1..65535")
-    p = {"proto": proto or "tcp", "host_port": hp, "port": cp}
-    if host_ip:
-        p["host_ip"] = host_ip
-    return p
-
-
 def _mac_for(ip: str) -> str:
     """A locally administered unicast MAC derived from the address (as docker does): the
     same address always gets the same MAC, so neighbours' ARP caches stay right."""
@@ -66,11 +52,25 @@ def _mac_for(ip: str) -> str:
 
 class NetworkSetup:
     def __init__(self, root: str, cid: str, opts):
+        from zoned import names as namecheck
+
         self.root, self.cid = root, cid
         nets = list(opts.network)
         special = [n for n in nets if n in ("none", "host") or n.startswith("container:")]
         if special and len(nets) > 1:
             raise ConfigError(f"--network {special[0]} cannot be combined with other networks")
+        # Every flag is checked before anything exists (the default network included).
+        if opts.mac and not _MAC_RE.match(opts.mac):
+            raise ConfigError(f"invalid --mac {opts.mac!r}: expected six hex octets")
+        if opts.mac and int(opts.mac[:2], 16) & 1:
+            raise ConfigError(f"invalid --mac {opts.mac!r}: a multicast address")
+        self.port_specs = [str(p) for p in opts.publish]
+        self.ports = [parse_publish(p) for p in opts.publish]
+        check_publish_twice(self.ports, self.port_specs)
+        self.dns = [namecheck.check_dns(d) for d in opts.dns]
+        self.add_host_items = list(opts.add_host)  # as given: host-gateway stays symbolic
+        parsed_hosts = [namecheck.parse_add_host(item) for item in self.add_host_items]
+        self.hostname = namecheck.hostname_for(opts.hostname, opts.name or cid)
         self.container = None
         if nets[0].startswith("container:"):
             self.container = nets[0].split(":", 1)[1]
@@ -88,35 +88,32 @@ class NetworkSetup:
             for n in nets:
                 netconf.check_name(n)
             self.nets = [netconf.get(root, n) for n in nets]
-        if opts.mac and not _MAC_RE.match(opts.mac):
-            raise ConfigError(f"invalid --mac {opts.mac!r}: expected six hex octets")
-        if opts.mac and int(opts.mac[:2], 16) & 1:
-            raise ConfigError(f"invalid --mac {opts.mac!r}: a multicast address")
         self.static_ip, self.mac = opts.ip, (opts.mac.lower() if opts.mac else None)
         # A restore or migration keeps every address, not just the first network's.
         self.static_ips = list(getattr(opts, "ips", None) or [opts.ip])
-        self.ports = [parse_publish(p) for p in opts.publish]
-        seen = set()
-        for p in self.ports:
-            if (p["proto"], p["host_port"]) in seen:
-                raise ConfigError(f"host port {p['host_port']}/{p['proto']} is published "
-                                  "twice")
-            seen.add((p["proto"], p["host_port"]))
-        self.dns = list(opts.dns)
         self.add_hosts = []
-        for item in opts.add_host:
-            name, sep, ip = item.partition(":")
-            if not sep or not name or not ip:
-                raise ConfigError(f"invalid --add-host {item!r}: expected name:ip")
-            self.add_hosts.append((ip, name))
-        self.hostname = opts.hostname or opts.name or cid
+        for item, (hosts, ip) in zip(self.add_host_items, parsed_hosts):
+            if ip == namecheck.HOST_GATEWAY:
+                if not self.nets:
+                    raise ConfigError(f"invalid --add-host {item!r}: host-gateway needs a "
+                                      "network of the zone's own")
+                ip = self.nets[0]["gateway"]
+            self.add_hosts.append((ip, " ".join(hosts)))
         self.links: list[dict] = []
         self.files: dict = {}
         self.joined_pid = None
 
     # -- before fork ---------------------------------------------------------------------
     def prepare(self, state_dir: str, cfg: dict) -> None:
-        self.hostname = cfg.get("hostname") or self.hostname
+        from zoned.names import safe_hosts_name, show
+
+        # The config's hostname is written into every neighbour's /etc/hosts: never
+        # unchecked. New zones' hostnames passed RFC 1123 already (zoned.spec); this last
+        # guard also takes a restored zone's older name-derived one (`my_app`).
+        hostname = cfg.get("hostname") or self.hostname
+        if not safe_hosts_name(hostname):
+            raise ConfigError(f"invalid hostname {show(hostname)}: not a host name")
+        self.hostname = hostname
         if self.container is not None:
             return self._prepare_join(state_dir, cfg)
         from zoned import netconf
@@ -144,13 +141,13 @@ class NetworkSetup:
                     "ifname": f"eth{i}", "host_if": host_if, "ip": ip,
                     "prefixlen": net["prefixlen"], "gateway": net["gateway"],
                     "mac": (self.mac if i == 0 and self.mac else _mac_for(ip)),
-                    "internal": net.get("internal", False), "mtu": net.get("mtu")})
+                    "internal": net.get("internal", False), "mtu": net.get("mtu"),
+                    "key": net["key"]})
                 _sync_hosts(net["name"], data)
         first_out = next((ln for ln in self.links if not ln["internal"]), None)
         for ln in self.links:
             ln["default_route"] = ln is first_out
-        if self.ports:
-            self._publish()
+        self._register()
         resolv = os.path.join(state_dir, "resolv.conf")
         _write(resolv, _resolv_conf(self.dns))
         hostname = os.path.join(state_dir, "hostname")
@@ -158,27 +155,41 @@ class NetworkSetup:
         self.files = {"hosts": hosts, "resolv.conf": resolv, "hostname": hostname}
         _bind_files(cfg, self.files)
 
-    def _publish(self) -> None:
+    def _register(self) -> None:
+        """Put the zone into its networks' rules, in one nft transaction: its ports (on its
+        first network; refused if another zone or a host process has the host port) and
+        the anti-spoofing guard of each of its links (zoned.nft). Before the links exist:
+        the guards match the host veth by name, so the zone's first frame meets them."""
         from zoned import nft
+        from zoned.names import show
+        from zoned.ports import check_host_free
 
-        link = self.links[0]
-        ports = [dict(p, ip=link["ip"]) for p in self.ports]
-        net = self.nets[0]
+        link = self.links[0] if self.links else None
+        ports = [dict(p, ip=link["ip"]) for p in self.ports] if link else []
         with nft.registry_lock():
             frags = nft.fragments()
-            nft.check_ports(frags, net["key"], self.cid, ports)
-            frag = next((f for f in frags if f["key"] == net["key"]), None)
-            if frag is None:
-                raise ZonedError(f"network {net['name']!r} has no rules (run `zoned gc`)")
-            frag.setdefault("ports", {})[self.cid] = ports
-            nft.put(frag)
-            try:
-                nft.apply(frags)
-            except BaseException:
-                frag["ports"].pop(self.cid, None)
+            by_key = {f["key"]: f for f in frags}
+            for spec, p in zip(self.port_specs, ports):
+                try:
+                    nft.check_ports(frags, self.nets[0]["key"], self.cid, [p])
+                except ConfigError as e:
+                    raise ConfigError(f"invalid -p {show(spec)}: {e}") from None
+            check_host_free(ports, self.port_specs)
+            guards: dict[str, list] = {}
+            for ln in self.links:
+                if ln["key"] not in by_key:
+                    raise ZonedError(f"network {ln['network']!r} has no rules (run `zoned gc`)")
+                guards.setdefault(ln["key"], []).append(
+                    {"host_if": ln["host_if"], "ip": ln["ip"], "mac": ln["mac"]})
+            for key, glist in guards.items():
+                frag = by_key[key]
+                frag.setdefault("guards", {})[self.cid] = glist
+                if ports and key == link["key"]:
+                    frag.setdefault("ports", {})[self.cid] = ports
                 nft.put(frag)
-                raise
-        self.published = ports
+            nft.apply(frags)
+        if ports:
+            self.published = ports
 
     def _prepare_join(self, state_dir: str, cfg: dict) -> None:
         from zoned.runtime import Runtime
@@ -219,7 +230,7 @@ class NetworkSetup:
                     "pid": self.joined_pid, "files": self.files}
         d = {"mode": "veth", "root": os.path.realpath(self.root), "networks": self.links,
              "files": self.files, "dns": self.dns,
-             "add_hosts": [f"{n}:{ip}" for ip, n in self.add_hosts]}
+             "add_hosts": self.add_host_items}
         if getattr(self, "published", None):
             d["ports"] = self.published
             d["ports_network"] = self.nets[0]["key"]
@@ -249,10 +260,14 @@ class NetworkSetup:
                 nipr.link("set", index=nipr.link_lookup(ifname="lo")[0], state="up")
             alias = owner_alias(self.root, self.cid)
             net_by_name = {n["name"]: n for n in self.nets}
-            for ln in self.links:
+            from zoned.nft import localnet_port
+
+            localnet = any(localnet_port(p) for p in self.ports)
+            for i, ln in enumerate(self.links):
                 nl.create_veth(ln["host_if"], ln["ifname"], nsfd, mac=ln["mac"],
                                alias=alias, mtu=ln.get("mtu"))
-                nl.plug(ln["host_if"], net_by_name[ln["network"]], ln["ip"])
+                nl.plug(ln["host_if"], net_by_name[ln["network"]], ln["ip"],
+                        localnet=localnet and i == 0)
                 nl.configure(nipr, ln["ifname"], ln["ip"], ln["prefixlen"],
                              ln["gateway"], ln["default_route"])
 
@@ -277,7 +292,7 @@ def setup_like(root: str, cid: str, described: dict, hostname: str) -> NetworkSe
         network=[ln["network"] for ln in links], ip=links[0]["ip"] if links else None,
         ips=[ln["ip"] for ln in links], mac=links[0]["mac"] if links else None,
         publish=ports, dns=described.get("dns") or [],
-        add_host=described.get("add_hosts") or [], hostname=hostname, name=cid)
+        add_host=described.get("add_hosts") or [], hostname=None, name=hostname)
     return NetworkSetup(root, cid, opts)
 
 
@@ -408,10 +423,14 @@ def _set_section(path: str, netname: str, lines: list[str]) -> None:
 def _sync_hosts(netname: str, data: dict) -> None:
     """Every member of a network resolves every other by name: rewrite the network's
     block in each member's hosts file (called with the network's lock held)."""
+    from zoned.names import safe_hosts_name
+
     lines = []
     for ip, rec in sorted(data["leases"].items(),
                           key=lambda kv: tuple(int(o) for o in kv[0].split("."))):
-        lines.append(f"{ip}\t" + " ".join(rec.get("names") or [rec.get("cid", "")]))
+        names = [n for n in rec.get("names") or [rec.get("cid", "")] if safe_hosts_name(n)]
+        if names:  # a lease file edited by hand never adds lines to anyone's hosts file
+            lines.append(f"{ip}\t" + " ".join(names))
     for rec in data["leases"].values():
         if rec.get("hosts"):
             _set_section(rec["hosts"], netname, lines)
@@ -433,9 +452,7 @@ def release(root: str, cid: str, described: dict, *, partial: bool = False) -> N
         with Netlink() as nl:
             for name in present:
                 nl.delete_link(name, alias)
-    if described.get("ports") or partial:
-        _unpublish(root, cid, [ln["network"] for ln in links][:1] or None,
-                   described.get("ports_network"))
+    _unregister(root, cid, links, described.get("ports_network"))
     from zoned import netconf
 
     for ln in links:
@@ -446,31 +463,44 @@ def release(root: str, cid: str, described: dict, *, partial: bool = False) -> N
         _release_lease(root, net, cid)
 
 
-def _unpublish(root: str, cid: str, netnames, key: str | None) -> None:
+def _unregister(root: str, cid: str, links: list[dict], ports_key: str | None) -> None:
+    """Take the zone's ports and anti-spoofing guards out of its networks' rules."""
     from zoned import nft
 
-    if key is None:
-        if not netnames:
-            return
-        from zoned import netconf
+    keys = {ports_key} if ports_key else set()
+    for ln in links:
+        if ln.get("key"):
+            keys.add(ln["key"])
+        else:  # described by an older zoned: the key is the network's
+            from zoned import netconf
 
-        try:
-            key = netconf.load(root, netnames[0])["key"]
-        except NotFound:
-            return
-    path = nft.fragment_path(key)
-    if not os.path.exists(path):
+            try:
+                keys.add(netconf.load(root, ln["network"])["key"])
+            except NotFound:
+                pass
+    keys = {k for k in keys if os.path.exists(nft.fragment_path(k))}
+    if not keys:
         return
+    real = os.path.realpath(root)
     with nft.registry_lock():
         frags = nft.fragments()
-        frag = next((f for f in frags if f["key"] == key), None)
-        if frag is None or cid not in (frag.get("ports") or {}):
-            return
-        if frag.get("root") != os.path.realpath(root):
-            return
-        del frag["ports"][cid]
-        nft.apply(frags)  # kernel first: killed before the put, a retry or gc redoes both
-        nft.put(frag)
+        changed = []
+        for frag in frags:
+            if frag["key"] not in keys or frag.get("root") != real:
+                continue
+            hit = False
+            for part in ("ports", "guards"):
+                if cid in (frag.get(part) or {}):
+                    del frag[part][cid]
+                    hit = True
+            if "guards" in frag and not frag["guards"]:
+                del frag["guards"]  # the fragment as the network had it before
+            if hit:
+                changed.append(frag)
+        if changed:
+            nft.apply(frags)  # kernel first: killed before the puts, a retry or gc redoes both
+            for frag in changed:
+                nft.put(frag)
 
 
 def _release_lease(root: str, net: dict, cid: str) -> list[str]:
@@ -567,13 +597,17 @@ def _gc(root: str, real: str, live: set, dry_run: bool):
                     nft.remove(f["key"])
                 continue
             if froot == real:
-                for cid in list(f.get("ports") or {}):
-                    if not alive(cid):
-                        yield f"published ports of container {cid}: it is gone"
-                        changed = True
-                        del f["ports"][cid]
-                        if not dry_run:
-                            nft.put(f)
+                for part, what in (("ports", "published ports"),
+                                   ("guards", "anti-spoofing rules")):
+                    for cid in list(f.get(part) or {}):
+                        if not alive(cid):
+                            yield f"{what} of container {cid}: it is gone"
+                            changed = True
+                            del f[part][cid]
+                            if "guards" in f and not f["guards"]:
+                                del f["guards"]
+                            if not dry_run:
+                                nft.put(f)
             keep.append(f)
         if not dry_run and (changed or keep and not nft.table_exists()):
             nft.apply(keep)

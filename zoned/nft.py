@@ -1,11 +1,12 @@
-"""zoned's nftables rules: one table, `inet zoned`, rebuilt as a whole and applied
-atomically with `nft -j -f -` (one transaction: delete and re-add the table).
+"""zoned's nftables rules: the table `inet zoned` (and two guard tables, below), rebuilt
+as a whole and applied atomically with `nft -j -f -` (one transaction: delete and re-add).
 
 The table is host-wide, but zoned has one state root per caller (/run/zoned, test roots, ...),
 so the rules are a pure function of a host-wide registry, one JSON fragment per network in
 REGISTRY (/run/zoned-net/<key>.json, key = the network's bridge name, unique on the host):
-its subnet, mode and the ports its containers publish. Whoever changes a fragment holds
-REGISTRY/lock and re-applies. When the last fragment goes, the table goes.
+its subnet, mode, the ports its containers publish and the guards of their ports. Whoever
+changes a fragment holds REGISTRY/lock and re-applies. When the last fragment goes, the
+tables go.
 
 Layout of the table (S = a network's subnet):
   set subnets           every zoned subnet (isolation between networks)
@@ -22,6 +23,34 @@ Layout of the table (S = a network's subnet):
                         ip saddr 127.0.0.0/8 ct status dnat masquerade    (127.0.0.1:P)
       each S:           ip saddr S ip daddr S ct status dnat masquerade   (hairpin)
       nat S:            ip saddr S ip daddr != S masquerade
+
+Two more tables guard the zones' ports; they are rebuilt in the same transaction, and kept
+apart from `inet zoned` so that the NAT rules' layout does not constrain them.
+`inet zoned-guard`:
+  chain guard           filter/prerouting, priority raw (before conntrack and NAT):
+                        iifname {zone bridges, routed veths} ip daddr 127.0.0.0/8 drop
+                        iifname vmap { VETH : jump g-VETH }          (routed networks)
+  chain g-VETH          ether saddr != MAC drop; ip saddr IP accept; drop
+`bridge zoned`, the anti-spoofing rules of bridged ports (the inet family never sees frames
+one bridge port forwards to another):
+  chain prerouting      bridge/prerouting: iifname vmap { VETH : jump g-VETH }
+  chain g-VETH          ether saddr != MAC drop
+                        arp saddr ether MAC arp saddr ip { IP, 0.0.0.0 } accept
+                        ip saddr IP accept; drop
+
+Anti-spoofing (issue 10, item 7): a zone with CAP_NET_RAW can send any frame. From its
+veth only its own MAC, and IPv4 and ARP with its own address, get anywhere; anything else
+(another zone's address or MAC, IPv6, VLAN tags) is dropped where it enters. The rules
+match the veth by name, so they exist before the veth does (the zone is registered before
+its links are made) and outlive nothing: they go with the zone's entry in its network's
+fragment ("guards": {CID: [{host_if, ip, mac}]}), on removal or by `zoned gc`.
+
+Loopback (item 7): published ports on 127.0.0.1 need route_localnet on the device the
+DNATed packets leave by (the bridge, or a routed zone's veth), and route_localnet also
+lets a zone's packets *to* 127.0.0.0/8 in. So it is on only where a port covering
+127.0.0.1 is published (sync_localnet), and the guard chain drops everything arriving from
+a zone with a loopback destination before any NAT: legitimate replies to 127.0.0.1 arrive
+addressed to the gateway and are de-NATed later.
 """
 from __future__ import annotations
 
@@ -36,6 +65,7 @@ from zoned.ipam import locked, read_json
 REGISTRY = os.environ.get("ZONED_NET_REGISTRY", "/run/zoned-net")
 TABLE = "zoned"
 FAMILY = "inet"
+GUARD_TABLE = "zoned-guard"   # inet: loopback drop and routed anti-spoofing (see above)
 
 
 def registry_lock():
@@ -76,6 +106,11 @@ def remove(key: str) -> bool:
         return False
 
 
+def localnet_port(p: dict) -> bool:
+    """Whether a published port is reachable at 127.0.0.1 (so needs route_localnet)."""
+    return not p.get("host_ip") or p["host_ip"].startswith("127.")
+
+
 def check_ports(frags: list[dict], key: str, cid: str, ports: list[dict]) -> None:
     """One clear error when a host port is already published by someone else."""
     taken = {}
@@ -110,12 +145,97 @@ _EST = {"match": {"op": "in", "left": {"ct": {"key": "state"}},
                   "right": ["established", "related"]}}
 
 
+def _guard_chain(family: str, ifname: str, g: dict, arp: bool,
+                 table: str = TABLE) -> list[dict]:
+    """The commands for one zone port's anti-spoofing chain g-IFNAME."""
+    name = f"g-{ifname}"
+    base = {"family": family, "table": table, "chain": name}
+    ether = {"payload": {"protocol": "ether", "field": "saddr"}}
+    cmds: list[dict] = [
+        {"add": {"chain": {"family": family, "table": table, "name": name}}},
+        {"add": {"rule": dict(base, expr=[{"match": {"op": "!=", "left": ether,
+                                                     "right": g["mac"]}}, {"drop": None}])}}]
+    if arp:
+        cmds.append({"add": {"rule": dict(base, expr=[
+            {"match": {"op": "==", "left": {"payload": {"protocol": "arp",
+                                                        "field": "saddr ether"}},
+                       "right": g["mac"]}},
+            {"match": {"op": "==", "left": {"payload": {"protocol": "arp",
+                                                        "field": "saddr ip"}},
+                       "right": {"set": sorted({g["ip"], "0.0.0.0"})}}},  # 0.0.0.0: probes
+            {"accept": None}])}})
+    cmds.append({"add": {"rule": dict(base, expr=[_ip("saddr", "==", g["ip"]),
+                                                  {"accept": None}])}})
+    cmds.append({"add": {"rule": dict(base, expr=[{"drop": None}])}})
+    return cmds
+
+
+def _guards(frags: list[dict], routed: bool) -> list[tuple[str, dict]]:
+    out = []
+    for f in frags:
+        if (f.get("mode") == "routed") != routed:
+            continue
+        for _cid, glist in sorted((f.get("guards") or {}).items()):
+            for g in glist:
+                out.append((g["host_if"], g))
+    return out
+
+
+def _vmap(ifnames: list[str]) -> dict:
+    return {"vmap": {"key": {"meta": {"key": "iifname"}},
+                     "data": {"set": [[n, {"jump": {"target": f"g-{n}"}}] for n in ifnames]}}}
+
+
+def render_bridge(frags: list[dict]) -> list[dict]:
+    """The commands that replace the `bridge zoned` table (anti-spoofing of bridge ports)."""
+    t = {"family": "bridge", "name": TABLE}
+    cmds: list[dict] = [{"add": {"table": t}}, {"delete": {"table": t}}]
+    guards = _guards(frags, routed=False)
+    if not guards:
+        return cmds
+    cmds.append({"add": {"table": t}})
+    cmds.append({"add": {"chain": {"family": "bridge", "table": TABLE, "name": "prerouting",
+                                   "type": "filter", "hook": "prerouting", "prio": -300,
+                                   "policy": "accept"}}})
+    for ifname, g in guards:
+        cmds += _guard_chain("bridge", ifname, g, arp=True)
+    cmds.append({"add": {"rule": {"family": "bridge", "table": TABLE, "chain": "prerouting",
+                                  "expr": [_vmap([n for n, _ in guards])]}}})
+    return cmds
+
+
+def render_guard(frags: list[dict]) -> list[dict]:
+    """The commands that replace the `inet zoned-guard` table: the loopback drop for every
+    zone device and the anti-spoofing of routed ports."""
+    t = {"family": FAMILY, "name": GUARD_TABLE}
+    cmds: list[dict] = [{"add": {"table": t}}, {"delete": {"table": t}}]
+    zone_ifs = sorted({f["bridge"] for f in frags if f.get("bridge")}
+                      | {n for n, _ in _guards(frags, routed=True)})
+    if not zone_ifs:
+        return cmds
+    cmds.append({"add": {"table": t}})
+    cmds.append({"add": {"chain": {"family": FAMILY, "table": GUARD_TABLE, "name": "guard",
+                                   "type": "filter", "hook": "prerouting", "prio": -300,
+                                   "policy": "accept"}}})
+    base = {"family": FAMILY, "table": GUARD_TABLE, "chain": "guard"}
+    cmds.append({"add": {"rule": dict(base, expr=[
+        {"match": {"op": "==", "left": {"meta": {"key": "iifname"}},
+                   "right": {"set": zone_ifs}}},
+        _ip("daddr", "==", _prefix("127.0.0.0/8")), {"drop": None}])}})
+    routed = _guards(frags, routed=True)
+    for ifname, g in routed:
+        cmds += _guard_chain(FAMILY, ifname, g, arp=False, table=GUARD_TABLE)
+    if routed:
+        cmds.append({"add": {"rule": dict(base, expr=[_vmap([n for n, _ in routed])])}})
+    return cmds
+
+
 def render(frags: list[dict]) -> list[dict]:
-    """The nft JSON commands that replace the table with the one `frags` describe."""
+    """The nft JSON commands that replace the tables with the ones `frags` describe."""
     t = {"family": FAMILY, "name": TABLE}
     cmds: list[dict] = [{"add": {"table": t}}, {"delete": {"table": t}}, {"add": {"table": t}}]
     if not frags:
-        return cmds[:2]
+        return cmds[:2] + render_guard([]) + render_bridge([])
 
     def chain(name, ctype, hook, prio):
         cmds.append({"add": {"chain": {"family": FAMILY, "table": TABLE, "name": name,
@@ -169,7 +289,38 @@ def render(frags: list[dict]) -> list[dict]:
         if f.get("mode") == "nat" and not f.get("internal"):
             rule("postrouting", _ip("saddr", "==", s), _ip("daddr", "!=", s),
                  {"masquerade": None})
-    return cmds
+    return cmds + render_guard(frags) + render_bridge(frags)
+
+
+def localnet_devices(frags: list[dict]) -> dict[str, bool]:
+    """{device: needs route_localnet} for every zoned device the rules know: a bridge when
+    one of its network's ports covers 127.0.0.1, a routed zone's veth when its own do."""
+    out: dict[str, bool] = {}
+    for f in frags:
+        ports = f.get("ports") or {}
+        if f.get("bridge"):
+            out[f["bridge"]] = any(localnet_port(p) for plist in ports.values()
+                                   for p in plist)
+        elif f.get("mode") == "routed":
+            for cid, glist in (f.get("guards") or {}).items():
+                need = any(localnet_port(p) for p in ports.get(cid) or [])
+                for g in glist:
+                    out[g["host_if"]] = need
+    return out
+
+
+def sync_localnet(frags: list[dict]) -> None:
+    """route_localnet on exactly the devices that need it (see the module doc); devices not
+    made yet are set when they are plugged (zoned.netlink.Netlink.plug)."""
+    from zoned.netlink import sysctl
+
+    for dev, need in localnet_devices(frags).items():
+        if os.path.isdir(f"/proc/sys/net/ipv4/conf/{dev}"):
+            try:
+                sysctl(f"net/ipv4/conf/{dev}/route_localnet", "1" if need else "0")
+            except ZonedError:
+                if os.path.isdir(f"/proc/sys/net/ipv4/conf/{dev}"):
+                    raise  # (a device that went away meanwhile is no error)
 
 
 def nft_binary() -> str:
@@ -185,13 +336,14 @@ def apply(frags: list[dict] | None = None) -> None:
     if frags is None:
         frags = fragments()
     if not frags:
-        if table_exists():
+        if table_exists() or table_exists("bridge") or table_exists(FAMILY, GUARD_TABLE):
             _run(render([]))
         from zoned.ipam import remove_dir_if_idle
 
         remove_dir_if_idle(REGISTRY, "lock")  # no network left on the host
         return
     _run(render(frags))
+    sync_localnet(frags)
 
 
 def _run(cmds: list[dict]) -> None:
@@ -203,9 +355,9 @@ def _run(cmds: list[dict]) -> None:
         raise ZonedError(f"nft: could not apply zoned's rules: {msg}")
 
 
-def table_exists() -> bool:
+def table_exists(family: str = FAMILY, name: str = TABLE) -> bool:
     try:
-        p = subprocess.run([nft_binary(), "list", "table", FAMILY, TABLE],
+        p = subprocess.run([nft_binary(), "list", "table", family, name],
                            capture_output=True, text=True)
     except ZonedError:
         return False

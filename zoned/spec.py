@@ -305,10 +305,13 @@ class RunOptions:
         if not args:
             raise ConfigError("no command given and the image has no default command")
         cfg = default_config(args, terminal=self.tty, caps=DEFAULT_CAPS)
+        from zoned.names import hostname_for
+
+        hostname = hostname_for(self.hostname, self.name)
         proc = cfg["process"]
         proc["env"] = merge_env(
             merge_env([f"PATH={DEFAULT_PATH}"], list(image_config.get("env") or [])),
-            ([f"HOSTNAME={self.hostname or self.name or 'zoned'}"]
+            ([f"HOSTNAME={hostname}"]
              + (["TERM=xterm"] if self.tty else []) + parse_env(self.env)))
         proc["cwd"] = self.workdir or image_config.get("workdir") or "/"
         if not os.path.isabs(proc["cwd"]):
@@ -316,7 +319,7 @@ class RunOptions:
         user = self.user or image_config.get("user")
         if user:
             proc["user"] = parse_user(str(user), rootfs)
-        cfg["hostname"] = self.hostname or self.name or "zoned"
+        cfg["hostname"] = hostname
         cfg["root"] = {"path": str(rootfs) if self.rootfs else "rootfs",
                        "readonly": bool(self.read_only)}
         if self.image and image_rootfs is not None and not self.rootfs:
@@ -378,6 +381,10 @@ def validate(cfg: dict) -> dict:
     if not cfg["root"]["path"]:
         raise ConfigError("config.json: root.path is required")
     linux = cfg.get("linux") or {}
+    if cfg.get("hostname") not in (None, ""):  # runc sets no hostname for ""
+        from zoned.names import check_hostname
+
+        check_hostname(cfg["hostname"], "config.json: hostname")
     seen = set()
     for i, ns in enumerate(linux.get("namespaces") or []):
         t = ns["type"]
