@@ -16,6 +16,7 @@ import os
 import shutil
 import stat
 import subprocess
+import sys
 import uuid
 from pathlib import Path
 
@@ -275,20 +276,34 @@ def test_tmpfs_and_device_paths_in_a_bundle_stay_inside(cli, tmp_path, busybox, 
 
 def test_dev_symlink_without_a_dev_mount_stays_inside(cli, tmp_path, busybox, host):
     """No /dev tmpfs in the config: the default nodes and /dev symlinks go into the
-    rootfs's own /dev, here a link out."""
-    b = make_bundle(tmp_path, busybox, ["true"])
-    cfg = json.loads((b / "config.json").read_text())
-    cfg["mounts"] = [m for m in cfg["mounts"] if not m["destination"].startswith("/dev")]
-    cfg["linux"]["maskedPaths"] = []  # they bind the container's /dev/null: not there
-    (b / "config.json").write_text(json.dumps(cfg))
-    (b / "rootfs" / "dev").rmdir()
-    (b / "rootfs" / "dev").symlink_to(climb_to(host / "dev"))
+    rootfs's own /dev, here a link out. (main failed with ENOENT here rather than escape:
+    it never made the missing /n; zoned now makes them where the link leads, inside.)"""
+    def bundle(name: str) -> Path:
+        b = make_bundle(tmp_path, busybox, ["true"], name)
+        cfg = json.loads((b / "config.json").read_text())
+        cfg["mounts"] = [m for m in cfg["mounts"] if not m["destination"].startswith("/dev")]
+        # a mount that makes the missing /n: the kernel can then walk /n/.. upwards
+        cfg["mounts"].append({"destination": "/n", "type": "tmpfs", "source": "tmpfs"})
+        cfg["linux"]["maskedPaths"] = []  # they bind the container's /dev/null: not there
+        (b / "config.json").write_text(json.dumps(cfg))
+        (b / "rootfs" / "dev").rmdir()
+        (b / "rootfs" / "dev").symlink_to(climb_to(host))  # its "null": the host's canary
+        return b
+
+    b = bundle("z")
+    os.rename(host / "canary", host / "null")
     p = cli("run", "--bundle", str(b), "esc-nodev")
+    os.rename(host / "null", host / "canary")
     assert_intact(host)
     assert p.returncode == 0, p.stderr
-    inside = b / "rootfs" / str(host).lstrip("/") / "dev"
+    inside = b / "rootfs" / str(host).lstrip("/")
     assert stat.S_ISCHR(os.lstat(inside / "null").st_mode)
     assert os.readlink(inside / "fd") == "/proc/self/fd"
+    if RUNC:
+        os.rename(host / "canary", host / "null")
+        r = runc_run(tmp_path, bundle("r"))
+        os.rename(host / "null", host / "canary")
+        assert_intact(host)  # runc fails cleanly here (its /dev/ptmx link: ENOENT)
 
 
 # -- item 12: linux.devices under the default device rules -------------------------------
@@ -311,6 +326,53 @@ def test_linux_devices_are_made_under_deny_all_rules(cli, tmp_path, busybox, run
         "/dev/net/tun character special file a:c8 640",
         "Operation not permitted",  # made, not usable: no rule of the config's allows it
     ]
+
+
+_MKNOD_PROBE = """
+import os, stat, sys
+sys.stdin.readline()  # in the cgroup now
+d = sys.argv[1]
+for name, minor in (("fuse", 229), ("other", 230)):
+    try:
+        os.mknod(os.path.join(d, name), stat.S_IFCHR | 0o666, os.makedev(10, minor))
+        print(name, "made")
+    except OSError as e:
+        print(name, e.strerror)
+try:
+    os.close(os.open(os.path.join(d, "fuse"), os.O_RDWR))
+    print("open ok")
+except OSError as e:
+    print("open", e.strerror)
+"""
+
+
+def test_v2_device_program_allows_the_configured_mknod_only(tmp_path):
+    """The cgroup v2 path: the same rule list becomes the eBPF program, attached before
+    the init is moved in (as v1's devices.allow/deny are written); the init can make the
+    configured node, no other, and cannot open it. Tried on a cgroup2 dir of this host."""
+    from zoned import cgroups
+    from zoned.runtime import container_resources
+
+    u = next((h for h in cgroups.hierarchies() if h.fstype == "cgroup2"), None)
+    if u is None:
+        pytest.skip("no cgroup2 hierarchy mounted")
+    devices = [{"path": "/dev/fuse", "type": "c", "major": 10, "minor": 229}]
+    rules = container_resources({"devices": [{"allow": False, "access": "rwm"}]},
+                                devices)["devices"]
+    cg = cgroups.V2Cgroup(f"/zoned-test-esc/{uuid.uuid4().hex[:12]}", u, controllers=())
+    cg.create()
+    try:
+        cg.apply({"devices": rules})
+        probe = subprocess.Popen([sys.executable, "-c", _MKNOD_PROBE, str(tmp_path)],
+                                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        cg.add(probe.pid)
+        out, _ = probe.communicate("go\n", timeout=30)
+    finally:
+        cg.kill()
+        cg.destroy()
+        cgroups.remove_if_empty("/zoned-test-esc")
+    assert out.splitlines() == ["fuse made", "other Operation not permitted",
+                                "open Operation not permitted"]
 
 
 # -- item 9: nothing hides /proc -------------------------------------------------------------
