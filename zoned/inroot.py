@@ -107,6 +107,14 @@ class Target:
         """A path that is this very file (for mount(2) and friends): no re-walk."""
         return f"/proc/self/fd/{self.fd}"
 
+    def mount(self, source: str | None, fstype: str | None = None, flags: int = 0,
+              data: str | None = None) -> None:
+        """mount(2) onto this very file; errors name its path inside the root."""
+        try:
+            sc.mount(source, self.proc, fstype, flags, data)
+        except OSError as e:
+            raise OSError(e.errno, e.strerror, self.path) from None
+
     def reopen(self) -> None:
         """After a mount onto this target, point at the new mount's root (the old fd still
         names the directory underneath)."""

@@ -138,24 +138,24 @@ class Rootfs:
                     self._idmapped_bind(src, t.fd, idmap_fd, bool(flags & sc.MS_REC),
                                         "ridmap" in (m.get("options") or []))
                 else:
-                    sc.mount(src, t.proc, None, sc.MS_BIND | (flags & sc.MS_REC))
+                    t.mount(src, None, sc.MS_BIND | (flags & sc.MS_REC))
                 t.reopen()
                 rest = flags & ~(sc.MS_BIND | sc.MS_REC | sc.MS_REMOUNT)
                 if rest:
-                    sc.mount(None, t.proc, None, sc.MS_BIND | sc.MS_REMOUNT | rest)
+                    t.mount(None, None, sc.MS_BIND | sc.MS_REMOUNT | rest)
             else:
                 try:
-                    sc.mount(m.get("source") or kind, t.proc, kind, flags, data or None)
+                    t.mount(m.get("source") or kind, kind, flags, data or None)
                     t.reopen()
                 except PermissionError:
                     if kind != "sysfs":
                         raise
                     # sysfs of a shared (host) network namespace: bind the host's instead.
-                    sc.mount("/sys", t.proc, None, sc.MS_BIND | sc.MS_REC)
+                    t.mount("/sys", None, sc.MS_BIND | sc.MS_REC)
                     t.reopen()
-                    sc.mount(None, t.proc, None, sc.MS_BIND | sc.MS_REMOUNT | flags)
+                    t.mount(None, None, sc.MS_BIND | sc.MS_REMOUNT | flags)
             if prop:
-                sc.mount(None, t.proc, None, prop)
+                t.mount(None, None, prop)
 
     def mount_cgroups(self, t: inroot.Target, flags: int) -> None:
         """The host's cgroup hierarchies, seen from the container's cgroup namespace."""
@@ -164,14 +164,13 @@ class Rootfs:
         if len(hier) == 1 and hier[0].fstype == "cgroup2":
             if self.bind_cgroups and self.cgroup_path and "cgroup" not in {
                     n.get("type") for n in self.linux.get("namespaces", [])}:
-                sc.mount(hier[0].mountpoint + self.cgroup_path, t.proc, None,
-                         sc.MS_BIND | sc.MS_REC)
+                t.mount(hier[0].mountpoint + self.cgroup_path, None, sc.MS_BIND | sc.MS_REC)
                 t.reopen()
-                sc.mount(None, t.proc, None, sc.MS_BIND | sc.MS_REMOUNT | sc.MS_RDONLY | flags)
+                t.mount(None, None, sc.MS_BIND | sc.MS_REMOUNT | sc.MS_RDONLY | flags)
                 return
-            sc.mount("cgroup", t.proc, "cgroup2", flags | sc.MS_RDONLY)
+            t.mount("cgroup", "cgroup2", flags | sc.MS_RDONLY)
             return
-        sc.mount("tmpfs", t.proc, "tmpfs", flags, "mode=755")
+        t.mount("tmpfs", "tmpfs", flags, "mode=755")
         t.reopen()  # the fresh tmpfs: the sub-directories are made in it, by fd
         for h in hier:
             with inroot.target(t.fd, os.path.basename(h.mountpoint), "dir") as sub:
@@ -179,13 +178,12 @@ class Rootfs:
                         h.fstype == "cgroup" or "cgroup" not in {
                             n.get("type") for n in self.linux.get("namespaces", [])}):
                     src = h.mountpoint + self.cgroup_path
-                    sc.mount(src, sub.proc, None, sc.MS_BIND | sc.MS_REC)
+                    sub.mount(src, None, sc.MS_BIND | sc.MS_REC)
                     sub.reopen()
-                    sc.mount(None, sub.proc, None,
-                             sc.MS_BIND | sc.MS_REMOUNT | sc.MS_RDONLY | flags)
+                    sub.mount(None, None, sc.MS_BIND | sc.MS_REMOUNT | sc.MS_RDONLY | flags)
                     continue
-                sc.mount("cgroup", sub.proc, h.fstype, flags | sc.MS_RDONLY, h.options or None)
-        sc.mount(None, t.proc, None, sc.MS_REMOUNT | sc.MS_RDONLY | flags)
+                sub.mount("cgroup", h.fstype, flags | sc.MS_RDONLY, h.options or None)
+        t.mount(None, None, sc.MS_REMOUNT | sc.MS_RDONLY | flags)
 
     def make_devices(self) -> None:
         """runc's default nodes, the config's linux.devices, the /dev symlinks. Each is made
@@ -240,7 +238,7 @@ class Rootfs:
 
     def _bind_device(self, host_path: str, path: str) -> None:
         with inroot.file_target(self.root_fd, path) as t:
-            sc.mount(host_path, t.proc, None, sc.MS_BIND)
+            t.mount(host_path, None, sc.MS_BIND)
 
     # -- pivot and after ---------------------------------------------------------------
     def pivot(self, no_pivot: bool = False) -> None:
