@@ -161,3 +161,33 @@ int z_exec(const char *path, char *const argv[], char *const envp[],
     execve(path, argv, envp);
     return -1;
 }
+
+/* -- paths inside a container's rootfs (zoned/inroot.py) --------------------------------- */
+#include <sys/vfs.h>
+
+#ifndef SYS_openat2
+#define SYS_openat2 437
+#endif
+
+struct z_open_how {
+    uint64_t flags;
+    uint64_t mode;
+    uint64_t resolve;
+};
+
+/* openat2(2): open_how as three numbers, so Python need not lay out the struct. */
+int z_openat2(int dirfd, const char *path, unsigned long long flags,
+              unsigned long long mode, unsigned long long resolve)
+{
+    struct z_open_how how = {flags, mode, resolve};
+    return (int)syscall(SYS_openat2, dirfd, path, &how, sizeof(how));
+}
+
+/* The f_type (filesystem magic) of an open file, or -1 with errno. */
+long long z_fstatfs_type(int fd)
+{
+    struct statfs st;
+    if (fstatfs(fd, &st) < 0)
+        return -1;
+    return (long long)st.f_type;
+}

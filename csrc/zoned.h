@@ -24,3 +24,6 @@ int z_bpf(int cmd, void *attr, unsigned int size);
 int z_clone3(unsigned long long flags, int cgroup_fd, int *pidfd_out);
 int z_exec(const char *path, char *const argv[], char *const envp[],
            const unsigned char *bpf, size_t bpf_len, unsigned int seccomp_flags);
+int z_openat2(int dirfd, const char *path, unsigned long long flags,
+              unsigned long long mode, unsigned long long resolve);
+long long z_fstatfs_type(int fd);

@@ -334,7 +334,7 @@ def _child(plan: Plan) -> None:
                 sc.sethostname(cfg["hostname"])
             if cfg.get("domainname"):
                 sc.setdomainname(cfg["domainname"])
-        from zoned.rootfs import Rootfs, secure_join
+        from zoned.rootfs import Rootfs
 
         fs = Rootfs(cfg, plan.rootfs, upper=plan.upper, work=plan.work,
                     cgroup_hierarchies=plan.hierarchies, cgroup_path=plan.cgroup_path,
@@ -342,8 +342,7 @@ def _child(plan: Plan) -> None:
         fs.prepare(joined_cgroup)
         if cfg_hooks.get("createContainer"):  # container namespaces, before pivot_root
             hooks.run(cfg_hooks, "createContainer", cgroup_joined[0])
-        cwd = secure_join(plan.rootfs, proc.get("cwd") or "/")
-        os.makedirs(cwd, mode=0o755, exist_ok=True)
+        fs.make_cwd(proc.get("cwd") or "/")
         fs.pivot(plan.no_pivot)
         fs.finish()
     os.chdir(proc.get("cwd") or "/")

@@ -8,8 +8,15 @@ import errno
 import os
 import stat
 
+from zoned import inroot
 from zoned import syscalls as sc
 from zoned.errors import ConfigError
+from zoned.inroot import secure_join  # noqa: F401 - the path-string form, for callers
+
+# What may be mounted inside /proc (runc's checkProcMount): files lxcfs emulates.
+PROC_MOUNTABLE = ("/proc/cpuinfo", "/proc/diskstats", "/proc/meminfo", "/proc/stat",
+                  "/proc/swaps", "/proc/uptime", "/proc/loadavg", "/proc/slabinfo",
+                  "/proc/net/dev", "/proc/sys/kernel/ns_last_pid")
 
 # OCI/fstab mount option -> (clear, flag); as runc's parseMountOptions.
 _FLAGS = {
@@ -59,52 +66,6 @@ def parse_options(options: list[str]) -> tuple[int, int, str]:
     return flags, prop, ",".join(data)
 
 
-def secure_join(root: str, path: str) -> str:
-    """`root`/`path` with symlinks resolved as if `root` were / (no escape), like
-    filepath-securejoin. Missing trailing components are returned unresolved."""
-    parts = [p for p in path.split("/") if p and p != "."]
-    resolved: list[str] = []
-    hops = 0
-    while parts:
-        part = parts.pop(0)
-        if part == "..":
-            if resolved:
-                resolved.pop()
-            continue
-        cand = os.path.join(root, *resolved, part)
-        try:
-            st = os.lstat(cand)
-        except FileNotFoundError:
-            resolved.append(part)
-            resolved.extend(p for p in parts if p not in ("", "."))
-            break
-        if stat.S_ISLNK(st.st_mode):
-            hops += 1
-            if hops > 255:
-                raise OSError(errno.ELOOP, "too many symlinks", path)
-            target = os.readlink(cand)
-            if target.startswith("/"):
-                resolved = []
-            parts = [p for p in target.split("/") if p and p != "."] + parts
-            continue
-        resolved.append(part)
-    return os.path.join(root, *resolved)
-
-
-def _mkdir_p(path: str) -> None:
-    os.makedirs(path, mode=0o755, exist_ok=True)
-
-
-def _make_target(target: str, like_file: bool) -> None:
-    if os.path.lexists(target):
-        return
-    _mkdir_p(os.path.dirname(target))
-    if like_file:
-        os.close(os.open(target, os.O_CREAT | os.O_WRONLY | os.O_CLOEXEC, 0o644))
-    else:
-        os.mkdir(target, 0o755)
-
-
 class Rootfs:
     """Builds the mount tree under `path` and pivots into it. Runs in the container child."""
 
@@ -139,6 +100,8 @@ class Rootfs:
                      f"lowerdir={lower},upperdir={self.upper},workdir={self.work}")
         else:
             sc.mount(self.path, self.path, None, sc.MS_BIND | sc.MS_REC)
+        # Every path below is resolved from this fd, inside the root (zoned.inroot).
+        self.root_fd = os.open(self.path, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
         waiting = True
         for i, m in enumerate(self.cfg.get("mounts") or []):
             if waiting and m.get("type") == "cgroup":
@@ -154,119 +117,128 @@ class Rootfs:
         kind = m.get("type") or ("bind" if "bind" in (m.get("options") or []) or
                                  "rbind" in (m.get("options") or []) else None)
         flags, prop, data = parse_options(m.get("options") or [])
-        target = secure_join(self.path, dest)
-        if kind == "cgroup":
-            return self.mount_cgroups(target, flags)
-        if kind == "bind" or flags & sc.MS_BIND:
+        bind = kind == "bind" or bool(flags & sc.MS_BIND)
+        st = None
+        if bind:
             src = m.get("source") or ""
             try:
                 st = os.stat(src)
             except FileNotFoundError:
                 raise ConfigError(f"mount source {src!r} for {dest} does not exist") from None
-            _make_target(target, not stat.S_ISDIR(st.st_mode))
-            if idmap_fd is not None:
-                self._idmapped_bind(src, target, idmap_fd, bool(flags & sc.MS_REC),
-                                    "ridmap" in (m.get("options") or []))
+        like_file = st is not None and not stat.S_ISDIR(st.st_mode)
+        names = inroot.resolve(self.root_fd, dest)
+        if not names:
+            raise ConfigError(f"mount destination {dest!r} is the container's root")
+        check_proc_mount(m, "/" + "/".join(names), kind, bind)
+        with inroot.target(self.root_fd, dest, "file" if like_file else "dir", names) as t:
+            if kind == "cgroup":
+                return self.mount_cgroups(t, flags)
+            if bind:
+                if idmap_fd is not None:
+                    self._idmapped_bind(src, t.fd, idmap_fd, bool(flags & sc.MS_REC),
+                                        "ridmap" in (m.get("options") or []))
+                else:
+                    t.mount(src, None, sc.MS_BIND | (flags & sc.MS_REC))
+                t.reopen()
+                rest = flags & ~(sc.MS_BIND | sc.MS_REC | sc.MS_REMOUNT)
+                if rest:
+                    t.mount(None, None, sc.MS_BIND | sc.MS_REMOUNT | rest)
             else:
-                sc.mount(src, target, None, sc.MS_BIND | (flags & sc.MS_REC))
-            rest = flags & ~(sc.MS_BIND | sc.MS_REC | sc.MS_REMOUNT)
-            if rest:
-                sc.mount(None, target, None, sc.MS_BIND | sc.MS_REMOUNT | rest)
-        else:
-            _make_target(target, False)
-            try:
-                sc.mount(m.get("source") or kind, target, kind, flags, data or None)
-            except PermissionError:
-                if kind != "sysfs":
-                    raise
-                # sysfs of a shared (host) network namespace: bind the host's instead.
-                sc.mount("/sys", target, None, sc.MS_BIND | sc.MS_REC)
-                sc.mount(None, target, None, sc.MS_BIND | sc.MS_REMOUNT | flags)
-        if prop:
-            sc.mount(None, target, None, prop)
+                try:
+                    t.mount(m.get("source") or kind, kind, flags, data or None)
+                    t.reopen()
+                except PermissionError:
+                    if kind != "sysfs":
+                        raise
+                    # sysfs of a shared (host) network namespace: bind the host's instead.
+                    t.mount("/sys", None, sc.MS_BIND | sc.MS_REC)
+                    t.reopen()
+                    t.mount(None, None, sc.MS_BIND | sc.MS_REMOUNT | flags)
+            if prop:
+                t.mount(None, None, prop)
 
-    def mount_cgroups(self, target: str, flags: int) -> None:
+    def mount_cgroups(self, t: inroot.Target, flags: int) -> None:
         """The host's cgroup hierarchies, seen from the container's cgroup namespace."""
-        _make_target(target, False)
         flags &= ~sc.MS_RDONLY  # made read-only after the sub-mounts exist
         hier = self.hierarchies
         if len(hier) == 1 and hier[0].fstype == "cgroup2":
             if self.bind_cgroups and self.cgroup_path and "cgroup" not in {
                     n.get("type") for n in self.linux.get("namespaces", [])}:
-                sc.mount(hier[0].mountpoint + self.cgroup_path, target, None,
-                         sc.MS_BIND | sc.MS_REC)
-                sc.mount(None, target, None, sc.MS_BIND | sc.MS_REMOUNT | sc.MS_RDONLY | flags)
+                t.mount(hier[0].mountpoint + self.cgroup_path, None, sc.MS_BIND | sc.MS_REC)
+                t.reopen()
+                t.mount(None, None, sc.MS_BIND | sc.MS_REMOUNT | sc.MS_RDONLY | flags)
                 return
-            sc.mount("cgroup", target, "cgroup2", flags | sc.MS_RDONLY)
+            t.mount("cgroup", "cgroup2", flags | sc.MS_RDONLY)
             return
-        sc.mount("tmpfs", target, "tmpfs", flags, "mode=755")
+        t.mount("tmpfs", "tmpfs", flags, "mode=755")
+        t.reopen()  # the fresh tmpfs: the sub-directories are made in it, by fd
         for h in hier:
-            sub = os.path.join(target, os.path.basename(h.mountpoint))
-            os.makedirs(sub, exist_ok=True)
-            if self.bind_cgroups and self.cgroup_path and (
-                    h.fstype == "cgroup" or "cgroup" not in {
-                        n.get("type") for n in self.linux.get("namespaces", [])}):
-                src = h.mountpoint + self.cgroup_path
-                sc.mount(src, sub, None, sc.MS_BIND | sc.MS_REC)
-                sc.mount(None, sub, None, sc.MS_BIND | sc.MS_REMOUNT | sc.MS_RDONLY | flags)
-                continue
-            sc.mount("cgroup", sub, h.fstype, flags | sc.MS_RDONLY, h.options or None)
-        sc.mount(None, target, None, sc.MS_REMOUNT | sc.MS_RDONLY | flags)
+            with inroot.target(t.fd, os.path.basename(h.mountpoint), "dir") as sub:
+                if self.bind_cgroups and self.cgroup_path and (
+                        h.fstype == "cgroup" or "cgroup" not in {
+                            n.get("type") for n in self.linux.get("namespaces", [])}):
+                    src = h.mountpoint + self.cgroup_path
+                    sub.mount(src, None, sc.MS_BIND | sc.MS_REC)
+                    sub.reopen()
+                    sub.mount(None, None, sc.MS_BIND | sc.MS_REMOUNT | sc.MS_RDONLY | flags)
+                    continue
+                sub.mount("cgroup", h.fstype, flags | sc.MS_RDONLY, h.options or None)
+        t.mount(None, None, sc.MS_REMOUNT | sc.MS_RDONLY | flags)
 
     def make_devices(self) -> None:
-        dev = secure_join(self.path, "/dev")
+        """runc's default nodes, the config's linux.devices, the /dev symlinks. Each is made
+        in place of what is there (never through a symlink), its directory resolved inside
+        the root."""
         for path, major, minor in DEFAULT_DEVICES:
             if self.userns:
-                self._bind_device(path, dev + path[4:])
+                self._bind_device(path, path)
             else:
-                self._mknod(dev + path[4:], stat.S_IFCHR | 0o666, major, minor, 0, 0)
+                inroot.replace_node(self.root_fd, path, stat.S_IFCHR | 0o666,
+                                    os.makedev(major, minor))
         for d in self.linux.get("devices") or []:
             kind = {"c": stat.S_IFCHR, "u": stat.S_IFCHR, "b": stat.S_IFBLK,
                     "p": stat.S_IFIFO}.get(d.get("type"))
             if kind is None:
                 raise ConfigError(f"device {d.get('path')}: unknown type {d.get('type')!r}")
-            target = secure_join(self.path, d["path"])
-            _mkdir_p(os.path.dirname(target))
             if self.userns:
-                self._bind_device(d["path"], target)
+                self._bind_device(d["path"], d["path"])
                 continue
-            self._mknod(target, kind | int(d.get("fileMode", 0o666)), int(d.get("major", 0)),
-                        int(d.get("minor", 0)), int(d.get("uid", 0)), int(d.get("gid", 0)))
-        for src, link in DEV_SYMLINKS:
-            try:
-                os.symlink(src, dev + link[4:])
-            except FileExistsError:
-                pass
+            mode = kind | (int(d.get("fileMode", 0o666)) & 0o7777)
+            inroot.replace_node(self.root_fd, d["path"], mode,
+                                os.makedev(int(d.get("major", 0)), int(d.get("minor", 0))),
+                                int(d.get("uid", 0)), int(d.get("gid", 0)))
+        dev = inroot.open_dir(self.root_fd, inroot.resolve(self.root_fd, "/dev"))
+        try:
+            for src, link in DEV_SYMLINKS:
+                try:
+                    os.symlink(src, link[5:], dir_fd=dev)
+                except FileExistsError:
+                    pass
+        finally:
+            os.close(dev)
+
+    def make_cwd(self, cwd: str) -> None:
+        """The process's working directory, made inside the root if missing."""
+        inroot.target(self.root_fd, cwd, "dir").close()
 
     @staticmethod
-    def _idmapped_bind(src: str, target: str, userns_fd: int, rec: bool, ridmap: bool) -> None:
+    def _idmapped_bind(src: str, target_fd: int, userns_fd: int, rec: bool,
+                       ridmap: bool) -> None:
         """An idmapped bind mount: clone the source tree detached, give it the mapping of
-        `userns_fd` (mount_setattr MOUNT_ATTR_IDMAP), attach it at target."""
+        `userns_fd` (mount_setattr MOUNT_ATTR_IDMAP), attach it onto target_fd."""
         tree = sc.open_tree(src, sc.OPEN_TREE_CLONE | sc.OPEN_TREE_CLOEXEC |
                             (sc.AT_RECURSIVE if rec else 0))
         try:
             sc.mount_setattr("", attr_set=sc.MOUNT_ATTR_IDMAP, dirfd=tree,
                              flags=sc.AT_EMPTY_PATH | (sc.AT_RECURSIVE if ridmap else 0),
                              userns_fd=userns_fd)
-            sc.move_mount(tree, target)
+            sc.move_mount_to_fd(tree, target_fd)
         finally:
             os.close(tree)
 
-    @staticmethod
-    def _bind_device(host_path: str, target: str) -> None:
-        _make_target(target, True)
-        sc.mount(host_path, target, None, sc.MS_BIND)
-
-    @staticmethod
-    def _mknod(path: str, mode: int, major: int, minor: int, uid: int, gid: int) -> None:
-        try:
-            os.unlink(path)
-        except FileNotFoundError:
-            pass
-        os.mknod(path, mode, os.makedev(major, minor))
-        os.chmod(path, mode & 0o7777)
-        if uid or gid:
-            os.chown(path, uid, gid)
+    def _bind_device(self, host_path: str, path: str) -> None:
+        with inroot.file_target(self.root_fd, path) as t:
+            t.mount(host_path, None, sc.MS_BIND)
 
     # -- pivot and after ---------------------------------------------------------------
     def pivot(self, no_pivot: bool = False) -> None:
@@ -303,6 +275,30 @@ class Rootfs:
             readonly_path(p)
         if (self.cfg.get("root") or {}).get("readonly"):
             sc.mount_setattr("/", attr_set=sc.MOUNT_ATTR_RDONLY, flags=0)
+
+
+def check_proc_mount(m: dict, dest: str, kind: str | None, bind: bool) -> None:
+    """runc's checkProcMount: nothing may hide the container's procfs. `dest` is the
+    destination resolved inside the root. /proc itself takes only a procfs; inside it only
+    the files lxcfs emulates may be covered."""
+    if dest != "/proc" and not dest.startswith("/proc/"):
+        return
+    what = f"mount {m.get('source') or kind!r} on {m['destination']!r}"
+    if dest == "/proc":
+        if kind == "proc" or (bind and _is_procfs(m.get("source") or "")):
+            return
+        raise ConfigError(f"{what}: /proc cannot be mounted over because it is not of type "
+                          "proc")
+    if dest not in PROC_MOUNTABLE:
+        raise ConfigError(f"{what}: {dest} cannot be mounted because it is inside /proc")
+
+
+def _is_procfs(path: str) -> bool:
+    fd = os.open(path, os.O_PATH | os.O_CLOEXEC)
+    try:
+        return sc.fstatfs_type(fd) == sc.PROC_SUPER_MAGIC
+    finally:
+        os.close(fd)
 
 
 def mask_path(path: str) -> None:

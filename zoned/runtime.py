@@ -288,7 +288,8 @@ class Runtime:
                 except OSError as e:
                     if e.errno != errno.ENOENT or attempt == 2:
                         raise
-            cgroup.apply(container_resources(linux.get("resources") or {}))
+            cgroup.apply(container_resources(linux.get("resources") or {},
+                                             linux.get("devices")))
 
             fifo_fd = None
             if use_fifo:
@@ -816,9 +817,11 @@ def _handshake(chan: Channel, on_namespaces: Callable[[int], None] | None, pid: 
         raise
 
 
-def container_resources(resources: dict) -> dict:
+def container_resources(resources: dict, devices: list | None = None) -> dict:
     """The config's resources with runc's default device allow-list appended (as runc does:
-    the config's own rules, usually "deny all", come first)."""
+    the config's own rules, usually "deny all", come first). The rules apply before fork,
+    so the init makes its linux.devices nodes under them: each node's mknod is allowed
+    (only "m": using it still takes a rule of the config's, as with runc)."""
     from zoned.rootfs import DEFAULT_DEVICES
 
     defaults = [{"allow": True, "type": "c", "major": major, "minor": minor, "access": "rwm"}
@@ -828,6 +831,10 @@ def container_resources(resources: dict) -> dict:
         {"allow": True, "type": "c", "major": 136, "access": "rwm"},             # /dev/pts/*
         {"allow": True, "type": "c", "major": 5, "minor": 1, "access": "rwm"},   # console
     ]
+    defaults += [{"allow": True, "type": "b" if d.get("type") == "b" else "c",
+                  "major": d.get("major", 0), "minor": d.get("minor", 0), "access": "m"}
+                 for d in devices or []
+                 if isinstance(d, dict) and d.get("type") in ("b", "c", "u")]
     res = dict(resources)
     res["devices"] = list(resources.get("devices") or []) + defaults
     return res

@@ -184,3 +184,32 @@ def clone_parent(flags: int = 0) -> int:
     Like fork, returns 0 in the child. Only for a single-threaded child of zoned that is
     on its way to exec (the interpreter is not told about the fork)."""
     return _check(lib.z_clone3(0x00008000 | flags, -1, ffi.NULL), "clone3")
+
+
+# openat2(2) resolve flags (linux/openat2.h)
+RESOLVE_NO_XDEV = 0x01
+RESOLVE_NO_MAGICLINKS = 0x02
+RESOLVE_NO_SYMLINKS = 0x04
+RESOLVE_BENEATH = 0x08
+RESOLVE_IN_ROOT = 0x10
+PROC_SUPER_MAGIC = 0x9FA0
+
+
+def openat2(dirfd: int, path: str, flags: int, mode: int = 0, resolve: int = 0) -> int:
+    """openat2(2). Unlike openat, unknown flags fail (EINVAL): pass O_CLOEXEC explicitly."""
+    return _check(lib.z_openat2(dirfd, _b(path), flags, mode, resolve), "openat2", path)
+
+
+def fstatfs_type(fd: int) -> int:
+    """The filesystem magic (statfs f_type) of an open file."""
+    return _check(lib.z_fstatfs_type(fd), "fstatfs")
+
+
+MOVE_MOUNT_T_EMPTY_PATH = 0x00000040
+
+
+def move_mount_to_fd(from_fd: int, to_fd: int) -> None:
+    """Attach a detached mount (an open_tree fd) onto the file `to_fd` is open on (O_PATH
+    will do): no path is walked."""
+    _check(lib.z_move_mount(from_fd, b"", to_fd, b"",
+                            MOVE_MOUNT_F_EMPTY_PATH | MOVE_MOUNT_T_EMPTY_PATH), "move_mount")
