@@ -221,12 +221,12 @@ def test_good_names_still_work(cli, net):
     assert "web-1.example.org ok" in hosts
     resolv = cli("exec", "ok", "--", "cat", "/etc/resolv.conf", check=True).stdout
     assert resolv.startswith("nameserver 10.93.0.53\nnameserver 2001:db8::53\n")
-    # a container name that is no hostname (underscore, over 64) gets a hostname made of it
-    long = "svc_" + "x" * 70
+    # a container name that is no hostname (underscore, a dot, 64 long) gets one made of it
+    long = "svc_" + "x" * 58 + ".y"
     cli("run", "-d", "--name", long, "--network", nw["name"], "--", "sleep", "60",
         check=True)
     hn = cli("exec", long, "--", "hostname", check=True).stdout.strip()
-    assert hn.startswith("svc-xxx") and len(hn) <= 63, hn
+    assert hn.startswith("svc-xxx") and len(hn) <= 64 and "_" not in hn, hn
     hosts = cli("exec", "ok", "--", "cat", "/etc/hosts", check=True).stdout
     assert f"{hn} {long}" in hosts
 
