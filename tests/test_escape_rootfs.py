@@ -413,3 +413,21 @@ def test_runc_refuses_the_same_proc_mount(tmp_path, busybox):
     (b / "config.json").write_text(json.dumps(cfg))
     r = runc_run(tmp_path, b)
     assert r.returncode != 0 and "because it is not of type proc" in r.stderr
+
+
+def test_user_lookup_reads_the_images_passwd_not_the_hosts(cli, rootfs, host):
+    """-u NAME reads the image's etc/passwd and etc/group resolved inside the rootfs: a link
+    to a host file is not read through, a FIFO in the image does not hang zoned."""
+    (host / "passwd").write_text("hostonly:x:4242:4242::/:/bin/sh\n")
+    (rootfs / "etc" / "passwd").unlink(missing_ok=True)
+    (rootfs / "etc" / "passwd").symlink_to(host / "passwd")  # absolute: the host's, if followed
+    p = cli("run", "--rm", "--rootfs", str(rootfs), "-u", "hostonly", "--", "id", "-u",
+            timeout=20)
+    assert p.returncode == 125 and "unknown user 'hostonly'" in p.stderr, (p.stdout, p.stderr)
+    (rootfs / "etc" / "group").unlink(missing_ok=True)
+    os.mkfifo(rootfs / "etc" / "group")
+    p = cli("run", "--rm", "--rootfs", str(rootfs), "-u", "0:wheel", "--", "id", "-u",
+            timeout=20)
+    assert p.returncode == 125 and "unknown group 'wheel'" in p.stderr, p.stderr
+    (host / "passwd").unlink()
+    assert_intact(host)

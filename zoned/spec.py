@@ -8,8 +8,10 @@ common case.
 """
 from __future__ import annotations
 
+import errno
 import os
 import re
+import stat
 
 from zoned.errors import ConfigError
 
@@ -147,7 +149,7 @@ def _lookup(name: str, rootfs: str | None, db: str, what: str, field: int = 2) -
                 parts = line.split(":")
                 if len(parts) > field and parts[0] == name:
                     return int(parts[field])
-        except OSError:
+        except (OSError, ValueError):
             pass
     raise ConfigError(f"unknown {what} {name!r} in the image (use a numeric id)")
 
@@ -165,8 +167,20 @@ def _primary_gid(uid: int, rootfs: str | None) -> int:
 
 
 def _read(root: str, rel: str) -> str:
-    with open(os.path.join(root, rel)) as f:
-        return f.read()
+    """A small regular file of the image, its path resolved inside the rootfs: a link such
+    as etc/passwd -> /etc/shadow must not read the host's, nor a FIFO hang zoned."""
+    from zoned import syscalls as sc
+
+    root_fd = os.open(root, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        fd = sc.openat2(root_fd, rel, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC,
+                        0, sc.RESOLVE_IN_ROOT | sc.RESOLVE_NO_MAGICLINKS)
+    finally:
+        os.close(root_fd)
+    with open(fd, "rb") as f:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(errno.EINVAL, "not a regular file", rel)
+        return f.read(1 << 20).decode("utf-8", "replace")
 
 
 def parse_volume(value: str) -> dict:
