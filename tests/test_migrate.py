@@ -9,6 +9,7 @@ killed mid-transfer leave it running on the source, connection and all."""
 from __future__ import annotations
 
 import json
+import subprocess
 import os
 import shutil
 import signal
@@ -173,10 +174,14 @@ def test_failures_leave_the_container_running_on_the_source(two_hosts, key, tmp_
     # back on A (restored from the local images / given back by CRIU's lazy dump).
     # Or the migrate command itself is stopped (SIGTERM) while B waits: it puts the
     # container back as for any failure, and leaves no scratch dir on A.
+    # Last, SIGTERM while CRIU dumps (as Ctrl-C would hit the whole process group): the
+    # dump finishes, then the put-back runs; CRIU must neither be killed mid-dump nor leave
+    # its network lock on the zone that runs again.
     for port, live, victim in ((7005, False, "server"), (7006, True, "server"),
-                               (7007, False, "migrate")):
+                               (7007, False, "migrate"), (7008, False, "migrate-dumping")):
         srv, log = _server(th, key, tmp_path, port, env={"ZONED_TEST_PAUSE_RECEIVE": "30"})
-        mig = th.a.popen([ZONED, "--root", th.a.root, "migrate", "-q",
+        dumping = victim == "migrate-dumping"
+        mig = th.a.popen([ZONED, "--root", th.a.root, "migrate", *([] if dumping else ["-q"]),
                           *(["--live"] if live else []), "svc", f"zoned://{B_IP}:{port}",
                           "--key", key], stdout=open(tmp_path / "m.out", "w"),
                          stderr=open(tmp_path / "m.err", "w"))
@@ -184,7 +189,14 @@ def test_failures_leave_the_container_running_on_the_source(two_hosts, key, tmp_
         while "migration of svc" not in log.read_text():
             assert time.monotonic() < end, log.read_text()
             time.sleep(0.02)
-        time.sleep(0.3)
+        if dumping:  # CRIU has started to dump (its children: the parasite's helpers)
+            while subprocess.run(["pgrep", "-P", str(mig.pid), "-f", "criu dump"],
+                                 capture_output=True).returncode != 0:
+                assert time.monotonic() < end, (tmp_path / "m.err").read_text()
+                time.sleep(0.002)
+            time.sleep(0.03)
+        else:
+            time.sleep(0.3)
         if victim == "server":
             os.killpg(srv.pid, signal.SIGKILL)  # the server and its session
         else:
@@ -193,6 +205,9 @@ def test_failures_leave_the_container_running_on_the_source(two_hosts, key, tmp_
         err = (tmp_path / "m.err").read_text()
         assert ("runs here again" if victim == "server" else "interrupted by signal 15") \
             in err, err
+        pid = json.loads(th.a.zoned("state", "svc", check=True).stdout)["pid"]
+        tables = th.a.sh(f"nsenter -t {pid} -n nft list tables", check=True).stdout
+        assert "CRIU-" not in tables, tables  # no network lock left on the zone
         os.killpg(srv.pid, signal.SIGKILL)
         assert th.a.container_ids() == ["svc"]
         assert th.ask(IP, PORT, "sum", "verify") == [ready, "ok 4096"]

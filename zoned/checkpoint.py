@@ -209,6 +209,26 @@ def _external_files(pids: list[int], container_mnts: set[int], log: str | None,
     return list(files.values())
 
 
+def run_criu(args: list[str], **kwargs) -> subprocess.CompletedProcess:
+    """Run CRIU to completion in a session of its own. A signal meant for zoned (Ctrl-C, a
+    killpg of its group) must not reach CRIU, and an exception raised in zoned while CRIU
+    runs must not kill it: a CRIU ended mid-dump leaves the zone frozen and its network
+    locked (the nftables table CRIU-*), which no put-back would then undo."""
+    proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True,
+                            **kwargs)
+    try:
+        out, err = proc.communicate()
+    except BaseException:
+        while proc.poll() is None:  # it ends on its own; let it, then report the interrupt
+            try:
+                proc.wait()
+            except BaseException:
+                continue
+        raise
+    return subprocess.CompletedProcess(args, proc.returncode, out, err)
+
+
 def log_tail(path: str, n: int = 6) -> str:
     """The error lines of a criu log, for a one-line message."""
     try:
@@ -398,8 +418,7 @@ class Dump:
             if not fi.get("pipe"):  # a pipe needs no declaring, only --inherit-fd later
                 args += ["--external", fi["key"]]
         if lazy_socket is None:
-            r = subprocess.run(args, stdin=subprocess.DEVNULL, capture_output=True,
-                               text=True)
+            r = run_criu(args)
             if r.returncode != 0:
                 raise self._failed(r.stderr)
             return meta
@@ -410,7 +429,8 @@ class Dump:
                      "--status-fd", str(wfd)]
             self.proc = subprocess.Popen(args, stdin=subprocess.DEVNULL,
                                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                                         pass_fds=(lazy_socket, wfd), text=True)
+                                         pass_fds=(lazy_socket, wfd), text=True,
+                                         start_new_session=True)  # see run_criu
             os.close(wfd)
             wfd = -1
             ready = os.read(rfd, 1)  # "\0" once the page server runs; EOF if criu failed
@@ -944,9 +964,8 @@ def run_restore(criu: str, directory: str, work_dir: str, meta: dict, cfg: dict,
             sc.mount(None, "/", None, sc.MS_SLAVE | sc.MS_REC)
             sc.mount("overlay", rootfs, "overlay", 0, overlay)
 
-        r = subprocess.run(args, stdin=subprocess.DEVNULL, capture_output=True, text=True,
-                           pass_fds=fds[1:] + [netns_fd] + ([log_fd] if log_fd else []),
-                           preexec_fn=in_private_mount_ns)
+        r = run_criu(args, pass_fds=fds[1:] + [netns_fd] + ([log_fd] if log_fd else []),
+                     preexec_fn=in_private_mount_ns)
         if r.returncode != 0:
             why = log_tail(os.path.join(work_dir, "restore.log")) or r.stderr.strip()
             raise ZonedError(f"restore of {meta['id']!r} from {directory} failed: {why}")

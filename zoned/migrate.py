@@ -21,12 +21,16 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
 import time
 
 from zoned.errors import ConfigError, ZonedError
+
+# What the CLI turns into an exception (cli._interruptible): deferred during the dump.
+INTERRUPTS = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP}
 
 
 class Progress:
@@ -122,17 +126,28 @@ class Migration:
         try:
             say("freezing and dumping" + (" (all but memory)" if self.live else ""))
             t_freeze = time.monotonic()
+            # An interrupt (SIGINT/SIGTERM/SIGHUP) waits until the dump has ended, then
+            # unwinds through the put-back below: raised mid-dump it would leave no
+            # checkpoint to put back from, and a zone whose tasks CRIU had already ended.
+            deferred = signal.pthread_sigmask(signal.SIG_BLOCK, INTERRUPTS)
             try:
                 meta = dump.run(work, tcp_established=self.tcp, criu=criu,
                                 lazy_socket=theirs.fileno() if theirs else None)
-            except ZonedError:
-                ch.send_msg({"op": "abort"})
-                raise  # CRIU gave the tasks back: the container runs on
+            except BaseException:
+                # CRIU gave the tasks back: the container runs on. A failing CRIU may
+                # leave its network lock behind.
+                try:
+                    ck.drop_criu_locks(netns)
+                    ch.send_msg({"op": "abort"})
+                finally:
+                    signal.pthread_sigmask(signal.SIG_SETMASK, deferred)
+                raise
             finally:
                 if theirs is not None:
                     theirs.close()
             s["dump_ms"] = _ms(time.monotonic() - t_freeze)
             try:
+                signal.pthread_sigmask(signal.SIG_SETMASK, deferred)  # a deferred one: now
                 say("sending the images")
                 ch.send_msg({"op": "images"})
                 s["image_bytes"] = self._send_images(ch, work)
