@@ -100,8 +100,12 @@ def test_leave_running_and_restore_under_a_new_name(cli, tmp_path):
     cli("restore", "--dir", str(images), "--name", "copy", check=True)
     assert _ps(cli) == {"orig": "running", "copy": "running"}
     assert cli("exec", "copy", "--", "cat", "/marker", check=True).stdout == "kept\n"
-    n = _wait_for(lambda: int(cli("exec", "copy", "--", "cat", "/n").stdout or 0) > at_dump
-                  and int(cli("exec", "copy", "--", "cat", "/n").stdout))
+
+    def count() -> int:  # the loop rewrites /n: a read may find it empty
+        out = cli("exec", "copy", "--", "cat", "/n").stdout.strip()
+        return int(out) if out.isdigit() else 0
+
+    n = _wait_for(lambda: (v := count()) > at_dump and v)
     assert n > at_dump
     # The two are separate containers: their own cgroup and pid namespace.
     orig = json.loads(cli("inspect", "orig").stdout)["state"]
