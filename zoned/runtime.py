@@ -16,7 +16,7 @@ from contextlib import contextmanager
 from zoned import spec as specmod
 from zoned import syscalls as sc
 from zoned.errors import ConfigError, InvalidState, NotFound, ZonedError
-from zoned.process import NS_PROC, Channel, Plan, run_child, send, sync_pair
+from zoned.process import NS_PROC, Channel, Plan, fork_nondumpable, run_child, send, sync_pair
 from zoned.state import Store, proc_start_time
 
 ACTIVE = ("created", "running", "paused")
@@ -89,12 +89,18 @@ def pid_namespace_for_children(join_fd: int | None = None):
 class Started:
     """A process zoned forked and still holds the sync channel of (creator or exec).
     `master` is the pty master when process.terminal is set: the caller proxies it or
-    passes it on (console socket), and closes it."""
+    passes it on (console socket), and closes it.
 
-    __slots__ = ("pid", "chan", "master")
+    For exec, `pid` is first the helper's, which waits outside the container's pid
+    namespace; release() makes the real process there (zoned's child too) and `pid` becomes
+    its pid, written to `pid_file` if one was asked for."""
 
-    def __init__(self, pid: int, chan: Channel | None, master: int | None = None):
+    __slots__ = ("pid", "chan", "master", "spawns", "pid_file")
+
+    def __init__(self, pid: int, chan: Channel | None, master: int | None = None, *,
+                 spawns: bool = False, pid_file: str | None = None):
         self.pid, self.chan, self.master = pid, chan, master
+        self.spawns, self.pid_file = spawns, pid_file
 
     def release(self) -> None:
         """Let the process exec and report whether exec worked."""
@@ -104,8 +110,25 @@ class Started:
         msg = self.chan.recv()  # EOF: the sync socket was closed by a successful exec
         self.chan.sock.close()
         self.chan = None
-        if msg and msg.get("op") == "error":
+        if self.spawns:
+            self._spawned(msg)
+        elif msg and msg.get("op") == "error":
             raise _child_error(msg, "exec failed")
+
+    def _spawned(self, msg: dict | None) -> None:
+        """The exec helper's last word: the real process's pid, or why it failed."""
+        helper, pid = self.pid, int((msg or {}).get("pid") or 0)
+        try:
+            os.waitpid(helper, 0)  # it exits once it has told us
+        except ChildProcessError:
+            pass
+        if not msg or msg.get("op") != "spawned":
+            if pid:  # it was made but did not exec: reap it
+                _kill_and_reap(pid)
+            raise _child_error(msg, "exec failed")
+        self.pid = pid
+        if self.pid_file:
+            _write_pid_file(self.pid_file, pid)
 
 
 class Runtime:
@@ -183,6 +206,7 @@ class Runtime:
 
         security.check_process(cfg["process"])
         security.check_linux(cfg.get("linux") or {})
+        check_private_mount_namespace(cfg.get("linux") or {})
         from zoned import hooks
 
         hooks.check(cfg.get("hooks"))
@@ -336,22 +360,17 @@ class Runtime:
     @staticmethod
     def _fork(plan: Plan, namespaces: dict) -> int:
         if "pid" in namespaces:
-            join_fd = None
+            join_fd, pid = None, 0
             if namespaces["pid"]:
                 join_fd = os.open(namespaces["pid"], os.O_RDONLY | os.O_CLOEXEC)
             try:
                 with pid_namespace_for_children(join_fd):
-                    pid = os.fork()
-                    if pid == 0:
-                        run_child(plan)
+                    pid = fork_nondumpable(run_child, plan)
             finally:
                 if join_fd is not None and pid:
                     os.close(join_fd)
             return pid
-        pid = os.fork()
-        if pid == 0:
-            run_child(plan)
-        return pid
+        return fork_nondumpable(run_child, plan)
 
     # -- start / kill / delete ---------------------------------------------------------
     def start(self, cid: str, started: Started | None = None) -> None:
@@ -544,28 +563,22 @@ class Runtime:
         exec_cfg = dict(cfg)
         exec_cfg["process"] = process
         parent_sock, child_sock = sync_pair()
+        # The helper is forked here, outside the container's pid namespace, and sets up
+        # there; at release it makes the real process inside (process._spawn).
         plan = Plan(exec_cfg, child_sock, rootfs=None, stdio=stdio, preserve_fds=preserve_fds,
                     join_fds=join_fds, bpf=bpf, seccomp_flags=seccomp_flags,
-                    keep_pdeathsig=not detach)  # a detached process outlives `zoned exec`
+                    keep_pdeathsig=not detach,  # a detached process outlives `zoned exec`
+                    pidns_fd=pidns)
         child = 0
         try:
-            if pidns is not None:
-                with pid_namespace_for_children(pidns):
-                    child = os.fork()
-                    if child == 0:
-                        run_child(plan)
-            else:
-                child = os.fork()
-                if child == 0:
-                    run_child(plan)
+            child = fork_nondumpable(run_child, plan)
             child_sock.close()
-            self.cgroup(st).add(child)
+            self.cgroup(st).add(child)  # what it makes inherits the cgroup
             chan = Channel(parent_sock)
             send(parent_sock, op="cgroup")
             master = _handshake(chan, None, child, "exec set-up failed")
-            if pid_file:
-                _write_pid_file(pid_file, child)
-            return Started(child, chan, master)
+            _fault_injection("ZONED_TEST_PAUSE_EXEC")
+            return Started(child, chan, master, spawns=True, pid_file=pid_file)
         except BaseException:
             if child:
                 _kill_and_reap(child)
@@ -590,6 +603,23 @@ def discard_cgroup(cgroup) -> None:
         cgroup.destroy()
     except OSError:
         pass
+
+
+def check_private_mount_namespace(linux: dict) -> None:
+    """The rootfs is set up with mounts and pivot_root: in the caller's mount namespace (no
+    "mount" entry) or in a joined one (a "path") that would replace the root of every
+    process there, the host's included. runc chroots instead, but still mounts into the
+    host's namespace; zoned refuses."""
+    mount = [n for n in linux.get("namespaces") or [] if isinstance(n, dict)
+             and n.get("type") == "mount"]
+    if not mount:
+        raise ConfigError('linux.namespaces: a "mount" namespace is required (zoned sets up '
+                          "the rootfs with mounts and pivot_root, which would change the "
+                          "caller's root)")
+    if mount[0].get("path"):
+        raise ConfigError(f'linux.namespaces: joining the "mount" namespace '
+                          f'{mount[0]["path"]!r} is not supported (zoned would mount and '
+                          "pivot_root in it)")
 
 
 def check_preserved_fds(n: int) -> None:
@@ -663,9 +693,7 @@ def _fork_userns(plan: Plan, chan: Channel, linux: dict, child_sock) -> int:
     pid of stage 2, the container's init."""
     from zoned.process import run_userns_stage
 
-    stage1 = os.fork()
-    if stage1 == 0:
-        run_userns_stage(plan)
+    stage1 = fork_nondumpable(run_userns_stage, plan)
     try:
         while True:
             msg = chan.recv()
