@@ -201,6 +201,12 @@ fail:
     _exit(127);
 }
 
+/* execveat(fd, "", ..., AT_EMPTY_PATH): run an executable held by fd (a sealed memfd). */
+int z_execveat(int fd, char *const argv[], char *const envp[])
+{
+    return (int)syscall(SYS_execveat, fd, "", argv, envp, AT_EMPTY_PATH);
+}
+
 /*
  * The last step of container set-up: seccomp (if any) then execve, with no other syscall in
  * between. Returns only on failure, with errno set.

@@ -75,6 +75,24 @@ def test_exec_helper_is_out_of_reach(cli, attack_dirs, monkeypatch):
     assert report["attached"] > 0 and report["seen"] >= 3, report
 
 
+def test_ptrace_capable_attacker_sees_only_a_sealed_copy(cli, attack_dirs):
+    """An attacker with CAP_SYS_PTRACE in the host's user namespace (`exec --cap
+    SYS_PTRACE`, as for gdb or strace) passes the non-dumpable check, so it can catch each
+    new process in the moment between its clone and its execve. Then that process's exe must
+    be zoned-spawn's sealed memfd copy, never the host's python (which it could rewrite:
+    CVE-2019-5736); runc 1.1 runs from a sealed memfd copy of itself for the same reason."""
+    volumes, out = attack_dirs
+    cli("run", "-d", "--name", "z", *volumes, "--", "sleep", "3600", check=True)
+    cli("exec", "-d", "--cap", "SYS_PTRACE", "z", "--", "/attack", "8", "/out/report",
+        files=True, check=True)
+    time.sleep(0.3)
+    for _ in range(30):
+        assert cli("exec", "z", "--", "true").returncode == 0
+    report = read_report(out / "report")
+    assert report["opened_host"] == 0 and report["attached_host"] == 0, report
+    assert report["host"] == "-", report
+
+
 def attacker_in(bundle) -> Path:  # noqa: F811
     """The attacker copied into a bundle's rootfs (no mount target to create: a user
     namespace's root could not); it reports to /tmp, returned as seen from the host."""
@@ -115,8 +133,8 @@ def test_exec_pid_file_names_the_process_in_the_zone(cli, tmp_path):
     assert os.readlink(f"/proc/{pid}/ns/pid") == os.readlink(f"/proc/{init}/ns/pid")
     # foreground: the pid file's process is the one whose exit code comes back
     pidfile.unlink()
-    p = subprocess.Popen([ZONED, "--root", cli.root, "exec", "--pid-file", str(pidfile), "p",
-                          "--", "sh", "-c", "echo $$; read x; exit 7"],
+    p = subprocess.Popen([ZONED, "--root", cli.root, "exec", "-i", "--pid-file", str(pidfile),
+                          "p", "--", "sh", "-c", "echo $$; read x; exit 7"],
                          stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     zone_pid = p.stdout.readline().strip()
     for _ in range(100):  # written once the process is made, which may already have run
@@ -124,7 +142,8 @@ def test_exec_pid_file_names_the_process_in_the_zone(cli, tmp_path):
             break
         time.sleep(0.05)
     status = Path(f"/proc/{int(pidfile.read_text())}/status").read_text()
-    assert status.split("NSpid:")[1].split()[-1] == zone_pid, status
+    nspid = next(line for line in status.splitlines() if line.startswith("NSpid:"))
+    assert nspid.split()[-1] == zone_pid, nspid
     p.stdin.write("go\n")
     p.stdin.close()
     assert p.wait(timeout=30) == 7

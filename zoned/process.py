@@ -18,7 +18,6 @@ Protocol (one JSON object per SOCK_SEQPACKET message on the socketpair):
 """
 from __future__ import annotations
 
-import errno
 import fcntl
 import json
 import os
@@ -45,7 +44,7 @@ class Plan:
     __slots__ = ("cfg", "sock", "rootfs", "upper", "work", "stdio", "fifo_fd", "join_fds",
                  "bpf", "seccomp_flags", "hierarchies", "wait_namespaces", "keep_pdeathsig",
                  "preserve_fds", "no_pivot", "pidns_fd", "cgroup_path", "idmap_fds",
-                 "caller_mntns")
+                 "caller_mntns", "spawn_fd")
 
     def __init__(self, cfg: dict, sock: socket.socket, *,
                  rootfs: str | None = None,           # None: exec into an existing container
@@ -56,7 +55,8 @@ class Plan:
                  bpf: bytes = b"", seccomp_flags: int = 0, hierarchies: list | None = None,
                  wait_namespaces: bool = False, keep_pdeathsig: bool = False,
                  preserve_fds: int = 0, no_pivot: bool = False, pidns_fd: int | None = None,
-                 cgroup_path: str | None = None, idmap_fds: dict[int, int] | None = None):
+                 cgroup_path: str | None = None, idmap_fds: dict[int, int] | None = None,
+                 spawn_fd: int | None = None):
         self.cfg, self.sock, self.rootfs, self.upper, self.work = cfg, sock, rootfs, upper, work
         self.stdio, self.fifo_fd, self.join_fds = stdio, fifo_fd, join_fds or {}
         self.bpf, self.seccomp_flags, self.hierarchies = bpf, seccomp_flags, hierarchies or []
@@ -68,6 +68,7 @@ class Plan:
         self.idmap_fds = idmap_fds or {}  # mounts[i] -> user namespace fd with its maps
         # the creator's mount namespace: the child must never mount or pivot in it
         self.caller_mntns = os.stat("/proc/self/ns/mnt").st_ino
+        self.spawn_fd = spawn_fd          # exec: the sealed zoned-spawn copy (spawn_copy)
 
 
 def sync_pair() -> tuple[socket.socket, socket.socket]:
@@ -292,17 +293,62 @@ def _check_private_mounts(plan: Plan) -> None:
                           'linux.namespaces needs a new "mount" namespace')
 
 
+def spawn_copy() -> int | None:
+    """A sealed, execute-only memfd copy of zoned-spawn (csrc/spawn.c), for an exec helper to
+    run at release: the process it makes inside the container then has that copy as its exe
+    until it execs, never a host binary, and memory of the host's user namespace. None if
+    zoned-spawn was not built (then the helper clones itself, see _spawn)."""
+    src = os.path.join(os.path.dirname(__file__), "libexec", "zoned-spawn")
+    try:
+        with open(src, "rb") as f:
+            data = f.read()
+    except FileNotFoundError:
+        return None
+    MFD_EXEC = 0x10  # executable even where vm.memfd_noexec defaults to no
+    try:
+        fd = os.memfd_create("zoned-spawn", os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING | MFD_EXEC)
+    except OSError:  # a kernel before 6.3 knows no MFD_EXEC
+        fd = os.memfd_create("zoned-spawn", os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+        os.fchmod(fd, 0o111)  # unreadable to the container's user: see would_dump()
+        fcntl.fcntl(fd, fcntl.F_ADD_SEALS, fcntl.F_SEAL_SEAL | fcntl.F_SEAL_SHRINK |
+                    fcntl.F_SEAL_GROW | fcntl.F_SEAL_WRITE)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
 def _spawn(plan: Plan, path: str, env: list[str], bpf: bytes, parent_pidfd: int) -> None:
     """exec's release: make the real process in the container's pid namespace (the C step
-    runs pdeathsig, setsid/tty, the NNP seccomp filter and execve there, nothing else), tell
-    zoned its pid, then exit. Until execve the new process is a non-dumpable copy of this
-    one; this one was never in the container's pid namespace. Never returns."""
+    z_spawn_exec runs pdeathsig, setsid/tty, the NNP seccomp filter and execve there, nothing
+    else) and tell zoned {"op": "spawned", "pid", "errno", "step"}. This process was never in
+    the container's pid namespace. It execs the sealed zoned-spawn copy to do it, so that the
+    new process is never python before its execve; without that copy it clones itself (the
+    new process is then python, non-dumpable, for the microseconds until execve). Never
+    returns."""
     proc = plan.cfg["process"]
+    pdeathsig = signal.SIGKILL if plan.keep_pdeathsig else 0
+    tty = 0 if proc.get("terminal") else -1
+    if plan.spawn_fd is not None:
+        bpf_fd = -1
+        if bpf:  # at most 4096 instructions: 32 KiB, within a pipe's buffer
+            bpf_fd, w = os.pipe()
+            os.write(w, bpf)
+            os.close(w)
+            os.set_inheritable(bpf_fd, True)
+        for fd in (plan.sock.fileno(), parent_pidfd):
+            os.set_inheritable(fd, True)
+        argv = ["zoned-spawn", str(plan.sock.fileno()), str(pdeathsig), str(parent_pidfd),
+                str(tty), str(plan.seccomp_flags), str(bpf_fd), path, *proc["args"]]
+        sc.execveat(plan.spawn_fd, argv, env)
     err_r, err_w = os.pipe()  # CLOEXEC: EOF once the child has exec'd
     pid = sc.spawn_exec(path, proc["args"], env, err_fd=err_w, bpf=bpf,
-                        seccomp_flags=plan.seccomp_flags,
-                        pdeathsig=signal.SIGKILL if plan.keep_pdeathsig else 0,
-                        parent_pidfd=parent_pidfd, tty_fd=0 if proc.get("terminal") else -1)
+                        seccomp_flags=plan.seccomp_flags, pdeathsig=pdeathsig,
+                        parent_pidfd=parent_pidfd, tty_fd=tty)
     os.close(err_w)
     report = b""
     while len(report) < 8:
@@ -310,16 +356,8 @@ def _spawn(plan: Plan, path: str, env: list[str], bpf: bytes, parent_pidfd: int)
         if not chunk:
             break
         report += chunk
-    if len(report) < 8:
-        send(plan.sock, op="spawned", pid=pid)
-        os._exit(0)
-    err, step = struct.unpack("ii", report)
-    if step == sc.SPAWN_STEP_EXEC:
-        message = describe(OSError(err, os.strerror(err), path))
-        kind = {errno.ENOENT: "notfound", errno.EACCES: "denied"}.get(err)
-    else:
-        message, kind = f"{sc.SPAWN_STEPS.get(step, '?')}: {os.strerror(err)}", None
-    send(plan.sock, op="error", message=message, kind=kind, pid=pid)
+    err, step = struct.unpack("ii", report) if len(report) == 8 else (0, 0)
+    send(plan.sock, op="spawned", pid=pid, errno=err, step=step)
     os._exit(0)
 
 
@@ -347,8 +385,9 @@ def _child(plan: Plan) -> None:
             *plan.idmap_fds.values()}
     if plan.fifo_fd is not None:
         keep.add(plan.fifo_fd)
-    if plan.pidns_fd is not None:
-        keep.add(plan.pidns_fd)
+    for fd in (plan.pidns_fd, plan.spawn_fd):
+        if fd is not None:
+            keep.add(fd)
     _close_fds_except(keep)
     for fd in (0, 1, 2, *preserved):
         os.set_inheritable(fd, True)

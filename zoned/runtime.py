@@ -95,12 +95,12 @@ class Started:
     namespace; release() makes the real process there (zoned's child too) and `pid` becomes
     its pid, written to `pid_file` if one was asked for."""
 
-    __slots__ = ("pid", "chan", "master", "spawns", "pid_file")
+    __slots__ = ("pid", "chan", "master", "spawns", "pid_file", "command")
 
     def __init__(self, pid: int, chan: Channel | None, master: int | None = None, *,
-                 spawns: bool = False, pid_file: str | None = None):
+                 spawns: bool = False, pid_file: str | None = None, command: str = ""):
         self.pid, self.chan, self.master = pid, chan, master
-        self.spawns, self.pid_file = spawns, pid_file
+        self.spawns, self.pid_file, self.command = spawns, pid_file, command
 
     def release(self) -> None:
         """Let the process exec and report whether exec worked."""
@@ -116,16 +116,25 @@ class Started:
             raise _child_error(msg, "exec failed")
 
     def _spawned(self, msg: dict | None) -> None:
-        """The exec helper's last word: the real process's pid, or why it failed."""
+        """The exec helper's last word (process._spawn): the real process's pid, or why it
+        failed."""
         helper, pid = self.pid, int((msg or {}).get("pid") or 0)
         try:
             os.waitpid(helper, 0)  # it exits once it has told us
         except ChildProcessError:
             pass
         if not msg or msg.get("op") != "spawned":
+            raise _child_error(msg, "exec failed")
+        err, step = int(msg.get("errno") or 0), int(msg.get("step") or 0)
+        if err or not pid:
             if pid:  # it was made but did not exec: reap it
                 _kill_and_reap(pid)
-            raise _child_error(msg, "exec failed")
+            if step == sc.SPAWN_STEP_EXEC:
+                kind = {errno.ENOENT: "notfound", errno.EACCES: "denied"}.get(err)
+                message = f"{os.strerror(err)}: {self.command}"
+            else:
+                kind, message = None, f"{sc.SPAWN_STEPS.get(step, 'clone')}: {os.strerror(err)}"
+            raise _child_error({"message": message, "kind": kind}, "exec failed")
         self.pid = pid
         if self.pid_file:
             _write_pid_file(self.pid_file, pid)
@@ -562,13 +571,16 @@ class Runtime:
             seccomp_flags = seccomp.filter_flags(linux["seccomp"])
         exec_cfg = dict(cfg)
         exec_cfg["process"] = process
+        from zoned.process import spawn_copy
+
+        spawn_fd = spawn_copy()
         parent_sock, child_sock = sync_pair()
         # The helper is forked here, outside the container's pid namespace, and sets up
         # there; at release it makes the real process inside (process._spawn).
         plan = Plan(exec_cfg, child_sock, rootfs=None, stdio=stdio, preserve_fds=preserve_fds,
                     join_fds=join_fds, bpf=bpf, seccomp_flags=seccomp_flags,
                     keep_pdeathsig=not detach,  # a detached process outlives `zoned exec`
-                    pidns_fd=pidns)
+                    pidns_fd=pidns, spawn_fd=spawn_fd)
         child = 0
         try:
             child = fork_nondumpable(run_child, plan)
@@ -578,7 +590,8 @@ class Runtime:
             send(parent_sock, op="cgroup")
             master = _handshake(chan, None, child, "exec set-up failed")
             _fault_injection("ZONED_TEST_PAUSE_EXEC")
-            return Started(child, chan, master, spawns=True, pid_file=pid_file)
+            return Started(child, chan, master, spawns=True, pid_file=pid_file,
+                           command=process["args"][0])
         except BaseException:
             if child:
                 _kill_and_reap(child)
@@ -586,8 +599,9 @@ class Runtime:
         finally:
             for fd in join_fds.values():
                 os.close(fd)
-            if pidns is not None:
-                os.close(pidns)
+            for fd in (pidns, spawn_fd):
+                if fd is not None:
+                    os.close(fd)
 
 
 def hook_kinds(cfg: dict) -> list[str]:

@@ -173,6 +173,17 @@ def spawn_exec(path: str, argv: Sequence[str], env: Sequence[str], *, err_fd: in
                                    pdeathsig, parent_pidfd, tty_fd, err_fd), "clone")
 
 
+def execveat(fd: int, argv: Sequence[str], env: Sequence[str]) -> None:
+    """Run the executable `fd` holds (AT_EMPTY_PATH), env as a list. Returns only by raising."""
+    keep = [ffi.new("char[]", _b(a)) for a in argv]
+    cargv = ffi.new("char *[]", keep + [ffi.NULL])
+    keep_env = [ffi.new("char[]", _b(e)) for e in env]
+    cenv = ffi.new("char *[]", keep_env + [ffi.NULL])
+    lib.z_execveat(fd, cargv, cenv)
+    err = ffi.errno
+    raise OSError(err, f"execveat: {os.strerror(err)}")
+
+
 PR_GET_DUMPABLE = 3
 PR_SET_DUMPABLE = 4
 

@@ -5,10 +5,12 @@
  * it sees it
  *   - opens /proc/PID/exe (a host binary here could be rewritten once nothing runs it), and
  *   - attaches to it with ptrace (a tracer can run any syscall as the tracee), then detaches.
- * An exe that is neither this program nor the zone's busybox is a host binary.
+ * An exe that is neither this program nor the zone's busybox nor a memfd sealed against
+ * writes (zoned-spawn's copy) is a host binary.
  *
  * Usage: exec_attack SECONDS OUTFILE [PID]   (PID: attack only that one, e.g. 1)
- * OUTFILE gets one line: seen=N opened=N opened_host=N attached=N attached_host=N host=PATH
+ * OUTFILE gets one line: seen=N opened=N opened_host=N attached=N attached_host=N
+ * sealed=N host=PATH
  * Built static (the busybox image has no libc): cc -static -O2 -o exec_attack exec_attack.c
  */
 #define _GNU_SOURCE
@@ -28,7 +30,7 @@
 #define MAXPID 4194304
 
 static struct stat self_exe, busybox;
-static int seen, opened, opened_host, attached, attached_host;
+static int seen, opened, opened_host, attached, attached_host, sealed;
 static char host_path[512];
 static unsigned char known[MAXPID / 8];
 
@@ -44,9 +46,16 @@ static int host_exe(int pid, int fd)
 	struct stat st;
 	char link[64], target[sizeof(host_path)];
 	ssize_t n;
+	int seals;
 
 	if (fstat(fd, &st) < 0 || is_zone_binary(&st))
 		return 0;
+	seals = fcntl(fd, F_GET_SEALS);  /* -1 (EINVAL) for anything but a memfd */
+	if (seals >= 0 && (seals & (F_SEAL_WRITE | F_SEAL_SHRINK | F_SEAL_GROW)) ==
+	    (F_SEAL_WRITE | F_SEAL_SHRINK | F_SEAL_GROW)) {
+		sealed++;
+		return 0;
+	}
 	snprintf(link, sizeof(link), "/proc/%d/exe", pid);
 	n = readlink(link, target, sizeof(target) - 1);
 	target[n > 0 ? n : 0] = 0;
@@ -150,8 +159,9 @@ int main(int argc, char **argv)
 		perror(argv[2]);
 		return 2;
 	}
-	fprintf(out, "seen=%d opened=%d opened_host=%d attached=%d attached_host=%d host=%s\n",
-		seen, opened, opened_host, attached, attached_host, host_path[0] ? host_path : "-");
+	fprintf(out, "seen=%d opened=%d opened_host=%d attached=%d attached_host=%d sealed=%d "
+		"host=%s\n", seen, opened, opened_host, attached, attached_host, sealed,
+		host_path[0] ? host_path : "-");
 	fclose(out);
 	return 0;
 }
