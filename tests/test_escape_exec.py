@@ -188,7 +188,7 @@ def test_config_without_mount_namespace_is_refused(cli, bundle, tmp_path):  # no
     p = subprocess.run(["unshare", "-m", "--propagation", "private", "sh", "-c", script],
                        capture_output=True, text=True, timeout=60)
     lines = p.stdout.splitlines()
-    assert lines[0] == "rc=125", (p.stdout, p.stderr)
+    assert len(lines) >= 3 and lines[0] == "rc=125", (p.stdout, p.stderr)
     assert p.stderr.strip().splitlines() == [
         'zoned: linux.namespaces: a "mount" namespace is required (zoned sets up the '
         "rootfs with mounts and pivot_root, which would change the caller's root)"]
@@ -204,3 +204,34 @@ def test_config_without_mount_namespace_is_refused(cli, bundle, tmp_path):  # no
                        capture_output=True, text=True, timeout=60)
     assert p.returncode == 125 and "linux.namespaces" in p.stderr, p.stderr
     assert os.listdir(cli.root) == []
+
+
+def test_child_refuses_to_mount_in_the_callers_namespace(cli, bundle):  # noqa: F811
+    """Defence in depth: with create's check switched off, the container child itself sees
+    that its mount namespace is its creator's and refuses before its first mount. In a
+    throw-away mount namespace, like the test above."""
+    namespaces = [n for n in bundle.cfg["linux"]["namespaces"] if n["type"] != "mount"]
+    bundle(["true"], **{"linux.namespaces": namespaces})
+    script = f"""
+import json, os, sys
+from zoned import runtime
+from zoned.errors import ZonedError
+runtime.check_private_mount_namespace = lambda linux: None  # the parent's check, off
+cfg = json.load(open({str(bundle.path / "config.json")!r}))
+try:
+    runtime.Runtime({cli.root!r}).create("dind", cfg, bundle={str(bundle.path)!r},
+                                        use_fifo=False)
+except ZonedError as e:
+    print("refused:", e)
+print(" ".join(sorted(os.listdir("/"))))
+print(" ".join(os.listdir({cli.root!r})))
+"""
+    p = subprocess.run(["unshare", "-m", "--propagation", "private", os.sys.executable, "-c",
+                        script], capture_output=True, text=True, timeout=60)
+    lines = p.stdout.splitlines()
+    assert len(lines) >= 2, (p.stdout, p.stderr)
+    assert lines[0] == ("refused: refusing to set up the rootfs in the caller's mount "
+                        'namespace: linux.namespaces needs a new "mount" namespace'), (
+        p.stdout, p.stderr)
+    assert {"work", "tmp", "usr", "proc"} <= set(lines[1].split()), lines[1]
+    assert lines[2:] in ([], [""]), lines

@@ -334,7 +334,10 @@ class Runtime:
                 os.close(fifo_fd)
             cgroup.add(pid)
             state["pid"] = pid
-            send(parent_sock, op="cgroup", state=oci_state(state))
+            try:
+                send(parent_sock, op="cgroup", state=oci_state(state))
+            except BrokenPipeError:
+                pass  # the init failed early: _handshake reads why
             _fault_injection("ZONED_TEST_PAUSE_CREATE")
             master = _handshake(chan, on_namespaces, pid, "container init exited during set-up")
             state["status"] = "created"
@@ -587,7 +590,10 @@ class Runtime:
             child_sock.close()
             self.cgroup(st).add(child)  # what it makes inherits the cgroup
             chan = Channel(parent_sock)
-            send(parent_sock, op="cgroup")
+            try:
+                send(parent_sock, op="cgroup")
+            except BrokenPipeError:
+                pass  # the helper failed early: _handshake reads why
             master = _handshake(chan, None, child, "exec set-up failed")
             _fault_injection("ZONED_TEST_PAUSE_EXEC")
             return Started(child, chan, master, spawns=True, pid_file=pid_file,
