@@ -327,9 +327,9 @@ def _spawn(plan: Plan, path: str, env: list[str], bpf: bytes, parent_pidfd: int)
     z_spawn_exec runs pdeathsig, setsid/tty, the NNP seccomp filter and execve there, nothing
     else) and tell zoned {"op": "spawned", "pid", "errno", "step"}. This process was never in
     the container's pid namespace. It execs the sealed zoned-spawn copy to do it, so that the
-    new process is never python before its execve; without that copy it clones itself (the
-    new process is then python, non-dumpable, for the microseconds until execve). Never
-    returns."""
+    new process is never python before its execve; without that copy (not built, or execveat
+    denied) it clones itself: the new process is then python, non-dumpable, for the
+    microseconds until its execve. Never returns."""
     proc = plan.cfg["process"]
     pdeathsig = signal.SIGKILL if plan.keep_pdeathsig else 0
     tty = 0 if proc.get("terminal") else -1
@@ -344,7 +344,13 @@ def _spawn(plan: Plan, path: str, env: list[str], bpf: bytes, parent_pidfd: int)
             os.set_inheritable(fd, True)
         argv = ["zoned-spawn", str(plan.sock.fileno()), str(pdeathsig), str(parent_pidfd),
                 str(tty), str(plan.seccomp_flags), str(bpf_fd), path, *proc["args"]]
-        sc.execveat(plan.spawn_fd, argv, env)
+        try:
+            sc.execveat(plan.spawn_fd, argv, env)
+        except OSError:  # e.g. a seccomp profile that denies execveat: clone ourselves
+            if bpf_fd >= 0:
+                os.close(bpf_fd)
+            for fd in (plan.sock.fileno(), parent_pidfd):
+                os.set_inheritable(fd, False)  # never into the container's process
     err_r, err_w = os.pipe()  # CLOEXEC: EOF once the child has exec'd
     pid = sc.spawn_exec(path, proc["args"], env, err_fd=err_w, bpf=bpf,
                         seccomp_flags=plan.seccomp_flags, pdeathsig=pdeathsig,
