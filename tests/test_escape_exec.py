@@ -235,3 +235,22 @@ print(" ".join(os.listdir({cli.root!r})))
         p.stdout, p.stderr)
     assert {"work", "tmp", "usr", "proc"} <= set(lines[1].split()), lines[1]
     assert lines[2:] in ([], [""]), lines
+
+
+@pytest.mark.parametrize("nnp", [False, True])
+def test_exec_under_a_profile_that_denies_execveat(cli, bundle, nnp):  # noqa: F811
+    """Without no_new_privs the helper loads the zone's seccomp filter before it runs
+    zoned-spawn; a profile denying execveat makes it clone itself instead. Either way the
+    process runs, with the filter, and inherits none of zoned's fds."""
+    bundle(["sleep", "1000"], **{
+        "process.noNewPrivileges": nnp,
+        "linux.seccomp": {"defaultAction": "SCMP_ACT_ALLOW", "syscalls": [
+            {"names": ["execveat"], "action": "SCMP_ACT_ERRNO"}]}})
+    cli("create", "--bundle", str(bundle.path), "s1", files=True, check=True)
+    cli("start", "s1", check=True)
+    p = cli("exec", "s1", "--", "sh", "-c",
+            "grep ^Seccomp: /proc/self/status; ls /proc/self/fd; exit 6")
+    assert p.returncode == 6, p.stderr
+    lines = p.stdout.split()
+    assert lines[:2] == ["Seccomp:", "2"], p.stdout
+    assert lines[2:] == ["0", "1", "2", "3"], p.stdout  # 3: ls's own /proc/self/fd
