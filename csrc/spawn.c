@@ -11,7 +11,9 @@
  * /proc/PID/{mem,fd} need CAP_SYS_PTRACE there.
  *
  * Usage: zoned-spawn SOCK PDEATHSIG PARENT_PIDFD TTY SECCOMP_FLAGS BPF_FD PATH ARGV0 ARGS...
- *   SOCK          zoned's sync socket: gets {"op":"spawned","pid":N,"errno":E,"step":S}
+ *   SOCK          zoned's sync socket: gets {"op":"made","pid":N}, answers when the process
+ *                 is in the container's cgroup, then gets {"op":"spawned","pid":N,
+ *                 "errno":E,"step":S} once it has exec'd (errno 0) or failed
  *   BPF_FD        a pipe holding the seccomp filter to load last (-1: none)
  * The environment is the process's. Built static (Makefile): cc -static -Os -s -Icsrc
  * -o zoned/libexec/zoned-spawn csrc/spawn.c
@@ -41,9 +43,10 @@ int main(int argc, char **argv)
 {
     static unsigned char bpf[1 << 16];
     size_t bpf_len = 0;
-    int sock, pdeathsig, parent_pidfd, tty, bpf_fd, err_pipe[2], report[2] = {0, 0};
+    int sock, pdeathsig, parent_pidfd, tty, bpf_fd, go_pipe[2], err_pipe[2];
+    int report[2] = {0, 0};
     unsigned int seccomp_flags;
-    char msg[128];
+    char msg[128], go = 'g';
     int pid, n;
 
     if (argc < 9)
@@ -64,12 +67,19 @@ int main(int argc, char **argv)
             bpf_len += (size_t)got;
         close(bpf_fd);
     }
-    if (pipe2(err_pipe, O_CLOEXEC) < 0)
+    if (pipe2(go_pipe, O_CLOEXEC) < 0 || pipe2(err_pipe, O_CLOEXEC) < 0)
         return 1;
     pid = z_spawn_exec(argv[7], argv + 8, environ, bpf, bpf_len, seccomp_flags, pdeathsig,
-                       parent_pidfd, tty, err_pipe[1]);
+                       parent_pidfd, tty, go_pipe[0], err_pipe[1]);
+    close(go_pipe[0]);
     close(err_pipe[1]);
     if (pid > 0) {
+        n = snprintf(msg, sizeof(msg), "{\"op\":\"made\",\"pid\":%d}", pid);
+        if (send(sock, msg, (size_t)n, 0) != n || recv(sock, msg, sizeof(msg), 0) <= 0)
+            return 1;  /* zoned is gone: the child reads EOF and exits */
+        if (write(go_pipe[1], &go, 1) != 1)
+            return 1;
+        close(go_pipe[1]);
         size_t got = 0;
         while (got < sizeof(report) &&
                (n = (int)read(err_pipe[0], (char *)report + got, sizeof(report) - got)) > 0)

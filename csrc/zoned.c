@@ -154,10 +154,13 @@ int z_clone3(unsigned long long flags, int cgroup_fd, int *pidfd_out)
 /*
  * The release of an exec'd process (zoned exec). The caller, zoned's helper, is not in the
  * container's pid namespace (only its children go there) and has done all set-up. This clones
- * the real process: CLONE_PARENT makes it zoned's child, as a plain fork would; CLONE_VFORK
- * holds the caller until the child has exec'd or died. The child runs only the steps below,
- * all in C, then execve; until execve it is the helper's (non-dumpable) copy and the only
- * moment a process of zoned's is visible inside the container.
+ * the real process: CLONE_PARENT makes it zoned's child, as a plain fork would. The child
+ * runs only the steps below, all in C, then execve; until execve it is the helper's
+ * (non-dumpable) copy and the only moment a process of zoned's is visible inside the
+ * container.
+ *   go_fd           first it waits for a byte here (EOF: exit): zoned moves it into the
+ *                   container's cgroup meanwhile (a move is never refused by pids.max, a
+ *                   fork inside a full cgroup is; the helper stays outside)
  *   pdeathsig       if non-zero: set it, then exit if zoned (parent_pidfd) is already gone
  *   setsid          a session of its own; with tty_fd >= 0 that pty becomes its terminal
  *   bpf             seccomp filter to load last (the no_new_privs case; else none here)
@@ -168,12 +171,15 @@ int z_clone3(unsigned long long flags, int cgroup_fd, int *pidfd_out)
  */
 int z_spawn_exec(const char *path, char *const argv[], char *const envp[],
                  const unsigned char *bpf, size_t bpf_len, unsigned int seccomp_flags,
-                 int pdeathsig, int parent_pidfd, int tty_fd, int err_fd)
+                 int pdeathsig, int parent_pidfd, int tty_fd, int go_fd, int err_fd)
 {
     int report[2] = {0, 0};
-    long pid = syscall(SYS_clone, CLONE_PARENT | CLONE_VFORK, 0, NULL, NULL, 0);
+    char go;
+    long pid = syscall(SYS_clone, CLONE_PARENT, 0, NULL, NULL, 0);
     if (pid != 0)
         return (int)pid;
+    if (go_fd >= 0 && read(go_fd, &go, 1) != 1)
+        _exit(1);
     if (pdeathsig) {
         struct pollfd parent = {parent_pidfd, POLLIN, 0};
         report[1] = Z_STEP_PDEATHSIG;

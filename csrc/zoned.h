@@ -29,7 +29,7 @@ int z_clone3(unsigned long long flags, int cgroup_fd, int *pidfd_out);
 #define Z_STEP_EXEC 5
 int z_spawn_exec(const char *path, char *const argv[], char *const envp[],
                  const unsigned char *bpf, size_t bpf_len, unsigned int seccomp_flags,
-                 int pdeathsig, int parent_pidfd, int tty_fd, int err_fd);
+                 int pdeathsig, int parent_pidfd, int tty_fd, int go_fd, int err_fd);
 int z_execveat(int fd, char *const argv[], char *const envp[]);
 int z_exec(const char *path, char *const argv[], char *const envp[],
            const unsigned char *bpf, size_t bpf_len, unsigned int seccomp_flags);

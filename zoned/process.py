@@ -325,7 +325,8 @@ def spawn_copy() -> int | None:
 def _spawn(plan: Plan, path: str, env: list[str], bpf: bytes, parent_pidfd: int) -> None:
     """exec's release: make the real process in the container's pid namespace (the C step
     z_spawn_exec runs pdeathsig, setsid/tty, the NNP seccomp filter and execve there, nothing
-    else) and tell zoned {"op": "spawned", "pid", "errno", "step"}. This process was never in
+    else), tell zoned {"op": "made", "pid"}, let it go once zoned has moved it into the
+    cgroup, and tell zoned {"op": "spawned", "pid", "errno", "step"}. This process was never in
     the container's pid namespace. It execs the sealed zoned-spawn copy to do it, so that the
     new process is never python before its execve; without that copy (not built, or execveat
     denied) it clones itself: the new process is then python, non-dumpable, for the
@@ -351,11 +352,18 @@ def _spawn(plan: Plan, path: str, env: list[str], bpf: bytes, parent_pidfd: int)
                 os.close(bpf_fd)
             for fd in (plan.sock.fileno(), parent_pidfd):
                 os.set_inheritable(fd, False)  # never into the container's process
+    go_r, go_w = os.pipe()
     err_r, err_w = os.pipe()  # CLOEXEC: EOF once the child has exec'd
-    pid = sc.spawn_exec(path, proc["args"], env, err_fd=err_w, bpf=bpf,
+    pid = sc.spawn_exec(path, proc["args"], env, go_fd=go_r, err_fd=err_w, bpf=bpf,
                         seccomp_flags=plan.seccomp_flags, pdeathsig=pdeathsig,
                         parent_pidfd=parent_pidfd, tty_fd=tty)
+    os.close(go_r)
     os.close(err_w)
+    send(plan.sock, op="made", pid=pid)
+    if not Channel(plan.sock).recv():  # zoned has moved it into the cgroup (or is gone)
+        os._exit(1)
+    os.write(go_w, b"g")
+    os.close(go_w)
     report = b""
     while len(report) < 8:
         chunk = os.read(err_r, 8 - len(report))

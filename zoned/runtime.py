@@ -98,9 +98,10 @@ class Started:
     __slots__ = ("pid", "chan", "master", "spawns", "pid_file", "command")
 
     def __init__(self, pid: int, chan: Channel | None, master: int | None = None, *,
-                 spawns: bool = False, pid_file: str | None = None, command: str = ""):
+                 spawns=None, pid_file: str | None = None, command: str = ""):
         self.pid, self.chan, self.master = pid, chan, master
-        self.spawns, self.pid_file, self.command = spawns, pid_file, command
+        self.spawns = spawns  # exec: the container's Cgroup, which the process goes into
+        self.pid_file, self.command = pid_file, command
 
     def release(self) -> None:
         """Let the process exec and report whether exec worked."""
@@ -108,9 +109,18 @@ class Started:
             return
         send(self.chan.sock, op="start")
         msg = self.chan.recv()  # EOF: the sync socket was closed by a successful exec
+        if msg and msg.get("op") == "made" and self.spawns is not None:
+            try:
+                self.spawns.add(int(msg["pid"]))  # a move: allowed even at pids.max
+            except BaseException:
+                _kill_and_reap(int(msg["pid"]))
+                _kill_and_reap(self.pid)
+                raise
+            send(self.chan.sock, op="go")
+            msg = self.chan.recv()
         self.chan.sock.close()
         self.chan = None
-        if self.spawns:
+        if self.spawns is not None:
             self._spawned(msg)
         elif msg and msg.get("op") == "error":
             raise _child_error(msg, "exec failed")
@@ -588,7 +598,7 @@ class Runtime:
         try:
             child = fork_nondumpable(run_child, plan)
             child_sock.close()
-            self.cgroup(st).add(child)  # what it makes inherits the cgroup
+            # The helper stays in our cgroup: release() moves the process it makes.
             chan = Channel(parent_sock)
             try:
                 send(parent_sock, op="cgroup")
@@ -596,7 +606,7 @@ class Runtime:
                 pass  # the helper failed early: _handshake reads why
             master = _handshake(chan, None, child, "exec set-up failed")
             _fault_injection("ZONED_TEST_PAUSE_EXEC")
-            return Started(child, chan, master, spawns=True, pid_file=pid_file,
+            return Started(child, chan, master, spawns=self.cgroup(st), pid_file=pid_file,
                            command=process["args"][0])
         except BaseException:
             if child:

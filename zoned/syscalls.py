@@ -160,17 +160,17 @@ SPAWN_STEP_EXEC = lib.Z_STEP_EXEC
 
 
 def spawn_exec(path: str, argv: Sequence[str], env: Sequence[str], *, err_fd: int,
-               bpf: bytes = b"", seccomp_flags: int = 0, pdeathsig: int = 0,
+               go_fd: int, bpf: bytes = b"", seccomp_flags: int = 0, pdeathsig: int = 0,
                parent_pidfd: int = -1, tty_fd: int = -1) -> int:
-    """Clone zoned's child into our pid namespace for children and exec `path` there (see
-    z_spawn_exec): returns its pid once it has exec'd or failed; a failure is reported as
-    {errno, step} (two native ints) on err_fd."""
+    """Clone zoned's child into our pid namespace for children; it waits for a byte on go_fd,
+    then execs `path` (see z_spawn_exec). Returns its pid; a failure is reported as
+    {errno, step} (two native ints) on err_fd, EOF there means it exec'd."""
     keep = [ffi.new("char[]", _b(a)) for a in argv]
     cargv = ffi.new("char *[]", keep + [ffi.NULL])
     keep_env = [ffi.new("char[]", _b(e)) for e in env]
     cenv = ffi.new("char *[]", keep_env + [ffi.NULL])
     return _check(lib.z_spawn_exec(_b(path), cargv, cenv, bpf, len(bpf), seccomp_flags,
-                                   pdeathsig, parent_pidfd, tty_fd, err_fd), "clone")
+                                   pdeathsig, parent_pidfd, tty_fd, go_fd, err_fd), "clone")
 
 
 def execveat(fd: int, argv: Sequence[str], env: Sequence[str]) -> None:
