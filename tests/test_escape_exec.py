@@ -227,7 +227,8 @@ print(" ".join(sorted(os.listdir("/"))))
 print(" ".join(os.listdir({cli.root!r})))
 """
     p = subprocess.run(["unshare", "-m", "--propagation", "private", os.sys.executable, "-c",
-                        script], capture_output=True, text=True, timeout=60)
+                        script], capture_output=True, text=True, timeout=60,
+                       cwd="/")  # the installed zoned, not one in the current directory
     lines = p.stdout.splitlines()
     assert len(lines) >= 2, (p.stdout, p.stderr)
     assert lines[0] == ("refused: refusing to set up the rootfs in the caller's mount "
