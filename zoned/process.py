@@ -15,6 +15,10 @@ Protocol (one JSON object per SOCK_SEQPACKET message on the socketpair):
   parent -> child  {"op": "ack"}            the state is written
   child  -> parent {"op": "detached"}       pdeathsig is off: the creator may exit
   child  -> parent {"op": "error", ...}     exec failed; EOF on exec success (CLOEXEC)
+exec's helper, after "start" (see _spawn; it never enters the container's pid namespace):
+  child  -> parent {"op": "made", "pid": N}  the real process exists, waiting, outside the cgroup
+  parent -> child  {"op": "go"}             it is in the container's cgroup now
+  child  -> parent {"op": "spawned", "pid": N, "errno": E, "step": S}   E 0: it exec'd
 """
 from __future__ import annotations
 
