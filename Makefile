@@ -18,8 +18,8 @@ APT_PACKAGES := python3-venv python3-dev gcc libc6-dev make libffi-dev libseccom
 
 all: setup
 
-setup: $(STAMP)/apt $(STAMP)/venv zoned/libexec/zoned-init zoned/libexec/zoned-logger bytecode \
-	image criu
+setup: $(STAMP)/apt $(STAMP)/venv zoned/libexec/zoned-init zoned/libexec/zoned-logger \
+	zoned/libexec/zoned-spawn bytecode image criu
 
 $(STAMP)/apt: Makefile
 	@mkdir -p $(STAMP)
@@ -61,6 +61,11 @@ zoned/libexec/zoned-init: csrc/init.c $(STAMP)/apt
 zoned/libexec/zoned-logger: csrc/logger.c $(STAMP)/apt
 	@mkdir -p zoned/libexec
 	cc -static -Os -s -Wall -o $@ csrc/logger.c
+
+# The last step of `zoned exec`, run from a sealed memfd copy (csrc/spawn.c says why).
+zoned/libexec/zoned-spawn: csrc/spawn.c csrc/zoned.c csrc/zoned.h $(STAMP)/apt
+	@mkdir -p zoned/libexec
+	cc -static -Os -s -Wall -Icsrc -o $@ csrc/spawn.c
 
 # The default image, built locally (never pulled); rebuilt only if missing.
 image: $(STAMP)/venv

@@ -9,11 +9,13 @@
 #endif
 #include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <sched.h>
 #include <signal.h>
 #include <stdint.h>
 #include <string.h>
 #include <unistd.h>
+#include <sys/ioctl.h>
 #include <sys/mount.h>
 #include <sys/personality.h>
 #include <sys/prctl.h>
@@ -147,6 +149,68 @@ int z_clone3(unsigned long long flags, int cgroup_fd, int *pidfd_out)
     if (flags & CLONE_INTO_CGROUP)
         args.cgroup = (uint64_t)cgroup_fd;
     return (int)syscall(SYS_clone3, &args, sizeof(args));
+}
+
+/*
+ * The release of an exec'd process (zoned exec). The caller, zoned's helper, is not in the
+ * container's pid namespace (only its children go there) and has done all set-up. This clones
+ * the real process: CLONE_PARENT makes it zoned's child, as a plain fork would. The child
+ * runs only the steps below, all in C, then execve; until execve it is the helper's
+ * (non-dumpable) copy and the only moment a process of zoned's is visible inside the
+ * container.
+ *   go_fd           first it waits for a byte here (EOF: exit): zoned moves it into the
+ *                   container's cgroup meanwhile (a move is never refused by pids.max, a
+ *                   fork inside a full cgroup is; the helper stays outside)
+ *   pdeathsig       if non-zero: set it, then exit if zoned (parent_pidfd) is already gone
+ *   setsid          a session of its own; with tty_fd >= 0 that pty becomes its terminal
+ *   bpf             seccomp filter to load last (the no_new_privs case; else none here)
+ * On failure the child writes {errno, step} to err_fd (a CLOEXEC pipe: EOF means execve
+ * worked) and exits 127. Returns the child's pid (in the caller's pid namespace), or -1.
+ * The legacy clone syscall, not clone3: seccomp profiles that deny clone3 (docker's returns
+ * ENOSYS) allow clone without namespace flags, and a non-NNP filter is already loaded here.
+ */
+int z_spawn_exec(const char *path, char *const argv[], char *const envp[],
+                 const unsigned char *bpf, size_t bpf_len, unsigned int seccomp_flags,
+                 int pdeathsig, int parent_pidfd, int tty_fd, int go_fd, int err_fd)
+{
+    int report[2] = {0, 0};
+    char go;
+    long pid = syscall(SYS_clone, CLONE_PARENT, 0, NULL, NULL, 0);
+    if (pid != 0)
+        return (int)pid;
+    if (go_fd >= 0 && read(go_fd, &go, 1) != 1)
+        _exit(1);
+    if (pdeathsig) {
+        struct pollfd parent = {parent_pidfd, POLLIN, 0};
+        report[1] = Z_STEP_PDEATHSIG;
+        if (prctl(PR_SET_PDEATHSIG, pdeathsig, 0, 0, 0) < 0)
+            goto fail;
+        if (parent_pidfd >= 0 && poll(&parent, 1, 0) != 0)
+            _exit(1);  /* zoned died before the signal was armed */
+    }
+    report[1] = Z_STEP_SETSID;
+    if (setsid() < 0)
+        goto fail;
+    report[1] = Z_STEP_TTY;
+    if (tty_fd >= 0 && ioctl(tty_fd, TIOCSCTTY, 0) < 0)
+        goto fail;
+    report[1] = Z_STEP_SECCOMP;
+    if (bpf_len > 0 && z_seccomp_set_filter(seccomp_flags, bpf, bpf_len) < 0)
+        goto fail;
+    report[1] = Z_STEP_EXEC;
+    execve(path, argv, envp);
+fail:
+    report[0] = errno;
+    if (write(err_fd, report, sizeof(report)) < 0) {
+        /* nothing left to tell it with */
+    }
+    _exit(127);
+}
+
+/* execveat(fd, "", ..., AT_EMPTY_PATH): run an executable held by fd (a sealed memfd). */
+int z_execveat(int fd, char *const argv[], char *const envp[])
+{
+    return (int)syscall(SYS_execveat, fd, "", argv, envp, AT_EMPTY_PATH);
 }
 
 /*

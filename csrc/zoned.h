@@ -22,6 +22,15 @@ int z_prctl(int option, unsigned long a2, unsigned long a3, unsigned long a4,
 int z_personality(unsigned long persona);
 int z_bpf(int cmd, void *attr, unsigned int size);
 int z_clone3(unsigned long long flags, int cgroup_fd, int *pidfd_out);
+#define Z_STEP_PDEATHSIG 1
+#define Z_STEP_SETSID 2
+#define Z_STEP_TTY 3
+#define Z_STEP_SECCOMP 4
+#define Z_STEP_EXEC 5
+int z_spawn_exec(const char *path, char *const argv[], char *const envp[],
+                 const unsigned char *bpf, size_t bpf_len, unsigned int seccomp_flags,
+                 int pdeathsig, int parent_pidfd, int tty_fd, int go_fd, int err_fd);
+int z_execveat(int fd, char *const argv[], char *const envp[]);
 int z_exec(const char *path, char *const argv[], char *const envp[],
            const unsigned char *bpf, size_t bpf_len, unsigned int seccomp_flags);
 int z_openat2(int dirfd, const char *path, unsigned long long flags,

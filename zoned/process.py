@@ -15,6 +15,10 @@ Protocol (one JSON object per SOCK_SEQPACKET message on the socketpair):
   parent -> child  {"op": "ack"}            the state is written
   child  -> parent {"op": "detached"}       pdeathsig is off: the creator may exit
   child  -> parent {"op": "error", ...}     exec failed; EOF on exec success (CLOEXEC)
+exec's helper, after "start" (see _spawn; it never enters the container's pid namespace):
+  child  -> parent {"op": "made", "pid": N}  the real process exists, waiting, outside the cgroup
+  parent -> child  {"op": "go"}             it is in the container's cgroup now
+  child  -> parent {"op": "spawned", "pid": N, "errno": E, "step": S}   E 0: it exec'd
 """
 from __future__ import annotations
 
@@ -24,6 +28,7 @@ import os
 import signal
 import socket
 import struct
+from typing import Callable
 
 from zoned import syscalls as sc
 
@@ -42,7 +47,8 @@ class Plan:
 
     __slots__ = ("cfg", "sock", "rootfs", "upper", "work", "stdio", "fifo_fd", "join_fds",
                  "bpf", "seccomp_flags", "hierarchies", "wait_namespaces", "keep_pdeathsig",
-                 "preserve_fds", "no_pivot", "pid_join", "cgroup_path", "idmap_fds")
+                 "preserve_fds", "no_pivot", "pidns_fd", "cgroup_path", "idmap_fds",
+                 "caller_mntns", "spawn_fd")
 
     def __init__(self, cfg: dict, sock: socket.socket, *,
                  rootfs: str | None = None,           # None: exec into an existing container
@@ -52,17 +58,21 @@ class Plan:
                  join_fds: dict[str, int] | None = None,      # namespace type -> fd
                  bpf: bytes = b"", seccomp_flags: int = 0, hierarchies: list | None = None,
                  wait_namespaces: bool = False, keep_pdeathsig: bool = False,
-                 preserve_fds: int = 0, no_pivot: bool = False, pid_join: str | None = None,
-                 cgroup_path: str | None = None, idmap_fds: dict[int, int] | None = None):
+                 preserve_fds: int = 0, no_pivot: bool = False, pidns_fd: int | None = None,
+                 cgroup_path: str | None = None, idmap_fds: dict[int, int] | None = None,
+                 spawn_fd: int | None = None):
         self.cfg, self.sock, self.rootfs, self.upper, self.work = cfg, sock, rootfs, upper, work
         self.stdio, self.fifo_fd, self.join_fds = stdio, fifo_fd, join_fds or {}
         self.bpf, self.seccomp_flags, self.hierarchies = bpf, seccomp_flags, hierarchies or []
         self.wait_namespaces, self.keep_pdeathsig = wait_namespaces, keep_pdeathsig
         self.preserve_fds = preserve_fds  # fds 3..3+N-1 stay open into the process
         self.no_pivot = no_pivot
-        self.pid_join = pid_join          # a pid namespace to join (user namespace path)
+        self.pidns_fd = pidns_fd          # exec: the pid namespace the process is made in
         self.cgroup_path = cgroup_path    # for bind-mounting v1 cgroups in a user namespace
         self.idmap_fds = idmap_fds or {}  # mounts[i] -> user namespace fd with its maps
+        # the creator's mount namespace: the child must never mount or pivot in it
+        self.caller_mntns = os.stat("/proc/self/ns/mnt").st_ino
+        self.spawn_fd = spawn_fd          # exec: the sealed zoned-spawn copy (spawn_copy)
 
 
 def sync_pair() -> tuple[socket.socket, socket.socket]:
@@ -96,6 +106,24 @@ class Channel:
         if fds:
             msg["fds"] = fds
         return msg
+
+
+def fork_nondumpable(child: Callable[[Plan], None], plan: Plan) -> int:
+    """os.fork whose child is non-dumpable from its first instruction: its /proc/PID/exe (the
+    host's python), mem and fds, and ptrace, then need CAP_SYS_PTRACE in the host's user
+    namespace (a forked mm keeps the flag, and its user namespace: the host's). The flag is
+    the whole process's, so the caller's is restored at once (the API runs inside users'
+    programs); `child` never returns."""
+    was = sc.dumpable()
+    sc.set_dumpable(False)
+    try:
+        pid = os.fork()
+        if pid == 0:
+            child(plan)
+    finally:
+        if was:
+            sc.set_dumpable(True)
+    return pid
 
 
 def describe(exc: BaseException) -> str:
@@ -160,6 +188,7 @@ def run_userns_stage(plan: Plan) -> None:
             os.setresuid(0, 0, 0)
         except OSError:
             pass
+        sc.set_dumpable(False)  # the credential changes reset it to fs.suid_dumpable
         ns = {n["type"]: n.get("path") for n in (plan.cfg.get("linux") or {}).get("namespaces", [])}
         if "pid" in ns:
             if ns["pid"]:
@@ -248,9 +277,106 @@ def _console(plan: Plan, proc: dict) -> None:
         if not os.path.exists("/dev/console"):
             os.close(os.open("/dev/console", os.O_CREAT | os.O_WRONLY | os.O_CLOEXEC, 0o600))
         sc.mount(slave_path, "/dev/console", None, sc.MS_BIND)
-    console.make_controlling_tty(slave)
+    if plan.rootfs is not None:
+        console.make_controlling_tty(slave)
+    else:  # exec: the process _spawn makes takes it as its terminal, in a session of its own
+        for target in (0, 1, 2):
+            os.dup2(slave, target)
+        os.close(slave)
     send(plan.sock, [master], op="console", name=slave_path)
     os.close(master)
+
+
+def _check_private_mounts(plan: Plan) -> None:
+    """Defence in depth for create's check: rootfs set-up mounts and pivots, which outside
+    a mount namespace of the container's own would wreck the caller's (the host's) root."""
+    if os.stat("/proc/self/ns/mnt").st_ino == plan.caller_mntns:
+        from zoned.errors import ConfigError
+
+        raise ConfigError("refusing to set up the rootfs in the caller's mount namespace: "
+                          'linux.namespaces needs a new "mount" namespace')
+
+
+def spawn_copy() -> int | None:
+    """A sealed, execute-only memfd copy of zoned-spawn (csrc/spawn.c), for an exec helper to
+    run at release: the process it makes inside the container then has that copy as its exe
+    until it execs, never a host binary, and memory of the host's user namespace. None if
+    zoned-spawn was not built (then the helper clones itself, see _spawn)."""
+    src = os.path.join(os.path.dirname(__file__), "libexec", "zoned-spawn")
+    try:
+        with open(src, "rb") as f:
+            data = f.read()
+    except FileNotFoundError:
+        return None
+    MFD_EXEC = 0x10  # executable even where vm.memfd_noexec defaults to no
+    try:
+        fd = os.memfd_create("zoned-spawn", os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING | MFD_EXEC)
+    except OSError:  # a kernel before 6.3 knows no MFD_EXEC
+        fd = os.memfd_create("zoned-spawn", os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+        os.fchmod(fd, 0o111)  # unreadable to the container's user: see would_dump()
+        fcntl.fcntl(fd, fcntl.F_ADD_SEALS, fcntl.F_SEAL_SEAL | fcntl.F_SEAL_SHRINK |
+                    fcntl.F_SEAL_GROW | fcntl.F_SEAL_WRITE)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def _spawn(plan: Plan, path: str, env: list[str], bpf: bytes, parent_pidfd: int) -> None:
+    """exec's release: make the real process in the container's pid namespace (the C step
+    z_spawn_exec runs pdeathsig, setsid/tty, the NNP seccomp filter and execve there, nothing
+    else), tell zoned {"op": "made", "pid"}, let it go once zoned has moved it into the
+    cgroup, and tell zoned {"op": "spawned", "pid", "errno", "step"}. This process was never in
+    the container's pid namespace. It execs the sealed zoned-spawn copy to do it, so that the
+    new process is never python before its execve; without that copy (not built, or execveat
+    denied) it clones itself: the new process is then python, non-dumpable, for the
+    microseconds until its execve. Never returns."""
+    proc = plan.cfg["process"]
+    pdeathsig = signal.SIGKILL if plan.keep_pdeathsig else 0
+    tty = 0 if proc.get("terminal") else -1
+    if plan.spawn_fd is not None:
+        bpf_fd = -1
+        if bpf:  # at most 4096 instructions: 32 KiB, within a pipe's buffer
+            bpf_fd, w = os.pipe()
+            os.write(w, bpf)
+            os.close(w)
+            os.set_inheritable(bpf_fd, True)
+        for fd in (plan.sock.fileno(), parent_pidfd):
+            os.set_inheritable(fd, True)
+        argv = ["zoned-spawn", str(plan.sock.fileno()), str(pdeathsig), str(parent_pidfd),
+                str(tty), str(plan.seccomp_flags), str(bpf_fd), path, *proc["args"]]
+        try:
+            sc.execveat(plan.spawn_fd, argv, env)
+        except OSError:  # e.g. a seccomp profile that denies execveat: clone ourselves
+            if bpf_fd >= 0:
+                os.close(bpf_fd)
+            for fd in (plan.sock.fileno(), parent_pidfd):
+                os.set_inheritable(fd, False)  # never into the container's process
+    go_r, go_w = os.pipe()
+    err_r, err_w = os.pipe()  # CLOEXEC: EOF once the child has exec'd
+    pid = sc.spawn_exec(path, proc["args"], env, go_fd=go_r, err_fd=err_w, bpf=bpf,
+                        seccomp_flags=plan.seccomp_flags, pdeathsig=pdeathsig,
+                        parent_pidfd=parent_pidfd, tty_fd=tty)
+    os.close(go_r)
+    os.close(err_w)
+    send(plan.sock, op="made", pid=pid)
+    if not Channel(plan.sock).recv():  # zoned has moved it into the cgroup (or is gone)
+        os._exit(1)
+    os.write(go_w, b"g")
+    os.close(go_w)
+    report = b""
+    while len(report) < 8:
+        chunk = os.read(err_r, 8 - len(report))
+        if not chunk:
+            break
+        report += chunk
+    err, step = struct.unpack("ii", report) if len(report) == 8 else (0, 0)
+    send(plan.sock, op="spawned", pid=pid, errno=err, step=step)
+    os._exit(0)
 
 
 def _child(plan: Plan) -> None:
@@ -277,6 +403,9 @@ def _child(plan: Plan) -> None:
             *plan.idmap_fds.values()}
     if plan.fifo_fd is not None:
         keep.add(plan.fifo_fd)
+    for fd in (plan.pidns_fd, plan.spawn_fd):
+        if fd is not None:
+            keep.add(fd)
     _close_fds_except(keep)
     for fd in (0, 1, 2, *preserved):
         os.set_inheritable(fd, True)
@@ -314,14 +443,24 @@ def _child(plan: Plan) -> None:
         if ns in plan.join_fds:
             sc.setns(plan.join_fds[ns], NS_FLAGS[ns])
             os.close(plan.join_fds[ns])
+    if "user" in plan.join_fds:
+        sc.set_dumpable(False)  # joining a user namespace is a credential change
+    parent_pidfd = -1
     if plan.rootfs is None:
-        joined_cgroup()  # exec: joins existing namespaces only
+        # exec: joins existing namespaces only. Its pid namespace steers only the children
+        # (see _spawn), so this process itself stays outside, invisible to the container.
+        if plan.pidns_fd is not None:
+            sc.setns(plan.pidns_fd, sc.CLONE_NEWPID)
+            os.close(plan.pidns_fd)
+        parent_pidfd = sc.pidfd_open(os.getppid())
+        joined_cgroup()
     else:
         flags = 0
         for ns in new_ns - {"pid", "user", "cgroup"}:
             flags |= NS_FLAGS[ns]
         if flags:
             sc.unshare(flags)
+        _check_private_mounts(plan)
         if "time" in new_ns:
             _time_offsets(linux.get("timeOffsets") or {})
         if "network" in new_ns:
@@ -347,7 +486,8 @@ def _child(plan: Plan) -> None:
         fs.finish()
     os.chdir(proc.get("cwd") or "/")
 
-    os.setsid()  # session leader: a clean controlling tty, and what CRIU wants of init
+    if plan.rootfs is not None:
+        os.setsid()  # session leader: a clean controlling tty, and what CRIU wants of init
     if proc.get("terminal"):
         _console(plan, proc)
 
@@ -363,6 +503,7 @@ def _child(plan: Plan) -> None:
         sc.seccomp_set_filter(bpf, plan.seccomp_flags)
         bpf = b""
     security.apply_user_and_caps(proc)
+    sc.set_dumpable(False)  # each credential change reset it to fs.suid_dumpable
     prctl.set_pdeathsig(signal.SIGKILL)  # a uid change cleared it
 
     send(plan.sock, op="ready")
@@ -382,6 +523,8 @@ def _child(plan: Plan) -> None:
         msg = chan.recv()
         if not msg or msg.get("op") != "start":
             os._exit(1)
+        if plan.rootfs is None:
+            _spawn(plan, path, env, bpf, parent_pidfd)
         if not plan.keep_pdeathsig:
             prctl.set_pdeathsig(0)
     if cfg_hooks.get("startContainer") and plan.rootfs is not None:

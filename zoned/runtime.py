@@ -16,7 +16,7 @@ from contextlib import contextmanager
 from zoned import spec as specmod
 from zoned import syscalls as sc
 from zoned.errors import ConfigError, InvalidState, NotFound, ZonedError
-from zoned.process import NS_PROC, Channel, Plan, run_child, send, sync_pair
+from zoned.process import NS_PROC, Channel, Plan, fork_nondumpable, run_child, send, sync_pair
 from zoned.state import Store, proc_start_time
 
 ACTIVE = ("created", "running", "paused")
@@ -111,12 +111,19 @@ def pid_namespace_for_children(join_fd: int | None = None):
 class Started:
     """A process zoned forked and still holds the sync channel of (creator or exec).
     `master` is the pty master when process.terminal is set: the caller proxies it or
-    passes it on (console socket), and closes it."""
+    passes it on (console socket), and closes it.
 
-    __slots__ = ("pid", "chan", "master")
+    For exec, `pid` is first the helper's, which waits outside the container's pid
+    namespace; release() makes the real process there (zoned's child too) and `pid` becomes
+    its pid, written to `pid_file` if one was asked for."""
 
-    def __init__(self, pid: int, chan: Channel | None, master: int | None = None):
+    __slots__ = ("pid", "chan", "master", "spawns", "pid_file", "command")
+
+    def __init__(self, pid: int, chan: Channel | None, master: int | None = None, *,
+                 spawns=None, pid_file: str | None = None, command: str = ""):
         self.pid, self.chan, self.master = pid, chan, master
+        self.spawns = spawns  # exec: the container's Cgroup, which the process goes into
+        self.pid_file, self.command = pid_file, command
 
     def release(self) -> None:
         """Let the process exec and report whether exec worked."""
@@ -124,10 +131,45 @@ class Started:
             return
         send(self.chan.sock, op="start")
         msg = self.chan.recv()  # EOF: the sync socket was closed by a successful exec
+        if msg and msg.get("op") == "made" and self.spawns is not None:
+            try:
+                self.spawns.add(int(msg["pid"]))  # a move: allowed even at pids.max
+            except BaseException:
+                _kill_and_reap(int(msg["pid"]))
+                _kill_and_reap(self.pid)
+                raise
+            send(self.chan.sock, op="go")
+            msg = self.chan.recv()
         self.chan.sock.close()
         self.chan = None
-        if msg and msg.get("op") == "error":
+        if self.spawns is not None:
+            self._spawned(msg)
+        elif msg and msg.get("op") == "error":
             raise _child_error(msg, "exec failed")
+
+    def _spawned(self, msg: dict | None) -> None:
+        """The exec helper's last word (process._spawn): the real process's pid, or why it
+        failed."""
+        helper, pid = self.pid, int((msg or {}).get("pid") or 0)
+        try:
+            os.waitpid(helper, 0)  # it exits once it has told us
+        except ChildProcessError:
+            pass
+        if not msg or msg.get("op") != "spawned":
+            raise _child_error(msg, "exec failed")
+        err, step = int(msg.get("errno") or 0), int(msg.get("step") or 0)
+        if err or not pid:
+            if pid:  # it was made but did not exec: reap it
+                _kill_and_reap(pid)
+            if step == sc.SPAWN_STEP_EXEC:
+                kind = {errno.ENOENT: "notfound", errno.EACCES: "denied"}.get(err)
+                message = f"{os.strerror(err)}: {self.command}"
+            else:
+                kind, message = None, f"{sc.SPAWN_STEPS.get(step, 'clone')}: {os.strerror(err)}"
+            raise _child_error({"message": message, "kind": kind}, "exec failed")
+        self.pid = pid
+        if self.pid_file:
+            _write_pid_file(self.pid_file, pid)
 
 
 class Runtime:
@@ -327,7 +369,10 @@ class Runtime:
                 os.close(fifo_fd)
             cgroup.add(pid)
             state["pid"] = pid
-            send(parent_sock, op="cgroup", state=oci_state(state))
+            try:
+                send(parent_sock, op="cgroup", state=oci_state(state))
+            except BrokenPipeError:
+                pass  # the init failed early: _handshake reads why
             _fault_injection("ZONED_TEST_PAUSE_CREATE")
             master = _handshake(chan, on_namespaces, pid, "container init exited during set-up")
             state["status"] = "created"
@@ -371,22 +416,17 @@ class Runtime:
     @staticmethod
     def _fork(plan: Plan, namespaces: dict) -> int:
         if "pid" in namespaces:
-            join_fd = None
+            join_fd, pid = None, 0
             if namespaces["pid"]:
                 join_fd = os.open(namespaces["pid"], os.O_RDONLY | os.O_CLOEXEC)
             try:
                 with pid_namespace_for_children(join_fd):
-                    pid = os.fork()
-                    if pid == 0:
-                        run_child(plan)
+                    pid = fork_nondumpable(run_child, plan)
             finally:
                 if join_fd is not None and pid:
                     os.close(join_fd)
             return pid
-        pid = os.fork()
-        if pid == 0:
-            run_child(plan)
-        return pid
+        return fork_nondumpable(run_child, plan)
 
     # -- start / kill / delete ---------------------------------------------------------
     def start(self, cid: str, started: Started | None = None) -> None:
@@ -611,29 +651,30 @@ class Runtime:
             seccomp_flags = seccomp.filter_flags(linux["seccomp"])
         exec_cfg = dict(cfg)
         exec_cfg["process"] = process
+        from zoned.process import spawn_copy
+
+        spawn_fd = spawn_copy()
         parent_sock, child_sock = sync_pair()
+        # The helper is forked here, outside the container's pid namespace, and sets up
+        # there; at release it makes the real process inside (process._spawn).
         plan = Plan(exec_cfg, child_sock, rootfs=None, stdio=stdio, preserve_fds=preserve_fds,
                     join_fds=join_fds, bpf=bpf, seccomp_flags=seccomp_flags,
-                    keep_pdeathsig=not detach)  # a detached process outlives `zoned exec`
+                    keep_pdeathsig=not detach,  # a detached process outlives `zoned exec`
+                    pidns_fd=pidns, spawn_fd=spawn_fd)
         child = 0
         try:
-            if pidns is not None:
-                with pid_namespace_for_children(pidns):
-                    child = os.fork()
-                    if child == 0:
-                        run_child(plan)
-            else:
-                child = os.fork()
-                if child == 0:
-                    run_child(plan)
+            child = fork_nondumpable(run_child, plan)
             child_sock.close()
-            self.cgroup(st).add(child)
+            # The helper stays in our cgroup: release() moves the process it makes.
             chan = Channel(parent_sock)
-            send(parent_sock, op="cgroup")
+            try:
+                send(parent_sock, op="cgroup")
+            except BrokenPipeError:
+                pass  # the helper failed early: _handshake reads why
             master = _handshake(chan, None, child, "exec set-up failed")
-            if pid_file:
-                _write_pid_file(pid_file, child)
-            return Started(child, chan, master)
+            _fault_injection("ZONED_TEST_PAUSE_EXEC")
+            return Started(child, chan, master, spawns=self.cgroup(st), pid_file=pid_file,
+                           command=process["args"][0])
         except BaseException:
             if child:
                 _kill_and_reap(child)
@@ -641,8 +682,9 @@ class Runtime:
         finally:
             for fd in join_fds.values():
                 os.close(fd)
-            if pidns is not None:
-                os.close(pidns)
+            for fd in (pidns, spawn_fd):
+                if fd is not None:
+                    os.close(fd)
 
 
 def hook_kinds(cfg: dict) -> list[str]:
@@ -731,9 +773,7 @@ def _fork_userns(plan: Plan, chan: Channel, linux: dict, child_sock) -> int:
     pid of stage 2, the container's init."""
     from zoned.process import run_userns_stage
 
-    stage1 = os.fork()
-    if stage1 == 0:
-        run_userns_stage(plan)
+    stage1 = fork_nondumpable(run_userns_stage, plan)
     try:
         while True:
             msg = chan.recv()

@@ -409,6 +409,7 @@ def validate(cfg: dict) -> dict:
             raise ConfigError(f"config.json: namespace {t!r} listed twice")
         seen.add(t)
     _check_namespace_needs(cfg, linux, seen)
+    check_private_mount_namespace(linux)
     for i, m in enumerate(cfg.get("mounts") or []):
         if not m["destination"].startswith("/"):
             raise ConfigError(f"config.json: mounts[{i}].destination "
@@ -421,6 +422,23 @@ def validate(cfg: dict) -> dict:
 # The kernel's limit for hostname and domainname (__NEW_UTS_LEN): longer ones fail in the
 # container's set-up.
 MAX_UTS_NAME = 64
+
+
+def check_private_mount_namespace(linux: dict) -> None:
+    """The rootfs is set up with mounts and pivot_root: in the caller's mount namespace (no
+    "mount" entry) or in a joined one (a "path") that would replace the root of every
+    process there, the host's included. runc chroots instead, but still mounts into the
+    host's namespace; zoned refuses."""
+    mount = [n for n in linux.get("namespaces") or [] if isinstance(n, dict)
+             and n.get("type") == "mount"]
+    if not mount:
+        raise ConfigError('linux.namespaces: a "mount" namespace is required (zoned sets up '
+                          "the rootfs with mounts and pivot_root, which would change the "
+                          "caller's root)")
+    if mount[0].get("path"):
+        raise ConfigError(f'linux.namespaces: joining the "mount" namespace '
+                          f'{mount[0]["path"]!r} is not supported (zoned would mount and '
+                          "pivot_root in it)")
 
 
 def _check_namespace_needs(cfg: dict, linux: dict, namespaces: set[str]) -> None:

@@ -153,6 +153,52 @@ def execve_seccomp(path: str, argv: Sequence[str], env: Sequence[str], bpf: byte
     raise OSError(err, os.strerror(err), path)
 
 
+SPAWN_STEPS = {lib.Z_STEP_PDEATHSIG: "prctl(PR_SET_PDEATHSIG)", lib.Z_STEP_SETSID: "setsid",
+               lib.Z_STEP_TTY: "ioctl(TIOCSCTTY)", lib.Z_STEP_SECCOMP: "seccomp",
+               lib.Z_STEP_EXEC: "execve"}
+SPAWN_STEP_EXEC = lib.Z_STEP_EXEC
+
+
+def spawn_exec(path: str, argv: Sequence[str], env: Sequence[str], *, err_fd: int,
+               go_fd: int, bpf: bytes = b"", seccomp_flags: int = 0, pdeathsig: int = 0,
+               parent_pidfd: int = -1, tty_fd: int = -1) -> int:
+    """Clone zoned's child into our pid namespace for children; it waits for a byte on go_fd,
+    then execs `path` (see z_spawn_exec). Returns its pid; a failure is reported as
+    {errno, step} (two native ints) on err_fd, EOF there means it exec'd."""
+    keep = [ffi.new("char[]", _b(a)) for a in argv]
+    cargv = ffi.new("char *[]", keep + [ffi.NULL])
+    keep_env = [ffi.new("char[]", _b(e)) for e in env]
+    cenv = ffi.new("char *[]", keep_env + [ffi.NULL])
+    return _check(lib.z_spawn_exec(_b(path), cargv, cenv, bpf, len(bpf), seccomp_flags,
+                                   pdeathsig, parent_pidfd, tty_fd, go_fd, err_fd), "clone")
+
+
+def execveat(fd: int, argv: Sequence[str], env: Sequence[str]) -> None:
+    """Run the executable `fd` holds (AT_EMPTY_PATH), env as a list. Returns only by raising."""
+    keep = [ffi.new("char[]", _b(a)) for a in argv]
+    cargv = ffi.new("char *[]", keep + [ffi.NULL])
+    keep_env = [ffi.new("char[]", _b(e)) for e in env]
+    cenv = ffi.new("char *[]", keep_env + [ffi.NULL])
+    lib.z_execveat(fd, cargv, cenv)
+    err = ffi.errno
+    raise OSError(err, f"execveat: {os.strerror(err)}")
+
+
+PR_GET_DUMPABLE = 3
+PR_SET_DUMPABLE = 4
+
+
+def set_dumpable(on: bool) -> None:
+    """PR_SET_DUMPABLE. A non-dumpable process's /proc/PID/{exe,mem,fd,...} and ptrace need
+    CAP_SYS_PTRACE in the user namespace its memory belongs to (the host's, for zoned's
+    children); every credential change resets the flag to fs.suid_dumpable."""
+    _check(lib.z_prctl(PR_SET_DUMPABLE, int(on), 0, 0, 0), "prctl(PR_SET_DUMPABLE)")
+
+
+def dumpable() -> bool:
+    return bool(_check(lib.z_prctl(PR_GET_DUMPABLE, 0, 0, 0, 0), "prctl(PR_GET_DUMPABLE)"))
+
+
 def bpf(cmd: int, attr: bytearray) -> int:
     """bpf(2) on a caller-built attr union (a bytearray the kernel may write back into)."""
     return _check(lib.z_bpf(cmd, ffi.from_buffer(attr), len(attr)), "bpf")
