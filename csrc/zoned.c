@@ -176,18 +176,24 @@ int z_spawn_exec(const char *path, char *const argv[], char *const envp[],
     int report[2] = {0, 0};
     char go;
     long pid = syscall(SYS_clone, CLONE_PARENT, 0, NULL, NULL, 0);
+    struct pollfd parent = {parent_pidfd, POLLIN, 0};
     if (pid != 0)
         return (int)pid;
+    /*
+     * Until "go" the process is zoned's: if zoned dies while it waits, it dies too. EOF on
+     * go_fd cannot tell, as this copy still holds the pipe's write end (a killed `zoned exec`
+     * left such a process blocked in read, holding its caller's stdout, for ever).
+     */
+    if (prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) < 0 ||
+        (parent_pidfd >= 0 && poll(&parent, 1, 0) != 0))
+        _exit(1);  /* (zoned died before the signal was armed) */
     if (go_fd >= 0 && read(go_fd, &go, 1) != 1)
         _exit(1);
-    if (pdeathsig) {
-        struct pollfd parent = {parent_pidfd, POLLIN, 0};
-        report[1] = Z_STEP_PDEATHSIG;
-        if (prctl(PR_SET_PDEATHSIG, pdeathsig, 0, 0, 0) < 0)
-            goto fail;
-        if (parent_pidfd >= 0 && poll(&parent, 1, 0) != 0)
-            _exit(1);  /* zoned died before the signal was armed */
-    }
+    report[1] = Z_STEP_PDEATHSIG;
+    if (prctl(PR_SET_PDEATHSIG, pdeathsig, 0, 0, 0) < 0)  /* 0 (exec -d): outlive zoned */
+        goto fail;
+    if (pdeathsig && parent_pidfd >= 0 && poll(&parent, 1, 0) != 0)
+        _exit(1);
     report[1] = Z_STEP_SETSID;
     if (setsid() < 0)
         goto fail;

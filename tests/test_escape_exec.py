@@ -255,3 +255,19 @@ def test_exec_under_a_profile_that_denies_execveat(cli, bundle, nnp):  # noqa: F
     lines = p.stdout.split()
     assert lines[:2] == ["Seccomp:", "2"], p.stdout
     assert lines[2:] == ["0", "1", "2", "3"], p.stdout  # 3: ls's own /proc/self/fd
+
+
+def test_a_killed_exec_leaves_no_process_waiting(cli):
+    """`zoned exec` killed while the process it made waits for "go" (in the zone's pid
+    namespace, holding the caller's stdout): that process dies with it. It used to block in
+    read for ever, so a caller reading exec's output never saw EOF."""
+    cli("run", "-d", "--name", "w", "--", "sleep", "1000", check=True)
+    env = {**os.environ, "ZONED_TEST_FAULT": "exec:made=kill"}
+    for detach in ([], ["-d"]):
+        p = subprocess.Popen([ZONED, "--root", cli.root, "exec", *detach, "w", "--", "sleep",
+                              "77777"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                             env=env)
+        out, _ = p.communicate(timeout=20)  # EOF: nothing holds the pipe any more
+        assert p.returncode == -9
+        ps = cli("exec", "w", "--", "ps", "-o", "args", check=True).stdout
+        assert "77777" not in ps and "zoned-spawn" not in ps, ps

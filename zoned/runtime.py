@@ -138,6 +138,9 @@ class Started:
                 _kill_and_reap(int(msg["pid"]))
                 _kill_and_reap(self.pid)
                 raise
+            from zoned.testhooks import hit
+
+            hit("exec:made")
             send(self.chan.sock, op="go")
             msg = self.chan.recv()
         self.chan.sock.close()

@@ -7,7 +7,8 @@ the default) or a number of seconds to pause, and #N picks the Nth time this pro
 POINT (default: the first). Outside tests the variable is unset: one dict lookup per point.
 
 Points: rm:marked rm:killed rm:cgroup rm:network rm:trash (Runtime.delete, in order),
-write:tmp (state.write_json_atomic, the temp file written but not yet renamed).
+write:tmp (state.write_json_atomic, the temp file written but not yet renamed),
+exec:made (Started.release: the exec'd process exists, waiting for "go").
 """
 from __future__ import annotations
 
