@@ -103,6 +103,7 @@ class Bench:
         """Everything of this bench's root on the host that no kept container owns."""
         from zoned import nft
         from zoned.cgroups import list_paths
+        from zoned.logs import LOGGER
         from zoned.runtime import Runtime, cgroup_parent
 
         root = root or self.root
@@ -112,10 +113,10 @@ class Bench:
         out: dict[str, list[str]] = {k: [] for k in KINDS}
         out["state_dirs"] = [n for n in C.state_entries(root)
                              if n not in keep and n not in (".networks", "filler")]
-        data_root = getattr(store, "data_root", None)
-        if isinstance(data_root, str) and data_root != root:
-            out["data_dirs"] = [n for n in C.state_entries(data_root)
-                                if n not in keep and not n.startswith(".networks")]
+        from zoned.storage import CONTAINERS
+
+        data = os.path.join(store.data, CONTAINERS)
+        out["data_dirs"] = [n for n in C.state_entries(data) if n not in keep]
         out["cgroup_dirs"] = [p for p in list_paths(cgroup_parent(root))
                               if p.rsplit("/", 1)[-1] not in keep]
         for name in os.listdir("/sys/class/net"):
@@ -178,6 +179,10 @@ class Bench:
                     out["processes"].append(f"{pid_s} {cmd}")
             elif "zoned" in cmd and f"--root {root} " in cmd + " ":
                 out["processes"].append(f"{pid_s} {cmd[:80]}")
+            elif cmd.startswith(LOGGER) and cmd.split()[1:2] and \
+                    os.path.basename(cmd.split()[1]) not in keep and \
+                    cmd.split()[1].startswith(data + "/"):
+                out["processes"].append(f"{pid_s} {cmd[:80]}")  # a zone's log writer
         for d in [*store.tmp_dirs(), nft.REGISTRY]:
             for n in C.state_entries(d):
                 if n.endswith(".tmp"):
