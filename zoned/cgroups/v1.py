@@ -220,8 +220,9 @@ class V1Cgroup(Cgroup):
                                   "(checkBeforeUpdate)", errno.EBUSY, field="memory.limit",
                                   path=lim_f)
         if m.get("useHierarchy") is not None:
-            write_field("memory.useHierarchy", self.file("memory.use_hierarchy", "memory.useHierarchy"),
-                 "1" if m["useHierarchy"] else "0")
+            write_field("memory.useHierarchy",
+                        self.file("memory.use_hierarchy", "memory.useHierarchy"),
+                        "1" if m["useHierarchy"] else "0")
         sw_f = self.file("memory.memsw.limit_in_bytes", "memory.swap")
         if swap is not None and swap != 0 and not os.path.exists(sw_f):
             if not (swap == -1 or swap == limit):
@@ -246,13 +247,14 @@ class V1Cgroup(Cgroup):
             write_field("memory.swap", sw_f, str(swap))
         if reservation is not None:
             write_field("memory.reservation",
-                 self.file("memory.soft_limit_in_bytes", "memory.reservation"), str(reservation))
+                        self.file("memory.soft_limit_in_bytes", "memory.reservation"),
+                        str(reservation))
         if m.get("kernel") is not None:
             logger().warning("cgroups: memory.kernel is deprecated and ignored")
         if m.get("kernelTCP") is not None:
             write_field("memory.kernelTCP",
-                 self.file("memory.kmem.tcp.limit_in_bytes", "memory.kernelTCP"),
-                 str(check_int("memory.kernelTCP", m["kernelTCP"])))
+                        self.file("memory.kmem.tcp.limit_in_bytes", "memory.kernelTCP"),
+                        str(check_int("memory.kernelTCP", m["kernelTCP"])))
         sw = m.get("swappiness")
         if sw is not None:
             sw = check_int("memory.swappiness", sw)
@@ -260,10 +262,10 @@ class V1Cgroup(Cgroup):
                 raise CgroupError(f"memory.swappiness: {sw} is outside 0..100", errno.EINVAL,
                                   field="memory.swappiness")
             write_field("memory.swappiness", self.file("memory.swappiness", "memory.swappiness"),
-                 str(sw))
+                        str(sw))
         if m.get("disableOOMKiller"):
             write_field("memory.disableOOMKiller",
-                 self.file("memory.oom_control", "memory.disableOOMKiller"), "1")
+                        self.file("memory.oom_control", "memory.disableOOMKiller"), "1")
 
     def _apply_cpu(self, c: dict) -> None:
         check_keys("cpu", c, CPU_KEYS)
@@ -295,11 +297,11 @@ class V1Cgroup(Cgroup):
         rt_period = get_int(c, "realtimePeriod", "cpu.realtimePeriod")
         if rt_period:
             write_field("cpu.realtimePeriod", self.file("cpu.rt_period_us", "cpu.realtimePeriod"),
-                 str(rt_period))
+                        str(rt_period))
         rt_runtime = get_int(c, "realtimeRuntime", "cpu.realtimeRuntime")
         if rt_runtime:
-            write_field("cpu.realtimeRuntime", self.file("cpu.rt_runtime_us", "cpu.realtimeRuntime"),
-                 str(rt_runtime))
+            write_field("cpu.realtimeRuntime",
+                        self.file("cpu.rt_runtime_us", "cpu.realtimeRuntime"), str(rt_runtime))
         idle = get_int(c, "idle", "cpu.idle")
         if idle is not None:
             write_field("cpu.idle", self.file("cpu.idle", "cpu.idle"), str(idle))
@@ -309,7 +311,7 @@ class V1Cgroup(Cgroup):
         limit = get_int(p, "limit", "pids.limit")
         if limit is not None:
             write_field("pids.limit", self.file("pids.max", "pids.limit"),
-                 "max" if limit <= 0 else str(limit))
+                        "max" if limit <= 0 else str(limit))
 
     def _blkio(self, names: tuple[str, ...], field: str) -> str:
         for n in names:
@@ -323,12 +325,13 @@ class V1Cgroup(Cgroup):
         check_keys("blockIO", b, BLOCKIO_KEYS)
         w = get_int(b, "weight", "blockIO.weight")
         if w:
-            write_field("blockIO.weight", self._blkio(("blkio.weight", "blkio.bfq.weight"),
-                                               "blockIO.weight"), str(w))
+            write_field("blockIO.weight",
+                        self._blkio(("blkio.weight", "blkio.bfq.weight"), "blockIO.weight"),
+                        str(w))
         lw = get_int(b, "leafWeight", "blockIO.leafWeight")
         if lw:
             write_field("blockIO.leafWeight", self.file("blkio.leaf_weight", "blockIO.leafWeight"),
-                 str(lw))
+                        str(lw))
         for i, d in enumerate(b.get("weightDevice") or []):
             field = f"blockIO.weightDevice[{i}]"
             dw = get_int(d, "weight", field + ".weight")
@@ -338,7 +341,7 @@ class V1Cgroup(Cgroup):
             dlw = get_int(d, "leafWeight", field + ".leafWeight")
             if dlw:
                 write_field(field, self.file("blkio.leaf_weight_device", field),
-                     f"{devno(d, field)} {dlw}")
+                            f"{devno(d, field)} {dlw}")
         for key, name in (("throttleReadBpsDevice", "read_bps_device"),
                           ("throttleWriteBpsDevice", "write_bps_device"),
                           ("throttleReadIOPSDevice", "read_iops_device"),
@@ -347,7 +350,7 @@ class V1Cgroup(Cgroup):
                 field = f"blockIO.{key}[{i}]"
                 rate = check_int(field + ".rate", d.get("rate"))
                 write_field(field, self.file("blkio.throttle." + name, field),
-                     f"{devno(d, field)} {rate}")
+                            f"{devno(d, field)} {rate}")
 
     def _apply_hugepagelimits(self, limits: list) -> None:
         u = self._unified_for("hugetlb")
@@ -366,11 +369,12 @@ class V1Cgroup(Cgroup):
         check_keys("network", n, NETWORK_KEYS)
         cid = get_int(n, "classID", "network.classID")
         if cid is not None:
-            write_field("network.classID", self.file("net_cls.classid", "network.classID"), str(cid))
+            write_field("network.classID", self.file("net_cls.classid", "network.classID"),
+                        str(cid))
         for i, p in enumerate(n.get("priorities") or []):
             field = f"network.priorities[{i}]"
             write_field(field, self.file("net_prio.ifpriomap", field),
-                 f"{p.get('name')} {check_int(field + '.priority', p.get('priority'))}")
+                        f"{p.get('name')} {check_int(field + '.priority', p.get('priority'))}")
 
     def _apply_rdma(self, r: dict) -> None:
         u = self._unified_for("rdma")
