@@ -11,9 +11,25 @@ import pytest
 REPO = Path(__file__).resolve().parent.parent
 ZONED = str(Path(sys.executable).parent / "zoned")
 
-if os.geteuid() != 0:
-    pytest.skip("zoned's tests create namespaces and cgroups: run them as root",
-                allow_module_level=True)
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "root: needs root and the real kernel (namespaces, "
+                            "cgroups, mounts); put on every test not marked unprivileged")
+    config.addinivalue_line("markers", "unprivileged: pure logic or temp dirs only; runs as "
+                            "an ordinary user: pytest -m 'not root'")
+
+
+@pytest.hookimpl(tryfirst=True)  # before -m deselects by marker
+def pytest_collection_modifyitems(config, items):
+    """Every test needs root unless its module says `pytestmark = pytest.mark.unprivileged`;
+    as an ordinary user those are skipped (or deselected with -m "not root")."""
+    skip = pytest.mark.skip(reason="zoned's tests create namespaces and cgroups: run them "
+                            "as root")
+    for item in items:
+        if item.get_closest_marker("unprivileged") is None:
+            item.add_marker(pytest.mark.root)
+            if os.geteuid() != 0:
+                item.add_marker(skip)
 
 
 @pytest.fixture(scope="session")

@@ -13,6 +13,7 @@ import uuid
 import pytest
 
 from zoned import cgroups
+from zoned.cgroups import bpf, detection, devices
 from zoned.cgroups import Cgroup, CgroupError, Hierarchy, V1Cgroup, V2Cgroup
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root and real cgroups")
@@ -206,24 +207,24 @@ SUBSYS = {"cpu", "cpuacct", "memory", "net_cls", "net_prio", "pids"}
 
 
 def test_parse_mountinfo_and_classify():
-    v2 = cgroups._parse_mountinfo(MI_V2, SUBSYS)
+    v2 = detection.parse_mountinfo(MI_V2, SUBSYS)
     assert [(h.mountpoint, h.fstype, h.options) for h in v2] == [
         ("/sys/fs/cgroup", "cgroup2", "")]
-    assert cgroups._classify(v2) == "v2"
-    v1 = cgroups._parse_mountinfo(MI_V1, SUBSYS)
+    assert detection.classify(v2) == "v2"
+    v1 = detection.parse_mountinfo(MI_V1, SUBSYS)
     assert [(h.mountpoint, h.options, h.controllers) for h in v1] == [
         ("/sys/fs/cgroup/systemd", "name=systemd", ()),
         ("/sys/fs/cgroup/cpu,cpuacct", "cpu,cpuacct", ("cpu", "cpuacct")),
         ("/sys/fs/cgroup/memory", "memory", ("memory",)),  # the bind mount is not listed
         ("/sys/fs/cgroup/net_cls,net_prio", "net_cls,net_prio", ("net_cls", "net_prio")),
     ]
-    assert cgroups._classify(v1) == "v1"
-    assert cgroups._classify(cgroups._parse_mountinfo(MI_HYBRID, SUBSYS)) == "hybrid"
-    mixed = cgroups._parse_mountinfo(MI_V2_PLUS_NET_CLS, SUBSYS)
-    assert cgroups._classify(mixed) == "v2"  # a stray net_cls v1 mount doesn't make it v1
+    assert detection.classify(v1) == "v1"
+    assert detection.classify(detection.parse_mountinfo(MI_HYBRID, SUBSYS)) == "hybrid"
+    mixed = detection.parse_mountinfo(MI_V2_PLUS_NET_CLS, SUBSYS)
+    assert detection.classify(mixed) == "v2"  # a stray net_cls v1 mount doesn't make it v1
     assert mixed[-1].mountpoint == "/mnt/a b"
     with pytest.raises(CgroupError, match="no cgroup file system"):
-        cgroups._classify([])
+        detection.classify([])
 
 
 def test_paths_are_confined():
@@ -258,12 +259,12 @@ def test_v1_device_writes():
              {"allow": True, "type": "c", "major": 1, "minor": 3, "access": "rwm"},
              {"allow": True, "type": "c", "major": 136, "minor": -1, "access": "wr"},
              {"allow": True, "type": "a", "access": "m"}]
-    assert cgroups._v1_device_writes(rules) == [
+    assert devices.v1_device_writes(rules) == [
         (False, "a"), (True, "c 1:3 rwm"), (True, "c 136:* rw"),
         (True, "b *:* m"), (True, "c *:* m")]
-    assert cgroups._v1_device_writes([])[0] == (False, "a")
+    assert devices.v1_device_writes([])[0] == (False, "a")
     with pytest.raises(CgroupError, match=r"devices\[0\].access"):
-        cgroups._v1_device_writes([{"allow": True, "access": "rx"}])
+        devices.v1_device_writes([{"allow": True, "access": "rx"}])
 
 
 def test_device_filter_program_shape():
@@ -272,7 +273,7 @@ def test_device_filter_program_shape():
     allow_all = cgroups.device_filter([{"allow": False, "access": "rwm"},
                                        {"allow": True, "access": "rwm"}])
     assert len(allow_all) // 8 == 8  # 6 loads + return 1: the deny before it is dead code
-    assert allow_all[-16:-8] == cgroups._insn(0xB7, 0, imm=1)
+    assert allow_all[-16:-8] == bpf.insn(0xB7, 0, imm=1)
 
 
 # -- lifecycle ----------------------------------------------------------------------------
@@ -675,7 +676,7 @@ def test_v2_devices_bpf(v2cg, kids):
     assert os.WEXITSTATUS(kids.wait(kids.spawn(v2cg, probe))) == 0b0011
     dfd = os.open(v2cg.dir, os.O_RDONLY | os.O_DIRECTORY)
     try:
-        ids, _ = cgroups._query_device_progs(dfd)
+        ids, _ = bpf.query_device_progs(dfd)
     finally:
         os.close(dfd)
     assert len(ids) == 1

@@ -1,0 +1,123 @@
+"""The one interface both drivers implement (crun's cgroup-internal.h): a container's cgroup
+named by its cgroupsPath, with create/add/apply/freeze/kill/destroy/stats. What does not
+depend on the cgroup version lives here: applying linux.resources group by group in runc's
+order, and killing everything in the cgroup without letting a fork escape.
+"""
+from __future__ import annotations
+
+import errno
+import os
+import signal
+import time
+
+from zoned.cgroups.detection import detect
+from zoned.cgroups.fs import CgroupError, logger
+from zoned.cgroups.resources import GROUPS
+
+
+class Cgroup:
+    """A container's cgroup, named by an OCI cgroupsPath ("/zoned/<id>") that is relative to
+    the root of every hierarchy. Cheap to construct: nothing touches cgroupfs until a
+    method is called."""
+
+    path: str
+
+    @classmethod
+    def open(cls, path: str) -> Cgroup:
+        """The implementation for this host: V2Cgroup on v2, V1Cgroup on v1 and hybrid.
+        (The drivers subclass Cgroup, so they are imported here, when first needed: a v2
+        host never loads the v1 driver.)"""
+        if detect() == "v2":
+            from zoned.cgroups.v2 import V2Cgroup
+
+            return V2Cgroup(path)
+        from zoned.cgroups.v1 import V1Cgroup
+
+        return V1Cgroup(path)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.path!r})"
+
+    # implemented by the subclasses
+    def create(self) -> None: raise NotImplementedError
+    def add(self, pid: int) -> None: raise NotImplementedError
+    def pids(self) -> list[int]: raise NotImplementedError
+    def stats(self) -> dict: raise NotImplementedError
+    def freeze(self, timeout: float = 5.0) -> None: raise NotImplementedError
+    def thaw(self) -> None: raise NotImplementedError
+    def frozen(self) -> bool: raise NotImplementedError
+    def exists(self) -> bool: raise NotImplementedError
+    def destroy(self, timeout: float = 5.0) -> None: raise NotImplementedError
+
+    def fast_kill(self) -> bool:
+        """Have the kernel kill every process in the cgroup at once (v2's cgroup.kill);
+        False where it can't, and kill() then signals the processes one by one."""
+        return False
+
+    def apply(self, resources: dict | None) -> None:
+        """Set the OCI linux.resources on this cgroup. Absent or null fields are left alone;
+        a field this host can't enforce raises CgroupError; unknown fields are logged.
+        Each group goes to the driver's _apply_<group>() hook."""
+        if not resources:
+            return
+        if not isinstance(resources, dict):
+            raise CgroupError(f"linux.resources: expected an object, got {resources!r}",
+                              errno.EINVAL, field="resources")
+        for k in resources:
+            if k not in GROUPS:
+                logger().warning("cgroups: ignoring unknown field linux.resources.%s", k)
+        for g in GROUPS:
+            v = resources.get(g)
+            if v is not None:
+                getattr(self, "_apply_" + g.lower())(v)
+
+    def kill(self, sig: int = signal.SIGKILL, timeout: float = 5.0) -> None:
+        """Send `sig` to every process in the cgroup (and below). SIGKILL waits until the
+        cgroup is empty (CgroupError after `timeout`) and leaves it thawed; other signals
+        are sent once. The cgroup is frozen while signalling so nothing forks away."""
+        if sig != signal.SIGKILL:
+            pids = self.pids()
+            if pids:
+                self._signal_frozen(pids, sig)
+            return
+        deadline = time.monotonic() + timeout
+        last = time.monotonic() if self.fast_kill() else 0.0
+        delay = 0.0005
+        while True:
+            pids = self.pids()
+            if not pids:
+                if self.frozen():  # v2 keeps cgroup.freeze set; leave it usable, like v1
+                    self.thaw()
+                return
+            now = time.monotonic()
+            if now - last >= 0.1:  # (re)signal; dying tasks get a moment to leave first
+                self._signal_frozen(pids, sig)
+                last = now
+            if now >= deadline:
+                raise CgroupError(f"kill: {len(pids)} process(es) still in cgroup {self.path} "
+                                  f"after {timeout:g}s: {pids[:10]}", errno.EBUSY)
+            time.sleep(delay)
+            delay = min(delay * 2, 0.02)
+
+    def _signal_frozen(self, pids: list[int], sig: int) -> None:
+        """Signal `pids` with the cgroup frozen (if it has a freezer), so no task can fork a
+        child we would miss; with the cgroup frozen, signal whoever is in it by then."""
+        was_frozen = False
+        froze = False
+        try:
+            was_frozen = self.frozen()
+            if not was_frozen:
+                self.freeze(timeout=0.5)
+                froze = True
+        except CgroupError:
+            pass  # no freezer, or stuck: signal anyway
+        try:
+            for pid in self.pids() if froze else pids:
+                try:
+                    os.kill(pid, sig)
+                except ProcessLookupError:
+                    pass
+        finally:
+            # a frozen v1 task can't die, so SIGKILL always thaws
+            if froze or (was_frozen and sig == signal.SIGKILL):
+                self.thaw()

@@ -1,0 +1,44 @@
+"""Finding and removing leftover cgroups (`zoned gc`, test teardown): the cgroups under a
+parent in any hierarchy, and removing one only while no process is in it.
+"""
+from __future__ import annotations
+
+import os
+import posixpath
+
+from zoned.cgroups.base import Cgroup
+from zoned.cgroups.detection import mounts
+from zoned.cgroups.fs import CgroupError, logger
+
+
+def list_paths(parent: str = "/zoned") -> list[str]:
+    """The cgroupsPaths of the cgroups directly under `parent`, in any hierarchy (a
+    leftover may survive in only some of them)."""
+    p = posixpath.normpath("/" + parent.lstrip("/"))
+    out: set[str] = set()
+    for h in mounts():
+        d = h.mountpoint + ("" if p == "/" else p)
+        try:
+            with os.scandir(d) as it:
+                for e in it:
+                    if e.is_dir(follow_symlinks=False):
+                        out.add(posixpath.join(p, e.name))
+        except (FileNotFoundError, NotADirectoryError):
+            pass
+    return sorted(out)
+
+
+def remove_if_empty(path: str) -> bool:
+    """Remove the cgroup (and empty sub-cgroups) if no process is in it. True when nothing
+    of it is left. The caller makes sure no container is being started in it right now."""
+    cg = Cgroup.open(path)
+    if not cg.exists():
+        return True
+    if cg.pids():
+        return False
+    try:
+        cg.destroy(timeout=0.0)
+    except CgroupError as e:
+        logger().info("cgroups: %s not removed: %s", path, e)
+        return False
+    return not cg.exists()
