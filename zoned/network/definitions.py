@@ -1,10 +1,10 @@
 """Networks: their settings on disk, their bridge and their share of the nftables rules.
 
-A network is <root>/.networks/<name>.json (see zoned.ipam for the rest of that dir). Its
-kernel objects (the bridge, unless routed; the rules, via the host-wide registry in
-zoned.nft) exist as long as the network does, and are re-made by the next container that
-uses it if someone deleted them. The default network `zoned0` (bridge + NAT) is created on
-first use.
+A network is <root>/.networks/<name>.json (see zoned.network.ipam for the rest of that
+dir). Its kernel objects (the bridge, unless routed; the rules, via the host-wide registry
+in zoned.network.nft) exist as long as the network does, and are re-made by the next
+container that uses it if someone deleted them. The default network `zoned0` (bridge +
+NAT) is created on first use.
 
 Names on the host (interface names are host-wide and at most 15 characters, while every
 state root has its own networks):
@@ -24,7 +24,8 @@ import time
 from contextlib import contextmanager
 
 from zoned.errors import ConfigError, NotFound, ZonedError
-from zoned.ipam import Leases, host_routes, locked, overlaps, read_json, remove_dir_if_idle
+from zoned.network.ipam import (Leases, host_routes, locked, overlaps, read_json,
+                                remove_dir_if_idle)
 
 DEFAULT_NETWORK = "zoned0"
 MODES = ("nat", "bridge", "routed")
@@ -60,6 +61,16 @@ def root_lock(root: str):
 
 def bridge_alias(root: str, name: str) -> str:
     return f"zoned-net:{name}@{os.path.realpath(root)}"
+
+
+def owner_alias(root: str, cid: str) -> str:
+    """The alias of a container's host-side links."""
+    return f"zoned:{cid}@{os.path.realpath(root)}"
+
+
+def host_ifname(root: str, cid: str, index: int) -> str:
+    """The host end of a container's veth: unique on the host, <= 15 characters."""
+    return f"zv{_h(os.path.realpath(root) + chr(0) + cid, 10)}{index}"
 
 
 def check_name(name: str) -> str:
@@ -136,7 +147,7 @@ def fragment_of(net: dict) -> dict:
 def create(root: str, name: str, *, subnet: str | None = None, gateway: str | None = None,
            mode: str = "nat", bridge: str | None = None, internal: bool = False,
            mtu: int | None = None) -> dict:
-    from zoned import nft
+    from zoned.network import nft
 
     check_name(name)
     if mode not in MODES:
@@ -171,7 +182,7 @@ def create(root: str, name: str, *, subnet: str | None = None, gateway: str | No
             made_bridge = False
             try:
                 if net["bridge"]:
-                    from zoned.netlink import Netlink
+                    from zoned.network.netlink import Netlink
 
                     with Netlink() as nl:
                         existed = nl.index(key) is not None
@@ -191,7 +202,7 @@ def create(root: str, name: str, *, subnet: str | None = None, gateway: str | No
                 except ZonedError:
                     pass
                 if made_bridge:
-                    from zoned.netlink import Netlink
+                    from zoned.network.netlink import Netlink
 
                     with Netlink() as nl:
                         nl.delete_link(key, bridge_alias(root, name))
@@ -203,7 +214,7 @@ def _forwarding(net: dict) -> None:
     """NAT and routed networks need the host to forward IPv4 (never turned off again:
     other things on the host may rely on it by then)."""
     if net["mode"] in ("nat", "routed") and not net.get("internal"):
-        from zoned.netlink import sysctl
+        from zoned.network.netlink import sysctl
 
         sysctl("net/ipv4/ip_forward", "1")
 
@@ -236,7 +247,7 @@ def _check_subnet(subnet: str, frags: list[dict], key: str):
 def _host_addresses() -> list[tuple[str, str]]:
     """(address, device) of the host's IPv4 addresses, loopback ones aside (a /32 on some
     device has no route in the main table, so host_routes alone misses it)."""
-    from zoned.netlink import Netlink
+    from zoned.network.netlink import Netlink
 
     out = []
     with Netlink() as nl:
@@ -274,7 +285,7 @@ def _free_subnet(frags: list[dict]) -> str:
 
 def ensure(root: str, net: dict) -> None:
     """Re-make the network's bridge and rules if someone removed them (cheap when not)."""
-    from zoned import nft
+    from zoned.network import nft
 
     bridge_ok = not net.get("bridge") or os.path.exists(f"/sys/class/net/{net['bridge']}")
     if bridge_ok and os.path.exists(nft.fragment_path(net["key"])):
@@ -282,7 +293,7 @@ def ensure(root: str, net: dict) -> None:
         return
     with nft.registry_lock():
         if net.get("bridge"):
-            from zoned.netlink import Netlink
+            from zoned.network.netlink import Netlink
 
             with Netlink() as nl:
                 nl.ensure_bridge(net["bridge"], net["gateway"], net["prefixlen"],
@@ -296,7 +307,7 @@ def ensure(root: str, net: dict) -> None:
 
 
 def remove(root: str, name: str) -> None:
-    from zoned import nft
+    from zoned.network import nft
 
     check_name(name)
     with root_lock(root):
@@ -314,7 +325,7 @@ def remove(root: str, name: str) -> None:
                 nft.remove(net["key"])
                 nft.apply()
             if net.get("bridge"):
-                from zoned.netlink import Netlink
+                from zoned.network.netlink import Netlink
 
                 with Netlink() as nl:
                     nl.delete_link(net["bridge"], bridge_alias(root, name))

@@ -21,7 +21,7 @@ from zoned.errors import ZonedError
 RT_SCOPE_LINK = 253
 
 
-def _import_iproute():
+def import_iproute():
     """pyroute2.IPRoute without running pyroute2/__init__.py, which imports the whole
     library (NDB, IPDB, conntrack, ...: ~105 ms against ~60 ms). The package module is
     stood in for by a bare one; the first attribute anyone else asks of it runs the real
@@ -104,7 +104,7 @@ class Netlink:
     @property
     def ipr(self):
         if self._ipr is None:
-            self._ipr = _import_iproute()()
+            self._ipr = import_iproute()()
         return self._ipr
 
     def close(self) -> None:
@@ -135,7 +135,7 @@ class Netlink:
             sock = on_own_thread(work)
         except OSError as e:
             raise ZonedError(f"cannot enter the container's network namespace: {e}") from None
-        ipr = _import_iproute()(use_socket=sock)
+        ipr = import_iproute()(use_socket=sock)
         self._ns.append(ipr)
         return ipr
 
@@ -180,7 +180,7 @@ class Netlink:
                         raise ZonedError(f"cannot add {address}/{prefixlen} to bridge "
                                          f"{name!r}: {e.args[-1]}") from None
         ipr.link("set", index=idx, state="up")
-        # No route_localnet here: zoned.nft.sync_localnet turns it on only while a port on
+        # No route_localnet here: zoned.network.nft.sync_localnet turns it on only while a port on
         # 127.0.0.1 is published (it also lets a zone's packets to 127.0.0.0/8 in).
         return idx
 
