@@ -19,7 +19,7 @@ from zoned.errors import ConfigError, ZonedError
 from zoned.network import nft
 from zoned.network.etcfiles import sync_hosts
 from zoned.network.ipam import Leases
-from zoned.network.model import Attachment, Lease, NetworkState, PortMapping
+from zoned.network.model import Attachment, Lease, Network, NetworkState, PortMapping
 from zoned.network.ports import check_publish_twice, parse_publish
 
 
@@ -176,6 +176,22 @@ def test_setup_for_restore_parses_no_flag(tmp_path, monkeypatch):
     assert ns.add_hosts == [("192.0.2.7", "db"), ("10.9.0.1", "gw")]  # host-gateway here
 
 
+def test_network_definition_typed(tmp_path):
+    """A network's settings file (as `zoned network create` writes it) read typed, and
+    its registry fragment as before."""
+    from zoned.network import definitions
+
+    on_disk = _write_network(tmp_path)
+    net = definitions.network(str(tmp_path), "web")
+    assert net == Network(name="web", mode="nat", subnet="10.9.0.0/24", gateway="10.9.0.1",
+                          prefixlen=24, key="zbr-web", bridge="zbr-web", root=str(tmp_path))
+    assert definitions.fragment_of(net) == {
+        "key": "zbr-web", "root": str(tmp_path), "name": "web", "mode": "nat",
+        "subnet": "10.9.0.0/24", "gateway": "10.9.0.1", "bridge": "zbr-web",
+        "internal": False, "ports": {}}
+    assert definitions.load(str(tmp_path), "web") == on_disk
+
+
 def test_setup_from_flags(tmp_path):
     from zoned.network import attach
     from zoned.spec import RunOptions
@@ -318,7 +334,8 @@ def test_check_ports():
 
 
 # -- IPAM ---------------------------------------------------------------------------------
-NET = {"name": "web", "subnet": "10.9.0.0/29", "gateway": "10.9.0.1"}
+NET = Network(name="web", mode="nat", subnet="10.9.0.0/29", gateway="10.9.0.1",
+              prefixlen=29, key="zbr-web", bridge="zbr-web")
 
 
 def _allocate(leases, data, cid, **kw):

@@ -30,7 +30,7 @@ from typing import Any, Protocol
 from zoned.errors import ConfigError, NotFound, ZonedError
 from zoned.hostname import hostname_for, show
 from zoned.network import names as namecheck
-from zoned.network.model import Attachment, NetworkRequest, NetworkState, PortMapping
+from zoned.network.model import Attachment, Network, NetworkRequest, NetworkState, PortMapping
 from zoned.network.ports import check_publish_twice, parse_publish
 
 _MAC_RE = re.compile(r"^[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}$")
@@ -115,7 +115,7 @@ class NetworkSetup:
             if any(self.ips) or any(self.macs) or self.ports:
                 raise ConfigError("--ip, --mac and -p cannot be used with "
                                   "--network container:NAME (it shares that network)")
-            self.nets: list[dict] = []
+            self.nets: list[Network] = []
         else:
             from zoned.network import definitions
 
@@ -123,14 +123,14 @@ class NetworkSetup:
                 raise ConfigError("the same --network is given twice")
             for n in nets:
                 definitions.check_name(n)
-            self.nets = [definitions.get(root, n) for n in nets]
+            self.nets = [definitions.network(root, n) for n in nets]
         self.add_hosts = []
         for item, (hosts, ip) in zip(self.add_host_items, parsed_hosts, strict=True):
             if ip == namecheck.HOST_GATEWAY:
                 if not self.nets:
                     raise ConfigError(f"invalid --add-host {item!r}: host-gateway needs a "
                                       "network of the zone's own")
-                ip = self.nets[0]["gateway"]
+                ip = self.nets[0].gateway
             self.add_hosts.append((ip, " ".join(hosts)))
         self.links: list[Attachment] = []
         self.published: list[PortMapping] = []
@@ -162,8 +162,8 @@ class NetworkSetup:
             leases = Leases(definitions.netdir(self.root), net)
             host_if = definitions.host_ifname(self.root, self.cid, i)
             with leases.lock():
-                if not os.path.exists(definitions.def_path(self.root, net["name"])):
-                    raise ZonedError(f"network {net['name']!r} was removed")
+                if not os.path.exists(definitions.def_path(self.root, net.name)):
+                    raise ZonedError(f"network {net.name!r} was removed")
                 data = leases.load()
                 lease = leases.allocate(data, self.cid, names=names, hosts=hosts,
                                         host_if=host_if,
@@ -171,12 +171,11 @@ class NetworkSetup:
                 leases.save(data)
                 mac = self.macs[i] if i < len(self.macs) and self.macs[i] else None
                 self.links.append(Attachment(
-                    network=net["name"], mode=net["mode"], bridge=net.get("bridge"),
-                    ifname=f"eth{i}", host_if=host_if, ip=lease.ip,
-                    prefixlen=net["prefixlen"], gateway=net["gateway"],
-                    mac=mac or mac_for(lease.ip), internal=net.get("internal", False),
-                    mtu=net.get("mtu"), key=net["key"]))
-                etcfiles.sync_hosts(net["name"], data)
+                    network=net.name, mode=net.mode, bridge=net.bridge, ifname=f"eth{i}",
+                    host_if=host_if, ip=lease.ip, prefixlen=net.prefixlen,
+                    gateway=net.gateway, mac=mac or mac_for(lease.ip), internal=net.internal,
+                    mtu=net.mtu, key=net.key))
+                etcfiles.sync_hosts(net.name, data)
         first_out = next((a for a in self.links if not a.internal), None)
         self.links = [replace(a, default_route=a is first_out) for a in self.links]
         self._register()
@@ -203,7 +202,7 @@ class NetworkSetup:
             by_key = {f["key"]: f for f in frags}
             for p in ports:
                 try:
-                    nft.check_ports(frags, self.nets[0]["key"], self.cid, [p])
+                    nft.check_ports(frags, self.nets[0].key, self.cid, [p])
                 except ConfigError as e:
                     raise ConfigError(f"invalid -p {show(p.shown())}: {e}") from None
             check_host_free(ports)
@@ -263,7 +262,7 @@ class NetworkSetup:
         return NetworkState(mode="veth", root=os.path.realpath(self.root),
                             networks=list(self.links), files=self.files, dns=self.dns,
                             add_hosts=self.add_host_items, ports=list(self.published),
-                            ports_network=self.nets[0]["key"] if self.published else None)
+                            ports_network=self.nets[0].key if self.published else None)
 
     def describe(self) -> dict:
         """What state.json keeps."""
@@ -293,7 +292,7 @@ class NetworkSetup:
             if loopback:
                 nipr.link("set", index=nipr.link_lookup(ifname="lo")[0], state="up")
             alias = owner_alias(self.root, self.cid)
-            net_by_name = {n["name"]: n for n in self.nets}
+            net_by_name = {n.name: n for n in self.nets}
             localnet = any(p.localnet for p in self.ports)
             for i, a in enumerate(self.links):
                 nl.create_veth(a.host_if, a.ifname, nsfd, mac=a.mac, alias=alias, mtu=a.mtu)

@@ -19,7 +19,7 @@ import os
 import subprocess
 
 from zoned.errors import ConfigError, NotFound, ZonedError
-from zoned.network.model import Attachment, NetworkState
+from zoned.network.model import Attachment, Network, NetworkState
 
 
 def check_restore(root: str, described: dict, cid: str) -> list[str]:
@@ -38,15 +38,15 @@ def check_restore(root: str, described: dict, cid: str) -> list[str]:
     problems = []
     for a in state.networks:
         try:
-            net = definitions.load(root, a.network)
+            net = Network.from_dict(definitions.load(root, a.network))
         except NotFound:
             problems.append(f"network {a.network!r} does not exist here")
             continue
-        if ipaddress.IPv4Address(a.ip) not in ipaddress.IPv4Network(net["subnet"]):
-            problems.append(f"network {a.network!r} here is {net['subnet']}, which "
+        if ipaddress.IPv4Address(a.ip) not in ipaddress.IPv4Network(net.subnet):
+            problems.append(f"network {a.network!r} here is {net.subnet}, which "
                             f"does not hold {a.ip}")
             continue
-        if a.ip == net.get("gateway"):
+        if a.ip == net.gateway:
             problems.append(f"{a.ip} is network {a.network!r}'s gateway here")
             continue
         leases = Leases(definitions.netdir(root), net)
@@ -58,7 +58,7 @@ def check_restore(root: str, described: dict, cid: str) -> list[str]:
                 problems.append(f"{a.ip} is taken on network {a.network!r} (by {holder})")
     if state.ports and state.networks:
         try:
-            key = definitions.load(root, state.networks[0].network)["key"]
+            key = Network.from_dict(definitions.load(root, state.networks[0].network)).key
             with nft.registry_lock():
                 nft.check_ports(nft.fragments(), key, cid, state.ports)
         except NotFound:

@@ -26,6 +26,7 @@ from contextlib import contextmanager
 from zoned.errors import ConfigError, NotFound, ZonedError
 from zoned.network.ipam import (Leases, host_routes, locked, overlaps, read_json,
                                 remove_dir_if_idle)
+from zoned.network.model import Network
 
 DEFAULT_NETWORK = "zoned0"
 MODES = ("nat", "bridge", "routed")
@@ -137,10 +138,16 @@ def get(root: str, name: str) -> dict:
         raise
 
 
-def fragment_of(net: dict) -> dict:
-    return {"key": net["key"], "root": net["root"], "name": net["name"], "mode": net["mode"],
-            "subnet": net["subnet"], "gateway": net["gateway"], "bridge": net.get("bridge"),
-            "internal": net.get("internal", False), "ports": {}}
+def network(root: str, name: str) -> Network:
+    """The network `name`, typed (the default network is created on first use)."""
+    return Network.from_dict(get(root, name))
+
+
+def fragment_of(net: Network) -> dict:
+    """The network's registry fragment (zoned.network.nft), with no zone in it yet."""
+    return {"key": net.key, "root": net.root, "name": net.name, "mode": net.mode,
+            "subnet": net.subnet, "gateway": net.gateway, "bridge": net.bridge,
+            "internal": net.internal, "ports": {}}
 
 
 # -- create / remove ------------------------------------------------------------------------
@@ -189,9 +196,9 @@ def create(root: str, name: str, *, subnet: str | None = None, gateway: str | No
                         nl.ensure_bridge(key, gw, net_.prefixlen, bridge_alias(root, name),
                                          net["mtu"])
                         made_bridge = not existed
-                nft.put(fragment_of(net))
+                nft.put(fragment_of(Network.from_dict(net)))
                 nft.apply()
-                _forwarding(net)
+                _forwarding(Network.from_dict(net))
                 from zoned.state import write_json_atomic
 
                 write_json_atomic(def_path(root, name), net)
@@ -210,10 +217,10 @@ def create(root: str, name: str, *, subnet: str | None = None, gateway: str | No
     return net
 
 
-def _forwarding(net: dict) -> None:
+def _forwarding(net: Network) -> None:
     """NAT and routed networks need the host to forward IPv4 (never turned off again:
     other things on the host may rely on it by then)."""
-    if net["mode"] in ("nat", "routed") and not net.get("internal"):
+    if net.mode in ("nat", "routed") and not net.internal:
         from zoned.network.netlink import sysctl
 
         sysctl("net/ipv4/ip_forward", "1")
@@ -283,22 +290,22 @@ def _free_subnet(frags: list[dict]) -> str:
     raise ZonedError(f"no free /24 left in the subnet pool {pool} (give --subnet)")
 
 
-def ensure(root: str, net: dict) -> None:
+def ensure(root: str, net: Network) -> None:
     """Re-make the network's bridge and rules if someone removed them (cheap when not)."""
     from zoned.network import nft
 
-    bridge_ok = not net.get("bridge") or os.path.exists(f"/sys/class/net/{net['bridge']}")
-    if bridge_ok and os.path.exists(nft.fragment_path(net["key"])):
+    bridge_ok = not net.bridge or os.path.exists(f"/sys/class/net/{net.bridge}")
+    if bridge_ok and os.path.exists(nft.fragment_path(net.key)):
         _forwarding(net)
         return
     with nft.registry_lock():
-        if net.get("bridge"):
+        if net.bridge:
             from zoned.network.netlink import Netlink
 
             with Netlink() as nl:
-                nl.ensure_bridge(net["bridge"], net["gateway"], net["prefixlen"],
-                                 bridge_alias(root, net["name"]), net.get("mtu"))
-        if not os.path.exists(nft.fragment_path(net["key"])):
+                nl.ensure_bridge(net.bridge, net.gateway, net.prefixlen,
+                                 bridge_alias(root, net.name), net.mtu)
+        if not os.path.exists(nft.fragment_path(net.key)):
             nft.put(fragment_of(net))
             nft.apply()
         else:
@@ -312,7 +319,7 @@ def remove(root: str, name: str) -> None:
     check_name(name)
     with root_lock(root):
         net = load(root, name)
-        leases = Leases(netdir(root), net)
+        leases = Leases(netdir(root), Network.from_dict(net))
         with leases.lock():
             data = leases.load()
             users = sorted({rec.get("cid") for rec in data["leases"].values()
@@ -337,4 +344,4 @@ def remove(root: str, name: str) -> None:
 
 
 def leases_of(root: str, net: dict) -> dict:
-    return Leases(netdir(root), net).load()["leases"]
+    return Leases(netdir(root), Network.from_dict(net)).load()["leases"]

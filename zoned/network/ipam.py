@@ -18,7 +18,7 @@ import os
 from contextlib import contextmanager
 
 from zoned.errors import ConfigError, ZonedError
-from zoned.network.model import Lease
+from zoned.network.model import Lease, Network
 from zoned.state import write_json_atomic
 
 
@@ -78,13 +78,13 @@ def read_json(path: str, default):
 class Leases:
     """The leases of one network. Use inside `with leases.lock():`."""
 
-    def __init__(self, netdir: str, net: dict):
+    def __init__(self, netdir: str, net: Network):
         self.net = net
-        self.name = net["name"]
+        self.name = net.name
         self.path = os.path.join(netdir, f"{self.name}.leases.json")
         self.lock_path = os.path.join(netdir, f"{self.name}.lock")
-        self.subnet = ipaddress.IPv4Network(net["subnet"])
-        self.gateway = net.get("gateway")
+        self.subnet = ipaddress.IPv4Network(net.subnet)
+        self.gateway = net.gateway
 
     def lock(self):
         return locked(self.lock_path)

@@ -13,7 +13,7 @@ from zoned.errors import NotFound
 from zoned.network import definitions, nft
 from zoned.network.etcfiles import sync_hosts
 from zoned.network.ipam import Leases
-from zoned.network.model import Attachment, NetworkState
+from zoned.network.model import Attachment, Network, NetworkState
 
 
 def release(root: str, cid: str, described: dict | None) -> None:
@@ -39,7 +39,7 @@ def release_state(root: str, cid: str, state: NetworkState) -> None:
     _unregister(root, cid, state.networks, state.ports_network)
     for a in state.networks:
         try:
-            net = definitions.load(root, a.network)
+            net = Network.from_dict(definitions.load(root, a.network))
         except NotFound:
             continue
         release_lease(root, net, cid)
@@ -81,7 +81,7 @@ def _unregister(root: str, cid: str, links: list[Attachment], ports_key: str | N
                 nft.put(frag)
 
 
-def release_lease(root: str, net: dict, cid: str) -> list[str]:
+def release_lease(root: str, net: Network, cid: str) -> list[str]:
     """Free `cid`'s addresses on network `net`; the addresses freed."""
     leases = Leases(definitions.netdir(root), net)
     if not os.path.exists(leases.path):
@@ -90,7 +90,7 @@ def release_lease(root: str, net: dict, cid: str) -> list[str]:
         data = leases.load()
         gone = Leases.release(data, cid)
         if gone:  # hosts files first: killed before the save, a retry or gc redoes both
-            sync_hosts(net["name"], data)
+            sync_hosts(net.name, data)
             leases.save(data)
     return gone
 
@@ -114,7 +114,7 @@ def _gc(root: str, real: str, live: set, dry_run: bool):
         return cid in live or os.path.isdir(os.path.join(root, cid))
 
     # leases
-    for net in definitions.list_networks(root):
+    for net in map(Network.from_dict, definitions.list_networks(root)):
         leases = Leases(definitions.netdir(root), net)
         if not os.path.exists(leases.path):
             continue
@@ -123,12 +123,12 @@ def _gc(root: str, real: str, live: set, dry_run: bool):
             dead = [(ip, rec.get("cid")) for ip, rec in data["leases"].items()
                     if not alive(rec.get("cid") or "")]
             for ip, cid in dead:
-                yield f"lease {ip} on network {net['name']}: container {cid} is gone"
+                yield f"lease {ip} on network {net.name}: container {cid} is gone"
                 if not dry_run:
                     del data["leases"][ip]
             if dead and not dry_run:
                 leases.save(data)
-                sync_hosts(net["name"], data)
+                sync_hosts(net.name, data)
     # links: veths of dead containers, bridges of removed networks (or roots)
     doomed = []
     for ifname, alias in links_with_alias("zoned").items():
