@@ -101,7 +101,7 @@ class Bench:
     def leftovers(self, root: str | None = None, ports: range | None = None,
                   keep: set[str] = frozenset()) -> dict[str, list[str]]:
         """Everything of this bench's root on the host that no kept container owns."""
-        from zoned import nft
+        from zoned.network import nft
         from zoned.cgroups import list_paths
         from zoned.logs import LOGGER
         from zoned.runtime import Runtime, cgroup_parent
@@ -148,7 +148,7 @@ class Bench:
         kept_ports = {self.witness_port} if "witness" in keep else set()
         import ipaddress
 
-        from zoned import netconf
+        from zoned.network import definitions as netconf
 
         ours = [ipaddress.ip_network(n["subnet"]) for n in netconf.list_networks(root)]
         for ln in table.splitlines():
@@ -423,7 +423,7 @@ def main() -> int:
         mounted = True
         result["disk_full"] = b.disk_full(disk_cases, full_root)
     finally:
-        from zoned import netconf
+        from zoned.network import definitions as netconf
 
         subnets = []
         for r in (root, full_root):

@@ -81,9 +81,9 @@ def network_for(opts: RunOptions, rt: Runtime, cid: str):
         if opts.ip or opts.mac or opts.publish:
             raise ZonedError("--ip, --mac and -p need a network (--network NAME)")
         return None
-    from zoned import network
+    from zoned.network import attach
 
-    return network.setup(rt.store.root, cid, opts)
+    return attach.setup(rt.store.root, cid, opts, rt)
 
 
 def _pump(pid: int, fds: dict[int, list[bytes]], stdin_fd: int | None,

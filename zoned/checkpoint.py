@@ -14,8 +14,9 @@ What CRIU needs for zoned's container model:
 - The network namespace is *external* (`--external net[INODE]:zoned-netns`, as runc does
   for a namespace it did not make): CRIU dumps the sockets in it, TCP ones in repair mode
   with --tcp-established, but not its interfaces. A restore makes a new namespace, plugs
-  the container's veths into it with the same addresses and MACs (zoned.network.setup_like)
-  and hands it to CRIU with --inherit-fd; then a gratuitous ARP tells the bridges.
+  the container's veths into it with the same addresses and MACs
+  (zoned.network.attach.setup_for_restore) and hands it to CRIU with --inherit-fd; then a
+  gratuitous ARP tells the bridges (zoned.network.checkpoint_hooks).
 - The root is an overlay mounted inside the container's own mount namespace. CRIU does not
   dump the root mount: at restore it bind-mounts --root there. So the overlay's upper layer
   is copied into DIR/upper while the tasks are still frozen (post-dump action script), and
@@ -44,7 +45,7 @@ import shutil
 import subprocess
 import time
 
-from zoned.errors import ConfigError, InvalidState, NotFound, ZonedError
+from zoned.errors import ConfigError, InvalidState, ZonedError
 
 FORMAT = 2
 META = "zoned-checkpoint.json"
@@ -619,7 +620,9 @@ def check_restore(rt, meta: dict, cid: str, *, lazy: bool = False) -> list[str]:
             problems.append(f"volume {e['source']} (for {e['destination']}) does not exist")
     net = meta.get("network")
     if net:
-        problems += _check_network(rt, net, cid)
+        from zoned.network.checkpoint_hooks import check_restore
+
+        problems += check_restore(rt.store.root, net, cid)
     return problems
 
 
@@ -643,47 +646,6 @@ def lower_of(meta: dict) -> str:
         raise ConfigError(f"image {img['name']!r} here differs from the checkpointed one "
                           f"({store.digest(img['name'])[:19]} vs {img['digest'][:19]})")
     return lower
-
-
-def _check_network(rt, described: dict, cid: str) -> list[str]:
-    from zoned import netconf, nft
-    from zoned.ipam import Leases
-
-    problems = []
-    for ln in described.get("networks") or []:
-        try:
-            net = netconf.load(rt.store.root, ln["network"])
-        except NotFound:
-            problems.append(f"network {ln['network']!r} does not exist here")
-            continue
-        import ipaddress
-
-        if ipaddress.IPv4Address(ln["ip"]) not in ipaddress.IPv4Network(net["subnet"]):
-            problems.append(f"network {ln['network']!r} here is {net['subnet']}, which "
-                            f"does not hold {ln['ip']}")
-            continue
-        if ln["ip"] == net.get("gateway"):
-            problems.append(f"{ln['ip']} is network {ln['network']!r}'s gateway here")
-            continue
-        leases = Leases(netconf.netdir(rt.store.root), net)
-        if os.path.exists(leases.path):
-            with leases.lock():
-                data = leases.load()
-            holder = (data["leases"].get(ln["ip"]) or {}).get("cid")
-            if holder and holder != cid:
-                problems.append(f"{ln['ip']} is taken on network {ln['network']!r} "
-                                f"(by {holder})")
-    ports = described.get("ports") or []
-    if ports and described.get("networks"):
-        try:
-            key = netconf.load(rt.store.root, described["networks"][0]["network"])["key"]
-            with nft.registry_lock():
-                nft.check_ports(nft.fragments(), key, cid, ports)
-        except NotFound:
-            pass
-        except ZonedError as e:
-            problems.append(str(e))
-    return problems
 
 
 def restore(rt, directory: str, *, name: str | None = None, lazy_socket: int | None = None,
@@ -765,20 +727,22 @@ def restore(rt, directory: str, *, name: str | None = None, lazy_socket: int | N
                           "restored_from": directory, "hooks": hook_kinds(cfg)},
             }
             rt.store.write_state(cid, state)  # from here gc knows what to remove
-            from zoned import network
+            from zoned.network import checkpoint_hooks as nethooks
 
             if meta.get("network"):
-                netsetup = network.setup_like(rt.store.root, cid, meta["network"],
-                                              meta.get("hostname") or cid)
+                from zoned.network.attach import setup_for_restore
+
+                netsetup = setup_for_restore(rt.store.root, cid, meta["network"],
+                                             meta.get("hostname") or cid)
                 netsetup.prepare(d, cfg)
                 state["zoned"]["network"] = netsetup.describe()
                 rt.store.write_state(cid, state)
-            nsfd = network.new_netns()
+            nsfd = nethooks.new_netns()
             if netsetup is not None:
-                quarantine(nsfd, True)
+                nethooks.quarantine(nsfd, True)
                 netsetup.attach_ns(nsfd, loopback=True)
             else:
-                _loopback_up(nsfd)
+                nethooks.loopback_up(nsfd)
             with open(os.path.join(d, "config.json"), "w") as f:
                 f.write(json.dumps(cfg, separators=(",", ":")))
             cgroup = Cgroup.open(cg_path)
@@ -797,8 +761,8 @@ def restore(rt, directory: str, *, name: str | None = None, lazy_socket: int | N
                                               "start": proc_start_time(os.getpid())}
             rt.store.write_state(cid, state)
             if netsetup is not None and not stopped:
-                quarantine(nsfd, False)
-                announce(state, nsfd)
+                nethooks.quarantine(nsfd, False)
+                nethooks.announce(state, nsfd)
             return state
     except BaseException:
         if cgroup is not None:
@@ -824,71 +788,6 @@ def restore(rt, directory: str, *, name: str | None = None, lazy_socket: int | N
             os.close(nsfd)
 
 
-def _loopback_up(nsfd: int) -> None:
-    from zoned.netlink import Netlink
-
-    with Netlink() as nl:
-        nipr = nl.in_netns(nsfd)
-        nipr.link("set", index=nipr.link_lookup(ifname="lo")[0], state="up")
-
-
-def _nft_in(nsfd: int, *args: str, input: str | None = None) -> subprocess.CompletedProcess:
-    """`nft ARGS` inside the network namespace `nsfd`."""
-    from zoned import nft
-    from zoned import syscalls as sc
-
-    return subprocess.run([nft.nft_binary(), *args], input=input, capture_output=True,
-                          text=True, preexec_fn=lambda: sc.setns(nsfd, sc.CLONE_NEWNET))
-
-
-def quarantine(nsfd: int, on: bool) -> None:
-    """Drop what reaches a restoring container's namespace from outside, until it runs.
-
-    Its eth0 is up (with the old IP and MAC) before CRIU has made its sockets, and its
-    first IPv6 neighbour solicitation teaches the switches the MAC's new port: a peer's
-    TCP segment arriving then finds no socket and is answered with a reset, which kills
-    the very connection the move is meant to keep. Dropped, it is just retransmitted."""
-    rules = ("table inet zoned_restore {\n chain input {\n  type filter hook input "
-             "priority -400; policy drop;\n  iifname \"lo\" accept\n }\n}\n" if on
-             else "delete table inet zoned_restore\n")
-    r = _nft_in(nsfd, "-f", "-", input=rules)
-    if r.returncode != 0 and on:
-        raise ZonedError(f"cannot guard the restoring container's network: "
-                         f"{r.stderr.strip()}")
-
-
-def drop_criu_locks(nsfd: int) -> list[str]:
-    """Remove CRIU's network-lock tables (inet CRIU-*) from a namespace. A lazy dump that
-    fails while serving pages gives the tasks back but leaves its lock in place (it unlocks
-    before serving, only on paths that never reach the page server)."""
-    r = _nft_in(nsfd, "-j", "list", "tables")
-    try:
-        tables = [t["table"] for t in json.loads(r.stdout or "{}").get("nftables", [])
-                  if "table" in t]
-    except ValueError:
-        return []
-    gone = [f"{t['family']} {t['name']}" for t in tables if t["name"].startswith("CRIU-")]
-    if gone:
-        _nft_in(nsfd, "-f", "-", input="".join(f"delete table {g}\n" for g in gone))
-    return gone
-
-
-def announce(state: dict, nsfd: int | None = None) -> None:
-    """Gratuitous ARPs from a restored container, so switches learn where it now is."""
-    links = ((state.get("zoned") or {}).get("network") or {}).get("networks") or []
-    if not links:
-        return
-    from zoned import network
-
-    if nsfd is not None:
-        return network.announce(nsfd, links)
-    fd = os.open(f"/proc/{state['pid']}/ns/net", os.O_RDONLY | os.O_CLOEXEC)
-    try:
-        network.announce(fd, links)
-    finally:
-        os.close(fd)
-
-
 def resume(rt, cid: str) -> None:
     """Let a container restored with stopped=True run: SIGCONT to every task in it, then
     lift the quarantine and announce it."""
@@ -904,10 +803,12 @@ def resume(rt, cid: str) -> None:
         st["zoned"].pop("incoming", None)
         rt.store.write_state(cid, st)
     if (st["zoned"].get("network") or {}).get("networks"):
+        from zoned.network import checkpoint_hooks as nethooks
+
         fd = os.open(f"/proc/{st['pid']}/ns/net", os.O_RDONLY | os.O_CLOEXEC)
         try:
-            quarantine(fd, False)
-            announce(st, fd)
+            nethooks.quarantine(fd, False)
+            nethooks.announce(st, fd)
         finally:
             os.close(fd)
 

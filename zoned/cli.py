@@ -749,7 +749,7 @@ def cmd_inspect(args) -> int:
             "limits": (cfg.get("linux") or {}).get("resources", {}),
             "cgroup": st["zoned"]["cgroup"]}
     if st["zoned"].get("network"):
-        from zoned.network import addresses
+        from zoned.network.info import addresses
 
         info["network"] = {"mode": st["zoned"]["network"].get("mode"),
                            "addresses": addresses(st["zoned"]["network"])}
@@ -770,7 +770,7 @@ def cmd_stats(args) -> int:
         st = rt.state(cid)
         rows[cid] = rt.cgroup(st).stats() if st["status"] != "stopped" else {}
         if st["status"] != "stopped" and st["zoned"].get("network"):
-            from zoned.network import counters
+            from zoned.network.info import counters
 
             net = counters(rt.store.root, st["zoned"]["network"])
             if net:

@@ -5,7 +5,7 @@ a container whose lock is held is being worked on and is skipped.
 What counts as left behind: a removal that began (the `removing` mark) and did not finish,
 a half-created container, an exited --rm container, a migration that never committed, the
 moved-aside directory of an interrupted removal, temp files of killed writers, cgroups of
-no container, and (zoned.network.gc) leases, veths and rules of containers that are gone.
+no container, and (zoned.network.release.gc) leases, veths and rules of containers that are gone.
 """
 from __future__ import annotations
 
@@ -85,9 +85,9 @@ def collect(rt: Runtime, *, dry_run: bool = False,
 
     yield from storage.gc_orphans(store, dry_run=dry_run)  # data dirs without a zone
     yield from checkpoint.gc_scratch(rt, dry_run=dry_run)
-    from zoned import network
+    from zoned.network.release import gc as network_gc
 
-    yield from network.gc(store.root, store.ids(), dry_run=dry_run)
+    yield from network_gc(store.root, store.ids(), dry_run=dry_run)
     if failed:
         if errors is None:
             raise ZonedError("; ".join(failed))
@@ -97,7 +97,7 @@ def collect(rt: Runtime, *, dry_run: bool = False,
 def _stale_tmp(store, dry_run: bool) -> Iterator[str]:
     """Temp files whose writer was killed between writing and renaming them: under this
     root, and in the host-wide rules registry."""
-    from zoned import nft
+    from zoned.network import nft
 
     for d in [*store.tmp_dirs(), nft.REGISTRY]:
         for path in remove_stale_tmp(d, dry_run=dry_run):

@@ -137,7 +137,9 @@ class Migration:
                 # CRIU gave the tasks back: the container runs on. A failing CRIU may
                 # leave its network lock behind.
                 try:
-                    ck.drop_criu_locks(netns)
+                    from zoned.network.checkpoint_hooks import drop_criu_locks
+
+                    drop_criu_locks(netns)
                     ch.send_msg({"op": "abort"})
                 finally:
                     signal.pthread_sigmask(signal.SIG_SETMASK, deferred)
@@ -242,6 +244,7 @@ class Migration:
     def _put_back(self, ck, criu, dump, meta, work, netns, mine, ch) -> None:
         """Undo a migration that has not committed: the container runs here again."""
         from zoned import relocation
+        from zoned.network import checkpoint_hooks as nethooks
 
         self.progress.phase("failed: putting the container back")
         # Hanging up tells the destination to drop its copy, and cannot block the way a
@@ -257,8 +260,8 @@ class Migration:
                 dump.finish(timeout=30)
             except ZonedError:
                 pass
-            ck.drop_criu_locks(netns)
-            ck.announce(self.rt.store.read_state(self.cid))
+            nethooks.drop_criu_locks(netns)
+            nethooks.announce(self.rt.store.read_state(self.cid))
             return
         rt, cid = self.rt, self.cid
         st = rt.store.read_state(cid)
@@ -284,7 +287,7 @@ class Migration:
         if logger is not None:
             st["zoned"]["logger"] = logger.describe()
         rt.store.write_state(cid, st)
-        ck.announce(st)  # the destination's eth0 may have drawn its MAC over there
+        nethooks.announce(st)  # the destination's eth0 may have drawn its MAC over there
 
     def _keep(self, work: str) -> str:
         from zoned.checkpoint import scratch_dir

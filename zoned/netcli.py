@@ -35,7 +35,7 @@ def _root(args) -> str:
 
 
 def run(args) -> int:
-    from zoned import netconf
+    from zoned.network import definitions as netconf
     from zoned.errors import ConfigError, ZonedError
 
     root = _root(args)
@@ -82,7 +82,7 @@ def run(args) -> int:
 
 
 def _public(root: str, net: dict, containers: bool = False) -> dict:
-    from zoned import netconf
+    from zoned.network import definitions as netconf
 
     d = {k: net.get(k) for k in ("name", "id", "mode", "subnet", "gateway", "bridge",
                                  "internal", "mtu", "created")}

@@ -47,7 +47,7 @@ def zoned_root(monkeypatch, zoned_state_fs):
         except Exception:  # noqa: BLE001 - teardown removes what it can, gc the rest
             pass
     if os.path.isdir(os.path.join(path, ".networks")):  # networks a failed test left
-        from zoned import netconf
+        from zoned.network import definitions as netconf
 
         for name in netconf.names(path):
             try:

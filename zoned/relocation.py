@@ -551,9 +551,9 @@ class Session:
         if problems:
             return
         if meta.get("network"):  # while the source dumps: not in the frozen time
-            from zoned.netlink import _import_iproute
+            from zoned.network.netlink import import_iproute
 
-            _import_iproute()
+            import_iproute()
         msg = self.ch.recv_msg()
         if msg.get("op") != "images":
             return  # the source gave up (its own dump failed): nothing was made here

@@ -240,7 +240,7 @@ class Runtime:
         returned Started holds the channel and `release()` starts it (one process: `run`).
         network: an object with prepare(state_dir, cfg) (before fork: leases, /etc files,
         mounts), attach(pid) (the container's namespaces exist; it waits), describe() (what
-        state.json records) and release() (on failure); zoned.network provides it.
+        state.json records) and release() (on failure); zoned.network.attach provides it.
         On any failure everything created so far is removed and the error re-raised.
         """
         specmod.check_id(cid)
@@ -559,9 +559,9 @@ class Runtime:
             cgroup.destroy()
         hit("rm:cgroup")
         if (st.get("zoned") or {}).get("network"):
-            from zoned import network
+            from zoned.network.release import release as release_network
 
-            network.release(self.store.root, cid, st["zoned"]["network"])
+            release_network(self.store.root, cid, st["zoned"]["network"])
         hit("rm:network")
         # The data dir goes before the state dir: a removal killed in between leaves a
         # stopped zone that `rm` finishes, never an orphan data dir (gc removes those too).

@@ -319,7 +319,7 @@ class RunOptions:
         if not args:
             raise ConfigError("no command given and the image has no default command")
         cfg = default_config(args, terminal=self.tty, caps=DEFAULT_CAPS)
-        from zoned.names import hostname_for
+        from zoned.hostname import hostname_for
 
         hostname = hostname_for(self.hostname, self.name)
         proc = cfg["process"]
@@ -396,7 +396,7 @@ def validate(cfg: dict) -> dict:
         raise ConfigError("config.json: root.path is required")
     linux = cfg.get("linux") or {}
     if cfg.get("hostname") not in (None, ""):  # runc sets no hostname for ""
-        from zoned.names import check_hostname
+        from zoned.hostname import check_hostname
 
         check_hostname(cfg["hostname"], "config.json: hostname")
     seen = set()

@@ -36,3 +36,13 @@ def hit(point: str) -> None:
             import time
 
             time.sleep(float(action))
+
+
+def pause(var: str) -> None:
+    """Tests widen a window with a pause (ZONED_TEST_PAUSE_...=seconds) to stop zoned
+    inside it."""
+    seconds = os.environ.get(var)
+    if seconds:
+        import time
+
+        time.sleep(float(seconds))

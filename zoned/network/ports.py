@@ -20,13 +20,14 @@ import ipaddress
 import re
 
 from zoned.errors import ConfigError
-from zoned.names import show
+from zoned.hostname import show
+from zoned.network.model import PortMapping
 
 _PORT_RE = re.compile(r"^(?:([0-9.]+):)?(\d{1,5}):(\d{1,5})(?:/(tcp|udp))?$")
 
 
-def parse_publish(value: str) -> dict:
-    """{"proto", "host_port", "port"[, "host_ip"]}; `value` is kept as "spec" for errors."""
+def parse_publish(value: str) -> PortMapping:
+    """One `-p` value, parsed once: the PortMapping keeps `value` as its spec, for errors."""
     shown = show(value)
     m = _PORT_RE.match(value.strip()) if isinstance(value, str) else None
     if not m:
@@ -35,7 +36,6 @@ def parse_publish(value: str) -> dict:
     hp, cp = int(hp), int(cp)
     if not (0 < hp < 65536 and 0 < cp < 65536):
         raise ConfigError(f"invalid -p {shown}: ports are 1..65535")
-    p = {"proto": proto or "tcp", "host_port": hp, "port": cp}
     if host_ip:
         try:
             addr = ipaddress.IPv4Address(host_ip)
@@ -44,38 +44,31 @@ def parse_publish(value: str) -> dict:
                               "address") from None
         if addr.is_multicast or addr.is_reserved:
             raise ConfigError(f"invalid -p {shown}: {host_ip} is not a unicast address")
-        if not addr.is_unspecified:  # 0.0.0.0: every address, as without HOSTIP
-            p["host_ip"] = str(addr)
-    return p
+        # 0.0.0.0: every address, as without HOSTIP
+        host_ip = None if addr.is_unspecified else str(addr)
+    return PortMapping(host_port=hp, port=cp, proto=proto or "tcp", host_ip=host_ip,
+                       spec=value)
 
 
-def spec_of(p: dict) -> str:
-    """The -p value a parsed port stands for (for error messages)."""
-    return (f"{p['host_ip']}:" if p.get("host_ip") else "") + \
-        f"{p['host_port']}:{p['port']}/{p['proto']}"
-
-
-def check_publish_twice(ports: list[dict], specs: list[str] | None = None) -> None:
+def check_publish_twice(ports: list[PortMapping]) -> None:
     """One zone publishing the same host port twice (any two host addresses overlap when
     either is the wildcard; two specific ones are refused too, to keep the rule simple)."""
     seen: dict = {}
-    for i, p in enumerate(ports):
-        k = (p["proto"], p["host_port"])
-        spec = show(specs[i] if specs and i < len(specs) else spec_of(p))
+    for p in ports:
+        k = (p.proto, p.host_port)
+        spec = show(p.shown())
         if k in seen:
-            raise ConfigError(f"invalid -p {spec}: host port {p['host_port']}/{p['proto']} "
+            raise ConfigError(f"invalid -p {spec}: host port {p.host_port}/{p.proto} "
                               f"is published twice (also by -p {seen[k]})")
         seen[k] = spec
 
 
-def check_host_free(ports: list[dict], specs: list[str] | None = None) -> None:
-    """Refuse a host port that a process on the host has bound (see the module doc).
-    `specs`: the -p values as the user gave them, for the error."""
-    for i, p in enumerate(ports):
-        why = _bind_problem(p.get("host_ip") or "0.0.0.0", p["host_port"], p["proto"])
+def check_host_free(ports: list[PortMapping]) -> None:
+    """Refuse a host port that a process on the host has bound (see the module doc)."""
+    for p in ports:
+        why = _bind_problem(p.host_ip or "0.0.0.0", p.host_port, p.proto)
         if why:
-            spec = specs[i] if specs and i < len(specs) else spec_of(p)
-            raise ConfigError(f"invalid -p {show(spec)}: {why}")
+            raise ConfigError(f"invalid -p {show(p.shown())}: {why}")
 
 
 def _bind_problem(addr: str, port: int, proto: str) -> str | None:

@@ -3,7 +3,7 @@ lock (an fcntl lock file), replaced atomically, so leases survive a crash of any
 process and two processes never hand out the same address.
 
 Layout under the state root (a dot-dir: the container store ignores it):
-  .networks/<name>.json          the network's settings (zoned.netconf)
+  .networks/<name>.json          the network's settings (zoned.network.definitions)
   .networks/<name>.leases.json   {"last": IP, "leases": {IP: {"cid", "names", "hosts", ...}}}
   .networks/<name>.lock          flock'ed while the leases (or the settings) change
 
@@ -18,6 +18,7 @@ import os
 from contextlib import contextmanager
 
 from zoned.errors import ConfigError, ZonedError
+from zoned.network.model import Lease, Network
 from zoned.state import write_json_atomic
 
 
@@ -77,13 +78,13 @@ def read_json(path: str, default):
 class Leases:
     """The leases of one network. Use inside `with leases.lock():`."""
 
-    def __init__(self, netdir: str, net: dict):
+    def __init__(self, netdir: str, net: Network):
         self.net = net
-        self.name = net["name"]
+        self.name = net.name
         self.path = os.path.join(netdir, f"{self.name}.leases.json")
         self.lock_path = os.path.join(netdir, f"{self.name}.lock")
-        self.subnet = ipaddress.IPv4Network(net["subnet"])
-        self.gateway = net.get("gateway")
+        self.subnet = ipaddress.IPv4Network(net.subnet)
+        self.gateway = net.gateway
 
     def lock(self):
         return locked(self.lock_path)
@@ -98,7 +99,8 @@ class Leases:
         write_json_atomic(self.path, data, in_place_if_full=True)
 
     # -- under the lock ----------------------------------------------------------------
-    def allocate(self, data: dict, cid: str, record: dict, static: str | None = None) -> str:
+    def allocate(self, data: dict, cid: str, *, names: list[str], hosts: str | None,
+                 host_if: str | None, static: str | None = None) -> Lease:
         """Take an address for `cid`: `static` if given and free, else the next free one
         after the last handed out (round robin: a just-freed address is reused last, so
         stale ARP entries elsewhere have time to expire)."""
@@ -114,10 +116,11 @@ class Leases:
                                   f"{self.name!r} (by container {leases[ip].get('cid')!r})")
         else:
             ip = self._next_free(data)
-        leases[ip] = dict(record, cid=cid)
+        lease = Lease(ip=ip, cid=cid, names=tuple(names), hosts=hosts, host_if=host_if)
+        leases[ip] = lease.record()
         if static is None:
             data["last"] = ip
-        return ip
+        return lease
 
     def check_static(self, value: str) -> str:
         try:
@@ -155,6 +158,12 @@ class Leases:
             if ip not in taken:
                 return ip
         raise ZonedError(f"network {self.name!r} has no free address left in {net}")
+
+    @staticmethod
+    def entries(data: dict) -> list[Lease]:
+        """The leases of loaded `data`, typed, in address order."""
+        return sorted((Lease.from_record(ip, rec) for ip, rec in data["leases"].items()),
+                      key=lambda lease: ipaddress.IPv4Address(lease.ip))
 
     @staticmethod
     def release(data: dict, cid: str) -> list[str]:

@@ -58,9 +58,13 @@ import json
 import os
 import shutil
 import subprocess
+from typing import TYPE_CHECKING
 
 from zoned.errors import ConfigError, ZonedError
-from zoned.ipam import locked, read_json
+from zoned.network.ipam import locked, read_json
+
+if TYPE_CHECKING:
+    from zoned.network.model import PortMapping
 
 REGISTRY = os.environ.get("ZONED_NET_REGISTRY", "/run/zoned-net")
 TABLE = "zoned"
@@ -107,11 +111,12 @@ def remove(key: str) -> bool:
 
 
 def localnet_port(p: dict) -> bool:
-    """Whether a published port is reachable at 127.0.0.1 (so needs route_localnet)."""
+    """Whether a published port (a fragment's dict) is reachable at 127.0.0.1 (so needs
+    route_localnet); PortMapping.localnet says the same of a typed one."""
     return not p.get("host_ip") or p["host_ip"].startswith("127.")
 
 
-def check_ports(frags: list[dict], key: str, cid: str, ports: list[dict]) -> None:
+def check_ports(frags: list[dict], key: str, cid: str, ports: list[PortMapping]) -> None:
     """One clear error when a host port is already published by someone else."""
     taken = {}
     for f in frags:
@@ -121,9 +126,9 @@ def check_ports(frags: list[dict], key: str, cid: str, ports: list[dict]) -> Non
             for p in plist:
                 taken[(p["proto"], p["host_port"])] = (owner, f["name"])
     for p in ports:
-        hit = taken.get((p["proto"], p["host_port"]))
+        hit = taken.get((p.proto, p.host_port))
         if hit:
-            raise ConfigError(f"host port {p['host_port']}/{p['proto']} is already published "
+            raise ConfigError(f"host port {p.host_port}/{p.proto} is already published "
                               f"by container {hit[0]!r} (network {hit[1]!r})")
 
 
@@ -311,8 +316,8 @@ def localnet_devices(frags: list[dict]) -> dict[str, bool]:
 
 def sync_localnet(frags: list[dict]) -> None:
     """route_localnet on exactly the devices that need it (see the module doc); devices not
-    made yet are set when they are plugged (zoned.netlink.Netlink.plug)."""
-    from zoned.netlink import sysctl
+    made yet are set when they are plugged (zoned.network.netlink.Netlink.plug)."""
+    from zoned.network.netlink import sysctl
 
     for dev, need in localnet_devices(frags).items():
         if os.path.isdir(f"/proc/sys/net/ipv4/conf/{dev}"):
@@ -338,7 +343,7 @@ def apply(frags: list[dict] | None = None) -> None:
     if not frags:
         if table_exists() or table_exists("bridge") or table_exists(FAMILY, GUARD_TABLE):
             _run(render([]))
-        from zoned.ipam import remove_dir_if_idle
+        from zoned.network.ipam import remove_dir_if_idle
 
         remove_dir_if_idle(REGISTRY, "lock")  # no network left on the host
         return

@@ -1,10 +1,10 @@
 """Networks: their settings on disk, their bridge and their share of the nftables rules.
 
-A network is <root>/.networks/<name>.json (see zoned.ipam for the rest of that dir). Its
-kernel objects (the bridge, unless routed; the rules, via the host-wide registry in
-zoned.nft) exist as long as the network does, and are re-made by the next container that
-uses it if someone deleted them. The default network `zoned0` (bridge + NAT) is created on
-first use.
+A network is <root>/.networks/<name>.json (see zoned.network.ipam for the rest of that
+dir). Its kernel objects (the bridge, unless routed; the rules, via the host-wide registry
+in zoned.network.nft) exist as long as the network does, and are re-made by the next
+container that uses it if someone deleted them. The default network `zoned0` (bridge +
+NAT) is created on first use.
 
 Names on the host (interface names are host-wide and at most 15 characters, while every
 state root has its own networks):
@@ -24,7 +24,9 @@ import time
 from contextlib import contextmanager
 
 from zoned.errors import ConfigError, NotFound, ZonedError
-from zoned.ipam import Leases, host_routes, locked, overlaps, read_json, remove_dir_if_idle
+from zoned.network.ipam import (Leases, host_routes, locked, overlaps, read_json,
+                                remove_dir_if_idle)
+from zoned.network.model import Network
 
 DEFAULT_NETWORK = "zoned0"
 MODES = ("nat", "bridge", "routed")
@@ -60,6 +62,16 @@ def root_lock(root: str):
 
 def bridge_alias(root: str, name: str) -> str:
     return f"zoned-net:{name}@{os.path.realpath(root)}"
+
+
+def owner_alias(root: str, cid: str) -> str:
+    """The alias of a container's host-side links."""
+    return f"zoned:{cid}@{os.path.realpath(root)}"
+
+
+def host_ifname(root: str, cid: str, index: int) -> str:
+    """The host end of a container's veth: unique on the host, <= 15 characters."""
+    return f"zv{_h(os.path.realpath(root) + chr(0) + cid, 10)}{index}"
 
 
 def check_name(name: str) -> str:
@@ -126,17 +138,23 @@ def get(root: str, name: str) -> dict:
         raise
 
 
-def fragment_of(net: dict) -> dict:
-    return {"key": net["key"], "root": net["root"], "name": net["name"], "mode": net["mode"],
-            "subnet": net["subnet"], "gateway": net["gateway"], "bridge": net.get("bridge"),
-            "internal": net.get("internal", False), "ports": {}}
+def network(root: str, name: str) -> Network:
+    """The network `name`, typed (the default network is created on first use)."""
+    return Network.from_dict(get(root, name))
+
+
+def fragment_of(net: Network) -> dict:
+    """The network's registry fragment (zoned.network.nft), with no zone in it yet."""
+    return {"key": net.key, "root": net.root, "name": net.name, "mode": net.mode,
+            "subnet": net.subnet, "gateway": net.gateway, "bridge": net.bridge,
+            "internal": net.internal, "ports": {}}
 
 
 # -- create / remove ------------------------------------------------------------------------
 def create(root: str, name: str, *, subnet: str | None = None, gateway: str | None = None,
            mode: str = "nat", bridge: str | None = None, internal: bool = False,
            mtu: int | None = None) -> dict:
-    from zoned import nft
+    from zoned.network import nft
 
     check_name(name)
     if mode not in MODES:
@@ -171,16 +189,16 @@ def create(root: str, name: str, *, subnet: str | None = None, gateway: str | No
             made_bridge = False
             try:
                 if net["bridge"]:
-                    from zoned.netlink import Netlink
+                    from zoned.network.netlink import Netlink
 
                     with Netlink() as nl:
                         existed = nl.index(key) is not None
                         nl.ensure_bridge(key, gw, net_.prefixlen, bridge_alias(root, name),
                                          net["mtu"])
                         made_bridge = not existed
-                nft.put(fragment_of(net))
+                nft.put(fragment_of(Network.from_dict(net)))
                 nft.apply()
-                _forwarding(net)
+                _forwarding(Network.from_dict(net))
                 from zoned.state import write_json_atomic
 
                 write_json_atomic(def_path(root, name), net)
@@ -191,7 +209,7 @@ def create(root: str, name: str, *, subnet: str | None = None, gateway: str | No
                 except ZonedError:
                     pass
                 if made_bridge:
-                    from zoned.netlink import Netlink
+                    from zoned.network.netlink import Netlink
 
                     with Netlink() as nl:
                         nl.delete_link(key, bridge_alias(root, name))
@@ -199,11 +217,11 @@ def create(root: str, name: str, *, subnet: str | None = None, gateway: str | No
     return net
 
 
-def _forwarding(net: dict) -> None:
+def _forwarding(net: Network) -> None:
     """NAT and routed networks need the host to forward IPv4 (never turned off again:
     other things on the host may rely on it by then)."""
-    if net["mode"] in ("nat", "routed") and not net.get("internal"):
-        from zoned.netlink import sysctl
+    if net.mode in ("nat", "routed") and not net.internal:
+        from zoned.network.netlink import sysctl
 
         sysctl("net/ipv4/ip_forward", "1")
 
@@ -236,7 +254,7 @@ def _check_subnet(subnet: str, frags: list[dict], key: str):
 def _host_addresses() -> list[tuple[str, str]]:
     """(address, device) of the host's IPv4 addresses, loopback ones aside (a /32 on some
     device has no route in the main table, so host_routes alone misses it)."""
-    from zoned.netlink import Netlink
+    from zoned.network.netlink import Netlink
 
     out = []
     with Netlink() as nl:
@@ -272,22 +290,22 @@ def _free_subnet(frags: list[dict]) -> str:
     raise ZonedError(f"no free /24 left in the subnet pool {pool} (give --subnet)")
 
 
-def ensure(root: str, net: dict) -> None:
+def ensure(root: str, net: Network) -> None:
     """Re-make the network's bridge and rules if someone removed them (cheap when not)."""
-    from zoned import nft
+    from zoned.network import nft
 
-    bridge_ok = not net.get("bridge") or os.path.exists(f"/sys/class/net/{net['bridge']}")
-    if bridge_ok and os.path.exists(nft.fragment_path(net["key"])):
+    bridge_ok = not net.bridge or os.path.exists(f"/sys/class/net/{net.bridge}")
+    if bridge_ok and os.path.exists(nft.fragment_path(net.key)):
         _forwarding(net)
         return
     with nft.registry_lock():
-        if net.get("bridge"):
-            from zoned.netlink import Netlink
+        if net.bridge:
+            from zoned.network.netlink import Netlink
 
             with Netlink() as nl:
-                nl.ensure_bridge(net["bridge"], net["gateway"], net["prefixlen"],
-                                 bridge_alias(root, net["name"]), net.get("mtu"))
-        if not os.path.exists(nft.fragment_path(net["key"])):
+                nl.ensure_bridge(net.bridge, net.gateway, net.prefixlen,
+                                 bridge_alias(root, net.name), net.mtu)
+        if not os.path.exists(nft.fragment_path(net.key)):
             nft.put(fragment_of(net))
             nft.apply()
         else:
@@ -296,12 +314,12 @@ def ensure(root: str, net: dict) -> None:
 
 
 def remove(root: str, name: str) -> None:
-    from zoned import nft
+    from zoned.network import nft
 
     check_name(name)
     with root_lock(root):
         net = load(root, name)
-        leases = Leases(netdir(root), net)
+        leases = Leases(netdir(root), Network.from_dict(net))
         with leases.lock():
             data = leases.load()
             users = sorted({rec.get("cid") for rec in data["leases"].values()
@@ -314,7 +332,7 @@ def remove(root: str, name: str) -> None:
                 nft.remove(net["key"])
                 nft.apply()
             if net.get("bridge"):
-                from zoned.netlink import Netlink
+                from zoned.network.netlink import Netlink
 
                 with Netlink() as nl:
                     nl.delete_link(net["bridge"], bridge_alias(root, name))
@@ -326,4 +344,4 @@ def remove(root: str, name: str) -> None:
 
 
 def leases_of(root: str, net: dict) -> dict:
-    return Leases(netdir(root), net).load()["leases"]
+    return Leases(netdir(root), Network.from_dict(net)).load()["leases"]

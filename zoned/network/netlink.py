@@ -15,13 +15,17 @@ import os
 import socket
 import sys
 import threading
+from typing import TYPE_CHECKING
 
 from zoned.errors import ZonedError
+
+if TYPE_CHECKING:
+    from zoned.network.model import Network
 
 RT_SCOPE_LINK = 253
 
 
-def _import_iproute():
+def import_iproute():
     """pyroute2.IPRoute without running pyroute2/__init__.py, which imports the whole
     library (NDB, IPDB, conntrack, ...: ~105 ms against ~60 ms). The package module is
     stood in for by a bare one; the first attribute anyone else asks of it runs the real
@@ -104,7 +108,7 @@ class Netlink:
     @property
     def ipr(self):
         if self._ipr is None:
-            self._ipr = _import_iproute()()
+            self._ipr = import_iproute()()
         return self._ipr
 
     def close(self) -> None:
@@ -135,7 +139,7 @@ class Netlink:
             sock = on_own_thread(work)
         except OSError as e:
             raise ZonedError(f"cannot enter the container's network namespace: {e}") from None
-        ipr = _import_iproute()(use_socket=sock)
+        ipr = import_iproute()(use_socket=sock)
         self._ns.append(ipr)
         return ipr
 
@@ -180,7 +184,7 @@ class Netlink:
                         raise ZonedError(f"cannot add {address}/{prefixlen} to bridge "
                                          f"{name!r}: {e.args[-1]}") from None
         ipr.link("set", index=idx, state="up")
-        # No route_localnet here: zoned.nft.sync_localnet turns it on only while a port on
+        # No route_localnet here: zoned.network.nft.sync_localnet turns it on only while a port on
         # 127.0.0.1 is published (it also lets a zone's packets to 127.0.0.0/8 in).
         return idx
 
@@ -217,7 +221,7 @@ class Netlink:
         self.ipr.link("set", index=idx, ifalias=alias)
         return idx
 
-    def plug(self, host_if: str, net: dict, ip: str, *, localnet: bool = False) -> None:
+    def plug(self, host_if: str, net: Network, ip: str, *, localnet: bool = False) -> None:
         """Attach a host-side interface (veth or tap: anything with an address behind it)
         to a network: on the bridge, or in routed mode a /32 route to `ip` through it,
         the gateway address on it and proxy ARP (Xen's vif-bridge and vif-route).
@@ -226,26 +230,26 @@ class Netlink:
         idx = self.index(host_if)
         if idx is None:
             raise ZonedError(f"interface {host_if!r} does not exist")
-        if net["mode"] == "routed":
+        if net.mode == "routed":
             sysctl(f"net/ipv4/conf/{host_if}/proxy_arp", "1")
             if localnet:
                 sysctl(f"net/ipv4/conf/{host_if}/route_localnet", "1")
             ipr.link("set", index=idx, state="up")
             try:
-                ipr.addr("add", index=idx, address=net["gateway"], prefixlen=32)
+                ipr.addr("add", index=idx, address=net.gateway, prefixlen=32)
             except _netlink_error() as e:
                 if e.code != errno.EEXIST:
-                    raise ZonedError(f"cannot add {net['gateway']} to {host_if}: "
+                    raise ZonedError(f"cannot add {net.gateway} to {host_if}: "
                                      f"{e.args[-1]}") from None
             try:
                 ipr.route("add", dst=f"{ip}/32", oif=idx, scope=RT_SCOPE_LINK,
-                          prefsrc=net["gateway"])
+                          prefsrc=net.gateway)
             except _netlink_error() as e:
                 raise ZonedError(f"cannot route {ip} to {host_if}: {e.args[-1]}") from None
         else:
-            br = self.index(net["bridge"])
+            br = self.index(net.bridge)
             if br is None:
-                raise ZonedError(f"bridge {net['bridge']!r} of network {net['name']!r} "
+                raise ZonedError(f"bridge {net.bridge!r} of network {net.name!r} "
                                  "is missing")
             ipr.link("set", index=idx, master=br, state="up")
 

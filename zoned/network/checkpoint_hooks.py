@@ -1,0 +1,180 @@
+"""What checkpoint, restore and migration ask of networking (runc's lockNetwork strategy:
+the network's part of moving a zone stays in the network package).
+
+  check_restore(root, state, cid)  can this host give a restored zone its networking?
+  new_netns(), loopback_up(nsfd)   the empty namespace a restore fills
+  quarantine(nsfd, on)             lock: drop what reaches a restoring zone until it runs
+  drop_criu_locks(nsfd)            unlock what a failed lazy dump left locked
+  announce(state, nsfd)            gratuitous ARP from a restored zone, so switches learn
+                                   where it now is
+
+CRIU's own network lock (`--network-lock nftables`) covers the dump and the restore
+themselves; these cover the time around them.
+"""
+from __future__ import annotations
+
+import ipaddress
+import json
+import os
+import subprocess
+
+from zoned.errors import ConfigError, NotFound, ZonedError
+from zoned.network.model import Attachment, Network, NetworkState
+
+
+def check_restore(root: str, described: dict, cid: str) -> list[str]:
+    """Why the networking a checkpoint describes cannot be had here (one line each):
+    a network missing or with another subnet, the address its gateway or someone else's,
+    a published host port taken."""
+    from zoned.network import definitions, nft
+    from zoned.network.ipam import Leases
+
+    try:
+        state = NetworkState.from_dict(described)
+    except ConfigError as e:  # a published port no zoned writes
+        return [str(e)]
+    if state is None:
+        return []
+    problems = []
+    for a in state.networks:
+        try:
+            net = Network.from_dict(definitions.load(root, a.network))
+        except NotFound:
+            problems.append(f"network {a.network!r} does not exist here")
+            continue
+        if ipaddress.IPv4Address(a.ip) not in ipaddress.IPv4Network(net.subnet):
+            problems.append(f"network {a.network!r} here is {net.subnet}, which "
+                            f"does not hold {a.ip}")
+            continue
+        if a.ip == net.gateway:
+            problems.append(f"{a.ip} is network {a.network!r}'s gateway here")
+            continue
+        leases = Leases(definitions.netdir(root), net)
+        if os.path.exists(leases.path):
+            with leases.lock():
+                data = leases.load()
+            holder = (data["leases"].get(a.ip) or {}).get("cid")
+            if holder and holder != cid:
+                problems.append(f"{a.ip} is taken on network {a.network!r} (by {holder})")
+    if state.ports and state.networks:
+        try:
+            key = Network.from_dict(definitions.load(root, state.networks[0].network)).key
+            with nft.registry_lock():
+                nft.check_ports(nft.fragments(), key, cid, state.ports)
+        except NotFound:
+            pass
+        except ZonedError as e:
+            problems.append(str(e))
+    return problems
+
+
+def new_netns() -> int:
+    """An empty network namespace, as an fd (the only thing keeping it alive), made on a
+    thread of its own: unshare(CLONE_NEWNET) changes only the calling thread."""
+    from zoned import syscalls as sc
+    from zoned.network.netlink import on_own_thread
+
+    def work():
+        sc.unshare(sc.CLONE_NEWNET)
+        return os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+
+    try:
+        return on_own_thread(work)
+    except OSError as e:
+        raise ZonedError(f"cannot create a network namespace: {e}") from None
+
+
+def loopback_up(nsfd: int) -> None:
+    """Bring `lo` up in the namespace `nsfd` (a restored zone without networks)."""
+    from zoned.network.netlink import Netlink
+
+    with Netlink() as nl:
+        nipr = nl.in_netns(nsfd)
+        nipr.link("set", index=nipr.link_lookup(ifname="lo")[0], state="up")
+
+
+def nft_in(nsfd: int, *args: str, input: str | None = None) -> subprocess.CompletedProcess:
+    """`nft ARGS` inside the network namespace `nsfd`."""
+    from zoned import syscalls as sc
+    from zoned.network import nft
+
+    return subprocess.run([nft.nft_binary(), *args], input=input, capture_output=True,
+                          text=True, preexec_fn=lambda: sc.setns(nsfd, sc.CLONE_NEWNET))
+
+
+def quarantine(nsfd: int, on: bool) -> None:
+    """Drop what reaches a restoring container's namespace from outside, until it runs.
+
+    Its eth0 is up (with the old IP and MAC) before CRIU has made its sockets, and its
+    first IPv6 neighbour solicitation teaches the switches the MAC's new port: a peer's
+    TCP segment arriving then finds no socket and is answered with a reset, which kills
+    the very connection the move is meant to keep. Dropped, it is just retransmitted."""
+    rules = ("table inet zoned_restore {\n chain input {\n  type filter hook input "
+             "priority -400; policy drop;\n  iifname \"lo\" accept\n }\n}\n" if on
+             else "delete table inet zoned_restore\n")
+    r = nft_in(nsfd, "-f", "-", input=rules)
+    if r.returncode != 0 and on:
+        raise ZonedError(f"cannot guard the restoring container's network: "
+                         f"{r.stderr.strip()}")
+
+
+def drop_criu_locks(nsfd: int) -> list[str]:
+    """Remove CRIU's network-lock tables (inet CRIU-*) from a namespace. A lazy dump that
+    fails while serving pages gives the tasks back but leaves its lock in place (it unlocks
+    before serving, only on paths that never reach the page server)."""
+    r = nft_in(nsfd, "-j", "list", "tables")
+    try:
+        tables = [t["table"] for t in json.loads(r.stdout or "{}").get("nftables", [])
+                  if "table" in t]
+    except ValueError:
+        return []
+    gone = [f"{t['family']} {t['name']}" for t in tables if t["name"].startswith("CRIU-")]
+    if gone:
+        nft_in(nsfd, "-f", "-", input="".join(f"delete table {g}\n" for g in gone))
+    return gone
+
+
+def announce(state: dict, nsfd: int | None = None) -> None:
+    """Gratuitous ARPs from a restored container (its state.json `state`), from inside
+    `nsfd` or else its init's namespace, so switches learn where it now is."""
+    described = NetworkState.from_dict((state.get("zoned") or {}).get("network"))
+    links = described.networks if described is not None else []
+    if not links:
+        return
+    if nsfd is not None:
+        return send_arps(nsfd, links)
+    fd = os.open(f"/proc/{state['pid']}/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        send_arps(fd, links)
+    finally:
+        os.close(fd)
+
+
+def send_arps(nsfd: int, links: list[Attachment], count: int = 2) -> None:
+    """Gratuitous ARP from inside the namespace for each link: after a restore on another
+    host, the bridges between here and the peers learn the MAC's new port at once instead
+    of after their FDB entries age out (Xen sends the same after a migration)."""
+    import socket
+    import struct
+
+    from zoned import syscalls as sc
+    from zoned.network.netlink import on_own_thread
+
+    def work():
+        sc.setns(nsfd, sc.CLONE_NEWNET)  # this thread only, and it ends here
+        for a in links:
+            mac = bytes.fromhex(a.mac.replace(":", ""))
+            ip = socket.inet_aton(a.ip)
+            with socket.socket(socket.AF_PACKET, socket.SOCK_RAW) as s:
+                s.bind((a.ifname, 0x0806))
+                for op in (1, 2):  # an ARP request and an ARP reply, both for itself
+                    frame = (b"\xff" * 6 + mac + struct.pack("!H", 0x0806)
+                             + struct.pack("!HHBBH", 1, 0x0800, 6, 4, op)
+                             + mac + ip + (b"\xff" * 6 if op == 2 else b"\0" * 6) + ip)
+                    for _ in range(count // 2 or 1):
+                        s.send(frame.ljust(60, b"\0"))
+
+    try:
+        on_own_thread(work)
+    except OSError as e:
+        raise ZonedError(f"cannot send a gratuitous ARP: {e}") from None

@@ -1,0 +1,104 @@
+"""A networked zone's /etc/hosts, /etc/resolv.conf and /etc/hostname: written into its
+state dir and bound read-only into it, and its hosts file kept in step with its networks'
+leases (every member of a network resolves every other by name).
+"""
+from __future__ import annotations
+
+import fcntl
+import os
+
+from zoned.network.ipam import Leases
+
+
+def write(path: str, text: str) -> None:
+    with open(path, "w") as f:
+        f.write(text)
+    os.chmod(path, 0o644)
+
+
+def bind_files(cfg: dict, files: dict) -> None:
+    """Bind each of `files` ({name: source}) read-only onto /etc/NAME in the config."""
+    mounts = cfg.setdefault("mounts", [])
+    for name, src in files.items():
+        mounts.append({"destination": f"/etc/{name}", "type": "bind", "source": src,
+                       "options": ["bind", "ro"]})
+
+
+def hosts_base(add_hosts: list[tuple[str, str]]) -> str:
+    lines = ["127.0.0.1\tlocalhost", "::1\tlocalhost ip6-localhost ip6-loopback"]
+    lines += [f"{ip}\t{name}" for ip, name in add_hosts]
+    return "\n".join(lines) + "\n"
+
+
+def resolv_conf(dns: list[str]) -> str:
+    """--dns servers, else the host's (without loopback ones, which a container cannot
+    reach), keeping its search and options lines."""
+    keep, servers = [], []
+    try:
+        with open("/etc/resolv.conf") as f:
+            for line in f:
+                w = line.split()
+                if not w or w[0].startswith(("#", ";")):
+                    continue
+                if w[0] == "nameserver" and len(w) > 1:
+                    if not (w[1].startswith("127.") or w[1] == "::1"):
+                        servers.append(w[1])
+                elif w[0] in ("search", "domain", "options"):
+                    keep.append(line.strip())
+    except OSError:
+        pass
+    if dns:
+        servers = list(dns)
+    return "".join(f"nameserver {s}\n" for s in servers) + "".join(k + "\n" for k in keep)
+
+
+_SECTION = "# zoned network "
+
+
+def _set_section(path: str, netname: str, lines: list[str]) -> None:
+    """Replace network `netname`'s block in a container's hosts file, in place (the file is
+    bind-mounted into the container: a rename would not be seen there)."""
+    lock = path + ".lock"
+    try:
+        lfd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    except FileNotFoundError:
+        return  # the container's directory is gone
+    try:
+        fcntl.flock(lfd, fcntl.LOCK_EX)
+        try:
+            f = open(path, "r+")
+        except FileNotFoundError:
+            return
+        with f:
+            out, skip = [], False
+            for line in f.read().splitlines():
+                if line.startswith(_SECTION):
+                    skip = line[len(_SECTION):].strip() == netname
+                    if skip:
+                        continue
+                if not skip:
+                    out.append(line)
+            if lines:
+                out.append(_SECTION + netname)
+                out += lines
+            f.seek(0)
+            f.write("\n".join(out) + "\n")
+            f.truncate()
+    finally:
+        os.close(lfd)
+
+
+def sync_hosts(netname: str, data: dict) -> None:
+    """Every member of a network resolves every other by name: rewrite the network's
+    block in each member's hosts file (called with the network's lock held)."""
+    from zoned.network.names import safe_hosts_name
+
+    leases = Leases.entries(data)
+    lines = []
+    for lease in leases:
+        names = [n for n in lease.names or (lease.cid,) if safe_hosts_name(n)]
+        if names:  # a lease file edited by hand never adds lines to anyone's hosts file
+            lines.append(f"{lease.ip}\t" + " ".join(names))
+    for lease in leases:
+        if lease.hosts:
+            _set_section(lease.hosts, netname, lines)
