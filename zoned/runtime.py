@@ -488,6 +488,12 @@ class Runtime:
         st = self.store.read_state(cid)
         return wait_exit(st.get("pid") or 0, st.get("zoned", {}).get("pid_start"), timeout)
 
+    def record_exit(self, cid: str, code: int) -> None:
+        """Keep the exit code of a container whose init we reaped (a foreground `run`):
+        `ps` shows it as "exited (N)"."""
+        with self.store.lock(cid):
+            self.store.write_state(cid, {**self.store.read_state(cid), "exit_code": code})
+
     def stop(self, cid: str, timeout: float = 10.0) -> None:
         """SIGTERM, then SIGKILL after `timeout` seconds (docker/podman stop)."""
         st = self.store.read_state(cid)
