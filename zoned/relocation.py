@@ -106,7 +106,8 @@ class TLSStream:
                 except (ConnectionResetError, BrokenPipeError):
                     data = b""
                 if not data:
-                    raise PeerGone("the peer closed the connection during the TLS handshake")
+                    raise PeerGone("the peer closed the connection during the TLS "
+                                   "handshake") from None
                 self.inc.write(data)
 
     def read(self, n: int) -> bytes:

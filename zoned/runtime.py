@@ -19,6 +19,10 @@ from zoned.errors import ConfigError, InvalidState, NotFound, ZonedError
 from zoned.process import NS_PROC, Channel, Plan, fork_nondumpable, run_child, send, sync_pair
 from zoned.state import Store, proc_start_time
 
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing (start-up)
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
 ACTIVE = ("created", "running", "paused")
 
 
