@@ -27,7 +27,8 @@ import time
 
 from zoned.errors import ConfigError, ZonedError
 
-# What the CLI turns into an exception (cli._interruptible): deferred during the dump.
+# What the CLI turns into an exception (zoned.cli.common.interruptible): deferred during
+# the dump.
 INTERRUPTS = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP}
 
 
