@@ -76,6 +76,7 @@ demo: setup
 		-v $(CURDIR)/examples:/examples:ro -- sh /examples/whoami.sh
 
 test: setup
+	$(VENV)/bin/ruff check zoned tests bench
 	$(PY) -m pytest -q tests
 
 bench-startup: setup

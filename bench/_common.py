@@ -129,7 +129,7 @@ def table(rows: list[list], header: list[str], left_last: bool = True) -> str:
     def fmt(r):
         last = len(r) - 1  # first and last columns (names, notes) left, numbers right
         return "  ".join(c.ljust(w) if i in (0, last) and left_last or i == 0 else c.rjust(w)
-                         for i, (c, w) in enumerate(zip(r, widths))).rstrip()
+                         for i, (c, w) in enumerate(zip(r, widths, strict=False))).rstrip()
 
     lines = [fmt(cells[0]), "  ".join("-" * w for w in widths)]
     lines += [fmt(r) for r in cells[1:]]

@@ -106,7 +106,7 @@ class Bench:
         """One iperf3 and one round-trip server per namespace that serves a path (the RTT
         server pinned to CPU 0, like its clients)."""
         done = set()
-        for label, server, _client, addr, port, rport in paths:
+        for _label, server, _client, _addr, _port, _rport in paths:
             key = None if server is None else server["name"]
             if key in done:
                 continue
@@ -119,7 +119,7 @@ class Bench:
                                    text=True)
             self.procs.append(srv)
             srv.stdout.readline()
-        for label, server, client, addr, port, rport in paths:
+        for _label, _server, client, addr, port, rport in paths:
             _wait_port(self.ns(client), addr, port)
             _wait_port(self.ns(client), addr, rport)
 
@@ -161,7 +161,7 @@ class Bench:
         variants = {"none": ["--network", "none"], net: ["--network", net],
                     f"{net} -p": ["--network", net, "-p", "18999:80"]}
         times = {k: [] for k in variants}
-        for k, a in variants.items():  # warm-up
+        for a in variants.values():  # warm-up
             self.z("run", "--rm", *a, "--", "true")
         keys = list(variants)
         for i in range(self.args.runs):

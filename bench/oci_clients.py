@@ -135,9 +135,10 @@ def main() -> int:
             order = ["runc", "zoned"] if rnd % 2 == 0 else ["zoned", "runc"]
             for rt in order:
                 podman_rt, binary = runtimes[rt]
-                groups = [("podman", lambda: podman_round(pm, podman_rt, rt))]
+                groups = [("podman",
+                           lambda podman_rt=podman_rt, rt=rt: podman_round(pm, podman_rt, rt))]
                 if ctd:
-                    groups.append(("ctr", lambda: ctr_round(ctd, binary, rt)))
+                    groups.append(("ctr", lambda binary=binary, rt=rt: ctr_round(ctd, binary, rt)))
                 for gname, fn in groups:
                     try:
                         res = fn()
@@ -168,7 +169,7 @@ def main() -> int:
                               **{k: (round(v, 2) if isinstance(v, float) else v)
                                  for k, v in summ[rt].items()}} for rt in ("runc", "zoned")}
 
-        def cell(rt):
+        def cell(rt, summ=summ):
             if not summ[rt].get("n"):
                 return "FAIL"
             return f"{summ[rt]['median']:.0f} ({summ[rt]['min']:.0f}-{summ[rt]['max']:.0f})"

@@ -270,7 +270,7 @@ def run_profile(b: Bench, k: int) -> dict:
     def rows(key: int, limit: int) -> list[dict]:
         items = sorted(st.stats.items(), key=lambda kv: kv[1][key], reverse=True)[:limit]
         out = []
-        for (fname, line, func), (cc, nc, tt, ct, _) in items:
+        for (fname, line, func), (_cc, nc, tt, ct, _) in items:
             where = fname.replace(str(C.REPO) + "/", "")
             out.append({"function": f"{where}:{line}({func})"[-70:], "ncalls": nc,
                         "tottime_ms_per_call": tt * 1000 / k,

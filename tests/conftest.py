@@ -12,13 +12,6 @@ REPO = Path(__file__).resolve().parent.parent
 ZONED = str(Path(sys.executable).parent / "zoned")
 
 
-def pytest_configure(config):
-    config.addinivalue_line("markers", "root: needs root and the real kernel (namespaces, "
-                            "cgroups, mounts); put on every test not marked unprivileged")
-    config.addinivalue_line("markers", "unprivileged: pure logic or temp dirs only; runs as "
-                            "an ordinary user: pytest -m 'not root'")
-
-
 @pytest.hookimpl(tryfirst=True)  # before -m deselects by marker
 def pytest_collection_modifyitems(config, items):
     """Every test needs root unless its module says `pytestmark = pytest.mark.unprivileged`;

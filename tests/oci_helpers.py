@@ -220,7 +220,7 @@ def cgroup_dirs(needle: str, max_depth: int = 4) -> list[str]:
 
 def remove_cgroup_tree(path: str) -> None:
     """rmdir a cgroup directory and its children, deepest first (they must be empty)."""
-    for d, subdirs, _ in sorted(os.walk(path, topdown=False), key=lambda x: -len(x[0])):
+    for d, _subdirs, _ in sorted(os.walk(path, topdown=False), key=lambda x: -len(x[0])):
         try:
             os.rmdir(d)
         except OSError:

@@ -14,7 +14,7 @@ import pytest
 
 from zoned import cgroups
 from zoned.cgroups import bpf, detection, devices
-from zoned.cgroups import Cgroup, CgroupError, Hierarchy, V1Cgroup, V2Cgroup
+from zoned.cgroups import Cgroup, CgroupError, Hierarchy, V1Cgroup, V2Cgroup, open_cgroup
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root and real cgroups")
 
@@ -119,7 +119,7 @@ def _cleanup(cg: Cgroup) -> None:
 
 @pytest.fixture
 def cg():
-    c = Cgroup.open(f"{PARENT}/{uuid.uuid4().hex[:12]}")
+    c = open_cgroup(f"{PARENT}/{uuid.uuid4().hex[:12]}")
     c.create()
     yield c
     _cleanup(c)
@@ -228,10 +228,10 @@ def test_parse_mountinfo_and_classify():
 
 
 def test_paths_are_confined():
-    assert Cgroup.open("zoned-test/a/../b").path == "/zoned-test/b"
-    assert Cgroup.open("/../../x").path == "/x"
+    assert open_cgroup("zoned-test/a/../b").path == "/zoned-test/b"
+    assert open_cgroup("/../../x").path == "/x"
     with pytest.raises(CgroupError, match="root cgroup"):
-        Cgroup.open("/")
+        open_cgroup("/")
 
 
 # -- conversions --------------------------------------------------------------------------
@@ -280,7 +280,7 @@ def test_device_filter_program_shape():
 
 def test_create_apply_destroy_leaves_nothing():
     path = f"{PARENT}/{uuid.uuid4().hex[:12]}"
-    c = Cgroup.open(path)
+    c = open_cgroup(path)
     assert not c.exists()
     c.create()
     c.create()  # idempotent
@@ -486,7 +486,7 @@ def test_kill_with_other_signal_is_sent_once(cg, kids):
 
 
 def test_destroy_busy_times_out_then_works(kids):
-    c = Cgroup.open(f"{PARENT}/{uuid.uuid4().hex[:12]}")
+    c = open_cgroup(f"{PARENT}/{uuid.uuid4().hex[:12]}")
     c.create()
     try:
         kids.spawn(c, lambda: signal.pause())
@@ -505,16 +505,16 @@ def test_destroy_busy_times_out_then_works(kids):
 
 def test_destroy_removes_sub_cgroups():
     path = f"{PARENT}/{uuid.uuid4().hex[:12]}"
-    c = Cgroup.open(path)
+    c = open_cgroup(path)
     c.create()
-    Cgroup.open(path + "/inner/deeper").create()  # what a container in a cgroupns may do
+    open_cgroup(path + "/inner/deeper").create()  # what a container in a cgroupns may do
     c.destroy()
     assert not any(os.path.exists(d) for d in _all_dirs(path))
 
 
 def test_list_paths_and_remove_if_empty(kids):
     a, b = (f"{PARENT}/{uuid.uuid4().hex[:12]}" for _ in range(2))
-    ca, cb = Cgroup.open(a), Cgroup.open(b)
+    ca, cb = open_cgroup(a), open_cgroup(b)
     try:
         ca.create()
         cb.create()
@@ -701,7 +701,7 @@ def test_v2_limits_without_controllers_raise(v2cg):
 
 @pytest.mark.skipif(not _v2_has("memory", "cpu", "pids"), reason=NO_V2)
 def test_v2_files_written():
-    c = Cgroup.open(f"{PARENT}/{uuid.uuid4().hex[:12]}")
+    c = open_cgroup(f"{PARENT}/{uuid.uuid4().hex[:12]}")
     assert isinstance(c, V2Cgroup)
     c.create()
     try:
@@ -742,7 +742,7 @@ def test_start_path_is_fast(kids):
     times = []
     for _ in range(100):
         pid = kids.spawn(None, lambda: signal.pause())
-        c = Cgroup.open(f"{PARENT}/{uuid.uuid4().hex[:12]}")
+        c = open_cgroup(f"{PARENT}/{uuid.uuid4().hex[:12]}")
         t0 = time.perf_counter()
         c.create()
         c.apply(res)

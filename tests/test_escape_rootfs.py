@@ -301,7 +301,7 @@ def test_dev_symlink_without_a_dev_mount_stays_inside(cli, tmp_path, busybox, ho
     assert os.readlink(inside / "fd") == "/proc/self/fd"
     if RUNC:
         os.rename(host / "canary", host / "null")
-        r = runc_run(tmp_path, bundle("r"))
+        runc_run(tmp_path, bundle("r"))
         os.rename(host / "null", host / "canary")
         assert_intact(host)  # runc fails cleanly here (its /dev/ptmx link: ENOENT)
 

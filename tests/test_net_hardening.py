@@ -289,7 +289,7 @@ def test_publish_refuses_a_port_a_host_process_uses(cli, zoned_root, net):
         cli("run", "-d", "--name", "web", "--network", n, "-p", f"{free}:80", "--",
             "httpd", "-f", "-p", "80", "-h", "/etc", check=True)
         for host in ("127.0.0.1", "localhost"):
-            body = wait_for(lambda: _get(f"http://{host}:{free}/hostname"))
+            body = wait_for(lambda host=host: _get(f"http://{host}:{free}/hostname"))
             assert body == "web\n"
         p = cli("run", "-d", "--name", "pub", "--network", n, "-p", f"{free}:80", "--",
                 "sleep", "60")

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import threading
@@ -247,8 +246,8 @@ def test_two_containers_talk_both_ways_by_name_and_ip(cli, net):
     assert a_ip != b_ip and a_ip.startswith(subnet[:9])
     for src, dst, dst_ip in (("alpha", "beta", b_ip), ("beta", "alpha", a_ip)):
         for target in (dst, dst_ip):
-            out = wait_for(lambda: cli("exec", src, "--", "wget", "-qO-",
-                                       f"http://{target}/hostname").stdout)
+            out = wait_for(lambda src=src, target=target: cli(
+                "exec", src, "--", "wget", "-qO-", f"http://{target}/hostname").stdout)
             assert out.strip() == dst, (src, target)
     # raw TCP with nc, by name: a listener in gamma, a client in alpha
     cli("run", "-d", "--name", "gamma", "--network", name, "--", "sh", "-c",
@@ -393,8 +392,8 @@ def test_networks_are_isolated(cli, net):
     dev = cli("exec", "both", "--", "cat", "/proc/net/dev", check=True).stdout
     assert "eth0" in dev and "eth1" in dev
     for target in ("one", "two"):
-        out = wait_for(lambda: cli("exec", "both", "--", "wget", "-qO-",
-                                   f"http://{target}/hostname").stdout)
+        out = wait_for(lambda target=target: cli("exec", "both", "--", "wget", "-qO-",
+                                                 f"http://{target}/hostname").stdout)
         assert out == f"{target}\n"
 
 

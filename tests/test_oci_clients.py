@@ -59,7 +59,7 @@ def podman_env():
     yield pm
     problems = pm.cleanup()
     if problems:
-        warnings.warn("podman teardown had to remove: " + "; ".join(problems))
+        warnings.warn("podman teardown had to remove: " + "; ".join(problems), stacklevel=2)
 
 
 class PodmanUnderTest:
@@ -355,7 +355,8 @@ def ctd():
     yield c
     problems = c.stop()
     if problems:
-        warnings.warn("containerd teardown had to remove: " + "; ".join(problems))
+        warnings.warn("containerd teardown had to remove: " + "; ".join(problems),
+                      stacklevel=2)
 
 
 class CtrUnderTest:

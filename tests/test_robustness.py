@@ -170,9 +170,9 @@ def test_gc_of_one_root_leaves_other_roots_alone(cli, zoned_root, tmp_path, monk
     cg = json.loads(cli("inspect", "keep").stdout)["cgroup"]
     assert cg.startswith(cgroup_parent(zoned_root) + "/")
     # an empty cgroup of root A, as between cgroup create and add during a create
-    from zoned.cgroups import Cgroup
+    from zoned.cgroups import open_cgroup
 
-    empty = Cgroup.open(cgroup_parent(zoned_root) + "/being-created")
+    empty = open_cgroup(cgroup_parent(zoned_root) + "/being-created")
     empty.create()
     try:
         out = cli("gc", root=other).stdout
@@ -181,5 +181,5 @@ def test_gc_of_one_root_leaves_other_roots_alone(cli, zoned_root, tmp_path, monk
         empty.destroy()
     cli("rm", "-f", "keep", check=True)
     cli("gc", check=True)
-    assert not Cgroup.open(cgroup_parent(zoned_root)).exists()
+    assert not open_cgroup(cgroup_parent(zoned_root)).exists()
     os.rmdir(other) if os.path.isdir(other) else None

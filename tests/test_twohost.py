@@ -12,8 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from twohost import (B_IP, SSH_PORT, SSHD, ZONED, TwoHosts, build_memtouch, memtouch_volume,
-                     two_hosts)  # noqa: F401 - two_hosts is a fixture
+import twohost
+from twohost import B_IP, SSH_PORT, SSHD, ZONED, TwoHosts, build_memtouch, memtouch_volume
+
+two_hosts = twohost.two_hosts  # the fixture, under the name the tests ask for
 
 pytestmark = pytest.mark.skipif(shutil.which("nft") is None,
                                 reason="nftables is not installed (make setup installs it)")

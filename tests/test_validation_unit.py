@@ -9,7 +9,7 @@ import random
 
 import pytest
 
-from zoned import schema, security, spec
+from zoned import security, spec
 from zoned.errors import ConfigError
 
 

@@ -278,7 +278,7 @@ class CounterClient:
     def longest_gap(self) -> float:
         """The longest time between two consecutive replies, in seconds."""
         ts = [t for t, _ in self.samples()]
-        return max((b - a for a, b in zip(ts, ts[1:])), default=0.0)
+        return max((b - a for a, b in zip(ts, ts[1:], strict=False)), default=0.0)
 
     def stop(self) -> list[int]:
         _kill_group(self.proc)
@@ -312,7 +312,7 @@ class Pinger:
 
     def longest_gap(self) -> float:
         ts = [t for t, _ in self.replies]
-        return max((b - a for a, b in zip(ts, ts[1:])), default=0.0)
+        return max((b - a for a, b in zip(ts, ts[1:], strict=False)), default=0.0)
 
     def stop(self) -> tuple[int, int, int]:
         """-> (sent, received, lost). The interrupt is sent just after a reply, so no

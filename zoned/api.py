@@ -10,7 +10,7 @@ import os
 import signal
 
 from zoned.errors import ZonedError
-from zoned.runtime import Runtime, Started, wait_exit
+from zoned.runtime import Runtime, wait_exit
 from zoned.spec import RunOptions
 
 DEFAULT_IMAGE = "busybox"

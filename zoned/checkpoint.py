@@ -658,7 +658,7 @@ def restore(rt, directory: str, *, name: str | None = None, lazy_socket: int | N
     this way, so source and destination never both run.
     consume: the checkpoint dir is scratch: its upper dir is moved, not copied."""
     from zoned import spec as specmod
-    from zoned.cgroups import Cgroup
+    from zoned.cgroups import open_cgroup
     from zoned.runtime import _utc_now, container_resources, default_cgroups_path, \
         discard_cgroup, hook_kinds
 
@@ -745,7 +745,7 @@ def restore(rt, directory: str, *, name: str | None = None, lazy_socket: int | N
                 nethooks.loopback_up(nsfd)
             with open(os.path.join(d, "config.json"), "w") as f:
                 f.write(json.dumps(cfg, separators=(",", ":")))
-            cgroup = Cgroup.open(cg_path)
+            cgroup = open_cgroup(cg_path)
             cgroup.create()
             cgroup.apply(container_resources(linux.get("resources") or {}))
             pid = run_restore(criu, directory, d, meta, cfg, lower=lower, upper=upper,

@@ -31,6 +31,11 @@ import termios
 import threading
 import tty
 
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing (start-up)
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from types import TracebackType
+
 
 
 __all__ = [

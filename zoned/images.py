@@ -28,8 +28,9 @@ import errno
 import fcntl
 import json
 import os
-import re
 import stat
+
+from zoned.imagebase import NAME_RE, ImageError, ImageNotFound  # noqa: F401 - re-exported
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # annotations only: never imported at run time
@@ -38,16 +39,6 @@ if TYPE_CHECKING:  # annotations only: never imported at run time
 
 DEFAULT_STORE = "/var/lib/zoned/images"
 RECIPES_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "images")
-
-_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,127}$")
-
-
-class ImageError(Exception):
-    """Any image/recipe problem; the message is one line meant for the user."""
-
-
-class ImageNotFound(ImageError):
-    """The named image is not in the store."""
 
 
 class Image:
@@ -103,7 +94,7 @@ def find_recipe(name: str) -> Path:
     add or override images, then the repository's ``images/`` directory."""
     from pathlib import Path
 
-    if not _NAME_RE.match(name):
+    if not NAME_RE.match(name):
         raise ImageError(f"invalid image name {name!r} (use lowercase letters, digits, '_', '.', '-')")
     dirs = [Path(d) for d in [os.environ.get("ZONED_RECIPES")] if d] + [Path(RECIPES_DIR)]
     for d in dirs:
@@ -254,7 +245,7 @@ class ImageStore:
 
     def get(self, name: str) -> Image:
         """The image called name, or ImageNotFound telling how to build it."""
-        if not _NAME_RE.match(name):
+        if not NAME_RE.match(name):
             raise ImageError(f"invalid image name {name!r}")
         with self._lock(shared=True):
             return self._read(name)
@@ -266,7 +257,7 @@ class ImageStore:
         out = []
         with self._lock(shared=True):
             for n in sorted(os.listdir(self.root_dir)):
-                if _NAME_RE.match(n) and _is_file(_join(_join(self.root_dir, n), "image.json")):
+                if NAME_RE.match(n) and _is_file(_join(_join(self.root_dir, n), "image.json")):
                     try:
                         out.append(self._read(n))
                     except ImageError:
@@ -360,7 +351,7 @@ class ImageStore:
 
     def remove(self, name: str) -> None:
         """Delete an image; containers still running on it keep it until they stop."""
-        if not _NAME_RE.match(name):
+        if not NAME_RE.match(name):
             raise ImageError(f"invalid image name {name!r}")
         with self._lock():
             if not _is_file(_join(self.root_dir, name) + "/image.json"):

@@ -18,52 +18,29 @@ not run here, and its checkpoint is kept so nothing is lost.
 """
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import signal
 import socket
 import subprocess
-import sys
 import time
 
 from zoned.errors import ConfigError, ZonedError
 
-# What the CLI turns into an exception (cli._interruptible): deferred during the dump.
+# What the CLI turns into an exception (zoned.cli.common.interruptible): deferred during
+# the dump.
 INTERRUPTS = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP}
 
 
 class Progress:
-    """Phase lines and a byte counter on stderr (redrawn in place on a terminal)."""
-
-    def __init__(self, cid: str, quiet: bool):
-        self.cid, self.quiet = cid, quiet
-        self.tty = sys.stderr.isatty()
-        self.t0 = time.monotonic()
-        self._last = 0.0
+    """Where a migration reports its phases and byte counts; this one says nothing. The CLI
+    passes one that draws them on stderr (zoned.cli.migration.StderrProgress)."""
 
     def phase(self, text: str) -> None:
-        if not self.quiet:
-            self._end_line()
-            sys.stderr.write(f"migrate {self.cid}: {text} "
-                             f"[{time.monotonic() - self.t0:6.2f}s]\n")
-            sys.stderr.flush()
+        pass
 
     def bytes(self, label: str, n: int) -> None:
-        if self.quiet or not self.tty:
-            return
-        now = time.monotonic()
-        if now - self._last < 0.1:
-            return
-        self._last = now
-        sys.stderr.write(f"\rmigrate {self.cid}: {label} {n / 2**20:8.1f} MiB")
-        sys.stderr.flush()
-        self._dirty = True
-
-    def _end_line(self) -> None:
-        if getattr(self, "_dirty", False):
-            sys.stderr.write("\n")
-            self._dirty = False
+        pass
 
 
 class Migration:
@@ -78,7 +55,7 @@ class Migration:
                               "only ever exists in the running container")
         self.rt, self.cid, self.dest, self.live = rt, cid, dest, live
         self.keep_source, self.tcp, self.key = keep_source, tcp_established, key
-        self.progress = progress or Progress(cid, True)
+        self.progress = progress or Progress()
         self.summary: dict = {"id": cid, "destination": dest,
                               "mode": "live" if live else "stop-and-copy"}
 
@@ -301,17 +278,10 @@ def _ms(seconds: float) -> float:
     return round(seconds * 1000, 1)
 
 
-def main(rt, args) -> int:
-    m = Migration(rt, args.id, args.dest, live=args.live, keep_source=args.keep_source,
-                  tcp_established=args.tcp, key=args.key,
-                  progress=Progress(args.id, args.quiet))
-    s = m.run()
-    if args.format == "json":
-        print(json.dumps(s))
-    else:
-        pages = f", pages {s['page_bytes'] / 2**20:.1f} MiB" if "page_bytes" in s else ""
-        print(f"migrated {s['id']} to {s['destination']} ({s['mode']}): frozen "
-              f"{s['frozen_ms']:.0f} ms, total {s['total_ms'] / 1000:.2f} s, "
-              f"{s['bytes'] / 2**20:.1f} MiB moved (images {s['image_bytes'] / 2**20:.1f} MiB"
-              f"{pages})" + (f"; checkpoint kept in {s['kept']}" if s.get("kept") else ""))
-    return 0
+def migrate(rt, cid: str, dest: str, *, live: bool = False, keep_source: bool = False,
+            tcp_established: bool = True, key: str | None = None,
+            progress: Progress | None = None) -> dict:
+    """Move container `cid` to `dest` (ssh://... or zoned://...); the summary: mode, frozen
+    and total times, bytes moved, and where a kept checkpoint is."""
+    return Migration(rt, cid, dest, live=live, keep_source=keep_source,
+                     tcp_established=tcp_established, key=key, progress=progress).run()

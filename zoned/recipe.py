@@ -50,7 +50,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from zoned.images import _NAME_RE, ImageError
+from zoned.imagebase import NAME_RE, ImageError
 
 if TYPE_CHECKING:
     from zoned.images import ImageStore
@@ -116,7 +116,7 @@ def load_recipe(path: Path) -> _Recipe:
     name = doc.get("name")
     if name is None:
         raise bad("missing required key 'name'")
-    if not isinstance(name, str) or not _NAME_RE.match(name):
+    if not isinstance(name, str) or not NAME_RE.match(name):
         raise bad(f"invalid name {name!r} (use lowercase letters, digits, '_', '.', '-')")
     r = _Recipe(source=path, name=name)
 

@@ -106,7 +106,8 @@ class TLSStream:
                 except (ConnectionResetError, BrokenPipeError):
                     data = b""
                 if not data:
-                    raise PeerGone("the peer closed the connection during the TLS handshake")
+                    raise PeerGone("the peer closed the connection during the TLS "
+                                   "handshake") from None
                 self.inc.write(data)
 
     def read(self, n: int) -> bytes:
@@ -679,24 +680,27 @@ def resolve_allow(allow: str) -> set[str]:
     return out
 
 
-def serve_main(rt, args) -> int:
-    if args.stdio:
-        if args.listen:
-            raise ConfigError("--stdio and --listen exclude each other")
-        peer = (os.environ.get("SSH_CLIENT") or "ssh").split()[0]
-        # The channel is our stdout; anything else printing there would corrupt it.
-        out = os.dup(1)
-        os.dup2(2, 1)
-        ch = Channel(PipeStream(0, out), "source")
-        Session(rt, ch, peer, _log).run()
-        return 0
-    if not args.listen:
-        raise ConfigError("give --listen ADDR:PORT (or --stdio, as ssh:// runs it)")
-    addr, _, port = args.listen.rpartition(":")
+def serve_stdio(rt) -> None:
+    """Serve one migration on stdin/stdout: what `ssh host zoned relocation-server --stdio`
+    runs for an ssh:// destination."""
+    peer = (os.environ.get("SSH_CLIENT") or "ssh").split()[0]
+    # The channel is our stdout; anything else printing there would corrupt it.
+    out = os.dup(1)
+    os.dup2(2, 1)
+    ch = Channel(PipeStream(0, out), "source")
+    Session(rt, ch, peer, _log).run()
+
+
+def serve(rt, listen: str, *, allow: str = "", key: str | None = None,
+          once: bool = False) -> None:
+    """Receive migrating containers over TLS on `listen` (ADDR:PORT) from the hosts in
+    `allow` (comma-separated, empty: nobody), one forked session each; with `once`, return
+    after the first."""
+    addr, _, port = listen.rpartition(":")
     if not addr or not port.isdigit():
-        raise ConfigError(f"invalid --listen {args.listen!r}: expected ADDR:PORT")
-    allowed = resolve_allow(args.allow)
-    ctx = tls_context(args.key or os.environ.get("ZONED_RELOCATION_KEY") or DEFAULT_KEY,
+        raise ConfigError(f"invalid --listen {listen!r}: expected ADDR:PORT")
+    allowed = resolve_allow(allow)
+    ctx = tls_context(key or os.environ.get("ZONED_RELOCATION_KEY") or DEFAULT_KEY,
                       server=True)
     fam = socket.AF_INET6 if ":" in addr.strip("[]") else socket.AF_INET
     srv = socket.socket(fam, socket.SOCK_STREAM)
@@ -704,11 +708,11 @@ def serve_main(rt, args) -> int:
     try:
         srv.bind((addr.strip("[]"), int(port)))
     except OSError as e:
-        raise ZonedError(f"cannot listen on {args.listen}: {e.strerror}") from None
+        raise ZonedError(f"cannot listen on {listen}: {e.strerror}") from None
     srv.listen(8)
     if not allowed:
         _log("the allow-list is empty: every connection will be refused")
-    _log(f"listening on {args.listen}, allowing {', '.join(sorted(allowed)) or 'nobody'}")
+    _log(f"listening on {listen}, allowing {', '.join(sorted(allowed)) or 'nobody'}")
     import signal
 
     signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # sessions are reaped by the kernel
@@ -737,9 +741,9 @@ def serve_main(rt, args) -> int:
             finally:
                 os._exit(code)
         conn.close()
-        if args.once:
+        if once:
             _wait_child(pid)
-            return 0
+            return
 
 
 def _wait_child(pid: int) -> None:

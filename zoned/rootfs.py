@@ -4,7 +4,6 @@ paths. Mounting inside the container's own namespace means none of it is visible
 and all of it disappears with the container, even if zoned is killed."""
 from __future__ import annotations
 
-import errno
 import os
 import stat
 
@@ -12,6 +11,10 @@ from zoned import inroot
 from zoned import syscalls as sc
 from zoned.errors import ConfigError
 from zoned.inroot import secure_join  # noqa: F401 - the path-string form, for callers
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing (start-up)
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 # What may be mounted inside /proc (runc's checkProcMount): files lxcfs emulates.
 PROC_MOUNTABLE = ("/proc/cpuinfo", "/proc/diskstats", "/proc/meminfo", "/proc/stat",

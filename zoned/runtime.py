@@ -19,6 +19,10 @@ from zoned.errors import ConfigError, InvalidState, NotFound, ZonedError
 from zoned.process import NS_PROC, Channel, Plan, fork_nondumpable, run_child, send, sync_pair
 from zoned.state import Store, proc_start_time
 
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing (start-up)
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
 ACTIVE = ("created", "running", "paused")
 
 
@@ -223,9 +227,9 @@ class Runtime:
 
     @staticmethod
     def cgroup(st: dict):
-        from zoned.cgroups import Cgroup
+        from zoned.cgroups import open_cgroup
 
-        return Cgroup.open(st["zoned"]["cgroup"])
+        return open_cgroup(st["zoned"]["cgroup"])
 
     # -- create ------------------------------------------------------------------------
     def create(self, cid: str, cfg: dict, *, bundle: str | None = None,
@@ -323,9 +327,9 @@ class Runtime:
                 bpf = seccomp.compile_bpf(linux["seccomp"])
                 seccomp_flags = seccomp.filter_flags(linux["seccomp"])
 
-            from zoned.cgroups import Cgroup, hierarchies
+            from zoned.cgroups import hierarchies, open_cgroup
 
-            cgroup = Cgroup.open(cg_path)
+            cgroup = open_cgroup(cg_path)
             for attempt in range(3):  # `zoned gc` may remove an empty parent meanwhile
                 try:
                     cgroup.create()
@@ -491,6 +495,12 @@ class Runtime:
         st = self.store.read_state(cid)
         return wait_exit(st.get("pid") or 0, st.get("zoned", {}).get("pid_start"), timeout)
 
+    def record_exit(self, cid: str, code: int) -> None:
+        """Keep the exit code of a container whose init we reaped (a foreground `run`):
+        `ps` shows it as "exited (N)"."""
+        with self.store.lock(cid):
+            self.store.write_state(cid, {**self.store.read_state(cid), "exit_code": code})
+
     def stop(self, cid: str, timeout: float = 10.0) -> None:
         """SIGTERM, then SIGKILL after `timeout` seconds (docker/podman stop)."""
         st = self.store.read_state(cid)
@@ -551,9 +561,9 @@ class Runtime:
             _reap(pid)
         # a container killed before state.json was written still has its default cgroup
         cg = (st.get("zoned") or {}).get("cgroup") or default_cgroups_path(cid, self.store.root)
-        from zoned.cgroups import Cgroup
+        from zoned.cgroups import open_cgroup
 
-        cgroup = Cgroup.open(cg)
+        cgroup = open_cgroup(cg)
         if cgroup.exists():
             cgroup.kill()
             cgroup.destroy()

@@ -29,6 +29,11 @@ import stat
 
 from zoned.errors import ConfigError
 
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing (start-up)
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+    from typing import Any
+
 try:  # the builtin sha256: hashlib would load OpenSSL (~2 ms on the start path)
     from _sha256 import sha256 as _sha256
 except ImportError:  # pragma: no cover - other builds
@@ -402,7 +407,7 @@ def _compile(seccomp: dict) -> bytes:
     if ctx == ffi.NULL:
         raise SeccompError("seccomp: libseccomp refused the default action (seccomp_init)")
     try:
-        for a, token in zip(arches, arch_tokens):
+        for a, token in zip(arches, arch_tokens, strict=True):
             rc = lib.seccomp_arch_add(ctx, token)
             if rc < 0 and rc != -errno.EEXIST:
                 raise SeccompError(f"seccomp: cannot add arch {a!r}: {os.strerror(-rc)}")

@@ -45,6 +45,20 @@ def cap_number(name: str) -> int | None:
     return CAP_NUMBERS.get(up if up.startswith("CAP_") else "CAP_" + up)
 
 
+def add_capabilities(caps: dict | None, names: list[str]) -> dict:
+    """process.capabilities with `names` ('net_admin' or 'CAP_NET_ADMIN') added to the
+    bounding, effective and permitted sets (runc exec --cap); `caps` is not changed."""
+    out = {kind: list(v) for kind, v in (caps or {}).items()}
+    for name in names:
+        up = name.upper()
+        cap = up if up.startswith("CAP_") else "CAP_" + up
+        for kind in ("bounding", "effective", "permitted"):
+            have = out.setdefault(kind, [])
+            if cap not in have:
+                have.append(cap)
+    return out
+
+
 def supported_caps(proc: dict) -> dict:
     """process.capabilities without the names the kernel does not know, and the dropped
     names: runc ignores those with a warning ("ignoring unknown or unavailable

@@ -355,32 +355,83 @@ class RunOptions:
         if self.network == ["host"]:  # share the host's network namespace
             cfg["linux"]["namespaces"] = [n for n in cfg["linux"]["namespaces"]
                                           if n["type"] != "network"]
-        res = cfg["linux"]["resources"]
-        if self.memory is not None:
-            limit = parse_size(self.memory, "--memory")
-            if limit < MIN_MEMORY:
-                raise ConfigError(f"invalid --memory {self.memory!r}: the minimum memory "
-                                  "limit allowed is 6MB")
-            res["memory"] = {"limit": limit}
-            if self.memory_swap is not None:
-                swap = (-1 if str(self.memory_swap) == "-1"
-                        else parse_size(self.memory_swap, "memory+swap limit"))
-                if swap != -1 and swap < limit:
-                    raise ConfigError("--memory-swap must be at least --memory")
-                res["memory"]["swap"] = swap
-            else:
-                res["memory"]["swap"] = limit  # no swap beyond the limit, like podman
-        if self.cpus is not None or self.cpu_shares is not None or self.cpuset_cpus:
-            cpu: dict = {}
-            if self.cpus is not None:
-                cpu["quota"], cpu["period"] = parse_cpus(self.cpus)
-            if self.cpu_shares is not None:
-                cpu["shares"] = int(self.cpu_shares)
-            if self.cpuset_cpus:
-                cpu["cpus"] = self.cpuset_cpus
-            res["cpu"] = cpu
-        res["pids"] = {"limit": parse_pids_limit(self.pids_limit)}
+        cfg["linux"]["resources"] = resources_from_flags(
+            base=cfg["linux"]["resources"], memory=self.memory, memory_swap=self.memory_swap,
+            cpus=self.cpus, cpu_shares=self.cpu_shares, cpuset_cpus=self.cpuset_cpus or None,
+            pids_limit=self.pids_limit, defaults=True)
         return cfg
+
+
+def resources_from_flags(*, base: dict | None = None, memory: str | int | None = None,
+                         memory_swap: str | int | None = None,
+                         memory_reservation: str | int | None = None,
+                         cpus: str | float | None = None, cpu_shares: str | int | None = None,
+                         cpu_quota: str | int | None = None,
+                         cpu_period: str | int | None = None, cpuset_cpus: str | None = None,
+                         cpuset_mems: str | None = None, pids_limit: str | int | None = None,
+                         blkio_weight: str | int | None = None,
+                         defaults: bool = False) -> dict:
+    """linux.resources from the resource flags (docker's names) of `run` and `update`: the
+    one place they are parsed and checked. None means not given. The result is `base` (not
+    changed) with the flags merged over it.
+
+    `run` asks for `defaults`: swap no larger than the memory limit, pids.max 2048 (podman's),
+    and "-1" is no size there. Without (`update`), only what is given is set and -1 means
+    no limit. Both refuse a memory+swap limit below the memory limit, as podman does."""
+    res = {k: dict(v) if isinstance(v, dict) else v for k, v in (base or {}).items()}
+
+    def size(flag: str, value: str | int) -> int:
+        if not defaults and str(value) == "-1":
+            return -1
+        return parse_size(value, flag)
+
+    def whole(flag: str, value: str | int) -> int:
+        try:
+            return int(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"invalid {flag} {value!r}: expected a whole number") from None
+
+    if memory is not None:
+        limit = size("--memory", memory)
+        if 0 <= limit < MIN_MEMORY:
+            raise ConfigError(f"invalid --memory {memory!r}: the minimum memory limit "
+                              "allowed is 6MB")
+        res.setdefault("memory", {})["limit"] = limit
+        if defaults and memory_swap is None:
+            res["memory"]["swap"] = limit  # no swap beyond the limit, like podman
+    if memory_swap is not None and (memory is not None or not defaults):
+        swap = -1 if str(memory_swap) == "-1" else parse_size(memory_swap, "--memory-swap")
+        res.setdefault("memory", {})["swap"] = swap
+    if memory_reservation is not None:
+        res.setdefault("memory", {})["reservation"] = size("--memory-reservation",
+                                                           memory_reservation)
+    mem = res.get("memory") or {}
+    limit, swap = mem.get("limit"), mem.get("swap")
+    if (isinstance(limit, int) and isinstance(swap, int) and limit >= 0 and swap != -1
+            and swap < limit):
+        shown = repr(memory_swap) if memory_swap is not None else swap
+        raise ConfigError(f"invalid --memory-swap {shown}: the memory+swap limit must be at "
+                          f"least the memory limit, {limit} bytes")
+    cpu: dict = {}
+    if cpus is not None:
+        cpu["quota"], cpu["period"] = parse_cpus(cpus)
+    for flag, key, value in (("--cpu-shares", "shares", cpu_shares),
+                             ("--cpu-quota", "quota", cpu_quota),
+                             ("--cpu-period", "period", cpu_period)):
+        if value is not None:
+            cpu[key] = whole(flag, value)
+    if cpuset_cpus is not None:
+        cpu["cpus"] = cpuset_cpus
+    if cpuset_mems is not None:
+        cpu["mems"] = cpuset_mems
+    if cpu:
+        res["cpu"] = {**(res.get("cpu") or {}), **cpu}
+    if pids_limit is not None or defaults:
+        res["pids"] = {"limit": parse_pids_limit(pids_limit)}
+    if blkio_weight is not None:
+        res["blockIO"] = {**(res.get("blockIO") or {}),
+                          "weight": whole("--blkio-weight", blkio_weight)}
+    return res
 
 
 def validate(cfg: dict) -> dict:

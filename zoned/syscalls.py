@@ -7,6 +7,10 @@ import os
 
 from zoned._native import ffi, lib
 
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing (start-up)
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
 # clone/unshare flags (linux/sched.h)
 CLONE_NEWNS = 0x00020000
 CLONE_NEWCGROUP = 0x02000000

@@ -10,7 +10,8 @@ One module per concern (crun's cgroup-*.c split):
 
     detection  which layout (v1, hybrid, v2) and where the hierarchies are mounted
     path       cgroupsPath: cleaning it, where a relative one goes
-    base       the Cgroup interface: Cgroup.open(path), apply(resources), kill()
+    base       the Cgroup interface: apply(resources), kill()
+    driver     open_cgroup(path): the driver this host needs
     v1, v2     the two drivers (V1Cgroup also drives a hybrid host's cgroup2 half)
     resources  linux.resources values both drivers share (checks, v1<->v2 conversions)
     devices    device rules, and their v1 devices.allow/deny writes
@@ -25,7 +26,7 @@ v1, never stats or gc).
 """
 
 __all__ = [
-    "CgroupError", "Hierarchy", "Cgroup", "V1Cgroup", "V2Cgroup", "detect", "hierarchies",
+    "CgroupError", "Hierarchy", "Cgroup", "open_cgroup", "V1Cgroup", "V2Cgroup", "detect", "hierarchies",
     "own_cgroup", "list_paths", "remove_if_empty", "shares_to_weight", "blkio_to_io_weight",
     "swap_to_v2", "device_filter", "UNLIMITED", "V2_CONTROLLERS",
 ]
@@ -35,7 +36,7 @@ _HOME = {
     "CgroupError": "fs",
     "Hierarchy": "detection", "detect": "detection", "hierarchies": "detection",
     "own_cgroup": "path",
-    "Cgroup": "base",
+    "Cgroup": "base", "open_cgroup": "driver",
     "V1Cgroup": "v1",
     "V2Cgroup": "v2", "V2_CONTROLLERS": "v2",
     "shares_to_weight": "resources", "blkio_to_io_weight": "resources",

@@ -10,7 +10,6 @@ import os
 import signal
 import time
 
-from zoned.cgroups.detection import detect
 from zoned.cgroups.fs import CgroupError, logger
 from zoned.cgroups.resources import GROUPS
 
@@ -21,19 +20,6 @@ class Cgroup:
     method is called."""
 
     path: str
-
-    @classmethod
-    def open(cls, path: str) -> Cgroup:
-        """The implementation for this host: V2Cgroup on v2, V1Cgroup on v1 and hybrid.
-        (The drivers subclass Cgroup, so they are imported here, when first needed: a v2
-        host never loads the v1 driver.)"""
-        if detect() == "v2":
-            from zoned.cgroups.v2 import V2Cgroup
-
-            return V2Cgroup(path)
-        from zoned.cgroups.v1 import V1Cgroup
-
-        return V1Cgroup(path)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.path!r})"

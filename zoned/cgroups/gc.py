@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 import posixpath
 
-from zoned.cgroups.base import Cgroup
+from zoned.cgroups.driver import open_cgroup
 from zoned.cgroups.detection import mounts
 from zoned.cgroups.fs import CgroupError, logger
 
@@ -31,7 +31,7 @@ def list_paths(parent: str = "/zoned") -> list[str]:
 def remove_if_empty(path: str) -> bool:
     """Remove the cgroup (and empty sub-cgroups) if no process is in it. True when nothing
     of it is left. The caller makes sure no container is being started in it right now."""
-    cg = Cgroup.open(path)
+    cg = open_cgroup(path)
     if not cg.exists():
         return True
     if cg.pids():

@@ -1,0 +1,118 @@
+"""The CLI as a package (issue 11): each command imports only its own module, the domain
+logic it used to hold lives where it belongs, and `run` and `update` share one resources
+converter (so `update` checks memory+swap >= memory as `run` does)."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from zoned.errors import ConfigError
+from zoned.spec import DEFAULT_PIDS_LIMIT, RunOptions, resources_from_flags
+
+MiB = 1 << 20
+
+
+def _imported_after(code: str) -> list[str]:
+    """The zoned.cli modules a fresh interpreter has loaded after running `code`."""
+    out = subprocess.run(
+        [sys.executable, "-c", code + "\nimport sys\nprint(sorted(m for m in sys.modules "
+         "if m.startswith('zoned.cli')))"], capture_output=True, text=True, check=True)
+    return eval(out.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.unprivileged
+def test_version_imports_no_command_module_and_builds_no_subcommand():
+    assert _imported_after("from zoned.cli import main; main(['--version'])") == [
+        "zoned.cli", "zoned.cli.common", "zoned.cli.parser"]
+    from zoned.cli.parser import build_parser
+
+    def commands(p) -> set[str]:
+        return set(p._subparsers._group_actions[0].choices)
+
+    assert commands(build_parser(None, ["--version"])) == set()
+    assert commands(build_parser("run", ["run", "--", "true"])) == {"run"}
+    assert {"run", "network", "image", "migrate"} <= commands(build_parser(None, ["--help"]))
+
+
+@pytest.mark.unprivileged
+def test_a_command_imports_only_its_own_module():
+    assert _imported_after("from zoned.cli import command; command('run')") == [
+        "zoned.cli", "zoned.cli.common", "zoned.cli.run"]
+    assert _imported_after("from zoned.cli import command; command('network')") == [
+        "zoned.cli", "zoned.cli.network", "zoned.cli.output"]
+
+
+@pytest.mark.unprivileged
+def test_run_resources_are_what_they_were():
+    """to_config through the shared converter: podman's defaults (swap = limit, pids 2048)."""
+    res = RunOptions(["true"], rootfs="/", memory="64m", cpus="0.5",
+                     cpuset_cpus="0").to_config()["linux"]["resources"]
+    assert res["memory"] == {"limit": 64 * MiB, "swap": 64 * MiB}
+    assert res["cpu"] == {"quota": 50000, "period": 100000, "cpus": "0"}
+    assert res["pids"] == {"limit": DEFAULT_PIDS_LIMIT}
+    res = RunOptions(["true"], rootfs="/", memory="64m", memory_swap="-1",
+                     pids_limit=0).to_config()["linux"]["resources"]
+    assert res["memory"] == {"limit": 64 * MiB, "swap": -1} and res["pids"] == {"limit": -1}
+    with pytest.raises(ConfigError, match="--memory-swap"):
+        RunOptions(["true"], rootfs="/", memory="64m", memory_swap="32m").to_config()
+    with pytest.raises(ConfigError, match="--memory"):
+        RunOptions(["true"], rootfs="/", memory="-1").to_config()  # no "unlimited" for run
+
+
+@pytest.mark.unprivileged
+def test_update_resources_set_only_what_is_given():
+    assert resources_from_flags() == {}
+    assert resources_from_flags(memory="-1", pids_limit="0") == {
+        "memory": {"limit": -1}, "pids": {"limit": -1}}
+    base = {"memory": {"limit": 64 * MiB}, "cpu": {"shares": 512}}
+    got = resources_from_flags(base=base, memory_swap="128m", cpu_quota="20000")
+    assert got == {"memory": {"limit": 64 * MiB, "swap": 128 * MiB},
+                   "cpu": {"shares": 512, "quota": 20000}}
+    assert base == {"memory": {"limit": 64 * MiB}, "cpu": {"shares": 512}}  # not changed
+    with pytest.raises(ConfigError, match="--memory-swap '32m'"):
+        resources_from_flags(memory="64m", memory_swap="32m")
+    with pytest.raises(ConfigError, match="--memory-swap"):  # the file's limit counts too
+        resources_from_flags(base={"memory": {"limit": 64 * MiB}}, memory_swap="32m")
+    with pytest.raises(ConfigError, match="invalid --cpu-period 'x'"):
+        resources_from_flags(cpu_period="x")
+
+
+@pytest.mark.unprivileged
+def test_exec_cap_and_runc_stats_are_pure_functions():
+    from zoned.runc_stats import UNLIMITED, runc_stats
+    from zoned.security import add_capabilities
+
+    caps = {"bounding": ["CAP_KILL"], "effective": ["CAP_KILL"]}
+    got = add_capabilities(caps, ["net_admin", "CAP_KILL"])
+    assert got == {"bounding": ["CAP_KILL", "CAP_NET_ADMIN"],
+                   "effective": ["CAP_KILL", "CAP_NET_ADMIN"], "permitted": ["CAP_NET_ADMIN",
+                                                                              "CAP_KILL"]}
+    assert caps == {"bounding": ["CAP_KILL"], "effective": ["CAP_KILL"]}
+    s = runc_stats({"memory": {"usage": 5, "limit": -1}, "pids": {"current": 2, "limit": 9}})
+    assert s["memory"]["usage"]["limit"] == UNLIMITED and s["memory"]["usage"]["usage"] == 5
+    assert s["pids"] == {"current": 2, "limit": 9}
+
+
+def test_update_refuses_swap_below_the_limit_and_changes_nothing(cli):
+    """Before, `update` skipped run's check: the cgroup write failed half-way, after the new
+    memory limit was already in place."""
+    cli("run", "-d", "--name", "u", "--memory", "32m", "--", "sleep", "1000", check=True)
+    before = json.loads(cli("inspect", "u").stdout)["limits"]
+    p = cli("update", "--memory", "64m", "--memory-swap", "48m", "u")
+    assert p.returncode == 125, p.stderr
+    lines = p.stderr.strip().splitlines()
+    assert len(lines) == 1 and "--memory-swap '48m'" in lines[0], p.stderr
+    info = json.loads(cli("inspect", "u").stdout)
+    assert info["limits"] == before
+    assert info["stats"]["memory"]["limit"] == 32 * MiB
+    assert cli("update", "--memory", "64m", "--memory-swap", "96m", "u").returncode == 0
+    assert json.loads(cli("inspect", "u").stdout)["stats"]["memory"]["limit"] == 64 * MiB
+
+
+def test_foreground_exit_code_is_kept(cli):
+    assert cli("run", "--name", "x", "--", "sh", "-c", "exit 3").returncode == 3
+    assert "exited (3)" in cli("ps").stdout
+    assert cli("ps", "--format", "json").stdout.count('"exit_code": 3') == 1

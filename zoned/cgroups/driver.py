@@ -1,0 +1,18 @@
+"""Which driver runs this host's cgroups. A module of its own so that base, which the drivers
+subclass, imports neither of them (no import cycle)."""
+from __future__ import annotations
+
+from zoned.cgroups.base import Cgroup
+from zoned.cgroups.detection import detect
+
+
+def open_cgroup(path: str) -> Cgroup:
+    """The implementation for this host: V2Cgroup on v2, V1Cgroup on v1 and hybrid. A v2 host
+    never loads the v1 driver."""
+    if detect() == "v2":
+        from zoned.cgroups.v2 import V2Cgroup
+
+        return V2Cgroup(path)
+    from zoned.cgroups.v1 import V1Cgroup
+
+    return V1Cgroup(path)

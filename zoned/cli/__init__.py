@@ -1,0 +1,138 @@
+"""The `zoned` command: a thin layer over zoned.api and zoned.runtime.
+
+Two families of commands share one state root: the zone commands people type (run, ps,
+stop, rm, exec, logs, inspect, image, gc) and runc's OCI commands that podman and containerd
+call (create, start, state, kill, delete, ...). Start-up time is a feature, so a command
+costs only what it uses: the parser builds just the subcommand named (zoned.cli.parser),
+and only that command's module is imported (COMMANDS below). The modules:
+
+    parser      the argument parser, one builder per subcommand
+    containers  ps, stop, kill, rm, logs, inspect, stats, pause, resume
+    run         run (zone and runc-style bundle) and the foreground wait
+    exec        exec, and attaching a terminal to a container's pty
+    oci         runc's create, start, state, delete, spec, events, update, features
+    images      image build, ls, rm
+    network     network create, ls, inspect, rm
+    migration   checkpoint, restore, migrate, relocation-server, relocation-key
+    system      gc
+    common      what every command needs: the runtime, signals as exceptions
+    output      JSON and table printing, human sizes
+"""
+from __future__ import annotations
+
+import os
+import sys
+
+ERROR_EXIT = 125  # zoned.errors.ERROR_EXIT (not imported here: start-up time)
+SIGPIPE_EXIT = 141  # what a shell reports for a tool killed by SIGPIPE (podman, cat, ls)
+
+# command -> "module:function" in zoned.cli; only the one that runs is imported.
+COMMANDS = {
+    "run": "run:cmd_run",
+    "ps": "containers:cmd_ps", "list": "containers:cmd_ps",
+    "stop": "containers:cmd_stop", "kill": "containers:cmd_kill", "rm": "containers:cmd_rm",
+    "logs": "containers:cmd_logs", "inspect": "containers:cmd_inspect",
+    "stats": "containers:cmd_stats", "pause": "containers:cmd_pause",
+    "resume": "containers:cmd_resume",
+    "exec": "exec:cmd_exec",
+    "create": "oci:cmd_create", "start": "oci:cmd_start", "state": "oci:cmd_state",
+    "delete": "oci:cmd_delete", "spec": "oci:cmd_spec", "events": "oci:cmd_events",
+    "update": "oci:cmd_update", "features": "oci:cmd_features",
+    "image": "images:cmd_image",
+    "network": "network:cmd_network",
+    "checkpoint": "migration:cmd_checkpoint", "restore": "migration:cmd_restore",
+    "migrate": "migration:cmd_migrate",
+    "relocation-server": "migration:cmd_relocation_server",
+    "relocation-key": "migration:cmd_relocation_key",
+    "gc": "system:cmd_gc",
+}
+
+
+def command(name: str):
+    """The function that runs subcommand `name`, importing only its module."""
+    import importlib
+
+    module, _, func = COMMANDS[name].partition(":")
+    return getattr(importlib.import_module(f"zoned.cli.{module}"), func)
+
+
+def main(argv: list[str] | None = None) -> int:
+    from zoned.cli.common import Interrupted
+    from zoned.cli.parser import USAGE_ERROR, build_parser, command_of
+
+    argv = sys.argv[1:] if argv is None else argv
+    args = build_parser(command_of(argv), argv).parse_args(argv)
+    if args.version:
+        print("zoned version 0.1.0\nspec: 1.2.0")
+        return 0
+    if not args.cmd:
+        build_parser().print_help()
+        return USAGE_ERROR
+    from zoned.errors import ZonedError
+
+    try:
+        code = int(command(args.cmd)(args) or 0)
+        sys.stdout.flush()  # here, not at exit, so a closed pipe is seen below
+        return code
+    except ZonedError as e:
+        return _fail(args, str(e), e.exit_code)
+    except Interrupted as e:
+        return _fail(args, f"interrupted by signal {e.signum}", 128 + e.signum)
+    except KeyboardInterrupt:
+        return _fail(args, "interrupted", 130)
+    except OSError as e:
+        if isinstance(e, BrokenPipeError) and _stdout_gone():
+            return _quiet_sigpipe()
+        return _fail(args, f"{e.strerror or e}{': ' + str(e.filename) if e.filename else ''}",
+                     ERROR_EXIT)
+    except Exception as e:  # a bug: still one line, the traceback with --debug
+        if args.debug:
+            raise
+        return _fail(args, f"internal error: {type(e).__name__}: {e} (rerun with --debug)",
+                     ERROR_EXIT)
+
+
+def _stdout_gone() -> bool:
+    """Whether our stdout is a pipe or socket nobody reads any more (`zoned ps | head -1`):
+    the kernel reports POLLERR on the write end of a pipe without readers. A broken pipe
+    elsewhere (a container's sync socket) is a real error and is reported as one."""
+    import select
+
+    try:
+        poller = select.poll()
+        poller.register(1, select.POLLOUT)
+        return any(ev & (select.POLLERR | select.POLLHUP) for _, ev in poller.poll(0))
+    except (OSError, ValueError):
+        return False
+
+
+def _quiet_sigpipe() -> int:
+    """End as podman and the coreutils do when the reader of stdout has gone: no message,
+    status 141 (128 + SIGPIPE). stdout is pointed at /dev/null first so that Python's
+    flush at exit does not complain about the unwritten rest."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, 1)
+        os.close(devnull)
+    except OSError:
+        pass
+    return SIGPIPE_EXIT
+
+
+def _fail(args, message: str, code: int) -> int:
+    """Report an error: one line on stderr, and in --log as runc does (text or JSON lines),
+    where podman and containerd look for the reason."""
+    sys.stderr.write(f"zoned: {message}\n")
+    if args.log:
+        import json
+        import time
+
+        now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        line = (json.dumps({"level": "error", "msg": message, "time": now})
+                if args.log_format == "json" else f'time="{now}" level=error msg="{message}"')
+        try:
+            with open(args.log, "a") as f:
+                f.write(line + "\n")
+        except OSError:
+            pass
+    return code

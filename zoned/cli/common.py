@@ -1,0 +1,45 @@
+"""What every command needs: its runtime, and signals turned into an exception so that a
+half-made container is cleaned up."""
+from __future__ import annotations
+
+
+class Interrupted(BaseException):
+    """A signal arrived while zoned was setting something up: unwind and clean up."""
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = signum
+
+
+def runtime(args):
+    """The Runtime of the state root and data root the global flags name."""
+    from zoned.runtime import Runtime
+
+    return Runtime(args.root, args.data_root)
+
+
+def interruptible() -> None:
+    """Turn SIGINT/SIGTERM/SIGHUP into an exception so a half-made container is removed."""
+    import signal
+
+    def handler(signum, frame):
+        raise Interrupted(signum)
+
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, handler)
+
+
+def command_args(args) -> list[str]:
+    """The container command after the flags, without a leading `--`."""
+    return args.command[1:] if args.command[:1] == ["--"] else args.command
+
+
+def attach(master: int, interactive: bool) -> None:
+    """Connect our terminal to a container's pty until it closes."""
+    import os
+
+    from zoned.console import RawMode, proxy
+
+    tty = os.isatty(0)
+    with RawMode(0):
+        proxy(master, 0 if interactive else None, 1, resize_from=0 if tty else None)

@@ -1,0 +1,194 @@
+"""The zone commands on existing containers: ps, stop, kill, rm, logs, inspect, stats,
+pause, resume."""
+from __future__ import annotations
+
+import sys
+
+from zoned.cli.common import runtime
+from zoned.cli.output import human, print_json, print_table
+
+
+def cmd_ps(args) -> int:
+    rt = runtime(args)
+    if args.id:
+        return _ps_processes(rt, args)
+    rows = rt.list()
+    if args.format == "json":
+        print_json(rows)
+        return 0
+    if args.quiet:
+        for r in rows:
+            print(r["id"])
+        return 0
+    table = [("NAME", "STATUS", "PID", "IMAGE", "CREATED", "COMMAND")]
+    for r in rows:
+        cfg = {}
+        try:
+            cfg = rt.config(r["id"])
+        except Exception:  # noqa: BLE001 - a half-created container has no config yet
+            pass
+        status = r["status"]
+        if status == "stopped" and "exit_code" in r:
+            status = f"exited ({r['exit_code']})"
+        table.append((r["id"], status, str(r.get("pid") or "-"),
+                      (r.get("annotations") or {}).get("org.zoned.image", "-"),
+                      r.get("created", "")[:19].replace("T", " "),
+                      " ".join((cfg.get("process") or {}).get("args") or [])[:40]))
+    print_table(table)
+    return 0
+
+
+def _ps_processes(rt, args) -> int:
+    st = rt.state(args.id)
+    pids = rt.cgroup(st).pids() if st["status"] != "stopped" else []
+    if args.format == "json":
+        print_json(pids)
+        return 0
+    table = [("PID", "CMD")]
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                cmd = f.read().replace(b"\0", b" ").decode(errors="replace").strip()
+        except OSError:
+            continue
+        table.append((str(pid), cmd))
+    print_table(table)
+    return 0
+
+
+def cmd_stop(args) -> int:
+    rt = runtime(args)
+    for cid in args.ids:
+        rt.state(cid)  # NotFound for a wrong name
+        rt.stop(cid, args.time)
+        _autoremove(rt, cid)
+        print(cid)
+    return 0
+
+
+def _autoremove(rt, cid: str) -> None:
+    try:
+        st = rt.state(cid)
+    except Exception:  # noqa: BLE001
+        return
+    if st["status"] == "stopped" and st.get("zoned", {}).get("autoremove"):
+        rt.delete(cid, force=True)
+
+
+def cmd_kill(args) -> int:
+    runtime(args).kill(args.id, parse_signal(args.signal), all=args.all)
+    return 0
+
+
+def parse_signal(value: str) -> int:
+    import signal
+
+    from zoned.errors import ConfigError
+
+    v = value.upper()
+    if v.isdigit():
+        if not 0 < int(v) <= signal.SIGRTMAX:
+            raise ConfigError(f"invalid signal {value!r}: signal numbers are 1 to "
+                              f"{int(signal.SIGRTMAX)}")
+        return int(v)
+    name = v if v.startswith("SIG") else "SIG" + v
+    try:
+        return int(getattr(signal.Signals, name))
+    except AttributeError:
+        raise ConfigError(f"unknown signal {value!r}") from None
+
+
+def cmd_rm(args) -> int:
+    rt = runtime(args)
+    failed = 0
+    from zoned.errors import ZonedError
+
+    for cid in args.ids:
+        try:
+            rt.delete(cid, force=args.force)
+            print(cid)
+        except ZonedError as e:
+            sys.stderr.write(f"zoned: {e}\n")
+            failed = e.exit_code
+    return failed
+
+
+def cmd_logs(args) -> int:
+    rt = runtime(args)
+    st = rt.state(args.id)
+    log = st.get("zoned", {}).get("log")
+    if not log:
+        from zoned.errors import ZonedError
+
+        raise ZonedError(f"container {args.id!r} was not detached: its output went to "
+                         "the terminal that ran it")
+    from zoned import logs
+
+    if not args.follow:
+        logs.read(log, sys.stdout.buffer)
+        return 0
+
+    def finished() -> bool:  # the zone has stopped and its logger has written it all
+        st = rt.state(args.id)
+        return st["status"] == "stopped" and not logs.logger_alive(st["zoned"].get("logger"))
+    logs.follow(log, sys.stdout.buffer, finished)
+    return 0
+
+
+def cmd_inspect(args) -> int:
+    rt = runtime(args)
+    st = rt.state(args.id)
+    cfg = rt.config(args.id)
+    info = {"id": st["id"], "state": st, "config": cfg,
+            "image": (st.get("annotations") or {}).get("org.zoned.image"),
+            "limits": (cfg.get("linux") or {}).get("resources", {}),
+            "cgroup": st["zoned"]["cgroup"]}
+    if st["zoned"].get("network"):
+        from zoned.network.info import addresses
+
+        info["network"] = {"mode": st["zoned"]["network"].get("mode"),
+                           "addresses": addresses(st["zoned"]["network"])}
+    if st["status"] != "stopped":
+        try:
+            info["stats"] = rt.cgroup(st).stats()
+        except OSError:
+            pass
+    print_json(info)
+    return 0
+
+
+def cmd_stats(args) -> int:
+    rt = runtime(args)
+    ids = args.ids or [s["id"] for s in rt.list() if s["status"] in ("running", "paused")]
+    rows = {}
+    for cid in ids:
+        st = rt.state(cid)
+        rows[cid] = rt.cgroup(st).stats() if st["status"] != "stopped" else {}
+        if st["status"] != "stopped" and st["zoned"].get("network"):
+            from zoned.network.info import counters
+
+            net = counters(rt.store.root, st["zoned"]["network"])
+            if net:
+                rows[cid]["network"] = net
+    if args.format == "json":
+        print_json(rows)
+        return 0
+    table = [("NAME", "MEM USAGE", "MEM LIMIT", "CPU SECONDS", "PIDS", "NET RX", "NET TX")]
+    for cid, s in rows.items():
+        mem, cpu, pids = s.get("memory", {}), s.get("cpu", {}), s.get("pids", {})
+        net = s.get("network") or {}
+        table.append((cid, human(mem.get("usage")), human(mem.get("limit")),
+                      f"{(cpu.get('usage_ns') or 0) / 1e9:.2f}", str(pids.get("current", "-")),
+                      human(net.get("rx_bytes")), human(net.get("tx_bytes"))))
+    print_table(table)
+    return 0
+
+
+def cmd_pause(args) -> int:
+    runtime(args).pause(args.id)
+    return 0
+
+
+def cmd_resume(args) -> int:
+    runtime(args).resume(args.id)
+    return 0

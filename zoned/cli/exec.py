@@ -1,0 +1,63 @@
+"""`zoned exec` (and runc's `exec --process`): a new process in a running container."""
+from __future__ import annotations
+
+import os
+
+from zoned.cli.common import attach, command_args, runtime
+
+
+def cmd_exec(args) -> int:
+    import json
+
+    from zoned.api import exec_process, status_code
+    from zoned.errors import ConfigError
+
+    rt = runtime(args)
+    command = command_args(args)
+    if args.process:
+        with open(args.process) as f:
+            process = json.load(f)
+    else:
+        if not command:
+            raise ConfigError("exec needs a command (zoned exec NAME -- CMD ARGS...)")
+        process = exec_process(rt.config(args.id)["process"], command, env=args.env,
+                               user=args.user, cwd=args.workdir, tty=args.tty)
+        if args.additional_gids:
+            process["user"] = {**process.get("user", {}), "additionalGids":
+                               [int(g) for g in args.additional_gids]}
+        if args.cap:
+            from zoned.security import add_capabilities
+
+            process["capabilities"] = add_capabilities(process.get("capabilities"), args.cap)
+        if args.no_new_privs:
+            process["noNewPrivileges"] = True
+        if args.apparmor or args.process_label:
+            raise ConfigError("--apparmor/--process-label: no such LSM is enabled here")
+    stdio = None
+    null = None
+    if not process.get("terminal") and not args.interactive and not args.process:
+        null = os.open("/dev/null", os.O_RDONLY | os.O_CLOEXEC)
+        stdio = (null, 1, 2)
+    try:
+        started = rt.exec(args.id, process, stdio=stdio, pid_file=args.pid_file,
+                          preserve_fds=args.preserve_fds, detach=args.detach)
+    finally:
+        if null is not None:
+            os.close(null)
+    master = started.master
+    if args.console_socket and master is not None:
+        from zoned.console import send_fd
+
+        send_fd(args.console_socket, master)
+        os.close(master)
+        master = None
+    started.release()
+    if args.detach:
+        if master is not None:
+            os.close(master)
+        return 0
+    if master is not None:
+        attach(master, args.interactive)
+        os.close(master)
+    _, status = os.waitpid(started.pid, 0)
+    return status_code(status)

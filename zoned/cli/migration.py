@@ -1,0 +1,114 @@
+"""Moving containers in time and space: checkpoint, restore, migrate, and the receiving
+side of a migration (relocation-server, relocation-key)."""
+from __future__ import annotations
+
+import os
+import sys
+import time
+
+from zoned.cli.common import interruptible, runtime
+
+
+def cmd_checkpoint(args) -> int:
+    from zoned import checkpoint
+
+    checkpoint.checkpoint(runtime(args), args.id, args.dir, export=args.export,
+                          leave_running=args.leave_running,
+                          tcp_established=args.tcp_established)
+    return 0
+
+
+def cmd_restore(args) -> int:
+    from zoned import checkpoint
+
+    rt = runtime(args)
+    if args.import_:
+        import shutil
+        import tempfile
+
+        tmp = tempfile.mkdtemp(prefix=f"tmp-{os.getpid()}-", dir=checkpoint.scratch_dir(rt))
+        try:
+            checkpoint.import_tar(args.import_, tmp)
+            print(checkpoint.restore(rt, tmp, name=args.name, consume=True)["id"])
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+            checkpoint.scratch_done(rt)
+        return 0
+    print(checkpoint.restore(rt, args.dir, name=args.name)["id"])
+    return 0
+
+
+def cmd_migrate(args) -> int:
+    from zoned import migrate
+
+    interruptible()  # a signal mid-move unwinds through the put-back, like any failure
+    s = migrate.migrate(runtime(args), args.id, args.dest, live=args.live,
+                        keep_source=args.keep_source, tcp_established=args.tcp, key=args.key,
+                        progress=None if args.quiet else StderrProgress(args.id))
+    if args.format == "json":
+        import json
+
+        print(json.dumps(s))
+    else:
+        pages = f", pages {s['page_bytes'] / 2**20:.1f} MiB" if "page_bytes" in s else ""
+        print(f"migrated {s['id']} to {s['destination']} ({s['mode']}): frozen "
+              f"{s['frozen_ms']:.0f} ms, total {s['total_ms'] / 1000:.2f} s, "
+              f"{s['bytes'] / 2**20:.1f} MiB moved (images {s['image_bytes'] / 2**20:.1f} MiB"
+              f"{pages})" + (f"; checkpoint kept in {s['kept']}" if s.get("kept") else ""))
+    return 0
+
+
+class StderrProgress:
+    """Phase lines and a byte counter on stderr (redrawn in place on a terminal)."""
+
+    def __init__(self, cid: str):
+        self.cid = cid
+        self.tty = sys.stderr.isatty()
+        self.t0 = time.monotonic()
+        self._last = 0.0
+        self._dirty = False
+
+    def phase(self, text: str) -> None:
+        self._end_line()
+        sys.stderr.write(f"migrate {self.cid}: {text} [{time.monotonic() - self.t0:6.2f}s]\n")
+        sys.stderr.flush()
+
+    def bytes(self, label: str, n: int) -> None:
+        if not self.tty:
+            return
+        now = time.monotonic()
+        if now - self._last < 0.1:
+            return
+        self._last = now
+        sys.stderr.write(f"\rmigrate {self.cid}: {label} {n / 2**20:8.1f} MiB")
+        sys.stderr.flush()
+        self._dirty = True
+
+    def _end_line(self) -> None:
+        if self._dirty:
+            sys.stderr.write("\n")
+            self._dirty = False
+
+
+def cmd_relocation_server(args) -> int:
+    from zoned import relocation
+    from zoned.errors import ConfigError
+
+    rt = runtime(args)
+    if args.stdio:
+        if args.listen:
+            raise ConfigError("--stdio and --listen exclude each other")
+        relocation.serve_stdio(rt)
+        return 0
+    if not args.listen:
+        raise ConfigError("give --listen ADDR:PORT (or --stdio, as ssh:// runs it)")
+    relocation.serve(rt, args.listen, allow=args.allow, key=args.key, once=args.once)
+    return 0
+
+
+def cmd_relocation_key(args) -> int:
+    from zoned import relocation
+
+    relocation.make_key(args.file)
+    print(args.file)
+    return 0

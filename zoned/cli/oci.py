@@ -1,0 +1,144 @@
+"""runc's commands that podman and containerd call: create, start, state, delete, spec,
+events, update, features."""
+from __future__ import annotations
+
+import os
+import sys
+
+from zoned.cli.common import interruptible, runtime
+from zoned.cli.output import print_json
+
+
+def cmd_create(args) -> int:
+    import json
+
+    from zoned.errors import ConfigError
+
+    bundle = os.path.abspath(args.bundle)
+    try:
+        with open(os.path.join(bundle, "config.json")) as f:
+            cfg = json.load(f)
+    except FileNotFoundError:
+        raise ConfigError(f"no config.json in bundle {bundle!r}") from None
+    except json.JSONDecodeError as e:
+        raise ConfigError(f"config.json in {bundle!r} is not valid JSON: {e}") from None
+    from zoned.spec import validate
+
+    validate(cfg)  # before anything reads it (here: --systemd-cgroup, the terminal check)
+    interruptible()
+    rt = runtime(args)
+    if args.systemd_cgroup:
+        from zoned.runtime import systemd_cgroups_path
+
+        linux = cfg.setdefault("linux", {})
+        linux["cgroupsPath"] = systemd_cgroups_path(linux.get("cgroupsPath", ""), args.id)
+    if (cfg.get("process") or {}).get("terminal") and not args.console_socket:
+        raise ConfigError("process.terminal is set: --console-socket is required")
+    started = rt.create(args.id, cfg, bundle=bundle, pid_file=args.pid_file,
+                        preserve_fds=args.preserve_fds, no_pivot=args.no_pivot)
+    if started.master is not None:
+        from zoned.console import send_fd
+
+        try:
+            send_fd(args.console_socket, started.master)
+        finally:
+            os.close(started.master)
+    return 0
+
+
+def cmd_start(args) -> int:
+    runtime(args).start(args.id)
+    return 0
+
+
+def cmd_state(args) -> int:
+    st = runtime(args).state(args.id)
+    st.pop("zoned", None)
+    print_json(st)
+    return 0
+
+
+def cmd_delete(args) -> int:
+    from zoned.errors import NotFound
+
+    try:
+        runtime(args).delete(args.id, force=args.force)
+    except NotFound:
+        if not args.force:  # runc: deleting what is gone is no error with --force
+            raise
+    return 0
+
+
+def cmd_spec(args) -> int:
+    import json
+
+    from zoned.errors import ZonedError
+    from zoned.spec import default_config
+
+    path = os.path.join(args.bundle, "config.json")
+    if os.path.exists(path):
+        raise ZonedError(f"{path} already exists")
+    cfg = default_config(terminal=True)
+    if args.rootless:
+        cfg["linux"]["namespaces"].append({"type": "user"})
+        cfg["linux"]["uidMappings"] = [{"containerID": 0, "hostID": os.getuid(), "size": 1}]
+        cfg["linux"]["gidMappings"] = [{"containerID": 0, "hostID": os.getgid(), "size": 1}]
+        cfg["linux"]["resources"] = {}
+    with open(path, "w") as f:
+        json.dump(cfg, f, indent=2)
+    return 0
+
+
+def cmd_events(args) -> int:
+    import json
+    import time
+
+    from zoned.runc_stats import runc_stats
+
+    rt = runtime(args)
+    interval = float(args.interval.rstrip("s") or 5)
+    oom = None
+    while True:
+        st = rt.state(args.id)
+        if st["status"] == "stopped":
+            return 0
+        stats = rt.cgroup(st).stats()
+        if args.stats:
+            print(json.dumps({"type": "stats", "id": args.id, "data": runc_stats(stats)}))
+            return 0
+        kills = (stats.get("memory") or {}).get("oom_kills") or 0
+        if oom is not None and kills > oom:
+            print(json.dumps({"type": "oom", "id": args.id}), flush=True)
+        oom = kills
+        print(json.dumps({"type": "stats", "id": args.id, "data": runc_stats(stats)}),
+              flush=True)
+        time.sleep(interval)
+
+
+def cmd_update(args) -> int:
+    import json
+
+    from zoned.errors import ConfigError
+    from zoned.spec import resources_from_flags
+
+    res: dict = {}
+    if args.resources:
+        try:
+            text = sys.stdin.read() if args.resources == "-" else open(args.resources).read()
+            res = json.loads(text)
+        except (OSError, ValueError) as e:
+            raise ConfigError(f"--resources: {e}") from None
+        if not isinstance(res, dict):
+            raise ConfigError("--resources: expected a JSON object (linux.resources)")
+    flags = ("memory", "memory_reservation", "memory_swap", "cpu_shares", "cpu_quota",
+             "cpu_period", "cpuset_cpus", "cpuset_mems", "pids_limit", "blkio_weight")
+    res = resources_from_flags(base=res, **{f: getattr(args, f) or None for f in flags})
+    runtime(args).update(args.id, res)
+    return 0
+
+
+def cmd_features(args) -> int:
+    from zoned.features import features
+
+    print_json(features())
+    return 0

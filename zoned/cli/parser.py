@@ -1,0 +1,329 @@
+"""The argument parser of `zoned`. Only the subcommand named on the command line is built
+(building all ~28 costs milliseconds that `zoned run` and runc's OCI calls would pay on
+every start), and `zoned --version` builds none."""
+from __future__ import annotations
+
+import sys
+
+USAGE_ERROR = 125  # podman's code for a bad flag too: every error of zoned's own is 125
+GLOBAL_WITH_VALUE = ("--root", "--data-root", "--images", "--log", "--log-format")
+ALIASES = {"list": "ps"}
+NO_COMMANDS = ""  # build_parser(NO_COMMANDS): only the global flags
+
+
+def command_of(argv: list[str]) -> str | None:
+    """The subcommand named in argv, so only its parser is built (start-up time)."""
+    it = iter(argv)
+    for arg in it:
+        if arg in GLOBAL_WITH_VALUE:
+            next(it, None)
+        elif not arg.startswith("-"):
+            return arg
+    return None
+
+
+def build_parser(only: str | None = None, argv: list[str] | None = None):
+    """The argument parser; with `only`, just that subcommand (the rest is not built). Given
+    the argv of a call that names no subcommand and asks for no help (`zoned --version`),
+    no subcommand is built at all."""
+    import argparse
+
+    class Parser(argparse.ArgumentParser):
+        def error(self, message):  # one clear line, not a usage dump
+            sys.stderr.write(f"zoned: {message} (see `{self.prog} --help`)\n")
+            sys.exit(USAGE_ERROR)
+
+    if only is None and argv is not None and not {"-h", "--help"} & set(argv):
+        only = NO_COMMANDS
+    p = Parser(prog="zoned", description="OS-level containers (zones) on Linux.")
+    p.add_argument("--root", help="state root (default /run/zoned or $ZONED_ROOT)")
+    p.add_argument("--data-root", help="writable layers and logs (default /var/lib/zoned "
+                   "for the default root, or $ZONED_DATA)")
+    p.add_argument("--images", help="image store (default /var/lib/zoned/images)")
+    p.add_argument("--log", help="(runc) log file")
+    p.add_argument("--log-format", choices=["text", "json"], default="text")
+    p.add_argument("--debug", action="store_true")
+    p.add_argument("--systemd-cgroup", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--version", "-v", action="store_true", help="print the version")
+    sub = p.add_subparsers(dest="cmd", metavar="COMMAND", parser_class=Parser)
+    if only == NO_COMMANDS:
+        return p
+    only = ALIASES.get(only, only)
+    known = {name for name, _ in SUBCOMMANDS}
+    for name, build in SUBCOMMANDS:
+        if only is None or only not in known or name == only:
+            build(sub, argparse)
+    return p
+
+
+def _sub_run(sub, argparse):
+    r = sub.add_parser("run", help="run a command in a new container")
+    r.add_argument("--name")
+    r.add_argument("--rm", action="store_true", help="remove the container when it exits")
+    r.add_argument("-d", "--detach", action="store_true")
+    r.add_argument("-i", "--interactive", action="store_true")
+    r.add_argument("-t", "--tty", action="store_true")
+    src = r.add_mutually_exclusive_group()
+    src.add_argument("--image")
+    src.add_argument("--rootfs")
+    r.add_argument("--hostname")
+    r.add_argument("--memory", "-m")
+    r.add_argument("--memory-swap")
+    r.add_argument("--cpus")
+    r.add_argument("--cpu-shares", type=int)
+    r.add_argument("--cpuset-cpus")
+    r.add_argument("--pids-limit", type=int, metavar="N",
+                   help="most processes the zone may have at once (default 2048, as podman; "
+                   "-1 or 0: no limit)")
+    r.add_argument("-e", "--env", action="append", default=[])
+    r.add_argument("-w", "--workdir")
+    r.add_argument("-u", "--user")
+    r.add_argument("-v", "--volume", action="append", default=[])
+    r.add_argument("--read-only", action="store_true")
+    r.add_argument("--init", action="store_true")
+    r.add_argument("--network", "--net", action="append", default=[],
+                   help="NAME, none (only lo, the default), host or container:NAME")
+    r.add_argument("--ip")
+    r.add_argument("--mac")
+    r.add_argument("-p", "--publish", action="append", default=[],
+                   help="HOSTPORT:CTRPORT[/tcp|udp]")
+    r.add_argument("--dns", action="append", default=[])
+    r.add_argument("--add-host", action="append", default=[], help="name:ip")
+    # runc's `run`: with --bundle, the one positional argument is the container ID
+    r.add_argument("-b", "--bundle", help="(OCI) run the bundle's config.json; then: run ID")
+    r.add_argument("--pid-file")
+    r.add_argument("--console-socket")
+    r.add_argument("--no-pivot", action="store_true")
+    r.add_argument("--no-new-keyring", action="store_true")
+    r.add_argument("--preserve-fds", type=int, default=0)
+    r.add_argument("--keep", action="store_true", help="(OCI) do not delete on exit")
+    r.add_argument("command", nargs=argparse.REMAINDER)
+
+
+def _sub_ps(sub, argparse):
+    ps = sub.add_parser("ps", aliases=["list"],
+                        help="list containers (or, given ID, the processes in it)")
+    ps.add_argument("--format", choices=["table", "json"], default="table")
+    ps.add_argument("-q", "--quiet", action="store_true")
+    ps.add_argument("id", nargs="?")
+
+
+def _sub_stop(sub, argparse):
+    s = sub.add_parser("stop", help="stop containers: SIGTERM, then SIGKILL after a timeout")
+    s.add_argument("-t", "--time", type=float, default=10.0)
+    s.add_argument("ids", nargs="+")
+
+
+def _sub_kill(sub, argparse):
+    k = sub.add_parser("kill", help="send a signal to a container")
+    k.add_argument("-a", "--all", action="store_true")
+    k.add_argument("id")
+    k.add_argument("signal", nargs="?", default="TERM")
+
+
+def _sub_rm(sub, argparse):
+    rm = sub.add_parser("rm", help="remove containers")
+    rm.add_argument("-f", "--force", action="store_true")
+    rm.add_argument("ids", nargs="+")
+
+
+def _sub_delete(sub, argparse):
+    d = sub.add_parser("delete", help="(OCI) delete a stopped container")
+    d.add_argument("-f", "--force", action="store_true")
+    d.add_argument("id")
+
+
+def _sub_exec(sub, argparse):
+    e = sub.add_parser("exec", help="run a command in a running container")
+    e.add_argument("-i", "--interactive", action="store_true")
+    e.add_argument("-t", "--tty", action="store_true")
+    e.add_argument("-d", "--detach", action="store_true")
+    e.add_argument("-e", "--env", action="append", default=[])
+    e.add_argument("-u", "--user")
+    e.add_argument("-w", "--workdir", "--cwd", dest="workdir")
+    e.add_argument("-p", "--process", help="(OCI) process.json")
+    e.add_argument("--pid-file")
+    e.add_argument("--console-socket")
+    e.add_argument("--preserve-fds", type=int, default=0)
+    e.add_argument("-c", "--cap", action="append", default=[])
+    e.add_argument("-g", "--additional-gids", action="append", default=[])
+    e.add_argument("--no-new-privs", action="store_true")
+    e.add_argument("--process-label", help=argparse.SUPPRESS)
+    e.add_argument("--apparmor", help=argparse.SUPPRESS)
+    e.add_argument("id")
+    e.add_argument("command", nargs=argparse.REMAINDER)
+
+
+def _sub_logs(sub, argparse):
+    lg = sub.add_parser("logs", help="print a detached container's output")
+    lg.add_argument("-f", "--follow", action="store_true")
+    lg.add_argument("id")
+
+
+def _sub_inspect(sub, argparse):
+    ins = sub.add_parser("inspect", help="show a container's config, state and limits")
+    ins.add_argument("--format", choices=["json"], default="json")
+    ins.add_argument("id")
+
+
+def _sub_stats(sub, argparse):
+    st = sub.add_parser("stats", help="resource usage of containers")
+    st.add_argument("--format", choices=["table", "json"], default="table")
+    st.add_argument("ids", nargs="*")
+
+
+def _simple(name: str, help: str):
+    def build(sub, argparse):
+        sub.add_parser(name, help=help).add_argument("id")
+    return build
+
+
+def _sub_create(sub, argparse):
+    c = sub.add_parser("create", help="(OCI) create a container from a bundle")
+    c.add_argument("-b", "--bundle", default=".")
+    c.add_argument("--pid-file")
+    c.add_argument("--console-socket")
+    c.add_argument("--no-pivot", action="store_true")
+    c.add_argument("--no-new-keyring", action="store_true")
+    c.add_argument("--preserve-fds", type=int, default=0)
+    c.add_argument("id")
+
+
+def _sub_spec(sub, argparse):
+    sp = sub.add_parser("spec", help="(OCI) write a default config.json")
+    sp.add_argument("-b", "--bundle", default=".")
+    sp.add_argument("--rootless", action="store_true")
+
+
+def _sub_image(sub, argparse):
+    img = sub.add_parser("image", help="build and list images")
+    isub = img.add_subparsers(dest="image_cmd", metavar="IMAGE_COMMAND",
+                              parser_class=type(img))
+    ib = isub.add_parser("build", help="build an image from images/NAME.yaml or a recipe file")
+    ib.add_argument("recipe")
+    il = isub.add_parser("ls", help="list images", aliases=["list"])
+    il.add_argument("--format", choices=["table", "json"], default="table")
+    ir = isub.add_parser("rm", help="remove an image")
+    ir.add_argument("name")
+
+
+def _sub_network(sub, argparse):
+    n = sub.add_parser("network", help="manage networks (bridge, routed or NAT)")
+    nsub = n.add_subparsers(dest="network_cmd", metavar="NETWORK_COMMAND",
+                            parser_class=type(n))
+    c = nsub.add_parser("create", help="create a network")
+    c.add_argument("name")
+    c.add_argument("--subnet", help="IPv4 CIDR (default: a free /24 from 10.88.0.0/16)")
+    c.add_argument("--gateway", help="the host's address on it (default: the first)")
+    c.add_argument("--mode", choices=["nat", "bridge", "routed"], default="nat",
+                   help="nat (default): bridge + masquerade; bridge: a plain L2 segment; "
+                        "routed: no bridge, a /32 route per container and proxy ARP")
+    c.add_argument("--bridge", help="bridge name (default derived from the name)")
+    c.add_argument("--internal", action="store_true", help="no traffic in or out")
+    c.add_argument("--mtu", type=int)
+    ls = nsub.add_parser("ls", aliases=["list"], help="list networks")
+    ls.add_argument("--format", choices=["table", "json"], default="table")
+    ls.add_argument("-q", "--quiet", action="store_true")
+    ins = nsub.add_parser("inspect", help="a network's settings and containers (JSON)")
+    ins.add_argument("--format", choices=["json"], default="json")
+    ins.add_argument("names", nargs="+")
+    rm = nsub.add_parser("rm", aliases=["remove"], help="remove networks")
+    rm.add_argument("names", nargs="+")
+
+
+def _sub_events(sub, argparse):
+    ev = sub.add_parser("events", help="(OCI) container events and stats as JSON lines")
+    ev.add_argument("--stats", action="store_true", help="print stats once and exit")
+    ev.add_argument("--interval", default="5s")
+    ev.add_argument("id")
+
+
+def _sub_update(sub, argparse):
+    up = sub.add_parser("update", help="(OCI) change a container's resource limits")
+    up.add_argument("-r", "--resources", help="a linux.resources JSON file, or - for stdin")
+    for flag in ("--memory", "--memory-reservation", "--memory-swap", "--cpu-shares",
+                 "--cpu-quota", "--cpu-period", "--cpuset-cpus", "--cpuset-mems",
+                 "--pids-limit", "--blkio-weight"):
+        up.add_argument(flag)
+    up.add_argument("id")
+
+
+def _sub_features(sub, argparse):
+    sub.add_parser("features", help="(OCI) what this runtime supports, as JSON")
+
+
+def _sub_gc(sub, argparse):
+    g = sub.add_parser("gc", help="remove what crashed or killed zoned processes left behind")
+    g.add_argument("--dry-run", action="store_true")
+
+
+def _sub_checkpoint(sub, argparse):
+    c = sub.add_parser("checkpoint", help="dump a running container with CRIU (>= 4); it "
+                       "is removed unless --leave-running")
+    c.add_argument("--dir", help="where the images go")
+    c.add_argument("--export", metavar="FILE.tar.zst",
+                   help="also (or only) write the checkpoint as one archive")
+    c.add_argument("--leave-running", action="store_true")
+    c.add_argument("--tcp-established", action="store_true")
+    c.add_argument("id")
+
+
+def _sub_restore(sub, argparse):
+    r = sub.add_parser("restore", help="restore a checkpointed container")
+    src = r.add_mutually_exclusive_group(required=True)
+    src.add_argument("--dir", help="a directory `zoned checkpoint` wrote")
+    src.add_argument("--import", dest="import_", metavar="FILE",
+                     help="an archive `zoned checkpoint --export` wrote")
+    r.add_argument("--name", help="the restored container's name (default: the original's)")
+
+
+def _sub_migrate(sub, argparse):
+    m = sub.add_parser("migrate", help="move a running container to another host "
+                       "(ssh://[user@]host[:port] or zoned://host:port)")
+    m.add_argument("--live", action="store_true",
+                   help="post-copy: freeze only for the non-memory state (CRIU lazy pages)")
+    m.add_argument("--keep-source", action="store_true",
+                   help="keep the checkpoint on the source (stop-and-copy only)")
+    m.add_argument("--key", help="relocation key for zoned:// (default $ZONED_RELOCATION_KEY "
+                   "or /etc/zoned/relocation.pem)")
+    m.add_argument("--no-tcp-established", dest="tcp", action="store_false",
+                   help="do not keep TCP connections")
+    m.add_argument("--quiet", "-q", action="store_true", help="no progress, only the summary")
+    m.add_argument("--format", choices=["text", "json"], default="text",
+                   help="the summary's format")
+    m.add_argument("id")
+    m.add_argument("dest")
+
+
+def _sub_relocation_server(sub, argparse):
+    s = sub.add_parser("relocation-server", help="receive migrating containers")
+    s.add_argument("--listen", metavar="ADDR:PORT", help="TLS listener for zoned:// peers")
+    s.add_argument("--allow", default="", metavar="HOST[,HOST...]",
+                   help="hosts that may send containers (empty: nobody)")
+    s.add_argument("--key", help="relocation key shared by the hosts (zoned relocation-key)")
+    s.add_argument("--stdio", action="store_true",
+                   help="serve one migration on stdin/stdout (what ssh:// runs)")
+    s.add_argument("--once", action="store_true", help="exit after one migration")
+
+
+def _sub_relocation_key(sub, argparse):
+    k = sub.add_parser("relocation-key", help="make a relocation key for zoned:// (copy it "
+                       "to every host that migrates to or from this one)")
+    k.add_argument("file")
+
+
+SUBCOMMANDS = [
+    ("run", _sub_run), ("ps", _sub_ps), ("stop", _sub_stop), ("kill", _sub_kill),
+    ("rm", _sub_rm), ("exec", _sub_exec), ("logs", _sub_logs), ("inspect", _sub_inspect),
+    ("stats", _sub_stats), ("pause", _simple("pause", "freeze a container")),
+    ("resume", _simple("resume", "thaw a paused container")),
+    ("create", _sub_create), ("start", _simple("start", "(OCI) start a created container")),
+    ("state", _simple("state", "(OCI) print a container's state JSON")),
+    ("delete", _sub_delete), ("spec", _sub_spec), ("image", _sub_image), ("network", _sub_network),
+    ("events", _sub_events), ("update", _sub_update), ("features", _sub_features),
+    ("gc", _sub_gc), ("checkpoint", _sub_checkpoint), ("restore", _sub_restore),
+    ("migrate", _sub_migrate), ("relocation-server", _sub_relocation_server),
+    ("relocation-key", _sub_relocation_key),
+]
+
+

@@ -1,0 +1,124 @@
+"""`zoned run`: a zone from an image or a rootfs, in the foreground or detached; and runc's
+`run --bundle ID` (create, start, wait, delete)."""
+from __future__ import annotations
+
+import os
+
+from zoned.cli.common import attach, command_args, interruptible, runtime
+
+
+def cmd_run(args) -> int:
+    from zoned import api
+    from zoned.errors import ConfigError
+    from zoned.spec import RunOptions
+
+    command = command_args(args)
+    if args.bundle:
+        return _run_bundle(args, command)
+    if args.detach and args.rm:
+        pass  # removed by `zoned gc` once it has exited (no process stays to watch it)
+    if args.detach and args.tty:
+        raise ConfigError("-t with -d is not supported yet (a detached pty needs a reader)")
+    from zoned.spec import check_id
+
+    cid = check_id(args.name) if args.name else api.new_name()
+    opts = RunOptions(args=command, image=args.image, rootfs=args.rootfs, name=cid,
+                      hostname=args.hostname, memory=args.memory, memory_swap=args.memory_swap,
+                      cpus=args.cpus, cpu_shares=args.cpu_shares, cpuset_cpus=args.cpuset_cpus,
+                      pids_limit=args.pids_limit, env=args.env, workdir=args.workdir,
+                      user=args.user, volumes=args.volume, read_only=args.read_only,
+                      init=args.init, tty=args.tty, interactive=args.interactive,
+                      network=args.network, ip=args.ip, mac=args.mac,
+                      publish=args.publish, dns=args.dns, add_host=args.add_host)
+    interruptible()
+    cfg = api.build_config(opts, args.images)
+    rt = runtime(args)
+    net = api.network_for(opts, rt, cid)
+    if args.detach:
+        started = rt.create(cid, cfg, use_fifo=False, log=True, autoremove=args.rm,
+                            network=net)
+        rt.start(cid, started)
+        print(cid)
+        return 0
+    return _foreground(rt, cid, cfg, args, net)
+
+
+def _run_bundle(args, rest: list[str]) -> int:
+    """runc run: create + start a bundle; wait for it unless --detach, then delete it."""
+    from zoned.cli.oci import cmd_create
+    from zoned.errors import ConfigError
+
+    if len(rest) != 1:
+        raise ConfigError("run --bundle takes exactly one argument: the container ID")
+    args.id = rest[0]
+    cmd_create(args)
+    rt = runtime(args)
+    rt.start(args.id)
+    if args.detach:
+        return 0
+    st = rt.store.read_state(args.id)
+    rt.wait(args.id)
+    code = 0
+    try:
+        _, status = os.waitpid(st["pid"], 0)  # ours: we forked it
+        from zoned.api import status_code
+
+        code = status_code(status)
+    except ChildProcessError:
+        pass
+    if not args.keep:
+        rt.delete(args.id, force=True)
+    return code
+
+
+def _foreground(rt, cid: str, cfg: dict, args, net=None) -> int:
+    """Run the zone with our stdio, forwarding signals to it; its exit code is ours."""
+    import signal
+
+    from zoned.api import status_code
+
+    stdio = None
+    null = None
+    if not args.tty and not args.interactive:
+        null = os.open("/dev/null", os.O_RDONLY | os.O_CLOEXEC)
+        stdio = (null, 1, 2)
+    try:
+        started = rt.create(cid, cfg, stdio=stdio, use_fifo=False, keep_pdeathsig=True,
+                            autoremove=args.rm, network=net)
+    finally:
+        if null is not None:
+            os.close(null)
+    pid = started.pid
+
+    def forward(signum, frame):
+        try:
+            os.kill(pid, signum)
+        except ProcessLookupError:
+            pass
+
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT,
+                signal.SIGUSR1, signal.SIGUSR2):
+        signal.signal(sig, forward)
+    try:
+        try:
+            rt.start(cid, started)
+        except BaseException:
+            rt.delete(cid, force=True)
+            raise
+        if started.master is not None:
+            attach(started.master, args.interactive)
+        while True:
+            try:
+                _, status = os.waitpid(pid, 0)
+                break
+            except InterruptedError:
+                continue
+        code = status_code(status)
+    finally:
+        if started.master is not None:
+            os.close(started.master)
+    if args.rm:
+        rt.delete(cid, force=True)
+    else:
+        rt.record_exit(cid, code)
+    return code
