@@ -152,6 +152,25 @@ def test_created_init_is_a_sealed_copy_to_a_ptrace_capable_attacker(cli, bundle)
         cli("delete", "-f", cid, check=True)
 
 
+def test_created_init_reports_a_failed_exec(cli, bundle):  # noqa: F811
+    """The init's execve now happens in zoned-spawn's copy: a failure there is still told
+    the Python path's way (runc's exit codes 127 and 126, which podman maps), on the sync
+    socket for `run` and on the zone's stderr after `start`."""
+    rootfs = bundle.path / "rootfs"
+    for name, interpreter in (("noent.sh", "/nonexistent"), ("dir.sh", "/etc")):
+        (rootfs / name).write_text(f"#!{interpreter}\n")
+        os.chmod(rootfs / name, 0o755)
+    for name, code, error in (("noent.sh", 127, "No such file or directory"),
+                              ("dir.sh", 126, "Permission denied")):
+        p = cli("run", "--rm", "--rootfs", str(rootfs), "--", f"/{name}")
+        assert (p.returncode, p.stderr) == (code, f"zoned: {error}: /{name}\n")
+        bundle([f"/{name}"])
+        p = cli("run", "--bundle", str(bundle.path), "r1", files=True)
+        assert (p.returncode, p.stderr) == (
+            code, f"zoned: container init: {error}: /{name}\n"), p.stderr
+    assert cli("ps", "-q").stdout.split() == []
+
+
 def test_exec_pid_file_names_the_process_in_the_zone(cli, tmp_path):
     """--pid-file (conmon reads it for podman exec) and the exit code name the exec'd process
     itself, in the zone's pid namespace, not a helper."""

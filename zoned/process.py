@@ -341,6 +341,25 @@ def _set_effective(caps: list[int], on: bool) -> None:
         prctl.set_caps((caps, prctl.CAP_EFFECTIVE, on))
 
 
+def init_stub_fits(cfg: dict) -> bool:
+    """Whether a container's init should wait for start as zoned-spawn (_exec_init_stub)
+    rather than as python. Not with startContainer hooks: the init runs them, in Python,
+    between start and exec. Not when a seccomp filter loaded before that exec (the case
+    without no_new_privs) may deny execveat: a filter that kills would kill the init; one
+    that returns an error leaves the Python path, but costs a copy for nothing."""
+    if (cfg.get("hooks") or {}).get("startContainer"):
+        return False
+    profile = (cfg.get("linux") or {}).get("seccomp")
+    if not profile or cfg["process"].get("noNewPrivileges"):
+        return True
+    allowing = ("SCMP_ACT_ALLOW", "SCMP_ACT_LOG")
+    rules = [r for r in profile.get("syscalls") or []
+             if "execveat" in (r.get("names") or [])]
+    if any(r.get("action") in allowing and not r.get("args") for r in rules):
+        return True
+    return not rules and profile.get("defaultAction") in allowing
+
+
 def _exec_init_stub(plan: Plan, path: str, env: list[str], bpf: bytes) -> None:
     """A container init's last step in Python: exec the sealed zoned-spawn copy, which sends
     "ready", waits for the start signal and execs `path` (spawn.c, init_main). A created
@@ -561,8 +580,7 @@ def _child(plan: Plan) -> None:
     security.apply_user_and_caps(proc)
     sc.set_dumpable(False)  # each credential change reset it to fs.suid_dumpable
     prctl.set_pdeathsig(signal.SIGKILL)  # a uid change cleared it
-    if plan.rootfs is not None and plan.spawn_fd is not None and \
-            not cfg_hooks.get("startContainer"):
+    if plan.rootfs is not None and plan.spawn_fd is not None:  # see init_stub_fits
         _exec_init_stub(plan, path, env, bpf)  # returns only if it could not exec it
 
     send(plan.sock, op="ready")
