@@ -194,7 +194,7 @@ static int init_main(int argc, char **argv)
     if (prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) < 0)
         return 1;
     bpf_len = read_bpf(bpf_fd, bpf, sizeof(bpf));
-    if (send(sock, "{\"op\":\"ready\"}", 14, 0) != 14)
+    if (send(sock, "{\"op\":\"ready\"}", 14, MSG_NOSIGNAL) != 14)
         return 1;
     n = recv(sock, msg, sizeof(msg), 0);
     if (!op_is(msg, n, fifo >= 0 ? "ack" : "start"))
@@ -203,7 +203,7 @@ static int init_main(int argc, char **argv)
         prctl(PR_SET_PDEATHSIG, 0, 0, 0, 0);
     if (fifo >= 0) {
         char proc[64];
-        if (send(sock, "{\"op\":\"detached\"}", 17, 0) != 17)
+        if (send(sock, "{\"op\":\"detached\"}", 17, MSG_NOSIGNAL) != 17)
             return 1;
         close(sock);  /* from here the creator may exit */
         sock = -1;
@@ -227,7 +227,8 @@ static int init_main(int argc, char **argv)
         json_escape(escaped, sizeof(escaped), text);
         n = snprintf(msg, sizeof(msg), "{\"op\":\"error\",\"message\":\"%s\",\"kind\":%s}",
                      escaped, kind);
-        if (n > 0 && n < (ssize_t)sizeof(msg) && send(sock, msg, (size_t)n, 0) == n)
+        if (n > 0 && n < (ssize_t)sizeof(msg) &&
+            send(sock, msg, (size_t)n, MSG_NOSIGNAL) == n)
             return code;
     }
     n = snprintf(msg, sizeof(msg), "zoned: container init: %s\n", text);

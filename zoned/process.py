@@ -15,6 +15,8 @@ Protocol (one JSON object per SOCK_SEQPACKET message on the socketpair):
   parent -> child  {"op": "ack"}            the state is written
   child  -> parent {"op": "detached"}       pdeathsig is off: the creator may exit
   child  -> parent {"op": "error", ...}     exec failed; EOF on exec success (CLOEXEC)
+A container's init speaks its side from "ready" on as zoned-spawn's sealed copy (spawn.c
+init_main; see _exec_init_stub), unless init_stub_fits says the Python path must do it.
 exec's helper, after "start" (see _spawn; it never enters the container's pid namespace):
   child  -> parent {"op": "made", "pid": N}  the real process exists, waiting, outside the cgroup
   parent -> child  {"op": "go"}             it is in the container's cgroup now
