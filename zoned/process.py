@@ -16,7 +16,7 @@ Protocol (one JSON object per SOCK_SEQPACKET message on the socketpair):
   child  -> parent {"op": "detached"}       pdeathsig is off: the creator may exit
   child  -> parent {"op": "error", ...}     exec failed; EOF on exec success (CLOEXEC)
 A container's init speaks its side from "ready" on as zoned-spawn's sealed copy (spawn.c
-init_main; see _exec_init_stub), unless init_stub_fits says the Python path must do it.
+init_main; see zoned.initstub), unless initstub.fits says the Python path must do it.
 exec's helper, after "start" (see _spawn; it never enters the container's pid namespace):
   child  -> parent {"op": "made", "pid": N}  the real process exists, waiting, outside the cgroup
   parent -> child  {"op": "go"}             it is in the container's cgroup now
@@ -32,6 +32,7 @@ import socket
 import struct
 from typing import Callable
 
+from zoned import initstub
 from zoned import syscalls as sc
 
 NS_FLAGS = {"ipc": sc.CLONE_NEWIPC, "uts": sc.CLONE_NEWUTS, "network": sc.CLONE_NEWNET,
@@ -75,7 +76,7 @@ class Plan:
         # the creator's mount namespace: the child must never mount or pivot in it
         self.caller_mntns = os.stat("/proc/self/ns/mnt").st_ino
         # the sealed zoned-spawn copy (spawn_copy): exec's helper runs it at release, and a
-        # container's init execs it before "ready" (_exec_init_stub)
+        # container's init execs it before "ready" (zoned.initstub)
         self.spawn_fd = spawn_fd
 
 
@@ -330,79 +331,6 @@ def spawn_copy() -> int | None:
     return fd
 
 
-def _effective_caps() -> list[int]:
-    with open("/proc/self/status") as f:
-        mask = next(int(line.split()[1], 16) for line in f if line.startswith("CapEff:"))
-    return [cap for cap in range(64) if mask >> cap & 1]
-
-
-def _set_effective(caps: list[int], on: bool) -> None:
-    import prctl
-
-    if caps:
-        prctl.set_caps((caps, prctl.CAP_EFFECTIVE, on))
-
-
-def init_stub_fits(cfg: dict) -> bool:
-    """Whether a container's init should wait for start as zoned-spawn (_exec_init_stub)
-    rather than as python. Not with startContainer hooks: the init runs them, in Python,
-    between start and exec. Not when a seccomp filter loaded before that exec (the case
-    without no_new_privs) may deny execveat: a filter that kills would kill the init; one
-    that returns an error leaves the Python path, but costs a copy for nothing."""
-    if (cfg.get("hooks") or {}).get("startContainer"):
-        return False
-    profile = (cfg.get("linux") or {}).get("seccomp")
-    if not profile or cfg["process"].get("noNewPrivileges"):
-        return True
-    allowing = ("SCMP_ACT_ALLOW", "SCMP_ACT_LOG")
-    rules = [r for r in profile.get("syscalls") or []
-             if "execveat" in (r.get("names") or [])]
-    if any(r.get("action") in allowing and not r.get("args") for r in rules):
-        return True
-    return not rules and profile.get("defaultAction") in allowing
-
-
-def _exec_init_stub(plan: Plan, path: str, env: list[str], bpf: bytes) -> None:
-    """A container init's last step in Python: exec the sealed zoned-spawn copy, which sends
-    "ready", waits for the start signal and execs `path` (spawn.c, init_main). A created
-    zone's PID 1 is then that copy, never the host's python: a process holding
-    CAP_SYS_PTRACE in the host's user namespace (`exec --cap SYS_PTRACE`) may open its
-    /proc/1/exe, but finds a sealed memfd that nothing can write to.
-
-    The effective capabilities go for this exec: with none, the container's user cannot read
-    the execute-only copy, so the kernel keeps the new image non-dumpable from its first
-    instruction, with its memory in the host's user namespace (fs/exec.c would_dump). Else
-    container root (CAP_DAC_OVERRIDE) would exec a dumpable image and could attach to it
-    before its first prctl. The exec computes the effective set afresh, exactly as the
-    target's exec will. Returns only if the copy could not be run (e.g. a seccomp profile
-    denying execveat): then the Python path goes on, as before."""
-    proc = plan.cfg["process"]
-    bpf_fd = -1
-    if bpf:  # at most 4096 instructions: 32 KiB, within a pipe's buffer
-        bpf_fd, w = os.pipe()
-        os.write(w, bpf)
-        os.close(w)
-    passed = [fd for fd in (plan.sock.fileno(), plan.fifo_fd, bpf_fd)
-              if fd is not None and fd >= 0]
-    for fd in passed:
-        os.set_inheritable(fd, True)
-    fifo_fd = -1 if plan.fifo_fd is None else plan.fifo_fd
-    argv = ["zoned-spawn", "init", str(plan.sock.fileno()), str(fifo_fd),
-            str(int(plan.keep_pdeathsig)), str(plan.seccomp_flags), str(bpf_fd), path,
-            *proc["args"]]
-    effective = _effective_caps()
-    _set_effective(effective, False)
-    try:
-        sc.execveat(plan.spawn_fd, argv, env)
-    except OSError:
-        pass
-    _set_effective(effective, True)
-    for fd in passed:
-        os.set_inheritable(fd, False)
-    if bpf_fd >= 0:
-        os.close(bpf_fd)
-
-
 def _spawn(plan: Plan, path: str, env: list[str], bpf: bytes, parent_pidfd: int) -> None:
     """exec's release: make the real process in the container's pid namespace (the C step
     z_spawn_exec runs pdeathsig, setsid/tty, the NNP seccomp filter and execve there, nothing
@@ -582,8 +510,8 @@ def _child(plan: Plan) -> None:
     security.apply_user_and_caps(proc)
     sc.set_dumpable(False)  # each credential change reset it to fs.suid_dumpable
     prctl.set_pdeathsig(signal.SIGKILL)  # a uid change cleared it
-    if plan.rootfs is not None and plan.spawn_fd is not None:  # see init_stub_fits
-        _exec_init_stub(plan, path, env, bpf)  # returns only if it could not exec it
+    if plan.rootfs is not None and plan.spawn_fd is not None:  # see initstub.fits
+        initstub.exec_stub(plan, path, env, bpf)  # returns only if it could not exec it
 
     send(plan.sock, op="ready")
     if plan.fifo_fd is not None:

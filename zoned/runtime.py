@@ -351,9 +351,10 @@ class Runtime:
                         join_fds[t] = os.open(p, os.O_RDONLY | os.O_CLOEXEC)
                     except OSError as e:
                         raise ConfigError(f"namespace {t} path {p!r}: {e.strerror}") from None
-            from zoned.process import init_stub_fits, spawn_copy
+            from zoned.initstub import fits
+            from zoned.process import spawn_copy
 
-            if init_stub_fits(cfg):  # the init waits for start as this sealed copy
+            if fits(cfg):  # the init waits for start as this sealed copy
                 spawn_fd = spawn_copy()
             parent_sock, child_sock = sync_pair()
             chan = Channel(parent_sock)
