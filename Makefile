@@ -62,7 +62,8 @@ zoned/libexec/zoned-logger: csrc/logger.c $(STAMP)/apt
 	@mkdir -p zoned/libexec
 	cc -static -Os -s -Wall -o $@ csrc/logger.c
 
-# The last step of `zoned exec`, run from a sealed memfd copy (csrc/spawn.c says why).
+# The last step of `zoned exec` and of a container's init (it waits for `start` as this),
+# run from a sealed memfd copy (csrc/spawn.c says why).
 zoned/libexec/zoned-spawn: csrc/spawn.c csrc/zoned.c csrc/zoned.h $(STAMP)/apt
 	@mkdir -p zoned/libexec
 	cc -static -Os -s -Wall -Icsrc -o $@ csrc/spawn.c

@@ -10,6 +10,11 @@
  * its memory belongs to the host's user namespace (fs/exec.c would_dump), so ptrace and
  * /proc/PID/{mem,fd} need CAP_SYS_PTRACE there.
  *
+ * It is also the last step of a container's init (`zoned-spawn init ...`, see init_main
+ * below): the init, set up in Python, execs this copy before it reports "ready", so that
+ * a created zone's PID 1 is this sealed copy while it waits for `start`, never the host's
+ * python.
+ *
  * Usage: zoned-spawn SOCK PDEATHSIG PARENT_PIDFD TTY SECCOMP_FLAGS BPF_FD PATH ARGV0 ARGS...
  *   SOCK          zoned's sync socket: gets {"op":"made","pid":N}, answers when the process
  *                 is in the container's cgroup, then gets {"op":"spawned","pid":N,
@@ -21,6 +26,7 @@
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -32,6 +38,8 @@
 #include "zoned.c"  /* z_spawn_exec, z_seccomp_set_filter */
 
 extern char **environ;
+
+static int init_main(int argc, char **argv);
 
 static void cloexec(int fd)
 {
@@ -49,9 +57,11 @@ int main(int argc, char **argv)
     char msg[128], go = 'g';
     int pid, n;
 
+    prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);  /* before anything: exec made it dumpable */
+    if (argc > 1 && strcmp(argv[1], "init") == 0)
+        return init_main(argc, argv);
     if (argc < 9)
         return 2;
-    prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);  /* before anything: exec made it dumpable */
     sock = atoi(argv[1]);
     pdeathsig = atoi(argv[2]);
     parent_pidfd = atoi(argv[3]);
@@ -94,4 +104,136 @@ int main(int argc, char **argv)
     n = snprintf(msg, sizeof(msg), "{\"op\":\"spawned\",\"pid\":%d,\"errno\":%d,\"step\":%d}",
                  pid, report[0], report[1]);
     return send(sock, msg, (size_t)n, 0) == n ? 0 : 1;
+}
+
+/* -- the container's init, from "ready" to execve ---------------------------------------- */
+
+/* Reads the seccomp filter from a pipe (the no_new_privs case: loaded just before execve). */
+static size_t read_bpf(int fd, unsigned char *buf, size_t size)
+{
+    size_t len = 0;
+    ssize_t got;
+    if (fd < 0)
+        return 0;
+    while (len < size && (got = read(fd, buf + len, size - len)) > 0)
+        len += (size_t)got;
+    close(fd);
+    return len;
+}
+
+/* 1 if a JSON message from zoned (json.dumps: {"op": "NAME", ...}) has op NAME. */
+static int op_is(const char *msg, ssize_t len, const char *name)
+{
+    const char *p, *end = msg + len;
+    size_t n = strlen(name);
+    if (len <= 0 || !(p = memmem(msg, (size_t)len, "\"op\"", 4)))
+        return 0;
+    p += 4;
+    while (p < end && (*p == ' ' || *p == ':'))
+        p++;
+    return end - p > (ssize_t)n + 1 && p[0] == '"' && memcmp(p + 1, name, n) == 0 &&
+           p[n + 1] == '"';
+}
+
+/* A JSON string body: quotes, backslashes and control characters escaped. */
+static size_t json_escape(char *out, size_t size, const char *s)
+{
+    size_t o = 0;
+    for (; *s && o + 7 < size; s++) {
+        unsigned char c = (unsigned char)*s;
+        if (c == '"' || c == '\\') {
+            out[o++] = '\\';
+            out[o++] = (char)c;
+        } else if (c < 0x20) {
+            o += (size_t)snprintf(out + o, size - o, "\\u%04x", c);
+        } else {
+            out[o++] = (char)c;
+        }
+    }
+    out[o] = 0;
+    return o;
+}
+
+/*
+ * zoned-spawn init SOCK FIFO_FD KEEP_PDEATHSIG SECCOMP_FLAGS BPF_FD PATH ARGV0 ARGS...
+ * Run by a container's init (zoned/process.py, _exec_init_stub) once its set-up is done,
+ * with the process's environment; it keeps process._child's protocol from "ready" on:
+ *   SOCK            the sync socket: sends {"op":"ready"}, then
+ *   FIFO_FD >= 0    (create/start) waits for {"op":"ack"}, drops pdeathsig unless
+ *                   KEEP_PDEATHSIG, sends {"op":"detached"}, closes SOCK and blocks opening
+ *                   exec.fifo (an O_PATH fd) for writing until `zoned start` reads it;
+ *   FIFO_FD -1      (run) waits for {"op":"start"}, drops pdeathsig unless KEEP_PDEATHSIG;
+ * then loads the filter in BPF_FD (-1: none; without no_new_privs the init loaded it before
+ * dropping its capabilities) and execs PATH (already looked up in the container's PATH).
+ * A failure is reported as process.run_child does: {"op":"error","message":...,"kind":...}
+ * on SOCK if it is still open, else on stderr, and exit 127 (ENOENT), 126 (EACCES, EPERM)
+ * or 1. EOF on SOCK (CLOEXEC here) tells zoned that execve worked.
+ */
+static int init_main(int argc, char **argv)
+{
+    static unsigned char bpf[1 << 16];
+    static char msg[8192], text[4096];
+    int sock, fifo, keep_pdeathsig, bpf_fd, fd, code, err;
+    unsigned int seccomp_flags;
+    size_t bpf_len;
+    ssize_t n;
+    const char *kind, *path;
+
+    if (argc < 9)
+        return 2;
+    sock = atoi(argv[2]);
+    fifo = atoi(argv[3]);
+    keep_pdeathsig = atoi(argv[4]);
+    seccomp_flags = (unsigned int)strtoul(argv[5], NULL, 10);
+    bpf_fd = atoi(argv[6]);
+    path = argv[7];
+    cloexec(sock);
+    cloexec(fifo);
+    /* a change of capabilities at this exec may have cleared it; EOF on SOCK covers a
+     * creator that died before */
+    if (prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) < 0)
+        return 1;
+    bpf_len = read_bpf(bpf_fd, bpf, sizeof(bpf));
+    if (send(sock, "{\"op\":\"ready\"}", 14, MSG_NOSIGNAL) != 14)
+        return 1;
+    n = recv(sock, msg, sizeof(msg), 0);
+    if (!op_is(msg, n, fifo >= 0 ? "ack" : "start"))
+        return 1;
+    if (!keep_pdeathsig)
+        prctl(PR_SET_PDEATHSIG, 0, 0, 0, 0);
+    if (fifo >= 0) {
+        char proc[64];
+        if (send(sock, "{\"op\":\"detached\"}", 17, MSG_NOSIGNAL) != 17)
+            return 1;
+        close(sock);  /* from here the creator may exit */
+        sock = -1;
+        snprintf(proc, sizeof(proc), "/proc/self/fd/%d", fifo);
+        fd = open(proc, O_WRONLY | O_CLOEXEC);  /* blocks until `zoned start` */
+        if (fd < 0 || write(fd, "0", 1) != 1)
+            return 1;
+        close(fd);
+        close(fifo);
+    }
+    errno = 0;
+    if (bpf_len == 0 || z_seccomp_set_filter(seccomp_flags, bpf, bpf_len) == 0)
+        execve(path, argv + 8, environ);
+    err = errno;
+    kind = err == ENOENT ? "\"notfound\"" : (err == EACCES || err == EPERM) ? "\"denied\"" :
+           "null";
+    code = err == ENOENT ? 127 : (err == EACCES || err == EPERM) ? 126 : 1;
+    snprintf(text, sizeof(text), "%s: %s", strerror(err), path);
+    if (sock >= 0) {
+        static char escaped[sizeof(text) * 6 + 1];
+        json_escape(escaped, sizeof(escaped), text);
+        n = snprintf(msg, sizeof(msg), "{\"op\":\"error\",\"message\":\"%s\",\"kind\":%s}",
+                     escaped, kind);
+        if (n > 0 && n < (ssize_t)sizeof(msg) &&
+            send(sock, msg, (size_t)n, MSG_NOSIGNAL) == n)
+            return code;
+    }
+    n = snprintf(msg, sizeof(msg), "zoned: container init: %s\n", text);
+    if (n > 0 && write(2, msg, (size_t)n < sizeof(msg) ? (size_t)n : sizeof(msg) - 1) < 0) {
+        /* nothing left to tell it with */
+    }
+    return code;
 }

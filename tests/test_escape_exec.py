@@ -120,6 +120,57 @@ def test_created_init_is_out_of_reach(cli, bundle):  # noqa: F811
     assert json.loads(cli("state", "c1").stdout)["status"] == "running"
 
 
+def test_created_init_is_a_sealed_copy_to_a_ptrace_capable_attacker(cli, bundle):  # noqa: F811
+    """With CAP_SYS_PTRACE in the host's user namespace (`exec --cap SYS_PTRACE`) the
+    non-dumpable check passes, so a created zone's init must not be the host's python
+    (which the attacker could rewrite through /proc/1/exe once nothing runs it): from its
+    set-up to its execve it is zoned-spawn's sealed, execute-only memfd copy, as runc's init
+    is its own sealed copy. With and without no_new_privs (then the seccomp filter is still
+    to be loaded, by that copy)."""
+    out = attacker_in(bundle)
+    for nnp in (False, True):
+        cid = f"p{int(nnp)}"
+        bundle(["sleep", "1000"], **{
+            "process.noNewPrivileges": nnp,
+            "linux.seccomp": {"defaultAction": "SCMP_ACT_ALLOW", "syscalls": [
+                {"names": ["keyctl"], "action": "SCMP_ACT_ERRNO"}]}})
+        cli("create", "--bundle", str(bundle.path), cid, files=True, check=True)
+        p = cli("exec", "--cap", "CAP_SYS_PTRACE", cid, "--", "/attack", "1", "/tmp/report",
+                "1")
+        assert p.returncode == 0, p.stderr
+        report = read_report(out / "report")
+        (out / "report").unlink()
+        assert report["opened_host"] == 0 and report["attached_host"] == 0, report
+        assert report["host"] == "-", report
+        assert report["opened"] > 0 and report["sealed"] > 0, report  # the attack is live
+        cli("start", cid, check=True)  # still intact: it starts, with its filter
+        st = json.loads(cli("state", cid).stdout)
+        assert st["status"] == "running"
+        status = Path(f"/proc/{st['pid']}/status").read_text()
+        assert "Seccomp:\t2" in status, status
+        assert Path(f"/proc/{st['pid']}/cmdline").read_bytes() == b"sleep\x001000\x00"
+        cli("delete", "-f", cid, check=True)
+
+
+def test_created_init_reports_a_failed_exec(cli, bundle):  # noqa: F811
+    """The init's execve now happens in zoned-spawn's copy: a failure there is still told
+    the Python path's way (runc's exit codes 127 and 126, which podman maps), on the sync
+    socket for `run` and on the zone's stderr after `start`."""
+    rootfs = bundle.path / "rootfs"
+    for name, interpreter in (("noent.sh", "/nonexistent"), ("dir.sh", "/etc")):
+        (rootfs / name).write_text(f"#!{interpreter}\n")
+        os.chmod(rootfs / name, 0o755)
+    for name, code, error in (("noent.sh", 127, "No such file or directory"),
+                              ("dir.sh", 126, "Permission denied")):
+        p = cli("run", "--rm", "--rootfs", str(rootfs), "--", f"/{name}")
+        assert (p.returncode, p.stderr) == (code, f"zoned: {error}: /{name}\n")
+        bundle([f"/{name}"])
+        p = cli("run", "--bundle", str(bundle.path), "r1", files=True)
+        assert (p.returncode, p.stderr) == (
+            code, f"zoned: container init: {error}: /{name}\n"), p.stderr
+    assert cli("ps", "-q").stdout.split() == []
+
+
 def test_exec_pid_file_names_the_process_in_the_zone(cli, tmp_path):
     """--pid-file (conmon reads it for podman exec) and the exit code name the exec'd process
     itself, in the zone's pid namespace, not a helper."""

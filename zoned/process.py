@@ -15,6 +15,8 @@ Protocol (one JSON object per SOCK_SEQPACKET message on the socketpair):
   parent -> child  {"op": "ack"}            the state is written
   child  -> parent {"op": "detached"}       pdeathsig is off: the creator may exit
   child  -> parent {"op": "error", ...}     exec failed; EOF on exec success (CLOEXEC)
+A container's init speaks its side from "ready" on as zoned-spawn's sealed copy (spawn.c
+init_main; see zoned.initstub), unless initstub.fits says the Python path must do it.
 exec's helper, after "start" (see _spawn; it never enters the container's pid namespace):
   child  -> parent {"op": "made", "pid": N}  the real process exists, waiting, outside the cgroup
   parent -> child  {"op": "go"}             it is in the container's cgroup now
@@ -30,6 +32,7 @@ import socket
 import struct
 from typing import Callable
 
+from zoned import initstub
 from zoned import syscalls as sc
 
 NS_FLAGS = {"ipc": sc.CLONE_NEWIPC, "uts": sc.CLONE_NEWUTS, "network": sc.CLONE_NEWNET,
@@ -72,7 +75,9 @@ class Plan:
         self.idmap_fds = idmap_fds or {}  # mounts[i] -> user namespace fd with its maps
         # the creator's mount namespace: the child must never mount or pivot in it
         self.caller_mntns = os.stat("/proc/self/ns/mnt").st_ino
-        self.spawn_fd = spawn_fd          # exec: the sealed zoned-spawn copy (spawn_copy)
+        # the sealed zoned-spawn copy (spawn_copy): exec's helper runs it at release, and a
+        # container's init execs it before "ready" (zoned.initstub)
+        self.spawn_fd = spawn_fd
 
 
 def sync_pair() -> tuple[socket.socket, socket.socket]:
@@ -505,6 +510,8 @@ def _child(plan: Plan) -> None:
     security.apply_user_and_caps(proc)
     sc.set_dumpable(False)  # each credential change reset it to fs.suid_dumpable
     prctl.set_pdeathsig(signal.SIGKILL)  # a uid change cleared it
+    if plan.rootfs is not None and plan.spawn_fd is not None:  # see initstub.fits
+        initstub.exec_stub(plan, path, env, bpf)  # returns only if it could not exec it
 
     send(plan.sock, op="ready")
     if plan.fifo_fd is not None:

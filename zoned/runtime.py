@@ -266,6 +266,7 @@ class Runtime:
         pid = 0
         log_fds: list[int] = []
         log_path = logger = data = None
+        spawn_fd = None
         try:
             lower = (cfg.get("annotations") or {}).get(specmod.ANN_LOWER)
             if lower or log:  # the writable layer and the log go to the data root (disk)
@@ -357,6 +358,11 @@ class Runtime:
                         join_fds[t] = os.open(p, os.O_RDONLY | os.O_CLOEXEC)
                     except OSError as e:
                         raise ConfigError(f"namespace {t} path {p!r}: {e.strerror}") from None
+            from zoned.initstub import fits
+            from zoned.process import spawn_copy
+
+            if fits(cfg):  # the init waits for start as this sealed copy
+                spawn_fd = spawn_copy()
             parent_sock, child_sock = sync_pair()
             chan = Channel(parent_sock)
             plan = Plan(cfg, child_sock, rootfs=rootfs, upper=upper, work=work,
@@ -364,12 +370,16 @@ class Runtime:
                         bpf=bpf, seccomp_flags=seccomp_flags, hierarchies=hierarchies(),
                         wait_namespaces=on_namespaces is not None,
                         keep_pdeathsig=keep_pdeathsig, preserve_fds=preserve_fds,
-                        no_pivot=no_pivot, cgroup_path=cg_path, idmap_fds=idmap_fds)
+                        no_pivot=no_pivot, cgroup_path=cg_path, idmap_fds=idmap_fds,
+                        spawn_fd=spawn_fd)
             if "user" in namespaces:
                 pid = _fork_userns(plan, chan, linux, child_sock)
             else:
                 pid = self._fork(plan, namespaces)
             child_sock.close()
+            if spawn_fd is not None:
+                os.close(spawn_fd)
+                spawn_fd = None
             for fd in [*join_fds.values(), *idmap_fds.values()]:
                 os.close(fd)
             if fifo_fd is not None:
@@ -418,6 +428,8 @@ class Runtime:
         finally:
             for fd in log_fds:
                 os.close(fd)
+            if spawn_fd is not None:
+                os.close(spawn_fd)
             os.close(lock)
 
     @staticmethod
