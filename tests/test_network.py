@@ -250,12 +250,17 @@ def test_two_containers_talk_both_ways_by_name_and_ip(cli, net):
                 "exec", src, "--", "wget", "-qO-", f"http://{target}/hostname").stdout)
             assert out.strip() == dst, (src, target)
     # raw TCP with nc, by name: a listener in gamma, a client in alpha
+    # (the listener takes connection after connection: a client that raced gamma's start,
+    # before its name, address or listener was there, is simply tried again)
     cli("run", "-d", "--name", "gamma", "--network", name, "--", "sh", "-c",
-        "nc -l -p 7000 > /tmp/got; sleep 60", check=True)
-    assert wait_for(lambda: cli("exec", "alpha", "--", "sh", "-c",
-                                "echo ping-by-name | nc gamma 7000").returncode == 0)
-    assert wait_for(lambda: cli("exec", "gamma", "--", "cat", "/tmp/got").stdout.strip()) \
-        == "ping-by-name"
+        "while :; do nc -l -p 7000 >> /tmp/got; done", check=True)
+
+    def sent_by_name() -> bool:
+        cli("exec", "alpha", "--", "sh", "-c", "echo ping-by-name | nc gamma 7000")
+        return cli("exec", "gamma", "--", "cat", "/tmp/got").stdout.splitlines()[:1] == \
+            ["ping-by-name"]
+
+    assert wait_for(sent_by_name, timeout=30)
     # /etc/hosts, /etc/resolv.conf and /etc/hostname are the container's own
     hosts = cli("exec", "alpha", "--", "cat", "/etc/hosts", check=True).stdout
     assert f"{a_ip}\talpha" in hosts and f"{b_ip}\tbeta" in hosts
