@@ -419,7 +419,7 @@ def pin_bridge_macs(th) -> dict:
 # -- main --------------------------------------------------------------------------------------
 
 def host_facts() -> dict:
-    from zoned.checkpoint import criu_version, find_criu, lazy_support
+    from zoned.checkpoint.criu import criu_version, find_criu, lazy_support
 
     env = C.environment(zoned_cli=C.DEFAULT_ZONED)
     try:

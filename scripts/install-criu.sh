@@ -37,7 +37,7 @@ version_ok() {
     [ "$major" -gt 4 ] 2>/dev/null || { [ "$major" -eq 4 ] && [ "${minor:-0}" -ge 2 ]; } 2>/dev/null
 }
 
-# Where zoned looks (zoned.checkpoint.find_criu): $ZONED_CRIU, /usr/local/sbin/criu, PATH.
+# Where zoned looks (zoned.checkpoint.criu.find_criu): $ZONED_CRIU, /usr/local/sbin/criu, PATH.
 for cand in "${ZONED_CRIU:-}" "$DEST" /usr/local/sbin/criu "$(command -v criu 2>/dev/null || true)"; do
     if [ -n "$cand" ] && [ -x "$cand" ] && version_ok "$cand"; then
         log "$("$cand" --version | head -n1) already at $cand; nothing to do"

@@ -11,7 +11,7 @@ import pytest
 from conftest import host_snapshot
 
 try:
-    from zoned.checkpoint import find_criu
+    from zoned.checkpoint.criu import find_criu
     from zoned.errors import ZonedError
 
     CRIU = find_criu()

@@ -23,7 +23,7 @@ from twohost import A_IP, B_IP, SSHD, ZONED, memtouch_volume
 two_hosts = twohost.two_hosts  # the fixture, under the name the tests ask for
 
 try:
-    from zoned.checkpoint import find_criu
+    from zoned.checkpoint.criu import find_criu
     from zoned.errors import ZonedError
 
     find_criu()

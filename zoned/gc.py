@@ -53,7 +53,7 @@ def collect(rt: Runtime, *, dry_run: bool = False,
 
                     signal_pid(st["pid"], (st.get("zoned") or {}).get("pid_start"), 9)
                 try:
-                    rt._release(cid, st)
+                    rt.release(cid, st)
                 except (OSError, ZonedError) as e:
                     failed.append(f"container {cid}: could not finish its removal: {e}")
         finally:
@@ -81,10 +81,11 @@ def collect(rt: Runtime, *, dry_run: bool = False,
                 yield f"cgroup {path}: empty state-root parent (removed if empty)"
             elif remove_if_empty(path):
                 yield f"cgroup {path}: empty state-root parent"
-    from zoned import checkpoint, storage
+    from zoned import storage
+    from zoned.checkpoint.scratch import gc_scratch
 
     yield from storage.gc_orphans(store, dry_run=dry_run)  # data dirs without a zone
-    yield from checkpoint.gc_scratch(rt, dry_run=dry_run)
+    yield from gc_scratch(rt, dry_run=dry_run)
     from zoned.network.release import gc as network_gc
 
     yield from network_gc(store.root, store.ids(), dry_run=dry_run)

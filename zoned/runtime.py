@@ -303,7 +303,7 @@ class Runtime:
                 "id": cid, "status": "creating", "pid": 0,
                 "bundle": os.path.abspath(bundle) if bundle else d,
                 "rootfs": rootfs,
-                "created": _utc_now(),
+                "created": utc_now(),
                 "owner": "",
                 "annotations": cfg.get("annotations") or {},
                 "zoned": {"cgroup": cg_path, "log": log_path, "autoremove": autoremove,
@@ -556,13 +556,13 @@ class Runtime:
                     cfg_hooks = self.store.read_config(cid).get("hooks")
                 except (OSError, ValueError):
                     pass
-            self._release(cid, st)
+            self.release(cid, st)
             if cfg_hooks and cfg_hooks.get("poststop"):
                 from zoned import hooks
 
                 hooks.run(cfg_hooks, "poststop", {**oci_state(st), "status": "stopped"})
 
-    def _release(self, cid: str, st: dict) -> None:
+    def release(self, cid: str, st: dict) -> None:
         """Remove what the container owns, in an order that a retry (or gc) can pick up
         anywhere: processes and cgroup, network, then the state dir (the record that the
         rest may still exist) last. Idempotent; also used by gc."""
@@ -912,7 +912,7 @@ def _fault_injection(var: str) -> None:
         time.sleep(float(pause))
 
 
-def _utc_now() -> str:
+def utc_now() -> str:
     """RFC 3339 UTC time with microseconds, as runc's `created` (no datetime import)."""
     now = time.time()
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now)) + f".{int(now % 1 * 1e6):06d}Z"

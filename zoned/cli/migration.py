@@ -10,41 +10,40 @@ from zoned.cli.common import interruptible, runtime
 
 
 def cmd_checkpoint(args) -> int:
-    from zoned import checkpoint
+    from zoned.checkpoint.dump import checkpoint
 
-    checkpoint.checkpoint(runtime(args), args.id, args.dir, export=args.export,
-                          leave_running=args.leave_running,
-                          tcp_established=args.tcp_established)
+    checkpoint(runtime(args), args.id, args.dir, export=args.export,
+               leave_running=args.leave_running, tcp_established=args.tcp_established)
     return 0
 
 
 def cmd_restore(args) -> int:
-    from zoned import checkpoint
+    from zoned.checkpoint import archive, restore, scratch
 
     rt = runtime(args)
     if args.import_:
         import shutil
         import tempfile
 
-        tmp = tempfile.mkdtemp(prefix=f"tmp-{os.getpid()}-", dir=checkpoint.scratch_dir(rt))
+        tmp = tempfile.mkdtemp(prefix=f"tmp-{os.getpid()}-", dir=scratch.scratch_dir(rt))
         try:
-            checkpoint.import_tar(args.import_, tmp)
-            print(checkpoint.restore(rt, tmp, name=args.name, consume=True)["id"])
+            archive.import_tar(args.import_, tmp)
+            print(restore.restore(rt, tmp, name=args.name, consume=True)["id"])
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
-            checkpoint.scratch_done(rt)
+            scratch.scratch_done(rt)
         return 0
-    print(checkpoint.restore(rt, args.dir, name=args.name)["id"])
+    print(restore.restore(rt, args.dir, name=args.name)["id"])
     return 0
 
 
 def cmd_migrate(args) -> int:
-    from zoned import migrate
+    from zoned.migration.source import migrate
 
     interruptible()  # a signal mid-move unwinds through the put-back, like any failure
-    s = migrate.migrate(runtime(args), args.id, args.dest, live=args.live,
-                        keep_source=args.keep_source, tcp_established=args.tcp, key=args.key,
-                        progress=None if args.quiet else StderrProgress(args.id))
+    s = migrate(runtime(args), args.id, args.dest, live=args.live,
+                keep_source=args.keep_source, tcp_established=args.tcp, key=args.key,
+                progress=None if args.quiet else StderrProgress(args.id))
     if args.format == "json":
         import json
 
@@ -91,24 +90,24 @@ class StderrProgress:
 
 
 def cmd_relocation_server(args) -> int:
-    from zoned import relocation
     from zoned.errors import ConfigError
+    from zoned.migration import server
 
     rt = runtime(args)
     if args.stdio:
         if args.listen:
             raise ConfigError("--stdio and --listen exclude each other")
-        relocation.serve_stdio(rt)
+        server.serve_stdio(rt)
         return 0
     if not args.listen:
         raise ConfigError("give --listen ADDR:PORT (or --stdio, as ssh:// runs it)")
-    relocation.serve(rt, args.listen, allow=args.allow, key=args.key, once=args.once)
+    server.serve(rt, args.listen, allow=args.allow, key=args.key, once=args.once)
     return 0
 
 
 def cmd_relocation_key(args) -> int:
-    from zoned import relocation
+    from zoned.migration.transport import make_key
 
-    relocation.make_key(args.file)
+    make_key(args.file)
     print(args.file)
     return 0

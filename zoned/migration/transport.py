@@ -1,4 +1,4 @@
-"""Moving containers between hosts: the channel, its two transports, and the receiving end.
+"""Moving containers between hosts: the channel and its two transports.
 
 Transports (both carry the same framed protocol, see Channel):
   ssh://[user@]host[:port]  `ssh host zoned relocation-server --stdio`: SSH authenticates
@@ -13,10 +13,6 @@ Transports (both carry the same framed protocol, see Channel):
                             empty allow-list, accepted anyone; here the memory is always
                             encrypted and an empty allow-list refuses everyone.
 
-The receiving side (Session) checks everything a restore needs before the source freezes,
-unpacks the images, restores the container *stopped*, and lets it run only when the
-source commits: so the container never runs in two places, and a failure at any point
-before the commit leaves it running on the source and nothing here.
 """
 from __future__ import annotations
 
@@ -26,9 +22,7 @@ import queue
 import socket
 import struct
 import subprocess
-import sys
 import threading
-import time
 
 from zoned.errors import ConfigError, ZonedError
 
@@ -38,7 +32,6 @@ _HDR = struct.Struct("!BI")
 CHUNK = 1 << 20
 DEFAULT_KEY = "/etc/zoned/relocation.pem"
 COMMIT_TIMEOUT = 30.0
-PS_IOV_SIZE = 32  # CRIU's page server request (see Channel._hold_close)
 
 
 class PeerGone(ZonedError):
@@ -163,7 +156,7 @@ class Channel:
         self.wlock = threading.Lock()
         self.sent = 0
         self.received = 0
-        self.pages_sent = 0
+        self._relay = None
         self._q: queue.Queue | None = None
         self._buf = bytearray()
 
@@ -261,18 +254,12 @@ class Channel:
         """From now on a thread reads: CTRL messages queue up for recv_msg(), PAGES go to
         `page_sock` (the local CRIU's end); and what CRIU writes there goes out as PAGES.
         With `hold`, incoming PAGES are kept back until release_pages(): the source's
-        page server must not see a request before the commit (see Migration)."""
-        self._q = queue.Queue()
-        self._held: list[bytes] | None = [] if hold else None
-        self._part = bytearray()
-        self._plock = threading.Lock()
-        self._page_sock = page_sock
+        page server must not see a request before the commit (see PageRelay)."""
+        from zoned.migration.pages import PageRelay
 
-        def deliver(payload: bytes | None) -> None:
-            if payload:
-                page_sock.sendall(payload)
-            elif payload is not None and not hold:
-                _shutdown(page_sock, socket.SHUT_WR)
+        self._q = queue.Queue()
+        relay = self._relay = PageRelay(page_sock, hold=hold) if page_sock is not None \
+            else None
 
         def reader():
             try:
@@ -280,95 +267,35 @@ class Channel:
                     kind, payload = self.recv()
                     if kind == CTRL:
                         self._q.put(json.loads(payload))
-                    elif kind == PAGES and page_sock is not None:
-                        with self._plock:
-                            if self._held is not None:
-                                payload = self._hold_close(payload)
-                        deliver(payload)
+                    elif kind == PAGES and relay is not None:
+                        relay.from_peer(payload)
             except BaseException as e:  # noqa: BLE001 - hand it to whoever waits
-                if page_sock is not None:
-                    if hold:  # the source: fail its page server, never end it cleanly
-                        poison(page_sock)
-                    _shutdown(page_sock, socket.SHUT_RDWR)
+                if relay is not None:
+                    relay.fail()
                 self._q.put(e if isinstance(e, ZonedError) else PeerGone(str(e)))
 
-        def pump():
-            try:
-                while True:
-                    data = page_sock.recv(CHUNK)
-                    self.send(PAGES, data)
-                    self.pages_sent += len(data)
-                    if not data:
-                        return
-            except (OSError, ZonedError):
-                pass
-
-        self._deliver = deliver
         threading.Thread(target=reader, name="zoned-demux", daemon=True).start()
-        if page_sock is not None:
-            threading.Thread(target=pump, name="zoned-pages", daemon=True).start()
+        if relay is not None:
+            threading.Thread(target=relay.pump,
+                             args=(lambda data: self.send(PAGES, data), CHUNK), name="zoned-pages", daemon=True).start()
 
-    def _hold_close(self, payload: bytes) -> bytes:
-        """What of `payload` may reach the source's page server before the commit: page
-        requests, yes (the restore needs them); the final close, no. Requests are CRIU's
-        page_server_iov records; a close
-        (PS_IOV_FLUSH/PS_IOV_FLUSH_N_CLOSE, 0x1023/0x1024) would let the page server end
-        successfully, and CRIU would kill the source's tasks before the destination's
-        copy is committed. So from a close on, everything waits for release_pages().
-        (The record is 32 bytes since CRIU 4: {u32 cmd, u32 flags, u64 nr_pages, u64 vaddr,
-        u64 dst_id}; zoned needs CRIU >= 4.)"""
-        if not payload:  # EOF from the destination's CRIU: hold that too
-            self._held.append(payload)
-            return b""
-        if self._held:
-            self._held.append(payload)
-            return b""
-        self._part += payload
-        n = len(self._part) - len(self._part) % PS_IOV_SIZE
-        for off in range(0, n, PS_IOV_SIZE):
-            cmd = int.from_bytes(self._part[off:off + 4], "little") & 0xffff
-            if cmd >= 0x1000:
-                out = bytes(self._part[:off])
-                self._held.append(bytes(self._part[off:]))
-                self._part = bytearray()
-                return out
-        out = bytes(self._part[:n])
-        del self._part[:n]
-        return out
+    @property
+    def pages_sent(self) -> int:
+        """The bytes of PAGES the local CRIU sent the other end."""
+        return self._relay.sent if self._relay is not None else 0
 
     def release_pages(self) -> None:
         """Let held-back PAGES through, in order, and the rest as they come."""
-        with self._plock:
-            held, self._held = [bytes(self._part)] + (self._held or []), None
-            self._part = bytearray()
-            for payload in held:
-                self._deliver(payload)
+        self._relay.release()
 
     def close(self) -> None:
         self.stream.close()
-
-
-def poison(page_sock: socket.socket) -> None:
-    """Make a lazy dump's page server fail. A clean close means "every page was sent" to
-    CRIU, and it kills the tasks; a command it does not know fails the dump instead, and
-    CRIU then gives the frozen tasks back alive, their connections unlocked."""
-    try:
-        page_sock.sendall(b"\xff" * 64)
-    except OSError:
-        pass
 
 
 def _write_all(fd: int, data: bytes) -> None:
     view = memoryview(data)
     while view:
         view = view[os.write(fd, view):]
-
-
-def _shutdown(sock: socket.socket, how: int) -> None:
-    try:
-        sock.shutdown(how)
-    except OSError:
-        pass
 
 
 # -- keys and TLS ------------------------------------------------------------------------
@@ -492,269 +419,3 @@ def ssh_error(ch: Channel) -> str:
     except (subprocess.TimeoutExpired, OSError, ValueError):
         return ""
     return err.splitlines()[-1] if err else f"ssh exited with {p.returncode}"
-
-
-# -- the receiving side --------------------------------------------------------------------
-class Session:
-    """One incoming migration on the destination."""
-
-    def __init__(self, rt, ch: Channel, peer: str, log=None):
-        self.rt, self.ch, self.peer = rt, ch, peer
-        self.log = log or (lambda msg: None)
-        self.dir: str | None = None
-        self.cid: str | None = None
-        self.restored = False
-
-    def run(self) -> None:
-        from zoned import checkpoint as ck
-
-        try:
-            self._run(ck)
-        except PeerGone as e:
-            self.log(f"{self.peer}: {e}")
-            self._undo()
-        except BaseException as e:
-            self.log(f"{self.peer}: migration of {self.cid or '?'} failed: {e}")
-            self._undo()
-            try:
-                self.ch.send_msg({"op": "error", "error": f"destination: {e}"})
-            except ZonedError:
-                pass
-            if not isinstance(e, Exception):
-                raise
-        finally:
-            if self.dir:
-                import shutil
-
-                shutil.rmtree(self.dir, ignore_errors=True)
-                ck.scratch_done(self.rt)
-
-    def _run(self, ck) -> None:
-        import tempfile
-
-        hello = self.ch.expect("hello", timeout=60)
-        if hello.get("protocol") != PROTOCOL:
-            raise ZonedError(f"protocol {hello.get('protocol')} is not {PROTOCOL}")
-        meta, live = hello["meta"], bool(hello.get("live"))
-        self.cid = cid = meta["id"]
-        self.log(f"{self.peer}: {'live ' if live else ''}migration of {cid}")
-        problems = ck.check_restore(self.rt, meta, cid, lazy=live)
-        self.dir = tempfile.mkdtemp(prefix=f"in-{os.getpid()}-{cid}-", dir=ck.scratch_dir(self.rt))
-        if hello.get("cpuinfo") and not problems:
-            problems += _cpuinfo_check(self.dir, hello["cpuinfo"])
-        if live and not problems:
-            try:
-                ck.ensure_pipe_size()
-            except ZonedError as e:
-                problems.append(str(e))
-        self.ch.send_msg({"op": "ready", "problems": problems,
-                          "criu": _criu_version_str(), "kernel": os.uname().release})
-        if problems:
-            return
-        if meta.get("network"):  # while the source dumps: not in the frozen time
-            from zoned.network.netlink import import_iproute
-
-            import_iproute()
-        msg = self.ch.recv_msg()
-        if msg.get("op") != "images":
-            return  # the source gave up (its own dump failed): nothing was made here
-        t0 = time.monotonic()
-        from zoned.runtime import _fault_injection
-
-        _fault_injection("ZONED_TEST_PAUSE_RECEIVE")
-        self._untar()
-        page_sock = mine = None
-        if live:
-            mine, page_sock = socket.socketpair()
-        self.ch.demux(page_sock)
-        try:
-            st = ck.restore(self.rt, self.dir, lazy_socket=mine.fileno() if mine else None,
-                            stopped=True, consume=True)
-        finally:
-            if mine is not None:
-                mine.close()
-        self.restored = True
-        self.ch.send_msg({"op": "restored", "pid": st["pid"],
-                          "restore_s": time.monotonic() - t0})
-        msg = self.ch.recv_msg(timeout=COMMIT_TIMEOUT)
-        if msg.get("op") != "commit":
-            raise ZonedError(f"the source did not commit ({msg.get('op')})")
-        ck.resume(self.rt, cid)
-        self.restored = False  # from here on it lives here
-        self.ch.send_msg({"op": "committed"})
-        self.log(f"{self.peer}: {cid} is running here")
-        if live:
-            try:
-                ck.wait_lazy_pages(st["pid"])
-            except ZonedError as e:
-                # Without its pages the copy here cannot run: the source's CRIU gives the
-                # container back to the source when its page server fails.
-                self.log(f"{self.peer}: post-copy of {cid} failed: {e}; removing it")
-                self.rt.delete(cid, force=True)
-                raise
-            self.ch.send_msg({"op": "done"})
-            self.log(f"{self.peer}: {cid}: every page arrived")
-
-    def _untar(self) -> None:
-        from zoned.checkpoint import TAR_FLAGS
-
-        p = subprocess.Popen(["tar", *TAR_FLAGS, "-xf", "-", "-C", self.dir],
-                             stdin=subprocess.PIPE, stderr=subprocess.PIPE)
-        try:
-            self.ch.recv_file_stream(p.stdin.fileno())
-        finally:
-            p.stdin.close()
-            err = p.stderr.read().decode(errors="replace")
-            p.wait()
-        if p.returncode != 0:
-            raise ZonedError(f"unpacking the images failed: {err.strip()}")
-
-    def _undo(self) -> None:
-        """Nothing half-restored stays: the stopped copy goes (the source still runs)."""
-        if self.restored and self.cid:
-            try:
-                self.rt.delete(self.cid, force=True)
-            except ZonedError:
-                pass
-            self.restored = False
-
-
-def _criu_version_str() -> str | None:
-    from zoned import checkpoint as ck
-
-    try:
-        return ".".join(map(str, ck.criu_version(ck.find_criu()) or ()))
-    except ZonedError:
-        return None
-
-
-def cpuinfo_dump() -> str | None:
-    """This CPU's features as CRIU sees them (base64 of cpuinfo.img)."""
-    import base64
-    import tempfile
-
-    from zoned import checkpoint as ck
-
-    with tempfile.TemporaryDirectory() as d:
-        r = subprocess.run([ck.find_criu(), "cpuinfo", "dump", "-D", d],
-                           capture_output=True)
-        if r.returncode != 0:
-            return None
-        with open(os.path.join(d, "cpuinfo.img"), "rb") as f:
-            return base64.b64encode(f.read()).decode()
-
-
-def _cpuinfo_check(d: str, data: str) -> list[str]:
-    import base64
-
-    from zoned import checkpoint as ck
-
-    path = os.path.join(d, "cpuinfo.img")
-    with open(path, "wb") as f:
-        f.write(base64.b64decode(data))
-    try:
-        r = subprocess.run([ck.find_criu(), "cpuinfo", "check", "-D", d],
-                           capture_output=True, text=True)
-    finally:
-        os.unlink(path)
-    if r.returncode != 0:
-        return ["this CPU lacks features the source's has (criu cpuinfo check): "
-                + (r.stderr.strip().splitlines() or ["?"])[-1]]
-    return []
-
-
-# -- the server ------------------------------------------------------------------------------
-def _log(msg: str) -> None:
-    sys.stderr.write(f"zoned relocation-server: {msg}\n")
-    sys.stderr.flush()
-
-
-def resolve_allow(allow: str) -> set[str]:
-    out = set()
-    for host in filter(None, (h.strip() for h in allow.split(","))):
-        try:
-            for info in socket.getaddrinfo(host, None):
-                out.add(info[4][0])
-        except socket.gaierror:
-            raise ConfigError(f"--allow {host}: unknown host") from None
-    return out
-
-
-def serve_stdio(rt) -> None:
-    """Serve one migration on stdin/stdout: what `ssh host zoned relocation-server --stdio`
-    runs for an ssh:// destination."""
-    peer = (os.environ.get("SSH_CLIENT") or "ssh").split()[0]
-    # The channel is our stdout; anything else printing there would corrupt it.
-    out = os.dup(1)
-    os.dup2(2, 1)
-    ch = Channel(PipeStream(0, out), "source")
-    Session(rt, ch, peer, _log).run()
-
-
-def serve(rt, listen: str, *, allow: str = "", key: str | None = None,
-          once: bool = False) -> None:
-    """Receive migrating containers over TLS on `listen` (ADDR:PORT) from the hosts in
-    `allow` (comma-separated, empty: nobody), one forked session each; with `once`, return
-    after the first."""
-    addr, _, port = listen.rpartition(":")
-    if not addr or not port.isdigit():
-        raise ConfigError(f"invalid --listen {listen!r}: expected ADDR:PORT")
-    allowed = resolve_allow(allow)
-    ctx = tls_context(key or os.environ.get("ZONED_RELOCATION_KEY") or DEFAULT_KEY,
-                      server=True)
-    fam = socket.AF_INET6 if ":" in addr.strip("[]") else socket.AF_INET
-    srv = socket.socket(fam, socket.SOCK_STREAM)
-    srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    try:
-        srv.bind((addr.strip("[]"), int(port)))
-    except OSError as e:
-        raise ZonedError(f"cannot listen on {listen}: {e.strerror}") from None
-    srv.listen(8)
-    if not allowed:
-        _log("the allow-list is empty: every connection will be refused")
-    _log(f"listening on {listen}, allowing {', '.join(sorted(allowed)) or 'nobody'}")
-    import signal
-
-    signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # sessions are reaped by the kernel
-    while True:
-        conn, (peer, *_rest) = srv.accept()
-        if peer.startswith("::ffff:"):
-            peer = peer[7:]
-        if peer not in allowed:
-            _log(f"refused {peer}: not in the allow-list")
-            conn.close()
-            continue
-        pid = os.fork()
-        if pid == 0:
-            signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-            srv.close()
-            code = 0
-            try:
-                conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-                try:
-                    stream = TLSStream(conn, ctx, server=True)
-                except Exception as e:  # noqa: BLE001
-                    _log(f"refused {peer}: TLS handshake failed ({e})")
-                    code = 1
-                else:
-                    Session(rt, Channel(stream, peer), peer, _log).run()
-            finally:
-                os._exit(code)
-        conn.close()
-        if once:
-            _wait_child(pid)
-            return
-
-
-def _wait_child(pid: int) -> None:
-    """Wait for a session with SIGCHLD ignored (no status to collect: poll its pidfd)."""
-    try:
-        fd = os.pidfd_open(pid)
-    except ProcessLookupError:
-        return
-    try:
-        import select
-
-        select.select([fd], [], [])
-    finally:
-        os.close(fd)

@@ -1,10 +1,11 @@
 """`zoned migrate NAME DEST [--live]`: move a running container to another host.
 
 The sending side. In order:
-  1. check here (what CRIU cannot dump is refused by Dump.plan), connect (zoned.relocation),
-     and ask the destination whether it can restore this container: image (by digest),
-     networks and the IP, published ports, volumes, the name, CRIU, lazy-page support,
-     CPU features. Any problem ends it here, with the container untouched.
+  1. check here (what CRIU cannot dump is refused by Dump.plan), connect
+     (zoned.migration.transport), and ask the destination whether it can restore this
+     container: image (by digest), networks and the IP, published ports, volumes, the
+     name, CRIU, lazy-page support, CPU features. Any problem ends it here, with the
+     container untouched.
   2. freeze and dump. Stop-and-copy dumps everything; --live dumps all but the memory,
      which CRIU's page server then serves on demand (post-copy, userfaultfd).
   3. send the images (a tar stream), the destination restores the container *stopped*.
@@ -25,7 +26,14 @@ import socket
 import subprocess
 import time
 
+from zoned.checkpoint.archive import TAR_FLAGS, clean_dir
+from zoned.checkpoint.criu import cpuinfo_dump, ensure_pipe_size, find_criu, lazy_support
+from zoned.checkpoint.dump import Dump
+from zoned.checkpoint.restore import run_restore
+from zoned.checkpoint.scratch import scratch_dir, scratch_done
 from zoned.errors import ConfigError, ZonedError
+from zoned.migration import transport
+from zoned.migration.pages import poison
 
 # What the CLI turns into an exception (zoned.cli.common.interruptible): deferred during
 # the dump.
@@ -47,9 +55,7 @@ class Migration:
     def __init__(self, rt, cid: str, dest: str, *, live: bool = False,
                  keep_source: bool = False, tcp_established: bool = True,
                  key: str | None = None, progress: Progress | None = None):
-        from zoned.relocation import parse_dest
-
-        parse_dest(dest)  # a bad URL is an error before anything else
+        transport.parse_dest(dest)  # a bad URL is an error before anything else
         if keep_source and live:
             raise ConfigError("--keep-source needs stop-and-copy: in live mode the memory "
                               "only ever exists in the running container")
@@ -60,41 +66,38 @@ class Migration:
                               "mode": "live" if live else "stop-and-copy"}
 
     def run(self) -> dict:
-        from zoned import checkpoint as ck
-        from zoned import relocation
-
         t0 = time.monotonic()
-        criu = ck.find_criu()
+        criu = find_criu()
         rt, cid, say = self.rt, self.cid, self.progress.phase
         with rt.store.lock(cid):  # nobody else touches it while it moves
-            dump = ck.Dump(rt, cid).plan()
+            dump = Dump(rt, cid).plan()
             if self.live:
-                why = ck.lazy_support(criu)
+                why = lazy_support(criu)
                 if why:
                     raise ZonedError(f"--live is not possible here: {why}")
-                ck.ensure_pipe_size()
+                ensure_pipe_size()
             say(f"connecting to {self.dest}")
-            ch = relocation.connect(self.dest, key=self.key)
+            ch = transport.connect(self.dest, key=self.key)
             try:
-                return self._move(ck, relocation, criu, dump, ch, t0)
-            except relocation.PeerGone as e:
-                why = relocation.ssh_error(ch) or str(e)
+                return self._move(criu, dump, ch, t0)
+            except transport.PeerGone as e:
+                why = transport.ssh_error(ch) or str(e)
                 raise ZonedError(f"migration of {cid!r} failed: {why}") from None
             finally:
                 ch.close()
 
-    def _move(self, ck, relocation, criu, dump, ch, t0) -> dict:
+    def _move(self, criu, dump, ch, t0) -> dict:
         rt, cid, say, s = self.rt, self.cid, self.progress.phase, self.summary
         say("checking the destination")
-        ch.send_msg({"op": "hello", "protocol": relocation.PROTOCOL, "live": self.live,
+        ch.send_msg({"op": "hello", "protocol": transport.PROTOCOL, "live": self.live,
                      "meta": dump.meta(tcp_established=self.tcp, lazy=self.live, criu=criu),
-                     "cpuinfo": relocation.cpuinfo_dump()})
+                     "cpuinfo": cpuinfo_dump()})
         ready = ch.expect("ready", timeout=120)
         if ready.get("problems"):
             raise ZonedError(f"{self.dest} cannot take {cid!r}: "
                              + "; ".join(ready["problems"]))
-        work = os.path.join(ck.scratch_dir(rt), f"out-{os.getpid()}-{cid}")
-        ck.clean_dir(work)
+        work = os.path.join(scratch_dir(rt), f"out-{os.getpid()}-{cid}")
+        clean_dir(work)
         netns = dump.hold_netns()
         mine = theirs = None
         if self.live:
@@ -140,7 +143,7 @@ class Migration:
                     ch.release_pages()
             except BaseException as e:
                 try:
-                    self._put_back(ck, criu, dump, meta, work, netns, mine, ch)
+                    self._put_back(criu, dump, meta, work, netns, mine, ch)
                 except BaseException as e2:
                     kept = self._keep(work)
                     work = None
@@ -152,7 +155,7 @@ class Migration:
                                      f"{e}") from None
                 raise
             try:
-                ch.expect("committed", timeout=relocation.COMMIT_TIMEOUT)
+                ch.expect("committed", timeout=transport.COMMIT_TIMEOUT)
             except ZonedError as e:
                 kept = self._keep(work)
                 work = None
@@ -169,7 +172,7 @@ class Migration:
                     dump.finish()
                     ch.expect("done", timeout=3600)
                 except ZonedError as e:
-                    if rt._status(cid, rt.store.read_state(cid)) != "running":
+                    if rt.state(cid)["status"] != "running":
                         raise
                     # The destination cannot run without the rest of its memory; the
                     # source's CRIU gave the tasks back as they were when frozen.
@@ -181,7 +184,7 @@ class Migration:
             st = rt.store.read_state(cid)
             os.close(netns)
             netns = -1
-            rt._release(cid, st)  # the source's veths, leases, ports, cgroup, state
+            rt.release(cid, st)  # the source's veths, leases, ports, cgroup, state
             if self.keep_source and work:
                 s["kept"] = self._keep(work)
                 work = None
@@ -192,7 +195,7 @@ class Migration:
                 mine.close()
             if work:
                 shutil.rmtree(work, ignore_errors=True)
-                ck.scratch_done(rt)
+                scratch_done(rt)
             if not committed:
                 dump.abort()
         s["bytes"] = s.get("image_bytes", 0) + s.get("page_bytes", 0)
@@ -201,8 +204,6 @@ class Migration:
         return s
 
     def _send_images(self, ch, work: str) -> int:
-        from zoned.checkpoint import TAR_FLAGS
-
         # dump.log stays here: a lazy dump's CRIU is still writing it.
         p = subprocess.Popen(["tar", *TAR_FLAGS, "--exclude=./dump.log",
                               "--exclude=./zoned-action.sh", "-cf", "-", "-C", work, "."],
@@ -218,9 +219,8 @@ class Migration:
             raise ZonedError(f"packing the images failed: {err.strip()}")
         return n
 
-    def _put_back(self, ck, criu, dump, meta, work, netns, mine, ch) -> None:
+    def _put_back(self, criu, dump, meta, work, netns, mine, ch) -> None:
         """Undo a migration that has not committed: the container runs here again."""
-        from zoned import relocation
         from zoned.network import checkpoint_hooks as nethooks
 
         self.progress.phase("failed: putting the container back")
@@ -229,9 +229,9 @@ class Migration:
         ch.close()
         if self.live:
             # The page server has seen no request yet (they are held back until the
-            # commit): fail it, and CRIU gives the frozen tasks back (relocation.poison).
+            # commit): fail it, and CRIU gives the frozen tasks back (pages.poison).
             if mine is not None:
-                relocation.poison(mine)
+                poison(mine)
                 mine.shutdown(socket.SHUT_RDWR)
             try:
                 dump.finish(timeout=30)
@@ -251,11 +251,11 @@ class Migration:
         # restored tasks' output, into the same data dir.
         logger = logs.spawn(dump.data) if any(f.get("pipe") for f in meta["files"]) else None
         try:
-            pid = ck.run_restore(criu, work, d, meta, cfg, lower=dump.lower,
-                                 upper=dump.upper, work=os.path.join(dump.data, "work"),
-                                 rootfs=os.path.join(d, "rootfs"),
-                                 cgroup=st["zoned"]["cgroup"], netns_fd=netns,
-                                 log_path=dump.log, log_fd=logger and logger.write_fd)
+            pid = run_restore(criu, work, d, meta, cfg, lower=dump.lower,
+                              upper=dump.upper, work=os.path.join(dump.data, "work"),
+                              rootfs=os.path.join(d, "rootfs"),
+                              cgroup=st["zoned"]["cgroup"], netns_fd=netns,
+                              log_path=dump.log, log_fd=logger and logger.write_fd)
         finally:
             if logger is not None:
                 os.close(logger.write_fd)
@@ -267,8 +267,6 @@ class Migration:
         nethooks.announce(st)  # the destination's eth0 may have drawn its MAC over there
 
     def _keep(self, work: str) -> str:
-        from zoned.checkpoint import scratch_dir
-
         kept = os.path.join(scratch_dir(self.rt), f"{self.cid}-{time.strftime('%Y%m%dT%H%M%S')}")
         os.rename(work, kept)
         return kept

@@ -1,0 +1,156 @@
+"""CRIU itself: finding a usable criu (>= 4), its version, running it so that nothing
+meant for zoned reaches it, the error lines of its logs, and what a migration asks of the
+host (lazy pages, CPU features)."""
+from __future__ import annotations
+
+import functools
+import os
+import shutil
+import subprocess
+
+from zoned.errors import ZonedError
+
+MIN_VERSION = (4, 0)
+# The key of the container's network namespace, external to the dump (dump and restore).
+NETNS_KEY = "zoned-netns"
+LAZY_PIPE_SIZE = 4 << 20  # fs.pipe-max-size lazy dumps need (CRIU's page pipes)
+
+
+@functools.lru_cache(maxsize=None)
+def criu_version(path: str) -> tuple[int, ...] | None:
+    """criu's version (asked once per process: it costs a fork and exec)."""
+    try:
+        out = subprocess.run([path, "--version"], capture_output=True, text=True,
+                             timeout=10).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    for line in out.splitlines():
+        if line.startswith("Version:"):
+            try:
+                return tuple(int(x) for x in line.split(":", 1)[1].strip().split(".")[:3])
+            except ValueError:
+                return None
+    return None
+
+
+def find_criu() -> str:
+    """$ZONED_CRIU, then /usr/local/sbin/criu, then PATH; the first that is criu >= 4.
+    (Debian 12's criu 3.17 at /usr/sbin fails on current kernels.) Asked once per
+    process: `criu --version` costs milliseconds a migration's frozen time should not."""
+    return _find_criu(os.environ.get("ZONED_CRIU", ""))
+
+
+@functools.lru_cache(maxsize=None)
+def _find_criu(env: str) -> str:
+    candidates = [env] if env else []
+    candidates.append("/usr/local/sbin/criu")
+    found = shutil.which("criu")
+    if found:
+        candidates.append(found)
+    seen = []
+    for c in dict.fromkeys(candidates):
+        if not os.access(c, os.X_OK):
+            continue
+        v = criu_version(c)
+        if v is not None and v >= MIN_VERSION:
+            return c
+        seen.append(f"{c} ({'.'.join(map(str, v)) if v else 'unknown version'})")
+    hint = "; found " + ", ".join(seen) if seen else ""
+    raise ZonedError(f"checkpoint/restore needs criu >= 4 (run scripts/install-criu.sh or "
+                     f"`make criu`, or set ZONED_CRIU){hint}")
+
+
+def lazy_support(criu: str) -> str | None:
+    """Why lazy (post-copy) restore cannot work here, or None if it can."""
+    r = subprocess.run([criu, "check", "--feature", "uffd-noncoop"], capture_output=True,
+                       text=True)
+    if r.returncode != 0:
+        return "the kernel lacks userfaultfd (criu check --feature uffd-noncoop failed)"
+    return None
+
+
+def ensure_pipe_size() -> None:
+    """Lazy dumps keep pages in pipes CRIU sizes up to fs.pipe-max-size: raise it to 4 MiB
+    if it is lower (root may write the sysctl even without CAP_SYS_RESOURCE)."""
+    path = "/proc/sys/fs/pipe-max-size"
+    try:
+        with open(path) as f:
+            if int(f.read()) >= LAZY_PIPE_SIZE:
+                return
+        with open(path, "w") as f:
+            f.write(str(LAZY_PIPE_SIZE))
+    except (OSError, ValueError) as e:
+        raise ZonedError(f"lazy migration needs fs.pipe-max-size >= {LAZY_PIPE_SIZE}: "
+                         f"{e}") from None
+
+
+def run_criu(args: list[str], **kwargs) -> subprocess.CompletedProcess:
+    """Run CRIU to completion in a session of its own. A signal meant for zoned (Ctrl-C, a
+    killpg of its group) must not reach CRIU, and an exception raised in zoned while CRIU
+    runs must not kill it: a CRIU ended mid-dump leaves the zone frozen and its network
+    locked (the nftables table CRIU-*), which no put-back would then undo."""
+    proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True,
+                            **kwargs)
+    try:
+        out, err = proc.communicate()
+    except BaseException:
+        while proc.poll() is None:  # it ends on its own; let it, then report the interrupt
+            try:
+                proc.wait()
+            except BaseException:
+                continue
+        raise
+    return subprocess.CompletedProcess(args, proc.returncode, out, err)
+
+
+def log_tail(path: str, n: int = 6) -> str:
+    """The error lines of a criu log, for a one-line message."""
+    try:
+        with open(path, errors="replace") as f:
+            # (RLIMIT_NOFILE: criu cannot raise its own limit here; harmless, not the cause)
+            lines = [ln.rstrip() for ln in f if "Error" in ln and "RLIMIT_NOFILE" not in ln]
+    except OSError:
+        return ""
+    return "; ".join(lines[-n:])
+
+
+def version_string() -> str | None:
+    """This host's criu version ("4.2.1"), or None without a usable criu."""
+    try:
+        return ".".join(map(str, criu_version(find_criu()) or ()))
+    except ZonedError:
+        return None
+
+
+def cpuinfo_dump() -> str | None:
+    """This CPU's features as CRIU sees them (base64 of cpuinfo.img)."""
+    import base64
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as d:
+        r = subprocess.run([find_criu(), "cpuinfo", "dump", "-D", d],
+                           capture_output=True)
+        if r.returncode != 0:
+            return None
+        with open(os.path.join(d, "cpuinfo.img"), "rb") as f:
+            return base64.b64encode(f.read()).decode()
+
+
+def cpuinfo_check(d: str, data: str) -> list[str]:
+    """Whether this CPU has the features of the source's (cpuinfo_dump()): the problems,
+    one line each. d: a scratch dir for the image."""
+    import base64
+
+    path = os.path.join(d, "cpuinfo.img")
+    with open(path, "wb") as f:
+        f.write(base64.b64decode(data))
+    try:
+        r = subprocess.run([find_criu(), "cpuinfo", "check", "-D", d],
+                           capture_output=True, text=True)
+    finally:
+        os.unlink(path)
+    if r.returncode != 0:
+        return ["this CPU lacks features the source's has (criu cpuinfo check): "
+                + (r.stderr.strip().splitlines() or ["?"])[-1]]
+    return []

@@ -1,0 +1,330 @@
+"""The dump side: Dump (every refusal made before anything is frozen, then `criu dump`),
+and checkpoint(), what `zoned checkpoint` runs."""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import time
+
+from zoned.checkpoint.archive import FORMAT, META, clean_dir, export_tar, image_record
+from zoned.checkpoint.criu import NETNS_KEY, criu_version, ensure_pipe_size, find_criu, \
+    log_tail, run_criu
+from zoned.checkpoint.scratch import scratch_dir, scratch_done
+from zoned.errors import ConfigError, InvalidState, ZonedError
+
+# File systems CRIU dumps and restores itself (unless bind-mounted from the host); any
+# other mount but the root is external.
+VIRTUAL_FS = {"proc", "sysfs", "tmpfs", "devpts", "mqueue", "cgroup", "cgroup2", "devtmpfs",
+              "securityfs", "debugfs", "tracefs", "binfmt_misc", "fusectl", "configfs",
+              "bpf", "pstore", "hugetlbfs", "autofs"}
+
+
+def _mountinfo(pid: int) -> list[dict]:
+    out = []
+    with open(f"/proc/{pid}/mountinfo") as f:
+        for line in f:
+            left, right = line.split(" - ", 1)
+            fields = left.split()
+            out.append({"id": int(fields[0]), "parent": int(fields[1]), "root": fields[3],
+                        "mountpoint": _unescape(fields[4]), "fstype": right.split()[0]})
+    return out
+
+
+def _unescape(s: str) -> str:
+    return s.encode().decode("unicode_escape") if "\\" in s else s
+
+
+def _tree(pid: int) -> list[int]:
+    """pid and all its descendants (the container's processes)."""
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        try:
+            for t in os.listdir(f"/proc/{p}/task"):
+                with open(f"/proc/{p}/task/{t}/children") as f:
+                    todo.extend(int(c) for c in f.read().split())
+        except OSError:
+            pass
+    return out
+
+
+def is_bind(mount: dict | None) -> bool:
+    """Whether a config mount is a bind mount (as zoned.rootfs mounts it)."""
+    if not mount:
+        return False
+    options = mount.get("options") or []
+    return mount.get("type") == "bind" or "bind" in options or "rbind" in options
+
+
+def _external_files(pids: list[int], container_mnts: set[int], log: str | None,
+                    log_pipe: int | None = None) -> list[dict]:
+    """Files the container's tasks hold that live outside its mount namespace (its stdio,
+    opened by zoned on the host): CRIU dumps them as external, restore passes them back.
+    The pipe to the zone's logger is one too (key pipe:[INODE], restore only)."""
+    files: dict[str, dict] = {}
+    pipe_key = f"pipe:[{log_pipe}]" if log_pipe else None
+    for p in pids:
+        try:
+            fds = os.listdir(f"/proc/{p}/fd")
+        except OSError:
+            continue
+        for fd in fds:
+            try:
+                target = os.readlink(f"/proc/{p}/fd/{fd}")
+                if target == pipe_key:
+                    files.setdefault(pipe_key, {"key": pipe_key, "path": None,
+                                                "flags": os.O_WRONLY, "log": True,
+                                                "pipe": True})
+                    continue
+                if not target.startswith("/"):
+                    continue  # pipes, sockets, anon inodes: CRIU's own business
+                info = {}
+                with open(f"/proc/{p}/fdinfo/{fd}") as f:
+                    for line in f:
+                        k, _, v = line.partition(":")
+                        info[k] = v.strip()
+                mnt = int(info["mnt_id"])
+                if mnt in container_mnts:
+                    continue
+                ino = os.stat(f"/proc/{p}/fd/{fd}").st_ino
+            except (OSError, KeyError, ValueError):
+                continue
+            key = f"file[{mnt:x}:{ino:x}]"
+            flags = int(info.get("flags", "0"), 8)
+            files.setdefault(key, {"key": key, "path": target, "flags": flags,
+                                   "log": bool(log) and target == log})
+    return list(files.values())
+
+
+def _q(s: str) -> str:
+    import shlex
+
+    return shlex.quote(s)
+
+
+# -- the dump side -----------------------------------------------------------------------
+class Dump:
+    """One container's dump, from the checks made before anything is frozen to the images.
+
+    plan() only reads: every refusal happens there, while the container runs untouched.
+    run() freezes and dumps; with a lazy socket it returns once the non-memory images are
+    complete and CRIU serves the memory pages over that socket (finish() waits for it).
+    """
+
+    def __init__(self, rt, cid: str):
+        self.rt, self.cid = rt, cid
+        self.proc: subprocess.Popen | None = None
+
+    def plan(self) -> "Dump":
+        rt, cid = self.rt, self.cid
+        st = rt.state(cid)
+        status = st["status"]
+        if status != "running":
+            raise InvalidState(f"cannot checkpoint container {cid!r}: it is {status}")
+        cfg = rt.config(cid)
+        linux = cfg.get("linux") or {}
+        ns = {n["type"]: n.get("path") for n in linux.get("namespaces", [])}
+        if cfg["process"].get("terminal"):
+            raise ConfigError(f"cannot checkpoint container {cid!r}: it has a terminal (-t)")
+        if "user" in ns:
+            raise ConfigError(f"cannot checkpoint container {cid!r}: user namespaces are "
+                              "not supported by zoned checkpoint yet")
+        if "pid" not in ns or ns["pid"] or "mount" not in ns or ns["mount"]:
+            raise ConfigError(f"cannot checkpoint container {cid!r}: it needs its own pid "
+                              "and mount namespaces")
+        net = (st.get("zoned") or {}).get("network")
+        if "network" not in ns or ns["network"] or (net and net.get("mode") != "veth"):
+            raise ConfigError(f"cannot checkpoint container {cid!r}: its network is the "
+                              "host's or another container's (use --network none or NAME)")
+        ann = cfg.get("annotations") or {}
+        self.lower = ann.get("org.zoned.rootfs.lower")
+        if not self.lower:
+            raise ConfigError(f"cannot checkpoint container {cid!r}: only image containers "
+                              "(overlay root) are supported, not OCI bundles")
+        self.image = ann.get("org.zoned.image")
+        self.st, self.cfg, self.network = st, cfg, net
+        self.pid, self.start = st["pid"], st["zoned"]["pid_start"]
+        self.state_dir = rt.store.dir(cid)
+        z = st.get("zoned") or {}
+        self.data = z.get("data") or self.state_dir  # (zones made before the data root)
+        self.upper = os.path.join(self.data, "upper")
+        self.log = z.get("log")
+        self.log_pipe = (z.get("logger") or {}).get("pipe")
+        mounts = _mountinfo(self.pid)
+        root_id = next(m["id"] for m in mounts if m["mountpoint"] == "/")
+        by_dest = {os.path.normpath(m["destination"]): m for m in cfg.get("mounts") or []}
+        self.externals = []
+        for m in mounts:
+            if m["id"] == root_id:
+                continue
+            spec = by_dest.get(os.path.normpath(m["mountpoint"]))
+            # A bind mount from the host is external whatever its file system: a file
+            # bound from a tmpfs state root (/run/zoned/ID/hostname) is a tmpfs mount
+            # whose tmpfs root is not in the container, which CRIU cannot dump itself
+            # ("doesn't have a proper root mount").
+            if m["fstype"] in VIRTUAL_FS and not is_bind(spec):
+                continue
+            if spec is None or not spec.get("source"):
+                raise ConfigError(f"cannot checkpoint container {cid!r}: mount "
+                                  f"{m['mountpoint']} ({m['fstype']}) is not in its config")
+            self.externals.append({"key": f"zoned-m{len(self.externals)}",
+                                   "destination": m["mountpoint"], "source": spec["source"]})
+        self.files = _external_files(_tree(self.pid), {m["id"] for m in mounts}, self.log,
+                                     self.log_pipe)
+        self.netns_inode = os.stat(f"/proc/{self.pid}/ns/net").st_ino
+        return self
+
+    def hold_netns(self) -> int:
+        """An fd on the container's network namespace: it (veths, addresses, the sockets'
+        addresses) outlives the dump, so a failed migration can restore into it."""
+        return os.open(f"/proc/{self.pid}/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+
+    def volumes(self) -> list[dict]:
+        """The external mounts a restore must find on its host (not zoned's own files)."""
+        return [e for e in self.externals
+                if not e["source"].startswith(self.state_dir + "/")]
+
+    def meta(self, *, tcp_established: bool, lazy: bool, criu: str) -> dict:
+        images = image_record(self.image) if self.image else None
+        return {
+            "format": FORMAT, "id": self.cid, "config": self.cfg,
+            "annotations": self.st.get("annotations") or {}, "image": images,
+            "lower": self.lower, "state_dir": self.state_dir, "mounts": self.externals,
+            "files": self.files, "log": bool(self.log),
+            "autoremove": bool((self.st.get("zoned") or {}).get("autoremove")),
+            "cgroup": self.st["zoned"]["cgroup"], "network": self.network,
+            "hostname": self.cfg.get("hostname") or self.cid,
+            "tcp_established": tcp_established, "lazy": lazy,
+            "checkpointed": time.time(),
+            "criu": ".".join(map(str, criu_version(criu) or ())),
+        }
+
+    def run(self, directory: str, *, leave_running: bool = False,
+            tcp_established: bool = False, lazy_socket: int | None = None,
+            criu: str | None = None) -> dict:
+        """Freeze and dump into `directory` (which clean_dir() prepared). Returns the
+        checkpoint's metadata, also written to DIR/zoned-checkpoint.json. The container's
+        lock must be held. With `lazy_socket` (a connected socket to the destination's
+        `criu lazy-pages`), memory pages are not written: CRIU serves them over the
+        socket, and finish() waits until it has."""
+        criu = criu or find_criu()
+        self.directory = directory
+        script = os.path.join(directory, "zoned-action.sh")
+        copy_log = ":"
+        if self.log:  # the log and its rotated part, if any
+            logs = [self.log, self.log + ".1"]
+            copy_log = "; ".join(f'[ ! -e {_q(f)} ] || cp -p -- {_q(f)} '
+                                 f'{_q(os.path.join(directory, os.path.basename(f)))}'
+                                 for f in logs)
+        # Copies made while the tasks are frozen, so files and memory agree.
+        with open(script, "w") as f:
+            f.write("#!/bin/sh\n"
+                    '[ "$CRTOOLS_SCRIPT_ACTION" = post-dump ] || exit 0\n'
+                    f'cp -a -- {_q(self.upper)} {_q(os.path.join(directory, "upper"))} '
+                    "|| exit 1\n"
+                    f"{copy_log}\n")
+        os.chmod(script, 0o700)
+        meta = self.meta(tcp_established=tcp_established, lazy=lazy_socket is not None,
+                         criu=criu)
+        from zoned.state import write_json_atomic
+
+        write_json_atomic(os.path.join(directory, META), meta)
+        args = [criu, "dump", "--tree", str(self.pid), "--images-dir", directory,
+                "--log-file", "dump.log", "-v4", "--manage-cgroups", "--display-stats",
+                "--network-lock", "nftables", "--action-script", script,
+                "--external", f"net[{self.netns_inode}]:{NETNS_KEY}"]
+        if leave_running:
+            args.append("--leave-running")
+        if tcp_established:
+            args.append("--tcp-established")
+        for e in self.externals:
+            args += ["--external", f"mnt[{e['destination']}]:{e['key']}"]
+        for fi in self.files:
+            if not fi.get("pipe"):  # a pipe needs no declaring, only --inherit-fd later
+                args += ["--external", fi["key"]]
+        if lazy_socket is None:
+            r = run_criu(args)
+            if r.returncode != 0:
+                raise self._failed(r.stderr)
+            return meta
+        ensure_pipe_size()
+        rfd, wfd = os.pipe()
+        try:
+            args += ["--lazy-pages", "--ps-socket", str(lazy_socket),
+                     "--status-fd", str(wfd)]
+            self.proc = subprocess.Popen(args, stdin=subprocess.DEVNULL,
+                                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                         pass_fds=(lazy_socket, wfd), text=True,
+                                         start_new_session=True)  # see run_criu
+            os.close(wfd)
+            wfd = -1
+            ready = os.read(rfd, 1)  # "\0" once the page server runs; EOF if criu failed
+        finally:
+            os.close(rfd)
+            if wfd >= 0:
+                os.close(wfd)
+        if ready != b"\0":
+            err = self.proc.communicate()[1]
+            self.proc = None
+            raise self._failed(err)
+        return meta
+
+    def finish(self, timeout: float | None = None) -> None:
+        """Wait for a lazy dump's page server to have served every page."""
+        if self.proc is None:
+            return
+        try:
+            err = self.proc.communicate(timeout=timeout)[1]
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            err = self.proc.communicate()[1]
+        rc, self.proc = self.proc.returncode, None
+        if rc != 0:
+            raise self._failed(err)
+
+    def abort(self) -> None:
+        if self.proc is not None:
+            self.proc.kill()
+            self.proc.wait()
+            self.proc = None
+
+    def _failed(self, stderr: str) -> ZonedError:
+        why = log_tail(os.path.join(self.directory, "dump.log")) or (stderr or "").strip()
+        return ZonedError(f"checkpoint of {self.cid!r} failed: {why} (see "
+                          f"{self.directory}/dump.log)")
+
+
+def checkpoint(rt, cid: str, directory: str | None, *, leave_running: bool = False,
+               tcp_established: bool = False, export: str | None = None) -> str:
+    """Dump container `cid` into `directory` (and/or a .tar.zst `export`). Without
+    leave_running the container is stopped by the dump and then removed (as runc does), so
+    `restore` can bring it back under the same name, here or on another host."""
+    import tempfile
+
+    if directory is None and export is None:
+        raise ConfigError("give --dir, --export or both")
+    criu = find_criu()
+    tmp = None
+    if directory is None:
+        tmp = directory = tempfile.mkdtemp(prefix=f"tmp-{os.getpid()}-", dir=scratch_dir(rt))
+    directory = os.path.abspath(directory)
+    try:
+        with rt.store.lock(cid):
+            dump = Dump(rt, cid).plan()
+            clean_dir(directory)
+            dump.run(directory, leave_running=leave_running,
+                     tcp_established=tcp_established, criu=criu)
+        if not leave_running:
+            from zoned.runtime import wait_exit
+
+            wait_exit(dump.pid, dump.start, 10)
+            rt.delete(cid, force=True)
+        if export:
+            export_tar(directory, export)
+    finally:
+        if tmp:
+            shutil.rmtree(tmp, ignore_errors=True)
+            scratch_done(rt)
+    return export or directory

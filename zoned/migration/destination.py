@@ -1,0 +1,135 @@
+"""The receiving side of a migration: Session checks everything a restore needs before
+the source freezes, unpacks the images, restores the container *stopped*, and lets it run
+only when the source commits: so the container never runs in two places, and a failure at
+any point before the commit leaves it running on the source and nothing here.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+
+from zoned.checkpoint.archive import TAR_FLAGS
+from zoned.checkpoint.criu import cpuinfo_check, ensure_pipe_size, version_string
+from zoned.checkpoint.restore import check_restore, restore, resume, wait_lazy_pages
+from zoned.checkpoint.scratch import scratch_dir, scratch_done
+from zoned.errors import ZonedError
+from zoned.migration.transport import COMMIT_TIMEOUT, PROTOCOL, Channel, PeerGone
+from zoned.testhooks import pause
+
+
+class Session:
+    """One incoming migration on the destination."""
+
+    def __init__(self, rt, ch: Channel, peer: str, log=None):
+        self.rt, self.ch, self.peer = rt, ch, peer
+        self.log = log or (lambda msg: None)
+        self.dir: str | None = None
+        self.cid: str | None = None
+        self.restored = False
+
+    def run(self) -> None:
+        try:
+            self._run()
+        except PeerGone as e:
+            self.log(f"{self.peer}: {e}")
+            self._undo()
+        except BaseException as e:
+            self.log(f"{self.peer}: migration of {self.cid or '?'} failed: {e}")
+            self._undo()
+            try:
+                self.ch.send_msg({"op": "error", "error": f"destination: {e}"})
+            except ZonedError:
+                pass
+            if not isinstance(e, Exception):
+                raise
+        finally:
+            if self.dir:
+                shutil.rmtree(self.dir, ignore_errors=True)
+                scratch_done(self.rt)
+
+    def _run(self) -> None:
+        hello = self.ch.expect("hello", timeout=60)
+        if hello.get("protocol") != PROTOCOL:
+            raise ZonedError(f"protocol {hello.get('protocol')} is not {PROTOCOL}")
+        meta, live = hello["meta"], bool(hello.get("live"))
+        self.cid = cid = meta["id"]
+        self.log(f"{self.peer}: {'live ' if live else ''}migration of {cid}")
+        problems = check_restore(self.rt, meta, cid, lazy=live)
+        self.dir = tempfile.mkdtemp(prefix=f"in-{os.getpid()}-{cid}-", dir=scratch_dir(self.rt))
+        if hello.get("cpuinfo") and not problems:
+            problems += cpuinfo_check(self.dir, hello["cpuinfo"])
+        if live and not problems:
+            try:
+                ensure_pipe_size()
+            except ZonedError as e:
+                problems.append(str(e))
+        self.ch.send_msg({"op": "ready", "problems": problems,
+                          "criu": version_string(), "kernel": os.uname().release})
+        if problems:
+            return
+        if meta.get("network"):  # while the source dumps: not in the frozen time
+            from zoned.network.netlink import import_iproute
+
+            import_iproute()
+        msg = self.ch.recv_msg()
+        if msg.get("op") != "images":
+            return  # the source gave up (its own dump failed): nothing was made here
+        t0 = time.monotonic()
+        pause("ZONED_TEST_PAUSE_RECEIVE")
+        self._untar()
+        page_sock = mine = None
+        if live:
+            mine, page_sock = socket.socketpair()
+        self.ch.demux(page_sock)
+        try:
+            st = restore(self.rt, self.dir, lazy_socket=mine.fileno() if mine else None,
+                            stopped=True, consume=True)
+        finally:
+            if mine is not None:
+                mine.close()
+        self.restored = True
+        self.ch.send_msg({"op": "restored", "pid": st["pid"],
+                          "restore_s": time.monotonic() - t0})
+        msg = self.ch.recv_msg(timeout=COMMIT_TIMEOUT)
+        if msg.get("op") != "commit":
+            raise ZonedError(f"the source did not commit ({msg.get('op')})")
+        resume(self.rt, cid)
+        self.restored = False  # from here on it lives here
+        self.ch.send_msg({"op": "committed"})
+        self.log(f"{self.peer}: {cid} is running here")
+        if live:
+            try:
+                wait_lazy_pages(st["pid"])
+            except ZonedError as e:
+                # Without its pages the copy here cannot run: the source's CRIU gives the
+                # container back to the source when its page server fails.
+                self.log(f"{self.peer}: post-copy of {cid} failed: {e}; removing it")
+                self.rt.delete(cid, force=True)
+                raise
+            self.ch.send_msg({"op": "done"})
+            self.log(f"{self.peer}: {cid}: every page arrived")
+
+    def _untar(self) -> None:
+        p = subprocess.Popen(["tar", *TAR_FLAGS, "-xf", "-", "-C", self.dir],
+                             stdin=subprocess.PIPE, stderr=subprocess.PIPE)
+        try:
+            self.ch.recv_file_stream(p.stdin.fileno())
+        finally:
+            p.stdin.close()
+            err = p.stderr.read().decode(errors="replace")
+            p.wait()
+        if p.returncode != 0:
+            raise ZonedError(f"unpacking the images failed: {err.strip()}")
+
+    def _undo(self) -> None:
+        """Nothing half-restored stays: the stopped copy goes (the source still runs)."""
+        if self.restored and self.cid:
+            try:
+                self.rt.delete(self.cid, force=True)
+            except ZonedError:
+                pass
+            self.restored = False
