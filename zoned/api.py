@@ -10,8 +10,8 @@ import os
 import signal
 
 from zoned.errors import ZonedError
+from zoned.oci.spec import RunOptions
 from zoned.runtime import Runtime, wait_exit
-from zoned.spec import RunOptions
 
 DEFAULT_IMAGE = "busybox"
 LIBEXEC = os.path.join(os.path.dirname(os.path.abspath(__file__)), "libexec")
@@ -51,7 +51,8 @@ def build_config(opts: RunOptions, images_root: str | None = None) -> dict:
     """RunOptions -> OCI config: resolve the image, add --init and the default seccomp."""
     image_rootfs = image_config = None
     if not opts.rootfs:
-        from zoned.images import ImageError, ImageNotFound, ImageStore
+        from zoned.images.errors import ImageError, ImageNotFound
+        from zoned.images.store import ImageStore
 
         try:
             image = ImageStore(images_root).get(opts.image or DEFAULT_IMAGE)
@@ -292,7 +293,7 @@ class Container:
 def exec_process(base: dict, args: list[str], *, env: list[str] | None = None,
                  user: str | None = None, cwd: str | None = None, tty: bool = False) -> dict:
     """An OCI process for exec: the container's own (caps, rlimits, env) with overrides."""
-    from zoned.spec import merge_env, parse_env, parse_user
+    from zoned.oci.spec import merge_env, parse_env, parse_user
 
     proc = dict(base)
     proc["args"] = list(args)

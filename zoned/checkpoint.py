@@ -356,7 +356,7 @@ class Dump:
     def meta(self, *, tcp_established: bool, lazy: bool, criu: str) -> dict:
         images = None
         if self.image:
-            from zoned.images import ImageStore
+            from zoned.images.store import ImageStore
 
             try:
                 images = {"name": self.image, "digest": ImageStore().digest(self.image)}
@@ -593,7 +593,7 @@ def _unlink(path: str) -> None:
 def check_restore(rt, meta: dict, cid: str, *, lazy: bool = False) -> list[str]:
     """What would make restoring `meta` as `cid` on this host fail: every problem, each a
     line, and nothing changed. Migration asks the destination this before it freezes."""
-    from zoned import spec as specmod
+    from zoned.oci import spec as specmod
 
     problems = []
     try:
@@ -634,7 +634,8 @@ def lower_of(meta: dict) -> str:
         if os.path.isdir(meta["lower"]):
             return meta["lower"]
         raise ConfigError(f"image rootfs {meta['lower']!r} is missing")
-    from zoned.images import ImageNotFound, ImageStore
+    from zoned.images.errors import ImageNotFound
+    from zoned.images.store import ImageStore
 
     store = ImageStore()
     try:
@@ -657,7 +658,7 @@ def restore(rt, directory: str, *, name: str | None = None, lazy_socket: int | N
     stopped: leave the tasks stopped (SIGSTOP); resume() lets them go. Migration commits
     this way, so source and destination never both run.
     consume: the checkpoint dir is scratch: its upper dir is moved, not copied."""
-    from zoned import spec as specmod
+    from zoned.oci import spec as specmod
     from zoned.cgroups import open_cgroup
     from zoned.runtime import _utc_now, container_resources, default_cgroups_path, \
         discard_cgroup, hook_kinds

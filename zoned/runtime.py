@@ -13,9 +13,9 @@ import signal
 import time
 from contextlib import contextmanager
 
-from zoned import spec as specmod
 from zoned import syscalls as sc
 from zoned.errors import ConfigError, InvalidState, NotFound, ZonedError
+from zoned.oci import spec as specmod
 from zoned.process import NS_PROC, Channel, Plan, fork_nondumpable, run_child, send, sync_pair
 from zoned.state import Store, proc_start_time
 
@@ -601,7 +601,7 @@ class Runtime:
         """Change a running container's limits (runc update) and record them in its
         config. Only the given controllers are written: re-writing the device list of a
         running container would deny every device for a moment."""
-        from zoned import schema
+        from zoned.oci import schema
 
         schema.check(resources, schema.RESOURCES, "linux.resources", source="update")
         with self.store.lock(cid):
@@ -641,7 +641,7 @@ class Runtime:
         namespaces, cgroup, capabilities and seccomp as its init. Returns with the process
         waiting; `release()` lets it exec (so the caller can set up before)."""
         check_preserved_fds(preserve_fds)
-        from zoned import schema
+        from zoned.oci import schema
 
         schema.check(process, schema.CONFIG["process!"], "process")
         specmod.validate_process(process)

@@ -28,7 +28,7 @@ from dataclasses import replace
 from typing import Any, Protocol
 
 from zoned.errors import ConfigError, NotFound, ZonedError
-from zoned.hostname import hostname_for, show
+from zoned.oci.hostname import hostname_for, show
 from zoned.network import names as namecheck
 from zoned.network.model import Attachment, Network, NetworkRequest, NetworkState, PortMapping
 from zoned.network.ports import check_publish_twice, parse_publish

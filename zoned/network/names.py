@@ -10,7 +10,7 @@ import ipaddress
 import re
 
 from zoned.errors import ConfigError
-from zoned.hostname import DNS_MAX, hostname_problem, show
+from zoned.oci.hostname import DNS_MAX, hostname_problem, show
 
 HOST_GATEWAY = "host-gateway"  # podman's --add-host value for the host's address
 

@@ -1,5 +1,5 @@
-"""What the image store (zoned.images) and recipes (zoned.recipe) share, so that neither
-imports the other for it: the image errors and what an image name may be."""
+"""What the image store (zoned.images.store) and recipes (zoned.images.recipes) share, so
+that neither imports the other for it: the image errors and what an image name may be."""
 from __future__ import annotations
 
 import re
