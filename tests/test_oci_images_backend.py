@@ -1,0 +1,39 @@
+"""Issue 11, the oci/images/backends slice: typed container states (zoned.oci.status), the
+image errors inside the ZonedError hierarchy, and the Backend seam with the zone backend
+behind it. The first tests are pure logic (no root); the others run real zones."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from zoned.oci.status import Status
+
+# What each state allows (runc's and youki's rules; zoned deletes a "creating" leftover).
+ALLOWED = {
+    #                 start  kill   pause  resume exec   delete active
+    Status.CREATING: (False, False, False, False, False, True, False),
+    Status.CREATED:  (True,  True,  False, False, True,  False, True),
+    Status.RUNNING:  (False, True,  True,  False, True,  False, True),
+    Status.PAUSED:   (False, True,  False, True,  False, False, True),
+    Status.STOPPED:  (False, False, False, False, False, True, False),
+}
+
+
+@pytest.mark.unprivileged
+def test_status_transitions():
+    assert set(ALLOWED) == set(Status)
+    for status, allowed in ALLOWED.items():
+        got = (status.can_start(), status.can_kill(), status.can_pause(), status.can_resume(),
+               status.can_exec(), status.can_delete(), status.is_active())
+        assert got == allowed, status
+
+
+@pytest.mark.unprivileged
+def test_status_is_the_string_state_json_and_podman_read():
+    assert [s.value for s in Status] == ["creating", "created", "running", "paused", "stopped"]
+    st = {"id": "x", "status": Status.RUNNING}
+    assert json.dumps(st) == '{"id": "x", "status": "running"}'
+    assert json.loads(json.dumps(st, indent=2))["status"] == "running"
+    assert Status.PAUSED == "paused" and f"it is {Status.PAUSED}" == "it is paused"
+    assert Status("stopped") is Status.STOPPED
