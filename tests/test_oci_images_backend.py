@@ -4,9 +4,14 @@ behind it. The first tests are pure logic (no root); the others run real zones."
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 
 import pytest
 
+from conftest import ZONED
+from zoned.errors import NotFound, ZonedError
+from zoned.images.errors import ImageError, ImageNotFound
 from zoned.oci.status import Status
 
 # What each state allows (runc's and youki's rules; zoned deletes a "creating" leftover).
@@ -37,3 +42,32 @@ def test_status_is_the_string_state_json_and_podman_read():
     assert json.loads(json.dumps(st, indent=2))["status"] == "running"
     assert Status.PAUSED == "paused" and f"it is {Status.PAUSED}" == "it is paused"
     assert Status("stopped") is Status.STOPPED
+
+
+@pytest.mark.unprivileged
+def test_image_errors_are_zoned_errors():
+    """So the CLI reports them as one line with exit 125, never "internal error"."""
+    assert issubclass(ImageError, ZonedError)
+    assert issubclass(ImageNotFound, ImageError) and issubclass(ImageNotFound, NotFound)
+
+
+def test_checkpoint_of_a_zone_whose_image_is_gone(cli, tmp_path):
+    """The image a zone runs on was removed from the store (here: the store is another,
+    empty one): checkpoint still works, recording no digest, where it used to fail with
+    "internal error: ImageNotFound"."""
+    from zoned.checkpoint import find_criu
+
+    try:
+        find_criu()
+    except ZonedError as e:
+        pytest.skip(f"no criu >= 4: {e}")
+    cli("run", "-d", "--name", "ck", "--", "sleep", "1000", check=True)
+    empty = tmp_path / "images"
+    empty.mkdir()
+    env = {**os.environ, "ZONED_IMAGES": str(empty)}
+    p = subprocess.run([ZONED, "--root", cli.root, "checkpoint", "ck", "--dir",
+                        str(tmp_path / "ck"), "--leave-running"],
+                       capture_output=True, text=True, timeout=120, env=env)
+    assert p.returncode == 0, p.stderr
+    assert "internal error" not in p.stderr
+    cli("rm", "-f", "ck", check=True)
