@@ -5,12 +5,16 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
+import time
 
 import pytest
 
 from conftest import ZONED
-from zoned.errors import NotFound, ZonedError
+from zoned.backends.base import Backend
+from zoned.backends.zone import ZoneBackend
+from zoned.errors import InvalidState, NotFound, ZonedError
 from zoned.images.errors import ImageError, ImageNotFound
 from zoned.oci.status import Status
 
@@ -49,6 +53,75 @@ def test_image_errors_are_zoned_errors():
     """So the CLI reports them as one line with exit 125, never "internal error"."""
     assert issubclass(ImageError, ZonedError)
     assert issubclass(ImageNotFound, ImageError) and issubclass(ImageNotFound, NotFound)
+
+
+@pytest.mark.unprivileged
+def test_zone_backend_implements_the_interface(tmp_path):
+    with pytest.raises(TypeError):
+        Backend()  # abstract
+
+    class Half(Backend):
+        def create(self, cid, config, **kw):
+            raise NotImplementedError
+
+    with pytest.raises(TypeError, match="abstract"):
+        Half()  # a backend missing a method fails when it is made, not when it is used
+    assert Backend.__abstractmethods__ == {"create", "start", "kill", "delete", "state",
+                                           "exec", "attach_network", "checkpoint"}
+    backend = ZoneBackend(str(tmp_path))
+    assert isinstance(backend, Backend)
+    assert not getattr(ZoneBackend, "__abstractmethods__", None)
+
+
+def test_a_zone_through_the_backend(zoned_root, busybox):
+    """create, start, exec, state, kill, delete: the whole lifecycle through the seam."""
+    from zoned.api import build_config, exec_process
+    from zoned.oci.spec import RunOptions
+
+    backend = ZoneBackend(zoned_root)
+    opts = RunOptions(["sleep", "1000"], name="seam")
+    assert backend.attach_network("seam", opts) is None  # no --network: none to attach
+    cfg = build_config(opts)
+    devnull = os.open(os.devnull, os.O_RDWR)
+    try:
+        started = backend.create("seam", cfg, stdio=(devnull, devnull, devnull))
+    finally:
+        os.close(devnull)
+    st = backend.state("seam")
+    assert st["status"] is Status.CREATED and st["pid"] == started.pid
+    with pytest.raises(InvalidState, match="it is created"):
+        backend.delete("seam")
+    backend.start("seam", started)
+    assert backend.state("seam")["status"] is Status.RUNNING
+    with pytest.raises(InvalidState, match="it is running, not created"):
+        backend.start("seam")
+
+    r, w = os.pipe()
+    try:
+        proc = exec_process(cfg["process"], ["hostname"])
+        ex = backend.exec("seam", proc, stdio=(w, w, w))
+    finally:
+        os.close(w)
+    ex.release()
+    with os.fdopen(r) as out:
+        assert out.read().strip() == "seam"
+    os.waitpid(ex.pid, 0)
+
+    backend.kill("seam", signal.SIGKILL)
+    os.waitpid(started.pid, 0)  # our child: reap it
+    deadline = time.monotonic() + 10
+    while backend.state("seam")["status"] is not Status.STOPPED:
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    assert backend.state("seam")["pid"] == 0
+    with pytest.raises(InvalidState, match="it is stopped"):
+        backend.kill("seam")
+    with pytest.raises(InvalidState, match="cannot exec"):
+        backend.exec("seam", exec_process(cfg["process"], ["true"]))
+    backend.delete("seam")
+    with pytest.raises(NotFound):
+        backend.state("seam")
+    assert list(backend.runtime.store.ids()) == []
 
 
 def test_checkpoint_of_a_zone_whose_image_is_gone(cli, tmp_path):
