@@ -142,7 +142,7 @@ class NetworkSetup:
         from zoned.network import etcfiles
 
         # The config's hostname is written into every neighbour's /etc/hosts: never
-        # unchecked. New zones' hostnames passed RFC 1123 already (zoned.spec); this last
+        # unchecked. New zones' hostnames passed RFC 1123 already (zoned.oci.spec); this last
         # guard also takes a restored zone's older name-derived one (`my_app`).
         hostname = cfg.get("hostname") or self.hostname
         if not namecheck.safe_hosts_name(hostname):

@@ -1,6 +1,6 @@
 """Validation of what ends up in a zone's /etc/hosts and /etc/resolv.conf: --dns servers,
 --add-host entries, and the last guard on names that come from files (leases, a migrated
-zone's state). The hostname rules themselves are zoned.hostname's.
+zone's state). The hostname rules themselves are zoned.oci.hostname's.
 
 No imports beyond re and ipaddress.
 """
