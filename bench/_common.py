@@ -153,7 +153,7 @@ def make_bundle(args: list[str], *, readonly: bool, zoned_cli: str,
     """An OCI bundle in a fresh temp dir: the image's rootfs copied by
     ImageStore.export_bundle, config.json from `zoned spec` (or `runc spec`) with
     process.args=args, terminal=false and root.readonly as given."""
-    from zoned.images import ImageStore
+    from zoned.images.store import ImageStore
 
     bundle = Path(tempfile.mkdtemp(prefix=prefix))
     try:

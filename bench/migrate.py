@@ -481,7 +481,8 @@ def main(argv: list[str] | None = None) -> int:
         if not shutil.which(tool):
             p.error(f"{tool} is not installed")
 
-    from zoned.images import ImageNotFound, ImageStore
+    from zoned.images.errors import ImageNotFound
+    from zoned.images.store import ImageStore
 
     store = ImageStore()
     try:

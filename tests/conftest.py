@@ -28,7 +28,8 @@ def pytest_collection_modifyitems(config, items):
 @pytest.fixture(scope="session")
 def busybox():
     """The default image, built if this machine does not have it yet."""
-    from zoned.images import ImageNotFound, ImageStore
+    from zoned.images.errors import ImageNotFound
+    from zoned.images.store import ImageStore
 
     store = ImageStore()
     try:

@@ -74,7 +74,8 @@ def have(*tools: str) -> str | None:
 
 def busybox_rootfs_tar(dest: str | Path) -> Path:
     """zoned's local busybox image (built if missing) as a plain rootfs tarball."""
-    from zoned.images import ImageNotFound, ImageStore
+    from zoned.images.errors import ImageNotFound
+    from zoned.images.store import ImageStore
 
     store = ImageStore()
     try:

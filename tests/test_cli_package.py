@@ -10,7 +10,7 @@ import sys
 import pytest
 
 from zoned.errors import ConfigError
-from zoned.spec import DEFAULT_PIDS_LIMIT, RunOptions, resources_from_flags
+from zoned.oci.spec import DEFAULT_PIDS_LIMIT, RunOptions, resources_from_flags
 
 MiB = 1 << 20
 

@@ -265,7 +265,8 @@ def test_child_refuses_to_mount_in_the_callers_namespace(cli, bundle):  # noqa: 
     bundle(["true"], **{"linux.namespaces": namespaces})
     script = f"""
 import json, os, sys
-from zoned import runtime, spec
+from zoned import runtime
+from zoned.oci import spec
 from zoned.errors import ZonedError
 spec.check_private_mount_namespace = lambda linux: None  # the parent's check, off
 cfg = json.load(open({str(bundle.path / "config.json")!r}))

@@ -15,7 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from zoned.images import DEFAULT_STORE, ImageError, ImageNotFound, ImageStore, find_recipe
+from zoned.images.errors import ImageError, ImageNotFound
+from zoned.images.store import DEFAULT_STORE, ImageStore, find_recipe
 
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="needs root")
 PT_INTERP = 3
@@ -188,7 +189,7 @@ def test_find_recipe(monkeypatch, tmp_path):
 def test_symlinks_cannot_escape_rootfs(tmp_path):
     """Links a package plants (absolute, or climbing with '..') must not redirect a root-run
     build's writes onto the host: they are followed as if chrooted at the rootfs."""
-    from zoned.recipe import _copy_tree_into, _resolve
+    from zoned.images.recipes import _copy_tree_into, _resolve
 
     outside = tmp_path / "host"
     outside.mkdir()
@@ -210,11 +211,11 @@ def test_symlinks_cannot_escape_rootfs(tmp_path):
 
 
 def test_lookup_imports_only_cheap_modules():
-    """`zoned run` looks its image up through zoned.images on every start: importing it must
+    """`zoned run` looks its image up through zoned.images.store on every start: importing it must
     not pull in the build/export machinery (dataclasses+inspect ~5 ms, pathlib ~3 ms, ...)."""
     heavy = ["dataclasses", "inspect", "pathlib", "typing", "tarfile", "subprocess", "tempfile",
-             "shutil", "datetime", "pwd", "contextlib", "zoned.recipe"]
-    code = "import sys, zoned.images; print(' '.join(sys.modules))"
+             "shutil", "datetime", "pwd", "contextlib", "zoned.images.recipes"]
+    code = "import sys, zoned.images.store; print(' '.join(sys.modules))"
     # -S -E and a bare environment: no site hooks or PYTHON* variables preloading modules;
     # zoned is imported from the checkout (sys.path[0] is the cwd for -c).
     repo = Path(__file__).resolve().parent.parent
@@ -222,13 +223,13 @@ def test_lookup_imports_only_cheap_modules():
                        env={"PATH": os.environ.get("PATH", "/usr/bin:/bin")}, cwd=repo)
     assert p.returncode == 0, p.stderr
     loaded = set(p.stdout.split())
-    assert "zoned.images" in loaded
+    assert "zoned.images.store" in loaded
     assert sorted(loaded.intersection(heavy)) == []
 
 
 def test_image_paths_are_strings_with_lazy_pathlib(tmp_path):
     """Image.rootfs_dir/image_dir are str for the run path; .rootfs/.path stay pathlib views."""
-    from zoned.images import Image
+    from zoned.images.store import Image
 
     img = Image(name="x", path=tmp_path / "x", rootfs=tmp_path / "x/rootfs", config={"cmd": ["/bin/sh"]})
     assert img.rootfs_dir == f"{tmp_path}/x/rootfs" and img.image_dir == f"{tmp_path}/x"
@@ -242,7 +243,7 @@ def test_image_paths_are_strings_with_lazy_pathlib(tmp_path):
 
 
 def test_concurrent_builds_of_same_image(tmp_path):
-    code = "import sys; from zoned.images import ImageStore; ImageStore(sys.argv[1]).build('busybox')"
+    code = "import sys; from zoned.images.store import ImageStore; ImageStore(sys.argv[1]).build('busybox')"
     procs = [subprocess.Popen([sys.executable, "-c", code, str(tmp_path)],
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE) for _ in range(3)]
     for p in procs:

@@ -194,7 +194,7 @@ def test_network_definition_typed(tmp_path):
 
 def test_setup_from_flags(tmp_path):
     from zoned.network import attach
-    from zoned.spec import RunOptions
+    from zoned.oci.spec import RunOptions
 
     _write_network(tmp_path)
     opts = RunOptions(["true"], name="a", network=["web"], publish=["8080:80", "53:53/udp"],
@@ -402,7 +402,7 @@ def test_sync_hosts(tmp_path):
 
 # -- names ------------------------------------------------------------------------------------
 def test_names():
-    from zoned.hostname import hostname_for, show
+    from zoned.oci.hostname import hostname_for, show
     from zoned.network.names import check_dns, parse_add_host, safe_hosts_name
 
     assert check_dns(" 192.0.2.1 ") == "192.0.2.1" and check_dns("::1") == "::1"
@@ -432,8 +432,8 @@ def test_run_without_network_imports_no_network_code():
     """`zoned run` without --network: the CLI, the spec conversion and the network
     decision (api.network_for) import nothing of zoned.network."""
     mods = _modules_after(
-        "import zoned.cli, zoned.api, zoned.runtime, zoned.spec\n"
-        "from zoned.spec import RunOptions\n"
+        "import zoned.cli, zoned.api, zoned.runtime, zoned.oci.spec\n"
+        "from zoned.oci.spec import RunOptions\n"
         "o = RunOptions(['true'], hostname='h', network=['none'])\n"
         "o.to_config(image_rootfs='/tmp')\n"
         "assert zoned.api.network_for(o, None, 'x') is None\n")

@@ -9,7 +9,8 @@ import random
 
 import pytest
 
-from zoned import security, spec
+from zoned import security
+from zoned.oci import spec
 from zoned.errors import ConfigError
 
 

@@ -17,7 +17,7 @@ def __getattr__(name: str):
 
         return Runtime
     if name == "RunOptions":
-        from zoned.spec import RunOptions
+        from zoned.oci.spec import RunOptions
 
         return RunOptions
     if name == "ZonedError":

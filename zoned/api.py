@@ -9,9 +9,11 @@ from __future__ import annotations
 import os
 import signal
 
+from zoned.backends.zone import ZoneBackend
+from zoned.backends.zone import network_for as network_for  # the CLI's too
 from zoned.errors import ZonedError
-from zoned.runtime import Runtime, wait_exit
-from zoned.spec import RunOptions
+from zoned.oci.spec import RunOptions
+from zoned.runtime import wait_exit
 
 DEFAULT_IMAGE = "busybox"
 LIBEXEC = os.path.join(os.path.dirname(os.path.abspath(__file__)), "libexec")
@@ -51,7 +53,8 @@ def build_config(opts: RunOptions, images_root: str | None = None) -> dict:
     """RunOptions -> OCI config: resolve the image, add --init and the default seccomp."""
     image_rootfs = image_config = None
     if not opts.rootfs:
-        from zoned.images import ImageError, ImageNotFound, ImageStore
+        from zoned.images.errors import ImageError, ImageNotFound
+        from zoned.images.store import ImageStore
 
         try:
             image = ImageStore(images_root).get(opts.image or DEFAULT_IMAGE)
@@ -71,19 +74,6 @@ def build_config(opts: RunOptions, images_root: str | None = None) -> dict:
 
     cfg["linux"]["seccomp"] = default_profile(cfg["process"]["capabilities"]["bounding"])
     return cfg
-
-
-def network_for(opts: RunOptions, rt: Runtime, cid: str):
-    """The network set-up for a container, or None when it needs none (only lo, or the
-    host's network): pyroute2 is imported only when networking is asked for."""
-    nets = opts.network
-    if not nets or nets in (["none"], ["host"]):
-        if opts.ip or opts.mac or opts.publish:
-            raise ZonedError("--ip, --mac and -p need a network (--network NAME)")
-        return None
-    from zoned.network import attach
-
-    return attach.setup(rt.store.root, cid, opts, rt)
 
 
 def _pump(pid: int, fds: dict[int, list[bytes]], stdin_fd: int | None,
@@ -158,21 +148,21 @@ def run(args: list[str], *, image: str | None = None, capture: bool = True,
     cid = name or new_name()
     opts = RunOptions(args=list(args), image=image, name=cid, **options)
     cfg = build_config(opts, images)
-    rt = Runtime(root)
+    backend = ZoneBackend(root)
     if isinstance(input, str):
         input = input.encode()
     stdio, stdin_w, reads, close = _pipes(capture, input)
     try:
-        started = rt.create(cid, cfg, stdio=stdio, use_fifo=False, keep_pdeathsig=True,
-                            autoremove=True, network=network_for(opts, rt, cid))
+        started = backend.create(cid, cfg, stdio=stdio, keep_pdeathsig=True, autoremove=True,
+                                 network=backend.attach_network(cid, opts))
     finally:
         for fd in close:
             os.close(fd)
     try:
-        rt.start(cid, started)
+        backend.start(cid, started)
         code = _pump(started.pid, reads, stdin_w, input)
     finally:
-        rt.delete(cid, force=True)
+        backend.delete(cid, force=True)
     result = _finish(args, code, reads, text, cid)
     if check:
         result.check_returncode()
@@ -188,16 +178,17 @@ class Container:
                  **options):
         self.name = name or new_name()
         self.opts = RunOptions(args=list(args or []), image=image, name=self.name, **options)
-        self.runtime = Runtime(root)
+        self.backend = ZoneBackend(root)
+        self.runtime = self.backend.runtime  # for what the Backend interface leaves out
         self.images = images
         self.pid: int | None = None
         self.returncode: int | None = None
 
     def start(self) -> "Container":
         cfg = build_config(self.opts, self.images)
-        started = self.runtime.create(self.name, cfg, use_fifo=False, log=True,
-                                      network=network_for(self.opts, self.runtime, self.name))
-        self.runtime.start(self.name, started)
+        started = self.backend.create(self.name, cfg, log=True,
+                                      network=self.backend.attach_network(self.name, self.opts))
+        self.backend.start(self.name, started)
         self.pid = started.pid
         return self
 
@@ -209,7 +200,7 @@ class Container:
 
     @property
     def state(self) -> dict:
-        return self.runtime.state(self.name)
+        return self.backend.state(self.name)
 
     @property
     def status(self) -> str:
@@ -225,7 +216,7 @@ class Container:
             input = input.encode()
         stdio, stdin_w, reads, close = _pipes(capture, input)
         try:
-            started = self.runtime.exec(self.name, process, stdio=stdio)
+            started = self.backend.exec(self.name, process, stdio=stdio)
         finally:
             for fd in close:
                 os.close(fd)
@@ -237,7 +228,7 @@ class Container:
         return result
 
     def kill(self, sig: int = signal.SIGTERM) -> None:
-        self.runtime.kill(self.name, sig)
+        self.backend.kill(self.name, sig)
 
     def stop(self, timeout: float = 10.0) -> int | None:
         self.runtime.stop(self.name, timeout)
@@ -279,12 +270,12 @@ class Container:
 
         try:
             if self.pid is not None and self.returncode is None and force:
-                self.runtime.kill(self.name, signal.SIGKILL)
+                self.backend.kill(self.name, signal.SIGKILL)
                 self.wait(10)
         except (NotFound, ZonedError):
             pass
         try:
-            self.runtime.delete(self.name, force=force)
+            self.backend.delete(self.name, force=force)
         except NotFound:
             pass
 
@@ -292,7 +283,7 @@ class Container:
 def exec_process(base: dict, args: list[str], *, env: list[str] | None = None,
                  user: str | None = None, cwd: str | None = None, tty: bool = False) -> dict:
     """An OCI process for exec: the container's own (caps, rlimits, env) with overrides."""
-    from zoned.spec import merge_env, parse_env, parse_user
+    from zoned.oci.spec import merge_env, parse_env, parse_user
 
     proc = dict(base)
     proc["args"] = list(args)

@@ -13,18 +13,16 @@ import signal
 import time
 from contextlib import contextmanager
 
-from zoned import spec as specmod
 from zoned import syscalls as sc
 from zoned.errors import ConfigError, InvalidState, NotFound, ZonedError
+from zoned.oci import spec as specmod
+from zoned.oci.status import Status
 from zoned.process import NS_PROC, Channel, Plan, fork_nondumpable, run_child, send, sync_pair
 from zoned.state import Store, proc_start_time
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing (start-up)
 if TYPE_CHECKING:
     from collections.abc import Callable
-
-ACTIVE = ("created", "running", "paused")
-
 
 def cgroup_parent(root: str | None = None) -> str:
     """Where a state root's containers without a cgroupsPath go: /zoned for the default
@@ -190,25 +188,25 @@ class Runtime:
         """runtime-spec state JSON (plus runc's and zoned's extra fields), status live."""
         st = self.store.read_state(cid)
         st["status"] = self._status(cid, st)
-        if st["status"] == "stopped":
+        if st["status"] is Status.STOPPED:
             st["pid"] = 0
         return st
 
-    def _status(self, cid: str, st: dict) -> str:
-        status = st.get("status", "creating")
-        if status == "creating":
-            return status
+    def _status(self, cid: str, st: dict) -> Status:
+        status = st.get("status", Status.CREATING)
+        if status == Status.CREATING:
+            return Status.CREATING
         pid = st.get("pid") or 0
         if not pid or proc_start_time(pid) != st.get("zoned", {}).get("pid_start"):
-            return "stopped"
-        if status == "created":
-            return "created"
+            return Status.STOPPED
+        if status == Status.CREATED:
+            return Status.CREATED
         try:
             if self.cgroup(st).frozen():
-                return "paused"
+                return Status.PAUSED
         except (OSError, AttributeError):
             pass
-        return "running"
+        return Status.RUNNING
 
     def list(self) -> list[dict]:
         out = []
@@ -300,7 +298,7 @@ class Runtime:
                     raise ConfigError(f"rootfs {rootfs!r} does not exist or is not a directory")
             state = {
                 "ociVersion": cfg.get("ociVersion", specmod.OCI_VERSION),
-                "id": cid, "status": "creating", "pid": 0,
+                "id": cid, "status": Status.CREATING, "pid": 0,
                 "bundle": os.path.abspath(bundle) if bundle else d,
                 "rootfs": rootfs,
                 "created": utc_now(),
@@ -392,7 +390,7 @@ class Runtime:
                 pass  # the init failed early: _handshake reads why
             _fault_injection("ZONED_TEST_PAUSE_CREATE")
             master = _handshake(chan, on_namespaces, pid, "container init exited during set-up")
-            state["status"] = "created"
+            state["status"] = Status.CREATED
             state["pid"] = pid
             state["zoned"]["pid_start"] = proc_start_time(pid)
             self.store.write_state(cid, state)
@@ -409,7 +407,8 @@ class Runtime:
             if pid:
                 _kill_and_reap(pid)
             if isinstance(exc, hooks.HookError):  # the spec: stop, then run poststop hooks
-                hooks.run(cfg.get("hooks"), "poststop", {**oci_state(state), "status": "stopped"})
+                hooks.run(cfg.get("hooks"), "poststop",
+                          {**oci_state(state), "status": Status.STOPPED})
             if cgroup is not None:
                 discard_cgroup(cgroup)
             if network is not None:
@@ -453,11 +452,11 @@ class Runtime:
         with self.store.lock(cid):
             st = self.store.read_state(cid)
             status = self._status(cid, st)
-            if status != "created":
+            if not status.can_start():
                 raise InvalidState(f"cannot start container {cid!r}: it is {status}, "
                                    "not created")
             if started is not None and started.chan is not None:
-                st["status"] = "running"
+                st["status"] = Status.RUNNING
                 self.store.write_state(cid, st)
                 started.release()
                 self._poststart(cid, st)
@@ -482,7 +481,7 @@ class Runtime:
             finally:
                 os.close(fd)
             os.unlink(fifo)
-            st["status"] = "running"
+            st["status"] = Status.RUNNING
             self.store.write_state(cid, st)
             self._poststart(cid, st)
 
@@ -495,7 +494,7 @@ class Runtime:
     def kill(self, cid: str, sig: int = signal.SIGTERM, *, all: bool = False) -> None:
         st = self.store.read_state(cid)
         status = self._status(cid, st)
-        if status not in ACTIVE:
+        if not status.can_kill():
             raise InvalidState(f"cannot kill container {cid!r}: it is {status}")
         if all:
             self.cgroup(st).kill(sig)
@@ -517,10 +516,10 @@ class Runtime:
         """SIGTERM, then SIGKILL after `timeout` seconds (docker/podman stop)."""
         st = self.store.read_state(cid)
         status = self._status(cid, st)
-        if status not in ACTIVE:
+        if not status.is_active():
             return
         pid, start = st["pid"], st["zoned"]["pid_start"]
-        if status == "paused":
+        if status is Status.PAUSED:
             self.cgroup(st).thaw()
         signal_pid(pid, start, signal.SIGTERM)
         if not wait_exit(pid, start, timeout):
@@ -539,13 +538,13 @@ class Runtime:
         with self.store.lock(cid):
             st = self.store.read_state(cid)
             status = self._status(cid, st)
-            if status in ACTIVE and not force:
+            if not status.can_delete() and not force:
                 raise InvalidState(f"cannot delete container {cid!r}: it is {status} "
                                    "(stop it first or use --force)")
             self.store.mark_removing(cid)
             hit("rm:marked")
-            if status in ACTIVE:
-                if status == "paused":
+            if status.is_active():
+                if status is Status.PAUSED:
                     self.cgroup(st).thaw()
                 signal_pid(st["pid"], st["zoned"]["pid_start"], signal.SIGKILL)
                 wait_exit(st["pid"], st["zoned"]["pid_start"], 10)
@@ -560,7 +559,7 @@ class Runtime:
             if cfg_hooks and cfg_hooks.get("poststop"):
                 from zoned import hooks
 
-                hooks.run(cfg_hooks, "poststop", {**oci_state(st), "status": "stopped"})
+                hooks.run(cfg_hooks, "poststop", {**oci_state(st), "status": Status.STOPPED})
 
     def release(self, cid: str, st: dict) -> None:
         """Remove what the container owns, in an order that a retry (or gc) can pick up
@@ -601,12 +600,12 @@ class Runtime:
         """Change a running container's limits (runc update) and record them in its
         config. Only the given controllers are written: re-writing the device list of a
         running container would deny every device for a moment."""
-        from zoned import schema
+        from zoned.oci import schema
 
         schema.check(resources, schema.RESOURCES, "linux.resources", source="update")
         with self.store.lock(cid):
             st = self.store.read_state(cid)
-            if self._status(cid, st) not in ACTIVE:
+            if not self._status(cid, st).is_active():
                 raise InvalidState(f"cannot update container {cid!r}: it is not running")
             self.cgroup(st).apply(resources)
             cfg = self.config(cid)
@@ -623,13 +622,13 @@ class Runtime:
     # -- pause / resume ----------------------------------------------------------------
     def pause(self, cid: str) -> None:
         st = self.store.read_state(cid)
-        if self._status(cid, st) != "running":
+        if not self._status(cid, st).can_pause():
             raise InvalidState(f"cannot pause container {cid!r}: it is not running")
         self.cgroup(st).freeze()
 
     def resume(self, cid: str) -> None:
         st = self.store.read_state(cid)
-        if self._status(cid, st) != "paused":
+        if not self._status(cid, st).can_resume():
             raise InvalidState(f"cannot resume container {cid!r}: it is not paused")
         self.cgroup(st).thaw()
 
@@ -641,13 +640,13 @@ class Runtime:
         namespaces, cgroup, capabilities and seccomp as its init. Returns with the process
         waiting; `release()` lets it exec (so the caller can set up before)."""
         check_preserved_fds(preserve_fds)
-        from zoned import schema
+        from zoned.oci import schema
 
         schema.check(process, schema.CONFIG["process!"], "process")
         specmod.validate_process(process)
         st = self.store.read_state(cid)
         status = self._status(cid, st)
-        if status not in ("created", "running"):
+        if not status.can_exec():
             raise InvalidState(f"cannot exec in container {cid!r}: it is {status}")
         cfg = self.config(cid)
         linux = cfg.get("linux") or {}
@@ -843,7 +842,7 @@ def _namespace_hook(cfg: dict, state: dict, network, extra):
         if wanted:
             from zoned import hooks
 
-            st = {**oci_state(state), "status": "creating", "pid": pid}
+            st = {**oci_state(state), "status": Status.CREATING, "pid": pid}
             for kind in wanted:
                 hooks.run(cfg_hooks, kind, st)
     return run

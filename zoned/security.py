@@ -80,7 +80,7 @@ def supported_caps(proc: dict) -> dict:
 
 def check_process(proc: dict) -> None:
     """Parent-side validation, so bad values fail before anything is created. The types
-    are checked already (zoned.schema). Capabilities this kernel does not know are
+    are checked already (zoned.oci.schema). Capabilities this kernel does not know are
     dropped from `proc` with a warning, as runc does."""
     for i, rl in enumerate(proc.get("rlimits") or []):
         if rl["type"] not in RLIMITS:

@@ -45,7 +45,7 @@ def read_meta(directory: str) -> dict:
 def image_record(name: str) -> dict:
     """The image a checkpoint's upper dir lies over: its name and digest (None if this
     host cannot tell), for lower_of() on the restoring host."""
-    from zoned.images import ImageStore
+    from zoned.images.store import ImageStore
 
     try:
         return {"name": name, "digest": ImageStore().digest(name)}
@@ -61,7 +61,8 @@ def lower_of(meta: dict) -> str:
         if os.path.isdir(meta["lower"]):
             return meta["lower"]
         raise ConfigError(f"image rootfs {meta['lower']!r} is missing")
-    from zoned.images import ImageNotFound, ImageStore
+    from zoned.images.errors import ImageNotFound
+    from zoned.images.store import ImageStore
 
     store = ImageStore()
     try:

@@ -16,7 +16,7 @@ from zoned.errors import ConfigError, ZonedError
 def check_restore(rt, meta: dict, cid: str, *, lazy: bool = False) -> list[str]:
     """What would make restoring `meta` as `cid` on this host fail: every problem, each a
     line, and nothing changed. Migration asks the destination this before it freezes."""
-    from zoned import spec as specmod
+    from zoned.oci import spec as specmod
 
     problems = []
     try:
@@ -58,7 +58,7 @@ def restore(rt, directory: str, *, name: str | None = None, lazy_socket: int | N
     stopped: leave the tasks stopped (SIGSTOP); resume() lets them go. Migration commits
     this way, so source and destination never both run.
     consume: the checkpoint dir is scratch: its upper dir is moved, not copied."""
-    from zoned import spec as specmod
+    from zoned.oci import spec as specmod
     from zoned.cgroups import open_cgroup
     from zoned.runtime import container_resources, default_cgroups_path, \
         discard_cgroup, hook_kinds, utc_now

@@ -6,7 +6,8 @@ from zoned.cli.output import human, print_json, print_table
 
 def cmd_image(args) -> int:
     from zoned.errors import ConfigError, ZonedError
-    from zoned.images import ImageError, ImageStore
+    from zoned.images.errors import ImageError
+    from zoned.images.store import ImageStore
 
     store = ImageStore(args.images)
     try:

@@ -22,7 +22,7 @@ def cmd_create(args) -> int:
         raise ConfigError(f"no config.json in bundle {bundle!r}") from None
     except json.JSONDecodeError as e:
         raise ConfigError(f"config.json in {bundle!r} is not valid JSON: {e}") from None
-    from zoned.spec import validate
+    from zoned.oci.spec import validate
 
     validate(cfg)  # before anything reads it (here: --systemd-cgroup, the terminal check)
     interruptible()
@@ -73,7 +73,7 @@ def cmd_spec(args) -> int:
     import json
 
     from zoned.errors import ZonedError
-    from zoned.spec import default_config
+    from zoned.oci.spec import default_config
 
     path = os.path.join(args.bundle, "config.json")
     if os.path.exists(path):
@@ -119,7 +119,7 @@ def cmd_update(args) -> int:
     import json
 
     from zoned.errors import ConfigError
-    from zoned.spec import resources_from_flags
+    from zoned.oci.spec import resources_from_flags
 
     res: dict = {}
     if args.resources:
@@ -138,7 +138,7 @@ def cmd_update(args) -> int:
 
 
 def cmd_features(args) -> int:
-    from zoned.features import features
+    from zoned.oci.features import features
 
     print_json(features())
     return 0

@@ -10,7 +10,7 @@ from zoned.cli.common import attach, command_args, interruptible, runtime
 def cmd_run(args) -> int:
     from zoned import api
     from zoned.errors import ConfigError
-    from zoned.spec import RunOptions
+    from zoned.oci.spec import RunOptions
 
     command = command_args(args)
     if args.bundle:
@@ -19,7 +19,7 @@ def cmd_run(args) -> int:
         pass  # removed by `zoned gc` once it has exited (no process stays to watch it)
     if args.detach and args.tty:
         raise ConfigError("-t with -d is not supported yet (a detached pty needs a reader)")
-    from zoned.spec import check_id
+    from zoned.oci.spec import check_id
 
     cid = check_id(args.name) if args.name else api.new_name()
     opts = RunOptions(args=command, image=args.image, rootfs=args.rootfs, name=cid,

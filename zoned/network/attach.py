@@ -28,7 +28,7 @@ from dataclasses import replace
 from typing import Any, Protocol
 
 from zoned.errors import ConfigError, NotFound, ZonedError
-from zoned.hostname import hostname_for, show
+from zoned.oci.hostname import hostname_for, show
 from zoned.network import names as namecheck
 from zoned.network.model import Attachment, Network, NetworkRequest, NetworkState, PortMapping
 from zoned.network.ports import check_publish_twice, parse_publish
@@ -142,7 +142,7 @@ class NetworkSetup:
         from zoned.network import etcfiles
 
         # The config's hostname is written into every neighbour's /etc/hosts: never
-        # unchecked. New zones' hostnames passed RFC 1123 already (zoned.spec); this last
+        # unchecked. New zones' hostnames passed RFC 1123 already (zoned.oci.spec); this last
         # guard also takes a restored zone's older name-derived one (`my_app`).
         hostname = cfg.get("hostname") or self.hostname
         if not namecheck.safe_hosts_name(hostname):

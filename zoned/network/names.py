@@ -1,6 +1,6 @@
 """Validation of what ends up in a zone's /etc/hosts and /etc/resolv.conf: --dns servers,
 --add-host entries, and the last guard on names that come from files (leases, a migrated
-zone's state). The hostname rules themselves are zoned.hostname's.
+zone's state). The hostname rules themselves are zoned.oci.hostname's.
 
 No imports beyond re and ipaddress.
 """
@@ -10,7 +10,7 @@ import ipaddress
 import re
 
 from zoned.errors import ConfigError
-from zoned.hostname import DNS_MAX, hostname_problem, show
+from zoned.oci.hostname import DNS_MAX, hostname_problem, show
 
 HOST_GATEWAY = "host-gateway"  # podman's --add-host value for the host's address
 

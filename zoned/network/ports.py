@@ -20,7 +20,7 @@ import ipaddress
 import re
 
 from zoned.errors import ConfigError
-from zoned.hostname import show
+from zoned.oci.hostname import show
 from zoned.network.model import PortMapping
 
 _PORT_RE = re.compile(r"^(?:([0-9.]+):)?(\d{1,5}):(\d{1,5})(?:/(tcp|udp))?$")

@@ -2,10 +2,10 @@
 packages, busybox links, dirs, files, symlinks, config), the .deb cache, and exporting an image
 as a tarball or an OCI bundle rootfs -- everything only `zoned image build/export` needs.
 
-Kept apart from zoned.images so that looking an image up on `zoned run`'s start path never
-imports dataclasses, pathlib, subprocess, tarfile & co: zoned.images imports this module only
+Kept apart from zoned.images.store so that looking an image up on `zoned run`'s start path never
+imports dataclasses, pathlib, subprocess, tarfile & co: the store imports this module only
 inside ImageStore.build and the export methods. The store's layout, locking and garbage
-collection stay in zoned.images.
+collection stay in zoned.images.store.
 
 Recipe format (YAML; see images/busybox.yaml). Unknown keys are errors so typos don't build
 a silently different image. Paths are absolute paths *inside* the image. Steps run in this order:
@@ -50,10 +50,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from zoned.imagebase import NAME_RE, ImageError
+from zoned.images.errors import NAME_RE, ImageError
 
 if TYPE_CHECKING:
-    from zoned.images import ImageStore
+    from zoned.images.store import ImageStore
 
 DEFAULT_DEB_CACHE = "/var/cache/zoned/debs"  # overridable by $ZONED_DEB_CACHE
 APT_ARCHIVES = "/var/cache/apt/archives"  # reused read-only when the .deb is already there

@@ -7,7 +7,7 @@ and ``recipe.yaml`` (the recipe it was built from, for provenance). The store de
 
 This module is the store: looking images up (on ``zoned run``'s start path), listing,
 removing, pruning, and the build transaction. The recipe format, building a rootfs from a
-recipe and exporting images live in zoned.recipe, imported only by the methods that need it.
+recipe and exporting images live in zoned.images.recipes, imported only by the methods that need it.
 Start-up time matters here: only cheap stdlib modules are imported at module level (no
 dataclasses, pathlib, typing, subprocess, tarfile, shutil, tempfile...); tests/test_images.py
 checks that. Paths are kept as strings, with pathlib.Path views for API compatibility.
@@ -30,7 +30,7 @@ import json
 import os
 import stat
 
-from zoned.imagebase import NAME_RE, ImageError, ImageNotFound  # noqa: F401 - re-exported
+from zoned.images.errors import NAME_RE, ImageError, ImageNotFound
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # annotations only: never imported at run time
@@ -38,7 +38,9 @@ if TYPE_CHECKING:  # annotations only: never imported at run time
     from typing import Any
 
 DEFAULT_STORE = "/var/lib/zoned/images"
-RECIPES_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "images")
+# The repository's images/ (this file is zoned/images/store.py).
+RECIPES_DIR = os.path.join(
+    os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "images")
 
 
 class Image:
@@ -287,7 +289,7 @@ class ImageStore:
         import tempfile
         from pathlib import Path
 
-        from zoned.recipe import build_rootfs, load_recipe, tree_size
+        from zoned.images.recipes import build_rootfs, load_recipe, tree_size
 
         s = str(recipe)
         if isinstance(recipe, Path) or "/" in s or s.endswith((".yaml", ".yml")):
@@ -413,19 +415,19 @@ class ImageStore:
             pass  # a read-only store: just not cached
         return value
 
-    # -- exporting (zoned.recipe does the work)
+    # -- exporting (zoned.images.recipes does the work)
 
     def export_rootfs_tar(self, name: str, dest_path: str | Path) -> Path:
         """Write the rootfs as a tarball (e.g. for `podman import`); .gz/.tgz compresses.
         Owners are numeric so the host's user names don't leak into the archive."""
-        from zoned.recipe import export_rootfs_tar
+        from zoned.images.recipes import export_rootfs_tar
 
         return export_rootfs_tar(self, name, dest_path)
 
     def export_bundle(self, name: str, dir: str | Path) -> Path:
         """Copy the rootfs to <dir>/rootfs for an OCI bundle (the runtime writes config.json);
         returns that path. A copy, not the shared lower dir, since OCI runtimes write to it."""
-        from zoned.recipe import export_bundle
+        from zoned.images.recipes import export_bundle
 
         return export_bundle(self, name, dir)
 

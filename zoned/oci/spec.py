@@ -319,7 +319,7 @@ class RunOptions:
         if not args:
             raise ConfigError("no command given and the image has no default command")
         cfg = default_config(args, terminal=self.tty, caps=DEFAULT_CAPS)
-        from zoned.hostname import hostname_for
+        from zoned.oci.hostname import hostname_for
 
         hostname = hostname_for(self.hostname, self.name)
         proc = cfg["process"]
@@ -436,10 +436,11 @@ def resources_from_flags(*, base: dict | None = None, memory: str | int | None =
 
 def validate(cfg: dict) -> dict:
     """Every check of a config before anything is created, in one place: the field types
-    (zoned.schema), then the rules runc applies (ids, namespaces, sysctls, capabilities,
+    (zoned.oci.schema), then the rules runc applies (ids, namespaces, sysctls, capabilities,
     rlimits, hooks). Each failure is one ConfigError naming the field. Returns `cfg`,
     normalised (nulls dropped, capabilities the kernel lacks removed with a warning)."""
-    from zoned import hooks, schema, security
+    from zoned import hooks, security
+    from zoned.oci import schema
 
     schema.check(cfg)
     validate_process(cfg["process"])
@@ -447,7 +448,7 @@ def validate(cfg: dict) -> dict:
         raise ConfigError("config.json: root.path is required")
     linux = cfg.get("linux") or {}
     if cfg.get("hostname") not in (None, ""):  # runc sets no hostname for ""
-        from zoned.hostname import check_hostname
+        from zoned.oci.hostname import check_hostname
 
         check_hostname(cfg["hostname"], "config.json: hostname")
     seen = set()
@@ -528,7 +529,7 @@ MAX_ID = (1 << 32) - 2
 
 def validate_process(proc: dict, where: str = "process") -> dict:
     """The checks of a process object (config.json's, or `exec --process`'s): its types
-    must have been checked (zoned.schema) already."""
+    must have been checked (zoned.oci.schema) already."""
     from zoned import security
 
     if not proc["args"]:
