@@ -184,8 +184,23 @@ def test_a_chatty_zone_keeps_running_and_its_log_rotates(cli, monkeypatch):
     st = _state(cli, "chatty")
     assert st["status"] == "running"
     data = st["zoned"]["data"]
-    sizes = {n: os.path.getsize(os.path.join(data, n)) for n in os.listdir(data)
-             if n.startswith("ctr.log")}
+
+    def log_sizes() -> dict[str, int]:
+        """The log files' sizes, read between two rotations (a listing taken just as the
+        writer renames ctr.log to ctr.log.1 sees one file, or loses one to the rename)."""
+        sizes: dict[str, int] = {}
+        for _ in range(100):
+            try:
+                sizes = {n: os.path.getsize(os.path.join(data, n)) for n in os.listdir(data)
+                         if n.startswith("ctr.log")}
+            except FileNotFoundError:
+                continue
+            if set(sizes) == {"ctr.log", "ctr.log.1"}:
+                break
+            time.sleep(0.01)
+        return sizes
+
+    sizes = log_sizes()
     assert set(sizes) == {"ctr.log", "ctr.log.1"} and max(sizes.values()) <= 1 << 20, sizes
     # `zoned logs` gives the newest lines, whole and in order, across the two files.
     nums = _numbers(cli("logs", "chatty").stdout)[:-1]  # (the last may be half-written)
