@@ -821,7 +821,7 @@ def run_restore(criu: str, directory: str, work_dir: str, meta: dict, cfg: dict,
     task's pid. Used by restore() and, into the very same namespace and cgroup, by a
     failed migration putting its container back. log_fd: the write end of a new logger's
     pipe, for the zone's stdout and stderr (the caller keeps and closes it)."""
-    from zoned import syscalls as sc
+    from zoned.linux import syscalls as sc
 
     by_dest = {os.path.normpath(m["destination"]): m.get("source")
                for m in cfg.get("mounts") or []}

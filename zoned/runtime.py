@@ -14,7 +14,7 @@ import time
 from contextlib import contextmanager
 
 from zoned import spec as specmod
-from zoned import syscalls as sc
+from zoned.linux import syscalls as sc
 from zoned.errors import ConfigError, InvalidState, NotFound, ZonedError
 from zoned.process import NS_PROC, Channel, Plan, fork_nondumpable, run_child, send, sync_pair
 from zoned.state import Store, proc_start_time
