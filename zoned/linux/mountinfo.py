@@ -1,0 +1,88 @@
+"""/proc/PID/mountinfo, parsed once and right (proc(5)); zoned's only parser of it.
+
+A line is `ID PARENT MAJOR:MINOR ROOT MOUNT_POINT OPTIONS [OPTIONAL...] - FSTYPE SOURCE
+SUPER_OPTIONS`. The kernel writes path fields byte for byte, escaping space, tab, newline and
+backslash (and `,` `=` in super options) as three octal digits (`\\040`). So a field is
+split off first, its escapes are decoded on bytes, and only then are the bytes decoded as
+UTF-8 (surrogateescape: a name that is not UTF-8 still round-trips through os.fsencode).
+Decoding escapes on str instead (`unicode_escape`) turns UTF-8 names into mojibake.
+
+On `zoned run`'s start path (cgroup detection): no regex, no typing, no dataclasses.
+"""
+from __future__ import annotations
+
+from collections import namedtuple
+
+OCTAL_DIGITS = b"01234567"
+
+
+class Mount(namedtuple("Mount", "mount_id parent_id major minor root mount_point options "
+                                "optional fstype source super_options")):
+    """One line of mountinfo, with every text field unescaped. options (per mount: "rw",
+    "nosuid", ...) and super_options (the file system's) are split on commas before they
+    are unescaped, so a comma inside a value (an overlay lowerdir) does not split it;
+    optional holds the propagation tags ("shared:1", "master:2")."""
+
+    __slots__ = ()
+    mount_id: int
+    parent_id: int
+    major: int
+    minor: int
+    root: str
+    mount_point: str
+    options: tuple[str, ...]
+    optional: tuple[str, ...]
+    fstype: str
+    source: str
+    super_options: tuple[str, ...]
+
+
+def unescape(field: bytes) -> str:
+    """A mountinfo field with the kernel's octal escapes decoded, as UTF-8."""
+    if b"\\" in field:
+        first, *rest = field.split(b"\\")
+        out = bytearray(first)
+        for part in rest:
+            code = part[:3]
+            if len(code) == 3 and all(c in OCTAL_DIGITS for c in code) and int(code, 8) < 256:
+                out.append(int(code, 8))
+                out += part[3:]
+            else:  # not an escape the kernel writes: keep it as it is
+                out += b"\\" + part
+        field = bytes(out)
+    return field.decode("utf-8", "surrogateescape")
+
+
+def _options(field: bytes) -> tuple[str, ...]:
+    return tuple(unescape(o) for o in field.split(b",")) if field else ()
+
+
+def parse_line(line: bytes) -> Mount | None:
+    """One mountinfo line as a Mount; None for a line that is not one (never from the
+    kernel: a truncated read, a blank line)."""
+    fields = line.rstrip(b"\n").split(b" ")
+    try:
+        sep = fields.index(b"-", 6)
+        major, minor = fields[2].split(b":")
+        return Mount(int(fields[0]), int(fields[1]), int(major), int(minor),
+                     unescape(fields[3]), unescape(fields[4]), _options(fields[5]),
+                     tuple(unescape(f) for f in fields[6:sep]), unescape(fields[sep + 1]),
+                     unescape(fields[sep + 2]),
+                     _options(fields[sep + 3]) if len(fields) > sep + 3 else ())
+    except (ValueError, IndexError):
+        return None
+
+
+def parse(text: bytes | str) -> list[Mount]:
+    """Every mount in a mountinfo text, in its order. A str (a file read in text mode) is
+    turned back into the kernel's bytes first."""
+    if isinstance(text, str):
+        text = text.encode("utf-8", "surrogateescape")
+    # split on newlines only: the kernel escapes \n in names, but not \r (splitlines)
+    return [m for m in map(parse_line, text.split(b"\n")) if m is not None]
+
+
+def read(pid: int | str = "self") -> list[Mount]:
+    """The mounts process `pid` sees (its mount namespace, under its root)."""
+    with open(f"/proc/{pid}/mountinfo", "rb") as f:
+        return parse(f.read())
