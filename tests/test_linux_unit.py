@@ -141,3 +141,46 @@ def test_mountinfo_reads_this_process():
     assert mounts and any(m.mount_point == "/" for m in mounts)
     ids = {m.mount_id for m in mounts}
     assert all(isinstance(m.parent_id, int) for m in mounts) and len(ids) == len(mounts)
+
+
+# -- proc ----------------------------------------------------------------------------------------
+def test_proc_start_time_tells_live_from_gone():
+    import os
+    import subprocess
+    import time
+
+    from zoned.linux.proc import proc_start_time
+
+    assert isinstance(proc_start_time(os.getpid()), int)
+    child = subprocess.Popen(["true"])
+    for _ in range(500):  # exited, not yet reaped: a zombie counts as gone
+        with open(f"/proc/{child.pid}/stat", "rb") as f:
+            if f.read().rsplit(b")", 1)[1].split()[0] == b"Z":
+                break
+        time.sleep(0.01)
+    assert proc_start_time(child.pid) is None
+    child.wait()
+    assert proc_start_time(child.pid) is None
+
+
+def test_signal_pid_and_wait_exit_check_the_start_time():
+    """A recorded start time that is not the process's (its pid was reused) leaves the
+    process alone; the right one signals it, and wait_exit sees it go."""
+    import signal
+    import subprocess
+
+    from zoned.linux.proc import proc_start_time, signal_pid, wait_exit
+
+    child = subprocess.Popen(["sleep", "30"])
+    try:
+        start = proc_start_time(child.pid)
+        assert wait_exit(child.pid, start, 0.05) is False  # still running
+        signal_pid(child.pid, start + 1, signal.SIGKILL)  # a stranger with the same pid
+        assert child.poll() is None and wait_exit(child.pid, start, 0.05) is False
+        assert wait_exit(child.pid, start + 1, 0.05) is True  # "that process is gone"
+        signal_pid(child.pid, start, signal.SIGKILL)
+        assert wait_exit(child.pid, start, 5) is True
+        assert child.wait(5) == -signal.SIGKILL
+    finally:
+        child.kill()
+        child.wait()

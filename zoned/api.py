@@ -10,7 +10,8 @@ import os
 import signal
 
 from zoned.errors import ZonedError
-from zoned.runtime import Runtime, wait_exit
+from zoned.linux.proc import wait_exit
+from zoned.runtime import Runtime
 from zoned.spec import RunOptions
 
 DEFAULT_IMAGE = "busybox"

@@ -478,7 +478,7 @@ def checkpoint(rt, cid: str, directory: str | None, *, leave_running: bool = Fal
             dump.run(directory, leave_running=leave_running,
                      tcp_established=tcp_established, criu=criu)
         if not leave_running:
-            from zoned.runtime import wait_exit
+            from zoned.linux.proc import wait_exit
 
             wait_exit(dump.pid, dump.start, 10)
             rt.delete(cid, force=True)
@@ -522,7 +522,7 @@ def gc_scratch(rt, *, dry_run: bool = False):
     """Remove checkpoints in transit whose zoned process died (yields a line each)."""
     import re
 
-    from zoned.state import proc_start_time
+    from zoned.linux.proc import proc_start_time
 
     from zoned.storage import MIGRATIONS
 
@@ -739,7 +739,7 @@ def restore(rt, directory: str, *, name: str | None = None, lazy_socket: int | N
                               work=work, rootfs=rootfs, cgroup=cg_path, netns_fd=nsfd,
                               log_path=log_path, log_fd=logger and logger.write_fd,
                               lazy_socket=lazy_socket, stopped=stopped)
-            from zoned.state import proc_start_time
+            from zoned.linux.proc import proc_start_time
 
             state.update(status="running", pid=pid)
             state["zoned"]["pid_start"] = proc_start_time(pid)
