@@ -53,22 +53,28 @@ def unescape(field: bytes) -> str:
     return field.decode("utf-8", "surrogateescape")
 
 
-def _options(field: bytes) -> tuple[str, ...]:
-    return tuple(unescape(o) for o in field.split(b",")) if field else ()
-
-
 def parse_line(line: bytes) -> Mount | None:
     """One mountinfo line as a Mount; None for a line that is not one (never from the
     kernel: a truncated read, a blank line)."""
-    fields = line.rstrip(b"\n").split(b" ")
+    line = line.rstrip(b"\n")
+    if b"\\" not in line:  # the common case, nothing escaped: decode the line once
+        text = line.decode("utf-8", "surrogateescape")
+        return _record(text.split(" "), str, "-", ",", ":")
+    return _record(line.split(b" "), unescape, b"-", b",", b":")
+
+
+def _record(fields, decode, dash, comma, colon) -> Mount | None:
+    """The Mount of a line's fields (all str or all bytes, with the separators to match)."""
     try:
-        sep = fields.index(b"-", 6)
-        major, minor = fields[2].split(b":")
+        sep = fields.index(dash, 6)
+        major, minor = fields[2].split(colon)
+        sopts = fields[sep + 3] if len(fields) > sep + 3 else None
         return Mount(int(fields[0]), int(fields[1]), int(major), int(minor),
-                     unescape(fields[3]), unescape(fields[4]), _options(fields[5]),
-                     tuple(unescape(f) for f in fields[6:sep]), unescape(fields[sep + 1]),
-                     unescape(fields[sep + 2]),
-                     _options(fields[sep + 3]) if len(fields) > sep + 3 else ())
+                     decode(fields[3]), decode(fields[4]),
+                     tuple(map(decode, fields[5].split(comma))),
+                     tuple(map(decode, fields[6:sep])), decode(fields[sep + 1]),
+                     decode(fields[sep + 2]),
+                     tuple(map(decode, sopts.split(comma))) if sopts else ())
     except (ValueError, IndexError):
         return None
 
