@@ -7,23 +7,23 @@ split off first, its escapes are decoded on bytes, and only then are the bytes d
 UTF-8 (surrogateescape: a name that is not UTF-8 still round-trips through os.fsencode).
 Decoding escapes on str instead (`unicode_escape`) turns UTF-8 names into mojibake.
 
-On `zoned run`'s start path (cgroup detection): no regex, no typing, no dataclasses.
+On `zoned run`'s start path (cgroup detection): no regex, typing, dataclasses or
+namedtuple.
 """
 from __future__ import annotations
-
-from collections import namedtuple
 
 OCTAL_DIGITS = b"01234567"
 
 
-class Mount(namedtuple("Mount", "mount_id parent_id major minor root mount_point options "
-                                "optional fstype source super_options")):
+class Mount:
     """One line of mountinfo, with every text field unescaped. options (per mount: "rw",
     "nosuid", ...) and super_options (the file system's) are split on commas before they
     are unescaped, so a comma inside a value (an overlay lowerdir) does not split it;
-    optional holds the propagation tags ("shared:1", "master:2")."""
+    optional holds the propagation tags ("shared:1", "master:2"). A plain class with
+    __slots__: namedtuple() and dataclasses cost more to set up than a start path parse."""
 
-    __slots__ = ()
+    __slots__ = ("mount_id", "parent_id", "major", "minor", "root", "mount_point", "options",
+                 "optional", "fstype", "source", "super_options")
     mount_id: int
     parent_id: int
     major: int
@@ -35,6 +35,26 @@ class Mount(namedtuple("Mount", "mount_id parent_id major minor root mount_point
     fstype: str
     source: str
     super_options: tuple[str, ...]
+
+    def __init__(self, mount_id: int, parent_id: int, major: int, minor: int, root: str,
+                 mount_point: str, options: tuple[str, ...], optional: tuple[str, ...],
+                 fstype: str, source: str, super_options: tuple[str, ...]):
+        self.mount_id, self.parent_id, self.major, self.minor = mount_id, parent_id, major, minor
+        self.root, self.mount_point, self.options, self.optional = root, mount_point, options, \
+            optional
+        self.fstype, self.source, self.super_options = fstype, source, super_options
+
+    def _fields(self) -> tuple:
+        return tuple(getattr(self, name) for name in self.__slots__)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Mount) and self._fields() == other._fields()
+
+    def __hash__(self) -> int:
+        return hash(self._fields())
+
+    def __repr__(self) -> str:
+        return "Mount(" + ", ".join(f"{n}={getattr(self, n)!r}" for n in self.__slots__) + ")"
 
 
 def unescape(field: bytes) -> str:
