@@ -34,7 +34,7 @@ $(STAMP)/apt: Makefile
 	@touch $@
 
 # The venv is built from /usr/bin/python3 (no pyenv shim on the CLI's start path).
-$(STAMP)/venv: $(STAMP)/apt pyproject.toml setup.py $(wildcard csrc/*.c csrc/*.h csrc/*.py)
+$(STAMP)/venv: $(STAMP)/apt pyproject.toml setup.py $(wildcard csrc/*.c csrc/*.h csrc/*.py csrc/*.cdef)
 	@test -x $(PY) || /usr/bin/python3 -m venv $(VENV)
 	$(PY) -m pip install -q --disable-pip-version-check --upgrade pip setuptools wheel cffi
 	$(PY) -m pip install -q --disable-pip-version-check -e '.[test]' \

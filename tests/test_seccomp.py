@@ -21,7 +21,7 @@ import prctl
 import pytest
 
 import zoned.seccomp as zs
-import zoned.syscalls as zsys
+import zoned.linux.syscalls as zsys
 
 pytestmark = [
     pytest.mark.skipif(os.geteuid() != 0, reason="needs root"),

@@ -28,8 +28,6 @@ TOO_LONG = {
 # The test ignores these edges and fails on any other cycle; remove an entry once its
 # cycle is gone (the test says so), never add one.
 KNOWN_CYCLE_EDGES = {
-    # logs stops a logger with runtime's signal_pid and wait_exit (process helpers)
-    ("zoned.logs", "zoned.runtime"),
     # Store finds a container's data dir with storage.data_root; storage uses state's
     # DEFAULT_ROOT and rmtree
     ("zoned.state", "zoned.storage"),

@@ -82,30 +82,25 @@ def memtouch_volume() -> str:
 
 
 # -- running things in a network namespace ---------------------------------------------------
-def _unescape(field: str) -> str:
-    return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), field)
-
-
 def _cgroup_mount_script() -> str:
     """Shell commands that re-create this mount namespace's cgroup mounts under
     /sys/fs/cgroup (same hierarchies: cgroup mounts with the same options share the
     superblock), plus the symlinks there (cpu -> cpu,cpuacct on some hosts)."""
+    from zoned.linux import mountinfo
+
     cmds = []
-    with open("/proc/self/mountinfo") as f:
-        for line in f:
-            pre, post = line.split(" - ", 1)
-            mnt = _unescape(pre.split()[4])
-            fstype, _src, sopts = post.split()[:3]
-            if mnt != "/sys/fs/cgroup" and not mnt.startswith("/sys/fs/cgroup/"):
-                continue
-            q = shlex.quote(mnt)
-            if fstype == "tmpfs":
-                cmds.append(f"mount -t tmpfs -o mode=755 tmpfs {q}")
-            elif fstype in ("cgroup", "cgroup2"):
-                # the same options: for cgroup2 a mount re-applies them host-wide
-                opts = ",".join(o for o in sopts.split(",") if o not in ("rw", "ro"))
-                o = f" -o {shlex.quote(opts)}" if opts else ""
-                cmds.append(f"mkdir -p {q} && mount -t {fstype}{o} {fstype} {q}")
+    for m in mountinfo.read():
+        mnt, fstype = m.mount_point, m.fstype
+        if mnt != "/sys/fs/cgroup" and not mnt.startswith("/sys/fs/cgroup/"):
+            continue
+        q = shlex.quote(mnt)
+        if fstype == "tmpfs":
+            cmds.append(f"mount -t tmpfs -o mode=755 tmpfs {q}")
+        elif fstype in ("cgroup", "cgroup2"):
+            # the same options: for cgroup2 a mount re-applies them host-wide
+            opts = ",".join(o for o in m.super_options if o not in ("rw", "ro"))
+            o = f" -o {shlex.quote(opts)}" if opts else ""
+            cmds.append(f"mkdir -p {q} && mount -t {fstype}{o} {fstype} {q}")
     base = Path("/sys/fs/cgroup")
     for p in sorted(base.iterdir()) if base.is_dir() else []:
         if p.is_symlink():

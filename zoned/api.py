@@ -12,8 +12,8 @@ import signal
 from zoned.backends.zone import ZoneBackend
 from zoned.backends.zone import network_for as network_for  # the CLI's too
 from zoned.errors import ZonedError
+from zoned.linux.proc import wait_exit
 from zoned.oci.spec import RunOptions
-from zoned.runtime import wait_exit
 
 DEFAULT_IMAGE = "busybox"
 LIBEXEC = os.path.join(os.path.dirname(os.path.abspath(__file__)), "libexec")

@@ -49,7 +49,7 @@ def collect(rt: Runtime, *, dry_run: bool = False,
             yield f"container {cid}: {reason}"
             if not dry_run:
                 if st.get("pid") and status != "stopped":
-                    from zoned.runtime import signal_pid
+                    from zoned.linux.proc import signal_pid
 
                     signal_pid(st["pid"], (st.get("zoned") or {}).get("pid_start"), 9)
                 try:
@@ -109,6 +109,6 @@ def _dead(owner: dict | None) -> bool:
     """A restored-but-uncommitted container's receiving process is gone."""
     if not owner:
         return False
-    from zoned.state import proc_start_time
+    from zoned.linux.proc import proc_start_time
 
     return proc_start_time(owner["pid"]) != owner.get("start")

@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING
 
-from zoned import syscalls as sc
+from zoned.linux import syscalls as sc
 
 if TYPE_CHECKING:
     from zoned.process import Plan

@@ -21,7 +21,7 @@ import errno
 import os
 import stat
 
-from zoned import syscalls as sc
+from zoned.linux import syscalls as sc
 
 _MAX_SYMLINKS = 40  # the kernel's limit (MAXSYMLINKS)
 _NOFOLLOW = os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC

@@ -47,7 +47,7 @@ class Logger:
 def spawn(directory: str) -> Logger:
     """Start zoned-logger writing DIRECTORY/ctr.log; it runs until the pipe's last writer
     closes it. It stays in the cgroup of the calling zoned, not the zone's."""
-    from zoned.state import proc_start_time
+    from zoned.linux.proc import proc_start_time
 
     if not os.access(LOGGER, os.X_OK):
         raise ZonedError(f"{LOGGER} is missing (run `make setup`)")
@@ -88,7 +88,7 @@ def wait_logger(info: dict | None, timeout: float = 2.0) -> None:
     holds the pipe open). Removal waits here so no logger writes into a removed dir."""
     if not info or not info.get("pid"):
         return
-    from zoned.runtime import signal_pid, wait_exit
+    from zoned.linux.proc import signal_pid, wait_exit
 
     if not wait_exit(info["pid"], info.get("start"), timeout):
         signal_pid(info["pid"], info.get("start"), 9)
@@ -98,7 +98,7 @@ def wait_logger(info: dict | None, timeout: float = 2.0) -> None:
 def logger_alive(info: dict | None) -> bool:
     if not info or not info.get("pid"):
         return False
-    from zoned.state import proc_start_time
+    from zoned.linux.proc import proc_start_time
 
     return proc_start_time(info["pid"]) == info.get("start")
 

@@ -33,7 +33,7 @@ import struct
 from typing import Callable
 
 from zoned import initstub
-from zoned import syscalls as sc
+from zoned.linux import syscalls as sc
 
 NS_FLAGS = {"ipc": sc.CLONE_NEWIPC, "uts": sc.CLONE_NEWUTS, "network": sc.CLONE_NEWNET,
             "mount": sc.CLONE_NEWNS, "cgroup": sc.CLONE_NEWCGROUP, "pid": sc.CLONE_NEWPID,

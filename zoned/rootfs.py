@@ -8,7 +8,7 @@ import os
 import stat
 
 from zoned import inroot
-from zoned import syscalls as sc
+from zoned.linux import syscalls as sc
 from zoned.errors import ConfigError
 from zoned.inroot import secure_join  # noqa: F401 - the path-string form, for callers
 

@@ -13,12 +13,13 @@ import signal
 import time
 from contextlib import contextmanager
 
-from zoned import syscalls as sc
+from zoned.linux import syscalls as sc
 from zoned.errors import ConfigError, InvalidState, NotFound, ZonedError
 from zoned.oci import spec as specmod
 from zoned.oci.status import Status
 from zoned.process import NS_PROC, Channel, Plan, fork_nondumpable, run_child, send, sync_pair
-from zoned.state import Store, proc_start_time
+from zoned.linux.proc import proc_start_time, signal_pid, wait_exit
+from zoned.state import Store
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing (start-up)
 if TYPE_CHECKING:
@@ -922,43 +923,6 @@ def _write_pid_file(path: str, pid: int) -> None:
     with open(tmp, "w") as f:
         f.write(str(pid))
     os.replace(tmp, path)
-
-
-def signal_pid(pid: int, start: int | None, sig: int) -> None:
-    """Signal a container process through a pidfd, after checking it is still the same
-    process (pid reuse), so a stale state can never hit a stranger."""
-    try:
-        fd = sc.pidfd_open(pid)
-    except ProcessLookupError:
-        return
-    try:
-        if proc_start_time(pid) != start:
-            return
-        try:
-            sc.pidfd_send_signal(fd, sig)
-        except ProcessLookupError:
-            pass
-    finally:
-        os.close(fd)
-
-
-def wait_exit(pid: int, start: int | None, timeout: float | None) -> bool:
-    """Wait for a process (ours or not) to exit. Does not reap: an API caller that forked
-    the container collects the exit status itself."""
-    if not pid:
-        return True
-    try:
-        fd = sc.pidfd_open(pid)
-    except ProcessLookupError:
-        return True
-    try:
-        if proc_start_time(pid) != start:
-            return True
-        poller = select.poll()
-        poller.register(fd, select.POLLIN)
-        return bool(poller.poll(None if timeout is None else int(timeout * 1000)))
-    finally:
-        os.close(fd)
 
 
 def _reap(pid: int) -> None:

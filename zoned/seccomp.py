@@ -3,7 +3,7 @@
 The parent (the zoned CLI) compiles; the container child only loads. `compile_bpf` turns an
 OCI runtime-spec 1.2 `linux.seccomp` dict into the bytes of a `struct sock_filter` array (what
 libseccomp's seccomp_export_bpf writes); the child hands them, with `filter_flags(...)`, to
-`zoned.syscalls.execve_seccomp` / `seccomp_set_filter` right before execve. The child must
+`zoned.linux.syscalls.execve_seccomp` / `seccomp_set_filter` right before execve. The child must
 have set no_new_privs first, or still hold CAP_SYS_ADMIN (in its user namespace) when loading:
 seccomp(2) refuses the filter (EACCES) otherwise. The exported program does not set
 no_new_privs by itself (that is a libseccomp load-time attribute, never exported).

@@ -197,7 +197,7 @@ def _host_netns(namespaces: dict) -> bool:
 def apply_personality(linux: dict) -> None:
     pers = linux.get("personality")
     if pers:
-        from zoned import syscalls as sc
+        from zoned.linux import syscalls as sc
 
         sc.personality(PERSONALITY[pers["domain"]])
 
@@ -224,7 +224,7 @@ def apply_user_and_caps(proc: dict) -> None:
     def numbers(kind: str) -> set[int]:
         return {cap_number(c) for c in caps.get(kind) or []}
 
-    from zoned import syscalls as sc
+    from zoned.linux import syscalls as sc
 
     prctl.set_keepcaps(1)  # PR_SET_KEEPCAPS: unlike securebits, needs no CAP_SETPCAP
     for cap in sorted(every - numbers("bounding")):  # by number: prctl's table may stop short

@@ -112,19 +112,6 @@ def remove_stale_tmp(directory: str, *, max_age: float = TMP_MAX_AGE,
     return out
 
 
-def proc_start_time(pid: int) -> int | None:
-    """The process start time (clock ticks since boot): tells a live pid from a reused one."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            data = f.read()
-    except OSError:
-        return None
-    fields = data[data.rindex(b")") + 2:].split()
-    if fields[0] == b"Z" or fields[0] == b"X":
-        return None  # a zombie is a process that has stopped
-    return int(fields[19])
-
-
 class Store:
     """The state root: reserve, lock, read and remove container directories."""
 

@@ -67,7 +67,7 @@ _BPF_PROG_TYPE_CGROUP_DEVICE, _BPF_CGROUP_DEVICE, _BPF_F_ALLOW_MULTI = 15, 6, 2
 
 
 def _bpf(cmd: int, attr: bytearray, what: str) -> int:
-    from zoned import syscalls  # the C extension: only when a program is really loaded
+    from zoned.linux import syscalls  # the C extension: only when a program is really loaded
 
     try:
         return syscalls.bpf(cmd, attr)
@@ -79,7 +79,7 @@ def _bpf(cmd: int, attr: bytearray, what: str) -> int:
 def attach_device_filter(cgroup_dir: str, prog: bytes) -> None:
     """Load `prog` and attach it to the cgroup directory, replacing the device programs
     attached there before (ours, from an earlier apply)."""
-    from zoned.syscalls import address_of
+    from zoned.linux.syscalls import address_of
 
     insns = bytearray(prog)
     lic = bytearray(b"Apache\0")
@@ -114,7 +114,7 @@ def attach_device_filter(cgroup_dir: str, prog: bytes) -> None:
 def query_device_progs(dfd: int) -> tuple[list[int], int]:
     """The ids of the device programs attached to the cgroup open at `dfd`, and the attach
     flags; ([], 0) when the kernel can't say."""
-    from zoned.syscalls import address_of
+    from zoned.linux.syscalls import address_of
 
     ids = bytearray(4 * 64)
     attr = bytearray(struct.pack("<IIIIQI4x", dfd, _BPF_CGROUP_DEVICE, 0, 0, address_of(ids),

@@ -10,6 +10,7 @@ import os
 from collections import namedtuple
 
 from zoned.cgroups.fs import CgroupError, read_if_exists
+from zoned.linux import mountinfo
 
 # v1 controllers v2 also has (or implies): when one of them is mounted as v1 the host is
 # v1/hybrid. net_cls, net_prio and perf_event alone don't make a host "v1".
@@ -26,17 +27,6 @@ class Hierarchy(namedtuple("Hierarchy", "mountpoint fstype options controllers")
     __slots__ = ()
 
 
-def unescape(s: str) -> str:
-    """A mountinfo field with the kernel's octal escapes decoded. The kernel escapes only
-    space, tab, newline and backslash (\\040 \\011 \\012 \\134), all ASCII, so each escape
-    is one character; without a backslash there is nothing to do (and no regex to load)."""
-    if "\\" not in s:
-        return s
-    import re
-
-    return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), s)
-
-
 def v1_subsystems() -> set[str]:
     """The v1 controller names this kernel knows (/proc/cgroups), to tell controllers from
     other mount options."""
@@ -46,24 +36,18 @@ def v1_subsystems() -> set[str]:
                      "net_cls", "perf_event", "net_prio", "hugetlb", "pids", "rdma", "misc"}
 
 
-def parse_mountinfo(text: str, subsystems: set[str] | None = None) -> list[Hierarchy]:
+def parse_mountinfo(text: str | bytes, subsystems: set[str] | None = None) -> list[Hierarchy]:
     """The cgroup hierarchies in a mountinfo text, one per superblock: a hierarchy bind-
     mounted elsewhere too (e.g. into a container rootfs) is listed once, preferring a mount
     of its root and the first one seen."""
     subsystems = subsystems if subsystems is not None else v1_subsystems()
     chosen: dict[str, tuple[bool, Hierarchy]] = {}
     order: list[str] = []
-    for line in text.splitlines():
-        parts = line.split()
-        try:
-            sep = parts.index("-", 6)
-        except ValueError:
-            continue
-        fstype = parts[sep + 1] if len(parts) > sep + 1 else ""
+    for m in mountinfo.parse(text):
+        fstype = m.fstype
         if fstype not in ("cgroup", "cgroup2"):
             continue
-        devno, root, mnt = parts[2], unescape(parts[3]), unescape(parts[4])
-        sopts = parts[sep + 3].split(",") if len(parts) > sep + 3 else []
+        devno, root, mnt, sopts = f"{m.major}:{m.minor}", m.root, m.mount_point, m.super_options
         if fstype == "cgroup":
             keep = [o for o in sopts if o in subsystems or o.startswith("name=")]
             ctrls = tuple(o for o in keep if not o.startswith("name="))
@@ -96,7 +80,7 @@ def classify(hs: list[Hierarchy]) -> str:
 @functools.cache
 def mounts() -> tuple[Hierarchy, ...]:
     """Every cgroup hierarchy this process sees, v1 and v2, in mountinfo order; read once."""
-    with open("/proc/self/mountinfo") as f:
+    with open("/proc/self/mountinfo", "rb") as f:
         return tuple(parse_mountinfo(f.read()))
 
 

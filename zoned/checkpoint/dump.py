@@ -20,21 +20,6 @@ VIRTUAL_FS = {"proc", "sysfs", "tmpfs", "devpts", "mqueue", "cgroup", "cgroup2",
               "bpf", "pstore", "hugetlbfs", "autofs"}
 
 
-def _mountinfo(pid: int) -> list[dict]:
-    out = []
-    with open(f"/proc/{pid}/mountinfo") as f:
-        for line in f:
-            left, right = line.split(" - ", 1)
-            fields = left.split()
-            out.append({"id": int(fields[0]), "parent": int(fields[1]), "root": fields[3],
-                        "mountpoint": _unescape(fields[4]), "fstype": right.split()[0]})
-    return out
-
-
-def _unescape(s: str) -> str:
-    return s.encode().decode("unicode_escape") if "\\" in s else s
-
-
 def _tree(pid: int) -> list[int]:
     """pid and all its descendants (the container's processes)."""
     out, todo = [], [pid]
@@ -152,26 +137,28 @@ class Dump:
         self.upper = os.path.join(self.data, "upper")
         self.log = z.get("log")
         self.log_pipe = (z.get("logger") or {}).get("pipe")
-        mounts = _mountinfo(self.pid)
-        root_id = next(m["id"] for m in mounts if m["mountpoint"] == "/")
+        from zoned.linux import mountinfo
+
+        mounts = mountinfo.read(self.pid)
+        root_id = next(m.mount_id for m in mounts if m.mount_point == "/")
         by_dest = {os.path.normpath(m["destination"]): m for m in cfg.get("mounts") or []}
         self.externals = []
         for m in mounts:
-            if m["id"] == root_id:
+            if m.mount_id == root_id:
                 continue
-            spec = by_dest.get(os.path.normpath(m["mountpoint"]))
+            spec = by_dest.get(os.path.normpath(m.mount_point))
             # A bind mount from the host is external whatever its file system: a file
             # bound from a tmpfs state root (/run/zoned/ID/hostname) is a tmpfs mount
             # whose tmpfs root is not in the container, which CRIU cannot dump itself
             # ("doesn't have a proper root mount").
-            if m["fstype"] in VIRTUAL_FS and not is_bind(spec):
+            if m.fstype in VIRTUAL_FS and not is_bind(spec):
                 continue
             if spec is None or not spec.get("source"):
                 raise ConfigError(f"cannot checkpoint container {cid!r}: mount "
-                                  f"{m['mountpoint']} ({m['fstype']}) is not in its config")
+                                  f"{m.mount_point} ({m.fstype}) is not in its config")
             self.externals.append({"key": f"zoned-m{len(self.externals)}",
-                                   "destination": m["mountpoint"], "source": spec["source"]})
-        self.files = _external_files(_tree(self.pid), {m["id"] for m in mounts}, self.log,
+                                   "destination": m.mount_point, "source": spec["source"]})
+        self.files = _external_files(_tree(self.pid), {m.mount_id for m in mounts}, self.log,
                                      self.log_pipe)
         self.netns_inode = os.stat(f"/proc/{self.pid}/ns/net").st_ino
         return self
@@ -317,7 +304,7 @@ def checkpoint(rt, cid: str, directory: str | None, *, leave_running: bool = Fal
             dump.run(directory, leave_running=leave_running,
                      tcp_established=tcp_established, criu=criu)
         if not leave_running:
-            from zoned.runtime import wait_exit
+            from zoned.linux.proc import wait_exit
 
             wait_exit(dump.pid, dump.start, 10)
             rt.delete(cid, force=True)

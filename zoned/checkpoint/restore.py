@@ -153,7 +153,7 @@ def restore(rt, directory: str, *, name: str | None = None, lazy_socket: int | N
                               work=work, rootfs=rootfs, cgroup=cg_path, netns_fd=nsfd,
                               log_path=log_path, log_fd=logger and logger.write_fd,
                               lazy_socket=lazy_socket, stopped=stopped)
-            from zoned.state import proc_start_time
+            from zoned.linux.proc import proc_start_time
 
             state.update(status="running", pid=pid)
             state["zoned"]["pid_start"] = proc_start_time(pid)
@@ -222,7 +222,7 @@ def run_restore(criu: str, directory: str, work_dir: str, meta: dict, cfg: dict,
     task's pid. Used by restore() and, into the very same namespace and cgroup, by a
     failed migration putting its container back. log_fd: the write end of a new logger's
     pipe, for the zone's stdout and stderr (the caller keeps and closes it)."""
-    from zoned import syscalls as sc
+    from zoned.linux import syscalls as sc
 
     by_dest = {os.path.normpath(m["destination"]): m.get("source")
                for m in cfg.get("mounts") or []}

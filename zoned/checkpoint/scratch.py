@@ -37,7 +37,7 @@ def gc_scratch(rt, *, dry_run: bool = False):
     """Remove checkpoints in transit whose zoned process died (yields a line each)."""
     import re
 
-    from zoned.state import proc_start_time
+    from zoned.linux.proc import proc_start_time
 
     from zoned.storage import MIGRATIONS
 

@@ -155,6 +155,8 @@ def _is_file(path: str) -> bool:
 def _overlay_mounts() -> list[tuple[int, int, list[str]]]:
     """(mount-ns inode, mount id, lowerdirs) of every overlay mount in every mount namespace:
     containers mount their rootfs in their own namespace, invisible in ours."""
+    from zoned.linux import mountinfo
+
     out = []
     seen: set[int] = set()
     for pid in os.listdir("/proc"):
@@ -164,22 +166,19 @@ def _overlay_mounts() -> list[tuple[int, int, list[str]]]:
             ns = os.stat(f"/proc/{pid}/ns/mnt").st_ino
             if ns in seen:
                 continue
-            with open(f"/proc/{pid}/mountinfo") as f:
-                lines = f.read().splitlines()
+            mounts = mountinfo.read(pid)
         except OSError:
             continue
         seen.add(ns)
-        for line in lines:
-            left, _, right = line.partition(" - ")
-            fields = right.split(" ")
-            if len(fields) < 3 or fields[0] != "overlay":
+        for m in mounts:
+            if m.fstype != "overlay":
                 continue
             lowers = []
-            for opt in fields[2].split(","):
+            for opt in m.super_options:
                 key, _, val = opt.partition("=")
                 if key.startswith("lowerdir"):  # lowerdir= and lowerdir+=
-                    lowers += [v.replace("\\040", " ") for v in val.split(":") if v]
-            out.append((ns, int(left.split(" ", 1)[0]), lowers))
+                    lowers += [v for v in val.split(":") if v]
+            out.append((ns, m.mount_id, lowers))
     return out
 
 

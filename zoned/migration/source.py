@@ -245,7 +245,7 @@ class Migration:
         d = rt.store.dir(cid)
         cfg = dump.cfg
         from zoned import logs
-        from zoned.state import proc_start_time
+        from zoned.linux.proc import proc_start_time
 
         # The dump ended the zone, so its logger saw EOF and exited: a new one takes the
         # restored tasks' output, into the same data dir.

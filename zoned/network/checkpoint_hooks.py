@@ -71,7 +71,7 @@ def check_restore(root: str, described: dict, cid: str) -> list[str]:
 def new_netns() -> int:
     """An empty network namespace, as an fd (the only thing keeping it alive), made on a
     thread of its own: unshare(CLONE_NEWNET) changes only the calling thread."""
-    from zoned import syscalls as sc
+    from zoned.linux import syscalls as sc
     from zoned.network.netlink import on_own_thread
 
     def work():
@@ -95,7 +95,7 @@ def loopback_up(nsfd: int) -> None:
 
 def nft_in(nsfd: int, *args: str, input: str | None = None) -> subprocess.CompletedProcess:
     """`nft ARGS` inside the network namespace `nsfd`."""
-    from zoned import syscalls as sc
+    from zoned.linux import syscalls as sc
     from zoned.network import nft
 
     return subprocess.run([nft.nft_binary(), *args], input=input, capture_output=True,
@@ -157,7 +157,7 @@ def send_arps(nsfd: int, links: list[Attachment], count: int = 2) -> None:
     import socket
     import struct
 
-    from zoned import syscalls as sc
+    from zoned.linux import syscalls as sc
     from zoned.network.netlink import on_own_thread
 
     def work():

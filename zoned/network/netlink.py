@@ -129,7 +129,7 @@ class Netlink:
     # -- namespaces --------------------------------------------------------------------
     def in_netns(self, nsfd: int):
         """An IPRoute whose socket lives in the network namespace `nsfd`."""
-        from zoned import syscalls as sc
+        from zoned.linux import syscalls as sc
 
         def work():
             sc.setns(nsfd, sc.CLONE_NEWNET)  # this thread only, and it ends here

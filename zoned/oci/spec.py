@@ -169,7 +169,7 @@ def _primary_gid(uid: int, rootfs: str | None) -> int:
 def _read(root: str, rel: str) -> str:
     """A small regular file of the image, its path resolved inside the rootfs: a link such
     as etc/passwd -> /etc/shadow must not read the host's, nor a FIFO hang zoned."""
-    from zoned import syscalls as sc
+    from zoned.linux import syscalls as sc
 
     root_fd = os.open(root, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
     try:

@@ -1,5 +1,7 @@
 """Python face of the C extension: each call keeps the syscall's semantics and raises OSError
-with errno on failure. No policy here."""
+with errno on failure. No policy here. The constants come from the extension, which took them
+from the system's C headers when it was compiled (csrc/constants.cdef): no kernel number is
+restated here."""
 from __future__ import annotations
 
 import os
@@ -12,50 +14,50 @@ if TYPE_CHECKING:
     from collections.abc import Sequence
 
 # clone/unshare flags (linux/sched.h)
-CLONE_NEWNS = 0x00020000
-CLONE_NEWCGROUP = 0x02000000
-CLONE_NEWUTS = 0x04000000
-CLONE_NEWIPC = 0x08000000
-CLONE_NEWUSER = 0x10000000
-CLONE_NEWPID = 0x20000000
-CLONE_NEWNET = 0x40000000
-CLONE_NEWTIME = 0x00000080
-CLONE_PIDFD = 0x00001000
-CLONE_INTO_CGROUP = 0x200000000
+CLONE_NEWNS = lib.CLONE_NEWNS
+CLONE_NEWCGROUP = lib.CLONE_NEWCGROUP
+CLONE_NEWUTS = lib.CLONE_NEWUTS
+CLONE_NEWIPC = lib.CLONE_NEWIPC
+CLONE_NEWUSER = lib.CLONE_NEWUSER
+CLONE_NEWPID = lib.CLONE_NEWPID
+CLONE_NEWNET = lib.CLONE_NEWNET
+CLONE_NEWTIME = lib.CLONE_NEWTIME
+CLONE_PIDFD = lib.CLONE_PIDFD
+CLONE_INTO_CGROUP = lib.CLONE_INTO_CGROUP
 
 # mount(2) flags
-MS_RDONLY = 1
-MS_NOSUID = 2
-MS_NODEV = 4
-MS_NOEXEC = 8
-MS_SYNCHRONOUS = 16
-MS_REMOUNT = 32
-MS_MANDLOCK = 64
-MS_DIRSYNC = 128
-MS_NOSYMFOLLOW = 256
-MS_NOATIME = 1024
-MS_NODIRATIME = 2048
-MS_BIND = 4096
-MS_MOVE = 8192
-MS_REC = 16384
-MS_SILENT = 32768
-MS_UNBINDABLE = 1 << 17
-MS_PRIVATE = 1 << 18
-MS_SLAVE = 1 << 19
-MS_SHARED = 1 << 20
-MS_RELATIME = 1 << 21
-MS_STRICTATIME = 1 << 24
-MS_LAZYTIME = 1 << 25
+MS_RDONLY = lib.MS_RDONLY
+MS_NOSUID = lib.MS_NOSUID
+MS_NODEV = lib.MS_NODEV
+MS_NOEXEC = lib.MS_NOEXEC
+MS_SYNCHRONOUS = lib.MS_SYNCHRONOUS
+MS_REMOUNT = lib.MS_REMOUNT
+MS_MANDLOCK = lib.MS_MANDLOCK
+MS_DIRSYNC = lib.MS_DIRSYNC
+MS_NOSYMFOLLOW = lib.MS_NOSYMFOLLOW
+MS_NOATIME = lib.MS_NOATIME
+MS_NODIRATIME = lib.MS_NODIRATIME
+MS_BIND = lib.MS_BIND
+MS_MOVE = lib.MS_MOVE
+MS_REC = lib.MS_REC
+MS_SILENT = lib.MS_SILENT
+MS_UNBINDABLE = lib.MS_UNBINDABLE
+MS_PRIVATE = lib.MS_PRIVATE
+MS_SLAVE = lib.MS_SLAVE
+MS_SHARED = lib.MS_SHARED
+MS_RELATIME = lib.MS_RELATIME
+MS_STRICTATIME = lib.MS_STRICTATIME
+MS_LAZYTIME = lib.MS_LAZYTIME
 
-MNT_DETACH = 2
-AT_RECURSIVE = 0x8000
-AT_FDCWD = -100
-MOUNT_ATTR_RDONLY = 0x1
-MOUNT_ATTR_NOSUID = 0x2
-MOUNT_ATTR_NODEV = 0x4
-MOUNT_ATTR_NOEXEC = 0x8
+MNT_DETACH = lib.MNT_DETACH
+AT_RECURSIVE = lib.AT_RECURSIVE
+AT_FDCWD = lib.AT_FDCWD
+MOUNT_ATTR_RDONLY = lib.MOUNT_ATTR_RDONLY
+MOUNT_ATTR_NOSUID = lib.MOUNT_ATTR_NOSUID
+MOUNT_ATTR_NODEV = lib.MOUNT_ATTR_NODEV
+MOUNT_ATTR_NOEXEC = lib.MOUNT_ATTR_NOEXEC
 
-CLOSE_RANGE_CLOEXEC = 1 << 2
+CLOSE_RANGE_CLOEXEC = lib.CLOSE_RANGE_CLOEXEC
 
 
 def _check(rc: int, what: str, path: str | None = None) -> int:
@@ -101,11 +103,11 @@ def mount_setattr(path: str, attr_set: int = 0, attr_clr: int = 0, propagation: 
                                userns_fd), "mount_setattr", path)
 
 
-OPEN_TREE_CLONE = 1
-OPEN_TREE_CLOEXEC = 0o2000000
-AT_EMPTY_PATH = 0x1000
-MOVE_MOUNT_F_EMPTY_PATH = 0x00000004
-MOUNT_ATTR_IDMAP = 0x00100000
+OPEN_TREE_CLONE = lib.OPEN_TREE_CLONE
+OPEN_TREE_CLOEXEC = lib.OPEN_TREE_CLOEXEC
+AT_EMPTY_PATH = lib.AT_EMPTY_PATH
+MOVE_MOUNT_F_EMPTY_PATH = lib.MOVE_MOUNT_F_EMPTY_PATH
+MOUNT_ATTR_IDMAP = lib.MOUNT_ATTR_IDMAP
 
 
 def open_tree(path: str, flags: int = OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC,
@@ -188,8 +190,8 @@ def execveat(fd: int, argv: Sequence[str], env: Sequence[str]) -> None:
     raise OSError(err, f"execveat: {os.strerror(err)}")
 
 
-PR_GET_DUMPABLE = 3
-PR_SET_DUMPABLE = 4
+PR_GET_DUMPABLE = lib.PR_GET_DUMPABLE
+PR_SET_DUMPABLE = lib.PR_SET_DUMPABLE
 
 
 def set_dumpable(on: bool) -> None:
@@ -214,9 +216,9 @@ def address_of(buf: bytearray) -> int:
     return int(ffi.cast("uintptr_t", ffi.from_buffer(buf)))
 
 
-PR_CAP_AMBIENT = 47
-PR_CAP_AMBIENT_RAISE = 2
-PR_CAP_AMBIENT_CLEAR_ALL = 4
+PR_CAP_AMBIENT = lib.PR_CAP_AMBIENT
+PR_CAP_AMBIENT_RAISE = lib.PR_CAP_AMBIENT_RAISE
+PR_CAP_AMBIENT_CLEAR_ALL = lib.PR_CAP_AMBIENT_CLEAR_ALL
 
 
 def prctl(option: int, a2: int = 0, a3: int = 0, a4: int = 0, a5: int = 0) -> int:
@@ -233,16 +235,16 @@ def clone_parent(flags: int = 0) -> int:
     """clone3(CLONE_PARENT | flags): the new process is our sibling, our parent's child.
     Like fork, returns 0 in the child. Only for a single-threaded child of zoned that is
     on its way to exec (the interpreter is not told about the fork)."""
-    return _check(lib.z_clone3(0x00008000 | flags, -1, ffi.NULL), "clone3")
+    return _check(lib.z_clone3(lib.CLONE_PARENT | flags, -1, ffi.NULL), "clone3")
 
 
 # openat2(2) resolve flags (linux/openat2.h)
-RESOLVE_NO_XDEV = 0x01
-RESOLVE_NO_MAGICLINKS = 0x02
-RESOLVE_NO_SYMLINKS = 0x04
-RESOLVE_BENEATH = 0x08
-RESOLVE_IN_ROOT = 0x10
-PROC_SUPER_MAGIC = 0x9FA0
+RESOLVE_NO_XDEV = lib.RESOLVE_NO_XDEV
+RESOLVE_NO_MAGICLINKS = lib.RESOLVE_NO_MAGICLINKS
+RESOLVE_NO_SYMLINKS = lib.RESOLVE_NO_SYMLINKS
+RESOLVE_BENEATH = lib.RESOLVE_BENEATH
+RESOLVE_IN_ROOT = lib.RESOLVE_IN_ROOT
+PROC_SUPER_MAGIC = lib.PROC_SUPER_MAGIC
 
 
 def openat2(dirfd: int, path: str, flags: int, mode: int = 0, resolve: int = 0) -> int:
@@ -255,7 +257,7 @@ def fstatfs_type(fd: int) -> int:
     return _check(lib.z_fstatfs_type(fd), "fstatfs")
 
 
-MOVE_MOUNT_T_EMPTY_PATH = 0x00000040
+MOVE_MOUNT_T_EMPTY_PATH = lib.MOVE_MOUNT_T_EMPTY_PATH
 
 
 def move_mount_to_fd(from_fd: int, to_fd: int) -> None:

@@ -1,0 +1,186 @@
+"""zoned.linux without root: the constants the C extension exports (from the system headers,
+not restated in Python), and the mountinfo parser on crafted texts."""
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.unprivileged
+
+SYSCALLS = Path(__file__).resolve().parent.parent / "zoned" / "linux" / "syscalls.py"
+
+
+def _constant_names() -> list[tuple[str, ast.expr]]:
+    """The module-level UPPER_CASE names syscalls.py assigns, with their value expressions."""
+    tree = ast.parse(SYSCALLS.read_text())
+    return [(t.id, node.value) for node in tree.body if isinstance(node, ast.Assign)
+            for t in node.targets if isinstance(t, ast.Name) and t.id.isupper()
+            and t.id != "TYPE_CHECKING"]
+
+
+def test_syscalls_takes_every_kernel_constant_from_the_extension():
+    """Each constant is `NAME = lib.NAME`: its value came from the C headers at build time."""
+    from zoned._native import lib
+    from zoned.linux import syscalls as sc
+
+    consts = [(name, value) for name, value in _constant_names()
+              if not name.startswith("SPAWN_STEP")]
+    assert len(consts) > 50
+    for name, value in consts:
+        assert ast.unparse(value) == f"lib.{name}", f"{name} is not taken from the extension"
+        assert getattr(sc, name) == getattr(lib, name)
+
+
+def test_the_exported_values_are_the_kernel_abi():
+    """Spot checks against the kernel's ABI (these numbers never change): the headers the
+    extension was built against were the right ones, 64-bit and negative values included."""
+    from zoned.linux import syscalls as sc
+
+    assert sc.CLONE_NEWNS == 0x00020000 and sc.CLONE_NEWUSER == 0x10000000
+    assert sc.CLONE_INTO_CGROUP == 0x200000000  # past 32 bits
+    assert sc.AT_FDCWD == -100
+    assert sc.MS_BIND == 4096 and sc.MS_REC == 16384 and sc.MS_PRIVATE == 1 << 18
+    assert sc.MOUNT_ATTR_RDONLY == 1 and sc.MOUNT_ATTR_IDMAP == 0x00100000
+    assert sc.RESOLVE_BENEATH == 0x08 and sc.RESOLVE_IN_ROOT == 0x10
+    assert sc.OPEN_TREE_CLOEXEC == 0o2000000 and sc.PROC_SUPER_MAGIC == 0x9FA0
+    assert sc.PR_CAP_AMBIENT == 47 and sc.CLOSE_RANGE_CLOEXEC == 1 << 2
+
+
+# -- mountinfo ---------------------------------------------------------------------------------
+def _line(mount_point: bytes, *, optional: bytes = b"shared:1", fstype: bytes = b"tmpfs",
+          source: bytes = b"tmpfs", super_options: bytes = b"rw,size=64k") -> bytes:
+    """A mountinfo line as the kernel writes it (mount_point already escaped)."""
+    opt = b" " + optional if optional else b""
+    return (b"36 25 0:51 / " + mount_point + b" rw,nosuid,relatime" + opt + b" - " + fstype
+            + b" " + source + b" " + super_options)
+
+
+def test_mountinfo_fields_are_parsed_into_a_record():
+    from zoned.linux import mountinfo
+
+    [m] = mountinfo.parse(_line(b"/run/x", optional=b"shared:1 master:7"))
+    assert m == mountinfo.Mount(36, 25, 0, 51, "/", "/run/x", ("rw", "nosuid", "relatime"),
+                                ("shared:1", "master:7"), "tmpfs", "tmpfs", ("rw", "size=64k"))
+    assert m.mount_point == "/run/x" and m.major == 0 and m.minor == 51
+    [m] = mountinfo.parse(_line(b"/run/x", optional=b""))
+    assert m.optional == () and m.fstype == "tmpfs" and m.super_options == ("rw", "size=64k")
+
+
+def test_mountinfo_decodes_spaces_and_utf8():
+    """`\\040` and friends are decoded on bytes, then the bytes as UTF-8: a name with spaces
+    and non-ASCII letters comes back as it was created (unicode_escape made "cafÃ©")."""
+    from zoned.linux import mountinfo
+
+    name = "/mnt/my dir/café ünïcode\tx\ny\\z"
+    escaped = ("/mnt/my\\040dir/café\\040ünïcode\\011x\\012y\\134z").encode()
+    [m] = mountinfo.parse(_line(escaped))
+    assert m.mount_point == name
+    assert mountinfo.parse(_line(escaped).decode())[0].mount_point == name  # text mode
+    # a backslash that is no escape, an escape next to a digit
+    assert mountinfo.unescape(b"/a\\x\\0401") == "/a\\x 1"
+
+
+def test_mountinfo_keeps_names_that_are_not_utf8():
+    """Bytes that are not UTF-8 round-trip to the same path bytes (os.fsencode)."""
+    import os
+
+    from zoned.linux import mountinfo
+
+    [m] = mountinfo.parse(_line(b"/mnt/\xff\xfe\\040x"))
+    assert os.fsencode(m.mount_point) == b"/mnt/\xff\xfe x"
+
+
+def test_mountinfo_splits_super_options_before_unescaping():
+    """An overlay lowerdir with a comma (written `\\054`) stays one option."""
+    from zoned.linux import mountinfo
+
+    [m] = mountinfo.parse(_line(b"/merged", fstype=b"overlay", source=b"overlay",
+                                super_options=b"rw,lowerdir=/img/a\\054b\\040c:/img/d,"
+                                b"upperdir=/u,workdir=/w"))
+    assert m.super_options == ("rw", "lowerdir=/img/a,b c:/img/d", "upperdir=/u", "workdir=/w")
+
+
+def test_mountinfo_lines_split_on_newlines_only():
+    """The kernel does not escape a carriage return in a name: it must not end the line;
+    a blank or truncated line is skipped, not an error."""
+    from zoned.linux import mountinfo
+
+    text = _line(b"/mnt/a\rb") + b"\n\n36 25 0:51 / /trunc\n" + _line(b"/c") + b"\n"
+    assert [m.mount_point for m in mountinfo.parse(text)] == ["/mnt/a\rb", "/c"]
+
+
+def test_mountinfo_reads_what_the_kernel_writes(tmp_path):
+    """A real mount, in a throw-away user and mount namespace (no root needed, nothing
+    reaches the host), at a path with spaces and UTF-8: read back as it was made."""
+    import shutil
+    import subprocess
+
+    from zoned.linux import mountinfo
+
+    if not shutil.which("unshare"):
+        pytest.skip("no unshare(1)")
+    target = tmp_path / "my dir" / "café ü"
+    target.mkdir(parents=True)
+    p = subprocess.run(["unshare", "-rm", "--propagation", "private", "sh", "-c",
+                        'mount -t tmpfs -o size=64k zoned-test "$1" && cat /proc/self/mountinfo',
+                        "sh", str(target)], capture_output=True, timeout=30)
+    if p.returncode != 0:
+        pytest.skip(f"cannot make a user namespace here: {p.stderr.decode().strip()}")
+    assert b"\\040" in p.stdout  # the kernel escaped the spaces
+    [m] = [m for m in mountinfo.parse(p.stdout) if m.source == "zoned-test"]
+    assert m.mount_point == str(target) and m.fstype == "tmpfs"
+    assert "size=64k" in m.super_options
+
+
+def test_mountinfo_reads_this_process():
+    from zoned.linux import mountinfo
+
+    mounts = mountinfo.read()
+    assert mounts and any(m.mount_point == "/" for m in mounts)
+    ids = {m.mount_id for m in mounts}
+    assert all(isinstance(m.parent_id, int) for m in mounts) and len(ids) == len(mounts)
+
+
+# -- proc ----------------------------------------------------------------------------------------
+def test_proc_start_time_tells_live_from_gone():
+    import os
+    import subprocess
+    import time
+
+    from zoned.linux.proc import proc_start_time
+
+    assert isinstance(proc_start_time(os.getpid()), int)
+    child = subprocess.Popen(["true"])
+    for _ in range(500):  # exited, not yet reaped: a zombie counts as gone
+        with open(f"/proc/{child.pid}/stat", "rb") as f:
+            if f.read().rsplit(b")", 1)[1].split()[0] == b"Z":
+                break
+        time.sleep(0.01)
+    assert proc_start_time(child.pid) is None
+    child.wait()
+    assert proc_start_time(child.pid) is None
+
+
+def test_signal_pid_and_wait_exit_check_the_start_time():
+    """A recorded start time that is not the process's (its pid was reused) leaves the
+    process alone; the right one signals it, and wait_exit sees it go."""
+    import signal
+    import subprocess
+
+    from zoned.linux.proc import proc_start_time, signal_pid, wait_exit
+
+    child = subprocess.Popen(["sleep", "30"])
+    try:
+        start = proc_start_time(child.pid)
+        assert wait_exit(child.pid, start, 0.05) is False  # still running
+        signal_pid(child.pid, start + 1, signal.SIGKILL)  # a stranger with the same pid
+        assert child.poll() is None and wait_exit(child.pid, start, 0.05) is False
+        assert wait_exit(child.pid, start + 1, 0.05) is True  # "that process is gone"
+        signal_pid(child.pid, start, signal.SIGKILL)
+        assert wait_exit(child.pid, start, 5) is True
+        assert child.wait(5) == -signal.SIGKILL
+    finally:
+        child.kill()
+        child.wait()

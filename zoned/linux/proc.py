@@ -1,0 +1,66 @@
+"""Processes by pid, safe against pid reuse: a pid alone may name a stranger by the time it is
+used, so every helper here checks the process's start time (from /proc/PID/stat) against
+the one recorded when zoned started it, and signals or waits through a pidfd opened before
+that check (a pidfd keeps naming the process it was opened on).
+"""
+from __future__ import annotations
+
+
+def proc_start_time(pid: int) -> int | None:
+    """The process start time (clock ticks since boot): tells a live pid from a reused one.
+    None if there is no such process, or it is a zombie (it has stopped)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            data = f.read()
+    except OSError:
+        return None
+    fields = data[data.rindex(b")") + 2:].split()  # comm may hold spaces and parens
+    if fields[0] == b"Z" or fields[0] == b"X":
+        return None
+    return int(fields[19])
+
+
+def signal_pid(pid: int, start: int | None, sig: int) -> None:
+    """Signal a container process through a pidfd, after checking it is still the same
+    process (pid reuse), so a stale state can never hit a stranger."""
+    import os
+
+    from zoned.linux import syscalls as sc  # the C extension: only when a process is signalled
+
+    try:
+        fd = sc.pidfd_open(pid)
+    except ProcessLookupError:
+        return
+    try:
+        if proc_start_time(pid) != start:
+            return
+        try:
+            sc.pidfd_send_signal(fd, sig)
+        except ProcessLookupError:
+            pass
+    finally:
+        os.close(fd)
+
+
+def wait_exit(pid: int, start: int | None, timeout: float | None) -> bool:
+    """Wait for a process (ours or not) to exit; False if it has not after `timeout`. Does
+    not reap: an API caller that forked the container collects the exit status itself."""
+    if not pid:
+        return True
+    import os
+    import select
+
+    from zoned.linux import syscalls as sc
+
+    try:
+        fd = sc.pidfd_open(pid)
+    except ProcessLookupError:
+        return True
+    try:
+        if proc_start_time(pid) != start:
+            return True
+        poller = select.poll()
+        poller.register(fd, select.POLLIN)
+        return bool(poller.poll(None if timeout is None else int(timeout * 1000)))
+    finally:
+        os.close(fd)
