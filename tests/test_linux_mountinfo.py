@@ -7,10 +7,10 @@ import time
 
 import pytest
 
-try:
-    from zoned.checkpoint import find_criu
-    from zoned.errors import ZonedError
+from zoned.checkpoint.criu import find_criu
+from zoned.errors import ZonedError
 
+try:
     find_criu()
 except ZonedError as e:
     pytest.skip(f"no criu >= 4 (run `make criu`): {e}", allow_module_level=True)
