@@ -19,7 +19,9 @@ from pathlib import Path
 import pytest
 
 from conftest import REPO, ZONED
-from test_oci import bundle  # noqa: F401 - the fixture
+import test_oci
+
+bundle = test_oci.bundle  # the fixture, under the name the tests ask for
 
 PROGS = REPO / "tests" / "progs"
 PROG_CACHE = Path("/var/tmp/zoned-test-progs")
@@ -104,7 +106,7 @@ def attacker_in(bundle) -> Path:  # noqa: F811
     return rootfs / "tmp"
 
 
-def test_created_init_is_out_of_reach(cli, bundle):  # noqa: F811
+def test_created_init_is_out_of_reach(cli, bundle):
     """A created zone's init is zoned's Python until `start`; a process exec'd into the zone
     meanwhile sees it as PID 1 and must reach neither its exe nor ptrace it."""
     out = attacker_in(bundle)
@@ -120,7 +122,7 @@ def test_created_init_is_out_of_reach(cli, bundle):  # noqa: F811
     assert json.loads(cli("state", "c1").stdout)["status"] == "running"
 
 
-def test_created_init_is_a_sealed_copy_to_a_ptrace_capable_attacker(cli, bundle):  # noqa: F811
+def test_created_init_is_a_sealed_copy_to_a_ptrace_capable_attacker(cli, bundle):
     """With CAP_SYS_PTRACE in the host's user namespace (`exec --cap SYS_PTRACE`) the
     non-dumpable check passes, so a created zone's init must not be the host's python
     (which the attacker could rewrite through /proc/1/exe once nothing runs it): from its
@@ -152,7 +154,7 @@ def test_created_init_is_a_sealed_copy_to_a_ptrace_capable_attacker(cli, bundle)
         cli("delete", "-f", cid, check=True)
 
 
-def test_created_init_reports_a_failed_exec(cli, bundle):  # noqa: F811
+def test_created_init_reports_a_failed_exec(cli, bundle):
     """The init's execve now happens in zoned-spawn's copy: a failure there is still told
     the Python path's way (runc's exit codes 127 and 126, which podman maps), on the sync
     socket for `run` and on the zone's stderr after `start`."""
@@ -205,7 +207,7 @@ def test_exec_pid_file_names_the_process_in_the_zone(cli, tmp_path):
     assert len(procs) == 2, procs  # the init and the detached sleep
 
 
-def test_exec_in_a_user_namespace_zone(cli, bundle):  # noqa: F811
+def test_exec_in_a_user_namespace_zone(cli, bundle):
     """exec into a user-namespace zone: the helper joins the user namespace, then the pid
     namespace with the capabilities it has there; the attacker, root of the zone's user
     namespace, reaches nothing of zoned's either."""
@@ -257,7 +259,7 @@ def test_config_without_mount_namespace_is_refused(cli, bundle, tmp_path):  # no
     assert os.listdir(cli.root) == []
 
 
-def test_child_refuses_to_mount_in_the_callers_namespace(cli, bundle):  # noqa: F811
+def test_child_refuses_to_mount_in_the_callers_namespace(cli, bundle):
     """Defence in depth: with create's check switched off, the container child itself sees
     that its mount namespace is its creator's and refuses before its first mount. In a
     throw-away mount namespace, like the test above."""

@@ -30,6 +30,7 @@ from pathlib import Path
 import pytest
 
 from conftest import ZONED
+from test_network import wait_for
 
 pytestmark = pytest.mark.skipif(shutil.which("nft") is None,
                                 reason="nftables is not installed (make setup installs it)")
@@ -46,14 +47,6 @@ def _pool(monkeypatch):
     monkeypatch.setenv("ZONED_SUBNET_POOL", "10.93.0.0/16")
 
 
-def wait_for(pred, timeout=10.0, every=0.05):
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        v = pred()
-        if v:
-            return v
-        time.sleep(every)
-    return pred()
 
 
 @pytest.fixture

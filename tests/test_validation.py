@@ -9,15 +9,17 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import uuid
 from pathlib import Path
 
 import pytest
 from conftest import ZONED, host_snapshot
+import test_oci
 
 from zoned import cgroups
+
+bundle = test_oci.bundle  # the fixture, under the name the tests ask for
 
 pytestmark = pytest.mark.usefixtures("busybox")
 
@@ -34,37 +36,6 @@ def controller_dir(controller: str, path: str) -> Path:
 
 def cgroup_of(cli, name: str) -> str:
     return json.loads(cli("inspect", name, check=True).stdout)["cgroup"]
-
-
-@pytest.fixture
-def bundle(tmp_path, busybox):
-    """An OCI bundle: busybox's rootfs and runc's default config (`zoned spec`); call it
-    with the process args and config changes ("a.b.c": value) to write config.json."""
-    b = tmp_path / "bundle"
-    b.mkdir()
-    shutil.copytree(busybox.rootfs, b / "rootfs", symlinks=True)
-    subprocess.run([ZONED, "spec", "--bundle", str(b)], check=True)
-    base = json.loads((b / "config.json").read_text())
-    base["process"]["terminal"] = False
-
-    def write(args, raw=None, **changes):
-        if raw is not None:  # the document as given, whatever its shape
-            (b / "config.json").write_text(json.dumps(raw))
-            return raw
-        c = json.loads(json.dumps(base))
-        c["process"]["args"] = args
-        for path, value in changes.items():
-            node = c
-            *parents, last = path.split(".")
-            for p in parents:
-                node = node.setdefault(p, {})
-            node[last] = value
-        (b / "config.json").write_text(json.dumps(c))
-        return c
-
-    write.path = b
-    write.base = base
-    return write
 
 
 def oci_run(cli, bundle, cid="v1"):
@@ -110,7 +81,7 @@ def test_host_sysctl_is_refused_before_anything_is_made(cli, bundle, zoned_root,
 def test_net_sysctl_needs_the_zones_own_netns(cli, bundle, zoned_root):
     host = _sysctl("net.ipv4.ip_forward")
     value = "1" if host == "0" else "0"
-    nets = [n for n in bundle.base["linux"]["namespaces"] if n["type"] != "network"]
+    nets = [n for n in bundle.cfg["linux"]["namespaces"] if n["type"] != "network"]
     # the host's own value, so that a regression writing it changes nothing
     bundle(["true"], **{"linux.sysctl": {"net.ipv4.ip_forward": host},
                         "linux.namespaces": nets})
@@ -125,7 +96,7 @@ def test_net_sysctl_needs_the_zones_own_netns(cli, bundle, zoned_root):
 
 
 def test_ipc_sysctl_needs_an_ipc_namespace(cli, bundle, zoned_root):
-    nons = [n for n in bundle.base["linux"]["namespaces"] if n["type"] != "ipc"]
+    nons = [n for n in bundle.cfg["linux"]["namespaces"] if n["type"] != "ipc"]
     bundle(["true"], **{"linux.sysctl": {"kernel.msgmax": _sysctl("kernel.msgmax")},
                         "linux.namespaces": nons})
     assert_refused(oci_run(cli, bundle), "kernel.msgmax", "ipc")
