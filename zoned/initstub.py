@@ -10,10 +10,10 @@ with runc, whose init is its own sealed copy.
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING
 
 from zoned.linux import syscalls as sc
 
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing (start-up)
 if TYPE_CHECKING:
     from zoned.process import Plan
 

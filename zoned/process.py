@@ -30,10 +30,13 @@ import os
 import signal
 import socket
 import struct
-from typing import Callable
 
 from zoned import initstub
 from zoned.linux import syscalls as sc
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing (start-up)
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 NS_FLAGS = {"ipc": sc.CLONE_NEWIPC, "uts": sc.CLONE_NEWUTS, "network": sc.CLONE_NEWNET,
             "mount": sc.CLONE_NEWNS, "cgroup": sc.CLONE_NEWCGROUP, "pid": sc.CLONE_NEWPID,

@@ -38,9 +38,9 @@ def cgroup_parent(root: str | None = None) -> str:
     root = os.path.realpath(root or default_root())
     if root == DEFAULT_ROOT:
         return "/zoned"
-    from zoned.seccomp import _sha256
+    from zoned.digest import sha256
 
-    return "/zoned-" + _sha256(root.encode()).hexdigest()[:10]
+    return "/zoned-" + sha256(root.encode()).hexdigest()[:10]
 
 
 def systemd_cgroups_path(path: str, cid: str) -> str:

@@ -34,10 +34,7 @@ if TYPE_CHECKING:
     from collections.abc import Iterable
     from typing import Any
 
-try:  # the builtin sha256: hashlib would load OpenSSL (~2 ms on the start path)
-    from _sha256 import sha256 as _sha256
-except ImportError:  # pragma: no cover - other builds
-    from hashlib import sha256 as _sha256
+from zoned.digest import sha256
 
 __all__ = ["default_profile", "compile_bpf", "filter_flags", "SeccompError", "CACHE_DIR"]
 
@@ -214,7 +211,7 @@ def _cache_path(canonical: str) -> str:
     """Key on the profile, the host arch and the extension build, so a rebuilt zoned (or a
     different libseccomp linked into it) never reads a stale program. /run is a tmpfs: an
     upgraded libseccomp is picked up at the latest on reboot."""
-    h = _sha256(_build_fingerprint())
+    h = sha256(_build_fingerprint())
     h.update(canonical.encode())
     return os.path.join(CACHE_DIR, h.hexdigest() + ".bpf")
 

@@ -41,9 +41,9 @@ def data_root(state_root: str) -> str:
     real = os.path.realpath(state_root)
     if real == DEFAULT_ROOT:
         return DEFAULT_DATA
-    import hashlib
+    from zoned.digest import sha256
 
-    digest = hashlib.sha256(real.encode()).hexdigest()[:10]
+    digest = sha256(real.encode()).hexdigest()[:10]
     return os.path.join(DEFAULT_DATA, "roots", f"{os.path.basename(real) or 'root'}-{digest}")
 
 
