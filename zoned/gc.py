@@ -14,7 +14,8 @@ from typing import Iterator
 
 from zoned.errors import ZonedError
 from zoned.runtime import Runtime, cgroup_parent
-from zoned.state import remove_stale_tmp, rmtree
+from zoned.linux.files import rmtree
+from zoned.state import remove_stale_tmp
 
 
 def collect(rt: Runtime, *, dry_run: bool = False,

@@ -26,8 +26,9 @@ import time
 from contextlib import contextmanager
 
 from zoned.errors import NotFound, ZonedError
+from zoned.linux.files import rmtree
+from zoned.storage import DEFAULT_ROOT
 
-DEFAULT_ROOT = "/run/zoned"
 REMOVING = "removing"  # in a container dir: its removal has begun (see Store.mark_removing)
 
 
@@ -259,29 +260,3 @@ class Store:
 
         hit("rm:trash")
         rmtree(trash)
-
-
-def rmtree(path: str) -> None:
-    """shutil.rmtree without importing shutil on the hot path; tolerates vanished entries."""
-    try:
-        entries = list(os.scandir(path))
-    except FileNotFoundError:
-        return
-    except NotADirectoryError:
-        os.unlink(path)
-        return
-    for e in entries:
-        try:
-            if e.is_dir(follow_symlinks=False):
-                rmtree(e.path)
-            else:
-                os.unlink(e.path)
-        except FileNotFoundError:
-            pass
-    try:
-        os.rmdir(path)
-    except FileNotFoundError:
-        pass
-    except OSError as e:
-        if e.errno != errno.ENOENT:
-            raise

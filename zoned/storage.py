@@ -26,7 +26,8 @@ from __future__ import annotations
 
 import os
 
-DEFAULT_DATA = "/var/lib/zoned"
+DEFAULT_ROOT = "/run/zoned"       # runtime state (a tmpfs on systemd hosts)
+DEFAULT_DATA = "/var/lib/zoned"   # layers, logs, checkpoints in transit (disk)
 CONTAINERS = "containers"
 MIGRATIONS = "migrations"
 
@@ -36,8 +37,6 @@ def data_root(state_root: str) -> str:
     env = os.environ.get("ZONED_DATA")
     if env:
         return os.path.abspath(env)
-    from zoned.state import DEFAULT_ROOT
-
     real = os.path.realpath(state_root)
     if real == DEFAULT_ROOT:
         return DEFAULT_DATA
@@ -60,7 +59,7 @@ def make_zone_dir(data: str, cid: str) -> str:
     """A new, empty data dir for zone `cid`, whose name the caller has reserved in the state
     root: whatever is there already is an orphan of a zone of that name that is gone (a
     reboot emptied the state root) and is removed first."""
-    from zoned.state import rmtree
+    from zoned.linux.files import rmtree
 
     d = zone_dir(data, cid)
     for _ in range(5):  # a concurrent prune() may remove the parents meanwhile
@@ -80,7 +79,7 @@ def remove_zone_dir(path: str | None) -> None:
     """Remove a zone's data dir (idempotent), then its data root's empty parents."""
     if not path:
         return
-    from zoned.state import rmtree
+    from zoned.linux.files import rmtree
 
     rmtree(path)
     prune(os.path.dirname(os.path.dirname(path)))
@@ -117,7 +116,7 @@ def gc_orphans(store, *, dry_run: bool = False):
     created under that very name right now is never touched: either we hold the name and
     the data dir is an orphan, or the creator holds it and we skip it."""
     from zoned.errors import ZonedError
-    from zoned.state import rmtree
+    from zoned.linux.files import rmtree
 
     for cid in zone_ids(store.data):
         if store.exists(cid):

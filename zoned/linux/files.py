@@ -1,0 +1,31 @@
+"""File-tree helpers with no policy, cheap to import (no shutil on the start path)."""
+from __future__ import annotations
+
+import errno
+import os
+
+
+def rmtree(path: str) -> None:
+    """shutil.rmtree without importing shutil on the hot path; tolerates vanished entries."""
+    try:
+        entries = list(os.scandir(path))
+    except FileNotFoundError:
+        return
+    except NotADirectoryError:
+        os.unlink(path)
+        return
+    for e in entries:
+        try:
+            if e.is_dir(follow_symlinks=False):
+                rmtree(e.path)
+            else:
+                os.unlink(e.path)
+        except FileNotFoundError:
+            pass
+    try:
+        os.rmdir(path)
+    except FileNotFoundError:
+        pass
+    except OSError as e:
+        if e.errno != errno.ENOENT:
+            raise
