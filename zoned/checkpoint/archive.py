@@ -7,6 +7,7 @@ import json
 import os
 import shutil
 import subprocess
+from contextlib import contextmanager
 
 from zoned.errors import ConfigError, ZonedError
 
@@ -16,6 +17,25 @@ META = "zoned-checkpoint.json"
 OWN_FILES = ("upper", "ctr.log", "ctr.log.1", META, "zoned-action.sh", "dump.log",
              "stats-dump")
 TAR_FLAGS = ["--xattrs", "--xattrs-include=*", "--numeric-owner", "--sparse"]
+
+
+@contextmanager
+def tar_stream(args: list[str], *, what: str, writing: bool):
+    """`tar ARGS` over a pipe, for streaming a checkpoint between hosts: yields the fd of
+    its stdin (`writing`: an archive to unpack) or of its stdout (one it packs). A tar that
+    fails is raised as ZonedError("WHAT failed: ..."), once the pipe is closed."""
+    pipe = subprocess.PIPE
+    p = subprocess.Popen(["tar", *TAR_FLAGS, *args], stdin=pipe if writing else None,
+                         stdout=None if writing else pipe, stderr=pipe)
+    end = p.stdin if writing else p.stdout
+    try:
+        yield end.fileno()
+    finally:
+        end.close()
+        err = p.stderr.read().decode(errors="replace")
+        p.wait()
+    if p.returncode != 0:
+        raise ZonedError(f"{what} failed: {err.strip()}")
 
 
 def clean_dir(directory: str) -> None:

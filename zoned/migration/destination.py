@@ -8,11 +8,10 @@ from __future__ import annotations
 import os
 import shutil
 import socket
-import subprocess
 import tempfile
 import time
 
-from zoned.checkpoint.archive import TAR_FLAGS
+from zoned.checkpoint.archive import tar_stream
 from zoned.checkpoint.criu import cpuinfo_check, ensure_pipe_size, version_string
 from zoned.checkpoint.restore import check_restore, restore, resume, wait_lazy_pages
 from zoned.checkpoint.scratch import scratch_dir, scratch_done
@@ -114,16 +113,9 @@ class Session:
             self.log(f"{self.peer}: {cid}: every page arrived")
 
     def _untar(self) -> None:
-        p = subprocess.Popen(["tar", *TAR_FLAGS, "-xf", "-", "-C", self.dir],
-                             stdin=subprocess.PIPE, stderr=subprocess.PIPE)
-        try:
-            self.ch.recv_file_stream(p.stdin.fileno())
-        finally:
-            p.stdin.close()
-            err = p.stderr.read().decode(errors="replace")
-            p.wait()
-        if p.returncode != 0:
-            raise ZonedError(f"unpacking the images failed: {err.strip()}")
+        with tar_stream(["-xf", "-", "-C", self.dir], what="unpacking the images",
+                        writing=True) as fd:
+            self.ch.recv_file_stream(fd)
 
     def _undo(self) -> None:
         """Nothing half-restored stays: the stopped copy goes (the source still runs)."""

@@ -23,10 +23,9 @@ import os
 import shutil
 import signal
 import socket
-import subprocess
 import time
 
-from zoned.checkpoint.archive import TAR_FLAGS, clean_dir
+from zoned.checkpoint.archive import clean_dir, tar_stream
 from zoned.checkpoint.criu import cpuinfo_dump, ensure_pipe_size, find_criu, lazy_support
 from zoned.checkpoint.dump import Dump
 from zoned.checkpoint.restore import run_restore
@@ -205,18 +204,9 @@ class Migration:
 
     def _send_images(self, ch, work: str) -> int:
         # dump.log stays here: a lazy dump's CRIU is still writing it.
-        p = subprocess.Popen(["tar", *TAR_FLAGS, "--exclude=./dump.log",
-                              "--exclude=./zoned-action.sh", "-cf", "-", "-C", work, "."],
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        try:
-            n = ch.send_file_stream(p.stdout.fileno(),
-                                    progress=lambda n: self.progress.bytes("sent", n))
-        finally:
-            p.stdout.close()
-            err = p.stderr.read().decode(errors="replace")
-            p.wait()
-        if p.returncode != 0:
-            raise ZonedError(f"packing the images failed: {err.strip()}")
+        with tar_stream(["--exclude=./dump.log", "--exclude=./zoned-action.sh", "-cf", "-",
+                         "-C", work, "."], what="packing the images", writing=False) as fd:
+            n = ch.send_file_stream(fd, progress=lambda n: self.progress.bytes("sent", n))
         return n
 
     def _put_back(self, criu, dump, meta, work, netns, mine, ch) -> None:
