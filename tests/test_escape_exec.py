@@ -9,7 +9,6 @@ Run in a throw-away mount namespace, so that a regression cannot wreck this mach
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import subprocess
@@ -18,27 +17,17 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO, ZONED
+from conftest import ZONED
+from twohost import build_static
 import test_oci
 
 bundle = test_oci.bundle  # the fixture, under the name the tests ask for
 
-PROGS = REPO / "tests" / "progs"
-PROG_CACHE = Path("/var/tmp/zoned-test-progs")
 
 
 def build_attack() -> str:
-    """tests/progs/exec_attack.c, built static (the busybox image has no libc), once per
-    source version."""
-    src = PROGS / "exec_attack.c"
-    out = PROG_CACHE / f"exec_attack-{hashlib.sha256(src.read_bytes()).hexdigest()[:12]}"
-    if not out.exists():
-        PROG_CACHE.mkdir(parents=True, exist_ok=True)
-        tmp = out.with_name(f"{out.name}.{os.getpid()}.tmp")
-        subprocess.run(["cc", "-static", "-O2", "-Wall", "-o", str(tmp), str(src)],
-                       check=True, capture_output=True, text=True)
-        os.replace(tmp, out)
-    return str(out)
+    """tests/progs/exec_attack.c, built static."""
+    return build_static("exec_attack")
 
 
 def read_report(path: Path, timeout: float = 30) -> dict:

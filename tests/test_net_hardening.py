@@ -16,7 +16,6 @@ Subnets come from 10.93.0.0/16; bridges are named zh-br*; host ports from the pi
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -30,14 +29,13 @@ from pathlib import Path
 import pytest
 
 from conftest import ZONED
+from twohost import build_static
 from test_network import wait_for
 
 pytestmark = pytest.mark.skipif(shutil.which("nft") is None,
                                 reason="nftables is not installed (make setup installs it)")
 
 PORT = 30000 + (os.getpid() % 1000) * 10   # host ports PORT..PORT+9 for this run
-PROGS = Path(__file__).resolve().parent / "progs"
-PROG_CACHE = Path("/var/tmp/zoned-test-progs")
 TAG = os.getpid() % 1000
 INJECTED = "evil\n6.6.6.6\tvictim\n#"
 
@@ -73,16 +71,8 @@ def net(cli, zoned_root):
 
 
 def rawsend() -> str:
-    """tests/progs/rawsend.c, built static once per source version."""
-    src = PROGS / "rawsend.c"
-    out = PROG_CACHE / f"rawsend-{hashlib.sha256(src.read_bytes()).hexdigest()[:12]}"
-    if not out.exists():
-        PROG_CACHE.mkdir(parents=True, exist_ok=True)
-        tmp = out.with_name(f"{out.name}.{os.getpid()}.tmp")
-        subprocess.run(["gcc", "-static", "-O2", "-Wall", "-o", str(tmp), str(src)],
-                       check=True, capture_output=True, text=True)
-        os.replace(tmp, out)
-    return str(out)
+    """tests/progs/rawsend.c, built static."""
+    return build_static("rawsend")
 
 
 def state(cli, cid: str) -> dict:

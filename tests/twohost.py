@@ -60,12 +60,12 @@ SSHD = "/usr/sbin/sshd"
 
 
 # -- helper programs ------------------------------------------------------------------------
-def build_memtouch() -> str:
-    """tests/progs/memtouch.c, built static (it runs in a busybox image with no libc) once
-    per source version; concurrent builders each rename their own complete binary in."""
-    src = PROGS / "memtouch.c"
+def build_static(name: str) -> str:
+    """tests/progs/NAME.c, built static (it runs in a busybox image with no libc) once per
+    source version; concurrent builders each rename their own complete binary in."""
+    src = PROGS / f"{name}.c"
     digest = hashlib.sha256(src.read_bytes()).hexdigest()[:12]
-    out = PROG_CACHE / f"memtouch-{digest}"
+    out = PROG_CACHE / f"{name}-{digest}"
     if out.exists():
         return str(out)
     PROG_CACHE.mkdir(parents=True, exist_ok=True)
@@ -74,6 +74,10 @@ def build_memtouch() -> str:
                    capture_output=True, text=True)
     os.replace(tmp, out)
     return str(out)
+
+
+def build_memtouch() -> str:
+    return build_static("memtouch")
 
 
 def memtouch_volume() -> str:
