@@ -22,6 +22,8 @@ from zoned.network.ipam import Leases
 from zoned.network.model import Attachment, Lease, Network, NetworkState, PortMapping
 from zoned.network.ports import check_publish_twice, parse_publish
 
+pytestmark = pytest.mark.unprivileged  # pure logic: runs without root
+
 
 # -- -p parsing ---------------------------------------------------------------------------
 @pytest.mark.parametrize("value, want", [

@@ -13,6 +13,8 @@ from zoned import security
 from zoned.oci import spec
 from zoned.errors import ConfigError
 
+pytestmark = pytest.mark.unprivileged  # pure logic: runs without root
+
 
 def base_config() -> dict:
     """runc's default config (what `zoned spec` writes), with a few optional fields set so
