@@ -95,9 +95,9 @@ def run_criu(args: list[str], **kwargs) -> subprocess.CompletedProcess:
     try:
         out, err = proc.communicate()
     except BaseException:
-        while proc.poll() is None:  # it ends on its own; let it, then report the interrupt
-            try:
-                proc.wait()
+        while proc.returncode is None:  # it ends on its own: let it, then report the
+            try:                           # interrupt (still reading its pipes, which a
+                proc.communicate()         # CRIU writing into a full one would wait on)
             except BaseException:
                 continue
         raise
