@@ -28,9 +28,11 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ZONED
-from twohost import build_static
+import test_oci
 from test_network import wait_for
+from twohost import build_static
+
+bundle = test_oci.bundle  # the fixture, under the name the tests ask for
 
 pytestmark = pytest.mark.skipif(shutil.which("nft") is None,
                                 reason="nftables is not installed (make setup installs it)")
@@ -214,24 +216,15 @@ def test_good_names_still_work(cli, net):
     assert f"{hn} {long}" in hosts
 
 
-def test_oci_config_hostname_is_validated(cli, tmp_path, busybox):
-    b = tmp_path / "bundle"
-    b.mkdir()
-    shutil.copytree(busybox.rootfs, b / "rootfs", symlinks=True)
-    subprocess.run([ZONED, "spec", "--bundle", str(b)], check=True)
-    cfg = json.loads((b / "config.json").read_text())
-    cfg["process"]["terminal"] = False
-    cfg["process"]["args"] = ["hostname"]
-    cfg["hostname"] = INJECTED
-    (b / "config.json").write_text(json.dumps(cfg))
-    p = cli("create", "--bundle", str(b), "hn1", files=True)
+def test_oci_config_hostname_is_validated(cli, bundle):
+    bundle(["hostname"], hostname=INJECTED)
+    p = cli("create", "--bundle", str(bundle.path), "hn1", files=True)
     assert p.returncode != 0
     lines = p.stderr.strip().splitlines()
     assert len(lines) == 1 and "invalid config.json: hostname" in lines[0], p.stderr
     assert cli("ps", "-q").stdout.split() == []
-    cfg["hostname"] = "ok-host"
-    (b / "config.json").write_text(json.dumps(cfg))
-    p = cli("run", "--bundle", str(b), "hn2", files=True)
+    bundle(["hostname"], hostname="ok-host")
+    p = cli("run", "--bundle", str(bundle.path), "hn2", files=True)
     assert p.returncode == 0 and p.stdout.strip() == "ok-host", p.stderr
 
 
