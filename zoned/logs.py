@@ -82,6 +82,15 @@ def spawn(directory: str) -> Logger:
                 os.close(fd)
 
 
+def discard_zone_data(data: str | None, logger: dict | None) -> None:
+    """Remove a zone's data dir for good: its logger first (it has written everything and
+    exited, see wait_logger), so nothing writes into the removed dir, then the dir."""
+    from zoned.storage import remove_zone_dir
+
+    wait_logger(logger)
+    remove_zone_dir(data)
+
+
 def wait_logger(info: dict | None, timeout: float = 2.0) -> None:
     """Wait until a zone's logger has written everything and exited (its zone is gone, so
     the pipe reaches EOF); SIGKILL it if it has not after `timeout` (some stranger still

@@ -20,6 +20,7 @@ from zoned.oci.status import Status
 from zoned.process import NS_PROC, Channel, Plan, fork_nondumpable, run_child, send, sync_pair
 from zoned.linux.proc import proc_start_time, signal_pid, wait_exit
 from zoned.state import Store
+from zoned.testhooks import hit, pause
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing (start-up)
 if TYPE_CHECKING:
@@ -141,8 +142,6 @@ class Started:
                 _kill_and_reap(int(msg["pid"]))
                 _kill_and_reap(self.pid)
                 raise
-            from zoned.testhooks import hit
-
             hit("exec:made")
             send(self.chan.sock, op="go")
             msg = self.chan.recv()
@@ -389,7 +388,7 @@ class Runtime:
                 send(parent_sock, op="cgroup", state=oci_state(state))
             except BrokenPipeError:
                 pass  # the init failed early: _handshake reads why
-            _fault_injection("ZONED_TEST_PAUSE_CREATE")
+            pause("ZONED_TEST_PAUSE_CREATE")
             master = _handshake(chan, on_namespaces, pid, "container init exited during set-up")
             state["status"] = Status.CREATED
             state["pid"] = pid
@@ -418,11 +417,9 @@ class Runtime:
                 os.close(fd)
             log_fds = []
             if data is not None:
-                from zoned.logs import wait_logger
-                from zoned.storage import remove_zone_dir
+                from zoned.logs import discard_zone_data
 
-                wait_logger(logger.describe() if logger is not None else None)
-                remove_zone_dir(data)
+                discard_zone_data(data, logger.describe() if logger is not None else None)
             self.store.remove(cid)
             raise
         finally:
@@ -534,8 +531,6 @@ class Runtime:
         step is idempotent (kill, cgroup, network, state dir), so a removal killed at any
         point is finished by `zoned gc` or by another delete. Nothing here needs a free
         block: it works on a full disk."""
-        from zoned.testhooks import hit
-
         with self.store.lock(cid):
             st = self.store.read_state(cid)
             status = self._status(cid, st)
@@ -566,8 +561,6 @@ class Runtime:
         """Remove what the container owns, in an order that a retry (or gc) can pick up
         anywhere: processes and cgroup, network, then the state dir (the record that the
         rest may still exist) last. Idempotent; also used by gc."""
-        from zoned.testhooks import hit
-
         pid = st.get("pid") or 0
         if pid:
             _reap(pid)
@@ -590,11 +583,9 @@ class Runtime:
         z = st.get("zoned") or {}
         data = z["data"] if "data" in z else self.store.data_dir(cid)
         if data:
-            from zoned.logs import wait_logger
-            from zoned.storage import remove_zone_dir
+            from zoned.logs import discard_zone_data
 
-            wait_logger(z.get("logger"))
-            remove_zone_dir(data)
+            discard_zone_data(data, z.get("logger"))
         self.store.remove(cid)
 
     def update(self, cid: str, resources: dict) -> None:
@@ -697,7 +688,7 @@ class Runtime:
             except BrokenPipeError:
                 pass  # the helper failed early: _handshake reads why
             master = _handshake(chan, None, child, "exec set-up failed")
-            _fault_injection("ZONED_TEST_PAUSE_EXEC")
+            pause("ZONED_TEST_PAUSE_EXEC")
             return Started(child, chan, master, spawns=self.cgroup(st), pid_file=pid_file,
                            command=process["args"][0])
         except BaseException:
@@ -903,13 +894,6 @@ def container_resources(resources: dict, devices: list | None = None) -> dict:
     res = dict(resources)
     res["devices"] = list(resources.get("devices") or []) + defaults
     return res
-
-
-def _fault_injection(var: str) -> None:
-    """Tests widen a window with a pause (seconds) to stop zoned inside it."""
-    pause = os.environ.get(var)
-    if pause:
-        time.sleep(float(pause))
 
 
 def utc_now() -> str:

@@ -76,7 +76,7 @@ def restore(rt, directory: str, *, name: str | None = None, lazy_socket: int | N
     old_dir = meta["state_dir"]
 
     from zoned import logs
-    from zoned.storage import make_zone_dir, remove_zone_dir
+    from zoned.storage import make_zone_dir
 
     d = rt.store.reserve(cid)
     cgroup = netsetup = logger = data = None
@@ -178,8 +178,7 @@ def restore(rt, directory: str, *, name: str | None = None, lazy_socket: int | N
         if logger is not None:
             os.close(logger.write_fd)
             logger.write_fd = -1
-            logs.wait_logger(logger.describe())
-        remove_zone_dir(data)
+        logs.discard_zone_data(data, logger.describe() if logger is not None else None)
         rt.store.remove(cid)
         raise
     finally:
