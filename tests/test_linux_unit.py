@@ -3,6 +3,7 @@ not restated in Python), and the mountinfo parser on crafted texts."""
 from __future__ import annotations
 
 import ast
+import os
 from pathlib import Path
 
 import pytest
@@ -184,3 +185,35 @@ def test_signal_pid_and_wait_exit_check_the_start_time():
     finally:
         child.kill()
         child.wait()
+
+
+def test_locks_exclude_and_report_busy(tmp_path):
+    from zoned.linux.locks import FileLock, acquire, try_acquire
+
+    path = str(tmp_path / "lock")
+    with FileLock(path) as fd:
+        assert fd >= 0
+        assert try_acquire(path) is None  # another open file description: excluded
+        with pytest.raises(BlockingIOError):
+            acquire(path, blocking=False)
+    fd = try_acquire(path)
+    assert fd is not None
+    os.close(fd)
+    shared = [acquire(path, shared=True), acquire(path, shared=True)]  # readers share
+    assert try_acquire(path) is None
+    for fd in shared:
+        os.close(fd)
+
+
+def test_lock_makes_parents_and_follows_a_replaced_file(tmp_path):
+    """verify: a lock file unlinked by whoever removed what it guarded is not trusted."""
+    from zoned.linux.locks import FileLock
+
+    path = str(tmp_path / "net" / "x.lock")
+    with FileLock(path, make_parents=True, verify=True) as fd:
+        assert os.fstat(fd).st_ino == os.stat(path).st_ino
+    os.unlink(path)
+    with FileLock(path, make_parents=True, verify=True) as fd:
+        assert os.fstat(fd).st_ino == os.stat(path).st_ino
+    with pytest.raises(FileNotFoundError):
+        FileLock(str(tmp_path / "missing" / "lock")).__enter__()

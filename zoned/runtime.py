@@ -256,10 +256,9 @@ class Runtime:
         if linux.get("cgroupsPath"):  # resolved once: restore and migrate reuse it as is
             linux["cgroupsPath"] = cg_path
         d = self.store.reserve(cid)
-        lock = os.open(os.path.join(d, "lock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        import fcntl
+        from zoned.linux.locks import acquire
 
-        fcntl.flock(lock, fcntl.LOCK_EX)
+        lock = acquire(os.path.join(d, "lock"))
         cgroup = None
         pid = 0
         log_fds: list[int] = []

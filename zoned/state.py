@@ -19,7 +19,6 @@ no daemon.
 from __future__ import annotations
 
 import errno
-import fcntl
 import json
 import os
 import time
@@ -27,6 +26,7 @@ from contextlib import contextmanager
 
 from zoned.errors import NotFound, ZonedError
 from zoned.linux.files import rmtree
+from zoned.linux.locks import acquire, try_acquire
 from zoned.storage import DEFAULT_ROOT
 
 REMOVING = "removing"  # in a container dir: its removal has begun (see Store.mark_removing)
@@ -171,14 +171,12 @@ class Store:
         """Hold the container's lock. Raises NotFound if the container is gone."""
         d = os.path.join(self.root, cid)
         try:
-            fd = os.open(os.path.join(d, "lock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            fd = acquire(os.path.join(d, "lock"), blocking=blocking)
         except FileNotFoundError:
             raise NotFound(f"container {cid!r} does not exist") from None
+        except BlockingIOError:
+            raise ZonedError(f"container {cid!r} is busy (locked by another zoned)") from None
         try:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
-            except BlockingIOError:
-                raise ZonedError(f"container {cid!r} is busy (locked by another zoned)") from None
             if not os.path.isdir(d):  # removed while we waited
                 raise NotFound(f"container {cid!r} does not exist")
             yield fd
@@ -187,17 +185,7 @@ class Store:
 
     def try_lock(self, cid: str) -> int | None:
         """A non-blocking lock for gc: the fd, or None if someone holds it."""
-        try:
-            fd = os.open(os.path.join(self.root, cid, "lock"),
-                         os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        except OSError:
-            return None
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
-            return None
-        return fd
+        return try_acquire(os.path.join(self.root, cid, "lock"))
 
     def read_state(self, cid: str) -> dict:
         try:

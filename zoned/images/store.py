@@ -25,12 +25,12 @@ they started with. Only overlay lowerdirs are detected, not plain bind mounts of
 from __future__ import annotations
 
 import errno
-import fcntl
 import json
 import os
 import stat
 
 from zoned.images.errors import NAME_RE, ImageError, ImageNotFound
+from zoned.linux.locks import acquire, try_acquire
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # annotations only: never imported at run time
@@ -199,8 +199,7 @@ def _mounts_alive(records: list[list[int]], rootfs: str) -> bool:
 
 class _StoreLock:
     """flock on <store>/.lock: exclusive for renames, shared for readers. Readers that can't
-    create the lock file (read-only store) go without: renames are still atomic.
-    (A small class instead of contextlib.contextmanager, which the start path doesn't import.)"""
+    create the lock file (read-only store) go without: renames are still atomic."""
 
     __slots__ = ("path", "shared", "fd")
 
@@ -211,17 +210,10 @@ class _StoreLock:
 
     def __enter__(self) -> None:
         try:
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+            self.fd = acquire(self.path, shared=self.shared, mode=0o644)
         except OSError:
             if not self.shared:
                 raise
-            return
-        try:
-            fcntl.flock(fd, fcntl.LOCK_SH if self.shared else fcntl.LOCK_EX)
-        except BaseException:
-            os.close(fd)
-            raise
-        self.fd = fd
 
     def __exit__(self, *exc: object) -> None:
         fd, self.fd = self.fd, -1
@@ -440,9 +432,7 @@ class ImageStore:
     def _hold(path: str | os.PathLike) -> int:
         """flock a work dir so other processes' GC knows its owner is alive (works across
         pid namespaces and pid reuse, unlike pid files). Returns the fd to close."""
-        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        return fd
+        return acquire(os.fspath(path), directory=True)
 
     def _set_aside(self, name: str) -> tuple[str, str, int]:
         """Rename <name> to .old-<name>-XXXX (caller holds the store lock)."""
@@ -477,14 +467,8 @@ class ImageStore:
             if not n.startswith((".build-", ".old-")):
                 continue
             p = _join(self.root_dir, n)
-            try:
-                fd = os.open(p, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-            except OSError:
-                continue
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except OSError:  # its owner is alive and working on it
-                os.close(fd)
+            fd = try_acquire(p, directory=True)
+            if fd is None:  # its owner is alive and working on it
                 continue
             try:
                 note = p + "/.inuse.json"

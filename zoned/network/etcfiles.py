@@ -4,9 +4,9 @@ leases (every member of a network resolves every other by name).
 """
 from __future__ import annotations
 
-import fcntl
 import os
 
+from zoned.linux.locks import acquire
 from zoned.network.ipam import Leases
 
 
@@ -58,13 +58,11 @@ _SECTION = "# zoned network "
 def _set_section(path: str, netname: str, lines: list[str]) -> None:
     """Replace network `netname`'s block in a container's hosts file, in place (the file is
     bind-mounted into the container: a rename would not be seen there)."""
-    lock = path + ".lock"
     try:
-        lfd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        lock = acquire(path + ".lock")
     except FileNotFoundError:
         return  # the container's directory is gone
     try:
-        fcntl.flock(lfd, fcntl.LOCK_EX)
         try:
             f = open(path, "r+")
         except FileNotFoundError:
@@ -85,7 +83,7 @@ def _set_section(path: str, netname: str, lines: list[str]) -> None:
             f.write("\n".join(out) + "\n")
             f.truncate()
     finally:
-        os.close(lfd)
+        os.close(lock)
 
 
 def sync_hosts(netname: str, data: dict) -> None:

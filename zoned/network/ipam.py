@@ -1,5 +1,5 @@
 """IP address management: one lease file per network, changed only under that network's
-lock (an fcntl lock file), replaced atomically, so leases survive a crash of any zoned
+lock (a flock'ed file, zoned.linux.locks), replaced atomically, so leases survive a crash of any zoned
 process and two processes never hand out the same address.
 
 Layout under the state root (a dot-dir: the container store ignores it):
@@ -11,44 +11,21 @@ No pyroute2 here: leases are plain files.
 """
 from __future__ import annotations
 
-import fcntl
 import ipaddress
 import json
 import os
-from contextlib import contextmanager
 
 from zoned.errors import ConfigError, ZonedError
+from zoned.linux.locks import FileLock
 from zoned.network.model import Lease, Network
 from zoned.state import write_json_atomic
 
 
-@contextmanager
-def locked(path: str):
+def locked(path: str) -> FileLock:
     """Hold an exclusive flock on `path` (created if missing, with its directory). The lock
     file may be unlinked by whoever removes the thing it guards (holding the lock): after
     locking, check that the path still names the file we locked, and retry if not."""
-    while True:
-        try:
-            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        except FileNotFoundError:  # its directory was removed with the last thing in it
-            os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
-            continue
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            try:
-                same = os.stat(path).st_ino == os.fstat(fd).st_ino
-            except FileNotFoundError:
-                same = False
-        except BaseException:
-            os.close(fd)
-            raise
-        if same:
-            break
-        os.close(fd)
-    try:
-        yield fd
-    finally:
-        os.close(fd)
+    return FileLock(path, make_parents=True, verify=True)
 
 
 def remove_dir_if_idle(path: str, lock_name: str) -> bool:
