@@ -156,7 +156,7 @@ static size_t json_escape(char *out, size_t size, const char *s)
 
 /*
  * zoned-spawn init SOCK FIFO_FD KEEP_PDEATHSIG SECCOMP_FLAGS BPF_FD PATH ARGV0 ARGS...
- * Run by a container's init (zoned/process.py, _exec_init_stub) once its set-up is done,
+ * Run by a container's init (zoned/child/initstub.py, exec_stub) once its set-up is done,
  * with the process's environment; it keeps process._child's protocol from "ready" on:
  *   SOCK            the sync socket: sends {"op":"ready"}, then
  *   FIFO_FD >= 0    (create/start) waits for {"op":"ack"}, drops pdeathsig unless
@@ -165,7 +165,7 @@ static size_t json_escape(char *out, size_t size, const char *s)
  *   FIFO_FD -1      (run) waits for {"op":"start"}, drops pdeathsig unless KEEP_PDEATHSIG;
  * then loads the filter in BPF_FD (-1: none; without no_new_privs the init loaded it before
  * dropping its capabilities) and execs PATH (already looked up in the container's PATH).
- * A failure is reported as process.run_child does: {"op":"error","message":...,"kind":...}
+ * A failure is reported as process.run_child does: {"op":"error","message":...,"errno":E}
  * on SOCK if it is still open, else on stderr, and exit 127 (ENOENT), 126 (EACCES, EPERM)
  * or 1. EOF on SOCK (CLOEXEC here) tells zoned that execve worked.
  */
@@ -177,7 +177,7 @@ static int init_main(int argc, char **argv)
     unsigned int seccomp_flags;
     size_t bpf_len;
     ssize_t n;
-    const char *kind, *path;
+    const char *path;
 
     if (argc < 9)
         return 2;
@@ -218,15 +218,13 @@ static int init_main(int argc, char **argv)
     if (bpf_len == 0 || z_seccomp_set_filter(seccomp_flags, bpf, bpf_len) == 0)
         execve(path, argv + 8, environ);
     err = errno;
-    kind = err == ENOENT ? "\"notfound\"" : (err == EACCES || err == EPERM) ? "\"denied\"" :
-           "null";
     code = err == ENOENT ? 127 : (err == EACCES || err == EPERM) ? 126 : 1;
     snprintf(text, sizeof(text), "%s: %s", strerror(err), path);
     if (sock >= 0) {
         static char escaped[sizeof(text) * 6 + 1];
         json_escape(escaped, sizeof(escaped), text);
-        n = snprintf(msg, sizeof(msg), "{\"op\":\"error\",\"message\":\"%s\",\"kind\":%s}",
-                     escaped, kind);
+        n = snprintf(msg, sizeof(msg), "{\"op\":\"error\",\"message\":\"%s\",\"errno\":%d}",
+                     escaped, err);
         if (n > 0 && n < (ssize_t)sizeof(msg) &&
             send(sock, msg, (size_t)n, MSG_NOSIGNAL) == n)
             return code;

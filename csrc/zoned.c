@@ -232,7 +232,7 @@ int z_exec(const char *path, char *const argv[], char *const envp[],
     return -1;
 }
 
-/* -- paths inside a container's rootfs (zoned/inroot.py) --------------------------------- */
+/* -- paths inside a container's rootfs (zoned/child/inroot.py) --------------------------------- */
 #include <sys/vfs.h>
 
 #ifndef SYS_openat2

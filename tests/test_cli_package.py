@@ -83,7 +83,7 @@ def test_update_resources_set_only_what_is_given():
 @pytest.mark.unprivileged
 def test_exec_cap_and_runc_stats_are_pure_functions():
     from zoned.runc_stats import UNLIMITED, runc_stats
-    from zoned.security import add_capabilities
+    from zoned.child.security import add_capabilities
 
     caps = {"bounding": ["CAP_KILL"], "effective": ["CAP_KILL"]}
     got = add_capabilities(caps, ["net_admin", "CAP_KILL"])

@@ -98,7 +98,7 @@ needs_runc = pytest.mark.skipif(RUNC is None, reason="runc is not installed")
 # -- the resolver, without containers (no root needed) ------------------------------------
 
 def test_secure_join_keeps_dotdot_after_a_missing_component_inside(tmp_path):
-    from zoned.rootfs import secure_join
+    from zoned.child.rootfs import secure_join
 
     root = tmp_path / "r"
     (root / "etc").mkdir(parents=True)
@@ -110,7 +110,7 @@ def test_secure_join_keeps_dotdot_after_a_missing_component_inside(tmp_path):
 
 
 def test_secure_join_follows_symlinks_inside_the_root(tmp_path):
-    from zoned.rootfs import secure_join
+    from zoned.child.rootfs import secure_join
 
     root = tmp_path / "r"
     (root / "real" / "sub").mkdir(parents=True)
@@ -134,7 +134,7 @@ def test_secure_join_follows_symlinks_inside_the_root(tmp_path):
 
 
 def test_target_makes_missing_parts_inside_the_root(tmp_path, host):
-    from zoned import inroot
+    from zoned.child import inroot
 
     root = tmp_path / "r"
     root.mkdir()
@@ -154,7 +154,7 @@ def test_target_makes_missing_parts_inside_the_root(tmp_path, host):
 def test_target_refuses_a_symlink_swapped_in_after_resolving(tmp_path, host):
     """The TOCTOU: the path is checked, then a component becomes a symlink out. The open
     that follows must not go through it."""
-    from zoned import inroot
+    from zoned.child import inroot
 
     root = tmp_path / "r"
     (root / "a").mkdir(parents=True)
@@ -177,7 +177,7 @@ def test_target_refuses_a_symlink_swapped_in_after_resolving(tmp_path, host):
 
 
 def test_replace_node_replaces_the_symlink_not_its_target(tmp_path, host):
-    from zoned import inroot
+    from zoned.child import inroot
 
     root = tmp_path / "r"
     (root / "dev").mkdir(parents=True)

@@ -1,4 +1,4 @@
-"""zoned.seccomp against the real kernel: compile profiles, load them in forked children with
+"""zoned.child.seccomp against the real kernel: compile profiles, load them in forked children with
 no_new_privs set, try syscalls there and report the outcome to the parent through a pipe.
 
 Every syscall the default profile should deny is called with arguments that would fail
@@ -20,7 +20,7 @@ import threading
 import prctl
 import pytest
 
-import zoned.seccomp as zs
+import zoned.child.seccomp as zs
 import zoned.linux.syscalls as zsys
 
 pytestmark = [
@@ -106,7 +106,7 @@ def default_bpf() -> bytes:
 # ---------------------------------------------------------------- default profile contents
 
 def test_import_does_not_load_extension():
-    code = "import sys, zoned.seccomp; print('zoned._seccomp' in sys.modules)"
+    code = "import sys, zoned.child.seccomp; print('zoned._seccomp' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True)
     assert out.stdout.strip() == "False"
 
@@ -429,7 +429,7 @@ def test_disk_cache_identical_bytes_and_no_libseccomp():
     assert zs.compile_bpf(p) is zs.compile_bpf(p)  # from memory
 
     # a fresh CLI process gets it from disk without loading libseccomp
-    code = ("import sys, json, zoned.seccomp as s; s.CACHE_DIR = sys.argv[2];"
+    code = ("import sys, json, zoned.child.seccomp as s; s.CACHE_DIR = sys.argv[2];"
             "b = s.compile_bpf(json.loads(sys.argv[1]));"
             "print(b.hex(), 'zoned._seccomp' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code, json.dumps(p), zs.CACHE_DIR], check=True,
@@ -456,7 +456,7 @@ def test_cache_key_is_canonical():
 
 def test_default_cache_dir_is_used():
     """Unpatched, programs land in /run/zoned/.cache/seccomp (the default profile only)."""
-    code = ("import os, zoned.seccomp as s; p = s.default_profile(%r);"
+    code = ("import os, zoned.child.seccomp as s; p = s.default_profile(%r);"
             "b = s.compile_bpf(p); path = s._cache_path(s._canonical(p));"
             "print(s.CACHE_DIR, os.path.dirname(path), open(path, 'rb').read() == b)") % (RUNC_CAPS,)
     out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True,

@@ -222,7 +222,7 @@ def test_every_capability_of_a_podman_privileged_config(cli, bundle):
     bundle(["grep", "^Cap", "/proc/self/status"], **{"process.capabilities": caps})
     p = oci_run(cli, bundle)
     assert p.returncode == 0, p.stderr
-    from zoned.security import CAP_NUMBERS
+    from zoned.child.security import CAP_NUMBERS
 
     listed = sum(1 << CAP_NUMBERS[c] for c in PODMAN_PRIVILEGED_CAPS if CAP_NUMBERS[c] <= last)
     ours = _cap_line(Path("/proc/self/status").read_text(), "CapBnd")  # a sandbox has less

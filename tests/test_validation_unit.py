@@ -9,7 +9,7 @@ import random
 
 import pytest
 
-from zoned import security
+from zoned.child import security
 from zoned.oci import spec
 from zoned.errors import ConfigError
 

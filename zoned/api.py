@@ -70,7 +70,7 @@ def build_config(opts: RunOptions, images_root: str | None = None) -> dict:
     cfg = opts.to_config(image_rootfs=image_rootfs,
                          image_config=image_config,
                          init_path=init if os.path.exists(init) else None)
-    from zoned.seccomp import default_profile
+    from zoned.child.seccomp import default_profile
 
     cfg["linux"]["seccomp"] = default_profile(cfg["process"]["capabilities"]["bounding"])
     return cfg

@@ -17,7 +17,8 @@ from zoned.linux import syscalls as sc
 from zoned.errors import ConfigError, InvalidState, NotFound, ZonedError
 from zoned.oci import spec as specmod
 from zoned.oci.status import Status
-from zoned.process import NS_PROC, Channel, Plan, fork_nondumpable, run_child, send, sync_pair
+from zoned.child.process import NS_PROC, Plan, fork_nondumpable, run_child
+from zoned.child.sync import Channel, Message, Op, pair as sync_pair
 from zoned.linux.proc import proc_start_time, signal_pid, wait_exit
 from zoned.state import Store
 from zoned.testhooks import hit, pause
@@ -133,45 +134,44 @@ class Started:
         """Let the process exec and report whether exec worked."""
         if self.chan is None:
             return
-        send(self.chan.sock, op="start")
+        self.chan.send(Op.START)
         msg = self.chan.recv()  # EOF: the sync socket was closed by a successful exec
-        if msg and msg.get("op") == "made" and self.spawns is not None:
+        if msg.op is Op.MADE and self.spawns is not None:
             try:
-                self.spawns.add(int(msg["pid"]))  # a move: allowed even at pids.max
+                self.spawns.add(int(msg.get("pid")))  # a move: allowed even at pids.max
             except BaseException:
-                _kill_and_reap(int(msg["pid"]))
+                _kill_and_reap(int(msg.get("pid")))
                 _kill_and_reap(self.pid)
                 raise
             hit("exec:made")
-            send(self.chan.sock, op="go")
+            self.chan.send(Op.GO)
             msg = self.chan.recv()
         self.chan.sock.close()
         self.chan = None
         if self.spawns is not None:
             self._spawned(msg)
-        elif msg and msg.get("op") == "error":
-            raise _child_error(msg, "exec failed")
+        elif msg.op is Op.ERROR:
+            raise msg.error("exec failed")
 
-    def _spawned(self, msg: dict | None) -> None:
+    def _spawned(self, msg: Message) -> None:
         """The exec helper's last word (process._spawn): the real process's pid, or why it
         failed."""
-        helper, pid = self.pid, int((msg or {}).get("pid") or 0)
+        helper, pid = self.pid, int(msg.get("pid") or 0)
         try:
             os.waitpid(helper, 0)  # it exits once it has told us
         except ChildProcessError:
             pass
-        if not msg or msg.get("op") != "spawned":
-            raise _child_error(msg, "exec failed")
-        err, step = int(msg.get("errno") or 0), int(msg.get("step") or 0)
+        if msg.op is not Op.SPAWNED:
+            raise msg.error("exec failed")
+        err, step = msg.errno, int(msg.get("step") or 0)
         if err or not pid:
             if pid:  # it was made but did not exec: reap it
                 _kill_and_reap(pid)
             if step == sc.SPAWN_STEP_EXEC:
-                kind = {errno.ENOENT: "notfound", errno.EACCES: "denied"}.get(err)
                 message = f"{os.strerror(err)}: {self.command}"
-            else:
-                kind, message = None, f"{sc.SPAWN_STEPS.get(step, 'clone')}: {os.strerror(err)}"
-            raise _child_error({"message": message, "kind": kind}, "exec failed")
+            else:  # not the command's fault: no 126/127
+                message, err = f"{sc.SPAWN_STEPS.get(step, 'clone')}: {os.strerror(err)}", 0
+            raise Message(Op.ERROR, {"message": message, "errno": err}, []).error("exec failed")
         self.pid = pid
         if self.pid_file:
             _write_pid_file(self.pid_file, pid)
@@ -248,7 +248,7 @@ class Runtime:
         specmod.check_id(cid)
         specmod.validate(cfg)  # every config check, before anything is created
         check_preserved_fds(preserve_fds)
-        from zoned import hooks
+        from zoned.oci import hooks
 
         linux = cfg.setdefault("linux", {})
         cg_path = resolve_cgroups_path(linux.get("cgroupsPath")) or \
@@ -320,7 +320,7 @@ class Runtime:
 
             bpf, seccomp_flags = b"", 0
             if linux.get("seccomp"):
-                from zoned import seccomp
+                from zoned.child import seccomp
 
                 bpf = seccomp.compile_bpf(linux["seccomp"])
                 seccomp_flags = seccomp.filter_flags(linux["seccomp"])
@@ -355,8 +355,8 @@ class Runtime:
                         join_fds[t] = os.open(p, os.O_RDONLY | os.O_CLOEXEC)
                     except OSError as e:
                         raise ConfigError(f"namespace {t} path {p!r}: {e.strerror}") from None
-            from zoned.initstub import fits
-            from zoned.process import spawn_copy
+            from zoned.child.initstub import fits
+            from zoned.child.process import spawn_copy
 
             if fits(cfg):  # the init waits for start as this sealed copy
                 spawn_fd = spawn_copy()
@@ -384,7 +384,7 @@ class Runtime:
             cgroup.add(pid)
             state["pid"] = pid
             try:
-                send(parent_sock, op="cgroup", state=oci_state(state))
+                chan.send(Op.CGROUP, state=oci_state(state))
             except BrokenPipeError:
                 pass  # the init failed early: _handshake reads why
             pause("ZONED_TEST_PAUSE_CREATE")
@@ -396,8 +396,8 @@ class Runtime:
             if pid_file:
                 _write_pid_file(pid_file, pid)
             if use_fifo:
-                send(parent_sock, op="ack")
-                if (chan.recv() or {}).get("op") != "detached":  # pdeathsig is off now
+                chan.send(Op.ACK)
+                if chan.recv().op is not Op.DETACHED:  # pdeathsig is off now
                     raise ZonedError("container init exited during set-up")
                 parent_sock.close()
                 return Started(pid, None, master)
@@ -484,7 +484,7 @@ class Runtime:
 
     def _poststart(self, cid: str, st: dict) -> None:
         if "poststart" in st["zoned"].get("hooks", ()):
-            from zoned import hooks
+            from zoned.oci import hooks
 
             hooks.run(self.config(cid).get("hooks"), "poststart", oci_state(st))
 
@@ -552,7 +552,7 @@ class Runtime:
                     pass
             self.release(cid, st)
             if cfg_hooks and cfg_hooks.get("poststop"):
-                from zoned import hooks
+                from zoned.oci import hooks
 
                 hooks.run(cfg_hooks, "poststop", {**oci_state(st), "status": Status.STOPPED})
 
@@ -660,13 +660,13 @@ class Runtime:
             raise InvalidState(f"cannot exec in container {cid!r}: it has stopped") from None
         bpf, seccomp_flags = b"", 0
         if linux.get("seccomp"):
-            from zoned import seccomp
+            from zoned.child import seccomp
 
             bpf = seccomp.compile_bpf(linux["seccomp"])
             seccomp_flags = seccomp.filter_flags(linux["seccomp"])
         exec_cfg = dict(cfg)
         exec_cfg["process"] = process
-        from zoned.process import spawn_copy
+        from zoned.child.process import spawn_copy
 
         spawn_fd = spawn_copy()
         parent_sock, child_sock = sync_pair()
@@ -683,7 +683,7 @@ class Runtime:
             # The helper stays in our cgroup: release() moves the process it makes.
             chan = Channel(parent_sock)
             try:
-                send(parent_sock, op="cgroup")
+                chan.send(Op.CGROUP)
             except BrokenPipeError:
                 pass  # the helper failed early: _handshake reads why
             master = _handshake(chan, None, child, "exec set-up failed")
@@ -786,20 +786,19 @@ def idmap_userns(mount: dict) -> int:
 def _fork_userns(plan: Plan, chan: Channel, linux: dict, child_sock) -> int:
     """Fork stage 1 (see process.run_userns_stage), map its user namespace and return the
     pid of stage 2, the container's init."""
-    from zoned.process import run_userns_stage
+    from zoned.child.process import run_userns_stage
 
     stage1 = fork_nondumpable(run_userns_stage, plan)
     try:
         while True:
             msg = chan.recv()
-            op = (msg or {}).get("op")
-            if op == "userns":
+            if msg.op is Op.USERNS:
                 _write_maps(stage1, linux)
-                send(chan.sock, op="mapped")
-            elif op == "pid":
-                return int(msg["pid"])
+                chan.send(Op.MAPPED)
+            elif msg.op is Op.PID:
+                return int(msg.get("pid"))
             else:
-                raise ZonedError((msg or {}).get("message") or "user namespace set-up failed")
+                raise msg.error("user namespace set-up failed")
     except BaseException:
         _kill_and_reap(stage1)
         raise
@@ -831,22 +830,12 @@ def _namespace_hook(cfg: dict, state: dict, network, extra):
         if extra is not None:
             extra(pid)
         if wanted:
-            from zoned import hooks
+            from zoned.oci import hooks
 
             st = {**oci_state(state), "status": Status.CREATING, "pid": pid}
             for kind in wanted:
                 hooks.run(cfg_hooks, kind, st)
     return run
-
-
-def _child_error(msg: dict | None, default: str) -> ZonedError:
-    from zoned.errors import ExecError
-
-    message = (msg or {}).get("message") or default
-    kind = (msg or {}).get("kind")
-    if kind in ("notfound", "denied"):
-        return ExecError(message, 127 if kind == "notfound" else 126)
-    return ZonedError(message)
 
 
 def _handshake(chan: Channel, on_namespaces: Callable[[int], None] | None, pid: int,
@@ -856,16 +845,15 @@ def _handshake(chan: Channel, on_namespaces: Callable[[int], None] | None, pid: 
     try:
         while True:
             msg = chan.recv()
-            op = (msg or {}).get("op")
-            if op == "namespaces" and on_namespaces is not None:
+            if msg.op is Op.NAMESPACES and on_namespaces is not None:
                 on_namespaces(pid)
-                send(chan.sock, op="go")
-            elif op == "console" and msg.get("fds"):
-                master = msg["fds"][0]
-            elif op == "ready":
+                chan.send(Op.GO)
+            elif msg.op is Op.CONSOLE and msg.fds:
+                master = msg.fds[0]
+            elif msg.op is Op.READY:
                 return master
             else:
-                raise _child_error(msg, default_error)
+                raise msg.error(default_error)
     except BaseException:
         if master is not None:
             os.close(master)
@@ -877,7 +865,7 @@ def container_resources(resources: dict, devices: list | None = None) -> dict:
     the config's own rules, usually "deny all", come first). The rules apply before fork,
     so the init makes its linux.devices nodes under them: each node's mknod is allowed
     (only "m": using it still takes a rule of the config's, as with runc)."""
-    from zoned.rootfs import DEFAULT_DEVICES
+    from zoned.child.rootfs import DEFAULT_DEVICES
 
     defaults = [{"allow": True, "type": "c", "major": major, "minor": minor, "access": "rwm"}
                 for _path, major, minor in DEFAULT_DEVICES]

@@ -36,7 +36,7 @@ def _tree(pid: int) -> list[int]:
 
 
 def is_bind(mount: dict | None) -> bool:
-    """Whether a config mount is a bind mount (as zoned.rootfs mounts it)."""
+    """Whether a config mount is a bind mount (as zoned.child.rootfs mounts it)."""
     if not mount:
         return False
     options = mount.get("options") or []

@@ -26,7 +26,7 @@ def cmd_exec(args) -> int:
             process["user"] = {**process.get("user", {}), "additionalGids":
                                [int(g) for g in args.additional_gids]}
         if args.cap:
-            from zoned.security import add_capabilities
+            from zoned.child.security import add_capabilities
 
             process["capabilities"] = add_capabilities(process.get("capabilities"), args.cap)
         if args.no_new_privs:

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 
 def features() -> dict:
-    from zoned import cgroups, hooks, rootfs, seccomp, security
+    from zoned import cgroups
+    from zoned.child import rootfs, seccomp, security
+    from zoned.oci import hooks
     from zoned.oci import spec
 
     actions = sorted(a for a in seccomp._ACTIONS if a != "SCMP_ACT_NOTIFY")

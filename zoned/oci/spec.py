@@ -439,7 +439,8 @@ def validate(cfg: dict) -> dict:
     (zoned.oci.schema), then the rules runc applies (ids, namespaces, sysctls, capabilities,
     rlimits, hooks). Each failure is one ConfigError naming the field. Returns `cfg`,
     normalised (nulls dropped, capabilities the kernel lacks removed with a warning)."""
-    from zoned import hooks, security
+    from zoned.child import security
+    from zoned.oci import hooks
     from zoned.oci import schema
 
     schema.check(cfg)
@@ -530,7 +531,7 @@ MAX_ID = (1 << 32) - 2
 def validate_process(proc: dict, where: str = "process") -> dict:
     """The checks of a process object (config.json's, or `exec --process`'s): its types
     must have been checked (zoned.oci.schema) already."""
-    from zoned import security
+    from zoned.child import security
 
     if not proc["args"]:
         raise ConfigError(f"config.json: {where}.args must be a non-empty list")

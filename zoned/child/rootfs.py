@@ -7,10 +7,10 @@ from __future__ import annotations
 import os
 import stat
 
-from zoned import inroot
+from zoned.child import inroot
 from zoned.linux import syscalls as sc
 from zoned.errors import ConfigError
-from zoned.inroot import secure_join  # noqa: F401 - the path-string form, for callers
+from zoned.child.inroot import secure_join  # noqa: F401 - the path-string form, for callers
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing (start-up)
 if TYPE_CHECKING:
@@ -103,7 +103,7 @@ class Rootfs:
                      f"lowerdir={lower},upperdir={self.upper},workdir={self.work}")
         else:
             sc.mount(self.path, self.path, None, sc.MS_BIND | sc.MS_REC)
-        # Every path below is resolved from this fd, inside the root (zoned.inroot).
+        # Every path below is resolved from this fd, inside the root (zoned.child.inroot).
         self.root_fd = os.open(self.path, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
         waiting = True
         for i, m in enumerate(self.cfg.get("mounts") or []):

@@ -1,6 +1,6 @@
 """Process security settings applied in the container child before exec: rlimits, user and
 groups, capabilities (python-prctl), no_new_privs, OOM score. Seccomp is compiled in the
-parent (zoned.seccomp) and loaded by the C exec step; here only what must be done in order.
+parent (zoned.child.seccomp) and loaded by the C exec step; here only what must be done in order.
 """
 from __future__ import annotations
 

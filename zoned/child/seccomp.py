@@ -41,7 +41,8 @@ __all__ = ["default_profile", "compile_bpf", "filter_flags", "SeccompError", "CA
 CACHE_DIR = "/run/zoned/.cache/seccomp"
 _CACHE_FORMAT = b"zoned-seccomp-bpf-v1"
 
-_DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "seccomp-default.json")
+_PACKAGE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # zoned/
+_DATA = os.path.join(_PACKAGE, "data", "seccomp-default.json")
 
 # seccomp(2) SECCOMP_FILTER_FLAG_* (linux/seccomp.h)
 SECCOMP_FILTER_FLAG_TSYNC = 1 << 0
@@ -220,7 +221,7 @@ def _cache_path(canonical: str) -> str:
 def _build_fingerprint() -> bytes:
     """Format, host arch and the zoned._seccomp build (found without importing it)."""
     fp = [_CACHE_FORMAT, os.uname().machine.encode()]
-    pkg = os.path.dirname(os.path.abspath(__file__))
+    pkg = _PACKAGE
     try:
         for name in sorted(os.listdir(pkg)):
             if name.startswith("_seccomp.") and name.endswith(".so"):

@@ -1,6 +1,6 @@
 """A created zone's init waits for `start` as zoned-spawn's sealed memfd copy, not as python.
 
-The init is set up in Python (zoned.process._child); its last step there execs the copy
+The init is set up in Python (zoned.child.process._child); its last step there execs the copy
 process.spawn_copy made, which speaks the init's side of the sync protocol from "ready" on
 and execs the container's process (csrc/spawn.c, init_main). So a process holding
 CAP_SYS_PTRACE in the host's user namespace that opens /proc/1/exe of a created zone finds
@@ -15,7 +15,7 @@ from zoned.linux import syscalls as sc
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing (start-up)
 if TYPE_CHECKING:
-    from zoned.process import Plan
+    from zoned.child.process import Plan
 
 
 def _effective_caps() -> list[int]:

@@ -5,7 +5,7 @@ drops privileges, reports "ready" over a socketpair, waits to be started, and ex
 the C step that loads seccomp and calls execve with nothing in between. The child never
 returns into the caller's code: every path ends in exec or os._exit.
 
-Protocol (one JSON object per SOCK_SEQPACKET message on the socketpair):
+Protocol (typed messages of zoned.child.sync over the socketpair):
   parent -> child  {"op": "cgroup"}         the child is in its cgroup (may come any time)
   child  -> parent {"op": "namespaces"}     only if asked: namespaces exist (network hook)
   parent -> child  {"op": "go"}             the hook is done
@@ -16,7 +16,7 @@ Protocol (one JSON object per SOCK_SEQPACKET message on the socketpair):
   child  -> parent {"op": "detached"}       pdeathsig is off: the creator may exit
   child  -> parent {"op": "error", ...}     exec failed; EOF on exec success (CLOEXEC)
 A container's init speaks its side from "ready" on as zoned-spawn's sealed copy (spawn.c
-init_main; see zoned.initstub), unless initstub.fits says the Python path must do it.
+init_main; see zoned.child.initstub), unless initstub.fits says the Python path must do it.
 exec's helper, after "start" (see _spawn; it never enters the container's pid namespace):
   child  -> parent {"op": "made", "pid": N}  the real process exists, waiting, outside the cgroup
   parent -> child  {"op": "go"}             it is in the container's cgroup now
@@ -25,13 +25,13 @@ exec's helper, after "start" (see _spawn; it never enters the container's pid na
 from __future__ import annotations
 
 import fcntl
-import json
 import os
 import signal
 import socket
 import struct
 
-from zoned import initstub
+from zoned.child import initstub
+from zoned.child.sync import Channel, Op, exit_code_for, send, send_error
 from zoned.linux import syscalls as sc
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing (start-up)
@@ -79,41 +79,8 @@ class Plan:
         # the creator's mount namespace: the child must never mount or pivot in it
         self.caller_mntns = os.stat("/proc/self/ns/mnt").st_ino
         # the sealed zoned-spawn copy (spawn_copy): exec's helper runs it at release, and a
-        # container's init execs it before "ready" (zoned.initstub)
+        # container's init execs it before "ready" (zoned.child.initstub)
         self.spawn_fd = spawn_fd
-
-
-def sync_pair() -> tuple[socket.socket, socket.socket]:
-    """The parent/child sync channel: message boundaries kept, fds can travel."""
-    return socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-
-
-def send(sock: socket.socket, fds: list[int] | None = None, **msg) -> None:
-    data = json.dumps(msg).encode()
-    if fds:
-        socket.send_fds(sock, [data], fds)
-    else:
-        sock.send(data)
-
-
-class Channel:
-    """JSON messages over the sync socket; received fds land in msg["fds"] (CLOEXEC)."""
-
-    def __init__(self, sock: socket.socket):
-        self.sock = sock
-
-    def recv(self) -> dict | None:
-        data, fds, _flags, _addr = socket.recv_fds(self.sock, 1 << 16, 4)
-        for fd in fds:
-            os.set_inheritable(fd, False)
-        if not data:
-            for fd in fds:
-                os.close(fd)
-            return None
-        msg = json.loads(data)
-        if fds:
-            msg["fds"] = fds
-        return msg
 
 
 def fork_nondumpable(child: Callable[[Plan], None], plan: Plan) -> int:
@@ -154,16 +121,15 @@ def run_child(plan: Plan) -> None:
             import traceback
 
             message += "\n" + "".join(traceback.format_exception(exc))
-        kind = ("notfound" if isinstance(exc, FileNotFoundError) else
-                "denied" if isinstance(exc, PermissionError) else None)
+        err = (exc.errno or 0) if isinstance(exc, OSError) else 0
         try:
-            send(plan.sock, op="error", message=message, kind=kind)
+            send_error(plan.sock, message, err)
         except BaseException:  # the creator has gone (after start): say it on stderr
             try:
                 os.write(2, f"zoned: container init: {message}\n".encode())
             except OSError:
                 pass
-        code = {"notfound": 127, "denied": 126}.get(kind, 1)
+        code = exit_code_for(err)
     finally:
         os._exit(code)
 
@@ -187,9 +153,9 @@ def run_userns_stage(plan: Plan) -> None:
             os.close(fd)
         else:
             sc.unshare(sc.CLONE_NEWUSER)
-            send(plan.sock, op="userns")
+            send(plan.sock, Op.USERNS)
             msg = chan.recv()
-            if not msg or msg.get("op") != "mapped":
+            if msg.op is not Op.MAPPED:
                 os._exit(1)
         try:  # root of the namespace, if the maps have a root
             os.setresgid(0, 0, 0)
@@ -208,11 +174,11 @@ def run_userns_stage(plan: Plan) -> None:
         child = sc.clone_parent()
         if child == 0:
             run_child(plan)
-        send(plan.sock, op="pid", pid=child)
+        send(plan.sock, Op.PID, pid=child)
         code = 0
     except BaseException as exc:  # noqa: BLE001
         try:
-            send(plan.sock, op="error", message=describe(exc))
+            send_error(plan.sock, describe(exc))
         except BaseException:
             pass
     finally:
@@ -291,7 +257,7 @@ def _console(plan: Plan, proc: dict) -> None:
         for target in (0, 1, 2):
             os.dup2(slave, target)
         os.close(slave)
-    send(plan.sock, [master], op="console", name=slave_path)
+    send(plan.sock, Op.CONSOLE, [master], name=slave_path)
     os.close(master)
 
 
@@ -310,7 +276,7 @@ def spawn_copy() -> int | None:
     run at release: the process it makes inside the container then has that copy as its exe
     until it execs, never a host binary, and memory of the host's user namespace. None if
     zoned-spawn was not built (then the helper clones itself, see _spawn)."""
-    src = os.path.join(os.path.dirname(__file__), "libexec", "zoned-spawn")
+    src = os.path.join(os.path.dirname(os.path.dirname(__file__)), "libexec", "zoned-spawn")
     try:
         with open(src, "rb") as f:
             data = f.read()
@@ -371,7 +337,7 @@ def _spawn(plan: Plan, path: str, env: list[str], bpf: bytes, parent_pidfd: int)
                         parent_pidfd=parent_pidfd, tty_fd=tty)
     os.close(go_r)
     os.close(err_w)
-    send(plan.sock, op="made", pid=pid)
+    send(plan.sock, Op.MADE, pid=pid)
     if not Channel(plan.sock).recv():  # zoned has moved it into the cgroup (or is gone)
         os._exit(1)
     os.write(go_w, b"g")
@@ -383,20 +349,20 @@ def _spawn(plan: Plan, path: str, env: list[str], bpf: bytes, parent_pidfd: int)
             break
         report += chunk
     err, step = struct.unpack("ii", report) if len(report) == 8 else (0, 0)
-    send(plan.sock, op="spawned", pid=pid, errno=err, step=step)
+    send(plan.sock, Op.SPAWNED, pid=pid, errno=err, step=step)
     os._exit(0)
 
 
 def _child(plan: Plan) -> None:
     import prctl
 
-    from zoned import security
+    from zoned.child import security
 
     if plan.cfg["process"].get("terminal"):
         from zoned import console  # noqa: F401 - imported now: after pivot_root it is gone
     cfg_hooks = plan.cfg.get("hooks") or {}
     if cfg_hooks.get("createContainer") or cfg_hooks.get("startContainer"):
-        from zoned import hooks
+        from zoned.oci import hooks
     # If the parent died before this, the sync socket reads EOF below and we exit (getppid
     # cannot tell: PID 1 of a new pid namespace always sees 0).
     prctl.set_pdeathsig(signal.SIGKILL)
@@ -424,16 +390,15 @@ def _child(plan: Plan) -> None:
 
     cgroup_joined = []
 
-    def expect(op: str) -> None:
+    def expect(op: Op) -> None:
         """Read until `op` arrives; a "cgroup" message may come first at any point."""
         while True:
             msg = chan.recv()
-            got = (msg or {}).get("op")
-            if got == "cgroup":
+            if msg.op is Op.CGROUP:
                 cgroup_joined.append(msg.get("state") or {})
-                if op == "cgroup":
+                if op is Op.CGROUP:
                     return
-            elif got == op:
+            elif msg.op is op:
                 return
             else:
                 os._exit(1)
@@ -443,7 +408,7 @@ def _child(plan: Plan) -> None:
         rooted there. The wait comes as late as possible: moving a task between v1 cgroups
         costs an RCU grace period (~15 ms here), which overlaps with our set-up so far."""
         if not cgroup_joined:
-            expect("cgroup")
+            expect(Op.CGROUP)
         if "cgroup" in new_ns and plan.rootfs is not None:
             sc.unshare(sc.CLONE_NEWCGROUP)
 
@@ -474,14 +439,14 @@ def _child(plan: Plan) -> None:
         if "network" in new_ns:
             _lo_up()
         if plan.wait_namespaces:
-            send(plan.sock, op="namespaces")
-            expect("go")
+            send(plan.sock, Op.NAMESPACES)
+            expect(Op.GO)
         if "uts" in new_ns or "uts" in plan.join_fds:
             if cfg.get("hostname"):
                 sc.sethostname(cfg["hostname"])
             if cfg.get("domainname"):
                 sc.setdomainname(cfg["domainname"])
-        from zoned.rootfs import Rootfs
+        from zoned.child.rootfs import Rootfs
 
         fs = Rootfs(cfg, plan.rootfs, upper=plan.upper, work=plan.work,
                     cgroup_hierarchies=plan.hierarchies, cgroup_path=plan.cgroup_path,
@@ -516,14 +481,14 @@ def _child(plan: Plan) -> None:
     if plan.rootfs is not None and plan.spawn_fd is not None:  # see initstub.fits
         initstub.exec_stub(plan, path, env, bpf)  # returns only if it could not exec it
 
-    send(plan.sock, op="ready")
+    send(plan.sock, Op.READY)
     if plan.fifo_fd is not None:
         msg = chan.recv()  # the creator acknowledges; it exits once we answer
-        if not msg or msg.get("op") != "ack":
+        if msg.op is not Op.ACK:
             os._exit(1)
         if not plan.keep_pdeathsig:
             prctl.set_pdeathsig(0)
-        send(plan.sock, op="detached")  # from here the creator may exit
+        send(plan.sock, Op.DETACHED)  # from here the creator may exit
         plan.sock.close()
         fd = os.open(f"/proc/self/fd/{plan.fifo_fd}", os.O_WRONLY | os.O_CLOEXEC)
         os.write(fd, b"0")
@@ -531,7 +496,7 @@ def _child(plan: Plan) -> None:
         os.close(plan.fifo_fd)
     else:
         msg = chan.recv()
-        if not msg or msg.get("op") != "start":
+        if msg.op is not Op.START:
             os._exit(1)
         if plan.rootfs is None:
             _spawn(plan, path, env, bpf, parent_pidfd)

@@ -1,0 +1,121 @@
+"""The sync socket between zoned and the process it forked: typed messages, errno kept.
+
+One JSON object per SOCK_SEQPACKET message ({"op": NAME, ...fields}); fds travel with
+SCM_RIGHTS. JSON because the C side (csrc/spawn.c, the init's and exec's last step) speaks
+it too. The sequence of a create and of an exec is in zoned.child.process's docstring.
+
+A failure is {"op": "error", "message": TEXT, "errno": E}: the errno of the step that failed
+(0 if it was not a system call), so the parent decides by number, not by words, that a
+missing command exits 127 and a non-executable one 126 (the shell's codes, as runc).
+"""
+from __future__ import annotations
+
+import errno as errnos
+import json
+import os
+import socket
+from enum import Enum
+
+
+class Op(str, Enum):
+    """Every message's op. Who sends it: P parent, C child (init or exec helper)."""
+
+    CGROUP = "cgroup"          # P: the child is in its cgroup (may come at any time)
+    NAMESPACES = "namespaces"  # C: its namespaces exist (the network hook may run)
+    GO = "go"                  # P: the hook is done / the made process is in the cgroup
+    CONSOLE = "console"        # C: the pty master (an fd) and the slave's name
+    READY = "ready"            # C: set up, waiting to be started
+    START = "start"            # P: exec now (the caller holds the channel: `run`)
+    ACK = "ack"                # P: the state is written (create, then `zoned start`)
+    DETACHED = "detached"      # C: pdeathsig is off: the creator may exit
+    USERNS = "userns"          # C (user namespace stage): write my uid/gid maps
+    MAPPED = "mapped"          # P: they are written
+    PID = "pid"                # C (user namespace stage): the init's pid
+    MADE = "made"              # C (exec helper): the real process exists, outside the cgroup
+    SPAWNED = "spawned"        # C (exec helper): it exec'd (errno 0) or why not
+    ERROR = "error"            # C: a failure, with message and errno
+
+
+class Message:
+    """A received message: its op (None at EOF: the peer closed, e.g. by a successful
+    exec of a CLOEXEC socket), its fields, and the fds that came with it (CLOEXEC)."""
+
+    __slots__ = ("op", "fields", "fds")
+
+    def __init__(self, op: Op | None, fields: dict, fds: list[int]):
+        self.op, self.fields, self.fds = op, fields, fds
+
+    def get(self, key: str, default=None):
+        return self.fields.get(key, default)
+
+    @property
+    def errno(self) -> int:
+        return int(self.fields.get("errno") or 0)
+
+    def error(self, default: str):
+        """The ZonedError this message reports (an ExecError for a command that is
+        missing or not executable), or one saying `default` if it reports nothing."""
+        from zoned.errors import ExecError, ZonedError
+
+        message = self.fields.get("message") or default
+        code = exit_code_for(self.errno)
+        if code != 1:
+            return ExecError(message, code)
+        return ZonedError(message)
+
+
+EOF = Message(None, {}, [])
+
+
+def exit_code_for(err: int) -> int:
+    """A failed exec's exit code: 127 if the file is missing, 126 if it may not be run."""
+    if err == errnos.ENOENT:
+        return 127
+    if err in (errnos.EACCES, errnos.EPERM):
+        return 126
+    return 1
+
+
+def pair() -> tuple[socket.socket, socket.socket]:
+    """The parent/child sync channel: message boundaries kept, fds can travel."""
+    return socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+
+
+def send(sock: socket.socket, op: Op, fds: list[int] | None = None, **fields) -> None:
+    data = json.dumps({"op": op.value, **fields}).encode()
+    if fds:
+        socket.send_fds(sock, [data], fds)
+    else:
+        sock.send(data)
+
+
+def send_error(sock: socket.socket, message: str, err: int = 0) -> None:
+    send(sock, Op.ERROR, message=message, errno=err)
+
+
+class Channel:
+    """Typed messages over the sync socket."""
+
+    __slots__ = ("sock",)
+
+    def __init__(self, sock: socket.socket):
+        self.sock = sock
+
+    def send(self, op: Op, fds: list[int] | None = None, **fields) -> None:
+        send(self.sock, op, fds, **fields)
+
+    def recv(self) -> Message:
+        data, fds, _flags, _addr = socket.recv_fds(self.sock, 1 << 16, 4)
+        for fd in fds:
+            os.set_inheritable(fd, False)
+        if not data:
+            for fd in fds:
+                os.close(fd)
+            return EOF
+        fields = json.loads(data)
+        try:
+            op = Op(fields.pop("op", None))
+        except ValueError:
+            op = Op.ERROR  # not ours: treat it as a failure to follow the protocol
+            fields = {"message": "protocol error on the sync socket"}
+        return Message(op, fields, fds)
