@@ -17,16 +17,11 @@ pytestmark = pytest.mark.unprivileged
 PACKAGE = Path(__file__).resolve().parent.parent / "zoned"
 MAX_LINES = 650
 
-# Modules over MAX_LINES when this test was written; issue 11 splits them. Remove a module
-# from here once it is split; never add one (split the module instead).
-TOO_LONG = {
-    "zoned.runtime",     # lifecycle, store, sync: zoned/runtime/
-}
+# Modules over MAX_LINES: none since issue 11 split them; never add one (split the module).
+TOO_LONG: set[str] = set()  # none left: keep it that way
 
-# Imports that close a cycle, in modules that other parts of issue 11 restructure (the
-# importer, the imported): each must go, by moving what is imported to where both can use it.
-# The test ignores these edges and fails on any other cycle; remove an entry once its
-# cycle is gone (the test says so), never add one.
+# Imports that close a cycle (the importer, the imported), which the test would ignore:
+# none since issue 11; never add one (move what is imported to where both can use it).
 KNOWN_CYCLE_EDGES: set[tuple[str, str]] = set()  # none left: keep it that way
 
 

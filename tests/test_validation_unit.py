@@ -326,7 +326,8 @@ def test_own_cgroup_is_runcs_base_for_relative_paths():
 
 
 def test_relative_cgroups_path_stays_below_the_base(monkeypatch):
-    from zoned import cgroups, runtime
+    from zoned import cgroups
+    from zoned.runtime import cgroup_paths as runtime
 
     monkeypatch.setattr(cgroups, "own_cgroup", lambda: "/base")
     assert runtime.resolve_cgroups_path("ctr") == "/base/ctr"

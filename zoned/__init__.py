@@ -13,7 +13,7 @@ def __getattr__(name: str):
 
         return getattr(api, name)
     if name == "Runtime":
-        from zoned.runtime import Runtime
+        from zoned.runtime.lifecycle import Runtime
 
         return Runtime
     if name == "RunOptions":

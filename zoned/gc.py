@@ -13,9 +13,10 @@ import os
 from typing import Iterator
 
 from zoned.errors import ZonedError
-from zoned.runtime import Runtime, cgroup_parent
+from zoned.runtime.cgroup_paths import cgroup_parent
+from zoned.runtime.lifecycle import Runtime
 from zoned.linux.files import rmtree
-from zoned.state import remove_stale_tmp
+from zoned.runtime.store import remove_stale_tmp
 
 
 def collect(rt: Runtime, *, dry_run: bool = False,
@@ -35,7 +36,7 @@ def collect(rt: Runtime, *, dry_run: bool = False,
                 st = store.read_state(cid)
             except OSError:
                 continue  # removed meanwhile
-            status = rt._status(cid, st)
+            status = rt.live_status(cid, st)
             reason = None
             if store.removing(cid):
                 reason = "interrupted removal"

@@ -38,7 +38,7 @@ def zoned_root(monkeypatch, zoned_state_fs):
     monkeypatch.setenv("ZONED_CGROUP_PARENT", parent)
     yield path
     from zoned.gc import collect
-    from zoned.runtime import Runtime
+    from zoned.runtime.lifecycle import Runtime
 
     rt = Runtime(path)
     for cid in rt.store.ids():

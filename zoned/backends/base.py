@@ -18,7 +18,7 @@ from abc import ABC, abstractmethod
 TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing (start-up)
 if TYPE_CHECKING:
     from zoned.oci.spec import RunOptions
-    from zoned.runtime import Started
+    from zoned.runtime.handoff import Started
 
 
 class Backend(ABC):

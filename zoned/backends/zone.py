@@ -7,12 +7,12 @@ import signal
 
 from zoned.backends.base import Backend
 from zoned.errors import ZonedError
-from zoned.runtime import Runtime
+from zoned.runtime.lifecycle import Runtime
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing (start-up)
 if TYPE_CHECKING:
     from zoned.oci.spec import RunOptions
-    from zoned.runtime import Started
+    from zoned.runtime.handoff import Started
 
 
 def network_for(opts: RunOptions, rt: Runtime | None, cid: str):

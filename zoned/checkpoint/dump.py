@@ -215,7 +215,7 @@ class Dump:
         os.chmod(script, 0o700)
         meta = self.meta(tcp_established=tcp_established, lazy=lazy_socket is not None,
                          criu=criu)
-        from zoned.state import write_json_atomic
+        from zoned.runtime.store import write_json_atomic
 
         write_json_atomic(os.path.join(directory, META), meta)
         args = [criu, "dump", "--tree", str(self.pid), "--images-dir", directory,

@@ -3,7 +3,6 @@ anything), restore() as a new zone with its own state dir, cgroup, network and l
 resume() for a zone restored stopped, and the criu lazy-pages daemons of live migration."""
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import subprocess
@@ -59,9 +58,8 @@ def restore(rt, directory: str, *, name: str | None = None, lazy_socket: int | N
     this way, so source and destination never both run.
     consume: the checkpoint dir is scratch: its upper dir is moved, not copied."""
     from zoned.oci import spec as specmod
-    from zoned.cgroups import open_cgroup
-    from zoned.runtime import container_resources, default_cgroups_path, \
-        discard_cgroup, hook_kinds, utc_now
+    from zoned.runtime.cgroup_paths import default_cgroups_path
+    from zoned.runtime.steps import abandon, initial_state, make_cgroup, write_config
 
     directory = os.path.abspath(directory)
     meta = read_meta(directory)
@@ -117,16 +115,11 @@ def restore(rt, directory: str, *, name: str | None = None, lazy_socket: int | N
                      if e["source"].startswith(old_dir + "/")}
             cfg["mounts"] = [m for m in cfg.get("mounts") or []
                              if m.get("destination") not in owned]
-            state = {
-                "ociVersion": cfg.get("ociVersion", specmod.OCI_VERSION),
-                "id": cid, "status": "creating", "pid": 0, "bundle": d, "rootfs": rootfs,
-                "created": utc_now(), "owner": "",
-                "annotations": meta.get("annotations") or {},
-                "zoned": {"cgroup": cg_path, "log": log_path, "data": data,
-                          "logger": logger.describe() if logger is not None else None,
-                          "autoremove": meta.get("autoremove", False),
-                          "restored_from": directory, "hooks": hook_kinds(cfg)},
-            }
+            state = initial_state(
+                cid, cfg, bundle=d, rootfs=rootfs, cgroup=cg_path, data=data, log=log_path,
+                logger=logger.describe() if logger is not None else None,
+                autoremove=meta.get("autoremove", False),
+                annotations=meta.get("annotations") or {}, restored_from=directory)
             rt.store.write_state(cid, state)  # from here gc knows what to remove
             from zoned.network import checkpoint_hooks as nethooks
 
@@ -144,11 +137,8 @@ def restore(rt, directory: str, *, name: str | None = None, lazy_socket: int | N
                 netsetup.attach_ns(nsfd, loopback=True)
             else:
                 nethooks.loopback_up(nsfd)
-            with open(os.path.join(d, "config.json"), "w") as f:
-                f.write(json.dumps(cfg, separators=(",", ":")))
-            cgroup = open_cgroup(cg_path)
-            cgroup.create()
-            cgroup.apply(container_resources(linux.get("resources") or {}))
+            write_config(d, cfg)
+            cgroup = make_cgroup(cg_path, linux)
             pid = run_restore(criu, directory, d, meta, cfg, lower=lower, upper=upper,
                               work=work, rootfs=rootfs, cgroup=cg_path, netns_fd=nsfd,
                               log_path=log_path, log_fd=logger and logger.write_fd,
@@ -166,10 +156,6 @@ def restore(rt, directory: str, *, name: str | None = None, lazy_socket: int | N
                 nethooks.announce(state, nsfd)
             return state
     except BaseException:
-        if cgroup is not None:
-            discard_cgroup(cgroup)
-        if netsetup is not None:
-            netsetup.release()
         keep = os.path.join(directory, f"restore-{cid}.log")
         try:
             shutil.copy(os.path.join(d, "restore.log"), keep)
@@ -178,8 +164,8 @@ def restore(rt, directory: str, *, name: str | None = None, lazy_socket: int | N
         if logger is not None:
             os.close(logger.write_fd)
             logger.write_fd = -1
-        logs.discard_zone_data(data, logger.describe() if logger is not None else None)
-        rt.store.remove(cid)
+        abandon(rt.store, cid, cgroup=cgroup, network=netsetup, data=data,
+                logger=logger.describe() if logger is not None else None)
         raise
     finally:
         if logger is not None and logger.write_fd >= 0:

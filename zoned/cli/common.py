@@ -13,7 +13,7 @@ class Interrupted(BaseException):
 
 def runtime(args):
     """The Runtime of the state root and data root the global flags name."""
-    from zoned.runtime import Runtime
+    from zoned.runtime.lifecycle import Runtime
 
     return Runtime(args.root, args.data_root)
 

@@ -7,7 +7,7 @@ from zoned.cli.output import print_json, print_table
 
 
 def _root(args) -> str:
-    from zoned.state import default_root
+    from zoned.runtime.store import default_root
 
     return args.root or default_root()
 

@@ -28,7 +28,7 @@ def cmd_create(args) -> int:
     interruptible()
     rt = runtime(args)
     if args.systemd_cgroup:
-        from zoned.runtime import systemd_cgroups_path
+        from zoned.runtime.cgroup_paths import systemd_cgroups_path
 
         linux = cfg.setdefault("linux", {})
         linux["cgroupsPath"] = systemd_cgroups_path(linux.get("cgroupsPath", ""), args.id)

@@ -463,8 +463,8 @@ def export_rootfs_tar(store: ImageStore, name: str, dest_path: str | Path) -> Pa
         ti.uname = ti.gname = ""
         return ti
 
-    with store._lock(shared=True):  # a concurrent rebuild must not delete it mid-read
-        img = store._read(name)
+    with store.lock(shared=True):  # a concurrent rebuild must not delete it mid-read
+        img = store.read_unlocked(name)
         try:
             with tarfile.open(tmp, mode, format=tarfile.PAX_FORMAT) as tar:
                 for child in sorted(os.listdir(img.rootfs_dir)):
@@ -490,8 +490,8 @@ def export_bundle(store: ImageStore, name: str, dir: str | Path) -> Path:
     bundle.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".rootfs-", dir=bundle))
     try:
-        with store._lock(shared=True):
-            img = store._read(name)
+        with store.lock(shared=True):
+            img = store.read_unlocked(name)
             _run(["cp", "-a", "--reflink=auto", f"{img.rootfs_dir}/.", str(tmp)], f"copying image {name!r}")
         os.chmod(tmp, stat.S_IMODE(os.stat(img.rootfs_dir).st_mode))
         if dest.exists():

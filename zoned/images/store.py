@@ -240,24 +240,26 @@ class ImageStore:
         """The image called name, or ImageNotFound telling how to build it."""
         if not NAME_RE.match(name):
             raise ImageError(f"invalid image name {name!r}")
-        with self._lock(shared=True):
-            return self._read(name)
+        with self.lock(shared=True):
+            return self.read_unlocked(name)
 
     def list(self) -> list[Image]:
         """All images, sorted by name; half-written or foreign entries are skipped."""
         if not _is_dir(self.root_dir):
             return []
         out = []
-        with self._lock(shared=True):
+        with self.lock(shared=True):
             for n in sorted(os.listdir(self.root_dir)):
                 if NAME_RE.match(n) and _is_file(_join(_join(self.root_dir, n), "image.json")):
                     try:
-                        out.append(self._read(n))
+                        out.append(self.read_unlocked(n))
                     except ImageError:
                         pass
         return out
 
-    def _read(self, name: str) -> Image:
+    def read_unlocked(self, name: str) -> Image:
+        """Image `name` as its image.json says, for a caller that holds lock(shared=True)
+        across this read and its use of the image's files (get() takes the lock itself)."""
         path = _join(self.root_dir, name)
         meta_file = path + "/image.json"
         if not _is_file(meta_file):
@@ -295,7 +297,7 @@ class ImageStore:
         except OSError as e:
             raise ImageError(f"cannot create image store {self.root}: {e.strerror}") from None
 
-        with self._lock():
+        with self.lock():
             self._collect_garbage()
             tmp = Path(tempfile.mkdtemp(prefix=f".build-{r.name}-", dir=self.root))
             busy = self._hold(tmp)  # marks the temp dir live for other processes' GC
@@ -322,7 +324,7 @@ class ImageStore:
             for f in ("image.json", "recipe.yaml"):
                 os.chmod(tmp / f, 0o644)
             target = self.root / r.name
-            with self._lock():
+            with self.lock():
                 old = self._set_aside(r.name) if target.exists() else None
                 try:
                     os.rename(tmp, target)
@@ -346,7 +348,7 @@ class ImageStore:
         """Delete an image; containers still running on it keep it until they stop."""
         if not NAME_RE.match(name):
             raise ImageError(f"invalid image name {name!r}")
-        with self._lock():
+        with self.lock():
             if not _is_file(_join(self.root_dir, name) + "/image.json"):
                 raise ImageNotFound(f"image {name!r} not found")
             self._collect_garbage()
@@ -359,7 +361,7 @@ class ImageStore:
             return []
         from pathlib import Path
 
-        with self._lock():
+        with self.lock():
             return [Path(p) for p in self._collect_garbage()]
 
     def digest(self, name: str) -> str:
@@ -424,8 +426,9 @@ class ImageStore:
 
     # -- internals
 
-    def _lock(self, shared: bool = False) -> _StoreLock:
-        """flock on <store>/.lock as a context manager (see _StoreLock)."""
+    def lock(self, shared: bool = False) -> _StoreLock:
+        """flock on <store>/.lock as a context manager (see _StoreLock): shared to read an
+        image without a rebuild replacing it meanwhile, exclusive to rename."""
         return _StoreLock(_join(self.root_dir, ".lock"), shared)
 
     @staticmethod

@@ -86,7 +86,7 @@ def _h(text: str, n: int) -> str:
 
 
 def default_bridge(root: str, name: str) -> str:
-    from zoned.state import DEFAULT_ROOT
+    from zoned.runtime.store import DEFAULT_ROOT
 
     real = os.path.realpath(root)
     if real == DEFAULT_ROOT:
@@ -199,7 +199,7 @@ def create(root: str, name: str, *, subnet: str | None = None, gateway: str | No
                 nft.put(fragment_of(Network.from_dict(net)))
                 nft.apply()
                 _forwarding(Network.from_dict(net))
-                from zoned.state import write_json_atomic
+                from zoned.runtime.store import write_json_atomic
 
                 write_json_atomic(def_path(root, name), net)
             except BaseException:

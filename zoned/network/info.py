@@ -13,7 +13,7 @@ def counters(root: str, described: dict | None) -> dict | None:
     if state is None:
         return None
     if state.mode == "container":  # it counts what the zone it joined counts
-        from zoned.state import Store
+        from zoned.runtime.store import Store
 
         try:
             st = Store(root).read_state(state.container or "")

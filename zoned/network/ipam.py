@@ -18,7 +18,7 @@ import os
 from zoned.errors import ConfigError, ZonedError
 from zoned.linux.locks import FileLock
 from zoned.network.model import Lease, Network
-from zoned.state import write_json_atomic
+from zoned.runtime.store import write_json_atomic
 
 
 def locked(path: str) -> FileLock:

@@ -95,7 +95,7 @@ def fragments() -> list[dict]:
 
 
 def put(frag: dict) -> None:
-    from zoned.state import write_json_atomic
+    from zoned.runtime.store import write_json_atomic
 
     data = {k: v for k, v in frag.items() if k != "key"}
     # read and written only under the registry lock: a full disk may shrink it in place

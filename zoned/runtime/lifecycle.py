@@ -1,181 +1,30 @@
-"""The container lifecycle of the OCI runtime spec: create -> start -> kill -> delete, plus
-state, exec and pause. Everything a container owns (state dir, cgroup, overlay dirs, its
-processes) is created here and removed here; `zoned.gc` runs the same removal against
-leftovers. No process stays behind per container: state lives in the store.
-"""
+"""Runtime: one state root's containers through the OCI lifecycle (create -> start -> kill
+-> delete, plus state, exec, pause, update). Everything a container owns is created and
+removed here; the steps it shares with checkpoint restore are zoned.runtime.steps."""
 from __future__ import annotations
 
-import errno
-import json
 import os
 import select
 import signal
 import time
-from contextlib import contextmanager
 
-from zoned.linux import syscalls as sc
 from zoned.errors import ConfigError, InvalidState, NotFound, ZonedError
 from zoned.oci import spec as specmod
 from zoned.oci.status import Status
 from zoned.child.process import NS_PROC, Plan, fork_nondumpable, run_child
-from zoned.child.sync import Channel, Message, Op, pair as sync_pair
+from zoned.child.sync import Channel, Op, pair as sync_pair
 from zoned.linux.proc import proc_start_time, signal_pid, wait_exit
-from zoned.state import Store
+from zoned.runtime.cgroup_paths import default_cgroups_path, resolve_cgroups_path
+from zoned.runtime.handoff import Started, check_preserved_fds, fork_userns, handshake, \
+    idmap_userns, kill_and_reap, pid_namespace_for_children, reap, write_pid_file
+from zoned.runtime.steps import abandon, initial_state, host_root, make_cgroup, \
+    namespace_hook, oci_state, write_config
+from zoned.runtime.store import Store
 from zoned.testhooks import hit, pause
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing (start-up)
 if TYPE_CHECKING:
     from collections.abc import Callable
-
-def cgroup_parent(root: str | None = None) -> str:
-    """Where a state root's containers without a cgroupsPath go: /zoned for the default
-    root, /zoned-<hash of the root> for any other, or $ZONED_CGROUP_PARENT (podman's
-    --cgroup-parent). One parent per root is what lets `gc` of one root remove leftover
-    cgroups without ever touching another root's containers."""
-    env = os.environ.get("ZONED_CGROUP_PARENT")
-    if env:
-        return "/" + env.strip("/")
-    from zoned.state import DEFAULT_ROOT, default_root
-
-    root = os.path.realpath(root or default_root())
-    if root == DEFAULT_ROOT:
-        return "/zoned"
-    from zoned.digest import sha256
-
-    return "/zoned-" + sha256(root.encode()).hexdigest()[:10]
-
-
-def systemd_cgroups_path(path: str, cid: str) -> str:
-    """runc --systemd-cgroup's "slice:prefix:name" as the cgroupfs path systemd would use
-    ("machine.slice:libpod:ID" -> /machine.slice/libpod-ID.scope). zoned does not talk to
-    systemd; it places the cgroup where systemd would, so the tree looks the same."""
-    from zoned.errors import ConfigError
-
-    parts = (path or f"system.slice:zoned:{cid}").split(":")
-    if len(parts) != 3:
-        raise ConfigError(f"cgroupsPath {path!r}: expected slice:prefix:name with "
-                          "--systemd-cgroup")
-    slice_, prefix, name = parts
-    slice_ = slice_ or "system.slice"
-    out = ""
-    if slice_ != "-.slice":
-        if not slice_.endswith(".slice"):
-            raise ConfigError(f"cgroupsPath {path!r}: {slice_!r} is not a .slice")
-        words = slice_[:-len(".slice")].split("-")
-        out = "".join("/" + "-".join(words[:i + 1]) + ".slice" for i in range(len(words)))
-    unit = name if name.endswith(".slice") else f"{prefix}-{name}.scope" if prefix else \
-        f"{name}.scope"
-    return f"{out}/{unit}"
-
-
-def default_cgroups_path(cid: str, root: str | None = None) -> str:
-    return f"{cgroup_parent(root)}/{cid}"
-
-
-def resolve_cgroups_path(path: str | None) -> str | None:
-    """linux.cgroupsPath as an absolute cgroup path. A relative one (the spec allows it: "a
-    runtime-determined location") goes where runc's cgroupfs driver puts it: below the
-    cgroup zoned itself runs in (on cgroup v2, its parent: runc's fs2, since a cgroup with
-    processes in it cannot have controllers enabled for children). ".." never climbs
-    above that base (runc's CleanPath)."""
-    if not path:
-        return None
-    import posixpath
-
-    if path.startswith("/"):
-        resolved = posixpath.normpath("/" + path.lstrip("/"))  # as zoned.cgroups cleans it
-    else:
-        from zoned.cgroups import own_cgroup
-
-        inner = posixpath.normpath("/" + path)
-        resolved = posixpath.normpath(own_cgroup().rstrip("/") + inner)
-    if resolved == "/":
-        raise ConfigError(f"config.json: linux.cgroupsPath {path!r}: names the root cgroup")
-    return resolved
-
-
-@contextmanager
-def pid_namespace_for_children(join_fd: int | None = None):
-    """Make the next fork land in a new (or the given) pid namespace, then undo it.
-
-    unshare(CLONE_NEWPID)/setns only change where *children* go, per thread, so the caller
-    stays where it is and the forked child is PID 1 (or a member) and still our direct child.
-    """
-    own = os.open("/proc/self/ns/pid", os.O_RDONLY | os.O_CLOEXEC)
-    try:
-        if join_fd is None:
-            sc.unshare(sc.CLONE_NEWPID)
-        else:
-            sc.setns(join_fd, sc.CLONE_NEWPID)
-        yield
-    finally:
-        sc.setns(own, sc.CLONE_NEWPID)
-        os.close(own)
-
-
-class Started:
-    """A process zoned forked and still holds the sync channel of (creator or exec).
-    `master` is the pty master when process.terminal is set: the caller proxies it or
-    passes it on (console socket), and closes it.
-
-    For exec, `pid` is first the helper's, which waits outside the container's pid
-    namespace; release() makes the real process there (zoned's child too) and `pid` becomes
-    its pid, written to `pid_file` if one was asked for."""
-
-    __slots__ = ("pid", "chan", "master", "spawns", "pid_file", "command")
-
-    def __init__(self, pid: int, chan: Channel | None, master: int | None = None, *,
-                 spawns=None, pid_file: str | None = None, command: str = ""):
-        self.pid, self.chan, self.master = pid, chan, master
-        self.spawns = spawns  # exec: the container's Cgroup, which the process goes into
-        self.pid_file, self.command = pid_file, command
-
-    def release(self) -> None:
-        """Let the process exec and report whether exec worked."""
-        if self.chan is None:
-            return
-        self.chan.send(Op.START)
-        msg = self.chan.recv()  # EOF: the sync socket was closed by a successful exec
-        if msg.op is Op.MADE and self.spawns is not None:
-            try:
-                self.spawns.add(int(msg.get("pid")))  # a move: allowed even at pids.max
-            except BaseException:
-                _kill_and_reap(int(msg.get("pid")))
-                _kill_and_reap(self.pid)
-                raise
-            hit("exec:made")
-            self.chan.send(Op.GO)
-            msg = self.chan.recv()
-        self.chan.sock.close()
-        self.chan = None
-        if self.spawns is not None:
-            self._spawned(msg)
-        elif msg.op is Op.ERROR:
-            raise msg.error("exec failed")
-
-    def _spawned(self, msg: Message) -> None:
-        """The exec helper's last word (process._spawn): the real process's pid, or why it
-        failed."""
-        helper, pid = self.pid, int(msg.get("pid") or 0)
-        try:
-            os.waitpid(helper, 0)  # it exits once it has told us
-        except ChildProcessError:
-            pass
-        if msg.op is not Op.SPAWNED:
-            raise msg.error("exec failed")
-        err, step = msg.errno, int(msg.get("step") or 0)
-        if err or not pid:
-            if pid:  # it was made but did not exec: reap it
-                _kill_and_reap(pid)
-            if step == sc.SPAWN_STEP_EXEC:
-                message = f"{os.strerror(err)}: {self.command}"
-            else:  # not the command's fault: no 126/127
-                message, err = f"{sc.SPAWN_STEPS.get(step, 'clone')}: {os.strerror(err)}", 0
-            raise Message(Op.ERROR, {"message": message, "errno": err}, []).error("exec failed")
-        self.pid = pid
-        if self.pid_file:
-            _write_pid_file(self.pid_file, pid)
-
 
 class Runtime:
     """One state root's containers."""
@@ -187,12 +36,12 @@ class Runtime:
     def state(self, cid: str) -> dict:
         """runtime-spec state JSON (plus runc's and zoned's extra fields), status live."""
         st = self.store.read_state(cid)
-        st["status"] = self._status(cid, st)
+        st["status"] = self.live_status(cid, st)
         if st["status"] is Status.STOPPED:
             st["pid"] = 0
         return st
 
-    def _status(self, cid: str, st: dict) -> Status:
+    def live_status(self, cid: str, st: dict) -> Status:
         status = st.get("status", Status.CREATING)
         if status == Status.CREATING:
             return Status.CREATING
@@ -283,7 +132,7 @@ class Runtime:
                 upper, work = os.path.join(data, "upper"), os.path.join(data, "work")
                 for p in (rootfs, upper, work):
                     os.mkdir(p, 0o755)
-                root_id = _host_root(linux)
+                root_id = host_root(linux)
                 if root_id is not None:  # the container's root must own its upper layer
                     for p in (upper, work):
                         os.chown(p, *root_id)
@@ -295,27 +144,16 @@ class Runtime:
                 upper = work = None
                 if not os.path.isdir(rootfs):
                     raise ConfigError(f"rootfs {rootfs!r} does not exist or is not a directory")
-            state = {
-                "ociVersion": cfg.get("ociVersion", specmod.OCI_VERSION),
-                "id": cid, "status": Status.CREATING, "pid": 0,
-                "bundle": os.path.abspath(bundle) if bundle else d,
-                "rootfs": rootfs,
-                "created": utc_now(),
-                "owner": "",
-                "annotations": cfg.get("annotations") or {},
-                "zoned": {"cgroup": cg_path, "log": log_path, "autoremove": autoremove,
-                          "data": data,
-                          "logger": logger.describe() if logger is not None else None,
-                          # which hook kinds exist: start and delete read config.json
-                          # (tens of KiB with seccomp) only when they have hooks to run
-                          "hooks": hook_kinds(cfg)},
-            }
+            state = initial_state(
+                cid, cfg, bundle=os.path.abspath(bundle) if bundle else d, rootfs=rootfs,
+                cgroup=cg_path, data=data, log=log_path,
+                logger=logger.describe() if logger is not None else None,
+                autoremove=autoremove)
             if network is not None:
                 network.prepare(d, cfg)
                 state["zoned"]["network"] = network.describe()
-            on_namespaces = _namespace_hook(cfg, state, network, on_namespaces)
-            with open(os.path.join(d, "config.json"), "w") as f:
-                f.write(json.dumps(cfg, separators=(",", ":")))
+            on_namespaces = namespace_hook(cfg, state, network, on_namespaces)
+            write_config(d, cfg)
             self.store.write_state(cid, state)
 
             bpf, seccomp_flags = b"", 0
@@ -325,18 +163,9 @@ class Runtime:
                 bpf = seccomp.compile_bpf(linux["seccomp"])
                 seccomp_flags = seccomp.filter_flags(linux["seccomp"])
 
-            from zoned.cgroups import hierarchies, open_cgroup
+            from zoned.cgroups import hierarchies
 
-            cgroup = open_cgroup(cg_path)
-            for attempt in range(3):  # `zoned gc` may remove an empty parent meanwhile
-                try:
-                    cgroup.create()
-                    break
-                except OSError as e:
-                    if e.errno != errno.ENOENT or attempt == 2:
-                        raise
-            cgroup.apply(container_resources(linux.get("resources") or {},
-                                             linux.get("devices")))
+            cgroup = make_cgroup(cg_path, linux)
 
             fifo_fd = None
             if use_fifo:
@@ -370,7 +199,7 @@ class Runtime:
                         no_pivot=no_pivot, cgroup_path=cg_path, idmap_fds=idmap_fds,
                         spawn_fd=spawn_fd)
             if "user" in namespaces:
-                pid = _fork_userns(plan, chan, linux, child_sock)
+                pid = fork_userns(plan, chan, linux, child_sock)
             else:
                 pid = self._fork(plan, namespaces)
             child_sock.close()
@@ -386,15 +215,15 @@ class Runtime:
             try:
                 chan.send(Op.CGROUP, state=oci_state(state))
             except BrokenPipeError:
-                pass  # the init failed early: _handshake reads why
+                pass  # the init failed early: handshake reads why
             pause("ZONED_TEST_PAUSE_CREATE")
-            master = _handshake(chan, on_namespaces, pid, "container init exited during set-up")
+            master = handshake(chan, on_namespaces, pid, "container init exited during set-up")
             state["status"] = Status.CREATED
             state["pid"] = pid
             state["zoned"]["pid_start"] = proc_start_time(pid)
             self.store.write_state(cid, state)
             if pid_file:
-                _write_pid_file(pid_file, pid)
+                write_pid_file(pid_file, pid)
             if use_fifo:
                 chan.send(Op.ACK)
                 if chan.recv().op is not Op.DETACHED:  # pdeathsig is off now
@@ -404,22 +233,15 @@ class Runtime:
             return Started(pid, chan, master)
         except BaseException as exc:
             if pid:
-                _kill_and_reap(pid)
+                kill_and_reap(pid)
             if isinstance(exc, hooks.HookError):  # the spec: stop, then run poststop hooks
                 hooks.run(cfg.get("hooks"), "poststop",
                           {**oci_state(state), "status": Status.STOPPED})
-            if cgroup is not None:
-                discard_cgroup(cgroup)
-            if network is not None:
-                network.release()
             for fd in log_fds:
                 os.close(fd)
             log_fds = []
-            if data is not None:
-                from zoned.logs import discard_zone_data
-
-                discard_zone_data(data, logger.describe() if logger is not None else None)
-            self.store.remove(cid)
+            abandon(self.store, cid, cgroup=cgroup, network=network, data=data,
+                    logger=logger.describe() if logger is not None else None)
             raise
         finally:
             for fd in log_fds:
@@ -448,7 +270,7 @@ class Runtime:
         """Release a created container's init to exec its process."""
         with self.store.lock(cid):
             st = self.store.read_state(cid)
-            status = self._status(cid, st)
+            status = self.live_status(cid, st)
             if not status.can_start():
                 raise InvalidState(f"cannot start container {cid!r}: it is {status}, "
                                    "not created")
@@ -490,7 +312,7 @@ class Runtime:
 
     def kill(self, cid: str, sig: int = signal.SIGTERM, *, all: bool = False) -> None:
         st = self.store.read_state(cid)
-        status = self._status(cid, st)
+        status = self.live_status(cid, st)
         if not status.can_kill():
             raise InvalidState(f"cannot kill container {cid!r}: it is {status}")
         if all:
@@ -512,7 +334,7 @@ class Runtime:
     def stop(self, cid: str, timeout: float = 10.0) -> None:
         """SIGTERM, then SIGKILL after `timeout` seconds (docker/podman stop)."""
         st = self.store.read_state(cid)
-        status = self._status(cid, st)
+        status = self.live_status(cid, st)
         if not status.is_active():
             return
         pid, start = st["pid"], st["zoned"]["pid_start"]
@@ -532,7 +354,7 @@ class Runtime:
         block: it works on a full disk."""
         with self.store.lock(cid):
             st = self.store.read_state(cid)
-            status = self._status(cid, st)
+            status = self.live_status(cid, st)
             if not status.can_delete() and not force:
                 raise InvalidState(f"cannot delete container {cid!r}: it is {status} "
                                    "(stop it first or use --force)")
@@ -562,7 +384,7 @@ class Runtime:
         rest may still exist) last. Idempotent; also used by gc."""
         pid = st.get("pid") or 0
         if pid:
-            _reap(pid)
+            reap(pid)
         # a container killed before state.json was written still has its default cgroup
         cg = (st.get("zoned") or {}).get("cgroup") or default_cgroups_path(cid, self.store.root)
         from zoned.cgroups import open_cgroup
@@ -596,7 +418,7 @@ class Runtime:
         schema.check(resources, schema.RESOURCES, "linux.resources", source="update")
         with self.store.lock(cid):
             st = self.store.read_state(cid)
-            if not self._status(cid, st).is_active():
+            if not self.live_status(cid, st).is_active():
                 raise InvalidState(f"cannot update container {cid!r}: it is not running")
             self.cgroup(st).apply(resources)
             cfg = self.config(cid)
@@ -606,20 +428,20 @@ class Runtime:
                     current[key].update(value)
                 else:
                     current[key] = value
-            from zoned.state import write_json_atomic
+            from zoned.runtime.store import write_json_atomic
 
             write_json_atomic(os.path.join(self.store.dir(cid), "config.json"), cfg)
 
     # -- pause / resume ----------------------------------------------------------------
     def pause(self, cid: str) -> None:
         st = self.store.read_state(cid)
-        if not self._status(cid, st).can_pause():
+        if not self.live_status(cid, st).can_pause():
             raise InvalidState(f"cannot pause container {cid!r}: it is not running")
         self.cgroup(st).freeze()
 
     def resume(self, cid: str) -> None:
         st = self.store.read_state(cid)
-        if not self._status(cid, st).can_resume():
+        if not self.live_status(cid, st).can_resume():
             raise InvalidState(f"cannot resume container {cid!r}: it is not paused")
         self.cgroup(st).thaw()
 
@@ -636,7 +458,7 @@ class Runtime:
         schema.check(process, schema.CONFIG["process!"], "process")
         specmod.validate_process(process)
         st = self.store.read_state(cid)
-        status = self._status(cid, st)
+        status = self.live_status(cid, st)
         if not status.can_exec():
             raise InvalidState(f"cannot exec in container {cid!r}: it is {status}")
         cfg = self.config(cid)
@@ -685,14 +507,14 @@ class Runtime:
             try:
                 chan.send(Op.CGROUP)
             except BrokenPipeError:
-                pass  # the helper failed early: _handshake reads why
-            master = _handshake(chan, None, child, "exec set-up failed")
+                pass  # the helper failed early: handshake reads why
+            master = handshake(chan, None, child, "exec set-up failed")
             pause("ZONED_TEST_PAUSE_EXEC")
             return Started(child, chan, master, spawns=self.cgroup(st), pid_file=pid_file,
                            command=process["args"][0])
         except BaseException:
             if child:
-                _kill_and_reap(child)
+                kill_and_reap(child)
             raise
         finally:
             for fd in join_fds.values():
@@ -700,216 +522,3 @@ class Runtime:
             for fd in (pidns, spawn_fd):
                 if fd is not None:
                     os.close(fd)
-
-
-def hook_kinds(cfg: dict) -> list[str]:
-    """The hook kinds a config has, recorded in state.json."""
-    return sorted(k for k, v in (cfg.get("hooks") or {}).items() if v)
-
-
-def discard_cgroup(cgroup) -> None:
-    """Undo a cgroup made for a create or restore that failed: kill what is in it, remove
-    it, and let the original error through."""
-    try:
-        cgroup.kill()
-        cgroup.destroy()
-    except OSError:
-        pass
-
-
-def check_preserved_fds(n: int) -> None:
-    """--preserve-fds N passes the caller's fds 3..N+2: they must be open, or zoned's own
-    fds (its lock, its sync socket) would take those numbers and leak into the container."""
-    for fd in range(3, 3 + n):
-        try:
-            os.fstat(fd)
-        except OSError:
-            raise ConfigError(f"--preserve-fds {n}: fd {fd} is not open") from None
-
-
-def _host_root(linux: dict) -> tuple[int, int] | None:
-    """The host uid/gid that root of the container's user namespace maps to, if any."""
-    if not any(n.get("type") == "user" for n in linux.get("namespaces", [])):
-        return None
-
-    def host_of(maps):
-        for m in maps or []:
-            if int(m["containerID"]) <= 0 < int(m["containerID"]) + int(m["size"]):
-                return int(m["hostID"]) - int(m["containerID"])
-        return None
-    uid, gid = host_of(linux.get("uidMappings")), host_of(linux.get("gidMappings"))
-    return (uid, gid) if uid is not None and gid is not None else None
-
-
-def _write_maps(pid: int, linux: dict) -> None:
-    """uid_map/gid_map of a child's new user namespace, each in one write as the kernel
-    wants."""
-    for name, key in (("uid_map", "uidMappings"), ("gid_map", "gidMappings")):
-        maps = linux.get(key) or []
-        if not maps:
-            raise ConfigError(f"a user namespace needs linux.{key}")
-        text = "".join(f"{int(m['containerID'])} {int(m['hostID'])} {int(m['size'])}\n"
-                       for m in maps)
-        try:
-            with open(f"/proc/{pid}/{name}", "w") as f:
-                f.write(text)
-        except OSError as e:
-            raise ConfigError(f"linux.{key}: writing {name} failed: {e.strerror}") from None
-
-
-def idmap_userns(mount: dict) -> int:
-    """An fd of a user namespace holding an idmapped mount's uid/gid maps: a short-lived
-    process makes the namespace, we map it and keep only the namespace."""
-    r, w = os.pipe()
-    child = os.fork()
-    if child == 0:  # pragma: no cover - tiny helper process
-        try:
-            os.close(w)
-            sc.unshare(sc.CLONE_NEWUSER)
-            os.read(r, 1)  # wait until the parent has what it needs
-        finally:
-            os._exit(0)
-    os.close(r)
-    try:
-        for _ in range(2000):  # the namespace exists once /proc says so
-            if os.readlink(f"/proc/{child}/ns/user") != os.readlink("/proc/self/ns/user"):
-                break
-            time.sleep(0.0005)
-        _write_maps(child, {"uidMappings": mount.get("uidMappings"),
-                            "gidMappings": mount.get("gidMappings")})
-        return os.open(f"/proc/{child}/ns/user", os.O_RDONLY | os.O_CLOEXEC)
-    finally:
-        os.close(w)
-        os.waitpid(child, 0)
-
-
-def _fork_userns(plan: Plan, chan: Channel, linux: dict, child_sock) -> int:
-    """Fork stage 1 (see process.run_userns_stage), map its user namespace and return the
-    pid of stage 2, the container's init."""
-    from zoned.child.process import run_userns_stage
-
-    stage1 = fork_nondumpable(run_userns_stage, plan)
-    try:
-        while True:
-            msg = chan.recv()
-            if msg.op is Op.USERNS:
-                _write_maps(stage1, linux)
-                chan.send(Op.MAPPED)
-            elif msg.op is Op.PID:
-                return int(msg.get("pid"))
-            else:
-                raise msg.error("user namespace set-up failed")
-    except BaseException:
-        _kill_and_reap(stage1)
-        raise
-    finally:
-        try:
-            os.waitpid(stage1, 0)
-        except ChildProcessError:
-            pass
-
-
-def oci_state(st: dict) -> dict:
-    """The runtime-spec state (what hooks get on stdin and `state` prints)."""
-    out = {k: st[k] for k in ("ociVersion", "id", "status", "pid", "bundle") if k in st}
-    out["annotations"] = st.get("annotations") or {}
-    return out
-
-
-def _namespace_hook(cfg: dict, state: dict, network, extra):
-    """What the parent runs while the init waits with its namespaces made: the network
-    attachment, then the prestart and createRuntime hooks (runtime namespace)."""
-    cfg_hooks = cfg.get("hooks") or {}
-    wanted = [k for k in ("prestart", "createRuntime") if cfg_hooks.get(k)]
-    if network is None and not wanted and extra is None:
-        return None
-
-    def run(pid: int) -> None:
-        if network is not None:
-            network.attach(pid)
-        if extra is not None:
-            extra(pid)
-        if wanted:
-            from zoned.oci import hooks
-
-            st = {**oci_state(state), "status": Status.CREATING, "pid": pid}
-            for kind in wanted:
-                hooks.run(cfg_hooks, kind, st)
-    return run
-
-
-def _handshake(chan: Channel, on_namespaces: Callable[[int], None] | None, pid: int,
-               default_error: str) -> int | None:
-    """Follow the child to "ready": run the namespace hook, take the pty master."""
-    master = None
-    try:
-        while True:
-            msg = chan.recv()
-            if msg.op is Op.NAMESPACES and on_namespaces is not None:
-                on_namespaces(pid)
-                chan.send(Op.GO)
-            elif msg.op is Op.CONSOLE and msg.fds:
-                master = msg.fds[0]
-            elif msg.op is Op.READY:
-                return master
-            else:
-                raise msg.error(default_error)
-    except BaseException:
-        if master is not None:
-            os.close(master)
-        raise
-
-
-def container_resources(resources: dict, devices: list | None = None) -> dict:
-    """The config's resources with runc's default device allow-list appended (as runc does:
-    the config's own rules, usually "deny all", come first). The rules apply before fork,
-    so the init makes its linux.devices nodes under them: each node's mknod is allowed
-    (only "m": using it still takes a rule of the config's, as with runc)."""
-    from zoned.child.rootfs import DEFAULT_DEVICES
-
-    defaults = [{"allow": True, "type": "c", "major": major, "minor": minor, "access": "rwm"}
-                for _path, major, minor in DEFAULT_DEVICES]
-    defaults += [
-        {"allow": True, "type": "c", "major": 5, "minor": 2, "access": "rwm"},   # /dev/ptmx
-        {"allow": True, "type": "c", "major": 136, "access": "rwm"},             # /dev/pts/*
-        {"allow": True, "type": "c", "major": 5, "minor": 1, "access": "rwm"},   # console
-    ]
-    defaults += [{"allow": True, "type": "b" if d.get("type") == "b" else "c",
-                  "major": d.get("major", 0), "minor": d.get("minor", 0), "access": "m"}
-                 for d in devices or []
-                 if isinstance(d, dict) and d.get("type") in ("b", "c", "u")]
-    res = dict(resources)
-    res["devices"] = list(resources.get("devices") or []) + defaults
-    return res
-
-
-def utc_now() -> str:
-    """RFC 3339 UTC time with microseconds, as runc's `created` (no datetime import)."""
-    now = time.time()
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now)) + f".{int(now % 1 * 1e6):06d}Z"
-
-
-def _write_pid_file(path: str, pid: int) -> None:
-    tmp = f"{path}.{os.getpid()}.tmp"
-    with open(tmp, "w") as f:
-        f.write(str(pid))
-    os.replace(tmp, path)
-
-
-def _reap(pid: int) -> None:
-    """Collect the exit status if the process is our child (API users fork containers)."""
-    try:
-        os.waitpid(pid, os.WNOHANG)
-    except ChildProcessError:
-        pass
-
-
-def _kill_and_reap(pid: int) -> None:
-    try:
-        os.kill(pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-    try:
-        os.waitpid(pid, 0)
-    except ChildProcessError:
-        pass

@@ -1,0 +1,74 @@
+"""Where a container's cgroup goes: the parent per state root, runc's systemd-style
+"slice:prefix:name" paths, and linux.cgroupsPath made absolute."""
+from __future__ import annotations
+
+import os
+
+from zoned.errors import ConfigError
+
+
+def cgroup_parent(root: str | None = None) -> str:
+    """Where a state root's containers without a cgroupsPath go: /zoned for the default
+    root, /zoned-<hash of the root> for any other, or $ZONED_CGROUP_PARENT (podman's
+    --cgroup-parent). One parent per root is what lets `gc` of one root remove leftover
+    cgroups without ever touching another root's containers."""
+    env = os.environ.get("ZONED_CGROUP_PARENT")
+    if env:
+        return "/" + env.strip("/")
+    from zoned.runtime.store import DEFAULT_ROOT, default_root
+
+    root = os.path.realpath(root or default_root())
+    if root == DEFAULT_ROOT:
+        return "/zoned"
+    from zoned.digest import sha256
+
+    return "/zoned-" + sha256(root.encode()).hexdigest()[:10]
+
+
+def systemd_cgroups_path(path: str, cid: str) -> str:
+    """runc --systemd-cgroup's "slice:prefix:name" as the cgroupfs path systemd would use
+    ("machine.slice:libpod:ID" -> /machine.slice/libpod-ID.scope). zoned does not talk to
+    systemd; it places the cgroup where systemd would, so the tree looks the same."""
+    from zoned.errors import ConfigError
+
+    parts = (path or f"system.slice:zoned:{cid}").split(":")
+    if len(parts) != 3:
+        raise ConfigError(f"cgroupsPath {path!r}: expected slice:prefix:name with "
+                          "--systemd-cgroup")
+    slice_, prefix, name = parts
+    slice_ = slice_ or "system.slice"
+    out = ""
+    if slice_ != "-.slice":
+        if not slice_.endswith(".slice"):
+            raise ConfigError(f"cgroupsPath {path!r}: {slice_!r} is not a .slice")
+        words = slice_[:-len(".slice")].split("-")
+        out = "".join("/" + "-".join(words[:i + 1]) + ".slice" for i in range(len(words)))
+    unit = name if name.endswith(".slice") else f"{prefix}-{name}.scope" if prefix else \
+        f"{name}.scope"
+    return f"{out}/{unit}"
+
+
+def default_cgroups_path(cid: str, root: str | None = None) -> str:
+    return f"{cgroup_parent(root)}/{cid}"
+
+
+def resolve_cgroups_path(path: str | None) -> str | None:
+    """linux.cgroupsPath as an absolute cgroup path. A relative one (the spec allows it: "a
+    runtime-determined location") goes where runc's cgroupfs driver puts it: below the
+    cgroup zoned itself runs in (on cgroup v2, its parent: runc's fs2, since a cgroup with
+    processes in it cannot have controllers enabled for children). ".." never climbs
+    above that base (runc's CleanPath)."""
+    if not path:
+        return None
+    import posixpath
+
+    if path.startswith("/"):
+        resolved = posixpath.normpath("/" + path.lstrip("/"))  # as zoned.cgroups cleans it
+    else:
+        from zoned.cgroups import own_cgroup
+
+        inner = posixpath.normpath("/" + path)
+        resolved = posixpath.normpath(own_cgroup().rstrip("/") + inner)
+    if resolved == "/":
+        raise ConfigError(f"config.json: linux.cgroupsPath {path!r}: names the root cgroup")
+    return resolved

@@ -1,0 +1,228 @@
+"""The parent's side of a forked child's set-up: forking it into the right pid and user
+namespaces, following its sync messages to "ready" (zoned.child.sync), and the Started
+handle that lets it exec."""
+from __future__ import annotations
+
+import os
+import signal
+import time
+from contextlib import contextmanager
+
+from zoned.child.process import Plan, fork_nondumpable
+from zoned.child.sync import Channel, Message, Op
+from zoned.errors import ConfigError
+from zoned.linux import syscalls as sc
+from zoned.testhooks import hit
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing (start-up)
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+
+@contextmanager
+def pid_namespace_for_children(join_fd: int | None = None):
+    """Make the next fork land in a new (or the given) pid namespace, then undo it.
+
+    unshare(CLONE_NEWPID)/setns only change where *children* go, per thread, so the caller
+    stays where it is and the forked child is PID 1 (or a member) and still our direct child.
+    """
+    own = os.open("/proc/self/ns/pid", os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        if join_fd is None:
+            sc.unshare(sc.CLONE_NEWPID)
+        else:
+            sc.setns(join_fd, sc.CLONE_NEWPID)
+        yield
+    finally:
+        sc.setns(own, sc.CLONE_NEWPID)
+        os.close(own)
+
+
+class Started:
+    """A process zoned forked and still holds the sync channel of (creator or exec).
+    `master` is the pty master when process.terminal is set: the caller proxies it or
+    passes it on (console socket), and closes it.
+
+    For exec, `pid` is first the helper's, which waits outside the container's pid
+    namespace; release() makes the real process there (zoned's child too) and `pid` becomes
+    its pid, written to `pid_file` if one was asked for."""
+
+    __slots__ = ("pid", "chan", "master", "spawns", "pid_file", "command")
+
+    def __init__(self, pid: int, chan: Channel | None, master: int | None = None, *,
+                 spawns=None, pid_file: str | None = None, command: str = ""):
+        self.pid, self.chan, self.master = pid, chan, master
+        self.spawns = spawns  # exec: the container's Cgroup, which the process goes into
+        self.pid_file, self.command = pid_file, command
+
+    def release(self) -> None:
+        """Let the process exec and report whether exec worked."""
+        if self.chan is None:
+            return
+        self.chan.send(Op.START)
+        msg = self.chan.recv()  # EOF: the sync socket was closed by a successful exec
+        if msg.op is Op.MADE and self.spawns is not None:
+            try:
+                self.spawns.add(int(msg.get("pid")))  # a move: allowed even at pids.max
+            except BaseException:
+                kill_and_reap(int(msg.get("pid")))
+                kill_and_reap(self.pid)
+                raise
+            hit("exec:made")
+            self.chan.send(Op.GO)
+            msg = self.chan.recv()
+        self.chan.sock.close()
+        self.chan = None
+        if self.spawns is not None:
+            self._spawned(msg)
+        elif msg.op is Op.ERROR:
+            raise msg.error("exec failed")
+
+    def _spawned(self, msg: Message) -> None:
+        """The exec helper's last word (process._spawn): the real process's pid, or why it
+        failed."""
+        helper, pid = self.pid, int(msg.get("pid") or 0)
+        try:
+            os.waitpid(helper, 0)  # it exits once it has told us
+        except ChildProcessError:
+            pass
+        if msg.op is not Op.SPAWNED:
+            raise msg.error("exec failed")
+        err, step = msg.errno, int(msg.get("step") or 0)
+        if err or not pid:
+            if pid:  # it was made but did not exec: reap it
+                kill_and_reap(pid)
+            if step == sc.SPAWN_STEP_EXEC:
+                message = f"{os.strerror(err)}: {self.command}"
+            else:  # not the command's fault: no 126/127
+                message, err = f"{sc.SPAWN_STEPS.get(step, 'clone')}: {os.strerror(err)}", 0
+            raise Message(Op.ERROR, {"message": message, "errno": err}, []).error("exec failed")
+        self.pid = pid
+        if self.pid_file:
+            write_pid_file(self.pid_file, pid)
+
+
+def check_preserved_fds(n: int) -> None:
+    """--preserve-fds N passes the caller's fds 3..N+2: they must be open, or zoned's own
+    fds (its lock, its sync socket) would take those numbers and leak into the container."""
+    for fd in range(3, 3 + n):
+        try:
+            os.fstat(fd)
+        except OSError:
+            raise ConfigError(f"--preserve-fds {n}: fd {fd} is not open") from None
+
+
+def write_maps(pid: int, linux: dict) -> None:
+    """uid_map/gid_map of a child's new user namespace, each in one write as the kernel
+    wants."""
+    for name, key in (("uid_map", "uidMappings"), ("gid_map", "gidMappings")):
+        maps = linux.get(key) or []
+        if not maps:
+            raise ConfigError(f"a user namespace needs linux.{key}")
+        text = "".join(f"{int(m['containerID'])} {int(m['hostID'])} {int(m['size'])}\n"
+                       for m in maps)
+        try:
+            with open(f"/proc/{pid}/{name}", "w") as f:
+                f.write(text)
+        except OSError as e:
+            raise ConfigError(f"linux.{key}: writing {name} failed: {e.strerror}") from None
+
+
+def idmap_userns(mount: dict) -> int:
+    """An fd of a user namespace holding an idmapped mount's uid/gid maps: a short-lived
+    process makes the namespace, we map it and keep only the namespace."""
+    r, w = os.pipe()
+    child = os.fork()
+    if child == 0:  # pragma: no cover - tiny helper process
+        try:
+            os.close(w)
+            sc.unshare(sc.CLONE_NEWUSER)
+            os.read(r, 1)  # wait until the parent has what it needs
+        finally:
+            os._exit(0)
+    os.close(r)
+    try:
+        for _ in range(2000):  # the namespace exists once /proc says so
+            if os.readlink(f"/proc/{child}/ns/user") != os.readlink("/proc/self/ns/user"):
+                break
+            time.sleep(0.0005)
+        write_maps(child, {"uidMappings": mount.get("uidMappings"),
+                            "gidMappings": mount.get("gidMappings")})
+        return os.open(f"/proc/{child}/ns/user", os.O_RDONLY | os.O_CLOEXEC)
+    finally:
+        os.close(w)
+        os.waitpid(child, 0)
+
+
+def fork_userns(plan: Plan, chan: Channel, linux: dict, child_sock) -> int:
+    """Fork stage 1 (see process.run_userns_stage), map its user namespace and return the
+    pid of stage 2, the container's init."""
+    from zoned.child.process import run_userns_stage
+
+    stage1 = fork_nondumpable(run_userns_stage, plan)
+    try:
+        while True:
+            msg = chan.recv()
+            if msg.op is Op.USERNS:
+                write_maps(stage1, linux)
+                chan.send(Op.MAPPED)
+            elif msg.op is Op.PID:
+                return int(msg.get("pid"))
+            else:
+                raise msg.error("user namespace set-up failed")
+    except BaseException:
+        kill_and_reap(stage1)
+        raise
+    finally:
+        try:
+            os.waitpid(stage1, 0)
+        except ChildProcessError:
+            pass
+
+
+def handshake(chan: Channel, on_namespaces: Callable[[int], None] | None, pid: int,
+               default_error: str) -> int | None:
+    """Follow the child to "ready": run the namespace hook, take the pty master."""
+    master = None
+    try:
+        while True:
+            msg = chan.recv()
+            if msg.op is Op.NAMESPACES and on_namespaces is not None:
+                on_namespaces(pid)
+                chan.send(Op.GO)
+            elif msg.op is Op.CONSOLE and msg.fds:
+                master = msg.fds[0]
+            elif msg.op is Op.READY:
+                return master
+            else:
+                raise msg.error(default_error)
+    except BaseException:
+        if master is not None:
+            os.close(master)
+        raise
+
+
+def write_pid_file(path: str, pid: int) -> None:
+    tmp = f"{path}.{os.getpid()}.tmp"
+    with open(tmp, "w") as f:
+        f.write(str(pid))
+    os.replace(tmp, path)
+
+
+def reap(pid: int) -> None:
+    """Collect the exit status if the process is our child (API users fork containers)."""
+    try:
+        os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        pass
+
+
+def kill_and_reap(pid: int) -> None:
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    try:
+        os.waitpid(pid, 0)
+    except ChildProcessError:
+        pass

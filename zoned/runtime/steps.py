@@ -1,0 +1,172 @@
+"""The named steps of making a container that create (zoned.runtime.lifecycle) and
+restore (zoned.checkpoint.restore) share: its state record, config, cgroup, and the undo of
+all of them when a later step fails."""
+from __future__ import annotations
+
+import os
+import time
+
+from zoned.oci.status import Status
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing (start-up)
+if TYPE_CHECKING:
+    from zoned.runtime.store import Store
+
+
+def hook_kinds(cfg: dict) -> list[str]:
+    """The hook kinds a config has, recorded in state.json."""
+    return sorted(k for k, v in (cfg.get("hooks") or {}).items() if v)
+
+
+def oci_state(st: dict) -> dict:
+    """The runtime-spec state (what hooks get on stdin and `state` prints)."""
+    out = {k: st[k] for k in ("ociVersion", "id", "status", "pid", "bundle") if k in st}
+    out["annotations"] = st.get("annotations") or {}
+    return out
+
+
+def namespace_hook(cfg: dict, state: dict, network, extra):
+    """What the parent runs while the init waits with its namespaces made: the network
+    attachment, then the prestart and createRuntime hooks (runtime namespace)."""
+    cfg_hooks = cfg.get("hooks") or {}
+    wanted = [k for k in ("prestart", "createRuntime") if cfg_hooks.get(k)]
+    if network is None and not wanted and extra is None:
+        return None
+
+    def run(pid: int) -> None:
+        if network is not None:
+            network.attach(pid)
+        if extra is not None:
+            extra(pid)
+        if wanted:
+            from zoned.oci import hooks
+
+            st = {**oci_state(state), "status": Status.CREATING, "pid": pid}
+            for kind in wanted:
+                hooks.run(cfg_hooks, kind, st)
+    return run
+
+
+def host_root(linux: dict) -> tuple[int, int] | None:
+    """The host uid/gid that root of the container's user namespace maps to, if any."""
+    if not any(n.get("type") == "user" for n in linux.get("namespaces", [])):
+        return None
+
+    def host_of(maps):
+        for m in maps or []:
+            if int(m["containerID"]) <= 0 < int(m["containerID"]) + int(m["size"]):
+                return int(m["hostID"]) - int(m["containerID"])
+        return None
+    uid, gid = host_of(linux.get("uidMappings")), host_of(linux.get("gidMappings"))
+    return (uid, gid) if uid is not None and gid is not None else None
+
+
+def container_resources(resources: dict, devices: list | None = None) -> dict:
+    """The config's resources with runc's default device allow-list appended (as runc does:
+    the config's own rules, usually "deny all", come first). The rules apply before fork,
+    so the init makes its linux.devices nodes under them: each node's mknod is allowed
+    (only "m": using it still takes a rule of the config's, as with runc)."""
+    from zoned.child.rootfs import DEFAULT_DEVICES
+
+    defaults = [{"allow": True, "type": "c", "major": major, "minor": minor, "access": "rwm"}
+                for _path, major, minor in DEFAULT_DEVICES]
+    defaults += [
+        {"allow": True, "type": "c", "major": 5, "minor": 2, "access": "rwm"},   # /dev/ptmx
+        {"allow": True, "type": "c", "major": 136, "access": "rwm"},             # /dev/pts/*
+        {"allow": True, "type": "c", "major": 5, "minor": 1, "access": "rwm"},   # console
+    ]
+    defaults += [{"allow": True, "type": "b" if d.get("type") == "b" else "c",
+                  "major": d.get("major", 0), "minor": d.get("minor", 0), "access": "m"}
+                 for d in devices or []
+                 if isinstance(d, dict) and d.get("type") in ("b", "c", "u")]
+    res = dict(resources)
+    res["devices"] = list(resources.get("devices") or []) + defaults
+    return res
+
+
+def discard_cgroup(cgroup) -> None:
+    """Undo a cgroup made for a create or restore that failed: kill what is in it, remove
+    it, and let the original error through."""
+    try:
+        cgroup.kill()
+        cgroup.destroy()
+    except OSError:
+        pass
+
+
+def utc_now() -> str:
+    """RFC 3339 UTC time with microseconds, as runc's `created` (no datetime import)."""
+    now = time.time()
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now)) + f".{int(now % 1 * 1e6):06d}Z"
+
+
+def initial_state(cid: str, cfg: dict, *, bundle: str, rootfs: str, cgroup: str,
+                  data: str | None, log: str | None, logger: dict | None,
+                  autoremove: bool, annotations: dict | None = None, **extra) -> dict:
+    """The record a container starts with (status "creating"): the runtime-spec state plus
+    zoned's fields, which tell delete and gc what to remove (cgroup, data dir, logger).
+    `extra`: more of zoned's fields (a restore's restored_from)."""
+    from zoned.oci.spec import OCI_VERSION
+
+    return {
+        "ociVersion": cfg.get("ociVersion", OCI_VERSION),
+        "id": cid, "status": Status.CREATING, "pid": 0,
+        "bundle": bundle, "rootfs": rootfs,
+        "created": utc_now(),
+        "owner": "",
+        "annotations": annotations if annotations is not None else
+        cfg.get("annotations") or {},
+        "zoned": {"cgroup": cgroup, "log": log, "autoremove": autoremove, "data": data,
+                  "logger": logger,
+                  # which hook kinds exist: start and delete read config.json (tens of
+                  # KiB with seccomp) only when they have hooks to run
+                  "hooks": hook_kinds(cfg), **extra},
+    }
+
+
+def write_config(state_dir: str, cfg: dict) -> None:
+    """config.json in the container's state dir: what exec, update, checkpoint and the
+    hooks of later commands read."""
+    import json
+
+    with open(os.path.join(state_dir, "config.json"), "w") as f:
+        f.write(json.dumps(cfg, separators=(",", ":")))
+
+
+def make_cgroup(path: str, linux: dict):
+    """The container's cgroup at `path`, made and limited by linux.resources (with runc's
+    default device rules, see container_resources)."""
+    import errno
+
+    from zoned.cgroups import open_cgroup
+
+    cgroup = open_cgroup(path)
+    for attempt in range(3):  # `zoned gc` may remove an empty parent meanwhile
+        try:
+            cgroup.create()
+            break
+        except OSError as e:
+            if e.errno != errno.ENOENT or attempt == 2:
+                raise
+    try:
+        cgroup.apply(container_resources(linux.get("resources") or {}, linux.get("devices")))
+    except BaseException:
+        discard_cgroup(cgroup)
+        raise
+    return cgroup
+
+
+def abandon(store: Store, cid: str, *, cgroup=None, network=None, data: str | None = None,
+            logger: dict | None = None) -> None:
+    """Undo a create or restore that failed after reserving `cid`: its cgroup, network,
+    data dir (and logger) and state dir, in that order; each may be None (not made yet).
+    The caller has killed the container's processes; the original error goes on."""
+    if cgroup is not None:
+        discard_cgroup(cgroup)
+    if network is not None:
+        network.release()
+    if data is not None:
+        from zoned.logs import discard_zone_data
+
+        discard_zone_data(data, logger)
+    store.remove(cid)
