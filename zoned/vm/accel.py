@@ -139,8 +139,8 @@ def _probe(k: object) -> Verdict:
     ok, took, detail = probe_boot(k, "kvm", PROBE_TIMEOUT)
     if ok:
         return Verdict("kvm", f"a KVM marker boot reached the guest init in {took:.1f} s")
-    return Verdict("tcg", f"a KVM marker boot did not reach the guest init within "
-                          f"{PROBE_TIMEOUT:.0f} s ({took:.1f} s: {detail[:160]})")
+    return Verdict("tcg", f"a KVM marker boot did not reach the guest init (gave up after "
+                          f"{took:.1f} s, limit {PROBE_TIMEOUT:.0f} s: {detail[:160]})")
 
 
 def record(path: str, verdict: Verdict) -> None:
