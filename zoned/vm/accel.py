@@ -139,7 +139,7 @@ def _probe(k: object) -> Verdict:
     ok, took, detail = probe_boot(k, "kvm", PROBE_TIMEOUT)
     if ok:
         return Verdict("kvm", f"a KVM marker boot reached the guest init in {took:.1f} s")
-    return Verdict("tcg", f"a KVM marker boot did not reach the guest init (gave up after "
+    return Verdict("tcg", f"a KVM marker boot did not reach the guest init (after "
                           f"{took:.1f} s, limit {PROBE_TIMEOUT:.0f} s: {detail[:160]})")
 
 
