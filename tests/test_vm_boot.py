@@ -247,3 +247,51 @@ def test_kvm_boot(vmdir):
         pytest.skip(f"KVM not usable here: {v.reason}")
     status, out, _ = run_vm(spec(argv=["uname", "-r"], accel="kvm"), vmdir)
     assert status == 0 and out.strip() == KERNEL.version
+
+
+def test_live_migration_keeps_the_guest_running(vmdir):
+    """QEMU's own precopy migration to a second QEMU (launch(incoming=...)) moves the guest
+    with its tmpfs upper, agent and exit reporting: nothing blocks migration (no 9p)."""
+    dst = tempfile.mkdtemp(prefix="zvm-test-dst.")
+    try:
+        s = spec(argv=["sh", "-c", "i=0; while true; do i=$((i+1)); echo $i > /tmp/count; "
+                       "sleep 0.2; done"])
+        p = machine.launch(s, vmdir)
+        machine.wait_ready(vmdir, 60, p)
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
+        dp = machine.launch(s, dst, incoming=f"tcp:127.0.0.1:{port}")
+        with QMP(vmdir) as q:
+            deadline = time.monotonic() + 30
+            while True:  # the destination listens once QEMU is up
+                try:
+                    q.execute("migrate", uri=f"tcp:127.0.0.1:{port}")
+                    break
+                except Exception:
+                    if time.monotonic() > deadline:
+                        raise
+                    time.sleep(0.1)
+            while (st := q.execute("query-migrate"))["status"] not in ("completed", "failed"):
+                assert time.monotonic() < deadline, st
+                time.sleep(0.05)
+        assert st["status"] == "completed", st
+        machine.destroy(vmdir)
+        with QMP(dst) as q:
+            while q.execute("query-status")["status"] != "running":
+                assert time.monotonic() < deadline
+                time.sleep(0.05)
+        r, w = os.pipe()
+        with Agent(dst) as a:
+            assert a.exec(["sh", "-c", "cat /tmp/count; sleep 1; cat /tmp/count"],
+                          stdio=(None, w, None)) == 0
+        os.close(w)
+        before, after = map(int, os.read(r, 100).split())
+        os.close(r)
+        assert after > before > 1
+        with Agent(dst) as a:
+            a.signal(signal.SIGKILL)
+        assert dp.wait(60) == 0
+        assert machine.exit_status(dst) == 128 + signal.SIGKILL
+    finally:
+        machine.destroy(dst)

@@ -78,11 +78,13 @@ def kernel_cmdline(accel: str, tsc_khz: int) -> str:
 
 
 def argv_for(spec: MachineSpec, paths: VMPaths, boot: BootFiles, accel: str,
-             tsc_khz: int = 0, stdout_fd: int = 1,
-             stderr_fd: int = 3) -> list[str]:
+             tsc_khz: int = 0, stdout_fd: int = 1, stderr_fd: int = 3,
+             incoming: str | None = None) -> list[str]:
     """QEMU's command line (pure: everything it depends on is an argument). The guest's
     stdin is QEMU's fd 0; stdout_fd and stderr_fd are the numbers the guest's stdout and
-    stderr have in QEMU (with tty, QEMU's own stdin and stdout are the terminal)."""
+    stderr have in QEMU (with tty, QEMU's own stdin and stdout are the terminal).
+    incoming ("tcp:HOST:PORT", "exec:CMD", "defer") makes this the destination of a live
+    migration: the same spec and devices as the source, waiting for its state."""
     if accel not in ("kvm", "tcg"):
         raise ConfigError(f"invalid accel {accel!r}: kvm or tcg")
     for sock in (paths.qmp, paths.agent):
@@ -122,6 +124,8 @@ def argv_for(spec: MachineSpec, paths: VMPaths, boot: BootFiles, accel: str,
         argv += ["-netdev", f"tap,id=net{i},ifname={nic.tap},script=no,downscript=no",
                  "-device", f"virtio-net-device,netdev=net{i},mac={nic.mac}"]
     argv += ["-qmp", f"unix:{paths.qmp},server=on,wait=off", "-pidfile", paths.pid]
+    if incoming:
+        argv += ["-incoming", incoming]
     return argv
 
 
@@ -131,18 +135,30 @@ def _port(chardev: str, name: str) -> str:
 
 def launch(spec: MachineSpec, vmdir: str,
            stdio: tuple[int | None, int | None, int | None] = (None, None, None),
-           accel_verdict: object | None = None) -> subprocess.Popen:
+           accel_verdict: object | None = None,
+           incoming: str | None = None) -> subprocess.Popen:
     """Boots the VM and returns QEMU's Popen at once (not waiting for the guest: see
     wait_ready). QEMU gets its own session and no pdeathsig, so a detached VM outlives
     zoned. stdio fds of None mean /dev/null. The accelerator used, and why, is written to
-    <vmdir>/accel (and returned by zoned.vm.accel.used(vmdir))."""
+    <vmdir>/accel (and returned by zoned.vm.accel.used(vmdir)). With incoming (see argv_for)
+    QEMU waits for a migration stream instead of booting; the guest then writes no "ready"
+    (it was written on the source): the VM is up when QMP query-migrate says "completed".
+    On failure, the files made so far are removed again."""
+    spec.validate()
+    os.makedirs(vmdir, mode=0o700, exist_ok=True)
+    try:
+        return _launch(spec, VMPaths(os.path.abspath(vmdir)), stdio, accel_verdict, incoming)
+    except BaseException:
+        destroy(vmdir)
+        raise
+
+
+def _launch(spec: MachineSpec, paths: VMPaths, stdio: tuple[int | None, ...],
+            accel_verdict: object | None, incoming: str | None) -> subprocess.Popen:
     from zoned.vm import accel as accel_mod
     from zoned.vm.assets import kernel, root_disk, vm_initrd
     from zoned.vm.config import guest_config
 
-    spec.validate()
-    os.makedirs(vmdir, mode=0o700, exist_ok=True)
-    paths = VMPaths(os.path.abspath(vmdir))
     k = kernel()
     verdict = accel_verdict or accel_mod.choose(spec.accel, k)
     accel_mod.record(paths.accel, verdict)
@@ -169,7 +185,7 @@ def launch(spec: MachineSpec, vmdir: str,
         errfd = ferr if ferr > 2 else os.dup(ferr)
         if errfd != ferr:
             opened.append(errfd)
-        argv = argv_for(spec, paths, boot, verdict.accel, host_tsc_khz(), 1, errfd)
+        argv = argv_for(spec, paths, boot, verdict.accel, host_tsc_khz(), 1, errfd, incoming)
         return subprocess.Popen(argv, stdin=fin, stdout=fout, stderr=log,
                                 pass_fds=(errfd,), start_new_session=not spec.tty,
                                 close_fds=True)
