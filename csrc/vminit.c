@@ -911,20 +911,19 @@ int main(int argc, char **argv)
 		int n = 0, i_sig, i_agent = -1, i_out = -1, i_err = -1, i_in = -1;
 		pf[n] = (struct pollfd){sfd, POLLIN, 0};
 		i_sig = n++;
-		/* While the host is away the port polls HUP at once: then wait for SIGIO instead. */
-		if (ag.connected || 1) {
-			struct pollfd probe = {ag.fd, POLLIN, 0};
-			poll(&probe, 1, 0);
-			int was = ag.connected;
-			ag.connected = !(probe.revents & POLLHUP);
-			if (was && !ag.connected)
-				agent_disconnected(&ag);
-			if (probe.revents & POLLIN)
-				agent_read(&ag, main_pid);
-			if (ag.connected) {
-				pf[n] = (struct pollfd){ag.fd, POLLIN, 0};
-				i_agent = n++;
-			}
+		/* While the host is away the port polls HUP at once, so it is polled only while
+		 * connected; SIGIO (or the 1 s timeout) says when a client comes. */
+		struct pollfd probe = {ag.fd, POLLIN, 0};
+		poll(&probe, 1, 0);
+		int was = ag.connected;
+		ag.connected = !(probe.revents & POLLHUP);
+		if (was && !ag.connected)
+			agent_disconnected(&ag);
+		if (probe.revents & POLLIN)
+			agent_read(&ag, main_pid);
+		if (ag.connected) {
+			pf[n] = (struct pollfd){ag.fd, POLLIN, 0};
+			i_agent = n++;
 		}
 		if (ag.out_fd >= 0) {
 			pf[n] = (struct pollfd){ag.out_fd, POLLIN, 0};

@@ -14,9 +14,10 @@ KDIR=$VM_DIR/kernel
 # The modules the guest init loads (zoned/vm/kernel.py GUEST_MODULES lists the same names).
 MODULES="virtio_mmio virtio_blk virtio_net virtio_console squashfs overlay"
 
-if compgen -G "$KDIR/*/vmlinux" >/dev/null && compgen -G "$KDIR/*/.complete" >/dev/null; then
-	exit 0
-fi
+# Done when a kernel is there with this very module list (.complete holds it).
+for done in "$KDIR"/*/.complete; do
+	[ -f "$done" ] && [ "$(cat "$done")" = "$MODULES" ] && exit 0
+done
 
 pkg=$(apt-cache depends linux-image-amd64 2>/dev/null | sed -n 's/^ *Depends: \(linux-image-[0-9].*\)$/\1/p' | head -1)
 if [ -z "$pkg" ]; then
@@ -112,7 +113,7 @@ for name in order:
 open(os.path.join(dst, "load-order"), "w").write("\n".join(order) + "\n")
 EOF
 
-touch "$stage/.complete"
+echo "$MODULES" > "$stage/.complete"
 rm -rf "$out"
 mv "$stage" "$out"
 echo "vm kernel: $version in $out ($(du -sh "$out" | cut -f1))"

@@ -132,6 +132,12 @@ def test_exec_signal_and_an_untouched_image(vmdir, busybox):
         os.close(w)
         assert os.read(r, 1000).decode().splitlines()[:2] == ["x", "65534"]
         os.close(r)
+    with Agent(vmdir) as a:
+        r, w = os.pipe()
+        assert a.exec(["no-such-command"], stdio=(None, None, w)) == 127
+        os.close(w)
+        assert b"no-such-command" in os.read(r, 1000)
+        os.close(r)
     with QMP(vmdir) as q:
         assert q.execute("query-status")["status"] == "running"
     with Agent(vmdir) as a:
@@ -161,6 +167,8 @@ def test_destroy_after_the_caller_is_killed(vmdir):
     launcher.stdout.close()
     time.sleep(0.2)
     assert machine.qemu_pid(vmdir) == qemu  # still running, found through its pid file
+    os.unlink(machine.VMPaths(vmdir).pid)  # as if killed before QEMU wrote it
+    assert machine.find_qemus(vmdir) == [qemu]
     machine.destroy(vmdir)
     assert not running(qemu)
     assert not os.path.exists(vmdir)

@@ -15,6 +15,7 @@ and json-heavy code stay off ``zoned run``'s path for zones).
   QMP(vmdir).execute("query-status") # machine protocol only
   accel.detect() / accel.used(vmdir) -> Verdict(accel, reason)
   qemu_pid(vmdir) -> int | None      # our QEMU, checked by its command line
+  find_qemus(vmdir) -> list[int]     # the same by a /proc scan (no pid file: gc's case)
   destroy(vmdir)                     # kill -9 QEMU (if ours), remove its files; idempotent
 
 Layout of a VM directory (created by launch, removed by destroy): qmp.sock, agent.sock,
@@ -36,6 +37,7 @@ _EXPORTS = {
     "launch": "zoned.vm.machine", "argv_for": "zoned.vm.machine",
     "wait_ready": "zoned.vm.machine", "exit_status": "zoned.vm.machine",
     "destroy": "zoned.vm.machine", "qemu_pid": "zoned.vm.machine",
+    "find_qemus": "zoned.vm.machine",
     "VMPaths": "zoned.vm.machine", "BootFiles": "zoned.vm.machine",
     "Agent": "zoned.vm.agent", "QMP": "zoned.vm.qmp", "QMPError": "zoned.vm.qmp",
 }

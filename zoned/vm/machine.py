@@ -250,27 +250,44 @@ def _tail(path: str, n: int = 300) -> str:
         return "(no log)"
 
 
+def _qmp_arg(vmdir: str) -> bytes:
+    return f"unix:{VMPaths(os.path.abspath(vmdir)).qmp},server=on,wait=off".encode()
+
+
+def _is_ours(pid: int, vmdir: str) -> bool:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return _qmp_arg(vmdir) in f.read().split(b"\0")
+    except OSError:
+        return False
+
+
 def qemu_pid(vmdir: str) -> int | None:
     """QEMU's pid, if it is still running and is this VM's QEMU (its command line names this
     directory's QMP socket: a recycled pid is never taken for it)."""
-    paths = VMPaths(os.path.abspath(vmdir))
     try:
-        with open(paths.pid) as f:
+        with open(VMPaths(vmdir).pid) as f:
             pid = int(f.read().strip())
-        with open(f"/proc/{pid}/cmdline", "rb") as f:
-            cmdline = f.read().split(b"\0")
     except (OSError, ValueError):
         return None
-    if f"unix:{paths.qmp},server=on,wait=off".encode() not in cmdline:
-        return None
-    return pid
+    return pid if _is_ours(pid, vmdir) and _alive(pid) else None
+
+
+def find_qemus(vmdir: str) -> list[int]:
+    """Every live QEMU of this VM directory, found by command line: covers a launcher killed
+    before QEMU wrote its pid file (gc's case), at the cost of a scan of /proc."""
+    found = []
+    for name in os.listdir("/proc"):
+        if name.isdigit() and _is_ours(int(name), vmdir) and _alive(int(name)):
+            found.append(int(name))
+    return found
 
 
 def destroy(vmdir: str, timeout: float = 10.0) -> None:
     """Kills this VM's QEMU (SIGKILL, by pid, checked to be ours) and removes the files
     launch made; the directory itself too if that leaves it empty. Idempotent."""
-    pid = qemu_pid(vmdir)
-    if pid is not None:
+    known = qemu_pid(vmdir)
+    for pid in [known] if known is not None else find_qemus(vmdir):
         try:
             os.kill(pid, signal.SIGKILL)
         except ProcessLookupError:
