@@ -12,14 +12,15 @@ STAMP := .stamps
 APT_PACKAGES := python3-venv python3-dev gcc libc6-dev make libffi-dev libseccomp-dev \
 	libcap-dev pkg-config busybox-static runc util-linux procps iproute2 ca-certificates \
 	nftables iperf3 openssh-server openssh-client iputils-ping \
-	podman conmon golang-github-containers-common containerd
+	podman conmon golang-github-containers-common containerd \
+	qemu-system-x86 squashfs-tools
 
-.PHONY: all setup criu bytecode demo test bench-startup bench-density image clean distclean
+.PHONY: all setup criu vm-kernel bytecode demo test bench-startup bench-density image clean distclean
 
 all: setup
 
 setup: $(STAMP)/apt $(STAMP)/venv zoned/libexec/zoned-init zoned/libexec/zoned-logger \
-	zoned/libexec/zoned-spawn bytecode image criu
+	zoned/libexec/zoned-spawn zoned/libexec/zoned-vminit bytecode image criu vm-kernel
 
 $(STAMP)/apt: Makefile
 	@mkdir -p $(STAMP)
@@ -46,6 +47,11 @@ $(STAMP)/venv: $(STAMP)/apt pyproject.toml setup.py $(wildcard csrc/*.c csrc/*.h
 criu: $(STAMP)/apt
 	@scripts/install-criu.sh
 
+# The guest kernel of the VM backend (zoned/vm/): Debian's, unpacked (not installed) under
+# /var/lib/zoned/vm/kernel/; exits at once when present.
+vm-kernel: $(STAMP)/apt
+	@scripts/install-vm-kernel.sh
+
 # Compiled bytecode, written even where PYTHONDONTWRITEBYTECODE is set: without it every
 # `zoned` command would compile its modules again (start-up is a feature). Cheap when fresh.
 bytecode: $(STAMP)/venv
@@ -55,6 +61,11 @@ bytecode: $(STAMP)/venv
 zoned/libexec/zoned-init: csrc/init.c $(STAMP)/apt
 	@mkdir -p zoned/libexec
 	cc -static -Os -s -Wall -o $@ csrc/init.c
+
+# PID 1 of a VM (the guest side of zoned/vm/): static, it runs from the initramfs.
+zoned/libexec/zoned-vminit: csrc/vminit.c $(STAMP)/apt
+	@mkdir -p zoned/libexec
+	cc -static -Os -s -Wall -o $@ csrc/vminit.c
 
 # The log writer of a detached zone (reads its output pipe, rotates ctr.log by size); static
 # and tiny, because one runs per detached zone.

@@ -1,0 +1,176 @@
+"""zoned.vm's pure logic: QEMU argv, the cpio writer, guest config records, agent frames."""
+from __future__ import annotations
+
+import os
+import shutil
+import stat
+import subprocess
+
+import pytest
+
+from zoned.errors import ConfigError, ZonedError
+from zoned.vm.agent import decode_frames, encode_frame
+from zoned.vm.config import (MachineSpec, Nic, decode_records, encode_records, guest_config,
+                             process_records)
+from zoned.vm.cpio import CpioWriter, read_newc
+from zoned.vm.machine import BootFiles, VMPaths, argv_for, kernel_cmdline
+
+pytestmark = pytest.mark.unprivileged
+
+BOOT = BootFiles("/k/vmlinux", "/vm/initrd", "/d/img.squashfs")
+
+
+def opt(argv: list[str], flag: str) -> list[str]:
+    return [argv[i + 1] for i, a in enumerate(argv) if a == flag]
+
+
+def test_argv_machine_memory_cpus_and_accel():
+    s = MachineSpec(image="busybox", argv=["true"], memory_mib=384, vcpus=3, tb_size_mib=24)
+    argv = argv_for(s, VMPaths("/vm"), BOOT, "tcg", tsc_khz=2596000)
+    assert argv[0] == "qemu-system-x86_64"
+    assert opt(argv, "-M") == ["microvm,x-option-roms=off"]
+    assert opt(argv, "-accel") == ["tcg,tb-size=24"]
+    assert opt(argv, "-m") == ["384"] and opt(argv, "-smp") == ["3"]
+    assert opt(argv, "-kernel") == ["/k/vmlinux"] and opt(argv, "-initrd") == ["/vm/initrd"]
+    assert "tsc_early_khz=2596000" in opt(argv, "-append")[0].split()
+    assert {"-nodefaults", "-no-user-config", "-no-reboot"} <= set(argv)
+    assert opt(argv, "-drive") == ["file=/d/img.squashfs,if=none,id=root,format=raw,readonly=on"]
+    assert opt(argv, "-qmp") == ["unix:/vm/qmp.sock,server=on,wait=off"]
+    kvm = argv_for(s, VMPaths("/vm"), BOOT, "kvm", tsc_khz=2596000)
+    assert opt(kvm, "-accel") == ["kvm"]
+    assert "tsc_early_khz" not in opt(kvm, "-append")[0]
+
+
+def test_argv_stdio_ports_and_tty():
+    s = MachineSpec(image="busybox", argv=["true"])
+    argv = argv_for(s, VMPaths("/vm"), BOOT, "tcg", stdout_fd=1, stderr_fd=7)
+    chardevs = opt(argv, "-chardev")
+    assert "stdio,id=stdin,signal=off" in chardevs
+    assert "file,id=stdout,path=/proc/self/fd/1,append=on" in chardevs
+    assert "file,id=stderr,path=/proc/self/fd/7,append=on" in chardevs
+    assert "socket,id=agent,path=/vm/agent.sock,server=on,wait=off" in chardevs
+    names = [d for d in opt(argv, "-device") if d.startswith("virtserialport")]
+    assert [d.split("name=")[1].split(",")[0] for d in names] == [
+        "zoned.ctl", "zoned.agent", "zoned.stdin", "zoned.stdout", "zoned.stderr"]
+    tty = argv_for(MachineSpec(image="busybox", argv=["sh"], tty=True), VMPaths("/vm"), BOOT,
+                   "tcg")
+    assert "stdio,id=con,signal=off" in opt(tty, "-chardev")
+    assert "virtconsole,bus=vser.0,chardev=con,nr=0" in opt(tty, "-device")
+    assert not any("zoned.stdout" in d for d in opt(tty, "-device"))
+
+
+def test_argv_nics():
+    s = MachineSpec(image="busybox", argv=["true"], nics=[
+        Nic("zvmtap0", "52:54:00:00:00:01", "10.1.0.2", 24, "10.1.0.1"),
+        Nic("zvmtap1", "52:54:00:00:00:02")])
+    argv = argv_for(s, VMPaths("/vm"), BOOT, "tcg")
+    assert opt(argv, "-netdev") == ["tap,id=net0,ifname=zvmtap0,script=no,downscript=no",
+                                    "tap,id=net1,ifname=zvmtap1,script=no,downscript=no"]
+    assert "virtio-net-device,netdev=net1,mac=52:54:00:00:00:02" in opt(argv, "-device")
+
+
+def test_argv_refuses_what_qemu_would_misparse():
+    s = MachineSpec(image="busybox", argv=["true"])
+    with pytest.raises(ConfigError, match="socket path"):
+        argv_for(s, VMPaths("/x" * 60), BOOT, "tcg")
+    with pytest.raises(ConfigError, match="','"):
+        argv_for(s, VMPaths("/vm,evil=1"), BOOT, "tcg")
+    with pytest.raises(ConfigError, match="accel"):
+        argv_for(s, VMPaths("/vm"), BOOT, "auto")
+
+
+@pytest.mark.parametrize("field, kw, words", [
+    ("memory", {"memory_mib": 64}, "invalid memory 64 MiB"),
+    ("cpus", {"vcpus": 0}, "invalid cpus 0"),
+    ("accel", {"accel": "hvf"}, "invalid accel"),
+    ("env", {"env": ["NOVALUE"]}, "invalid env"),
+    ("workdir", {"cwd": "tmp"}, "invalid workdir"),
+    ("hostname", {"hostname": "a b"}, "invalid hostname"),
+    ("command", {"argv": []}, "invalid command"),
+    ("nul", {"argv": ["a\0b"]}, "contains NUL"),
+    ("mac", {"nics": [Nic("t0", "52:54:00:00:00")]}, "invalid nic mac"),
+    ("ip", {"nics": [Nic("t0", "52:54:00:00:00:01", "10.0.0.300")]}, "invalid nic address"),
+    ("dns", {"dns": ["nameserver"]}, "invalid dns"),
+])
+def test_spec_validation_names_the_field(field, kw, words):
+    kw.setdefault("argv", ["true"])
+    with pytest.raises(ConfigError, match=words):
+        MachineSpec(image="busybox", **kw).validate()
+
+
+def test_memory_floor_is_accepted():
+    MachineSpec(image="busybox", argv=["true"], memory_mib=128).validate()
+
+
+def test_records_round_trip_any_byte_but_nul():
+    pairs = [("arg", "a=b"), ("arg", ""), ("env", "X=line1\nline2"), ("hosts", "é ü\t")]
+    assert decode_records(encode_records(pairs)) == pairs
+    with pytest.raises(ValueError):
+        encode_records([("arg", "a\0b")])
+    with pytest.raises(ValueError):
+        encode_records([("k=v", "x")])
+
+
+def test_guest_config_contents():
+    s = MachineSpec(image="busybox", argv=["sh", "-c", "x"], env=["A=1"], cwd="/w", uid=5,
+                    gid=6, hostname="h1", dns=["10.0.0.1", "1.1.1.1"], hosts="127.0.0.1 h1\n",
+                    nics=[Nic("t0", "52:54:00:00:00:01", "10.0.0.2", 16, ""),
+                          Nic("t1", "52:54:00:00:00:02")])
+    pairs = decode_records(guest_config(s))
+    assert pairs[:2] == [("arg", "sh"), ("arg", "-c")]
+    d = dict(pairs)
+    assert (d["cwd"], d["uid"], d["gid"], d["tty"], d["hostname"]) == ("/w", "5", "6", "0", "h1")
+    assert d["resolv"] == "nameserver 10.0.0.1\nnameserver 1.1.1.1\n"
+    assert d["hosts"] == "127.0.0.1 h1\n"
+    assert [v for k, v in pairs if k == "nic"] == ["52:54:00:00:00:01 10.0.0.2/16 -"]
+    assert process_records(["x"], [], tty=True, rows=24, cols=80)[-2:] == [("rows", "24"),
+                                                                          ("cols", "80")]
+
+
+def test_cpio_round_trip_and_concatenation():
+    w = CpioWriter()
+    w.directory("lib")
+    w.file("lib/a.ko", b"\x7fELF" + bytes(range(256)) * 3, 0o644)
+    w.file("init", b"#!x", 0o755)
+    w.symlink("bin", "lib")
+    second = CpioWriter()
+    second.file("zoned/config", b"arg=true\0")
+    entries = read_newc(bytes(w) + bytes(second))
+    assert [(n, stat.S_IFMT(m), stat.S_IMODE(m)) for n, m, _ in entries] == [
+        ("lib", stat.S_IFDIR, 0o755), ("lib/a.ko", stat.S_IFREG, 0o644),
+        ("init", stat.S_IFREG, 0o755), ("bin", stat.S_IFLNK, 0o777),
+        ("zoned/config", stat.S_IFREG, 0o644)]
+    assert entries[1][2] == b"\x7fELF" + bytes(range(256)) * 3
+    assert entries[3][2] == b"lib"
+    assert len(bytes(w)) % 4 == 0
+
+
+@pytest.mark.skipif(not shutil.which("cpio"), reason="no cpio tool to cross-check with")
+def test_cpio_is_what_gnu_cpio_reads(tmp_path):
+    w = CpioWriter()
+    w.directory("d")
+    w.file("d/f", b"hello\n", 0o600)
+    w.symlink("l", "d/f")
+    subprocess.run(["cpio", "-id", "--quiet"], input=bytes(w), cwd=tmp_path, check=True)
+    assert (tmp_path / "d/f").read_bytes() == b"hello\n"
+    assert stat.S_IMODE(os.stat(tmp_path / "d/f").st_mode) == 0o600
+    assert os.readlink(tmp_path / "l") == "d/f"
+
+
+def test_agent_frames_round_trip_and_partial():
+    data = encode_frame("E", b"arg=ls\0") + encode_frame("C") + encode_frame("o", b"x" * 70000)
+    buf = bytearray(data[:-10])
+    assert decode_frames(buf) == [("E", b"arg=ls\0"), ("C", b"")]
+    buf += data[-10:]
+    assert decode_frames(buf) == [("o", b"x" * 70000)]
+    assert buf == bytearray()
+    with pytest.raises(ValueError):
+        encode_frame("I", b"x" * ((1 << 20) + 1))
+    with pytest.raises(ZonedError):
+        decode_frames(bytearray(b"o\xff\xff\xff\xff"))
+
+
+def test_kernel_cmdline_fits_and_ends_qemu_on_panic():
+    line = kernel_cmdline("tcg", 2_000_000)
+    assert len(line) < 2048
+    assert "panic=-1" in line.split() and "console=ttyS0" in line.split()

@@ -1,0 +1,325 @@
+"""Booting, watching and removing one QEMU micro-VM: the process side of the VM backend.
+
+A VM lives in a directory the caller owns (``vmdir``): QEMU's sockets, pid file, logs and
+the VM's initrd are made there, and destroy() removes exactly those. The guest's stdout and
+stderr are written by QEMU itself to the fds the caller hands to launch() (through
+``/proc/self/fd/N`` in QEMU: so they must be pipes, files, ttys or /dev/null, not sockets);
+QEMU's own messages go to ``<vmdir>/qemu.log``, never mixed with the guest's stderr.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from dataclasses import dataclass
+
+from zoned.errors import ConfigError, ZonedError
+from zoned.vm.config import MachineSpec
+
+QEMU = "qemu-system-x86_64"
+# Port numbers on the virtio-serial bus (0 is the console, hvc0); the guest finds the ports
+# by name, the numbers only keep the layout identical on a migration's destination.
+PORTS = {"zoned.ctl": 1, "zoned.agent": 2, "zoned.stdin": 3, "zoned.stdout": 4,
+         "zoned.stderr": 5}
+_SUN_PATH_MAX = 107
+
+
+@dataclass(frozen=True)
+class VMPaths:
+    """The files of one VM in its directory."""
+
+    vmdir: str
+
+    def __getattr__(self, name: str) -> str:  # qmp, agent, ctl, console, log, pid, initrd
+        files = {"qmp": "qmp.sock", "agent": "agent.sock", "ctl": "ctl", "console":
+                 "console.log", "log": "qemu.log", "pid": "qemu.pid", "initrd": "initrd",
+                 "accel": "accel"}
+        if name not in files:
+            raise AttributeError(name)
+        return os.path.join(self.vmdir, files[name])
+
+    def all(self) -> list[str]:
+        return [getattr(self, n) for n in ("qmp", "agent", "ctl", "console", "log", "pid",
+                                           "initrd", "accel")]
+
+
+@dataclass(frozen=True)
+class BootFiles:
+    """What QEMU boots: the uncompressed guest kernel, the VM's initrd, the image's disk."""
+
+    vmlinux: str
+    initrd: str
+    disk: str
+
+
+def host_tsc_khz() -> int:
+    """The host's TSC rate in kHz: a TCG guest's TSC runs at it, and without
+    tsc_early_khz= its timer calibration hung 3 of 4 boots under load."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("cpu MHz"):
+                    return int(float(line.split(":")[1]) * 1000)
+    except (OSError, ValueError):
+        pass
+    return 0
+
+
+def kernel_cmdline(accel: str, tsc_khz: int) -> str:
+    """Quiet, no probing of hardware microvm lacks; a panic or a reset ends QEMU
+    (-no-reboot), so a crashed guest never lingers."""
+    args = ["console=ttyS0", "quiet", "loglevel=3", "panic=-1", "reboot=t", "pci=off",
+            "i8042.noaux", "i8042.nomux", "i8042.nopnp", "i8042.dumbkbd",
+            "random.trust_cpu=on", "cryptomgr.notests", "8250.nr_uarts=1"]
+    if accel == "tcg" and tsc_khz > 0:
+        args.append(f"tsc_early_khz={tsc_khz}")
+    return " ".join(args)
+
+
+def argv_for(spec: MachineSpec, paths: VMPaths, boot: BootFiles, accel: str,
+             tsc_khz: int = 0, stdout_fd: int = 1, stderr_fd: int = 3,
+             incoming: str | None = None) -> list[str]:
+    """QEMU's command line (pure: everything it depends on is an argument). The guest's
+    stdin is QEMU's fd 0; stdout_fd and stderr_fd are the numbers the guest's stdout and
+    stderr have in QEMU (with tty, QEMU's own stdin and stdout are the terminal).
+    incoming ("tcp:HOST:PORT", "exec:CMD", "defer") makes this the destination of a live
+    migration: the same spec and devices as the source, waiting for its state."""
+    if accel not in ("kvm", "tcg"):
+        raise ConfigError(f"invalid accel {accel!r}: kvm or tcg")
+    for sock in (paths.qmp, paths.agent):
+        if len(sock.encode()) > _SUN_PATH_MAX:
+            raise ConfigError(f"invalid VM directory {paths.vmdir!r}: socket path {sock!r} "
+                              f"longer than {_SUN_PATH_MAX} bytes")
+    for p in (paths.vmdir, boot.vmlinux, boot.initrd, boot.disk):
+        if "," in p:
+            raise ConfigError(f"invalid path {p!r}: QEMU options cannot hold a ','")
+    accel_opt = f"tcg,tb-size={spec.tb_size_mib}" if accel == "tcg" else "kvm"
+    argv = [QEMU, "-name", "zoned-vm", "-M", "microvm,x-option-roms=off",
+            "-accel", accel_opt, "-cpu", "max", "-m", str(spec.memory_mib),
+            "-smp", str(spec.vcpus), "-nodefaults", "-no-user-config", "-display", "none",
+            "-no-reboot", "-kernel", boot.vmlinux, "-initrd", boot.initrd,
+            "-append", kernel_cmdline(accel, tsc_khz),
+            "-chardev", f"file,id=ser,path={paths.console}", "-serial", "chardev:ser",
+            "-drive", f"file={boot.disk},if=none,id=root,format=raw,readonly=on",
+            "-device", "virtio-blk-device,drive=root",
+            "-device", "virtio-serial-device,id=vser",
+            "-chardev", f"file,id=ctl,path={paths.ctl}",
+            "-device", _port("ctl", "zoned.ctl"),
+            "-chardev", f"socket,id=agent,path={paths.agent},server=on,wait=off",
+            "-device", _port("agent", "zoned.agent")]
+    if spec.tty:
+        argv += ["-chardev", "stdio,id=con,signal=off",
+                 "-device", "virtconsole,bus=vser.0,chardev=con,nr=0"]
+    else:
+        # QEMU 7.2's -chardev file cannot read (its "in" is QMP-only): stdin is QEMU's
+        # stdio chardev, which never writes (the guest writes nothing to this port).
+        argv += ["-chardev", "stdio,id=stdin,signal=off",
+                 "-device", _port("stdin", "zoned.stdin"),
+                 "-chardev", f"file,id=stdout,path=/proc/self/fd/{stdout_fd},append=on",
+                 "-device", _port("stdout", "zoned.stdout"),
+                 "-chardev", f"file,id=stderr,path=/proc/self/fd/{stderr_fd},append=on",
+                 "-device", _port("stderr", "zoned.stderr")]
+    for i, nic in enumerate(spec.nics):
+        argv += ["-netdev", f"tap,id=net{i},ifname={nic.tap},script=no,downscript=no",
+                 "-device", f"virtio-net-device,netdev=net{i},mac={nic.mac}"]
+    argv += ["-qmp", f"unix:{paths.qmp},server=on,wait=off", "-pidfile", paths.pid]
+    if incoming:
+        argv += ["-incoming", incoming]
+    return argv
+
+
+def _port(chardev: str, name: str) -> str:
+    return f"virtserialport,bus=vser.0,chardev={chardev},name={name},nr={PORTS[name]}"
+
+
+def launch(spec: MachineSpec, vmdir: str,
+           stdio: tuple[int | None, int | None, int | None] = (None, None, None),
+           accel_verdict: object | None = None,
+           incoming: str | None = None) -> subprocess.Popen:
+    """Boots the VM and returns QEMU's Popen at once (not waiting for the guest: see
+    wait_ready). QEMU gets its own session and no pdeathsig, so a detached VM outlives
+    zoned. stdio fds of None mean /dev/null. The accelerator used, and why, is written to
+    <vmdir>/accel (and returned by zoned.vm.accel.used(vmdir)). With incoming (see argv_for)
+    QEMU waits for a migration stream instead of booting; the guest then writes no "ready"
+    (it was written on the source): the VM is up when QMP query-migrate says "completed".
+    On failure, the files made so far are removed again."""
+    spec.validate()
+    os.makedirs(vmdir, mode=0o700, exist_ok=True)
+    try:
+        return _launch(spec, VMPaths(os.path.abspath(vmdir)), stdio, accel_verdict, incoming)
+    except BaseException:
+        destroy(vmdir)
+        raise
+
+
+def _launch(spec: MachineSpec, paths: VMPaths, stdio: tuple[int | None, ...],
+            accel_verdict: object | None, incoming: str | None) -> subprocess.Popen:
+    from zoned.vm import accel as accel_mod
+    from zoned.vm.assets import kernel, root_disk, vm_initrd
+    from zoned.vm.config import guest_config
+
+    k = kernel()
+    verdict = accel_verdict or accel_mod.choose(spec.accel, k)
+    accel_mod.record(paths.accel, verdict)
+    boot = BootFiles(k.vmlinux, vm_initrd(paths.vmdir, guest_config(spec), k),
+                     root_disk(spec.image))
+    for p in (paths.ctl, paths.qmp, paths.agent, paths.pid):
+        _unlink(p)
+    opened = []
+
+    def fd_or_null(fd: int | None, mode: int) -> int:
+        if fd is not None:
+            return fd
+        n = os.open(os.devnull, mode | os.O_CLOEXEC)
+        opened.append(n)
+        return n
+
+    try:
+        fin = fd_or_null(stdio[0], os.O_RDONLY)
+        fout = fd_or_null(stdio[1], os.O_WRONLY)
+        ferr = fd_or_null(stdio[2], os.O_WRONLY)
+        log = os.open(paths.log, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+        opened.append(log)
+        # The guest's stderr keeps its number in QEMU (pass_fds): fds 0-2 are taken.
+        errfd = ferr if ferr > 2 else os.dup(ferr)
+        if errfd != ferr:
+            opened.append(errfd)
+        argv = argv_for(spec, paths, boot, verdict.accel, host_tsc_khz(), 1, errfd, incoming)
+        return subprocess.Popen(argv, stdin=fin, stdout=fout, stderr=log,
+                                pass_fds=(errfd,), start_new_session=not spec.tty,
+                                close_fds=True)
+    finally:
+        for n in opened:
+            os.close(n)
+
+
+def read_ctl(vmdir: str) -> list[str]:
+    """The lines the guest init wrote to its ctl port: "ready", "exit N", "error MSG"."""
+    try:
+        with open(VMPaths(vmdir).ctl, errors="replace") as f:
+            return f.read().splitlines()
+    except FileNotFoundError:
+        return []
+
+
+def exit_status(vmdir: str) -> int | None:
+    """The main process's exit code (128+n if killed by signal n) once the guest has
+    reported it; None while it runs, or if the guest died without saying (crash, kill)."""
+    for line in reversed(read_ctl(vmdir)):
+        if line.startswith("exit "):
+            return int(line.split()[1])
+    return None
+
+
+def guest_error(vmdir: str) -> str | None:
+    """What the guest init failed at, if it did (it then powers off)."""
+    for line in read_ctl(vmdir):
+        if line.startswith("error "):
+            return line[6:]
+    return None
+
+
+def wait_ready(vmdir: str, timeout: float = 60.0,
+               proc: subprocess.Popen | None = None) -> None:
+    """Waits until the guest init is about to start the zone's process; ZonedError if the
+    guest failed, QEMU exited, or the timeout passed."""
+    deadline = time.monotonic() + timeout
+    while True:
+        lines = read_ctl(vmdir)
+        if "ready" in lines:
+            return
+        err = guest_error(vmdir)
+        if err:
+            raise ZonedError(f"VM boot failed: {err}")
+        pid = qemu_pid(vmdir)
+        if proc is not None and proc.poll() is not None:
+            raise ZonedError(f"QEMU exited with {proc.returncode} during boot: "
+                             f"{_tail(VMPaths(vmdir).log)}")
+        if time.monotonic() > deadline:
+            raise ZonedError(f"VM not ready after {timeout:.0f} s (pid {pid}): "
+                             f"{_tail(VMPaths(vmdir).console)}")
+        time.sleep(0.01)
+
+
+def _tail(path: str, n: int = 300) -> str:
+    try:
+        with open(path, errors="replace") as f:
+            return f.read()[-n:].strip() or "(no output)"
+    except OSError:
+        return "(no log)"
+
+
+def _qmp_arg(vmdir: str) -> bytes:
+    return f"unix:{VMPaths(os.path.abspath(vmdir)).qmp},server=on,wait=off".encode()
+
+
+def _is_ours(pid: int, vmdir: str) -> bool:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return _qmp_arg(vmdir) in f.read().split(b"\0")
+    except OSError:
+        return False
+
+
+def qemu_pid(vmdir: str) -> int | None:
+    """QEMU's pid, if it is still running and is this VM's QEMU (its command line names this
+    directory's QMP socket: a recycled pid is never taken for it)."""
+    try:
+        with open(VMPaths(vmdir).pid) as f:
+            pid = int(f.read().strip())
+    except (OSError, ValueError):
+        return None
+    return pid if _is_ours(pid, vmdir) and _alive(pid) else None
+
+
+def find_qemus(vmdir: str) -> list[int]:
+    """Every live QEMU of this VM directory, found by command line: covers a launcher killed
+    before QEMU wrote its pid file (gc's case), at the cost of a scan of /proc."""
+    found = []
+    for name in os.listdir("/proc"):
+        if name.isdigit() and _is_ours(int(name), vmdir) and _alive(int(name)):
+            found.append(int(name))
+    return found
+
+
+def destroy(vmdir: str, timeout: float = 10.0) -> None:
+    """Kills this VM's QEMU (SIGKILL, by pid, checked to be ours) and removes the files
+    launch made; the directory itself too if that leaves it empty. Idempotent."""
+    known = qemu_pid(vmdir)
+    for pid in [known] if known is not None else find_qemus(vmdir):
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        deadline = time.monotonic() + timeout
+        while _alive(pid) and time.monotonic() < deadline:
+            try:  # our child: reap it, or it stays a zombie
+                if os.waitpid(pid, os.WNOHANG)[0] == pid:
+                    break
+            except ChildProcessError:
+                pass
+            time.sleep(0.01)
+        if _alive(pid):
+            raise ZonedError(f"QEMU (pid {pid}) did not die")
+    for p in VMPaths(vmdir).all():
+        _unlink(p)
+    try:
+        os.rmdir(vmdir)
+    except OSError:
+        pass
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return False
+
+
+def _unlink(path: str) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
