@@ -20,7 +20,7 @@ def cmd_ps(args) -> int:
         for r in rows:
             print(r["id"])
         return 0
-    table = [("NAME", "STATUS", "PID", "IMAGE", "CREATED", "COMMAND")]
+    table = [("NAME", "STATUS", "PID", "IMAGE", "BACKEND", "CREATED", "COMMAND")]
     for r in rows:
         cfg = {}
         try:
@@ -32,10 +32,16 @@ def cmd_ps(args) -> int:
             status = f"exited ({r['exit_code']})"
         table.append((r["id"], status, str(r.get("pid") or "-"),
                       (r.get("annotations") or {}).get("org.zoned.image", "-"),
-                      r.get("created", "")[:19].replace("T", " "),
+                      _backend(r), r.get("created", "")[:19].replace("T", " "),
                       " ".join((cfg.get("process") or {}).get("args") or [])[:40]))
     print_table(table)
     return 0
+
+
+def _backend(st: dict) -> str:
+    """zone, or vm/ACCEL (the accelerator a VM runs on: kvm or tcg)."""
+    vm = (st.get("zoned") or {}).get("vm")
+    return f"vm/{vm.get('accel') or '?'}" if vm else "zone"
 
 
 def _ps_processes(rt, args) -> int:
@@ -142,7 +148,12 @@ def cmd_inspect(args) -> int:
     info = {"id": st["id"], "state": st, "config": cfg,
             "image": (st.get("annotations") or {}).get("org.zoned.image"),
             "limits": (cfg.get("linux") or {}).get("resources", {}),
-            "cgroup": st["zoned"]["cgroup"]}
+            "cgroup": st["zoned"]["cgroup"],
+            "backend": st["zoned"].get("backend", "zone")}
+    if st["zoned"].get("vm"):
+        vm = st["zoned"]["vm"]
+        info["vm"] = {k: vm.get(k) for k in ("accel", "reason", "memory_mib", "vcpus",
+                                              "image")}
     if st["zoned"].get("network"):
         from zoned.network.info import addresses
 

@@ -33,6 +33,8 @@ def cmd_exec(args) -> int:
             process["noNewPrivileges"] = True
         if args.apparmor or args.process_label:
             raise ConfigError("--apparmor/--process-label: no such LSM is enabled here")
+    if (rt.store.read_state(args.id).get("zoned") or {}).get("vm"):
+        return _exec_vm(rt, args, process)
     stdio = None
     null = None
     if not process.get("terminal") and not args.interactive and not args.process:
@@ -61,3 +63,15 @@ def cmd_exec(args) -> int:
         os.close(master)
     _, status = os.waitpid(started.pid, 0)
     return status_code(status)
+
+
+def _exec_vm(rt, args, process: dict) -> int:
+    """exec in a VM: through its agent, which runs the process in the guest."""
+    from zoned.backends.vm import VmBackend
+    from zoned.errors import ConfigError
+
+    if args.detach or args.pid_file or args.preserve_fds or args.console_socket:
+        raise ConfigError("invalid exec option for a VM: -d, --pid-file, --preserve-fds and "
+                          "--console-socket work on zones only")
+    stdin = 0 if args.interactive or process.get("terminal") else None
+    return VmBackend(rt).exec(args.id, process, stdio=(stdin, 1, 2))

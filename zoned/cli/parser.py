@@ -89,6 +89,12 @@ def _sub_run(sub, argparse):
                    help="HOSTPORT:CTRPORT[/tcp|udp]")
     r.add_argument("--dns", action="append", default=[])
     r.add_argument("--add-host", action="append", default=[], help="name:ip")
+    r.add_argument("--backend", choices=("zone", "vm"), default="zone",
+                   help="zone (namespaces on this kernel, the default) or vm (a QEMU "
+                   "micro-VM booting the image: --memory and --cpus are its RAM and vCPUs)")
+    r.add_argument("--accel", choices=("auto", "kvm", "tcg"), default="auto",
+                   help="--backend vm: KVM, TCG (emulation), or auto: KVM if a test boot "
+                   "works, else TCG")
     # runc's `run`: with --bundle, the one positional argument is the container ID
     r.add_argument("-b", "--bundle", help="(OCI) run the bundle's config.json; then: run ID")
     r.add_argument("--pid-file")

@@ -30,10 +30,20 @@ def cmd_run(args) -> int:
                       init=args.init, tty=args.tty, interactive=args.interactive,
                       network=args.network, ip=args.ip, mac=args.mac,
                       publish=args.publish, dns=args.dns, add_host=args.add_host)
+    if args.backend == "vm":
+        from zoned.backends.vm import check_options
+
+        check_options(opts)
+    elif args.accel != "auto":
+        raise ConfigError("invalid --accel: only with --backend vm")
     interruptible()
     cfg = api.build_config(opts, args.images)
     rt = runtime(args)
     net = api.network_for(opts, rt, cid)
+    if args.backend == "vm":
+        from zoned.cli.run_vm import run_vm
+
+        return run_vm(rt, cid, cfg, args, net, opts.image)
     if args.detach:
         started = rt.create(cid, cfg, use_fifo=False, log=True, autoremove=args.rm,
                             network=net)

@@ -136,6 +136,7 @@ class NetworkSetup:
         self.published: list[PortMapping] = []
         self.files: dict = {}
         self.joined_pid = None
+        self.link_kind = "veth"  # or "tap": a VM's links (attach_taps)
 
     # -- before fork ---------------------------------------------------------------------
     def prepare(self, state_dir: str, cfg: dict) -> None:
@@ -259,7 +260,7 @@ class NetworkSetup:
         if self.container is not None:
             return NetworkState(mode="container", container=self.container,
                                 pid=self.joined_pid, files=self.files)
-        return NetworkState(mode="veth", root=os.path.realpath(self.root),
+        return NetworkState(mode=self.link_kind, root=os.path.realpath(self.root),
                             networks=list(self.links), files=self.files, dns=self.dns,
                             add_hosts=self.add_host_items, ports=list(self.published),
                             ports_network=self.nets[0].key if self.published else None)
@@ -298,6 +299,23 @@ class NetworkSetup:
                 nl.create_veth(a.host_if, a.ifname, nsfd, mac=a.mac, alias=alias, mtu=a.mtu)
                 nl.plug(a.host_if, net_by_name[a.network], a.ip, localnet=localnet and i == 0)
                 nl.configure(nipr, a.ifname, a.ip, a.prefixlen, a.gateway, a.default_route)
+
+    def attach_taps(self) -> None:
+        """A VM's links: a tap per network, plugged like a veth (the same bridge, routes,
+        guards and ports); the guest configures its side (zoned.backends.vm)."""
+        from zoned.network.definitions import owner_alias
+        from zoned.network.netlink import Netlink
+
+        if self.container is not None:
+            raise ConfigError("--network container:NAME is not supported for VMs")
+        self.link_kind = "tap"
+        with Netlink() as nl:
+            alias = owner_alias(self.root, self.cid)
+            net_by_name = {n.name: n for n in self.nets}
+            localnet = any(p.localnet for p in self.ports)
+            for i, a in enumerate(self.links):
+                nl.create_tap(a.host_if, alias=alias, mtu=a.mtu)
+                nl.plug(a.host_if, net_by_name[a.network], a.ip, localnet=localnet and i == 0)
 
     def release(self) -> None:
         from zoned.network.release import release_state

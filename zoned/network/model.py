@@ -186,8 +186,8 @@ class NetworkState:
     """A zone's networking as state.json (and a checkpoint's metadata) keeps it: what
     removal, gc, stats, inspect and a restore work from.
 
-    mode "veth": the zone's own attachments; mode "container": it shares another zone's
-    network namespace (`container`, whose init was `pid`)."""
+    mode "veth": the zone's own attachments ("tap" for a VM's); mode "container": it
+    shares another zone's network namespace (`container`, whose init was `pid`)."""
 
     mode: str = "veth"
     root: str | None = None
@@ -229,7 +229,7 @@ class NetworkState:
     def request(self, hostname: str) -> NetworkRequest:
         """The same networking again (restore, migration): the same networks, addresses,
         MACs, published ports, DNS servers and extra hosts, for a zone named `hostname`."""
-        if self.mode != "veth":
+        if self.mode not in ("veth", "tap"):
             raise ConfigError(f"cannot recreate a {self.mode!r} network")
         return NetworkRequest(
             networks=[a.network for a in self.networks],

@@ -221,6 +221,18 @@ class Netlink:
         self.ipr.link("set", index=idx, ifalias=alias)
         return idx
 
+    def create_tap(self, host_if: str, *, alias: str, mtu: int | None = None) -> int:
+        """A persistent tap a VM's QEMU opens by name (its virtio-net NIC's host side);
+        deleted like a veth, by name and alias."""
+        kw = {"mtu": mtu} if mtu else {}
+        try:
+            self.ipr.link("add", ifname=host_if, kind="tuntap", mode="tap", **kw)
+        except _netlink_error() as e:
+            raise ZonedError(f"cannot create tap {host_if!r}: {e.args[-1]}") from None
+        idx = self.index(host_if)
+        self.ipr.link("set", index=idx, ifalias=alias)
+        return idx
+
     def plug(self, host_if: str, net: Network, ip: str, *, localnet: bool = False) -> None:
         """Attach a host-side interface (veth or tap: anything with an address behind it)
         to a network: on the bridge, or in routed mode a /32 route to `ip` through it,

@@ -39,6 +39,10 @@ class Runtime:
         st["status"] = self.live_status(cid, st)
         if st["status"] is Status.STOPPED:
             st["pid"] = 0
+            if "exit_code" not in st and st.get("zoned", {}).get("vm"):
+                from zoned.backends.vm import exit_code
+
+                st["exit_code"] = exit_code(st)  # what the guest reported
         return st
 
     def live_status(self, cid: str, st: dict) -> Status:
@@ -312,6 +316,10 @@ class Runtime:
 
     def kill(self, cid: str, sig: int = signal.SIGTERM, *, all: bool = False) -> None:
         st = self.store.read_state(cid)
+        if st.get("zoned", {}).get("vm"):  # the guest's process, through the VM's agent
+            from zoned.backends.vm import VmBackend
+
+            return VmBackend(self).kill(cid, sig)
         status = self.live_status(cid, st)
         if not status.can_kill():
             raise InvalidState(f"cannot kill container {cid!r}: it is {status}")
@@ -334,6 +342,10 @@ class Runtime:
     def stop(self, cid: str, timeout: float = 10.0) -> None:
         """SIGTERM, then SIGKILL after `timeout` seconds (docker/podman stop)."""
         st = self.store.read_state(cid)
+        if st.get("zoned", {}).get("vm"):
+            from zoned.backends.vm import VmBackend
+
+            return VmBackend(self).stop(cid, timeout)
         status = self.live_status(cid, st)
         if not status.is_active():
             return
@@ -393,6 +405,11 @@ class Runtime:
         if cgroup.exists():
             cgroup.kill()
             cgroup.destroy()
+        vm = (st.get("zoned") or {}).get("vm")
+        if vm:  # a QEMU outside the cgroup (killed mid-boot), before its taps go
+            from zoned.vm.machine import destroy
+
+            destroy(vm["dir"])
         hit("rm:cgroup")
         if (st.get("zoned") or {}).get("network"):
             from zoned.network.release import release as release_network
@@ -418,6 +435,7 @@ class Runtime:
         schema.check(resources, schema.RESOURCES, "linux.resources", source="update")
         with self.store.lock(cid):
             st = self.store.read_state(cid)
+            refuse_vm(st, "update", "its RAM and vCPUs are fixed at boot")
             if not self.live_status(cid, st).is_active():
                 raise InvalidState(f"cannot update container {cid!r}: it is not running")
             self.cgroup(st).apply(resources)
@@ -458,6 +476,7 @@ class Runtime:
         schema.check(process, schema.CONFIG["process!"], "process")
         specmod.validate_process(process)
         st = self.store.read_state(cid)
+        refuse_vm(st, "exec in", "zoned.backends.vm.VmBackend.exec runs commands in it")
         status = self.live_status(cid, st)
         if not status.can_exec():
             raise InvalidState(f"cannot exec in container {cid!r}: it is {status}")
@@ -522,3 +541,10 @@ class Runtime:
             for fd in (pidns, spawn_fd):
                 if fd is not None:
                     os.close(fd)
+
+
+def refuse_vm(st: dict, what: str, why: str) -> None:
+    """InvalidState for an operation that works on a zone's processes, asked of a VM (its
+    process is in the guest: joining QEMU's namespaces would run on the host)."""
+    if (st.get("zoned") or {}).get("vm"):
+        raise InvalidState(f"cannot {what} container {st['id']!r}: it is a VM ({why})")

@@ -1,0 +1,266 @@
+"""VmBackend: a container as a QEMU micro-VM (zoned.vm), in the same state store, cgroup
+tree, networks and logs as zones, so ps/list/inspect/stats/logs/rm/gc treat both alike.
+
+What a VM zone is, in the store's terms:
+  pid, pid_start   QEMU's (a live QEMU is a running VM; ps and wait watch it)
+  zoned.cgroup     a cgroup holding QEMU: stats measure the VM's host cost, rm and gc
+                   kill what is in it. No limits are written to it: --memory and --cpus
+                   are the guest's RAM and vCPUs (machine_spec), and QEMU needs its own
+                   overhead and /dev/net/tun, /dev/kvm beyond any zone's device rules.
+  zoned.vm         {"dir": the VM's files (sockets, ctl, console.log; inside the state
+                   dir), "image", "accel", "reason", "memory_mib", "vcpus"}
+  zoned.network    the same NetworkState as a zone's; its links are taps, not veths
+The guest's main process is signalled through the VM's agent; its exit code is what the
+guest init wrote to the ctl port (zoned.vm.machine.exit_status).
+"""
+from __future__ import annotations
+
+import math
+import os
+import signal
+
+from zoned.errors import ConfigError, InvalidState, ZonedError
+from zoned.oci.status import Status
+
+DEFAULT_MEMORY_MIB = 256  # the guest's RAM without --memory (the kernel's floor is ~128)
+MIB = 1 << 20
+
+
+def vm_of(st: dict) -> dict | None:
+    """A stored state's VM record, or None for a zone."""
+    return (st.get("zoned") or {}).get("vm")
+
+
+def check_options(opts) -> None:
+    """What `zoned run` options a VM cannot honour (yet), refused before anything exists."""
+    unsupported = [("-v", opts.volumes), ("--rootfs", opts.rootfs), ("--init", opts.init),
+                   ("--read-only", opts.read_only)]
+    for flag, value in unsupported:
+        if value:
+            raise ConfigError(f"invalid {flag} with --backend vm: not supported for VMs")
+    nets = opts.network or []
+    if any(n.startswith("container:") for n in nets):
+        raise ConfigError("invalid --network container:NAME with --backend vm: a VM has "
+                          "its own kernel and network stack")
+
+
+def machine_spec(cfg: dict, image: str, *, accel: str = "auto", nics=(), dns=(),
+                 hosts: str = ""):
+    """The one conversion from a zone's OCI config to a MachineSpec: its process (args,
+    env, cwd, uid/gid, terminal), hostname, and linux.resources' memory limit and CPU
+    quota as the guest's RAM and vCPUs."""
+    from zoned.vm.config import MachineSpec
+
+    proc = cfg["process"]
+    user = proc.get("user") or {}
+    res = (cfg.get("linux") or {}).get("resources") or {}
+    limit = (res.get("memory") or {}).get("limit")
+    memory_mib = math.ceil(limit / MIB) if isinstance(limit, int) and limit > 0 else \
+        DEFAULT_MEMORY_MIB
+    cpu = res.get("cpu") or {}
+    quota, period = cpu.get("quota"), cpu.get("period")
+    vcpus = max(1, math.ceil(quota / period)) if quota and period and quota > 0 else 1
+    size = proc.get("consoleSize") or {}
+    return MachineSpec(image=image, argv=list(proc["args"]), env=list(proc.get("env") or []),
+                       cwd=proc.get("cwd") or "/", uid=int(user.get("uid", 0)),
+                       gid=int(user.get("gid", 0)), tty=bool(proc.get("terminal")),
+                       hostname=cfg.get("hostname") or "", memory_mib=memory_mib,
+                       vcpus=vcpus, accel=accel, nics=list(nics), dns=list(dns),
+                       hosts=hosts, rows=int(size.get("height") or 0),
+                       cols=int(size.get("width") or 0))
+
+
+class VmStarted:
+    """A booted VM: QEMU's Popen (the caller's child when it waits) and its directory."""
+
+    __slots__ = ("pid", "proc", "vmdir")
+
+    def __init__(self, proc, vmdir: str):
+        self.proc, self.pid, self.vmdir = proc, proc.pid, vmdir
+
+
+class VmBackend:
+    """VMs under one state root, through a zoned.runtime Runtime (its store, status and
+    removal), so that they sit beside the zones."""
+
+    def __init__(self, runtime):
+        self.rt = runtime
+
+    # -- create = boot -----------------------------------------------------------------
+    def create(self, cid: str, cfg: dict, *, image: str, stdio=(None, None, None),
+               network=None, log: bool = False, autoremove: bool = False,
+               accel: str = "auto", wait: bool = False) -> VmStarted:
+        """Boot `cfg`'s process in a VM of `image`. The record goes into the store first,
+        so `zoned gc` removes a boot that was killed half-way (QEMU found by its command
+        line). wait: return only once the guest is about to run the process (a detached
+        run reports a failed boot instead of an id)."""
+        from zoned.linux.locks import acquire
+        from zoned.linux.proc import proc_start_time
+        from zoned.oci import spec as specmod
+        from zoned.runtime.cgroup_paths import default_cgroups_path
+        from zoned.runtime.steps import abandon, initial_state, write_config
+        from zoned.vm.machine import launch, wait_ready
+
+        specmod.check_id(cid)
+        specmod.validate(cfg)
+        machine_spec(cfg, image, accel=accel).validate()  # every check before creating
+        store = self.rt.store
+        d = store.reserve(cid)
+        lock = acquire(os.path.join(d, "lock"))
+        cgroup = logger = data = None
+        proc = None
+        vmdir = os.path.join(d, "vm")
+        log_fds: list[int] = []
+        try:
+            from zoned import logs
+
+            if log:
+                from zoned.storage import make_zone_dir
+
+                data = make_zone_dir(store.data, cid)
+                logger = logs.spawn(data)
+                null = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
+                log_fds = [logger.write_fd, null]
+                stdio = (null, logger.write_fd, logger.write_fd)
+            cg_path = default_cgroups_path(cid, store.root)
+            state = initial_state(
+                cid, cfg, bundle=d, rootfs="", cgroup=cg_path, data=data,
+                log=os.path.join(data, logs.LOG_NAME) if data else None,
+                logger=logger.describe() if logger is not None else None,
+                autoremove=autoremove, backend="vm", vm={"dir": vmdir, "image": image})
+            nics, dns, hosts = [], [], ""
+            if network is not None:
+                network.prepare(d, cfg)
+                state["zoned"]["network"] = network.describe()
+                nics, dns, hosts = _guest_network(network)
+            write_config(d, cfg)
+            store.write_state(cid, state)  # from here gc knows what to remove
+            if network is not None:
+                network.attach_taps()
+            from zoned.cgroups import open_cgroup
+
+            cgroup = open_cgroup(cg_path)
+            cgroup.create()
+            spec = machine_spec(cfg, image, accel=accel, nics=nics, dns=dns, hosts=hosts)
+            proc = launch(spec, vmdir, stdio=stdio)
+            cgroup.add(proc.pid)
+            from zoned.vm.accel import used
+
+            verdict = used(vmdir)
+            state["zoned"]["vm"].update(accel=verdict.accel if verdict else None,
+                                        reason=verdict.reason if verdict else None,
+                                        memory_mib=spec.memory_mib, vcpus=spec.vcpus)
+            state.update(status=Status.RUNNING, pid=proc.pid)
+            state["zoned"]["pid_start"] = proc_start_time(proc.pid)
+            store.write_state(cid, state)
+            if wait:
+                wait_ready(vmdir, proc=proc)
+            return VmStarted(proc, vmdir)
+        except BaseException:
+            from zoned.vm.machine import destroy
+
+            destroy(vmdir)
+            if proc is not None:
+                proc.wait()
+            abandon(store, cid, cgroup=cgroup, network=network, data=data,
+                    logger=logger.describe() if logger is not None else None)
+            raise
+        finally:
+            for fd in log_fds:
+                os.close(fd)
+            os.close(lock)
+
+    # -- the guest's processes -----------------------------------------------------------
+    def kill(self, cid: str, sig: int = signal.SIGTERM) -> None:
+        """Signal the guest's main process (through the agent). If the agent cannot be
+        reached, QEMU itself gets the signal: the VM ends either way on TERM or KILL."""
+        from zoned.linux.proc import signal_pid
+
+        st = self.rt.store.read_state(cid)
+        status = self.rt.live_status(cid, st)
+        if not status.can_kill():
+            raise InvalidState(f"cannot kill container {cid!r}: it is {status}")
+        try:
+            from zoned.vm.agent import Agent
+
+            with Agent(vm_of(st)["dir"], timeout=5) as agent:
+                agent.signal(sig, "main")
+        except (OSError, ZonedError):
+            signal_pid(st["pid"], st["zoned"]["pid_start"], sig)
+
+    def stop(self, cid: str, timeout: float = 10.0) -> None:
+        """SIGTERM to the guest's process, then QEMU is killed after `timeout` s."""
+        from zoned.linux.proc import signal_pid, wait_exit
+
+        st = self.rt.store.read_state(cid)
+        if not self.rt.live_status(cid, st).is_active():
+            return
+        pid, start = st["pid"], st["zoned"]["pid_start"]
+        self.kill(cid, signal.SIGTERM)
+        if not wait_exit(pid, start, timeout):
+            signal_pid(pid, start, signal.SIGKILL)
+            wait_exit(pid, start, 10)
+
+    def exec(self, cid: str, process: dict, stdio=(None, 1, 2)) -> int:
+        """Run an OCI process object in the running VM (through its agent, one exec at a
+        time); returns its exit code."""
+        from zoned.vm.agent import Agent
+
+        st = self.rt.store.read_state(cid)
+        status = self.rt.live_status(cid, st)
+        if status is not Status.RUNNING:
+            raise InvalidState(f"cannot exec in container {cid!r}: it is {status}")
+        user = process.get("user") or {}
+        with Agent(vm_of(st)["dir"]) as agent:
+            return agent.exec(list(process["args"]), env=list(process.get("env") or []),
+                              cwd=process.get("cwd") or "/", uid=int(user.get("uid", 0)),
+                              gid=int(user.get("gid", 0)),
+                              tty=bool(process.get("terminal")), stdio=stdio)
+
+
+def exit_code(st: dict) -> int | None:
+    """A stopped VM's main process exit code, as its guest reported it."""
+    from zoned.vm.machine import exit_status
+
+    vm = vm_of(st)
+    return exit_status(vm["dir"]) if vm else None
+
+
+def boot_error(vmdir: str) -> str:
+    """Why a VM ended without an exit code: the guest init's error, or QEMU's last words."""
+    from zoned.vm.machine import VMPaths, guest_error
+
+    err = guest_error(vmdir)
+    if err:
+        return f"VM boot failed: {err}"
+    try:
+        with open(VMPaths(vmdir).log, errors="replace") as f:
+            tail = f.read()[-300:].strip()
+    except OSError:
+        tail = ""
+    return "the VM ended without an exit status" + (f": {tail}" if tail else "")
+
+
+def _guest_network(network) -> tuple[list, list[str], str]:
+    """The guest's side of a prepared NetworkSetup: a NIC per link (its tap, MAC, address,
+    and the gateway on the default route's), the DNS servers, and /etc/hosts as the
+    network wrote it for the zone (names of the network's members at boot)."""
+    from zoned.vm.config import Nic
+
+    nics = [Nic(a.host_if, a.mac, a.ip, a.prefixlen, a.gateway if a.default_route else "")
+            for a in network.links]
+    dns = list(network.dns)
+    if not dns:
+        try:
+            with open(network.files["resolv.conf"]) as f:
+                dns = [line.split()[1] for line in f if line.startswith("nameserver ")
+                       and len(line.split()) > 1]
+        except (OSError, KeyError):
+            pass
+    hosts = ""
+    try:
+        with open(network.files["hosts"]) as f:
+            hosts = f.read()
+    except (OSError, KeyError):
+        pass
+    return nics, dns, hosts
