@@ -89,11 +89,13 @@ class VmBackend:
     # -- create = boot -----------------------------------------------------------------
     def create(self, cid: str, cfg: dict, *, image: str, stdio=(None, None, None),
                network=None, log: bool = False, autoremove: bool = False,
-               accel: str = "auto", wait: bool = False) -> VmStarted:
+               accel: str = "auto", wait: bool = False,
+               die_with_caller: bool = False) -> VmStarted:
         """Boot `cfg`'s process in a VM of `image`. The record goes into the store first,
         so `zoned gc` removes a boot that was killed half-way (QEMU found by its command
         line). wait: return only once the guest is about to run the process (a detached
-        run reports a failed boot instead of an id)."""
+        run reports a failed boot instead of an id). die_with_caller: QEMU is killed
+        when the caller dies (a foreground run, as a zone's init with pdeathsig)."""
         from zoned.linux.locks import acquire
         from zoned.linux.proc import proc_start_time
         from zoned.oci import spec as specmod
@@ -130,6 +132,7 @@ class VmBackend:
                 autoremove=autoremove, backend="vm", vm={"dir": vmdir, "image": image})
             nics, dns, hosts = [], [], ""
             if network is not None:
+                network.link_kind = "tap"  # recorded as such from the first write on
                 network.prepare(d, cfg)
                 state["zoned"]["network"] = network.describe()
                 nics, dns, hosts = _guest_network(network)
@@ -142,7 +145,7 @@ class VmBackend:
             cgroup = open_cgroup(cg_path)
             cgroup.create()
             spec = machine_spec(cfg, image, accel=accel, nics=nics, dns=dns, hosts=hosts)
-            proc = launch(spec, vmdir, stdio=stdio)
+            proc = launch(spec, vmdir, stdio=stdio, die_with_caller=die_with_caller)
             cgroup.add(proc.pid)
             from zoned.vm.accel import used
 

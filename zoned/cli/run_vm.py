@@ -26,7 +26,8 @@ def run_vm(rt, cid: str, cfg: dict, args, net, image: str) -> int:
         stdio = (null if null is not None else 0, 1, 2)
     try:
         started = backend.create(cid, cfg, image=image, stdio=stdio, network=net,
-                                 autoremove=args.rm, accel=args.accel)
+                                 autoremove=args.rm, accel=args.accel,
+                                 die_with_caller=True)
     finally:
         if null is not None:
             os.close(null)

@@ -136,7 +136,7 @@ class NetworkSetup:
         self.published: list[PortMapping] = []
         self.files: dict = {}
         self.joined_pid = None
-        self.link_kind = "veth"  # or "tap": a VM's links (attach_taps)
+        self.link_kind = "veth"  # "tap": a VM's links (its backend sets it; attach_taps)
 
     # -- before fork ---------------------------------------------------------------------
     def prepare(self, state_dir: str, cfg: dict) -> None:

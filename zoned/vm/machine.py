@@ -136,25 +136,28 @@ def _port(chardev: str, name: str) -> str:
 def launch(spec: MachineSpec, vmdir: str,
            stdio: tuple[int | None, int | None, int | None] = (None, None, None),
            accel_verdict: object | None = None,
-           incoming: str | None = None) -> subprocess.Popen:
+           incoming: str | None = None, die_with_caller: bool = False) -> subprocess.Popen:
     """Boots the VM and returns QEMU's Popen at once (not waiting for the guest: see
     wait_ready). QEMU gets its own session and no pdeathsig, so a detached VM outlives
     zoned. stdio fds of None mean /dev/null. The accelerator used, and why, is written to
     <vmdir>/accel (and returned by zoned.vm.accel.used(vmdir)). With incoming (see argv_for)
     QEMU waits for a migration stream instead of booting; the guest then writes no "ready"
     (it was written on the source): the VM is up when QMP query-migrate says "completed".
-    On failure, the files made so far are removed again."""
+    On failure, the files made so far are removed again. die_with_caller: QEMU gets
+    SIGKILL when the calling thread dies (a foreground `zoned run`, as a zone's init)."""
     spec.validate()
     os.makedirs(vmdir, mode=0o700, exist_ok=True)
     try:
-        return _launch(spec, VMPaths(os.path.abspath(vmdir)), stdio, accel_verdict, incoming)
+        return _launch(spec, VMPaths(os.path.abspath(vmdir)), stdio, accel_verdict, incoming,
+                       die_with_caller)
     except BaseException:
         destroy(vmdir)
         raise
 
 
 def _launch(spec: MachineSpec, paths: VMPaths, stdio: tuple[int | None, ...],
-            accel_verdict: object | None, incoming: str | None) -> subprocess.Popen:
+            accel_verdict: object | None, incoming: str | None,
+            die_with_caller: bool = False) -> subprocess.Popen:
     from zoned.vm import accel as accel_mod
     from zoned.vm.assets import kernel, root_disk, vm_initrd
     from zoned.vm.config import guest_config
@@ -188,10 +191,17 @@ def _launch(spec: MachineSpec, paths: VMPaths, stdio: tuple[int | None, ...],
         argv = argv_for(spec, paths, boot, verdict.accel, host_tsc_khz(), 1, errfd, incoming)
         return subprocess.Popen(argv, stdin=fin, stdout=fout, stderr=log,
                                 pass_fds=(errfd,), start_new_session=not spec.tty,
+                                preexec_fn=_pdeathsig if die_with_caller else None,
                                 close_fds=True)
     finally:
         for n in opened:
             os.close(n)
+
+
+def _pdeathsig() -> None:
+    import prctl
+
+    prctl.set_pdeathsig(signal.SIGKILL)
 
 
 def read_ctl(vmdir: str) -> list[str]:

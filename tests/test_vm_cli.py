@@ -1,0 +1,207 @@
+"""`zoned run --backend vm` through the real CLI: the same commands as for zones, checked
+from outside (the host's /proc, links, cgroups, another zone). TCG on these hosts; each
+boot is ~2-4 s, so each test boots once or twice and checks several things."""
+from __future__ import annotations
+
+import json
+import os
+import platform
+import signal
+import subprocess
+import time
+
+import pytest
+
+from conftest import ZONED
+
+try:
+    from zoned.vm.assets import kernel
+
+    kernel()
+except Exception as e:  # no guest kernel: `make setup` not run
+    pytest.skip(f"no VM guest kernel: {e}", allow_module_level=True)
+
+
+def qemus_of(root: str) -> list[int]:
+    """Live QEMU processes whose command line names a VM dir under this state root."""
+    found = []
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/cmdline", "rb") as f:
+                cmd = f.read()
+        except OSError:
+            continue
+        if b"qemu-system" in cmd and os.path.realpath(root).encode() + b"/" in cmd:
+            found.append(int(name))
+    return found
+
+
+def taps_of(root: str) -> list[str]:
+    from zoned.network.definitions import owner_alias
+
+    prefix = owner_alias(root, "")
+    out = []
+    for name in os.listdir("/sys/class/net"):
+        try:
+            with open(f"/sys/class/net/{name}/ifalias") as f:
+                if f.read().strip().startswith(prefix):
+                    out.append(name)
+        except OSError:
+            pass
+    return out
+
+
+def assert_nothing_left(root: str, cid: str) -> None:
+    from zoned.runtime import cgroup_parent
+
+    assert not os.path.exists(os.path.join(root, cid))
+    assert qemus_of(root) == []
+    assert taps_of(root) == []
+    parent = cgroup_parent(root).lstrip("/")
+    assert not any(os.path.exists(f"/sys/fs/cgroup/{c}/{parent}/{cid}")
+                   for c in ("memory", "pids", "cpu", "unified", ""))
+
+
+def test_run_reports_the_guest_kernel_vcpus_and_exit_code(cli, zoned_root):
+    p = cli("run", "--rm", "--backend", "vm", "--cpus", "2", "--memory", "300m", "--",
+            "sh", "-c", "uname -r; grep -c processor /proc/cpuinfo; "
+            "grep MemTotal /proc/meminfo; echo to-stderr >&2; exit 3", timeout=120)
+    assert p.returncode == 3, p.stderr
+    release, cpus, mem = p.stdout.splitlines()
+    assert release != platform.release() and release.startswith("6.1.")
+    assert cpus == "2"
+    assert 200 << 10 < int(mem.split()[1]) <= 300 << 10  # kB: 300 MiB less the kernel's
+    assert p.stderr == "to-stderr\n"
+    assert_nothing_left(zoned_root, "x")
+    assert os.listdir(zoned_root) == [] or all(n.startswith(".") for n in
+                                               os.listdir(zoned_root))
+
+
+def test_bad_vm_options_are_refused_and_leave_nothing(cli, zoned_root):
+    p = cli("run", "--rm", "--backend", "vm", "--memory", "64m", "--", "true")
+    assert p.returncode == 125 and "memory" in p.stderr and "128" in p.stderr
+    p = cli("run", "--rm", "--backend", "vm", "-v", "/tmp:/mnt", "--", "true")
+    assert p.returncode == 125 and "-v" in p.stderr
+    p = cli("run", "--rm", "--accel", "tcg", "--", "true")
+    assert p.returncode == 125 and "--accel" in p.stderr
+    assert [n for n in os.listdir(zoned_root) if not n.startswith(".")] == []
+    assert qemus_of(zoned_root) == []
+
+
+def test_it_gives_a_working_shell():
+    """-it: the guest's shell on the virtio console, our terminal in raw mode (QEMU's)."""
+    root = "/run/zoned-test-vm-tty"
+    script = "echo in-$((6*7)); tty; exit 5\n"
+    try:
+        p = subprocess.run(["script", "-qec", f"{ZONED} --root {root} run --rm -it "
+                            "--backend vm -- sh", "/dev/null"], input=script,
+                           capture_output=True, text=True, timeout=120)
+        out = p.stdout.replace("\r", "")
+        assert "in-42" in out and "/dev/hvc0" in out, out
+        assert p.returncode == 5, out
+    finally:
+        subprocess.run([ZONED, "--root", root, "gc"], capture_output=True)
+        subprocess.run(["rm", "-rf", root])
+
+
+def test_detached_vm_ps_exec_logs_stop_rm(cli, zoned_root):
+    assert cli("run", "-d", "--name", "v", "--backend", "vm", "--hostname", "guest",
+               "--", "sh", "-c", "echo started; trap 'echo bye; exit 0' TERM; "
+               "while :; do sleep 0.2; done", timeout=120).stdout.strip() == "v"
+    ps = json.loads(cli("ps", "--format", "json").stdout)
+    assert [(c["id"], c["status"]) for c in ps] == [("v", "running")]
+    qemu = ps[0]["pid"]
+    assert qemu in qemus_of(zoned_root)
+    assert "vm/tcg" in cli("ps").stdout or "vm/kvm" in cli("ps").stdout
+    info = json.loads(cli("inspect", "v").stdout)
+    assert info["backend"] == "vm" and info["vm"]["accel"] in ("tcg", "kvm")
+    assert info["vm"]["reason"] and info["vm"]["memory_mib"] == 256
+    assert info["stats"]["memory"]["usage"] > 64 << 20  # QEMU's memory, in its cgroup
+    p = cli("exec", "v", "--", "sh", "-c", "hostname; cat /proc/1/comm; exit 4")
+    assert p.returncode == 4 and p.stdout.split() == ["guest", "init"]  # PID 1: zoned-vminit, as /init, p.stderr
+    assert cli("exec", "v", "--", "no-such-command").returncode == 127
+    p = cli("exec", "-i", "v", "--", "cat", input="through the agent\n")
+    assert p.stdout == "through the agent\n"
+    assert "started" in cli("logs", "v").stdout
+    cli("stop", "v", check=True, timeout=60)
+    ps = json.loads(cli("ps", "--format", "json").stdout)
+    assert ps[0]["status"] == "stopped" and ps[0]["exit_code"] == 0
+    assert "exited (0)" in cli("ps").stdout
+    assert "bye" in cli("logs", "v").stdout
+    assert qemus_of(zoned_root) == []
+    cli("rm", "v", check=True)
+    assert_nothing_left(zoned_root, "v")
+
+
+def test_kill_delivers_the_signal_to_the_guest_process(cli, zoned_root):
+    cli("run", "-d", "--name", "k", "--backend", "vm", "--", "sleep", "1000",
+        check=True, timeout=120)
+    cli("kill", "k", check=True)  # SIGTERM to sleep, in the guest: 128+15
+    deadline = time.monotonic() + 30
+    while json.loads(cli("ps", "--format", "json").stdout)[0]["status"] != "stopped":
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+    assert json.loads(cli("ps", "--format", "json").stdout)[0]["exit_code"] == 143
+    cli("rm", "k", check=True)
+    assert_nothing_left(zoned_root, "k")
+
+
+def test_a_vm_and_a_zone_talk_tcp_by_name(cli, zoned_root, monkeypatch):
+    monkeypatch.setenv("ZONED_SUBNET_POOL", os.environ.get("ZONED_SUBNET_POOL",
+                                                           "10.184.0.0/16"))
+    cli("network", "create", "vmz", check=True)
+    try:
+        cli("run", "-d", "--name", "zweb", "--network", "vmz", "--", "sh", "-c",
+            "echo from-zone > /tmp/i; while :; do nc -l -p 8080 < /tmp/i; done", check=True)
+        cli("run", "-d", "--name", "vweb", "--backend", "vm", "--network", "vmz", "--",
+            "sh", "-c", "echo from-vm > /tmp/i; while :; do nc -l -p 9090 < /tmp/i; done",
+            check=True, timeout=120)
+        p = cli("exec", "vweb", "--", "sh", "-c", "nc zweb 8080 </dev/null")
+        assert p.stdout.strip() == "from-zone", p.stderr
+        p = cli("exec", "zweb", "--", "sh", "-c", "nc vweb 9090 </dev/null")
+        assert p.stdout.strip() == "from-vm", p.stderr
+        net = json.loads(cli("inspect", "vweb").stdout)["network"]
+        assert net["mode"] == "tap"
+        tap = net["addresses"][0]["host_if"]
+        assert os.path.exists(f"/sys/class/net/{tap}/tun_flags")  # a tap, on the bridge
+        assert os.path.exists(f"/sys/class/net/{tap}/master")
+    finally:
+        cli("rm", "-f", "zweb", "vweb")
+        cli("network", "rm", "vmz")
+    assert_nothing_left(zoned_root, "vweb")
+
+
+def test_gc_after_zoned_is_killed_mid_boot(zoned_root, busybox, monkeypatch):
+    """kill -9 of `zoned run --rm` while QEMU boots: QEMU dies with it (as a zone's init
+    does), and `zoned gc` removes the record, the taps, the cgroup and the files."""
+    monkeypatch.setenv("ZONED_SUBNET_POOL", os.environ.get("ZONED_SUBNET_POOL",
+                                                           "10.184.0.0/16"))
+    subprocess.run([ZONED, "--root", zoned_root, "network", "create", "vmgc"], check=True)
+    p = subprocess.Popen([ZONED, "--root", zoned_root, "run", "--rm", "--name", "m",
+                          "--backend", "vm", "--network", "vmgc", "--", "sleep", "1000"],
+                         stdout=subprocess.DEVNULL,
+                         stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 60
+    while not qemus_of(zoned_root):
+        assert time.monotonic() < deadline and p.poll() is None
+        time.sleep(0.02)
+    p.send_signal(signal.SIGKILL)
+    p.wait()
+    deadline = time.monotonic() + 10
+    while qemus_of(zoned_root):  # pdeathsig
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    subprocess.run([ZONED, "--root", zoned_root, "gc"], check=True, capture_output=True)
+    assert_nothing_left(zoned_root, "m")
+    subprocess.run([ZONED, "--root", zoned_root, "network", "rm", "vmgc"], check=True)
+
+
+def test_kvm_is_used_where_it_works():
+    from zoned.vm import accel
+
+    verdict = accel.detect()
+    if verdict.accel != "kvm":
+        pytest.skip(f"KVM-only check: this host runs VMs on TCG ({verdict.reason})")
+    assert os.access("/dev/kvm", os.R_OK | os.W_OK)
