@@ -18,7 +18,7 @@ import time
 import pytest
 
 import twohost
-from twohost import A_IP, B_IP, SSHD, ZONED, memtouch_volume
+from twohost import B_IP, SSHD, ZONED, memtouch_volume, relocation_server
 
 two_hosts = twohost.two_hosts  # the fixture, under the name the tests ask for
 
@@ -60,21 +60,6 @@ def _start_svc(th, mib: int = MIB) -> str:
     raise AssertionError("memtouch did not start")
 
 
-def _server(th, key: str, tmp_path, port: int, *, allow: str = A_IP, env=None):
-    """`zoned relocation-server` on host B; (process, its log file)."""
-    log = tmp_path / f"server-{port}.log"
-    out = open(log, "w")
-    p = th.b.popen([ZONED, "--root", th.b.root, "relocation-server", "--listen",
-                    f"{B_IP}:{port}", "--allow", allow, "--key", key],
-                   stdout=out, stderr=out, env={**th.b.env, **(env or {})})
-    out.close()
-    end = time.monotonic() + 10
-    while "listening on" not in log.read_text():
-        assert p.poll() is None and time.monotonic() < end, log.read_text()
-        time.sleep(0.02)
-    return p, log
-
-
 def _scratch(host) -> list[str]:
     """What is in the host's migration scratch dir (gone when empty), in its data root."""
     from zoned.storage import MIGRATIONS, data_root
@@ -98,7 +83,7 @@ def test_migrate_keeps_the_connection(two_hosts, key, tmp_path, live, transport)
         th.start_sshd()
         dest = f"ssh://root@{B_IP}:2222"
     else:
-        _server(th, key, tmp_path, 7000)
+        relocation_server(th, key, tmp_path, 7000)
         dest = f"zoned://{B_IP}:7000"
     ready = _start_svc(th)
     before = _link(th.a, "svc")
@@ -158,17 +143,17 @@ def test_failures_leave_the_container_running_on_the_source(two_hosts, key, tmp_
         return p.stderr
 
     # Nobody is allowed when the allow-list is empty; A is not in B's list; a wrong key.
-    _, log = _server(th, key, tmp_path, 7001, allow="")
+    _, log = relocation_server(th, key, tmp_path, 7001, allow="")
     assert "not in its --allow list" in refused(f"zoned://{B_IP}:7001", "-q")
     assert "refused 10.77.0.1: not in the allow-list" in log.read_text()
-    _server(th, key, tmp_path, 7002, allow=B_IP)
+    relocation_server(th, key, tmp_path, 7002, allow=B_IP)
     assert "not in its --allow list" in refused(f"zoned://{B_IP}:7002", "-q")
-    _, log = _server(th, key, tmp_path, 7003)
+    _, log = relocation_server(th, key, tmp_path, 7003)
     err = refused(f"zoned://{B_IP}:7003", "-q", key=other_key)
     assert "do not share the same relocation key" in err
     assert "TLS handshake failed" in log.read_text()
     # The image is missing on B: found before anything is frozen.
-    _server(th, key, tmp_path, 7004, env={"ZONED_IMAGES": str(empty_images)})
+    relocation_server(th, key, tmp_path, 7004, env={"ZONED_IMAGES": str(empty_images)})
     err = refused(f"zoned://{B_IP}:7004", "-q")
     assert "image 'busybox' is not on this host" in err
 
@@ -181,7 +166,7 @@ def test_failures_leave_the_container_running_on_the_source(two_hosts, key, tmp_
     # its network lock on the zone that runs again.
     for port, live, victim in ((7005, False, "server"), (7006, True, "server"),
                                (7007, False, "migrate"), (7008, False, "migrate-dumping")):
-        srv, log = _server(th, key, tmp_path, port, env={"ZONED_TEST_PAUSE_RECEIVE": "30"})
+        srv, log = relocation_server(th, key, tmp_path, port, env={"ZONED_TEST_PAUSE_RECEIVE": "30"})
         dumping = victim == "migrate-dumping"
         mig = th.a.popen([ZONED, "--root", th.a.root, "migrate", *([] if dumping else ["-q"]),
                           *(["--live"] if live else []), "svc", f"zoned://{B_IP}:{port}",
@@ -235,7 +220,7 @@ def test_migrate_with_state_roots_on_tmpfs(two_hosts, key, tmp_path):
     those: "./etc/hostname doesn't have a proper root mount"), while its writable layer,
     its log and the checkpoint in transit are on the data root's disk."""
     th = two_hosts
-    _server(th, key, tmp_path, 7001)
+    relocation_server(th, key, tmp_path, 7001)
     ready = _start_svc(th)
     before = _link(th.a, "svc")
     p = th.a.zoned("migrate", "svc", f"zoned://{B_IP}:7001", "--key", key, timeout=180)

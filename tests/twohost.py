@@ -590,3 +590,19 @@ def two_hosts(request, busybox) -> Any:
         th.close()
     left = th.leftovers()
     assert left == [], left
+
+
+def relocation_server(th, key: str, tmp_path, port: int, *, allow: str = A_IP, env=None):
+    """`zoned relocation-server` on host B, listening on B_IP:`port` for `allow`;
+    (process, its log file in `tmp_path`)."""
+    log = tmp_path / f"server-{port}.log"
+    out = open(log, "w")
+    p = th.b.popen([ZONED, "--root", th.b.root, "relocation-server", "--listen",
+                    f"{B_IP}:{port}", "--allow", allow, "--key", key],
+                   stdout=out, stderr=out, env={**th.b.env, **(env or {})})
+    out.close()
+    end = time.monotonic() + 10
+    while "listening on" not in log.read_text():
+        assert p.poll() is None and time.monotonic() < end, log.read_text()
+        time.sleep(0.02)
+    return p, log

@@ -90,12 +90,15 @@ class VmBackend:
     def create(self, cid: str, cfg: dict, *, image: str, stdio=(None, None, None),
                network=None, log: bool = False, autoremove: bool = False,
                accel: str = "auto", wait: bool = False,
-               die_with_caller: bool = False) -> VmStarted:
+               die_with_caller: bool = False, incoming: str | None = None) -> VmStarted:
         """Boot `cfg`'s process in a VM of `image`. The record goes into the store first,
         so `zoned gc` removes a boot that was killed half-way (QEMU found by its command
         line). wait: return only once the guest is about to run the process (a detached
         run reports a failed boot instead of an id). die_with_caller: QEMU is killed
-        when the caller dies (a foreground run, as a zone's init with pdeathsig)."""
+        when the caller dies (a foreground run, as a zone's init with pdeathsig).
+        incoming: the destination of a migration (zoned.migration.vm): QEMU waits, paused,
+        for the source's state (a QEMU -incoming URI), and the record carries an
+        "incoming" mark (gc removes it if the receiver dies) until commit_incoming()."""
         from zoned.linux.locks import acquire
         from zoned.linux.proc import proc_start_time
         from zoned.oci import spec as specmod
@@ -145,7 +148,8 @@ class VmBackend:
             cgroup = open_cgroup(cg_path)
             cgroup.create()
             spec = machine_spec(cfg, image, accel=accel, nics=nics, dns=dns, hosts=hosts)
-            proc = launch(spec, vmdir, stdio=stdio, die_with_caller=die_with_caller)
+            proc = launch(spec, vmdir, stdio=stdio, die_with_caller=die_with_caller,
+                          incoming=incoming, paused=incoming is not None)
             cgroup.add(proc.pid)
             from zoned.vm.accel import used
 
@@ -155,6 +159,9 @@ class VmBackend:
                                         memory_mib=spec.memory_mib, vcpus=spec.vcpus)
             state.update(status=Status.RUNNING, pid=proc.pid)
             state["zoned"]["pid_start"] = proc_start_time(proc.pid)
+            if incoming is not None:
+                state["zoned"]["incoming"] = {"pid": os.getpid(),
+                                              "start": proc_start_time(os.getpid())}
             store.write_state(cid, state)
             if wait:
                 wait_ready(vmdir, proc=proc)
@@ -172,6 +179,18 @@ class VmBackend:
             for fd in log_fds:
                 os.close(fd)
             os.close(lock)
+
+    def commit_incoming(self, cid: str) -> None:
+        """A migrated-in VM is ours now: its vCPUs run (QMP cont), and gc no longer takes
+        it for a migration that never committed."""
+        from zoned.vm.qmp import QMP
+
+        with self.rt.store.lock(cid):
+            st = self.rt.store.read_state(cid)
+            with QMP(vm_of(st)["dir"]) as q:
+                q.execute("cont")
+            st["zoned"].pop("incoming", None)
+            self.rt.store.write_state(cid, st)
 
     # -- the guest's processes -----------------------------------------------------------
     def kill(self, cid: str, sig: int = signal.SIGTERM) -> None:

@@ -54,6 +54,10 @@ class Session:
         hello = self.ch.expect("hello", timeout=60)
         if hello.get("protocol") != PROTOCOL:
             raise ZonedError(f"protocol {hello.get('protocol')} is not {PROTOCOL}")
+        if hello.get("kind") == "vm":
+            from zoned.migration.vm import receive_vm
+
+            return receive_vm(self, hello)
         meta, live = hello["meta"], bool(hello.get("live"))
         self.cid = cid = meta["id"]
         self.log(f"{self.peer}: {'live ' if live else ''}migration of {cid}")

@@ -65,6 +65,14 @@ class Migration:
                               "mode": "live" if live else "stop-and-copy"}
 
     def run(self) -> dict:
+        if (self.rt.store.read_state(self.cid).get("zoned") or {}).get("vm"):
+            if self.keep_source:
+                raise ConfigError("--keep-source is for zones: a VM moves by QEMU's "
+                                  "migration, which keeps no checkpoint")
+            from zoned.migration.vm import migrate_vm
+
+            return migrate_vm(self.rt, self.cid, self.dest, live=self.live, key=self.key,
+                              progress=self.progress)
         t0 = time.monotonic()
         criu = find_criu()
         rt, cid, say = self.rt, self.cid, self.progress.phase

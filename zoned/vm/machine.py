@@ -79,7 +79,7 @@ def kernel_cmdline(accel: str, tsc_khz: int) -> str:
 
 def argv_for(spec: MachineSpec, paths: VMPaths, boot: BootFiles, accel: str,
              tsc_khz: int = 0, stdout_fd: int = 1, stderr_fd: int = 3,
-             incoming: str | None = None) -> list[str]:
+             incoming: str | None = None, paused: bool = False) -> list[str]:
     """QEMU's command line (pure: everything it depends on is an argument). The guest's
     stdin is QEMU's fd 0; stdout_fd and stderr_fd are the numbers the guest's stdout and
     stderr have in QEMU (with tty, QEMU's own stdin and stdout are the terminal).
@@ -126,6 +126,8 @@ def argv_for(spec: MachineSpec, paths: VMPaths, boot: BootFiles, accel: str,
     argv += ["-qmp", f"unix:{paths.qmp},server=on,wait=off", "-pidfile", paths.pid]
     if incoming:
         argv += ["-incoming", incoming]
+    if paused:  # -S: the vCPUs wait for QMP `cont` (a migration's commit)
+        argv += ["-S"]
     return argv
 
 
@@ -136,7 +138,8 @@ def _port(chardev: str, name: str) -> str:
 def launch(spec: MachineSpec, vmdir: str,
            stdio: tuple[int | None, int | None, int | None] = (None, None, None),
            accel_verdict: object | None = None,
-           incoming: str | None = None, die_with_caller: bool = False) -> subprocess.Popen:
+           incoming: str | None = None, die_with_caller: bool = False,
+           paused: bool = False) -> subprocess.Popen:
     """Boots the VM and returns QEMU's Popen at once (not waiting for the guest: see
     wait_ready). QEMU gets its own session and no pdeathsig, so a detached VM outlives
     zoned. stdio fds of None mean /dev/null. The accelerator used, and why, is written to
@@ -144,12 +147,14 @@ def launch(spec: MachineSpec, vmdir: str,
     QEMU waits for a migration stream instead of booting; the guest then writes no "ready"
     (it was written on the source): the VM is up when QMP query-migrate says "completed".
     On failure, the files made so far are removed again. die_with_caller: QEMU gets
-    SIGKILL when the calling thread dies (a foreground `zoned run`, as a zone's init)."""
+    SIGKILL when the calling thread dies (a foreground `zoned run`, as a zone's init).
+    paused: the vCPUs do not run until QMP `cont` (an incoming migration that must not
+    run before its source commits)."""
     spec.validate()
     os.makedirs(vmdir, mode=0o700, exist_ok=True)
     try:
         return _launch(spec, VMPaths(os.path.abspath(vmdir)), stdio, accel_verdict, incoming,
-                       die_with_caller)
+                       die_with_caller, paused)
     except BaseException:
         destroy(vmdir)
         raise
@@ -157,7 +162,7 @@ def launch(spec: MachineSpec, vmdir: str,
 
 def _launch(spec: MachineSpec, paths: VMPaths, stdio: tuple[int | None, ...],
             accel_verdict: object | None, incoming: str | None,
-            die_with_caller: bool = False) -> subprocess.Popen:
+            die_with_caller: bool = False, paused: bool = False) -> subprocess.Popen:
     from zoned.vm import accel as accel_mod
     from zoned.vm.assets import kernel, root_disk, vm_initrd
     from zoned.vm.config import guest_config
@@ -188,7 +193,8 @@ def _launch(spec: MachineSpec, paths: VMPaths, stdio: tuple[int | None, ...],
         errfd = ferr if ferr > 2 else os.dup(ferr)
         if errfd != ferr:
             opened.append(errfd)
-        argv = argv_for(spec, paths, boot, verdict.accel, host_tsc_khz(), 1, errfd, incoming)
+        argv = argv_for(spec, paths, boot, verdict.accel, host_tsc_khz(), 1, errfd, incoming,
+                        paused)
         return subprocess.Popen(argv, stdin=fin, stdout=fout, stderr=log,
                                 pass_fds=(errfd,), start_new_session=not spec.tty,
                                 preexec_fn=_pdeathsig if die_with_caller else None,
