@@ -86,6 +86,8 @@ image: $(STAMP)/venv
 demo: setup
 	@$(ZONED) run --rm --hostname demo-zone --memory 64m --pids-limit 64 \
 		-v $(CURDIR)/examples:/examples:ro -- sh /examples/whoami.sh
+	@$(ZONED) run --rm --backend vm --hostname demo-vm --cpus 2 --memory 256m -- sh -c \
+		'echo "And as a VM: kernel $$(uname -r), $$(grep -c processor /proc/cpuinfo) vCPUs, $$(grep MemTotal /proc/meminfo | tr -s " ")."'
 
 test: setup
 	$(VENV)/bin/ruff check zoned tests bench
