@@ -20,7 +20,8 @@ APT_PACKAGES := python3-venv python3-dev gcc libc6-dev make libffi-dev libseccom
 all: setup
 
 setup: $(STAMP)/apt $(STAMP)/venv zoned/libexec/zoned-init zoned/libexec/zoned-logger \
-	zoned/libexec/zoned-spawn zoned/libexec/zoned-vminit bytecode image criu vm-kernel
+	zoned/libexec/zoned-spawn zoned/libexec/zoned-vminit zoned/libexec/zoned-vmwrap bytecode \
+	image criu vm-kernel
 
 $(STAMP)/apt: Makefile
 	@mkdir -p $(STAMP)
@@ -66,6 +67,12 @@ zoned/libexec/zoned-init: csrc/init.c $(STAMP)/apt
 zoned/libexec/zoned-vminit: csrc/vminit.c $(STAMP)/apt
 	@mkdir -p zoned/libexec
 	cc -static -Os -s -Wall -o $@ csrc/vminit.c
+
+# What an OCI client sees as a VM container's init: QEMU's parent, exiting with the
+# guest's exit code (csrc/vmwrap.c says why).
+zoned/libexec/zoned-vmwrap: csrc/vmwrap.c $(STAMP)/apt
+	@mkdir -p zoned/libexec
+	cc -static -Os -s -Wall -o $@ csrc/vmwrap.c
 
 # The log writer of a detached zone (reads its output pipe, rotates ctr.log by size); static
 # and tiny, because one runs per detached zone.

@@ -198,6 +198,40 @@ def test_gc_after_zoned_is_killed_mid_boot(zoned_root, busybox, monkeypatch):
     subprocess.run([ZONED, "--root", zoned_root, "network", "rm", "vmgc"], check=True)
 
 
+def test_an_oci_bundle_runs_as_a_vm(cli, zoned_root, tmp_path):
+    """runc's run/create/start/state/delete on a bundle, booted as a VM (--backend vm or
+    the bundle's annotation org.zoned.backend=vm): created = QEMU paused, start runs it."""
+    bundle = tmp_path / "bundle"
+    from zoned.images.store import ImageStore
+
+    ImageStore().export_bundle("busybox", str(bundle))  # rootfs/
+    cli("spec", "-b", str(bundle), check=True)  # runc's default config.json
+    cfg = json.loads((bundle / "config.json").read_text())
+    cfg["process"].update(terminal=False, args=["sh", "-c", "uname -r; exit 7"])
+    (bundle / "config.json").write_text(json.dumps(cfg))
+    p = cli("run", "--bundle", str(bundle), "--backend", "vm", "b1", timeout=120, files=True)
+    assert p.returncode == 7 and p.stdout.strip() != platform.release(), p.stderr
+    assert_nothing_left(zoned_root, "b1")
+
+    cfg["annotations"] = {"org.zoned.backend": "vm"}
+    cfg["process"]["args"] = ["sleep", "1000"]
+    (bundle / "config.json").write_text(json.dumps(cfg))
+    pid_file = tmp_path / "pid"
+    cli("create", "--bundle", str(bundle), "--pid-file", str(pid_file), "b2", check=True,
+        timeout=120, files=True)
+    st = json.loads(cli("state", "b2").stdout)
+    assert st["status"] == "created" and st["pid"] == int(pid_file.read_text())
+    cli("start", "b2", check=True)
+    assert json.loads(cli("state", "b2").stdout)["status"] == "running"
+    cli("kill", "b2", "KILL", check=True)
+    deadline = time.monotonic() + 30
+    while json.loads(cli("state", "b2").stdout)["status"] != "stopped":
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    cli("delete", "b2", check=True)
+    assert_nothing_left(zoned_root, "b2")
+
+
 def test_kvm_is_used_where_it_works():
     from zoned.vm import accel
 

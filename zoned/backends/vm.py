@@ -45,7 +45,7 @@ def check_options(opts) -> None:
 
 
 def machine_spec(cfg: dict, image: str, *, accel: str = "auto", nics=(), dns=(),
-                 hosts: str = ""):
+                 hosts: str = "", disk: str = ""):
     """The one conversion from a zone's OCI config to a MachineSpec: its process (args,
     env, cwd, uid/gid, terminal), hostname, and linux.resources' memory limit and CPU
     quota as the guest's RAM and vCPUs."""
@@ -66,7 +66,7 @@ def machine_spec(cfg: dict, image: str, *, accel: str = "auto", nics=(), dns=(),
                        gid=int(user.get("gid", 0)), tty=bool(proc.get("terminal")),
                        hostname=cfg.get("hostname") or "", memory_mib=memory_mib,
                        vcpus=vcpus, accel=accel, nics=list(nics), dns=list(dns),
-                       hosts=hosts, rows=int(size.get("height") or 0),
+                       hosts=hosts, disk=disk, rows=int(size.get("height") or 0),
                        cols=int(size.get("width") or 0))
 
 
@@ -87,10 +87,12 @@ class VmBackend:
         self.rt = runtime
 
     # -- create = boot -----------------------------------------------------------------
-    def create(self, cid: str, cfg: dict, *, image: str, stdio=(None, None, None),
+    def create(self, cid: str, cfg: dict, *, image: str = "", stdio=(None, None, None),
                network=None, log: bool = False, autoremove: bool = False,
                accel: str = "auto", wait: bool = False,
-               die_with_caller: bool = False, incoming: str | None = None) -> VmStarted:
+               die_with_caller: bool = False, incoming: str | None = None,
+               rootfs: str | None = None, bundle: str | None = None,
+               created: bool = False, pid_file: str | None = None) -> VmStarted:
         """Boot `cfg`'s process in a VM of `image`. The record goes into the store first,
         so `zoned gc` removes a boot that was killed half-way (QEMU found by its command
         line). wait: return only once the guest is about to run the process (a detached
@@ -98,7 +100,10 @@ class VmBackend:
         when the caller dies (a foreground run, as a zone's init with pdeathsig).
         incoming: the destination of a migration (zoned.migration.vm): QEMU waits, paused,
         for the source's state (a QEMU -incoming URI), and the record carries an
-        "incoming" mark (gc removes it if the receiver dies) until commit_incoming()."""
+        "incoming" mark (gc removes it if the receiver dies) until commit_incoming().
+        rootfs (an OCI bundle's, with `bundle`): booted from a squashfs of it made for this
+        VM instead of an image's. created: the OCI `create`: QEMU waits paused (status
+        "created") until start(); pid_file gets QEMU's pid."""
         from zoned.linux.locks import acquire
         from zoned.linux.proc import proc_start_time
         from zoned.oci import spec as specmod
@@ -108,6 +113,10 @@ class VmBackend:
 
         specmod.check_id(cid)
         specmod.validate(cfg)
+        if (rootfs is None) == (not image):
+            raise ConfigError("a VM boots an image or a bundle's rootfs, one of them")
+        if rootfs is not None and not os.path.isdir(rootfs):
+            raise ConfigError(f"rootfs {rootfs!r} does not exist or is not a directory")
         machine_spec(cfg, image, accel=accel).validate()  # every check before creating
         store = self.rt.store
         d = store.reserve(cid)
@@ -129,10 +138,12 @@ class VmBackend:
                 stdio = (null, logger.write_fd, logger.write_fd)
             cg_path = default_cgroups_path(cid, store.root)
             state = initial_state(
-                cid, cfg, bundle=d, rootfs="", cgroup=cg_path, data=data,
+                cid, cfg, bundle=os.path.abspath(bundle) if bundle else d,
+                rootfs=rootfs or "", cgroup=cg_path, data=data,
                 log=os.path.join(data, logs.LOG_NAME) if data else None,
                 logger=logger.describe() if logger is not None else None,
-                autoremove=autoremove, backend="vm", vm={"dir": vmdir, "image": image})
+                autoremove=autoremove, backend="vm",
+                vm={"dir": vmdir, "image": image or None})
             nics, dns, hosts = [], [], ""
             if network is not None:
                 network.link_kind = "tap"  # recorded as such from the first write on
@@ -147,9 +158,17 @@ class VmBackend:
 
             cgroup = open_cgroup(cg_path)
             cgroup.create()
-            spec = machine_spec(cfg, image, accel=accel, nics=nics, dns=dns, hosts=hosts)
+            disk = ""
+            if rootfs is not None:
+                from zoned.vm.assets import dir_disk
+
+                os.makedirs(vmdir, mode=0o700, exist_ok=True)
+                disk = dir_disk(rootfs, os.path.join(vmdir, "root.squashfs"))
+            spec = machine_spec(cfg, image, accel=accel, nics=nics, dns=dns, hosts=hosts,
+                                disk=disk)
             proc = launch(spec, vmdir, stdio=stdio, die_with_caller=die_with_caller,
-                          incoming=incoming, paused=incoming is not None)
+                          incoming=incoming, paused=incoming is not None or created,
+                          wrapped=created)
             cgroup.add(proc.pid)
             from zoned.vm.accel import used
 
@@ -157,12 +176,16 @@ class VmBackend:
             state["zoned"]["vm"].update(accel=verdict.accel if verdict else None,
                                         reason=verdict.reason if verdict else None,
                                         memory_mib=spec.memory_mib, vcpus=spec.vcpus)
-            state.update(status=Status.RUNNING, pid=proc.pid)
+            state.update(status=Status.CREATED if created else Status.RUNNING, pid=proc.pid)
             state["zoned"]["pid_start"] = proc_start_time(proc.pid)
             if incoming is not None:
                 state["zoned"]["incoming"] = {"pid": os.getpid(),
                                               "start": proc_start_time(os.getpid())}
             store.write_state(cid, state)
+            if pid_file:
+                from zoned.runtime.handoff import write_pid_file
+
+                write_pid_file(pid_file, proc.pid)
             if wait:
                 wait_ready(vmdir, proc=proc)
             return VmStarted(proc, vmdir)
@@ -180,6 +203,21 @@ class VmBackend:
                 os.close(fd)
             os.close(lock)
 
+    def start(self, cid: str) -> None:
+        """The OCI `start` of a created VM: its vCPUs run (QMP cont)."""
+        from zoned.vm.qmp import QMP
+
+        with self.rt.store.lock(cid):
+            st = self.rt.store.read_state(cid)
+            status = self.rt.live_status(cid, st)
+            if not status.can_start():
+                raise InvalidState(f"cannot start container {cid!r}: it is {status}, "
+                                   "not created")
+            with QMP(vm_of(st)["dir"]) as q:
+                q.execute("cont")
+            st["status"] = Status.RUNNING
+            self.rt.store.write_state(cid, st)
+
     def commit_incoming(self, cid: str) -> None:
         """A migrated-in VM is ours now: its vCPUs run (QMP cont), and gc no longer takes
         it for a migration that never committed."""
@@ -194,18 +232,28 @@ class VmBackend:
 
     # -- the guest's processes -----------------------------------------------------------
     def kill(self, cid: str, sig: int = signal.SIGTERM) -> None:
-        """Signal the guest's main process (through the agent). If the agent cannot be
-        reached, QEMU itself gets the signal: the VM ends either way on TERM or KILL."""
+        """Signal the guest's main process (through the agent), once the guest has started
+        it (a VM just started may still be booting; SIGKILL then ends QEMU at once). If
+        the agent cannot be reached, QEMU itself gets the signal: the VM ends either way
+        on TERM or KILL."""
         from zoned.linux.proc import signal_pid
 
         st = self.rt.store.read_state(cid)
         status = self.rt.live_status(cid, st)
         if not status.can_kill():
             raise InvalidState(f"cannot kill container {cid!r}: it is {status}")
+        vmdir = vm_of(st)["dir"]
+        from zoned.vm.machine import read_ctl, wait_ready
+
+        if "ready" not in read_ctl(vmdir):  # booting: the process does not exist yet
+            if sig == signal.SIGKILL:  # the same end, sooner
+                signal_pid(st["pid"], st["zoned"]["pid_start"], sig)
+                return
+            wait_ready(vmdir)
         try:
             from zoned.vm.agent import Agent
 
-            with Agent(vm_of(st)["dir"], timeout=5) as agent:
+            with Agent(vmdir, timeout=5) as agent:
                 agent.signal(sig, "main")
         except (OSError, ZonedError):
             signal_pid(st["pid"], st["zoned"]["pid_start"], sig)

@@ -43,3 +43,18 @@ def attach(master: int, interactive: bool) -> None:
     tty = os.isatty(0)
     with RawMode(0):
         proxy(master, 0 if interactive else None, 1, resize_from=0 if tty else None)
+
+
+def past_guest_output(*fds: int) -> None:
+    """QEMU wrote the guest's output through /proc/self/fd/N, a file description of its
+    own: move ours (shared with the shell) past it, or the shell's next write to the same
+    regular file would land on the guest's output."""
+    import os
+    import stat
+
+    for fd in fds:
+        try:
+            if stat.S_ISREG(os.fstat(fd).st_mode):
+                os.lseek(fd, 0, os.SEEK_END)
+        except OSError:
+            pass

@@ -34,6 +34,11 @@ def cmd_create(args) -> int:
         linux["cgroupsPath"] = systemd_cgroups_path(linux.get("cgroupsPath", ""), args.id)
     if (cfg.get("process") or {}).get("terminal") and not args.console_socket:
         raise ConfigError("process.terminal is set: --console-socket is required")
+    backend = getattr(args, "backend", None) or "zone"
+    if backend == "zone" and (cfg.get("annotations") or {}).get(ANN_BACKEND) == "vm":
+        backend = "vm"  # as Kata's runtime annotations: podman --annotation
+    if backend == "vm":
+        return _create_vm(rt, args, cfg, bundle)
     started = rt.create(args.id, cfg, bundle=bundle, pid_file=args.pid_file,
                         preserve_fds=args.preserve_fds, no_pivot=args.no_pivot)
     if started.master is not None:
@@ -43,6 +48,24 @@ def cmd_create(args) -> int:
             send_fd(args.console_socket, started.master)
         finally:
             os.close(started.master)
+    return 0
+
+
+ANN_BACKEND = "org.zoned.backend"
+
+
+def _create_vm(rt, args, cfg: dict, bundle: str) -> int:
+    """OCI create of a bundle as a VM (as Kata Containers): QEMU boots the bundle's rootfs
+    and process paused; `start` lets it run. The VM's pid is QEMU's."""
+    from zoned.backends.vm import VmBackend
+    from zoned.errors import ConfigError
+
+    if (cfg.get("process") or {}).get("terminal"):
+        raise ConfigError("process.terminal with a VM: a console socket is zone-only")
+    rootfs = os.path.join(bundle, (cfg.get("root") or {}).get("path") or "rootfs")
+    VmBackend(rt).create(args.id, cfg, rootfs=rootfs, bundle=bundle, stdio=(0, 1, 2),
+                         created=True, pid_file=args.pid_file,
+                         accel=getattr(args, "accel", None) or "auto")
     return 0
 
 

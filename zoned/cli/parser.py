@@ -192,6 +192,11 @@ def _sub_create(sub, argparse):
     c.add_argument("--no-pivot", action="store_true")
     c.add_argument("--no-new-keyring", action="store_true")
     c.add_argument("--preserve-fds", type=int, default=0)
+    c.add_argument("--backend", choices=("zone", "vm"), default=None,
+                   help="vm: boot the bundle's rootfs and process as a QEMU micro-VM (also "
+                   "annotation org.zoned.backend=vm)")
+    c.add_argument("--accel", choices=("auto", "kvm", "tcg"), default="auto",
+                   help="with a VM: KVM, TCG or auto (KVM if a test boot works)")
     c.add_argument("id")
 
 

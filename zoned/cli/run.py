@@ -76,6 +76,13 @@ def _run_bundle(args, rest: list[str]) -> int:
         code = status_code(status)
     except ChildProcessError:
         pass
+    if (st.get("zoned") or {}).get("vm"):  # QEMU's status is not the guest process's
+        from zoned.backends.vm import exit_code
+        from zoned.cli.common import past_guest_output
+
+        past_guest_output(1, 2)
+        code = exit_code(st)
+        code = 255 if code is None else code
     if not args.keep:
         rt.delete(args.id, force=True)
     return code

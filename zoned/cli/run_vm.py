@@ -8,6 +8,7 @@ import signal
 
 def run_vm(rt, cid: str, cfg: dict, args, net, image: str) -> int:
     from zoned.backends.vm import VmBackend, boot_error
+    from zoned.cli.common import past_guest_output
     from zoned.errors import ZonedError
     from zoned.vm.machine import exit_status
 
@@ -48,7 +49,7 @@ def run_vm(rt, cid: str, cfg: dict, args, net, image: str) -> int:
             break
         except InterruptedError:
             continue
-    _to_end(1, 2)
+    past_guest_output(1, 2)
     code = exit_status(started.vmdir)
     error = boot_error(started.vmdir) if code is None else None
     if args.rm:
@@ -59,16 +60,3 @@ def run_vm(rt, cid: str, cfg: dict, args, net, image: str) -> int:
         raise ZonedError(error)
     return code
 
-
-def _to_end(*fds: int) -> None:
-    """QEMU wrote the guest's output through /proc/self/fd/N, a file description of its
-    own: move ours (shared with the shell) past it, or the shell's next write to the same
-    regular file would land on the guest's output."""
-    import stat
-
-    for fd in fds:
-        try:
-            if stat.S_ISREG(os.fstat(fd).st_mode):
-                os.lseek(fd, 0, os.SEEK_END)
-        except OSError:
-            pass

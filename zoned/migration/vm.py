@@ -54,6 +54,9 @@ def migrate_vm(rt, cid: str, dest: str, *, live: bool, key: str | None, progress
         if st["status"] is not Status.RUNNING:
             raise InvalidState(f"cannot migrate container {cid!r}: it is {st['status']}")
         vm = vm_of(st)
+        if not vm.get("image"):
+            raise InvalidState(f"cannot migrate container {cid!r}: a VM booted from a "
+                               "bundle's rootfs has its root disk only on this host")
         cfg = rt.config(cid)
         hello = {"op": "hello", "protocol": transport.PROTOCOL, "kind": "vm", "live": live,
                  "vm": {"id": cid, "config": cfg, "image": vm["image"],

@@ -272,6 +272,10 @@ class Runtime:
     # -- start / kill / delete ---------------------------------------------------------
     def start(self, cid: str, started: Started | None = None) -> None:
         """Release a created container's init to exec its process."""
+        if (self.store.read_state(cid).get("zoned") or {}).get("vm"):
+            from zoned.backends.vm import VmBackend
+
+            return VmBackend(self).start(cid)
         with self.store.lock(cid):
             st = self.store.read_state(cid)
             status = self.live_status(cid, st)

@@ -155,6 +155,24 @@ def root_disk(image: str) -> str:
     return final
 
 
+def dir_disk(rootfs: str, out: str) -> str:
+    """A read-only squashfs of `rootfs` at `out`, for one VM (an OCI bundle's rootfs is
+    the container's own, so nothing is shared or cached)."""
+    tmp = f"{out}.tmp{os.getpid()}"
+    try:
+        subprocess.run(["mksquashfs", rootfs, tmp, "-noappend", "-no-progress", "-quiet",
+                        "-noI", "-noD", "-noF", "-noX"],
+                       check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    except FileNotFoundError:
+        raise ZonedError("mksquashfs is missing: run `make setup` (squashfs-tools)") from None
+    except subprocess.CalledProcessError as e:
+        _unlink(tmp)
+        raise ZonedError(f"mksquashfs {rootfs}: "
+                         f"{e.stderr.decode(errors='replace').strip()}") from None
+    os.rename(tmp, out)
+    return out
+
+
 def _unlink(path: str) -> None:
     try:
         os.unlink(path)

@@ -52,6 +52,7 @@ class MachineSpec:
     nics: list[Nic] = field(default_factory=list)
     dns: list[str] = field(default_factory=list)
     hosts: str = ""  # the guest's /etc/hosts (left as the image has it when empty)
+    disk: str = ""  # a root disk made for this VM (an OCI bundle's rootfs), not the image's
     tb_size_mib: int = 32  # TCG translation buffer; QEMU's default grows towards 1 GiB
     rows: int = 0  # initial terminal size with tty (QEMU 7.2 forwards no resizes)
     cols: int = 0

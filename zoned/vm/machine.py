@@ -139,7 +139,7 @@ def launch(spec: MachineSpec, vmdir: str,
            stdio: tuple[int | None, int | None, int | None] = (None, None, None),
            accel_verdict: object | None = None,
            incoming: str | None = None, die_with_caller: bool = False,
-           paused: bool = False) -> subprocess.Popen:
+           paused: bool = False, wrapped: bool = False) -> subprocess.Popen:
     """Boots the VM and returns QEMU's Popen at once (not waiting for the guest: see
     wait_ready). QEMU gets its own session and no pdeathsig, so a detached VM outlives
     zoned. stdio fds of None mean /dev/null. The accelerator used, and why, is written to
@@ -149,12 +149,13 @@ def launch(spec: MachineSpec, vmdir: str,
     On failure, the files made so far are removed again. die_with_caller: QEMU gets
     SIGKILL when the calling thread dies (a foreground `zoned run`, as a zone's init).
     paused: the vCPUs do not run until QMP `cont` (an incoming migration that must not
-    run before its source commits)."""
+    run before its source commits). wrapped: QEMU runs under zoned-vmwrap, which exits
+    with the guest's exit code (for OCI clients, which take the init's status)."""
     spec.validate()
     os.makedirs(vmdir, mode=0o700, exist_ok=True)
     try:
         return _launch(spec, VMPaths(os.path.abspath(vmdir)), stdio, accel_verdict, incoming,
-                       die_with_caller, paused)
+                       die_with_caller, paused, wrapped)
     except BaseException:
         destroy(vmdir)
         raise
@@ -162,7 +163,8 @@ def launch(spec: MachineSpec, vmdir: str,
 
 def _launch(spec: MachineSpec, paths: VMPaths, stdio: tuple[int | None, ...],
             accel_verdict: object | None, incoming: str | None,
-            die_with_caller: bool = False, paused: bool = False) -> subprocess.Popen:
+            die_with_caller: bool = False, paused: bool = False,
+            wrapped: bool = False) -> subprocess.Popen:
     from zoned.vm import accel as accel_mod
     from zoned.vm.assets import kernel, root_disk, vm_initrd
     from zoned.vm.config import guest_config
@@ -171,7 +173,7 @@ def _launch(spec: MachineSpec, paths: VMPaths, stdio: tuple[int | None, ...],
     verdict = accel_verdict or accel_mod.choose(spec.accel, k)
     accel_mod.record(paths.accel, verdict)
     boot = BootFiles(k.vmlinux, vm_initrd(paths.vmdir, guest_config(spec), k),
-                     root_disk(spec.image))
+                     spec.disk or root_disk(spec.image))
     for p in (paths.ctl, paths.qmp, paths.agent, paths.pid):
         _unlink(p)
     opened = []
@@ -195,6 +197,12 @@ def _launch(spec: MachineSpec, paths: VMPaths, stdio: tuple[int | None, ...],
             opened.append(errfd)
         argv = argv_for(spec, paths, boot, verdict.accel, host_tsc_khz(), 1, errfd, incoming,
                         paused)
+        if wrapped:
+            wrapper = os.path.join(os.path.dirname(os.path.dirname(__file__)), "libexec",
+                                   "zoned-vmwrap")
+            if not os.access(wrapper, os.X_OK):
+                raise ZonedError(f"{wrapper} is missing: run `make setup`")
+            argv = [wrapper, paths.ctl, *argv]
         return subprocess.Popen(argv, stdin=fin, stdout=fout, stderr=log,
                                 pass_fds=(errfd,), start_new_session=not spec.tty,
                                 preexec_fn=_pdeathsig if die_with_caller else None,
