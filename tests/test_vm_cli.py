@@ -232,6 +232,25 @@ def test_an_oci_bundle_runs_as_a_vm(cli, zoned_root, tmp_path):
     assert_nothing_left(zoned_root, "b2")
 
 
+def test_api_and_fixture_take_backend_vm(zoned_root, zone):
+    import zoned
+
+    r = zoned.run(["sh", "-c", "uname -r; cat; echo oops >&2; exit 3"], backend="vm",
+                  root=zoned_root, input="from stdin\n", text=True)
+    assert r.returncode == 3 and r.stdout.split("\n")[:2] == [r.stdout.split()[0],
+                                                              "from stdin"]
+    assert r.stdout.split()[0] != platform.release() and r.stderr == "oops\n"
+    c = zone(["sh", "-c", "echo up; sleep 1000"], backend="vm", hostname="vmfix")
+    e = c.exec(["sh", "-c", "hostname; cat"], input="x" * 200000)
+    assert e.returncode == 0 and e.stdout.startswith("vmfix\n") and len(e.stdout) == 200006
+    assert c.status == "running" and c.stats()["memory"]["usage"] > 64 << 20
+    c.kill(signal.SIGTERM)
+    assert c.wait(30) == 143
+    assert "up" in c.logs()
+    c.remove()
+    assert_nothing_left(zoned_root, c.name)
+
+
 def test_kvm_is_used_where_it_works():
     from zoned.vm import accel
 

@@ -140,17 +140,27 @@ def _finish(args, code, reads, text, name) -> Result:
 def run(args: list[str], *, image: str | None = None, capture: bool = True,
         input: bytes | str | None = None, text: bool = False, check: bool = False,
         root: str | None = None, name: str | None = None, images: str | None = None,
-        **options) -> Result:
+        backend: str = "zone", accel: str = "auto", **options) -> Result:
     """Run `args` in a new container, wait for it, remove it and return its Result.
 
     Keyword options are RunOptions fields (memory="64m", pids_limit=64, env=[...], ...).
+    backend="vm" boots it as a QEMU micro-VM instead (accel: "auto", "kvm" or "tcg").
     """
     cid = name or new_name()
     opts = RunOptions(args=list(args), image=image, name=cid, **options)
-    cfg = build_config(opts, images)
-    backend = ZoneBackend(root)
     if isinstance(input, str):
         input = input.encode()
+    if backend == "vm":
+        result = _run_vm(list(args), cid, opts, root, images, capture, input, text, accel)
+        if check:
+            result.check_returncode()
+        return result
+    if backend != "zone":
+        from zoned.errors import ConfigError
+
+        raise ConfigError(f"invalid backend {backend!r}: zone or vm")
+    cfg = build_config(opts, images)
+    backend = ZoneBackend(root)
     stdio, stdin_w, reads, close = _pipes(capture, input)
     try:
         started = backend.create(cid, cfg, stdio=stdio, keep_pdeathsig=True, autoremove=True,
@@ -169,25 +179,70 @@ def run(args: list[str], *, image: str | None = None, capture: bool = True,
     return result
 
 
+def _run_vm(args: list[str], cid: str, opts: RunOptions, root: str | None,
+            images: str | None, capture: bool, input: bytes | None, text: bool,
+            accel: str) -> Result:
+    """run() as a VM: the guest's exit code, QEMU removed with the record."""
+    from zoned.backends.vm import VmBackend, boot_error, check_options
+    from zoned.vm.machine import exit_status
+
+    check_options(opts)
+    cfg = build_config(opts, images)
+    rt = ZoneBackend(root).runtime
+    stdio, stdin_w, reads, close = _pipes(capture, input)
+    try:
+        started = VmBackend(rt).create(cid, cfg, image=opts.image, stdio=stdio,
+                                       autoremove=True, network=network_for(opts, rt, cid),
+                                       accel=accel, die_with_caller=True)
+    finally:
+        for fd in close:
+            os.close(fd)
+    try:
+        _pump(started.pid, reads, stdin_w, input)  # QEMU's status: not the guest's
+        code = exit_status(started.vmdir)
+        if code is None:
+            raise ZonedError(boot_error(started.vmdir))
+    finally:
+        rt.delete(cid, force=True)
+    return _finish(args, code, reads, text, cid)
+
+
 class Container:
     """A detached container owned by this Python process (its init is our child, so
-    `wait()` gets the real exit status). A context manager: removed on exit."""
+    `wait()` gets the real exit status). A context manager: removed on exit.
+    backend="vm": a QEMU micro-VM (accel "auto", "kvm" or "tcg"), with the same methods."""
 
     def __init__(self, args: list[str] | None = None, *, image: str | None = None,
                  name: str | None = None, root: str | None = None, images: str | None = None,
-                 **options):
+                 backend: str = "zone", accel: str = "auto", **options):
+        if backend not in ("zone", "vm"):
+            from zoned.errors import ConfigError
+
+            raise ConfigError(f"invalid backend {backend!r}: zone or vm")
         self.name = name or new_name()
         self.opts = RunOptions(args=list(args or []), image=image, name=self.name, **options)
         self.backend = ZoneBackend(root)
         self.runtime = self.backend.runtime  # for what the Backend interface leaves out
         self.images = images
+        self.vm = backend == "vm"
+        self.accel = accel
         self.pid: int | None = None
         self.returncode: int | None = None
 
     def start(self) -> "Container":
+        if self.vm:
+            from zoned.backends.vm import VmBackend, check_options
+
+            check_options(self.opts)
         cfg = build_config(self.opts, self.images)
-        started = self.backend.create(self.name, cfg, log=True,
-                                      network=self.backend.attach_network(self.name, self.opts))
+        network = self.backend.attach_network(self.name, self.opts)
+        if self.vm:
+            started = VmBackend(self.runtime).create(
+                self.name, cfg, image=self.opts.image, log=True, network=network,
+                accel=self.accel, wait=True)
+            self.pid = started.pid
+            return self
+        started = self.backend.create(self.name, cfg, log=True, network=network)
         self.backend.start(self.name, started)
         self.pid = started.pid
         return self
@@ -214,6 +269,11 @@ class Container:
                                user=user, cwd=cwd)
         if isinstance(input, str):
             input = input.encode()
+        if self.vm:
+            result = self._exec_vm(args, process, capture, input, text)
+            if check:
+                result.check_returncode()
+            return result
         stdio, stdin_w, reads, close = _pipes(capture, input)
         try:
             started = self.backend.exec(self.name, process, stdio=stdio)
@@ -226,6 +286,28 @@ class Container:
         if check:
             result.check_returncode()
         return result
+
+    def _exec_vm(self, args: list[str], process: dict, capture: bool,
+                 input: bytes | None, text: bool) -> Result:
+        """exec in a VM: its agent copies the streams in this thread, so they go through
+        temp files, not pipes (a full pipe would block it)."""
+        import tempfile
+
+        from zoned.backends.vm import VmBackend
+
+        with tempfile.TemporaryFile() as fin, tempfile.TemporaryFile() as out, \
+                tempfile.TemporaryFile() as err:
+            fin.write(input or b"")
+            fin.seek(0)
+            stdio = (fin.fileno(), out.fileno(), err.fileno()) if capture else \
+                (fin.fileno(), 1, 2)
+            code = VmBackend(self.runtime).exec(self.name, process, stdio=stdio)
+            reads = {}
+            if capture:
+                out.seek(0)
+                err.seek(0)
+                reads = {1: [out.read()], 2: [err.read()]}
+        return _finish(args, code, reads, text, self.name)
 
     def kill(self, sig: int = signal.SIGTERM) -> None:
         self.backend.kill(self.name, sig)
@@ -248,6 +330,10 @@ class Container:
             self.returncode = status_code(status)
         except ChildProcessError:
             pass
+        if self.vm:  # QEMU's status is not the guest process's
+            from zoned.backends.vm import exit_code
+
+            self.returncode = exit_code(self.runtime.store.read_state(self.name))
         return self.returncode
 
     def logs(self) -> str:

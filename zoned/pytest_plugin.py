@@ -3,6 +3,7 @@
     def test_service(zone):
         c = zone(["sleep", "60"], memory="64m")     # started; removed after the test
         assert c.exec(["hostname"]).stdout.strip() == c.name
+        vm = zone(["sleep", "60"], backend="vm")   # the same, as a QEMU micro-VM
 
 `zoned_root` is a private state root per test, so tests never see each other's containers;
 its data root (writable layers, logs) is derived from it (zoned.storage), so it is private
@@ -71,7 +72,8 @@ def zoned_root(monkeypatch, zoned_state_fs):
 
 @pytest.fixture
 def zone(zoned_root):
-    """A factory: zone(args, **RunOptions fields) -> started zoned.Container."""
+    """A factory: zone(args, **RunOptions fields) -> started zoned.Container (backend="vm":
+    a VM)."""
     from zoned.api import Container
 
     made: list[Container] = []
