@@ -15,15 +15,9 @@ from zoned.errors import ConfigError, ZonedError
 def check_restore(rt, meta: dict, cid: str, *, lazy: bool = False) -> list[str]:
     """What would make restoring `meta` as `cid` on this host fail: every problem, each a
     line, and nothing changed. Migration asks the destination this before it freezes."""
-    from zoned.oci import spec as specmod
+    from zoned.runtime.steps import name_problems
 
-    problems = []
-    try:
-        specmod.check_id(cid)
-    except ZonedError as e:
-        problems.append(str(e))
-    if rt.store.exists(cid):
-        problems.append(f"the name {cid!r} is already in use")
+    problems = name_problems(rt.store, cid)
     try:
         criu = find_criu()
         if lazy:

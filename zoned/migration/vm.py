@@ -178,16 +178,10 @@ def check_incoming(rt, vm: dict) -> list[str]:
     """Why this host cannot take the VM `vm` describes (one line each), nothing changed."""
     from zoned.images.errors import ImageError
     from zoned.images.store import ImageStore
-    from zoned.oci import spec as specmod
+    from zoned.runtime.steps import name_problems
 
-    problems = []
     cid = vm["id"]
-    try:
-        specmod.check_id(cid)
-    except ZonedError as e:
-        problems.append(str(e))
-    if rt.store.exists(cid):
-        problems.append(f"the name {cid!r} is already in use")
+    problems = name_problems(rt.store, cid)
     try:
         if ImageStore().digest(vm["image"]) != vm["digest"]:
             problems.append(f"image {vm['image']!r} here is not the source's "

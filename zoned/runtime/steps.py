@@ -100,6 +100,22 @@ def utc_now() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now)) + f".{int(now % 1 * 1e6):06d}Z"
 
 
+def name_problems(store: Store, cid: str) -> list[str]:
+    """Why `cid` cannot be a new container's name in `store` (a restore's or an incoming
+    migration's, asked before anything is made): a line each."""
+    from zoned.errors import ZonedError
+    from zoned.oci import spec as specmod
+
+    problems = []
+    try:
+        specmod.check_id(cid)
+    except ZonedError as e:
+        problems.append(str(e))
+    if store.exists(cid):
+        problems.append(f"the name {cid!r} is already in use")
+    return problems
+
+
 def initial_state(cid: str, cfg: dict, *, bundle: str, rootfs: str, cgroup: str,
                   data: str | None, log: str | None, logger: dict | None,
                   autoremove: bool, annotations: dict | None = None, **extra) -> dict:
