@@ -213,6 +213,8 @@ struct process {
 	const char *cwd;
 	uid_t uid;
 	gid_t gid;
+	gid_t groups[64]; /* supplementary */
+	int ngroups;
 	int tty;
 	int rows, cols;
 };
@@ -234,6 +236,8 @@ static void process_from(struct process *p, struct record *r, int n)
 			p->uid = strtoul(v, NULL, 10);
 		else if (!strcmp(k, "gid"))
 			p->gid = strtoul(v, NULL, 10);
+		else if (!strcmp(k, "group") && p->ngroups < 64)
+			p->groups[p->ngroups++] = strtoul(v, NULL, 10);
 		else if (!strcmp(k, "tty"))
 			p->tty = atoi(v);
 		else if (!strcmp(k, "rows"))
@@ -460,7 +464,7 @@ static void exec_process(struct process *p)
 		dprintf(2, "zoned-vm: no command\n");
 		_exit(127);
 	}
-	if (setgroups(0, NULL) < 0 || setgid(p->gid) < 0 || setuid(p->uid) < 0) {
+	if (setgroups(p->ngroups, p->groups) < 0 || setgid(p->gid) < 0 || setuid(p->uid) < 0) {
 		dprintf(2, "zoned-vm: user %u:%u: %s\n", p->uid, p->gid, strerror(errno));
 		_exit(126);
 	}

@@ -89,9 +89,9 @@ def test_process_runs_in_the_guest_kernel_with_its_config(vmdir):
     """uname is the guest's, vCPUs and RAM are the spec's, env/cwd/user/hostname applied,
     stdout and stderr arrive apart, and the exit code is the process's."""
     script = ("uname -r; grep -c processor /proc/cpuinfo; grep MemTotal /proc/meminfo; "
-              "hostname; id -u; id -g; pwd; echo \"FOO=$FOO\"; echo to-stderr >&2; "
+              "hostname; id -u; id -g; id -G; pwd; echo \"FOO=$FOO\"; echo to-stderr >&2; "
               "cat; exit 3")
-    s = spec(argv=["sh", "-c", script], env=["FOO=bar baz"], cwd="/tmp", uid=1000, gid=1001,
+    s = spec(argv=["sh", "-c", script], env=["FOO=bar baz"], cwd="/tmp", uid=1000, gid=1001, groups=[5, 7],
              hostname="zvm-one", vcpus=2, memory_mib=192)
     status, out, err = run_vm(s, vmdir, stdin=b"from-stdin\n")
     lines = out.splitlines()
@@ -100,7 +100,7 @@ def test_process_runs_in_the_guest_kernel_with_its_config(vmdir):
     assert lines[1] == "2"
     mem_kib = int(lines[2].split()[1])
     assert (192 - 64) * 1024 < mem_kib <= 192 * 1024  # minus the kernel (~47 MiB)
-    assert lines[3:] == ["zvm-one", "1000", "1001", "/tmp", "FOO=bar baz", "from-stdin"]
+    assert lines[3:] == ["zvm-one", "1000", "1001", "1001 5 7", "/tmp", "FOO=bar baz", "from-stdin"]
     assert err == "to-stderr\n"
     assert accel_mod.used(vmdir).accel == "tcg"
 

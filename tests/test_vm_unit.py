@@ -113,7 +113,7 @@ def test_records_round_trip_any_byte_but_nul():
 
 def test_guest_config_contents():
     s = MachineSpec(image="busybox", argv=["sh", "-c", "x"], env=["A=1"], cwd="/w", uid=5,
-                    gid=6, hostname="h1", dns=["10.0.0.1", "1.1.1.1"], hosts="127.0.0.1 h1\n",
+                    gid=6, groups=[10, 11], hostname="h1", dns=["10.0.0.1", "1.1.1.1"], hosts="127.0.0.1 h1\n",
                     nics=[Nic("t0", "52:54:00:00:00:01", "10.0.0.2", 16, ""),
                           Nic("t1", "52:54:00:00:00:02")])
     pairs = decode_records(guest_config(s))
@@ -122,6 +122,7 @@ def test_guest_config_contents():
     assert (d["cwd"], d["uid"], d["gid"], d["tty"], d["hostname"]) == ("/w", "5", "6", "0", "h1")
     assert d["resolv"] == "nameserver 10.0.0.1\nnameserver 1.1.1.1\n"
     assert d["hosts"] == "127.0.0.1 h1\n"
+    assert [v for k, v in pairs if k == "group"] == ["10", "11"]
     assert [v for k, v in pairs if k == "nic"] == ["52:54:00:00:00:01 10.0.0.2/16 -"]
     assert process_records(["x"], [], tty=True, rows=24, cols=80)[-2:] == [("rows", "24"),
                                                                           ("cols", "80")]

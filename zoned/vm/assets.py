@@ -102,6 +102,10 @@ def base_initramfs(k: Kernel | None = None) -> str:
         with open(tmp, "wb") as f:
             f.write(bytes(w))
         _publish(tmp, final)
+        # Older bases (another vminit or kernel) are unused: each VM boots from its own copy.
+        for name in os.listdir(directory):
+            if name.endswith(".cpio") and os.path.join(directory, name) != final:
+                _unlink(os.path.join(directory, name))
     return final
 
 
@@ -153,6 +157,28 @@ def root_disk(image: str) -> str:
                              f"{e.stderr.decode(errors='replace').strip()}") from None
         _publish(tmp, final)
     return final
+
+
+def prune_disks() -> list[str]:
+    """Deletes the root disks of images that are gone or were rebuilt (a running VM keeps
+    its open disk; a migration's destination would make it again); returns their paths."""
+    from zoned.images.store import ImageStore
+
+    store = ImageStore()
+    keep = set()
+    for img in store.list():
+        try:
+            keep.add(store.digest(img.name).split(":", 1)[-1][:32] + ".squashfs")
+        except (ZonedError, OSError):  # an image going away meanwhile: not kept
+            pass
+    directory = os.path.join(vm_dir(), "disks")
+    removed = []
+    with _locked(directory):
+        for name in os.listdir(directory):
+            if name.endswith(".squashfs") and name not in keep:
+                _unlink(os.path.join(directory, name))
+                removed.append(os.path.join(directory, name))
+    return removed
 
 
 def _unlink(path: str) -> None:

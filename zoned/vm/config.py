@@ -44,6 +44,7 @@ class MachineSpec:
     cwd: str = "/"
     uid: int = 0
     gid: int = 0
+    groups: list[int] = field(default_factory=list)  # supplementary gids (at most 64)
     tty: bool = False
     hostname: str = ""
     memory_mib: int = 256
@@ -80,6 +81,9 @@ class MachineSpec:
         for what, v in (("uid", self.uid), ("gid", self.gid)):
             if not isinstance(v, int) or not 0 <= v < 2**32 - 1:
                 raise ConfigError(f"invalid {what} {v!r}")
+        if len(self.groups) > 64 or not all(isinstance(g, int) and 0 <= g < 2**32 - 1
+                                             for g in self.groups):
+            raise ConfigError(f"invalid groups {self.groups!r}: at most 64 gids")
         if self.hostname and not _HOSTNAME_RE.match(self.hostname):
             raise ConfigError(f"invalid hostname {self.hostname!r}")
         if not 1 <= self.tb_size_mib <= 4096:
@@ -125,11 +129,12 @@ def decode_records(data: bytes) -> list[tuple[str, str]]:
 
 
 def process_records(argv: list[str], env: list[str], cwd: str = "/", uid: int = 0,
-                    gid: int = 0, tty: bool = False, rows: int = 0,
-                    cols: int = 0) -> list[tuple[str, str]]:
+                    gid: int = 0, tty: bool = False, rows: int = 0, cols: int = 0,
+                    groups: list[int] | None = None) -> list[tuple[str, str]]:
     """A process as records: the main process in the config, an exec in an EXEC frame."""
     pairs = [("arg", a) for a in argv] + [("env", e) for e in env]
     pairs += [("cwd", cwd), ("uid", str(uid)), ("gid", str(gid)), ("tty", "1" if tty else "0")]
+    pairs += [("group", str(g)) for g in groups or []]
     if rows and cols:
         pairs += [("rows", str(rows)), ("cols", str(cols))]
     return pairs
@@ -138,7 +143,7 @@ def process_records(argv: list[str], env: list[str], cwd: str = "/", uid: int = 
 def guest_config(spec: MachineSpec) -> bytes:
     """The records the guest init boots from (it must not outgrow the 1 MiB frame limit)."""
     pairs = process_records(spec.argv, spec.env, spec.cwd, spec.uid, spec.gid, spec.tty,
-                            spec.rows, spec.cols)
+                            spec.rows, spec.cols, spec.groups)
     if spec.hostname:
         pairs.append(("hostname", spec.hostname))
     if spec.hosts:
