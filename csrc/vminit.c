@@ -257,9 +257,9 @@ static const char *record_get(struct record *r, int n, const char *key)
 
 /* ---------- boot steps ---------- */
 
-static void load_modules(void)
+static void load_modules(const char *list)
 {
-	char *order = read_file("/lib/modules/load-order", NULL);
+	char *order = read_file(list, NULL);
 	if (!order)
 		return;
 	for (char *save, *name = strtok_r(order, "\n", &save); name; name = strtok_r(NULL, "\n", &save)) {
@@ -431,6 +431,18 @@ static void clean_initramfs(void)
 	unlink("/init");
 	unlink("/zoned/config");
 	unlink("/lib/modules/load-order");
+	unlink("/lib/modules/load-order-9p");
+	/* 9p modules not loaded (no volumes) */
+	DIR *d = opendir("/lib/modules");
+	struct dirent *e;
+	while (d && (e = readdir(d))) {
+		char path[300];
+		snprintf(path, sizeof path, "/lib/modules/%s", e->d_name);
+		if (e->d_name[0] != '.')
+			unlink(path);
+	}
+	if (d)
+		closedir(d);
 	rmdir("/lib/modules");
 	rmdir("/lib");
 	rmdir("/zoned");
@@ -800,7 +812,9 @@ int main(int argc, char **argv)
 		power_off();
 	}
 
-	load_modules();
+	load_modules("/lib/modules/load-order");
+	if (record_get(recs, nrec, "volume"))
+		load_modules("/lib/modules/load-order-9p");
 	ctl_fd = open_port("zoned.ctl", O_WRONLY, 5000);
 	if (ctl_fd < 0)
 		fatal("no zoned.ctl port");
@@ -824,6 +838,19 @@ int main(int argc, char **argv)
 	do_mount("tmpfs", "/newroot/dev/shm", "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777");
 	unlink("/newroot/dev/ptmx");
 	symlink("pts/ptmx", "/newroot/dev/ptmx");
+
+	/* "volume=<tag> <ro|rw> <guest path>": a 9p export of a host directory. */
+	for (int i = 0; i < nrec; i++) {
+		char tag[64], mode[4], target[600];
+		int at = 0;
+		if (strcmp(recs[i].key, "volume"))
+			continue;
+		if (sscanf(recs[i].value, "%63s %3s %n", tag, mode, &at) != 2 || !at)
+			fatal("bad volume record: %s", recs[i].value);
+		snprintf(target, sizeof target, "/newroot%s", recs[i].value + at);
+		do_mount(tag, target, "9p", strcmp(mode, "ro") ? 0 : MS_RDONLY,
+			 "trans=virtio,version=9p2000.L,msize=262144");
+	}
 
 	const char *hostname = record_get(recs, nrec, "hostname");
 	if (hostname) {

@@ -22,7 +22,7 @@ import pytest
 from zoned.vm import accel as accel_mod
 from zoned.vm import machine
 from zoned.vm.agent import Agent
-from zoned.vm.config import MachineSpec, Nic
+from zoned.vm.config import MachineSpec, Nic, Volume
 from zoned.vm.qmp import QMP
 
 try:
@@ -298,3 +298,31 @@ def test_live_migration_keeps_the_guest_running(vmdir):
         assert machine.exit_status(dst) == 128 + signal.SIGKILL
     finally:
         machine.destroy(dst)
+
+
+def test_volumes_over_9p(vmdir, tmp_path):
+    """Host directories shared read-write and read-only; such a VM cannot migrate (QEMU 7.2
+    blocks migration while a 9p export is mounted), which QMP reports as an error."""
+    rw, ro = tmp_path / "rw", tmp_path / "ro"
+    rw.mkdir(), ro.mkdir()
+    (ro / "in").write_text("from-host\n")
+    s = spec(argv=["sh", "-c", "cat /data/ro/in; echo from-vm > /data/rw/out; "
+                   "touch /data/ro/x 2>/dev/null && echo ro-writable; sleep 600"],
+             volumes=[Volume(str(rw), "/data/rw"), Volume(str(ro), "/data/ro", True)])
+    r, w = os.pipe()
+    p = machine.launch(s, vmdir, stdio=(None, w, None))
+    os.close(w)
+    machine.wait_ready(vmdir, 60, p)
+    deadline = time.monotonic() + 60
+    while not (rw / "out").exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert (rw / "out").read_text() == "from-vm\n"
+    with QMP(vmdir) as q:
+        with pytest.raises(Exception, match="VirtFS|9p|migrat"):
+            q.execute("migrate", uri="exec:cat > /dev/null")
+    with Agent(vmdir) as a:
+        a.signal(signal.SIGKILL)
+    assert p.wait(60) == 0
+    assert os.read(r, 1000) == b"from-host\n"
+    os.close(r)
+    assert not (ro / "x").exists()

@@ -10,7 +10,7 @@ import pytest
 
 from zoned.errors import ConfigError, ZonedError
 from zoned.vm.agent import decode_frames, encode_frame
-from zoned.vm.config import (MachineSpec, Nic, decode_records, encode_records, guest_config,
+from zoned.vm.config import (MachineSpec, Nic, Volume, decode_records, encode_records, guest_config,
                              process_records)
 from zoned.vm.cpio import CpioWriter, read_newc
 from zoned.vm.machine import BootFiles, VMPaths, argv_for, kernel_cmdline
@@ -175,3 +175,20 @@ def test_kernel_cmdline_fits_and_ends_qemu_on_panic():
     line = kernel_cmdline("tcg", 2_000_000)
     assert len(line) < 2048
     assert "panic=-1" in line.split() and "console=ttyS0" in line.split()
+
+
+def test_volumes_argv_records_and_checks(tmp_path):
+    s = MachineSpec(image="busybox", argv=["true"], volumes=[
+        Volume(str(tmp_path), "/data/"), Volume(str(tmp_path), "/ro dir", readonly=True)])
+    s.validate()
+    argv = argv_for(s, VMPaths("/vm"), BOOT, "tcg")
+    assert opt(argv, "-fsdev") == [
+        f"local,id=vol0,path={tmp_path},security_model=passthrough",
+        f"local,id=vol1,path={tmp_path},security_model=passthrough,readonly=on"]
+    assert "virtio-9p-device,fsdev=vol1,mount_tag=zvol1" in opt(argv, "-device")
+    assert [v for k, v in decode_records(guest_config(s)) if k == "volume"] == [
+        "zvol0 rw /data", "zvol1 ro /ro dir"]
+    for bad in (Volume(str(tmp_path / "missing"), "/x"), Volume("rel", "/x"),
+                Volume(str(tmp_path), "/"), Volume(str(tmp_path), "rel")):
+        with pytest.raises(ConfigError, match="invalid volume"):
+            MachineSpec(image="busybox", argv=["true"], volumes=[bad]).validate()

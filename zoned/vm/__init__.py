@@ -6,7 +6,9 @@ and json-heavy code stay off ``zoned run``'s path for zones).
 
   spec = MachineSpec(image="busybox", argv=["sh"], env=[...], cwd="/", uid=0, gid=0,
                      tty=False, hostname="h", memory_mib=256, vcpus=1, accel="auto",
-                     nics=[Nic(tap, mac, ip, prefixlen, gateway)], dns=[...], hosts="...")
+                     nics=[Nic(tap, mac, ip, prefixlen, gateway)], dns=[...], hosts="...",
+                     groups=[...], volumes=[Volume(host_dir, guest_path, readonly)])
+  # volumes are virtio-9p: while one is mounted QEMU 7.2 refuses live migration
   spec.validate()                    # ConfigError naming the field (memory < 128 MiB, ...)
   p = launch(spec, vmdir, stdio=(in_fd, out_fd, err_fd))   # -> subprocess.Popen (QEMU)
   wait_ready(vmdir, timeout, p)      # the guest init is starting the process
@@ -33,7 +35,7 @@ from __future__ import annotations
 from typing import Any
 
 _EXPORTS = {
-    "MachineSpec": "zoned.vm.config", "Nic": "zoned.vm.config",
+    "MachineSpec": "zoned.vm.config", "Nic": "zoned.vm.config", "Volume": "zoned.vm.config",
     "launch": "zoned.vm.machine", "argv_for": "zoned.vm.machine",
     "wait_ready": "zoned.vm.machine", "exit_status": "zoned.vm.machine",
     "destroy": "zoned.vm.machine", "qemu_pid": "zoned.vm.machine",

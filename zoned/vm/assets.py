@@ -14,6 +14,7 @@ import fcntl
 import hashlib
 import os
 import subprocess
+import time
 from contextlib import contextmanager
 from typing import Iterator
 
@@ -77,7 +78,13 @@ def base_initramfs(k: Kernel | None = None) -> str:
         raise ZonedError(f"{VMINIT} is missing: run `make setup`")
     with open(os.path.join(k.modules, "load-order")) as f:
         order = f.read().split()
-    inputs = [("init", VMINIT)] + [(m, os.path.join(k.modules, m + ".ko")) for m in order]
+    try:
+        with open(os.path.join(k.modules, "load-order-9p")) as f:
+            order_9p = f.read().split()
+    except FileNotFoundError:  # a kernel unpacked by an older install script
+        order_9p = []
+    inputs = [("init", VMINIT)] + [(m, os.path.join(k.modules, m + ".ko"))
+                                   for m in order + order_9p]
     h = hashlib.sha256(k.version.encode())
     blobs = {}
     for name, path in inputs:
@@ -95,17 +102,23 @@ def base_initramfs(k: Kernel | None = None) -> str:
         for d in ("dev", "proc", "sys", "lib", "lib/modules", "zoned"):
             w.directory(d)
         w.file("init", blobs["init"], 0o755)
-        for m in order:
+        for m in order + order_9p:
             w.file(f"lib/modules/{m}.ko", blobs[m])
         w.file("lib/modules/load-order", ("\n".join(order) + "\n").encode())
+        w.file("lib/modules/load-order-9p", ("\n".join(order_9p) + "\n").encode())
         tmp = f"{final}.tmp{os.getpid()}"
         with open(tmp, "wb") as f:
             f.write(bytes(w))
         _publish(tmp, final)
-        # Older bases (another vminit or kernel) are unused: each VM boots from its own copy.
+        # Bases of another vminit or kernel: each VM boots from its own copy, but another
+        # checkout of zoned may be using one right now; gone after a day unused.
         for name in os.listdir(directory):
-            if name.endswith(".cpio") and os.path.join(directory, name) != final:
-                _unlink(os.path.join(directory, name))
+            path = os.path.join(directory, name)
+            try:
+                if name.endswith(".cpio") and time.time() - os.stat(path).st_atime > 86400:
+                    _unlink(path)
+            except FileNotFoundError:
+                pass
     return final
 
 

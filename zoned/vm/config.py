@@ -8,6 +8,7 @@ agent's EXEC and SIGNAL frames (zoned.vm.agent).
 from __future__ import annotations
 
 import ipaddress
+import os
 import re
 from dataclasses import dataclass, field
 
@@ -34,6 +35,16 @@ class Nic:
     gateway: str = ""
 
 
+@dataclass(frozen=True)
+class Volume:
+    """A host directory exported to the guest over virtio-9p. While one is mounted, QEMU 7.2
+    refuses live migration ("VirtFS export path ... is mounted in the guest")."""
+
+    host: str
+    guest: str
+    readonly: bool = False
+
+
 @dataclass
 class MachineSpec:
     """A VM as zoned boots it; memory_mib and vcpus come from the zone's --memory/--cpus."""
@@ -53,6 +64,7 @@ class MachineSpec:
     nics: list[Nic] = field(default_factory=list)
     dns: list[str] = field(default_factory=list)
     hosts: str = ""  # the guest's /etc/hosts (left as the image has it when empty)
+    volumes: list[Volume] = field(default_factory=list)
     tb_size_mib: int = 32  # TCG translation buffer; QEMU's default grows towards 1 GiB
     rows: int = 0  # initial terminal size with tty (QEMU 7.2 forwards no resizes)
     cols: int = 0
@@ -101,6 +113,16 @@ class MachineSpec:
                     ipaddress.IPv4Address(nic.gateway)
             except ValueError as e:
                 raise ConfigError(f"invalid nic address: {e}") from None
+        for v in self.volumes:
+            if not os.path.isabs(v.host) or not os.path.isdir(v.host):
+                raise ConfigError(f"invalid volume {v.host}:{v.guest}: the host side must be "
+                                  "an existing directory (a VM shares directories only)")
+            if "," in v.host or "\0" in v.host:
+                raise ConfigError(f"invalid volume {v.host!r}: ',' in a host path")
+            if (not v.guest.startswith("/") or os.path.normpath(v.guest) == "/"
+                    or "\0" in v.guest or "\n" in v.guest):
+                raise ConfigError(f"invalid volume {v.host}:{v.guest}: the guest side must be "
+                                  "an absolute path other than /")
         for d in self.dns:
             try:
                 ipaddress.ip_address(d)
@@ -150,6 +172,9 @@ def guest_config(spec: MachineSpec) -> bytes:
         pairs.append(("hosts", spec.hosts))
     if spec.dns:
         pairs.append(("resolv", "".join(f"nameserver {d}\n" for d in spec.dns)))
+    for i, v in enumerate(spec.volumes):
+        pairs.append(("volume", f"zvol{i} {'ro' if v.readonly else 'rw'} "
+                                f"{os.path.normpath(v.guest)}"))
     for nic in spec.nics:
         if nic.ip:
             pairs.append(("nic", f"{nic.mac} {nic.ip}/{nic.prefixlen} {nic.gateway or '-'}"))

@@ -121,6 +121,10 @@ def argv_for(spec: MachineSpec, paths: VMPaths, boot: BootFiles, accel: str,
                  "-device", _port("stdout", "zoned.stdout"),
                  "-chardev", f"file,id=stderr,path=/proc/self/fd/{stderr_fd},append=on",
                  "-device", _port("stderr", "zoned.stderr")]
+    for i, v in enumerate(spec.volumes):
+        ro = ",readonly=on" if v.readonly else ""
+        argv += ["-fsdev", f"local,id=vol{i},path={v.host},security_model=passthrough{ro}",
+                 "-device", f"virtio-9p-device,fsdev=vol{i},mount_tag=zvol{i}"]
     for i, nic in enumerate(spec.nics):
         argv += ["-netdev", f"tap,id=net{i},ifname={nic.tap},script=no,downscript=no",
                  "-device", f"virtio-net-device,netdev=net{i},mac={nic.mac}"]
