@@ -132,6 +132,17 @@ def test_exec_signal_and_an_untouched_image(vmdir, busybox):
         os.close(w)
         assert os.read(r, 1000).decode().splitlines()[:2] == ["x", "65534"]
         os.close(r)
+    with Agent(vmdir) as a:  # a terminal for the exec'd process: output on stdout
+        r, w = os.pipe()
+        ir, iw = os.pipe()
+        os.write(iw, b"typed\n")
+        os.close(iw)
+        assert a.exec(["sh", "-c", "tty; read x; echo got:$x; exit 2"], tty=True,
+                      stdio=(ir, w, None)) == 2
+        os.close(w), os.close(ir)
+        text = os.read(r, 1000).decode()
+        os.close(r)
+        assert "/dev/pts/" in text and "got:typed" in text, text
     with Agent(vmdir) as a:
         r, w = os.pipe()
         assert a.exec(["no-such-command"], stdio=(None, None, w)) == 127
