@@ -526,7 +526,12 @@ struct agent {
 	size_t in_len;
 	int in_eof;
 	int status, exited;
+	int orphan;          /* its client went: its output and exit are not for the next one */
+	char *pending;       /* an exec request waiting for an orphan to be reaped */
+	uint32_t pending_len;
 };
+
+static void agent_orphan(struct agent *a);
 
 /* Sends a frame; returns -1 (and the frame is dropped) once the host has gone. */
 static int agent_send(struct agent *a, char type, const void *data, uint32_t len)
@@ -579,8 +584,13 @@ static void agent_exec(struct agent *a, char *payload, uint32_t len)
 	char msg[300];
 
 	if (a->pid) {
-		snprintf(msg, sizeof msg, "busy: one exec at a time");
-		agent_send(a, '!', msg, strlen(msg));
+		/* QEMU's socket chardev serves one client at a time: an exec request while one
+		 * runs means its client has gone (even if the guest never saw it disconnect, a
+		 * quick reconnect hides that). It is killed; this one starts once it is reaped. */
+		agent_orphan(a);
+		free(a->pending);
+		a->pending = payload;
+		a->pending_len = len;
 		return;
 	}
 	free(keep);
@@ -623,6 +633,7 @@ static void agent_exec(struct agent *a, char *payload, uint32_t len)
 	}
 	a->pid = pid;
 	a->exited = 0;
+	a->orphan = 0;
 	if (p.tty) {
 		a->in_fd = a->out_fd = master;
 		a->err_fd = -1;
@@ -714,15 +725,30 @@ static void agent_frame(struct agent *a, pid_t main_pid, char type, char *payloa
 	}
 }
 
+/* One exec at a time, owned by one client: when it goes, so does its process (its group),
+ * and nothing more of it is read or reported. */
+static void agent_orphan(struct agent *a)
+{
+	if (a->pid > 0 && !a->orphan) {
+		if (!a->exited)
+			kill(-a->pid, SIGKILL);
+		a->orphan = 1;
+		agent_close_exec_fds(a);
+	}
+}
+
 static void agent_disconnected(struct agent *a)
 {
 	a->connected = 0;
 	a->rx_len = 0;
-	/* One exec at a time, owned by one client: when it goes, so does its process. */
-	if (a->pid > 0 && !a->exited)
-		kill(-a->pid, SIGKILL);
+	free(a->pending);
+	a->pending = NULL;
+	agent_orphan(a);
 }
 
+static void agent_process(struct agent *a, pid_t main_pid);
+
+/* Reads what the host sent and handles the whole frames in it. */
 static void agent_read(struct agent *a, pid_t main_pid)
 {
 	for (;;) {
@@ -735,8 +761,15 @@ static void agent_read(struct agent *a, pid_t main_pid)
 			break;
 		a->rx_len += r;
 	}
+	agent_process(a, main_pid);
+}
+
+/* Handles the whole frames received; those after an exec request that waits for an orphan
+ * wait too (its stdin EOF must reach it, not the orphan). */
+static void agent_process(struct agent *a, pid_t main_pid)
+{
 	size_t off = 0;
-	while (a->rx_len - off >= 5) {
+	while (a->rx_len - off >= 5 && !a->pending) {
 		unsigned char *h = (unsigned char *)a->rx + off;
 		uint32_t len = h[1] | h[2] << 8 | h[3] << 16 | (uint32_t)h[4] << 24;
 		if (len > FRAME_MAX) { /* garbage: resynchronising is impossible, drop the lot */
@@ -768,7 +801,8 @@ static void agent_pump(struct agent *a, int *fd, char type)
 		*fd = -1;
 		return;
 	}
-	agent_send(a, type, buf, r);
+	if (!a->orphan)
+		agent_send(a, type, buf, r);
 }
 
 static void agent_maybe_done(struct agent *a)
@@ -776,9 +810,16 @@ static void agent_maybe_done(struct agent *a)
 	if (a->pid > 0 && a->exited && a->out_fd < 0 && a->err_fd < 0) {
 		char msg[32];
 		int l = snprintf(msg, sizeof msg, "%d", status_code(a->status));
-		agent_send(a, 'x', msg, l);
+		if (!a->orphan)
+			agent_send(a, 'x', msg, l);
 		agent_close_exec_fds(a);
 		a->pid = 0;
+		a->orphan = 0;
+	}
+	if (a->pid == 0 && a->pending) {
+		char *next = a->pending;
+		a->pending = NULL;
+		agent_exec(a, next, a->pending_len);
 	}
 }
 
@@ -996,6 +1037,7 @@ int main(int argc, char **argv)
 		if (i_in >= 0 && (pf[i_in].revents & (POLLOUT | POLLERR | POLLHUP)))
 			agent_flush_stdin(&ag);
 		agent_maybe_done(&ag);
+		agent_process(&ag, main_pid);
 		if (main_status != -1) {
 			char line[32];
 			int l = snprintf(line, sizeof line, "exit %d\n", status_code(main_status));

@@ -21,8 +21,8 @@ import pytest
 
 from zoned.vm import accel as accel_mod
 from zoned.vm import machine
-from zoned.vm.agent import Agent
-from zoned.vm.config import MachineSpec, Nic, Volume
+from zoned.vm.agent import Agent, encode_frame
+from zoned.vm.config import MachineSpec, Nic, Volume, encode_records, process_records
 from zoned.vm.qmp import QMP
 
 try:
@@ -131,6 +131,20 @@ def test_exec_signal_and_an_untouched_image(vmdir, busybox):
                       uid=65534, gid=65534, stdio=(None, w, w)) == 1
         os.close(w)
         assert os.read(r, 1000).decode().splitlines()[:2] == ["x", "65534"]
+        os.close(r)
+    # A client that goes away mid-exec takes its process with it; the next exec works at
+    # once and sees nothing of the old one's output or exit.
+    with socket.socket(socket.AF_UNIX) as gone:
+        gone.connect(machine.VMPaths(vmdir).agent)
+        gone.sendall(encode_frame("E", encode_records(process_records(
+            ["sh", "-c", "while true; do echo old; sleep 0.1; done"], []))))
+        assert gone.recv(1) == b"P"
+        time.sleep(0.5)
+    with Agent(vmdir) as a:
+        r, w = os.pipe()
+        assert a.exec(["echo", "new"], stdio=(None, w, None)) == 0
+        os.close(w)
+        assert os.read(r, 1000) == b"new\n"
         os.close(r)
     with Agent(vmdir) as a:  # a terminal for the exec'd process: output on stdout
         r, w = os.pipe()
@@ -325,7 +339,9 @@ def test_volumes_over_9p(vmdir, tmp_path):
     os.close(w)
     machine.wait_ready(vmdir, 60, p)
     deadline = time.monotonic() + 60
-    while not (rw / "out").exists() and time.monotonic() < deadline:
+    while time.monotonic() < deadline:  # created first, written a moment later
+        if (rw / "out").exists() and (rw / "out").read_text():
+            break
         time.sleep(0.05)
     assert (rw / "out").read_text() == "from-vm\n"
     with QMP(vmdir) as q:

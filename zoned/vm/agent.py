@@ -5,9 +5,10 @@ QEMU chardev is the unix socket <vmdir>/agent.sock. Frames: type (1 byte), paylo
 (u32 little endian), payload.
   host -> guest: E exec (records, zoned.vm.config), I stdin, C stdin EOF, S signal (records)
   guest -> host: P started (pid), o stdout, e stderr, x exit status, ! error
-One exec at a time per VM: QEMU's socket chardev takes one client, and the guest kills the
-exec'd process when its client goes (so a vanished zoned leaves no orphan holding the slot).
-A second client waits in the socket's backlog until the first is done.
+One exec at a time per VM: QEMU's socket chardev takes one client (a second one waits in the
+socket's backlog until the first has gone), and the guest kills the exec'd process (its
+process group) when its client goes -- so a vanished zoned leaves no orphan holding the slot,
+and nothing of the old process reaches the next client.
 """
 from __future__ import annotations
 

@@ -15,9 +15,12 @@ import time
 from dataclasses import dataclass
 
 from zoned.errors import ConfigError, ZonedError
+from zoned.vm.cmdline import QEMU, host_tsc_khz, kernel_cmdline
 from zoned.vm.config import MachineSpec
 
-QEMU = "qemu-system-x86_64"
+__all__ = ["QEMU", "BootFiles", "VMPaths", "argv_for", "destroy", "exit_status", "find_qemus",
+           "host_tsc_khz", "kernel_cmdline", "launch", "qemu_pid", "read_ctl", "wait_ready"]
+
 # Port numbers on the virtio-serial bus (0 is the console, hvc0); the guest finds the ports
 # by name, the numbers only keep the layout identical on a migration's destination.
 PORTS = {"zoned.ctl": 1, "zoned.agent": 2, "zoned.stdin": 3, "zoned.stdout": 4,
@@ -51,31 +54,6 @@ class BootFiles:
     vmlinux: str
     initrd: str
     disk: str
-
-
-def host_tsc_khz() -> int:
-    """The host's TSC rate in kHz: a TCG guest's TSC runs at it, and without
-    tsc_early_khz= its timer calibration hung 3 of 4 boots under load."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("cpu MHz"):
-                    return int(float(line.split(":")[1]) * 1000)
-    except (OSError, ValueError):
-        pass
-    return 0
-
-
-def kernel_cmdline(accel: str, tsc_khz: int) -> str:
-    """Quiet, no probing of hardware microvm lacks; a panic or a reset ends QEMU
-    (-no-reboot), so a crashed guest never lingers."""
-    args = ["console=ttyS0", "quiet", "loglevel=3", "panic=-1", "reboot=t", "pci=off",
-            "i8042.noaux", "i8042.nomux", "i8042.nopnp", "i8042.dumbkbd",
-            "random.trust_cpu=on", "cryptomgr.notests", "8250.nr_uarts=1"]
-    if accel == "tcg" and tsc_khz > 0:
-        # TCG's guest TSC is the host's: known rate, and no clocksource watchdog needed.
-        args += [f"tsc_early_khz={tsc_khz}", "tsc=reliable"]
-    return " ".join(args)
 
 
 def argv_for(spec: MachineSpec, paths: VMPaths, boot: BootFiles, accel: str,
