@@ -110,8 +110,8 @@ def test_exec_signal_and_an_untouched_image(vmdir, busybox):
     the VM land in its tmpfs upper, never in the image; a signal ends the main process with
     128+n."""
     before = rootfs_listing(busybox.rootfs_dir)
-    p = machine.launch(spec(argv=["sleep", "600"]), vmdir)
-    machine.wait_ready(vmdir, 60, p)
+    p = machine.launch(spec(argv=["sh", "-c", "cat; sleep 600"], stdin=False), vmdir)
+    machine.wait_ready(vmdir, 60, p)  # stdin=False: /dev/null, so cat ends at once
     out_r, out_w = os.pipe()
     err_r, err_w = os.pipe()
     in_r, in_w = os.pipe()

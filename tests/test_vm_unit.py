@@ -52,6 +52,10 @@ def test_argv_stdio_ports_and_tty():
     names = [d for d in opt(argv, "-device") if d.startswith("virtserialport")]
     assert [d.split("name=")[1].split(",")[0] for d in names] == [
         "zoned.ctl", "zoned.agent", "zoned.stdin", "zoned.stdout", "zoned.stderr"]
+    no_in = MachineSpec(image="busybox", argv=["true"], stdin=False)
+    assert not any("zoned.stdin" in d for d in opt(argv_for(no_in, VMPaths("/vm"), BOOT, "tcg"),
+                                                   "-device"))
+    assert ("stdin", "0") in decode_records(guest_config(no_in))
     tty = argv_for(MachineSpec(image="busybox", argv=["sh"], tty=True), VMPaths("/vm"), BOOT,
                    "tcg")
     assert "stdio,id=con,signal=off" in opt(tty, "-chardev")

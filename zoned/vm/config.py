@@ -57,6 +57,9 @@ class MachineSpec:
     gid: int = 0
     groups: list[int] = field(default_factory=list)  # supplementary gids (at most 64)
     tty: bool = False
+    # False: the process's stdin is /dev/null and the VM has no stdin port (each virtio-serial
+    # port costs the guest ~4 MiB of receive buffers); what a run without -i wants.
+    stdin: bool = True
     hostname: str = ""
     memory_mib: int = 256
     vcpus: int = 1
@@ -166,6 +169,8 @@ def guest_config(spec: MachineSpec) -> bytes:
     """The records the guest init boots from (it must not outgrow the 1 MiB frame limit)."""
     pairs = process_records(spec.argv, spec.env, spec.cwd, spec.uid, spec.gid, spec.tty,
                             spec.rows, spec.cols, spec.groups)
+    if not spec.stdin and not spec.tty:
+        pairs.append(("stdin", "0"))
     if spec.hostname:
         pairs.append(("hostname", spec.hostname))
     if spec.hosts:

@@ -93,9 +93,10 @@ def argv_for(spec: MachineSpec, paths: VMPaths, boot: BootFiles, accel: str,
     else:
         # QEMU 7.2's -chardev file cannot read (its "in" is QMP-only): stdin is QEMU's
         # stdio chardev, which never writes (the guest writes nothing to this port).
-        argv += ["-chardev", "stdio,id=stdin,signal=off",
-                 "-device", _port("stdin", "zoned.stdin"),
-                 "-chardev", f"file,id=stdout,path=/proc/self/fd/{stdout_fd},append=on",
+        if spec.stdin:
+            argv += ["-chardev", "stdio,id=stdin,signal=off",
+                     "-device", _port("stdin", "zoned.stdin")]
+        argv += ["-chardev", f"file,id=stdout,path=/proc/self/fd/{stdout_fd},append=on",
                  "-device", _port("stdout", "zoned.stdout"),
                  "-chardev", f"file,id=stderr,path=/proc/self/fd/{stderr_fd},append=on",
                  "-device", _port("stderr", "zoned.stderr")]
