@@ -165,11 +165,22 @@ def test_exec_signal_and_an_untouched_image(vmdir, busybox):
         os.close(r)
     with QMP(vmdir) as q:
         assert q.execute("query-status")["status"] == "running"
-    with Agent(vmdir) as a:
-        a.signal(signal.SIGTERM)
+    assert machine.stop(vmdir, timeout=60) == 128 + signal.SIGTERM
     assert p.wait(60) == 0
     assert machine.exit_status(vmdir) == 128 + signal.SIGTERM
     assert rootfs_listing(busybox.rootfs_dir) == before
+
+
+def test_stop_escalates_to_sigkill(vmdir):
+    """A main process that ignores SIGTERM is killed after the timeout: 128+9."""
+    p = machine.launch(spec(argv=["sh", "-c", "trap '' TERM; echo up; sleep 600 & wait"],
+                            stdin=False), vmdir)
+    machine.wait_ready(vmdir, 60, p)
+    time.sleep(0.5)
+    start = time.monotonic()
+    assert machine.stop(vmdir, timeout=2) == 128 + signal.SIGKILL
+    assert time.monotonic() - start < 30
+    assert p.wait(10) == 0
 
 
 def test_destroy_after_the_caller_is_killed(vmdir):

@@ -13,6 +13,7 @@ and json-heavy code stay off ``zoned run``'s path for zones).
   p = launch(spec, vmdir, stdio=(in_fd, out_fd, err_fd))   # -> subprocess.Popen (QEMU)
   wait_ready(vmdir, timeout, p)      # the guest init is starting the process
   exit_status(vmdir) -> int | None   # after QEMU exits: the process's code, 128+n on signal
+  stop(vmdir, sig=SIGTERM, timeout=10) -> int | None  # signal, then SIGKILL, then kill QEMU
   Agent(vmdir).exec(argv, env, cwd, uid, gid, tty, stdio) -> int; .signal(sig, "main"|"exec")
   QMP(vmdir).execute("query-status") # machine protocol only
   accel.detect() / accel.used(vmdir) -> Verdict(accel, reason)
@@ -38,7 +39,7 @@ _EXPORTS = {
     "MachineSpec": "zoned.vm.config", "Nic": "zoned.vm.config", "Volume": "zoned.vm.config",
     "launch": "zoned.vm.machine", "argv_for": "zoned.vm.machine",
     "wait_ready": "zoned.vm.machine", "exit_status": "zoned.vm.machine",
-    "destroy": "zoned.vm.machine", "qemu_pid": "zoned.vm.machine",
+    "destroy": "zoned.vm.machine", "stop": "zoned.vm.machine", "qemu_pid": "zoned.vm.machine",
     "find_qemus": "zoned.vm.machine",
     "VMPaths": "zoned.vm.machine", "BootFiles": "zoned.vm.machine",
     "Agent": "zoned.vm.agent", "QMP": "zoned.vm.qmp", "QMPError": "zoned.vm.qmp",

@@ -19,7 +19,7 @@ from zoned.vm.cmdline import QEMU, host_tsc_khz, kernel_cmdline
 from zoned.vm.config import MachineSpec
 
 __all__ = ["QEMU", "BootFiles", "VMPaths", "argv_for", "destroy", "exit_status", "find_qemus",
-           "host_tsc_khz", "kernel_cmdline", "launch", "qemu_pid", "read_ctl", "wait_ready"]
+           "host_tsc_khz", "kernel_cmdline", "launch", "qemu_pid", "read_ctl", "stop", "wait_ready"]
 
 # Port numbers on the virtio-serial bus (0 is the console, hvc0); the guest finds the ports
 # by name, the numbers only keep the layout identical on a migration's destination.
@@ -234,6 +234,45 @@ def _tail(path: str, n: int = 300) -> str:
         return "(no log)"
 
 
+def stop(vmdir: str, sig: int = signal.SIGTERM, timeout: float = 10.0) -> int | None:
+    """`zoned stop` for a VM: sig to the main process through the agent (the guest powers off
+    when it exits), SIGKILL to it after timeout, QEMU killed if even that does not end it;
+    returns the exit status (None if the guest never reported one). Files stay (destroy)."""
+    from zoned.vm.agent import Agent
+
+    pid = qemu_pid(vmdir)
+    if pid is None:
+        return exit_status(vmdir)
+    deadline = time.monotonic() + timeout
+    for s in (sig, signal.SIGKILL):
+        try:
+            with Agent(vmdir, timeout=2) as a:
+                a.signal(s)
+        except ZonedError:
+            break  # no agent (QEMU going, or the guest never came up)
+        while _alive(pid) and time.monotonic() < deadline:
+            _reap(pid)
+            time.sleep(0.02)
+        if not _alive(pid):
+            return exit_status(vmdir)
+        deadline = time.monotonic() + 5
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    while _alive(pid) and time.monotonic() < deadline + 5:
+        _reap(pid)
+        time.sleep(0.02)
+    return exit_status(vmdir)
+
+
+def _reap(pid: int) -> None:
+    try:  # our child: reap it, or it stays a zombie
+        os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        pass
+
+
 def _qmp_arg(vmdir: str) -> bytes:
     return f"unix:{VMPaths(os.path.abspath(vmdir)).qmp},server=on,wait=off".encode()
 
@@ -278,11 +317,7 @@ def destroy(vmdir: str, timeout: float = 10.0) -> None:
             pass
         deadline = time.monotonic() + timeout
         while _alive(pid) and time.monotonic() < deadline:
-            try:  # our child: reap it, or it stays a zombie
-                if os.waitpid(pid, os.WNOHANG)[0] == pid:
-                    break
-            except ChildProcessError:
-                pass
+            _reap(pid)
             time.sleep(0.01)
         if _alive(pid):
             raise ZonedError(f"QEMU (pid {pid}) did not die")
