@@ -24,6 +24,7 @@ from zoned.vm import machine
 from zoned.vm.agent import Agent, encode_frame
 from zoned.vm.config import MachineSpec, Nic, Volume, encode_records, process_records
 from zoned.vm.qmp import QMP
+from zoned.vm.tap import create_tap, delete_tap
 
 try:
     from zoned.vm.assets import kernel
@@ -247,32 +248,33 @@ def test_network_through_a_tap(vmdir):
     prefix = ".".join(pool.split("/")[0].split(".")[:2])
     host_ip, guest_ip = f"{prefix}.250.1", f"{prefix}.250.2"
     tap = f"zvmt{os.getpid() % 100000}"
-    with IPRoute() as ipr:
-        ipr.link("add", ifname=tap, kind="tuntap", mode="tap")
-        try:
-            idx = ipr.link_lookup(ifname=tap)[0]
+    idx = create_tap(tap)
+    try:
+        with IPRoute() as ipr:
             ipr.addr("add", index=idx, address=host_ip, prefixlen=24)
-            ipr.link("set", index=idx, state="up")
-            s = spec(argv=["sh", "-c", f"ping -c 1 -W 10 {host_ip} >/dev/null || exit 9; "
-                           "echo hello-from-vm | nc -l -p 7777"],
-                     nics=[Nic(tap, "52:54:00:12:34:56", guest_ip, 24, host_ip)])
-            p = machine.launch(s, vmdir)
-            machine.wait_ready(vmdir, 60, p)
-            got = b""
-            deadline = time.monotonic() + 60
-            while time.monotonic() < deadline and not got:
-                try:
-                    with socket.create_connection((guest_ip, 7777), timeout=5) as c:
-                        got = c.recv(100)
-                except OSError:
-                    if p.poll() is not None:
-                        break
-                    time.sleep(0.2)
-            assert p.wait(60) == 0
-            assert got == b"hello-from-vm\n", machine.read_ctl(vmdir)
-            assert machine.exit_status(vmdir) == 0
-        finally:
-            ipr.link("del", ifname=tap)
+        s = spec(argv=["sh", "-c", f"ping -c 1 -W 10 {host_ip} >/dev/null || exit 9; "
+                       "echo hello-from-vm | nc -l -p 7777"],
+                 nics=[Nic(tap, "52:54:00:12:34:56", guest_ip, 24, host_ip)])
+        p = machine.launch(s, vmdir)
+        machine.wait_ready(vmdir, 60, p)
+        got = b""
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not got:
+            try:
+                with socket.create_connection((guest_ip, 7777), timeout=5) as c:
+                    got = c.recv(100)
+            except OSError:
+                if p.poll() is not None:
+                    break
+                time.sleep(0.2)
+        assert p.wait(60) == 0
+        assert got == b"hello-from-vm\n", machine.read_ctl(vmdir)
+        assert machine.exit_status(vmdir) == 0
+    finally:
+        delete_tap(tap)
+        delete_tap(tap)  # idempotent
+        with IPRoute() as ipr:
+            assert not ipr.link_lookup(ifname=tap)
 
 
 def test_accel_detection_says_which_and_why():

@@ -16,6 +16,7 @@ and json-heavy code stay off ``zoned run``'s path for zones).
   stop(vmdir, sig=SIGTERM, timeout=10) -> int | None  # signal, then SIGKILL, then kill QEMU
   Agent(vmdir).exec(argv, env, cwd, uid, gid, tty, stdio) -> int; .signal(sig, "main"|"exec")
   QMP(vmdir).execute("query-status") # machine protocol only
+  tap.create_tap(ifname) -> ifindex / tap.delete_tap(ifname)   # persistent taps for Nic.tap
   accel.detect() / accel.used(vmdir) -> Verdict(accel, reason)
   qemu_pid(vmdir) -> int | None      # our QEMU, checked by its command line
   find_qemus(vmdir) -> list[int]     # the same by a /proc scan (no pid file: gc's case)
@@ -42,6 +43,7 @@ _EXPORTS = {
     "destroy": "zoned.vm.machine", "stop": "zoned.vm.machine", "qemu_pid": "zoned.vm.machine",
     "find_qemus": "zoned.vm.machine",
     "VMPaths": "zoned.vm.machine", "BootFiles": "zoned.vm.machine",
+    "create_tap": "zoned.vm.tap", "delete_tap": "zoned.vm.tap",
     "Agent": "zoned.vm.agent", "QMP": "zoned.vm.qmp", "QMPError": "zoned.vm.qmp",
 }
 
