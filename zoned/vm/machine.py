@@ -28,23 +28,31 @@ PORTS = {"zoned.ctl": 1, "zoned.agent": 2, "zoned.stdin": 3, "zoned.stdout": 4,
 _SUN_PATH_MAX = 107
 
 
+_FILES = {"qmp": "qmp.sock", "agent": "agent.sock", "ctl": "ctl", "console": "console.log",
+          "log": "qemu.log", "pid": "qemu.pid", "initrd": "initrd", "accel": "accel"}
+
+
 @dataclass(frozen=True)
 class VMPaths:
-    """The files of one VM in its directory."""
+    """The files of one VM in its directory (all of them made by launch, removed by
+    destroy)."""
 
     vmdir: str
 
-    def __getattr__(self, name: str) -> str:  # qmp, agent, ctl, console, log, pid, initrd
-        files = {"qmp": "qmp.sock", "agent": "agent.sock", "ctl": "ctl", "console":
-                 "console.log", "log": "qemu.log", "pid": "qemu.pid", "initrd": "initrd",
-                 "accel": "accel"}
-        if name not in files:
-            raise AttributeError(name)
-        return os.path.join(self.vmdir, files[name])
+    def _file(self, key: str) -> str:
+        return os.path.join(self.vmdir, _FILES[key])
+
+    qmp = property(lambda self: self._file("qmp"))  # QMP socket
+    agent = property(lambda self: self._file("agent"))  # the guest agent's socket
+    ctl = property(lambda self: self._file("ctl"))  # the guest's ready/exit/error lines
+    console = property(lambda self: self._file("console"))  # guest kernel console
+    log = property(lambda self: self._file("log"))  # QEMU's own stderr
+    pid = property(lambda self: self._file("pid"))
+    initrd = property(lambda self: self._file("initrd"))
+    accel = property(lambda self: self._file("accel"))  # which accelerator, and why
 
     def all(self) -> list[str]:
-        return [getattr(self, n) for n in ("qmp", "agent", "ctl", "console", "log", "pid",
-                                           "initrd", "accel")]
+        return [self._file(k) for k in _FILES]
 
 
 @dataclass(frozen=True)
