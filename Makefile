@@ -64,9 +64,9 @@ zoned/libexec/zoned-init: csrc/init.c $(STAMP)/apt
 	cc -static -Os -s -Wall -o $@ csrc/init.c
 
 # PID 1 of a VM (the guest side of zoned/vm/): static, it runs from the initramfs.
-zoned/libexec/zoned-vminit: csrc/vminit.c $(STAMP)/apt
+zoned/libexec/zoned-vminit: csrc/vminit.c csrc/vmnet.h csrc/vmagent.h $(STAMP)/apt
 	@mkdir -p zoned/libexec
-	cc -static -Os -s -Wall -o $@ csrc/vminit.c
+	cc -static -Os -s -Wall -Icsrc -o $@ csrc/vminit.c
 
 # What an OCI client sees as a VM container's init: QEMU's parent, exiting with the
 # guest's exit code (csrc/vmwrap.c says why).

@@ -22,7 +22,8 @@
  *                  'S' signal (records target=main|exec, sig=N)
  *   guest -> host: 'P' started (pid), 'o' stdout, 'e' stderr, 'x' exit status, '!' error
  *
- * Static, like zoned-init: cc -static -Os -s -Wall -o zoned/libexec/zoned-vminit csrc/vminit.c
+ * Static, like zoned-init: cc -static -Os -s -Wall -Icsrc -o zoned/libexec/zoned-vminit csrc/vminit.c
+ * (with csrc/vmnet.h and csrc/vmagent.h, included once below).
  */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
@@ -213,6 +214,8 @@ struct process {
 	const char *cwd;
 	uid_t uid;
 	gid_t gid;
+	gid_t groups[64]; /* supplementary */
+	int ngroups;
 	int tty;
 	int rows, cols;
 };
@@ -234,6 +237,8 @@ static void process_from(struct process *p, struct record *r, int n)
 			p->uid = strtoul(v, NULL, 10);
 		else if (!strcmp(k, "gid"))
 			p->gid = strtoul(v, NULL, 10);
+		else if (!strcmp(k, "group") && p->ngroups < 64)
+			p->groups[p->ngroups++] = strtoul(v, NULL, 10);
 		else if (!strcmp(k, "tty"))
 			p->tty = atoi(v);
 		else if (!strcmp(k, "rows"))
@@ -253,9 +258,9 @@ static const char *record_get(struct record *r, int n, const char *key)
 
 /* ---------- boot steps ---------- */
 
-static void load_modules(void)
+static void load_modules(const char *list)
 {
-	char *order = read_file("/lib/modules/load-order", NULL);
+	char *order = read_file(list, NULL);
 	if (!order)
 		return;
 	for (char *save, *name = strtok_r(order, "\n", &save); name; name = strtok_r(NULL, "\n", &save)) {
@@ -318,108 +323,7 @@ static int open_wait(const char *path, int flags, int wait_ms)
 	return -1;
 }
 
-static void set_ipv4(int s, const char *ifname, unsigned long req, const char *addr)
-{
-	struct ifreq ifr;
-	struct sockaddr_in *sin = (struct sockaddr_in *)&ifr.ifr_addr;
-	memset(&ifr, 0, sizeof ifr);
-	snprintf(ifr.ifr_name, IFNAMSIZ, "%s", ifname);
-	sin->sin_family = AF_INET;
-	if (inet_pton(AF_INET, addr, &sin->sin_addr) != 1 || ioctl(s, req, &ifr) < 0)
-		fatal("%s: address %s: %s", ifname, addr, strerror(errno));
-}
-
-static void link_up(int s, const char *ifname)
-{
-	struct ifreq ifr;
-	memset(&ifr, 0, sizeof ifr);
-	snprintf(ifr.ifr_name, IFNAMSIZ, "%s", ifname);
-	if (ioctl(s, SIOCGIFFLAGS, &ifr) < 0)
-		fatal("%s: flags: %s", ifname, strerror(errno));
-	ifr.ifr_flags |= IFF_UP;
-	if (ioctl(s, SIOCSIFFLAGS, &ifr) < 0)
-		fatal("%s: up: %s", ifname, strerror(errno));
-}
-
-/* Finds the interface with MAC ("aa:bb:..."): the order virtio-mmio NICs probe in is not the
- * command line's, the MAC is the stable name. */
-static int find_by_mac(int s, const char *mac, char *ifname)
-{
-	unsigned int b[6];
-	if (sscanf(mac, "%x:%x:%x:%x:%x:%x", &b[0], &b[1], &b[2], &b[3], &b[4], &b[5]) != 6)
-		return -1;
-	for (int tries = 0; tries < 2500; tries++) {
-		struct if_nameindex *ifs = if_nameindex(), *i;
-		for (i = ifs; i && i->if_name; i++) {
-			struct ifreq ifr;
-			memset(&ifr, 0, sizeof ifr);
-			snprintf(ifr.ifr_name, IFNAMSIZ, "%s", i->if_name);
-			if (ioctl(s, SIOCGIFHWADDR, &ifr) < 0)
-				continue;
-			unsigned char *h = (unsigned char *)ifr.ifr_hwaddr.sa_data;
-			int k;
-			for (k = 0; k < 6 && h[k] == b[k]; k++)
-				;
-			if (k == 6) {
-				snprintf(ifname, IFNAMSIZ, "%s", i->if_name);
-				if_freenameindex(ifs);
-				return 0;
-			}
-		}
-		if (ifs)
-			if_freenameindex(ifs);
-		struct timespec ts = {0, 2000000};
-		nanosleep(&ts, NULL);
-	}
-	return -1;
-}
-
-/* "nic=<mac> <ip>/<prefix> <gateway|->" */
-static void configure_nic(int s, const char *spec)
-{
-	char mac[32], cidr[64], gw[64], ifname[IFNAMSIZ], mask[32];
-	int prefix;
-	if (sscanf(spec, "%31s %63s %63s", mac, cidr, gw) != 3)
-		fatal("bad nic record: %s", spec);
-	char *slash = strchr(cidr, '/');
-	if (!slash)
-		fatal("bad nic address: %s", cidr);
-	*slash = 0;
-	prefix = atoi(slash + 1);
-	if (find_by_mac(s, mac, ifname) < 0)
-		fatal("no interface with MAC %s", mac);
-	uint32_t m = prefix ? htonl(~0u << (32 - prefix)) : 0;
-	inet_ntop(AF_INET, &m, mask, sizeof mask);
-	set_ipv4(s, ifname, SIOCSIFADDR, cidr);
-	set_ipv4(s, ifname, SIOCSIFNETMASK, mask);
-	link_up(s, ifname);
-	if (strcmp(gw, "-")) {
-		struct rtentry rt;
-		memset(&rt, 0, sizeof rt);
-		struct sockaddr_in *dst = (struct sockaddr_in *)&rt.rt_dst;
-		struct sockaddr_in *gwa = (struct sockaddr_in *)&rt.rt_gateway;
-		struct sockaddr_in *msk = (struct sockaddr_in *)&rt.rt_genmask;
-		dst->sin_family = gwa->sin_family = msk->sin_family = AF_INET;
-		if (inet_pton(AF_INET, gw, &gwa->sin_addr) != 1)
-			fatal("bad gateway %s", gw);
-		rt.rt_flags = RTF_UP | RTF_GATEWAY;
-		rt.rt_dev = ifname;
-		if (ioctl(s, SIOCADDRT, &rt) < 0 && errno != EEXIST)
-			fatal("default route via %s: %s", gw, strerror(errno));
-	}
-}
-
-static void configure_network(struct record *r, int n)
-{
-	int s = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
-	if (s < 0)
-		fatal("socket: %s", strerror(errno));
-	link_up(s, "lo");
-	for (int i = 0; i < n; i++)
-		if (!strcmp(r[i].key, "nic"))
-			configure_nic(s, r[i].value);
-	close(s);
-}
+#include "vmnet.h"
 
 /* Removes the initramfs' remaining files (its RAM is not freed otherwise), like switch_root. */
 static void clean_initramfs(void)
@@ -427,6 +331,18 @@ static void clean_initramfs(void)
 	unlink("/init");
 	unlink("/zoned/config");
 	unlink("/lib/modules/load-order");
+	unlink("/lib/modules/load-order-9p");
+	/* 9p modules not loaded (no volumes) */
+	DIR *d = opendir("/lib/modules");
+	struct dirent *e;
+	while (d && (e = readdir(d))) {
+		char path[300];
+		snprintf(path, sizeof path, "/lib/modules/%s", e->d_name);
+		if (e->d_name[0] != '.')
+			unlink(path);
+	}
+	if (d)
+		closedir(d);
 	rmdir("/lib/modules");
 	rmdir("/lib");
 	rmdir("/zoned");
@@ -460,7 +376,7 @@ static void exec_process(struct process *p)
 		dprintf(2, "zoned-vm: no command\n");
 		_exit(127);
 	}
-	if (setgroups(0, NULL) < 0 || setgid(p->gid) < 0 || setuid(p->uid) < 0) {
+	if (setgroups(p->ngroups, p->groups) < 0 || setgid(p->gid) < 0 || setuid(p->uid) < 0) {
 		dprintf(2, "zoned-vm: user %u:%u: %s\n", p->uid, p->gid, strerror(errno));
 		_exit(126);
 	}
@@ -497,274 +413,7 @@ static int status_code(int status)
 	return 1;
 }
 
-/* ---------- the agent ---------- */
-
-struct agent {
-	int fd;              /* the zoned.agent port, O_NONBLOCK */
-	int connected;       /* the host has the socket open */
-	char *rx;            /* a partial frame */
-	size_t rx_len, rx_cap;
-	pid_t pid;           /* the exec'd process, 0 if none */
-	int in_fd, out_fd, err_fd; /* its pipes (or one pty master in out_fd), -1 when closed */
-	char *in_buf;        /* stdin not yet written */
-	size_t in_len;
-	int in_eof;
-	int status, exited;
-};
-
-/* Sends a frame; returns -1 (and the frame is dropped) once the host has gone. */
-static int agent_send(struct agent *a, char type, const void *data, uint32_t len)
-{
-	if (!a->connected)
-		return -1;
-	char hdr[5] = {type, len & 0xff, (len >> 8) & 0xff, (len >> 16) & 0xff, len >> 24};
-	struct { const char *p; size_t n; } parts[2] = {{hdr, 5}, {data, len}};
-	for (int i = 0; i < 2; i++) {
-		const char *p = parts[i].p;
-		size_t n = parts[i].n;
-		while (n > 0) {
-			ssize_t w = write(a->fd, p, n);
-			if (w > 0) {
-				p += w;
-				n -= w;
-				continue;
-			}
-			if (w < 0 && errno == EINTR)
-				continue;
-			struct pollfd pf = {a->fd, POLLOUT, 0};
-			if (w < 0 && errno == EAGAIN && poll(&pf, 1, 5000) > 0 && !(pf.revents & POLLHUP))
-				continue;
-			a->connected = 0;
-			return -1;
-		}
-	}
-	return 0;
-}
-
-static void agent_close_exec_fds(struct agent *a)
-{
-	if (a->in_fd >= 0 && a->in_fd != a->out_fd)
-		close(a->in_fd);
-	if (a->out_fd >= 0)
-		close(a->out_fd);
-	if (a->err_fd >= 0)
-		close(a->err_fd);
-	a->in_fd = a->out_fd = a->err_fd = -1;
-	free(a->in_buf);
-	a->in_buf = NULL;
-	a->in_len = 0;
-}
-
-static void agent_exec(struct agent *a, char *payload, uint32_t len)
-{
-	static struct record recs[2 * MAX_ARGS + 16];
-	static struct process p;
-	static char *keep;
-	char msg[300];
-
-	if (a->pid) {
-		snprintf(msg, sizeof msg, "busy: one exec at a time");
-		agent_send(a, '!', msg, strlen(msg));
-		return;
-	}
-	free(keep);
-	keep = payload; /* the records point into it until the next exec */
-	int n = parse_records(payload, len, recs, 2 * MAX_ARGS + 16);
-	process_from(&p, recs, n);
-
-	int in[2] = {-1, -1}, out[2] = {-1, -1}, err[2] = {-1, -1}, master = -1;
-	if (p.tty) {
-		master = posix_openpt(O_RDWR | O_NOCTTY | O_CLOEXEC);
-		if (master < 0 || grantpt(master) < 0 || unlockpt(master) < 0) {
-			snprintf(msg, sizeof msg, "pty: %s", strerror(errno));
-			agent_send(a, '!', msg, strlen(msg));
-			return;
-		}
-	} else if (pipe2(in, O_CLOEXEC) < 0 || pipe2(out, O_CLOEXEC) < 0 || pipe2(err, O_CLOEXEC) < 0) {
-		snprintf(msg, sizeof msg, "pipe: %s", strerror(errno));
-		agent_send(a, '!', msg, strlen(msg));
-		return;
-	}
-	pid_t pid = fork();
-	if (pid == 0) {
-		if (p.tty) {
-			int slave = open(ptsname(master), O_RDWR);
-			if (slave < 0)
-				_exit(126);
-			set_ctty(slave, &p);
-		} else {
-			setsid();
-			dup2(in[0], 0);
-			dup2(out[1], 1);
-			dup2(err[1], 2);
-		}
-		exec_process(&p);
-	}
-	if (pid < 0) {
-		snprintf(msg, sizeof msg, "fork: %s", strerror(errno));
-		agent_send(a, '!', msg, strlen(msg));
-		return;
-	}
-	a->pid = pid;
-	a->exited = 0;
-	if (p.tty) {
-		a->in_fd = a->out_fd = master;
-		a->err_fd = -1;
-	} else {
-		close(in[0]);
-		close(out[1]);
-		close(err[1]);
-		a->in_fd = in[1];
-		a->out_fd = out[0];
-		a->err_fd = err[0];
-	}
-	fcntl(a->in_fd, F_SETFL, O_NONBLOCK);
-	a->in_eof = 0;
-	int l = snprintf(msg, sizeof msg, "%d", pid);
-	agent_send(a, 'P', msg, l);
-}
-
-static void agent_signal(struct agent *a, pid_t main_pid, char *payload, uint32_t len)
-{
-	struct record recs[8];
-	int n = parse_records(payload, len, recs, 8);
-	const char *target = record_get(recs, n, "target");
-	const char *sig = record_get(recs, n, "sig");
-	pid_t pid = (target && !strcmp(target, "exec")) ? a->pid : main_pid;
-	char msg[100];
-	if (!sig || pid <= 0) {
-		snprintf(msg, sizeof msg, "no such process");
-		agent_send(a, '!', msg, strlen(msg));
-		return;
-	}
-	if (kill(pid, atoi(sig)) < 0) {
-		snprintf(msg, sizeof msg, "kill: %s", strerror(errno));
-		agent_send(a, '!', msg, strlen(msg));
-	}
-}
-
-static void agent_flush_stdin(struct agent *a)
-{
-	while (a->in_len > 0 && a->in_fd >= 0) {
-		ssize_t w = write(a->in_fd, a->in_buf, a->in_len);
-		if (w < 0 && errno == EINTR)
-			continue;
-		if (w < 0 && errno == EAGAIN)
-			return;
-		if (w < 0) { /* the process closed its stdin: drop the rest */
-			a->in_len = 0;
-			break;
-		}
-		memmove(a->in_buf, a->in_buf + w, a->in_len - w);
-		a->in_len -= w;
-	}
-	if (a->in_len == 0 && a->in_eof && a->in_fd >= 0 && a->in_fd != a->out_fd) {
-		close(a->in_fd);
-		a->in_fd = -1;
-	} else if (a->in_len == 0 && a->in_eof && a->in_fd == a->out_fd && a->in_eof == 1) {
-		char eot = 4; /* ^D on a terminal */
-		(void)!write(a->in_fd, &eot, 1);
-		a->in_eof = 2;
-	}
-}
-
-static void agent_frame(struct agent *a, pid_t main_pid, char type, char *payload, uint32_t len)
-{
-	switch (type) {
-	case 'E': {
-		char *copy = malloc(len + 1);
-		memcpy(copy, payload, len);
-		copy[len] = 0;
-		agent_exec(a, copy, len);
-		break;
-	}
-	case 'I':
-		if (a->in_fd < 0)
-			break;
-		a->in_buf = realloc(a->in_buf, a->in_len + len);
-		memcpy(a->in_buf + a->in_len, payload, len);
-		a->in_len += len;
-		agent_flush_stdin(a);
-		break;
-	case 'C':
-		if (!a->in_eof)
-			a->in_eof = 1;
-		agent_flush_stdin(a);
-		break;
-	case 'S':
-		payload[len] = 0;
-		agent_signal(a, main_pid, payload, len);
-		break;
-	}
-}
-
-static void agent_disconnected(struct agent *a)
-{
-	a->connected = 0;
-	a->rx_len = 0;
-	/* One exec at a time, owned by one client: when it goes, so does its process. */
-	if (a->pid > 0 && !a->exited)
-		kill(-a->pid, SIGKILL);
-}
-
-static void agent_read(struct agent *a, pid_t main_pid)
-{
-	for (;;) {
-		if (a->rx_cap - a->rx_len < 65536)
-			a->rx = realloc(a->rx, a->rx_cap = a->rx_cap * 2 + 65536);
-		ssize_t r = read(a->fd, a->rx + a->rx_len, a->rx_cap - a->rx_len - 1);
-		if (r < 0 && errno == EINTR)
-			continue;
-		if (r <= 0)
-			break;
-		a->rx_len += r;
-	}
-	size_t off = 0;
-	while (a->rx_len - off >= 5) {
-		unsigned char *h = (unsigned char *)a->rx + off;
-		uint32_t len = h[1] | h[2] << 8 | h[3] << 16 | (uint32_t)h[4] << 24;
-		if (len > FRAME_MAX) { /* garbage: resynchronising is impossible, drop the lot */
-			off = a->rx_len;
-			break;
-		}
-		if (a->rx_len - off - 5 < len)
-			break;
-		char saved = a->rx[off + 5 + len]; /* 'S' NUL-terminates in place */
-		agent_frame(a, main_pid, h[0], a->rx + off + 5, len);
-		a->rx[off + 5 + len] = saved;
-		off += 5 + len;
-	}
-	memmove(a->rx, a->rx + off, a->rx_len - off);
-	a->rx_len -= off;
-}
-
-/* Forwards one chunk of the exec'd process' output; at EOF closes that pipe. */
-static void agent_pump(struct agent *a, int *fd, char type)
-{
-	char buf[65536];
-	ssize_t r = read(*fd, buf, sizeof buf);
-	if (r < 0 && (errno == EINTR || errno == EAGAIN))
-		return;
-	if (r <= 0) { /* EOF (EIO on a pty whose slave side is gone) */
-		if (*fd == a->in_fd)
-			a->in_fd = -1;
-		close(*fd);
-		*fd = -1;
-		return;
-	}
-	agent_send(a, type, buf, r);
-}
-
-static void agent_maybe_done(struct agent *a)
-{
-	if (a->pid > 0 && a->exited && a->out_fd < 0 && a->err_fd < 0) {
-		char msg[32];
-		int l = snprintf(msg, sizeof msg, "%d", status_code(a->status));
-		agent_send(a, 'x', msg, l);
-		agent_close_exec_fds(a);
-		a->pid = 0;
-	}
-}
+#include "vmagent.h"
 
 /* ---------- main ---------- */
 
@@ -796,7 +445,9 @@ int main(int argc, char **argv)
 		power_off();
 	}
 
-	load_modules();
+	load_modules("/lib/modules/load-order");
+	if (record_get(recs, nrec, "volume"))
+		load_modules("/lib/modules/load-order-9p");
 	ctl_fd = open_port("zoned.ctl", O_WRONLY, 5000);
 	if (ctl_fd < 0)
 		fatal("no zoned.ctl port");
@@ -820,6 +471,19 @@ int main(int argc, char **argv)
 	do_mount("tmpfs", "/newroot/dev/shm", "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777");
 	unlink("/newroot/dev/ptmx");
 	symlink("pts/ptmx", "/newroot/dev/ptmx");
+
+	/* "volume=<tag> <ro|rw> <guest path>": a 9p export of a host directory. */
+	for (int i = 0; i < nrec; i++) {
+		char tag[64], mode[4], target[600];
+		int at = 0;
+		if (strcmp(recs[i].key, "volume"))
+			continue;
+		if (sscanf(recs[i].value, "%63s %3s %n", tag, mode, &at) != 2 || !at)
+			fatal("bad volume record: %s", recs[i].value);
+		snprintf(target, sizeof target, "/newroot%s", recs[i].value + at);
+		do_mount(tag, target, "9p", strcmp(mode, "ro") ? 0 : MS_RDONLY,
+			 "trans=virtio,version=9p2000.L,msize=262144");
+	}
 
 	const char *hostname = record_get(recs, nrec, "hostname");
 	if (hostname) {
@@ -848,7 +512,11 @@ int main(int argc, char **argv)
 		if (con_fd < 0)
 			fatal("no console hvc0");
 	} else {
-		in_fd = open_port("zoned.stdin", O_RDONLY, 5000);
+		/* Without stdin (no port: each one costs the guest ~4 MiB of receive buffers)
+		 * the process reads /dev/null. */
+		in_fd = record_get(recs, nrec, "stdin") && !strcmp(record_get(recs, nrec, "stdin"), "0")
+			? open("/newroot/dev/null", O_RDONLY | O_CLOEXEC)
+			: open_port("zoned.stdin", O_RDONLY, 5000);
 		out_fd = open_port("zoned.stdout", O_WRONLY, 5000);
 		err_fd = open_port("zoned.stderr", O_WRONLY, 5000);
 		if (in_fd < 0 || out_fd < 0 || err_fd < 0)
@@ -965,6 +633,7 @@ int main(int argc, char **argv)
 		if (i_in >= 0 && (pf[i_in].revents & (POLLOUT | POLLERR | POLLHUP)))
 			agent_flush_stdin(&ag);
 		agent_maybe_done(&ag);
+		agent_process(&ag, main_pid);
 		if (main_status != -1) {
 			char line[32];
 			int l = snprintf(line, sizeof line, "exit %d\n", status_code(main_status));

@@ -11,12 +11,17 @@ set -euo pipefail
 
 VM_DIR=${ZONED_VM_DIR:-/var/lib/zoned/vm}
 KDIR=$VM_DIR/kernel
-# The modules the guest init loads (zoned/vm/kernel.py GUEST_MODULES lists the same names).
+# The modules the guest init loads: always (load-order), and for 9p volumes only
+# (load-order-9p, what they need beyond the first set).
 MODULES="virtio_mmio virtio_blk virtio_net virtio_console squashfs overlay"
+MODULES_9P="9pnet_virtio 9p"
 
-# Done when a kernel is there with this very module list (.complete holds it).
+# Done when a kernel is there with these very module lists (.complete holds the first,
+# .complete-9p the second: an older copy of this script, which knew only .complete, then
+# accepts this kernel too instead of unpacking its own over it).
 for done in "$KDIR"/*/.complete; do
-	[ -f "$done" ] && [ "$(cat "$done")" = "$MODULES" ] && exit 0
+	[ -f "$done" ] && [ "$(cat "$done")" = "$MODULES" ] &&
+		[ "$(cat "$done-9p" 2>/dev/null)" = "$MODULES_9P" ] && exit 0
 done
 
 pkg=$(apt-cache depends linux-image-amd64 2>/dev/null | sed -n 's/^ *Depends: \(linux-image-[0-9].*\)$/\1/p' | head -1)
@@ -75,11 +80,12 @@ sys.exit("extract-vmlinux: no compressed ELF found in " + sys.argv[1])
 EOF
 
 cp "$tmp/x/boot/config-$version" "$stage/config"
-python3 - "$tmp/x/lib/modules/$version" "$stage/modules" $MODULES <<'EOF'
-"""Copy the wanted modules and, transitively, their dependencies (the .modinfo depends=)."""
+python3 - "$tmp/x/lib/modules/$version" "$stage/modules" "$MODULES" "$MODULES_9P" <<'EOF'
+"""Copy the wanted modules and, transitively, their dependencies (the .modinfo depends=);
+write each set's load order (dependencies first), the second set without the first's."""
 import os, shutil, sys
 
-src, dst, wanted = sys.argv[1], sys.argv[2], sys.argv[3:]
+src, dst, sets = sys.argv[1], sys.argv[2], [s.split() for s in sys.argv[3:]]
 paths = {}
 for d, _, files in os.walk(src):
     for f in files:
@@ -94,26 +100,31 @@ def depends(path):
     value = data[at + 9:data.index(b"\0", at + 9)].decode()
     return [m.replace("-", "_") for m in value.split(",") if m]
 
-order, seen = [], set()
-def visit(name):
+seen = set()
+def visit(name, order):
     if name in seen:
         return
     seen.add(name)
     if name not in paths:
         sys.exit(f"install-vm-kernel: module {name} not in the package (built in?)")
     for dep in depends(paths[name]):
-        visit(dep)
+        visit(dep, order)
     order.append(name)
 
-for m in wanted:
-    visit(m)
-for name in order:
-    shutil.copy(paths[name], os.path.join(dst, name + ".ko"))
-# Load order (dependencies first), one name a line: the initramfs builder follows it.
-open(os.path.join(dst, "load-order"), "w").write("\n".join(order) + "\n")
+for i, wanted in enumerate(sets):
+    order = []
+    for m in wanted:
+        visit(m, order)
+    for name in order:
+        shutil.copy(paths[name], os.path.join(dst, name + ".ko"))
+    suffix = "" if i == 0 else "-9p"
+    open(os.path.join(dst, "load-order" + suffix), "w").write("\n".join(order) + "\n")
 EOF
 
+echo "$MODULES_9P" > "$stage/.complete-9p"
 echo "$MODULES" > "$stage/.complete"
-rm -rf "$out"
+# Swap it in (a VM already booted keeps its open vmlinux).
+[ -e "$out" ] && mv "$out" "$KDIR/.old-$version-$$"
 mv "$stage" "$out"
+rm -rf "$KDIR/.old-$version-$$"
 echo "vm kernel: $version in $out ($(du -sh "$out" | cut -f1))"

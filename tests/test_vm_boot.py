@@ -21,8 +21,8 @@ import pytest
 
 from zoned.vm import accel as accel_mod
 from zoned.vm import machine
-from zoned.vm.agent import Agent
-from zoned.vm.config import MachineSpec, Nic
+from zoned.vm.agent import Agent, encode_frame
+from zoned.vm.config import MachineSpec, Nic, Volume, encode_records, process_records
 from zoned.vm.qmp import QMP
 
 try:
@@ -89,9 +89,9 @@ def test_process_runs_in_the_guest_kernel_with_its_config(vmdir):
     """uname is the guest's, vCPUs and RAM are the spec's, env/cwd/user/hostname applied,
     stdout and stderr arrive apart, and the exit code is the process's."""
     script = ("uname -r; grep -c processor /proc/cpuinfo; grep MemTotal /proc/meminfo; "
-              "hostname; id -u; id -g; pwd; echo \"FOO=$FOO\"; echo to-stderr >&2; "
+              "hostname; id -u; id -g; id -G; pwd; echo \"FOO=$FOO\"; echo to-stderr >&2; "
               "cat; exit 3")
-    s = spec(argv=["sh", "-c", script], env=["FOO=bar baz"], cwd="/tmp", uid=1000, gid=1001,
+    s = spec(argv=["sh", "-c", script], env=["FOO=bar baz"], cwd="/tmp", uid=1000, gid=1001, groups=[5, 7],
              hostname="zvm-one", vcpus=2, memory_mib=192)
     status, out, err = run_vm(s, vmdir, stdin=b"from-stdin\n")
     lines = out.splitlines()
@@ -100,7 +100,7 @@ def test_process_runs_in_the_guest_kernel_with_its_config(vmdir):
     assert lines[1] == "2"
     mem_kib = int(lines[2].split()[1])
     assert (192 - 64) * 1024 < mem_kib <= 192 * 1024  # minus the kernel (~47 MiB)
-    assert lines[3:] == ["zvm-one", "1000", "1001", "/tmp", "FOO=bar baz", "from-stdin"]
+    assert lines[3:] == ["zvm-one", "1000", "1001", "1001 5 7", "/tmp", "FOO=bar baz", "from-stdin"]
     assert err == "to-stderr\n"
     assert accel_mod.used(vmdir).accel == "tcg"
 
@@ -110,8 +110,8 @@ def test_exec_signal_and_an_untouched_image(vmdir, busybox):
     the VM land in its tmpfs upper, never in the image; a signal ends the main process with
     128+n."""
     before = rootfs_listing(busybox.rootfs_dir)
-    p = machine.launch(spec(argv=["sleep", "600"]), vmdir)
-    machine.wait_ready(vmdir, 60, p)
+    p = machine.launch(spec(argv=["sh", "-c", "cat; sleep 600"], stdin=False), vmdir)
+    machine.wait_ready(vmdir, 60, p)  # stdin=False: /dev/null, so cat ends at once
     out_r, out_w = os.pipe()
     err_r, err_w = os.pipe()
     in_r, in_w = os.pipe()
@@ -132,6 +132,31 @@ def test_exec_signal_and_an_untouched_image(vmdir, busybox):
         os.close(w)
         assert os.read(r, 1000).decode().splitlines()[:2] == ["x", "65534"]
         os.close(r)
+    # A client that goes away mid-exec takes its process with it; the next exec works at
+    # once and sees nothing of the old one's output or exit.
+    with socket.socket(socket.AF_UNIX) as gone:
+        gone.connect(machine.VMPaths(vmdir).agent)
+        gone.sendall(encode_frame("E", encode_records(process_records(
+            ["sh", "-c", "while true; do echo old; sleep 0.1; done"], []))))
+        assert gone.recv(1) == b"P"
+        time.sleep(0.5)
+    with Agent(vmdir) as a:
+        r, w = os.pipe()
+        assert a.exec(["echo", "new"], stdio=(None, w, None)) == 0
+        os.close(w)
+        assert os.read(r, 1000) == b"new\n"
+        os.close(r)
+    with Agent(vmdir) as a:  # a terminal for the exec'd process: output on stdout
+        r, w = os.pipe()
+        ir, iw = os.pipe()
+        os.write(iw, b"typed\n")
+        os.close(iw)
+        assert a.exec(["sh", "-c", "tty; read x; echo got:$x; exit 2"], tty=True,
+                      stdio=(ir, w, None)) == 2
+        os.close(w), os.close(ir)
+        text = os.read(r, 1000).decode()
+        os.close(r)
+        assert "/dev/pts/" in text and "got:typed" in text, text
     with Agent(vmdir) as a:
         r, w = os.pipe()
         assert a.exec(["no-such-command"], stdio=(None, None, w)) == 127
@@ -140,11 +165,22 @@ def test_exec_signal_and_an_untouched_image(vmdir, busybox):
         os.close(r)
     with QMP(vmdir) as q:
         assert q.execute("query-status")["status"] == "running"
-    with Agent(vmdir) as a:
-        a.signal(signal.SIGTERM)
+    assert machine.stop(vmdir, timeout=60) == 128 + signal.SIGTERM
     assert p.wait(60) == 0
     assert machine.exit_status(vmdir) == 128 + signal.SIGTERM
     assert rootfs_listing(busybox.rootfs_dir) == before
+
+
+def test_stop_escalates_to_sigkill(vmdir):
+    """A main process that ignores SIGTERM is killed after the timeout: 128+9."""
+    p = machine.launch(spec(argv=["sh", "-c", "trap '' TERM; echo up; sleep 600 & wait"],
+                            stdin=False), vmdir)
+    machine.wait_ready(vmdir, 60, p)
+    time.sleep(0.5)
+    start = time.monotonic()
+    assert machine.stop(vmdir, timeout=2) == 128 + signal.SIGKILL
+    assert time.monotonic() - start < 30
+    assert p.wait(10) == 0
 
 
 def test_destroy_after_the_caller_is_killed(vmdir):
@@ -210,33 +246,39 @@ def test_network_through_a_tap(vmdir):
     pool = os.environ.get("ZONED_SUBNET_POOL", "10.181.0.0/16")
     prefix = ".".join(pool.split("/")[0].split(".")[:2])
     host_ip, guest_ip = f"{prefix}.250.1", f"{prefix}.250.2"
+    from zoned.network.netlink import Netlink
+
     tap = f"zvmt{os.getpid() % 100000}"
-    with IPRoute() as ipr:
-        ipr.link("add", ifname=tap, kind="tuntap", mode="tap")
-        try:
-            idx = ipr.link_lookup(ifname=tap)[0]
-            ipr.addr("add", index=idx, address=host_ip, prefixlen=24)
+    with Netlink() as nl:  # the tap zoned's networks make for a VM
+        idx = nl.create_tap(tap, alias="zvm-test")
+    try:
+        with IPRoute() as ipr:
             ipr.link("set", index=idx, state="up")
-            s = spec(argv=["sh", "-c", f"ping -c 1 -W 10 {host_ip} >/dev/null || exit 9; "
-                           "echo hello-from-vm | nc -l -p 7777"],
-                     nics=[Nic(tap, "52:54:00:12:34:56", guest_ip, 24, host_ip)])
-            p = machine.launch(s, vmdir)
-            machine.wait_ready(vmdir, 60, p)
-            got = b""
-            deadline = time.monotonic() + 60
-            while time.monotonic() < deadline and not got:
-                try:
-                    with socket.create_connection((guest_ip, 7777), timeout=5) as c:
-                        got = c.recv(100)
-                except OSError:
-                    if p.poll() is not None:
-                        break
-                    time.sleep(0.2)
-            assert p.wait(60) == 0
-            assert got == b"hello-from-vm\n", machine.read_ctl(vmdir)
-            assert machine.exit_status(vmdir) == 0
-        finally:
-            ipr.link("del", ifname=tap)
+            ipr.addr("add", index=idx, address=host_ip, prefixlen=24)
+        s = spec(argv=["sh", "-c", f"ping -c 1 -W 10 {host_ip} >/dev/null || exit 9; "
+                       "echo hello-from-vm | nc -l -p 7777"],
+                 nics=[Nic(tap, "52:54:00:12:34:56", guest_ip, 24, host_ip)])
+        p = machine.launch(s, vmdir)
+        machine.wait_ready(vmdir, 60, p)
+        got = b""
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not got:
+            try:
+                with socket.create_connection((guest_ip, 7777), timeout=5) as c:
+                    got = c.recv(100)
+            except OSError:
+                if p.poll() is not None:
+                    break
+                time.sleep(0.2)
+        assert p.wait(60) == 0
+        assert got == b"hello-from-vm\n", machine.read_ctl(vmdir)
+        assert machine.exit_status(vmdir) == 0
+    finally:
+        with Netlink() as nl:
+            assert nl.delete_link(tap, "zvm-test")
+            assert not nl.delete_link(tap)  # idempotent
+        with IPRoute() as ipr:
+            assert not ipr.link_lookup(ifname=tap)
 
 
 def test_accel_detection_says_which_and_why():
@@ -298,3 +340,33 @@ def test_live_migration_keeps_the_guest_running(vmdir):
         assert machine.exit_status(dst) == 128 + signal.SIGKILL
     finally:
         machine.destroy(dst)
+
+
+def test_volumes_over_9p(vmdir, tmp_path):
+    """Host directories shared read-write and read-only; such a VM cannot migrate (QEMU 7.2
+    blocks migration while a 9p export is mounted), which QMP reports as an error."""
+    rw, ro = tmp_path / "rw", tmp_path / "ro"
+    rw.mkdir(), ro.mkdir()
+    (ro / "in").write_text("from-host\n")
+    s = spec(argv=["sh", "-c", "cat /data/ro/in; echo from-vm > /data/rw/out; "
+                   "touch /data/ro/x 2>/dev/null && echo ro-writable; sleep 600"],
+             volumes=[Volume(str(rw), "/data/rw"), Volume(str(ro), "/data/ro", True)])
+    r, w = os.pipe()
+    p = machine.launch(s, vmdir, stdio=(None, w, None))
+    os.close(w)
+    machine.wait_ready(vmdir, 60, p)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:  # created first, written a moment later
+        if (rw / "out").exists() and (rw / "out").read_text():
+            break
+        time.sleep(0.05)
+    assert (rw / "out").read_text() == "from-vm\n"
+    with QMP(vmdir) as q:
+        with pytest.raises(Exception, match="VirtFS|9p|migrat"):
+            q.execute("migrate", uri="exec:cat > /dev/null")
+    with Agent(vmdir) as a:
+        a.signal(signal.SIGKILL)
+    assert p.wait(60) == 0
+    assert os.read(r, 1000) == b"from-host\n"
+    os.close(r)
+    assert not (ro / "x").exists()

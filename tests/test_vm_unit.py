@@ -10,7 +10,7 @@ import pytest
 
 from zoned.errors import ConfigError, ZonedError
 from zoned.vm.agent import decode_frames, encode_frame
-from zoned.vm.config import (MachineSpec, Nic, decode_records, encode_records, guest_config,
+from zoned.vm.config import (MachineSpec, Nic, Volume, decode_records, encode_records, guest_config,
                              process_records)
 from zoned.vm.cpio import CpioWriter, read_newc
 from zoned.vm.machine import BootFiles, VMPaths, argv_for, kernel_cmdline
@@ -52,6 +52,10 @@ def test_argv_stdio_ports_and_tty():
     names = [d for d in opt(argv, "-device") if d.startswith("virtserialport")]
     assert [d.split("name=")[1].split(",")[0] for d in names] == [
         "zoned.ctl", "zoned.agent", "zoned.stdin", "zoned.stdout", "zoned.stderr"]
+    no_in = MachineSpec(image="busybox", argv=["true"], stdin=False)
+    assert not any("zoned.stdin" in d for d in opt(argv_for(no_in, VMPaths("/vm"), BOOT, "tcg"),
+                                                   "-device"))
+    assert ("stdin", "0") in decode_records(guest_config(no_in))
     tty = argv_for(MachineSpec(image="busybox", argv=["sh"], tty=True), VMPaths("/vm"), BOOT,
                    "tcg")
     assert "stdio,id=con,signal=off" in opt(tty, "-chardev")
@@ -113,7 +117,7 @@ def test_records_round_trip_any_byte_but_nul():
 
 def test_guest_config_contents():
     s = MachineSpec(image="busybox", argv=["sh", "-c", "x"], env=["A=1"], cwd="/w", uid=5,
-                    gid=6, hostname="h1", dns=["10.0.0.1", "1.1.1.1"], hosts="127.0.0.1 h1\n",
+                    gid=6, groups=[10, 11], hostname="h1", dns=["10.0.0.1", "1.1.1.1"], hosts="127.0.0.1 h1\n",
                     nics=[Nic("t0", "52:54:00:00:00:01", "10.0.0.2", 16, ""),
                           Nic("t1", "52:54:00:00:00:02")])
     pairs = decode_records(guest_config(s))
@@ -122,6 +126,7 @@ def test_guest_config_contents():
     assert (d["cwd"], d["uid"], d["gid"], d["tty"], d["hostname"]) == ("/w", "5", "6", "0", "h1")
     assert d["resolv"] == "nameserver 10.0.0.1\nnameserver 1.1.1.1\n"
     assert d["hosts"] == "127.0.0.1 h1\n"
+    assert [v for k, v in pairs if k == "group"] == ["10", "11"]
     assert [v for k, v in pairs if k == "nic"] == ["52:54:00:00:00:01 10.0.0.2/16 -"]
     assert process_records(["x"], [], tty=True, rows=24, cols=80)[-2:] == [("rows", "24"),
                                                                           ("cols", "80")]
@@ -145,13 +150,17 @@ def test_cpio_round_trip_and_concatenation():
     assert len(bytes(w)) % 4 == 0
 
 
-@pytest.mark.skipif(not shutil.which("cpio"), reason="no cpio tool to cross-check with")
-def test_cpio_is_what_gnu_cpio_reads(tmp_path):
+CPIO = (["cpio", "-id", "--quiet"] if shutil.which("cpio") else
+        ["busybox", "cpio", "-id"] if shutil.which("busybox") else None)
+
+
+@pytest.mark.skipif(CPIO is None, reason="no cpio tool (nor busybox) to cross-check with")
+def test_cpio_is_what_a_cpio_tool_reads(tmp_path):
     w = CpioWriter()
     w.directory("d")
     w.file("d/f", b"hello\n", 0o600)
     w.symlink("l", "d/f")
-    subprocess.run(["cpio", "-id", "--quiet"], input=bytes(w), cwd=tmp_path, check=True)
+    subprocess.run(CPIO, input=bytes(w), cwd=tmp_path, check=True, capture_output=True)
     assert (tmp_path / "d/f").read_bytes() == b"hello\n"
     assert stat.S_IMODE(os.stat(tmp_path / "d/f").st_mode) == 0o600
     assert os.readlink(tmp_path / "l") == "d/f"
@@ -174,3 +183,28 @@ def test_kernel_cmdline_fits_and_ends_qemu_on_panic():
     line = kernel_cmdline("tcg", 2_000_000)
     assert len(line) < 2048
     assert "panic=-1" in line.split() and "console=ttyS0" in line.split()
+
+
+def test_volumes_argv_records_and_checks(tmp_path):
+    s = MachineSpec(image="busybox", argv=["true"], volumes=[
+        Volume(str(tmp_path), "/data/"), Volume(str(tmp_path), "/ro dir", readonly=True)])
+    s.validate()
+    argv = argv_for(s, VMPaths("/vm"), BOOT, "tcg")
+    assert opt(argv, "-fsdev") == [
+        f"local,id=vol0,path={tmp_path},security_model=passthrough",
+        f"local,id=vol1,path={tmp_path},security_model=passthrough,readonly=on"]
+    assert "virtio-9p-device,fsdev=vol1,mount_tag=zvol1" in opt(argv, "-device")
+    assert [v for k, v in decode_records(guest_config(s)) if k == "volume"] == [
+        "zvol0 rw /data", "zvol1 ro /ro dir"]
+    for bad in (Volume(str(tmp_path / "missing"), "/x"), Volume("rel", "/x"),
+                Volume(str(tmp_path), "/"), Volume(str(tmp_path), "rel")):
+        with pytest.raises(ConfigError, match="invalid volume"):
+            MachineSpec(image="busybox", argv=["true"], volumes=[bad]).validate()
+
+
+def test_launch_refuses_a_bad_spec_before_making_anything(tmp_path):
+    from zoned.vm.machine import launch
+
+    with pytest.raises(ConfigError, match="invalid memory 64 MiB"):
+        launch(MachineSpec(image="busybox", argv=["true"], memory_mib=64), str(tmp_path / "vm"))
+    assert not (tmp_path / "vm").exists()

@@ -33,7 +33,7 @@ def vm_of(st: dict) -> dict | None:
 
 def check_options(opts) -> None:
     """What `zoned run` options a VM cannot honour (yet), refused before anything exists."""
-    unsupported = [("-v", opts.volumes), ("--rootfs", opts.rootfs), ("--init", opts.init),
+    unsupported = [("--rootfs", opts.rootfs), ("--init", opts.init),
                    ("--read-only", opts.read_only)]
     for flag, value in unsupported:
         if value:
@@ -45,11 +45,12 @@ def check_options(opts) -> None:
 
 
 def machine_spec(cfg: dict, image: str, *, accel: str = "auto", nics=(), dns=(),
-                 hosts: str = "", disk: str = ""):
+                 hosts: str = "", disk: str = "", stdin: bool = True):
     """The one conversion from a zone's OCI config to a MachineSpec: its process (args,
-    env, cwd, uid/gid, terminal), hostname, and linux.resources' memory limit and CPU
-    quota as the guest's RAM and vCPUs."""
-    from zoned.vm.config import MachineSpec
+    env, cwd, uid/gid, groups, terminal), hostname, bind mounts of host directories (-v)
+    as 9p volumes, and linux.resources' memory limit and CPU quota as the guest's RAM and
+    vCPUs. stdin False: the process's stdin is /dev/null (no port for it: guest RAM)."""
+    from zoned.vm.config import MachineSpec, Volume
 
     proc = cfg["process"]
     user = proc.get("user") or {}
@@ -61,12 +62,18 @@ def machine_spec(cfg: dict, image: str, *, accel: str = "auto", nics=(), dns=(),
     quota, period = cpu.get("quota"), cpu.get("period")
     vcpus = max(1, math.ceil(quota / period)) if quota and period and quota > 0 else 1
     size = proc.get("consoleSize") or {}
+    volumes = [Volume(m["source"], m["destination"], "ro" in (m.get("options") or []))
+               for m in cfg.get("mounts") or []
+               if "bind" in (m.get("options") or []) + [m.get("type")]
+               and os.path.isdir(m.get("source") or "")]
     return MachineSpec(image=image, argv=list(proc["args"]), env=list(proc.get("env") or []),
                        cwd=proc.get("cwd") or "/", uid=int(user.get("uid", 0)),
                        gid=int(user.get("gid", 0)), tty=bool(proc.get("terminal")),
                        hostname=cfg.get("hostname") or "", memory_mib=memory_mib,
                        vcpus=vcpus, accel=accel, nics=list(nics), dns=list(dns),
-                       hosts=hosts, disk=disk, rows=int(size.get("height") or 0),
+                       hosts=hosts, disk=disk, volumes=volumes, stdin=stdin,
+                       groups=[int(g) for g in user.get("additionalGids") or []],
+                       rows=int(size.get("height") or 0),
                        cols=int(size.get("width") or 0))
 
 
@@ -92,7 +99,8 @@ class VmBackend:
                accel: str = "auto", wait: bool = False,
                die_with_caller: bool = False, incoming: str | None = None,
                rootfs: str | None = None, bundle: str | None = None,
-               created: bool = False, pid_file: str | None = None) -> VmStarted:
+               created: bool = False, pid_file: str | None = None,
+               stdin: bool = True) -> VmStarted:
         """Boot `cfg`'s process in a VM of `image`. The record goes into the store first,
         so `zoned gc` removes a boot that was killed half-way (QEMU found by its command
         line). wait: return only once the guest is about to run the process (a detached
@@ -165,7 +173,7 @@ class VmBackend:
                 os.makedirs(vmdir, mode=0o700, exist_ok=True)
                 disk = dir_disk(rootfs, os.path.join(vmdir, "root.squashfs"))
             spec = machine_spec(cfg, image, accel=accel, nics=nics, dns=dns, hosts=hosts,
-                                disk=disk)
+                                disk=disk, stdin=stdin and not log)
             proc = launch(spec, vmdir, stdio=stdio, die_with_caller=die_with_caller,
                           incoming=incoming, paused=incoming is not None or created,
                           wrapped=created)

@@ -28,7 +28,7 @@ def run_vm(rt, cid: str, cfg: dict, args, net, image: str) -> int:
     try:
         started = backend.create(cid, cfg, image=image, stdio=stdio, network=net,
                                  autoremove=args.rm, accel=args.accel,
-                                 die_with_caller=True)
+                                 die_with_caller=True, stdin=args.interactive or args.tty)
     finally:
         if null is not None:
             os.close(null)

@@ -58,6 +58,11 @@ def migrate_vm(rt, cid: str, dest: str, *, live: bool, key: str | None, progress
             raise InvalidState(f"cannot migrate container {cid!r}: a VM booted from a "
                                "bundle's rootfs has its root disk only on this host")
         cfg = rt.config(cid)
+        from zoned.backends.vm import machine_spec
+
+        if machine_spec(cfg, vm["image"]).volumes:
+            raise InvalidState(f"cannot migrate container {cid!r}: QEMU cannot move a VM "
+                               "with a volume (virtio-9p) mounted")
         hello = {"op": "hello", "protocol": transport.PROTOCOL, "kind": "vm", "live": live,
                  "vm": {"id": cid, "config": cfg, "image": vm["image"],
                         "digest": ImageStore().digest(vm["image"]), "accel": vm.get("accel"),

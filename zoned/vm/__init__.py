@@ -6,11 +6,14 @@ and json-heavy code stay off ``zoned run``'s path for zones).
 
   spec = MachineSpec(image="busybox", argv=["sh"], env=[...], cwd="/", uid=0, gid=0,
                      tty=False, hostname="h", memory_mib=256, vcpus=1, accel="auto",
-                     nics=[Nic(tap, mac, ip, prefixlen, gateway)], dns=[...], hosts="...")
+                     nics=[Nic(tap, mac, ip, prefixlen, gateway)], dns=[...], hosts="...",
+                     groups=[...], volumes=[Volume(host_dir, guest_path, readonly)])
+  # volumes are virtio-9p: while one is mounted QEMU 7.2 refuses live migration
   spec.validate()                    # ConfigError naming the field (memory < 128 MiB, ...)
   p = launch(spec, vmdir, stdio=(in_fd, out_fd, err_fd))   # -> subprocess.Popen (QEMU)
   wait_ready(vmdir, timeout, p)      # the guest init is starting the process
   exit_status(vmdir) -> int | None   # after QEMU exits: the process's code, 128+n on signal
+  stop(vmdir, sig=SIGTERM, timeout=10) -> int | None  # signal, then SIGKILL, then kill QEMU
   Agent(vmdir).exec(argv, env, cwd, uid, gid, tty, stdio) -> int; .signal(sig, "main"|"exec")
   QMP(vmdir).execute("query-status") # machine protocol only
   accel.detect() / accel.used(vmdir) -> Verdict(accel, reason)
@@ -33,10 +36,10 @@ from __future__ import annotations
 from typing import Any
 
 _EXPORTS = {
-    "MachineSpec": "zoned.vm.config", "Nic": "zoned.vm.config",
+    "MachineSpec": "zoned.vm.config", "Nic": "zoned.vm.config", "Volume": "zoned.vm.config",
     "launch": "zoned.vm.machine", "argv_for": "zoned.vm.machine",
     "wait_ready": "zoned.vm.machine", "exit_status": "zoned.vm.machine",
-    "destroy": "zoned.vm.machine", "qemu_pid": "zoned.vm.machine",
+    "destroy": "zoned.vm.machine", "stop": "zoned.vm.machine", "qemu_pid": "zoned.vm.machine",
     "find_qemus": "zoned.vm.machine",
     "VMPaths": "zoned.vm.machine", "BootFiles": "zoned.vm.machine",
     "Agent": "zoned.vm.agent", "QMP": "zoned.vm.qmp", "QMPError": "zoned.vm.qmp",

@@ -89,7 +89,7 @@ def probe_boot(k: object, accel: str, timeout: float) -> tuple[bool, float, str]
     the console's last line or QEMU's error)."""
     from zoned.vm.assets import vm_initrd
     from zoned.vm.config import encode_records
-    from zoned.vm.machine import QEMU, host_tsc_khz, kernel_cmdline
+    from zoned.vm.cmdline import QEMU, host_tsc_khz, kernel_cmdline
 
     with tempfile.TemporaryDirectory(prefix="zoned-vm-probe.") as d:
         initrd = vm_initrd(d, encode_records([("probe", "1")]), k)

@@ -5,9 +5,10 @@ QEMU chardev is the unix socket <vmdir>/agent.sock. Frames: type (1 byte), paylo
 (u32 little endian), payload.
   host -> guest: E exec (records, zoned.vm.config), I stdin, C stdin EOF, S signal (records)
   guest -> host: P started (pid), o stdout, e stderr, x exit status, ! error
-One exec at a time per VM: QEMU's socket chardev takes one client, and the guest kills the
-exec'd process when its client goes (so a vanished zoned leaves no orphan holding the slot).
-A second client waits in the socket's backlog until the first is done.
+One exec at a time per VM: QEMU's socket chardev takes one client (a second one waits in the
+socket's backlog until the first has gone), and the guest kills the exec'd process (its
+process group) when its client goes -- so a vanished zoned leaves no orphan holding the slot,
+and nothing of the old process reaches the next client.
 """
 from __future__ import annotations
 
@@ -92,13 +93,14 @@ class Agent:
     def exec(self, argv: list[str], env: list[str] | None = None, cwd: str = "/",
              uid: int = 0, gid: int = 0, tty: bool = False,
              stdio: tuple[int | None, int | None, int | None] = (None, 1, 2),
-             on_started: object = None) -> int:
+             on_started: object = None, groups: list[int] | None = None) -> int:
         """Runs argv in the VM (in its root, as uid:gid, in cwd) and returns its exit code
         (128+n if killed by signal n). stdin is copied from stdio[0] (None: none, EOF at
         once), output to stdio[1]/stdio[2] (None: dropped; with tty both come on stdio[1]).
         on_started(pid) is called once the guest has forked it."""
         env = env if env is not None else []
-        payload = encode_records(process_records(argv, env, cwd, uid, gid, tty))
+        payload = encode_records(process_records(argv, env, cwd, uid, gid, tty,
+                                                 groups=groups))
         sock = self._connect()
         self._send("E", payload)
         fin, fout, ferr = stdio

@@ -14,6 +14,7 @@ import fcntl
 import hashlib
 import os
 import subprocess
+import time
 from contextlib import contextmanager
 from typing import Iterator
 
@@ -77,7 +78,13 @@ def base_initramfs(k: Kernel | None = None) -> str:
         raise ZonedError(f"{VMINIT} is missing: run `make setup`")
     with open(os.path.join(k.modules, "load-order")) as f:
         order = f.read().split()
-    inputs = [("init", VMINIT)] + [(m, os.path.join(k.modules, m + ".ko")) for m in order]
+    try:
+        with open(os.path.join(k.modules, "load-order-9p")) as f:
+            order_9p = f.read().split()
+    except FileNotFoundError:  # a kernel unpacked by an older install script
+        order_9p = []
+    inputs = [("init", VMINIT)] + [(m, os.path.join(k.modules, m + ".ko"))
+                                   for m in order + order_9p]
     h = hashlib.sha256(k.version.encode())
     blobs = {}
     for name, path in inputs:
@@ -95,13 +102,23 @@ def base_initramfs(k: Kernel | None = None) -> str:
         for d in ("dev", "proc", "sys", "lib", "lib/modules", "zoned"):
             w.directory(d)
         w.file("init", blobs["init"], 0o755)
-        for m in order:
+        for m in order + order_9p:
             w.file(f"lib/modules/{m}.ko", blobs[m])
         w.file("lib/modules/load-order", ("\n".join(order) + "\n").encode())
+        w.file("lib/modules/load-order-9p", ("\n".join(order_9p) + "\n").encode())
         tmp = f"{final}.tmp{os.getpid()}"
         with open(tmp, "wb") as f:
             f.write(bytes(w))
         _publish(tmp, final)
+        # Bases of another vminit or kernel: each VM boots from its own copy, but another
+        # checkout of zoned may be using one right now; gone after a day unused.
+        for name in os.listdir(directory):
+            path = os.path.join(directory, name)
+            try:
+                if name.endswith(".cpio") and time.time() - os.stat(path).st_atime > 86400:
+                    _unlink(path)
+            except FileNotFoundError:
+                pass
     return final
 
 
@@ -141,16 +158,7 @@ def root_disk(image: str) -> str:
         if os.path.exists(final):
             return final
         tmp = f"{final}.tmp{os.getpid()}"
-        try:
-            subprocess.run(["mksquashfs", img.rootfs_dir, tmp, "-noappend", "-no-progress",
-                            "-quiet", "-noI", "-noD", "-noF", "-noX"],
-                           check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        except FileNotFoundError:
-            raise ZonedError("mksquashfs is missing: run `make setup` (squashfs-tools)") from None
-        except subprocess.CalledProcessError as e:
-            _unlink(tmp)
-            raise ZonedError(f"mksquashfs {img.rootfs_dir}: "
-                             f"{e.stderr.decode(errors='replace').strip()}") from None
+        mksquashfs(img.rootfs_dir, tmp)
         _publish(tmp, final)
     return final
 
@@ -159,18 +167,45 @@ def dir_disk(rootfs: str, out: str) -> str:
     """A read-only squashfs of `rootfs` at `out`, for one VM (an OCI bundle's rootfs is
     the container's own, so nothing is shared or cached)."""
     tmp = f"{out}.tmp{os.getpid()}"
+    mksquashfs(rootfs, tmp)
+    os.rename(tmp, out)
+    return out
+
+
+def mksquashfs(rootfs: str, out: str) -> None:
+    """`rootfs` as an uncompressed squashfs at `out` (removed again on failure)."""
     try:
-        subprocess.run(["mksquashfs", rootfs, tmp, "-noappend", "-no-progress", "-quiet",
+        subprocess.run(["mksquashfs", rootfs, out, "-noappend", "-no-progress", "-quiet",
                         "-noI", "-noD", "-noF", "-noX"],
                        check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     except FileNotFoundError:
         raise ZonedError("mksquashfs is missing: run `make setup` (squashfs-tools)") from None
     except subprocess.CalledProcessError as e:
-        _unlink(tmp)
+        _unlink(out)
         raise ZonedError(f"mksquashfs {rootfs}: "
                          f"{e.stderr.decode(errors='replace').strip()}") from None
-    os.rename(tmp, out)
-    return out
+
+
+def prune_disks() -> list[str]:
+    """Deletes the root disks of images that are gone or were rebuilt (a running VM keeps
+    its open disk; a migration's destination would make it again); returns their paths."""
+    from zoned.images.store import ImageStore
+
+    store = ImageStore()
+    keep = set()
+    for img in store.list():
+        try:
+            keep.add(store.digest(img.name).split(":", 1)[-1][:32] + ".squashfs")
+        except (ZonedError, OSError):  # an image going away meanwhile: not kept
+            pass
+    directory = os.path.join(vm_dir(), "disks")
+    removed = []
+    with _locked(directory):
+        for name in os.listdir(directory):
+            if name.endswith(".squashfs") and name not in keep:
+                _unlink(os.path.join(directory, name))
+                removed.append(os.path.join(directory, name))
+    return removed
 
 
 def _unlink(path: str) -> None:

@@ -8,6 +8,7 @@ agent's EXEC and SIGNAL frames (zoned.vm.agent).
 from __future__ import annotations
 
 import ipaddress
+import os
 import re
 from dataclasses import dataclass, field
 
@@ -34,6 +35,16 @@ class Nic:
     gateway: str = ""
 
 
+@dataclass(frozen=True)
+class Volume:
+    """A host directory exported to the guest over virtio-9p. While one is mounted, QEMU 7.2
+    refuses live migration ("VirtFS export path ... is mounted in the guest")."""
+
+    host: str
+    guest: str
+    readonly: bool = False
+
+
 @dataclass
 class MachineSpec:
     """A VM as zoned boots it; memory_mib and vcpus come from the zone's --memory/--cpus."""
@@ -44,7 +55,11 @@ class MachineSpec:
     cwd: str = "/"
     uid: int = 0
     gid: int = 0
+    groups: list[int] = field(default_factory=list)  # supplementary gids (at most 64)
     tty: bool = False
+    # False: the process's stdin is /dev/null and the VM has no stdin port (each virtio-serial
+    # port costs the guest ~4 MiB of receive buffers); what a run without -i wants.
+    stdin: bool = True
     hostname: str = ""
     memory_mib: int = 256
     vcpus: int = 1
@@ -53,6 +68,7 @@ class MachineSpec:
     dns: list[str] = field(default_factory=list)
     hosts: str = ""  # the guest's /etc/hosts (left as the image has it when empty)
     disk: str = ""  # a root disk made for this VM (an OCI bundle's rootfs), not the image's
+    volumes: list[Volume] = field(default_factory=list)
     tb_size_mib: int = 32  # TCG translation buffer; QEMU's default grows towards 1 GiB
     rows: int = 0  # initial terminal size with tty (QEMU 7.2 forwards no resizes)
     cols: int = 0
@@ -81,6 +97,9 @@ class MachineSpec:
         for what, v in (("uid", self.uid), ("gid", self.gid)):
             if not isinstance(v, int) or not 0 <= v < 2**32 - 1:
                 raise ConfigError(f"invalid {what} {v!r}")
+        if len(self.groups) > 64 or not all(isinstance(g, int) and 0 <= g < 2**32 - 1
+                                             for g in self.groups):
+            raise ConfigError(f"invalid groups {self.groups!r}: at most 64 gids")
         if self.hostname and not _HOSTNAME_RE.match(self.hostname):
             raise ConfigError(f"invalid hostname {self.hostname!r}")
         if not 1 <= self.tb_size_mib <= 4096:
@@ -98,6 +117,16 @@ class MachineSpec:
                     ipaddress.IPv4Address(nic.gateway)
             except ValueError as e:
                 raise ConfigError(f"invalid nic address: {e}") from None
+        for v in self.volumes:
+            if not os.path.isabs(v.host) or not os.path.isdir(v.host):
+                raise ConfigError(f"invalid volume {v.host}:{v.guest}: the host side must be "
+                                  "an existing directory (a VM shares directories only)")
+            if "," in v.host or "\0" in v.host:
+                raise ConfigError(f"invalid volume {v.host!r}: ',' in a host path")
+            if (not v.guest.startswith("/") or os.path.normpath(v.guest) == "/"
+                    or "\0" in v.guest or "\n" in v.guest):
+                raise ConfigError(f"invalid volume {v.host}:{v.guest}: the guest side must be "
+                                  "an absolute path other than /")
         for d in self.dns:
             try:
                 ipaddress.ip_address(d)
@@ -126,11 +155,12 @@ def decode_records(data: bytes) -> list[tuple[str, str]]:
 
 
 def process_records(argv: list[str], env: list[str], cwd: str = "/", uid: int = 0,
-                    gid: int = 0, tty: bool = False, rows: int = 0,
-                    cols: int = 0) -> list[tuple[str, str]]:
+                    gid: int = 0, tty: bool = False, rows: int = 0, cols: int = 0,
+                    groups: list[int] | None = None) -> list[tuple[str, str]]:
     """A process as records: the main process in the config, an exec in an EXEC frame."""
     pairs = [("arg", a) for a in argv] + [("env", e) for e in env]
     pairs += [("cwd", cwd), ("uid", str(uid)), ("gid", str(gid)), ("tty", "1" if tty else "0")]
+    pairs += [("group", str(g)) for g in groups or []]
     if rows and cols:
         pairs += [("rows", str(rows)), ("cols", str(cols))]
     return pairs
@@ -139,13 +169,18 @@ def process_records(argv: list[str], env: list[str], cwd: str = "/", uid: int = 
 def guest_config(spec: MachineSpec) -> bytes:
     """The records the guest init boots from (it must not outgrow the 1 MiB frame limit)."""
     pairs = process_records(spec.argv, spec.env, spec.cwd, spec.uid, spec.gid, spec.tty,
-                            spec.rows, spec.cols)
+                            spec.rows, spec.cols, spec.groups)
+    if not spec.stdin and not spec.tty:
+        pairs.append(("stdin", "0"))
     if spec.hostname:
         pairs.append(("hostname", spec.hostname))
     if spec.hosts:
         pairs.append(("hosts", spec.hosts))
     if spec.dns:
         pairs.append(("resolv", "".join(f"nameserver {d}\n" for d in spec.dns)))
+    for i, v in enumerate(spec.volumes):
+        pairs.append(("volume", f"zvol{i} {'ro' if v.readonly else 'rw'} "
+                                f"{os.path.normpath(v.guest)}"))
     for nic in spec.nics:
         if nic.ip:
             pairs.append(("nic", f"{nic.mac} {nic.ip}/{nic.prefixlen} {nic.gateway or '-'}"))

@@ -15,9 +15,12 @@ import time
 from dataclasses import dataclass
 
 from zoned.errors import ConfigError, ZonedError
+from zoned.vm.cmdline import QEMU, host_tsc_khz, kernel_cmdline
 from zoned.vm.config import MachineSpec
 
-QEMU = "qemu-system-x86_64"
+__all__ = ["QEMU", "BootFiles", "VMPaths", "argv_for", "destroy", "exit_status", "find_qemus",
+           "host_tsc_khz", "kernel_cmdline", "launch", "qemu_pid", "read_ctl", "stop", "wait_ready"]
+
 # Port numbers on the virtio-serial bus (0 is the console, hvc0); the guest finds the ports
 # by name, the numbers only keep the layout identical on a migration's destination.
 PORTS = {"zoned.ctl": 1, "zoned.agent": 2, "zoned.stdin": 3, "zoned.stdout": 4,
@@ -25,23 +28,31 @@ PORTS = {"zoned.ctl": 1, "zoned.agent": 2, "zoned.stdin": 3, "zoned.stdout": 4,
 _SUN_PATH_MAX = 107
 
 
+_FILES = {"qmp": "qmp.sock", "agent": "agent.sock", "ctl": "ctl", "console": "console.log",
+          "log": "qemu.log", "pid": "qemu.pid", "initrd": "initrd", "accel": "accel"}
+
+
 @dataclass(frozen=True)
 class VMPaths:
-    """The files of one VM in its directory."""
+    """The files of one VM in its directory (all of them made by launch, removed by
+    destroy)."""
 
     vmdir: str
 
-    def __getattr__(self, name: str) -> str:  # qmp, agent, ctl, console, log, pid, initrd
-        files = {"qmp": "qmp.sock", "agent": "agent.sock", "ctl": "ctl", "console":
-                 "console.log", "log": "qemu.log", "pid": "qemu.pid", "initrd": "initrd",
-                 "accel": "accel"}
-        if name not in files:
-            raise AttributeError(name)
-        return os.path.join(self.vmdir, files[name])
+    def _file(self, key: str) -> str:
+        return os.path.join(self.vmdir, _FILES[key])
+
+    qmp = property(lambda self: self._file("qmp"))  # QMP socket
+    agent = property(lambda self: self._file("agent"))  # the guest agent's socket
+    ctl = property(lambda self: self._file("ctl"))  # the guest's ready/exit/error lines
+    console = property(lambda self: self._file("console"))  # guest kernel console
+    log = property(lambda self: self._file("log"))  # QEMU's own stderr
+    pid = property(lambda self: self._file("pid"))
+    initrd = property(lambda self: self._file("initrd"))
+    accel = property(lambda self: self._file("accel"))  # which accelerator, and why
 
     def all(self) -> list[str]:
-        return [getattr(self, n) for n in ("qmp", "agent", "ctl", "console", "log", "pid",
-                                           "initrd", "accel")]
+        return [self._file(k) for k in _FILES]
 
 
 @dataclass(frozen=True)
@@ -51,30 +62,6 @@ class BootFiles:
     vmlinux: str
     initrd: str
     disk: str
-
-
-def host_tsc_khz() -> int:
-    """The host's TSC rate in kHz: a TCG guest's TSC runs at it, and without
-    tsc_early_khz= its timer calibration hung 3 of 4 boots under load."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("cpu MHz"):
-                    return int(float(line.split(":")[1]) * 1000)
-    except (OSError, ValueError):
-        pass
-    return 0
-
-
-def kernel_cmdline(accel: str, tsc_khz: int) -> str:
-    """Quiet, no probing of hardware microvm lacks; a panic or a reset ends QEMU
-    (-no-reboot), so a crashed guest never lingers."""
-    args = ["console=ttyS0", "quiet", "loglevel=3", "panic=-1", "reboot=t", "pci=off",
-            "i8042.noaux", "i8042.nomux", "i8042.nopnp", "i8042.dumbkbd",
-            "random.trust_cpu=on", "cryptomgr.notests", "8250.nr_uarts=1"]
-    if accel == "tcg" and tsc_khz > 0:
-        args.append(f"tsc_early_khz={tsc_khz}")
-    return " ".join(args)
 
 
 def argv_for(spec: MachineSpec, paths: VMPaths, boot: BootFiles, accel: str,
@@ -114,12 +101,17 @@ def argv_for(spec: MachineSpec, paths: VMPaths, boot: BootFiles, accel: str,
     else:
         # QEMU 7.2's -chardev file cannot read (its "in" is QMP-only): stdin is QEMU's
         # stdio chardev, which never writes (the guest writes nothing to this port).
-        argv += ["-chardev", "stdio,id=stdin,signal=off",
-                 "-device", _port("stdin", "zoned.stdin"),
-                 "-chardev", f"file,id=stdout,path=/proc/self/fd/{stdout_fd},append=on",
+        if spec.stdin:
+            argv += ["-chardev", "stdio,id=stdin,signal=off",
+                     "-device", _port("stdin", "zoned.stdin")]
+        argv += ["-chardev", f"file,id=stdout,path=/proc/self/fd/{stdout_fd},append=on",
                  "-device", _port("stdout", "zoned.stdout"),
                  "-chardev", f"file,id=stderr,path=/proc/self/fd/{stderr_fd},append=on",
                  "-device", _port("stderr", "zoned.stderr")]
+    for i, v in enumerate(spec.volumes):
+        ro = ",readonly=on" if v.readonly else ""
+        argv += ["-fsdev", f"local,id=vol{i},path={v.host},security_model=passthrough{ro}",
+                 "-device", f"virtio-9p-device,fsdev=vol{i},mount_tag=zvol{i}"]
     for i, nic in enumerate(spec.nics):
         argv += ["-netdev", f"tap,id=net{i},ifname={nic.tap},script=no,downscript=no",
                  "-device", f"virtio-net-device,netdev=net{i},mac={nic.mac}"]
@@ -274,6 +266,45 @@ def _tail(path: str, n: int = 300) -> str:
         return "(no log)"
 
 
+def stop(vmdir: str, sig: int = signal.SIGTERM, timeout: float = 10.0) -> int | None:
+    """`zoned stop` for a VM: sig to the main process through the agent (the guest powers off
+    when it exits), SIGKILL to it after timeout, QEMU killed if even that does not end it;
+    returns the exit status (None if the guest never reported one). Files stay (destroy)."""
+    from zoned.vm.agent import Agent
+
+    pid = qemu_pid(vmdir)
+    if pid is None:
+        return exit_status(vmdir)
+    deadline = time.monotonic() + timeout
+    for s in (sig, signal.SIGKILL):
+        try:
+            with Agent(vmdir, timeout=2) as a:
+                a.signal(s)
+        except ZonedError:
+            break  # no agent (QEMU going, or the guest never came up)
+        while _alive(pid) and time.monotonic() < deadline:
+            _reap(pid)
+            time.sleep(0.02)
+        if not _alive(pid):
+            return exit_status(vmdir)
+        deadline = time.monotonic() + 5
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    while _alive(pid) and time.monotonic() < deadline + 5:
+        _reap(pid)
+        time.sleep(0.02)
+    return exit_status(vmdir)
+
+
+def _reap(pid: int) -> None:
+    try:  # our child: reap it, or it stays a zombie
+        os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        pass
+
+
 def _qmp_arg(vmdir: str) -> bytes:
     return f"unix:{VMPaths(os.path.abspath(vmdir)).qmp},server=on,wait=off".encode()
 
@@ -318,11 +349,7 @@ def destroy(vmdir: str, timeout: float = 10.0) -> None:
             pass
         deadline = time.monotonic() + timeout
         while _alive(pid) and time.monotonic() < deadline:
-            try:  # our child: reap it, or it stays a zombie
-                if os.waitpid(pid, os.WNOHANG)[0] == pid:
-                    break
-            except ChildProcessError:
-                pass
+            _reap(pid)
             time.sleep(0.01)
         if _alive(pid):
             raise ZonedError(f"QEMU (pid {pid}) did not die")
