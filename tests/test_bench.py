@@ -1,0 +1,203 @@
+"""Issue 13: `zoned bench` end to end, as a user runs it. A tiny `all` run (count 2,
+--quick; zone, and vm when the VM backend exists) must write the table, JSON, Markdown
+and every plot, with raw samples that match the summaries, machine facts, and nothing
+left on the host; bad flags are one line and exit 125; Ctrl-C in the middle of a run
+still removes everything the run made."""
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from zoned.bench import report, stats
+
+ZONED = str(Path(sys.executable).parent / "zoned")
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+def vm_backend() -> str | None:
+    """None if `zoned run --backend vm` exists here, else why not."""
+    p = subprocess.run([ZONED, "run", "--help"], capture_output=True, text=True)
+    return None if "--backend" in p.stdout else "`zoned run` has no --backend (VM backend " \
+        "not merged)"
+
+
+def host_traces(token: str) -> dict:
+    """Everything on the host that names a run's token."""
+    from zoned.bench.leftovers import cgroup_dirs_named, links_aliased, mounts_containing
+
+    return {
+        "state_roots": sorted(p for p in os.listdir("/run") if token in p),
+        "cgroups": cgroup_dirs_named(f"zb-{token}"),
+        "mounts": mounts_containing(token),
+        "links": links_aliased(token),
+        "processes": [pid for pid in os.listdir("/proc") if pid.isdigit()
+                      and f"zb-{token}" in _cmdline(pid)],
+    }
+
+
+def _cmdline(pid: str) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+        return ""
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    """One `zoned bench all --count 2 --quick` with zone (+ vm when available)."""
+    out = tmp_path_factory.mktemp("bench")
+    backends = "zone" if vm_backend() else "zone,vm"
+    p = subprocess.run([ZONED, "bench", "all", "--count", "2", "--quick", "--window", "1",
+                        "--backends", backends, "--out", str(out)],
+                       capture_output=True, text=True, timeout=600)
+    result = json.loads((out / "bench.json").read_text()) if (out / "bench.json").exists() \
+        else None
+    return {"p": p, "out": out, "result": result, "backends": backends.split(",")}
+
+
+def test_tiny_run_succeeds_and_writes_every_file(tiny_run):
+    p, out = tiny_run["p"], tiny_run["out"]
+    assert p.returncode == 0, p.stderr[-3000:]
+    for name in ("bench.json", "report.md", "table.txt", "startup-latency.png",
+                 "memory-per-instance.png", "instances-per-gib.png", "migrate-frozen.png"):
+        assert (out / name).is_file(), (name, p.stderr[-2000:])
+    for png in out.glob("*.png"):
+        assert png.read_bytes()[:8] == PNG
+    assert p.stdout == (out / "table.txt").read_text() + "\n"  # the table on stdout
+    md = (out / "report.md").read_text()
+    for png in ("startup-latency.png", "memory-per-instance.png", "instances-per-gib.png",
+                "migrate-frozen.png"):
+        assert f"]({png})" in md
+
+
+def test_progress_goes_to_stderr(tiny_run):
+    err = tiny_run["p"].stderr
+    for what in ("startup: round 1/2", "density: zone", "idle: zone", "network:", "migrate:",
+                 "cleaning up"):
+        assert what in err
+    assert "[bench" not in tiny_run["p"].stdout
+
+
+def test_json_schema_raw_samples_and_machine_facts(tiny_run):
+    res = tiny_run["result"]
+    assert report.validate(res) == []
+    assert res["complete"] is True and res["schema"] == "zoned-bench/1"
+    m = res["machine"]
+    assert m["kernel"] == os.uname().release and m["cpu_count"] == os.cpu_count()
+    assert m["cgroup_layout"] in ("v1", "hybrid", "v2", "unified")
+    assert m["versions"]["zoned"].startswith("zoned version")
+    for tool in ("runc", "podman", "qemu"):
+        assert tool in m["versions"]
+    # every summary is recomputable from the raw samples next to it
+    for name, per in res["startup"]["samples_ms"].items():
+        for metric, xs in per.items():
+            assert xs, (name, metric)
+            assert res["startup"]["stats_ms"][name][metric] == stats.summary(xs)
+    assert len(res["startup"]["samples_ms"]["zone"]["true"]) == 2
+    for floor in ("floor:unshare", "floor:python"):
+        assert len(res["startup"]["samples_ms"][floor]["true"]) == 2
+    d = res["density"]["zone"]
+    assert d["started"] == 2 and len(d["start_latency_ms_samples"]) == 2
+    assert d["start_latency_ms"] == stats.summary(d["start_latency_ms_samples"])
+    assert len(d["used_kib_after_each_start"]) == 2
+    assert d["kib_per_instance_slope"] == stats.slope(
+        [1, 2], d["attributed_kib_after_each_start"])["slope"]
+    # an idle zone is a sleeping process (+ its logger): some PSS, almost no CPU
+    assert 50 < d["pss_kib_per_instance"]["median"] < 20000
+    assert d["processes_per_instance"]["median"] >= 1
+    idle = res["idle"]["zone"]
+    assert len(idle["cpu_pct_per_instance_samples"]) == 2
+    assert idle["cpu_pct_per_instance"]["max"] < 5
+    net = res["network"]["paths"]
+    assert set(net) == {"loopback", "zone<->zone bridge", "host->zone bridge"}
+    assert all(p["throughput"]["gbit_s"]["median"] > 0 for p in net.values())
+    mig = res["migrate"]["backends"]["zone"]["results"]
+    assert {(x["size_mib"], x["mode"]) for x in mig} == {
+        (16, "stop-and-copy"), (16, "live"), (64, "stop-and-copy"), (64, "live")}
+    assert all(x["memory_ok"] == "yes" for x in mig)
+
+
+def test_vm_backend_is_reported_or_measured(tiny_run):
+    res = tiny_run["result"]
+    why = vm_backend()
+    if why:
+        assert "vm" not in tiny_run["backends"]
+        pytest.skip(f"vm backend unavailable: {why}")
+    assert res["backends"]["vm"]["available"] is True
+    assert res["machine"]["accelerator"] in ("tcg", "kvm")
+    assert res["density"]["vm"]["started"] >= 1
+    assert res["startup"]["samples_ms"]["vm"]["true"]
+
+
+def test_default_backends_report_vm_unavailable_with_reason(tmp_path):
+    why = vm_backend()
+    if not why:
+        pytest.skip("the vm backend is available here")
+    p = subprocess.run([ZONED, "bench", "startup", "--count", "1", "--quick", "--backends",
+                        "zone,vm", "--out", str(tmp_path), "--plot", ""],
+                       capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr
+    res = json.loads((tmp_path / "bench.json").read_text())
+    assert res["backends"]["vm"] == {"available": False, "reason": res["backends"]["vm"]["reason"]}
+    assert "--backend" in res["backends"]["vm"]["reason"]
+    assert "vm" not in res["startup"]["samples_ms"]
+    assert f"unavailable: {res['backends']['vm']['reason']}" in p.stdout
+
+
+def test_nothing_is_left_on_the_host(tiny_run):
+    res = tiny_run["result"]
+    assert res["leftovers"]["ok"] is True, res["leftovers"]
+    assert host_traces(res["parameters"]["token"]) == {
+        "state_roots": [], "cgroups": [], "mounts": [], "links": [], "processes": []}
+
+
+@pytest.mark.parametrize("flags, field", [
+    (["--backends", "zone,docker"], "--backends"), (["--count", "0"], "--count"),
+    (["--budget", "lots"], "--budget"), (["--window", "-1"], "--window"),
+])
+def test_bad_flags_one_line_exit_125_nothing_made(tmp_path, flags, field):
+    before = set(os.listdir("/run"))
+    p = subprocess.run([ZONED, "bench", "startup", *flags, "--out", str(tmp_path)],
+                       capture_output=True, text=True, timeout=60)
+    assert p.returncode == 125
+    lines = p.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("zoned: invalid ") and field in lines[0]
+    assert set(os.listdir("/run")) - before == set()
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_ctrl_c_mid_run_removes_everything(tmp_path):
+    """SIGINT while instances are running: the run unwinds through its clean-up."""
+    proc = subprocess.Popen([ZONED, "bench", "density", "--backends", "zone,runc",
+                             "--count", "40", "--out", str(tmp_path)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    token, seen = None, []
+    deadline = time.monotonic() + 120
+    try:
+        for line in proc.stderr:
+            seen.append(line)
+            m = re.search(r"token ([0-9a-f]+)", line)
+            token = token or (m and m.group(1))
+            if "density: zone 8/40 started" in line or time.monotonic() > deadline:
+                break
+        assert token, "".join(seen)
+        running = [d for d in os.listdir(f"/run/zoned-zbench-{token}-zone")]
+        assert len(running) >= 8  # the interrupt comes with zones running
+        proc.send_signal(signal.SIGINT)
+        rest = proc.communicate(timeout=180)[1]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 130, rest[-2000:]
+    assert "cleaning up" in rest
+    assert host_traces(token) == {"state_roots": [], "cgroups": [], "mounts": [],
+                                  "links": [], "processes": []}
