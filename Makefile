@@ -12,9 +12,10 @@ STAMP := .stamps
 APT_PACKAGES := python3-venv python3-dev gcc libc6-dev make libffi-dev libseccomp-dev \
 	libcap-dev pkg-config busybox-static runc util-linux procps iproute2 ca-certificates \
 	nftables iperf3 openssh-server openssh-client iputils-ping \
-	podman conmon golang-github-containers-common containerd
+	podman conmon golang-github-containers-common containerd python3-matplotlib
 
-.PHONY: all setup criu bytecode demo test bench-startup bench-density image clean distclean
+.PHONY: all setup criu bytecode demo test bench bench-quick bench-startup bench-density image \
+	clean distclean
 
 all: setup
 
@@ -80,11 +81,19 @@ test: setup
 	$(VENV)/bin/ruff check zoned tests bench
 	$(PY) -m pytest -q tests
 
+# `zoned bench` (zoned/bench): zones vs VMs, runc and podman side by side; plots with the
+# venv's matplotlib (pip install -e '.[plot]') or else Debian's python3-matplotlib.
+bench: setup
+	$(ZONED) bench all
+
+bench-quick: setup
+	$(ZONED) bench all --quick
+
 bench-startup: setup
-	$(PY) bench/startup.py
+	$(ZONED) bench startup
 
 bench-density: setup
-	$(PY) bench/density.py
+	$(ZONED) bench density
 
 clean:
 	rm -rf build *.egg-info zoned/_native.* zoned/_seccomp.* zoned/libexec $(STAMP)

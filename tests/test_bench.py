@@ -110,6 +110,11 @@ def test_json_schema_raw_samples_and_machine_facts(tiny_run):
     assert len(d["used_kib_after_each_start"]) == 2
     assert d["kib_per_instance_slope"] == stats.slope(
         [1, 2], d["attributed_kib_after_each_start"])["slope"]
+    # the cost of one more: that slope, or (a noisy line) the mean per instance at the end
+    assert d["kib_per_instance"] in (d["kib_per_instance_slope"],
+                                     d["attributed_kib_per_instance_at_end"]["mean"])
+    assert d["fit_in_host_memory"] == int(d["baseline_mem_available_kib"]
+                                          / d["kib_per_instance"])
     # an idle zone is a sleeping process (+ its logger): some PSS, almost no CPU
     assert 50 < d["pss_kib_per_instance"]["median"] < 20000
     assert d["processes_per_instance"]["median"] >= 1

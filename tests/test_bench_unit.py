@@ -68,11 +68,13 @@ def fake_result(vm: bool = False) -> dict:
                      "attributed_kib_after_each_start": [600, 1200, 1800],
                      "used_slope": stats.slope([1, 2, 3], [300, 500, 900]),
                      "attributed_slope": stats.slope([1, 2, 3], [600, 1200, 1800]),
-                     "kib_per_instance_slope": 600.0, "fit_in_host_memory": 40000,
+                     "kib_per_instance_slope": 600.0, "kib_per_instance": 600.0,
+                     "kib_per_instance_basis": "slope", "fit_in_host_memory": 40000,
                      "instances_per_gib": 1747.6,
                      "pss_kib_per_instance_samples": [400, 410, 405],
                      "pss_kib_per_instance": su([400, 410, 405]),
                      "memcg_kib_per_instance": su([300, 320, 310]),
+                     "memcg_kernel_kib_per_instance": su([100, 110, 105]),
                      "kernel_kib_per_instance": 200.0,
                      "mem_available_drop_kib_per_instance": 700.0,
                      "processes_per_instance": su([2, 2, 2]),
@@ -127,6 +129,8 @@ def test_a_complete_result_validates():
      "$.startup.stats_ms.zone.true.p95: missing"),
     (lambda r: r["density"]["zone"].pop("kib_per_instance_slope"),
      "$.density.zone.kib_per_instance_slope: missing"),
+    (lambda r: r["density"]["zone"].pop("kib_per_instance"),
+     "$.density.zone.kib_per_instance: missing"),
     (lambda r: r["idle"]["zone"].pop("cpu_pct_per_instance_samples"),
      "$.idle.zone.cpu_pct_per_instance_samples: not a list of numbers"),
     (lambda r: r["leftovers"].pop("ok"), "$.leftovers.ok: missing"),
@@ -148,7 +152,8 @@ def test_table_shows_spread_unavailable_reasons_and_leftovers():
     # the startup row of zone: min / median / p95 of its samples, with n
     assert "45.0 / 47.0 / 50.0 (n=3)" in text
     assert "unavailable: no --backend in zoned run" in text
-    assert "600 (r²=1.00)" in text  # the attributed slope
+    assert "600 (r²=1.00)" in text  # the slope of the instances' own memory
+    assert "600 (slope)" in text
     assert "leftovers: none" in text
     res = fake_result()
     res["leftovers"] = {"zone": {"ok": False, "state": ["zb-x"]}, "ok": False}

@@ -2,9 +2,9 @@
 budget, and measure what each costs the host.
 
 Per start: its latency (the whole start command) and, right after it, host memory used
-(MemTotal - MemAvailable) and the memory attributable to the instances (PSS of all their
-host processes + the growth of Slab, KernelStack, PageTables, Percpu), both vs a baseline
-taken just before the first start. The least-squares slope of the attributable line is
+(MemTotal - MemAvailable, vs a baseline taken just before the first start) and the memory
+attributable to the instances (attributed_kib: PSS of all their host processes + the
+kernel memory charged to their memory cgroups). The least-squares slope of the attributable line is
 the measured cost of one more instance (the "used" slope is reported too, with its r²:
 on a busy host other processes' page cache moves it by more than a zone costs), and how
 many would fit = MemAvailable at the baseline / slope (also given per GiB). After the starts and a
@@ -22,20 +22,24 @@ from collections.abc import Callable
 
 from zoned.bench.backends import Backend, Instance
 from zoned.bench.facts import meminfo
-from zoned.bench.procfs import (KERNEL_KEYS, MEM_KEYS, limits_snapshot, memcg_bytes, num_cgroups,
-                                sample_meminfo, slab_top, slabinfo, smaps_rollup, used_kib)
+from zoned.bench.procfs import (KERNEL_KEYS, MEM_KEYS, limits_snapshot, memcg_bytes,
+                                memcg_kernel_bytes, num_cgroups, sample_meminfo, slab_top,
+                                slabinfo, smaps_rollup, used_kib)
 from zoned.bench.runcmd import BenchFailure
 from zoned.bench.stats import slope, summary
 
 GIB_KIB = 1024 * 1024
-# The kernel's share that grows with instances; with the instances' PSS, "attributed"
-# memory: far less noisy than MemAvailable on a busy host (page cache of others moves that).
-ATTRIBUTED_KERNEL = ("Slab", "KernelStack", "PageTables", "Percpu")
+SLOPE_MIN_R2 = 0.9  # below this the slope is noise, not a cost
 
 
-def pss_of(backend: Backend, inst: Instance) -> int:
-    """PSS (KiB) of every host process of an instance."""
-    return sum(smaps_rollup(p).get("Pss", 0) for p in backend.host_pids(inst))
+def attributed_kib(backend: Backend, inst: Instance) -> int:
+    """Memory that is the instance's own: PSS of every host process of it (workload, init,
+    logger, conmon, QEMU) + kernel memory charged to its memory cgroup. Per instance, so
+    other processes on the host do not move it (MemAvailable and meminfo's kernel deltas
+    are host-wide: on a busy host their noise is larger than a zone)."""
+    pss = sum(smaps_rollup(p).get("Pss", 0) for p in backend.host_pids(inst))
+    kmem = memcg_kernel_bytes(inst.pid, backend.ctx.mounts) or 0
+    return pss + kmem // 1024
 
 
 def start_many(backend: Backend, n: int, budget_kib: int, settle: float,
@@ -47,7 +51,6 @@ def start_many(backend: Backend, n: int, budget_kib: int, settle: float,
                  "baseline_mem_available_kib": base["MemAvailable"],
                  "_base": base, "_slab0": slabinfo(), "_cg0": num_cgroups()}
     lat, used, attributed, insts = [], [], [], []
-    kernel0 = sum(base.get(k, 0) for k in ATTRIBUTED_KERNEL)
     stop = None
     t0 = time.perf_counter()
     for i in range(n):
@@ -63,8 +66,7 @@ def start_many(backend: Backend, n: int, budget_kib: int, settle: float,
         insts.append(inst)
         m = meminfo()
         used.append(used_kib(m) - used_kib(base))
-        attributed.append(sum(pss_of(backend, i) for i in insts)
-                          + sum(m.get(k, 0) for k in ATTRIBUTED_KERNEL) - kernel0)
+        attributed.append(sum(attributed_kib(backend, x) for x in insts))
         if (i + 1) % max(1, n // 5) == 0 or i + 1 == n:
             progress(f"density: {backend.name} {i + 1}/{n} started ({lat[-1]:.0f} ms)")
         if used[-1] > budget_kib:
@@ -98,16 +100,14 @@ def analyse(backend: Backend, res: dict, insts: list[Instance], settle: float) -
     res["used_kib_per_instance_slope"] = line["slope"] if line else None
     aline = slope(xs, res["attributed_kib_after_each_start"]) if k >= 2 else None
     res["attributed_slope"] = aline
-    per = aline["slope"] if aline else None
-    res["kib_per_instance_slope"] = per
-    res["fit_in_host_memory"] = (int(res["baseline_mem_available_kib"] / per)
-                                 if per and per > 0 else None)
-    res["instances_per_gib"] = GIB_KIB / per if per and per > 0 else None
+    res["kib_per_instance_slope"] = aline["slope"] if aline else None
+    res["kib_per_instance"] = res["kib_per_instance_basis"] = None
+    res["fit_in_host_memory"] = res["instances_per_gib"] = None
     if not k:
         return res
     time.sleep(settle)
     after, noise_after = sample_meminfo(n=3, gap=0.3)
-    pss, pss_anon, charge, nprocs, charged = [], [], [], [], 0
+    pss, pss_anon, charge, kmem, nprocs = [], [], [], [], []
     for inst in insts:
         pids = backend.host_pids(inst)
         nprocs.append(len(pids))
@@ -117,7 +117,9 @@ def analyse(backend: Backend, res: dict, insts: list[Instance], settle: float) -
         c = memcg_bytes(inst.pid, backend.ctx.mounts)
         if c is not None:
             charge.append(c / 1024)
-            charged += 1
+        c = memcg_kernel_bytes(inst.pid, backend.ctx.mounts)
+        if c is not None:
+            kmem.append(c / 1024)
     delta = {key: after.get(key, 0) - base.get(key, 0) for key in MEM_KEYS}
     delta["used"] = used_kib(after) - used_kib(base)
     kernel = sum(delta[key] for key in ("Slab", "KernelStack", "PageTables", "Percpu"))
@@ -126,8 +128,25 @@ def analyse(backend: Backend, res: dict, insts: list[Instance], settle: float) -
     res["pss_kib_per_instance"] = summary(pss)
     res["pss_anon_kib_per_instance"] = summary(pss_anon)
     res["memcg_kib_per_instance"] = summary(charge) if charge else None
+    res["memcg_kernel_kib_per_instance"] = summary(kmem) if kmem else None
+    # the cost of one more: the slope where the line is clean; where it is not (memcg
+    # charges move in per-CPU batches of 64 pages, a zone costs less than that), the
+    # mean of the same per-instance figure over all instances once they settled
+    own = summary([p + (kmem[j] if j < len(kmem) else 0) for j, p in enumerate(pss)])
+    res["attributed_kib_per_instance_at_end"] = own
+    if aline and aline["r2"] >= SLOPE_MIN_R2 and aline["slope"] > 0:
+        per, basis = aline["slope"], "slope"
+    else:
+        per = own["mean"]
+        basis = ("mean at end" if not aline else
+                 f"mean at end (slope {aline['slope']:.0f} KiB, r²={aline['r2']:.2f} < "
+                 f"{SLOPE_MIN_R2})")
+    res["kib_per_instance"], res["kib_per_instance_basis"] = per, basis
+    if per and per > 0:
+        res["fit_in_host_memory"] = int(res["baseline_mem_available_kib"] / per)
+        res["instances_per_gib"] = GIB_KIB / per
     res["meminfo_delta_kib_per_instance"] = {key: v / k for key, v in delta.items()}
-    res["kernel_kib_per_instance"] = kernel / k
+    res["kernel_kib_per_instance"] = kernel / k  # host-wide meminfo deltas
     res["kernel_keys"] = KERNEL_KEYS
     res["used_kib_per_instance_after_settle"] = delta["used"] / k
     res["mem_available_drop_kib_per_instance"] = -delta["MemAvailable"] / k

@@ -50,12 +50,12 @@ def draw(res: dict, outdir: str) -> list[str]:
                 continue
             xs = list(range(1, len(used) + 1))
             ax.plot(xs, [max(u, 1) / x for u, x in zip(used, xs, strict=True)], marker="o", ms=3,
-                    color=COLORS.get(name), label=f"{name}: slope "
-                    f"{(d.get('kib_per_instance_slope') or 0):.0f} KiB")
+                    color=COLORS.get(name), label=f"{name}: "
+                    f"{(d.get('kib_per_instance') or 0):.0f} KiB per instance")
         ax.set_yscale("log")
         ax.set_xlabel("instances running (N)")
         ax.set_ylabel("attributed memory / N (KiB, log)")
-        ax.set_title("memory per instance vs N (PSS of its processes + kernel growth)")
+        ax.set_title("memory per instance vs N (PSS of its processes + memcg kernel)")
         ax.grid(True, alpha=0.3)
         ax.legend(fontsize=8)
         save(fig, "memory-per-instance.png")

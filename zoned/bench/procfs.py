@@ -78,6 +78,31 @@ def memcg_bytes(pid: int, mounts: dict[str, str]) -> int | None:
     return None
 
 
+def memcg_kernel_bytes(pid: int, mounts: dict[str, str]) -> int | None:
+    """Kernel memory charged to the memory cgroup of `pid` (v1 memory.kmem.usage_in_bytes;
+    v2 memory.stat's kernel, or its slab + stacks + page tables + percpu): the instance's
+    own slab, stacks and page tables, unlike meminfo's host-wide deltas, which carry every
+    other process's churn. None in the root cgroup or where nothing is accounted."""
+    cg = proc_cgroups(pid, mounts)
+    v1 = cg.get("memory")
+    if v1 and v1.rstrip("/") != mounts.get("memory", "").rstrip("/"):
+        return read_int(os.path.join(v1, "memory.kmem.usage_in_bytes"))
+    v2 = cg.get("")
+    if v2 and "memory" not in mounts and v2.rstrip("/") != mounts.get("", "").rstrip("/"):
+        stat: dict[str, int] = {}
+        try:
+            with open(os.path.join(v2, "memory.stat")) as f:
+                for ln in f:
+                    k, _, v = ln.partition(" ")
+                    stat[k] = int(v)
+        except (OSError, ValueError):
+            return None
+        if "kernel" in stat:
+            return stat["kernel"]
+        return sum(stat.get(k, 0) for k in ("slab", "kernel_stack", "pagetables", "percpu"))
+    return None
+
+
 def smaps_rollup(pid: int) -> dict[str, int]:
     """/proc/PID/smaps_rollup in KiB (Pss, Pss_Anon, Rss, ...); {} if the process is gone."""
     out: dict[str, int] = {}

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 
+TEXT_COLUMNS = ("notes", "what / why not")
 TCG_CAVEAT = ("TCG (QEMU's software CPU emulation, no KVM) inflates the VMs' boot times and "
               "CPU costs several-fold; memory figures are much less affected.")
 
@@ -26,11 +27,14 @@ def table(rows: list[list], header: list[str], left_last: bool = True) -> str:
 
 
 def markdown_table(rows: list[list], header: list[str]) -> str:
+    """First column (and a last column of notes) left aligned, the figures right."""
     def esc(c) -> str:
         return ("" if c is None else str(c)).replace("|", "\\|")
 
+    last = len(header) - 1
+    left = {0} | ({last} if header[last] in TEXT_COLUMNS else set())
     out = ["| " + " | ".join(esc(h) for h in header) + " |",
-           "|" + "|".join("---" if i == 0 else "---:" for i in range(len(header))) + "|"]
+           "|" + "|".join("---" if i in left else "---:" for i in range(len(header))) + "|"]
     out += ["| " + " | ".join(esc(c) for c in r) + " |" for r in rows]
     return "\n".join(out)
 
@@ -96,7 +100,10 @@ def sections(res: dict) -> list[tuple[str, list[str], list[list], list[str]]]:
             row("starts per s", lambda d, _: f(d["start_rate_per_s"])),
             row("start degradation last/first 10%",
                 lambda d, _: f(d["start_degradation_last_over_first"], ".2f")),
-            row("memory KiB per instance (slope, attributed)", slope_cell("attributed_slope")),
+            row("memory KiB per instance (own: PSS + memcg kmem)",
+                lambda d, _: f"{d['kib_per_instance']:.0f}"
+                + (" (slope)" if d["kib_per_instance_basis"] == "slope" else " (mean at end)")),
+            row("  slope of own memory vs N", slope_cell("attributed_slope")),
             row("  would fit in MemAvailable", lambda d, _: f(d["fit_in_host_memory"], "d")),
             row("  instances per GiB", lambda d, _: f(d["instances_per_gib"], ".0f")),
             row("  MemTotal-MemAvailable slope KiB", slope_cell("used_slope")),
@@ -104,7 +111,9 @@ def sections(res: dict) -> list[tuple[str, list[str], list[list], list[str]]]:
                 lambda d, _: spread(d["pss_kib_per_instance"], ".0f")),
             row("memcg charge KiB per instance",
                 lambda d, _: spread(d["memcg_kib_per_instance"], ".0f")),
-            row("kernel KiB per instance (slab+stack+pt+percpu)",
+            row("  of which kernel (memcg kmem) KiB",
+                lambda d, _: spread(d["memcg_kernel_kib_per_instance"], ".0f")),
+            row("host kernel growth KiB per instance (meminfo)",
                 lambda d, _: f(d["kernel_kib_per_instance"], ".0f")),
             row("MemAvailable drop KiB per instance",
                 lambda d, _: f(d["mem_available_drop_kib_per_instance"], ".0f")),
@@ -120,10 +129,12 @@ def sections(res: dict) -> list[tuple[str, list[str], list[list], list[str]]]:
         out.append(("density and idle cost (instances running `sleep 100000`)",
                     ["metric"] + names, rows,
                     ["memory per instance = least-squares slope, against the number started, "
-                     "of the instances' PSS (all their host processes) + the growth of Slab, "
-                     "KernelStack, PageTables, Percpu; 'would fit' = MemAvailable before the "
-                     "first start / that slope. The MemTotal-MemAvailable slope is host-wide "
-                     "and carries the noise of everything else on the host (r², noise row)"]))
+                     "of the instances' own memory (PSS of all their host processes + kernel "
+                     "memory charged to their memory cgroups) where r² >= 0.9, else that "
+                     "figure's mean over the settled instances; 'would fit' = MemAvailable "
+                     "before the first start / memory per instance. The MemTotal-MemAvailable slope and "
+                     "the meminfo kernel growth are host-wide and carry the noise of everything "
+                     "else on the host (r², noise row)"]))
     net = res.get("network")
     if net:
         rows = [[label, spread(p["throughput"]["gbit_s"], ".2f"),
@@ -177,7 +188,7 @@ def render_table(res: dict) -> str:
     for title, header, rows, notes in sections(res):
         parts.append(f"\n{title}")
         if rows:
-            parts.append(table(rows, header, left_last=header[-1] in ("notes", "what / why not")))
+            parts.append(table(rows, header, left_last=header[-1] in TEXT_COLUMNS))
         parts += [f"  {n}" for n in notes]
     if res.get("plots_note"):
         parts.append(f"\nplots: {res['plots_note']}")
@@ -189,7 +200,7 @@ def render_markdown(res: dict, plots: list[str] | None = None) -> str:
     m = res.get("machine", {})
     v = m.get("versions", {})
     parts = [f"# zoned bench {res.get('command')}", "", headline(res) + ".", "",
-             f"Versions: {'; '.join(f'{k} {x}' for k, x in v.items() if x)}.", ""]
+             f"Versions: {'; '.join(f'{k}: {x}' for k, x in v.items() if x)}.", ""]
     vm = res.get("backends", {}).get("vm", {})
     if vm.get("available") and (m.get("accelerator") or "tcg") != "kvm":
         parts += [f"**Caveat:** {TCG_CAVEAT}", ""]
@@ -262,6 +273,8 @@ def validate(res: dict) -> list[str]:
     for name, d in (res.get("density") or {}).items():
         w = f"$.density.{name}"
         need(d, "started", int, w)
+        if "kib_per_instance" not in d:
+            errs.append(f"{w}.kib_per_instance: missing")
         numbers(d.get("start_latency_ms_samples"), f"{w}.start_latency_ms_samples")
         numbers(d.get("used_kib_after_each_start"), f"{w}.used_kib_after_each_start")
         numbers(d.get("attributed_kib_after_each_start"),
