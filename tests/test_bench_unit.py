@@ -37,6 +37,15 @@ def test_summary_has_min_median_p95_of_the_samples():
     assert stats.summary([2.0])["stdev"] == 0.0
 
 
+def test_theil_sen_ignores_one_outlier_that_least_squares_follows():
+    xs = list(range(1, 11))
+    ys = [9348] + [2000 + 270 * x for x in xs[1:]]  # the first instance paid for cold caches
+    assert stats.theil_sen(xs, ys) == pytest.approx(270)
+    assert stats.slope(xs, ys)["slope"] < 0
+    assert stats.theil_sen([1], [5]) is None
+    assert stats.theil_sen([1, 2, 3], [1, 2, 3]) == pytest.approx(1)
+
+
 def test_slope_recovers_a_line_and_refuses_one_point():
     xs = [1, 2, 3, 4, 5]
     line = stats.slope(xs, [3 + 2 * x for x in xs])

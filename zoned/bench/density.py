@@ -26,10 +26,9 @@ from zoned.bench.procfs import (KERNEL_KEYS, MEM_KEYS, limits_snapshot, memcg_by
                                 memcg_kernel_bytes, num_cgroups, sample_meminfo, slab_top,
                                 slabinfo, smaps_rollup, used_kib)
 from zoned.bench.runcmd import BenchFailure
-from zoned.bench.stats import slope, summary
+from zoned.bench.stats import slope, summary, theil_sen
 
 GIB_KIB = 1024 * 1024
-SLOPE_MIN_R2 = 0.9  # below this the slope is noise, not a cost
 
 
 def attributed_kib(backend: Backend, inst: Instance) -> int:
@@ -100,7 +99,7 @@ def analyse(backend: Backend, res: dict, insts: list[Instance], settle: float) -
     res["used_kib_per_instance_slope"] = line["slope"] if line else None
     aline = slope(xs, res["attributed_kib_after_each_start"]) if k >= 2 else None
     res["attributed_slope"] = aline
-    res["kib_per_instance_slope"] = aline["slope"] if aline else None
+    res["kib_per_instance_slope"] = theil_sen(xs, res["attributed_kib_after_each_start"])
     res["kib_per_instance"] = res["kib_per_instance_basis"] = None
     res["fit_in_host_memory"] = res["instances_per_gib"] = None
     if not k:
@@ -129,18 +128,17 @@ def analyse(backend: Backend, res: dict, insts: list[Instance], settle: float) -
     res["pss_anon_kib_per_instance"] = summary(pss_anon)
     res["memcg_kib_per_instance"] = summary(charge) if charge else None
     res["memcg_kernel_kib_per_instance"] = summary(kmem) if kmem else None
-    # the cost of one more: the slope where the line is clean; where it is not (memcg
-    # charges move in per-CPU batches of 64 pages, a zone costs less than that), the
-    # mean of the same per-instance figure over all instances once they settled
+    # the cost of one more: the (Theil-Sen) slope; where there is none (one instance) or
+    # it is not positive (noise larger than the cost), the mean of the same per-instance
+    # figure over all instances once they settled
     own = summary([p + (kmem[j] if j < len(kmem) else 0) for j, p in enumerate(pss)])
     res["attributed_kib_per_instance_at_end"] = own
-    if aline and aline["r2"] >= SLOPE_MIN_R2 and aline["slope"] > 0:
-        per, basis = aline["slope"], "slope"
+    ts = res["kib_per_instance_slope"]
+    if ts is not None and ts > 0:
+        per, basis = ts, "slope"
     else:
         per = own["mean"]
-        basis = ("mean at end" if not aline else
-                 f"mean at end (slope {aline['slope']:.0f} KiB, r²={aline['r2']:.2f} < "
-                 f"{SLOPE_MIN_R2})")
+        basis = "mean at end" if ts is None else f"mean at end (slope {ts:.0f} KiB)"
     res["kib_per_instance"], res["kib_per_instance_basis"] = per, basis
     if per and per > 0:
         res["fit_in_host_memory"] = int(res["baseline_mem_available_kib"] / per)

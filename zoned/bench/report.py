@@ -103,7 +103,7 @@ def sections(res: dict) -> list[tuple[str, list[str], list[list], list[str]]]:
             row("memory KiB per instance (own: PSS + memcg kmem)",
                 lambda d, _: f"{d['kib_per_instance']:.0f}"
                 + (" (slope)" if d["kib_per_instance_basis"] == "slope" else " (mean at end)")),
-            row("  slope of own memory vs N", slope_cell("attributed_slope")),
+            row("  least-squares slope of it (r²)", slope_cell("attributed_slope")),
             row("  would fit in MemAvailable", lambda d, _: f(d["fit_in_host_memory"], "d")),
             row("  instances per GiB", lambda d, _: f(d["instances_per_gib"], ".0f")),
             row("  MemTotal-MemAvailable slope KiB", slope_cell("used_slope")),
@@ -128,10 +128,10 @@ def sections(res: dict) -> list[tuple[str, list[str], list[list], list[str]]]:
         ]
         out.append(("density and idle cost (instances running `sleep 100000`)",
                     ["metric"] + names, rows,
-                    ["memory per instance = least-squares slope, against the number started, "
+                    ["memory per instance = slope (Theil-Sen), against the number started, "
                      "of the instances' own memory (PSS of all their host processes + kernel "
-                     "memory charged to their memory cgroups) where r² >= 0.9, else that "
-                     "figure's mean over the settled instances; 'would fit' = MemAvailable "
+                     "memory charged to their memory cgroups), or where that is not positive "
+                     "the figure's mean over the settled instances; 'would fit' = MemAvailable "
                      "before the first start / memory per instance. The MemTotal-MemAvailable slope and "
                      "the meminfo kernel growth are host-wide and carry the noise of everything "
                      "else on the host (r², noise row)"]))

@@ -51,6 +51,17 @@ def slope(xs: list[float], ys: list[float]) -> dict | None:
     return {"slope": b, "intercept": a, "r2": r2, "n": n}
 
 
+def theil_sen(xs: list[float], ys: list[float]) -> float | None:
+    """The median of the slopes between every two points (Theil-Sen): a line fit that one
+    outlier cannot move, such as the first instance paying for cold caches, or a memcg
+    charge landing in a per-CPU batch. None with fewer than two distinct x."""
+    if len(xs) != len(ys):
+        raise ValueError("xs and ys differ in length")
+    pairs = [(ys[j] - ys[i]) / (xs[j] - xs[i])
+             for i in range(len(xs)) for j in range(i + 1, len(xs)) if xs[j] != xs[i]]
+    return statistics.median(pairs) if pairs else None
+
+
 def ratio(a: float | None, b: float | None) -> float | None:
     """a / b, or None where either is missing or b is 0."""
     if a is None or b in (None, 0):

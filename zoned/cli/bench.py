@@ -66,11 +66,10 @@ def write_outputs(result: dict, out, plot_dir) -> dict[str, str]:
     else:
         pdir = Path(plot_dir) if plot_dir else out
         names, why = plots.make(str(path), str(pdir))
-        result["plots"] = [str(pdir / n) for n in names]
-        result["plots_note"] = why or ", ".join(result["plots"]) or "no data to plot"
+        names = [os.path.relpath(pdir / n, out) for n in names]  # relative: the dir can move
+        result["plots"] = names
+        result["plots_note"] = why or ", ".join(names) or "no data to plot"
         dump()
-        rel = [os.path.relpath(pdir / n, out) for n in names]
-        names = rel
     (out / "report.md").write_text(report.render_markdown(result, names))
     (out / "table.txt").write_text(report.render_table(result))
     files.update({"markdown": str(out / "report.md"), "table": str(out / "table.txt")})
@@ -94,7 +93,7 @@ def cmd_bench(args) -> int:
     if args.format == "json":
         print(json.dumps(result, indent=1))
     elif args.format == "markdown":
-        print(report.render_markdown(result, result.get("plots")))
+        print(report.render_markdown(result, result.get("plots")))  # links relative to --out
     else:
         print(report.render_table(result))
     for kind, path in files.items():
