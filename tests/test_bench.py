@@ -207,3 +207,73 @@ def test_ctrl_c_mid_run_removes_everything(tmp_path):
     assert "cleaning up" in rest
     assert host_traces(token) == {"state_roots": [], "cgroups": [], "mounts": [],
                                   "links": [], "processes": []}
+
+
+SHIM = '''\
+#!{python}
+"""A stand-in for `zoned run --backend vm` on the VM backend's CLI contract (same flags as
+zones; the instance's pid in its state; `zoned inspect` names the accelerator), with zones
+underneath: it checks the bench's VM runner, not VMs."""
+import json, os, subprocess, sys
+REAL = {real!r}
+args = sys.argv[1:]
+if "--backend" in args:
+    i = args.index("--backend")
+    assert args[i + 1] == "vm", args
+    del args[i:i + 2]
+    with open({log!r}, "a") as f:
+        f.write(" ".join(args) + "\\n")
+if "run" in args and ("--help" in args or "-h" in args):
+    out = subprocess.run([REAL, *args], capture_output=True, text=True).stdout
+    print(out + "  --backend {{zone,vm}}")
+    sys.exit(0)
+if "inspect" in args:
+    p = subprocess.run([REAL, *args], capture_output=True, text=True)
+    if p.returncode:
+        sys.stderr.write(p.stderr)
+        sys.exit(p.returncode)
+    d = json.loads(p.stdout)
+    d["vm"] = {{"accel": "tcg", "reason": "stand-in"}}
+    print(json.dumps(d))
+    sys.exit(0)
+os.execv(REAL, [REAL, *args])
+'''
+
+
+def test_vm_runner_on_the_cli_contract(tmp_path):
+    """Until the VM backend is merged: the vm runner drives `zoned run --backend vm` with
+    the contract's flags, is capped to its VM rounds, finds the accelerator in inspect,
+    and the report carries the TCG caveat."""
+    log = tmp_path / "backend-vm-calls"
+    shim = tmp_path / "zoned-shim"
+    shim.write_text(SHIM.format(python=sys.executable, real=ZONED, log=str(log)))
+    shim.chmod(0o755)
+    out = tmp_path / "out"
+    p = subprocess.run([ZONED, "bench", "density", "--backends", "vm", "--count", "5",
+                        "--quick", "--window", "1", "--zoned", str(shim), "--out", str(out),
+                        "--plot", ""], capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr[-2000:]
+    res = json.loads((out / "bench.json").read_text())
+    assert res["backends"]["vm"]["available"] is True
+    assert res["density"]["vm"]["started"] == 3  # --quick caps VMs at 3 instances
+    assert res["idle"]["vm"]["instances"] == 3
+    assert res["machine"]["accelerator"] == "tcg"
+    assert "inflates" in (out / "report.md").read_text()
+    calls = [re.sub(r"^--root \S+ ", "", c) for c in log.read_text().splitlines()]
+    assert sum(c.startswith("run -d --name zb-") for c in calls) == 3
+    assert any(c.startswith("run --rm --name zb-") and c.endswith("-- /bin/true")
+               for c in calls)  # the availability probe
+    assert res["leftovers"]["ok"] is True
+    assert host_traces(res["parameters"]["token"])["state_roots"] == []
+
+
+def test_budget_stops_a_backend_early(tmp_path):
+    p = subprocess.run([ZONED, "bench", "density", "--backends", "zone", "--count", "30",
+                        "--budget", "1M", "--quick", "--window", "1", "--out", str(tmp_path),
+                        "--plot", ""], capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr[-2000:]
+    d = json.loads((tmp_path / "bench.json").read_text())["density"]["zone"]
+    assert 1 <= d["started"] < 30
+    assert d["stopped_early"]["reason"] == "budget of 1024 KiB used"
+    assert d["attributed_kib_after_each_start"][-1] > 1024
+    assert all(x <= 1024 for x in d["attributed_kib_after_each_start"][:-1])

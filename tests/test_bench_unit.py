@@ -220,7 +220,7 @@ def test_plots_skip_figures_without_data(tmp_path):
 
 def args(**kw) -> argparse.Namespace:
     base = {"what": "all", "backends": "zone,vm,runc,podman", "count": None, "quick": False,
-            "budget": "8G", "window": None}
+            "budget": "8G", "window": None, "zoned": None}
     return argparse.Namespace(**{**base, **kw})
 
 
@@ -236,6 +236,7 @@ def test_options_from_flags():
 
 
 @pytest.mark.parametrize("kw, flag", [
+    ({"zoned": "/nonexistent/zoned"}, "--zoned"), ({"zoned": "/etc"}, "--zoned"),
     ({"backends": "zone,docker"}, "--backends"), ({"backends": ","}, "--backends"),
     ({"count": 0}, "--count"), ({"budget": "lots"}, "--budget"),
     ({"budget": "10k"}, "--budget"), ({"window": 0.0}, "--window"),
@@ -256,3 +257,16 @@ def test_zoned_version_does_not_import_the_bench():
     assert p.returncode == 0, p.stderr
     assert p.stdout.strip().splitlines()[-1] == "[]"
 
+
+
+@pytest.mark.parametrize("data, accel", [
+    ({"state": {"pid": 1}, "vm": {"accel": "tcg"}}, "tcg"),
+    ({"accelerator": "KVM"}, "kvm"),
+    ([{"vm": {"accelerator": {"name": "tcg", "reason": "no /dev/kvm"}}}], "tcg"),
+    ({"accel": "hvf"}, None),
+    ({"state": {"status": "running"}}, None),
+])
+def test_the_vm_accelerator_is_found_in_inspect_json(data, accel):
+    from zoned.bench.backends import find_accel
+
+    assert find_accel(data) == accel

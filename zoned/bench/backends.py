@@ -205,16 +205,47 @@ class VM(Zone):
         return None
 
     def accelerator(self) -> str | None:
-        """What a running VM says it uses (kvm/tcg), from `zoned inspect`."""
+        """What a running VM says it uses ("kvm" or "tcg"), from `zoned inspect`: a key
+        named accel or accelerator anywhere in its JSON, else the word in its text."""
         for inst in self.started:
             try:
                 text = runcmd.output(self.Z + ["inspect", inst.name])
             except BenchFailure:
                 continue
+            try:
+                found = find_accel(json.loads(text))
+            except ValueError:
+                found = None
+            if found:
+                return found
+            low = text.lower()
             for word in ("tcg", "kvm"):
-                if f'"{word}"' in text.lower() or f"accel={word}" in text.lower():
+                if f'"{word}"' in low or f"accel={word}" in low:
                     return word
         return None
+
+
+def find_accel(data) -> str | None:
+    """The value of the first key named accel/accelerator (kvm or tcg) in nested JSON."""
+    if isinstance(data, dict):
+        for k, v in data.items():
+            if k.lower() in ("accel", "accelerator") and isinstance(v, str) \
+                    and v.lower() in ("kvm", "tcg"):
+                return v.lower()
+            if isinstance(v, dict) and k.lower() in ("accel", "accelerator"):
+                inner = v.get("accel") or v.get("name")
+                if isinstance(inner, str) and inner.lower() in ("kvm", "tcg"):
+                    return inner.lower()
+        for v in data.values():
+            found = find_accel(v)
+            if found:
+                return found
+    elif isinstance(data, list):
+        for v in data:
+            found = find_accel(v)
+            if found:
+                return found
+    return None
 
 
 # -- runc ------------------------------------------------------------------------------------

@@ -1,5 +1,5 @@
 """Density: start idle instances of one backend one after another, until N or a memory
-budget, and measure what each costs the host.
+budget (of the instances' own memory, below), and measure what each costs the host.
 
 Per start: its latency (the whole start command) and, right after it, host memory used
 (MemTotal - MemAvailable, vs a baseline taken just before the first start) and the memory
@@ -68,7 +68,7 @@ def start_many(backend: Backend, n: int, budget_kib: int, settle: float,
         attributed.append(sum(attributed_kib(backend, x) for x in insts))
         if (i + 1) % max(1, n // 5) == 0 or i + 1 == n:
             progress(f"density: {backend.name} {i + 1}/{n} started ({lat[-1]:.0f} ms)")
-        if used[-1] > budget_kib:
+        if attributed[-1] > budget_kib:  # the instances' own memory, not the host's noise
             stop = {"reason": f"budget of {budget_kib} KiB used", "index": i}
             break
         if m["MemAvailable"] < m["MemTotal"] // 10:

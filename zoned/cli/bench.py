@@ -20,6 +20,8 @@ def default_out():
 
 def options(args):
     """The run's Options from the command line; ConfigError naming the bad flag."""
+    import os
+
     from zoned.bench.backends import INSTANCE_BACKENDS
     from zoned.bench.session import Options
     from zoned.errors import ConfigError
@@ -37,8 +39,12 @@ def options(args):
     budget = parse_size(args.budget, "--budget")
     if budget < 1024 * 1024:
         raise ConfigError(f"invalid --budget {args.budget!r}: at least 1M")
+    zoned = getattr(args, "zoned", None) or ""
+    if zoned and not (os.path.isfile(zoned) and os.access(zoned, os.X_OK)):
+        raise ConfigError(f"invalid --zoned {zoned!r}: not an executable file")
     return Options(what=args.what, backends=list(dict.fromkeys(backends)), count=args.count,
-                   quick=args.quick, budget_kib=budget // 1024, window=args.window)
+                   quick=args.quick, budget_kib=budget // 1024, window=args.window,
+                   zoned=os.path.abspath(zoned) if zoned else "")
 
 
 def write_outputs(result: dict, out, plot_dir) -> dict[str, str]:

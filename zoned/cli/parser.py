@@ -332,6 +332,8 @@ def _sub_bench(sub, argparse):
                    "once they use this much host memory (default 8G)")
     b.add_argument("--window", type=float, metavar="S",
                    help="idle CPU window in seconds (default 30, --quick 5)")
+    b.add_argument("--zoned", metavar="PATH", help="the zoned CLI whose zones and VMs are "
+                   "measured (default: this one)")
 
 
 SUBCOMMANDS = [
