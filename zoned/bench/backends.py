@@ -363,17 +363,3 @@ class PythonFloor(Backend):
     def first_output(self) -> float:
         return runcmd.first_output([sys.executable, "-c", "print('ready')"],
                                    what="python -c print")
-
-
-def make(name: str, ctx: Context) -> Backend:
-    """The runner of a backend by its name."""
-    from zoned.bench.podman import Podman
-
-    kinds = {"zone": Zone, "vm": VM, "runc": Runc, "podman": Podman,
-             "floor:unshare": UnshareFloor, "floor:python": PythonFloor}
-    return kinds[name](ctx)
-
-
-INSTANCE_BACKENDS = ["zone", "vm", "runc", "podman"]
-FLOORS = ["floor:unshare", "floor:python"]
-

@@ -132,6 +132,76 @@ def make(json_path: str, outdir: str) -> tuple[list[str], str | None]:
     return [ln for ln in p.stdout.split() if ln.endswith(".png")], None
 
 
+# -- bench/migrate.py's own plot (its JSON format) --------------------------------------------------------------------------------------
+
+TWOHOST_PLOT = r"""
+import json, sys
+import matplotlib
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+from matplotlib.ticker import LogLocator, NullFormatter, NullLocator, ScalarFormatter
+
+data = json.load(open(sys.argv[1]))
+rows = data["results"]
+env = data["environment"]
+fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4.5))
+style = {"stop-and-copy": ("tab:blue", "o"), "live": ("tab:orange", "s")}
+for mode, (color, marker) in style.items():
+    pts = [(r["size_mib"], r["frozen_ms"], r["total_s"]) for r in rows
+           if r["mode"] == mode and r["frozen_ms"] is not None]
+    if not pts:
+        continue
+    xs = [p[0] for p in pts]
+    ax1.plot(xs, [p[1] for p in pts], marker=marker, color=color, label=mode)
+    ax2.plot(xs, [p[2] for p in pts], marker=marker, color=color, label=mode)
+first = True
+for size, ms in sorted(data["targets_frozen_ms_live"].items(), key=lambda kv: int(kv[0])):
+    ax1.plot([int(size)], [ms], marker="_", markersize=22, mew=2.5, color="red", ls="none",
+             label="target (live)" if first else None)
+    first = False
+sizes = sorted({r["size_mib"] for r in rows} | {int(s) for s in data["targets_frozen_ms_live"]})
+for ax, title, ylabel in ((ax1, "frozen time (container not running)", "ms"),
+                          (ax2, "total migration time", "s")):
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xticks(sizes)
+    ax.set_xticklabels([str(s) for s in sizes])
+    ax.xaxis.set_minor_locator(NullLocator())
+    ax.yaxis.set_major_locator(LogLocator(subs=(1, 2, 5)))
+    ax.yaxis.set_major_formatter(ScalarFormatter())
+    ax.yaxis.set_minor_formatter(NullFormatter())
+    ax.set_xlabel("container memory (MiB)")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(True, which="major", alpha=0.3)
+    ax.legend()
+fig.suptitle(f"zoned migrate A->B over zoned:// (median of {data['parameters']['rounds']} "
+             f"round(s)); one VM, {env['cpu_count']} CPUs, kernel {env['kernel']}, "
+             f"{env.get('criu')}; wire = veth", fontsize=9)
+fig.tight_layout()
+fig.savefig(sys.argv[2], dpi=110)
+print(sys.argv[2])
+"""
+
+
+def twohost_plot(json_path, png: str) -> str:
+    """-> what happened (the PNG's path or why there is none)."""
+    try:
+        import matplotlib  # noqa: F401
+        py = sys.executable
+    except ImportError:
+        py = SYSTEM_PYTHON
+        probe = subprocess.run([py, "-c", "import matplotlib"], capture_output=True)
+        if probe.returncode != 0:
+            return ("no plot: matplotlib is not importable (apt-get install -y "
+                    "--no-install-recommends python3-matplotlib)")
+    os.makedirs(os.path.dirname(os.path.abspath(png)), exist_ok=True)
+    p = subprocess.run([py, "-c", TWOHOST_PLOT, str(json_path), png], capture_output=True, text=True)
+    if p.returncode != 0:
+        return f"plot failed: {p.stderr.strip()[-500:]}"
+    return png
+
+
 if __name__ == "__main__":
     with open(sys.argv[1]) as fh:
         print("\n".join(draw(json.load(fh), sys.argv[2])))

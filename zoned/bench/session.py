@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from zoned.bench import backends as B
+from zoned.bench import kinds
 
 WHATS = ("startup", "density", "idle", "migrate", "network", "all")
 SCHEMA = "zoned-bench/1"
@@ -21,7 +22,7 @@ SCHEMA = "zoned-bench/1"
 @dataclass
 class Options:
     what: str = "all"
-    backends: list[str] = field(default_factory=lambda: list(B.INSTANCE_BACKENDS))
+    backends: list[str] = field(default_factory=lambda: list(kinds.INSTANCE_BACKENDS))
     count: int | None = None
     quick: bool = False
     budget_kib: int = 8 * 1024 * 1024
@@ -92,7 +93,7 @@ def run(opts: Options, progress: Callable[[str], None] | None = None) -> dict:
         progress(f"token {token}; checking backends {','.join(opts.backends)}")
         active: list[B.Backend] = []
         for name in opts.backends:
-            b = B.make(name, ctx)
+            b = kinds.make(name, ctx)
             why = b.unavailable()
             if why is None:
                 made.append(b)
@@ -106,8 +107,8 @@ def run(opts: Options, progress: Callable[[str], None] | None = None) -> dict:
             if why is None:
                 active.append(b)
         floors = []
-        for name in B.FLOORS:
-            f = B.make(name, ctx)
+        for name in kinds.FLOORS:
+            f = kinds.make(name, ctx)
             why = f.unavailable()
             result["backends"][name] = ({"available": True, "note": f.note, "floor": True}
                                         if why is None else

@@ -22,7 +22,7 @@ def options(args):
     """The run's Options from the command line; ConfigError naming the bad flag."""
     import os
 
-    from zoned.bench.backends import INSTANCE_BACKENDS
+    from zoned.bench.kinds import INSTANCE_BACKENDS
     from zoned.bench.session import Options
     from zoned.errors import ConfigError
     from zoned.oci.spec import parse_size
