@@ -198,7 +198,13 @@ def test_ctrl_c_mid_run_removes_everything(tmp_path):
         running = [d for d in os.listdir(f"/run/zoned-zbench-{token}-zone")]
         assert len(running) >= 8  # the interrupt comes with zones running
         proc.send_signal(signal.SIGINT)
-        rest = proc.communicate(timeout=180)[1]
+        rest_lines = []
+        for line in proc.stderr:  # a second Ctrl-C during the clean-up waits for its end
+            rest_lines.append(line)
+            if "cleaning up" in line:
+                proc.send_signal(signal.SIGINT)
+                break
+        rest = "".join(rest_lines) + proc.communicate(timeout=180)[1]
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -277,3 +283,38 @@ def test_budget_stops_a_backend_early(tmp_path):
     assert d["stopped_early"]["reason"] == "budget of 1024 KiB used"
     assert d["attributed_kib_after_each_start"][-1] > 1024
     assert all(x <= 1024 for x in d["attributed_kib_after_each_start"][:-1])
+
+
+def test_sigterm_while_a_start_is_in_flight_leaves_nothing(tmp_path):
+    """SIGTERM to the bench alone (not its process group) while a `zoned run -d` child is
+    midway (held at a fault point): the child is ended and waited for before the clean-up
+    looks, so it cannot finish making a zone afterwards."""
+    env = dict(os.environ, ZONED_TEST_FAULT="write:tmp=3")
+    proc = subprocess.Popen([ZONED, "bench", "density", "--backends", "zone", "--count", "5",
+                             "--out", str(tmp_path)], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    token, seen = None, []
+    try:
+        for line in proc.stderr:
+            seen.append(line)
+            m = re.search(r"token ([0-9a-f]+)", line)
+            token = token or (m and m.group(1))
+            if "starting up to 5" in line:
+                break
+        assert token, "".join(seen)
+        first = f"/run/zoned-zbench-{token}-zone/zb-{token}-zone-1"
+        deadline = time.monotonic() + 30
+        while not os.path.isdir(first) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert os.path.isdir(first)  # the first `zoned run -d` is being made ...
+        time.sleep(0.5)  # ... and now held inside its write (3 s)
+        proc.send_signal(signal.SIGTERM)
+        rest = proc.communicate(timeout=240)[1]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 128 + signal.SIGTERM, rest[-2000:]
+    time.sleep(4)  # longer than the fault point's pause: a surviving child would be done
+    assert host_traces(token) == {"state_roots": [], "cgroups": [], "mounts": [],
+                                  "links": [], "processes": []}

@@ -39,6 +39,9 @@ def run(cmd: list[str], timeout: float = 120, env: dict | None = None,
     timer.start()
     try:
         rc = p.wait()
+    except BaseException:
+        stop(p)
+        raise
     finally:
         timer.cancel()
     dt = time.perf_counter() - t
@@ -70,6 +73,9 @@ def first_output(cmd: list[str], timeout: float = 120, env: dict | None = None,
                 first = time.perf_counter() - t
         p.stdout.close()
         rc = p.wait()
+    except BaseException:
+        stop(p)
+        raise
     finally:
         timer.cancel()
     if rc:
@@ -77,6 +83,20 @@ def first_output(cmd: list[str], timeout: float = 120, env: dict | None = None,
     if first is None:
         raise BenchFailure(f"{what or cmd[0]}: printed no line")
     return first
+
+
+def stop(p: subprocess.Popen, grace: float = 30) -> None:
+    """End a command the benchmark is abandoning (Ctrl-C, SIGTERM): SIGTERM, so that a
+    `zoned run` removes its half-made instance itself, and wait for it; SIGKILL after
+    `grace` s. Otherwise it could finish making an instance after the clean-up looked."""
+    if p.poll() is not None:
+        return
+    p.terminate()
+    try:
+        p.wait(grace)
+    except subprocess.TimeoutExpired:
+        p.kill()
+        p.wait()
 
 
 def output(cmd: list[str], timeout: float = 60, env: dict | None = None) -> str:

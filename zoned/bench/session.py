@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import sys
 import tempfile
 import time
@@ -17,6 +18,7 @@ from zoned.bench import kinds
 
 WHATS = ("startup", "density", "idle", "migrate", "network", "all")
 SCHEMA = "zoned-bench/1"
+HELD_SIGNALS = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP}
 
 
 @dataclass
@@ -150,13 +152,19 @@ def run(opts: Options, progress: Callable[[str], None] | None = None) -> dict:
                 result["leftovers"][f"migrate-{name}"] = m["leftovers"]
         result["complete"] = True
     finally:
-        progress("cleaning up")
-        for b in made:
-            try:
-                result["leftovers"][b.name] = b.cleanup()
-            except Exception as e:  # noqa: BLE001 - the other backends still get cleaned
-                result["leftovers"][b.name] = {"ok": False, "error": f"{type(e).__name__}: {e}"}
-        shutil.rmtree(tmp, ignore_errors=True)
+        # a second Ctrl-C must not cut the clean-up short: it waits until this is done
+        held = signal.pthread_sigmask(signal.SIG_BLOCK, HELD_SIGNALS)
+        try:
+            progress("cleaning up")
+            for b in made:
+                try:
+                    result["leftovers"][b.name] = b.cleanup()
+                except Exception as e:  # noqa: BLE001 - the other backends still get cleaned
+                    result["leftovers"][b.name] = {"ok": False,
+                                                   "error": f"{type(e).__name__}: {e}"}
+            shutil.rmtree(tmp, ignore_errors=True)
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, held)
         result["leftovers"]["ok"] = all(v.get("ok") for v in result["leftovers"].values()
                                         if isinstance(v, dict))
         result["elapsed_s"] = round(time.monotonic() - t0, 1)
