@@ -11,8 +11,7 @@ if str(REPO) not in sys.path:  # the repo's zoned, also when run from another di
 
 from zoned.bench.common import (DEFAULT_ZONED, RESULTS, environment, make_bundle,  # noqa: E402,F401
                                 write_json)
-from zoned.bench.facts import first_line as _first_line  # noqa: E402,F401
-from zoned.bench.facts import meminfo, read_int as _read_int  # noqa: E402,F401
+from zoned.bench.facts import first_line, meminfo, read_int  # noqa: E402,F401
 from zoned.bench.leftovers import (cgroup_dirs_named, mounts_containing,  # noqa: E402,F401
                                    rmdir_quiet)
 from zoned.bench.procfs import (CGROUP_ROOT, proc_cmdline, proc_state,  # noqa: E402,F401

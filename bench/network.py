@@ -188,7 +188,7 @@ def main() -> int:
     out = C.write_json("network", {
         "environment": C.environment(zoned_cli=args.zoned),
         "method": {"seconds": args.seconds, "repeat": args.repeat, "rtts": args.rtts,
-                   "runs": args.runs, "iperf3": C._first_line(["iperf3", "--version"])},
+                   "runs": args.runs, "iperf3": C.first_line(["iperf3", "--version"])},
         "bridge_nf_call_iptables": _read("/proc/sys/net/bridge/bridge-nf-call-iptables"),
         "paths": results, "attach_ms": attach, "target": target, "leftovers": leftovers,
     }, args.out)
