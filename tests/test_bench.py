@@ -33,14 +33,33 @@ def host_traces(token: str) -> dict:
     """Everything on the host that names a run's token."""
     from zoned.bench.leftovers import cgroup_dirs_named, links_aliased, mounts_containing
 
+    import tempfile
+
     return {
         "state_roots": sorted(p for p in os.listdir("/run") if token in p),
+        "temp_dirs": sorted(p for p in os.listdir(tempfile.gettempdir()) if token in p),
         "cgroups": cgroup_dirs_named(f"zb-{token}"),
         "mounts": mounts_containing(token),
         "links": links_aliased(token),
         "processes": [pid for pid in os.listdir("/proc") if pid.isdigit()
                       and f"zb-{token}" in _cmdline(pid)],
     }
+
+
+NO_TRACES = {"state_roots": [], "temp_dirs": [], "cgroups": [], "mounts": [], "links": [],
+             "processes": []}
+
+
+def end(proc: subprocess.Popen) -> None:
+    """A bench a failed test leaves running is stopped the way a user would, so that it
+    cleans up after itself (SIGKILL only if that does not end it)."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.communicate(timeout=180)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
 
 
 def _cmdline(pid: str) -> str:
@@ -161,8 +180,7 @@ def test_default_backends_report_vm_unavailable_with_reason(tmp_path):
 def test_nothing_is_left_on_the_host(tiny_run):
     res = tiny_run["result"]
     assert res["leftovers"]["ok"] is True, res["leftovers"]
-    assert host_traces(res["parameters"]["token"]) == {
-        "state_roots": [], "cgroups": [], "mounts": [], "links": [], "processes": []}
+    assert host_traces(res["parameters"]["token"]) == NO_TRACES
 
 
 @pytest.mark.parametrize("flags, field", [
@@ -206,13 +224,10 @@ def test_ctrl_c_mid_run_removes_everything(tmp_path):
                 break
         rest = "".join(rest_lines) + proc.communicate(timeout=180)[1]
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        end(proc)
     assert proc.returncode == 130, rest[-2000:]
     assert "cleaning up" in rest
-    assert host_traces(token) == {"state_roots": [], "cgroups": [], "mounts": [],
-                                  "links": [], "processes": []}
+    assert host_traces(token) == NO_TRACES
 
 
 SHIM = '''\
@@ -270,7 +285,7 @@ def test_vm_runner_on_the_cli_contract(tmp_path):
     assert any(c.startswith("run --rm --name zb-") and c.endswith("-- /bin/true")
                for c in calls)  # the availability probe
     assert res["leftovers"]["ok"] is True
-    assert host_traces(res["parameters"]["token"])["state_roots"] == []
+    assert host_traces(res["parameters"]["token"]) == NO_TRACES
 
 
 def test_budget_stops_a_backend_early(tmp_path):
@@ -311,10 +326,7 @@ def test_sigterm_while_a_start_is_in_flight_leaves_nothing(tmp_path):
         proc.send_signal(signal.SIGTERM)
         rest = proc.communicate(timeout=240)[1]
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        end(proc)
     assert proc.returncode == 128 + signal.SIGTERM, rest[-2000:]
     time.sleep(4)  # longer than the fault point's pause: a surviving child would be done
-    assert host_traces(token) == {"state_roots": [], "cgroups": [], "mounts": [],
-                                  "links": [], "processes": []}
+    assert host_traces(token) == NO_TRACES
