@@ -330,3 +330,38 @@ def test_sigterm_while_a_start_is_in_flight_leaves_nothing(tmp_path):
     assert proc.returncode == 128 + signal.SIGTERM, rest[-2000:]
     time.sleep(4)  # longer than the fault point's pause: a surviving child would be done
     assert host_traces(token) == NO_TRACES
+
+
+CGROUP_PROBE = r'''
+import os, subprocess, sys
+from zoned.bench.procfs import cgroup_mounts, cgroup_procs
+with open(os.path.join(sys.argv[1], "cgroup.procs"), "w") as f:
+    f.write(str(os.getpid()))
+child = subprocess.Popen(["sleep", "30"])
+try:
+    print(child.pid, sorted(cgroup_procs(child.pid, cgroup_mounts())))
+finally:
+    child.kill()
+    child.wait()
+'''
+
+
+def test_an_instance_in_the_benchs_own_cgroup_counts_only_its_process_tree():
+    """A VM's QEMU may stay in the cgroup of whoever started it: then that cgroup's
+    processes are not the instance's (the bench itself is among them); its process tree
+    is. Checked in a throw-away pids cgroup that a probe process moves itself into."""
+    from zoned.bench.procfs import cgroup_mounts
+
+    base = cgroup_mounts().get("pids")
+    if not base:
+        pytest.skip("no cgroup v1 pids hierarchy on this host")
+    cg = os.path.join(base, f"zb-probe-{os.getpid()}")
+    os.mkdir(cg)
+    try:
+        p = subprocess.run([sys.executable, "-c", CGROUP_PROBE, cg], capture_output=True,
+                           text=True, timeout=60)
+    finally:
+        os.rmdir(cg)
+    assert p.returncode == 0, p.stderr
+    child, pids = p.stdout.split(" ", 1)
+    assert json.loads(pids) == [int(child)]

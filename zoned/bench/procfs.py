@@ -181,11 +181,14 @@ def tree(pid: int) -> list[int]:
 
 def cgroup_procs(pid: int, mounts: dict[str, str]) -> list[int]:
     """Every process in the pids (or cgroup2) cgroup of `pid`: a container's processes,
-    however they were forked."""
+    however they were forked. Where that cgroup is not the instance's own (the hierarchy's
+    root, or the cgroup this benchmark runs in), the process tree of `pid` instead."""
     cg = proc_cgroups(pid, mounts)
     d = cg.get("pids") or cg.get("")
-    if d and d.rstrip("/") not in (mounts.get("pids", "").rstrip("/"),
-                                   mounts.get("", "").rstrip("/")):
+    mine = proc_cgroups(os.getpid(), mounts)
+    shared = d in (mine.get("pids"), mine.get(""))  # e.g. a QEMU left in its caller's cgroup
+    if d and not shared and d.rstrip("/") not in (mounts.get("pids", "").rstrip("/"),
+                                                  mounts.get("", "").rstrip("/")):
         try:
             with open(os.path.join(d, "cgroup.procs")) as f:
                 return [int(x) for x in f.read().split()]
