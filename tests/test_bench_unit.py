@@ -270,4 +270,3 @@ def test_the_vm_accelerator_is_found_in_inspect_json(data, accel):
     from zoned.bench.backends import find_accel
 
     assert find_accel(data) == accel
-
