@@ -137,4 +137,18 @@ def machine(zoned_cli: str, accelerator: str | None = None) -> dict:
         },
         "git_head": head,
         "zoned_tree_modified": modified,
+        "zoned_cli": zoned_cli,
+        "zoned_cli_git_head": cli_tree_head(zoned_cli),
     }
+
+
+def cli_tree_head(zoned_cli: str) -> str | None:
+    """HEAD of the source tree whose venv holds `zoned_cli` (TREE/.venv/bin/zoned), which
+    may not be the tree of this benchmark (`zoned bench --zoned`); None if unknown."""
+    try:
+        tree = Path(zoned_cli).resolve().parents[2]
+    except (IndexError, OSError):
+        return None
+    if not (tree / ".git").exists():
+        return None
+    return first_line(["git", "-C", str(tree), "rev-parse", "--short", "HEAD"])

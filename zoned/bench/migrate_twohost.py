@@ -384,15 +384,19 @@ def host_facts() -> dict:
 
 
 def run_migrations(sizes: list[int], modes: list[str], rounds: int, pin: bool,
-                   volume: str, progress) -> dict:
+                   volume: str, progress, zoned: str | None = None) -> dict:
     """Every (round, size, mode) migration A -> B in one TwoHosts, which is closed (and
-    checked for leftovers) at the end whatever happens."""
+    checked for leftovers) at the end whatever happens. `zoned`: the CLI the hosts run
+    (default the harness's, this tree's venv)."""
     runs: list[dict] = []
     pinned: dict = {}
     server_log = ""
     relocation_port = None
     leftovers: list[str] = []
     twohost = load_twohost()
+    harness_zoned = twohost.ZONED
+    if zoned:
+        twohost.ZONED = zoned
     t_start = time.monotonic()
     th = twohost.TwoHosts()
     try:
@@ -437,6 +441,7 @@ def run_migrations(sizes: list[int], modes: list[str], rounds: int, pin: bool,
     finally:
         th.close()
         leftovers = th.leftovers()
+        twohost.ZONED = harness_zoned
     return {"runs": runs, "bridge_mac_pinned": pinned, "server_log": server_log,
             "relocation_port": relocation_port, "leftovers": leftovers,
             "elapsed_s": round(time.monotonic() - t_start, 1)}

@@ -200,7 +200,10 @@ def render_markdown(res: dict, plots: list[str] | None = None) -> str:
     m = res.get("machine", {})
     v = m.get("versions", {})
     parts = [f"# zoned bench {res.get('command')}", "", headline(res) + ".", "",
-             f"Versions: {'; '.join(f'{k}: {x}' for k, x in v.items() if x)}.", ""]
+             f"Versions: {'; '.join(f'{k}: {x}' for k, x in v.items() if x)}.", "",
+             f"zoned measured: `{m.get('zoned_cli')}` (its tree at "
+             f"{m.get('zoned_cli_git_head') or 'unknown'}); the bench's tree at "
+             f"{m.get('git_head') or 'unknown'}.", ""]
     vm = res.get("backends", {}).get("vm", {})
     if vm.get("available") and (m.get("accelerator") or "tcg") != "kvm":
         parts += [f"**Caveat:** {TCG_CAVEAT}", ""]
