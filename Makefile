@@ -12,10 +12,9 @@ STAMP := .stamps
 APT_PACKAGES := python3-venv python3-dev gcc libc6-dev make libffi-dev libseccomp-dev \
 	libcap-dev pkg-config busybox-static runc util-linux procps iproute2 ca-certificates \
 	nftables iperf3 openssh-server openssh-client iputils-ping \
-	podman conmon golang-github-containers-common containerd python3-matplotlib
+	podman conmon golang-github-containers-common containerd
 
-.PHONY: all setup criu bytecode demo test bench bench-quick bench-startup bench-density image \
-	clean distclean
+.PHONY: all setup criu bytecode demo test bench-startup bench-density image clean distclean
 
 all: setup
 
@@ -82,7 +81,9 @@ test: setup
 	$(PY) -m pytest -q tests
 
 # `zoned bench` (zoned/bench): zones vs VMs, runc and podman side by side; plots with the
-# venv's matplotlib (pip install -e '.[plot]') or else Debian's python3-matplotlib.
+# venv's matplotlib (pip install -e '.[plot]') or else Debian's python3-matplotlib
+# (apt-get install python3-matplotlib), run by /usr/bin/python3.
+.PHONY: bench bench-quick
 bench: setup
 	$(ZONED) bench all
 
