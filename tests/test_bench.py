@@ -279,7 +279,9 @@ def test_vm_runner_on_the_cli_contract(tmp_path):
     assert res["density"]["vm"]["started"] == 3  # --quick caps VMs at 3 instances
     assert res["idle"]["vm"]["instances"] == 3
     assert res["machine"]["accelerator"] == "tcg"
+    assert res["machine"]["accelerator_reason"] == "stand-in"
     assert "inflates" in (out / "report.md").read_text()
+    assert "Why TCG: stand-in" in (out / "report.md").read_text()
     calls = [re.sub(r"^--root \S+ ", "", c) for c in log.read_text().splitlines()]
     assert sum(c.startswith("run -d --name zb-") for c in calls) == 3
     assert any(c.startswith("run --rm --name zb-") and c.endswith("-- /bin/true")

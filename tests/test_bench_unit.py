@@ -270,3 +270,11 @@ def test_the_vm_accelerator_is_found_in_inspect_json(data, accel):
     from zoned.bench.backends import find_accel
 
     assert find_accel(data) == accel
+
+
+def test_the_accelerators_reason_is_found_next_to_it():
+    from zoned.bench.backends import find_key
+
+    data = {"state": {"reason": "not this"}, "vm": {"accel": "tcg", "reason": "no kvm"}}
+    assert find_key(data, "reason", within=("vm", "accel")) == "no kvm"
+    assert find_key({"state": {}}, "reason", within=("vm",)) is None

@@ -188,6 +188,7 @@ class VM(Zone):
     note = "zoned run --backend vm: QEMU micro-VM"
     run_flags = ["--backend", "vm"]
     timeout = VM_BOOT_TIMEOUT
+    accel_reason: str | None = None  # why that accelerator, where inspect says
 
     def unavailable(self) -> str | None:
         try:
@@ -213,16 +214,36 @@ class VM(Zone):
             except BenchFailure:
                 continue
             try:
-                found = find_accel(json.loads(text))
+                data = json.loads(text)
             except ValueError:
-                found = None
+                data = None
+            found = find_accel(data)
             if found:
+                self.accel_reason = find_key(data, "reason", within=("vm", "accel"))
                 return found
             low = text.lower()
             for word in ("tcg", "kvm"):
                 if f'"{word}"' in low or f"accel={word}" in low:
                     return word
         return None
+
+
+def find_key(data, key: str, within: tuple[str, ...]) -> str | None:
+    """A string value of `key` inside an object under one of the keys `within`."""
+    if isinstance(data, dict):
+        for k, v in data.items():
+            if k in within and isinstance(v, dict) and isinstance(v.get(key), str):
+                return v[key]
+        for v in data.values():
+            found = find_key(v, key, within)
+            if found:
+                return found
+    elif isinstance(data, list):
+        for v in data:
+            found = find_key(v, key, within)
+            if found:
+                return found
+    return None
 
 
 def find_accel(data) -> str | None:

@@ -206,7 +206,8 @@ def render_markdown(res: dict, plots: list[str] | None = None) -> str:
              f"{m.get('git_head') or 'unknown'}.", ""]
     vm = res.get("backends", {}).get("vm", {})
     if vm.get("available") and (m.get("accelerator") or "tcg") != "kvm":
-        parts += [f"**Caveat:** {TCG_CAVEAT}", ""]
+        why = f" Why TCG: {m['accelerator_reason']}" if m.get("accelerator_reason") else ""
+        parts += [f"**Caveat:** {TCG_CAVEAT}{why}", ""]
     for title, header, rows, notes in sections(res):
         parts += [f"## {title}", ""]
         if rows:

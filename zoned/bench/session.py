@@ -89,7 +89,7 @@ def run(opts: Options, progress: Callable[[str], None] | None = None) -> dict:
                                    "vm_cap": opts.vm_cap(), "token": token},
                     "backends": {}, "leftovers": {}}
     made: list[B.Backend] = []
-    accelerator = None
+    accelerator = accel_reason = None
     t0 = time.monotonic()
     try:
         progress(f"token {token}; checking backends {','.join(opts.backends)}")
@@ -136,6 +136,7 @@ def run(opts: Options, progress: Callable[[str], None] | None = None) -> dict:
                         result["idle"][b.name] = idle.measure(b, insts, opts.idle_window())
                     if b.name == "vm":
                         accelerator = b.accelerator()
+                        accel_reason = getattr(b, "accel_reason", None)
                 finally:
                     progress(f"density: {b.name}: removing {len(insts)}")
                     res["remove"] = density.remove(b, insts)
@@ -169,4 +170,5 @@ def run(opts: Options, progress: Callable[[str], None] | None = None) -> dict:
                                         if isinstance(v, dict))
         result["elapsed_s"] = round(time.monotonic() - t0, 1)
     result["machine"] = facts.machine(opts.zoned, accelerator)
+    result["machine"]["accelerator_reason"] = accel_reason
     return result
