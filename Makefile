@@ -100,11 +100,21 @@ test: setup
 	$(VENV)/bin/ruff check zoned tests bench
 	$(PY) -m pytest -q tests
 
+# `zoned bench` (zoned/bench): zones vs VMs, runc and podman side by side; plots with the
+# venv's matplotlib (pip install -e '.[plot]') or else Debian's python3-matplotlib
+# (apt-get install python3-matplotlib), run by /usr/bin/python3.
+.PHONY: bench bench-quick
+bench: setup
+	$(ZONED) bench all
+
+bench-quick: setup
+	$(ZONED) bench all --quick
+
 bench-startup: setup
-	$(PY) bench/startup.py
+	$(ZONED) bench startup
 
 bench-density: setup
-	$(PY) bench/density.py
+	$(ZONED) bench density
 
 clean:
 	rm -rf build *.egg-info zoned/_native.* zoned/_seccomp.* zoned/libexec $(STAMP)

@@ -51,7 +51,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import shutil
 import signal
 import subprocess
@@ -64,9 +63,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common as C  # noqa: E402
+from zoned.bench.procfs import (MEM_KEYS, cgroup_mounts, limits_snapshot,  # noqa: E402
+                                num_cgroups, proc_cgroups, sample_meminfo, slab_top, slabinfo,
+                                smaps_rollup, used_kib)
+from zoned.bench.facts import read_int  # noqa: E402
 
-KERNEL_KEYS = ["Slab", "SReclaimable", "SUnreclaim", "KernelStack", "PageTables", "Percpu"]
-MEM_KEYS = KERNEL_KEYS + ["Shmem", "MemFree", "MemAvailable", "Cached", "AnonPages"]
 _ERR = tempfile.TemporaryFile()  # stderr of commands: a file, never a pipe the init inherits
 
 
@@ -93,73 +94,6 @@ def _sp(cmd: list[str], timeout: float = 120) -> tuple[int, str]:
     return rc, err
 
 
-def used_kib(m: dict) -> int:
-    return m["MemTotal"] - m["MemAvailable"]
-
-
-def sample_meminfo(n: int = 4, gap: float = 0.5) -> tuple[dict, int]:
-    """The last of n meminfo samples and the spread (max-min) of "used" across them."""
-    samples = []
-    for i in range(n):
-        if i:
-            time.sleep(gap)
-        samples.append(C.meminfo())
-    used = [used_kib(s) for s in samples]
-    return samples[-1], max(used) - min(used)
-
-
-def cgroup_mounts() -> dict[str, str]:
-    """controller (or name=..., or '' for cgroup2) -> mount point."""
-    from zoned.cgroups import hierarchies
-
-    out = {}
-    for h in hierarchies():
-        if h.fstype == "cgroup2":
-            out.setdefault("", h.mountpoint)
-        else:
-            for key in list(h.controllers) + [o for o in h.options.split(",")
-                                              if o.startswith("name=")]:
-                out.setdefault(key, h.mountpoint)
-    return out
-
-
-def proc_cgroups(pid: int, mounts: dict[str, str]) -> dict[str, str]:
-    """controller -> absolute cgroup directory of a process."""
-    out = {}
-    try:
-        with open(f"/proc/{pid}/cgroup") as f:
-            lines = f.read().splitlines()
-    except OSError:
-        return out
-    for ln in lines:
-        _, ctrls, path = ln.split(":", 2)
-        for c in (ctrls.split(",") if ctrls else [""]):
-            if c in mounts:
-                out[c] = mounts[c] + path
-    return out
-
-
-def read_int(path: str) -> int | None:
-    try:
-        with open(path) as f:
-            return int(f.read().split()[0])
-    except (OSError, ValueError, IndexError):
-        return None
-
-
-def smaps_rollup(pid: int) -> dict[str, int]:
-    out = {}
-    try:
-        with open(f"/proc/{pid}/smaps_rollup") as f:
-            for ln in f:
-                parts = ln.split()
-                if len(parts) >= 3 and parts[0].endswith(":") and parts[2] == "kB":
-                    out[parts[0][:-1]] = int(parts[1])
-    except OSError:
-        pass
-    return out
-
-
 def ppid_and_comm(pid: int) -> tuple[int | None, str]:
     try:
         with open(f"/proc/{pid}/stat", "rb") as f:
@@ -180,72 +114,6 @@ def dir_usage(root: str) -> int:
             except OSError:
                 pass
     return total
-
-
-def limits_snapshot() -> dict:
-    """The resources that usually run out first when starting many containers."""
-    m = C.meminfo()
-    snap = {
-        "processes_on_host": sum(1 for p in os.listdir("/proc") if p.isdigit()),
-        "pid_max": C._read_int("/proc/sys/kernel/pid_max"),
-        "threads_max": C._read_int("/proc/sys/kernel/threads-max"),
-        "mem_available_mib": m["MemAvailable"] // 1024,
-        "file_nr": Path("/proc/sys/fs/file-nr").read_text().split(),
-        "nofile": resource.getrlimit(resource.RLIMIT_NOFILE),
-        "bench_open_fds": len(os.listdir("/proc/self/fd")),
-        "mount_max": C._read_int("/proc/sys/fs/mount-max"),
-        "max_user_namespaces": C._read_int("/proc/sys/user/max_user_namespaces"),
-        "max_mnt_namespaces": C._read_int("/proc/sys/user/max_mnt_namespaces"),
-    }
-    for ctrl in ("pids", "memory"):
-        d = os.path.join(C.CGROUP_ROOT, ctrl)
-        if os.path.isdir(d):
-            snap[f"{ctrl}_cgroups_under_zoned"] = len(
-                [e for e in os.listdir(os.path.join(d, "zoned"))] if os.path.isdir(
-                    os.path.join(d, "zoned")) else [])
-    try:
-        with open("/proc/cgroups") as f:
-            snap["proc_cgroups"] = {ln.split()[0]: int(ln.split()[2])
-                                    for ln in f if not ln.startswith("#")}
-    except OSError:
-        pass
-    return snap
-
-
-def slabinfo() -> dict[str, int]:
-    """slab cache -> KiB in use (num_objs * objsize); root only."""
-    out = {}
-    try:
-        with open("/proc/slabinfo") as f:
-            for ln in f:
-                if ln.startswith(("slabinfo", "#")):
-                    continue
-                parts = ln.split()
-                out[parts[0]] = int(parts[2]) * int(parts[3]) // 1024
-    except OSError:
-        pass
-    return out
-
-
-def slab_top(before: dict[str, int], after: dict[str, int], n: int = 12) -> list[list]:
-    """The caches that grew (or shrank) most: [name, delta KiB]."""
-    d = {k: after.get(k, 0) - before.get(k, 0) for k in set(before) | set(after)}
-    return [[k, v] for k, v in sorted(d.items(), key=lambda kv: -abs(kv[1]))[:n] if v]
-
-
-def num_cgroups() -> dict[str, int]:
-    """/proc/cgroups num_cgroups per controller: includes cgroups that were removed but
-    are still pinned ("dying"), e.g. memory cgroups holding charged kernel memory."""
-    out = {}
-    try:
-        with open("/proc/cgroups") as f:
-            for ln in f:
-                if not ln.startswith("#"):
-                    parts = ln.split()
-                    out[parts[0]] = int(parts[2])
-    except OSError:
-        pass
-    return out
 
 
 def other_activity() -> dict:

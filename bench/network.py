@@ -15,7 +15,7 @@ Paths (each measured the same way, server and client in the network namespaces n
   ... (nf off)       with --bridge-nf-off, on a host whose br_netfilter is on: loopback and
                      bridge c->c again with net.bridge.bridge-nf-call-iptables=0 for a moment
 
-How. Containers are busybox `sleep`s that hold a network namespace; the measuring programs
+How (zoned/bench/netpaths.py, shared with `zoned bench network`). Containers are busybox `sleep`s that hold a network namespace; the measuring programs
 are host binaries run inside a container's namespace with `nsenter --net=/proc/PID/ns/net`
 (only the network namespace: the path measured is exactly the container's). Throughput:
 iperf3 (Debian's), one TCP stream for --seconds, --repeat times, median of the receiver's
@@ -36,7 +36,6 @@ bench/results/network.json (or --out). Needs root, iperf3 and nsenter.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import subprocess
@@ -47,115 +46,17 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common as C  # noqa: E402
+from zoned.bench.netpaths import Paths  # noqa: E402
 
-PY = sys.executable
+class Bench(Paths):
+    """The paths' containers, servers and clients (zoned.bench.netpaths), plus the time
+    networking adds to a container's start-up."""
 
-RTT_SERVER = r"""
-import socket, sys
-s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-s.bind((sys.argv[1], int(sys.argv[2]))); s.listen(1); print("ready", flush=True)
-while True:
-    c, _ = s.accept(); c.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    while True:
-        b = c.recv(1)
-        if not b: break
-        c.sendall(b)
-    c.close()
-"""
-
-RTT_CLIENT = r"""
-import socket, sys, time, json
-n = int(sys.argv[3])
-c = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=5)
-c.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-for _ in range(200): c.sendall(b"x"); c.recv(1)
-out = []
-for _ in range(n):
-    t = time.perf_counter_ns(); c.sendall(b"x"); c.recv(1); out.append(time.perf_counter_ns() - t)
-print(json.dumps(out))
-"""
-
-
-class Bench:
     def __init__(self, args):
+        root = tempfile.mkdtemp(prefix="zoned-bench-net-", dir="/run")
+        super().__init__(args.zoned, root, dict(os.environ, ZONED_SUBNET_POOL="10.213.240.0/20"),
+                         seconds=args.seconds, repeat=args.repeat, rtts=args.rtts)
         self.args = args
-        self.zoned = args.zoned
-        self.root = tempfile.mkdtemp(prefix="zoned-bench-net-", dir="/run")
-        self.procs: list[subprocess.Popen] = []
-        self.env = dict(os.environ, ZONED_SUBNET_POOL="10.213.240.0/20")
-
-    def z(self, *a, check=True) -> subprocess.CompletedProcess:
-        p = subprocess.run([self.zoned, "--root", self.root, *a], capture_output=True,
-                           text=True, env=self.env, timeout=120)
-        if check and p.returncode:
-            raise SystemExit(f"zoned {' '.join(a)}: {p.stderr.strip()}")
-        return p
-
-    def container(self, name: str, *net_args: str) -> dict:
-        self.z("run", "-d", "--name", name, *net_args, "--", "sleep", "3600")
-        info = json.loads(self.z("inspect", name).stdout)
-        addrs = (info.get("network") or {}).get("addresses") or [{}]
-        return {"name": name, "pid": info["state"]["pid"], "ip": addrs[0].get("ip")}
-
-    @staticmethod
-    def ns(c: dict | None) -> list[str]:
-        return [] if c is None else ["nsenter", f"--net=/proc/{c['pid']}/ns/net"]
-
-    # -- measurements ------------------------------------------------------------------
-    def start_servers(self, paths) -> None:
-        """One iperf3 and one round-trip server per namespace that serves a path (the RTT
-        server pinned to CPU 0, like its clients)."""
-        done = set()
-        for _label, server, _client, _addr, _port, _rport in paths:
-            key = None if server is None else server["name"]
-            if key in done:
-                continue
-            done.add(key)
-            self.procs.append(subprocess.Popen(
-                [*self.ns(server), "iperf3", "-s", "-p", "5201"],
-                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
-            srv = subprocess.Popen([*self.ns(server), "taskset", "-c", "0", PY, "-c",
-                                    RTT_SERVER, "0.0.0.0", "5301"], stdout=subprocess.PIPE,
-                                   text=True)
-            self.procs.append(srv)
-            srv.stdout.readline()
-        for _label, _server, client, addr, port, rport in paths:
-            _wait_port(self.ns(client), addr, port)
-            _wait_port(self.ns(client), addr, rport)
-
-    def throughput(self, client: dict | None, addr: str, port: int) -> float:
-        for _ in range(3):  # the server may still be finishing the previous test
-            out = subprocess.run([*self.ns(client), "iperf3", "-c", addr, "-p", str(port),
-                                  "-t", str(self.args.seconds), "-J"],
-                                 capture_output=True, text=True, timeout=120)
-            data = json.loads(out.stdout or "{}")
-            if "end" in data and "error" not in data:
-                return data["end"]["sum_received"]["bits_per_second"] / 1e9
-            time.sleep(0.5)
-        raise SystemExit(f"iperf3 to {addr}:{port}: {data.get('error') or out.stderr}")
-
-    def rtt(self, client: dict | None, addr: str, port: int, n: int) -> list[float]:
-        out = subprocess.run([*self.ns(client), "taskset", "-c", "0", PY, "-c", RTT_CLIENT,
-                              addr, str(port), str(n)], capture_output=True, text=True,
-                             timeout=120)
-        return [x / 1000 for x in json.loads(out.stdout)]
-
-    def measure(self, paths) -> dict:
-        """Round-robin over the paths (the starting one rotated every round), so drift and
-        other load on the host touch every path alike."""
-        self.start_servers(paths)
-        tp = {p[0]: [] for p in paths}
-        rt = {p[0]: [] for p in paths}
-        rounds = max(self.args.repeat, 3)
-        for r in range(rounds):
-            order = paths[r % len(paths):] + paths[:r % len(paths)]
-            for label, _server, client, addr, port, rport in order:
-                print(f"  round {r + 1}/{rounds}: {label}", file=sys.stderr, flush=True)
-                if r < self.args.repeat:
-                    tp[label].append(self.throughput(client, addr, port))
-                rt[label] += self.rtt(client, addr, rport, self.args.rtts // rounds)
-        return {label: {"throughput": {"gbit_s": C.summary(tp[label]), "samples": tp[label]},
-                        "rtt": {"us": C.summary(rt[label])}} for label in tp}
 
     def attach_time(self, net: str) -> dict:
         variants = {"none": ["--network", "none"], net: ["--network", net],
@@ -177,25 +78,10 @@ class Bench:
 
     def procs_reset(self) -> None:
         """Stop the servers (a new measure() starts its own)."""
-        for p in self.procs:
-            if p.poll() is None:
-                p.kill()
-                p.wait()
-        self.procs = []
+        self.stop_servers()
 
     def cleanup(self) -> dict:
-        for p in self.procs:
-            if p.poll() is None:
-                p.kill()
-                p.wait()
-        ids = self.z("ps", "-q", check=False).stdout.split()
-        if ids:
-            self.z("rm", "-f", *ids, check=False)
-        nets = [n for n in self.z("network", "ls", "-q", check=False).stdout.split()]
-        if nets:
-            self.z("network", "rm", *nets, check=False)
-        leftovers = {"state": C.state_entries(self.root)}
-        C.rmdir_quiet(self.root)
+        leftovers = super().cleanup()
         veths = subprocess.run(["ip", "-o", "link", "show", "type", "veth"],
                                capture_output=True, text=True).stdout
         leftovers["veths"] = [ln.split(":")[1].strip() for ln in veths.splitlines()
@@ -216,16 +102,6 @@ def _read(path: str) -> str | None:
 def _write(path: str, value: str) -> None:
     with open(path, "w") as f:
         f.write(value)
-
-
-def _wait_port(prefix: list[str], addr: str, port: int, timeout: float = 10.0) -> None:
-    code = ("import socket,sys,time\nend=time.time()+%r\n"
-            "while True:\n"
-            "    try: socket.create_connection((%r,%d),timeout=1).close(); break\n"
-            "    except OSError:\n"
-            "        if time.time()>end: sys.exit(1)\n"
-            "        time.sleep(0.05)\n" % (timeout, addr, port))
-    subprocess.run([*prefix, PY, "-c", code], check=True)
 
 
 def main() -> int:
@@ -312,7 +188,7 @@ def main() -> int:
     out = C.write_json("network", {
         "environment": C.environment(zoned_cli=args.zoned),
         "method": {"seconds": args.seconds, "repeat": args.repeat, "rtts": args.rtts,
-                   "runs": args.runs, "iperf3": C._first_line(["iperf3", "--version"])},
+                   "runs": args.runs, "iperf3": C.first_line(["iperf3", "--version"])},
         "bridge_nf_call_iptables": _read("/proc/sys/net/bridge/bridge-nf-call-iptables"),
         "paths": results, "attach_ms": attach, "target": target, "leftovers": leftovers,
     }, args.out)

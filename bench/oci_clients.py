@@ -186,10 +186,10 @@ def main() -> int:
     if problems:
         print("\ncleanup had to remove: " + "; ".join(problems))
     env = C.environment(runc=args.runc, zoned_cli=args.zoned)
-    env["podman"] = C._first_line(["podman", "--version"])
-    env["conmon"] = C._first_line(["conmon", "--version"])
+    env["podman"] = C.first_line(["podman", "--version"])
+    env["conmon"] = C.first_line(["conmon", "--version"])
     if do_ctr:
-        env["containerd"] = C._first_line(["containerd", "--version"])
+        env["containerd"] = C.first_line(["containerd", "--version"])
     out = C.write_json("oci_clients", {
         "benchmark": "oci_clients", "rounds": args.rounds, "environment": env,
         "runtimes": {"runc": runtimes["runc"][0], "zoned": runtimes["zoned"][0]},

@@ -45,6 +45,7 @@ COMMANDS = {
     "relocation-server": "migration:cmd_relocation_server",
     "relocation-key": "migration:cmd_relocation_key",
     "gc": "system:cmd_gc",
+    "bench": "bench:cmd_bench",
 }
 
 

@@ -323,6 +323,30 @@ def _sub_relocation_key(sub, argparse):
     k.add_argument("file")
 
 
+def _sub_bench(sub, argparse):
+    b = sub.add_parser("bench", help="measure zones vs VMs (and runc, podman) on this host: "
+                       "start-up, density, idle cost, migration, network")
+    b.add_argument("what", nargs="?", default="all",
+                   choices=["startup", "density", "idle", "migrate", "network", "all"])
+    b.add_argument("--backends", default="zone,vm,runc,podman",
+                   help="comma-separated (default zone,vm,runc,podman; floors always run)")
+    b.add_argument("--count", type=int, help="start-up rounds and instances per backend "
+                   "(default 30 and 50; --quick 10 and 10; VMs at most 10, --quick 3)")
+    b.add_argument("--quick", action="store_true", help="a short run (under 5 minutes)")
+    b.add_argument("--format", choices=["table", "json", "markdown"], default="table",
+                   help="what to print on stdout (all are written to --out)")
+    b.add_argument("--out", metavar="DIR", help="where bench.json, report.md, table.txt and "
+                   "the plots go (default bench/results/zoned-bench)")
+    b.add_argument("--plot", metavar="DIR", help="where the PNG plots go (default --out; "
+                   "'' for none)")
+    b.add_argument("--budget", default="8G", help="stop starting instances of a backend "
+                   "once they use this much host memory (default 8G)")
+    b.add_argument("--window", type=float, metavar="S",
+                   help="idle CPU window in seconds (default 30, --quick 5)")
+    b.add_argument("--zoned", metavar="PATH", help="the zoned CLI whose zones and VMs are "
+                   "measured (default: this one)")
+
+
 SUBCOMMANDS = [
     ("run", _sub_run), ("ps", _sub_ps), ("stop", _sub_stop), ("kill", _sub_kill),
     ("rm", _sub_rm), ("exec", _sub_exec), ("logs", _sub_logs), ("inspect", _sub_inspect),
@@ -334,7 +358,7 @@ SUBCOMMANDS = [
     ("events", _sub_events), ("update", _sub_update), ("features", _sub_features),
     ("gc", _sub_gc), ("checkpoint", _sub_checkpoint), ("restore", _sub_restore),
     ("migrate", _sub_migrate), ("relocation-server", _sub_relocation_server),
-    ("relocation-key", _sub_relocation_key),
+    ("relocation-key", _sub_relocation_key), ("bench", _sub_bench),
 ]
 
 
