@@ -70,6 +70,16 @@ def load_twohost():
 
 MODES = ("stop-and-copy", "live")
 PORT = 5000
+# A VM's workload, from the busybox image (a VM takes no -v volume along): SIZE MiB of
+# random bytes in its tmpfs layer (guest RAM), their md5 as the `ready` line, and a TCP
+# counter on PORT (one reply per request line, as memtouch's `next`).
+VM_WORKLOAD = (
+    "printf '#!/bin/sh\\ni=0\\nwhile read c; do i=$((i+1)); echo $i; done\\n' "
+    "> /tmp/count.sh; chmod +x /tmp/count.sh; "
+    "dd if=/dev/urandom of=/tmp/fill bs=1M count={size} 2>/dev/null; "
+    "echo ready $(md5sum /tmp/fill | cut -d' ' -f1); "
+    "while :; do nc -l -p {port} -e /tmp/count.sh; done")
+VM_RAM_MIB = 256  # the guest's RAM beyond the workload's
 PING_INTERVAL = 0.01
 CLIENT_INTERVAL = 0.02
 TARGETS_FROZEN_MS = {100: 100.0, 1024: 300.0}   # live mode, MiB -> ms
@@ -151,17 +161,24 @@ class Bench:
     def where(self, name: str) -> list[str]:
         return [h.label for h in self.th.hosts if name in h.container_ids()]
 
-    def one(self, size: int, mode: str, rnd: int) -> dict:
+    def one(self, size: int, mode: str, rnd: int, backend: str = "zone") -> dict:
         th = self.th
         i = self.n
         self.n += 1
         name, ip = f"m{i:02d}", f"10.77.0.{10 + i % 230}"
         r: dict = {"size_mib": size, "mode": mode, "round": rnd, "name": name, "ip": ip,
-                   "ok": False}
+                   "backend": backend, "ok": False}
         cc = ping = None
         try:
-            p = th.a.zoned("run", "-d", "--name", name, "--network", "lan", "--ip", ip, "-v",
-                           self.volume, "--", "/memtouch", str(size), str(PORT), timeout=120)
+            if backend == "vm":
+                p = th.a.zoned("run", "-d", "--name", name, "--backend", "vm", "--memory",
+                               f"{VM_RAM_MIB + size}m", "--network", "lan", "--ip", ip, "--",
+                               "sh", "-c", VM_WORKLOAD.format(size=size, port=PORT),
+                               timeout=120)
+            else:
+                p = th.a.zoned("run", "-d", "--name", name, "--network", "lan", "--ip", ip,
+                               "-v", self.volume, "--", "/memtouch", str(size), str(PORT),
+                               timeout=120)
             if p.returncode != 0:
                 r["error"] = "start: " + error_line(p)
                 return r
@@ -222,15 +239,22 @@ class Bench:
                 }
                 r["tcp_kept"] = (r["client"]["consecutive"] and not errors
                                  and len(values) - n_end >= 10)
-            self.check_and_remove(r, name, ip, size)
+            self.check_and_remove(r, name, ip, size, backend)
         r["ok"] = "summary" in r and "error" not in r
         return r
 
-    def check_and_remove(self, r: dict, name: str, ip: str, size: int) -> None:
+    def check_and_remove(self, r: dict, name: str, ip: str, size: int,
+                         backend: str = "zone") -> None:
         th = self.th
         try:
             r["runs_on"] = self.where(name)
-            if r["runs_on"]:
+            if r["runs_on"] and backend == "vm":  # the guest's bytes, summed again there
+                host = th.a if r["runs_on"] == ["a"] else th.b
+                p = host.zoned("exec", name, "--", "sh", "-c",
+                               "md5sum /tmp/fill | cut -d' ' -f1", timeout=120)
+                r["verify"] = [p.stdout.strip()]
+                r["memory_ok"] = p.stdout.strip() == r.get("checksum")
+            elif r["runs_on"]:
                 try:
                     got = th.ask(ip, PORT, "verify", timeout=60 + size / 10)
                 except Exception as e:  # noqa: BLE001
@@ -384,10 +408,12 @@ def host_facts() -> dict:
 
 
 def run_migrations(sizes: list[int], modes: list[str], rounds: int, pin: bool,
-                   volume: str, progress, zoned: str | None = None) -> dict:
+                   volume: str, progress, zoned: str | None = None,
+                   backend: str = "zone") -> dict:
     """Every (round, size, mode) migration A -> B in one TwoHosts, which is closed (and
     checked for leftovers) at the end whatever happens. `zoned`: the CLI the hosts run
-    (default the harness's, this tree's venv)."""
+    (default the harness's, this tree's venv). backend "vm": the workload is a VM's
+    (VM_WORKLOAD), moved by QEMU's migration."""
     runs: list[dict] = []
     pinned: dict = {}
     server_log = ""
@@ -429,7 +455,7 @@ def run_migrations(sizes: list[int], modes: list[str], rounds: int, pin: bool,
         for rnd in range(rounds):
             for size in sizes:
                 for mode in modes:
-                    r = b.one(size, mode, rnd)
+                    r = b.one(size, mode, rnd, backend)
                     runs.append(r)
                     s = r.get("summary", {})
                     progress(f"  round {rnd + 1} {size:5d} MiB {mode:13s}: "
