@@ -48,6 +48,23 @@ print(json.dumps(out))
 """
 
 
+# The same servers in a zone and in a VM (busybox's nc: a guest has no iperf3): a sink
+# for throughput, an echo (cat) for round trips.
+NC_SERVERS = ("while :; do nc -l -p {sink} >/dev/null; done & "
+              "nc -ll -p {echo} -e cat")
+
+SEND_CLIENT = r"""
+import socket, sys, time
+c = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=5)
+buf = b"\0" * (1 << 16); n = 0; end = time.perf_counter() + float(sys.argv[3])
+t0 = time.perf_counter()
+while time.perf_counter() < end:
+    n += c.send(buf)
+c.shutdown(socket.SHUT_WR); c.recv(1)  # the sink has read it all when it closes
+print(n * 8 / (time.perf_counter() - t0) / 1e9)
+"""
+
+
 class NetFailure(Exception):
     pass
 
@@ -77,6 +94,43 @@ class Paths:
         info = json.loads(self.z("inspect", name).stdout)
         addrs = (info.get("network") or {}).get("addresses") or [{}]
         return {"name": name, "pid": info["state"]["pid"], "ip": addrs[0].get("ip")}
+
+    def nc_container(self, name: str, *run_args: str) -> dict:
+        """A zone (or, with --backend vm in run_args, a VM) serving NC_SERVERS."""
+        self.z("run", "-d", "--name", name, *run_args, "--", "sh", "-c",
+               NC_SERVERS.format(sink=IPERF_PORT + 1, echo=RTT_PORT + 1))
+        info = json.loads(self.z("inspect", name).stdout)
+        addrs = (info.get("network") or {}).get("addresses") or [{}]
+        return {"name": name, "pid": info["state"]["pid"], "ip": addrs[0].get("ip")}
+
+    def measure_nc(self, paths, progress: Callable[[str], None] | None = None) -> dict:
+        """Like measure(), with the NC_SERVERS on the server side and Python clients: a
+        method a VM's guest can serve, applied to zones and VMs alike. paths: (label,
+        client, address)."""
+        progress = progress or (lambda s: print(s, file=sys.stderr, flush=True))
+        for _label, client, addr in paths:
+            wait_port(self.ns(client), addr, IPERF_PORT + 1, timeout=60)
+            wait_port(self.ns(client), addr, RTT_PORT + 1, timeout=60)
+        tp: dict[str, list[float]] = {p[0]: [] for p in paths}
+        rt: dict[str, list[float]] = {p[0]: [] for p in paths}
+        rounds = max(self.repeat, 3)
+        for r in range(rounds):
+            order = paths[r % len(paths):] + paths[:r % len(paths)]
+            for label, client, addr in order:
+                progress(f"  round {r + 1}/{rounds}: {label} (nc)")
+                if r < self.repeat:
+                    out = subprocess.run([*self.ns(client), "taskset", "-c", "0", PY, "-c",
+                                          SEND_CLIENT, addr, str(IPERF_PORT + 1),
+                                          str(self.seconds)],
+                                         capture_output=True, text=True, timeout=120)
+                    if out.returncode:
+                        raise NetFailure(f"sending to {addr}: {out.stderr.strip()[-300:]}")
+                    tp[label].append(float(out.stdout))
+                rt[label] += self.rtt(client, addr, RTT_PORT + 1, self.rtts // rounds // 4)
+        return {label: {"throughput": {"gbit_s": summary(tp[label]), "samples": tp[label]},
+                        "rtt": {"us": summary(rt[label]),
+                                "samples": [round(x, 2) for x in rt[label]]}}
+                for label in tp}
 
     @staticmethod
     def ns(c: dict | None) -> list[str]:

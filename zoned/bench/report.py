@@ -146,6 +146,12 @@ def sections(res: dict) -> list[tuple[str, list[str], list[list], list[str]]]:
         out.append(("network: TCP throughput and 1-byte round trip",
                     ["path", "Gbit/s min / median / p95", "vs loopback",
                      "RTT us min / median / p95"], rows, notes))
+        if net.get("nc_paths"):
+            rows = [[label, spread(p["throughput"]["gbit_s"], ".2f"),
+                     spread(p["rtt"]["us"], ".1f")] for label, p in net["nc_paths"].items()]
+            out.append(("network: zones and VMs by one method",
+                        ["path", "Gbit/s min / median / p95", "RTT us min / median / p95"],
+                        rows, [net.get("nc_method", "")]))
     mig = res.get("migrate")
     if mig:
         rows = []

@@ -224,7 +224,7 @@ def _sub_network(sub, argparse):
                             parser_class=type(n))
     c = nsub.add_parser("create", help="create a network")
     c.add_argument("name")
-    c.add_argument("--subnet", help="IPv4 CIDR (default: a free /24 from 10.88.0.0/16)")
+    c.add_argument("--subnet", help="IPv4 CIDR (default: a free /24 from 10.99.0.0/16)")
     c.add_argument("--gateway", help="the host's address on it (default: the first)")
     c.add_argument("--mode", choices=["nat", "bridge", "routed"], default="nat",
                    help="nat (default): bridge + masquerade; bridge: a plain L2 segment; "

@@ -30,7 +30,9 @@ from zoned.network.model import Network
 
 DEFAULT_NETWORK = "zoned0"
 MODES = ("nat", "bridge", "routed")
-DEFAULT_POOL = "10.88.0.0/16"   # carved into /24s; ZONED_SUBNET_POOL overrides
+# carved into /24s; ZONED_SUBNET_POOL overrides. Not 10.88.0.0/16: podman's default CNI
+# network (cni-podman0) takes all of it on any host that runs podman.
+DEFAULT_POOL = "10.99.0.0/16"
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 _IFNAME_RE = re.compile(r"^[A-Za-z0-9_.-]{1,15}$")
 # Ranges no zone network may use (issue 10, item 9): packets there are never forwarded
