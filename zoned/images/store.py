@@ -277,12 +277,10 @@ class ImageStore:
     def build(self, recipe: str | Path) -> Image:
         """Build (or rebuild) an image from a recipe file path or a bare recipe name.
         A string counts as a path if it contains '/' or ends in .yaml/.yml."""
-        import datetime
         import shutil
-        import tempfile
         from pathlib import Path
 
-        from zoned.images.recipes import build_rootfs, load_recipe, tree_size
+        from zoned.images.recipes import build_rootfs, load_recipe
 
         s = str(recipe)
         if isinstance(recipe, Path) or "/" in s or s.endswith((".yaml", ".yml")):
@@ -290,6 +288,64 @@ class ImageStore:
         else:
             path = find_recipe(s)
         r = load_recipe(path)  # validate before creating anything
+
+        def fill(tmp: Path, rootfs: Path) -> dict:
+            scratch = tmp / ".scratch"
+            scratch.mkdir()
+            debs = build_rootfs(r, rootfs, scratch, self)
+            shutil.rmtree(scratch)
+            shutil.copyfile(path, tmp / "recipe.yaml")
+            os.chmod(tmp / "recipe.yaml", 0o644)
+            return {"description": r.description, "config": r.config, "debs": debs,
+                    "recipe": str(path.resolve()),
+                    "history": [{"created_by": f"zoned image build {path.name}"
+                                 + (f" ({r.bootstrap['tool']} {r.bootstrap['suite']})"
+                                    if r.bootstrap else ""), "comment": r.description}]}
+
+        return self.create(r.name, fill, what="building")
+
+    def import_image(self, source: str, name: str | None = None, max_size: int | None = None,
+                     progress: bool | None = None) -> Image:
+        """Import a docker-archive, oci-archive, OCI layout dir or rootfs tarball (see
+        zoned.images.importer); refused entries leave nothing behind."""
+        from zoned.images.importer import (Progress, apply_layers, default_name, history,
+                                           open_source, runtime_config)
+        from zoned.images.unpack import Limits
+
+        if name is not None and not NAME_RE.match(name):
+            raise ImageError(f"invalid --name {name!r} (use lowercase letters, digits, '_', '.', '-')")
+        src = open_source(os.fspath(source))
+        try:
+            config = runtime_config(src.config, source)
+            name = name or default_name(src, source)
+
+            def fill(tmp: Path, rootfs: Path) -> dict:
+                up = apply_layers(src, str(rootfs), Limits(max_size),
+                                  Progress(len(src.layers), progress))
+                return {"config": config, "description": f"imported from {src.kind}",
+                        "source": {"kind": src.kind, "path": os.path.abspath(source), "ref": src.ref,
+                                   "layers": [layer.diff_id or layer.digest for layer in src.layers]},
+                        "architecture": src.config.get("architecture", ""),
+                        "history": history(src.config, up.layer_sizes)
+                        or [{"created_by": f"zoned image import {os.path.basename(source)}",
+                             "size": up.bytes}],
+                        "setuid": sorted(up.setuid), "skipped_xattrs": up.skipped_xattrs}
+
+            return self.create(name, fill, what="importing")
+        finally:
+            src.close()
+
+    def create(self, name: str, fill, what: str = "creating") -> Image:
+        """The store's write transaction: fill(tmp, rootfs) populates a temp dir and returns
+        image.json's fields; the dir is then renamed into place as image `name` (replacing
+        an older one, kept while zones use it). Any failure deletes the temp dir."""
+        import datetime
+        import shutil
+        import tempfile
+        from pathlib import Path
+
+        from zoned.images.recipes import tree_size
+
         try:
             if not self.root.is_dir():
                 self.root.mkdir(parents=True, exist_ok=True)
@@ -299,33 +355,25 @@ class ImageStore:
 
         with self.lock():
             self._collect_garbage()
-            tmp = Path(tempfile.mkdtemp(prefix=f".build-{r.name}-", dir=self.root))
+            tmp = Path(tempfile.mkdtemp(prefix=f".build-{name}-", dir=self.root))
             busy = self._hold(tmp)  # marks the temp dir live for other processes' GC
+        old = None
         try:
             os.chmod(tmp, 0o755)  # readable by containers' mapped users
             rootfs = tmp / "rootfs"
             rootfs.mkdir(mode=0o755)
             os.chmod(rootfs, 0o755)
-            scratch = tmp / ".scratch"
-            scratch.mkdir()
-            debs = build_rootfs(r, rootfs, scratch)
-            shutil.rmtree(scratch)
-            meta = {
-                "name": r.name,
-                "description": r.description,
-                "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-                "size": tree_size(rootfs),
-                "config": r.config,
-                "debs": debs,
-                "recipe": str(path.resolve()),
-            }
+            meta = fill(tmp, rootfs)
+            created = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+            meta = {"name": name, "created": created, "size": tree_size(rootfs), **meta}
+            for h in meta.get("history") or []:
+                h.setdefault("created", created)
+                h.setdefault("size", meta["size"])
             (tmp / "image.json").write_text(json.dumps(meta, indent=2) + "\n")
-            shutil.copyfile(path, tmp / "recipe.yaml")
-            for f in ("image.json", "recipe.yaml"):
-                os.chmod(tmp / f, 0o644)
-            target = self.root / r.name
+            os.chmod(tmp / "image.json", 0o644)
+            target = self.root / name
             with self.lock():
-                old = self._set_aside(r.name) if target.exists() else None
+                old = self._set_aside(name) if target.exists() else None
                 try:
                     os.rename(tmp, target)
                 except OSError:
@@ -336,13 +384,22 @@ class ImageStore:
         except BaseException as e:
             shutil.rmtree(tmp, ignore_errors=True)
             if isinstance(e, OSError):
-                raise ImageError(f"building image {r.name!r}: {e}") from None
+                raise ImageError(f"{what} image {name!r}: {e}") from None
             raise
         finally:
             os.close(busy)
         if old:
             self._retire(*old)
-        return self.get(r.name)
+        return self.get(name)
+
+    def meta(self, name: str) -> dict:
+        """image.json of image `name`, as written (for inspect and history)."""
+        img = self.get(name)
+        try:
+            with open(img.image_dir + "/image.json") as f:
+                return json.loads(f.read())
+        except (OSError, ValueError) as e:
+            raise ImageError(f"image {name!r} is damaged: {e}") from None
 
     def remove(self, name: str) -> None:
         """Delete an image; containers still running on it keep it until they stop."""
