@@ -247,14 +247,18 @@ class ImageStore:
         """All images, sorted by name; half-written or foreign entries are skipped."""
         if not _is_dir(self.root_dir):
             return []
-        out = []
         with self.lock(shared=True):
-            for n in sorted(os.listdir(self.root_dir)):
-                if NAME_RE.match(n) and _is_file(_join(_join(self.root_dir, n), "image.json")):
-                    try:
-                        out.append(self.read_unlocked(n))
-                    except ImageError:
-                        pass
+            return self.list_unlocked()
+
+    def list_unlocked(self) -> list[Image]:
+        """list() for a caller that holds lock(shared=True)."""
+        out = []
+        for n in sorted(os.listdir(self.root_dir)):
+            if NAME_RE.match(n) and _is_file(_join(_join(self.root_dir, n), "image.json")):
+                try:
+                    out.append(self.read_unlocked(n))
+                except ImageError:
+                    pass
         return out
 
     def read_unlocked(self, name: str) -> Image:
@@ -329,7 +333,7 @@ class ImageStore:
                         "history": history(src.config, up.layer_sizes)
                         or [{"created_by": f"zoned image import {os.path.basename(source)}",
                              "size": up.bytes}],
-                        "setuid": sorted(up.setuid), "skipped_xattrs": up.skipped_xattrs}
+                                "skipped_xattrs": up.skipped_xattrs}
 
             return self.create(name, fill, what="importing")
         finally:
@@ -344,7 +348,7 @@ class ImageStore:
         import tempfile
         from pathlib import Path
 
-        from zoned.images.recipes import tree_size
+        from zoned.images.sizes import scan, share
 
         try:
             if not self.root.is_dir():
@@ -364,8 +368,14 @@ class ImageStore:
             rootfs.mkdir(mode=0o755)
             os.chmod(rootfs, 0o755)
             meta = fill(tmp, rootfs)
+            with self.lock(shared=True):
+                others = [i.rootfs_dir for i in self.list_unlocked() if i.name != name]
+                shared = share(str(rootfs), others)
             created = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
-            meta = {"name": name, "created": created, "size": tree_size(rootfs), **meta}
+            found = scan(str(rootfs))
+            meta = {"name": name, "created": created, "size": found["size"],
+                    "shared_at_create": shared, **meta,
+                    "setuid": found["setuid"], "capabilities": found["capabilities"]}
             for h in meta.get("history") or []:
                 h.setdefault("created", created)
                 h.setdefault("size", meta["size"])

@@ -315,7 +315,9 @@ class RunOptions:
         """The OCI config for these options. `image_rootfs` is the overlay lower dir."""
         image_config = image_config or {}
         rootfs = os.path.realpath(self.rootfs) if self.rootfs else image_rootfs
-        args = list(self.args) or list(image_config.get("cmd") or [])
+        # docker's rule: the command replaces the image's Cmd, never its Entrypoint
+        args = list(image_config.get("entrypoint") or []) + (
+            list(self.args) or list(image_config.get("cmd") or []))
         if not args:
             raise ConfigError("no command given and the image has no default command")
         cfg = default_config(args, terminal=self.tty, caps=DEFAULT_CAPS)
