@@ -256,3 +256,29 @@ def test_export_and_inspect_unknown_image(images, tmp_path):
         p = images("image", *args, check=False)
         assert p.returncode == 125 and "image 'nope' not found" in p.stderr
     assert not (tmp_path / "x.tar").exists()
+
+
+@needs_podman
+def test_entrypoint_override_and_stop_signal(saved, images):
+    """--entrypoint replaces the image's Entrypoint (and Cmd); `stop` sends its StopSignal."""
+    images("image", "import", str(saved["dir"] / "docker.tar"), "--name", "sig")
+    r = images("run", "--rm", "--image", "sig", "--entrypoint", "/bin/echo", "plain")
+    assert r.stdout == "plain\n"
+    r = images("run", "--rm", "--image", "sig", "--entrypoint", "", "/bin/echo", "no", "ep")
+    assert r.stdout == "no ep\n"
+    # a shell that reports the signal it gets: INT (the image's StopSignal), not TERM
+    script = ("trap 'echo got INT; exit 0' INT; trap 'echo got TERM; exit 0' TERM; "
+              "echo ready; while :; do sleep 0.1; done")
+    images("run", "-d", "--name", "zimg-sig", "--image", "sig", "--entrypoint", "/bin/sh",
+           "--", "-c", script)
+    try:
+        import time
+
+        deadline = time.monotonic() + 10
+        while "ready" not in images("logs", "zimg-sig", check=False).stdout:
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        images("stop", "-t", "5", "zimg-sig")
+        assert images("logs", "zimg-sig").stdout.split() == ["ready", "got", "INT"]
+    finally:
+        images("rm", "-f", "zimg-sig", check=False)

@@ -77,6 +77,7 @@ def _sub_run(sub, argparse):
                    "-1 or 0: no limit)")
     r.add_argument("-e", "--env", action="append", default=[])
     r.add_argument("-w", "--workdir")
+    r.add_argument("--entrypoint", help="replaces the image's Entrypoint (\"\" for none)")
     r.add_argument("-u", "--user")
     r.add_argument("-v", "--volume", action="append", default=[])
     r.add_argument("--read-only", action="store_true")
