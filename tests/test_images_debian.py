@@ -26,6 +26,10 @@ def debian(tmp_path_factory):
         pytest.fail("mmdebstrap is missing: `make setup` installs it")
     store = tmp_path_factory.mktemp("debian-store")
     env = dict(os.environ, ZONED_DEB_CACHE=os.environ.get("ZONED_DEB_CACHE", DEFAULT_CACHE))
+    from zoned.vm.assets import vm_dir
+
+    disks = os.path.join(vm_dir(), "disks")
+    had = set(os.listdir(disks)) if os.path.isdir(disks) else set()
     t0 = time.monotonic()
     p = subprocess.run([ZONED, "--images", str(store), "image", "build", "debian"],
                        capture_output=True, text=True, timeout=900, env=env)
@@ -35,14 +39,12 @@ def debian(tmp_path_factory):
         raise AssertionError(f"zoned image build debian: {p.stderr}")
     yield store, time.monotonic() - t0
     # the VM test's root disk is made per image digest: don't leave this session's behind
-    from zoned.vm.assets import vm_dir
-
+    # (mmdebstrap builds are reproducible: the machine's own debian image may share it)
     digest_file = store / "debian" / "digest"
     if digest_file.exists():
-        digest = digest_file.read_text().split()[1].split(":")[1]
-        disk = os.path.join(vm_dir(), "disks", digest[:32] + ".squashfs")
-        if os.path.exists(disk):
-            os.unlink(disk)
+        name = digest_file.read_text().split()[1].split(":")[1][:32] + ".squashfs"
+        if name not in had and os.path.exists(os.path.join(disks, name)):
+            os.unlink(os.path.join(disks, name))
 
 
 @pytest.fixture
