@@ -282,3 +282,47 @@ def test_entrypoint_override_and_stop_signal(saved, images):
         assert images("logs", "zimg-sig").stdout.split() == ["ready", "got", "INT"]
     finally:
         images("rm", "-f", "zimg-sig", check=False)
+
+
+def test_gzipped_docker_archive_and_progress_on_a_terminal(images, tmp_path):
+    """`docker save | gzip` imports as an image, not as a rootfs holding manifest.json; on a
+    terminal the import shows per-layer progress."""
+    import gzip
+    import pty
+
+    plain = docker_archive(tmp_path / "img.tar", [layer([entry("a", data=b"A")]),
+                                                  layer([entry("b", data=b"B" * 100_000)])],
+                           config={"Cmd": ["/a"]}, tag="localhost/gz:1")
+    packed = tmp_path / "img.tar.gz"
+    packed.write_bytes(gzip.compress(plain.read_bytes()))
+    leader, follower = pty.openpty()
+    try:
+        p = subprocess.run([*images_cmd(images), "image", "import", str(packed)], stdin=subprocess.DEVNULL,
+                           stdout=subprocess.PIPE, stderr=follower, timeout=60)
+        os.close(follower)
+        follower = -1
+        shown = b""
+        while True:
+            try:
+                chunk = os.read(leader, 4096)
+            except OSError:
+                break
+            if not chunk:
+                break
+            shown += chunk
+    finally:
+        os.close(leader)
+        if follower >= 0:
+            os.close(follower)
+    assert p.returncode == 0, shown
+    assert b"layer 1/2" in shown and b"layer 2/2" in shown
+    r = images.store / "gz" / "rootfs"
+    assert sorted(os.listdir(r)) == ["a", "b"]
+    assert json.loads(images("image", "inspect", "gz").stdout)["source"]["kind"] == "docker-archive"
+    assert [n for n in os.listdir(images.store) if n.startswith(".build")] == []
+
+
+def images_cmd(images) -> list[str]:
+    from conftest import ZONED
+
+    return [ZONED, "--images", str(images.store)]

@@ -9,6 +9,9 @@ would also be two more apt packages. Every blob is checked against its digest wh
 read (the compressed digest from the OCI manifest, the uncompressed diff_id from the image
 config), so a damaged or altered archive is refused, not half-trusted.
 
+A compressed file is a rootfs tarball, streamed, unless its first entry is an image
+archive's (`docker save | gzip`): that one is decompressed once to a nameless temp file.
+
 The image config's Env, Cmd, Entrypoint, WorkingDir, User, ExposedPorts, StopSignal and
 Labels become the zoned image config (see ``runtime_config``), which `zoned run` uses as
 defaults; the config's history is kept for `zoned image history`.
@@ -131,8 +134,9 @@ class _TarDir:
     """Files of an (uncompressed) outer archive, looked up by name; symlinked members
     (docker-archive's <id>/layer.tar -> ../<digest>.tar) resolved inside the archive."""
 
-    def __init__(self, path: str) -> None:
-        self.path = path
+    def __init__(self, path: str, shown: str | None = None) -> None:
+        self.path = shown or path
+        self.closers: list[Any] = []
         try:
             self.tar = tarfile.open(path, "r:")
             self.members = {m.name.removeprefix("./"): m for m in self.tar.getmembers()}
@@ -172,6 +176,8 @@ class _TarDir:
 
     def close(self) -> None:
         self.tar.close()
+        for c in self.closers:
+            c.close()
 
 
 class _Dir:
@@ -298,8 +304,9 @@ def _docker(d: _TarDir | _Dir) -> Source:
 _COMPRESSED_MAGIC = (b"\x1f\x8b", b"BZh", b"\xfd7zXZ\x00", b"\x28\xb5\x2f\xfd")
 
 
-def open_source(path: str) -> Source:
-    """Recognize and open an input; the caller closes the Source."""
+def open_source(path: str, scratch_dir: str | None = None, limits: Limits | None = None) -> Source:
+    """Recognize and open an input; the caller closes the Source. A compressed image
+    archive is decompressed into scratch_dir (the store: /tmp may be a small tmpfs)."""
     if os.path.isdir(path):
         d = _Dir(path)
         if d.has("index.json") and d.has("oci-layout"):
@@ -312,13 +319,21 @@ def open_source(path: str) -> Source:
             head = f.read(512)
     except OSError as e:
         raise ImageError(f"cannot read {path}: {e.strerror}") from None
-    if head.startswith(_COMPRESSED_MAGIC) or not tarfile.is_tarfile(path):
-        if not head.startswith(_COMPRESSED_MAGIC):
-            raise ImageError(f"{path}: not a tar archive, an image archive or an OCI layout")
-        # A compressed tarball: a rootfs, streamed (archives of archives are saved uncompressed
-        # by podman and docker; `docker save | gzip` must be gunzipped first).
-        return _rootfs_tar(path)
-    d = _TarDir(path)
+    scratch = None
+    if head.startswith(_COMPRESSED_MAGIC):
+        if not _holds_image_archive(path):
+            return _rootfs_tar(path)  # a compressed rootfs tarball: streamed as it is
+        # `docker save | gzip`: layers are found by name, so decompress it once to a
+        # nameless temp file (gone when closed), capped like the unpacked data
+        scratch = _decompress_to_temp(path, scratch_dir, limits)
+        path_for_tar: str = f"/proc/self/fd/{scratch.fileno()}"
+    elif not tarfile.is_tarfile(path):
+        raise ImageError(f"{path}: not a tar archive, an image archive or an OCI layout")
+    else:
+        path_for_tar = path
+    d = _TarDir(path_for_tar, shown=path)
+    if scratch is not None:
+        d.closers.append(scratch)
     if d.has("index.json") and d.has("oci-layout"):
         src = _oci(d, "oci-archive")
     elif d.has("manifest.json"):
@@ -328,6 +343,45 @@ def open_source(path: str) -> Source:
         return _rootfs_tar(path)
     src.closers.append(d)
     return src
+
+
+_ARCHIVE_NAMES = re.compile(r"^(\./)?(manifest\.json|index\.json|oci-layout|repositories|blobs(/.*)?"
+                            r"|[0-9a-f]{64}(\.json|\.tar|/.*)?)$")
+
+
+def _holds_image_archive(path: str) -> bool:
+    """Whether a compressed tarball's first entry looks like an image archive's."""
+    try:
+        with tarfile.open(path, "r|*") as tar:
+            first = tar.next()
+    except (tarfile.TarError, OSError, EOFError, lzma.LZMAError) as e:
+        raise ImageError(f"{path}: not a readable compressed tar archive ({e})") from None
+    return first is not None and bool(_ARCHIVE_NAMES.match(first.name))
+
+
+def _decompress_to_temp(path: str, scratch_dir: str | None, limits: Limits | None) -> IO[bytes]:
+    import tempfile
+
+    cap = (limits or Limits()).max_bytes
+    out = tempfile.TemporaryFile(dir=scratch_dir)
+    try:
+        with open(path, "rb") as f:
+            src = _decompressed(io.BufferedReader(f), path)  # type: ignore[arg-type]
+            total = 0
+            while chunk := src.read(1 << 20):
+                total += len(chunk)
+                if total > cap:
+                    raise ImageError(f"{path}: decompressed archive exceeds the limit of "
+                                     f"{cap} bytes (--max-size)")
+                out.write(chunk)
+        out.flush()
+        return out
+    except (OSError, EOFError, lzma.LZMAError) as e:
+        out.close()
+        raise ImageError(f"{path}: damaged compressed data ({e})") from None
+    except BaseException:
+        out.close()
+        raise
 
 
 def _rootfs_tar(path: str) -> Source:

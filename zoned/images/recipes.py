@@ -102,7 +102,8 @@ def load_recipe(path: Path) -> _Recipe:
     except OSError as e:
         raise ImageError(f"cannot read recipe {path}: {e.strerror}") from None
     except UnicodeDecodeError:  # `zoned image build some.tar`
-        raise bad("not a text file: a recipe is YAML (see images/busybox.yaml)") from None
+        raise bad("not a text file: a recipe is YAML (see images/busybox.yaml); "
+                  "to use an image archive or rootfs tarball: zoned image import FILE") from None
     try:
         doc = yaml.safe_load(text)
     except yaml.YAMLError as e:

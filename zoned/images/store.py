@@ -318,13 +318,15 @@ class ImageStore:
 
         if name is not None and not NAME_RE.match(name):
             raise ImageError(f"invalid --name {name!r} (use lowercase letters, digits, '_', '.', '-')")
-        src = open_source(os.fspath(source))
+        limits = Limits(max_size)
+        self._ensure_root()
+        src = open_source(os.fspath(source), self.root_dir, limits)
         try:
             config = runtime_config(src.config, source)
             name = name or default_name(src, source)
 
             def fill(tmp: Path, rootfs: Path) -> dict:
-                up = apply_layers(src, str(rootfs), Limits(max_size),
+                up = apply_layers(src, str(rootfs), limits,
                                   Progress(len(src.layers), progress))
                 return {"config": config, "description": f"imported from {src.kind}",
                         "source": {"kind": src.kind, "path": os.path.abspath(source), "ref": src.ref,
@@ -350,13 +352,7 @@ class ImageStore:
 
         from zoned.images.sizes import scan, share
 
-        try:
-            if not self.root.is_dir():
-                self.root.mkdir(parents=True, exist_ok=True)
-                os.chmod(self.root, 0o755)  # not umask-dependent: containers' users traverse it
-        except OSError as e:
-            raise ImageError(f"cannot create image store {self.root}: {e.strerror}") from None
-
+        self._ensure_root()
         with self.lock():
             self._collect_garbage()
             tmp = Path(tempfile.mkdtemp(prefix=f".build-{name}-", dir=self.root))
@@ -401,6 +397,14 @@ class ImageStore:
         if old:
             self._retire(*old)
         return self.get(name)
+
+    def _ensure_root(self) -> None:
+        try:
+            if not _is_dir(self.root_dir):
+                os.makedirs(self.root_dir, exist_ok=True)
+                os.chmod(self.root_dir, 0o755)  # not umask-dependent: containers' users traverse it
+        except OSError as e:
+            raise ImageError(f"cannot create image store {self.root_dir}: {e.strerror}") from None
 
     def meta(self, name: str) -> dict:
         """image.json of image `name`, as written (for inspect and history)."""
