@@ -306,3 +306,12 @@ def test_truncated_layer_refused(env):
     p = env.src / "trunc.tar"
     p.write_bytes(raw[:60_000])
     env.refused(p, "truncated")
+
+
+def test_huge_extended_header_refused(env):
+    """A 64 MiB pax record gzips to ~64 KiB; tarfile would read it into memory whole."""
+    ti, _ = entry("f", data=b"x")
+    ti.pax_headers = {"comment": "a" * (64 << 20)}
+    a = rootfs_tar(env, "pax.tar.gz", [(ti, b"x")], gz=True)
+    assert a.stat().st_size < 1 << 20
+    env.refused(a, "extended header of", "at most 1048576")

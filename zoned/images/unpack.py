@@ -20,7 +20,8 @@ symlink an earlier entry or layer planted -- can lead a write out of the rootfs:
 - only ``user.*`` and ``security.capability`` xattrs are applied: a layer's
   ``trusted.overlay.*`` would steer the overlay mount this rootfs becomes a lower of;
 - the bytes written and the number of entries are capped (``Limits``), checked against
-  each header before anything is written, so a small compressed layer cannot fill the disk.
+  each header before anything is written, so a small compressed layer cannot fill the disk;
+  pax/GNU extended headers (read into memory whole by tarfile) are capped at 1 MiB.
 
 OCI/docker whiteouts (``.wh.NAME`` deletes NAME from the layers below, ``.wh..wh..opq``
 empties the directory of what the layers below put there) are applied when ``layered``.
@@ -49,6 +50,22 @@ _CHUNK = 1 << 20
 
 class UnsafeArchive(ImageError):
     """An archive entry that would escape the rootfs or break a limit: refused, one line."""
+
+
+MAX_HEADER = 1 << 20  # a pax/GNU long-name header is read into memory whole: cap it
+
+
+class _CappedTarInfo(tarfile.TarInfo):
+    """TarInfo that refuses oversized extended headers before tarfile reads them into
+    memory (a gzip of 4 GiB of one pax record is a few MiB: a memory bomb)."""
+
+    _EXTENDED = (tarfile.XHDTYPE, tarfile.XGLTYPE, tarfile.SOLARIS_XHDTYPE,
+                 tarfile.GNUTYPE_LONGNAME, tarfile.GNUTYPE_LONGLINK)
+
+    def _proc_member(self, tarfile_):  # tarfile's documented hook: TarFile(tarinfo=...)
+        if self.type in self._EXTENDED and self.size > MAX_HEADER:
+            raise UnsafeArchive(f"an extended header of {self.size} bytes (at most {MAX_HEADER})")
+        return super()._proc_member(tarfile_)
 
 
 class Limits:
@@ -115,9 +132,13 @@ class Unpacker:
         self._layer_paths = set()
         self._dir_times = []
         try:
-            with tarfile.open(fileobj=fileobj, mode="r|*") as tar:
+            with tarfile.open(fileobj=fileobj, mode="r|*", tarinfo=_CappedTarInfo) as tar:
                 for member in tar:
                     self._entry(tar, member)
+        except UnsafeArchive as e:
+            if str(e).startswith(label):
+                raise
+            raise UnsafeArchive(f"{label}: refused: {e}") from None
         except tarfile.TarError as e:
             raise ImageError(f"{label}: not a valid tar archive ({e})") from None
         except EOFError:
