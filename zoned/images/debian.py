@@ -161,7 +161,7 @@ def bootstrap(spec: dict[str, Any], rootfs: str, cache: str) -> dict[str, Any]:
             "mmdebstrap", "--mode=root", f"--variant={spec['variant']}", "--format=directory",
             f"--components={','.join(spec['components'])}",
             "--aptopt=Acquire::Languages \"none\"", "--aptopt=Acquire::Retries \"2\"",
-            "--skip=essential/unlink",
+            "--skip=essential/unlink", "--dpkgopt=force-unsafe-io",
             "--setup-hook=mkdir -p \"$1\"/var/cache/apt/archives",
             f"--setup-hook=sync-in {cache} /var/cache/apt/archives",
             f"--customize-hook=sync-out /var/cache/apt/archives {cache}"]

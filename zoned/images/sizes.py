@@ -96,6 +96,7 @@ def share(rootfs: str, others: list[str]) -> int:
     if not by_size:
         return 0
     hashes: dict[str, bytes] = {}
+    used: set[int] = set()  # inodes linked to already: the image's own link structure stays
     saved = 0
     dev = os.stat(rootfs).st_dev
     for path, st in list(_files(rootfs)):
@@ -107,13 +108,14 @@ def share(rootfs: str, others: list[str]) -> int:
             mine = _sha(path)
         except OSError:
             continue
-        for cand, _s in cands:
+        for cand, cst in cands:
             if cand not in hashes:
                 try:
                     hashes[cand] = _sha(cand)
                 except OSError:  # removed by a concurrent `image rm`
                     hashes[cand] = b""
-            if hashes[cand] == mine and _plain(cand):
+            if hashes[cand] == mine and cst.st_ino not in used and _plain(cand):
+                used.add(cst.st_ino)
                 tmp = path + ".zoned-share-tmp"
                 try:
                     os.link(cand, tmp)
