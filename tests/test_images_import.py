@@ -326,3 +326,19 @@ def images_cmd(images) -> list[str]:
     from conftest import ZONED
 
     return [ZONED, "--images", str(images.store)]
+
+
+def test_sharing_keeps_an_images_own_links_and_size(images, tmp_path):
+    """Two identical files in an image stay two inodes when both match a neighbour's file:
+    the image's size must not depend on which images are already in the store."""
+    blob = os.urandom(8192)
+    a = docker_archive(tmp_path / "dup.tar", [layer([entry("x", data=blob), entry("y", data=blob)])])
+    images("image", "import", str(a), "--name", "first")
+    images("image", "import", str(a), "--name", "second")
+    first = json.loads(images("image", "inspect", "first").stdout)
+    second = json.loads(images("image", "inspect", "second").stdout)
+    assert first["size"] == second["size"] == 2 * 8192
+    r1, r2 = images.store / "first" / "rootfs", images.store / "second" / "rootfs"
+    assert (r2 / "x").stat().st_ino != (r2 / "y").stat().st_ino
+    assert {(r2 / n).stat().st_ino for n in "xy"} == {(r1 / n).stat().st_ino for n in "xy"}
+    assert second["shared_at_create"] == 2 * 8192
