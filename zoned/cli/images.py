@@ -79,7 +79,10 @@ def _ls(store, fmt: str) -> None:
 
     images = store.list()
     with store.lock(shared=True):
-        use = usage({i.name: i.rootfs_dir for i in images}) if images else {}
+        shared_bytes = usage({i.name: i.rootfs_dir for i in images}) if images else {}
+    # UNIQUE is what removing the image frees: SIZE = SHARED + UNIQUE
+    use = {i.name: (shared_bytes[i.name][0], max(0, i.size - shared_bytes[i.name][0]))
+           for i in images}
     if fmt == "json":
         print_json([{"name": i.name, "path": i.image_dir, "created": i.created, "size": i.size,
                      "shared": use[i.name][0], "unique": use[i.name][1], "config": i.config}
@@ -95,7 +98,11 @@ def _ls(store, fmt: str) -> None:
 
 def _history(meta: dict) -> None:
     table = [("CREATED", "CREATED BY", "SIZE", "COMMENT")]
-    for h in reversed(meta.get("history") or []):
+    steps = meta.get("history") or [  # images built before history was recorded
+        {"created": meta.get("created", ""), "size": meta.get("size", 0),
+         "created_by": f"zoned image build {os.path.basename(str(meta.get('recipe', '')))}",
+         "comment": meta.get("description", "")}]
+    for h in reversed(steps):
         by = " ".join(str(h.get("created_by", "")).split())
         table.append((str(h.get("created", ""))[:19], by[:70] + ("..." if len(by) > 70 else ""),
                       "0B" if h.get("empty_layer") else human(h.get("size", 0)),
