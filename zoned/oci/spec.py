@@ -61,6 +61,7 @@ def stop_signal(cfg: dict) -> int:
     except KeyError:
         return int(signal.SIGTERM)
 
+
 # A container id/name: runc's characters, starting with a letter or digit (so never "." or
 # ".."), at most 64 long: podman's ids are 64 hex digits, and the name is the default
 # hostname (the kernel's limit is 64) and part of cgroup, state and interface-alias names.
@@ -297,7 +298,7 @@ class RunOptions:
         "args": list, "image": None, "rootfs": None, "name": None, "hostname": None,
         "memory": None, "memory_swap": None, "cpus": None, "cpu_shares": None,
         "cpuset_cpus": None, "pids_limit": None, "env": list, "workdir": None, "user": None,
-        "entrypoint": None,  # None: the image's; [] (--entrypoint ""): none
+        "entrypoint": None,  # None: the image's; "" (--entrypoint ""): none
         "volumes": list, "read_only": False, "init": False, "tty": False,
         "interactive": False,
         # networking (zoned.network): names, or "none" (only lo), "host", "container:NAME"
