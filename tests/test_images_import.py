@@ -342,3 +342,8 @@ def test_sharing_keeps_an_images_own_links_and_size(images, tmp_path):
     assert (r2 / "x").stat().st_ino != (r2 / "y").stat().st_ino
     assert {(r2 / n).stat().st_ino for n in "xy"} == {(r1 / n).stat().st_ino for n in "xy"}
     assert second["shared_at_create"] == 2 * 8192
+
+
+def test_oci_tag_only_ref_names_the_image_after_the_file(images, tmp_path):
+    d = oci_layout(tmp_path / "webapp", [layer([entry("f", data=b"x")], gz=True)], ref="latest")
+    assert images("image", "import", str(d)).stdout.startswith("webapp\t")

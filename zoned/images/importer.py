@@ -520,7 +520,10 @@ def history(oci_config: dict[str, Any], layer_sizes: list[int]) -> list[dict[str
 
 def default_name(src: Source, path: str) -> str:
     """A store name from the image's reference (localhost/foo:1 -> foo) or the file name."""
-    base = src.ref.rsplit("/", 1)[-1].split("@", 1)[0].split(":", 1)[0] if src.ref else ""
+    ref = src.ref
+    if src.kind.startswith("oci") and "/" not in ref and ":" not in ref:
+        ref = ""  # an OCI ref.name is often just a tag ("latest", skopeo's oci:DIR:TAG)
+    base = ref.rsplit("/", 1)[-1].split("@", 1)[0].split(":", 1)[0] if ref else ""
     if not base:
         base = os.path.basename(os.path.normpath(path))
         for ext in (".tar.gz", ".tgz", ".tar.xz", ".tar.bz2", ".tar", ".oci"):
