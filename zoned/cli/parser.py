@@ -77,6 +77,7 @@ def _sub_run(sub, argparse):
                    "-1 or 0: no limit)")
     r.add_argument("-e", "--env", action="append", default=[])
     r.add_argument("-w", "--workdir")
+    r.add_argument("--entrypoint", help="replaces the image's Entrypoint (\"\" for none)")
     r.add_argument("-u", "--user")
     r.add_argument("-v", "--volume", action="append", default=[])
     r.add_argument("--read-only", action="store_true")
@@ -207,7 +208,7 @@ def _sub_spec(sub, argparse):
 
 
 def _sub_image(sub, argparse):
-    img = sub.add_parser("image", help="build and list images")
+    img = sub.add_parser("image", help="build, import, export and list images")
     isub = img.add_subparsers(dest="image_cmd", metavar="IMAGE_COMMAND",
                               parser_class=type(img))
     ib = isub.add_parser("build", help="build an image from images/NAME.yaml or a recipe file")
@@ -216,6 +217,17 @@ def _sub_image(sub, argparse):
     il.add_argument("--format", choices=["table", "json"], default="table")
     ir = isub.add_parser("rm", help="remove an image")
     ir.add_argument("name")
+    ii = isub.add_parser("import", help="import a docker/OCI archive, OCI layout or rootfs tarball")
+    ii.add_argument("source")
+    ii.add_argument("--name")
+    ii.add_argument("--max-size", help="refuse archives that unpack to more (default 16G)")
+    ie = isub.add_parser("export", help="write an image as an OCI archive (podman load)")
+    ie.add_argument("name")
+    ie.add_argument("file")
+    for verb in ("inspect", "history"):
+        isub.add_parser(verb, help=f"{verb} an image").add_argument("name")
+    ip = isub.add_parser("prune", help="delete left-overs of crashed builds and removed images")
+    ip.add_argument("--cache", action="store_true", help="also empty the .deb cache")
 
 
 def _sub_network(sub, argparse):

@@ -26,6 +26,7 @@ def cmd_run(args) -> int:
                       hostname=args.hostname, memory=args.memory, memory_swap=args.memory_swap,
                       cpus=args.cpus, cpu_shares=args.cpu_shares, cpuset_cpus=args.cpuset_cpus,
                       pids_limit=args.pids_limit, env=args.env, workdir=args.workdir,
+                      entrypoint=args.entrypoint,
                       user=args.user, volumes=args.volume, read_only=args.read_only,
                       init=args.init, tty=args.tty, interactive=args.interactive,
                       network=args.network, ip=args.ip, mac=args.mac,

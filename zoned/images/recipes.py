@@ -12,6 +12,7 @@ a silently different image. Paths are absolute paths *inside* the image. Steps r
 
     name: busybox                 # required; [a-z0-9][a-z0-9_.-]*, the image name
     description: free text        # optional
+    bootstrap: {suite: bookworm}  # a Debian userland by mmdebstrap first (zoned.images.debian)
     debs:                         # Debian packages: fetched (cache dir, then apt's archive
       - busybox-static            #   cache, else `apt-get download`), unpacked with
       - package: busybox-static   #   `dpkg-deb -x` (never installed on the host); `paths`
@@ -62,7 +63,7 @@ BUSYBOX_LINK_DIRS = ("bin", "sbin", "usr/bin", "usr/sbin")
 
 _MODE_RE = re.compile(r"^[0-7]{3,4}$")
 _OWNER_RE = re.compile(r"^\d+:\d+$")
-_RECIPE_KEYS = ("name", "description", "debs", "busybox_links", "dirs", "files", "symlinks", "config")
+_RECIPE_KEYS = ("name", "description", "bootstrap", "debs", "busybox_links", "dirs", "files", "symlinks", "config")
 _CONFIG_KEYS = ("cmd", "env", "workdir", "user", "hostname")
 
 
@@ -80,6 +81,7 @@ class _Recipe:
     source: Path
     name: str
     description: str = ""
+    bootstrap: dict[str, Any] | None = None  # zoned.images.debian.validate's result
     debs: list[_Deb] = field(default_factory=list)
     busybox_links: bool = False
     dirs: dict[str, tuple[int, str | None]] = field(default_factory=dict)  # rel -> (mode, owner)
@@ -100,7 +102,8 @@ def load_recipe(path: Path) -> _Recipe:
     except OSError as e:
         raise ImageError(f"cannot read recipe {path}: {e.strerror}") from None
     except UnicodeDecodeError:  # `zoned image build some.tar`
-        raise bad("not a text file: a recipe is YAML (see images/busybox.yaml)") from None
+        raise bad("not a text file: a recipe is YAML (see images/busybox.yaml); "
+                  "to use an image archive or rootfs tarball: zoned image import FILE") from None
     try:
         doc = yaml.safe_load(text)
     except yaml.YAMLError as e:
@@ -122,6 +125,10 @@ def load_recipe(path: Path) -> _Recipe:
 
     r.description = _typed(doc.get("description", ""), str, "description", bad)
     r.busybox_links = _typed(doc.get("busybox_links", False), bool, "busybox_links", bad)
+    if doc.get("bootstrap") is not None:
+        from zoned.images.debian import validate
+
+        r.bootstrap = validate(doc["bootstrap"], bad)
 
     for i, d in enumerate(_typed(doc.get("debs") or [], list, "debs", bad)):
         if isinstance(d, str):
@@ -377,9 +384,17 @@ def _copy_tree_into(src_root: Path, rel: str, rootfs: Path) -> None:
         os.chown(dst, st.st_uid, st.st_gid, follow_symlinks=False)
 
 
-def build_rootfs(r: _Recipe, rootfs: Path, scratch: Path) -> list[dict[str, str]]:
-    """Populate rootfs from the recipe; returns the packages used, for provenance."""
-    used = []
+def build_rootfs(r: _Recipe, rootfs: Path, scratch: Path,
+                 store: ImageStore | None = None) -> list[dict[str, Any]]:
+    """Populate rootfs from the recipe; returns the packages used, for provenance (a
+    bootstrap comes first, as {"bootstrap": ...})."""
+    used: list[dict[str, Any]] = []
+    if r.bootstrap:
+        from zoned.images.debian import bootstrap
+
+        cache = os.environ.get("ZONED_DEB_CACHE") or os.path.join(
+            store.root_dir if store else str(scratch), ".cache", "debs")
+        used.append({"bootstrap": bootstrap(r.bootstrap, str(rootfs), cache)})
     for i, d in enumerate(r.debs):
         deb = _fetch_deb(d.package)
         pkg, ver, _ = _deb_fields(deb)

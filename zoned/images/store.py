@@ -247,14 +247,18 @@ class ImageStore:
         """All images, sorted by name; half-written or foreign entries are skipped."""
         if not _is_dir(self.root_dir):
             return []
-        out = []
         with self.lock(shared=True):
-            for n in sorted(os.listdir(self.root_dir)):
-                if NAME_RE.match(n) and _is_file(_join(_join(self.root_dir, n), "image.json")):
-                    try:
-                        out.append(self.read_unlocked(n))
-                    except ImageError:
-                        pass
+            return self.list_unlocked()
+
+    def list_unlocked(self) -> list[Image]:
+        """list() for a caller that holds lock(shared=True)."""
+        out = []
+        for n in sorted(os.listdir(self.root_dir)):
+            if NAME_RE.match(n) and _is_file(_join(_join(self.root_dir, n), "image.json")):
+                try:
+                    out.append(self.read_unlocked(n))
+                except ImageError:
+                    pass
         return out
 
     def read_unlocked(self, name: str) -> Image:
@@ -277,12 +281,10 @@ class ImageStore:
     def build(self, recipe: str | Path) -> Image:
         """Build (or rebuild) an image from a recipe file path or a bare recipe name.
         A string counts as a path if it contains '/' or ends in .yaml/.yml."""
-        import datetime
         import shutil
-        import tempfile
         from pathlib import Path
 
-        from zoned.images.recipes import build_rootfs, load_recipe, tree_size
+        from zoned.images.recipes import build_rootfs, load_recipe
 
         s = str(recipe)
         if isinstance(recipe, Path) or "/" in s or s.endswith((".yaml", ".yml")):
@@ -290,42 +292,94 @@ class ImageStore:
         else:
             path = find_recipe(s)
         r = load_recipe(path)  # validate before creating anything
-        try:
-            if not self.root.is_dir():
-                self.root.mkdir(parents=True, exist_ok=True)
-                os.chmod(self.root, 0o755)  # not umask-dependent: containers' users traverse it
-        except OSError as e:
-            raise ImageError(f"cannot create image store {self.root}: {e.strerror}") from None
 
+        def fill(tmp: Path, rootfs: Path) -> dict:
+            scratch = tmp / ".scratch"
+            scratch.mkdir()
+            debs = build_rootfs(r, rootfs, scratch, self)
+            shutil.rmtree(scratch)
+            shutil.copyfile(path, tmp / "recipe.yaml")
+            os.chmod(tmp / "recipe.yaml", 0o644)
+            return {"description": r.description, "config": r.config, "debs": debs,
+                    "recipe": str(path.resolve()),
+                    "history": [{"created_by": f"zoned image build {path.name}"
+                                 + (f" ({r.bootstrap['tool']} {r.bootstrap['suite']})"
+                                    if r.bootstrap else ""), "comment": r.description}]}
+
+        return self.create(r.name, fill, what="building")
+
+    def import_image(self, source: str, name: str | None = None, max_size: int | None = None,
+                     progress: bool | None = None) -> Image:
+        """Import a docker-archive, oci-archive, OCI layout dir or rootfs tarball (see
+        zoned.images.importer); refused entries leave nothing behind."""
+        from zoned.images.importer import (Progress, apply_layers, default_name, history,
+                                           open_source, runtime_config)
+        from zoned.images.unpack import Limits
+
+        if name is not None and not NAME_RE.match(name):
+            raise ImageError(f"invalid --name {name!r} (use lowercase letters, digits, '_', '.', '-')")
+        limits = Limits(max_size)
+        self._ensure_root()
+        src = open_source(os.fspath(source), self.root_dir, limits)
+        try:
+            config = runtime_config(src.config, source)
+            name = name or default_name(src, source)
+
+            def fill(tmp: Path, rootfs: Path) -> dict:
+                up = apply_layers(src, str(rootfs), limits,
+                                  Progress(len(src.layers), progress))
+                return {"config": config, "description": f"imported from {src.kind}",
+                        "source": {"kind": src.kind, "path": os.path.abspath(source), "ref": src.ref,
+                                   "layers": [layer.diff_id or layer.digest for layer in src.layers]},
+                        "architecture": src.config.get("architecture", ""),
+                        "history": history(src.config, up.layer_sizes)
+                        or [{"created_by": f"zoned image import {os.path.basename(source)}",
+                             "size": up.bytes}],
+                                "skipped_xattrs": up.skipped_xattrs}
+
+            return self.create(name, fill, what="importing")
+        finally:
+            src.close()
+
+    def create(self, name: str, fill, what: str = "creating") -> Image:
+        """The store's write transaction: fill(tmp, rootfs) populates a temp dir and returns
+        image.json's fields; the dir is then renamed into place as image `name` (replacing
+        an older one, kept while zones use it). Any failure deletes the temp dir."""
+        import datetime
+        import shutil
+        import tempfile
+        from pathlib import Path
+
+        from zoned.images.sizes import scan, share
+
+        self._ensure_root()
         with self.lock():
             self._collect_garbage()
-            tmp = Path(tempfile.mkdtemp(prefix=f".build-{r.name}-", dir=self.root))
+            tmp = Path(tempfile.mkdtemp(prefix=f".build-{name}-", dir=self.root))
             busy = self._hold(tmp)  # marks the temp dir live for other processes' GC
+        old = None
         try:
             os.chmod(tmp, 0o755)  # readable by containers' mapped users
             rootfs = tmp / "rootfs"
             rootfs.mkdir(mode=0o755)
             os.chmod(rootfs, 0o755)
-            scratch = tmp / ".scratch"
-            scratch.mkdir()
-            debs = build_rootfs(r, rootfs, scratch)
-            shutil.rmtree(scratch)
-            meta = {
-                "name": r.name,
-                "description": r.description,
-                "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-                "size": tree_size(rootfs),
-                "config": r.config,
-                "debs": debs,
-                "recipe": str(path.resolve()),
-            }
+            meta = fill(tmp, rootfs)
+            with self.lock(shared=True):
+                others = [i.rootfs_dir for i in self.list_unlocked() if i.name != name]
+                shared = share(str(rootfs), others)
+            created = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+            found = scan(str(rootfs))
+            meta = {"name": name, "created": created, "size": found["size"],
+                    "shared_at_create": shared, **meta,
+                    "setuid": found["setuid"], "capabilities": found["capabilities"]}
+            for h in meta.get("history") or []:
+                h.setdefault("created", created)
+                h.setdefault("size", meta["size"])
             (tmp / "image.json").write_text(json.dumps(meta, indent=2) + "\n")
-            shutil.copyfile(path, tmp / "recipe.yaml")
-            for f in ("image.json", "recipe.yaml"):
-                os.chmod(tmp / f, 0o644)
-            target = self.root / r.name
+            os.chmod(tmp / "image.json", 0o644)
+            target = self.root / name
             with self.lock():
-                old = self._set_aside(r.name) if target.exists() else None
+                old = self._set_aside(name) if target.exists() else None
                 try:
                     os.rename(tmp, target)
                 except OSError:
@@ -336,13 +390,30 @@ class ImageStore:
         except BaseException as e:
             shutil.rmtree(tmp, ignore_errors=True)
             if isinstance(e, OSError):
-                raise ImageError(f"building image {r.name!r}: {e}") from None
+                raise ImageError(f"{what} image {name!r}: {e}") from None
             raise
         finally:
             os.close(busy)
         if old:
             self._retire(*old)
-        return self.get(r.name)
+        return self.get(name)
+
+    def _ensure_root(self) -> None:
+        try:
+            if not _is_dir(self.root_dir):
+                os.makedirs(self.root_dir, exist_ok=True)
+                os.chmod(self.root_dir, 0o755)  # not umask-dependent: containers' users traverse it
+        except OSError as e:
+            raise ImageError(f"cannot create image store {self.root_dir}: {e.strerror}") from None
+
+    def meta(self, name: str) -> dict:
+        """image.json of image `name`, as written (for inspect and history)."""
+        img = self.get(name)
+        try:
+            with open(img.image_dir + "/image.json") as f:
+                return json.loads(f.read())
+        except (OSError, ValueError) as e:
+            raise ImageError(f"image {name!r} is damaged: {e}") from None
 
     def remove(self, name: str) -> None:
         """Delete an image; containers still running on it keep it until they stop."""

@@ -46,6 +46,21 @@ NAMESPACES = ("pid", "network", "ipc", "uts", "mount", "cgroup", "user", "time")
 # Annotations zoned itself understands (the OCI extension point).
 ANN_LOWER = "org.zoned.rootfs.lower"  # overlay lower dir: rootfs is an overlay over an image
 ANN_IMAGE = "org.zoned.image"
+ANN_STOP_SIGNAL = "org.opencontainers.image.stopSignal"  # the image's StopSignal, for stop
+
+
+def stop_signal(cfg: dict) -> int:
+    """The signal `stop` sends first: the image's StopSignal (SIGINT, INT, 2), else SIGTERM."""
+    import signal
+
+    value = str((cfg.get("annotations") or {}).get(ANN_STOP_SIGNAL, "")).upper()
+    if value.isdigit() and 0 < int(value) < signal.NSIG:
+        return int(value)
+    try:
+        return int(signal.Signals["SIG" + value.removeprefix("SIG")])
+    except KeyError:
+        return int(signal.SIGTERM)
+
 
 # A container id/name: runc's characters, starting with a letter or digit (so never "." or
 # ".."), at most 64 long: podman's ids are 64 hex digits, and the name is the default
@@ -283,6 +298,7 @@ class RunOptions:
         "args": list, "image": None, "rootfs": None, "name": None, "hostname": None,
         "memory": None, "memory_swap": None, "cpus": None, "cpu_shares": None,
         "cpuset_cpus": None, "pids_limit": None, "env": list, "workdir": None, "user": None,
+        "entrypoint": None,  # None: the image's; "" (--entrypoint ""): none
         "volumes": list, "read_only": False, "init": False, "tty": False,
         "interactive": False,
         # networking (zoned.network): names, or "none" (only lo), "host", "container:NAME"
@@ -315,7 +331,13 @@ class RunOptions:
         """The OCI config for these options. `image_rootfs` is the overlay lower dir."""
         image_config = image_config or {}
         rootfs = os.path.realpath(self.rootfs) if self.rootfs else image_rootfs
-        args = list(self.args) or list(image_config.get("cmd") or [])
+        # docker's rule: the command replaces the image's Cmd, --entrypoint its Entrypoint
+        # (and then the Cmd too)
+        if self.entrypoint is not None:
+            args = [a for a in [self.entrypoint] if a] + list(self.args)
+        else:
+            args = list(image_config.get("entrypoint") or []) + (
+                list(self.args) or list(image_config.get("cmd") or []))
         if not args:
             raise ConfigError("no command given and the image has no default command")
         cfg = default_config(args, terminal=self.tty, caps=DEFAULT_CAPS)
@@ -339,6 +361,8 @@ class RunOptions:
         if self.image and image_rootfs is not None and not self.rootfs:
             cfg.setdefault("annotations", {})[ANN_LOWER] = str(image_rootfs)
             cfg["annotations"][ANN_IMAGE] = self.image
+            if image_config.get("stop_signal"):
+                cfg["annotations"][ANN_STOP_SIGNAL] = str(image_config["stop_signal"])
         if self.annotations:
             cfg.setdefault("annotations", {}).update(self.annotations)
         if self.read_only:  # podman's --read-only-tmpfs: scratch space stays writable

@@ -344,7 +344,8 @@ class Runtime:
             self.store.write_state(cid, {**self.store.read_state(cid), "exit_code": code})
 
     def stop(self, cid: str, timeout: float = 10.0) -> None:
-        """SIGTERM, then SIGKILL after `timeout` seconds (docker/podman stop)."""
+        """SIGTERM (or the image's StopSignal), then SIGKILL after `timeout` seconds
+        (docker/podman stop)."""
         st = self.store.read_state(cid)
         if st.get("zoned", {}).get("vm"):
             from zoned.backends.vm import VmBackend
@@ -356,7 +357,7 @@ class Runtime:
         pid, start = st["pid"], st["zoned"]["pid_start"]
         if status is Status.PAUSED:
             self.cgroup(st).thaw()
-        signal_pid(pid, start, signal.SIGTERM)
+        signal_pid(pid, start, specmod.stop_signal(self.config(cid)))
         if not wait_exit(pid, start, timeout):
             signal_pid(pid, start, signal.SIGKILL)
             wait_exit(pid, start, 10)

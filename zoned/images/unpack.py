@@ -1,0 +1,356 @@
+"""Unpacking untrusted tar streams (image layers, rootfs tarballs) into an image's rootfs,
+never writing outside it.
+
+Python's tarfile does the parsing; every write is ours, made relative to a directory fd
+opened component by component with O_NOFOLLOW, so no path the archive names -- nor any
+symlink an earlier entry or layer planted -- can lead a write out of the rootfs:
+
+- absolute names and names with a '..' component are refused (GNU tar would strip or keep
+  them; an image has no business naming either);
+- an entry whose *parent* path goes through a symlink is refused: layers made by
+  docker/podman/buildah never do that (they record the real path), and following such a link
+  "inside the root" would still let a crafted layer rewrite files it does not name;
+- the last component is never followed: an existing entry there is removed first and files
+  are created O_EXCL|O_NOFOLLOW, so writing "over" a symlink or a hard link replaces it;
+- hard links must name an earlier entry inside the rootfs (same checks; a link to a
+  symlink links the symlink itself, not what it points to);
+- device nodes are refused (the runtime gives a zone its own /dev); FIFOs are fine;
+- setuid/setgid bits and file capabilities are kept, as the image's author meant, but
+  listed (``Unpacker.setuid``) so ``zoned image inspect`` shows them;
+- only ``user.*`` and ``security.capability`` xattrs are applied: a layer's
+  ``trusted.overlay.*`` would steer the overlay mount this rootfs becomes a lower of;
+- the bytes written and the number of entries are capped (``Limits``), checked against
+  each header before anything is written, so a small compressed layer cannot fill the disk;
+  pax/GNU extended headers (read into memory whole by tarfile) are capped at 1 MiB.
+
+OCI/docker whiteouts (``.wh.NAME`` deletes NAME from the layers below, ``.wh..wh..opq``
+empties the directory of what the layers below put there) are applied when ``layered``.
+Every refusal is an UnsafeArchive (an ImageError): one line naming the archive part and
+the entry. The caller deletes the half-made rootfs.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import stat
+import tarfile
+from typing import IO
+
+from zoned.images.errors import ImageError
+
+WHITEOUT = ".wh."
+OPAQUE = ".wh..wh..opq"
+DEFAULT_MAX_BYTES = 16 << 30  # $ZONED_IMAGE_MAX_SIZE or --max-size overrides
+DEFAULT_MAX_ENTRIES = 2_000_000
+_XATTR_PREFIXES = ("SCHILY.xattr.", "LIBARCHIVE.xattr.")
+_XATTRS_KEPT = ("user.", "security.capability")
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+_CHUNK = 1 << 20
+
+
+class UnsafeArchive(ImageError):
+    """An archive entry that would escape the rootfs or break a limit: refused, one line."""
+
+
+MAX_HEADER = 1 << 20  # a pax/GNU long-name header is read into memory whole: cap it
+
+
+class _CappedTarInfo(tarfile.TarInfo):
+    """TarInfo that refuses oversized extended headers before tarfile reads them into
+    memory (a gzip of 4 GiB of one pax record is a few MiB: a memory bomb)."""
+
+    _EXTENDED = (tarfile.XHDTYPE, tarfile.XGLTYPE, tarfile.SOLARIS_XHDTYPE,
+                 tarfile.GNUTYPE_LONGNAME, tarfile.GNUTYPE_LONGLINK)
+
+    def _proc_member(self, tarfile_):  # tarfile's documented hook: TarFile(tarinfo=...)
+        if self.type in self._EXTENDED and self.size > MAX_HEADER:
+            raise UnsafeArchive(f"an extended header of {self.size} bytes (at most {MAX_HEADER})")
+        return super()._proc_member(tarfile_)
+
+
+class Limits:
+    """How much one import may write: bytes of file data and number of entries."""
+
+    __slots__ = ("max_bytes", "max_entries")
+
+    def __init__(self, max_bytes: int | None = None, max_entries: int = DEFAULT_MAX_ENTRIES) -> None:
+        env = os.environ.get("ZONED_IMAGE_MAX_SIZE")
+        self.max_bytes = max_bytes if max_bytes is not None else (
+            parse_size(env) if env else DEFAULT_MAX_BYTES)
+        self.max_entries = max_entries
+
+
+def parse_size(text: str) -> int:
+    """'512M', '2G', '1048576' -> bytes (binary units, as `zoned run --memory`)."""
+    s = str(text).strip().upper().removesuffix("B").removesuffix("I")
+    mult = 1
+    if s and s[-1] in "KMGT":
+        mult = 1 << (10 * ("KMGT".index(s[-1]) + 1))
+        s = s[:-1]
+    try:
+        n = int(float(s) * mult)
+    except ValueError:
+        raise ImageError(f"invalid size {text!r} (use e.g. 512M, 4G)") from None
+    if n <= 0:
+        raise ImageError(f"invalid size {text!r}: must be positive")
+    return n
+
+
+def components(name: str) -> list[str]:
+    """An archive name as path components inside the rootfs; refuses absolute and '..'."""
+    if name.startswith("/"):
+        raise ValueError("absolute path")
+    parts = [c for c in name.split("/") if c not in ("", ".")]
+    if ".." in parts:
+        raise ValueError("'..' in path")
+    return parts
+
+
+class Unpacker:
+    """Applies tar streams, in order, to one rootfs directory (see the module doc)."""
+
+    def __init__(self, rootfs: str, limits: Limits | None = None, layered: bool = True) -> None:
+        self.rootfs = rootfs
+        self.limits = limits or Limits()
+        self.layered = layered
+        self.bytes = 0  # file data written, all layers
+        self.entries = 0
+        self.setuid: set[str] = set()  # "/path" of setuid/setgid files and file capabilities
+        self.skipped_xattrs = 0
+        self.whiteouts = 0
+        self.layer_sizes: list[int] = []  # bytes each layer wrote (filled by the importer)
+        self.root = os.geteuid() == 0
+        self._label = ""
+        self._layer_paths: set[tuple[str, ...]] = set()
+        self._dir_times: list[tuple[list[str], float]] = []
+
+    # -- public
+
+    def apply(self, fileobj: IO[bytes], label: str) -> None:
+        """Unpack one (possibly compressed) tar stream; label names it in errors ("layer 2")."""
+        self._label = label
+        self._layer_paths = set()
+        self._dir_times = []
+        try:
+            with tarfile.open(fileobj=fileobj, mode="r|*", tarinfo=_CappedTarInfo) as tar:
+                for member in tar:
+                    self._entry(tar, member)
+        except UnsafeArchive as e:
+            if str(e).startswith(label):
+                raise
+            raise UnsafeArchive(f"{label}: refused: {e}") from None
+        except tarfile.TarError as e:
+            raise ImageError(f"{label}: not a valid tar archive ({e})") from None
+        except EOFError:
+            raise ImageError(f"{label}: archive is truncated") from None
+        self._restore_dir_times()
+
+    # -- one entry
+
+    def _refuse(self, name: str, why: str) -> UnsafeArchive:
+        return UnsafeArchive(f"{self._label}: refused entry {name!r}: {why}")
+
+    def _entry(self, tar: tarfile.TarFile, m: tarfile.TarInfo) -> None:
+        self.entries += 1
+        if self.entries > self.limits.max_entries:
+            raise self._refuse(m.name, f"more than {self.limits.max_entries} entries")
+        try:
+            parts = components(m.name)
+        except ValueError as e:
+            raise self._refuse(m.name, str(e)) from None
+        if not parts:
+            return  # "./": the rootfs itself keeps its own mode and owner
+        if m.ischr() or m.isblk():
+            raise self._refuse(m.name, "device node (the runtime provides /dev)")
+        base = parts[-1]
+        if self.layered and base.startswith(WHITEOUT):
+            return self._whiteout(m.name, parts)
+        if m.isreg() and self.bytes + m.size > self.limits.max_bytes:
+            raise self._refuse(m.name, f"unpacked size exceeds the limit of "
+                                       f"{self.limits.max_bytes} bytes (--max-size)")
+        dfd = self._parent(m.name, parts[:-1], create=True)
+        try:
+            self._layer_paths.add(tuple(parts))
+            self._make(tar, m, dfd, base, "/" + "/".join(parts))
+        except OSError as e:
+            raise ImageError(f"{self._label}: entry {m.name!r}: {e.strerror}") from None
+        finally:
+            os.close(dfd)
+        if m.isdir():
+            self._dir_times.append((parts, m.mtime))
+
+    def _parent(self, name: str, parts: list[str], create: bool | None) -> int:
+        """An fd of the directory parts (relative to the rootfs), walked without following
+        any symlink; missing directories are made (0755) if create, -1 if create is None."""
+        fd = os.open(self.rootfs, _DIR_FLAGS)
+        try:
+            for i, c in enumerate(parts):
+                try:
+                    nfd = os.open(c, _DIR_FLAGS, dir_fd=fd)
+                except FileNotFoundError:
+                    if create is None:  # a whiteout in a directory no layer made
+                        os.close(fd)
+                        return -1
+                    if not create:
+                        raise self._refuse(name, f"/{'/'.join(parts[:i + 1])} does not exist") from None
+                    os.mkdir(c, 0o755, dir_fd=fd)
+                    nfd = os.open(c, _DIR_FLAGS, dir_fd=fd)
+                    os.fchmod(nfd, 0o755)  # whatever the umask
+                except OSError:  # ELOOP/ENOTDIR: a symlink or a file is in the way
+                    st = os.stat(c, dir_fd=fd, follow_symlinks=False)
+                    where = "/" + "/".join(parts[:i + 1])
+                    if stat.S_ISLNK(st.st_mode):
+                        target = os.readlink(c, dir_fd=fd)
+                        raise self._refuse(name, f"path goes through the symlink {where} -> {target}") from None
+                    raise self._refuse(name, f"{where} is not a directory") from None
+                os.close(fd)
+                fd = nfd
+        except BaseException:
+            os.close(fd)
+            raise
+        return fd
+
+    def _clear(self, dfd: int, base: str, keep_dir: bool) -> bool:
+        """Remove what is at base (never following it); True if a directory was kept."""
+        try:
+            st = os.stat(base, dir_fd=dfd, follow_symlinks=False)
+        except FileNotFoundError:
+            return False
+        if stat.S_ISDIR(st.st_mode):
+            if keep_dir:
+                return True
+            shutil.rmtree(base, dir_fd=dfd)
+        else:
+            os.unlink(base, dir_fd=dfd)
+        return False
+
+    def _make(self, tar: tarfile.TarFile, m: tarfile.TarInfo, dfd: int, base: str, path: str) -> None:
+        mode = m.mode & 0o7777
+        if m.isdir():
+            if not self._clear(dfd, base, keep_dir=True):
+                os.mkdir(base, 0o700, dir_fd=dfd)
+            fd = os.open(base, _DIR_FLAGS, dir_fd=dfd)
+            try:
+                self._meta(fd, m, mode, path)
+            finally:
+                os.close(fd)
+        elif m.isreg():
+            self._clear(dfd, base, keep_dir=False)
+            fd = os.open(base, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+                         0o600, dir_fd=dfd)
+            try:
+                src = tar.extractfile(m)
+                left = m.size
+                while left > 0 and src is not None:
+                    chunk = src.read(min(_CHUNK, left))
+                    if not chunk:
+                        raise ImageError(f"{self._label}: entry {m.name!r} is truncated")
+                    os.write(fd, chunk)  # a regular file: full writes
+                    left -= len(chunk)
+                self.bytes += m.size
+                self._meta(fd, m, mode, path)
+                os.utime(fd, (m.mtime, m.mtime))
+            finally:
+                os.close(fd)
+        elif m.issym():
+            self._clear(dfd, base, keep_dir=False)
+            os.symlink(m.linkname, base, dir_fd=dfd)
+            if self.root:
+                os.chown(base, m.uid, m.gid, dir_fd=dfd, follow_symlinks=False)
+            os.utime(base, (m.mtime, m.mtime), dir_fd=dfd, follow_symlinks=False)
+        elif m.islnk():
+            self._hardlink(m, dfd, base)
+        elif m.isfifo():
+            self._clear(dfd, base, keep_dir=False)
+            os.mkfifo(base, 0o600, dir_fd=dfd)
+            fd = os.open(base, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dfd)
+            try:
+                self._meta(fd, m, mode, path)
+            finally:
+                os.close(fd)
+        else:
+            raise self._refuse(m.name, f"unsupported entry type {m.type!r}")
+
+    def _meta(self, fd: int, m: tarfile.TarInfo, mode: int, path: str) -> None:
+        """Owner, then mode (chown clears setuid bits), then the allowed xattrs."""
+        if self.root:
+            os.fchown(fd, m.uid, m.gid)
+        os.fchmod(fd, mode)
+        if mode & (stat.S_ISUID | stat.S_ISGID) and not m.isdir():
+            self.setuid.add(path)
+        for key, value in (m.pax_headers or {}).items():
+            prefix = next((p for p in _XATTR_PREFIXES if key.startswith(p)), None)
+            if prefix is None:
+                continue
+            attr = key[len(prefix):]
+            if not attr.startswith(_XATTRS_KEPT) or (attr.startswith("security.") and not self.root):
+                self.skipped_xattrs += 1
+                continue
+            raw = value.encode("utf-8", "surrogateescape")
+            if prefix == "LIBARCHIVE.xattr.":
+                import base64
+
+                raw = base64.b64decode(raw + b"=" * (-len(raw) % 4))
+            try:
+                os.setxattr(fd, attr, raw)
+            except OSError:  # the store's filesystem has no user xattrs: not fatal
+                self.skipped_xattrs += 1
+                continue
+            if attr == "security.capability":
+                self.setuid.add(path)
+
+    def _hardlink(self, m: tarfile.TarInfo, dfd: int, base: str) -> None:
+        try:
+            tparts = components(m.linkname)
+        except ValueError as e:
+            raise self._refuse(m.name, f"hard link target {m.linkname!r}: {e}") from None
+        if not tparts:
+            raise self._refuse(m.name, "hard link to the rootfs itself")
+        tfd = self._parent(m.name, tparts[:-1], create=False)
+        try:
+            try:
+                st = os.stat(tparts[-1], dir_fd=tfd, follow_symlinks=False)
+            except FileNotFoundError:
+                raise self._refuse(m.name, f"hard link target {m.linkname!r} does not exist") from None
+            if stat.S_ISDIR(st.st_mode):
+                raise self._refuse(m.name, f"hard link to a directory {m.linkname!r}")
+            if tparts == components(m.name):
+                return
+            self._clear(dfd, base, keep_dir=False)
+            os.link(tparts[-1], base, src_dir_fd=tfd, dst_dir_fd=dfd, follow_symlinks=False)
+        finally:
+            os.close(tfd)
+
+    def _whiteout(self, name: str, parts: list[str]) -> None:
+        self.whiteouts += 1
+        dfd = self._parent(name, parts[:-1], create=None)
+        if dfd < 0:
+            return
+        try:
+            if parts[-1] == OPAQUE:  # keep only what this layer put in the directory
+                keep = {p[len(parts) - 1] for p in self._layer_paths
+                        if len(p) >= len(parts) and list(p[:len(parts) - 1]) == parts[:-1]}
+                for child in os.listdir(dfd):
+                    if child not in keep:
+                        self._clear(dfd, child, keep_dir=False)
+            else:
+                victim = parts[-1][len(WHITEOUT):]
+                if victim in ("", ".", ".."):
+                    raise self._refuse(name, "malformed whiteout")
+                self._clear(dfd, victim, keep_dir=False)
+        finally:
+            os.close(dfd)
+
+    def _restore_dir_times(self) -> None:
+        """Directory mtimes last: creating their children changed them."""
+        for parts, mtime in reversed(self._dir_times):
+            try:
+                dfd = self._parent("", parts[:-1], create=False)
+            except ImageError:
+                continue  # removed by a later whiteout of the same layer
+            try:
+                os.utime(parts[-1], (mtime, mtime), dir_fd=dfd, follow_symlinks=False)
+            except OSError:
+                pass
+            finally:
+                os.close(dfd)
