@@ -289,7 +289,7 @@ class VmBackend:
         if status is not Status.RUNNING:
             raise InvalidState(f"cannot exec in container {cid!r}: it is {status}")
         user = process.get("user") or {}
-        with Agent(vm_of(st)["dir"]) as agent:
+        with Agent(vm_of(st)["dir"], timeout=120) as agent:  # a TCG guest under load is slow
             return agent.exec(list(process["args"]), env=list(process.get("env") or []),
                               cwd=process.get("cwd") or "/", uid=int(user.get("uid", 0)),
                               gid=int(user.get("gid", 0)),
