@@ -100,7 +100,7 @@ class VmBackend:
                die_with_caller: bool = False, incoming: str | None = None,
                rootfs: str | None = None, bundle: str | None = None,
                created: bool = False, pid_file: str | None = None,
-               stdin: bool = True) -> VmStarted:
+               stdin: bool = True, images: str | None = None) -> VmStarted:
         """Boot `cfg`'s process in a VM of `image`. The record goes into the store first,
         so `zoned gc` removes a boot that was killed half-way (QEMU found by its command
         line). wait: return only once the guest is about to run the process (a detached
@@ -111,7 +111,8 @@ class VmBackend:
         "incoming" mark (gc removes it if the receiver dies) until commit_incoming().
         rootfs (an OCI bundle's, with `bundle`): booted from a squashfs of it made for this
         VM instead of an image's. created: the OCI `create`: QEMU waits paused (status
-        "created") until start(); pid_file gets QEMU's pid."""
+        "created") until start(); pid_file gets QEMU's pid. images: the image store
+        (zoned --images), else the default one."""
         from zoned.linux.locks import acquire
         from zoned.linux.proc import proc_start_time
         from zoned.oci import spec as specmod
@@ -167,6 +168,10 @@ class VmBackend:
             cgroup = open_cgroup(cg_path)
             cgroup.create()
             disk = ""
+            if images is not None and rootfs is None:
+                from zoned.vm.assets import root_disk
+
+                disk = root_disk(image, images)
             if rootfs is not None:
                 from zoned.vm.assets import dir_disk
 
@@ -267,14 +272,16 @@ class VmBackend:
             signal_pid(st["pid"], st["zoned"]["pid_start"], sig)
 
     def stop(self, cid: str, timeout: float = 10.0) -> None:
-        """SIGTERM to the guest's process, then QEMU is killed after `timeout` s."""
+        """SIGTERM (or the image's StopSignal) to the guest's process, then QEMU is killed
+        after `timeout` s."""
         from zoned.linux.proc import signal_pid, wait_exit
+        from zoned.oci.spec import stop_signal
 
         st = self.rt.store.read_state(cid)
         if not self.rt.live_status(cid, st).is_active():
             return
         pid, start = st["pid"], st["zoned"]["pid_start"]
-        self.kill(cid, signal.SIGTERM)
+        self.kill(cid, stop_signal(self.rt.config(cid)))
         if not wait_exit(pid, start, timeout):
             signal_pid(pid, start, signal.SIGKILL)
             wait_exit(pid, start, 10)

@@ -15,7 +15,7 @@ def run_vm(rt, cid: str, cfg: dict, args, net, image: str) -> int:
     backend = VmBackend(rt)
     if args.detach:
         backend.create(cid, cfg, image=image, network=net, log=True,
-                       autoremove=args.rm, accel=args.accel, wait=True)
+                       autoremove=args.rm, accel=args.accel, wait=True, images=args.images)
         print(cid)
         return 0
     null = None
@@ -28,7 +28,8 @@ def run_vm(rt, cid: str, cfg: dict, args, net, image: str) -> int:
     try:
         started = backend.create(cid, cfg, image=image, stdio=stdio, network=net,
                                  autoremove=args.rm, accel=args.accel,
-                                 die_with_caller=True, stdin=args.interactive or args.tty)
+                                 die_with_caller=True, stdin=args.interactive or args.tty,
+                                 images=args.images)
     finally:
         if null is not None:
             os.close(null)

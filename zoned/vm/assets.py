@@ -142,12 +142,13 @@ def vm_initrd(vmdir: str, config: bytes, k: Kernel | None = None) -> str:
     return path
 
 
-def root_disk(image: str) -> str:
+def root_disk(image: str, store_root: str | None = None) -> str:
     """The image's rootfs as a read-only squashfs (uncompressed: cheaper for a TCG guest to
-    read, and shared through the host page cache), made once per image digest."""
+    read, and shared through the host page cache), made once per image digest. store_root:
+    the image store (default: zoned's)."""
     from zoned.images.store import ImageStore
 
-    store = ImageStore()
+    store = ImageStore(store_root)
     img = store.get(image)
     digest = store.digest(image).split(":", 1)[-1]
     directory = os.path.join(vm_dir(), "disks")
