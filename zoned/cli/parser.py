@@ -7,7 +7,7 @@ import sys
 
 USAGE_ERROR = 125  # podman's code for a bad flag too: every error of zoned's own is 125
 GLOBAL_WITH_VALUE = ("--root", "--data-root", "--images", "--log", "--log-format")
-ALIASES = {"list": "ps"}
+ALIASES: dict[str, str] = {}  # `list` is xm list now (zoned.cli.zones), not ps
 NO_COMMANDS = ""  # build_parser(NO_COMMANDS): only the global flags
 
 
@@ -107,8 +107,7 @@ def _sub_run(sub, argparse):
 
 
 def _sub_ps(sub, argparse):
-    ps = sub.add_parser("ps", aliases=["list"],
-                        help="list containers (or, given ID, the processes in it)")
+    ps = sub.add_parser("ps", help="list containers (or, given ID, the processes in it)")
     ps.add_argument("--format", choices=["table", "json"], default="table")
     ps.add_argument("-q", "--quiet", action="store_true")
     ps.add_argument("id", nargs="?")
@@ -275,8 +274,10 @@ def _sub_checkpoint(sub, argparse):
 
 
 def _sub_restore(sub, argparse):
-    r = sub.add_parser("restore", help="restore a checkpointed container")
-    src = r.add_mutually_exclusive_group(required=True)
+    r = sub.add_parser("restore", help="restore a checkpointed container (--dir, --import) "
+                       "or a saved zone (FILE)")
+    r.add_argument("file", nargs="?", help="a file `zoned save` wrote (xm restore)")
+    src = r.add_mutually_exclusive_group()
     src.add_argument("--dir", help="a directory `zoned checkpoint` wrote")
     src.add_argument("--import", dest="import_", metavar="FILE",
                      help="an archive `zoned checkpoint --export` wrote")
@@ -331,5 +332,19 @@ SUBCOMMANDS = [
     ("migrate", _sub_migrate), ("relocation-server", _sub_relocation_server),
     ("relocation-key", _sub_relocation_key),
 ]
+
+
+def _zone_sub(name: str):
+    """The parser of a zone command (zoned.cli.zones), imported only when it is built."""
+    def build(sub, argparse):
+        from zoned.cli.zones import build as build_zone
+
+        build_zone(name, sub, argparse)
+    return build
+
+
+SUBCOMMANDS += [(n, _zone_sub(n)) for n in (
+    "define", "undefine", "shutdown", "destroy", "reboot", "console", "list", "dominfo",
+    "autostart", "clone", "save", "zone-boot", "zone-exited")]
 
 

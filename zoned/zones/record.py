@@ -1,0 +1,74 @@
+"""A zone's runtime record, ROOT/.zones/NAME/ (the state root: it is gone after a reboot,
+as the zone's processes are): record.json (who monitors it, restarts, the last exit, a
+stop the admin asked for), and the files csrc/monitor.c writes there (exit, console.sock,
+console.log). Changed under record.lock by the CLI and by the monitor's exit hook."""
+from __future__ import annotations
+
+import json
+import os
+from contextlib import contextmanager
+
+RECORDS = ".zones"  # under the state root; Store.ids() skips dot-names
+
+
+def records_dir(root: str) -> str:
+    return os.path.join(root, RECORDS)
+
+
+def zone_run_dir(root: str, name: str) -> str:
+    return os.path.join(root, RECORDS, name)
+
+
+def data_dir(data_root: str, name: str) -> str:
+    """The zone's writable layer and log: on disk, kept across restarts and reboots."""
+    return os.path.join(data_root, "zones", name)
+
+
+def read(root: str, name: str) -> dict:
+    try:
+        with open(os.path.join(zone_run_dir(root, name), "record.json")) as f:
+            return json.load(f)
+    except (FileNotFoundError, NotADirectoryError, ValueError):
+        return {}
+
+
+def write(root: str, name: str, record: dict) -> None:
+    from zoned.runtime.store import write_json_atomic
+
+    d = zone_run_dir(root, name)
+    os.makedirs(d, 0o700, exist_ok=True)
+    write_json_atomic(os.path.join(d, "record.json"), record)
+
+
+@contextmanager
+def locked(root: str, name: str):
+    """The record, read under its lock; what the block leaves in the dict is written."""
+    from zoned.linux.locks import acquire
+
+    d = zone_run_dir(root, name)
+    os.makedirs(d, 0o700, exist_ok=True)
+    fd = acquire(os.path.join(d, "record.lock"))
+    try:
+        rec = read(root, name)
+        yield rec
+        write(root, name, rec)
+    finally:
+        os.close(fd)
+
+
+def monitor_alive(rec: dict) -> bool:
+    """Whether the zone's monitor still runs (pid and start time, as zoned checks inits)."""
+    from zoned.linux.proc import proc_start_time
+
+    mon = rec.get("monitor") or {}
+    return bool(mon.get("pid")) and proc_start_time(mon["pid"]) == mon.get("start")
+
+
+def exit_file(root: str, name: str) -> tuple[int, float] | None:
+    """The monitor's record of the init's last exit: (code, epoch)."""
+    try:
+        with open(os.path.join(zone_run_dir(root, name), "exit")) as f:
+            code, when = f.read().split()
+        return int(code), float(when)
+    except (OSError, ValueError):
+        return None
