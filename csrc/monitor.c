@@ -36,6 +36,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/prctl.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
@@ -277,12 +278,133 @@ static int run_hook(char **hook, int nhook, int code, sigset_t *old)
 	return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
 }
 
+static char **boot, **hook;
+static int nhook, notify = -1, keeper = -1;
+static sigset_t old_mask;
+
+/* Tell the keeper (the monitor's parent half) which init to take over, with a copy of the
+ * pty master: SOCK_DGRAM, one message per boot. */
+static void tell_keeper(pid_t init)
+{
+	char text[32], cbuf[CMSG_SPACE(sizeof(int))];
+	struct iovec iov = { text, 0 };
+	struct msghdr mh = { 0 };
+
+	if (keeper < 0)
+		return;
+	iov.iov_len = (size_t)snprintf(text, sizeof(text), "%d", (int)init);
+	mh.msg_iov = &iov;
+	mh.msg_iovlen = 1;
+	if (master >= 0) {
+		struct cmsghdr *c;
+		memset(cbuf, 0, sizeof(cbuf));
+		mh.msg_control = cbuf;
+		mh.msg_controllen = sizeof(cbuf);
+		c = CMSG_FIRSTHDR(&mh);
+		c->cmsg_level = SOL_SOCKET;
+		c->cmsg_type = SCM_RIGHTS;
+		c->cmsg_len = CMSG_LEN(sizeof(int));
+		memcpy(CMSG_DATA(c), &master, sizeof(int));
+	}
+	sendmsg(keeper, &mh, MSG_NOSIGNAL);
+}
+
+/* Boot (unless `adopted` names a running init), watch, run the hook; again on RESTART. */
+static void serve(int first, pid_t adopted)
+{
+	for (;; first = 0) {
+		int sv[2], st = 0, ok, code;
+		pid_t worker, init = adopted;
+		char msg[1024];
+
+		if (!adopted) {
+			if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) < 0)
+				return;
+			worker = spawn(boot, sv[1], &old_mask);
+			close(sv[1]);
+			ok = worker > 0 && receive_report(sv[0], &init, msg, sizeof(msg));
+			close(sv[0]);
+			if (worker > 0)
+				while (!reap(worker, &st)) {
+					struct pollfd p = { sigfd, POLLIN, 0 };
+					if (poll(&p, 1, -1) > 0)
+						drain_signals();
+				}
+			if (notify >= 0) {
+				write_all(notify, msg, strlen(msg));
+				close(notify);
+				notify = -1;
+			}
+			if (!ok) {
+				if (master >= 0)
+					close(master), master = -1;
+				/* a restart that failed: tell the hook (code -1: no zone ran) */
+				if (!first && run_hook(hook, nhook, -1, &old_mask) == RESTART_STATUS)
+					continue;
+				return;
+			}
+			tell_keeper(init);
+		}
+		adopted = 0;
+		code = status_code(watch(init));
+		write_exit(code);
+		if (run_hook(hook, nhook, code, &old_mask) != RESTART_STATUS)
+			return;
+	}
+}
+
+/* The keeper: the parent half, idle while the monitor (its child) lives. The monitor
+ * being killed re-parents the zone's init here (the nearest subreaper), so the keeper
+ * takes over with the init and pty it was told of: no exit code is lost. */
+static void keep(pid_t monitor, int sock)
+{
+	pid_t init = 0;
+	int st = 0;
+
+	for (;;) {
+		struct pollfd p[2] = { { sigfd, POLLIN, 0 }, { sock, POLLIN, 0 } };
+
+		if (reap(monitor, &st))
+			break;
+		if (poll(p, 2, -1) < 0)
+			continue;
+		if (p[0].revents)
+			drain_signals();
+		if (p[1].revents) {
+			char text[32], cbuf[CMSG_SPACE(sizeof(int))];
+			struct iovec iov = { text, sizeof(text) - 1 };
+			struct msghdr mh = { 0 };
+			ssize_t n;
+
+			mh.msg_iov = &iov;
+			mh.msg_iovlen = 1;
+			mh.msg_control = cbuf;
+			mh.msg_controllen = sizeof(cbuf);
+			n = recvmsg(sock, &mh, MSG_CMSG_CLOEXEC | MSG_DONTWAIT);
+			if (n > 0) {
+				text[n] = 0;
+				init = (pid_t)atol(text);
+				if (master >= 0)
+					close(master), master = -1;
+				for (struct cmsghdr *c = CMSG_FIRSTHDR(&mh); c; c = CMSG_NXTHDR(&mh, c))
+					if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS)
+						memcpy(&master, CMSG_DATA(c), sizeof(int));
+			}
+		}
+	}
+	close(sock);
+	if (WIFEXITED(st) || init <= 0 || kill(init, 0) < 0)
+		return;  /* it finished its work (or no zone is left to watch) */
+	fprintf(stderr, "zoned-monitor: monitor %d was killed; keeper %d takes over init %d\n",
+		(int)monitor, (int)getpid(), (int)init);
+	serve(0, init);
+}
+
 int main(int argc, char **argv)
 {
-	sigset_t mask, old;
-	int notify, sep = -1;
-	char **boot, **hook;
-	int nhook;
+	sigset_t mask;
+	int sep = -1, ks[2], lockfd;
+	pid_t monitor;
 
 	for (int i = 3; i < argc; i++)
 		if (strcmp(argv[i], "--") == 0) {
@@ -308,55 +430,42 @@ int main(int argc, char **argv)
 		perror("zoned-monitor: DIR");
 		return 1;
 	}
+	/* held (shared by both halves) while any half lives: `zoned` asks "is a monitor
+	 * alive?" by trying to lock it */
+	lockfd = openat(dirfd_, "monitor.lock", O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+	if (lockfd < 0 || flock(lockfd, LOCK_EX | LOCK_NB) < 0) {
+		fprintf(stderr, "zoned-monitor: another monitor runs for %s\n", argv[1]);
+		return 1;
+	}
 	prctl(PR_SET_CHILD_SUBREAPER, 1);
 	signal(SIGPIPE, SIG_IGN);
 	signal(SIGHUP, SIG_IGN);
 	sigemptyset(&mask);
 	sigaddset(&mask, SIGCHLD);
-	sigprocmask(SIG_BLOCK, &mask, &old);
+	sigprocmask(SIG_BLOCK, &mask, &old_mask);
 	sigfd = signalfd(-1, &mask, SFD_CLOEXEC | SFD_NONBLOCK);
 	if (sigfd < 0) {
 		perror("zoned-monitor: signalfd");
 		return 1;
 	}
 	open_console_socket();
-
-	for (int first = 1;; first = 0) {
-		int sv[2], st = 0, ok, code;
-		pid_t worker, init = 0;
-		char msg[1024];
-
-		if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) < 0)
-			return 1;
-		worker = spawn(boot, sv[1], &old);
-		close(sv[1]);
-		ok = worker > 0 && receive_report(sv[0], &init, msg, sizeof(msg));
-		close(sv[0]);
-		if (worker > 0)
-			while (!reap(worker, &st)) {
-				struct pollfd p = { sigfd, POLLIN, 0 };
-				if (poll(&p, 1, -1) > 0)
-					drain_signals();
-			}
-		if (notify >= 0) {
-			write_all(notify, msg, strlen(msg));
-			close(notify);
-			notify = -1;
-		}
-		if (!ok) {
-			if (master >= 0)
-				close(master), master = -1;
-			/* a restart that failed: tell the hook (code -1: no zone ran) */
-			if (!first && run_hook(hook, nhook, -1, &old) == RESTART_STATUS)
-				continue;
-			break;
-		}
-		code = status_code(watch(init));
-		write_exit(code);
-		if (run_hook(hook, nhook, code, &old) != RESTART_STATUS)
-			break;
+	if (socketpair(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0, ks) < 0)
+		return 1;
+	monitor = fork();
+	if (monitor < 0)
+		return 1;
+	if (monitor > 0) {
+		close(ks[1]);
+		close(notify);  /* `zoned start` waits for the monitor's report only */
+		notify = -1;
+		keep(monitor, ks[0]);
+	} else {
+		close(ks[0]);
+		keeper = ks[1];
+		prctl(PR_SET_CHILD_SUBREAPER, 1);  /* not inherited by fork */
+		serve(1, 0);
 	}
-	if (listenfd >= 0)
+	if (listenfd >= 0 && (monitor > 0 || keeper >= 0))
 		unlinkat(dirfd_, "console.sock", 0);
 	return 0;
 }

@@ -68,15 +68,27 @@ def undefine(rt, name: str) -> None:
     from zoned.linux.files import rmtree
 
     defined(name)
-    if running(rt, name) or record.monitor_alive(record.read(rt.store.root, name)):
+    if running(rt, name) or record.monitor_alive(rt.store.root, name):
         raise InvalidState(f"cannot undefine zone {name!r}: it is running "
                            "(shutdown or destroy it first)")
     try:
         rt.delete(name, force=True)
     except NotFound:
         pass
-    rmtree(record.data_dir(rt.store.data, name))
+    from zoned.storage import remove_zone_dir
+
+    layer = record.data_dir(rt.store.data, name)
+    rmtree(layer)
+    try:
+        os.rmdir(os.path.dirname(layer))  # DATA/zones, once no zone has a layer there
+    except OSError:
+        pass
+    remove_zone_dir(layer)  # and a derived data root left empty
     rmtree(record.zone_run_dir(rt.store.root, name))
+    try:
+        os.rmdir(record.records_dir(rt.store.root))
+    except OSError:
+        pass
     os.unlink(zone_path(name))
 
 
@@ -86,7 +98,7 @@ def start(rt, name: str, images: str | None = None) -> int:
 
     defined(name)
     root = rt.store.root
-    if record.monitor_alive(record.read(root, name)) or running(rt, name):
+    if record.monitor_alive(root, name) or running(rt, name):
         raise InvalidState(f"cannot start zone {name!r}: it is already running")
     with record.locked(root, name) as rec:
         rec.pop("stop", None)
@@ -95,17 +107,16 @@ def start(rt, name: str, images: str | None = None) -> int:
     return launch(root, rt.store.data, name, images)
 
 
-def _request(rt, name: str, what: str) -> dict:
-    """Record the admin's request (the exit hook reads it) and return the record."""
+def _request(rt, name: str, what: str) -> None:
+    """Record the admin's request: the exit hook reads it."""
     with record.locked(rt.store.root, name) as rec:
         rec["stop"] = what
-        return dict(rec)
 
 
 def wait_monitor(rt, name: str, timeout: float = WAIT_MONITOR) -> None:
     """Wait until the zone's monitor has applied the exit and gone."""
     deadline = time.monotonic() + timeout
-    while record.monitor_alive(record.read(rt.store.root, name)):
+    while record.monitor_alive(rt.store.root, name):
         if time.monotonic() > deadline:
             raise ZonedError(f"zone {name!r}: its monitor did not finish in {timeout:.0f}s")
         time.sleep(0.05)
@@ -128,9 +139,8 @@ def shutdown(rt, name: str, timeout: float | None = None) -> None:
     from zoned.linux.proc import signal_pid, wait_exit
 
     zone = defined(name)
-    rec = record.read(rt.store.root, name)
     if not running(rt, name):
-        if record.monitor_alive(rec):  # between a crash and its restart
+        if record.monitor_alive(rt.store.root, name):  # between a crash and its restart
             _request(rt, name, "shutdown")
             wait_monitor(rt, name)
             return
@@ -149,13 +159,13 @@ def shutdown(rt, name: str, timeout: float | None = None) -> None:
         if not wait_exit(pid, start_time, timeout):
             signal_pid(pid, start_time, signal.SIGKILL)
             wait_exit(pid, start_time, 10)
-    _finish(rt, name, rec)
+    _finish(rt, name)
 
 
-def _finish(rt, name: str, rec: dict) -> None:
+def _finish(rt, name: str) -> None:
     """After the init is gone: the monitor's hook removes the container; without a monitor
     (it was killed) nobody would, so do it here."""
-    if record.monitor_alive(rec):
+    if record.monitor_alive(rt.store.root, name):
         wait_monitor(rt, name)
         return
     try:
@@ -170,8 +180,8 @@ def _finish(rt, name: str, rec: dict) -> None:
 def destroy(rt, name: str) -> None:
     """Kill the zone at once (xm destroy); it stays defined."""
     defined(name)
-    rec = _request(rt, name, "destroy")
-    if not running(rt, name) and not record.monitor_alive(rec):
+    _request(rt, name, "destroy")
+    if not running(rt, name) and not record.monitor_alive(rt.store.root, name):
         with record.locked(rt.store.root, name) as r:
             r.pop("stop", None)
         raise InvalidState(f"cannot destroy zone {name!r}: it is not running")
@@ -179,7 +189,7 @@ def destroy(rt, name: str) -> None:
         rt.delete(name, force=True)
     except NotFound:
         pass
-    _finish(rt, name, rec)
+    _finish(rt, name)
 
 
 def reboot(rt, name: str, timeout: float | None = None) -> int:
@@ -187,8 +197,7 @@ def reboot(rt, name: str, timeout: float | None = None) -> int:
     zone = defined(name)
     if not running(rt, name):
         raise InvalidState(f"cannot reboot zone {name!r}: it is not running")
-    rec = record.read(rt.store.root, name)
-    if not record.monitor_alive(rec):  # no monitor to boot it again: do it here
+    if not record.monitor_alive(rt.store.root, name):  # none to boot it again: do it here
         shutdown(rt, name, timeout)
         return start(rt, name)
     old = rt.state(name)["pid"]
@@ -202,7 +211,7 @@ def reboot(rt, name: str, timeout: float | None = None) -> int:
                 return st["pid"]
         except NotFound:
             pass
-        if not record.monitor_alive(record.read(rt.store.root, name)):
+        if not record.monitor_alive(rt.store.root, name):
             break
         time.sleep(0.05)
     raise ZonedError(f"zone {name!r} did not come back after the reboot "
@@ -225,7 +234,7 @@ def autostart_all(rt, images: str | None = None) -> list[tuple[str, str]]:
             zone = defined(name)
             if not zone.get("autostart"):
                 continue
-            if running(rt, name) or record.monitor_alive(record.read(rt.store.root, name)):
+            if running(rt, name) or record.monitor_alive(rt.store.root, name):
                 out.append((name, "running"))
                 continue
             start(rt, name, images)

@@ -78,6 +78,10 @@ def keyed(zone: Zone, e: ZonedError) -> ZonedError:
     text = str(e)
     for flag, key in FLAG_KEYS.items():
         if flag in text:
+            if key == "maxmem" and "maxmem" not in zone.data:
+                key = "memory"
+            if flag.startswith("-"):  # say it in the file's words
+                text = text.replace(f"invalid {flag} ", "invalid value ").replace(flag, key)
             return zone.error(key, text)
     if "image" in text.lower():
         return zone.error("image", text)

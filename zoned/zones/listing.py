@@ -58,8 +58,8 @@ def info(rt, zone: Zone) -> dict:
            "autostart": bool(zone.get("autostart")), "backend": zone.get("backend", "zone"),
            "restarts": rec.get("restarts", 0), "last_exit": rec.get("last_exit"),
            "zone_file": zone.path, "monitor": None, "status": "Defined"}
-    if record.monitor_alive(rec):
-        out["monitor"] = rec["monitor"]["pid"]
+    if record.monitor_alive(rt.store.root, name):
+        out["monitor"] = (rec.get("monitor") or {}).get("pid") or "?"
     try:
         st = rt.state(name)
         cfg = rt.config(name)

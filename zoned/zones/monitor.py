@@ -114,7 +114,7 @@ def _boot(root: str, data: str, name: str, images: str | None) -> tuple[int, int
     clear_stopped(rt, name)
     with record.locked(root, name) as rec:
         ppid = os.getppid()
-        rec["monitor"] = {"pid": ppid, "start": proc_start_time(ppid)}
+        rec["monitor"] = {"pid": ppid, "start": proc_start_time(ppid), "keeper": _ppid(ppid)}
         rec["booted"] = time.time()
         rec.setdefault("restarts", 0)
         restore_from = rec.pop("restore_from", None)
@@ -139,6 +139,15 @@ def _boot(root: str, data: str, name: str, images: str | None) -> tuple[int, int
         rt.delete(name, force=True)
         raise
     return started.pid, started.master
+
+
+def _ppid(pid: int) -> int | None:
+    """The parent of `pid` (the monitor's keeper half), from /proc."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return int(f.read().rpartition(")")[2].split()[1])
+    except (OSError, ValueError, IndexError):
+        return None
 
 
 def clear_stopped(rt, name: str) -> None:

@@ -56,12 +56,16 @@ def locked(root: str, name: str):
         os.close(fd)
 
 
-def monitor_alive(rec: dict) -> bool:
-    """Whether the zone's monitor still runs (pid and start time, as zoned checks inits)."""
-    from zoned.linux.proc import proc_start_time
+def monitor_alive(root: str, name: str) -> bool:
+    """Whether the zone's monitor (either half of it, csrc/monitor.c) still runs: it
+    holds monitor.lock for as long as it lives."""
+    from zoned.linux.locks import try_acquire
 
-    mon = rec.get("monitor") or {}
-    return bool(mon.get("pid")) and proc_start_time(mon["pid"]) == mon.get("start")
+    fd = try_acquire(os.path.join(zone_run_dir(root, name), "monitor.lock"))
+    if fd is None:
+        return os.path.exists(os.path.join(zone_run_dir(root, name), "monitor.lock"))
+    os.close(fd)
+    return False
 
 
 def exit_file(root: str, name: str) -> tuple[int, float] | None:

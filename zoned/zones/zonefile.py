@@ -103,7 +103,7 @@ def parse(text: str, path: str = "<zone file>") -> Zone:
         finally:
             loader.dispose()
     except yaml.MarkedYAMLError as e:
-        mark = e.problem_mark or e.context_mark
+        mark = e.context_mark or e.problem_mark  # where the broken construct began
         line = f":{mark.line + 1}" if mark else ""
         raise ConfigError(f"{path}{line}: not valid YAML: {e.problem or e.context}") from None
     except yaml.YAMLError as e:
@@ -113,11 +113,10 @@ def parse(text: str, path: str = "<zone file>") -> Zone:
     lines: dict[str, int] = {}
     for k, v in node.value:
         lines[str(k.value)] = k.start_mark.line + 1
-        if isinstance(v.value, list):  # list items: "vif[0]", "vif[0].ip"
+        if isinstance(v, yaml.SequenceNode):  # list items: "vif[0]", "vif[0].ip"
             for i, item in enumerate(v.value):
                 lines[f"{k.value}[{i}]"] = item.start_mark.line + 1
-                if isinstance(item.value, list) and all(isinstance(p, tuple)
-                                                         for p in item.value):
+                if isinstance(item, yaml.MappingNode):
                     for ik, _ in item.value:
                         lines[f"{k.value}[{i}].{ik.value}"] = ik.start_mark.line + 1
     zone = Zone(path, data, lines, text)
