@@ -103,6 +103,11 @@ static void write_exit(int code)
 	renameat(dirfd_, "exit.tmp", dirfd_, "exit");
 }
 
+/* The zone's init, once known: reaping another child (the boot worker) may reap it too
+ * (a zone that exits at once), so its status is kept here rather than dropped. */
+static pid_t watched;
+static int watched_status, watched_done;
+
 /* Reap every child that has exited; return 1 (and its status) if `want` was one. */
 static int reap(pid_t want, int *status)
 {
@@ -110,10 +115,18 @@ static int reap(pid_t want, int *status)
 	pid_t p;
 
 	while ((p = waitpid(-1, &st, WNOHANG)) > 0) {
+		if (p == watched && watched > 0) {
+			watched_status = st;
+			watched_done = 1;
+		}
 		if (p == want) {
 			*status = st;
 			found = 1;
 		}
+	}
+	if (!found && want == watched && watched > 0 && watched_done) {
+		*status = watched_status;
+		found = 1;
 	}
 	return found;
 }
@@ -324,6 +337,8 @@ static void serve(int first, pid_t adopted)
 			close(sv[1]);
 			ok = worker > 0 && receive_report(sv[0], &init, msg, sizeof(msg));
 			close(sv[0]);
+			watched = ok ? init : 0;
+			watched_done = 0;
 			if (worker > 0)
 				while (!reap(worker, &st)) {
 					struct pollfd p = { sigfd, POLLIN, 0 };
@@ -345,6 +360,8 @@ static void serve(int first, pid_t adopted)
 			}
 			tell_keeper(init);
 		}
+		if (master >= 0 && listenfd < 0)
+			open_console_socket();  /* only a zone with a terminal has a console */
 		adopted = 0;
 		code = status_code(watch(init));
 		write_exit(code);
@@ -384,6 +401,8 @@ static void keep(pid_t monitor, int sock)
 			if (n > 0) {
 				text[n] = 0;
 				init = (pid_t)atol(text);
+				watched = init;  /* a status reaped with the monitor's is kept */
+				watched_done = 0;
 				if (master >= 0)
 					close(master), master = -1;
 				for (struct cmsghdr *c = CMSG_FIRSTHDR(&mh); c; c = CMSG_NXTHDR(&mh, c))
@@ -393,7 +412,7 @@ static void keep(pid_t monitor, int sock)
 		}
 	}
 	close(sock);
-	if (WIFEXITED(st) || init <= 0 || kill(init, 0) < 0)
+	if (WIFEXITED(st) || init <= 0 || (!watched_done && kill(init, 0) < 0))
 		return;  /* it finished its work (or no zone is left to watch) */
 	fprintf(stderr, "zoned-monitor: monitor %d was killed; keeper %d takes over init %d\n",
 		(int)monitor, (int)getpid(), (int)init);
@@ -448,7 +467,6 @@ int main(int argc, char **argv)
 		perror("zoned-monitor: signalfd");
 		return 1;
 	}
-	open_console_socket();
 	if (socketpair(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0, ks) < 0)
 		return 1;
 	monitor = fork();

@@ -35,9 +35,9 @@ def archive_name(path: str) -> str:
     import json
     import subprocess
 
-    p = subprocess.run(["tar", "--zstd", "-xOf", path, "./meta.json"], capture_output=True)
-    if p.returncode != 0:
-        p = subprocess.run(["tar", "--zstd", "-xOf", path, "meta.json"], capture_output=True)
+    from zoned.checkpoint.archive import META
+
+    p = subprocess.run(["tar", "--zstd", "-xOf", path, f"./{META}"], capture_output=True)
     try:
         return json.loads(p.stdout)["id"]
     except (ValueError, KeyError):
