@@ -57,6 +57,8 @@ def _p_autostart(sub, argparse):
 def _p_clone(sub, argparse):
     p = sub.add_parser("clone", help="a new zone from a stopped one: its file and a copy "
                        "of its writable layer")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="change a key of the copy (VALUE in YAML), e.g. --set vcpus=2")
     p.add_argument("src")
     p.add_argument("new")
 
@@ -222,7 +224,7 @@ def cmd_autostart(args) -> int:
 def cmd_clone(args) -> int:
     from zoned.zones import commands
 
-    commands.clone(runtime(args), args.src, args.new)
+    commands.clone(runtime(args), args.src, args.new, args.set)
     print(f"zone {args.new} cloned from {args.src}")
     return 0
 

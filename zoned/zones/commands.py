@@ -257,9 +257,10 @@ def shutdown_all(rt, timeout: float | None = None) -> list[tuple[str, str]]:
     return out
 
 
-def clone(rt, src: str, new: str) -> Zone:
-    """A new zone file from SRC's (a new name and uuid; no fixed ip or mac) and a
-    copy-on-write copy of SRC's writable layer (reflink where the filesystem can)."""
+def clone(rt, src: str, new: str, overrides: list[str] | None = None) -> Zone:
+    """A new zone file from SRC's (a new name and uuid; no fixed ip or mac; KEY=VALUE
+    overrides, values in YAML) and a copy-on-write copy of SRC's writable layer (reflink
+    where the filesystem can)."""
     import subprocess
 
     import yaml
@@ -282,7 +283,16 @@ def clone(rt, src: str, new: str) -> Zone:
     for vif in data.get("vif") or []:
         vif.pop("ip", None)
         vif.pop("mac", None)
+    for item in overrides or []:
+        key, eq, value = item.partition("=")
+        if not eq or key in ("name", "uuid"):
+            raise ConfigError(f"invalid --set {item!r}: KEY=VALUE (not name or uuid)")
+        try:
+            data[key] = yaml.safe_load(value)
+        except yaml.YAMLError as e:
+            raise ConfigError(f"invalid --set {item!r}: {e}") from None
     text = f"# cloned from {src}\n" + yaml.safe_dump(data, sort_keys=False)
+    parse(text, zone_path(new))  # the overrides are checked as a defined file is
     src_layer = record.data_dir(rt.store.data, src)
     dst_layer = record.data_dir(rt.store.data, new)
     if os.path.isdir(os.path.join(src_layer, "upper")):

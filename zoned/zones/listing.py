@@ -108,7 +108,7 @@ def table(rows: list[dict]) -> list[tuple[str, ...]]:
         index = "rbpscd".find(letter)
         if index >= 0:
             letters = letters[:index] + letter + letters[index + 1:]
-        out.append((r["name"], str(r["id"] or "-"), f"{r['mem_mib']:.0f}", str(r["vcpus"]),
+        out.append((r["name"], str(r["id"] or "-"), f"{r['mem_mib']:.1f}", str(r["vcpus"]),
                     letters, f"{r['time_s']:.1f}", r["status"]))
     return out
 
