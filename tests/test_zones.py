@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ZONED
+from conftest import ZONED
 
 
 @pytest.fixture
@@ -401,3 +401,23 @@ def test_save_and_restore(cli, zones, tmp_path):
     assert n1 >= 3  # the counter went on from where it was
     os.kill(pid, signal.SIGKILL)  # and the restored zone is monitored
     _running_pid(cli, "zmgsave", other_than=pid)
+
+
+# -- the same file as a VM ---------------------------------------------------------------
+def test_zone_file_with_backend_vm_boots_a_vm(cli, zones):
+    try:
+        from zoned.vm.assets import kernel
+
+        kernel()
+    except Exception as e:  # noqa: BLE001 - no guest kernel: `make setup` not run
+        pytest.skip(f"no VM guest kernel: {e}")
+    zones("zmgvm", "name: zmgvm\nimage: busybox\nbackend: vm\nmemory: 192\n"
+          "command: sh -c 'echo vm-up $(cat /proc/cpuinfo | grep -c ^processor); "
+          "sleep 1; exit 4'\non_crash: preserve\n")
+    cli("start", "zmgvm", check=True, timeout=120)
+    ps = cli("ps", check=True).stdout
+    assert any(line.startswith("zmgvm ") and "vm/" in line for line in ps.splitlines()), ps
+    r = _wait(lambda: (lambda x: x if x["status"].startswith("Exited") else None)(
+        _list(cli)["zmgvm"]), timeout=120, what="the VM's exit")
+    assert r["status"].startswith("Exited (4) "), r  # the guest's code, not QEMU's
+    assert "vm-up 1" in cli("logs", "zmgvm", check=True).stdout
