@@ -88,9 +88,14 @@ def info(rt, zone: Zone) -> dict:
         out["status"] = f"Exited ({last['code']}) {ago(time.time() - last['time'])} ago"
         if out["monitor"] and rec.get("action") == "restart":
             out["status"] += ", restarting"
-    elif st is not None:  # stopped, no record (the record went with a reboot)
+    elif st is not None:  # stopped: the hook is at work, or the record went with a reboot
         code = st.get("exit_code")
+        seen = record.exit_file(rt.store.root, name)  # the monitor writes it first
+        if code is None and seen:
+            code = seen[0]
         out["status"] = f"Exited ({code})" if code is not None else "Exited"
+        if seen:
+            out["status"] += f" {ago(time.time() - seen[1])} ago"
     if out["vcpus"] is None:
         from zoned.zones.convert import run_options
 
