@@ -94,6 +94,10 @@ def info(rt, zone: Zone) -> dict:
         if code is None and seen:
             code = seen[0]
         out["status"] = f"Exited ({code})" if code is not None else "Exited"
+        if code is not None:
+            from zoned.zones.policy import event_of
+
+            out["state"] = "crashed" if event_of(int(code)) == "crash" else "shutoff"
         if seen:
             out["status"] += f" {ago(time.time() - seen[1])} ago"
     if out["vcpus"] is None:
