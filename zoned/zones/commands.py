@@ -9,25 +9,10 @@ import time
 
 from zoned.errors import ConfigError, InvalidState, NotFound, ZonedError
 from zoned.zones import record
+from zoned.zones.query import WAIT_MONITOR, defined, names, running, wait_monitor
 from zoned.zones.zonefile import Zone, load, zone_dir, zone_path
 
-WAIT_MONITOR = 30.0  # seconds shutdown/destroy wait for the monitor to finish the exit
-
-
-def defined(name: str) -> Zone:
-    """The zone file of `name`, or NotFound."""
-    path = zone_path(name)
-    if not os.path.exists(path):
-        raise NotFound(f"zone {name!r} is not defined (no {path})")
-    return load(path)
-
-
-def names() -> list[str]:
-    try:
-        return sorted(e.name[:-5] for e in os.scandir(zone_dir())
-                      if e.name.endswith(".yaml") and e.is_file())
-    except FileNotFoundError:
-        return []
+__all__ = ["WAIT_MONITOR", "defined", "names", "running", "wait_monitor"]  # for zoned.cli
 
 
 def define(rt, path: str, images: str | None = None) -> Zone:
@@ -54,13 +39,6 @@ def define(rt, path: str, images: str | None = None) -> Zone:
     os.makedirs(zone_dir(), 0o755, exist_ok=True)
     write_text(target, text)
     return parse(text, target)
-
-
-def running(rt, name: str) -> bool:
-    try:
-        return rt.state(name)["status"] != "stopped"
-    except NotFound:
-        return False
 
 
 def undefine(rt, name: str) -> None:
@@ -111,15 +89,6 @@ def _request(rt, name: str, what: str) -> None:
     """Record the admin's request: the exit hook reads it."""
     with record.locked(rt.store.root, name) as rec:
         rec["stop"] = what
-
-
-def wait_monitor(rt, name: str, timeout: float = WAIT_MONITOR) -> None:
-    """Wait until the zone's monitor has applied the exit and gone."""
-    deadline = time.monotonic() + timeout
-    while record.monitor_alive(rt.store.root, name):
-        if time.monotonic() > deadline:
-            raise ZonedError(f"zone {name!r}: its monitor did not finish in {timeout:.0f}s")
-        time.sleep(0.05)
 
 
 def stop_signal(zone: Zone) -> int:

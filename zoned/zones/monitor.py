@@ -119,8 +119,6 @@ def _boot(root: str, data: str, name: str, images: str | None) -> tuple[int, int
         rec.setdefault("restarts", 0)
         restore_from = rec.pop("restore_from", None)
     if restore_from:  # zoned restore FILE: once; a later restart boots the zone file
-        from zoned.zones.saving import boot_restored
-
         return boot_restored(rt, name, restore_from), None
     net = api.network_for(opts, rt, name)
     if zone.get("backend") == "vm":
@@ -221,3 +219,21 @@ def exited(root: str, data: str, name: str, code: int) -> int:
             rec.pop("monitor", None)
             return 0
     return RESTART
+
+
+def boot_restored(rt, name: str, path: str) -> int:
+    """The boot worker's restore (zoned.zones.monitor): the archive's container, restored
+    as `name`; criu --restore-detached leaves its init to the monitor (the subreaper)."""
+    import shutil
+    import tempfile
+
+    from zoned.checkpoint import archive, restore as restore_mod, scratch
+
+    tmp = tempfile.mkdtemp(prefix=f"tmp-{os.getpid()}-", dir=scratch.scratch_dir(rt))
+    try:
+        archive.import_tar(path, tmp)
+        st = restore_mod.restore(rt, tmp, name=name, consume=True)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+        scratch.scratch_done(rt)
+    return int(st["pid"])

@@ -12,7 +12,7 @@ from zoned.zones import record
 
 def save(rt, name: str, path: str) -> None:
     from zoned.checkpoint.dump import checkpoint
-    from zoned.zones import commands
+    from zoned.zones import query as commands
 
     commands.defined(name)
     if not commands.running(rt, name):
@@ -46,7 +46,7 @@ def archive_name(path: str) -> str:
 
 def restore(rt, path: str, images: str | None = None) -> tuple[str, int]:
     """Boot a saved zone from `path` under a monitor: (name, pid)."""
-    from zoned.zones import commands
+    from zoned.zones import query as commands
     from zoned.zones.monitor import launch
 
     path = os.path.abspath(path)
@@ -62,20 +62,3 @@ def restore(rt, path: str, images: str | None = None) -> tuple[str, int]:
         rec["restarts"] = rec["streak"] = 0
     return name, launch(rt.store.root, rt.store.data, name, images)
 
-
-def boot_restored(rt, name: str, path: str) -> int:
-    """The boot worker's restore (zoned.zones.monitor): the archive's container, restored
-    as `name`; criu --restore-detached leaves its init to the monitor (the subreaper)."""
-    import shutil
-    import tempfile
-
-    from zoned.checkpoint import archive, restore as restore_mod, scratch
-
-    tmp = tempfile.mkdtemp(prefix=f"tmp-{os.getpid()}-", dir=scratch.scratch_dir(rt))
-    try:
-        archive.import_tar(path, tmp)
-        st = restore_mod.restore(rt, tmp, name=name, consume=True)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-        scratch.scratch_done(rt)
-    return int(st["pid"])
