@@ -422,3 +422,49 @@ def test_zone_file_with_backend_vm_boots_a_vm(cli, zones):
         _list(cli)["zmgvm"]), timeout=120, what="the VM's exit")
     assert r["status"].startswith("Exited (4) "), r  # the guest's code, not QEMU's
     assert "vm-up 1" in cli("logs", "zmgvm", check=True).stdout
+
+
+# -- zoned run -d --restart (podman's flag) ---------------------------------------------
+def _ps(cli) -> dict:
+    return {c["id"]: c for c in json.loads(cli("ps", "--format", "json", check=True).stdout)}
+
+
+def test_run_restart_on_failure_gives_up_after_n_and_keeps_the_exit(cli):
+    cli("run", "-d", "--restart", "on-failure:2", "--name", "zmgrof", "--",
+        "sh", "-c", "sleep 0.2; exit 4", check=True)
+    rec = _wait(lambda: (lambda r: r if r.get("action") == "preserve" else None)(
+        _record(cli.root, "zmgrof")), what="the policy to give up")
+    assert rec["restarts"] == 2 and rec["last_exit"]["code"] == 4
+    c = _ps(cli)["zmgrof"]
+    assert c["status"] == "stopped" and c["exit_code"] == 4
+    cli("rm", "zmgrof", check=True)
+    assert not (Path(cli.root) / ".zones").exists()  # the record goes with it
+
+
+def test_run_restart_always_restarts_a_kill_but_not_a_stop(cli):
+    cli("run", "-d", "--restart", "always", "--name", "zmgralw", "--", "sleep", "1000",
+        check=True)
+    pid = _wait(lambda: _ps(cli)["zmgralw"]["pid"], what="running")
+    os.kill(pid, signal.SIGKILL)
+    new = _wait(lambda: (lambda p: p if p and p != pid else None)(
+        _ps(cli).get("zmgralw", {}).get("pid")), what="the restart")
+    cli("stop", "-t", "1", "zmgralw", check=True)
+    time.sleep(1)
+    c = _ps(cli)["zmgralw"]
+    assert c["status"] == "stopped" and c["exit_code"] == 137  # stopped, not restarted
+    assert not os.path.exists(f"/proc/{new}")
+    cli("run", "-d", "--restart", "always", "--name", "zmgralw2", "--", "sleep", "1000",
+        check=True)
+    cli("rm", "-f", "zmgralw", "zmgralw2", check=True)
+    time.sleep(0.5)
+    assert "zmgralw2" not in _ps(cli) and not (Path(cli.root) / ".zones").exists()
+
+
+@pytest.mark.parametrize("flags,word", [
+    (["--restart", "sometimes", "-d"], "sometimes"), (["--restart", "always"], "needs -d"),
+    (["--restart", "always", "-d", "--rm"], "--rm"),
+])
+def test_run_restart_refuses_bad_use(cli, flags, word):
+    p = cli("run", *flags, "--name", "zmgrbad", "--", "true")
+    assert p.returncode == 125 and word in p.stderr and len(p.stderr.splitlines()) == 1
+    assert "zmgrbad" not in _ps(cli)

@@ -2,6 +2,7 @@
 pause, resume."""
 from __future__ import annotations
 
+import os
 import sys
 
 from zoned.cli.common import runtime
@@ -66,10 +67,29 @@ def cmd_stop(args) -> int:
     rt = runtime(args)
     for cid in args.ids:
         rt.state(cid)  # NotFound for a wrong name
+        _zone_request(rt, cid, "preserve")  # a monitored zone: stopped, not restarted
         rt.stop(cid, args.time)
         _autoremove(rt, cid)
         print(cid)
     return 0
+
+
+def _zone_request(rt, cid: str, what: str) -> None:
+    """Tell a zone's monitor (zoned.zones: a zone file's, or `run --restart`) that the
+    admin stops it, so its restart policy does not undo that."""
+    if os.path.isdir(os.path.join(rt.store.root, ".zones", cid)):
+        from zoned.zones.record import request_stop
+
+        request_stop(rt.store.root, cid, what)
+
+
+def _zone_forget(rt, cid: str) -> None:
+    """After `rm`: a `run --restart` zone's monitor record goes with its container."""
+    if os.path.isdir(os.path.join(rt.store.root, ".zones", cid)):
+        from zoned.zones.record import forget, wait_monitor
+
+        wait_monitor(rt.store.root, cid)
+        forget(rt.store.root, cid)
 
 
 def _autoremove(rt, cid: str) -> None:
@@ -111,7 +131,10 @@ def cmd_rm(args) -> int:
 
     for cid in args.ids:
         try:
+            if args.force:
+                _zone_request(rt, cid, "destroy")
             rt.delete(cid, force=args.force)
+            _zone_forget(rt, cid)
             print(cid)
         except ZonedError as e:
             sys.stderr.write(f"zoned: {e}\n")

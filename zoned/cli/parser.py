@@ -60,6 +60,8 @@ def _sub_run(sub, argparse):
     r = sub.add_parser("run", help="run a command in a new container")
     r.add_argument("--name")
     r.add_argument("--rm", action="store_true", help="remove the container when it exits")
+    r.add_argument("--restart", metavar="POLICY", help="no, on-failure[:N] or always: "
+                   "restart a detached zone when it exits (with back-off; zoned.zones)")
     r.add_argument("-d", "--detach", action="store_true")
     r.add_argument("-i", "--interactive", action="store_true")
     r.add_argument("-t", "--tty", action="store_true")

@@ -108,8 +108,19 @@ def _boot(root: str, data: str, name: str, images: str | None) -> tuple[int, int
     from zoned.zones.convert import oci_config
     from zoned.zones.zonefile import load, zone_path
 
-    zone = load(zone_path(name))
-    opts, cfg = oci_config(zone, images)
+    data_dir = None
+    if os.path.exists(zone_path(name)):
+        zone = load(zone_path(name))
+        opts, cfg = oci_config(zone, images)
+        data_dir = record.data_dir(data, name)  # a defined zone's layer outlives boots
+    else:
+        from zoned.zones.transient import load as load_transient
+
+        found = load_transient(root, name)
+        if found is None:
+            raise NotFound(f"zone {name!r} is not defined (no {zone_path(name)})")
+        zone, opts = found
+        cfg = api.build_config(opts, images)
     rt = Runtime(root, data)
     clear_stopped(rt, name)
     with record.locked(root, name) as rec:
@@ -128,7 +139,7 @@ def _boot(root: str, data: str, name: str, images: str | None) -> tuple[int, int
                                        wait=True)
         return started.pid, None
     started = rt.create(name, cfg, use_fifo=False, log=not opts.tty, network=net,
-                        data_dir=record.data_dir(rt.store.data, name))
+                        data_dir=data_dir)
     try:
         rt.start(name, started)
     except BaseException:
@@ -172,7 +183,10 @@ def exited(root: str, data: str, name: str, code: int) -> int:
     try:
         zone = load(zone_path(name))
     except ZonedError:
-        zone = None  # undefined while it ran: nothing to restart
+        from zoned.zones.transient import load as load_transient
+
+        found = load_transient(root, name)  # `zoned run -d --restart`
+        zone = found[0] if found else None  # else undefined while it ran: no restart
     now = time.time()
     if code != policy.BOOT_FAILED:
         try:

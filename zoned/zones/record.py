@@ -76,3 +76,39 @@ def exit_file(root: str, name: str) -> tuple[int, float] | None:
         return int(code), float(when)
     except (OSError, ValueError):
         return None
+
+
+def request_stop(root: str, name: str, what: str) -> bool:
+    """Record that the admin stopped a monitored zone (`zoned stop`, `rm -f`), so its exit
+    hook does not restart it; False (and nothing done) for a zone without a monitor."""
+    if not os.path.isdir(zone_run_dir(root, name)) or not monitor_alive(root, name):
+        return False
+    with locked(root, name) as rec:
+        rec["stop"] = what
+    return True
+
+
+def wait_monitor(root: str, name: str, timeout: float = 30.0) -> None:
+    """Wait until a zone's monitor has applied an exit and gone (best effort)."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while monitor_alive(root, name) and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+
+def forget(root: str, name: str) -> None:
+    """Remove a run-flag zone's record (`zoned run -d --restart`) once its container is
+    removed: unlike a defined zone, nothing of it is left to start again."""
+    from zoned.linux.files import rmtree
+
+    if os.path.exists(os.path.join(zone_run_dir(root, name), TRANSIENT)) and \
+            not monitor_alive(root, name):
+        rmtree(zone_run_dir(root, name))
+        try:
+            os.rmdir(records_dir(root))
+        except OSError:
+            pass
+
+
+TRANSIENT = "run.json"  # the RunOptions of a zone made by `zoned run -d --restart`
