@@ -31,9 +31,9 @@ def cmd_run(args) -> int:
                       network=args.network, ip=args.ip, mac=args.mac,
                       publish=args.publish, dns=args.dns, add_host=args.add_host)
     if args.restart and args.restart != "no":  # under a monitor (zoned.zones)
-        from zoned.zones.transient import run_detached
+        from zoned.cli.zones import run_restart
 
-        return run_detached(args, opts, cid)
+        return run_restart(args, opts, cid)
     if args.backend == "vm":
         from zoned.backends.vm import check_options
 

@@ -267,3 +267,55 @@ def cmd_zone_exited(args) -> int:
 
     rt = runtime(args)
     return exited(rt.store.root, rt.store.data, args.name, args.code)
+
+
+# -- zoned run -d --restart ---------------------------------------------------------
+def check_restart(args) -> None:
+    """`run --restart`'s checks, before anything exists."""
+    from zoned.errors import ConfigError
+    from zoned.zones.zonefile import RESTART_RE
+
+    if not RESTART_RE.match(args.restart):
+        raise ConfigError(f"invalid --restart {args.restart!r}: no, on-failure[:N] or always")
+    for bad, why in ((not args.detach, "needs -d (a monitor restarts detached zones)"),
+                     (args.rm, "and --rm exclude each other"),
+                     (args.backend != "zone", "is for zones (not --backend vm) for now"),
+                     (args.tty, "with -t: use a zone file with tty: true (zoned console)")):
+        if bad:
+            raise ConfigError(f"invalid --restart: {why}")
+
+
+def run_restart(args, opts, cid: str) -> int:
+    """`zoned run -d --restart POLICY` (zoned.zones.transient): the zone under a monitor;
+    its name printed, as `run -d` does."""
+    import json
+
+    from zoned.errors import ConfigError
+    from zoned.oci.spec import RunOptions
+    from zoned.zones import record
+    from zoned.zones.monitor import launch
+
+    check_restart(args)
+    from zoned import api
+
+    api.build_config(opts, args.images)  # every error before anything exists
+    rt = runtime(args)
+    from zoned.zones.zonefile import zone_path
+
+    if rt.store.exists(cid) or os.path.exists(zone_path(cid)):
+        raise ConfigError(f"container name {cid!r} is already in use (a container or a "
+                          "defined zone)")
+    d = record.zone_run_dir(rt.store.root, cid)
+    if os.path.exists(d):
+        record.forget(rt.store.root, cid)
+    os.makedirs(d, 0o700, exist_ok=True)
+    options = {k: getattr(opts, k) for k in RunOptions.FIELDS}
+    with open(os.path.join(d, record.TRANSIENT), "w") as f:
+        json.dump({"options": options, "restart": args.restart}, f)
+    try:
+        launch(rt.store.root, rt.store.data, cid, args.images)
+    except BaseException:
+        record.forget(rt.store.root, cid)
+        raise
+    print(cid)
+    return 0
