@@ -468,3 +468,34 @@ def test_run_restart_refuses_bad_use(cli, flags, word):
     p = cli("run", *flags, "--name", "zmgrbad", "--", "true")
     assert p.returncode == 125 and word in p.stderr and len(p.stderr.splitlines()) == 1
     assert "zmgrbad" not in _ps(cli)
+
+
+# -- live changes (xm mem-set, virsh setvcpus) -------------------------------------------
+def test_update_cpus_live_and_config(cli, zones):
+    zones("zmgupd", "# keep me\nname: zmgupd\n" + SLEEPER + "vcpus: 1\n")
+    cli("start", "zmgupd", check=True)
+    _running_pid(cli, "zmgupd")
+    cli("update", "--cpus", "0.5", "zmgupd", check=True)  # live only (the default)
+    limits = json.loads(cli("inspect", "zmgupd", check=True).stdout)["limits"]
+    assert limits["cpu"]["quota"] * 2 == limits["cpu"]["period"]
+    assert "vcpus: 1\n" in (zones.dir / "zmgupd.yaml").read_text()
+    cli("update", "--config", "--live", "--memory", "48m", "--cpus", "2", "zmgupd",
+        check=True)
+    text = (zones.dir / "zmgupd.yaml").read_text()
+    assert text.startswith("# keep me\n") and "memory: 48m\n" in text and "vcpus: 2\n" in text
+    info = json.loads(cli("inspect", "zmgupd", check=True).stdout)
+    assert info["limits"]["memory"]["limit"] == 48 << 20
+    assert info["limits"]["cpu"]["quota"] == 2 * info["limits"]["cpu"]["period"]
+    p = cli("update", "--config", "--cpu-shares", "5", "zmgupd")
+    assert p.returncode == 125 and "--cpu-shares" in p.stderr
+    p = cli("update", "--config", "--cpus", "lots", "zmgupd")
+    assert p.returncode == 125 and "vcpus: 2\n" in (zones.dir / "zmgupd.yaml").read_text()
+    cli("update", "--config", "--pids-limit", "77", "zmgupd", check=True)  # file only
+    assert "pids: 77\n" in (zones.dir / "zmgupd.yaml").read_text()
+    assert json.loads(cli("inspect", "zmgupd", check=True).stdout)["limits"]["pids"][
+        "limit"] != 77
+    cli("shutdown", "-t", "1", "zmgupd", check=True)
+    cli("start", "zmgupd", check=True)  # the next boot has the file's limits
+    _running_pid(cli, "zmgupd")
+    limits = json.loads(cli("inspect", "zmgupd", check=True).stdout)["limits"]
+    assert limits["pids"]["limit"] == 77 and limits["memory"]["limit"] == 48 << 20

@@ -250,8 +250,12 @@ def _sub_update(sub, argparse):
     up.add_argument("-r", "--resources", help="a linux.resources JSON file, or - for stdin")
     for flag in ("--memory", "--memory-reservation", "--memory-swap", "--cpu-shares",
                  "--cpu-quota", "--cpu-period", "--cpuset-cpus", "--cpuset-mems",
-                 "--pids-limit", "--blkio-weight"):
+                 "--pids-limit", "--blkio-weight", "--cpus"):
         up.add_argument(flag)
+    up.add_argument("--config", action="store_true", help="a defined zone: write the "
+                    "change into its zone file (its next boot); with --live, both")
+    up.add_argument("--live", action="store_true", help="the running zone (the default "
+                    "without --config)")
     up.add_argument("id")
 
 

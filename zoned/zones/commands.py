@@ -282,3 +282,30 @@ def clone(rt, src: str, new: str, overrides: list[str] | None = None) -> Zone:
     text += f"uuid: {uuid.uuid4()}\n"
     write_text(zone_path(new), text)
     return parse(text, zone_path(new))
+
+
+# `zoned update` flag -> the zone file's key (`update --config`, as virsh setmem/setvcpus)
+UPDATE_KEYS = {"memory": "memory", "cpus": "vcpus", "cpuset_cpus": "cpus",
+               "pids_limit": "pids"}
+
+
+def update_config(name: str, flags: dict) -> Zone:
+    """Write resource changes into a defined zone's file (next boot's limits): only the
+    flags a zone file has a key for."""
+    from zoned.zones.zonefile import set_keys
+
+    zone = defined(name)
+    changes = {}
+    for flag, value in flags.items():
+        if value is None:
+            continue
+        if flag not in UPDATE_KEYS:
+            raise ConfigError(f"invalid --{flag.replace('_', '-')} with --config: a zone "
+                              "file has no key for it")
+        key = UPDATE_KEYS[flag]
+        if key == "memory" and "maxmem" in zone.data:
+            key = "maxmem"
+        changes[key] = str(value)
+    if not changes:
+        raise ConfigError("update --config: nothing to change")
+    return set_keys(zone.path, changes)

@@ -202,13 +202,23 @@ def _kind(value) -> str:
 def set_key(path: str, key: str, value: str) -> None:
     """Change (or add) one top-level `key: value` line in a zone file, keeping the rest of
     the text (comments, order) as the admin wrote it."""
+    set_keys(path, {key: value})
+
+
+def set_keys(path: str, changes: dict[str, str]) -> Zone:
+    """set_key for several keys at once; the result is checked as a zone file before it
+    replaces the old one (a bad value changes nothing)."""
     with open(path) as f:
         text = f.read()
-    pattern = re.compile(rf"^{re.escape(key)}\s*:.*$", re.M)
-    line = f"{key}: {value}"
-    new = pattern.sub(line, text, count=1) if pattern.search(text) else \
-        text + ("" if text.endswith("\n") or not text else "\n") + line + "\n"
-    write_text(path, new)
+    for key, value in changes.items():
+        pattern = re.compile(rf"^{re.escape(key)}\s*:.*$", re.M)
+        line = f"{key}: {value}"
+        text = pattern.sub(lambda _m, line=line: line, text, count=1) \
+            if pattern.search(text) else \
+            text + ("" if text.endswith("\n") or not text else "\n") + line + "\n"
+    zone = parse(text, path)
+    write_text(path, text)
+    return zone
 
 
 def write_text(path: str, text: str) -> None:
