@@ -31,6 +31,12 @@ def cmd_ps(args) -> int:
         status = r["status"]
         if status == "stopped" and "exit_code" in r:
             status = f"exited ({r['exit_code']})"
+            if r.get("finished"):  # podman's "Exited (3) 5 seconds ago"
+                import time
+
+                from zoned.zones.listing import ago
+
+                status += f" {ago(time.time() - r['finished'])} ago"
         table.append((r["id"], status, str(r.get("pid") or "-"),
                       (r.get("annotations") or {}).get("org.zoned.image", "-"),
                       _backend(r), r.get("created", "")[:19].replace("T", " "),

@@ -112,6 +112,8 @@ def _sub_ps(sub, argparse):
     ps = sub.add_parser("ps", help="list containers (or, given ID, the processes in it)")
     ps.add_argument("--format", choices=["table", "json"], default="table")
     ps.add_argument("-q", "--quiet", action="store_true")
+    ps.add_argument("-a", "--all", action="store_true",
+                    help="(podman's) also stopped ones: zoned lists them always")
     ps.add_argument("id", nargs="?")
 
 

@@ -348,7 +348,8 @@ class Runtime:
         """Keep the exit code of a container whose init we reaped (a foreground `run`):
         `ps` shows it as "exited (N)"."""
         with self.store.lock(cid):
-            self.store.write_state(cid, {**self.store.read_state(cid), "exit_code": code})
+            self.store.write_state(cid, {**self.store.read_state(cid), "exit_code": code,
+                                         "finished": time.time()})  # ps: "5 seconds ago"
 
     def stop(self, cid: str, timeout: float = 10.0) -> None:
         """SIGTERM, then SIGKILL after `timeout` seconds (docker/podman stop)."""
