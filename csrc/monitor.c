@@ -26,6 +26,13 @@
  * sleep); anything else ends the monitor. Other children (the zone's log writer,
  * re-parented here too) are reaped and ignored.
  *
+ * Two processes, so that a SIGKILLed monitor loses no exit code: before each boot the
+ * process splits into a keeper (parent, also a subreaper, idle) and the monitor (child).
+ * The monitor tells the keeper each init's pid (and passes it a copy of the pty master).
+ * If the monitor dies, the init is re-parented to the keeper, which takes over (and
+ * splits again at the zone's next boot). Both hold DIR/monitor.lock: `zoned` sees a
+ * monitor as alive while it cannot lock that file.
+ *
  * Static: cc -static -Os -s -Wall -o zoned/libexec/zoned-monitor csrc/monitor.c
  */
 #define _GNU_SOURCE
@@ -322,6 +329,39 @@ static void tell_keeper(pid_t init)
 	sendmsg(keeper, &mh, MSG_NOSIGNAL);
 }
 
+static void keep(pid_t monitor, int sock);
+
+/* Split in two before a boot: the parent becomes the keeper (idle until its child is done:
+ * returns 1 then), the child the monitor (returns 0). A keeper that took over splits again
+ * at the next boot, so the zone always has one. Without resources for it: 0, alone. */
+static int split(void)
+{
+	int ks[2];
+	pid_t child;
+
+	if (socketpair(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0, ks) < 0)
+		return 0;
+	child = fork();
+	if (child < 0) {
+		close(ks[0]);
+		close(ks[1]);
+		return 0;
+	}
+	if (child > 0) {
+		close(ks[1]);
+		if (notify >= 0) {  /* `zoned start` waits for the monitor's report only */
+			close(notify);
+			notify = -1;
+		}
+		keep(child, ks[0]);
+		return 1;
+	}
+	close(ks[0]);
+	keeper = ks[1];
+	prctl(PR_SET_CHILD_SUBREAPER, 1);  /* not inherited by fork */
+	return 0;
+}
+
 /* Boot (unless `adopted` names a running init), watch, run the hook; again on RESTART. */
 static void serve(int first, pid_t adopted)
 {
@@ -330,6 +370,8 @@ static void serve(int first, pid_t adopted)
 		pid_t worker, init = adopted;
 		char msg[1024];
 
+		if (!adopted && keeper < 0 && split())
+			return;  /* the keeper's part is done */
 		if (!adopted) {
 			if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) < 0)
 				return;
@@ -422,8 +464,7 @@ static void keep(pid_t monitor, int sock)
 int main(int argc, char **argv)
 {
 	sigset_t mask;
-	int sep = -1, ks[2], lockfd;
-	pid_t monitor;
+	int sep = -1, lockfd;
 
 	for (int i = 3; i < argc; i++)
 		if (strcmp(argv[i], "--") == 0) {
@@ -467,23 +508,8 @@ int main(int argc, char **argv)
 		perror("zoned-monitor: signalfd");
 		return 1;
 	}
-	if (socketpair(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0, ks) < 0)
-		return 1;
-	monitor = fork();
-	if (monitor < 0)
-		return 1;
-	if (monitor > 0) {
-		close(ks[1]);
-		close(notify);  /* `zoned start` waits for the monitor's report only */
-		notify = -1;
-		keep(monitor, ks[0]);
-	} else {
-		close(ks[0]);
-		keeper = ks[1];
-		prctl(PR_SET_CHILD_SUBREAPER, 1);  /* not inherited by fork */
-		serve(1, 0);
-	}
-	if (listenfd >= 0 && (monitor > 0 || keeper >= 0))
+	serve(1, 0);
+	if (listenfd >= 0)
 		unlinkat(dirfd_, "console.sock", 0);
 	return 0;
 }

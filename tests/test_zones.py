@@ -173,6 +173,30 @@ def test_start_list_shutdown_start_again_keeps_the_layer(cli, zones):
     assert "zmglife" not in _list(cli)
 
 
+def test_monitoring_costs_well_under_a_mib_per_idle_zone(cli, zones):
+    """The goal: < 1 MiB host overhead per idle zone including the monitor. Here: the PSS
+    of the monitor, its keeper and the zone's log writer (bench/monitor.py adds the kernel
+    side: ~0.2 MiB)."""
+    zones("zmgmem", "name: zmgmem\n" + SLEEPER)
+    cli("start", "zmgmem", check=True)
+    _running_pid(cli, "zmgmem")
+    rec = _record(cli.root, "zmgmem")
+    st = json.loads((Path(cli.root) / "zmgmem" / "state.json").read_text())
+    pss = dirty = 0
+    for pid in (rec["monitor"]["pid"], rec["monitor"]["keeper"], st["zoned"]["logger"]["pid"]):
+        rollup = dict(line.split()[:2] for line in
+                      Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines()[1:])
+        pss += int(rollup["Pss:"])
+        dirty += int(rollup["Private_Dirty:"])
+    # KiB. What each zone adds: its processes' own pages (the binaries' text is shared by
+    # every zone's monitor; only this lone zone pays all of it, hence the PSS bound)
+    assert dirty < 256, dirty
+    assert pss < 1024, pss
+    names = {Path(f"/proc/{p}/exe").resolve().name for p in (rec["monitor"]["pid"],
+                                                              rec["monitor"]["keeper"])}
+    assert names == {"zoned-monitor"}  # no Python stays per zone
+
+
 def test_undefine_refuses_a_running_zone(cli, zones):
     zones("zmgundef", "name: zmgundef\n" + SLEEPER)
     cli("start", "zmgundef", check=True)
@@ -253,6 +277,17 @@ def test_monitor_sigkill_loses_no_zone_and_no_exit_code(cli, zones):
     new = _running_pid(cli, "zmgmon", other_than=pid)  # restarted per its policy
     rec = _record(cli.root, "zmgmon")
     assert rec["last_exit"]["code"] == 137 and rec["restarts"] == 1
+    # the keeper that took over split again at the restart: a second kill loses nothing
+    assert rec["monitor"]["pid"] != monitor and rec["monitor"]["keeper"] > 1
+    os.kill(rec["monitor"]["pid"], signal.SIGKILL)
+    time.sleep(0.3)
+    os.kill(new, signal.SIGTERM)  # sh as pid 1 ignores it from outside: no exit
+    time.sleep(0.3)
+    assert _list(cli)["zmgmon"]["id"] == new
+    os.kill(new, signal.SIGKILL)
+    new = _running_pid(cli, "zmgmon", other_than=new)
+    rec = _record(cli.root, "zmgmon")
+    assert rec["last_exit"]["code"] == 137 and rec["restarts"] == 2
     cli("shutdown", "-t", "1", "zmgmon", check=True)
     assert not os.path.exists(f"/proc/{new}")
     assert _list(cli)["zmgmon"]["state"] == "shutoff"
