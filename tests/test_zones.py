@@ -536,3 +536,21 @@ def test_update_cpus_live_and_config(cli, zones):
     _running_pid(cli, "zmgupd")
     limits = json.loads(cli("inspect", "zmgupd", check=True).stdout)["limits"]
     assert limits["pids"]["limit"] == 77 and limits["memory"]["limit"] == 48 << 20
+
+
+def test_reboot_from_inside_follows_on_reboot_not_on_crash(cli, zones):
+    """reboot(2) by the zone's init: the kernel kills it with SIGHUP (pid_namespaces(7)),
+    which is on_reboot's event; a crash would have been preserved."""
+    zones("zmgrbin", "name: zmgrbin\nimage: busybox\ncapabilities: [SYS_BOOT]\n"
+          "command: sh -c 'sleep 0.5; reboot -f; echo reboot failed; sleep 1000'\n"
+          "on_reboot: restart\non_crash: preserve\n")
+    cli("start", "zmgrbin", check=True)
+    pid = _running_pid(cli, "zmgrbin")
+    rec = _wait(lambda: (lambda r: r if r.get("restarts") else None)(
+        _record(cli.root, "zmgrbin")), what="the reboot")
+    assert rec["last_exit"]["event"] == "reboot" and rec["last_exit"]["code"] == 129
+    assert _running_pid(cli, "zmgrbin", other_than=pid) != pid
+    assert "reboot failed" not in cli("logs", "zmgrbin", check=True).stdout
+    p = cli("define", str(zones("zmgrbcap", "name: zmgrbcap\nimage: busybox\n"
+                                "capabilities: [NOT_A_CAP]\n", define=False)))
+    assert p.returncode == 125 and "capabilities[0]" in p.stderr

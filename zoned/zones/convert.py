@@ -68,9 +68,28 @@ def oci_config(zone: Zone, images_root: str | None = None) -> tuple[RunOptions, 
             from zoned.backends.vm import check_options
 
             check_options(opts)
-        return opts, api.build_config(opts, images_root)
+        cfg = api.build_config(opts, images_root)
     except ZonedError as e:
         raise keyed(zone, e) from None
+    if zone.get("capabilities"):
+        add_capabilities(zone, cfg)
+    return opts, cfg
+
+
+def add_capabilities(zone: Zone, cfg: dict) -> None:
+    """`capabilities: [SYS_BOOT]` (podman's --cap-add): into every set of the process,
+    and the default seccomp profile made again for the larger bounding set (it allows
+    reboot(2) only to a zone holding CAP_SYS_BOOT, as Moby's does)."""
+    from zoned.child.seccomp import default_profile
+    from zoned.child.security import add_capabilities as with_caps, cap_number
+
+    names = zone.get("capabilities")
+    for i, name in enumerate(names):
+        if cap_number(name) is None:
+            raise zone.error(f"capabilities[{i}]", f"{name!r}: no such capability")
+    proc = cfg["process"]
+    proc["capabilities"] = with_caps(proc.get("capabilities"), names)
+    cfg["linux"]["seccomp"] = default_profile(proc["capabilities"]["bounding"])
 
 
 def keyed(zone: Zone, e: ZonedError) -> ZonedError:

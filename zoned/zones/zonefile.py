@@ -43,6 +43,7 @@ KEYS: dict[str, tuple[tuple[type, ...], str]] = {
     "dns": ((list,), "a list of addresses"),
     "stop_signal": ((str, int), "a signal such as SIGTERM"),
     "stop_timeout": ((int, float), "seconds"),
+    "capabilities": ((list,), "a list of capabilities to add, such as [SYS_BOOT]"),
 }
 VIF_KEYS = {"network": (str,), "ip": (str,), "mac": (str,), "ports": (list,)}
 
@@ -166,6 +167,9 @@ def check(zone: Zone) -> None:
     for key in ("vcpus", "pids", "stop_timeout"):
         if key in data and data[key] <= 0:
             raise zone.error(key, "must be greater than 0")
+    for i, cap in enumerate(data.get("capabilities") or []):
+        if not isinstance(cap, str) or not re.match(r"^(CAP_)?[A-Z_]+$", cap.upper()):
+            raise zone.error(f"capabilities[{i}]", f"{cap!r} is not a capability name")
     for i, vol in enumerate(data.get("volumes") or []):
         if not isinstance(vol, str) or ":" not in vol:
             raise zone.error(f"volumes[{i}]", "must be HOST:ZONE[:ro]")
