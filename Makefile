@@ -15,13 +15,13 @@ APT_PACKAGES := python3-venv python3-dev gcc libc6-dev make libffi-dev libseccom
 	podman conmon golang-github-containers-common containerd \
 	qemu-system-x86 squashfs-tools mmdebstrap
 
-.PHONY: all setup criu vm-kernel bytecode demo test bench-startup bench-density image clean distclean
+.PHONY: all setup systemd-unit criu vm-kernel bytecode demo test bench-startup bench-density image clean distclean
 
 all: setup
 
 setup: $(STAMP)/apt $(STAMP)/venv zoned/libexec/zoned-init zoned/libexec/zoned-logger \
-	zoned/libexec/zoned-spawn zoned/libexec/zoned-vminit zoned/libexec/zoned-vmwrap bytecode \
-	image criu vm-kernel
+	zoned/libexec/zoned-spawn zoned/libexec/zoned-vminit zoned/libexec/zoned-vmwrap \
+	zoned/libexec/zoned-monitor bytecode image criu vm-kernel systemd-unit
 
 $(STAMP)/apt: Makefile
 	@mkdir -p $(STAMP)
@@ -79,6 +79,20 @@ zoned/libexec/zoned-vmwrap: csrc/vmwrap.c $(STAMP)/apt
 zoned/libexec/zoned-logger: csrc/logger.c $(STAMP)/apt
 	@mkdir -p zoned/libexec
 	cc -static -Os -s -Wall -o $@ csrc/logger.c
+
+# The parent of a zone started from a zone file (zoned.zones): exit codes, restart
+# policies, its console; static and tiny, because one runs per zone.
+zoned/libexec/zoned-monitor: csrc/monitor.c $(STAMP)/apt
+	@mkdir -p zoned/libexec
+	cc -static -Os -s -Wall -o $@ csrc/monitor.c
+
+# zoned.service: `zoned autostart` at boot (zones marked autostart, in name order). Installed
+# and enabled where systemd runs; the unit's ExecStart is this checkout's zoned.
+SYSTEMD_UNIT_DIR ?= /etc/systemd/system
+systemd-unit: $(STAMP)/venv dist/zoned.service
+	@mkdir -p $(SYSTEMD_UNIT_DIR)
+	@sed 's|@ZONED@|$(abspath $(ZONED))|' dist/zoned.service > $(SYSTEMD_UNIT_DIR)/zoned.service
+	@if [ -d /run/systemd/system ]; then systemctl daemon-reload && systemctl enable -q zoned.service; fi
 
 # The last step of `zoned exec` and of a container's init (it waits for `start` as this),
 # run from a sealed memfd copy (csrc/spawn.c says why).

@@ -15,6 +15,7 @@ and only that command's module is imported (COMMANDS below). The modules:
     network     network create, ls, inspect, rm
     migration   checkpoint, restore, migrate, relocation-server, relocation-key
     system      gc
+    zones       define, start, shutdown, list, console, ...: zone files (zoned.zones)
     common      what every command needs: the runtime, signals as exceptions
     output      JSON and table printing, human sizes
 """
@@ -29,23 +30,27 @@ SIGPIPE_EXIT = 141  # what a shell reports for a tool killed by SIGPIPE (podman,
 # command -> "module:function" in zoned.cli; only the one that runs is imported.
 COMMANDS = {
     "run": "run:cmd_run",
-    "ps": "containers:cmd_ps", "list": "containers:cmd_ps",
+    "ps": "containers:cmd_ps",
     "stop": "containers:cmd_stop", "kill": "containers:cmd_kill", "rm": "containers:cmd_rm",
     "logs": "containers:cmd_logs", "inspect": "containers:cmd_inspect",
     "stats": "containers:cmd_stats", "pause": "containers:cmd_pause",
     "resume": "containers:cmd_resume",
     "exec": "exec:cmd_exec",
-    "create": "oci:cmd_create", "start": "oci:cmd_start", "state": "oci:cmd_state",
+    "create": "oci:cmd_create", "start": "zones:cmd_start", "state": "oci:cmd_state",
     "delete": "oci:cmd_delete", "spec": "oci:cmd_spec", "events": "oci:cmd_events",
     "update": "oci:cmd_update", "features": "oci:cmd_features",
     "image": "images:cmd_image",
     "network": "network:cmd_network",
-    "checkpoint": "migration:cmd_checkpoint", "restore": "migration:cmd_restore",
+    "checkpoint": "migration:cmd_checkpoint", "restore": "zones:cmd_restore",
     "migrate": "migration:cmd_migrate",
     "relocation-server": "migration:cmd_relocation_server",
     "relocation-key": "migration:cmd_relocation_key",
     "gc": "system:cmd_gc",
     "bench": "bench:cmd_bench",
+    # zones as xm/virsh admins manage them (zoned.zones); start and restore above too
+    **{c: f"zones:cmd_{c.replace('-', '_')}" for c in (
+        "define", "undefine", "shutdown", "destroy", "reboot", "console", "list",
+        "dominfo", "autostart", "clone", "save", "zone-boot", "zone-exited")},
 }
 
 

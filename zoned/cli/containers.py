@@ -2,6 +2,7 @@
 pause, resume."""
 from __future__ import annotations
 
+import os
 import sys
 
 from zoned.cli.common import runtime
@@ -30,6 +31,12 @@ def cmd_ps(args) -> int:
         status = r["status"]
         if status == "stopped" and "exit_code" in r:
             status = f"exited ({r['exit_code']})"
+            if r.get("finished"):  # podman's "Exited (3) 5 seconds ago"
+                import time
+
+                from zoned.zones.listing import ago
+
+                status += f" {ago(time.time() - r['finished'])} ago"
         table.append((r["id"], status, str(r.get("pid") or "-"),
                       (r.get("annotations") or {}).get("org.zoned.image", "-"),
                       _backend(r), r.get("created", "")[:19].replace("T", " "),
@@ -66,10 +73,29 @@ def cmd_stop(args) -> int:
     rt = runtime(args)
     for cid in args.ids:
         rt.state(cid)  # NotFound for a wrong name
+        _zone_request(rt, cid, "preserve")  # a monitored zone: stopped, not restarted
         rt.stop(cid, args.time)
         _autoremove(rt, cid)
         print(cid)
     return 0
+
+
+def _zone_request(rt, cid: str, what: str) -> None:
+    """Tell a zone's monitor (zoned.zones: a zone file's, or `run --restart`) that the
+    admin stops it, so its restart policy does not undo that."""
+    if os.path.isdir(os.path.join(rt.store.root, ".zones", cid)):
+        from zoned.zones.record import request_stop
+
+        request_stop(rt.store.root, cid, what)
+
+
+def _zone_forget(rt, cid: str) -> None:
+    """After `rm`: a `run --restart` zone's monitor record goes with its container."""
+    if os.path.isdir(os.path.join(rt.store.root, ".zones", cid)):
+        from zoned.zones.record import forget, wait_monitor
+
+        wait_monitor(rt.store.root, cid)
+        forget(rt.store.root, cid)
 
 
 def _autoremove(rt, cid: str) -> None:
@@ -111,7 +137,10 @@ def cmd_rm(args) -> int:
 
     for cid in args.ids:
         try:
+            if args.force:
+                _zone_request(rt, cid, "destroy")
             rt.delete(cid, force=args.force)
+            _zone_forget(rt, cid)
             print(cid)
         except ZonedError as e:
             sys.stderr.write(f"zoned: {e}\n")

@@ -154,8 +154,18 @@ def cmd_update(args) -> int:
         if not isinstance(res, dict):
             raise ConfigError("--resources: expected a JSON object (linux.resources)")
     flags = ("memory", "memory_reservation", "memory_swap", "cpu_shares", "cpu_quota",
-             "cpu_period", "cpuset_cpus", "cpuset_mems", "pids_limit", "blkio_weight")
-    res = resources_from_flags(base=res, **{f: getattr(args, f) or None for f in flags})
+             "cpu_period", "cpuset_cpus", "cpuset_mems", "pids_limit", "blkio_weight",
+             "cpus")
+    given = {f: getattr(args, f) or None for f in flags}
+    res = resources_from_flags(base=res, **given)  # checked before either change
+    if args.config:  # virsh's --config: the zone file of a defined zone (zoned.zones)
+        from zoned.zones.commands import update_config
+
+        if args.resources:
+            raise ConfigError("update --config takes flags, not --resources")
+        update_config(args.id, given)
+        if not args.live:
+            return 0
     runtime(args).update(args.id, res)
     return 0
 

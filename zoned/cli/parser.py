@@ -7,7 +7,7 @@ import sys
 
 USAGE_ERROR = 125  # podman's code for a bad flag too: every error of zoned's own is 125
 GLOBAL_WITH_VALUE = ("--root", "--data-root", "--images", "--log", "--log-format")
-ALIASES = {"list": "ps"}
+ALIASES: dict[str, str] = {}  # `list` is xm list now (zoned.cli.zones), not ps
 NO_COMMANDS = ""  # build_parser(NO_COMMANDS): only the global flags
 
 
@@ -60,6 +60,8 @@ def _sub_run(sub, argparse):
     r = sub.add_parser("run", help="run a command in a new container")
     r.add_argument("--name")
     r.add_argument("--rm", action="store_true", help="remove the container when it exits")
+    r.add_argument("--restart", metavar="POLICY", help="no, on-failure[:N] or always: "
+                   "restart a detached zone when it exits (with back-off; zoned.zones)")
     r.add_argument("-d", "--detach", action="store_true")
     r.add_argument("-i", "--interactive", action="store_true")
     r.add_argument("-t", "--tty", action="store_true")
@@ -108,10 +110,11 @@ def _sub_run(sub, argparse):
 
 
 def _sub_ps(sub, argparse):
-    ps = sub.add_parser("ps", aliases=["list"],
-                        help="list containers (or, given ID, the processes in it)")
+    ps = sub.add_parser("ps", help="list containers (or, given ID, the processes in it)")
     ps.add_argument("--format", choices=["table", "json"], default="table")
     ps.add_argument("-q", "--quiet", action="store_true")
+    ps.add_argument("-a", "--all", action="store_true",
+                    help="(podman's) also stopped ones: zoned lists them always")
     ps.add_argument("id", nargs="?")
 
 
@@ -266,8 +269,12 @@ def _sub_update(sub, argparse):
     up.add_argument("-r", "--resources", help="a linux.resources JSON file, or - for stdin")
     for flag in ("--memory", "--memory-reservation", "--memory-swap", "--cpu-shares",
                  "--cpu-quota", "--cpu-period", "--cpuset-cpus", "--cpuset-mems",
-                 "--pids-limit", "--blkio-weight"):
+                 "--pids-limit", "--blkio-weight", "--cpus"):
         up.add_argument(flag)
+    up.add_argument("--config", action="store_true", help="a defined zone: write the "
+                    "change into its zone file (its next boot); with --live, both")
+    up.add_argument("--live", action="store_true", help="the running zone (the default "
+                    "without --config)")
     up.add_argument("id")
 
 
@@ -292,8 +299,10 @@ def _sub_checkpoint(sub, argparse):
 
 
 def _sub_restore(sub, argparse):
-    r = sub.add_parser("restore", help="restore a checkpointed container")
-    src = r.add_mutually_exclusive_group(required=True)
+    r = sub.add_parser("restore", help="restore a checkpointed container (--dir, --import) "
+                       "or a saved zone (FILE)")
+    r.add_argument("file", nargs="?", help="a file `zoned save` wrote (xm restore)")
+    src = r.add_mutually_exclusive_group()
     src.add_argument("--dir", help="a directory `zoned checkpoint` wrote")
     src.add_argument("--import", dest="import_", metavar="FILE",
                      help="an archive `zoned checkpoint --export` wrote")
@@ -372,5 +381,19 @@ SUBCOMMANDS = [
     ("migrate", _sub_migrate), ("relocation-server", _sub_relocation_server),
     ("relocation-key", _sub_relocation_key), ("bench", _sub_bench),
 ]
+
+
+def _zone_sub(name: str):
+    """The parser of a zone command (zoned.cli.zones), imported only when it is built."""
+    def build(sub, argparse):
+        from zoned.cli.zones import build as build_zone
+
+        build_zone(name, sub, argparse)
+    return build
+
+
+SUBCOMMANDS += [(n, _zone_sub(n)) for n in (
+    "define", "undefine", "shutdown", "destroy", "reboot", "console", "list", "dominfo",
+    "autostart", "clone", "save", "zone-boot", "zone-exited")]
 
 

@@ -31,6 +31,10 @@ def cmd_run(args) -> int:
                       init=args.init, tty=args.tty, interactive=args.interactive,
                       network=args.network, ip=args.ip, mac=args.mac,
                       publish=args.publish, dns=args.dns, add_host=args.add_host)
+    if args.restart and args.restart != "no":  # under a monitor (zoned.zones)
+        from zoned.cli.zones import run_restart
+
+        return run_restart(args, opts, cid)
     if args.backend == "vm":
         from zoned.backends.vm import check_options
 

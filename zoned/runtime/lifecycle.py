@@ -88,7 +88,7 @@ class Runtime:
                on_namespaces: Callable[[int], None] | None = None,
                log: bool = False, autoremove: bool = False,
                pid_file: str | None = None, network=None, preserve_fds: int = 0,
-               no_pivot: bool = False) -> Started:
+               no_pivot: bool = False, data_dir: str | None = None) -> Started:
         """Set the container up to the point of exec and leave its init waiting.
 
         use_fifo: init waits on exec.fifo for `start` from any process (runc's way); else the
@@ -97,6 +97,8 @@ class Runtime:
         mounts), attach(pid) (the container's namespaces exist; it waits), describe() (what
         state.json records) and release() (on failure); zoned.network.attach provides it.
         On any failure everything created so far is removed and the error re-raised.
+        data_dir: a data dir the caller owns (a defined zone's, zoned.zones): its upper/
+        and log are used as they are and outlive the container (kept_data in state.json).
         """
         specmod.check_id(cid)
         specmod.validate(cfg)  # every config check, before anything is created
@@ -119,7 +121,10 @@ class Runtime:
         spawn_fd = None
         try:
             lower = (cfg.get("annotations") or {}).get(specmod.ANN_LOWER)
-            if lower or log:  # the writable layer and the log go to the data root (disk)
+            if data_dir:  # zoned.zones: kept across restarts (only the logger is undone)
+                os.makedirs(data_dir, 0o711, exist_ok=True)
+                data = data_dir
+            elif lower or log:  # the writable layer and the log go to the data root (disk)
                 from zoned.storage import make_zone_dir
 
                 data = make_zone_dir(self.store.data, cid)
@@ -135,7 +140,8 @@ class Runtime:
                 rootfs = os.path.join(d, "rootfs")  # a mount point: runtime state
                 upper, work = os.path.join(data, "upper"), os.path.join(data, "work")
                 for p in (rootfs, upper, work):
-                    os.mkdir(p, 0o755)
+                    if not (data_dir and p != rootfs and os.path.isdir(p)):
+                        os.mkdir(p, 0o755)
                 root_id = host_root(linux)
                 if root_id is not None:  # the container's root must own its upper layer
                     for p in (upper, work):
@@ -152,7 +158,7 @@ class Runtime:
                 cid, cfg, bundle=os.path.abspath(bundle) if bundle else d, rootfs=rootfs,
                 cgroup=cg_path, data=data, log=log_path,
                 logger=logger.describe() if logger is not None else None,
-                autoremove=autoremove)
+                autoremove=autoremove, **({"kept_data": True} if data_dir else {}))
             if network is not None:
                 network.prepare(d, cfg)
                 state["zoned"]["network"] = network.describe()
@@ -244,7 +250,12 @@ class Runtime:
             for fd in log_fds:
                 os.close(fd)
             log_fds = []
-            abandon(self.store, cid, cgroup=cgroup, network=network, data=data,
+            if data_dir and logger is not None:
+                from zoned.logs import wait_logger
+
+                wait_logger(logger.describe())
+            abandon(self.store, cid, cgroup=cgroup, network=network,
+                    data=None if data_dir else data,
                     logger=logger.describe() if logger is not None else None)
             raise
         finally:
@@ -341,7 +352,8 @@ class Runtime:
         """Keep the exit code of a container whose init we reaped (a foreground `run`):
         `ps` shows it as "exited (N)"."""
         with self.store.lock(cid):
-            self.store.write_state(cid, {**self.store.read_state(cid), "exit_code": code})
+            self.store.write_state(cid, {**self.store.read_state(cid), "exit_code": code,
+                                         "finished": time.time()})  # ps: "5 seconds ago"
 
     def stop(self, cid: str, timeout: float = 10.0) -> None:
         """SIGTERM (or the image's StopSignal), then SIGKILL after `timeout` seconds
@@ -425,7 +437,11 @@ class Runtime:
         # stopped zone that `rm` finishes, never an orphan data dir (gc removes those too).
         z = st.get("zoned") or {}
         data = z["data"] if "data" in z else self.store.data_dir(cid)
-        if data:
+        if data and z.get("kept_data"):  # a defined zone's layer (zoned.zones) stays
+            from zoned.logs import wait_logger
+
+            wait_logger(z.get("logger"))
+        elif data:
             from zoned.logs import discard_zone_data
 
             discard_zone_data(data, z.get("logger"))

@@ -1,0 +1,107 @@
+"""The one conversion of a zone file: into the RunOptions that `zoned run`'s flags make,
+then through zoned.api.build_config into the same OCI config. No second model: a zone
+file is `zoned run -d` with its flags written down."""
+from __future__ import annotations
+
+from zoned.errors import ConfigError, ZonedError
+from zoned.oci.spec import RunOptions
+from zoned.zones.zonefile import Zone
+
+ANN_ZONE = "org.zoned.zone"  # the config of a container started from a zone file
+ANN_UUID = "org.zoned.zone.uuid"
+
+# a `zoned run` flag named in an error -> the zone file's key
+FLAG_KEYS = {"--memory": "maxmem", "--cpus": "vcpus", "--cpuset-cpus": "cpus",
+             "--pids-limit": "pids", "--hostname": "hostname", "--ip": "vif[0].ip",
+             "--mac": "vif[0].mac", "-p": "vif", "--publish": "vif", "--network": "vif",
+             "-v": "volumes", "--volume": "volumes", "-e": "env", "--env": "env",
+             "--user": "user", "-u": "user", "--dns": "dns", "--image": "image",
+             "working directory": "workdir", "no command given": "command"}
+
+
+def mib(value) -> str:
+    """memory: 256 (MiB, as xm) or a size string as `--memory` takes it."""
+    return f"{value}m" if isinstance(value, int) else str(value)
+
+
+def run_options(zone: Zone) -> RunOptions:
+    """The RunOptions of `zoned run -d` with this zone's flags."""
+    import shlex
+
+    d = zone.data
+    command = d.get("command") or []
+    if isinstance(command, str):
+        try:
+            command = shlex.split(command)
+        except ValueError as e:
+            raise zone.error("command", str(e)) from None
+    env = d.get("env") or []
+    if isinstance(env, dict):
+        env = [f"{k}={'' if v is None else v}" for k, v in env.items()]
+    vifs = d.get("vif") or []
+    memory = d.get("maxmem", d.get("memory"))
+    annotations = {ANN_ZONE: zone.name}
+    if d.get("uuid"):
+        annotations[ANN_UUID] = d["uuid"]
+    return RunOptions(
+        args=[str(a) for a in command], image=d.get("image"), rootfs=d.get("rootfs"),
+        name=zone.name, hostname=d.get("hostname"),
+        memory=mib(memory) if memory is not None else None,
+        cpus=str(d["vcpus"]) if "vcpus" in d else None,
+        cpuset_cpus=str(d["cpus"]) if "cpus" in d else None,
+        pids_limit=d.get("pids"), env=env, workdir=d.get("workdir"),
+        user=str(d["user"]) if "user" in d else None, volumes=list(d.get("volumes") or []),
+        tty=bool(d.get("tty")), interactive=bool(d.get("tty")),
+        network=[v["network"] for v in vifs], ip=vifs[0].get("ip") if vifs else None,
+        mac=vifs[0].get("mac") if vifs else None,
+        publish=[str(p) for v in vifs for p in v.get("ports") or []],
+        dns=[str(x) for x in d.get("dns") or []], annotations=annotations)
+
+
+def oci_config(zone: Zone, images_root: str | None = None) -> tuple[RunOptions, dict]:
+    """The zone's RunOptions and OCI config; a problem names the zone file's key."""
+    from zoned import api
+
+    opts = run_options(zone)
+    try:
+        if zone.get("backend") == "vm":
+            from zoned.backends.vm import check_options
+
+            check_options(opts)
+        cfg = api.build_config(opts, images_root)
+    except ZonedError as e:
+        raise keyed(zone, e) from None
+    if zone.get("capabilities"):
+        add_capabilities(zone, cfg)
+    return opts, cfg
+
+
+def add_capabilities(zone: Zone, cfg: dict) -> None:
+    """`capabilities: [SYS_BOOT]` (podman's --cap-add): into every set of the process,
+    and the default seccomp profile made again for the larger bounding set (it allows
+    reboot(2) only to a zone holding CAP_SYS_BOOT, as Moby's does)."""
+    from zoned.child.seccomp import default_profile
+    from zoned.child.security import add_capabilities as with_caps, cap_number
+
+    names = zone.get("capabilities")
+    for i, name in enumerate(names):
+        if cap_number(name) is None:
+            raise zone.error(f"capabilities[{i}]", f"{name!r}: no such capability")
+    proc = cfg["process"]
+    proc["capabilities"] = with_caps(proc.get("capabilities"), names)
+    cfg["linux"]["seccomp"] = default_profile(proc["capabilities"]["bounding"])
+
+
+def keyed(zone: Zone, e: ZonedError) -> ZonedError:
+    """`zoned run`'s error for a flag, as the zone file's key that set it."""
+    text = str(e)
+    for flag, key in FLAG_KEYS.items():
+        if flag in text:
+            if key == "maxmem" and "maxmem" not in zone.data:
+                key = "memory"
+            if flag.startswith("-"):  # say it in the file's words
+                text = text.replace(f"invalid {flag} ", "invalid value ").replace(flag, key)
+            return zone.error(key, text)
+    if "image" in text.lower():
+        return zone.error("image", text)
+    return ConfigError(f"{zone.path}: {text}") if isinstance(e, ConfigError) else e
