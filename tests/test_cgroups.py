@@ -469,7 +469,7 @@ def test_kill_empties_cgroup_with_forking_processes(cg, kids):
         signal.pause()
 
     pid = kids.spawn(cg, tree)
-    deadline = time.monotonic() + 5
+    deadline = time.monotonic() + 30  # a loaded host forks slowly
     while len(cg.pids()) < 4 and time.monotonic() < deadline:
         time.sleep(0.01)
     assert len(cg.pids()) >= 4

@@ -52,7 +52,11 @@ def cmd_run(args) -> int:
     if args.detach:
         started = rt.create(cid, cfg, use_fifo=False, log=True, autoremove=args.rm,
                             network=net)
-        rt.start(cid, started)
+        try:
+            rt.start(cid, started)
+        except BaseException:  # interrupted between create and start: nothing stays
+            rt.delete(cid, force=True)
+            raise
         print(cid)
         return 0
     return _foreground(rt, cid, cfg, args, net)
