@@ -102,7 +102,8 @@ def test_signal_mid_create(cli, zoned_root, sig):
     p.wait(timeout=10)
     if sig != signal.SIGKILL:
         assert "interrupted" in p.stderr.read()
-        assert _wait_for(lambda: host_snapshot(zoned_root) == before, 30)
+        assert _wait_for(lambda: host_snapshot(zoned_root) == before, 30), \
+            (before, host_snapshot(zoned_root))
     else:
         assert host_snapshot(zoned_root) != before  # leftovers: state dir, cgroup
         out = cli("gc").stdout

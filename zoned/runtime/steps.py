@@ -157,14 +157,14 @@ def make_cgroup(path: str, linux: dict):
     from zoned.cgroups import open_cgroup
 
     cgroup = open_cgroup(path)
-    for attempt in range(3):  # `zoned gc` may remove an empty parent meanwhile
-        try:
-            cgroup.create()
-            break
-        except OSError as e:
-            if e.errno != errno.ENOENT or attempt == 2:
-                raise
-    try:
+    try:  # an interrupt (or a failure) half-way leaves no directory of it behind
+        for attempt in range(3):  # `zoned gc` may remove an empty parent meanwhile
+            try:
+                cgroup.create()
+                break
+            except OSError as e:
+                if e.errno != errno.ENOENT or attempt == 2:
+                    raise
         cgroup.apply(container_resources(linux.get("resources") or {}, linux.get("devices")))
     except BaseException:
         discard_cgroup(cgroup)
