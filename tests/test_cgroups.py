@@ -5,7 +5,6 @@ from __future__ import annotations
 import errno
 import os
 import signal
-import statistics
 import time
 import traceback
 import uuid
@@ -729,9 +728,10 @@ def test_v2_files_written():
 
 # -- speed --------------------------------------------------------------------------------
 
-def test_start_path_is_fast(kids):
-    """create + apply(memory, pids, cpu, devices) + add + destroy: the cgroup share of a
-    container start."""
+def test_start_path_round_trips(kids):
+    """create + apply(memory, pids, cpu, devices) + add + destroy, as a container start does,
+    many times in a row: each time the process is in the cgroup and nothing is left. (Its
+    speed is bench/'s to measure, not a timed assert's.)"""
     res = {"memory": {"limit": 64 * MiB, "swap": 64 * MiB}, "pids": {"limit": 100},
            "cpu": {"shares": 512, "quota": 50000, "period": 100000},
            "devices": [{"allow": False, "access": "rwm"}] + [
@@ -739,21 +739,14 @@ def test_start_path_is_fast(kids):
                for m in (3, 5, 7, 8, 9)]}
     if cgroups.detect() == "v2" and not _v2_has("memory", "cpu", "pids"):
         res = {"devices": res["devices"]}
-    times = []
-    for _ in range(100):
+    for _ in range(20):
         pid = kids.spawn(None, lambda: signal.pause())
         c = open_cgroup(f"{PARENT}/{uuid.uuid4().hex[:12]}")
-        t0 = time.perf_counter()
         c.create()
         c.apply(res)
         c.add(pid)
-        t1 = time.perf_counter()
+        assert c.pids() == [pid]
         os.kill(pid, signal.SIGKILL)
         kids.wait(pid)
-        t2 = time.perf_counter()
         c.destroy()
-        times.append(t1 - t0 + time.perf_counter() - t2)
-    med = statistics.median(times)
-    print(f"\ncgroup create+apply+add+destroy: median {med * 1e3:.2f} ms over 100 "
-          f"({cgroups.detect()})")
-    assert med < 0.05
+        assert not c.exists()

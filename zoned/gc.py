@@ -75,14 +75,16 @@ def collect(rt: Runtime, *, dry_run: bool = False,
             yield f"cgroup {path}: no container (removed if empty)"
         elif remove_if_empty(path):
             yield f"cgroup {path}: no container"
-    # State-root parents (/zoned, /zoned-<hash>) with no containers left under them: empty ones
-    # hold nothing, and a create racing with this rmdir retries (runtime.create).
-    for path in list_paths("/"):
-        if (path == "/zoned" or path.startswith("/zoned-")) and not list_paths(path):
-            if dry_run:
-                yield f"cgroup {path}: empty state-root parent (removed if empty)"
-            elif remove_if_empty(path):
-                yield f"cgroup {path}: empty state-root parent"
+    # This state root's parent (/zoned or /zoned-<hash>) with no containers left under it:
+    # empty, it holds nothing, and a create racing with this rmdir retries (make_cgroup).
+    # Only our own: another root's parent may be empty for a moment while its create is
+    # making the container's directories, hierarchy by hierarchy.
+    path = cgroup_parent(store.root)
+    if path != "/" and not list_paths(path):
+        if dry_run:
+            yield f"cgroup {path}: empty state-root parent (removed if empty)"
+        elif remove_if_empty(path):
+            yield f"cgroup {path}: empty state-root parent"
     from zoned import storage
     from zoned.checkpoint.scratch import gc_scratch
 
