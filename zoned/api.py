@@ -174,12 +174,16 @@ def _pump(pid: int, fds: dict[int, list[bytes]], stdin_fd: int | None,
     for key in list(sel.get_map().values()):
         sel.unregister(key.fd)
         os.close(key.fd)
-    if deadline is not None and not timed_out:
-        from zoned.linux.proc import wait_exit
+    if deadline is not None and not timed_out:  # no pipes to wait on: wait for the pid
+        import select
 
-        if not wait_exit(pid, None, max(0.0, deadline - time.monotonic())):
-            timed_out = True
-            kill()
+        fd = os.pidfd_open(pid)  # our unreaped child: it is the process we started
+        try:
+            if not select.select([fd], [], [], max(0.0, deadline - time.monotonic()))[0]:
+                timed_out = True
+                kill()
+        finally:
+            os.close(fd)
     _, st = os.waitpid(pid, 0)
     return status_code(st), timed_out
 
