@@ -114,6 +114,10 @@ def build_config(opts: RunOptions, images_root: str | None = None) -> dict:
     from zoned.child.seccomp import default_profile
 
     cfg["linux"]["seccomp"] = default_profile(cfg["process"]["capabilities"]["bounding"])
+    if os.geteuid() != 0:  # rootless: a user namespace of the user's own
+        from zoned.rootless import adapt_config
+
+        adapt_config(cfg)
     return cfg
 
 

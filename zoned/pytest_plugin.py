@@ -65,16 +65,32 @@ def pytest_runtest_makereport(item, call):
 
 @pytest.fixture(scope="session")
 def zoned_image(pytestconfig) -> str:
-    """The image name tests run (--zoned-image, ini zoned_image, default busybox), looked
-    up once per session so a missing image is one clear error, not N."""
+    """The image tests run (--zoned-image, ini zoned_image, default busybox): the default
+    of zone() and zoned_run(). Looked up once per session, so a missing image is one clear
+    error, not N; an image zoned has a recipe for (busybox) is built if missing (a rootless
+    user starts with an empty store of their own)."""
     from zoned.images.errors import ImageNotFound
-    from zoned.images.store import ImageStore
+    from zoned.images.store import RECIPES_DIR, ImageStore
 
     name = pytestconfig.getoption("--zoned-image") or pytestconfig.getini("zoned_image")
+    store = ImageStore(None)
     try:
-        return ImageStore(None).get(name).name
+        return store.get(name).name
     except ImageNotFound as e:
-        raise pytest.UsageError(f"zoned_image: {e}") from None
+        recipe = os.path.join(RECIPES_DIR, f"{name}.yaml")
+        if name != "busybox" or not os.path.exists(recipe):
+            raise pytest.UsageError(f"zoned_image: {e}") from None
+        from zoned.linux.locks import acquire
+
+        os.makedirs(store.root_dir, exist_ok=True)
+        lock = acquire(os.path.join(store.root_dir, ".zoned-image-build"))  # xdist workers
+        try:
+            try:
+                return store.get(name).name
+            except ImageNotFound:
+                return store.build(recipe).name
+        finally:
+            os.close(lock)
 
 
 @pytest.fixture
@@ -153,7 +169,7 @@ def _marker_options(request) -> dict:
 
 
 @pytest.fixture
-def zone(request, zoned_root):
+def zone(request, zoned_root, zoned_image):
     """A factory: zone(args, **options) -> a started zoned.Container, killed and removed
     after the test (backend="vm": a VM). Options: the test's @pytest.mark.zone(...), then
     the call's; `timeout` there applies to zoned_run only."""
@@ -166,6 +182,7 @@ def zone(request, zoned_root):
     def make(args=None, **options):
         options = {**defaults, **options}
         options.setdefault("root", zoned_root)
+        options.setdefault("image", zoned_image)
         c = Container(args or ["sleep", "3600"], **options)
         made.append(c)
         return c.start()
@@ -176,7 +193,7 @@ def zone(request, zoned_root):
 
 
 @pytest.fixture
-def zoned_run(request, zoned_root):
+def zoned_run(request, zoned_root, zoned_image):
     """zoned.run bound to this test's root and @pytest.mark.zone(...) options:
     zoned_run(["echo", "hi"]).stdout == b"hi\\n" (timeout=, check=, input=, ... as run)."""
     import zoned.api
@@ -186,6 +203,7 @@ def zoned_run(request, zoned_root):
     def run(args, **options):
         options = {**defaults, **options}
         options.setdefault("root", zoned_root)
+        options.setdefault("image", zoned_image)
         return zoned.api.run(args, **options)
 
     return run
