@@ -118,6 +118,23 @@ def adapt_config(cfg: dict) -> dict:
         linux.setdefault("namespaces", []).append({"type": "user"})
         linux["uidMappings"], linux["gidMappings"] = id_mappings()
     cfg["mounts"] = [m for m in cfg.get("mounts") or [] if m.get("type") != "cgroup"]
+    user = (cfg.get("process") or {}).get("user") or {}
+    for kind, key in (("uid", "uidMappings"), ("gid", "gidMappings")):
+        want = int(user.get(kind, 0))
+        maps = linux.get(key) or []
+        if not any(m["containerID"] <= want < m["containerID"] + m["size"] for m in maps):
+            from zoned.errors import ConfigError
+
+            top = max(m["containerID"] + m["size"] for m in maps) - 1
+            raise ConfigError(f"invalid --user: {kind} {want} is not mapped in a rootless "
+                              f"zone (0-{top} are: give your user a range in "
+                              f"/etc/sub{kind} for more)")
+    gids = {m["containerID"] for m in linux.get("gidMappings") or [] if m["size"] == 1}
+    if 5 not in gids and not any(m["containerID"] <= 5 < m["containerID"] + m["size"]
+                                 for m in linux.get("gidMappings") or []):
+        for m in cfg["mounts"]:  # devpts' gid=5 (tty) must be mapped (runc rootless too)
+            if m.get("type") == "devpts":
+                m["options"] = [o for o in m.get("options") or [] if o != "gid=5"]
     return cfg
 
 

@@ -152,7 +152,10 @@ def run_userns_stage(plan: Plan) -> None:
             sc.setns(fd, sc.CLONE_NEWUSER)
             os.close(fd)
         else:
+            rootless = os.geteuid() != 0  # (asked before: unmapped, it is the overflow id)
             sc.unshare(sc.CLONE_NEWUSER)
+            if rootless:  # the parent, the same user and no root, may only write our
+                sc.set_dumpable(True)  # maps if we are dumpable (reset below)
             send(plan.sock, Op.USERNS)
             msg = chan.recv()
             if msg.op is not Op.MAPPED:
