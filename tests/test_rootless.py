@@ -8,6 +8,7 @@ import os
 import pwd
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -152,4 +153,61 @@ def test_example_suite_under_xdist_as_the_user(user):
                  "-c", "/dev/null", "--rootdir", user.work, EXAMPLE, timeout=600)
     assert p.returncode == 0, p.stdout + p.stderr
     assert "8 passed" in p.stdout
+    assert leftovers(user) == []
+
+
+PASTA_SCRIPT = """
+import subprocess, time, zoned
+with zoned.Container(["sh", "-c", "echo from-zone > /tmp/i; cd /tmp; exec httpd -f -p 80"],
+                     network="pasta", publish=["{port}:80"]) as c:
+    for _ in range(50):
+        r = subprocess.run(["wget", "-qO-", "http://127.0.0.1:{port}/i"], capture_output=True,
+                           text=True)
+        if r.returncode == 0:
+            break
+        time.sleep(0.1)
+    print("got", r.stdout.strip())
+    print("pasta", c.state["zoned"]["network"]["pid"])
+"""
+
+
+def test_pasta_publishes_a_port(user, tmp_path):
+    """-p through pasta. This host's /dev/net/tun is 0600 (no user may open it), so the
+    user runs in a throw-away mount namespace where it is a 0666 node of the same device;
+    with the host's as it is, the error names the cause."""
+    if not os.access("/usr/bin/pasta", os.X_OK):
+        pytest.skip("pasta is missing (apt-get install passt: make setup does)")
+    port = 20000 + user.uid % 1000
+    script = os.path.join(user.work, "pasta_check.py")
+    with open(script, "w") as f:
+        f.write(PASTA_SCRIPT.format(port=port))
+    os.chmod(script, 0o644)
+    if (os.stat("/dev/net/tun").st_mode & 0o777) != 0o666:
+        p = user.run(ZONED, "run", "--rm", "--network", "pasta", "-p", f"{port}:80", "--",
+                     "true")
+        assert p.returncode == 125 and "/dev/net/tun is not open to you" in p.stderr
+    tun = tmp_path / "tun"
+    tun.mkdir()
+    env = " ".join(f"{k}={v}" for k, v in user.env().items()
+                   if k in ("HOME", "USER", "PATH"))
+    inner = (f"mount -t tmpfs zhntun {tun} && mknod -m 666 {tun}/tun c 10 200 && "
+             f"mount --bind {tun}/tun /dev/net/tun && "
+             f"setpriv --reuid={user.uid} --regid={user.uid} --init-groups -- "
+             f"env {env} {sys.executable} {script}")
+    p = subprocess.run(["unshare", "-m", "--propagation", "private", "sh", "-c", inner],
+                       capture_output=True, text=True, timeout=120, cwd="/")
+    assert p.returncode == 0, p.stderr
+    assert "got from-zone" in p.stdout
+    pasta = int(p.stdout.split("pasta ")[1].split()[0])
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:  # ended with the zone (maybe a zombie
+        try:                                          # until this host's PID 1 reaps it)
+            with open(f"/proc/{pasta}/stat") as f:
+                if f.read().split(") ")[1][0] == "Z":
+                    break
+        except FileNotFoundError:
+            break
+        time.sleep(0.1)
+    else:
+        raise AssertionError(f"pasta {pasta} outlived its zone")
     assert leftovers(user) == []
