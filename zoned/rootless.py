@@ -87,7 +87,7 @@ def subordinate_range(path: str) -> tuple[int, int] | None:
     return None
 
 
-def _tool(name: str) -> str | None:
+def find_tool(name: str) -> str | None:
     for d in ("/usr/bin", "/bin", "/usr/sbin", "/sbin", "/usr/local/bin"):
         p = os.path.join(d, name)
         if os.access(p, os.X_OK):
@@ -103,7 +103,7 @@ def id_mappings() -> tuple[list[dict], list[dict]]:
                             (os.getegid(), SUBGID, "newgidmap")):
         maps = [{"containerID": 0, "hostID": own, "size": 1}]
         sub = subordinate_range(path)
-        if sub and _tool(tool) and _tool("newuidmap") and _tool("newgidmap"):
+        if sub and find_tool(tool) and find_tool("newuidmap") and find_tool("newgidmap"):
             maps.append({"containerID": 1, "hostID": sub[0], "size": min(sub[1], 65536)})
         out.append(maps)
     return out[0], out[1]
@@ -157,7 +157,7 @@ def write_maps(pid: int, linux: dict) -> None:
                 raise ConfigError(f"rootless: writing {name} failed: {e.strerror}") from None
         return
     for tool, maps in (("newuidmap", uids), ("newgidmap", gids)):
-        argv = [_tool(tool) or tool, str(pid)]
+        argv = [find_tool(tool) or tool, str(pid)]
         for m in maps:
             argv += [str(int(m["containerID"])), str(int(m["hostID"])), str(int(m["size"]))]
         p = subprocess.run(argv, capture_output=True, text=True)
@@ -254,8 +254,8 @@ def describe() -> dict:
         "images": os.environ.get("ZONED_IMAGES") or images_dir(),
         "cgroups": "delegated v2: " + d if (d := delegated_cgroup()) else
         "none (no delegated cgroup v2 subtree: limits are not enforced)",
-        "network": "none (only lo); slirp4netns: " + ("yes" if _tool("slirp4netns") else "no")
-        + ", pasta: " + ("yes" if _tool("pasta") else "no"),
+        "network": "none (only lo); slirp4netns: " + ("yes" if find_tool("slirp4netns") else "no")
+        + ", pasta: " + ("yes" if find_tool("pasta") else "no"),
     }
 
 

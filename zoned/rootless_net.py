@@ -55,9 +55,9 @@ class UserNetwork:
                           "publish": self.publish, "networks": []}
 
     def prepare(self, state_dir: str, cfg: dict) -> None:
-        from zoned.rootless import _tool
+        from zoned.rootless import find_tool
 
-        if not _tool("pasta"):
+        if not find_tool("pasta"):
             raise ConfigError("--network pasta: pasta is not installed (apt-get install "
                               "passt)")
         if not tun_usable():
@@ -70,10 +70,10 @@ class UserNetwork:
         import subprocess
 
         from zoned.linux.proc import proc_start_time
-        from zoned.rootless import _tool
+        from zoned.rootless import find_tool
 
         pidfile = os.path.join(self.state_dir or "/tmp", "pasta.pid")
-        argv = [_tool("pasta") or "pasta", "--config-net", "--quiet", "--pid", pidfile,
+        argv = [find_tool("pasta") or "pasta", "--config-net", "--quiet", "--pid", pidfile,
                 "-T", "none", "-U", "none"]
         if not any(flag == "-u" for flag, _ in self.ports):
             argv += ["-u", "none"]
