@@ -142,6 +142,7 @@ def main() -> int:
             subprocess.run(["pkill", "-KILL", "-u", made_user.pw_name], capture_output=True)
             subprocess.run(["userdel", "-r", made_user.pw_name], capture_output=True)
             shutil.rmtree(f"/tmp/zoned-{made_user.pw_uid}", ignore_errors=True)
+            shutil.rmtree(f"/tmp/pytest-of-{made_user.pw_name}", ignore_errors=True)
     empty = statistics.median(times["empty"]) if "empty" in times else 0.0
     per = {w: (statistics.median(ts) - empty) / args.n * 1000 for w, ts in times.items()
            if w != "empty"}

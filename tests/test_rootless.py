@@ -64,7 +64,7 @@ class User:
             subprocess.run(["usermod", "--del-subuids", ids, "--del-subgids", ids, self.name])
         subprocess.run(["pkill", "-KILL", "-u", self.name], capture_output=True)
         subprocess.run(["userdel", "-r", self.name], capture_output=True)
-        subprocess.run(["rm", "-rf", f"/tmp/zoned-{self.uid}"])
+        subprocess.run(["rm", "-rf", f"/tmp/zoned-{self.uid}", f"/tmp/pytest-of-{self.name}"])
 
 
 @pytest.fixture(scope="module", params=["subids", "single"])
