@@ -252,7 +252,8 @@ def describe() -> dict:
         "state_root": os.environ.get("ZONED_ROOT") or runtime_base(),
         "data_root": os.environ.get("ZONED_DATA") or data_base(),
         "images": os.environ.get("ZONED_IMAGES") or images_dir(),
-        "cgroups": "delegated v2: " + d if (d := delegated_cgroup()) else
+        "cgroups": f"none (a delegated v2 subtree at {d} is not used yet: limits are not "
+        "enforced)" if (d := delegated_cgroup()) else
         "none (no delegated cgroup v2 subtree: limits are not enforced)",
         "network": "none (only lo); slirp4netns: " + ("yes" if find_tool("slirp4netns") else "no")
         + ", pasta: " + ("yes" if find_tool("pasta") else "no"),
