@@ -4,11 +4,12 @@
 lazily so `import zoned` costs nothing for the CLI.
 """
 __version__ = "0.1.0"
-__all__ = ["run", "Container", "Result", "Runtime", "RunOptions", "ZonedError"]
+__all__ = ["run", "Container", "Result", "Runtime", "RunOptions", "ZonedError",
+           "TimeoutExpired", "CalledProcessError"]
 
 
 def __getattr__(name: str):
-    if name in ("run", "Container", "Result"):
+    if name in ("run", "Container", "Result", "TimeoutExpired", "CalledProcessError"):
         from zoned import api
 
         return getattr(api, name)

@@ -1,13 +1,18 @@
 """The Python API: what test harnesses embed and what the CLI is a thin layer over.
 
-    result = zoned.run(["echo", "hi"], image="busybox", memory="64m")
+    result = zoned.run(["echo", "hi"], image="busybox", memory="64m", timeout=30)
     with zoned.Container(["sleep", "60"], image="busybox") as c:
         print(c.exec(["hostname"]).stdout)
+
+It behaves like `subprocess` where the two overlap: a list command (a str only with
+shell=True, as `sh -c`), `timeout=` raising TimeoutExpired and `check=True` raising
+CalledProcessError, both subclasses of subprocess's own (and of ZonedError).
 """
 from __future__ import annotations
 
 import os
 import signal
+import time
 
 from zoned.backends.zone import ZoneBackend
 from zoned.backends.zone import network_for as network_for  # the CLI's too
@@ -34,8 +39,44 @@ class Result:
                 f"stdout={self.stdout!r}, stderr={self.stderr!r})")
 
     def check_returncode(self) -> None:
+        """Raise CalledProcessError (a subprocess.CalledProcessError) if it failed."""
         if self.returncode:
-            raise ZonedError(f"command {self.args!r} exited with status {self.returncode}")
+            from zoned.api_errors import CalledProcessError
+
+            raise CalledProcessError(self.returncode, self.args, self.stdout, self.stderr,
+                                     self.name)
+
+    @property
+    def output(self):  # subprocess.CompletedProcess has no such name, its error does
+        return self.stdout
+
+
+def __getattr__(name: str):
+    """zoned.api.TimeoutExpired / CalledProcessError, loaded when first asked for."""
+    if name in ("TimeoutExpired", "CalledProcessError"):
+        from zoned import api_errors
+
+        return getattr(api_errors, name)
+    raise AttributeError(f"module 'zoned.api' has no attribute {name!r}")
+
+
+def command_args(args, shell: bool = False) -> list[str]:
+    """The argv a command means: a list as is; a str only with shell=True, as `sh -c STR`
+    (subprocess's rule: iterating a str gave `exec: "e"` before)."""
+    if isinstance(args, (str, bytes)):
+        if isinstance(args, bytes):
+            args = args.decode()
+        if shell:
+            return ["/bin/sh", "-c", args]
+        raise TypeError(f"command {args!r} is a str: pass a list (shlex.split(cmd)) or "
+                        "shell=True to run it with /bin/sh -c")
+    if shell:
+        raise TypeError("shell=True needs the command as one str")
+    args = list(args) if args is not None else []
+    for a in args:
+        if not isinstance(a, str):
+            raise TypeError(f"command argument {a!r} is not a str")
+    return args
 
 
 def new_name() -> str:
@@ -73,14 +114,26 @@ def build_config(opts: RunOptions, images_root: str | None = None) -> dict:
     from zoned.child.seccomp import default_profile
 
     cfg["linux"]["seccomp"] = default_profile(cfg["process"]["capabilities"]["bounding"])
+    if os.geteuid() != 0:  # rootless: a user namespace of the user's own
+        from zoned.rootless import adapt_config
+
+        adapt_config(cfg)
     return cfg
 
 
+GRACE = 2.0  # after a timeout's kill: how long to drain output still buffered in pipes
+
+
 def _pump(pid: int, fds: dict[int, list[bytes]], stdin_fd: int | None,
-          data: bytes | None) -> int:
-    """Feed `data` to stdin and collect output until EOF, then reap `pid`."""
+          data: bytes | None, timeout: float | None = None,
+          kill=None) -> tuple[int, bool]:
+    """Feed `data` to stdin and collect output until EOF, then reap `pid`.
+    With `timeout`: call kill() when it runs out, drain for GRACE seconds (a process the
+    kill missed may hold a pipe), and return (status, True)."""
     import selectors
 
+    deadline = None if timeout is None else time.monotonic() + timeout
+    timed_out = False
     sel = selectors.DefaultSelector()
     for fd in fds:
         sel.register(fd, selectors.EVENT_READ)
@@ -93,7 +146,17 @@ def _pump(pid: int, fds: dict[int, list[bytes]], stdin_fd: int | None,
             os.close(stdin_fd)
             stdin_fd = None
     while sel.get_map():
-        for key, _ in sel.select():
+        wait = None
+        if deadline is not None:
+            wait = deadline - time.monotonic()
+            if wait <= 0:
+                if timed_out:
+                    break  # drained what we could: the rest is a stray holder's
+                timed_out = True
+                kill()
+                deadline = time.monotonic() + GRACE
+                continue
+        for key, _ in sel.select(wait):
             fd = key.fd
             if fd == stdin_fd:
                 try:
@@ -112,8 +175,21 @@ def _pump(pid: int, fds: dict[int, list[bytes]], stdin_fd: int | None,
             else:
                 sel.unregister(fd)
                 os.close(fd)
+    for key in list(sel.get_map().values()):
+        sel.unregister(key.fd)
+        os.close(key.fd)
+    if deadline is not None and not timed_out:  # no pipes to wait on: wait for the pid
+        import select
+
+        fd = os.pidfd_open(pid)  # our unreaped child: it is the process we started
+        try:
+            if not select.select([fd], [], [], max(0.0, deadline - time.monotonic()))[0]:
+                timed_out = True
+                kill()
+        finally:
+            os.close(fd)
     _, st = os.waitpid(pid, 0)
-    return status_code(st)
+    return status_code(st), timed_out
 
 
 def _pipes(capture: bool, input: bytes | None):
@@ -137,20 +213,53 @@ def _finish(args, code, reads, text, name) -> Result:
     return Result(list(args), code, outs[0], outs[1], name)
 
 
-def run(args: list[str], *, image: str | None = None, capture: bool = True,
+def _timed_out(result: Result, timeout: float):
+    from zoned.api_errors import TimeoutExpired
+
+    return TimeoutExpired(result.args, timeout, result.stdout, result.stderr, result.name)
+
+
+def _kill_pid(pid: int):
+    def kill() -> None:
+        try:
+            os.kill(pid, signal.SIGKILL)  # our child, not yet reaped: its pid is its own
+        except ProcessLookupError:
+            pass
+    return kill
+
+
+def run(args: list[str] | str, *, image: str | None = None, capture: bool = True,
         input: bytes | str | None = None, text: bool = False, check: bool = False,
+        timeout: float | None = None, shell: bool = False,
         root: str | None = None, name: str | None = None, images: str | None = None,
         backend: str = "zone", accel: str = "auto", **options) -> Result:
-    """Run `args` in a new container, wait for it, remove it and return its Result.
+    """Run `args` in a new container, wait for it, remove it and return its Result
+    (.args, .returncode, .stdout, .stderr, .name), as subprocess.run does.
 
-    Keyword options are RunOptions fields (memory="64m", pids_limit=64, env=[...], ...).
+    args: a list; a str only with shell=True (run as /bin/sh -c STR in the zone).
+    capture: stdout/stderr into the Result (False: this process's own).
+    input: bytes (or str) fed to the command's stdin; else stdin is /dev/null.
+    text: decode stdout/stderr to str.  check: raise zoned.api.CalledProcessError (a
+    subprocess.CalledProcessError) on a non-zero status.  timeout: seconds; then the zone
+    is killed (SIGKILL to its PID 1) and zoned.api.TimeoutExpired (a
+    subprocess.TimeoutExpired) raised with the output so far.
+    root: the state root (default $ZONED_ROOT or /run/zoned; rootless: zoned.rootless).
+    name: the zone's name (default z-<random>).  images: the image store's root.
+    Other keyword options are RunOptions fields, listed in README "Options": image,
+    memory="64m", cpus=0.5, pids_limit=64, env=["A=b"], user, workdir, hostname,
+    volumes=["/src:/dst:ro"], read_only, init, network, publish, ...
     backend="vm" boots it as a QEMU micro-VM instead (accel: "auto", "kvm" or "tcg").
     """
+    args = command_args(args, shell)
     cid = name or new_name()
     opts = RunOptions(args=list(args), image=image, name=cid, **options)
     if isinstance(input, str):
         input = input.encode()
     if backend == "vm":
+        if timeout is not None:
+            from zoned.errors import ConfigError
+
+            raise ConfigError("timeout= is not supported with backend=\"vm\" yet")
         result = _run_vm(list(args), cid, opts, root, images, capture, input, text, accel)
         if check:
             result.check_returncode()
@@ -170,10 +279,13 @@ def run(args: list[str], *, image: str | None = None, capture: bool = True,
             os.close(fd)
     try:
         backend.start(cid, started)
-        code = _pump(started.pid, reads, stdin_w, input)
+        code, timed_out = _pump(started.pid, reads, stdin_w, input, timeout,
+                                _kill_pid(started.pid))  # PID 1: its namespace dies too
     finally:
         backend.delete(cid, force=True)
     result = _finish(args, code, reads, text, cid)
+    if timed_out:
+        raise _timed_out(result, timeout)
     if check:
         result.check_returncode()
     return result
@@ -209,12 +321,18 @@ def _run_vm(args: list[str], cid: str, opts: RunOptions, root: str | None,
 
 class Container:
     """A detached container owned by this Python process (its init is our child, so
-    `wait()` gets the real exit status). A context manager: removed on exit.
-    backend="vm": a QEMU micro-VM (accel "auto", "kvm" or "tcg"), with the same methods."""
+    `wait()` gets the real exit status). A context manager: started on entry, killed and
+    removed on exit. Its stdout and stderr go to two logs: logs("stdout"), logs("stderr").
+    backend="vm": a QEMU micro-VM (accel "auto", "kvm" or "tcg"), with the same methods.
 
-    def __init__(self, args: list[str] | None = None, *, image: str | None = None,
+    args: a list (a str with shell=True); default: the image's command.  root, images,
+    name and every RunOptions field (memory=, network=, ...) as zoned.run takes them."""
+
+    def __init__(self, args: list[str] | str | None = None, *, image: str | None = None,
                  name: str | None = None, root: str | None = None, images: str | None = None,
-                 backend: str = "zone", accel: str = "auto", **options):
+                 backend: str = "zone", accel: str = "auto", shell: bool = False,
+                 **options):
+        args = command_args(args, shell)
         if backend not in ("zone", "vm"):
             from zoned.errors import ConfigError
 
@@ -242,7 +360,8 @@ class Container:
                 accel=self.accel, wait=True)
             self.pid = started.pid
             return self
-        started = self.backend.create(self.name, cfg, log=True, network=network)
+        started = self.backend.create(self.name, cfg, log=True, network=network,
+                                      split_stderr=True)
         self.backend.start(self.name, started)
         self.pid = started.pid
         return self
@@ -261,15 +380,25 @@ class Container:
     def status(self) -> str:
         return self.state["status"]
 
-    def exec(self, args: list[str], *, capture: bool = True, input: bytes | str | None = None,
-             text: bool = True, env: list[str] | None = None, user: str | None = None,
-             cwd: str | None = None, check: bool = False) -> Result:
-        """Run `args` inside the container and wait for it."""
+    def exec(self, args: list[str] | str, *, capture: bool = True,
+             input: bytes | str | None = None, text: bool = True,
+             env: list[str] | None = None, user: str | None = None, cwd: str | None = None,
+             check: bool = False, timeout: float | None = None,
+             shell: bool = False) -> Result:
+        """Run `args` inside the container and wait for it (docker exec), as run() does:
+        input= is its stdin (else /dev/null), text (default True here) decodes output,
+        env=["A=b"], user="uid[:gid]", cwd=; check= raises CalledProcessError; timeout=
+        SIGKILLs the exec'd process (not the zone) and raises TimeoutExpired."""
+        args = command_args(args, shell)
         process = exec_process(self.runtime.config(self.name)["process"], args, env=env,
                                user=user, cwd=cwd)
         if isinstance(input, str):
             input = input.encode()
         if self.vm:
+            if timeout is not None:
+                from zoned.errors import ConfigError
+
+                raise ConfigError("timeout= is not supported with backend=\"vm\" yet")
             result = self._exec_vm(args, process, capture, input, text)
             if check:
                 result.check_returncode()
@@ -281,8 +410,11 @@ class Container:
             for fd in close:
                 os.close(fd)
         started.release()
-        code = _pump(started.pid, reads, stdin_w, input)
+        code, timed_out = _pump(started.pid, reads, stdin_w, input, timeout,
+                                _kill_pid(started.pid))
         result = _finish(args, code, reads, text, self.name)
+        if timed_out:
+            raise _timed_out(result, timeout)
         if check:
             result.check_returncode()
         return result
@@ -309,15 +441,32 @@ class Container:
                 reads = {1: [out.read()], 2: [err.read()]}
         return _finish(args, code, reads, text, self.name)
 
-    def kill(self, sig: int = signal.SIGTERM) -> None:
+    def kill(self, sig: int = signal.SIGKILL) -> None:
+        """Send `sig` to the zone's PID 1. The default is SIGKILL (docker kill's): PID 1
+        ignores every signal it has no handler for, so SIGTERM does not stop `sleep`."""
         self.backend.kill(self.name, sig)
 
     def stop(self, timeout: float = 10.0) -> int | None:
+        """SIGTERM (or the image's StopSignal), SIGKILL after `timeout` seconds; the exit
+        status (137 when it had to be killed)."""
         self.runtime.stop(self.name, timeout)
-        return self.wait(0)
+        return self._reap(10)
 
-    def wait(self, timeout: float | None = None) -> int | None:
-        """The exit status once the container's init has exited; None on timeout."""
+    def wait(self, timeout: float | None = None) -> int:
+        """The exit status once the container's init has exited. timeout= (seconds): the
+        zone is killed when it runs out and TimeoutExpired raised, with its logs."""
+        code = self._reap(timeout)
+        if code is None:
+            self.kill(signal.SIGKILL)
+            self._reap(10)
+            from zoned.api_errors import TimeoutExpired
+
+            raise TimeoutExpired(self.opts.args, timeout, self.logs("stdout"),
+                                 self.logs("stderr"), self.name)
+        return code
+
+    def _reap(self, timeout: float | None) -> int | None:
+        """The exit status, or None if the init still runs after `timeout`."""
         if self.returncode is not None:
             return self.returncode
         if self.pid is None:
@@ -336,8 +485,15 @@ class Container:
             self.returncode = exit_code(self.runtime.store.read_state(self.name))
         return self.returncode
 
-    def logs(self) -> str:
-        log = self.runtime.state(self.name)["zoned"].get("log")
+    def logs(self, stream: str = "all") -> str:
+        """What the zone wrote: stream "stdout", "stderr", or "all" (stdout, then stderr:
+        the two are logged apart, so their interleaving is not kept)."""
+        if stream == "all":
+            return self.logs("stdout") + self.logs("stderr")
+        if stream not in ("stdout", "stderr"):
+            raise ValueError(f"invalid stream {stream!r}: stdout, stderr or all")
+        z = self.runtime.state(self.name)["zoned"]
+        log = z.get("log") if stream == "stdout" else z.get("log_stderr")
         if not log:
             return ""
         import io
@@ -357,7 +513,7 @@ class Container:
         try:
             if self.pid is not None and self.returncode is None and force:
                 self.backend.kill(self.name, signal.SIGKILL)
-                self.wait(10)
+                self._reap(10)
         except (NotFound, ZonedError):
             pass
         try:

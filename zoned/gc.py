@@ -60,10 +60,35 @@ def collect(rt: Runtime, *, dry_run: bool = False,
                     failed.append(f"container {cid}: could not finish its removal: {e}")
         finally:
             os.close(fd)
+    rootless = os.geteuid() != 0  # no cgroups, nft or host networks of its own
     for path in store.trash_dirs():
         yield f"directory {path}: interrupted removal"
         if not dry_run:
-            rmtree(path)
+            if rootless:
+                from zoned.rootless import remove_tree
+
+                remove_tree(path)
+            else:
+                rmtree(path)
+    if not rootless:
+        yield from _cgroups(store, dry_run)
+    from zoned import storage
+    from zoned.checkpoint.scratch import gc_scratch
+
+    yield from storage.gc_orphans(store, dry_run=dry_run)  # data dirs without a zone
+    yield from gc_scratch(rt, dry_run=dry_run)
+    if not rootless:
+        from zoned.network.release import gc as network_gc
+
+        yield from network_gc(store.root, store.ids(), dry_run=dry_run)
+    if failed:
+        if errors is None:
+            raise ZonedError("; ".join(failed))
+        errors.extend(failed)
+
+
+def _cgroups(store, dry_run: bool) -> Iterator[str]:
+    """Cgroups of containers that are gone, and this state root's parent if empty."""
     from zoned.cgroups import list_paths, remove_if_empty
 
     for path in list_paths(cgroup_parent(store.root)):
@@ -85,18 +110,6 @@ def collect(rt: Runtime, *, dry_run: bool = False,
             yield f"cgroup {path}: empty state-root parent (removed if empty)"
         elif remove_if_empty(path):
             yield f"cgroup {path}: empty state-root parent"
-    from zoned import storage
-    from zoned.checkpoint.scratch import gc_scratch
-
-    yield from storage.gc_orphans(store, dry_run=dry_run)  # data dirs without a zone
-    yield from gc_scratch(rt, dry_run=dry_run)
-    from zoned.network.release import gc as network_gc
-
-    yield from network_gc(store.root, store.ids(), dry_run=dry_run)
-    if failed:
-        if errors is None:
-            raise ZonedError("; ".join(failed))
-        errors.extend(failed)
 
 
 def _stale_tmp(store, dry_run: bool) -> Iterator[str]:
@@ -104,7 +117,7 @@ def _stale_tmp(store, dry_run: bool) -> Iterator[str]:
     root, and in the host-wide rules registry."""
     from zoned.network import nft
 
-    for d in [*store.tmp_dirs(), nft.REGISTRY]:
+    for d in [*store.tmp_dirs(), *([nft.REGISTRY] if os.geteuid() == 0 else [])]:
         for path in remove_stale_tmp(d, dry_run=dry_run):
             yield f"file {path}: temp file of a killed writer"
 

@@ -38,17 +38,35 @@ def data_root(state_root: str) -> str:
     if env:
         return os.path.abspath(env)
     real = os.path.realpath(state_root)
-    if real == DEFAULT_ROOT:
-        return DEFAULT_DATA
+    base = default_data()
+    if real == DEFAULT_ROOT or (base != DEFAULT_DATA and real == default_state_root()):
+        return base
     from zoned.digest import sha256
 
     digest = sha256(real.encode()).hexdigest()[:10]
-    return os.path.join(DEFAULT_DATA, "roots", f"{os.path.basename(real) or 'root'}-{digest}")
+    return os.path.join(base, "roots", f"{os.path.basename(real) or 'root'}-{digest}")
+
+
+def default_data() -> str:
+    """/var/lib/zoned; rootless: $XDG_DATA_HOME/zoned (zoned.rootless)."""
+    if os.geteuid() != 0:
+        from zoned.rootless import data_base
+
+        return data_base()
+    return DEFAULT_DATA
+
+
+def default_state_root() -> str:
+    if os.geteuid() != 0:
+        from zoned.rootless import runtime_base
+
+        return os.path.realpath(runtime_base())
+    return DEFAULT_ROOT
 
 
 def is_keyed(data: str) -> bool:
     """A data root zoned derived from a custom state root (removed once it is empty)."""
-    return os.path.dirname(data) == os.path.join(DEFAULT_DATA, "roots")
+    return os.path.dirname(data) == os.path.join(default_data(), "roots")
 
 
 def zone_dir(data: str, cid: str) -> str:
@@ -79,8 +97,10 @@ def remove_zone_dir(path: str | None) -> None:
     """Remove a zone's data dir (idempotent), then its data root's empty parents."""
     if not path:
         return
-    from zoned.linux.files import rmtree
-
+    if os.geteuid() != 0:  # rootless: files of subordinate ids (zoned.rootless)
+        from zoned.rootless import remove_tree as rmtree
+    else:
+        from zoned.linux.files import rmtree
     rmtree(path)
     prune(os.path.dirname(os.path.dirname(path)))
 
@@ -130,7 +150,7 @@ def gc_orphans(store, *, dry_run: bool = False):
         except ZonedError:  # the name is taken: a zone of that name exists now
             continue
         try:
-            rmtree(path)
+            remove_zone_dir(path)  # (rootless: zoned.rootless.remove_tree)
         finally:
             rmtree(reserved)
     if not dry_run:

@@ -8,7 +8,13 @@ from zoned.cgroups.detection import detect
 
 def open_cgroup(path: str) -> Cgroup:
     """The implementation for this host: V2Cgroup on v2, V1Cgroup on v1 and hybrid. A v2 host
-    never loads the v1 driver."""
+    never loads the v1 driver. Rootless: a NullCgroup (zoned.rootless), nothing to limit."""
+    import os
+
+    if os.geteuid() != 0:
+        from zoned.rootless import NullCgroup
+
+        return NullCgroup(path)
     if detect() == "v2":
         from zoned.cgroups.v2 import V2Cgroup
 

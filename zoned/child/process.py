@@ -54,7 +54,7 @@ class Plan:
     __slots__ = ("cfg", "sock", "rootfs", "upper", "work", "stdio", "fifo_fd", "join_fds",
                  "bpf", "seccomp_flags", "hierarchies", "wait_namespaces", "keep_pdeathsig",
                  "preserve_fds", "no_pivot", "pidns_fd", "cgroup_path", "idmap_fds",
-                 "caller_mntns", "spawn_fd")
+                 "caller_mntns", "spawn_fd", "rootless")
 
     def __init__(self, cfg: dict, sock: socket.socket, *,
                  rootfs: str | None = None,           # None: exec into an existing container
@@ -81,6 +81,7 @@ class Plan:
         # the sealed zoned-spawn copy (spawn_copy): exec's helper runs it at release, and a
         # container's init execs it before "ready" (zoned.child.initstub)
         self.spawn_fd = spawn_fd
+        self.rootless = os.geteuid() != 0  # an ordinary user's zone (zoned.rootless)
 
 
 def fork_nondumpable(child: Callable[[Plan], None], plan: Plan) -> int:
@@ -152,7 +153,10 @@ def run_userns_stage(plan: Plan) -> None:
             sc.setns(fd, sc.CLONE_NEWUSER)
             os.close(fd)
         else:
+            rootless = os.geteuid() != 0  # (asked before: unmapped, it is the overflow id)
             sc.unshare(sc.CLONE_NEWUSER)
+            if rootless:  # the parent, the same user and no root, may only write our
+                sc.set_dumpable(True)  # maps if we are dumpable (reset below)
             send(plan.sock, Op.USERNS)
             msg = chan.recv()
             if msg.op is not Op.MAPPED:
@@ -439,8 +443,12 @@ def _child(plan: Plan) -> None:
         if "network" in new_ns:
             _lo_up()
         if plan.wait_namespaces:
+            if plan.rootless:  # pasta (zoned.rootless_net), run by the same user, joins
+                sc.set_dumpable(True)  # our namespaces: only a dumpable process's are open
             send(plan.sock, Op.NAMESPACES)
             expect(Op.GO)
+            if plan.rootless:
+                sc.set_dumpable(False)
         if "uts" in new_ns or "uts" in plan.join_fds:
             if cfg.get("hostname"):
                 sc.sethostname(cfg["hostname"])

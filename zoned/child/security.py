@@ -230,7 +230,11 @@ def apply_user_and_caps(proc: dict) -> None:
     for cap in sorted(every - numbers("bounding")):  # by number: prctl's table may stop short
         sc.prctl(PR_CAPBSET_DROP, cap)
     groups = [int(g) for g in user.get("additionalGids") or []]
-    os.setgroups(groups)
+    try:
+        os.setgroups(groups)
+    except PermissionError:  # rootless, one id mapped: the kernel denies setgroups, and
+        if groups or not setgroups_denied():  # no supplementary group can exist anyway
+            raise
     os.setresgid(gid, gid, gid)
     os.setresuid(uid, uid, uid)
     if "umask" in user:
@@ -253,3 +257,16 @@ def apply_user_and_caps(proc: dict) -> None:
             pass
     if proc.get("noNewPrivileges"):
         prctl.set_no_new_privs(1)
+
+
+def setgroups_denied() -> bool:
+    """setgroups is denied in our user namespace (one mapped by its own user). An exec
+    helper stays outside the zone's pid namespace, so its /proc/self is missing from the
+    zone's /proc: PID 1 there is in the same user namespace."""
+    for path in ("/proc/self/setgroups", "/proc/1/setgroups"):
+        try:
+            with open(path) as f:
+                return f.read().strip() == "deny"
+        except OSError:
+            continue
+    return False

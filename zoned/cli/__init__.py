@@ -45,7 +45,7 @@ COMMANDS = {
     "migrate": "migration:cmd_migrate",
     "relocation-server": "migration:cmd_relocation_server",
     "relocation-key": "migration:cmd_relocation_key",
-    "gc": "system:cmd_gc",
+    "gc": "system:cmd_gc", "info": "system:cmd_info",
     "bench": "bench:cmd_bench",
     # zones as xm/virsh admins manage them (zoned.zones); start and restore above too
     **{c: f"zones:cmd_{c.replace('-', '_')}" for c in (

@@ -282,6 +282,11 @@ def _sub_features(sub, argparse):
     sub.add_parser("features", help="(OCI) what this runtime supports, as JSON")
 
 
+def _sub_info(sub, argparse):
+    i = sub.add_parser("info", help="how zoned runs here: root or rootless, roots, cgroups")
+    i.add_argument("--format", choices=["text", "json"], default="text")
+
+
 def _sub_gc(sub, argparse):
     g = sub.add_parser("gc", help="remove what crashed or killed zoned processes left behind")
     g.add_argument("--dry-run", action="store_true")
@@ -377,7 +382,7 @@ SUBCOMMANDS = [
     ("state", _simple("state", "(OCI) print a container's state JSON")),
     ("delete", _sub_delete), ("spec", _sub_spec), ("image", _sub_image), ("network", _sub_network),
     ("events", _sub_events), ("update", _sub_update), ("features", _sub_features),
-    ("gc", _sub_gc), ("checkpoint", _sub_checkpoint), ("restore", _sub_restore),
+    ("info", _sub_info), ("gc", _sub_gc), ("checkpoint", _sub_checkpoint), ("restore", _sub_restore),
     ("migrate", _sub_migrate), ("relocation-server", _sub_relocation_server),
     ("relocation-key", _sub_relocation_key), ("bench", _sub_bench),
 ]

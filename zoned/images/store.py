@@ -225,6 +225,10 @@ class ImageStore:
     """Images under one directory; safe to use from several processes at once."""
 
     def __init__(self, root: str | os.PathLike | None = None) -> None:
+        if not root and not os.environ.get("ZONED_IMAGES") and os.geteuid() != 0:
+            from zoned.rootless import images_dir  # rootless: the user's own store
+
+            root = images_dir()
         self.root_dir = _norm(os.fspath(root or os.environ.get("ZONED_IMAGES") or DEFAULT_STORE))
 
     @property

@@ -19,6 +19,10 @@ from zoned.network.model import Attachment, Network, NetworkState
 def release(root: str, cid: str, described: dict | None) -> None:
     """Remove what a container's networking owns, from its state.json entry (as any zoned
     version wrote it): its host veths, published ports and leases."""
+    if described and described.get("mode") == "pasta":  # rootless (zoned.rootless_net)
+        from zoned.rootless_net import release as release_user_network
+
+        return release_user_network(described)
     state = NetworkState.from_dict(described)
     if state is not None:
         release_state(root, cid, state)

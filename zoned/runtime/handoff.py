@@ -114,7 +114,11 @@ def check_preserved_fds(n: int) -> None:
 
 def write_maps(pid: int, linux: dict) -> None:
     """uid_map/gid_map of a child's new user namespace, each in one write as the kernel
-    wants."""
+    wants. Rootless: through newuidmap/newgidmap (zoned.rootless)."""
+    if os.geteuid() != 0:
+        from zoned.rootless import write_maps as rootless_maps
+
+        return rootless_maps(pid, linux)
     for name, key in (("uid_map", "uidMappings"), ("gid_map", "gidMappings")):
         maps = linux.get(key) or []
         if not maps:

@@ -88,7 +88,8 @@ class Runtime:
                on_namespaces: Callable[[int], None] | None = None,
                log: bool = False, autoremove: bool = False,
                pid_file: str | None = None, network=None, preserve_fds: int = 0,
-               no_pivot: bool = False, data_dir: str | None = None) -> Started:
+               no_pivot: bool = False, data_dir: str | None = None,
+               split_stderr: bool = False) -> Started:
         """Set the container up to the point of exec and leave its init waiting.
 
         use_fifo: init waits on exec.fifo for `start` from any process (runc's way); else the
@@ -99,6 +100,8 @@ class Runtime:
         On any failure everything created so far is removed and the error re-raised.
         data_dir: a data dir the caller owns (a defined zone's, zoned.zones): its upper/
         and log are used as they are and outlive the container (kept_data in state.json).
+        split_stderr (with log): stderr goes to a second logger, DATA/stderr/ctr.log
+        (state: log_stderr), so a harness can tell the streams apart.
         """
         specmod.check_id(cid)
         specmod.validate(cfg)  # every config check, before anything is created
@@ -117,7 +120,7 @@ class Runtime:
         cgroup = None
         pid = 0
         log_fds: list[int] = []
-        log_path = logger = data = None
+        log_path = logger = data = err_log = None
         spawn_fd = None
         try:
             lower = (cfg.get("annotations") or {}).get(specmod.ANN_LOWER)
@@ -136,6 +139,12 @@ class Runtime:
                 null = os.open("/dev/null", os.O_RDONLY | os.O_CLOEXEC)
                 log_fds = [logger.write_fd, null]
                 stdio = (null, logger.write_fd, logger.write_fd)
+                if split_stderr:  # exits with the zone's pipe; its dir goes with data
+                    os.makedirs(os.path.join(data, "stderr"), 0o700, exist_ok=True)
+                    err_logger = logs.spawn(os.path.join(data, "stderr"))
+                    log_fds.append(err_logger.write_fd)
+                    err_log = os.path.join(data, "stderr", logs.LOG_NAME)
+                    stdio = (null, logger.write_fd, err_logger.write_fd)
             if lower:
                 rootfs = os.path.join(d, "rootfs")  # a mount point: runtime state
                 upper, work = os.path.join(data, "upper"), os.path.join(data, "work")
@@ -159,6 +168,8 @@ class Runtime:
                 cgroup=cg_path, data=data, log=log_path,
                 logger=logger.describe() if logger is not None else None,
                 autoremove=autoremove, **({"kept_data": True} if data_dir else {}))
+            if err_log:
+                state["zoned"]["log_stderr"] = err_log
             if network is not None:
                 network.prepare(d, cfg)
                 state["zoned"]["network"] = network.describe()

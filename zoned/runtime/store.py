@@ -33,7 +33,14 @@ REMOVING = "removing"  # in a container dir: its removal has begun (see Store.ma
 
 
 def default_root() -> str:
-    return os.environ.get("ZONED_ROOT", DEFAULT_ROOT)
+    root = os.environ.get("ZONED_ROOT")
+    if root:
+        return root
+    if os.geteuid() != 0:  # rootless: the user's own (zoned.rootless)
+        from zoned.rootless import runtime_base
+
+        return runtime_base()
+    return DEFAULT_ROOT
 
 
 def write_json_atomic(path: str, data: dict, *, in_place_if_full: bool = False) -> None:

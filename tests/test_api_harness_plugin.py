@@ -1,0 +1,102 @@
+"""The pytest plugin from the outside: a real pytest run on a generated suite (issue 17):
+logs on failure, marker options, the example suite, and 40 zone tests under xdist -n 2
+leaving nothing behind."""
+from __future__ import annotations
+
+import glob
+import os
+import subprocess
+import sys
+
+import pytest
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+EXAMPLE = os.path.join(REPO, "examples", "pytest_harness")
+
+
+def pytest_in(path, *args, timeout=300, env=None):
+    (path / "pytest.ini").write_text("[pytest]\n") if path.is_dir() else None
+    return subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", *args],
+                          cwd=path, capture_output=True, text=True, timeout=timeout,
+                          env=env)
+
+
+def leftovers() -> list[str]:
+    """Test roots, their data roots and cgroup parents the plugin makes."""
+    found = glob.glob("/run/zoned-test-*") + glob.glob("/var/lib/zoned/roots/zoned-test-*")
+    found += glob.glob("/sys/fs/cgroup/*/zoned/zoned-test-*")
+    found += glob.glob("/sys/fs/cgroup/zoned/zoned-test-*")
+    return sorted(found)
+
+
+def test_example_suite_passes(busybox, tmp_path):
+    p = pytest_in(tmp_path, "-q", EXAMPLE)
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert "8 passed" in p.stdout
+
+
+def test_failure_report_has_the_zone_logs(busybox, tmp_path):
+    (tmp_path / "test_fails.py").write_text(
+        "import time\n"
+        "def test_fails(zone):\n"
+        "    c = zone(['sh', '-c', 'echo from-stdout; echo from-stderr >&2; exec sleep 60'])\n"
+        "    time.sleep(0.5)\n"
+        "    assert c.exec(['true']).returncode == 1\n")
+    p = pytest_in(tmp_path, "-q")
+    assert p.returncode == 1
+    out = p.stdout
+    assert "- zoned z-" in out and " stdout -" in out and "from-stdout" in out
+    assert " stderr -" in out and "from-stderr" in out
+
+
+def test_marker_options_reach_zone_and_zoned_run(busybox, tmp_path):
+    (tmp_path / "test_marked.py").write_text(
+        "import pytest\n"
+        "pytestmark = pytest.mark.zone(env=['LEVEL=module'], memory='48m')\n"
+        "@pytest.mark.zone(hostname='h1')\n"
+        "def test_zone(zone):\n"
+        "    c = zone()\n"
+        "    assert c.exec(['hostname']).stdout == 'h1\\n'\n"
+        "    assert c.exec(['sh', '-c', 'echo $LEVEL']).stdout == 'module\\n'\n"
+        "    res = c.runtime.config(c.name)['linux']['resources']\n"
+        "    assert res['memory']['limit'] == 48 << 20\n"
+        "@pytest.mark.zone(env=['LEVEL=test'], timeout=1)\n"
+        "def test_run(zoned_run):\n"
+        "    assert zoned_run(['sh', '-c', 'echo $LEVEL']).stdout == b'test\\n'\n"
+        "    import subprocess\n"
+        "    with pytest.raises(subprocess.TimeoutExpired):\n"
+        "        zoned_run(['sleep', '30'])\n"
+        "@pytest.mark.zone('positional')\n"
+        "def test_bad(zoned_run):\n"
+        "    pass\n")
+    p = pytest_in(tmp_path, "-q", "-rA")
+    assert "2 passed" in p.stdout and "1 error" in p.stdout, p.stdout
+    assert "keyword options only" in p.stdout
+
+
+def test_missing_image_is_one_clear_error(tmp_path):
+    (tmp_path / "test_img.py").write_text(
+        "def test_a(zoned_image):\n    pass\n"
+        "def test_b(zoned_image):\n    pass\n")
+    p = pytest_in(tmp_path, "-q", "--zoned-image", "zhn-no-such-image")
+    assert p.returncode != 0
+    assert "zoned_image:" in p.stdout + p.stderr and "zhn-no-such-image" in p.stdout + p.stderr
+
+
+def test_xdist_40_zone_tests_leave_nothing(busybox, tmp_path):
+    pytest.importorskip("xdist")
+    before = leftovers()
+    (tmp_path / "test_many.py").write_text(
+        "import pytest\n"
+        "@pytest.mark.parametrize('i', range(20))\n"
+        "def test_run(zoned_run, i):\n"
+        "    r = zoned_run(['sh', '-c', f'echo {i}; hostname'], name=f'zx{i}', text=True)\n"
+        "    assert r.stdout.split() == [str(i), f'zx{i}']\n"
+        "@pytest.mark.parametrize('i', range(20))\n"
+        "def test_zone(zone, i):\n"
+        "    c = zone(['sleep', '60'], name='same-name', memory='32m')\n"
+        "    assert c.exec(['cat', '/proc/1/cmdline']).stdout == 'sleep\\x0060\\x00'\n")
+    p = pytest_in(tmp_path, "-q", "-n", "2")
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert "40 passed" in p.stdout
+    assert leftovers() == before

@@ -1,0 +1,213 @@
+"""Rootless zones (issue 17): an ordinary user, made here with useradd (and a subordinate
+id range, or none), runs zones, the CLI and the pytest plugin's example suite, on this
+host with no cgroup delegation; nothing is left behind, and the user is removed after."""
+from __future__ import annotations
+
+import json
+import os
+import pwd
+import subprocess
+import sys
+import time
+
+import pytest
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+EXAMPLE = os.path.join(REPO, "examples", "pytest_harness")
+ZONED = os.path.join(os.path.dirname(sys.executable), "zoned")
+
+
+def free_range(path: str, count: int = 65536) -> int:
+    top = 200000
+    with open(path) as f:
+        for line in f:
+            parts = line.strip().split(":")
+            if len(parts) == 3 and parts[1].isdigit() and parts[2].isdigit():
+                top = max(top, int(parts[1]) + int(parts[2]))
+    return top
+
+
+class User:
+    """An ordinary user for one module: useradd -m, optional subuid/subgid range."""
+
+    def __init__(self, subids: bool):
+        self.name = "zhn" + os.urandom(3).hex()
+        subprocess.run(["useradd", "-m", "-K", "SUB_UID_COUNT=0", "-K", "SUB_GID_COUNT=0",
+                        self.name], check=True)
+        self.range = None
+        if subids:
+            start = max(free_range("/etc/subuid"), free_range("/etc/subgid"))
+            ids = f"{start}-{start + 65535}"
+            subprocess.run(["usermod", "--add-subuids", ids, "--add-subgids", ids,
+                            self.name], check=True)
+            self.range = start
+        pw = pwd.getpwnam(self.name)
+        self.uid, self.home = pw.pw_uid, pw.pw_dir
+        self.work = os.path.join(self.home, "work")
+        self.run("mkdir", "-p", self.work)
+
+    def env(self, **extra) -> dict:
+        env = {k: v for k, v in os.environ.items()
+               if not k.startswith(("XDG_", "ZONED_ROOT", "ZONED_DATA", "ZONED_IMAGES"))}
+        env.update(HOME=self.home, USER=self.name, LOGNAME=self.name, **extra)
+        env.pop("ZONED_CGROUP_PARENT", None)
+        return env
+
+    def run(self, *argv, timeout=300, **extra) -> subprocess.CompletedProcess:
+        return subprocess.run(["setpriv", f"--reuid={self.uid}", f"--regid={self.uid}",
+                               "--init-groups", "--", *argv], cwd="/", env=self.env(**extra),
+                              capture_output=True, text=True, timeout=timeout)
+
+    def remove(self) -> None:
+        if self.range is not None:
+            ids = f"{self.range}-{self.range + 65535}"
+            subprocess.run(["usermod", "--del-subuids", ids, "--del-subgids", ids, self.name])
+        subprocess.run(["pkill", "-KILL", "-u", self.name], capture_output=True)
+        subprocess.run(["userdel", "-r", self.name], capture_output=True)
+        subprocess.run(["rm", "-rf", f"/tmp/zoned-{self.uid}", f"/tmp/pytest-of-{self.name}"])
+
+
+@pytest.fixture(scope="module", params=["subids", "single"])
+def user(request):
+    if request.param == "subids" and not os.access("/usr/bin/newuidmap", os.X_OK):
+        pytest.skip("newuidmap is missing (apt-get install uidmap: make setup does)")
+    u = User(subids=request.param == "subids")
+    try:
+        p = u.run(ZONED, "image", "build", "busybox")  # image build works rootless too
+        assert p.returncode == 0, p.stderr
+        yield u
+    finally:
+        u.remove()
+    assert request.param and u.name not in open("/etc/subuid").read()
+
+
+def leftovers(u: User) -> list[str]:
+    p = u.run("sh", "-c", "ls -A /tmp/zoned-$(id -u) 2>/dev/null; "
+              "ls -A ~/.local/share/zoned/containers ~/.local/share/zoned/roots 2>/dev/null")
+    return p.stdout.split()
+
+
+def test_cli_runs_a_zone_as_the_user(user):
+    p = user.run(ZONED, "run", "--rm", "--", "sh", "-c",
+                 "id -u; echo $$; cat /proc/self/uid_map; echo x > /made; ls /sys/class/net")
+    assert p.returncode == 0, p.stderr
+    lines = p.stdout.splitlines()
+    assert lines[:2] == ["0", "1"]
+    maps = [m.split() for m in lines if len(m.split()) == 3]
+    assert maps[0] == ["0", str(user.uid), "1"]
+    if user.range is not None:
+        assert maps[1] == ["1", str(user.range), "65536"]
+    else:
+        assert len(maps) == 1
+    assert lines[-1] == "lo"
+    warnings = [ln for ln in p.stderr.splitlines() if "warning" in ln]
+    assert len(warnings) == 1 and "cgroup" in warnings[0], p.stderr
+    assert "Traceback" not in p.stderr
+    assert leftovers(user) == []
+
+
+def test_info_says_rootless(user):
+    p = user.run(ZONED, "info", "--format", "json")
+    assert p.returncode == 0, p.stderr
+    info = json.loads(p.stdout)
+    assert info["rootless"] is True
+    assert info["state_root"] == f"/tmp/zoned-{user.uid}"
+    assert info["data_root"] == os.path.join(user.home, ".local/share/zoned")
+    assert "none" in info["cgroups"]
+    xdg = os.path.join(user.home, "run")
+    user.run("mkdir", "-m", "700", "-p", xdg)
+    p = user.run(ZONED, "info", "--format", "json", XDG_RUNTIME_DIR=xdg,
+                 XDG_DATA_HOME=os.path.join(user.home, "data"))
+    info = json.loads(p.stdout)
+    assert (info["state_root"], info["data_root"]) == \
+        (os.path.join(xdg, "zoned"), os.path.join(user.home, "data", "zoned"))
+
+
+def test_unmapped_user_is_one_clear_error(user):
+    p = user.run(ZONED, "run", "--rm", "-u", "70000", "--", "id")
+    assert p.returncode == 125
+    assert "invalid --user: uid 70000 is not mapped" in p.stderr
+    assert "Traceback" not in p.stderr
+
+
+def test_files_the_zone_makes_are_the_users(user):
+    vol = os.path.join(user.work, "vol")
+    user.run("mkdir", "-p", vol)
+    p = user.run(ZONED, "run", "--rm", "-v", f"{vol}:/v", "--", "sh", "-c",
+                 "touch /v/by-root")
+    assert p.returncode == 0, p.stderr
+    assert os.stat(os.path.join(vol, "by-root")).st_uid == user.uid  # not the host's root
+
+
+def test_example_suite_passes_as_the_user(user):
+    p = user.run(sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+                 "-c", "/dev/null", "--rootdir", user.work, EXAMPLE, timeout=600)
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert "8 passed" in p.stdout
+    assert leftovers(user) == []
+
+
+def test_example_suite_under_xdist_as_the_user(user):
+    pytest.importorskip("xdist")
+    p = user.run(sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-n", "2",
+                 "-c", "/dev/null", "--rootdir", user.work, EXAMPLE, timeout=600)
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert "8 passed" in p.stdout
+    assert leftovers(user) == []
+
+
+PASTA_SCRIPT = """
+import subprocess, time, zoned
+with zoned.Container(["sh", "-c", "echo from-zone > /tmp/i; cd /tmp; exec httpd -f -p 80"],
+                     network="pasta", publish=["{port}:80"]) as c:
+    for _ in range(50):
+        r = subprocess.run(["wget", "-qO-", "http://127.0.0.1:{port}/i"], capture_output=True,
+                           text=True)
+        if r.returncode == 0:
+            break
+        time.sleep(0.1)
+    print("got", r.stdout.strip())
+    print("pasta", c.state["zoned"]["network"]["pid"])
+"""
+
+
+def test_pasta_publishes_a_port(user, tmp_path):
+    """-p through pasta. This host's /dev/net/tun is 0600 (no user may open it), so the
+    user runs in a throw-away mount namespace where it is a 0666 node of the same device;
+    with the host's as it is, the error names the cause."""
+    if not os.access("/usr/bin/pasta", os.X_OK):
+        pytest.skip("pasta is missing (apt-get install passt: make setup does)")
+    port = 20000 + user.uid % 1000
+    script = os.path.join(user.work, "pasta_check.py")
+    with open(script, "w") as f:
+        f.write(PASTA_SCRIPT.format(port=port))
+    os.chmod(script, 0o644)
+    if (os.stat("/dev/net/tun").st_mode & 0o777) != 0o666:
+        p = user.run(ZONED, "run", "--rm", "--network", "pasta", "-p", f"{port}:80", "--",
+                     "true")
+        assert p.returncode == 125 and "/dev/net/tun is not open to you" in p.stderr
+    tun = tmp_path / "tun"
+    tun.mkdir()
+    env = " ".join(f"{k}={v}" for k, v in user.env().items()
+                   if k in ("HOME", "USER", "PATH"))
+    inner = (f"mount -t tmpfs zhntun {tun} && mknod -m 666 {tun}/tun c 10 200 && "
+             f"mount --bind {tun}/tun /dev/net/tun && "
+             f"setpriv --reuid={user.uid} --regid={user.uid} --init-groups -- "
+             f"env {env} {sys.executable} {script}")
+    p = subprocess.run(["unshare", "-m", "--propagation", "private", "sh", "-c", inner],
+                       capture_output=True, text=True, timeout=120, cwd="/")
+    assert p.returncode == 0, p.stderr
+    assert "got from-zone" in p.stdout
+    pasta = int(p.stdout.split("pasta ")[1].split()[0])
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:  # ended with the zone (maybe a zombie
+        try:                                          # until this host's PID 1 reaps it)
+            with open(f"/proc/{pasta}/stat") as f:
+                if f.read().split(") ")[1][0] == "Z":
+                    break
+        except FileNotFoundError:
+            break
+        time.sleep(0.1)
+    else:
+        raise AssertionError(f"pasta {pasta} outlived its zone")
+    assert leftovers(user) == []
