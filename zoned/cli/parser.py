@@ -57,41 +57,76 @@ def build_parser(only: str | None = None, argv: list[str] | None = None):
 
 
 def _sub_run(sub, argparse):
-    r = sub.add_parser("run", help="run a command in a new container")
-    r.add_argument("--name")
+    r = sub.add_parser(
+        "run", help="run a command in a new container",
+        usage="zoned run [OPTIONS] IMAGE [COMMAND...]\n"
+              "       zoned run [OPTIONS] -- COMMAND...   (the default image, busybox)\n"
+              "       zoned run [OPTIONS] --image IMAGE|--rootfs DIR [--] COMMAND...",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="examples:\n  zoned run --rm busybox sh -c 'echo hi'\n"
+               "  zoned run -d --name web -p 8080:80 -v data:/data busybox httpd -f\n"
+               "  zoned run --rm -- uname -a")
+    r.add_argument("--name", help="the container's name (default: a generated one)")
     r.add_argument("--rm", action="store_true", help="remove the container when it exits")
     r.add_argument("--restart", metavar="POLICY", help="no, on-failure[:N] or always: "
                    "restart a detached zone when it exits (with back-off; zoned.zones)")
-    r.add_argument("-d", "--detach", action="store_true")
-    r.add_argument("-i", "--interactive", action="store_true")
-    r.add_argument("-t", "--tty", action="store_true")
+    r.add_argument("-d", "--detach", action="store_true",
+                   help="run in the background and print the name")
+    r.add_argument("-i", "--interactive", action="store_true", help="keep stdin open")
+    r.add_argument("-t", "--tty", action="store_true", help="give the command a terminal")
     src = r.add_mutually_exclusive_group()
-    src.add_argument("--image")
-    src.add_argument("--rootfs")
-    r.add_argument("--hostname")
-    r.add_argument("--memory", "-m")
-    r.add_argument("--memory-swap")
-    r.add_argument("--cpus")
-    r.add_argument("--cpu-shares", type=int)
-    r.add_argument("--cpuset-cpus")
+    src.add_argument("--image", help="the image (instead of the IMAGE argument)")
+    src.add_argument("--rootfs", help="a root directory to run instead of an image")
+    r.add_argument("--hostname", help="the hostname (default: the name)")
+    r.add_argument("--memory", "-m", help="memory limit, e.g. 64m")
+    r.add_argument("--memory-swap", help="memory+swap limit (-1: unlimited swap)")
+    r.add_argument("--cpus", help="CPU limit in CPUs, e.g. 0.5")
+    r.add_argument("--cpu-shares", type=int, help="relative CPU weight (1024 = normal)")
+    r.add_argument("--cpuset-cpus", help="CPUs the zone may run on, e.g. 0-1")
     r.add_argument("--pids-limit", type=int, metavar="N",
                    help="most processes the zone may have at once (default 2048, as podman; "
                    "-1 or 0: no limit)")
-    r.add_argument("-e", "--env", action="append", default=[])
-    r.add_argument("-w", "--workdir")
+    r.add_argument("-e", "--env", action="append", default=[],
+                   help="NAME=VALUE (or NAME: from this environment); repeatable")
+    r.add_argument("--env-file", action="append", default=[], metavar="FILE",
+                   help="NAME=VALUE lines to add to the environment; repeatable")
+    r.add_argument("-w", "--workdir", help="the command's working directory (it must "
+                   "exist in the image, as with podman)")
     r.add_argument("--entrypoint", help="replaces the image's Entrypoint (\"\" for none)")
-    r.add_argument("-u", "--user")
-    r.add_argument("-v", "--volume", action="append", default=[])
-    r.add_argument("--read-only", action="store_true")
-    r.add_argument("--init", action="store_true")
+    r.add_argument("-u", "--user", help="UID[:GID] or NAME[:GROUP] to run as")
+    r.add_argument("-v", "--volume", action="append", default=[],
+                   help="HOSTDIR:DIR[:ro] or VOLUME:DIR[:ro] (a named volume, made on "
+                   "first use); repeatable")
+    r.add_argument("--mount", action="append", default=[], metavar="type=TYPE,...",
+                   help="type=bind|volume|tmpfs,source=..,target=..[,ro][,tmpfs-size=..]")
+    r.add_argument("--tmpfs", action="append", default=[], metavar="DIR[:OPTS]",
+                   help="mount a tmpfs on DIR (e.g. /run:size=64m)")
+    r.add_argument("--cap-add", action="append", default=[], metavar="CAP",
+                   help="add a capability (NET_ADMIN, or ALL); repeatable")
+    r.add_argument("--cap-drop", action="append", default=[], metavar="CAP",
+                   help="drop a capability (or ALL); repeatable")
+    r.add_argument("--privileged", action="store_true", help="all capabilities, no "
+                   "seccomp filter, no masked /proc paths, all devices allowed")
+    r.add_argument("-l", "--label", action="append", default=[], metavar="KEY=VALUE",
+                   help="a label (shown by inspect); repeatable")
+    r.add_argument("--stop-signal", metavar="SIGNAL",
+                   help="what `zoned stop` sends first (default: the image's, else TERM)")
+    r.add_argument("--stop-timeout", type=int, metavar="SECONDS",
+                   help="how long `zoned stop` waits before SIGKILL (default 10)")
+    r.add_argument("--read-only", action="store_true",
+                   help="a read-only root (/tmp, /var/tmp and /run stay writable)")
+    r.add_argument("--init", action="store_true",
+                   help="run a small init as PID 1 that reaps and forwards signals")
     r.add_argument("--network", "--net", action="append", default=[],
                    help="NAME, none (only lo, the default), host or container:NAME")
-    r.add_argument("--ip")
-    r.add_argument("--mac")
+    r.add_argument("--ip", help="the address on the network")
+    r.add_argument("--mac", help="the MAC address on the network")
     r.add_argument("-p", "--publish", action="append", default=[],
-                   help="HOSTPORT:CTRPORT[/tcp|udp]")
-    r.add_argument("--dns", action="append", default=[])
-    r.add_argument("--add-host", action="append", default=[], help="name:ip")
+                   help="HOSTPORT:CTRPORT[/tcp|udp] (on the default network zoned0 "
+                   "unless --network)")
+    r.add_argument("--dns", action="append", default=[], help="a DNS server; repeatable")
+    r.add_argument("--add-host", action="append", default=[],
+                   help="name:ip in /etc/hosts; repeatable")
     r.add_argument("--backend", choices=("zone", "vm"), default="zone",
                    help="zone (namespaces on this kernel, the default) or vm (a QEMU "
                    "micro-VM booting the image: --memory and --cpus are its RAM and vCPUs)")
@@ -100,13 +135,15 @@ def _sub_run(sub, argparse):
                    "works, else TCG")
     # runc's `run`: with --bundle, the one positional argument is the container ID
     r.add_argument("-b", "--bundle", help="(OCI) run the bundle's config.json; then: run ID")
-    r.add_argument("--pid-file")
-    r.add_argument("--console-socket")
-    r.add_argument("--no-pivot", action="store_true")
-    r.add_argument("--no-new-keyring", action="store_true")
-    r.add_argument("--preserve-fds", type=int, default=0)
+    r.add_argument("--pid-file", help="(OCI) write the container's pid here")
+    r.add_argument("--console-socket", help="(OCI) send the pty master to this socket")
+    r.add_argument("--no-pivot", action="store_true", help="(OCI) accepted, ignored")
+    r.add_argument("--no-new-keyring", action="store_true", help="(OCI) accepted, ignored")
+    r.add_argument("--preserve-fds", type=int, default=0,
+                   help="(OCI) pass this many fds after stderr")
     r.add_argument("--keep", action="store_true", help="(OCI) do not delete on exit")
-    r.add_argument("command", nargs=argparse.REMAINDER)
+    r.add_argument("command", nargs=argparse.REMAINDER,
+                   help="IMAGE [COMMAND...], or -- COMMAND... for the default image")
 
 
 def _sub_ps(sub, argparse):

@@ -305,6 +305,11 @@ class RunOptions:
         "network": list, "ip": None, "mac": None, "publish": list, "dns": list,
         "add_host": list,
         "annotations": dict,
+        # podman's run flags (zoned.oci.runflags); volume_root: the state root whose named
+        # volumes `-v NAME:/dir` uses (zoned.volumes; default $ZONED_ROOT or /run/zoned)
+        "tmpfs": list, "mounts": list, "cap_add": list, "cap_drop": list,
+        "privileged": False, "labels": list, "stop_signal": None, "stop_timeout": None,
+        "volume_root": None,
     }
     __slots__ = tuple(FIELDS)
 
@@ -340,7 +345,15 @@ class RunOptions:
                 list(self.args) or list(image_config.get("cmd") or []))
         if not args:
             raise ConfigError("no command given and the image has no default command")
-        cfg = default_config(args, terminal=self.tty, caps=DEFAULT_CAPS)
+        from zoned.oci import runflags
+
+        caps = runflags.capabilities(DEFAULT_CAPS, self.cap_add, self.cap_drop,
+                                     self.privileged)
+        cfg = default_config(args, terminal=self.tty, caps=caps or ["CAP_CHOWN"])
+        if not caps:  # --cap-drop ALL
+            cfg["process"]["capabilities"] = {k: [] for k in cfg["process"]["capabilities"]}
+        if self.privileged:
+            runflags.privileged(cfg)
         from zoned.oci.hostname import hostname_for
 
         hostname = hostname_for(self.hostname, self.name)
@@ -363,13 +376,19 @@ class RunOptions:
             cfg["annotations"][ANN_IMAGE] = self.image
             if image_config.get("stop_signal"):
                 cfg["annotations"][ANN_STOP_SIGNAL] = str(image_config["stop_signal"])
-        if self.annotations:
-            cfg.setdefault("annotations", {}).update(self.annotations)
+        extra = runflags.annotations(self.labels, self.stop_signal, self.stop_timeout)
+        if self.annotations or extra:
+            cfg.setdefault("annotations", {}).update({**extra, **self.annotations})
         if self.read_only:  # podman's --read-only-tmpfs: scratch space stays writable
             for d in ("/tmp", "/var/tmp", "/run"):
                 cfg["mounts"].append({"destination": d, "type": "tmpfs", "source": "tmpfs",
                                       "options": ["rw", "nosuid", "nodev", "mode=1777"]})
-        cfg["mounts"].extend(parse_volume(v) for v in self.volumes)
+        mounts, volumes = self._user_mounts()
+        cfg["mounts"].extend(mounts)
+        if self.workdir:
+            runflags.check_workdir(rootfs, proc["cwd"], cfg["mounts"])
+        if volumes:  # so that `volume rm` knows who uses them
+            cfg.setdefault("annotations", {})[runflags.ANN_VOLUMES] = ",".join(volumes)
         if self.init:
             if not init_path:
                 raise ConfigError("--init needs zoned-init (run `make` to build it)")
@@ -384,6 +403,27 @@ class RunOptions:
             cpus=self.cpus, cpu_shares=self.cpu_shares, cpuset_cpus=self.cpuset_cpus or None,
             pids_limit=self.pids_limit, defaults=True)
         return cfg
+
+    def _user_mounts(self) -> tuple[list[dict], list[str]]:
+        """-v, --mount and --tmpfs, in that order; named volumes are made on first use."""
+        from zoned.oci import runflags
+        from zoned.volumes import Volumes, is_name
+
+        def volume_dir(name: str | None) -> str:
+            root = self.volume_root or os.environ.get("ZONED_ROOT") or "/run/zoned"
+            used.append(Volumes(root).create(name, exist_ok=True))
+            return Volumes(root).data(used[-1])
+
+        used: list[str] = []
+        mounts = []
+        for v in self.volumes:
+            src, sep, rest = v.partition(":")
+            if sep and src and is_name(src):
+                v = f"{volume_dir(src)}:{rest}"
+            mounts.append(parse_volume(v))
+        mounts += [runflags.parse_mount(m, volume_dir) for m in self.mounts]
+        mounts += [runflags.parse_tmpfs(t) for t in self.tmpfs]
+        return mounts, used
 
 
 def resources_from_flags(*, base: dict | None = None, memory: str | int | None = None,
