@@ -147,31 +147,43 @@ def _sub_run(sub, argparse):
 
 
 def _sub_ps(sub, argparse):
-    ps = sub.add_parser("ps", help="list containers (or, given ID, the processes in it)")
-    ps.add_argument("--format", choices=["table", "json"], default="table")
-    ps.add_argument("-q", "--quiet", action="store_true")
+    ps = _cmd(sub, "ps", "list running containers (-a: all), or given ID, its processes",
+              "zoned ps -a\n  zoned ps --format '{{.Names}} {{.Status}}'")
+    ps.add_argument("--format", default="table",
+                    help="table, json, or a Go template ({{.ID}} {{.Names}} {{.Status}} "
+                    "{{.Image}} {{.Command}} {{.Pid}} {{.ExitCode}})")
+    ps.add_argument("-q", "--quiet", action="store_true", help="only the names")
     ps.add_argument("-a", "--all", action="store_true",
-                    help="(podman's) also stopped ones: zoned lists them always")
-    ps.add_argument("id", nargs="?")
+                    help="also stopped and created ones (with their exit codes)")
+    ps.add_argument("id", nargs="?", help="a container: list its processes instead")
 
 
 def _sub_stop(sub, argparse):
-    s = sub.add_parser("stop", help="stop containers: SIGTERM, then SIGKILL after a timeout")
-    s.add_argument("-t", "--time", type=float, default=10.0)
-    s.add_argument("ids", nargs="+")
+    s = _cmd(sub, "stop", "stop containers (in parallel): the stop signal, then SIGKILL "
+             "after the timeout", "zoned stop -t 2 web db")
+    s.add_argument("-t", "--time", type=float, default=None, metavar="SECONDS",
+                   help="seconds before SIGKILL (default: the zone's --stop-timeout, "
+                   "else 10)")
+    s.add_argument("ids", nargs="+", metavar="ID", help="containers to stop")
 
 
 def _sub_kill(sub, argparse):
-    k = sub.add_parser("kill", help="send a signal to a container")
-    k.add_argument("-a", "--all", action="store_true")
-    k.add_argument("id")
-    k.add_argument("signal", nargs="?", default="TERM")
+    k = _cmd(sub, "kill", "send a signal to a container (default SIGKILL, as podman)",
+             "zoned kill web\n  zoned kill -s HUP web")
+    k.add_argument("-a", "--all", action="store_true",
+                   help="signal every process of the container, not only its init")
+    k.add_argument("-s", "--signal", dest="sig", metavar="SIGNAL",
+                   help="the signal: a name (HUP, SIGHUP) or number (default KILL)")
+    k.add_argument("id", help="the container")
+    k.add_argument("signal", nargs="?", default=None,
+                   help="(runc's form) the signal, instead of -s")
 
 
 def _sub_rm(sub, argparse):
-    rm = sub.add_parser("rm", help="remove containers")
-    rm.add_argument("-f", "--force", action="store_true")
-    rm.add_argument("ids", nargs="+")
+    rm = _cmd(sub, "rm", "remove containers", "zoned rm -f web")
+    rm.add_argument("-f", "--force", action="store_true",
+                    help="stop running ones first; a missing name is no error")
+    rm.add_argument("ids", nargs="+", metavar="ID", help="containers to remove")
 
 
 def _sub_delete(sub, argparse):
@@ -202,21 +214,106 @@ def _sub_exec(sub, argparse):
 
 
 def _sub_logs(sub, argparse):
-    lg = sub.add_parser("logs", help="print a detached container's output")
-    lg.add_argument("-f", "--follow", action="store_true")
-    lg.add_argument("id")
+    lg = _cmd(sub, "logs", "print a detached container's output",
+              "zoned logs --tail 20 -f web")
+    lg.add_argument("-f", "--follow", action="store_true",
+                    help="keep printing what it writes until it stops")
+    lg.add_argument("-n", "--tail", type=int, metavar="N", help="only the last N lines")
+    lg.add_argument("--since", metavar="TIME", help="(refused: zoned keeps no line times)")
+    lg.add_argument("-t", "--timestamps", action="store_true",
+                    help="(refused: zoned keeps no line times)")
+    lg.add_argument("id", help="the container")
 
 
 def _sub_inspect(sub, argparse):
-    ins = sub.add_parser("inspect", help="show a container's config, state and limits")
-    ins.add_argument("--format", choices=["json"], default="json")
-    ins.add_argument("id")
+    ins = _cmd(sub, "inspect", "show containers' state, config, mounts, network and limits",
+               "zoned inspect web\n  zoned inspect --format '{{.State.Pid}}' web db")
+    ins.add_argument("-f", "--format", metavar="FORMAT",
+                     help="json (the default when piped), summary (on a terminal) or a Go "
+                     "template such as '{{.State.Pid}}'")
+    ins.add_argument("--raw", action="store_true",
+                     help="the full config, with the seccomp profile")
+    ins.add_argument("--type", choices=["container"], help=argparse.SUPPRESS)
+    ins.add_argument("ids", nargs="+", metavar="ID", help="containers")
 
 
 def _sub_stats(sub, argparse):
-    st = sub.add_parser("stats", help="resource usage of containers")
-    st.add_argument("--format", choices=["table", "json"], default="table")
-    st.add_argument("ids", nargs="*")
+    st = _cmd(sub, "stats", "resource usage of running containers",
+              "zoned stats --no-stream")
+    st.add_argument("--format", choices=["table", "json"], default="table",
+                    help="table, or json (a list)")
+    st.add_argument("--no-stream", action="store_true",
+                    help="print once (the default when not on a terminal)")
+    st.add_argument("ids", nargs="*", metavar="ID", help="containers (default: running)")
+
+
+def _cmd(sub, name: str, help: str, example: str, **kw):
+    """A subcommand with its one-line help and an example in its --help."""
+    import argparse
+
+    return sub.add_parser(name, help=help, description=help,
+                          epilog=f"example:\n  {example}",
+                          formatter_class=argparse.RawDescriptionHelpFormatter, **kw)
+
+
+def _sub_wait(sub, argparse):
+    w = _cmd(sub, "wait", "wait until containers stop; print their exit codes",
+             "zoned wait web")
+    w.add_argument("--interval", type=float, default=0.25, help=argparse.SUPPRESS)
+    w.add_argument("ids", nargs="+", metavar="ID", help="containers")
+
+
+def _sub_restart(sub, argparse):
+    r = _cmd(sub, "restart", "stop containers and start them again (same layer, "
+             "addresses, log)", "zoned restart web")
+    r.add_argument("-t", "--time", type=float, default=None, metavar="SECONDS",
+                   help="seconds before SIGKILL (default: the zone's --stop-timeout)")
+    r.add_argument("ids", nargs="+", metavar="ID", help="containers")
+
+
+def _sub_cp(sub, argparse):
+    c = _cmd(sub, "cp", "copy files between a container (running or stopped) and the host",
+             "zoned cp ./conf web:/etc/app\n  zoned cp web:/var/log/app.log .")
+    c.add_argument("src", help="HOSTPATH or ID:PATH")
+    c.add_argument("dest", help="HOSTPATH or ID:PATH")
+
+
+def _sub_port(sub, argparse):
+    p = _cmd(sub, "port", "list a container's published ports", "zoned port web 80/tcp")
+    p.add_argument("id", help="the container")
+    p.add_argument("port", nargs="?", help="only this one: PORT[/PROTO]")
+
+
+def _sub_rename(sub, argparse):
+    r = _cmd(sub, "rename", "rename a stopped container", "zoned rename web web-old")
+    r.add_argument("old", help="its name")
+    r.add_argument("new", help="the new name")
+
+
+def _sub_top(sub, argparse):
+    t = _cmd(sub, "top", "a container's processes, as ps(1) shows them",
+             "zoned top web\n  zoned top web pid args")
+    t.add_argument("id", help="the container")
+    t.add_argument("fields", nargs="*", help="ps -o fields (default: user pid ppid pcpu "
+                   "etime tty time args)")
+
+
+def _sub_volume(sub, argparse):
+    v = _cmd(sub, "volume", "named volumes (-v NAME:/dir)", "zoned volume create data")
+    vsub = v.add_subparsers(dest="volume_cmd", metavar="COMMAND", required=True,
+                            parser_class=type(v))
+    c = vsub.add_parser("create", help="create a volume (a random name if none)")
+    c.add_argument("name", nargs="?", help="its name")
+    ls = vsub.add_parser("ls", aliases=["list"], help="list volumes")
+    ls.add_argument("--format", default="table", help="table, json or a Go template")
+    ls.add_argument("-q", "--quiet", action="store_true", help="only the names")
+    ins = vsub.add_parser("inspect", help="a volume's mount point and users (JSON)")
+    ins.add_argument("--format", help="json (default) or a Go template")
+    ins.add_argument("names", nargs="+", metavar="NAME", help="volumes")
+    rm = vsub.add_parser("rm", aliases=["remove"], help="remove volumes and their data")
+    rm.add_argument("-f", "--force", action="store_true",
+                    help="also while containers use them")
+    rm.add_argument("names", nargs="+", metavar="NAME", help="volumes")
 
 
 def _simple(name: str, help: str):
@@ -417,6 +514,9 @@ SUBCOMMANDS = [
     ("gc", _sub_gc), ("checkpoint", _sub_checkpoint), ("restore", _sub_restore),
     ("migrate", _sub_migrate), ("relocation-server", _sub_relocation_server),
     ("relocation-key", _sub_relocation_key), ("bench", _sub_bench),
+    # podman's day-to-day commands (zoned.cli.manage, copy, volumes)
+    ("wait", _sub_wait), ("restart", _sub_restart), ("cp", _sub_cp), ("port", _sub_port),
+    ("rename", _sub_rename), ("top", _sub_top), ("volume", _sub_volume),
 ]
 
 
