@@ -54,7 +54,7 @@ COMMANDS = {
     "bench": "bench:cmd_bench",
     "wait": "manage:cmd_wait", "restart": "manage:cmd_restart", "port": "manage:cmd_port",
     "rename": "manage:cmd_rename", "top": "manage:cmd_top", "cp": "copy:cmd_cp",
-    "volume": "volumes:cmd_volume",
+    "volume": "volumes:cmd_volume", "attach": "manage:cmd_attach",
     # zones as xm/virsh admins manage them (zoned.zones); start and restore above too
     **{c: f"zones:cmd_{c.replace('-', '_')}" for c in (
         "define", "undefine", "shutdown", "destroy", "reboot", "console", "list",

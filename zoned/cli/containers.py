@@ -36,16 +36,7 @@ def cmd_ps(args) -> int:
             cfg = rt.config(r["id"])
         except Exception:  # noqa: BLE001 - a half-created container has no config yet
             pass
-        status = r["status"]
-        if status == "stopped" and "exit_code" in r:
-            status = f"exited ({r['exit_code']})"
-            if r.get("finished"):  # podman's "Exited (3) 5 seconds ago"
-                import time
-
-                from zoned.zones.listing import ago
-
-                status += f" {ago(time.time() - r['finished'])} ago"
-        table.append((r["id"], status, str(r.get("pid") or "-"),
+        table.append((r["id"], _status(r), str(r.get("pid") or "-"),
                       (r.get("annotations") or {}).get("org.zoned.image", "-"),
                       _backend(r), r.get("created", "")[:19].replace("T", " "),
                       " ".join((cfg.get("process") or {}).get("args") or [])[:40]))
@@ -59,11 +50,26 @@ def _ps_row(rt, r: dict) -> dict:
         args = (rt.config(r["id"]).get("process") or {}).get("args") or []
     except Exception:  # noqa: BLE001 - a half-created container has no config yet
         args = []
-    return {**r, "ID": r["id"], "Names": r["id"], "Status": str(r["status"]),
-            "State": str(r["status"]), "Pid": r.get("pid") or 0,
+    state = "exited" if r["status"] == "stopped" else str(r["status"])
+    return {**r, "ID": r["id"], "Names": r["id"], "Status": _status(r),
+            "State": state, "Pid": r.get("pid") or 0,
             "Image": (r.get("annotations") or {}).get("org.zoned.image", ""),
             "Command": " ".join(args), "CreatedAt": r.get("created", ""),
             "ExitCode": r.get("exit_code", 0)}
+
+
+def _status(r: dict) -> str:
+    """running, paused, created, or podman's "exited (3) 5 seconds ago"."""
+    status = str(r["status"])
+    if status == "stopped" and "exit_code" in r:
+        status = f"exited ({r['exit_code']})"
+        if r.get("finished"):
+            import time
+
+            from zoned.zones.listing import ago
+
+            status += f" {ago(time.time() - r['finished'])} ago"
+    return status
 
 
 def _backend(st: dict) -> str:

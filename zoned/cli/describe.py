@@ -11,6 +11,17 @@ DEFAULT_DESTINATIONS = {"/proc", "/dev", "/dev/pts", "/dev/shm", "/dev/mqueue", 
                         "/sys/fs/cgroup"}
 
 
+def exit_code(rt, cid: str, st: dict) -> int | None:
+    """A stopped zone's exit code: recorded by a foreground run, a zone's monitor (run
+    --restart, zone files) or a VM's guest; None when nobody saw the init exit."""
+    if st.get("exit_code") is not None:
+        return int(st["exit_code"])
+    from zoned.zones import record
+
+    found = record.exit_file(rt.store.root, cid)
+    return found[0] if found else None
+
+
 def rfc3339(epoch: float | None) -> str | None:
     """One timestamp format everywhere: RFC 3339, UTC, with Z."""
     if epoch is None:
@@ -20,7 +31,6 @@ def rfc3339(epoch: float | None) -> str | None:
 
 
 def document(rt, cid: str, *, raw: bool = False) -> dict:
-    from zoned.cli.manage import exit_code
     from zoned.oci.runflags import ANN_STOP_TIMEOUT, labels
     from zoned.oci.spec import stop_signal
 

@@ -8,6 +8,7 @@ import re
 
 from zoned.errors import ConfigError
 
+MAPS = {"Labels", "Networks", "Ports", "Annotations", "annotations"}  # maps, not structs
 _ACTION = re.compile(r"{{-?\s*(.*?)\s*-?}}", re.S)
 _TOKEN = re.compile(r'"(?:[^"\\]|\\.)*"|\S+')
 
@@ -118,7 +119,11 @@ def _value(token: str, dot, root, template):
         return dot
     value = root if token.startswith("$") else dot
     path = token.lstrip("$").lstrip(".")
+    parent = None
     for name in path.split(".") if path else []:
+        if parent in MAPS and isinstance(value, dict) and name not in value:
+            return None  # Go: a missing map key is <no value>, a missing field an error
+        parent = name
         if not isinstance(value, dict) or name not in value:
             raise ConfigError(f"invalid --format {template!r}: can't evaluate field {name} "
                               f"(in {token})")

@@ -7,17 +7,7 @@ import sys
 import time
 
 from zoned.cli.common import runtime
-
-
-def exit_code(rt, cid: str, st: dict) -> int | None:
-    """A stopped zone's exit code: recorded by a foreground run, a zone's monitor (run
-    --restart, zone files) or a VM's guest; None when nobody saw the init exit."""
-    if st.get("exit_code") is not None:
-        return int(st["exit_code"])
-    from zoned.zones import record
-
-    found = record.exit_file(rt.store.root, cid)
-    return found[0] if found else None
+from zoned.cli.describe import exit_code
 
 
 def cmd_wait(args) -> int:
@@ -157,3 +147,32 @@ def cmd_top(args) -> int:
     sys.stdout.flush()
     return subprocess.run(["ps", "-o", ",".join(fields), "-p",
                            ",".join(str(p) for p in pids) or "0"]).returncode and 0
+
+
+def cmd_attach(args) -> int:
+    """A detached zone's output from now on, until it stops (its log, followed from the
+    end): zoned's detached zones have no stdin or terminal to attach to. A zone with a
+    console (zone files, run --restart -t) is `zoned console`."""
+    from zoned import logs
+    from zoned.cli.logview import TailWriter
+    from zoned.errors import InvalidState
+
+    rt = runtime(args)
+    st = rt.state(args.id)
+    log = (st.get("zoned") or {}).get("log")
+    if not log:
+        raise InvalidState(f"cannot attach to {args.id!r}: it was not detached (its output "
+                           "goes to the terminal that ran it)")
+    if st["status"] == "stopped":
+        raise InvalidState(f"cannot attach to {args.id!r}: it is stopped")
+
+    def finished() -> bool:
+        st = rt.state(args.id)
+        return st["status"] == "stopped" and not logs.logger_alive(st["zoned"].get("logger"))
+    out = TailWriter(sys.stdout.buffer, 0)
+    try:
+        logs.follow(log, out, finished)
+    except KeyboardInterrupt:
+        return 0
+    out.flush()
+    return 0

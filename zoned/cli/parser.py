@@ -28,9 +28,12 @@ def build_parser(only: str | None = None, argv: list[str] | None = None):
     no subcommand is built at all."""
     import argparse
 
+    named = only if only in {name for name, _ in SUBCOMMANDS} else None
+
     class Parser(argparse.ArgumentParser):
         def error(self, message):  # one clear line, not a usage dump
-            sys.stderr.write(f"zoned: {message} (see `{self.prog} --help`)\n")
+            prog = f"zoned {named}" if self.prog == "zoned" and named else self.prog
+            sys.stderr.write(f"zoned: {message} (see `{prog} --help`)\n")
             sys.exit(USAGE_ERROR)
 
     if only is None and argv is not None and not {"-h", "--help"} & set(argv):
@@ -53,6 +56,10 @@ def build_parser(only: str | None = None, argv: list[str] | None = None):
     for name, build in SUBCOMMANDS:
         if only is None or only not in known or name == only:
             build(sub, argparse)
+    if argv is None or {"-h", "--help"} & set(argv):  # only when help is shown:
+        from zoned.cli.helptext import fill  # `zoned run` imports nothing more
+
+        fill(p)
     return p
 
 
@@ -298,6 +305,13 @@ def _sub_top(sub, argparse):
                    "etime tty time args)")
 
 
+def _sub_attach(sub, argparse):
+    a = _cmd(sub, "attach", "print a detached container's output from now on until it "
+             "stops (Ctrl-C detaches; its stdin is not attached)", "zoned attach web")
+    a.add_argument("--no-stdin", action="store_true", help="(podman's; always so)")
+    a.add_argument("id", help="the container")
+
+
 def _sub_volume(sub, argparse):
     v = _cmd(sub, "volume", "named volumes (-v NAME:/dir)", "zoned volume create data")
     vsub = v.add_subparsers(dest="volume_cmd", metavar="COMMAND", required=True,
@@ -392,10 +406,18 @@ def _sub_network(sub, argparse):
 
 
 def _sub_events(sub, argparse):
-    ev = sub.add_parser("events", help="(OCI) container events and stats as JSON lines")
-    ev.add_argument("--stats", action="store_true", help="print stats once and exit")
-    ev.add_argument("--interval", default="5s")
-    ev.add_argument("id")
+    ev = _cmd(sub, "events", "lifecycle events of containers as they happen (create, start, "
+              "died with the exit code, oom, remove...); given ID: runc's stats events",
+              "zoned events --filter event=died --format json")
+    ev.add_argument("--stats", action="store_true", help="(with ID) print stats once and exit")
+    ev.add_argument("--interval", default="5s", help="(with ID) seconds between stats")
+    ev.add_argument("--format", choices=["text", "json"], default="text",
+                    help="(without ID) text or JSON lines")
+    ev.add_argument("--filter", action="append", default=[], metavar="KEY=VALUE",
+                    help="(without ID) container=NAME, event=EVENT or image=IMAGE")
+    ev.add_argument("--timeout", type=float, metavar="SECONDS",
+                    help="(without ID) stop after this long (default: until interrupted)")
+    ev.add_argument("id", nargs="?", help="(runc) a container: its stats and oom events")
 
 
 def _sub_update(sub, argparse):
@@ -517,6 +539,7 @@ SUBCOMMANDS = [
     # podman's day-to-day commands (zoned.cli.manage, copy, volumes)
     ("wait", _sub_wait), ("restart", _sub_restart), ("cp", _sub_cp), ("port", _sub_port),
     ("rename", _sub_rename), ("top", _sub_top), ("volume", _sub_volume),
+    ("attach", _sub_attach),
 ]
 
 

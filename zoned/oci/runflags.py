@@ -121,19 +121,14 @@ def privileged(cfg: dict) -> None:
             m["options"] = [o for o in m.get("options", []) if o != "ro"] + ["rw"]
 
 
-def annotations(labels: list[str], stop_signal: str | None,
-                stop_timeout: str | int | None) -> dict:
-    """--label, --stop-signal and --stop-timeout as annotations (what stop and inspect read)."""
+def annotations(labels: list[str], stop_timeout: str | int | None) -> dict:
+    """--label and --stop-timeout as annotations (what stop and inspect read)."""
     out = {}
     for item in labels:
         key, _, val = item.partition("=")
         if not key or any(c.isspace() for c in key):
             raise ConfigError(f"invalid --label {item!r}: expected KEY=VALUE")
         out[ANN_LABEL + key] = val
-    if stop_signal is not None:
-        from zoned.oci.spec import ANN_STOP_SIGNAL
-
-        out[ANN_STOP_SIGNAL] = str(check_signal(stop_signal, "--stop-signal"))
     if stop_timeout is not None:
         try:
             seconds = int(stop_timeout)

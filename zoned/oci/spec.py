@@ -376,7 +376,10 @@ class RunOptions:
             cfg["annotations"][ANN_IMAGE] = self.image
             if image_config.get("stop_signal"):
                 cfg["annotations"][ANN_STOP_SIGNAL] = str(image_config["stop_signal"])
-        extra = runflags.annotations(self.labels, self.stop_signal, self.stop_timeout)
+        extra = runflags.annotations(self.labels, self.stop_timeout)
+        if self.stop_signal is not None:  # over the image's StopSignal
+            extra[ANN_STOP_SIGNAL] = str(runflags.check_signal(self.stop_signal,
+                                                               "--stop-signal"))
         if self.annotations or extra:
             cfg.setdefault("annotations", {}).update({**extra, **self.annotations})
         if self.read_only:  # podman's --read-only-tmpfs: scratch space stays writable
