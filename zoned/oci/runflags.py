@@ -97,15 +97,19 @@ def capabilities(base: list[str], add: list[str], drop: list[str],
 
 
 def kernel_caps() -> list[str]:
-    """Every capability this kernel has (zoned knows a few it may lack)."""
+    """Every capability zoned itself holds (its bounding set: the kernel's, less what a
+    host may withhold from root, e.g. CAP_SYS_RESOURCE): what --privileged and ALL mean."""
     from zoned.child.security import CAPABILITIES
 
+    bounding = (1 << 41) - 1
     try:
-        with open("/proc/sys/kernel/cap_last_cap") as f:
-            last = int(f.read())
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("CapBnd:"):
+                    bounding = int(line.split()[1], 16)
     except (OSError, ValueError):
-        last = 40
-    return list(CAPABILITIES[:last + 1])
+        pass
+    return [c for i, c in enumerate(CAPABILITIES) if bounding >> i & 1]
 
 
 def privileged(cfg: dict) -> None:

@@ -426,6 +426,8 @@ class RunOptions:
             mounts.append(parse_volume(v))
         mounts += [runflags.parse_mount(m, volume_dir) for m in self.mounts]
         mounts += [runflags.parse_tmpfs(t) for t in self.tmpfs]
+        # parents before children, as podman: `--tmpfs /x -v D:/x/y` keeps /x/y visible
+        mounts.sort(key=lambda m: m["destination"].rstrip("/").count("/"))
         return mounts, used
 
 
