@@ -120,6 +120,11 @@ def test_positional_image_and_exit_code_as_podman(podman, z):
     assert r.stdout == "a b\n"
 
 
+def test_entrypoint_replaces_the_image_s(podman, z):
+    r = same(both(podman, z, "--entrypoint", "echo", "::", "from", "entrypoint"))
+    assert r.stdout == "from entrypoint\n"
+
+
 def test_a_missing_image_is_an_error_not_a_command(podman, z):
     pm = podman.run("--rm", "zpcnosuchimage", "ls")
     zd = z("run", "--rm", "zpcnosuchimage", "ls")
