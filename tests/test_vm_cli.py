@@ -147,7 +147,7 @@ def test_detached_vm_ps_exec_logs_stop_rm(cli, zoned_root):
 def test_kill_delivers_the_signal_to_the_guest_process(cli, zoned_root):
     cli("run", "-d", "--name", "k", "--backend", "vm", "--", "sleep", "1000",
         check=True, timeout=120)
-    cli("kill", "k", check=True)  # SIGTERM to sleep, in the guest: 128+15
+    cli("kill", "k", "TERM", check=True)  # SIGTERM to sleep, in the guest: 128+15
     deadline = time.monotonic() + 30
     while json.loads(cli("ps", "-a", "--format", "json").stdout)[0]["status"] != "stopped":
         assert time.monotonic() < deadline

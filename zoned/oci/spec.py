@@ -388,7 +388,7 @@ class RunOptions:
                                       "options": ["rw", "nosuid", "nodev", "mode=1777"]})
         mounts, volumes = self._user_mounts()
         cfg["mounts"].extend(mounts)
-        if self.workdir:
+        if self.workdir and not self.rootfs:  # podman's rule for images; --rootfs: runc's
             runflags.check_workdir(rootfs, proc["cwd"], cfg["mounts"])
         if volumes:  # so that `volume rm` knows who uses them
             cfg.setdefault("annotations", {})[runflags.ANN_VOLUMES] = ",".join(volumes)
