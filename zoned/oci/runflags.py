@@ -13,6 +13,32 @@ ANN_LABEL = "org.zoned.label."  # --label KEY=VALUE -> annotation org.zoned.labe
 ANN_VOLUMES = "org.zoned.volumes"  # named volumes in use, comma-separated (volume rm)
 
 
+def user_mounts(volumes: list[str], mounts: list[str], tmpfs: list[str],
+                volume_root: str | None, parse_volume) -> tuple[list[dict], list[str]]:
+    """-v, --mount and --tmpfs as OCI mounts, parents before children (as podman:
+    `--tmpfs /x -v D:/x/y` keeps /x/y visible), and the named volumes used (made on first
+    use, in the data root of `volume_root`, default $ZONED_ROOT or /run/zoned)."""
+    from zoned.volumes import Volumes, is_name
+
+    store = Volumes(volume_root or os.environ.get("ZONED_ROOT") or "/run/zoned")
+    used: list[str] = []
+
+    def volume_dir(name: str | None) -> str:
+        used.append(store.create(name, exist_ok=True))
+        return store.data(used[-1])
+
+    out = []
+    for v in volumes:
+        src, sep, rest = v.partition(":")
+        if sep and src and is_name(src):
+            v = f"{volume_dir(src)}:{rest}"
+        out.append(parse_volume(v))
+    out += [parse_mount(m, volume_dir) for m in mounts]
+    out += [parse_tmpfs(t) for t in tmpfs]
+    out.sort(key=lambda m: m["destination"].rstrip("/").count("/"))
+    return out, used
+
+
 def parse_tmpfs(value: str) -> dict:
     """--tmpfs /path[:opts] -> a tmpfs mount (podman's defaults: rw,nosuid,nodev)."""
     dst, _, opts = value.partition(":")

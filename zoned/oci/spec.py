@@ -345,10 +345,12 @@ class RunOptions:
                 list(self.args) or list(image_config.get("cmd") or []))
         if not args:
             raise ConfigError("no command given and the image has no default command")
-        from zoned.oci import runflags
+        caps = DEFAULT_CAPS
+        if self.cap_add or self.cap_drop or self.privileged:  # (imported only then)
+            from zoned.oci import runflags
 
-        caps = runflags.capabilities(DEFAULT_CAPS, self.cap_add, self.cap_drop,
-                                     self.privileged)
+            caps = runflags.capabilities(DEFAULT_CAPS, self.cap_add, self.cap_drop,
+                                         self.privileged)
         cfg = default_config(args, terminal=self.tty, caps=caps or ["CAP_CHOWN"])
         if not caps:  # --cap-drop ALL
             cfg["process"]["capabilities"] = {k: [] for k in cfg["process"]["capabilities"]}
@@ -376,22 +378,32 @@ class RunOptions:
             cfg["annotations"][ANN_IMAGE] = self.image
             if image_config.get("stop_signal"):
                 cfg["annotations"][ANN_STOP_SIGNAL] = str(image_config["stop_signal"])
-        extra = runflags.annotations(self.labels, self.stop_timeout)
-        if self.stop_signal is not None:  # over the image's StopSignal
-            extra[ANN_STOP_SIGNAL] = str(runflags.check_signal(self.stop_signal,
-                                                               "--stop-signal"))
+        extra = {}
+        if self.labels or self.stop_signal is not None or self.stop_timeout is not None:
+            from zoned.oci import runflags
+
+            extra = runflags.annotations(self.labels, self.stop_timeout)
+            if self.stop_signal is not None:  # over the image's StopSignal
+                extra[ANN_STOP_SIGNAL] = str(runflags.check_signal(self.stop_signal,
+                                                                   "--stop-signal"))
         if self.annotations or extra:
             cfg.setdefault("annotations", {}).update({**extra, **self.annotations})
         if self.read_only:  # podman's --read-only-tmpfs: scratch space stays writable
             for d in ("/tmp", "/var/tmp", "/run"):
                 cfg["mounts"].append({"destination": d, "type": "tmpfs", "source": "tmpfs",
                                       "options": ["rw", "nosuid", "nodev", "mode=1777"]})
-        mounts, volumes = self._user_mounts()
-        cfg["mounts"].extend(mounts)
+        if self.volumes or self.mounts or self.tmpfs:  # zoned.oci.runflags, zoned.volumes
+            from zoned.oci.runflags import ANN_VOLUMES, user_mounts
+
+            mounts, volumes = user_mounts(self.volumes, self.mounts, self.tmpfs,
+                                          self.volume_root, parse_volume)
+            cfg["mounts"].extend(mounts)
+            if volumes:  # so that `volume rm` knows who uses them
+                cfg.setdefault("annotations", {})[ANN_VOLUMES] = ",".join(volumes)
         if self.workdir and not self.rootfs:  # podman's rule for images; --rootfs: runc's
-            runflags.check_workdir(rootfs, proc["cwd"], cfg["mounts"])
-        if volumes:  # so that `volume rm` knows who uses them
-            cfg.setdefault("annotations", {})[runflags.ANN_VOLUMES] = ",".join(volumes)
+            from zoned.oci.runflags import check_workdir
+
+            check_workdir(rootfs, proc["cwd"], cfg["mounts"])
         if self.init:
             if not init_path:
                 raise ConfigError("--init needs zoned-init (run `make` to build it)")
@@ -406,29 +418,6 @@ class RunOptions:
             cpus=self.cpus, cpu_shares=self.cpu_shares, cpuset_cpus=self.cpuset_cpus or None,
             pids_limit=self.pids_limit, defaults=True)
         return cfg
-
-    def _user_mounts(self) -> tuple[list[dict], list[str]]:
-        """-v, --mount and --tmpfs, in that order; named volumes are made on first use."""
-        from zoned.oci import runflags
-        from zoned.volumes import Volumes, is_name
-
-        def volume_dir(name: str | None) -> str:
-            root = self.volume_root or os.environ.get("ZONED_ROOT") or "/run/zoned"
-            used.append(Volumes(root).create(name, exist_ok=True))
-            return Volumes(root).data(used[-1])
-
-        used: list[str] = []
-        mounts = []
-        for v in self.volumes:
-            src, sep, rest = v.partition(":")
-            if sep and src and is_name(src):
-                v = f"{volume_dir(src)}:{rest}"
-            mounts.append(parse_volume(v))
-        mounts += [runflags.parse_mount(m, volume_dir) for m in self.mounts]
-        mounts += [runflags.parse_tmpfs(t) for t in self.tmpfs]
-        # parents before children, as podman: `--tmpfs /x -v D:/x/y` keeps /x/y visible
-        mounts.sort(key=lambda m: m["destination"].rstrip("/").count("/"))
-        return mounts, used
 
 
 def resources_from_flags(*, base: dict | None = None, memory: str | int | None = None,
