@@ -120,6 +120,19 @@ def test_positional_image_and_exit_code_as_podman(podman, z):
     assert r.stdout == "a b\n"
 
 
+def test_positional_image_is_the_image_not_a_command(z, tmp_path):
+    """(busybox as the image hides the difference: `busybox sh` is also a command)"""
+    from zoned.images.store import ImageStore
+
+    store = tmp_path / "images"
+    tar = ImageStore().export_rootfs_tar("busybox", tmp_path / "bb.tar")
+    z("--images", str(store), "image", "import", str(tar), "--name", "zpcimg", check=True)
+    p = z("--images", str(store), "run", "--rm", "zpcimg", "sh", "-c", "exit 3")
+    assert p.returncode == 3, p.stderr
+    p = z("--images", str(store), "run", "--rm", "zpcimg", "cat", "/etc/hostname")
+    assert p.returncode == 0 and p.stdout.strip(), p.stderr
+
+
 def test_entrypoint_replaces_the_image_s(podman, z):
     r = same(both(podman, z, "--entrypoint", "echo", "::", "from", "entrypoint"))
     assert r.stdout == "from entrypoint\n"
