@@ -467,3 +467,32 @@ def test_piped_output_ends_quietly(z):
                            "echo ${PIPESTATUS[0]}", shell=True, executable="/bin/bash",
                            capture_output=True, text=True)
         assert p.stderr == "" and p.stdout.strip() in ("0", "141"), (cmd, p)
+
+
+@pytest.mark.parametrize("flags", [["--tmpfs", "/x"], ["--mount", "type=tmpfs,target=/x"],
+                                   ["--cap-add", "NET_ADMIN"], ["--privileged"]])
+def test_run_flags_a_vm_cannot_honour_are_refused(z, flags):
+    p = z("run", "--rm", "--backend", "vm", *flags, "busybox", "true")
+    assert p.returncode == 125 and p.stderr.count("\n") == 1 and "--backend vm" in p.stderr
+    assert z("ps", "-a", "-q").stdout == ""
+
+
+def test_vm_zones_commands_work_or_refuse_in_one_line(z, tmp_path):
+    try:
+        from zoned.vm.assets import kernel
+
+        kernel()
+    except Exception as e:  # noqa: BLE001 - no guest kernel on this host
+        pytest.skip(f"no VM guest kernel: {e}")
+    r = z("run", "-d", "--name", "zpcvm", "--backend", "vm", "--label", "k=v", "busybox",
+          "sleep", "1000", timeout=180)
+    assert r.returncode == 0, r.stderr
+    assert z("inspect", "--format", "{{.Config.Labels.k}} {{.State.Running}}",
+             "zpcvm").stdout == "v true\n"
+    for cmd in (["cp", str(tmp_path), "zpcvm:/tmp"], ["top", "zpcvm"],
+                ["restart", "zpcvm"], ["rename", "zpcvm", "zpcvm2"]):
+        p = z(*cmd)
+        assert p.returncode == 125 and p.stderr.count("\n") == 1 and "VM" in p.stderr, p
+    assert z("ps", "--format", "{{.Names}}").stdout == "zpcvm\n"
+    assert z("kill", "zpcvm").returncode == 0  # SIGKILL to the guest's process
+    assert z("rm", "-f", "zpcvm").returncode == 0

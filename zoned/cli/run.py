@@ -51,6 +51,7 @@ def cmd_run(args) -> int:
     if args.backend == "vm":
         from zoned.backends.vm import check_options
 
+        _refuse_for_vm(args)
         check_options(opts)
     elif args.accel != "auto":
         raise ConfigError("invalid --accel: only with --backend vm")
@@ -71,6 +72,20 @@ def cmd_run(args) -> int:
         print(cid)
         return 0
     return _foreground(rt, cid, cfg, args, net)
+
+
+def _refuse_for_vm(args) -> None:
+    """The run flags a VM guest cannot honour (it has its own kernel, init and /dev): one
+    line each, before anything exists. -v, named volumes and bind/volume --mounts are
+    shared into the guest; --label, --stop-signal, --stop-timeout, --env-file work."""
+    from zoned.errors import ConfigError
+
+    tmpfs_mount = [m for m in args.mount if "type=tmpfs" in m.replace(" ", "")]
+    for flag, value in (("--tmpfs", args.tmpfs), ("--mount type=tmpfs", tmpfs_mount),
+                        ("--cap-add", args.cap_add), ("--cap-drop", args.cap_drop),
+                        ("--privileged", args.privileged)):
+        if value:
+            raise ConfigError(f"invalid {flag} with --backend vm: not supported for VMs")
 
 
 def image_and_command(args) -> tuple[str | None, list[str]]:
