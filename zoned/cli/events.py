@@ -35,7 +35,8 @@ def _changes(rt, before: dict, after: dict):
             if now["status"] in ("running", "paused"):
                 yield cid, "start", now, {}
             continue
-        if was["status"] == "created" and now["status"] == "running":
+        if was["status"] in ("creating", "created") and now["status"] != was["status"] \
+                and now["status"] != "created":  # it started (and may have ended already)
             yield cid, "start", now, {}
         if now["oom"] > was["oom"]:
             yield cid, "oom", now, {}
