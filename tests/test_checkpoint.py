@@ -44,7 +44,7 @@ def _seq(vol):
 
 
 def _ps(cli):
-    return {c["id"]: c["status"] for c in json.loads(cli("ps", "--format", "json").stdout)}
+    return {c["id"]: c["status"] for c in json.loads(cli("ps", "-a", "--format", "json").stdout)}
 
 
 def test_checkpoint_stops_and_restore_continues(cli, tmp_path):

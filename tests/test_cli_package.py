@@ -114,5 +114,5 @@ def test_update_refuses_swap_below_the_limit_and_changes_nothing(cli):
 
 def test_foreground_exit_code_is_kept(cli):
     assert cli("run", "--name", "x", "--", "sh", "-c", "exit 3").returncode == 3
-    assert "exited (3)" in cli("ps").stdout
-    assert cli("ps", "--format", "json").stdout.count('"exit_code": 3') == 1
+    assert "exited (3)" in cli("ps", "-a").stdout
+    assert cli("ps", "-a", "--format", "json").stdout.count('"exit_code": 3') == 1

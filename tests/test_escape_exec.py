@@ -159,7 +159,7 @@ def test_created_init_reports_a_failed_exec(cli, bundle):
         p = cli("run", "--bundle", str(bundle.path), "r1", files=True)
         assert (p.returncode, p.stderr) == (
             code, f"zoned: container init: {error}: /{name}\n"), p.stderr
-    assert cli("ps", "-q").stdout.split() == []
+    assert cli("ps", "-a", "-q").stdout.split() == []
 
 
 def test_exec_pid_file_names_the_process_in_the_zone(cli, tmp_path):

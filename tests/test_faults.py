@@ -85,7 +85,7 @@ def netcleanup(cli, zoned_root):
     """Remove the test root's default network at the end (the zoned_root fixture removes
     the containers)."""
     yield
-    ids = cli("ps", "-q").stdout.split()
+    ids = cli("ps", "-a", "-q").stdout.split()
     if ids:
         cli("rm", "-f", *ids)
     cli("network", "rm", "zoned0")
@@ -151,7 +151,7 @@ def full_disk_root(zoned_root, cli):
         filler = os.path.join(zoned_root, "filler")
         if os.path.exists(filler):
             os.unlink(filler)
-        ids = cli("ps", "-q").stdout.split()
+        ids = cli("ps", "-a", "-q").stdout.split()
         if ids:
             cli("rm", "-f", *ids)
         cli("network", "rm", "zoned0")

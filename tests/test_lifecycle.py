@@ -68,9 +68,9 @@ def test_detached_ps_exec_logs_inspect_stop_rm(cli):
     assert cli("run", "-d", "--name", "web", "--memory", "32m", "--", "sh", "-c",
                "echo started; trap 'echo bye; exit 0' TERM; while :; do sleep 0.1; done"
                ).stdout.strip() == "web"
-    ps = json.loads(cli("ps", "--format", "json").stdout)
+    ps = json.loads(cli("ps", "-a", "--format", "json").stdout)
     assert [(c["id"], c["status"]) for c in ps] == [("web", "running")]
-    table = cli("ps").stdout
+    table = cli("ps", "-a").stdout
     assert "web" in table and "running" in table
     assert cli("exec", "web", "--", "hostname").stdout.strip() == "web"
     assert cli("exec", "web", "--", "sh", "-c", "exit 3").returncode == 3
@@ -81,9 +81,9 @@ def test_detached_ps_exec_logs_inspect_stop_rm(cli):
     assert cli("logs", "web").stdout == "started\n"
     assert cli("stop", "-t", "5", "web").returncode == 0
     assert cli("logs", "web").stdout == "started\nbye\n"
-    assert json.loads(cli("ps", "--format", "json").stdout)[0]["status"] == "stopped"
+    assert json.loads(cli("ps", "-a", "--format", "json").stdout)[0]["status"] == "stopped"
     assert cli("rm", "web").returncode == 0
-    assert json.loads(cli("ps", "--format", "json").stdout) == []
+    assert json.loads(cli("ps", "-a", "--format", "json").stdout) == []
 
 
 def test_kill_and_force_rm(cli):

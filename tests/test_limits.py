@@ -63,7 +63,7 @@ def test_stats_and_inspect_from_the_cli(cli):
     lim = info["limits"]
     assert lim["memory"]["limit"] == 48 << 20 and lim["pids"]["limit"] == 20
     assert lim["cpu"]["quota"] == 50000 and lim["cpu"]["period"] == 100000
-    stats = json.loads(cli("stats", "--format", "json", "s").stdout)["s"]
+    stats = json.loads(cli("stats", "--format", "json", "s").stdout)[0]
     assert 0 < stats["memory"]["usage"] < 48 << 20
     assert stats["pids"]["current"] == 1
     assert "s" in cli("stats").stdout

@@ -35,7 +35,7 @@ def test_checkpoint_and_restore_a_zone_with_a_utf8_volume_path(cli, tmp_path):
         p = cli("checkpoint", "--leave-running", "orig", "--dir", str(images))
         assert p.returncode == 0, p.stderr
         cli("restore", "--dir", str(images), "--name", "copy", check=True)
-        ps = {c["id"]: c["status"] for c in json.loads(cli("ps", "--format", "json").stdout)}
+        ps = {c["id"]: c["status"] for c in json.loads(cli("ps", "-a", "--format", "json").stdout)}
         assert ps == {"orig": "running", "copy": "running"}
         escaped = DEST.replace(" ", "\\040")  # as the kernel writes it
         out = cli("exec", "copy", "--", "grep", "-F", f" {escaped} ", "/proc/self/mountinfo",

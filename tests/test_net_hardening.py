@@ -65,7 +65,7 @@ def net(cli, zoned_root):
         return json.loads(cli("network", "inspect", name, check=True).stdout)[0]
 
     yield make
-    ids = cli("ps", "-q").stdout.split()
+    ids = cli("ps", "-a", "-q").stdout.split()
     if ids:
         cli("rm", "-f", *ids)
     if made:
@@ -139,7 +139,7 @@ def leftovers(cli, zoned_root: str, netname: str) -> dict:
              and Path(f"/sys/class/net/{n}/ifalias").read_text().strip().startswith("zoned:")
              and Path(f"/sys/class/net/{n}/ifalias").read_text().strip().endswith("@" + real)]
     info = json.loads(cli("network", "inspect", netname, check=True).stdout)[0]
-    return {"ps": cli("ps", "-q").stdout.split(),
+    return {"ps": cli("ps", "-a", "-q").stdout.split(),
             "dirs": sorted(n for n in os.listdir(zoned_root) if not n.startswith(".")),
             "leases": sorted(info["containers"]), "veths": sorted(veths)}
 
@@ -222,7 +222,7 @@ def test_oci_config_hostname_is_validated(cli, bundle):
     assert p.returncode != 0
     lines = p.stderr.strip().splitlines()
     assert len(lines) == 1 and "invalid config.json: hostname" in lines[0], p.stderr
-    assert cli("ps", "-q").stdout.split() == []
+    assert cli("ps", "-a", "-q").stdout.split() == []
     bundle(["hostname"], hostname="ok-host")
     p = cli("run", "--bundle", str(bundle.path), "hn2", files=True)
     assert p.returncode == 0 and p.stdout.strip() == "ok-host", p.stderr

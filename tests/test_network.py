@@ -104,7 +104,7 @@ def net(cli, zoned_root):
         return name, info["subnet"], info["gateway"]
 
     yield make
-    ids = cli("ps", "-q").stdout.split()
+    ids = cli("ps", "-a", "-q").stdout.split()
     if ids:
         cli("rm", "-f", *ids)
     names = [n[:-5] for n in os.listdir(os.path.join(zoned_root, ".networks"))
@@ -207,7 +207,7 @@ def test_network_commands(cli, zoned_root, net):
     assert info["name"] == name and info["containers"] == {}
     # settings persist under the state root, in a dot-dir the container store ignores
     assert os.path.exists(os.path.join(zoned_root, ".networks", f"{name}.json"))
-    assert cli("ps", "-q").stdout == ""
+    assert cli("ps", "-a", "-q").stdout == ""
     # errors: one line each
     for args, msg in [
         (["network", "create", name], "already exists"),
@@ -476,7 +476,7 @@ def test_stats_and_inspect_show_network(cli, net):
     start_httpd(cli, "busy", "--network", name)
     ip = ip_of(cli, "busy")
     assert wait_for(lambda: _try(http_get, f"http://{ip}/passwd"))
-    s = json.loads(cli("stats", "--format", "json", "busy", check=True).stdout)["busy"]
+    s = json.loads(cli("stats", "--format", "json", "busy", check=True).stdout)[0]
     assert s["network"]["tx_bytes"] > 100 and s["network"]["rx_bytes"] > 50
     assert "NET RX" in cli("stats", "busy", check=True).stdout
     info = json.loads(cli("inspect", "busy", check=True).stdout)

@@ -56,7 +56,7 @@ def test_exec_failure_exit_codes(cli):
     assert p.returncode == 127
     p = cli("run", "--rm", "--", "/etc/passwd")
     assert p.returncode == 126 and 'exec: "/etc/passwd": permission denied' in p.stderr
-    assert cli("ps", "-q").stdout == ""
+    assert cli("ps", "-a", "-q").stdout == ""
 
 
 def test_name_in_use(cli, zoned_root):
@@ -156,7 +156,7 @@ def test_concurrent_same_name_only_one_wins(cli, zoned_root):
     with ThreadPoolExecutor(8) as pool:
         results = list(pool.map(one, range(8)))
     assert sorted(r.returncode for r in results) == [0] + [125] * 7
-    assert json.loads(cli("ps", "--format", "json").stdout)[0]["status"] == "running"
+    assert json.loads(cli("ps", "-a", "--format", "json").stdout)[0]["status"] == "running"
 
 
 def test_gc_of_one_root_leaves_other_roots_alone(cli, zoned_root, tmp_path, monkeypatch):

@@ -146,7 +146,7 @@ def test_gc_removes_data_dirs_whose_zone_is_gone(cli):
     cli("kill", "kept", "KILL", check=True)
     # A "reboot" of zone `gone`: its processes end and its runtime state vanishes.
     cli("kill", "gone", "KILL", check=True)
-    _wait_for(lambda: {c["status"] for c in json.loads(cli("ps", "--format", "json").stdout)}
+    _wait_for(lambda: {c["status"] for c in json.loads(cli("ps", "-a", "--format", "json").stdout)}
               == {"stopped"})
     shutil.rmtree(os.path.join(cli.root, "gone"))
     assert (Path(gone) / "ctr.log").read_text() == "hi\n"  # still there to read

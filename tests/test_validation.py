@@ -354,7 +354,7 @@ def test_a_sample_of_wrong_types_through_the_real_cli(cli, bundle, zoned_root):
 
 def test_closed_pipe_ends_quietly_with_141(cli):
     cli("run", "-d", "--name", "pp", "--", "sleep", "1000", check=True)
-    for args in (["ps"], ["inspect", "pp"], ["ps", "--format", "json"]):
+    for args in (["ps", "-a"], ["inspect", "pp"], ["ps", "-a", "--format", "json"]):
         r, w = os.pipe()
         os.close(r)  # the reader is gone before zoned writes anything
         try:

@@ -119,11 +119,11 @@ def test_detached_vm_ps_exec_logs_stop_rm(cli, zoned_root):
     assert cli("run", "-d", "--name", "v", "--backend", "vm", "--hostname", "guest",
                "--", "sh", "-c", "echo started; trap 'echo bye; exit 0' TERM; "
                "while :; do sleep 0.2; done", timeout=120).stdout.strip() == "v"
-    ps = json.loads(cli("ps", "--format", "json").stdout)
+    ps = json.loads(cli("ps", "-a", "--format", "json").stdout)
     assert [(c["id"], c["status"]) for c in ps] == [("v", "running")]
     qemu = ps[0]["pid"]
     assert qemu in qemus_of(zoned_root)
-    assert "vm/tcg" in cli("ps").stdout or "vm/kvm" in cli("ps").stdout
+    assert "vm/tcg" in cli("ps", "-a").stdout or "vm/kvm" in cli("ps", "-a").stdout
     info = json.loads(cli("inspect", "v").stdout)
     assert info["backend"] == "vm" and info["vm"]["accel"] in ("tcg", "kvm")
     assert info["vm"]["reason"] and info["vm"]["memory_mib"] == 256
@@ -135,9 +135,9 @@ def test_detached_vm_ps_exec_logs_stop_rm(cli, zoned_root):
     assert p.stdout == "through the agent\n"
     assert "started" in cli("logs", "v").stdout
     cli("stop", "v", check=True, timeout=60)
-    ps = json.loads(cli("ps", "--format", "json").stdout)
+    ps = json.loads(cli("ps", "-a", "--format", "json").stdout)
     assert ps[0]["status"] == "stopped" and ps[0]["exit_code"] == 0
-    assert "exited (0)" in cli("ps").stdout
+    assert "exited (0)" in cli("ps", "-a").stdout
     assert "bye" in cli("logs", "v").stdout
     assert qemus_of(zoned_root) == []
     cli("rm", "v", check=True)
@@ -147,12 +147,12 @@ def test_detached_vm_ps_exec_logs_stop_rm(cli, zoned_root):
 def test_kill_delivers_the_signal_to_the_guest_process(cli, zoned_root):
     cli("run", "-d", "--name", "k", "--backend", "vm", "--", "sleep", "1000",
         check=True, timeout=120)
-    cli("kill", "k", check=True)  # SIGTERM to sleep, in the guest: 128+15
+    cli("kill", "k", "TERM", check=True)  # SIGTERM to sleep, in the guest: 128+15
     deadline = time.monotonic() + 30
-    while json.loads(cli("ps", "--format", "json").stdout)[0]["status"] != "stopped":
+    while json.loads(cli("ps", "-a", "--format", "json").stdout)[0]["status"] != "stopped":
         assert time.monotonic() < deadline
         time.sleep(0.2)
-    assert json.loads(cli("ps", "--format", "json").stdout)[0]["exit_code"] == 143
+    assert json.loads(cli("ps", "-a", "--format", "json").stdout)[0]["exit_code"] == 143
     cli("rm", "k", check=True)
     assert_nothing_left(zoned_root, "k")
 

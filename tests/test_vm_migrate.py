@@ -84,6 +84,6 @@ def test_a_refused_vm_migration_leaves_it_running_on_the_source(two_hosts, key, 
     n = _count(th.a, "vm2")
     time.sleep(0.3)
     assert _count(th.a, "vm2") > n
-    assert [c["id"] for c in th.b.zoned_json("ps", "--format", "json")] == ["vm2"]
+    assert [c["id"] for c in th.b.zoned_json("ps", "-a", "--format", "json")] == ["vm2"]
     th.a.zoned("rm", "-f", "vm2", check=True)
     th.b.zoned("rm", "-f", "vm2", check=True)

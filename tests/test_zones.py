@@ -453,7 +453,7 @@ def test_zone_file_with_backend_vm_boots_a_vm(cli, zones):
           "command: sh -c 'echo vm-up $(cat /proc/cpuinfo | grep -c ^processor); "
           "sleep 1; exit 4'\non_crash: preserve\n")
     cli("start", "zmgvm", check=True, timeout=120)
-    ps = cli("ps", check=True).stdout
+    ps = cli("ps", "-a", check=True).stdout
     assert any(line.startswith("zmgvm ") and "vm/" in line for line in ps.splitlines()), ps
     r = _wait(lambda: (lambda x: x if x["status"].startswith("Exited") else None)(
         _list(cli)["zmgvm"]), timeout=120, what="the VM's exit")
@@ -463,7 +463,7 @@ def test_zone_file_with_backend_vm_boots_a_vm(cli, zones):
 
 # -- zoned run -d --restart (podman's flag) ---------------------------------------------
 def _ps(cli) -> dict:
-    return {c["id"]: c for c in json.loads(cli("ps", "--format", "json", check=True).stdout)}
+    return {c["id"]: c for c in json.loads(cli("ps", "-a", "--format", "json", check=True).stdout)}
 
 
 def test_run_restart_on_failure_gives_up_after_n_and_keeps_the_exit(cli):

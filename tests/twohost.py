@@ -229,7 +229,7 @@ class Host(Netns):
         return json.loads(self.zoned(*args, check=True).stdout)
 
     def container_ids(self) -> list[str]:
-        return self.zoned("ps", "-q", check=True).stdout.split()
+        return self.zoned("ps", "-a", "-q", check=True).stdout.split()
 
 
 # -- observers in the client namespace -------------------------------------------------------

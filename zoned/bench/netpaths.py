@@ -208,7 +208,7 @@ class Paths:
         from zoned.bench.leftovers import links_aliased, rmdir_quiet, state_entries
 
         self.stop_servers()
-        ids = self.z("ps", "-q", check=False).stdout.split()
+        ids = self.z("ps", "-a", "-q", check=False).stdout.split()
         if ids:
             self.z("rm", "-f", *ids, check=False)
         nets = self.z("network", "ls", "-q", check=False).stdout.split()

@@ -16,6 +16,11 @@ and only that command's module is imported (COMMANDS below). The modules:
     migration   checkpoint, restore, migrate, relocation-server, relocation-key
     system      gc
     zones       define, start, shutdown, list, console, ...: zone files (zoned.zones)
+    manage      wait, restart, port, rename, top (podman's)
+    copy        cp, both directions, running or stopped zones
+    volumes     volume create, ls, inspect, rm (zoned.volumes)
+    describe    what inspect shows; format: the Go-template subset of --format
+    logview     logs --tail
     common      what every command needs: the runtime, signals as exceptions
     output      JSON and table printing, human sizes
 """
@@ -47,6 +52,9 @@ COMMANDS = {
     "relocation-key": "migration:cmd_relocation_key",
     "gc": "system:cmd_gc", "info": "system:cmd_info",
     "bench": "bench:cmd_bench",
+    "wait": "manage:cmd_wait", "restart": "manage:cmd_restart", "port": "manage:cmd_port",
+    "rename": "manage:cmd_rename", "top": "manage:cmd_top", "cp": "copy:cmd_cp",
+    "volume": "volumes:cmd_volume", "attach": "manage:cmd_attach",
     # zones as xm/virsh admins manage them (zoned.zones); start and restore above too
     **{c: f"zones:cmd_{c.replace('-', '_')}" for c in (
         "define", "undefine", "shutdown", "destroy", "reboot", "console", "list",

@@ -113,6 +113,11 @@ def cmd_spec(args) -> int:
 
 
 def cmd_events(args) -> int:
+    if args.id is None:  # podman's lifecycle events
+        from zoned.cli.events import cmd_lifecycle_events
+
+        args.interval = 0.2
+        return cmd_lifecycle_events(args)
     import json
     import time
 

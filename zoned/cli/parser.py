@@ -28,9 +28,12 @@ def build_parser(only: str | None = None, argv: list[str] | None = None):
     no subcommand is built at all."""
     import argparse
 
+    named = only if only in {name for name, _ in SUBCOMMANDS} else None
+
     class Parser(argparse.ArgumentParser):
         def error(self, message):  # one clear line, not a usage dump
-            sys.stderr.write(f"zoned: {message} (see `{self.prog} --help`)\n")
+            prog = f"zoned {named}" if self.prog == "zoned" and named else self.prog
+            sys.stderr.write(f"zoned: {message} (see `{prog} --help`)\n")
             sys.exit(USAGE_ERROR)
 
     if only is None and argv is not None and not {"-h", "--help"} & set(argv):
@@ -53,45 +56,84 @@ def build_parser(only: str | None = None, argv: list[str] | None = None):
     for name, build in SUBCOMMANDS:
         if only is None or only not in known or name == only:
             build(sub, argparse)
+    if argv is None or {"-h", "--help"} & set(argv):  # only when help is shown:
+        from zoned.cli.helptext import fill  # `zoned run` imports nothing more
+
+        fill(p)
     return p
 
 
 def _sub_run(sub, argparse):
-    r = sub.add_parser("run", help="run a command in a new container")
-    r.add_argument("--name")
+    r = sub.add_parser(
+        "run", help="run a command in a new container",
+        usage="zoned run [OPTIONS] IMAGE [COMMAND...]\n"
+              "       zoned run [OPTIONS] -- COMMAND...   (the default image, busybox)\n"
+              "       zoned run [OPTIONS] --image IMAGE|--rootfs DIR [--] COMMAND...",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="examples:\n  zoned run --rm busybox sh -c 'echo hi'\n"
+               "  zoned run -d --name web -p 8080:80 -v data:/data busybox httpd -f\n"
+               "  zoned run --rm -- uname -a")
+    r.add_argument("--name", help="the container's name (default: a generated one)")
     r.add_argument("--rm", action="store_true", help="remove the container when it exits")
     r.add_argument("--restart", metavar="POLICY", help="no, on-failure[:N] or always: "
                    "restart a detached zone when it exits (with back-off; zoned.zones)")
-    r.add_argument("-d", "--detach", action="store_true")
-    r.add_argument("-i", "--interactive", action="store_true")
-    r.add_argument("-t", "--tty", action="store_true")
+    r.add_argument("-d", "--detach", action="store_true",
+                   help="run in the background and print the name")
+    r.add_argument("-i", "--interactive", action="store_true", help="keep stdin open")
+    r.add_argument("-t", "--tty", action="store_true", help="give the command a terminal")
     src = r.add_mutually_exclusive_group()
-    src.add_argument("--image")
-    src.add_argument("--rootfs")
-    r.add_argument("--hostname")
-    r.add_argument("--memory", "-m")
-    r.add_argument("--memory-swap")
-    r.add_argument("--cpus")
-    r.add_argument("--cpu-shares", type=int)
-    r.add_argument("--cpuset-cpus")
+    src.add_argument("--image", help="the image (instead of the IMAGE argument)")
+    src.add_argument("--rootfs", help="a root directory to run instead of an image")
+    r.add_argument("--hostname", help="the hostname (default: the name)")
+    r.add_argument("--memory", "-m", help="memory limit, e.g. 64m")
+    r.add_argument("--memory-swap", help="memory+swap limit (-1: unlimited swap)")
+    r.add_argument("--cpus", help="CPU limit in CPUs, e.g. 0.5")
+    r.add_argument("--cpu-shares", type=int, help="relative CPU weight (1024 = normal)")
+    r.add_argument("--cpuset-cpus", help="CPUs the zone may run on, e.g. 0-1")
     r.add_argument("--pids-limit", type=int, metavar="N",
                    help="most processes the zone may have at once (default 2048, as podman; "
                    "-1 or 0: no limit)")
-    r.add_argument("-e", "--env", action="append", default=[])
-    r.add_argument("-w", "--workdir")
+    r.add_argument("-e", "--env", action="append", default=[],
+                   help="NAME=VALUE (or NAME: from this environment); repeatable")
+    r.add_argument("--env-file", action="append", default=[], metavar="FILE",
+                   help="NAME=VALUE lines to add to the environment; repeatable")
+    r.add_argument("-w", "--workdir", help="the command's working directory (it must "
+                   "exist in the image, as with podman)")
     r.add_argument("--entrypoint", help="replaces the image's Entrypoint (\"\" for none)")
-    r.add_argument("-u", "--user")
-    r.add_argument("-v", "--volume", action="append", default=[])
-    r.add_argument("--read-only", action="store_true")
-    r.add_argument("--init", action="store_true")
+    r.add_argument("-u", "--user", help="UID[:GID] or NAME[:GROUP] to run as")
+    r.add_argument("-v", "--volume", action="append", default=[],
+                   help="HOSTDIR:DIR[:ro] or VOLUME:DIR[:ro] (a named volume, made on "
+                   "first use); repeatable")
+    r.add_argument("--mount", action="append", default=[], metavar="type=TYPE,...",
+                   help="type=bind|volume|tmpfs,source=..,target=..[,ro][,tmpfs-size=..]")
+    r.add_argument("--tmpfs", action="append", default=[], metavar="DIR[:OPTS]",
+                   help="mount a tmpfs on DIR (e.g. /run:size=64m)")
+    r.add_argument("--cap-add", action="append", default=[], metavar="CAP",
+                   help="add a capability (NET_ADMIN, or ALL); repeatable")
+    r.add_argument("--cap-drop", action="append", default=[], metavar="CAP",
+                   help="drop a capability (or ALL); repeatable")
+    r.add_argument("--privileged", action="store_true", help="all capabilities, no "
+                   "seccomp filter, no masked /proc paths, all devices allowed")
+    r.add_argument("-l", "--label", action="append", default=[], metavar="KEY=VALUE",
+                   help="a label (shown by inspect); repeatable")
+    r.add_argument("--stop-signal", metavar="SIGNAL",
+                   help="what `zoned stop` sends first (default: the image's, else TERM)")
+    r.add_argument("--stop-timeout", type=int, metavar="SECONDS",
+                   help="how long `zoned stop` waits before SIGKILL (default 10)")
+    r.add_argument("--read-only", action="store_true",
+                   help="a read-only root (/tmp, /var/tmp and /run stay writable)")
+    r.add_argument("--init", action="store_true",
+                   help="run a small init as PID 1 that reaps and forwards signals")
     r.add_argument("--network", "--net", action="append", default=[],
                    help="NAME, none (only lo, the default), host or container:NAME")
-    r.add_argument("--ip")
-    r.add_argument("--mac")
+    r.add_argument("--ip", help="the address on the network")
+    r.add_argument("--mac", help="the MAC address on the network")
     r.add_argument("-p", "--publish", action="append", default=[],
-                   help="HOSTPORT:CTRPORT[/tcp|udp]")
-    r.add_argument("--dns", action="append", default=[])
-    r.add_argument("--add-host", action="append", default=[], help="name:ip")
+                   help="HOSTPORT:CTRPORT[/tcp|udp] (on the default network zoned0 "
+                   "unless --network)")
+    r.add_argument("--dns", action="append", default=[], help="a DNS server; repeatable")
+    r.add_argument("--add-host", action="append", default=[],
+                   help="name:ip in /etc/hosts; repeatable")
     r.add_argument("--backend", choices=("zone", "vm"), default="zone",
                    help="zone (namespaces on this kernel, the default) or vm (a QEMU "
                    "micro-VM booting the image: --memory and --cpus are its RAM and vCPUs)")
@@ -100,41 +142,55 @@ def _sub_run(sub, argparse):
                    "works, else TCG")
     # runc's `run`: with --bundle, the one positional argument is the container ID
     r.add_argument("-b", "--bundle", help="(OCI) run the bundle's config.json; then: run ID")
-    r.add_argument("--pid-file")
-    r.add_argument("--console-socket")
-    r.add_argument("--no-pivot", action="store_true")
-    r.add_argument("--no-new-keyring", action="store_true")
-    r.add_argument("--preserve-fds", type=int, default=0)
+    r.add_argument("--pid-file", help="(OCI) write the container's pid here")
+    r.add_argument("--console-socket", help="(OCI) send the pty master to this socket")
+    r.add_argument("--no-pivot", action="store_true", help="(OCI) accepted, ignored")
+    r.add_argument("--no-new-keyring", action="store_true", help="(OCI) accepted, ignored")
+    r.add_argument("--preserve-fds", type=int, default=0,
+                   help="(OCI) pass this many fds after stderr")
     r.add_argument("--keep", action="store_true", help="(OCI) do not delete on exit")
-    r.add_argument("command", nargs=argparse.REMAINDER)
+    r.add_argument("command", nargs=argparse.REMAINDER,
+                   help="IMAGE [COMMAND...], or -- COMMAND... for the default image")
 
 
 def _sub_ps(sub, argparse):
-    ps = sub.add_parser("ps", help="list containers (or, given ID, the processes in it)")
-    ps.add_argument("--format", choices=["table", "json"], default="table")
-    ps.add_argument("-q", "--quiet", action="store_true")
+    ps = _cmd(sub, "ps", "list running containers (-a: all), or given ID, its processes",
+              "zoned ps -a\n  zoned ps --format '{{.Names}} {{.Status}}'")
+    ps.add_argument("--format", default="table",
+                    help="table, json, or a Go template ({{.ID}} {{.Names}} {{.Status}} "
+                    "{{.Image}} {{.Command}} {{.Pid}} {{.ExitCode}})")
+    ps.add_argument("-q", "--quiet", action="store_true", help="only the names")
     ps.add_argument("-a", "--all", action="store_true",
-                    help="(podman's) also stopped ones: zoned lists them always")
-    ps.add_argument("id", nargs="?")
+                    help="also stopped and created ones (with their exit codes)")
+    ps.add_argument("id", nargs="?", help="a container: list its processes instead")
 
 
 def _sub_stop(sub, argparse):
-    s = sub.add_parser("stop", help="stop containers: SIGTERM, then SIGKILL after a timeout")
-    s.add_argument("-t", "--time", type=float, default=10.0)
-    s.add_argument("ids", nargs="+")
+    s = _cmd(sub, "stop", "stop containers (in parallel): the stop signal, then SIGKILL "
+             "after the timeout", "zoned stop -t 2 web db")
+    s.add_argument("-t", "--time", type=float, default=None, metavar="SECONDS",
+                   help="seconds before SIGKILL (default: the zone's --stop-timeout, "
+                   "else 10)")
+    s.add_argument("ids", nargs="+", metavar="ID", help="containers to stop")
 
 
 def _sub_kill(sub, argparse):
-    k = sub.add_parser("kill", help="send a signal to a container")
-    k.add_argument("-a", "--all", action="store_true")
-    k.add_argument("id")
-    k.add_argument("signal", nargs="?", default="TERM")
+    k = _cmd(sub, "kill", "send a signal to a container (default SIGKILL, as podman)",
+             "zoned kill web\n  zoned kill -s HUP web")
+    k.add_argument("-a", "--all", action="store_true",
+                   help="signal every process of the container, not only its init")
+    k.add_argument("-s", "--signal", dest="sig", metavar="SIGNAL",
+                   help="the signal: a name (HUP, SIGHUP) or number (default KILL)")
+    k.add_argument("id", help="the container")
+    k.add_argument("signal", nargs="?", default=None,
+                   help="(runc's form) the signal, instead of -s")
 
 
 def _sub_rm(sub, argparse):
-    rm = sub.add_parser("rm", help="remove containers")
-    rm.add_argument("-f", "--force", action="store_true")
-    rm.add_argument("ids", nargs="+")
+    rm = _cmd(sub, "rm", "remove containers", "zoned rm -f web")
+    rm.add_argument("-f", "--force", action="store_true",
+                    help="stop running ones first; a missing name is no error")
+    rm.add_argument("ids", nargs="+", metavar="ID", help="containers to remove")
 
 
 def _sub_delete(sub, argparse):
@@ -165,21 +221,113 @@ def _sub_exec(sub, argparse):
 
 
 def _sub_logs(sub, argparse):
-    lg = sub.add_parser("logs", help="print a detached container's output")
-    lg.add_argument("-f", "--follow", action="store_true")
-    lg.add_argument("id")
+    lg = _cmd(sub, "logs", "print a detached container's output",
+              "zoned logs --tail 20 -f web")
+    lg.add_argument("-f", "--follow", action="store_true",
+                    help="keep printing what it writes until it stops")
+    lg.add_argument("-n", "--tail", type=int, metavar="N", help="only the last N lines")
+    lg.add_argument("--since", metavar="TIME", help="(refused: zoned keeps no line times)")
+    lg.add_argument("-t", "--timestamps", action="store_true",
+                    help="(refused: zoned keeps no line times)")
+    lg.add_argument("id", help="the container")
 
 
 def _sub_inspect(sub, argparse):
-    ins = sub.add_parser("inspect", help="show a container's config, state and limits")
-    ins.add_argument("--format", choices=["json"], default="json")
-    ins.add_argument("id")
+    ins = _cmd(sub, "inspect", "show containers' state, config, mounts, network and limits",
+               "zoned inspect web\n  zoned inspect --format '{{.State.Pid}}' web db")
+    ins.add_argument("-f", "--format", metavar="FORMAT",
+                     help="json (the default when piped), summary (on a terminal) or a Go "
+                     "template such as '{{.State.Pid}}'")
+    ins.add_argument("--raw", action="store_true",
+                     help="the full config, with the seccomp profile")
+    ins.add_argument("--type", choices=["container"], help=argparse.SUPPRESS)
+    ins.add_argument("ids", nargs="+", metavar="ID", help="containers")
 
 
 def _sub_stats(sub, argparse):
-    st = sub.add_parser("stats", help="resource usage of containers")
-    st.add_argument("--format", choices=["table", "json"], default="table")
-    st.add_argument("ids", nargs="*")
+    st = _cmd(sub, "stats", "resource usage of running containers",
+              "zoned stats --no-stream")
+    st.add_argument("--format", choices=["table", "json"], default="table",
+                    help="table, or json (a list)")
+    st.add_argument("--no-stream", action="store_true",
+                    help="print once (the default when not on a terminal)")
+    st.add_argument("ids", nargs="*", metavar="ID", help="containers (default: running)")
+
+
+def _cmd(sub, name: str, help: str, example: str, **kw):
+    """A subcommand with its one-line help and an example in its --help."""
+    import argparse
+
+    return sub.add_parser(name, help=help, description=help,
+                          epilog=f"example:\n  {example}",
+                          formatter_class=argparse.RawDescriptionHelpFormatter, **kw)
+
+
+def _sub_wait(sub, argparse):
+    w = _cmd(sub, "wait", "wait until containers stop; print their exit codes",
+             "zoned wait web")
+    w.add_argument("--interval", type=float, default=0.25, help=argparse.SUPPRESS)
+    w.add_argument("ids", nargs="+", metavar="ID", help="containers")
+
+
+def _sub_restart(sub, argparse):
+    r = _cmd(sub, "restart", "stop containers and start them again (same layer, "
+             "addresses, log)", "zoned restart web")
+    r.add_argument("-t", "--time", type=float, default=None, metavar="SECONDS",
+                   help="seconds before SIGKILL (default: the zone's --stop-timeout)")
+    r.add_argument("ids", nargs="+", metavar="ID", help="containers")
+
+
+def _sub_cp(sub, argparse):
+    c = _cmd(sub, "cp", "copy files between a container (running or stopped) and the host",
+             "zoned cp ./conf web:/etc/app\n  zoned cp web:/var/log/app.log .")
+    c.add_argument("src", help="HOSTPATH or ID:PATH")
+    c.add_argument("dest", help="HOSTPATH or ID:PATH")
+
+
+def _sub_port(sub, argparse):
+    p = _cmd(sub, "port", "list a container's published ports", "zoned port web 80/tcp")
+    p.add_argument("id", help="the container")
+    p.add_argument("port", nargs="?", help="only this one: PORT[/PROTO]")
+
+
+def _sub_rename(sub, argparse):
+    r = _cmd(sub, "rename", "rename a stopped container", "zoned rename web web-old")
+    r.add_argument("old", help="its name")
+    r.add_argument("new", help="the new name")
+
+
+def _sub_top(sub, argparse):
+    t = _cmd(sub, "top", "a container's processes, as ps(1) shows them",
+             "zoned top web\n  zoned top web pid args")
+    t.add_argument("id", help="the container")
+    t.add_argument("fields", nargs="*", help="ps -o fields (default: user pid ppid pcpu "
+                   "etime tty time args)")
+
+
+def _sub_attach(sub, argparse):
+    a = _cmd(sub, "attach", "print a detached container's output from now on until it "
+             "stops (Ctrl-C detaches; its stdin is not attached)", "zoned attach web")
+    a.add_argument("--no-stdin", action="store_true", help="(podman's; always so)")
+    a.add_argument("id", help="the container")
+
+
+def _sub_volume(sub, argparse):
+    v = _cmd(sub, "volume", "named volumes (-v NAME:/dir)", "zoned volume create data")
+    vsub = v.add_subparsers(dest="volume_cmd", metavar="COMMAND", required=True,
+                            parser_class=type(v))
+    c = vsub.add_parser("create", help="create a volume (a random name if none)")
+    c.add_argument("name", nargs="?", help="its name")
+    ls = vsub.add_parser("ls", aliases=["list"], help="list volumes")
+    ls.add_argument("--format", default="table", help="table, json or a Go template")
+    ls.add_argument("-q", "--quiet", action="store_true", help="only the names")
+    ins = vsub.add_parser("inspect", help="a volume's mount point and users (JSON)")
+    ins.add_argument("--format", help="json (default) or a Go template")
+    ins.add_argument("names", nargs="+", metavar="NAME", help="volumes")
+    rm = vsub.add_parser("rm", aliases=["remove"], help="remove volumes and their data")
+    rm.add_argument("-f", "--force", action="store_true",
+                    help="also while containers use them")
+    rm.add_argument("names", nargs="+", metavar="NAME", help="volumes")
 
 
 def _simple(name: str, help: str):
@@ -258,10 +406,18 @@ def _sub_network(sub, argparse):
 
 
 def _sub_events(sub, argparse):
-    ev = sub.add_parser("events", help="(OCI) container events and stats as JSON lines")
-    ev.add_argument("--stats", action="store_true", help="print stats once and exit")
-    ev.add_argument("--interval", default="5s")
-    ev.add_argument("id")
+    ev = _cmd(sub, "events", "lifecycle events of containers as they happen (create, start, "
+              "died with the exit code, oom, remove...); given ID: runc's stats events",
+              "zoned events --filter event=died --format json")
+    ev.add_argument("--stats", action="store_true", help="(with ID) print stats once and exit")
+    ev.add_argument("--interval", default="5s", help="(with ID) seconds between stats")
+    ev.add_argument("--format", choices=["text", "json"], default="text",
+                    help="(without ID) text or JSON lines")
+    ev.add_argument("--filter", action="append", default=[], metavar="KEY=VALUE",
+                    help="(without ID) container=NAME, event=EVENT or image=IMAGE")
+    ev.add_argument("--timeout", type=float, metavar="SECONDS",
+                    help="(without ID) stop after this long (default: until interrupted)")
+    ev.add_argument("id", nargs="?", help="(runc) a container: its stats and oom events")
 
 
 def _sub_update(sub, argparse):
@@ -385,6 +541,10 @@ SUBCOMMANDS = [
     ("info", _sub_info), ("gc", _sub_gc), ("checkpoint", _sub_checkpoint), ("restore", _sub_restore),
     ("migrate", _sub_migrate), ("relocation-server", _sub_relocation_server),
     ("relocation-key", _sub_relocation_key), ("bench", _sub_bench),
+    # podman's day-to-day commands (zoned.cli.manage, copy, volumes)
+    ("wait", _sub_wait), ("restart", _sub_restart), ("cp", _sub_cp), ("port", _sub_port),
+    ("rename", _sub_rename), ("top", _sub_top), ("volume", _sub_volume),
+    ("attach", _sub_attach),
 ]
 
 

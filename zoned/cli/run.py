@@ -12,9 +12,9 @@ def cmd_run(args) -> int:
     from zoned.errors import ConfigError
     from zoned.oci.spec import RunOptions
 
-    command = command_args(args)
     if args.bundle:
-        return _run_bundle(args, command)
+        return _run_bundle(args, command_args(args))
+    image, command = image_and_command(args)
     if args.detach and args.rm:
         pass  # removed by `zoned gc` once it has exited (no process stays to watch it)
     if args.detach and args.tty:
@@ -22,15 +22,28 @@ def cmd_run(args) -> int:
     from zoned.oci.spec import check_id
 
     cid = check_id(args.name) if args.name else api.new_name()
-    opts = RunOptions(args=command, image=args.image, rootfs=args.rootfs, name=cid,
+    env = list(args.env)
+    if args.env_file:
+        from zoned.oci.runflags import read_env_file
+
+        env = [e for f in args.env_file for e in read_env_file(f)] + env
+    opts = RunOptions(args=command, image=image, rootfs=args.rootfs, name=cid,
                       hostname=args.hostname, memory=args.memory, memory_swap=args.memory_swap,
                       cpus=args.cpus, cpu_shares=args.cpu_shares, cpuset_cpus=args.cpuset_cpus,
-                      pids_limit=args.pids_limit, env=args.env, workdir=args.workdir,
+                      pids_limit=args.pids_limit, env=env, workdir=args.workdir,
                       entrypoint=args.entrypoint,
                       user=args.user, volumes=args.volume, read_only=args.read_only,
                       init=args.init, tty=args.tty, interactive=args.interactive,
                       network=args.network, ip=args.ip, mac=args.mac,
-                      publish=args.publish, dns=args.dns, add_host=args.add_host)
+                      publish=args.publish, dns=args.dns, add_host=args.add_host,
+                      tmpfs=args.tmpfs, mounts=args.mount, cap_add=args.cap_add,
+                      cap_drop=args.cap_drop, privileged=args.privileged,
+                      labels=args.label, stop_signal=args.stop_signal,
+                      stop_timeout=args.stop_timeout, volume_root=runtime(args).store.root)
+    if opts.publish and not opts.network:  # podman's: -p alone means the default network
+        from zoned.network.definitions import DEFAULT_NETWORK
+
+        opts.network = [DEFAULT_NETWORK]
     if args.restart and args.restart != "no":  # under a monitor (zoned.zones)
         from zoned.cli.zones import run_restart
 
@@ -38,11 +51,14 @@ def cmd_run(args) -> int:
     if args.backend == "vm":
         from zoned.backends.vm import check_options
 
+        _refuse_for_vm(args)
         check_options(opts)
     elif args.accel != "auto":
         raise ConfigError("invalid --accel: only with --backend vm")
     interruptible()
     cfg = api.build_config(opts, args.images)
+    if opts.privileged:  # podman's --privileged runs without a seccomp filter
+        cfg["linux"].pop("seccomp", None)
     rt = runtime(args)
     net = api.network_for(opts, rt, cid)
     if args.backend == "vm":
@@ -60,6 +76,44 @@ def cmd_run(args) -> int:
         print(cid)
         return 0
     return _foreground(rt, cid, cfg, args, net)
+
+
+def _refuse_for_vm(args) -> None:
+    """The run flags a VM guest cannot honour (it has its own kernel, init and /dev): one
+    line each, before anything exists. -v, named volumes and bind/volume --mounts are
+    shared into the guest; --label, --stop-signal, --stop-timeout, --env-file work."""
+    from zoned.errors import ConfigError
+
+    tmpfs_mount = [m for m in args.mount if "type=tmpfs" in m.replace(" ", "")]
+    for flag, value in (("--tmpfs", args.tmpfs), ("--mount type=tmpfs", tmpfs_mount),
+                        ("--cap-add", args.cap_add), ("--cap-drop", args.cap_drop),
+                        ("--privileged", args.privileged)):
+        if value:
+            raise ConfigError(f"invalid {flag} with --backend vm: not supported for VMs")
+
+
+def image_and_command(args) -> tuple[str | None, list[str]]:
+    """podman's `run [OPTIONS] IMAGE [COMMAND...]`. The first argument is the image unless
+    --image or --rootfs names one, or a `--` comes first (then the default image runs the
+    command, as zoned always did): so `zoned run sh` never silently runs `sh` in busybox,
+    and `zoned run debian ls` never runs a command called "debian"."""
+    from zoned.errors import ConfigError
+
+    if args.image or args.rootfs or args.command[:1] == ["--"]:
+        return args.image, command_args(args)
+    if not args.command:
+        return None, []  # the default image's own command
+    name, rest = args.command[0], args.command[1:]
+    from zoned.images.errors import ImageError
+    from zoned.images.store import ImageStore
+
+    try:
+        ImageStore(args.images).get(name)
+    except ImageError:
+        raise ConfigError(f"no image {name!r} in the image store (see `zoned image ls`); to "
+                          f"run {name!r} in the default image: zoned run [OPTIONS] -- "
+                          f"{name} ...") from None
+    return name, rest[1:] if rest[:1] == ["--"] else rest
 
 
 def _run_bundle(args, rest: list[str]) -> int:

@@ -305,6 +305,11 @@ class RunOptions:
         "network": list, "ip": None, "mac": None, "publish": list, "dns": list,
         "add_host": list,
         "annotations": dict,
+        # podman's run flags (zoned.oci.runflags); volume_root: the state root whose named
+        # volumes `-v NAME:/dir` uses (zoned.volumes; default $ZONED_ROOT or /run/zoned)
+        "tmpfs": list, "mounts": list, "cap_add": list, "cap_drop": list,
+        "privileged": False, "labels": list, "stop_signal": None, "stop_timeout": None,
+        "volume_root": None,
     }
     __slots__ = tuple(FIELDS)
 
@@ -340,7 +345,17 @@ class RunOptions:
                 list(self.args) or list(image_config.get("cmd") or []))
         if not args:
             raise ConfigError("no command given and the image has no default command")
-        cfg = default_config(args, terminal=self.tty, caps=DEFAULT_CAPS)
+        caps = DEFAULT_CAPS
+        if self.cap_add or self.cap_drop or self.privileged:  # (imported only then)
+            from zoned.oci import runflags
+
+            caps = runflags.capabilities(DEFAULT_CAPS, self.cap_add, self.cap_drop,
+                                         self.privileged)
+        cfg = default_config(args, terminal=self.tty, caps=caps or ["CAP_CHOWN"])
+        if not caps:  # --cap-drop ALL
+            cfg["process"]["capabilities"] = {k: [] for k in cfg["process"]["capabilities"]}
+        if self.privileged:
+            runflags.privileged(cfg)
         from zoned.oci.hostname import hostname_for
 
         hostname = hostname_for(self.hostname, self.name)
@@ -363,13 +378,32 @@ class RunOptions:
             cfg["annotations"][ANN_IMAGE] = self.image
             if image_config.get("stop_signal"):
                 cfg["annotations"][ANN_STOP_SIGNAL] = str(image_config["stop_signal"])
-        if self.annotations:
-            cfg.setdefault("annotations", {}).update(self.annotations)
+        extra = {}
+        if self.labels or self.stop_signal is not None or self.stop_timeout is not None:
+            from zoned.oci import runflags
+
+            extra = runflags.annotations(self.labels, self.stop_timeout)
+            if self.stop_signal is not None:  # over the image's StopSignal
+                extra[ANN_STOP_SIGNAL] = str(runflags.check_signal(self.stop_signal,
+                                                                   "--stop-signal"))
+        if self.annotations or extra:
+            cfg.setdefault("annotations", {}).update({**extra, **self.annotations})
         if self.read_only:  # podman's --read-only-tmpfs: scratch space stays writable
             for d in ("/tmp", "/var/tmp", "/run"):
                 cfg["mounts"].append({"destination": d, "type": "tmpfs", "source": "tmpfs",
                                       "options": ["rw", "nosuid", "nodev", "mode=1777"]})
-        cfg["mounts"].extend(parse_volume(v) for v in self.volumes)
+        if self.volumes or self.mounts or self.tmpfs:  # zoned.oci.runflags, zoned.volumes
+            from zoned.oci.runflags import ANN_VOLUMES, user_mounts
+
+            mounts, volumes = user_mounts(self.volumes, self.mounts, self.tmpfs,
+                                          self.volume_root, parse_volume)
+            cfg["mounts"].extend(mounts)
+            if volumes:  # so that `volume rm` knows who uses them
+                cfg.setdefault("annotations", {})[ANN_VOLUMES] = ",".join(volumes)
+        if self.workdir and not self.rootfs:  # podman's rule for images; --rootfs: runc's
+            from zoned.oci.runflags import check_workdir
+
+            check_workdir(rootfs, proc["cwd"], cfg["mounts"])
         if self.init:
             if not init_path:
                 raise ConfigError("--init needs zoned-init (run `make` to build it)")

@@ -1,0 +1,178 @@
+"""podman's commands on existing zones that zoned lacked: wait, restart, port, rename, top.
+(cp is zoned.cli.copy; attach, events: zoned.cli.attach.)"""
+from __future__ import annotations
+
+import os
+import sys
+import time
+
+from zoned.cli.common import runtime
+from zoned.cli.describe import exit_code
+
+
+def cmd_wait(args) -> int:
+    """Block until each zone has stopped; print its exit code (-1 if unknown), as podman."""
+    rt = runtime(args)
+    last = 0
+    for cid in args.ids:
+        rt.state(cid)  # NotFound first
+        while True:
+            st = rt.state(cid)
+            if st["status"] == "stopped":
+                break
+            rt.wait(cid, args.interval)
+        time.sleep(0.05)  # a monitor writes the code just after the exit
+        code = exit_code(rt, cid, rt.state(cid))
+        last = -1 if code is None else code
+        print(last)
+    return 0
+
+
+def cmd_restart(args) -> int:
+    """Stop (as `zoned stop`) and start again with the same config, writable layer, network
+    addresses and log: podman's restart."""
+    from zoned.cli.containers import stop_timeout
+    from zoned.errors import InvalidState
+
+    rt = runtime(args)
+    for cid in args.ids:
+        st = rt.state(cid)
+        if (st.get("zoned") or {}).get("vm"):
+            raise InvalidState(f"cannot restart {cid!r}: restart of a VM zone is not "
+                               "supported (stop it and run it again)")
+        if os.path.isdir(os.path.join(rt.store.root, ".zones", cid)):  # zoned.zones'
+            from zoned.zones import commands
+
+            commands.reboot(rt, cid, args.time)
+            print(cid)
+            continue
+        if st["status"] != "stopped":
+            rt.stop(cid, stop_timeout(rt, cid, args.time))
+        _boot_again(rt, cid)
+        print(cid)
+    return 0
+
+
+def _boot_again(rt, cid: str) -> None:
+    """Re-create a stopped zone in place: its data dir (upper layer, log) is handed to
+    create as the caller's (kept over the delete), then given back to the zone."""
+    from zoned.network.attach import setup_for_restore
+
+    with rt.store.lock(cid):
+        st = rt.store.read_state(cid)
+        z = st.setdefault("zoned", {})
+        data, described, log = z.get("data"), z.get("network"), bool(z.get("log"))
+        kept = bool(z.get("kept_data"))
+        z["kept_data"] = True
+        rt.store.write_state(cid, st)
+    cfg = rt.config(cid)
+    rt.delete(cid, force=True)
+    net = setup_for_restore(rt.store.root, cid, described, cfg.get("hostname") or cid) \
+        if described else None
+    started = rt.create(cid, cfg, use_fifo=False, log=log, network=net, data_dir=data,
+                        autoremove=bool(z.get("autoremove")))
+    rt.start(cid, started)
+    if not kept:
+        with rt.store.lock(cid):
+            st = rt.store.read_state(cid)
+            st["zoned"].pop("kept_data", None)
+            rt.store.write_state(cid, st)
+
+
+def cmd_port(args) -> int:
+    """The published ports, as podman prints them: 80/tcp -> 0.0.0.0:8080."""
+    rt = runtime(args)
+    st = rt.state(args.id)
+    ports = ((st.get("zoned") or {}).get("network") or {}).get("ports") or []
+    for p in ports:
+        spec = f"{p['port']}/{p['proto']}"
+        if args.port in (None, spec, str(p["port"])):
+            host = f"0.0.0.0:{p['host_port']}"
+            print(host if args.port else f"{spec} -> {host}")
+    return 0
+
+
+def cmd_rename(args) -> int:
+    """Rename a zone: its state dir and data dir move to the new name."""
+    from zoned.errors import InvalidState
+    from zoned.oci.spec import check_id
+    from zoned.storage import zone_dir
+
+    rt = runtime(args)
+    old, new = args.old, check_id(args.new)
+    st = rt.state(old)
+    z = st.get("zoned") or {}
+    if z.get("vm") or z.get("network") or os.path.isdir(
+            os.path.join(rt.store.root, ".zones", old)):
+        raise InvalidState(f"cannot rename {old!r}: zones on a network, VMs and zones under "
+                           "a monitor keep their name for now")
+    if st["status"] not in ("stopped", "created"):
+        raise InvalidState(f"cannot rename {old!r}: it is {st['status']} (stop it first)")
+    with rt.store.lock(old):
+        rt.store.reserve(new)  # the name is ours, or in use: an error
+        os.rmdir(rt.store.dir(new))
+        data = z.get("data")
+        st = rt.store.read_state(old)
+        if data and os.path.isdir(data) and data == zone_dir(rt.store.data, old):
+            os.rename(data, zone_dir(rt.store.data, new))
+            st["zoned"]["data"] = zone_dir(rt.store.data, new)
+            if st["zoned"].get("log"):
+                st["zoned"]["log"] = os.path.join(st["zoned"]["data"],
+                                                  os.path.basename(st["zoned"]["log"]))
+        old_dir, new_dir = rt.store.dir(old), rt.store.dir(new)
+        for key in ("bundle", "rootfs"):
+            if str(st.get(key, "")).startswith(old_dir):
+                st[key] = new_dir + st[key][len(old_dir):]
+        st["id"] = new
+        rt.store.write_state(old, st)
+        os.rename(old_dir, new_dir)
+    return 0
+
+
+def cmd_top(args) -> int:
+    """The zone's processes as ps(1) shows them (podman top's default columns)."""
+    import subprocess
+
+    from zoned.errors import InvalidState
+
+    rt = runtime(args)
+    st = rt.state(args.id)
+    if st["status"] == "stopped":
+        raise InvalidState(f"cannot list processes of {args.id!r}: it is stopped")
+    if (st.get("zoned") or {}).get("vm"):
+        raise InvalidState(f"cannot list processes of {args.id!r}: a VM's processes are in "
+                           "its guest (zoned exec ID ps)")
+    pids = rt.cgroup(st).pids()
+    fields = args.fields or ["user", "pid", "ppid", "pcpu", "etime", "tty", "time", "args"]
+    sys.stdout.flush()
+    return subprocess.run(["ps", "-o", ",".join(fields), "-p",
+                           ",".join(str(p) for p in pids) or "0"]).returncode and 0
+
+
+def cmd_attach(args) -> int:
+    """A detached zone's output from now on, until it stops (its log, followed from the
+    end): zoned's detached zones have no stdin or terminal to attach to. A zone with a
+    console (zone files, run --restart -t) is `zoned console`."""
+    from zoned import logs
+    from zoned.cli.logview import TailWriter
+    from zoned.errors import InvalidState
+
+    rt = runtime(args)
+    st = rt.state(args.id)
+    log = (st.get("zoned") or {}).get("log")
+    if not log:
+        raise InvalidState(f"cannot attach to {args.id!r}: it was not detached (its output "
+                           "goes to the terminal that ran it)")
+    if st["status"] == "stopped":
+        raise InvalidState(f"cannot attach to {args.id!r}: it is stopped")
+
+    def finished() -> bool:
+        st = rt.state(args.id)
+        return st["status"] == "stopped" and not logs.logger_alive(st["zoned"].get("logger"))
+    out = TailWriter(sys.stdout.buffer, 0)
+    try:
+        logs.follow(log, out, finished)
+    except KeyboardInterrupt:
+        return 0
+    out.flush()
+    return 0
