@@ -17,17 +17,9 @@ import pytest
 
 from tests.conftest import ZONED
 
-IMAGE = "localhost/zpc-busybox"
-CONTAINERS_CONF = """\
-[containers]
-log_driver = "k8s-file"
-netns = "none"
+from zoned.bench.podman import CONTAINERS_CONF  # podman alone: private, no network
 
-[engine]
-cgroup_manager = "cgroupfs"
-events_logger = "file"
-lock_type = "file"
-"""
+IMAGE = "localhost/zpc-busybox"
 RUN_FLAGS = ["--runtime", "runc", "--network", "none", "--pull", "never", "--ulimit",
              "nofile=1024:20000", "--ulimit", "nproc=1024:1024"]
 
