@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 import shutil
 import sys
 import tempfile
@@ -162,10 +163,14 @@ class Zone(Backend):
 
     def cleanup(self) -> dict:
         pids = [p for i in self.started for p in [i.pid, *i.helpers]]
-        left = state_entries(self.root)
-        for k in range(0, len(left), 50):
-            runcmd.quiet(self.Z + ["rm", "-f", *left[k:k + 50]], timeout=600)
-        runcmd.quiet(self.Z + ["gc"], timeout=120)
+        for _ in range(3):  # a start abandoned mid-way may still finish meanwhile
+            left = state_entries(self.root)
+            for k in range(0, len(left), 50):
+                runcmd.quiet(self.Z + ["rm", "-f", *left[k:k + 50]], timeout=600)
+            runcmd.quiet(self.Z + ["gc"], timeout=120)
+            if not state_entries(self.root):
+                break
+            time.sleep(1)
         rmdir_quiet(self.root)
         found = {
             "state": state_entries(self.root),

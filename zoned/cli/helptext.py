@@ -46,13 +46,14 @@ EXAMPLES = {
     "create": "zoned create -b ./bundle ctr1", "start": "zoned start ctr1",
     "state": "zoned state ctr1", "delete": "zoned delete -f ctr1", "spec": "zoned spec -b .",
     "image": "zoned image import busybox.tar --name busybox",
-    "network": "zoned network create lan --subnet 10.88.0.0/24",
+    "network": "zoned network create lan --subnet 10.99.5.0/24",
     "update": "zoned update --memory 128m web", "features": "zoned features",
     "gc": "zoned gc --dry-run", "checkpoint": "zoned checkpoint --export web.tar.zst web",
     "restore": "zoned restore --import web.tar.zst", "migrate": "zoned migrate web "
     "ssh://host2", "relocation-server": "zoned relocation-server --stdio",
     "relocation-key": "zoned relocation-key /etc/zoned/relocation.pem",
-    "bench": "zoned bench startup --quick", "define": "zoned define web.zone",
+    "bench": "zoned bench startup --quick", "info": "zoned info",
+    "define": "zoned define web.zone",
     "undefine": "zoned undefine web", "shutdown": "zoned shutdown -t 5 web",
     "destroy": "zoned destroy web", "reboot": "zoned reboot web", "console": "zoned "
     "console web", "list": "zoned list", "dominfo": "zoned dominfo web",
