@@ -47,6 +47,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common as C  # noqa: E402
 
+from zoned.testhooks import fill_disk  # noqa: E402
+
 KINDS = ["state_dirs", "data_dirs", "cgroup_dirs", "veths", "leases", "nft", "hosts_entries",
          "mounts", "processes", "tmp_files"]
 RUN_POINTS = ["write:tmp#1", "write:tmp#2", "write:tmp#3", "write:tmp#4"]
@@ -320,7 +322,7 @@ class Bench:
             rec["run"] = r["rc"]
             if r["rc"] != 0:
                 rec["run_error"] = r["err"]
-            fill(filler)
+            fill_disk(filler)
             rec["full"] = os.statvfs(root).f_bavail == 0
             # a run on the full disk fails, and leaves nothing once gc ran
             bad = self.cmd(*self.run_args(f"{name}-nospace", networked, self.port_base + 201),
@@ -340,19 +342,6 @@ class Bench:
             os.unlink(filler)
             out.append(rec)
         return out
-
-
-def fill(path: str) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-    try:
-        for chunk in (b"\0" * 65536, b"\0" * 512, b"\0"):
-            try:
-                while True:
-                    os.write(fd, chunk)
-            except OSError:
-                pass
-    finally:
-        os.close(fd)
 
 
 def totals(recs: list[dict]) -> tuple[dict, dict]:

@@ -39,6 +39,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from zoned.linux.files import read_to_eof
+
 REPO = Path(__file__).resolve().parent.parent
 MONITOR = REPO / "zoned" / "libexec" / "zoned-monitor"
 STUB = ("import os,socket\n"
@@ -111,12 +113,7 @@ def start_monitors(n: int, work: Path) -> list[int]:
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                 start_new_session=True)
         os.close(w)
-        report = b""
-        while True:
-            chunk = os.read(r, 100)
-            if not chunk:
-                break
-            report += chunk
+        report = read_to_eof(r, 100)
         os.close(r)
         if not report.startswith(b"ok "):
             raise SystemExit(f"monitor {i} did not boot its stand-in: {report!r}")

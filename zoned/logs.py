@@ -62,12 +62,9 @@ def spawn(directory: str) -> Logger:
         pid_w = -1
         os.close(r)
         r = -1
-        out = b""
-        while True:
-            chunk = os.read(pid_r, 64)
-            if not chunk:
-                break
-            out += chunk
+        from zoned.linux.files import read_to_eof
+
+        out = read_to_eof(pid_r, 64)
         _, status = os.waitpid(spawner, 0)
         if status != 0 or not out.strip().isdigit():
             raise ZonedError(f"zoned-logger did not start for {directory}")

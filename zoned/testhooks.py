@@ -38,6 +38,21 @@ def hit(point: str) -> None:
             time.sleep(float(action))
 
 
+def fill_disk(path: str) -> None:
+    """Append to file `path` until its file system has no block left (ENOSPC): the
+    disk-full case of the fault tests and bench/faults.py."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    try:
+        for chunk in (b"\0" * 65536, b"\0" * 512, b"\0"):
+            try:
+                while True:
+                    os.write(fd, chunk)
+            except OSError:
+                pass
+    finally:
+        os.close(fd)
+
+
 def pause(var: str) -> None:
     """Tests widen a window with a pause (ZONED_TEST_PAUSE_...=seconds) to stop zoned
     inside it."""

@@ -5,6 +5,14 @@ import errno
 import os
 
 
+def read_to_eof(fd: int, size: int = 4096) -> bytes:
+    """Everything left to read from `fd` (a pipe whose writers report and close)."""
+    out = b""
+    while chunk := os.read(fd, size):
+        out += chunk
+    return out
+
+
 def rmtree(path: str) -> None:
     """shutil.rmtree without importing shutil on the hot path; tolerates vanished entries."""
     try:

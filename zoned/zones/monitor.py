@@ -63,12 +63,9 @@ def launch(root: str, data: str, name: str, images: str | None = None) -> int:
     os.close(w)
     os.close(log)
     os.waitpid(child, 0)
-    out = b""
-    while True:
-        chunk = os.read(r, 4096)
-        if not chunk:
-            break
-        out += chunk
+    from zoned.linux.files import read_to_eof
+
+    out = read_to_eof(r)
     os.close(r)
     text = out.decode(errors="replace")
     if text.startswith("ok "):
