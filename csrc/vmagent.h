@@ -212,6 +212,13 @@ static void agent_frame(struct agent *a, pid_t main_pid, char type, char *payloa
 		payload[len] = 0;
 		agent_signal(a, main_pid, payload, len);
 		break;
+	case 'H':
+		/* The kernel takes a new client's data at interrupt time but its "host
+		 * connected" message later, in a worker: until then anything sent back is
+		 * dropped (agent_send). So an exec client says hello until it hears back,
+		 * and only then asks for the exec, whose P it would otherwise never get. */
+		agent_send(a, 'h', NULL, 0);
+		break;
 	}
 }
 

@@ -19,8 +19,9 @@
  * Config and agent payloads are records "key=value\0" (zoned/vm/config.py is the host side).
  * Agent frames: type (1 byte), payload length (u32 little endian), payload.
  *   host -> guest: 'E' exec request (records), 'I' stdin bytes, 'C' stdin EOF,
- *                  'S' signal (records target=main|exec, sig=N)
- *   guest -> host: 'P' started (pid), 'o' stdout, 'e' stderr, 'x' exit status, '!' error
+ *                  'S' signal (records target=main|exec, sig=N), 'H' hello
+ *   guest -> host: 'P' started (pid), 'o' stdout, 'e' stderr, 'x' exit status, '!' error,
+ *                  'h' hello answered (only once the guest knows the client is there)
  *
  * Static, like zoned-init: cc -static -Os -s -Wall -Icsrc -o zoned/libexec/zoned-vminit csrc/vminit.c
  * (with csrc/vmnet.h and csrc/vmagent.h, included once below).

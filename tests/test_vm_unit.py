@@ -179,6 +179,54 @@ def test_agent_frames_round_trip_and_partial():
         decode_frames(bytearray(b"o\xff\xff\xff\xff"))
 
 
+def test_agent_exec_waits_for_the_guest_to_know_it_is_there(tmp_path):
+    """Right after a connect the guest may take the client for gone and drop its answers
+    (the CI flake: an exec waited 120 s for a P the guest had dropped). A guest that drops
+    the first hello, and sends a former client's output, still gives this exec its own
+    output and exit code."""
+    import socket
+    import threading
+
+    from zoned.vm.agent import Agent
+
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    server.bind(str(tmp_path / "agent.sock"))
+    server.listen(1)
+    seen = []
+
+    def guest():
+        conn, _ = server.accept()
+        buf = bytearray()
+        hellos = 0
+        conn.sendall(encode_frame("o", b"old client's\n") + encode_frame("x", b"9"))
+        while True:
+            data = conn.recv(65536)
+            if not data:
+                break
+            buf += data
+            for kind, _body in decode_frames(buf):
+                seen.append(kind)
+                if kind == "H":
+                    hellos += 1
+                    if hellos > 1:  # the first one came "too early": no answer
+                        conn.sendall(encode_frame("h"))
+                elif kind == "E":
+                    conn.sendall(encode_frame("h") + encode_frame("P", b"42")
+                                 + encode_frame("o", b"mine\n") + encode_frame("x", b"3"))
+        conn.close()
+
+    t = threading.Thread(target=guest, daemon=True)
+    t.start()
+    r, w = os.pipe()
+    with Agent(str(tmp_path), timeout=10) as agent:
+        assert agent.exec(["true"], stdio=(None, w, None)) == 3
+    os.close(w)
+    assert os.read(r, 100) == b"mine\n"
+    t.join(5)
+    assert seen[:2] == ["H", "H"] and "E" in seen and seen.index("E") > 1
+    server.close()
+
+
 def test_kernel_cmdline_fits_and_ends_qemu_on_panic():
     line = kernel_cmdline("tcg", 2_000_000)
     assert len(line) < 2048

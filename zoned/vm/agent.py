@@ -90,6 +90,27 @@ class Agent:
             raise ValueError(f"target {target!r}: main or exec")
         self._send("S", encode_records([("target", target), ("sig", str(int(sig)))]))
 
+    def _hello(self, deadline: float) -> None:
+        """Says hello until the guest answers: its answer means it knows this client is
+        there, so what it sends back from now on reaches us (right after a connect, the
+        guest may still take us for gone and drop its answers: csrc/vmagent.h)."""
+        sock = self._connect()
+        while True:
+            self._send("H")
+            step = time.monotonic() + 0.2
+            while (left := min(step, deadline) - time.monotonic()) > 0:
+                if not select.select([sock], [], [], left)[0]:
+                    break
+                data = sock.recv(1 << 16)
+                if not data:
+                    raise ZonedError("VM agent: the VM went away")
+                self._buf += data
+                frames = decode_frames(self._buf)
+                if any(kind == "h" for kind, _ in frames):
+                    return
+            if time.monotonic() >= deadline:
+                raise ZonedError(f"VM agent: no answer in {self.timeout:.0f} s")
+
     def exec(self, argv: list[str], env: list[str] | None = None, cwd: str = "/",
              uid: int = 0, gid: int = 0, tty: bool = False,
              stdio: tuple[int | None, int | None, int | None] = (None, 1, 2),
@@ -102,11 +123,12 @@ class Agent:
         payload = encode_records(process_records(argv, env, cwd, uid, gid, tty,
                                                  groups=groups))
         sock = self._connect()
+        deadline = time.monotonic() + self.timeout
+        self._hello(deadline)
         self._send("E", payload)
         fin, fout, ferr = stdio
         if fin is None:
             self._send("C")
-        deadline = time.monotonic() + self.timeout
         started = False
         while True:
             rlist = [sock] + ([fin] if fin is not None and started else [])
@@ -127,6 +149,8 @@ class Agent:
                     raise ZonedError("VM agent: the VM went away during exec")
                 self._buf += data
                 for kind, body in decode_frames(self._buf):
+                    if not started and kind in "oexh":
+                        continue  # an earlier client's process, or a repeated hello
                     if kind == "P":
                         started = True
                         if on_started is not None:
