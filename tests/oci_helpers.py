@@ -22,6 +22,9 @@ import time
 import uuid
 from pathlib import Path
 
+from zoned.bench.leftovers import cgroup_dirs_named
+from zoned.bench.procfs import cgroup_mounts, proc_cgroups
+
 REPO = Path(__file__).resolve().parent.parent
 ZONED = str(Path(sys.executable).parent / "zoned")  # the venv's, like tests/conftest.py
 if not os.path.exists(ZONED):
@@ -201,22 +204,7 @@ def oci_command(argv: list[str]) -> str | None:
 
 def cgroup_dirs(needle: str, max_depth: int = 4) -> list[str]:
     """Cgroup directories (any v1 hierarchy or cgroup2) whose name contains `needle`."""
-    found: list[str] = []
-
-    def walk(d: str, depth: int) -> None:
-        try:
-            entries = list(os.scandir(d))
-        except OSError:
-            return
-        for e in entries:
-            if e.is_dir(follow_symlinks=False):
-                if needle in e.name:
-                    found.append(e.path)
-                elif depth < max_depth:
-                    walk(e.path, depth + 1)
-
-    walk(CGROUP_ROOT, 0)
-    return sorted(found)
+    return cgroup_dirs_named(needle, max_depth, anywhere=True)
 
 
 def remove_cgroup_tree(path: str) -> None:
@@ -271,16 +259,7 @@ def kill_pids(pids: list[int], sig: int = signal.SIGKILL) -> None:
 
 def cgroup_of(pid: int, controller: str) -> str | None:
     """The host path of `pid`'s cgroup in a v1 controller hierarchy (or cgroup2 for '')."""
-    try:
-        with open(f"/proc/{pid}/cgroup") as f:
-            lines = f.read().splitlines()
-    except OSError:
-        return None
-    for ln in lines:
-        _, ctrls, path = ln.split(":", 2)
-        if controller in ctrls.split(","):
-            return os.path.join(CGROUP_ROOT, controller, path.lstrip("/"))
-    return None
+    return proc_cgroups(pid, cgroup_mounts()).get(controller)
 
 
 def read(path: str) -> str | None:

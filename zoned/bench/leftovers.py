@@ -8,9 +8,10 @@ import os
 from zoned.bench.procfs import CGROUP_ROOT, proc_state
 
 
-def cgroup_dirs_named(prefix: str, max_depth: int = 4) -> list[str]:
+def cgroup_dirs_named(prefix: str, max_depth: int = 4, *, anywhere: bool = False) -> list[str]:
     """Every cgroup directory (any hierarchy, up to max_depth below the mount) whose name
-    starts with `prefix` (or, for podman's libpod-ID dirs, contains it)."""
+    starts with `prefix` (with `anywhere`, contains it: the tests look for an ID that
+    engines wrap, as in podman's libpod-ID or containerd's ID.scope)."""
     found: list[str] = []
 
     def walk(d: str, depth: int) -> None:
@@ -21,7 +22,7 @@ def cgroup_dirs_named(prefix: str, max_depth: int = 4) -> list[str]:
         for e in entries:
             if not e.is_dir(follow_symlinks=False):
                 continue
-            if e.name.startswith(prefix):
+            if (prefix in e.name) if anywhere else e.name.startswith(prefix):
                 found.append(e.path)
             elif depth < max_depth:
                 walk(e.path, depth + 1)
