@@ -143,9 +143,9 @@ def run_userns_stage(plan: Plan) -> None:
     zoned's parent process, as without a user namespace. Stage 1 exits. Never returns."""
     code = 1
     try:
-        import prctl
+        from zoned.child import caps
 
-        prctl.set_pdeathsig(signal.SIGKILL)
+        caps.set_pdeathsig(signal.SIGKILL)
         _reset_signals()
         chan = Channel(plan.sock)
         if "user" in plan.join_fds:
@@ -358,9 +358,7 @@ def _spawn(plan: Plan, path: str, env: list[str], bpf: bytes, parent_pidfd: int)
 
 
 def _child(plan: Plan) -> None:
-    import prctl
-
-    from zoned.child import security
+    from zoned.child import caps, security
 
     if plan.cfg["process"].get("terminal"):
         from zoned import console  # noqa: F401 - imported now: after pivot_root it is gone
@@ -369,7 +367,7 @@ def _child(plan: Plan) -> None:
         from zoned.oci import hooks
     # If the parent died before this, the sync socket reads EOF below and we exit (getppid
     # cannot tell: PID 1 of a new pid namespace always sees 0).
-    prctl.set_pdeathsig(signal.SIGKILL)
+    caps.set_pdeathsig(signal.SIGKILL)
     _reset_signals()
     chan = Channel(plan.sock)
     if plan.stdio:
@@ -485,7 +483,7 @@ def _child(plan: Plan) -> None:
         bpf = b""
     security.apply_user_and_caps(proc)
     sc.set_dumpable(False)  # each credential change reset it to fs.suid_dumpable
-    prctl.set_pdeathsig(signal.SIGKILL)  # a uid change cleared it
+    caps.set_pdeathsig(signal.SIGKILL)  # a uid change cleared it
     if plan.rootfs is not None and plan.spawn_fd is not None:  # see initstub.fits
         initstub.exec_stub(plan, path, env, bpf)  # returns only if it could not exec it
 
@@ -495,7 +493,7 @@ def _child(plan: Plan) -> None:
         if msg.op is not Op.ACK:
             os._exit(1)
         if not plan.keep_pdeathsig:
-            prctl.set_pdeathsig(0)
+            caps.set_pdeathsig(0)
         send(plan.sock, Op.DETACHED)  # from here the creator may exit
         plan.sock.close()
         fd = os.open(f"/proc/self/fd/{plan.fifo_fd}", os.O_WRONLY | os.O_CLOEXEC)
@@ -509,7 +507,7 @@ def _child(plan: Plan) -> None:
         if plan.rootfs is None:
             _spawn(plan, path, env, bpf, parent_pidfd)
         if not plan.keep_pdeathsig:
-            prctl.set_pdeathsig(0)
+            caps.set_pdeathsig(0)
     if cfg_hooks.get("startContainer") and plan.rootfs is not None:
         hooks.run(cfg_hooks, "startContainer", {**cgroup_joined[0], "status": "running"})
     sc.execve_seccomp(path, proc["args"], env, bpf, plan.seccomp_flags)
