@@ -54,7 +54,7 @@ class Plan:
     __slots__ = ("cfg", "sock", "rootfs", "upper", "work", "stdio", "fifo_fd", "join_fds",
                  "bpf", "seccomp_flags", "hierarchies", "wait_namespaces", "keep_pdeathsig",
                  "preserve_fds", "no_pivot", "pidns_fd", "cgroup_path", "idmap_fds",
-                 "caller_mntns", "spawn_fd", "rootless")
+                 "caller_mntns", "spawn_fd", "rootless", "volatile")
 
     def __init__(self, cfg: dict, sock: socket.socket, *,
                  rootfs: str | None = None,           # None: exec into an existing container
@@ -66,7 +66,7 @@ class Plan:
                  wait_namespaces: bool = False, keep_pdeathsig: bool = False,
                  preserve_fds: int = 0, no_pivot: bool = False, pidns_fd: int | None = None,
                  cgroup_path: str | None = None, idmap_fds: dict[int, int] | None = None,
-                 spawn_fd: int | None = None):
+                 spawn_fd: int | None = None, volatile: bool = False):
         self.cfg, self.sock, self.rootfs, self.upper, self.work = cfg, sock, rootfs, upper, work
         self.stdio, self.fifo_fd, self.join_fds = stdio, fifo_fd, join_fds or {}
         self.bpf, self.seccomp_flags, self.hierarchies = bpf, seccomp_flags, hierarchies or []
@@ -82,6 +82,7 @@ class Plan:
         # container's init execs it before "ready" (zoned.child.initstub)
         self.spawn_fd = spawn_fd
         self.rootless = os.geteuid() != 0  # an ordinary user's zone (zoned.rootless)
+        self.volatile = volatile  # the overlay's upper goes with the zone: no sync at its end
 
 
 def fork_nondumpable(child: Callable[[Plan], None], plan: Plan) -> int:
@@ -90,6 +91,9 @@ def fork_nondumpable(child: Callable[[Plan], None], plan: Plan) -> int:
     namespace (a forked mm keeps the flag, and its user namespace: the host's). The flag is
     the whole process's, so the caller's is restored at once (the API runs inside users'
     programs); `child` never returns."""
+    from zoned.cgroups import prime
+
+    prime.wait()  # no fork while its thread is inside a write
     was = sc.dumpable()
     sc.set_dumpable(False)
     try:
@@ -456,7 +460,7 @@ def _child(plan: Plan) -> None:
 
         fs = Rootfs(cfg, plan.rootfs, upper=plan.upper, work=plan.work,
                     cgroup_hierarchies=plan.hierarchies, cgroup_path=plan.cgroup_path,
-                    idmap_fds=plan.idmap_fds)
+                    idmap_fds=plan.idmap_fds, volatile=plan.volatile)
         fs.prepare(joined_cgroup)
         if cfg_hooks.get("createContainer"):  # container namespaces, before pivot_root
             hooks.run(cfg_hooks, "createContainer", cgroup_joined[0])

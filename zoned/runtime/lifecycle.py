@@ -103,6 +103,9 @@ class Runtime:
         split_stderr (with log): stderr goes to a second logger, DATA/stderr/ctr.log
         (state: log_stderr), so a harness can tell the streams apart.
         """
+        from zoned.cgroups import prime
+
+        prime.renew()  # `zoned run` started paying the cgroup move's grace period (prime.py)
         specmod.check_id(cid)
         specmod.validate(cfg)  # every config check, before anything is created
         check_preserved_fds(preserve_fds)
@@ -218,7 +221,7 @@ class Runtime:
                         wait_namespaces=on_namespaces is not None,
                         keep_pdeathsig=keep_pdeathsig, preserve_fds=preserve_fds,
                         no_pivot=no_pivot, cgroup_path=cg_path, idmap_fds=idmap_fds,
-                        spawn_fd=spawn_fd)
+                        spawn_fd=spawn_fd, volatile=bool(autoremove and lower and not data_dir))
             if "user" in namespaces:
                 pid = fork_userns(plan, chan, linux, child_sock)
             else:
