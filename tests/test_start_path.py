@@ -17,6 +17,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -182,11 +183,11 @@ def test_prime_names_our_own_cgroup_and_moves_nothing():
     assert str(os.getpid()) in Path(path).read_text().split()  # the cgroup we are in
     before = _own_cgroups()
     prime.prime()
+    time.sleep(0.05)  # the first move, then a few that keep the way open
+    prime.prime()  # one runs: no second
     prime.wait()
     assert _own_cgroups() == before
-    prime.renew()
-    prime.wait()
-    assert _own_cgroups() == before
+    assert prime._state["thread"] is None  # noqa: SLF001 - joined before any fork
 
 
 def test_prime_never_guesses_a_cgroup_a_mount_does_not_show(tmp_path):
@@ -232,3 +233,37 @@ def test_rm_zone_has_a_volatile_overlay_and_a_kept_zone_a_durable_one(cli):
     assert kept.returncode == 0, kept.stderr
     assert not volatile & set(kept.stdout.split()[3].split(","))
     assert cli("rm", "-f", "st-kept").returncode == 0
+
+
+# -- removal: rmdir first, kill only what is left ---------------------------------------------
+def test_delete_kills_what_outlives_the_init_of_a_zone_without_pid_namespace(zoned_root,
+                                                                              busybox):
+    """Without a pid namespace the init's exit leaves its children running in the cgroup:
+    the cheap rmdir fails there, and delete kills them and removes every directory."""
+    from conftest import host_snapshot
+    from zoned.api import build_config
+    from zoned.linux.proc import proc_start_time
+    from zoned.oci.spec import RunOptions
+    from zoned.runtime.lifecycle import Runtime
+
+    rt = Runtime(zoned_root)
+    before = host_snapshot(zoned_root)
+    cfg = build_config(RunOptions(["sh", "-c", "sleep 300 & echo $! > /pidfile; exit 0"],
+                                  name="st-nopidns"))
+    cfg["linux"]["namespaces"] = [n for n in cfg["linux"]["namespaces"]
+                                  if n["type"] != "pid"]
+    started = rt.create("st-nopidns", cfg, use_fifo=False)
+    rt.start("st-nopidns", started)
+    os.waitpid(started.pid, 0)
+    st = rt.state("st-nopidns")
+    cg = rt.cgroup(st)
+    deadline = time.monotonic() + 10
+    while not cg.pids() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    left = cg.pids()
+    assert left, "the sleep should outlive the init"
+    starts = {p: proc_start_time(p) for p in left}
+    rt.delete("st-nopidns", force=True)
+    assert all(proc_start_time(p) != s for p, s in starts.items())  # killed
+    assert not cg.exists()
+    assert host_snapshot(zoned_root) == before

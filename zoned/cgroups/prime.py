@@ -8,10 +8,11 @@ container's init into its cgroups, serially, after the fork.
 
 prime() starts a thread that moves this process into the cgroup it is already in: a move
 that changes nothing, but whose wait for the grace period then overlaps zoned's own
-work (imports, config, the overlay, the fork), so that the real move finds the way open.
-wait() joins the thread; the runtime calls it before it forks (no fork while a thread of
-ours is inside a write). Best effort: any error (no cgroupfs, read-only, not ours to write)
-just leaves the real move to pay as before.
+work (imports, config, the overlay), and which then keeps the way open with such a move
+every 2 ms, so that the real move after the fork finds it open. wait() stops and joins
+the thread; the runtime calls it before it forks (no fork while a thread of ours is inside
+a write). Best effort: any error (no cgroupfs, read-only, not ours to write) just leaves
+the real move to pay as before.
 
 Where the write goes: our own cgroup, from /proc/self/cgroup, in a hierarchy whose mount
 shows that cgroup (mountinfo's root field is a prefix of it), so the path cannot point at
@@ -23,7 +24,11 @@ from __future__ import annotations
 import os
 import time
 
-_state = {"lock": None, "done": 0.0, "took": 0.0, "path": None}
+KEEP_OPEN_EVERY = 0.002  # s between no-op moves that keep the way open (a grace period
+# here is 8-30 ms; the way closes one grace period after the last move)
+KEEP_OPEN_FOR = 2.0      # s: a primer nobody joins (an error before the fork) stops then
+
+_state = {"thread": None, "path": None}
 
 
 def own_procs_file() -> str | None:
@@ -63,59 +68,62 @@ def own_procs_file() -> str | None:
     return min(candidates)[1] if candidates else None
 
 
-def _move_self(lock) -> None:
-    start = time.monotonic()
+def _move_self(path: str) -> bool:
     try:
-        path = _state["path"]
-        if path is None:
-            path = _state["path"] = own_procs_file() or ""
-        if not path:
-            return
         fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
         try:
             os.write(fd, str(os.getpid()).encode())
         finally:
             os.close(fd)
+        return True
     except OSError:
-        pass
+        return False
+
+
+def _primer(stop, done) -> None:
+    """The thread: the first move waits for the grace period; then a no-op move every
+    KEEP_OPEN_EVERY keeps the way open (each one passes at once) until wait() says the
+    fork is next."""
+    try:
+        path = _state["path"]
+        if path is None:
+            path = _state["path"] = own_procs_file() or ""
+        if not path or not _move_self(path):
+            return
+        deadline = time.monotonic() + KEEP_OPEN_FOR
+        while not stop.acquire(timeout=KEEP_OPEN_EVERY):
+            if time.monotonic() > deadline or not _move_self(path):
+                return
     finally:
-        _state["done"] = time.monotonic()
-        _state["took"] = _state["done"] - start
-        lock.release()
+        done.release()
 
 
 def prime() -> None:
-    """Start the no-op move in the background, unless one runs. For a command that will
-    move a container's init some 10-30 ms from now (`zoned run`, `zoned create`)."""
+    """Start the primer, unless one runs: for a command that will move a container's
+    init some 10-30 ms from now (`zoned run`, `zoned create`)."""
     if os.geteuid() != 0:
         return  # rootless: our cgroup is seldom ours to write, and zoned makes none
-    if _state["lock"] is not None or _state["path"] == "":
-        return  # no hierarchy shows our cgroup
+    if _state["thread"] is not None or _state["path"] == "":
+        return  # one runs, or no hierarchy shows our cgroup
     import _thread
 
-    lock = _thread.allocate_lock()
-    lock.acquire()
-    _state["lock"] = lock
+    stop, done = _thread.allocate_lock(), _thread.allocate_lock()
+    stop.acquire()
+    done.acquire()
+    _state["thread"] = (stop, done)
     try:
-        _thread.start_new_thread(_move_self, (lock,))
+        _thread.start_new_thread(_primer, (stop, done))
     except RuntimeError:
-        _state["lock"] = None
-
-
-def renew() -> None:
-    """Keep the way open a while longer, if an earlier prime opened it and it is still
-    open: a write now passes at once and holds it open for one more grace period. Not
-    otherwise: a new prime would make the fork wait for the grace period (wait()), which
-    the container's own set-up after the fork would have overlapped."""
-    took, done = _state["took"], _state["done"]
-    if _state["lock"] is None and done and time.monotonic() - done < 0.8 * took:
-        prime()
+        _state["thread"] = None
 
 
 def wait() -> None:
-    """Join the primer, if one runs: called before every fork of the runtime's."""
-    lock = _state["lock"]
-    if lock is not None:
-        lock.acquire()
-        lock.release()
-        _state["lock"] = None
+    """Stop and join the primer, if one runs: called before every fork of the runtime's
+    (no fork while a thread of ours is inside a write). The way stays open for a grace
+    period after its last move: the move of the container's init comes well within it."""
+    thread = _state["thread"]
+    if thread is not None:
+        stop, done = thread
+        stop.release()
+        done.acquire()
+        _state["thread"] = None

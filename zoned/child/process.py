@@ -30,7 +30,7 @@ import signal
 import socket
 import struct
 
-from zoned.child import initstub
+from zoned.child import caps, initstub  # caps: imported here, not after each fork
 from zoned.child.sync import Channel, Op, exit_code_for, send, send_error
 from zoned.linux import syscalls as sc
 
@@ -147,8 +147,6 @@ def run_userns_stage(plan: Plan) -> None:
     zoned's parent process, as without a user namespace. Stage 1 exits. Never returns."""
     code = 1
     try:
-        from zoned.child import caps
-
         caps.set_pdeathsig(signal.SIGKILL)
         _reset_signals()
         chan = Channel(plan.sock)
@@ -362,7 +360,7 @@ def _spawn(plan: Plan, path: str, env: list[str], bpf: bytes, parent_pidfd: int)
 
 
 def _child(plan: Plan) -> None:
-    from zoned.child import caps, security
+    from zoned.child import security
 
     if plan.cfg["process"].get("terminal"):
         from zoned import console  # noqa: F401 - imported now: after pivot_root it is gone

@@ -103,9 +103,6 @@ class Runtime:
         split_stderr (with log): stderr goes to a second logger, DATA/stderr/ctr.log
         (state: log_stderr), so a harness can tell the streams apart.
         """
-        from zoned.cgroups import prime
-
-        prime.renew()  # `zoned run` started paying the cgroup move's grace period (prime.py)
         specmod.check_id(cid)
         specmod.validate(cfg)  # every config check, before anything is created
         check_preserved_fds(preserve_fds)
@@ -174,6 +171,9 @@ class Runtime:
             if err_log:
                 state["zoned"]["log_stderr"] = err_log
             if network is not None:
+                from zoned.cgroups import prime
+
+                prime.wait()  # set-up beyond ours (netlink, nft): no thread of ours runs
                 network.prepare(d, cfg)
                 state["zoned"]["network"] = network.describe()
             on_namespaces = namespace_hook(cfg, state, network, on_namespaces)
@@ -433,7 +433,7 @@ class Runtime:
         from zoned.cgroups import open_cgroup
 
         cgroup = open_cgroup(cg)
-        if cgroup.exists():
+        if not cgroup.remove_if_empty() and cgroup.exists():
             cgroup.kill()
             cgroup.destroy()
         vm = (st.get("zoned") or {}).get("vm")
