@@ -8,11 +8,15 @@ container's init into its cgroups, serially, after the fork.
 
 prime() starts a thread that moves this process into the cgroup it is already in: a move
 that changes nothing, but whose wait for the grace period then overlaps zoned's own
-work (imports, config, the overlay), and which then keeps the way open with such a move
-every 2 ms, so that the real move after the fork finds it open. wait() stops and joins
-the thread; the runtime calls it before it forks (no fork while a thread of ours is inside
-a write). Best effort: any error (no cgroupfs, read-only, not ours to write) just leaves
-the real move to pay as before.
+work (imports, config, the overlay, the fork and the init's own set-up), and which then
+keeps the way open with such a move every 2 ms, so that the real move finds it open.
+wait() stops and joins the thread, once the init is in its cgroup. (The kernel holds
+cgroup_mutex through that wait: making the container's cgroup waits for it too, so the
+runtime makes it after the fork.) The init may be forked while the thread runs: it is then
+blocked in a write or a lock wait, holding no lock the child needs, and the child forgets
+it (register_at_fork). Only `zoned run` and `zoned create` prime: no thread is started in
+the programs that use the Python API. Best effort: any error (no cgroupfs, read-only, not
+ours to write) just leaves the real move to pay as before.
 
 Where the write goes: our own cgroup, from /proc/self/cgroup, in a hierarchy whose mount
 shows that cgroup (mountinfo's root field is a prefix of it), so the path cannot point at
@@ -107,6 +111,9 @@ def prime() -> None:
         return  # one runs, or no hierarchy shows our cgroup
     import _thread
 
+    if not _state.get("forget"):
+        os.register_at_fork(after_in_child=_forget)
+        _state["forget"] = True
     stop, done = _thread.allocate_lock(), _thread.allocate_lock()
     stop.acquire()
     done.acquire()
@@ -117,10 +124,14 @@ def prime() -> None:
         _state["thread"] = None
 
 
+def _forget() -> None:
+    """In a forked child: the thread is not there (and its locks are never released)."""
+    _state["thread"] = None
+
+
 def wait() -> None:
-    """Stop and join the primer, if one runs: called before every fork of the runtime's
-    (no fork while a thread of ours is inside a write). The way stays open for a grace
-    period after its last move: the move of the container's init comes well within it."""
+    """Stop and join the primer, if one runs: once the container's init is in its cgroup,
+    and before a fork whose child runs on in Python (idmap_userns, network set-up)."""
     thread = _state["thread"]
     if thread is not None:
         stop, done = thread

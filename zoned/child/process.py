@@ -91,9 +91,6 @@ def fork_nondumpable(child: Callable[[Plan], None], plan: Plan) -> int:
     namespace (a forked mm keeps the flag, and its user namespace: the host's). The flag is
     the whole process's, so the caller's is restored at once (the API runs inside users'
     programs); `child` never returns."""
-    from zoned.cgroups import prime
-
-    prime.wait()  # no fork while its thread is inside a write
     was = sc.dumpable()
     sc.set_dumpable(False)
     try:

@@ -189,8 +189,6 @@ class Runtime:
 
             from zoned.cgroups import hierarchies
 
-            cgroup = make_cgroup(cg_path, linux)
-
             fifo_fd = None
             if use_fifo:
                 fifo = os.path.join(d, "exec.fifo")
@@ -234,7 +232,14 @@ class Runtime:
                 os.close(fd)
             if fifo_fd is not None:
                 os.close(fifo_fd)
+            # Made after the fork: the init sets up its namespaces and mounts meanwhile
+            # (it waits for Op.CGROUP before anything that needs its cgroup), while this
+            # waits for cgroupfs (cgroup_mutex: behind the primer's grace period, prime.py).
+            cgroup = make_cgroup(cg_path, linux)
             cgroup.add(pid)
+            from zoned.cgroups import prime
+
+            prime.wait()  # the move is done: the primer's thread can go
             state["pid"] = pid
             try:
                 chan.send(Op.CGROUP, state=oci_state(state))
