@@ -106,8 +106,6 @@ class Runtime:
         specmod.check_id(cid)
         specmod.validate(cfg)  # every config check, before anything is created
         check_preserved_fds(preserve_fds)
-        from zoned.oci import hooks
-
         linux = cfg.setdefault("linux", {})
         cg_path = resolve_cgroups_path(linux.get("cgroupsPath")) or \
             default_cgroups_path(cid, self.store.root)
@@ -263,9 +261,12 @@ class Runtime:
         except BaseException as exc:
             if pid:
                 kill_and_reap(pid)
-            if isinstance(exc, hooks.HookError):  # the spec: stop, then run poststop hooks
-                hooks.run(cfg.get("hooks"), "poststop",
-                          {**oci_state(state), "status": Status.STOPPED})
+            if cfg.get("hooks"):  # only a config with hooks fails in one (lazy: start-up)
+                from zoned.oci import hooks
+
+                if isinstance(exc, hooks.HookError):  # the spec: stop, then poststop hooks
+                    hooks.run(cfg.get("hooks"), "poststop",
+                              {**oci_state(state), "status": Status.STOPPED})
             for fd in log_fds:
                 os.close(fd)
             log_fds = []
