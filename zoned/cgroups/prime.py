@@ -111,6 +111,8 @@ def prime() -> None:
         return  # one runs, or no hierarchy shows our cgroup
     import _thread
 
+    from zoned.linux import mountinfo  # noqa: F401 - here: the thread imports nothing (a
+    # fork while it held a module's import lock would leave that lock held in the child)
     if not _state.get("forget"):
         os.register_at_fork(after_in_child=_forget)
         _state["forget"] = True

@@ -24,10 +24,10 @@ exec's helper, after "start" (see _spawn; it never enters the container's pid na
 """
 from __future__ import annotations
 
+import _socket  # not socket.py: start-up time (zoned.child.sync says why)
 import fcntl
 import os
 import signal
-import socket
 import struct
 
 from zoned.child import caps, initstub  # caps: imported here, not after each fork
@@ -56,7 +56,7 @@ class Plan:
                  "preserve_fds", "no_pivot", "pidns_fd", "cgroup_path", "idmap_fds",
                  "caller_mntns", "spawn_fd", "rootless", "volatile")
 
-    def __init__(self, cfg: dict, sock: socket.socket, *,
+    def __init__(self, cfg: dict, sock: _socket.socket, *,
                  rootfs: str | None = None,           # None: exec into an existing container
                  upper: str | None = None, work: str | None = None,
                  stdio: tuple[int, int, int] | None = None,   # fds to dup onto 0, 1, 2
@@ -216,10 +216,13 @@ def _time_offsets(offsets: dict) -> None:
 def _lo_up() -> None:
     """Bring up lo in a fresh network namespace (an ioctl: no netlink library needed)."""
     SIOCGIFFLAGS, SIOCSIFFLAGS, IFF_UP = 0x8913, 0x8914, 0x1
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+    s = _socket.socket(_socket.AF_INET, _socket.SOCK_DGRAM)
+    try:
         req = struct.pack("16sh", b"lo", 0)
         flags = struct.unpack("16sh", fcntl.ioctl(s, SIOCGIFFLAGS, req + b"\0" * 22)[:18])[1]
         fcntl.ioctl(s, SIOCSIFFLAGS, struct.pack("16sh", b"lo", flags | IFF_UP) + b"\0" * 22)
+    finally:
+        s.close()
 
 
 def lookup_path(cmd: str, env: list[str]) -> str:
