@@ -439,7 +439,9 @@ class Runtime:
         from zoned.cgroups import open_cgroup
 
         cgroup = open_cgroup(cg)
-        if not cgroup.remove_if_empty() and cgroup.exists():
+        remove_if_empty = getattr(cgroup, "remove_if_empty", None)  # (not a rootless
+        # NullCgroup's: it has nothing to remove) rmdir alone, unless something is in it
+        if not (remove_if_empty is not None and remove_if_empty()) and cgroup.exists():
             cgroup.kill()
             cgroup.destroy()
         vm = (st.get("zoned") or {}).get("vm")
