@@ -30,13 +30,14 @@ container has exited and been removed again (create + start + wait + delete), fo
   ref-python, ref-zoned-version
                    references without a container: the venv's `python -c pass` and
                    `zoned --version`, i.e. the floor any zoned CLI command pays.
-  zoned-cli-before, zoned-api-before
+  zoned-cli-before, zoned-api-before, zoned-api-worker
                    with --before-ref REF only: zoned-cli and zoned-api as zoned was at git
                    REF (a temporary worktree of REF, with this checkout's built extension and
                    helpers copied in, run as pip's entry script ran it: python with site),
                    so a change is measured before/after in the same interleaved rounds
-                   (this host's load varies too much between two runs). The API variant runs
-                   in a worker process of its own, warmed up like zoned-api.
+                   (this host's load varies too much between two runs). The API variants run
+                   in a worker process each (warmed up like zoned-api): zoned-api-before as
+                   of REF, zoned-api-worker this checkout, the two to compare.
 
 With --profile K, zoned.run() is additionally run K times under cProfile after the timed
 rounds and the functions with the largest own and cumulative time are printed and saved
@@ -71,7 +72,7 @@ import _common as C  # noqa: E402
 
 VARIANTS = ["zoned-cli", "zoned-api", "runc", "zoned-run-bundle", "zoned-cli-rootfs",
             "zoned-oci", "runc-oci", "ref-python", "ref-zoned-version"]
-BEFORE_VARIANTS = ["zoned-cli-before", "zoned-api-before"]  # with --before-ref
+BEFORE_VARIANTS = ["zoned-cli-before", "zoned-api-before", "zoned-api-worker"]  # --before-ref
 NOTES = {
     "zoned-cli": "subprocess incl. Python start-up; image overlay; default seccomp; devices cgroup",
     "zoned-api": "in-process zoned.run(); image overlay; default seccomp; devices cgroup",
@@ -84,6 +85,7 @@ NOTES = {
     "ref-zoned-version": "reference, no container: `zoned --version` (CLI start-up floor)",
     "zoned-cli-before": "zoned-cli as of --before-ref (python with site, pip's entry script)",
     "zoned-api-before": "zoned-api as of --before-ref (in a warm worker process)",
+    "zoned-api-worker": "zoned-api of this checkout in a warm worker process (vs -before)",
 }
 
 API_WORKER = """
@@ -97,6 +99,33 @@ for line in sys.stdin:
     dt = time.perf_counter() - t
     print(dt if r.returncode == 0 else "exit %d %r" % (r.returncode, r.stderr), flush=True)
 """
+
+
+class ApiWorker:
+    """zoned.run() of the zoned at `tree`, in a process of its own (started on first use,
+    warmed up there by the warm-up round)."""
+
+    def __init__(self, tree: Path, python: str):
+        self.tree, self.python = tree, python
+        self.proc: subprocess.Popen | None = None
+
+    def run(self, root: str, name: str) -> float:
+        if self.proc is None:
+            self.proc = subprocess.Popen([self.python, "-c", API_WORKER, str(self.tree), root],
+                                         stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                         text=True)
+        self.proc.stdin.write(name + "\n")
+        self.proc.stdin.flush()
+        out = self.proc.stdout.readline().strip()
+        try:
+            return float(out)
+        except ValueError:
+            raise Failed(f"zoned.run ({self.tree}): {out or 'worker died'}") from None
+
+    def close(self) -> None:
+        if self.proc is not None:
+            self.proc.stdin.close()
+            self.proc.wait(timeout=30)
 
 
 class BeforeTree:
@@ -120,26 +149,12 @@ class BeforeTree:
         self.cli.write_text(f"#!{python}\nimport sys\nsys.path.insert(0, {str(self.tree)!r})\n"
                             "from zoned.cli import main\nsys.exit(main())\n")
         self.cli.chmod(0o755)
-        self.worker: subprocess.Popen | None = None
-        self.python = python
-
-    def api(self, root: str, name: str) -> float:
-        if self.worker is None:
-            self.worker = subprocess.Popen([self.python, "-c", API_WORKER, str(self.tree), root],
-                                           stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                           text=True)
-        self.worker.stdin.write(name + "\n")
-        self.worker.stdin.flush()
-        out = self.worker.stdout.readline().strip()
-        try:
-            return float(out)
-        except ValueError:
-            raise Failed(f"zoned.run (before): {out or 'worker died'}") from None
+        self.worker = ApiWorker(self.tree, python)  # zoned-api-before
+        self.current = ApiWorker(C.REPO, python)    # zoned-api-worker
 
     def close(self) -> None:
-        if self.worker is not None:
-            self.worker.stdin.close()
-            self.worker.wait(timeout=30)
+        self.worker.close()
+        self.current.close()
         subprocess.run(["git", "-C", str(C.REPO), "worktree", "remove", "--force",
                         str(self.tree)], check=False)
         shutil.rmtree(self.dir, ignore_errors=True)
@@ -301,13 +316,18 @@ class Bench:
         return dt
 
     def zoned_api_before(self) -> float:
-        return self.before.api(self.zroot, self.name("apib"))
+        return self.before.worker.run(self.zroot, self.name("apib"))
+
+    def zoned_api_worker(self) -> float:
+        return self.before.current.run(self.zroot, self.name("apiw"))
 
     def fn(self, v: str):
         if v == "zoned-cli-before":
             return self.zoned_cli_before
         if v == "zoned-api-before":
             return self.zoned_api_before
+        if v == "zoned-api-worker":
+            return self.zoned_api_worker
         return {"ref-python": self.ref_python, "ref-zoned-version": self.ref_zoned_version,"zoned-cli": self.zoned_cli, "zoned-api": self.zoned_api,
                 "runc": self.runc_run, "zoned-run-bundle": self.zoned_run_bundle,
                 "zoned-cli-rootfs": self.zoned_cli_rootfs,

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import _socket  # not socket.py: start-up time (zoned.child.sync says why)
 import fcntl
+import gc
 import os
 import signal
 import struct
@@ -96,6 +97,10 @@ def fork_nondumpable(child: Callable[[Plan], None], plan: Plan) -> int:
     try:
         pid = os.fork()
         if pid == 0:
+            # No cyclic GC in the child: it would finalize the caller's unreachable objects
+            # (a file, socket or selector of the program embedding zoned) and close their
+            # fd numbers, which the child has closed and reused for its own by then.
+            gc.disable()
             child(plan)
     finally:
         if was:
