@@ -19,7 +19,7 @@ APT_PACKAGES := python3-venv python3-dev gcc libc6-dev make libffi-dev libseccom
 
 all: setup
 
-setup: $(STAMP)/apt $(STAMP)/venv zoned/libexec/zoned-init zoned/libexec/zoned-logger \
+setup: $(STAMP)/apt $(STAMP)/venv $(STAMP)/shim zoned/libexec/zoned-init zoned/libexec/zoned-logger \
 	zoned/libexec/zoned-spawn zoned/libexec/zoned-vminit zoned/libexec/zoned-vmwrap \
 	zoned/libexec/zoned-monitor bytecode image criu vm-kernel systemd-unit
 
@@ -42,6 +42,18 @@ $(STAMP)/venv: $(STAMP)/apt pyproject.toml setup.py $(wildcard csrc/*.c csrc/*.h
 	$(PY) -m pip install -q --disable-pip-version-check -e '.[test]' \
 		--config-settings editable_mode=compat
 	@touch $@
+
+# The `zoned` command: a shim written over pip's entry script. `python -S` skips site (the
+# .pth files, sitecustomize: ~3 ms of every command; start-up is a feature); the two paths
+# site would add (this checkout, installed editable, and the venv's site-packages) are set
+# here instead. Rewritten whenever pip has rewritten the entry script.
+$(STAMP)/shim: $(STAMP)/venv Makefile
+	@purelib=$$($(PY) -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])'); \
+	printf '%s\n' '#!$(abspath $(PY)) -S' \
+		'# zoned: written by `make setup` (Makefile): python -S, with the paths site would add' \
+		'import sys' "sys.path[0:1] = ['$(CURDIR)', '$$purelib']" \
+		'from zoned.cli import main' 'sys.exit(main())' > $(ZONED).tmp
+	@chmod 755 $(ZONED).tmp && mv $(ZONED).tmp $(ZONED) && touch $@
 
 # CRIU 4.2.1 for checkpoint/restore, built from Debian's source (bookworm's criu 3.17 fails
 # on current kernels); exits at once when a criu >= 4.2 is installed where zoned looks.

@@ -30,6 +30,14 @@ container has exited and been removed again (create + start + wait + delete), fo
   ref-python, ref-zoned-version
                    references without a container: the venv's `python -c pass` and
                    `zoned --version`, i.e. the floor any zoned CLI command pays.
+  zoned-cli-before, zoned-api-before, zoned-api-worker
+                   with --before-ref REF only: zoned-cli and zoned-api as zoned was at git
+                   REF (a temporary worktree of REF, with this checkout's built extension and
+                   helpers copied in, run as pip's entry script ran it: python with site),
+                   so a change is measured before/after in the same interleaved rounds
+                   (this host's load varies too much between two runs). The API variants run
+                   in a worker process each (warmed up like zoned-api): zoned-api-before as
+                   of REF, zoned-api-worker this checkout, the two to compare.
 
 With --profile K, zoned.run() is additionally run K times under cProfile after the timed
 rounds and the functions with the largest own and cumulative time are printed and saved
@@ -64,6 +72,7 @@ import _common as C  # noqa: E402
 
 VARIANTS = ["zoned-cli", "zoned-api", "runc", "zoned-run-bundle", "zoned-cli-rootfs",
             "zoned-oci", "runc-oci", "ref-python", "ref-zoned-version"]
+BEFORE_VARIANTS = ["zoned-cli-before", "zoned-api-before", "zoned-api-worker"]  # --before-ref
 NOTES = {
     "zoned-cli": "subprocess incl. Python start-up; image overlay; default seccomp; devices cgroup",
     "zoned-api": "in-process zoned.run(); image overlay; default seccomp; devices cgroup",
@@ -74,7 +83,81 @@ NOTES = {
     "runc-oci": "runc create+start+delete on the same bundle, 3 processes",
     "ref-python": "reference, no container: venv `python -c pass` (interpreter start-up)",
     "ref-zoned-version": "reference, no container: `zoned --version` (CLI start-up floor)",
+    "zoned-cli-before": "zoned-cli as of --before-ref (python with site, pip's entry script)",
+    "zoned-api-before": "zoned-api as of --before-ref (in a warm worker process)",
+    "zoned-api-worker": "zoned-api of this checkout in a warm worker process (vs -before)",
 }
+
+API_WORKER = """
+import sys, time
+sys.path.insert(0, sys.argv[1])
+import zoned
+root = sys.argv[2]
+for line in sys.stdin:
+    t = time.perf_counter()
+    r = zoned.run(["/bin/true"], root=root, name=line.strip())
+    dt = time.perf_counter() - t
+    print(dt if r.returncode == 0 else "exit %d %r" % (r.returncode, r.stderr), flush=True)
+"""
+
+
+class ApiWorker:
+    """zoned.run() of the zoned at `tree`, in a process of its own (started on first use,
+    warmed up there by the warm-up round)."""
+
+    def __init__(self, tree: Path, python: str):
+        self.tree, self.python = tree, python
+        self.proc: subprocess.Popen | None = None
+
+    def run(self, root: str, name: str) -> float:
+        if self.proc is None:
+            self.proc = subprocess.Popen([self.python, "-c", API_WORKER, str(self.tree), root],
+                                         stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                         text=True)
+        self.proc.stdin.write(name + "\n")
+        self.proc.stdin.flush()
+        out = self.proc.stdout.readline().strip()
+        try:
+            return float(out)
+        except ValueError:
+            raise Failed(f"zoned.run ({self.tree}): {out or 'worker died'}") from None
+
+    def close(self) -> None:
+        if self.proc is not None:
+            self.proc.stdin.close()
+            self.proc.wait(timeout=30)
+
+
+class BeforeTree:
+    """zoned as it was at a git ref: a temporary worktree, this checkout's built extension
+    modules and libexec helpers copied in (their sources may be older; the helpers'
+    protocol is older code's too where it is unchanged), bytecode compiled, and an entry
+    script like pip's (venv python, with site) that puts the worktree first on sys.path."""
+
+    def __init__(self, ref: str, python: str):
+        self.dir = Path(tempfile.mkdtemp(prefix="zoned-bench-before-"))
+        self.tree = self.dir / "tree"
+        subprocess.run(["git", "-C", str(C.REPO), "worktree", "add", "-q", "--detach",
+                        str(self.tree), ref], check=True)
+        for so in (C.REPO / "zoned").glob("_*.so"):
+            shutil.copy2(so, self.tree / "zoned" / so.name)
+        shutil.copytree(C.REPO / "zoned" / "libexec", self.tree / "zoned" / "libexec",
+                        dirs_exist_ok=True)
+        subprocess.run([python, "-m", "compileall", "-q", str(self.tree / "zoned")],
+                       check=True, env={**os.environ, "PYTHONDONTWRITEBYTECODE": ""})
+        self.cli = self.dir / "zoned"
+        self.cli.write_text(f"#!{python}\nimport sys\nsys.path.insert(0, {str(self.tree)!r})\n"
+                            "from zoned.cli import main\nsys.exit(main())\n")
+        self.cli.chmod(0o755)
+        self.worker = ApiWorker(self.tree, python)  # zoned-api-before
+        self.current = ApiWorker(C.REPO, python)    # zoned-api-worker
+
+    def close(self) -> None:
+        self.worker.close()
+        self.current.close()
+        subprocess.run(["git", "-C", str(C.REPO), "worktree", "remove", "--force",
+                        str(self.tree)], check=False)
+        shutil.rmtree(self.dir, ignore_errors=True)
 
 
 class Failed(Exception):
@@ -115,12 +198,15 @@ class Bench:
         self.n = 0
         self.Z = [a.zoned, "--root", self.zroot]
         self.R = [a.runc, "--root", self.rroot]
+        self.before: BeforeTree | None = None
 
     def name(self, v: str) -> str:
         self.n += 1
         return f"{self.prefix}{v}-{self.n}"
 
     def setup(self) -> None:
+        if self.a.before_ref:
+            self.before = BeforeTree(self.a.before_ref, str(Path(self.a.zoned).parent / "python"))
         self.bundle = C.make_bundle(["/bin/true"], readonly=self.a.readonly_root,
                                     zoned_cli=self.a.zoned, spec_from=self.a.spec,
                                     runc=self.a.runc, prefix="zoned-bench-startup-bundle-")
@@ -220,7 +306,28 @@ class Bench:
         _check(p, "zoned --version")
         return dt
 
+    def zoned_cli_before(self) -> float:
+        cmd = [str(self.before.cli), "--root", self.zroot, "run", "--rm", "--name",
+               self.name("clib"), "--", "/bin/true"]
+        t = time.perf_counter()
+        p = _sp(cmd)
+        dt = time.perf_counter() - t
+        _check(p, "zoned run (before)")
+        return dt
+
+    def zoned_api_before(self) -> float:
+        return self.before.worker.run(self.zroot, self.name("apib"))
+
+    def zoned_api_worker(self) -> float:
+        return self.before.current.run(self.zroot, self.name("apiw"))
+
     def fn(self, v: str):
+        if v == "zoned-cli-before":
+            return self.zoned_cli_before
+        if v == "zoned-api-before":
+            return self.zoned_api_before
+        if v == "zoned-api-worker":
+            return self.zoned_api_worker
         return {"ref-python": self.ref_python, "ref-zoned-version": self.ref_zoned_version,"zoned-cli": self.zoned_cli, "zoned-api": self.zoned_api,
                 "runc": self.runc_run, "zoned-run-bundle": self.zoned_run_bundle,
                 "zoned-cli-rootfs": self.zoned_cli_rootfs,
@@ -229,6 +336,8 @@ class Bench:
     # -- clean-up ---------------------------------------------------------------------------------
     def cleanup(self) -> dict:
         """Remove whatever is left (failed runs), then report what could not be removed."""
+        if self.before is not None:
+            self.before.close()
         for cid in C.state_entries(self.zroot):
             if not cid.startswith("."):
                 _sp(self.Z + ["rm", "-f", cid])
@@ -302,6 +411,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--profile", type=int, default=0, metavar="K",
                    help="after the rounds, profile K zoned.run() calls with cProfile")
     p.add_argument("--out", help="JSON path (default bench/results/startup.json)")
+    p.add_argument("--before-ref", metavar="REF",
+                   help="also run zoned-cli-before and zoned-api-before: zoned as of git "
+                   "REF, interleaved with the rest (a before/after comparison)")
     a = p.parse_args(argv)
     if os.geteuid() != 0:
         p.error("needs root (containers with cgroups and namespaces)")
@@ -310,7 +422,9 @@ def main(argv: list[str] | None = None) -> int:
     if a.runs < 1 or (a.runs < 30 and not a.quick):
         p.error("--runs must be at least 30 (use --quick for a smoke test)")
     variants = [v.strip() for v in a.variants.split(",") if v.strip()]
-    bad = [v for v in variants if v not in VARIANTS]
+    if a.before_ref:
+        variants += [v for v in BEFORE_VARIANTS if v not in variants]
+    bad = [v for v in variants if v not in VARIANTS + (BEFORE_VARIANTS if a.before_ref else [])]
     if bad:
         p.error(f"unknown variants {bad}")
 
@@ -374,6 +488,7 @@ def main(argv: list[str] | None = None) -> int:
         "description": "run /bin/true to completion (create, start, wait, delete), ms",
         "environment": env,
         "parameters": {"runs": a.runs, "variants": variants, "spec": a.spec,
+                       "before_ref": a.before_ref,
                        "readonly_root": a.readonly_root, "interleaved": "round-robin, "
                        "starting variant rotated each round", "warmup_runs": 1},
         "stats_ms": stats,

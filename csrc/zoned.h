@@ -36,3 +36,7 @@ int z_exec(const char *path, char *const argv[], char *const envp[],
 int z_openat2(int dirfd, const char *path, unsigned long long flags,
               unsigned long long mode, unsigned long long resolve);
 long long z_fstatfs_type(int fd);
+int z_capget(unsigned long long *effective, unsigned long long *permitted,
+             unsigned long long *inheritable);
+int z_capset(unsigned long long effective, unsigned long long permitted,
+             unsigned long long inheritable);

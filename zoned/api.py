@@ -135,49 +135,53 @@ def _pump(pid: int, fds: dict[int, list[bytes]], stdin_fd: int | None,
     deadline = None if timeout is None else time.monotonic() + timeout
     timed_out = False
     sel = selectors.DefaultSelector()
-    for fd in fds:
-        sel.register(fd, selectors.EVENT_READ)
-    view = memoryview(data or b"")
-    if stdin_fd is not None:
-        if view:
-            os.set_blocking(stdin_fd, False)
-            sel.register(stdin_fd, selectors.EVENT_WRITE)
-        else:
-            os.close(stdin_fd)
-            stdin_fd = None
-    while sel.get_map():
-        wait = None
-        if deadline is not None:
-            wait = deadline - time.monotonic()
-            if wait <= 0:
-                if timed_out:
-                    break  # drained what we could: the rest is a stray holder's
-                timed_out = True
-                kill()
-                deadline = time.monotonic() + GRACE
-                continue
-        for key, _ in sel.select(wait):
-            fd = key.fd
-            if fd == stdin_fd:
-                try:
-                    n = os.write(fd, view[:65536])
-                except BrokenPipeError:
-                    n = len(view)
-                view = view[n:]
-                if not view:
+    try:
+        for fd in fds:
+            sel.register(fd, selectors.EVENT_READ)
+        view = memoryview(data or b"")
+        if stdin_fd is not None:
+            if view:
+                os.set_blocking(stdin_fd, False)
+                sel.register(stdin_fd, selectors.EVENT_WRITE)
+            else:
+                os.close(stdin_fd)
+                stdin_fd = None
+        while sel.get_map():
+            wait = None
+            if deadline is not None:
+                wait = deadline - time.monotonic()
+                if wait <= 0:
+                    if timed_out:
+                        break  # drained what we could: the rest is a stray holder's
+                    timed_out = True
+                    kill()
+                    deadline = time.monotonic() + GRACE
+                    continue
+            for key, _ in sel.select(wait):
+                fd = key.fd
+                if fd == stdin_fd:
+                    try:
+                        n = os.write(fd, view[:65536])
+                    except BrokenPipeError:
+                        n = len(view)
+                    view = view[n:]
+                    if not view:
+                        sel.unregister(fd)
+                        os.close(fd)
+                        stdin_fd = None
+                    continue
+                chunk = os.read(fd, 65536)
+                if chunk:
+                    fds[fd].append(chunk)
+                else:
                     sel.unregister(fd)
                     os.close(fd)
-                    stdin_fd = None
-                continue
-            chunk = os.read(fd, 65536)
-            if chunk:
-                fds[fd].append(chunk)
-            else:
-                sel.unregister(fd)
-                os.close(fd)
-    for key in list(sel.get_map().values()):
-        sel.unregister(key.fd)
-        os.close(key.fd)
+        for key in list(sel.get_map().values()):
+            sel.unregister(key.fd)
+            os.close(key.fd)
+    finally:
+        sel.close()  # its epoll fd: else only the cyclic GC closes it (sel <-> its map),
+        # maybe in a child forked meanwhile, where that number is another file by then
     if deadline is not None and not timed_out:  # no pipes to wait on: wait for the pid
         import select
 

@@ -34,6 +34,23 @@ class Cgroup:
     def frozen(self) -> bool: raise NotImplementedError
     def exists(self) -> bool: raise NotImplementedError
     def destroy(self, timeout: float = 5.0) -> None: raise NotImplementedError
+    def directories(self) -> list[str]: raise NotImplementedError
+
+    def remove_if_empty(self) -> bool:
+        """rmdir the cgroup in every hierarchy, without reading or signalling anything;
+        True if none is left. The kernel refuses (EBUSY) a cgroup with a process or a
+        sub-cgroup in it: then False, and the caller kills and destroys as before. The
+        common case on `rm` (the init was reaped, its pid namespace took the rest) so
+        costs one rmdir per hierarchy instead of reading every cgroup.procs and listing
+        every directory first."""
+        for d in self.directories():
+            try:
+                os.rmdir(d)
+            except FileNotFoundError:
+                continue
+            except OSError:
+                return False
+        return True
 
     def fast_kill(self) -> bool:
         """Have the kernel kill every process in the cgroup at once (v2's cgroup.kill);

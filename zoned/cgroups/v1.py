@@ -139,6 +139,11 @@ class V1Cgroup(Cgroup):
             out |= procs_below(self.unified.dir)
         return sorted(out)
 
+    def directories(self) -> list[str]:
+        """The cgroup2 twin first: it holds every process, so a busy cgroup stops the
+        removal there before any v1 directory goes."""
+        return ([self.unified.dir] if self.unified is not None else []) + self.dirs
+
     def destroy(self, timeout: float = 5.0) -> None:
         deadline = time.monotonic() + timeout
         for d in self.dirs:

@@ -98,6 +98,9 @@ class V2Cgroup(Cgroup):
     def pids(self) -> list[int]:
         return sorted(procs_below(self.dir))
 
+    def directories(self) -> list[str]:
+        return [self.dir]
+
     def destroy(self, timeout: float = 5.0) -> None:
         remove_tree(self.dir, time.monotonic() + timeout)
 

@@ -25,10 +25,13 @@ def _effective_caps() -> list[int]:
 
 
 def _set_effective(caps: list[int], on: bool) -> None:
-    import prctl
+    from zoned.child import caps as capsets
 
     if caps:
-        prctl.set_caps((caps, prctl.CAP_EFFECTIVE, on))
+        effective, permitted, inheritable = capsets.get_caps()
+        bits = capsets.mask(caps)
+        effective = effective | bits if on else effective & ~bits
+        capsets.set_caps(effective, permitted, inheritable)
 
 
 def fits(cfg: dict) -> bool:

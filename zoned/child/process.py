@@ -24,13 +24,14 @@ exec's helper, after "start" (see _spawn; it never enters the container's pid na
 """
 from __future__ import annotations
 
+import _socket  # not socket.py: start-up time (zoned.child.sync says why)
 import fcntl
+import gc
 import os
 import signal
-import socket
 import struct
 
-from zoned.child import initstub
+from zoned.child import caps, initstub  # caps: imported here, not after each fork
 from zoned.child.sync import Channel, Op, exit_code_for, send, send_error
 from zoned.linux import syscalls as sc
 
@@ -54,9 +55,9 @@ class Plan:
     __slots__ = ("cfg", "sock", "rootfs", "upper", "work", "stdio", "fifo_fd", "join_fds",
                  "bpf", "seccomp_flags", "hierarchies", "wait_namespaces", "keep_pdeathsig",
                  "preserve_fds", "no_pivot", "pidns_fd", "cgroup_path", "idmap_fds",
-                 "caller_mntns", "spawn_fd", "rootless")
+                 "caller_mntns", "spawn_fd", "rootless", "volatile")
 
-    def __init__(self, cfg: dict, sock: socket.socket, *,
+    def __init__(self, cfg: dict, sock: _socket.socket, *,
                  rootfs: str | None = None,           # None: exec into an existing container
                  upper: str | None = None, work: str | None = None,
                  stdio: tuple[int, int, int] | None = None,   # fds to dup onto 0, 1, 2
@@ -66,7 +67,7 @@ class Plan:
                  wait_namespaces: bool = False, keep_pdeathsig: bool = False,
                  preserve_fds: int = 0, no_pivot: bool = False, pidns_fd: int | None = None,
                  cgroup_path: str | None = None, idmap_fds: dict[int, int] | None = None,
-                 spawn_fd: int | None = None):
+                 spawn_fd: int | None = None, volatile: bool = False):
         self.cfg, self.sock, self.rootfs, self.upper, self.work = cfg, sock, rootfs, upper, work
         self.stdio, self.fifo_fd, self.join_fds = stdio, fifo_fd, join_fds or {}
         self.bpf, self.seccomp_flags, self.hierarchies = bpf, seccomp_flags, hierarchies or []
@@ -82,6 +83,7 @@ class Plan:
         # container's init execs it before "ready" (zoned.child.initstub)
         self.spawn_fd = spawn_fd
         self.rootless = os.geteuid() != 0  # an ordinary user's zone (zoned.rootless)
+        self.volatile = volatile  # the overlay's upper goes with the zone: no sync at its end
 
 
 def fork_nondumpable(child: Callable[[Plan], None], plan: Plan) -> int:
@@ -95,6 +97,10 @@ def fork_nondumpable(child: Callable[[Plan], None], plan: Plan) -> int:
     try:
         pid = os.fork()
         if pid == 0:
+            # No cyclic GC in the child: it would finalize the caller's unreachable objects
+            # (a file, socket or selector of the program embedding zoned) and close their
+            # fd numbers, which the child has closed and reused for its own by then.
+            gc.disable()
             child(plan)
     finally:
         if was:
@@ -143,9 +149,7 @@ def run_userns_stage(plan: Plan) -> None:
     zoned's parent process, as without a user namespace. Stage 1 exits. Never returns."""
     code = 1
     try:
-        import prctl
-
-        prctl.set_pdeathsig(signal.SIGKILL)
+        caps.set_pdeathsig(signal.SIGKILL)
         _reset_signals()
         chan = Channel(plan.sock)
         if "user" in plan.join_fds:
@@ -217,10 +221,13 @@ def _time_offsets(offsets: dict) -> None:
 def _lo_up() -> None:
     """Bring up lo in a fresh network namespace (an ioctl: no netlink library needed)."""
     SIOCGIFFLAGS, SIOCSIFFLAGS, IFF_UP = 0x8913, 0x8914, 0x1
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+    s = _socket.socket(_socket.AF_INET, _socket.SOCK_DGRAM)
+    try:
         req = struct.pack("16sh", b"lo", 0)
         flags = struct.unpack("16sh", fcntl.ioctl(s, SIOCGIFFLAGS, req + b"\0" * 22)[:18])[1]
         fcntl.ioctl(s, SIOCSIFFLAGS, struct.pack("16sh", b"lo", flags | IFF_UP) + b"\0" * 22)
+    finally:
+        s.close()
 
 
 def lookup_path(cmd: str, env: list[str]) -> str:
@@ -358,8 +365,6 @@ def _spawn(plan: Plan, path: str, env: list[str], bpf: bytes, parent_pidfd: int)
 
 
 def _child(plan: Plan) -> None:
-    import prctl
-
     from zoned.child import security
 
     if plan.cfg["process"].get("terminal"):
@@ -369,7 +374,7 @@ def _child(plan: Plan) -> None:
         from zoned.oci import hooks
     # If the parent died before this, the sync socket reads EOF below and we exit (getppid
     # cannot tell: PID 1 of a new pid namespace always sees 0).
-    prctl.set_pdeathsig(signal.SIGKILL)
+    caps.set_pdeathsig(signal.SIGKILL)
     _reset_signals()
     chan = Channel(plan.sock)
     if plan.stdio:
@@ -458,7 +463,7 @@ def _child(plan: Plan) -> None:
 
         fs = Rootfs(cfg, plan.rootfs, upper=plan.upper, work=plan.work,
                     cgroup_hierarchies=plan.hierarchies, cgroup_path=plan.cgroup_path,
-                    idmap_fds=plan.idmap_fds)
+                    idmap_fds=plan.idmap_fds, volatile=plan.volatile)
         fs.prepare(joined_cgroup)
         if cfg_hooks.get("createContainer"):  # container namespaces, before pivot_root
             hooks.run(cfg_hooks, "createContainer", cgroup_joined[0])
@@ -485,7 +490,7 @@ def _child(plan: Plan) -> None:
         bpf = b""
     security.apply_user_and_caps(proc)
     sc.set_dumpable(False)  # each credential change reset it to fs.suid_dumpable
-    prctl.set_pdeathsig(signal.SIGKILL)  # a uid change cleared it
+    caps.set_pdeathsig(signal.SIGKILL)  # a uid change cleared it
     if plan.rootfs is not None and plan.spawn_fd is not None:  # see initstub.fits
         initstub.exec_stub(plan, path, env, bpf)  # returns only if it could not exec it
 
@@ -495,7 +500,7 @@ def _child(plan: Plan) -> None:
         if msg.op is not Op.ACK:
             os._exit(1)
         if not plan.keep_pdeathsig:
-            prctl.set_pdeathsig(0)
+            caps.set_pdeathsig(0)
         send(plan.sock, Op.DETACHED)  # from here the creator may exit
         plan.sock.close()
         fd = os.open(f"/proc/self/fd/{plan.fifo_fd}", os.O_WRONLY | os.O_CLOEXEC)
@@ -509,7 +514,7 @@ def _child(plan: Plan) -> None:
         if plan.rootfs is None:
             _spawn(plan, path, env, bpf, parent_pidfd)
         if not plan.keep_pdeathsig:
-            prctl.set_pdeathsig(0)
+            caps.set_pdeathsig(0)
     if cfg_hooks.get("startContainer") and plan.rootfs is not None:
         hooks.run(cfg_hooks, "startContainer", {**cgroup_joined[0], "status": "running"})
     sc.execve_seccomp(path, proc["args"], env, bpf, plan.seccomp_flags)

@@ -74,8 +74,10 @@ class Rootfs:
 
     def __init__(self, cfg: dict, path: str, *, upper: str | None = None,
                  work: str | None = None, cgroup_hierarchies: list | None = None,
-                 cgroup_path: str | None = None, idmap_fds: dict[int, int] | None = None):
+                 cgroup_path: str | None = None, idmap_fds: dict[int, int] | None = None,
+                 volatile: bool = False):
         self.cfg = cfg
+        self.volatile = volatile
         self.path = path
         self.upper, self.work = upper, work
         self.hierarchies = cgroup_hierarchies or []
@@ -99,8 +101,12 @@ class Rootfs:
         sc.mount(None, "/", None, sc.MS_SLAVE | sc.MS_REC)
         lower = (self.cfg.get("annotations") or {}).get("org.zoned.rootfs.lower")
         if lower:
+            # volatile (a zone removed when it exits, its upper with it): the kernel skips
+            # syncing the upper's file system when the last process leaves, which the
+            # zone's exit (and `zoned run --rm`) would wait for; fsync inside is a no-op.
             sc.mount("overlay", self.path, "overlay", 0,
-                     f"lowerdir={lower},upperdir={self.upper},workdir={self.work}")
+                     f"lowerdir={lower},upperdir={self.upper},workdir={self.work}"
+                     + (",volatile" if self.volatile else ""))
         else:
             sc.mount(self.path, self.path, None, sc.MS_BIND | sc.MS_REC)
         # Every path below is resolved from this fd, inside the root (zoned.child.inroot).

@@ -1,5 +1,5 @@
 """Process security settings applied in the container child before exec: rlimits, user and
-groups, capabilities (python-prctl), no_new_privs, OOM score. Seccomp is compiled in the
+groups, capabilities (zoned.child.caps), no_new_privs, OOM score. Seccomp is compiled in the
 parent (zoned.child.seccomp) and loaded by the C exec step; here only what must be done in order.
 """
 from __future__ import annotations
@@ -214,7 +214,7 @@ def apply_user_and_caps(proc: dict) -> None:
     Order as runc: keep caps across setuid, drop the bounding set, set groups/gid/uid, then
     set permitted/effective/inheritable; no_new_privs last (before seccomp at exec).
     """
-    import prctl
+    from zoned.child import caps as capsets
 
     caps = supported_caps(proc)["capabilities"]  # unknown ones were reported by the parent
     user = proc.get("user") or {}
@@ -226,7 +226,7 @@ def apply_user_and_caps(proc: dict) -> None:
 
     from zoned.linux import syscalls as sc
 
-    prctl.set_keepcaps(1)  # PR_SET_KEEPCAPS: unlike securebits, needs no CAP_SETPCAP
+    capsets.set_keepcaps(True)  # PR_SET_KEEPCAPS: unlike securebits, needs no CAP_SETPCAP
     for cap in sorted(every - numbers("bounding")):  # by number: prctl's table may stop short
         sc.prctl(PR_CAPBSET_DROP, cap)
     groups = [int(g) for g in user.get("additionalGids") or []]
@@ -240,13 +240,9 @@ def apply_user_and_caps(proc: dict) -> None:
     if "umask" in user:
         os.umask(int(user["umask"]))
     # One capset for all three sets: effective must stay within permitted at every step.
-    changes = []
-    for kind, flag in (("effective", prctl.CAP_EFFECTIVE), ("permitted", prctl.CAP_PERMITTED),
-                       ("inheritable", prctl.CAP_INHERITABLE)):
-        want = numbers(kind)
-        changes += [(sorted(want), flag, True), (sorted(every - want), flag, False)]
-    prctl.set_caps(*changes)
-    prctl.set_keepcaps(0)
+    capsets.set_caps(*(capsets.mask(numbers(kind) & every)
+                       for kind in ("effective", "permitted", "inheritable")))
+    capsets.set_keepcaps(False)
     sc.prctl(sc.PR_CAP_AMBIENT, sc.PR_CAP_AMBIENT_CLEAR_ALL)
     for cap in sorted(numbers("ambient")):
         try:
@@ -256,7 +252,7 @@ def apply_user_and_caps(proc: dict) -> None:
             # ambient caps without inheritable ones)
             pass
     if proc.get("noNewPrivileges"):
-        prctl.set_no_new_privs(1)
+        capsets.set_no_new_privs()
 
 
 def setgroups_denied() -> bool:

@@ -10,11 +10,16 @@ missing command exits 127 and a non-executable one 126 (the shell's codes, as ru
 """
 from __future__ import annotations
 
-import errno as errnos
+import _socket  # the C module: socket.py (with selectors and its enums) costs ~1.5 ms of
+import errno as errnos  # every `zoned run`, for one socketpair and SCM_RIGHTS
 import json
 import os
-import socket
+from array import array
 from enum import Enum
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing (start-up)
+if TYPE_CHECKING:
+    from _socket import socket
 
 
 class Op(str, Enum):
@@ -76,20 +81,50 @@ def exit_code_for(err: int) -> int:
     return 1
 
 
-def pair() -> tuple[socket.socket, socket.socket]:
-    """The parent/child sync channel: message boundaries kept, fds can travel."""
-    return socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+class SyncSocket(_socket.socket):
+    """One end of the sync channel: _socket's socket, closed by `with` as socket.socket."""
+
+    __slots__ = ()
+
+    def __enter__(self) -> SyncSocket:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
 
-def send(sock: socket.socket, op: Op, fds: list[int] | None = None, **fields) -> None:
+def pair() -> tuple[SyncSocket, SyncSocket]:
+    """The parent/child sync channel: message boundaries kept, fds can travel (both ends
+    close-on-exec, as socket.socketpair makes them)."""
+    a, b = _socket.socketpair(_socket.AF_UNIX, _socket.SOCK_SEQPACKET)
+    return tuple(SyncSocket(_socket.AF_UNIX, _socket.SOCK_SEQPACKET, 0, s.detach())
+                 for s in (a, b))
+
+
+def send_fds(sock: socket, data: bytes, fds: list[int]) -> None:
+    """socket.send_fds: one message with `fds` attached (SCM_RIGHTS)."""
+    sock.sendmsg([data], [(_socket.SOL_SOCKET, _socket.SCM_RIGHTS, array("i", fds))])
+
+
+def recv_fds(sock: socket, bufsize: int, maxfds: int) -> tuple[bytes, list[int]]:
+    """socket.recv_fds: one message and the fds that came with it."""
+    fds = array("i")
+    data, ancdata, _flags, _addr = sock.recvmsg(bufsize, _socket.CMSG_LEN(maxfds * fds.itemsize))
+    for level, kind, payload in ancdata:
+        if level == _socket.SOL_SOCKET and kind == _socket.SCM_RIGHTS:
+            fds.frombytes(payload[:len(payload) - (len(payload) % fds.itemsize)])
+    return data, list(fds)
+
+
+def send(sock: socket, op: Op, fds: list[int] | None = None, **fields) -> None:
     data = json.dumps({"op": op.value, **fields}).encode()
     if fds:
-        socket.send_fds(sock, [data], fds)
+        send_fds(sock, data, fds)
     else:
         sock.send(data)
 
 
-def send_error(sock: socket.socket, message: str, err: int = 0) -> None:
+def send_error(sock: socket, message: str, err: int = 0) -> None:
     send(sock, Op.ERROR, message=message, errno=err)
 
 
@@ -98,14 +133,14 @@ class Channel:
 
     __slots__ = ("sock",)
 
-    def __init__(self, sock: socket.socket):
+    def __init__(self, sock: socket):
         self.sock = sock
 
     def send(self, op: Op, fds: list[int] | None = None, **fields) -> None:
         send(self.sock, op, fds, **fields)
 
     def recv(self) -> Message:
-        data, fds, _flags, _addr = socket.recv_fds(self.sock, 1 << 16, 4)
+        data, fds = recv_fds(self.sock, 1 << 16, 4)
         for fd in fds:
             os.set_inheritable(fd, False)
         if not data:

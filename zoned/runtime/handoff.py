@@ -135,6 +135,9 @@ def write_maps(pid: int, linux: dict) -> None:
 def idmap_userns(mount: dict) -> int:
     """An fd of a user namespace holding an idmapped mount's uid/gid maps: a short-lived
     process makes the namespace, we map it and keep only the namespace."""
+    from zoned.cgroups import prime
+
+    prime.wait()  # no fork while its thread is inside a write
     r, w = os.pipe()
     child = os.fork()
     if child == 0:  # pragma: no cover - tiny helper process

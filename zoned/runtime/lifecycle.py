@@ -106,8 +106,6 @@ class Runtime:
         specmod.check_id(cid)
         specmod.validate(cfg)  # every config check, before anything is created
         check_preserved_fds(preserve_fds)
-        from zoned.oci import hooks
-
         linux = cfg.setdefault("linux", {})
         cg_path = resolve_cgroups_path(linux.get("cgroupsPath")) or \
             default_cgroups_path(cid, self.store.root)
@@ -171,6 +169,9 @@ class Runtime:
             if err_log:
                 state["zoned"]["log_stderr"] = err_log
             if network is not None:
+                from zoned.cgroups import prime
+
+                prime.wait()  # set-up beyond ours (netlink, nft): no thread of ours runs
                 network.prepare(d, cfg)
                 state["zoned"]["network"] = network.describe()
             on_namespaces = namespace_hook(cfg, state, network, on_namespaces)
@@ -185,8 +186,6 @@ class Runtime:
                 seccomp_flags = seccomp.filter_flags(linux["seccomp"])
 
             from zoned.cgroups import hierarchies
-
-            cgroup = make_cgroup(cg_path, linux)
 
             fifo_fd = None
             if use_fifo:
@@ -218,7 +217,7 @@ class Runtime:
                         wait_namespaces=on_namespaces is not None,
                         keep_pdeathsig=keep_pdeathsig, preserve_fds=preserve_fds,
                         no_pivot=no_pivot, cgroup_path=cg_path, idmap_fds=idmap_fds,
-                        spawn_fd=spawn_fd)
+                        spawn_fd=spawn_fd, volatile=bool(autoremove and lower and not data_dir))
             if "user" in namespaces:
                 pid = fork_userns(plan, chan, linux, child_sock)
             else:
@@ -231,7 +230,14 @@ class Runtime:
                 os.close(fd)
             if fifo_fd is not None:
                 os.close(fifo_fd)
+            # Made after the fork: the init sets up its namespaces and mounts meanwhile
+            # (it waits for Op.CGROUP before anything that needs its cgroup), while this
+            # waits for cgroupfs (cgroup_mutex: behind the primer's grace period, prime.py).
+            cgroup = make_cgroup(cg_path, linux)
             cgroup.add(pid)
+            from zoned.cgroups import prime
+
+            prime.wait()  # the move is done: the primer's thread can go
             state["pid"] = pid
             try:
                 chan.send(Op.CGROUP, state=oci_state(state))
@@ -255,9 +261,12 @@ class Runtime:
         except BaseException as exc:
             if pid:
                 kill_and_reap(pid)
-            if isinstance(exc, hooks.HookError):  # the spec: stop, then run poststop hooks
-                hooks.run(cfg.get("hooks"), "poststop",
-                          {**oci_state(state), "status": Status.STOPPED})
+            if cfg.get("hooks"):  # only a config with hooks fails in one (lazy: start-up)
+                from zoned.oci import hooks
+
+                if isinstance(exc, hooks.HookError):  # the spec: stop, then poststop hooks
+                    hooks.run(cfg.get("hooks"), "poststop",
+                              {**oci_state(state), "status": Status.STOPPED})
             for fd in log_fds:
                 os.close(fd)
             log_fds = []
@@ -430,7 +439,9 @@ class Runtime:
         from zoned.cgroups import open_cgroup
 
         cgroup = open_cgroup(cg)
-        if cgroup.exists():
+        remove_if_empty = getattr(cgroup, "remove_if_empty", None)  # (not a rootless
+        # NullCgroup's: it has nothing to remove) rmdir alone, unless something is in it
+        if not (remove_if_empty is not None and remove_if_empty()) and cgroup.exists():
             cgroup.kill()
             cgroup.destroy()
         vm = (st.get("zoned") or {}).get("vm")

@@ -1,0 +1,142 @@
+"""Pay the kernel's cgroup-move grace period in the background, before the move is needed.
+
+Moving a process into a cgroup (a write to cgroup.procs) takes cgroup_threadgroup_rwsem
+for writing, and the first writer after a quiet spell waits for a full RCU grace period
+(rcu_sync_enter: 8-30 ms on a busy 2-CPU host; then later writers pass at once, until one
+more grace period after the last one is done). Every start pays it when zoned moves the
+container's init into its cgroups, serially, after the fork.
+
+prime() starts a thread that moves this process into the cgroup it is already in: a move
+that changes nothing, but whose wait for the grace period then overlaps zoned's own
+work (imports, config, the overlay, the fork and the init's own set-up), and which then
+keeps the way open with such a move every 2 ms, so that the real move finds it open.
+wait() stops and joins the thread, once the init is in its cgroup. (The kernel holds
+cgroup_mutex through that wait: making the container's cgroup waits for it too, so the
+runtime makes it after the fork.) The init may be forked while the thread runs: it is then
+blocked in a write or a lock wait, holding no lock the child needs, and the child forgets
+it (register_at_fork). Only `zoned run` and `zoned create` prime: no thread is started in
+the programs that use the Python API. Best effort: any error (no cgroupfs, read-only, not
+ours to write) just leaves the real move to pay as before.
+
+Where the write goes: our own cgroup, from /proc/self/cgroup, in a hierarchy whose mount
+shows that cgroup (mountinfo's root field is a prefix of it), so the path cannot point at
+any other cgroup: a mount of a subtree elsewhere, or a cgroup namespace, is mapped right or
+skipped, never guessed.
+"""
+from __future__ import annotations
+
+import os
+import time
+
+KEEP_OPEN_EVERY = 0.002  # s between no-op moves that keep the way open (a grace period
+# here is 8-30 ms; the way closes one grace period after the last move)
+KEEP_OPEN_FOR = 2.0      # s: a primer nobody joins (an error before the fork) stops then
+
+_state = {"thread": None, "path": None}
+
+
+def own_procs_file() -> str | None:
+    """cgroup.procs of the cgroup this process is in, in one hierarchy (the v2 one if
+    mounted, else the first v1 one), or None if no mount shows it."""
+    from zoned.linux import mountinfo
+
+    try:
+        with open("/proc/self/cgroup", "rb") as f:
+            lines = f.read().decode(errors="surrogateescape").splitlines()
+        with open("/proc/self/mountinfo", "rb") as f:
+            mounts = mountinfo.parse(f.read())
+    except OSError:
+        return None
+    own: dict[str, str] = {}  # "" (v2) or a v1 hierarchy's controllers/name= -> our path
+    for line in lines:
+        parts = line.split(":", 2)
+        if len(parts) == 3:
+            own[parts[1]] = parts[2]
+    candidates = []
+    for m in mounts:
+        if m.fstype == "cgroup2":
+            key = ""
+        elif m.fstype == "cgroup":
+            key = ",".join(o for o in m.super_options
+                           if o not in ("rw", "ro") and "=" not in o or o.startswith("name="))
+        else:
+            continue
+        path = own.get(key)
+        if path is None or not path.startswith("/"):
+            continue
+        root = m.root.rstrip("/")
+        if path != root and not path.startswith(root + "/"):
+            continue  # this mount does not show our cgroup
+        rel = path[len(root):].lstrip("/")
+        candidates.append((key != "", os.path.join(m.mount_point, rel, "cgroup.procs")))
+    return min(candidates)[1] if candidates else None
+
+
+def _move_self(path: str) -> bool:
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
+        try:
+            os.write(fd, str(os.getpid()).encode())
+        finally:
+            os.close(fd)
+        return True
+    except OSError:
+        return False
+
+
+def _primer(stop, done) -> None:
+    """The thread: the first move waits for the grace period; then a no-op move every
+    KEEP_OPEN_EVERY keeps the way open (each one passes at once) until wait() says the
+    fork is next."""
+    try:
+        path = _state["path"]
+        if path is None:
+            path = _state["path"] = own_procs_file() or ""
+        if not path or not _move_self(path):
+            return
+        deadline = time.monotonic() + KEEP_OPEN_FOR
+        while not stop.acquire(timeout=KEEP_OPEN_EVERY):
+            if time.monotonic() > deadline or not _move_self(path):
+                return
+    finally:
+        done.release()
+
+
+def prime() -> None:
+    """Start the primer, unless one runs: for a command that will move a container's
+    init some 10-30 ms from now (`zoned run`, `zoned create`)."""
+    if os.geteuid() != 0:
+        return  # rootless: our cgroup is seldom ours to write, and zoned makes none
+    if _state["thread"] is not None or _state["path"] == "":
+        return  # one runs, or no hierarchy shows our cgroup
+    import _thread
+
+    from zoned.linux import mountinfo  # noqa: F401 - here: the thread imports nothing (a
+    # fork while it held a module's import lock would leave that lock held in the child)
+    if not _state.get("forget"):
+        os.register_at_fork(after_in_child=_forget)
+        _state["forget"] = True
+    stop, done = _thread.allocate_lock(), _thread.allocate_lock()
+    stop.acquire()
+    done.acquire()
+    _state["thread"] = (stop, done)
+    try:
+        _thread.start_new_thread(_primer, (stop, done))
+    except RuntimeError:
+        _state["thread"] = None
+
+
+def _forget() -> None:
+    """In a forked child: the thread is not there (and its locks are never released)."""
+    _state["thread"] = None
+
+
+def wait() -> None:
+    """Stop and join the primer, if one runs: once the container's init is in its cgroup,
+    and before a fork whose child runs on in Python (idmap_userns, network set-up)."""
+    thread = _state["thread"]
+    if thread is not None:
+        stop, done = thread
+        stop.release()
+        done.acquire()
+        _state["thread"] = None
