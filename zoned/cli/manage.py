@@ -21,11 +21,28 @@ def cmd_wait(args) -> int:
             if st["status"] == "stopped":
                 break
             rt.wait(cid, args.interval)
-        time.sleep(0.05)  # a monitor writes the code just after the exit
-        code = exit_code(rt, cid, rt.state(cid))
+        code = _recorded_code(rt, cid)
         last = -1 if code is None else code
         print(last)
     return 0
+
+
+def _recorded_code(rt, cid: str) -> int | None:
+    """A stopped zone's exit code, waiting (up to 2 s) while whoever records it (its
+    logger, its init's parent; or its monitor) may still be writing it."""
+    from zoned.logs import logger_alive
+    from zoned.zones.record import monitor_alive
+
+    deadline = time.monotonic() + 2
+    while True:
+        st = rt.state(cid)
+        code = exit_code(rt, cid, st)
+        if code is not None or time.monotonic() > deadline:
+            return code
+        if not logger_alive((st.get("zoned") or {}).get("logger")) and \
+                not monitor_alive(rt.store.root, cid):
+            return exit_code(rt, cid, rt.state(cid))  # written just before it went
+        time.sleep(0.02)
 
 
 def cmd_restart(args) -> int:
@@ -48,12 +65,14 @@ def cmd_restart(args) -> int:
             continue
         if st["status"] != "stopped":
             rt.stop(cid, stop_timeout(rt, cid, args.time))
-        _boot_again(rt, cid)
+        code = _boot_again(rt, cid)
+        if code:
+            return code  # the worker printed why
         print(cid)
     return 0
 
 
-def _boot_again(rt, cid: str) -> None:
+def _boot_again(rt, cid: str) -> int:
     """Re-create a stopped zone in place: its data dir (upper layer, log) is handed to
     create as the caller's (kept over the delete), then given back to the zone."""
     from zoned.network.attach import setup_for_restore
@@ -69,14 +88,27 @@ def _boot_again(rt, cid: str) -> None:
     rt.delete(cid, force=True)
     net = setup_for_restore(rt.store.root, cid, described, cfg.get("hostname") or cid) \
         if described else None
-    started = rt.create(cid, cfg, use_fifo=False, log=log, network=net, data_dir=data,
-                        autoremove=bool(z.get("autoremove")))
-    rt.start(cid, started)
+
+    def start() -> tuple[str, int]:
+        started = rt.create(cid, cfg, use_fifo=False, log=log, network=net, data_dir=data,
+                            autoremove=bool(z.get("autoremove")))
+        rt.start(cid, started)
+        return rt.store.dir(cid), started.pid
+
+    if log:  # its logger is the init's parent again: the next exit code is kept
+        from zoned.cli.detach import start_reaped
+
+        code = start_reaped(start)
+        if code:
+            return code
+    else:
+        start()
     if not kept:
         with rt.store.lock(cid):
             st = rt.store.read_state(cid)
             st["zoned"].pop("kept_data", None)
             rt.store.write_state(cid, st)
+    return 0
 
 
 def cmd_port(args) -> int:

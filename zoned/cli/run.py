@@ -65,16 +65,23 @@ def cmd_run(args) -> int:
         from zoned.cli.run_vm import run_vm
 
         return run_vm(rt, cid, cfg, args, net, opts.image)
-    if args.detach:
-        started = rt.create(cid, cfg, use_fifo=False, log=True, autoremove=args.rm,
-                            network=net)
-        try:
-            rt.start(cid, started)
-        except BaseException:  # interrupted between create and start: nothing stays
-            rt.delete(cid, force=True)
-            raise
-        print(cid)
-        return 0
+    if args.detach:  # its logger becomes the init's parent: the exit code is kept
+        from zoned.cli.detach import start_reaped
+
+        def start() -> tuple[str, int]:
+            started = rt.create(cid, cfg, use_fifo=False, log=True, autoremove=args.rm,
+                                network=net)
+            try:
+                rt.start(cid, started)
+            except BaseException:  # interrupted between create and start: nothing stays
+                rt.delete(cid, force=True)
+                raise
+            return rt.store.dir(cid), started.pid
+
+        code = start_reaped(start)
+        if code == 0:
+            print(cid)
+        return code
     return _foreground(rt, cid, cfg, args, net)
 
 
