@@ -3,8 +3,10 @@ side by side with podman where podman runs on this host: exit codes of detached 
 one JSON timestamp format, `logs --since/-t`, detach keys and `run -dt`."""
 from __future__ import annotations
 
+import datetime
 import json
 import os
+import re
 import time
 
 from tests.test_cli_podman import _detached, podman, z  # noqa: F401 - fixtures
@@ -71,4 +73,72 @@ def test_detached_start_failure_is_one_line_and_leaves_nothing(z):  # noqa: F811
     assert r.returncode == 127, r  # as podman: the command is not found
     assert r.stdout == "" and len(r.stderr.splitlines()) == 1, r.stderr
     assert z("ps", "-a", "-q").stdout == ""
+
+
+# -- 2. one JSON timestamp format ---------------------------------------------------------
+
+RFC3339_Z = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{1,9})?Z$")
+DATE_LIKE = re.compile(r"^\d{4}-\d\d-\d\d[T ]\d\d:\d\d")
+TIME_KEYS = {"created", "finished", "time", "checkpointed", "booted", "started",
+             "restart_times", "Time", "Created", "CreatedAt", "FinishedAt", "StartedAt"}
+
+
+def times_in(doc, key=None, where="$"):
+    """Every (path, value) of `doc` that is or should be a time."""
+    if isinstance(doc, dict):
+        for k, v in doc.items():
+            yield from times_in(v, k, f"{where}.{k}")
+    elif isinstance(doc, list):
+        for i, v in enumerate(doc):
+            yield from times_in(v, key, f"{where}[{i}]")
+    elif (key in TIME_KEYS and doc is not None) or \
+            (isinstance(doc, str) and DATE_LIKE.match(doc)):
+        yield where, doc
+
+
+def check_times(doc, what: str) -> int:
+    found = list(times_in(doc))
+    bad = [(p, v) for p, v in found if not (isinstance(v, str) and RFC3339_Z.match(v))]
+    assert not bad, (what, bad)
+    for _, v in found:  # and each one parses as RFC 3339 UTC
+        assert datetime.datetime.fromisoformat(v.replace("Z", "+00:00")).utcoffset() == \
+            datetime.timedelta(0)
+    return len(found)
+
+
+def test_every_json_time_is_rfc3339_with_z(z):  # noqa: F811
+    import subprocess
+
+    from tests.conftest import ZONED
+
+    ev = subprocess.Popen([ZONED, "--root", z.root, "events", "--format", "json",
+                           "--timeout", "6"], stdout=subprocess.PIPE, text=True)
+    time.sleep(1)
+    assert z("volume", "create", "zs5vol").returncode == 0
+    _detached(z, "zs5t", "sh", "-c", "exit 2")
+    _detached(z, "zs5u", "sleep", "100")
+    z("wait", "zs5t", check=True)
+    docs = {
+        "inspect": json.loads(z("inspect", "zs5t", "zs5u").stdout),
+        "inspect --raw": json.loads(z("inspect", "--raw", "zs5t").stdout),
+        "inspect {{json .State}}": json.loads(
+            z("inspect", "--format", "{{json .State}}", "zs5t").stdout),
+        "ps -a json": json.loads(z("ps", "-a", "--format", "json").stdout),
+        "state": json.loads(z("state", "zs5u").stdout),
+        "stats": json.loads(z("stats", "--format", "json").stdout),
+        "volume inspect": json.loads(z("volume", "inspect", "zs5vol").stdout),
+        "volume ls": json.loads(z("volume", "ls", "--format", "json").stdout),
+        "image ls": json.loads(z("image", "ls", "--format", "json").stdout),
+        "image inspect": json.loads(z("image", "inspect", "busybox").stdout),
+    }
+    z("rm", "-f", "zs5t", "zs5u", check=True)
+    z("volume", "rm", "zs5vol", check=True)
+    out, _ = ev.communicate(timeout=30)
+    docs["events"] = [json.loads(line) for line in out.splitlines()]
+    assert docs["events"], "no events"
+    counts = {what: check_times(doc, what) for what, doc in docs.items()}
+    for what in ("inspect", "ps -a json", "events", "image ls", "volume inspect", "state"):
+        assert counts[what] > 0, (what, counts)
+    t, = [row for row in docs["ps -a json"] if row["id"] == "zs5t"]
+    assert t["exit_code"] == 2 and RFC3339_Z.match(t["finished"])
 

@@ -5,7 +5,7 @@ text summary for people. The seccomp profile (most of the ~700 lines) is left ou
 --raw."""
 from __future__ import annotations
 
-import time
+from zoned.cli.output import rfc3339
 
 DEFAULT_DESTINATIONS = {"/proc", "/dev", "/dev/pts", "/dev/shm", "/dev/mqueue", "/sys",
                         "/sys/fs/cgroup"}
@@ -22,12 +22,6 @@ def exit_code(rt, cid: str, st: dict) -> int | None:
     return found[0] if found else None
 
 
-def rfc3339(epoch: float | None) -> str | None:
-    """One timestamp format everywhere: RFC 3339, UTC, with Z."""
-    if epoch is None:
-        return None
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(epoch)) + \
-        f".{int(epoch % 1 * 1e6):06d}Z"
 
 
 def document(rt, cid: str, *, raw: bool = False) -> dict:
