@@ -142,3 +142,56 @@ def test_every_json_time_is_rfc3339_with_z(z):  # noqa: F811
     t, = [row for row in docs["ps -a json"] if row["id"] == "zs5t"]
     assert t["exit_code"] == 2 and RFC3339_Z.match(t["finished"])
 
+
+# -- 3. logs --since and -t ---------------------------------------------------------------
+
+def _logs_lines_with_times(text: str) -> list[tuple[datetime.datetime, str]]:
+    """`logs -t` lines: (time, text). RFC 3339 with nanoseconds (Z or an offset, as
+    podman prints local time): cut to microseconds for fromisoformat."""
+    out = []
+    for line in text.splitlines():
+        when, _, rest = line.partition(" ")
+        m = re.fullmatch(r"(\S+T\d\d:\d\d:\d\d)(\.\d+)?(Z|[+-]\d\d:\d\d)", when)
+        assert m, line
+        frac = (m.group(2) or ".0")[:7]
+        zone = "+00:00" if m.group(3) == "Z" else m.group(3)
+        out.append((datetime.datetime.fromisoformat(m.group(1) + frac + zone), rest))
+    return out
+
+
+def test_logs_since_and_timestamps_as_podman(podman, z):  # noqa: F811
+    for tool in (podman, z):
+        t0 = time.time()
+        _detached(tool, "zs5lg", "sh", "-c", "echo early; sleep 3; echo late; echo last")
+        time.sleep(1.5)
+        between = datetime.datetime.fromtimestamp(time.time(), datetime.timezone.utc)
+        tool("wait", "zs5lg")
+        stamp = between.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        assert tool("logs", "--since", stamp, "zs5lg").stdout == "late\nlast\n", tool
+        assert tool("logs", "--since", "1h", "zs5lg").stdout == "early\nlate\nlast\n"
+        assert tool("logs", "--since", "1h", "--tail", "1", "zs5lg").stdout == "last\n"
+        future = str(int(time.time()) + 3600)
+        assert tool("logs", "--since", future, "zs5lg").stdout == ""
+        timed = _logs_lines_with_times(tool("logs", "-t", "zs5lg").stdout)
+        assert [text for _, text in timed] == ["early", "late", "last"], tool
+        times = [when.timestamp() for when, _ in timed]
+        assert t0 - 1 < times[0] < between.timestamp() < times[1] <= times[2] < time.time()
+        tool("rm", "zs5lg")
+    bad = z("logs", "--since", "yesterday-ish", "zs5lg")
+    assert bad.returncode == 125 and len(bad.stderr.splitlines()) == 1
+
+
+def test_logs_timestamps_follow_and_old_logs_without_times(z):  # noqa: F811
+    _detached(z, "zs5lf", "sh", "-c", "echo a; sleep 1; echo b")
+    out = z("logs", "-f", "-t", "zs5lf", timeout=30).stdout.splitlines()
+    assert [line.split(" ", 1)[1] for line in out] == ["a", "b"]
+    assert all(RFC3339_Z.match(line.split(" ", 1)[0]) for line in out)
+    data = json.loads(z("inspect", "--raw", "zs5lf").stdout)["state"]["zoned"]["data"]
+    os.unlink(os.path.join(data, "ctr.ts"))  # a log written before ctr.ts existed
+    mtime = os.stat(os.path.join(data, "ctr.log")).st_mtime
+    old = z("logs", "-t", "zs5lf").stdout.splitlines()
+    assert [line.split(" ", 1)[1] for line in old] == ["a", "b"]
+    when = _logs_lines_with_times(old[0])[0][0].timestamp()
+    assert abs(when - mtime) < 1
+    assert z("logs", "zs5lf").stdout == "a\nb\n"  # ctr.log itself is as it always was
+    z("rm", "zs5lf", check=True)

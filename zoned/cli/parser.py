@@ -222,13 +222,14 @@ def _sub_exec(sub, argparse):
 
 def _sub_logs(sub, argparse):
     lg = _cmd(sub, "logs", "print a detached container's output",
-              "zoned logs --tail 20 -f web")
+              "zoned logs --tail 20 -f web\n  zoned logs -t --since 5m web")
     lg.add_argument("-f", "--follow", action="store_true",
                     help="keep printing what it writes until it stops")
     lg.add_argument("-n", "--tail", type=int, metavar="N", help="only the last N lines")
-    lg.add_argument("--since", metavar="TIME", help="(refused: zoned keeps no line times)")
+    lg.add_argument("--since", metavar="TIME", help="only lines written since TIME: RFC "
+                    "3339 (2026-01-02T15:04:05Z), Unix seconds or a duration ago (10s, 5m)")
     lg.add_argument("-t", "--timestamps", action="store_true",
-                    help="(refused: zoned keeps no line times)")
+                    help="put each line's time (RFC 3339, UTC) in front of it")
     lg.add_argument("id", help="the container")
 
 
