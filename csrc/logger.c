@@ -3,6 +3,7 @@
  *
  * Usage: zoned-logger DIR MAXBYTES    (stdin: the read end of the zone's stdout pipe)
  *        zoned-logger -p INIT STATEDIR DIR MAXBYTES
+ *        zoned-logger -P INIT STATEDIR DIR MAXBYTES  (stdin: a pty master; fd 3: a socket)
  *
  * Why a process of its own: a zone that wrote its log itself (through an fd on
  * ctr.log) had the log's page cache, and on a tmpfs the log itself, charged to
@@ -30,6 +31,14 @@
  * parent learns an exit status; this way no process is added per zone for it. It exits
  * once the pipe is at EOF and INIT is reaped.
  *
+ * With -P (`zoned run -dt`, `run -it`), stdin is the zone's pty master and fd 3 a
+ * listening unix socket (STATEDIR/attach.sock) for `zoned attach`: what the zone writes
+ * to its terminal goes to the log and to the one client connected (a new one replaces
+ * it). On connecting, a client is sent a copy of the master (SCM_RIGHTS, with one byte):
+ * it writes its input and sets the window size there itself, so this loop only relays
+ * output. At EIO (no slave left open) the client is closed: it has had everything.
+ * A socket at fd 4 is a client already connected (`run -it` attaches before the start).
+ *
  * Static, like zoned-init: cc -static -Os -s -Wall -o zoned/libexec/zoned-logger csrc/logger.c
  */
 #define _GNU_SOURCE
@@ -42,6 +51,7 @@
 #include <sys/stat.h>
 #include <poll.h>
 #include <sys/signalfd.h>
+#include <sys/socket.h>
 #include <sys/syscall.h>
 #include <sys/types.h>
 #include <sys/wait.h>
@@ -148,7 +158,54 @@ static int put(const char *p, size_t n)
 }
 
 static pid_t init_pid;
-static int exitdirfd = -1, init_done;
+static int exitdirfd = -1, init_done, listenfd = -1, client = -1;
+
+/* -P: a new attach client gets the pty master (fd 0) and replaces the old one. */
+static void accept_client(void)
+{
+	char one = 0, cbuf[CMSG_SPACE(sizeof(int))];
+	struct iovec iov = { &one, 1 };
+	struct msghdr mh = { 0 };
+	struct cmsghdr *c;
+	int fd = accept4(listenfd, NULL, NULL, SOCK_CLOEXEC), master = 0;
+
+	if (fd < 0)
+		return;
+	memset(cbuf, 0, sizeof(cbuf));
+	mh.msg_iov = &iov;
+	mh.msg_iovlen = 1;
+	mh.msg_control = cbuf;
+	mh.msg_controllen = sizeof(cbuf);
+	c = CMSG_FIRSTHDR(&mh);
+	c->cmsg_level = SOL_SOCKET;
+	c->cmsg_type = SCM_RIGHTS;
+	c->cmsg_len = CMSG_LEN(sizeof(int));
+	memcpy(CMSG_DATA(c), &master, sizeof(int));
+	if (sendmsg(fd, &mh, MSG_NOSIGNAL) != 1) {
+		close(fd);
+		return;
+	}
+	if (client >= 0)
+		close(client);
+	client = fd;
+}
+
+/* -P: the zone's output to the attached client too; a client that went away is dropped. */
+static void to_client(const char *p, size_t n)
+{
+	while (client >= 0 && n > 0) {
+		ssize_t w = send(client, p, n, MSG_NOSIGNAL);
+		if (w < 0 && errno == EINTR)
+			continue;
+		if (w <= 0) {
+			close(client);
+			client = -1;
+			return;
+		}
+		p += w;
+		n -= (size_t)w;
+	}
+}
 
 /* The init's status as a shell reports it, and when: STATEDIR/exit, written atomically. */
 static void write_exit(int st)
@@ -195,7 +252,9 @@ int main(int argc, char **argv)
 	const char *statedir = NULL;
 	pid_t pid;
 
-	if (argc == 6 && strcmp(argv[1], "-p") == 0) {
+	if (argc == 6 && (strcmp(argv[1], "-p") == 0 || strcmp(argv[1], "-P") == 0)) {
+		if (argv[1][1] == 'P')
+			listenfd = 3;
 		init_pid = (pid_t)atol(argv[2]);
 		statedir = argv[3];
 		argv += 3;
@@ -206,9 +265,18 @@ int main(int argc, char **argv)
 		return 2;
 	}
 	/* fds leaked by zoned's caller must not be held open here */
-	if (syscall(SYS_close_range, 3U, ~0U, 0U) < 0)
-		for (int fd = 3; fd < 1024; fd++)
+	if (syscall(SYS_close_range, listenfd == 3 ? 5U : 3U, ~0U, 0U) < 0)
+		for (int fd = listenfd == 3 ? 5 : 3; fd < 1024; fd++)
 			close(fd);
+	if (listenfd == 3) {
+		struct stat cst;
+
+		fcntl(3, F_SETFD, FD_CLOEXEC);
+		if (fstat(4, &cst) == 0 && S_ISSOCK(cst.st_mode)) {
+			client = 4;	/* `run -it`: attached before the zone started */
+			fcntl(4, F_SETFD, FD_CLOEXEC);
+		}
+	}
 	if (statedir) {
 		exitdirfd = open(statedir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 		if (init_pid <= 0 || exitdirfd < 0) {
@@ -260,12 +328,15 @@ int main(int argc, char **argv)
 	for (;;) {
 		ssize_t n;
 
-		if (sigfd >= 0) {	/* -p: the pipe and the init's SIGCHLD */
-			struct pollfd p[2] = { { sigfd, POLLIN, 0 }, { 0, POLLIN, 0 } };
+		if (sigfd >= 0) {	/* -p: the pipe and the init's SIGCHLD (-P: clients) */
+			struct pollfd p[4] = { { sigfd, POLLIN, 0 }, { 0, POLLIN, 0 },
+					       { listenfd, POLLIN, 0 }, { client, POLLIN, 0 } };
 
 			if (eof && init_done)
 				return 0;
-			if (poll(p, eof ? 1 : 2, -1) < 0)
+			if (eof)
+				p[1].fd = p[2].fd = -1;	/* poll() skips negative fds */
+			if (poll(p, 4, -1) < 0)
 				continue;
 			if (p[0].revents) {
 				struct signalfd_siginfo si;
@@ -274,21 +345,38 @@ int main(int argc, char **argv)
 					;
 				reap();
 			}
+			if (p[2].fd >= 0 && p[2].revents)
+				accept_client();
+			if (p[3].fd >= 0 && p[3].fd == client && p[3].revents) {
+				char junk[256];	/* clients write to the master, not here */
+				if (recv(client, junk, sizeof(junk), MSG_DONTWAIT) == 0 ||
+				    (p[3].revents & (POLLHUP | POLLERR))) {
+					close(client);
+					client = -1;
+				}
+			}
 			if (eof || !p[1].revents)
 				continue;
 		}
 		n = read(0, buf, sizeof(buf));
-		if (n == 0) {
+		if (n == 0 || (n < 0 && errno == EIO)) {	/* EIO: the pty has no slave left */
 			if (sigfd < 0)
 				return 0;
 			eof = 1;
+			if (client >= 0)
+				close(client), client = -1;
+			if (listenfd >= 0) {
+				close(listenfd), listenfd = -1;
+				unlinkat(exitdirfd, "attach.sock", 0);
+			}
 			continue;
 		}
 		if (n < 0) {
-			if (errno == EINTR)
+			if (errno == EINTR || errno == EAGAIN)
 				continue;
 			return 1;
 		}
+		to_client(buf, (size_t)n);
 		if (!broken) {
 			struct timespec ts;
 

@@ -72,6 +72,25 @@ def become(state_dir: str, init_pid: int) -> None:
         raise ZonedError(f"cannot run {LOGGER}: {e.strerror}") from None
 
 
+def become_tty(state_dir: str, init_pid: int, master: int, listener: int,
+               directory: str, client: int | None = None) -> None:
+    """exec zoned-logger -P: this process (the init's parent) logs the zone's pty master
+    to DIRECTORY/ctr.log and serves `zoned attach` on the listening socket `listener`
+    (STATEDIR/attach.sock), and `client` (connected already) first; returns only if the
+    exec failed (ZonedError)."""
+    import fcntl
+
+    high = [fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 10)  # none is clobbered below
+            for fd in (master, listener, client) if fd is not None]
+    for target, fd in zip((0, 3, 4), high, strict=False):
+        os.dup2(fd, target)  # inheritable
+    try:
+        os.execv(LOGGER, [LOGGER, "-P", str(init_pid), state_dir, directory,
+                          str(size_max())])
+    except OSError as e:
+        raise ZonedError(f"cannot run {LOGGER}: {e.strerror}") from None
+
+
 def _spawn_deferred(directory: str) -> Logger:
     from zoned.linux.proc import proc_start_time
 

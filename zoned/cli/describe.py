@@ -24,6 +24,26 @@ def exit_code(rt, cid: str, st: dict) -> int | None:
 
 
 
+def recorded_code(rt, cid: str) -> int | None:
+    """A stopped zone's exit code, waiting (up to 2 s) while whoever records it (its
+    logger, its init's parent; or its monitor) may still be writing it."""
+    import time
+
+    from zoned.logs import logger_alive
+    from zoned.zones.record import monitor_alive
+
+    deadline = time.monotonic() + 2
+    while True:
+        st = rt.state(cid)
+        code = exit_code(rt, cid, st)
+        if code is not None or time.monotonic() > deadline:
+            return code
+        if not logger_alive((st.get("zoned") or {}).get("logger")) and \
+                not monitor_alive(rt.store.root, cid):
+            return exit_code(rt, cid, rt.state(cid))  # written just before it went
+        time.sleep(0.02)
+
+
 def document(rt, cid: str, *, raw: bool = False) -> dict:
     from zoned.oci.runflags import ANN_STOP_TIMEOUT, labels
     from zoned.oci.spec import stop_signal

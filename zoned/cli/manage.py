@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import os
 import sys
-import time
 
 from zoned.cli.common import runtime
-from zoned.cli.describe import exit_code
+from zoned.cli.describe import recorded_code
 
 
 def cmd_wait(args) -> int:
@@ -21,28 +20,10 @@ def cmd_wait(args) -> int:
             if st["status"] == "stopped":
                 break
             rt.wait(cid, args.interval)
-        code = _recorded_code(rt, cid)
+        code = recorded_code(rt, cid)
         last = -1 if code is None else code
         print(last)
     return 0
-
-
-def _recorded_code(rt, cid: str) -> int | None:
-    """A stopped zone's exit code, waiting (up to 2 s) while whoever records it (its
-    logger, its init's parent; or its monitor) may still be writing it."""
-    from zoned.logs import logger_alive
-    from zoned.zones.record import monitor_alive
-
-    deadline = time.monotonic() + 2
-    while True:
-        st = rt.state(cid)
-        code = exit_code(rt, cid, st)
-        if code is not None or time.monotonic() > deadline:
-            return code
-        if not logger_alive((st.get("zoned") or {}).get("logger")) and \
-                not monitor_alive(rt.store.root, cid):
-            return exit_code(rt, cid, rt.state(cid))  # written just before it went
-        time.sleep(0.02)
 
 
 def cmd_restart(args) -> int:
@@ -182,9 +163,10 @@ def cmd_top(args) -> int:
 
 
 def cmd_attach(args) -> int:
-    """A detached zone's output from now on, until it stops (its log, followed from the
-    end): zoned's detached zones have no stdin or terminal to attach to. A zone with a
-    console (zone files, run --restart -t) is `zoned console`."""
+    """A detached zone's terminal (run -dt) until it stops or the detach keys are typed;
+    else its output from now on, until it stops (its log, followed from the end): a zone
+    without a terminal has no stdin. A zone with a console (zone files, run --restart -t)
+    is `zoned console`."""
     from zoned import logs
     from zoned.cli.logview import TailWriter
     from zoned.errors import InvalidState
@@ -197,6 +179,13 @@ def cmd_attach(args) -> int:
                            "goes to the terminal that ran it)")
     if st["status"] == "stopped":
         raise InvalidState(f"cannot attach to {args.id!r}: it is stopped")
+    if (st.get("zoned") or {}).get("attach"):  # a terminal: zoned.cli.attach_tty
+        from zoned.cli.attach_tty import attach, connect, parse_keys
+
+        keys = parse_keys(args.detach_keys)
+        sock, master = connect(rt.store.dir(args.id), args.id)
+        attach(sock, master, keys, None if args.no_stdin else 0)
+        return 0  # detached, or the zone ended: 0 either way, as podman 4.3's attach
 
     def finished() -> bool:
         st = rt.state(args.id)

@@ -81,6 +81,8 @@ def _sub_run(sub, argparse):
                    help="run in the background and print the name")
     r.add_argument("-i", "--interactive", action="store_true", help="keep stdin open")
     r.add_argument("-t", "--tty", action="store_true", help="give the command a terminal")
+    r.add_argument("--detach-keys", metavar="KEYS", help="with -it: the keys that detach "
+                   "and leave the zone running (default ctrl-p,ctrl-q; \"\" for none)")
     src = r.add_mutually_exclusive_group()
     src.add_argument("--image", help="the image (instead of the IMAGE argument)")
     src.add_argument("--rootfs", help="a root directory to run instead of an image")
@@ -307,9 +309,13 @@ def _sub_top(sub, argparse):
 
 
 def _sub_attach(sub, argparse):
-    a = _cmd(sub, "attach", "print a detached container's output from now on until it "
-             "stops (Ctrl-C detaches; its stdin is not attached)", "zoned attach web")
-    a.add_argument("--no-stdin", action="store_true", help="(podman's; always so)")
+    a = _cmd(sub, "attach", "attach to a detached container: its terminal (run -dt; "
+             "ctrl-p,ctrl-q detaches), else its output from now on until it stops (Ctrl-C "
+             "detaches)", "zoned attach web")
+    a.add_argument("--no-stdin", action="store_true",
+                   help="do not pass what is typed to the container")
+    a.add_argument("--detach-keys", metavar="KEYS", help="the keys that detach "
+                   "(default ctrl-p,ctrl-q; \"\" for none)")
     a.add_argument("id", help="the container")
 
 
