@@ -2,6 +2,8 @@
  * zoned-logger: writes a detached zone's output to its log, rotating it by size.
  *
  * Usage: zoned-logger DIR MAXBYTES    (stdin: the read end of the zone's stdout pipe)
+ *        zoned-logger -p INIT STATEDIR DIR MAXBYTES
+ *        zoned-logger -P INIT STATEDIR DIR MAXBYTES  (stdin: a pty master; fd 3: a socket)
  *
  * Why a process of its own: a zone that wrote its log itself (through an fd on
  * ctr.log) had the log's page cache, and on a tmpfs the log itself, charged to
@@ -20,7 +22,22 @@
  *
  * If DIR disappears (the zone was removed while output was still in the pipe)
  * it keeps reading and drops the data until EOF, so writers never block.
- * This is where a per-zone monitor (exit codes, restart policies) can grow.
+ *
+ * With -p (the parent: `zoned run -d`), no fork: the process that exec'd this is the
+ * zone init's parent (zoned.cli.detach forks a worker that creates and starts the zone,
+ * then becomes its logger), so the logger reaps INIT and writes its status as a shell
+ * reports it (code, or 128+signal), the time and INIT to STATEDIR/exit ("CODE EPOCH PID\n",
+ * atomically, as zoned-monitor does): `zoned wait`, ps and inspect read it. Only a
+ * parent learns an exit status; this way no process is added per zone for it. It exits
+ * once the pipe is at EOF and INIT is reaped.
+ *
+ * With -P (`zoned run -dt`, `run -it`), stdin is the zone's pty master and fd 3 a
+ * listening unix socket (STATEDIR/attach.sock) for `zoned attach`: what the zone writes
+ * to its terminal goes to the log and to the one client connected (a new one replaces
+ * it). On connecting, a client is sent a copy of the master (SCM_RIGHTS, with one byte):
+ * it writes its input and sets the window size there itself, so this loop only relays
+ * output. At EIO (no slave left open) the client is closed: it has had everything.
+ * A socket at fd 4 is a client already connected (`run -it` attaches before the start).
  *
  * Static, like zoned-init: cc -static -Os -s -Wall -o zoned/libexec/zoned-logger csrc/logger.c
  */
@@ -32,16 +49,23 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <poll.h>
+#include <sys/signalfd.h>
+#include <sys/socket.h>
 #include <sys/syscall.h>
 #include <sys/types.h>
+#include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #define LOG_NAME "ctr.log"
 #define OLD_NAME "ctr.log.1"
+#define TS_NAME "ctr.ts"
+#define OLD_TS_NAME "ctr.ts.1"
 #define BUF_SIZE 65536
 
-static int dirfd_ = -1, logfd = -1;
-static long long size, max_size;
+static int dirfd_ = -1, logfd = -1, tsfd = -1, stamped;
+static long long size, max_size, now_ns;
 
 static int open_log(void)
 {
@@ -51,6 +75,8 @@ static int open_log(void)
 	if (logfd < 0)
 		return -1;
 	size = fstat(logfd, &st) == 0 ? st.st_size : 0;
+	tsfd = openat(dirfd_, TS_NAME, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0640);
+	stamped = 0;
 	return 0;
 }
 
@@ -58,10 +84,33 @@ static int rotate(void)
 {
 	if (logfd >= 0)
 		close(logfd);
-	logfd = -1;
+	if (tsfd >= 0)
+		close(tsfd);
+	logfd = tsfd = -1;
 	if (renameat(dirfd_, LOG_NAME, dirfd_, OLD_NAME) < 0 && errno != ENOENT)
 		return -1;
+	renameat(dirfd_, TS_NAME, dirfd_, OLD_TS_NAME);
 	return open_log();
+}
+
+/* The times: ctr.ts beside ctr.log holds one record per read() from the pipe that went
+ * into that file, 16 bytes little-endian: the log offset where its bytes begin, and when
+ * they were read (ns since the epoch). A line's time is that of the record its first
+ * byte falls under (as conmon stamps lines when it reads them); `zoned logs --since/-t`
+ * reads them (zoned.logtimes). Best effort: a full disk loses times, not output. */
+static void stamp(void)
+{
+	unsigned char rec[16];
+	unsigned long long off = (unsigned long long)size, ns = (unsigned long long)now_ns;
+
+	if (stamped || tsfd < 0)
+		return;
+	for (int i = 0; i < 8; i++) {
+		rec[i] = (unsigned char)(off >> (8 * i));
+		rec[8 + i] = (unsigned char)(ns >> (8 * i));
+	}
+	if (write(tsfd, rec, sizeof(rec)) == (ssize_t)sizeof(rec))
+		stamped = 1;
 }
 
 static int write_all(const char *p, size_t n)
@@ -96,6 +145,8 @@ static int put(const char *p, size_t n)
 			else
 				take = 0;			/* nothing fits: a new file */
 		}
+		if (take)
+			stamp();
 		if (take && write_all(p, take) < 0)
 			return -1;
 		p += take;
@@ -106,20 +157,134 @@ static int put(const char *p, size_t n)
 	return 0;
 }
 
+static pid_t init_pid;
+static int exitdirfd = -1, init_done, listenfd = -1, client = -1;
+
+/* -P: a new attach client gets the pty master (fd 0) and replaces the old one. */
+static void accept_client(void)
+{
+	char one = 0, cbuf[CMSG_SPACE(sizeof(int))];
+	struct iovec iov = { &one, 1 };
+	struct msghdr mh = { 0 };
+	struct cmsghdr *c;
+	int fd = accept4(listenfd, NULL, NULL, SOCK_CLOEXEC), master = 0;
+
+	if (fd < 0)
+		return;
+	memset(cbuf, 0, sizeof(cbuf));
+	mh.msg_iov = &iov;
+	mh.msg_iovlen = 1;
+	mh.msg_control = cbuf;
+	mh.msg_controllen = sizeof(cbuf);
+	c = CMSG_FIRSTHDR(&mh);
+	c->cmsg_level = SOL_SOCKET;
+	c->cmsg_type = SCM_RIGHTS;
+	c->cmsg_len = CMSG_LEN(sizeof(int));
+	memcpy(CMSG_DATA(c), &master, sizeof(int));
+	if (sendmsg(fd, &mh, MSG_NOSIGNAL) != 1) {
+		close(fd);
+		return;
+	}
+	if (client >= 0)
+		close(client);
+	client = fd;
+}
+
+/* -P: the zone's output to the attached client too; a client that went away is dropped. */
+static void to_client(const char *p, size_t n)
+{
+	while (client >= 0 && n > 0) {
+		ssize_t w = send(client, p, n, MSG_NOSIGNAL);
+		if (w < 0 && errno == EINTR)
+			continue;
+		if (w <= 0) {
+			close(client);
+			client = -1;
+			return;
+		}
+		p += w;
+		n -= (size_t)w;
+	}
+}
+
+/* The init's status as a shell reports it, and when: STATEDIR/exit, written atomically. */
+static void write_exit(int st)
+{
+	struct timespec ts;
+	char text[64];
+	int code = WIFSIGNALED(st) ? 128 + WTERMSIG(st) : WEXITSTATUS(st), fd, n;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	n = snprintf(text, sizeof(text), "%d %lld.%06ld %d\n", code, (long long)ts.tv_sec,
+		     ts.tv_nsec / 1000, (int)init_pid);
+	fd = openat(exitdirfd, "exit.tmp", O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+	if (fd < 0)
+		return;	/* the zone was removed meanwhile */
+	if (write(fd, text, (size_t)n) == n)
+		renameat(exitdirfd, "exit.tmp", exitdirfd, "exit");
+	close(fd);
+}
+
+/* Reap every child that has exited (the init; nothing else should be ours). */
+static void reap(void)
+{
+	int st;
+	pid_t p;
+
+	while ((p = waitpid(-1, &st, WNOHANG)) != 0) {
+		if (p < 0) {
+			if (errno == EINTR)
+				continue;
+			init_done = 1;	/* ECHILD: nobody left to wait for */
+			return;
+		}
+		if (p == init_pid) {
+			write_exit(st);
+			init_done = 1;
+		}
+	}
+}
+
 int main(int argc, char **argv)
 {
 	static char buf[BUF_SIZE];
-	int broken = 0;
+	int broken = 0, sigfd = -1, eof = 0;
+	const char *statedir = NULL;
 	pid_t pid;
 
+	if (argc == 6 && (strcmp(argv[1], "-p") == 0 || strcmp(argv[1], "-P") == 0)) {
+		if (argv[1][1] == 'P')
+			listenfd = 3;
+		init_pid = (pid_t)atol(argv[2]);
+		statedir = argv[3];
+		argv += 3;
+		argc -= 3;
+	}
 	if (argc != 3) {
-		fprintf(stderr, "usage: zoned-logger DIR MAXBYTES\n");
+		fprintf(stderr, "usage: zoned-logger [-p INIT STATEDIR] DIR MAXBYTES\n");
 		return 2;
 	}
 	/* fds leaked by zoned's caller must not be held open here */
-	if (syscall(SYS_close_range, 3U, ~0U, 0U) < 0)
-		for (int fd = 3; fd < 1024; fd++)
+	if (syscall(SYS_close_range, listenfd == 3 ? 5U : 3U, ~0U, 0U) < 0)
+		for (int fd = listenfd == 3 ? 5 : 3; fd < 1024; fd++)
 			close(fd);
+	if (listenfd == 3) {
+		struct stat cst;
+
+		fcntl(3, F_SETFD, FD_CLOEXEC);
+		if (fstat(4, &cst) == 0 && S_ISSOCK(cst.st_mode)) {
+			client = 4;	/* `run -it`: attached before the zone started */
+			fcntl(4, F_SETFD, FD_CLOEXEC);
+		}
+	}
+	if (statedir) {
+		exitdirfd = open(statedir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+		if (init_pid <= 0 || exitdirfd < 0) {
+			fprintf(stderr, "zoned-logger: -p %s %s: bad init or state dir\n",
+				argv[-1], statedir);
+			return 2;
+		}
+	}
 	max_size = atoll(argv[2]);
 	if (max_size < 1)
 		max_size = 1;
@@ -128,14 +293,24 @@ int main(int argc, char **argv)
 		fprintf(stderr, "zoned-logger: %s: %s\n", argv[1], strerror(errno));
 		return 1;
 	}
-	pid = fork();
-	if (pid < 0) {
-		perror("zoned-logger: fork");
-		return 1;
-	}
-	if (pid > 0) {
-		printf("%d\n", (int)pid);
-		return fflush(stdout) == 0 ? 0 : 1;
+	if (init_pid <= 0) {
+		pid = fork();
+		if (pid < 0) {
+			perror("zoned-logger: fork");
+			return 1;
+		}
+		if (pid > 0) {
+			printf("%d\n", (int)pid);
+			return fflush(stdout) == 0 ? 0 : 1;
+		}
+	} else {
+		sigset_t mask;
+
+		sigemptyset(&mask);
+		sigaddset(&mask, SIGCHLD);
+		sigprocmask(SIG_BLOCK, &mask, NULL);
+		sigfd = signalfd(-1, &mask, SFD_CLOEXEC | SFD_NONBLOCK);
+		reap();	/* an init that exited before the exec sent its SIGCHLD to nobody */
 	}
 	setsid();
 	signal(SIGHUP, SIG_IGN);
@@ -151,15 +326,65 @@ int main(int argc, char **argv)
 		}
 	}
 	for (;;) {
-		ssize_t n = read(0, buf, sizeof(buf));
-		if (n == 0)
-			return 0;
+		ssize_t n;
+
+		if (sigfd >= 0) {	/* -p: the pipe and the init's SIGCHLD (-P: clients) */
+			struct pollfd p[4] = { { sigfd, POLLIN, 0 }, { 0, POLLIN, 0 },
+					       { listenfd, POLLIN, 0 }, { client, POLLIN, 0 } };
+
+			if (eof && init_done)
+				return 0;
+			if (eof)
+				p[1].fd = p[2].fd = -1;	/* poll() skips negative fds */
+			if (poll(p, 4, -1) < 0)
+				continue;
+			if (p[0].revents) {
+				struct signalfd_siginfo si;
+
+				while (read(sigfd, &si, sizeof(si)) == sizeof(si))
+					;
+				reap();
+			}
+			if (p[2].fd >= 0 && p[2].revents)
+				accept_client();
+			if (p[3].fd >= 0 && p[3].fd == client && p[3].revents) {
+				char junk[256];	/* clients write to the master, not here */
+				if (recv(client, junk, sizeof(junk), MSG_DONTWAIT) == 0 ||
+				    (p[3].revents & (POLLHUP | POLLERR))) {
+					close(client);
+					client = -1;
+				}
+			}
+			if (eof || !p[1].revents)
+				continue;
+		}
+		n = read(0, buf, sizeof(buf));
+		if (n == 0 || (n < 0 && errno == EIO)) {	/* EIO: the pty has no slave left */
+			if (sigfd < 0)
+				return 0;
+			eof = 1;
+			if (client >= 0)
+				close(client), client = -1;
+			if (listenfd >= 0) {
+				close(listenfd), listenfd = -1;
+				unlinkat(exitdirfd, "attach.sock", 0);
+			}
+			continue;
+		}
 		if (n < 0) {
-			if (errno == EINTR)
+			if (errno == EINTR || errno == EAGAIN)
 				continue;
 			return 1;
 		}
-		if (!broken && put(buf, (size_t)n) < 0)
-			broken = 1;	/* DIR is gone or full: drain until EOF */
+		to_client(buf, (size_t)n);
+		if (!broken) {
+			struct timespec ts;
+
+			clock_gettime(CLOCK_REALTIME, &ts);
+			now_ns = (long long)ts.tv_sec * 1000000000LL + ts.tv_nsec;
+			stamped = 0;
+			if (put(buf, (size_t)n) < 0)
+				broken = 1;
+		}	/* DIR is gone or full: drain until EOF */
 	}
 }

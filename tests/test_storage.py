@@ -66,8 +66,8 @@ def _loggers(data: str) -> list[int]:
             cmd = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
         except OSError:
             continue
-        if cmd[0].endswith(b"zoned-logger") and len(cmd) > 1 and \
-                cmd[1].decode(errors="replace").startswith(data):
+        if cmd[0].endswith(b"zoned-logger") and any(  # DIR: after -p INIT STATEDIR too
+                a.decode(errors="replace").startswith(data) for a in cmd[1:]):
             found.append(int(pid))
     return found
 

@@ -44,6 +44,63 @@ class Logger:
         return {"pid": self.pid, "start": self.start, "pipe": self.pipe_ino}
 
 
+class Deferred:
+    """The logger this process will become (zoned.cli.detach): spawn() then starts no
+    process, keeps the pipe's read end, and become() execs zoned-logger -p here once the
+    zone runs, so the logger is the zone init's parent and records its exit status."""
+
+    armed = False
+    read_fd = -1
+    directory: str | None = None
+
+
+def defer_next() -> None:
+    """Make this process the next spawn()'s logger (see Deferred)."""
+    Deferred.armed = True
+
+
+def become(state_dir: str, init_pid: int) -> None:
+    """exec zoned-logger -p INIT STATEDIR DIR MAX with the deferred pipe as stdin; returns
+    only if that is impossible (no deferred logger, or exec failed: ZonedError)."""
+    if Deferred.read_fd < 0 or Deferred.directory is None:
+        raise ZonedError("no deferred logger to become")
+    os.dup2(Deferred.read_fd, 0)  # dup2 leaves fd 0 inheritable
+    try:
+        os.execv(LOGGER, [LOGGER, "-p", str(init_pid), state_dir, Deferred.directory,
+                          str(size_max())])
+    except OSError as e:
+        raise ZonedError(f"cannot run {LOGGER}: {e.strerror}") from None
+
+
+def become_tty(state_dir: str, init_pid: int, master: int, listener: int,
+               directory: str, client: int | None = None) -> None:
+    """exec zoned-logger -P: this process (the init's parent) logs the zone's pty master
+    to DIRECTORY/ctr.log and serves `zoned attach` on the listening socket `listener`
+    (STATEDIR/attach.sock), and `client` (connected already) first; returns only if the
+    exec failed (ZonedError)."""
+    import fcntl
+
+    high = [fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 10)  # none is clobbered below
+            for fd in (master, listener, client) if fd is not None]
+    for target, fd in zip((0, 3, 4), high, strict=False):
+        os.dup2(fd, target)  # inheritable
+    try:
+        os.execv(LOGGER, [LOGGER, "-P", str(init_pid), state_dir, directory,
+                          str(size_max())])
+    except OSError as e:
+        raise ZonedError(f"cannot run {LOGGER}: {e.strerror}") from None
+
+
+def _spawn_deferred(directory: str) -> Logger:
+    from zoned.linux.proc import proc_start_time
+
+    Deferred.armed = False
+    r, w = os.pipe2(os.O_CLOEXEC)
+    Deferred.read_fd, Deferred.directory = r, directory
+    me = os.getpid()
+    return Logger(me, proc_start_time(me), w, os.fstat(w).st_ino)
+
+
 def spawn(directory: str) -> Logger:
     """Start zoned-logger writing DIRECTORY/ctr.log; it runs until the pipe's last writer
     closes it. It stays in the cgroup of the calling zoned, not the zone's."""
@@ -51,6 +108,8 @@ def spawn(directory: str) -> Logger:
 
     if not os.access(LOGGER, os.X_OK):
         raise ZonedError(f"{LOGGER} is missing (run `make setup`)")
+    if Deferred.armed:
+        return _spawn_deferred(directory)
     limit = size_max()
     r, w = os.pipe2(os.O_CLOEXEC)
     pid_r, pid_w = os.pipe2(os.O_CLOEXEC)
@@ -94,11 +153,28 @@ def wait_logger(info: dict | None, timeout: float = 2.0) -> None:
     holds the pipe open). Removal waits here so no logger writes into a removed dir."""
     if not info or not info.get("pid"):
         return
+    if info["pid"] == os.getpid():  # a deferred logger (this process) that never ran
+        if Deferred.read_fd >= 0:
+            os.close(Deferred.read_fd)
+            Deferred.read_fd = -1
+        return
     from zoned.linux.proc import signal_pid, wait_exit
 
     if not wait_exit(info["pid"], info.get("start"), timeout):
         signal_pid(info["pid"], info.get("start"), 9)
         wait_exit(info["pid"], info.get("start"), 1)
+
+
+def recorded_exit(state_dir: str, pid: int) -> tuple[int, float] | None:
+    """The exit of init `pid` that its parent logger (-p) recorded in STATEDIR/exit:
+    (code, epoch); None if none was, or only an earlier init's (one a dump ended, before
+    a failed migration put the zone back)."""
+    try:
+        with open(os.path.join(state_dir, "exit")) as f:
+            code, when, who = f.read().split()
+        return (int(code), float(when)) if int(who) == pid else None
+    except (OSError, ValueError):
+        return None
 
 
 def logger_alive(info: dict | None) -> bool:
@@ -139,12 +215,19 @@ def _ino(path: str) -> int | None:
 
 
 def _copy(f, out) -> int:
+    """Copy the rest of `f` to `out`; a writer that wants to know where each chunk comes
+    from (zoned.logtimes.TimedWriter: a line's time) has write_from(f, offset, chunk)."""
     n = 0
+    write_from = getattr(out, "write_from", None)
     while True:
+        offset = f.tell()
         chunk = f.read(65536)
         if not chunk:
             return n
-        out.write(chunk)
+        if write_from is not None:
+            write_from(f, offset, chunk)
+        else:
+            out.write(chunk)
         n += len(chunk)
 
 

@@ -177,20 +177,50 @@ def warn_once(key: str, message: str) -> None:
         print(f"zoned: warning: {message}", file=sys.stderr, flush=True)
 
 
-def delegated_cgroup() -> str | None:
-    """The user's own cgroup v2 directory, if the host delegates it (writable
-    cgroup.subtree_control on a pure v2 host); None otherwise."""
-    try:
-        with open("/proc/self/cgroup") as f:
-            lines = f.read().splitlines()
-    except OSError:
-        return None
+MOUNT = "/sys/fs/cgroup"
+
+
+def delegated_top(proc_cgroup: str | None = None, mount: str = MOUNT,
+                  uid: int | None = None) -> str | None:
+    """The topmost directory above (and including) our own v2 cgroup that `uid` (default:
+    ours) owns, with cgroup.subtree_control and cgroup.procs it may write: the root of
+    the subtree delegated to it. None on v1 or hybrid (/proc/self/cgroup has more than
+    the one "0::" line) or when nothing of ours is delegated."""
+    if proc_cgroup is None:
+        try:
+            with open("/proc/self/cgroup") as f:
+                proc_cgroup = f.read()
+        except OSError:
+            return None
+    lines = proc_cgroup.splitlines()
     if len(lines) != 1 or not lines[0].startswith("0::"):
-        return None  # v1 or hybrid: no delegation
-    path = "/sys/fs/cgroup" + lines[0][3:]
-    if os.access(os.path.join(path, "cgroup.subtree_control"), os.W_OK):
-        return path
-    return None
+        return None
+    uid = os.geteuid() if uid is None else uid
+    rel = lines[0][3:].rstrip("/")
+    top = None
+    while rel:
+        d = mount + rel
+        if not _ours(d, uid):
+            break
+        top = d
+        rel = rel.rpartition("/")[0]
+    return top
+
+
+def _ours(d: str, uid: int) -> bool:
+    try:
+        if os.stat(d).st_uid != uid:
+            return False
+        return all(os.stat(os.path.join(d, f)).st_uid == uid
+                   for f in ("cgroup.subtree_control", "cgroup.procs"))
+    except OSError:
+        return False
+
+
+def delegated_cgroup() -> str | None:
+    """The root of the cgroup v2 subtree the host delegates to this user (rootless zones
+    are limited below it: zoned.rootless_cgroup), or None."""
+    return delegated_top()
 
 
 class NullCgroup:
@@ -252,8 +282,8 @@ def describe() -> dict:
         "state_root": os.environ.get("ZONED_ROOT") or runtime_base(),
         "data_root": os.environ.get("ZONED_DATA") or data_base(),
         "images": os.environ.get("ZONED_IMAGES") or images_dir(),
-        "cgroups": f"none (a delegated v2 subtree at {d} is not used yet: limits are not "
-        "enforced)" if (d := delegated_cgroup()) else
+        "cgroups": f"below {d} (delegated to you: limits are enforced)"
+        if (d := delegated_cgroup()) else
         "none (no delegated cgroup v2 subtree: limits are not enforced)",
         "network": "none (only lo); slirp4netns: " + ("yes" if find_tool("slirp4netns") else "no")
         + ", pasta: " + ("yes" if find_tool("pasta") else "no"),

@@ -8,13 +8,14 @@ from zoned.cgroups.detection import detect
 
 def open_cgroup(path: str) -> Cgroup:
     """The implementation for this host: V2Cgroup on v2, V1Cgroup on v1 and hybrid. A v2 host
-    never loads the v1 driver. Rootless: a NullCgroup (zoned.rootless), nothing to limit."""
+    never loads the v1 driver. Rootless: below the v2 subtree the host delegates to the
+    user, else a NullCgroup, nothing to limit (zoned.rootless_cgroup)."""
     import os
 
     if os.geteuid() != 0:
-        from zoned.rootless import NullCgroup
+        from zoned.rootless_cgroup import rootless_cgroup
 
-        return NullCgroup(path)
+        return rootless_cgroup(path)
     if detect() == "v2":
         from zoned.cgroups.v2 import V2Cgroup
 

@@ -5,7 +5,7 @@ text summary for people. The seccomp profile (most of the ~700 lines) is left ou
 --raw."""
 from __future__ import annotations
 
-import time
+from zoned.cli.output import rfc3339
 
 DEFAULT_DESTINATIONS = {"/proc", "/dev", "/dev/pts", "/dev/shm", "/dev/mqueue", "/sys",
                         "/sys/fs/cgroup"}
@@ -22,12 +22,26 @@ def exit_code(rt, cid: str, st: dict) -> int | None:
     return found[0] if found else None
 
 
-def rfc3339(epoch: float | None) -> str | None:
-    """One timestamp format everywhere: RFC 3339, UTC, with Z."""
-    if epoch is None:
-        return None
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(epoch)) + \
-        f".{int(epoch % 1 * 1e6):06d}Z"
+
+
+def recorded_code(rt, cid: str) -> int | None:
+    """A stopped zone's exit code, waiting (up to 2 s) while whoever records it (its
+    logger, its init's parent; or its monitor) may still be writing it."""
+    import time
+
+    from zoned.logs import logger_alive
+    from zoned.zones.record import monitor_alive
+
+    deadline = time.monotonic() + 2
+    while True:
+        st = rt.state(cid)
+        code = exit_code(rt, cid, st)
+        if code is not None or time.monotonic() > deadline:
+            return code
+        if not logger_alive((st.get("zoned") or {}).get("logger")) and \
+                not monitor_alive(rt.store.root, cid):
+            return exit_code(rt, cid, rt.state(cid))  # written just before it went
+        time.sleep(0.02)
 
 
 def document(rt, cid: str, *, raw: bool = False) -> dict:

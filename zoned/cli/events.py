@@ -65,7 +65,7 @@ def _changes(rt, before: dict, after: dict):
 def cmd_lifecycle_events(args) -> int:
     import json
 
-    from zoned.cli.describe import rfc3339
+    from zoned.cli.output import rfc3339
 
     rt = runtime(args)
     wanted = {f.partition("=")[0]: [] for f in args.filter}

@@ -94,8 +94,10 @@ def _eval(expr: str, dot, root, template):
         return values[0]
     import json
 
+    from zoned.cli.output import exposed
+
     funcs = {
-        "json": lambda v: json.dumps(v, separators=(",", ":")),
+        "json": lambda v: json.dumps(exposed(v), separators=(",", ":")),
         "index": lambda v, *keys: _index(v, keys, template),
         "len": lambda v: len(v or ()),
         "upper": lambda v: _show(v).upper(), "lower": lambda v: _show(v).lower(),

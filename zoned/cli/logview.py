@@ -1,6 +1,6 @@
-"""`zoned logs --tail N` (also with -f). zoned-logger keeps the zone's bytes as they came,
-without a time per line, so --since and -t/--timestamps are refused with one line rather
-than answered with made-up times."""
+"""`zoned logs [--since T] [-t] [--tail N] [-f]`. zoned-logger keeps the zone's bytes as
+they came in ctr.log and when each read of them came in ctr.ts (zoned.logtimes): --since
+and -t/--timestamps read the two together, as podman's k8s-file log gives them."""
 from __future__ import annotations
 
 import sys
@@ -10,8 +10,8 @@ class TailWriter:
     """A binary stream that keeps only the last `n` lines of what is written before the
     first flush (the log as it was), then passes everything through (what -f follows)."""
 
-    def __init__(self, out, n: int):
-        self.out, self.n, self.held, self.passing = out, n, bytearray(), False
+    def __init__(self, out, n: int | None):
+        self.out, self.n, self.held, self.passing = out, n, bytearray(), n is None
 
     def write(self, data: bytes) -> None:
         if self.passing:
@@ -34,20 +34,35 @@ def show(rt, args, log: str) -> int:
     from zoned import logs
     from zoned.errors import ConfigError
 
-    if args.since or args.timestamps:
-        raise ConfigError(f"{'--since' if args.since else '--timestamps'}: zoned's logs keep "
-                          "no time per line (only --tail and -f)")
-    if args.tail < 0:
+    if args.tail is not None and args.tail < 0:
         raise ConfigError(f"invalid --tail {args.tail}: expected 0 or more lines")
-    out = TailWriter(sys.stdout.buffer, args.tail)
+    since = None
+    if args.since:
+        from zoned.logtimes import parse_since
+
+        try:
+            since = parse_since(args.since)
+        except ValueError:
+            raise ConfigError(f"invalid --since {args.since!r}: expected an RFC 3339 time "
+                              "(2026-01-02T15:04:05Z), Unix seconds or a duration (10s, "
+                              "5m, 1h30m)") from None
+    tail = out = TailWriter(sys.stdout.buffer, args.tail)
+    if since is not None or args.timestamps:
+        from zoned.logtimes import TimedWriter
+
+        out = TimedWriter(tail, since=since, timestamps=args.timestamps)
     if not args.follow:
         logs.read(log, out)
-        out.flush()
+        if out is not tail:
+            out.finish()
+        tail.flush()
         return 0
 
     def finished() -> bool:
         st = rt.state(args.id)
         return st["status"] == "stopped" and not logs.logger_alive(st["zoned"].get("logger"))
     logs.follow(log, out, finished)
-    out.flush()
+    if out is not tail:
+        out.finish()
+    tail.flush()
     return 0

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import os
 import sys
-import time
 
 from zoned.cli.common import runtime
-from zoned.cli.describe import exit_code
+from zoned.cli.describe import recorded_code
 
 
 def cmd_wait(args) -> int:
@@ -21,8 +20,7 @@ def cmd_wait(args) -> int:
             if st["status"] == "stopped":
                 break
             rt.wait(cid, args.interval)
-        time.sleep(0.05)  # a monitor writes the code just after the exit
-        code = exit_code(rt, cid, rt.state(cid))
+        code = recorded_code(rt, cid)
         last = -1 if code is None else code
         print(last)
     return 0
@@ -48,12 +46,14 @@ def cmd_restart(args) -> int:
             continue
         if st["status"] != "stopped":
             rt.stop(cid, stop_timeout(rt, cid, args.time))
-        _boot_again(rt, cid)
+        code = _boot_again(rt, cid)
+        if code:
+            return code  # the worker printed why
         print(cid)
     return 0
 
 
-def _boot_again(rt, cid: str) -> None:
+def _boot_again(rt, cid: str) -> int:
     """Re-create a stopped zone in place: its data dir (upper layer, log) is handed to
     create as the caller's (kept over the delete), then given back to the zone."""
     from zoned.network.attach import setup_for_restore
@@ -69,14 +69,27 @@ def _boot_again(rt, cid: str) -> None:
     rt.delete(cid, force=True)
     net = setup_for_restore(rt.store.root, cid, described, cfg.get("hostname") or cid) \
         if described else None
-    started = rt.create(cid, cfg, use_fifo=False, log=log, network=net, data_dir=data,
-                        autoremove=bool(z.get("autoremove")))
-    rt.start(cid, started)
+
+    def start() -> tuple[str, int]:
+        started = rt.create(cid, cfg, use_fifo=False, log=log, network=net, data_dir=data,
+                            autoremove=bool(z.get("autoremove")))
+        rt.start(cid, started)
+        return rt.store.dir(cid), started.pid
+
+    if log:  # its logger is the init's parent again: the next exit code is kept
+        from zoned.cli.detach import start_reaped
+
+        code = start_reaped(start)
+        if code:
+            return code
+    else:
+        start()
     if not kept:
         with rt.store.lock(cid):
             st = rt.store.read_state(cid)
             st["zoned"].pop("kept_data", None)
             rt.store.write_state(cid, st)
+    return 0
 
 
 def cmd_port(args) -> int:
@@ -150,9 +163,10 @@ def cmd_top(args) -> int:
 
 
 def cmd_attach(args) -> int:
-    """A detached zone's output from now on, until it stops (its log, followed from the
-    end): zoned's detached zones have no stdin or terminal to attach to. A zone with a
-    console (zone files, run --restart -t) is `zoned console`."""
+    """A detached zone's terminal (run -dt) until it stops or the detach keys are typed;
+    else its output from now on, until it stops (its log, followed from the end): a zone
+    without a terminal has no stdin. A zone with a console (zone files, run --restart -t)
+    is `zoned console`."""
     from zoned import logs
     from zoned.cli.logview import TailWriter
     from zoned.errors import InvalidState
@@ -165,6 +179,13 @@ def cmd_attach(args) -> int:
                            "goes to the terminal that ran it)")
     if st["status"] == "stopped":
         raise InvalidState(f"cannot attach to {args.id!r}: it is stopped")
+    if (st.get("zoned") or {}).get("attach"):  # a terminal: zoned.cli.attach_tty
+        from zoned.cli.attach_tty import attach, connect, parse_keys
+
+        keys = parse_keys(args.detach_keys)
+        sock, master = connect(rt.store.dir(args.id), args.id)
+        attach(sock, master, keys, None if args.no_stdin else 0)
+        return 0  # detached, or the zone ended: 0 either way, as podman 4.3's attach
 
     def finished() -> bool:
         st = rt.state(args.id)

@@ -3,13 +3,59 @@ every command's `--format json` and table look alike."""
 from __future__ import annotations
 
 import sys
+import time
+
+# zoned's records keep times as epoch seconds where that is handy (state.json's finished,
+# a checkpoint's, a zone's boots and exits); output shows every time in one format.
+EPOCH_KEYS = frozenset({"finished", "checkpointed", "booted", "time", "restart_times",
+                        "started", "since"})
+
+
+def rfc3339(epoch: float | None) -> str | None:
+    """One timestamp format everywhere: RFC 3339, UTC, microseconds, Z."""
+    if epoch is None:
+        return None
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(epoch)) + \
+        f".{int(epoch % 1 * 1e6):06d}Z"
+
+
+def _from_text(text: str) -> str:
+    """An RFC 3339 / ISO 8601 time in any offset or precision as rfc3339(); other text
+    as it was."""
+    if len(text) < 20 or text[4:5] != "-" or text[10:11] != "T" or not text[:4].isdigit():
+        return text
+    import datetime
+
+    try:
+        when = datetime.datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        return text
+    if when.tzinfo is None:
+        return text
+    return rfc3339(when.timestamp())
+
+
+def exposed(data, key: str | None = None):
+    """`data` with its times in rfc3339(): epoch numbers under EPOCH_KEYS, and ISO
+    strings with another offset or precision; the rest as it was."""
+    if isinstance(data, dict):
+        return {k: exposed(v, k) for k, v in data.items()}
+    if isinstance(data, list):
+        return [exposed(v, key) for v in data]
+    if key in EPOCH_KEYS and isinstance(data, (int, float)) and not isinstance(data, bool) \
+            and data > 1e8:
+        return rfc3339(data)
+    if isinstance(data, str):
+        return _from_text(data)
+    return data
 
 
 def print_json(data) -> None:
-    """`data` as indented JSON on stdout (what `--format json` and `inspect` print)."""
+    """`data` as indented JSON on stdout (what `--format json` and `inspect` print), its
+    times in one format (exposed())."""
     import json
 
-    json.dump(data, sys.stdout, indent=2)
+    json.dump(exposed(data), sys.stdout, indent=2)
     sys.stdout.write("\n")
 
 

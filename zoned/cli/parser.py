@@ -81,6 +81,8 @@ def _sub_run(sub, argparse):
                    help="run in the background and print the name")
     r.add_argument("-i", "--interactive", action="store_true", help="keep stdin open")
     r.add_argument("-t", "--tty", action="store_true", help="give the command a terminal")
+    r.add_argument("--detach-keys", metavar="KEYS", help="with -it: the keys that detach "
+                   "and leave the zone running (default ctrl-p,ctrl-q; \"\" for none)")
     src = r.add_mutually_exclusive_group()
     src.add_argument("--image", help="the image (instead of the IMAGE argument)")
     src.add_argument("--rootfs", help="a root directory to run instead of an image")
@@ -222,13 +224,14 @@ def _sub_exec(sub, argparse):
 
 def _sub_logs(sub, argparse):
     lg = _cmd(sub, "logs", "print a detached container's output",
-              "zoned logs --tail 20 -f web")
+              "zoned logs --tail 20 -f web\n  zoned logs -t --since 5m web")
     lg.add_argument("-f", "--follow", action="store_true",
                     help="keep printing what it writes until it stops")
     lg.add_argument("-n", "--tail", type=int, metavar="N", help="only the last N lines")
-    lg.add_argument("--since", metavar="TIME", help="(refused: zoned keeps no line times)")
+    lg.add_argument("--since", metavar="TIME", help="only lines written since TIME: RFC "
+                    "3339 (2026-01-02T15:04:05Z), Unix seconds or a duration ago (10s, 5m)")
     lg.add_argument("-t", "--timestamps", action="store_true",
-                    help="(refused: zoned keeps no line times)")
+                    help="put each line's time (RFC 3339, UTC) in front of it")
     lg.add_argument("id", help="the container")
 
 
@@ -306,9 +309,13 @@ def _sub_top(sub, argparse):
 
 
 def _sub_attach(sub, argparse):
-    a = _cmd(sub, "attach", "print a detached container's output from now on until it "
-             "stops (Ctrl-C detaches; its stdin is not attached)", "zoned attach web")
-    a.add_argument("--no-stdin", action="store_true", help="(podman's; always so)")
+    a = _cmd(sub, "attach", "attach to a detached container: its terminal (run -dt; "
+             "ctrl-p,ctrl-q detaches), else its output from now on until it stops (Ctrl-C "
+             "detaches)", "zoned attach web")
+    a.add_argument("--no-stdin", action="store_true",
+                   help="do not pass what is typed to the container")
+    a.add_argument("--detach-keys", metavar="KEYS", help="the keys that detach "
+                   "(default ctrl-p,ctrl-q; \"\" for none)")
     a.add_argument("id", help="the container")
 
 

@@ -17,8 +17,6 @@ def cmd_run(args) -> int:
     image, command = image_and_command(args)
     if args.detach and args.rm:
         pass  # removed by `zoned gc` once it has exited (no process stays to watch it)
-    if args.detach and args.tty:
-        raise ConfigError("-t with -d is not supported yet (a detached pty needs a reader)")
     from zoned.oci.spec import check_id
 
     cid = check_id(args.name) if args.name else api.new_name()
@@ -65,16 +63,27 @@ def cmd_run(args) -> int:
         from zoned.cli.run_vm import run_vm
 
         return run_vm(rt, cid, cfg, args, net, opts.image)
-    if args.detach:
-        started = rt.create(cid, cfg, use_fifo=False, log=True, autoremove=args.rm,
-                            network=net)
-        try:
-            rt.start(cid, started)
-        except BaseException:  # interrupted between create and start: nothing stays
-            rt.delete(cid, force=True)
-            raise
-        print(cid)
-        return 0
+    if args.tty and (args.detach or args.interactive):  # the logger holds the pty
+        from zoned.cli.detach import run_tty
+
+        return run_tty(rt, cid, cfg, args, net)
+    if args.detach:  # its logger becomes the init's parent: the exit code is kept
+        from zoned.cli.detach import start_reaped
+
+        def start() -> tuple[str, int]:
+            started = rt.create(cid, cfg, use_fifo=False, log=True, autoremove=args.rm,
+                                network=net)
+            try:
+                rt.start(cid, started)
+            except BaseException:  # interrupted between create and start: nothing stays
+                rt.delete(cid, force=True)
+                raise
+            return rt.store.dir(cid), started.pid
+
+        code = start_reaped(start)
+        if code == 0:
+            print(cid)
+        return code
     return _foreground(rt, cid, cfg, args, net)
 
 

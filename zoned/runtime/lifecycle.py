@@ -38,11 +38,17 @@ class Runtime:
         st = self.store.read_state(cid)
         st["status"] = self.live_status(cid, st)
         if st["status"] is Status.STOPPED:
-            st["pid"] = 0
+            pid, st["pid"] = st.get("pid") or 0, 0
             if "exit_code" not in st and st.get("zoned", {}).get("vm"):
                 from zoned.backends.vm import exit_code
 
                 st["exit_code"] = exit_code(st)  # what the guest reported
+            elif "exit_code" not in st:  # what its parent, the logger, recorded (-d)
+                from zoned.logs import recorded_exit
+
+                found = recorded_exit(self.store.dir(cid), pid)
+                if found:
+                    st["exit_code"], st["finished"] = found
         return st
 
     def live_status(self, cid: str, st: dict) -> Status:
