@@ -62,6 +62,8 @@ AGREE = [
     ["run", "-b", "/bundle", "--pid-file", "/p", "--console-socket", "/s", "--no-pivot",
      "--no-new-keyring", "--preserve-fds", "2", "--keep", "cid"],
     ["run", "--restart", "always", "--entrypoint", "", "--cpuset-cpus", "0", "busybox"],
+    ["run", "-i", "-t", "--detach-keys", "", "busybox", "sh"],
+    ["run", "-d", "-t", "--detach-keys", "ctrl-a,x", "--name", "dt", "busybox", "sh"],
     ["run", "--rm", "-i", "-t", "--interactive", "--tty", "--detach", "--", "sh"],
     ["--log", "/l", "--log-format", "json", "--systemd-cgroup", "run", "--", "true"],
     ["run"],

@@ -30,7 +30,8 @@ RUN_VALUE = {"--name": "name", "--restart": "restart", "--image": "image",
              "--stop-signal": "stop_signal", "--stop-timeout": "stop_timeout", "--ip": "ip",
              "--mac": "mac", "--backend": "backend", "--accel": "accel", "-b": "bundle",
              "--bundle": "bundle", "--pid-file": "pid_file",
-             "--console-socket": "console_socket", "--preserve-fds": "preserve_fds"}
+             "--console-socket": "console_socket", "--preserve-fds": "preserve_fds",
+             "--detach-keys": "detach_keys"}
 RUN_APPEND = {"-e": "env", "--env": "env", "--env-file": "env_file", "-v": "volume",
               "--volume": "volume", "--mount": "mount", "--tmpfs": "tmpfs",
               "--cap-add": "cap_add", "--cap-drop": "cap_drop", "-l": "label",
