@@ -63,7 +63,7 @@ def test_detached_zone_costs_no_extra_process(z):  # noqa: F811
         assert f.read().split(b"\0")[0].endswith(b"zoned-logger")
     z("kill", "zs5p", check=True)
     assert z("wait", "zs5p").stdout == "137\n"
-    deadline = time.monotonic() + 5
+    deadline = time.monotonic() + 30  # a loaded host reaps slowly
     while os.path.exists(f"/proc/{logger}") and time.monotonic() < deadline:
         time.sleep(0.05)
     assert not os.path.exists(f"/proc/{logger}")
