@@ -9,7 +9,7 @@ import time
 
 from zoned.checkpoint.archive import FORMAT, META, clean_dir, export_tar, image_record
 from zoned.checkpoint.criu import NETNS_KEY, criu_version, ensure_pipe_size, find_criu, \
-    log_tail, run_criu
+    log_tail, run_criu, with_kdat
 from zoned.checkpoint.scratch import scratch_dir, scratch_done
 from zoned.errors import ConfigError, InvalidState, ZonedError
 
@@ -235,6 +235,7 @@ class Dump:
         for fi in self.files:
             if not fi.get("pipe"):  # a pipe needs no declaring, only --inherit-fd later
                 args += ["--external", fi["key"]]
+        self.launched = time.monotonic()
         if lazy_socket is None:
             r = run_criu(args)
             if r.returncode != 0:
@@ -248,7 +249,8 @@ class Dump:
             self.proc = subprocess.Popen(args, stdin=subprocess.DEVNULL,
                                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                                          pass_fds=(lazy_socket, wfd), text=True,
-                                         start_new_session=True)  # see run_criu
+                                         start_new_session=True,  # see run_criu
+                                         preexec_fn=with_kdat(criu))
             os.close(wfd)
             wfd = -1
             ready = os.read(rfd, 1)  # "\0" once the page server runs; EOF if criu failed
@@ -261,6 +263,22 @@ class Dump:
             self.proc = None
             raise self._failed(err)
         return meta
+
+    def frozen_at(self) -> float | None:
+        """When CRIU froze the tasks (time.monotonic()), from its log: the first task
+        seized, so the time CRIU spends starting up, the tasks still running, is not
+        counted as frozen. None if the log does not say."""
+        import re
+
+        try:
+            with open(os.path.join(self.directory, "dump.log"), errors="replace") as f:
+                for line in f:
+                    if "Seized task" in line or "net: Lock network" in line:
+                        m = re.match(r"\((\d+\.\d+)\)", line)
+                        return self.launched + float(m.group(1)) if m else None
+        except OSError:
+            pass
+        return None
 
     def finish(self, timeout: float | None = None) -> None:
         """Wait for a lazy dump's page server to have served every page."""
