@@ -132,6 +132,7 @@ def test_prepared_destination_takes_no_traffic_and_the_move_keeps_everything(
     tl = summary["timeline"]
     assert [s for s, _ in tl["destination_before"]] == ["prepare (state, network, cgroup)"]
     assert "criu restore" in [s for s, _ in tl["destination"]]
+    assert "ARP announce" in [s for s, _ in tl["destination_commit"]]
     assert [s for s, _ in tl["source"]][:2] == ["criu start-up (not frozen)", "dump"]
     # Frozen time runs from CRIU's seizing the tasks, not from its start.
     assert 0 < summary["frozen_ms"] <= summary["dump_started_ms"] <= summary["total_ms"]
@@ -197,3 +198,24 @@ def test_criu_reuses_its_kernel_facts_and_the_host_sees_no_mount(two_hosts, key,
     r = subprocess.run([find_criu(), "check", "--feature", "uffd-noncoop"],
                        capture_output=True, text=True)
     assert r.returncode == 0, r.stderr  # a criu run without zoned's bind still works
+
+
+def test_a_dead_session_s_prepared_copy_does_not_block_the_next_move(two_hosts, key,
+                                                                     tmp_path):
+    """The relocation server is killed (-9) holding a prepared copy: the zone still runs
+    on A, and the next move to B removes that leftover instead of refusing the name."""
+    th = two_hosts
+    ready = _start_svc(th)
+    srv, _ = relocation_server(th, key, tmp_path, 7103)
+    mig, _, err = _migrate(th, key, tmp_path, 7103, live=True, pause=30)
+    _wait_prepared(th, err)
+    os.killpg(srv.pid, signal.SIGKILL)  # the server and its session
+    os.killpg(mig.pid, signal.SIGTERM)
+    assert mig.wait(60) != 0
+    assert th.b.container_ids() == ["svc"]  # what the dead session left (gc would go)
+    _, log = relocation_server(th, key, tmp_path, 7104)
+    mig, _, err = _migrate(th, key, tmp_path, 7104, live=True, pause=0)
+    assert mig.wait(120) == 0, err.read_text()
+    assert "removed svc left by an earlier session that died" in log.read_text()
+    assert th.a.container_ids() == [] and th.b.container_ids() == ["svc"]
+    assert th.ask(IP, PORT, "sum", "verify") == [ready, f"ok {MIB * 256}"]

@@ -194,29 +194,17 @@ class Dump:
 
     def run(self, directory: str, *, leave_running: bool = False,
             tcp_established: bool = False, lazy_socket: int | None = None,
-            criu: str | None = None) -> dict:
+            criu: str | None = None, copy_files: bool = True) -> dict:
         """Freeze and dump into `directory` (which clean_dir() prepared). Returns the
         checkpoint's metadata, also written to DIR/zoned-checkpoint.json. The container's
         lock must be held. With `lazy_socket` (a connected socket to the destination's
         `criu lazy-pages`), memory pages are not written: CRIU serves them over the
-        socket, and finish() waits until it has."""
+        socket, and finish() waits until it has.
+        copy_files=False: the upper dir and the log are not copied into DIR (a migration
+        sends them from where they are, the tasks frozen or ended by then: own_files(); CRIU
+        then forks no action script in the frozen time)."""
         criu = criu or find_criu()
         self.directory = directory
-        script = os.path.join(directory, "zoned-action.sh")
-        copy_log = ":"
-        if self.log:  # the log and its rotated part, if any
-            logs = [self.log, self.log + ".1"]
-            copy_log = "; ".join(f'[ ! -e {_q(f)} ] || cp -p -- {_q(f)} '
-                                 f'{_q(os.path.join(directory, os.path.basename(f)))}'
-                                 for f in logs)
-        # Copies made while the tasks are frozen, so files and memory agree.
-        with open(script, "w") as f:
-            f.write("#!/bin/sh\n"
-                    '[ "$CRTOOLS_SCRIPT_ACTION" = post-dump ] || exit 0\n'
-                    f'cp -a -- {_q(self.upper)} {_q(os.path.join(directory, "upper"))} '
-                    "|| exit 1\n"
-                    f"{copy_log}\n")
-        os.chmod(script, 0o700)
         meta = self.meta(tcp_established=tcp_established, lazy=lazy_socket is not None,
                          criu=criu)
         from zoned.runtime.store import write_json_atomic
@@ -224,8 +212,10 @@ class Dump:
         write_json_atomic(os.path.join(directory, META), meta)
         args = [criu, "dump", "--tree", str(self.pid), "--images-dir", directory,
                 "--log-file", "dump.log", "-v4", "--manage-cgroups", "--display-stats",
-                "--network-lock", "nftables", "--action-script", script,
+                "--network-lock", "nftables",
                 "--external", f"net[{self.netns_inode}]:{NETNS_KEY}"]
+        if copy_files:
+            args += ["--action-script", self._action_script(directory)]
         if leave_running:
             args.append("--leave-running")
         if tcp_established:
@@ -263,6 +253,36 @@ class Dump:
             self.proc = None
             raise self._failed(err)
         return meta
+
+    def own_files(self) -> list[tuple[str, str]]:
+        """(dir, name) of what a checkpoint holds besides CRIU's images, where it is: the
+        upper dir and the log (and its rotated part)."""
+        out = [(os.path.dirname(self.upper), os.path.basename(self.upper))]
+        if self.log:
+            for f in (self.log, self.log + ".1"):
+                if os.path.exists(f):
+                    out.append((os.path.dirname(f), os.path.basename(f)))
+        return out
+
+    def _action_script(self, directory: str) -> str:
+        """The script CRIU runs once the tasks are frozen and dumped: it copies the upper
+        dir and the log into the checkpoint, so files and memory agree."""
+        script = os.path.join(directory, "zoned-action.sh")
+        copy_log = ":"
+        if self.log:  # the log and its rotated part, if any
+            logs = [self.log, self.log + ".1"]
+            copy_log = "; ".join(f'[ ! -e {_q(f)} ] || cp -p -- {_q(f)} '
+                                 f'{_q(os.path.join(directory, os.path.basename(f)))}'
+                                 for f in logs)
+        # Copies made while the tasks are frozen, so files and memory agree.
+        with open(script, "w") as f:
+            f.write("#!/bin/sh\n"
+                    '[ "$CRTOOLS_SCRIPT_ACTION" = post-dump ] || exit 0\n'
+                    f'cp -a -- {_q(self.upper)} {_q(os.path.join(directory, "upper"))} '
+                    "|| exit 1\n"
+                    f"{copy_log}\n")
+        os.chmod(script, 0o700)
+        return script
 
     def frozen_at(self) -> float | None:
         """When CRIU froze the tasks (time.monotonic()), from its log: the first task

@@ -82,6 +82,12 @@ class Incoming:
                 cid, cfg, bundle=d, rootfs=self.rootfs, cgroup=cg_path, data=data,
                 log=self.log_path, logger=None, autoremove=meta.get("autoremove", False),
                 annotations=meta.get("annotations") or {}, restored_from=self.directory)
+            from zoned.linux.proc import proc_start_time
+
+            # Whose it is: if this process dies, gc (or the next migration of the same
+            # zone here, reclaim()) removes it.
+            state["zoned"]["incoming"] = {"pid": os.getpid(),
+                                          "start": proc_start_time(os.getpid())}
             rt.store.write_state(cid, state)  # from here gc knows what to remove
             if meta.get("network"):
                 from zoned.network.attach import setup_for_restore
@@ -149,10 +155,10 @@ class Incoming:
             state.update(status="running", pid=pid)
             state["zoned"]["pid_start"] = proc_start_time(pid)
             if stopped:  # until resume(): gc removes it if this process dies first
-                state["zoned"]["incoming"] = {"pid": os.getpid(),
-                                              "start": proc_start_time(os.getpid()),
-                                              "held_links": self.held,
-                                              "quarantined": self.quarantined}
+                state["zoned"]["incoming"].update(held_links=self.held,
+                                                  quarantined=self.quarantined)
+            else:
+                state["zoned"].pop("incoming", None)
             rt.store.write_state(cid, state)
             mark("state")
             if not stopped:
@@ -202,6 +208,33 @@ class Incoming:
         if self.nsfd >= 0:
             os.close(self.nsfd)
             self.nsfd = -1
+
+
+def reclaim(rt, cid: str) -> bool:
+    """Remove `cid` if an incoming migration whose receiving process died left it here
+    (prepared or restored, never committed), as `zoned gc` would: else the next move of
+    that zone to this host is refused for its name. True if it was removed."""
+    from zoned.linux.proc import proc_start_time, signal_pid
+
+    if not rt.store.exists(cid):
+        return False
+    fd = rt.store.try_lock(cid)
+    if fd is None:
+        return False  # a live session (or anyone else) holds it
+    try:
+        try:
+            st = rt.store.read_state(cid)
+        except OSError:
+            return False
+        owner = (st.get("zoned") or {}).get("incoming")
+        if not owner or proc_start_time(owner["pid"]) == owner.get("start"):
+            return False
+        if st.get("pid"):
+            signal_pid(st["pid"], st["zoned"].get("pid_start"), 9)
+        rt.release(cid, st)
+        return True
+    finally:
+        os.close(fd)
 
 
 def open_network(state: dict, nsfd: int | None, held: list[str], quarantined: bool,

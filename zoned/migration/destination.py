@@ -13,7 +13,7 @@ import time
 
 from zoned.checkpoint.archive import tar_stream
 from zoned.checkpoint.criu import cpuinfo_check, ensure_pipe_size, version_string
-from zoned.checkpoint.incoming import Incoming
+from zoned.checkpoint.incoming import Incoming, reclaim
 from zoned.checkpoint.criu_restore import wait_lazy_pages
 from zoned.checkpoint.restore import check_restore, resume
 from zoned.checkpoint.scratch import scratch_dir, scratch_done
@@ -65,6 +65,8 @@ class Session:
         meta, live = hello["meta"], bool(hello.get("live"))
         self.cid = cid = meta["id"]
         self.log(f"{self.peer}: {'live ' if live else ''}migration of {cid}")
+        if reclaim(self.rt, cid):
+            self.log(f"{self.peer}: removed {cid} left by an earlier session that died")
         problems = check_restore(self.rt, meta, cid, lazy=live)
         self.dir = tempfile.mkdtemp(prefix=f"in-{os.getpid()}-{cid}-", dir=scratch_dir(self.rt))
         if hello.get("cpuinfo") and not problems:

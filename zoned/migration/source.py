@@ -123,7 +123,8 @@ class Migration:
             deferred = signal.pthread_sigmask(signal.SIG_BLOCK, INTERRUPTS)
             try:
                 meta = dump.run(work, tcp_established=self.tcp, criu=criu,
-                                lazy_socket=theirs.fileno() if theirs else None)
+                                lazy_socket=theirs.fileno() if theirs else None,
+                                copy_files=self.keep_source)
             except BaseException:
                 # CRIU gave the tasks back: the container runs on. A failing CRIU may
                 # leave its network lock behind.
@@ -148,7 +149,7 @@ class Migration:
                 signal.pthread_sigmask(signal.SIG_SETMASK, deferred)  # a deferred one: now
                 say("sending the images")
                 ch.send_msg({"op": "images"})
-                s["image_bytes"] = self._send_images(ch, work)
+                s["image_bytes"] = self._send_images(ch, work, dump)
                 tl.mark("send images")
                 ch.demux(mine, hold=True)
                 say("restoring on the destination")
@@ -189,8 +190,8 @@ class Migration:
             s["criu_start_ms"] = _ms(t_seized - t_freeze)
             s["timeline"] = {"destination_before": ready.get("timeline") or [],
                              "source": tl.to_list(),
-                             "destination": (restored.get("timeline") or [])
-                             + (done.get("timeline") or [])}
+                             "destination": restored.get("timeline") or [],
+                             "destination_commit": done.get("timeline") or []}
             say(f"running on the destination (frozen {s['frozen_ms']:.0f} ms)")
             if self.live:
                 say("copying the remaining memory (post-copy)")
@@ -229,10 +230,15 @@ class Migration:
         say(f"done in {s['total_ms'] / 1000:.2f} s")
         return s
 
-    def _send_images(self, ch, work: str) -> int:
-        # dump.log stays here: a lazy dump's CRIU is still writing it.
+    def _send_images(self, ch, work: str, dump) -> int:
+        # dump.log stays here: a lazy dump's CRIU is still writing it. The upper dir and
+        # the log go from where they are (the tasks are frozen, or ended by the dump),
+        # unless --keep-source had them copied into the checkpoint.
+        files = [] if self.keep_source else \
+            [a for d, name in dump.own_files() for a in ("-C", d, name)]
         with tar_stream(["--exclude=./dump.log", "--exclude=./zoned-action.sh", "-cf", "-",
-                         "-C", work, "."], what="packing the images", writing=False) as fd:
+                         "-C", work, ".", *files], what="packing the images",
+                        writing=False) as fd:
             n = ch.send_file_stream(fd, progress=lambda n: self.progress.bytes("sent", n))
         return n
 
