@@ -163,6 +163,9 @@ class Incoming:
             mark("state")
             if not stopped:
                 self.open_network(state)
+                from zoned.network.checkpoint_hooks import close_lingering
+
+                close_lingering()
             return state
         except BaseException:
             keep = os.path.join(directory, f"restore-{cid}.log")

@@ -96,6 +96,7 @@ class Session:
             return  # the source gave up (its own dump failed)
         t0 = time.monotonic()
         tl = Timeline()  # the destination's part of the frozen window
+        self.log(f"{self.peer}: receiving the images of {cid}")
         pause("ZONED_TEST_PAUSE_RECEIVE")
         self._untar()
         tl.mark("unpack")
@@ -120,6 +121,9 @@ class Session:
         resume(self.rt, cid, timeline=tl)
         self.restored = False  # from here on it lives here
         self.ch.send_msg({"op": "committed", "timeline": tl.to_list()})
+        from zoned.network.checkpoint_hooks import close_lingering
+
+        close_lingering()  # the ARPs' sockets, now that the freeze is over
         self.log(f"{self.peer}: {cid} is running here")
         if live:
             try:

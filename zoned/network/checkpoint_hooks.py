@@ -204,6 +204,17 @@ def wait_running(ifname: str, timeout: float = 0.5) -> None:
             time.sleep(0.0005)
 
 
+# The packet sockets send_arps() used, open until close_lingering(): closing one waits for
+# an RCU grace period (10-20 ms here), which a migration's commit should not.
+LINGERING: list = []
+
+
+def close_lingering() -> None:
+    """Close the sockets of earlier gratuitous ARPs (once the frozen time is over)."""
+    while LINGERING:
+        LINGERING.pop().close()
+
+
 def send_arps(nsfd: int, links: list[Attachment], count: int = 2) -> None:
     """Gratuitous ARP from inside the namespace for each link: after a restore on another
     host, the bridges between here and the peers learn the MAC's new port at once instead
@@ -220,23 +231,25 @@ def send_arps(nsfd: int, links: list[Attachment], count: int = 2) -> None:
             wait_running(a.ifname)
             mac = bytes.fromhex(a.mac.replace(":", ""))
             ip = socket.inet_aton(a.ip)
-            with socket.socket(socket.AF_PACKET, socket.SOCK_RAW) as s:
-                s.bind((a.ifname, 0x0806))
-                frames = []
-                for op in (1, 2):  # an ARP request and an ARP reply, both for itself
-                    frames += [(b"\xff" * 6 + mac + struct.pack("!H", 0x0806)
-                                + struct.pack("!HHBBH", 1, 0x0800, 6, 4, op)
-                                + mac + ip + (b"\xff" * 6 if op == 2 else b"\0" * 6) + ip)
-                               ] * (count // 2 or 1)
-                # Neighbours the zone began to resolve while its link had no carrier (a
-                # restored TCP socket's retransmit) wait for the next solicit, up to a
-                # second away: ask for them now, and their answers release what waits.
-                for peer in unresolved_neighbours(a.ifname):
-                    frames.append(b"\xff" * 6 + mac + struct.pack("!H", 0x0806)
-                                  + struct.pack("!HHBBH", 1, 0x0800, 6, 4, 1)
-                                  + mac + ip + b"\0" * 6 + socket.inet_aton(peer))
-                for frame in frames:
-                    s.send(frame.ljust(60, b"\0"))
+            # Protocol 0 and no bind: it only sends. Closing a packet socket waits for an
+            # RCU grace period (10-20 ms here): not in the frozen time (close_lingering).
+            s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)
+            LINGERING.append(s)
+            frames = []
+            for op in (1, 2):  # an ARP request and an ARP reply, both for itself
+                frames += [(b"\xff" * 6 + mac + struct.pack("!H", 0x0806)
+                            + struct.pack("!HHBBH", 1, 0x0800, 6, 4, op)
+                            + mac + ip + (b"\xff" * 6 if op == 2 else b"\0" * 6) + ip)
+                           ] * (count // 2 or 1)
+            # Neighbours the zone began to resolve while its link had no carrier (a
+            # restored TCP socket's retransmit) wait for the next solicit, up to a
+            # second away: ask for them now, and their answers release what waits.
+            for peer in unresolved_neighbours(a.ifname):
+                frames.append(b"\xff" * 6 + mac + struct.pack("!H", 0x0806)
+                              + struct.pack("!HHBBH", 1, 0x0800, 6, 4, 1)
+                              + mac + ip + b"\0" * 6 + socket.inet_aton(peer))
+            for frame in frames:
+                s.sendto(frame.ljust(60, b"\0"), (a.ifname, 0x0806))
 
     try:
         on_own_thread(work)
