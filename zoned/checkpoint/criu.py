@@ -143,6 +143,9 @@ def bind_kdat(cache: str | None) -> None:
     from zoned.linux import syscalls as sc
 
     try:
+        # Another criu on the host (not run by zoned) finds the empty mount point stale
+        # and removes it: make it again right here, just before the bind.
+        os.close(os.open(KDAT, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW, 0o600))
         sc.mount(cache, KDAT, None, sc.MS_BIND)
     except OSError:
         pass
