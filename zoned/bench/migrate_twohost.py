@@ -9,10 +9,14 @@ For each size (MiB) and each mode (stop-and-copy, live), --rounds times:
   1. on A: `zoned run -d --name mNN --network lan --ip 10.77.0.X -v memtouch -- /memtouch
      SIZE 5000`: tests/progs/memtouch.c fills SIZE MiB with checksummed pages and serves a
      counter on TCP 5000; wait for its `ready` line in `zoned logs`.
-  2. from C: a counter client (ONE TCP connection, `next` every 20 ms) and `ping -i 0.01`.
+  2. from C: a counter client (ONE TCP connection, `next` every 20 ms), `ping -i 0.01`
+     and `ping -i 0.1` (the issue's goal: at most 2 lost at that interval).
   3. on A: `zoned migrate [--live] mNN zoned://10.77.0.2:PORT --key K --format json`; its
      JSON summary (frozen_ms, total_ms, bytes, image_bytes, page_bytes, dump_ms,
-     restore_ms) and its progress lines (the phases, with timestamps) are kept.
+     restore_ms, and `timeline`: each step of the source and of the destination, before
+     and inside the freeze) and its progress lines (the phases) are kept. frozen_ms runs
+     from CRIU's seizing the tasks to the destination's commit answer;
+     dump_started_ms from the dump command's start (what frozen_ms was before issue 18).
   4. wait for 20 more replies on the connection (at most 10 s), stop the pinger (sent,
      lost, longest gap between replies) and the client: "TCP kept" = its values are
      1, 2, 3, ... with no error and it went on counting after the migration; the longest
@@ -28,7 +32,8 @@ them.
 
 Per (size, mode) the table shows the median over the rounds that migrated (booleans: all
 rounds, or k/n). Targets (from the issue): live frozen < 100 ms at 100 MiB and < 300 ms at
-1 GiB; no TCP connection lost (every run, both modes).
+1 GiB, at most 2 pings lost at a 100 ms interval; no TCP connection lost (every run, both
+modes).
 
 Caveat for the numbers: both "hosts" are one machine (a VM, itself nested in a VM), sharing
 CPUs, memory, disk and page cache; the wire is veth pairs through a bridge, not a NIC.
@@ -81,6 +86,7 @@ VM_WORKLOAD = (
     "while :; do nc -l -p {port} -e /tmp/count.sh; done")
 VM_RAM_MIB = 256  # the guest's RAM beyond the workload's
 PING_INTERVAL = 0.01
+PING_INTERVAL_SLOW = 0.1   # the issue's goal: at most 2 lost at this interval
 CLIENT_INTERVAL = 0.02
 TARGETS_FROZEN_MS = {100: 100.0, 1024: 300.0}   # live mode, MiB -> ms
 
@@ -168,7 +174,7 @@ class Bench:
         name, ip = f"m{i:02d}", f"10.77.0.{10 + i % 230}"
         r: dict = {"size_mib": size, "mode": mode, "round": rnd, "name": name, "ip": ip,
                    "backend": backend, "ok": False}
-        cc = ping = None
+        cc = ping = ping_slow = None
         try:
             if backend == "vm":
                 p = th.a.zoned("run", "-d", "--name", name, "--backend", "vm", "--memory",
@@ -191,7 +197,9 @@ class Bench:
                 r["error"] = f"counter client: {len(before)} replies before the migration, " \
                              f"errors {cc.errors()}"
             ping = th.pinger(ip, PING_INTERVAL)
+            ping_slow = th.pinger(ip, PING_INTERVAL_SLOW)
             ping._reply.wait(5)
+            ping_slow._reply.wait(5)
             time.sleep(0.3)
             r["replies_before"] = len(cc.values())
 
@@ -209,22 +217,28 @@ class Bench:
                 r["summary"] = json.loads(p.stdout)
             n = len(cc.values())
             r["replies_at_end_of_migrate"] = n
-            cc.wait_values(n + 20, timeout=10)
+            # After a long freeze the client's next retransmit is due up to about twice
+            # the freeze later (TCP's exponential backoff): wait that long, or a kept
+            # connection would count as lost.
+            frozen_s = (r.get("summary") or {}).get("dump_started_ms", 0) / 1000
+            cc.wait_values(n + 20, timeout=10 + 2 * frozen_s)
             time.sleep(0.3)
         except Exception as e:  # noqa: BLE001 - one run's failure is a result, not the end
             r.setdefault("error", f"{type(e).__name__}: {e}"[:1000])
         finally:
-            if ping is not None:
+            for key, pinger in (("ping", ping), ("ping_100ms", ping_slow)):
+                if pinger is None:
+                    continue
                 try:
-                    sent, received, lost = ping.stop()
-                    r["ping"] = {"sent": sent, "received": received, "lost": lost,
-                                 "longest_gap_ms": round(ping.longest_gap() * 1000, 1)}
-                    rep = ping.replies
+                    sent, received, lost = pinger.stop()
+                    r[key] = {"sent": sent, "received": received, "lost": lost,
+                              "longest_gap_ms": round(pinger.longest_gap() * 1000, 1)}
+                    rep = pinger.replies
                     if len(rep) > 1:  # icmp_seq of the replies either side of that gap
                         k = max(range(1, len(rep)), key=lambda j: rep[j][0] - rep[j - 1][0])
-                        r["ping"]["longest_gap_between_seq"] = [rep[k - 1][1], rep[k][1]]
+                        r[key]["longest_gap_between_seq"] = [rep[k - 1][1], rep[k][1]]
                 except Exception as e:  # noqa: BLE001
-                    r["ping"] = {"error": str(e)[:300]}
+                    r[key] = {"error": str(e)[:300]}
             if cc is not None:
                 values = cc.stop()
                 errors = cc.errors()
@@ -319,6 +333,13 @@ def aggregate(runs: list[dict], sizes: list[int]) -> list[dict]:
                 "dump_ms": med("dump_ms"), "restore_ms": med("restore_ms"),
                 "command_s": _median([r.get("command_s") for r in mig]),
                 "phases_s": phase_med,
+                "frozen_from_dump_start_ms": med("dump_started_ms"),
+                "criu_start_ms": med("criu_start_ms"),
+                "timeline_ms": timeline_medians(mig),
+                "pings_lost_100ms": _median([r.get("ping_100ms", {}).get("lost")
+                                             for r in rs]),
+                "longest_ping_gap_100ms_ms": _median(
+                    [r.get("ping_100ms", {}).get("longest_gap_ms") for r in rs]),
                 "pings_sent": _median([r.get("ping", {}).get("sent") for r in rs]),
                 "pings_lost": _median([r.get("ping", {}).get("lost") for r in rs]),
                 "longest_ping_gap_ms": _median([r.get("ping", {}).get("longest_gap_ms")
@@ -330,6 +351,20 @@ def aggregate(runs: list[dict], sizes: list[int]) -> list[dict]:
                 "on_destination": _frac([r.get("runs_on") == ["b"] for r in rs]),
                 "errors": [r["error"] for r in rs if "error" in r],
             })
+    return out
+
+
+def timeline_medians(mig: list[dict]) -> dict:
+    """{side: {step: median ms}} from the summaries' `timeline` (zoned.migration.timeline):
+    the destination before the freeze, then the source and destination inside it."""
+    from zoned.migration.timeline import steps
+
+    out: dict = {}
+    for side in ("destination_before", "source", "destination", "destination_commit"):
+        per = [steps((r["summary"].get("timeline") or {}).get(side) or []) for r in mig]
+        names = list(dict.fromkeys(n for p in per for n in p))
+        if names:
+            out[side] = {n: _median([p.get(n) for p in per]) for n in names}
     return out
 
 
@@ -348,6 +383,12 @@ def targets(agg: list[dict], runs: list[dict]) -> dict:
             t[key] = {"target_ms": limit, "frozen_ms": row["frozen_ms"],
                       "met": row["frozen_ms"] < limit
                       and row["migrated"] == row["rounds"]}
+    for size in TARGETS_FROZEN_MS:
+        row = next((a for a in agg if a["size_mib"] == size and a["mode"] == "live"), None)
+        if row is not None:
+            n = row["pings_lost_100ms"]
+            t[f"live_at_most_2_pings_lost_at_100ms_at_{size}MiB"] = {
+                "pings_lost_100ms": n, "met": n is not None and n <= 2}
     lost = {m: sum(not r.get("tcp_kept", False) for r in runs if r["mode"] == m) for m in MODES}
     t["zero_tcp_connections_lost"] = {
         "runs": len(runs), "lost_by_mode": lost, "met": bool(runs) and not any(lost.values())}

@@ -40,7 +40,9 @@ The package, one module per step (import the one you need: nothing here is impor
 `zoned run`'s path, and this file imports none of them):
   criu     finding CRIU (>= 4) and its version, running it, its logs, CPU features
   dump     Dump: the checks made before anything is frozen, then `criu dump`; checkpoint()
-  restore  check_restore(), restore() (as a new zone), resume(), the lazy-pages daemons
+  restore  check_restore(), restore() (as a new zone), resume()
+  incoming Incoming: a restore in two halves, the first before a migration's freeze
+  criu_restore  `criu restore` into a prepared zone, the lazy-pages daemons
   archive  the checkpoint directory: its metadata, the image it needs (by digest), and
            its export and import as a .tar.zst
   scratch  checkpoints in transit under DATA/migrations, and their gc

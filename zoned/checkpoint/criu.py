@@ -60,10 +60,117 @@ def _find_criu(env: str) -> str:
                      f"`make criu`, or set ZONED_CRIU){hint}")
 
 
+# -- CRIU's kernel-facts cache ---------------------------------------------------------------
+# Every criu command first learns what this kernel can do (kerndat: probing syscalls,
+# pagemap, vDSO, `iptables -L` to load modules...): 30-40 ms here, three times in a live
+# migration's frozen window (dump, lazy-pages, restore). CRIU caches it in /run/criu.kdat,
+# but only where /run is a tmpfs (so that a reboot drops it). Where /run is not, zoned keeps
+# the file CRIU made (in a private tmpfs, once per boot and criu binary) under the state
+# root's tmpfs-or-not cache dir, keyed by boot id, and binds it over /run/criu.kdat in the
+# private mount namespace of each criu it runs; nothing else on the host sees it.
+KDAT = "/run/criu.kdat"
+KDAT_DIR = "/run/zoned/.cache/criu"
+TMPFS_MAGIC = 0x01021994
+
+
+@functools.lru_cache(maxsize=None)
+def kdat_cache(criu: str) -> str | None:
+    """The kdat file to bind for `criu`, or None (CRIU caches itself, or it cannot be had:
+    then criu just probes the kernel as usual)."""
+    import hashlib
+
+    try:
+        if fs_type("/run") == TMPFS_MAGIC:
+            return None
+        st = os.stat(criu)
+        with open("/proc/sys/kernel/random/boot_id") as f:
+            boot = f.read().strip()
+        key = hashlib.sha256(f"{boot}:{criu}:{st.st_ino}:{st.st_size}:{st.st_mtime_ns}"
+                             .encode()).hexdigest()[:20]
+        path = os.path.join(KDAT_DIR, f"kdat-{key}")
+        if not os.path.exists(path):
+            if not _make_kdat(criu, path):
+                return None
+        # The mount point: an empty file where CRIU looks (a criu run without zoned's bind
+        # finds it empty, calls it stale and removes it; the next run makes it again).
+        if not os.path.lexists(KDAT):
+            os.close(os.open(KDAT, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW,
+                             0o600))
+        if not os.path.isfile(KDAT) or os.path.islink(KDAT):
+            return None
+        return path
+    except OSError:
+        return None
+
+
+def fs_type(path: str) -> int:
+    import ctypes
+
+    buf = ctypes.create_string_buffer(256)  # struct statfs; f_type comes first
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.statfs(path.encode(), buf) != 0:
+        raise OSError(ctypes.get_errno(), "statfs", path)
+    return int.from_bytes(buf.raw[:8], "little")
+
+
+def _make_kdat(criu: str, path: str) -> bool:
+    """Let criu write its kdat into a tmpfs /run of a private mount namespace, and keep
+    a copy at `path`."""
+    from zoned.linux import syscalls as sc
+
+    def private():
+        sc.unshare(sc.CLONE_NEWNS)
+        sc.mount(None, "/", None, sc.MS_SLAVE | sc.MS_REC)
+
+    r = subprocess.run(["/bin/sh", "-c", 'mount -t tmpfs zoned-criu-kdat /run && '
+                        '"$0" check >/dev/null 2>&1; cat /run/criu.kdat', criu],
+                       capture_output=True, preexec_fn=private, timeout=60)
+    if not r.stdout:
+        return False
+    os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+    tmp = f"{path}.{os.getpid()}.tmp"
+    with open(tmp, "wb") as f:
+        f.write(r.stdout)
+    os.rename(tmp, path)
+    return True
+
+
+def bind_kdat(cache: str | None) -> None:
+    """In a criu child that has its own mount namespace: bind the kdat cache (from
+    kdat_cache()) where CRIU reads it. A failure only costs CRIU its probing."""
+    if cache is None:
+        return
+    from zoned.linux import syscalls as sc
+
+    try:
+        # Another criu on the host (not run by zoned) finds the empty mount point stale
+        # and removes it: make it again right here, just before the bind.
+        os.close(os.open(KDAT, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW, 0o600))
+        sc.mount(cache, KDAT, None, sc.MS_BIND)
+    except OSError:
+        pass
+
+
+def with_kdat(criu: str):
+    """A preexec_fn for a criu child: a private mount namespace with the kdat cache."""
+    cache = kdat_cache(criu)
+    if cache is None:
+        return None
+
+    def preexec():
+        from zoned.linux import syscalls as sc
+
+        sc.unshare(sc.CLONE_NEWNS)
+        sc.mount(None, "/", None, sc.MS_SLAVE | sc.MS_REC)
+        bind_kdat(cache)
+
+    return preexec
+
+
 def lazy_support(criu: str) -> str | None:
     """Why lazy (post-copy) restore cannot work here, or None if it can."""
     r = subprocess.run([criu, "check", "--feature", "uffd-noncoop"], capture_output=True,
-                       text=True)
+                       text=True, preexec_fn=with_kdat(criu))
     if r.returncode != 0:
         return "the kernel lacks userfaultfd (criu check --feature uffd-noncoop failed)"
     return None
@@ -89,6 +196,7 @@ def run_criu(args: list[str], **kwargs) -> subprocess.CompletedProcess:
     killpg of its group) must not reach CRIU, and an exception raised in zoned while CRIU
     runs must not kill it: a CRIU ended mid-dump leaves the zone frozen and its network
     locked (the nftables table CRIU-*), which no put-back would then undo."""
+    kwargs.setdefault("preexec_fn", with_kdat(args[0]))
     proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, start_new_session=True,
                             **kwargs)
@@ -129,8 +237,9 @@ def cpuinfo_dump() -> str | None:
     import tempfile
 
     with tempfile.TemporaryDirectory() as d:
-        r = subprocess.run([find_criu(), "cpuinfo", "dump", "-D", d],
-                           capture_output=True)
+        criu = find_criu()
+        r = subprocess.run([criu, "cpuinfo", "dump", "-D", d], capture_output=True,
+                           preexec_fn=with_kdat(criu))
         if r.returncode != 0:
             return None
         with open(os.path.join(d, "cpuinfo.img"), "rb") as f:
@@ -146,8 +255,9 @@ def cpuinfo_check(d: str, data: str) -> list[str]:
     with open(path, "wb") as f:
         f.write(base64.b64decode(data))
     try:
-        r = subprocess.run([find_criu(), "cpuinfo", "check", "-D", d],
-                           capture_output=True, text=True)
+        criu = find_criu()
+        r = subprocess.run([criu, "cpuinfo", "check", "-D", d], capture_output=True,
+                           text=True, preexec_fn=with_kdat(criu))
     finally:
         os.unlink(path)
     if r.returncode != 0:

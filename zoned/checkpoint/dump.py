@@ -9,7 +9,7 @@ import time
 
 from zoned.checkpoint.archive import FORMAT, META, clean_dir, export_tar, image_record
 from zoned.checkpoint.criu import NETNS_KEY, criu_version, ensure_pipe_size, find_criu, \
-    log_tail, run_criu
+    log_tail, run_criu, with_kdat
 from zoned.checkpoint.scratch import scratch_dir, scratch_done
 from zoned.errors import ConfigError, InvalidState, ZonedError
 
@@ -194,14 +194,79 @@ class Dump:
 
     def run(self, directory: str, *, leave_running: bool = False,
             tcp_established: bool = False, lazy_socket: int | None = None,
-            criu: str | None = None) -> dict:
+            criu: str | None = None, copy_files: bool = True) -> dict:
         """Freeze and dump into `directory` (which clean_dir() prepared). Returns the
         checkpoint's metadata, also written to DIR/zoned-checkpoint.json. The container's
         lock must be held. With `lazy_socket` (a connected socket to the destination's
         `criu lazy-pages`), memory pages are not written: CRIU serves them over the
-        socket, and finish() waits until it has."""
+        socket, and finish() waits until it has.
+        copy_files=False: the upper dir and the log are not copied into DIR (a migration
+        sends them from where they are, the tasks frozen or ended by then: own_files(); CRIU
+        then forks no action script in the frozen time)."""
         criu = criu or find_criu()
         self.directory = directory
+        meta = self.meta(tcp_established=tcp_established, lazy=lazy_socket is not None,
+                         criu=criu)
+        from zoned.runtime.store import write_json_atomic
+
+        write_json_atomic(os.path.join(directory, META), meta)
+        args = [criu, "dump", "--tree", str(self.pid), "--images-dir", directory,
+                "--log-file", "dump.log", "-v4", "--manage-cgroups", "--display-stats",
+                "--network-lock", "nftables",
+                "--external", f"net[{self.netns_inode}]:{NETNS_KEY}"]
+        if copy_files:
+            args += ["--action-script", self._action_script(directory)]
+        if leave_running:
+            args.append("--leave-running")
+        if tcp_established:
+            args.append("--tcp-established")
+        for e in self.externals:
+            args += ["--external", f"mnt[{e['destination']}]:{e['key']}"]
+        for fi in self.files:
+            if not fi.get("pipe"):  # a pipe needs no declaring, only --inherit-fd later
+                args += ["--external", fi["key"]]
+        self.launched = time.monotonic()
+        if lazy_socket is None:
+            r = run_criu(args)
+            if r.returncode != 0:
+                raise self._failed(r.stderr)
+            return meta
+        ensure_pipe_size()
+        rfd, wfd = os.pipe()
+        try:
+            args += ["--lazy-pages", "--ps-socket", str(lazy_socket),
+                     "--status-fd", str(wfd)]
+            self.proc = subprocess.Popen(args, stdin=subprocess.DEVNULL,
+                                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                         pass_fds=(lazy_socket, wfd), text=True,
+                                         start_new_session=True,  # see run_criu
+                                         preexec_fn=with_kdat(criu))
+            os.close(wfd)
+            wfd = -1
+            ready = os.read(rfd, 1)  # "\0" once the page server runs; EOF if criu failed
+        finally:
+            os.close(rfd)
+            if wfd >= 0:
+                os.close(wfd)
+        if ready != b"\0":
+            err = self.proc.communicate()[1]
+            self.proc = None
+            raise self._failed(err)
+        return meta
+
+    def own_files(self) -> list[tuple[str, str]]:
+        """(dir, name) of what a checkpoint holds besides CRIU's images, where it is: the
+        upper dir and the log (and its rotated part)."""
+        out = [(os.path.dirname(self.upper), os.path.basename(self.upper))]
+        if self.log:
+            for f in (self.log, self.log + ".1"):
+                if os.path.exists(f):
+                    out.append((os.path.dirname(f), os.path.basename(f)))
+        return out
+
+    def _action_script(self, directory: str) -> str:
+        """The script CRIU runs once the tasks are frozen and dumped: it copies the upper
+        dir and the log into the checkpoint, so files and memory agree."""
         script = os.path.join(directory, "zoned-action.sh")
         copy_log = ":"
         if self.log:  # the log and its rotated part, if any
@@ -217,50 +282,23 @@ class Dump:
                     "|| exit 1\n"
                     f"{copy_log}\n")
         os.chmod(script, 0o700)
-        meta = self.meta(tcp_established=tcp_established, lazy=lazy_socket is not None,
-                         criu=criu)
-        from zoned.runtime.store import write_json_atomic
+        return script
 
-        write_json_atomic(os.path.join(directory, META), meta)
-        args = [criu, "dump", "--tree", str(self.pid), "--images-dir", directory,
-                "--log-file", "dump.log", "-v4", "--manage-cgroups", "--display-stats",
-                "--network-lock", "nftables", "--action-script", script,
-                "--external", f"net[{self.netns_inode}]:{NETNS_KEY}"]
-        if leave_running:
-            args.append("--leave-running")
-        if tcp_established:
-            args.append("--tcp-established")
-        for e in self.externals:
-            args += ["--external", f"mnt[{e['destination']}]:{e['key']}"]
-        for fi in self.files:
-            if not fi.get("pipe"):  # a pipe needs no declaring, only --inherit-fd later
-                args += ["--external", fi["key"]]
-        if lazy_socket is None:
-            r = run_criu(args)
-            if r.returncode != 0:
-                raise self._failed(r.stderr)
-            return meta
-        ensure_pipe_size()
-        rfd, wfd = os.pipe()
+    def frozen_at(self) -> float | None:
+        """When CRIU froze the tasks (time.monotonic()), from its log: the first task
+        seized, so the time CRIU spends starting up, the tasks still running, is not
+        counted as frozen. None if the log does not say."""
+        import re
+
         try:
-            args += ["--lazy-pages", "--ps-socket", str(lazy_socket),
-                     "--status-fd", str(wfd)]
-            self.proc = subprocess.Popen(args, stdin=subprocess.DEVNULL,
-                                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                                         pass_fds=(lazy_socket, wfd), text=True,
-                                         start_new_session=True)  # see run_criu
-            os.close(wfd)
-            wfd = -1
-            ready = os.read(rfd, 1)  # "\0" once the page server runs; EOF if criu failed
-        finally:
-            os.close(rfd)
-            if wfd >= 0:
-                os.close(wfd)
-        if ready != b"\0":
-            err = self.proc.communicate()[1]
-            self.proc = None
-            raise self._failed(err)
-        return meta
+            with open(os.path.join(self.directory, "dump.log"), errors="replace") as f:
+                for line in f:
+                    if "Seized task" in line or "net: Lock network" in line:
+                        m = re.match(r"\((\d+\.\d+)\)", line)
+                        return self.launched + float(m.group(1)) if m else None
+        except OSError:
+            pass
+        return None
 
     def finish(self, timeout: float | None = None) -> None:
         """Wait for a lazy dump's page server to have served every page."""

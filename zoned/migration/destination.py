@@ -13,9 +13,12 @@ import time
 
 from zoned.checkpoint.archive import tar_stream
 from zoned.checkpoint.criu import cpuinfo_check, ensure_pipe_size, version_string
-from zoned.checkpoint.restore import check_restore, restore, resume, wait_lazy_pages
+from zoned.checkpoint.incoming import Incoming, reclaim
+from zoned.checkpoint.criu_restore import wait_lazy_pages
+from zoned.checkpoint.restore import check_restore, resume
 from zoned.checkpoint.scratch import scratch_dir, scratch_done
 from zoned.errors import ZonedError
+from zoned.migration.timeline import Timeline
 from zoned.migration.transport import COMMIT_TIMEOUT, PROTOCOL, Channel, PeerGone
 from zoned.testhooks import pause
 
@@ -29,6 +32,7 @@ class Session:
         self.dir: str | None = None
         self.cid: str | None = None
         self.restored = False
+        self.incoming = None  # prepared before the freeze, not restored yet
 
     def run(self) -> None:
         try:
@@ -61,6 +65,8 @@ class Session:
         meta, live = hello["meta"], bool(hello.get("live"))
         self.cid = cid = meta["id"]
         self.log(f"{self.peer}: {'live ' if live else ''}migration of {cid}")
+        if reclaim(self.rt, cid):
+            self.log(f"{self.peer}: removed {cid} left by an earlier session that died")
         problems = check_restore(self.rt, meta, cid, lazy=live)
         self.dir = tempfile.mkdtemp(prefix=f"in-{os.getpid()}-{cid}-", dir=scratch_dir(self.rt))
         if hello.get("cpuinfo") and not problems:
@@ -70,39 +76,54 @@ class Session:
                 ensure_pipe_size()
             except ZonedError as e:
                 problems.append(str(e))
+        prep = Timeline()
+        if not problems:
+            # Before the source freezes: state, network (its links held down), cgroup.
+            self.incoming = Incoming(self.rt, meta, self.dir, cid)
+            try:
+                self.incoming.prepare(hold_links=True, mark=prep.mark)
+            except ZonedError as e:
+                self.incoming = None
+                problems.append(f"cannot prepare the restore: {e}")
         self.ch.send_msg({"op": "ready", "problems": problems,
-                          "criu": version_string(), "kernel": os.uname().release})
+                          "criu": version_string(), "kernel": os.uname().release,
+                          "timeline": prep.to_list()})
         if problems:
             return
-        if meta.get("network"):  # while the source dumps: not in the frozen time
-            from zoned.network.netlink import import_iproute
-
-            import_iproute()
         msg = self.ch.recv_msg()
         if msg.get("op") != "images":
-            return  # the source gave up (its own dump failed): nothing was made here
+            self._undo()
+            return  # the source gave up (its own dump failed)
         t0 = time.monotonic()
+        tl = Timeline()  # the destination's part of the frozen window
+        self.log(f"{self.peer}: receiving the images of {cid}")
         pause("ZONED_TEST_PAUSE_RECEIVE")
         self._untar()
+        tl.mark("unpack")
         page_sock = mine = None
         if live:
             mine, page_sock = socket.socketpair()
         self.ch.demux(page_sock)
+        incoming, self.incoming = self.incoming, None  # restore() undoes its own failure
         try:
-            st = restore(self.rt, self.dir, lazy_socket=mine.fileno() if mine else None,
-                            stopped=True, consume=True)
+            st = incoming.restore(lazy_socket=mine.fileno() if mine else None,
+                                  stopped=True, consume=True, mark=tl.mark)
         finally:
             if mine is not None:
                 mine.close()
         self.restored = True
         self.ch.send_msg({"op": "restored", "pid": st["pid"],
-                          "restore_s": time.monotonic() - t0})
+                          "restore_s": time.monotonic() - t0, "timeline": tl.to_list()})
         msg = self.ch.recv_msg(timeout=COMMIT_TIMEOUT)
         if msg.get("op") != "commit":
             raise ZonedError(f"the source did not commit ({msg.get('op')})")
-        resume(self.rt, cid)
+        tl = Timeline()
+        resume(self.rt, cid, timeline=tl)
         self.restored = False  # from here on it lives here
-        self.ch.send_msg({"op": "committed"})
+        self.ch.send_msg({"op": "committed", "timeline": tl.to_list()})
+        from zoned.network.checkpoint_hooks import close_lingering
+
+        close_lingering()  # the ARPs' sockets, now that the freeze is over
         self.log(f"{self.peer}: {cid} is running here")
         if live:
             try:
@@ -123,6 +144,9 @@ class Session:
 
     def _undo(self) -> None:
         """Nothing half-restored stays: the stopped copy goes (the source still runs)."""
+        if self.incoming is not None:
+            incoming, self.incoming = self.incoming, None
+            incoming.discard()
         if self.restored and self.cid:
             try:
                 self.rt.delete(self.cid, force=True)

@@ -28,11 +28,13 @@ import time
 from zoned.checkpoint.archive import clean_dir, tar_stream
 from zoned.checkpoint.criu import cpuinfo_dump, ensure_pipe_size, find_criu, lazy_support
 from zoned.checkpoint.dump import Dump
-from zoned.checkpoint.restore import run_restore
+from zoned.checkpoint.criu_restore import run_restore
 from zoned.checkpoint.scratch import scratch_dir, scratch_done
 from zoned.errors import ConfigError, ZonedError
 from zoned.migration import transport
 from zoned.migration.pages import poison
+from zoned.migration.timeline import Timeline
+from zoned.testhooks import pause
 
 # What the CLI turns into an exception (zoned.cli.common.interruptible): deferred during
 # the dump.
@@ -103,6 +105,7 @@ class Migration:
         if ready.get("problems"):
             raise ZonedError(f"{self.dest} cannot take {cid!r}: "
                              + "; ".join(ready["problems"]))
+        pause("ZONED_TEST_PAUSE_FREEZE")  # the destination is prepared; nothing frozen
         work = os.path.join(scratch_dir(rt), f"out-{os.getpid()}-{cid}")
         clean_dir(work)
         netns = dump.hold_netns()
@@ -113,13 +116,15 @@ class Migration:
         try:
             say("freezing and dumping" + (" (all but memory)" if self.live else ""))
             t_freeze = time.monotonic()
+            tl = Timeline()  # the frozen window, step by step (summary["timeline"])
             # An interrupt (SIGINT/SIGTERM/SIGHUP) waits until the dump has ended, then
             # unwinds through the put-back below: raised mid-dump it would leave no
             # checkpoint to put back from, and a zone whose tasks CRIU had already ended.
             deferred = signal.pthread_sigmask(signal.SIG_BLOCK, INTERRUPTS)
             try:
                 meta = dump.run(work, tcp_established=self.tcp, criu=criu,
-                                lazy_socket=theirs.fileno() if theirs else None)
+                                lazy_socket=theirs.fileno() if theirs else None,
+                                copy_files=self.keep_source)
             except BaseException:
                 # CRIU gave the tasks back: the container runs on. A failing CRIU may
                 # leave its network lock behind.
@@ -135,14 +140,21 @@ class Migration:
                 if theirs is not None:
                     theirs.close()
             s["dump_ms"] = _ms(time.monotonic() - t_freeze)
+            # The tasks froze when CRIU seized them, not when it started: its start-up
+            # (the tasks still running) is not frozen time.
+            t_seized = dump.frozen_at() or t_freeze
+            tl.mark("criu start-up (not frozen)", t_seized)
+            tl.mark("dump")
             try:
                 signal.pthread_sigmask(signal.SIG_SETMASK, deferred)  # a deferred one: now
                 say("sending the images")
                 ch.send_msg({"op": "images"})
-                s["image_bytes"] = self._send_images(ch, work)
+                s["image_bytes"] = self._send_images(ch, work, dump)
+                tl.mark("send images")
                 ch.demux(mine, hold=True)
                 say("restoring on the destination")
                 restored = ch.expect("restored", timeout=600)
+                tl.mark("restore (destination)")
                 s["restore_ms"] = _ms(restored.get("restore_s") or 0)
                 ch.send_msg({"op": "commit"})
                 committed = True
@@ -162,7 +174,8 @@ class Migration:
                                      f"{e}") from None
                 raise
             try:
-                ch.expect("committed", timeout=transport.COMMIT_TIMEOUT)
+                done = ch.expect("committed", timeout=transport.COMMIT_TIMEOUT)
+                tl.mark("commit (destination)")
             except ZonedError as e:
                 kept = self._keep(work)
                 work = None
@@ -171,7 +184,14 @@ class Migration:
                     f"({e}); it may be running {cid!r} now. It does not run here; its "
                     f"checkpoint is kept in {kept} (`zoned restore --dir {kept}` if the "
                     "destination has not got it)") from None
-            s["frozen_ms"] = _ms(time.monotonic() - t_freeze)
+            now = time.monotonic()
+            s["frozen_ms"] = _ms(now - t_seized)
+            s["dump_started_ms"] = _ms(now - t_freeze)  # from the dump command's start
+            s["criu_start_ms"] = _ms(t_seized - t_freeze)
+            s["timeline"] = {"destination_before": ready.get("timeline") or [],
+                             "source": tl.to_list(),
+                             "destination": restored.get("timeline") or [],
+                             "destination_commit": done.get("timeline") or []}
             say(f"running on the destination (frozen {s['frozen_ms']:.0f} ms)")
             if self.live:
                 say("copying the remaining memory (post-copy)")
@@ -210,10 +230,15 @@ class Migration:
         say(f"done in {s['total_ms'] / 1000:.2f} s")
         return s
 
-    def _send_images(self, ch, work: str) -> int:
-        # dump.log stays here: a lazy dump's CRIU is still writing it.
+    def _send_images(self, ch, work: str, dump) -> int:
+        # dump.log stays here: a lazy dump's CRIU is still writing it. The upper dir and
+        # the log go from where they are (the tasks are frozen, or ended by the dump),
+        # unless --keep-source had them copied into the checkpoint.
+        files = [] if self.keep_source else \
+            [a for d, name in dump.own_files() for a in ("-C", d, name)]
         with tar_stream(["--exclude=./dump.log", "--exclude=./zoned-action.sh", "-cf", "-",
-                         "-C", work, "."], what="packing the images", writing=False) as fd:
+                         "-C", work, ".", *files], what="packing the images",
+                        writing=False) as fd:
             n = ch.send_file_stream(fd, progress=lambda n: self.progress.bytes("sent", n))
         return n
 

@@ -282,9 +282,11 @@ class NetworkSetup:
 
         pause("ZONED_TEST_PAUSE_ATTACH")
 
-    def attach_ns(self, nsfd: int, *, loopback: bool = False) -> None:
+    def attach_ns(self, nsfd: int, *, loopback: bool = False, hold: bool = False) -> None:
         """Plug the container's links into the network namespace `nsfd` (a running
-        container's, or an empty one a restore fills: then `loopback` brings lo up too)."""
+        container's, or an empty one a restore fills: then `loopback` brings lo up too).
+        `hold`: a bridge link's host side stays down (a migration's destination brings it
+        up at the commit: zoned.network.checkpoint_hooks.release_links)."""
         from zoned.network.definitions import owner_alias
         from zoned.network.netlink import Netlink
 
@@ -297,7 +299,8 @@ class NetworkSetup:
             localnet = any(p.localnet for p in self.ports)
             for i, a in enumerate(self.links):
                 nl.create_veth(a.host_if, a.ifname, nsfd, mac=a.mac, alias=alias, mtu=a.mtu)
-                nl.plug(a.host_if, net_by_name[a.network], a.ip, localnet=localnet and i == 0)
+                nl.plug(a.host_if, net_by_name[a.network], a.ip, localnet=localnet and i == 0,
+                        up=not hold)
                 nl.configure(nipr, a.ifname, a.ip, a.prefixlen, a.gateway, a.default_route)
 
     def attach_taps(self) -> None:

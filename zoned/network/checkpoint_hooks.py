@@ -4,6 +4,8 @@ the network's part of moving a zone stays in the network package).
   check_restore(root, state, cid)  can this host give a restored zone its networking?
   new_netns(), loopback_up(nsfd)   the empty namespace a restore fills
   quarantine(nsfd, on)             lock: drop what reaches a restoring zone until it runs
+  release_links(host_ifs)          bring up the host sides a migration's destination held
+                                   down (no carrier: nothing in or out until the commit)
   drop_criu_locks(nsfd)            unlock what a failed lazy dump left locked
   announce(state, nsfd)            gratuitous ARP from a restored zone, so switches learn
                                    where it now is
@@ -118,6 +120,34 @@ def quarantine(nsfd: int, on: bool) -> None:
                          f"{r.stderr.strip()}")
 
 
+def release_links(host_ifs: list[str], timeout: float = 0.5) -> None:
+    """Bring up the host side of links held down since their zone's restore began, and
+    wait until each forwards (a bridge port enables itself when the kernel's link watch
+    has seen the carrier, a moment after the link is up): a gratuitous ARP sent before
+    that would be dropped at the port."""
+    import time
+
+    from zoned.network.netlink import Netlink
+
+    with Netlink() as nl:
+        for name in host_ifs:
+            idx = nl.index(name)
+            if idx is None:
+                raise ZonedError(f"cannot open the network: {name} is gone")
+            nl.ipr.link("set", index=idx, state="up")
+    end = time.monotonic() + timeout
+    for name in host_ifs:
+        path = f"/sys/class/net/{name}/brport/state"
+        while time.monotonic() < end:
+            try:
+                with open(path) as f:
+                    if f.read().strip() == "3":  # BR_STATE_FORWARDING
+                        break
+            except OSError:
+                break  # not a bridge port (any more): nothing to wait for
+            time.sleep(0.0005)
+
+
 def drop_criu_locks(nsfd: int) -> list[str]:
     """Remove CRIU's network-lock tables (inet CRIU-*) from a namespace. A lazy dump that
     fails while serving pages gives the tasks back but leaves its lock in place (it unlocks
@@ -150,6 +180,41 @@ def announce(state: dict, nsfd: int | None = None) -> None:
         os.close(fd)
 
 
+def wait_running(ifname: str, timeout: float = 0.5) -> None:
+    """Wait until `ifname` (in this thread's network namespace) is RUNNING. A link whose
+    carrier has just come (its peer was held down until the commit) transmits only once
+    the kernel's link watch has activated its queue: a frame sent before is dropped
+    silently, and a dropped gratuitous ARP leaves the switches sending the zone's traffic
+    to its old host until its TCP retransmits, a second or more."""
+    import fcntl
+    import socket
+    import struct
+    import time
+
+    end = time.monotonic() + timeout
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        while True:
+            try:
+                req = struct.pack("16sh", ifname.encode()[:15], 0)
+                flags = struct.unpack("16sh", fcntl.ioctl(s.fileno(), 0x8913, req))[1]
+            except OSError:
+                return  # SIOCGIFFLAGS failed: the send will say what is wrong
+            if flags & 0x40 or time.monotonic() > end:  # IFF_RUNNING
+                return
+            time.sleep(0.0005)
+
+
+# The packet sockets send_arps() used, open until close_lingering(): closing one waits for
+# an RCU grace period (10-20 ms here), which a migration's commit should not.
+LINGERING: list = []
+
+
+def close_lingering() -> None:
+    """Close the sockets of earlier gratuitous ARPs (once the frozen time is over)."""
+    while LINGERING:
+        LINGERING.pop().close()
+
+
 def send_arps(nsfd: int, links: list[Attachment], count: int = 2) -> None:
     """Gratuitous ARP from inside the namespace for each link: after a restore on another
     host, the bridges between here and the peers learn the MAC's new port at once instead
@@ -163,18 +228,41 @@ def send_arps(nsfd: int, links: list[Attachment], count: int = 2) -> None:
     def work():
         sc.setns(nsfd, sc.CLONE_NEWNET)  # this thread only, and it ends here
         for a in links:
+            wait_running(a.ifname)
             mac = bytes.fromhex(a.mac.replace(":", ""))
             ip = socket.inet_aton(a.ip)
-            with socket.socket(socket.AF_PACKET, socket.SOCK_RAW) as s:
-                s.bind((a.ifname, 0x0806))
-                for op in (1, 2):  # an ARP request and an ARP reply, both for itself
-                    frame = (b"\xff" * 6 + mac + struct.pack("!H", 0x0806)
-                             + struct.pack("!HHBBH", 1, 0x0800, 6, 4, op)
-                             + mac + ip + (b"\xff" * 6 if op == 2 else b"\0" * 6) + ip)
-                    for _ in range(count // 2 or 1):
-                        s.send(frame.ljust(60, b"\0"))
+            # Protocol 0 and no bind: it only sends. Closing a packet socket waits for an
+            # RCU grace period (10-20 ms here): not in the frozen time (close_lingering).
+            s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)
+            LINGERING.append(s)
+            frames = []
+            for op in (1, 2):  # an ARP request and an ARP reply, both for itself
+                frames += [(b"\xff" * 6 + mac + struct.pack("!H", 0x0806)
+                            + struct.pack("!HHBBH", 1, 0x0800, 6, 4, op)
+                            + mac + ip + (b"\xff" * 6 if op == 2 else b"\0" * 6) + ip)
+                           ] * (count // 2 or 1)
+            # Neighbours the zone began to resolve while its link had no carrier (a
+            # restored TCP socket's retransmit) wait for the next solicit, up to a
+            # second away: ask for them now, and their answers release what waits.
+            for peer in unresolved_neighbours(a.ifname):
+                frames.append(b"\xff" * 6 + mac + struct.pack("!H", 0x0806)
+                              + struct.pack("!HHBBH", 1, 0x0800, 6, 4, 1)
+                              + mac + ip + b"\0" * 6 + socket.inet_aton(peer))
+            for frame in frames:
+                s.sendto(frame.ljust(60, b"\0"), (a.ifname, 0x0806))
 
     try:
         on_own_thread(work)
     except OSError as e:
         raise ZonedError(f"cannot send a gratuitous ARP: {e}") from None
+
+
+def unresolved_neighbours(ifname: str) -> list[str]:
+    """The IPv4 neighbours of `ifname` (in this thread's network namespace) still being
+    resolved or failed (ATF_COM unset in /proc/net/arp)."""
+    try:
+        with open("/proc/thread-self/net/arp") as f:
+            rows = [ln.split() for ln in f.read().splitlines()[1:]]
+    except OSError:
+        return []
+    return [r[0] for r in rows if len(r) >= 6 and r[5] == ifname and not int(r[2], 16) & 2]

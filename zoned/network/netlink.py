@@ -233,11 +233,13 @@ class Netlink:
         self.ipr.link("set", index=idx, ifalias=alias)
         return idx
 
-    def plug(self, host_if: str, net: Network, ip: str, *, localnet: bool = False) -> None:
+    def plug(self, host_if: str, net: Network, ip: str, *, localnet: bool = False,
+             up: bool = True) -> None:
         """Attach a host-side interface (veth or tap: anything with an address behind it)
         to a network: on the bridge, or in routed mode a /32 route to `ip` through it,
         the gateway address on it and proxy ARP (Xen's vif-bridge and vif-route).
-        `localnet`: a routed zone publishing a port on 127.0.0.1 (route_localnet)."""
+        `localnet`: a routed zone publishing a port on 127.0.0.1 (route_localnet).
+        `up`: False leaves a bridge port down (a routed link must be up for its route)."""
         ipr = self.ipr
         idx = self.index(host_if)
         if idx is None:
@@ -263,7 +265,7 @@ class Netlink:
             if br is None:
                 raise ZonedError(f"bridge {net.bridge!r} of network {net.name!r} "
                                  "is missing")
-            ipr.link("set", index=idx, master=br, state="up")
+            ipr.link("set", index=idx, master=br, **({"state": "up"} if up else {}))
 
     @staticmethod
     def configure(nipr, ifname: str, ip: str, prefixlen: int, gateway: str | None,

@@ -1,0 +1,137 @@
+"""`criu restore` itself, into a prepared state dir and network namespace (restore(),
+a migration's Incoming, and a failed migration's put-back all end here), and the criu
+lazy-pages daemons of live migration."""
+from __future__ import annotations
+
+import os
+import subprocess
+
+from zoned.checkpoint.archive import unlink_if_exists
+from zoned.checkpoint.criu import NETNS_KEY, bind_kdat, kdat_cache, log_tail, run_criu, \
+    with_kdat
+from zoned.errors import ZonedError
+
+
+def _no_mark(step: str) -> None:
+    pass
+
+
+def run_restore(criu: str, directory: str, work_dir: str, meta: dict, cfg: dict, *,
+                lower: str, upper: str, work: str, rootfs: str, cgroup: str,
+                netns_fd: int, log_path: str | None, log_fd: int | None = None,
+                lazy_socket: int | None = None, stopped: bool = False,
+                mark=_no_mark) -> int:
+    """`criu restore` of DIR into a prepared state dir and network namespace; the root
+    task's pid. Used by restore() and, into the very same namespace and cgroup, by a
+    failed migration putting its container back. log_fd: the write end of a new logger's
+    pipe, for the zone's stdout and stderr (the caller keeps and closes it)."""
+    from zoned.linux import syscalls as sc
+
+    by_dest = {os.path.normpath(m["destination"]): m.get("source")
+               for m in cfg.get("mounts") or []}
+    args = [criu, "restore", "--images-dir", directory, "--work-dir", work_dir,
+            "--log-file", "restore.log", "-v4", "--restore-detached",
+            "--pidfile", os.path.join(work_dir, "criu.pid"), "--root", rootfs,
+            "--manage-cgroups", "--cgroup-root", cgroup, "--network-lock", "nftables",
+            "--display-stats", "--inherit-fd", f"fd[{netns_fd}]:{NETNS_KEY}"]
+    if meta.get("tcp_established"):
+        args.append("--tcp-established")
+    if stopped:
+        args.append("--leave-stopped")
+    for e in meta["mounts"]:
+        source = by_dest.get(os.path.normpath(e["destination"])) or e["source"]
+        args += ["--ext-mount-map", f"{e['key']}:{source}"]
+    unlink_if_exists(os.path.join(work_dir, "criu.pid"))  # an earlier restore's
+    fds = [netns_fd]
+    daemon = None
+    try:
+        for fi in meta["files"]:
+            if fi.get("pipe"):
+                if log_fd is None:
+                    raise ZonedError(f"restore of {meta['id']!r}: no log pipe for "
+                                     f"{fi['key']}")
+                args += ["--inherit-fd", f"fd[{log_fd}]:{fi['key']}"]
+                continue
+            path = log_path if fi.get("log") and log_path else fi["path"]
+            acc = fi["flags"] & (os.O_RDONLY | os.O_WRONLY | os.O_RDWR)
+            fd = os.open(path, acc | (fi["flags"] & os.O_APPEND))
+            fds.append(fd)
+            args += ["--inherit-fd", f"fd[{fd}]:{fi['key']}"]
+        if lazy_socket is not None:
+            daemon = _lazy_pages_daemon(criu, directory, work_dir, lazy_socket)
+            args.append("--lazy-pages")
+            mark("lazy-pages daemon")
+        overlay = f"lowerdir={lower},upperdir={upper},workdir={work}"
+
+        kdat = kdat_cache(criu)
+
+        def in_private_mount_ns():
+            # criu and only criu sees the overlay; the restored container's mount
+            # namespace keeps it, the host's never has it.
+            sc.unshare(sc.CLONE_NEWNS)
+            sc.mount(None, "/", None, sc.MS_SLAVE | sc.MS_REC)
+            sc.mount("overlay", rootfs, "overlay", 0, overlay)
+            bind_kdat(kdat)
+
+        r = run_criu(args, pass_fds=fds[1:] + [netns_fd] + ([log_fd] if log_fd else []),
+                     preexec_fn=in_private_mount_ns)
+        if r.returncode != 0:
+            why = log_tail(os.path.join(work_dir, "restore.log")) or r.stderr.strip()
+            raise ZonedError(f"restore of {meta['id']!r} from {directory} failed: {why}")
+        mark("criu restore")
+        with open(os.path.join(work_dir, "criu.pid")) as f:
+            pid = int(f.read().strip())
+        if daemon is not None:
+            LAZY_DAEMONS[pid] = daemon
+            daemon = None
+        return pid
+    finally:
+        if daemon is not None:
+            daemon.kill()
+            daemon.wait()
+        for fd in fds[1:]:
+            os.close(fd)
+
+
+# criu lazy-pages daemons of restored containers, by the container's pid: they serve page
+# faults until every page has arrived (wait_lazy_pages).
+LAZY_DAEMONS: dict[int, subprocess.Popen] = {}
+
+
+def _lazy_pages_daemon(criu: str, directory: str, work_dir: str,
+                       sock: int) -> subprocess.Popen:
+    rfd, wfd = os.pipe()
+    try:
+        p = subprocess.Popen([criu, "lazy-pages", "--images-dir", directory,
+                              "--work-dir", work_dir, "--log-file", "lazy-pages.log", "-v4",
+                              "--page-server", "--ps-socket", str(sock),
+                              "--status-fd", str(wfd)],
+                             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                             stderr=subprocess.PIPE, pass_fds=(sock, wfd), text=True,
+                             preexec_fn=with_kdat(criu))
+        os.close(wfd)
+        wfd = -1
+        ready = os.read(rfd, 1)
+    finally:
+        os.close(rfd)
+        if wfd >= 0:
+            os.close(wfd)
+    if ready != b"\0":
+        err = p.communicate()[1]
+        why = log_tail(os.path.join(work_dir, "lazy-pages.log")) or err.strip()
+        raise ZonedError(f"criu lazy-pages did not start: {why}")
+    return p
+
+
+def wait_lazy_pages(pid: int, timeout: float | None = None) -> None:
+    """Wait until the lazy-pages daemon of restored container `pid` has every page."""
+    p = LAZY_DAEMONS.pop(pid, None)
+    if p is None:
+        return
+    try:
+        err = p.communicate(timeout=timeout)[1]
+    except subprocess.TimeoutExpired:
+        p.kill()
+        err = p.communicate()[1]
+    if p.returncode != 0:
+        raise ZonedError(f"criu lazy-pages failed ({p.returncode}): {err.strip()[-300:]}")
