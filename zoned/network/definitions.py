@@ -335,8 +335,10 @@ def remove(root: str, name: str) -> None:
                 nft.apply()
             if net.get("bridge"):
                 from zoned.network.netlink import Netlink
+                from zoned.network.spread import remove_extras
 
                 with Netlink() as nl:
+                    remove_extras(nl, net["bridge"])
                     nl.delete_link(net["bridge"], bridge_alias(root, name))
             for p in (def_path(root, name), leases.path, leases.lock_path):
                 try:

@@ -92,10 +92,14 @@ def on_own_thread(fn):
     return box["value"]
 
 
-def _netlink_error():
+def netlink_error():
+    """pyroute2's NetlinkError (imported on first need)."""
     from pyroute2.netlink.exceptions import NetlinkError
 
     return NetlinkError
+
+
+_netlink_error = netlink_error
 
 
 class Netlink:
@@ -259,10 +263,13 @@ class Netlink:
             except _netlink_error() as e:
                 raise ZonedError(f"cannot route {ip} to {host_if}: {e.args[-1]}") from None
         else:
-            br = self.index(net.bridge)
-            if br is None:
+            from zoned.network.spread import bridge_for_port
+
+            if self.index(net.bridge) is None:
                 raise ZonedError(f"bridge {net.bridge!r} of network {net.name!r} "
                                  "is missing")
+            # past a bridge's port limit: an extra bridge joined to it (zoned.network.spread)
+            br = bridge_for_port(self, net.bridge, net.mtu)
             ipr.link("set", index=idx, master=br, state="up")
 
     @staticmethod
