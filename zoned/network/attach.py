@@ -156,7 +156,11 @@ class NetworkSetup:
 
         state_dir = os.path.abspath(state_dir)  # other zoned processes update these files
         hosts = os.path.join(state_dir, "hosts")
-        etcfiles.write(hosts, etcfiles.hosts_base(self.add_hosts))
+        # One network and no --add-host: the zone's hosts file is the network's shared one
+        # (a hard link), so a start or removal rewrites one file, not one per member.
+        shared = len(self.nets) == 1 and not self.add_hosts
+        if not shared:
+            etcfiles.write(hosts, etcfiles.hosts_base(self.add_hosts))
         names = [self.hostname] + ([self.cid] if self.cid != self.hostname else [])
         for i, net in enumerate(self.nets):
             definitions.ensure(self.root, net)
@@ -166,7 +170,11 @@ class NetworkSetup:
                 if not os.path.exists(definitions.def_path(self.root, net.name)):
                     raise ZonedError(f"network {net.name!r} was removed")
                 data = leases.load()
-                lease = leases.allocate(data, self.cid, names=names, hosts=hosts,
+                synced = hosts
+                if shared:
+                    synced = etcfiles.link_shared_hosts(definitions.netdir(self.root),
+                                                        net.name, hosts)
+                lease = leases.allocate(data, self.cid, names=names, hosts=synced,
                                         host_if=host_if,
                                         static=self.ips[i] if i < len(self.ips) else None)
                 leases.save(data)

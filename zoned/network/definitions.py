@@ -340,6 +340,9 @@ def remove(root: str, name: str) -> None:
                 with Netlink() as nl:
                     remove_extras(nl, net["bridge"])
                     nl.delete_link(net["bridge"], bridge_alias(root, name))
+            from zoned.network.etcfiles import remove_shared_hosts
+
+            remove_shared_hosts(netdir(root), name)
             for p in (def_path(root, name), leases.path, leases.lock_path):
                 try:
                     os.unlink(p)
