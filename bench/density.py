@@ -371,6 +371,13 @@ def measure_engine(eng: Engine, a, mounts: dict[str, str]) -> dict:
     t0 = time.perf_counter()
     i = 0
     while len(lat) < n:
+        if len(lat) % 50 == 0:
+            why = scale.host_guard(a.min_available_mib)
+            if why:  # never exhaust a shared host: stop here, record it
+                res["stopped_early"] = {"reached": len(lat), "why": why,
+                                        "limits": limits_snapshot()}
+                print(f"[{eng.label}] stopping at {len(lat)}: {why}", file=sys.stderr)
+                break
         t = time.perf_counter()
         err = eng.start(i)
         dt = time.perf_counter() - t
@@ -643,6 +650,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-raise", action="store_true", help="do not raise sysctls (pid_max, "
                    "neighbour table) for the run; by default those too low for --count are "
                    "raised and restored at the end")
+    p.add_argument("--min-available-mib", type=int, default=4096, help="stop starting "
+                   "when MemAvailable falls below this (default 4096: the host is shared)")
     p.add_argument("--root-prefix", default="/run/zoned-bench-density-",
                    help="zoned state roots are PREFIX<token>")
     p.add_argument("--zoned-rootfs", action="store_true", help="zoned uses the shared bundle "
@@ -738,6 +747,9 @@ def main(argv: list[str] | None = None) -> int:
                   f"{f['error']}")
         if r.get("start_failure_count", 0) > 5:
             print(f"[{r['engine']}] ... {r['start_failure_count']} failed starts in all")
+        if r.get("stopped_early"):
+            print(f"[{r['engine']}] stopped early at {r['stopped_early']['reached']}: "
+                  f"{r['stopped_early']['why']}")
         busy = r.get("activity_at_measurement", {}).get("other_count")
         if busy:
             print(f"[{r['engine']}] WARNING: {busy} other zoned/pytest processes were running "
@@ -747,6 +759,7 @@ def main(argv: list[str] | None = None) -> int:
     print("final leftovers: " + ("none" if final_left["ok"] else json.dumps(final_left)))
     print(f"JSON: {out}")
     ok = final_left["ok"] and all(r["leftovers"]["ok"] and not r.get("start_failure")
+                                  and not r.get("stopped_early")
                                   for r in results)
     return 0 if ok else 1
 

@@ -229,3 +229,18 @@ def kernel_counts() -> dict:
         pass
     out["conntrack_count"] = read_int("/proc/sys/net/netfilter/nf_conntrack_count")
     return out
+
+
+def host_guard(min_available_mib: int) -> str | None:
+    """Why starting more instances would hurt the (shared) host, or None: MemAvailable
+    below the floor, or fewer than 2,000 pids left."""
+    from zoned.bench.facts import meminfo
+
+    avail = meminfo()["MemAvailable"] // 1024
+    if avail < min_available_mib:
+        return f"MemAvailable {avail} MiB < {min_available_mib} MiB"
+    pid_max = read_int("/proc/sys/kernel/pid_max") or 32768
+    procs = sum(1 for p in os.listdir("/proc") if p.isdigit())
+    if procs > pid_max - 2000:
+        return f"{procs} processes, pid_max {pid_max}"
+    return None
