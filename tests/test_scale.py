@@ -112,6 +112,19 @@ def test_network_spreads_past_a_bridges_port_limit(cli, network, monkeypatch):
         ip = link_of(cli.root, n)["ip"]
         assert subprocess.run(["ping", "-c", "1", "-W", "3", ip],
                               capture_output=True).returncode == 0, (n, ip)
+    # someone deletes the network's bridge: the next start re-makes it and plugs the
+    # surviving extra bridges' trunks back in
+    subprocess.run(["ip", "link", "del", BRIDGE], check=True)
+    cli("run", "-d", "--network", network, "--name", "s7", "--", "sleep", "1000", check=True)
+    from zoned.network.spread import trunk_names
+
+    assert master_of(link_of(cli.root, "s7")["host_if"]) in on
+    extras = sorted(m for m in on if m != BRIDGE)
+    for k in range(1, len(extras) + 1):
+        assert master_of(trunk_names(BRIDGE, k)[0]) == BRIDGE
+    p = cli("exec", "s6", "--", "ping", "-c", "1", "-W", "3", "s7", timeout=30)
+    assert p.returncode == 0, (p.stdout, p.stderr)
+    names.append("s7")
     bridges = set(on)
     cli("rm", "-f", *names, check=True)
     cli("network", "rm", network, check=True)

@@ -307,6 +307,10 @@ def ensure(root: str, net: Network) -> None:
             with Netlink() as nl:
                 nl.ensure_bridge(net.bridge, net.gateway, net.prefixlen,
                                  bridge_alias(root, net.name), net.mtu)
+                if not bridge_ok:
+                    from zoned.network.spread import rejoin_trunks
+
+                    rejoin_trunks(nl, net.bridge)
         if not os.path.exists(nft.fragment_path(net.key)):
             nft.put(fragment_of(net))
             nft.apply()

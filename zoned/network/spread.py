@@ -141,3 +141,14 @@ def remove_extras(nl, bridge: str) -> None:
     for k, name in enumerate(extra_bridges(bridge), start=1):
         nl.delete_link(trunk_names(bridge, k)[0], alias)
         nl.delete_link(name, alias)
+
+
+def rejoin_trunks(nl, bridge: str) -> None:
+    """After the network's bridge was re-made (someone deleted it), plug the trunks of the
+    extra bridges that survived back into it."""
+    main = nl.index(bridge)
+    for k, _name in enumerate(extra_bridges(bridge), start=1):
+        up_end = trunk_names(bridge, k)[0]
+        i = nl.index(up_end)
+        if i is not None and main is not None:
+            nl.ipr.link("set", index=i, master=main, state="up")
