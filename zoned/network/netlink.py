@@ -149,7 +149,16 @@ class Netlink:
 
     # -- queries -----------------------------------------------------------------------
     def index(self, name: str, ipr=None) -> int | None:
-        found = (ipr or self.ipr).link_lookup(ifname=name)
+        """The ifindex of link `name` (in a namespace's IPRoute `ipr`, else on the host).
+        On the host by if_nametoindex (one ioctl, a hash lookup in the kernel): pyroute2's
+        link_lookup dumps every link and filters in Python, O(links) per call, which at
+        10,000 zones (10,000 host veths) cost ~0.1 s for each of a start's lookups."""
+        if ipr is None:
+            try:
+                return socket.if_nametoindex(name)
+            except OSError:
+                return None
+        found = ipr.link_lookup(ifname=name)
         return found[0] if found else None
 
     # -- bridges -----------------------------------------------------------------------
