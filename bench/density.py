@@ -68,6 +68,7 @@ from zoned.bench.procfs import (MEM_KEYS, cgroup_mounts, limits_snapshot,  # noq
                                 smaps_rollup, used_kib)
 from zoned.bench.facts import read_int  # noqa: E402
 from zoned.bench import scale  # noqa: E402
+from zoned.linux.proc import proc_start_time  # noqa: E402
 
 _ERR = tempfile.TemporaryFile()  # stderr of commands: a file, never a pipe the init inherits
 
@@ -446,6 +447,7 @@ def measure_engine(eng: Engine, a, mounts: dict[str, str]) -> dict:
     parents = Counter()
     not_running = []
     all_pids = set()
+    born: dict[int, int | None] = {}  # a pid reused by another process after removal is not ours
     for cid in eng.ids:
         ipid = eng.init_pid(cid)
         if not ipid or C.proc_state(ipid) in (None, "Z", "X"):
@@ -463,6 +465,7 @@ def measure_engine(eng: Engine, a, mounts: dict[str, str]) -> dict:
             procs = [ipid]
         for pid in procs:
             all_pids.add(pid)
+            born[pid] = proc_start_time(pid)
             nprocs += 1
             r = smaps_rollup(pid)
             for k in ("Pss", "Pss_Anon", "Pss_File", "Rss"):
@@ -520,8 +523,10 @@ def measure_engine(eng: Engine, a, mounts: dict[str, str]) -> dict:
                      "per_call_ms": C.summary([x * 1000 for x in times]),
                      "errors": errors[:20], "error_count": len(errors)}
     # leftovers: processes may stay zombies until PID 1 reaps them
+    all_pids = {p for p in all_pids if proc_start_time(p) in (born.get(p), None)}
     deadline = time.monotonic() + a.reap_wait
     while time.monotonic() < deadline:
+        all_pids = {p for p in all_pids if proc_start_time(p) in (born.get(p), None)}
         if all(C.proc_state(p) is None for p in all_pids):
             break
         time.sleep(0.2)
