@@ -97,10 +97,20 @@ def bridge_for_port(nl, bridge: str, mtu: int | None = None) -> int:
                      f"bridges of {cap} ports each are full")
 
 
+def link_alias(name: str) -> str | None:
+    """A link's alias from sysfs (as zoned.network.netlink.link_alias; this module does
+    not import that one, which imports this one)."""
+    try:
+        with open(f"/sys/class/net/{name}/ifalias") as f:
+            return f.read().strip()
+    except OSError:
+        return None
+
+
 def _make_extra(nl, bridge: str, k: int, mtu: int | None) -> int:
     """Extra bridge k of `bridge` and its trunk, up (idempotent: another zoned may be
     making the same one right now)."""
-    from zoned.network.netlink import link_alias, netlink_error
+    from pyroute2.netlink.exceptions import NetlinkError
 
     ipr = nl.ipr
     alias = link_alias(bridge) or ""
@@ -113,7 +123,7 @@ def _make_extra(nl, bridge: str, k: int, mtu: int | None) -> int:
                        (up_end, {"kind": "veth", "peer": {"ifname": down_end, **kw}, **kw})):
         try:
             ipr.link("add", ifname=what, **args)
-        except netlink_error() as e:
+        except NetlinkError as e:
             if e.code != errno.EEXIST:
                 raise ZonedError(f"cannot create {what!r} for bridge {bridge!r}: "
                                  f"{e.args[-1]}") from None
@@ -135,8 +145,6 @@ def _make_extra(nl, bridge: str, k: int, mtu: int | None) -> int:
 def remove_extras(nl, bridge: str) -> None:
     """Delete the extra bridges of `bridge` and their trunks (with the network; before its
     bridge, whose alias they must carry to be deleted)."""
-    from zoned.network.netlink import link_alias
-
     alias = link_alias(bridge)
     for k, name in enumerate(extra_bridges(bridge), start=1):
         nl.delete_link(trunk_names(bridge, k)[0], alias)
