@@ -67,6 +67,8 @@ from zoned.bench.procfs import (MEM_KEYS, cgroup_mounts, limits_snapshot,  # noq
                                 num_cgroups, proc_cgroups, sample_meminfo, slab_top, slabinfo,
                                 smaps_rollup, used_kib)
 from zoned.bench.facts import read_int  # noqa: E402
+from zoned.bench import scale  # noqa: E402
+from zoned.linux.proc import proc_start_time  # noqa: E402
 
 _ERR = tempfile.TemporaryFile()  # stderr of commands: a file, never a pipe the init inherits
 
@@ -136,6 +138,16 @@ class Engine:
     """Start/list/remove containers of one kind; subclasses per engine."""
 
     label = "?"
+    api = False
+
+    def prepare(self) -> None:
+        """Anything the run needs before the first start."""
+
+    def exec_cmd(self, cid: str) -> list[str]:
+        raise NotImplementedError
+
+    def ips(self) -> dict[str, str] | None:
+        return None
 
     def __init__(self, a, tok: str, bundle: Path | None):
         self.a, self.tok, self.bundle = a, tok, bundle
@@ -167,26 +179,51 @@ class Engine:
 class Zoned(Engine):
     tag = "z"
 
-    def __init__(self, a, tok, bundle):
+    def __init__(self, a, tok, bundle, api: bool = False):
         super().__init__(a, tok, bundle)
-        self.root = f"/run/zoned-bench-density-{tok}"
+        self.api = api
+        if api:
+            self.tag = "za"
+        self.root = f"{a.root_prefix}{tok}{'-api' if api else ''}"
         self.Z = [a.zoned, "--root", self.root]
         self.containers = {}
-        mode = "API (in-process)" if a.api else "CLI"
+        self.net = f"bench-d{tok}" if a.network else None
+        mode = "API (in-process)" if api else "CLI"
         src = "--rootfs bundle, read-only" if a.zoned_rootfs else "image overlay"
-        self.label = f"zoned {mode}, {src}"
+        self.label = f"zoned {mode}, {src}" + (", networked" if self.net else "")
+
+    def prepare(self) -> None:
+        """The run's own network (--network): subnet from --subnet, else zoned's pick."""
+        if self.net:
+            cmd = self.Z + ["network", "create"]
+            if self.a.subnet:
+                cmd += ["--subnet", self.a.subnet]
+            rc, err = _sp(cmd + [self.net])
+            if rc:
+                raise RuntimeError(f"network create: {err}")
+
+    def exec_cmd(self, cid: str) -> list[str]:
+        return self.Z + ["exec", cid, "--", "true"]
+
+    def ips(self) -> dict[str, str] | None:
+        if not self.net:
+            return None
+        return {cid: scale.zone_ip(os.path.join(self.root, cid, "state.json"))
+                for cid in self.ids}
 
     def state_root(self) -> str:
         return self.root
 
     def start(self, i: int) -> str | None:
         cid = self.name(i)
-        if self.a.api:
+        if self.api:
             import zoned
 
             kw = {}
             if self.a.zoned_rootfs:
                 kw = {"rootfs": str(self.bundle / "rootfs"), "read_only": True}
+            if self.net:
+                kw["network"] = [self.net]
             try:
                 c = zoned.Container(self.a.workload, root=self.root, name=cid, **kw)
                 c.start()
@@ -196,6 +233,8 @@ class Zoned(Engine):
             self.ids.append(cid)
             return None
         cmd = self.Z + ["run", "-d", "--name", cid]
+        if self.net:
+            cmd += ["--network", self.net]
         if self.a.zoned_rootfs:
             cmd += ["--rootfs", str(self.bundle / "rootfs"), "--read-only"]
         rc, err = _sp(cmd + ["--"] + self.a.workload)
@@ -215,7 +254,7 @@ class Zoned(Engine):
 
     def remove_all(self) -> tuple[list[float], list[str]]:
         times, errors = [], []
-        if self.a.api:
+        if self.api:
             for cid in self.ids:
                 t = time.perf_counter()
                 try:
@@ -223,6 +262,7 @@ class Zoned(Engine):
                 except Exception as e:  # noqa: BLE001
                     errors.append(f"{cid}: {e}")
                 times.append(time.perf_counter() - t)
+            self.remove_network(errors)
             return times, errors
         b = self.a.rm_batch
         for k in range(0, len(self.ids), b):
@@ -232,7 +272,14 @@ class Zoned(Engine):
             times.append(time.perf_counter() - t)
             if rc:
                 errors.append(f"rm -f batch {k // b}: exit {rc}: {err}")
+        self.remove_network(errors)
         return times, errors
+
+    def remove_network(self, errors: list[str]) -> None:
+        if self.net:
+            rc, err = _sp(self.Z + ["network", "rm", self.net], timeout=600)
+            if rc:
+                errors.append(f"network rm {self.net}: exit {rc}: {err}")
 
     def cleanup(self) -> None:
         for c in self.containers.values():
@@ -243,6 +290,10 @@ class Zoned(Engine):
         left = [c for c in C.state_entries(self.root) if not c.startswith(".")]
         for k in range(0, len(left), 50):
             _sp(self.Z + ["rm", "-f"] + left[k:k + 50], timeout=600)
+        if self.net and os.path.isdir(self.root):
+            _sp(self.Z + ["network", "rm", self.net], timeout=600)
+        if os.path.isdir(self.root):  # whatever a killed start or rm left: gc removes it
+            _sp(self.Z + ["gc"], timeout=900)
         C.rmdir_quiet(self.root)
 
 
@@ -260,6 +311,9 @@ class Runc(Engine):
 
     def resident_needle(self) -> str:
         return "\0never\0"  # runc is Go: no python processes to look for
+
+    def exec_cmd(self, cid: str) -> list[str]:
+        return self.R + ["exec", cid, "true"]
 
     def start(self, i: int) -> str | None:
         cid = self.name(i)
@@ -309,12 +363,22 @@ def measure_engine(eng: Engine, a, mounts: dict[str, str]) -> dict:
 
     # -- start ------------------------------------------------------------------------------
     lat: list[float] = []
+    stamps: list[tuple[float, float]] = []
+    eng.prepare()
+    counts0 = scale.kernel_counts()
     failure = None
     failures = []
     consecutive = 0
     t0 = time.perf_counter()
     i = 0
     while len(lat) < n:
+        if len(lat) % 50 == 0:
+            why = scale.host_guard(a.min_available_mib)
+            if why:  # never exhaust a shared host: stop here, record it
+                res["stopped_early"] = {"reached": len(lat), "why": why,
+                                        "limits": limits_snapshot()}
+                print(f"[{eng.label}] stopping at {len(lat)}: {why}", file=sys.stderr)
+                break
         t = time.perf_counter()
         err = eng.start(i)
         dt = time.perf_counter() - t
@@ -331,6 +395,7 @@ def measure_engine(eng: Engine, a, mounts: dict[str, str]) -> dict:
             continue
         consecutive = 0
         lat.append(dt)
+        stamps.append((t, t + dt))
         if len(lat) % max(1, n // 10) == 0:
             print(f"[{eng.label}] started {len(lat)}/{n} ({dt * 1000:.0f} ms)", file=sys.stderr)
     wall = time.perf_counter() - t0
@@ -350,6 +415,22 @@ def measure_engine(eng: Engine, a, mounts: dict[str, str]) -> dict:
     if res["start"]["first_10pct_mean_ms"]:
         res["start"]["last_over_first"] = (res["start"]["last_10pct_mean_ms"]
                                            / res["start"]["first_10pct_mean_ms"])
+    deciles = scale.decile_rates(stamps)
+    res["start"]["by_decile"] = deciles
+    if deciles:
+        res["start"]["first_10pct_rate_per_s"] = deciles[0]["rate_per_s"]
+        res["start"]["last_10pct_rate_per_s"] = deciles[-1]["rate_per_s"]
+    res["kernel_counts_delta_after_start"] = {
+        k: (v or 0) - (counts0.get(k) or 0) for k, v in scale.kernel_counts().items()}
+    # -- reachable? (a random sample: exec in; ping when networked) ----------------------
+    if eng.ids and a.reach_sample:
+        print(f"[{eng.label}] exec/ping sample of {a.reach_sample} ...", file=sys.stderr)
+        res["reach"] = scale.reach(eng.exec_cmd, list(eng.ids), a.reach_sample, eng.ips())
+    if isinstance(eng, Zoned) and eng.ids:
+        res["list"] = {}
+        for what, extra in (("ps_q", ["-q"]), ("ps_table", []), ("ps_json", ["--format", "json"])):
+            ok, ms, err = scale.timed(eng.Z + ["ps", "-a"] + extra, timeout=600)
+            res["list"][what] = {"ok": ok, "ms": ms, "error": err if not ok else ""}
 
     # -- measure ----------------------------------------------------------------------------
     time.sleep(a.settle)
@@ -366,6 +447,7 @@ def measure_engine(eng: Engine, a, mounts: dict[str, str]) -> dict:
     parents = Counter()
     not_running = []
     all_pids = set()
+    born: dict[int, int | None] = {}  # a pid reused by another process after removal is not ours
     for cid in eng.ids:
         ipid = eng.init_pid(cid)
         if not ipid or C.proc_state(ipid) in (None, "Z", "X"):
@@ -383,6 +465,7 @@ def measure_engine(eng: Engine, a, mounts: dict[str, str]) -> dict:
             procs = [ipid]
         for pid in procs:
             all_pids.add(pid)
+            born[pid] = proc_start_time(pid)
             nprocs += 1
             r = smaps_rollup(pid)
             for k in ("Pss", "Pss_Anon", "Pss_File", "Rss"):
@@ -427,7 +510,7 @@ def measure_engine(eng: Engine, a, mounts: dict[str, str]) -> dict:
         "container_init_parents": dict(parents),
         "bench_process_fd_delta": len(os.listdir("/proc/self/fd")) - fds_before,
         "note": ("API mode: this benchmark process is the parent of every container"
-                 if getattr(a, "api", False) and isinstance(eng, Zoned) else ""),
+                 if eng.api else ""),
     }
 
     # -- remove -----------------------------------------------------------------------------
@@ -440,8 +523,10 @@ def measure_engine(eng: Engine, a, mounts: dict[str, str]) -> dict:
                      "per_call_ms": C.summary([x * 1000 for x in times]),
                      "errors": errors[:20], "error_count": len(errors)}
     # leftovers: processes may stay zombies until PID 1 reaps them
+    all_pids = {p for p in all_pids if proc_start_time(p) in (born.get(p), None)}
     deadline = time.monotonic() + a.reap_wait
     while time.monotonic() < deadline:
+        all_pids = {p for p in all_pids if proc_start_time(p) in (born.get(p), None)}
         if all(C.proc_state(p) is None for p in all_pids):
             break
         time.sleep(0.2)
@@ -455,8 +540,12 @@ def measure_engine(eng: Engine, a, mounts: dict[str, str]) -> dict:
         "processes_alive": alive[:50],
         "zombies_after_wait": len(zombies),
     }
+    if isinstance(eng, Zoned):
+        left["network"] = scale.network_leftovers(eng.state_root())
+    net_left = left.get("network") or {}
     left["ok"] = not (left["state_entries"] or left["cgroup_dirs"] or left["mounts"]
-                      or left["processes_alive"])
+                      or left["processes_alive"] or net_left.get("link_count")
+                      or net_left.get("registry_fragments"))
     res["leftovers"] = left
     for label, wait in (("after_removal", a.settle), ("after_leak_wait", a.leak_wait)):
         time.sleep(wait)
@@ -487,6 +576,14 @@ def fmt_rows(results: list[dict]) -> tuple[list[str], list[list]]:
         ("start: first 10% mean ms", lambda r: f(r["start"]["first_10pct_mean_ms"])),
         ("start: last 10% mean ms", lambda r: f(r["start"]["last_10pct_mean_ms"])),
         ("start: last/first", lambda r: f(r["start"].get("last_over_first"), ".2f")),
+        ("start: first 10% containers/s", lambda r: f(r["start"].get("first_10pct_rate_per_s"))),
+        ("start: last 10% containers/s", lambda r: f(r["start"].get("last_10pct_rate_per_s"))),
+        ("exec in sample: ok/n", lambda r: f"{r['reach']['exec']['ok']}/{r['reach']['sampled']}"),
+        ("exec in sample: median ms", lambda r: f(r["reach"]["exec"]["latency_ms"].get("median"))),
+        ("ping sample: ok/n", lambda r: f"{r['reach']['ping']['ok']}/{r['reach']['sampled']}"),
+        ("ps -a -q ms", lambda r: f(r["list"]["ps_q"]["ms"], ".0f")),
+        ("ps -a (table) ms", lambda r: f(r["list"]["ps_table"]["ms"], ".0f")),
+        ("ps -a --format json ms", lambda r: f(r["list"]["ps_json"]["ms"], ".0f")),
         ("processes per container", lambda r: f(r["processes_in_containers"]
                                                 / max(1, r["running"]), ".2f")),
         ("PSS / ctr KiB (workload)", lambda r: f(r["memory_kib"]["pss_per_container"].get("Pss"))),
@@ -547,6 +644,21 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-zoned", action="store_true", help="skip zoned (runc only)")
     p.add_argument("--api", action="store_true", help="start zoned containers in-process with "
                    "zoned.Container(...).start() instead of the CLI")
+    p.add_argument("--api-too", action="store_true", help="measure zoned both ways in one "
+                   "run: the CLI, then the API")
+    p.add_argument("--network", action="store_true", help="zoned zones get a network of "
+                   "the run's own (bridge + NAT, as `zoned network create`)")
+    p.add_argument("--subnet", help="that network's subnet (for more than 250 zones: "
+                   "e.g. 10.93.0.0/18 for 10000)")
+    p.add_argument("--reach-sample", type=int, default=30, help="zones (picked at random) "
+                   "to exec `true` in (and ping, when networked) once all are up (default 30)")
+    p.add_argument("--no-raise", action="store_true", help="do not raise sysctls (pid_max, "
+                   "neighbour table) for the run; by default those too low for --count are "
+                   "raised and restored at the end")
+    p.add_argument("--min-available-mib", type=int, default=4096, help="stop starting "
+                   "when MemAvailable falls below this (default 4096: the host is shared)")
+    p.add_argument("--root-prefix", default="/run/zoned-bench-density-",
+                   help="zoned state roots are PREFIX<token>")
     p.add_argument("--zoned-rootfs", action="store_true", help="zoned uses the shared bundle "
                    "rootfs (--rootfs B/rootfs --read-only) like runc, not an image overlay")
     p.add_argument("--keep-going", action="store_true", help="do not stop at the first "
@@ -570,7 +682,9 @@ def main(argv: list[str] | None = None) -> int:
     if a.count < 1:
         p.error("--count must be positive")
     a.workload = a.workload.split()
-    engines_wanted = ([] if a.no_zoned else ["zoned"]) + (["runc"] if a.runc else [])
+    engines_wanted = ([] if a.no_zoned else (["zoned", "zoned-api"] if a.api_too else
+                                             ["zoned-api" if a.api else "zoned"])) \
+        + (["runc"] if a.runc else [])
     if not engines_wanted:
         p.error("nothing to measure (--no-zoned without --runc)")
 
@@ -578,8 +692,11 @@ def main(argv: list[str] | None = None) -> int:
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, on_term)
+    signal.signal(signal.SIGHUP, on_term)
     env = C.environment(runc=a.runc_bin, zoned_cli=a.zoned)
     env["limits_at_start"] = limits_snapshot()
+    sysctls = scale.Sysctls()
+    limit_notes: list[dict] = []
     tok = os.urandom(2).hex()
     mounts = cgroup_mounts()
     bundle = None
@@ -587,11 +704,13 @@ def main(argv: list[str] | None = None) -> int:
     engines: list[Engine] = []
     t_start = time.monotonic()
     try:
+        limit_notes = [] if a.no_raise else scale.raise_limits(sysctls, a.count, a.network)
         if a.runc or a.zoned_rootfs:
             bundle = C.make_bundle(a.workload, readonly=True, zoned_cli=a.zoned,
                                    prefix="zoned-bench-density-bundle-")
         for e in engines_wanted:
-            eng = Zoned(a, tok, bundle) if e == "zoned" else Runc(a, tok, bundle)
+            eng = Runc(a, tok, bundle) if e == "runc" else Zoned(a, tok, bundle,
+                                                                 api=e == "zoned-api")
             engines.append(eng)
             try:
                 results.append(measure_engine(eng, a, mounts))
@@ -602,19 +721,25 @@ def main(argv: list[str] | None = None) -> int:
             eng.cleanup()
         if bundle is not None:
             shutil.rmtree(bundle, ignore_errors=True)
+        sysctls.restore()
     elapsed = time.monotonic() - t_start
     final_left = {
         "cgroup_dirs": C.cgroup_dirs_named(f"bench-d{tok}-"),
         "state_roots": [r for e in engines for r in [e.state_root()] if os.path.exists(r)],
+        "network": [n for e in engines if isinstance(e, Zoned) and e.net
+                    for n in [scale.network_leftovers(e.state_root())]
+                    if n["link_count"] or n["registry_fragments"]],
         "bundle_exists": bool(bundle and bundle.exists()),
     }
     final_left["ok"] = not any(final_left.values())
 
     header, rows = fmt_rows(results)
-    name = f"density-{a.count}" + ("-api" if a.api else "") + ("-rootfs" if a.zoned_rootfs else "")
+    name = f"density-{a.count}" + ("-api" if a.api else "") + ("-net" if a.network else "") \
+        + ("-rootfs" if a.zoned_rootfs else "")
     data = {"benchmark": "density", "environment": env,
             "parameters": vars(a),
             "results": results, "final_leftovers": final_left,
+            "limits": sysctls.log + limit_notes,
             "elapsed_s": round(elapsed, 1)}
     out = C.write_json(name, data, a.out)
     print(f"\ndensity: {a.count} x `{' '.join(a.workload)}` ({env['date']}, kernel "
@@ -627,6 +752,9 @@ def main(argv: list[str] | None = None) -> int:
                   f"{f['error']}")
         if r.get("start_failure_count", 0) > 5:
             print(f"[{r['engine']}] ... {r['start_failure_count']} failed starts in all")
+        if r.get("stopped_early"):
+            print(f"[{r['engine']}] stopped early at {r['stopped_early']['reached']}: "
+                  f"{r['stopped_early']['why']}")
         busy = r.get("activity_at_measurement", {}).get("other_count")
         if busy:
             print(f"[{r['engine']}] WARNING: {busy} other zoned/pytest processes were running "
@@ -636,6 +764,7 @@ def main(argv: list[str] | None = None) -> int:
     print("final leftovers: " + ("none" if final_left["ok"] else json.dumps(final_left)))
     print(f"JSON: {out}")
     ok = final_left["ok"] and all(r["leftovers"]["ok"] and not r.get("start_failure")
+                                  and not r.get("stopped_early")
                                   for r in results)
     return 0 if ok else 1
 

@@ -298,16 +298,28 @@ def test_render_guards():
                     {"drop": None}]
     assert g[1][1]["match"]["right"] == {"set": ["0.0.0.0", "10.9.0.2"]}
     assert g[2:] == [[ip("saddr", "==", "10.9.0.2"), {"accept": None}], [{"drop": None}]]
+    # a named map, so that a zone's guard is one element added (nft.add_guard_commands)
     vmap = rules(cmds, "bridge", "zoned", "prerouting")[0][0]["vmap"]
-    assert vmap["data"]["set"] == [["zva0", {"jump": {"target": "g-zva0"}}]]
+    assert vmap["data"] == "@guards"
+    assert guard_map(cmds, "bridge", "zoned") == [["zva0", {"jump": {"target": "g-zva0"}}]]
     # routed port zvb0: in `inet zoned-guard`, no ARP rule
     r = rules(cmds, "inet", "zoned-guard", "g-zvb0")
     assert len(r) == 3 and r[1] == [ip("saddr", "==", "10.8.0.5"), {"accept": None}]
     guard = rules(cmds, "inet", "zoned-guard", "guard")
     assert guard[0] == [{"match": {"op": "==", "left": {"meta": {"key": "iifname"}},
-                                   "right": {"set": ["zbr-vault", "zbr-web", "zvb0"]}}},
+                                   "right": "@zone_ifs"}},
                         ip("daddr", "==", prefix("127.0.0.0/8")), {"drop": None}]
-    assert guard[1][0]["vmap"]["data"]["set"] == [["zvb0", {"jump": {"target": "g-zvb0"}}]]
+    sets = [c["add"]["set"] for c in cmds if "set" in c.get("add", {})
+            and c["add"]["set"]["table"] == "zoned-guard"]
+    assert sets[0]["elem"] == ["zbr-vault", "zbr-web", "zvb0"]
+    assert guard[1][0]["vmap"]["data"] == "@guards"
+    assert guard_map(cmds, "inet", "zoned-guard") == [["zvb0", {"jump": {"target": "g-zvb0"}}]]
+
+
+def guard_map(cmds: list[dict], family: str, table: str) -> list:
+    return [c["add"]["map"] for c in cmds if "map" in c.get("add", {})
+            and c["add"]["map"]["family"] == family
+            and c["add"]["map"]["table"] == table][0].get("elem", [])
 
 
 def test_render_nothing_removes_every_table():

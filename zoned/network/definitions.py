@@ -307,6 +307,10 @@ def ensure(root: str, net: Network) -> None:
             with Netlink() as nl:
                 nl.ensure_bridge(net.bridge, net.gateway, net.prefixlen,
                                  bridge_alias(root, net.name), net.mtu)
+                if not bridge_ok:
+                    from zoned.network.spread import rejoin_trunks
+
+                    rejoin_trunks(nl, net.bridge)
         if not os.path.exists(nft.fragment_path(net.key)):
             nft.put(fragment_of(net))
             nft.apply()
@@ -335,9 +339,14 @@ def remove(root: str, name: str) -> None:
                 nft.apply()
             if net.get("bridge"):
                 from zoned.network.netlink import Netlink
+                from zoned.network.spread import remove_extras
 
                 with Netlink() as nl:
+                    remove_extras(nl, net["bridge"])
                     nl.delete_link(net["bridge"], bridge_alias(root, name))
+            from zoned.network.etcfiles import remove_shared_hosts
+
+            remove_shared_hosts(netdir(root), name)
             for p in (def_path(root, name), leases.path, leases.lock_path):
                 try:
                     os.unlink(p)

@@ -186,26 +186,44 @@ def _guards(frags: list[dict], routed: bool) -> list[tuple[str, dict]]:
     return out
 
 
-def _vmap(ifnames: list[str]) -> dict:
-    return {"vmap": {"key": {"meta": {"key": "iifname"}},
-                     "data": {"set": [[n, {"jump": {"target": f"g-{n}"}}] for n in ifnames]}}}
+GUARD_MAP = "guards"    # named verdict map iifname -> jump g-VETH, in both guard tables
+ZONE_IFS = "zone_ifs"   # named set of the zone devices of `inet zoned-guard`
+
+
+def _vmap() -> dict:
+    return {"vmap": {"key": {"meta": {"key": "iifname"}}, "data": "@" + GUARD_MAP}}
+
+
+def _jumps(ifnames: list[str]) -> list:
+    return [[n, {"jump": {"target": f"g-{n}"}}] for n in ifnames]
+
+
+def _guard_map(family: str, table: str, ifnames: list[str]) -> dict:
+    m = {"family": family, "table": table, "name": GUARD_MAP, "type": "ifname",
+         "map": "verdict"}
+    if ifnames:
+        m["elem"] = _jumps(ifnames)
+    return {"add": {"map": m}}
 
 
 def render_bridge(frags: list[dict]) -> list[dict]:
     """The commands that replace the `bridge zoned` table (anti-spoofing of bridge ports)."""
     t = {"family": "bridge", "name": TABLE}
     cmds: list[dict] = [{"add": {"table": t}}, {"delete": {"table": t}}]
-    guards = _guards(frags, routed=False)
-    if not guards:
+    if not frags:
         return cmds
+    guards = _guards(frags, routed=False)
+    # Made with any network, guards or not: a zone's guard is then one element added to
+    # the named map (add_guard_commands), not a rebuild of every zone's rules.
     cmds.append({"add": {"table": t}})
     cmds.append({"add": {"chain": {"family": "bridge", "table": TABLE, "name": "prerouting",
                                    "type": "filter", "hook": "prerouting", "prio": -300,
                                    "policy": "accept"}}})
     for ifname, g in guards:
         cmds += _guard_chain("bridge", ifname, g, arp=True)
+    cmds.append(_guard_map("bridge", TABLE, [n for n, _ in guards]))
     cmds.append({"add": {"rule": {"family": "bridge", "table": TABLE, "chain": "prerouting",
-                                  "expr": [_vmap([n for n, _ in guards])]}}})
+                                  "expr": [_vmap()]}}})
     return cmds
 
 
@@ -223,16 +241,63 @@ def render_guard(frags: list[dict]) -> list[dict]:
                                    "type": "filter", "hook": "prerouting", "prio": -300,
                                    "policy": "accept"}}})
     base = {"family": FAMILY, "table": GUARD_TABLE, "chain": "guard"}
+    cmds.append({"add": {"set": {"family": FAMILY, "table": GUARD_TABLE, "name": ZONE_IFS,
+                                 "type": "ifname", "elem": zone_ifs}}})
     cmds.append({"add": {"rule": dict(base, expr=[
         {"match": {"op": "==", "left": {"meta": {"key": "iifname"}},
-                   "right": {"set": zone_ifs}}},
+                   "right": "@" + ZONE_IFS}},
         _ip("daddr", "==", _prefix("127.0.0.0/8")), {"drop": None}])}})
     routed = _guards(frags, routed=True)
     for ifname, g in routed:
         cmds += _guard_chain(FAMILY, ifname, g, arp=False, table=GUARD_TABLE)
-    if routed:
-        cmds.append({"add": {"rule": dict(base, expr=[_vmap([n for n, _ in routed])])}})
+    cmds.append(_guard_map(FAMILY, GUARD_TABLE, [n for n, _ in routed]))
+    cmds.append({"add": {"rule": dict(base, expr=[_vmap()])}})
     return cmds
+
+
+def _where(routed: bool) -> tuple[str, str]:
+    return (FAMILY, GUARD_TABLE) if routed else ("bridge", TABLE)
+
+
+def add_guard_commands(glist: list[dict], routed: bool) -> list[dict]:
+    """The commands that add one zone's guards (its ports' chains and their map elements)
+    to tables `render` made: O(1) in the number of zones, where a rebuild is O(n)."""
+    family, table = _where(routed)
+    cmds: list[dict] = []
+    for g in glist:
+        cmds += _guard_chain(family, g["host_if"], g, arp=not routed, table=table)
+    names = [g["host_if"] for g in glist]
+    cmds.append({"add": {"element": {"family": family, "table": table, "name": GUARD_MAP,
+                                     "elem": _jumps(names)}}})
+    if routed:
+        cmds.append({"add": {"element": {"family": family, "table": table, "name": ZONE_IFS,
+                                         "elem": names}}})
+    return cmds
+
+
+def delete_guard_commands(glist: list[dict], routed: bool) -> list[dict]:
+    """The commands that take one zone's guards out again (add_guard_commands' undo)."""
+    family, table = _where(routed)
+    names = [g["host_if"] for g in glist]
+    cmds: list[dict] = [{"delete": {"element": {"family": family, "table": table,
+                                                "name": GUARD_MAP, "elem": _jumps(names)}}}]
+    if routed:
+        cmds.append({"delete": {"element": {"family": family, "table": table,
+                                            "name": ZONE_IFS, "elem": names}}})
+    for n in names:
+        chain = {"family": family, "table": table, "name": f"g-{n}"}
+        cmds += [{"flush": {"chain": chain}}, {"delete": {"chain": chain}}]
+    return cmds
+
+
+def apply_delta(cmds: list[dict], frags: list[dict]) -> None:
+    """Apply a few commands to the tables as they are (one transaction); if that fails
+    (tables made by an older zoned, or changed behind zoned's back), rebuild them from
+    `frags`, the registry as it is now (call with the lock held)."""
+    try:
+        _run(cmds)
+    except ZonedError:
+        apply(frags)
 
 
 def render(frags: list[dict]) -> list[dict]:

@@ -67,20 +67,29 @@ def _unregister(root: str, cid: str, links: list[Attachment], ports_key: str | N
     with nft.registry_lock():
         frags = nft.fragments()
         changed = []
+        delta: list[dict] | None = []
         for frag in frags:
             if frag["key"] not in keys or frag.get("root") != real:
                 continue
             hit = False
-            for part in ("ports", "guards"):
-                if cid in (frag.get(part) or {}):
-                    del frag[part][cid]
-                    hit = True
+            if cid in (frag.get("ports") or {}):
+                del frag["ports"][cid]
+                hit, delta = True, None  # its NAT rules go: rebuild
+            glist = (frag.get("guards") or {}).pop(cid, None)
+            if glist is not None:
+                hit = True
+                if delta is not None:
+                    delta += nft.delete_guard_commands(glist, frag.get("mode") == "routed")
             if "guards" in frag and not frag["guards"]:
                 del frag["guards"]  # the fragment as the network had it before
             if hit:
                 changed.append(frag)
         if changed:
-            nft.apply(frags)  # kernel first: killed before the puts, a retry or gc redoes both
+            # kernel first: killed before the puts, a retry or gc redoes both
+            if delta:
+                nft.apply_delta(delta, frags)  # guards only: O(1), not a rebuild
+            else:
+                nft.apply(frags)
             for frag in changed:
                 nft.put(frag)
 
