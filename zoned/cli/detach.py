@@ -55,6 +55,11 @@ def start_reaped(start: Callable[[], tuple[str, int] | Callable[[], None]]) -> i
     if said == OK:
         return 0
     _, status = os.waitpid(worker, 0)
+    if os.WIFSIGNALED(status):  # it could say nothing: say it here (gc undoes the rest)
+        sig = os.WTERMSIG(status)
+        print(f"zoned: the zone's start was ended by {signal.Signals(sig).name}; "
+              "`zoned gc` removes what it left", file=sys.stderr)
+        return 125
     from zoned.api import status_code
 
     return status_code(status) or 125
