@@ -13,7 +13,6 @@ one warning line.
 """
 from __future__ import annotations
 
-import os
 
 from zoned.rootless import MOUNT, NullCgroup, delegated_top
 
@@ -30,7 +29,7 @@ def rootless_cgroup(path: str):
 
 def delegated_cgroup_class():
     """V2Cgroup for a delegated subtree (imported only when one is used)."""
-    from zoned.cgroups.v2 import CgroupError, V2Cgroup
+    from zoned.cgroups.v2 import V2Cgroup
 
     class DelegatedCgroup(V2Cgroup):
         """A V2Cgroup that enables controllers only from the delegated top down (above it
@@ -42,18 +41,7 @@ def delegated_cgroup_class():
             self.base = base
 
         def create(self) -> None:
-            cur = self.root + self.base
-            for comp in self.path[len(self.base):].strip("/").split("/"):
-                self._delegate(cur, self.controllers)
-                cur = os.path.join(cur, comp)
-                try:
-                    os.mkdir(cur)
-                except FileExistsError:
-                    pass
-                except OSError as e:
-                    raise CgroupError(f"create: mkdir {cur} failed: "
-                                      f"{os.strerror(e.errno or 0)}", e.errno,
-                                      path=cur) from None
+            self.create_below(self.base)
 
         def _apply_devices(self, rules: list) -> None:
             pass

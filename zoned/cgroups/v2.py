@@ -45,8 +45,13 @@ class V2Cgroup(Cgroup):
     def create(self) -> None:
         """mkdir -p, enabling our controllers in each parent's cgroup.subtree_control on
         the way down (a child only gets the controllers its parent delegates)."""
-        cur = self.root
-        for comp in self.path.strip("/").split("/"):
+        self.create_below("")
+
+    def create_below(self, base: str) -> None:
+        """create(), from `base` (a cgroup that exists, e.g. a delegated subtree's top:
+        nothing above it is ours to write) down."""
+        cur = self.root + base
+        for comp in self.path[len(base):].strip("/").split("/"):
             if self.controllers:
                 self._delegate(cur, self.controllers)
             cur = os.path.join(cur, comp)
