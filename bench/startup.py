@@ -358,6 +358,10 @@ class Bench:
         }
         C.rmdir_quiet(self.zroot)
         C.rmdir_quiet(self.rroot)
+        from zoned.cgroups import remove_if_empty
+        from zoned.runtime.cgroup_paths import cgroup_parent
+
+        remove_if_empty(cgroup_parent(self.zroot))  # the root's own parent, /zoned-<hash>
         left["ok"] = not any(left.values())
         return left
 
