@@ -170,6 +170,15 @@ def _check(proc: subprocess.CompletedProcess, what: str) -> None:
         raise Failed(f"{what}: exit {proc.returncode}: {err[:500]}")
 
 
+def _timed(cmd: list[str], what: str) -> float:
+    """Seconds one run of cmd took (_sp); Failed if it did not exit 0."""
+    t = time.perf_counter()
+    p = _sp(cmd)
+    dt = time.perf_counter() - t
+    _check(p, what)
+    return dt
+
+
 _ERR = tempfile.TemporaryFile()  # stderr of every command: a file, never a pipe (see _sp)
 
 
@@ -214,11 +223,7 @@ class Bench:
     # -- one timed run per variant: returns seconds -------------------------------------------
     def zoned_cli(self) -> float:
         cmd = self.Z + ["run", "--rm", "--name", self.name("cli"), "--", "/bin/true"]
-        t = time.perf_counter()
-        p = _sp(cmd)
-        dt = time.perf_counter() - t
-        _check(p, "zoned run")
-        return dt
+        return _timed(cmd, "zoned run")
 
     def zoned_api(self) -> float:
         import zoned
@@ -233,28 +238,16 @@ class Bench:
 
     def runc_run(self) -> float:
         cmd = self.R + ["run", "--bundle", str(self.bundle), self.name("runc")]
-        t = time.perf_counter()
-        p = _sp(cmd)
-        dt = time.perf_counter() - t
-        _check(p, "runc run")
-        return dt
+        return _timed(cmd, "runc run")
 
     def zoned_run_bundle(self) -> float:
         cmd = self.Z + ["run", "--bundle", str(self.bundle), self.name("bundle")]
-        t = time.perf_counter()
-        p = _sp(cmd)
-        dt = time.perf_counter() - t
-        _check(p, "zoned run --bundle")
-        return dt
+        return _timed(cmd, "zoned run --bundle")
 
     def zoned_cli_rootfs(self) -> float:
         cmd = self.Z + ["run", "--rm", "--name", self.name("rootfs"), "--rootfs",
                         str(self.bundle / "rootfs"), "--", "/bin/true"]
-        t = time.perf_counter()
-        p = _sp(cmd)
-        dt = time.perf_counter() - t
-        _check(p, "zoned run --rootfs")
-        return dt
+        return _timed(cmd, "zoned run --rootfs")
 
     def _oci(self, base: list[str], tag: str) -> float:
         name = self.name(tag)
@@ -293,27 +286,15 @@ class Bench:
 
     def ref_python(self) -> float:
         cmd = [str(Path(self.a.zoned).parent / "python"), "-c", "pass"]
-        t = time.perf_counter()
-        p = _sp(cmd)
-        dt = time.perf_counter() - t
-        _check(p, "python -c pass")
-        return dt
+        return _timed(cmd, "python -c pass")
 
     def ref_zoned_version(self) -> float:
-        t = time.perf_counter()
-        p = _sp([self.a.zoned, "--version"])
-        dt = time.perf_counter() - t
-        _check(p, "zoned --version")
-        return dt
+        return _timed([self.a.zoned, "--version"], "zoned --version")
 
     def zoned_cli_before(self) -> float:
         cmd = [str(self.before.cli), "--root", self.zroot, "run", "--rm", "--name",
                self.name("clib"), "--", "/bin/true"]
-        t = time.perf_counter()
-        p = _sp(cmd)
-        dt = time.perf_counter() - t
-        _check(p, "zoned run (before)")
-        return dt
+        return _timed(cmd, "zoned run (before)")
 
     def zoned_api_before(self) -> float:
         return self.before.worker.run(self.zroot, self.name("apib"))
