@@ -63,6 +63,17 @@ def cli(zoned_root, busybox):
     return run
 
 
+def criu_or_skip() -> str:
+    """The criu zoned uses; skips the calling test module (at import) when there is none."""
+    from zoned.checkpoint.criu import find_criu
+    from zoned.errors import ZonedError
+
+    try:
+        return find_criu()
+    except ZonedError as e:
+        pytest.skip(f"no criu >= 4 (run `make criu`): {e}", allow_module_level=True)
+
+
 def host_snapshot(root: str) -> dict:
     """What a container could leave on the host: cgroup dirs, mounts, state dirs, data dirs
     (writable layers, logs: zoned.storage)."""

@@ -8,15 +8,9 @@ import time
 
 import pytest
 
-from conftest import host_snapshot
+from conftest import criu_or_skip, host_snapshot
 
-try:
-    from zoned.checkpoint.criu import find_criu
-    from zoned.errors import ZonedError
-
-    CRIU = find_criu()
-except ZonedError as e:
-    pytest.skip(f"no criu >= 4 (run `make criu`): {e}", allow_module_level=True)
+CRIU = criu_or_skip()
 
 # Every test twice: with the state root on disk, and on a tmpfs of its own, as /run is on
 # systemd hosts (the zone's /etc files are bound from it; CRIU must take them as external).

@@ -5,15 +5,9 @@ from __future__ import annotations
 import json
 import time
 
-import pytest
+from conftest import criu_or_skip
 
-from zoned.checkpoint.criu import find_criu
-from zoned.errors import ZonedError
-
-try:
-    find_criu()
-except ZonedError as e:
-    pytest.skip(f"no criu >= 4 (run `make criu`): {e}", allow_module_level=True)
+criu_or_skip()
 
 DEST = "/dätä dir"  # UTF-8 and a space: the kernel writes it as /d\xc3\xa4t\xc3\xa4\040dir
 

@@ -17,17 +17,12 @@ import time
 import pytest
 
 import twohost
+from conftest import criu_or_skip
 from twohost import B_IP, SSHD, ZONED, memtouch_volume, relocation_server
 
 two_hosts = twohost.two_hosts  # the fixture, under the name the tests ask for
 
-try:
-    from zoned.checkpoint.criu import find_criu
-    from zoned.errors import ZonedError
-
-    find_criu()
-except ZonedError as e:
-    pytest.skip(f"no criu >= 4 (run `make criu`): {e}", allow_module_level=True)
+criu_or_skip()
 
 pytestmark = pytest.mark.skipif(shutil.which("nft") is None,
                                 reason="nftables is not installed (make setup installs it)")

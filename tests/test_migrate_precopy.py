@@ -23,17 +23,12 @@ import time
 import pytest
 
 import twohost
+from conftest import criu_or_skip
 from twohost import B_IP, ZONED, memtouch_volume, relocation_server
 
 two_hosts = twohost.two_hosts  # the fixture, under the name the tests ask for
 
-try:
-    from zoned.checkpoint.criu import find_criu
-    from zoned.errors import ZonedError
-
-    find_criu()
-except ZonedError as e:
-    pytest.skip(f"no criu >= 4 (run `make criu`): {e}", allow_module_level=True)
+CRIU = criu_or_skip()
 
 pytestmark = pytest.mark.skipif(shutil.which("nft") is None,
                                 reason="nftables is not installed (make setup installs it)")
@@ -195,7 +190,7 @@ def test_criu_reuses_its_kernel_facts_and_the_host_sees_no_mount(two_hosts, key,
         with open(f"/proc/{pid}/mountinfo") as f:
             assert KDAT not in f.read()
     assert os.path.getsize(KDAT) == 0
-    r = subprocess.run([find_criu(), "check", "--feature", "uffd-noncoop"],
+    r = subprocess.run([CRIU, "check", "--feature", "uffd-noncoop"],
                        capture_output=True, text=True)
     assert r.returncode == 0, r.stderr  # a criu run without zoned's bind still works
 
