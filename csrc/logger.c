@@ -2,6 +2,7 @@
  * zoned-logger: writes a detached zone's output to its log, rotating it by size.
  *
  * Usage: zoned-logger DIR MAXBYTES    (stdin: the read end of the zone's stdout pipe)
+ *        zoned-logger DIR MAXBYTES ERRDIR  (fd 3: the read end of its stderr pipe)
  *        zoned-logger -p INIT STATEDIR DIR MAXBYTES
  *        zoned-logger -P INIT STATEDIR DIR MAXBYTES  (stdin: a pty master; fd 3: a socket)
  *
@@ -19,6 +20,13 @@
  * stdout (a pipe zoned reads) and exits, so the writer is nobody's zombie and
  * outlives the `zoned run -d` that started it. The writer is a session leader
  * with only fds 0-2 open (whatever zoned's caller leaked is closed).
+ *
+ * With ERRDIR (the API's containers, whose harness tells the streams apart) the
+ * zone's stderr is a second pipe, logged to ERRDIR/ctr.log by this same process.
+ * Whenever both pipes have data, stdout's is drained first: a zone that wrote a
+ * line to stdout before one to stderr has it in its log before the stderr one
+ * (two loggers, one per stream, raced, and a reader that had seen the stderr
+ * line could miss the stdout one).
  *
  * If DIR disappears (the zone was removed while output was still in the pipe)
  * it keeps reading and drops the data until EOF, so writers never block.
@@ -64,33 +72,39 @@
 #define OLD_TS_NAME "ctr.ts.1"
 #define BUF_SIZE 65536
 
-static int dirfd_ = -1, logfd = -1, tsfd = -1, stamped;
-static long long size, max_size, now_ns;
+/* One log: a directory with ctr.log (and ctr.ts), and how far it has got. */
+struct sink {
+	int dirfd, logfd, tsfd, stamped, broken;
+	long long size;
+};
 
-static int open_log(void)
+static struct sink out = { -1, -1, -1, 0, 0, 0 }, err = { -1, -1, -1, 0, 0, 0 };
+static long long max_size, now_ns;
+
+static int open_log(struct sink *s)
 {
 	struct stat st;
 
-	logfd = openat(dirfd_, LOG_NAME, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0640);
-	if (logfd < 0)
+	s->logfd = openat(s->dirfd, LOG_NAME, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0640);
+	if (s->logfd < 0)
 		return -1;
-	size = fstat(logfd, &st) == 0 ? st.st_size : 0;
-	tsfd = openat(dirfd_, TS_NAME, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0640);
-	stamped = 0;
+	s->size = fstat(s->logfd, &st) == 0 ? st.st_size : 0;
+	s->tsfd = openat(s->dirfd, TS_NAME, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0640);
+	s->stamped = 0;
 	return 0;
 }
 
-static int rotate(void)
+static int rotate(struct sink *s)
 {
-	if (logfd >= 0)
-		close(logfd);
-	if (tsfd >= 0)
-		close(tsfd);
-	logfd = tsfd = -1;
-	if (renameat(dirfd_, LOG_NAME, dirfd_, OLD_NAME) < 0 && errno != ENOENT)
+	if (s->logfd >= 0)
+		close(s->logfd);
+	if (s->tsfd >= 0)
+		close(s->tsfd);
+	s->logfd = s->tsfd = -1;
+	if (renameat(s->dirfd, LOG_NAME, s->dirfd, OLD_NAME) < 0 && errno != ENOENT)
 		return -1;
-	renameat(dirfd_, TS_NAME, dirfd_, OLD_TS_NAME);
-	return open_log();
+	renameat(s->dirfd, TS_NAME, s->dirfd, OLD_TS_NAME);
+	return open_log(s);
 }
 
 /* The times: ctr.ts beside ctr.log holds one record per read() from the pipe that went
@@ -98,25 +112,25 @@ static int rotate(void)
  * they were read (ns since the epoch). A line's time is that of the record its first
  * byte falls under (as conmon stamps lines when it reads them); `zoned logs --since/-t`
  * reads them (zoned.logtimes). Best effort: a full disk loses times, not output. */
-static void stamp(void)
+static void stamp(struct sink *s)
 {
 	unsigned char rec[16];
-	unsigned long long off = (unsigned long long)size, ns = (unsigned long long)now_ns;
+	unsigned long long off = (unsigned long long)s->size, ns = (unsigned long long)now_ns;
 
-	if (stamped || tsfd < 0)
+	if (s->stamped || s->tsfd < 0)
 		return;
 	for (int i = 0; i < 8; i++) {
 		rec[i] = (unsigned char)(off >> (8 * i));
 		rec[8 + i] = (unsigned char)(ns >> (8 * i));
 	}
-	if (write(tsfd, rec, sizeof(rec)) == (ssize_t)sizeof(rec))
-		stamped = 1;
+	if (write(s->tsfd, rec, sizeof(rec)) == (ssize_t)sizeof(rec))
+		s->stamped = 1;
 }
 
-static int write_all(const char *p, size_t n)
+static int write_all(struct sink *s, const char *p, size_t n)
 {
 	while (n > 0) {
-		ssize_t w = write(logfd, p, n);
+		ssize_t w = write(s->logfd, p, n);
 		if (w < 0) {
 			if (errno == EINTR)
 				continue;
@@ -124,35 +138,87 @@ static int write_all(const char *p, size_t n)
 		}
 		p += w;
 		n -= (size_t)w;
-		size += w;
+		s->size += w;
 	}
 	return 0;
 }
 
 /* Append n bytes, rotating first whenever they would not fit. */
-static int put(const char *p, size_t n)
+static int put(struct sink *s, const char *p, size_t n)
 {
 	while (n > 0) {
-		size_t room = size < max_size ? (size_t)(max_size - size) : 0;
+		size_t room = s->size < max_size ? (size_t)(max_size - s->size) : 0;
 		size_t take = n;
 
 		if (n > room) {
 			const char *nl = room ? memrchr(p, '\n', room) : NULL;
 			if (nl)
 				take = (size_t)(nl - p) + 1;	/* whole lines that fit */
-			else if (size == 0)
+			else if (s->size == 0)
 				take = room ? room : n;		/* one line longer than the limit */
 			else
 				take = 0;			/* nothing fits: a new file */
 		}
 		if (take)
-			stamp();
-		if (take && write_all(p, take) < 0)
+			stamp(s);
+		if (take && write_all(s, p, take) < 0)
 			return -1;
 		p += take;
 		n -= take;
-		if (n > 0 && rotate() < 0)
+		if (n > 0 && rotate(s) < 0)
 			return -1;
+	}
+	return 0;
+}
+
+/* n bytes just read: to the log, stamped now; a sink whose DIR is gone or full stops
+ * writing (the caller drains its pipe until EOF). */
+static void log_read(struct sink *s, const char *p, size_t n)
+{
+	struct timespec ts;
+
+	if (s->broken)
+		return;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	now_ns = (long long)ts.tv_sec * 1000000000LL + ts.tv_nsec;
+	s->stamped = 0;
+	if (put(s, p, n) < 0)
+		s->broken = 1;
+}
+
+/* ERRDIR: both pipes until both are at EOF; whatever stdout holds is logged before
+ * stderr's (see the top). The read ends are non-blocking, so draining stops at empty. */
+static int log_two(char *buf)
+{
+	int open_fds = 2, fds[2] = { 0, 3 };
+	struct sink *sinks[2] = { &out, &err };
+
+	fcntl(0, F_SETFL, fcntl(0, F_GETFL) | O_NONBLOCK);
+	fcntl(3, F_SETFL, fcntl(3, F_GETFL) | O_NONBLOCK);
+	while (open_fds > 0) {
+		struct pollfd p[2] = { { fds[0], POLLIN, 0 }, { fds[1], POLLIN, 0 } };
+
+		if (poll(p, 2, -1) < 0)
+			continue;
+		for (int i = 0; i < 2; i++) {
+			/* bounded, so a zone flooding stdout cannot starve its stderr */
+			for (int round = 0; fds[i] >= 0 && round < 64; round++) {
+				ssize_t n = read(fds[i], buf, BUF_SIZE);
+
+				if (n > 0) {
+					log_read(sinks[i], buf, (size_t)n);
+					continue;
+				}
+				if (n < 0 && errno == EINTR)
+					continue;
+				if (n == 0 || errno != EAGAIN) {	/* EOF: no writer left */
+					close(fds[i]);
+					fds[i] = -1;
+					open_fds--;
+				}
+				break;
+			}
+		}
 	}
 	return 0;
 }
@@ -248,7 +314,7 @@ static void reap(void)
 int main(int argc, char **argv)
 {
 	static char buf[BUF_SIZE];
-	int broken = 0, sigfd = -1, eof = 0;
+	int sigfd = -1, eof = 0, two = 0;
 	const char *statedir = NULL;
 	pid_t pid;
 
@@ -260,14 +326,20 @@ int main(int argc, char **argv)
 		argv += 3;
 		argc -= 3;
 	}
-	if (argc != 3) {
-		fprintf(stderr, "usage: zoned-logger [-p INIT STATEDIR] DIR MAXBYTES\n");
+	if (argc == 4 && !statedir)
+		two = 1;	/* DIR MAXBYTES ERRDIR, fd 3 the stderr pipe */
+	else if (argc != 3) {
+		fprintf(stderr, "usage: zoned-logger [-p INIT STATEDIR] DIR MAXBYTES [ERRDIR]\n");
 		return 2;
 	}
 	/* fds leaked by zoned's caller must not be held open here */
-	if (syscall(SYS_close_range, listenfd == 3 ? 5U : 3U, ~0U, 0U) < 0)
-		for (int fd = listenfd == 3 ? 5 : 3; fd < 1024; fd++)
-			close(fd);
+	{
+		int keep = listenfd == 3 ? 5 : two ? 4 : 3;
+
+		if (syscall(SYS_close_range, (unsigned)keep, ~0U, 0U) < 0)
+			for (int fd = keep; fd < 1024; fd++)
+				close(fd);
+	}
 	if (listenfd == 3) {
 		struct stat cst;
 
@@ -288,10 +360,15 @@ int main(int argc, char **argv)
 	max_size = atoll(argv[2]);
 	if (max_size < 1)
 		max_size = 1;
-	dirfd_ = open(argv[1], O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	if (dirfd_ < 0 || open_log() < 0) {
-		fprintf(stderr, "zoned-logger: %s: %s\n", argv[1], strerror(errno));
-		return 1;
+	for (int i = 0; i < 1 + two; i++) {
+		struct sink *s = i ? &err : &out;
+		const char *dir = i ? argv[3] : argv[1];
+
+		s->dirfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+		if (s->dirfd < 0 || open_log(s) < 0) {
+			fprintf(stderr, "zoned-logger: %s: %s\n", dir, strerror(errno));
+			return 1;
+		}
 	}
 	if (init_pid <= 0) {
 		pid = fork();
@@ -325,6 +402,8 @@ int main(int argc, char **argv)
 				close(null);
 		}
 	}
+	if (two)
+		return log_two(buf);
 	for (;;) {
 		ssize_t n;
 
@@ -377,14 +456,6 @@ int main(int argc, char **argv)
 			return 1;
 		}
 		to_client(buf, (size_t)n);
-		if (!broken) {
-			struct timespec ts;
-
-			clock_gettime(CLOCK_REALTIME, &ts);
-			now_ns = (long long)ts.tv_sec * 1000000000LL + ts.tv_nsec;
-			stamped = 0;
-			if (put(buf, (size_t)n) < 0)
-				broken = 1;
-		}	/* DIR is gone or full: drain until EOF */
+		log_read(&out, buf, (size_t)n);	/* DIR gone or full: drained until EOF */
 	}
 }

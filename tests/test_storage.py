@@ -285,3 +285,46 @@ def test_checkpoint_and_restore_a_networked_zone_with_the_state_root_on_tmpfs(cl
     assert nums == list(range(1, len(nums) + 1)) and nums[-1] > at_dump
     assert cli("rm", "-f", "web").returncode == 0
     assert _leftovers(cli) == before
+
+
+def test_one_logger_keeps_stdout_before_stderr(tmp_path):
+    """The API's split logs (logs("stdout"), logs("stderr")): one zoned-logger reads both
+    pipes and drains stdout first, so once a stderr line is in its log, every stdout line
+    written before it is in the other. (With a logger per stream, test_api's
+    test_container_logs saw "oops" but not the "hello" written before it.) It also exits
+    only when both pipes are closed, and the zone's stdio is all it holds open."""
+    from zoned import logs
+
+    out_dir, err_dir = tmp_path / "out", tmp_path / "err"
+    out_dir.mkdir()
+    err_dir.mkdir()
+    lg = logs.spawn(str(out_dir), str(err_dir))
+    try:
+        fds = {int(fd): os.readlink(f"/proc/{lg.pid}/fd/{fd}")
+               for fd in os.listdir(f"/proc/{lg.pid}/fd")}
+        assert sorted(fd for fd, what in fds.items() if what.startswith("pipe:")) == [0, 3]
+        assert {fds[0], fds[3]} == {f"pipe:[{os.fstat(fd).st_ino}]"
+                                    for fd in (lg.write_fd, lg.err_write_fd)}
+        assert all(what.startswith(str(tmp_path)) for fd, what in fds.items() if fd > 3)
+        for i in range(300):
+            os.write(lg.write_fd, f"o{i}\n".encode())
+            os.write(lg.err_write_fd, f"e{i}\n".encode())
+            line = f"e{i}\n"
+            _wait_for(lambda line=line: (err_dir / "ctr.log").read_text().endswith(line),
+                      interval=0.0005)
+            assert (out_dir / "ctr.log").read_text().endswith(f"o{i}\n"), i
+        os.close(lg.write_fd)
+        lg.write_fd = -1
+        time.sleep(0.1)
+        assert logs.logger_alive(lg.describe())  # stderr's writer is still there
+        os.write(lg.err_write_fd, b"last\n")
+        os.close(lg.err_write_fd)
+        lg.err_write_fd = -1
+        logs.wait_logger(lg.describe(), timeout=5)
+        assert not logs.logger_alive(lg.describe())
+        assert (err_dir / "ctr.log").read_text().endswith("e299\nlast\n")
+        assert (out_dir / "ctr.log").read_text().count("\n") == 300
+    finally:
+        for fd in (lg.write_fd, lg.err_write_fd):
+            if fd >= 0:
+                os.close(fd)

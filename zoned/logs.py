@@ -31,12 +31,15 @@ def size_max() -> int:
 
 class Logger:
     """A running zoned-logger: its pid (and start time), and the pipe's write end that
-    becomes the zone's stdout and stderr (the caller closes it once the zone has it)."""
+    becomes the zone's stdout and stderr (the caller closes it once the zone has it);
+    err_write_fd: the stderr pipe's, when stderr has a log of its own (else -1)."""
 
-    __slots__ = ("pid", "start", "write_fd", "pipe_ino")
+    __slots__ = ("pid", "start", "write_fd", "pipe_ino", "err_write_fd")
 
-    def __init__(self, pid: int, start: int | None, write_fd: int, pipe_ino: int):
+    def __init__(self, pid: int, start: int | None, write_fd: int, pipe_ino: int,
+                 err_write_fd: int = -1):
         self.pid, self.start, self.write_fd, self.pipe_ino = pid, start, write_fd, pipe_ino
+        self.err_write_fd = err_write_fd
 
     def describe(self) -> dict:
         """What state.json records: who to wait for, and which pipe is the log's
@@ -101,26 +104,31 @@ def _spawn_deferred(directory: str) -> Logger:
     return Logger(me, proc_start_time(me), w, os.fstat(w).st_ino)
 
 
-def spawn(directory: str) -> Logger:
+def spawn(directory: str, err_directory: str | None = None) -> Logger:
     """Start zoned-logger writing DIRECTORY/ctr.log; it runs until the pipe's last writer
-    closes it. It stays in the cgroup of the calling zoned, not the zone's."""
+    closes it. It stays in the cgroup of the calling zoned, not the zone's.
+    err_directory: stderr gets a pipe of its own, logged to ERR_DIRECTORY/ctr.log by the
+    same process, which logs a line written to stdout before one written to stderr first
+    (Logger.err_write_fd)."""
     from zoned.linux.proc import proc_start_time
 
     if not os.access(LOGGER, os.X_OK):
         raise ZonedError(f"{LOGGER} is missing (run `make setup`)")
-    if Deferred.armed:
+    if Deferred.armed and err_directory is None:
         return _spawn_deferred(directory)
     limit = size_max()
     r, w = os.pipe2(os.O_CLOEXEC)
+    er, ew = os.pipe2(os.O_CLOEXEC) if err_directory else (-1, -1)
     pid_r, pid_w = os.pipe2(os.O_CLOEXEC)
+    argv = [LOGGER, directory, str(limit)]
+    actions = [(os.POSIX_SPAWN_DUP2, r, 0), (os.POSIX_SPAWN_DUP2, pid_w, 1)]
+    if err_directory:
+        argv.append(err_directory)
+        actions.append((os.POSIX_SPAWN_DUP2, er, 3))
     try:
-        spawner = os.posix_spawn(LOGGER, [LOGGER, directory, str(limit)], {},
-                                 file_actions=[(os.POSIX_SPAWN_DUP2, r, 0),
-                                               (os.POSIX_SPAWN_DUP2, pid_w, 1)])
+        spawner = os.posix_spawn(LOGGER, argv, {}, file_actions=actions)
         os.close(pid_w)
         pid_w = -1
-        os.close(r)
-        r = -1
         from zoned.linux.files import read_to_eof
 
         out = read_to_eof(pid_r, 64)
@@ -128,12 +136,14 @@ def spawn(directory: str) -> Logger:
         if status != 0 or not out.strip().isdigit():
             raise ZonedError(f"zoned-logger did not start for {directory}")
         pid = int(out)
-        return Logger(pid, proc_start_time(pid), w, os.fstat(w).st_ino)
+        return Logger(pid, proc_start_time(pid), w, os.fstat(w).st_ino, ew)
     except BaseException:
-        os.close(w)
+        for fd in (w, ew):
+            if fd >= 0:
+                os.close(fd)
         raise
     finally:
-        for fd in (r, pid_r, pid_w):
+        for fd in (r, er, pid_r, pid_w):
             if fd >= 0:
                 os.close(fd)
 

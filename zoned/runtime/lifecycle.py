@@ -106,8 +106,9 @@ class Runtime:
         On any failure everything created so far is removed and the error re-raised.
         data_dir: a data dir the caller owns (a defined zone's, zoned.zones): its upper/
         and log are used as they are and outlive the container (kept_data in state.json).
-        split_stderr (with log): stderr goes to a second logger, DATA/stderr/ctr.log
-        (state: log_stderr), so a harness can tell the streams apart.
+        split_stderr (with log): stderr goes to a second pipe of the same logger, logged
+        to DATA/stderr/ctr.log (state: log_stderr), so a harness can tell the streams
+        apart; a line written to stdout before one to stderr is logged first.
         """
         specmod.check_id(cid)
         specmod.validate(cfg)  # every config check, before anything is created
@@ -138,17 +139,18 @@ class Runtime:
             if log:  # a detached container's output goes to zoned-logger (zoned.logs)
                 from zoned import logs
 
-                logger = logs.spawn(data)
+                err_dir = os.path.join(data, "stderr") if split_stderr else None
+                if err_dir:  # the same logger, a second pipe; the dir goes with data
+                    os.makedirs(err_dir, 0o700, exist_ok=True)
+                    err_log = os.path.join(err_dir, logs.LOG_NAME)
+                logger = logs.spawn(data, err_dir)
                 log_path = os.path.join(data, logs.LOG_NAME)
                 null = os.open("/dev/null", os.O_RDONLY | os.O_CLOEXEC)
                 log_fds = [logger.write_fd, null]
                 stdio = (null, logger.write_fd, logger.write_fd)
-                if split_stderr:  # exits with the zone's pipe; its dir goes with data
-                    os.makedirs(os.path.join(data, "stderr"), 0o700, exist_ok=True)
-                    err_logger = logs.spawn(os.path.join(data, "stderr"))
-                    log_fds.append(err_logger.write_fd)
-                    err_log = os.path.join(data, "stderr", logs.LOG_NAME)
-                    stdio = (null, logger.write_fd, err_logger.write_fd)
+                if err_dir:
+                    log_fds.append(logger.err_write_fd)
+                    stdio = (null, logger.write_fd, logger.err_write_fd)
             if lower:
                 rootfs = os.path.join(d, "rootfs")  # a mount point: runtime state
                 upper, work = os.path.join(data, "upper"), os.path.join(data, "work")
