@@ -17,8 +17,10 @@ CRIU = criu_or_skip()
 pytestmark = pytest.mark.parametrize("zoned_state_fs", ["disk", "tmpfs"])
 
 # Counts in memory; each value goes to the volume (/data), to the container's own rootfs
-# (/n, the overlay's upper layer) and to stdout (ctr.log).
-LOOP = ("i=0; while :; do i=$((i+1)); echo $i >> /data/seq; echo $i > /n; echo tick $i; "
+# (/n, the overlay's upper layer: replaced by a rename, so no reader, and no dump, finds
+# it truncated and not yet written) and to stdout (ctr.log).
+LOOP = ("i=0; while :; do i=$((i+1)); echo $i >> /data/seq; echo $i > /n.new; mv /n.new /n; "
+        "echo tick $i; "
         "sleep 0.05; done")
 
 
@@ -86,8 +88,7 @@ def test_leave_running_and_restore_under_a_new_name(cli, tmp_path):
         "echo kept > /marker; " + LOOP, check=True)
     _wait_for(lambda: len(_seq(vol)) >= 5)
     cli("checkpoint", "--leave-running", "orig", "--dir", str(images), check=True)
-    # (the loop rewrites /n: the dump may have frozen it between truncate and write)
-    at_dump = int((images / "upper" / "n").read_text() or 0)
+    at_dump = int((images / "upper" / "n").read_text())
     assert _ps(cli) == {"orig": "running"}
     time.sleep(0.3)
     assert int(cli("exec", "orig", "--", "cat", "/n", check=True).stdout) > at_dump
@@ -96,9 +97,8 @@ def test_leave_running_and_restore_under_a_new_name(cli, tmp_path):
     assert _ps(cli) == {"orig": "running", "copy": "running"}
     assert cli("exec", "copy", "--", "cat", "/marker", check=True).stdout == "kept\n"
 
-    def count() -> int:  # the loop rewrites /n: a read may find it empty
-        out = cli("exec", "copy", "--", "cat", "/n").stdout.strip()
-        return int(out) if out.isdigit() else 0
+    def count() -> int:
+        return int(cli("exec", "copy", "--", "cat", "/n", check=True).stdout)
 
     n = _wait_for(lambda: (v := count()) > at_dump and v)
     assert n > at_dump
