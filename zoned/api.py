@@ -272,15 +272,21 @@ def run(args: list[str] | str, *, image: str | None = None, capture: bool = True
         from zoned.errors import ConfigError
 
         raise ConfigError(f"invalid backend {backend!r}: zone or vm")
-    cfg = build_config(opts, images)
-    backend = ZoneBackend(root)
-    stdio, stdin_w, reads, close = _pipes(capture, input)
+    from zoned.cgroups import prime
+
+    prime.prime()  # the init's cgroup move: its grace period overlaps what comes first
     try:
-        started = backend.create(cid, cfg, stdio=stdio, keep_pdeathsig=True, autoremove=True,
-                                 network=backend.attach_network(cid, opts))
+        cfg = build_config(opts, images)
+        backend = ZoneBackend(root)
+        stdio, stdin_w, reads, close = _pipes(capture, input)
+        try:
+            started = backend.create(cid, cfg, stdio=stdio, keep_pdeathsig=True,
+                                     autoremove=True, network=backend.attach_network(cid, opts))
+        finally:
+            for fd in close:
+                os.close(fd)
     finally:
-        for fd in close:
-            os.close(fd)
+        prime.wait()  # (create joined it; not if it failed before the move)
     try:
         backend.start(cid, started)
         code, timed_out = _pump(started.pid, reads, stdin_w, input, timeout,
@@ -356,16 +362,21 @@ class Container:
             from zoned.backends.vm import VmBackend, check_options
 
             check_options(self.opts)
-        cfg = build_config(self.opts, self.images)
-        network = self.backend.attach_network(self.name, self.opts)
-        if self.vm:
             started = VmBackend(self.runtime).create(
-                self.name, cfg, image=self.opts.image, log=True, network=network,
+                self.name, build_config(self.opts, self.images), image=self.opts.image,
+                log=True, network=self.backend.attach_network(self.name, self.opts),
                 accel=self.accel, wait=True)
             self.pid = started.pid
             return self
-        started = self.backend.create(self.name, cfg, log=True, network=network,
-                                      split_stderr=True)
+        from zoned.cgroups import prime
+
+        prime.prime()  # as in run()
+        try:
+            started = self.backend.create(
+                self.name, build_config(self.opts, self.images), log=True,
+                network=self.backend.attach_network(self.name, self.opts), split_stderr=True)
+        finally:
+            prime.wait()
         self.backend.start(self.name, started)
         self.pid = started.pid
         return self

@@ -14,8 +14,9 @@ wait() stops and joins the thread, once the init is in its cgroup. (The kernel h
 cgroup_mutex through that wait: making the container's cgroup waits for it too, so the
 runtime makes it after the fork.) The init may be forked while the thread runs: it is then
 blocked in a write or a lock wait, holding no lock the child needs, and the child forgets
-it (register_at_fork). Only `zoned run` and `zoned create` prime: no thread is started in
-the programs that use the Python API. Best effort: any error (no cgroupfs, read-only, not
+it (register_at_fork). `zoned run`, `zoned create` and the API's run() and
+Container.start() prime (there the thread lives some 20 ms, during the start, and does
+nothing but those writes: a fork of the user's meanwhile forgets it). Best effort: any error (no cgroupfs, read-only, not
 ours to write) just leaves the real move to pay as before.
 
 Where the write goes: our own cgroup, from /proc/self/cgroup, in a hierarchy whose mount
@@ -104,7 +105,7 @@ def _primer(stop, done) -> None:
 
 def prime() -> None:
     """Start the primer, unless one runs: for a command that will move a container's
-    init some 10-30 ms from now (`zoned run`, `zoned create`)."""
+    init some 10-30 ms from now (`zoned run`, `zoned create`, zoned.api)."""
     if os.geteuid() != 0:
         return  # rootless: our cgroup is seldom ours to write, and zoned makes none
     if _state["thread"] is not None or _state["path"] == "":
