@@ -7,8 +7,11 @@ run by a real `python -m pytest` (one process, no xdist):
 
   empty            N tests that run nothing: pytest's own cost, subtracted from the rest
   subprocess       subprocess.run(["echo", "hi"]) on the host: no isolation, the floor
-  zoned            the zoned_run fixture (a fresh zone per call, in the test's own state
-                   root: namespaces, overlay on busybox, seccomp, cgroups), as root
+  zoned            the zoned_run fixture (a fresh zone per call: namespaces, overlay on
+                   busybox, seccomp, cgroups), as root: zones made ahead by the session's
+                   zoned_pool (zoned.Pool) while pytest works
+  zoned-nopool     the same with --zoned-pool-size 0: each call makes its zone itself, in
+                   the test's own state root
   zoned-zone       the zone fixture: a detached zone per test and one exec in it, as root
   zoned-rootless   the zoned_run fixture as an ordinary user (a user namespace through
                    newuidmap, no cgroups on this host); the user is made with useradd and
@@ -42,6 +45,7 @@ BODIES = {
     "subprocess": "    r = subprocess.run(['echo', 'hi'], capture_output=True)\n"
                   "    assert r.stdout == b'hi\\n'\n",
     "zoned": "    assert zoned_run(['echo', 'hi']).stdout == b'hi\\n'\n",
+    "zoned-nopool": "    assert zoned_run(['echo', 'hi']).stdout == b'hi\\n'\n",
     "zoned-zone": "    c = zone(['sleep', '60'])\n"
                   "    assert c.exec(['echo', 'hi']).stdout == 'hi\\n'\n",
     "zoned-rootless": "    assert zoned_run(['echo', 'hi']).stdout == b'hi\\n'\n",
@@ -50,7 +54,9 @@ BODIES = {
               "BUSYBOX, 'echo', 'hi'], capture_output=True)\n"
               "    assert r.stdout == b'hi\\n', r.stderr\n",
 }
-FIXTURE = {"zoned": "zoned_run", "zoned-rootless": "zoned_run", "zoned-zone": "zone"}
+FIXTURE = {"zoned": "zoned_run", "zoned-nopool": "zoned_run", "zoned-rootless": "zoned_run",
+           "zoned-zone": "zone"}
+EXTRA_ARGS = {"zoned-nopool": ["--zoned-pool-size", "0"]}
 
 
 def suite(way: str, n: int, podman_root: str) -> str:
@@ -66,7 +72,7 @@ def suite(way: str, n: int, podman_root: str) -> str:
 
 def run_suite(path: str, way: str, user: pwd.struct_passwd | None) -> float:
     argv = [PY, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-c", os.devnull,
-            "--rootdir", os.path.dirname(path), path]
+            "--rootdir", os.path.dirname(path), *EXTRA_ARGS.get(way, []), path]
     env = dict(os.environ)
     if user is not None:
         argv = ["setpriv", f"--reuid={user.pw_uid}", f"--regid={user.pw_gid}",

@@ -1,10 +1,11 @@
 """zoned: OS-level containers (zones) on Linux.
 
-`zoned.run(...)` and `zoned.Container(...)` are the Python API (zoned.api); names load
+`zoned.run(...)`, `zoned.Container(...)` and `zoned.Pool(...)` are the Python API
+(zoned.api, zoned.pool); names load
 lazily so `import zoned` costs nothing for the CLI.
 """
 __version__ = "0.1.0"
-__all__ = ["run", "Container", "Result", "Runtime", "RunOptions", "ZonedError",
+__all__ = ["run", "Container", "Pool", "Result", "Runtime", "RunOptions", "ZonedError",
            "TimeoutExpired", "CalledProcessError"]
 
 
@@ -13,6 +14,10 @@ def __getattr__(name: str):
         from zoned import api
 
         return getattr(api, name)
+    if name == "Pool":
+        from zoned.pool import Pool
+
+        return Pool
     if name == "Runtime":
         from zoned.runtime.lifecycle import Runtime
 

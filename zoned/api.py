@@ -124,7 +124,7 @@ def build_config(opts: RunOptions, images_root: str | None = None) -> dict:
 GRACE = 2.0  # after a timeout's kill: how long to drain output still buffered in pipes
 
 
-def _pump(pid: int, fds: dict[int, list[bytes]], stdin_fd: int | None,
+def pump(pid: int, fds: dict[int, list[bytes]], stdin_fd: int | None,
           data: bytes | None, timeout: float | None = None,
           kill=None) -> tuple[int, bool]:
     """Feed `data` to stdin and collect output until EOF, then reap `pid`.
@@ -210,14 +210,14 @@ def _pipes(capture: bool, input: bytes | None):
     return (stdin_r, 1, 2), stdin_w, {}, [stdin_r]
 
 
-def _finish(args, code, reads, text, name) -> Result:
+def finish(args, code, reads, text, name) -> Result:
     outs = [b"".join(v) for v in reads.values()] if reads else [None, None]
     if text and reads:
         outs = [o.decode(errors="replace") for o in outs]
     return Result(list(args), code, outs[0], outs[1], name)
 
 
-def _timed_out(result: Result, timeout: float):
+def timed_out_error(result: Result, timeout: float):
     from zoned.api_errors import TimeoutExpired
 
     return TimeoutExpired(result.args, timeout, result.stdout, result.stderr, result.name)
@@ -289,13 +289,13 @@ def run(args: list[str] | str, *, image: str | None = None, capture: bool = True
         prime.wait()  # (create joined it; not if it failed before the move)
     try:
         backend.start(cid, started)
-        code, timed_out = _pump(started.pid, reads, stdin_w, input, timeout,
+        code, timed_out = pump(started.pid, reads, stdin_w, input, timeout,
                                 _kill_pid(started.pid))  # PID 1: its namespace dies too
     finally:
         backend.delete(cid, force=True)
-    result = _finish(args, code, reads, text, cid)
+    result = finish(args, code, reads, text, cid)
     if timed_out:
-        raise _timed_out(result, timeout)
+        raise timed_out_error(result, timeout)
     if check:
         result.check_returncode()
     return result
@@ -320,13 +320,13 @@ def _run_vm(args: list[str], cid: str, opts: RunOptions, root: str | None,
         for fd in close:
             os.close(fd)
     try:
-        _pump(started.pid, reads, stdin_w, input)  # QEMU's status: not the guest's
+        pump(started.pid, reads, stdin_w, input)  # QEMU's status: not the guest's
         code = exit_status(started.vmdir)
         if code is None:
             raise ZonedError(boot_error(started.vmdir))
     finally:
         rt.delete(cid, force=True)
-    return _finish(args, code, reads, text, cid)
+    return finish(args, code, reads, text, cid)
 
 
 class Container:
@@ -425,11 +425,11 @@ class Container:
             for fd in close:
                 os.close(fd)
         started.release()
-        code, timed_out = _pump(started.pid, reads, stdin_w, input, timeout,
+        code, timed_out = pump(started.pid, reads, stdin_w, input, timeout,
                                 _kill_pid(started.pid))
-        result = _finish(args, code, reads, text, self.name)
+        result = finish(args, code, reads, text, self.name)
         if timed_out:
-            raise _timed_out(result, timeout)
+            raise timed_out_error(result, timeout)
         if check:
             result.check_returncode()
         return result
@@ -454,7 +454,7 @@ class Container:
                 out.seek(0)
                 err.seek(0)
                 reads = {1: [out.read()], 2: [err.read()]}
-        return _finish(args, code, reads, text, self.name)
+        return finish(args, code, reads, text, self.name)
 
     def kill(self, sig: int = signal.SIGKILL) -> None:
         """Send `sig` to the zone's PID 1. The default is SIGKILL (docker kill's): PID 1

@@ -16,6 +16,9 @@ the default network is "none" (only lo), so no addresses are shared either. Its 
 removed with the test's last zone. As an ordinary user the root lives under
 $XDG_RUNTIME_DIR (zoned.rootless).
 
+`zoned_run` calls with the default options run in zones made ahead by the session's
+`zoned_pool` (a zoned.Pool: fresh zones, set up on another CPU while pytest works).
+
 `@pytest.mark.zone(**options)` gives defaults for every `zone(...)` and `zoned_run(...)`
 call in the test (any zoned.run option: image=, memory=, network=, timeout=, ...). When a
 test fails, each zone's stdout and stderr are attached to its report ("zoned NAME stdout").
@@ -37,6 +40,10 @@ def pytest_addoption(parser) -> None:
     group.addoption("--zoned-image", default=None,
                     help="the image the zoned_image fixture gives (default: busybox)")
     parser.addini("zoned_image", "the image the zoned_image fixture gives", default="busybox")
+    group.addoption("--zoned-pool-size", type=int, default=None,
+                    help="zones zoned_pool makes ahead (default 2; 0: no pool, every "
+                    "zoned_run call makes its zone itself)")
+    parser.addini("zoned_pool_size", "zones zoned_pool makes ahead (0: none)", default="2")
 
 
 def pytest_configure(config) -> None:
@@ -109,21 +116,22 @@ def _state_base() -> str:
     return "/run" if os.access("/run", os.W_OK) else tempfile.gettempdir()
 
 
-@pytest.fixture
-def zoned_root(monkeypatch, zoned_state_fs):
-    """A private state root for this test (removed with everything in it afterwards)."""
+def _make_root(fs: str = "disk") -> tuple[str, str]:
+    """A new private state root (a tmpfs of its own with fs="tmpfs") and the cgroup
+    parent that goes with it."""
     base = _state_base()
     os.makedirs(base, 0o700, exist_ok=True)
     path = tempfile.mkdtemp(prefix="zoned-test-", dir=base)
-    if zoned_state_fs == "tmpfs":
+    if fs == "tmpfs":
         import subprocess
 
         subprocess.run(["mount", "-t", "tmpfs", "-o", "mode=0711", "zoned-test", path],
                        check=True)
-    # its own cgroup parent too, so tests (and anything else on the host) never meet
-    parent = "/zoned/" + os.path.basename(path)
-    monkeypatch.setenv("ZONED_CGROUP_PARENT", parent)
-    yield path
+    return path, "/zoned/" + os.path.basename(path)
+
+
+def _remove_root(path: str, fs: str, parent: str) -> None:
+    """Remove a state root with everything in it: its zones, networks, data, cgroups."""
     from zoned.gc import collect
     from zoned.runtime.lifecycle import Runtime
 
@@ -142,7 +150,7 @@ def zoned_root(monkeypatch, zoned_state_fs):
             except Exception:  # noqa: BLE001
                 pass
     list(collect(rt))  # (also the data dirs of zones that are gone: zoned.storage)
-    if zoned_state_fs == "tmpfs":
+    if fs == "tmpfs":
         import subprocess
 
         if subprocess.run(["umount", path], capture_output=True).returncode != 0:
@@ -155,6 +163,58 @@ def zoned_root(monkeypatch, zoned_state_fs):
         from zoned.cgroups import remove_if_empty
 
         remove_if_empty(parent)
+
+
+@pytest.fixture
+def zoned_root(monkeypatch, zoned_state_fs):
+    """A private state root for this test (removed with everything in it afterwards)."""
+    path, parent = _make_root(zoned_state_fs)
+    # its own cgroup parent too, so tests (and anything else on the host) never meet
+    monkeypatch.setenv("ZONED_CGROUP_PARENT", parent)
+    yield path
+    _remove_root(path, zoned_state_fs, parent)
+
+
+class _LazyPool:
+    """The session's zoned.Pool, made at its first use (a session that never calls
+    zoned_run makes none)."""
+
+    def __init__(self, image: str, size: int):
+        self.image, self.size = image, size
+        self.pool = None
+        self.root: tuple[str, str] | None = None
+
+    def get(self):
+        if self.pool is None:
+            from zoned.pool import Pool
+
+            self.root = _make_root()
+            self.pool = Pool(size=self.size, root=self.root[0], image=self.image,
+                             cgroup_parent=self.root[1])
+        return self.pool
+
+    def close(self) -> None:
+        if self.pool is not None:
+            self.pool.close()
+            _remove_root(self.root[0], "disk", self.root[1])
+            self.pool = None
+
+
+@pytest.fixture(scope="session")
+def zoned_pool(pytestconfig, zoned_image):
+    """This session's (this xdist worker's) zoned.Pool of zones with the default options,
+    made ahead in a state root of its own: zoned_run runs a test's plain calls in it
+    (see zoned_run). None as an ordinary user (a Pool is root only), or with
+    --zoned-pool-size 0."""
+    size = pytestconfig.getoption("zoned_pool_size")
+    if size is None:
+        size = int(pytestconfig.getini("zoned_pool_size"))
+    if os.geteuid() != 0 or size <= 0:
+        yield None
+        return
+    lazy = _LazyPool(zoned_image, size)
+    yield lazy
+    lazy.close()
 
 
 def _marker_options(request) -> dict:
@@ -192,17 +252,31 @@ def zone(request, zoned_root, zoned_image):
         c.remove(force=True)
 
 
+POOL_CALL_OPTIONS = ("input", "text", "check", "timeout", "shell", "env")
+
+
 @pytest.fixture
-def zoned_run(request, zoned_root, zoned_image):
+def zoned_run(request, zoned_image, zoned_pool):
     """zoned.run bound to this test's root and @pytest.mark.zone(...) options:
-    zoned_run(["echo", "hi"]).stdout == b"hi\\n" (timeout=, check=, input=, ... as run)."""
+    zoned_run(["echo", "hi"]).stdout == b"hi\\n" (timeout=, check=, input=, ... as run).
+
+    A call with no zone options of its own (only input=, text=, check=, timeout=, shell=,
+    env=), in a test with no zone marker and no zoned_root or zoned_state_fs of its own,
+    runs in the session's zoned_pool: a fresh zone made ahead, so the test does not wait
+    for its set-up. Any other call makes its zone in the test's zoned_root, as zoned.run."""
     import zoned.api
 
     defaults = _marker_options(request)
+    own_root = {"zoned_root", "zoned_state_fs"} & set(request.fixturenames)
 
     def run(args, **options):
         options = {**defaults, **options}
-        options.setdefault("root", zoned_root)
+        if options.get("image") == zoned_image:
+            options.pop("image")
+        if zoned_pool is not None and not own_root and not defaults \
+                and set(options) <= set(POOL_CALL_OPTIONS):
+            return zoned_pool.get().run(args, **options)
+        options.setdefault("root", request.getfixturevalue("zoned_root"))
         options.setdefault("image", zoned_image)
         return zoned.api.run(args, **options)
 

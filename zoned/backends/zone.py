@@ -51,8 +51,9 @@ class ZoneBackend(Backend):
         return self.runtime.create(cid, config, stdio=stdio, network=network, log=log,
                                    autoremove=autoremove, **backend_options)
 
-    def start(self, cid: str, started: Started | None = None) -> None:
-        self.runtime.start(cid, started)
+    def start(self, cid: str, started: Started | None = None,
+              process: dict | None = None) -> None:
+        self.runtime.start(cid, started, process)
 
     def kill(self, cid: str, sig: int = signal.SIGTERM) -> None:
         self.runtime.kill(cid, sig)

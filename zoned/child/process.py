@@ -25,6 +25,7 @@ exec's helper, after "start" (see _spawn; it never enters the container's pid na
 from __future__ import annotations
 
 import _socket  # not socket.py: start-up time (zoned.child.sync says why)
+import _thread
 import fcntl
 import gc
 import os
@@ -55,7 +56,7 @@ class Plan:
     __slots__ = ("cfg", "sock", "rootfs", "upper", "work", "stdio", "fifo_fd", "join_fds",
                  "bpf", "seccomp_flags", "hierarchies", "wait_namespaces", "keep_pdeathsig",
                  "preserve_fds", "no_pivot", "pidns_fd", "cgroup_path", "idmap_fds",
-                 "caller_mntns", "spawn_fd", "rootless", "volatile")
+                 "caller_mntns", "spawn_fd", "rootless", "volatile", "late_process")
 
     def __init__(self, cfg: dict, sock: _socket.socket, *,
                  rootfs: str | None = None,           # None: exec into an existing container
@@ -67,7 +68,8 @@ class Plan:
                  wait_namespaces: bool = False, keep_pdeathsig: bool = False,
                  preserve_fds: int = 0, no_pivot: bool = False, pidns_fd: int | None = None,
                  cgroup_path: str | None = None, idmap_fds: dict[int, int] | None = None,
-                 spawn_fd: int | None = None, volatile: bool = False):
+                 spawn_fd: int | None = None, volatile: bool = False,
+                 late_process: bool = False):
         self.cfg, self.sock, self.rootfs, self.upper, self.work = cfg, sock, rootfs, upper, work
         self.stdio, self.fifo_fd, self.join_fds = stdio, fifo_fd, join_fds or {}
         self.bpf, self.seccomp_flags, self.hierarchies = bpf, seccomp_flags, hierarchies or []
@@ -84,27 +86,36 @@ class Plan:
         self.spawn_fd = spawn_fd
         self.rootless = os.geteuid() != 0  # an ordinary user's zone (zoned.rootless)
         self.volatile = volatile  # the overlay's upper goes with the zone: no sync at its end
+        # start may bring the process's args, env and cwd (zoned.pool: a zone made ahead)
+        self.late_process = late_process
 
 
-def fork_nondumpable(child: Callable[[Plan], None], plan: Plan) -> int:
+_FORKING = _thread.allocate_lock()
+
+
+def fork_nondumpable(child: Callable[[Plan], None], plan: Plan, *,
+                     sibling: bool = False) -> int:
     """os.fork whose child is non-dumpable from its first instruction: its /proc/PID/exe (the
     host's python), mem and fds, and ptrace, then need CAP_SYS_PTRACE in the host's user
     namespace (a forked mm keeps the flag, and its user namespace: the host's). The flag is
     the whole process's, so the caller's is restored at once (the API runs inside users'
-    programs); `child` never returns."""
-    was = sc.dumpable()
-    sc.set_dumpable(False)
-    try:
-        pid = os.fork()
-        if pid == 0:
-            # No cyclic GC in the child: it would finalize the caller's unreachable objects
-            # (a file, socket or selector of the program embedding zoned) and close their
-            # fd numbers, which the child has closed and reused for its own by then.
-            gc.disable()
-            child(plan)
-    finally:
-        if was:
-            sc.set_dumpable(True)
+    programs); `child` never returns. sibling: clone it as our parent's child
+    (CLONE_PARENT), for zoned.pool's maker, a single-threaded process; its parent, the
+    caller of Pool.run, then gets the exit status."""
+    with _FORKING:  # two threads (zoned.pool's and the caller's) must not interleave here
+        was = sc.dumpable()
+        sc.set_dumpable(False)
+        try:
+            pid = sc.clone_parent() if sibling else os.fork()
+            if pid == 0:
+                # No cyclic GC in the child: it would finalize the caller's unreachable
+                # objects (a file, socket or selector of the program embedding zoned) and
+                # close their fd numbers, which the child has closed and reused by then.
+                gc.disable()
+                child(plan)
+        finally:
+            if was:
+                sc.set_dumpable(True)
     return pid
 
 
@@ -245,6 +256,20 @@ def lookup_path(cmd: str, env: list[str]) -> str:
         if os.path.isfile(cand) and os.access(cand, os.X_OK):
             return cand
     raise FileNotFoundError(2, f'exec: "{cmd}": executable file not found in $PATH')
+
+
+def _late_process(proc: dict, late: dict) -> tuple[dict, list[str], str]:
+    """A zone made ahead (zoned.pool) learns its process at start: args, and env and cwd
+    if given. It runs as the container's user already, so the path lookup and chdir are
+    done with that user's rights, inside the container's root."""
+    proc = {**proc, "args": [str(a) for a in late.get("args") or proc["args"]]}
+    if late.get("env") is not None:
+        proc["env"] = [str(e) for e in late["env"]]
+    if late.get("cwd"):
+        proc["cwd"] = str(late["cwd"])
+        os.chdir(proc["cwd"])
+    env = list(proc.get("env") or [])
+    return proc, env, lookup_path(proc["args"][0], env)
 
 
 def _console(plan: Plan, proc: dict) -> None:
@@ -481,7 +506,7 @@ def _child(plan: Plan) -> None:
     security.apply_rlimits(proc)
     security.apply_oom_score_adj(proc)
     env = list(proc.get("env") or [])
-    path = lookup_path(proc["args"][0], env)
+    path = "" if plan.late_process else lookup_path(proc["args"][0], env)  # (at start)
     bpf = plan.bpf
     if bpf and not proc.get("noNewPrivileges"):
         # Without no_new_privs the kernel only takes a filter from a CAP_SYS_ADMIN caller:
@@ -511,6 +536,8 @@ def _child(plan: Plan) -> None:
         msg = chan.recv()
         if msg.op is not Op.START:
             os._exit(1)
+        if plan.late_process:
+            proc, env, path = _late_process(proc, msg.get("process") or {})
         if plan.rootfs is None:
             _spawn(plan, path, env, bpf, parent_pidfd)
         if not plan.keep_pdeathsig:

@@ -55,11 +55,15 @@ class Started:
         self.spawns = spawns  # exec: the container's Cgroup, which the process goes into
         self.pid_file, self.command = pid_file, command
 
-    def release(self) -> None:
-        """Let the process exec and report whether exec worked."""
+    def release(self, process: dict | None = None) -> None:
+        """Let the process exec and report whether exec worked. process: its args (env,
+        cwd), for an init made with late_process (zoned.pool)."""
         if self.chan is None:
             return
-        self.chan.send(Op.START)
+        if process:
+            self.chan.send(Op.START, process=process)
+        else:
+            self.chan.send(Op.START)
         msg = self.chan.recv()  # EOF: the sync socket was closed by a successful exec
         if msg.op is Op.MADE and self.spawns is not None:
             try:

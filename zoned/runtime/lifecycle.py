@@ -95,7 +95,8 @@ class Runtime:
                log: bool = False, autoremove: bool = False,
                pid_file: str | None = None, network=None, preserve_fds: int = 0,
                no_pivot: bool = False, data_dir: str | None = None,
-               split_stderr: bool = False) -> Started:
+               split_stderr: bool = False, late_process: bool = False,
+               sibling: bool = False) -> Started:
         """Set the container up to the point of exec and leave its init waiting.
 
         use_fifo: init waits on exec.fifo for `start` from any process (runc's way); else the
@@ -109,6 +110,10 @@ class Runtime:
         split_stderr (with log): stderr goes to a second pipe of the same logger, logged
         to DATA/stderr/ctr.log (state: log_stderr), so a harness can tell the streams
         apart; a line written to stdout before one to stderr is logged first.
+        late_process (with use_fifo=False): start(process=) gives the init its args, env
+        and cwd (zoned.pool); its init then waits as python, not as zoned-spawn's copy.
+        sibling: the init is our parent's child, not ours (zoned.pool's maker; no user
+        namespace).
         """
         specmod.check_id(cid)
         specmod.validate(cfg)  # every config check, before anything is created
@@ -215,7 +220,11 @@ class Runtime:
             from zoned.child.initstub import fits
             from zoned.child.process import spawn_copy
 
-            if fits(cfg):  # the init waits for start as this sealed copy
+            if late_process and use_fifo:
+                raise ConfigError("late_process needs the caller to start the zone")
+            if sibling and "user" in namespaces:
+                raise ConfigError("a sibling init cannot have a user namespace")
+            if fits(cfg) and not late_process:  # the init waits for start as this sealed copy
                 spawn_fd = spawn_copy()
             parent_sock, child_sock = sync_pair()
             chan = Channel(parent_sock)
@@ -225,11 +234,12 @@ class Runtime:
                         wait_namespaces=on_namespaces is not None,
                         keep_pdeathsig=keep_pdeathsig, preserve_fds=preserve_fds,
                         no_pivot=no_pivot, cgroup_path=cg_path, idmap_fds=idmap_fds,
-                        spawn_fd=spawn_fd, volatile=bool(autoremove and lower and not data_dir))
+                        spawn_fd=spawn_fd, volatile=bool(autoremove and lower and not data_dir),
+                        late_process=late_process)
             if "user" in namespaces:
                 pid = fork_userns(plan, chan, linux, child_sock)
             else:
-                pid = self._fork(plan, namespaces)
+                pid = self._fork(plan, namespaces, sibling)
             child_sock.close()
             if spawn_fd is not None:
                 os.close(spawn_fd)
@@ -294,23 +304,25 @@ class Runtime:
             os.close(lock)
 
     @staticmethod
-    def _fork(plan: Plan, namespaces: dict) -> int:
+    def _fork(plan: Plan, namespaces: dict, sibling: bool = False) -> int:
         if "pid" in namespaces:
             join_fd, pid = None, 0
             if namespaces["pid"]:
                 join_fd = os.open(namespaces["pid"], os.O_RDONLY | os.O_CLOEXEC)
             try:
                 with pid_namespace_for_children(join_fd):
-                    pid = fork_nondumpable(run_child, plan)
+                    pid = fork_nondumpable(run_child, plan, sibling=sibling)
             finally:
                 if join_fd is not None and pid:
                     os.close(join_fd)
             return pid
-        return fork_nondumpable(run_child, plan)
+        return fork_nondumpable(run_child, plan, sibling=sibling)
 
     # -- start / kill / delete ---------------------------------------------------------
-    def start(self, cid: str, started: Started | None = None) -> None:
-        """Release a created container's init to exec its process."""
+    def start(self, cid: str, started: Started | None = None,
+              process: dict | None = None) -> None:
+        """Release a created container's init to exec its process. process: {"args",
+        "env", "cwd"} for an init created with late_process (recorded in config.json)."""
         if (self.store.read_state(cid).get("zoned") or {}).get("vm"):
             from zoned.backends.vm import VmBackend
 
@@ -322,9 +334,13 @@ class Runtime:
                 raise InvalidState(f"cannot start container {cid!r}: it is {status}, "
                                    "not created")
             if started is not None and started.chan is not None:
+                if process:
+                    cfg = self.store.read_config(cid)
+                    cfg["process"].update(process)
+                    write_config(self.store.dir(cid), cfg)
                 st["status"] = Status.RUNNING
                 self.store.write_state(cid, st)
-                started.release()
+                started.release(process)
                 self._poststart(cid, st)
                 return
             fifo = os.path.join(self.store.dir(cid), "exec.fifo")

@@ -1,0 +1,172 @@
+"""zoned.Pool: zones made ahead by a maker process, each handed out once (zoned/pool.py).
+
+Checked from outside: each run's zone is fresh (its own layer, hostname, pid namespace),
+as confined as zoned.run's (capabilities, seccomp, no_new_privs, cgroups, mounts), its
+init is the caller's child (exit status, timeout, reaping); close() and the caller's
+death leave no process, cgroup, mount or state behind."""
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+
+import zoned
+from conftest import host_snapshot
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="a Pool is root only")
+
+STATUS = "grep -E '^(Cap(Inh|Prm|Eff|Bnd|Amb)|NoNewPrivs|Seccomp):' /proc/self/status"
+
+
+@pytest.fixture
+def pool(zoned_root, busybox):
+    with zoned.Pool(root=zoned_root, size=2) as p:
+        yield p
+
+
+def _children() -> list[int]:
+    me = os.getpid()
+    out = []
+    for pid in os.listdir("/proc"):
+        if pid.isdigit():
+            try:
+                with open(f"/proc/{pid}/stat") as f:
+                    if int(f.read().rsplit(")", 1)[1].split()[1]) == me:
+                        out.append(int(pid))
+            except (OSError, IndexError, ValueError):
+                pass
+    return out
+
+
+def test_each_run_gets_a_fresh_zone(pool):
+    a = pool.run(["sh", "-c", "echo x > /made; hostname; echo $$; cat /proc/1/cmdline; true"],
+                 text=True)
+    b = pool.run(["sh", "-c", "hostname; ls /made"], text=True)
+    host_a, pid1, cmdline = a.stdout.split("\n")[:3]
+    assert a.returncode == 0 and pid1 == "1" and cmdline.startswith("sh\0-c\0")
+    assert host_a == a.name  # the zone's own name, not the template's
+    assert "/made: No such file" in b.stderr  # not the first zone's layer
+    assert b.returncode != 0 and b.stdout.strip() == b.name != a.name
+
+
+def test_streams_status_input_env_check_and_timeout(pool):
+    r = pool.run(["sh", "-c", "echo out; echo err >&2; exit 3"])
+    assert (r.returncode, r.stdout, r.stderr) == (3, b"out\n", b"err\n")
+    assert pool.run(["cat"], input="fed\n", text=True).stdout == "fed\n"
+    assert pool.run(["cat"]).stdout == b""  # no input: EOF at once, as /dev/null
+    env = pool.run(["sh", "-c", "echo $A:$PATH"], env=["A=b"], text=True).stdout
+    assert env.startswith("b:/") and "bin" in env  # added to the image's, not instead
+    with pytest.raises(subprocess.CalledProcessError) as e:
+        pool.run(["sh", "-c", "exit 4"], check=True)
+    assert e.value.returncode == 4
+    t = time.monotonic()
+    with pytest.raises(subprocess.TimeoutExpired) as e:
+        pool.run(["sh", "-c", "echo started; sleep 60"], timeout=1)
+    assert time.monotonic() - t < 30 and e.value.output == b"started\n"
+    with pytest.raises(zoned.ZonedError, match="not found"):
+        pool.run(["no-such-command"])
+    assert pool.run(["true"]).returncode == 0  # the pool goes on after each failure
+
+
+def test_as_confined_as_zoned_run(pool, zoned_root):
+    """Capabilities, seccomp, no_new_privs, mounts and cgroups: the same as zoned.run's
+    (the init waited as python, not as zoned-spawn: the process exec'd is the same)."""
+    cmd = ["sh", "-c", STATUS + "; cat /proc/self/cgroup | sed 's/z-[0-9a-f]*/Z/'; "
+           "cut -d' ' -f2,3,5 /proc/self/mounts | sort"]
+    pooled = pool.run(cmd, text=True).stdout
+    plain = zoned.run(cmd, root=zoned_root, image="busybox", text=True).stdout
+    assert pooled == plain
+    assert re.search(r"^Seccomp:\s+2$", pooled, re.M)
+    assert re.search(r"^NoNewPrivs:\s+1$", pooled, re.M)
+
+
+def test_a_waiting_init_is_our_child_in_its_cgroup(pool, zoned_root):
+    """A zone made ahead: its init is this process's child (not the maker's: so run()
+    gets its exit status), already in its own cgroup, as the container's user."""
+    pool.run(["true"])  # the next ones are made by now, or soon
+    deadline = time.monotonic() + 30
+    while True:
+        ids = [c for c in os.listdir(zoned_root) if c.startswith("z-")]
+        states = [json.load(open(os.path.join(zoned_root, c, "state.json"))) for c in ids]
+        waiting = [s for s in states if s.get("status") == "created"]
+        if len(waiting) == 2:
+            break
+        assert time.monotonic() < deadline, states
+        time.sleep(0.05)
+    for st in waiting:
+        pid = st["pid"]
+        assert pid in _children()
+        with open(f"/proc/{pid}/status") as f:
+            status = f.read()
+        assert re.search(r"^Uid:\s+0\s", status, re.M)
+        cg = open(f"/proc/{pid}/cgroup").read()
+        assert st["id"] in cg  # moved into its own cgroup before it was handed out
+
+
+def test_close_leaves_nothing(zoned_root, busybox):
+    before = host_snapshot(zoned_root)
+    p = zoned.Pool(root=zoned_root, size=3)
+    assert p.run(["true"]).returncode == 0
+    time.sleep(0.5)  # zones made ahead, not run
+    maker = p._maker
+    p.close()
+    p.close()  # twice is fine
+    assert not os.path.exists(f"/proc/{maker}")
+    assert _children() == []
+    assert [c for c in os.listdir(zoned_root) if not c.startswith(".")] == []
+    assert host_snapshot(zoned_root) == before
+    with pytest.raises(zoned.ZonedError, match="closed"):
+        p.run(["true"])
+
+
+def test_a_dead_caller_takes_its_zones_and_maker(zoned_root, busybox, tmp_path):
+    """SIGKILL the program holding a Pool: its waiting zones die with it (their init's
+    parent-death signal), and so does the maker; gc removes the rest."""
+    prog = tmp_path / "holder.py"
+    prog.write_text(textwrap.dedent(f"""
+        import os, sys, time, json, zoned
+        p = zoned.Pool(root={zoned_root!r}, size=2)
+        p.run(["true"])
+        while len([c for c in os.listdir({zoned_root!r}) if c.startswith("z-")]) < 2:
+            time.sleep(0.05)
+        time.sleep(0.3)
+        print(json.dumps([p._maker]), flush=True)
+        time.sleep(600)
+        """))
+    h = subprocess.Popen([sys.executable, str(prog)], stdout=subprocess.PIPE, text=True,
+                         env={**os.environ, "PYTHONPATH": os.path.dirname(zoned.__path__[0])})
+    try:
+        (maker,) = json.loads(h.stdout.readline())
+        inits = [json.load(open(os.path.join(zoned_root, c, "state.json")))["pid"]
+                 for c in os.listdir(zoned_root) if c.startswith("z-")]
+        assert len(inits) == 2
+    finally:
+        h.send_signal(signal.SIGKILL)
+        h.wait()
+    deadline = time.monotonic() + 10
+    while any(os.path.exists(f"/proc/{p}") for p in (maker, *inits)):
+        assert time.monotonic() < deadline, "a zone or the maker outlived its caller"
+        time.sleep(0.05)
+    subprocess.run([sys.executable, "-m", "zoned", "--root", zoned_root, "gc"], check=True,
+                   capture_output=True)
+    assert [c for c in os.listdir(zoned_root) if not c.startswith(".")] == []
+
+
+@pytest.mark.parametrize("options, field", [
+    ({"memory": "lots"}, "memory"),
+    ({"network": "bridge"}, "network"),
+    ({"size": 0}, "size"),
+])
+def test_bad_options_are_refused_in_the_caller(zoned_root, busybox, options, field):
+    before = host_snapshot(zoned_root)
+    with pytest.raises(zoned.ZonedError, match=field):
+        zoned.Pool(root=zoned_root, **options)
+    assert _children() == []
+    assert host_snapshot(zoned_root) == before

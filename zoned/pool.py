@@ -1,0 +1,292 @@
+"""zoned.Pool: zones made ahead with the same options, each handed out once.
+
+For a caller that starts many short zones alike (a test suite, a build farm): a maker
+process of the pool keeps `size` zones created (namespaces, overlay, cgroups, seccomp,
+user, caps: all of zoned.run's set-up), their inits waiting for start. run(args) takes
+one, gives it its args (and env) as it starts it, then goes on as zoned.run does: output,
+exit status, timeout; the maker removes the zone afterwards and makes the next. A zone is
+never reused: every run gets a fresh one. What the pool saves is the caller's latency, not
+work: each zone still costs its set-up, in the maker, on another CPU, while the caller
+does something else (pytest's own work between two tests, or the test). A fork server,
+or Firecracker's and Kata's VM templates, do the same for processes and VMs.
+
+How: Pool() forks the maker (a single-threaded python: a thread would take the caller's
+GIL, and the caller would wait for it). The maker clones each init as the caller's child
+(CLONE_PARENT, zoned.child.process), so the caller reaps it and gets its exit status as
+zoned.run does, and a caller that dies takes its zones with it (their parent-death
+signal), and the maker too (its own). Over a socket pair the maker sends each zone's name
+and pid with its sync channel and the caller's ends of its stdin/stdout/stderr pipes
+(SCM_RIGHTS); the caller answers "done" when it has reaped it.
+
+What differs from zoned.run: the process is known only at start, so the init waits as
+python (late_process), not as zoned-spawn's sealed copy (zoned.child.initstub); nothing
+else is in the zone then, and the zone is this caller's alone. Options are fixed per
+pool; no network of its own (a zone made ahead would hold its lease while it waits);
+root only (a rootless zone's init is made through a user-namespace stage).
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+
+from zoned.api import (Result, build_config, command_args, finish, new_name, pump,
+                       timed_out_error)
+from zoned.errors import ConfigError, ZonedError
+
+MAX_PROCESS_BYTES = 60 << 10  # args + env travel in one sync message (64 KiB)
+_MSG = 1 << 16
+
+
+def _send(sock: socket.socket, fds: list[int] | None = None, **fields) -> None:
+    data = json.dumps(fields).encode()
+    if fds:
+        socket.send_fds(sock, [data], fds)
+    else:
+        sock.send(data)
+
+
+def _recv(sock: socket.socket, flags: int = 0) -> tuple[dict | None, list[int]]:
+    """One message and its fds; (None, []) at EOF. (socket.recv_fds ignores flags.)"""
+    from array import array
+
+    fds = array("i")
+    data, ancdata, _flags, _addr = sock.recvmsg(_MSG, socket.CMSG_LEN(4 * fds.itemsize),
+                                                flags)
+    for level, kind, payload in ancdata:
+        if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+            fds.frombytes(payload[:len(payload) - len(payload) % fds.itemsize])
+    return (json.loads(data) if data else None), list(fds)
+
+
+class Pool:
+    """Zones with the same options, made ahead by a process of the pool: run() starts one.
+
+    size: how many are made ahead (2: one waits while the next is made).
+    root, images, image and other keyword options: as zoned.run's (README "Options").
+    cgroup_parent: where the zones' cgroups go (default: $ZONED_CGROUP_PARENT, else
+    zoned's for the root). A context manager; close() removes the zones not run yet and
+    ends the maker. Not for use from two threads at once."""
+
+    def __init__(self, *, size: int = 2, root: str | None = None, images: str | None = None,
+                 image: str | None = None, cgroup_parent: str | None = None, **options):
+        if size < 1:
+            raise ConfigError(f"size: {size} (at least 1)")
+        if os.geteuid() != 0:
+            raise ConfigError("Pool: root only (use zoned.run as an ordinary user)")
+        if options.get("network") not in (None, "none", ["none"]) or options.get("publish"):
+            raise ConfigError("network: a Pool's zones have no network of their own "
+                              "(use zoned.run)")
+        self.size, self.root, self.images = size, root, images
+        self._template = {"image": image, **options}
+        # checked here, in the caller: a bad option raises now, not in the maker
+        self._env = list(self._config("pool")["process"].get("env") or [])
+        from zoned.backends.zone import ZoneBackend
+
+        self._backend = ZoneBackend(root)
+        self._pids: set[int] = set()  # inits made for us and not reaped yet
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        self._sock = ours
+        self._maker = os.fork()
+        if self._maker == 0:  # the maker: never returns
+            ours.close()
+            _maker_main(self, theirs, cgroup_parent)
+        theirs.close()
+
+    def _config(self, name: str) -> dict:
+        from zoned.oci.spec import RunOptions
+
+        return build_config(RunOptions(args=["true"], name=name, **self._template),
+                            self.images)
+
+    # -- the caller ----------------------------------------------------------------------
+    def run(self, args: list[str] | str, *, input: bytes | str | None = None,
+            text: bool = False, check: bool = False, timeout: float | None = None,
+            shell: bool = False, env: list[str] | None = None) -> Result:
+        """zoned.run(args, ...) in the next zone made ahead: its Result (stdout and stderr
+        captured). env: "K=V" entries added to the image's (as run's env= option)."""
+        args = command_args(args, shell)
+        if not args:
+            raise ConfigError("args: a Pool's run needs a command")
+        process: dict = {"args": args}
+        if env:
+            from zoned.oci.spec import merge_env, parse_env
+
+            process["env"] = merge_env(list(self._env), parse_env(list(env)))
+        if len(json.dumps(process)) > MAX_PROCESS_BYTES:
+            raise ConfigError(f"args and env: over {MAX_PROCESS_BYTES} bytes for a Pool "
+                              "(use zoned.run)")
+        if isinstance(input, str):
+            input = input.encode()
+        name, pid, chan_fd, stdin_w, out_r, err_r = self._take()
+        from zoned.child.sync import Channel, SyncSocket
+        from zoned.runtime.handoff import Started
+
+        reads: dict[int, list[bytes]] = {out_r: [], err_r: []}
+        try:
+            started = Started(pid, Channel(SyncSocket(socket.AF_UNIX, socket.SOCK_SEQPACKET,
+                                                      0, chan_fd)))
+            chan_fd = -1
+            self._backend.start(name, started, process)
+            code, timed_out = pump(pid, reads, stdin_w, input, timeout, lambda: _kill(pid))
+            stdin_w = out_r = err_r = -1  # pump closed them and reaped the init
+        except BaseException:
+            for fd in (chan_fd, stdin_w, out_r, err_r):
+                if fd >= 0:
+                    os.close(fd)
+            _kill(pid)
+            _reap(pid)
+            raise
+        finally:
+            self._pids.discard(pid)
+            self._done(name)
+        result = finish(args, code, reads, text, name)
+        if timed_out:
+            raise timed_out_error(result, timeout)
+        if check:
+            result.check_returncode()
+        return result
+
+    def _take(self) -> tuple[str, int, int, int, int, int]:
+        if self._sock is None:
+            raise ZonedError("the pool is closed")
+        msg, fds = _recv(self._sock)
+        if msg is None or msg.get("op") != "zone" or len(fds) != 4:
+            for fd in fds:
+                os.close(fd)
+            why = (msg or {}).get("message") or "its maker has gone"
+            raise ZonedError(f"zoned.Pool: no zone: {why}")
+        self._pids.add(msg["pid"])
+        return (msg["name"], msg["pid"], *fds)
+
+    def _done(self, name: str) -> None:
+        try:
+            _send(self._sock, op="done", name=name)
+        except OSError:
+            pass  # the maker has gone: close() reaps and gc removes
+
+    def close(self) -> None:
+        """Remove the zones not run, end the maker and reap it and them."""
+        if self._sock is None:
+            return
+        try:
+            _send(self._sock, op="close")
+            while True:  # zones still in the socket: their fds go with it
+                msg, fds = _recv(self._sock)
+                for fd in fds:
+                    os.close(fd)
+                if msg is None:
+                    break
+                if msg.get("op") == "zone":
+                    self._pids.add(msg["pid"])
+        except OSError:
+            pass
+        self._sock.close()
+        self._sock = None
+        for pid in (*self._pids, self._maker):
+            _reap(pid)  # the maker killed the inits; they are our children
+        self._pids.clear()
+
+    def __enter__(self) -> Pool:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def _kill(pid: int) -> None:
+    try:
+        os.kill(pid, signal.SIGKILL)  # our child, not yet reaped: its pid is its own
+    except ProcessLookupError:
+        pass
+
+
+def _reap(pid: int) -> None:
+    try:
+        os.waitpid(pid, 0)
+    except ChildProcessError:
+        pass
+
+
+# -- the maker -------------------------------------------------------------------------
+def _maker_main(pool: Pool, sock: socket.socket, cgroup_parent: str | None) -> None:
+    """The forked maker: make zones while fewer than pool.size are out, remove each one
+    the caller is done with, and at "close" (or the caller's end) the rest. Never returns."""
+    import gc
+
+    gc.disable()  # finalizers of the caller's objects must not close fds here (as in
+    # zoned.child.process: their numbers may be ours by then)
+    code = 0
+    try:
+        from zoned.child import caps
+
+        caps.set_pdeathsig(signal.SIGKILL)
+        if os.getppid() == 1:
+            os._exit(0)
+        os.closerange(3, sock.fileno())  # the caller's other files are not ours to hold
+        os.closerange(sock.fileno() + 1, os.sysconf("SC_OPEN_MAX"))
+        if cgroup_parent:
+            os.environ["ZONED_CGROUP_PARENT"] = cgroup_parent
+        _serve(pool, sock)
+    except BaseException as exc:  # noqa: BLE001 - said to the caller, then exit
+        code = 1
+        try:
+            _send(sock, op="error", message=str(exc) or type(exc).__name__)
+        except OSError:
+            pass
+    finally:
+        os._exit(code)
+
+
+def _serve(pool: Pool, sock: socket.socket) -> None:
+    backend = pool._backend
+    out: dict[str, int] = {}  # zones sent, not done: name -> pid
+    try:
+        while True:
+            block = len(out) >= pool.size
+            try:
+                msg, _ = _recv(sock, 0 if block else socket.MSG_DONTWAIT)
+            except BlockingIOError:
+                msg = {"op": "make"}
+            if msg is None or msg.get("op") == "close":
+                return
+            if msg.get("op") == "done" and msg.get("name") in out:
+                out.pop(msg["name"])
+                backend.delete(msg["name"], force=True)
+            elif msg.get("op") == "make":
+                name, pid, fds = _make(pool, backend)
+                out[name] = pid
+                try:
+                    _send(sock, fds, op="zone", name=name, pid=pid)
+                finally:
+                    for fd in fds:
+                        os.close(fd)
+    finally:
+        for name, pid in out.items():
+            _kill(pid)  # the caller's child: it reaps it in close()
+            try:
+                backend.delete(name, force=True)
+            except ZonedError:
+                pass
+
+
+def _make(pool: Pool, backend) -> tuple[str, int, list[int]]:
+    """One zone made ahead: (name, init pid, [sync channel, stdin w, stdout r, stderr r])."""
+    name = new_name()
+    stdin_r, stdin_w = os.pipe2(os.O_CLOEXEC)
+    out_r, out_w = os.pipe2(os.O_CLOEXEC)
+    err_r, err_w = os.pipe2(os.O_CLOEXEC)
+    try:
+        started = backend.create(name, pool._config(name),
+                                 stdio=(stdin_r, out_w, err_w), keep_pdeathsig=True,
+                                 autoremove=True, late_process=True, sibling=True)
+    except BaseException:
+        for fd in (stdin_w, out_r, err_r):
+            os.close(fd)
+        raise
+    finally:
+        for fd in (stdin_r, out_w, err_w):
+            os.close(fd)
+    chan = started.chan.sock.detach()
+    return name, started.pid, [chan, stdin_w, out_r, err_r]
