@@ -122,8 +122,19 @@ def test_readme_python_example_runs(zoned_root, busybox, tmp_path):
     assert "137" in p.stdout.split() and "up" in p.stdout
 
 
+def test_readme_pool_example_runs(zoned_root, busybox, tmp_path):
+    script = tmp_path / "pool.py"
+    script.write_text("import zoned\n" + readme_blocks()[1] + "print('ran')\n")
+    env = {**os.environ, "ZONED_ROOT": zoned_root}
+    p = subprocess.run([sys.executable, str(script)], env=env, capture_output=True,
+                       text=True, timeout=60)
+    assert p.returncode == 0, p.stderr
+    assert p.stdout == "ran\n"
+    assert [e for e in os.listdir(zoned_root) if not e.startswith(".")] == []
+
+
 def test_readme_pytest_example_runs(zoned_root, busybox, tmp_path):
-    code = readme_blocks()[1]
+    code = readme_blocks()[2]
     (tmp_path / "test_readme.py").write_text(code)
     (tmp_path / "pytest.ini").write_text("[pytest]\n")
     p = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
