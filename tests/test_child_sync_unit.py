@@ -53,3 +53,17 @@ def test_other_failures_and_foreign_messages_are_plain_errors():
         msg = Channel(b).recv()
         assert msg.op is Op.ERROR and "protocol" in str(msg.error("x"))
     assert str(EOF.error("container init exited")) == "container init exited"
+
+
+def test_late_process_adds_env_and_replaces_args_and_cwd():
+    """zoned.pool's start message: args replace, env entries add to (or replace by key)
+    the config's own (HOSTNAME=... stays the zone's), cwd replaces; nothing else moves."""
+    from zoned.child.process import late_process
+
+    base = {"args": ["true"], "env": ["PATH=/bin", "HOSTNAME=z-1", "A=old"], "cwd": "/",
+            "user": {"uid": 0, "gid": 0}}
+    got = late_process(base, {"args": ["sh", "-c", "x"], "env": ["A=new", "B=1"],
+                              "cwd": "/tmp"})
+    assert got == {"args": ["sh", "-c", "x"], "cwd": "/tmp", "user": {"uid": 0, "gid": 0},
+                   "env": ["PATH=/bin", "HOSTNAME=z-1", "A=new", "B=1"]}
+    assert late_process(base, {}) == base and base["args"] == ["true"]  # not changed

@@ -61,8 +61,10 @@ def test_streams_status_input_env_check_and_timeout(pool):
     assert (r.returncode, r.stdout, r.stderr) == (3, b"out\n", b"err\n")
     assert pool.run(["cat"], input="fed\n", text=True).stdout == "fed\n"
     assert pool.run(["cat"]).stdout == b""  # no input: EOF at once, as /dev/null
-    env = pool.run(["sh", "-c", "echo $A:$PATH"], env=["A=b"], text=True).stdout
-    assert env.startswith("b:/") and "bin" in env  # added to the image's, not instead
+    r = pool.run(["sh", "-c", "echo $A:$PATH:$HOSTNAME"], env=["A=b"], text=True)
+    a, path, host = r.stdout.strip().split(":", 2)[0], r.stdout.split(":")[1:-1], \
+        r.stdout.strip().rsplit(":", 1)[1]
+    assert a == "b" and "/bin" in path and host == r.name  # added to the zone's own env
     with pytest.raises(subprocess.CalledProcessError) as e:
         pool.run(["sh", "-c", "exit 4"], check=True)
     assert e.value.returncode == 4

@@ -80,8 +80,7 @@ class Pool:
                               "(use zoned.run)")
         self.size, self.root, self.images = size, root, images
         self._template = {"image": image, **options}
-        # checked here, in the caller: a bad option raises now, not in the maker
-        self._env = list(self._config("pool")["process"].get("env") or [])
+        self._config("pool")  # checked here, in the caller: a bad option raises now
         from zoned.backends.zone import ZoneBackend
 
         self._backend = ZoneBackend(root)
@@ -111,9 +110,9 @@ class Pool:
             raise ConfigError("args: a Pool's run needs a command")
         process: dict = {"args": args}
         if env:
-            from zoned.oci.spec import merge_env, parse_env
+            from zoned.oci.spec import parse_env
 
-            process["env"] = merge_env(list(self._env), parse_env(list(env)))
+            process["env"] = parse_env(list(env))  # the init adds them to its own
         if len(json.dumps(process)) > MAX_PROCESS_BYTES:
             raise ConfigError(f"args and env: over {MAX_PROCESS_BYTES} bytes for a Pool "
                               "(use zoned.run)")

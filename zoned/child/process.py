@@ -258,15 +258,24 @@ def lookup_path(cmd: str, env: list[str]) -> str:
     raise FileNotFoundError(2, f'exec: "{cmd}": executable file not found in $PATH')
 
 
-def _late_process(proc: dict, late: dict) -> tuple[dict, list[str], str]:
-    """A zone made ahead (zoned.pool) learns its process at start: args, and env and cwd
-    if given. It runs as the container's user already, so the path lookup and chdir are
-    done with that user's rights, inside the container's root."""
+def late_process(proc: dict, late: dict) -> dict:
+    """The process of a zone made ahead (zoned.pool), as its start message gives it: args,
+    env entries ("K=V", added to the config's or replacing the same key) and cwd."""
     proc = {**proc, "args": [str(a) for a in late.get("args") or proc["args"]]}
-    if late.get("env") is not None:
-        proc["env"] = [str(e) for e in late["env"]]
+    if late.get("env"):
+        env = {e.split("=", 1)[0]: e for e in proc.get("env") or []}
+        env.update((str(e).split("=", 1)[0], str(e)) for e in late["env"])
+        proc["env"] = list(env.values())
     if late.get("cwd"):
         proc["cwd"] = str(late["cwd"])
+    return proc
+
+
+def _late_process(proc: dict, late: dict) -> tuple[dict, list[str], str]:
+    """In the init at start: late_process, then chdir and the path lookup, done with the
+    container user's rights (it is that user already), inside the container's root."""
+    proc = late_process(proc, late)
+    if late.get("cwd"):
         os.chdir(proc["cwd"])
     env = list(proc.get("env") or [])
     return proc, env, lookup_path(proc["args"][0], env)

@@ -322,7 +322,8 @@ class Runtime:
     def start(self, cid: str, started: Started | None = None,
               process: dict | None = None) -> None:
         """Release a created container's init to exec its process. process: {"args",
-        "env", "cwd"} for an init created with late_process (recorded in config.json)."""
+        "env" (entries added), "cwd"} for an init created with late_process (recorded in
+        config.json; zoned.child.process.late_process)."""
         if (self.store.read_state(cid).get("zoned") or {}).get("vm"):
             from zoned.backends.vm import VmBackend
 
@@ -335,8 +336,10 @@ class Runtime:
                                    "not created")
             if started is not None and started.chan is not None:
                 if process:
+                    from zoned.child.process import late_process
+
                     cfg = self.store.read_config(cid)
-                    cfg["process"].update(process)
+                    cfg["process"] = late_process(cfg["process"], process)
                     write_config(self.store.dir(cid), cfg)
                 st["status"] = Status.RUNNING
                 self.store.write_state(cid, st)
