@@ -210,17 +210,21 @@ def _pipes(capture: bool, input: bytes | None):
     return (stdin_r, 1, 2), stdin_w, {}, [stdin_r]
 
 
-def finish(args, code, reads, text, name) -> Result:
+def finish(args, code, reads, text, name, *, timeout: float | None = None,
+           timed_out: bool = False, check: bool = False) -> Result:
+    """The Result of a run or exec from its status and collected output; raises
+    TimeoutExpired if it timed out, CalledProcessError for a non-zero status with check."""
     outs = [b"".join(v) for v in reads.values()] if reads else [None, None]
     if text and reads:
         outs = [o.decode(errors="replace") for o in outs]
-    return Result(list(args), code, outs[0], outs[1], name)
+    result = Result(list(args), code, outs[0], outs[1], name)
+    if timed_out:
+        from zoned.api_errors import TimeoutExpired
 
-
-def timed_out_error(result: Result, timeout: float):
-    from zoned.api_errors import TimeoutExpired
-
-    return TimeoutExpired(result.args, timeout, result.stdout, result.stderr, result.name)
+        raise TimeoutExpired(result.args, timeout, result.stdout, result.stderr, result.name)
+    if check:
+        result.check_returncode()
+    return result
 
 
 def _kill_pid(pid: int):
@@ -293,12 +297,8 @@ def run(args: list[str] | str, *, image: str | None = None, capture: bool = True
                                 _kill_pid(started.pid))  # PID 1: its namespace dies too
     finally:
         backend.delete(cid, force=True)
-    result = finish(args, code, reads, text, cid)
-    if timed_out:
-        raise timed_out_error(result, timeout)
-    if check:
-        result.check_returncode()
-    return result
+    return finish(args, code, reads, text, cid, timeout=timeout, timed_out=timed_out,
+                  check=check)
 
 
 def _run_vm(args: list[str], cid: str, opts: RunOptions, root: str | None,
@@ -427,12 +427,8 @@ class Container:
         started.release()
         code, timed_out = pump(started.pid, reads, stdin_w, input, timeout,
                                 _kill_pid(started.pid))
-        result = finish(args, code, reads, text, self.name)
-        if timed_out:
-            raise timed_out_error(result, timeout)
-        if check:
-            result.check_returncode()
-        return result
+        return finish(args, code, reads, text, self.name, timeout=timeout,
+                      timed_out=timed_out, check=check)
 
     def _exec_vm(self, args: list[str], process: dict, capture: bool,
                  input: bytes | None, text: bool) -> Result:

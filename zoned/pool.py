@@ -31,8 +31,7 @@ import os
 import signal
 import socket
 
-from zoned.api import (Result, build_config, command_args, finish, new_name, pump,
-                       timed_out_error)
+from zoned.api import Result, build_config, command_args, finish, new_name, pump
 from zoned.errors import ConfigError, ZonedError
 
 MAX_PROCESS_BYTES = 60 << 10  # args + env travel in one sync message (64 KiB)
@@ -140,12 +139,8 @@ class Pool:
         finally:
             self._pids.discard(pid)
             self._done(name)
-        result = finish(args, code, reads, text, name)
-        if timed_out:
-            raise timed_out_error(result, timeout)
-        if check:
-            result.check_returncode()
-        return result
+        return finish(args, code, reads, text, name, timeout=timeout, timed_out=timed_out,
+                      check=check)
 
     def _take(self) -> tuple[str, int, int, int, int, int]:
         if self._sock is None:
