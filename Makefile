@@ -88,13 +88,13 @@ zoned/libexec/zoned-vmwrap: csrc/vmwrap.c $(STAMP)/apt
 
 # The log writer of a detached zone (reads its output pipe, rotates ctr.log by size); static
 # and tiny, because one runs per detached zone.
-zoned/libexec/zoned-logger: csrc/logger.c $(STAMP)/apt
+zoned/libexec/zoned-logger: csrc/logger.c csrc/scm.h $(STAMP)/apt
 	@mkdir -p zoned/libexec
 	cc -static -Os -s -Wall -o $@ csrc/logger.c
 
 # The parent of a zone started from a zone file (zoned.zones): exit codes, restart
 # policies, its console; static and tiny, because one runs per zone.
-zoned/libexec/zoned-monitor: csrc/monitor.c $(STAMP)/apt
+zoned/libexec/zoned-monitor: csrc/monitor.c csrc/scm.h $(STAMP)/apt
 	@mkdir -p zoned/libexec
 	cc -static -Os -s -Wall -o $@ csrc/monitor.c
 

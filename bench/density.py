@@ -160,8 +160,24 @@ class Engine:
     def start(self, i: int) -> str | None:
         raise NotImplementedError
 
+    pid_key = "pid"  # the init's pid in ROOT/ID/state.json
+
     def init_pid(self, cid: str) -> int | None:
-        raise NotImplementedError
+        try:
+            with open(os.path.join(self.root, cid, "state.json")) as f:
+                return int(json.load(f).get(self.pid_key) or 0) or None
+        except (OSError, ValueError):
+            return None
+
+    def started(self, cid: str, rc: int, err: str) -> str | None:
+        """Record a start command's outcome: None, or why it failed (a half-made
+        container is recorded too, so that it is removed)."""
+        if rc:
+            if os.path.isdir(os.path.join(self.root, cid)):
+                self.ids.append(cid)
+            return f"exit {rc}: {err}"
+        self.ids.append(cid)
+        return None
 
     def remove_all(self) -> tuple[list[float], list[str]]:
         raise NotImplementedError
@@ -237,20 +253,7 @@ class Zoned(Engine):
             cmd += ["--network", self.net]
         if self.a.zoned_rootfs:
             cmd += ["--rootfs", str(self.bundle / "rootfs"), "--read-only"]
-        rc, err = _sp(cmd + ["--"] + self.a.workload)
-        if rc:
-            if os.path.isdir(os.path.join(self.root, cid)):
-                self.ids.append(cid)  # half-made: make sure it is removed
-            return f"exit {rc}: {err}"
-        self.ids.append(cid)
-        return None
-
-    def init_pid(self, cid: str) -> int | None:
-        try:
-            with open(os.path.join(self.root, cid, "state.json")) as f:
-                return int(json.load(f).get("pid") or 0) or None
-        except (OSError, ValueError):
-            return None
+        return self.started(cid, *_sp(cmd + ["--"] + self.a.workload))
 
     def remove_all(self) -> tuple[list[float], list[str]]:
         times, errors = [], []
@@ -298,6 +301,7 @@ class Zoned(Engine):
 
 
 class Runc(Engine):
+    pid_key = "init_process_pid"
     tag = "r"
 
     def __init__(self, a, tok, bundle):
@@ -317,20 +321,8 @@ class Runc(Engine):
 
     def start(self, i: int) -> str | None:
         cid = self.name(i)
-        rc, err = _sp(self.R + ["run", "-d", "--bundle", str(self.bundle), cid])
-        if rc:
-            if os.path.isdir(os.path.join(self.root, cid)):
-                self.ids.append(cid)
-            return f"exit {rc}: {err}"
-        self.ids.append(cid)
-        return None
-
-    def init_pid(self, cid: str) -> int | None:
-        try:
-            with open(os.path.join(self.root, cid, "state.json")) as f:
-                return int(json.load(f).get("init_process_pid") or 0) or None
-        except (OSError, ValueError):
-            return None
+        return self.started(cid, *_sp(self.R + ["run", "-d", "--bundle", str(self.bundle),
+                                             cid]))
 
     def remove_all(self) -> tuple[list[float], list[str]]:
         times, errors = [], []

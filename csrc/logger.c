@@ -66,6 +66,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "scm.h"
+
 #define LOG_NAME "ctr.log"
 #define OLD_NAME "ctr.log.1"
 #define TS_NAME "ctr.ts"
@@ -232,21 +234,13 @@ static void accept_client(void)
 	char one = 0, cbuf[CMSG_SPACE(sizeof(int))];
 	struct iovec iov = { &one, 1 };
 	struct msghdr mh = { 0 };
-	struct cmsghdr *c;
-	int fd = accept4(listenfd, NULL, NULL, SOCK_CLOEXEC), master = 0;
+	int fd = accept4(listenfd, NULL, NULL, SOCK_CLOEXEC);
 
 	if (fd < 0)
 		return;
-	memset(cbuf, 0, sizeof(cbuf));
 	mh.msg_iov = &iov;
 	mh.msg_iovlen = 1;
-	mh.msg_control = cbuf;
-	mh.msg_controllen = sizeof(cbuf);
-	c = CMSG_FIRSTHDR(&mh);
-	c->cmsg_level = SOL_SOCKET;
-	c->cmsg_type = SCM_RIGHTS;
-	c->cmsg_len = CMSG_LEN(sizeof(int));
-	memcpy(CMSG_DATA(c), &master, sizeof(int));
+	attach_fd(&mh, cbuf, sizeof(cbuf), 0);	/* the master */
 	if (sendmsg(fd, &mh, MSG_NOSIGNAL) != 1) {
 		close(fd);
 		return;

@@ -53,6 +53,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "scm.h"
+
 #define CONSOLE_MAX (256 * 1024)
 #define RESTART_STATUS 10
 
@@ -315,17 +317,8 @@ static void tell_keeper(pid_t init)
 	iov.iov_len = (size_t)snprintf(text, sizeof(text), "%d", (int)init);
 	mh.msg_iov = &iov;
 	mh.msg_iovlen = 1;
-	if (master >= 0) {
-		struct cmsghdr *c;
-		memset(cbuf, 0, sizeof(cbuf));
-		mh.msg_control = cbuf;
-		mh.msg_controllen = sizeof(cbuf);
-		c = CMSG_FIRSTHDR(&mh);
-		c->cmsg_level = SOL_SOCKET;
-		c->cmsg_type = SCM_RIGHTS;
-		c->cmsg_len = CMSG_LEN(sizeof(int));
-		memcpy(CMSG_DATA(c), &master, sizeof(int));
-	}
+	if (master >= 0)
+		attach_fd(&mh, cbuf, sizeof(cbuf), master);
 	sendmsg(keeper, &mh, MSG_NOSIGNAL);
 }
 
