@@ -1,7 +1,7 @@
 """zoned.Pool: zones made ahead with the same options, each handed out once.
 
 For a caller that starts many short zones alike (a test suite, a build farm): a maker
-process of the pool keeps `size` zones created (namespaces, overlay, cgroups, seccomp,
+process of the pool keeps `size` zones waiting (namespaces, overlay, cgroups, seccomp,
 user, caps: all of zoned.run's set-up), their inits waiting for start. run(args) takes
 one, gives it its args (and env) as it starts it, then goes on as zoned.run does: output,
 exit status, timeout; the maker removes the zone afterwards and makes the next. A zone is
@@ -62,7 +62,7 @@ def _recv(sock: socket.socket, flags: int = 0) -> tuple[dict | None, list[int]]:
 class Pool:
     """Zones with the same options, made ahead by a process of the pool: run() starts one.
 
-    size: how many are made ahead (2: one waits while the next is made).
+    size: how many wait to be taken (the maker makes the next while a run runs).
     root, images, image and other keyword options: as zoned.run's (README "Options").
     cgroup_parent: where the zones' cgroups go (default: $ZONED_CGROUP_PARENT, else
     zoned's for the root). A context manager; close() removes the zones not run yet and
@@ -152,6 +152,10 @@ class Pool:
             why = (msg or {}).get("message") or "its maker has gone"
             raise ZonedError(f"zoned.Pool: no zone: {why}")
         self._pids.add(msg["pid"])
+        try:
+            _send(self._sock, op="took", name=msg["name"])
+        except OSError:
+            pass  # the maker has gone: this zone still runs
         return (msg["name"], msg["pid"], *fds)
 
     def _done(self, name: str) -> None:
@@ -236,17 +240,21 @@ def _maker_main(pool: Pool, sock: socket.socket, cgroup_parent: str | None) -> N
 def _serve(pool: Pool, sock: socket.socket) -> None:
     backend = pool._backend
     out: dict[str, int] = {}  # zones sent, not done: name -> pid
+    taken: set[str] = set()  # of those, the ones a run has taken
     try:
         while True:
-            block = len(out) >= pool.size
+            block = len(out) - len(taken) >= pool.size  # enough wait to be taken
             try:
                 msg, _ = _recv(sock, 0 if block else socket.MSG_DONTWAIT)
             except BlockingIOError:
                 msg = {"op": "make"}
             if msg is None or msg.get("op") == "close":
                 return
-            if msg.get("op") == "done" and msg.get("name") in out:
+            if msg.get("op") == "took" and msg.get("name") in out:
+                taken.add(msg["name"])  # the next is made while it runs
+            elif msg.get("op") == "done" and msg.get("name") in out:
                 out.pop(msg["name"])
+                taken.discard(msg["name"])
                 backend.delete(msg["name"], force=True)
             elif msg.get("op") == "make":
                 name, pid, fds = _make(pool, backend)
