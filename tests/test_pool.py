@@ -172,3 +172,13 @@ def test_bad_options_are_refused_in_the_caller(zoned_root, busybox, options, fie
         zoned.Pool(root=zoned_root, **options)
     assert _children() == []
     assert host_snapshot(zoned_root) == before
+
+
+def test_pid_1_is_the_command_not_the_callers_python(pool):
+    """The init waited as a copy of the caller's python (late_process); at start it execs
+    the command in place, so what the zone sees as PID 1 is that command's image, with
+    nothing of python's mapped (and its memory is the command's, not the caller's)."""
+    r = pool.run(["sh", "-c", "readlink /proc/1/exe; grep -c python /proc/1/maps; true"],
+                 text=True)
+    exe, python_maps = r.stdout.split()
+    assert exe == "/bin/busybox" and python_maps == "0", r
