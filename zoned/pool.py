@@ -62,7 +62,8 @@ def _recv(sock: socket.socket, flags: int = 0) -> tuple[dict | None, list[int]]:
 class Pool:
     """Zones with the same options, made ahead by a process of the pool: run() starts one.
 
-    size: how many wait to be taken (the maker makes the next while a run runs).
+    size: how many wait to be taken (a new one is made once a run is over, or at once
+    if none waits).
     root, images, image and other keyword options: as zoned.run's (README "Options").
     cgroup_parent: where the zones' cgroups go (default: $ZONED_CGROUP_PARENT, else
     zoned's for the root). A context manager; close() removes the zones not run yet and
@@ -243,7 +244,10 @@ def _serve(pool: Pool, sock: socket.socket) -> None:
     taken: set[str] = set()  # of those, the ones a run has taken
     try:
         while True:
-            block = len(out) - len(taken) >= pool.size  # enough wait to be taken
+            waiting = len(out) - len(taken)
+            # make one while fewer than size wait, but not while a run runs if one waits:
+            # the run would share its CPU with the maker
+            block = waiting >= pool.size or (taken and waiting > 0)
             try:
                 msg, _ = _recv(sock, 0 if block else socket.MSG_DONTWAIT)
             except BlockingIOError:
@@ -251,7 +255,7 @@ def _serve(pool: Pool, sock: socket.socket) -> None:
             if msg is None or msg.get("op") == "close":
                 return
             if msg.get("op") == "took" and msg.get("name") in out:
-                taken.add(msg["name"])  # the next is made while it runs
+                taken.add(msg["name"])
             elif msg.get("op") == "done" and msg.get("name") in out:
                 out.pop(msg["name"])
                 taken.discard(msg["name"])
