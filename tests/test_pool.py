@@ -182,3 +182,42 @@ def test_pid_1_is_the_command_not_the_callers_python(pool):
                  text=True)
     exe, python_maps = r.stdout.split()
     assert exe == "/bin/busybox" and python_maps == "0", r
+
+
+def test_a_zone_the_maker_cannot_make_is_one_clear_error_and_no_zombie(zoned_root, busybox):
+    """cpuset 0-63 passes the config checks but fails in the cgroup, after the init was
+    cloned (the caller's child): run() raises the maker's error, the init it killed is
+    reaped, the next run() raises the same at once, and close() leaves nothing."""
+    before = host_snapshot(zoned_root)
+    p = zoned.Pool(root=zoned_root, size=1, cpuset_cpus="0-63")
+    try:
+        with pytest.raises(zoned.ZonedError, match="cpuset.cpus"):
+            p.run(["true"])
+        assert _children() == [p._maker]  # no zombie init
+        with pytest.raises(zoned.ZonedError, match="cpuset.cpus"):
+            p.run(["true"])
+    finally:
+        p.close()
+    assert _children() == []
+    assert host_snapshot(zoned_root) == before
+
+
+def test_zones_made_before_a_failure_still_run(zoned_root, busybox, tmp_path):
+    """A volume removed while the pool runs: the zone already made (its bind mount done)
+    still runs; the maker's next make fails, and that failure is what run() says next."""
+    vol = tmp_path / "vol"
+    vol.mkdir()
+    (vol / "f").write_text("x")
+    with zoned.Pool(root=zoned_root, size=1, volumes=[f"{vol}:/data"]) as p:
+        assert p.run(["cat", "/data/f"]).stdout == b"x"
+        deadline = time.monotonic() + 30
+        while len([c for c in os.listdir(zoned_root) if c.startswith("z-")]) < 1:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        time.sleep(0.2)
+        (vol / "f").unlink()
+        vol.rmdir()
+        assert p.run(["ls", "/data"]).returncode == 0  # made before: mounted already
+        with pytest.raises(zoned.ZonedError, match="does not exist"):
+            p.run(["true"])
+    assert _children() == []

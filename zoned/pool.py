@@ -52,8 +52,11 @@ def _recv(sock: socket.socket, flags: int = 0) -> tuple[dict | None, list[int]]:
     from array import array
 
     fds = array("i")
-    data, ancdata, _flags, _addr = sock.recvmsg(_MSG, socket.CMSG_LEN(4 * fds.itemsize),
-                                                flags)
+    try:
+        data, ancdata, _flags, _addr = sock.recvmsg(_MSG, socket.CMSG_LEN(4 * fds.itemsize),
+                                                    flags)
+    except ConnectionResetError:  # the peer went with our messages unread: as EOF
+        return None, []
     for level, kind, payload in ancdata:
         if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
             fds.frombytes(payload[:len(payload) - len(payload) % fds.itemsize])
@@ -101,6 +104,7 @@ class Pool:
 
         self._backend = ZoneBackend(root)
         self._pids: set[int] = set()  # inits made for us and not reaped yet
+        self._error: str | None = None  # why the maker makes no more zones
         self._maker, self._sock = _spawn_maker(template, cgroup_parent)
 
     # -- the caller ----------------------------------------------------------------------
@@ -150,12 +154,17 @@ class Pool:
     def _take(self) -> tuple[str, int, int, int, int, int]:
         if self._sock is None:
             raise ZonedError("the pool is closed")
+        if self._error is not None:  # the maker makes no more
+            raise ZonedError(self._error)
         msg, fds = _recv(self._sock)
         if msg is None or msg.get("op") != "zone" or len(fds) != 4:
             for fd in fds:
                 os.close(fd)
-            why = (msg or {}).get("message") or "its maker has gone"
-            raise ZonedError(f"zoned.Pool: no zone: {why}")
+            if (msg or {}).get("pid"):
+                _reap(msg["pid"])  # killed by the maker, our child
+            self._error = "zoned.Pool: no zone: " + \
+                ((msg or {}).get("message") or "its maker has gone")
+            raise ZonedError(self._error)
         self._pids.add(msg["pid"])
         try:
             _send(self._sock, op="took", name=msg["name"])
@@ -181,7 +190,7 @@ class Pool:
                     os.close(fd)
                 if msg is None:
                     break
-                if msg.get("op") == "zone":
+                if msg.get("pid"):  # a zone not run, or a failed one's init
                     self._pids.add(msg["pid"])
         except OSError:
             pass
@@ -266,17 +275,21 @@ def maker_main(fd: int, spec: str) -> None:
 
 
 def _serve(template: Template, sock: socket.socket) -> None:
+    """The maker's loop. A failure to make a zone is sent to the caller (after the zones
+    made before it, which stay usable) and ends the making, not the serving: the zones
+    out are removed as they are done, the rest at "close" or when the caller has gone."""
     from zoned.backends.zone import ZoneBackend
 
     backend = ZoneBackend(template.root)
     out: dict[str, int] = {}  # zones sent, not done: name -> pid
     taken: set[str] = set()  # of those, the ones a run has taken
+    failed = False
     try:
         while True:
             waiting = len(out) - len(taken)
             # make one while fewer than size wait, but not while a run runs if one waits:
             # the run would share its CPU with the maker
-            block = waiting >= template.size or (taken and waiting > 0)
+            block = failed or waiting >= template.size or (taken and waiting > 0)
             try:
                 msg, _ = _recv(sock, 0 if block else socket.MSG_DONTWAIT)
             except BlockingIOError:
@@ -290,7 +303,13 @@ def _serve(template: Template, sock: socket.socket) -> None:
                 taken.discard(msg["name"])
                 backend.delete(msg["name"], force=True)
             elif msg.get("op") == "make":
-                name, pid, fds = _make(template, backend)
+                try:
+                    name, pid, fds = _make(template, backend)
+                except Exception as exc:  # noqa: BLE001 - the caller raises it
+                    failed = True  # (with the pid of an init the failed create killed)
+                    _send(sock, op="error", message=str(exc) or type(exc).__name__,
+                          pid=getattr(exc, "sibling_pid", 0))
+                    continue
                 out[name] = pid
                 try:
                     _send(sock, fds, op="zone", name=name, pid=pid)

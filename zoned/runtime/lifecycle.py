@@ -279,6 +279,8 @@ class Runtime:
         except BaseException as exc:
             if pid:
                 kill_and_reap(pid)
+                if sibling:  # our parent's child: it reaps it (zoned.pool)
+                    exc.sibling_pid = pid
             if cfg.get("hooks"):  # only a config with hooks fails in one (lazy: start-up)
                 from zoned.oci import hooks
 
