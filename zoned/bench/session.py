@@ -153,8 +153,11 @@ def run(opts: Options, progress: Callable[[str], None] | None = None) -> dict:
                 result["leftovers"][f"migrate-{name}"] = m["leftovers"]
         result["complete"] = True
     finally:
-        # a second Ctrl-C must not cut the clean-up short: it waits until this is done
-        held = signal.pthread_sigmask(signal.SIG_BLOCK, HELD_SIGNALS)
+        # A second Ctrl-C (or TERM, HUP) must not cut the clean-up short: ignored until it
+        # is done, by the `zoned rm`s it runs too (a terminal's Ctrl-C reaches them). Not a
+        # blocked mask: that is the main thread's only, and a signal another thread takes
+        # (a subprocess timeout's timer) still ran Python's handler, KeyboardInterrupt.
+        held = {s: signal.signal(s, signal.SIG_IGN) for s in HELD_SIGNALS}
         try:
             progress("cleaning up")
             for b in made:
@@ -165,7 +168,8 @@ def run(opts: Options, progress: Callable[[str], None] | None = None) -> dict:
                                                    "error": f"{type(e).__name__}: {e}"}
             shutil.rmtree(tmp, ignore_errors=True)
         finally:
-            signal.pthread_sigmask(signal.SIG_SETMASK, held)
+            for s, handler in held.items():
+                signal.signal(s, handler)
         result["leftovers"]["ok"] = all(v.get("ok") for v in result["leftovers"].values()
                                         if isinstance(v, dict))
         result["elapsed_s"] = round(time.monotonic() - t0, 1)
