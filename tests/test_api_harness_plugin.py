@@ -99,4 +99,4 @@ def test_xdist_40_zone_tests_leave_nothing(busybox, tmp_path):
     p = pytest_in(tmp_path, "-q", "-n", "2")
     assert p.returncode == 0, p.stdout + p.stderr
     assert "40 passed" in p.stdout
-    assert leftovers() == before
+    assert set(leftovers()) - set(before) == set()  # (others' may go meanwhile)
