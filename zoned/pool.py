@@ -280,7 +280,10 @@ def _serve(template: Template, sock: socket.socket) -> None:
     out are removed as they are done, the rest at "close" or when the caller has gone."""
     from zoned.backends.zone import ZoneBackend
 
+    from zoned.cgroups import prime
+
     backend = ZoneBackend(template.root)
+    keeper = prime.keeper()  # each init's cgroup move, without its grace period
     out: dict[str, int] = {}  # zones sent, not done: name -> pid
     taken: set[str] = set()  # of those, the ones a run has taken
     failed = False
@@ -303,6 +306,8 @@ def _serve(template: Template, sock: socket.socket) -> None:
                 taken.discard(msg["name"])
                 backend.delete(msg["name"], force=True)
             elif msg.get("op") == "make":
+                if keeper is not None:
+                    os.write(keeper[0], b"m")
                 try:
                     name, pid, fds = _make(template, backend)
                 except Exception as exc:  # noqa: BLE001 - the caller raises it

@@ -32,6 +32,7 @@ import time
 KEEP_OPEN_EVERY = 0.002  # s between no-op moves that keep the way open (a grace period
 # here is 8-30 ms; the way closes one grace period after the last move)
 KEEP_OPEN_FOR = 2.0      # s: a primer nobody joins (an error before the fork) stops then
+KEEPER_FOR = 0.1         # s: how long a keeper keeps the way open after each word
 
 _state = {"thread": None, "path": None}
 
@@ -141,3 +142,46 @@ def wait() -> None:
         stop.release()
         done.acquire()
         _state["thread"] = None
+
+
+def keeper() -> tuple[int, int] | None:
+    """A child process that keeps the way open when told to: for zoned.pool's maker, which
+    makes zones one after another and must stay single-threaded (it clones inits with
+    CLONE_PARENT, so no thread of ours may hold the GIL then). Each byte written to the
+    returned fd opens the way (a no-op move, which waits for the grace period off the
+    maker's path) and keeps it open for KEEPER_FOR seconds, so the moves of the zones made
+    meanwhile do not wait. (write end, pid), or None where no hierarchy shows our cgroup
+    or we are not root. It exits when the write end is closed, or with its parent."""
+    if os.geteuid() != 0:
+        return None
+    path = own_procs_file()
+    if not path:
+        return None
+    r, w = os.pipe2(os.O_CLOEXEC)
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.close(w)
+            from zoned.child import caps
+
+            caps.set_pdeathsig(9)
+            _keep(r, path)
+        finally:
+            os._exit(0)
+    os.close(r)
+    return w, pid
+
+
+def _keep(r: int, path: str) -> None:
+    import select
+
+    until = 0.0
+    while True:
+        now = time.monotonic()
+        wait = KEEP_OPEN_EVERY if now < until else None
+        if select.select([r], [], [], wait)[0]:
+            if not os.read(r, 64):
+                return  # the maker has gone
+            until = time.monotonic() + KEEPER_FOR
+        if time.monotonic() < until and not _move_self(path):
+            until = 0.0  # not ours to write: the moves pay as before
