@@ -31,6 +31,22 @@ def pool(zoned_root, busybox):
         yield p
 
 
+def _makers_of(root: str) -> list[int]:
+    """Processes whose command line names this state root: a pool's maker, its keeper (a
+    fork of it) and the inits waiting (clones of it)."""
+    found = []
+    for pid in os.listdir("/proc"):
+        if pid.isdigit():
+            try:
+                with open(f"/proc/{pid}/cmdline", "rb") as f:
+                    if b"maker_main" in f.read() and root.encode() in open(
+                            f"/proc/{pid}/cmdline", "rb").read():
+                        found.append(int(pid))
+            except OSError:
+                pass
+    return found
+
+
 def _children() -> list[int]:
     me = os.getpid()
     out = []
@@ -116,11 +132,19 @@ def test_close_leaves_nothing(zoned_root, busybox):
     before = host_snapshot(zoned_root)
     p = zoned.Pool(root=zoned_root, size=3)
     assert p.run(["true"]).returncode == 0
-    time.sleep(0.5)  # zones made ahead, not run
     maker = p._maker
+    # the maker, its keeper and the 3 inits waiting (clones of the maker, not exec'd yet)
+    deadline = time.monotonic() + 30
+    while len(_makers_of(zoned_root)) != 5:
+        assert time.monotonic() < deadline, _makers_of(zoned_root)
+        time.sleep(0.05)
     p.close()
     p.close()  # twice is fine
     assert not os.path.exists(f"/proc/{maker}")
+    deadline = time.monotonic() + 10
+    while _makers_of(zoned_root):  # the keeper sees its pipe close, or its parent go
+        assert time.monotonic() < deadline, _makers_of(zoned_root)
+        time.sleep(0.05)
     assert _children() == []
     assert [c for c in os.listdir(zoned_root) if not c.startswith(".")] == []
     assert host_snapshot(zoned_root) == before
@@ -153,8 +177,10 @@ def test_a_dead_caller_takes_its_zones_and_maker(zoned_root, busybox, tmp_path):
         h.send_signal(signal.SIGKILL)
         h.wait()
     deadline = time.monotonic() + 10
-    while any(os.path.exists(f"/proc/{p}") for p in (maker, *inits)):
-        assert time.monotonic() < deadline, "a zone or the maker outlived its caller"
+    while any(os.path.exists(f"/proc/{p}") for p in (maker, *inits)) or \
+            _makers_of(zoned_root):
+        assert time.monotonic() < deadline, "a zone, the maker or its keeper outlived " \
+            "its caller"
         time.sleep(0.05)
     subprocess.run([sys.executable, "-m", "zoned", "--root", zoned_root, "gc"], check=True,
                    capture_output=True)
