@@ -100,3 +100,40 @@ def test_xdist_40_zone_tests_leave_nothing(busybox, tmp_path):
     assert p.returncode == 0, p.stdout + p.stderr
     assert "40 passed" in p.stdout
     assert set(leftovers()) - set(before) == set()  # (others' may go meanwhile)
+
+
+def test_zoned_run_falls_back_when_the_pool_cannot_make_zones(busybox, tmp_path):
+    """A session pool whose maker has failed: every zoned_run call makes its own zone
+    (in the test's zoned_root) instead of failing the rest of the session; a command's
+    own failure (check=True) is still the test's."""
+    (tmp_path / "conftest.py").write_text(
+        "import pytest\n"
+        "import zoned\n"
+        "class Broken:\n"
+        "    failure = None\n"
+        "    runs = 0\n"
+        "    def run(self, args, **options):\n"
+        "        Broken.runs += 1\n"
+        "        self.failure = 'zoned.Pool: no zone: its maker has gone'\n"
+        "        raise zoned.ZonedError(self.failure)\n"
+        "class Lazy:\n"
+        "    pool = Broken()\n"
+        "    def get(self):\n"
+        "        return self.pool\n"
+        "@pytest.fixture(scope='session')\n"
+        "def zoned_pool():\n"
+        "    return Lazy()\n")
+    (tmp_path / "test_fallback.py").write_text(
+        "import subprocess\n"
+        "import pytest\n"
+        "from conftest import Broken\n"
+        "@pytest.mark.parametrize('i', range(3))\n"
+        "def test_run(zoned_run, i):\n"
+        "    assert zoned_run(['sh', '-c', f'echo {i}'], text=True).stdout == f'{i}\\n'\n"
+        "    assert Broken.runs == 1  # asked once; then each call makes its own\n"
+        "def test_check(zoned_run):\n"
+        "    with pytest.raises(subprocess.CalledProcessError):\n"
+        "        zoned_run(['false'], check=True)\n")
+    p = pytest_in(tmp_path, "-q", "-p", "no:randomly")
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert "4 passed" in p.stdout

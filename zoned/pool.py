@@ -107,6 +107,11 @@ class Pool:
         self._error: str | None = None  # why the maker makes no more zones
         self._maker, self._sock = _spawn_maker(template, cgroup_parent)
 
+    @property
+    def failure(self) -> str | None:
+        """Why the maker makes no more zones (run() raises it), or None."""
+        return self._error
+
     # -- the caller ----------------------------------------------------------------------
     def run(self, args: list[str] | str, *, input: bytes | str | None = None,
             text: bool = False, check: bool = False, timeout: float | None = None,

@@ -263,7 +263,8 @@ def zoned_run(request, zoned_image, zoned_pool):
     A call with no zone options of its own (only input=, text=, check=, timeout=, shell=,
     env=), in a test with no zone marker and no zoned_root or zoned_state_fs of its own,
     runs in the session's zoned_pool: a fresh zone made ahead, so the test does not wait
-    for its set-up. Any other call makes its zone in the test's zoned_root, as zoned.run."""
+    for its set-up. Any other call makes its zone in the test's zoned_root, as zoned.run;
+    so does every call once the pool's maker has failed to make one."""
     import zoned.api
 
     defaults = _marker_options(request)
@@ -275,7 +276,14 @@ def zoned_run(request, zoned_image, zoned_pool):
             options.pop("image")
         if zoned_pool is not None and not own_root and not defaults \
                 and set(options) <= set(POOL_CALL_OPTIONS):
-            return zoned_pool.get().run(args, **options)
+            pool = zoned_pool.get()
+            if pool.failure is None:
+                try:
+                    return pool.run(args, **options)
+                except zoned.api.ZonedError:
+                    if pool.failure is None:
+                        raise  # the command's, not the pool's
+            # a maker that cannot make zones: each call makes its own (and says why)
         options.setdefault("root", request.getfixturevalue("zoned_root"))
         options.setdefault("image", zoned_image)
         return zoned.api.run(args, **options)
