@@ -134,8 +134,11 @@ def test_close_leaves_nothing(zoned_root, busybox):
     assert p.run(["true"]).returncode == 0
     maker = p._maker
     # the maker, its keeper and the 3 inits waiting (clones of the maker, not exec'd yet)
+    from zoned.cgroups import prime
+
+    expected = 4 + (prime.own_procs_file() is not None)  # (a keeper where it can move)
     deadline = time.monotonic() + 30
-    while len(_makers_of(zoned_root)) != 5:
+    while len(_makers_of(zoned_root)) != expected:
         assert time.monotonic() < deadline, _makers_of(zoned_root)
         time.sleep(0.05)
     p.close()
