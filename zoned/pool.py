@@ -86,7 +86,9 @@ class Pool:
     root, images, image and other keyword options: as zoned.run's (README "Options").
     cgroup_parent: where the zones' cgroups go (default: $ZONED_CGROUP_PARENT, else
     zoned's for the root). A context manager; close() removes the zones not run yet and
-    ends the maker. Not for use from two threads at once."""
+    ends the maker. Not for use from two threads at once; make it in a thread that
+    outlives it (the kernel's parent-death signal, which ends the maker and the zones
+    with their caller, follows the thread that made them)."""
 
     def __init__(self, *, size: int = 2, root: str | None = None, images: str | None = None,
                  image: str | None = None, cgroup_parent: str | None = None, **options):
@@ -284,7 +286,6 @@ def _serve(template: Template, sock: socket.socket) -> None:
     made before it, which stay usable) and ends the making, not the serving: the zones
     out are removed as they are done, the rest at "close" or when the caller has gone."""
     from zoned.backends.zone import ZoneBackend
-
     from zoned.cgroups import prime
 
     backend = ZoneBackend(template.root)
@@ -309,7 +310,10 @@ def _serve(template: Template, sock: socket.socket) -> None:
             elif msg.get("op") == "done" and msg.get("name") in out:
                 out.pop(msg["name"])
                 taken.discard(msg["name"])
-                backend.delete(msg["name"], force=True)
+                try:
+                    backend.delete(msg["name"], force=True)
+                except ZonedError:
+                    pass  # one zone's removal: `zoned gc` finishes it, the pool goes on
             elif msg.get("op") == "make":
                 if keeper is not None:
                     os.write(keeper[0], b"m")
