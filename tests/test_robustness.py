@@ -184,3 +184,43 @@ def test_gc_of_one_root_leaves_other_roots_alone(cli, zoned_root, tmp_path, monk
     cli("gc", check=True)
     assert not open_cgroup(cgroup_parent(zoned_root)).exists()
     os.rmdir(other) if os.path.isdir(other) else None
+
+
+def test_gc_removes_the_empty_parents_zoned_made_above_a_roots_parent(cli, monkeypatch):
+    """A state root whose cgroup parent is nested ($ZONED_CGROUP_PARENT=/zoned-x/inner, as
+    the pytest plugin's /zoned/zoned-test-*): once its zones are gone, `zoned gc` removes
+    the parent and then the empty /zoned-x above it, in every hierarchy. A zoned ancestor
+    with another child stays, and an ancestor zoned did not name is never touched."""
+    from zoned.cgroups import list_paths, remove_if_empty
+    from zoned.cgroups.detection import mounts
+
+    top = f"/zoned-gct-{os.getpid()}"
+
+    def exists(path: str) -> bool:
+        return any(os.path.isdir(h.mountpoint + path) for h in mounts())
+
+    monkeypatch.setenv("ZONED_CGROUP_PARENT", f"{top}/inner")
+    cli("run", "--rm", "--", "true", check=True)  # made top/inner/<id>, then removed it
+    assert exists(f"{top}/inner") and list_paths(f"{top}/inner") == []
+    sibling = mounts()[0].mountpoint + f"{top}/other"  # another root's, in one hierarchy
+    os.mkdir(sibling)
+    try:
+        out = cli("gc", check=True).stdout
+        assert f"cgroup {top}/inner: empty state-root parent" in out
+        assert not exists(f"{top}/inner") and exists(top)  # kept: it has a child
+    finally:
+        os.rmdir(sibling)
+    cli("run", "--rm", "--", "true", check=True)
+    out = cli("gc", check=True).stdout
+    assert f"cgroup {top}: empty parent of state-root parents" in out
+    assert not exists(top)
+
+    plain = f"/gct-not-zoned-{os.getpid()}"  # not a name zoned gives: left as it is
+    monkeypatch.setenv("ZONED_CGROUP_PARENT", f"{plain}/inner")
+    try:
+        cli("run", "--rm", "--", "true", check=True)
+        cli("gc", check=True)
+        assert not exists(f"{plain}/inner") and exists(plain)
+    finally:
+        remove_if_empty(plain)
+    assert not exists(plain)

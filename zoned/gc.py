@@ -89,7 +89,7 @@ def collect(rt: Runtime, *, dry_run: bool = False,
 
 def _cgroups(store, dry_run: bool) -> Iterator[str]:
     """Cgroups of containers that are gone, and this state root's parent if empty."""
-    from zoned.cgroups import list_paths, remove_if_empty
+    from zoned.cgroups import list_paths, remove_empty_ancestors, remove_if_empty
 
     for path in list_paths(cgroup_parent(store.root)):
         # Checked after listing: a create reserves its directory before it makes its
@@ -104,12 +104,16 @@ def _cgroups(store, dry_run: bool) -> Iterator[str]:
     # empty, it holds nothing, and a create racing with this rmdir retries (make_cgroup).
     # Only our own: another root's parent may be empty for a moment while its create is
     # making the container's directories, hierarchy by hierarchy.
+    # Then the parents zoned made above it, empty too: /zoned of a parent /zoned/NAME
+    # ($ZONED_CGROUP_PARENT, as the pytest plugin's roots have), which no root owns.
     path = cgroup_parent(store.root)
     if path != "/" and not list_paths(path):
         if dry_run:
             yield f"cgroup {path}: empty state-root parent (removed if empty)"
         elif remove_if_empty(path):
             yield f"cgroup {path}: empty state-root parent"
+            for ancestor in remove_empty_ancestors(path):
+                yield f"cgroup {ancestor}: empty parent of state-root parents"
 
 
 def _stale_tmp(store, dry_run: bool) -> Iterator[str]:

@@ -160,9 +160,10 @@ def _remove_root(path: str, fs: str, parent: str) -> None:
     except OSError:
         pass
     if os.geteuid() == 0:
-        from zoned.cgroups import remove_if_empty
+        from zoned.cgroups import remove_empty_ancestors, remove_if_empty
 
-        remove_if_empty(parent)
+        if remove_if_empty(parent):
+            remove_empty_ancestors(parent)  # /zoned, once no test's parent is in it
 
 
 @pytest.fixture

@@ -27,7 +27,7 @@ v1, never stats or gc).
 
 __all__ = [
     "CgroupError", "Hierarchy", "Cgroup", "open_cgroup", "V1Cgroup", "V2Cgroup", "detect", "hierarchies",
-    "own_cgroup", "list_paths", "remove_if_empty", "shares_to_weight", "blkio_to_io_weight",
+    "own_cgroup", "list_paths", "remove_if_empty", "remove_empty_ancestors", "shares_to_weight", "blkio_to_io_weight",
     "swap_to_v2", "device_filter", "UNLIMITED", "V2_CONTROLLERS",
 ]
 
@@ -43,7 +43,7 @@ _HOME = {
     "swap_to_v2": "resources",
     "device_filter": "bpf",
     "UNLIMITED": "stats",
-    "list_paths": "gc", "remove_if_empty": "gc",
+    "list_paths": "gc", "remove_if_empty": "gc", "remove_empty_ancestors": "gc",
 }
 
 

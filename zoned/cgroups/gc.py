@@ -42,3 +42,34 @@ def remove_if_empty(path: str) -> bool:
         logger().info("cgroups: %s not removed: %s", path, e)
         return False
     return not cg.exists()
+
+
+def remove_empty_ancestors(path: str) -> list[str]:
+    """rmdir each ancestor of cgroup `path` that zoned made and that is empty, nearest
+    first, in every hierarchy: one whose first component is "zoned" or "zoned-*" (a
+    parent such as /zoned/zoned-test-x, made with its /zoned). Never recursive, so a
+    cgroup that has any child (another root's parent, a create's new directory) stays;
+    a create racing with an rmdir here retries (zoned.runtime.steps.make_cgroup). Those
+    removed, in order."""
+    import errno
+
+    removed = []
+    parts = posixpath.normpath("/" + path.lstrip("/")).strip("/").split("/")
+    if not parts[0] or not (parts[0] == "zoned" or parts[0].startswith("zoned-")):
+        return removed
+    for depth in range(len(parts) - 1, 0, -1):
+        ancestor = "/" + "/".join(parts[:depth])
+        gone = True
+        for h in mounts():
+            try:
+                os.rmdir(h.mountpoint + ancestor)
+            except FileNotFoundError:
+                pass
+            except OSError as e:
+                if e.errno not in (errno.ENOTEMPTY, errno.EBUSY, errno.EEXIST):
+                    raise
+                gone = False
+        if not gone:
+            break
+        removed.append(ancestor)
+    return removed
