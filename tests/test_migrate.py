@@ -18,7 +18,7 @@ import pytest
 
 import twohost
 from conftest import criu_or_skip
-from twohost import B_IP, SSHD, ZONED, memtouch_volume, relocation_server
+from twohost import B_IP, SSHD, ZONED, relocation_server, start_memtouch
 
 two_hosts = twohost.two_hosts  # the fixture, under the name the tests ask for
 
@@ -42,16 +42,7 @@ def key(two_hosts, tmp_path):
 
 def _start_svc(th, mib: int = MIB) -> str:
     """memtouch on host A; its checksum."""
-    th.a.zoned("run", "-d", "--name", "svc", "--network", "lan", "--ip", IP,
-               "-p", f"{PUBLISHED}:{PORT}", "-v", memtouch_volume(), "--", "/memtouch",
-               str(mib), str(PORT), check=True)
-    end = time.monotonic() + 20
-    while time.monotonic() < end:
-        for line in th.a.zoned("logs", "svc").stdout.splitlines():
-            if line.startswith("ready "):
-                return line.split()[1]
-        time.sleep(0.05)
-    raise AssertionError("memtouch did not start")
+    return start_memtouch(th.a, IP, PORT, mib, publish=PUBLISHED, timeout=20)
 
 
 def _scratch(host) -> list[str]:

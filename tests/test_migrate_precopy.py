@@ -24,7 +24,7 @@ import pytest
 
 import twohost
 from conftest import criu_or_skip
-from twohost import B_IP, ZONED, memtouch_volume, relocation_server
+from twohost import B_IP, ZONED, relocation_server, start_memtouch
 
 two_hosts = twohost.two_hosts  # the fixture, under the name the tests ask for
 
@@ -44,15 +44,7 @@ def key(two_hosts, tmp_path):
 
 
 def _start_svc(th) -> str:
-    th.a.zoned("run", "-d", "--name", "svc", "--network", "lan", "--ip", IP, "-v",
-               memtouch_volume(), "--", "/memtouch", str(MIB), str(PORT), check=True)
-    end = time.monotonic() + 30
-    while time.monotonic() < end:
-        for line in th.a.zoned("logs", "svc").stdout.splitlines():
-            if line.startswith("ready "):
-                return line.split()[1]
-        time.sleep(0.05)
-    raise AssertionError("memtouch did not start")
+    return start_memtouch(th.a, IP, PORT, MIB)
 
 
 def _migrate(th, key, tmp_path, port: int, *, live: bool, pause: float):
@@ -83,6 +75,18 @@ def _wait_prepared(th, err) -> dict:
     raise AssertionError(f"B never prepared svc: {err.read_text()}")
 
 
+def _held_after_prepare(th, key, tmp_path, port: int, *, live: bool, pause: float):
+    """svc on A with a client counting on it, a relocation server for B on `port`, and a
+    migration held once B has prepared: (checksum, client, migrate process, its stdout
+    and stderr paths, B's prepared state)."""
+    ready = _start_svc(th)
+    relocation_server(th, key, tmp_path, port)
+    cc = th.counter_client(IP, PORT)
+    cc.wait_values(10)
+    mig, out, err = _migrate(th, key, tmp_path, port, live=live, pause=pause)
+    return ready, cc, mig, out, err, _wait_prepared(th, err)
+
+
 def _link_flags(host, name: str) -> str:
     return host.sh(f"ip -o link show dev {name}", check=True).stdout
 
@@ -90,12 +94,8 @@ def _link_flags(host, name: str) -> str:
 def test_prepared_destination_takes_no_traffic_and_the_move_keeps_everything(
         two_hosts, key, tmp_path):
     th = two_hosts
-    ready = _start_svc(th)
-    relocation_server(th, key, tmp_path, 7100)
-    cc = th.counter_client(IP, PORT)
-    cc.wait_values(10)
-    mig, out, err = _migrate(th, key, tmp_path, 7100, live=True, pause=4)
-    st = _wait_prepared(th, err)
+    ready, cc, mig, out, err, st = _held_after_prepare(th, key, tmp_path, 7100, live=True,
+                                                       pause=4)
     # Prepared on B while A runs the zone: state, lease, veth, cgroup; its link held down.
     assert st["status"] == "creating" and st["pid"] == 0
     host_if = st["zoned"]["network"]["networks"][0]["host_if"]
@@ -136,12 +136,8 @@ def test_prepared_destination_takes_no_traffic_and_the_move_keeps_everything(
 def test_source_giving_up_leaves_nothing_prepared_on_the_destination(two_hosts, key,
                                                                      tmp_path):
     th = two_hosts
-    ready = _start_svc(th)
-    relocation_server(th, key, tmp_path, 7101)
-    cc = th.counter_client(IP, PORT)
-    cc.wait_values(10)
-    mig, _, err = _migrate(th, key, tmp_path, 7101, live=False, pause=30)
-    st = _wait_prepared(th, err)
+    ready, cc, mig, _, err, st = _held_after_prepare(th, key, tmp_path, 7101, live=False,
+                                                     pause=30)
     host_if = st["zoned"]["network"]["networks"][0]["host_if"]
     os.killpg(mig.pid, signal.SIGTERM)  # the source gives up before freezing anything
     assert mig.wait(60) != 0

@@ -85,6 +85,22 @@ def memtouch_volume() -> str:
     return f"{build_memtouch()}:/memtouch:ro"
 
 
+def start_memtouch(host, ip: str, port: int, mib: int, *, publish: int | None = None,
+                   timeout: float = 30) -> str:
+    """`svc` on `host`: memtouch touching `mib` MiB and serving on ip:port (network lan,
+    published on the host at `publish`); its memory's checksum, once it says "ready"."""
+    flags = ["-p", f"{publish}:{port}"] if publish else []
+    host.zoned("run", "-d", "--name", "svc", "--network", "lan", "--ip", ip, *flags,
+               "-v", memtouch_volume(), "--", "/memtouch", str(mib), str(port), check=True)
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        for line in host.zoned("logs", "svc").stdout.splitlines():
+            if line.startswith("ready "):
+                return line.split()[1]
+        time.sleep(0.05)
+    raise AssertionError("memtouch did not start")
+
+
 # -- running things in a network namespace ---------------------------------------------------
 def _cgroup_mount_script() -> str:
     """Shell commands that re-create this mount namespace's cgroup mounts under
