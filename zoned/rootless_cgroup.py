@@ -13,7 +13,6 @@ one warning line.
 """
 from __future__ import annotations
 
-
 from zoned.rootless import MOUNT, NullCgroup, delegated_top
 
 

@@ -42,7 +42,7 @@ def run_restore(criu: str, directory: str, work_dir: str, meta: dict, cfg: dict,
         source = by_dest.get(os.path.normpath(e["destination"])) or e["source"]
         args += ["--ext-mount-map", f"{e['key']}:{source}"]
     unlink_if_exists(os.path.join(work_dir, "criu.pid"))  # an earlier restore's
-    fds = [netns_fd]
+    fds = [netns_fd]  # what criu inherits; ours to close: fds[1:]
     daemon = None
     try:
         for fi in meta["files"]:
@@ -73,7 +73,7 @@ def run_restore(criu: str, directory: str, work_dir: str, meta: dict, cfg: dict,
             sc.mount("overlay", rootfs, "overlay", 0, overlay)
             bind_kdat(kdat)
 
-        r = run_criu(args, pass_fds=fds[1:] + [netns_fd] + ([log_fd] if log_fd else []),
+        r = run_criu(args, pass_fds=fds + ([log_fd] if log_fd is not None else []),
                      preexec_fn=in_private_mount_ns)
         if r.returncode != 0:
             why = log_tail(os.path.join(work_dir, "restore.log")) or r.stderr.strip()
