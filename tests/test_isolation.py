@@ -163,3 +163,51 @@ def test_overlay_writes_are_per_container(zoned_root, busybox):
     assert (busybox.rootfs / "etc/hostname").read_text().strip() != "changed"
     r = sh("cat /etc/hostname", zoned_root)
     assert r.stdout.strip() != "changed"
+
+
+def _devices(script_out: str) -> dict[str, int]:
+    """`stat -c '%n %d'` lines -> {path: device number}."""
+    return {p: int(d) for p, d in (line.split() for line in script_out.splitlines())}
+
+
+def test_masked_dirs_and_cgroup_skeleton_are_binds_not_superblocks(cli):
+    """A masked directory and v1's /sys/fs/cgroup are read-only binds of the zone's own
+    state-dir skeleton (zoned.runtime.steps.make_skeleton), not a tmpfs each: every
+    superblock costs a slot in every memory cgroup. Nothing can be written, run or made
+    there, and the skeleton goes with the zone."""
+    from zoned.cgroups import hierarchies
+
+    v1 = not (len(hierarchies()) == 1 and hierarchies()[0].fstype == "cgroup2")
+    r = cli("run", "-d", "--name", "skel", "busybox", "sleep", "60", check=True)
+    state = os.path.join(cli.root, "skel")
+    host_dev = os.stat(os.path.join(state, "skel", "empty")).st_dev
+    dirs = ["/sys/firmware", "/proc/acpi"] + (["/sys/fs/cgroup"] if v1 else [])
+    r = cli("exec", "skel", "sh", "-c",
+            "for d in " + " ".join(dirs) + "; do [ -d $d ] && stat -c '%n %d' $d; done",
+            check=True)
+    devs = _devices(r.stdout)
+    assert "/sys/firmware" in devs and set(devs.values()) == {host_dev}, (devs, host_dev)
+    r = cli("exec", "skel", "sh", "-c",
+            "touch /sys/firmware/x 2>&1; " + ("mkdir /sys/fs/cgroup/y 2>&1; " if v1 else "") +
+            "grep -E ' /sys/firmware | /sys/fs/cgroup ' /proc/self/mountinfo | cut -d' ' -f6")
+    assert r.stdout.count("Read-only file system") == 1 + v1, r.stdout
+    for opts in r.stdout.split()[-1 - v1:]:
+        assert {"ro", "nosuid", "nodev", "noexec"} <= set(opts.split(",")), r.stdout
+    assert os.listdir(os.path.join(state, "skel", "empty")) == []
+    cli("rm", "-f", "skel", check=True)
+    assert not os.path.exists(state)
+
+
+def test_a_zone_writing_its_unlocked_mask_reaches_no_other_zone(cli):
+    """With CAP_SYS_ADMIN a zone can remount its masks read-write (as with runc's tmpfs):
+    what it writes lands in its own skeleton, never in another zone's masked dir, and is
+    removed with it."""
+    cli("run", "-d", "--name", "other", "busybox", "sleep", "60", check=True)
+    r = cli("run", "--rm", "--name", "admin", "--cap-add", "SYS_ADMIN", "busybox", "sh", "-c",
+            "mount -o remount,bind,rw /sys/firmware && echo planted > /sys/firmware/x && "
+            "cat /sys/firmware/x")
+    assert r.stdout.strip() == "planted", r.stderr
+    r = cli("exec", "other", "ls", "-A", "/sys/firmware", "/proc/acpi", check=True)
+    assert "x" not in r.stdout.split(), r.stdout
+    assert not os.path.exists(os.path.join(cli.root, "admin"))
+    cli("rm", "-f", "other", check=True)

@@ -1,8 +1,10 @@
 """The checkpoint and migration packages without root: the lazy-page relay's hold (the
-source's page server must not see CRIU's final close before the migration commits), and
-that `zoned run`'s path imports neither package (start-up time)."""
+source's page server must not see CRIU's final close before the migration commits),
+that `zoned run`'s path imports neither package (start-up time), and how a dump finds the
+zone's skeleton binds."""
 from __future__ import annotations
 
+import os
 import socket
 import struct
 import subprocess
@@ -94,3 +96,43 @@ def test_the_run_path_imports_neither_package():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_make_skeleton_and_the_dump_finds_its_binds(tmp_path):
+    """make_skeleton: an empty dir when paths are masked, a dir per hierarchy on v1 with a
+    cgroup mount, nothing on v2; the dump names a mount bound from it by its root and
+    device, and only such a mount."""
+    from zoned.cgroups.detection import Hierarchy
+    from zoned.checkpoint.dump import _skeleton_of
+    from zoned.linux.mountinfo import Mount
+    from zoned.runtime.steps import make_skeleton
+
+    v1 = [Hierarchy("/sys/fs/cgroup/memory", "cgroup", "memory", ("memory",)),
+          Hierarchy("/sys/fs/cgroup/unified", "cgroup2", "", ())]
+    v2 = [Hierarchy("/sys/fs/cgroup", "cgroup2", "", ("memory",))]
+    cfg = {"linux": {"maskedPaths": ["/proc/acpi"]},
+           "mounts": [{"destination": "/sys/fs/cgroup", "type": "cgroup"}]}
+    state = tmp_path / "z1"
+    state.mkdir()
+    got = make_skeleton(str(state), cfg, v1)
+    assert got == {"empty": f"{state}/skel/empty", "cgroup": f"{state}/skel/cgroup"}
+    assert sorted(os.listdir(state / "skel" / "cgroup")) == ["memory", "unified"]
+    assert os.listdir(state / "skel" / "empty") == []
+    assert make_skeleton(str(state), cfg, v1) == got  # again (a restore into it): the same
+    assert make_skeleton(str(tmp_path / "z2"), {**cfg, "linux": {}}, v2) == {}
+    assert not (tmp_path / "z2").exists()
+
+    dev = os.stat(state / "skel").st_dev
+
+    def mount(root: str, device: int = dev) -> Mount:
+        return Mount(1, 0, os.major(device), os.minor(device), root, "/x", (), (), "ext4",
+                     "/dev/x", ())
+    part = _skeleton_of(str(state))
+    rel = str(state)  # the state dir's path in its file system (here: the root's)
+    assert part(mount(f"{rel}/skel/empty")) == "empty"
+    assert part(mount(f"{rel}/skel/cgroup")) == "cgroup"
+    assert part(mount(f"/z1/skel/empty")) == "empty"  # a state root that is its fs's root
+    assert part(mount(f"{rel}/skel/other")) == ""
+    assert part(mount(f"/z10/skel/empty")) == ""  # another zone's
+    assert part(mount(f"{rel}/skel/empty", os.makedev(0, 999))) == ""  # another fs
+    assert _skeleton_of(str(tmp_path / "none"))(mount("/none/skel/empty")) == ""

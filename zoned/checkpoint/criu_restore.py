@@ -39,7 +39,12 @@ def run_restore(criu: str, directory: str, work_dir: str, meta: dict, cfg: dict,
     if stopped:
         args.append("--leave-stopped")
     for e in meta["mounts"]:
-        source = by_dest.get(os.path.normpath(e["destination"])) or e["source"]
+        if e.get("skeleton"):  # the zone's own skeleton dir, in the state dir restored into
+            from zoned.runtime.steps import SKELETON
+
+            source = os.path.join(work_dir, SKELETON, e["skeleton"])
+        else:
+            source = by_dest.get(os.path.normpath(e["destination"])) or e["source"]
         args += ["--ext-mount-map", f"{e['key']}:{source}"]
     unlink_if_exists(os.path.join(work_dir, "criu.pid"))  # an earlier restore's
     fds = [netns_fd]  # what criu inherits; ours to close: fds[1:]

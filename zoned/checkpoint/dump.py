@@ -12,6 +12,7 @@ from zoned.checkpoint.criu import NETNS_KEY, criu_version, ensure_pipe_size, fin
     log_tail, run_criu, with_kdat
 from zoned.checkpoint.scratch import scratch_dir, scratch_done
 from zoned.errors import ConfigError, InvalidState, ZonedError
+from zoned.runtime.steps import SKELETON
 
 # File systems CRIU dumps and restores itself (unless bind-mounted from the host); any
 # other mount but the root is external.
@@ -33,6 +34,24 @@ def _tree(pid: int) -> list[int]:
         except OSError:
             pass
     return out
+
+
+def _skeleton_of(state_dir: str):
+    """-> a function naming the part of the zone's skeleton (zoned.runtime.steps) a mount is
+    bound from ("empty", "cgroup"), or "": a bind's root is the source's path in its file
+    system, and its device that file system's."""
+    try:
+        dev = os.stat(os.path.join(state_dir, SKELETON)).st_dev
+    except FileNotFoundError:  # a zone made before skeletons, or with nothing to bind
+        return lambda m: ""
+    suffix = f"/{os.path.basename(state_dir)}/{SKELETON}/"
+
+    def part(m) -> str:
+        head, _, name = m.root.rpartition("/")
+        if os.makedev(m.major, m.minor) != dev or not (head + "/").endswith(suffix):
+            return ""
+        return name if name in ("empty", "cgroup") else ""
+    return part
 
 
 def is_bind(mount: dict | None) -> bool:
@@ -147,8 +166,16 @@ class Dump:
         root_id = next(m.mount_id for m in mounts if m.mount_point == "/")
         by_dest = {os.path.normpath(m["destination"]): m for m in cfg.get("mounts") or []}
         self.externals = []
+        skeleton = _skeleton_of(self.state_dir)
         for m in mounts:
             if m.mount_id == root_id:
+                continue
+            part = skeleton(m)
+            if part:  # bound from the zone's skeleton dir: recreated where it is restored
+                self.externals.append({"key": f"zoned-m{len(self.externals)}",
+                                       "destination": m.mount_point,
+                                       "source": os.path.join(self.state_dir, SKELETON, part),
+                                       "skeleton": part})
                 continue
             spec = by_dest.get(os.path.normpath(m.mount_point))
             # A bind mount from the host is external whatever its file system: a file

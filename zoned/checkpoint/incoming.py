@@ -47,7 +47,8 @@ class Incoming:
 
         from zoned.network import checkpoint_hooks as nethooks
         from zoned.runtime.cgroup_paths import default_cgroups_path
-        from zoned.runtime.steps import initial_state, make_cgroup, write_config
+        from zoned.runtime.steps import initial_state, make_cgroup, make_skeleton, \
+            write_config
         from zoned.storage import make_zone_dir
 
         rt, meta, cid = self.rt, self.meta, self.cid
@@ -75,7 +76,7 @@ class Incoming:
             # zoned's own files (hosts, resolv.conf, hostname) move to the new state dir;
             # networking writes them afresh below.
             owned = {e["destination"] for e in meta["mounts"]
-                     if e["source"].startswith(old_dir + "/")}
+                     if e["source"].startswith(old_dir + "/") and not e.get("skeleton")}
             cfg["mounts"] = [m for m in cfg.get("mounts") or []
                              if m.get("destination") not in owned]
             state = self.state = initial_state(
@@ -109,6 +110,9 @@ class Incoming:
             else:
                 nethooks.loopback_up(self.nsfd)
             write_config(d, cfg)
+            from zoned.cgroups import hierarchies
+
+            make_skeleton(d, cfg, hierarchies())  # what the dump's skeleton mounts bind
             self.cgroup = make_cgroup(cg_path, linux)
             mark("prepare (state, network, cgroup)")
         except BaseException:

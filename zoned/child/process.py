@@ -56,7 +56,8 @@ class Plan:
     __slots__ = ("cfg", "sock", "rootfs", "upper", "work", "stdio", "fifo_fd", "join_fds",
                  "bpf", "seccomp_flags", "hierarchies", "wait_namespaces", "keep_pdeathsig",
                  "preserve_fds", "no_pivot", "pidns_fd", "cgroup_path", "idmap_fds",
-                 "caller_mntns", "spawn_fd", "rootless", "volatile", "late_process")
+                 "caller_mntns", "spawn_fd", "rootless", "volatile", "late_process",
+                 "skeleton")
 
     def __init__(self, cfg: dict, sock: _socket.socket, *,
                  rootfs: str | None = None,           # None: exec into an existing container
@@ -69,7 +70,7 @@ class Plan:
                  preserve_fds: int = 0, no_pivot: bool = False, pidns_fd: int | None = None,
                  cgroup_path: str | None = None, idmap_fds: dict[int, int] | None = None,
                  spawn_fd: int | None = None, volatile: bool = False,
-                 late_process: bool = False):
+                 late_process: bool = False, skeleton: dict[str, str] | None = None):
         self.cfg, self.sock, self.rootfs, self.upper, self.work = cfg, sock, rootfs, upper, work
         self.stdio, self.fifo_fd, self.join_fds = stdio, fifo_fd, join_fds or {}
         self.bpf, self.seccomp_flags, self.hierarchies = bpf, seccomp_flags, hierarchies or []
@@ -88,6 +89,7 @@ class Plan:
         self.volatile = volatile  # the overlay's upper goes with the zone: no sync at its end
         # start may bring the process's args, env and cwd (zoned.pool: a zone made ahead)
         self.late_process = late_process
+        self.skeleton = skeleton or {}  # host dirs to bind (zoned.runtime.steps.make_skeleton)
 
 
 _FORKING = _thread.allocate_lock()
@@ -497,7 +499,8 @@ def _child(plan: Plan) -> None:
 
         fs = Rootfs(cfg, plan.rootfs, upper=plan.upper, work=plan.work,
                     cgroup_hierarchies=plan.hierarchies, cgroup_path=plan.cgroup_path,
-                    idmap_fds=plan.idmap_fds, volatile=plan.volatile)
+                    idmap_fds=plan.idmap_fds, volatile=plan.volatile,
+                    skeleton=plan.skeleton)
         fs.prepare(joined_cgroup)
         if cfg_hooks.get("createContainer"):  # container namespaces, before pivot_root
             hooks.run(cfg_hooks, "createContainer", cgroup_joined[0])

@@ -48,6 +48,9 @@ _IGNORED = {"idmap", "ridmap", "tmpcopyup"}
 # The devices every container gets (runc's default device list): path, major, minor.
 DEFAULT_DEVICES = [("/dev/null", 1, 3), ("/dev/zero", 1, 5), ("/dev/full", 1, 7),
                    ("/dev/random", 1, 8), ("/dev/urandom", 1, 9), ("/dev/tty", 5, 0)]
+# A masked directory's bind: read-only, and nothing in it could run or be a device.
+MASK_ATTRS = sc.MOUNT_ATTR_RDONLY | sc.MOUNT_ATTR_NOSUID | sc.MOUNT_ATTR_NODEV | \
+    sc.MOUNT_ATTR_NOEXEC
 DEV_SYMLINKS = [("/proc/self/fd", "/dev/fd"), ("/proc/self/fd/0", "/dev/stdin"),
                 ("/proc/self/fd/1", "/dev/stdout"), ("/proc/self/fd/2", "/dev/stderr"),
                 ("pts/ptmx", "/dev/ptmx")]
@@ -75,7 +78,7 @@ class Rootfs:
     def __init__(self, cfg: dict, path: str, *, upper: str | None = None,
                  work: str | None = None, cgroup_hierarchies: list | None = None,
                  cgroup_path: str | None = None, idmap_fds: dict[int, int] | None = None,
-                 volatile: bool = False):
+                 volatile: bool = False, skeleton: dict[str, str] | None = None):
         self.cfg = cfg
         self.volatile = volatile
         self.path = path
@@ -84,6 +87,12 @@ class Rootfs:
         self.linux = cfg.get("linux") or {}
         self.cgroup_path = cgroup_path
         self.idmap_fds = idmap_fds or {}
+        # Host dirs bound in place of a tmpfs each (zoned.runtime.steps.make_skeleton):
+        # "empty" for the masked directories, "cgroup" for v1's /sys/fs/cgroup. Where the
+        # namespace's root cannot reach them (root's zone with a user namespace mapped to
+        # another uid, under a state root only root may enter), each is a tmpfs, as before.
+        self.skeleton = skeleton or {}
+        self.empty_tree: int | None = None
         # In a user namespace device nodes cannot be made and v1 cgroupfs cannot be
         # mounted: both are bind-mounted from the host instead (as runc does).
         types = {n.get("type") for n in self.linux.get("namespaces", [])}
@@ -120,6 +129,14 @@ class Rootfs:
         self.make_devices()
         if waiting:
             cgroup_ready()
+        if self.skeleton.get("empty"):
+            # Cloned now, attached after pivot_root (mask_paths): the host path is gone then.
+            try:
+                self.empty_tree = sc.open_tree(self.skeleton["empty"])
+            except PermissionError:  # the namespace's root cannot reach it
+                return
+            sc.mount_setattr("", attr_set=MASK_ATTRS, dirfd=self.empty_tree,
+                             flags=sc.AT_EMPTY_PATH | sc.AT_RECURSIVE)
 
     def mount(self, m: dict, idmap_fd: int | None = None) -> None:
         dest = m["destination"]
@@ -179,8 +196,15 @@ class Rootfs:
                 return
             t.mount("cgroup", "cgroup2", flags | sc.MS_RDONLY)
             return
-        t.mount("tmpfs", "tmpfs", flags, "mode=755")
-        t.reopen()  # the fresh tmpfs: the sub-directories are made in it, by fd
+        skeleton = self.skeleton.get("cgroup")
+        if skeleton:  # a directory per hierarchy, the zone's own: no tmpfs superblock
+            try:
+                t.mount(skeleton, None, sc.MS_BIND)
+            except PermissionError:  # the namespace's root cannot reach it
+                skeleton = None
+        if not skeleton:
+            t.mount("tmpfs", "tmpfs", flags, "mode=755")
+        t.reopen()  # the sub-directories are made in it (tmpfs) or found there, by fd
         for h in hier:
             with inroot.target(t.fd, os.path.basename(h.mountpoint), "dir") as sub:
                 if self.bind_cgroups and self.cgroup_path and (
@@ -192,7 +216,10 @@ class Rootfs:
                     sub.mount(None, None, sc.MS_BIND | sc.MS_REMOUNT | sc.MS_RDONLY | flags)
                     continue
                 sub.mount("cgroup", h.fstype, flags | sc.MS_RDONLY, h.options or None)
-        t.mount(None, None, sc.MS_REMOUNT | sc.MS_RDONLY | flags)
+        # A bind's flags are its mount's alone; without MS_BIND this remount would apply
+        # to the file system under the skeleton: the host's.
+        t.mount(None, None, sc.MS_REMOUNT | sc.MS_RDONLY | flags |
+                (sc.MS_BIND if skeleton else 0))
 
     def make_devices(self) -> None:
         """runc's default nodes, the config's linux.devices, the /dev symlinks. Each is made
@@ -278,8 +305,12 @@ class Rootfs:
                     f.write(str(value))
             except OSError as e:
                 raise ConfigError(f"sysctl {key}={value}: {e.strerror}") from None
+        masked_dir = None
         for p in self.linux.get("maskedPaths") or []:
-            mask_path(p)
+            masked_dir = mask_path(p, self.empty_tree, masked_dir) or masked_dir
+        if self.empty_tree is not None:
+            os.close(self.empty_tree)  # attached above, or (no directory masked) freed
+            self.empty_tree = None
         for p in self.linux.get("readonlyPaths") or []:
             readonly_path(p)
         if (self.cfg.get("root") or {}).get("readonly"):
@@ -310,15 +341,31 @@ def _is_procfs(path: str) -> bool:
         os.close(fd)
 
 
-def mask_path(path: str) -> None:
+def mask_path(path: str, empty_tree: int | None = None,
+              masked_dir: str | None = None) -> str | None:
+    """Hide `path`: a file under /dev/null, a directory under an empty read-only one. That
+    is a bind of `masked_dir` (a directory masked before), else `empty_tree` (a detached
+    read-only clone of the zone's empty skeleton dir), else a read-only tmpfs (runc's way).
+    -> the directory masked, or None."""
     try:
         st = os.stat(path)
     except (FileNotFoundError, NotADirectoryError):
-        return
-    if stat.S_ISDIR(st.st_mode):
-        sc.mount("tmpfs", path, "tmpfs", sc.MS_RDONLY)
-    else:
+        return None
+    if not stat.S_ISDIR(st.st_mode):
         sc.mount("/dev/null", path, None, sc.MS_BIND)
+        return None
+    if masked_dir is not None:
+        sc.mount(masked_dir, path, None, sc.MS_BIND)
+        sc.mount_setattr(path, attr_set=MASK_ATTRS, flags=0)
+    elif empty_tree is not None:
+        fd = os.open(path, os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        try:
+            sc.move_mount_to_fd(empty_tree, fd)
+        finally:
+            os.close(fd)
+    else:
+        sc.mount("tmpfs", path, "tmpfs", sc.MS_RDONLY)
+    return path
 
 
 def readonly_path(path: str) -> None:

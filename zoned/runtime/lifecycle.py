@@ -18,7 +18,7 @@ from zoned.runtime.cgroup_paths import default_cgroups_path, resolve_cgroups_pat
 from zoned.runtime.handoff import Started, check_preserved_fds, fork_userns, handshake, \
     idmap_userns, kill_and_reap, pid_namespace_for_children, reap, write_pid_file
 from zoned.runtime.steps import abandon, initial_state, host_root, make_cgroup, \
-    namespace_hook, oci_state, write_config
+    make_skeleton, namespace_hook, oci_state, write_config
 from zoned.runtime.store import Store
 from zoned.testhooks import hit, pause
 
@@ -226,16 +226,18 @@ class Runtime:
                 raise ConfigError("a sibling init cannot have a user namespace")
             if fits(cfg) and not late_process:  # the init waits for start as this sealed copy
                 spawn_fd = spawn_copy()
+            hier = hierarchies()
+            skeleton = make_skeleton(d, cfg, hier)
             parent_sock, child_sock = sync_pair()
             chan = Channel(parent_sock)
             plan = Plan(cfg, child_sock, rootfs=rootfs, upper=upper, work=work,
                         stdio=stdio, fifo_fd=fifo_fd, join_fds=join_fds,
-                        bpf=bpf, seccomp_flags=seccomp_flags, hierarchies=hierarchies(),
+                        bpf=bpf, seccomp_flags=seccomp_flags, hierarchies=hier,
                         wait_namespaces=on_namespaces is not None,
                         keep_pdeathsig=keep_pdeathsig, preserve_fds=preserve_fds,
                         no_pivot=no_pivot, cgroup_path=cg_path, idmap_fds=idmap_fds,
                         spawn_fd=spawn_fd, volatile=bool(autoremove and lower and not data_dir),
-                        late_process=late_process)
+                        late_process=late_process, skeleton=skeleton)
             if "user" in namespaces:
                 pid = fork_userns(plan, chan, linux, child_sock)
             else:
