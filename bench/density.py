@@ -64,7 +64,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common as C  # noqa: E402
 from zoned.bench.procfs import (MEM_KEYS, cgroup_mounts, limits_snapshot,  # noqa: E402
-                                num_cgroups, proc_cgroups, sample_meminfo, slab_top, slabinfo,
+                                new_memcg_cost, num_cgroups, proc_cgroups, sample_meminfo, slab_top, slabinfo,
                                 smaps_rollup, used_kib)
 from zoned.bench.facts import read_int  # noqa: E402
 from zoned.bench import scale  # noqa: E402
@@ -352,6 +352,9 @@ def measure_engine(eng: Engine, a, mounts: dict[str, str]) -> dict:
     fds_before = len(os.listdir("/proc/self/fd"))
     res["baseline_used_noise_kib"] = noise
     res["activity_before"] = other_activity()
+    # The kernel's cost of one more memory cgroup, before, at full and after: its shrinker
+    # slots follow the most superblocks alive at once since boot (procfs.new_memcg_cost).
+    res["new_memcg_cost"] = {"baseline": new_memcg_cost(mounts)}
 
     # -- start ------------------------------------------------------------------------------
     lat: list[float] = []
@@ -429,6 +432,7 @@ def measure_engine(eng: Engine, a, mounts: dict[str, str]) -> dict:
     after, noise_after = sample_meminfo()
     slab1, cg1 = slabinfo(), num_cgroups()
     res["slab_top_delta_after_start_kib"] = slab_top(slab0, slab1)
+    res["new_memcg_cost"]["full"] = new_memcg_cost(mounts)
     res["num_cgroups_delta_after_start"] = {k: cg1.get(k, 0) - v for k, v in cg0.items()}
     res["after_used_noise_kib"] = noise_after
     res["activity_at_measurement"] = other_activity()
@@ -548,6 +552,7 @@ def measure_engine(eng: Engine, a, mounts: dict[str, str]) -> dict:
         res[f"{label}_delta_kib"] = d
         res[f"slab_top_delta_{label}_kib"] = slab_top(slab0, slab2)
         res[f"num_cgroups_delta_{label}"] = {k: cg2.get(k, 0) - v for k, v in cg0.items()}
+    res["new_memcg_cost"]["after_removal"] = new_memcg_cost(mounts)
     res["leak_wait_s"] = a.settle + a.leak_wait
     return res
 
@@ -589,6 +594,9 @@ def fmt_rows(results: list[dict]) -> tuple[list[str], list[list]]:
         ("PageTables / ctr KiB", lambda r: f(r["memory_kib"]["meminfo_delta_per_container"]["PageTables"])),
         ("Percpu / ctr KiB", lambda r: f(r["memory_kib"]["meminfo_delta_per_container"]["Percpu"])),
         ("kernel (slab+stack+pt+percpu) KiB", lambda r: f(r["memory_kib"]["kernel_per_container"])),
+        ("one more memcg, slab KiB: baseline/full/after",
+         lambda r: "/".join(f((r.get("new_memcg_cost", {}).get(k) or {}).get("slab_kib_per_memcg"),
+                              ".0f") for k in ("baseline", "full", "after_removal"))),
         ("Shmem (tmpfs) / ctr KiB", lambda r: f(r["memory_kib"]["meminfo_delta_per_container"]["Shmem"])),
         ("used (Total-Available) / ctr KiB", lambda r: f(r["memory_kib"]["used_per_container"])),
         ("host overhead beyond workload KiB", lambda r: f(r["memory_kib"]["overhead_beyond_workload_per_container"])),

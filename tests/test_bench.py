@@ -368,3 +368,19 @@ def test_an_instance_in_the_benchs_own_cgroup_counts_only_its_process_tree():
     assert p.returncode == 0, p.stderr
     child, pids = p.stdout.split(" ", 1)
     assert json.loads(pids) == [int(child)]
+
+
+def test_new_memcg_cost_measures_empty_memory_cgroups_and_leaves_none():
+    """density.py's probe of what one more memory cgroup costs the kernel (its shrinker
+    slots, sized by the most superblocks alive since boot): a positive slab figure, and its
+    probe cgroups are gone afterwards."""
+    from zoned.bench.procfs import cgroup_mounts, new_memcg_cost
+
+    mounts = cgroup_mounts()
+    base = mounts.get("memory") or mounts.get("")
+    if not base:
+        pytest.skip("no memory cgroup hierarchy here")
+    got = new_memcg_cost(mounts, count=5)
+    assert got is not None and got["slab_kib_per_memcg"] > 0, got
+    assert got["shrinker_ids_implied"] == int(got["kmalloc_1k_kib_per_memcg"] * 64)
+    assert not [d for d in os.listdir(base) if d.startswith("zoned-bench-memcg-probe-")]

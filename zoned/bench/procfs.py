@@ -218,6 +218,39 @@ def slab_top(before: dict[str, int], after: dict[str, int], n: int = 12) -> list
     return [[k, v] for k, v in sorted(d.items(), key=lambda kv: -abs(kv[1]))[:n] if v]
 
 
+def new_memcg_cost(mounts: dict[str, str], count: int = 20) -> dict | None:
+    """What one more memory cgroup costs the kernel now: `count` empty ones are made and
+    removed, and the slab they took is measured. An empty memory cgroup's largest part is
+    its shrinker slots: a 1 KiB kmalloc unit per 64 shrinker ids (mm/shrinker.c), sized for
+    the highest id in use since boot; every superblock (a zone makes 7) holds one id. So
+    this grows with the most superblocks ever alive at once, and never shrinks."""
+    base = mounts.get("memory") or mounts.get("")
+    if not base:
+        return None
+    probe = os.path.join(base, f"zoned-bench-memcg-probe-{os.getpid()}")
+    before = slabinfo()
+    made = []
+    try:
+        os.mkdir(probe)
+        made.append(probe)
+        for i in range(count):
+            os.mkdir(os.path.join(probe, str(i)))
+            made.append(os.path.join(probe, str(i)))
+        after = slabinfo()
+    except OSError:
+        return None
+    finally:
+        for d in reversed(made):
+            try:
+                os.rmdir(d)
+            except OSError:
+                pass
+    per = {k: (after.get(k, 0) - before.get(k, 0)) / (count + 1) for k in after}
+    return {"slab_kib_per_memcg": round(sum(per.values()), 1),
+            "kmalloc_1k_kib_per_memcg": round(per.get("kmalloc-1k", 0), 1),
+            "shrinker_ids_implied": int(per.get("kmalloc-1k", 0) * 64)}
+
+
 def num_cgroups() -> dict[str, int]:
     """/proc/cgroups num_cgroups per controller: includes cgroups that were removed but
     are still pinned ("dying"), e.g. memory cgroups holding charged kernel memory."""
