@@ -211,3 +211,19 @@ def test_a_zone_writing_its_unlocked_mask_reaches_no_other_zone(cli):
     assert "x" not in r.stdout.split(), r.stdout
     assert not os.path.exists(os.path.join(cli.root, "admin"))
     cli("rm", "-f", "other", check=True)
+
+
+def test_every_cgroup_hierarchy_shows_the_zones_own_cgroup_read_only(zoned_root, busybox):
+    """Each /sys/fs/cgroup hierarchy in the zone is its own cgroup (bound, not a fresh
+    cgroupfs mount: see zoned.child.rootfs.mount_cgroups), holding only its processes, and
+    read-only."""
+    r = sh("cd /sys/fs/cgroup; for h in $(ls); do [ -f $h/cgroup.procs ] || continue; "
+           "echo $h $(cat $h/cgroup.procs | tr '\\n' ,) "
+           "$(echo 1 2>&1 > $h/cgroup.procs | grep -c Read-only); done", zoned_root)
+    rows = [line.split() for line in r.stdout.splitlines()]
+    assert len(rows) >= 1, r.stdout + r.stderr
+    for name, procs, readonly in rows:
+        pids = {int(p) for p in procs.strip(",").split(",")}
+        # the zone's own: its init is 1, and no process outside its pid namespace (0)
+        assert 1 in pids and 0 not in pids and len(pids) < 8, (name, procs)
+        assert readonly == "1", (name, r.stdout)

@@ -205,16 +205,25 @@ class Rootfs:
         if not skeleton:
             t.mount("tmpfs", "tmpfs", flags, "mode=755")
         t.reopen()  # the sub-directories are made in it (tmpfs) or found there, by fd
+        cgroupns = "cgroup" in {n.get("type") for n in self.linux.get("namespaces", [])}
         for h in hier:
             with inroot.target(t.fd, os.path.basename(h.mountpoint), "dir") as sub:
-                if self.bind_cgroups and self.cgroup_path and (
-                        h.fstype == "cgroup" or "cgroup" not in {
-                            n.get("type") for n in self.linux.get("namespaces", [])}):
-                    src = h.mountpoint + self.cgroup_path
-                    sub.mount(src, None, sc.MS_BIND | sc.MS_REC)
-                    sub.reopen()
-                    sub.mount(None, None, sc.MS_BIND | sc.MS_REMOUNT | sc.MS_RDONLY | flags)
-                    continue
+                # The zone's own cgroup, bound: what a fresh mount in its cgroup namespace
+                # shows, but a fresh v1 mount walks every cgroup of the host's default
+                # hierarchy (cgroup1_get_tree drains offline ones): 4-11 ms each with 5,000
+                # zones, against 0.07 ms for a bind. (And a user namespace may not mount v1.)
+                if self.cgroup_path:
+                    try:
+                        sub.mount(h.mountpoint + self.cgroup_path, None,
+                                  sc.MS_BIND | sc.MS_REC)
+                    except FileNotFoundError:  # no cgroup of its own in this hierarchy
+                        if not cgroupns:
+                            raise
+                    else:
+                        sub.reopen()
+                        sub.mount(None, None,
+                                  sc.MS_BIND | sc.MS_REMOUNT | sc.MS_RDONLY | flags)
+                        continue
                 sub.mount("cgroup", h.fstype, flags | sc.MS_RDONLY, h.options or None)
         # A bind's flags are its mount's alone; without MS_BIND this remount would apply
         # to the file system under the skeleton: the host's.
