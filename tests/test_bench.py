@@ -382,5 +382,5 @@ def test_new_memcg_cost_measures_empty_memory_cgroups_and_leaves_none():
         pytest.skip("no memory cgroup hierarchy here")
     got = new_memcg_cost(mounts, count=5)
     assert got is not None and got["slab_kib_per_memcg"] > 0, got
-    assert got["shrinker_ids_implied"] == int(got["kmalloc_1k_kib_per_memcg"] * 64)
+    assert abs(got["shrinker_ids_implied"] - got["kmalloc_1k_kib_per_memcg"] * 64) < 64
     assert not [d for d in os.listdir(base) if d.startswith("zoned-bench-memcg-probe-")]

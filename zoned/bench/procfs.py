@@ -197,8 +197,10 @@ def cgroup_procs(pid: int, mounts: dict[str, str]) -> list[int]:
     return tree(pid)
 
 
-def slabinfo() -> dict[str, int]:
-    """slab cache -> KiB in use (num_objs * objsize); root only."""
+def slabinfo(active: bool = False) -> dict[str, int]:
+    """slab cache -> KiB its slabs hold (num_objs * objsize), or with `active` the KiB of
+    its allocated objects (active_objs * objsize: a new object that fits in a free slot of
+    a slab already there counts too); root only."""
     out: dict[str, int] = {}
     try:
         with open("/proc/slabinfo") as f:
@@ -206,7 +208,7 @@ def slabinfo() -> dict[str, int]:
                 if ln.startswith(("slabinfo", "#")):
                     continue
                 parts = ln.split()
-                out[parts[0]] = int(parts[2]) * int(parts[3]) // 1024
+                out[parts[0]] = int(parts[1 if active else 2]) * int(parts[3]) // 1024
     except OSError:
         pass
     return out
@@ -228,7 +230,7 @@ def new_memcg_cost(mounts: dict[str, str], count: int = 20) -> dict | None:
     if not base:
         return None
     probe = os.path.join(base, f"zoned-bench-memcg-probe-{os.getpid()}")
-    before = slabinfo()
+    before = slabinfo(active=True)
     made = []
     try:
         os.mkdir(probe)
@@ -236,7 +238,7 @@ def new_memcg_cost(mounts: dict[str, str], count: int = 20) -> dict | None:
         for i in range(count):
             os.mkdir(os.path.join(probe, str(i)))
             made.append(os.path.join(probe, str(i)))
-        after = slabinfo()
+        after = slabinfo(active=True)
     except OSError:
         return None
     finally:
