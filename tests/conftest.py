@@ -10,6 +10,15 @@ import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 ZONED = str(Path(sys.executable).parent / "zoned")
+# What a state root keeps for all its zones (a rootless root's caches): not something a
+# zone left behind.
+ROOT_INFRASTRUCTURE = {".cache"}
+
+
+def zone_state(root: str) -> list[str]:
+    """The state root's entries, less its own infrastructure."""
+    return sorted(n for n in os.listdir(root) if n not in ROOT_INFRASTRUCTURE) \
+        if os.path.isdir(root) else []
 
 
 @pytest.hookimpl(tryfirst=True)  # before -m deselects by marker
@@ -87,7 +96,7 @@ def host_snapshot(root: str) -> dict:
             cgroups += [str(p) for p in z.iterdir() if p.is_dir()]
     mounts = [line for line in Path("/proc/self/mountinfo").read_text().splitlines()
               if root in line]
-    state = sorted(os.listdir(root)) if os.path.isdir(root) else []
+    state = zone_state(root)
     data = data_root(root)
     data_dirs = sorted(str(p) for p in Path(data).rglob("*")) if os.path.isdir(data) else []
     return {"cgroups": sorted(cgroups), "mounts": mounts, "state": state, "data": data_dirs}

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ZONED
+from conftest import ROOT_INFRASTRUCTURE, ZONED, zone_state
 from twohost import build_static
 import test_oci
 
@@ -245,7 +245,7 @@ def test_config_without_mount_namespace_is_refused(cli, bundle, tmp_path):  # no
                         cli.root, "run", "--bundle", str(bundle.path), "joined"],
                        capture_output=True, text=True, timeout=60)
     assert p.returncode == 125 and "linux.namespaces" in p.stderr, p.stderr
-    assert os.listdir(cli.root) == []
+    assert zone_state(cli.root) == []
 
 
 def test_child_refuses_to_mount_in_the_callers_namespace(cli, bundle):
@@ -267,7 +267,7 @@ try:
 except ZonedError as e:
     print("refused:", e)
 print(" ".join(sorted(os.listdir("/"))))
-print(" ".join(os.listdir({cli.root!r})))
+print(" ".join(n for n in os.listdir({cli.root!r}) if n not in {sorted(ROOT_INFRASTRUCTURE)!r}))
 """
     p = subprocess.run(["unshare", "-m", "--propagation", "private", os.sys.executable, "-c",
                         script], capture_output=True, text=True, timeout=60,

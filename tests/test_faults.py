@@ -18,7 +18,7 @@ import time
 
 import pytest
 
-from conftest import ZONED, host_snapshot
+from conftest import ZONED, host_snapshot, zone_state
 
 pytestmark = pytest.mark.skipif(shutil.which("nft") is None, reason="needs nftables")
 
@@ -267,4 +267,4 @@ def test_a_killed_writer_leaves_a_temp_file_gc_removes(cli, zoned_root):
     assert [n for n in os.listdir(os.path.join(zoned_root, "k")) if n.endswith(".tmp")]
     out = cli("gc", check=True).stdout
     assert "temp file of a killed writer" in out and "container k:" in out
-    assert os.listdir(zoned_root) == []
+    assert zone_state(zoned_root) == []

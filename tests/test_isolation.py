@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import socket
+import time
 
 import zoned
 
@@ -171,16 +172,19 @@ def _devices(script_out: str) -> dict[str, int]:
 
 
 def test_masked_dirs_and_cgroup_skeleton_are_binds_not_superblocks(cli):
-    """A masked directory and v1's /sys/fs/cgroup are read-only binds of the zone's own
-    state-dir skeleton (zoned.runtime.steps.make_skeleton), not a tmpfs each: every
-    superblock costs a slot in every memory cgroup. Nothing can be written, run or made
-    there, and the skeleton goes with the zone."""
+    """A masked directory and v1's /sys/fs/cgroup are read-only binds of a skeleton dir
+    (zoned.runtime.steps.make_skeleton; the host's, shared by zones that cannot remount),
+    not a tmpfs each: every superblock costs a slot in every memory cgroup.
+    Nothing can be written, run or made there."""
     from zoned.cgroups import hierarchies
 
     v1 = not (len(hierarchies()) == 1 and hierarchies()[0].fstype == "cgroup2")
-    r = cli("run", "-d", "--name", "skel", "busybox", "sleep", "60", check=True)
-    state = os.path.join(cli.root, "skel")
-    host_dev = os.stat(os.path.join(state, "skel", "empty")).st_dev
+    cli("run", "-d", "--name", "skel", "busybox", "sleep", "60", check=True)
+    from zoned.runtime.steps import shared_skeleton
+
+    shared = shared_skeleton()
+    host_dev = os.stat(os.path.join(shared, "empty")).st_dev
+    assert not os.path.exists(os.path.join(cli.root, "skel", "skel"))  # none of its own
     dirs = ["/sys/firmware", "/proc/acpi"] + (["/sys/fs/cgroup"] if v1 else [])
     r = cli("exec", "skel", "sh", "-c",
             "for d in " + " ".join(dirs) + "; do [ -d $d ] && stat -c '%n %d' $d; done",
@@ -193,24 +197,31 @@ def test_masked_dirs_and_cgroup_skeleton_are_binds_not_superblocks(cli):
     assert r.stdout.count("Read-only file system") == 1 + v1, r.stdout
     for opts in r.stdout.split()[-1 - v1:]:
         assert {"ro", "nosuid", "nodev", "noexec"} <= set(opts.split(",")), r.stdout
-    assert os.listdir(os.path.join(state, "skel", "empty")) == []
+    assert os.listdir(os.path.join(shared, "empty")) == []
     cli("rm", "-f", "skel", check=True)
-    assert not os.path.exists(state)
+    assert not os.path.exists(os.path.join(cli.root, "skel"))
 
 
 def test_a_zone_writing_its_unlocked_mask_reaches_no_other_zone(cli):
-    """With CAP_SYS_ADMIN a zone can remount its masks read-write (as with runc's tmpfs):
-    what it writes lands in its own skeleton, never in another zone's masked dir, and is
-    removed with it."""
+    """With CAP_SYS_ADMIN a zone can remount its masks read-write (as with runc's tmpfs).
+    Such a zone gets a skeleton of its own: what it writes lands there, never in the shared
+    one another zone's masked dirs show, and is removed with it."""
     cli("run", "-d", "--name", "other", "busybox", "sleep", "60", check=True)
-    r = cli("run", "--rm", "--name", "admin", "--cap-add", "SYS_ADMIN", "busybox", "sh", "-c",
+    r = cli("run", "-d", "--name", "admin", "--cap-add", "SYS_ADMIN", "busybox", "sh", "-c",
             "mount -o remount,bind,rw /sys/firmware && echo planted > /sys/firmware/x && "
-            "cat /sys/firmware/x")
-    assert r.stdout.strip() == "planted", r.stderr
+            "sleep 60", check=True)
+    own = os.path.join(cli.root, "admin", "skel", "empty", "x")
+    deadline = time.monotonic() + 10
+    while not os.path.exists(own) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert open(own).read() == "planted\n"
     r = cli("exec", "other", "ls", "-A", "/sys/firmware", "/proc/acpi", check=True)
     assert "x" not in r.stdout.split(), r.stdout
+    from zoned.runtime.steps import shared_skeleton
+
+    assert os.listdir(os.path.join(shared_skeleton(), "empty")) == []
+    cli("rm", "-f", "admin", "other", check=True)
     assert not os.path.exists(os.path.join(cli.root, "admin"))
-    cli("rm", "-f", "other", check=True)
 
 
 def test_every_cgroup_hierarchy_shows_the_zones_own_cgroup_read_only(zoned_root, busybox):

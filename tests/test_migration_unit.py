@@ -98,41 +98,61 @@ def test_the_run_path_imports_neither_package():
     assert out.strip() == "[]"
 
 
-def test_make_skeleton_and_the_dump_finds_its_binds(tmp_path):
-    """make_skeleton: an empty dir when paths are masked, a dir per hierarchy on v1 with a
-    cgroup mount, nothing on v2; the dump names a mount bound from it by its root and
-    device, and only such a mount."""
+def test_make_skeleton_and_the_dump_finds_its_binds(tmp_path, monkeypatch):
+    """make_skeleton: the host's shared skeleton for a zone that cannot remount, the
+    zone's own for one that holds CAP_SYS_ADMIN; the empty dir when paths are masked, a dir
+    per hierarchy on v1 with a cgroup mount, nothing on v2. The dump names a mount bound
+    from either by its root and device, and only such a mount."""
     from zoned.cgroups.detection import Hierarchy
+    from zoned.checkpoint import dump
     from zoned.checkpoint.dump import _skeleton_of
     from zoned.linux.mountinfo import Mount
-    from zoned.runtime.steps import make_skeleton
+    from zoned.runtime import steps
+    from zoned.runtime.steps import can_remount, make_skeleton
+
+    host = tmp_path / "run" / ".cache" / "skel"  # the host's shared one (not /run/zoned's)
+    for module in (steps, dump):
+        monkeypatch.setattr(module, "shared_skeleton", lambda: str(host))
 
     v1 = [Hierarchy("/sys/fs/cgroup/memory", "cgroup", "memory", ("memory",)),
           Hierarchy("/sys/fs/cgroup/unified", "cgroup2", "", ())]
     v2 = [Hierarchy("/sys/fs/cgroup", "cgroup2", "", ("memory",))]
-    cfg = {"linux": {"maskedPaths": ["/proc/acpi"]},
-           "mounts": [{"destination": "/sys/fs/cgroup", "type": "cgroup"}]}
-    state = tmp_path / "z1"
-    state.mkdir()
-    got = make_skeleton(str(state), cfg, v1)
-    assert got == {"empty": f"{state}/skel/empty", "cgroup": f"{state}/skel/cgroup"}
-    assert sorted(os.listdir(state / "skel" / "cgroup")) == ["memory", "unified"]
-    assert os.listdir(state / "skel" / "empty") == []
-    assert make_skeleton(str(state), cfg, v1) == got  # again (a restore into it): the same
-    assert make_skeleton(str(tmp_path / "z2"), {**cfg, "linux": {}}, v2) == {}
-    assert not (tmp_path / "z2").exists()
+    plain = {"linux": {"maskedPaths": ["/proc/acpi"]},
+             "mounts": [{"destination": "/sys/fs/cgroup", "type": "cgroup"}],
+             "process": {"capabilities": {"bounding": ["CAP_CHOWN"]}}}
+    admin = {**plain, "process": {"capabilities": {"bounding": ["CAP_SYS_ADMIN"]}}}
+    assert not can_remount(plain) and can_remount(admin)
+    assert can_remount({"process": {}})  # no capabilities in the config: all may be kept
+    root = tmp_path / "root"
+    root.mkdir()
+    z1, z2 = root / "z1", root / "z2"
+    z1.mkdir(), z2.mkdir()
+    shared = make_skeleton(str(z1), plain, v1)
+    assert shared == {"empty": f"{host}/empty", "cgroup": f"{host}/cgroup"}
+    assert sorted(os.listdir(host / "cgroup")) == ["memory", "unified"]
+    assert os.listdir(host / "empty") == []
+    assert make_skeleton(str(z2), plain, v1) == shared  # made once
+    own = make_skeleton(str(z2), admin, v1)
+    assert own == {"empty": f"{z2}/skel/empty", "cgroup": f"{z2}/skel/cgroup"}
+    assert make_skeleton(str(z2), admin, v1) == own  # again (a restore into it): the same
+    assert sorted(os.listdir(root)) == ["z1", "z2"]  # the state root keeps none
+    assert os.listdir(host.parent) == ["skel"]  # and no temporary dir is left
+    assert make_skeleton(str(tmp_path / "z3"), {**plain, "linux": {}}, v2) == {}
+    os.rmdir(host / "cgroup" / "unified")  # a creator killed half-way: the next completes it
+    assert make_skeleton(str(z1), plain, v1) == shared
+    assert sorted(os.listdir(host / "cgroup")) == ["memory", "unified"]
 
-    dev = os.stat(state / "skel").st_dev
+    dev = os.stat(root).st_dev
 
-    def mount(root: str, device: int = dev) -> Mount:
-        return Mount(1, 0, os.major(device), os.minor(device), root, "/x", (), (), "ext4",
+    def mount(path: str, device: int = dev) -> Mount:
+        return Mount(1, 0, os.major(device), os.minor(device), path, "/x", (), (), "ext4",
                      "/dev/x", ())
-    part = _skeleton_of(str(state))
-    rel = str(state)  # the state dir's path in its file system (here: the root's)
-    assert part(mount(f"{rel}/skel/empty")) == "empty"
-    assert part(mount(f"{rel}/skel/cgroup")) == "cgroup"
-    assert part(mount(f"/z1/skel/empty")) == "empty"  # a state root that is its fs's root
-    assert part(mount(f"{rel}/skel/other")) == ""
-    assert part(mount(f"/z10/skel/empty")) == ""  # another zone's
-    assert part(mount(f"{rel}/skel/empty", os.makedev(0, 999))) == ""  # another fs
-    assert _skeleton_of(str(tmp_path / "none"))(mount("/none/skel/empty")) == ""
+    part = _skeleton_of(str(z2))
+    assert part(mount(f"{host}/empty")) == ("empty", f"{host}/empty")
+    assert part(mount(f"{z2}/skel/cgroup")) == ("cgroup", f"{z2}/skel/cgroup")
+    # the state root on a file system of its own: the bind's root is relative to it
+    assert part(mount("/z2/skel/empty"))[0] == "empty"
+    assert part(mount(f"{z2}/skel/other")) == ("", "")
+    assert part(mount(f"{z1}/skel/empty")) == ("", "")  # another zone's
+    assert part(mount("/")) == ("", "")
+    assert part(mount(f"{z2}/skel/empty", os.makedev(0, 999))) == ("", "")  # another fs

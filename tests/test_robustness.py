@@ -11,7 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from conftest import ZONED, host_snapshot
+from conftest import ZONED, host_snapshot, zone_state
 
 
 @pytest.mark.parametrize("args, message", [
@@ -75,7 +75,7 @@ def test_malformed_oci_config(cli, zoned_root, tmp_path):
     (tmp_path / "config.json").write_text(json.dumps({"ociVersion": "1.2.0"}))
     p = cli("create", "--bundle", str(tmp_path), "c", files=True)
     assert p.returncode == 125 and "missing required field 'root'" in p.stderr
-    assert os.listdir(zoned_root) == [] or os.listdir(zoned_root) == [".cache"]
+    assert zone_state(zoned_root) == []
 
 
 def _wait_for(pred, timeout=10.0):

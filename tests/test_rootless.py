@@ -12,6 +12,8 @@ import time
 
 import pytest
 
+from conftest import ROOT_INFRASTRUCTURE
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 EXAMPLE = os.path.join(REPO, "examples", "pytest_harness")
 ZONED = os.path.join(os.path.dirname(sys.executable), "zoned")
@@ -84,7 +86,7 @@ def user(request):
 def leftovers(u: User) -> list[str]:
     p = u.run("sh", "-c", "ls -A /tmp/zoned-$(id -u) 2>/dev/null; "
               "ls -A ~/.local/share/zoned/containers ~/.local/share/zoned/roots 2>/dev/null")
-    return p.stdout.split()
+    return [n for n in p.stdout.split() if n not in ROOT_INFRASTRUCTURE]
 
 
 def test_cli_runs_a_zone_as_the_user(user):

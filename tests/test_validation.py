@@ -14,7 +14,7 @@ import uuid
 from pathlib import Path
 
 import pytest
-from conftest import ZONED, host_snapshot
+from conftest import ZONED, host_snapshot, zone_state
 import test_oci
 
 from zoned import cgroups
@@ -53,7 +53,7 @@ def assert_refused(p, *words: str) -> None:
 
 
 def state_left(root: str) -> list[str]:
-    return [n for n in os.listdir(root) if n != ".cache"] if os.path.isdir(root) else []
+    return zone_state(root)
 
 
 # -- item 4: sysctls outside the zone's namespaces are refused ---------------------------

@@ -38,11 +38,15 @@ def run_restore(criu: str, directory: str, work_dir: str, meta: dict, cfg: dict,
         args.append("--tcp-established")
     if stopped:
         args.append("--leave-stopped")
-    for e in meta["mounts"]:
-        if e.get("skeleton"):  # the zone's own skeleton dir, in the state dir restored into
-            from zoned.runtime.steps import SKELETON
+    skeleton = {}
+    if any(e.get("skeleton") for e in meta["mounts"]):  # this host's, for this state dir
+        from zoned.cgroups import hierarchies
+        from zoned.runtime.steps import make_skeleton
 
-            source = os.path.join(work_dir, SKELETON, e["skeleton"])
+        skeleton = make_skeleton(work_dir, cfg, hierarchies())
+    for e in meta["mounts"]:
+        if e.get("skeleton"):
+            source = skeleton[e["skeleton"]]
         else:
             source = by_dest.get(os.path.normpath(e["destination"])) or e["source"]
         args += ["--ext-mount-map", f"{e['key']}:{source}"]

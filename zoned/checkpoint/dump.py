@@ -12,7 +12,7 @@ from zoned.checkpoint.criu import NETNS_KEY, criu_version, ensure_pipe_size, fin
     log_tail, run_criu, with_kdat
 from zoned.checkpoint.scratch import scratch_dir, scratch_done
 from zoned.errors import ConfigError, InvalidState, ZonedError
-from zoned.runtime.steps import SKELETON
+from zoned.runtime.steps import SKELETON, SKELETON_PARTS, shared_skeleton
 
 # File systems CRIU dumps and restores itself (unless bind-mounted from the host); any
 # other mount but the root is external.
@@ -37,20 +37,25 @@ def _tree(pid: int) -> list[int]:
 
 
 def _skeleton_of(state_dir: str):
-    """-> a function naming the part of the zone's skeleton (zoned.runtime.steps) a mount is
-    bound from ("empty", "cgroup"), or "": a bind's root is the source's path in its file
-    system, and its device that file system's."""
-    try:
-        dev = os.stat(os.path.join(state_dir, SKELETON)).st_dev
-    except FileNotFoundError:  # a zone made before skeletons, or with nothing to bind
-        return lambda m: ""
-    suffix = f"/{os.path.basename(state_dir)}/{SKELETON}/"
+    """-> a function naming the part of a skeleton (zoned.runtime.steps.make_skeleton: the
+    zone's own or the host's shared one) a mount is bound from. A bind's root is its
+    source's path inside its file system, and its device that file system's."""
+    known = []
+    for base in (os.path.join(state_dir, SKELETON), shared_skeleton()):
+        for name in SKELETON_PARTS:
+            path = os.path.join(base, name)
+            try:
+                known.append((os.stat(path).st_dev, path, name))
+            except FileNotFoundError:
+                pass
 
-    def part(m) -> str:
-        head, _, name = m.root.rpartition("/")
-        if os.makedev(m.major, m.minor) != dev or not (head + "/").endswith(suffix):
-            return ""
-        return name if name in ("empty", "cgroup") else ""
+    def part(m) -> tuple[str, str]:
+        """-> (part, its path here), or ("", "")."""
+        dev = os.makedev(m.major, m.minor)
+        for d, path, name in known:
+            if d == dev and m.root != "/" and path.endswith(m.root):
+                return name, path
+        return "", ""
     return part
 
 
@@ -170,11 +175,10 @@ class Dump:
         for m in mounts:
             if m.mount_id == root_id:
                 continue
-            part = skeleton(m)
-            if part:  # bound from the zone's skeleton dir: recreated where it is restored
+            part, path = skeleton(m)
+            if part:  # bound from a skeleton: the restoring host's takes its place
                 self.externals.append({"key": f"zoned-m{len(self.externals)}",
-                                       "destination": m.mount_point,
-                                       "source": os.path.join(self.state_dir, SKELETON, part),
+                                       "destination": m.mount_point, "source": path,
                                        "skeleton": part})
                 continue
             spec = by_dest.get(os.path.normpath(m.mount_point))
@@ -201,8 +205,8 @@ class Dump:
 
     def volumes(self) -> list[dict]:
         """The external mounts a restore must find on its host (not zoned's own files)."""
-        return [e for e in self.externals
-                if not e["source"].startswith(self.state_dir + "/")]
+        return [e for e in self.externals if not e.get("skeleton")
+                and not e["source"].startswith(self.state_dir + "/")]
 
     def meta(self, *, tcp_established: bool, lazy: bool, criu: str) -> dict:
         images = image_record(self.image) if self.image else None

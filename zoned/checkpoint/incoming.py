@@ -47,8 +47,7 @@ class Incoming:
 
         from zoned.network import checkpoint_hooks as nethooks
         from zoned.runtime.cgroup_paths import default_cgroups_path
-        from zoned.runtime.steps import initial_state, make_cgroup, make_skeleton, \
-            write_config
+        from zoned.runtime.steps import initial_state, make_cgroup, write_config
         from zoned.storage import make_zone_dir
 
         rt, meta, cid = self.rt, self.meta, self.cid
@@ -110,9 +109,6 @@ class Incoming:
             else:
                 nethooks.loopback_up(self.nsfd)
             write_config(d, cfg)
-            from zoned.cgroups import hierarchies
-
-            make_skeleton(d, cfg, hierarchies())  # what the dump's skeleton mounts bind
             self.cgroup = make_cgroup(cg_path, linux)
             mark("prepare (state, network, cgroup)")
         except BaseException:

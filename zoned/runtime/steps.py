@@ -149,37 +149,72 @@ def write_config(state_dir: str, cfg: dict) -> None:
         f.write(json.dumps(cfg, separators=(",", ":")))
 
 
-# STATE_DIR/skel: host directories a zone's masked directories and v1 /sys/fs/cgroup are
-# bound from (zoned.child.rootfs), instead of a tmpfs each.
+# Host directories a zone's masked directories and v1 /sys/fs/cgroup are bound from
+# (zoned.child.rootfs), instead of a tmpfs each: shared_skeleton(), for the zones that cannot
+# remount them, or STATE_DIR/skel, the zone's own.
 SKELETON = "skel"
+SKELETON_PARTS = ("empty", "cgroup")
+
+
+def shared_skeleton() -> str:
+    """The host's shared skeleton: a cache of the runtime's (/run/zoned/.cache/skel; a
+    user's runtime dir, rootless), not of one state root, so removing a root leaves it."""
+    if os.geteuid() == 0:
+        from zoned.storage import DEFAULT_ROOT
+
+        return os.path.join(DEFAULT_ROOT, ".cache", SKELETON)
+    from zoned.rootless import runtime_base
+
+    return os.path.join(runtime_base(), ".cache", SKELETON)
+
+
+def can_remount(cfg: dict) -> bool:
+    """Whether the zone's process could hold CAP_SYS_ADMIN (any set; a config without
+    capabilities counts as yes), and so remount a read-only bind writable."""
+    caps = (cfg.get("process") or {}).get("capabilities")
+    if caps is None:
+        return True
+    return any("CAP_SYS_ADMIN" in (caps.get(k) or ()) for k in
+               ("bounding", "effective", "permitted", "inheritable", "ambient"))
 
 
 def make_skeleton(state_dir: str, cfg: dict, hierarchies: list) -> dict[str, str]:
-    """The zone's empty directory (for its masked directories) and, on a v1 or hybrid host
-    with a cgroup mount, its /sys/fs/cgroup skeleton (a directory per hierarchy). Why: each
-    superblock is a memory-cgroup-aware shrinker, and the kernel keeps a slot per shrinker
-    id in every memory cgroup (mm/shrinker.c: a 1 KiB unit per 64 ids), so N zones of S
-    superblocks cost N * N * S * 16 bytes. runc's three tmpfs (two masks, the v1 cgroup
-    tmpfs) are 3 of a zone's 10; bind mounts of directories cost none. They are the zone's
-    own, read-only inside it, and go with its state dir. -> {"empty": path, "cgroup": path},
-    either left out when unused."""
+    """The empty directory for the zone's masked directories and, on a v1 or hybrid host
+    with a cgroup mount, its /sys/fs/cgroup skeleton (a directory per hierarchy).
+    -> {"empty": path, "cgroup": path}, either left out when unused.
+
+    Why: each superblock is a memory-cgroup-aware shrinker, and the kernel keeps a slot per
+    shrinker id in every memory cgroup (mm/shrinker.c: a 1 KiB unit per 64 ids), so N zones
+    of S superblocks cost N * N * S * 16 bytes. runc's three tmpfs (two masks, the v1 cgroup
+    tmpfs) are 3 of a zone's 10; binds of directories cost none. They are read-only in the
+    zone. A zone that could remount them writable (can_remount) gets its own, in its state
+    dir, so what it writes reaches no other zone and goes with it; the others share the
+    host's, made once (a dozen mkdirs and rmdirs per zone cost ~2 ms on a disk)."""
     linux = cfg.get("linux") or {}
-    out = {}
-    skel = os.path.join(state_dir, SKELETON)
+    names = []
     if linux.get("maskedPaths"):
-        out["empty"] = os.path.join(skel, "empty")
+        names.append("empty")
     v2 = len(hierarchies) == 1 and hierarchies[0].fstype == "cgroup2"
     if not v2 and hierarchies and any(m.get("type") == "cgroup" for m in cfg.get("mounts") or []):
-        out["cgroup"] = os.path.join(skel, "cgroup")
-    if not out:
-        return out
-    os.makedirs(skel, 0o755, exist_ok=True)
-    for path in out.values():
-        os.makedirs(path, 0o755, exist_ok=True)
-    for h in hierarchies if "cgroup" in out else ():
-        os.makedirs(os.path.join(out["cgroup"], os.path.basename(h.mountpoint)), 0o755,
-                    exist_ok=True)
-    return out
+        names.append("cgroup")
+    if not names:
+        return {}
+    base = os.path.join(state_dir, SKELETON) if can_remount(cfg) else shared_skeleton()
+    dirs = [base, os.path.join(base, "empty")]
+    if not v2:
+        dirs.append(os.path.join(base, "cgroup"))
+        dirs += [os.path.join(base, "cgroup", os.path.basename(h.mountpoint))
+                 for h in hierarchies]
+    if not os.path.isdir(dirs[-1]):
+        # Made in place, in this order: where the last is, all are. A creator killed half-way
+        # leaves a part that the next completes; two at once both succeed.
+        os.makedirs(os.path.dirname(base), 0o711, exist_ok=True)  # /run/zoned/.cache
+        for d in dirs:
+            try:
+                os.mkdir(d, 0o755)
+            except FileExistsError:
+                pass
+    return {n: os.path.join(base, n) for n in names}
 
 
 def make_cgroup(path: str, linux: dict):
