@@ -105,7 +105,7 @@ def test_make_skeleton_and_the_dump_finds_its_binds(tmp_path, monkeypatch):
     from either by its root and device, and only such a mount."""
     from zoned.cgroups.detection import Hierarchy
     from zoned.checkpoint import dump
-    from zoned.checkpoint.dump import _skeleton_of
+    from zoned.checkpoint.dump import skeleton_binds
     from zoned.linux.mountinfo import Mount
     from zoned.runtime import steps
     from zoned.runtime.steps import can_remount, make_skeleton
@@ -147,7 +147,7 @@ def test_make_skeleton_and_the_dump_finds_its_binds(tmp_path, monkeypatch):
     def mount(path: str, device: int = dev) -> Mount:
         return Mount(1, 0, os.major(device), os.minor(device), path, "/x", (), (), "ext4",
                      "/dev/x", ())
-    part = _skeleton_of(str(z2))
+    part = skeleton_binds(str(z2))
     assert part(mount(f"{host}/empty")) == ("empty", f"{host}/empty")
     assert part(mount(f"{z2}/skel/cgroup")) == ("cgroup", f"{z2}/skel/cgroup")
     # the state root on a file system of its own: the bind's root is relative to it

@@ -36,7 +36,7 @@ def _tree(pid: int) -> list[int]:
     return out
 
 
-def _skeleton_of(state_dir: str):
+def skeleton_binds(state_dir: str):
     """-> a function naming the part of a skeleton (zoned.runtime.steps.make_skeleton: the
     zone's own or the host's shared one) a mount is bound from. A bind's root is its
     source's path inside its file system, and its device that file system's."""
@@ -171,7 +171,7 @@ class Dump:
         root_id = next(m.mount_id for m in mounts if m.mount_point == "/")
         by_dest = {os.path.normpath(m["destination"]): m for m in cfg.get("mounts") or []}
         self.externals = []
-        skeleton = _skeleton_of(self.state_dir)
+        skeleton = skeleton_binds(self.state_dir)
         for m in mounts:
             if m.mount_id == root_id:
                 continue

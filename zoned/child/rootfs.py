@@ -89,8 +89,9 @@ class Rootfs:
         self.idmap_fds = idmap_fds or {}
         # Host dirs bound in place of a tmpfs each (zoned.runtime.steps.make_skeleton):
         # "empty" for the masked directories, "cgroup" for v1's /sys/fs/cgroup. Where the
-        # namespace's root cannot reach them (root's zone with a user namespace mapped to
-        # another uid, under a state root only root may enter), each is a tmpfs, as before.
+        # namespace's root cannot reach them (a zone's own skeleton, in a state root only
+        # root may enter, seen from a user namespace mapped to another uid), each is a
+        # tmpfs, as before.
         self.skeleton = skeleton or {}
         self.empty_tree: int | None = None
         # In a user namespace device nodes cannot be made and v1 cgroupfs cannot be
