@@ -7,6 +7,7 @@ import socket
 import time
 
 import zoned
+from zoned.runtime.steps import shared_skeleton
 
 
 def sh(script: str, zoned_root, **kw) -> zoned.Result:
@@ -180,8 +181,6 @@ def test_masked_dirs_and_cgroup_skeleton_are_binds_not_superblocks(cli):
 
     v1 = not (len(hierarchies()) == 1 and hierarchies()[0].fstype == "cgroup2")
     cli("run", "-d", "--name", "skel", "busybox", "sleep", "60", check=True)
-    from zoned.runtime.steps import shared_skeleton
-
     shared = shared_skeleton()
     host_dev = os.stat(os.path.join(shared, "empty")).st_dev
     assert not os.path.exists(os.path.join(cli.root, "skel", "skel"))  # none of its own
@@ -217,8 +216,6 @@ def test_a_zone_writing_its_unlocked_mask_reaches_no_other_zone(cli):
     assert open(own).read() == "planted\n"
     r = cli("exec", "other", "ls", "-A", "/sys/firmware", "/proc/acpi", check=True)
     assert "x" not in r.stdout.split(), r.stdout
-    from zoned.runtime.steps import shared_skeleton
-
     assert os.listdir(os.path.join(shared_skeleton(), "empty")) == []
     cli("rm", "-f", "admin", "other", check=True)
     assert not os.path.exists(os.path.join(cli.root, "admin"))

@@ -98,9 +98,7 @@ class Rootfs:
         # mounted: both are bind-mounted from the host instead (as runc does).
         types = {n.get("type") for n in self.linux.get("namespaces", [])}
         self.userns = "user" in types
-        # Without a cgroup namespace a fresh cgroupfs mount would show the host's root
-        # cgroup: bind the container's own cgroup instead (podman on v1 asks for this).
-        self.bind_cgroups = self.userns or "cgroup" not in types
+        self.cgroupns = "cgroup" in types
 
     # -- before pivot_root -------------------------------------------------------------
     def prepare(self, cgroup_ready: Callable[[], None] = lambda: None) -> None:
@@ -189,8 +187,9 @@ class Rootfs:
         flags &= ~sc.MS_RDONLY  # made read-only after the sub-mounts exist
         hier = self.hierarchies
         if len(hier) == 1 and hier[0].fstype == "cgroup2":
-            if self.bind_cgroups and self.cgroup_path and "cgroup" not in {
-                    n.get("type") for n in self.linux.get("namespaces", [])}:
+            # Without a cgroup namespace a fresh cgroupfs mount would show the host's root
+            # cgroup: bind the container's own cgroup instead (podman asks for this).
+            if self.cgroup_path and not self.cgroupns:
                 t.mount(hier[0].mountpoint + self.cgroup_path, None, sc.MS_BIND | sc.MS_REC)
                 t.reopen()
                 t.mount(None, None, sc.MS_BIND | sc.MS_REMOUNT | sc.MS_RDONLY | flags)
@@ -206,7 +205,6 @@ class Rootfs:
         if not skeleton:
             t.mount("tmpfs", "tmpfs", flags, "mode=755")
         t.reopen()  # the sub-directories are made in it (tmpfs) or found there, by fd
-        cgroupns = "cgroup" in {n.get("type") for n in self.linux.get("namespaces", [])}
         for h in hier:
             with inroot.target(t.fd, os.path.basename(h.mountpoint), "dir") as sub:
                 # The zone's own cgroup, bound: what a fresh mount in its cgroup namespace
@@ -218,7 +216,7 @@ class Rootfs:
                         sub.mount(h.mountpoint + self.cgroup_path, None,
                                   sc.MS_BIND | sc.MS_REC)
                     except FileNotFoundError:  # no cgroup of its own in this hierarchy
-                        if not cgroupns:
+                        if not self.cgroupns:
                             raise
                     else:
                         sub.reopen()
