@@ -149,6 +149,53 @@ def test_example_suite_passes_as_the_user(user):
     assert leftovers(user) == []
 
 
+POOL_SCRIPT = """
+import json, os, zoned
+SHOW = "for n in user mnt pid; do readlink /proc/self/ns/$n; done; ls /proc | " \\
+       "grep -c '^[0-9]'; cat /proc/self/uid_map; mkdir /d /s; chmod 000 /d; touch /s/f; " \\
+       "chown -R 1000 /s 2>/dev/null; chmod 700 /s; id -u"
+with zoned.Pool(size=2) as pool:
+    runs = [pool.run(["sh", "-c", SHOW], text=True) for _ in range(3)]
+    bad = pool.run(["sh", "-c", "exit 3"])
+try:
+    os.waitpid(-1, os.WNOHANG)
+    children = "left"
+except ChildProcessError:
+    children = "none"
+print(json.dumps({"out": [r.stdout for r in runs], "codes": [r.returncode for r in runs],
+                  "bad": bad.returncode, "children": children,
+                  "ours": [os.readlink("/proc/self/ns/" + n) for n in ("user", "mnt", "pid")]}))
+"""
+
+
+def test_a_pool_makes_rootless_zones_in_one_mapped_user_namespace(user):
+    """zoned.Pool as an ordinary user: its zones join one user namespace the maker mapped
+    once (not newuidmap per zone: as rootless podman), yet each has mount and pid
+    namespaces of its own and sees only its own processes; every process made for the caller (the
+    inits, the user-namespace stages) is reaped, and nothing is left."""
+    script = os.path.join(user.work, "pool.py")
+    with open(script, "w") as f:
+        f.write(POOL_SCRIPT)
+    os.chmod(script, 0o644)
+    p = user.run(sys.executable, script)
+    assert p.returncode == 0, p.stderr
+    got = json.loads(p.stdout.splitlines()[-1])
+    assert got["codes"] == [0, 0, 0] and got["bad"] == 3
+    assert got["children"] == "none"  # no zombie: stage 1s and inits all reaped
+    zones = [r.split() for r in got["out"]]
+    userns = {z[0] for z in zones}
+    assert len(userns) == 1 and got["ours"][0] not in userns  # one shared, not the user's
+    for z in zones:  # (a gone namespace's inode number is reused: zones run one by one)
+        assert z[1] != got["ours"][1] and z[2] != got["ours"][2]
+        assert int(z[3]) <= 3  # sh, ls, grep: no other zone's process, no host's
+        assert z[4:7] == ["0", str(user.uid), "1"]
+        if user.range is not None:
+            assert z[7:10] == ["1", str(user.range), "65536"]
+        assert z[-1] == "0"
+    # each upper has a mode-000 dir of the user's, and with a range one of a subordinate id
+    assert leftovers(user) == []
+
+
 def test_example_suite_under_xdist_as_the_user(user):
     pytest.importorskip("xdist")
     p = user.run(sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-n", "2",

@@ -21,8 +21,9 @@ and pid with its sync channel and the caller's ends of its stdin/stdout/stderr p
 What differs from zoned.run: the process is known only at start, so the init waits as
 python (late_process), not as zoned-spawn's sealed copy (zoned.child.initstub); nothing
 else is in the zone then, and the zone is this caller's alone. Options are fixed per
-pool; no network of its own (a zone made ahead would hold its lease while it waits);
-root only (a rootless zone's init is made through a user-namespace stage).
+pool; no network of its own (a zone made ahead would hold its lease while it waits).
+Rootless too: a rootless zone's init is made through a user-namespace stage, which the
+maker clones as the caller's child as well; the caller reaps it with the zone's message.
 """
 from __future__ import annotations
 
@@ -70,12 +71,31 @@ class Template:
     root: str | None
     images: str | None
     options: dict
+    userns: str | None = None  # rootless: the user namespace the zones join (the maker's)
 
     def config(self, name: str) -> dict:
         from zoned.oci.spec import RunOptions
 
-        return build_config(RunOptions(args=["true"], name=name, **self.options),
-                            self.images)
+        cfg = build_config(RunOptions(args=["true"], name=name, **self.options), self.images)
+        if self.userns:
+            for ns in cfg["linux"]["namespaces"]:
+                if ns["type"] == "user":
+                    ns["path"] = self.userns
+        return cfg
+
+
+def shared_userns() -> int:
+    """Rootless: a user namespace mapped as zoned.run would map a zone's (the user's own id
+    as root, and the subordinate range), for all of a pool's zones, as rootless podman
+    keeps one for all of a user's containers. Each zone still has its own mount, pid,
+    network, IPC and UTS namespaces, so no zone sees another's processes, files or
+    sockets; what the zones share is the id map, which is the user's anyway. It saves
+    newuidmap and newgidmap (two setuid programs) per zone. Its fd."""
+    from zoned.rootless import id_mappings
+    from zoned.runtime.handoff import idmap_userns
+
+    uids, gids = id_mappings()
+    return idmap_userns({"uidMappings": uids, "gidMappings": gids})
 
 
 class Pool:
@@ -94,8 +114,6 @@ class Pool:
                  image: str | None = None, cgroup_parent: str | None = None, **options):
         if size < 1:
             raise ConfigError(f"size: {size} (at least 1)")
-        if os.geteuid() != 0:
-            raise ConfigError("Pool: root only (use zoned.run as an ordinary user)")
         if options.get("network") not in (None, "none", ["none"]) or options.get("publish"):
             raise ConfigError("network: a Pool's zones have no network of their own "
                               "(use zoned.run)")
@@ -164,6 +182,8 @@ class Pool:
         if self._error is not None:  # the maker makes no more
             raise ZonedError(self._error)
         msg, fds = _recv(self._sock)
+        for pid in (msg or {}).get("reap", ()):
+            _reap(pid)  # a user-namespace stage the maker made as our child: it has exited
         if msg is None or msg.get("op") != "zone" or len(fds) != 4:
             for fd in fds:
                 os.close(fd)
@@ -197,6 +217,8 @@ class Pool:
                     os.close(fd)
                 if msg is None:
                     break
+                for pid in msg.get("reap", ()):
+                    _reap(pid)
                 if msg.get("pid"):  # a zone not run, or a failed one's init
                     self._pids.add(msg["pid"])
         except OSError:
@@ -289,6 +311,8 @@ def _serve(template: Template, sock: socket.socket) -> None:
     from zoned.cgroups import prime
 
     backend = ZoneBackend(template.root)
+    if os.geteuid() != 0:
+        template.userns = f"/proc/{os.getpid()}/fd/{shared_userns()}"
     keeper = prime.keeper()  # each init's cgroup move, without its grace period
     out: dict[str, int] = {}  # zones sent, not done: name -> pid
     taken: set[str] = set()  # of those, the ones a run has taken
@@ -318,15 +342,15 @@ def _serve(template: Template, sock: socket.socket) -> None:
                 if keeper is not None:
                     os.write(keeper[0], b"m")
                 try:
-                    name, pid, fds = _make(template, backend)
+                    name, pid, fds, reap = _make(template, backend)
                 except Exception as exc:  # noqa: BLE001 - the caller raises it
-                    failed = True  # (with the pid of an init the failed create killed)
+                    failed = True  # (with the caller's children the failed create killed)
                     _send(sock, op="error", message=str(exc) or type(exc).__name__,
-                          pid=getattr(exc, "sibling_pid", 0))
+                          reap=getattr(exc, "sibling_pids", []))
                     continue
                 out[name] = pid
                 try:
-                    _send(sock, fds, op="zone", name=name, pid=pid)
+                    _send(sock, fds, op="zone", name=name, pid=pid, reap=reap)
                 finally:
                     for fd in fds:
                         os.close(fd)
@@ -339,8 +363,9 @@ def _serve(template: Template, sock: socket.socket) -> None:
                 pass
 
 
-def _make(template: Template, backend) -> tuple[str, int, list[int]]:
-    """One zone made ahead: (name, init pid, [sync channel, stdin w, stdout r, stderr r])."""
+def _make(template: Template, backend) -> tuple[str, int, list[int], list[int]]:
+    """One zone made ahead: (name, init pid, [sync channel, stdin w, stdout r, stderr r],
+    [the caller's other children to reap: a user-namespace stage])."""
     name = new_name()
     stdin_r, stdin_w = os.pipe2(os.O_CLOEXEC)
     out_r, out_w = os.pipe2(os.O_CLOEXEC)
@@ -357,4 +382,4 @@ def _make(template: Template, backend) -> tuple[str, int, list[int]]:
         for fd in (stdin_r, out_w, err_w):
             os.close(fd)
     chan = started.chan.sock.detach()
-    return name, started.pid, [chan, stdin_w, out_r, err_r]
+    return name, started.pid, [chan, stdin_w, out_r, err_r], list(started.to_reap)

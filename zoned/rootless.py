@@ -290,18 +290,42 @@ def describe() -> dict:
     }
 
 
+def _remove_own_tree(path: str) -> bool:
+    """rmtree as the user, opening up (0700) a directory of the user's own it may not read
+    or write (overlay's work/work is 0000): what a zone wrote as root in the zone is the
+    user's too. False where that is not enough (a directory of a subordinate id)."""
+    from stat import S_ISDIR
+
+    from zoned.linux.files import rmtree
+
+    for _ in range(64):
+        try:
+            rmtree(path)
+            return True
+        except PermissionError as e:
+            where = e.filename or path
+            for d in (where, os.path.dirname(where)):
+                try:
+                    st = os.lstat(d)
+                except OSError:
+                    continue
+                if S_ISDIR(st.st_mode) and st.st_uid == os.geteuid() and \
+                        st.st_mode & 0o700 != 0o700:
+                    os.chmod(d, 0o700)
+                    break
+            else:
+                return False
+    return False
+
+
 def remove_tree(path: str) -> None:
     """rmtree for a rootless zone's data: its files belong to subordinate ids (and overlay
     leaves a mode-000 work/work), which only root in a namespace with the same mappings
     may remove, so the removal runs in a child mapped as the zone was (podman unshare)."""
-    from zoned.linux.files import rmtree
-
-    try:
-        rmtree(path)
+    if _remove_own_tree(path):
         return
-    except PermissionError:
-        pass
     from zoned.linux import syscalls as sc
+    from zoned.linux.files import rmtree
 
     ready_r, ready_w = os.pipe()
     go_r, go_w = os.pipe()

@@ -57,7 +57,7 @@ class Plan:
                  "bpf", "seccomp_flags", "hierarchies", "wait_namespaces", "keep_pdeathsig",
                  "preserve_fds", "no_pivot", "pidns_fd", "cgroup_path", "idmap_fds",
                  "caller_mntns", "spawn_fd", "rootless", "volatile", "late_process",
-                 "skeleton")
+                 "skeleton", "stage_pid")
 
     def __init__(self, cfg: dict, sock: _socket.socket, *,
                  rootfs: str | None = None,           # None: exec into an existing container
@@ -90,6 +90,7 @@ class Plan:
         # start may bring the process's args, env and cwd (zoned.pool: a zone made ahead)
         self.late_process = late_process
         self.skeleton = skeleton or {}  # host dirs to bind (zoned.runtime.steps.make_skeleton)
+        self.stage_pid = 0  # a sibling's user-namespace stage 1 (runtime.handoff.fork_userns)
 
 
 _FORKING = _thread.allocate_lock()

@@ -47,13 +47,16 @@ class Started:
     namespace; release() makes the real process there (zoned's child too) and `pid` becomes
     its pid, written to `pid_file` if one was asked for."""
 
-    __slots__ = ("pid", "chan", "master", "spawns", "pid_file", "command")
+    __slots__ = ("pid", "chan", "master", "spawns", "pid_file", "command", "to_reap")
 
     def __init__(self, pid: int, chan: Channel | None, master: int | None = None, *,
-                 spawns=None, pid_file: str | None = None, command: str = ""):
+                 spawns=None, pid_file: str | None = None, command: str = "",
+                 to_reap: tuple[int, ...] = ()):
         self.pid, self.chan, self.master = pid, chan, master
         self.spawns = spawns  # exec: the container's Cgroup, which the process goes into
         self.pid_file, self.command = pid_file, command
+        # a sibling init's user-namespace stage: our parent's child, exited, for it to reap
+        self.to_reap = to_reap
 
     def release(self, process: dict | None = None) -> None:
         """Let the process exec and report whether exec worked. process: its args (env,
@@ -165,12 +168,14 @@ def idmap_userns(mount: dict) -> int:
         os.waitpid(child, 0)
 
 
-def fork_userns(plan: Plan, chan: Channel, linux: dict, child_sock) -> int:
+def fork_userns(plan: Plan, chan: Channel, linux: dict, sibling: bool = False) -> int:
     """Fork stage 1 (see process.run_userns_stage), map its user namespace and return the
-    pid of stage 2, the container's init."""
+    pid of stage 2, the container's init. sibling: stage 1 is our parent's child, so
+    stage 2 is too (CLONE_PARENT from there); our parent reaps both (plan.stage_pid)."""
     from zoned.child.process import run_userns_stage
 
-    stage1 = fork_nondumpable(run_userns_stage, plan)
+    stage1 = fork_nondumpable(run_userns_stage, plan, sibling=sibling)
+    plan.stage_pid = stage1 if sibling else 0
     try:
         while True:
             msg = chan.recv()
@@ -188,7 +193,7 @@ def fork_userns(plan: Plan, chan: Channel, linux: dict, child_sock) -> int:
         try:
             os.waitpid(stage1, 0)
         except ChildProcessError:
-            pass
+            pass  # a sibling: our parent reaps it
 
 
 def handshake(chan: Channel, on_namespaces: Callable[[int], None] | None, pid: int,

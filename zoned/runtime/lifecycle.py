@@ -112,8 +112,9 @@ class Runtime:
         apart; a line written to stdout before one to stderr is logged first.
         late_process (with use_fifo=False): start(process=) gives the init its args, env
         and cwd (zoned.pool); its init then waits as python, not as zoned-spawn's copy.
-        sibling: the init is our parent's child, not ours (zoned.pool's maker; no user
-        namespace).
+        sibling: the init is our parent's child, not ours (zoned.pool's maker); so is a
+        user namespace's stage 1, which our parent reaps (Started.to_reap, or the
+        exception's sibling_pids).
         """
         specmod.check_id(cid)
         specmod.validate(cfg)  # every config check, before anything is created
@@ -127,7 +128,7 @@ class Runtime:
         from zoned.linux.locks import acquire
 
         lock = acquire(os.path.join(d, "lock"))
-        cgroup = None
+        cgroup = plan = None
         pid = 0
         log_fds: list[int] = []
         log_path = logger = data = err_log = None
@@ -222,8 +223,6 @@ class Runtime:
 
             if late_process and use_fifo:
                 raise ConfigError("late_process needs the caller to start the zone")
-            if sibling and "user" in namespaces:
-                raise ConfigError("a sibling init cannot have a user namespace")
             if fits(cfg) and not late_process:  # the init waits for start as this sealed copy
                 spawn_fd = spawn_copy()
             hier = hierarchies()
@@ -239,7 +238,7 @@ class Runtime:
                         spawn_fd=spawn_fd, volatile=bool(autoremove and lower and not data_dir),
                         late_process=late_process, skeleton=skeleton)
             if "user" in namespaces:
-                pid = fork_userns(plan, chan, linux, child_sock)
+                pid = fork_userns(plan, chan, linux, sibling)
             else:
                 pid = self._fork(plan, namespaces, sibling)
             child_sock.close()
@@ -277,12 +276,13 @@ class Runtime:
                     raise ZonedError("container init exited during set-up")
                 parent_sock.close()
                 return Started(pid, None, master)
-            return Started(pid, chan, master)
+            return Started(pid, chan, master,
+                           to_reap=(plan.stage_pid,) if plan.stage_pid else ())
         except BaseException as exc:
             if pid:
                 kill_and_reap(pid)
-                if sibling:  # our parent's child: it reaps it (zoned.pool)
-                    exc.sibling_pid = pid
+            if sibling:  # our parent's children: it reaps them (zoned.pool)
+                exc.sibling_pids = [p for p in (pid, plan and plan.stage_pid) if p]
             if cfg.get("hooks"):  # only a config with hooks fails in one (lazy: start-up)
                 from zoned.oci import hooks
 
