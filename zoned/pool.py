@@ -10,7 +10,7 @@ work: each zone still costs its set-up, in the maker, on another CPU, while the 
 does something else (pytest's own work between two tests, or the test). A fork server,
 or Firecracker's and Kata's VM templates, do the same for processes and VMs.
 
-How: Pool() forks the maker (a single-threaded python: a thread would take the caller's
+How: Pool() starts the makers (single-threaded pythons: a thread would take the caller's
 GIL, and the caller would wait for it). The maker clones each init as the caller's child
 (CLONE_PARENT, zoned.child.process), so the caller reaps it and gets its exit status as
 zoned.run does, and a caller that dies takes its zones with it (their parent-death
@@ -103,17 +103,25 @@ class Pool:
 
     size: how many wait to be taken (a new one is made once a run is over, or at once
     if none waits).
+    makers: how many maker processes share the making (each keeps its part of `size`
+    waiting); default min(size, 2, CPUs): on a busy caller, making and removing a zone
+    costs more CPU than the run, so a second maker on another CPU raises the rate.
     root, images, image and other keyword options: as zoned.run's (README "Options").
     cgroup_parent: where the zones' cgroups go (default: $ZONED_CGROUP_PARENT, else
     zoned's for the root). A context manager; close() removes the zones not run yet and
-    ends the maker. Not for use from two threads at once; make it in a thread that
-    outlives it (the kernel's parent-death signal, which ends the maker and the zones
+    ends the makers. Not for use from two threads at once; make it in a thread that
+    outlives it (the kernel's parent-death signal, which ends the makers and the zones
     with their caller, follows the thread that made them)."""
 
-    def __init__(self, *, size: int = 2, root: str | None = None, images: str | None = None,
-                 image: str | None = None, cgroup_parent: str | None = None, **options):
+    def __init__(self, *, size: int = 2, makers: int | None = None, root: str | None = None,
+                 images: str | None = None, image: str | None = None,
+                 cgroup_parent: str | None = None, **options):
         if size < 1:
             raise ConfigError(f"size: {size} (at least 1)")
+        if makers is None:
+            makers = min(size, 2, os.cpu_count() or 1)
+        if not 1 <= makers <= size:
+            raise ConfigError(f"makers: {makers} (1 to size, {size})")
         if options.get("network") not in (None, "none", ["none"]) or options.get("publish"):
             raise ConfigError("network: a Pool's zones have no network of their own "
                               "(use zoned.run)")
@@ -124,13 +132,28 @@ class Pool:
 
         self._backend = ZoneBackend(root)
         self._pids: set[int] = set()  # inits made for us and not reaped yet
-        self._error: str | None = None  # why the maker makes no more zones
-        self._maker, self._sock = _spawn_maker(template, cgroup_parent)
+        self._error: str | None = None  # why a maker makes no more zones
+        self._makers: list[tuple[int, socket.socket]] = []  # (pid, our socket)
+        self._owner: dict[str, socket.socket] = {}  # zone taken -> its maker's socket
+        self._turn = 0  # the maker whose zone is taken next, if it has one ready
+        try:
+            for i in range(makers):
+                share = size // makers + (i < size % makers)
+                self._makers.append(_spawn_maker(
+                    Template(share, root, images, template.options), cgroup_parent))
+        except BaseException:
+            self.close()
+            raise
 
     @property
     def failure(self) -> str | None:
-        """Why the maker makes no more zones (run() raises it), or None."""
+        """Why a maker makes no more zones (run() raises it), or None."""
         return self._error
+
+    @property
+    def maker_pids(self) -> list[int]:
+        """The maker processes (the caller's children until close())."""
+        return [pid for pid, _ in self._makers]
 
     # -- the caller ----------------------------------------------------------------------
     def run(self, args: list[str] | str, *, input: bytes | str | None = None,
@@ -176,58 +199,73 @@ class Pool:
         return finish(args, code, reads, text, name, timeout=timeout, timed_out=timed_out,
                       check=check)
 
+    def _next_maker(self) -> socket.socket:
+        """The first maker, from this turn's on, with a message for us (waiting for one)."""
+        import select
+
+        socks = [sock for _, sock in self._makers]
+        order = socks[self._turn:] + socks[:self._turn]
+        ready, _, _ = select.select(order, [], [])
+        sock = next(s for s in order if s in ready)
+        self._turn = (socks.index(sock) + 1) % len(socks)
+        return sock
+
     def _take(self) -> tuple[str, int, int, int, int, int]:
-        if self._sock is None:
+        if not self._makers:
             raise ZonedError("the pool is closed")
-        if self._error is not None:  # the maker makes no more
+        if self._error is not None:  # a maker makes no more
             raise ZonedError(self._error)
-        msg, fds = _recv(self._sock)
+        sock = self._next_maker()
+        msg, fds = _recv(sock)
         for pid in (msg or {}).get("reap", ()):
             _reap(pid)  # a user-namespace stage the maker made as our child: it has exited
         if msg is None or msg.get("op") != "zone" or len(fds) != 4:
             for fd in fds:
                 os.close(fd)
-            if (msg or {}).get("pid"):
-                _reap(msg["pid"])  # killed by the maker, our child
             self._error = "zoned.Pool: no zone: " + \
-                ((msg or {}).get("message") or "its maker has gone")
+                ((msg or {}).get("message") or "a maker has gone")
             raise ZonedError(self._error)
         self._pids.add(msg["pid"])
+        self._owner[msg["name"]] = sock
         try:
-            _send(self._sock, op="took", name=msg["name"])
+            _send(sock, op="took", name=msg["name"])
         except OSError:
             pass  # the maker has gone: this zone still runs
         return (msg["name"], msg["pid"], *fds)
 
     def _done(self, name: str) -> None:
         try:
-            _send(self._sock, op="done", name=name)
-        except OSError:
+            _send(self._owner.pop(name), op="done", name=name)
+        except (OSError, KeyError):
             pass  # the maker has gone: close() reaps and gc removes
 
     def close(self) -> None:
-        """Remove the zones not run, end the maker and reap it and them."""
-        if self._sock is None:
-            return
-        try:
-            _send(self._sock, op="close")
-            while True:  # zones still in the socket: their fds go with it
-                msg, fds = _recv(self._sock)
-                for fd in fds:
-                    os.close(fd)
-                if msg is None:
-                    break
-                for pid in msg.get("reap", ()):
-                    _reap(pid)
-                if msg.get("pid"):  # a zone not run, or a failed one's init
-                    self._pids.add(msg["pid"])
-        except OSError:
-            pass
-        self._sock.close()
-        self._sock = None
-        for pid in (*self._pids, self._maker):
-            _reap(pid)  # the maker killed the inits; they are our children
+        """Remove the zones not run, end the makers and reap them and their zones."""
+        makers, self._makers = self._makers, []
+        for _, sock in makers:
+            try:
+                _send(sock, op="close")
+            except OSError:
+                pass
+        for _, sock in makers:
+            try:
+                while True:  # zones still in the socket: their fds go with it
+                    msg, fds = _recv(sock)
+                    for fd in fds:
+                        os.close(fd)
+                    if msg is None:
+                        break
+                    for pid in msg.get("reap", ()):
+                        _reap(pid)
+                    if msg.get("pid"):  # a zone not run
+                        self._pids.add(msg["pid"])
+            except OSError:
+                pass
+            sock.close()
+        for pid in (*self._pids, *(pid for pid, _ in makers)):
+            _reap(pid)  # the makers killed the inits; they are our children
         self._pids.clear()
+        self._owner.clear()
 
     def __enter__(self) -> Pool:
         return self
