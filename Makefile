@@ -52,7 +52,7 @@ $(STAMP)/shim: $(STAMP)/venv Makefile
 	printf '%s\n' '#!$(abspath $(PY)) -S' \
 		'# zoned: written by `make setup` (Makefile): python -S, with the paths site would add' \
 		'import sys' "sys.path[0:1] = ['$(CURDIR)', '$$purelib']" \
-		'from zoned.cli import main' 'sys.exit(main())' > $(ZONED).tmp
+		'from zoned.cli import console' 'console()' > $(ZONED).tmp
 	@chmod 755 $(ZONED).tmp && mv $(ZONED).tmp $(ZONED) && touch $@
 
 # CRIU 4.2.1 for checkpoint/restore, built from Debian's source (bookworm's criu 3.17 fails
@@ -66,9 +66,11 @@ vm-kernel: $(STAMP)/apt
 	@scripts/install-vm-kernel.sh
 
 # Compiled bytecode, written even where PYTHONDONTWRITEBYTECODE is set: without it every
-# `zoned` command would compile its modules again (start-up is a feature). Cheap when fresh.
+# `zoned` command would compile its modules again (start-up is a feature). Forced (-f):
+# compileall skips a .pyc whose recorded mtime matches, even when the source's size does not
+# (an edit within the second of the last compile), and that stale .pyc is then never used.
 bytecode: $(STAMP)/venv
-	@$(PY) -m compileall -q zoned
+	@$(PY) -m compileall -q -f zoned
 
 # zoned's PID-1 reaper for --init; static, because an image may have no libc.
 zoned/libexec/zoned-init: csrc/init.c $(STAMP)/apt

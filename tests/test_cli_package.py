@@ -116,3 +116,24 @@ def test_foreground_exit_code_is_kept(cli):
     assert cli("run", "--name", "x", "--", "sh", "-c", "exit 3").returncode == 3
     assert "exited (3)" in cli("ps", "-a").stdout
     assert cli("ps", "-a", "--format", "json").stdout.count('"exit_code": 3') == 1
+
+
+@pytest.mark.unprivileged
+def test_the_program_flushes_what_it_printed_and_keeps_its_status():
+    """`zoned` (zoned.cli.console) ends with os._exit, past the interpreter's teardown:
+    block-buffered output to a pipe is flushed first, and the status is main()'s."""
+    import contextlib
+    import io
+
+    from zoned.cli import main
+
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        assert main(["features"]) == 0
+    p = subprocess.run([sys.executable, "-m", "zoned", "features"], capture_output=True,
+                       text=True)
+    assert p.returncode == 0 and p.stdout == buf.getvalue() and len(p.stdout) > 1000
+    p = subprocess.run([sys.executable, "-m", "zoned", "run", "--memory", "bogus", "--",
+                        "true"], capture_output=True, text=True)
+    assert p.returncode == 125
+    assert p.stderr.splitlines() == [p.stderr.strip()] and "--memory" in p.stderr

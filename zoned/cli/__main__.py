@@ -1,5 +1,3 @@
-import sys
+from zoned.cli import console
 
-from zoned.cli import main
-
-sys.exit(main())
+console()
