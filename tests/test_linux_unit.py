@@ -217,3 +217,44 @@ def test_lock_makes_parents_and_follows_a_replaced_file(tmp_path):
         assert os.fstat(fd).st_ino == os.stat(path).st_ino
     with pytest.raises(FileNotFoundError):
         FileLock(str(tmp_path / "missing" / "lock")).__enter__()
+
+
+JSON_SAMPLES = [
+    {}, [], "", 0, -1.5, 1e300, True, None, "é\u2028\x00\"\\/",
+    {"ociVersion": "1.2.0", "process": {"args": ["sh", "-c", "echo 'ünï'"], "env": []},
+     "n": [1, 2.5, -3, {"x": None}], "nested": {"a": {"b": {"c": [[], {}]}}}},
+    [float("inf"), float("-inf")], {"z": 1, "a": 2, "m": {"b": 1, "a": 0}},
+]
+
+
+@pytest.mark.parametrize("obj", JSON_SAMPLES)
+def test_jsonc_writes_and_reads_what_json_does(obj):
+    import json
+
+    from zoned.linux import jsonc
+
+    for kw in ({}, {"separators": (",", ":")}, {"sort_keys": True},
+               {"ensure_ascii": False}, {"indent": 2}):
+        text = jsonc.dumps(obj, **kw)
+        assert text == json.dumps(obj, **kw)
+        assert jsonc.loads(text) == json.loads(text)
+        assert jsonc.loads(text.encode()) == json.loads(text.encode())
+        assert jsonc.loads(f" \n{text}\t ") == json.loads(text)
+
+
+@pytest.mark.parametrize("bad", ["", " ", "{", "[1,]", "1 2", '{"a": 1}}', "nul", "'x'",
+                                 '"\x01"', "{1: 2}"])
+def test_jsonc_refuses_what_json_refuses_with_its_error(bad):
+    import json
+
+    from zoned.linux import jsonc
+
+    with pytest.raises(json.JSONDecodeError) as ours:
+        jsonc.loads(bad)
+    with pytest.raises(json.JSONDecodeError) as theirs:
+        json.loads(bad)
+    assert (ours.value.msg, ours.value.pos) == (theirs.value.msg, theirs.value.pos)
+    with pytest.raises(TypeError, match="not JSON serializable"):
+        jsonc.dumps({"a": {1, 2}})
+    with pytest.raises(jsonc.JSONDecodeError):
+        jsonc.loads(bad)

@@ -9,7 +9,8 @@
   (zoned.cgroups.prime): that names our own cgroup, moves nothing, and is skipped where no
   mount shows our cgroup;
 - a zone removed when it exits (--rm) has a volatile overlay (no sync of the upper's file
-  system at its end); any other keeps a durable one.
+  system at its end); any other keeps a durable one;
+- a whole `zoned run` loads none of the stdlib modules that cost milliseconds to import.
 No timed asserts: the times are bench/startup.py's.
 """
 from __future__ import annotations
@@ -151,6 +152,26 @@ def test_run_through_the_lean_parser_and_through_argparse_alike(cli):
                "sh", "-c", "echo $A $B $(hostname)")
     assert lean.returncode == slow.returncode == 0, (lean.stderr, slow.stderr)
     assert lean.stdout == slow.stdout == "1 2 h1\n"
+
+
+# What each costs a `zoned run` on this host if loaded (python -X importtime): enum, re,
+# json (re with it), functools and collections ~2-4 ms each; zoned uses C modules or small
+# code of its own instead (zoned.linux.jsonc, names, once; zoned.strconst; _signal).
+NOT_ON_THE_RUN_PATH = {"enum", "re", "json", "functools", "collections", "contextlib",
+                       "signal", "array", "typing", "dataclasses", "argparse", "subprocess",
+                       "threading", "socket", "selectors", "tempfile", "shutil"}
+
+
+def test_zoned_run_loads_none_of_the_costly_stdlib_modules(zoned_root, busybox):
+    """A whole `zoned run --rm` (parse, create, start, wait, delete) through the shim's own
+    interpreter set-up: none of those modules is loaded by the end, so none crept back."""
+    shim = ZONED.read_text().split("from zoned.cli")[0]
+    code = (shim + "from zoned.cli import main\n"
+            f"code = main(['--root', {zoned_root!r}, 'run', '--rm', '--', 'true'])\n"
+            f"print(code, sorted(set(sys.modules) & {NOT_ON_THE_RUN_PATH!r}))\n")
+    p = subprocess.run([sys.executable, "-S", "-c", code], capture_output=True, text=True)
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.split(" ", 1) == ["0", "[]\n"], p.stdout
 
 
 # -- capabilities without python-prctl ------------------------------------------------------

@@ -11,7 +11,7 @@ CalledProcessError, both subclasses of subprocess's own (and of ZonedError).
 from __future__ import annotations
 
 import os
-import signal
+import _signal  # not signal.py: its enums of every signal cost ~4 ms a command
 import time
 
 from zoned.backends.zone import ZoneBackend
@@ -230,7 +230,7 @@ def finish(args, code, reads, text, name, *, timeout: float | None = None,
 def _kill_pid(pid: int):
     def kill() -> None:
         try:
-            os.kill(pid, signal.SIGKILL)  # our child, not yet reaped: its pid is its own
+            os.kill(pid, _signal.SIGKILL)  # our child, not yet reaped: its pid is its own
         except ProcessLookupError:
             pass
     return kill
@@ -452,7 +452,7 @@ class Container:
                 reads = {1: [out.read()], 2: [err.read()]}
         return finish(args, code, reads, text, self.name)
 
-    def kill(self, sig: int = signal.SIGKILL) -> None:
+    def kill(self, sig: int = _signal.SIGKILL) -> None:
         """Send `sig` to the zone's PID 1. The default is SIGKILL (docker kill's): PID 1
         ignores every signal it has no handler for, so SIGTERM does not stop `sleep`."""
         self.backend.kill(self.name, sig)
@@ -468,7 +468,7 @@ class Container:
         zone is killed when it runs out and TimeoutExpired raised, with its logs."""
         code = self._reap(timeout)
         if code is None:
-            self.kill(signal.SIGKILL)
+            self.kill(_signal.SIGKILL)
             self._reap(10)
             from zoned.api_errors import TimeoutExpired
 
@@ -523,7 +523,7 @@ class Container:
 
         try:
             if self.pid is not None and self.returncode is None and force:
-                self.backend.kill(self.name, signal.SIGKILL)
+                self.backend.kill(self.name, _signal.SIGKILL)
                 self._reap(10)
         except (NotFound, ZonedError):
             pass

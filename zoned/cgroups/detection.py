@@ -5,11 +5,10 @@ subprocess, one read of mountinfo per process.
 from __future__ import annotations
 
 import errno
-import functools
 import os
-from collections import namedtuple
 
 from zoned.cgroups.fs import CgroupError, read_if_exists
+from zoned.linux.once import once
 from zoned.linux import mountinfo
 
 # v1 controllers v2 also has (or implies): when one of them is mounted as v1 the host is
@@ -17,14 +16,26 @@ from zoned.linux import mountinfo
 V1_ONLY_HARMLESS = frozenset({"net_cls", "net_prio", "perf_event"})
 
 
-class Hierarchy(namedtuple("Hierarchy", "mountpoint fstype options controllers")):
+class Hierarchy(tuple):
     """One mounted cgroup hierarchy. `options` is the mount data that recreates it (the v1
     controllers and name=, "" for cgroup2), so the runtime can mount the same hierarchy
     inside a container's cgroup namespace. fstype: "cgroup" (v1) or "cgroup2"; options:
     "memory", "cpu,cpuacct", "name=systemd", ""; controllers: v1 from the options, v2 the
-    root's cgroup.controllers. (A namedtuple, not a dataclass: this is on the start path.)"""
+    root's cgroup.controllers. (A tuple with names, as a namedtuple, which would import
+    collections on the start path.)"""
 
     __slots__ = ()
+
+    def __new__(cls, mountpoint: str, fstype: str, options: str, controllers: tuple):
+        return tuple.__new__(cls, (mountpoint, fstype, options, controllers))
+
+    mountpoint = property(lambda self: self[0])
+    fstype = property(lambda self: self[1])
+    options = property(lambda self: self[2])
+    controllers = property(lambda self: self[3])
+
+    def __repr__(self) -> str:
+        return "Hierarchy(mountpoint=%r, fstype=%r, options=%r, controllers=%r)" % self
 
 
 def v1_subsystems() -> set[str]:
@@ -77,14 +88,14 @@ def classify(hs: list[Hierarchy]) -> str:
                       errno.ENOENT)
 
 
-@functools.cache
+@once
 def mounts() -> tuple[Hierarchy, ...]:
     """Every cgroup hierarchy this process sees, v1 and v2, in mountinfo order; read once."""
     with open("/proc/self/mountinfo", "rb") as f:
         return tuple(parse_mountinfo(f.read()))
 
 
-@functools.cache
+@once
 def detect() -> str:
     """"v1", "hybrid" (v1 controllers plus a cgroup2 mount) or "v2"; read once."""
     return classify(list(mounts()))

@@ -9,9 +9,12 @@ from __future__ import annotations
 import errno
 import os
 import time
-from collections.abc import Callable
 
 from zoned.errors import ZonedError
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing (start-up)
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 
 class CgroupError(ZonedError, OSError):

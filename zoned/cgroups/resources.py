@@ -6,9 +6,12 @@ Every error names the spec field.
 from __future__ import annotations
 
 import errno
-from collections.abc import Iterable
 
 from zoned.cgroups.fs import CgroupError, logger, write_field
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing (start-up)
+if TYPE_CHECKING:
+    from collections.abc import Iterable
 
 # runc's order: cpu first (it carries cpuset.cpus/mems), devices before limits
 GROUPS = ("cpu", "devices", "memory", "pids", "blockIO", "hugepageLimits", "network", "rdma",

@@ -8,7 +8,6 @@ from __future__ import annotations
 import errno
 import os
 import time
-from collections.abc import Iterable
 
 from zoned.cgroups.base import Cgroup
 from zoned.cgroups.detection import Hierarchy, v2_hierarchy
@@ -20,6 +19,10 @@ from zoned.cgroups.resources import (BLOCKIO_KEYS, CPU_KEYS, NETWORK_KEYS, PIDS_
                                      blkio_to_io_weight, check_int, check_keys, devno,
                                      get_int, memory_fields, page_size, shares_to_weight,
                                      swap_to_v2, v2_limit, write_rdma)
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing (start-up)
+if TYPE_CHECKING:
+    from collections.abc import Iterable
 
 # v2 controllers create() enables in the parents, when the hierarchy offers them.
 V2_CONTROLLERS = ("cpuset", "cpu", "io", "memory", "hugetlb", "pids", "rdma", "misc")

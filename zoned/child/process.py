@@ -29,7 +29,7 @@ import _thread
 import fcntl
 import gc
 import os
-import signal
+import _signal  # not signal.py: its enums of every signal cost ~4 ms a command
 import struct
 
 from zoned.child import caps, initstub  # caps: imported here, not after each fork
@@ -163,7 +163,7 @@ def run_userns_stage(plan: Plan) -> None:
     zoned's parent process, as without a user namespace. Stage 1 exits. Never returns."""
     code = 1
     try:
-        caps.set_pdeathsig(signal.SIGKILL)
+        caps.set_pdeathsig(_signal.SIGKILL)
         _reset_signals()
         chan = Channel(plan.sock)
         if "user" in plan.join_fds:
@@ -208,10 +208,10 @@ def run_userns_stage(plan: Plan) -> None:
 
 
 def _reset_signals() -> None:
-    for sig in (signal.SIGPIPE, signal.SIGXFSZ, signal.SIGINT, signal.SIGTERM, signal.SIGHUP,
-                signal.SIGQUIT, signal.SIGCHLD, signal.SIGWINCH, signal.SIGUSR1, signal.SIGUSR2):
-        signal.signal(sig, signal.SIG_DFL)
-    signal.pthread_sigmask(signal.SIG_SETMASK, [])
+    for sig in (_signal.SIGPIPE, _signal.SIGXFSZ, _signal.SIGINT, _signal.SIGTERM, _signal.SIGHUP,
+                _signal.SIGQUIT, _signal.SIGCHLD, _signal.SIGWINCH, _signal.SIGUSR1, _signal.SIGUSR2):
+        _signal.signal(sig, _signal.SIG_DFL)
+    _signal.pthread_sigmask(_signal.SIG_SETMASK, [])
 
 
 def _close_fds_except(keep: set[int]) -> None:
@@ -358,7 +358,7 @@ def _spawn(plan: Plan, path: str, env: list[str], bpf: bytes, parent_pidfd: int)
     denied) it clones itself: the new process is then python, non-dumpable, for the
     microseconds until its execve. Never returns."""
     proc = plan.cfg["process"]
-    pdeathsig = signal.SIGKILL if plan.keep_pdeathsig else 0
+    pdeathsig = _signal.SIGKILL if plan.keep_pdeathsig else 0
     tty = 0 if proc.get("terminal") else -1
     if plan.spawn_fd is not None:
         bpf_fd = -1
@@ -411,7 +411,7 @@ def _child(plan: Plan) -> None:
         from zoned.oci import hooks
     # If the parent died before this, the sync socket reads EOF below and we exit (getppid
     # cannot tell: PID 1 of a new pid namespace always sees 0).
-    caps.set_pdeathsig(signal.SIGKILL)
+    caps.set_pdeathsig(_signal.SIGKILL)
     _reset_signals()
     chan = Channel(plan.sock)
     if plan.stdio:
@@ -528,7 +528,7 @@ def _child(plan: Plan) -> None:
         bpf = b""
     security.apply_user_and_caps(proc)
     sc.set_dumpable(False)  # each credential change reset it to fs.suid_dumpable
-    caps.set_pdeathsig(signal.SIGKILL)  # a uid change cleared it
+    caps.set_pdeathsig(_signal.SIGKILL)  # a uid change cleared it
     if plan.rootfs is not None and plan.spawn_fd is not None:  # see initstub.fits
         initstub.exec_stub(plan, path, env, bpf)  # returns only if it could not exec it
 

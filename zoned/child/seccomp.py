@@ -22,8 +22,6 @@ syscalls skipped, several conditions on the same argument split into separate ru
 from __future__ import annotations
 
 import errno
-import functools
-import json
 import os
 import stat
 
@@ -35,6 +33,8 @@ if TYPE_CHECKING:
     from typing import Any
 
 from zoned.digest import sha256
+from zoned.linux import jsonc
+from zoned.linux.once import once
 
 __all__ = ["default_profile", "compile_bpf", "filter_flags", "SeccompError", "CACHE_DIR"]
 
@@ -103,10 +103,10 @@ class SeccompError(ConfigError, ValueError):
 
 # ---------------------------------------------------------------- default profile
 
-@functools.lru_cache(maxsize=None)
+@once
 def _moby_profile() -> dict:
     with open(_DATA, "rb") as f:
-        return json.load(f)
+        return jsonc.load(f)
 
 
 def _kernel_at_least(version: str) -> bool:
@@ -203,7 +203,7 @@ def _uses_notify(seccomp: dict) -> bool:
 
 def _canonical(seccomp: dict) -> str:
     try:
-        return json.dumps(seccomp, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+        return jsonc.dumps(seccomp, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
     except (TypeError, ValueError) as e:
         raise SeccompError(f"seccomp: not a JSON object: {e}") from None
 
@@ -217,7 +217,7 @@ def _cache_path(canonical: str) -> str:
     return os.path.join(CACHE_DIR, h.hexdigest() + ".bpf")
 
 
-@functools.lru_cache(maxsize=None)
+@once
 def _build_fingerprint() -> bytes:
     """Format, host arch and the zoned._seccomp build (found without importing it)."""
     fp = [_CACHE_FORMAT, os.uname().machine.encode()]

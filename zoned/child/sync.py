@@ -12,17 +12,22 @@ from __future__ import annotations
 
 import _socket  # the C module: socket.py (with selectors and its enums) costs ~1.5 ms of
 import errno as errnos  # every `zoned run`, for one socketpair and SCM_RIGHTS
-import json
 import os
-from array import array
-from enum import Enum
+import sys
+
+from zoned.linux import jsonc
+from zoned.strconst import StrConstants
+
+# SCM_RIGHTS carries C ints: packed by hand (array, which socket.send_fds uses, imports
+# collections: ~1.5 ms of every zoned command)
+_INT, _ORDER = 4, sys.byteorder
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing (start-up)
 if TYPE_CHECKING:
     from _socket import socket
 
 
-class Op(str, Enum):
+class Op(StrConstants):
     """Every message's op. Who sends it: P parent, C child (init or exec helper)."""
 
     CGROUP = "cgroup"          # P: the child is in its cgroup (may come at any time)
@@ -103,21 +108,23 @@ def pair() -> tuple[SyncSocket, SyncSocket]:
 
 def send_fds(sock: socket, data: bytes, fds: list[int]) -> None:
     """socket.send_fds: one message with `fds` attached (SCM_RIGHTS)."""
-    sock.sendmsg([data], [(_socket.SOL_SOCKET, _socket.SCM_RIGHTS, array("i", fds))])
+    packed = b"".join(fd.to_bytes(_INT, _ORDER, signed=True) for fd in fds)
+    sock.sendmsg([data], [(_socket.SOL_SOCKET, _socket.SCM_RIGHTS, packed)])
 
 
 def recv_fds(sock: socket, bufsize: int, maxfds: int) -> tuple[bytes, list[int]]:
     """socket.recv_fds: one message and the fds that came with it."""
-    fds = array("i")
-    data, ancdata, _flags, _addr = sock.recvmsg(bufsize, _socket.CMSG_LEN(maxfds * fds.itemsize))
+    fds: list[int] = []
+    data, ancdata, _flags, _addr = sock.recvmsg(bufsize, _socket.CMSG_LEN(maxfds * _INT))
     for level, kind, payload in ancdata:
         if level == _socket.SOL_SOCKET and kind == _socket.SCM_RIGHTS:
-            fds.frombytes(payload[:len(payload) - (len(payload) % fds.itemsize)])
-    return data, list(fds)
+            fds += (int.from_bytes(payload[i:i + _INT], _ORDER, signed=True)
+                    for i in range(0, len(payload) - _INT + 1, _INT))
+    return data, fds
 
 
 def send(sock: socket, op: Op, fds: list[int] | None = None, **fields) -> None:
-    data = json.dumps({"op": op.value, **fields}).encode()
+    data = jsonc.dumps({"op": op.value, **fields}).encode()
     if fds:
         send_fds(sock, data, fds)
     else:
@@ -147,7 +154,7 @@ class Channel:
             for fd in fds:
                 os.close(fd)
             return EOF
-        fields = json.loads(data)
+        fields = jsonc.loads(data)
         try:
             op = Op(fields.pop("op", None))
         except ValueError:

@@ -20,13 +20,13 @@ def runtime(args):
 
 def interruptible() -> None:
     """Turn SIGINT/SIGTERM/SIGHUP into an exception so a half-made container is removed."""
-    import signal
+    import _signal  # not signal.py (its enums: ~4 ms of start-up)
 
     def handler(signum, frame):
         raise Interrupted(signum)
 
-    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-        signal.signal(sig, handler)
+    for sig in (_signal.SIGINT, _signal.SIGTERM, _signal.SIGHUP):
+        _signal.signal(sig, handler)
 
 
 def command_args(args) -> list[str]:

@@ -5,12 +5,17 @@ The errors are ZonedErrors, so that any command that meets one (a checkpoint of 
 image was removed, say) reports its one line and exits 125 rather than "internal error"."""
 from __future__ import annotations
 
-import re
-
 from zoned.errors import NotFound, ZonedError
+from zoned.linux.names import LOWER_ALNUM, made_of
 
-# An image name: the store's directory name and a recipe's `name:`.
-NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,127}$")
+NAME_MAX = 128
+_NAME_CHARS = LOWER_ALNUM | frozenset("_.-")
+
+
+def valid_name(name: object) -> bool:
+    """An image name: the store's directory name and a recipe's `name:`:
+    [a-z0-9][a-z0-9_.-]*, at most NAME_MAX characters."""
+    return made_of(name, LOWER_ALNUM, _NAME_CHARS, NAME_MAX)
 
 
 class ImageError(ZonedError):

@@ -31,7 +31,7 @@ import tarfile
 import time
 from typing import IO, Any, Callable
 
-from zoned.images.errors import NAME_RE, ImageError
+from zoned.images.errors import ImageError, valid_name
 from zoned.images.unpack import Limits, Unpacker
 
 DEFAULT_PATH = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -531,6 +531,6 @@ def default_name(src: Source, path: str) -> str:
                 base = base[: -len(ext)]
                 break
     name = re.sub(r"[^a-z0-9_.-]", "-", base.lower()).lstrip("._-")
-    if not NAME_RE.match(name):
+    if not valid_name(name):
         raise ImageError(f"cannot make an image name from {path!r}: give one with --name")
     return name

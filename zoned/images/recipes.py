@@ -51,7 +51,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from zoned.images.errors import NAME_RE, ImageError
+from zoned.images.errors import ImageError, valid_name
 
 if TYPE_CHECKING:
     from zoned.images.store import ImageStore
@@ -119,7 +119,7 @@ def load_recipe(path: Path) -> _Recipe:
     name = doc.get("name")
     if name is None:
         raise bad("missing required key 'name'")
-    if not isinstance(name, str) or not NAME_RE.match(name):
+    if not isinstance(name, str) or not valid_name(name):
         raise bad(f"invalid name {name!r} (use lowercase letters, digits, '_', '.', '-')")
     r = _Recipe(source=path, name=name)
 

@@ -25,11 +25,11 @@ they started with. Only overlay lowerdirs are detected, not plain bind mounts of
 from __future__ import annotations
 
 import errno
-import json
 import os
 import stat
 
-from zoned.images.errors import NAME_RE, ImageError, ImageNotFound
+from zoned.images.errors import ImageError, ImageNotFound, valid_name
+from zoned.linux import jsonc
 from zoned.linux.locks import acquire, try_acquire
 
 TYPE_CHECKING = False
@@ -96,7 +96,7 @@ def find_recipe(name: str) -> Path:
     add or override images, then the repository's ``images/`` directory."""
     from pathlib import Path
 
-    if not NAME_RE.match(name):
+    if not valid_name(name):
         raise ImageError(f"invalid image name {name!r} (use lowercase letters, digits, '_', '.', '-')")
     dirs = [Path(d) for d in [os.environ.get("ZONED_RECIPES")] if d] + [Path(RECIPES_DIR)]
     for d in dirs:
@@ -242,7 +242,7 @@ class ImageStore:
 
     def get(self, name: str) -> Image:
         """The image called name, or ImageNotFound telling how to build it."""
-        if not NAME_RE.match(name):
+        if not valid_name(name):
             raise ImageError(f"invalid image name {name!r}")
         with self.lock(shared=True):
             return self.read_unlocked(name)
@@ -258,7 +258,7 @@ class ImageStore:
         """list() for a caller that holds lock(shared=True)."""
         out = []
         for n in sorted(os.listdir(self.root_dir)):
-            if NAME_RE.match(n) and _is_file(_join(_join(self.root_dir, n), "image.json")):
+            if valid_name(n) and _is_file(_join(_join(self.root_dir, n), "image.json")):
                 try:
                     out.append(self.read_unlocked(n))
                 except ImageError:
@@ -274,7 +274,7 @@ class ImageStore:
             raise ImageNotFound(f"image {name!r} not found (build it with: zoned image build {name})")
         try:
             with open(meta_file) as f:
-                meta = json.loads(f.read())
+                meta = jsonc.loads(f.read())
             return Image(name=name, path=path, rootfs=path + "/rootfs", config=meta["config"],
                          created=meta.get("created", ""), size=int(meta.get("size", 0)))
         except (OSError, ValueError, KeyError, TypeError) as e:
@@ -320,7 +320,7 @@ class ImageStore:
                                            open_source, runtime_config)
         from zoned.images.unpack import Limits
 
-        if name is not None and not NAME_RE.match(name):
+        if name is not None and not valid_name(name):
             raise ImageError(f"invalid --name {name!r} (use lowercase letters, digits, '_', '.', '-')")
         limits = Limits(max_size)
         self._ensure_root()
@@ -379,7 +379,7 @@ class ImageStore:
             for h in meta.get("history") or []:
                 h.setdefault("created", created)
                 h.setdefault("size", meta["size"])
-            (tmp / "image.json").write_text(json.dumps(meta, indent=2) + "\n")
+            (tmp / "image.json").write_text(jsonc.dumps(meta, indent=2) + "\n")
             os.chmod(tmp / "image.json", 0o644)
             target = self.root / name
             with self.lock():
@@ -415,13 +415,13 @@ class ImageStore:
         img = self.get(name)
         try:
             with open(img.image_dir + "/image.json") as f:
-                return json.loads(f.read())
+                return jsonc.loads(f.read())
         except (OSError, ValueError) as e:
             raise ImageError(f"image {name!r} is damaged: {e}") from None
 
     def remove(self, name: str) -> None:
         """Delete an image; containers still running on it keep it until they stop."""
-        if not NAME_RE.match(name):
+        if not valid_name(name):
             raise ImageError(f"invalid image name {name!r}")
         with self.lock():
             if not _is_file(_join(self.root_dir, name) + "/image.json"):
@@ -528,7 +528,7 @@ class ImageStore:
             users = _mounts_using(old_rootfs)
             if users:
                 with open(os.path.join(aside, ".inuse.json"), "w") as f:
-                    f.write(json.dumps({"rootfs": old_rootfs, "mounts": users}))
+                    f.write(jsonc.dumps({"rootfs": old_rootfs, "mounts": users}))
             else:
                 import shutil
 
@@ -553,7 +553,7 @@ class ImageStore:
                 if _is_file(note):
                     try:
                         with open(note) as f:
-                            info = json.loads(f.read())
+                            info = jsonc.loads(f.read())
                         alive = _mounts_alive(info["mounts"], info["rootfs"])
                     except (OSError, ValueError, KeyError):
                         alive = False

@@ -11,17 +11,16 @@ the kernel's limit for sethostname() (__NEW_UTS_LEN), below RFC 1123's 253, whic
 applies to --add-host names (they are never set as a hostname).
 
 Not part of zoned.network: the spec checks a zone's hostname on `zoned run`'s start-up path,
-which must not import the network package. No imports beyond re.
+which must not import the network package (nor re: zoned.linux.names says why).
 """
 from __future__ import annotations
 
-import re
-
 from zoned.errors import ConfigError
+from zoned.linux.names import ALNUM, made_of
 
 UTS_MAX = 64        # the kernel's hostname limit
 DNS_MAX = 253       # RFC 1123 / RFC 1035 limit of a full name
-_LABEL_RE = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?$")
+_LABEL_CHARS = ALNUM | frozenset("-")  # a label: [A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?
 
 
 def hostname_problem(value: object, max_len: int = UTS_MAX) -> str | None:
@@ -31,7 +30,7 @@ def hostname_problem(value: object, max_len: int = UTS_MAX) -> str | None:
     if len(value) > max_len:
         return f"at most {max_len} characters"
     for label in value.split("."):
-        if not _LABEL_RE.match(label):
+        if not made_of(label, ALNUM, _LABEL_CHARS, 63, last=ALNUM):
             return ("use letters, digits and hyphens in dot-separated labels of 1-63 "
                     "characters, with no hyphen at either end (RFC 1123)")
     return None
@@ -55,7 +54,8 @@ def hostname_for(hostname: str | None, name: str | None, default: str = "zoned")
     if hostname_problem(name) is None:
         return name
     labels = []
-    for label in re.sub(r"[^A-Za-z0-9.-]", "-", name).split("."):
+    for label in "".join(c if c in _LABEL_CHARS or c == "." else "-"
+                         for c in name).split("."):
         label = label.strip("-")[:63].strip("-")
         if label:
             labels.append(label)

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import errno
 import os
-import re
 import stat
 
 from zoned.errors import ConfigError
+from zoned.linux.names import ALNUM, decimal, made_of
 
 OCI_VERSION = "1.2.0"
 
@@ -66,13 +66,12 @@ def stop_signal(cfg: dict) -> int:
 # ".."), at most 64 long: podman's ids are 64 hex digits, and the name is the default
 # hostname (the kernel's limit is 64) and part of cgroup, state and interface-alias names.
 MAX_ID_LEN = 64
-_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]*")
-_NUMERIC_ID_RE = re.compile(r"-?[0-9]+")  # negative too, to refuse it as a number
-_SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgtp]?)(i?b?)?\s*$", re.I)
+_ID_CHARS = ALNUM | frozenset("_.+-")  # [A-Za-z0-9][A-Za-z0-9_.+-]*
+_SIZE_RE = r"^\s*(\d+(?:\.\d+)?)\s*([kmgtp]?)(i?b?)?\s*$"  # (re: only parse_size's)
 
 
 def check_id(cid: str) -> str:
-    if not isinstance(cid, str) or not _ID_RE.fullmatch(cid) or len(cid) > MAX_ID_LEN:
+    if not made_of(cid, ALNUM, _ID_CHARS, MAX_ID_LEN):
         shown = repr(cid) if len(str(cid)) <= 70 else repr(str(cid)[:67] + "...")
         raise ConfigError(f"invalid container name {shown}: use letters, digits and _.+- "
                           f"(at most {MAX_ID_LEN}, starting with a letter or digit)")
@@ -83,7 +82,9 @@ def parse_size(value: str | int, what: str = "size") -> int:
     """'64m', '1g', '512k', '1048576' -> bytes (binary units, like docker)."""
     if isinstance(value, int):
         return value
-    m = _SIZE_RE.match(str(value))
+    import re
+
+    m = re.match(_SIZE_RE, str(value), re.I)
     if not m:
         raise ConfigError(f"invalid {what} {value!r}: expected a number with an optional "
                           "unit k, m, g or t (e.g. 64m)")
@@ -144,7 +145,7 @@ def parse_user(value: str, rootfs: str | None = None) -> dict:
     uid = _lookup(user, rootfs, "etc/passwd", "user")
     if group:
         gid = _lookup(group, rootfs, "etc/group", "group")
-    elif _NUMERIC_ID_RE.fullmatch(user):
+    elif decimal(user, signed=True):
         gid = _primary_gid(uid, rootfs)
     else:
         gid = _lookup(user, rootfs, "etc/passwd", "user", field=3)
@@ -152,7 +153,7 @@ def parse_user(value: str, rootfs: str | None = None) -> dict:
 
 
 def _lookup(name: str, rootfs: str | None, db: str, what: str, field: int = 2) -> int:
-    if _NUMERIC_ID_RE.fullmatch(name):
+    if decimal(name, signed=True):  # negative too, to refuse it as a number
         n = int(name)
         if not 0 <= n <= MAX_ID:
             raise ConfigError(f"invalid --user {name!r}: a{' uid' if what == 'user' else ' gid'}"
@@ -225,7 +226,7 @@ def parse_env(items: list[str]) -> list[str]:
             if item not in os.environ:
                 continue
             item = f"{item}={os.environ[item]}"
-        if not key or not re.match(r"^[^=\s]+$", key):
+        if not key or "=" in key or any(c.isspace() for c in key):
             raise ConfigError(f"invalid environment variable {item!r}")
         out.append(item)
     return out

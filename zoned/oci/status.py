@@ -3,17 +3,18 @@ operations each allows, in one place: youki's ContainerStatus with its can_start
 can_pause(), ... rather than string comparisons spread over the runtime.
 
 The values are the strings state.json, `zoned state` and podman use; a Status is a str
-(StrEnum), so it compares equal to them, formats as them and serialises as them.
+(zoned.strconst: a StrEnum without enum's import), so it compares equal to them, formats
+as them and serialises as them.
 
     creating --create--> created --start--> running <--pause/resume--> paused
         every state but creating --init exits--> stopped --delete--> (gone)
 """
 from __future__ import annotations
 
-from enum import StrEnum  # enum is loaded already: re imports it
+from zoned.strconst import StrConstants
 
 
-class Status(StrEnum):
+class Status(StrConstants):
     CREATING = "creating"  # state.json reserved, the container is being set up
     CREATED = "created"    # init waits for `start`
     RUNNING = "running"

@@ -4,10 +4,8 @@ handle that lets it exec."""
 from __future__ import annotations
 
 import os
-import signal
+import _signal  # not signal.py: its enums of every signal cost ~4 ms a command
 import time
-from contextlib import contextmanager
-
 from zoned.child.process import Plan, fork_nondumpable
 from zoned.child.sync import Channel, Message, Op
 from zoned.errors import ConfigError
@@ -19,23 +17,33 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
 
-@contextmanager
-def pid_namespace_for_children(join_fd: int | None = None):
-    """Make the next fork land in a new (or the given) pid namespace, then undo it.
+class pid_namespace_for_children:  # noqa: N801 - used as contextlib's would be
+    """`with pid_namespace_for_children(fd):` makes the next fork land in a new (or the
+    given) pid namespace, then undoes it.
 
     unshare(CLONE_NEWPID)/setns only change where *children* go, per thread, so the caller
     stays where it is and the forked child is PID 1 (or a member) and still our direct child.
+    (A class, not contextlib's decorator: contextlib imports functools and collections.)
     """
-    own = os.open("/proc/self/ns/pid", os.O_RDONLY | os.O_CLOEXEC)
-    try:
-        if join_fd is None:
-            sc.unshare(sc.CLONE_NEWPID)
-        else:
-            sc.setns(join_fd, sc.CLONE_NEWPID)
-        yield
-    finally:
-        sc.setns(own, sc.CLONE_NEWPID)
-        os.close(own)
+
+    def __init__(self, join_fd: int | None = None):
+        self.join_fd = join_fd
+        self.own = -1
+
+    def __enter__(self) -> None:
+        self.own = os.open("/proc/self/ns/pid", os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            if self.join_fd is None:
+                sc.unshare(sc.CLONE_NEWPID)
+            else:
+                sc.setns(self.join_fd, sc.CLONE_NEWPID)
+        except BaseException:
+            self.__exit__()
+            raise
+
+    def __exit__(self, *exc) -> None:
+        sc.setns(self.own, sc.CLONE_NEWPID)
+        os.close(self.own)
 
 
 class Started:
@@ -235,7 +243,7 @@ def reap(pid: int) -> None:
 
 def kill_and_reap(pid: int) -> None:
     try:
-        os.kill(pid, signal.SIGKILL)
+        os.kill(pid, _signal.SIGKILL)
     except ProcessLookupError:
         pass
     try:

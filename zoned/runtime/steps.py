@@ -143,10 +143,10 @@ def initial_state(cid: str, cfg: dict, *, bundle: str, rootfs: str, cgroup: str,
 def write_config(state_dir: str, cfg: dict) -> None:
     """config.json in the container's state dir: what exec, update, checkpoint and the
     hooks of later commands read."""
-    import json
+    from zoned.linux import jsonc
 
     with open(os.path.join(state_dir, "config.json"), "w") as f:
-        f.write(json.dumps(cfg, separators=(",", ":")))
+        f.write(jsonc.dumps(cfg, separators=(",", ":")))
 
 
 # Host directories a zone's masked directories and v1 /sys/fs/cgroup are bound from
