@@ -36,7 +36,7 @@ container has exited and been removed again (create + start + wait + delete), fo
   zoned-cli-before, zoned-api-before, zoned-api-worker
                    with --before-ref REF only: zoned-cli and zoned-api as zoned was at git
                    REF (a temporary worktree of REF, with this checkout's built extension and
-                   helpers copied in, run as pip's entry script ran it: python with site),
+                   helpers copied in, run as zoned's shim ran it then: python -S, main()),
                    so a change is measured before/after in the same interleaved rounds
                    (this host's load varies too much between two runs). The API variants run
                    in a worker process each (warmed up like zoned-api): zoned-api-before as
@@ -89,7 +89,7 @@ NOTES = {
     "runc-oci": "runc create+start+delete on the same bundle, 3 processes",
     "ref-python": "reference, no container: venv `python -c pass` (interpreter start-up)",
     "ref-zoned-version": "reference, no container: `zoned --version` (CLI start-up floor)",
-    "zoned-cli-before": "zoned-cli as of --before-ref (python with site, pip's entry script)",
+    "zoned-cli-before": "zoned-cli as of --before-ref (python -S shim, main(), as then)",
     "zoned-api-before": "zoned-api as of --before-ref (in a warm worker process)",
     "zoned-api-worker": "zoned-api of this checkout in a warm worker process (vs -before)",
 }
@@ -138,7 +138,8 @@ class BeforeTree:
     """zoned as it was at a git ref: a temporary worktree, this checkout's built extension
     modules and libexec helpers copied in (their sources may be older; the helpers'
     protocol is older code's too where it is unchanged), bytecode compiled, and an entry
-    script like pip's (venv python, with site) that puts the worktree first on sys.path."""
+    script like `make setup`'s shim (python -S, the worktree and the venv's site-packages
+    on sys.path, sys.exit(main())), as the shim of that time was."""
 
     def __init__(self, ref: str, python: str):
         self.dir = Path(tempfile.mkdtemp(prefix="zoned-bench-before-"))
@@ -152,7 +153,11 @@ class BeforeTree:
         subprocess.run([python, "-m", "compileall", "-q", str(self.tree / "zoned")],
                        check=True, env={**os.environ, "PYTHONDONTWRITEBYTECODE": ""})
         self.cli = self.dir / "zoned"
-        self.cli.write_text(f"#!{python}\nimport sys\nsys.path.insert(0, {str(self.tree)!r})\n"
+        purelib = subprocess.run([python, "-c", "import sysconfig; print(sysconfig.get_paths()"
+                                  "['purelib'])"], capture_output=True, text=True,
+                                 check=True).stdout.strip()
+        self.cli.write_text(f"#!{python} -S\nimport sys\n"
+                            f"sys.path[0:1] = [{str(self.tree)!r}, {purelib!r}]\n"
                             "from zoned.cli import main\nsys.exit(main())\n")
         self.cli.chmod(0o755)
         self.worker = ApiWorker(self.tree, python)  # zoned-api-before
