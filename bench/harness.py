@@ -7,6 +7,9 @@ run by a real `python -m pytest` (one process, no xdist):
 
   empty            N tests that run nothing: pytest's own cost, subtracted from the rest
   subprocess       subprocess.run(["echo", "hi"]) on the host: no isolation, the floor
+  unshare          the same through `unshare --mount --uts --ipc --net --pid --fork`:
+                   fresh namespaces and nothing else (no rootfs, cgroups, seccomp, caps),
+                   the floor of any runtime that gives each test namespaces of its own
   zoned            the zoned_run fixture (a fresh zone per call: namespaces, overlay on
                    busybox, seccomp, cgroups), as root: zones made ahead by the session's
                    zoned_pool (zoned.Pool) while pytest works
@@ -44,6 +47,9 @@ BODIES = {
     "empty": "    pass\n",
     "subprocess": "    r = subprocess.run(['echo', 'hi'], capture_output=True)\n"
                   "    assert r.stdout == b'hi\\n'\n",
+    "unshare": "    r = subprocess.run(['unshare', '--mount', '--uts', '--ipc', '--net', '--pid', "
+               "'--fork', 'echo', 'hi'], capture_output=True)\n"
+               "    assert r.stdout == b'hi\\n', r.stderr\n",
     "zoned": "    assert zoned_run(['echo', 'hi']).stdout == b'hi\\n'\n",
     "zoned-nopool": "    assert zoned_run(['echo', 'hi']).stdout == b'hi\\n'\n",
     "zoned-zone": "    c = zone(['sleep', '60'])\n"

@@ -137,3 +137,32 @@ def test_zoned_run_falls_back_when_the_pool_cannot_make_zones(busybox, tmp_path)
     p = pytest_in(tmp_path, "-q", "-p", "no:randomly")
     assert p.returncode == 0, p.stdout + p.stderr
     assert "4 passed" in p.stdout
+
+
+SCRATCH_SUITE = """
+import os
+def test_scratch(zoned_pool, zoned_run):
+    mounts = zoned_run(['cat', '/proc/self/mountinfo'], text=True).stdout
+    root = zoned_pool.get().root
+    fs = [ln.split(' - ')[1].split()[0] for ln in open('/proc/self/mountinfo')
+          if ln.split()[4] == root]
+    upper = [o for ln in mounts.splitlines() if ln.split()[4] == '/'
+             for o in ln.split(' - ')[1].split()[2].split(',') if o.startswith('upperdir=')]
+    print('SCRATCH', fs or ['-'], upper[0].startswith('upperdir=' + root + '/'))
+"""
+
+
+@pytest.mark.parametrize("option, fs, inside", [((), "tmpfs", True),
+                                                (("--zoned-pool-scratch", "disk"), "-", False)])
+def test_the_session_pool_keeps_its_zones_on_a_tmpfs_of_its_own(busybox, tmp_path, option,
+                                                                  fs, inside):
+    """By default (root) the session pool's state root is a tmpfs mounted for it, and its
+    zones' writable layers are on it; with --zoned-pool-scratch disk neither is. Either
+    way the session leaves no mount, state or cgroup behind."""
+    before = leftovers()
+    (tmp_path / "test_scratch.py").write_text(SCRATCH_SUITE)
+    p = pytest_in(tmp_path, "-q", "-s", *option)
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert f"SCRATCH ['{fs}'] {inside}" in p.stdout, p.stdout
+    assert set(leftovers()) - set(before) == set()
+    assert "zoned-test-" not in open("/proc/self/mountinfo").read()
