@@ -9,9 +9,13 @@ returns, as before.
 """
 from __future__ import annotations
 
+import _signal  # not signal.py (its enums: ~4 ms of start-up)
 import os
 import sys
-from typing import Callable
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing (~8 ms here)
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 OK = b"ok\n"
 
@@ -21,8 +25,6 @@ def start_reaped(start: Callable[[], tuple[str, int] | Callable[[], None]]) -> i
     pid, or the step that execs its logger: tty_zone()) in a worker that then becomes the
     zone's logger. 0 once the zone runs, else the worker's exit code (it has printed its
     error)."""
-    import signal
-
     r, w = os.pipe2(os.O_CLOEXEC)
     sys.stdout.flush()
     sys.stderr.flush()
@@ -34,7 +36,7 @@ def start_reaped(start: Callable[[], tuple[str, int] | Callable[[], None]]) -> i
     os.close(w)
     # The terminal's Ctrl-C reaches the worker too (same process group), which undoes a
     # half-made zone; this process only waits for its word.
-    old = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    old = _signal.signal(_signal.SIGINT, _signal.SIG_IGN)
 
     def forward(signum, frame):
         try:
@@ -42,20 +44,22 @@ def start_reaped(start: Callable[[], tuple[str, int] | Callable[[], None]]) -> i
         except ProcessLookupError:
             pass
 
-    olds = {s: signal.signal(s, forward) for s in (signal.SIGTERM, signal.SIGHUP)}
+    olds = {s: _signal.signal(s, forward) for s in (_signal.SIGTERM, _signal.SIGHUP)}
     try:
         from zoned.linux.files import read_to_eof
 
         said = read_to_eof(r, 16)
     finally:
         os.close(r)
-        signal.signal(signal.SIGINT, old)
+        _signal.signal(_signal.SIGINT, old)
         for s, h in olds.items():
-            signal.signal(s, h)
+            _signal.signal(s, h)
     if said == OK:
         return 0
     _, status = os.waitpid(worker, 0)
     if os.WIFSIGNALED(status):  # it could say nothing: say it here (gc undoes the rest)
+        import signal
+
         sig = os.WTERMSIG(status)
         print(f"zoned: the zone's start was ended by {signal.Signals(sig).name}; "
               "`zoned gc` removes what it left", file=sys.stderr)
@@ -72,10 +76,8 @@ def _work(start, report: int) -> None:
     interruptible()
     logs.defer_next()
     started = start()
-    import signal
-
-    for s in (signal.SIGINT, signal.SIGHUP):  # as the logger's own: the zone runs now
-        signal.signal(s, signal.SIG_IGN)
+    for s in (_signal.SIGINT, _signal.SIGHUP):  # as the logger's own: the zone runs now
+        _signal.signal(s, _signal.SIG_IGN)
     null = os.open(os.devnull, os.O_RDWR)
     os.dup2(null, 1)  # `$(zoned run -d ...)` sees EOF once the CLI has exited
     os.dup2(null, 2)
