@@ -224,6 +224,7 @@ JSON_SAMPLES = [
     {"ociVersion": "1.2.0", "process": {"args": ["sh", "-c", "echo 'ünï'"], "env": []},
      "n": [1, 2.5, -3, {"x": None}], "nested": {"a": {"b": {"c": [[], {}]}}}},
     [float("inf"), float("-inf")], {"z": 1, "a": 2, "m": {"b": 1, "a": 0}},
+    {"e": [], "f": {}, "g": [[[]], {"h": [1, {"i": None}]}]}, ({"t": (1, 2)},),
 ]
 
 
@@ -234,7 +235,8 @@ def test_jsonc_writes_and_reads_what_json_does(obj):
     from zoned.linux import jsonc
 
     for kw in ({}, {"separators": (",", ":")}, {"sort_keys": True},
-               {"ensure_ascii": False}, {"indent": 2}):
+               {"ensure_ascii": False}, {"indent": 2}, {"indent": 0}, {"indent": "\t"},
+               {"indent": 4, "sort_keys": True, "separators": (",", ":")}):
         text = jsonc.dumps(obj, **kw)
         assert text == json.dumps(obj, **kw)
         assert jsonc.loads(text) == json.loads(text)
@@ -258,3 +260,16 @@ def test_jsonc_refuses_what_json_refuses_with_its_error(bad):
         jsonc.dumps({"a": {1, 2}})
     with pytest.raises(jsonc.JSONDecodeError):
         jsonc.loads(bad)
+    for indent in (None, 2):
+        with pytest.raises(TypeError, match="keys must be"):
+            jsonc.dumps({(1, 2): 0}, indent=indent)
+
+
+def test_jsonc_keys_that_are_not_strings_are_written_as_json_writes_them():
+    import json
+
+    from zoned.linux import jsonc
+
+    obj = {1: "a", 2.5: "b", False: "c", None: "d", "e": {3: [None]}}
+    for indent in (None, 2):
+        assert jsonc.dumps(obj, indent=indent) == json.dumps(obj, indent=indent)

@@ -70,6 +70,14 @@ AGREE = [
     ["run"],
     ["--version"], ["-v"], ["--root", "/r", "--version"],
     ["run", "--pids-limit=-1", "--name=a", "--", "true"],
+    # runc's lifecycle commands, as podman (conmon) and containerd's shim call them
+    ["--root", "/r", "--log", "/l", "--log-format", "json", "--systemd-cgroup", "create",
+     "--bundle", "/b", "--pid-file", "/p", "--console-socket", "/s", "cid"],
+    ["create", "-b", "/b", "--no-pivot", "--no-new-keyring", "--preserve-fds", "2", "c"],
+    ["create", "c", "--backend", "vm", "--accel", "tcg"], ["create", "c"],
+    ["start", "cid"], ["--root", "/r", "state", "cid"], ["delete", "cid"],
+    ["delete", "--force", "cid"], ["delete", "cid", "-f"], ["kill", "cid"],
+    ["kill", "cid", "TERM"], ["kill", "--all", "cid", "9"], ["kill", "-s", "HUP", "-a", "c"],
 ]
 FALLBACK = [  # forms the lean parser leaves to argparse: the answer must still be argparse's
     ["run", "-it", "--", "sh"],            # clustered short flags
@@ -77,6 +85,7 @@ FALLBACK = [  # forms the lean parser leaves to argparse: the answer must still 
     ["run", "--pids-limit", "-1", "--", "true"],  # a value starting with "-"
     ["run", "--rm", "-", "x"],
     ["run", "--rm", "-x y"],               # argparse: a positional (it has a space)
+    ["kill", "cid", "-sHUP"], ["delete", "-f", "--", "c"], ["create", "--bund", "/b", "c"],
 ]
 ERRORS = [  # argparse's errors, exit 125, one line naming the flag
     (["run", "--pids-limit", "many", "--", "true"], "--pids-limit"),
@@ -86,6 +95,9 @@ ERRORS = [  # argparse's errors, exit 125, one line naming the flag
     (["run", "--bogus", "--", "true"], "--bogus"),
     (["--log-format", "xml", "run", "--", "true"], "--log-format"),
     (["run", "--rm=1", "--", "true"], "--rm"),
+    (["create", "--preserve-fds", "x", "c"], "--preserve-fds"),
+    (["create", "--backend", "qemu", "c"], "--backend"),
+    (["state"], "id"), (["start", "a", "b"], "b"), (["kill", "a", "b", "c"], "c"),
 ]
 
 
@@ -142,6 +154,14 @@ def test_lean_parser_knows_every_run_flag_and_default():
     glob = {o for a in p._actions for o in a.option_strings} - {"-h", "--help"}
     assert glob == set(fastparse.GLOBAL_VALUE) | set(fastparse.GLOBAL_TRUE)
     assert vars(fastparse.parse(["run"])) == argparse_namespace(["run"])
+    for name, cmd in fastparse.OCI.items():  # the lifecycle commands' tables too
+        p = build_parser(name, [name])
+        sub = next(a for a in p._actions if a.dest == "cmd")  # noqa: SLF001
+        actions = sub.choices[name]._actions
+        flags = {o for a in actions for o in a.option_strings} - {"-h", "--help"}
+        assert flags == set(cmd.true) | set(cmd.value), name
+        positionals = [a.dest for a in actions if not a.option_strings]
+        assert positionals == [*cmd.positionals, *cmd.optional], name
 
 
 def test_run_through_the_lean_parser_and_through_argparse_alike(cli):

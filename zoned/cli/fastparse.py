@@ -1,5 +1,6 @@
-"""A lean parser for the argv of `zoned run` (and `zoned --version`): the common forms only,
-without importing argparse. argparse (with re, gettext, locale and shutil, which its help
+"""A lean parser for the argv of `zoned run`, of runc's lifecycle commands podman and
+containerd call (create, start, state, kill, delete) and of `zoned --version`: the common
+forms only, without importing argparse. argparse (with re, gettext, locale and shutil, which its help
 formatter pulls in) costs ~6 ms of every `zoned run`, more than a third of runc's whole
 `run`. This gives the very Namespace zoned.cli.parser's argparse parser gives, or None
 whenever an argv is anything but plain: an unknown or abbreviated flag, clustered short
@@ -45,6 +46,35 @@ RUN_DEFAULTS = {**{d: False for d in RUN_TRUE.values()},
                 **{d: None for d in RUN_VALUE.values()},
                 **{d: [] for d in RUN_APPEND.values()},
                 "backend": "zone", "accel": "auto", "preserve_fds": 0, "command": []}
+
+
+class Command:
+    """A subcommand's flags and positionals (required, then optional), as parser.py has
+    them; the lean parse of one takes flags and positionals in any order, as argparse."""
+
+    def __init__(self, true: dict | None = None, value: dict | None = None,
+                 positionals: tuple = ("id",), optional: tuple = (),
+                 defaults: dict | None = None):
+        self.true, self.value = true or {}, value or {}
+        self.positionals, self.optional = positionals, optional
+        self.defaults = {**{d: False for d in self.true.values()},
+                         **{d: None for d in self.value.values()},
+                         **{d: None for d in optional}, **(defaults or {})}
+
+
+OCI = {  # runc's commands as podman and containerd call them (zoned.cli.oci)
+    "create": Command(true={"--no-pivot": "no_pivot", "--no-new-keyring": "no_new_keyring"},
+                      value={"-b": "bundle", "--bundle": "bundle", "--pid-file": "pid_file",
+                             "--console-socket": "console_socket",
+                             "--preserve-fds": "preserve_fds", "--backend": "backend",
+                             "--accel": "accel"},
+                      defaults={"bundle": ".", "preserve_fds": 0, "accel": "auto"}),
+    "start": Command(),
+    "state": Command(),
+    "delete": Command(true={"-f": "force", "--force": "force"}),
+    "kill": Command(true={"-a": "all", "--all": "all"}, value={"-s": "sig", "--signal": "sig"},
+                    optional=("signal",)),
+}
 
 
 class Namespace:
@@ -96,6 +126,8 @@ def parse(argv: list[str]):
         ns[dest] = value
     if i == n:
         return Namespace(**ns) if ns["version"] else None
+    if argv[i] in OCI:
+        return _command(ns, argv[i], OCI[argv[i]], argv[i + 1:])
     if argv[i] != "run":
         return None
     ns.update(RUN_DEFAULTS, cmd="run")
@@ -132,4 +164,39 @@ def parse(argv: list[str]):
             return None
     if ns["image"] is not None and ns["rootfs"] is not None:
         return None  # mutually exclusive: argparse's error
+    return Namespace(**ns)
+
+
+def _command(ns: dict, name: str, cmd: Command, argv: list[str]):
+    ns.update(cmd.defaults, cmd=name)
+    places = [*cmd.positionals, *cmd.optional]
+    given = 0
+    i, n = 0, len(argv)
+    while i < n:
+        arg = argv[i]
+        if not arg.startswith("-"):
+            if given == len(places):
+                return None
+            ns[places[given]] = arg
+            given += 1
+            i += 1
+            continue
+        if arg in cmd.true:
+            ns[cmd.true[arg]] = True
+            i += 1
+            continue
+        flag, value, i = _value(arg, argv, i)
+        dest = cmd.value.get(flag)
+        if dest is None or value is None:
+            return None  # "--", "-", an unknown flag or a value argparse must judge
+        if dest in RUN_INT:
+            try:
+                value = int(value)
+            except ValueError:
+                return None
+        elif dest in RUN_CHOICES and value not in RUN_CHOICES[dest]:
+            return None
+        ns[dest] = value
+    if given < len(cmd.positionals):
+        return None
     return Namespace(**ns)

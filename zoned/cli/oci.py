@@ -10,17 +10,16 @@ from zoned.cli.output import print_json
 
 
 def cmd_create(args) -> int:
-    import json
-
     from zoned.errors import ConfigError
+    from zoned.linux import jsonc
 
     bundle = os.path.abspath(args.bundle)
     try:
         with open(os.path.join(bundle, "config.json")) as f:
-            cfg = json.load(f)
+            cfg = jsonc.load(f)
     except FileNotFoundError:
         raise ConfigError(f"no config.json in bundle {bundle!r}") from None
-    except json.JSONDecodeError as e:
+    except jsonc.JSONDecodeError as e:
         raise ConfigError(f"config.json in {bundle!r} is not valid JSON: {e}") from None
     from zoned.oci.spec import validate
 

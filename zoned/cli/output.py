@@ -53,9 +53,9 @@ def exposed(data, key: str | None = None):
 def print_json(data) -> None:
     """`data` as indented JSON on stdout (what `--format json` and `inspect` print), its
     times in one format (exposed())."""
-    import json
+    from zoned.linux import jsonc
 
-    json.dump(exposed(data), sys.stdout, indent=2)
+    jsonc.dump(exposed(data), sys.stdout, indent=2)
     sys.stdout.write("\n")
 
 
