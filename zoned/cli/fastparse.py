@@ -150,12 +150,8 @@ def parse(argv: list[str]):
             return None
         if flag in RUN_VALUE:
             dest = RUN_VALUE[flag]
-            if dest in RUN_INT:
-                try:
-                    value = int(value)
-                except ValueError:
-                    return None
-            elif dest in RUN_CHOICES and value not in RUN_CHOICES[dest]:
+            value = _checked(dest, value)
+            if value is None:
                 return None
             ns[dest] = value
         elif flag in RUN_APPEND:
@@ -165,6 +161,19 @@ def parse(argv: list[str]):
     if ns["image"] is not None and ns["rootfs"] is not None:
         return None  # mutually exclusive: argparse's error
     return Namespace(**ns)
+
+
+def _checked(dest: str, value: str) -> str | int | None:
+    """The value as argparse stores it (an int, a valid choice), or None where argparse
+    would refuse it (and say why)."""
+    if dest in RUN_INT:
+        try:
+            return int(value)
+        except ValueError:
+            return None
+    if dest in RUN_CHOICES and value not in RUN_CHOICES[dest]:
+        return None
+    return value
 
 
 def _command(ns: dict, name: str, cmd: Command, argv: list[str]):
@@ -189,12 +198,8 @@ def _command(ns: dict, name: str, cmd: Command, argv: list[str]):
         dest = cmd.value.get(flag)
         if dest is None or value is None:
             return None  # "--", "-", an unknown flag or a value argparse must judge
-        if dest in RUN_INT:
-            try:
-                value = int(value)
-            except ValueError:
-                return None
-        elif dest in RUN_CHOICES and value not in RUN_CHOICES[dest]:
+        value = _checked(dest, value)
+        if value is None:
             return None
         ns[dest] = value
     if given < len(cmd.positionals):
