@@ -110,11 +110,12 @@ class Pool:
     cgroup_parent: where the zones' cgroups go (default: $ZONED_CGROUP_PARENT, else
     zoned's for the root). data_root: where their writable layers go (default: the
     state root's, zoned.storage); with the state root on a tmpfs, a dir on it makes and
-    removes a zone for ~20% less CPU than a disk (ext4's inode allocation), at the cost of
-    what the zones write being in memory while they run. A context manager; close() removes the zones not run yet and
-    ends the makers. Not for use from two threads at once; make it in a thread that
-    outlives it (the kernel's parent-death signal, which ends the makers and the zones
-    with their caller, follows the thread that made them)."""
+    removes a zone for ~20% less CPU than a disk (ext4's inode allocation), at the cost
+    of what the zones write being in memory while they run.
+    A context manager; close() removes the zones not run yet and ends the makers. Not for
+    use from two threads at once; make it in a thread that outlives it (the kernel's
+    parent-death signal, which ends the makers and the zones with their caller, follows
+    the thread that made them)."""
 
     def __init__(self, *, size: int = 2, makers: int | None = None, root: str | None = None,
                  images: str | None = None, image: str | None = None,
@@ -133,7 +134,6 @@ class Pool:
         template = Template(size, root, images, {"image": image, **options})
         template.config("pool")  # checked here, in the caller: a bad option raises now
         from zoned.backends.zone import ZoneBackend
-
         from zoned.runtime.lifecycle import Runtime
 
         self._backend = ZoneBackend(runtime=Runtime(root, data_root))

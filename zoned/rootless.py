@@ -294,8 +294,6 @@ def _remove_own_tree(path: str) -> bool:
     """rmtree as the user, opening up (0700) a directory of the user's own it may not read
     or write (overlay's work/work is 0000): what a zone wrote as root in the zone is the
     user's too. False where that is not enough (a directory of a subordinate id)."""
-    from stat import S_ISDIR
-
     from zoned.linux.files import rmtree
 
     for _ in range(64):
@@ -304,18 +302,27 @@ def _remove_own_tree(path: str) -> bool:
             return True
         except PermissionError as e:
             where = e.filename or path
-            for d in (where, os.path.dirname(where)):
-                try:
-                    st = os.lstat(d)
-                except OSError:
-                    continue
-                if S_ISDIR(st.st_mode) and st.st_uid == os.geteuid() and \
-                        st.st_mode & 0o700 != 0o700:
-                    os.chmod(d, 0o700)
-                    break
-            else:
+            if not any(_open_up(d) for d in (where, os.path.dirname(where))):
                 return False
     return False
+
+
+def _open_up(d: str) -> bool:
+    """chmod 0700 the directory `d` if it is the user's and closed to them; never through
+    a symlink (held by an O_PATH fd, changed through /proc/self/fd: a zone's files are
+    its own to shape)."""
+    try:
+        fd = os.open(d, os.O_PATH | os.O_NOFOLLOW | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError:
+        return False
+    try:
+        st = os.fstat(fd)
+        if st.st_uid != os.geteuid() or st.st_mode & 0o700 == 0o700:
+            return False
+        os.chmod(f"/proc/self/fd/{fd}", 0o700)
+        return True
+    finally:
+        os.close(fd)
 
 
 def remove_tree(path: str) -> None:

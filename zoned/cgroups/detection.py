@@ -8,8 +8,8 @@ import errno
 import os
 
 from zoned.cgroups.fs import CgroupError, read_if_exists
-from zoned.linux.once import once
 from zoned.linux import mountinfo
+from zoned.linux.once import once
 
 # v1 controllers v2 also has (or implies): when one of them is mounted as v1 the host is
 # v1/hybrid. net_cls, net_prio and perf_event alone don't make a host "v1".

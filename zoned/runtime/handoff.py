@@ -3,9 +3,10 @@ namespaces, following its sync messages to "ready" (zoned.child.sync), and the S
 handle that lets it exec."""
 from __future__ import annotations
 
-import os
 import _signal  # not signal.py: its enums of every signal cost ~4 ms a command
+import os
 import time
+
 from zoned.child.process import Plan, fork_nondumpable
 from zoned.child.sync import Channel, Message, Op
 from zoned.errors import ConfigError

@@ -21,6 +21,7 @@ from __future__ import annotations
 import errno
 import os
 import time
+
 from zoned.errors import NotFound, ZonedError
 from zoned.linux import jsonc
 from zoned.linux.files import rmtree
