@@ -265,6 +265,23 @@ def test_jsonc_refuses_what_json_refuses_with_its_error(bad):
             jsonc.dumps({(1, 2): 0}, indent=indent)
 
 
+def test_jsonc_says_what_json_says_where_json_was_never_imported():
+    """_json raises json.decoder's error only once that module is loaded; zoned's
+    commands never load it, so a bad config.json must still give json's error there."""
+    import subprocess
+    import sys
+
+    code = ("import sys\nfrom zoned.linux import jsonc\n"
+            "for bad in ('[1,]', '{\"a\" 1}', '1 2', ''):\n"
+            "    try:\n        jsonc.loads(bad)\n"
+            "    except jsonc.JSONDecodeError as e:\n        print(e.msg, e.pos)\n")
+    p = subprocess.run([sys.executable, "-S", "-c", code], capture_output=True, text=True,
+                       env={"PYTHONPATH": str(SYSCALLS.parent.parent.parent)})
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.splitlines() == ["Expecting value 3", "Expecting ':' delimiter 5",
+                                     "Extra data 2", "Expecting value 0"]
+
+
 def test_jsonc_keys_that_are_not_strings_are_written_as_json_writes_them():
     import json
 

@@ -86,7 +86,7 @@ class Template:
 
 def shared_userns() -> int:
     """Rootless: a user namespace mapped as zoned.run would map a zone's (the user's own id
-    as root, and the subordinate range), for all of a pool's zones, as rootless podman
+    as root, and the subordinate range), for all of a maker's zones, as rootless podman
     keeps one for all of a user's containers. Each zone still has its own mount, pid,
     network, IPC and UTS namespaces, so no zone sees another's processes, files or
     sockets; what the zones share is the id map, which is the user's anyway. It saves

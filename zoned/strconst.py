@@ -7,10 +7,22 @@ zoned.oci.status.Status) need only this much of it.
 from __future__ import annotations
 
 
-class StrConstants(str):
+class _Members(type):
+    """Iterating a subclass, as an Enum, gives its members in the order they were
+    written."""
+
+    def __iter__(cls):
+        return iter(cls._members.values())
+
+    def __len__(cls) -> int:
+        return len(cls._members)
+
+
+class StrConstants(str, metaclass=_Members):
     """Each UPPER_CASE str attribute of a subclass becomes an instance of it; Sub(value)
-    returns that instance (so `is` works, as with an Enum) or raises ValueError. An
-    instance compares, hashes, formats and serialises as its string."""
+    returns that instance (so `is` works, as with an Enum) or raises ValueError; `for m in
+    Sub` gives them in order. An instance compares, hashes, formats and serialises as its
+    string."""
 
     __slots__ = ()
     _members: dict[str, StrConstants] = {}
@@ -36,7 +48,3 @@ class StrConstants(str):
     @property
     def value(self) -> str:
         return str.__str__(self)
-
-    @classmethod
-    def members(cls) -> list[StrConstants]:
-        return list(cls._members.values())

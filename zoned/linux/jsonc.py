@@ -51,6 +51,10 @@ def loads(s: str | bytes | bytearray):
         obj, end = _scan(s, start)
     except StopIteration as err:
         raise _decode_error("Expecting value", s, err.value) from None
+    except SystemError:  # a syntax error inside: _json raises json.decoder's error only
+        import json  # once json.decoder is loaded (else this); json says what and where
+
+        return json.loads(s)
     if s[end:].strip(_SPACE):
         raise _decode_error("Extra data", s, end + len(s[end:]) - len(s[end:].lstrip(_SPACE)))
     return obj
