@@ -197,6 +197,8 @@ def test_a_dead_caller_takes_its_zones_and_maker(zoned_root, busybox, tmp_path):
     ({"memory": "lots"}, "memory"),
     ({"network": "bridge"}, "network"),
     ({"size": 0}, "size"),
+    ({"size": 2, "makers": 3}, "makers"),
+    ({"makers": 0}, "makers"),
 ])
 def test_bad_options_are_refused_in_the_caller(zoned_root, busybox, options, field):
     before = host_snapshot(zoned_root)
