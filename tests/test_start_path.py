@@ -78,6 +78,11 @@ AGREE = [
     ["start", "cid"], ["--root", "/r", "state", "cid"], ["delete", "cid"],
     ["delete", "--force", "cid"], ["delete", "cid", "-f"], ["kill", "cid"],
     ["kill", "cid", "TERM"], ["kill", "--all", "cid", "9"], ["kill", "-s", "HUP", "-a", "c"],
+    ["exec", "--process", "/p.json", "--detach", "--pid-file", "/pf", "cid"],
+    ["exec", "--console-socket", "/s", "--preserve-fds", "1", "--cap", "CAP_KILL", "-g",
+     "10", "--no-new-privs", "-p", "/p.json", "cid"],
+    ["exec", "-i", "-t", "-e", "A=1", "--env", "B=2", "-u", "1000", "-w", "/tmp", "web",
+     "ls", "-l", "-it"], ["exec", "--cwd", "/", "web", "sh", "-c", "echo -e x"],
 ]
 FALLBACK = [  # forms the lean parser leaves to argparse: the answer must still be argparse's
     ["run", "-it", "--", "sh"],            # clustered short flags
@@ -86,6 +91,7 @@ FALLBACK = [  # forms the lean parser leaves to argparse: the answer must still 
     ["run", "--rm", "-", "x"],
     ["run", "--rm", "-x y"],               # argparse: a positional (it has a space)
     ["kill", "cid", "-sHUP"], ["delete", "-f", "--", "c"], ["create", "--bund", "/b", "c"],
+    ["exec", "web", "--", "ls"], ["exec", "-it", "web", "sh"],
 ]
 ERRORS = [  # argparse's errors, exit 125, one line naming the flag
     (["run", "--pids-limit", "many", "--", "true"], "--pids-limit"),
@@ -159,9 +165,10 @@ def test_lean_parser_knows_every_run_flag_and_default():
         sub = next(a for a in p._actions if a.dest == "cmd")  # noqa: SLF001
         actions = sub.choices[name]._actions
         flags = {o for a in actions for o in a.option_strings} - {"-h", "--help"}
-        assert flags == set(cmd.true) | set(cmd.value), name
+        assert flags == set(cmd.true) | set(cmd.value) | set(cmd.append), name
         positionals = [a.dest for a in actions if not a.option_strings]
-        assert positionals == [*cmd.positionals, *cmd.optional], name
+        rest = [cmd.remainder] if cmd.remainder else []
+        assert positionals == [*cmd.positionals, *cmd.optional, *rest], name
 
 
 def test_run_through_the_lean_parser_and_through_argparse_alike(cli):
@@ -182,14 +189,19 @@ NOT_ON_THE_RUN_PATH = {"enum", "re", "json", "functools", "collections", "contex
                        "threading", "socket", "selectors", "tempfile", "shutil"}
 
 
-@pytest.mark.parametrize("run", [["--rm"], ["-d", "--name", "zs-detached"]])
-def test_zoned_run_loads_none_of_the_costly_stdlib_modules(zoned_root, busybox, run):
-    """A whole `zoned run --rm` (parse, create, start, wait, delete), and a `run -d`,
-    through the shim's own interpreter set-up: none of those modules is loaded by the
-    end, so none crept back."""
+@pytest.mark.parametrize("steps", [
+    [["run", "--rm", "--", "true"]],
+    [["run", "-d", "--name", "zs-detached", "--", "sleep", "60"]],
+    [["run", "-d", "--name", "zs-exec", "--", "sleep", "60"], ["exec", "zs-exec", "true"]],
+], ids=["run --rm", "run -d", "exec"])
+def test_zoned_run_loads_none_of_the_costly_stdlib_modules(zoned_root, busybox, steps):
+    """A whole `zoned run --rm` (parse, create, start, wait, delete), a `run -d` and an
+    `exec`, through the shim's own interpreter set-up: none of those modules is loaded
+    by the end, so none crept back."""
     shim = ZONED.read_text().split("from zoned.cli")[0]
-    code = (shim + "from zoned.cli import main\n"
-            f"code = main(['--root', {zoned_root!r}, 'run', *{run!r}, '--', 'true'])\n"
+    calls = "".join(f"code = code or main(['--root', {zoned_root!r}, *{step!r}])\n"
+                    for step in steps)
+    code = (shim + "from zoned.cli import main\ncode = 0\n" + calls +
             f"print(code, sorted(set(sys.modules) & {NOT_ON_THE_RUN_PATH!r}))\n")
     p = subprocess.run([sys.executable, "-S", "-c", code], capture_output=True, text=True)
     assert p.returncode == 0, p.stderr

@@ -7,16 +7,18 @@ from zoned.cli.common import attach, command_args, runtime
 
 
 def cmd_exec(args) -> int:
-    import json
-
     from zoned.api import exec_process, status_code
     from zoned.errors import ConfigError
+    from zoned.linux import jsonc
 
     rt = runtime(args)
     command = command_args(args)
     if args.process:
-        with open(args.process) as f:
-            process = json.load(f)
+        try:
+            with open(args.process) as f:
+                process = jsonc.load(f)
+        except ValueError as e:
+            raise ConfigError(f"--process {args.process!r}: not valid JSON: {e}") from None
     else:
         if not command:
             raise ConfigError("exec needs a command (zoned exec NAME -- CMD ARGS...)")

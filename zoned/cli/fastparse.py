@@ -1,6 +1,6 @@
-"""A lean parser for the argv of `zoned run`, of runc's lifecycle commands podman and
-containerd call (create, start, state, kill, delete) and of `zoned --version`: the common
-forms only, without importing argparse. argparse (with re, gettext, locale and shutil, which its help
+"""A lean parser for the argv of `zoned run`, of runc's commands podman and containerd
+call (create, start, state, kill, delete, exec) and of `zoned --version`: the common forms
+only, without importing argparse. argparse (with re, gettext, locale and shutil, which its help
 formatter pulls in) costs ~6 ms of every `zoned run`, more than a third of runc's whole
 `run`. This gives the very Namespace zoned.cli.parser's argparse parser gives, or None
 whenever an argv is anything but plain: an unknown or abbreviated flag, clustered short
@@ -49,14 +49,16 @@ RUN_DEFAULTS = {**{d: False for d in RUN_TRUE.values()},
 
 
 class Command:
-    """A subcommand's flags and positionals (required, then optional), as parser.py has
-    them; the lean parse of one takes flags and positionals in any order, as argparse."""
+    """A subcommand's flags and positionals (required, then optional, then the rest of
+    argv: `remainder`), as parser.py has them; the lean parse of one takes flags and
+    positionals in any order, as argparse, until the remainder begins."""
 
     def __init__(self, true: dict | None = None, value: dict | None = None,
-                 positionals: tuple = ("id",), optional: tuple = (),
+                 append: dict | None = None, positionals: tuple = ("id",),
+                 optional: tuple = (), remainder: str | None = None,
                  defaults: dict | None = None):
-        self.true, self.value = true or {}, value or {}
-        self.positionals, self.optional = positionals, optional
+        self.true, self.value, self.append = true or {}, value or {}, append or {}
+        self.positionals, self.optional, self.remainder = positionals, optional, remainder
         self.defaults = {**{d: False for d in self.true.values()},
                          **{d: None for d in self.value.values()},
                          **{d: None for d in optional}, **(defaults or {})}
@@ -74,6 +76,18 @@ OCI = {  # runc's commands as podman and containerd call them (zoned.cli.oci)
     "delete": Command(true={"-f": "force", "--force": "force"}),
     "kill": Command(true={"-a": "all", "--all": "all"}, value={"-s": "sig", "--signal": "sig"},
                     optional=("signal",)),
+    "exec": Command(true={"-i": "interactive", "--interactive": "interactive", "-t": "tty",
+                          "--tty": "tty", "-d": "detach", "--detach": "detach",
+                          "--no-new-privs": "no_new_privs"},
+                    value={"-u": "user", "--user": "user", "-w": "workdir",
+                           "--workdir": "workdir", "--cwd": "workdir", "-p": "process",
+                           "--process": "process", "--pid-file": "pid_file",
+                           "--console-socket": "console_socket",
+                           "--preserve-fds": "preserve_fds",
+                           "--process-label": "process_label", "--apparmor": "apparmor"},
+                    append={"-e": "env", "--env": "env", "-c": "cap", "--cap": "cap",
+                            "-g": "additional_gids", "--additional-gids": "additional_gids"},
+                    remainder="command", defaults={"preserve_fds": 0}),
 }
 
 
@@ -178,11 +192,17 @@ def _checked(dest: str, value: str) -> str | int | None:
 
 def _command(ns: dict, name: str, cmd: Command, argv: list[str]):
     ns.update(cmd.defaults, cmd=name)
+    ns.update({dest: [] for dest in cmd.append.values()})
     places = [*cmd.positionals, *cmd.optional]
     given = 0
     i, n = 0, len(argv)
     while i < n:
         arg = argv[i]
+        if cmd.remainder and given == len(places):  # the command and its own flags
+            if "--" in argv[i:]:
+                return None  # argparse's way with "--" in a remainder
+            ns[cmd.remainder] = argv[i:]
+            break
         if not arg.startswith("-"):
             if given == len(places):
                 return None
@@ -195,6 +215,9 @@ def _command(ns: dict, name: str, cmd: Command, argv: list[str]):
             i += 1
             continue
         flag, value, i = _value(arg, argv, i)
+        if flag in cmd.append and value is not None:
+            ns[cmd.append[flag]].append(value)
+            continue
         dest = cmd.value.get(flag)
         if dest is None or value is None:
             return None  # "--", "-", an unknown flag or a value argparse must judge
@@ -204,4 +227,6 @@ def _command(ns: dict, name: str, cmd: Command, argv: list[str]):
         ns[dest] = value
     if given < len(cmd.positionals):
         return None
+    if cmd.remainder:
+        ns.setdefault(cmd.remainder, [])
     return Namespace(**ns)
