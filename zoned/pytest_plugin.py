@@ -17,7 +17,8 @@ removed with the test's last zone. As an ordinary user the root lives under
 $XDG_RUNTIME_DIR (zoned.rootless).
 
 `zoned_run` calls with the default options run in zones made ahead by the session's
-`zoned_pool` (a zoned.Pool: fresh zones, set up on another CPU while pytest works).
+`zoned_pool` (a zoned.Pool: fresh zones, set up on the other CPUs while pytest works; as
+root on a tmpfs of its own, --zoned-pool-scratch; rootless too).
 
 `@pytest.mark.zone(**options)` gives defaults for every `zone(...)` and `zoned_run(...)`
 call in the test (any zoned.run option: image=, memory=, network=, timeout=, ...). When a
