@@ -328,3 +328,13 @@ def test_one_logger_keeps_stdout_before_stderr(tmp_path):
         for fd in (lg.write_fd, lg.err_write_fd):
             if fd >= 0:
                 os.close(fd)
+
+
+def test_a_detached_zones_log_files_exist_when_run_returns(cli, zoned_root):
+    """`zoned run -d` returns once the zone runs; its logger, which creates ctr.log and
+    ctr.ts, starts just after. Both are made before the return, so what the data dir
+    holds right then is what it holds a moment later."""
+    cli("run", "-d", "--name", "lg", "--", "sleep", "1000", check=True)
+    log = json.loads(cli("inspect", "lg").stdout)["state"]["zoned"]["log"]
+    logdir = os.path.dirname(log)
+    assert {"ctr.log", "ctr.ts"} <= set(os.listdir(logdir))

@@ -62,6 +62,20 @@ def defer_next() -> None:
     Deferred.armed = True
 
 
+TS_NAME = "ctr.ts"  # zoned.logtimes.TS_NAME (not imported here: it imports re)
+
+
+def create_deferred_files() -> None:
+    """The deferred logger's ctr.log and ctr.ts, made (empty) before it starts, which
+    opens them O_APPEND: so once `zoned run -d` has returned, the zone's files are all
+    there (`zoned logs` at once reads an empty log, not a missing one)."""
+    if Deferred.directory is None:
+        return
+    for name in (LOG_NAME, TS_NAME):
+        os.close(os.open(os.path.join(Deferred.directory, name),
+                         os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o640))
+
+
 def become(state_dir: str, init_pid: int) -> None:
     """exec zoned-logger -p INIT STATEDIR DIR MAX with the deferred pipe as stdin; returns
     only if that is impossible (no deferred logger, or exec failed: ZonedError)."""

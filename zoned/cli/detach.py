@@ -78,6 +78,8 @@ def _work(start, report: int) -> None:
     started = start()
     for s in (_signal.SIGINT, _signal.SIGHUP):  # as the logger's own: the zone runs now
         _signal.signal(s, _signal.SIG_IGN)
+    if not callable(started):
+        logs.create_deferred_files()
     null = os.open(os.devnull, os.O_RDWR)
     os.dup2(null, 1)  # `$(zoned run -d ...)` sees EOF once the CLI has exited
     os.dup2(null, 2)
