@@ -62,7 +62,7 @@ def defer_next() -> None:
     Deferred.armed = True
 
 
-TS_NAME = "ctr.ts"  # zoned.logtimes.TS_NAME (not imported here: it imports re)
+TS_NAME = "ctr.ts"  # the log's times beside it (zoned.logtimes reads them)
 
 
 def create_deferred_files() -> None:

@@ -16,7 +16,8 @@ import re
 import struct
 import time
 
-TS_NAME = "ctr.ts"
+from zoned.logs import LOG_NAME, TS_NAME  # (logs: the cheap one, on the run path)
+
 OLD_TS_NAME = "ctr.ts.1"
 RECORD = struct.Struct("<QQ")
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h)")
@@ -56,7 +57,7 @@ class Timeline:
         self.times: list[int] = []
 
     def _ts_path(self) -> str | None:
-        for log, ts in (("ctr.log", TS_NAME), ("ctr.log.1", OLD_TS_NAME)):
+        for log, ts in ((LOG_NAME, TS_NAME), (LOG_NAME + ".1", OLD_TS_NAME)):
             try:
                 if os.stat(os.path.join(self.directory, log)).st_ino == self.ino:
                     return os.path.join(self.directory, ts)

@@ -208,8 +208,9 @@ def run_userns_stage(plan: Plan) -> None:
 
 
 def _reset_signals() -> None:
-    for sig in (_signal.SIGPIPE, _signal.SIGXFSZ, _signal.SIGINT, _signal.SIGTERM, _signal.SIGHUP,
-                _signal.SIGQUIT, _signal.SIGCHLD, _signal.SIGWINCH, _signal.SIGUSR1, _signal.SIGUSR2):
+    for sig in (_signal.SIGPIPE, _signal.SIGXFSZ, _signal.SIGINT, _signal.SIGTERM,
+                _signal.SIGHUP, _signal.SIGQUIT, _signal.SIGCHLD, _signal.SIGWINCH,
+                _signal.SIGUSR1, _signal.SIGUSR2):
         _signal.signal(sig, _signal.SIG_DFL)
     _signal.pthread_sigmask(_signal.SIG_SETMASK, [])
 
