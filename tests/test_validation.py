@@ -312,6 +312,8 @@ def test_exec_process_json_of_the_wrong_shape(cli, tmp_path):
     proc = tmp_path / "process.json"
     proc.write_text(json.dumps({"args": ["true"], "cwd": "/", "env": "A=b"}))
     assert_refused(cli("exec", "-p", str(proc), "e"), "process.env")
+    proc.write_text('{"args": ["true"], "cwd": "/",')  # not JSON at all
+    assert_refused(cli("exec", "-p", str(proc), "e"), "--process", "not valid JSON")
 
 
 def test_image_build_of_a_tar_is_one_line(cli, tmp_path):

@@ -374,3 +374,44 @@ def test_a_random_sample_of_bad_configs_never_escapes_as_another_error():
             spec.validate(cfg)
         except ConfigError:
             pass
+
+
+@pytest.mark.parametrize("name", ["SIG_DFL", "_DFL", "SIG_IGN", "SIG_SETMASK", "RTMIN+1",
+                                  "0", "65", "BOGUS", "", "SIGKILL\n"])
+def test_signal_names_that_are_not_signals_are_refused(name):
+    """zoned kill reads names off _signal (not signal.py's enum), whose other constants
+    (SIG_DFL is 0, SIG_SETMASK 2) must never pass for a signal."""
+    from zoned.cli.containers import parse_signal
+
+    with pytest.raises(ConfigError, match="signal"):
+        parse_signal(name)
+
+
+def test_signal_names_are_the_kernels():
+    import signal
+
+    from zoned.cli.containers import parse_signal
+
+    for sig in signal.Signals:
+        assert parse_signal(sig.name) == parse_signal(sig.name[3:].lower()) == sig.value
+    assert parse_signal("9") == 9
+
+
+@pytest.mark.parametrize("check, value", [
+    ("id", "web\n"), ("id", "web\nx"), ("id", "-web"), ("id", "wéb"), ("id", "w/b"),
+    ("image", "busybox\n"), ("image", "BusyBox"), ("image", "a" * 129), ("image", "../x"),
+    ("hostname", "h\n"), ("hostname", "h-"), ("hostname", "a..b"), ("hostname", "ü"),
+])
+def test_names_checked_without_re_take_no_trailing_newline(check, value):
+    """zoned.linux.names replaced re's patterns, whose `$` let "name\n" through."""
+    from zoned.images.errors import valid_name
+    from zoned.oci.hostname import hostname_problem
+    from zoned.oci.spec import check_id
+
+    if check == "id":
+        with pytest.raises(ConfigError):
+            check_id(value)
+    elif check == "image":
+        assert not valid_name(value)
+    else:
+        assert hostname_problem(value) is not None
