@@ -455,3 +455,43 @@ def test_importing_the_package_loads_nothing_and_run_never_loads_bpf_stats_gc():
     loaded = set(eval(out[1]))
     assert {"base", "detection", "fs"} <= loaded
     assert not loaded & {"bpf", "stats", "gc", "devices", "v1", "v2"}
+
+
+class _RacedCgroup:
+    """A cgroup whose first create()s meet a parent removed meanwhile, as the kernel
+    reports it: ENOENT for a mkdir below it, ENODEV for a file written after its rmdir."""
+
+    def __init__(self, errors: list[int]):
+        self.errors, self.created, self.applied, self.discarded = list(errors), 0, None, 0
+
+    def create(self) -> None:
+        if self.errors:
+            err = self.errors.pop(0)
+            raise CgroupError(f"create: {os.strerror(err)}", err)
+        self.created += 1
+
+    def apply(self, resources) -> None:
+        self.applied = resources
+
+
+@pytest.mark.parametrize("errors, made", [([errno.ENOENT], True), ([errno.ENODEV], True),
+                                          ([errno.ENODEV, errno.ENOENT], True),
+                                          ([errno.ENODEV] * 3, False),
+                                          ([errno.EACCES], False)])
+def test_make_cgroup_retries_where_a_parent_was_removed_meanwhile(monkeypatch, errors, made):
+    """Two zoned processes: one removes an empty parent (gc, a test root's teardown)
+    while the other creates a cgroup below it. make_cgroup tries again for that (up to
+    3 times), and for nothing else."""
+    import zoned.cgroups
+    from zoned.runtime import steps
+
+    cg = _RacedCgroup(errors)
+    monkeypatch.setattr(zoned.cgroups, "open_cgroup", lambda path: cg)
+    monkeypatch.setattr(steps, "discard_cgroup", lambda c: setattr(c, "discarded", 1))
+    if made:
+        assert steps.make_cgroup("/zoned/x", {}) is cg
+        assert cg.created == 1 and cg.applied is not None and not cg.discarded
+    else:
+        with pytest.raises(CgroupError) as e:
+            steps.make_cgroup("/zoned/x", {})
+        assert e.value.errno == errors[-1] and cg.discarded and not cg.created

@@ -226,12 +226,15 @@ def make_cgroup(path: str, linux: dict):
 
     cgroup = open_cgroup(path)
     try:  # an interrupt (or a failure) half-way leaves no directory of it behind
-        for attempt in range(3):  # `zoned gc` may remove an empty parent meanwhile
+        # An empty parent may be removed meanwhile (`zoned gc`, another state root's
+        # teardown): a mkdir below it then fails ENOENT, and a file of it written or read
+        # after its rmdir ENODEV (a removed cgroup's files stay open to us but dead).
+        for attempt in range(3):
             try:
                 cgroup.create()
                 break
             except OSError as e:
-                if e.errno != errno.ENOENT or attempt == 2:
+                if e.errno not in (errno.ENOENT, errno.ENODEV) or attempt == 2:
                     raise
         cgroup.apply(container_resources(linux.get("resources") or {}, linux.get("devices")))
     except BaseException:
