@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import time
+from pathlib import Path
 
 import pytest
 
@@ -60,6 +61,16 @@ def test_checkpoint_stops_and_restore_continues(cli, tmp_path):
 
     assert cli("restore", "--dir", str(images), check=True).stdout.strip() == "counter"
     assert _ps(cli) == {"counter": "running"}
+    # CRIU placed it with zoned's cgroup yard (binds of this host's hierarchies) and
+    # mounted none itself; the zone is in its own cgroup in every hierarchy.
+    from zoned.checkpoint.cgroup_yard import YARD, plan
+
+    if plan():
+        rlog = (Path(cli.root) / "counter" / "restore.log").read_text()
+        assert f"Opening {YARD} as cg yard" in rlog and "Making controller dir" not in rlog
+    pid = json.loads(cli("state", "counter", check=True).stdout)["pid"]
+    paths = [ln.split(":", 2)[2] for ln in Path(f"/proc/{pid}/cgroup").read_text().split()]
+    assert paths and all(p.endswith("/counter") for p in paths), paths
     _wait_for(lambda: len(_seq(vol)) >= len(at_dump) + 10)
     seq = _seq(vol)
     # The shell's own counter went on from where it was: no restart from 1, no gap.

@@ -156,3 +156,45 @@ def test_make_skeleton_and_the_dump_finds_its_binds(tmp_path, monkeypatch):
     assert part(mount(f"{z1}/skel/empty")) == ("", "")  # another zone's
     assert part(mount("/")) == ("", "")
     assert part(mount(f"{z2}/skel/empty", os.makedev(0, 999))) == ("", "")  # another fs
+
+
+# -- the cgroup yard zoned hands CRIU (zoned.checkpoint.cgroup_yard) ------------------------
+def _h(mountpoint, fstype, options):
+    from zoned.cgroups.detection import Hierarchy
+
+    return Hierarchy(mountpoint, fstype, options, tuple(options.split(",")) if options else ())
+
+
+HYBRID = [_h("/sys/fs/cgroup/cpu,cpuacct", "cgroup", "cpu,cpuacct"),
+          _h("/sys/fs/cgroup/memory", "cgroup", "memory"),
+          _h("/sys/fs/cgroup/systemd", "cgroup", "name=systemd"),
+          _h("/sys/fs/cgroup/unified", "cgroup2", "")]
+
+
+def test_the_yard_names_each_hierarchy_as_criu_looks_for_it():
+    """CRIU opens YARD/<controllers> (name= dropped, "unified" for cgroup2) on dump, and
+    on restore joins the image's names the same way: each dir is the host's mount."""
+    from zoned.checkpoint.cgroup_yard import plan_for
+
+    lines = ["12:cpu,cpuacct:/user.slice", "4:memory:/", "1:name=systemd:/init.scope",
+             "0::/init.scope", ""]
+    assert plan_for(lines, HYBRID) == (
+        ("cpu,cpuacct", "/sys/fs/cgroup/cpu,cpuacct"), ("memory", "/sys/fs/cgroup/memory"),
+        ("systemd", "/sys/fs/cgroup/systemd"), ("unified", "/sys/fs/cgroup/unified"))
+    # A pure v2 host: one line, one dir.
+    assert plan_for(["0::/"], [_h("/sys/fs/cgroup", "cgroup2", "")]) == \
+        (("unified", "/sys/fs/cgroup"),)
+
+
+@pytest.mark.parametrize("lines", [
+    ["3:pids:/"],                          # a hierarchy this host has not mounted
+    ["5:name=foo,cpu:/"],                  # named with controllers: CRIU names it two ways
+    ["5:name=..:/"], ["5:name=a/b:/"],     # no directory name, or one with a slash
+    ["garbage"],
+], ids=["unmounted", "named-with-controllers", "dotdot", "slash", "garbage"])
+def test_no_yard_when_a_line_cannot_be_placed(lines):
+    """Then CRIU mounts its own hierarchies, as without a yard: slower, never wrong."""
+    from zoned.checkpoint.cgroup_yard import args, plan_for
+
+    yard = plan_for(["4:memory:/", *lines], HYBRID)
+    assert yard == () and args(yard) == []

@@ -151,18 +151,22 @@ def bind_kdat(cache: str | None) -> None:
         pass
 
 
-def with_kdat(criu: str):
-    """A preexec_fn for a criu child: a private mount namespace with the kdat cache."""
+def with_kdat(criu: str, yard: tuple = ()):
+    """A preexec_fn for a criu child: a private mount namespace with the kdat cache and,
+    given one, the cgroup yard (zoned.checkpoint.cgroup_yard.plan()); None if it needs
+    neither."""
     cache = kdat_cache(criu)
-    if cache is None:
+    if cache is None and not yard:
         return None
 
     def preexec():
+        from zoned.checkpoint import cgroup_yard
         from zoned.linux import syscalls as sc
 
         sc.unshare(sc.CLONE_NEWNS)
         sc.mount(None, "/", None, sc.MS_SLAVE | sc.MS_REC)
         bind_kdat(cache)
+        cgroup_yard.mount(yard)
 
     return preexec
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import subprocess
 
+from zoned.checkpoint import cgroup_yard
 from zoned.checkpoint.archive import unlink_if_exists
 from zoned.checkpoint.criu import NETNS_KEY, bind_kdat, kdat_cache, log_tail, run_criu, \
     with_kdat
@@ -27,13 +28,15 @@ def run_restore(criu: str, directory: str, work_dir: str, meta: dict, cfg: dict,
     pipe, for the zone's stdout and stderr (the caller keeps and closes it)."""
     from zoned.linux import syscalls as sc
 
+    yard = cgroup_yard.plan()
     by_dest = {os.path.normpath(m["destination"]): m.get("source")
                for m in cfg.get("mounts") or []}
     args = [criu, "restore", "--images-dir", directory, "--work-dir", work_dir,
             "--log-file", "restore.log", "-v4", "--restore-detached",
             "--pidfile", os.path.join(work_dir, "criu.pid"), "--root", rootfs,
             "--manage-cgroups", "--cgroup-root", cgroup, "--network-lock", "nftables",
-            "--display-stats", "--inherit-fd", f"fd[{netns_fd}]:{NETNS_KEY}"]
+            "--display-stats", "--inherit-fd", f"fd[{netns_fd}]:{NETNS_KEY}",
+            *cgroup_yard.args(yard)]
     if meta.get("tcp_established"):
         args.append("--tcp-established")
     if stopped:
@@ -81,6 +84,7 @@ def run_restore(criu: str, directory: str, work_dir: str, meta: dict, cfg: dict,
             sc.mount(None, "/", None, sc.MS_SLAVE | sc.MS_REC)
             sc.mount("overlay", rootfs, "overlay", 0, overlay)
             bind_kdat(kdat)
+            cgroup_yard.mount(yard)
 
         r = run_criu(args, pass_fds=fds + ([log_fd] if log_fd is not None else []),
                      preexec_fn=in_private_mount_ns)

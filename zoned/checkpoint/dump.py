@@ -7,6 +7,7 @@ import shutil
 import subprocess
 import time
 
+from zoned.checkpoint import cgroup_yard
 from zoned.checkpoint.archive import FORMAT, META, clean_dir, export_tar, image_record
 from zoned.checkpoint.criu import NETNS_KEY, criu_version, ensure_pipe_size, find_criu, \
     log_tail, run_criu, with_kdat
@@ -225,7 +226,8 @@ class Dump:
 
     def run(self, directory: str, *, leave_running: bool = False,
             tcp_established: bool = False, lazy_socket: int | None = None,
-            criu: str | None = None, copy_files: bool = True) -> dict:
+            criu: str | None = None, copy_files: bool = True,
+            network_lock: str = "nftables") -> dict:
         """Freeze and dump into `directory` (which clean_dir() prepared). Returns the
         checkpoint's metadata, also written to DIR/zoned-checkpoint.json. The container's
         lock must be held. With `lazy_socket` (a connected socket to the destination's
@@ -233,7 +235,9 @@ class Dump:
         socket, and finish() waits until it has.
         copy_files=False: the upper dir and the log are not copied into DIR (a migration
         sends them from where they are, the tasks frozen or ended by then: own_files(); CRIU
-        then forks no action script in the frozen time)."""
+        then forks no action script in the frozen time).
+        network_lock="skip": the caller has locked the network itself (a migration's
+        zoned.network.checkpoint_hooks.LinkLock); the restore then unlocks nothing either."""
         criu = criu or find_criu()
         self.directory = directory
         meta = self.meta(tcp_established=tcp_established, lazy=lazy_socket is not None,
@@ -241,9 +245,10 @@ class Dump:
         from zoned.runtime.store import write_json_atomic
 
         write_json_atomic(os.path.join(directory, META), meta)
+        yard = cgroup_yard.plan()
         args = [criu, "dump", "--tree", str(self.pid), "--images-dir", directory,
                 "--log-file", "dump.log", "-v4", "--manage-cgroups", "--display-stats",
-                "--network-lock", "nftables",
+                "--network-lock", network_lock, *cgroup_yard.args(yard),
                 "--external", f"net[{self.netns_inode}]:{NETNS_KEY}"]
         if copy_files:
             args += ["--action-script", self._action_script(directory)]
@@ -258,7 +263,7 @@ class Dump:
                 args += ["--external", fi["key"]]
         self.launched = time.monotonic()
         if lazy_socket is None:
-            r = run_criu(args)
+            r = run_criu(args, preexec_fn=with_kdat(criu, yard))
             if r.returncode != 0:
                 raise self._failed(r.stderr)
             return meta
@@ -271,7 +276,7 @@ class Dump:
                                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                                          pass_fds=(lazy_socket, wfd), text=True,
                                          start_new_session=True,  # see run_criu
-                                         preexec_fn=with_kdat(criu))
+                                         preexec_fn=with_kdat(criu, yard))
             os.close(wfd)
             wfd = -1
             ready = os.read(rfd, 1)  # "\0" once the page server runs; EOF if criu failed
