@@ -128,8 +128,10 @@ def test_prepared_destination_takes_no_traffic_and_the_move_keeps_everything(
     assert [s for s, _ in tl["destination_before"]] == ["prepare (state, network, cgroup)"]
     assert "criu restore" in [s for s, _ in tl["destination"]]
     assert "ARP announce" in [s for s, _ in tl["destination_commit"]]
-    assert [s for s, _ in tl["source"]][:2] == ["criu start-up (not frozen)", "dump"]
-    # Frozen time runs from CRIU's seizing the tasks, not from its start.
+    # zoned locked the bridged zone's network itself (its host side held down), so the
+    # frozen time runs from that lock, CRIU's start-up included; CRIU locked nothing.
+    assert summary["network_lock"] == "links"
+    assert [s for s, _ in tl["source"]][:2] == ["network locked (links down)", "dump"]
     assert 0 < summary["frozen_ms"] <= summary["dump_started_ms"] <= summary["total_ms"]
 
 

@@ -459,3 +459,30 @@ def test_network_package_imports_no_pyroute2():
                           "zoned.network.checkpoint_hooks, zoned.network.info, "
                           "zoned.network.definitions")
     assert not any(m == "pyroute2" or m.startswith("pyroute2.") for m in mods)
+
+
+def _attached(mode: str, bridge: str | None, host_if: str = "zhnotthere0") -> dict:
+    return NetworkState(networks=[Attachment(
+        network="n", ifname="eth0", host_if=host_if, ip="10.9.0.2", prefixlen=24,
+        gateway="10.9.0.1", mac="02:00:00:00:00:02", mode=mode, bridge=bridge)]).to_dict()
+
+
+def test_a_leaving_zone_is_locked_by_its_bridge_ports_unless_a_link_is_routed():
+    """zoned's own lock (LinkLock) holds bridge ports down; a routed link's host route
+    would go with its link, so such a zone keeps CRIU's nftables lock (None)."""
+    from zoned.network.checkpoint_hooks import LinkLock
+
+    assert LinkLock.for_zone(_attached("routed", None)) is None
+    assert LinkLock.for_zone({"mode": "container", "container": "x", "pid": 1}) is None
+    assert LinkLock.for_zone({"mode": "tap", "networks": []}) is None
+    for described in (None, {"mode": "veth", "networks": []}):  # --network none: lo only
+        lock = LinkLock.for_zone(described)
+        assert lock is not None and lock.host_ifs == []
+        lock.lock()
+        lock.unlock()  # nothing to hold, nothing opened
+        lock.close()
+    # A bridged (or NAT: a bridge port too) link is held by its host side, which must
+    # exist: resolved before the freeze, so the lock itself is one message per link.
+    for mode in ("bridge", "nat"):
+        with pytest.raises(ZonedError, match="zhnotthere0 is gone"):
+            LinkLock.for_zone(_attached(mode, "zb0"))

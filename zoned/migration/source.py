@@ -63,6 +63,7 @@ class Migration:
         self.rt, self.cid, self.dest, self.live = rt, cid, dest, live
         self.keep_source, self.tcp, self.key = keep_source, tcp_established, key
         self.progress = progress or Progress()
+        self.netlock = None  # zoned's own network lock, if it can have one (LinkLock)
         self.summary: dict = {"id": cid, "destination": dest,
                               "mode": "live" if live else "stop-and-copy"}
 
@@ -108,6 +109,12 @@ class Migration:
         pause("ZONED_TEST_PAUSE_FREEZE")  # the destination is prepared; nothing frozen
         work = os.path.join(scratch_dir(rt), f"out-{os.getpid()}-{cid}")
         clean_dir(work)
+        from zoned.network.checkpoint_hooks import LinkLock
+
+        # zoned locks the network itself where it can (bridge ports held down), so that
+        # CRIU's lock costs neither the dump nor the destination's restore (LinkLock).
+        self.netlock = LinkLock.for_zone(dump.network)
+        self.summary["network_lock"] = "criu" if self.netlock is None else "links"
         netns = dump.hold_netns()
         mine = theirs = None
         if self.live:
@@ -122,16 +129,18 @@ class Migration:
             # checkpoint to put back from, and a zone whose tasks CRIU had already ended.
             deferred = signal.pthread_sigmask(signal.SIG_BLOCK, INTERRUPTS)
             try:
+                if self.netlock is not None:
+                    self.netlock.lock()
+                    tl.mark("network locked (links down)")
                 meta = dump.run(work, tcp_established=self.tcp, criu=criu,
                                 lazy_socket=theirs.fileno() if theirs else None,
-                                copy_files=self.keep_source)
+                                copy_files=self.keep_source,
+                                network_lock="nftables" if self.netlock is None else "skip")
             except BaseException:
                 # CRIU gave the tasks back: the container runs on. A failing CRIU may
                 # leave its network lock behind.
                 try:
-                    from zoned.network.checkpoint_hooks import drop_criu_locks
-
-                    drop_criu_locks(netns)
+                    self._unlock_network(netns)
                     ch.send_msg({"op": "abort"})
                 finally:
                     signal.pthread_sigmask(signal.SIG_SETMASK, deferred)
@@ -141,9 +150,13 @@ class Migration:
                     theirs.close()
             s["dump_ms"] = _ms(time.monotonic() - t_freeze)
             # The tasks froze when CRIU seized them, not when it started: its start-up
-            # (the tasks still running) is not frozen time.
-            t_seized = dump.frozen_at() or t_freeze
-            tl.mark("criu start-up (not frozen)", t_seized)
+            # (the tasks still running) is not frozen time, unless zoned's lock had cut
+            # the zone off already (then the frozen time counts from the lock).
+            if self.netlock is not None:
+                t_seized = t_freeze
+            else:
+                t_seized = dump.frozen_at() or t_freeze
+                tl.mark("criu start-up (not frozen)", t_seized)
             tl.mark("dump")
             try:
                 signal.pthread_sigmask(signal.SIG_SETMASK, deferred)  # a deferred one: now
@@ -201,6 +214,7 @@ class Migration:
                 except ZonedError as e:
                     if rt.state(cid)["status"] != "running":
                         raise
+                    self._unlock_network(netns)
                     # The destination cannot run without the rest of its memory; the
                     # source's CRIU gave the tasks back as they were when frozen.
                     raise ZonedError(
@@ -216,6 +230,8 @@ class Migration:
                 s["kept"] = self._keep(work)
                 work = None
         finally:
+            if self.netlock is not None:
+                self.netlock.close()
             if netns >= 0:
                 os.close(netns)
             if mine is not None:
@@ -260,7 +276,7 @@ class Migration:
                 dump.finish(timeout=30)
             except ZonedError:
                 pass
-            nethooks.drop_criu_locks(netns)
+            self._unlock_network(netns)
             nethooks.announce(self.rt.store.read_state(self.cid))
             return
         rt, cid = self.rt, self.cid
@@ -287,7 +303,18 @@ class Migration:
         if logger is not None:
             st["zoned"]["logger"] = logger.describe()
         rt.store.write_state(cid, st)
+        self._unlock_network(netns)
         nethooks.announce(st)  # the destination's eth0 may have drawn its MAC over there
+
+    def _unlock_network(self, netns: int) -> None:
+        """The zone runs here again: lift whichever lock its network had (zoned's held
+        links, or what CRIU's left in the namespace)."""
+        from zoned.network import checkpoint_hooks as nethooks
+
+        if self.netlock is not None:
+            self.netlock.unlock()
+        else:
+            nethooks.drop_criu_locks(netns)
 
     def _keep(self, work: str) -> str:
         kept = os.path.join(scratch_dir(self.rt), f"{self.cid}-{time.strftime('%Y%m%dT%H%M%S')}")
