@@ -11,6 +11,7 @@ import socket
 import tempfile
 import time
 
+from zoned.cgroups.warm import Warm
 from zoned.checkpoint.archive import tar_stream
 from zoned.checkpoint.criu import cpuinfo_check, ensure_pipe_size, version_string
 from zoned.checkpoint.incoming import Incoming, reclaim
@@ -98,19 +99,21 @@ class Session:
         tl = Timeline()  # the destination's part of the frozen window
         self.log(f"{self.peer}: receiving the images of {cid}")
         pause("ZONED_TEST_PAUSE_RECEIVE")
-        self._untar()
-        tl.mark("unpack")
-        page_sock = mine = None
-        if live:
-            mine, page_sock = socket.socketpair()
-        self.ch.demux(page_sock)
-        incoming, self.incoming = self.incoming, None  # restore() undoes its own failure
-        try:
-            st = incoming.restore(lazy_socket=mine.fileno() if mine else None,
-                                  stopped=True, consume=True, mark=tl.mark)
-        finally:
-            if mine is not None:
-                mine.close()
+        # CRIU's moves of the tasks into their cgroups find the kernel's lock warm.
+        with Warm():
+            self._untar()
+            tl.mark("unpack")
+            page_sock = mine = None
+            if live:
+                mine, page_sock = socket.socketpair()
+            self.ch.demux(page_sock)
+            incoming, self.incoming = self.incoming, None  # restore() undoes its failure
+            try:
+                st = incoming.restore(lazy_socket=mine.fileno() if mine else None,
+                                      stopped=True, consume=True, mark=tl.mark)
+            finally:
+                if mine is not None:
+                    mine.close()
         self.restored = True
         self.ch.send_msg({"op": "restored", "pid": st["pid"],
                           "restore_s": time.monotonic() - t0, "timeline": tl.to_list()})
