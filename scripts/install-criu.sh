@@ -8,7 +8,13 @@
 # after $ZONED_CRIU. A criu 3.17 installed by runc's Recommends at /usr/sbin/criu is left
 # alone.
 #
-# Idempotent: exits at once if a criu >= 4.2 is already where zoned looks.
+# zoned's patches (scripts/criu-patches/*.patch, each with its reason) are applied to the
+# source; a marker next to the binary ($PREFIX/share/zoned/criu-patches) records which,
+# so a criu built before a patch was added is rebuilt.
+#
+# Idempotent: exits at once if a criu >= 4.2 is already there with these patches (or
+# $ZONED_CRIU names one, or one other than $DEST is in PATH: zoned works with a stock
+# criu, only slower).
 # Environment: ZONED_CRIU (an existing binary to accept), PREFIX (/usr/local),
 # CRIU_BUILD_DIR (a scratch dir, removed afterwards unless KEEP_BUILD=1).
 set -euo pipefail
@@ -22,7 +28,12 @@ SRC_LIST=/etc/apt/sources.list.d/zoned-criu-src.sources
 BUILD_DIR=${CRIU_BUILD_DIR:-/var/tmp/zoned-criu-build}
 BUILD_DEPS="gcc make pkg-config libc6-dev libprotobuf-c-dev protobuf-c-compiler \
 libnl-3-dev libnet1-dev libcap-dev libbsd-dev libaio-dev libgnutls28-dev libnftables-dev \
-uuid-dev protobuf-compiler libprotobuf-dev ca-certificates"
+uuid-dev protobuf-compiler libprotobuf-dev ca-certificates patch"
+
+PATCH_DIR=$(cd "$(dirname "$0")" && pwd)/criu-patches
+MARKER=$PREFIX/share/zoned/criu-patches
+# The patch set, by content: what the marker must say for $DEST to be current.
+patchset() { cat "$PATCH_DIR"/*.patch 2>/dev/null | sha256sum | cut -d' ' -f1; }
 
 log() { echo "install-criu: $*" >&2; }
 die() { log "error: $*"; exit 1; }
@@ -38,8 +49,14 @@ version_ok() {
 }
 
 # Where zoned looks (zoned.checkpoint.criu.find_criu): $ZONED_CRIU, /usr/local/sbin/criu, PATH.
-for cand in "${ZONED_CRIU:-}" "$DEST" /usr/local/sbin/criu "$(command -v criu 2>/dev/null || true)"; do
+in_path=$(command -v criu 2>/dev/null || true)
+[ "$in_path" != "$DEST" ] || in_path=
+for cand in "${ZONED_CRIU:-}" "$DEST" "$in_path"; do
     if [ -n "$cand" ] && [ -x "$cand" ] && version_ok "$cand"; then
+        if [ "$cand" = "$DEST" ] && [ "$(cat "$MARKER" 2>/dev/null)" != "$(patchset)" ]; then
+            log "$DEST lacks zoned's current patches ($PATCH_DIR): rebuilding"
+            continue
+        fi
         log "$("$cand" --version | head -n1) already at $cand; nothing to do"
         exit 0
     fi
@@ -104,9 +121,16 @@ tar xf "$tarball" -C src
 set -- src/*/
 [ $# -eq 1 ] && [ -f "$1/Makefile" ] || die "unexpected layout of $tarball"
 cd "$1"
+for p in "$PATCH_DIR"/*.patch; do
+    [ -f "$p" ] || continue
+    patch -p1 --forward --silent < "$p" || die "patch $(basename "$p") does not apply"
+    log "applied $(basename "$p")"
+done
 log "building criu (make -j$(nproc) criu)"
 make -j"$(nproc)" criu >"$BUILD_DIR/build.log" 2>&1 || { tail -n 40 "$BUILD_DIR/build.log" >&2; die "build failed"; }
 install -D -m 0755 criu/criu "$DEST"
+mkdir -p "$(dirname "$MARKER")"
+patchset > "$MARKER"
 # The binary's run-time libraries came in as dependencies of the -dev packages; keep them
 # if the build dependencies are removed later (apt autoremove).
 libs=
