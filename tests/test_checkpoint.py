@@ -123,6 +123,66 @@ def test_leave_running_and_restore_under_a_new_name(cli, tmp_path):
     assert _ps(cli) == {}
 
 
+def _patched_criu() -> bool:
+    """Whether checkpoints here run zoned's build of CRIU with its current patches
+    (scripts/install-criu.sh), rather than a $ZONED_CRIU or a stock one."""
+    import hashlib
+    import os
+
+    from zoned.checkpoint.criu import find_criu
+
+    patches = Path(__file__).resolve().parents[1] / "scripts" / "criu-patches"
+    marker = Path("/usr/local/share/zoned/criu-patches")
+    want = hashlib.sha256(b"".join(p.read_bytes()
+                                   for p in sorted(patches.glob("*.patch")))).hexdigest()
+    return find_criu() == "/usr/local/sbin/criu" and not os.environ.get("ZONED_CRIU") \
+        and marker.exists() and marker.read_text().strip() == want
+
+
+def _ct_count(pid: int) -> int:
+    """The conntrack entries of the network namespace of `pid`."""
+    import subprocess
+
+    return int(subprocess.run(["nsenter", "-t", str(pid), "-n", "cat",
+                               "/proc/sys/net/netfilter/nf_conntrack_count"],
+                              capture_output=True, text=True, check=True).stdout)
+
+
+def test_conntrack_entries_come_back_and_an_empty_table_costs_no_walk(cli, tmp_path):
+    """A zone's namespace with no conntrack entry: CRIU (zoned's build) dumps none
+    without walking the host-wide table. One with entries: they come back, dumped once
+    (the expectations' image holds expectations, not the connections again)."""
+    import subprocess
+
+    cli("run", "-d", "--name", "ct", "--network", "none", "--", "sleep", "100000",
+        check=True)
+    pid = json.loads(cli("state", "ct", check=True).stdout)["pid"]
+    assert _ct_count(pid) == 0
+    empty = tmp_path / "empty"
+    cli("checkpoint", "ct", "--leave-running", "--dir", str(empty), check=True)
+    if _patched_criu():
+        assert "No conntrack entries in this netns" in (empty / "dump.log").read_text()
+    assert not list(empty.glob("netns-ct-*.img")) and not list(empty.glob("netns-exp-*"))
+    # Some tracking in the zone's namespace (a rule that needs conntrack, a ping over
+    # its lo), then a checkpoint that stops it and a restore into a new namespace.
+    nsenter = ["nsenter", "-t", str(pid), "-n"]
+    subprocess.run([*nsenter, "nft", "add table inet zt; add chain inet zt out { type "
+                    "filter hook output priority 0; ct state new accept; }"], check=True)
+    subprocess.run([*nsenter, "ping", "-c", "1", "-W", "1", "127.0.0.1"],
+                   capture_output=True, check=True)
+    tracked = _ct_count(pid)
+    assert tracked >= 1
+    full = tmp_path / "full"
+    cli("checkpoint", "ct", "--dir", str(full), check=True)
+    assert [p.stat().st_size > 0 for p in full.glob("netns-ct-*.img")] == [True]
+    if _patched_criu():
+        assert not list(full.glob("netns-exp-*.img"))  # no expectation: nothing there
+    cli("restore", "--dir", str(full), check=True)
+    pid2 = json.loads(cli("state", "ct", check=True).stdout)["pid"]
+    assert _ct_count(pid2) == tracked
+    assert cli("rm", "-f", "ct").returncode == 0
+
+
 def test_tcp_established(cli, tmp_path):
     """A TCP connection inside the container (over its lo) survives checkpoint/restore."""
     images = tmp_path / "ck"
