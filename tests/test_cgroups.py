@@ -751,23 +751,3 @@ def test_start_path_round_trips(kids):
         c.destroy()
         assert not c.exists()
 
-
-def test_warm_writes_the_migration_lock_without_moving_anything():
-    """Warm (around a migration's restore) writes this process's pid into the cgroup it
-    is already in, over and over: a writer of the kernel's cgroup migration lock that
-    leaves every hierarchy's membership as it was."""
-    from zoned.cgroups.warm import Warm, own_procs_file
-
-    with open("/proc/self/cgroup") as f:
-        before = f.read()
-    procs = own_procs_file()
-    assert procs is not None
-    with open(procs) as f:
-        assert str(os.getpid()) in f.read().split()
-    with Warm(period=0.001) as w:
-        deadline = time.monotonic() + 10
-        while w.writes < 3 and time.monotonic() < deadline:
-            time.sleep(0.01)
-    assert w.writes >= 3
-    with open("/proc/self/cgroup") as f:
-        assert f.read() == before

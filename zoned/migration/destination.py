@@ -11,7 +11,6 @@ import socket
 import tempfile
 import time
 
-from zoned.cgroups.warm import Warm
 from zoned.checkpoint.archive import tar_stream
 from zoned.checkpoint.criu import cpuinfo_check, ensure_pipe_size, version_string
 from zoned.checkpoint.incoming import Incoming, reclaim
@@ -99,8 +98,12 @@ class Session:
         tl = Timeline()  # the destination's part of the frozen window
         self.log(f"{self.peer}: receiving the images of {cid}")
         pause("ZONED_TEST_PAUSE_RECEIVE")
-        # CRIU's moves of the tasks into their cgroups find the kernel's lock warm.
-        with Warm():
+        # criu restore's move of the tasks into their cgroups finds the kernel's way open
+        # (zoned.cgroups.prime): the grace period it would wait for passes meanwhile.
+        from zoned.cgroups import prime
+
+        prime.prime()
+        try:
             self._untar()
             tl.mark("unpack")
             page_sock = mine = None
@@ -114,6 +117,8 @@ class Session:
             finally:
                 if mine is not None:
                     mine.close()
+        finally:
+            prime.wait()
         self.restored = True
         self.ch.send_msg({"op": "restored", "pid": st["pid"],
                           "restore_s": time.monotonic() - t0, "timeline": tl.to_list()})
