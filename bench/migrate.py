@@ -116,10 +116,12 @@ def main(argv: list[str] | None = None) -> int:
                        "ping_interval_slow_s": PING_INTERVAL_SLOW,
                        "client_interval_s": CLIENT_INTERVAL, "statistic": "median over rounds "
                        "that migrated; booleans over all rounds",
-                       "frozen_ms": "from CRIU's seizing the tasks (its dump.log) to the "
-                                    "destination's commit answer; frozen_from_dump_start_ms "
-                                    "counts from the dump command's start, as before issue "
-                                    "18 (CRIU's start-up, the zone still running, included)"},
+                       "frozen_ms": "from zoned's network lock (a bridged zone: its links "
+                                    "held down just before CRIU starts) or else CRIU's "
+                                    "seizing the tasks (its dump.log) to the destination's "
+                                    "commit answer; frozen_from_dump_start_ms counts from "
+                                    "the dump command's start, as before issue 18 (CRIU's "
+                                    "start-up, the zone still running, included)"},
         "targets_frozen_ms_live": {str(k): v for k, v in TARGETS_FROZEN_MS.items()},
         "results": agg["after"],
         "targets": tg,
@@ -160,9 +162,9 @@ def main(argv: list[str] | None = None) -> int:
     print(table(rows, ["size MiB", "mode", "zoned", "frozen ms", "frozen from dump start ms",
                        "total s", "MiB moved", "lost @10ms", "lost @100ms",
                        "longest client gap ms", "TCP kept", "memory ok", "errors"]))
-    print("\n(frozen: from CRIU's seizing the tasks to the destination's commit answer; "
-          "'from dump start' adds CRIU's start-up, the zone still running: the only measure "
-          "the older zoned of the 'before' rows reports)")
+    print("\n(frozen: from zoned's network lock, or else CRIU's seizing the tasks, to the "
+          "destination's commit answer; 'from dump start' adds CRIU's start-up, the zone "
+          "still running: the only measure the older zoned of the 'before' rows reports)")
     for x in agg["after"]:
         tl = x.get("timeline_ms") or {}
         if not tl:

@@ -15,7 +15,8 @@ For each size (MiB) and each mode (stop-and-copy, live), --rounds times:
      JSON summary (frozen_ms, total_ms, bytes, image_bytes, page_bytes, dump_ms,
      restore_ms, and `timeline`: each step of the source and of the destination, before
      and inside the freeze) and its progress lines (the phases) are kept. frozen_ms runs
-     from CRIU's seizing the tasks to the destination's commit answer;
+     from zoned's network lock (or else CRIU's seizing the tasks) to the destination's
+     commit answer;
      dump_started_ms from the dump command's start (what frozen_ms was before issue 18).
   4. wait for 20 more replies on the connection (at most 10 s), stop the pinger (sent,
      lost, longest gap between replies) and the client: "TCP kept" = its values are
