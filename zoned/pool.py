@@ -86,8 +86,9 @@ class Template:
 
 def shared_userns() -> int:
     """Rootless: a user namespace mapped as zoned.run would map a zone's (the user's own id
-    as root, and the subordinate range), for all of a maker's zones, as rootless podman
-    keeps one for all of a user's containers. Each zone still has its own mount, pid,
+    as root, and the subordinate range), for all of a pool's zones, as rootless podman
+    keeps one for all of a user's containers. The pool maps it once and hands it to each
+    maker. Each zone still has its own mount, pid,
     network, IPC and UTS namespaces, so no zone sees another's processes, files or
     sockets; what the zones share is the id map, which is the user's anyway. It saves
     newuidmap and newgidmap (two setuid programs) per zone. Its fd."""
@@ -142,15 +143,21 @@ class Pool:
         self._makers: list[tuple[int, socket.socket]] = []  # (pid, our socket)
         self._owner: dict[str, socket.socket] = {}  # zone taken -> its maker's socket
         self._turn = 0  # the maker whose zone is taken next, if it has one ready
+        userns = -1
         try:
+            if os.geteuid() != 0:  # one user namespace for the whole pool, mapped once
+                userns = shared_userns()
             for i in range(makers):
                 share = size // makers + (i < size % makers)
                 self._makers.append(_spawn_maker(
                     Template(share, root, images, template.options), cgroup_parent,
-                    data_root))
+                    data_root, userns))
         except BaseException:
             self.close()
             raise
+        finally:
+            if userns >= 0:
+                os.close(userns)  # the makers hold it now
 
     @property
     def failure(self) -> str | None:
@@ -296,29 +303,43 @@ def _reap(pid: int) -> None:
 
 
 # -- the maker -------------------------------------------------------------------------
-def _spawn_maker(template: Template, cgroup_parent: str | None,
-                 data_root: str | None) -> tuple[int, socket.socket]:
+MAKER_SOCK_FD, MAKER_USERNS_FD = 3, 4  # where a maker finds what the caller hands it
+
+
+def _spawn_maker(template: Template, cgroup_parent: str | None, data_root: str | None,
+                 userns: int = -1) -> tuple[int, socket.socket]:
     """Start the maker as a new python (not a fork of the caller: each zone's init is a
     fork of the maker, whose cost grows with its memory: 21 ms of CPU a zone from a
-    14 MiB process, 29 from 83 MiB, 40 from 289 MiB here). Its pid, and our socket."""
+    14 MiB process, 29 from 83 MiB, 40 from 289 MiB here). userns: the pool's user
+    namespace (rootless), which the maker keeps at MAKER_USERNS_FD. Its pid, and our
+    socket."""
     import sys
 
     ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     spec = json.dumps({**template.__dict__, "cgroup_parent": cgroup_parent,
-                       "data_root": data_root})
+                       "data_root": data_root,
+                       "userns_fd": MAKER_USERNS_FD if userns >= 0 else None})
     env = dict(os.environ)
     here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     env["PYTHONPATH"] = os.pathsep.join(p for p in (here, env.get("PYTHONPATH")) if p)
     argv = [sys.executable, "-c", "import sys; from zoned.pool import maker_main; "
-            "maker_main(int(sys.argv[1]), sys.argv[2])", "3", spec]
+            "maker_main(int(sys.argv[1]), sys.argv[2])", str(MAKER_SOCK_FD), spec]
+    actions = [(os.POSIX_SPAWN_DUP2, theirs.fileno(), MAKER_SOCK_FD)]
+    high = -1
+    if userns >= 0:  # from above both targets, so that neither dup2 overwrites the other
+        import fcntl
+
+        high = fcntl.fcntl(userns, fcntl.F_DUPFD_CLOEXEC, 10)
+        actions.append((os.POSIX_SPAWN_DUP2, high, MAKER_USERNS_FD))
     try:
-        pid = os.posix_spawn(sys.executable, argv, env,
-                             file_actions=[(os.POSIX_SPAWN_DUP2, theirs.fileno(), 3)])
+        pid = os.posix_spawn(sys.executable, argv, env, file_actions=actions)
     except BaseException:
         ours.close()
         raise
     finally:
         theirs.close()
+        if high >= 0:
+            os.close(high)
     return pid, ours
 
 
@@ -332,11 +353,16 @@ def maker_main(fd: int, spec: str) -> None:
     code = 0
     sock = socket.socket(fileno=fd)
     try:
-        os.closerange(fd + 1, os.sysconf("SC_OPEN_MAX"))  # what else the caller let through
-        if os.getppid() == 1:
-            return
         fields = json.loads(spec)
         cgroup_parent, data_root = fields.pop("cgroup_parent"), fields.pop("data_root")
+        userns_fd = fields.pop("userns_fd", None)
+        keep = max(fd, userns_fd if userns_fd is not None else fd)
+        os.closerange(keep + 1, os.sysconf("SC_OPEN_MAX"))  # what else the caller let through
+        if os.getppid() == 1:
+            return
+        if userns_fd is not None:  # the pool's user namespace: its zones join it
+            os.set_inheritable(userns_fd, False)  # as the maker's own was: no exec keeps it
+            fields["userns"] = f"/proc/{os.getpid()}/fd/{userns_fd}"
         if cgroup_parent:
             os.environ["ZONED_CGROUP_PARENT"] = cgroup_parent
         if data_root:
@@ -360,7 +386,7 @@ def _serve(template: Template, sock: socket.socket) -> None:
     from zoned.cgroups import prime
 
     backend = ZoneBackend(template.root)
-    if os.geteuid() != 0:
+    if os.geteuid() != 0 and not template.userns:  # no pool's to join: a maker's own
         template.userns = f"/proc/{os.getpid()}/fd/{shared_userns()}"
     keeper = prime.keeper()  # each init's cgroup move, without its grace period
     out: dict[str, int] = {}  # zones sent, not done: name -> pid
