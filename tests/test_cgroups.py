@@ -750,4 +750,3 @@ def test_start_path_round_trips(kids):
         kids.wait(pid)
         c.destroy()
         assert not c.exists()
-

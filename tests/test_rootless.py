@@ -172,9 +172,10 @@ print(json.dumps({"out": [r.stdout for r in runs], "codes": [r.returncode for r 
 
 def test_a_pool_makes_rootless_zones_in_one_mapped_user_namespace(user):
     """zoned.Pool as an ordinary user: its zones join a user namespace the pool mapped
-    once for all its makers (not newuidmap per zone: as rootless podman), yet each has mount and pid
-    namespaces of its own and sees only its own processes; every process made for the caller (the
-    inits, the user-namespace stages) is reaped, and nothing is left."""
+    once for all its makers (not newuidmap per zone: as rootless podman), yet each has
+    mount and pid namespaces of its own and sees only its own processes; every process
+    made for the caller (the inits, the user-namespace stages) is reaped, and nothing is
+    left."""
     script = os.path.join(user.work, "pool.py")
     with open(script, "w") as f:
         f.write(POOL_SCRIPT)

@@ -18,8 +18,9 @@ it (register_at_fork). `zoned run`, `zoned create` and the API's run() and
 Container.start() prime (there the thread lives some 20 ms, during the start, and does
 nothing but those writes: a fork of the user's meanwhile forgets it), and so does a
 migration's destination from the images' arrival until `criu restore`, which moves the
-tasks into their cgroups inside the frozen window, has returned (11-21 ms of it before). Best effort: any error (no cgroupfs, read-only, not
-ours to write) just leaves the real move to pay as before.
+tasks into their cgroups inside the frozen window, has returned (11-21 ms of it before).
+Best effort: any error (no cgroupfs, read-only, not ours to write) just leaves the real
+move to pay as before.
 
 Where the write goes: our own cgroup, from /proc/self/cgroup, in a hierarchy whose mount
 shows that cgroup (mountinfo's root field is a prefix of it), so the path cannot point at
