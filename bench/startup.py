@@ -423,7 +423,9 @@ def main(argv: list[str] | None = None) -> int:
                    help="set root.readonly in the bundle (runc spec's default)")
     p.add_argument("--profile", type=int, default=0, metavar="K",
                    help="after the rounds, profile K zoned.run() calls with cProfile")
-    p.add_argument("--out", help="JSON path (default bench/results/startup.json)")
+    p.add_argument("--out", help="JSON path (default bench/results/startup.json; with "
+                   "--quick, /tmp/zoned-startup-quick.json: a smoke test never replaces the "
+                   "committed result)")
     p.add_argument("--before-ref", metavar="REF",
                    help="also run zoned-cli-before and zoned-api-before: zoned as of git "
                    "REF, interleaved with the rest (a before/after comparison)")
@@ -519,7 +521,8 @@ def main(argv: list[str] | None = None) -> int:
         "profile": profile,
         "elapsed_s": round(elapsed, 1),
     }
-    out = C.write_json("startup", result, a.out)
+    out = C.write_json("startup", result,
+                       a.out or ("/tmp/zoned-startup-quick.json" if a.quick else None))
 
     print(f"\nstartup: /bin/true to completion, {a.runs} interleaved rounds "
           f"({env['date']}, kernel {env['kernel']}, cgroup {env['cgroup_mode']}, "
