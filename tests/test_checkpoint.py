@@ -126,17 +126,33 @@ def test_leave_running_and_restore_under_a_new_name(cli, tmp_path):
 def _patched_criu() -> bool:
     """Whether checkpoints here run zoned's build of CRIU with its current patches
     (scripts/install-criu.sh), rather than a $ZONED_CRIU or a stock one."""
-    import hashlib
+    from zoned.checkpoint.criu import build_facts
+
+    return build_facts()["patches"] == "zoned's, current"
+
+
+def test_info_says_which_criu_and_whether_it_has_zoneds_patches(cli, tmp_path):
+    """`zoned info` names the criu checkpoints use and its patches; a copy of the very
+    same binary elsewhere ($ZONED_CRIU) is a build zoned cannot vouch for."""
     import os
+    import shutil
+    import subprocess
 
-    from zoned.checkpoint.criu import find_criu
+    from conftest import ZONED
+    from zoned.checkpoint.criu import find_criu, version_string
 
-    patches = Path(__file__).resolve().parents[1] / "scripts" / "criu-patches"
-    marker = Path("/usr/local/share/zoned/criu-patches")
-    want = hashlib.sha256(b"".join(p.read_bytes()
-                                   for p in sorted(patches.glob("*.patch")))).hexdigest()
-    return find_criu() == "/usr/local/sbin/criu" and not os.environ.get("ZONED_CRIU") \
-        and marker.exists() and marker.read_text().strip() == want
+    line = next(ln for ln in cli("info", check=True).stdout.splitlines()
+                if ln.startswith("criu:"))
+    assert find_criu() in line and "patches: " in line
+    if _patched_criu():
+        assert line.endswith("patches: zoned's, current"), line
+    copy = tmp_path / "criu"
+    shutil.copy(find_criu(), copy)
+    p = subprocess.run([ZONED, "--root", cli.root, "info", "--format", "json"],
+                       capture_output=True, text=True, check=True,
+                       env={**os.environ, "ZONED_CRIU": str(copy)})
+    assert json.loads(p.stdout)["criu"] == \
+        f"{copy} {version_string()}, patches: none (a stock build)"
 
 
 def _ct_count(pid: int) -> int:

@@ -235,6 +235,44 @@ def version_string() -> str | None:
         return None
 
 
+# scripts/install-criu.sh records the patch set it built criu with (sha256 of the
+# concatenated scripts/criu-patches/*.patch) next to the binary it installs.
+PATCHED_CRIU = "/usr/local/sbin/criu"
+PATCH_MARKER = "/usr/local/share/zoned/criu-patches"
+PATCH_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(
+    os.path.abspath(__file__)))), "scripts", "criu-patches")
+
+
+def build_facts() -> dict:
+    """Which criu checkpoints and migrations use here, and whether it is zoned's build
+    with the current patches (a stock criu works; its migrations freeze longer)."""
+    import hashlib
+
+    try:
+        path = find_criu()
+    except ZonedError as e:
+        return {"criu": None, "why": str(e)}
+    facts = {"criu": path, "version": version_string(), "patches": "none (a stock build)"}
+    try:
+        with open(PATCH_MARKER) as f:
+            built = f.read().strip()
+    except OSError:
+        built = None
+    if path == PATCHED_CRIU and built:
+        try:
+            names = sorted(n for n in os.listdir(PATCH_DIR) if n.endswith(".patch"))
+            digest = hashlib.sha256()
+            for n in names:
+                with open(os.path.join(PATCH_DIR, n), "rb") as f:
+                    digest.update(f.read())
+            current = digest.hexdigest() == built
+        except OSError:
+            current = None  # no source tree here to compare with
+        facts["patches"] = {True: "zoned's, current", False: "zoned's, outdated (make criu)",
+                            None: "zoned's"}[current]
+    return facts
+
+
 def cpuinfo_dump() -> str | None:
     """This CPU's features as CRIU sees them (base64 of cpuinfo.img)."""
     import base64

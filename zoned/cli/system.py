@@ -42,6 +42,11 @@ def cmd_info(args) -> int:
 
         facts["images"] = ImageStore(getattr(args, "images", None)).root_dir
         facts["cgroups"] = detect()
+        from zoned.checkpoint.criu import build_facts
+
+        criu = build_facts()
+        facts["criu"] = (f"{criu['criu']} {criu['version']}, patches: {criu['patches']}"
+                         if criu["criu"] else f"none ({criu['why']})")
     if args.format == "json":
         import json
 
