@@ -21,7 +21,8 @@ all: setup
 
 setup: $(STAMP)/apt $(STAMP)/venv $(STAMP)/shim zoned/libexec/zoned-init zoned/libexec/zoned-logger \
 	zoned/libexec/zoned-spawn zoned/libexec/zoned-vminit zoned/libexec/zoned-vmwrap \
-	zoned/libexec/zoned-monitor bytecode image criu vm-kernel systemd-unit
+	zoned/libexec/zoned-monitor zoned/libexec/zoned-criuexec bytecode image criu vm-kernel \
+	systemd-unit
 
 $(STAMP)/apt: Makefile
 	@mkdir -p $(STAMP)
@@ -93,6 +94,12 @@ zoned/libexec/zoned-vmwrap: csrc/vmwrap.c $(STAMP)/apt
 zoned/libexec/zoned-logger: csrc/logger.c csrc/scm.h $(STAMP)/apt
 	@mkdir -p zoned/libexec
 	cc -static -Os -s -Wall -o $@ csrc/logger.c
+
+# criu's private mount namespace (overlay, kdat cache, cgroup yard) set up in C, so that
+# zoned can vfork it (csrc/criuexec.c says why).
+zoned/libexec/zoned-criuexec: csrc/criuexec.c $(STAMP)/apt
+	@mkdir -p zoned/libexec
+	cc -static -Os -s -Wall -o $@ csrc/criuexec.c
 
 # The parent of a zone started from a zone file (zoned.zones): exit codes, restart
 # policies, its console; static and tiny, because one runs per zone.

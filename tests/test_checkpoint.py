@@ -265,3 +265,36 @@ def test_100mib_of_memory_comes_back_exactly_via_an_exported_archive(cli, tmp_pa
     assert p.returncode != 0 and "no such file" in p.stderr
     cli("rm", "-f", "mem2", check=True)
     assert host_snapshot(cli.root) == before  # no state, scratch, cgroup or mount left
+
+
+def test_criu_runs_through_zoned_criuexec_in_a_namespace_of_its_own(cli, tmp_path):
+    """zoned-criuexec (no preexec_fn, so subprocess can vfork) mounts the yard, kdat and
+    overlay only where criu sees them; an overlay it cannot mount is one line, exit 125."""
+    import os
+    import subprocess
+
+    from zoned.checkpoint import cgroup_yard
+    from zoned.checkpoint.criu import CRIU_EXEC, criu_exec, find_criu
+
+    assert os.access(CRIU_EXEC, os.X_OK)  # make setup builds it
+    criu = find_criu()
+    argv, preexec = criu_exec([criu, "--version"], overlay=(str(tmp_path / "nowhere"), "x"))
+    assert argv[0] == CRIU_EXEC and preexec is None and argv[argv.index("--") + 1] == criu
+    p = subprocess.run(argv, capture_output=True, text=True)
+    assert p.returncode == 125 and p.stderr.count("\n") == 1, p.stderr
+    assert f"mount overlay on {tmp_path / 'nowhere'}" in p.stderr
+    with open("/proc/self/mountinfo") as f:
+        before = f.read()
+    argv, _ = criu_exec([criu, "--version"], yard=cgroup_yard.plan())
+    p = subprocess.run(argv, capture_output=True, text=True)
+    assert p.returncode == 0 and p.stdout.startswith("Version:"), p.stderr
+    # The yard as a program run in criu's place sees it: each hierarchy bound by name.
+    yard = tmp_path / "yard"
+    yard.mkdir()
+    p = subprocess.run([CRIU_EXEC, "--yard", str(yard), "pids=/sys/fs/cgroup/pids",
+                        "un=/sys/fs/cgroup/unified", "--", "/bin/ls", f"{yard}/pids",
+                        f"{yard}/un"], capture_output=True, text=True)
+    assert p.returncode == 0 and "cgroup.procs" in p.stdout, p.stderr
+    with open("/proc/self/mountinfo") as f:
+        assert f.read() == before  # nothing of it reached the host
+    assert list(yard.iterdir()) == []

@@ -8,7 +8,8 @@ mount the host already has is the same superblock and root, and costs ~0.1 ms.
 
   plan()          (name CRIU looks for, this host's mount) per line of /proc/self/cgroup
   args(plan)      the criu flags for it ([] without a plan: CRIU mounts its own)
-  mount(plan)     in a criu child: a tmpfs at YARD holding the binds
+  mount(plan)     in a criu child: a tmpfs at YARD holding the binds (where
+                  zoned-criuexec is not built; it does the same in C)
 """
 from __future__ import annotations
 

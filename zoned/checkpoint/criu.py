@@ -151,13 +151,28 @@ def bind_kdat(cache: str | None) -> None:
         pass
 
 
-def with_kdat(criu: str, yard: tuple = ()):
-    """A preexec_fn for a criu child: a private mount namespace with the kdat cache and,
-    given one, the cgroup yard (zoned.checkpoint.cgroup_yard.plan()); None if it needs
-    neither."""
-    cache = kdat_cache(criu)
-    if cache is None and not yard:
-        return None
+# zoned-criuexec (csrc/criuexec.c): sets criu's private mount namespace up and execs it,
+# so that subprocess can vfork; a preexec_fn would make it fork the whole interpreter.
+CRIU_EXEC = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                         "libexec", "zoned-criuexec")
+
+
+def criu_exec(args: list[str], *, yard: tuple = (), overlay: tuple[str, str] | None = None):
+    """-> (argv, preexec_fn) that run criu `args` in a private mount namespace with the
+    kdat cache, the cgroup yard (zoned.checkpoint.cgroup_yard.plan()) and an overlay
+    (target, options) mounted: through zoned-criuexec, or where it is not built, with a
+    preexec_fn. (args, None) if criu needs none of them."""
+    cache = kdat_cache(args[0])
+    if cache is None and not yard and overlay is None:
+        return args, None
+    if os.access(CRIU_EXEC, os.X_OK):
+        pre = [*(["--overlay", *overlay] if overlay else []),
+               *(["--kdat", cache, KDAT] if cache else [])]
+        if yard:
+            from zoned.checkpoint import cgroup_yard
+
+            pre += ["--yard", cgroup_yard.YARD, *(f"{n}={m}" for n, m in yard)]
+        return [CRIU_EXEC, *pre, "--", *args], None
 
     def preexec():
         from zoned.checkpoint import cgroup_yard
@@ -165,16 +180,18 @@ def with_kdat(criu: str, yard: tuple = ()):
 
         sc.unshare(sc.CLONE_NEWNS)
         sc.mount(None, "/", None, sc.MS_SLAVE | sc.MS_REC)
+        if overlay:
+            sc.mount("overlay", overlay[0], "overlay", 0, overlay[1])
         bind_kdat(cache)
         cgroup_yard.mount(yard)
 
-    return preexec
+    return args, preexec
 
 
 def lazy_support(criu: str) -> str | None:
     """Why lazy (post-copy) restore cannot work here, or None if it can."""
-    r = subprocess.run([criu, "check", "--feature", "uffd-noncoop"], capture_output=True,
-                       text=True, preexec_fn=with_kdat(criu))
+    argv, preexec = criu_exec([criu, "check", "--feature", "uffd-noncoop"])
+    r = subprocess.run(argv, capture_output=True, text=True, preexec_fn=preexec)
     if r.returncode != 0:
         return "the kernel lacks userfaultfd (criu check --feature uffd-noncoop failed)"
     return None
@@ -195,15 +212,17 @@ def ensure_pipe_size() -> None:
                          f"{e}") from None
 
 
-def run_criu(args: list[str], **kwargs) -> subprocess.CompletedProcess:
-    """Run CRIU to completion in a session of its own. A signal meant for zoned (Ctrl-C, a
-    killpg of its group) must not reach CRIU, and an exception raised in zoned while CRIU
-    runs must not kill it: a CRIU ended mid-dump leaves the zone frozen and its network
-    locked (the nftables table CRIU-*), which no put-back would then undo."""
-    kwargs.setdefault("preexec_fn", with_kdat(args[0]))
-    proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+def run_criu(args: list[str], *, yard: tuple = (), overlay: tuple[str, str] | None = None,
+             **kwargs) -> subprocess.CompletedProcess:
+    """Run CRIU to completion in a session of its own, in its private mount namespace
+    (criu_exec). A signal meant for zoned (Ctrl-C, a killpg of its group) must not reach
+    CRIU, and an exception raised in zoned while CRIU runs must not kill it: a CRIU ended
+    mid-dump leaves the zone frozen and its network locked (the nftables table CRIU-*),
+    which no put-back would then undo."""
+    argv, preexec = criu_exec(args, yard=yard, overlay=overlay)
+    proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, start_new_session=True,
-                            **kwargs)
+                            preexec_fn=preexec, **kwargs)
     try:
         out, err = proc.communicate()
     except BaseException:
@@ -280,8 +299,8 @@ def cpuinfo_dump() -> str | None:
 
     with tempfile.TemporaryDirectory() as d:
         criu = find_criu()
-        r = subprocess.run([criu, "cpuinfo", "dump", "-D", d], capture_output=True,
-                           preexec_fn=with_kdat(criu))
+        argv, preexec = criu_exec([criu, "cpuinfo", "dump", "-D", d])
+        r = subprocess.run(argv, capture_output=True, preexec_fn=preexec)
         if r.returncode != 0:
             return None
         with open(os.path.join(d, "cpuinfo.img"), "rb") as f:
@@ -298,8 +317,8 @@ def cpuinfo_check(d: str, data: str) -> list[str]:
         f.write(base64.b64decode(data))
     try:
         criu = find_criu()
-        r = subprocess.run([criu, "cpuinfo", "check", "-D", d], capture_output=True,
-                           text=True, preexec_fn=with_kdat(criu))
+        argv, preexec = criu_exec([criu, "cpuinfo", "check", "-D", d])
+        r = subprocess.run(argv, capture_output=True, text=True, preexec_fn=preexec)
     finally:
         os.unlink(path)
     if r.returncode != 0:

@@ -8,8 +8,7 @@ import subprocess
 
 from zoned.checkpoint import cgroup_yard
 from zoned.checkpoint.archive import unlink_if_exists
-from zoned.checkpoint.criu import NETNS_KEY, bind_kdat, kdat_cache, log_tail, run_criu, \
-    with_kdat
+from zoned.checkpoint.criu import NETNS_KEY, criu_exec, log_tail, run_criu
 from zoned.errors import ZonedError
 
 
@@ -26,8 +25,6 @@ def run_restore(criu: str, directory: str, work_dir: str, meta: dict, cfg: dict,
     task's pid. Used by restore() and, into the very same namespace and cgroup, by a
     failed migration putting its container back. log_fd: the write end of a new logger's
     pipe, for the zone's stdout and stderr (the caller keeps and closes it)."""
-    from zoned.linux import syscalls as sc
-
     yard = cgroup_yard.plan()
     by_dest = {os.path.normpath(m["destination"]): m.get("source")
                for m in cfg.get("mounts") or []}
@@ -73,21 +70,11 @@ def run_restore(criu: str, directory: str, work_dir: str, meta: dict, cfg: dict,
             daemon = _lazy_pages_daemon(criu, directory, work_dir, lazy_socket)
             args.append("--lazy-pages")
             mark("lazy-pages daemon")
-        overlay = f"lowerdir={lower},upperdir={upper},workdir={work}"
-
-        kdat = kdat_cache(criu)
-
-        def in_private_mount_ns():
-            # criu and only criu sees the overlay; the restored container's mount
-            # namespace keeps it, the host's never has it.
-            sc.unshare(sc.CLONE_NEWNS)
-            sc.mount(None, "/", None, sc.MS_SLAVE | sc.MS_REC)
-            sc.mount("overlay", rootfs, "overlay", 0, overlay)
-            bind_kdat(kdat)
-            cgroup_yard.mount(yard)
-
+        # The overlay is mounted in criu's own mount namespace: criu and only criu sees
+        # it; the restored container's mount namespace keeps it, the host's never has it.
+        overlay = (rootfs, f"lowerdir={lower},upperdir={upper},workdir={work}")
         r = run_criu(args, pass_fds=fds + ([log_fd] if log_fd is not None else []),
-                     preexec_fn=in_private_mount_ns)
+                     yard=yard, overlay=overlay)
         if r.returncode != 0:
             why = log_tail(os.path.join(work_dir, "restore.log")) or r.stderr.strip()
             raise ZonedError(f"restore of {meta['id']!r} from {directory} failed: {why}")
@@ -115,13 +102,13 @@ def _lazy_pages_daemon(criu: str, directory: str, work_dir: str,
                        sock: int) -> subprocess.Popen:
     rfd, wfd = os.pipe()
     try:
-        p = subprocess.Popen([criu, "lazy-pages", "--images-dir", directory,
-                              "--work-dir", work_dir, "--log-file", "lazy-pages.log", "-v4",
-                              "--page-server", "--ps-socket", str(sock),
-                              "--status-fd", str(wfd)],
-                             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+        argv, preexec = criu_exec([criu, "lazy-pages", "--images-dir", directory,
+                                   "--work-dir", work_dir, "--log-file", "lazy-pages.log",
+                                   "-v4", "--page-server", "--ps-socket", str(sock),
+                                   "--status-fd", str(wfd)])
+        p = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                              stderr=subprocess.PIPE, pass_fds=(sock, wfd), text=True,
-                             preexec_fn=with_kdat(criu))
+                             preexec_fn=preexec)
         os.close(wfd)
         wfd = -1
         ready = os.read(rfd, 1)

@@ -9,8 +9,8 @@ import time
 
 from zoned.checkpoint import cgroup_yard
 from zoned.checkpoint.archive import FORMAT, META, clean_dir, export_tar, image_record
-from zoned.checkpoint.criu import NETNS_KEY, criu_version, ensure_pipe_size, find_criu, \
-    log_tail, run_criu, with_kdat
+from zoned.checkpoint.criu import NETNS_KEY, criu_exec, criu_version, ensure_pipe_size, \
+    find_criu, log_tail, run_criu
 from zoned.checkpoint.scratch import scratch_dir, scratch_done
 from zoned.errors import ConfigError, InvalidState, ZonedError
 from zoned.runtime.steps import SKELETON, SKELETON_PARTS, shared_skeleton
@@ -263,7 +263,7 @@ class Dump:
                 args += ["--external", fi["key"]]
         self.launched = time.monotonic()
         if lazy_socket is None:
-            r = run_criu(args, preexec_fn=with_kdat(criu, yard))
+            r = run_criu(args, yard=yard)
             if r.returncode != 0:
                 raise self._failed(r.stderr)
             return meta
@@ -272,11 +272,12 @@ class Dump:
         try:
             args += ["--lazy-pages", "--ps-socket", str(lazy_socket),
                      "--status-fd", str(wfd)]
-            self.proc = subprocess.Popen(args, stdin=subprocess.DEVNULL,
+            argv, preexec = criu_exec(args, yard=yard)
+            self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL,
                                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                                          pass_fds=(lazy_socket, wfd), text=True,
                                          start_new_session=True,  # see run_criu
-                                         preexec_fn=with_kdat(criu, yard))
+                                         preexec_fn=preexec)
             os.close(wfd)
             wfd = -1
             ready = os.read(rfd, 1)  # "\0" once the page server runs; EOF if criu failed
