@@ -10,8 +10,8 @@
  * workdir=) on TARGET, or exit 125 saying why; bind the kdat cache file CACHE over KDAT
  * (created empty first, as CRIU's own run would); mount a tmpfs at DIR with each
  * MOUNTPOINT bound at DIR/NAME (the cgroup yard); then exec CRIU. The kdat and the yard
- * are best effort, as in Python: without them criu probes the kernel itself, or cannot
- * open the yard and says so.
+ * are best effort: without them criu probes the kernel itself, or cannot open the yard
+ * and says so.
  *
  * Why a program: a Python preexec_fn makes subprocess fork the whole interpreter
  * (~2.7 ms from a 27 MiB relocation server) instead of vfork. A live migration runs

@@ -278,14 +278,14 @@ def test_criu_runs_through_zoned_criuexec_in_a_namespace_of_its_own(cli, tmp_pat
 
     assert os.access(CRIU_EXEC, os.X_OK)  # make setup builds it
     criu = find_criu()
-    argv, preexec = criu_exec([criu, "--version"], overlay=(str(tmp_path / "nowhere"), "x"))
-    assert argv[0] == CRIU_EXEC and preexec is None and argv[argv.index("--") + 1] == criu
+    argv = criu_exec([criu, "--version"], overlay=(str(tmp_path / "nowhere"), "x"))
+    assert argv[0] == CRIU_EXEC and argv[argv.index("--") + 1] == criu  # no preexec_fn
     p = subprocess.run(argv, capture_output=True, text=True)
     assert p.returncode == 125 and p.stderr.count("\n") == 1, p.stderr
     assert f"mount overlay on {tmp_path / 'nowhere'}" in p.stderr
     with open("/proc/self/mountinfo") as f:
         before = f.read()
-    argv, _ = criu_exec([criu, "--version"], yard=cgroup_yard.plan())
+    argv = criu_exec([criu, "--version"], yard=cgroup_yard.plan())
     p = subprocess.run(argv, capture_output=True, text=True)
     assert p.returncode == 0 and p.stdout.startswith("Version:"), p.stderr
     # The yard as a program run in criu's place sees it: each hierarchy bound by name.

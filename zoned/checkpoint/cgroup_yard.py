@@ -8,8 +8,8 @@ mount the host already has is the same superblock and root, and costs ~0.1 ms.
 
   plan()          (name CRIU looks for, this host's mount) per line of /proc/self/cgroup
   args(plan)      the criu flags for it ([] without a plan: CRIU mounts its own)
-  mount(plan)     in a criu child: a tmpfs at YARD holding the binds (where
-                  zoned-criuexec is not built; it does the same in C)
+
+zoned-criuexec (csrc/criuexec.c) mounts it for criu: a tmpfs at YARD holding the binds.
 """
 from __future__ import annotations
 
@@ -79,22 +79,3 @@ def plan() -> tuple[tuple[str, str], ...]:
 
 def args(yard: tuple) -> list[str]:
     return ["--cgroup-yard", YARD] if yard else []
-
-
-def mount(yard: tuple) -> None:
-    """In a criu child with a private mount namespace: a tmpfs at YARD (so that what CRIU
-    makes there stays in its namespace) with each hierarchy bound into it. A failure is
-    left to CRIU to report: it cannot open the yard's directory then."""
-    if not yard:
-        return
-    from zoned.linux import syscalls as sc
-
-    try:
-        sc.mount("zoned-criu-yard", YARD, "tmpfs", sc.MS_NOSUID | sc.MS_NODEV | sc.MS_NOEXEC,
-                 "mode=700")
-        for name, mountpoint in yard:
-            path = os.path.join(YARD, name)
-            os.mkdir(path, 0o700)
-            sc.mount(mountpoint, path, None, sc.MS_BIND)
-    except OSError:
-        pass

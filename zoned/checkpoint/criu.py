@@ -135,63 +135,37 @@ def _make_kdat(criu: str, path: str) -> bool:
     return True
 
 
-def bind_kdat(cache: str | None) -> None:
-    """In a criu child that has its own mount namespace: bind the kdat cache (from
-    kdat_cache()) where CRIU reads it. A failure only costs CRIU its probing."""
-    if cache is None:
-        return
-    from zoned.linux import syscalls as sc
-
-    try:
-        # Another criu on the host (not run by zoned) finds the empty mount point stale
-        # and removes it: make it again right here, just before the bind.
-        os.close(os.open(KDAT, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW, 0o600))
-        sc.mount(cache, KDAT, None, sc.MS_BIND)
-    except OSError:
-        pass
-
-
 # zoned-criuexec (csrc/criuexec.c): sets criu's private mount namespace up and execs it,
 # so that subprocess can vfork; a preexec_fn would make it fork the whole interpreter.
+# It also binds the kdat cache over KDAT, making that empty mount point again first (another
+# criu on the host, not run by zoned, finds it empty, calls it stale and removes it).
 CRIU_EXEC = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                          "libexec", "zoned-criuexec")
 
 
-def criu_exec(args: list[str], *, yard: tuple = (), overlay: tuple[str, str] | None = None):
-    """-> (argv, preexec_fn) that run criu `args` in a private mount namespace with the
-    kdat cache, the cgroup yard (zoned.checkpoint.cgroup_yard.plan()) and an overlay
-    (target, options) mounted: through zoned-criuexec, or where it is not built, with a
-    preexec_fn. (args, None) if criu needs none of them."""
+def criu_exec(args: list[str], *, yard: tuple = (),
+              overlay: tuple[str, str] | None = None) -> list[str]:
+    """The argv that runs criu `args` in a private mount namespace with the kdat cache,
+    the cgroup yard (zoned.checkpoint.cgroup_yard.plan()) and an overlay (target,
+    options) mounted, through zoned-criuexec; `args` itself if criu needs none of them."""
     cache = kdat_cache(args[0])
     if cache is None and not yard and overlay is None:
-        return args, None
-    if os.access(CRIU_EXEC, os.X_OK):
-        pre = [*(["--overlay", *overlay] if overlay else []),
-               *(["--kdat", cache, KDAT] if cache else [])]
-        if yard:
-            from zoned.checkpoint import cgroup_yard
-
-            pre += ["--yard", cgroup_yard.YARD, *(f"{n}={m}" for n, m in yard)]
-        return [CRIU_EXEC, *pre, "--", *args], None
-
-    def preexec():
+        return args
+    if not os.access(CRIU_EXEC, os.X_OK):
+        raise ZonedError(f"{CRIU_EXEC} is missing (run `make setup`)")
+    pre = [*(["--overlay", *overlay] if overlay else []),
+           *(["--kdat", cache, KDAT] if cache else [])]
+    if yard:
         from zoned.checkpoint import cgroup_yard
-        from zoned.linux import syscalls as sc
 
-        sc.unshare(sc.CLONE_NEWNS)
-        sc.mount(None, "/", None, sc.MS_SLAVE | sc.MS_REC)
-        if overlay:
-            sc.mount("overlay", overlay[0], "overlay", 0, overlay[1])
-        bind_kdat(cache)
-        cgroup_yard.mount(yard)
-
-    return args, preexec
+        pre += ["--yard", cgroup_yard.YARD, *(f"{n}={m}" for n, m in yard)]
+    return [CRIU_EXEC, *pre, "--", *args]
 
 
 def lazy_support(criu: str) -> str | None:
     """Why lazy (post-copy) restore cannot work here, or None if it can."""
-    argv, preexec = criu_exec([criu, "check", "--feature", "uffd-noncoop"])
-    r = subprocess.run(argv, capture_output=True, text=True, preexec_fn=preexec)
+    r = subprocess.run(criu_exec([criu, "check", "--feature", "uffd-noncoop"]),
+                       capture_output=True, text=True)
     if r.returncode != 0:
         return "the kernel lacks userfaultfd (criu check --feature uffd-noncoop failed)"
     return None
@@ -219,10 +193,10 @@ def run_criu(args: list[str], *, yard: tuple = (), overlay: tuple[str, str] | No
     CRIU, and an exception raised in zoned while CRIU runs must not kill it: a CRIU ended
     mid-dump leaves the zone frozen and its network locked (the nftables table CRIU-*),
     which no put-back would then undo."""
-    argv, preexec = criu_exec(args, yard=yard, overlay=overlay)
-    proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+    proc = subprocess.Popen(criu_exec(args, yard=yard, overlay=overlay),
+                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, start_new_session=True,
-                            preexec_fn=preexec, **kwargs)
+                            **kwargs)
     try:
         out, err = proc.communicate()
     except BaseException:
@@ -299,8 +273,8 @@ def cpuinfo_dump() -> str | None:
 
     with tempfile.TemporaryDirectory() as d:
         criu = find_criu()
-        argv, preexec = criu_exec([criu, "cpuinfo", "dump", "-D", d])
-        r = subprocess.run(argv, capture_output=True, preexec_fn=preexec)
+        r = subprocess.run(criu_exec([criu, "cpuinfo", "dump", "-D", d]),
+                           capture_output=True)
         if r.returncode != 0:
             return None
         with open(os.path.join(d, "cpuinfo.img"), "rb") as f:
@@ -317,8 +291,8 @@ def cpuinfo_check(d: str, data: str) -> list[str]:
         f.write(base64.b64decode(data))
     try:
         criu = find_criu()
-        argv, preexec = criu_exec([criu, "cpuinfo", "check", "-D", d])
-        r = subprocess.run(argv, capture_output=True, text=True, preexec_fn=preexec)
+        r = subprocess.run(criu_exec([criu, "cpuinfo", "check", "-D", d]),
+                           capture_output=True, text=True)
     finally:
         os.unlink(path)
     if r.returncode != 0:

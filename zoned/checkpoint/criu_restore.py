@@ -102,13 +102,11 @@ def _lazy_pages_daemon(criu: str, directory: str, work_dir: str,
                        sock: int) -> subprocess.Popen:
     rfd, wfd = os.pipe()
     try:
-        argv, preexec = criu_exec([criu, "lazy-pages", "--images-dir", directory,
-                                   "--work-dir", work_dir, "--log-file", "lazy-pages.log",
-                                   "-v4", "--page-server", "--ps-socket", str(sock),
-                                   "--status-fd", str(wfd)])
+        argv = criu_exec([criu, "lazy-pages", "--images-dir", directory, "--work-dir",
+                          work_dir, "--log-file", "lazy-pages.log", "-v4", "--page-server",
+                          "--ps-socket", str(sock), "--status-fd", str(wfd)])
         p = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                             stderr=subprocess.PIPE, pass_fds=(sock, wfd), text=True,
-                             preexec_fn=preexec)
+                             stderr=subprocess.PIPE, pass_fds=(sock, wfd), text=True)
         os.close(wfd)
         wfd = -1
         ready = os.read(rfd, 1)

@@ -272,12 +272,10 @@ class Dump:
         try:
             args += ["--lazy-pages", "--ps-socket", str(lazy_socket),
                      "--status-fd", str(wfd)]
-            argv, preexec = criu_exec(args, yard=yard)
-            self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL,
+            self.proc = subprocess.Popen(criu_exec(args, yard=yard), stdin=subprocess.DEVNULL,
                                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                                          pass_fds=(lazy_socket, wfd), text=True,
-                                         start_new_session=True,  # see run_criu
-                                         preexec_fn=preexec)
+                                         start_new_session=True)  # see run_criu
             os.close(wfd)
             wfd = -1
             ready = os.read(rfd, 1)  # "\0" once the page server runs; EOF if criu failed
