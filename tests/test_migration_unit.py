@@ -198,3 +198,18 @@ def test_no_yard_when_a_line_cannot_be_placed(lines):
 
     yard = plan_for(["4:memory:/", *lines], HYBRID)
     assert yard == () and args(yard) == []
+
+
+def test_criu_without_its_helper_is_one_line_naming_it(monkeypatch, tmp_path):
+    """criu runs only through zoned-criuexec (its mount namespace); without it, one line."""
+    from zoned.checkpoint import criu
+    from zoned.errors import ZonedError
+
+    missing = str(tmp_path / "zoned-criuexec")
+    monkeypatch.setattr(criu, "CRIU_EXEC", missing)
+    with pytest.raises(ZonedError, match=r"zoned-criuexec is missing \(run `make setup`\)"):
+        criu.criu_exec([str(tmp_path / "criu"), "dump"], yard=(("pids", "/x"),))
+    # a criu with nothing to set up (no kdat cache for a binary that is not there) runs
+    # as it is
+    assert criu.criu_exec([str(tmp_path / "criu"), "--version"]) == \
+        [str(tmp_path / "criu"), "--version"]
