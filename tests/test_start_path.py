@@ -15,6 +15,7 @@ No timed asserts: the times are bench/startup.py's.
 """
 from __future__ import annotations
 
+import errno
 import os
 import subprocess
 import sys
@@ -245,6 +246,57 @@ def test_prime_names_our_own_cgroup_and_moves_nothing():
     prime.wait()
     assert _own_cgroups() == before
     assert prime._state["thread"] is None  # noqa: SLF001 - joined before any fork
+
+
+def _primer_loop(procs: str, every_ms: int, for_ms: int):
+    """csrc/primer.c's loop in a thread, on any file standing in for cgroup.procs: (thread,
+    its result list, the stop pipe's write end)."""
+    import threading
+
+    from zoned._native import lib
+
+    stop_r, stop_w = os.pipe2(os.O_CLOEXEC)
+    result: list[int] = []
+    t = threading.Thread(target=lambda: result.append(
+        lib.z_primer_loop(procs.encode(), every_ms, for_ms, stop_r)))
+    t.start()
+    return t, result, stop_r, stop_w
+
+
+def test_primer_loop_writes_our_pid_until_told_to_stop(tmp_path):
+    """The C loop moves this process (writes its pid) at once and then again and again, with
+    the GIL released (this thread runs Python meanwhile), until a byte on the stop pipe."""
+    procs = tmp_path / "cgroup.procs"
+    procs.write_text("")
+    t, result, stop_r, stop_w = _primer_loop(str(procs), 1, 60_000)
+    deadline = time.monotonic() + 30
+    writes_seen = set()
+    while len(writes_seen) < 3 and time.monotonic() < deadline:  # Python runs meanwhile
+        writes_seen.add(procs.stat().st_mtime_ns)
+        time.sleep(0.002)
+    assert procs.read_text() == str(os.getpid())
+    assert len(writes_seen) >= 3  # the first move and those that keep the way open
+    os.write(stop_w, b"x")
+    t.join(30)
+    assert not t.is_alive() and result == [0]
+    os.close(stop_r)
+    os.close(stop_w)
+
+
+def test_primer_loop_stops_by_itself_and_reports_a_failed_move(tmp_path):
+    """Nobody stops it (the caller failed before its fork): it ends after for_ms. A move that
+    fails ends it with -errno, and the first one is made before any wait."""
+    procs = tmp_path / "cgroup.procs"
+    procs.write_text("")
+    t, result, stop_r, stop_w = _primer_loop(str(procs), 1, 20)
+    t.join(30)
+    assert not t.is_alive() and result == [0] and procs.read_text() == str(os.getpid())
+    t, result, stop_r2, stop_w2 = _primer_loop(str(tmp_path / "none" / "cgroup.procs"), 1,
+                                               60_000)
+    t.join(30)
+    assert result == [-errno.ENOENT]
+    for fd in (stop_r, stop_w, stop_r2, stop_w2):
+        os.close(fd)
 
 
 def test_prime_never_guesses_a_cgroup_a_mount_does_not_show(tmp_path):

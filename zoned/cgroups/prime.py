@@ -10,7 +10,9 @@ prime() starts a thread that moves this process into the cgroup it is already in
 that changes nothing, but whose wait for the grace period then overlaps zoned's own
 work (imports, config, the overlay, the fork and the init's own set-up), and which then
 keeps the way open with such a move every 2 ms, so that the real move finds it open.
-wait() stops and joins the thread, once the init is in its cgroup. (The kernel holds
+The thread finds the path in Python, then loops in C without the GIL (csrc/primer.c):
+a loop in Python took the GIL back at each wake-up, which cost the busy main thread ~2 ms
+of every start. wait() stops and joins the thread, once the init is in its cgroup. (The kernel holds
 cgroup_mutex through that wait: making the container's cgroup waits for it too, so the
 runtime makes it after the fork.) The init may be forked while the thread runs: it is then
 blocked in a write or a lock wait, holding no lock the child needs, and the child forgets
@@ -89,20 +91,19 @@ def _move_self(path: str) -> bool:
         return False
 
 
-def _primer(stop, done) -> None:
+def _primer(stop_fd: int, done) -> None:
     """The thread: the first move waits for the grace period; then a no-op move every
     KEEP_OPEN_EVERY keeps the way open (each one passes at once) until wait() says the
-    fork is next."""
+    fork is next (a byte on stop_fd). The loop is C's, called without the GIL."""
     try:
         path = _state["path"]
         if path is None:
             path = _state["path"] = own_procs_file() or ""
-        if not path or not _move_self(path):
-            return
-        deadline = time.monotonic() + KEEP_OPEN_FOR
-        while not stop.acquire(timeout=KEEP_OPEN_EVERY):
-            if time.monotonic() > deadline or not _move_self(path):
-                return
+        if path:
+            from zoned._native import lib
+
+            lib.z_primer_loop(path.encode(), int(KEEP_OPEN_EVERY * 1000),
+                              int(KEEP_OPEN_FOR * 1000), stop_fd)
     finally:
         done.release()
 
@@ -116,23 +117,27 @@ def prime() -> None:
         return  # one runs, or no hierarchy shows our cgroup
     import _thread
 
-    from zoned.linux import mountinfo  # noqa: F401 - here: the thread imports nothing (a
-    # fork while it held a module's import lock would leave that lock held in the child)
+    from zoned._native import lib  # noqa: F401 - here: the thread imports nothing (a fork
+    from zoned.linux import mountinfo  # noqa: F401 - while it held a module's import lock
+    # would leave that lock held in the child)
     if not _state.get("forget"):
         os.register_at_fork(after_in_child=_forget)
         _state["forget"] = True
-    stop, done = _thread.allocate_lock(), _thread.allocate_lock()
-    stop.acquire()
+    stop_r, stop_w = os.pipe2(os.O_CLOEXEC)
+    done = _thread.allocate_lock()
     done.acquire()
-    _state["thread"] = (stop, done)
+    _state["thread"] = (stop_r, stop_w, done)
     try:
-        _thread.start_new_thread(_primer, (stop, done))
+        _thread.start_new_thread(_primer, (stop_r, done))
     except RuntimeError:
         _state["thread"] = None
+        os.close(stop_r)
+        os.close(stop_w)
 
 
 def _forget() -> None:
-    """In a forked child: the thread is not there (and its locks are never released)."""
+    """In a forked child: the thread is not there (and its lock is never released; the
+    pipe's fds are close-on-exec, and a zone's init closes every fd it does not keep)."""
     _state["thread"] = None
 
 
@@ -141,10 +146,12 @@ def wait() -> None:
     and before a fork whose child runs on in Python (idmap_userns, network set-up)."""
     thread = _state["thread"]
     if thread is not None:
-        stop, done = thread
-        stop.release()
+        stop_r, stop_w, done = thread
+        os.write(stop_w, b"x")
         done.acquire()
         _state["thread"] = None
+        os.close(stop_r)
+        os.close(stop_w)
 
 
 def keeper() -> tuple[int, int] | None:
