@@ -13,7 +13,7 @@ APT_PACKAGES := python3-venv python3-dev gcc libc6-dev make libffi-dev libseccom
 	libcap-dev pkg-config busybox-static runc util-linux procps iproute2 ca-certificates \
 	nftables iperf3 openssh-server openssh-client iputils-ping \
 	podman conmon golang-github-containers-common containerd \
-	qemu-system-x86 squashfs-tools mmdebstrap uidmap slirp4netns passt
+	qemu-system-x86 squashfs-tools mmdebstrap uidmap slirp4netns passt musl-tools
 
 .PHONY: all setup systemd-unit criu vm-kernel bytecode demo test bench-startup bench-density image clean distclean
 
@@ -73,39 +73,51 @@ vm-kernel: $(STAMP)/apt
 bytecode: $(STAMP)/venv
 	@$(PY) -m compileall -q -f zoned
 
+# The C helpers below are static, linked with musl rather than glibc: zoned-spawn is 42 KiB
+# instead of 690 (each start copies it into a sealed memfd and execs it: 0.6 ms less per
+# `zoned run`), and a zoned-logger, one per detached zone, 39 KiB. musl's headers have no
+# kernel headers: linux/, asm/ and asm-generic/ come from a directory of just those three
+# (not the whole of glibc's /usr/include, whose libc headers must not mix with musl's).
+STATIC_CC := musl-gcc -static -Os -s -Wall -isystem $(STAMP)/musl-kernel-headers
+$(STAMP)/musl-kernel-headers: $(STAMP)/apt
+	@mkdir -p $@
+	@ln -sfn /usr/include/linux $@/linux
+	@ln -sfn /usr/include/asm-generic $@/asm-generic
+	@ln -sfn /usr/include/$$(gcc -print-multiarch)/asm $@/asm
+
 # zoned's PID-1 reaper for --init; static, because an image may have no libc.
-zoned/libexec/zoned-init: csrc/init.c $(STAMP)/apt
+zoned/libexec/zoned-init: csrc/init.c $(STAMP)/musl-kernel-headers
 	@mkdir -p zoned/libexec
-	cc -static -Os -s -Wall -o $@ csrc/init.c
+	$(STATIC_CC) -o $@ csrc/init.c
 
 # PID 1 of a VM (the guest side of zoned/vm/): static, it runs from the initramfs.
-zoned/libexec/zoned-vminit: csrc/vminit.c csrc/vmnet.h csrc/vmagent.h $(STAMP)/apt
+zoned/libexec/zoned-vminit: csrc/vminit.c csrc/vmnet.h csrc/vmagent.h $(STAMP)/musl-kernel-headers
 	@mkdir -p zoned/libexec
-	cc -static -Os -s -Wall -Icsrc -o $@ csrc/vminit.c
+	$(STATIC_CC) -Icsrc -o $@ csrc/vminit.c
 
 # What an OCI client sees as a VM container's init: QEMU's parent, exiting with the
 # guest's exit code (csrc/vmwrap.c says why).
-zoned/libexec/zoned-vmwrap: csrc/vmwrap.c $(STAMP)/apt
+zoned/libexec/zoned-vmwrap: csrc/vmwrap.c $(STAMP)/musl-kernel-headers
 	@mkdir -p zoned/libexec
-	cc -static -Os -s -Wall -o $@ csrc/vmwrap.c
+	$(STATIC_CC) -o $@ csrc/vmwrap.c
 
 # The log writer of a detached zone (reads its output pipe, rotates ctr.log by size); static
 # and tiny, because one runs per detached zone.
-zoned/libexec/zoned-logger: csrc/logger.c csrc/scm.h $(STAMP)/apt
+zoned/libexec/zoned-logger: csrc/logger.c csrc/scm.h $(STAMP)/musl-kernel-headers
 	@mkdir -p zoned/libexec
-	cc -static -Os -s -Wall -o $@ csrc/logger.c
+	$(STATIC_CC) -o $@ csrc/logger.c
 
 # criu's private mount namespace (overlay, kdat cache, cgroup yard) set up in C, so that
 # zoned can vfork it (csrc/criuexec.c says why).
-zoned/libexec/zoned-criuexec: csrc/criuexec.c $(STAMP)/apt
+zoned/libexec/zoned-criuexec: csrc/criuexec.c $(STAMP)/musl-kernel-headers
 	@mkdir -p zoned/libexec
-	cc -static -Os -s -Wall -o $@ csrc/criuexec.c
+	$(STATIC_CC) -o $@ csrc/criuexec.c
 
 # The parent of a zone started from a zone file (zoned.zones): exit codes, restart
 # policies, its console; static and tiny, because one runs per zone.
-zoned/libexec/zoned-monitor: csrc/monitor.c csrc/scm.h $(STAMP)/apt
+zoned/libexec/zoned-monitor: csrc/monitor.c csrc/scm.h $(STAMP)/musl-kernel-headers
 	@mkdir -p zoned/libexec
-	cc -static -Os -s -Wall -o $@ csrc/monitor.c
+	$(STATIC_CC) -o $@ csrc/monitor.c
 
 # zoned.service: `zoned autostart` at boot (zones marked autostart, in name order). Installed
 # and enabled where systemd runs; the unit's ExecStart is this checkout's zoned.
@@ -117,9 +129,9 @@ systemd-unit: $(STAMP)/venv dist/zoned.service
 
 # The last step of `zoned exec` and of a container's init (it waits for `start` as this),
 # run from a sealed memfd copy (csrc/spawn.c says why).
-zoned/libexec/zoned-spawn: csrc/spawn.c csrc/zoned.c csrc/zoned.h $(STAMP)/apt
+zoned/libexec/zoned-spawn: csrc/spawn.c csrc/zoned.c csrc/zoned.h $(STAMP)/musl-kernel-headers
 	@mkdir -p zoned/libexec
-	cc -static -Os -s -Wall -Icsrc -o $@ csrc/spawn.c
+	$(STATIC_CC) -Icsrc -o $@ csrc/spawn.c
 
 # The default image, built locally (never pulled); rebuilt only if missing.
 image: $(STAMP)/venv
