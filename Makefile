@@ -13,7 +13,8 @@ APT_PACKAGES := python3-venv python3-dev gcc libc6-dev make libffi-dev libseccom
 	libcap-dev pkg-config busybox-static runc util-linux procps iproute2 ca-certificates \
 	nftables iperf3 openssh-server openssh-client iputils-ping \
 	podman conmon golang-github-containers-common containerd \
-	qemu-system-x86 squashfs-tools mmdebstrap uidmap slirp4netns passt musl-tools
+	qemu-system-x86 squashfs-tools mmdebstrap uidmap slirp4netns passt musl-tools \
+	python3-matplotlib
 
 .PHONY: all setup systemd-unit criu vm-kernel bytecode demo test bench-startup bench-density image clean distclean
 
