@@ -384,3 +384,22 @@ def test_new_memcg_cost_measures_empty_memory_cgroups_and_leaves_none():
     assert got is not None and got["slab_kib_per_memcg"] > 0, got
     assert abs(got["shrinker_ids_implied"] - got["kmalloc_1k_kib_per_memcg"] * 64) < 64
     assert not [d for d in os.listdir(base) if d.startswith("zoned-bench-memcg-probe-")]
+
+
+def test_start_timeline_script_reports_each_phase_and_leaves_nothing(tmp_path):
+    """bench/start_timeline.py: traced `zoned run --rm` (and runc in the same rounds): every
+    step's median time since the spawn, phases that add up to no more than the whole, no
+    state, cgroup or mount left."""
+    out = tmp_path / "timeline.json"
+    script = Path(__file__).resolve().parent.parent / "bench" / "start_timeline.py"
+    p = subprocess.run([sys.executable, str(script), "--runs", "2", "--runc", "--out",
+                        str(out)], capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-2000:]
+    result = json.loads(out.read_text())
+    steps = [ph["step"] for ph in result["phases"]]
+    assert steps[0] == "main" and steps[-1] == "end" and "init-mounts" in steps
+    at = [ph["at_ms"] for ph in result["phases"] if ph["who"] == "cli"]
+    assert at == sorted(at) and 0 < at[-1] == pytest.approx(result["total_ms"], rel=0.5)
+    assert all(ph["phase_ms"] >= 0 for ph in result["phases"])
+    assert len(result["samples"]) == 2 and result["runc_ms"] > 0
+    assert not any(result["leftovers"].values())

@@ -397,3 +397,43 @@ def test_many_runs_in_one_process_leak_no_fd_and_all_succeed(zoned_root, busybox
     assert p.returncode == 0, p.stderr[-2000:]
     first, last = map(int, p.stdout.split())
     assert last == first
+
+
+# -- the start's timeline (bench/start_timeline.py) -------------------------------------------
+TRACED_STEPS = ["main", "imported", "configured", "create", "fork", "init-namespaces",
+                "cgroup", "init-mounts", "init-root", "ready", "created", "started",
+                "exited", "removed", "exit"]
+
+
+def _traced(root: str, env_value: str | None) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if k != "ZONED_TRACE_START"}
+    if env_value is not None:
+        env["ZONED_TRACE_START"] = env_value
+    return subprocess.run([str(ZONED), "--root", root, "run", "--rm", "--", "sh", "-c",
+                           "echo out; echo err >&2"], capture_output=True, text=True,
+                          env=env, timeout=60)
+
+
+def test_a_traced_start_marks_every_step_in_order_and_an_untraced_one_none(zoned_root):
+    """ZONED_TRACE_START=1: each step of a foreground start, in the CLI and in the init up
+    to its exec, writes one "zoned-trace STEP MS" line to stderr, on one monotonic clock:
+    the CLI's steps in order, the init's after the fork and before "ready". Unset (or not
+    1): the zone's own output only."""
+    p = _traced(zoned_root, "1")
+    assert p.returncode == 0, p.stderr
+    assert p.stdout == "out\n"
+    lines = p.stderr.splitlines()
+    assert "err" in lines
+    marks = [line.split() for line in lines if line.startswith("zoned-trace ")]
+    assert all(len(m) == 3 for m in marks)
+    steps = [m[1] for m in marks]
+    at = {m[1]: float(m[2]) for m in marks}
+    assert sorted(steps) == sorted(TRACED_STEPS)  # each once
+    cli = [s for s in TRACED_STEPS if not s.startswith("init-")]
+    assert [s for s in steps if not s.startswith("init-")] == cli
+    assert all(at[a] <= at[b] for a, b in zip(cli, cli[1:]))
+    assert at["fork"] <= at["init-namespaces"] <= at["init-mounts"] <= at["init-root"] \
+        <= at["ready"]
+    for value in (None, "0"):
+        quiet = _traced(zoned_root, value)
+        assert quiet.returncode == 0 and quiet.stderr == "err\n"

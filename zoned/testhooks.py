@@ -9,12 +9,25 @@ POINT (default: the first). Outside tests the variable is unset: one dict lookup
 Points: rm:marked rm:killed rm:cgroup rm:network rm:trash (Runtime.delete, in order),
 write:tmp (state.write_json_atomic, the temp file written but not yet renamed),
 exec:made (Started.release: the exec'd process exists, waiting for "go").
+
+ZONED_TRACE_START=1: the steps of a start write "zoned-trace STEP MS" (CLOCK_MONOTONIC) to
+stderr (mark), from the CLI, its worker and a zone's init up to its exec; bench/startup.py
+--timeline reads them. Unset: one bool test per step.
 """
 from __future__ import annotations
 
 import os
 
 _passes: dict[str, int] = {}
+_TRACE = os.environ.get("ZONED_TRACE_START") == "1"
+
+
+def mark(step: str) -> None:
+    """A step of a start, for bench/startup.py --timeline (ZONED_TRACE_START=1)."""
+    if _TRACE:
+        import time
+
+        os.write(2, b"zoned-trace %s %.3f\n" % (step.encode(), time.monotonic() * 1e3))
 
 
 def hit(point: str) -> None:

@@ -35,6 +35,7 @@ import struct
 from zoned.child import caps, initstub  # caps: imported here, not after each fork
 from zoned.child.sync import Channel, Op, exit_code_for, send, send_error
 from zoned.linux import syscalls as sc
+from zoned.testhooks import mark
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing (start-up)
 if TYPE_CHECKING:
@@ -480,6 +481,7 @@ def _child(plan: Plan) -> None:
             flags |= NS_FLAGS[ns]
         if flags:
             sc.unshare(flags)
+        mark("init-namespaces")
         _check_private_mounts(plan)
         if "time" in new_ns:
             _time_offsets(linux.get("timeOffsets") or {})
@@ -504,11 +506,13 @@ def _child(plan: Plan) -> None:
                     idmap_fds=plan.idmap_fds, volatile=plan.volatile,
                     skeleton=plan.skeleton)
         fs.prepare(joined_cgroup)
+        mark("init-mounts")
         if cfg_hooks.get("createContainer"):  # container namespaces, before pivot_root
             hooks.run(cfg_hooks, "createContainer", cgroup_joined[0])
         fs.make_cwd(proc.get("cwd") or "/")
         fs.pivot(plan.no_pivot)
         fs.finish()
+        mark("init-root")
     os.chdir(proc.get("cwd") or "/")
 
     if plan.rootfs is not None:

@@ -70,6 +70,9 @@ def command(name: str):
 
 
 def main(argv: list[str] | None = None) -> int:
+    from zoned.testhooks import mark
+
+    mark("main")
     from zoned.cli import fastparse
     from zoned.cli.common import Interrupted
 
@@ -132,6 +135,9 @@ def console() -> None:
         sys.stderr.flush()
     except (OSError, ValueError):
         sys.exit(code)
+    from zoned.testhooks import mark
+
+    mark("exit")
     os._exit(code)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 
 from zoned.cli.common import attach, command_args, interruptible, runtime
+from zoned.testhooks import mark
 
 
 def cmd_run(args) -> int:
@@ -12,6 +13,7 @@ def cmd_run(args) -> int:
     from zoned.errors import ConfigError
     from zoned.oci.spec import RunOptions
 
+    mark("imported")
     if args.bundle:
         return _run_bundle(args, command_args(args))
     image, command = image_and_command(args)
@@ -55,6 +57,7 @@ def cmd_run(args) -> int:
         raise ConfigError("invalid --accel: only with --backend vm")
     interruptible()
     cfg = api.build_config(opts, args.images)
+    mark("configured")
     if opts.privileged:  # podman's --privileged runs without a seccomp filter
         cfg["linux"].pop("seccomp", None)
     rt = runtime(args)
@@ -78,9 +81,11 @@ def cmd_run(args) -> int:
             except BaseException:  # interrupted between create and start: nothing stays
                 rt.delete(cid, force=True)
                 raise
+            mark("started")
             return rt.store.dir(cid), started.pid
 
         code = start_reaped(start)
+        mark("detached")
         if code == 0:
             print(cid)
         return code
@@ -178,6 +183,7 @@ def _foreground(rt, cid: str, cfg: dict, args, net=None) -> int:
         if null is not None:
             os.close(null)
     pid = started.pid
+    mark("created")
 
     def forward(signum, frame):
         try:
@@ -194,6 +200,7 @@ def _foreground(rt, cid: str, cfg: dict, args, net=None) -> int:
         except BaseException:
             rt.delete(cid, force=True)
             raise
+        mark("started")
         if started.master is not None:
             attach(started.master, args.interactive)
         while True:
@@ -203,6 +210,7 @@ def _foreground(rt, cid: str, cfg: dict, args, net=None) -> int:
             except InterruptedError:
                 continue
         code = status_code(status)
+        mark("exited")
     finally:
         if started.master is not None:
             os.close(started.master)
@@ -210,4 +218,5 @@ def _foreground(rt, cid: str, cfg: dict, args, net=None) -> int:
         rt.delete(cid, force=True)
     else:
         rt.record_exit(cid, code)
+    mark("removed" if args.rm else "recorded")
     return code

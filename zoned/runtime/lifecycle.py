@@ -20,7 +20,7 @@ from zoned.runtime.handoff import Started, check_preserved_fds, fork_userns, han
 from zoned.runtime.steps import abandon, initial_state, host_root, make_cgroup, \
     make_skeleton, namespace_hook, oci_state, write_config
 from zoned.runtime.store import Store
-from zoned.testhooks import hit, pause
+from zoned.testhooks import hit, mark, pause
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing (start-up)
 if TYPE_CHECKING:
@@ -116,6 +116,7 @@ class Runtime:
         user namespace's stage 1, which our parent reaps (Started.to_reap, or the
         exception's sibling_pids).
         """
+        mark("create")
         specmod.check_id(cid)
         specmod.validate(cfg)  # every config check, before anything is created
         check_preserved_fds(preserve_fds)
@@ -237,6 +238,7 @@ class Runtime:
                         no_pivot=no_pivot, cgroup_path=cg_path, idmap_fds=idmap_fds,
                         spawn_fd=spawn_fd, volatile=bool(autoremove and lower and not data_dir),
                         late_process=late_process, skeleton=skeleton)
+            mark("fork")
             if "user" in namespaces:
                 pid = fork_userns(plan, chan, linux, sibling)
             else:
@@ -262,8 +264,10 @@ class Runtime:
                 chan.send(Op.CGROUP, state=oci_state(state))
             except BrokenPipeError:
                 pass  # the init failed early: handshake reads why
+            mark("cgroup")
             pause("ZONED_TEST_PAUSE_CREATE")
             master = handshake(chan, on_namespaces, pid, "container init exited during set-up")
+            mark("ready")
             state["status"] = Status.CREATED
             state["pid"] = pid
             state["zoned"]["pid_start"] = proc_start_time(pid)
