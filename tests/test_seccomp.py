@@ -462,3 +462,83 @@ def test_default_cache_dir_is_used():
     out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True,
                          text=True).stdout.split()
     assert out == ["/run/zoned/.cache/seccomp", "/run/zoned/.cache/seccomp", "True"]
+
+
+# -- the binary tree decides as the list does ---------------------------------------------------
+AUDIT_ARCH_X86_64, AUDIT_ARCH_I386 = 0xC000003E, 0x40000003
+X32_SYSCALL_BIT = 0x40000000
+
+
+def _bpf_decide(program: bytes, nr: int, arch: int, args: tuple[int, ...]) -> int:
+    """What a classic-BPF seccomp filter returns for struct seccomp_data {nr, arch, ip=0,
+    args}: the instructions libseccomp emits (loads, stores, AND, jumps, returns); any
+    other opcode fails the test."""
+    import struct
+
+    data = struct.pack("<iIQ6Q", nr, arch, 0, *args)
+    insns = [struct.unpack_from("<HBBI", program, i) for i in range(0, len(program), 8)]
+    a = x = 0
+    mem = [0] * 16
+    pc = 0
+    for _ in range(100_000):
+        code, jt, jf, k = insns[pc]
+        pc += 1
+        if code == 0x20:      # ld  [k]
+            a = struct.unpack_from("<I", data, k)[0]
+        elif code == 0x00:    # ld  #k
+            a = k
+        elif code == 0x60:    # ld  M[k]
+            a = mem[k]
+        elif code == 0x61:    # ldx M[k]
+            x = mem[k]
+        elif code == 0x02:    # st  M[k]
+            mem[k] = a
+        elif code == 0x03:    # stx M[k]
+            mem[k] = x
+        elif code == 0x54:    # and #k
+            a &= k
+        elif code == 0x07:    # tax
+            x = a
+        elif code == 0x87:    # txa
+            a = x
+        elif code == 0x05:    # ja
+            pc += k
+        elif code in (0x15, 0x25, 0x35, 0x45):  # jeq, jgt, jge, jset #k
+            hit = {0x15: a == k, 0x25: a > k, 0x35: a >= k, 0x45: bool(a & k)}[code]
+            pc += jt if hit else jf
+        elif code == 0x06:    # ret #k
+            return k
+        else:
+            raise AssertionError(f"opcode {code:#x} at {pc - 1}")
+    raise AssertionError("no return")
+
+
+@pytest.mark.parametrize("profile", ["default", "args"])
+def test_the_binary_tree_filter_decides_as_the_plain_list(profile):
+    """compile_program's binary tree (what zoned loads) returns the same action as
+    libseccomp's plain list for every syscall number of each arch (x86_64, i386, x32),
+    with argument values on both sides of the profile's conditions."""
+    if profile == "default":
+        p = zs.default_profile(RUNC_CAPS)
+    else:
+        p = custom({"names": ["getpgid", "personality"], "action": "SCMP_ACT_ALLOW",
+                    "args": [{"index": 0, "value": 7, "op": "SCMP_CMP_GT"}]},
+                   {"names": ["kill"], "action": "SCMP_ACT_KILL",
+                    "args": [{"index": 1, "value": 9, "op": "SCMP_CMP_EQ"}]},
+                   default="SCMP_ACT_ERRNO")
+    tree, plain = zs.compile_program(p), zs.compile_program(p, tree=False)
+    assert tree != plain
+    argsets = [(0,) * 6, (8, 9, 0, 0, 0, 0), (7, 1 << 32, 0x7E020000, 0, 0, 0),
+               (0xFFFFFFFF, 0x10000, 2, 1, 0, 0), (0x40000, 0x8, 0x20000, 0, 0, 0)]
+    decided = 0
+    for arch, base in ((AUDIT_ARCH_X86_64, 0), (AUDIT_ARCH_I386, 0),
+                       (AUDIT_ARCH_X86_64, X32_SYSCALL_BIT)):
+        for nr in [*range(0, 470), 0xFFFF, -1]:
+            for args in argsets:
+                want = _bpf_decide(plain, base + nr if nr >= 0 else nr, arch, args)
+                assert _bpf_decide(tree, base + nr if nr >= 0 else nr, arch, args) == want, \
+                    (hex(arch), base + nr, args)
+                decided += 1
+    assert decided == 3 * 472 * len(argsets)
+    assert _bpf_decide(tree, 0x3333, 0x1234, (0,) * 6) == _bpf_decide(plain, 0x3333, 0x1234,
+                                                                       (0,) * 6)
