@@ -89,7 +89,7 @@ NOTES = {
     "runc-oci": "runc create+start+delete on the same bundle, 3 processes",
     "ref-python": "reference, no container: venv `python -c pass` (interpreter start-up)",
     "ref-zoned-version": "reference, no container: `zoned --version` (CLI start-up floor)",
-    "zoned-cli-before": "zoned-cli as of --before-ref (python -S shim, main(), as then)",
+    "zoned-cli-before": "zoned-cli as of --before-ref (python -S shim, as then)",
     "zoned-api-before": "zoned-api as of --before-ref (in a warm worker process)",
     "zoned-api-worker": "zoned-api of this checkout in a warm worker process (vs -before)",
 }
@@ -139,7 +139,8 @@ class BeforeTree:
     modules and libexec helpers copied in (their sources may be older; the helpers'
     protocol is older code's too where it is unchanged), bytecode compiled, and an entry
     script like `make setup`'s shim (python -S, the worktree and the venv's site-packages
-    on sys.path, sys.exit(main())), as the shim of that time was."""
+    on sys.path, then console() where REF has it, else sys.exit(main())), as the shim of
+    that time was."""
 
     def __init__(self, ref: str, python: str):
         self.dir = Path(tempfile.mkdtemp(prefix="zoned-bench-before-"))
@@ -156,9 +157,13 @@ class BeforeTree:
         purelib = subprocess.run([python, "-c", "import sysconfig; print(sysconfig.get_paths()"
                                   "['purelib'])"], capture_output=True, text=True,
                                  check=True).stdout.strip()
+        # the shim's entry as of REF: console() (exit without the interpreter's teardown)
+        # where REF has it, else main()
+        has_console = "def console(" in (self.tree / "zoned/cli/__init__.py").read_text()
+        entry = ("from zoned.cli import console\nconsole()\n" if has_console
+                 else "from zoned.cli import main\nsys.exit(main())\n")
         self.cli.write_text(f"#!{python} -S\nimport sys\n"
-                            f"sys.path[0:1] = [{str(self.tree)!r}, {purelib!r}]\n"
-                            "from zoned.cli import main\nsys.exit(main())\n")
+                            f"sys.path[0:1] = [{str(self.tree)!r}, {purelib!r}]\n" + entry)
         self.cli.chmod(0o755)
         self.worker = ApiWorker(self.tree, python)  # zoned-api-before
         self.current = ApiWorker(C.REPO, python)    # zoned-api-worker
