@@ -364,10 +364,8 @@ def _spawn(plan: Plan, path: str, env: list[str], bpf: bytes, parent_pidfd: int)
     tty = 0 if proc.get("terminal") else -1
     if plan.spawn_fd is not None:
         bpf_fd = -1
-        if bpf:  # at most 4096 instructions: 32 KiB, within a pipe's buffer
-            bpf_fd, w = os.pipe()
-            os.write(w, bpf)
-            os.close(w)
+        if bpf:
+            bpf_fd = initstub.program_fd(bpf)
             os.set_inheritable(bpf_fd, True)
         for fd in (plan.sock.fileno(), parent_pidfd):
             os.set_inheritable(fd, True)
