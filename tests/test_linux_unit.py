@@ -290,3 +290,24 @@ def test_jsonc_keys_that_are_not_strings_are_written_as_json_writes_them():
     obj = {1: "a", 2.5: "b", False: "c", None: "d", "e": {3: [None]}}
     for indent in (None, 2):
         assert jsonc.dumps(obj, indent=indent) == json.dumps(obj, indent=indent)
+
+
+def test_seal_filled_memfd_reads_back_and_refuses_any_change():
+    """What zoned hands zoned-spawn (its sealed copy, a seccomp program) is read from the
+    start as written, and cannot be written, grown or shrunk after."""
+    import errno as errno_mod
+
+    from zoned.linux.files import seal_filled
+
+    data = bytes(range(256)) * 40  # over a two-page pipe's 8 KiB
+    fd = seal_filled(os.memfd_create("t", os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING), data, 0o111)
+    try:
+        assert os.read(fd, len(data) + 1) == data
+        assert os.fstat(fd).st_mode & 0o777 == 0o111
+        for change in (lambda: os.pwrite(fd, b"x", 0), lambda: os.ftruncate(fd, 1),
+                       lambda: os.ftruncate(fd, len(data) + 4096)):
+            with pytest.raises(OSError) as e:
+                change()
+            assert e.value.errno == errno_mod.EPERM
+    finally:
+        os.close(fd)

@@ -9,10 +9,10 @@ with runc, whose init is its own sealed copy.
 """
 from __future__ import annotations
 
-import fcntl
 import os
 
 from zoned.linux import syscalls as sc
+from zoned.linux.files import seal_filled
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing (start-up)
 if TYPE_CHECKING:
@@ -61,18 +61,8 @@ def program_fd(bpf: bytes) -> int:
     capabilities) gets pipes of two pages once its user holds more pipe pages than
     fs.pipe-user-pages-soft, as the log pipes of ~1,000 detached zones do; then writing a
     program of over 8 KiB (the default profile's is 9.6) into one blocked for good."""
-    fd = os.memfd_create("zoned-seccomp", os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
-    try:
-        view = memoryview(bpf)
-        while view:
-            view = view[os.write(fd, view):]
-        os.lseek(fd, 0, os.SEEK_SET)
-        fcntl.fcntl(fd, fcntl.F_ADD_SEALS, fcntl.F_SEAL_SEAL | fcntl.F_SEAL_SHRINK |
-                    fcntl.F_SEAL_GROW | fcntl.F_SEAL_WRITE)
-    except BaseException:
-        os.close(fd)
-        raise
-    return fd
+    return seal_filled(os.memfd_create("zoned-seccomp", os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING),
+                       bpf)
 
 
 def exec_stub(plan: Plan, path: str, env: list[str], bpf: bytes) -> None:

@@ -35,6 +35,7 @@ import struct
 from zoned.child import caps, initstub  # caps: imported here, not after each fork
 from zoned.child.sync import Channel, Op, exit_code_for, send, send_error
 from zoned.linux import syscalls as sc
+from zoned.linux.files import seal_filled
 from zoned.testhooks import mark
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing (start-up)
@@ -337,17 +338,7 @@ def spawn_copy() -> int | None:
         fd = os.memfd_create("zoned-spawn", os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING | MFD_EXEC)
     except OSError:  # a kernel before 6.3 knows no MFD_EXEC
         fd = os.memfd_create("zoned-spawn", os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
-    try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view):]
-        os.fchmod(fd, 0o111)  # unreadable to the container's user: see would_dump()
-        fcntl.fcntl(fd, fcntl.F_ADD_SEALS, fcntl.F_SEAL_SEAL | fcntl.F_SEAL_SHRINK |
-                    fcntl.F_SEAL_GROW | fcntl.F_SEAL_WRITE)
-    except BaseException:
-        os.close(fd)
-        raise
-    return fd
+    return seal_filled(fd, data, 0o111)  # unreadable to the container's user: would_dump()
 
 
 def _spawn(plan: Plan, path: str, env: list[str], bpf: bytes, parent_pidfd: int) -> None:

@@ -37,3 +37,24 @@ def rmtree(path: str) -> None:
     except OSError as e:
         if e.errno != errno.ENOENT:
             raise
+
+
+def seal_filled(fd: int, data: bytes, mode: int | None = None) -> int:
+    """Fill a fresh memfd (made with MFD_ALLOW_SEALING) with `data`, rewind it, chmod it to
+    `mode` if given, and seal it against any change (write, grow, shrink, more seals), so
+    that what a reader finds there is what was written. Returns fd; closes it on failure."""
+    import fcntl
+
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+        os.lseek(fd, 0, os.SEEK_SET)
+        if mode is not None:
+            os.fchmod(fd, mode)
+        fcntl.fcntl(fd, fcntl.F_ADD_SEALS, fcntl.F_SEAL_SEAL | fcntl.F_SEAL_SHRINK |
+                    fcntl.F_SEAL_GROW | fcntl.F_SEAL_WRITE)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
