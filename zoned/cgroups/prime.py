@@ -12,11 +12,11 @@ work (imports, config, the overlay, the fork and the init's own set-up), and whi
 keeps the way open with such a move every 2 ms, so that the real move finds it open.
 The thread finds the path in Python, then loops in C without the GIL (csrc/primer.c):
 a loop in Python took the GIL back at each wake-up, which cost the busy main thread ~2 ms
-of every start. wait() stops and joins the thread, once the init is in its cgroup. (The kernel holds
-cgroup_mutex through that wait: making the container's cgroup waits for it too, so the
-runtime makes it after the fork.) The init may be forked while the thread runs: it is then
-blocked in a write or a lock wait, holding no lock the child needs, and the child forgets
-it (register_at_fork). `zoned run`, `zoned create` and the API's run() and
+of every start. wait() stops and joins the thread, once the init is in its cgroup. (The
+kernel holds cgroup_mutex through that wait: making the container's cgroup waits for it
+too, so the runtime makes it after the fork.) The init may be forked while the thread
+runs: it is then blocked in a write or a poll, holding no lock the child needs, and the
+child forgets it (register_at_fork). `zoned run`, `zoned create` and the API's run() and
 Container.start() prime (there the thread lives some 20 ms, during the start, and does
 nothing but those writes: a fork of the user's meanwhile forgets it), and so does a
 migration's destination from the images' arrival until `criu restore`, which moves the
@@ -117,9 +117,10 @@ def prime() -> None:
         return  # one runs, or no hierarchy shows our cgroup
     import _thread
 
-    from zoned._native import lib  # noqa: F401 - here: the thread imports nothing (a fork
-    from zoned.linux import mountinfo  # noqa: F401 - while it held a module's import lock
-    # would leave that lock held in the child)
+    # Imported here, so that the thread imports nothing: a fork while it held a module's
+    # import lock would leave that lock held in the child.
+    from zoned._native import lib  # noqa: F401
+    from zoned.linux import mountinfo  # noqa: F401
     if not _state.get("forget"):
         os.register_at_fork(after_in_child=_forget)
         _state["forget"] = True
