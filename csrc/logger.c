@@ -387,15 +387,12 @@ int main(int argc, char **argv)
 	signal(SIGHUP, SIG_IGN);
 	signal(SIGINT, SIG_IGN);
 	signal(SIGPIPE, SIG_IGN);
-	{
-		int null = open("/dev/null", O_RDWR);
-		if (null >= 0) {
-			dup2(null, 1);
-			dup2(null, 2);
-			if (null > 2)
-				close(null);
-		}
-	}
+	/* stdout and stderr to /dev/null, opened straight onto fd 1 (the lowest free one once
+	   1 is closed: 0 is the pipe), so no other descriptor exists even for a moment: a
+	   look at /proc/PID/fd just after the pid was printed sees only what the logger keeps */
+	close(1);
+	if (open("/dev/null", O_RDWR) == 1)
+		dup2(1, 2);
 	if (two)
 		return log_two(buf);
 	for (;;) {

@@ -305,7 +305,7 @@ def test_one_logger_keeps_stdout_before_stderr(tmp_path):
         assert sorted(fd for fd, what in fds.items() if what.startswith("pipe:")) == [0, 3]
         assert {fds[0], fds[3]} == {f"pipe:[{os.fstat(fd).st_ino}]"
                                     for fd in (lg.write_fd, lg.err_write_fd)}
-        assert all(what.startswith(str(tmp_path)) for fd, what in fds.items() if fd > 3)
+        assert all(what.startswith(str(tmp_path)) for fd, what in fds.items() if fd > 3), fds
         for i in range(300):
             os.write(lg.write_fd, f"o{i}\n".encode())
             os.write(lg.err_write_fd, f"e{i}\n".encode())
