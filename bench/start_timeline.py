@@ -8,7 +8,10 @@ CLI's). This script takes its own clock reading just before it spawns the CLI an
 after the CLI has exited, so the interpreter's start and the process's end are steps too.
 Reported: each step's median time since the spawn, and each phase (step to next step) as
 the median of its per-run durations. With --runc, `runc run` of an OCI bundle of the same
-image is timed in the same rounds (interleaved), for scale.
+image is timed in the same rounds (interleaved), for scale. With --before-ref REF, zoned as
+of git REF runs in the same rounds too (a worktree, as bench/startup.py --before-ref makes
+it), and each phase is shown before and after: what a change did, step by step (a REF
+older than the marks shows its whole run only).
 
 The init's steps run in parallel with the CLI's from the fork on: the CLI makes the
 cgroups (step "cgroup") while the init makes its namespaces and mounts, and the init waits
@@ -107,6 +110,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--zoned", default=C.DEFAULT_ZONED, help="zoned CLI (default: the venv's)")
     p.add_argument("--runc", nargs="?", const=shutil.which("runc") or "runc", default=None,
                    help="also time `runc run` in the same rounds (default binary: runc)")
+    p.add_argument("--before-ref", metavar="REF",
+                   help="also trace zoned as of git REF in the same rounds, phase by phase")
     p.add_argument("--out", help="JSON path (default bench/results/start-timeline.json)")
     a = p.parse_args(argv)
     if os.geteuid() != 0:
@@ -117,28 +122,39 @@ def main(argv: list[str] | None = None) -> int:
     root, rroot = f"/run/zoned-bench-timeline-{tok}", f"/run/runc-bench-timeline-{tok}"
     prefix = f"bench-t{tok}-"
     runc = [a.runc, "--root", rroot] if a.runc else None
-    bundle = None
+    bundle = before = None
     runs: list[dict[str, float]] = []
+    runs_before: list[dict[str, float]] = []
     runc_ms: list[float] = []
     try:
+        if a.before_ref:
+            from startup import BeforeTree
+
+            before = BeforeTree(a.before_ref, str(Path(a.zoned).parent / "python"))
+            run_traced(str(before.cli), root, f"{prefix}bwarm")
         if runc:
             bundle = C.make_bundle(["/bin/true"], readonly=False, zoned_cli=a.zoned,
                                    spec_from="zoned", runc=a.runc,
                                    prefix="zoned-bench-timeline-bundle-")
             run_runc(runc, bundle, f"{prefix}warm")
         run_traced(a.zoned, root, f"{prefix}warm")  # warm-up, not recorded
-        for i in range(a.runs):  # interleaved, the first of the two alternating
-            for which in (("zoned", "runc") if i % 2 == 0 else ("runc", "zoned")):
+        kinds = ["zoned", "runc", "before"]
+        for i in range(a.runs):  # interleaved, the first one rotated each round
+            for which in kinds[i % 3:] + kinds[:i % 3]:
                 if which == "zoned":
                     runs.append(run_traced(a.zoned, root, f"{prefix}{i}"))
-                elif runc:
+                elif which == "runc" and runc:
                     runc_ms.append(run_runc(runc, bundle, f"{prefix}r{i}"))
+                elif which == "before" and before is not None:
+                    runs_before.append(run_traced(str(before.cli), root, f"{prefix}b{i}"))
     finally:
         for cid in C.state_entries(root):
             if not cid.startswith("."):
                 subprocess.run([a.zoned, "--root", root, "rm", "-f", cid], capture_output=True)
         if bundle is not None:
             shutil.rmtree(bundle, ignore_errors=True)
+        if before is not None:
+            before.close()
         time.sleep(0.2)
         left = {"zoned_state": [e for e in C.state_entries(root) if not e.startswith(".")],
                 "cgroup_dirs": C.cgroup_dirs_named(prefix),
@@ -151,6 +167,7 @@ def main(argv: list[str] | None = None) -> int:
         remove_if_empty(cgroup_parent(root))
     table = phases(runs)
     total = statistics.median(r["end"] for r in runs)
+    was = {ph["step"]: ph for ph in phases(runs_before)} if runs_before else {}
     result = {"benchmark": "start-timeline",
               "description": "zoned run --rm -- /bin/true: median ms of each step since the "
                              "CLI's spawn, and of each phase",
@@ -158,14 +175,22 @@ def main(argv: list[str] | None = None) -> int:
               "parameters": {"runs": a.runs, "runc": bool(runc)},
               "phases": table, "total_ms": round(total, 2),
               "runc_ms": round(statistics.median(runc_ms), 2) if runc_ms else None,
+              "before": {"ref": a.before_ref, "phases": list(was.values()),
+                         "total_ms": round(statistics.median(r["end"] for r in runs_before),
+                                           2)} if runs_before else None,
               "samples": [{k: round(v, 3) for k, v in r.items()} for r in runs],
               "leftovers": left}
     out = C.write_json("start-timeline", result, a.out)
-    rows = [[ph["step"], ph["who"], f"{ph['at_ms']:.1f}", f"{ph['phase_ms']:.1f}",
-             f"{ph['from']}: {ph['what']}"] for ph in table]
+    rows = [[ph["step"], ph["who"], f"{ph['at_ms']:.1f}", f"{ph['phase_ms']:.1f}"]
+            + ([f"{was[ph['step']]['phase_ms']:.1f}" if ph["step"] in was else "-"]
+               if runs_before else [])
+            + [f"{ph['from']}: {ph['what']}"] for ph in table]
     print(f"\nzoned run --rm -- /bin/true, {a.runs} runs: median {total:.1f} ms"
-          + (f"; runc run in the same rounds: {result['runc_ms']:.1f} ms" if runc_ms else ""))
-    print(C.table(rows, ["step", "in", "at ms", "phase ms", "phase: from, what"]))
+          + (f"; runc run in the same rounds: {result['runc_ms']:.1f} ms" if runc_ms else "")
+          + (f"; {a.before_ref}: {result['before']['total_ms']:.1f} ms" if runs_before else ""))
+    print(C.table(rows, ["step", "in", "at ms", "phase ms"]
+                  + ([f"{a.before_ref} phase ms"] if runs_before else [])
+                  + ["phase: from, what"]))
     ok = not any(left.values())
     print("leftovers: none" if ok else f"LEFTOVERS: {left}")
     print(f"JSON: {out}")

@@ -387,13 +387,17 @@ def test_new_memcg_cost_measures_empty_memory_cgroups_and_leaves_none():
 
 
 def test_start_timeline_script_reports_each_phase_and_leaves_nothing(tmp_path):
-    """bench/start_timeline.py: traced `zoned run --rm` (and runc in the same rounds): every
-    step's median time since the spawn, phases that add up to no more than the whole, no
-    state, cgroup or mount left."""
+    """bench/start_timeline.py: traced `zoned run --rm` (and runc, and zoned as of a git ref,
+    in the same rounds): every step's median time since the spawn, phases that add up to no
+    more than the whole, the ref's phases beside them, no state, cgroup, mount or worktree
+    left."""
     out = tmp_path / "timeline.json"
-    script = Path(__file__).resolve().parent.parent / "bench" / "start_timeline.py"
-    p = subprocess.run([sys.executable, str(script), "--runs", "2", "--runc", "--out",
-                        str(out)], capture_output=True, text=True, timeout=300)
+    repo = Path(__file__).resolve().parent.parent
+    script = repo / "bench" / "start_timeline.py"
+    worktrees = subprocess.run(["git", "-C", str(repo), "worktree", "list"],
+                               capture_output=True, text=True).stdout
+    p = subprocess.run([sys.executable, str(script), "--runs", "2", "--runc", "--before-ref",
+                        "HEAD", "--out", str(out)], capture_output=True, text=True, timeout=300)
     assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-2000:]
     result = json.loads(out.read_text())
     steps = [ph["step"] for ph in result["phases"]]
@@ -402,4 +406,8 @@ def test_start_timeline_script_reports_each_phase_and_leaves_nothing(tmp_path):
     assert at == sorted(at) and 0 < at[-1] == pytest.approx(result["total_ms"], rel=0.5)
     assert all(ph["phase_ms"] >= 0 for ph in result["phases"])
     assert len(result["samples"]) == 2 and result["runc_ms"] > 0
+    assert result["before"]["ref"] == "HEAD" and result["before"]["total_ms"] > 0
+    assert [ph["step"] for ph in result["before"]["phases"]] == steps  # HEAD has the marks
     assert not any(result["leftovers"].values())
+    assert subprocess.run(["git", "-C", str(repo), "worktree", "list"], capture_output=True,
+                          text=True).stdout == worktrees
