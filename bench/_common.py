@@ -13,7 +13,7 @@ from zoned.bench.common import (DEFAULT_ZONED, RESULTS, environment, make_bundle
                                 write_json)
 from zoned.bench.facts import first_line, meminfo, read_int  # noqa: E402,F401
 from zoned.bench.leftovers import (cgroup_dirs_named, mounts_containing,  # noqa: E402,F401
-                                   rmdir_quiet)
+                                   remove_root, remove_zones, rmdir_quiet)
 from zoned.bench.procfs import (CGROUP_ROOT, proc_cmdline, proc_state,  # noqa: E402,F401
                                 python_zoned_processes)
 from zoned.bench.report import table  # noqa: E402,F401

@@ -148,9 +148,7 @@ def main(argv: list[str] | None = None) -> int:
                 elif which == "before" and before is not None:
                     runs_before.append(run_traced(str(before.cli), root, f"{prefix}b{i}"))
     finally:
-        for cid in C.state_entries(root):
-            if not cid.startswith("."):
-                subprocess.run([a.zoned, "--root", root, "rm", "-f", cid], capture_output=True)
+        C.remove_zones([a.zoned], root)
         if bundle is not None:
             shutil.rmtree(bundle, ignore_errors=True)
         if before is not None:
@@ -159,12 +157,8 @@ def main(argv: list[str] | None = None) -> int:
         left = {"zoned_state": [e for e in C.state_entries(root) if not e.startswith(".")],
                 "cgroup_dirs": C.cgroup_dirs_named(prefix),
                 "mounts": C.mounts_containing(root) + C.mounts_containing(rroot)}
-        C.rmdir_quiet(root)
+        C.remove_root(root)
         C.rmdir_quiet(rroot)
-        from zoned.cgroups import remove_if_empty
-        from zoned.runtime.cgroup_paths import cgroup_parent
-
-        remove_if_empty(cgroup_parent(root))
     table = phases(runs)
     total = statistics.median(r["end"] for r in runs)
     was = {ph["step"]: ph for ph in phases(runs_before)} if runs_before else {}

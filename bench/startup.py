@@ -352,9 +352,7 @@ class Bench:
             self.before.close()
         if getattr(self, "pool", None) is not None:
             self.pool.close()
-        for cid in C.state_entries(self.zroot):
-            if not cid.startswith("."):
-                _sp(self.Z + ["rm", "-f", cid])
+        C.remove_zones([self.a.zoned], self.zroot)
         if os.path.isdir(self.rroot):
             out = subprocess.run(self.R + ["list", "-q"], capture_output=True, text=True).stdout
             for cid in out.split():
@@ -370,12 +368,8 @@ class Bench:
             "mounts": C.mounts_containing(self.zroot) + C.mounts_containing(self.rroot)
             + (C.mounts_containing(str(self.bundle)) if self.bundle else []),
         }
-        C.rmdir_quiet(self.zroot)
+        C.remove_root(self.zroot)  # and its own cgroup parent, /zoned-<hash>
         C.rmdir_quiet(self.rroot)
-        from zoned.cgroups import remove_if_empty
-        from zoned.runtime.cgroup_paths import cgroup_parent
-
-        remove_if_empty(cgroup_parent(self.zroot))  # the root's own parent, /zoned-<hash>
         left["ok"] = not any(left.values())
         return left
 

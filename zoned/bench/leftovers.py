@@ -72,3 +72,22 @@ def rmdir_quiet(path: str) -> None:
         os.rmdir(path)
     except OSError:
         pass
+
+
+def remove_zones(zoned_cli: list[str], root: str) -> None:
+    """`rm -f` every zone left in state root `root` (a failed run's), with `zoned_cli` (the
+    command, without --root)."""
+    import subprocess
+
+    for cid in state_entries(root):
+        subprocess.run([*zoned_cli, "--root", root, "rm", "-f", cid], capture_output=True)
+
+
+def remove_root(root: str) -> None:
+    """Remove an emptied state root and its cgroup parent (/zoned-<hash>), if empty."""
+    from zoned.cgroups import remove_if_empty
+    from zoned.runtime.cgroup_paths import cgroup_parent
+
+    rmdir_quiet(root)
+    remove_if_empty(cgroup_parent(root))
+
