@@ -11,8 +11,8 @@ write:tmp (state.write_json_atomic, the temp file written but not yet renamed),
 exec:made (Started.release: the exec'd process exists, waiting for "go").
 
 ZONED_TRACE_START=1: the steps of a start write "zoned-trace STEP MS" (CLOCK_MONOTONIC) to
-stderr (mark), from the CLI, its worker and a zone's init up to its exec; bench/startup.py
---timeline reads them. Unset: one bool test per step.
+stderr (mark), from the CLI, its worker and a zone's init up to its exec;
+bench/start_timeline.py reads them. Unset: one bool test per step.
 """
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ _TRACE = os.environ.get("ZONED_TRACE_START") == "1"
 
 
 def mark(step: str) -> None:
-    """A step of a start, for bench/startup.py --timeline (ZONED_TRACE_START=1)."""
+    """A step of a start, for bench/start_timeline.py (ZONED_TRACE_START=1)."""
     if _TRACE:
         import time
 

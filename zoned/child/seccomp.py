@@ -36,7 +36,8 @@ from zoned.digest import sha256
 from zoned.linux import jsonc
 from zoned.linux.once import once
 
-__all__ = ["default_profile", "compile_bpf", "filter_flags", "SeccompError", "CACHE_DIR"]
+__all__ = ["default_profile", "compile_bpf", "compile_program", "filter_flags", "SeccompError",
+           "CACHE_DIR"]
 
 CACHE_DIR = "/run/zoned/.cache/seccomp"
 _CACHE_FORMAT = b"zoned-seccomp-bpf-v2"  # v2: libseccomp's binary tree (compile_program)
