@@ -112,8 +112,15 @@ def test_a_waiting_init_is_our_child_in_its_cgroup(pool, zoned_root):
     pool.run(["true"])  # the next ones are made by now, or soon
     deadline = time.monotonic() + 30
     while True:
-        ids = [c for c in os.listdir(zoned_root) if c.startswith("z-")]
-        states = [json.load(open(os.path.join(zoned_root, c, "state.json"))) for c in ids]
+        states = []
+        for c in os.listdir(zoned_root):
+            if not c.startswith("z-"):
+                continue
+            try:  # atomic writes: it is whole, or not there (yet, or any more)
+                with open(os.path.join(zoned_root, c, "state.json")) as f:
+                    states.append(json.load(f))
+            except FileNotFoundError:
+                pass  # a zone being made (its dir reserved first) or being removed
         waiting = [s for s in states if s.get("status") == "created"]
         if len(waiting) == 2:
             break
