@@ -206,7 +206,8 @@ class Zoned(Engine):
         self.net = f"bench-d{tok}" if a.network else None
         mode = "API (in-process)" if api else "CLI"
         src = "--rootfs bundle, read-only" if a.zoned_rootfs else "image overlay"
-        self.label = f"zoned {mode}, {src}" + (", networked" if self.net else "")
+        self.label = f"zoned {mode}, {src}" + (", networked" if self.net else "") + (
+            ", shared memory cgroup" if a.memory_cgroup == "shared" else "")
 
     def prepare(self) -> None:
         """The run's own network (--network): subnet from --subnet, else zoned's pick."""
@@ -240,6 +241,8 @@ class Zoned(Engine):
                 kw = {"rootfs": str(self.bundle / "rootfs"), "read_only": True}
             if self.net:
                 kw["network"] = [self.net]
+            if self.a.memory_cgroup:
+                kw["annotations"] = {"org.zoned.memory-cgroup": self.a.memory_cgroup}
             try:
                 c = zoned.Container(self.a.workload, root=self.root, name=cid, **kw)
                 c.start()
@@ -253,6 +256,8 @@ class Zoned(Engine):
             cmd += ["--network", self.net]
         if self.a.zoned_rootfs:
             cmd += ["--rootfs", str(self.bundle / "rootfs"), "--read-only"]
+        if self.a.memory_cgroup:
+            cmd += ["--memory-cgroup", self.a.memory_cgroup]
         return self.started(cid, *_sp(cmd + ["--"] + self.a.workload))
 
     def remove_all(self) -> tuple[list[float], list[str]]:
@@ -661,6 +666,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="zoned state roots are PREFIX<token>")
     p.add_argument("--zoned-rootfs", action="store_true", help="zoned uses the shared bundle "
                    "rootfs (--rootfs B/rootfs --read-only) like runc, not an image overlay")
+    p.add_argument("--memory-cgroup", choices=("own", "shared"), help="zoned's "
+                   "--memory-cgroup (default: own, a memory cgroup per zone)")
     p.add_argument("--keep-going", action="store_true", help="do not stop at the first "
                    "failed start (stop after 10 failures in a row); failures are recorded")
     p.add_argument("--rm-batch", type=int, default=50, help="ids per `zoned rm -f` (default 50)")
@@ -735,7 +742,8 @@ def main(argv: list[str] | None = None) -> int:
 
     header, rows = fmt_rows(results)
     name = f"density-{a.count}" + ("-api" if a.api else "") + ("-net" if a.network else "") \
-        + ("-rootfs" if a.zoned_rootfs else "")
+        + ("-rootfs" if a.zoned_rootfs else "") \
+        + ("-sharedmem" if a.memory_cgroup == "shared" else "")
     data = {"benchmark": "density", "environment": env,
             "parameters": vars(a),
             "results": results, "final_leftovers": final_left,

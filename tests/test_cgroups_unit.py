@@ -429,6 +429,76 @@ def test_v2_stats_and_frozen(v2, tmp_path):
     assert cg.frozen()
 
 
+# -- the shared memory cgroup (zoned.runtime.cgroup_paths) --------------------------------
+
+SHARED_PATH = "/zoned/@shared-memory/ctr"
+
+
+def test_v1_shared_memory_is_joined_but_never_read_killed_or_removed(tmp_path, monkeypatch):
+    """Its memory cgroup is the parent, which other zones share: add() moves into it; what
+    pids(), kill() and removal act on (directories()) never includes it."""
+    hs = make_v1(tmp_path)
+    for mnt in V1_LAYOUT:
+        own = "" if mnt == "memory" else "ctr"
+        set_fixture(tmp_path / mnt / "zoned" / "@shared-memory" / own, "cgroup.procs")
+    cg = V1Cgroup(SHARED_PATH, hs, shared_memory=True)
+    cgfs = CgroupFS(tmp_path, monkeypatch)
+    cg.add(4242)
+    assert sorted(p for p, v in cgfs.writes if v == "4242") == sorted(
+        [f"{m}/zoned/@shared-memory/ctr/cgroup.procs" for m in V1_LAYOUT if m != "memory"]
+        + ["memory/zoned/@shared-memory/cgroup.procs"])
+    (tmp_path / "memory/zoned/@shared-memory/cgroup.procs").write_text("777\n4242\n")
+    assert cg.pids() == [4242]  # 777, another zone's, is not ours to signal
+    assert not [d for d in cg.directories() if "/memory/" in d]
+    assert cg.stats()["memory"]["usage"] is None  # not the group's figure
+
+
+def test_v1_shared_memory_needs_memory_in_a_hierarchy_of_its_own(tmp_path):
+    hs = [Hierarchy(str(tmp_path / "cpu,memory"), "cgroup", "cpu,memory", ("cpu", "memory"))]
+    with pytest.raises(CgroupError, match="memory in a v1 hierarchy of its own"):
+        V1Cgroup(SHARED_PATH, hs, shared_memory=True)
+
+
+def test_v2_shared_memory_node_delegates_every_controller_but_memory(tmp_path, monkeypatch):
+    offered = "cpuset cpu io memory pids"
+    for d in (tmp_path, tmp_path / "zoned", tmp_path / "zoned" / "@shared-memory"):
+        set_fixture(d, "cgroup.controllers", offered)
+        set_fixture(d, "cgroup.subtree_control")
+    h = Hierarchy(str(tmp_path), "cgroup2", "", tuple(offered.split()))
+    cg = V2Cgroup(SHARED_PATH, h, shared_memory=True)
+    cgfs = CgroupFS(tmp_path, monkeypatch)
+    cg.create()
+    want = "+cpuset +cpu +io +memory +pids"
+    assert cgfs.writes == [("cgroup.subtree_control", want),
+                           ("zoned/cgroup.subtree_control", want),
+                           ("zoned/@shared-memory/cgroup.subtree_control",
+                            "+cpuset +cpu +io +pids")]
+
+
+def test_the_memory_cgroup_annotation_is_checked_and_names_the_field(monkeypatch):
+    from zoned.errors import ConfigError
+    from zoned.runtime.cgroup_paths import (ANN_MEMORY_CGROUP, shared_memory_path,
+                                            shares_memory_cgroup)
+
+    monkeypatch.setattr(os, "geteuid", lambda: 0)
+
+    def cfg(value, **linux):
+        return {"annotations": {ANN_MEMORY_CGROUP: value}, "linux": linux}
+
+    assert not shares_memory_cgroup({}) and not shares_memory_cgroup(cfg("own"))
+    assert shares_memory_cgroup(cfg("shared", resources={"memory": {"limit": None}}))
+    for bad, field in [(cfg("half"), f"annotations.{ANN_MEMORY_CGROUP} 'half'"),
+                       (cfg("shared", resources={"memory": {"reservation": 1}}),
+                        "linux.resources.memory.reservation"),
+                       (cfg("shared", cgroupsPath="/x/y"), "linux.cgroupsPath")]:
+        with pytest.raises(ConfigError, match=field.replace(".", r"\.")):
+            shares_memory_cgroup(bad)
+    monkeypatch.setattr(os, "geteuid", lambda: 1000)
+    with pytest.raises(ConfigError, match="shared needs root"):
+        shares_memory_cgroup(cfg("shared"))
+    assert shared_memory_path("/zoned/x") == "/zoned/@shared-memory/x"
+
+
 # -- the rest of the package ---------------------------------------------------------------
 
 def test_device_filter_is_pure():
@@ -486,7 +556,7 @@ def test_make_cgroup_retries_where_a_parent_was_removed_meanwhile(monkeypatch, e
     from zoned.runtime import steps
 
     cg = _RacedCgroup(errors)
-    monkeypatch.setattr(zoned.cgroups, "open_cgroup", lambda path: cg)
+    monkeypatch.setattr(zoned.cgroups, "open_cgroup", lambda path, shared_memory=False: cg)
     monkeypatch.setattr(steps, "discard_cgroup", lambda c: setattr(c, "discarded", 1))
     if made:
         assert steps.make_cgroup("/zoned/x", {}) is cg

@@ -89,17 +89,26 @@ def collect(rt: Runtime, *, dry_run: bool = False,
 
 def _cgroups(store, dry_run: bool) -> Iterator[str]:
     """Cgroups of containers that are gone, and this state root's parent if empty."""
-    from zoned.cgroups import list_paths, remove_empty_ancestors, remove_if_empty
+    from zoned.cgroups import list_paths, remove_empty_ancestors, remove_if_empty, \
+        remove_if_unused
+    from zoned.runtime.cgroup_paths import SHARED_MEMORY_NODE
 
-    for path in list_paths(cgroup_parent(store.root)):
+    parent = cgroup_parent(store.root)
+    shared = f"{parent.rstrip('/')}/{SHARED_MEMORY_NODE}"  # zones with a shared memory cgroup
+    for path in [*list_paths(parent), *list_paths(shared)]:
         # Checked after listing: a create reserves its directory before it makes its
         # cgroup, so a cgroup seen here whose container exists is never removed.
-        if store.exists(path.rsplit("/", 1)[-1]):
+        if path == shared or store.exists(path.rsplit("/", 1)[-1]):
             continue
         if dry_run:
             yield f"cgroup {path}: no container (removed if empty)"
         elif remove_if_empty(path):
             yield f"cgroup {path}: no container"
+    if shared in list_paths(parent):
+        if dry_run:
+            yield f"cgroup {shared}: shared memory cgroup (removed if unused)"
+        elif remove_if_unused(shared):
+            yield f"cgroup {shared}: unused shared memory cgroup"
     # This state root's parent (/zoned or /zoned-<hash>) with no containers left under it:
     # empty, it holds nothing, and a create racing with this rmdir retries (make_cgroup).
     # Only our own: another root's parent may be empty for a moment while its create is

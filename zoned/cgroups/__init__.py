@@ -27,7 +27,8 @@ v1, never stats or gc).
 
 __all__ = [
     "CgroupError", "Hierarchy", "Cgroup", "open_cgroup", "V1Cgroup", "V2Cgroup", "detect", "hierarchies",
-    "own_cgroup", "list_paths", "remove_if_empty", "remove_empty_ancestors", "shares_to_weight", "blkio_to_io_weight",
+    "own_cgroup", "list_paths", "remove_if_empty", "remove_empty_ancestors", "remove_if_unused",
+    "shares_to_weight", "blkio_to_io_weight",
     "swap_to_v2", "device_filter", "UNLIMITED", "V2_CONTROLLERS",
 ]
 
@@ -44,6 +45,7 @@ _HOME = {
     "device_filter": "bpf",
     "UNLIMITED": "stats",
     "list_paths": "gc", "remove_if_empty": "gc", "remove_empty_ancestors": "gc",
+    "remove_if_unused": "gc",
 }
 
 

@@ -20,6 +20,7 @@ class Cgroup:
     method is called."""
 
     path: str
+    shared_memory = False  # its memory cgroup is its parent's (zoned.runtime.cgroup_paths)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.path!r})"
@@ -69,6 +70,11 @@ class Cgroup:
         for k in resources:
             if k not in GROUPS:
                 logger().warning("cgroups: ignoring unknown field linux.resources.%s", k)
+        memory = resources.get("memory") or {}
+        if self.shared_memory and any(v is not None for v in memory.values()):
+            raise CgroupError("linux.resources.memory: the zone is in the shared memory "
+                              "cgroup, which has no limit of its own", errno.EINVAL,
+                              field="memory")
         for g in GROUPS:
             v = resources.get(g)
             if v is not None:

@@ -6,10 +6,11 @@ from zoned.cgroups.base import Cgroup
 from zoned.cgroups.detection import detect
 
 
-def open_cgroup(path: str) -> Cgroup:
+def open_cgroup(path: str, shared_memory: bool = False) -> Cgroup:
     """The implementation for this host: V2Cgroup on v2, V1Cgroup on v1 and hybrid. A v2 host
     never loads the v1 driver. Rootless: below the v2 subtree the host delegates to the
-    user, else a NullCgroup, nothing to limit (zoned.rootless_cgroup)."""
+    user, else a NullCgroup, nothing to limit (zoned.rootless_cgroup). shared_memory: the
+    zone's memory cgroup is the parent of `path`, shared (zoned.runtime.cgroup_paths)."""
     import os
 
     if os.geteuid() != 0:
@@ -19,7 +20,7 @@ def open_cgroup(path: str) -> Cgroup:
     if detect() == "v2":
         from zoned.cgroups.v2 import V2Cgroup
 
-        return V2Cgroup(path)
+        return V2Cgroup(path, shared_memory=shared_memory)
     from zoned.cgroups.v1 import V1Cgroup
 
-    return V1Cgroup(path)
+    return V1Cgroup(path, shared_memory=shared_memory)

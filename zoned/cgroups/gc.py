@@ -51,25 +51,31 @@ def remove_empty_ancestors(path: str) -> list[str]:
     cgroup that has any child (another root's parent, a create's new directory) stays;
     a create racing with an rmdir here retries (zoned.runtime.steps.make_cgroup). Those
     removed, in order."""
-    import errno
-
     removed = []
     parts = posixpath.normpath("/" + path.lstrip("/")).strip("/").split("/")
     if not parts[0] or not (parts[0] == "zoned" or parts[0].startswith("zoned-")):
         return removed
     for depth in range(len(parts) - 1, 0, -1):
         ancestor = "/" + "/".join(parts[:depth])
-        gone = True
-        for h in mounts():
-            try:
-                os.rmdir(h.mountpoint + ancestor)
-            except FileNotFoundError:
-                pass
-            except OSError as e:
-                if e.errno not in (errno.ENOTEMPTY, errno.EBUSY, errno.EEXIST):
-                    raise
-                gone = False
-        if not gone:
+        if not remove_if_unused(ancestor):
             break
         removed.append(ancestor)
     return removed
+
+
+def remove_if_unused(path: str) -> bool:
+    """rmdir cgroup `path` in every hierarchy where nothing is in it (no process, no
+    child); never recursive. True if it is gone from all of them."""
+    import errno
+
+    gone = True
+    for h in mounts():
+        try:
+            os.rmdir(h.mountpoint + path)
+        except FileNotFoundError:
+            pass
+        except OSError as e:
+            if e.errno not in (errno.ENOTEMPTY, errno.EBUSY, errno.EEXIST):
+                raise
+            gone = False
+    return gone

@@ -26,14 +26,28 @@ class V1Cgroup(Cgroup):
     """The same path in every v1 hierarchy; on a hybrid host also in the cgroup2 one, so the
     container's processes are tracked there too (as runc does)."""
 
-    def __init__(self, path: str, mounts: list[Hierarchy] | None = None):
+    def __init__(self, path: str, mounts: list[Hierarchy] | None = None, *,
+                 shared_memory: bool = False):
+        """shared_memory: the memory hierarchy's cgroup is the parent of `path`, which the
+        zones below that parent share (zoned.runtime.cgroup_paths): not one of self.dirs,
+        so nothing here reads, kills or removes what else is in it; add() moves into it."""
         self.path = clean_path(path)
         hs = list(all_mounts()) if mounts is None else mounts
         self.dirs: list[str] = []
         self._by_ctrl: dict[str, str] = {}
         self.unified: V2Cgroup | None = None
+        self.shared_memory = shared_memory
+        self.shared_memory_dir: str | None = None
         for h in hs:
             if h.fstype == "cgroup":
+                if shared_memory and "memory" in h.controllers:
+                    if len(h.controllers) > 1:
+                        raise CgroupError(
+                            f"a shared memory cgroup needs memory in a v1 hierarchy of its "
+                            f"own; {h.mountpoint} has {','.join(h.controllers)}",
+                            errno.EOPNOTSUPP)
+                    self.shared_memory_dir = h.mountpoint + os.path.dirname(self.path)
+                    continue
                 d = h.mountpoint + self.path
                 self.dirs.append(d)
                 for c in h.controllers:
@@ -89,6 +103,8 @@ class V1Cgroup(Cgroup):
                     self._cpuset_inherit(parent, cur, new)
                 elif d == memory and new:
                     self._memory_hierarchy(cur)
+        if self.shared_memory_dir is not None:
+            self._make_shared_memory()
         if self.unified is not None:
             try:
                 self.unified.create()
@@ -120,6 +136,23 @@ class V1Cgroup(Cgroup):
             except OSError as e:
                 logger().warning("cgroups: cannot set %s: %s", f, os.strerror(e.errno or 0))
 
+    def _make_shared_memory(self) -> None:
+        """mkdir -p of the shared memory cgroup (another zone's removal may rmdir it
+        whenever no process is in it)."""
+        d = self.shared_memory_dir
+        mnt = d[: len(d) - len(os.path.dirname(self.path))]
+        cur = mnt
+        for comp in os.path.dirname(self.path).strip("/").split("/"):
+            cur = os.path.join(cur, comp)
+            try:
+                os.mkdir(cur)
+            except FileExistsError:
+                continue
+            except OSError as e:
+                raise CgroupError(f"create: mkdir {cur} failed: "
+                                  f"{os.strerror(e.errno or 0)}", e.errno, path=cur) from None
+            self._memory_hierarchy(cur)
+
     def exists(self) -> bool:
         return (any(os.path.isdir(d) for d in self.dirs)
                 or (self.unified is not None and self.unified.exists()))
@@ -128,6 +161,14 @@ class V1Cgroup(Cgroup):
         v = str(int(pid))
         for d in self.dirs:
             write_field("add", os.path.join(d, "cgroup.procs"), v)
+        if self.shared_memory_dir is not None:
+            procs = os.path.join(self.shared_memory_dir, "cgroup.procs")
+            try:
+                write_file(procs, v)
+            except OSError as e:
+                if e.errno in (errno.ENOENT, errno.ENODEV):  # removed since create(), when
+                    self._make_shared_memory()  # it was empty: make it again
+                write_field("add", procs, v)  # (or the error, naming the file)
         if self.unified is not None and self.unified.exists():
             self.unified.add(pid)
 

@@ -33,8 +33,11 @@ class V2Cgroup(Cgroup):
     host (then with `controllers=()`: processes are tracked there, limits live in v1)."""
 
     def __init__(self, path: str, hierarchy: Hierarchy | None = None,
-                 controllers: Iterable[str] | None = None):
+                 controllers: Iterable[str] | None = None, *, shared_memory: bool = False):
+        """shared_memory: the parent of `path` delegates every controller but memory, so
+        the zones below it share its memory cgroup (zoned.runtime.cgroup_paths)."""
         self.path = clean_path(path)
+        self.shared_memory = shared_memory
         self.hierarchy = hierarchy or v2_hierarchy()
         self.root = self.hierarchy.mountpoint
         self.dir = self.root + self.path
@@ -54,9 +57,12 @@ class V2Cgroup(Cgroup):
         """create(), from `base` (a cgroup that exists, e.g. a delegated subtree's top:
         nothing above it is ours to write) down."""
         cur = self.root + base
-        for comp in self.path[len(base):].strip("/").split("/"):
+        comps = self.path[len(base):].strip("/").split("/")
+        for i, comp in enumerate(comps):
             if self.controllers:
-                self._delegate(cur, self.controllers)
+                self._delegate(cur, [c for c in self.controllers if c != "memory"]
+                               if self.shared_memory and i == len(comps) - 1
+                               else self.controllers)
             cur = os.path.join(cur, comp)
             try:
                 os.mkdir(cur)

@@ -145,6 +145,10 @@ class Dump:
         if "user" in ns:
             raise ConfigError(f"cannot checkpoint container {cid!r}: user namespaces are "
                               "not supported by zoned checkpoint yet")
+        if (st.get("zoned") or {}).get("shared_memory"):  # CRIU would restore the cgroup
+            # set it saw: the memory controller's path is not the others'
+            raise ConfigError(f"cannot checkpoint container {cid!r}: a zone in the shared "
+                              "memory cgroup is not supported by zoned checkpoint yet")
         if "pid" not in ns or ns["pid"] or "mount" not in ns or ns["mount"]:
             raise ConfigError(f"cannot checkpoint container {cid!r}: it needs its own pid "
                               "and mount namespaces")

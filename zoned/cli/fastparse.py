@@ -24,7 +24,8 @@ RUN_TRUE = {"--rm": "rm", "-d": "detach", "--detach": "detach", "-i": "interacti
             "--no-pivot": "no_pivot", "--no-new-keyring": "no_new_keyring", "--keep": "keep"}
 RUN_VALUE = {"--name": "name", "--restart": "restart", "--image": "image",
              "--rootfs": "rootfs", "--hostname": "hostname", "--memory": "memory",
-             "-m": "memory", "--memory-swap": "memory_swap", "--cpus": "cpus",
+             "-m": "memory", "--memory-swap": "memory_swap",
+             "--memory-cgroup": "memory_cgroup", "--cpus": "cpus",
              "--cpu-shares": "cpu_shares", "--cpuset-cpus": "cpuset_cpus",
              "--pids-limit": "pids_limit", "-w": "workdir", "--workdir": "workdir",
              "--entrypoint": "entrypoint", "-u": "user", "--user": "user",
@@ -41,6 +42,7 @@ RUN_APPEND = {"-e": "env", "--env": "env", "--env-file": "env_file", "-v": "volu
               "--add-host": "add_host"}
 RUN_INT = frozenset({"cpu_shares", "pids_limit", "stop_timeout", "preserve_fds"})
 RUN_CHOICES = {"backend": ("zone", "vm"), "accel": ("auto", "kvm", "tcg"),
+               "memory_cgroup": ("own", "shared"),
                "log_format": ("text", "json")}
 RUN_DEFAULTS = {**{d: False for d in RUN_TRUE.values()},
                 **{d: None for d in RUN_VALUE.values()},

@@ -89,6 +89,9 @@ def _sub_run(sub, argparse):
     r.add_argument("--hostname", help="the hostname (default: the name)")
     r.add_argument("--memory", "-m", help="memory limit, e.g. 64m")
     r.add_argument("--memory-swap", help="memory+swap limit (-1: unlimited swap)")
+    r.add_argument("--memory-cgroup", choices=("own", "shared"),
+                   help="own (default): a memory cgroup of the zone's own; shared: the one "
+                   "the state root's shared zones use, no memory limit (for density)")
     r.add_argument("--cpus", help="CPU limit in CPUs, e.g. 0.5")
     r.add_argument("--cpu-shares", type=int, help="relative CPU weight (1024 = normal)")
     r.add_argument("--cpuset-cpus", help="CPUs the zone may run on, e.g. 0-1")

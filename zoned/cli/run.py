@@ -39,7 +39,8 @@ def cmd_run(args) -> int:
                       tmpfs=args.tmpfs, mounts=args.mount, cap_add=args.cap_add,
                       cap_drop=args.cap_drop, privileged=args.privileged,
                       labels=args.label, stop_signal=args.stop_signal,
-                      stop_timeout=args.stop_timeout, volume_root=runtime(args).store.root)
+                      stop_timeout=args.stop_timeout, volume_root=runtime(args).store.root,
+                      annotations=_memory_cgroup(args.memory_cgroup))
     if opts.publish and not opts.network:  # podman's: -p alone means the default network
         from zoned.network.definitions import DEFAULT_NETWORK
 
@@ -101,9 +102,19 @@ def _refuse_for_vm(args) -> None:
     tmpfs_mount = [m for m in args.mount if "type=tmpfs" in m.replace(" ", "")]
     for flag, value in (("--tmpfs", args.tmpfs), ("--mount type=tmpfs", tmpfs_mount),
                         ("--cap-add", args.cap_add), ("--cap-drop", args.cap_drop),
-                        ("--privileged", args.privileged)):
+                        ("--privileged", args.privileged),
+                        ("--memory-cgroup shared", args.memory_cgroup == "shared")):
         if value:
             raise ConfigError(f"invalid {flag} with --backend vm: not supported for VMs")
+
+
+def _memory_cgroup(choice: str | None) -> dict | None:
+    """--memory-cgroup as its annotation (zoned.runtime.cgroup_paths)."""
+    if choice is None:
+        return None
+    from zoned.runtime.cgroup_paths import ANN_MEMORY_CGROUP
+
+    return {ANN_MEMORY_CGROUP: choice}
 
 
 def image_and_command(args) -> tuple[str | None, list[str]]:

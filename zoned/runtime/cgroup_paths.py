@@ -72,3 +72,45 @@ def resolve_cgroups_path(path: str | None) -> str | None:
     if resolved == "/":
         raise ConfigError(f"config.json: linux.cgroupsPath {path!r}: names the root cgroup")
     return resolved
+
+
+# A zone's memory cgroup: its own (runc's and podman's way), or one that the zones of a
+# state root share. The kernel gives every memory cgroup a slot for each memory-aware
+# shrinker, and every mounted superblock has one (a zone mounts 7): with a memory cgroup
+# per zone the slots grow as zones squared (~1.1 MiB per zone at 10,000 zones, over half
+# of each zone's host memory; bench/README.md). Shared, a zone has every other
+# controller of its own (pids, cpu, freezer, devices...) but no memory limit, no memory
+# figure of its own in `zoned stats`, and an OOM kill of the group is the host's.
+ANN_MEMORY_CGROUP = "org.zoned.memory-cgroup"  # "own" (the default) or "shared"
+SHARED_MEMORY_NODE = "@shared-memory"  # "@" is in no container id: no zone has this name
+
+
+def shares_memory_cgroup(cfg: dict) -> bool:
+    """Whether the config asks for the shared memory cgroup; ConfigError, naming the
+    field, for a bad value or with what it rules out."""
+    value = (cfg.get("annotations") or {}).get(ANN_MEMORY_CGROUP, "own")
+    if value not in ("own", "shared"):
+        raise ConfigError(f"config.json: annotations.{ANN_MEMORY_CGROUP} {value!r}: "
+                          "expected own or shared")
+    if value == "own":
+        return False
+    linux = cfg.get("linux") or {}
+    memory = (linux.get("resources") or {}).get("memory") or {}
+    limits = sorted(k for k, v in memory.items() if v is not None)
+    if limits:
+        raise ConfigError(f"config.json: linux.resources.memory.{limits[0]}: a zone in the "
+                          "shared memory cgroup has no memory limit of its own")
+    if linux.get("cgroupsPath"):
+        raise ConfigError(f"config.json: linux.cgroupsPath: a zone in the shared memory "
+                          f"cgroup has zoned's own path (drop {ANN_MEMORY_CGROUP} or the path)")
+    if os.geteuid() != 0:
+        raise ConfigError(f"config.json: annotations.{ANN_MEMORY_CGROUP}: shared needs root "
+                          "(a rootless zone has no memory cgroup zoned makes)")
+    return True
+
+
+def shared_memory_path(path: str) -> str:
+    """A zone's cgroup below the shared memory cgroup of its parent: PARENT/@shared-memory/ID
+    (whose memory cgroup is PARENT/@shared-memory, zoned.cgroups.open_cgroup)."""
+    parent, name = os.path.split(path)
+    return os.path.join(parent, SHARED_MEMORY_NODE, name)

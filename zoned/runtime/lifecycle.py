@@ -14,7 +14,8 @@ from zoned.oci.status import Status
 from zoned.child.process import NS_PROC, Plan, fork_nondumpable, run_child
 from zoned.child.sync import Channel, Op, pair as sync_pair
 from zoned.linux.proc import proc_start_time, signal_pid, wait_exit
-from zoned.runtime.cgroup_paths import default_cgroups_path, resolve_cgroups_path
+from zoned.runtime.cgroup_paths import default_cgroups_path, resolve_cgroups_path, \
+    shared_memory_path, shares_memory_cgroup
 from zoned.runtime.handoff import Started, check_preserved_fds, fork_userns, handshake, \
     idmap_userns, kill_and_reap, pid_namespace_for_children, reap, write_pid_file
 from zoned.runtime.steps import abandon, initial_state, host_root, make_cgroup, \
@@ -86,7 +87,7 @@ class Runtime:
     def cgroup(st: dict):
         from zoned.cgroups import open_cgroup
 
-        return open_cgroup(st["zoned"]["cgroup"])
+        return open_cgroup(st["zoned"]["cgroup"], st["zoned"].get("shared_memory", False))
 
     # -- create ------------------------------------------------------------------------
     def create(self, cid: str, cfg: dict, *, bundle: str | None = None,
@@ -121,8 +122,11 @@ class Runtime:
         specmod.validate(cfg)  # every config check, before anything is created
         check_preserved_fds(preserve_fds)
         linux = cfg.setdefault("linux", {})
+        shared_memory = shares_memory_cgroup(cfg)
         cg_path = resolve_cgroups_path(linux.get("cgroupsPath")) or \
             default_cgroups_path(cid, self.store.root)
+        if shared_memory:
+            cg_path = shared_memory_path(cg_path)
         if linux.get("cgroupsPath"):  # resolved once: restore and migrate reuse it as is
             linux["cgroupsPath"] = cg_path
         d = self.store.reserve(cid)
@@ -180,7 +184,8 @@ class Runtime:
                 cid, cfg, bundle=os.path.abspath(bundle) if bundle else d, rootfs=rootfs,
                 cgroup=cg_path, data=data, log=log_path,
                 logger=logger.describe() if logger is not None else None,
-                autoremove=autoremove, **({"kept_data": True} if data_dir else {}))
+                autoremove=autoremove, **({"kept_data": True} if data_dir else {}),
+                **({"shared_memory": True} if shared_memory else {}))
             if err_log:
                 state["zoned"]["log_stderr"] = err_log
             if network is not None:
@@ -254,7 +259,7 @@ class Runtime:
             # Made after the fork: the init sets up its namespaces and mounts meanwhile
             # (it waits for Op.CGROUP before anything that needs its cgroup), while this
             # waits for cgroupfs (cgroup_mutex: behind the primer's grace period, prime.py).
-            cgroup = make_cgroup(cg_path, linux)
+            cgroup = make_cgroup(cg_path, linux, shared_memory)
             cgroup.add(pid)
             from zoned.cgroups import prime
 
@@ -473,12 +478,16 @@ class Runtime:
         cg = (st.get("zoned") or {}).get("cgroup") or default_cgroups_path(cid, self.store.root)
         from zoned.cgroups import open_cgroup
 
-        cgroup = open_cgroup(cg)
+        cgroup = open_cgroup(cg, (st.get("zoned") or {}).get("shared_memory", False))
         remove_if_empty = getattr(cgroup, "remove_if_empty", None)  # (not a rootless
         # NullCgroup's: it has nothing to remove) rmdir alone, unless something is in it
         if not (remove_if_empty is not None and remove_if_empty()) and cgroup.exists():
             cgroup.kill()
             cgroup.destroy()
+        if getattr(cgroup, "shared_memory", False):  # the last zone in it removes it
+            from zoned.cgroups import remove_if_unused
+
+            remove_if_unused(os.path.dirname(cg))
         vm = (st.get("zoned") or {}).get("vm")
         if vm:  # a QEMU outside the cgroup (killed mid-boot), before its taps go
             from zoned.vm.machine import destroy

@@ -90,6 +90,10 @@ def discard_cgroup(cgroup) -> None:
     try:
         cgroup.kill()
         cgroup.destroy()
+        if getattr(cgroup, "shared_memory", False):
+            from zoned.cgroups import remove_if_unused
+
+            remove_if_unused(os.path.dirname(cgroup.path))
     except OSError:
         pass
 
@@ -217,14 +221,14 @@ def make_skeleton(state_dir: str, cfg: dict, hierarchies: list) -> dict[str, str
     return {n: os.path.join(base, n) for n in names}
 
 
-def make_cgroup(path: str, linux: dict):
+def make_cgroup(path: str, linux: dict, shared_memory: bool = False):
     """The container's cgroup at `path`, made and limited by linux.resources (with runc's
-    default device rules, see container_resources)."""
+    default device rules, see container_resources); shared_memory: see open_cgroup."""
     import errno
 
     from zoned.cgroups import open_cgroup
 
-    cgroup = open_cgroup(path)
+    cgroup = open_cgroup(path, shared_memory)
     try:  # an interrupt (or a failure) half-way leaves no directory of it behind
         # An empty parent may be removed meanwhile (`zoned gc`, another state root's
         # teardown): a mkdir below it then fails ENOENT, and a file of it written or read

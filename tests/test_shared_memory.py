@@ -1,0 +1,161 @@
+"""Zones in the shared memory cgroup (`zoned run --memory-cgroup shared`,
+zoned.runtime.cgroup_paths) on the host's real cgroups, checked from the host: the zones of a
+state root share one memory cgroup and have every other controller of their own; removing
+one never touches another; the last one takes the shared cgroup along; bad configs are
+refused with one line and leave nothing."""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import host_snapshot
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root and real cgroups")
+
+SHARED = ("--memory-cgroup", "shared")
+
+
+def _cgroups_of(pid: int) -> dict[str, str]:
+    """/proc/PID/cgroup as {controllers ("" for cgroup2): path}."""
+    out = {}
+    for line in Path(f"/proc/{pid}/cgroup").read_text().splitlines():
+        _, ctrls, path = line.split(":", 2)
+        out[ctrls] = path
+    return out
+
+
+def _pid(cli, name: str) -> int:
+    return json.loads(cli("state", name, check=True).stdout)["pid"]
+
+
+def _memory_key(cgroups: dict[str, str]) -> str:
+    """The /proc/PID/cgroup key whose hierarchy holds memory: v1's "memory", else ""."""
+    return next((k for k in cgroups if "memory" in k.split(",")), "")
+
+
+def _memcg_dirs() -> list[Path]:
+    """Where memory cgroups are: the v1 memory hierarchy, or the cgroup2 mount."""
+    v1 = Path("/sys/fs/cgroup/memory")
+    return [v1] if v1.is_dir() else [Path("/sys/fs/cgroup")]
+
+
+def test_shared_zones_have_one_memory_cgroup_and_the_other_controllers_each_their_own(cli):
+    from zoned.runtime import cgroup_parent
+
+    parent = cgroup_parent()
+    node = f"{parent}/@shared-memory"
+    for name in ("a", "b"):
+        cli("run", "-d", "--name", name, *SHARED, "busybox", "sleep", "300", check=True)
+    own = cli("run", "-d", "--name", "c", "busybox", "sleep", "300", check=True)
+    assert own.returncode == 0
+    a, b, c = (_cgroups_of(_pid(cli, n)) for n in ("a", "b", "c"))
+    mem = _memory_key(a)
+    if mem:  # v1 (or hybrid): the memory hierarchy's cgroup is the node itself
+        assert a[mem] == b[mem] == node
+        assert c[mem] == f"{parent}/c"  # the default stays a memory cgroup per zone
+    for key in a:
+        if key != mem:
+            assert (a[key], b[key]) == (f"{node}/a", f"{node}/b"), key
+    if not mem:  # v2: the node delegates every controller but memory to its zones
+        v2 = Path("/sys/fs/cgroup") / node.lstrip("/")
+        assert "memory" not in (v2 / "cgroup.subtree_control").read_text().split()
+        assert not (v2 / "a" / "memory.current").exists()
+        assert (v2 / "memory.current").exists()
+    # the shared memory cgroup holds both zones' processes, charged there
+    procs = {int(p) for d in _memcg_dirs()
+             for p in (d / node.lstrip("/") / "cgroup.procs").read_text().split()}
+    assert {_pid(cli, "a"), _pid(cli, "b")} <= procs
+    (row,) = json.loads(cli("stats", "--no-stream", "--format", "json", "a",
+                            check=True).stdout)
+    assert row["memory"]["usage"] is None  # no memory figure of its own (not the group's)
+    assert row["pids"]["current"] == 1 and row["pids"]["limit"] == 2048
+    up = cli("update", "--memory", "64m", "a")  # live: still no limit of its own
+    assert up.returncode == 125 and "shared memory cgroup" in up.stderr
+    assert cli("update", "--pids-limit", "100", "a").returncode == 0  # its own pids cgroup
+
+    # removing a leaves b running, in the node, reachable
+    b_pid = _pid(cli, "b")
+    cli("rm", "-f", "a", check=True)
+    assert Path(f"/proc/{b_pid}").exists() and _cgroups_of(b_pid) == b
+    assert cli("exec", "b", "true").returncode == 0
+    node_procs = [int(p) for d in _memcg_dirs()
+                  for p in (d / node.lstrip("/") / "cgroup.procs").read_text().split()]
+    assert b_pid in node_procs
+
+    # the last shared zone removes the node; the zone with its own memory cgroup is untouched
+    cli("rm", "-f", "b", check=True)
+    for d in Path("/sys/fs/cgroup").iterdir():
+        assert not (d / node.lstrip("/")).exists(), d
+    assert cli("exec", "c", "true").returncode == 0
+    cli("rm", "-f", "c", check=True)
+
+
+def test_an_exec_joins_the_shared_memory_cgroup(cli):
+    """An exec'd process is in the init's cgroups, the shared memory one included (seen
+    from inside: the zone's cgroup namespace shows both the same way)."""
+    cli("run", "-d", "--name", "z", *SHARED, "busybox", "sleep", "300", check=True)
+    try:
+        p = cli("exec", "z", "sh", "-c", "cat /proc/self/cgroup; echo --; cat /proc/1/cgroup",
+                check=True)
+        mine, init = p.stdout.split("--\n")
+        assert mine.strip() == init.strip() and ("memory" in mine or "0::" in mine)
+    finally:
+        cli("rm", "-f", "z", check=True)
+
+
+@pytest.mark.parametrize("extra, field", [
+    (["-m", "64m"], "linux.resources.memory.limit"),
+    (["--memory-swap", "128m", "-m", "64m"], "linux.resources.memory."),
+])
+def test_a_memory_limit_in_the_shared_memory_cgroup_is_refused_leaving_nothing(
+        cli, extra, field):
+    before = host_snapshot(cli.root)
+    p = cli("run", "--rm", *SHARED, *extra, "busybox", "true")
+    assert p.returncode == 125
+    lines = p.stderr.strip().splitlines()
+    assert len(lines) == 1 and field in lines[0] and "shared memory cgroup" in lines[0]
+    assert host_snapshot(cli.root) == before
+
+
+def test_a_bad_memory_cgroup_annotation_is_refused_leaving_nothing(cli, tmp_path):
+    """Through the API (an annotation, as podman would pass it): one error naming it."""
+    import zoned
+    from zoned.errors import ConfigError
+
+    before = host_snapshot(cli.root)
+    with pytest.raises(ConfigError, match=r"annotations\.org\.zoned\.memory-cgroup 'half'"):
+        zoned.run(["true"], image="busybox", root=cli.root,
+                  annotations={"org.zoned.memory-cgroup": "half"})
+    assert host_snapshot(cli.root) == before
+
+
+def test_checkpoint_of_a_shared_zone_is_refused(cli):
+    cli("run", "-d", "--name", "s", *SHARED, "busybox", "sleep", "300", check=True)
+    try:
+        p = cli("checkpoint", "s", "--dir", "/tmp/never-written")
+        assert p.returncode == 125 and "shared memory cgroup" in p.stderr
+        assert cli("exec", "s", "true").returncode == 0  # still running
+    finally:
+        cli("rm", "-f", "s", check=True)
+
+
+def test_gc_removes_a_half_made_shared_zone_and_the_node(cli):
+    """A create killed after making its cgroups but before state.json: gc finds the zone's
+    cgroup below the node and removes both."""
+    from zoned.runtime import cgroup_parent
+
+    node = f"{cgroup_parent()}/@shared-memory"
+    made = []
+    for d in Path("/sys/fs/cgroup").iterdir():
+        if (d / "cgroup.procs").exists():
+            target = d / node.lstrip("/") / ("" if d.name == "memory" else "ghost")
+            target.mkdir(parents=True, exist_ok=True)
+            made.append(target)
+    assert made
+    out = cli("gc", check=True).stdout
+    assert f"{node}/ghost" in out
+    for d in Path("/sys/fs/cgroup").iterdir():
+        assert not (d / node.lstrip("/")).exists(), d
