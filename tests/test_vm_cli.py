@@ -86,6 +86,8 @@ def test_bad_vm_options_are_refused_and_leave_nothing(cli, zoned_root):
     assert p.returncode == 125 and "--init" in p.stderr
     p = cli("run", "--rm", "--accel", "tcg", "--", "true")
     assert p.returncode == 125 and "--accel" in p.stderr
+    p = cli("run", "--rm", "--backend", "vm", "--memory-cgroup", "shared", "--", "true")
+    assert p.returncode == 125 and "--memory-cgroup shared" in p.stderr
     assert [n for n in os.listdir(zoned_root) if not n.startswith(".")] == []
     assert qemus_of(zoned_root) == []
 

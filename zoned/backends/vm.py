@@ -38,6 +38,11 @@ def check_options(opts) -> None:
     for flag, value in unsupported:
         if value:
             raise ConfigError(f"invalid {flag} with --backend vm: not supported for VMs")
+    from zoned.runtime.cgroup_paths import ANN_MEMORY_CGROUP
+
+    if (opts.annotations or {}).get(ANN_MEMORY_CGROUP, "own") != "own":
+        raise ConfigError(f"invalid {ANN_MEMORY_CGROUP} with --backend vm: a VM's memory "
+                          "is QEMU's, in a cgroup of its own")
     nets = opts.network or []
     if any(n.startswith("container:") for n in nets):
         raise ConfigError("invalid --network container:NAME with --backend vm: a VM has "
