@@ -444,6 +444,7 @@ def measure_engine(eng: Engine, a, mounts: dict[str, str]) -> dict:
     pss = Counter()
     nprocs = 0
     memcg = Counter()
+    memcg_seen: set[str | None] = set()
     pythons_inside = []
     parents = Counter()
     not_running = []
@@ -477,6 +478,9 @@ def measure_engine(eng: Engine, a, mounts: dict[str, str]) -> dict:
             except OSError:
                 pass
         md = cg.get("memory")
+        if md in memcg_seen:  # a shared memory cgroup (--memory-cgroup shared): once
+            continue
+        memcg_seen.add(md)
         if md and md.startswith(os.path.join(C.CGROUP_ROOT, "memory")):
             memcg["usage"] += read_int(os.path.join(md, "memory.usage_in_bytes")) or 0
             memcg["kmem"] += read_int(os.path.join(md, "memory.kmem.usage_in_bytes")) or 0
