@@ -115,6 +115,18 @@ def write_field(field: str, path: str, value: str) -> None:
                           path=path) from None
 
 
+def make_dir(path: str) -> bool:
+    """mkdir of one cgroup: True if made, False if it was there; CgroupError naming it."""
+    try:
+        os.mkdir(path)
+        return True
+    except FileExistsError:
+        return False
+    except OSError as e:
+        raise CgroupError(f"create: mkdir {path} failed: {os.strerror(e.errno or 0)}",
+                          e.errno, path=path) from None
+
+
 def procs_below(d: str) -> set[int]:
     """PIDs in the cgroup directory `d` and every cgroup below it."""
     out: set[int] = set()

@@ -13,8 +13,9 @@ import time
 from zoned.cgroups.base import Cgroup
 from zoned.cgroups.detection import Hierarchy
 from zoned.cgroups.detection import mounts as all_mounts
-from zoned.cgroups.fs import (CgroupError, logger, procs_below, read_file, read_if_exists,
-                              parse_int, remove_tree, wait_until, write_field, write_file)
+from zoned.cgroups.fs import (CgroupError, logger, make_dir, procs_below, read_file,
+                              read_if_exists, parse_int, remove_tree, wait_until,
+                              write_field, write_file)
 from zoned.cgroups.path import clean_path
 from zoned.cgroups.resources import (BLOCKIO_KEYS, CPU_KEYS, NETWORK_KEYS, PIDS_KEYS,
                                      check_int, check_keys, devno, get_int, memory_fields,
@@ -91,14 +92,7 @@ class V1Cgroup(Cgroup):
             cur = mnt
             for comp in comps:
                 parent, cur = cur, os.path.join(cur, comp)
-                try:
-                    os.mkdir(cur)
-                    new = True
-                except FileExistsError:
-                    new = False
-                except OSError as e:
-                    raise CgroupError(f"create: mkdir {cur} failed: "
-                                      f"{os.strerror(e.errno or 0)}", e.errno, path=cur) from None
+                new = make_dir(cur)
                 if d == cpuset:
                     self._cpuset_inherit(parent, cur, new)
                 elif d == memory and new:
@@ -144,14 +138,8 @@ class V1Cgroup(Cgroup):
         cur = mnt
         for comp in os.path.dirname(self.path).strip("/").split("/"):
             cur = os.path.join(cur, comp)
-            try:
-                os.mkdir(cur)
-            except FileExistsError:
-                continue
-            except OSError as e:
-                raise CgroupError(f"create: mkdir {cur} failed: "
-                                  f"{os.strerror(e.errno or 0)}", e.errno, path=cur) from None
-            self._memory_hierarchy(cur)
+            if make_dir(cur):
+                self._memory_hierarchy(cur)
 
     def exists(self) -> bool:
         return (any(os.path.isdir(d) for d in self.dirs)

@@ -11,9 +11,9 @@ import time
 
 from zoned.cgroups.base import Cgroup
 from zoned.cgroups.detection import Hierarchy, v2_hierarchy
-from zoned.cgroups.fs import (CgroupError, logger, parse_int, parse_keyed, procs_below,
-                              read_if_exists, remove_tree, wait_until, write_field,
-                              write_file)
+from zoned.cgroups.fs import (CgroupError, logger, make_dir, parse_int, parse_keyed,
+                              procs_below, read_if_exists, remove_tree, wait_until,
+                              write_field, write_file)
 from zoned.cgroups.path import clean_path
 from zoned.cgroups.resources import (BLOCKIO_KEYS, CPU_KEYS, NETWORK_KEYS, PIDS_KEYS,
                                      blkio_to_io_weight, check_int, check_keys, devno,
@@ -64,13 +64,7 @@ class V2Cgroup(Cgroup):
                                if self.shared_memory and i == len(comps) - 1
                                else self.controllers)
             cur = os.path.join(cur, comp)
-            try:
-                os.mkdir(cur)
-            except FileExistsError:
-                pass
-            except OSError as e:
-                raise CgroupError(f"create: mkdir {cur} failed: {os.strerror(e.errno or 0)}",
-                                  e.errno, path=cur) from None
+            make_dir(cur)
 
     @staticmethod
     def _delegate(d: str, want: Iterable[str]) -> None:
