@@ -490,7 +490,10 @@ def test_the_memory_cgroup_annotation_is_checked_and_names_the_field(monkeypatch
     for bad, field in [(cfg("half"), f"annotations.{ANN_MEMORY_CGROUP} 'half'"),
                        (cfg("shared", resources={"memory": {"reservation": 1}}),
                         "linux.resources.memory.reservation"),
-                       (cfg("shared", cgroupsPath="/x/y"), "linux.cgroupsPath")]:
+                       (cfg("shared", cgroupsPath="/x/y"), "linux.cgroupsPath"),
+                       ({**cfg("shared"), "process": {"capabilities": {
+                           "effective": ["CAP_CHOWN"], "bounding": ["CAP_SYS_ADMIN"]}}},
+                        "process.capabilities.bounding: CAP_SYS_ADMIN")]:
         with pytest.raises(ConfigError, match=field.replace(".", r"\.")):
             shares_memory_cgroup(bad)
     monkeypatch.setattr(os, "geteuid", lambda: 1000)

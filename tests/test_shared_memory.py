@@ -132,6 +132,46 @@ def test_a_bad_memory_cgroup_annotation_is_refused_leaving_nothing(cli, tmp_path
     assert host_snapshot(cli.root) == before
 
 
+@pytest.mark.parametrize("flags", [["--cap-add", "SYS_ADMIN"], ["--privileged"]])
+def test_a_shared_zone_never_holds_cap_sys_admin(cli, flags):
+    """With it, a zone could remount its cgroupfs writable, where (v1) the root of its
+    memory hierarchy is the cgroup every shared zone is in, and limit them all."""
+    before = host_snapshot(cli.root)
+    p = cli("run", "--rm", *SHARED, *flags, "busybox", "true")
+    assert p.returncode == 125 and "CAP_SYS_ADMIN" in p.stderr
+    assert len(p.stderr.strip().splitlines()) == 1
+    assert host_snapshot(cli.root) == before
+
+
+def test_a_shared_zone_cannot_limit_the_memory_of_the_others(cli):
+    """From inside: the memory files of its cgroup view are read-only (v1) or not there
+    (v2), a remount is refused, exec cannot add CAP_SYS_ADMIN; from the host: the shared
+    cgroup has no limit afterwards."""
+    from zoned.runtime import cgroup_parent
+
+    node = f"{cgroup_parent()}/@shared-memory".lstrip("/")
+    cli("run", "-d", "--name", "victim", *SHARED, "busybox", "sleep", "300", check=True)
+    cli("run", "-d", "--name", "attacker", *SHARED, "busybox", "sleep", "300", check=True)
+    try:
+        p = cli("exec", "attacker", "sh", "-c",
+                "for f in /sys/fs/cgroup/memory/memory.limit_in_bytes "
+                "/sys/fs/cgroup/memory.max; do echo 4096 > $f && echo WROTE $f; done; "
+                "mount -o remount,rw /sys/fs/cgroup/memory && echo REMOUNTED; "
+                "mount -t cgroup -o memory none /mnt && echo MOUNTED; true")
+        assert p.returncode == 0
+        assert "WROTE" not in p.stdout and "REMOUNTED" not in p.stdout
+        assert "MOUNTED" not in p.stdout
+        e = cli("exec", "-c", "CAP_SYS_ADMIN", "attacker", "true")
+        assert e.returncode == 125 and "CAP_SYS_ADMIN" in e.stderr
+        v1 = Path("/sys/fs/cgroup/memory") / node / "memory.limit_in_bytes"
+        v2 = Path("/sys/fs/cgroup") / node / "memory.max"
+        limit = (v1 if v1.exists() else v2).read_text().strip()
+        assert limit == "max" or int(limit) > 1 << 50
+        assert cli("exec", "victim", "true").returncode == 0
+    finally:
+        cli("rm", "-f", "victim", "attacker", check=True)
+
+
 def test_checkpoint_of_a_shared_zone_is_refused(cli):
     cli("run", "-d", "--name", "s", *SHARED, "busybox", "sleep", "300", check=True)
     try:

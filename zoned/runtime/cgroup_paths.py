@@ -106,7 +106,19 @@ def shares_memory_cgroup(cfg: dict) -> bool:
     if os.geteuid() != 0:
         raise ConfigError(f"config.json: annotations.{ANN_MEMORY_CGROUP}: shared needs root "
                           "(a rootless zone has no memory cgroup zoned makes)")
+    check_shared_capabilities(cfg.get("process") or {})
     return True
+
+
+def check_shared_capabilities(process: dict, where: str = "config.json: process") -> None:
+    """No process of a zone in the shared memory cgroup may hold CAP_SYS_ADMIN: with it, it
+    could remount its cgroupfs writable, where (v1) its memory hierarchy's root is the
+    shared cgroup, and limit the memory of every other zone in it."""
+    for kind, names in sorted((process.get("capabilities") or {}).items()):
+        if "CAP_SYS_ADMIN" in (names or []):
+            raise ConfigError(f"{where}.capabilities.{kind}: CAP_SYS_ADMIN in a "
+                              "zone in the shared memory cgroup (it could remount its "
+                              "cgroupfs and limit the other zones' memory)")
 
 
 def shared_memory_path(path: str) -> str:

@@ -14,8 +14,8 @@ from zoned.oci.status import Status
 from zoned.child.process import NS_PROC, Plan, fork_nondumpable, run_child
 from zoned.child.sync import Channel, Op, pair as sync_pair
 from zoned.linux.proc import proc_start_time, signal_pid, wait_exit
-from zoned.runtime.cgroup_paths import default_cgroups_path, resolve_cgroups_path, \
-    shared_memory_path, shares_memory_cgroup
+from zoned.runtime.cgroup_paths import check_shared_capabilities, default_cgroups_path, \
+    resolve_cgroups_path, shared_memory_path, shares_memory_cgroup
 from zoned.runtime.handoff import Started, check_preserved_fds, fork_userns, handshake, \
     idmap_userns, kill_and_reap, pid_namespace_for_children, reap, write_pid_file
 from zoned.runtime.steps import abandon, initial_state, host_root, make_cgroup, \
@@ -564,6 +564,8 @@ class Runtime:
         specmod.validate_process(process)
         st = self.store.read_state(cid)
         refuse_vm(st, "exec in", "zoned.backends.vm.VmBackend.exec runs commands in it")
+        if st["zoned"].get("shared_memory"):
+            check_shared_capabilities(process, "exec: process")
         status = self.live_status(cid, st)
         if not status.can_exec():
             raise InvalidState(f"cannot exec in container {cid!r}: it is {status}")
