@@ -106,6 +106,24 @@ def test_an_exec_joins_the_shared_memory_cgroup(cli):
         cli("rm", "-f", "z", check=True)
 
 
+def test_parallel_starts_and_removals_race_for_the_shared_cgroup_and_all_succeed(cli):
+    """Removing the last zone in it rmdirs the shared cgroup, which another zoned process
+    may just be joining (v1: between its create() and its add(), nothing of it is in the
+    memory hierarchy yet): that one makes it again. Four loops of run --rm, 8 each."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    before = host_snapshot(cli.root)
+
+    def loop(k: int) -> list[int]:
+        return [cli("run", "--rm", "--name", f"p{k}-{i}", *SHARED, "busybox", "true").returncode
+                for i in range(8)]
+
+    with ThreadPoolExecutor(4) as pool:
+        codes = [c for cs in pool.map(loop, range(4)) for c in cs]
+    assert codes == [0] * 32
+    assert host_snapshot(cli.root) == before
+
+
 @pytest.mark.parametrize("extra, field", [
     (["-m", "64m"], "linux.resources.memory.limit"),
     (["--memory-swap", "128m", "-m", "64m"], "linux.resources.memory."),
