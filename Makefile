@@ -14,7 +14,7 @@ APT_PACKAGES := python3-venv python3-dev gcc libc6-dev make libffi-dev libseccom
 	nftables iperf3 openssh-server openssh-client iputils-ping \
 	podman conmon golang-github-containers-common containerd \
 	qemu-system-x86 squashfs-tools mmdebstrap uidmap slirp4netns passt musl-tools \
-	python3-matplotlib
+	python3-matplotlib strace
 
 .PHONY: all setup systemd-unit criu vm-kernel bytecode demo test bench-startup bench-density image clean distclean
 

@@ -93,6 +93,27 @@ def test_shared_zones_have_one_memory_cgroup_and_the_other_controllers_each_thei
     cli("rm", "-f", "c", check=True)
 
 
+@pytest.mark.parametrize("flags", [[], list(SHARED)])
+def test_a_zone_binds_its_cgroups_and_mounts_no_cgroupfs(cli, flags):
+    """Its memory hierarchy (the shared cgroup, or its own) is bound like the others: a
+    fresh v1 cgroupfs mount walks every cgroup of the host (cgroup1_get_tree drains the
+    offline ones), 4-11 ms each at 5,000 zones. Seen by strace: no mount of type cgroup."""
+    import shutil
+    import subprocess
+
+    from tests.conftest import ZONED
+
+    if not shutil.which("strace"):
+        pytest.skip("no strace (the Makefile installs it)")
+    p = subprocess.run(["strace", "-f", "-qq", "-e", "trace=mount", "-o", "/dev/stderr",
+                        ZONED, "--root", cli.root, "run", "--rm", *flags, "busybox", "true"],
+                       capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0, p.stderr[-2000:]
+    mounts = [ln for ln in p.stderr.splitlines() if "mount(" in ln]
+    assert any("MS_BIND" in ln and "/sys/fs/cgroup/memory/" in ln for ln in mounts), mounts
+    assert not [ln for ln in mounts if ', "cgroup", ' in ln], mounts
+
+
 def test_an_exec_joins_the_shared_memory_cgroup(cli):
     """An exec'd process is in the init's cgroups, the shared memory one included (seen
     from inside: the zone's cgroup namespace shows both the same way)."""

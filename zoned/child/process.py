@@ -59,7 +59,7 @@ class Plan:
                  "bpf", "seccomp_flags", "hierarchies", "wait_namespaces", "keep_pdeathsig",
                  "preserve_fds", "no_pivot", "pidns_fd", "cgroup_path", "idmap_fds",
                  "caller_mntns", "spawn_fd", "rootless", "volatile", "late_process",
-                 "skeleton", "stage_pid")
+                 "skeleton", "stage_pid", "memory_cgroup_path")
 
     def __init__(self, cfg: dict, sock: _socket.socket, *,
                  rootfs: str | None = None,           # None: exec into an existing container
@@ -72,7 +72,8 @@ class Plan:
                  preserve_fds: int = 0, no_pivot: bool = False, pidns_fd: int | None = None,
                  cgroup_path: str | None = None, idmap_fds: dict[int, int] | None = None,
                  spawn_fd: int | None = None, volatile: bool = False,
-                 late_process: bool = False, skeleton: dict[str, str] | None = None):
+                 late_process: bool = False, skeleton: dict[str, str] | None = None,
+                 memory_cgroup_path: str | None = None):
         self.cfg, self.sock, self.rootfs, self.upper, self.work = cfg, sock, rootfs, upper, work
         self.stdio, self.fifo_fd, self.join_fds = stdio, fifo_fd, join_fds or {}
         self.bpf, self.seccomp_flags, self.hierarchies = bpf, seccomp_flags, hierarchies or []
@@ -81,6 +82,9 @@ class Plan:
         self.no_pivot = no_pivot
         self.pidns_fd = pidns_fd          # exec: the pid namespace the process is made in
         self.cgroup_path = cgroup_path    # for bind-mounting v1 cgroups in a user namespace
+        # v1's memory hierarchy's cgroup where it is not cgroup_path: the shared one
+        # (zoned.runtime.cgroup_paths), bound like the others
+        self.memory_cgroup_path = memory_cgroup_path
         self.idmap_fds = idmap_fds or {}  # mounts[i] -> user namespace fd with its maps
         # the creator's mount namespace: the child must never mount or pivot in it
         self.caller_mntns = os.stat("/proc/self/ns/mnt").st_ino
@@ -492,6 +496,7 @@ def _child(plan: Plan) -> None:
 
         fs = Rootfs(cfg, plan.rootfs, upper=plan.upper, work=plan.work,
                     cgroup_hierarchies=plan.hierarchies, cgroup_path=plan.cgroup_path,
+                    memory_cgroup_path=plan.memory_cgroup_path,
                     idmap_fds=plan.idmap_fds, volatile=plan.volatile,
                     skeleton=plan.skeleton)
         fs.prepare(joined_cgroup)

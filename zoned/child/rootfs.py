@@ -78,7 +78,8 @@ class Rootfs:
     def __init__(self, cfg: dict, path: str, *, upper: str | None = None,
                  work: str | None = None, cgroup_hierarchies: list | None = None,
                  cgroup_path: str | None = None, idmap_fds: dict[int, int] | None = None,
-                 volatile: bool = False, skeleton: dict[str, str] | None = None):
+                 volatile: bool = False, skeleton: dict[str, str] | None = None,
+                 memory_cgroup_path: str | None = None):
         self.cfg = cfg
         self.volatile = volatile
         self.path = path
@@ -86,6 +87,7 @@ class Rootfs:
         self.hierarchies = cgroup_hierarchies or []
         self.linux = cfg.get("linux") or {}
         self.cgroup_path = cgroup_path
+        self.memory_cgroup_path = memory_cgroup_path or cgroup_path  # v1: shared or not
         self.idmap_fds = idmap_fds or {}
         # Host dirs bound in place of a tmpfs each (zoned.runtime.steps.make_skeleton):
         # "empty" for the masked directories, "cgroup" for v1's /sys/fs/cgroup. Where the
@@ -211,10 +213,11 @@ class Rootfs:
                 # shows, but a fresh v1 mount walks every cgroup of the host's default
                 # hierarchy (cgroup1_get_tree drains offline ones): 4-11 ms each with 5,000
                 # zones, against 0.07 ms for a bind. (And a user namespace may not mount v1.)
-                if self.cgroup_path:
+                own = self.memory_cgroup_path if "memory" in h.controllers else \
+                    self.cgroup_path
+                if own:
                     try:
-                        sub.mount(h.mountpoint + self.cgroup_path, None,
-                                  sc.MS_BIND | sc.MS_REC)
+                        sub.mount(h.mountpoint + own, None, sc.MS_BIND | sc.MS_REC)
                     except FileNotFoundError:  # no cgroup of its own in this hierarchy
                         if not self.cgroupns:
                             raise

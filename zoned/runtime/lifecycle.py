@@ -242,7 +242,8 @@ class Runtime:
                         keep_pdeathsig=keep_pdeathsig, preserve_fds=preserve_fds,
                         no_pivot=no_pivot, cgroup_path=cg_path, idmap_fds=idmap_fds,
                         spawn_fd=spawn_fd, volatile=bool(autoremove and lower and not data_dir),
-                        late_process=late_process, skeleton=skeleton)
+                        late_process=late_process, skeleton=skeleton,
+                        memory_cgroup_path=os.path.dirname(cg_path) if shared_memory else None)
             mark("fork")
             if "user" in namespaces:
                 pid = fork_userns(plan, chan, linux, sibling)
