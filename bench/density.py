@@ -69,6 +69,7 @@ from zoned.bench.procfs import (MEM_KEYS, cgroup_mounts, limits_snapshot,  # noq
 from zoned.bench.facts import read_int  # noqa: E402
 from zoned.bench import scale  # noqa: E402
 from zoned.linux.proc import proc_start_time  # noqa: E402
+from zoned.runtime.cgroup_paths import ANN_MEMORY_CGROUP  # noqa: E402
 
 _ERR = tempfile.TemporaryFile()  # stderr of commands: a file, never a pipe the init inherits
 
@@ -242,7 +243,7 @@ class Zoned(Engine):
             if self.net:
                 kw["network"] = [self.net]
             if self.a.memory_cgroup:
-                kw["annotations"] = {"org.zoned.memory-cgroup": self.a.memory_cgroup}
+                kw["annotations"] = {ANN_MEMORY_CGROUP: self.a.memory_cgroup}
             try:
                 c = zoned.Container(self.a.workload, root=self.root, name=cid, **kw)
                 c.start()

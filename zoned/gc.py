@@ -95,7 +95,8 @@ def _cgroups(store, dry_run: bool) -> Iterator[str]:
 
     parent = cgroup_parent(store.root)
     shared = f"{parent.rstrip('/')}/{SHARED_MEMORY_NODE}"  # zones with a shared memory cgroup
-    for path in [*list_paths(parent), *list_paths(shared)]:
+    below_parent = list_paths(parent)
+    for path in [*below_parent, *list_paths(shared)]:
         # Checked after listing: a create reserves its directory before it makes its
         # cgroup, so a cgroup seen here whose container exists is never removed.
         if path == shared or store.exists(path.rsplit("/", 1)[-1]):
@@ -104,7 +105,7 @@ def _cgroups(store, dry_run: bool) -> Iterator[str]:
             yield f"cgroup {path}: no container (removed if empty)"
         elif remove_if_empty(path):
             yield f"cgroup {path}: no container"
-    if shared in list_paths(parent):
+    if shared in below_parent:
         if dry_run:
             yield f"cgroup {shared}: shared memory cgroup (removed if unused)"
         elif remove_if_unused(shared):

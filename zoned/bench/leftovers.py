@@ -90,4 +90,3 @@ def remove_root(root: str) -> None:
 
     rmdir_quiet(root)
     remove_if_empty(cgroup_parent(root))
-

@@ -18,8 +18,8 @@ from zoned.runtime.cgroup_paths import check_shared_capabilities, default_cgroup
     resolve_cgroups_path, shared_memory_path, shares_memory_cgroup
 from zoned.runtime.handoff import Started, check_preserved_fds, fork_userns, handshake, \
     idmap_userns, kill_and_reap, pid_namespace_for_children, reap, write_pid_file
-from zoned.runtime.steps import abandon, initial_state, host_root, make_cgroup, \
-    make_skeleton, namespace_hook, oci_state, write_config
+from zoned.runtime.steps import abandon, initial_state, host_root, leave_shared_memory, \
+    make_cgroup, make_skeleton, namespace_hook, oci_state, write_config
 from zoned.runtime.store import Store
 from zoned.testhooks import hit, mark, pause
 
@@ -485,10 +485,7 @@ class Runtime:
         if not (remove_if_empty is not None and remove_if_empty()) and cgroup.exists():
             cgroup.kill()
             cgroup.destroy()
-        if getattr(cgroup, "shared_memory", False):  # the last zone in it removes it
-            from zoned.cgroups import remove_if_unused
-
-            remove_if_unused(os.path.dirname(cg))
+        leave_shared_memory(cgroup)
         vm = (st.get("zoned") or {}).get("vm")
         if vm:  # a QEMU outside the cgroup (killed mid-boot), before its taps go
             from zoned.vm.machine import destroy

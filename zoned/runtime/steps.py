@@ -90,12 +90,18 @@ def discard_cgroup(cgroup) -> None:
     try:
         cgroup.kill()
         cgroup.destroy()
-        if getattr(cgroup, "shared_memory", False):
-            from zoned.cgroups import remove_if_unused
-
-            remove_if_unused(os.path.dirname(cgroup.path))
+        leave_shared_memory(cgroup)
     except OSError:
         pass
+
+
+def leave_shared_memory(cgroup) -> None:
+    """After a zone's cgroup is gone: if the zone was in a shared memory cgroup
+    (zoned.runtime.cgroup_paths) and was the last one there, remove that too."""
+    if getattr(cgroup, "shared_memory", False):  # (not a rootless NullCgroup's)
+        from zoned.cgroups import remove_if_unused
+
+        remove_if_unused(os.path.dirname(cgroup.path))
 
 
 def utc_now() -> str:
