@@ -336,6 +336,64 @@ def test_v1_cpuset_inherited_so_add_works(cg, kids):
     assert os.WEXITSTATUS(kids.wait(pid)) == 0
 
 
+@pytest.mark.skipif(cgroups.detect() == "v2", reason="v1 cpuset semantics")
+def test_v1_cpusets_zoned_makes_above_a_container_copy_to_their_children(kids, monkeypatch):
+    """The cpusets create() makes above the container's get cgroup.clone_children=1, so the
+    kernel fills a new child's cpus/mems at mkdir: no cpuset.cpus write for the second
+    container below them (each such write walks every cpuset on the host). A parent that
+    was there before keeps its flag, and its children are written as before."""
+    from zoned.cgroups import fs, v1
+
+    writes = []
+    real = fs.write_file
+    for mod in (fs, v1):  # write_field's and the driver's own
+        monkeypatch.setattr(mod, "write_file", lambda p, v: (writes.append(p), real(p, v)))
+    top = f"{PARENT}/{uuid.uuid4().hex[:12]}"
+    made = [open_cgroup(f"{top}/mid/{n}") for n in ("a", "b")]
+    cpuset = next(h.mountpoint for h in cgroups.hierarchies() if "cpuset" in h.controllers)
+    try:
+        made[0].create()
+        for d in (top, f"{top}/mid"):
+            assert _read(f"{cpuset}{d}/cgroup.clone_children") == "1"
+        writes.clear()
+        made[1].create()
+        assert not [p for p in writes if "/cpuset." in p]
+        b = f"{cpuset}{top}/mid/b"
+        assert _read(f"{b}/cpuset.cpus") == _read(f"{cpuset}{top}/mid/cpuset.cpus") != ""
+        assert _read(f"{b}/cpuset.mems") != ""
+        pid = kids.spawn(made[1], lambda: 0)  # a task is taken: the cpuset is usable
+        assert os.WEXITSTATUS(kids.wait(pid)) == 0
+        # a parent made by someone else: untouched, and its new child still gets cpus
+        other = open_cgroup(f"{top}/mid/a/inner")
+        writes.clear()
+        other.create()
+        assert _read(f"{cpuset}{top}/mid/a/cgroup.clone_children") == "1"  # inherited
+        assert _read(f"{cpuset}{top}/mid/a/inner/cpuset.cpus") != ""
+        other.destroy()
+        foreign = f"{cpuset}{top}/foreign"
+        os.mkdir(foreign)
+        for f in ("cpuset.cpus", "cpuset.mems"):
+            with open(f"{foreign}/{f}", "w") as fh:
+                fh.write(_read(f"{cpuset}{top}/{f}"))
+        with open(f"{foreign}/cgroup.clone_children", "w") as fh:
+            fh.write("0")
+        below = open_cgroup(f"{top}/foreign/c")
+        writes.clear()
+        below.create()
+        assert _read(f"{foreign}/cgroup.clone_children") == "0"
+        assert [p for p in writes if p.endswith("/cpuset.cpus")] == [f"{foreign}/c/cpuset.cpus"]
+        below.destroy()
+    finally:
+        for c in made:
+            _cleanup(c)
+        for d in (f"{top}/foreign", f"{top}/mid", top):
+            for h in cgroups.hierarchies():
+                try:
+                    os.rmdir(h.mountpoint + d)
+                except OSError:
+                    pass
+
+
 def test_add_pids_and_stats(cg, kids):
     def touch_8mib_and_wait():
         b = bytearray(8 * MiB)

