@@ -10,6 +10,7 @@ import stat
 from zoned.child import inroot
 from zoned.linux import syscalls as sc
 from zoned.errors import ConfigError
+from zoned.oci.spec import DEFAULT_DEVICES
 from zoned.child.inroot import secure_join  # noqa: F401 - the path-string form, for callers
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing (start-up)
@@ -45,9 +46,6 @@ _PROPAGATION = {
 # Options with no mount(2) flag that zoned handles itself.
 _IGNORED = {"idmap", "ridmap", "tmpcopyup"}
 
-# The devices every container gets (runc's default device list): path, major, minor.
-DEFAULT_DEVICES = [("/dev/null", 1, 3), ("/dev/zero", 1, 5), ("/dev/full", 1, 7),
-                   ("/dev/random", 1, 8), ("/dev/urandom", 1, 9), ("/dev/tty", 5, 0)]
 # A masked directory's bind: read-only, and nothing in it could run or be a device.
 MASK_ATTRS = sc.MOUNT_ATTR_RDONLY | sc.MOUNT_ATTR_NOSUID | sc.MOUNT_ATTR_NODEV | \
     sc.MOUNT_ATTR_NOEXEC

@@ -66,7 +66,7 @@ def container_resources(resources: dict, devices: list | None = None) -> dict:
     the config's own rules, usually "deny all", come first). The rules apply before fork,
     so the init makes its linux.devices nodes under them: each node's mknod is allowed
     (only "m": using it still takes a rule of the config's, as with runc)."""
-    from zoned.child.rootfs import DEFAULT_DEVICES
+    from zoned.oci.spec import DEFAULT_DEVICES
 
     defaults = [{"allow": True, "type": "c", "major": major, "minor": minor, "access": "rwm"}
                 for _path, major, minor in DEFAULT_DEVICES]
