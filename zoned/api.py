@@ -278,7 +278,7 @@ def run(args: list[str] | str, *, image: str | None = None, capture: bool = True
         raise ConfigError(f"invalid backend {backend!r}: zone or vm")
     from zoned.cgroups import prime
 
-    prime.prime()  # the init's cgroup move: its grace period overlaps what comes first
+    prime.prime_for_create()  # a cgroup move by pid: its grace period overlaps the rest
     try:
         cfg = build_config(opts, images)
         backend = ZoneBackend(root)
@@ -370,7 +370,7 @@ class Container:
             return self
         from zoned.cgroups import prime
 
-        prime.prime()  # as in run()
+        prime.prime_for_create()  # as in run()
         try:
             started = self.backend.create(
                 self.name, build_config(self.opts, self.images), log=True,

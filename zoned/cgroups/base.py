@@ -37,6 +37,19 @@ class Cgroup:
     def destroy(self, timeout: float = 5.0) -> None: raise NotImplementedError
     def directories(self) -> list[str]: raise NotImplementedError
 
+    # how a process joins it on its own (zoned.cgroups.join)
+    def cgroup2_dir(self) -> str | None:
+        """The cgroup2 directory a new process can be cloned into (CLONE_INTO_CGROUP)."""
+        return None
+
+    def make_cgroup2(self) -> None:
+        """Make that directory (before the fork; create() later makes the rest)."""
+
+    def join_files(self) -> tuple[list[str], str | None]:
+        """The v1 `tasks` files a process writes "0" to, to move itself in, and the shared
+        memory cgroup's directory (or None), which it joins the same way."""
+        return [], None
+
     def remove_if_empty(self) -> bool:
         """rmdir the cgroup in every hierarchy, without reading or signalling anything;
         True if none is left. The kernel refuses (EBUSY) a cgroup with a process or a

@@ -136,6 +136,19 @@ def prime() -> None:
         os.close(stop_w)
 
 
+def prime_for_create() -> None:
+    """prime(), for a create: only when another thread runs in this process. A
+    single-threaded creator clones the init into its cgroup2 cgroup and the init joins
+    its v1 cgroups itself (zoned.cgroups.join): no move pays a grace period there, and a
+    primer would only hold cgroup_mutex through its own, which the zone's mkdirs then wait
+    for (bench/README, finding 12). (An init in a user namespace is still moved by pid:
+    from a single-threaded creator, that move now pays the grace period.)"""
+    from zoned.cgroups.join import single_threaded
+
+    if not single_threaded():
+        prime()
+
+
 def _forget() -> None:
     """In a forked child: the thread is not there (and its lock is never released; the
     pipe's fds are close-on-exec, and a zone's init closes every fd it does not keep)."""

@@ -99,6 +99,10 @@ class V1Cgroup(Cgroup):
                     self._memory_hierarchy(cur)
         if self.shared_memory_dir is not None:
             self._make_shared_memory()
+        self.make_cgroup2()
+
+    def make_cgroup2(self) -> None:
+        """The hybrid host's cgroup2 twin (create() makes it too)."""
         if self.unified is not None:
             try:
                 self.unified.create()
@@ -107,6 +111,12 @@ class V1Cgroup(Cgroup):
                     raise
                 logger().warning("cgroups: not tracking %s in cgroup2: %s", self.path, e)
                 self.unified = None
+
+    def cgroup2_dir(self) -> str | None:
+        return self.unified.dir if self.unified is not None else None
+
+    def join_files(self) -> tuple[list[str], str | None]:
+        return [os.path.join(d, "tasks") for d in self.dirs], self.shared_memory_dir
 
     @staticmethod
     def _cpuset_inherit(parent: str, cur: str, made_above: bool) -> None:

@@ -100,6 +100,12 @@ class V2Cgroup(Cgroup):
     def exists(self) -> bool:
         return os.path.isdir(self.dir)
 
+    def cgroup2_dir(self) -> str | None:
+        return self.dir
+
+    def make_cgroup2(self) -> None:
+        self.create()
+
     def add(self, pid: int) -> None:
         write_field("add", self.file("cgroup.procs"), str(int(pid)))
 

@@ -103,19 +103,25 @@ _FORKING = _thread.allocate_lock()
 
 
 def fork_nondumpable(child: Callable[[Plan], None], plan: Plan, *,
-                     sibling: bool = False) -> int:
+                     sibling: bool = False, cgroup_fd: int | None = None) -> int:
     """os.fork whose child is non-dumpable from its first instruction: its /proc/PID/exe (the
     host's python), mem and fds, and ptrace, then need CAP_SYS_PTRACE in the host's user
     namespace (a forked mm keeps the flag, and its user namespace: the host's). The flag is
     the whole process's, so the caller's is restored at once (the API runs inside users'
     programs); `child` never returns. sibling: clone it as our parent's child
     (CLONE_PARENT), for zoned.pool's maker, a single-threaded process; its parent, the
-    caller of Pool.run, then gets the exit status."""
+    caller of Pool.run, then gets the exit status. cgroup_fd: start it in that cgroup2
+    cgroup (clone3, CLONE_INTO_CGROUP; a single-threaded caller, zoned.cgroups.join)."""
     with _FORKING:  # two threads (zoned.pool's and the caller's) must not interleave here
         was = sc.dumpable()
         sc.set_dumpable(False)
         try:
-            pid = sc.clone_parent() if sibling else os.fork()
+            if sibling:
+                pid = sc.clone_parent()
+            elif cgroup_fd is not None:
+                pid = sc.clone_into_cgroup(cgroup_fd)
+            else:
+                pid = os.fork()
             if pid == 0:
                 # No cyclic GC in the child: it would finalize the caller's unreachable
                 # objects (a file, socket or selector of the program embedding zoned) and
@@ -436,6 +442,10 @@ def _child(plan: Plan) -> None:
         while True:
             msg = chan.recv()
             if msg.op is Op.CGROUP:
+                if msg.fds:  # our v1 cgroups' tasks files: we move ourselves in
+                    from zoned.cgroups.join import join
+
+                    join(msg.fds, msg.get("node"))
                 cgroup_joined.append(msg.get("state") or {})
                 if op is Op.CGROUP:
                     return
@@ -445,9 +455,9 @@ def _child(plan: Plan) -> None:
                 os._exit(1)
 
     def joined_cgroup() -> None:
-        """Wait until the parent has moved us into the cgroup, then take a cgroup namespace
-        rooted there. The wait comes as late as possible: moving a task between v1 cgroups
-        costs an RCU grace period (~15 ms here), which overlaps with our set-up so far."""
+        """Wait until we are in the cgroup (we joined it when the parent said so, or it moved
+        us: zoned.cgroups.join), then take a cgroup namespace rooted there. The wait comes
+        as late as possible: the parent makes the cgroup meanwhile."""
         if not cgroup_joined:
             expect(Op.CGROUP)
         if "cgroup" in new_ns and plan.rootfs is not None:

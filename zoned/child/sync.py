@@ -21,6 +21,9 @@ from zoned.strconst import StrConstants
 # SCM_RIGHTS carries C ints: packed by hand (array, which socket.send_fds uses, imports
 # collections: ~1.5 ms of every zoned command)
 _INT, _ORDER = 4, sys.byteorder
+# fds one message may carry: a zone's init gets a `tasks` file per v1 hierarchy (up to 15
+# with name=systemd) and one directory (zoned.cgroups.join)
+MAX_FDS = 32
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing (start-up)
 if TYPE_CHECKING:
@@ -115,7 +118,8 @@ def send_fds(sock: socket, data: bytes, fds: list[int]) -> None:
 def recv_fds(sock: socket, bufsize: int, maxfds: int) -> tuple[bytes, list[int]]:
     """socket.recv_fds: one message and the fds that came with it."""
     fds: list[int] = []
-    data, ancdata, _flags, _addr = sock.recvmsg(bufsize, _socket.CMSG_LEN(maxfds * _INT))
+    data, ancdata, _flags, _addr = sock.recvmsg(bufsize, _socket.CMSG_LEN(maxfds * _INT),
+                                                _socket.MSG_CMSG_CLOEXEC)
     for level, kind, payload in ancdata:
         if level == _socket.SOL_SOCKET and kind == _socket.SCM_RIGHTS:
             fds += (int.from_bytes(payload[i:i + _INT], _ORDER, signed=True)
@@ -147,7 +151,7 @@ class Channel:
         send(self.sock, op, fds, **fields)
 
     def recv(self) -> Message:
-        data, fds = recv_fds(self.sock, 1 << 16, 4)
+        data, fds = recv_fds(self.sock, 1 << 16, MAX_FDS)
         for fd in fds:
             os.set_inheritable(fd, False)
         if not data:

@@ -88,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.cmd in ("run", "create"):  # a container's cgroup move ahead: its grace period
         from zoned.cgroups import prime  # runs while we import and set up (prime.py)
 
-        prime.prime()
+        prime.prime_for_create()
     if not args.cmd:
         from zoned.cli.parser import USAGE_ERROR, build_parser
 

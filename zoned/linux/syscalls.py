@@ -231,6 +231,13 @@ def personality(persona: int) -> int:
     return _check(lib.z_personality(persona), "personality")
 
 
+def clone_into_cgroup(cgroup_fd: int) -> int:
+    """clone3(CLONE_INTO_CGROUP): like fork, but the child starts in the cgroup2 cgroup
+    open at cgroup_fd, with no move (so no cgroup_threadgroup_rwsem, zoned.cgroups.join).
+    Only for a single-threaded caller: the interpreter is not told about the fork."""
+    return _check(lib.z_clone3(lib.CLONE_INTO_CGROUP, cgroup_fd, ffi.NULL), "clone3")
+
+
 def clone_parent(flags: int = 0) -> int:
     """clone3(CLONE_PARENT | flags): the new process is our sibling, our parent's child.
     Like fork, returns 0 in the child. Only for a single-threaded child of zoned that is

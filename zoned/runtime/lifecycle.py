@@ -18,8 +18,8 @@ from zoned.runtime.cgroup_paths import check_shared_capabilities, default_cgroup
     resolve_cgroups_path, shared_memory_path, shares_memory_cgroup
 from zoned.runtime.handoff import Started, check_preserved_fds, fork_userns, handshake, \
     idmap_userns, kill_and_reap, pid_namespace_for_children, reap, write_pid_file
-from zoned.runtime.steps import abandon, initial_state, host_root, leave_shared_memory, \
-    make_cgroup, make_skeleton, namespace_hook, oci_state, write_config
+from zoned.runtime.steps import abandon, enter_cgroup, initial_state, host_root, \
+    leave_shared_memory, make_cgroup, make_skeleton, namespace_hook, oci_state, write_config
 from zoned.runtime.store import Store
 from zoned.testhooks import hit, mark, pause
 
@@ -244,11 +244,22 @@ class Runtime:
                         spawn_fd=spawn_fd, volatile=bool(autoremove and lower and not data_dir),
                         late_process=late_process, skeleton=skeleton,
                         memory_cgroup_path=os.path.dirname(cg_path) if shared_memory else None)
+            from zoned.cgroups import join as cgjoin
+            from zoned.cgroups import open_cgroup
+
+            # Nothing made yet; opened here, so that a failure from now on removes it.
+            cgroup = open_cgroup(cg_path, shared_memory)
+            self_join, born_fd = cgjoin.prepare(cgroup, sibling=sibling,
+                                                userns="user" in namespaces)
             mark("fork")
-            if "user" in namespaces:
-                pid = fork_userns(plan, chan, linux, sibling)
-            else:
-                pid = self._fork(plan, namespaces, sibling)
+            try:
+                if "user" in namespaces:
+                    pid = fork_userns(plan, chan, linux, sibling)
+                else:
+                    pid = self._fork(plan, namespaces, sibling, born_fd)
+            finally:
+                if born_fd is not None:
+                    os.close(born_fd)
             child_sock.close()
             if spawn_fd is not None:
                 os.close(spawn_fd)
@@ -258,18 +269,11 @@ class Runtime:
             if fifo_fd is not None:
                 os.close(fifo_fd)
             # Made after the fork: the init sets up its namespaces and mounts meanwhile
-            # (it waits for Op.CGROUP before anything that needs its cgroup), while this
-            # waits for cgroupfs (cgroup_mutex: behind the primer's grace period, prime.py).
-            cgroup = make_cgroup(cg_path, linux, shared_memory)
-            cgroup.add(pid)
-            from zoned.cgroups import prime
-
-            prime.wait()  # the move is done: the primer's thread can go
+            # (it waits for Op.CGROUP before anything that needs its cgroup). Then the
+            # init joins the v1 ones itself (zoned.cgroups.join), or is moved by pid here.
+            make_cgroup(cgroup, linux)
             state["pid"] = pid
-            try:
-                chan.send(Op.CGROUP, state=oci_state(state))
-            except BrokenPipeError:
-                pass  # the init failed early: handshake reads why
+            enter_cgroup(chan, cgroup, pid, self_join, oci_state(state))
             mark("cgroup")
             pause("ZONED_TEST_PAUSE_CREATE")
             master = handshake(chan, on_namespaces, pid, "container init exited during set-up")
@@ -318,19 +322,21 @@ class Runtime:
             os.close(lock)
 
     @staticmethod
-    def _fork(plan: Plan, namespaces: dict, sibling: bool = False) -> int:
+    def _fork(plan: Plan, namespaces: dict, sibling: bool = False,
+              cgroup_fd: int | None = None) -> int:
         if "pid" in namespaces:
             join_fd, pid = None, 0
             if namespaces["pid"]:
                 join_fd = os.open(namespaces["pid"], os.O_RDONLY | os.O_CLOEXEC)
             try:
                 with pid_namespace_for_children(join_fd):
-                    pid = fork_nondumpable(run_child, plan, sibling=sibling)
+                    pid = fork_nondumpable(run_child, plan, sibling=sibling,
+                                           cgroup_fd=cgroup_fd)
             finally:
                 if join_fd is not None and pid:
                     os.close(join_fd)
             return pid
-        return fork_nondumpable(run_child, plan, sibling=sibling)
+        return fork_nondumpable(run_child, plan, sibling=sibling, cgroup_fd=cgroup_fd)
 
     # -- start / kill / delete ---------------------------------------------------------
     def start(self, cid: str, started: Started | None = None,

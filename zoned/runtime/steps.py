@@ -227,14 +227,18 @@ def make_skeleton(state_dir: str, cfg: dict, hierarchies: list) -> dict[str, str
     return {n: os.path.join(base, n) for n in names}
 
 
-def make_cgroup(path: str, linux: dict, shared_memory: bool = False):
-    """The container's cgroup at `path`, made and limited by linux.resources (with runc's
-    default device rules, see container_resources); shared_memory: see open_cgroup."""
+def make_cgroup(path, linux: dict, shared_memory: bool = False):
+    """The container's cgroup at `path` (a path, or a Cgroup opened on it), made and limited
+    by linux.resources (with runc's default device rules, see container_resources);
+    shared_memory: see open_cgroup."""
     import errno
 
-    from zoned.cgroups import open_cgroup
+    if isinstance(path, str):
+        from zoned.cgroups import open_cgroup
 
-    cgroup = open_cgroup(path, shared_memory)
+        cgroup = open_cgroup(path, shared_memory)
+    else:
+        cgroup = path
     try:  # an interrupt (or a failure) half-way leaves no directory of it behind
         # An empty parent may be removed meanwhile (`zoned gc`, another state root's
         # teardown): a mkdir below it then fails ENOENT, and a file of it written or read
@@ -251,6 +255,32 @@ def make_cgroup(path: str, linux: dict, shared_memory: bool = False):
         discard_cgroup(cgroup)
         raise
     return cgroup
+
+
+def enter_cgroup(chan, cgroup, pid: int, self_join: bool, oci_state: dict) -> None:
+    """Put the new init in its cgroup, made, and tell it so (Op.CGROUP, with the OCI state
+    for its hooks): with self_join the message carries the v1 `tasks` files it writes "0"
+    to itself (zoned.cgroups.join), else it is moved by pid here, primed."""
+    from zoned.child.sync import Op
+
+    fds: list[int] = []
+    fields: dict = {}
+    if self_join:
+        from zoned.cgroups.join import handles
+
+        fds, fields = handles(cgroup)
+    else:
+        cgroup.add(pid)
+        from zoned.cgroups import prime
+
+        prime.wait()  # the move is done: the primer's thread can go
+    try:
+        chan.send(Op.CGROUP, fds, state=oci_state, **fields)
+    except BrokenPipeError:
+        pass  # the init failed early: the handshake reads why
+    finally:
+        for fd in fds:
+            os.close(fd)
 
 
 def abandon(store: Store, cid: str, *, cgroup=None, network=None, data: str | None = None,

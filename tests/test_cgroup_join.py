@@ -1,0 +1,189 @@
+"""A zone's init joins its cgroups itself (zoned.cgroups.join): it is cloned into its cgroup2
+cgroup (CLONE_INTO_CGROUP) and moves itself into each v1 one by writing "0" to the `tasks`
+file its creator opened. No process of zoned writes a pid into a cgroup.procs on that path,
+so no move waits for an RCU grace period while holding cgroup_mutex, which every cgroup
+mkdir on the host would wait for too (bench/README, finding 12). Checked from the host; the
+pieces without root on temp files."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from zoned.cgroups import join
+
+ROOT = os.geteuid() == 0
+SHARED = ("--memory-cgroup", "shared")
+
+
+def _cgroups_of(pid: int) -> dict[str, str]:
+    """/proc/PID/cgroup as {controllers ("" for cgroup2): path}."""
+    out = {}
+    for line in Path(f"/proc/{pid}/cgroup").read_text().splitlines():
+        _, ctrls, path = line.split(":", 2)
+        out[ctrls] = path
+    return out
+
+
+def _cgroup_fds(pid: int) -> list[str]:
+    """What the process holds open on a cgroup filesystem."""
+    from zoned.cgroups import hierarchies
+
+    mounts = tuple(h.mountpoint + "/" for h in hierarchies())
+    out = []
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            target = os.readlink(f"/proc/{pid}/fd/{fd}")
+        except OSError:
+            continue
+        if target.startswith(mounts):
+            out.append(target)
+    return out
+
+
+# -- the pieces, on plain files (no root) ----------------------------------------------------
+def test_join_writes_0_to_each_tasks_file_and_closes_every_fd(tmp_path):
+    files = [tmp_path / f"h{i}" for i in range(3)]
+    for f in files:
+        f.write_text("")
+    fds = [os.open(f, os.O_WRONLY) for f in files]
+    join.join(fds)
+    assert [f.read_text() for f in files] == ["0"] * 3
+    for fd in fds:
+        with pytest.raises(OSError):
+            os.fstat(fd)
+
+
+def test_join_makes_the_shared_cgroup_again_when_another_removal_took_it(tmp_path, monkeypatch):
+    """The shared memory cgroup goes with the last zone in it, which may be just before this
+    init is in it: the init makes it again, below the directory it was given."""
+    real_mkdir = os.mkdir
+    made = []
+
+    def mkdir(name, mode=0o777, *, dir_fd=None):  # cgroupfs makes a cgroup's files itself
+        real_mkdir(name, mode, dir_fd=dir_fd)
+        made.append(name)
+        fd = os.open(f"{name}/tasks", os.O_CREAT | os.O_WRONLY, dir_fd=dir_fd)
+        os.close(fd)
+
+    monkeypatch.setattr(join.os, "mkdir", mkdir)
+    (tmp_path / "v1").write_text("")
+    fds = [os.open(tmp_path / "v1", os.O_WRONLY),
+           os.open(tmp_path, os.O_PATH | os.O_DIRECTORY)]
+    join.join(fds, "@shared-memory")
+    assert made == ["@shared-memory"]
+    assert (tmp_path / "@shared-memory" / "tasks").read_text() == "0"
+    assert (tmp_path / "v1").read_text() == "0"
+
+
+def test_join_gives_up_when_the_shared_cgroup_cannot_be_made(tmp_path, monkeypatch):
+    monkeypatch.setattr(join.os, "mkdir", lambda *a, **k: None)  # made, yet never there
+    fd = os.open(tmp_path, os.O_PATH | os.O_DIRECTORY)
+    with pytest.raises(FileNotFoundError):
+        join.join([fd], "@shared-memory")
+    with pytest.raises(OSError):
+        os.fstat(fd)  # closed all the same
+
+
+def test_single_threaded_counts_this_process_threads():
+    import threading
+
+    assert join.single_threaded() == (threading.active_count() == 1)
+    stop = threading.Event()
+    t = threading.Thread(target=stop.wait)
+    t.start()
+    try:
+        assert not join.single_threaded()
+    finally:
+        stop.set()
+        t.join()
+
+
+# -- real zones, checked from the host ---------------------------------------------------------
+needs_root = pytest.mark.skipif(not ROOT, reason="needs root and real cgroups")
+
+
+def _pid(cli, name: str) -> int:
+    return json.loads(cli("state", name, check=True).stdout)["pid"]
+
+
+@needs_root
+@pytest.mark.parametrize("flags", [[], list(SHARED)], ids=["own", "shared memory"])
+def test_the_init_is_in_every_hierarchy_and_keeps_no_cgroup_fd(cli, flags):
+    """Every hierarchy of the host holds the init at the zone's cgroup (the shared memory
+    cgroup's for memory), and the `tasks` files it wrote to are closed: an fd of one in a
+    zone would let its root move any host process into that cgroup."""
+    from zoned.cgroups import hierarchies
+
+    cli("run", "-d", "--name", "j", *flags, "busybox", "sleep", "300", check=True)
+    try:
+        pid = _pid(cli, "j")
+        cgroups = _cgroups_of(pid)
+        assert len(cgroups) == len(hierarchies())
+        own = {p for k, p in cgroups.items() if "memory" not in k.split(",")}
+        assert len(own) == 1 and own.pop().endswith("/j"), cgroups
+        mem = next((p for k, p in cgroups.items() if "memory" in k.split(",")), None)
+        if mem is not None:
+            assert mem.endswith("/@shared-memory" if flags else "/j")
+        assert _cgroup_fds(pid) == []
+        exec_ = cli("exec", "j", "sh", "-c", "ls -l /proc/1/fd /proc/self/fd", check=True)
+        assert "cgroup" not in exec_.stdout and "tasks" not in exec_.stdout
+    finally:
+        cli("rm", "-f", "j", check=True)
+
+
+@needs_root
+@pytest.mark.parametrize("flags", [[], list(SHARED)], ids=["own", "shared memory"])
+def test_no_process_of_zoned_writes_a_pid_into_a_cgroup(cli, flags):
+    """Seen by strace: a `zoned run` opens no cgroup.procs for writing (the old way, a move
+    by pid), its init is cloned into its cgroup2 cgroup where the host has one, and the
+    v1 `tasks` files are written "0"."""
+    from tests.conftest import ZONED
+    from zoned.cgroups import hierarchies
+
+    if not shutil.which("strace"):
+        pytest.skip("no strace (the Makefile installs it)")
+    p = subprocess.run(["strace", "-f", "-qq", "-e", "trace=openat,clone3,write", "-s", "64",
+                        "-o", "/dev/stderr", ZONED, "--root", cli.root, "run", "--rm", *flags,
+                        "busybox", "true"], capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0, p.stderr[-2000:]
+    lines = p.stderr.splitlines()
+    assert not [ln for ln in lines if "cgroup.procs" in ln and "O_WRONLY" in ln], lines
+    v1 = [h for h in hierarchies() if h.fstype == "cgroup"]
+    tasks = [ln for ln in lines if '/tasks"' in ln and "O_WRONLY" in ln]
+    assert len(tasks) == len(v1), tasks
+    assert len([ln for ln in lines if 'write(' in ln and ', "0", 1)' in ln]) >= len(v1)
+    if any(h.fstype == "cgroup2" for h in hierarchies()):
+        assert [ln for ln in lines if "clone3(" in ln and "CLONE_INTO_CGROUP" in ln], lines
+
+
+@needs_root
+def test_a_creator_with_another_thread_moves_the_init_by_pid(zoned_root, busybox):
+    """A program that embeds zoned and runs threads cannot clone the init (the interpreter
+    is not told about such a fork): its create moves the init by pid, primed, and the
+    zone is in the same cgroups."""
+    code = f"""
+import json, os, sys, threading
+sys.path.insert(0, {str(Path(__file__).resolve().parents[1])!r})
+import zoned
+from zoned.cgroups import join
+stop = threading.Event()
+threading.Thread(target=stop.wait).start()
+assert not join.single_threaded()
+c = zoned.Container(["sleep", "300"], root={zoned_root!r}, name="t")
+c.start()
+print(json.dumps({{"pid": c.pid, "cgroup": open(f"/proc/{{c.pid}}/cgroup").read()}}))
+c.remove(force=True)
+stop.set()
+"""
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                       timeout=60)
+    assert p.returncode == 0, p.stderr[-2000:]
+    out = json.loads(p.stdout.splitlines()[-1])
+    paths = {line.split(":", 2)[2] for line in out["cgroup"].splitlines()}
+    assert len(paths) == 1 and paths.pop().endswith("/t"), out

@@ -1,0 +1,119 @@
+"""A zone's init joins its cgroups with no RCU grace period (bench/README, finding 12).
+
+A move by a write of the pid to cgroup.procs takes cgroup_threadgroup_rwsem for writing:
+the first writer after a quiet spell waits for an RCU grace period (8-30 ms here), holding
+cgroup_mutex, so that every cgroup mkdir on the host waits as well. Two ways in take no
+such lock: clone3(CLONE_INTO_CGROUP) starts a process in a cgroup2 cgroup, and a single
+thread that writes "0" to a v1 hierarchy's `tasks` file moves itself. So, where it can:
+- the creator makes the cgroup2 cgroup (a v2 host's, or a hybrid host's twin) before the
+  fork and clones the init into it, from a single-threaded process only (the interpreter
+  is not told about such a fork);
+- after the fork it makes the v1 cgroups and sends the init their `tasks` files, opened
+  by root on the host (so the init's mount or user namespace changes nothing);
+- the init writes "0" to each, first thing when they arrive, and closes them.
+The shared memory cgroup (zoned.runtime.cgroup_paths) may be removed by another zone's
+removal until the init is in it: the init gets its parent directory and makes it again.
+Elsewhere (another thread runs, a user namespace, zoned.pool's maker, an old kernel) the
+creator moves the init by pid, and zoned.cgroups.prime pays the grace period ahead.
+"""
+from __future__ import annotations
+
+import errno
+import os
+
+NODE_TRIES = 3  # the shared memory cgroup made again at most this often by one init
+
+
+def single_threaded() -> bool:
+    """Whether this process has one thread (/proc/self/task links 2 + one per thread)."""
+    try:
+        return os.stat("/proc/self/task").st_nlink == 3
+    except OSError:
+        return False
+
+
+def _clone_into_cgroup_works() -> bool:
+    """CLONE_INTO_CGROUP came with Linux 5.7."""
+    try:
+        major, minor = (int(x) for x in os.uname().release.split(".")[:2])
+    except ValueError:
+        return False
+    return (major, minor) >= (5, 7)
+
+
+def prepare(cgroup, *, sibling: bool = False, userns: bool = False) -> tuple[bool, int | None]:
+    """Before the fork: (whether the init joins its cgroups itself, the fd of the cgroup2
+    cgroup, made here, to clone it into; None on a pure v1 host, or where the init is
+    moved by pid). The caller closes the fd after the fork."""
+    if sibling or userns or os.geteuid() != 0 or cgroup is None:
+        return False, None
+    if cgroup.cgroup2_dir() is None:
+        return True, None  # pure v1: any fork, then `tasks`
+    if not (single_threaded() and _clone_into_cgroup_works()):
+        return False, None
+    for attempt in range(3):  # an empty parent may go meanwhile (steps.make_cgroup)
+        try:
+            cgroup.make_cgroup2()
+            break
+        except OSError as e:
+            if e.errno not in (errno.ENOENT, errno.ENODEV) or attempt == 2:
+                raise
+    d = cgroup.cgroup2_dir()  # (None if a hybrid host refused the twin: v1 only)
+    return True, (os.open(d, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC) if d else None)
+
+
+def handles(cgroup) -> tuple[list[int], dict]:
+    """After the fork, the cgroups made: the fds and the fields of the message that tells
+    the init to join them (see join)."""
+    files, node = cgroup.join_files()
+    fds: list[int] = []
+    fields = {}
+    try:
+        for f in files:
+            fds.append(os.open(f, os.O_WRONLY | os.O_CLOEXEC))
+        if node:
+            fds.append(os.open(os.path.dirname(node),
+                               os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC))
+            fields["node"] = os.path.basename(node)
+    except OSError:
+        for fd in fds:
+            os.close(fd)
+        raise
+    return fds, fields
+
+
+def join(fds: list[int], node: str | None = None) -> None:
+    """In the init: write "0" to each `tasks` file open at fds (with `node`, the last fd is
+    the shared memory cgroup's parent directory, and node its name), which moves this
+    process, and close them all."""
+    try:
+        for fd in fds[:-1] if node else fds:
+            os.write(fd, b"0")
+        if node:
+            _join_node(fds[-1], node)
+    finally:
+        for fd in fds:
+            os.close(fd)
+
+
+def _join_node(parent_fd: int, node: str) -> None:
+    for attempt in range(NODE_TRIES):
+        last = attempt == NODE_TRIES - 1
+        try:
+            fd = os.open(node + "/tasks", os.O_WRONLY | os.O_CLOEXEC, dir_fd=parent_fd)
+        except FileNotFoundError:
+            if last:
+                raise
+            try:  # another zone's removal took it, as it was empty: make it again
+                os.mkdir(node, 0o755, dir_fd=parent_fd)
+            except FileExistsError:
+                pass
+            continue
+        try:
+            os.write(fd, b"0")
+            return
+        except OSError as e:
+            if e.errno not in (errno.ENODEV, errno.ENOENT) or last:
+                raise  # (ENODEV: removed between our open and write)
+        finally:
+            os.close(fd)
