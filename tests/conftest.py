@@ -83,6 +83,15 @@ def criu_or_skip() -> str:
         pytest.skip(f"no criu >= 4 (run `make criu`): {e}", allow_module_level=True)
 
 
+def cgroups_of(pid: int) -> dict[str, str]:
+    """/proc/PID/cgroup as {controllers ("" for cgroup2): path}."""
+    out = {}
+    for line in Path(f"/proc/{pid}/cgroup").read_text().splitlines():
+        _, ctrls, path = line.split(":", 2)
+        out[ctrls] = path
+    return out
+
+
 def host_snapshot(root: str) -> dict:
     """What a container could leave on the host: cgroup dirs, mounts, state dirs, data dirs
     (writable layers, logs: zoned.storage)."""

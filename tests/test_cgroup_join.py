@@ -15,19 +15,11 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import cgroups_of
 from zoned.cgroups import join
 
 ROOT = os.geteuid() == 0
 SHARED = ("--memory-cgroup", "shared")
-
-
-def _cgroups_of(pid: int) -> dict[str, str]:
-    """/proc/PID/cgroup as {controllers ("" for cgroup2): path}."""
-    out = {}
-    for line in Path(f"/proc/{pid}/cgroup").read_text().splitlines():
-        _, ctrls, path = line.split(":", 2)
-        out[ctrls] = path
-    return out
 
 
 def _cgroup_fds(pid: int) -> list[str]:
@@ -123,7 +115,7 @@ def test_the_init_is_in_every_hierarchy_and_keeps_no_cgroup_fd(cli, flags):
     cli("run", "-d", "--name", "j", *flags, "busybox", "sleep", "300", check=True)
     try:
         pid = _pid(cli, "j")
-        cgroups = _cgroups_of(pid)
+        cgroups = cgroups_of(pid)
         assert len(cgroups) == len(hierarchies())
         own = {p for k, p in cgroups.items() if "memory" not in k.split(",")}
         assert len(own) == 1 and own.pop().endswith("/j"), cgroups

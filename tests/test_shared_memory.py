@@ -11,20 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import host_snapshot
+from tests.conftest import cgroups_of, host_snapshot
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root and real cgroups")
 
 SHARED = ("--memory-cgroup", "shared")
-
-
-def _cgroups_of(pid: int) -> dict[str, str]:
-    """/proc/PID/cgroup as {controllers ("" for cgroup2): path}."""
-    out = {}
-    for line in Path(f"/proc/{pid}/cgroup").read_text().splitlines():
-        _, ctrls, path = line.split(":", 2)
-        out[ctrls] = path
-    return out
 
 
 def _pid(cli, name: str) -> int:
@@ -64,7 +55,7 @@ def test_shared_zones_have_one_memory_cgroup_and_the_other_controllers_each_thei
         cli("run", "-d", "--name", name, *SHARED, "busybox", "sleep", "300", check=True)
     own = cli("run", "-d", "--name", "c", "busybox", "sleep", "300", check=True)
     assert own.returncode == 0
-    a, b, c = (_cgroups_of(_pid(cli, n)) for n in ("a", "b", "c"))
+    a, b, c = (cgroups_of(_pid(cli, n)) for n in ("a", "b", "c"))
     mem = _memory_key(a)
     if mem:  # v1 (or hybrid): the memory hierarchy's cgroup is the node itself
         assert a[mem] == b[mem] == node
@@ -92,7 +83,7 @@ def test_shared_zones_have_one_memory_cgroup_and_the_other_controllers_each_thei
     # removing a leaves b running, in the node, reachable
     b_pid = _pid(cli, "b")
     cli("rm", "-f", "a", check=True)
-    assert Path(f"/proc/{b_pid}").exists() and _cgroups_of(b_pid) == b
+    assert Path(f"/proc/{b_pid}").exists() and cgroups_of(b_pid) == b
     assert cli("exec", "b", "true").returncode == 0
     if v1:
         assert b_pid in [int(p) for p in

@@ -115,6 +115,20 @@ def write_field(field: str, path: str, value: str) -> None:
                           path=path) from None
 
 
+def make_despite_removals(make) -> None:
+    """make(): a mkdir -p of cgroups, tried up to 3 times. An empty parent may be removed
+    meanwhile (`zoned gc`, another state root's teardown): a mkdir below it then fails
+    ENOENT, and a file of it written or read after its rmdir ENODEV (a removed cgroup's
+    files stay open to us but dead)."""
+    for attempt in range(3):
+        try:
+            make()
+            return
+        except OSError as e:
+            if e.errno not in (errno.ENOENT, errno.ENODEV) or attempt == 2:
+                raise
+
+
 def make_dir(path: str) -> bool:
     """mkdir of one cgroup: True if made, False if it was there; CgroupError naming it."""
     try:

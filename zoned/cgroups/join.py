@@ -51,13 +51,9 @@ def prepare(cgroup, *, sibling: bool = False, userns: bool = False) -> tuple[boo
         return True, None  # pure v1: any fork, then `tasks`
     if not (single_threaded() and _clone_into_cgroup_works()):
         return False, None
-    for attempt in range(3):  # an empty parent may go meanwhile (steps.make_cgroup)
-        try:
-            cgroup.make_cgroup2()
-            break
-        except OSError as e:
-            if e.errno not in (errno.ENOENT, errno.ENODEV) or attempt == 2:
-                raise
+    from zoned.cgroups.fs import make_despite_removals
+
+    make_despite_removals(cgroup.make_cgroup2)
     d = cgroup.cgroup2_dir()  # (None if a hybrid host refused the twin: v1 only)
     return True, (os.open(d, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC) if d else None)
 

@@ -231,8 +231,6 @@ def make_cgroup(path, linux: dict, shared_memory: bool = False):
     """The container's cgroup at `path` (a path, or a Cgroup opened on it), made and limited
     by linux.resources (with runc's default device rules, see container_resources);
     shared_memory: see open_cgroup."""
-    import errno
-
     if isinstance(path, str):
         from zoned.cgroups import open_cgroup
 
@@ -240,16 +238,9 @@ def make_cgroup(path, linux: dict, shared_memory: bool = False):
     else:
         cgroup = path
     try:  # an interrupt (or a failure) half-way leaves no directory of it behind
-        # An empty parent may be removed meanwhile (`zoned gc`, another state root's
-        # teardown): a mkdir below it then fails ENOENT, and a file of it written or read
-        # after its rmdir ENODEV (a removed cgroup's files stay open to us but dead).
-        for attempt in range(3):
-            try:
-                cgroup.create()
-                break
-            except OSError as e:
-                if e.errno not in (errno.ENOENT, errno.ENODEV) or attempt == 2:
-                    raise
+        from zoned.cgroups.fs import make_despite_removals
+
+        make_despite_removals(cgroup.create)
         cgroup.apply(container_resources(linux.get("resources") or {}, linux.get("devices")))
     except BaseException:
         discard_cgroup(cgroup)
