@@ -179,3 +179,31 @@ stop.set()
     out = json.loads(p.stdout.splitlines()[-1])
     paths = {line.split(":", 2)[2] for line in out["cgroup"].splitlines()}
     assert len(paths) == 1 and paths.pop().endswith("/t"), out
+
+
+@needs_root
+def test_where_seccomp_denies_clone3_the_init_is_moved_by_pid(zoned_root, busybox):
+    """zoned inside a container whose seccomp profile answers clone3 with ENOSYS (docker's
+    default): the probe says so, and a zone starts the old way, in its cgroups."""
+    code = f"""
+import json, sys
+sys.path.insert(0, {str(Path(__file__).resolve().parents[1])!r})
+from zoned.child import seccomp
+from zoned.linux import syscalls as sc
+prof = {{"defaultAction": "SCMP_ACT_ALLOW", "architectures": ["SCMP_ARCH_X86_64"],
+        "syscalls": [{{"names": ["clone3"], "action": "SCMP_ACT_ERRNO", "errnoRet": 38}}]}}
+sc.seccomp_set_filter(seccomp.compile_bpf(prof), seccomp.filter_flags(prof))
+import zoned
+c = zoned.Container(["sleep", "300"], root={zoned_root!r}, name="s")
+c.start()
+print(json.dumps({{"probe": sc.clone_into_cgroup_reaches_kernel(),
+                  "cgroup": open(f"/proc/{{c.pid}}/cgroup").read()}}))
+c.remove(force=True)
+"""
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                       timeout=60)
+    assert p.returncode == 0, p.stderr[-2000:]
+    out = json.loads(p.stdout.splitlines()[-1])
+    assert out["probe"] is False
+    paths = {line.split(":", 2)[2] for line in out["cgroup"].splitlines()}
+    assert len(paths) == 1 and paths.pop().endswith("/s"), out

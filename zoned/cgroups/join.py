@@ -32,13 +32,22 @@ def single_threaded() -> bool:
         return False
 
 
+_clone_works: list[bool] = []  # the probe's answer, once a process
+
+
 def _clone_into_cgroup_works() -> bool:
-    """CLONE_INTO_CGROUP came with Linux 5.7."""
-    try:
-        major, minor = (int(x) for x in os.uname().release.split(".")[:2])
-    except ValueError:
-        return False
-    return (major, minor) >= (5, 7)
+    """CLONE_INTO_CGROUP came with Linux 5.7 (older kernels refuse the flag with the
+    probe's EINVAL, hence the version), and clone3 must not be denied (a seccomp filter,
+    as when zoned runs in a container)."""
+    if not _clone_works:
+        try:
+            major, minor = (int(x) for x in os.uname().release.split(".")[:2])
+        except ValueError:
+            major = minor = 0
+        from zoned.linux import syscalls as sc
+
+        _clone_works.append((major, minor) >= (5, 7) and sc.clone_into_cgroup_reaches_kernel())
+    return _clone_works[0]
 
 
 def prepare(cgroup, *, sibling: bool = False, userns: bool = False) -> tuple[bool, int | None]:

@@ -4,6 +4,7 @@ from the system's C headers when it was compiled (csrc/constants.cdef): no kerne
 restated here."""
 from __future__ import annotations
 
+import errno
 import os
 
 
@@ -236,6 +237,18 @@ def clone_into_cgroup(cgroup_fd: int) -> int:
     open at cgroup_fd, with no move (so no cgroup_threadgroup_rwsem, zoned.cgroups.join).
     Only for a single-threaded caller: the interpreter is not told about the fork."""
     return _check(lib.z_clone3(lib.CLONE_INTO_CGROUP, cgroup_fd, ffi.NULL), "clone3")
+
+
+def clone_into_cgroup_reaches_kernel() -> bool:
+    """Whether clone3 with CLONE_INTO_CGROUP gets to the kernel here. Probed with a call
+    the kernel refuses before making anything (CLONE_THREAD with an exit signal: EINVAL);
+    ENOSYS or EPERM instead mean no clone3, or a seccomp filter that denies it (docker's
+    default profile answers ENOSYS)."""
+    clone_thread = 0x00010000  # linux/sched.h
+    rc = lib.z_clone3(lib.CLONE_INTO_CGROUP | clone_thread, -1, ffi.NULL)
+    if rc == 0:  # cannot happen (see above): a child must not return into Python
+        os._exit(127)
+    return rc < 0 and ffi.errno not in (errno.ENOSYS, errno.EPERM)
 
 
 def clone_parent(flags: int = 0) -> int:
