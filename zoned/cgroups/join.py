@@ -35,7 +35,7 @@ def single_threaded() -> bool:
 _clone_works: list[bool] = []  # the probe's answer, once a process
 
 
-def _clone_into_cgroup_works() -> bool:
+def clone_into_cgroup_works() -> bool:
     """CLONE_INTO_CGROUP came with Linux 5.7 (older kernels refuse the flag with the
     probe's EINVAL, hence the version), and clone3 must not be denied (a seccomp filter,
     as when zoned runs in a container)."""
@@ -58,7 +58,7 @@ def prepare(cgroup, *, sibling: bool = False, userns: bool = False) -> tuple[boo
         return False, None
     if cgroup.cgroup2_dir() is None:
         return True, None  # pure v1: any fork, then `tasks`
-    if not (single_threaded() and _clone_into_cgroup_works()):
+    if not (single_threaded() and clone_into_cgroup_works()):
         return False, None
     from zoned.cgroups.fs import make_despite_removals
 

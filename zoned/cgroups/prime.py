@@ -138,15 +138,16 @@ def prime() -> None:
 
 
 def prime_for_create() -> None:
-    """prime(), for a create: only when another thread runs in this process. A
-    single-threaded creator clones the init into its cgroup2 cgroup and the init joins
-    its v1 cgroups itself (zoned.cgroups.join): no move pays a grace period there, and a
-    primer would only hold cgroup_mutex through its own, which the zone's mkdirs then wait
-    for (bench/README, finding 12). (An init in a user namespace is still moved by pid:
-    from a single-threaded creator, that move now pays the grace period.)"""
-    from zoned.cgroups.join import single_threaded
+    """prime(), for a create: only when another thread runs in this process, or clone3
+    does not reach the kernel. Otherwise the creator clones the init into its cgroup2
+    cgroup and the init joins its v1 cgroups itself (zoned.cgroups.join): no move pays a
+    grace period there, and a primer would only hold cgroup_mutex through its own, which
+    the zone's mkdirs then wait for (bench/README, finding 12). (An init in a user
+    namespace is still moved by pid: from such a creator, that move pays the grace
+    period.)"""
+    from zoned.cgroups.join import clone_into_cgroup_works, single_threaded
 
-    if not single_threaded():
+    if not (single_threaded() and clone_into_cgroup_works()):
         prime()
 
 
