@@ -13,8 +13,9 @@ thread that writes "0" to a v1 hierarchy's `tasks` file moves itself. So, where 
 - the init writes "0" to each, first thing when they arrive, and closes them.
 The shared memory cgroup (zoned.runtime.cgroup_paths) may be removed by another zone's
 removal until the init is in it: the init gets its parent directory and makes it again.
-Elsewhere (another thread runs, a user namespace, zoned.pool's maker, an old kernel) the
-creator moves the init by pid, and zoned.cgroups.prime pays the grace period ahead.
+Elsewhere (another thread runs, a user namespace, zoned.pool's maker, no clone3 that
+reaches the kernel) the creator moves the init by pid; zoned.cgroups.prime pays the grace
+period ahead where the creator started it (prime_for_create, the pool's keeper).
 """
 from __future__ import annotations
 

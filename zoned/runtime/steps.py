@@ -251,7 +251,8 @@ def make_cgroup(path, linux: dict, shared_memory: bool = False):
 def enter_cgroup(chan, cgroup, pid: int, self_join: bool, oci_state: dict) -> None:
     """Put the new init in its cgroup, made, and tell it so (Op.CGROUP, with the OCI state
     for its hooks): with self_join the message carries the v1 `tasks` files it writes "0"
-    to itself (zoned.cgroups.join), else it is moved by pid here, primed."""
+    to itself (zoned.cgroups.join), else it is moved by pid here (primed, where the creator
+    started the primer)."""
     from zoned.child.sync import Op
 
     fds: list[int] = []
