@@ -154,56 +154,51 @@ def test_no_process_of_zoned_writes_a_pid_into_a_cgroup(cli, flags):
         assert [ln for ln in lines if "clone3(" in ln and "CLONE_INTO_CGROUP" in ln], lines
 
 
+def _start_in_a_process(setup: str, root: str, name: str) -> dict:
+    """Run `setup` in a fresh Python, then start a detached zone there: its cgroup paths
+    (/proc/PID/cgroup, seen from the host) and what the clone3 probe says in that process."""
+    code = f"""import json, sys
+sys.path.insert(0, {str(Path(__file__).resolve().parents[1])!r})
+{setup}
+import zoned
+from zoned.linux import syscalls as sc
+c = zoned.Container(["sleep", "300"], root={root!r}, name={name!r})
+c.start()
+lines = open(f"/proc/{{c.pid}}/cgroup").read().splitlines()
+print(json.dumps({{"probe": sc.clone_into_cgroup_reaches_kernel(),
+                  "paths": sorted({{line.split(":", 2)[2] for line in lines}})}}))
+c.remove(force=True)
+"""
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                       timeout=60)
+    assert p.returncode == 0, p.stderr[-2000:]
+    return json.loads(p.stdout.splitlines()[-1])
+
+
 @needs_root
 def test_a_creator_with_another_thread_moves_the_init_by_pid(zoned_root, busybox):
     """A program that embeds zoned and runs threads cannot clone the init (the interpreter
     is not told about such a fork): its create moves the init by pid, primed, and the
     zone is in the same cgroups."""
-    code = f"""
-import json, os, sys, threading
-sys.path.insert(0, {str(Path(__file__).resolve().parents[1])!r})
-import zoned
+    out = _start_in_a_process("""
+import threading
 from zoned.cgroups import join
-stop = threading.Event()
-threading.Thread(target=stop.wait).start()
+threading.Thread(target=threading.Event().wait, daemon=True).start()
 assert not join.single_threaded()
-c = zoned.Container(["sleep", "300"], root={zoned_root!r}, name="t")
-c.start()
-print(json.dumps({{"pid": c.pid, "cgroup": open(f"/proc/{{c.pid}}/cgroup").read()}}))
-c.remove(force=True)
-stop.set()
-"""
-    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                       timeout=60)
-    assert p.returncode == 0, p.stderr[-2000:]
-    out = json.loads(p.stdout.splitlines()[-1])
-    paths = {line.split(":", 2)[2] for line in out["cgroup"].splitlines()}
-    assert len(paths) == 1 and paths.pop().endswith("/t"), out
+""", zoned_root, "t")
+    assert len(out["paths"]) == 1 and out["paths"][0].endswith("/t"), out
 
 
 @needs_root
 def test_where_seccomp_denies_clone3_the_init_is_moved_by_pid(zoned_root, busybox):
     """zoned inside a container whose seccomp profile answers clone3 with ENOSYS (docker's
     default): the probe says so, and a zone starts the old way, in its cgroups."""
-    code = f"""
-import json, sys
-sys.path.insert(0, {str(Path(__file__).resolve().parents[1])!r})
+    out = _start_in_a_process("""
 from zoned.child import seccomp
 from zoned.linux import syscalls as sc
-prof = {{"defaultAction": "SCMP_ACT_ALLOW", "architectures": ["SCMP_ARCH_X86_64"],
-        "syscalls": [{{"names": ["clone3"], "action": "SCMP_ACT_ERRNO", "errnoRet": 38}}]}}
+prof = {"defaultAction": "SCMP_ACT_ALLOW", "architectures": ["SCMP_ARCH_X86_64"],
+        "syscalls": [{"names": ["clone3"], "action": "SCMP_ACT_ERRNO", "errnoRet": 38}]}
 sc.seccomp_set_filter(seccomp.compile_bpf(prof), seccomp.filter_flags(prof))
-import zoned
-c = zoned.Container(["sleep", "300"], root={zoned_root!r}, name="s")
-c.start()
-print(json.dumps({{"probe": sc.clone_into_cgroup_reaches_kernel(),
-                  "cgroup": open(f"/proc/{{c.pid}}/cgroup").read()}}))
-c.remove(force=True)
-"""
-    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                       timeout=60)
-    assert p.returncode == 0, p.stderr[-2000:]
-    out = json.loads(p.stdout.splitlines()[-1])
+""", zoned_root, "s")
     assert out["probe"] is False
-    paths = {line.split(":", 2)[2] for line in out["cgroup"].splitlines()}
-    assert len(paths) == 1 and paths.pop().endswith("/s"), out
+    assert len(out["paths"]) == 1 and out["paths"][0].endswith("/s"), out

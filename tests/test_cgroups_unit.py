@@ -555,16 +555,14 @@ def test_make_cgroup_retries_where_a_parent_was_removed_meanwhile(monkeypatch, e
     """Two zoned processes: one removes an empty parent (gc, a test root's teardown)
     while the other creates a cgroup below it. make_cgroup tries again for that (up to
     3 times), and for nothing else."""
-    import zoned.cgroups
     from zoned.runtime import steps
 
     cg = _RacedCgroup(errors)
-    monkeypatch.setattr(zoned.cgroups, "open_cgroup", lambda path, shared_memory=False: cg)
     monkeypatch.setattr(steps, "discard_cgroup", lambda c: setattr(c, "discarded", 1))
     if made:
-        assert steps.make_cgroup("/zoned/x", {}) is cg
+        assert steps.make_cgroup(cg, {}) is cg
         assert cg.created == 1 and cg.applied is not None and not cg.discarded
     else:
         with pytest.raises(CgroupError) as e:
-            steps.make_cgroup("/zoned/x", {})
+            steps.make_cgroup(cg, {})
         assert e.value.errno == errors[-1] and cg.discarded and not cg.created

@@ -20,8 +20,9 @@ child forgets it (register_at_fork). `zoned run`, `zoned create` and the API's r
 Container.start() prime when another thread runs (prime_for_create: a single-threaded
 creator's init joins its cgroups with no move that waits, zoned.cgroups.join; there the
 thread lives some 20 ms, during the start, and does nothing but those writes: a fork of
-the user's meanwhile forgets it), and so does a migration's destination from the images' arrival until `criu restore`, which moves the
-tasks into their cgroups inside the frozen window, has returned (11-21 ms of it before).
+the user's meanwhile forgets it), and so does a migration's destination from the images'
+arrival until `criu restore`, which moves the tasks into their cgroups inside the frozen
+window, has returned (11-21 ms of it before).
 Best effort: any error (no cgroupfs, read-only, not ours to write) just leaves the real
 move to pay as before.
 

@@ -109,7 +109,9 @@ class Incoming:
             else:
                 nethooks.loopback_up(self.nsfd)
             write_config(d, cfg)
-            self.cgroup = make_cgroup(cg_path, linux)
+            from zoned.cgroups import open_cgroup
+
+            self.cgroup = make_cgroup(open_cgroup(cg_path), linux)
             mark("prepare (state, network, cgroup)")
         except BaseException:
             self.discard()

@@ -227,16 +227,9 @@ def make_skeleton(state_dir: str, cfg: dict, hierarchies: list) -> dict[str, str
     return {n: os.path.join(base, n) for n in names}
 
 
-def make_cgroup(path, linux: dict, shared_memory: bool = False):
-    """The container's cgroup at `path` (a path, or a Cgroup opened on it), made and limited
-    by linux.resources (with runc's default device rules, see container_resources);
-    shared_memory: see open_cgroup."""
-    if isinstance(path, str):
-        from zoned.cgroups import open_cgroup
-
-        cgroup = open_cgroup(path, shared_memory)
-    else:
-        cgroup = path
+def make_cgroup(cgroup, linux: dict):
+    """The container's cgroup (opened by zoned.cgroups.open_cgroup), made and limited by
+    linux.resources (with runc's default device rules, see container_resources)."""
     try:  # an interrupt (or a failure) half-way leaves no directory of it behind
         from zoned.cgroups.fs import make_despite_removals
 
