@@ -71,8 +71,11 @@ vm-kernel: $(STAMP)/apt
 # `zoned` command would compile its modules again (start-up is a feature). Forced (-f):
 # compileall skips a .pyc whose recorded mtime matches, even when the source's size does not
 # (an edit within the second of the last compile), and that stale .pyc is then never used.
+# Then the same code in one pack (zoned/modulepack.py): a `zoned run` reads its ~60 modules
+# from one file, 2-3 ms sooner; a module whose source changed since loads as usual.
 bytecode: $(STAMP)/venv
 	@$(PY) -m compileall -q -f zoned
+	@$(PY) -c 'from zoned import modulepack; modulepack.write("zoned")'
 
 # The C helpers below are static, linked with musl rather than glibc: zoned-spawn is 42 KiB
 # instead of 690 (each start copies it into a sealed memfd and execs it: 0.6 ms less per
@@ -165,7 +168,8 @@ bench-density: setup
 	$(ZONED) bench density
 
 clean:
-	rm -rf build *.egg-info zoned/_native.* zoned/_seccomp.* zoned/libexec $(STAMP)
+	rm -rf build *.egg-info zoned/_native.* zoned/_seccomp.* zoned/libexec $(STAMP) \
+		zoned/__pycache__/modules.*.pack
 
 distclean: clean
 	rm -rf $(VENV)

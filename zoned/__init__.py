@@ -2,11 +2,18 @@
 
 `zoned.run(...)`, `zoned.Container(...)` and `zoned.Pool(...)` are the Python API
 (zoned.api, zoned.pool); names load
-lazily so `import zoned` costs nothing for the CLI.
+lazily so `import zoned` costs nothing for the CLI. zoned's own modules load from one
+pack of their bytecode where `make bytecode` wrote it (zoned.modulepack; ZONED_MODULEPACK=0
+turns that off).
 """
+from zoned.modulepack import install as _install_modulepack
+
 __version__ = "0.1.0"
 __all__ = ["run", "Container", "Pool", "Result", "Runtime", "RunOptions", "ZonedError",
            "TimeoutExpired", "CalledProcessError"]
+
+
+_install_modulepack(__path__[0])
 
 
 def __getattr__(name: str):
