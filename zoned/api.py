@@ -15,13 +15,17 @@ import _signal  # not signal.py: its enums of every signal cost ~4 ms a command
 import time
 
 from zoned.backends.zone import ZoneBackend
-from zoned.backends.zone import network_for as network_for  # the CLI's too
 from zoned.errors import ZonedError
 from zoned.linux.proc import wait_exit
 from zoned.oci.spec import RunOptions
+# What the CLI's `run` uses too, in a module of their own (it need not load this one):
+from zoned.runconfig import DEFAULT_IMAGE as DEFAULT_IMAGE
+from zoned.runconfig import LIBEXEC as LIBEXEC
+from zoned.runconfig import build_config as build_config
+from zoned.runconfig import network_for as network_for
+from zoned.runconfig import new_name as new_name
+from zoned.runconfig import status_code as status_code
 
-DEFAULT_IMAGE = "busybox"
-LIBEXEC = os.path.join(os.path.dirname(os.path.abspath(__file__)), "libexec")
 
 
 class Result:
@@ -77,48 +81,6 @@ def command_args(args, shell: bool = False) -> list[str]:
         if not isinstance(a, str):
             raise TypeError(f"command argument {a!r} is not a str")
     return args
-
-
-def new_name() -> str:
-    return "z-" + os.urandom(5).hex()
-
-
-def status_code(wait_status: int) -> int:
-    """A waitpid status as a shell would report it: exit code, or 128+N for signal N."""
-    if os.WIFSIGNALED(wait_status):
-        return 128 + os.WTERMSIG(wait_status)
-    return os.WEXITSTATUS(wait_status)
-
-
-def build_config(opts: RunOptions, images_root: str | None = None) -> dict:
-    """RunOptions -> OCI config: resolve the image, add --init and the default seccomp."""
-    image_rootfs = image_config = None
-    if not opts.rootfs:
-        from zoned.images.errors import ImageError, ImageNotFound
-        from zoned.images.store import ImageStore
-
-        try:
-            image = ImageStore(images_root).get(opts.image or DEFAULT_IMAGE)
-        except ImageNotFound as e:
-            raise ZonedError(str(e)) from None
-        except ImageError as e:  # a malformed name ("../../etc") or a damaged image
-            from zoned.errors import ConfigError
-
-            raise ConfigError(f"--image: {e}") from None
-        opts.image = image.name
-        image_rootfs, image_config = image.rootfs_dir, image.config
-    init = os.path.join(LIBEXEC, "zoned-init")
-    cfg = opts.to_config(image_rootfs=image_rootfs,
-                         image_config=image_config,
-                         init_path=init if os.path.exists(init) else None)
-    from zoned.child.seccomp import default_profile
-
-    cfg["linux"]["seccomp"] = default_profile(cfg["process"]["capabilities"]["bounding"])
-    if os.geteuid() != 0:  # rootless: a user namespace of the user's own
-        from zoned.rootless import adapt_config
-
-        adapt_config(cfg)
-    return cfg
 
 
 GRACE = 2.0  # after a timeout's kill: how long to drain output still buffered in pipes

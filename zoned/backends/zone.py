@@ -3,36 +3,16 @@ its own: the lifecycle is zoned.runtime.Runtime's, networking zoned.network's an
 checkpoints zoned.checkpoint's, each imported only when used."""
 from __future__ import annotations
 
-import os
 import _signal  # not signal.py: its enums of every signal cost ~4 ms a command
 
 from zoned.backends.base import Backend
-from zoned.errors import ZonedError
+from zoned.runconfig import network_for as network_for
 from zoned.runtime.lifecycle import Runtime
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing (start-up)
 if TYPE_CHECKING:
     from zoned.oci.spec import RunOptions
     from zoned.runtime.handoff import Started
-
-
-def network_for(opts: RunOptions, rt: Runtime | None, cid: str):
-    """The network set-up for a container, or None when it needs none (only lo, or the
-    host's network): pyroute2 is imported only when networking is asked for."""
-    nets = opts.network
-    if os.geteuid() != 0 and nets and nets not in (["none"],):  # rootless: user-mode only
-        from zoned.rootless_net import UserNetwork
-
-        if len(nets) != 1:
-            raise ZonedError("rootless zones have one network: none or pasta")
-        return UserNetwork(nets[0], list(opts.publish))
-    if not nets or nets in (["none"], ["host"]):
-        if opts.ip or opts.mac or opts.publish:
-            raise ZonedError("--ip, --mac and -p need a network (--network NAME)")
-        return None
-    from zoned.network import attach
-
-    return attach.setup(rt.store.root, cid, opts, rt)
 
 
 class ZoneBackend(Backend):

@@ -9,7 +9,7 @@ from zoned.testhooks import mark
 
 
 def cmd_run(args) -> int:
-    from zoned import api
+    from zoned import runconfig
     from zoned.errors import ConfigError
     from zoned.oci.spec import RunOptions
 
@@ -21,7 +21,7 @@ def cmd_run(args) -> int:
         pass  # removed by `zoned gc` once it has exited (no process stays to watch it)
     from zoned.oci.spec import check_id
 
-    cid = check_id(args.name) if args.name else api.new_name()
+    cid = check_id(args.name) if args.name else runconfig.new_name()
     env = list(args.env)
     if args.env_file:
         from zoned.oci.runflags import read_env_file
@@ -57,12 +57,12 @@ def cmd_run(args) -> int:
     elif args.accel != "auto":
         raise ConfigError("invalid --accel: only with --backend vm")
     interruptible()
-    cfg = api.build_config(opts, args.images)
+    cfg = runconfig.build_config(opts, args.images)
     mark("configured")
     if opts.privileged:  # podman's --privileged runs without a seccomp filter
         cfg["linux"].pop("seccomp", None)
     rt = runtime(args)
-    net = api.network_for(opts, rt, cid)
+    net = runconfig.network_for(opts, rt, cid)
     if args.backend == "vm":
         from zoned.cli.run_vm import run_vm
 
@@ -159,7 +159,7 @@ def _run_bundle(args, rest: list[str]) -> int:
     code = 0
     try:
         _, status = os.waitpid(st["pid"], 0)  # ours: we forked it
-        from zoned.api import status_code
+        from zoned.runconfig import status_code
 
         code = status_code(status)
     except ChildProcessError:
@@ -180,7 +180,7 @@ def _foreground(rt, cid: str, cfg: dict, args, net=None) -> int:
     """Run the zone with our stdio, forwarding signals to it; its exit code is ours."""
     import _signal  # not signal.py (its enums: ~4 ms of start-up)
 
-    from zoned.api import status_code
+    from zoned.runconfig import status_code
 
     stdio = None
     null = None
