@@ -187,9 +187,7 @@ def test_run_through_the_lean_parser_and_through_argparse_alike(cli):
 # code of its own instead (zoned.linux.jsonc, names, once; zoned.strconst; _signal).
 NOT_ON_THE_RUN_PATH = {"enum", "re", "json", "functools", "collections", "contextlib",
                        "signal", "array", "typing", "dataclasses", "argparse", "subprocess",
-                       "threading", "socket", "selectors", "tempfile", "shutil",
-                       # the init's mount code (~1 ms): the init imports it, not its creator
-                       "zoned.child.rootfs"}
+                       "threading", "socket", "selectors", "tempfile", "shutil"}
 # `zoned run` builds its config with zoned.runconfig: the API's classes (~0.5 ms) stay out
 NOT_ON_RUN = NOT_ON_THE_RUN_PATH | {"zoned.api", "zoned.backends.zone"}
 

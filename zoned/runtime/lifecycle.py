@@ -224,6 +224,9 @@ class Runtime:
                         join_fds[t] = os.open(p, os.O_RDONLY | os.O_CLOEXEC)
                     except OSError as e:
                         raise ConfigError(f"namespace {t} path {p!r}: {e.strerror}") from None
+            # The init's mount code, loaded here: after the fork a forked child copies each
+            # page it writes (refcounts), and its import cost the init ~1 ms more than this.
+            from zoned.child.rootfs import Rootfs  # noqa: F401
             from zoned.child.initstub import fits
             from zoned.child.process import spawn_copy
 
