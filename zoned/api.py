@@ -239,8 +239,9 @@ def run(args: list[str] | str, *, image: str | None = None, capture: bool = True
 
         raise ConfigError(f"invalid backend {backend!r}: zone or vm")
     from zoned.cgroups import prime
+    from zoned.cgroups.join import prime_for_create
 
-    prime.prime_for_create()  # a cgroup move by pid: its grace period overlaps the rest
+    prime_for_create()  # a cgroup move by pid: its grace period overlaps the rest
     try:
         cfg = build_config(opts, images)
         backend = ZoneBackend(root)
@@ -331,8 +332,9 @@ class Container:
             self.pid = started.pid
             return self
         from zoned.cgroups import prime
+        from zoned.cgroups.join import prime_for_create
 
-        prime.prime_for_create()  # as in run()
+        prime_for_create()  # as in run()
         try:
             started = self.backend.create(
                 self.name, build_config(self.opts, self.images), log=True,

@@ -51,6 +51,20 @@ def clone_into_cgroup_works() -> bool:
     return _clone_works[0]
 
 
+def prime_for_create() -> None:
+    """zoned.cgroups.prime's primer, for a create: only when another thread runs in this
+    process, or clone3 does not reach the kernel. Otherwise the creator clones the init
+    into its cgroup2 cgroup and the init joins its v1 cgroups itself: no move pays a grace
+    period there, and a primer would only hold cgroup_mutex through its own, which the
+    zone's mkdirs then wait for (bench/README, finding 12). (An init in a user namespace
+    is still moved by pid: from such a creator, that move pays the grace period.) Here,
+    not in prime.py: the usual answer, no primer, loads none of it."""
+    if not (single_threaded() and clone_into_cgroup_works()):
+        from zoned.cgroups import prime
+
+        prime.prime()
+
+
 def prepare(cgroup, *, sibling: bool = False, userns: bool = False) -> tuple[bool, int | None]:
     """Before the fork: (whether the init joins its cgroups itself, the fd of the cgroup2
     cgroup, made here, to clone it into; None on a pure v1 host, or where the init is

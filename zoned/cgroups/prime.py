@@ -17,7 +17,7 @@ kernel holds cgroup_mutex through that wait: making the container's cgroup waits
 too, so the runtime makes it after the fork.) The init may be forked while the thread
 runs: it is then blocked in a write or a poll, holding no lock the child needs, and the
 child forgets it (register_at_fork). `zoned run`, `zoned create` and the API's run() and
-Container.start() prime when another thread runs (prime_for_create: a single-threaded
+Container.start() prime when another thread runs (join.prime_for_create: a single-threaded
 creator's init joins its cgroups with no move that waits, zoned.cgroups.join; there the
 thread lives some 20 ms, during the start, and does nothing but those writes: a fork of
 the user's meanwhile forgets it), and so does a migration's destination from the images'
@@ -136,20 +136,6 @@ def prime() -> None:
         _state["thread"] = None
         os.close(stop_r)
         os.close(stop_w)
-
-
-def prime_for_create() -> None:
-    """prime(), for a create: only when another thread runs in this process, or clone3
-    does not reach the kernel. Otherwise the creator clones the init into its cgroup2
-    cgroup and the init joins its v1 cgroups itself (zoned.cgroups.join): no move pays a
-    grace period there, and a primer would only hold cgroup_mutex through its own, which
-    the zone's mkdirs then wait for (bench/README, finding 12). (An init in a user
-    namespace is still moved by pid: from such a creator, that move pays the grace
-    period.)"""
-    from zoned.cgroups.join import clone_into_cgroup_works, single_threaded
-
-    if not (single_threaded() and clone_into_cgroup_works()):
-        prime()
 
 
 def _forget() -> None:

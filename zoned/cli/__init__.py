@@ -86,9 +86,9 @@ def main(argv: list[str] | None = None) -> int:
         print("zoned version 0.1.0\nspec: 1.2.0")
         return 0
     if args.cmd in ("run", "create"):  # a container's cgroup move ahead: its grace period
-        from zoned.cgroups import prime  # runs while we import and set up (prime.py)
+        from zoned.cgroups.join import prime_for_create  # (prime.py: where it runs)
 
-        prime.prime_for_create()
+        prime_for_create()
     if not args.cmd:
         from zoned.cli.parser import USAGE_ERROR, build_parser
 
