@@ -514,10 +514,14 @@ class Runtime:
             from zoned.logs import wait_logger
 
             wait_logger(z.get("logger"))
-        elif data:
+        elif data and z.get("logger"):
             from zoned.logs import discard_zone_data
 
-            discard_zone_data(data, z.get("logger"))
+            discard_zone_data(data, z["logger"])
+        elif data:  # no logger to wait for (a foreground run): zoned.logs is not loaded
+            from zoned.storage import remove_zone_dir
+
+            remove_zone_dir(data)
         self.store.remove(cid)
 
     def update(self, cid: str, resources: dict) -> None:
