@@ -17,9 +17,10 @@ from zoned.linux.proc import proc_start_time, signal_pid, wait_exit
 from zoned.runtime.cgroup_paths import check_shared_capabilities, default_cgroups_path, \
     resolve_cgroups_path, shared_memory_path, shares_memory_cgroup
 from zoned.runtime.handoff import Started, check_preserved_fds, fork_userns, handshake, \
-    idmap_userns, kill_and_reap, pid_namespace_for_children, reap, write_pid_file
+    idmap_userns, kill_and_reap, pid_namespace_for_children, write_pid_file
 from zoned.runtime.steps import abandon, enter_cgroup, initial_state, host_root, \
-    leave_shared_memory, make_cgroup, make_skeleton, namespace_hook, oci_state, write_config
+    make_cgroup, make_skeleton, namespace_hook, oci_state, write_config
+from zoned.runtime.removal import release
 from zoned.runtime.store import Store
 from zoned.testhooks import hit, mark, pause
 
@@ -478,51 +479,9 @@ class Runtime:
                 hooks.run(cfg_hooks, "poststop", {**oci_state(st), "status": Status.STOPPED})
 
     def release(self, cid: str, st: dict) -> None:
-        """Remove what the container owns, in an order that a retry (or gc) can pick up
-        anywhere: processes and cgroup, network, then the state dir (the record that the
-        rest may still exist) last. Idempotent; also used by gc."""
-        pid = st.get("pid") or 0
-        if pid:
-            reap(pid)
-        # a container killed before state.json was written still has its default cgroup
-        cg = (st.get("zoned") or {}).get("cgroup") or default_cgroups_path(cid, self.store.root)
-        from zoned.cgroups import open_cgroup
-
-        cgroup = open_cgroup(cg, (st.get("zoned") or {}).get("shared_memory", False))
-        remove_if_empty = getattr(cgroup, "remove_if_empty", None)  # (not a rootless
-        # NullCgroup's: it has nothing to remove) rmdir alone, unless something is in it
-        if not (remove_if_empty is not None and remove_if_empty()) and cgroup.exists():
-            cgroup.kill()
-            cgroup.destroy()
-        leave_shared_memory(cgroup)
-        vm = (st.get("zoned") or {}).get("vm")
-        if vm:  # a QEMU outside the cgroup (killed mid-boot), before its taps go
-            from zoned.vm.machine import destroy
-
-            destroy(vm["dir"])
-        hit("rm:cgroup")
-        if (st.get("zoned") or {}).get("network"):
-            from zoned.network.release import release as release_network
-
-            release_network(self.store.root, cid, st["zoned"]["network"])
-        hit("rm:network")
-        # The data dir goes before the state dir: a removal killed in between leaves a
-        # stopped zone that `rm` finishes, never an orphan data dir (gc removes those too).
-        z = st.get("zoned") or {}
-        data = z["data"] if "data" in z else self.store.data_dir(cid)
-        if data and z.get("kept_data"):  # a defined zone's layer (zoned.zones) stays
-            from zoned.logs import wait_logger
-
-            wait_logger(z.get("logger"))
-        elif data and z.get("logger"):
-            from zoned.logs import discard_zone_data
-
-            discard_zone_data(data, z["logger"])
-        elif data:  # no logger to wait for (a foreground run): zoned.logs is not loaded
-            from zoned.storage import remove_zone_dir
-
-            remove_zone_dir(data)
-        self.store.remove(cid)
+        """Remove what the container owns (zoned.runtime.removal.release). Idempotent;
+        also used by gc."""
+        release(self.store, cid, st)
 
     def update(self, cid: str, resources: dict) -> None:
         """Change a running container's limits (runc update) and record them in its
