@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import time
@@ -184,6 +185,41 @@ def test_gc_of_one_root_leaves_other_roots_alone(cli, zoned_root, tmp_path, monk
     cli("gc", check=True)
     assert not open_cgroup(cgroup_parent(zoned_root)).exists()
     os.rmdir(other) if os.path.isdir(other) else None
+
+
+def test_gc_removes_the_empty_parents_of_roots_that_are_gone(cli, tmp_path, monkeypatch):
+    """A removal leaves its state root's cgroup parent for that root's gc; a root deleted
+    after its last zone never gets one. `zoned gc` of any root removes such a parent, in
+    every hierarchy. A parent in which another root's create has made a directory (in one
+    hierarchy) stays, with that directory."""
+    from zoned.cgroups import list_paths
+    from zoned.cgroups.detection import mounts
+    from zoned.runtime import cgroup_parent
+
+    def exists(path: str) -> bool:
+        return any(os.path.isdir(h.mountpoint + path) for h in mounts())
+
+    monkeypatch.delenv("ZONED_CGROUP_PARENT")
+    gone_root = str(tmp_path / "deleted-root")
+    cli("run", "--rm", "--", "true", root=gone_root, check=True)
+    gone = cgroup_parent(gone_root)
+    assert exists(gone) and list_paths(gone) == []  # left for a gc that never comes
+    shutil.rmtree(gone_root)
+    busy = f"/zoned-gcb-{os.getpid()}"  # another root's, its create under way
+    made = [h.mountpoint + busy for h in mounts()]
+    for d in made:
+        os.mkdir(d)
+    os.mkdir(made[0] + "/z-being-created")
+    try:
+        out = cli("gc", check=True).stdout
+        assert f"cgroup {gone}: empty parent of another state root" in out
+        assert not exists(gone)
+        assert all(os.path.isdir(d) for d in made) and os.path.isdir(made[0] + "/z-being-created")
+        assert busy not in out
+    finally:
+        os.rmdir(made[0] + "/z-being-created")
+        for d in made:
+            os.rmdir(d)
 
 
 def test_gc_removes_the_empty_parents_zoned_made_above_a_roots_parent(cli, monkeypatch):

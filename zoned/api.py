@@ -27,7 +27,6 @@ from zoned.runconfig import new_name as new_name
 from zoned.runconfig import status_code as status_code
 
 
-
 class Result:
     """What a finished container or exec gave back (like subprocess.CompletedProcess)."""
 

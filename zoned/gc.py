@@ -112,8 +112,6 @@ def _cgroups(store, dry_run: bool) -> Iterator[str]:
             yield f"cgroup {shared}: unused shared memory cgroup"
     # This state root's parent (/zoned or /zoned-<hash>) with no containers left under it:
     # empty, it holds nothing, and a create racing with this rmdir retries (make_cgroup).
-    # Only our own: another root's parent may be empty for a moment while its create is
-    # making the container's directories, hierarchy by hierarchy.
     # Then the parents zoned made above it, empty too: /zoned of a parent /zoned/NAME
     # ($ZONED_CGROUP_PARENT, as the pytest plugin's roots have), which no root owns.
     path = cgroup_parent(store.root)
@@ -124,6 +122,27 @@ def _cgroups(store, dry_run: bool) -> Iterator[str]:
             yield f"cgroup {path}: empty state-root parent"
             for ancestor in remove_empty_ancestors(path):
                 yield f"cgroup {ancestor}: empty parent of state-root parents"
+    yield from _other_roots_parents(path, dry_run)
+
+
+def _other_roots_parents(own: str, dry_run: bool) -> Iterator[str]:
+    """Other state roots' parents (/zoned-<hash>, or the top of a $ZONED_CGROUP_PARENT),
+    empty in every hierarchy. A removal leaves its root's parent for that root's gc,
+    which never comes for a root deleted since (a test's, a benchmark's, a tmp dir's):
+    this gc removes them. Only by a plain rmdir per hierarchy (remove_if_unused), never
+    recursively: a parent in which another root's create has made a directory stays, and
+    that create, if it finds the parent gone in a hierarchy it had not reached yet, makes
+    it again (zoned.cgroups.fs.make_despite_removals)."""
+    from zoned.cgroups import list_paths, remove_if_unused
+
+    for path in list_paths("/"):
+        if not path.startswith("/zoned-") or path == own or own.startswith(path + "/") \
+                or list_paths(path):
+            continue
+        if dry_run:
+            yield f"cgroup {path}: empty parent of another state root (removed if empty)"
+        elif remove_if_unused(path):
+            yield f"cgroup {path}: empty parent of another state root"
 
 
 def _stale_tmp(store, dry_run: bool) -> Iterator[str]:

@@ -119,7 +119,9 @@ class Pack:
 class PackLoader(_external.SourceFileLoader):
     """A source module's loader that takes its code from the pack when the pack's is current."""
 
-    pack: Pack
+    def __init__(self, fullname: str, path: str, pack: Pack):
+        super().__init__(fullname, path)
+        self.pack = pack
 
     def get_code(self, fullname):
         code = self.pack.code(fullname)
@@ -131,7 +133,6 @@ class PackFinder:
 
     def __init__(self, pack: Pack):
         self.pack = pack
-        self.loader = type("PackLoader", (PackLoader,), {"pack": pack})
 
     def find_spec(self, fullname, path=None, target=None):
         found = self.pack.source(fullname)
@@ -140,7 +141,7 @@ class PackFinder:
         source, is_package = found
         locations = [os.path.dirname(source)] if is_package else None
         return _external.spec_from_file_location(
-            fullname, source, loader=self.loader(fullname, source),
+            fullname, source, loader=PackLoader(fullname, source, self.pack),
             submodule_search_locations=locations)
 
     def invalidate_caches(self) -> None:

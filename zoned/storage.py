@@ -108,10 +108,11 @@ def remove_zone_dir(path: str | None) -> None:
 def prune(data: str) -> None:
     """Remove a data root's empty directories, and a derived data root itself once it is
     empty. Root's default data root keeps its directories (/var/lib/zoned/containers), and
-    `roots` stays, which the derived ones are in: each would be made again by the next
-    zone there (an mkdir and an rmdir of ~0.1 ms each a `zoned run --rm`, on the path a
-    user waits on)."""
-    if data == DEFAULT_DATA and os.geteuid() == 0:
+    root's `roots` stays, which the derived ones are in: each would be made again by the
+    next zone there (an mkdir and an rmdir of ~0.1 ms each a `zoned run --rm`, on the path
+    a user waits on). A user's (rootless: in their home) are removed once empty."""
+    root = os.geteuid() == 0
+    if data == DEFAULT_DATA and root:
         return
     for d in (os.path.join(data, CONTAINERS), os.path.join(data, MIGRATIONS)):
         try:
@@ -119,10 +120,11 @@ def prune(data: str) -> None:
         except OSError:
             pass
     if is_keyed(data):
-        try:
-            os.rmdir(data)
-        except OSError:  # not empty (or gone): best effort, like the cgroup parents
-            pass
+        for d in (data, *(() if root else (os.path.dirname(data),))):
+            try:
+                os.rmdir(d)
+            except OSError:  # not empty (or gone): best effort, like the cgroup parents
+                break
 
 
 def zone_ids(data: str) -> list[str]:
