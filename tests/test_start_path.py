@@ -404,7 +404,7 @@ def test_many_runs_in_one_process_leak_no_fd_and_all_succeed(zoned_root, busybox
 
 # -- the start's timeline (bench/start_timeline.py) -------------------------------------------
 TRACED_STEPS = ["main", "imported", "configured", "create", "fork", "init-namespaces",
-                "cgroup", "init-mounts", "init-root", "ready", "created", "started",
+                "cgroup", "init-mounts", "init-root", "ready", "started",
                 "exited", "removed", "exit"]
 
 

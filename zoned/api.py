@@ -246,15 +246,14 @@ def run(args: list[str] | str, *, image: str | None = None, capture: bool = True
         backend = ZoneBackend(root)
         stdio, stdin_w, reads, close = _pipes(capture, input)
         try:
-            started = backend.create(cid, cfg, stdio=stdio, keep_pdeathsig=True,
-                                     autoremove=True, network=backend.attach_network(cid, opts))
+            started = backend.run(cid, cfg, stdio=stdio, keep_pdeathsig=True,
+                                  autoremove=True, network=backend.attach_network(cid, opts))
         finally:
             for fd in close:
                 os.close(fd)
     finally:
         prime.wait()  # (create joined it; not if it failed before the move)
     try:
-        backend.start(cid, started)
         code, timed_out = pump(started.pid, reads, stdin_w, input, timeout,
                                 _kill_pid(started.pid))  # PID 1: its namespace dies too
     finally:
@@ -335,12 +334,11 @@ class Container:
 
         prime_for_create()  # as in run()
         try:
-            started = self.backend.create(
+            started = self.backend.run(
                 self.name, build_config(self.opts, self.images), log=True,
                 network=self.backend.attach_network(self.name, self.opts), split_stderr=True)
         finally:
             prime.wait()
-        self.backend.start(self.name, started)
         self.pid = started.pid
         return self
 

@@ -31,6 +31,13 @@ class ZoneBackend(Backend):
         return self.runtime.create(cid, config, stdio=stdio, network=network, log=log,
                                    autoremove=autoremove, **backend_options)
 
+    def run(self, cid: str, config: dict, *, stdio: tuple[int, int, int] | None = None,
+            network: object | None = None, log: bool = False, autoremove: bool = False,
+            **backend_options) -> Started:
+        """create() and start() in one step (Runtime.run): one state write."""
+        return self.runtime.run(cid, config, stdio=stdio, network=network, log=log,
+                                autoremove=autoremove, **backend_options)
+
     def start(self, cid: str, started: Started | None = None,
               process: dict | None = None) -> None:
         self.runtime.start(cid, started, process)

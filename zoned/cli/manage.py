@@ -71,9 +71,8 @@ def _boot_again(rt, cid: str) -> int:
         if described else None
 
     def start() -> tuple[str, int]:
-        started = rt.create(cid, cfg, use_fifo=False, log=log, network=net, data_dir=data,
-                            autoremove=bool(z.get("autoremove")))
-        rt.start(cid, started)
+        started = rt.run(cid, cfg, log=log, network=net, data_dir=data,
+                         autoremove=bool(z.get("autoremove")))
         return rt.store.dir(cid), started.pid
 
     if log:  # its logger is the init's parent again: the next exit code is kept

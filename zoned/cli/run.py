@@ -75,13 +75,7 @@ def cmd_run(args) -> int:
         from zoned.cli.detach import start_reaped
 
         def start() -> tuple[str, int]:
-            started = rt.create(cid, cfg, use_fifo=False, log=True, autoremove=args.rm,
-                                network=net)
-            try:
-                rt.start(cid, started)
-            except BaseException:  # interrupted between create and start: nothing stays
-                rt.delete(cid, force=True)
-                raise
+            started = rt.run(cid, cfg, log=True, autoremove=args.rm, network=net)
             mark("started")
             return rt.store.dir(cid), started.pid
 
@@ -188,13 +182,13 @@ def _foreground(rt, cid: str, cfg: dict, args, net=None) -> int:
         null = os.open("/dev/null", os.O_RDONLY | os.O_CLOEXEC)
         stdio = (null, 1, 2)
     try:
-        started = rt.create(cid, cfg, stdio=stdio, use_fifo=False, keep_pdeathsig=True,
-                            autoremove=args.rm, network=net)
+        started = rt.run(cid, cfg, stdio=stdio, keep_pdeathsig=True, autoremove=args.rm,
+                         network=net)
     finally:
         if null is not None:
             os.close(null)
     pid = started.pid
-    mark("created")
+    mark("started")
 
     def forward(signum, frame):
         try:
@@ -202,16 +196,14 @@ def _foreground(rt, cid: str, cfg: dict, args, net=None) -> int:
         except ProcessLookupError:
             pass
 
-    for sig in (_signal.SIGINT, _signal.SIGTERM, _signal.SIGHUP, _signal.SIGQUIT,
-                _signal.SIGUSR1, _signal.SIGUSR2):
-        _signal.signal(sig, forward)
     try:
         try:
-            rt.start(cid, started)
-        except BaseException:
+            for sig in (_signal.SIGINT, _signal.SIGTERM, _signal.SIGHUP, _signal.SIGQUIT,
+                        _signal.SIGUSR1, _signal.SIGUSR2):
+                _signal.signal(sig, forward)
+        except BaseException:  # interrupted before its signals were ours to pass on
             rt.delete(cid, force=True)
             raise
-        mark("started")
         if started.master is not None:
             attach(started.master, args.interactive)
         while True:

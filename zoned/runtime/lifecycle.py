@@ -98,7 +98,7 @@ class Runtime:
                pid_file: str | None = None, network=None, preserve_fds: int = 0,
                no_pivot: bool = False, data_dir: str | None = None,
                split_stderr: bool = False, late_process: bool = False,
-               sibling: bool = False) -> Started:
+               sibling: bool = False, start: bool = False) -> Started:
         """Set the container up to the point of exec and leave its init waiting.
 
         use_fifo: init waits on exec.fifo for `start` from any process (runc's way); else the
@@ -117,6 +117,7 @@ class Runtime:
         sibling: the init is our parent's child, not ours (zoned.pool's maker); so is a
         user namespace's stage 1, which our parent reaps (Started.to_reap, or the
         exception's sibling_pids).
+        start: start it too, under this lock (Runtime.run; use_fifo=False, no hooks).
         """
         mark("create")
         specmod.check_id(cid)
@@ -134,7 +135,7 @@ class Runtime:
         from zoned.linux.locks import acquire
 
         lock = acquire(os.path.join(d, "lock"))
-        cgroup = plan = None
+        cgroup = plan = master = None
         pid = 0
         log_fds: list[int] = []
         log_path = logger = data = err_log = None
@@ -233,6 +234,8 @@ class Runtime:
 
             if late_process and use_fifo:
                 raise ConfigError("late_process needs the caller to start the zone")
+            if start and (use_fifo or late_process or cfg.get("hooks")):
+                raise ValueError("start=True: not with the fifo, a late process or hooks")
             if fits(cfg) and not late_process:  # the init waits for start as this sealed copy
                 spawn_fd = spawn_copy()
             hier = hierarchies()
@@ -282,7 +285,7 @@ class Runtime:
             pause("ZONED_TEST_PAUSE_CREATE")
             master = handshake(chan, on_namespaces, pid, "container init exited during set-up")
             mark("ready")
-            state["status"] = Status.CREATED
+            state["status"] = Status.RUNNING if start else Status.CREATED
             state["pid"] = pid
             state["zoned"]["pid_start"] = proc_start_time(pid)
             self.store.write_state(cid, state)
@@ -294,11 +297,16 @@ class Runtime:
                     raise ZonedError("container init exited during set-up")
                 parent_sock.close()
                 return Started(pid, None, master)
-            return Started(pid, chan, master,
-                           to_reap=(plan.stage_pid,) if plan.stage_pid else ())
+            started = Started(pid, chan, master,
+                              to_reap=(plan.stage_pid,) if plan.stage_pid else ())
+            if start:  # "running" is written (start() writes it before release too)
+                started.release()
+            return started
         except BaseException as exc:
             if pid:
                 kill_and_reap(pid)
+            if master is not None:
+                os.close(master)
             if sibling:  # our parent's children: it reaps them (zoned.pool)
                 exc.sibling_pids = [p for p in (pid, plan and plan.stage_pid) if p]
             if cfg.get("hooks"):  # only a config with hooks fails in one (lazy: start-up)
@@ -324,6 +332,20 @@ class Runtime:
             if spawn_fd is not None:
                 os.close(spawn_fd)
             os.close(lock)
+
+    def run(self, cid: str, cfg: dict, **options) -> Started:
+        """create() and start() for a caller that holds the init (use_fifo=False), as
+        `runc run`: without hooks in one step, so the state is written once ("running"),
+        not twice, and the lock taken once. On failure nothing of it stays."""
+        if not cfg.get("hooks"):
+            return self.create(cid, cfg, use_fifo=False, start=True, **options)
+        started = self.create(cid, cfg, use_fifo=False, **options)
+        try:
+            self.start(cid, started)
+        except BaseException:
+            self.delete(cid, force=True)
+            raise
+        return started
 
     @staticmethod
     def _fork(plan: Plan, namespaces: dict, sibling: bool = False,

@@ -135,15 +135,7 @@ def _boot(root: str, data: str, name: str, images: str | None) -> tuple[int, int
         started = VmBackend(rt).create(name, cfg, image=opts.image, network=net, log=True,
                                        wait=True)
         return started.pid, None
-    started = rt.create(name, cfg, use_fifo=False, log=not opts.tty, network=net,
-                        data_dir=data_dir)
-    try:
-        rt.start(name, started)
-    except BaseException:
-        if started.master is not None:
-            os.close(started.master)
-        rt.delete(name, force=True)
-        raise
+    started = rt.run(name, cfg, log=not opts.tty, network=net, data_dir=data_dir)
     return started.pid, started.master
 
 
