@@ -10,23 +10,67 @@ from zoned.testhooks import mark
 
 def cmd_run(args) -> int:
     from zoned import runconfig
-    from zoned.errors import ConfigError
-    from zoned.oci.spec import RunOptions
 
     mark("imported")
     if args.bundle:
         return _run_bundle(args, command_args(args))
-    image, command = image_and_command(args)
-    if args.detach and args.rm:
-        pass  # removed by `zoned gc` once it has exited (no process stays to watch it)
     from zoned.oci.spec import check_id
 
     cid = check_id(args.name) if args.name else runconfig.new_name()
+    if args.detach and not args.tty and args.backend == "zone" and not _restarts(args):
+        # Its worker (the zone's logger to be) is forked first, before the config's imports
+        # and work: the fork of a smaller process, whose child then makes its own pages
+        # rather than copying the parent's on each write. The worker reports any error.
+        from zoned.cli.detach import start_reaped
+
+        code = start_reaped(lambda: _start_detached(args, cid))
+        mark("detached")
+        if code == 0:
+            print(cid)
+        return code
+    rt, cfg, opts, net = _prepare(args, cid)
+    if _restarts(args):  # under a monitor (zoned.zones)
+        from zoned.cli.zones import run_restart
+
+        return run_restart(args, opts, cid)
+    if args.backend == "vm":
+        from zoned.cli.run_vm import run_vm
+
+        return run_vm(rt, cid, cfg, args, net, opts.image)
+    if args.tty and (args.detach or args.interactive):  # the logger holds the pty
+        from zoned.cli.detach import run_tty
+
+        return run_tty(rt, cid, cfg, args, net)
+    return _foreground(rt, cid, cfg, args, net)
+
+
+def _restarts(args) -> bool:
+    return bool(args.restart and args.restart != "no")
+
+
+def _start_detached(args, cid: str) -> tuple[str, int]:
+    """In the worker of a detached run (its logger becomes the init's parent, so the exit
+    code is kept): the whole start, as start_reaped wants it."""
+    rt, cfg, _opts, net = _prepare(args, cid)
+    started = rt.run(cid, cfg, log=True, autoremove=args.rm, network=net)
+    mark("started")
+    return rt.store.dir(cid), started.pid
+
+
+def _prepare(args, cid: str):
+    """The run's options checked and made concrete: (runtime, OCI config, RunOptions,
+    network set-up or None). A --restart run gets no config (its monitor makes it)."""
+    from zoned import runconfig
+    from zoned.errors import ConfigError
+    from zoned.oci.spec import RunOptions
+
+    image, command = image_and_command(args)
     env = list(args.env)
     if args.env_file:
         from zoned.oci.runflags import read_env_file
 
         env = [e for f in args.env_file for e in read_env_file(f)] + env
+    rt = runtime(args)
     opts = RunOptions(args=command, image=image, rootfs=args.rootfs, name=cid,
                       hostname=args.hostname, memory=args.memory, memory_swap=args.memory_swap,
                       cpus=args.cpus, cpu_shares=args.cpu_shares, cpuset_cpus=args.cpuset_cpus,
@@ -39,16 +83,14 @@ def cmd_run(args) -> int:
                       tmpfs=args.tmpfs, mounts=args.mount, cap_add=args.cap_add,
                       cap_drop=args.cap_drop, privileged=args.privileged,
                       labels=args.label, stop_signal=args.stop_signal,
-                      stop_timeout=args.stop_timeout, volume_root=runtime(args).store.root,
+                      stop_timeout=args.stop_timeout, volume_root=rt.store.root,
                       annotations=_memory_cgroup(args.memory_cgroup))
     if opts.publish and not opts.network:  # podman's: -p alone means the default network
         from zoned.network.definitions import DEFAULT_NETWORK
 
         opts.network = [DEFAULT_NETWORK]
-    if args.restart and args.restart != "no":  # under a monitor (zoned.zones)
-        from zoned.cli.zones import run_restart
-
-        return run_restart(args, opts, cid)
+    if _restarts(args):
+        return rt, None, opts, None
     if args.backend == "vm":
         from zoned.backends.vm import check_options
 
@@ -61,30 +103,7 @@ def cmd_run(args) -> int:
     mark("configured")
     if opts.privileged:  # podman's --privileged runs without a seccomp filter
         cfg["linux"].pop("seccomp", None)
-    rt = runtime(args)
-    net = runconfig.network_for(opts, rt, cid)
-    if args.backend == "vm":
-        from zoned.cli.run_vm import run_vm
-
-        return run_vm(rt, cid, cfg, args, net, opts.image)
-    if args.tty and (args.detach or args.interactive):  # the logger holds the pty
-        from zoned.cli.detach import run_tty
-
-        return run_tty(rt, cid, cfg, args, net)
-    if args.detach:  # its logger becomes the init's parent: the exit code is kept
-        from zoned.cli.detach import start_reaped
-
-        def start() -> tuple[str, int]:
-            started = rt.run(cid, cfg, log=True, autoremove=args.rm, network=net)
-            mark("started")
-            return rt.store.dir(cid), started.pid
-
-        code = start_reaped(start)
-        mark("detached")
-        if code == 0:
-            print(cid)
-        return code
-    return _foreground(rt, cid, cfg, args, net)
+    return rt, cfg, opts, runconfig.network_for(opts, rt, cid)
 
 
 def _refuse_for_vm(args) -> None:
