@@ -143,6 +143,45 @@ def test_created_init_is_a_sealed_copy_to_a_ptrace_capable_attacker(cli, bundle)
         cli("delete", "-f", cid, check=True)
 
 
+def test_a_zone_started_at_once_admits_nobody_while_its_init_is_python(cli, monkeypatch):
+    """`zoned run` creates and starts in one step (Runtime.run): its init execs the zone's
+    process straight from Python, with no sealed copy in between. So until that exec, the
+    zone's record must not say "created" or "running": `exec` (the way in for an attacker
+    with CAP_SYS_PTRACE, see above) refuses it, and nothing else is in its namespaces.
+    Held in that window by a fault point; then it runs, and exec works."""
+    monkeypatch.setenv("ZONED_TEST_FAULT", "run:ready=3")
+    run = subprocess.Popen([ZONED, "--root", cli.root, "run", "--name", "r1", "--", "sleep",
+                            "1000"], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                           stderr=subprocess.PIPE, text=True)
+    try:
+        children = Path(f"/proc/{run.pid}/task/{run.pid}/children")
+        deadline = time.monotonic() + 20
+        init = 0
+        while not init:  # the init: the CLI's child, in a pid namespace of its own
+            assert time.monotonic() < deadline and run.poll() is None, "no init appeared"
+            kids = children.read_text().split()
+            if kids and os.readlink(f"/proc/{kids[0]}/ns/pid") != os.readlink(
+                    "/proc/self/ns/pid"):
+                init = int(kids[0])
+            time.sleep(0.02)
+        python = Path(f"/proc/{run.pid}/cmdline").read_bytes()
+        monkeypatch.delenv("ZONED_TEST_FAULT")
+        p = cli("exec", "r1", "--", "true")
+        assert p.returncode != 0 and "creating" in p.stderr, (p.returncode, p.stderr)
+        assert json.loads(cli("state", "r1").stdout)["status"] == "creating"
+        # all of that while PID 1 was still a copy of zoned's python
+        assert Path(f"/proc/{init}/cmdline").read_bytes() == python
+        deadline = time.monotonic() + 20
+        while json.loads(cli("state", "r1").stdout)["status"] != "running":
+            assert time.monotonic() < deadline and run.poll() is None, "it never ran"
+            time.sleep(0.05)
+        assert Path(f"/proc/{init}/cmdline").read_bytes() == b"sleep\x001000\x00"
+        assert cli("exec", "r1", "--", "true").returncode == 0
+    finally:
+        cli("rm", "-f", "r1")
+        run.wait(timeout=30)
+
+
 def test_created_init_reports_a_failed_exec(cli, bundle):
     """The init's execve now happens in zoned-spawn's copy: a failure there is still told
     the Python path's way (runc's exit codes 127 and 126, which podman maps), on the sync

@@ -6,6 +6,10 @@ and execs the container's process (csrc/spawn.c, init_main). So a process holdin
 CAP_SYS_PTRACE in the host's user namespace that opens /proc/1/exe of a created zone finds
 a sealed memfd nothing can write to, never the host's python (CVE-2019-5736 class), as
 with runc, whose init is its own sealed copy.
+
+A zone created and started in one step (Runtime.run) needs no copy: its record says
+"creating" until its init has exec'd the zone's process, and exec refuses such a zone, so
+nothing joins it while its PID 1 is python; the init execs that process directly.
 """
 from __future__ import annotations
 

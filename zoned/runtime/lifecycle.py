@@ -236,7 +236,10 @@ class Runtime:
                 raise ConfigError("late_process needs the caller to start the zone")
             if start and (use_fifo or late_process or cfg.get("hooks")):
                 raise ValueError("start=True: not with the fifo, a late process or hooks")
-            if fits(cfg) and not late_process:  # the init waits for start as this sealed copy
+            # The init waits for start as this sealed copy; not when started at once: then
+            # no record says "created" or "running" (nothing can join the zone, see below)
+            # before it has exec'd the zone's process, and that exec is the only one.
+            if fits(cfg) and not late_process and not start:
                 spawn_fd = spawn_copy()
             hier = hierarchies()
             skeleton = make_skeleton(d, cfg, hier)
@@ -288,6 +291,11 @@ class Runtime:
             state["status"] = Status.RUNNING if start else Status.CREATED
             state["pid"] = pid
             state["zoned"]["pid_start"] = proc_start_time(pid)
+            started = Started(pid, chan, master,
+                              to_reap=(plan.stage_pid,) if plan.stage_pid else ())
+            if start:  # exec and friends refuse a "creating" zone: none joins it while
+                hit("run:ready")  # its PID 1 is still a copy of this python
+                started.release()
             self.store.write_state(cid, state)
             if pid_file:
                 write_pid_file(pid_file, pid)
@@ -297,10 +305,6 @@ class Runtime:
                     raise ZonedError("container init exited during set-up")
                 parent_sock.close()
                 return Started(pid, None, master)
-            started = Started(pid, chan, master,
-                              to_reap=(plan.stage_pid,) if plan.stage_pid else ())
-            if start:  # "running" is written (start() writes it before release too)
-                started.release()
             return started
         except BaseException as exc:
             if pid:
