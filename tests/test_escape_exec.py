@@ -182,10 +182,11 @@ def test_a_zone_started_at_once_admits_nobody_while_its_init_is_python(cli, monk
         run.wait(timeout=30)
 
 
-def test_created_init_reports_a_failed_exec(cli, bundle):
-    """The init's execve now happens in zoned-spawn's copy: a failure there is still told
-    the Python path's way (runc's exit codes 127 and 126, which podman maps), on the sync
-    socket for `run` and on the zone's stderr after `start`."""
+def test_created_init_reports_a_failed_exec(cli, bundle, tmp_path):
+    """A created init's execve happens in zoned-spawn's copy: a failure there is still told
+    the Python path's way, on the zone's stderr after `start` (runc's exit codes 127 and
+    126, which podman maps). `run` and `run --bundle` (created and started in one step,
+    their init execs from Python) report it on the sync socket, with the same codes."""
     rootfs = bundle.path / "rootfs"
     for name, interpreter in (("noent.sh", "/nonexistent"), ("dir.sh", "/etc")):
         (rootfs / name).write_text(f"#!{interpreter}\n")
@@ -196,8 +197,19 @@ def test_created_init_reports_a_failed_exec(cli, bundle):
         assert (p.returncode, p.stderr) == (code, f"zoned: {error}: /{name}\n")
         bundle([f"/{name}"])
         p = cli("run", "--bundle", str(bundle.path), "r1", files=True)
-        assert (p.returncode, p.stderr) == (
-            code, f"zoned: container init: {error}: /{name}\n"), p.stderr
+        assert (p.returncode, p.stderr) == (code, f"zoned: {error}: /{name}\n"), p.stderr
+        with open(tmp_path / "err", "w+") as err:  # the zone's stderr: create's
+            subprocess.run([ZONED, "--root", cli.root, "create", "--bundle",
+                            str(bundle.path), "c1"], stdin=subprocess.DEVNULL, stdout=err,
+                           stderr=err, check=True, timeout=60)
+            cli("start", "c1", check=True)
+            deadline = time.monotonic() + 20
+            while json.loads(cli("state", "c1").stdout)["status"] != "stopped":
+                assert time.monotonic() < deadline, "the created init never ended"
+                time.sleep(0.05)
+            err.seek(0)
+            assert err.read() == f"zoned: container init: {error}: /{name}\n"
+        cli("delete", "c1", check=True)
     assert cli("ps", "-a", "-q").stdout.split() == []
 
 

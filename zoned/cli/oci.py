@@ -10,6 +10,12 @@ from zoned.cli.output import print_json
 
 
 def cmd_create(args) -> int:
+    create_bundle(args, *load_bundle(args))
+    return 0
+
+
+def load_bundle(args):
+    """The bundle's config, read and checked: (runtime, config, bundle dir, backend)."""
     from zoned.errors import ConfigError
     from zoned.linux import jsonc
 
@@ -36,6 +42,11 @@ def cmd_create(args) -> int:
     backend = getattr(args, "backend", None) or "zone"
     if backend == "zone" and (cfg.get("annotations") or {}).get(ANN_BACKEND) == "vm":
         backend = "vm"  # as Kata's runtime annotations: podman --annotation
+    return rt, cfg, bundle, backend
+
+
+def create_bundle(args, rt, cfg: dict, bundle: str, backend: str) -> None:
+    """OCI create of a loaded bundle: its init waits for `start` (the exec fifo)."""
     if backend == "vm":
         return _create_vm(rt, args, cfg, bundle)
     started = rt.create(args.id, cfg, bundle=bundle, pid_file=args.pid_file,
@@ -47,13 +58,12 @@ def cmd_create(args) -> int:
             send_fd(args.console_socket, started.master)
         finally:
             os.close(started.master)
-    return 0
 
 
 ANN_BACKEND = "org.zoned.backend"
 
 
-def _create_vm(rt, args, cfg: dict, bundle: str) -> int:
+def _create_vm(rt, args, cfg: dict, bundle: str) -> None:
     """OCI create of a bundle as a VM (as Kata Containers): QEMU boots the bundle's rootfs
     and process paused; `start` lets it run. The VM's pid is QEMU's."""
     from zoned.backends.vm import VmBackend
@@ -65,7 +75,6 @@ def _create_vm(rt, args, cfg: dict, bundle: str) -> int:
     VmBackend(rt).create(args.id, cfg, rootfs=rootfs, bundle=bundle, stdio=(0, 1, 2),
                          created=True, pid_file=args.pid_file,
                          accel=getattr(args, "accel", None) or "auto")
-    return 0
 
 
 def cmd_start(args) -> int:

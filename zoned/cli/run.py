@@ -155,16 +155,21 @@ def image_and_command(args) -> tuple[str | None, list[str]]:
 
 
 def _run_bundle(args, rest: list[str]) -> int:
-    """runc run: create + start a bundle; wait for it unless --detach, then delete it."""
-    from zoned.cli.oci import cmd_create
+    """runc run: create + start a bundle; wait for it unless --detach, then delete it. A
+    zone without a terminal is created and started in one step (Runtime.run)."""
+    from zoned.cli.oci import create_bundle, load_bundle
     from zoned.errors import ConfigError
 
     if len(rest) != 1:
         raise ConfigError("run --bundle takes exactly one argument: the container ID")
     args.id = rest[0]
-    cmd_create(args)
-    rt = runtime(args)
-    rt.start(args.id)
+    rt, cfg, bundle, backend = load_bundle(args)
+    if backend == "zone" and not (cfg.get("process") or {}).get("terminal"):
+        rt.run(args.id, cfg, bundle=bundle, pid_file=args.pid_file,
+               preserve_fds=args.preserve_fds, no_pivot=args.no_pivot)
+    else:  # the console socket gets the pty before the process starts
+        create_bundle(args, rt, cfg, bundle, backend)
+        rt.start(args.id)
     if args.detach:
         return 0
     st = rt.store.read_state(args.id)
