@@ -48,19 +48,14 @@ class Backend(ABC):
         another process (the OCI CLI's `create` then `start`). InvalidState unless the
         container is created (Status.can_start)."""
 
+    @abstractmethod
     def run(self, cid: str, config: dict, *, stdio: tuple[int, int, int] | None = None,
             network: object | None = None, log: bool = False, autoremove: bool = False,
             **backend_options) -> Started:
-        """create() then start() for a caller that holds the handle (`runc run`); a
-        failed start removes the container. A backend may do both in one step."""
-        started = self.create(cid, config, stdio=stdio, network=network, log=log,
-                              autoremove=autoremove, **backend_options)
-        try:
-            self.start(cid, started)
-        except BaseException:
-            self.delete(cid, force=True)
-            raise
-        return started
+        """create() and start() for a caller that holds the handle (`runc run`): status
+        "running" on return, the same arguments as create(). On any failure, of either
+        step, nothing of the container stays. A backend may do both in one step (the
+        zone backend does: Runtime.run)."""
 
     @abstractmethod
     def kill(self, cid: str, sig: int = _signal.SIGTERM) -> None:
