@@ -66,7 +66,7 @@ def test_zone_backend_implements_the_interface(tmp_path):
 
     with pytest.raises(TypeError, match="abstract"):
         Half()  # a backend missing a method fails when it is made, not when it is used
-    assert Backend.__abstractmethods__ == {"create", "start", "kill", "delete", "state",
+    assert Backend.__abstractmethods__ == {"create", "start", "run", "kill", "delete", "state",
                                            "exec", "attach_network", "checkpoint"}
     backend = ZoneBackend(str(tmp_path))
     assert isinstance(backend, Backend)
