@@ -64,3 +64,28 @@ def wait_exit(pid: int, start: int | None, timeout: float | None) -> bool:
         return bool(poller.poll(None if timeout is None else int(timeout * 1000)))
     finally:
         os.close(fd)
+
+
+def reap(pid: int) -> None:
+    """Collect the exit status if the process is our child (API users fork containers)."""
+    import os
+
+    try:
+        os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        pass
+
+
+def kill_and_reap(pid: int) -> None:
+    """SIGKILL our child `pid` and collect it (a half-made container's init)."""
+    import _signal  # not signal.py: its enums of every signal cost ~4 ms a command
+    import os
+
+    try:
+        os.kill(pid, _signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    try:
+        os.waitpid(pid, 0)
+    except ChildProcessError:
+        pass

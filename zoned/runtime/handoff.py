@@ -3,7 +3,6 @@ namespaces, following its sync messages to "ready" (zoned.child.sync), and the S
 handle that lets it exec."""
 from __future__ import annotations
 
-import _signal  # not signal.py: its enums of every signal cost ~4 ms a command
 import os
 import time
 
@@ -11,6 +10,7 @@ from zoned.child.process import Plan, fork_nondumpable
 from zoned.child.sync import Channel, Message, Op
 from zoned.errors import ConfigError
 from zoned.linux import syscalls as sc
+from zoned.linux.proc import kill_and_reap
 from zoned.testhooks import hit
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing (start-up)
@@ -232,22 +232,3 @@ def write_pid_file(path: str, pid: int) -> None:
     with open(tmp, "w") as f:
         f.write(str(pid))
     os.replace(tmp, path)
-
-
-def reap(pid: int) -> None:
-    """Collect the exit status if the process is our child (API users fork containers)."""
-    try:
-        os.waitpid(pid, os.WNOHANG)
-    except ChildProcessError:
-        pass
-
-
-def kill_and_reap(pid: int) -> None:
-    try:
-        os.kill(pid, _signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-    try:
-        os.waitpid(pid, 0)
-    except ChildProcessError:
-        pass

@@ -9,24 +9,24 @@ import _signal  # not signal.py: its enums of every signal cost ~4 ms a command
 import time
 
 from zoned.errors import ConfigError, InvalidState, NotFound, ZonedError
-from zoned.oci import spec as specmod
 from zoned.oci.status import Status
-from zoned.child.process import NS_PROC, Plan, fork_nondumpable, run_child
-from zoned.child.sync import Channel, Op, pair as sync_pair
-from zoned.linux.proc import proc_start_time, signal_pid, wait_exit
+from zoned.linux.proc import kill_and_reap, proc_start_time, signal_pid, wait_exit
 from zoned.runtime.cgroup_paths import check_shared_capabilities, default_cgroups_path, \
     resolve_cgroups_path, shared_memory_path, shares_memory_cgroup
-from zoned.runtime.handoff import Started, check_preserved_fds, fork_userns, handshake, \
-    idmap_userns, kill_and_reap, pid_namespace_for_children, write_pid_file
 from zoned.runtime.steps import abandon, enter_cgroup, initial_state, host_root, \
     make_cgroup, make_skeleton, namespace_hook, oci_state, write_config
 from zoned.runtime.removal import release
 from zoned.runtime.store import Store
 from zoned.testhooks import hit, mark, pause
 
+# create and exec import the fork's machinery (zoned.child, cffi) and the spec's checks:
+# `state`, `start` and `delete` (podman's, thrice a container) ran ~3 ms slower with them.
 TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing (start-up)
 if TYPE_CHECKING:
     from collections.abc import Callable
+
+    from zoned.child.process import Plan
+    from zoned.runtime.handoff import Started
 
 class Runtime:
     """One state root's containers."""
@@ -120,6 +120,12 @@ class Runtime:
         start: start it too, under this lock (Runtime.run; use_fifo=False, no hooks).
         """
         mark("create")
+        from zoned.child.process import Plan
+        from zoned.child.sync import Channel, Op, pair as sync_pair
+        from zoned.oci import spec as specmod
+        from zoned.runtime.handoff import Started, check_preserved_fds, fork_userns, \
+            handshake, idmap_userns, write_pid_file
+
         specmod.check_id(cid)
         specmod.validate(cfg)  # every config check, before anything is created
         check_preserved_fds(preserve_fds)
@@ -236,9 +242,8 @@ class Runtime:
                 raise ConfigError("late_process needs the caller to start the zone")
             if start and (use_fifo or late_process or cfg.get("hooks")):
                 raise ValueError("start=True: not with the fifo, a late process or hooks")
-            # The init waits for start as this sealed copy; not when started at once: then
-            # no record says "created" or "running" (nothing can join the zone, see below)
-            # before it has exec'd the zone's process, and that exec is the only one.
+            # The init waits for start as this sealed copy; not if started at once: its record
+            # says "creating" until it has exec'd the zone's process (none joins it, below).
             if fits(cfg) and not late_process and not start:
                 spawn_fd = spawn_copy()
             hier = hierarchies()
@@ -354,6 +359,9 @@ class Runtime:
     @staticmethod
     def _fork(plan: Plan, namespaces: dict, sibling: bool = False,
               cgroup_fd: int | None = None) -> int:
+        from zoned.child.process import fork_nondumpable, run_child
+        from zoned.runtime.handoff import pid_namespace_for_children
+
         if "pid" in namespaces:
             join_fd, pid = None, 0
             if namespaces["pid"]:
@@ -466,7 +474,9 @@ class Runtime:
         pid, start = st["pid"], st["zoned"]["pid_start"]
         if status is Status.PAUSED:
             self.cgroup(st).thaw()
-        signal_pid(pid, start, specmod.stop_signal(self.config(cid)))
+        from zoned.oci.spec import stop_signal
+
+        signal_pid(pid, start, stop_signal(self.config(cid)))
         if not wait_exit(pid, start, timeout):
             signal_pid(pid, start, _signal.SIGKILL)
             wait_exit(pid, start, 10)
@@ -553,11 +563,15 @@ class Runtime:
         """Start `process` (an OCI process object) inside a running container: the same
         namespaces, cgroup, capabilities and seccomp as its init. Returns with the process
         waiting; `release()` lets it exec (so the caller can set up before)."""
-        check_preserved_fds(preserve_fds)
+        from zoned.child.process import NS_PROC, Plan, fork_nondumpable, run_child
+        from zoned.child.sync import Channel, Op, pair as sync_pair
         from zoned.oci import schema
+        from zoned.oci.spec import validate_process
+        from zoned.runtime.handoff import Started, check_preserved_fds, handshake
 
+        check_preserved_fds(preserve_fds)
         schema.check(process, schema.CONFIG["process!"], "process")
-        specmod.validate_process(process)
+        validate_process(process)
         st = self.store.read_state(cid)
         refuse_vm(st, "exec in", "zoned.backends.vm.VmBackend.exec runs commands in it")
         if st["zoned"].get("shared_memory"):

@@ -4,8 +4,8 @@ pick up anywhere. Runtime.delete (zoned.runtime.lifecycle) calls it under the zo
 after the `removing` mark; gc and migration call it for zones that are gone."""
 from __future__ import annotations
 
+from zoned.linux.proc import reap
 from zoned.runtime.cgroup_paths import default_cgroups_path
-from zoned.runtime.handoff import reap
 from zoned.runtime.steps import leave_shared_memory
 from zoned.runtime.store import Store
 from zoned.testhooks import hit
