@@ -85,6 +85,10 @@ AGREE = [
      "10", "--no-new-privs", "-p", "/p.json", "cid"],
     ["exec", "-i", "-t", "-e", "A=1", "--env", "B=2", "-u", "1000", "-w", "/tmp", "web",
      "ls", "-l", "-it"], ["exec", "--cwd", "/", "web", "sh", "-c", "echo -e x"],
+    # zoned ps
+    ["ps"], ["ps", "-a"], ["--root", "/r", "ps", "--all", "-q"], ["ps", "--quiet", "web"],
+    ["ps", "--format", "json"], ["ps", "--format={{.Names}} {{.Status}}", "-a"],
+    ["ps", "web", "--all"],
 ]
 FALLBACK = [  # forms the lean parser leaves to argparse: the answer must still be argparse's
     ["run", "-it", "--", "sh"],            # clustered short flags
@@ -94,6 +98,7 @@ FALLBACK = [  # forms the lean parser leaves to argparse: the answer must still 
     ["run", "--rm", "-x y"],               # argparse: a positional (it has a space)
     ["kill", "cid", "-sHUP"], ["delete", "-f", "--", "c"], ["create", "--bund", "/b", "c"],
     ["exec", "web", "--", "ls"], ["exec", "-it", "web", "sh"],
+    ["ps", "-aq"], ["ps", "--form", "json"],
 ]
 ERRORS = [  # argparse's errors, exit 125, one line naming the flag
     (["run", "--pids-limit", "many", "--", "true"], "--pids-limit"),
@@ -106,6 +111,8 @@ ERRORS = [  # argparse's errors, exit 125, one line naming the flag
     (["create", "--preserve-fds", "x", "c"], "--preserve-fds"),
     (["create", "--backend", "qemu", "c"], "--backend"),
     (["state"], "id"), (["start", "a", "b"], "b"), (["kill", "a", "b", "c"], "c"),
+    (["ps", "a", "b"], "b"), (["ps", "--bogus"], "--bogus"), (["ps", "--format", "-x"],
+                                                             "--format"),
 ]
 
 
@@ -162,7 +169,7 @@ def test_lean_parser_knows_every_run_flag_and_default():
     glob = {o for a in p._actions for o in a.option_strings} - {"-h", "--help"}
     assert glob == set(fastparse.GLOBAL_VALUE) | set(fastparse.GLOBAL_TRUE)
     assert vars(fastparse.parse(["run"])) == argparse_namespace(["run"])
-    for name, cmd in fastparse.OCI.items():  # the lifecycle commands' tables too
+    for name, cmd in fastparse.LEAN.items():  # the lifecycle commands' and ps's too
         p = build_parser(name, [name])
         sub = next(a for a in p._actions if a.dest == "cmd")  # noqa: SLF001
         actions = sub.choices[name]._actions
