@@ -151,7 +151,13 @@ class Channel:
         send(self.sock, op, fds, **fields)
 
     def recv(self) -> Message:
-        data, fds = recv_fds(self.sock, 1 << 16, MAX_FDS)
+        try:
+            data, fds = recv_fds(self.sock, 1 << 16, MAX_FDS)
+        except ConnectionResetError:
+            # The peer closed with a message of ours unread (a child that failed before
+            # it read "cgroup"). The kernel reports that once, before the messages the
+            # peer had sent: its error is still queued, or EOF follows.
+            data, fds = recv_fds(self.sock, 1 << 16, MAX_FDS)
         for fd in fds:
             os.set_inheritable(fd, False)
         if not data:

@@ -205,29 +205,28 @@ def _foreground(rt, cid: str, cfg: dict, args, net=None) -> int:
     if not args.tty and not args.interactive:
         null = os.open("/dev/null", os.O_RDONLY | os.O_CLOEXEC)
         stdio = (null, 1, 2)
+    def forward_to(pid: int) -> None:
+        """From the start on, our signals are the zone's (its process may run before
+        rt.run returns); before, they interrupt the create, which undoes it."""
+        def forward(signum, frame):
+            try:
+                os.kill(pid, signum)
+            except ProcessLookupError:
+                pass
+
+        for sig in (_signal.SIGINT, _signal.SIGTERM, _signal.SIGHUP, _signal.SIGQUIT,
+                    _signal.SIGUSR1, _signal.SIGUSR2):
+            _signal.signal(sig, forward)
+
     try:
         started = rt.run(cid, cfg, stdio=stdio, keep_pdeathsig=True, autoremove=args.rm,
-                         network=net)
+                         network=net, on_start=forward_to)
     finally:
         if null is not None:
             os.close(null)
     pid = started.pid
     mark("started")
-
-    def forward(signum, frame):
-        try:
-            os.kill(pid, signum)
-        except ProcessLookupError:
-            pass
-
     try:
-        try:
-            for sig in (_signal.SIGINT, _signal.SIGTERM, _signal.SIGHUP, _signal.SIGQUIT,
-                        _signal.SIGUSR1, _signal.SIGUSR2):
-                _signal.signal(sig, forward)
-        except BaseException:  # interrupted before its signals were ours to pass on
-            rt.delete(cid, force=True)
-            raise
         if started.master is not None:
             attach(started.master, args.interactive)
         while True:

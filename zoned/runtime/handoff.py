@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 import time
 
-from zoned.child.process import Plan, fork_nondumpable
+from zoned.child.process import Plan, fork_nondumpable, run_child
 from zoned.child.sync import Channel, Message, Op
 from zoned.errors import ConfigError
 from zoned.linux import syscalls as sc
@@ -232,3 +232,21 @@ def write_pid_file(path: str, pid: int) -> None:
     with open(tmp, "w") as f:
         f.write(str(pid))
     os.replace(tmp, path)
+
+
+def fork_init(plan: Plan, namespaces: dict, sibling: bool = False,
+              cgroup_fd: int | None = None) -> int:
+    """Fork a container's init (zoned.child.process.run_child): PID 1 of a new pid
+    namespace, or a member of the one the config names; see fork_nondumpable."""
+    if "pid" in namespaces:
+        join_fd, pid = None, 0
+        if namespaces["pid"]:
+            join_fd = os.open(namespaces["pid"], os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            with pid_namespace_for_children(join_fd):
+                pid = fork_nondumpable(run_child, plan, sibling=sibling, cgroup_fd=cgroup_fd)
+        finally:
+            if join_fd is not None and pid:
+                os.close(join_fd)
+        return pid
+    return fork_nondumpable(run_child, plan, sibling=sibling, cgroup_fd=cgroup_fd)

@@ -25,7 +25,6 @@ TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing (start-u
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from zoned.child.process import Plan
     from zoned.runtime.handoff import Started
 
 class Runtime:
@@ -98,7 +97,8 @@ class Runtime:
                pid_file: str | None = None, network=None, preserve_fds: int = 0,
                no_pivot: bool = False, data_dir: str | None = None,
                split_stderr: bool = False, late_process: bool = False,
-               sibling: bool = False, start: bool = False) -> Started:
+               sibling: bool = False, start: bool = False,
+               on_start: Callable[[int], None] | None = None) -> Started:
         """Set the container up to the point of exec and leave its init waiting.
 
         use_fifo: init waits on exec.fifo for `start` from any process (runc's way); else the
@@ -117,14 +117,15 @@ class Runtime:
         sibling: the init is our parent's child, not ours (zoned.pool's maker); so is a
         user namespace's stage 1, which our parent reaps (Started.to_reap, or the
         exception's sibling_pids).
-        start: start it too, under this lock (Runtime.run; use_fifo=False, no hooks).
+        start: start it too, under this lock (Runtime.run; use_fifo=False, no hooks);
+        on_start(pid) is called just before (a foreground run passes signals on from then).
         """
         mark("create")
         from zoned.child.process import Plan
         from zoned.child.sync import Channel, Op, pair as sync_pair
         from zoned.oci import spec as specmod
-        from zoned.runtime.handoff import Started, check_preserved_fds, fork_userns, \
-            handshake, idmap_userns, write_pid_file
+        from zoned.runtime.handoff import Started, check_preserved_fds, fork_init, \
+            fork_userns, handshake, idmap_userns, write_pid_file
 
         specmod.check_id(cid)
         specmod.validate(cfg)  # every config check, before anything is created
@@ -271,7 +272,7 @@ class Runtime:
                 if "user" in namespaces:
                     pid = fork_userns(plan, chan, linux, sibling)
                 else:
-                    pid = self._fork(plan, namespaces, sibling, born_fd)
+                    pid = fork_init(plan, namespaces, sibling, born_fd)
             finally:
                 if born_fd is not None:
                     os.close(born_fd)
@@ -300,6 +301,8 @@ class Runtime:
                               to_reap=(plan.stage_pid,) if plan.stage_pid else ())
             if start:  # exec and friends refuse a "creating" zone: none joins it while
                 hit("run:ready")  # its PID 1 is still a copy of this python
+                if on_start is not None:
+                    on_start(pid)
                 started.release()
             self.store.write_state(cid, state)
             if pid_file:
@@ -350,31 +353,13 @@ class Runtime:
             return self.create(cid, cfg, use_fifo=False, start=True, **options)
         started = self.create(cid, cfg, use_fifo=False, **options)
         try:
+            if options.get("on_start"):
+                options["on_start"](started.pid)
             self.start(cid, started)
         except BaseException:
             self.delete(cid, force=True)
             raise
         return started
-
-    @staticmethod
-    def _fork(plan: Plan, namespaces: dict, sibling: bool = False,
-              cgroup_fd: int | None = None) -> int:
-        from zoned.child.process import fork_nondumpable, run_child
-        from zoned.runtime.handoff import pid_namespace_for_children
-
-        if "pid" in namespaces:
-            join_fd, pid = None, 0
-            if namespaces["pid"]:
-                join_fd = os.open(namespaces["pid"], os.O_RDONLY | os.O_CLOEXEC)
-            try:
-                with pid_namespace_for_children(join_fd):
-                    pid = fork_nondumpable(run_child, plan, sibling=sibling,
-                                           cgroup_fd=cgroup_fd)
-            finally:
-                if join_fd is not None and pid:
-                    os.close(join_fd)
-            return pid
-        return fork_nondumpable(run_child, plan, sibling=sibling, cgroup_fd=cgroup_fd)
 
     # -- start / kill / delete ---------------------------------------------------------
     def start(self, cid: str, started: Started | None = None,
