@@ -47,7 +47,8 @@ STEPS = [  # (step, who, what happens in the phase that ends at this step)
     ("init-mounts", "init", "overlay, /proc, /dev, /sys, waiting for the cgroup, cgroup "
                             "binds"),
     ("init-root", "init", "pivot_root, masked and read-only paths"),
-    ("ready", "cli", "the init execs zoned-spawn's copy, which says ready"),
+    ("ready", "cli", "the init says ready (before the start was folded into create: "
+                     "as zoned-spawn's sealed copy, which it exec'd first)"),
     ("created", "cli", "state.json: created (before the start was folded into create)"),
     ("started", "cli", "state.json: running; the init loads seccomp and execs /bin/true"),
     ("exited", "cli", "/bin/true runs, exits and is reaped"),

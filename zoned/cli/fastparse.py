@@ -1,13 +1,13 @@
 """A lean parser for the argv of `zoned run`, of runc's commands podman and containerd
 call (create, start, state, kill, delete, exec), of `zoned ps` and of `zoned --version`:
-the common forms
-only, without importing argparse. argparse (with re, gettext, locale and shutil, which its help
-formatter pulls in) costs ~6 ms of every `zoned run`, more than a third of runc's whole
-`run`. This gives the very Namespace zoned.cli.parser's argparse parser gives, or None
-whenever an argv is anything but plain: an unknown or abbreviated flag, clustered short
-flags (-it), a flag value starting with "-", a bad int or choice, --image with --rootfs,
--h. Then argparse parses it, with its errors and help. tests/test_start_path.py checks the
-two agree (and that this table knows every dest argparse sets).
+the common forms only, without importing argparse. argparse (with re, gettext, locale and
+shutil, which its help formatter pulls in) costs ~6 ms of every `zoned run`, more than a
+third of runc's whole `run`. This gives the very Namespace zoned.cli.parser's argparse
+parser gives, or None whenever an argv is anything but plain: an unknown or abbreviated
+flag, clustered short flags (-it), a flag value starting with "-", a bad int or choice,
+--image with --rootfs, -h. Then argparse parses it, with its errors and help.
+tests/test_start_path.py checks the two agree (and that this table knows every dest
+argparse sets).
 """
 from __future__ import annotations
 
@@ -92,7 +92,7 @@ OCI = {  # runc's commands as podman and containerd call them (zoned.cli.oci)
                             "-g": "additional_gids", "--additional-gids": "additional_gids"},
                     remainder="command", defaults={"preserve_fds": 0}),
 }
-# Commands a person types most often, besides `run` (`zoned ps`: 24 -> ~15 ms here)
+# Commands a person types most often, besides `run` (`zoned ps -a`: 22-26 -> 12-14 ms here)
 EVERYDAY = {
     "ps": Command(true={"-q": "quiet", "--quiet": "quiet", "-a": "all", "--all": "all"},
                   value={"--format": "format"}, positionals=(), optional=("id",),

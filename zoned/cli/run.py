@@ -205,6 +205,7 @@ def _foreground(rt, cid: str, cfg: dict, args, net=None) -> int:
     if not args.tty and not args.interactive:
         null = os.open("/dev/null", os.O_RDONLY | os.O_CLOEXEC)
         stdio = (null, 1, 2)
+
     def forward_to(pid: int) -> None:
         """From the start on, our signals are the zone's (its process may run before
         rt.run returns); before, they interrupt the create, which undoes it."""

@@ -27,6 +27,7 @@ if TYPE_CHECKING:
 
     from zoned.runtime.handoff import Started
 
+
 class Runtime:
     """One state root's containers."""
 
