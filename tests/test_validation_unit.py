@@ -146,6 +146,15 @@ def test_every_field_of_the_wrong_type_is_one_config_error_naming_it():
       "process": {"args": ["sh"], "env": "PATH=/bin"}}, "process.env"),
     ({"ociVersion": "1.2.0", "root": {"path": "rootfs"},
       "process": {"args": ["sh"], "env": ["NOEQUALS"]}}, "process.env[0]"),
+    # the string lists' and string fields' quick path (zoned.oci.schema) names them too
+    ({"ociVersion": "1.2.0", "root": {"path": "rootfs"}, "process": {"args": ["sh", 1]}},
+     "process.args[1]: expected a string"),
+    ({"ociVersion": "1.2.0", "root": {"path": "rootfs"},
+      "process": {"args": ["sh", "a\0b"]}}, "process.args[1]: contains a NUL"),
+    ({"ociVersion": "1.2.0", "root": {"path": "rootfs\0"}, "process": {"args": ["sh"]}},
+     "root.path: contains a NUL"),
+    ({"ociVersion": "1.2.0", "root": {"path": "rootfs"}, "process": {"args": ["sh"]},
+      "hostname": 7}, "hostname: expected a string"),
 ])
 def test_the_reported_configs_name_their_field(doc, field):
     with pytest.raises(ConfigError) as e:

@@ -119,25 +119,46 @@ def check(value: object, typ: object = None, where: str = "", source: str = "con
         raise ConfigError(str(e).replace("config.json: ", f"{source}: ", 1)) from None
 
 
+# An object type's fields as (key, type, required), in its order, made once per type. The
+# entry holds the type itself, so its id is never another's.
+_FIELDS: dict[int, tuple[dict, tuple[tuple[str, object, bool], ...]]] = {}
+
+
+def _fields(typ: dict) -> tuple[tuple[str, object, bool], ...]:
+    entry = _FIELDS.get(id(typ))
+    if entry is None:
+        entry = _FIELDS[id(typ)] = (typ, tuple((name.rstrip("!"), sub, name.endswith("!"))
+                                               for name, sub in typ.items()))
+    return entry[1]
+
+
 def _check(value: object, typ: object, where: str) -> object:
     if isinstance(typ, dict):
         if not isinstance(value, dict):
             _bad(where, "an object", value)
-        for key in [k for k, v in value.items() if v is None]:
-            del value[key]
-        for name, sub in typ.items():
-            key = name.rstrip("!")
-            path = f"{where}.{key}" if where else key
+        if None in value.values():
+            for key in [k for k, v in value.items() if v is None]:
+                del value[key]
+        for key, sub, required in _fields(typ):
             if key in value:
-                _check(value[key], sub, path)
-            elif name.endswith("!"):
-                raise ConfigError(f"config.json: missing required field {path!r}")
+                v = value[key]
+                if sub == "str" and v.__class__ is str and "\0" not in v:
+                    continue  # the commonest field, checked without a call
+                _check(v, sub, f"{where}.{key}" if where else key)
+            elif required:
+                raise ConfigError("config.json: missing required field "
+                                  f"{f'{where}.{key}' if where else key!r}")
         return value
     if isinstance(typ, list):
         kind, item = typ
         if kind == "list":
             if not isinstance(value, list):
                 _bad(where, "a list", value)
+            if item == "str":  # most lists (env, args, seccomp's names): no path per item
+                for i, v in enumerate(value):
+                    if v.__class__ is not str or "\0" in v:
+                        _check(v, item, f"{where}[{i}]")  # (a str subclass passes here)
+                return value
             for i, v in enumerate(value):
                 _check(v, item, f"{where}[{i}]")
         else:

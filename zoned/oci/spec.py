@@ -505,7 +505,6 @@ def validate(cfg: dict) -> dict:
     rlimits, hooks). Each failure is one ConfigError naming the field. Returns `cfg`,
     normalised (nulls dropped, capabilities the kernel lacks removed with a warning)."""
     from zoned.child import security
-    from zoned.oci import hooks
     from zoned.oci import schema
 
     schema.check(cfg)
@@ -533,7 +532,10 @@ def validate(cfg: dict) -> dict:
             raise ConfigError(f"config.json: mounts[{i}].destination "
                               f"{m['destination']!r} must be absolute")
     security.check_linux(linux)
-    hooks.check(cfg.get("hooks"))
+    if cfg.get("hooks"):  # (hooks is not loaded for the usual config without any)
+        from zoned.oci import hooks
+
+        hooks.check(cfg["hooks"])
     return cfg
 
 
