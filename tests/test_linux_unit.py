@@ -311,3 +311,29 @@ def test_seal_filled_memfd_reads_back_and_refuses_any_change():
             assert e.value.errno == errno_mod.EPERM
     finally:
         os.close(fd)
+
+
+def test_a_prepared_state_is_seen_only_once_committed(tmp_path):
+    """Runtime.create writes the next state.json while the init sets up (prepare_state)
+    and renames it when it is true (commit_state): readers see the old one until then."""
+    from zoned.runtime.store import Store
+
+    store = Store(tmp_path)
+    (tmp_path / "c1").mkdir()
+    store.write_state("c1", {"id": "c1", "status": "creating"})
+    tmp = store.prepare_state("c1", {"id": "c1", "status": "running"})
+    assert os.path.dirname(tmp) == str(tmp_path / "c1")
+    assert store.read_state("c1")["status"] == "creating"
+    store.commit_state("c1", tmp)
+    assert store.read_state("c1")["status"] == "running"
+    assert sorted(os.listdir(tmp_path / "c1")) == ["state.json"]
+
+
+def test_a_failed_prepared_state_leaves_no_temp_file(tmp_path):
+    from zoned.runtime.store import Store
+
+    store = Store(tmp_path)
+    (tmp_path / "c1").mkdir()
+    with pytest.raises(TypeError):  # not JSON: nothing is written
+        store.prepare_state("c1", {"status": object()})
+    assert os.listdir(tmp_path / "c1") == []

@@ -266,6 +266,7 @@ class Runtime:
 
             # Nothing made yet; opened here, so that a failure from now on removes it.
             cgroup = open_cgroup(cg_path, shared_memory)
+            cgroup.load_modules()  # make_cgroup's, after the fork: loaded now (see above)
             self_join, born_fd = cgjoin.prepare(cgroup, sibling=sibling,
                                                 userns="user" in namespaces)
             mark("fork")
@@ -293,11 +294,16 @@ class Runtime:
             enter_cgroup(chan, cgroup, pid, self_join, oci_state(state))
             mark("cgroup")
             pause("ZONED_TEST_PAUSE_CREATE")
+            # The next state is written while the init sets up, and renamed once it is true;
+            # after the namespace hook where one runs (a network's attach adds to it).
+            state["status"] = Status.RUNNING if start else Status.CREATED
+            state["zoned"]["pid_start"] = proc_start_time(pid)
+            next_state = self.store.prepare_state(cid, state) if on_namespaces is None \
+                else None
             master = handshake(chan, on_namespaces, pid, "container init exited during set-up")
             mark("ready")
-            state["status"] = Status.RUNNING if start else Status.CREATED
-            state["pid"] = pid
-            state["zoned"]["pid_start"] = proc_start_time(pid)
+            if next_state is None:
+                next_state = self.store.prepare_state(cid, state)
             started = Started(pid, chan, master,
                               to_reap=(plan.stage_pid,) if plan.stage_pid else ())
             if start:  # exec and friends refuse a "creating" zone: none joins it while
@@ -305,7 +311,7 @@ class Runtime:
                 if on_start is not None:
                     on_start(pid)
                 started.release()
-            self.store.write_state(cid, state)
+            self.store.commit_state(cid, next_state)
             if pid_file:
                 write_pid_file(pid_file, pid)
             if use_fifo:

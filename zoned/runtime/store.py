@@ -71,19 +71,7 @@ def write_json_atomic(path: str, data: dict, *, in_place_if_full: bool = False) 
     payload = jsonc.dumps(data, separators=(",", ":")).encode()  # dumps: the C encoder
     tmp = f"{path}.{os.getpid()}.tmp"
     try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o666)
-        try:
-            # Blocks allocated now, not at writeback: ext4 (auto_da_alloc) otherwise starts
-            # writing a renamed-over file's delayed blocks out inside rename(2) itself.
-            os.posix_fallocate(fd, 0, len(payload))  # (json: never empty)
-            view = memoryview(payload)
-            while view:
-                view = view[os.write(fd, view):]
-        finally:
-            os.close(fd)
-        from zoned.testhooks import hit
-
-        hit("write:tmp")
+        _write_tmp(tmp, payload)
         os.replace(tmp, path)
     except OSError as e:
         try:
@@ -93,6 +81,38 @@ def write_json_atomic(path: str, data: dict, *, in_place_if_full: bool = False) 
         if not (in_place_if_full and e.errno in (errno.ENOSPC, errno.EDQUOT)
                 and _overwrite_in_place(path, payload)):
             raise
+
+
+def write_json_tmp(path: str, data: dict) -> str:
+    """`data` as JSON in the temp file that write_json_atomic would rename over `path`;
+    the caller renames it (os.replace) when the new version is to be seen. Removed again if
+    the write fails."""
+    tmp = f"{path}.{os.getpid()}.tmp"
+    try:
+        _write_tmp(tmp, jsonc.dumps(data, separators=(",", ":")).encode())
+    except OSError:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+    return tmp
+
+
+def _write_tmp(tmp: str, payload: bytes) -> None:
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o666)
+    try:
+        # Blocks allocated now, not at writeback: ext4 (auto_da_alloc) otherwise starts
+        # writing a renamed-over file's delayed blocks out inside rename(2) itself.
+        os.posix_fallocate(fd, 0, len(payload))  # (json: never empty)
+        view = memoryview(payload)
+        while view:
+            view = view[os.write(fd, view):]
+    finally:
+        os.close(fd)
+    from zoned.testhooks import hit
+
+    hit("write:tmp")
 
 
 def _overwrite_in_place(path: str, payload: bytes) -> bool:
@@ -228,6 +248,15 @@ class Store:
 
     def write_state(self, cid: str, state: dict) -> None:
         write_json_atomic(os.path.join(self.root, cid, "state.json"), state)
+
+    def prepare_state(self, cid: str, state: dict) -> str:
+        """state.json's next version, written to its temp file now and seen once
+        commit_state renames it: a creator writes it while the init sets up, and only
+        the rename waits for the init."""
+        return write_json_tmp(os.path.join(self.root, cid, "state.json"), state)
+
+    def commit_state(self, cid: str, tmp: str) -> None:
+        os.replace(tmp, os.path.join(self.root, cid, "state.json"))
 
     def read_config(self, cid: str) -> dict:
         with open(os.path.join(self.root, cid, "config.json")) as f:
