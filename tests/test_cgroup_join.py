@@ -149,7 +149,9 @@ def test_no_process_of_zoned_writes_a_pid_into_a_cgroup(cli, flags):
     v1 = [h for h in hierarchies() if h.fstype == "cgroup"]
     tasks = [ln for ln in lines if '/tasks"' in ln and "O_WRONLY" in ln]
     assert len(tasks) == len(v1), tasks
-    assert len([ln for ln in lines if 'write(' in ln and ', "0", 1)' in ln]) >= len(v1)
+    # (a write that strace shows as "<unfinished ...>", as the init's may be while the
+    # creator makes a syscall too, ends its line before the ")")
+    assert len([ln for ln in lines if 'write(' in ln and ', "0", 1' in ln]) >= len(v1)
     if any(h.fstype == "cgroup2" for h in hierarchies()):
         assert [ln for ln in lines if "clone3(" in ln and "CLONE_INTO_CGROUP" in ln], lines
 

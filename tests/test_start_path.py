@@ -220,6 +220,24 @@ def test_zoned_run_loads_none_of_the_costly_stdlib_modules(zoned_root, busybox, 
     assert p.stdout.splitlines()[-1] == "0 []", p.stdout
 
 
+def test_zoned_run_imports_nothing_between_forking_the_init_and_its_cgroup(zoned_root,
+                                                                           busybox):
+    """Between the init's fork and its cgroup (step "fork" to "cgroup") the creator works
+    alongside the init, on pages they share: a module imported there costs its copies too
+    (cgroup.load_modules() loads the device rules' before the fork). None is imported
+    there; the run itself works."""
+    shim = ZONED.read_text().split("from zoned.cli")[0]
+    code = (shim + "import zoned.testhooks as th\n"
+            "seen = {}\n"
+            "th.mark = lambda step: seen.setdefault(step, set(sys.modules))\n"
+            "from zoned.cli import main\n"
+            f"code = main(['--root', {zoned_root!r}, 'run', '--rm', '--', 'true'])\n"
+            "print(code, sorted(seen['cgroup'] - seen['fork']))\n")
+    p = subprocess.run([sys.executable, "-S", "-c", code], capture_output=True, text=True)
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.splitlines()[-1] == "0 []", p.stdout
+
+
 # what only create and exec need: the fork's machinery, the C extension (cffi), the spec
 NOT_IN_LIFECYCLE_COMMANDS = {"zoned.child.process", "zoned.runtime.handoff", "_cffi_backend",
                              "zoned.oci.spec"}

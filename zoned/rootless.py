@@ -233,6 +233,9 @@ class NullCgroup:
     def __repr__(self) -> str:
         return f"NullCgroup({self.path!r})"
 
+    def load_modules(self) -> None:
+        pass
+
     def create(self) -> None:
         warn_once("cgroup", "rootless: no cgroup v2 subtree is delegated to you here, so "
                   "zones run without cgroup limits (memory, cpus, pids are not enforced)")

@@ -83,6 +83,9 @@ class V1Cgroup(Cgroup):
         return u
 
     # -- lifecycle --
+    def load_modules(self) -> None:
+        from zoned.cgroups import devices  # noqa: F401 - _apply_devices's
+
     def create(self) -> None:
         comps = self.path.strip("/").split("/")
         cpuset = self._by_ctrl.get("cpuset")

@@ -48,6 +48,10 @@ class V2Cgroup(Cgroup):
         return os.path.join(self.dir, name)
 
     # -- lifecycle --
+    def load_modules(self) -> None:
+        if self.controllers:  # (not a hybrid host's cgroup2 twin: it only tracks)
+            from zoned.cgroups import bpf  # noqa: F401 - _apply_devices's
+
     def create(self) -> None:
         """mkdir -p, enabling our controllers in each parent's cgroup.subtree_control on
         the way down (a child only gets the controllers its parent delegates)."""
