@@ -411,3 +411,25 @@ def test_start_timeline_script_reports_each_phase_and_leaves_nothing(tmp_path):
     assert not any(result["leftovers"].values())
     assert subprocess.run(["git", "-C", str(repo), "worktree", "list"], capture_output=True,
                           text=True).stdout == worktrees
+
+
+def test_start_rate_script_interleaves_the_engines_and_leaves_nothing(tmp_path):
+    """bench/start_rate.py: N detached zones of the zoned CLI, of runc and of a second
+    zoned CLI, taking turns start by start; per engine N starts, its rate and its paired
+    difference against runc's; nothing left (state roots, cgroups, containers)."""
+    out = tmp_path / "rate.json"
+    repo = Path(__file__).resolve().parent.parent
+    zoned_cli = str(repo / ".venv" / "bin" / "zoned")
+    p = subprocess.run([sys.executable, str(repo / "bench" / "start_rate.py"), "--count",
+                        "10", "--other-zoned", zoned_cli, "--out", str(out)],
+                       capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-2000:]
+    res = json.loads(out.read_text())
+    assert set(res["results"]) == {"zoned", "runc", "other"}
+    for k, r in res["results"].items():
+        assert r["n"] == 10 and r["remove_errors"] == [], (k, r)
+        assert r["rate_per_s"] == pytest.approx(1000 / r["mean_ms"], rel=0.01)
+    assert "paired_minus_runc_median_ms" in res["results"]["zoned"]
+    assert set(res["targets"]) == {"rate_ge_runc", "no_slowdown_first_to_last_10pct"}
+    assert not any(res["leftovers"].values()) and res["failure"] is None
+    assert not [d for d in os.listdir("/run") if d.startswith("zoned-bench-rate-")]

@@ -278,3 +278,21 @@ def test_the_accelerators_reason_is_found_next_to_it():
     data = {"state": {"reason": "not this"}, "vm": {"accel": "tcg", "reason": "no kvm"}}
     assert find_key(data, "reason", within=("vm", "accel")) == "no kvm"
     assert find_key({"state": {}}, "reason", within=("vm",)) is None
+
+
+def test_start_rate_summary_of_latencies():
+    """bench/start_rate.py's figures of one engine: rate from the mean, the first and last
+    tenth and their ratio, and the median of the per-round differences against runc."""
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
+    import start_rate
+
+    ms = [10.0] * 10 + [20.0] * 80 + [30.0] * 10
+    s = start_rate.summary(ms, [15.0] * 100)
+    assert s["n"] == 100 and s["median_ms"] == 20.0 and s["mean_ms"] == 20.0
+    assert s["rate_per_s"] == 50.0 and s["p95_ms"] == 30.0
+    assert (s["first_10pct_mean_ms"], s["last_10pct_mean_ms"], s["last_over_first"]) == \
+        (10.0, 30.0, 3.0)
+    assert s["paired_minus_runc_median_ms"] == 5.0
+    assert "paired_minus_runc_median_ms" not in start_rate.summary(ms, None)
