@@ -57,7 +57,7 @@ def summary(ms: list[float], runc: list[float] | None) -> dict:
     if runc is not None:
         n = min(len(ms), len(runc))
         out["paired_minus_runc_median_ms"] = round(
-            statistics.median(a - b for a, b in zip(ms[:n], runc[:n])), 2)
+            statistics.median(a - b for a, b in zip(ms[:n], runc[:n], strict=True)), 2)
     return out
 
 
@@ -170,7 +170,7 @@ def main(argv: list[str] | None = None) -> int:
             "last_10pct_mean_ms", "last_over_first", "paired_minus_runc_median_ms",
             "remove_s")
     print(f"{'engine':50s}" + "".join(f"{c[:18]:>19s}" for c in cols))
-    for k, r in results.items():
+    for r in results.values():
         print(f"{r['label'][:50]:50s}" + "".join(f"{str(r.get(c, '-')):>19s}" for c in cols))
     for name, t in targets.items():
         print(f"target {name}: {'MET' if t['met'] else 'NOT MET'} ({t})")
