@@ -330,10 +330,26 @@ def test_a_prepared_state_is_seen_only_once_committed(tmp_path):
 
 
 def test_a_failed_prepared_state_leaves_no_temp_file(tmp_path):
+    """A write that fails once its temp file exists (here past RLIMIT_FSIZE: EFBIG) removes
+    the file again: only state.json, as it was, is left."""
+    import errno
+    import resource
+    import signal
+
     from zoned.runtime.store import Store
 
     store = Store(tmp_path)
     (tmp_path / "c1").mkdir()
-    with pytest.raises(TypeError):  # not JSON: nothing is written
-        store.prepare_state("c1", {"status": object()})
-    assert os.listdir(tmp_path / "c1") == []
+    store.write_state("c1", {"id": "c1", "status": "creating"})
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    old = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (8, hard))
+    try:
+        with pytest.raises(OSError) as e:
+            store.prepare_state("c1", {"id": "c1", "status": "running"})
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+        signal.signal(signal.SIGXFSZ, old)
+    assert e.value.errno == errno.EFBIG
+    assert os.listdir(tmp_path / "c1") == ["state.json"]
+    assert store.read_state("c1")["status"] == "creating"
