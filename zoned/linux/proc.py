@@ -1,7 +1,8 @@
 """Processes by pid, safe against pid reuse: a pid alone may name a stranger by the time it is
 used, so every helper here checks the process's start time (from /proc/PID/stat) against
 the one recorded when zoned started it, and signals or waits through a pidfd opened before
-that check (a pidfd keeps naming the process it was opened on).
+that check (a pidfd keeps naming the process it was opened on). reap and kill_and_reap take
+only our own children, whose pid no other process can get before we have reaped them.
 """
 from __future__ import annotations
 
