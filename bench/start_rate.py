@@ -84,10 +84,11 @@ def main(argv: list[str] | None = None) -> int:
         ["sleep", "100000"], False, None, False, 50
     a.root_prefix = "/run/zoned-bench-rate-"
 
-    def on_term(signum, frame):  # SIGTERM unwinds like Ctrl-C: through the clean-up
+    def on_term(signum, frame):  # SIGTERM, SIGHUP unwind like Ctrl-C: through the clean-up
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, on_term)
+    signal.signal(signal.SIGHUP, on_term)
     env = C.environment(runc=a.runc_bin, zoned_cli=a.zoned)
     tok = os.urandom(2).hex()
     sysctls = scale.Sysctls()
