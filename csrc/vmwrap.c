@@ -2,7 +2,7 @@
  * zoned-vmwrap: the process an OCI client (podman's conmon, containerd's shim) sees as a
  * VM container's init. It runs QEMU as its child and exits with the *guest's* exit code,
  * which the guest's init wrote to the VM's ctl file ("exit N"): QEMU itself exits 0 when
- * the guest powers off, whatever the container's process returned.
+ * the guest ends, whatever the container's process returned.
  *
  *   zoned-vmwrap CTL_PATH QEMU ARGS...
  *

@@ -85,7 +85,7 @@ class Agent:
     def signal(self, sig: int, target: str = "main") -> None:
         """Sends sig to the VM's main process or ("exec") to the process this connection
         exec'd. Errors (no such process) are reported by the guest asynchronously and are
-        not waited for: a signal to a VM that is powering off is not an error."""
+        not waited for: a signal to a VM that is ending is not an error."""
         if target not in ("main", "exec"):
             raise ValueError(f"target {target!r}: main or exec")
         self._send("S", encode_records([("target", target), ("sig", str(int(sig)))]))

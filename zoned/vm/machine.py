@@ -229,7 +229,7 @@ def exit_status(vmdir: str) -> int | None:
 
 
 def guest_error(vmdir: str) -> str | None:
-    """What the guest init failed at, if it did (it then powers off)."""
+    """What the guest init failed at, if it did (it then ends the VM)."""
     for line in read_ctl(vmdir):
         if line.startswith("error "):
             return line[6:]
@@ -267,7 +267,7 @@ def _tail(path: str, n: int = 300) -> str:
 
 
 def stop(vmdir: str, sig: int = signal.SIGTERM, timeout: float = 10.0) -> int | None:
-    """`zoned stop` for a VM: sig to the main process through the agent (the guest powers off
+    """`zoned stop` for a VM: sig to the main process through the agent (the guest ends the VM
     when it exits), SIGKILL to it after timeout, QEMU killed if even that does not end it;
     returns the exit status (None if the guest never reported one). Files stay (destroy)."""
     from zoned.vm.agent import Agent
