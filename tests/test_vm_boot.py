@@ -5,6 +5,7 @@ skip with the accelerator detector's reason.
 """
 from __future__ import annotations
 
+import json
 import os
 import platform
 import pty
@@ -353,6 +354,41 @@ def test_the_guest_exit_skips_the_kernels_device_shutdown(vmdir):
     finally:
         p.kill()
         p.wait()
+
+
+def test_vm_exits_bench_counts_ended_vms_and_leaves_nothing(tmp_path):
+    """bench/vm_exits.py: VMs whose NIC is busy at their end all end, with the time from
+    the guest's exit line to QEMU gone; no tap, VM dir or QEMU left. Bad flags: one line,
+    exit 125, no file."""
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    script = os.path.join(repo, "bench", "vm_exits.py")
+    out = tmp_path / "vmx.json"
+    p = subprocess.run([sys.executable, script, "--count", "3", "--parallel", "2", "--out",
+                        str(out)], capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-2000:]
+    res = json.loads(out.read_text())
+    assert res["vms"] == 3 and res["outcomes"]["ended"] == 3, res["not_ended"]
+    assert res["exchange_failed"] == 0 and res["exit_to_gone_ms"]["n"] == 3
+    assert 0 < res["exit_to_gone_ms"]["max"] < 30_000
+    assert not [n for n in os.listdir("/sys/class/net") if n.startswith("zvmx")]
+    assert not [d for d in os.listdir(tempfile.gettempdir()) if d.startswith("zoned-bench-vmx.")]
+    qemus = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                if b"zoned-bench-vmx." in f.read():
+                    qemus.append(pid)
+        except OSError:  # gone meanwhile
+            pass
+    assert qemus == []
+    for flags, field in ((["--count", "0"], "--count"), (["--parallel", "9"], "--parallel"),
+                         (["--vminit", "/nonexistent"], "--vminit")):
+        bad = tmp_path / "bad.json"
+        p = subprocess.run([sys.executable, script, *flags, "--out", str(bad)],
+                           capture_output=True, text=True, timeout=60)
+        lines = p.stderr.strip().splitlines()
+        assert p.returncode == 125 and len(lines) == 1 and field in lines[0], p.stderr
+        assert not bad.exists()
 
 
 def test_accel_detection_says_which_and_why():
