@@ -179,8 +179,8 @@ def main(argv: list[str] | None = None) -> int:
                 records.append(rec)
                 n = len(records)
             if rec["outcome"] != "ended" or n % 20 == 0:
-                hung = sum(r["outcome"] != "ended" for r in records)
-                print(f"vm_exits: {n}/{a.count} done, {hung} not ended"
+                not_ended = sum(r["outcome"] != "ended" for r in records)
+                print(f"vm_exits: {n}/{a.count} done, {not_ended} not ended"
                       + (f" (this one: {rec['outcome']})" if rec["outcome"] != "ended" else ""),
                       file=sys.stderr, flush=True)
 

@@ -372,15 +372,10 @@ def test_vm_exits_bench_counts_ended_vms_and_leaves_nothing(tmp_path):
     assert 0 < res["exit_to_gone_ms"]["max"] < 30_000
     assert not [n for n in os.listdir("/sys/class/net") if n.startswith("zvmx")]
     assert not [d for d in os.listdir(tempfile.gettempdir()) if d.startswith("zoned-bench-vmx.")]
-    qemus = []
-    for pid in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            with open(f"/proc/{pid}/cmdline", "rb") as f:
-                if b"zoned-bench-vmx." in f.read():
-                    qemus.append(pid)
-        except OSError:  # gone meanwhile
-            pass
-    assert qemus == []
+    from zoned.bench.procfs import proc_cmdline
+
+    assert [pid for pid in filter(str.isdigit, os.listdir("/proc"))
+            if "zoned-bench-vmx." in proc_cmdline(int(pid))] == []
     for flags, field in ((["--count", "0"], "--count"), (["--parallel", "9"], "--parallel"),
                          (["--vminit", "/nonexistent"], "--vminit")):
         bad = tmp_path / "bad.json"
