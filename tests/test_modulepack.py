@@ -186,3 +186,138 @@ def test_the_checkouts_zoned_modules_come_from_its_pack():
                           env={k: v for k, v in os.environ.items() if k != "ZONED_MODULEPACK"})
     assert json.loads(proc.stdout) == ["PackLoader", "PackLoader",
                                        str(REPO / "zoned" / "api.py")], proc.stderr
+
+
+# -- preload ------------------------------------------------------------------------------
+def test_module_imports_are_the_module_level_ones_in_source_order():
+    known = {"pk", "pk.a", "pk.b", "pk.sub", "pk.sub.c", "pk.d", "pk.e", "pk.f"}
+    source = textwrap.dedent("""
+        from __future__ import annotations
+        import os
+        from pk.sub import c
+        from . import a
+        from .. import outside
+        if TYPE_CHECKING:
+            from pk import d
+        try:
+            import pk.b
+        except ImportError:
+            from pk import f
+        def later():
+            import pk.e
+    """).encode()
+    assert modulepack.module_imports("pk.x", source, False, known) == (
+        "pk", "pk.sub", "pk.sub.c", "pk.a", "pk.b", "pk.f")
+    # in a package's __init__, "." is the package itself
+    assert modulepack.module_imports("pk.sub", b"from . import c\n", True, known) == (
+        "pk", "pk.sub.c")
+
+
+def _preload_package(tmp_path: Path) -> Path:
+    pkg = _package(tmp_path)
+    (pkg / "c.py").write_text(textwrap.dedent("""
+        from .sub import b
+        def thrice():
+            from pk import e
+            return b.twice() + e.VALUE
+    """))
+    (pkg / "e.py").write_text("VALUE = 'e'\n")
+    (pkg / "bad.py").write_text("raise ValueError('bad at import')\n")
+    modulepack.write(str(pkg))
+    return pkg
+
+
+# Records each module the import system itself loads (not a preload's).
+LOADS = """
+import importlib._bootstrap as _b
+imported = []
+_orig = _b._load_unlocked
+def _load(spec):
+    imported.append(spec.name)
+    return _orig(spec)
+_b._load_unlocked = _load
+def attrs(mod):
+    return {k: getattr(mod, k, None) for k in ("__name__", "__package__", "__file__",
+            "__cached__", "__path__")} | {"loader": origin(mod), "spec": mod.__spec__.name,
+            "origin": mod.__spec__.origin, "parent": mod.__spec__.parent,
+            "initializing": getattr(mod.__spec__, "_initializing", False)}
+"""
+
+
+def test_preload_loads_a_module_and_its_imports_as_an_import_would(tmp_path):
+    pkg = _preload_package(tmp_path)
+    body = """
+        {how}
+        import pk.c
+        print(json.dumps({{"imported": imported, "thrice": pk.c.thrice(),
+            "attrs": [attrs(sys.modules[m]) for m in ("pk", "pk.sub", "pk.sub.b", "pk.c")],
+            "parents": [pk.sub.b is sys.modules["pk.sub.b"], pk.c is sys.modules["pk.c"]],
+            "loaded": sorted(m for m in sys.modules if m.startswith("pk"))}}))
+    """
+    pre = _run(pkg, LOADS + textwrap.dedent(body).format(how="modulepack.preload(['pk.c'])"))
+    usual = _run(pkg, LOADS + textwrap.dedent(body).format(how=""))
+    # what the import system loaded itself: nothing of the preloaded ones; pk.e only when
+    # thrice() imports it (a function's import is not the module's)
+    assert pre["imported"] == ["pk.e"]
+    assert usual["imported"] == ["pk", "pk.c", "pk.sub", "pk.sub.b", "pk.a", "pk.e"]
+    assert pre["thrice"] == usual["thrice"] == "oneonee"
+    assert pre["attrs"] == usual["attrs"]  # __file__, __cached__, __path__, spec, loader
+    assert pre["parents"] == [True, True]
+    assert pre["loaded"] == usual["loaded"]
+
+
+def test_preload_leaves_an_edited_source_and_a_failing_module_to_the_import_system(tmp_path):
+    pkg = _preload_package(tmp_path)
+    (pkg / "a.py").write_text("def value():\n    return 'two'\n")  # the same size
+    out = _run(pkg, LOADS + textwrap.dedent("""
+        modulepack.preload(["pk.sub.b", "pk.bad"])
+        import pk.sub.b
+        try:
+            import pk.bad
+            error = None
+        except ValueError as e:
+            error = str(e)
+        print(json.dumps({"imported": imported, "twice": pk.sub.b.twice(),
+                          "loader_a": origin(pk.a), "loader_b": origin(pk.sub.b),
+                          "error": error}))
+    """))
+    # pk.a's source changed: imported by b's body through the import system, which took
+    # its code from the source (its loader falls back to it); pk.bad raised in the
+    # preload, was dropped, and raises at its import as it would have
+    assert out == {"imported": ["pk.a", "pk.bad"], "twice": "twotwo",
+                   "loader_a": "PackLoader", "loader_b": "PackLoader",
+                   "error": "bad at import"}
+
+
+def test_preload_does_nothing_while_another_thread_runs(tmp_path):
+    """An import in another thread would not wait for a module the preload is running
+    (it takes no import lock): with a thread, the import system does it all."""
+    pkg = _preload_package(tmp_path)
+    out = _run(pkg, LOADS + textwrap.dedent("""
+        import threading
+        done = threading.Event()
+        t = threading.Thread(target=done.wait)
+        t.start()
+        modulepack.preload(["pk.c"])
+        loaded = "pk.c" in sys.modules
+        done.set()
+        t.join()
+        import time
+        while os.stat("/proc/self/task").st_nlink != 3:  # the thread's task is gone
+            time.sleep(0.001)
+        modulepack.preload(["pk.c"])
+        print(json.dumps({"with_thread": loaded, "after": "pk.c" in sys.modules,
+                          "imported": [m for m in imported if m.startswith("pk")]}))
+    """))
+    assert out == {"with_thread": False, "after": True, "imported": []}
+
+
+def test_the_checkouts_pack_records_each_modules_imports():
+    pack = Path(modulepack.pack_path(str(REPO / "zoned")))
+    if not pack.exists():
+        pytest.skip("no pack: `make bytecode` writes it")
+    index = modulepack.Pack(str(REPO / "zoned")).index
+    source = (REPO / "zoned" / "cli" / "run.py").read_bytes()
+    assert index["zoned.cli.run"][6] == modulepack.module_imports(
+        "zoned.cli.run", source, False, modulepack.modules(str(REPO / "zoned")))
+    assert "zoned.cli.common" in index["zoned.cli.run"][6]

@@ -238,6 +238,64 @@ def test_zoned_run_imports_nothing_between_forking_the_init_and_its_cgroup(zoned
     assert p.stdout.splitlines()[-1] == "0 []", p.stdout
 
 
+def _bundle(tmp_path: Path) -> Path:
+    """busybox as an OCI bundle whose process is /bin/true, without a terminal."""
+    from zoned.images.store import ImageStore
+
+    bundle = tmp_path / "b"
+    ImageStore().export_bundle("busybox", bundle)
+    subprocess.run([str(ZONED), "spec"], cwd=bundle, check=True)  # writes config.json
+    cfg = json.loads((bundle / "config.json").read_text())
+    cfg["process"].update(args=["/bin/true"], terminal=False)
+    (bundle / "config.json").write_text(json.dumps(cfg))
+    return bundle
+
+
+@pytest.mark.parametrize("command", ["run", "create"])
+def test_creating_a_zone_loads_its_modules_in_one_preload(zoned_root, busybox, tmp_path,
+                                                          command):
+    """`zoned run` and the OCI `create` load what they import from there on in one go
+    (zoned.cli.common.ZONE_MODULES, zoned.modulepack.preload): after the preload, the
+    import system itself loads none of zoned's modules, so the list still covers them.
+    (What a preload may not pull in, the test above checks.)"""
+    from zoned.modulepack import pack_path
+
+    if not Path(pack_path(str(REPO / "zoned"))).exists():
+        pytest.skip("no module pack: `make bytecode` writes it")
+    if command == "run":
+        argv, first = ["run", "--rm", "--", "true"], "zoned.runconfig"
+    else:
+        argv, first = ["create", "--bundle", str(_bundle(tmp_path)), "zs-pre"], "zoned.linux.jsonc"
+    shim = ZONED.read_text().split("from zoned.cli")[0]
+    code = (shim + "import importlib._bootstrap as _b, zoned.modulepack as mp\n"
+            "late, preloads = [], []\n"
+            "_load, _preload = _b._load_unlocked, mp.preload\n"
+            "def load(spec):\n"
+            "    if preloads and spec.name.startswith('zoned.'):\n"
+            "        late.append(spec.name)\n"
+            "    return _load(spec)\n"
+            "def preload(names):\n"
+            "    preloads.append(list(names))\n"
+            "    return _preload(names)\n"
+            "_b._load_unlocked, mp.preload = load, preload\n"
+            "from zoned.cli import main\n"
+            f"code = main(['--root', {zoned_root!r}, *{argv!r}])\n"
+            "print(code, preloads[0][:1], late)\n")
+    env = {k: v for k, v in os.environ.items() if k != "ZONED_MODULEPACK"}
+    out = tmp_path / "out"  # a file: a created zone's init holds the creator's stdio
+    with open(out, "w") as f:
+        p = subprocess.run([sys.executable, "-S", "-c", code], stdout=f, stderr=f,
+                           env=env, stdin=subprocess.DEVNULL)
+    text = out.read_text()
+    assert p.returncode == 0, text
+    assert text.splitlines()[-1] == f"0 [{first!r}] []", text
+    if command == "create":  # it works: the zone starts, runs and is deleted
+        z = [str(ZONED), "--root", zoned_root]
+        subprocess.run(z + ["start", "zs-pre"], check=True)
+        subprocess.run(z + ["wait", "zs-pre"], check=True, capture_output=True)
+        subprocess.run(z + ["delete", "zs-pre"], check=True)
+
+
 # what only create and exec need: the fork's machinery, the C extension (cffi), the spec
 NOT_IN_LIFECYCLE_COMMANDS = {"zoned.child.process", "zoned.runtime.handoff", "_cffi_backend",
                              "zoned.oci.spec"}
@@ -247,14 +305,7 @@ def test_oci_state_start_and_delete_load_no_fork_machinery(zoned_root, busybox, 
     """podman and containerd run `state`, `start` and `delete` as processes of their own
     for every container: each loads none of what only create and exec use (~3 ms each),
     and each still works (the container created, started, reported stopped, deleted)."""
-    from zoned.images.store import ImageStore
-
-    bundle = tmp_path / "b"
-    ImageStore().export_bundle("busybox", bundle)
-    subprocess.run([str(ZONED), "spec"], cwd=bundle, check=True)  # writes config.json
-    cfg = json.loads((bundle / "config.json").read_text())
-    cfg["process"].update(args=["/bin/true"], terminal=False)
-    (bundle / "config.json").write_text(json.dumps(cfg))
+    bundle = _bundle(tmp_path)
     z = [str(ZONED), "--root", zoned_root]
     subprocess.run(z + ["create", "--bundle", str(bundle), "c1"], check=True,
                    stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,

@@ -6,6 +6,15 @@ from zoned.cgroups.base import Cgroup
 from zoned.cgroups.detection import detect
 
 
+def driver_module() -> str:
+    """The module of open_cgroup's implementation for this host (for a preload)."""
+    import os
+
+    if os.geteuid() != 0:
+        return "zoned.rootless_cgroup"
+    return "zoned.cgroups.v2" if detect() == "v2" else "zoned.cgroups.v1"
+
+
 def open_cgroup(path: str, shared_memory: bool = False) -> Cgroup:
     """The implementation for this host: V2Cgroup on v2, V1Cgroup on v1 and hybrid. A v2 host
     never loads the v1 driver. Rootless: below the v2 subtree the host delegates to the

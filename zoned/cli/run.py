@@ -4,11 +4,21 @@ from __future__ import annotations
 
 import os
 
-from zoned.cli.common import attach, command_args, interruptible, runtime
+from zoned.cli.common import (attach, command_args, interruptible, preload_zone_modules,
+                              runtime)
 from zoned.testhooks import mark
+
+RUN_MODULES = ("zoned.runconfig", "zoned.images.store")  # a run's config, from an image
 
 
 def cmd_run(args) -> int:
+    # A detached zone's worker (the zone's logger to be) is forked first, before the
+    # config's imports and work: the fork of a smaller process, whose child then makes its
+    # own pages rather than copying the parent's on each write. The worker reports any
+    # error.
+    detach = args.detach and not args.tty and args.backend == "zone" and not _restarts(args)
+    if args.backend == "zone" and not detach:
+        preload_zone_modules(RUN_MODULES)
     from zoned import runconfig
 
     mark("imported")
@@ -17,10 +27,7 @@ def cmd_run(args) -> int:
     from zoned.oci.spec import check_id
 
     cid = check_id(args.name) if args.name else runconfig.new_name()
-    if args.detach and not args.tty and args.backend == "zone" and not _restarts(args):
-        # Its worker (the zone's logger to be) is forked first, before the config's imports
-        # and work: the fork of a smaller process, whose child then makes its own pages
-        # rather than copying the parent's on each write. The worker reports any error.
+    if detach:
         from zoned.cli.detach import start_reaped
 
         code = start_reaped(lambda: _start_detached(args, cid))
@@ -51,6 +58,7 @@ def _restarts(args) -> bool:
 def _start_detached(args, cid: str) -> tuple[str, int]:
     """In the worker of a detached run (its logger becomes the init's parent, so the exit
     code is kept): the whole start, as start_reaped wants it."""
+    preload_zone_modules(RUN_MODULES)
     rt, cfg, _opts, net = _prepare(args, cid)
     started = rt.run(cid, cfg, log=True, autoremove=args.rm, network=net)
     mark("started")
