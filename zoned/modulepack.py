@@ -37,9 +37,9 @@ import sys
 import _frozen_importlib as _bootstrap  # noqa: I001
 import _frozen_importlib_external as _external
 
-FORMAT = b"ZMP2"
+FORMAT = b"ZMP3"
 PACK_NAME = f"modules.{sys.implementation.cache_tag}.pack"
-HEADER = len(FORMAT) + 4 + 8  # FORMAT, bytecode magic, the index's length
+HEADER = len(FORMAT) + 4 + 8 + 8  # FORMAT, bytecode magic, the index's and imports' lengths
 
 
 def pack_path(package_dir: str) -> str:
@@ -60,12 +60,15 @@ class Pack:
             head = os.pread(self.fd, HEADER, 0)
             if len(head) != HEADER or head[:4] != FORMAT or head[4:8] != _external.MAGIC_NUMBER:
                 raise ValueError(f"{path}: not a pack of this Python's bytecode")
-            size = int.from_bytes(head[8:], "little")
+            size = int.from_bytes(head[8:16], "little")
+            self._imports_size = int.from_bytes(head[16:], "little")
+            self._imports: dict[str, tuple[str, ...]] | None = None
             # name -> (source path relative to the package's directory, is a package,
-            #          source mtime_ns, source size, offset, length, the package's modules
-            #          it imports at module level)
+            #          source mtime_ns, source size, offset, length)
             self.index: dict[str, tuple] = marshal.loads(os.pread(self.fd, size, HEADER))
-            self.base = HEADER + size
+            if not isinstance(self.index, dict):
+                raise ValueError(f"{path}: not a pack's index")
+            self.base = HEADER + size + self._imports_size
         except BaseException:
             os.close(self.fd)
             raise
@@ -83,7 +86,7 @@ class Pack:
         entry = self.index.get(name)
         if entry is None:
             return None
-        relpath, _, mtime_ns, size, offset, length, _ = entry
+        relpath, _, mtime_ns, size, offset, length = entry
         source = os.path.join(self.package_dir, relpath)
         try:
             st = os.stat(source)
@@ -98,6 +101,14 @@ class Pack:
         code = marshal.loads(data)
         _imp._fix_co_filename(code, source)  # as importlib does for a .pyc: a moved tree
         return code
+
+    def imports(self, name: str) -> tuple[str, ...]:
+        """The package's modules that `name` imports at module level (module_imports),
+        read from the pack the first time (only a preload needs them: not every start)."""
+        if self._imports is None:
+            self._imports = marshal.loads(os.pread(self.fd, self._imports_size,
+                                                   self.base - self._imports_size))
+        return self._imports.get(name, ())
 
     def _own_fd(self) -> bool:
         """Whether self.fd is still the pack (see the module's docstring), opening it again
@@ -240,7 +251,7 @@ def _preload(name: str, finders: list[PackFinder], seen: set[str]) -> None:
     else:
         return
     parent = name.rpartition(".")[0]
-    for dep in ((parent,) if parent else ()) + finder.pack.index[name][6]:
+    for dep in ((parent,) if parent else ()) + finder.pack.imports(name):
         _preload(dep, finders, seen)
     if name not in sys.modules and (not parent or parent in sys.modules):
         finder.load(name)
@@ -323,7 +334,7 @@ def modules(package_dir: str) -> dict[str, tuple[str, bool]]:
 
 def write(package_dir: str) -> str:
     """Compile every module of the package into a new pack; returns its path."""
-    index, blobs, offset = {}, [], 0
+    index, imports, blobs, offset = {}, {}, [], 0
     found = modules(package_dir)
     for name, (relpath, is_package) in found.items():
         source = os.path.join(os.path.abspath(package_dir), relpath)
@@ -332,16 +343,17 @@ def write(package_dir: str) -> str:
             data = f.read()
         # As py_compile compiles (SourceLoader.source_to_code): the same code as the .pyc.
         blob = marshal.dumps(compile(data, source, "exec", dont_inherit=True))
-        index[name] = (relpath, is_package, st.st_mtime_ns, st.st_size, offset, len(blob),
-                       module_imports(name, data, is_package, found))
+        index[name] = (relpath, is_package, st.st_mtime_ns, st.st_size, offset, len(blob))
+        imports[name] = module_imports(name, data, is_package, found)
         blobs.append(blob)
         offset += len(blob)
-    head = marshal.dumps(index)
+    head, table = marshal.dumps(index), marshal.dumps(imports)
     path = pack_path(package_dir)
     os.makedirs(os.path.dirname(path), exist_ok=True)
     tmp = f"{path}.{os.getpid()}.tmp"
     with open(tmp, "wb") as f:
-        f.write(FORMAT + _external.MAGIC_NUMBER + len(head).to_bytes(8, "little") + head)
+        f.write(FORMAT + _external.MAGIC_NUMBER + len(head).to_bytes(8, "little") +
+                len(table).to_bytes(8, "little") + head + table)
         for blob in blobs:
             f.write(blob)
     os.replace(tmp, path)
