@@ -321,3 +321,38 @@ def test_the_checkouts_pack_records_each_modules_imports():
     assert pack.imports("zoned.cli.run") == modulepack.module_imports(
         "zoned.cli.run", source, False, modulepack.modules(str(REPO / "zoned")))
     assert "zoned.cli.common" in pack.imports("zoned.cli.run")
+
+
+def test_a_future_annotations_module_from_the_pack_imports_no_future_module(tmp_path):
+    """`from __future__ import annotations` is compiled as its flag: annotations stay
+    strings, `__future__` is never imported, and every function's code is the .pyc's."""
+    pkg = _package(tmp_path)
+    source = textwrap.dedent('''
+        """A docstring first."""
+        from __future__ import annotations
+
+        def f(x: Later) -> list[Later]:
+            return [x]
+
+        class Later:
+            pass
+    ''')
+    (pkg / "fut.py").write_text(source)
+    modulepack.write(str(pkg))
+    out = _run(pkg, """
+        import pk.fut
+        print(json.dumps({"hints": pk.fut.f.__annotations__, "doc": pk.fut.__doc__,
+                          "future": "__future__" in sys.modules, "loader": origin(pk.fut),
+                          "works": type(pk.fut.f(pk.fut.Later())[0]).__name__}))
+    """)
+    assert out == {"hints": {"x": "Later", "return": "list[Later]"},
+                   "doc": "A docstring first.", "future": False, "loader": "PackLoader",
+                   "works": "Later"}
+    import ast
+
+    usual = compile(source, "fut.py", "exec", dont_inherit=True)
+    packed = modulepack.compile_module(ast.parse(source), "fut.py")
+    functions = [[c for c in code.co_consts if hasattr(c, "co_code")]
+                 for code in (usual, packed)]
+    assert [(c.co_code, c.co_flags, c.co_linetable) for c in functions[0]] == \
+        [(c.co_code, c.co_flags, c.co_linetable) for c in functions[1]]

@@ -24,9 +24,13 @@ preload() loads a command's modules in one go, before the command imports them: 
 what it imports at module level first (the pack records that, from the source), straight
 from the pack. The import system's own Python code per module (its lock, finders, spec and
 attributes, ~30 us cold) is then paid by none of them: 2-3 ms of a `zoned run`'s ~60.
-"""
-from __future__ import annotations
 
+A module's `from __future__ import annotations` is compiled as the flag it stands for,
+without the statement: the same code otherwise, but no command imports `__future__`
+(found through sys.path and loaded from the stdlib: ~0.3 ms). The module then lacks the
+`annotations` name that statement binds, which zoned never reads. This module does
+without the statement: the import system loads it before the pack is there.
+"""
 import _imp
 import marshal
 import os
@@ -265,12 +269,13 @@ def _single_threaded() -> bool:
         return False
 
 
-def module_imports(name: str, source: bytes, is_package: bool, known) -> tuple[str, ...]:
+def module_imports(name: str, source, is_package: bool, known) -> tuple[str, ...]:
     """The modules among `known` that module `name` imports at module level (in its body,
     and in an `if` or `try` there, but not under `if TYPE_CHECKING`), in source order:
-    what must be loaded before it runs."""
+    what must be loaded before it runs. source: its bytes, or its ast.Module."""
     import ast
 
+    tree = source if isinstance(source, ast.Module) else ast.parse(source)
     package = name if is_package else name.rpartition(".")[0]
     found: list[str] = []
 
@@ -306,8 +311,29 @@ def module_imports(name: str, source: bytes, is_package: bool, known) -> tuple[s
                 visit(s.orelse)
                 visit(s.finalbody)
 
-    visit(ast.parse(source).body)
+    visit(tree.body)
     return tuple(found)
+
+
+# __future__.annotations.compiler_flag (CO_FUTURE_ANNOTATIONS), without importing __future__
+FUTURE_ANNOTATIONS = 0x1000000
+
+
+def compile_module(tree, source: str):
+    """A module's code, from its parsed source: as py_compile compiles it (the same code as
+    its .pyc), except for `from __future__ import annotations` (see the module's
+    docstring). Takes the statement out of `tree`."""
+    import ast
+
+    flags = 0
+    for i, statement in enumerate(tree.body[:2]):  # after the docstring, if any
+        if (isinstance(statement, ast.ImportFrom) and statement.module == "__future__"
+                and [a.name for a in statement.names] == ["annotations"]
+                and not statement.names[0].asname):
+            del tree.body[i]
+            flags = FUTURE_ANNOTATIONS
+            break
+    return compile(tree, source, "exec", flags=flags, dont_inherit=True)
 
 
 def modules(package_dir: str) -> dict[str, tuple[str, bool]]:
@@ -334,6 +360,8 @@ def modules(package_dir: str) -> dict[str, tuple[str, bool]]:
 
 def write(package_dir: str) -> str:
     """Compile every module of the package into a new pack; returns its path."""
+    import ast
+
     index, imports, blobs, offset = {}, {}, [], 0
     found = modules(package_dir)
     for name, (relpath, is_package) in found.items():
@@ -341,10 +369,10 @@ def write(package_dir: str) -> str:
         with open(source, "rb") as f:
             st = os.fstat(f.fileno())
             data = f.read()
-        # As py_compile compiles (SourceLoader.source_to_code): the same code as the .pyc.
-        blob = marshal.dumps(compile(data, source, "exec", dont_inherit=True))
+        tree = ast.parse(data, source)
+        imports[name] = module_imports(name, tree, is_package, found)
+        blob = marshal.dumps(compile_module(tree, source))
         index[name] = (relpath, is_package, st.st_mtime_ns, st.st_size, offset, len(blob))
-        imports[name] = module_imports(name, data, is_package, found)
         blobs.append(blob)
         offset += len(blob)
     head, table = marshal.dumps(index), marshal.dumps(imports)
