@@ -252,27 +252,33 @@ def _bundle(tmp_path: Path) -> Path:
     return bundle
 
 
-@pytest.mark.parametrize("command", ["run", "create"])
-def test_creating_a_zone_loads_its_modules_in_one_preload(zoned_root, busybox, tmp_path,
-                                                          command):
-    """`zoned run` and the OCI `create` load what they import from there on in one go
-    (zoned.cli.common.ZONE_MODULES, zoned.modulepack.preload): after the preload, the
-    import system itself loads none of zoned's modules, so the list still covers them.
-    (What a preload may not pull in, the test above checks.)"""
+@pytest.mark.parametrize("command", ["run", "create", "exec"])
+def test_run_create_and_exec_load_their_modules_in_one_preload(zoned_root, busybox, tmp_path,
+                                                               command):
+    """`zoned run`, the OCI `create` and `exec` load what they import from there on in
+    one go (zoned.cli.common.preload_modules, zoned.modulepack.preload): after the
+    preload, the import system itself loads none of zoned's Python modules, so the lists
+    still cover them. (What a preload may not pull in, the test above checks.)"""
     from zoned.modulepack import pack_path
 
     if not Path(pack_path(str(REPO / "zoned"))).exists():
         pytest.skip("no module pack: `make bytecode` writes it")
+    z = [str(ZONED), "--root", zoned_root]
     if command == "run":
         argv, first = ["run", "--rm", "--", "true"], "zoned.runconfig"
-    else:
+    elif command == "create":
         argv, first = ["create", "--bundle", str(_bundle(tmp_path)), "zs-pre"], "zoned.linux.jsonc"
+    else:
+        subprocess.run(z + ["run", "-d", "--name", "zs-pre", "--", "sleep", "60"], check=True,
+                       capture_output=True)
+        argv, first = ["exec", "zs-pre", "true"], "zoned.api"
     shim = ZONED.read_text().split("from zoned.cli")[0]
     code = (shim + "import importlib._bootstrap as _b, zoned.modulepack as mp\n"
             "late, preloads = [], []\n"
             "_load, _preload = _b._load_unlocked, mp.preload\n"
             "def load(spec):\n"
-            "    if preloads and spec.name.startswith('zoned.'):\n"
+            "    if preloads and spec.name.startswith('zoned.') and \\\n"
+            "            spec.origin.endswith('.py'):\n"
             "        late.append(spec.name)\n"
             "    return _load(spec)\n"
             "def preload(names):\n"
@@ -290,8 +296,9 @@ def test_creating_a_zone_loads_its_modules_in_one_preload(zoned_root, busybox, t
     text = out.read_text()
     assert p.returncode == 0, text
     assert text.splitlines()[-1] == f"0 [{first!r}] []", text
+    if command == "exec":
+        subprocess.run(z + ["rm", "-f", "zs-pre"], check=True, capture_output=True)
     if command == "create":  # it works: the zone starts, runs and is deleted
-        z = [str(ZONED), "--root", zoned_root]
         subprocess.run(z + ["start", "zs-pre"], check=True)
         subprocess.run(z + ["wait", "zs-pre"], check=True, capture_output=True)
         subprocess.run(z + ["delete", "zs-pre"], check=True)

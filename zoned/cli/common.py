@@ -13,19 +13,19 @@ class Interrupted(BaseException):
 
 # What creating a zone imports (a `run`, the OCI `create`), loaded at once from the module
 # pack (zoned.modulepack.preload: each with its module-level imports first, ~25 us less
-# per module). Only the time of the imports depends on it: a module missing here is
-# imported when needed (tests/test_start_path.py checks that it covers a run's imports).
+# per module). Only the time of the imports depends on these lists: a module missing here
+# is imported when needed (tests/test_start_path.py checks that they cover each command).
 ZONE_MODULES = ("zoned.oci.spec", "zoned.oci.schema", "zoned.oci.hostname",
                 "zoned.runtime.lifecycle", "zoned.runtime.handoff", "zoned.child.process",
                 "zoned.child.security", "zoned.child.seccomp", "zoned.child.rootfs",
                 "zoned.cgroups.driver", "zoned.cgroups.devices")
 
 
-def preload_zone_modules(first: tuple[str, ...] = ()) -> None:
-    """ZONE_MODULES after the command's own `first`, then this host's cgroup driver."""
+def preload_modules(names: tuple[str, ...]) -> None:
+    """`names`, then this host's cgroup driver, in one go (see ZONE_MODULES)."""
     from zoned.modulepack import preload
 
-    preload(first + ZONE_MODULES)
+    preload(names)
     from zoned.cgroups.driver import driver_module
 
     preload((driver_module(),))

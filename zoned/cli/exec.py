@@ -3,10 +3,15 @@ from __future__ import annotations
 
 import os
 
-from zoned.cli.common import attach, command_args, runtime
+from zoned.cli.common import attach, command_args, preload_modules, runtime
+
+# What an exec imports, in one go (zoned.cli.common.preload_modules)
+EXEC_MODULES = ("zoned.api", "zoned.oci.schema", "zoned.runtime.handoff",
+                "zoned.child.security", "zoned.child.seccomp", "zoned.cgroups.driver")
 
 
 def cmd_exec(args) -> int:
+    preload_modules(EXEC_MODULES)
     from zoned.api import exec_process, status_code
     from zoned.errors import ConfigError
     from zoned.linux import jsonc

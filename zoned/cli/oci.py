@@ -5,13 +5,13 @@ from __future__ import annotations
 import os
 import sys
 
-from zoned.cli.common import interruptible, preload_zone_modules, runtime
+from zoned.cli.common import ZONE_MODULES, interruptible, preload_modules, runtime
 from zoned.cli.output import print_json
 
 
 def cmd_create(args) -> int:
     if (getattr(args, "backend", None) or "zone") == "zone":
-        preload_zone_modules(("zoned.linux.jsonc",))
+        preload_modules(("zoned.linux.jsonc",) + ZONE_MODULES)
     create_bundle(args, *load_bundle(args))
     return 0
 

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import os
 
-from zoned.cli.common import (attach, command_args, interruptible, preload_zone_modules,
-                              runtime)
+from zoned.cli.common import (ZONE_MODULES, attach, command_args, interruptible,
+                              preload_modules, runtime)
 from zoned.testhooks import mark
 
-RUN_MODULES = ("zoned.runconfig", "zoned.images.store")  # a run's config, from an image
+# a run's config, from an image; then a zone's (preload_modules)
+RUN_MODULES = ("zoned.runconfig", "zoned.images.store") + ZONE_MODULES
 
 
 def cmd_run(args) -> int:
@@ -18,7 +19,7 @@ def cmd_run(args) -> int:
     # error.
     detach = args.detach and not args.tty and args.backend == "zone" and not _restarts(args)
     if args.backend == "zone" and not detach:
-        preload_zone_modules(RUN_MODULES)
+        preload_modules(RUN_MODULES)
     from zoned import runconfig
 
     mark("imported")
@@ -58,7 +59,7 @@ def _restarts(args) -> bool:
 def _start_detached(args, cid: str) -> tuple[str, int]:
     """In the worker of a detached run (its logger becomes the init's parent, so the exit
     code is kept): the whole start, as start_reaped wants it."""
-    preload_zone_modules(RUN_MODULES)
+    preload_modules(RUN_MODULES)
     rt, cfg, _opts, net = _prepare(args, cid)
     started = rt.run(cid, cfg, log=True, autoremove=args.rm, network=net)
     mark("started")
