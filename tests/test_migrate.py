@@ -164,14 +164,18 @@ def test_failures_leave_the_container_running_on_the_source(two_hosts, key, tmp_
     # Last, SIGTERM while CRIU dumps (as Ctrl-C would hit the whole process group): the
     # dump finishes, then the put-back runs; CRIU must neither be killed mid-dump nor leave
     # its network lock on the zone that runs again.
+    # And SIGTERM just after the source made its scratch dir (held there by a fault point),
+    # before anything froze: the dir goes too.
     for port, live, victim in ((7005, False, "server"), (7006, True, "server"),
-                               (7007, False, "migrate"), (7008, False, "migrate-dumping")):
+                               (7007, False, "migrate"), (7008, False, "migrate-dumping"),
+                               (7009, False, "migrate-scratch")):
         srv, log = relocation_server(th, key, tmp_path, port, env={"ZONED_TEST_PAUSE_RECEIVE": "30"})
         dumping = victim == "migrate-dumping"
+        fault = {"ZONED_TEST_FAULT": "migrate:scratch=30"} if victim == "migrate-scratch" else {}
         mig = th.a.popen([ZONED, "--root", th.a.root, "migrate", *([] if dumping else ["-q"]),
                           *(["--live"] if live else []), "svc", f"zoned://{B_IP}:{port}",
                           "--key", key], stdout=open(tmp_path / "m.out", "w"),
-                         stderr=open(tmp_path / "m.err", "w"))
+                         stderr=open(tmp_path / "m.err", "w"), env={**th.a.env, **fault})
         end = time.monotonic() + 30
         while "migration of svc" not in log.read_text():
             assert time.monotonic() < end, log.read_text()
@@ -185,6 +189,10 @@ def test_failures_leave_the_container_running_on_the_source(two_hosts, key, tmp_
             while "receiving the images" not in log.read_text():
                 assert time.monotonic() < end, log.read_text()
                 time.sleep(0.02)
+        elif fault:  # A holds at the fault point, its scratch dir made
+            while not _scratch(th.a):
+                assert time.monotonic() < end, (tmp_path / "m.err").read_text()
+                time.sleep(0.01)
         else:
             time.sleep(0.3)
         if victim == "server":

@@ -9,7 +9,8 @@ POINT (default: the first). Outside tests the variable is unset: one dict lookup
 Points: rm:marked rm:killed rm:cgroup rm:network rm:trash (Runtime.delete, in order),
 write:tmp (state.write_json_atomic, the temp file written but not yet renamed),
 exec:made (Started.release: the exec'd process exists, waiting for "go"),
-run:ready (Runtime.run: the init is ready, its process not yet exec'd).
+run:ready (Runtime.run: the init is ready, its process not yet exec'd),
+migrate:scratch (a migration's source: its scratch dir made, nothing frozen yet).
 
 ZONED_TRACE_START=1: the steps of a start write "zoned-trace STEP MS" (CLOCK_MONOTONIC) to
 stderr (mark), from the CLI, its worker and a zone's init up to its exec;

@@ -34,7 +34,7 @@ from zoned.errors import ConfigError, ZonedError
 from zoned.migration import transport
 from zoned.migration.pages import poison
 from zoned.migration.timeline import Timeline
-from zoned.testhooks import pause
+from zoned.testhooks import hit, pause
 
 # What the CLI turns into an exception (zoned.cli.common.interruptible): deferred during
 # the dump.
@@ -107,8 +107,6 @@ class Migration:
             raise ZonedError(f"{self.dest} cannot take {cid!r}: "
                              + "; ".join(ready["problems"]))
         pause("ZONED_TEST_PAUSE_FREEZE")  # the destination is prepared; nothing frozen
-        work = os.path.join(scratch_dir(rt), f"out-{os.getpid()}-{cid}")
-        clean_dir(work)
         from zoned.network.checkpoint_hooks import LinkLock
 
         # zoned locks the network itself where it can (bridge ports held down), so that
@@ -120,7 +118,12 @@ class Migration:
         if self.live:
             mine, theirs = socket.socketpair()
         committed = False
+        work = None
         try:
+            # made inside the try: an interrupt (SIGTERM) right after it must not leave it
+            work = os.path.join(scratch_dir(rt), f"out-{os.getpid()}-{cid}")
+            clean_dir(work)
+            hit("migrate:scratch")
             say("freezing and dumping" + (" (all but memory)" if self.live else ""))
             t_freeze = time.monotonic()
             tl = Timeline()  # the frozen window, step by step (summary["timeline"])
