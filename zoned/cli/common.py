@@ -32,7 +32,11 @@ def preload_modules(names: tuple[str, ...]) -> None:
 
 
 def runtime(args):
-    """The Runtime of the state root and data root the global flags name."""
+    """The Runtime of the state root and data root the global flags name (its module and
+    what that imports, ~20 modules, in one preload: every command that has a runtime)."""
+    from zoned.modulepack import preload
+
+    preload(("zoned.runtime.lifecycle",))
     from zoned.runtime.lifecycle import Runtime
 
     return Runtime(args.root, args.data_root)
