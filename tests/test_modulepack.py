@@ -356,3 +356,24 @@ def test_a_future_annotations_module_from_the_pack_imports_no_future_module(tmp_
                  for code in (usual, packed)]
     assert [(c.co_code, c.co_flags, c.co_linetable) for c in functions[0]] == \
         [(c.co_code, c.co_flags, c.co_linetable) for c in functions[1]]
+
+
+def test_preload_does_nothing_behind_an_import_hook(tmp_path):
+    """A hook before the pack's finder (pytest's assertion rewriting, a user's) would have
+    been asked first by an import: with one there, the import system does it all."""
+    pkg = _preload_package(tmp_path)
+    out = _run(pkg, LOADS + textwrap.dedent("""
+        class Hook:
+            asked = []
+            def find_spec(self, name, path=None, target=None):
+                self.asked.append(name)
+                return None
+        sys.meta_path.insert(0, Hook())
+        modulepack.preload(["pk.c"])
+        preloaded = "pk.c" in sys.modules
+        import pk.c
+        print(json.dumps({"preloaded": preloaded, "asked": "pk.c" in Hook.asked,
+                          "imported": [m for m in imported if m.startswith("pk")]}))
+    """))
+    assert out == {"preloaded": False, "asked": True,
+                   "imported": ["pk", "pk.c", "pk.sub", "pk.sub.b", "pk.a"]}

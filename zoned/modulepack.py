@@ -234,11 +234,18 @@ def preload(names) -> None:
     """Load the named modules of a pack, and before each what it imports at module level,
     from the pack (see the module's docstring); any that is loaded already is left as it
     is. Only in a single-threaded process: another thread's import of a module loaded
-    here would not wait for it (no import lock is taken). Anything not preloaded is
-    imported the usual way when the command gets to it."""
+    here would not wait for it (no import lock is taken); and only where no import hook
+    stands before the pack's finder (pytest's assertion rewriting, a user's), which an
+    import would have asked first. Anything not preloaded is imported the usual way when
+    the command gets to it."""
     finders = [f for f in sys.meta_path if isinstance(f, PackFinder) and f.pack._own_fd()]
     if not finders or not _single_threaded():
         return
+    for finder in sys.meta_path:
+        if isinstance(finder, PackFinder):
+            break
+        if finder not in (_bootstrap.BuiltinImporter, _bootstrap.FrozenImporter):
+            return
     seen: set[str] = set()
     for name in names:
         _preload(name, finders, seen)
