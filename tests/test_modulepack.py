@@ -377,3 +377,25 @@ def test_preload_does_nothing_behind_an_import_hook(tmp_path):
     """))
     assert out == {"preloaded": False, "asked": True,
                    "imported": ["pk", "pk.c", "pk.sub", "pk.sub.b", "pk.a"]}
+
+
+def test_a_damaged_imports_table_costs_the_preload_its_order_not_the_command(tmp_path):
+    """The pack is a cache: with its imports table unreadable, a preload loads the named
+    modules without their imports first (which their bodies then import), and nothing
+    fails."""
+    pkg = _preload_package(tmp_path)
+    path = Path(modulepack.pack_path(str(pkg)))
+    data = bytearray(path.read_bytes())
+    index_size = int.from_bytes(data[8:16], "little")
+    start = modulepack.HEADER + index_size
+    data[start:start + 8] = b"\xff" * 8  # not marshal data
+    path.write_bytes(bytes(data))
+    out = _run(pkg, LOADS + textwrap.dedent("""
+        modulepack.preload(["pk.c"])
+        import pk.c
+        print(json.dumps({"thrice": pk.c.thrice(), "loader": origin(pk.c),
+                          "imported": [m for m in imported if m.startswith("pk")]}))
+    """))
+    # pk and pk.c preloaded (pk as c's parent); pk.c's body imported the rest
+    assert out == {"thrice": "oneonee", "loader": "PackLoader",
+                   "imported": ["pk.sub", "pk.sub.b", "pk.a", "pk.e"]}

@@ -110,8 +110,12 @@ class Pack:
         """The package's modules that `name` imports at module level (module_imports),
         read from the pack the first time (only a preload needs them: not every start)."""
         if self._imports is None:
-            self._imports = marshal.loads(os.pread(self.fd, self._imports_size,
-                                                   self.base - self._imports_size))
+            try:
+                table = marshal.loads(os.pread(self.fd, self._imports_size,
+                                               self.base - self._imports_size))
+            except (OSError, ValueError, EOFError, TypeError):
+                table = None
+            self._imports = table if isinstance(table, dict) else {}  # damaged: none
         return self._imports.get(name, ())
 
     def _own_fd(self) -> bool:
@@ -204,6 +208,9 @@ class PackFinder:
         except Exception:
             sys.modules.pop(fullname, None)
             return False
+        except BaseException:  # an interrupt: nothing half-run stays, as with an import
+            sys.modules.pop(fullname, None)
+            raise
         finally:
             spec._initializing = False
         parent, _, child = fullname.rpartition(".")
