@@ -163,18 +163,12 @@ class PackFinder:
         self.pack = pack
 
     def find_spec(self, fullname, path=None, target=None):
+        """The spec spec_from_file_location would make for the module's source, made
+        directly (its Python is ~3 us a module)."""
         found = self.pack.source(fullname)
         if found is None:
             return None
         source, is_package = found
-        locations = [os.path.dirname(source)] if is_package else None
-        return _external.spec_from_file_location(
-            fullname, source, loader=PackLoader(fullname, source, self.pack),
-            submodule_search_locations=locations)
-
-    def _spec(self, fullname: str):
-        """find_spec's spec, made directly (what spec_from_file_location makes of it)."""
-        source, is_package = self.pack.source(fullname)
         spec = _bootstrap.ModuleSpec(fullname, PackLoader(fullname, source, self.pack),
                                      origin=source, is_package=is_package)
         spec.has_location = True
@@ -194,7 +188,7 @@ class PackFinder:
         code = self.pack.code(fullname, fd_checked=True)
         if code is None:
             return False
-        spec = self._spec(fullname)
+        spec = self.find_spec(fullname)
         module = type(sys)(fullname)  # _init_module_attrs' attributes, set directly
         module.__spec__, module.__loader__ = spec, spec.loader
         module.__package__, module.__file__ = spec.parent, spec.origin
@@ -245,6 +239,9 @@ def preload(names) -> None:
     stands before the pack's finder (pytest's assertion rewriting, a user's), which an
     import would have asked first. Anything not preloaded is imported the usual way when
     the command gets to it."""
+    names = [n for n in names if n not in sys.modules]
+    if not names:  # (a command's runtime() after its preload_modules)
+        return
     finders = [f for f in sys.meta_path if isinstance(f, PackFinder) and f.pack._own_fd()]
     if not finders or not _single_threaded():
         return
@@ -276,7 +273,9 @@ def _preload(name: str, finders: list[PackFinder], seen: set[str]) -> None:
 
 
 def _single_threaded() -> bool:
-    """/proc/self/task's links: 2, and one per thread."""
+    """/proc/self/task's links: 2, and one per thread. (zoned.cgroups.join.single_threaded
+    makes the same check; importing that module would load cffi's backend for every
+    command that preloads.)"""
     try:
         return os.stat("/proc/self/task").st_nlink == 3
     except OSError:
