@@ -1,0 +1,109 @@
+"""The CLI's exit leaves the freeing of its memory to a holder (csrc/exitlend.c), and that
+holder never outlives it for long, holds none of its fds and is reaped like any orphan.
+
+Each case runs the exiting program under a child subreaper of its own (a helper process),
+so that the holder is re-parented there and can be seen: the program's own exit status,
+then every other process that ended up there, until none is left.
+"""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+ZONED = str(Path(sys.executable).parent / "zoned")
+
+# The subreaper: runs argv with its stdout on a pipe, reads that to EOF, reaps argv's
+# process, tries the lock file (argv[-1] where given), then reaps whatever else was
+# re-parented to it for up to 10 s. Prints one JSON line.
+SUBREAPER = textwrap.dedent("""
+    import ctypes, fcntl, json, os, sys, time
+    assert ctypes.CDLL(None).prctl(36, 1, 0, 0, 0) == 0  # PR_SET_CHILD_SUBREAPER
+    lock, argv = sys.argv[1], sys.argv[2:]
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.dup2(w, 1)
+        os.execv(argv[0], argv)
+    os.close(w)
+    out = b""
+    while chunk := os.read(r, 65536):
+        out += chunk
+    _, status = os.waitpid(pid, 0)
+    lock_free = None
+    if lock != "-":
+        fd = os.open(lock, os.O_RDWR)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            lock_free = True
+        except BlockingIOError:
+            lock_free = False
+    others, deadline = [], time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            other, st = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            break
+        if other:
+            others.append({"signal": os.WTERMSIG(st) if os.WIFSIGNALED(st) else None,
+                           "code": os.WEXITSTATUS(st) if os.WIFEXITED(st) else None})
+        else:
+            time.sleep(0.01)
+    else:
+        others.append("still running after 10 s")
+    print(json.dumps({"code": os.waitstatus_to_exitcode(status), "out": out.decode(),
+                      "lock_free": lock_free, "others": others}))
+""")
+
+# A program that holds a lock and a pipe (its stdout), then exits lending its memory.
+EXITER = textwrap.dedent("""
+    import fcntl, os, sys
+    from zoned.linux import syscalls
+    fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT, 0o600)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    sys.stdout.write("ready\\n")
+    sys.stdout.flush()
+    syscalls.exit_lending_memory(7)
+""")
+
+
+def _under_subreaper(argv: list[str], lock: str = "-") -> dict:
+    p = subprocess.run([sys.executable, "-c", SUBREAPER, lock, *argv], capture_output=True,
+                       text=True, timeout=60, stdin=subprocess.DEVNULL)
+    assert p.returncode == 0, p.stderr
+    return json.loads(p.stdout)
+
+
+def _ended(holder) -> bool:
+    """The holder dies by its death signal, or exits 0 if we were gone before it set it."""
+    return isinstance(holder, dict) and (holder["signal"] == 9 or holder["code"] == 0)
+
+
+@pytest.mark.unprivileged
+def test_status_output_lock_and_pipe_end_with_the_exit(tmp_path):
+    result = _under_subreaper([sys.executable, "-c", EXITER, str(tmp_path / "lock")],
+                              lock=str(tmp_path / "lock"))
+    assert result["code"] == 7
+    assert result["out"] == "ready\n"  # and EOF came: the holder had no copy of the pipe
+    assert result["lock_free"] is True  # released by the exit, not whenever the holder ends
+    # one holder, re-parented here and reaped: none lingers
+    assert len(result["others"]) == 1 and _ended(result["others"][0]), result["others"]
+
+
+def test_a_zoned_run_leaves_nothing_running(cli):
+    result = _under_subreaper([ZONED, "--root", cli.root, "run", "--rm", "--", "/bin/sh",
+                               "-c", "echo out; exit 3"])
+    assert result["code"] == 3 and result["out"] == "out\n"
+    assert len(result["others"]) == 1 and _ended(result["others"][0]), result["others"]
+
+
+def test_a_command_without_the_extension_exits_plainly():
+    """`zoned --version` loads no zoned._native: loading it would cost more than the exit
+    saves, so there is no holder."""
+    result = _under_subreaper([ZONED, "--version"])
+    assert result["code"] == 0 and result["out"].startswith("zoned version")
+    assert result["others"] == []
