@@ -130,7 +130,7 @@ class Dump:
     def plan(self) -> "Dump":
         rt, cid = self.rt, self.cid
         st = rt.state(cid)
-        from zoned.runtime.lifecycle import refuse_vm
+        from zoned.runtime.steps import refuse_vm
 
         refuse_vm(st, "checkpoint", "CRIU saves processes of this kernel; a VM moves by "
                   "QEMU's own migration")

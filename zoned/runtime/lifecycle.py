@@ -11,10 +11,10 @@ import time
 from zoned.errors import ConfigError, InvalidState, NotFound, ZonedError
 from zoned.oci.status import Status
 from zoned.linux.proc import kill_and_reap, proc_start_time, signal_pid, wait_exit
-from zoned.runtime.cgroup_paths import check_shared_capabilities, default_cgroups_path, \
-    resolve_cgroups_path, shared_memory_path, shares_memory_cgroup
+from zoned.runtime.cgroup_paths import default_cgroups_path, resolve_cgroups_path, \
+    shared_memory_path, shares_memory_cgroup
 from zoned.runtime.steps import abandon, enter_cgroup, initial_state, host_root, \
-    make_cgroup, make_skeleton, namespace_hook, oci_state, write_config
+    make_cgroup, make_skeleton, namespace_hook, oci_state, refuse_vm, write_config
 from zoned.runtime.removal import release
 from zoned.runtime.store import Store
 from zoned.testhooks import hit, mark, pause
@@ -555,87 +555,7 @@ class Runtime:
         """Start `process` (an OCI process object) inside a running container: the same
         namespaces, cgroup, capabilities and seccomp as its init. Returns with the process
         waiting; `release()` lets it exec (so the caller can set up before)."""
-        from zoned.child.process import NS_PROC, Plan, fork_nondumpable, run_child
-        from zoned.child.sync import Channel, Op, pair as sync_pair
-        from zoned.oci import schema
-        from zoned.oci.spec import validate_process
-        from zoned.runtime.handoff import Started, check_preserved_fds, handshake
+        from zoned.runtime.exec_process import exec_in
 
-        check_preserved_fds(preserve_fds)
-        schema.check(process, schema.CONFIG["process!"], "process")
-        validate_process(process)
-        st = self.store.read_state(cid)
-        refuse_vm(st, "exec in", "zoned.backends.vm.VmBackend.exec runs commands in it")
-        if st["zoned"].get("shared_memory"):
-            check_shared_capabilities(process, "exec: process")
-        status = self.live_status(cid, st)
-        if not status.can_exec():
-            raise InvalidState(f"cannot exec in container {cid!r}: it is {status}")
-        cfg = self.config(cid)
-        linux = cfg.get("linux") or {}
-        pid, start = st["pid"], st["zoned"]["pid_start"]
-        join_fds: dict[str, int] = {}
-        pidns = None
-        try:
-            types = [n["type"] for n in linux.get("namespaces", [])]
-            for t in types:
-                fd = os.open(f"/proc/{pid}/ns/{NS_PROC[t]}", os.O_RDONLY | os.O_CLOEXEC)
-                if t == "pid":
-                    pidns = fd
-                else:
-                    join_fds[t] = fd
-            if proc_start_time(pid) != start:
-                raise InvalidState(f"cannot exec in container {cid!r}: it has stopped")
-        except FileNotFoundError:
-            for fd in join_fds.values():
-                os.close(fd)
-            raise InvalidState(f"cannot exec in container {cid!r}: it has stopped") from None
-        bpf, seccomp_flags = b"", 0
-        if linux.get("seccomp"):
-            from zoned.child import seccomp
-
-            bpf = seccomp.compile_bpf(linux["seccomp"])
-            seccomp_flags = seccomp.filter_flags(linux["seccomp"])
-        exec_cfg = dict(cfg)
-        exec_cfg["process"] = process
-        from zoned.child.process import spawn_copy
-
-        spawn_fd = spawn_copy()
-        parent_sock, child_sock = sync_pair()
-        # The helper is forked here, outside the container's pid namespace, and sets up
-        # there; at release it makes the real process inside (process._spawn).
-        plan = Plan(exec_cfg, child_sock, rootfs=None, stdio=stdio, preserve_fds=preserve_fds,
-                    join_fds=join_fds, bpf=bpf, seccomp_flags=seccomp_flags,
-                    keep_pdeathsig=not detach,  # a detached process outlives `zoned exec`
-                    pidns_fd=pidns, spawn_fd=spawn_fd)
-        child = 0
-        try:
-            child = fork_nondumpable(run_child, plan)
-            child_sock.close()
-            # The helper stays in our cgroup: release() moves the process it makes.
-            chan = Channel(parent_sock)
-            try:
-                chan.send(Op.CGROUP)
-            except BrokenPipeError:
-                pass  # the helper failed early: handshake reads why
-            master = handshake(chan, None, child, "exec set-up failed")
-            pause("ZONED_TEST_PAUSE_EXEC")
-            return Started(child, chan, master, spawns=self.cgroup(st), pid_file=pid_file,
-                           command=process["args"][0])
-        except BaseException:
-            if child:
-                kill_and_reap(child)
-            raise
-        finally:
-            for fd in join_fds.values():
-                os.close(fd)
-            for fd in (pidns, spawn_fd):
-                if fd is not None:
-                    os.close(fd)
-
-
-def refuse_vm(st: dict, what: str, why: str) -> None:
-    """InvalidState for an operation that works on a zone's processes, asked of a VM (its
-    process is in the guest: joining QEMU's namespaces would run on the host)."""
-    if (st.get("zoned") or {}).get("vm"):
-        raise InvalidState(f"cannot {what} container {st['id']!r}: it is a VM ({why})")
+        return exec_in(self, cid, process, stdio=stdio, pid_file=pid_file,
+                       preserve_fds=preserve_fds, detach=detach)

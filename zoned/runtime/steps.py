@@ -282,3 +282,12 @@ def abandon(store: Store, cid: str, *, cgroup=None, network=None, data: str | No
 
         discard_zone_data(data, logger)
     store.remove(cid)
+
+
+def refuse_vm(st: dict, what: str, why: str) -> None:
+    """InvalidState for an operation that works on a zone's processes, asked of a VM (its
+    process is in the guest: joining QEMU's namespaces would run on the host)."""
+    if (st.get("zoned") or {}).get("vm"):
+        from zoned.errors import InvalidState
+
+        raise InvalidState(f"cannot {what} container {st['id']!r}: it is a VM ({why})")

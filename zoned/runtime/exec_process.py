@@ -1,0 +1,99 @@
+"""A process started inside a running container (Runtime.exec): `zoned exec`, the API's
+Container.exec, podman's exec."""
+from __future__ import annotations
+
+import os
+
+from zoned.errors import InvalidState
+from zoned.linux.proc import kill_and_reap, proc_start_time
+from zoned.runtime.cgroup_paths import check_shared_capabilities
+from zoned.runtime.steps import refuse_vm
+from zoned.testhooks import pause
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing (start-up)
+if TYPE_CHECKING:
+    from zoned.runtime.handoff import Started
+    from zoned.runtime.lifecycle import Runtime
+
+
+def exec_in(rt: Runtime, cid: str, process: dict, *,
+            stdio: tuple[int, int, int] | None = None, pid_file: str | None = None,
+            preserve_fds: int = 0, detach: bool = False) -> Started:
+    """Runtime.exec: the process set up in `cid`'s namespaces and waiting for release()."""
+    from zoned.child.process import NS_PROC, Plan, fork_nondumpable, run_child
+    from zoned.child.sync import Channel, Op, pair as sync_pair
+    from zoned.oci import schema
+    from zoned.oci.spec import validate_process
+    from zoned.runtime.handoff import Started, check_preserved_fds, handshake
+
+    check_preserved_fds(preserve_fds)
+    schema.check(process, schema.CONFIG["process!"], "process")
+    validate_process(process)
+    st = rt.store.read_state(cid)
+    refuse_vm(st, "exec in", "zoned.backends.vm.VmBackend.exec runs commands in it")
+    if st["zoned"].get("shared_memory"):
+        check_shared_capabilities(process, "exec: process")
+    status = rt.live_status(cid, st)
+    if not status.can_exec():
+        raise InvalidState(f"cannot exec in container {cid!r}: it is {status}")
+    cfg = rt.config(cid)
+    linux = cfg.get("linux") or {}
+    pid, start = st["pid"], st["zoned"]["pid_start"]
+    join_fds: dict[str, int] = {}
+    pidns = None
+    try:
+        types = [n["type"] for n in linux.get("namespaces", [])]
+        for t in types:
+            fd = os.open(f"/proc/{pid}/ns/{NS_PROC[t]}", os.O_RDONLY | os.O_CLOEXEC)
+            if t == "pid":
+                pidns = fd
+            else:
+                join_fds[t] = fd
+        if proc_start_time(pid) != start:
+            raise InvalidState(f"cannot exec in container {cid!r}: it has stopped")
+    except FileNotFoundError:
+        for fd in join_fds.values():
+            os.close(fd)
+        raise InvalidState(f"cannot exec in container {cid!r}: it has stopped") from None
+    bpf, seccomp_flags = b"", 0
+    if linux.get("seccomp"):
+        from zoned.child import seccomp
+
+        bpf = seccomp.compile_bpf(linux["seccomp"])
+        seccomp_flags = seccomp.filter_flags(linux["seccomp"])
+    exec_cfg = dict(cfg)
+    exec_cfg["process"] = process
+    from zoned.child.process import spawn_copy
+
+    spawn_fd = spawn_copy()
+    parent_sock, child_sock = sync_pair()
+    # The helper is forked here, outside the container's pid namespace, and sets up
+    # there; at release it makes the real process inside (process._spawn).
+    plan = Plan(exec_cfg, child_sock, rootfs=None, stdio=stdio, preserve_fds=preserve_fds,
+                join_fds=join_fds, bpf=bpf, seccomp_flags=seccomp_flags,
+                keep_pdeathsig=not detach,  # a detached process outlives `zoned exec`
+                pidns_fd=pidns, spawn_fd=spawn_fd)
+    child = 0
+    try:
+        child = fork_nondumpable(run_child, plan)
+        child_sock.close()
+        # The helper stays in our cgroup: release() moves the process it makes.
+        chan = Channel(parent_sock)
+        try:
+            chan.send(Op.CGROUP)
+        except BrokenPipeError:
+            pass  # the helper failed early: handshake reads why
+        master = handshake(chan, None, child, "exec set-up failed")
+        pause("ZONED_TEST_PAUSE_EXEC")
+        return Started(child, chan, master, spawns=rt.cgroup(st), pid_file=pid_file,
+                       command=process["args"][0])
+    except BaseException:
+        if child:
+            kill_and_reap(child)
+        raise
+    finally:
+        for fd in join_fds.values():
+            os.close(fd)
+        for fd in (pidns, spawn_fd):
+            if fd is not None:
+                os.close(fd)
