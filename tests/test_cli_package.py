@@ -10,7 +10,8 @@ import sys
 import pytest
 
 from zoned.errors import ConfigError
-from zoned.oci.spec import DEFAULT_PIDS_LIMIT, RunOptions, resources_from_flags
+from zoned.oci.spec import RunOptions, resources_from_flags
+from zoned.oci.values import DEFAULT_PIDS_LIMIT
 
 MiB = 1 << 20
 

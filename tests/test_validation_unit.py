@@ -10,7 +10,7 @@ import random
 import pytest
 
 from zoned.child import security
-from zoned.oci import spec
+from zoned.oci import spec, values
 from zoned.errors import ConfigError
 
 pytestmark = pytest.mark.unprivileged  # pure logic: runs without root
@@ -265,22 +265,22 @@ def test_oci_default_config_has_no_pids_limit():
 # -- item 9: cpus, user ----------------------------------------------------------------------
 
 def test_cpus_below_a_1ms_quota_is_refused():
-    assert spec.parse_cpus("0.01") == (1000, 100000)
-    assert spec.parse_cpus("1.5") == (150000, 100000)
+    assert values.parse_cpus("0.01") == (1000, 100000)
+    assert values.parse_cpus("1.5") == (150000, 100000)
     for bad in ("0.000001", "0.009", "0", "-1", "nan", "inf", "x"):
         with pytest.raises(ConfigError, match="--cpus"):
-            spec.parse_cpus(bad)
+            values.parse_cpus(bad)
 
 
 @pytest.mark.parametrize("user", ["99999999999", "-1", "4294967295", "0:-1",
                                   "0:99999999999"])
 def test_user_ids_out_of_range_are_refused(user):
     with pytest.raises(ConfigError, match="--user"):
-        spec.parse_user(user)
+        values.parse_user(user)
 
 
 def test_user_ids_in_range():
-    assert spec.parse_user("4294967294:7") == {"uid": 4294967294, "gid": 7}
+    assert values.parse_user("4294967294:7") == {"uid": 4294967294, "gid": 7}
 
 
 def test_memory_below_6mb_is_refused():

@@ -497,7 +497,7 @@ class Container:
 def exec_process(base: dict, args: list[str], *, env: list[str] | None = None,
                  user: str | None = None, cwd: str | None = None, tty: bool = False) -> dict:
     """An OCI process for exec: the container's own (caps, rlimits, env) with overrides."""
-    from zoned.oci.spec import merge_env, parse_env, parse_user
+    from zoned.oci.values import merge_env, parse_env, parse_user
 
     proc = dict(base)
     proc["args"] = list(args)

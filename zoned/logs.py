@@ -24,7 +24,7 @@ def size_max() -> int:
     value = os.environ.get("ZONED_LOG_SIZE_MAX")
     if not value:
         return DEFAULT_SIZE_MAX
-    from zoned.oci.spec import parse_size
+    from zoned.oci.values import parse_size
 
     return parse_size(value, "ZONED_LOG_SIZE_MAX")
 

@@ -180,7 +180,7 @@ class Pool:
             raise ConfigError("args: a Pool's run needs a command")
         process: dict = {"args": args}
         if env:
-            from zoned.oci.spec import parse_env
+            from zoned.oci.values import parse_env
 
             process["env"] = parse_env(list(env))  # the init adds them to its own
         if len(json.dumps(process)) > MAX_PROCESS_BYTES:

@@ -25,7 +25,7 @@ def options(args):
     from zoned.bench.kinds import INSTANCE_BACKENDS
     from zoned.bench.session import Options
     from zoned.errors import ConfigError
-    from zoned.oci.spec import parse_size
+    from zoned.oci.values import parse_size
 
     backends = [b.strip() for b in args.backends.split(",") if b.strip()]
     bad = [b for b in backends if b not in INSTANCE_BACKENDS]
