@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from zoned import modulepack
+from zoned import modulepack, modulepack_write
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -41,7 +41,7 @@ PRELUDE = """
 import json, os, sys
 sys.path[0:0] = [{repo!r}, {parent!r}]
 os.environ.pop("ZONED_MODULEPACK", None)
-from zoned import modulepack
+from zoned import modulepack, modulepack_write
 finder = modulepack.install({pkg!r})
 def origin(mod):
     return type(mod.__spec__.loader).__name__
@@ -59,14 +59,14 @@ def _run(pkg: Path, body: str, env: dict | None = None) -> dict:
 
 def test_modules_lists_every_importable_module_relative_to_the_package(tmp_path):
     pkg = _package(tmp_path)
-    assert modulepack.modules(str(pkg)) == {
+    assert modulepack_write.modules(str(pkg)) == {
         "pk": ("__init__.py", True), "pk.a": ("a.py", False),
         "pk.sub": ("sub/__init__.py", True), "pk.sub.b": ("sub/b.py", False)}
 
 
 def test_modules_come_from_the_pack_and_behave_as_from_source(tmp_path):
     pkg = _package(tmp_path)
-    modulepack.write(str(pkg))
+    modulepack_write.write(str(pkg))
     out = _run(pkg, """
         import pk.sub.b, pk.a
         print(json.dumps({"twice": pk.sub.b.twice(), "loaders": [origin(pk), origin(pk.a),
@@ -85,7 +85,7 @@ def test_modules_come_from_the_pack_and_behave_as_from_source(tmp_path):
 
 def test_an_edited_source_is_imported_from_source_not_from_the_pack(tmp_path):
     pkg = _package(tmp_path)
-    modulepack.write(str(pkg))
+    modulepack_write.write(str(pkg))
     (pkg / "a.py").write_text("def value():\n    return 'two'\n")  # the same size
     out = _run(pkg, """
         import pk.a
@@ -96,7 +96,7 @@ def test_an_edited_source_is_imported_from_source_not_from_the_pack(tmp_path):
 
 def test_a_pack_of_another_python_or_a_damaged_one_is_ignored(tmp_path):
     pkg = _package(tmp_path)
-    path = Path(modulepack.write(str(pkg)))
+    path = Path(modulepack_write.write(str(pkg)))
     data = bytearray(path.read_bytes())
     data[4:8] = b"\0\0\0\0"  # another bytecode magic
     path.write_bytes(bytes(data))
@@ -113,7 +113,7 @@ def test_a_pack_of_another_python_or_a_damaged_one_is_ignored(tmp_path):
 
 def test_zoned_modulepack_0_turns_the_pack_off(tmp_path):
     pkg = _package(tmp_path)
-    modulepack.write(str(pkg))
+    modulepack_write.write(str(pkg))
     code = PRELUDE.format(repo=str(REPO), parent=str(pkg.parent), pkg=str(pkg))
     code = code.replace('os.environ.pop("ZONED_MODULEPACK", None)\n', "")
     code += "import pk.a\nprint(json.dumps([finder is None, origin(pk.a)]))\n"
@@ -126,7 +126,7 @@ def test_a_closed_pack_fd_whose_number_is_reused_is_never_read_as_code(tmp_path)
     """A zone's init closes every fd it does not keep, then opens others: the pack's fd
     number may then name another file. The pack opens itself again."""
     pkg = _package(tmp_path)
-    modulepack.write(str(pkg))
+    modulepack_write.write(str(pkg))
     decoy = tmp_path / "decoy"
     decoy.write_bytes(b"\xe3" + os.urandom(4096))
     out = _run(pkg, f"""
@@ -148,12 +148,12 @@ def test_a_pack_replaced_on_disk_after_its_fd_closed_is_given_up(tmp_path):
     """The index read at start names offsets in the file opened then: a new pack at the
     path (make bytecode ran meanwhile) is not read with the old index."""
     pkg = _package(tmp_path)
-    modulepack.write(str(pkg))
+    modulepack_write.write(str(pkg))
     out = _run(pkg, f"""
         import pk
         os.close(finder.pack.fd)
         (open({str(pkg / "a.py")!r}, "a")).write("# edited\\n")
-        modulepack.write({str(pkg)!r})
+        modulepack_write.write({str(pkg)!r})
         import pk.sub.b  # unchanged: the pack has it, but in a new file
         print(json.dumps({{"twice": pk.sub.b.twice(), "fd": finder.pack.fd}}))
     """)
@@ -162,7 +162,7 @@ def test_a_pack_replaced_on_disk_after_its_fd_closed_is_given_up(tmp_path):
 
 def test_a_copied_tree_imports_its_own_sources(tmp_path):
     pkg = _package(tmp_path / "one")
-    modulepack.write(str(pkg))
+    modulepack_write.write(str(pkg))
     copy = tmp_path / "two" / "pk"
     shutil.copytree(pkg, copy, copy_function=shutil.copy2)  # mtimes kept: the pack applies
     out = _run(copy, """
@@ -206,10 +206,10 @@ def test_module_imports_are_the_module_level_ones_in_source_order():
         def later():
             import pk.e
     """).encode()
-    assert modulepack.module_imports("pk.x", source, False, known) == (
+    assert modulepack_write.module_imports("pk.x", source, False, known) == (
         "pk", "pk.sub", "pk.sub.c", "pk.a", "pk.b", "pk.f")
     # in a package's __init__, "." is the package itself
-    assert modulepack.module_imports("pk.sub", b"from . import c\n", True, known) == (
+    assert modulepack_write.module_imports("pk.sub", b"from . import c\n", True, known) == (
         "pk", "pk.sub.c")
 
 
@@ -223,7 +223,7 @@ def _preload_package(tmp_path: Path) -> Path:
     """))
     (pkg / "e.py").write_text("VALUE = 'e'\n")
     (pkg / "bad.py").write_text("raise ValueError('bad at import')\n")
-    modulepack.write(str(pkg))
+    modulepack_write.write(str(pkg))
     return pkg
 
 
@@ -318,8 +318,8 @@ def test_the_checkouts_pack_records_each_modules_imports():
         pytest.skip("no pack: `make bytecode` writes it")
     pack = modulepack.Pack(str(REPO / "zoned"))
     source = (REPO / "zoned" / "cli" / "run.py").read_bytes()
-    assert pack.imports("zoned.cli.run") == modulepack.module_imports(
-        "zoned.cli.run", source, False, modulepack.modules(str(REPO / "zoned")))
+    assert pack.imports("zoned.cli.run") == modulepack_write.module_imports(
+        "zoned.cli.run", source, False, modulepack_write.modules(str(REPO / "zoned")))
     assert "zoned.cli.common" in pack.imports("zoned.cli.run")
 
 
@@ -338,7 +338,7 @@ def test_a_future_annotations_module_from_the_pack_imports_no_future_module(tmp_
             pass
     ''')
     (pkg / "fut.py").write_text(source)
-    modulepack.write(str(pkg))
+    modulepack_write.write(str(pkg))
     out = _run(pkg, """
         import pk.fut
         print(json.dumps({"hints": pk.fut.f.__annotations__, "doc": pk.fut.__doc__,
@@ -351,7 +351,7 @@ def test_a_future_annotations_module_from_the_pack_imports_no_future_module(tmp_
     import ast
 
     usual = compile(source, "fut.py", "exec", dont_inherit=True)
-    packed = modulepack.compile_module(ast.parse(source), "fut.py")
+    packed = modulepack_write.compile_module(ast.parse(source), "fut.py")
     functions = [[c for c in code.co_consts if hasattr(c, "co_code")]
                  for code in (usual, packed)]
     assert [(c.co_code, c.co_flags, c.co_linetable) for c in functions[0]] == \
