@@ -140,7 +140,7 @@ class BeforeTree:
     """zoned as it was at a git ref: a temporary worktree, this checkout's built extension
     modules and libexec helpers copied in (their sources may be older; the helpers'
     protocol is older code's too where it is unchanged), bytecode compiled (and packed, where
-    REF has zoned.modulepack), and an entry
+    REF has zoned.modulepack, with its writer of then), and an entry
     script like `make setup`'s shim (python -S, the worktree and the venv's site-packages
     on sys.path, then console() where REF has it, else sys.exit(main())), as the shim of
     that time was."""
@@ -157,8 +157,11 @@ class BeforeTree:
         subprocess.run([python, "-m", "compileall", "-q", str(self.tree / "zoned")],
                        check=True, env={**os.environ, "PYTHONDONTWRITEBYTECODE": ""})
         if (self.tree / "zoned" / "modulepack.py").exists():  # as `make bytecode` does
+            # (the writer is zoned.modulepack_write since e26f305, modulepack's before)
+            writer = "modulepack_write" if (self.tree / "zoned" / "modulepack_write.py"
+                                            ).exists() else "modulepack"
             subprocess.run([python, "-S", "-c", "import sys; sys.path.insert(0, sys.argv[1]); "
-                            "from zoned import modulepack; modulepack.write(sys.argv[2])",
+                            f"from zoned import {writer}; {writer}.write(sys.argv[2])",
                             str(self.tree), str(self.tree / "zoned")], check=True)
         self.cli = self.dir / "zoned"
         purelib = subprocess.run([python, "-c", "import sysconfig; print(sysconfig.get_paths()"
