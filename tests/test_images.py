@@ -16,7 +16,8 @@ from pathlib import Path
 import pytest
 
 from zoned.images.errors import ImageError, ImageNotFound
-from zoned.images.store import DEFAULT_STORE, ImageStore, find_recipe
+from zoned.images.store import DEFAULT_STORE, ImageStore
+from zoned.images.store_write import find_recipe
 
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="needs root")
 PT_INTERP = 3

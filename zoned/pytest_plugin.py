@@ -84,7 +84,8 @@ def zoned_image(pytestconfig) -> str:
     error, not N; an image zoned has a recipe for (busybox) is built if missing (a rootless
     user starts with an empty store of their own)."""
     from zoned.images.errors import ImageNotFound
-    from zoned.images.store import RECIPES_DIR, ImageStore
+    from zoned.images.store import ImageStore
+    from zoned.images.store_write import RECIPES_DIR
 
     name = pytestconfig.getoption("--zoned-image") or pytestconfig.getini("zoned_image")
     store = ImageStore(None)
