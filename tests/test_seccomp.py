@@ -21,6 +21,8 @@ import prctl
 import pytest
 
 import zoned.child.seccomp as zs
+import zoned.child.seccomp_abi as zabi
+import zoned.child.seccomp_program as zsp
 import zoned.linux.syscalls as zsys
 
 pytestmark = [
@@ -267,7 +269,7 @@ def test_default_profile_with_filter_flags(default_bpf):
     p = dict(zs.default_profile(RUNC_CAPS), flags=["SECCOMP_FILTER_FLAG_TSYNC",
                                                    "SECCOMP_FILTER_FLAG_SPEC_ALLOW"])
     flags = zs.filter_flags(p)
-    assert flags == zs.SECCOMP_FILTER_FLAG_TSYNC | zs.SECCOMP_FILTER_FLAG_SPEC_ALLOW
+    assert flags == zabi.SECCOMP_FILTER_FLAG_TSYNC | zabi.SECCOMP_FILTER_FLAG_SPEC_ALLOW
     bpf = zs.compile_bpf(p)
     assert bpf == default_bpf   # flags are load-time only
     assert run_filtered(bpf, lambda: sc("keyctl", 9999, 0, 0, 0, 0), flags) == "EPERM"
@@ -526,7 +528,7 @@ def test_the_binary_tree_filter_decides_as_the_plain_list(profile):
                    {"names": ["kill"], "action": "SCMP_ACT_KILL",
                     "args": [{"index": 1, "value": 9, "op": "SCMP_CMP_EQ"}]},
                    default="SCMP_ACT_ERRNO")
-    tree, plain = zs.compile_program(p), zs.compile_program(p, tree=False)
+    tree, plain = zsp.compile_program(p), zsp.compile_program(p, tree=False)
     assert tree != plain
     argsets = [(0,) * 6, (8, 9, 0, 0, 0, 0), (7, 1 << 32, 0x7E020000, 0, 0, 0),
                (0xFFFFFFFF, 0x10000, 2, 1, 0, 0), (0x40000, 0x8, 0x20000, 0, 0, 0)]

@@ -23,7 +23,7 @@ PROC_MOUNTABLE = ("/proc/cpuinfo", "/proc/diskstats", "/proc/meminfo", "/proc/st
                   "/proc/net/dev", "/proc/sys/kernel/ns_last_pid")
 
 # OCI/fstab mount option -> (clear, flag); as runc's parseMountOptions.
-_FLAGS = {
+MOUNT_FLAGS = {
     "async": (True, sc.MS_SYNCHRONOUS), "atime": (True, sc.MS_NOATIME),
     "bind": (False, sc.MS_BIND), "defaults": (False, 0), "dev": (True, sc.MS_NODEV),
     "diratime": (True, sc.MS_NODIRATIME), "dirsync": (False, sc.MS_DIRSYNC),
@@ -37,7 +37,7 @@ _FLAGS = {
     "ro": (False, sc.MS_RDONLY), "rw": (True, sc.MS_RDONLY), "strictatime": (False, sc.MS_STRICTATIME),
     "suid": (True, sc.MS_NOSUID), "sync": (False, sc.MS_SYNCHRONOUS),
 }
-_PROPAGATION = {
+PROPAGATION = {
     "private": sc.MS_PRIVATE, "rprivate": sc.MS_PRIVATE | sc.MS_REC,
     "shared": sc.MS_SHARED, "rshared": sc.MS_SHARED | sc.MS_REC,
     "slave": sc.MS_SLAVE, "rslave": sc.MS_SLAVE | sc.MS_REC,
@@ -58,11 +58,11 @@ def parse_options(options: list[str]) -> tuple[int, int, str]:
     """-> (flags, propagation flags, data string)."""
     flags, prop, data = 0, 0, []
     for opt in options or []:
-        if opt in _FLAGS:
-            clear, f = _FLAGS[opt]
+        if opt in MOUNT_FLAGS:
+            clear, f = MOUNT_FLAGS[opt]
             flags = flags & ~f if clear else flags | f
-        elif opt in _PROPAGATION:
-            prop |= _PROPAGATION[opt]
+        elif opt in PROPAGATION:
+            prop |= PROPAGATION[opt]
         elif opt in _IGNORED:
             continue
         else:
@@ -301,9 +301,9 @@ class Rootfs:
         os.chdir("/")
         prop = self.linux.get("rootfsPropagation")
         if prop:
-            if prop not in _PROPAGATION:
+            if prop not in PROPAGATION:
                 raise ConfigError(f"invalid rootfsPropagation {prop!r}")
-            sc.mount(None, "/", None, _PROPAGATION[prop])
+            sc.mount(None, "/", None, PROPAGATION[prop])
 
     def finish(self) -> None:
         """Sysctls, masked and read-only paths, read-only root: after pivot_root."""

@@ -10,7 +10,8 @@ no_new_privs by itself (that is a libseccomp load-time attribute, never exported
 
 Compiling means dlopen'ing libseccomp and building the filter (milliseconds), so programs are
 cached in-process and on disk (`CACHE_DIR/<sha256>.bpf`); importing this module never imports
-the zoned._seccomp extension, only a cache miss does.
+the compiler (zoned.child.seccomp_program) or the zoned._seccomp extension, only a cache
+miss does. What both read (flags, actions, the kernel's limits) is zoned.child.seccomp_abi.
 
 `default_profile` is the Docker/Moby default profile (zoned/data/seccomp-default.json: the
 rules of moby/moby profiles/seccomp/default.json at commit 00f3d189e420, Apache-2.0,
@@ -25,7 +26,7 @@ import errno
 import os
 import stat
 
-from zoned.errors import ConfigError
+from zoned.child.seccomp_abi import BPF_INSN_SIZE, BPF_MAXINSNS, SeccompError, filter_flags
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing (start-up)
 if TYPE_CHECKING:
@@ -36,49 +37,13 @@ from zoned.digest import sha256
 from zoned.linux import jsonc
 from zoned.linux.once import once
 
-__all__ = ["default_profile", "compile_bpf", "compile_program", "filter_flags", "SeccompError",
-           "CACHE_DIR"]
+__all__ = ["default_profile", "compile_bpf", "filter_flags", "SeccompError", "CACHE_DIR"]
 
 CACHE_DIR = "/run/zoned/.cache/seccomp"
-_CACHE_FORMAT = b"zoned-seccomp-bpf-v2"  # v2: libseccomp's binary tree (compile_program)
+_CACHE_FORMAT = b"zoned-seccomp-bpf-v2"  # v2: libseccomp's binary tree (seccomp_program)
 
 _PACKAGE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # zoned/
 _DATA = os.path.join(_PACKAGE, "data", "seccomp-default.json")
-
-# seccomp(2) SECCOMP_FILTER_FLAG_* (linux/seccomp.h)
-SECCOMP_FILTER_FLAG_TSYNC = 1 << 0
-SECCOMP_FILTER_FLAG_LOG = 1 << 1
-SECCOMP_FILTER_FLAG_SPEC_ALLOW = 1 << 2
-SECCOMP_FILTER_FLAG_NEW_LISTENER = 1 << 3
-SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV = 1 << 5
-
-_FLAGS = {
-    "SECCOMP_FILTER_FLAG_TSYNC": SECCOMP_FILTER_FLAG_TSYNC,
-    "SECCOMP_FILTER_FLAG_LOG": SECCOMP_FILTER_FLAG_LOG,
-    "SECCOMP_FILTER_FLAG_SPEC_ALLOW": SECCOMP_FILTER_FLAG_SPEC_ALLOW,
-    "SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV": SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV,
-}
-
-_ACTIONS = frozenset({
-    "SCMP_ACT_KILL", "SCMP_ACT_KILL_PROCESS", "SCMP_ACT_KILL_THREAD", "SCMP_ACT_TRAP",
-    "SCMP_ACT_ERRNO", "SCMP_ACT_TRACE", "SCMP_ACT_ALLOW", "SCMP_ACT_LOG", "SCMP_ACT_NOTIFY",
-})
-
-_OPS = ("SCMP_CMP_NE", "SCMP_CMP_LT", "SCMP_CMP_LE", "SCMP_CMP_EQ", "SCMP_CMP_GE",
-        "SCMP_CMP_GT", "SCMP_CMP_MASKED_EQ")
-
-# OCI arch name -> libseccomp arch name (seccomp_arch_resolve_name)
-_ARCHES = {
-    "SCMP_ARCH_X86": "x86", "SCMP_ARCH_X86_64": "x86_64", "SCMP_ARCH_X32": "x32",
-    "SCMP_ARCH_ARM": "arm", "SCMP_ARCH_AARCH64": "aarch64",
-    "SCMP_ARCH_MIPS": "mips", "SCMP_ARCH_MIPS64": "mips64", "SCMP_ARCH_MIPS64N32": "mips64n32",
-    "SCMP_ARCH_MIPSEL": "mipsel", "SCMP_ARCH_MIPSEL64": "mipsel64",
-    "SCMP_ARCH_MIPSEL64N32": "mipsel64n32",
-    "SCMP_ARCH_PPC": "ppc", "SCMP_ARCH_PPC64": "ppc64", "SCMP_ARCH_PPC64LE": "ppc64le",
-    "SCMP_ARCH_S390": "s390", "SCMP_ARCH_S390X": "s390x",
-    "SCMP_ARCH_PARISC": "parisc", "SCMP_ARCH_PARISC64": "parisc64",
-    "SCMP_ARCH_RISCV64": "riscv64", "SCMP_ARCH_LOONGARCH64": "loongarch64",
-}
 
 # uname -m -> (Go's GOARCH, which moby's "arches" filters name, OCI arch of the archMap entry)
 _HOST_ARCH = {
@@ -89,17 +54,7 @@ _HOST_ARCH = {
     "riscv64": ("riscv64", "SCMP_ARCH_RISCV64"),
 }
 
-_SYSCALL_MAX_ARGS = 6
-_MAX_ERRNO = 4095
-_BPF_INSN_SIZE = 8          # sizeof(struct sock_filter)
-_BPF_MAXINSNS = 4096        # the kernel refuses longer programs
-
 _memo: dict[str, bytes] = {}
-
-
-class SeccompError(ConfigError, ValueError):
-    """A `linux.seccomp` object zoned cannot compile; a ValueError, shown by the CLI as a
-    one-line ZonedError."""
 
 
 # ---------------------------------------------------------------- default profile
@@ -172,34 +127,6 @@ def default_profile(capabilities: Iterable[str]) -> dict:
     }
 
 
-# ---------------------------------------------------------------- flags
-
-def filter_flags(seccomp: dict) -> int:
-    """SECCOMP_FILTER_FLAG_* bits the loader must pass to seccomp(2) with the program.
-
-    The filter is exported, not loaded by libseccomp, so its load-time attributes (TSYNC,
-    LOG, SPEC_ALLOW) never reach the kernel through it: every requested flag is returned
-    here. WAIT_KILLABLE_RECV only means something with a notify listener (the kernel rejects
-    it without SECCOMP_FILTER_FLAG_NEW_LISTENER), so it is dropped while notify is unsupported.
-    """
-    flags = 0
-    for name in seccomp.get("flags") or []:
-        try:
-            flags |= _FLAGS[name]
-        except (KeyError, TypeError):
-            raise SeccompError(
-                f"seccomp: unknown value {name!r} in flags (known: {', '.join(_FLAGS)})") from None
-    if not _uses_notify(seccomp):
-        flags &= ~SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV
-    return flags
-
-
-def _uses_notify(seccomp: dict) -> bool:
-    return seccomp.get("defaultAction") == "SCMP_ACT_NOTIFY" or any(
-        isinstance(r, dict) and r.get("action") == "SCMP_ACT_NOTIFY"
-        for r in seccomp.get("syscalls") or [])
-
-
 # ---------------------------------------------------------------- compile + cache
 
 def _canonical(seccomp: dict) -> str:
@@ -243,7 +170,7 @@ def _read_cache(path: str) -> bytes | None:
         st = os.fstat(fd)
         if (not stat.S_ISREG(st.st_mode) or st.st_uid != os.geteuid()
                 or st.st_mode & 0o022 or st.st_size == 0
-                or st.st_size % _BPF_INSN_SIZE or st.st_size > _BPF_MAXINSNS * _BPF_INSN_SIZE):
+                or st.st_size % BPF_INSN_SIZE or st.st_size > BPF_MAXINSNS * BPF_INSN_SIZE):
             return None
         data = os.read(fd, st.st_size + 1)
         return data if len(data) == st.st_size else None
@@ -307,176 +234,9 @@ def compile_bpf(seccomp: dict) -> bytes:
     path = _cache_path(key)
     bpf = _read_cache(path)
     if bpf is None:
+        from zoned.child.seccomp_program import compile_program  # a miss only
+
         bpf = compile_program(seccomp)
         _write_cache(path, bpf)
     _memo[key] = bpf
-    return bpf
-
-
-def _ret_value(value: Any, field: str, limit: int) -> int:
-    if value is None:
-        return errno.EPERM
-    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= limit:
-        raise SeccompError(f"seccomp: {field} must be an integer 0..{limit}, got {value!r}")
-    return value
-
-
-def _action(lib, name: Any, errno_ret: Any, field: str, errno_field: str) -> int:
-    if name not in _ACTIONS:
-        raise SeccompError(f"seccomp: unknown action {name!r} in {field}")
-    if name == "SCMP_ACT_NOTIFY":
-        raise SeccompError(f"seccomp: {field}: SCMP_ACT_NOTIFY is not supported yet")
-    if name == "SCMP_ACT_ERRNO":   # the kernel caps errno at MAX_ERRNO, libseccomp refuses more
-        return lib.zs_act_errno(_ret_value(errno_ret, errno_field, _MAX_ERRNO))
-    if name == "SCMP_ACT_TRACE":   # the tracer's message (runc passes errnoRet)
-        return lib.zs_act_trace(_ret_value(errno_ret, errno_field, 0xFFFF))
-    return {
-        "SCMP_ACT_KILL": lib.SCMP_ACT_KILL_THREAD,
-        "SCMP_ACT_KILL_THREAD": lib.SCMP_ACT_KILL_THREAD,
-        "SCMP_ACT_KILL_PROCESS": lib.SCMP_ACT_KILL_PROCESS,
-        "SCMP_ACT_TRAP": lib.SCMP_ACT_TRAP,
-        "SCMP_ACT_ALLOW": lib.SCMP_ACT_ALLOW,
-        "SCMP_ACT_LOG": lib.SCMP_ACT_LOG,
-    }[name]
-
-
-def _u64(value: Any, field: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 1 << 64:
-        raise SeccompError(f"seccomp: {field} must be an unsigned 64-bit integer, got {value!r}")
-    return value
-
-
-def _conditions(lib, args: Any, field: str) -> list[tuple[int, int, int, int]]:
-    """(index, op, value, valueTwo) tuples, validated; valueTwo is the masked value of
-    SCMP_CMP_MASKED_EQ (value is then the mask), as in runc."""
-    if not isinstance(args, list):
-        raise SeccompError(f"seccomp: {field} must be a list")
-    out = []
-    for j, a in enumerate(args):
-        f = f"{field}[{j}]"
-        if not isinstance(a, dict):
-            raise SeccompError(f"seccomp: {f} must be an object")
-        index = a.get("index")
-        if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index < _SYSCALL_MAX_ARGS:
-            raise SeccompError(f"seccomp: {f}.index must be 0..5, got {index!r}")
-        op = a.get("op")
-        if op not in _OPS:
-            raise SeccompError(f"seccomp: unknown op {op!r} in {f}.op (known: {', '.join(_OPS)})")
-        out.append((index, getattr(lib, op), _u64(a.get("value", 0), f + ".value"),
-                    _u64(a.get("valueTwo", 0), f + ".valueTwo")))
-    return out
-
-
-def compile_program(seccomp: dict, *, tree: bool = True) -> bytes:
-    """Build the filter with libseccomp and export it (uncached: compile_bpf caches);
-    runc's rules for what is added. tree=False: libseccomp's plain list of syscalls, the
-    same decisions (the tests compare the two)."""
-    from zoned._seccomp import ffi, lib   # the only import of the extension: cache misses
-
-    default = _action(lib, seccomp.get("defaultAction"), seccomp.get("defaultErrnoRet"),
-                      "defaultAction", "defaultErrnoRet")
-    flags = filter_flags(seccomp)
-
-    arch_tokens = []
-    arches = seccomp.get("architectures") or []
-    if not isinstance(arches, list):
-        raise SeccompError("seccomp: architectures must be a list")
-    for a in arches:
-        lname = _ARCHES.get(a) if isinstance(a, str) else None
-        token = lib.seccomp_arch_resolve_name(lname.encode()) if lname else 0
-        if not token:
-            raise SeccompError(f"seccomp: unknown or unsupported arch {a!r} in architectures")
-        arch_tokens.append(token)
-
-    rules = seccomp.get("syscalls") or []
-    if not isinstance(rules, list):
-        raise SeccompError("seccomp: syscalls must be a list")
-    plan = []   # (field, names, action, conditions), all validated before libseccomp runs
-    for i, rule in enumerate(rules):
-        field = f"syscalls[{i}]"
-        if not isinstance(rule, dict):
-            raise SeccompError(f"seccomp: {field} must be an object")
-        action = _action(lib, rule.get("action"), rule.get("errnoRet"),
-                         field + ".action", field + ".errnoRet")
-        conds = _conditions(lib, rule.get("args") or [], field + ".args")
-        names = rule.get("names") or []
-        if not isinstance(names, list) or not all(isinstance(n, str) and n for n in names):
-            raise SeccompError(f"seccomp: {field}.names must be a list of syscall names")
-        plan.append((field, names, action, conds))
-
-    ctx = lib.seccomp_init(default)
-    if ctx == ffi.NULL:
-        raise SeccompError("seccomp: libseccomp refused the default action (seccomp_init)")
-    try:
-        # A binary tree of syscall numbers, not a list (libseccomp >= 2.5; an older one
-        # keeps the list): the same decisions, but the kernel tests each filter against
-        # every syscall of every arch when it loads it (its allow-cache bitmap), which
-        # took 1.1 ms of each start for the default profile's list and 0.4 for the tree,
-        # and each syscall of the zone walks O(log n) instructions instead of O(n).
-        if tree:
-            lib.seccomp_attr_set(ctx, lib.SCMP_FLTATR_CTL_OPTIMIZE, 2)
-        for a, token in zip(arches, arch_tokens, strict=True):
-            rc = lib.seccomp_arch_add(ctx, token)
-            if rc < 0 and rc != -errno.EEXIST:
-                raise SeccompError(f"seccomp: cannot add arch {a!r}: {os.strerror(-rc)}")
-        for bit, attr in ((SECCOMP_FILTER_FLAG_TSYNC, lib.SCMP_FLTATR_CTL_TSYNC),
-                          (SECCOMP_FILTER_FLAG_LOG, lib.SCMP_FLTATR_CTL_LOG),
-                          (SECCOMP_FILTER_FLAG_SPEC_ALLOW, lib.SCMP_FLTATR_CTL_SSB)):
-            if flags & bit:
-                rc = lib.seccomp_attr_set(ctx, attr, 1)
-                if rc < 0:
-                    raise SeccompError(f"seccomp: flag {bit:#x} in flags is not supported "
-                                       f"by this kernel/libseccomp: {os.strerror(-rc)}")
-
-        for field, names, action, conds in plan:
-            if action == default:
-                continue   # redundant; libseccomp would reject it (as runc skips it)
-            # runc: several conditions on one argument cannot be ANDed by libseccomp, so
-            # each condition becomes a rule of its own (their union matches)
-            indexes = [c[0] for c in conds]
-            if len(set(indexes)) != len(indexes):
-                groups = [[c] for c in conds]
-            else:
-                groups = [conds]
-            for name in names:
-                nr = lib.seccomp_syscall_resolve_name(name.encode())
-                if nr == lib.__NR_SCMP_ERROR:
-                    continue   # unknown to libseccomp on this arch: skipped, like runc
-                for group in groups:
-                    arr = ffi.new("struct scmp_arg_cmp[]", max(len(group), 1))
-                    for k, (index, op, value, value2) in enumerate(group):
-                        arr[k].arg = index
-                        arr[k].op = op
-                        arr[k].datum_a = value
-                        arr[k].datum_b = value2
-                    rc = lib.seccomp_rule_add_array(ctx, action, nr, len(group), arr)
-                    if rc < 0:
-                        raise SeccompError(f"seccomp: cannot add the rule for {name!r} "
-                                           f"({field}): {os.strerror(-rc)}")
-
-        fd = os.memfd_create("zoned-seccomp-bpf", os.MFD_CLOEXEC)
-        try:
-            rc = lib.seccomp_export_bpf(ctx, fd)
-            if rc < 0:
-                raise OSError(-rc, f"seccomp_export_bpf: {os.strerror(-rc)}")
-            size = os.fstat(fd).st_size
-            os.lseek(fd, 0, os.SEEK_SET)
-            chunks = []
-            while size > 0:
-                chunk = os.read(fd, size)
-                if not chunk:
-                    break
-                chunks.append(chunk)
-                size -= len(chunk)
-            bpf = b"".join(chunks)
-        finally:
-            os.close(fd)
-    finally:
-        lib.seccomp_release(ctx)
-
-    if not bpf or len(bpf) % _BPF_INSN_SIZE:
-        raise OSError(errno.EIO, f"seccomp: libseccomp exported {len(bpf)} bytes of BPF")
-    if len(bpf) > _BPF_MAXINSNS * _BPF_INSN_SIZE:
-        raise SeccompError(f"seccomp: the filter has {len(bpf) // _BPF_INSN_SIZE} "
-                           f"instructions, over the kernel's {_BPF_MAXINSNS}")
     return bpf

@@ -5,16 +5,16 @@ from __future__ import annotations
 
 def features() -> dict:
     from zoned import cgroups
-    from zoned.child import rootfs, seccomp, security
+    from zoned.child import rootfs, seccomp_abi, security
     from zoned.oci import hooks
     from zoned.oci import spec
 
-    actions = sorted(a for a in seccomp._ACTIONS if a != "SCMP_ACT_NOTIFY")
+    actions = sorted(a for a in seccomp_abi.ACTIONS if a != "SCMP_ACT_NOTIFY")
     return {
         "ociVersionMin": "1.0.0",
         "ociVersionMax": spec.OCI_VERSION,
         "hooks": list(hooks.ALL),
-        "mountOptions": sorted(set(rootfs._FLAGS) | set(rootfs._PROPAGATION)),
+        "mountOptions": sorted(set(rootfs.MOUNT_FLAGS) | set(rootfs.PROPAGATION)),
         "linux": {
             "namespaces": ["cgroup", "ipc", "mount", "network", "pid", "time", "user", "uts"],
             "capabilities": list(security.CAPABILITIES),
@@ -23,10 +23,10 @@ def features() -> dict:
             "seccomp": {
                 "enabled": True,
                 "actions": actions,
-                "operators": list(seccomp._OPS),
-                "archs": sorted(seccomp._ARCHES),
-                "knownFlags": sorted(seccomp._FLAGS),
-                "supportedFlags": sorted(seccomp._FLAGS),
+                "operators": list(seccomp_abi.OPS),
+                "archs": sorted(seccomp_abi.ARCHES),
+                "knownFlags": sorted(seccomp_abi.FLAGS),
+                "supportedFlags": sorted(seccomp_abi.FLAGS),
             },
             "apparmor": {"enabled": False},
             "selinux": {"enabled": False},
