@@ -15,7 +15,7 @@ import pytest
 pytestmark = pytest.mark.unprivileged
 
 PACKAGE = Path(__file__).resolve().parent.parent / "zoned"
-MAX_LINES = 650
+MAX_LINES = 600  # "no module over ~600 lines" (lifecycle.py and oci/spec.py were split to fit)
 
 # Modules over MAX_LINES: none since issue 11 split them; never add one (split the module).
 TOO_LONG: set[str] = set()  # none left: keep it that way
