@@ -56,3 +56,24 @@ def test_pytest_plugin_fixture(zone):
     assert a.exec(["cat", "/proc/1/cmdline"]).stdout == "sleep\x001000\x00"
     # the two containers cannot see each other's processes
     assert "sleep 3600" not in a.exec(["ps"]).stdout
+
+
+def test_a_refused_exec_leaves_no_fd_open(zoned_root, busybox, monkeypatch):
+    """Runtime.exec opens the zone's namespaces before it checks that the init is still
+    the one it started (pid reuse): a refusal there, or any failure later, closes them
+    (an API caller is a long-lived program)."""
+    import os
+
+    from zoned.errors import InvalidState
+    from zoned.runtime import exec_process
+
+    with zoned.Container(["sleep", "1000"], root=zoned_root) as c:
+        rt = zoned.Runtime(zoned_root)
+        process = dict(rt.config(c.name)["process"], args=["true"])
+        before = sorted(os.listdir("/proc/self/fd"))
+        monkeypatch.setattr(exec_process, "proc_start_time", lambda pid: -1)
+        with pytest.raises(InvalidState, match="has stopped"):
+            rt.exec(c.name, process)
+        assert sorted(os.listdir("/proc/self/fd")) == before
+        monkeypatch.undo()
+        assert c.exec(["true"]).returncode == 0

@@ -20,7 +20,7 @@ def exec_in(rt: Runtime, cid: str, process: dict, *,
             stdio: tuple[int, int, int] | None = None, pid_file: str | None = None,
             preserve_fds: int = 0, detach: bool = False) -> Started:
     """Runtime.exec: the process set up in `cid`'s namespaces and waiting for release()."""
-    from zoned.child.process import NS_PROC, Plan, fork_nondumpable, run_child
+    from zoned.child.process import NS_PROC, Plan, fork_nondumpable, run_child, spawn_copy
     from zoned.child.sync import Channel, Op, pair as sync_pair
     from zoned.oci import schema
     from zoned.oci.spec import validate_process
@@ -40,43 +40,40 @@ def exec_in(rt: Runtime, cid: str, process: dict, *,
     linux = cfg.get("linux") or {}
     pid, start = st["pid"], st["zoned"]["pid_start"]
     join_fds: dict[str, int] = {}
-    pidns = None
-    try:
-        types = [n["type"] for n in linux.get("namespaces", [])]
-        for t in types:
-            fd = os.open(f"/proc/{pid}/ns/{NS_PROC[t]}", os.O_RDONLY | os.O_CLOEXEC)
-            if t == "pid":
-                pidns = fd
-            else:
-                join_fds[t] = fd
+    pidns = spawn_fd = parent_sock = None
+    child = 0
+    try:  # every fd opened here is closed on the way out, whatever fails
+        try:
+            for t in [n["type"] for n in linux.get("namespaces", [])]:
+                fd = os.open(f"/proc/{pid}/ns/{NS_PROC[t]}", os.O_RDONLY | os.O_CLOEXEC)
+                if t == "pid":
+                    pidns = fd
+                else:
+                    join_fds[t] = fd
+        except FileNotFoundError:
+            raise InvalidState(f"cannot exec in container {cid!r}: it has stopped") from None
         if proc_start_time(pid) != start:
             raise InvalidState(f"cannot exec in container {cid!r}: it has stopped")
-    except FileNotFoundError:
-        for fd in join_fds.values():
-            os.close(fd)
-        raise InvalidState(f"cannot exec in container {cid!r}: it has stopped") from None
-    bpf, seccomp_flags = b"", 0
-    if linux.get("seccomp"):
-        from zoned.child import seccomp
+        bpf, seccomp_flags = b"", 0
+        if linux.get("seccomp"):
+            from zoned.child import seccomp
 
-        bpf = seccomp.compile_bpf(linux["seccomp"])
-        seccomp_flags = seccomp.filter_flags(linux["seccomp"])
-    exec_cfg = dict(cfg)
-    exec_cfg["process"] = process
-    from zoned.child.process import spawn_copy
-
-    spawn_fd = spawn_copy()
-    parent_sock, child_sock = sync_pair()
-    # The helper is forked here, outside the container's pid namespace, and sets up
-    # there; at release it makes the real process inside (process._spawn).
-    plan = Plan(exec_cfg, child_sock, rootfs=None, stdio=stdio, preserve_fds=preserve_fds,
-                join_fds=join_fds, bpf=bpf, seccomp_flags=seccomp_flags,
-                keep_pdeathsig=not detach,  # a detached process outlives `zoned exec`
-                pidns_fd=pidns, spawn_fd=spawn_fd)
-    child = 0
-    try:
-        child = fork_nondumpable(run_child, plan)
-        child_sock.close()
+            bpf = seccomp.compile_bpf(linux["seccomp"])
+            seccomp_flags = seccomp.filter_flags(linux["seccomp"])
+        exec_cfg = dict(cfg)
+        exec_cfg["process"] = process
+        spawn_fd = spawn_copy()
+        parent_sock, child_sock = sync_pair()
+        # The helper is forked here, outside the container's pid namespace, and sets up
+        # there; at release it makes the real process inside (process._spawn).
+        plan = Plan(exec_cfg, child_sock, rootfs=None, stdio=stdio, preserve_fds=preserve_fds,
+                    join_fds=join_fds, bpf=bpf, seccomp_flags=seccomp_flags,
+                    keep_pdeathsig=not detach,  # a detached process outlives `zoned exec`
+                    pidns_fd=pidns, spawn_fd=spawn_fd)
+        try:
+            child = fork_nondumpable(run_child, plan)
+        finally:
+            child_sock.close()
         # The helper stays in our cgroup: release() moves the process it makes.
         chan = Channel(parent_sock)
         try:
@@ -90,6 +87,8 @@ def exec_in(rt: Runtime, cid: str, process: dict, *,
     except BaseException:
         if child:
             kill_and_reap(child)
+        if parent_sock is not None:
+            parent_sock.close()
         raise
     finally:
         for fd in join_fds.values():

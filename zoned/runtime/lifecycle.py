@@ -1,6 +1,7 @@
 """Runtime: one state root's containers through the OCI lifecycle (create -> start -> kill
 -> delete, plus state, exec, pause, update). Everything a container owns is created and
-removed here; the steps it shares with checkpoint restore are zoned.runtime.steps."""
+removed here; the steps it shares with checkpoint restore are zoned.runtime.steps, exec's
+set-up in a running zone is zoned.runtime.exec_process."""
 from __future__ import annotations
 
 import os
