@@ -27,13 +27,15 @@ def find_recipe(name: str) -> Path:
     from pathlib import Path
 
     if not valid_name(name):
-        raise ImageError(f"invalid image name {name!r} (use lowercase letters, digits, '_', '.', '-')")
+        raise ImageError(f"invalid image name {name!r} "
+                         "(use lowercase letters, digits, '_', '.', '-')")
     dirs = [Path(d) for d in [os.environ.get("ZONED_RECIPES")] if d] + [Path(RECIPES_DIR)]
     for d in dirs:
         for ext in (".yaml", ".yml"):
             if (d / f"{name}{ext}").is_file():
                 return d / f"{name}{ext}"
-    raise ImageError(f"no recipe for image {name!r} (looked for {name}.yaml in: {', '.join(map(str, dirs))})")
+    raise ImageError(f"no recipe for image {name!r} "
+                     f"(looked for {name}.yaml in: {', '.join(map(str, dirs))})")
 
 
 def _overlay_mounts() -> list[tuple[int, int, list[str]]]:
@@ -109,8 +111,8 @@ def build(store: ImageStore, recipe: str | Path) -> Image:
     return create(store, r.name, fill, what="building")
 
 
-def import_image(store: ImageStore, source: str, name: str | None = None, max_size: int | None = None,
-                 progress: bool | None = None) -> Image:
+def import_image(store: ImageStore, source: str, name: str | None = None,
+                 max_size: int | None = None, progress: bool | None = None) -> Image:
     """Import a docker-archive, oci-archive, OCI layout dir or rootfs tarball (see
     zoned.images.importer); refused entries leave nothing behind."""
     from zoned.images.importer import (Progress, apply_layers, default_name, history,
@@ -136,7 +138,7 @@ def import_image(store: ImageStore, source: str, name: str | None = None, max_si
                     "history": history(src.config, up.layer_sizes)
                     or [{"created_by": f"zoned image import {os.path.basename(source)}",
                          "size": up.bytes}],
-                            "skipped_xattrs": up.skipped_xattrs}
+                    "skipped_xattrs": up.skipped_xattrs}
 
         return create(store, name, fill, what="importing")
     finally:
