@@ -148,6 +148,14 @@ class BeforeTree:
     def __init__(self, ref: str, python: str):
         self.dir = Path(tempfile.mkdtemp(prefix="zoned-bench-before-"))
         self.tree = self.dir / "tree"
+        self.worker = self.current = None
+        try:  # a tree that could not be built (a bad ref, its pack) leaves nothing behind
+            self._build(ref, python)
+        except BaseException:
+            self.close()
+            raise
+
+    def _build(self, ref: str, python: str) -> None:
         subprocess.run(["git", "-C", str(C.REPO), "worktree", "add", "-q", "--detach",
                         str(self.tree), ref], check=True)
         for so in (C.REPO / "zoned").glob("_*.so"):
@@ -179,10 +187,12 @@ class BeforeTree:
         self.current = ApiWorker(C.REPO, python)    # zoned-api-worker
 
     def close(self) -> None:
-        self.worker.close()
-        self.current.close()
-        subprocess.run(["git", "-C", str(C.REPO), "worktree", "remove", "--force",
-                        str(self.tree)], check=False)
+        for worker in (self.worker, self.current):
+            if worker is not None:
+                worker.close()
+        if self.tree.exists():
+            subprocess.run(["git", "-C", str(C.REPO), "worktree", "remove", "--force",
+                            str(self.tree)], check=False)
         shutil.rmtree(self.dir, ignore_errors=True)
 
 

@@ -433,3 +433,31 @@ def test_start_rate_script_interleaves_the_engines_and_leaves_nothing(tmp_path):
     assert set(res["targets"]) == {"rate_ge_runc", "no_slowdown_first_to_last_10pct"}
     assert not any(res["leftovers"].values()) and res["failure"] is None
     assert not [d for d in os.listdir("/run") if d.startswith("zoned-bench-rate-")]
+
+
+def test_a_before_tree_that_cannot_be_built_leaves_nothing(monkeypatch):
+    """bench/startup.py's BeforeTree (also start_timeline's --before-ref): a ref it cannot
+    check out, or a step after the checkout that fails, leaves no temp dir or worktree
+    (CI once failed in the pack's writer and left both)."""
+    import glob
+    import tempfile
+
+    repo = Path(__file__).resolve().parent.parent
+    monkeypatch.syspath_prepend(str(repo / "bench"))
+    import startup
+
+    def listing():
+        pattern = str(Path(tempfile.gettempdir()) / "zoned-bench-before-*")
+        worktrees = subprocess.run(["git", "-C", str(repo), "worktree", "list"],
+                                   capture_output=True, text=True).stdout
+        return sorted(glob.glob(pattern)), worktrees
+
+    before = listing()
+    with pytest.raises(subprocess.CalledProcessError):
+        startup.BeforeTree("no-such-ref-anywhere", sys.executable)
+    assert listing() == before
+    monkeypatch.setattr(startup.shutil, "copytree",  # fails after the worktree is added
+                        lambda *a, **k: (_ for _ in ()).throw(OSError(28, "No space")))
+    with pytest.raises(OSError):
+        startup.BeforeTree("HEAD", sys.executable)
+    assert listing() == before
