@@ -25,11 +25,10 @@ they started with. Only overlay lowerdirs are detected, not plain bind mounts of
 """
 from __future__ import annotations
 
-import errno
 import os
-import stat
 
 from zoned.images.errors import ImageError, ImageNotFound, valid_name
+from zoned.images.paths import is_dir, is_file, join_path, norm
 from zoned.linux import jsonc
 from zoned.linux.locks import acquire
 
@@ -89,49 +88,6 @@ class Image:
                 f"config={self.config!r}, created={self.created!r}, size={self.size!r})")
 
 
-# ---------------------------------------------------------------- path helpers (no pathlib)
-
-
-def _norm(p: str) -> str:
-    """p spelled as str(pathlib.Path(p)) spells it (no empty or '.' components, no trailing
-    '/', '..' kept), so the paths handed out -- e.g. overlay lowerdirs -- stay as they were."""
-    if "//" not in p and "/." not in p and not p.startswith(".") and not (len(p) > 1 and p.endswith("/")):
-        return p or "."
-    lead = "//" if p[:2] == "//" and p[:3] != "///" else "/" if p[:1] == "/" else ""
-    return lead + "/".join(c for c in p.split("/") if c and c != ".") or "."
-
-
-def _join(d: str, name: str) -> str:
-    """pathlib's ``Path(d) / name`` for a normalized d and a single component name."""
-    if d == ".":
-        return name
-    return d + name if d.endswith("/") else d + "/" + name
-
-
-_IGNORED_ERRNOS = (errno.ENOENT, errno.ENOTDIR, errno.EBADF, errno.ELOOP)
-
-
-def _mode_of(path: str) -> int:
-    """st_mode, or 0 where pathlib's is_dir()/is_file() would answer False; other errors
-    (e.g. EACCES) propagate as they do from pathlib."""
-    try:
-        return os.stat(path).st_mode
-    except OSError as e:
-        if e.errno not in _IGNORED_ERRNOS:
-            raise
-        return 0
-    except ValueError:
-        return 0
-
-
-def _is_dir(path: str) -> bool:
-    return stat.S_ISDIR(_mode_of(path))
-
-
-def _is_file(path: str) -> bool:
-    return stat.S_ISREG(_mode_of(path))
-
-
 # ---------------------------------------------------------------- the store
 
 
@@ -167,7 +123,7 @@ class ImageStore:
             from zoned.rootless import images_dir  # rootless: the user's own store
 
             root = images_dir()
-        self.root_dir = _norm(os.fspath(root or os.environ.get("ZONED_IMAGES") or DEFAULT_STORE))
+        self.root_dir = norm(os.fspath(root or os.environ.get("ZONED_IMAGES") or DEFAULT_STORE))
 
     @property
     def root(self) -> Path:
@@ -187,7 +143,7 @@ class ImageStore:
 
     def list(self) -> list[Image]:
         """All images, sorted by name; half-written or foreign entries are skipped."""
-        if not _is_dir(self.root_dir):
+        if not is_dir(self.root_dir):
             return []
         with self.lock(shared=True):
             return self.list_unlocked()
@@ -196,7 +152,7 @@ class ImageStore:
         """list() for a caller that holds lock(shared=True)."""
         out = []
         for n in sorted(os.listdir(self.root_dir)):
-            if valid_name(n) and _is_file(_join(_join(self.root_dir, n), "image.json")):
+            if valid_name(n) and is_file(join_path(join_path(self.root_dir, n), "image.json")):
                 try:
                     out.append(self.read_unlocked(n))
                 except ImageError:
@@ -206,9 +162,9 @@ class ImageStore:
     def read_unlocked(self, name: str) -> Image:
         """Image `name` as its image.json says, for a caller that holds lock(shared=True)
         across this read and its use of the image's files (get() takes the lock itself)."""
-        path = _join(self.root_dir, name)
+        path = join_path(self.root_dir, name)
         meta_file = path + "/image.json"
-        if not _is_file(meta_file):
+        if not is_file(meta_file):
             raise ImageNotFound(f"image {name!r} not found (build it with: zoned image build {name})")
         try:
             with open(meta_file) as f:
@@ -291,5 +247,5 @@ class ImageStore:
     def lock(self, shared: bool = False) -> _StoreLock:
         """flock on <store>/.lock as a context manager (see _StoreLock): shared to read an
         image without a rebuild replacing it meanwhile, exclusive to rename."""
-        return _StoreLock(_join(self.root_dir, ".lock"), shared)
+        return _StoreLock(join_path(self.root_dir, ".lock"), shared)
 

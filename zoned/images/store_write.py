@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 
 from zoned.images.errors import ImageError, ImageNotFound, valid_name
+from zoned.images.paths import is_dir, is_file, join_path
 from zoned.linux import jsonc
 from zoned.linux.locks import acquire, try_acquire
 
@@ -205,7 +206,7 @@ def create(store: ImageStore, name: str, fill, what: str = "creating") -> Image:
 
 def ensure_root(store: ImageStore) -> None:
     try:
-        if not os.path.isdir(store.root_dir):
+        if not is_dir(store.root_dir):
             os.makedirs(store.root_dir, exist_ok=True)
             os.chmod(store.root_dir, 0o755)  # not umask-dependent: containers' users traverse it
     except OSError as e:
@@ -217,7 +218,7 @@ def remove(store: ImageStore, name: str) -> None:
     if not valid_name(name):
         raise ImageError(f"invalid image name {name!r}")
     with store.lock():
-        if not os.path.isfile(os.path.join(store.root_dir, name) + "/image.json"):
+        if not is_file(join_path(store.root_dir, name) + "/image.json"):
             raise ImageNotFound(f"image {name!r} not found")
         collect_garbage(store)
         old = set_aside(store, name)
@@ -226,7 +227,7 @@ def remove(store: ImageStore, name: str) -> None:
 
 def prune(store: ImageStore) -> list[Path]:
     """Delete left-overs: crashed builds and retired images no container uses any more."""
-    if not os.path.isdir(store.root_dir):
+    if not is_dir(store.root_dir):
         return []
     from pathlib import Path
 
@@ -256,8 +257,8 @@ def digest(store: ImageStore, name: str) -> str:
     for dirpath, dirnames, filenames in os.walk(root):
         dirnames.sort()
         for n in [""] + sorted(filenames + [d for d in dirnames
-                                            if os.path.islink(os.path.join(dirpath, d))]):
-            path = os.path.join(dirpath, n) if n else dirpath
+                                            if os.path.islink(join_path(dirpath, d))]):
+            path = join_path(dirpath, n) if n else dirpath
             st = os.lstat(path)
             rel = os.path.relpath(path, root)
             h.update(f"{rel}\0{st.st_mode:o}\0{st.st_uid}:{st.st_gid}\0".encode())
@@ -290,7 +291,7 @@ def set_aside(store: ImageStore, name: str) -> tuple[str, str, int]:
     import tempfile
 
     aside = tempfile.mkdtemp(prefix=f".old-{name}-", dir=store.root_dir)
-    src = os.path.join(store.root_dir, name)
+    src = join_path(store.root_dir, name)
     fd = hold(src)
     os.rename(src, aside)  # replaces the empty placeholder dir atomically
     return aside, src + "/rootfs", fd
@@ -319,13 +320,13 @@ def collect_garbage(store: ImageStore) -> list[str]:
     for n in os.listdir(store.root_dir):
         if not n.startswith((".build-", ".old-")):
             continue
-        p = os.path.join(store.root_dir, n)
+        p = join_path(store.root_dir, n)
         fd = try_acquire(p, directory=True)
         if fd is None:  # its owner is alive and working on it
             continue
         try:
             note = p + "/.inuse.json"
-            if os.path.isfile(note):
+            if is_file(note):
                 try:
                     with open(note) as f:
                         info = jsonc.loads(f.read())
