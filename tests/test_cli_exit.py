@@ -18,8 +18,8 @@ import pytest
 ZONED = str(Path(sys.executable).parent / "zoned")
 
 # The subreaper: runs argv with its stdout on a pipe, reads that to EOF, reaps argv's
-# process, tries the lock file (argv[-1] where given), then reaps whatever else was
-# re-parented to it for up to 10 s. Prints one JSON line.
+# process, tries the lock file (its first argument; "-" for none), then reaps whatever
+# else was re-parented to it for up to 10 s. Prints one JSON line.
 SUBREAPER = textwrap.dedent("""
     import ctypes, fcntl, json, os, sys, time
     assert ctypes.CDLL(None).prctl(36, 1, 0, 0, 0) == 0  # PR_SET_CHILD_SUBREAPER
