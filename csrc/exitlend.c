@@ -7,8 +7,10 @@
  * the exit only drops a reference, and that process, the holder, frees it afterwards.
  *
  * The holder runs nothing but the syscalls below on a static stack: it shares our memory,
- * so it must not touch Python's. It holds no fd (ours are closed before it is made, so a
- * pipe to our stdout or a lock of ours ends with us, never later), every signal it could
+ * so it must not touch Python's. It holds none of our fds but the O_PATH ones we name
+ * (zoned.linux.lastref: inodes we removed, freed when it goes, with the device's trim of
+ * their blocks); the rest are closed before it is made, so a pipe to our stdout or a lock
+ * of ours ends with us, never later (an O_PATH fd can be neither). Every signal it could
  * catch is blocked (a handler of Python's would run in it), it is not traced
  * (CLONE_UNTRACED), and it dies by SIGKILL when we do (PR_SET_PDEATHSIG; checked against
  * an exit before it was set). It is re-parented then, as any orphan, to the nearest child
@@ -17,6 +19,7 @@
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
 #endif
+#include <fcntl.h>
 #include <sched.h>
 #include <signal.h>
 #include <sys/prctl.h>
@@ -42,12 +45,29 @@ static int exitlend_holder(void *arg)
     return 0;
 }
 
-void z_exit_lending_memory(int status)
+/* Close every fd but those of keep[] (ascending) that are O_PATH. */
+static void exitlend_close_all_but(const int *keep, int nkeep)
+{
+    unsigned int from = 0;
+    for (int i = 0; i < nkeep; i++) {
+        if (keep[i] < 0 || (unsigned int)keep[i] < from)
+            continue;  /* not ascending: closed with the rest */
+        long flags = syscall(SYS_fcntl, keep[i], F_GETFL);
+        if (flags < 0 || !(flags & O_PATH))
+            continue;
+        if ((unsigned int)keep[i] > from)
+            syscall(SYS_close_range, from, (unsigned int)keep[i] - 1, 0U);
+        from = (unsigned int)keep[i] + 1;
+    }
+    syscall(SYS_close_range, from, ~0U, 0U);
+}
+
+void z_exit_lending_memory(int status, const int *keep, int nkeep)
 {
     sigset_t all;
     sigfillset(&all);
     syscall(SYS_rt_sigprocmask, SIG_SETMASK, &all, NULL, _NSIG / 8);
-    syscall(SYS_close_range, 0U, ~0U, 0U);
+    exitlend_close_all_but(keep, nkeep);
     exitlend_parent = (pid_t)syscall(SYS_getpid);
     /* exit signal 0: nobody is told of its end but its reaper */
     clone(exitlend_holder, exitlend_stack + sizeof exitlend_stack, CLONE_VM | CLONE_UNTRACED,

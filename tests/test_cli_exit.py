@@ -8,6 +8,7 @@ then every other process that ended up there, until none is left.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import textwrap
@@ -71,9 +72,9 @@ EXITER = textwrap.dedent("""
 """)
 
 
-def _under_subreaper(argv: list[str], lock: str = "-") -> dict:
+def _under_subreaper(argv: list[str], lock: str = "-", env: dict | None = None) -> dict:
     p = subprocess.run([sys.executable, "-c", SUBREAPER, lock, *argv], capture_output=True,
-                       text=True, timeout=60, stdin=subprocess.DEVNULL)
+                       text=True, timeout=60, stdin=subprocess.DEVNULL, env=env)
     assert p.returncode == 0, p.stderr
     return json.loads(p.stdout)
 
@@ -107,3 +108,45 @@ def test_a_command_without_the_extension_exits_plainly():
     result = _under_subreaper([ZONED, "--version"])
     assert result["code"] == 0 and result["out"].startswith("zoned version")
     assert result["others"] == []
+
+
+# As EXITER, but asking the holder to keep the lock's fd and an O_PATH fd of a directory.
+KEEPER = EXITER.replace("syscalls.exit_lending_memory(7)", """\
+kept = os.open(os.path.dirname(sys.argv[1]), os.O_PATH | os.O_CLOEXEC)
+syscalls.exit_lending_memory(7, [fd, kept])""")
+
+
+@pytest.mark.unprivileged
+def test_the_holder_keeps_no_fd_but_an_o_path_one(tmp_path):
+    """zoned.linux.lastref's fds (O_PATH) go to the holder; any other fd in the list is
+    closed all the same: a lock or a pipe never outlives the exit."""
+    result = _under_subreaper([sys.executable, "-c", KEEPER, str(tmp_path / "lock")],
+                              lock=str(tmp_path / "lock"))
+    assert result["code"] == 7 and result["out"] == "ready\n"
+    assert result["lock_free"] is True
+    assert len(result["others"]) == 1 and _ended(result["others"][0]), result["others"]
+
+
+def test_what_a_zoned_run_removed_is_freed_once_its_holder_has_gone(cli, tmp_path):
+    """The CLI keeps what its removal unlinks until its holder goes (zoned.linux.lastref):
+    on a tmpfs of its own, holding the state and the data, the file system's free inodes
+    are what they were before the run once the holder has been reaped."""
+    fs = tmp_path / "fs"
+    fs.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "mode=0711", "zoned-test-lastref", str(fs)],
+                   check=True)
+    try:
+        (fs / "data").mkdir()
+        argv = [ZONED, "--root", str(fs / "state"), "run", "--rm", "--", "/bin/true"]
+        env = {**os.environ, "ZONED_DATA": str(fs / "data")}
+        frees = []
+        for _ in range(3):  # the first makes the roots' own directories
+            result = _under_subreaper(argv, env=env)
+            assert result["code"] == 0
+            assert len(result["others"]) == 1 and _ended(result["others"][0]), result
+            frees.append(os.statvfs(fs).f_ffree)
+        assert frees[1] == frees[2]
+    finally:
+        subprocess.run([ZONED, "--root", str(fs / "state"), "gc"], capture_output=True)
+        if subprocess.run(["umount", str(fs)], capture_output=True).returncode:
+            subprocess.run(["umount", "-l", str(fs)], capture_output=True)

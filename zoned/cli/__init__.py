@@ -133,10 +133,15 @@ def console() -> None:
 
     Where zoned's syscalls are loaded already (a command that made or entered a zone), the
     kernel's freeing of this process's memory at exit (~1.3 ms of a `zoned run`) is left to
-    a process that outlives it by that long (zoned.linux.syscalls.exit_lending_memory)."""
+    a process that outlives it by that long (zoned.linux.syscalls.exit_lending_memory), and
+    so is the freeing of what the command removed (zoned.linux.lastref: on a file system
+    mounted with `discard`, each removal otherwise waits for the device's trim)."""
     import gc
 
+    from zoned.linux import lastref
+
     gc.set_threshold(100_000)
+    lastref.defer_until_exit()
     code = int(main() or 0)
     threading = sys.modules.get("threading")
     if threading is not None and any(t.is_alive() and not t.daemon
@@ -153,7 +158,7 @@ def console() -> None:
     mark("exit")
     syscalls = sys.modules.get("zoned.linux.syscalls")
     if syscalls is not None:  # (not loaded for this alone: that costs more than it saves)
-        syscalls.exit_lending_memory(code)
+        syscalls.exit_lending_memory(code, lastref.held())
     os._exit(code)
 
 

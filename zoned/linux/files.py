@@ -4,6 +4,8 @@ from __future__ import annotations
 import errno
 import os
 
+from zoned.linux.lastref import hold
+
 
 def read_to_eof(fd: int, size: int = 4096) -> bytes:
     """Everything left to read from `fd` (a pipe whose writers report and close)."""
@@ -14,7 +16,8 @@ def read_to_eof(fd: int, size: int = 4096) -> bytes:
 
 
 def rmtree(path: str) -> None:
-    """shutil.rmtree without importing shutil on the hot path; tolerates vanished entries."""
+    """shutil.rmtree without importing shutil on the hot path; tolerates vanished entries.
+    What it removes is handed to zoned.linux.lastref first (freed after a CLI's exit)."""
     try:
         entries = list(os.scandir(path))
     except FileNotFoundError:
@@ -27,9 +30,11 @@ def rmtree(path: str) -> None:
             if e.is_dir(follow_symlinks=False):
                 rmtree(e.path)
             else:
+                hold(e.path)
                 os.unlink(e.path)
         except FileNotFoundError:
             pass
+    hold(path)
     try:
         os.rmdir(path)
     except FileNotFoundError:

@@ -23,7 +23,7 @@ import os
 import time
 
 from zoned.errors import NotFound, ZonedError
-from zoned.linux import jsonc
+from zoned.linux import jsonc, lastref
 from zoned.linux.files import rmtree
 from zoned.linux.locks import acquire, try_acquire
 from zoned.storage import DEFAULT_ROOT
@@ -72,6 +72,7 @@ def write_json_atomic(path: str, data: dict, *, in_place_if_full: bool = False) 
     tmp = f"{path}.{os.getpid()}.tmp"
     try:
         _write_tmp(tmp, payload)
+        lastref.hold(path)  # the version replaced: freed after a CLI's exit (its trim)
         os.replace(tmp, path)
     except OSError as e:
         try:
@@ -256,7 +257,9 @@ class Store:
         return write_json_tmp(os.path.join(self.root, cid, "state.json"), state)
 
     def commit_state(self, cid: str, tmp: str) -> None:
-        os.replace(tmp, os.path.join(self.root, cid, "state.json"))
+        path = os.path.join(self.root, cid, "state.json")
+        lastref.hold(path)
+        os.replace(tmp, path)
 
     def read_config(self, cid: str) -> dict:
         with open(os.path.join(self.root, cid, "config.json")) as f:
