@@ -136,6 +136,40 @@ def test_a_waiting_init_is_our_child_in_its_cgroup(pool, zoned_root):
         assert st["id"] in cg  # moved into its own cgroup before it was handed out
 
 
+def _state_fds(pid: int, root: str) -> list[str]:
+    """What process pid has open under state root `root`."""
+    out = []
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            target = os.readlink(f"/proc/{pid}/fd/{fd}")
+        except OSError:
+            continue
+        if target.startswith(root + "/"):
+            out.append(target)
+    return out
+
+
+def test_a_maker_keeps_the_state_a_run_replaces_until_the_zone_is_removed(pool, zoned_root):
+    """A run's start replaces its zone's state.json; the maker keeps the version it made
+    (an O_PATH fd, zoned.linux.lastref.pin) so that the inode is freed by its removal, off
+    the caller's path, and drops it then: no fd to a removed zone's state stays."""
+    makers = pool.maker_pids
+    names = [pool.run(["true"]).name for _ in range(4)]
+    deadline = time.monotonic() + 30
+    while True:  # each run's zone removed by its maker ("done")
+        left = [n for n in names if os.path.exists(os.path.join(zoned_root, n))]
+        if not left:
+            break
+        assert time.monotonic() < deadline, left
+        time.sleep(0.05)
+    time.sleep(0.2)
+    held = [t for m in makers for t in _state_fds(m, zoned_root)]
+    assert not any(n in t for t in held for n in names), held  # dropped with the zone
+    # the zones waiting: one made state.json each, kept, not replaced yet
+    assert held and all(t.endswith("/state.json") for t in held), held
+    assert len(held) <= pool.size, held
+
+
 def test_close_leaves_nothing(zoned_root, busybox):
     before = host_snapshot(zoned_root)
     p = zoned.Pool(root=zoned_root, size=3)

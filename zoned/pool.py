@@ -35,6 +35,7 @@ from dataclasses import dataclass
 
 from zoned.api import Result, build_config, command_args, finish, new_name, pump
 from zoned.errors import ConfigError, ZonedError
+from zoned.linux import lastref
 
 MAX_PROCESS_BYTES = 60 << 10  # args + env travel in one sync message (64 KiB)
 _MSG = 1 << 16
@@ -390,6 +391,9 @@ def _serve(template: Template, sock: socket.socket) -> None:
         template.userns = f"/proc/{os.getpid()}/fd/{shared_userns()}"
     keeper = prime.keeper()  # each init's cgroup move, without its grace period
     out: dict[str, int] = {}  # zones sent, not done: name -> pid
+    # each one's state.json as made, which the run's start replaces: freed here, after
+    # the zone's removal, not in the caller's rename (a trim on a `discard` mount)
+    pinned: dict[str, int] = {}
     taken: set[str] = set()  # of those, the ones a run has taken
     failed = False
     try:
@@ -413,6 +417,7 @@ def _serve(template: Template, sock: socket.socket) -> None:
                     backend.delete(msg["name"], force=True)
                 except ZonedError:
                     pass  # one zone's removal: `zoned gc` finishes it, the pool goes on
+                _unpin(pinned.pop(msg["name"], -1))
             elif msg.get("op") == "make":
                 if keeper is not None:
                     os.write(keeper[0], b"m")
@@ -424,6 +429,8 @@ def _serve(template: Template, sock: socket.socket) -> None:
                           reap=getattr(exc, "sibling_pids", []))
                     continue
                 out[name] = pid
+                pinned[name] = lastref.pin(os.path.join(backend.runtime.store.root, name,
+                                                        "state.json"))
                 try:
                     _send(sock, fds, op="zone", name=name, pid=pid, reap=reap)
                 finally:
@@ -436,6 +443,13 @@ def _serve(template: Template, sock: socket.socket) -> None:
                 backend.delete(name, force=True)
             except ZonedError:
                 pass
+        for fd in pinned.values():
+            _unpin(fd)
+
+
+def _unpin(fd: int) -> None:
+    if fd >= 0:
+        os.close(fd)
 
 
 def _make(template: Template, backend) -> tuple[str, int, list[int], list[int]]:
