@@ -22,7 +22,8 @@ all: setup
 
 setup: $(STAMP)/apt $(STAMP)/venv $(STAMP)/shim zoned/libexec/zoned-init zoned/libexec/zoned-logger \
 	zoned/libexec/zoned-spawn zoned/libexec/zoned-vminit zoned/libexec/zoned-vmwrap \
-	zoned/libexec/zoned-monitor zoned/libexec/zoned-criuexec bytecode image criu vm-kernel \
+	zoned/libexec/zoned-monitor zoned/libexec/zoned-criuexec zoned/libexec/zoned-release \
+	bytecode image criu vm-kernel \
 	systemd-unit
 
 $(STAMP)/apt: Makefile
@@ -122,6 +123,12 @@ zoned/libexec/zoned-criuexec: csrc/criuexec.c $(STAMP)/musl-kernel-headers
 zoned/libexec/zoned-monitor: csrc/monitor.c csrc/scm.h $(STAMP)/musl-kernel-headers
 	@mkdir -p zoned/libexec
 	$(STATIC_CC) -o $@ csrc/monitor.c
+
+# What drops the last reference to the inodes an API operation removed, off the caller's
+# path (zoned.linux.lastref; csrc/release.c says why); static and tiny, one per removal.
+zoned/libexec/zoned-release: csrc/release.c $(STAMP)/musl-kernel-headers
+	@mkdir -p zoned/libexec
+	$(STATIC_CC) -o $@ csrc/release.c
 
 # zoned.service: `zoned autostart` at boot (zones marked autostart, in name order). Installed
 # and enabled where systemd runs; the unit's ExecStart is this checkout's zoned.

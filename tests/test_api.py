@@ -58,6 +58,32 @@ def test_pytest_plugin_fixture(zone):
     assert "sleep 3600" not in a.exec(["ps"]).stdout
 
 
+def test_a_run_leaves_no_fd_and_no_child_of_the_caller(zoned_root, busybox):
+    """zoned.run hands what it removed to zoned-release (zoned.linux.lastref), which it
+    reaps itself: the caller is left with the fds it had and no child, however many runs
+    (the inodes are freed by the releaser's child, re-parented away from the caller)."""
+    import os
+
+    def children() -> list[int]:
+        found = []
+        for pid in os.listdir("/proc"):
+            try:
+                with open(f"/proc/{pid}/stat") as f:
+                    if int(f.read().rsplit(")", 1)[1].split()[1]) == os.getpid():
+                        found.append(int(pid))
+            except (OSError, ValueError, IndexError):
+                pass
+        return found
+
+    zoned.run(["true"], root=zoned_root)  # (what the first run loads and keeps open)
+    before = sorted(os.listdir("/proc/self/fd"))
+    for _ in range(3):
+        assert zoned.run(["sh", "-c", "echo x > /f"], root=zoned_root).returncode == 0
+    assert sorted(os.listdir("/proc/self/fd")) == before
+    assert children() == []
+    assert [n for n in os.listdir(zoned_root) if not n.startswith(".")] == []
+
+
 def test_a_refused_exec_leaves_no_fd_open(zoned_root, busybox, monkeypatch):
     """Runtime.exec opens the zone's namespaces before it checks that the init is still
     the one it started (pid reuse): a refusal there, or any failure later, closes them

@@ -12,6 +12,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -150,3 +151,43 @@ def test_what_a_zoned_run_removed_is_freed_once_its_holder_has_gone(cli, tmp_pat
         subprocess.run([ZONED, "--root", str(fs / "state"), "gc"], capture_output=True)
         if subprocess.run(["umount", str(fs)], capture_output=True).returncode:
             subprocess.run(["umount", "-l", str(fs)], capture_output=True)
+
+
+def test_a_command_without_a_holder_hands_what_it_removed_to_zoned_release(cli, tmp_path):
+    """The OCI `delete` of a stopped container loads no zoned._native (no holder): at its
+    exit it hands what it removed to zoned-release, whose child is the one process left
+    to reap; once it has been, the free inodes are back to what they were."""
+    from zoned.bench.common import make_bundle
+
+    bundle = make_bundle(["/bin/true"], readonly=False, zoned_cli=ZONED,
+                         prefix=str(tmp_path / "bundle-"))
+    fs = tmp_path / "fs"
+    fs.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "mode=0711", "zoned-test-release", str(fs)],
+                   check=True)
+    try:
+        (fs / "data").mkdir()
+        env = {**os.environ, "ZONED_DATA": str(fs / "data")}
+        zoned = [ZONED, "--root", str(fs / "state")]
+        warm = _under_subreaper([*zoned, "run", "--rm", "--", "/bin/true"], env=env)
+        assert warm["code"] == 0 and len(warm["others"]) == 1  # (its holder, reaped)
+        free = os.statvfs(fs).f_ffree
+        for step in (["create", "--bundle", str(bundle), "c1"], ["start", "c1"]):
+            p = subprocess.run([*zoned, *step], env=env, stdin=subprocess.DEVNULL,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                               timeout=60)
+            assert p.returncode == 0, step
+        deadline = time.monotonic() + 10
+        while json.loads(subprocess.run([*zoned, "state", "c1"], env=env, capture_output=True,
+                                        text=True).stdout)["status"] != "stopped":
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        result = _under_subreaper([*zoned, "delete", "c1"], env=env)
+        assert result["code"] == 0
+        assert result["others"] == [{"signal": None, "code": 0}]  # zoned-release's child
+        assert os.statvfs(fs).f_ffree == free
+    finally:
+        subprocess.run([ZONED, "--root", str(fs / "state"), "gc"], capture_output=True)
+        if subprocess.run(["umount", str(fs)], capture_output=True).returncode:
+            subprocess.run(["umount", "-l", str(fs)], capture_output=True)
+        subprocess.run(["rm", "-rf", str(bundle)])

@@ -11,7 +11,6 @@ import textwrap
 
 import pytest
 
-pytestmark = pytest.mark.unprivileged
 
 PROBE = textwrap.dedent("""
     import fcntl, json, os, sys
@@ -54,6 +53,7 @@ PROBE = textwrap.dedent("""
 """)
 
 
+@pytest.mark.unprivileged
 def test_hold_keeps_small_inodes_only_when_deferring_and_no_fork_inherits_them(tmp_path):
     p = subprocess.run([sys.executable, "-c", PROBE, str(tmp_path)], capture_output=True,
                        text=True, timeout=60)
@@ -70,6 +70,7 @@ def test_hold_keeps_small_inodes_only_when_deferring_and_no_fork_inherits_them(t
     assert r["child_open"] == [] and r["child_held"] == []
 
 
+@pytest.mark.unprivileged
 def test_pin_is_for_directories_and_small_files(tmp_path):
     from zoned.linux import lastref
 
@@ -89,3 +90,68 @@ def test_pin_is_for_directories_and_small_files(tmp_path):
         for fd in fds.values():
             if fd >= 0:
                 os.close(fd)
+
+
+# An API operation on a tmpfs of its own (argv[1]), run as a child subreaper so that the
+# releaser's child comes back to it: begin, 5 directories removed, end; the free inodes
+# at each point, what the caller still has open, and who was reaped afterwards.
+OPERATION = textwrap.dedent("""
+    import ctypes, json, os, sys, time
+    assert ctypes.CDLL(None).prctl(36, 1, 0, 0, 0) == 0  # PR_SET_CHILD_SUBREAPER
+    from zoned.linux import lastref
+    from zoned.linux.files import rmtree
+    base = sys.argv[1]
+    free = lambda: os.statvfs(base).f_ffree
+    fds = lambda: sorted(os.listdir("/proc/self/fd"))
+    before_fds = fds()
+    outer = lastref.begin()
+    inner = lastref.begin()  # part of the outer operation: not its own
+    os.makedirs(os.path.join(base, "t", "a", "b"))
+    for d in ("c", "d"):
+        os.mkdir(os.path.join(base, "t", d))
+    made = free()
+    rmtree(os.path.join(base, "t"))
+    removed = free()
+    lastref.end()
+    ended_fds = fds()
+    reaped, deadline = [], time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            pid, status = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            break
+        if pid:
+            reaped.append(os.waitstatus_to_exitcode(status))
+        else:
+            time.sleep(0.01)
+    lastref.hold(os.path.join(base, "gone"))  # ended: keeps nothing
+    print(json.dumps({"outer": outer, "inner": inner, "made": made, "removed": removed,
+                      "after": free(), "fds_kept": ended_fds != before_fds,
+                      "reaped": reaped, "held": lastref.held()}))
+""")
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="root: mounts a tmpfs")
+def test_an_operation_hands_what_it_removed_to_zoned_release(tmp_path):
+    """Until end(), the removed directories' inodes stay in use (the O_PATH fds); end()
+    closes the caller's fds and reaps zoned-release, whose child, reaped by the nearest
+    subreaper, frees them: the tmpfs's free inodes are back to what they were."""
+    from zoned.linux import lastref
+
+    assert os.access(lastref.RELEASER, os.X_OK), "make zoned/libexec/zoned-release"
+    fs = tmp_path / "fs"
+    fs.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "zoned-test-lastref", str(fs)], check=True)
+    try:
+        p = subprocess.run([sys.executable, "-c", OPERATION, str(fs)], capture_output=True,
+                           text=True, timeout=60)
+        assert p.returncode == 0, p.stderr
+        r = json.loads(p.stdout)
+    finally:
+        subprocess.run(["umount", "-l", str(fs)], check=True)
+    assert r["outer"] is True and r["inner"] is False
+    assert r["removed"] == r["made"]  # 5 directories removed, none freed yet
+    assert r["fds_kept"] is False  # end() closed the caller's copies
+    assert r["reaped"] == [0]  # the releaser's child (end() reaped the releaser itself)
+    assert r["after"] == r["made"] + 5
+    assert r["held"] == []

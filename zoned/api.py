@@ -16,6 +16,7 @@ import time
 
 from zoned.backends.zone import ZoneBackend
 from zoned.errors import ZonedError
+from zoned.linux import lastref
 from zoned.linux.proc import wait_exit
 from zoned.oci.spec import RunOptions
 # What the CLI's `run` uses too, in a module of their own (it need not load this one):
@@ -241,23 +242,29 @@ def run(args: list[str] | str, *, image: str | None = None, capture: bool = True
     from zoned.cgroups.join import prime_for_create
 
     prime_for_create()  # a cgroup move by pid: its grace period overlaps the rest
+    keeping = lastref.begin()  # what the run replaces and removes: freed off our path
     try:
-        cfg = build_config(opts, images)
-        backend = ZoneBackend(root)
-        stdio, stdin_w, reads, close = _pipes(capture, input)
         try:
-            started = backend.run(cid, cfg, stdio=stdio, keep_pdeathsig=True,
-                                  autoremove=True, network=backend.attach_network(cid, opts))
+            cfg = build_config(opts, images)
+            backend = ZoneBackend(root)
+            stdio, stdin_w, reads, close = _pipes(capture, input)
+            try:
+                started = backend.run(cid, cfg, stdio=stdio, keep_pdeathsig=True,
+                                      autoremove=True,
+                                      network=backend.attach_network(cid, opts))
+            finally:
+                for fd in close:
+                    os.close(fd)
         finally:
-            for fd in close:
-                os.close(fd)
+            prime.wait()  # (create joined it; not if it failed before the move)
+        try:
+            code, timed_out = pump(started.pid, reads, stdin_w, input, timeout,
+                                    _kill_pid(started.pid))  # PID 1: its namespace dies too
+        finally:
+            backend.delete(cid, force=True)
     finally:
-        prime.wait()  # (create joined it; not if it failed before the move)
-    try:
-        code, timed_out = pump(started.pid, reads, stdin_w, input, timeout,
-                                _kill_pid(started.pid))  # PID 1: its namespace dies too
-    finally:
-        backend.delete(cid, force=True)
+        if keeping:
+            lastref.end()
     return finish(args, code, reads, text, cid, timeout=timeout, timed_out=timed_out,
                   check=check)
 

@@ -159,6 +159,8 @@ def console() -> None:
     syscalls = sys.modules.get("zoned.linux.syscalls")
     if syscalls is not None:  # (not loaded for this alone: that costs more than it saves)
         syscalls.exit_lending_memory(code, lastref.held())
+    if len(lastref.held()) > 2:  # (one trim or two: zoned-release would cost as much)
+        lastref.release(lastref.held())
     os._exit(code)
 
 

@@ -1,48 +1,106 @@
-"""The last reference to what a command removes, kept until the command has exited.
+"""The last reference to what zoned removes, dropped off the caller's path.
 
 On a file system mounted with `discard` (ext4 on many cloud images, and this host's root),
 the syscall that drops a removed inode's last reference (rmdir, unlink, a rename over a
 file) frees its blocks and waits for the device to trim them: ~0.2 ms a removal here, and
 2 ms or more behind other trims; a `zoned run --rm` made ten such waits (bench/README,
-finding 20). A command that exits through zoned.linux.syscalls.exit_lending_memory can
-leave that to the process that holds its memory after its exit: it keeps an O_PATH fd on
-each inode it is about to remove (hold), the holder inherits those fds, and the inodes
-are freed when the holder goes, after the command's parent has learnt of its exit.
+finding 20). Instead, zoned keeps an O_PATH fd on each inode it is about to remove
+(hold), and another process drops the last reference:
+- the CLI (defer_until_exit, zoned.cli.console) keeps them until its exit: the process
+  that holds its memory after the exit (zoned.linux.syscalls.exit_lending_memory)
+  inherits them, so they are freed after the parent has learnt of the exit; a command
+  that makes no such process hands them to zoned-release at its exit (release);
+- an operation of the API (begin ... end: zoned.run, Runtime.delete) hands what it kept
+  to zoned-release (csrc/release.c) when it ends: that process forks, the child takes
+  the fds with it and the caller reaps the parent at once (~0.2 ms for ~1.5 ms of trims).
 
 What is kept is small and short-lived: an O_PATH fd holds no lock and no pipe end (nobody
 waits on one), only directories and files of at most SMALL bytes on disk are kept (a
 large file is freed at its removal, as before, so a command that goes on running pins
 little), at most LIMIT of them, and a fork's child drops its copies at once (a logger or
-monitor forked later must not keep them for its life). Off, hold() does nothing: only the
-CLI turns it on (zoned.cli.console), as only its exit has the holder.
+monitor forked later must not keep them for its life). Outside those, hold() does nothing.
 """
 from __future__ import annotations
 
+import _thread
 import os
 import stat
 
 LIMIT = 64  # inodes kept at the most
 SMALL = 8192  # bytes on disk of a file worth keeping (its block, not its data)
+RELEASER = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                        "libexec", "zoned-release")
 
-_fds: list[int] | None = None  # None: not deferring (hold does nothing)
+_fds: list[int] | None = None  # None: not keeping (hold does nothing)
+_until_exit = False
+_lock = _thread.allocate_lock()  # _fds between threads (API callers)
+_hooked = False
 
 
 def defer_until_exit() -> None:
     """From now on, hold() keeps what it is given until this process exits."""
-    global _fds
-    if _fds is None:
+    global _until_exit
+    if begin():
+        _until_exit = True
+
+
+def begin() -> bool:
+    """Keep what is removed from now on, for end(). False where something keeps already
+    (the CLI until its exit, an operation this one is part of): then do not call end()."""
+    global _fds, _hooked
+    with _lock:
+        if _fds is not None:
+            return False
         _fds = []
-        os.register_at_fork(after_in_child=_drop_in_child)
+        if not _hooked:
+            os.register_at_fork(after_in_child=_drop_in_child)
+            _hooked = True
+        return True
+
+
+def end() -> None:
+    """Hand what the operation kept to zoned-release (after a begin() that returned True)."""
+    global _fds
+    with _lock:
+        fds, _fds = _fds or [], None
+    release(fds)
+
+
+def release(fds: list[int]) -> None:
+    """Drop `fds` (held O_PATH fds, closed here) in a process of zoned-release's: it forks
+    and exits, its child exits and drops them. Where it cannot run, they are closed here."""
+    if not fds:
+        return
+    fds = sorted(fds)
+    pid = 0
+    try:  # dup2 onto itself: the child's copy without O_CLOEXEC, no window for others
+        pid = os.posix_spawn(RELEASER, ["zoned-release", *map(str, fds)], {},
+                             file_actions=[(os.POSIX_SPAWN_DUP2, fd, fd) for fd in fds])
+    except OSError:
+        pass
+    for fd in fds:
+        os.close(fd)
+    if pid:
+        try:
+            os.waitpid(pid, 0)  # it exits after its fork, not after the frees
+        except ChildProcessError:
+            pass  # (a SIGCHLD handler of the caller's reaped it)
 
 
 def hold(path: str) -> None:
     """Keep the inode at `path` (not followed if a symlink), which the caller is about to
     remove, if deferring and it is small. Never raises: a path that is gone or cannot be
     opened is removed as before."""
-    if _fds is not None and len(_fds) < LIMIT:
-        fd = pin(path)
-        if fd >= 0:
+    if _fds is None or len(_fds) >= LIMIT:
+        return
+    fd = pin(path)
+    if fd < 0:
+        return
+    with _lock:
+        if _fds is not None:
             _fds.append(fd)
+            return
+    os.close(fd)  # the operation ended meanwhile (another thread's)
 
 
 def pin(path: str) -> int:
@@ -65,15 +123,16 @@ def pin(path: str) -> int:
 
 def held() -> list[int]:
     """The fds kept so far (for the exit)."""
-    return list(_fds or ())
+    return list(_fds or ()) if _until_exit else []
 
 
 def _drop_in_child() -> None:
     """A forked child closes its copies: the parent's stay, so nothing is freed here."""
-    global _fds
+    global _fds, _until_exit, _lock
+    _lock = _thread.allocate_lock()  # (held by another thread of the parent's, maybe)
     for fd in _fds or ():
         try:
             os.close(fd)
         except OSError:
             pass
-    _fds = None
+    _fds, _until_exit = None, False

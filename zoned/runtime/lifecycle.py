@@ -11,6 +11,7 @@ import time
 
 from zoned.errors import ConfigError, InvalidState, NotFound, ZonedError
 from zoned.oci.status import Status
+from zoned.linux import lastref
 from zoned.linux.proc import kill_and_reap, proc_start_time, signal_pid, wait_exit
 from zoned.runtime.cgroup_paths import default_cgroups_path, resolve_cgroups_path, \
     shared_memory_path, shares_memory_cgroup
@@ -481,6 +482,14 @@ class Runtime:
         step is idempotent (kill, cgroup, network, state dir), so a removal killed at any
         point is finished by `zoned gc` or by another delete. Nothing here needs a free
         block: it works on a full disk."""
+        keeping = lastref.begin()  # what it removes: freed off the caller's path
+        try:
+            self._delete(cid, force)
+        finally:
+            if keeping:
+                lastref.end()
+
+    def _delete(self, cid: str, force: bool) -> None:
         with self.store.lock(cid):
             st = self.store.read_state(cid)
             status = self.live_status(cid, st)
