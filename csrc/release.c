@@ -26,7 +26,8 @@ int main(int argc, char **argv)
         long fd = strtol(argv[i], &end, 10);
         if (*end || fd < 0 || fd > 0x7fffffff || (unsigned int)fd < from)
             continue;  /* not a number, or not ascending: closed with the rest */
-        if (fcntl((int)fd, F_GETFL) < 0 || !(fcntl((int)fd, F_GETFL) & O_PATH))
+        int flags = fcntl((int)fd, F_GETFL);
+        if (flags < 0 || !(flags & O_PATH))
             continue;  /* only O_PATH fds are held here */
         if ((unsigned int)fd > from)
             syscall(SYS_close_range, from, (unsigned int)fd - 1, 0U);

@@ -92,6 +92,19 @@ def cgroups_of(pid: int) -> dict[str, str]:
     return out
 
 
+def open_files_under(pid: int, prefixes: tuple[str, ...]) -> list[str]:
+    """What process pid has open (the targets of its fds) under any of `prefixes`."""
+    out = []
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            target = os.readlink(f"/proc/{pid}/fd/{fd}")
+        except OSError:
+            continue
+        if target.startswith(prefixes):
+            out.append(target)
+    return out
+
+
 def host_snapshot(root: str) -> dict:
     """What a container could leave on the host: cgroup dirs, mounts, state dirs, data dirs
     (writable layers, logs: zoned.storage)."""

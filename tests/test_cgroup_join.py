@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import cgroups_of
+from tests.conftest import cgroups_of, open_files_under
 from zoned.cgroups import join
 
 ROOT = os.geteuid() == 0
@@ -26,16 +26,7 @@ def _cgroup_fds(pid: int) -> list[str]:
     """What the process holds open on a cgroup filesystem."""
     from zoned.cgroups import hierarchies
 
-    mounts = tuple(h.mountpoint + "/" for h in hierarchies())
-    out = []
-    for fd in os.listdir(f"/proc/{pid}/fd"):
-        try:
-            target = os.readlink(f"/proc/{pid}/fd/{fd}")
-        except OSError:
-            continue
-        if target.startswith(mounts):
-            out.append(target)
-    return out
+    return open_files_under(pid, tuple(h.mountpoint + "/" for h in hierarchies()))
 
 
 # -- the pieces, on plain files (no root) ----------------------------------------------------

@@ -13,6 +13,7 @@ import subprocess
 import sys
 import textwrap
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -128,29 +129,34 @@ def test_the_holder_keeps_no_fd_but_an_o_path_one(tmp_path):
     assert len(result["others"]) == 1 and _ended(result["others"][0]), result["others"]
 
 
+@contextmanager
+def own_tmpfs(path, name: str):
+    """A tmpfs of the test's own at `path` (state and data on it), gc'd and unmounted after."""
+    path.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "mode=0711", name, str(path)], check=True)
+    try:
+        (path / "data").mkdir()
+        yield {**os.environ, "ZONED_DATA": str(path / "data")}, [ZONED, "--root",
+                                                                str(path / "state")]
+    finally:
+        subprocess.run([ZONED, "--root", str(path / "state"), "gc"], capture_output=True)
+        if subprocess.run(["umount", str(path)], capture_output=True).returncode:
+            subprocess.run(["umount", "-l", str(path)], capture_output=True)
+
+
 def test_what_a_zoned_run_removed_is_freed_once_its_holder_has_gone(cli, tmp_path):
     """The CLI keeps what its removal unlinks until its holder goes (zoned.linux.lastref):
     on a tmpfs of its own, holding the state and the data, the file system's free inodes
     are what they were before the run once the holder has been reaped."""
     fs = tmp_path / "fs"
-    fs.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "mode=0711", "zoned-test-lastref", str(fs)],
-                   check=True)
-    try:
-        (fs / "data").mkdir()
-        argv = [ZONED, "--root", str(fs / "state"), "run", "--rm", "--", "/bin/true"]
-        env = {**os.environ, "ZONED_DATA": str(fs / "data")}
+    with own_tmpfs(fs, "zoned-test-lastref") as (env, zoned):
         frees = []
         for _ in range(3):  # the first makes the roots' own directories
-            result = _under_subreaper(argv, env=env)
+            result = _under_subreaper([*zoned, "run", "--rm", "--", "/bin/true"], env=env)
             assert result["code"] == 0
             assert len(result["others"]) == 1 and _ended(result["others"][0]), result
             frees.append(os.statvfs(fs).f_ffree)
         assert frees[1] == frees[2]
-    finally:
-        subprocess.run([ZONED, "--root", str(fs / "state"), "gc"], capture_output=True)
-        if subprocess.run(["umount", str(fs)], capture_output=True).returncode:
-            subprocess.run(["umount", "-l", str(fs)], capture_output=True)
 
 
 def test_a_command_without_a_holder_hands_what_it_removed_to_zoned_release(cli, tmp_path):
@@ -162,32 +168,25 @@ def test_a_command_without_a_holder_hands_what_it_removed_to_zoned_release(cli, 
     bundle = make_bundle(["/bin/true"], readonly=False, zoned_cli=ZONED,
                          prefix=str(tmp_path / "bundle-"))
     fs = tmp_path / "fs"
-    fs.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "mode=0711", "zoned-test-release", str(fs)],
-                   check=True)
     try:
-        (fs / "data").mkdir()
-        env = {**os.environ, "ZONED_DATA": str(fs / "data")}
-        zoned = [ZONED, "--root", str(fs / "state")]
-        warm = _under_subreaper([*zoned, "run", "--rm", "--", "/bin/true"], env=env)
-        assert warm["code"] == 0 and len(warm["others"]) == 1  # (its holder, reaped)
-        free = os.statvfs(fs).f_ffree
-        for step in (["create", "--bundle", str(bundle), "c1"], ["start", "c1"]):
-            p = subprocess.run([*zoned, *step], env=env, stdin=subprocess.DEVNULL,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                               timeout=60)
-            assert p.returncode == 0, step
-        deadline = time.monotonic() + 10
-        while json.loads(subprocess.run([*zoned, "state", "c1"], env=env, capture_output=True,
-                                        text=True).stdout)["status"] != "stopped":
-            assert time.monotonic() < deadline
-            time.sleep(0.05)
-        result = _under_subreaper([*zoned, "delete", "c1"], env=env)
-        assert result["code"] == 0
-        assert result["others"] == [{"signal": None, "code": 0}]  # zoned-release's child
-        assert os.statvfs(fs).f_ffree == free
+        with own_tmpfs(fs, "zoned-test-release") as (env, zoned):
+            warm = _under_subreaper([*zoned, "run", "--rm", "--", "/bin/true"], env=env)
+            assert warm["code"] == 0 and len(warm["others"]) == 1  # (its holder, reaped)
+            free = os.statvfs(fs).f_ffree
+            for step in (["create", "--bundle", str(bundle), "c1"], ["start", "c1"]):
+                p = subprocess.run([*zoned, *step], env=env, stdin=subprocess.DEVNULL,
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                   timeout=60)
+                assert p.returncode == 0, step
+            deadline = time.monotonic() + 10
+            while json.loads(subprocess.run([*zoned, "state", "c1"], env=env,
+                                            capture_output=True, text=True).stdout
+                             )["status"] != "stopped":
+                assert time.monotonic() < deadline
+                time.sleep(0.05)
+            result = _under_subreaper([*zoned, "delete", "c1"], env=env)
+            assert result["code"] == 0
+            assert result["others"] == [{"signal": None, "code": 0}]  # zoned-release's child
+            assert os.statvfs(fs).f_ffree == free
     finally:
-        subprocess.run([ZONED, "--root", str(fs / "state"), "gc"], capture_output=True)
-        if subprocess.run(["umount", str(fs)], capture_output=True).returncode:
-            subprocess.run(["umount", "-l", str(fs)], capture_output=True)
         subprocess.run(["rm", "-rf", str(bundle)])

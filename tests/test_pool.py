@@ -18,7 +18,7 @@ import time
 import pytest
 
 import zoned
-from conftest import host_snapshot
+from conftest import host_snapshot, open_files_under
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="root: these check cgroups and "
                                 "host mounts (test_rootless has a rootless Pool)")
@@ -136,19 +136,6 @@ def test_a_waiting_init_is_our_child_in_its_cgroup(pool, zoned_root):
         assert st["id"] in cg  # moved into its own cgroup before it was handed out
 
 
-def _state_fds(pid: int, root: str) -> list[str]:
-    """What process pid has open under state root `root`."""
-    out = []
-    for fd in os.listdir(f"/proc/{pid}/fd"):
-        try:
-            target = os.readlink(f"/proc/{pid}/fd/{fd}")
-        except OSError:
-            continue
-        if target.startswith(root + "/"):
-            out.append(target)
-    return out
-
-
 def test_a_maker_keeps_the_state_a_run_replaces_until_the_zone_is_removed(pool, zoned_root):
     """A run's start replaces its zone's state.json; the maker keeps the version it made
     (an O_PATH fd, zoned.linux.lastref.pin) so that the inode is freed by its removal, off
@@ -163,7 +150,7 @@ def test_a_maker_keeps_the_state_a_run_replaces_until_the_zone_is_removed(pool, 
         assert time.monotonic() < deadline, left
         time.sleep(0.05)
     time.sleep(0.2)
-    held = [t for m in makers for t in _state_fds(m, zoned_root)]
+    held = [t for m in makers for t in open_files_under(m, (zoned_root + "/",))]
     assert not any(n in t for t in held for n in names), held  # dropped with the zone
     # the zones waiting: one made state.json each, kept, not replaced yet
     assert held and all(t.endswith("/state.json") for t in held), held

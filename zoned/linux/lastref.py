@@ -91,7 +91,8 @@ def hold(path: str) -> None:
     """Keep the inode at `path` (not followed if a symlink), which the caller is about to
     remove, if deferring and it is small. Never raises: a path that is gone or cannot be
     opened is removed as before."""
-    if _fds is None or len(_fds) >= LIMIT:
+    fds = _fds  # (another thread's end() may set it to None meanwhile)
+    if fds is None or len(fds) >= LIMIT:
         return
     fd = pin(path)
     if fd < 0:
