@@ -7,6 +7,7 @@ import glob
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -81,6 +82,30 @@ def test_missing_image_is_one_clear_error(tmp_path):
     p = pytest_in(tmp_path, "-q", "--zoned-image", "zhn-no-such-image")
     assert p.returncode != 0
     assert "zoned_image:" in p.stdout + p.stderr and "zhn-no-such-image" in p.stdout + p.stderr
+
+
+def test_a_missing_busybox_is_built_from_the_users_recipe_first(busybox, tmp_path):
+    """With an empty image store, the plugin builds busybox as `zoned image build` would:
+    from $ZONED_RECIPES/busybox.yaml where there is one (here: the repository's, plus a
+    file), not the repository's own."""
+    from zoned.images.store_write import RECIPES_DIR
+
+    recipes = tmp_path / "recipes"
+    recipes.mkdir()
+    recipe = Path(RECIPES_DIR, "busybox.yaml").read_text()
+    assert "\nfiles:\n" in recipe
+    (recipes / "busybox.yaml").write_text(recipe.replace(
+        "\nfiles:\n", "\nfiles:\n  /etc/from-users-recipe: |\n    yes\n", 1))
+    suite = tmp_path / "suite"
+    suite.mkdir()
+    (suite / "test_img.py").write_text(
+        "def test_a(zoned_run):\n"
+        "    assert zoned_run(['cat', '/etc/from-users-recipe']).stdout == b'yes\\n'\n")
+    env = {**os.environ, "ZONED_RECIPES": str(recipes),
+           "ZONED_IMAGES": str(tmp_path / "images")}
+    p = pytest_in(suite, "-q", env=env)
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert "1 passed" in p.stdout
 
 
 def test_xdist_40_zone_tests_leave_nothing(busybox, tmp_path):

@@ -81,19 +81,23 @@ def pytest_runtest_makereport(item, call):
 def zoned_image(pytestconfig) -> str:
     """The image tests run (--zoned-image, ini zoned_image, default busybox): the default
     of zone() and zoned_run(). Looked up once per session, so a missing image is one clear
-    error, not N; an image zoned has a recipe for (busybox) is built if missing (a rootless
-    user starts with an empty store of their own)."""
-    from zoned.images.errors import ImageNotFound
+    error, not N; busybox, the default, is built if missing (a rootless user starts with
+    an empty store of their own), from the recipe `zoned image build` would use
+    ($ZONED_RECIPES first)."""
+    from zoned.images.errors import ImageError, ImageNotFound
     from zoned.images.store import ImageStore
-    from zoned.images.store_write import RECIPES_DIR
+    from zoned.images.store_write import find_recipe
 
     name = pytestconfig.getoption("--zoned-image") or pytestconfig.getini("zoned_image")
     store = ImageStore(None)
     try:
         return store.get(name).name
     except ImageNotFound as e:
-        recipe = os.path.join(RECIPES_DIR, f"{name}.yaml")
-        if name != "busybox" or not os.path.exists(recipe):
+        if name != "busybox":  # (another image's build can take minutes: not in a test run)
+            raise pytest.UsageError(f"zoned_image: {e}") from None
+        try:
+            recipe = str(find_recipe(name))
+        except ImageError:
             raise pytest.UsageError(f"zoned_image: {e}") from None
         from zoned.linux.locks import acquire
 
