@@ -1,6 +1,6 @@
-"""zoned.linux.lastref: what a command removes is kept (O_PATH) until it exits, and only
-where it costs little. Each case runs in a python of its own: deferring is for the life of
-the process (the CLI's), and it hooks every later fork."""
+"""zoned.linux.lastref: what zoned removes is kept (O_PATH) until the CLI exits or an API
+operation ends (then zoned-release drops it), and only where it costs little. Each case
+runs in a python of its own: keeping hooks every later fork of the process."""
 from __future__ import annotations
 
 import json
@@ -10,7 +10,6 @@ import sys
 import textwrap
 
 import pytest
-
 
 PROBE = textwrap.dedent("""
     import fcntl, json, os, sys
