@@ -126,9 +126,9 @@ zoned/libexec/zoned-monitor: csrc/monitor.c csrc/scm.h $(STAMP)/musl-kernel-head
 
 # What drops the last reference to the inodes an API operation removed, off the caller's
 # path (zoned.linux.lastref; csrc/release.c says why); static and tiny, one per removal.
-zoned/libexec/zoned-release: csrc/release.c $(STAMP)/musl-kernel-headers
+zoned/libexec/zoned-release: csrc/release.c csrc/keepfds.h $(STAMP)/musl-kernel-headers
 	@mkdir -p zoned/libexec
-	$(STATIC_CC) -o $@ csrc/release.c
+	$(STATIC_CC) -Icsrc -o $@ csrc/release.c
 
 # zoned.service: `zoned autostart` at boot (zones marked autostart, in name order). Installed
 # and enabled where systemd runs; the unit's ExecStart is this checkout's zoned.

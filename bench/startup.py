@@ -136,16 +136,11 @@ class ApiWorker:
             self.proc.wait(timeout=30)
 
 
-# what zoned._native is built from (csrc/build.py)
-EXTENSION_SOURCES = ["csrc/build.py", "csrc/zoned.h", "csrc/zoned.c", "csrc/constants.cdef",
-                     "csrc/primer.h", "csrc/primer.c", "csrc/exitlend.h", "csrc/exitlend.c"]
-
-
 class BeforeTree:
     """zoned as it was at a git ref: a temporary worktree, this checkout's built extension
     modules and libexec helpers copied in (their sources may be older; the helpers'
     protocol is older code's too where it is unchanged; zoned._native is REF's own, built
-    in the tree, where its sources differ), bytecode compiled (and packed, where
+    in the tree, where its csrc/ differs), bytecode compiled (and packed, where
     REF has zoned.modulepack, with its writer of then), and an entry
     script like `make setup`'s shim (python -S, the worktree and the venv's site-packages
     on sys.path, then console() where REF has it, else sys.exit(main())), as the shim of
@@ -167,8 +162,9 @@ class BeforeTree:
         for so in (C.REPO / "zoned").glob("_*.so"):
             shutil.copy2(so, self.tree / "zoned" / so.name)
         if subprocess.run(["git", "-C", str(C.REPO), "diff", "--quiet", ref, "--",
-                           *EXTENSION_SOURCES]).returncode:
-            # REF's zoned._native differs (a wrapper's signature): REF's own, built there
+                           "csrc"]).returncode:
+            # REF's C differs (zoned._native's may: a wrapper's signature): REF's own
+            # extension, built there (~1 s; csrc/build.py names what it is built from)
             (self.tree / "zoned" / "_native.abi3.so").unlink(missing_ok=True)
             subprocess.run([python, "csrc/build.py"], cwd=self.tree, check=True,
                            capture_output=True)

@@ -19,12 +19,13 @@
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
 #endif
-#include <fcntl.h>
 #include <sched.h>
 #include <signal.h>
 #include <sys/prctl.h>
 #include <sys/syscall.h>
 #include <unistd.h>
+
+#include "keepfds.h"
 
 #ifndef CLONE_UNTRACED
 #define CLONE_UNTRACED 0x00800000
@@ -45,29 +46,12 @@ static int exitlend_holder(void *arg)
     return 0;
 }
 
-/* Close every fd but those of keep[] (ascending) that are O_PATH. */
-static void exitlend_close_all_but(const int *keep, int nkeep)
-{
-    unsigned int from = 0;
-    for (int i = 0; i < nkeep; i++) {
-        if (keep[i] < 0 || (unsigned int)keep[i] < from)
-            continue;  /* not ascending: closed with the rest */
-        long flags = syscall(SYS_fcntl, keep[i], F_GETFL);
-        if (flags < 0 || !(flags & O_PATH))
-            continue;
-        if ((unsigned int)keep[i] > from)
-            syscall(SYS_close_range, from, (unsigned int)keep[i] - 1, 0U);
-        from = (unsigned int)keep[i] + 1;
-    }
-    syscall(SYS_close_range, from, ~0U, 0U);
-}
-
 void z_exit_lending_memory(int status, const int *keep, int nkeep)
 {
     sigset_t all;
     sigfillset(&all);
     syscall(SYS_rt_sigprocmask, SIG_SETMASK, &all, NULL, _NSIG / 8);
-    exitlend_close_all_but(keep, nkeep);
+    z_close_all_but_o_path(keep, nkeep);
     exitlend_parent = (pid_t)syscall(SYS_getpid);
     /* exit signal 0: nobody is told of its end but its reaper */
     clone(exitlend_holder, exitlend_stack + sizeof exitlend_stack, CLONE_VM | CLONE_UNTRACED,

@@ -13,26 +13,19 @@
  * removal of the API's.
  */
 #define _GNU_SOURCE
-#include <fcntl.h>
 #include <stdlib.h>
-#include <sys/syscall.h>
 #include <unistd.h>
+
+#include "keepfds.h"
 
 int main(int argc, char **argv)
 {
-    unsigned int from = 0;
+    int keep[argc > 1 ? argc - 1 : 1];
     for (int i = 1; i < argc; i++) {
         char *end;
         long fd = strtol(argv[i], &end, 10);
-        if (*end || fd < 0 || fd > 0x7fffffff || (unsigned int)fd < from)
-            continue;  /* not a number, or not ascending: closed with the rest */
-        int flags = fcntl((int)fd, F_GETFL);
-        if (flags < 0 || !(flags & O_PATH))
-            continue;  /* only O_PATH fds are held here */
-        if ((unsigned int)fd > from)
-            syscall(SYS_close_range, from, (unsigned int)fd - 1, 0U);
-        from = (unsigned int)fd + 1;
+        keep[i - 1] = (*end || fd < 0 || fd > 0x7fffffff) ? -1 : (int)fd;  /* -1: closed */
     }
-    syscall(SYS_close_range, from, ~0U, 0U);
+    z_close_all_but_o_path(keep, argc - 1);
     _exit(fork() < 0);  /* the child's exit, or ours if it could not fork, drops them */
 }

@@ -92,6 +92,20 @@ def cgroups_of(pid: int) -> dict[str, str]:
     return out
 
 
+def children_of(parent: int) -> list[int]:
+    """The processes whose parent is `parent` (zombies included: not reaped yet)."""
+    out = []
+    for pid in os.listdir("/proc"):
+        if pid.isdigit():
+            try:
+                with open(f"/proc/{pid}/stat") as f:
+                    if int(f.read().rsplit(")", 1)[1].split()[1]) == parent:
+                        out.append(int(pid))
+            except (OSError, IndexError, ValueError):
+                pass
+    return out
+
+
 def open_files_under(pid: int, prefixes: tuple[str, ...]) -> list[str]:
     """What process pid has open (the targets of its fds) under any of `prefixes`."""
     out = []

@@ -64,23 +64,14 @@ def test_a_run_leaves_no_fd_and_no_child_of_the_caller(zoned_root, busybox):
     (the inodes are freed by the releaser's child, re-parented away from the caller)."""
     import os
 
-    def children() -> list[int]:
-        found = []
-        for pid in os.listdir("/proc"):
-            try:
-                with open(f"/proc/{pid}/stat") as f:
-                    if int(f.read().rsplit(")", 1)[1].split()[1]) == os.getpid():
-                        found.append(int(pid))
-            except (OSError, ValueError, IndexError):
-                pass
-        return found
+    from conftest import children_of
 
     zoned.run(["true"], root=zoned_root)  # (what the first run loads and keeps open)
     before = sorted(os.listdir("/proc/self/fd"))
     for _ in range(3):
         assert zoned.run(["sh", "-c", "echo x > /f"], root=zoned_root).returncode == 0
     assert sorted(os.listdir("/proc/self/fd")) == before
-    assert children() == []
+    assert children_of(os.getpid()) == []
     assert [n for n in os.listdir(zoned_root) if not n.startswith(".")] == []
 
 

@@ -18,7 +18,7 @@ import time
 import pytest
 
 import zoned
-from conftest import host_snapshot, open_files_under
+from conftest import children_of, host_snapshot, open_files_under
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="root: these check cgroups and "
                                 "host mounts (test_rootless has a rootless Pool)")
@@ -49,17 +49,7 @@ def _makers_of(root: str) -> list[int]:
 
 
 def _children() -> list[int]:
-    me = os.getpid()
-    out = []
-    for pid in os.listdir("/proc"):
-        if pid.isdigit():
-            try:
-                with open(f"/proc/{pid}/stat") as f:
-                    if int(f.read().rsplit(")", 1)[1].split()[1]) == me:
-                        out.append(int(pid))
-            except (OSError, IndexError, ValueError):
-                pass
-    return out
+    return children_of(os.getpid())
 
 
 def test_each_run_gets_a_fresh_zone(pool):

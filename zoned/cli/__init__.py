@@ -156,11 +156,12 @@ def console() -> None:
     from zoned.testhooks import mark
 
     mark("exit")
+    held = lastref.held()
     syscalls = sys.modules.get("zoned.linux.syscalls")
     if syscalls is not None:  # (not loaded for this alone: that costs more than it saves)
-        syscalls.exit_lending_memory(code, lastref.held())
-    if len(lastref.held()) > 2:  # (one trim or two: zoned-release would cost as much)
-        lastref.release(lastref.held())
+        syscalls.exit_lending_memory(code, held)
+    if len(held) > 2:  # (one trim or two: zoned-release would cost as much)
+        lastref.release(held)
     os._exit(code)
 
 
