@@ -138,3 +138,19 @@ def test_the_program_flushes_what_it_printed_and_keeps_its_status():
                         "true"], capture_output=True, text=True)
     assert p.returncode == 125
     assert p.stderr.splitlines() == [p.stderr.strip()] and "--memory" in p.stderr
+
+
+def test_output_keeps_zoned_times_as_written_and_converts_the_others():
+    """A time in zoned's own form is printed as written (no datetime import, no float
+    rounding); any other ISO 8601 time with an offset becomes that form; the rest stays."""
+    from zoned.cli.output import exposed, is_rfc3339
+
+    mine = "2026-12-04T05:40:00.999999Z"
+    assert is_rfc3339(mine) and exposed({"created": mine}) == {"created": mine}
+    assert exposed(["2026-12-04T06:40:00.5+01:00", "2026-12-04T05:40:00Z"]) == \
+        ["2026-12-04T05:40:00.500000Z", "2026-12-04T05:40:00.000000Z"]
+    for other in ("2026-12-04T05:40:00.99999９Z", "2026-12-04T05:40:00,999999Z",
+                  "2026-12-04T05:40:00.999999", "2026-12-04 05:40:00.999999Z"):
+        assert not is_rfc3339(other)
+    assert exposed("2026-12-04T05:40:00.999999") == "2026-12-04T05:40:00.999999"  # no offset
+    assert exposed({"finished": 1764826800.25}) == {"finished": "2025-12-04T05:40:00.250000Z"}

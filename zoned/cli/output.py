@@ -19,10 +19,24 @@ def rfc3339(epoch: float | None) -> str | None:
         f".{int(epoch % 1 * 1e6):06d}Z"
 
 
+def is_rfc3339(text: str) -> bool:
+    """Whether `text` is in rfc3339()'s form already (YYYY-MM-DDTHH:MM:SS.ffffffZ), as
+    zoned writes its own times (state.json's `created`)."""
+    return (len(text) == 27 and text[26] == "Z" and text[19] == "."
+            and text[4] == text[7] == "-" and text[10] == "T" and text[13] == text[16] == ":"
+            and (text[:4] + text[5:7] + text[8:10] + text[11:13] + text[14:16]
+                 + text[17:19] + text[20:26]).isdecimal()
+            and text.isascii())
+
+
 def _from_text(text: str) -> str:
     """An RFC 3339 / ISO 8601 time in any offset or precision as rfc3339(); other text
-    as it was."""
+    as it was. A time in that form already is kept as it is, without the datetime module
+    (~1.5 ms of every `zoned state`, which podman and containerd call often) and without
+    the float's rounding, which could move it by a microsecond."""
     if len(text) < 20 or text[4:5] != "-" or text[10:11] != "T" or not text[:4].isdigit():
+        return text
+    if is_rfc3339(text):
         return text
     import datetime
 
