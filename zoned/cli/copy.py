@@ -1,10 +1,26 @@
 """`zoned cp`: files between the host and a zone, either way, the zone running or stopped.
 
-The zone's side is handled in a forked child that chroots into the zone's root (a running
-zone's /proc/PID/root, with its mounts; a stopped zone's overlay, mounted in a private
-mount namespace), so no path in the zone, symlinks included, can reach the host. The two
-sides talk through a tar stream on a pipe; what comes out of the zone is unpacked on the
-host with tarfile's "data" filter (no absolute names, no links out of the destination)."""
+The zone's side is handled in a forked child, the zone side, that works in the zone's
+files as root: it is made unable to do anything else before it touches them.
+- It enters the zone's root by an fd: the running zone's (/proc/PID/root, with its mounts,
+  checked to be the zone's init after the open), or the stopped zone's overlay in a
+  mount namespace of its own, with the zone's volumes bound where the zone's own paths
+  lead (resolved inside the root: zoned.child.inroot) and read-only where they are, as is
+  the whole root of a --read-only zone. No path in the zone, symlinks included, can reach
+  the host.
+- It never runs code from the zone's files: tarfile looks up no user or group names (glibc
+  would read the zone's nsswitch.conf and load its libnss_*.so: docker's CVE-2019-14271),
+  and no module can be imported once it is in (the import system would read the zone's
+  /usr/lib/python3). Were code to run there anyway, it would have only the capabilities
+  a copy needs (no chroot, mount, ptrace, ...) and no_new_privs.
+The two sides talk through a tar stream on a pipe. Whatever side receives it unpacks it
+with zoned.images.unpack.Unpacker, as an image layer: each write relative to a directory
+fd opened without following symlinks, files made O_EXCL|O_NOFOLLOW (a symlink or a FIFO
+in the way is replaced, never written through or opened), no absolute names, `..` or
+device nodes, hard links inside the destination only. What comes out of a zone onto the
+host keeps no setuid, setgid or sticky bit and no xattr. Symlinks are copied as they are
+(docker and podman do the same): a link out of the destination is a link, never followed
+by the copy."""
 from __future__ import annotations
 
 import os
@@ -51,43 +67,28 @@ def rename(member, name: str) -> None:
         member.linkname = name + member.linkname[len(TOP):]
 
 
-def extract_on_host(tar, member, into: str) -> None:
-    """Unpack one member from the zone below `into` only (tarfile's "data" filter, which
-    this Python lacks): no absolute names or .., no writing through a symlink, no link
-    out of `into`, no device nodes, no setuid bits."""
-    base = os.path.realpath(into)
+CP_MAX_BYTES = 1 << 62  # a copy has no size limit of its own (Unpacker's is for images)
 
-    def inside(rel: str) -> bool:
-        path = os.path.realpath(os.path.join(base, rel))
-        return path == base or path.startswith(base + os.sep)
 
-    name = member.name
-    if name.startswith("/") or ".." in name.split("/") or member.isdev():
-        raise ZonedError(f"cp: refusing {name!r} from the container (absolute, .. or a "
-                         "device)")
-    if not inside(os.path.dirname(name)) or (member.islnk() and not inside(member.linkname)):
-        raise ZonedError(f"cp: refusing {name!r} from the container (it leads out of "
-                         f"{into})")
-    target = os.path.join(base, name)
-    if os.path.islink(target):  # replaced, never written through
-        os.unlink(target)
-    member.mode &= 0o777
-    tar.extract(member, base, numeric_owner=True)
+def unpack(fileobj, into: str, name: str, *, privileged: bool) -> None:
+    """The tar stream `fileobj` below the directory `into`, its top named `name`."""
+    from zoned.images.unpack import Limits, Unpacker
+
+    Unpacker(into, Limits(max_bytes=CP_MAX_BYTES), layered=False,
+             privileged=privileged).apply(fileobj, "cp", lambda m: rename(m, name))
 
 
 def _into(rt, st: dict, src: str, dst: str) -> int:
     import tarfile
 
     def zone_side(rfd: int) -> None:
-        with os.fdopen(rfd, "rb") as f, tarfile.open(fileobj=f, mode="r|") as tar:
-            into = dst if os.path.isdir(dst) else os.path.dirname(dst.rstrip("/")) or "/"
-            name = os.path.basename(src.rstrip("/")) if os.path.isdir(dst) else \
-                os.path.basename(dst.rstrip("/"))
-            if not os.path.isdir(into):
-                raise FileNotFoundError(f"{into}: no such directory in the container")
-            for m in tar:
-                rename(m, name)
-                tar.extract(m, into, numeric_owner=True)  # chrooted: the zone's root
+        into = dst if os.path.isdir(dst) else os.path.dirname(dst.rstrip("/")) or "/"
+        name = os.path.basename(src.rstrip("/")) if os.path.isdir(dst) else \
+            os.path.basename(dst.rstrip("/"))
+        if not os.path.isdir(into):
+            raise FileNotFoundError(f"{into}: no such directory in the container")
+        with os.fdopen(rfd, "rb") as f:
+            unpack(f, into, name, privileged=True)  # the zone's own files, as given
 
     def host_side(wfd: int) -> None:
         with os.fdopen(wfd, "wb") as f, tarfile.open(fileobj=f, mode="w|") as tar:
@@ -109,17 +110,17 @@ def _out_of(rt, st: dict, src: str, dst: str) -> int:
         into = dst if os.path.isdir(dst) else os.path.dirname(os.path.abspath(dst))
         name = os.path.basename(src.rstrip("/")) or "root" if os.path.isdir(dst) else \
             os.path.basename(os.path.abspath(dst))
-        with os.fdopen(rfd, "rb") as f, tarfile.open(fileobj=f, mode="r|") as tar:
-            for m in tar:
-                rename(m, name)
-                extract_on_host(tar, m, into)
+        with os.fdopen(rfd, "rb") as f:
+            unpack(f, into, name, privileged=False)
 
     return _run(rt, st, zone_side, host_side, to_zone=False)
 
 
 def _run(rt, st: dict, zone_side, host_side, *, to_zone: bool) -> int:
-    """Fork the zone side (chrooted), run the host side here over a pipe; the child's
-    error, if any, comes back as one line."""
+    """Fork the zone side (copy_zone.enter), run the host side here over a pipe; the
+    child's error, if any, comes back as one line. Where the host side stopped reading
+    (a refused entry), the zone side only sees its pipe close and says nothing."""
+    from zoned.cli import copy_zone  # all the child uses: it can import nothing later
     r, w = os.pipe()
     er, ew = os.pipe()
     sys.stdout.flush()
@@ -129,8 +130,10 @@ def _run(rt, st: dict, zone_side, host_side, *, to_zone: bool) -> int:
         try:
             os.close(er)
             os.close(w if to_zone else r)
-            _enter(rt, st)
+            copy_zone.enter(rt, st)
             zone_side(r if to_zone else w)
+        except BrokenPipeError:  # the host side stopped reading: its error says why
+            code = 1
         except BaseException as e:  # noqa: BLE001 - reported to the parent, then exit
             os.write(ew, f"{getattr(e, 'strerror', None) or e}".encode()[:4000])
             code = 1
@@ -145,39 +148,10 @@ def _run(rt, st: dict, zone_side, host_side, *, to_zone: bool) -> int:
     _, status = os.waitpid(pid, 0)
     with os.fdopen(er, "rb") as f:
         child_error = f.read().decode(errors="replace")
-    if child_error:
-        raise ZonedError(f"cp: {child_error}")
-    if host_error is not None or status:
-        raise ZonedError(f"cp: {host_error or 'the copy failed'}")
+    for error in (child_error, host_error):
+        if error:  # (Unpacker's errors say "cp: ..." already)
+            text = str(error)
+            raise ZonedError(text if text.startswith("cp:") else f"cp: {text}")
+    if status:
+        raise ZonedError("cp: the copy failed")
     return 0
-
-
-def _enter(rt, st: dict) -> None:
-    """(In the child) chroot into the zone's root: the running zone's, or the stopped
-    zone's overlay (and its bind mounts) in a mount namespace of our own."""
-    if st["status"] != "stopped":
-        os.chroot(f"/proc/{st['pid']}/root")
-        os.chdir("/")
-        return
-    from zoned.linux import syscalls as sc
-    from zoned.oci.spec import ANN_LOWER
-
-    cfg = rt.config(st["id"])
-    lower = (cfg.get("annotations") or {}).get(ANN_LOWER)
-    sc.unshare(sc.CLONE_NEWNS)
-    sc.mount(None, "/", None, sc.MS_REC | sc.MS_PRIVATE)
-    if lower:
-        data = st["zoned"]["data"]
-        root = os.path.join(rt.store.dir(st["id"]), "rootfs")
-        os.makedirs(root, exist_ok=True)
-        sc.mount("overlay", root, "overlay", 0,
-                 f"lowerdir={lower},upperdir={data}/upper,workdir={data}/work")
-    else:
-        root = st.get("rootfs") or cfg["root"]["path"]
-    for m in cfg.get("mounts") or []:  # -v and --mount binds: cp reaches volumes too
-        if m.get("type") == "bind" and os.path.isdir(m.get("source", "")):
-            target = os.path.join(root, m["destination"].lstrip("/"))
-            if os.path.isdir(target) and not os.path.islink(target):
-                sc.mount(m["source"], target, None, sc.MS_BIND | sc.MS_REC)
-    os.chroot(root)
-    os.chdir("/")

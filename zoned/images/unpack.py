@@ -19,6 +19,10 @@ symlink an earlier entry or layer planted -- can lead a write out of the rootfs:
   listed (``Unpacker.setuid``) so ``zoned image inspect`` shows them;
 - only ``user.*`` and ``security.capability`` xattrs are applied: a layer's
   ``trusted.overlay.*`` would steer the overlay mount this rootfs becomes a lower of;
+- with ``privileged=False`` (what comes out of a zone onto the host: ``zoned cp``) files
+  keep their permission bits only (no setuid, setgid or sticky bit) and no xattr at all;
+- the target directory is opened once, and every walk starts from that fd: a directory
+  above it swapped for a symlink meanwhile changes nothing;
 - the bytes written and the number of entries are capped (``Limits``), checked against
   each header before anything is written, so a small compressed layer cannot fill the disk;
   pax/GNU extended headers (read into memory whole by tarfile) are capped at 1 MiB.
@@ -34,7 +38,7 @@ import os
 import shutil
 import stat
 import tarfile
-from typing import IO
+from typing import IO, Callable
 
 from zoned.images.errors import ImageError
 
@@ -109,10 +113,13 @@ def components(name: str) -> list[str]:
 class Unpacker:
     """Applies tar streams, in order, to one rootfs directory (see the module doc)."""
 
-    def __init__(self, rootfs: str, limits: Limits | None = None, layered: bool = True) -> None:
+    def __init__(self, rootfs: str, limits: Limits | None = None, layered: bool = True,
+                 privileged: bool = True) -> None:
         self.rootfs = rootfs
         self.limits = limits or Limits()
         self.layered = layered
+        self.privileged = privileged  # special mode bits and xattrs as the archive says
+        self._root_fd = -1  # the rootfs, opened once per stream (apply)
         self.bytes = 0  # file data written, all layers
         self.entries = 0
         self.setuid: set[str] = set()  # "/path" of setuid/setgid files and file capabilities
@@ -126,15 +133,21 @@ class Unpacker:
 
     # -- public
 
-    def apply(self, fileobj: IO[bytes], label: str) -> None:
-        """Unpack one (possibly compressed) tar stream; label names it in errors ("layer 2")."""
+    def apply(self, fileobj: IO[bytes], label: str,
+              rename: Callable[[tarfile.TarInfo], None] | None = None) -> None:
+        """Unpack one (possibly compressed) tar stream; label names it in errors ("layer 2").
+        rename: called on each entry before it is checked (zoned cp names the top)."""
         self._label = label
         self._layer_paths = set()
         self._dir_times = []
+        self._root_fd = os.open(self.rootfs, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         try:
             with tarfile.open(fileobj=fileobj, mode="r|*", tarinfo=_CappedTarInfo) as tar:
                 for member in tar:
+                    if rename is not None:
+                        rename(member)
                     self._entry(tar, member)
+            self._restore_dir_times()
         except UnsafeArchive as e:
             if str(e).startswith(label):
                 raise
@@ -143,7 +156,9 @@ class Unpacker:
             raise ImageError(f"{label}: not a valid tar archive ({e})") from None
         except EOFError:
             raise ImageError(f"{label}: archive is truncated") from None
-        self._restore_dir_times()
+        finally:
+            os.close(self._root_fd)
+            self._root_fd = -1
 
     # -- one entry
 
@@ -182,7 +197,7 @@ class Unpacker:
     def _parent(self, name: str, parts: list[str], create: bool | None) -> int:
         """An fd of the directory parts (relative to the rootfs), walked without following
         any symlink; missing directories are made (0755) if create, -1 if create is None."""
-        fd = os.open(self.rootfs, _DIR_FLAGS)
+        fd = os.open(".", _DIR_FLAGS, dir_fd=self._root_fd)
         try:
             for i, c in enumerate(parts):
                 try:
@@ -225,7 +240,7 @@ class Unpacker:
         return False
 
     def _make(self, tar: tarfile.TarFile, m: tarfile.TarInfo, dfd: int, base: str, path: str) -> None:
-        mode = m.mode & 0o7777
+        mode = m.mode & (0o7777 if self.privileged else 0o777)
         if m.isdir():
             if not self._clear(dfd, base, keep_dir=True):
                 os.mkdir(base, 0o700, dir_fd=dfd)
@@ -278,7 +293,7 @@ class Unpacker:
         os.fchmod(fd, mode)
         if mode & (stat.S_ISUID | stat.S_ISGID) and not m.isdir():
             self.setuid.add(path)
-        for key, value in (m.pax_headers or {}).items():
+        for key, value in (m.pax_headers or {}).items() if self.privileged else ():
             prefix = next((p for p in _XATTR_PREFIXES if key.startswith(p)), None)
             if prefix is None:
                 continue
