@@ -201,6 +201,32 @@ def test_mounts_bind_ro_propagation(cli, bundle, tmp_path):
     assert out[3] == "size=1024k"
 
 
+def test_relative_bind_source_is_the_bundles_whatever_the_callers_cwd(cli, bundle, tmp_path):
+    """A bind mount's relative source names a path in the bundle, as runc reads it; a
+    directory of that name in the caller's cwd is not what the zone gets."""
+    import shutil
+
+    (bundle.path / "data").mkdir()
+    (bundle.path / "data" / "f").write_text("bundle\n")
+    elsewhere = tmp_path / "cwd"
+    (elsewhere / "data").mkdir(parents=True)
+    (elsewhere / "data" / "f").write_text("caller\n")
+    bundle(["cat", "/mnt/f"], mounts=bundle.cfg["mounts"] + [
+        {"destination": "/mnt", "type": "bind", "source": "data", "options": ["rbind", "ro"]}])
+    zoned = subprocess.run([ZONED, "--root", cli.root, "run", "--bundle", str(bundle.path),
+                            "relsrc"], cwd=elsewhere, capture_output=True, text=True, timeout=60)
+    assert (zoned.returncode, zoned.stdout) == (0, "bundle\n"), zoned.stderr
+    runc = shutil.which("runc")
+    if runc:  # the same bundle, the same cwd
+        root = tmp_path / "runc-root"
+        r = subprocess.run([runc, "--root", str(root), "run", "--bundle", str(bundle.path),
+                            "relsrc"], cwd=elsewhere, capture_output=True, text=True,
+                           timeout=60, stdin=subprocess.DEVNULL)
+        subprocess.run([runc, "--root", str(root), "delete", "-f", "relsrc"],
+                       capture_output=True)
+        assert r.stdout == zoned.stdout, r.stderr
+
+
 def test_devices(cli, bundle):
     bundle(["sh", "-c", "ls -l /dev/mynull | cut -c1; echo x > /dev/mynull && echo ok; "
             "head -c1 /dev/mem 2>&1 | grep -c 'No such'"],

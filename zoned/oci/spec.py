@@ -337,6 +337,18 @@ def resources_from_flags(*, base: dict | None = None, memory: str | int | None =
     return res
 
 
+def bundle_paths(cfg: dict, bundle: str) -> None:
+    """A bind mount's relative source names a path in the bundle, as runc reads it (runc
+    works in the bundle's directory): made absolute here, once, so that nothing later
+    resolves it against another directory (the caller's). Other mounts' sources are names
+    (tmpfs, proc), not paths."""
+    for m in cfg.get("mounts") or []:
+        source, options = m.get("source"), m.get("options") or []
+        if source and not source.startswith("/") and (
+                m.get("type") == "bind" or "bind" in options or "rbind" in options):
+            m["source"] = os.path.join(bundle, source)
+
+
 def validate(cfg: dict) -> dict:
     """Every check of a config before anything is created, in one place: the field types
     (zoned.oci.schema), then the rules runc applies (ids, namespaces, sysctls, capabilities,
