@@ -5,6 +5,7 @@ must be podman's. Podman images here are only ones we make (`podman import` of a
 tarball, `podman build`); nothing is pulled."""
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -347,3 +348,75 @@ def test_sharing_keeps_an_images_own_links_and_size(images, tmp_path):
 def test_oci_tag_only_ref_names_the_image_after_the_file(images, tmp_path):
     d = oci_layout(tmp_path / "webapp", [layer([entry("f", data=b"x")], gz=True)], ref="latest")
     assert images("image", "import", str(d)).stdout.startswith("webapp\t")
+
+
+def _raw_docker_archive(path: Path, config: object, repo_tags: object = None) -> Path:
+    """A docker-archive whose config.json is `config` as given, whatever its shape."""
+    from archives import add_bytes
+
+    with tarfile.open(path, "w") as tar:
+        add_bytes(tar, "cfg.json", json.dumps(config).encode())
+        add_bytes(tar, "manifest.json", json.dumps(
+            [{"Config": "cfg.json", "Layers": [], "RepoTags": repo_tags}]).encode())
+    return path
+
+
+def _raw_oci_layout(d: Path, manifest_entry: dict) -> Path:
+    """An OCI layout whose index.json's one manifest entry has `manifest_entry`'s extra
+    fields (annotations, platform) as given; the manifest and config are valid."""
+    blobs = d / "blobs" / "sha256"
+    blobs.mkdir(parents=True)
+
+    def put(b: bytes) -> dict:
+        digest = hashlib.sha256(b).hexdigest()
+        (blobs / digest).write_bytes(b)
+        return {"digest": "sha256:" + digest, "size": len(b)}
+
+    cfg = put(json.dumps({"architecture": "amd64", "os": "linux", "config": {},
+                          "rootfs": {"type": "layers", "diff_ids": []}}).encode())
+    man = put(json.dumps({"schemaVersion": 2, "config": cfg, "layers": []}).encode())
+    (d / "index.json").write_text(json.dumps({"schemaVersion": 2, "manifests": [
+        {"mediaType": "application/vnd.oci.image.manifest.v1+json", **man,
+         **manifest_entry}]}))
+    (d / "oci-layout").write_text('{"imageLayoutVersion":"1.0.0"}')
+    return d
+
+
+@pytest.mark.parametrize("config,tags,field", [
+    ([1], None, "must be a JSON object"),
+    ({"rootfs": "x"}, None, "rootfs must be a JSON object"),
+    ({"rootfs": {"diff_ids": "abc"}}, None, "rootfs.diff_ids must be a list of strings"),
+    ({"rootfs": {"diff_ids": [7]}}, None, "rootfs.diff_ids must be a list of strings"),
+    ({"rootfs": {"diff_ids": []}, "config": [1]}, None, "config must be an object"),
+], ids=["config-a-list", "rootfs-a-string", "diff-ids-a-string", "diff-ids-numbers",
+        "runtime-config-a-list"])
+def test_malformed_image_metadata_gets_one_line_naming_it(images, tmp_path, config, tags,
+                                                          field):
+    """Image metadata of the wrong shape is refused with one line naming the field, not
+    an internal error, and nothing is left in the store."""
+    p = images("image", "import", str(_raw_docker_archive(tmp_path / "a.tar", config, tags)),
+               "--name", "bad", check=False)
+    assert p.returncode == 125 and field in p.stderr, p.stderr
+    assert "internal error" not in p.stderr and len(p.stderr.splitlines()) == 1
+    assert images("image", "ls", "-q", check=False).stdout.split() == []
+
+
+@pytest.mark.parametrize("extra,field", [
+    ({"annotations": ["x"]}, "annotations must be a JSON object"),
+    ({"platform": "amd64"}, "platform must be a JSON object"),
+], ids=["annotations-a-list", "platform-a-string"])
+def test_malformed_oci_index_gets_one_line_naming_it(images, tmp_path, extra, field):
+    p = images("image", "import", str(_raw_oci_layout(tmp_path / "layout", extra)),
+               "--name", "bad", check=False)
+    assert p.returncode == 125 and field in p.stderr, p.stderr
+    assert "internal error" not in p.stderr
+
+
+def test_odd_repo_tags_and_ref_names_are_ignored(images, tmp_path):
+    """A RepoTags or ref.name of another type names nothing: the image is imported."""
+    a = _raw_docker_archive(tmp_path / "a.tar", {"rootfs": {"diff_ids": []}}, {"x": 1})
+    images("image", "import", str(a), "--name", "oddtags")
+    layout = _raw_oci_layout(tmp_path / "layout", {
+        "annotations": {"org.opencontainers.image.ref.name": 5}})
+    images("image", "import", str(layout), "--name", "oddref")
+

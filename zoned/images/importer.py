@@ -130,6 +130,23 @@ def _load_json(data: bytes, what: str) -> Any:
         raise ImageError(f"{what}: invalid JSON ({e})") from None
 
 
+def _object(value: Any, what: str) -> dict:
+    """A JSON object of the archive's metadata, or {} where it is absent (null)."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise ImageError(f"{what} must be a JSON object, not {type(value).__name__}")
+    return value
+
+
+def _diff_ids(config: dict, what: str) -> list[str]:
+    """The image config's rootfs.diff_ids: one digest string per layer."""
+    ids = _object(config.get("rootfs"), f"{what}: rootfs").get("diff_ids") or []
+    if not (isinstance(ids, list) and all(isinstance(i, str) for i in ids)):
+        raise ImageError(f"{what}: rootfs.diff_ids must be a list of strings")
+    return ids
+
+
 class _TarDir:
     """Files of an (uncompressed) outer archive, looked up by name; symlinked members
     (docker-archive's <id>/layer.tar -> ../<digest>.tar) resolved inside the archive."""
@@ -238,31 +255,41 @@ def _host_arch() -> str:
 
 
 def _oci(d: _TarDir | _Dir, kind: str) -> Source:
-    index = _load_json(d.read("index.json"), f"{d.path}: index.json")
-    manifests = index.get("manifests") if isinstance(index, dict) else None
+    index = _object(_load_json(d.read("index.json"), f"{d.path}: index.json"),
+                    f"{d.path}: index.json")
+    manifests = index.get("manifests")
     if not isinstance(manifests, list) or not manifests:
         raise ImageError(f"{d.path}: index.json lists no image")
     # A multi-platform index: take the host's platform (one nested index level).
     candidates: list[dict] = []
     for m in manifests:
         if isinstance(m, dict) and m.get("mediaType") in _INDEX_TYPES:
-            nested = _verified_json(d, m, "nested index").get("manifests") or []
-            candidates += [dict(n, annotations={**(m.get("annotations") or {}),
-                                                **(n.get("annotations") or {})})
+            nested = _object(_verified_json(d, m, "nested index"),
+                             f"{d.path}: nested index").get("manifests") or []
+            if not isinstance(nested, list):
+                raise ImageError(f"{d.path}: nested index: manifests must be a list")
+            candidates += [dict(n, annotations={
+                **_object(m.get("annotations"), f"{d.path}: index.json annotations"),
+                **_object(n.get("annotations"), f"{d.path}: nested index annotations")})
                            for n in nested if isinstance(n, dict)]
         elif isinstance(m, dict):
             candidates.append(m)
     arch = _host_arch()
     fitting = [m for m in candidates
-               if (m.get("platform") or {}).get("architecture", arch) == arch]
+               if _object(m.get("platform"), f"{d.path}: a manifest's platform")
+               .get("architecture", arch) == arch]
     if not fitting:
         raise ImageError(f"{d.path}: no image for this machine's architecture ({arch})")
     desc = fitting[0]
-    manifest = _verified_json(d, desc, "manifest")
-    ref = ((desc.get("annotations") or {}).get("org.opencontainers.image.ref.name")
-           or (desc.get("annotations") or {}).get("io.containerd.image.name") or "")
-    config = _verified_json(d, manifest.get("config"), "image config")
-    diff_ids = ((config.get("rootfs") or {}).get("diff_ids")) or []
+    manifest = _object(_verified_json(d, desc, "manifest"), f"{d.path}: manifest")
+    notes = _object(desc.get("annotations"), f"{d.path}: the manifest's annotations")
+    ref = (notes.get("org.opencontainers.image.ref.name")
+           or notes.get("io.containerd.image.name") or "")
+    if not isinstance(ref, str):
+        ref = ""
+    config = _object(_verified_json(d, manifest.get("config"), "image config"),
+                     f"{d.path}: image config")
+    diff_ids = _diff_ids(config, f"{d.path}: image config")
     descs = manifest.get("layers") or []
     if not isinstance(descs, list) or len(diff_ids) != len(descs):
         raise ImageError(f"{d.path}: the manifest lists {len(descs)} layers, "
@@ -288,8 +315,8 @@ def _docker(d: _TarDir | _Dir) -> Source:
     stem = os.path.basename(cfg_name).removesuffix(".json")
     if re.fullmatch(r"[0-9a-f]{64}", stem) and hashlib.sha256(data).hexdigest() != stem:
         raise ImageError(f"{d.path}: {cfg_name} does not match its digest")
-    config = _load_json(data, f"{d.path}: {cfg_name}")
-    diff_ids = ((config.get("rootfs") or {}).get("diff_ids")) or []
+    config = _object(_load_json(data, f"{d.path}: {cfg_name}"), f"{d.path}: {cfg_name}")
+    diff_ids = _diff_ids(config, f"{d.path}: {cfg_name}")
     names = entry.get("Layers") or []
     if not isinstance(names, list) or len(names) != len(diff_ids) \
             or not all(isinstance(n, str) for n in names):
@@ -298,7 +325,8 @@ def _docker(d: _TarDir | _Dir) -> Source:
     layers = [Layer(lambda n=n: d.open(n), d.size(n), None, diff_id)
               for n, diff_id in zip(names, diff_ids, strict=True)]
     tags = entry.get("RepoTags") or []
-    return Source("docker-archive", config, layers, tags[0] if tags and isinstance(tags[0], str) else "")
+    return Source("docker-archive", config, layers,
+                  tags[0] if isinstance(tags, list) and tags and isinstance(tags[0], str) else "")
 
 
 _COMPRESSED_MAGIC = (b"\x1f\x8b", b"BZh", b"\xfd7zXZ\x00", b"\x28\xb5\x2f\xfd")
