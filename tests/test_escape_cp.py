@@ -8,7 +8,9 @@
 - a read-only volume and a --read-only zone, stopped: nothing is written through them;
 - a symlink to a FIFO as the destination: replaced, never opened (no hang);
 - the host side's destination swapped for a symlink mid-stream: the copy keeps writing
-  where it began (zoned.images.unpack.Unpacker, as it unpacks the stream).
+  where it began (zoned.images.unpack.Unpacker, as it unpacks the stream);
+- a zone's file in the place of a host directory the copy merges into: refused, the
+  directory kept.
 Every attack aims at canaries under tmp_path, never at real host files.
 """
 from __future__ import annotations
@@ -135,6 +137,21 @@ def test_cp_over_a_symlink_to_a_fifo_replaces_it(cli, tmp_path):
     assert cli("exec", "cpfifo", "cat", "/tmp/looks-like-a-file").stdout == "data\n"
     assert cli("exec", "cpfifo", "test", "-p", "/tmp/fifo").returncode == 0
     cli("rm", "-f", "cpfifo", check=True)
+
+
+def test_cp_out_never_replaces_a_hosts_directory_with_a_zones_file(cli, tmp_path):
+    """Copying a zone's tree into a host directory that already holds it: where the zone
+    has a file and the host a directory, the copy is refused and the host's directory and
+    its files stay (docker refuses the same)."""
+    out = tmp_path / "out"
+    (out / "d" / "a").mkdir(parents=True)
+    (out / "d" / "a" / "keep").write_text("host\n")
+    _detached(cli, "cpdir", "sh", "-c", "mkdir /d && echo zone > /d/a && sleep 1000")
+    time.sleep(0.5)
+    p = cli("cp", "cpdir:/d", str(out))
+    assert p.returncode == 125 and "a directory is in its place" in p.stderr, p.stderr
+    assert (out / "d" / "a" / "keep").read_text() == "host\n"
+    cli("rm", "-f", "cpdir", check=True)
 
 
 def _stream(names: list[str]) -> io.BytesIO:

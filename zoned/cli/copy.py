@@ -17,8 +17,8 @@ The two sides talk through a tar stream on a pipe. Whatever side receives it unp
 with zoned.images.unpack.Unpacker, as an image layer: each write relative to a directory
 fd opened without following symlinks, files made O_EXCL|O_NOFOLLOW (a symlink or a FIFO
 in the way is replaced, never written through or opened), no absolute names, `..` or
-device nodes, hard links inside the destination only. What comes out of a zone onto the
-host keeps no setuid, setgid or sticky bit and no xattr. Symlinks are copied as they are
+device nodes, hard links inside the destination only, no directory replaced by a file.
+What comes out of a zone onto the host keeps no setuid, setgid or sticky bit and no xattr. Symlinks are copied as they are
 (docker and podman do the same): a link out of the destination is a link, never followed
 by the copy."""
 from __future__ import annotations
@@ -74,8 +74,8 @@ def unpack(fileobj, into: str, name: str, *, privileged: bool) -> None:
     """The tar stream `fileobj` below the directory `into`, its top named `name`."""
     from zoned.images.unpack import Limits, Unpacker
 
-    Unpacker(into, Limits(max_bytes=CP_MAX_BYTES), layered=False,
-             privileged=privileged).apply(fileobj, "cp", lambda m: rename(m, name))
+    Unpacker(into, Limits(max_bytes=CP_MAX_BYTES), layered=False, privileged=privileged,
+             replace_dirs=False).apply(fileobj, "cp", lambda m: rename(m, name))
 
 
 def _into(rt, st: dict, src: str, dst: str) -> int:

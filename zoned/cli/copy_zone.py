@@ -19,11 +19,11 @@ from zoned.linux import syscalls as sc
 from zoned.linux.proc import proc_start_time
 from zoned.oci.spec import ANN_LOWER
 
-# What a copy needs: owners, modes and times of any file, reading and writing any file, and
-# device nodes copied into a zone. Not CAP_SYS_CHROOT, CAP_SYS_ADMIN (mounts, fsopen of a
-# procfs that would show the host's processes), CAP_SYS_PTRACE or any other.
+# What a copy needs: owners, modes and times of any file, reading and writing any file.
+# Not CAP_SYS_CHROOT, CAP_SYS_ADMIN (mounts, fsopen of a procfs that would show the host's
+# processes), CAP_SYS_PTRACE, CAP_MKNOD (a copy makes no device node) or any other.
 FILE_CAPS = ["CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_DAC_READ_SEARCH", "CAP_FOWNER",
-             "CAP_FSETID", "CAP_MKNOD"]
+             "CAP_FSETID"]
 
 
 def enter(rt, st: dict) -> None:

@@ -21,6 +21,8 @@ symlink an earlier entry or layer planted -- can lead a write out of the rootfs:
   ``trusted.overlay.*`` would steer the overlay mount this rootfs becomes a lower of;
 - with ``privileged=False`` (what comes out of a zone onto the host: ``zoned cp``) files
   keep their permission bits only (no setuid, setgid or sticky bit) and no xattr at all;
+  with ``replace_dirs=False`` (a copy, either way) an entry never removes a directory to
+  take its place, as docker's cp refuses to;
 - the target directory is opened once, and every walk starts from that fd: a directory
   above it swapped for a symlink meanwhile changes nothing;
 - the bytes written and the number of entries are capped (``Limits``), checked against
@@ -114,11 +116,12 @@ class Unpacker:
     """Applies tar streams, in order, to one rootfs directory (see the module doc)."""
 
     def __init__(self, rootfs: str, limits: Limits | None = None, layered: bool = True,
-                 privileged: bool = True) -> None:
+                 privileged: bool = True, replace_dirs: bool = True) -> None:
         self.rootfs = rootfs
         self.limits = limits or Limits()
         self.layered = layered
         self.privileged = privileged  # special mode bits and xattrs as the archive says
+        self.replace_dirs = replace_dirs  # a file may take a directory's place (a layer)
         self._root_fd = -1  # the rootfs, opened once per stream (apply)
         self.bytes = 0  # file data written, all layers
         self.entries = 0
@@ -234,6 +237,9 @@ class Unpacker:
         if stat.S_ISDIR(st.st_mode):
             if keep_dir:
                 return True
+            if not self.replace_dirs:
+                raise UnsafeArchive(f"{self._label}: refused entry {base!r}: a directory "
+                                    "is in its place")
             shutil.rmtree(base, dir_fd=dfd)
         else:
             os.unlink(base, dir_fd=dfd)
