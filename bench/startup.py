@@ -30,6 +30,10 @@ container has exited and been removed again (create + start + wait + delete), fo
                    on the very same bundle as runc: three zoned processes, same config.
   runc-oci         the same three steps with runc (`runc create/start/delete`), for
                    comparison with zoned-oci.
+  zoned-state, runc-state
+                   `zoned state ID` / `runc state ID` of a container created on the same
+                   bundle before the rounds (never started): the OCI command podman and
+                   containerd run most often, one process each.
   ref-python, ref-zoned-version
                    references without a container: the venv's `python -c pass` and
                    `zoned --version`, i.e. the floor any zoned CLI command pays.
@@ -77,7 +81,8 @@ import _common as C  # noqa: E402
 SEED = 18  # the rounds' orders (random.Random): the same on every run of this script
 VARIANTS = ["zoned-cli", "zoned-api", "zoned-api-pool", "runc", "zoned-run-bundle",
             "zoned-cli-rootfs",
-            "zoned-oci", "runc-oci", "ref-python", "ref-zoned-version"]
+            "zoned-oci", "runc-oci", "zoned-state", "runc-state", "ref-python",
+            "ref-zoned-version"]
 BEFORE_VARIANTS = ["zoned-cli-before", "zoned-api-before", "zoned-api-worker"]  # --before-ref
 NOTES = {
     "zoned-cli": "subprocess incl. Python start-up; image overlay; default seccomp; devices cgroup",
@@ -89,6 +94,8 @@ NOTES = {
     "zoned-cli-rootfs": "zoned run --rootfs bundle/rootfs (no overlay); default seccomp",
     "zoned-oci": "zoned create+start+delete on the runc bundle (no seccomp), 3 processes",
     "runc-oci": "runc create+start+delete on the same bundle, 3 processes",
+    "zoned-state": "zoned state ID of a created container (one process)",
+    "runc-state": "runc state ID of a created container (one process)",
     "ref-python": "reference, no container: venv `python -c pass` (interpreter start-up)",
     "ref-zoned-version": "reference, no container: `zoned --version` (CLI start-up floor)",
     "zoned-cli-before": "zoned-cli as of --before-ref (python -S shim, as then)",
@@ -252,6 +259,7 @@ class Bench:
         self.Z = [a.zoned, "--root", self.zroot]
         self.R = [a.runc, "--root", self.rroot]
         self.before: BeforeTree | None = None
+        self.created: dict[str, str] = {}  # the -state variants' containers
 
     def name(self, v: str) -> str:
         self.n += 1
@@ -342,6 +350,20 @@ class Bench:
     def runc_oci(self) -> float:
         return self._oci(self.R, "runc-oci")
 
+    def _state(self, base: list[str], tag: str) -> float:
+        """`state` of the container created for it on first use (kept for the rounds)."""
+        made = self.created.get(tag)
+        if made is None:
+            made = self.created[tag] = self.name(tag)
+            _check(_sp(base + ["create", "--bundle", str(self.bundle), made]), f"{tag} create")
+        return _timed(base + ["state", made], f"{tag}")
+
+    def zoned_state(self) -> float:
+        return self._state(self.Z, "zoned-state")
+
+    def runc_state(self) -> float:
+        return self._state(self.R, "runc-state")
+
     def ref_python(self) -> float:
         cmd = [str(Path(self.a.zoned).parent / "python"), "-c", "pass"]
         return _timed(cmd, "python -c pass")
@@ -371,7 +393,8 @@ class Bench:
                 "zoned-api-pool": self.zoned_api_pool,
                 "runc": self.runc_run, "zoned-run-bundle": self.zoned_run_bundle,
                 "zoned-cli-rootfs": self.zoned_cli_rootfs,
-                "zoned-oci": self.zoned_oci, "runc-oci": self.runc_oci}[v]
+                "zoned-oci": self.zoned_oci, "runc-oci": self.runc_oci,
+                "zoned-state": self.zoned_state, "runc-state": self.runc_state}[v]
 
     # -- clean-up ---------------------------------------------------------------------------------
     def cleanup(self) -> dict:
