@@ -108,6 +108,30 @@ def test_cli_runs_a_zone_as_the_user(user):
     assert leftovers(user) == []
 
 
+def test_cp_both_ways_with_a_running_zone(user):
+    """`zoned cp` as the user: in (owned by the zone's root, as docker's cp makes it) and
+    out (the user's, without its setuid bit); a stopped zone is one clear line."""
+    w = user.work
+    p = user.run("sh", "-c", f"mkdir -p {w}/cp && echo hi > {w}/cp/f && chmod 4755 {w}/cp/f")
+    assert p.returncode == 0, p.stderr
+    assert user.run(ZONED, "run", "-d", "--name", "rlcp", "--", "sleep", "100").returncode == 0
+    try:
+        p = user.run(ZONED, "cp", f"{w}/cp", "rlcp:/tmp/")
+        assert p.returncode == 0, p.stderr
+        p = user.run(ZONED, "exec", "rlcp", "stat", "-c", "%u %g %a", "/tmp/cp/f")
+        assert p.stdout == "0 0 4755\n", p.stderr
+        p = user.run(ZONED, "cp", "rlcp:/tmp/cp", f"{w}/back")
+        assert p.returncode == 0, p.stderr
+        st = os.stat(f"{w}/back/f")
+        assert (st.st_uid, st.st_mode & 0o7777) == (user.uid, 0o755)
+        assert user.run(ZONED, "stop", "-t", "0", "rlcp").returncode == 0
+        p = user.run(ZONED, "cp", f"{w}/cp/f", "rlcp:/tmp/g")
+        assert p.returncode == 125 and "stopped rootless" in p.stderr, p.stderr
+    finally:
+        user.run(ZONED, "rm", "-f", "rlcp")
+    assert leftovers(user) == []
+
+
 def test_info_says_rootless(user):
     p = user.run(ZONED, "info", "--format", "json")
     assert p.returncode == 0, p.stderr

@@ -70,16 +70,27 @@ def rename(member, name: str) -> None:
 CP_MAX_BYTES = 1 << 62  # a copy has no size limit of its own (Unpacker's is for images)
 
 
-def unpack(fileobj, into: str, name: str, *, privileged: bool) -> None:
-    """The tar stream `fileobj` below the directory `into`, its top named `name`."""
+def unpack(fileobj, into: str, name: str, *, privileged: bool,
+           owner: tuple[int, int] | None = None) -> None:
+    """The tar stream `fileobj` below the directory `into`, its top named `name`; every
+    entry owned by `owner` (uid, gid) where given, else by the ids the stream names."""
     from zoned.images.unpack import Limits, Unpacker
 
+    def entry(m) -> None:
+        rename(m, name)
+        if owner is not None:
+            m.uid, m.gid = owner
+
     Unpacker(into, Limits(max_bytes=CP_MAX_BYTES), layered=False, privileged=privileged,
-             replace_dirs=False).apply(fileobj, "cp", lambda m: rename(m, name))
+             replace_dirs=False).apply(fileobj, "cp", entry)
 
 
 def _into(rt, st: dict, src: str, dst: str) -> int:
     import tarfile
+
+    # Rootless, the zone's user namespace maps the user alone (or a range): what is copied
+    # in belongs to the zone's root, as docker's cp makes it, not to the host's ids.
+    owner = (0, 0) if os.geteuid() != 0 else None
 
     def zone_side(rfd: int) -> None:
         into = dst if os.path.isdir(dst) else os.path.dirname(dst.rstrip("/")) or "/"
@@ -88,7 +99,7 @@ def _into(rt, st: dict, src: str, dst: str) -> int:
         if not os.path.isdir(into):
             raise FileNotFoundError(f"{into}: no such directory in the container")
         with os.fdopen(rfd, "rb") as f:
-            unpack(f, into, name, privileged=True)  # the zone's own files, as given
+            unpack(f, into, name, privileged=True, owner=owner)  # the zone's own files
 
     def host_side(wfd: int) -> None:
         with os.fdopen(wfd, "wb") as f, tarfile.open(fileobj=f, mode="w|") as tar:

@@ -30,7 +30,14 @@ def enter(rt, st: dict) -> None:
     """(In the child) chroot into the zone's root, then confine this process: no name
     lookups, no imports, the capabilities of FILE_CAPS only and no_new_privs."""
     tarfile.pwd = tarfile.grp = None  # tarfile then records numeric owners only (no NSS)
-    fd = _running_root(st) if st["status"] != "stopped" else _stopped_root(rt, st)
+    rootless = os.geteuid() != 0
+    if st["status"] == "stopped":
+        if rootless:
+            raise InvalidState(f"cp with a stopped rootless container ({st['id']!r}) is not "
+                               "supported yet: start it first")
+        fd = _stopped_root(rt, st)
+    else:
+        fd = _running_root(st, join_userns=rootless)
     try:
         os.fchdir(fd)
     finally:
@@ -43,19 +50,31 @@ def enter(rt, st: dict) -> None:
                                           ("bounding", "effective", "permitted")}})
 
 
-def _running_root(st: dict) -> int:
+def _running_root(st: dict, join_userns: bool) -> int:
     """An fd of the running zone's root (its init's, with the zone's mounts), opened
-    before the init's start time is checked: a pid reused meanwhile is refused."""
+    before the init's start time is checked: a pid reused meanwhile is refused.
+    join_userns (rootless): this process joins the zone's user namespace too, where it
+    is the zone's root and has the capabilities a copy needs over the zone's files."""
     pid = st["pid"]
+    fds = []
     try:
-        fd = os.open(f"/proc/{pid}/root", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+        for path in (f"/proc/{pid}/root",) + ((f"/proc/{pid}/ns/user",) if join_userns
+                                              else ()):
+            fds.append(os.open(path, (os.O_PATH | os.O_DIRECTORY if path.endswith("root")
+                                      else os.O_RDONLY) | os.O_CLOEXEC))
     except OSError:
-        fd = -1
-    if fd < 0 or proc_start_time(pid) != (st.get("zoned") or {}).get("pid_start"):
-        if fd >= 0:
+        pass
+    if len(fds) != 1 + join_userns or \
+            proc_start_time(pid) != (st.get("zoned") or {}).get("pid_start"):
+        for fd in fds:
             os.close(fd)
         raise InvalidState(f"container {st['id']!r} stopped meanwhile")
-    return fd
+    if join_userns:
+        try:
+            sc.setns(fds[1], sc.CLONE_NEWUSER)
+        finally:
+            os.close(fds[1])
+    return fds[0]
 
 
 def _stopped_root(rt, st: dict) -> int:
