@@ -373,8 +373,11 @@ class Container:
         env=["A=b"], user="uid[:gid]", cwd=; check= raises CalledProcessError; timeout=
         SIGKILLs the exec'd process (not the zone) and raises TimeoutExpired."""
         args = command_args(args, shell)
+        from zoned.runtime.exec_process import exec_root
+
         process = exec_process(self.runtime.config(self.name)["process"], args, env=env,
-                               user=user, cwd=cwd)
+                               user=user, cwd=cwd,
+                               rootfs=exec_root(self.runtime, self.name) if user else None)
         if isinstance(input, str):
             input = input.encode()
         if self.vm:
@@ -502,8 +505,11 @@ class Container:
 
 
 def exec_process(base: dict, args: list[str], *, env: list[str] | None = None,
-                 user: str | None = None, cwd: str | None = None, tty: bool = False) -> dict:
-    """An OCI process for exec: the container's own (caps, rlimits, env) with overrides."""
+                 user: str | None = None, cwd: str | None = None, tty: bool = False,
+                 rootfs: str | None = None) -> dict:
+    """An OCI process for exec: the container's own (caps, rlimits, env) with overrides.
+    rootfs: where user names and a uid's primary group are looked up (exec_root(): the
+    running zone's own passwd and group, as podman's exec does)."""
     from zoned.oci.values import merge_env, parse_env, parse_user
 
     proc = dict(base)
@@ -511,7 +517,7 @@ def exec_process(base: dict, args: list[str], *, env: list[str] | None = None,
     proc["terminal"] = tty
     proc["env"] = merge_env(list(base.get("env") or []), parse_env(env or []))
     if user:
-        proc["user"] = parse_user(user)
+        proc["user"] = parse_user(user, rootfs)
     if cwd:
         proc["cwd"] = cwd
     return proc

@@ -25,12 +25,21 @@ def cmd_exec(args) -> int:
                 process = jsonc.load(f)
         except ValueError as e:
             raise ConfigError(f"--process {args.process!r}: not valid JSON: {e}") from None
+        if not isinstance(process, dict):
+            raise ConfigError(f"--process {args.process!r}: must be a JSON object (the "
+                              "config's process)")
     else:
         if not command:
             raise ConfigError("exec needs a command (zoned exec NAME -- CMD ARGS...)")
+        from zoned.runtime.exec_process import exec_root
+
         process = exec_process(rt.config(args.id)["process"], command, env=args.env,
-                               user=args.user, cwd=args.workdir, tty=args.tty)
+                               user=args.user, cwd=args.workdir, tty=args.tty,
+                               rootfs=exec_root(rt, args.id) if args.user else None)
         if args.additional_gids:
+            if not all(g.isdecimal() for g in args.additional_gids):
+                raise ConfigError(f"invalid --additional-gids {args.additional_gids!r}: "
+                                  "group ids are numbers")
             process["user"] = {**process.get("user", {}), "additionalGids":
                                [int(g) for g in args.additional_gids]}
         if args.cap:

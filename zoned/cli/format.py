@@ -34,9 +34,14 @@ def _lex(template: str) -> list[tuple[str, str]]:
     return out
 
 
-def _parse(tokens, template, stop=("end",)):
+MAX_DEPTH = 50  # nested range/if blocks: a deeper template is refused, not a RecursionError
+
+
+def _parse(tokens, template, stop=("end",), depth=0):
     """Nodes until an {{end}}/{{else}}: ("text", s), ("expr", a), ("range"|"if", a, body,
     else_body). Returns (nodes, tokens left starting at the stop word)."""
+    if depth > MAX_DEPTH:
+        raise ConfigError(f"invalid --format: range/if nested deeper than {MAX_DEPTH}")
     nodes = []
     while tokens:
         kind, value = tokens[0]
@@ -47,10 +52,10 @@ def _parse(tokens, template, stop=("end",)):
         if kind == "text":
             nodes.append(("text", value))
         elif word in ("range", "if"):
-            body, tokens = _parse(tokens, template)
+            body, tokens = _parse(tokens, template, depth=depth + 1)
             other = []
             if tokens and tokens[0][1] == "else":
-                other, tokens = _parse(tokens[1:], template)
+                other, tokens = _parse(tokens[1:], template, depth=depth + 1)
             if not tokens or tokens[0][1] != "end":
                 raise ConfigError(f"invalid --format {template!r}: {{{{{word}}}}} without "
                                   "{{end}}")
@@ -109,7 +114,7 @@ def _eval(expr: str, dot, root, template):
                           f"supported (only {', '.join(funcs)}, range, if)")
     try:
         return funcs[func](*values)
-    except TypeError:
+    except (TypeError, ValueError, AttributeError):  # truncate "a", join of a non-list...
         raise ConfigError(f"invalid --format {template!r}: wrong arguments to {func}") \
             from None
 

@@ -33,9 +33,7 @@ def exec_in(rt: Runtime, cid: str, process: dict, *,
     refuse_vm(st, "exec in", "zoned.backends.vm.VmBackend.exec runs commands in it")
     if st["zoned"].get("shared_memory"):
         check_shared_capabilities(process, "exec: process")
-    status = rt.live_status(cid, st)
-    if not status.can_exec():
-        raise InvalidState(f"cannot exec in container {cid!r}: it is {status}")
+    check_can_exec(rt, cid, st)
     cfg = rt.config(cid)
     linux = cfg.get("linux") or {}
     pid, start = st["pid"], st["zoned"]["pid_start"]
@@ -96,3 +94,21 @@ def exec_in(rt: Runtime, cid: str, process: dict, *,
         for fd in (pidns, spawn_fd):
             if fd is not None:
                 os.close(fd)
+
+
+def check_can_exec(rt: Runtime, cid: str, st: dict) -> None:
+    status = rt.live_status(cid, st)
+    if not status.can_exec():
+        raise InvalidState(f"cannot exec in container {cid!r}: it is {status}")
+
+
+def exec_root(rt: Runtime, cid: str) -> str | None:
+    """Where an exec's --user NAME is looked up: the running zone's root as its init sees it
+    (/proc/PID/root; its passwd and group are read inside it, zoned.oci.values._read);
+    None for a VM (names are the guest's). A zone that cannot exec is refused here."""
+    st = rt.store.read_state(cid)
+    if (st.get("zoned") or {}).get("vm"):
+        return None
+    check_can_exec(rt, cid, st)
+    return f"/proc/{st['pid']}/root"
+
