@@ -236,6 +236,9 @@ class NullCgroup:
     def load_modules(self) -> None:
         pass
 
+    def in_use(self) -> bool:
+        return False
+
     def create(self) -> None:
         warn_once("cgroup", "rootless: no cgroup v2 subtree is delegated to you here, so "
                   "zones run without cgroup limits (memory, cpus, pids are not enforced)")

@@ -55,6 +55,23 @@ class Cgroup:
         memory cgroup's directory (or None), which it joins the same way."""
         return [], None
 
+    def in_use(self) -> bool:
+        """It exists already with a process or a cgroup below it: somebody else's, which a
+        container must not join, nor kill and remove when its create fails (runc refuses
+        such a cgroup too). A new container's cgroup does not exist: a stat or two."""
+        if not self.exists():
+            return False
+        if self.pids():
+            return True
+        for d in self.directories():
+            try:
+                with os.scandir(d) as entries:
+                    if any(e.is_dir(follow_symlinks=False) for e in entries):
+                        return True
+            except FileNotFoundError:
+                continue
+        return False
+
     def remove_if_empty(self) -> bool:
         """rmdir the cgroup in every hierarchy, without reading or signalling anything;
         True if none is left. The kernel refuses (EBUSY) a cgroup with a process or a

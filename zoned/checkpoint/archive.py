@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import stat
 import subprocess
 from contextlib import contextmanager
 
@@ -48,18 +49,80 @@ def clean_dir(directory: str) -> None:
 
 
 def read_meta(directory: str) -> dict:
+    """The checkpoint's metadata, checked (check_meta). META must be a regular file in
+    the directory: a symlink or a FIFO an archive planted there is refused, never read."""
     try:
-        with open(os.path.join(directory, META)) as f:
-            meta = json.load(f)
+        fd = os.open(os.path.join(directory, META),
+                     os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
     except FileNotFoundError:
         raise ConfigError(f"{directory} holds no zoned checkpoint ({META} is missing)") \
             from None
-    except ValueError as e:
-        raise ConfigError(f"{directory}/{META} is damaged: {e}") from None
+    except OSError as e:
+        raise ConfigError(f"{directory}/{META}: {e.strerror} (not a regular file)") from None
+    with os.fdopen(fd, "rb") as f:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise ConfigError(f"{directory}/{META} is not a regular file")
+        try:
+            meta = json.loads(f.read(MAX_META))
+        except ValueError as e:
+            raise ConfigError(f"{directory}/{META} is damaged: {e}") from None
+    return check_meta(meta, f"{directory}/{META}")
+
+
+MAX_META = 64 << 20  # what a checkpoint's metadata may take (a config, mounts, files)
+
+
+def check_meta(meta: object, where: str) -> dict:
+    """A checkpoint's metadata (from an archive, a directory or a migrating peer) in the
+    shape zoned.checkpoint.dump wrote it: one line naming the field otherwise, before any
+    of it names a path, a cgroup or a zone."""
+    from zoned.oci import spec as specmod
+
+    if not isinstance(meta, dict):
+        raise ConfigError(f"{where}: not a checkpoint's metadata (a JSON object)")
     if meta.get("format") != FORMAT:
-        raise ConfigError(f"{directory}: checkpoint format {meta.get('format')} is not "
-                          f"{FORMAT}")
+        raise ConfigError(f"{where}: checkpoint format {meta.get('format')} is not {FORMAT}")
+    kinds = {"id": str, "config": dict, "state_dir": str, "mounts": list, "files": list,
+             "log": bool, "cgroup": str}
+    optional = {"annotations": dict, "image": dict, "lower": str, "network": dict,
+                "hostname": str, "autoremove": bool, "tcp_established": bool, "lazy": bool}
+    for key, kind in (*kinds.items(), *optional.items()):
+        value = meta.get(key)
+        if (value is not None or key in kinds) and not isinstance(value, kind):
+            raise ConfigError(f"{where}: {key} must be a JSON {_JSON_KIND[kind]}")
+    specmod.check_id(meta["id"])
+    for key in ("mounts", "files"):
+        for item in meta[key]:
+            if not isinstance(item, dict):
+                raise ConfigError(f"{where}: each of {key} must be a JSON object")
+    for m in meta["mounts"]:
+        if not all(isinstance(m.get(k), str) for k in ("source", "destination")):
+            raise ConfigError(f"{where}: mounts: source and destination must be strings")
+    specmod.validate(meta["config"])
+    if meta.get("network") is not None:
+        _check_network(meta["network"], where)
     return meta
+
+
+def _check_network(described: dict, where: str) -> None:
+    """The zone's network as state.json describes it: readable as one, each network by a
+    valid name (it names the network's definition file)."""
+    from zoned.network.definitions import check_name
+    from zoned.network.model import NetworkState
+
+    try:
+        state = NetworkState.from_dict(described)
+        names = [a.network for a in state.networks] if state is not None else []
+    except (KeyError, TypeError, ValueError, AttributeError) as e:
+        raise ConfigError(f"{where}: network is not a zone's network description "
+                          f"({type(e).__name__}: {e})") from None
+    for name in names:
+        if not isinstance(name, str):
+            raise ConfigError(f"{where}: network: a network's name must be a string")
+        check_name(name)
+
+
+_JSON_KIND = {str: "string", dict: "object", list: "array", bool: "boolean"}
 
 
 def image_record(name: str) -> dict:

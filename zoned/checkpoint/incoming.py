@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import stat
 import subprocess
 from contextlib import ExitStack
 
@@ -47,7 +48,8 @@ class Incoming:
 
         from zoned.network import checkpoint_hooks as nethooks
         from zoned.runtime.cgroup_paths import default_cgroups_path
-        from zoned.runtime.steps import initial_state, make_cgroup, write_config
+        from zoned.runtime.steps import initial_state, make_cgroup, refuse_in_use, \
+            write_config
         from zoned.storage import make_zone_dir
 
         rt, meta, cid = self.rt, self.meta, self.cid
@@ -111,7 +113,10 @@ class Incoming:
             write_config(d, cfg)
             from zoned.cgroups import open_cgroup
 
-            self.cgroup = make_cgroup(open_cgroup(cg_path), linux)
+            opened = open_cgroup(cg_path)
+            if cg_path == explicit:  # the checkpoint's: somebody else's if in use
+                refuse_in_use(opened)
+            self.cgroup = make_cgroup(opened, linux)
             mark("prepare (state, network, cgroup)")
         except BaseException:
             self.discard()
@@ -130,6 +135,7 @@ class Incoming:
         rt, meta, cid, state, directory = self.rt, self.meta, self.cid, self.state, \
             self.directory
         try:
+            _entry(directory, "upper", stat.S_ISDIR)  # not a link the archive planted
             if consume:
                 os.rename(os.path.join(directory, "upper"), self.upper)
             else:
@@ -139,7 +145,7 @@ class Incoming:
             if log_path:
                 for name in (logs.OLD_NAME, logs.LOG_NAME):
                     saved = os.path.join(directory, name)
-                    if os.path.exists(saved):
+                    if os.path.lexists(saved) and _entry(directory, name, stat.S_ISREG):
                         shutil.copy2(saved, os.path.join(self.data, name))
                 if not os.path.exists(log_path):
                     open(log_path, "a").close()
@@ -170,11 +176,7 @@ class Incoming:
                 close_lingering()
             return state
         except BaseException:
-            keep = os.path.join(directory, f"restore-{cid}.log")
-            try:
-                shutil.copy(os.path.join(self.d, "restore.log"), keep)
-            except OSError:
-                pass
+            _keep_log(os.path.join(self.d, "restore.log"), directory, f"restore-{cid}.log")
             self.discard()
             raise
         finally:
@@ -261,3 +263,49 @@ def open_network(state: dict, nsfd: int | None, held: list[str], quarantined: bo
     finally:
         if own:
             os.close(nsfd)
+
+
+def _entry(directory: str, name: str, is_kind) -> bool:
+    """Whether `name` in the checkpoint directory is what zoned itself put there (is_kind:
+    stat.S_ISDIR, S_ISREG); a symlink or anything else an archive or a peer planted in
+    its place is refused."""
+    from zoned.errors import ConfigError
+
+    try:
+        mode = os.lstat(os.path.join(directory, name)).st_mode
+    except FileNotFoundError:
+        raise ConfigError(f"the checkpoint has no {name}") from None
+    if not is_kind(mode):
+        raise ConfigError(f"the checkpoint's {name} is not a plain "
+                          f"{'directory' if is_kind is stat.S_ISDIR else 'file'}")
+    return True
+
+
+def _keep_log(log: str, directory: str, name: str) -> None:
+    """A copy of CRIU's restore log next to the images, for the user to read: made anew
+    (O_EXCL, O_NOFOLLOW), never written through whatever the directory held there."""
+    try:
+        os.unlink(os.path.join(directory, name))
+    except FileNotFoundError:
+        pass
+    except OSError:
+        return
+    try:
+        src = os.open(log, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return
+    try:
+        dst = os.open(os.path.join(directory, name), os.O_WRONLY | os.O_CREAT | os.O_EXCL |
+                      os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    except OSError:
+        os.close(src)
+        return
+    try:
+        while chunk := os.read(src, 1 << 16):
+            os.write(dst, chunk)
+    except OSError:
+        pass
+    finally:
+        os.close(src)
+        os.close(dst)
+

@@ -11,7 +11,7 @@ import socket
 import tempfile
 import time
 
-from zoned.checkpoint.archive import tar_stream
+from zoned.checkpoint.archive import check_meta, tar_stream
 from zoned.checkpoint.criu import cpuinfo_check, ensure_pipe_size, version_string
 from zoned.checkpoint.incoming import Incoming, reclaim
 from zoned.checkpoint.criu_restore import wait_lazy_pages
@@ -62,7 +62,8 @@ class Session:
             from zoned.migration.vm import receive_vm
 
             return receive_vm(self, hello)
-        meta, live = hello["meta"], bool(hello.get("live"))
+        meta = check_meta(hello.get("meta"), f"{self.peer}: the checkpoint's metadata")
+        live = bool(hello.get("live"))
         self.cid = cid = meta["id"]
         self.log(f"{self.peer}: {'live ' if live else ''}migration of {cid}")
         if reclaim(self.rt, cid):

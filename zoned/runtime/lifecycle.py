@@ -16,7 +16,8 @@ from zoned.linux.proc import kill_and_reap, proc_start_time, signal_pid, wait_ex
 from zoned.runtime.cgroup_paths import default_cgroups_path, resolve_cgroups_path, \
     shared_memory_path, shares_memory_cgroup
 from zoned.runtime.steps import abandon, enter_cgroup, initial_state, host_root, \
-    make_cgroup, make_skeleton, namespace_hook, oci_state, refuse_vm, write_config
+    make_cgroup, make_skeleton, namespace_hook, oci_state, refuse_in_use, refuse_vm, \
+    write_config
 from zoned.runtime.removal import release
 from zoned.runtime.store import Store
 from zoned.testhooks import hit, mark, pause
@@ -267,7 +268,10 @@ class Runtime:
             from zoned.cgroups import open_cgroup
 
             # Nothing made yet; opened here, so that a failure from now on removes it.
-            cgroup = open_cgroup(cg_path, shared_memory)
+            opened = open_cgroup(cg_path, shared_memory)
+            if linux.get("cgroupsPath"):  # the config's: somebody else's if in use
+                refuse_in_use(opened)
+            cgroup = opened
             cgroup.load_modules()  # make_cgroup's, after the fork: loaded now (see above)
             self_join, born_fd = cgjoin.prepare(cgroup, sibling=sibling,
                                                 userns="user" in namespaces)

@@ -227,6 +227,18 @@ def make_skeleton(state_dir: str, cfg: dict, hierarchies: list) -> dict[str, str
     return {n: os.path.join(base, n) for n in names}
 
 
+def refuse_in_use(cgroup) -> None:
+    """A cgroupsPath the config names (not zoned's own for the zone) that is in use
+    already, with processes or cgroups in it, is somebody else's: refused before the
+    container owns it, so that no failure of the create or restore kills and removes it
+    (runc refuses such a cgroup too). A new cgroup costs a stat per hierarchy here."""
+    if cgroup.in_use():
+        from zoned.errors import ConfigError
+
+        raise ConfigError(f"linux.cgroupsPath {cgroup.path!r}: the cgroup is in use "
+                          "(processes or cgroups in it); a container needs its own")
+
+
 def make_cgroup(cgroup, linux: dict):
     """The container's cgroup (opened by zoned.cgroups.open_cgroup), made and limited by
     linux.resources (with runc's default device rules, see container_resources)."""

@@ -35,13 +35,14 @@ def archive_name(path: str) -> str:
     import json
     import subprocess
 
-    from zoned.checkpoint.archive import META
+    from zoned.checkpoint.archive import META, check_meta
 
     p = subprocess.run(["tar", "--zstd", "-xOf", path, f"./{META}"], capture_output=True)
     try:
-        return json.loads(p.stdout)["id"]
-    except (ValueError, KeyError):
+        meta = json.loads(p.stdout)
+    except ValueError:
         raise ConfigError(f"{path}: not a file `zoned save` wrote") from None
+    return check_meta(meta, f"{path}: {META}")["id"]
 
 
 def restore(rt, path: str, images: str | None = None) -> tuple[str, int]:
