@@ -12,6 +12,7 @@ import json
 import os
 import shutil
 import signal
+import subprocess
 import time
 
 import pytest
@@ -245,3 +246,55 @@ def test_migrate_with_state_roots_on_tmpfs(two_hosts, key, tmp_path):
     data = th.b.zoned_json("inspect", "svc")["state"]["zoned"]["data"]
     assert os.path.isdir(os.path.join(data, "upper")) and not data.startswith(th.base)
     assert not _scratch(th.a) and not _scratch(th.b)
+
+
+def test_the_server_bounds_sessions_and_drops_peers_that_never_authenticate(tmp_path,
+                                                                            zoned_root):
+    """Connections from an allowed address that never finish the TLS handshake: the
+    server keeps at most MAX_SESSIONS of them (the next is closed at once) and closes each
+    after HANDSHAKE_TIMEOUT, after which it accepts again."""
+    import socket as socketmod
+
+    from zoned.migration.server import HANDSHAKE_TIMEOUT, MAX_SESSIONS
+
+    key = str(tmp_path / "key.pem")
+    subprocess.run([ZONED, "relocation-key", key], check=True, capture_output=True)
+    probe = socketmod.socket()
+    probe.bind(("127.0.0.1", 0))
+    port = probe.getsockname()[1]
+    probe.close()
+    log = tmp_path / "server.log"
+    with open(log, "w") as out:
+        server = subprocess.Popen([ZONED, "--root", zoned_root, "relocation-server",
+                                   "--listen", f"127.0.0.1:{port}", "--allow", "127.0.0.1",
+                                   "--key", key], stdout=out, stderr=out)
+    conns = []
+    try:
+        end = time.monotonic() + 10
+        while "listening on" not in log.read_text():
+            assert server.poll() is None and time.monotonic() < end, log.read_text()
+            time.sleep(0.02)
+        for _ in range(MAX_SESSIONS):
+            conns.append(socketmod.create_connection(("127.0.0.1", port)))
+        time.sleep(0.5)
+        extra = socketmod.create_connection(("127.0.0.1", port))
+        extra.settimeout(5)
+        assert extra.recv(1) == b""  # closed at once
+        extra.close()
+        assert "sessions are open already" in log.read_text()
+        for c in conns:
+            c.settimeout(HANDSHAKE_TIMEOUT + 10)
+            assert c.recv(1) == b""  # the server gave up on it
+        time.sleep(0.5)
+        again = socketmod.create_connection(("127.0.0.1", port))
+        again.settimeout(2)
+        with pytest.raises(socketmod.timeout):  # accepted: a session waits for its hello
+            again.recv(1)
+        again.close()
+        assert log.read_text().count("TLS handshake failed") >= MAX_SESSIONS
+    finally:
+        for c in conns:
+            c.close()
+        server.kill()
+        server.wait()
+

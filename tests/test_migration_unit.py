@@ -213,3 +213,45 @@ def test_criu_without_its_helper_is_one_line_naming_it(monkeypatch, tmp_path):
     # as it is
     assert criu.criu_exec([str(tmp_path / "criu"), "--version"]) == \
         [str(tmp_path / "criu"), "--version"]
+
+
+def test_a_frame_longer_than_any_zoned_sends_is_refused_unread():
+    """A peer's frame header claiming 4 GiB is a protocol error, not 4 GiB to buffer."""
+    from zoned.errors import ZonedError
+    from zoned.migration.transport import CTRL, Channel, PipeStream
+
+    r, w = os.pipe()
+    try:
+        os.write(w, struct.pack("!BI", CTRL, 0xFFFFFFFF) + b"x" * 100)
+        ch = Channel(PipeStream(r, w), "peer")
+        with pytest.raises(ZonedError, match="a frame of 4294967295 bytes"):
+            ch.recv_msg()
+    finally:
+        os.close(r)
+        os.close(w)
+
+
+def test_recv_msg_times_out_on_a_silent_tls_peer():
+    """Before the reader thread runs (the hello, the commit), a timeout given to
+    recv_msg applies: a peer that says nothing does not hold a session for ever."""
+    import time
+
+    from zoned.migration.transport import Channel, PeerGone
+
+    a, b = socket.socketpair()
+    try:
+        class Stream:  # what TLSStream gives the channel: reads, and a timeout to set
+            def read(self, n):
+                return a.recv(n)
+
+            def settimeout(self, t):
+                a.settimeout(t)
+
+        t0 = time.monotonic()
+        with pytest.raises(PeerGone, match="no answer in 1 s"):
+            Channel(Stream(), "peer").recv_msg(timeout=1)
+        assert time.monotonic() - t0 < 5
+        assert a.gettimeout() is None  # back to blocking for the rest of the session
+    finally:
+        a.close()
+        b.close()

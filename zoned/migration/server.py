@@ -65,12 +65,17 @@ def serve(rt, listen: str, *, allow: str = "", key: str | None = None,
     import signal
 
     signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # sessions are reaped by the kernel
+    sessions = Sessions()
     while True:
         conn, (peer, *_rest) = srv.accept()
         if peer.startswith("::ffff:"):
             peer = peer[7:]
         if peer not in allowed:
             log(f"refused {peer}: not in the allow-list")
+            conn.close()
+            continue
+        if sessions.count() >= MAX_SESSIONS:
+            log(f"refused {peer}: {MAX_SESSIONS} sessions are open already")
             conn.close()
             continue
         pid = os.fork()
@@ -80,19 +85,49 @@ def serve(rt, listen: str, *, allow: str = "", key: str | None = None,
             code = 0
             try:
                 conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                conn.settimeout(HANDSHAKE_TIMEOUT)  # a peer that never authenticates
                 try:
                     stream = TLSStream(conn, ctx, server=True)
                 except Exception as e:  # noqa: BLE001
                     log(f"refused {peer}: TLS handshake failed ({e})")
                     code = 1
                 else:
+                    conn.settimeout(None)  # (the session's reads set their own)
                     Session(rt, Channel(stream, peer), peer, log).run()
             finally:
                 os._exit(code)
         conn.close()
+        sessions.add(pid)
         if once:
             _wait_child(pid)
             return
+
+
+HANDSHAKE_TIMEOUT = 20.0  # seconds for a peer's TLS handshake (its key's proof)
+MAX_SESSIONS = 8  # sessions at once: each is a forked process, a migration is one
+
+
+class Sessions:
+    """The session processes still running (SIGCHLD is ignored: pidfds tell when one
+    ends), so that connections from the allow-list cannot fork without bound."""
+
+    def __init__(self) -> None:
+        self.fds: dict[int, int] = {}
+
+    def add(self, pid: int) -> None:
+        try:
+            self.fds[pid] = os.pidfd_open(pid)
+        except ProcessLookupError:
+            pass
+
+    def count(self) -> int:
+        import select
+
+        for pid, fd in list(self.fds.items()):
+            if select.select([fd], [], [], 0)[0]:  # readable: it has ended
+                os.close(fd)
+                del self.fds[pid]
+        return len(self.fds)
 
 
 def _wait_child(pid: int) -> None:

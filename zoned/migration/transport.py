@@ -30,6 +30,7 @@ PROTOCOL = 1
 CTRL, DATA, PAGES = 0, 1, 2
 _HDR = struct.Struct("!BI")
 CHUNK = 1 << 20
+MAX_FRAME = 64 << 20  # a frame's length past this is a protocol error, not a buffer to fill
 DEFAULT_KEY = "/etc/zoned/relocation.pem"
 COMMIT_TIMEOUT = 30.0
 
@@ -79,6 +80,10 @@ class TLSStream:
         self.wlock = threading.Lock()  # the order of records on the wire
         self._ssl = ssl
         self._handshake()
+
+    def settimeout(self, seconds: float | None) -> None:
+        """How long a read may wait for the peer (None: for ever)."""
+        self.sock.settimeout(seconds)
 
     def _flush(self) -> None:
         data = self.out.read()
@@ -193,6 +198,8 @@ class Channel:
 
     def recv(self) -> tuple[int, bytes]:
         kind, length = _HDR.unpack(self._exact(_HDR.size))
+        if length > MAX_FRAME:  # our frames are CHUNK at most: a peer must not make us
+            raise ZonedError(f"{self.label}: protocol error (a frame of {length} bytes)")
         payload = self._exact(length) if length else b""
         self.received += length
         return kind, payload
@@ -206,7 +213,18 @@ class Channel:
             if isinstance(item, BaseException):
                 raise item
             return item
-        kind, payload = self.recv()
+        settimeout = getattr(self.stream, "settimeout", None)  # (a TLS socket's)
+        if timeout is not None and settimeout is not None:
+            settimeout(timeout)
+        try:
+            kind, payload = self.recv()
+        except PeerGone as e:
+            if timeout is not None and "timed out" in str(e):
+                raise PeerGone(f"{self.label}: no answer in {timeout:.0f} s") from None
+            raise
+        finally:
+            if timeout is not None and settimeout is not None:
+                settimeout(None)
         if kind != CTRL:
             raise ZonedError(f"{self.label}: protocol error (frame {kind} where a message "
                              "was expected)")
