@@ -55,3 +55,44 @@ def test_exec_bad_gids_and_process_files_are_one_line(cli, running, tmp_path):
     assert proc.returncode == 125 and "must be a JSON object" in proc.stderr, proc.stderr
     for p in (gids, proc):
         assert "internal error" not in p.stderr and len(p.stderr.splitlines()) == 1
+
+
+def _volumes(cli, *extra) -> list[str]:
+    return cli(*extra, "volume", "ls", "-q").stdout.split()
+
+
+@pytest.mark.parametrize("flags", [
+    ["--memory", "1k"], ["-v", "/nonexistent-host-dir:/y"], ["-p", "abc"],
+], ids=["memory", "missing-bind", "publish"])
+def test_a_refused_run_makes_no_volume(cli, flags):
+    p = cli("run", "--rm", "-v", "refusedvol:/x", *flags, "--", "true")
+    assert p.returncode == 125, p.stderr
+    assert _volumes(cli) == []
+
+
+def test_rm_removes_anonymous_volumes_and_keeps_named_ones(cli):
+    """As podman: a --rm zone's anonymous volumes go with it; named ones stay; without
+    --rm the anonymous one stays too (podman rm without -v)."""
+    p = cli("run", "--rm", "--mount", "type=volume,target=/anon", "-v", "kept:/named",
+            "--", "sh", "-c", "echo x > /anon/f && echo y > /named/f")
+    assert p.returncode == 0, p.stderr
+    assert _volumes(cli) == ["kept"]
+    cli("run", "--name", "noautorm", "--mount", "type=volume,target=/anon", "--", "true",
+        check=True)
+    cli("rm", "-f", "noautorm", check=True)
+    assert len(_volumes(cli)) == 2
+    for name in _volumes(cli):
+        cli("volume", "rm", name, check=True)
+
+
+def test_volumes_live_in_the_data_root_of_the_state_root_in_use(cli, tmp_path):
+    """`--root R --data-root D`: a run's named volume is D's (volume ls there lists it),
+    not the default root's."""
+    data = tmp_path / "data"
+    z = ("--data-root", str(data))
+    cli(*z, "run", "--rm", "-v", "dvol:/x", "--", "sh", "-c", "echo v > /x/f", check=True)
+    assert _volumes(cli, *z) == ["dvol"]
+    assert (data / "volumes" / "dvol" / "_data" / "f").read_text() == "v\n"
+    assert _volumes(cli) == []  # the state root's own data root has none
+    cli(*z, "volume", "rm", "dvol", check=True)
+

@@ -90,6 +90,8 @@ SLEEPER = "image: busybox\ncommand: sleep 1000\nmemory: 64\n"
     ("name: zmgbad\nimage: nosuchimage\n", "image", 2),
     ("name: zmg bad\nimage: busybox\n", "name", 1),
     ("name: zmgbad\nimage: [busybox\n", None, 2),
+    ("name: zmgbad\nimage: busybox\nstop_signal: 99999\n", "stop_signal", 3),
+    ("name: zmgbad\nimage: busybox\nvolumes: ['/tmp/a-e-v/x:relative']\n", "volumes", 3),
 ])
 def test_invalid_zone_file_is_one_line_naming_file_line_and_key(cli, zones, text, key,
                                                                  line):
@@ -101,6 +103,8 @@ def test_invalid_zone_file_is_one_line_naming_file_line_and_key(cli, zones, text
     assert lines[0].startswith(f"zoned: {path}:{line}: "), lines[0]
     if key:
         assert f": {key}: " in lines[0], lines[0]
+    if key == "volumes":  # the path as written: -e and -v inside it are not flags
+        assert "'/tmp/a-e-v/x:relative'" in lines[0], lines[0]
     assert list(zones.dir.iterdir()) == []  # nothing defined
 
 

@@ -245,8 +245,9 @@ def run(args: list[str] | str, *, image: str | None = None, capture: bool = True
     keeping = lastref.begin()  # what the run replaces and removes: freed off our path
     try:
         try:
-            cfg = build_config(opts, images)
             backend = ZoneBackend(root)
+            _own_volumes(opts, backend.runtime)
+            cfg = build_config(opts, images)
             stdio, stdin_w, reads, close = _pipes(capture, input)
             try:
                 started = backend.run(cid, cfg, stdio=stdio, keep_pdeathsig=True,
@@ -269,6 +270,13 @@ def run(args: list[str] | str, *, image: str | None = None, capture: bool = True
                   check=check)
 
 
+def _own_volumes(opts: RunOptions, rt) -> None:
+    """Named volumes in the data root of the runtime the zone is made in (unless the
+    caller named one)."""
+    if opts.volume_root is None and opts.volume_data is None:
+        opts.volume_root, opts.volume_data = rt.store.root, rt.store.data
+
+
 def _run_vm(args: list[str], cid: str, opts: RunOptions, root: str | None,
             images: str | None, capture: bool, input: bytes | None, text: bool,
             accel: str) -> Result:
@@ -277,8 +285,9 @@ def _run_vm(args: list[str], cid: str, opts: RunOptions, root: str | None,
     from zoned.vm.machine import exit_status
 
     check_options(opts)
-    cfg = build_config(opts, images)
     rt = ZoneBackend(root).runtime
+    _own_volumes(opts, rt)
+    cfg = build_config(opts, images)
     stdio, stdin_w, reads, close = _pipes(capture, input)
     try:
         started = VmBackend(rt).create(cid, cfg, image=opts.image, stdio=stdio,
@@ -318,6 +327,7 @@ class Container:
         self.name = name or new_name()
         self.opts = RunOptions(args=list(args or []), image=image, name=self.name, **options)
         self.backend = ZoneBackend(root)
+        _own_volumes(self.opts, self.backend.runtime)
         self.runtime = self.backend.runtime  # for what the Backend interface leaves out
         self.images = images
         self.vm = backend == "vm"

@@ -77,7 +77,8 @@ class Template:
     def config(self, name: str) -> dict:
         from zoned.oci.spec import RunOptions
 
-        cfg = build_config(RunOptions(args=["true"], name=name, **self.options), self.images)
+        options = {"volume_root": self.root, **self.options}  # the makers' state root's
+        cfg = build_config(RunOptions(args=["true"], name=name, **options), self.images)
         if self.userns:
             for ns in cfg["linux"]["namespaces"]:
                 if ns["type"] == "user":

@@ -161,6 +161,11 @@ def _remove_root(path: str, fs: str, parent: str) -> None:
                 netconf.remove(path, name)
             except Exception:  # noqa: BLE001
                 pass
+    import shutil
+
+    from zoned.volumes import volumes_dir
+
+    shutil.rmtree(volumes_dir(rt.store.data), ignore_errors=True)  # the test's own
     list(collect(rt))  # (also the data dirs of zones that are gone: zoned.storage)
     if fs == "tmpfs":
         import subprocess

@@ -30,6 +30,7 @@ DEFAULT_ROOT = "/run/zoned"       # runtime state (a tmpfs on systemd hosts)
 DEFAULT_DATA = "/var/lib/zoned"   # layers, logs, checkpoints in transit (disk)
 CONTAINERS = "containers"
 MIGRATIONS = "migrations"
+VOLUMES = "volumes"  # zoned.volumes
 
 
 def data_root(state_root: str) -> str:
@@ -114,7 +115,8 @@ def prune(data: str) -> None:
     root = os.geteuid() == 0
     if data == DEFAULT_DATA and root:
         return
-    for d in (os.path.join(data, CONTAINERS), os.path.join(data, MIGRATIONS)):
+    for d in (os.path.join(data, CONTAINERS), os.path.join(data, MIGRATIONS),
+              os.path.join(data, VOLUMES)):
         try:
             os.rmdir(d)
         except OSError:

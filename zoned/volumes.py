@@ -1,22 +1,29 @@
 """Named volumes (`-v data:/data`, `--mount type=volume`, `zoned volume ...`): directories
 kept in the data root (/var/lib/zoned/volumes/NAME/_data for the default state root, as
-podman keeps them in its graph root), outliving the zones that use them."""
+podman keeps them in its graph root), outliving the zones that use them.
+
+A config names the volumes it mounts (ANN_VOLUMES) and those made for it alone
+(ANN_ANONYMOUS: `--mount type=volume` without a source). They are made when the container
+is (make_for: after every check, so a refused run leaves none), and the anonymous ones go
+with a container that was run with --rm (remove_anonymous), as podman's do."""
 from __future__ import annotations
 
 import os
-import re
 import time
 
 from zoned.errors import ConfigError, InvalidState, NotFound
+from zoned.linux.names import ALNUM, made_of
 
-_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+_NAME_CHARS = ALNUM | frozenset("_.-")
 DATA = "_data"
+ANN_VOLUMES = "org.zoned.volumes"  # named volumes in use, comma-separated (volume rm)
+ANN_ANONYMOUS = "org.zoned.volumes.anonymous"  # those made for this container alone
 
 
-def volumes_dir(state_root: str) -> str:
-    from zoned.storage import data_root
+def volumes_dir(data_root: str) -> str:
+    from zoned.storage import VOLUMES
 
-    return os.path.join(data_root(state_root), "volumes")
+    return os.path.join(data_root, VOLUMES)
 
 
 def is_name(value: str) -> bool:
@@ -25,17 +32,18 @@ def is_name(value: str) -> bool:
 
 
 def check_name(name: str) -> str:
-    if not _NAME_RE.fullmatch(name or ""):
+    if not made_of(name, ALNUM, _NAME_CHARS, 64):  # [A-Za-z0-9][A-Za-z0-9_.-]{0,63}
         raise ConfigError(f"invalid volume name {name!r}: use letters, digits and _.- "
                           "(at most 64, starting with a letter or digit)")
     return name
 
 
 class Volumes:
-    """The named volumes of one state root."""
+    """The named volumes of one data root (the runtime's: Store.data)."""
 
-    def __init__(self, state_root: str):
-        self.root = volumes_dir(state_root)
+    def __init__(self, data_root: str):
+        self.data_root = data_root
+        self.root = volumes_dir(data_root)
 
     def path(self, name: str) -> str:
         return os.path.join(self.root, check_name(name))
@@ -55,9 +63,8 @@ class Volumes:
         os.mkdir(os.path.join(path, DATA), 0o755)
         return name
 
-    def data(self, name: str | None) -> str:
-        """The host directory of volume `name`, created on first use as podman does."""
-        name = self.create(name, exist_ok=True)
+    def data(self, name: str) -> str:
+        """The host directory of volume `name` (made by make_for, on first use)."""
         return os.path.join(self.path(name), DATA)
 
     def names(self) -> list[str]:
@@ -88,3 +95,35 @@ class Volumes:
             raise InvalidState(f"volume {name!r} is in use by {', '.join(users)} "
                                "(remove them first, or rm -f)")
         shutil.rmtree(path)
+        self.prune()
+
+    def prune(self) -> None:
+        """The data root's empty directories gone (zoned.storage.prune), volumes/ too."""
+        from zoned.storage import prune
+
+        prune(self.data_root)
+
+
+def _names(cfg: dict, key: str) -> list[str]:
+    return [n for n in ((cfg.get("annotations") or {}).get(key) or "").split(",") if n]
+
+
+def make_for(cfg: dict, data_root: str) -> None:
+    """Make the volumes a container's config mounts that do not exist yet (podman makes a
+    named volume on first use)."""
+    if not _names(cfg, ANN_VOLUMES):
+        return
+    store = Volumes(data_root)
+    for name in _names(cfg, ANN_VOLUMES):
+        store.create(name, exist_ok=True)
+
+
+def remove_anonymous(annotations: dict, data_root: str) -> None:
+    """Remove the volumes made for one container alone (its --rm, or its create failed)."""
+    import shutil
+
+    store = Volumes(data_root)
+    for name in _names({"annotations": annotations}, ANN_ANONYMOUS):
+        shutil.rmtree(store.path(name), ignore_errors=True)
+    store.prune()
+

@@ -93,6 +93,7 @@ def _prepare(args, cid: str):
                       cap_drop=args.cap_drop, privileged=args.privileged,
                       labels=args.label, stop_signal=args.stop_signal,
                       stop_timeout=args.stop_timeout, volume_root=rt.store.root,
+                      volume_data=rt.store.data,
                       annotations=_memory_cgroup(args.memory_cgroup))
     if opts.publish and not opts.network:  # podman's: -p alone means the default network
         from zoned.network.definitions import DEFAULT_NETWORK

@@ -9,7 +9,7 @@ from zoned.cli.output import print_json, print_table
 
 def users(rt) -> dict[str, list[str]]:
     """volume name -> the containers whose config mounts it (running or not)."""
-    from zoned.oci.runflags import ANN_VOLUMES
+    from zoned.volumes import ANN_VOLUMES
 
     out: dict[str, list[str]] = {}
     for cid in rt.store.ids():
@@ -26,7 +26,7 @@ def cmd_volume(args) -> int:
     from zoned.volumes import Volumes
 
     rt = runtime(args)
-    vols = Volumes(rt.store.root)
+    vols = Volumes(rt.store.data)
     what = {"list": "ls", "remove": "rm"}.get(args.volume_cmd, args.volume_cmd)
     if what == "create":
         print(vols.create(args.name))

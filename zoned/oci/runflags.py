@@ -10,33 +10,38 @@ from zoned.errors import ConfigError
 
 ANN_STOP_TIMEOUT = "org.zoned.stopTimeout"  # seconds `zoned stop` waits without -t
 ANN_LABEL = "org.zoned.label."  # --label KEY=VALUE -> annotation org.zoned.label.KEY
-ANN_VOLUMES = "org.zoned.volumes"  # named volumes in use, comma-separated (volume rm)
 
 
 def user_mounts(volumes: list[str], mounts: list[str], tmpfs: list[str],
-                volume_root: str | None, parse_volume) -> tuple[list[dict], list[str]]:
+                volume_data: str, parse_volume) -> tuple[list[dict], list[str], list[str]]:
     """-v, --mount and --tmpfs as OCI mounts, parents before children (as podman:
-    `--tmpfs /x -v D:/x/y` keeps /x/y visible), and the named volumes used (made on first
-    use, in the data root of `volume_root`, default $ZONED_ROOT or /run/zoned)."""
-    from zoned.volumes import Volumes, is_name
+    `--tmpfs /x -v D:/x/y` keeps /x/y visible); the named volumes used, and of those the
+    anonymous ones (made for this container alone). Volumes live in the data root
+    `volume_data`; nothing is made here (zoned.volumes.make_for, at create)."""
+    from zoned.volumes import Volumes, check_name, is_name
 
-    store = Volumes(volume_root or os.environ.get("ZONED_ROOT") or "/run/zoned")
+    store = Volumes(volume_data)
     used: list[str] = []
+    anonymous: list[str] = []
 
     def volume_dir(name: str | None) -> str:
-        used.append(store.create(name, exist_ok=True))
-        return store.data(used[-1])
+        if name is None:
+            name = os.urandom(16).hex()
+            anonymous.append(name)
+        used.append(check_name(name))
+        return store.data(name)
 
     out = []
     for v in volumes:
         src, sep, rest = v.partition(":")
-        if sep and src and is_name(src):
+        named = bool(sep and src and is_name(src))
+        if named:
             v = f"{volume_dir(src)}:{rest}"
-        out.append(parse_volume(v))
+        out.append(parse_volume(v, must_exist=not named))
     out += [parse_mount(m, volume_dir) for m in mounts]
     out += [parse_tmpfs(t) for t in tmpfs]
     out.sort(key=lambda m: m["destination"].rstrip("/").count("/"))
-    return out, used
+    return out, used, anonymous
 
 
 def parse_tmpfs(value: str) -> dict:

@@ -151,10 +151,11 @@ class RunOptions:
         "add_host": list,
         "annotations": dict,
         # podman's run flags (zoned.oci.runflags); volume_root: the state root whose named
-        # volumes `-v NAME:/dir` uses (zoned.volumes; default $ZONED_ROOT or /run/zoned)
+        # volumes `-v NAME:/dir` uses (zoned.volumes; default $ZONED_ROOT or /run/zoned),
+        # volume_data: its data root, where the volumes are (default: volume_root's)
         "tmpfs": list, "mounts": list, "cap_add": list, "cap_drop": list,
         "privileged": False, "labels": list, "stop_signal": None, "stop_timeout": None,
-        "volume_root": None,
+        "volume_root": None, "volume_data": None,
     }
     __slots__ = tuple(FIELDS)
 
@@ -175,6 +176,15 @@ class RunOptions:
         return "RunOptions(" + ", ".join(f"{k}={getattr(self, k)!r}" for k in self.FIELDS
                                          if getattr(self, k) != self.FIELDS[k]
                                          and getattr(self, k) not in ([], {})) + ")"
+
+    def volumes_data_root(self) -> str:
+        """The data root whose volumes/ holds `-v NAME:/dir` (zoned.volumes)."""
+        if self.volume_data:
+            return self.volume_data
+        from zoned.storage import data_root, default_state_root
+
+        return data_root(self.volume_root or os.environ.get("ZONED_ROOT")
+                         or default_state_root())
 
     def to_config(self, *, image_rootfs: str | None = None, image_config: dict | None = None,
                   init_path: str | None = None) -> dict:
@@ -238,13 +248,16 @@ class RunOptions:
                 cfg["mounts"].append({"destination": d, "type": "tmpfs", "source": "tmpfs",
                                       "options": ["rw", "nosuid", "nodev", "mode=1777"]})
         if self.volumes or self.mounts or self.tmpfs:  # zoned.oci.runflags, zoned.volumes
-            from zoned.oci.runflags import ANN_VOLUMES, user_mounts
+            from zoned.oci.runflags import user_mounts
+            from zoned.volumes import ANN_ANONYMOUS, ANN_VOLUMES
 
-            mounts, volumes = user_mounts(self.volumes, self.mounts, self.tmpfs,
-                                          self.volume_root, parse_volume)
+            mounts, volumes, anonymous = user_mounts(self.volumes, self.mounts, self.tmpfs,
+                                                     self.volumes_data_root(), parse_volume)
             cfg["mounts"].extend(mounts)
-            if volumes:  # so that `volume rm` knows who uses them
+            if volumes:  # so that `volume rm` knows who uses them; made at create
                 cfg.setdefault("annotations", {})[ANN_VOLUMES] = ",".join(volumes)
+            if anonymous:  # removed with a container run with --rm
+                cfg["annotations"][ANN_ANONYMOUS] = ",".join(anonymous)
         if self.workdir and not self.rootfs:  # podman's rule for images; --rootfs: runc's
             from zoned.oci.runflags import check_workdir
 

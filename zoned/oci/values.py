@@ -137,8 +137,9 @@ def _read(root: str, rel: str) -> str:
         return f.read(1 << 20).decode("utf-8", "replace")
 
 
-def parse_volume(value: str) -> dict:
-    """'HOST:CTR[:ro|rw]' -> an OCI bind mount. The host path must exist."""
+def parse_volume(value: str, must_exist: bool = True) -> dict:
+    """'HOST:CTR[:ro|rw]' -> an OCI bind mount. The host path must exist (must_exist:
+    a named volume's is made at create, zoned.volumes.make_for)."""
     parts = value.split(":")
     if len(parts) not in (2, 3) or not parts[0] or not parts[1]:
         raise ConfigError(f"invalid volume {value!r}: expected HOST:CONTAINER[:ro]")
@@ -148,7 +149,7 @@ def parse_volume(value: str) -> dict:
         raise ConfigError(f"invalid volume {value!r}: mode must be ro or rw")
     if not os.path.isabs(src) or not os.path.isabs(dst):
         raise ConfigError(f"invalid volume {value!r}: both paths must be absolute")
-    if not os.path.exists(src):
+    if must_exist and not os.path.exists(src):
         raise ConfigError(f"volume source {src!r} does not exist")
     return {"destination": dst, "type": "bind", "source": os.path.realpath(src),
             "options": ["rbind", "rprivate", mode]}

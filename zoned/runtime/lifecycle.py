@@ -21,6 +21,8 @@ from zoned.runtime.steps import abandon, enter_cgroup, initial_state, host_root,
 from zoned.runtime.removal import release
 from zoned.runtime.store import Store
 from zoned.testhooks import hit, mark, pause
+from zoned.volumes import ANN_ANONYMOUS, ANN_VOLUMES, make_for as make_volumes, \
+    remove_anonymous
 
 # create and exec import the fork's machinery (zoned.child, cffi) and the spec's checks:
 # `state`, `start` and `delete` (podman's, thrice a container) ran ~3 ms slower with them.
@@ -152,6 +154,9 @@ class Runtime:
         log_path = logger = data = err_log = None
         spawn_fd = None
         try:
+            # The volumes it mounts, after every check (a refused run makes none).
+            if (cfg.get("annotations") or {}).get(ANN_VOLUMES):
+                make_volumes(cfg, self.store.data)
             lower = (cfg.get("annotations") or {}).get(specmod.ANN_LOWER)
             if data_dir:  # zoned.zones: kept across restarts (only the logger is undone)
                 os.makedirs(data_dir, 0o711, exist_ok=True)
@@ -350,6 +355,8 @@ class Runtime:
             abandon(self.store, cid, cgroup=cgroup, network=network,
                     data=None if data_dir else data,
                     logger=logger.describe() if logger is not None else None)
+            if (cfg.get("annotations") or {}).get(ANN_ANONYMOUS):
+                remove_anonymous(cfg["annotations"], self.store.data)
             raise
         finally:
             for fd in log_fds:

@@ -9,6 +9,7 @@ from zoned.runtime.cgroup_paths import default_cgroups_path
 from zoned.runtime.steps import leave_shared_memory
 from zoned.runtime.store import Store
 from zoned.testhooks import hit
+from zoned.volumes import ANN_ANONYMOUS, remove_anonymous
 
 
 def release(store: Store, cid: str, st: dict) -> None:
@@ -56,4 +57,6 @@ def release(store: Store, cid: str, st: dict) -> None:
         from zoned.storage import remove_zone_dir
 
         remove_zone_dir(data)
+    if z.get("autoremove") and (st.get("annotations") or {}).get(ANN_ANONYMOUS):
+        remove_anonymous(st["annotations"], store.data)  # --rm: its anonymous volumes too
     store.remove(cid)

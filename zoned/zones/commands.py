@@ -24,7 +24,8 @@ def define(rt, path: str, images: str | None = None) -> Zone:
     from zoned.zones.zonefile import parse, write_text
 
     zone = load(path)
-    oci_config(zone, images)
+    oci_config(zone, images, (rt.store.root, rt.store.data))
+    stop_signal(zone)  # checked now, not when a shutdown needs it
     text = zone.text
     if "uuid" not in zone.data:
         zone.data["uuid"] = str(uuid.uuid4())
@@ -92,14 +93,14 @@ def _request(rt, name: str, what: str) -> None:
 
 
 def stop_signal(zone: Zone) -> int:
+    """The zone file's stop_signal (a name or a number, as `zoned run --stop-signal`)."""
+    from zoned.oci.runflags import check_signal
+
     value = zone.get("stop_signal", "SIGTERM")
-    if isinstance(value, int):
-        return value
-    name = value.upper()
     try:
-        return int(signal.Signals[name if name.startswith("SIG") else "SIG" + name])
-    except (KeyError, ValueError):
-        raise zone.error("stop_signal", f"{value!r} is not a signal") from None
+        return check_signal(str(value), "stop_signal")
+    except ConfigError as e:
+        raise zone.error("stop_signal", str(e)) from None
 
 
 def shutdown(rt, name: str, timeout: float | None = None) -> None:

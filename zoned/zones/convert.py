@@ -16,7 +16,8 @@ FLAG_KEYS = {"--memory": "maxmem", "--cpus": "vcpus", "--cpuset-cpus": "cpus",
              "--mac": "vif[0].mac", "-p": "vif", "--publish": "vif", "--network": "vif",
              "-v": "volumes", "--volume": "volumes", "-e": "env", "--env": "env",
              "--user": "user", "-u": "user", "--dns": "dns", "--image": "image",
-             "working directory": "workdir", "no command given": "command"}
+             "working directory": "workdir", "no command given": "command",
+             "invalid volume": "volumes", "volume source": "volumes"}
 
 
 def mib(value) -> str:
@@ -58,11 +59,15 @@ def run_options(zone: Zone) -> RunOptions:
         dns=[str(x) for x in d.get("dns") or []], annotations=annotations)
 
 
-def oci_config(zone: Zone, images_root: str | None = None) -> tuple[RunOptions, dict]:
-    """The zone's RunOptions and OCI config; a problem names the zone file's key."""
+def oci_config(zone: Zone, images_root: str | None = None,
+               roots: tuple[str, str] | None = None) -> tuple[RunOptions, dict]:
+    """The zone's RunOptions and OCI config; a problem names the zone file's key.
+    roots: the runtime's state and data roots (its named volumes are in the latter)."""
     from zoned import api
 
     opts = run_options(zone)
+    if roots is not None:
+        opts.volume_root, opts.volume_data = roots
     try:
         if zone.get("backend") == "vm":
             from zoned.backends.vm import check_options
@@ -96,12 +101,33 @@ def keyed(zone: Zone, e: ZonedError) -> ZonedError:
     """`zoned run`'s error for a flag, as the zone file's key that set it."""
     text = str(e)
     for flag, key in FLAG_KEYS.items():
-        if flag in text:
+        if _word_at(text, flag):
             if key == "maxmem" and "maxmem" not in zone.data:
                 key = "memory"
             if flag.startswith("-"):  # say it in the file's words
-                text = text.replace(f"invalid {flag} ", "invalid value ").replace(flag, key)
+                text = _replace_words(text.replace(f"invalid {flag} ", "invalid value "),
+                                      flag, key)
             return zone.error(key, text)
     if "image" in text.lower():
         return zone.error("image", text)
     return ConfigError(f"{zone.path}: {text}") if isinstance(e, ConfigError) else e
+
+
+def _word_at(text: str, phrase: str) -> list[int]:
+    """Where the error `text` names `phrase` as a word: a flag such as -e or -v, not the
+    same letters inside a path the user wrote ("/tmp/audit-exec")."""
+    found, at = [], text.find(phrase)
+    while at >= 0:
+        before = text[at - 1] if at else " "
+        end = at + len(phrase)
+        after = text[end] if end < len(text) else " "
+        if before in " '\"(" and after in " '\"=:),":
+            found.append(at)
+        at = text.find(phrase, at + 1)
+    return found
+
+
+def _replace_words(text: str, phrase: str, by: str) -> str:
+    for at in reversed(_word_at(text, phrase)):
+        text = text[:at] + by + text[at + len(phrase):]
+    return text

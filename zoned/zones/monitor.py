@@ -108,7 +108,7 @@ def _boot(root: str, data: str, name: str, images: str | None) -> tuple[int, int
     data_dir = None
     if os.path.exists(zone_path(name)):
         zone = load(zone_path(name))
-        opts, cfg = oci_config(zone, images)
+        opts, cfg = oci_config(zone, images, (root, data))
         data_dir = record.data_dir(data, name)  # a defined zone's layer outlives boots
     else:
         from zoned.zones.transient import load as load_transient
