@@ -91,6 +91,10 @@ SLEEPER = "image: busybox\ncommand: sleep 1000\nmemory: 64\n"
     ("name: zmg bad\nimage: busybox\n", "name", 1),
     ("name: zmgbad\nimage: [busybox\n", None, 2),
     ("name: zmgbad\nimage: busybox\nstop_signal: 99999\n", "stop_signal", 3),
+    ("name: zmgbad\nimage: busybox\nvif:\n  - network: ../../x\n", "vif", None),
+    ("name: zmgbad\nimage: busybox\nvif:\n  - network: zoned0\n    ports: [abc]\n",
+     "vif", None),
+    ("name: zmgbad\nimage: busybox\npids: 100000000000000000000000\n", "pids", 3),
     ("name: zmgbad\nimage: busybox\nvolumes: ['/tmp/a-e-v/x:relative']\n", "volumes", 3),
 ])
 def test_invalid_zone_file_is_one_line_naming_file_line_and_key(cli, zones, text, key,
@@ -100,7 +104,8 @@ def test_invalid_zone_file_is_one_line_naming_file_line_and_key(cli, zones, text
     assert p.returncode == 125, p.stderr
     lines = p.stderr.strip().splitlines()
     assert len(lines) == 1, p.stderr
-    assert lines[0].startswith(f"zoned: {path}:{line}: "), lines[0]
+    assert lines[0].startswith(f"zoned: {path}:{line}: " if line else f"zoned: {path}:"), \
+        lines[0]
     if key:
         assert f": {key}: " in lines[0], lines[0]
     if key == "volumes":  # the path as written: -e and -v inside it are not flags

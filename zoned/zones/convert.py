@@ -17,7 +17,9 @@ FLAG_KEYS = {"--memory": "maxmem", "--cpus": "vcpus", "--cpuset-cpus": "cpus",
              "-v": "volumes", "--volume": "volumes", "-e": "env", "--env": "env",
              "--user": "user", "-u": "user", "--dns": "dns", "--image": "image",
              "working directory": "workdir", "no command given": "command",
-             "invalid volume": "volumes", "volume source": "volumes"}
+             "invalid volume": "volumes", "volume source": "volumes",
+             "invalid network name": "vif", "linux.resources.pids.limit": "pids",
+             "linux.resources.memory.limit": "memory"}
 
 
 def mib(value) -> str:
@@ -74,11 +76,29 @@ def oci_config(zone: Zone, images_root: str | None = None,
 
             check_options(opts)
         cfg = api.build_config(opts, images_root)
+        _check_as_start_would(opts, cfg)
     except ZonedError as e:
         raise keyed(zone, e) from None
     if zone.get("capabilities"):
         add_capabilities(zone, cfg)
     return opts, cfg
+
+
+def _check_as_start_would(opts: RunOptions, cfg: dict) -> None:
+    """What a start checks that building the config does not: the config's field bounds
+    (zoned.oci.spec.validate) and the networks' names and ports, so that `define` refuses
+    a file no start could run."""
+    from zoned.oci.spec import validate
+
+    validate(cfg)
+    if opts.network and opts.network != ["none"]:
+        from zoned.network.attach import request_from_options
+        from zoned.network.definitions import check_name
+
+        request_from_options(opts)
+        for name in opts.network:
+            if name != "host" and not name.startswith("container:"):
+                check_name(name)
 
 
 def add_capabilities(zone: Zone, cfg: dict) -> None:
