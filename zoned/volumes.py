@@ -124,6 +124,10 @@ def remove_anonymous(annotations: dict, data_root: str) -> None:
 
     store = Volumes(data_root)
     for name in _names({"annotations": annotations}, ANN_ANONYMOUS):
-        shutil.rmtree(store.path(name), ignore_errors=True)
+        try:
+            path = store.path(name)
+        except ConfigError:  # not a name zoned gives (a config's own annotation): skipped,
+            continue  # a removal never fails on it
+        shutil.rmtree(path, ignore_errors=True)
     store.prune()
 

@@ -18,9 +18,9 @@ with zoned.images.unpack.Unpacker, as an image layer: each write relative to a d
 fd opened without following symlinks, files made O_EXCL|O_NOFOLLOW (a symlink or a FIFO
 in the way is replaced, never written through or opened), no absolute names, `..` or
 device nodes, hard links inside the destination only, no directory replaced by a file.
-What comes out of a zone onto the host keeps no setuid, setgid or sticky bit and no xattr. Symlinks are copied as they are
-(docker and podman do the same): a link out of the destination is a link, never followed
-by the copy."""
+What comes out of a zone onto the host keeps no setuid, setgid or sticky bit and no xattr.
+Symlinks are copied as they are (docker and podman do the same): a link out of the
+destination is a link, never followed by the copy."""
 from __future__ import annotations
 
 import os
