@@ -227,6 +227,19 @@ def test_relative_bind_source_is_the_bundles_whatever_the_callers_cwd(cli, bundl
         assert r.stdout == zoned.stdout, r.stderr
 
 
+def test_a_bundle_cannot_set_zoneds_own_annotations(cli, bundle, tmp_path):
+    """org.zoned.rootfs.lower names the overlay's lower dir, a host path zoned's own front
+    ends set: from a bundle, = / would make the host's root the container's (found by
+    session 20's audit). Refused, one line, nothing made; runc runs the bundle's rootfs."""
+    canary = tmp_path / "canary"
+    canary.write_text("host secret\n")
+    for key, value in (("org.zoned.rootfs.lower", "/"), ("org.zoned.volumes.anonymous", "x")):
+        bundle(["cat", str(canary)], annotations={key: value})
+        p = oci_run(cli, bundle.path, cid="ann1")
+        assert p.returncode == 125 and key in p.stderr and "host secret" not in p.stdout, p
+        assert cli("ps", "-aq").stdout == ""
+
+
 def test_devices(cli, bundle):
     bundle(["sh", "-c", "ls -l /dev/mynull | cut -c1; echo x > /dev/mynull && echo ok; "
             "head -c1 /dev/mem 2>&1 | grep -c 'No such'"],

@@ -29,9 +29,10 @@ def load_bundle(args):
         raise ConfigError(f"no config.json in bundle {bundle!r}") from None
     except jsonc.JSONDecodeError as e:
         raise ConfigError(f"config.json in {bundle!r} is not valid JSON: {e}") from None
-    from zoned.oci.spec import bundle_paths, validate
+    from zoned.oci.spec import bundle_paths, refuse_zoned_annotations, validate
 
     validate(cfg)  # before anything reads it (here: --systemd-cgroup, the terminal check)
+    refuse_zoned_annotations(cfg)
     bundle_paths(cfg, bundle)
     interruptible()
     rt = runtime(args)

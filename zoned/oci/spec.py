@@ -350,6 +350,19 @@ def resources_from_flags(*, base: dict | None = None, memory: str | int | None =
     return res
 
 
+def refuse_zoned_annotations(cfg: dict) -> None:
+    """The annotations zoned sets itself to carry what its own front ends decided (the
+    overlay's lower dir: a host path; the volumes a zone owns) are not a bundle's to set:
+    org.zoned.rootfs.lower = / would make the host's root the container's. The ones
+    documented for users (org.zoned.backend, org.zoned.memory-cgroup, labels) stay."""
+    from zoned.volumes import ANN_ANONYMOUS, ANN_VOLUMES
+
+    for key in (ANN_LOWER, ANN_VOLUMES, ANN_ANONYMOUS):
+        if key in (cfg.get("annotations") or {}):
+            raise ConfigError(f"config.json: annotations: {key} is zoned's own; a bundle "
+                              "cannot set it")
+
+
 def bundle_paths(cfg: dict, bundle: str) -> None:
     """A bind mount's relative source names a path in the bundle, as runc reads it (runc
     works in the bundle's directory): made absolute here, once, so that nothing later
