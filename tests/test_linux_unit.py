@@ -353,3 +353,26 @@ def test_a_failed_prepared_state_leaves_no_temp_file(tmp_path):
     assert e.value.errno == errno.EFBIG
     assert os.listdir(tmp_path / "c1") == ["state.json"]
     assert store.read_state("c1")["status"] == "creating"
+
+
+def test_the_pid_file_is_never_written_through_what_is_planted_at_its_temp_name(tmp_path):
+    """--pid-file's temp name is predictable (PATH.PID.tmp): a symlink planted there made
+    zoned write the pid through it (session 20's audit), a FIFO made it wait for ever.
+    Refused, the link's target untouched; without one the file is written."""
+    from zoned.errors import ConfigError
+    from zoned.runtime.handoff import write_pid_file
+
+    canary = tmp_path / "canary"
+    canary.write_text("host\n")
+    pid_file = tmp_path / "pid"
+    (tmp_path / f"pid.{os.getpid()}.tmp").symlink_to(canary)
+    with pytest.raises(ConfigError, match="--pid-file"):
+        write_pid_file(str(pid_file), 1234)
+    assert canary.read_text() == "host\n" and not pid_file.exists()
+    (tmp_path / f"pid.{os.getpid()}.tmp").unlink()
+    os.mkfifo(tmp_path / f"pid.{os.getpid()}.tmp")
+    with pytest.raises(ConfigError, match="--pid-file"):
+        write_pid_file(str(pid_file), 1234)
+    (tmp_path / f"pid.{os.getpid()}.tmp").unlink()
+    write_pid_file(str(pid_file), 1234)
+    assert pid_file.read_text() == "1234"

@@ -486,3 +486,35 @@ def test_a_leaving_zone_is_locked_by_its_bridge_ports_unless_a_link_is_routed():
     for mode in ("bridge", "nat"):
         with pytest.raises(ZonedError, match="zhnotthere0 is gone"):
             LinkLock.for_zone(_attached(mode, "zb0"))
+
+
+@pytest.mark.parametrize("name", ["web.leases", "web.hosts", "web.lock", "web.json",
+                                  "web\n", "web\nx"])
+def test_network_names_that_would_take_another_networks_file_are_refused(name):
+    """NAME.leases.json is network NAME's lease file: a network named NAME.leases had it
+    as its settings file (session 20's audit: duplicate addresses, a bridge removed under
+    a running zone). A trailing newline passed `$` too."""
+    from zoned.network.definitions import check_name
+
+    with pytest.raises(ConfigError, match="invalid network name"):
+        check_name(name)
+
+
+@pytest.mark.parametrize("value", ["fe80::1%x\nnameserver 10.0.0.9", "fe80::1%eth0"])
+def test_dns_and_add_host_addresses_with_a_scope_are_refused(value):
+    """An IPv6 scope id is any text, newlines too, and comes back in str(address): it
+    would add lines to the zone's resolv.conf or hosts."""
+    from zoned.network.names import check_dns, parse_add_host
+
+    with pytest.raises(ConfigError, match="scope"):
+        check_dns(value)
+    with pytest.raises(ConfigError, match="scope"):
+        parse_add_host(f"db:{value}")
+
+
+def test_a_mac_with_a_trailing_newline_is_refused():
+    from zoned.network.attach import request_from_options
+    from zoned.oci.spec import RunOptions
+
+    with pytest.raises(ConfigError, match="invalid --mac"):
+        request_from_options(RunOptions(network=["zoned0"], mac="02:00:00:00:00:09\n"))

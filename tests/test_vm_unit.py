@@ -256,3 +256,46 @@ def test_launch_refuses_a_bad_spec_before_making_anything(tmp_path):
     with pytest.raises(ConfigError, match="invalid memory 64 MiB"):
         launch(MachineSpec(image="busybox", argv=["true"], memory_mib=64), str(tmp_path / "vm"))
     assert not (tmp_path / "vm").exists()
+
+
+def _ctl(tmp_path, data: bytes) -> str:
+    vmdir = tmp_path / "vm"
+    vmdir.mkdir(exist_ok=True)
+    open(VMPaths(str(vmdir)).ctl, "wb").write(data)
+    return str(vmdir)
+
+
+@pytest.mark.parametrize("line,code", [
+    (b"exit 3", 3), (b"exit 255", 255), (b"exit 256", None), (b"exit notanumber", None),
+    (b"exit 99999999999999999999", None), (b"exit -1", None), (b"exit \xd9\xa3", None),
+])
+def test_a_guests_exit_line_is_a_status_only_from_0_to_255(tmp_path, line, code):
+    """A guest that takes its ctl port over (found by session 20's audit) writes what it
+    likes there: anything but `exit N` with N in 0..255 is no status, never an error of
+    `ps` or `inspect` for every zone of the root, nor a status that wraps (256 -> 0)."""
+    from zoned.vm.machine import exit_status
+
+    assert exit_status(_ctl(tmp_path, b"ready\n" + line + b"\n")) == code
+
+
+def test_a_flooded_ctl_port_is_read_at_its_ends(tmp_path):
+    from zoned.vm.machine import CTL_HEAD, CTL_TAIL, read_ctl
+
+    flood = b"A" * (CTL_HEAD + CTL_TAIL) * 4
+    lines = read_ctl(_ctl(tmp_path, b"ready\n" + flood + b"\nexit 7\n"))
+    assert lines[0] == "ready" and lines[-1] == "exit 7"
+    assert sum(map(len, lines)) <= CTL_HEAD + CTL_TAIL
+
+
+@pytest.mark.parametrize("body,what", [(b"abc", "pid"), (b"-1", "exit status"),
+                                       (b"256", "exit status"), (b"\xff", "pid")])
+def test_a_guests_numbers_are_checked(body, what):
+    from zoned.vm.agent import guest_number
+
+    with pytest.raises(ZonedError, match=f"the guest sent {what}"):
+        guest_number(body, what, 255 if what == "exit status" else 1 << 22)
+
+
+def test_a_frame_kind_that_is_not_ascii_is_still_a_frame():
+    buf = bytearray(b"\xff\x00\x00\x00\x00")
+    assert decode_frames(buf) == [("\xff", b"")]

@@ -37,8 +37,8 @@ _KEYS = ("tool", "suite", "variant", "components", "packages", "path_exclude", "
          "mirror")
 _VARIANTS = ("extract", "custom", "essential", "apt", "required", "minbase", "buildd",
              "important", "debootstrap", "standard")
-_PKG_RE = re.compile(r"^[a-z0-9][a-z0-9+.-]+(:[a-z0-9-]+)?$")
-_WORD_RE = re.compile(r"^[a-z0-9][a-z0-9_.-]*$")
+_PKG_RE = re.compile(r"^[a-z0-9][a-z0-9+.-]+(:[a-z0-9-]+)?\Z")
+_WORD_RE = re.compile(r"^[a-z0-9][a-z0-9_.-]*\Z")
 # apt's ways of saying the network or the archive cannot be reached
 _UNREACHABLE = ("Failed to fetch", "Could not resolve", "Temporary failure resolving",
                 "Could not connect", "Unable to connect", "Connection timed out",

@@ -35,7 +35,7 @@ from zoned.images.errors import ImageError, valid_name
 from zoned.images.unpack import Limits, Unpacker
 
 DEFAULT_PATH = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-_DIGEST_RE = re.compile(r"^sha256:[0-9a-f]{64}$")
+_DIGEST_RE = re.compile(r"^sha256:[0-9a-f]{64}\Z")
 _MAX_JSON = 16 << 20  # manifests and configs are kilobytes; refuse to load a "JSON bomb"
 _GOARCH = {"x86_64": "amd64", "aarch64": "arm64", "armv7l": "arm", "ppc64le": "ppc64le",
            "s390x": "s390x", "riscv64": "riscv64", "i686": "386"}

@@ -61,8 +61,8 @@ APT_ARCHIVES = "/var/cache/apt/archives"  # reused read-only when the .deb is al
 DEFAULT_PATH = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 BUSYBOX_LINK_DIRS = ("bin", "sbin", "usr/bin", "usr/sbin")
 
-_MODE_RE = re.compile(r"^[0-7]{3,4}$")
-_OWNER_RE = re.compile(r"^\d+:\d+$")
+_MODE_RE = re.compile(r"^[0-7]{3,4}\Z")
+_OWNER_RE = re.compile(r"^\d+:\d+\Z")
 _RECIPE_KEYS = ("name", "description", "bootstrap", "debs", "busybox_links", "dirs", "files", "symlinks", "config")
 _CONFIG_KEYS = ("cmd", "env", "workdir", "user", "hostname")
 

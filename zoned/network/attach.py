@@ -33,7 +33,7 @@ from zoned.network import names as namecheck
 from zoned.network.model import Attachment, Network, NetworkRequest, NetworkState, PortMapping
 from zoned.network.ports import check_publish_twice, parse_publish
 
-_MAC_RE = re.compile(r"^[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}$")
+_MAC_RE = re.compile(r"^[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}\Z")
 
 
 class ZoneLookup(Protocol):

@@ -33,8 +33,11 @@ MODES = ("nat", "bridge", "routed")
 # carved into /24s; ZONED_SUBNET_POOL overrides. Not 10.88.0.0/16: podman's default CNI
 # network (cni-podman0) takes all of it on any host that runs podman.
 DEFAULT_POOL = "10.99.0.0/16"
-_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
-_IFNAME_RE = re.compile(r"^[A-Za-z0-9_.-]{1,15}$")
+_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")  # fullmatch: no trailing \n
+_IFNAME_RE = re.compile(r"[A-Za-z0-9_.-]{1,15}")
+# A network's files share one directory: NAME.json, NAME.leases.json, NAME.hosts,
+# NAME.lock. A name ending like one of those would take another network's file.
+_RESERVED_ENDINGS = (".leases", ".hosts", ".lock", ".json")
 # Ranges no zone network may use (issue 10, item 9): packets there are never forwarded
 # like unicast, or mean "this host" or "every host".
 _SPECIAL_RANGES = [(ipaddress.IPv4Network(n), what) for n, what in (
@@ -77,7 +80,8 @@ def host_ifname(root: str, cid: str, index: int) -> str:
 
 
 def check_name(name: str) -> str:
-    if name in ("none", "host") or not _NAME_RE.match(name or ""):
+    if name in ("none", "host") or not _NAME_RE.fullmatch(name or "") or \
+            name.endswith(_RESERVED_ENDINGS):
         raise ConfigError(f"invalid network name {name!r}: use letters, digits and _.- "
                           "(at most 64, starting with a letter or digit; not none or host)")
     return name
@@ -166,7 +170,7 @@ def create(root: str, name: str, *, subnet: str | None = None, gateway: str | No
     if mtu is not None and not 68 <= int(mtu) <= 65535:
         raise ConfigError(f"invalid --mtu {mtu}: 68..65535")
     key = bridge or default_bridge(root, name)
-    if not _IFNAME_RE.match(key):
+    if not _IFNAME_RE.fullmatch(key):
         raise ConfigError(f"invalid bridge name {key!r}: at most 15 letters, digits and _.-")
     real = os.path.realpath(root)
     with root_lock(root):

@@ -19,9 +19,12 @@ def check_dns(value: object) -> str:
     """A --dns server: an IPv4 or IPv6 address, nothing else (it becomes a resolv.conf
     `nameserver` line)."""
     try:
-        return str(ipaddress.ip_address(str(value).strip() if isinstance(value, str) else value))
+        addr = ipaddress.ip_address(str(value).strip() if isinstance(value, str) else value)
     except ValueError:
         raise ConfigError(f"invalid --dns {show(value)}: expected an IP address") from None
+    if getattr(addr, "scope_id", None) is not None:  # fe80::1%<anything, newlines too>
+        raise ConfigError(f"invalid --dns {show(value)}: an address with a scope (%...)")
+    return str(addr)
 
 
 def parse_add_host(item: object) -> tuple[list[str], str]:
@@ -47,6 +50,8 @@ def parse_add_host(item: object) -> tuple[list[str], str]:
     except ValueError:
         raise ConfigError(f"invalid --add-host {show(item)}: {show(ip)} is not an IP "
                           f"address (or {HOST_GATEWAY})") from None
+    if getattr(addr, "scope_id", None) is not None:  # its text would go into /etc/hosts
+        raise ConfigError(f"invalid --add-host {show(item)}: an address with a scope (%...)")
     return hosts, str(addr)
 
 

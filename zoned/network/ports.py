@@ -23,7 +23,7 @@ from zoned.errors import ConfigError
 from zoned.oci.hostname import show
 from zoned.network.model import PortMapping
 
-_PORT_RE = re.compile(r"^(?:([0-9.]+):)?(\d{1,5}):(\d{1,5})(?:/(tcp|udp))?$")
+_PORT_RE = re.compile(r"^(?:([0-9.]+):)?(\d{1,5}):(\d{1,5})(?:/(tcp|udp))?\Z")
 
 
 def parse_publish(value: str) -> PortMapping:

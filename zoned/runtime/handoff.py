@@ -228,9 +228,20 @@ def handshake(chan: Channel, on_namespaces: Callable[[int], None] | None, pid: i
 
 
 def write_pid_file(path: str, pid: int) -> None:
+    """--pid-file: written to a temp file made anew (O_EXCL, O_NOFOLLOW: a symlink or a
+    FIFO planted at its name is refused, never written through or waited on), then
+    renamed over `path`, as runc writes it."""
     tmp = f"{path}.{os.getpid()}.tmp"
-    with open(tmp, "w") as f:
-        f.write(str(pid))
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+                     0o644)
+    except FileExistsError:
+        raise ConfigError(f"--pid-file {path!r}: {tmp} exists (not zoned's to replace)") \
+            from None
+    try:
+        os.write(fd, str(pid).encode())
+    finally:
+        os.close(fd)
     os.replace(tmp, path)
 
 

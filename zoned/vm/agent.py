@@ -40,7 +40,7 @@ def decode_frames(buf: bytearray) -> list[tuple[str, bytes]]:
             raise ZonedError(f"agent: frame of {n} bytes from the guest")
         if len(buf) < _HDR.size + n:
             break
-        frames.append((kind.decode(), bytes(buf[_HDR.size:_HDR.size + n])))
+        frames.append((kind.decode("latin-1"), bytes(buf[_HDR.size:_HDR.size + n])))
         del buf[:_HDR.size + n]
     return frames
 
@@ -154,13 +154,13 @@ class Agent:
                     if kind == "P":
                         started = True
                         if on_started is not None:
-                            on_started(int(body))
+                            on_started(guest_number(body, "pid", 1 << 22))
                     elif kind == "o" and fout is not None:
                         _write_all(fout, body)
                     elif kind == "e" and ferr is not None:
                         _write_all(ferr, body)
                     elif kind == "x":
-                        return int(body)
+                        return guest_number(body, "exit status", 255)
                     elif kind == "!":
                         raise ExecError(f"VM exec: {body.decode(errors='replace')}")
 
@@ -172,3 +172,13 @@ def _write_all(fd: int, data: bytes) -> None:
 
 
 __all__ = ["Agent", "decode_frames", "encode_frame", "decode_records"]
+
+
+def guest_number(body: bytes, what: str, top: int) -> int:
+    """A number the guest sends (a pid, an exit status), checked: from 0 to `top`, else
+    one line (the guest is not trusted to send what zoned's vminit would)."""
+    text = body.decode("latin-1")
+    if not (text.isdecimal() and text.isascii() and len(text) <= 8 and int(text) <= top):
+        raise ZonedError(f"agent: the guest sent {what} {text[:20]!r}")
+    return int(text)
+

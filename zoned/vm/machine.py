@@ -210,21 +210,35 @@ def _pdeathsig() -> None:
     prctl.set_pdeathsig(signal.SIGKILL)
 
 
+CTL_HEAD, CTL_TAIL = 4 << 10, 60 << 10  # what read_ctl reads of a ctl file grown larger
+
+
 def read_ctl(vmdir: str) -> list[str]:
-    """The lines the guest init wrote to its ctl port: "ready", "exit N", "error MSG"."""
+    """The lines the guest init wrote to its ctl port: "ready", "exit N", "error MSG". A
+    guest that takes the port over can write it without end: only its first and last
+    lines are read then (where "ready" and "exit N" are), not all of it at every ps."""
     try:
-        with open(VMPaths(vmdir).ctl, errors="replace") as f:
-            return f.read().splitlines()
+        with open(VMPaths(vmdir).ctl, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            if size <= CTL_HEAD + CTL_TAIL:
+                data = f.read()
+            else:
+                head = f.read(CTL_HEAD).rpartition(b"\n")[0]
+                f.seek(size - CTL_TAIL)
+                data = head + b"\n" + f.read().partition(b"\n")[2]
     except FileNotFoundError:
         return []
+    return data.decode(errors="replace").splitlines()
 
 
 def exit_status(vmdir: str) -> int | None:
     """The main process's exit code (128+n if killed by signal n) once the guest has
     reported it; None while it runs, or if the guest died without saying (crash, kill)."""
     for line in reversed(read_ctl(vmdir)):
-        if line.startswith("exit "):
-            return int(line.split()[1])
+        if line.startswith("exit "):  # the guest's own words: anything else is no status
+            code = line[5:]
+            return int(code) if code.isascii() and code.isdecimal() and len(code) <= 3 \
+                and int(code) <= 255 else None
     return None
 
 

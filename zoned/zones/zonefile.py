@@ -12,8 +12,8 @@ DEFAULT_ZONE_DIR = "/etc/zoned/zones"
 ACTIONS = ("destroy", "restart", "preserve")
 # xm's defaults: a guest that powers off is gone, one that reboots or crashes comes back
 DEFAULT_ACTIONS = {"on_poweroff": "destroy", "on_reboot": "restart", "on_crash": "restart"}
-RESTART_RE = re.compile(r"^(no|always|on-failure(:[1-9][0-9]*)?)$")
-UUID_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
+RESTART_RE = re.compile(r"^(no|always|on-failure(:[1-9][0-9]*)?)\Z")
+UUID_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\Z")
 
 # key -> (accepted types, description); nested vif keys are checked in _check_vif
 KEYS: dict[str, tuple[tuple[type, ...], str]] = {
