@@ -240,6 +240,18 @@ def test_a_bundle_cannot_set_zoneds_own_annotations(cli, bundle, tmp_path):
         assert cli("ps", "-aq").stdout == ""
 
 
+def test_exec_in_a_container_with_an_oom_score_adj(cli, bundle):
+    """process.oomScoreAdj (kubelet sets it on every pod container, and CRI's exec copies
+    the process): exec used to fail, writing /proc/self of a pid namespace it is not in
+    (session 20's audit). The exec'd process gets the score, as the init does."""
+    bundle(["sleep", "100"], **{"process.oomScoreAdj": 500})
+    cli("create", "--bundle", str(bundle.path), "oom1", check=True, files=True)
+    cli("start", "oom1", check=True)
+    p = cli("exec", "oom1", "--", "cat", "/proc/self/oom_score_adj")
+    assert (p.returncode, p.stdout) == (0, "500\n"), p.stderr
+    cli("delete", "-f", "oom1", check=True)
+
+
 def test_devices(cli, bundle):
     bundle(["sh", "-c", "ls -l /dev/mynull | cut -c1; echo x > /dev/mynull && echo ok; "
             "head -c1 /dev/mem 2>&1 | grep -c 'No such'"],

@@ -463,6 +463,8 @@ def _child(plan: Plan) -> None:
         if "cgroup" in new_ns and plan.rootfs is not None:
             sc.unshare(sc.CLONE_NEWCGROUP)
 
+    if plan.rootfs is None:  # exec: once in the zone's mounts, /proc/self is not ours (we
+        security.apply_oom_score_adj(proc)  # stay outside its pid namespace); inherited
     for ns in JOIN_ORDER:
         if ns in plan.join_fds:
             sc.setns(plan.join_fds[ns], NS_FLAGS[ns])
@@ -526,7 +528,8 @@ def _child(plan: Plan) -> None:
 
     security.apply_personality(linux)
     security.apply_rlimits(proc)
-    security.apply_oom_score_adj(proc)
+    if plan.rootfs is not None:  # (exec: set before it joined the zone's mounts)
+        security.apply_oom_score_adj(proc)
     env = list(proc.get("env") or [])
     path = "" if plan.late_process else lookup_path(proc["args"][0], env)  # (at start)
     bpf = plan.bpf
