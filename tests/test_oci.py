@@ -252,6 +252,18 @@ def test_exec_in_a_container_with_an_oom_score_adj(cli, bundle):
     cli("delete", "-f", "oom1", check=True)
 
 
+def test_a_console_socket_nobody_listens_on_makes_no_container(cli, bundle, tmp_path):
+    """runc dials --console-socket first; zoned made the container, then failed to send
+    its pty and left it created, with its pid file (session 20's audit). One line naming
+    the flag, nothing left."""
+    bundle(["sleep", "100"], **{"process.terminal": True})
+    pid_file = tmp_path / "pid"
+    p = cli("create", "--bundle", str(bundle.path), "--console-socket",
+            str(tmp_path / "nobody"), "--pid-file", str(pid_file), "tty1", files=True)
+    assert p.returncode == 125 and "--console-socket" in p.stderr, p.stderr
+    assert cli("ps", "-aq").stdout == "" and not pid_file.exists()
+
+
 def test_devices(cli, bundle):
     bundle(["sh", "-c", "ls -l /dev/mynull | cut -c1; echo x > /dev/mynull && echo ok; "
             "head -c1 /dev/mem 2>&1 | grep -c 'No such'"],

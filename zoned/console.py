@@ -389,7 +389,7 @@ class _Proxy:
 # OCI console socket (runc's utils.SendFd / RecvFd)
 
 
-def _connect_unix(sock_path: str) -> socket.socket:
+def connect_unix(sock_path: str) -> socket.socket:
     """Connect to a unix socket, even past sun_path's 108-byte limit."""
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
     try:
@@ -445,7 +445,7 @@ def send_fd(sock_path: str | socket.socket, fd: int, *, name: str | None = None)
     if isinstance(sock_path, socket.socket):
         socket.send_fds(sock_path, [payload], [fd])
         return
-    with _connect_unix(sock_path) as sock:
+    with connect_unix(sock_path) as sock:
         socket.send_fds(sock, [payload], [fd])
 
 

@@ -2,6 +2,7 @@
 events, update, features."""
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 
@@ -53,15 +54,45 @@ def create_bundle(args, rt, cfg: dict, bundle: str, backend: str) -> None:
     """OCI create of a loaded bundle: its init waits for `start` (the exec fifo)."""
     if backend == "vm":
         return _create_vm(rt, args, cfg, bundle)
-    started = rt.create(args.id, cfg, bundle=bundle, pid_file=args.pid_file,
-                        preserve_fds=args.preserve_fds, no_pivot=args.no_pivot)
+    sock = None
+    if (cfg.get("process") or {}).get("terminal"):  # connected first, as runc dials it:
+        sock = _console_socket(args.console_socket)  # a bad one makes no container
+    try:
+        started = rt.create(args.id, cfg, bundle=bundle, pid_file=args.pid_file,
+                            preserve_fds=args.preserve_fds, no_pivot=args.no_pivot)
+    except BaseException:
+        if sock is not None:
+            sock.close()
+        raise
     if started.master is not None:
         from zoned.console import send_fd
 
         try:
-            send_fd(args.console_socket, started.master)
+            send_fd(sock, started.master)
+        except OSError as e:  # the peer went away: the container goes too
+            rt.delete(args.id, force=True)
+            if args.pid_file:
+                with contextlib.suppress(OSError):
+                    os.unlink(args.pid_file)
+            raise _console_error(args.console_socket, e) from None
         finally:
             os.close(started.master)
+            sock.close()
+
+
+def _console_socket(path: str):
+    from zoned.console import connect_unix
+
+    try:
+        return connect_unix(path)
+    except OSError as e:
+        raise _console_error(path, e) from None
+
+
+def _console_error(path: str, e: OSError):
+    from zoned.errors import ConfigError
+
+    return ConfigError(f"--console-socket {path!r}: {e.strerror or e}")
 
 
 ANN_BACKEND = "org.zoned.backend"
