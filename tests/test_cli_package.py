@@ -154,3 +154,29 @@ def test_output_keeps_zoned_times_as_written_and_converts_the_others():
         assert not is_rfc3339(other)
     assert exposed("2026-12-04T05:40:00.999999") == "2026-12-04T05:40:00.999999"  # no offset
     assert exposed({"finished": 1764826800.25}) == {"finished": "2025-12-04T05:40:00.250000Z"}
+
+
+def test_events_interval_takes_runcs_durations_and_refuses_the_rest():
+    from zoned.cli.oci import go_duration
+
+    assert [go_duration(t, "--interval") for t in ("5s", "500ms", "1m30s", "2")] == \
+        [5.0, 0.5, 90.0, 2.0]
+    for bad in ("abc", "-1", "0s", "0", "inf", "1x"):
+        with pytest.raises(ConfigError, match="--interval"):
+            go_duration(bad, "--interval")
+
+
+def test_the_text_log_quotes_and_escapes_the_message(tmp_path):
+    """runc's --log text lines (logrus): a message with quotes (here an id the error
+    names) is one quoted, escaped value, and forges no field."""
+    import json
+
+    from zoned.cli import main
+
+    log = tmp_path / "log"
+    assert main(["--root", str(tmp_path / "root"), "--log", str(log), "--log-format",
+                 "text", "state", 'x" level=info msg="forged']) == 125
+    lines = log.read_text().splitlines()
+    assert len(lines) == 1, lines
+    head, _, quoted = lines[0].partition(" msg=")
+    assert head.endswith("level=error") and 'forged' in json.loads(quoted), lines

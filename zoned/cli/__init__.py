@@ -202,7 +202,8 @@ def _fail(args, message: str, code: int) -> int:
 
         now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
         line = (json.dumps({"level": "error", "msg": message, "time": now})
-                if args.log_format == "json" else f'time="{now}" level=error msg="{message}"')
+                if args.log_format == "json"  # logrus's text: the message quoted, escaped
+                else f'time="{now}" level=error msg={json.dumps(message)}')
         try:
             with open(args.log, "a") as f:
                 f.write(line + "\n")

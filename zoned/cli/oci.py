@@ -167,7 +167,7 @@ def cmd_events(args) -> int:
     from zoned.runc_stats import runc_stats
 
     rt = runtime(args)
-    interval = float(args.interval.rstrip("s") or 5)
+    interval = go_duration(args.interval, "--interval")
     oom = None
     while True:
         st = rt.state(args.id)
@@ -223,3 +223,37 @@ def cmd_features(args) -> int:
 
     print_json(features())
     return 0
+
+
+def go_duration(text: str, flag: str) -> float:
+    """A Go duration as runc takes it (500ms, 5s, 1m30s, 1h) in seconds, above 0; a bare
+    number is seconds, as zoned took it before."""
+    from zoned.errors import ConfigError
+
+    try:
+        seconds = float(text)
+    except ValueError:
+        pass
+    else:
+        if seconds > 0 and seconds != float("inf"):
+            return seconds
+
+    units = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 1e-3, "us": 1e-6, "µs": 1e-6,
+             "ns": 1e-9}
+    rest, total = str(text).strip(), 0.0
+    while rest:
+        i = 0
+        while i < len(rest) and (rest[i].isdigit() or rest[i] == "."):
+            i += 1
+        j = i
+        while j < len(rest) and not (rest[j].isdigit() or rest[j] == "."):
+            j += 1
+        number, unit = rest[:i], rest[i:j]
+        if not number or number.count(".") > 1 or unit not in units:
+            raise ConfigError(f"invalid {flag} {text!r}: a duration such as 500ms, 5s or 1m")
+        total += float(number) * units[unit]
+        rest = rest[j:]
+    if total <= 0:
+        raise ConfigError(f"invalid {flag} {text!r}: a duration such as 500ms, 5s or 1m")
+    return total
+
