@@ -2,7 +2,6 @@
 events, update, features."""
 from __future__ import annotations
 
-import contextlib
 import os
 import sys
 
@@ -72,8 +71,10 @@ def create_bundle(args, rt, cfg: dict, bundle: str, backend: str) -> None:
         except OSError as e:  # the peer went away: the container goes too
             rt.delete(args.id, force=True)
             if args.pid_file:
-                with contextlib.suppress(OSError):
+                try:
                     os.unlink(args.pid_file)
+                except OSError:
+                    pass
             raise _console_error(args.console_socket, e) from None
         finally:
             os.close(started.master)
