@@ -376,3 +376,24 @@ def test_the_pid_file_is_never_written_through_what_is_planted_at_its_temp_name(
     (tmp_path / f"pid.{os.getpid()}.tmp").unlink()
     write_pid_file(str(pid_file), 1234)
     assert pid_file.read_text() == "1234"
+
+
+def test_rmtree_of_a_symlink_removes_the_link_not_its_target(tmp_path):
+    """A symlink planted where zoned removes a tree (a state root's entry: `delete -f`,
+    gc) is removed itself; the directory it points to keeps its files (session 20's
+    audit: they were deleted)."""
+    from zoned.linux.files import rmtree
+
+    target = tmp_path / "target"
+    target.mkdir()
+    (target / "important").write_text("keep\n")
+    link = tmp_path / "link"
+    link.symlink_to(target)
+    rmtree(str(link))
+    assert not os.path.lexists(link) and (target / "important").read_text() == "keep\n"
+    tree = tmp_path / "tree"
+    (tree / "sub").mkdir(parents=True)
+    (tree / "sub" / "f").write_text("x")
+    (tree / "ln").symlink_to(target)
+    rmtree(str(tree))
+    assert not tree.exists() and (target / "important").exists()

@@ -413,6 +413,13 @@ def test_update_and_events(cli, bundle):
     assert ev["data"]["pids"]["limit"] == 20
     cfg_limits = json.loads(cli("inspect", "u1").stdout)["limits"]
     assert cfg_limits["memory"]["limit"] == 32 << 20
+    cli("kill", "u1", "KILL", check=True)
+    for _ in range(50):
+        if json.loads(cli("state", "u1").stdout)["status"] == "stopped":
+            break
+        time.sleep(0.1)
+    p = cli("events", "--stats", "u1")  # runc: "is not running", not an empty success
+    assert p.returncode == 125 and "not running" in p.stderr, p
 
 
 def test_features(cli):

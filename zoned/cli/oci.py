@@ -173,6 +173,10 @@ def cmd_events(args) -> int:
     while True:
         st = rt.state(args.id)
         if st["status"] == "stopped":
+            if args.stats:  # runc: "container ... is not running"
+                from zoned.errors import InvalidState
+
+                raise InvalidState(f"events --stats: container {args.id!r} is not running")
             return 0
         stats = rt.cgroup(st).stats()
         if args.stats:

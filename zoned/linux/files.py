@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import errno
 import os
+import stat
 
 from zoned.linux.lastref import hold
 
@@ -17,7 +18,19 @@ def read_to_eof(fd: int, size: int = 4096) -> bytes:
 
 def rmtree(path: str) -> None:
     """shutil.rmtree without importing shutil on the hot path; tolerates vanished entries.
-    What it removes is handed to zoned.linux.lastref first (freed after a CLI's exit)."""
+    What it removes is handed to zoned.linux.lastref first (freed after a CLI's exit).
+    A symlink at `path` is removed itself, never the tree it points to (scandir would
+    follow it: a link planted in a state root emptied its target)."""
+    try:
+        if stat.S_ISLNK(os.lstat(path).st_mode):
+            os.unlink(path)
+            return
+    except FileNotFoundError:
+        return
+    _rmtree(path)
+
+
+def _rmtree(path: str) -> None:
     try:
         entries = list(os.scandir(path))
     except FileNotFoundError:
@@ -28,7 +41,7 @@ def rmtree(path: str) -> None:
     for e in entries:
         try:
             if e.is_dir(follow_symlinks=False):
-                rmtree(e.path)
+                _rmtree(e.path)
             else:
                 hold(e.path)
                 os.unlink(e.path)
