@@ -328,7 +328,9 @@ def test_hooks_order_and_state(cli, bundle, tmp_path):
         return {"path": "/bin/sh", "args": ["sh", "-c", f"echo {name} >> {path}"]}
 
     bundle(["sh", "-c", "echo process >> /hooklog; cat /hooklog"],
-           hooks={"prestart": [hook("prestart")], "createRuntime": [hook("createRuntime")],
+           hooks={"prestart": [hook("prestart"),
+                               {"path": "/bin/sh", "args": ["sh", "-c", f"pwd > {tmp_path}/cwd"]}],
+                  "createRuntime": [hook("createRuntime")],
                   "createContainer": [inside("createContainer",
                                               f"{bundle.path}/rootfs/hooklog")],
                   "startContainer": [inside("startContainer", "/hooklog")],
@@ -342,6 +344,7 @@ def test_hooks_order_and_state(cli, bundle, tmp_path):
     state = json.loads(lines[1].split(" ", 1)[1])
     assert state["id"] == "h1" and state["status"] == "creating" and state["pid"] > 0
     assert json.loads(lines[3].split(" ", 1)[1])["status"] == "stopped"
+    assert (tmp_path / "cwd").read_text().strip() == str(bundle.path)  # runc's: the bundle
 
 
 def test_failing_hook_fails_create_and_runs_poststop(cli, bundle, tmp_path, zoned_root):

@@ -67,6 +67,10 @@ def run_one(hook: dict, state: dict) -> None:
             os.dup2(werr, 2)
             for fd in (rin, win, rerr, werr):
                 os.close(fd)
+            try:  # in the bundle, as runc runs its hooks (it works there)
+                os.chdir(state.get("bundle") or "/")
+            except OSError:  # (a hook inside the container, after pivot_root: no such path)
+                pass
             os.execve(hook["path"], args, dict(e.split("=", 1) for e in env if "=" in e))
         except BaseException as exc:  # noqa: BLE001
             os.write(2, f"exec: {exc}".encode())
