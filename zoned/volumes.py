@@ -111,8 +111,6 @@ def _names(cfg: dict, key: str) -> list[str]:
 def make_for(cfg: dict, data_root: str) -> None:
     """Make the volumes a container's config mounts that do not exist yet (podman makes a
     named volume on first use)."""
-    if not _names(cfg, ANN_VOLUMES):
-        return
     store = Volumes(data_root)
     for name in _names(cfg, ANN_VOLUMES):
         store.create(name, exist_ok=True)

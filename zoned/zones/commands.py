@@ -24,7 +24,7 @@ def define(rt, path: str, images: str | None = None) -> Zone:
     from zoned.zones.zonefile import parse, write_text
 
     zone = load(path)
-    oci_config(zone, images, (rt.store.root, rt.store.data))
+    oci_config(zone, images, (rt.store.root, rt.store.data), startable=True)
     stop_signal(zone)  # checked now, not when a shutdown needs it
     text = zone.text
     if "uuid" not in zone.data:

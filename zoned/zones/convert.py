@@ -62,9 +62,12 @@ def run_options(zone: Zone) -> RunOptions:
 
 
 def oci_config(zone: Zone, images_root: str | None = None,
-               roots: tuple[str, str] | None = None) -> tuple[RunOptions, dict]:
+               roots: tuple[str, str] | None = None,
+               startable: bool = False) -> tuple[RunOptions, dict]:
     """The zone's RunOptions and OCI config; a problem names the zone file's key.
-    roots: the runtime's state and data roots (its named volumes are in the latter)."""
+    roots: the runtime's state and data roots (its named volumes are in the latter).
+    startable (define): also what a start would refuse (a boot's start checks that
+    itself)."""
     from zoned import api
 
     opts = run_options(zone)
@@ -76,7 +79,8 @@ def oci_config(zone: Zone, images_root: str | None = None,
 
             check_options(opts)
         cfg = api.build_config(opts, images_root)
-        _check_as_start_would(opts, cfg)
+        if startable:
+            _check_as_start_would(opts, cfg)
     except ZonedError as e:
         raise keyed(zone, e) from None
     if zone.get("capabilities"):
