@@ -22,7 +22,8 @@ all: setup
 
 setup: $(STAMP)/apt $(STAMP)/venv $(STAMP)/shim zoned/libexec/zoned-init zoned/libexec/zoned-logger \
 	zoned/libexec/zoned-spawn zoned/libexec/zoned-vminit zoned/libexec/zoned-vmwrap \
-	zoned/libexec/zoned-monitor zoned/libexec/zoned-criuexec zoned/libexec/zoned-release \
+	zoned/libexec/zoned-vmlog zoned/libexec/zoned-monitor zoned/libexec/zoned-criuexec \
+	zoned/libexec/zoned-release \
 	bytecode image criu vm-kernel \
 	systemd-unit
 
@@ -105,6 +106,11 @@ zoned/libexec/zoned-vminit: csrc/vminit.c csrc/vmnet.h csrc/vmagent.h $(STAMP)/m
 zoned/libexec/zoned-vmwrap: csrc/vmwrap.c $(STAMP)/musl-kernel-headers
 	@mkdir -p zoned/libexec
 	$(STATIC_CC) -o $@ csrc/vmwrap.c
+
+# A VM's console and ctl writer, bounded (csrc/vmlog.c says why); one runs per VM.
+zoned/libexec/zoned-vmlog: csrc/vmlog.c $(STAMP)/musl-kernel-headers
+	@mkdir -p zoned/libexec
+	$(STATIC_CC) -o $@ csrc/vmlog.c
 
 # The log writer of a detached zone (reads its output pipe, rotates ctr.log by size); static
 # and tiny, because one runs per detached zone.

@@ -21,7 +21,7 @@ import time
 import pytest
 
 from zoned.vm import accel as accel_mod
-from zoned.vm import machine
+from zoned.vm import machine, vmlog
 from zoned.vm.agent import Agent, encode_frame
 from zoned.vm.cmdline import host_tsc_khz
 from zoned.vm.config import MachineSpec, Nic, Volume, encode_records, process_records
@@ -333,12 +333,16 @@ def test_the_guest_exit_skips_the_kernels_device_shutdown(vmdir):
     boot = machine.BootFiles(KERNEL.vmlinux, vm_initrd(vmdir, guest_config(s), kernel()),
                              root_disk("busybox"))
     null = os.open(os.devnull, os.O_WRONLY | os.O_CLOEXEC)
+    log = vmlog.spawn(vmdir)
     try:
-        argv = machine.argv_for(s, paths, boot, "tcg", host_tsc_khz(), null, null)
+        argv = machine.argv_for(s, paths, boot, "tcg", host_tsc_khz(), null, null,
+                                console_fd=log.console_fd, ctl_fd=log.ctl_fd)
         p = subprocess.Popen([*argv, "-action", "shutdown=pause"], stdin=subprocess.DEVNULL,
-                             stdout=null, stderr=null, pass_fds=(null,))
+                             stdout=null, stderr=null,
+                             pass_fds=(null, log.console_fd, log.ctl_fd))
     finally:
-        os.close(null)
+        for fd in (null, log.console_fd, log.ctl_fd):
+            os.close(fd)
     try:
         with QMP(vmdir, timeout=60) as q:
             shutdown = q.wait_event("SHUTDOWN", timeout=120)
@@ -354,6 +358,43 @@ def test_the_guest_exit_skips_the_kernels_device_shutdown(vmdir):
     finally:
         p.kill()
         p.wait()
+
+
+def test_a_guest_flooding_its_console_cannot_fill_the_host(vmdir, monkeypatch):
+    """The serial console is the guest's to write (root in it writes /dev/ttyS0, its kernel
+    prints there): zoned-vmlog keeps console.log and console.log.1 under the limit each,
+    keeping the newest output, where QEMU's file chardev grew without end (the console
+    held all 400 KB here, a guest's whole disk-full of it elsewhere). Its exit code still
+    comes through, and nothing of the writer stays."""
+    monkeypatch.setenv("ZONED_VM_CONSOLE_MAX", "64k")
+    script = ("head -c 400000 /dev/zero | tr '\\0' x > /dev/ttyS0; "
+              "echo the-end > /dev/ttyS0; exit 6")
+    status, out, err = run_vm(spec(argv=["sh", "-c", script]), vmdir)
+    assert status == 6, (out, err, machine.read_ctl(vmdir))
+    paths = machine.VMPaths(vmdir)
+    new, old = os.path.getsize(paths.console), os.path.getsize(paths.old_console)
+    assert 0 < new <= 64 << 10 and 0 < old <= 64 << 10, (new, old)
+    with open(paths.console, "rb") as f:
+        assert b"the-end" in f.read()[-200:]  # then only the kernel's "sysrq: Resetting"
+    assert machine.read_ctl(vmdir) == ["ready", "exit 6"]
+    deadline = time.monotonic() + 5
+    while vmlog_writers(vmdir) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert vmlog_writers(vmdir) == []
+
+
+def vmlog_writers(vmdir: str) -> list[int]:
+    """The pids of zoned-vmlog processes writing into vmdir."""
+    found = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                argv = f.read().split(b"\0")
+        except OSError:
+            continue
+        if argv[0] == vmlog.VMLOG.encode() and argv[1:2] == [vmdir.encode()]:
+            found.append(int(pid))
+    return found
 
 
 def test_vm_exits_bench_counts_ended_vms_and_leaves_nothing(tmp_path):

@@ -22,8 +22,9 @@ and json-heavy code stay off ``zoned run``'s path for zones).
   destroy(vmdir)                     # kill -9 QEMU (if ours), remove its files; idempotent
 
 Layout of a VM directory (created by launch, removed by destroy): qmp.sock, agent.sock,
-ctl (the guest's "ready" / "exit N" / "error MSG" lines), console.log (guest kernel console),
-qemu.log (QEMU's stderr), qemu.pid, initrd (shared base + this VM's config), accel.
+ctl (the guest's "ready" / "exit N" / "error MSG" lines), console.log and console.log.1 (the
+serial console), both written bounded by zoned-vmlog (zoned.vm.vmlog), qemu.log (QEMU's
+stderr), qemu.pid, initrd (shared base + this VM's config), accel.
 Shared, built once: $ZONED_VM_DIR (/var/lib/zoned/vm)/{kernel,initramfs,disks} (see
 zoned.vm.assets). The guest side is csrc/vminit.c (zoned/libexec/zoned-vminit).
 

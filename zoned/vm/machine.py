@@ -4,7 +4,9 @@ A VM lives in a directory the caller owns (``vmdir``): QEMU's sockets, pid file,
 the VM's initrd are made there, and destroy() removes exactly those. The guest's stdout and
 stderr are written by QEMU itself to the fds the caller hands to launch() (through
 ``/proc/self/fd/N`` in QEMU: so they must be pipes, files, ttys or /dev/null, not sockets);
-QEMU's own messages go to ``<vmdir>/qemu.log``, never mixed with the guest's stderr.
+QEMU's own messages go to ``<vmdir>/qemu.log``, never mixed with the guest's stderr. The
+guest's console and ctl port go through pipes to zoned-vmlog (zoned.vm.vmlog), which keeps
+console.log and ctl bounded: they are the guest's to write.
 """
 from __future__ import annotations
 
@@ -29,7 +31,8 @@ _SUN_PATH_MAX = 107
 
 
 _FILES = {"qmp": "qmp.sock", "agent": "agent.sock", "ctl": "ctl", "console": "console.log",
-          "log": "qemu.log", "pid": "qemu.pid", "initrd": "initrd", "accel": "accel"}
+          "old_console": "console.log.1", "log": "qemu.log", "pid": "qemu.pid",
+          "initrd": "initrd", "accel": "accel"}
 
 
 @dataclass(frozen=True)
@@ -46,6 +49,7 @@ class VMPaths:
     agent = property(lambda self: self._file("agent"))  # the guest agent's socket
     ctl = property(lambda self: self._file("ctl"))  # the guest's ready/exit/error lines
     console = property(lambda self: self._file("console"))  # guest kernel console
+    old_console = property(lambda self: self._file("old_console"))  # its first part
     log = property(lambda self: self._file("log"))  # QEMU's own stderr
     pid = property(lambda self: self._file("pid"))
     initrd = property(lambda self: self._file("initrd"))
@@ -66,10 +70,12 @@ class BootFiles:
 
 def argv_for(spec: MachineSpec, paths: VMPaths, boot: BootFiles, accel: str,
              tsc_khz: int = 0, stdout_fd: int = 1, stderr_fd: int = 3,
-             incoming: str | None = None, paused: bool = False) -> list[str]:
+             incoming: str | None = None, paused: bool = False,
+             console_fd: int = 4, ctl_fd: int = 5) -> list[str]:
     """QEMU's command line (pure: everything it depends on is an argument). The guest's
     stdin is QEMU's fd 0; stdout_fd and stderr_fd are the numbers the guest's stdout and
-    stderr have in QEMU (with tty, QEMU's own stdin and stdout are the terminal).
+    stderr have in QEMU (with tty, QEMU's own stdin and stdout are the terminal),
+    console_fd and ctl_fd those of the pipes to zoned-vmlog.
     incoming ("tcp:HOST:PORT", "exec:CMD", "defer") makes this the destination of a live
     migration: the same spec and devices as the source, waiting for its state."""
     if accel not in ("kvm", "tcg"):
@@ -87,11 +93,12 @@ def argv_for(spec: MachineSpec, paths: VMPaths, boot: BootFiles, accel: str,
             "-smp", str(spec.vcpus), "-nodefaults", "-no-user-config", "-display", "none",
             "-no-reboot", "-kernel", boot.vmlinux, "-initrd", boot.initrd,
             "-append", kernel_cmdline(accel, tsc_khz),
-            "-chardev", f"file,id=ser,path={paths.console}", "-serial", "chardev:ser",
+            "-chardev", f"file,id=ser,path=/proc/self/fd/{console_fd},append=on",
+            "-serial", "chardev:ser",
             "-drive", f"file={boot.disk},if=none,id=root,format=raw,readonly=on",
             "-device", "virtio-blk-device,drive=root",
             "-device", "virtio-serial-device,id=vser",
-            "-chardev", f"file,id=ctl,path={paths.ctl}",
+            "-chardev", f"file,id=ctl,path=/proc/self/fd/{ctl_fd},append=on",
             "-device", _port("ctl", "zoned.ctl"),
             "-chardev", f"socket,id=agent,path={paths.agent},server=on,wait=off",
             "-device", _port("agent", "zoned.agent")]
@@ -166,9 +173,12 @@ def _launch(spec: MachineSpec, paths: VMPaths, stdio: tuple[int | None, ...],
     accel_mod.record(paths.accel, verdict)
     boot = BootFiles(k.vmlinux, vm_initrd(paths.vmdir, guest_config(spec), k),
                      spec.disk or root_disk(spec.image))
-    for p in (paths.ctl, paths.qmp, paths.agent, paths.pid):
+    for p in (paths.qmp, paths.agent, paths.pid, paths.ctl, paths.console, paths.old_console):
         _unlink(p)
-    opened = []
+    from zoned.vm.vmlog import spawn
+
+    vmlog = spawn(paths.vmdir)  # makes console.log and ctl afresh
+    opened = [vmlog.console_fd, vmlog.ctl_fd]
 
     def fd_or_null(fd: int | None, mode: int) -> int:
         if fd is not None:
@@ -188,7 +198,7 @@ def _launch(spec: MachineSpec, paths: VMPaths, stdio: tuple[int | None, ...],
         if errfd != ferr:
             opened.append(errfd)
         argv = argv_for(spec, paths, boot, verdict.accel, host_tsc_khz(), 1, errfd, incoming,
-                        paused)
+                        paused, vmlog.console_fd, vmlog.ctl_fd)
         if wrapped:
             wrapper = os.path.join(os.path.dirname(os.path.dirname(__file__)), "libexec",
                                    "zoned-vmwrap")
@@ -196,7 +206,8 @@ def _launch(spec: MachineSpec, paths: VMPaths, stdio: tuple[int | None, ...],
                 raise ZonedError(f"{wrapper} is missing: run `make setup`")
             argv = [wrapper, paths.ctl, *argv]
         return subprocess.Popen(argv, stdin=fin, stdout=fout, stderr=log,
-                                pass_fds=(errfd,), start_new_session=not spec.tty,
+                                pass_fds=(errfd, vmlog.console_fd, vmlog.ctl_fd),
+                                start_new_session=not spec.tty,
                                 preexec_fn=_pdeathsig if die_with_caller else None,
                                 close_fds=True)
     finally:
@@ -231,10 +242,20 @@ def read_ctl(vmdir: str) -> list[str]:
     return data.decode(errors="replace").splitlines()
 
 
-def exit_status(vmdir: str) -> int | None:
-    """The main process's exit code (128+n if killed by signal n) once the guest has
-    reported it; None while it runs, or if the guest died without saying (crash, kill)."""
-    for line in reversed(read_ctl(vmdir)):
+def _last_words(vmdir: str, find) -> object:
+    """find(read_ctl(vmdir)); if that finds nothing and QEMU has gone, again once
+    zoned-vmlog has written what QEMU wrote last (it drains the pipe after QEMU's exit)."""
+    found = find(read_ctl(vmdir))
+    if found is None and qemu_pid(vmdir) is None:
+        from zoned.vm.vmlog import settle
+
+        settle(VMPaths(vmdir).ctl)
+        found = find(read_ctl(vmdir))
+    return found
+
+
+def _exit_line(lines: list[str]) -> int | None:
+    for line in reversed(lines):
         if line.startswith("exit "):  # the guest's own words: anything else is no status
             code = line[5:]
             return int(code) if code.isascii() and code.isdecimal() and len(code) <= 3 \
@@ -242,12 +263,22 @@ def exit_status(vmdir: str) -> int | None:
     return None
 
 
-def guest_error(vmdir: str) -> str | None:
-    """What the guest init failed at, if it did (it then ends the VM)."""
-    for line in read_ctl(vmdir):
+def exit_status(vmdir: str) -> int | None:
+    """The main process's exit code (128+n if killed by signal n) once the guest has
+    reported it; None while it runs, or if the guest died without saying (crash, kill)."""
+    return _last_words(vmdir, _exit_line)
+
+
+def _error_line(lines: list[str]) -> str | None:
+    for line in lines:
         if line.startswith("error "):
             return line[6:]
     return None
+
+
+def guest_error(vmdir: str) -> str | None:
+    """What the guest init failed at, if it did (it then ends the VM)."""
+    return _last_words(vmdir, _error_line)
 
 
 def wait_ready(vmdir: str, timeout: float = 60.0,
@@ -259,12 +290,14 @@ def wait_ready(vmdir: str, timeout: float = 60.0,
         lines = read_ctl(vmdir)
         if "ready" in lines:
             return
-        err = guest_error(vmdir)
+        err = _error_line(lines)
         if err:
             raise ZonedError(f"VM boot failed: {err}")
         pid = qemu_pid(vmdir)
         if proc is not None and proc.poll() is not None:
-            raise ZonedError(f"QEMU exited with {proc.returncode} during boot: "
+            err = guest_error(vmdir)  # its last words, written once QEMU has gone
+            raise ZonedError(f"VM boot failed: {err}" if err else
+                             f"QEMU exited with {proc.returncode} during boot: "
                              f"{_tail(VMPaths(vmdir).log)}")
         if time.monotonic() > deadline:
             raise ZonedError(f"VM not ready after {timeout:.0f} s (pid {pid}): "
@@ -367,6 +400,9 @@ def destroy(vmdir: str, timeout: float = 10.0) -> None:
             time.sleep(0.01)
         if _alive(pid):
             raise ZonedError(f"QEMU (pid {pid}) did not die")
+    from zoned.vm.vmlog import settle
+
+    settle(VMPaths(vmdir).ctl)  # zoned-vmlog has stopped writing (and rotating) here
     for p in VMPaths(vmdir).all():
         _unlink(p)
     try:
