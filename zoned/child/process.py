@@ -33,7 +33,7 @@ import _signal  # not signal.py: its enums of every signal cost ~4 ms a command
 import struct
 
 from zoned.child import caps, initstub  # caps: imported here, not after each fork
-from zoned.child.sync import Channel, Op, exit_code_for, send, send_error
+from zoned.child.sync import Channel, CommandError, Op, exit_code_for, send, send_error
 from zoned.linux import syscalls as sc
 from zoned.linux.files import seal_filled
 from zoned.testhooks import mark
@@ -154,7 +154,8 @@ def run_child(plan: Plan) -> None:
             import traceback
 
             message += "\n" + "".join(traceback.format_exception(exc))
-        err = (exc.errno or 0) if isinstance(exc, OSError) else 0
+        # only the command's own exec failure is 127/126; any other is zoned's (sync.py)
+        err = (exc.errno or 0) if isinstance(exc, CommandError) else 0
         try:
             send_error(plan.sock, message, err)
         except BaseException:  # the creator has gone (after start): say it on stderr
@@ -262,16 +263,16 @@ def lookup_path(cmd: str, env: list[str]) -> str:
     # The messages are runc's: podman maps them to exit codes 127 and 126.
     if "/" in cmd:
         if not os.path.exists(cmd):
-            raise FileNotFoundError(2, f'exec: "{cmd}": stat {cmd}: no such file or directory')
+            raise CommandError(2, f'exec: "{cmd}": stat {cmd}: no such file or directory')
         if not os.path.isfile(cmd) or not os.access(cmd, os.X_OK):
-            raise PermissionError(13, f'exec: "{cmd}": permission denied')
+            raise CommandError(13, f'exec: "{cmd}": permission denied')
         return cmd
     path = next((e[5:] for e in env if e.startswith("PATH=")), "/usr/bin:/bin")
     for d in path.split(":"):
         cand = os.path.join(d or ".", cmd)
         if os.path.isfile(cand) and os.access(cand, os.X_OK):
             return cand
-    raise FileNotFoundError(2, f'exec: "{cmd}": executable file not found in $PATH')
+    raise CommandError(2, f'exec: "{cmd}": executable file not found in $PATH')
 
 
 def late_process(proc: dict, late: dict) -> dict:
@@ -569,4 +570,7 @@ def _child(plan: Plan) -> None:
             caps.set_pdeathsig(0)
     if cfg_hooks.get("startContainer") and plan.rootfs is not None:
         hooks.run(cfg_hooks, "startContainer", {**cgroup_joined[0], "status": "running"})
-    sc.execve_seccomp(path, proc["args"], env, bpf, plan.seccomp_flags)
+    try:
+        sc.execve_seccomp(path, proc["args"], env, bpf, plan.seccomp_flags)
+    except OSError as e:  # the command's own failure: its errno decides 127/126
+        raise CommandError(e.errno, e.strerror, e.filename) from None
