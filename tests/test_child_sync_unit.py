@@ -129,3 +129,24 @@ def test_lookup_path_failures_are_the_commands(tmp_path):
     assert (missing.value.errno, not_executable.value.errno, not_in_path.value.errno) == \
         (errno.ENOENT, errno.EACCES, errno.ENOENT)
     assert "executable file not found in $PATH" in str(not_in_path.value)  # runc's words
+
+
+def test_a_working_directory_that_cannot_be_entered_is_the_configs_error(tmp_path):
+    """process.cwd missing or not a directory: one line naming the field, exit 125, in
+    words podman does not read as a missing command ("no such file or directory")."""
+    from zoned.child.process import enter_cwd
+    from zoned.errors import ConfigError
+
+    (tmp_path / "file").write_text("")
+    here = os.getcwd()
+    try:
+        for cwd, why in ((tmp_path / "missing", "no such directory in the zone"),
+                         (tmp_path / "file", "not a directory in the zone")):
+            with pytest.raises(ConfigError) as e:
+                enter_cwd(str(cwd))
+            assert str(e.value) == f'invalid process.cwd "{cwd}": {why}'
+            assert e.value.exit_code == 125 and os.getcwd() == here
+        enter_cwd(str(tmp_path))
+        assert os.getcwd() == str(tmp_path)
+    finally:
+        os.chdir(here)

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import _socket  # not socket.py: start-up time (zoned.child.sync says why)
 import _thread
+import errno
 import fcntl
 import gc
 import os
@@ -275,6 +276,24 @@ def lookup_path(cmd: str, env: list[str]) -> str:
     raise CommandError(2, f'exec: "{cmd}": executable file not found in $PATH')
 
 
+def enter_cwd(cwd: str) -> None:
+    """chdir to process.cwd, or raise cwd_error: the process may not start elsewhere."""
+    try:
+        os.chdir(cwd)
+    except OSError as e:
+        raise cwd_error(cwd, e) from None
+
+
+def cwd_error(cwd: str, e: OSError) -> Exception:
+    """process.cwd cannot be made or entered: the config's fault (exit 125, naming the
+    field), not the command's (podman reads runc's "chdir to cwd ... no such file" as 127)."""
+    from zoned.errors import ConfigError
+
+    why = {errno.ENOENT: "no such directory in the zone",
+           errno.ENOTDIR: "not a directory in the zone"}.get(e.errno or 0, e.strerror)
+    return ConfigError(f'invalid process.cwd "{cwd}": {why}')
+
+
 def late_process(proc: dict, late: dict) -> dict:
     """The process of a zone made ahead (zoned.pool), as its start message gives it: args,
     env entries ("K=V", added to the config's or replacing the same key) and cwd."""
@@ -293,7 +312,7 @@ def _late_process(proc: dict, late: dict) -> tuple[dict, list[str], str]:
     container user's rights (it is that user already), inside the container's root."""
     proc = late_process(proc, late)
     if late.get("cwd"):
-        os.chdir(proc["cwd"])
+        enter_cwd(proc["cwd"])
     env = list(proc.get("env") or [])
     return proc, env, lookup_path(proc["args"][0], env)
 
@@ -516,11 +535,14 @@ def _child(plan: Plan) -> None:
         mark("init-mounts")
         if cfg_hooks.get("createContainer"):  # container namespaces, before pivot_root
             hooks.run(cfg_hooks, "createContainer", cgroup_joined[0])
-        fs.make_cwd(proc.get("cwd") or "/")
+        try:
+            fs.make_cwd(proc.get("cwd") or "/")
+        except OSError as e:
+            raise cwd_error(proc.get("cwd") or "/", e) from None
         fs.pivot(plan.no_pivot)
         fs.finish()
         mark("init-root")
-    os.chdir(proc.get("cwd") or "/")
+    enter_cwd(proc.get("cwd") or "/")
 
     if plan.rootfs is not None:
         os.setsid()  # session leader: a clean controlling tty, and what CRIU wants of init
