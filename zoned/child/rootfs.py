@@ -240,18 +240,16 @@ class Rootfs:
             else:
                 inroot.replace_node(self.root_fd, path, stat.S_IFCHR | 0o666,
                                     os.makedev(major, minor))
-        for d in self.linux.get("devices") or []:
+        for i, d in enumerate(self.linux.get("devices") or []):
             kind = {"c": stat.S_IFCHR, "u": stat.S_IFCHR, "b": stat.S_IFBLK,
                     "p": stat.S_IFIFO}.get(d.get("type"))
             if kind is None:
                 raise ConfigError(f"device {d.get('path')}: unknown type {d.get('type')!r}")
-            if self.userns:
-                self._bind_device(d["path"], d["path"])
-                continue
-            mode = kind | (int(d.get("fileMode", 0o666)) & 0o7777)
-            inroot.replace_node(self.root_fd, d["path"], mode,
-                                os.makedev(int(d.get("major", 0)), int(d.get("minor", 0))),
-                                int(d.get("uid", 0)), int(d.get("gid", 0)))
+            try:
+                self._make_device(d, kind)
+            except OSError as e:  # the config's fault, not the command's (no 127/126)
+                raise ConfigError(f'invalid linux.devices[{i}].path "{d["path"]}": '
+                                  f"{_what(e)}") from None
         dev = inroot.open_dir(self.root_fd, inroot.resolve(self.root_fd, "/dev"))
         try:
             for src, link in DEV_SYMLINKS:
@@ -261,6 +259,15 @@ class Rootfs:
                     pass
         finally:
             os.close(dev)
+
+    def _make_device(self, d: dict, kind: int) -> None:
+        if self.userns:
+            self._bind_device(d["path"], d["path"])
+            return
+        mode = kind | (int(d.get("fileMode", 0o666)) & 0o7777)
+        inroot.replace_node(self.root_fd, d["path"], mode,
+                            os.makedev(int(d.get("major", 0)), int(d.get("minor", 0))),
+                            int(d.get("uid", 0)), int(d.get("gid", 0)))
 
     def make_cwd(self, cwd: str) -> None:
         """The process's working directory, made inside the root if missing."""
@@ -324,6 +331,11 @@ class Rootfs:
             readonly_path(p)
         if (self.cfg.get("root") or {}).get("readonly"):
             sc.mount_setattr("/", attr_set=sc.MOUNT_ATTR_RDONLY, flags=0)
+
+
+def _what(e: OSError) -> str:
+    """An OSError of the set-up as the end of a one-line message."""
+    return f"{e.strerror}: {e.filename}" if e.filename else str(e.strerror or e)
 
 
 def check_proc_mount(m: dict, dest: str, kind: str | None, bind: bool) -> None:
