@@ -70,6 +70,28 @@ def test_a_device_through_a_symlink_into_proc_is_the_inits_to_refuse(cli, bundle
     assert host_snapshot(zoned_root) == before and zone_state(zoned_root) == []
 
 
+# -- mounts, masked and read-only paths ---------------------------------------------------
+
+@pytest.mark.parametrize("field, change", [
+    ("mounts[7] (overlay on \"/x125\")",  # ENOENT: it exited 127
+     {"mounts+": {"destination": "/x125", "type": "overlay", "source": "overlay",
+                  "options": ["lowerdir=/nonexistent-x125"]}}),
+    ("mounts[7] (tmpfs on \"/etc/passwd/x\")",
+     {"mounts+": {"destination": "/etc/passwd/x", "type": "tmpfs", "source": "tmpfs"}}),
+    ('linux.readonlyPaths[0] "/etc/passwd/x"', {"linux.readonlyPaths": ["/etc/passwd/x"]}),
+], ids=["overlay-lowerdir-missing", "under-a-file", "readonly-under-a-file"])
+def test_a_mount_the_init_cannot_make_names_it(cli, bundle, zoned_root, field, change):
+    extra = change.pop("mounts+", None)
+    if extra is not None:  # after runc's 7 default mounts
+        assert len(bundle.cfg["mounts"]) == 7
+        change["mounts"] = bundle.cfg["mounts"] + [extra]
+    bundle(["true"], **change)
+    before = host_snapshot(zoned_root)
+    for p in create_and_run(cli, bundle):
+        assert_refused(p, f"invalid {field}")
+    assert host_snapshot(zoned_root) == before and zone_state(zoned_root) == []
+
+
 # -- the working directory ---------------------------------------------------------------
 
 @pytest.fixture

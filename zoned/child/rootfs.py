@@ -124,7 +124,11 @@ class Rootfs:
             if waiting and m.get("type") == "cgroup":
                 cgroup_ready()
                 waiting = False
-            self.mount(m, self.idmap_fds.get(i))
+            try:
+                self.mount(m, self.idmap_fds.get(i))
+            except OSError as e:  # the config's fault, not the command's (no 127/126)
+                raise ConfigError(f'invalid mounts[{i}] ({m.get("type") or "bind"} on '
+                                  f'"{m["destination"]}"): {_what(e)}') from None
         self.make_devices()
         if waiting:
             cgroup_ready()
@@ -322,13 +326,20 @@ class Rootfs:
             except OSError as e:
                 raise ConfigError(f"sysctl {key}={value}: {e.strerror}") from None
         masked_dir = None
-        for p in self.linux.get("maskedPaths") or []:
-            masked_dir = mask_path(p, self.empty_tree, masked_dir) or masked_dir
+        for i, p in enumerate(self.linux.get("maskedPaths") or []):
+            try:
+                masked_dir = mask_path(p, self.empty_tree, masked_dir) or masked_dir
+            except OSError as e:
+                raise ConfigError(f'invalid linux.maskedPaths[{i}] "{p}": {_what(e)}') from None
         if self.empty_tree is not None:
             os.close(self.empty_tree)  # attached above, or (no directory masked) freed
             self.empty_tree = None
-        for p in self.linux.get("readonlyPaths") or []:
-            readonly_path(p)
+        for i, p in enumerate(self.linux.get("readonlyPaths") or []):
+            try:
+                readonly_path(p)
+            except OSError as e:
+                raise ConfigError(f'invalid linux.readonlyPaths[{i}] "{p}": {_what(e)}') \
+                    from None
         if (self.cfg.get("root") or {}).get("readonly"):
             sc.mount_setattr("/", attr_set=sc.MOUNT_ATTR_RDONLY, flags=0)
 
