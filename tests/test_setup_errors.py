@@ -92,6 +92,56 @@ def test_a_mount_the_init_cannot_make_names_it(cli, bundle, zoned_root, field, c
     assert host_snapshot(zoned_root) == before and zone_state(zoned_root) == []
 
 
+# -- the process's rlimits, ids and OOM score -------------------------------------------
+
+def in_a_user_namespace(bundle) -> dict:
+    """Config changes for a user namespace mapping ids 0-999 to 100000-100999."""
+    maps = [{"containerID": 0, "hostID": 100000, "size": 1000}]
+    return {"linux.namespaces": bundle.cfg["linux"]["namespaces"] + [{"type": "user"}],
+            "linux.uidMappings": maps, "linux.gidMappings": maps}
+
+
+def reachable(bundle) -> None:
+    """The namespace's root (host uid 100000) must reach the bundle, as with runc (as
+    tests/test_oci.py's test_user_namespace)."""
+    for d in [bundle.path, *bundle.path.parents][:4]:
+        os.chmod(d, 0o755)
+
+
+def test_a_rootfs_the_user_namespaces_root_cannot_reach_names_root_path(cli, bundle,
+                                                                        zoned_root):
+    """It exited 126, "cannot be run" (the bind's EACCES)."""
+    os.chmod(bundle.path, 0o700)
+    bundle(["true"], **in_a_user_namespace(bundle))
+    before = host_snapshot(zoned_root)
+    for p in create_and_run(cli, bundle):
+        assert_refused(p, f'invalid root.path "{bundle.path}/rootfs"', "Permission denied")
+    assert host_snapshot(zoned_root) == before and zone_state(zoned_root) == []
+
+
+@pytest.mark.parametrize("field, change", [
+    ("process.rlimits[0] (RLIMIT_NOFILE", {"process.rlimits": [
+        {"type": "RLIMIT_NOFILE", "soft": 1024, "hard": 1 << 40}]}),  # above fs.nr_open
+    ("process.user.uid 5000", {"process.user": {"uid": 5000, "gid": 0}, "userns": True}),
+    ("process.user.gid 5000", {"process.user": {"uid": 0, "gid": 5000}, "userns": True}),
+    ("process.user.additionalGids [5000]",
+     {"process.user": {"uid": 0, "gid": 0, "additionalGids": [5000]}, "userns": True}),
+    # lower than the creator's needs CAP_SYS_RESOURCE in the host's user namespace: EACCES
+    # (it exited 126, "cannot be run")
+    ("process.oomScoreAdj -1", {"process.oomScoreAdj": -1, "userns": True}),
+], ids=["rlimit-above-nr_open", "uid-unmapped", "gid-unmapped", "groups-unmapped",
+        "oom-score-adj-lowered"])
+def test_a_process_setting_the_kernel_refuses_names_it(cli, bundle, zoned_root, field, change):
+    if change.pop("userns", False):
+        change.update(in_a_user_namespace(bundle))
+        reachable(bundle)
+    bundle(["true"], **change)
+    before = host_snapshot(zoned_root)
+    for p in create_and_run(cli, bundle):
+        assert_refused(p, f"invalid {field}")
+    assert host_snapshot(zoned_root) == before and zone_state(zoned_root) == []
+
+
 # -- the working directory ---------------------------------------------------------------
 
 @pytest.fixture

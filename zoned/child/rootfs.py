@@ -116,7 +116,12 @@ class Rootfs:
                      f"lowerdir={lower},upperdir={self.upper},workdir={self.work}"
                      + (",volatile" if self.volatile else ""))
         else:
-            sc.mount(self.path, self.path, None, sc.MS_BIND | sc.MS_REC)
+            try:
+                sc.mount(self.path, self.path, None, sc.MS_BIND | sc.MS_REC)
+            except OSError as e:  # (EACCES: the user namespace's root cannot reach it)
+                hint = " (can the user namespace's root reach it?)" if self.userns else ""
+                raise ConfigError(f'invalid root.path "{self.path}": {e.strerror}{hint}') \
+                    from None
         # Every path below is resolved from this fd, inside the root (zoned.child.inroot).
         self.root_fd = os.open(self.path, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
         waiting = True
