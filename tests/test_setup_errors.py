@@ -129,12 +129,17 @@ def test_a_rootfs_the_user_namespaces_root_cannot_reach_names_root_path(cli, bun
     # lower than the creator's needs CAP_SYS_RESOURCE in the host's user namespace: EACCES
     # (it exited 126, "cannot be run")
     ("process.oomScoreAdj -1", {"process.oomScoreAdj": -1, "userns": True}),
+    # the monotonic clock would go below 0 in the namespace: ERANGE
+    ("linux.timeOffsets", {"linux.timeOffsets": {"monotonic": {"secs": -(1 << 40)}},
+                           "timens": True}),
 ], ids=["rlimit-above-nr_open", "uid-unmapped", "gid-unmapped", "groups-unmapped",
-        "oom-score-adj-lowered"])
+        "oom-score-adj-lowered", "time-offset-out-of-range"])
 def test_a_process_setting_the_kernel_refuses_names_it(cli, bundle, zoned_root, field, change):
     if change.pop("userns", False):
         change.update(in_a_user_namespace(bundle))
         reachable(bundle)
+    if change.pop("timens", False):
+        change["linux.namespaces"] = bundle.cfg["linux"]["namespaces"] + [{"type": "time"}]
     bundle(["true"], **change)
     before = host_snapshot(zoned_root)
     for p in create_and_run(cli, bundle):

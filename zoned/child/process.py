@@ -35,6 +35,7 @@ import struct
 
 from zoned.child import caps, initstub  # caps: imported here, not after each fork
 from zoned.child.sync import Channel, CommandError, Op, exit_code_for, send, send_error
+from zoned.errors import ConfigError
 from zoned.linux import syscalls as sc
 from zoned.linux.files import seal_filled
 from zoned.testhooks import mark
@@ -242,9 +243,11 @@ def _time_offsets(offsets: dict) -> None:
     init enters at execve)."""
     lines = [f"{clock} {int(o.get('secs', 0))} {int(o.get('nanosecs', 0))}\n"
              for clock, o in offsets.items() if clock in ("monotonic", "boottime")]
-    if lines:
+    try:
         with open("/proc/self/timens_offsets", "w") as f:
             f.write("".join(lines))
+    except OSError as e:  # (ERANGE: a clock would go below 0 or past the kernel's limit)
+        raise ConfigError(f"invalid linux.timeOffsets {offsets}: {e.strerror}") from None
 
 
 def _lo_up() -> None:
@@ -287,8 +290,6 @@ def enter_cwd(cwd: str) -> None:
 def cwd_error(cwd: str, e: OSError) -> Exception:
     """process.cwd cannot be made or entered: the config's fault (exit 125, naming the
     field), not the command's (podman reads runc's "chdir to cwd ... no such file" as 127)."""
-    from zoned.errors import ConfigError
-
     why = {errno.ENOENT: "no such directory in the zone",
            errno.ENOTDIR: "not a directory in the zone"}.get(e.errno or 0, e.strerror)
     return ConfigError(f'invalid process.cwd "{cwd}": {why}')
@@ -346,8 +347,6 @@ def _check_private_mounts(plan: Plan) -> None:
     """Defence in depth for create's check: rootfs set-up mounts and pivots, which outside
     a mount namespace of the container's own would wreck the caller's (the host's) root."""
     if os.stat("/proc/self/ns/mnt").st_ino == plan.caller_mntns:
-        from zoned.errors import ConfigError
-
         raise ConfigError("refusing to set up the rootfs in the caller's mount namespace: "
                           'linux.namespaces needs a new "mount" namespace')
 
@@ -508,7 +507,7 @@ def _child(plan: Plan) -> None:
             sc.unshare(flags)
         mark("init-namespaces")
         _check_private_mounts(plan)
-        if "time" in new_ns:
+        if "time" in new_ns and linux.get("timeOffsets"):
             _time_offsets(linux.get("timeOffsets") or {})
         if "network" in new_ns:
             _lo_up()
