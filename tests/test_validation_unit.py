@@ -179,6 +179,46 @@ def test_runcs_namespace_rules(change, field):
         spec.validate(cfg)
 
 
+@pytest.mark.parametrize("path, mount", [
+    ("/proc/x", "the proc mount on /proc"), ("/proc/kcore", "the proc mount on /proc"),
+    ("/dev/../proc/x", "the proc mount on /proc"), ("//proc/x", "the proc mount on /proc"),
+    ("/proc", "the proc mount on /proc"), ("/sys/x", "the sysfs mount on /sys"),
+    ("/sys/fs/cgroup/x", "the cgroup mount on /sys/fs/cgroup"),
+    ("/dev/pts/x", "the devpts mount on /dev/pts"),
+    ("/dev/mqueue/x", "the mqueue mount on /dev/mqueue"),
+])
+def test_a_device_where_no_node_can_be_made_is_refused_naming_it(path, mount):
+    """runc fails in its init ("mknod .../proc/x: no such file or directory"), which podman
+    reports as a missing command (127); zoned refuses it before anything is made."""
+    cfg = spec.default_config(["sh"])
+    cfg["linux"]["devices"] = [{"path": "/dev/fuse", "type": "c", "major": 10, "minor": 229},
+                               {"path": path, "type": "c", "major": 1, "minor": 3}]
+    with pytest.raises(ConfigError) as e:
+        spec.validate(cfg)
+    assert str(e.value) == (f'invalid linux.devices[1].path "{path}": inside {mount}, '
+                            "where no device node can be made")
+
+
+@pytest.mark.parametrize("path", ["/dev/fuse", "/dev/shm/x", "/procfs/x", "/dev/ptsx"])
+def test_devices_elsewhere_are_fine(path):
+    cfg = spec.default_config(["sh"])
+    cfg["linux"]["devices"] = [{"path": path, "type": "c", "major": 1, "minor": 3}]
+    spec.validate(cfg)
+
+
+def test_a_device_under_proc_is_fine_without_a_proc_mount_or_under_a_later_one():
+    """The last mount over the path decides, as the init makes devices after all mounts:
+    without a procfs there, /proc is a directory of the rootfs (runc makes it too)."""
+    cfg = spec.default_config(["sh"])
+    cfg["linux"]["devices"] = [{"path": "/proc/x", "type": "c", "major": 1, "minor": 3}]
+    cfg["mounts"] = [m for m in cfg["mounts"] if m["destination"] != "/proc"]
+    spec.validate(cfg)
+    # a tmpfs on /dev mounted after the devpts on /dev/pts hides it: the node is the tmpfs's
+    cfg["mounts"].append({"destination": "/dev", "type": "tmpfs", "source": "tmpfs"})
+    cfg["linux"]["devices"] = [{"path": "/dev/pts/x", "type": "c", "major": 1, "minor": 3}]
+    spec.validate(cfg)
+
+
 def test_nulls_are_absent_fields():
     cfg = base_config()
     cfg["linux"]["resources"]["memory"]["limit"] = None

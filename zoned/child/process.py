@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import _socket  # not socket.py: start-up time (zoned.child.sync says why)
 import _thread
+import errno
 import fcntl
 import gc
 import os
@@ -33,7 +34,8 @@ import _signal  # not signal.py: its enums of every signal cost ~4 ms a command
 import struct
 
 from zoned.child import caps, initstub  # caps: imported here, not after each fork
-from zoned.child.sync import Channel, Op, exit_code_for, send, send_error
+from zoned.child.sync import Channel, CommandError, Op, exit_code_for, send, send_error
+from zoned.errors import ConfigError
 from zoned.linux import syscalls as sc
 from zoned.linux.files import seal_filled
 from zoned.testhooks import mark
@@ -154,7 +156,8 @@ def run_child(plan: Plan) -> None:
             import traceback
 
             message += "\n" + "".join(traceback.format_exception(exc))
-        err = (exc.errno or 0) if isinstance(exc, OSError) else 0
+        # only the command's own exec failure is 127/126; any other is zoned's (sync.py)
+        err = (exc.errno or 0) if isinstance(exc, CommandError) else 0
         try:
             send_error(plan.sock, message, err)
         except BaseException:  # the creator has gone (after start): say it on stderr
@@ -240,9 +243,11 @@ def _time_offsets(offsets: dict) -> None:
     init enters at execve)."""
     lines = [f"{clock} {int(o.get('secs', 0))} {int(o.get('nanosecs', 0))}\n"
              for clock, o in offsets.items() if clock in ("monotonic", "boottime")]
-    if lines:
+    try:
         with open("/proc/self/timens_offsets", "w") as f:
             f.write("".join(lines))
+    except OSError as e:  # (ERANGE: a clock would go below 0 or past the kernel's limit)
+        raise ConfigError(f"invalid linux.timeOffsets {offsets}: {e.strerror}") from None
 
 
 def _lo_up() -> None:
@@ -262,16 +267,32 @@ def lookup_path(cmd: str, env: list[str]) -> str:
     # The messages are runc's: podman maps them to exit codes 127 and 126.
     if "/" in cmd:
         if not os.path.exists(cmd):
-            raise FileNotFoundError(2, f'exec: "{cmd}": stat {cmd}: no such file or directory')
+            raise CommandError(2, f'exec: "{cmd}": stat {cmd}: no such file or directory')
         if not os.path.isfile(cmd) or not os.access(cmd, os.X_OK):
-            raise PermissionError(13, f'exec: "{cmd}": permission denied')
+            raise CommandError(13, f'exec: "{cmd}": permission denied')
         return cmd
     path = next((e[5:] for e in env if e.startswith("PATH=")), "/usr/bin:/bin")
     for d in path.split(":"):
         cand = os.path.join(d or ".", cmd)
         if os.path.isfile(cand) and os.access(cand, os.X_OK):
             return cand
-    raise FileNotFoundError(2, f'exec: "{cmd}": executable file not found in $PATH')
+    raise CommandError(2, f'exec: "{cmd}": executable file not found in $PATH')
+
+
+def enter_cwd(cwd: str) -> None:
+    """chdir to process.cwd, or raise cwd_error: the process may not start elsewhere."""
+    try:
+        os.chdir(cwd)
+    except OSError as e:
+        raise cwd_error(cwd, e) from None
+
+
+def cwd_error(cwd: str, e: OSError) -> Exception:
+    """process.cwd cannot be made or entered: the config's fault (exit 125, naming the
+    field), not the command's (podman reads runc's "chdir to cwd ... no such file" as 127)."""
+    why = {errno.ENOENT: "no such directory in the zone",
+           errno.ENOTDIR: "not a directory in the zone"}.get(e.errno or 0, e.strerror)
+    return ConfigError(f'invalid process.cwd "{cwd}": {why}')
 
 
 def late_process(proc: dict, late: dict) -> dict:
@@ -292,7 +313,7 @@ def _late_process(proc: dict, late: dict) -> tuple[dict, list[str], str]:
     container user's rights (it is that user already), inside the container's root."""
     proc = late_process(proc, late)
     if late.get("cwd"):
-        os.chdir(proc["cwd"])
+        enter_cwd(proc["cwd"])
     env = list(proc.get("env") or [])
     return proc, env, lookup_path(proc["args"][0], env)
 
@@ -326,8 +347,6 @@ def _check_private_mounts(plan: Plan) -> None:
     """Defence in depth for create's check: rootfs set-up mounts and pivots, which outside
     a mount namespace of the container's own would wreck the caller's (the host's) root."""
     if os.stat("/proc/self/ns/mnt").st_ino == plan.caller_mntns:
-        from zoned.errors import ConfigError
-
         raise ConfigError("refusing to set up the rootfs in the caller's mount namespace: "
                           'linux.namespaces needs a new "mount" namespace')
 
@@ -488,7 +507,7 @@ def _child(plan: Plan) -> None:
             sc.unshare(flags)
         mark("init-namespaces")
         _check_private_mounts(plan)
-        if "time" in new_ns:
+        if "time" in new_ns and linux.get("timeOffsets"):
             _time_offsets(linux.get("timeOffsets") or {})
         if "network" in new_ns:
             _lo_up()
@@ -515,11 +534,14 @@ def _child(plan: Plan) -> None:
         mark("init-mounts")
         if cfg_hooks.get("createContainer"):  # container namespaces, before pivot_root
             hooks.run(cfg_hooks, "createContainer", cgroup_joined[0])
-        fs.make_cwd(proc.get("cwd") or "/")
+        try:
+            fs.make_cwd(proc.get("cwd") or "/")
+        except OSError as e:
+            raise cwd_error(proc.get("cwd") or "/", e) from None
         fs.pivot(plan.no_pivot)
         fs.finish()
         mark("init-root")
-    os.chdir(proc.get("cwd") or "/")
+    enter_cwd(proc.get("cwd") or "/")
 
     if plan.rootfs is not None:
         os.setsid()  # session leader: a clean controlling tty, and what CRIU wants of init
@@ -569,4 +591,7 @@ def _child(plan: Plan) -> None:
             caps.set_pdeathsig(0)
     if cfg_hooks.get("startContainer") and plan.rootfs is not None:
         hooks.run(cfg_hooks, "startContainer", {**cgroup_joined[0], "status": "running"})
-    sc.execve_seccomp(path, proc["args"], env, bpf, plan.seccomp_flags)
+    try:
+        sc.execve_seccomp(path, proc["args"], env, bpf, plan.seccomp_flags)
+    except OSError as e:  # the command's own failure: its errno decides 127/126
+        raise CommandError(e.errno, e.strerror, e.filename) from None

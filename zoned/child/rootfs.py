@@ -116,7 +116,12 @@ class Rootfs:
                      f"lowerdir={lower},upperdir={self.upper},workdir={self.work}"
                      + (",volatile" if self.volatile else ""))
         else:
-            sc.mount(self.path, self.path, None, sc.MS_BIND | sc.MS_REC)
+            try:
+                sc.mount(self.path, self.path, None, sc.MS_BIND | sc.MS_REC)
+            except OSError as e:  # (EACCES: the user namespace's root cannot reach it)
+                hint = " (can the user namespace's root reach it?)" if self.userns else ""
+                raise ConfigError(f'invalid root.path "{self.path}": {e.strerror}{hint}') \
+                    from None
         # Every path below is resolved from this fd, inside the root (zoned.child.inroot).
         self.root_fd = os.open(self.path, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
         waiting = True
@@ -124,7 +129,11 @@ class Rootfs:
             if waiting and m.get("type") == "cgroup":
                 cgroup_ready()
                 waiting = False
-            self.mount(m, self.idmap_fds.get(i))
+            try:
+                self.mount(m, self.idmap_fds.get(i))
+            except OSError as e:  # the config's fault, not the command's (no 127/126)
+                raise ConfigError(f'invalid mounts[{i}] ({m.get("type") or "bind"} on '
+                                  f'"{m["destination"]}"): {_what(e)}') from None
         self.make_devices()
         if waiting:
             cgroup_ready()
@@ -240,18 +249,16 @@ class Rootfs:
             else:
                 inroot.replace_node(self.root_fd, path, stat.S_IFCHR | 0o666,
                                     os.makedev(major, minor))
-        for d in self.linux.get("devices") or []:
+        for i, d in enumerate(self.linux.get("devices") or []):
             kind = {"c": stat.S_IFCHR, "u": stat.S_IFCHR, "b": stat.S_IFBLK,
                     "p": stat.S_IFIFO}.get(d.get("type"))
             if kind is None:
                 raise ConfigError(f"device {d.get('path')}: unknown type {d.get('type')!r}")
-            if self.userns:
-                self._bind_device(d["path"], d["path"])
-                continue
-            mode = kind | (int(d.get("fileMode", 0o666)) & 0o7777)
-            inroot.replace_node(self.root_fd, d["path"], mode,
-                                os.makedev(int(d.get("major", 0)), int(d.get("minor", 0))),
-                                int(d.get("uid", 0)), int(d.get("gid", 0)))
+            try:
+                self._make_device(d, kind)
+            except OSError as e:  # the config's fault, not the command's (no 127/126)
+                raise ConfigError(f'invalid linux.devices[{i}].path "{d["path"]}": '
+                                  f"{_what(e)}") from None
         dev = inroot.open_dir(self.root_fd, inroot.resolve(self.root_fd, "/dev"))
         try:
             for src, link in DEV_SYMLINKS:
@@ -261,6 +268,15 @@ class Rootfs:
                     pass
         finally:
             os.close(dev)
+
+    def _make_device(self, d: dict, kind: int) -> None:
+        if self.userns:
+            self._bind_device(d["path"], d["path"])
+            return
+        mode = kind | (int(d.get("fileMode", 0o666)) & 0o7777)
+        inroot.replace_node(self.root_fd, d["path"], mode,
+                            os.makedev(int(d.get("major", 0)), int(d.get("minor", 0))),
+                            int(d.get("uid", 0)), int(d.get("gid", 0)))
 
     def make_cwd(self, cwd: str) -> None:
         """The process's working directory, made inside the root if missing."""
@@ -315,15 +331,27 @@ class Rootfs:
             except OSError as e:
                 raise ConfigError(f"sysctl {key}={value}: {e.strerror}") from None
         masked_dir = None
-        for p in self.linux.get("maskedPaths") or []:
-            masked_dir = mask_path(p, self.empty_tree, masked_dir) or masked_dir
+        for i, p in enumerate(self.linux.get("maskedPaths") or []):
+            try:
+                masked_dir = mask_path(p, self.empty_tree, masked_dir) or masked_dir
+            except OSError as e:
+                raise ConfigError(f'invalid linux.maskedPaths[{i}] "{p}": {_what(e)}') from None
         if self.empty_tree is not None:
             os.close(self.empty_tree)  # attached above, or (no directory masked) freed
             self.empty_tree = None
-        for p in self.linux.get("readonlyPaths") or []:
-            readonly_path(p)
+        for i, p in enumerate(self.linux.get("readonlyPaths") or []):
+            try:
+                readonly_path(p)
+            except OSError as e:
+                raise ConfigError(f'invalid linux.readonlyPaths[{i}] "{p}": {_what(e)}') \
+                    from None
         if (self.cfg.get("root") or {}).get("readonly"):
             sc.mount_setattr("/", attr_set=sc.MOUNT_ATTR_RDONLY, flags=0)
+
+
+def _what(e: OSError) -> str:
+    """An OSError of the set-up as the end of a one-line message."""
+    return f"{e.strerror}: {e.filename}" if e.filename else str(e.strerror or e)
 
 
 def check_proc_mount(m: dict, dest: str, kind: str | None, bind: bool) -> None:

@@ -107,8 +107,15 @@ def check_process(proc: dict) -> None:
 
 
 def apply_rlimits(proc: dict) -> None:
-    for rl in proc.get("rlimits") or []:
-        resource.setrlimit(RLIMITS[rl["type"]], (int(rl["soft"]), int(rl["hard"])))
+    """The config's rlimits; one the kernel refuses (a hard limit above fs.nr_open, or
+    raised without CAP_SYS_RESOURCE) is named: the config's fault, not the command's."""
+    for i, rl in enumerate(proc.get("rlimits") or []):
+        try:
+            resource.setrlimit(RLIMITS[rl["type"]], (int(rl["soft"]), int(rl["hard"])))
+        except (OSError, ValueError) as e:  # (EPERM is a ValueError here)
+            why = e.strerror if isinstance(e, OSError) else str(e)
+            raise ConfigError(f"invalid process.rlimits[{i}] ({rl['type']} {rl['soft']}:"
+                              f"{rl['hard']}): {why}") from None
 
 
 PERSONALITY = {"LINUX": 0x0000, "LINUX32": 0x0008}
@@ -204,8 +211,12 @@ def apply_personality(linux: dict) -> None:
 
 def apply_oom_score_adj(proc: dict) -> None:
     if "oomScoreAdj" in proc:
-        with open("/proc/self/oom_score_adj", "w") as f:
-            f.write(str(int(proc["oomScoreAdj"])))
+        try:
+            with open("/proc/self/oom_score_adj", "w") as f:
+                f.write(str(int(proc["oomScoreAdj"])))
+        except OSError as e:  # (lower than ours without CAP_SYS_RESOURCE: EACCES, not 126)
+            raise ConfigError(f"invalid process.oomScoreAdj {proc['oomScoreAdj']}: "
+                              f"{e.strerror}") from None
 
 
 def apply_user_and_caps(proc: dict) -> None:
@@ -232,11 +243,16 @@ def apply_user_and_caps(proc: dict) -> None:
     groups = [int(g) for g in user.get("additionalGids") or []]
     try:
         os.setgroups(groups)
-    except PermissionError:  # rootless, one id mapped: the kernel denies setgroups, and
-        if groups or not setgroups_denied():  # no supplementary group can exist anyway
-            raise
-    os.setresgid(gid, gid, gid)
-    os.setresuid(uid, uid, uid)
+    except PermissionError as e:  # rootless, one id mapped: the kernel denies setgroups,
+        if groups or not setgroups_denied():  # and no supplementary group can exist anyway
+            raise _id_error("additionalGids", groups, e) from None
+    except OSError as e:
+        raise _id_error("additionalGids", groups, e) from None
+    for field, set_ids, value in (("gid", os.setresgid, gid), ("uid", os.setresuid, uid)):
+        try:
+            set_ids(value, value, value)
+        except OSError as e:
+            raise _id_error(field, value, e) from None
     if "umask" in user:
         os.umask(int(user["umask"]))
     # One capset for all three sets: effective must stay within permitted at every step.
@@ -253,6 +269,14 @@ def apply_user_and_caps(proc: dict) -> None:
             pass
     if proc.get("noNewPrivileges"):
         capsets.set_no_new_privs()
+
+
+def _id_error(field: str, value: object, e: OSError) -> ConfigError:
+    """An id the kernel refuses is the config's fault (exit 125), not the command's."""
+    import errno
+
+    hint = " (not mapped in the zone's user namespace)" if e.errno == errno.EINVAL else ""
+    return ConfigError(f"invalid process.user.{field} {value}: {e.strerror}{hint}")
 
 
 def setgroups_denied() -> bool:

@@ -4,9 +4,11 @@ One JSON object per SOCK_SEQPACKET message ({"op": NAME, ...fields}); fds travel
 SCM_RIGHTS. JSON because the C side (csrc/spawn.c, the init's and exec's last step) speaks
 it too. The sequence of a create and of an exec is in zoned.child.process's docstring.
 
-A failure is {"op": "error", "message": TEXT, "errno": E}: the errno of the step that failed
-(0 if it was not a system call), so the parent decides by number, not by words, that a
-missing command exits 127 and a non-executable one 126 (the shell's codes, as runc).
+A failure is {"op": "error", "message": TEXT, "errno": E}. E is the errno of the command's
+own exec (CommandError; spawn.c's execve), so the parent decides by number, not by words,
+that a missing command exits 127 and a non-executable one 126 (the shell's codes, as runc).
+Any other failure of the set-up sends 0, whatever its errno: a device under /proc or a
+missing working directory is the config's fault, exit 125, not "command not found".
 """
 from __future__ import annotations
 
@@ -78,6 +80,11 @@ class Message:
 
 
 EOF = Message(None, {}, [])
+
+
+class CommandError(OSError):
+    """The container's command could not be executed (missing, not executable): the one
+    failure whose errno reaches the parent (run_child), so that it exits 127 or 126."""
 
 
 def exit_code_for(err: int) -> int:

@@ -408,11 +408,39 @@ def validate(cfg: dict) -> dict:
             raise ConfigError(f"config.json: mounts[{i}].destination "
                               f"{m['destination']!r} must be absolute")
     security.check_linux(linux)
+    if linux.get("devices"):
+        check_devices(linux["devices"], cfg.get("mounts") or [])
     if cfg.get("hooks"):  # (hooks is not loaded for the usual config without any)
         from zoned.oci import hooks
 
         hooks.check(cfg["hooks"])
     return cfg
+
+
+# File systems that hold no device node: mknod there fails (procfs: ENOENT), as does the
+# file a user namespace's device is bound onto.
+NO_DEVICE_FS = ("proc", "sysfs", "cgroup", "cgroup2", "mqueue", "devpts")
+
+
+def check_devices(devices: list[dict], mounts: list[dict]) -> None:
+    """A device under a mount of a file system that holds none (/proc, /sys, /dev/pts)
+    cannot be made: refused before anything is created, naming the field. runc fails in
+    its init, "mknod .../proc/x: no such file or directory", which podman reports as a
+    command not found (127). The last mount over the path decides (devices are made after
+    all mounts); a symlink inside the rootfs is the init's to find (zoned.child.rootfs)."""
+    def lexical(path: str) -> str:  # (normpath keeps a leading "//")
+        return os.path.normpath("/" + path.lstrip("/"))
+
+    for i, d in enumerate(devices):
+        path, over = lexical(d["path"]), None
+        for m in mounts:
+            dest = lexical(m["destination"])
+            if path == dest or path.startswith(dest.rstrip("/") + "/"):
+                over = m
+        if over is not None and over.get("type") in NO_DEVICE_FS:
+            raise ConfigError(f'invalid linux.devices[{i}].path "{d["path"]}": inside the '
+                              f'{over["type"]} mount on {over["destination"]}, where no '
+                              "device node can be made")
 
 
 # The kernel's limit for hostname and domainname (__NEW_UTS_LEN): longer ones fail in the
