@@ -166,8 +166,8 @@ static size_t json_escape(char *out, size_t size, const char *s)
  * then loads the filter in BPF_FD (-1: none; without no_new_privs the init loaded it before
  * dropping its capabilities) and execs PATH (already looked up in the container's PATH).
  * A failure is reported as process.run_child does: {"op":"error","message":...,"errno":E}
- * on SOCK if it is still open, else on stderr, and exit 127 (ENOENT), 126 (EACCES, EPERM)
- * or 1. EOF on SOCK (CLOEXEC here) tells zoned that execve worked.
+ * on SOCK if it is still open, else on stderr, and exit 127 (ENOENT), 126 (EACCES, EPERM,
+ * ENOEXEC) or 1. EOF on SOCK (CLOEXEC here) tells zoned that execve worked.
  */
 static int init_main(int argc, char **argv)
 {
@@ -218,7 +218,7 @@ static int init_main(int argc, char **argv)
     if (bpf_len == 0 || z_seccomp_set_filter(seccomp_flags, bpf, bpf_len) == 0)
         execve(path, argv + 8, environ);
     err = errno;
-    code = err == ENOENT ? 127 : (err == EACCES || err == EPERM) ? 126 : 1;
+    code = err == ENOENT ? 127 : (err == EACCES || err == EPERM || err == ENOEXEC) ? 126 : 1;
     snprintf(text, sizeof(text), "%s: %s", strerror(err), path);
     if (sock >= 0) {
         static char escaped[sizeof(text) * 6 + 1];

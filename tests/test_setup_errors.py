@@ -221,3 +221,18 @@ def test_a_missing_or_unexecutable_command_keeps_its_code(cli, bundle, running, 
     assert host_snapshot(zoned_root) == before
     assert zone_state(zoned_root) == [running]
     assert os.path.isdir(os.path.join(zoned_root, running))
+
+
+def test_an_executable_that_is_no_program_is_126(cli, running, tmp_path):
+    """execve's ENOEXEC (no #!, another machine's binary): 126, as bash and podman give,
+    from the init's exec (zoned-spawn) and from exec's."""
+    prog = tmp_path / "noprog"
+    prog.write_bytes(b"\x01\x02 not a program\n")
+    prog.chmod(0o755)
+    tmp_path.chmod(0o755)
+    p = cli("run", "--rm", "-v", f"{tmp_path}:/x:ro", "--", "/x/noprog")
+    assert p.returncode == 126 and "Exec format error" in p.stderr, (p.returncode, p.stderr)
+    cli("exec", running, "sh", "-c", "printf '\\001\\002' > /tmp/noprog; chmod +x /tmp/noprog",
+        check=True)
+    p = cli("exec", running, "/tmp/noprog")
+    assert p.returncode == 126 and "Exec format error" in p.stderr, (p.returncode, p.stderr)

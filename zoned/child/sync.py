@@ -88,10 +88,12 @@ class CommandError(OSError):
 
 
 def exit_code_for(err: int) -> int:
-    """A failed exec's exit code: 127 if the file is missing, 126 if it may not be run."""
+    """A failed exec's exit code: 127 if the file is missing, 126 if it may not be run
+    (nor run this way: ENOEXEC, a script without #! or another machine's binary, is 126
+    in bash and podman)."""
     if err == errnos.ENOENT:
         return 127
-    if err in (errnos.EACCES, errnos.EPERM):
+    if err in (errnos.EACCES, errnos.EPERM, errnos.ENOEXEC):
         return 126
     return 1
 
