@@ -219,7 +219,9 @@ def test_workdir_symlink_stays_inside(cli, rootfs, host):
     assert (rootfs / str(host).lstrip("/") / "wd").is_dir()  # made inside, as runc does
     # the kernel then cannot chdir through /n/..: a clean one-line failure (runc's too)
     assert p.returncode != 0
-    assert p.stderr.strip().splitlines() == ["zoned: No such file or directory: /wd"]
+    assert p.stderr.strip().splitlines() == [
+        'zoned: invalid process.cwd "/wd": no such directory in the zone']
+    assert p.returncode == 125  # the config's, not the command's (tests/test_setup_errors)
 
 
 @pytest.mark.skipif(shutil.which("nft") is None, reason="nftables is not installed")
