@@ -84,14 +84,30 @@ def make_zone_dir(data: str, cid: str) -> str:
     for _ in range(5):  # a concurrent prune() may remove the parents meanwhile
         try:
             os.makedirs(os.path.dirname(d), mode=0o711, exist_ok=True)
-            os.mkdir(d, 0o711)
+            os.mkdir(d, 0o700)  # (share_with_zone_root says why 0700)
             return d
         except FileExistsError:
             rmtree(d)
         except FileNotFoundError:
             continue
-    os.mkdir(d, 0o711)
+    os.mkdir(d, 0o700)
     return d
+
+
+def share_with_zone_root(path: str, root_id: tuple[int, int] | None) -> None:
+    """A zone's own dirs (its state dir, its data dir) are 0700: no other host user may
+    reach its writable layer, where a setuid file the zone made would run as root for
+    them (docker's CVE-2021-41091), nor its config's env. A zone whose root is another
+    host id (a user namespace) traverses them to mount its root: that id's group gets
+    search permission (0710, as docker's userns-remap root). A rootless zoned cannot give
+    a subordinate gid a directory: there, others keep search permission (0711)."""
+    if root_id is None or root_id[0] == os.geteuid():
+        return
+    try:
+        os.chown(path, -1, root_id[1])
+        os.chmod(path, 0o710)
+    except PermissionError:
+        os.chmod(path, 0o711)
 
 
 def remove_zone_dir(path: str | None) -> None:

@@ -159,12 +159,19 @@ class Runtime:
                 make_volumes(cfg, self.store.data)
             lower = (cfg.get("annotations") or {}).get(specmod.ANN_LOWER)
             if data_dir:  # zoned.zones: kept across restarts (only the logger is undone)
-                os.makedirs(data_dir, 0o711, exist_ok=True)
+                os.makedirs(data_dir, 0o700, exist_ok=True)
+                os.chmod(data_dir, 0o700)  # (one made 0711 by an older zoned too)
                 data = data_dir
             elif lower or log:  # the writable layer and the log go to the data root (disk)
                 from zoned.storage import make_zone_dir
 
                 data = make_zone_dir(self.store.data, cid)
+            root_id = host_root(linux)
+            if root_id is not None:  # its root traverses both to mount its rootfs
+                from zoned.storage import share_with_zone_root
+
+                for p in (d, data) if data else (d,):
+                    share_with_zone_root(p, root_id)
             if log:  # a detached container's output goes to zoned-logger (zoned.logs)
                 from zoned import logs
 
@@ -186,7 +193,6 @@ class Runtime:
                 for p in (rootfs, upper, work):
                     if not (data_dir and p != rootfs and os.path.isdir(p)):
                         os.mkdir(p, 0o755)
-                root_id = host_root(linux)
                 if root_id is not None:  # the container's root must own its upper layer
                     for p in (upper, work):
                         os.chown(p, *root_id)

@@ -270,7 +270,7 @@ def clone(rt, src: str, new: str, overrides: list[str] | None = None) -> Zone:
     src_layer = record.data_dir(rt.store.data, src)
     dst_layer = record.data_dir(rt.store.data, new)
     if os.path.isdir(os.path.join(src_layer, "upper")):
-        os.makedirs(dst_layer, 0o711, exist_ok=True)
+        os.makedirs(dst_layer, 0o700, exist_ok=True)  # (zoned.storage.share_with_zone_root)
         p = subprocess.run(["cp", "-a", "--reflink=auto", os.path.join(src_layer, "upper"),
                             os.path.join(dst_layer, "upper")], capture_output=True, text=True)
         if p.returncode != 0:
