@@ -40,12 +40,19 @@ def tar_stream(args: list[str], *, what: str, writing: bool):
 
 
 def clean_dir(directory: str) -> None:
-    """Make `directory` exist and hold no old checkpoint (old images would confuse criu)."""
+    """Make `directory` exist and hold no old checkpoint (old images would confuse criu).
+    Its entries are removed from the directory itself, never through a symlink to it."""
     os.makedirs(directory, mode=0o700, exist_ok=True)
-    for name in os.listdir(directory):
-        if name.endswith(".img") or name in OWN_FILES:
-            p = os.path.join(directory, name)
-            shutil.rmtree(p) if os.path.isdir(p) and not os.path.islink(p) else os.unlink(p)
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:
+        for e in os.scandir(fd):
+            if e.name.endswith(".img") or e.name in OWN_FILES:
+                if e.is_dir(follow_symlinks=False):
+                    shutil.rmtree(e.name, dir_fd=fd)
+                else:
+                    os.unlink(e.name, dir_fd=fd)
+    finally:
+        os.close(fd)
 
 
 def read_meta(directory: str) -> dict:
@@ -160,20 +167,37 @@ def lower_of(meta: dict) -> str:
 
 
 def export_tar(directory: str, path: str) -> None:
-    """DIR as a .tar.zst (owners, xattrs and overlay whiteouts kept), written atomically."""
+    """DIR as a .tar.zst (owners, xattrs and overlay whiteouts kept), written atomically:
+    into a new file of an unguessable name beside PATH (O_EXCL, 0600: it holds the zone's
+    memory), renamed over PATH once complete. (A fixed PATH.part was written through
+    whatever another user had planted there.)"""
+    import tempfile
+
+    from zoned.checkpoint.private import check_parents
+
     path = os.path.abspath(path)
-    tmp = f"{path}.part"
-    r = subprocess.run(["tar", *TAR_FLAGS, "--zstd", "-cf", tmp, "-C", directory, "."],
-                       capture_output=True, text=True)
-    if r.returncode != 0:
+    check_parents(path, "--export")
+    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".part",
+                               dir=os.path.dirname(path))
+    try:
+        r = subprocess.run(["tar", *TAR_FLAGS, "--zstd", "-cf", "-", "-C", directory, "."],
+                           stdout=fd, stderr=subprocess.PIPE, text=True)
+        if r.returncode != 0:
+            raise ZonedError(f"cannot write {path}: {r.stderr.strip()}")
+        os.replace(tmp, path)
+    except BaseException:
         unlink_if_exists(tmp)
-        raise ZonedError(f"cannot write {path}: {r.stderr.strip()}")
-    os.replace(tmp, path)
+        raise
+    finally:
+        os.close(fd)
 
 
 def import_tar(path: str, directory: str) -> None:
-    if not os.path.isfile(path):
-        raise ConfigError(f"--import {path}: no such file")
+    """Unpack the archive at `path` (root's or ours, where no one else can swap it:
+    zoned.checkpoint.private) into `directory`."""
+    from zoned.checkpoint.private import check_own
+
+    check_own(path, "--import", directory=False)
     os.makedirs(directory, mode=0o700, exist_ok=True)
     r = subprocess.run(["tar", *TAR_FLAGS, "--zstd", "-xf", path, "-C", directory],
                        capture_output=True, text=True)

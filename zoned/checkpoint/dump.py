@@ -375,8 +375,16 @@ def checkpoint(rt, cid: str, directory: str | None, *, leave_running: bool = Fal
         raise ConfigError("give --dir, --export or both")
     criu = find_criu()
     tmp = None
+    from zoned.checkpoint.private import check_own, check_parents
+
+    if export:
+        check_parents(os.path.abspath(export), "--export")
     if directory is None:
         tmp = directory = tempfile.mkdtemp(prefix=f"tmp-{os.getpid()}-", dir=scratch_dir(rt))
+    elif os.path.lexists(directory):  # the user's: root's or ours alone (made if missing)
+        check_own(os.path.abspath(directory), "--dir", directory=True)
+    else:
+        check_parents(os.path.abspath(directory), "--dir")
     directory = os.path.abspath(directory)
     try:
         with rt.store.lock(cid):

@@ -53,7 +53,10 @@ def restore(rt, directory: str, *, name: str | None = None, lazy_socket: int | N
     from zoned.checkpoint.incoming import Incoming
     from zoned.oci import spec as specmod
 
+    from zoned.checkpoint.private import check_own
+
     directory = os.path.abspath(directory)
+    check_own(directory, "--dir", directory=True)  # (a scratch dir of zoned's passes)
     meta = read_meta(directory)
     cid = name or meta["id"]
     specmod.check_id(cid)
