@@ -235,3 +235,15 @@ def test_every_cgroup_hierarchy_shows_the_zones_own_cgroup_read_only(zoned_root,
         # the zone's own: its init is 1, and no process outside its pid namespace (0)
         assert 1 in pids and 0 not in pids and len(pids) < 8, (name, procs)
         assert readonly == "1", (name, r.stdout)
+
+
+def test_the_hosts_console_is_no_device_a_zone_may_use(cli):
+    """The device allow-list has no c 5:1 (the host's /dev/console; session 21's audit: a
+    zone with CAP_MKNOD, which `zoned spec` bundles and CRI give, opened it and read the
+    host's ttyS0), as runc since 1.0. A -t zone's /dev/console is its own pty."""
+    p = cli("run", "--rm", "--cap-add", "MKNOD", "--", "sh", "-c",
+            "mknod /tmp/console c 5 1 && exec 3<>/tmp/console && echo opened")
+    assert "opened" not in p.stdout and p.returncode != 0, (p.stdout, p.stderr)
+    p = cli("run", "--rm", "--cap-add", "MKNOD", "--", "sh", "-c",
+            "mknod /tmp/null c 1 3 && exec 3<>/tmp/null && echo opened")
+    assert p.stdout == "opened\n", p.stderr  # (what the allow-list does allow still works)

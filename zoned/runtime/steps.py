@@ -73,8 +73,7 @@ def container_resources(resources: dict, devices: list | None = None) -> dict:
     defaults += [
         {"allow": True, "type": "c", "major": 5, "minor": 2, "access": "rwm"},   # /dev/ptmx
         {"allow": True, "type": "c", "major": 136, "access": "rwm"},             # /dev/pts/*
-        {"allow": True, "type": "c", "major": 5, "minor": 1, "access": "rwm"},   # console
-    ]
+    ]  # not 5:1, the host's /dev/console (a -t zone's is its pty): runc dropped it in 1.0
     defaults += [{"allow": True, "type": "b" if d.get("type") == "b" else "c",
                   "major": d.get("major", 0), "minor": d.get("minor", 0), "access": "m"}
                  for d in devices or []
