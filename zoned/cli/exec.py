@@ -53,13 +53,30 @@ def cmd_exec(args) -> int:
     if (rt.store.read_state(args.id).get("zoned") or {}).get("vm"):
         return _exec_vm(rt, args, process)
     stdio = None
-    null = None
+    null = relay = None
     if not process.get("terminal") and not args.interactive and not args.process:
-        null = os.open("/dev/null", os.O_RDONLY | os.O_CLOEXEC)
+        null = os.open("/dev/null", os.O_RDWR | os.O_CLOEXEC)
         stdio = (null, 1, 2)
+    if not process.get("terminal") and (os.isatty(1) or os.isatty(2) or os.isatty(0) and
+                                        (args.interactive or args.process)):
+        # our terminal is not the process's to keep (zoned.cli.relay says why): pipes, or
+        # for a process nobody waits for (-d), /dev/null
+        if args.detach:
+            if null is None:
+                null = os.open("/dev/null", os.O_RDWR | os.O_CLOEXEC)
+            stdio = tuple(null if os.isatty(fd) else fd for fd in (0, 1, 2))
+        else:
+            from zoned.cli.relay import Relay
+
+            relay = Relay(args.interactive or bool(args.process), null)
+            stdio = tuple(relay.stdio)
     try:
         started = rt.exec(args.id, process, stdio=stdio, pid_file=args.pid_file,
                           preserve_fds=args.preserve_fds, detach=args.detach)
+    except BaseException:
+        if relay is not None:
+            relay.close()
+        raise
     finally:
         if null is not None:
             os.close(null)
@@ -78,6 +95,9 @@ def cmd_exec(args) -> int:
     if master is not None:
         attach(master, args.interactive)
         os.close(master)
+    if relay is not None:
+        relay.started()
+        return status_code(relay.wait(started.pid))
     _, status = os.waitpid(started.pid, 0)
     return status_code(status)
 

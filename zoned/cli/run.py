@@ -211,10 +211,15 @@ def _foreground(rt, cid: str, cfg: dict, args, net=None) -> int:
     from zoned.runconfig import status_code
 
     stdio = None
-    null = None
+    null = relay = None
     if not args.tty and not args.interactive:
         null = os.open("/dev/null", os.O_RDONLY | os.O_CLOEXEC)
         stdio = (null, 1, 2)
+    if not args.tty and (os.isatty(1) or os.isatty(2) or args.interactive and os.isatty(0)):
+        from zoned.cli.relay import Relay  # pipes, not our terminal (relay.py says why)
+
+        relay = Relay(args.interactive, null)
+        stdio = tuple(relay.stdio)
 
     def forward_to(pid: int) -> None:
         """From the start on, our signals are the zone's (its process may run before
@@ -232,6 +237,10 @@ def _foreground(rt, cid: str, cfg: dict, args, net=None) -> int:
     try:
         started = rt.run(cid, cfg, stdio=stdio, keep_pdeathsig=True, autoremove=args.rm,
                          network=net, on_start=forward_to)
+    except BaseException:
+        if relay is not None:
+            relay.close()
+        raise
     finally:
         if null is not None:
             os.close(null)
@@ -240,7 +249,10 @@ def _foreground(rt, cid: str, cfg: dict, args, net=None) -> int:
     try:
         if started.master is not None:
             attach(started.master, args.interactive)
-        while True:
+        if relay is not None:
+            relay.started()
+            status = relay.wait(pid)
+        while relay is None:
             try:
                 _, status = os.waitpid(pid, 0)
                 break

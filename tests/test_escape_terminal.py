@@ -1,0 +1,80 @@
+"""A zone's process run without -t never gets the caller's terminal (found by session 21's
+audit): with it, a program left behind by `zoned exec` read what the admin typed at the
+shell's next prompt, and one with CAP_SYS_ADMIN pushed input into that shell (TIOCSTI).
+runc and conmon give such a process pipes and copy; so does zoned when one of its fds is
+a terminal. Each test runs zoned on a real pty, as an admin's shell would."""
+from __future__ import annotations
+
+import os
+import pty
+import select
+import time
+
+from conftest import ZONED
+
+
+def on_pty(argv: list[str], typed: bytes = b"", timeout: float = 60) -> tuple[int, str]:
+    """argv with a new pty as its stdin, stdout and stderr; `typed` is typed into it once
+    it runs. (exit code, what it wrote to the terminal: read until no one holds the pty
+    open, or the timeout.)"""
+    pid, master = pty.fork()
+    if pid == 0:
+        os.execv(argv[0], argv)
+    out, deadline = b"", time.monotonic() + timeout
+    try:
+        if typed:
+            time.sleep(0.5)
+            os.write(master, typed)
+        while time.monotonic() < deadline:
+            if select.select([master], [], [], 0.1)[0]:
+                try:
+                    chunk = os.read(master, 65536)
+                except OSError:  # EIO: no slave fd is open any more
+                    break
+                if not chunk:
+                    break
+                out += chunk
+    finally:
+        os.close(master)
+    code = os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
+    return code, out.decode(errors="replace").replace("\r\n", "\n")
+
+
+PROBE = "for fd in 0 1 2; do readlink /proc/self/fd/$fd; done; [ -t 1 ] && echo TTY; exit 3"
+
+
+def test_run_without_t_gives_pipes_not_the_terminal(cli):
+    code, out = on_pty([ZONED, "--root", cli.root, "run", "--rm", "--", "sh", "-c", PROBE])
+    lines = out.split()
+    assert code == 3, out
+    assert lines[0] == "/dev/null" and all(x.startswith("pipe:[") for x in lines[1:3]), out
+    assert "TTY" not in lines
+
+
+def test_exec_without_t_gives_pipes_and_copies_both_ways(cli):
+    """stdin too with -i: what is typed reaches the process, its output the terminal."""
+    cli("run", "-d", "--name", "term", "--", "sleep", "1000", check=True)
+    try:
+        code, out = on_pty([ZONED, "--root", cli.root, "exec", "term", "sh", "-c", PROBE])
+        assert code == 3 and "TTY" not in out and "/dev/pts" not in out, out
+        code, out = on_pty([ZONED, "--root", cli.root, "exec", "-i", "term", "sh", "-c",
+                            "readlink /proc/self/fd/0; tr a-z A-Z"], typed=b"hello\n\x04")
+        assert code == 0 and "pipe:[" in out and "HELLO" in out, out
+    finally:
+        cli("rm", "-f", "term")
+
+
+def test_a_program_left_by_exec_keeps_no_terminal(cli):
+    """The audit's thief: a background process started by `zoned exec` from a terminal
+    holds only pipes, which end with the exec; the terminal is not among its fds."""
+    cli("run", "-d", "--name", "thief", "--", "sleep", "1000", check=True)
+    try:
+        code, _ = on_pty([ZONED, "--root", cli.root, "exec", "-i", "thief", "sh", "-c",
+                          "sleep 300 </dev/null >/dev/null 2>&1 & "
+                          "(exec 3<&0 4>&1; sleep 300) & exit 0"])
+        assert code == 0
+        p = cli("exec", "thief", "sh", "-c",
+                "for p in /proc/[0-9]*; do ls -l $p/fd 2>/dev/null; done", check=True)
+        assert "/dev/pts" not in p.stdout and "/dev/tty" not in p.stdout, p.stdout
+    finally:
+        cli("rm", "-f", "thief")
