@@ -282,6 +282,21 @@ def test_export_rootfs_tar(built, tmp_path):
         store.export_rootfs_tar("nope", tmp_path / "nope.tar")
 
 
+def test_export_writes_through_no_name_another_user_could_plant(built, tmp_path):
+    """`zoned image export NAME /tmp/x.tar` runs as root: its temp file was the fixed
+    .x.tar.PID.tmp beside the destination, which a symlink planted there redirected."""
+    store, _ = built
+    canary = tmp_path / "pf-canary"
+    canary.write_text("canary\n")
+    os.symlink(canary, tmp_path / f".busybox.tar.{os.getpid()}.tmp")
+    dest = store.export_rootfs_tar("busybox", tmp_path / "busybox.tar")
+    assert canary.read_text() == "canary\n"
+    with tarfile.open(dest) as tar:
+        assert "bin/busybox" in tar.getnames()
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        f".busybox.tar.{os.getpid()}.tmp", "busybox.tar", "pf-canary"]
+
+
 def test_export_bundle(built, tmp_path):
     store, img = built
     rootfs = store.export_bundle("busybox", tmp_path / "bundle")
