@@ -72,10 +72,10 @@ start=$(date +%s)
 # 1. A deb-src line for sid, derived from the machine's own Debian URI; deb-src only, so
 #    no sid binary can ever be installed from it. Removed again when the script exits.
 uri=$(sed -n 's/^URIs: *\(http[^ ]*\/debian\)\/\?$/\1/p' /etc/apt/sources.list.d/debian.sources \
-        2>/dev/null | head -n1)
+        2>/dev/null | head -n1 || true)
 if [ -z "$uri" ]; then
     uri=$(sed -n 's/^deb \(\[[^]]*\] \)\?\(http[^ ]*\/debian\)\/\? .*/\2/p' /etc/apt/sources.list \
-            2>/dev/null | head -n1)
+            2>/dev/null | head -n1 || true)
 fi
 uri=${uri:-http://deb.debian.org/debian}
 keyring=/usr/share/keyrings/debian-archive-keyring.gpg
