@@ -78,6 +78,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common as C  # noqa: E402
 
+# --quick's JSON: git ignores it; not in /tmp, where another user could plant the name
+QUICK_OUT = C.RESULTS / "startup-quick.json"
 SEED = 18  # the rounds' orders (random.Random): the same on every run of this script
 VARIANTS = ["zoned-cli", "zoned-api", "zoned-api-pool", "runc", "zoned-run-bundle",
             "zoned-cli-rootfs",
@@ -474,8 +476,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--profile", type=int, default=0, metavar="K",
                    help="after the rounds, profile K zoned.run() calls with cProfile")
     p.add_argument("--out", help="JSON path (default bench/results/startup.json; with "
-                   "--quick, /tmp/zoned-startup-quick.json: a smoke test never replaces the "
-                   "committed result)")
+                   "--quick, bench/results/startup-quick.json, which git ignores: a smoke "
+                   "test never replaces the committed result)")
     p.add_argument("--before-ref", metavar="REF",
                    help="also run zoned-cli-before and zoned-api-before: zoned as of git "
                    "REF, interleaved with the rest (a before/after comparison)")
@@ -575,8 +577,7 @@ def main(argv: list[str] | None = None) -> int:
         "profile": profile,
         "elapsed_s": round(elapsed, 1),
     }
-    out = C.write_json("startup", result,
-                       a.out or ("/tmp/zoned-startup-quick.json" if a.quick else None))
+    out = C.write_json("startup", result, a.out or (str(QUICK_OUT) if a.quick else None))
 
     print(f"\nstartup: /bin/true to completion, {a.runs} interleaved rounds "
           f"({env['date']}, kernel {env['kernel']}, cgroup {env['cgroup_mode']}, "

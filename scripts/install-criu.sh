@@ -16,7 +16,10 @@
 # $ZONED_CRIU names one, or one other than $DEST is in PATH: zoned works with a stock
 # criu, only slower).
 # Environment: ZONED_CRIU (an existing binary to accept), PREFIX (/usr/local),
-# CRIU_BUILD_DIR (a scratch dir, removed afterwards unless KEEP_BUILD=1).
+# CRIU_BUILD_DIR (the scratch dir, which must not exist yet; default a new `mktemp -d` one),
+# removed when the script exits unless KEEP_BUILD=1.
+# The scratch dir is made anew, 0700, never a fixed /var/tmp name: a user who made that
+# first (or a symlink there) could swap the tarball between its sha256 check and tar.
 set -euo pipefail
 
 CRIU_VERSION=4.2.1
@@ -25,7 +28,7 @@ CRIU_SHA256=29ec0ee09e296479fe7048c80980e8ef1d0684d0b0204c2b101dfea19f6725b9
 PREFIX=${PREFIX:-/usr/local}
 DEST=$PREFIX/sbin/criu
 SRC_LIST=/etc/apt/sources.list.d/zoned-criu-src.sources
-BUILD_DIR=${CRIU_BUILD_DIR:-/var/tmp/zoned-criu-build}
+BUILD_DIR=  # made in step 3
 BUILD_DEPS="gcc make pkg-config libc6-dev libprotobuf-c-dev protobuf-c-compiler \
 libnl-3-dev libnet1-dev libcap-dev libbsd-dev libaio-dev libgnutls28-dev libnftables-dev \
 uuid-dev protobuf-compiler libprotobuf-dev ca-certificates patch"
@@ -72,10 +75,10 @@ start=$(date +%s)
 # 1. A deb-src line for sid, derived from the machine's own Debian URI; deb-src only, so
 #    no sid binary can ever be installed from it. Removed again when the script exits.
 uri=$(sed -n 's/^URIs: *\(http[^ ]*\/debian\)\/\?$/\1/p' /etc/apt/sources.list.d/debian.sources \
-        2>/dev/null | head -n1)
+        2>/dev/null | head -n1 || true)
 if [ -z "$uri" ]; then
     uri=$(sed -n 's/^deb \(\[[^]]*\] \)\?\(http[^ ]*\/debian\)\/\? .*/\2/p' /etc/apt/sources.list \
-            2>/dev/null | head -n1)
+            2>/dev/null | head -n1 || true)
 fi
 uri=${uri:-http://deb.debian.org/debian}
 keyring=/usr/share/keyrings/debian-archive-keyring.gpg
@@ -89,7 +92,17 @@ Signed-By: $keyring
 EOF
 mv "$SRC_LIST.tmp" "$SRC_LIST"
 # Only needed for this download: later `apt-get update`s need not fetch sid's Sources.
-trap 'rm -f "$SRC_LIST" "$SRC_LIST.tmp"' EXIT
+cleanup() {
+    rm -f "$SRC_LIST" "$SRC_LIST.tmp"
+    if [ -n "$BUILD_DIR" ]; then
+        if [ "${KEEP_BUILD:-0}" = 1 ]; then
+            log "build kept in $BUILD_DIR"
+        else
+            cd / && rm -rf "$BUILD_DIR"
+        fi
+    fi
+}
+trap cleanup EXIT
 log "deb-src for sid from $uri in $SRC_LIST"
 
 # 2. Build dependencies (bookworm's), only the missing ones.
@@ -105,8 +118,14 @@ fi
 # 3. The orig tarball. The .debian part of sid's source may 404 (a newer revision replaced
 #    it); the orig tarball is all we need, so apt-get's exit status is not trusted: the
 #    sha256 is.
-rm -rf "$BUILD_DIR"
-mkdir -p "$BUILD_DIR"
+if [ -n "${CRIU_BUILD_DIR:-}" ]; then
+    # mkdir, not mkdir -p: fails on anything already there (anyone's, or a symlink)
+    mkdir -m 0700 "$CRIU_BUILD_DIR" ||
+        die "CRIU_BUILD_DIR=$CRIU_BUILD_DIR: cannot make it anew (remove it, or unset it)"
+    BUILD_DIR=$CRIU_BUILD_DIR
+else
+    BUILD_DIR=$(mktemp -d "${TMPDIR:-/var/tmp}/zoned-criu-build.XXXXXXXX")
+fi
 cd "$BUILD_DIR"
 apt-get source -qq --download-only "criu=$CRIU_DEBVER" >apt-source.log 2>&1 ||
     log "apt-get source reported an error (expected if the .debian part 404s); checking the orig tarball"
@@ -143,7 +162,6 @@ for so in $(ldd "$DEST" | awk '$3 ~ /^\// {print $3}'); do
 done
 [ -z "$libs" ] || apt-mark manual $libs >/dev/null
 cd /
-[ "${KEEP_BUILD:-0}" = 1 ] || rm -rf "$BUILD_DIR"
 
 version_ok "$DEST" || die "$DEST --version: $("$DEST" --version 2>&1 | head -n1)"
 log "installed $("$DEST" --version | head -n1) at $DEST in $(( $(date +%s) - start ))s"

@@ -296,3 +296,51 @@ def test_start_rate_summary_of_latencies():
         (10.0, 30.0, 3.0)
     assert s["paired_minus_runc_median_ms"] == 5.0
     assert "paired_minus_runc_median_ms" not in start_rate.summary(ms, None)
+
+
+# -- where results are written (audit 8) ----------------------------------------------------
+
+def test_write_json_goes_through_no_name_another_user_could_plant(tmp_path):
+    """The benches run as root and --out may be in /tmp: a symlink planted at the old
+    fixed PATH.tmp (or at PATH itself) must be replaced or left alone, never written
+    through."""
+    import os
+
+    from zoned.bench.common import write_json
+
+    canary = tmp_path / "pf-canary"
+    canary.write_text("canary\n")
+    out = tmp_path / "startup.json"
+    os.symlink(canary, tmp_path / "startup.json.tmp")
+    assert write_json("startup", {"a": 1}, str(out)) == out
+    assert json.loads(out.read_text()) == {"a": 1} and not out.is_symlink()
+    assert canary.read_text() == "canary\n"
+    out.unlink()
+    os.symlink(canary, out)  # at the path itself: the link is replaced
+    write_json("startup", {"b": 2}, str(out))
+    assert json.loads(out.read_text()) == {"b": 2} and not out.is_symlink()
+    assert canary.read_text() == "canary\n"
+    umask = os.umask(0o022)
+    os.umask(umask)
+    assert out.stat().st_mode & 0o777 == 0o666 & ~umask  # as open() would have made it
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "pf-canary", "startup.json", "startup.json.tmp"]
+
+
+def test_startup_quick_writes_beside_the_results_where_git_ignores_it(monkeypatch):
+    """bench/startup.py --quick's default JSON: not in /tmp (root wrote
+    /tmp/zoned-startup-quick.json, a name any user could plant), and never over the
+    committed bench/results/startup.json."""
+    from pathlib import Path
+
+    from zoned.bench.common import RESULTS
+
+    repo = Path(__file__).resolve().parent.parent
+    monkeypatch.syspath_prepend(str(repo / "bench"))
+    import startup
+
+    assert startup.QUICK_OUT.parent == RESULTS == repo / "bench" / "results"
+    assert startup.QUICK_OUT.name != "startup.json"
+    r = subprocess.run(["git", "-C", str(repo), "check-ignore", "-q",
+                        str(startup.QUICK_OUT.relative_to(repo))])
+    assert r.returncode == 0  # ignored: a smoke test's numbers are never committed

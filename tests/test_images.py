@@ -282,6 +282,21 @@ def test_export_rootfs_tar(built, tmp_path):
         store.export_rootfs_tar("nope", tmp_path / "nope.tar")
 
 
+def test_export_writes_through_no_name_another_user_could_plant(built, tmp_path):
+    """`zoned image export NAME /tmp/x.tar` runs as root: its temp file was the fixed
+    .x.tar.PID.tmp beside the destination, which a symlink planted there redirected."""
+    store, _ = built
+    canary = tmp_path / "pf-canary"
+    canary.write_text("canary\n")
+    os.symlink(canary, tmp_path / f".busybox.tar.{os.getpid()}.tmp")
+    dest = store.export_rootfs_tar("busybox", tmp_path / "busybox.tar")
+    assert canary.read_text() == "canary\n"
+    with tarfile.open(dest) as tar:
+        assert "bin/busybox" in tar.getnames()
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        f".busybox.tar.{os.getpid()}.tmp", "busybox.tar", "pf-canary"]
+
+
 def test_export_bundle(built, tmp_path):
     store, img = built
     rootfs = store.export_bundle("busybox", tmp_path / "bundle")
@@ -322,3 +337,86 @@ def test_rebuild_keeps_lower_dir_of_running_container(tmp_path):
         store.prune()
         time.sleep(0.2)
     assert leftovers(tmp_path / "store") == []
+
+
+# -- locks another user could hold (audit 6) ------------------------------------------------
+_FLOCK_AS_NOBODY = """
+import fcntl, os, sys, time
+for p in sys.argv[1:]:
+    try:
+        fd = os.open(p, os.O_RDONLY)
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        print("held", flush=True)
+    except OSError as e:
+        print(e.__class__.__name__, flush=True)
+time.sleep(600)
+"""
+
+
+def flock_as_nobody(*paths: Path) -> tuple[subprocess.Popen, list[str]]:
+    """Another host user (nobody) opens each path read-only and flocks it, holding the
+    locks until killed: what each attempt gave ("held", or the error's class)."""
+    p = subprocess.Popen(["/usr/bin/python3", "-c", _FLOCK_AS_NOBODY, *map(str, paths)],
+                         user=65534, group=65534, extra_groups=[], stdout=subprocess.PIPE,
+                         text=True)
+    return p, [p.stdout.readline().strip() for _ in paths]
+
+
+@pytest.fixture
+def open_store():
+    """A store in a directory others may traverse (as /var/lib/zoned/images is), under
+    /tmp/pf-*, with one image made by the store's own write transaction."""
+    import tempfile
+
+    d = Path(tempfile.mkdtemp(prefix="pf-store-", dir="/tmp"))
+    os.chmod(d, 0o755)
+    store = ImageStore(d / "images")
+    store.create("pf-x", lambda tmp, rootfs: {"config": {"cmd": ["/bin/true"]}})
+    yield store
+    shutil.rmtree(d)
+
+
+@needs_root
+def test_another_user_cannot_hold_the_store_lock(open_store):
+    """A read-only fd is enough for flock(LOCK_EX): on a 0644 .lock any user could hang
+    `zoned run` and `image ls` for ever. 0600, and an older zoned's 0644 file is fixed
+    when root next takes the lock."""
+    lock = open_store.root / ".lock"
+    assert stat.S_IMODE(lock.stat().st_mode) == 0o600
+    lock.chmod(0o644)  # as zoned made it before
+    with open_store.lock(shared=True):
+        pass
+    assert stat.S_IMODE(lock.stat().st_mode) == 0o600
+    p, got = flock_as_nobody(lock)
+    try:
+        assert got == ["PermissionError"]
+    finally:
+        p.kill()
+        p.wait()
+
+
+@needs_root
+def test_another_users_flock_on_image_dirs_stops_neither_remove_nor_gc(open_store):
+    """Image dirs are 0755 (containers' users traverse them): anyone may open and flock
+    one. That must not hang `image rm` (it used to wait for a lock on the image's dir
+    while holding the store's, hanging every `zoned run` too) nor keep gc from a crashed
+    build's dir."""
+    root = open_store.root
+    junk = root / ".build-pf-x-abcd1234"  # a crashed build, as its builder left it
+    (junk / "rootfs").mkdir(parents=True)
+    junk.chmod(0o755)
+    p, got = flock_as_nobody(root / "pf-x", junk)
+    try:
+        assert got == ["held", "held"]
+        code = ("import sys; from zoned.images.store import ImageStore; "
+                "ImageStore(sys.argv[1]).remove('pf-x')")  # and its gc
+        try:
+            r = subprocess.run([sys.executable, "-c", code, str(root)], capture_output=True,
+                               text=True, timeout=30)
+        except subprocess.TimeoutExpired:
+            pytest.fail("image remove hangs on a lock another user holds")
+        assert r.returncode == 0, r.stderr
+        assert sorted(os.listdir(root)) == [".lock"]  # the image, the junk, their locks
+    finally:
+        p.kill()
+        p.wait()

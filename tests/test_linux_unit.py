@@ -205,6 +205,29 @@ def test_locks_exclude_and_report_busy(tmp_path):
         os.close(fd)
 
 
+def test_a_lock_file_is_only_its_owners_and_no_symlink(tmp_path):
+    """flock works on a read-only fd, so a lock file others can open is one they can hold
+    for ever: an older zoned's 0644 lock file is made 0600 when its owner next takes it,
+    and a symlink planted at a lock's path is refused, its target left as it was."""
+    import stat
+
+    from zoned.linux.locks import acquire, try_acquire
+
+    path = tmp_path / "store.lock"
+    path.touch()
+    path.chmod(0o644)
+    os.close(acquire(str(path), shared=True))
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    target = tmp_path / "pf-canary"
+    target.write_text("canary\n")
+    target.chmod(0o644)
+    os.symlink(target, tmp_path / "planted.lock")
+    with pytest.raises(OSError):
+        acquire(str(tmp_path / "planted.lock"))
+    assert try_acquire(str(tmp_path / "planted.lock")) is None
+    assert stat.S_IMODE(target.stat().st_mode) == 0o644 and target.read_text() == "canary\n"
+
+
 def test_lock_makes_parents_and_follows_a_replaced_file(tmp_path):
     """verify: a lock file unlinked by whoever removed what it guarded is not trusted."""
     from zoned.linux.locks import FileLock

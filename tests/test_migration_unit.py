@@ -255,3 +255,43 @@ def test_recv_msg_times_out_on_a_silent_tls_peer():
     finally:
         a.close()
         b.close()
+
+
+def test_relocation_key_opens_no_name_another_user_could_plant(tmp_path):
+    """The audit's attack: another user pre-creates the temp names `relocation-key` would
+    use (a file 0666 they keep a second link to, a symlink to a file of theirs) in the
+    key's directory. The key must be a new file of ours, 0600, and theirs untouched."""
+    import stat
+
+    from zoned.migration.transport import make_key
+
+    d = tmp_path / "pf-keydir"
+    d.mkdir()
+    d.chmod(0o1777)  # a directory others can write into, as /tmp
+    key = d / "relocation.pem"
+    planted = d / f"relocation.pem.{os.getpid()}.tmp"  # the old predictable name
+    planted.touch()
+    planted.chmod(0o666)
+    os.link(planted, d / "attacker-copy")  # the attacker keeps the inode
+    canary = tmp_path / "pf-canary"
+    canary.write_text("canary\n")
+    os.symlink(canary, f"{planted}.crt")
+    if os.geteuid() == 0:
+        os.chown(planted, 65534, 65534, follow_symlinks=False)
+    make_key(str(key))
+    st = os.lstat(key)
+    assert stat.S_ISREG(st.st_mode) and stat.S_IMODE(st.st_mode) == 0o600
+    assert st.st_uid == os.geteuid() and st.st_nlink == 1
+    assert st.st_ino != os.stat(d / "attacker-copy").st_ino
+    assert (d / "attacker-copy").read_bytes() == b""
+    assert canary.read_text() == "canary\n"
+    pem = key.read_text()
+    assert "PRIVATE KEY-----" in pem and "CERTIFICATE-----" in pem
+    # nothing of ours is left behind, and a second key never replaces the first
+    assert sorted(p.name for p in d.iterdir()) == sorted(
+        ["relocation.pem", planted.name, planted.name + ".crt", "attacker-copy"])
+    from zoned.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="already exists"):
+        make_key(str(key))
+    assert os.lstat(key).st_ino == st.st_ino

@@ -284,6 +284,30 @@ def test_publish_refuses_a_port_a_host_process_uses(cli, zoned_root, net):
             s.close()
 
 
+def test_port_and_inspect_show_the_address_a_port_is_published_on(cli):
+    """-p 127.0.0.1:P:80 publishes on loopback only (the nft rule matches 127.0.0.1), but
+    `zoned port` and `inspect` said 0.0.0.0:P, as if the port were open on every address."""
+    name, lo, anyp = "pf-net", PORT + 4, PORT + 5
+    cli("network", "create", name, "--subnet", "10.234.0.0/24", "--bridge", f"pf-br{TAG}",
+        check=True)
+    try:
+        cli("run", "-d", "--name", "pf-lo", "--network", name, "-p", f"127.0.0.1:{lo}:80",
+            "-p", f"{anyp}:81", "--", "httpd", "-f", "-p", "80", "-h", "/etc", check=True)
+        assert cli("port", "pf-lo").stdout.splitlines() == [
+            f"80/tcp -> 127.0.0.1:{lo}", f"81/tcp -> 0.0.0.0:{anyp}"]
+        assert cli("port", "pf-lo", "80/tcp").stdout == f"127.0.0.1:{lo}\n"
+        info = json.loads(cli("inspect", "--format", "json", "pf-lo", check=True).stdout)
+        assert info["NetworkSettings"]["Ports"] == {
+            "80/tcp": [{"HostIp": "127.0.0.1", "HostPort": str(lo)}],
+            "81/tcp": [{"HostIp": "0.0.0.0", "HostPort": str(anyp)}]}
+        text = cli("inspect", "--format", "summary", "pf-lo", check=True).stdout
+        assert f"80/tcp -> 127.0.0.1:{lo}" in text and f"81/tcp -> 0.0.0.0:{anyp}" in text
+        assert wait_for(lambda: _get(f"http://127.0.0.1:{lo}/hostname")) == "pf-lo\n"
+    finally:
+        cli("rm", "-f", "pf-lo")
+        cli("network", "rm", name)
+
+
 def _get(url: str) -> str | None:
     try:
         with urllib.request.urlopen(url, timeout=3) as r:

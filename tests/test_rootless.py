@@ -314,3 +314,74 @@ def test_removal_opens_up_the_users_own_dirs_but_never_through_a_symlink(user):
     p = user.run(sys.executable, "-c", REMOVE_SCRIPT.format(repo=REPO))
     assert p.returncode == 0, p.stderr
     assert p.stdout.split() == ["False", "0o0"]
+
+
+def test_the_state_root_is_a_private_directory_of_the_users_own(tmp_path):
+    """_own_dir: made 0700 if missing; refused (one line) if a symlink, not a directory,
+    another user's, or open to others: in /tmp another user could have planted it."""
+    import tempfile
+
+    from zoned.errors import ZonedError
+    from zoned.rootless import _own_dir
+
+    base = tempfile.mkdtemp(prefix="pf-own-", dir="/tmp")
+    try:
+        made = os.path.join(base, "made")
+        assert _own_dir(made, "HINT") == made
+        st = os.lstat(made)
+        assert st.st_mode & 0o7777 == 0o700 and st.st_uid == os.geteuid()
+        mine = os.path.join(base, "mine")
+        os.mkdir(mine)
+        os.symlink(mine, os.path.join(base, "link"))  # its target passes every check
+        os.mkdir(os.path.join(base, "theirs"), 0o700)
+        os.chown(os.path.join(base, "theirs"), 65534, 65534)
+        os.mkdir(os.path.join(base, "open"))
+        os.chmod(os.path.join(base, "open"), 0o755)
+        open(os.path.join(base, "file"), "w").close()
+        for name, why in [("link", "is a symlink"), ("theirs", "belongs to uid 65534"),
+                          ("open", "is open to others (mode 755"),
+                          ("file", "is not a directory")]:
+            with pytest.raises(ZonedError) as e:
+                _own_dir(os.path.join(base, name), "HINT")
+            msg = str(e.value)
+            assert why in msg and msg.endswith("; HINT") and "\n" not in msg, msg
+    finally:
+        subprocess.run(["rm", "-rf", base], check=True)
+
+
+def test_a_planted_tmp_state_root_is_refused_not_followed():
+    """The audit's attack: without XDG_RUNTIME_DIR the state root is /tmp/zoned-UID;
+    another user plants it first as a symlink to a directory of the victim's (stat()
+    followed it: the owner checked out), to swap it later for a place of theirs. zoned
+    refuses it in one line (125), touches nothing there, and works once it is gone."""
+    u = User(subids=False)
+    state = f"/tmp/zoned-{u.uid}"
+    try:
+        assert not os.path.lexists(state)
+        target = os.path.join(u.home, "pf-target")
+        assert u.run("mkdir", "-m", "700", target).returncode == 0
+        os.symlink(target, state)  # root plays the other user: the link is not the user's
+        p = u.run(ZONED, "ps")
+        assert p.returncode == 125, (p.stdout, p.stderr)
+        assert p.stderr.strip().splitlines() == [
+            f"zoned: rootless: {state} is a symlink; set XDG_RUNTIME_DIR to a directory "
+            f"of yours (0700), or remove {state} if it is yours"]
+        assert os.listdir(target) == []
+        os.unlink(state)
+        os.mkdir(state, 0o777)  # a directory, but another user's
+        os.chmod(state, 0o777)
+        p = u.run(ZONED, "ps")
+        assert p.returncode == 125 and "belongs to uid 0, not to you" in p.stderr
+        os.rmdir(state)
+        p = u.run(ZONED, "ps")  # made, the user's, 0700
+        assert p.returncode == 0, p.stderr
+        st = os.lstat(state)
+        assert (st.st_uid, st.st_mode & 0o7777) == (u.uid, 0o700)
+        runtime = os.path.join(u.home, "pf-run")  # with XDG_RUNTIME_DIR, /tmp is not used
+        assert u.run("mkdir", "-m", "700", runtime).returncode == 0
+        p = u.run(ZONED, "info", "--format", "json", XDG_RUNTIME_DIR=runtime)
+        assert p.returncode == 0, p.stderr
+        assert json.loads(p.stdout)["state_root"] == os.path.join(runtime, "zoned")
+    finally:
+        u.remove()  # (rm -rf of the state path: a link itself, not what it names)
+    assert not os.path.lexists(state)

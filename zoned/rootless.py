@@ -27,15 +27,38 @@ def is_rootless() -> bool:
     return os.geteuid() != 0
 
 
-def _own_dir(path: str) -> str:
-    """`path` made (0700) if missing; it must be the user's own, not a stranger's."""
-    os.makedirs(path, 0o700, exist_ok=True)
-    st = os.stat(path)
-    if st.st_uid != os.geteuid():
+def _own_dir(path: str, hint: str) -> str:
+    """`path`, made 0700 if missing: a directory (no symlink) of the user's own that
+    nobody else may use. Else one line, `hint` saying what to do.
+
+    In /tmp another user can plant the name first (a directory, or a symlink to the
+    victim's own files to swap later): zoned would then keep its state, and run hooks,
+    where they choose. Checked on the name itself (lstat) after mkdir, so what is
+    checked is what is used: in sticky /tmp nobody else can rename our directory away."""
+    import stat
+
+    try:
+        os.mkdir(path, 0o700)
+    except FileExistsError:
+        pass
+    except OSError as e:
         from zoned.errors import ZonedError
 
-        raise ZonedError(f"rootless: {path} belongs to uid {st.st_uid}, not to you")
-    return path
+        raise ZonedError(f"rootless: cannot make {path}: {e.strerror}; {hint}") from None
+    st = os.lstat(path)
+    if stat.S_ISLNK(st.st_mode):
+        why = "is a symlink"
+    elif not stat.S_ISDIR(st.st_mode):
+        why = "is not a directory"
+    elif st.st_uid != os.geteuid():
+        why = f"belongs to uid {st.st_uid}, not to you"
+    elif st.st_mode & 0o077:
+        why = f"is open to others (mode {stat.S_IMODE(st.st_mode):o}, not 700)"
+    else:
+        return path
+    from zoned.errors import ZonedError
+
+    raise ZonedError(f"rootless: {path} {why}; {hint}")
 
 
 def runtime_base() -> str:
@@ -43,8 +66,11 @@ def runtime_base() -> str:
     /tmp/zoned-UID."""
     xdg = os.environ.get("XDG_RUNTIME_DIR")
     if xdg and os.path.isdir(xdg) and os.access(xdg, os.W_OK | os.X_OK):
-        return _own_dir(os.path.join(xdg, "zoned"))
-    return _own_dir(f"/tmp/zoned-{os.geteuid()}")
+        path = os.path.join(xdg, "zoned")
+        return _own_dir(path, "remove it, or set XDG_RUNTIME_DIR to a directory of yours")
+    path = f"/tmp/zoned-{os.geteuid()}"
+    return _own_dir(path, "set XDG_RUNTIME_DIR to a directory of yours (0700), or "
+                          f"remove {path} if it is yours")
 
 
 def data_base() -> str:

@@ -46,12 +46,14 @@ def environment(runc: str | None = None, zoned_cli: str | None = None) -> dict:
 
 
 def write_json(name: str, data: dict, path: str | None = None) -> Path:
-    """Write data to `path` (default bench/results/NAME.json) atomically."""
+    """Write data to `path` (default bench/results/NAME.json) atomically, through a temp
+    file no one can plant (zoned.linux.files.replace_file: benches run as root, and
+    --out may name a directory others write, as /tmp)."""
+    from zoned.linux.files import replace_file
+
     out = Path(path) if path else RESULTS / f"{name}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(out.suffix + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n")
-    os.replace(tmp, out)
+    replace_file(str(out), (json.dumps(data, indent=2, sort_keys=False) + "\n").encode())
     return out
 
 

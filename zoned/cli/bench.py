@@ -60,9 +60,9 @@ def write_outputs(result: dict, out, plot_dir) -> dict[str, str]:
     path = out / "bench.json"
 
     def dump() -> None:
-        tmp = path.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(result, indent=1) + "\n")
-        os.replace(tmp, path)
+        from zoned.linux.files import replace_file  # (no fixed bench.json.tmp: see there)
+
+        replace_file(str(path), (json.dumps(result, indent=1) + "\n").encode())
 
     dump()
     files = {"json": str(path)}

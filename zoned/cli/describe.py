@@ -105,7 +105,7 @@ def document(rt, cid: str, *, raw: bool = False) -> dict:
             "IPAddress": addrs[0]["ip"] if addrs else "",
             "Networks": {a["network"]: {"IPAddress": a["ip"], "Gateway": a.get("gateway"),
                                         "MacAddress": a.get("mac")} for a in addrs},
-            "Ports": {f"{p['port']}/{p['proto']}": [{"HostIp": "0.0.0.0",
+            "Ports": {f"{p['port']}/{p['proto']}": [{"HostIp": p.get("host_ip") or "0.0.0.0",
                                                       "HostPort": str(p["host_port"])}]
                       for p in (z.get("network") or {}).get("ports") or []}},
         "HostConfig": {"Memory": (res.get("memory") or {}).get("limit", 0),

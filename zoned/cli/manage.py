@@ -92,14 +92,15 @@ def _boot_again(rt, cid: str) -> int:
 
 
 def cmd_port(args) -> int:
-    """The published ports, as podman prints them: 80/tcp -> 0.0.0.0:8080."""
+    """The published ports, as podman prints them: 80/tcp -> 0.0.0.0:8080, or the host
+    address a port is published on (-p 127.0.0.1:8080:80: 127.0.0.1:8080)."""
     rt = runtime(args)
     st = rt.state(args.id)
     ports = ((st.get("zoned") or {}).get("network") or {}).get("ports") or []
     for p in ports:
         spec = f"{p['port']}/{p['proto']}"
         if args.port in (None, spec, str(p["port"])):
-            host = f"0.0.0.0:{p['host_port']}"
+            host = f"{p.get('host_ip') or '0.0.0.0'}:{p['host_port']}"
             print(host if args.port else f"{spec} -> {host}")
     return 0
 

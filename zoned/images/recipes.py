@@ -470,9 +470,10 @@ def tree_size(root: Path) -> int:
 def export_rootfs_tar(store: ImageStore, name: str, dest_path: str | Path) -> Path:
     """ImageStore.export_rootfs_tar: the rootfs as a tarball (e.g. for `podman import`);
     .gz/.tgz compresses. Owners are numeric so the host's user names don't leak into it."""
+    from zoned.linux.files import new_beside
+
     dest = Path(dest_path)
     mode = "w:gz" if dest.name.endswith((".gz", ".tgz")) else "w"
-    tmp = dest.with_name(f".{dest.name}.{os.getpid()}.tmp")
 
     def numeric(ti: tarfile.TarInfo) -> tarfile.TarInfo:
         ti.uname = ti.gname = ""
@@ -480,14 +481,18 @@ def export_rootfs_tar(store: ImageStore, name: str, dest_path: str | Path) -> Pa
 
     with store.lock(shared=True):  # a concurrent rebuild must not delete it mid-read
         img = store.read_unlocked(name)
+        tmp = None
         try:
-            with tarfile.open(tmp, mode, format=tarfile.PAX_FORMAT) as tar:
+            fd, tmp = new_beside(str(dest))  # not a fixed name: root writes it, maybe in /tmp
+            with open(fd, "wb") as f, tarfile.open(fileobj=f, mode=mode,
+                                                   format=tarfile.PAX_FORMAT) as tar:
                 for child in sorted(os.listdir(img.rootfs_dir)):
                     tar.add(img.rootfs / child, arcname=child, filter=numeric)
             os.replace(tmp, dest)
         except BaseException as e:
-            with contextlib.suppress(OSError):
-                tmp.unlink()
+            if tmp is not None:
+                with contextlib.suppress(OSError):
+                    os.unlink(tmp)
             if isinstance(e, OSError):
                 raise ImageError(f"exporting {name!r} to {dest}: {e}") from None
             raise

@@ -15,7 +15,8 @@ checks that. Paths are kept as strings, with pathlib.Path views for API compatib
 
 Concurrency: a build happens in ``<store>/.build-<name>-XXXX`` and is renamed into place while
 holding ``flock(<store>/.lock)``; a failed build deletes its temp dir, and a crashed one's is
-collected by the next build/remove (each live temp dir is itself flock'ed by its builder).
+collected by the next build/remove (each live temp dir's ``<dir>.lock`` is flock'ed by its
+builder).
 Rebuild/remove renames the old image aside to ``.old-<name>-XXXX`` and deletes it -- unless an
 overlay mount in any mount namespace still names it as a lowerdir: deleting a lower dir under
 a running container makes every file it has not yet looked up vanish (measured: ``ls`` of the
@@ -93,7 +94,8 @@ class Image:
 
 class _StoreLock:
     """flock on <store>/.lock: exclusive for renames, shared for readers. Readers that can't
-    create the lock file (read-only store) go without: renames are still atomic."""
+    create the lock file (read-only store) go without: renames are still atomic. The file
+    is 0600: another user who could open it could hold it, and hang every `zoned run`."""
 
     __slots__ = ("path", "shared", "fd")
 
@@ -104,7 +106,7 @@ class _StoreLock:
 
     def __enter__(self) -> None:
         try:
-            self.fd = acquire(self.path, shared=self.shared, mode=0o644)
+            self.fd = acquire(self.path, shared=self.shared)
         except OSError:
             if not self.shared:
                 raise

@@ -163,6 +163,7 @@ def create(store: ImageStore, name: str, fill, what: str = "creating") -> Image:
         tmp = Path(tempfile.mkdtemp(prefix=f".build-{name}-", dir=store.root))
         busy = hold(tmp)  # marks the temp dir live for other processes' GC
     old = None
+    built = False
     try:
         os.chmod(tmp, 0o755)  # readable by containers' mapped users
         rootfs = tmp / "rootfs"
@@ -190,15 +191,18 @@ def create(store: ImageStore, name: str, fill, what: str = "creating") -> Image:
             except OSError:
                 if old:  # put the previous image back
                     os.rename(old[0], target)
-                    os.close(old[2])
+                    release(old[0], old[2])
                 raise
+            built = True
+            release(tmp, busy)
     except BaseException as e:
         shutil.rmtree(tmp, ignore_errors=True)
         if isinstance(e, OSError):
             raise ImageError(f"{what} image {name!r}: {e}") from None
         raise
     finally:
-        os.close(busy)
+        if not built:
+            release(tmp, busy)
     if old:
         retire(*old)
     return store.get(name)
@@ -281,9 +285,31 @@ def digest(store: ImageStore, name: str) -> str:
 
 
 def hold(path: str | os.PathLike) -> int:
-    """flock a work dir so other processes' GC knows its owner is alive (works across
-    pid namespaces and pid reuse, unlike pid files). Returns the fd to close."""
-    return acquire(os.fspath(path), directory=True)
+    """flock a work dir's lock file, <dir>.lock, so other processes' GC knows its owner
+    is alive (works across pid namespaces and pid reuse, unlike pid files). Returns the
+    fd for release(). The caller holds the store lock.
+
+    A 0600 file in the store's directory rather than the work dir itself: any user may
+    open a 0755 directory and flock it, and so keep gc from a dir, or hang a writer
+    waiting for that lock while it holds the store's (and every `zoned run` with it)."""
+    lock = os.fspath(path) + ".lock"
+    while True:
+        fd = acquire(lock)
+        try:  # one a release() was unlinking as we opened it guards nothing
+            if os.stat(lock).st_ino == os.fstat(fd).st_ino:
+                return fd
+        except FileNotFoundError:
+            pass
+        os.close(fd)
+
+
+def release(path: str | os.PathLike, fd: int) -> None:
+    """Give up hold(path)'s lock, when `path` is gone or is no work dir any more."""
+    try:
+        os.unlink(os.fspath(path) + ".lock")
+    except FileNotFoundError:
+        pass
+    os.close(fd)
 
 
 def set_aside(store: ImageStore, name: str) -> tuple[str, str, int]:
@@ -292,7 +318,7 @@ def set_aside(store: ImageStore, name: str) -> tuple[str, str, int]:
 
     aside = tempfile.mkdtemp(prefix=f".old-{name}-", dir=store.root_dir)
     src = join_path(store.root_dir, name)
-    fd = hold(src)
+    fd = hold(aside)
     os.rename(src, aside)  # replaces the empty placeholder dir atomically
     return aside, src + "/rootfs", fd
 
@@ -309,7 +335,7 @@ def retire(aside: str, old_rootfs: str, fd: int) -> None:
 
             shutil.rmtree(aside, ignore_errors=True)
     finally:
-        os.close(fd)
+        release(aside, fd)
 
 
 def collect_garbage(store: ImageStore) -> list[str]:
@@ -317,11 +343,16 @@ def collect_garbage(store: ImageStore) -> list[str]:
     import shutil
 
     removed = []
-    for n in os.listdir(store.root_dir):
+    names = os.listdir(store.root_dir)
+    for n in names:
         if not n.startswith((".build-", ".old-")):
             continue
         p = join_path(store.root_dir, n)
-        fd = try_acquire(p, directory=True)
+        if n.endswith(".lock"):  # a work dir's (mkdtemp's random tails have no dot)
+            if n[:-5] not in names and (fd := try_acquire(p)) is not None:
+                release(p[:-5], fd)  # its dir is gone: left by a crash
+            continue
+        fd = try_acquire(p + ".lock")
         if fd is None:  # its owner is alive and working on it
             continue
         try:
@@ -338,5 +369,5 @@ def collect_garbage(store: ImageStore) -> list[str]:
             shutil.rmtree(p, ignore_errors=True)
             removed.append(p)
         finally:
-            os.close(fd)
+            release(p, fd)  # held only while someone works on the dir
     return removed

@@ -76,3 +76,50 @@ def seal_filled(fd: int, data: bytes, mode: int | None = None) -> int:
         os.close(fd)
         raise
     return fd
+
+
+def new_beside(path: str) -> tuple[int, str]:
+    """A new temp file (fd, name) in `path`'s directory, to fill and then rename over
+    `path`: mkstemp's (O_EXCL|O_NOFOLLOW, an unguessable name), with the mode open()
+    would have given it (0666 less the umask). A fixed PATH.tmp in a directory others may
+    write (/tmp) is a name they can plant first: a symlink the write would follow."""
+    import tempfile
+
+    d, base = os.path.split(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(dir=d, prefix=f".{base}.", suffix=".tmp")
+    try:
+        os.fchmod(fd, 0o666 & ~_umask())
+    except BaseException:
+        os.close(fd)
+        os.unlink(tmp)
+        raise
+    return fd, tmp
+
+
+def replace_file(path: str, data: bytes) -> None:
+    """Write `path` atomically through new_beside(): readers see the old or the new
+    file, and a symlink at `path` is replaced, not written through."""
+    fd, tmp = new_beside(path)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+
+
+def _umask() -> int:
+    """The process's umask, read without setting it (os.umask sets it: a window in which
+    another thread's files would be made with none)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0o022

@@ -12,17 +12,22 @@ import fcntl
 import os
 
 
-def acquire(path: str, *, shared: bool = False, blocking: bool = True, mode: int = 0o600,
-            directory: bool = False) -> int:
-    """Open `path` (created if missing, unless `directory`: then it must be a directory)
-    and flock it; returns the fd, whose close releases the lock. Raises the open's OSError
-    (FileNotFoundError: a missing parent directory), BlockingIOError when not `blocking`
-    and another process holds the lock."""
-    if directory:
-        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    else:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, mode)
+def acquire(path: str, *, shared: bool = False, blocking: bool = True,
+            mode: int = 0o600) -> int:
+    """Open `path` (a file, created if missing) and flock it; returns the fd, whose close
+    releases the lock. Raises the open's OSError (FileNotFoundError: a missing parent
+    directory; ELOOP: a symlink), BlockingIOError when not `blocking` and another process
+    holds the lock.
+
+    flock needs only an fd, a read-only one too: whoever can open a lock file can hold
+    it for ever. So a lock file of ours is never more open than `mode` (0600: only its
+    owner), also one an older zoned made with a wider mode. (No directories: anyone who
+    may list one can open and flock it.)"""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, mode)
     try:
+        st = os.fstat(fd)
+        if st.st_mode & 0o7777 & ~mode and st.st_uid == os.geteuid():
+            os.fchmod(fd, mode)
         op = fcntl.LOCK_SH if shared else fcntl.LOCK_EX
         fcntl.flock(fd, op if blocking else op | fcntl.LOCK_NB)
     except BaseException:
@@ -31,11 +36,11 @@ def acquire(path: str, *, shared: bool = False, blocking: bool = True, mode: int
     return fd
 
 
-def try_acquire(path: str, *, directory: bool = False) -> int | None:
+def try_acquire(path: str) -> int | None:
     """An exclusive lock if nobody holds one (gc's way of asking "is its owner alive?"):
     the fd, or None if the lock is held or `path` cannot be opened."""
     try:
-        return acquire(path, blocking=False, directory=directory)
+        return acquire(path, blocking=False)
     except OSError:
         return None
 

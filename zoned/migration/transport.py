@@ -319,30 +319,46 @@ def _write_all(fd: int, data: bytes) -> None:
 # -- keys and TLS ------------------------------------------------------------------------
 def make_key(path: str) -> None:
     """A relocation key: an EC private key and its self-signed certificate in one PEM
-    (mode 0600). Copy it to every host that may send or receive containers."""
-    if os.path.exists(path):
+    (mode 0600). Copy it to every host that may send or receive containers.
+
+    openssl prints both to a pipe; they go into a file mkstemp made (O_EXCL|O_NOFOLLOW,
+    0600, an unguessable name in the key's directory), which is then linked into place
+    without replacing anything: no name another user can plant beforehand is ever
+    opened (a predictable temp name was: openssl writes into an existing file, keeping
+    its owner and mode)."""
+    import tempfile
+
+    if os.path.lexists(path):
         raise ConfigError(f"{path} already exists (remove it first to make a new key)")
     d = os.path.dirname(os.path.abspath(path))
     os.makedirs(d, exist_ok=True)
-    tmp = f"{path}.{os.getpid()}.tmp"
-    old = os.umask(0o077)
+    r = subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
+                        "ec_paramgen_curve:prime256v1", "-nodes", "-days", "3650",
+                        "-subj", "/CN=zoned-relocation", "-keyout", "-", "-out", "-"],
+                       stdin=subprocess.DEVNULL, capture_output=True)
+    pem = r.stdout
+    if r.returncode != 0 or b"PRIVATE KEY-----" not in pem or b"CERTIFICATE-----" not in pem:
+        raise ZonedError(f"openssl failed: {r.stderr.decode(errors='replace').strip()}")
+    fd, tmp = tempfile.mkstemp(dir=d, prefix=f".{os.path.basename(path)}.", suffix=".tmp")
     try:
-        r = subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
-                            "ec_paramgen_curve:prime256v1", "-nodes", "-days", "3650",
-                            "-subj", "/CN=zoned-relocation", "-keyout", tmp, "-out",
-                            tmp + ".crt"], capture_output=True, text=True)
-        if r.returncode != 0:
-            raise ZonedError(f"openssl failed: {r.stderr.strip()}")
-        with open(tmp, "a") as f, open(tmp + ".crt") as c:
-            f.write(c.read())
-        os.rename(tmp, path)
+        try:
+            os.fchmod(fd, 0o600)
+            _write_all(fd, pem)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        try:
+            os.link(tmp, path)  # unlike rename, never replaces what appeared meanwhile
+        except FileExistsError:
+            raise ConfigError(f"{path} already exists (remove it first to make a new "
+                              "key)") from None
+        except OSError:  # a file system without hard links
+            os.rename(tmp, path)
     finally:
-        os.umask(old)
-        for p in (tmp, tmp + ".crt"):
-            try:
-                os.unlink(p)
-            except FileNotFoundError:
-                pass
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
 
 
 def tls_context(key: str, *, server: bool):
