@@ -50,7 +50,9 @@ TESTS = Path(__file__).resolve().parent
 PROGS = TESTS / "progs"
 VENV_BIN = os.path.normpath(os.path.dirname(sys.executable))
 ZONED = str(Path(VENV_BIN) / "zoned")
-PROG_CACHE = Path("/var/tmp/zoned-test-progs")
+# root's alone: the tests run these in zones as root (a world-writable /var/tmp name could
+# be planted by another user, found by session 21's audit)
+PROG_CACHE = Path("/var/cache/zoned-test-progs")
 
 SUBNET = "10.77.0.0/24"
 A_IP, B_IP, CLIENT_IP = "10.77.0.1", "10.77.0.2", "10.77.0.250"
@@ -68,7 +70,9 @@ def build_static(name: str) -> str:
     out = PROG_CACHE / f"{name}-{digest}"
     if out.exists():
         return str(out)
-    PROG_CACHE.mkdir(parents=True, exist_ok=True)
+    PROG_CACHE.mkdir(mode=0o700, parents=True, exist_ok=True)
+    if PROG_CACHE.is_symlink() or PROG_CACHE.stat().st_uid != os.geteuid():
+        raise RuntimeError(f"{PROG_CACHE} is not a directory of ours")
     tmp = out.with_name(f"{out.name}.{os.getpid()}.tmp")
     subprocess.run(["gcc", "-static", "-O2", "-Wall", "-o", str(tmp), str(src)], check=True,
                    capture_output=True, text=True)
