@@ -170,8 +170,10 @@ class VmBackend:
                 network.attach_taps()
             from zoned.cgroups import open_cgroup
 
+            from zoned.cgroups.fs import make_despite_removals
+
             cgroup = open_cgroup(cg_path)
-            cgroup.create()
+            make_despite_removals(cgroup.create)  # a gc may rmdir an empty parent meanwhile
             disk = ""
             if images is not None and rootfs is None:
                 from zoned.vm.assets import root_disk
