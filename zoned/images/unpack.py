@@ -37,17 +37,18 @@ the entry. The caller deletes the half-made rootfs.
 from __future__ import annotations
 
 import os
-import shutil
 import stat
 import tarfile
 from typing import IO, Callable
 
 from zoned.images.errors import ImageError
+from zoned.linux.files import rmtree_at
 
 WHITEOUT = ".wh."
 OPAQUE = ".wh..wh..opq"
 DEFAULT_MAX_BYTES = 16 << 30  # $ZONED_IMAGE_MAX_SIZE or --max-size overrides
 DEFAULT_MAX_ENTRIES = 2_000_000
+PATH_MAX = 4096  # linux/limits.h, with its NUL: no path in a rootfs may need more
 _XATTR_PREFIXES = ("SCHILY.xattr.", "LIBARCHIVE.xattr.")
 _XATTRS_KEPT = ("user.", "security.capability")
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -178,6 +179,9 @@ class Unpacker:
             raise self._refuse(m.name, str(e)) from None
         if not parts:
             return  # "./": the rootfs itself keeps its own mode and owner
+        if len(("/" + "/".join(parts)).encode("utf-8", "surrogateescape")) >= PATH_MAX:
+            # no tool could reach it inside the zone, and os.walk & co. recurse per level
+            raise self._refuse(m.name[:200] + "...", f"path longer than PATH_MAX ({PATH_MAX})")
         if m.ischr() or m.isblk():
             raise self._refuse(m.name, "device node (the runtime provides /dev)")
         base = parts[-1]
@@ -240,7 +244,7 @@ class Unpacker:
             if not self.replace_dirs:
                 raise UnsafeArchive(f"{self._label}: refused entry {base!r}: a directory "
                                     "is in its place")
-            shutil.rmtree(base, dir_fd=dfd)
+            rmtree_at(dfd, base)  # iterative: a lower layer's deep tree is no RecursionError
         else:
             os.unlink(base, dir_fd=dfd)
         return False
