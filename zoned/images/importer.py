@@ -19,6 +19,7 @@ defaults; the config's history is kept for `zoned image history`.
 from __future__ import annotations
 
 import bz2
+import errno
 import gzip
 import hashlib
 import io
@@ -26,6 +27,7 @@ import json
 import lzma
 import os
 import re
+import stat
 import sys
 import tarfile
 import time
@@ -144,6 +146,9 @@ def _diff_ids(config: dict, what: str) -> list[str]:
     ids = _object(config.get("rootfs"), f"{what}: rootfs").get("diff_ids") or []
     if not (isinstance(ids, list) and all(isinstance(i, str) for i in ids)):
         raise ImageError(f"{what}: rootfs.diff_ids must be a list of strings")
+    for i, d in enumerate(ids):  # every layer is checked against its diff_id: none skipped
+        if not _DIGEST_RE.match(d):
+            raise ImageError(f"{what}: rootfs.diff_ids[{i}] {d[:80]!r} is not a sha256 digest")
     return ids
 
 
@@ -198,39 +203,67 @@ class _TarDir:
 
 
 class _Dir:
-    """The same interface over an OCI layout directory; names never leave it."""
+    """The same interface over an OCI layout (or unpacked docker-archive) directory. Every
+    name is opened relative to the directory's fd by openat2 with RESOLVE_BENEATH (a
+    symlink may point within the directory, never out of it: a layout naming /etc/shadow
+    through a link put that file into the image) and O_NONBLOCK, and must be a regular
+    file (a FIFO hung the import forever)."""
 
     def __init__(self, path: str) -> None:
         self.path = path
+        try:
+            self.fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        except OSError as e:
+            raise ImageError(f"cannot read {path}: {e.strerror}") from None
 
-    def _file(self, name: str) -> str:
-        if name.startswith("/") or ".." in name.split("/"):
+    def _open(self, name: str) -> int:
+        from zoned.linux import syscalls as sc
+
+        if name.startswith("/") or ".." in name.split("/") or "\0" in name:
             raise ImageError(f"{self.path}: refused path {name!r}")
-        return os.path.join(self.path, name)
+        try:
+            fd = sc.openat2(self.fd, name, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC, 0,
+                            sc.RESOLVE_BENEATH | sc.RESOLVE_NO_MAGICLINKS)
+        except OSError as e:
+            why = "leads out of the directory" if e.errno == errno.EXDEV else e.strerror
+            raise ImageError(f"{self.path}: {name}: {why}") from None
+        try:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                raise ImageError(f"{self.path}: {name}: not a regular file")
+        except BaseException:
+            os.close(fd)
+            raise
+        return fd
 
     def has(self, name: str) -> bool:
-        return os.path.isfile(self._file(name))
+        try:
+            os.close(self._open(name))
+        except ImageError:
+            return False
+        return True
 
     def size(self, name: str) -> int:
+        fd = self._open(name)
         try:
-            return os.stat(self._file(name)).st_size
-        except OSError as e:
-            raise ImageError(f"{self.path}: {name}: {e.strerror}") from None
+            return os.fstat(fd).st_size
+        finally:
+            os.close(fd)
 
     def open(self, name: str) -> IO[bytes]:
-        try:
-            return open(self._file(name), "rb")
-        except OSError as e:
-            raise ImageError(f"{self.path}: {name}: {e.strerror}") from None
+        fd = self._open(name)
+        os.set_blocking(fd, True)
+        return os.fdopen(fd, "rb")
 
     def read(self, name: str) -> bytes:
         if self.size(name) > _MAX_JSON:
             raise ImageError(f"{self.path}: {name} is too large")
         with self.open(name) as f:
-            return f.read()
+            return f.read(_MAX_JSON + 1)
 
     def close(self) -> None:
-        pass
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
 
 
 def _blob(d: _TarDir | _Dir, desc: Any, what: str) -> tuple[str, str, int]:
@@ -311,9 +344,12 @@ def _docker(d: _TarDir | _Dir) -> Source:
     cfg_name = entry.get("Config")
     if not isinstance(cfg_name, str):
         raise ImageError(f"{d.path}: manifest.json has no Config")
-    data = d.read(cfg_name)
     stem = os.path.basename(cfg_name).removesuffix(".json")
-    if re.fullmatch(r"[0-9a-f]{64}", stem) and hashlib.sha256(data).hexdigest() != stem:
+    if not re.fullmatch(r"[0-9a-f]{64}", stem):  # docker and podman name it by its sha256
+        raise ImageError(f"{d.path}: manifest.json: Config {cfg_name!r} is not named by "
+                         "its sha256 digest (it could not be verified)")
+    data = d.read(cfg_name)
+    if hashlib.sha256(data).hexdigest() != stem:
         raise ImageError(f"{d.path}: {cfg_name} does not match its digest")
     config = _object(_load_json(data, f"{d.path}: {cfg_name}"), f"{d.path}: {cfg_name}")
     diff_ids = _diff_ids(config, f"{d.path}: {cfg_name}")
@@ -337,11 +373,18 @@ def open_source(path: str, scratch_dir: str | None = None, limits: Limits | None
     archive is decompressed into scratch_dir (the store: /tmp may be a small tmpfs)."""
     if os.path.isdir(path):
         d = _Dir(path)
-        if d.has("index.json") and d.has("oci-layout"):
-            return _oci(d, "oci-layout")
-        if d.has("manifest.json"):
-            return _docker(d)
-        raise ImageError(f"{path}: not an OCI image layout (no oci-layout and index.json)")
+        try:
+            if d.has("index.json") and d.has("oci-layout"):
+                src = _oci(d, "oci-layout")
+            elif d.has("manifest.json"):
+                src = _docker(d)
+            else:
+                raise ImageError(f"{path}: not an OCI image layout (no oci-layout and index.json)")
+        except BaseException:
+            d.close()
+            raise
+        src.closers.append(d)
+        return src
     try:
         with open(path, "rb") as f:
             head = f.read(512)
@@ -470,6 +513,8 @@ def apply_layers(src: Source, rootfs: str, limits: Limits, progress: Progress | 
                 buffered.read()
             except (OSError, EOFError, lzma.LZMAError) as e:
                 raise ImageError(f"{label}: damaged compressed data ({e})") from None
+        if src.kind != "rootfs-tar" and not (layer.digest or layer.diff_id):
+            raise ImageError(f"{label}: has no digest to verify it by")
         if layer.digest and raw.digest() != layer.digest:
             raise ImageError(f"{label}: content does not match its digest {layer.digest} "
                              "(damaged or altered archive)")
