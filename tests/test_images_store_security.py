@@ -184,6 +184,7 @@ def test_deeper_than_recursion_limit_imports_and_removes(tmp_path):
         zoned(store, "import", str(tar), "--name", "deep2")  # shares deep1's leaf
         s = ImageStore(str(store))
         assert s.digest("deep1") == s.digest("deep2")
+        zoned(store, "export", "deep1", str(tmp_path / "deep-oci.tar"))
         zoned(store, "rm", "deep1")
         zoned(store, "rm", "deep2")
         assert [n for n in os.listdir(store) if n != ".lock"] == []
@@ -252,3 +253,22 @@ def test_digest_covers_xattrs(tmp_path):
         pytest.skip("the store's file system keeps no user xattrs")
     assert s.digest("plain") != s.digest("attr")
     assert s.digest("plain") == s.digest("plain")
+
+
+# ---------------------------------------------------------------- export
+
+
+@pytest.mark.parametrize("name", ["../victim", "../../victim", "/abs", "a/b", "."])
+def test_export_refuses_a_name_that_is_not_one(tmp_path, name):
+    """`zoned image export ../victim` exported a host dir holding an image.json."""
+    store = tmp_path / "s" / "store"
+    store.mkdir(parents=True)
+    victim = tmp_path / "s" / "victim"
+    (victim / "rootfs").mkdir(parents=True)
+    (victim / "rootfs" / "secret").write_text("host data\n")
+    (victim / "image.json").write_text('{"config": {}}')
+    out = tmp_path / "out.tar"
+    p = zoned(store, "export", name, str(out), check=False)
+    assert p.returncode == 125 and "invalid image name" in p.stderr, p.stderr
+    assert not out.exists()
+    assert sorted(os.listdir(tmp_path)) == ["s"]
