@@ -129,6 +129,8 @@ def _load_json(data: bytes, what: str) -> Any:
         return json.loads(data)
     except ValueError as e:
         raise ImageError(f"{what}: invalid JSON ({e})") from None
+    except RecursionError:  # json recurses per nesting level: 200k '[' in a few bytes
+        raise ImageError(f"{what}: invalid JSON (nested too deeply)") from None
 
 
 def _object(value: Any, what: str) -> dict:

@@ -107,10 +107,52 @@ def components(name: str) -> list[str]:
     """An archive name as path components inside the rootfs; refuses absolute and '..'."""
     if name.startswith("/"):
         raise ValueError("absolute path")
+    if "\0" in name:
+        raise ValueError("NUL byte in path")
     parts = [c for c in name.split("/") if c not in ("", ".")]
     if ".." in parts:
         raise ValueError("'..' in path")
     return parts
+
+
+_ID_MAX = 2**32 - 2  # (uid_t)-1 means "leave unchanged" to chown
+_TIME_MAX = 2**40  # seconds either side of 1970: ~35000 years, far inside time_t
+
+
+def _bad_header(m: tarfile.TarInfo) -> str:
+    """Why a header's values (pax records can say anything: a NUL in a name, a uid of
+    2**40, an mtime of 1e400 or nan, xattr values that are not base64) cannot be applied;
+    "" if they can. Checked before anything is written: each is one line naming the entry,
+    never an internal error from os.* halfway through."""
+    import math
+
+    if "\0" in m.linkname:
+        return "NUL byte in link target"
+    for what, v in (("uid", m.uid), ("gid", m.gid)):
+        if not (isinstance(v, int) and 0 <= v <= _ID_MAX):
+            return f"{what} {v!r} out of range"
+    if not (isinstance(m.mtime, (int, float)) and math.isfinite(m.mtime)
+            and abs(m.mtime) <= _TIME_MAX):
+        return f"mtime {str(m.mtime)[:40]!r} out of range"
+    for key, value in (m.pax_headers or {}).items():
+        if key.startswith("LIBARCHIVE.xattr."):
+            try:
+                _b64(value.encode("utf-8", "surrogateescape"))
+            except ValueError:
+                return f"xattr {key[len('LIBARCHIVE.xattr.'):][:60]!r}: invalid base64"
+        if key.startswith(_XATTR_PREFIXES) and "\0" in key:
+            return "NUL byte in an xattr name"
+    return ""
+
+
+def _b64(raw: bytes) -> bytes:
+    import base64
+    import binascii
+
+    try:
+        return base64.b64decode(raw + b"=" * (-len(raw) % 4), validate=True)
+    except binascii.Error as e:
+        raise ValueError(str(e)) from None
 
 
 class Unpacker:
@@ -182,6 +224,9 @@ class Unpacker:
         if len(("/" + "/".join(parts)).encode("utf-8", "surrogateescape")) >= PATH_MAX:
             # no tool could reach it inside the zone, and os.walk & co. recurse per level
             raise self._refuse(m.name[:200] + "...", f"path longer than PATH_MAX ({PATH_MAX})")
+        bad = _bad_header(m)
+        if bad:
+            raise self._refuse(m.name, bad)
         if m.ischr() or m.isblk():
             raise self._refuse(m.name, "device node (the runtime provides /dev)")
         base = parts[-1]
@@ -313,9 +358,7 @@ class Unpacker:
                 continue
             raw = value.encode("utf-8", "surrogateescape")
             if prefix == "LIBARCHIVE.xattr.":
-                import base64
-
-                raw = base64.b64decode(raw + b"=" * (-len(raw) % 4))
+                raw = _b64(raw)  # (checked by _bad_header)
             try:
                 os.setxattr(fd, attr, raw)
             except OSError:  # the store's filesystem has no user xattrs: not fatal
