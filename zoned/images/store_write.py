@@ -248,15 +248,17 @@ def remove(store: ImageStore, name: str) -> None:
     retire(*old)
 
 
-def prune(store: ImageStore) -> list[Path]:
-    """Delete left-overs: crashed builds and retired images no container uses any more."""
+def prune(store: ImageStore, dry_run: bool = False) -> list[Path]:
+    """Delete left-overs: crashed builds and retired images no container uses any more
+    (`zoned image prune`, and `zoned gc` through zoned.gc). dry_run: only list them."""
     if not is_dir(store.root_dir):
         return []
     from pathlib import Path
 
-    ensure_root(store)
-    with store.lock():
-        return [Path(p) for p in collect_garbage(store)]
+    if not dry_run:
+        ensure_root(store)
+    with store.lock(shared=dry_run):
+        return [Path(p) for p in collect_garbage(store, dry_run)]
 
 
 def digest(store: ImageStore, name: str) -> str:
@@ -380,7 +382,7 @@ def retire(aside: str, old_rootfs: str, fd: int) -> None:
         os.close(fd)
 
 
-def collect_garbage(store: ImageStore) -> list[str]:
+def collect_garbage(store: ImageStore, dry_run: bool = False) -> list[str]:
     """Remove unlocked .build-* (crashed builds) and unused .old-* dirs (caller holds the
     lock). A build in progress is told apart by the flock its builder holds on its dir
     (hold), released by the kernel when the builder dies, however it dies. One entry that
@@ -408,7 +410,7 @@ def collect_garbage(store: ImageStore) -> list[str]:
                     alive = False
                 if alive:
                     continue
-            if _remove(p):
+            if dry_run or _remove(p):
                 removed.append(p)
         finally:
             os.close(fd)
