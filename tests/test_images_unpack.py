@@ -348,3 +348,20 @@ def test_deeply_nested_index_json_refused(env):
     (d / "oci-layout").write_text('{"imageLayoutVersion":"1.0.0"}')
     (d / "index.json").write_text("[" * 200_000)
     env.refused(d, "index.json", "nested too deeply")
+
+
+def test_data_after_the_tar_end_is_capped_by_max_size(env):
+    """What follows the tar's end marker is decompressed (the layer's hashes cover every
+    byte), but no more than --max-size of it: a bomb there ran unbounded."""
+    import gzip
+    import io
+
+    tar = layer([entry("etc", "dir"), entry("etc/x", data=b"x")])
+    buf = io.BytesIO()
+    with gzip.GzipFile(fileobj=buf, mode="wb", mtime=0) as gz:
+        gz.write(tar)
+        for _ in range(64):
+            gz.write(bytes(1 << 20))
+    p = env.src / "trailing.tar.gz"
+    p.write_bytes(buf.getvalue())
+    env.refused(p, "after the tar archive's end", "--max-size", extra=("--max-size", "4M"))

@@ -101,9 +101,17 @@ class _Hashing(io.RawIOBase):
             self.tick(n)
         return n
 
-    def drain(self) -> None:
-        while self.read(1 << 20):
-            pass
+    def drain(self, limit: int | None = None) -> bool:
+        """Read (and hash) what is left, at most `limit` bytes more: False if more was
+        left (a decompression bomb after the tar's end marker must not run forever)."""
+        left = limit
+        while left is None or left > 0:
+            chunk = self.read(1 << 20 if left is None else min(1 << 20, left))
+            if not chunk:
+                return True
+            if left is not None:
+                left -= len(chunk)
+        return not self.read(1)
 
     def digest(self) -> str:
         return "sha256:" + self.hash.hexdigest()
@@ -395,9 +403,12 @@ def apply_layers(src: Source, rootfs: str, limits: Limits, progress: Progress | 
             buffered = io.BufferedReader(raw, 1 << 20)  # peek() for the magic
             plain = _Hashing(_decompressed(buffered, label))
             up.apply(io.BufferedReader(plain, 1 << 20), label)
-            try:
-                plain.drain()  # tar's trailing padding: the hashes cover every byte
-                buffered.read()
+            try:  # tar's trailing padding: the hashes cover every byte, up to --max-size
+                if not plain.drain(max(limits.max_bytes - (up.bytes - before), 0)):
+                    raise ImageError(f"{label}: more data after the tar archive's end than "
+                                     f"the limit of {limits.max_bytes} bytes (--max-size)")
+                while buffered.read(1 << 20):  # the raw rest (its digest), not into memory
+                    pass
             except (OSError, EOFError, lzma.LZMAError) as e:
                 raise ImageError(f"{label}: damaged compressed data ({e})") from None
         if src.kind != "rootfs-tar" and not (layer.digest or layer.diff_id):
