@@ -52,3 +52,21 @@ def test_gc_removes_a_killed_import_but_not_a_live_build(tmp_path):
         assert (live / "rootfs").is_dir()
     finally:
         os.close(fd)
+
+
+def test_import_that_replaces_an_image_says_so(tmp_path):
+    """Without --name, an import takes the archive's tag (as podman re-tags): replacing an
+    image of that name is said, not silent."""
+    store = tmp_path / "store"
+    tar = tmp_path / "same.tar"
+    tar.write_bytes(layer([entry("etc", "dir"), entry("etc/x", data=b"x")]))
+
+    def run() -> str:
+        p = subprocess.run([ZONED, "--images", str(store), "image", "import", str(tar)],
+                           capture_output=True, text=True, timeout=60)
+        assert p.returncode == 0, p.stderr
+        return p.stderr
+
+    assert "replaced" not in run()
+    assert "replaced the image same of " in run()
+    assert sorted(n for n in os.listdir(store) if n != ".lock") == ["same"]

@@ -179,6 +179,9 @@ def create(store: ImageStore, name: str, fill, what: str = "creating") -> Image:
         for h in meta.get("history") or []:
             h.setdefault("created", created)
             h.setdefault("size", meta["size"])
+        previous = _created(store, name)
+        if previous is not None:  # said by `zoned image import` (a re-tag, as podman's)
+            meta["replaced"] = previous
         (tmp / "image.json").write_text(jsonc.dumps(meta, indent=2) + "\n")
         os.chmod(tmp / "image.json", 0o644)
         target = store.root / name
@@ -201,6 +204,15 @@ def create(store: ImageStore, name: str, fill, what: str = "creating") -> Image:
     if old:
         retire(*old)
     return store.get(name)
+
+
+def _created(store: ImageStore, name: str) -> str | None:
+    """The `created` of the image `name` now in the store, or None if there is none."""
+    try:
+        with open(join_path(store.root_dir, name) + "/image.json") as f:
+            return str(jsonc.loads(f.read()).get("created", ""))
+    except (OSError, ValueError, AttributeError):
+        return None
 
 
 def ensure_root(store: ImageStore) -> None:
