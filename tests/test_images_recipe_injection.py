@@ -72,3 +72,16 @@ def test_dpkg_path_filters_refuse_newlines(build, key):
 ])
 def test_control_characters_refused_elsewhere(build, top, field):
     assert field in build(None, **top)
+
+
+def test_a_folded_description_and_good_mirrors_still_load(tmp_path):
+    from zoned.images.recipes import load_recipe
+
+    recipe = tmp_path / "ok.yaml"
+    recipe.write_text("name: ok\ndescription: >\n  two\n  words\nbootstrap:\n  suite: bookworm\n"
+                      "  mirror:\n    - http://deb.debian.org/debian\n"
+                      "    - deb [signed-by=/usr/share/keyrings/k.gpg] https://m.example/debian"
+                      " bookworm main contrib\n    - file:///srv/mirror\n")
+    r = load_recipe(recipe)
+    assert r.description == "two words"
+    assert len(r.bootstrap["mirror"]) == 3

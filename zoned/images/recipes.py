@@ -123,8 +123,8 @@ def load_recipe(path: Path) -> _Recipe:
         raise bad(f"invalid name {name!r} (use lowercase letters, digits, '_', '.', '-')")
     r = _Recipe(source=path, name=name)
 
-    r.description = _text(_typed(doc.get("description", ""), str, "description", bad),
-                          "description", bad)  # shown by `image ls`: no terminal escapes
+    r.description = _text(_typed(doc.get("description", ""), str, "description", bad).strip(),
+                          "description", bad)  # one line of `image ls`: no terminal escapes
     r.busybox_links = _typed(doc.get("busybox_links", False), bool, "busybox_links", bad)
     if doc.get("bootstrap") is not None:
         from zoned.images.debian import validate

@@ -326,7 +326,7 @@ def tree_digest(root: str) -> str:
         field(os.fsencode(rel))
         field(_KIND.get(stat.S_IFMT(st.st_mode), b"?"))
         field(b"%o %d %d" % (stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid))
-        at = f"/proc/self/fd/{dir_fd}/{name}" if name else f"/proc/self/fd/{dir_fd}"
+        at = f"/proc/self/fd/{dir_fd}/{name or '.'}"  # ('.': the dir, not the fd's link)
         try:
             attrs = sorted(os.listxattr(at, follow_symlinks=False))
         except OSError:
