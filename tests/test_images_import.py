@@ -354,10 +354,12 @@ def _raw_docker_archive(path: Path, config: object, repo_tags: object = None) ->
     """A docker-archive whose config.json is `config` as given, whatever its shape."""
     from archives import add_bytes
 
+    data = json.dumps(config).encode()
+    name = hashlib.sha256(data).hexdigest() + ".json"  # verified: named by its digest
     with tarfile.open(path, "w") as tar:
-        add_bytes(tar, "cfg.json", json.dumps(config).encode())
+        add_bytes(tar, name, data)
         add_bytes(tar, "manifest.json", json.dumps(
-            [{"Config": "cfg.json", "Layers": [], "RepoTags": repo_tags}]).encode())
+            [{"Config": name, "Layers": [], "RepoTags": repo_tags}]).encode())
     return path
 
 

@@ -315,3 +315,53 @@ def test_huge_extended_header_refused(env):
     a = rootfs_tar(env, "pax.tar.gz", [(ti, b"x")], gz=True)
     assert a.stat().st_size < 1 << 20
     env.refused(a, "extended header of", "at most 1048576")
+
+
+# ---------------------------------------------------------------- malformed headers
+
+
+@pytest.mark.parametrize("kind, pax, words", [
+    ("file", {"path": "etc/a\x00b"}, ["NUL byte in path"]),
+    ("symlink", {"linkpath": "/etc/x\x00y"}, ["NUL byte in link target"]),
+    ("hardlink", {"linkpath": "etc\x00"}, ["NUL byte"]),
+    ("file", {"uid": str(2**40)}, ["uid", "out of range"]),
+    ("file", {"uid": "-5"}, ["uid -5 out of range"]),
+    ("file", {"gid": "-5"}, ["gid -5 out of range"]),
+    ("file", {"mtime": "1e400"}, ["mtime", "out of range"]),
+    ("file", {"mtime": "nan"}, ["mtime", "out of range"]),
+    ("dir", {"mtime": "1" * 20}, ["mtime", "out of range"]),
+    ("file", {"LIBARCHIVE.xattr.user.x": "!!not base64!!"}, ["invalid base64"]),
+    ("file", {"SCHILY.xattr.user.a\x00b": "v"}, ["NUL byte in an xattr name"]),
+])
+def test_malformed_pax_values_refused_with_one_line(env, kind, pax, words):
+    """pax records can say anything: each such value is refused naming the entry (they
+    were internal errors: ValueError, OverflowError, binascii.Error)."""
+    link = "etc" if kind == "symlink" else "etc/base" if kind == "hardlink" else ""
+    p = rootfs_tar(env, "pax.tar", [entry("etc", "dir"), entry("etc/base", data=b"b"),
+                                    entry("etc/x", kind, data=b"x", link=link, pax=pax)])
+    env.refused(p, "refused entry", *words)
+
+
+def test_deeply_nested_index_json_refused(env):
+    d = env.src / "oci"
+    d.mkdir()
+    (d / "oci-layout").write_text('{"imageLayoutVersion":"1.0.0"}')
+    (d / "index.json").write_text("[" * 200_000)
+    env.refused(d, "index.json", "nested too deeply")
+
+
+def test_data_after_the_tar_end_is_capped_by_max_size(env):
+    """What follows the tar's end marker is decompressed (the layer's hashes cover every
+    byte), but no more than --max-size of it: a bomb there ran unbounded."""
+    import gzip
+    import io
+
+    tar = layer([entry("etc", "dir"), entry("etc/x", data=b"x")])
+    buf = io.BytesIO()
+    with gzip.GzipFile(fileobj=buf, mode="wb", mtime=0) as gz:
+        gz.write(tar)
+        for _ in range(64):
+            gz.write(bytes(1 << 20))
+    p = env.src / "trailing.tar.gz"
+    p.write_bytes(buf.getvalue())
+    env.refused(p, "after the tar archive's end", "--max-size", extra=("--max-size", "4M"))

@@ -19,13 +19,15 @@ from zoned.linux.files import rmtree
 from zoned.runtime.store import remove_stale_tmp
 
 
-def collect(rt: Runtime, *, dry_run: bool = False,
-            errors: list[str] | None = None) -> Iterator[str]:
+def collect(rt: Runtime, *, dry_run: bool = False, errors: list[str] | None = None,
+            images: str | None = None) -> Iterator[str]:
     """Remove leftovers; yields one line per thing removed (or that would be). A container
     whose removal fails (say nft is gone) does not stop the rest: its error goes to
-    `errors` (else it is raised at the end), and the next gc tries again."""
+    `errors` (else it is raised at the end), and the next gc tries again. `images`: the
+    image store (default: ImageStore's), whose crashed builds and retired images go too."""
     failed: list[str] = []
     store = rt.store
+    yield from _images(images, dry_run, failed)
     yield from _stale_tmp(store, dry_run)
     for cid in store.ids():
         fd = store.try_lock(cid)
@@ -143,6 +145,23 @@ def _other_roots_parents(own: str, dry_run: bool) -> Iterator[str]:
             yield f"cgroup {path}: empty parent of another state root (removed if empty)"
         elif remove_if_unused(path):
             yield f"cgroup {path}: empty parent of another state root"
+
+
+def _images(images: str | None, dry_run: bool, failed: list[str]) -> Iterator[str]:
+    """The image store's garbage (zoned.images.store_write.prune): the .build-NAME-* dir
+    of an import or build that was killed (hundreds of MB), and .old-* images no zone
+    uses any more. A build in progress holds a flock on its dir (released by the kernel
+    when its process dies, however it dies) and is never taken for garbage."""
+    from zoned.images.store import ImageStore
+    from zoned.images.store_write import prune
+
+    try:
+        for path in prune(ImageStore(images), dry_run=dry_run):
+            what = "interrupted image build" if os.path.basename(path).startswith(".build-") \
+                else "retired image no zone uses"
+            yield f"directory {path}: {what}"
+    except (OSError, ZonedError) as e:
+        failed.append(f"image store: {getattr(e, 'strerror', None) or e}")
 
 
 def _stale_tmp(store, dry_run: bool) -> Iterator[str]:

@@ -71,6 +71,8 @@ def _import(store, args) -> None:
         notes.append(f"{len(meta.get('setuid', []))} setuid/setgid files and "
                      f"{len(meta.get('capabilities', []))} with file capabilities "
                      f"(listed by: zoned image inspect {img.name})")
+    if meta.get("replaced") is not None:  # the old one stays for the zones that use it
+        notes.append(f"replaced the image {img.name} of {meta['replaced'] or 'unknown date'}")
     print(f"zoned: imported {img.name}: " + "; ".join(notes), file=sys.stderr)
 
 

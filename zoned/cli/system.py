@@ -10,7 +10,8 @@ def cmd_gc(args) -> int:
     from zoned.gc import collect
 
     errors: list[str] = []
-    for line in collect(runtime(args), dry_run=args.dry_run, errors=errors):
+    for line in collect(runtime(args), dry_run=args.dry_run, errors=errors,
+                        images=args.images):
         print(line)
     for e in errors:  # the rest was collected; the next gc tries these again
         sys.stderr.write(f"zoned: {e}\n")

@@ -39,6 +39,13 @@ _VARIANTS = ("extract", "custom", "essential", "apt", "required", "minbase", "bu
              "important", "debootstrap", "standard")
 _PKG_RE = re.compile(r"^[a-z0-9][a-z0-9+.-]+(:[a-z0-9-]+)?\Z")
 _WORD_RE = re.compile(r"^[a-z0-9][a-z0-9_.-]*\Z")
+# What a mirror entry may be: mmdebstrap takes its positional mirrors as URIs or sources
+# lines, but parses options anywhere (`--setup-hook=CMD` would run CMD on the host as
+# root), and writes them to a sources.list: no control character, no leading '-'.
+_CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
+_URI_RE = re.compile(r"^(https?|file)://[^\s\x00-\x1f\x7f]+\Z")
+_DEB_LINE_RE = re.compile(r"^deb(-src)?( \[[^\]\x00-\x1f\x7f]*\])? (https?|file)://[^\s\x00-\x1f\x7f]+"
+                          r"( [^\s\x00-\x1f\x7f]+)+\Z")
 # apt's ways of saying the network or the archive cannot be reached
 _UNREACHABLE = ("Failed to fetch", "Could not resolve", "Temporary failure resolving",
                 "Could not connect", "Unable to connect", "Connection timed out",
@@ -85,14 +92,20 @@ def validate(spec: Any, bad) -> dict[str, Any]:
 
     def paths(key: str) -> list[str]:
         v = spec.get(key, [])
-        if not (isinstance(v, list) and all(isinstance(x, str) and x.startswith("/") for x in v)):
-            raise bad(f"bootstrap.{key} must be a list of absolute path globs")
+        if not (isinstance(v, list) and all(isinstance(x, str) and x.startswith("/")
+                                            and not _CONTROL_RE.search(x) for x in v)):
+            raise bad(f"bootstrap.{key} must be a list of absolute path globs "
+                      "(no control characters: each becomes a line of a dpkg config file)")
         return v
 
     mirror = spec.get("mirror", "host")
-    if mirror != "host" and not (isinstance(mirror, list) and mirror
-                                 and all(isinstance(m, str) and m for m in mirror)):
-        raise bad("bootstrap.mirror must be 'host' or a list of sources lines / URIs")
+    if mirror != "host":
+        if not (isinstance(mirror, list) and mirror):
+            raise bad("bootstrap.mirror must be 'host' or a list of sources lines / URIs")
+        for i, m in enumerate(mirror):
+            if not (isinstance(m, str) and (_URI_RE.match(m) or _DEB_LINE_RE.match(m))):
+                raise bad(f"bootstrap.mirror[{i}]: {m!r} is not an http(s)/file URI or a "
+                          "'deb URI suite [components]' line")
     return {"tool": tool, "suite": suite, "variant": variant,
             "components": words("components", _WORD_RE, ["main"]),
             "packages": words("packages", _PKG_RE, []),
@@ -171,7 +184,8 @@ def bootstrap(spec: dict[str, Any], rootfs: str, cache: str) -> dict[str, Any]:
         argv.append(f"--dpkgopt=path-exclude={p}")
     for p in spec["path_include"]:
         argv.append(f"--dpkgopt=path-include={p}")
-    argv += [spec["suite"], rootfs] + mirrors
+    # `--`: whatever follows is positional for mmdebstrap's Getopt, never an option
+    argv += ["--", spec["suite"], rootfs] + mirrors
     tail = _run_with_progress(argv)
     _empty_dev(rootfs)
     with open(os.path.join(rootfs, "etc/debian_version")) as f:

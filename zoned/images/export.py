@@ -20,7 +20,7 @@ import tarfile
 import tempfile
 from typing import TYPE_CHECKING, Any
 
-from zoned.images.errors import ImageError
+from zoned.images.errors import ImageError, valid_name
 
 if TYPE_CHECKING:
     from zoned.images.store import ImageStore
@@ -52,16 +52,17 @@ class _HashWriter(io.RawIOBase):
 
 
 def _tar_rootfs(rootfs: str, out: Any) -> None:
+    """The rootfs as a tar stream: each directory, then its other entries, by name; by an
+    iterative fd walk (zoned.linux.files.walk): no depth limit, no symlink followed."""
+    from zoned.linux.files import walk
+
     with tarfile.open(fileobj=out, mode="w|", format=tarfile.PAX_FORMAT) as tar:
-        for dirpath, dirnames, filenames in os.walk(rootfs):
-            dirnames.sort()
-            rel_dir = os.path.relpath(dirpath, rootfs)
-            names = sorted(filenames + [d for d in dirnames if os.path.islink(os.path.join(dirpath, d))])
-            if rel_dir != ".":
-                names = [""] + names
-            for n in names:
-                path = os.path.join(dirpath, n) if n else dirpath
-                arc = os.path.normpath(os.path.join(rel_dir, n)) if n else rel_dir
+        for fd, parts, entries in walk(rootfs):
+            entries.sort(key=lambda e: e.name)  # walk descends in this order
+            names = [e.name for e in entries if not e.is_dir(follow_symlinks=False)]
+            for n in ([""] if parts else []) + names:
+                path = f"/proc/self/fd/{fd}/{n or '.'}"  # (lstat: the dir, not the fd link)
+                arc = "/".join([*parts, n] if n else parts)
                 ti = tar.gettarinfo(path, arcname=arc)
                 if ti is None:  # a socket: nothing to carry
                     continue
@@ -72,7 +73,8 @@ def _tar_rootfs(rootfs: str, out: Any) -> None:
                             value = os.getxattr(path, attr, follow_symlinks=False)
                             ti.pax_headers["SCHILY.xattr." + attr] = value.decode("utf-8", "surrogateescape")
                 if ti.isreg():
-                    with open(path, "rb") as f:
+                    with open(os.open(n, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=fd),
+                              "rb") as f:
                         tar.addfile(ti, f)
                 else:
                     tar.addfile(ti)
@@ -102,6 +104,8 @@ def export_oci(store: ImageStore, name: str, dest: str) -> dict[str, Any]:
     """Write image `name` to dest as an OCI archive; returns the manifest's descriptor."""
     from zoned.images.importer import _host_arch
 
+    if not valid_name(name):  # before anything: `../../tmp/x` named a host dir
+        raise ImageError(f"invalid image name {name!r}")
     dest = os.path.abspath(dest)
     work = tempfile.mkdtemp(prefix=".zoned-export-", dir=os.path.dirname(dest) or ".")
     try:

@@ -32,11 +32,12 @@ import time
 from typing import IO, Any, Callable
 
 from zoned.images.errors import ImageError, valid_name
+from zoned.images.inputs import Dir as _Dir
+from zoned.images.inputs import TarDir as _TarDir
 from zoned.images.unpack import Limits, Unpacker
 
 DEFAULT_PATH = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 _DIGEST_RE = re.compile(r"^sha256:[0-9a-f]{64}\Z")
-_MAX_JSON = 16 << 20  # manifests and configs are kilobytes; refuse to load a "JSON bomb"
 _GOARCH = {"x86_64": "amd64", "aarch64": "arm64", "armv7l": "arm", "ppc64le": "ppc64le",
            "s390x": "s390x", "riscv64": "riscv64", "i686": "386"}
 _MANIFEST_TYPES = ("application/vnd.oci.image.manifest.v1+json",
@@ -100,9 +101,17 @@ class _Hashing(io.RawIOBase):
             self.tick(n)
         return n
 
-    def drain(self) -> None:
-        while self.read(1 << 20):
-            pass
+    def drain(self, limit: int | None = None) -> bool:
+        """Read (and hash) what is left, at most `limit` bytes more: False if more was
+        left (a decompression bomb after the tar's end marker must not run forever)."""
+        left = limit
+        while left is None or left > 0:
+            chunk = self.read(1 << 20 if left is None else min(1 << 20, left))
+            if not chunk:
+                return True
+            if left is not None:
+                left -= len(chunk)
+        return not self.read(1)
 
     def digest(self) -> str:
         return "sha256:" + self.hash.hexdigest()
@@ -128,6 +137,8 @@ def _load_json(data: bytes, what: str) -> Any:
         return json.loads(data)
     except ValueError as e:
         raise ImageError(f"{what}: invalid JSON ({e})") from None
+    except RecursionError:  # json recurses per nesting level: 200k '[' in a few bytes
+        raise ImageError(f"{what}: invalid JSON (nested too deeply)") from None
 
 
 def _object(value: Any, what: str) -> dict:
@@ -144,93 +155,10 @@ def _diff_ids(config: dict, what: str) -> list[str]:
     ids = _object(config.get("rootfs"), f"{what}: rootfs").get("diff_ids") or []
     if not (isinstance(ids, list) and all(isinstance(i, str) for i in ids)):
         raise ImageError(f"{what}: rootfs.diff_ids must be a list of strings")
+    for i, d in enumerate(ids):  # every layer is checked against its diff_id: none skipped
+        if not _DIGEST_RE.match(d):
+            raise ImageError(f"{what}: rootfs.diff_ids[{i}] {d[:80]!r} is not a sha256 digest")
     return ids
-
-
-class _TarDir:
-    """Files of an (uncompressed) outer archive, looked up by name; symlinked members
-    (docker-archive's <id>/layer.tar -> ../<digest>.tar) resolved inside the archive."""
-
-    def __init__(self, path: str, shown: str | None = None) -> None:
-        self.path = shown or path
-        self.closers: list[Any] = []
-        try:
-            self.tar = tarfile.open(path, "r:")
-            self.members = {m.name.removeprefix("./"): m for m in self.tar.getmembers()}
-        except (tarfile.TarError, OSError) as e:
-            raise ImageError(f"{path}: not a readable tar archive ({e})") from None
-
-    def has(self, name: str) -> bool:
-        return name in self.members
-
-    def member(self, name: str) -> tarfile.TarInfo:
-        m = self.members.get(name.removeprefix("./"))
-        for _ in range(8):
-            if m is None or not (m.issym() or m.islnk()):
-                break
-            target = m.linkname if m.islnk() else os.path.join(os.path.dirname(m.name), m.linkname)
-            target = os.path.normpath(target).removeprefix("./")
-            if target.startswith(("../", "/")):
-                m = None
-                break
-            m = self.members.get(target)
-        if m is None or not m.isreg():
-            raise ImageError(f"{self.path}: the archive has no file {name!r}")
-        return m
-
-    def size(self, name: str) -> int:
-        return self.member(name).size
-
-    def open(self, name: str) -> IO[bytes]:
-        f = self.tar.extractfile(self.member(name))
-        assert f is not None
-        return f
-
-    def read(self, name: str) -> bytes:
-        if self.size(name) > _MAX_JSON:
-            raise ImageError(f"{self.path}: {name} is too large")
-        return self.open(name).read()
-
-    def close(self) -> None:
-        self.tar.close()
-        for c in self.closers:
-            c.close()
-
-
-class _Dir:
-    """The same interface over an OCI layout directory; names never leave it."""
-
-    def __init__(self, path: str) -> None:
-        self.path = path
-
-    def _file(self, name: str) -> str:
-        if name.startswith("/") or ".." in name.split("/"):
-            raise ImageError(f"{self.path}: refused path {name!r}")
-        return os.path.join(self.path, name)
-
-    def has(self, name: str) -> bool:
-        return os.path.isfile(self._file(name))
-
-    def size(self, name: str) -> int:
-        try:
-            return os.stat(self._file(name)).st_size
-        except OSError as e:
-            raise ImageError(f"{self.path}: {name}: {e.strerror}") from None
-
-    def open(self, name: str) -> IO[bytes]:
-        try:
-            return open(self._file(name), "rb")
-        except OSError as e:
-            raise ImageError(f"{self.path}: {name}: {e.strerror}") from None
-
-    def read(self, name: str) -> bytes:
-        if self.size(name) > _MAX_JSON:
-            raise ImageError(f"{self.path}: {name} is too large")
-        with self.open(name) as f:
-            return f.read()
-
-    def close(self) -> None:
-        pass
 
 
 def _blob(d: _TarDir | _Dir, desc: Any, what: str) -> tuple[str, str, int]:
@@ -311,9 +239,12 @@ def _docker(d: _TarDir | _Dir) -> Source:
     cfg_name = entry.get("Config")
     if not isinstance(cfg_name, str):
         raise ImageError(f"{d.path}: manifest.json has no Config")
-    data = d.read(cfg_name)
     stem = os.path.basename(cfg_name).removesuffix(".json")
-    if re.fullmatch(r"[0-9a-f]{64}", stem) and hashlib.sha256(data).hexdigest() != stem:
+    if not re.fullmatch(r"[0-9a-f]{64}", stem):  # docker and podman name it by its sha256
+        raise ImageError(f"{d.path}: manifest.json: Config {cfg_name!r} is not named by "
+                         "its sha256 digest (it could not be verified)")
+    data = d.read(cfg_name)
+    if hashlib.sha256(data).hexdigest() != stem:
         raise ImageError(f"{d.path}: {cfg_name} does not match its digest")
     config = _object(_load_json(data, f"{d.path}: {cfg_name}"), f"{d.path}: {cfg_name}")
     diff_ids = _diff_ids(config, f"{d.path}: {cfg_name}")
@@ -337,11 +268,18 @@ def open_source(path: str, scratch_dir: str | None = None, limits: Limits | None
     archive is decompressed into scratch_dir (the store: /tmp may be a small tmpfs)."""
     if os.path.isdir(path):
         d = _Dir(path)
-        if d.has("index.json") and d.has("oci-layout"):
-            return _oci(d, "oci-layout")
-        if d.has("manifest.json"):
-            return _docker(d)
-        raise ImageError(f"{path}: not an OCI image layout (no oci-layout and index.json)")
+        try:
+            if d.has("index.json") and d.has("oci-layout"):
+                src = _oci(d, "oci-layout")
+            elif d.has("manifest.json"):
+                src = _docker(d)
+            else:
+                raise ImageError(f"{path}: not an OCI image layout (no oci-layout and index.json)")
+        except BaseException:
+            d.close()
+            raise
+        src.closers.append(d)
+        return src
     try:
         with open(path, "rb") as f:
             head = f.read(512)
@@ -465,11 +403,16 @@ def apply_layers(src: Source, rootfs: str, limits: Limits, progress: Progress | 
             buffered = io.BufferedReader(raw, 1 << 20)  # peek() for the magic
             plain = _Hashing(_decompressed(buffered, label))
             up.apply(io.BufferedReader(plain, 1 << 20), label)
-            try:
-                plain.drain()  # tar's trailing padding: the hashes cover every byte
-                buffered.read()
+            try:  # tar's trailing padding: the hashes cover every byte, up to --max-size
+                if not plain.drain(max(limits.max_bytes - (up.bytes - before), 0)):
+                    raise ImageError(f"{label}: more data after the tar archive's end than "
+                                     f"the limit of {limits.max_bytes} bytes (--max-size)")
+                while buffered.read(1 << 20):  # the raw rest (its digest), not into memory
+                    pass
             except (OSError, EOFError, lzma.LZMAError) as e:
                 raise ImageError(f"{label}: damaged compressed data ({e})") from None
+        if src.kind != "rootfs-tar" and not (layer.digest or layer.diff_id):
+            raise ImageError(f"{label}: has no digest to verify it by")
         if layer.digest and raw.digest() != layer.digest:
             raise ImageError(f"{label}: content does not match its digest {layer.digest} "
                              "(damaged or altered archive)")

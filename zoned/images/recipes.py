@@ -123,7 +123,8 @@ def load_recipe(path: Path) -> _Recipe:
         raise bad(f"invalid name {name!r} (use lowercase letters, digits, '_', '.', '-')")
     r = _Recipe(source=path, name=name)
 
-    r.description = _typed(doc.get("description", ""), str, "description", bad)
+    r.description = _text(_typed(doc.get("description", ""), str, "description", bad).strip(),
+                          "description", bad)  # one line of `image ls`: no terminal escapes
     r.busybox_links = _typed(doc.get("busybox_links", False), bool, "busybox_links", bad)
     if doc.get("bootstrap") is not None:
         from zoned.images.debian import validate
@@ -139,7 +140,7 @@ def load_recipe(path: Path) -> _Recipe:
         if extra:
             raise bad(f"debs[{i}]: unknown key {extra[0]!r} (allowed: package, paths)")
         pkg = d.get("package")
-        if not isinstance(pkg, str) or not re.match(r"^[a-z0-9][a-z0-9+.-]+$", pkg):
+        if not isinstance(pkg, str) or not re.match(r"^[a-z0-9][a-z0-9+.-]+\Z", pkg):
             raise bad(f"debs[{i}]: invalid or missing package name {pkg!r}")
         paths = d.get("paths")
         if paths is not None:
@@ -169,6 +170,7 @@ def load_recipe(path: Path) -> _Recipe:
     for p, target in _typed(doc.get("symlinks") or {}, dict, "symlinks", bad).items():
         if not isinstance(target, str) or not target:
             raise bad(f"symlinks[{p}]: target must be a non-empty string")
+        _text(target, f"symlinks[{p}]", bad)
         r.symlinks[_rel(p, "symlinks", bad)] = target
 
     cfg = _typed(doc.get("config") or {}, dict, "config", bad)
@@ -187,7 +189,8 @@ def load_recipe(path: Path) -> _Recipe:
         raise bad("config.user must be a string like \"0:0\" or \"1000:1000\"")
     r.config = {"cmd": cmd, "env": env, "workdir": workdir, "user": user}
     if "hostname" in cfg:
-        r.config["hostname"] = _typed(cfg["hostname"], str, "config.hostname", bad)
+        r.config["hostname"] = _text(_typed(cfg["hostname"], str, "config.hostname", bad),
+                                     "config.hostname", bad)
     return r
 
 
@@ -203,10 +206,19 @@ def _only(d: dict, allowed: tuple[str, ...], where: str, bad) -> None:
         raise bad(f"{where}: unknown key {extra[0]!r} (allowed: {', '.join(allowed)})")
 
 
+def _text(v: str, where: str, bad) -> str:
+    """v if it holds no control character (newline, escape...): recipe strings end up in
+    config files, command lines and terminals, where one would start a new line or option."""
+    if any(c < " " or c == "\x7f" for c in v):
+        raise bad(f"{where}: {v[:60]!r} contains a control character")
+    return v
+
+
 def _rel(p: Any, where: str, bad) -> str:
     """Absolute in-image path -> normalized relative path; rejects '..' so nothing escapes."""
     if not isinstance(p, str) or not p.startswith("/"):
         raise bad(f"{where}: path {p!r} must be absolute")
+    _text(p, where, bad)
     parts = [c for c in p.split("/") if c not in ("", ".")]
     if ".." in parts or not parts:
         raise bad(f"{where}: path {p!r} must not contain '..' or be '/'")

@@ -164,6 +164,8 @@ class ImageStore:
     def read_unlocked(self, name: str) -> Image:
         """Image `name` as its image.json says, for a caller that holds lock(shared=True)
         across this read and its use of the image's files (get() takes the lock itself)."""
+        if not valid_name(name):  # a name is one path component of the store, never more
+            raise ImageError(f"invalid image name {name!r}")
         path = join_path(self.root_dir, name)
         meta_file = path + "/image.json"
         if not is_file(meta_file):

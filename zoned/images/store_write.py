@@ -151,7 +151,6 @@ def create(store: ImageStore, name: str, fill, what: str = "creating") -> Image:
     image.json's fields; the dir is then renamed into place as image `name` (replacing
     an older one, kept while zones use it). Any failure deletes the temp dir."""
     import datetime
-    import shutil
     import tempfile
     from pathlib import Path
 
@@ -160,12 +159,12 @@ def create(store: ImageStore, name: str, fill, what: str = "creating") -> Image:
     ensure_root(store)
     with store.lock():
         collect_garbage(store)
+        # mkdtemp's 0700 stays: the image dir is root's alone (ensure_root says why)
         tmp = Path(tempfile.mkdtemp(prefix=f".build-{name}-", dir=store.root))
         busy = hold(tmp)  # marks the temp dir live for other processes' GC
     old = None
     built = False
     try:
-        os.chmod(tmp, 0o755)  # readable by containers' mapped users
         rootfs = tmp / "rootfs"
         rootfs.mkdir(mode=0o755)
         os.chmod(rootfs, 0o755)
@@ -181,6 +180,9 @@ def create(store: ImageStore, name: str, fill, what: str = "creating") -> Image:
         for h in meta.get("history") or []:
             h.setdefault("created", created)
             h.setdefault("size", meta["size"])
+        previous = _created(store, name)
+        if previous is not None:  # said by `zoned image import` (a re-tag, as podman's)
+            meta["replaced"] = previous
         (tmp / "image.json").write_text(jsonc.dumps(meta, indent=2) + "\n")
         os.chmod(tmp / "image.json", 0o644)
         target = store.root / name
@@ -196,7 +198,7 @@ def create(store: ImageStore, name: str, fill, what: str = "creating") -> Image:
             built = True
             release(tmp, busy)
     except BaseException as e:
-        shutil.rmtree(tmp, ignore_errors=True)
+        _remove(str(tmp))
         if isinstance(e, OSError):
             raise ImageError(f"{what} image {name!r}: {e}") from None
         raise
@@ -208,19 +210,52 @@ def create(store: ImageStore, name: str, fill, what: str = "creating") -> Image:
     return store.get(name)
 
 
-def ensure_root(store: ImageStore) -> None:
+def _created(store: ImageStore, name: str) -> str | None:
+    """The `created` of the image `name` now in the store, or None if there is none."""
     try:
-        if not is_dir(store.root_dir):
-            os.makedirs(store.root_dir, exist_ok=True)
-            os.chmod(store.root_dir, 0o755)  # not umask-dependent: containers' users traverse it
+        with open(join_path(store.root_dir, name) + "/image.json") as f:
+            return str(jsonc.loads(f.read()).get("created", ""))
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+def ensure_root(store: ImageStore) -> None:
+    """Create the store if need be, and make it 0700 (an existing one too, as a store an
+    older zoned made 0755): its images hold setuid-root files (Debian's su, mount, or a
+    crafted image's) and world-writable dirs (/tmp), which any host user could run or
+    write through a traversable store (docker's CVE-2021-41091), and it is where root
+    links and renames files at import. Nobody else needs it: a rootful zone's overlay is
+    mounted by root outside any user namespace (a bundle cannot name an image lower), and
+    a rootless zoned's store is the user's own, whose uid is its zones' root."""
+    try:
+        os.makedirs(store.root_dir, mode=0o700, exist_ok=True)
+        st = os.stat(store.root_dir)
+        if st.st_mode & 0o077:
+            os.chmod(store.root_dir, 0o700)
     except OSError as e:
         raise ImageError(f"cannot create image store {store.root_dir}: {e.strerror}") from None
+
+
+def _remove(path: str) -> bool:
+    """Delete a work or retired dir, iteratively (a crafted layer of thousands of nested
+    dirs made shutil.rmtree raise RecursionError); False if something stayed."""
+    from zoned.linux.files import rmtree
+
+    try:
+        rmtree(path)
+        return True
+    except OSError as e:
+        import sys
+
+        print(f"zoned: warning: could not remove {path}: {e.strerror or e}", file=sys.stderr)
+        return False
 
 
 def remove(store: ImageStore, name: str) -> None:
     """Delete an image; containers still running on it keep it until they stop."""
     if not valid_name(name):
         raise ImageError(f"invalid image name {name!r}")
+    ensure_root(store)
     with store.lock():
         if not is_file(join_path(store.root_dir, name) + "/image.json"):
             raise ImageNotFound(f"image {name!r} not found")
@@ -229,23 +264,25 @@ def remove(store: ImageStore, name: str) -> None:
     retire(*old)
 
 
-def prune(store: ImageStore) -> list[Path]:
-    """Delete left-overs: crashed builds and retired images no container uses any more."""
+def prune(store: ImageStore, dry_run: bool = False) -> list[Path]:
+    """Delete left-overs: crashed builds and retired images no container uses any more
+    (`zoned image prune`, and `zoned gc` through zoned.gc). dry_run: only list them."""
     if not is_dir(store.root_dir):
         return []
     from pathlib import Path
 
-    with store.lock():
-        return [Path(p) for p in collect_garbage(store)]
+    if not dry_run:
+        ensure_root(store)
+    with store.lock(shared=dry_run):
+        return [Path(p) for p in collect_garbage(store, dry_run)]
 
 
 def digest(store: ImageStore, name: str) -> str:
-    """sha256 of the image's rootfs contents (paths, modes, owners, file data, link
-    targets; not times), so two hosts that built the same recipe agree. A checkpoint's
-    upper layer only makes sense over the very same lower layer: migration compares
-    this before it freezes anything. Cached next to image.json (keyed by its mtime)."""
-    import hashlib
-
+    """sha256 of the image's rootfs contents (see tree_digest; not times), so two hosts
+    that built the same recipe agree. A checkpoint's upper layer only makes sense over the
+    very same lower layer: migration compares this before it freezes anything, and a VM's
+    root disk is cached by it. Cached next to image.json (keyed by its mtime); a cache an
+    older zoned wrote (the unframed format) is kept, so checkpoints made with it restore."""
     img = store.get(name)
     cache = img.image_dir + "/digest"
     stamp = str(os.stat(img.image_dir + "/image.json").st_mtime_ns)
@@ -256,24 +293,7 @@ def digest(store: ImageStore, name: str) -> str:
             return value
     except (OSError, ValueError):
         pass
-    h = hashlib.sha256()
-    root = img.rootfs_dir
-    for dirpath, dirnames, filenames in os.walk(root):
-        dirnames.sort()
-        for n in [""] + sorted(filenames + [d for d in dirnames
-                                            if os.path.islink(join_path(dirpath, d))]):
-            path = join_path(dirpath, n) if n else dirpath
-            st = os.lstat(path)
-            rel = os.path.relpath(path, root)
-            h.update(f"{rel}\0{st.st_mode:o}\0{st.st_uid}:{st.st_gid}\0".encode())
-            if os.path.islink(path):
-                h.update(os.readlink(path).encode())
-            elif n and os.path.isfile(path):
-                with open(path, "rb") as f:
-                    for chunk in iter(lambda: f.read(1 << 20), b""):
-                        h.update(chunk)
-            h.update(b"\n")
-    value = "sha256:" + h.hexdigest()
+    value = tree_digest(img.rootfs_dir)
     try:
         tmp = f"{cache}.{os.getpid()}"
         with open(tmp, "w") as f:
@@ -282,6 +302,70 @@ def digest(store: ImageStore, name: str) -> str:
     except OSError:
         pass  # a read-only store: just not cached
     return value
+
+
+_KIND = {0o040000: b"d", 0o100000: b"f", 0o120000: b"l", 0o010000: b"p", 0o140000: b"s",
+         0o020000: b"c", 0o060000: b"b"}
+
+
+def tree_digest(root: str) -> str:
+    """"sha256:..." of a tree: for each entry, top-down in name order, its relative path,
+    file type, permission bits, owner, xattrs (names and values), symlink target and file
+    data, every field preceded by its length, so that no two different trees hash the
+    same bytes (the unframed `path\0mode\0uid:gid\0data\n` of before let a file's data
+    spell further entries: two different images got one digest). Hard links and times
+    are left out (sharing links identical files across images)."""
+    import hashlib
+    import stat
+
+    from zoned.linux.files import walk
+
+    h = hashlib.sha256(b"zoned-tree-digest-v2\0")
+
+    def field(b: bytes) -> None:
+        h.update(len(b).to_bytes(8, "big"))
+        h.update(b)
+
+    def record(dir_fd: int, name: str, rel: str, st: os.stat_result) -> None:
+        field(os.fsencode(rel))
+        field(_KIND.get(stat.S_IFMT(st.st_mode), b"?"))
+        field(b"%o %d %d" % (stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid))
+        at = f"/proc/self/fd/{dir_fd}/{name or '.'}"  # ('.': the dir, not the fd's link)
+        try:
+            attrs = sorted(os.listxattr(at, follow_symlinks=False))
+        except OSError:
+            attrs = []
+        field(b"%d" % len(attrs))
+        for a in attrs:
+            field(os.fsencode(a))
+            field(os.getxattr(at, a, follow_symlinks=False))
+        if stat.S_ISLNK(st.st_mode):
+            field(os.fsencode(os.readlink(name, dir_fd=dir_fd)))
+        elif stat.S_ISREG(st.st_mode):
+            fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dir_fd)
+            try:
+                h.update(st.st_size.to_bytes(8, "big"))
+                left, offset = st.st_size, 0
+                while left > 0:
+                    chunk = os.pread(fd, min(left, 1 << 20), offset)
+                    if not chunk:
+                        raise ImageError(f"{root}/{rel}: changed while hashing it")
+                    h.update(chunk)
+                    left -= len(chunk)
+                    offset += len(chunk)
+            finally:
+                os.close(fd)
+        else:
+            field(b"")
+
+    for fd, parts, entries in walk(root):
+        entries.sort(key=lambda e: os.fsencode(e.name))  # walk descends in this order
+        if not parts:
+            record(fd, "", ".", os.fstat(fd))
+        for e in entries:
+            rel = "/".join([*parts, e.name])
+            record(fd, e.name, rel, e.stat(follow_symlinks=False))
+    return "sha256:" + h.hexdigest()
 
 
 def hold(path: str | os.PathLike) -> int:
@@ -331,17 +415,17 @@ def retire(aside: str, old_rootfs: str, fd: int) -> None:
             with open(os.path.join(aside, ".inuse.json"), "w") as f:
                 f.write(jsonc.dumps({"rootfs": old_rootfs, "mounts": users}))
         else:
-            import shutil
-
-            shutil.rmtree(aside, ignore_errors=True)
+            _remove(aside)
     finally:
         release(aside, fd)
 
 
-def collect_garbage(store: ImageStore) -> list[str]:
-    """Remove unlocked .build-* (crashed builds) and unused .old-* dirs (caller holds the lock)."""
-    import shutil
-
+def collect_garbage(store: ImageStore, dry_run: bool = False) -> list[str]:
+    """Remove unlocked .build-* (crashed builds) and unused .old-* dirs (caller holds the
+    lock). A build in progress is told apart by the flock its builder holds on its dir's
+    lock file (hold), released by the kernel when the builder dies, however it dies. One entry that
+    cannot be removed is reported and skipped: it must not stop the command (every import,
+    rm and prune runs this first)."""
     removed = []
     names = os.listdir(store.root_dir)
     for n in names:
@@ -352,7 +436,10 @@ def collect_garbage(store: ImageStore) -> list[str]:
             if n[:-5] not in names and (fd := try_acquire(p)) is not None:
                 release(p[:-5], fd)  # its dir is gone: left by a crash
             continue
-        fd = try_acquire(p + ".lock")
+        try:
+            fd = try_acquire(p + ".lock")
+        except OSError:  # (a lock file we cannot open is nothing of ours)
+            continue
         if fd is None:  # its owner is alive and working on it
             continue
         try:
@@ -362,12 +449,12 @@ def collect_garbage(store: ImageStore) -> list[str]:
                     with open(note) as f:
                         info = jsonc.loads(f.read())
                     alive = _mounts_alive(info["mounts"], info["rootfs"])
-                except (OSError, ValueError, KeyError):
+                except (OSError, ValueError, KeyError, TypeError):
                     alive = False
                 if alive:
                     continue
-            shutil.rmtree(p, ignore_errors=True)
-            removed.append(p)
+            if dry_run or _remove(p):
+                removed.append(p)
         finally:
             release(p, fd)  # held only while someone works on the dir
     return removed

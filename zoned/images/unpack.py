@@ -37,17 +37,18 @@ the entry. The caller deletes the half-made rootfs.
 from __future__ import annotations
 
 import os
-import shutil
 import stat
 import tarfile
 from typing import IO, Callable
 
 from zoned.images.errors import ImageError
+from zoned.linux.files import rmtree_at
 
 WHITEOUT = ".wh."
 OPAQUE = ".wh..wh..opq"
 DEFAULT_MAX_BYTES = 16 << 30  # $ZONED_IMAGE_MAX_SIZE or --max-size overrides
 DEFAULT_MAX_ENTRIES = 2_000_000
+PATH_MAX = 4096  # linux/limits.h, with its NUL: no path in a rootfs may need more
 _XATTR_PREFIXES = ("SCHILY.xattr.", "LIBARCHIVE.xattr.")
 _XATTRS_KEPT = ("user.", "security.capability")
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -106,10 +107,52 @@ def components(name: str) -> list[str]:
     """An archive name as path components inside the rootfs; refuses absolute and '..'."""
     if name.startswith("/"):
         raise ValueError("absolute path")
+    if "\0" in name:
+        raise ValueError("NUL byte in path")
     parts = [c for c in name.split("/") if c not in ("", ".")]
     if ".." in parts:
         raise ValueError("'..' in path")
     return parts
+
+
+_ID_MAX = 2**32 - 2  # (uid_t)-1 means "leave unchanged" to chown
+_TIME_MAX = 2**40  # seconds either side of 1970: ~35000 years, far inside time_t
+
+
+def _bad_header(m: tarfile.TarInfo) -> str:
+    """Why a header's values (pax records can say anything: a NUL in a name, a uid of
+    2**40, an mtime of 1e400 or nan, xattr values that are not base64) cannot be applied;
+    "" if they can. Checked before anything is written: each is one line naming the entry,
+    never an internal error from os.* halfway through."""
+    import math
+
+    if "\0" in m.linkname:
+        return "NUL byte in link target"
+    for what, v in (("uid", m.uid), ("gid", m.gid)):
+        if not (isinstance(v, int) and 0 <= v <= _ID_MAX):
+            return f"{what} {v!r} out of range"
+    if not (isinstance(m.mtime, (int, float)) and math.isfinite(m.mtime)
+            and abs(m.mtime) <= _TIME_MAX):
+        return f"mtime {str(m.mtime)[:40]!r} out of range"
+    for key, value in (m.pax_headers or {}).items():
+        if key.startswith("LIBARCHIVE.xattr."):
+            try:
+                _b64(value.encode("utf-8", "surrogateescape"))
+            except ValueError:
+                return f"xattr {key[len('LIBARCHIVE.xattr.'):][:60]!r}: invalid base64"
+        if key.startswith(_XATTR_PREFIXES) and "\0" in key:
+            return "NUL byte in an xattr name"
+    return ""
+
+
+def _b64(raw: bytes) -> bytes:
+    import base64
+    import binascii
+
+    try:
+        return base64.b64decode(raw + b"=" * (-len(raw) % 4), validate=True)
+    except binascii.Error as e:
+        raise ValueError(str(e)) from None
 
 
 class Unpacker:
@@ -178,6 +221,12 @@ class Unpacker:
             raise self._refuse(m.name, str(e)) from None
         if not parts:
             return  # "./": the rootfs itself keeps its own mode and owner
+        if len(("/" + "/".join(parts)).encode("utf-8", "surrogateescape")) >= PATH_MAX:
+            # no tool could reach it inside the zone, and os.walk & co. recurse per level
+            raise self._refuse(m.name[:200] + "...", f"path longer than PATH_MAX ({PATH_MAX})")
+        bad = _bad_header(m)
+        if bad:
+            raise self._refuse(m.name, bad)
         if m.ischr() or m.isblk():
             raise self._refuse(m.name, "device node (the runtime provides /dev)")
         base = parts[-1]
@@ -240,7 +289,7 @@ class Unpacker:
             if not self.replace_dirs:
                 raise UnsafeArchive(f"{self._label}: refused entry {base!r}: a directory "
                                     "is in its place")
-            shutil.rmtree(base, dir_fd=dfd)
+            rmtree_at(dfd, base)  # iterative: a lower layer's deep tree is no RecursionError
         else:
             os.unlink(base, dir_fd=dfd)
         return False
@@ -309,9 +358,7 @@ class Unpacker:
                 continue
             raw = value.encode("utf-8", "surrogateescape")
             if prefix == "LIBARCHIVE.xattr.":
-                import base64
-
-                raw = base64.b64decode(raw + b"=" * (-len(raw) % 4))
+                raw = _b64(raw)  # (checked by _bad_header)
             try:
                 os.setxattr(fd, attr, raw)
             except OSError:  # the store's filesystem has no user xattrs: not fatal

@@ -3,9 +3,12 @@ from __future__ import annotations
 
 import errno
 import os
-import stat
 
 from zoned.linux.lastref import hold
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # annotations only: typing is not imported on the start path
+    from typing import Callable, Iterator
 
 
 def read_to_eof(fd: int, size: int = 4096) -> bytes:
@@ -16,45 +19,131 @@ def read_to_eof(fd: int, size: int = 4096) -> bytes:
     return out
 
 
+DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
 def rmtree(path: str) -> None:
     """shutil.rmtree without importing shutil on the hot path; tolerates vanished entries.
     What it removes is handed to zoned.linux.lastref first (freed after a CLI's exit).
     A symlink at `path` is removed itself, never the tree it points to (scandir would
-    follow it: a link planted in a state root emptied its target)."""
-    try:
-        if stat.S_ISLNK(os.lstat(path).st_mode):
-            os.unlink(path)
-            return
-    except FileNotFoundError:
-        return
-    _rmtree(path)
+    follow it: a link planted in a state root emptied its target). Iterative and relative
+    to directory fds: a tree deeper than Python's recursion limit or PATH_MAX goes too."""
+    rmtree_at(None, path)
 
 
-def _rmtree(path: str) -> None:
+def rmtree_at(dir_fd: int | None, name: str) -> None:
+    """rmtree of `name` relative to dir_fd (None: the working directory), never following
+    a symlink: one at `name` is unlinked itself, one inside the tree is unlinked too."""
     try:
-        entries = list(os.scandir(path))
+        fd = os.open(name, DIR_FLAGS, dir_fd=dir_fd)
     except FileNotFoundError:
         return
-    except NotADirectoryError:
-        os.unlink(path)
-        return
-    for e in entries:
+    except OSError as e:  # ELOOP: a symlink; ENOTDIR: a file
+        if e.errno not in (errno.ELOOP, errno.ENOTDIR):
+            raise
+        _hold_at(dir_fd, name)
         try:
-            if e.is_dir(follow_symlinks=False):
-                _rmtree(e.path)
-            else:
-                hold(e.path)
-                os.unlink(e.path)
+            os.unlink(name, dir_fd=dir_fd)
         except FileNotFoundError:
             pass
+        return
+    os.close(fd)
+
+    def emptied(parent: int, child: str) -> None:
+        _hold_at(parent, child)
+        try:
+            os.rmdir(child, dir_fd=parent)
+        except FileNotFoundError:
+            pass
+
+    for fd, _parts, entries in walk(name, dir_fd=dir_fd, leave=emptied):
+        for e in entries:
+            if e.is_dir(follow_symlinks=False):
+                continue
+            _hold_at(fd, e.name)
+            try:
+                os.unlink(e.name, dir_fd=fd)
+            except FileNotFoundError:
+                pass
+            except IsADirectoryError:  # replaced by a directory meanwhile: left
+                pass
+    if dir_fd is None:
+        _rmdir_path(name)
+    else:
+        emptied(dir_fd, name)
+
+
+def _rmdir_path(path: str) -> None:
     hold(path)
     try:
         os.rmdir(path)
     except FileNotFoundError:
         pass
-    except OSError as e:
-        if e.errno != errno.ENOENT:
-            raise
+
+
+def _hold_at(dir_fd: int | None, name: str) -> None:
+    hold(name if dir_fd is None else f"/proc/self/fd/{dir_fd}/{name}")
+
+
+def walk(top: str, dir_fd: int | None = None,
+         leave: Callable[[int, str], None] | None = None,
+         ) -> Iterator[tuple[int, list[str], list[os.DirEntry]]]:
+    """Every directory of the tree at `top` (relative to dir_fd), top-down, as (fd, parts,
+    entries): an fd open on it (valid until the next step), its path components below
+    top, and its entries (os.DirEntry, stat relative to the fd). No symlink is followed
+    and no path is built, so depth is bounded by neither PATH_MAX nor recursion: only
+    one directory fd is open at a time, and the walk goes back up by ".." after checking
+    it is the directory it came from (a tree moved meanwhile raises, never escapes).
+    leave(parent_fd, name) is called after a directory below top was walked (rmtree's
+    rmdir). Sorting `entries` in place (as os.walk's dirnames) sets the order subdirs are
+    walked in. Entries that vanish meanwhile are skipped."""
+    fd = os.open(top, DIR_FLAGS, dir_fd=dir_fd)
+    parts: list[str] = []
+    stack: list[tuple[tuple[int, int], list[str]]] = []
+    try:
+        while True:
+            st = os.fstat(fd)
+            with os.scandir(fd) as it:
+                entries = list(it)
+            yield fd, parts, entries
+            subdirs = []
+            for e in entries:
+                try:
+                    if e.is_dir(follow_symlinks=False):
+                        subdirs.append(e.name)
+                except OSError:
+                    pass
+            subdirs.reverse()
+            stack.append(((st.st_dev, st.st_ino), subdirs))
+            while True:  # to the next directory: down into a pending one, or up
+                ident, pending = stack[-1]
+                if pending:
+                    name = pending.pop()
+                    try:
+                        nfd = os.open(name, DIR_FLAGS, dir_fd=fd)
+                    except OSError as e:
+                        if e.errno in (errno.ENOENT, errno.ENOTDIR, errno.ELOOP):
+                            continue  # gone, or replaced by a file or a link: not walked
+                        raise
+                    os.close(fd)
+                    fd = nfd
+                    parts.append(name)
+                    break
+                stack.pop()
+                if not stack:
+                    return
+                pfd = os.open("..", DIR_FLAGS, dir_fd=fd)
+                pst = os.fstat(pfd)
+                os.close(fd)
+                fd = pfd
+                if (pst.st_dev, pst.st_ino) != stack[-1][0]:
+                    raise OSError(errno.ESTALE, "directory moved during the walk",
+                                  "/".join(parts))
+                name = parts.pop()
+                if leave is not None:
+                    leave(fd, name)
+    finally:
+        os.close(fd)
 
 
 def seal_filled(fd: int, data: bytes, mode: int | None = None) -> int:
