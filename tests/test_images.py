@@ -397,14 +397,15 @@ def test_another_user_cannot_hold_the_store_lock(open_store):
 
 @needs_root
 def test_another_users_flock_on_image_dirs_stops_neither_remove_nor_gc(open_store):
-    """Image dirs are 0755 (containers' users traverse them): anyone may open and flock
-    one. That must not hang `image rm` (it used to wait for a lock on the image's dir
-    while holding the store's, hanging every `zoned run` too) nor keep gc from a crashed
-    build's dir."""
+    """A store an older zoned left 0755 let anyone open an image dir and flock it (the
+    store is 0700 now; a write narrows an older one, but fds opened before stay). That
+    must not hang `image rm` (it used to wait for a lock on the image's dir while holding
+    the store's, hanging every `zoned run` too) nor keep gc from a crashed build's dir."""
     root = open_store.root
     junk = root / ".build-pf-x-abcd1234"  # a crashed build, as its builder left it
     (junk / "rootfs").mkdir(parents=True)
-    junk.chmod(0o755)
+    for d in (root, root / "pf-x", junk):
+        d.chmod(0o755)  # as an older zoned made them
     p, got = flock_as_nobody(root / "pf-x", junk)
     try:
         assert got == ["held", "held"]

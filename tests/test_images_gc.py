@@ -1,6 +1,6 @@
 """`zoned gc` collects the image store's garbage too: an import killed with SIGKILL left
 its .build-NAME-* dir (hundreds of MB) for good, since only the next import, rm or prune
-looked. A build in progress (its dir flock'ed by the builder) is never taken."""
+looked. A build in progress (its <dir>.lock flock'ed by the builder) is never taken."""
 from __future__ import annotations
 
 import fcntl
@@ -34,11 +34,12 @@ def test_gc_removes_a_killed_import_but_not_a_live_build(tmp_path):
         time.sleep(0.005)
     os.kill(p.pid, signal.SIGKILL)
     p.wait()
-    builds = [n for n in os.listdir(store) if n.startswith(".build-")]
+    builds = [n for n in os.listdir(store) if n.startswith(".build-")
+              and not n.endswith(".lock")]
     assert builds, "the import finished before it could be killed"
     live = store / ".build-live-x1"  # a build in progress: its builder holds the flock
-    (live / "rootfs").mkdir(parents=True)
-    fd = os.open(live, os.O_RDONLY | os.O_DIRECTORY)
+    (live / "rootfs").mkdir(parents=True)  # (on <dir>.lock: images.store_write.hold)
+    fd = os.open(f"{live}.lock", os.O_RDWR | os.O_CREAT, 0o600)
     fcntl.flock(fd, fcntl.LOCK_EX)
     try:
         dry = gc(tmp_path, store, "--dry-run")
@@ -48,7 +49,8 @@ def test_gc_removes_a_killed_import_but_not_a_live_build(tmp_path):
         done = gc(tmp_path, store)
         assert done.returncode == 0, done.stderr
         assert f"directory {store / builds[0]}: interrupted image build" in done.stdout
-        assert sorted(n for n in os.listdir(store) if n != ".lock") == [".build-live-x1"]
+        assert sorted(n for n in os.listdir(store) if n != ".lock") == [
+            ".build-live-x1", ".build-live-x1.lock"]
         assert (live / "rootfs").is_dir()
     finally:
         os.close(fd)
