@@ -243,15 +243,13 @@ def read_ctl(vmdir: str) -> list[str]:
 
 
 def _last_words(vmdir: str, find) -> object:
-    """find(read_ctl(vmdir)); if that finds nothing and QEMU has gone, again once
-    zoned-vmlog has written what QEMU wrote last (it drains the pipe after QEMU's exit)."""
-    found = find(read_ctl(vmdir))
-    if found is None and qemu_pid(vmdir) is None:
+    """find(read_ctl(vmdir)), once QEMU has gone after zoned-vmlog has written all QEMU
+    wrote (it drains the pipes after QEMU's exit): so the console is complete too."""
+    if qemu_pid(vmdir) is None:
         from zoned.vm.vmlog import settle
 
         settle(VMPaths(vmdir).ctl)
-        found = find(read_ctl(vmdir))
-    return found
+    return find(read_ctl(vmdir))
 
 
 def _exit_line(lines: list[str]) -> int | None:
