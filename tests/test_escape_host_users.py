@@ -137,3 +137,29 @@ def test_restore_takes_no_archive_others_could_have_swapped(cli, tmp_path, criu)
     p = cli("restore", "--import", str(out), "--name", "hc2", timeout=120)
     assert p.returncode == 0, p.stderr
     cli("rm", "-f", "hc2", check=True)
+
+
+def test_no_symlink_of_another_user_on_the_way_and_root_s_group_is_trusted(tmp_path):
+    """A symlink another user owns anywhere on the path (found by the second audit:
+    realpath() first hid it) is refused: they could point it elsewhere once checked.
+    A directory writable by root's group alone is root's."""
+    from zoned.checkpoint.private import check_own
+    from zoned.errors import ConfigError
+
+    safe = tmp_path / "safe" / "cp"
+    safe.mkdir(parents=True)
+    theirs = tmp_path / "theirs"
+    theirs.mkdir()
+    os.symlink(safe.parent, theirs / "link")
+    os.symlink(safe.parent, tmp_path / "toplink")
+    for p in (theirs, theirs / "link", tmp_path / "toplink"):
+        os.lchown(p, NOBODY, NOBODY)
+    for path in (theirs / "link" / "cp", tmp_path / "toplink" / "cp"):
+        with pytest.raises(ConfigError, match="is a symlink of uid 65534"):
+            check_own(str(path), "--dir", directory=True)
+    os.lchown(tmp_path / "toplink", 0, 0)  # root's link in a root-only dir: fine
+    check_own(str(tmp_path / "toplink" / "cp"), "--dir", directory=True)
+    group = tmp_path / "group"
+    (group / "cp").mkdir(parents=True)
+    group.chmod(0o775)  # root:root
+    check_own(str(group / "cp"), "--dir", directory=True)

@@ -21,19 +21,63 @@ def _owners() -> tuple[int, ...]:
     return (0, os.geteuid())
 
 
+def _check_dir(d: str, path: str, what: str) -> None:
+    """One directory on the way: root's or ours, and writable by no one else (root's
+    group aside), unless sticky (then no one else can move our entries)."""
+    st = os.stat(d)
+    if st.st_uid not in _owners():
+        raise ConfigError(f"{what} {path}: {d} belongs to uid {st.st_uid}, who could "
+                          "swap the checkpoint: use a directory of root's or yours")
+    writable = st.st_mode & 0o002 or st.st_mode & 0o020 and st.st_gid not in _owners()
+    if writable and not st.st_mode & stat.S_ISVTX:
+        raise ConfigError(f"{what} {path}: {d} is writable by others "
+                          f"(mode {stat.S_IMODE(st.st_mode):o}), who could swap the "
+                          "checkpoint: use a directory only root or you can write")
+
+
+def _symlinks(path: str) -> list[tuple[str, int, str]]:
+    """Each symlink met resolving `path` (as the kernel would, component by component):
+    (the link, its owner, the directory holding it). What does not exist yet ends it."""
+    found: list[tuple[str, int, str]] = []
+    todo = [c for c in os.path.abspath(path).split("/") if c]
+    cur = "/"
+    while todo:
+        comp = todo.pop(0)
+        if comp == ".":
+            continue
+        if comp == "..":
+            cur = os.path.dirname(cur)
+            continue
+        nxt = os.path.join(cur, comp)
+        try:
+            st = os.lstat(nxt)
+        except (FileNotFoundError, NotADirectoryError):
+            break
+        if not stat.S_ISLNK(st.st_mode):
+            cur = nxt
+            continue
+        found.append((nxt, st.st_uid, cur))
+        if len(found) > 40:
+            raise ConfigError(f"{path}: too many levels of symbolic links")
+        target = os.readlink(nxt)
+        todo[:0] = [c for c in target.split("/") if c]
+        if target.startswith("/"):
+            cur = "/"
+    return found
+
+
 def check_parents(path: str, what: str) -> None:
-    """Every directory above `path` (symlinks resolved) is root's or ours, and no one
-    else can write it, unless it is sticky (then no one else can move our entries)."""
+    """Every directory above `path` (symlinks resolved) passes _check_dir, and so does
+    every symlink on the way and the directory holding it: a link another user owns,
+    or could replace, leads wherever they choose by the time the checkpoint is used."""
+    for link, uid, holder in _symlinks(path):
+        if uid not in _owners():
+            raise ConfigError(f"{what} {path}: {link} is a symlink of uid {uid}, who could "
+                              "point it elsewhere: give a path of root's or yours")
+        _check_dir(holder, path, what)
     d = os.path.dirname(os.path.realpath(os.path.abspath(path)))
     while True:
-        st = os.stat(d)
-        if st.st_uid not in _owners():
-            raise ConfigError(f"{what} {path}: {d} belongs to uid {st.st_uid}, who could "
-                              "swap the checkpoint: use a directory of root's or yours")
-        if st.st_mode & 0o022 and not st.st_mode & stat.S_ISVTX:
-            raise ConfigError(f"{what} {path}: {d} is writable by others "
-                              f"(mode {stat.S_IMODE(st.st_mode):o}), who could swap the "
-                              "checkpoint: use a directory only root or you can write")
+        _check_dir(d, path, what)
         if d == "/":
             return
         d = os.path.dirname(d)
