@@ -78,3 +78,17 @@ def test_a_program_left_by_exec_keeps_no_terminal(cli):
         assert "/dev/pts" not in p.stdout and "/dev/tty" not in p.stdout, p.stdout
     finally:
         cli("rm", "-f", "thief")
+
+
+def test_exec_returns_though_a_child_it_left_keeps_writing(cli):
+    """The exec'd process exits while a background child floods the pipe (second audit:
+    zoned copied for good): zoned copies what was there and returns with the code."""
+    cli("run", "-d", "--name", "flood", "--", "sleep", "1000", check=True)
+    try:
+        start = time.monotonic()
+        code, out = on_pty([ZONED, "--root", cli.root, "exec", "flood", "sh", "-c",
+                            "yes & sleep 0.3; exit 4"], timeout=30)
+        assert code == 4 and "y\n" in out
+        assert time.monotonic() - start < 20
+    finally:
+        cli("rm", "-f", "flood")

@@ -13,6 +13,7 @@ import os
 import select
 
 CHUNK = 65536
+DRAIN_READS = 16  # reads of each pipe once the process has exited (a pipe holds 64 KiB)
 
 
 def needed(fds: tuple[int, ...]) -> bool:
@@ -99,10 +100,11 @@ class Relay:
                             poller.unregister(fd)
                             poller.register(0, select.POLLIN)
             self._close_stdin()
-            for r in list(self._outs):  # what it wrote before it exited (a child of an
-                os.set_blocking(r, False)  # exec's may hold the pipe: no wait for EOF)
-                while self._copy_out(r):
-                    pass
+            for r in list(self._outs):  # what it wrote before it exited: no wait for
+                os.set_blocking(r, False)  # EOF, and at most a pipe's worth (a child of
+                for _ in range(DRAIN_READS):  # an exec's may hold it, writing on)
+                    if not self._copy_out(r):
+                        break
         finally:
             os.close(pidfd)
             self.close()
