@@ -338,3 +338,28 @@ def test_a_detached_zones_log_files_exist_when_run_returns(cli, zoned_root):
     log = json.loads(cli("inspect", "lg").stdout)["state"]["zoned"]["log"]
     logdir = os.path.dirname(log)
     assert {"ctr.log", "ctr.ts"} <= set(os.listdir(logdir))
+
+
+def test_rmtree_never_empties_a_mount_left_in_the_tree(tmp_path):
+    """A bind mount left inside a tree zoned removes (a failed unmount; a bind of the
+    same file system, which st_dev cannot tell) is not walked: the removal fails, and
+    what is mounted there (maybe a host directory) stays (second audit of session 21).
+    In a throw-away mount namespace."""
+    src, tree = tmp_path / "src", tmp_path / "tree"
+    src.mkdir()
+    (src / "precious").write_text("keep\n")
+    (tree / "a" / "m").mkdir(parents=True)
+    (tree / "a" / "file").write_text("x")
+    script = ("import subprocess, sys\n"
+              "from zoned.linux.files import rmtree\n"
+              "subprocess.run(['mount', '--bind', sys.argv[1], sys.argv[2] + '/a/m'],"
+              " check=True)\n"
+              "try:\n    rmtree(sys.argv[2])\nexcept OSError as e:\n    print(e.errno)\n")
+    repo = str(Path(__file__).resolve().parent.parent)
+    p = subprocess.run(["unshare", "-m", "--propagation", "private", sys.executable, "-c",
+                        script, str(src), str(tree)], capture_output=True, text=True,
+                       env={**os.environ, "PYTHONPATH": repo})
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.strip() in ("16", "39")  # EBUSY or ENOTEMPTY: refused, not emptied
+    assert (src / "precious").read_text() == "keep\n"
+    assert not (tree / "a" / "file").exists()  # the rest went

@@ -56,7 +56,7 @@ def rmtree_at(dir_fd: int | None, name: str) -> None:
         except FileNotFoundError:
             pass
 
-    for fd, _parts, entries in walk(name, dir_fd=dir_fd, leave=emptied):
+    for fd, _parts, entries in walk(name, dir_fd=dir_fd, leave=emptied, one_fs=True):
         for e in entries:
             if e.is_dir(follow_symlinks=False):
                 continue
@@ -86,7 +86,7 @@ def _hold_at(dir_fd: int | None, name: str) -> None:
 
 
 def walk(top: str, dir_fd: int | None = None,
-         leave: Callable[[int, str], None] | None = None,
+         leave: Callable[[int, str], None] | None = None, one_fs: bool = False,
          ) -> Iterator[tuple[int, list[str], list[os.DirEntry]]]:
     """Every directory of the tree at `top` (relative to dir_fd), top-down, as (fd, parts,
     entries): an fd open on it (valid until the next step), its path components below
@@ -96,7 +96,10 @@ def walk(top: str, dir_fd: int | None = None,
     it is the directory it came from (a tree moved meanwhile raises, never escapes).
     leave(parent_fd, name) is called after a directory below top was walked (rmtree's
     rmdir). Sorting `entries` in place (as os.walk's dirnames) sets the order subdirs are
-    walked in. Entries that vanish meanwhile are skipped."""
+    walked in. Entries that vanish meanwhile are skipped. one_fs: a mount point (a mount
+    left there, a bind of the same file system too) is not walked: rmtree's rmdir then
+    fails EBUSY, rather than emptying what is mounted, maybe a host directory."""
+    descend = _open_below if one_fs else _open_dir
     fd = os.open(top, DIR_FLAGS, dir_fd=dir_fd)
     parts: list[str] = []
     stack: list[tuple[tuple[int, int], list[str]]] = []
@@ -120,10 +123,10 @@ def walk(top: str, dir_fd: int | None = None,
                 if pending:
                     name = pending.pop()
                     try:
-                        nfd = os.open(name, DIR_FLAGS, dir_fd=fd)
+                        nfd = descend(fd, name)
                     except OSError as e:
-                        if e.errno in (errno.ENOENT, errno.ENOTDIR, errno.ELOOP):
-                            continue  # gone, or replaced by a file or a link: not walked
+                        if e.errno in (errno.ENOENT, errno.ENOTDIR, errno.ELOOP, errno.EXDEV):
+                            continue  # gone, replaced by a file or a link, a mount point
                         raise
                     os.close(fd)
                     fd = nfd
@@ -144,6 +147,18 @@ def walk(top: str, dir_fd: int | None = None,
                     leave(fd, name)
     finally:
         os.close(fd)
+
+
+def _open_dir(fd: int, name: str) -> int:
+    return os.open(name, DIR_FLAGS, dir_fd=fd)
+
+
+def _open_below(fd: int, name: str) -> int:
+    """_open_dir, failing EXDEV at a mount point (openat2's RESOLVE_NO_XDEV: st_dev
+    cannot tell a bind of the same file system)."""
+    from zoned.linux import syscalls as sc
+
+    return sc.openat2(fd, name, DIR_FLAGS, 0, sc.RESOLVE_NO_XDEV | sc.RESOLVE_NO_SYMLINKS)
 
 
 def seal_filled(fd: int, data: bytes, mode: int | None = None) -> int:
