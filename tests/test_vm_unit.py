@@ -5,6 +5,7 @@ import os
 import shutil
 import stat
 import subprocess
+import time
 
 import pytest
 
@@ -299,3 +300,76 @@ def test_a_guests_numbers_are_checked(body, what):
 def test_a_frame_kind_that_is_not_ascii_is_still_a_frame():
     buf = bytearray(b"\xff\x00\x00\x00\x00")
     assert decode_frames(buf) == [("\xff", b"")]
+
+
+class _FakeGuest:
+    """A hostile guest's agent on <vmdir>/agent.sock: answers hello, then sends `frames`
+    (and, with stream, 'o' frames for ever instead of the process's start)."""
+
+    def __init__(self, vmdir, frames: bytes, stream: bool = False):
+        import socket
+        import threading
+
+        from zoned.vm.agent import encode_frame
+
+        self.srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.srv.bind(os.path.join(vmdir, "agent.sock"))
+        self.srv.listen(1)
+        self.stop = False
+
+        def serve():
+            conn, _ = self.srv.accept()
+            with conn:
+                conn.recv(1 << 16)  # the hello
+                conn.sendall(encode_frame("h", b""))
+                conn.recv(1 << 16)  # the exec: answered as the guest pleases
+                conn.sendall(frames)
+                while not self.stop:  # (open until the test is done with it)
+                    try:
+                        if stream:
+                            conn.sendall(encode_frame("o", b"noise"))
+                    except OSError:
+                        return
+                    time.sleep(0.01)
+
+        self.thread = threading.Thread(target=serve, daemon=True)
+        self.thread.start()
+
+    def close(self):
+        self.stop = True
+        self.srv.close()
+
+
+def test_a_guests_error_reaches_no_terminal_as_escape_sequences(tmp_path):
+    """An exec's failure, the init's error line and the console's tail are the guest's
+    words: their control characters are shown, not sent to the admin's terminal
+    (session 21's audit: a retitle and a clear-screen reached stderr as they were)."""
+    from zoned.vm.agent import Agent, encode_frame
+    from zoned.vm.machine import guest_error
+
+    vmdir = str(tmp_path)
+    guest = _FakeGuest(vmdir, encode_frame("!", b"boom \x1b]0;PWNED\x07\x1b[2J"))
+    try:
+        with Agent(vmdir, timeout=5) as a, pytest.raises(ZonedError) as e:
+            a.exec(["true"], stdio=(None, None, None))
+    finally:
+        guest.close()
+    assert "\x1b" not in str(e.value) and "\x07" not in str(e.value)
+    assert "\\x1b]0;PWNED\\x07" in str(e.value)
+    assert guest_error(_ctl(tmp_path, b"ready\nerror \x1b[2Jgone\n")) == "\\x1b[2Jgone"
+
+
+def test_a_guest_streaming_frames_never_holds_an_exec_past_its_timeout(tmp_path):
+    """Frames other than the process's start kept select() ready, so the deadline was
+    never checked (second audit): the exec fails at its timeout all the same."""
+    from zoned.vm.agent import Agent
+
+    vmdir = str(tmp_path)
+    guest = _FakeGuest(vmdir, b"", stream=True)
+    start = time.monotonic()
+    try:
+        with Agent(vmdir, timeout=1) as a, pytest.raises(ZonedError, match="no answer"):
+            a.exec(["true"], stdio=(None, None, None))
+    finally:
+        guest.close()
+    assert time.monotonic() - start < 10

@@ -325,9 +325,11 @@ def boot_error(vmdir: str) -> str:
     err = guest_error(vmdir)
     if err:
         return f"VM boot failed: {err}"
+    from zoned.vm.config import guest_text
+
     try:
         with open(VMPaths(vmdir).log, errors="replace") as f:
-            tail = f.read()[-300:].strip()
+            tail = guest_text(f.read()[-300:].strip())
     except OSError:
         tail = ""
     return "the VM ended without an exit status" + (f": {tail}" if tail else "")

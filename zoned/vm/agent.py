@@ -19,7 +19,7 @@ import struct
 import time
 
 from zoned.errors import ExecError, ZonedError
-from zoned.vm.config import decode_records, encode_records, process_records
+from zoned.vm.config import decode_records, encode_records, guest_text, process_records
 
 FRAME_MAX = 1 << 20
 _HDR = struct.Struct("<cI")
@@ -134,7 +134,9 @@ class Agent:
             rlist = [sock] + ([fin] if fin is not None and started else [])
             wait = None if started else max(0.0, deadline - time.monotonic())
             ready, _, _ = select.select(rlist, [], [], wait)
-            if not ready and not started:
+            if not started and (not ready or time.monotonic() > deadline):
+                # (checked with frames arriving too: a guest streaming others never
+                # starting the process must not hold the exec for good)
                 raise ZonedError(f"VM agent: no answer in {self.timeout:.0f} s")
             if fin is not None and fin in ready:
                 data = os.read(fin, 65536)
@@ -162,7 +164,7 @@ class Agent:
                     elif kind == "x":
                         return guest_number(body, "exit status", 255)
                     elif kind == "!":
-                        raise ExecError(f"VM exec: {body.decode(errors='replace')}")
+                        raise ExecError(f"VM exec: {guest_text(body)}")
 
 
 def _write_all(fd: int, data: bytes) -> None:

@@ -185,3 +185,15 @@ def guest_config(spec: MachineSpec) -> bytes:
         if nic.ip:
             pairs.append(("nic", f"{nic.mac} {nic.ip}/{nic.prefixlen} {nic.gateway or '-'}"))
     return encode_records(pairs)
+
+
+def guest_text(text: bytes | str, limit: int = 1000) -> str:
+    """What a guest wrote, made fit for an admin's terminal: its control characters
+    (escape sequences that retitle or clear the terminal, or forge lines) shown as \\xNN,
+    at most `limit` characters. Guest words reach zoned's messages (an exec's failure,
+    the init's error line, the console's tail)."""
+    if isinstance(text, bytes):
+        text = text.decode(errors="replace")
+    text = text[:limit]
+    return "".join(c if c.isprintable() or c == " " else f"\\x{ord(c):02x}"
+                   if ord(c) < 256 else "?" for c in text)

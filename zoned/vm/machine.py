@@ -268,9 +268,11 @@ def exit_status(vmdir: str) -> int | None:
 
 
 def _error_line(lines: list[str]) -> str | None:
+    from zoned.vm.config import guest_text
+
     for line in lines:
         if line.startswith("error "):
-            return line[6:]
+            return guest_text(line[6:])
     return None
 
 
@@ -304,9 +306,13 @@ def wait_ready(vmdir: str, timeout: float = 60.0,
 
 
 def _tail(path: str, n: int = 300) -> str:
+    """The end of a log (the guest's console: its words, made printable)."""
+    from zoned.vm.config import guest_text
+
     try:
-        with open(path, errors="replace") as f:
-            return f.read()[-n:].strip() or "(no output)"
+        with open(path, "rb") as f:
+            f.seek(max(0, os.fstat(f.fileno()).st_size - n))
+            return guest_text(f.read().strip()) or "(no output)"
     except OSError:
         return "(no log)"
 
