@@ -15,20 +15,11 @@ import os
 import pytest
 from conftest import host_snapshot, zone_state
 import test_oci
+from test_validation import assert_refused
 
 bundle = test_oci.bundle  # the fixture, under the name the tests ask for
 
 pytestmark = pytest.mark.usefixtures("busybox")
-
-
-def assert_refused(p, *words: str) -> None:
-    """Exit 125 and exactly one line on stderr, `zoned: ...`, containing every word."""
-    assert p.returncode == 125, (p.returncode, p.stderr)
-    lines = p.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("zoned: "), p.stderr
-    for w in words:
-        assert w in lines[0], (w, lines[0])
-    assert "internal error" not in lines[0] and "Traceback" not in p.stderr
 
 
 def create_and_run(cli, bundle) -> list:

@@ -124,7 +124,7 @@ def spawn(directory: str, err_directory: str | None = None) -> Logger:
     err_directory: stderr gets a pipe of its own, logged to ERR_DIRECTORY/ctr.log by the
     same process, which logs a line written to stdout before one written to stderr first
     (Logger.err_write_fd)."""
-    from zoned.linux.proc import proc_start_time
+    from zoned.linux.proc import proc_start_time, spawn_daemon
 
     if not os.access(LOGGER, os.X_OK):
         raise ZonedError(f"{LOGGER} is missing (run `make setup`)")
@@ -133,23 +133,13 @@ def spawn(directory: str, err_directory: str | None = None) -> Logger:
     limit = size_max()
     r, w = os.pipe2(os.O_CLOEXEC)
     er, ew = os.pipe2(os.O_CLOEXEC) if err_directory else (-1, -1)
-    pid_r, pid_w = os.pipe2(os.O_CLOEXEC)
     argv = [LOGGER, directory, str(limit)]
-    actions = [(os.POSIX_SPAWN_DUP2, r, 0), (os.POSIX_SPAWN_DUP2, pid_w, 1)]
+    actions = [(os.POSIX_SPAWN_DUP2, r, 0)]
     if err_directory:
         argv.append(err_directory)
         actions.append((os.POSIX_SPAWN_DUP2, er, 3))
     try:
-        spawner = os.posix_spawn(LOGGER, argv, {}, file_actions=actions)
-        os.close(pid_w)
-        pid_w = -1
-        from zoned.linux.files import read_to_eof
-
-        out = read_to_eof(pid_r, 64)
-        _, status = os.waitpid(spawner, 0)
-        if status != 0 or not out.strip().isdigit():
-            raise ZonedError(f"zoned-logger did not start for {directory}")
-        pid = int(out)
+        pid = spawn_daemon(LOGGER, argv, actions, f"zoned-logger for {directory}")
         return Logger(pid, proc_start_time(pid), w, os.fstat(w).st_ino, ew)
     except BaseException:
         for fd in (w, ew):
@@ -157,7 +147,7 @@ def spawn(directory: str, err_directory: str | None = None) -> Logger:
                 os.close(fd)
         raise
     finally:
-        for fd in (r, er, pid_r, pid_w):
+        for fd in (r, er):
             if fd >= 0:
                 os.close(fd)
 

@@ -6,6 +6,8 @@ only our own children, whose pid no other process can get before we have reaped 
 """
 from __future__ import annotations
 
+import os
+
 
 def proc_start_time(pid: int) -> int | None:
     """The process start time (clock ticks since boot): tells a live pid from a reused one.
@@ -90,3 +92,28 @@ def kill_and_reap(pid: int) -> None:
         os.waitpid(pid, 0)
     except ChildProcessError:
         pass
+
+
+def spawn_daemon(exe: str, argv: list[str], actions: list, what: str) -> int:
+    """posix_spawn one of zoned's helpers that daemonize themselves (zoned-logger,
+    zoned-vmlog: the first process prints the worker's pid on its stdout and exits, so
+    the worker is nobody's zombie) with `actions` (POSIX_SPAWN_DUP2 of its pipes);
+    returns the worker's pid. ZonedError("WHAT did not start") if it did not."""
+    from zoned.errors import ZonedError
+    from zoned.linux.files import read_to_eof
+
+    pid_r, pid_w = os.pipe2(os.O_CLOEXEC)
+    try:
+        starter = os.posix_spawn(exe, argv, {}, file_actions=[
+            (os.POSIX_SPAWN_DUP2, pid_w, 1), *actions])
+        os.close(pid_w)
+        pid_w = -1
+        out = read_to_eof(pid_r, 64)
+        _, status = os.waitpid(starter, 0)
+        if status != 0 or not out.strip().isdigit():
+            raise ZonedError(f"{what} did not start")
+        return int(out)
+    finally:
+        for fd in (pid_r, pid_w):
+            if fd >= 0:
+                os.close(fd)

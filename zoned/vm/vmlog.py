@@ -46,31 +46,22 @@ def spawn(vmdir: str) -> VmLog:
     locked ctl before this returns. It exits once QEMU, the pipes' last writer, is gone."""
     if not os.access(VMLOG, os.X_OK):
         raise ZonedError(f"{VMLOG} is missing: run `make setup`")
+    from zoned.linux.proc import spawn_daemon
+
     con_r, con_w = os.pipe2(os.O_CLOEXEC)
     ctl_r, ctl_w = os.pipe2(os.O_CLOEXEC)
-    pid_r, pid_w = os.pipe2(os.O_CLOEXEC)
-    actions = [(os.POSIX_SPAWN_DUP2, con_r, 0), (os.POSIX_SPAWN_DUP2, pid_w, 1),
-               (os.POSIX_SPAWN_DUP2, ctl_r, 3)]
+    actions = [(os.POSIX_SPAWN_DUP2, con_r, 0), (os.POSIX_SPAWN_DUP2, ctl_r, 3)]
     argv = [VMLOG, vmdir, str(console_max()), str(CTL_MAX)]
     try:
-        starter = os.posix_spawn(VMLOG, argv, {}, file_actions=actions)
-        os.close(pid_w)
-        pid_w = -1
-        from zoned.linux.files import read_to_eof
-
-        out = read_to_eof(pid_r, 64)
-        _, status = os.waitpid(starter, 0)
-        if status != 0 or not out.strip().isdigit():
-            raise ZonedError(f"zoned-vmlog did not start for {vmdir}")
-        return VmLog(int(out), con_w, ctl_w)
+        return VmLog(spawn_daemon(VMLOG, argv, actions, f"zoned-vmlog for {vmdir}"),
+                     con_w, ctl_w)
     except BaseException:
         os.close(con_w)
         os.close(ctl_w)
         raise
     finally:
-        for fd in (con_r, ctl_r, pid_r, pid_w):
-            if fd >= 0:
-                os.close(fd)
+        os.close(con_r)
+        os.close(ctl_r)
 
 
 def settle(ctl: str, timeout: float = 2.0) -> bool:
