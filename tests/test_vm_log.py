@@ -7,6 +7,7 @@ import os
 import time
 
 import pytest
+from test_faults import alive
 
 from zoned.vm import machine, vmlog
 
@@ -14,19 +15,11 @@ if not os.access(vmlog.VMLOG, os.X_OK):
     pytest.skip("zoned-vmlog is not built: run `make setup`", allow_module_level=True)
 
 
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
-
-
 def _gone(pid: int, timeout: float = 5.0) -> bool:
     deadline = time.monotonic() + timeout
-    while _alive(pid) and time.monotonic() < deadline:
+    while alive(pid) and time.monotonic() < deadline:
         time.sleep(0.01)
-    return not _alive(pid)
+    return not alive(pid)
 
 
 def test_a_flood_keeps_both_files_bounded_with_their_ends(tmp_path, monkeypatch):

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import stat
 import subprocess
 from contextlib import contextmanager
@@ -42,15 +41,14 @@ def tar_stream(args: list[str], *, what: str, writing: bool):
 def clean_dir(directory: str) -> None:
     """Make `directory` exist and hold no old checkpoint (old images would confuse criu).
     Its entries are removed from the directory itself, never through a symlink to it."""
+    from zoned.linux.files import DIR_FLAGS, rmtree_at
+
     os.makedirs(directory, mode=0o700, exist_ok=True)
-    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    fd = os.open(directory, DIR_FLAGS)
     try:
         for e in os.scandir(fd):
             if e.name.endswith(".img") or e.name in OWN_FILES:
-                if e.is_dir(follow_symlinks=False):
-                    shutil.rmtree(e.name, dir_fd=fd)
-                else:
-                    os.unlink(e.name, dir_fd=fd)
+                rmtree_at(fd, e.name)  # (a file or a symlink: unlinked itself)
     finally:
         os.close(fd)
 

@@ -373,19 +373,20 @@ def checkpoint(rt, cid: str, directory: str | None, *, leave_running: bool = Fal
 
     if directory is None and export is None:
         raise ConfigError("give --dir, --export or both")
-    criu = find_criu()
-    tmp = None
     from zoned.checkpoint.private import check_own, check_parents
 
-    if export:
-        check_parents(os.path.abspath(export), "--export")
+    criu = find_criu()
+    tmp = None
+    if export:  # (refused before anything is frozen; export_tar checks again at the write)
+        check_parents(export, "--export")
     if directory is None:
         tmp = directory = tempfile.mkdtemp(prefix=f"tmp-{os.getpid()}-", dir=scratch_dir(rt))
-    elif os.path.lexists(directory):  # the user's: root's or ours alone (made if missing)
-        check_own(os.path.abspath(directory), "--dir", directory=True)
-    else:
-        check_parents(os.path.abspath(directory), "--dir")
     directory = os.path.abspath(directory)
+    if tmp is None:  # the user's: root's or ours alone (made 0700 by clean_dir if missing)
+        if os.path.lexists(directory):
+            check_own(directory, "--dir", directory=True)
+        else:
+            check_parents(directory, "--dir")
     try:
         with rt.store.lock(cid):
             dump = Dump(rt, cid).plan()

@@ -51,9 +51,8 @@ def restore(rt, directory: str, *, name: str | None = None, lazy_socket: int | N
     (A migration's destination uses zoned.checkpoint.incoming.Incoming itself, so that
     the part before the images is done before the source freezes.)"""
     from zoned.checkpoint.incoming import Incoming
-    from zoned.oci import spec as specmod
-
     from zoned.checkpoint.private import check_own
+    from zoned.oci import spec as specmod
 
     directory = os.path.abspath(directory)
     check_own(directory, "--dir", directory=True)  # (a scratch dir of zoned's passes)

@@ -16,11 +16,6 @@ CHUNK = 65536
 DRAIN_READS = 16  # reads of each pipe once the process has exited (a pipe holds 64 KiB)
 
 
-def needed(fds: tuple[int, ...]) -> bool:
-    """Whether any of these fds of ours is a terminal."""
-    return any(os.isatty(fd) for fd in fds)
-
-
 class Relay:
     """Pipes standing in for those of fds 0 (with stdin), 1 and 2 that are a terminal.
     stdio is what the process gets; call started() once it has them, then wait()."""

@@ -252,12 +252,13 @@ def _foreground(rt, cid: str, cfg: dict, args, net=None) -> int:
         if relay is not None:
             relay.started()
             status = relay.wait(pid)
-        while relay is None:
-            try:
-                _, status = os.waitpid(pid, 0)
-                break
-            except InterruptedError:
-                continue
+        else:
+            while True:
+                try:
+                    _, status = os.waitpid(pid, 0)
+                    break
+                except InterruptedError:
+                    continue
         code = status_code(status)
         mark("exited")
     finally:
