@@ -1,10 +1,20 @@
 /*
- * zoned-vmwrap: the process an OCI client (podman's conmon, containerd's shim) sees as a
- * VM container's init. It runs QEMU as its child and exits with the *guest's* exit code,
- * which the guest's init wrote to the VM's ctl file ("exit N"): QEMU itself exits 0 when
- * the guest ends, whatever the container's process returned.
+ * zoned-vmwrap: QEMU's parent, for every VM zoned starts. It runs QEMU as its child and
+ * exits with the *guest's* exit code, which the guest's init wrote to the VM's ctl file
+ * ("exit N"): QEMU itself exits 0 when the guest ends, whatever the container's process
+ * returned. An OCI client (podman's conmon, containerd's shim) sees it as the container's
+ * init; for zoned's own detached VMs it records how QEMU ended, which nothing else could
+ * (QEMU is nobody else's child once zoned has returned).
  *
- *   zoned-vmwrap CTL_PATH QEMU ARGS...
+ *   zoned-vmwrap [--go FD] [--status FILE] CTL_PATH QEMU ARGS...
+ *
+ * --go FD: QEMU is started once a byte arrives on FD: the caller moves this process into
+ *   the VM's cgroups first, so QEMU starts in them (a process forked before that move
+ *   would stay in the caller's). EOF first: no QEMU, exit 125.
+ * --status FILE: made and locked (flock) before QEMU starts; once QEMU has ended, its end
+ *   is written there ("signal N" when a signal ended it: one that killed QEMU, or one
+ *   this wrapper passed on to it; else "exit N", QEMU's own code) and the lock goes with
+ *   this process. A reader that finds QEMU gone takes the lock, then reads the last word.
  *
  * The ctl file is written by zoned-vmlog from a pipe QEMU writes (zoned/vm/vmlog.py): this
  * process closes its own copies of QEMU's fds once QEMU runs, and after QEMU's exit waits
@@ -12,10 +22,11 @@
  *
  * TERM, INT, HUP, QUIT, USR1 and USR2 are passed on to QEMU. If QEMU ends without the
  * guest having reported (a crash, SIGKILL), the exit status is 128+signal or QEMU's own.
- * Static and tiny: one per VM started through the OCI CLI.
+ * Static and tiny: one per VM.
  */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <fcntl.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -27,11 +38,12 @@
 #include <unistd.h>
 
 static volatile pid_t child;
+static volatile sig_atomic_t passed_on;	/* the last signal passed on to QEMU */
 
 static void forward(int sig)
 {
-    if (child > 0)
-        kill(child, sig);
+    if (child > 0 && kill(child, sig) == 0)
+        passed_on = sig;
 }
 
 static void on_alarm(int sig)
@@ -63,17 +75,76 @@ static int guest_status(const char *path)
     return code;
 }
 
+/* Waits for the go byte on fd; 0 once it came, -1 on EOF or an error. */
+static int wait_go(int fd)
+{
+    char c;
+    ssize_t n;
+
+    do
+        n = read(fd, &c, 1);
+    while (n < 0 && errno == EINTR);
+    close(fd);
+    return n == 1 ? 0 : -1;
+}
+
+static void write_status(int fd, int status)
+{
+    char buf[32];
+    int n;
+
+    if (fd < 0)
+        return;
+    if (WIFSIGNALED(status))
+        n = snprintf(buf, sizeof(buf), "signal %d\n", WTERMSIG(status));
+    else if (passed_on && WEXITSTATUS(status) == 0)  /* QEMU ends cleanly on TERM, INT, HUP */
+        n = snprintf(buf, sizeof(buf), "signal %d\n", (int)passed_on);
+    else
+        n = snprintf(buf, sizeof(buf), "exit %d\n", WEXITSTATUS(status));
+    if (write(fd, buf, (size_t)n) != n)
+        return;  /* the reader finds no word: an unknown end, as before */
+}
+
+static void close_from_except(int from, int keep)
+{
+    if (keep >= from) {
+        if (keep > from)
+            syscall(SYS_close_range, (unsigned)from, (unsigned)keep - 1, 0U);
+        from = keep + 1;
+    }
+    if (syscall(SYS_close_range, (unsigned)from, ~0U, 0U) < 0)
+        for (int fd = from; fd < 1024; fd++)
+            if (fd != keep)
+                close(fd);
+}
+
 int main(int argc, char **argv)
 {
     static const int sigs[] = {SIGTERM, SIGINT, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2};
     struct sigaction sa;
-    int status, code;
+    int status, code, go = -1, status_fd = -1, arg = 1;
     size_t i;
 
-    if (argc < 3) {
-        fprintf(stderr, "usage: zoned-vmwrap CTL_PATH QEMU ARGS...\n");
+    for (; arg + 1 < argc && strncmp(argv[arg], "--", 2) == 0; arg += 2) {
+        if (strcmp(argv[arg], "--go") == 0) {
+            go = atoi(argv[arg + 1]);
+        } else if (strcmp(argv[arg], "--status") == 0) {
+            status_fd = open(argv[arg + 1], O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW |
+                             O_CLOEXEC, 0600);
+            if (status_fd < 0 || flock(status_fd, LOCK_EX) < 0) {
+                perror("zoned-vmwrap: status file");
+                return 125;
+            }
+        } else {
+            break;
+        }
+    }
+    if (argc - arg < 2) {
+        fprintf(stderr, "usage: zoned-vmwrap [--go FD] [--status FILE] CTL_PATH QEMU ARGS...\n");
         return 125;
     }
+    if (go >= 0 && wait_go(go) < 0)
+        return 125;
     memset(&sa, 0, sizeof(sa));
     sa.sa_handler = forward;
     for (i = 0; i < sizeof(sigs) / sizeof(sigs[0]); i++)
@@ -86,17 +157,16 @@ int main(int argc, char **argv)
         sa.sa_handler = SIG_DFL;
         for (i = 0; i < sizeof(sigs) / sizeof(sigs[0]); i++)
             sigaction(sigs[i], &sa, NULL);
-        execvp(argv[2], argv + 2);
+        execvp(argv[arg + 1], argv + arg + 1);
         _exit(127);
     }
     /* QEMU's pipes to zoned-vmlog must reach EOF when QEMU exits: no copy kept here */
-    if (syscall(SYS_close_range, 3U, ~0U, 0U) < 0)
-        for (int fd = 3; fd < 1024; fd++)
-            close(fd);
+    close_from_except(3, status_fd);
     while (waitpid(child, &status, 0) < 0)
         if (errno != EINTR)
             return 125;
-    code = guest_status(argv[1]);
+    code = guest_status(argv[arg]);
+    write_status(status_fd, status);
     if (code >= 0)
         return code & 0xff;
     if (WIFSIGNALED(status))

@@ -22,8 +22,9 @@ except Exception as e:  # no guest kernel: `make setup` not run
     pytest.skip(f"no VM guest kernel: {e}", allow_module_level=True)
 
 
-def qemus_of(root: str) -> list[int]:
-    """Live QEMU processes whose command line names a VM dir under this state root."""
+def qemus_of(root: str, program: bytes = b"qemu-system") -> list[int]:
+    """Live QEMU processes (or, with program=b"zoned-vmwrap", their parents) whose command
+    line names a VM dir under this state root."""
     found = []
     for name in os.listdir("/proc"):
         if not name.isdigit():
@@ -33,9 +34,21 @@ def qemus_of(root: str) -> list[int]:
                 cmd = f.read()
         except OSError:
             continue
-        if b"qemu-system" in cmd and os.path.realpath(root).encode() + b"/" in cmd:
+        if os.path.basename(cmd.split(b"\0")[0]).startswith(program) and \
+                os.path.realpath(root).encode() + b"/" in cmd:
             found.append(int(name))
     return found
+
+
+def cgroups_of(pid: int) -> dict[str, str]:
+    """A process's cgroup in each hierarchy, from the host's /proc."""
+    with open(f"/proc/{pid}/cgroup") as f:
+        return {ctl: path for _, ctl, path in (line.rstrip("\n").split(":", 2) for line in f)}
+
+
+def parent_of(pid: int) -> int:
+    with open(f"/proc/{pid}/stat") as f:
+        return int(f.read().rsplit(")", 1)[1].split()[1])
 
 
 def taps_of(root: str) -> list[str]:
@@ -123,8 +136,9 @@ def test_detached_vm_ps_exec_logs_stop_rm(cli, zoned_root):
                "while :; do sleep 0.2; done", timeout=120).stdout.strip() == "v"
     ps = json.loads(cli("ps", "-a", "--format", "json").stdout)
     assert [(c["id"], c["status"]) for c in ps] == [("v", "running")]
-    qemu = ps[0]["pid"]
-    assert qemu in qemus_of(zoned_root)
+    wrapper = ps[0]["pid"]  # zoned-vmwrap, QEMU's parent: it records how QEMU ends
+    [qemu] = qemus_of(zoned_root)
+    assert qemus_of(zoned_root, b"zoned-vmwrap") == [wrapper] and parent_of(qemu) == wrapper
     assert "vm/tcg" in cli("ps", "-a").stdout or "vm/kvm" in cli("ps", "-a").stdout
     info = json.loads(cli("inspect", "v").stdout)
     assert info["backend"] == "vm" and info["vm"]["accel"] in ("tcg", "kvm")
@@ -144,6 +158,75 @@ def test_detached_vm_ps_exec_logs_stop_rm(cli, zoned_root):
     assert qemus_of(zoned_root) == []
     cli("rm", "v", check=True)
     assert_nothing_left(zoned_root, "v")
+
+
+def test_a_vm_ended_by_a_signal_reports_128_plus_it(cli, zoned_root):
+    """As podman reports a container: `stop` of a guest process that ignores SIGTERM ends
+    in SIGKILL, 137; so does a QEMU killed from outside (the OOM killer, an admin), and a
+    foreground run's exit code. zoned-vmwrap, QEMU's parent, records it (before, nobody
+    waited for a detached VM's QEMU: "exited (None)")."""
+    ignore_term = ["--", "sh", "-c", "trap '' TERM; echo trapped; while :; do sleep 0.2; done"]
+    cli("run", "-d", "--name", "s", "--backend", "vm", *ignore_term, check=True, timeout=120)
+    deadline = time.monotonic() + 30
+    while "trapped" not in cli("logs", "s").stdout:  # (a TERM before the trap ends it: 143)
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    cli("stop", "-t", "1", "s", check=True, timeout=60)
+    ps = json.loads(cli("ps", "-a", "--format", "json").stdout)
+    assert [(c["id"], c["status"], c["exit_code"]) for c in ps] == [("s", "stopped", 137)]
+    assert "exited (137)" in cli("ps", "-a").stdout
+    assert cli("wait", "s").stdout.split() == ["137"]
+    cli("rm", "s", check=True)
+
+    cli("run", "-d", "--name", "o", "--backend", "vm", *ignore_term, check=True, timeout=120)
+    [qemu] = qemus_of(zoned_root)
+    os.kill(qemu, signal.SIGKILL)
+    deadline = time.monotonic() + 30
+    while json.loads(cli("ps", "-a", "--format", "json").stdout)[0]["status"] != "stopped":
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    assert json.loads(cli("ps", "-a", "--format", "json").stdout)[0]["exit_code"] == 137
+    cli("rm", "o", check=True)
+    assert_nothing_left(zoned_root, "o")
+
+    fg = subprocess.Popen([ZONED, "--root", zoned_root, "run", "--rm", "--name", "f",
+                           "--backend", "vm", *ignore_term], stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while "ready" not in _ctl_of(zoned_root, "f"):
+        assert time.monotonic() < deadline and fg.poll() is None
+        time.sleep(0.05)
+    [qemu] = qemus_of(zoned_root)
+    os.kill(qemu, signal.SIGKILL)
+    out, err = fg.communicate(timeout=60)
+    assert fg.returncode == 137, err
+    assert_nothing_left(zoned_root, "f")
+
+
+def _ctl_of(root: str, cid: str) -> str:
+    """The guest's ctl lines of a VM of this root ("" until there are any)."""
+    try:
+        with open(os.path.join(root, cid, "vm", "ctl")) as f:
+            return f.read()
+    except OSError:
+        return ""
+
+
+def test_qemu_starts_in_the_vms_cgroups(cli, zoned_root):
+    """QEMU is forked by zoned-vmwrap only once the wrapper is in the VM's cgroups: none of
+    QEMU runs, or is charged, in the caller's (the OCI `create` of podman and containerd
+    left it in theirs: the wrapper was moved after it had forked QEMU)."""
+    cli("run", "-d", "--name", "c", "--backend", "vm", "--", "sleep", "1000", check=True,
+        timeout=120)
+    [qemu] = qemus_of(zoned_root)
+    [wrapper] = qemus_of(zoned_root, b"zoned-vmwrap")
+    ours = cgroups_of(os.getpid())
+    for pid in (qemu, wrapper):
+        cg = cgroups_of(pid)
+        for ctl in [c for c in ("memory", "pids", "") if c in cg]:
+            assert cg[ctl].endswith("/c") and cg[ctl] != ours[ctl], (pid, ctl, cg[ctl])
+    cli("rm", "-f", "c", check=True, timeout=60)
+    assert_nothing_left(zoned_root, "c")
 
 
 def test_kill_delivers_the_signal_to_the_guest_process(cli, zoned_root):
@@ -232,6 +315,10 @@ def test_an_oci_bundle_runs_as_a_vm(cli, zoned_root, tmp_path):
         timeout=120, files=True)
     st = json.loads(cli("state", "b2").stdout)
     assert st["status"] == "created" and st["pid"] == int(pid_file.read_text())
+    [qemu] = qemus_of(zoned_root)  # started in the container's cgroups, not the caller's
+    assert parent_of(qemu) == st["pid"]
+    cg = cgroups_of(qemu)
+    assert all(cg[c].endswith("/b2") for c in ("memory", "pids", "") if c in cg), cg
     cli("start", "b2", check=True)
     assert json.loads(cli("state", "b2").stdout)["status"] == "running"
     cli("kill", "b2", "KILL", check=True)

@@ -297,7 +297,7 @@ def _run_vm(args: list[str], cid: str, opts: RunOptions, root: str | None,
         for fd in close:
             os.close(fd)
     try:
-        pump(started.pid, reads, stdin_w, input)  # QEMU's status: not the guest's
+        pump(started.pid, reads, stdin_w, input)  # (zoned-vmwrap, QEMU's parent)
         code = exit_status(started.vmdir)
         if code is None:
             raise ZonedError(boot_error(started.vmdir))

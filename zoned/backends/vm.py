@@ -116,7 +116,8 @@ class VmBackend:
         "incoming" mark (gc removes it if the receiver dies) until commit_incoming().
         rootfs (an OCI bundle's, with `bundle`): booted from a squashfs of it made for this
         VM instead of an image's. created: the OCI `create`: QEMU waits paused (status
-        "created") until start(); pid_file gets QEMU's pid. images: the image store
+        "created") until start(); pid_file gets the pid of QEMU's parent, zoned-vmwrap (what an
+        OCI client watches: it exits with the guest's code). images: the image store
         (zoned --images), else the default one."""
         from zoned.linux.locks import acquire
         from zoned.linux.proc import proc_start_time
@@ -188,8 +189,7 @@ class VmBackend:
                                 disk=disk, stdin=stdin and not log)
             proc = launch(spec, vmdir, stdio=stdio, die_with_caller=die_with_caller,
                           incoming=incoming, paused=incoming is not None or created,
-                          wrapped=created)
-            cgroup.add(proc.pid)
+                          place=cgroup.add)  # QEMU starts in the VM's cgroup
             from zoned.vm.accel import used
 
             verdict = used(vmdir)
@@ -256,8 +256,6 @@ class VmBackend:
         it (a VM just started may still be booting; SIGKILL then ends QEMU at once). If
         the agent cannot be reached, QEMU itself gets the signal: the VM ends either way
         on TERM or KILL."""
-        from zoned.linux.proc import signal_pid
-
         st = self.rt.store.read_state(cid)
         status = self.rt.live_status(cid, st)
         if not status.can_kill():
@@ -267,7 +265,7 @@ class VmBackend:
 
         if "ready" not in read_ctl(vmdir):  # booting: the process does not exist yet
             if sig == signal.SIGKILL:  # the same end, sooner
-                signal_pid(st["pid"], st["zoned"]["pid_start"], sig)
+                signal_vm(st, sig)
                 return
             wait_ready(vmdir)
         try:
@@ -276,12 +274,12 @@ class VmBackend:
             with Agent(vmdir, timeout=5) as agent:
                 agent.signal(sig, "main")
         except (OSError, ZonedError):
-            signal_pid(st["pid"], st["zoned"]["pid_start"], sig)
+            signal_vm(st, sig)
 
     def stop(self, cid: str, timeout: float = 10.0) -> None:
         """SIGTERM (or the image's StopSignal) to the guest's process, then QEMU is killed
         after `timeout` s."""
-        from zoned.linux.proc import signal_pid, wait_exit
+        from zoned.linux.proc import wait_exit
         from zoned.oci.spec import stop_signal
 
         st = self.rt.store.read_state(cid)
@@ -290,7 +288,7 @@ class VmBackend:
         pid, start = st["pid"], st["zoned"]["pid_start"]
         self.kill(cid, stop_signal(self.rt.config(cid)))
         if not wait_exit(pid, start, timeout):
-            signal_pid(pid, start, signal.SIGKILL)
+            signal_vm(st, signal.SIGKILL)
             wait_exit(pid, start, 10)
 
     def exec(self, cid: str, process: dict, stdio=(None, 1, 2)) -> int:
@@ -308,6 +306,23 @@ class VmBackend:
                               cwd=process.get("cwd") or "/", uid=int(user.get("uid", 0)),
                               gid=int(user.get("gid", 0)),
                               tty=bool(process.get("terminal")), stdio=stdio)
+
+
+# what zoned-vmwrap passes on to QEMU (csrc/vmwrap.c)
+WRAPPER_FORWARDS = frozenset({signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT,
+                              signal.SIGUSR1, signal.SIGUSR2})
+
+
+def signal_vm(st: dict, sig: int) -> None:
+    """`sig` to a VM's QEMU: through its parent, zoned-vmwrap, for a signal it passes on
+    (it then records that signal as the VM's end), else to QEMU itself (a SIGKILL of the
+    wrapper would end QEMU, by its pdeathsig, with nobody left to record it). A VM of an
+    older zoned has no wrapper: its recorded pid is QEMU's."""
+    from zoned.linux.proc import signal_pid
+    from zoned.vm.machine import signal_qemu
+
+    if sig in WRAPPER_FORWARDS or not signal_qemu(vm_of(st)["dir"], sig):
+        signal_pid(st["pid"], st["zoned"]["pid_start"], sig)
 
 
 def exit_code(st: dict) -> int | None:

@@ -10,9 +10,12 @@ and json-heavy code stay off ``zoned run``'s path for zones).
                      groups=[...], volumes=[Volume(host_dir, guest_path, readonly)])
   # volumes are virtio-9p: while one is mounted QEMU 7.2 refuses live migration
   spec.validate()                    # ConfigError naming the field (memory < 128 MiB, ...)
-  p = launch(spec, vmdir, stdio=(in_fd, out_fd, err_fd))   # -> subprocess.Popen (QEMU)
+  p = launch(spec, vmdir, stdio=(in_fd, out_fd, err_fd), place=cgroup.add)
+                                     # -> subprocess.Popen of zoned-vmwrap, QEMU's parent
   wait_ready(vmdir, timeout, p)      # the guest init is starting the process
   exit_status(vmdir) -> int | None   # after QEMU exits: the process's code, 128+n on signal
+                                     # (the guest's, or the signal that ended QEMU)
+  signal_qemu(vmdir, sig) -> bool    # to our QEMU, by pidfd
   stop(vmdir, sig=SIGTERM, timeout=10) -> int | None  # signal, then SIGKILL, then kill QEMU
   Agent(vmdir).exec(argv, env, cwd, uid, gid, tty, stdio) -> int; .signal(sig, "main"|"exec")
   QMP(vmdir).execute("query-status") # machine protocol only
@@ -24,7 +27,8 @@ and json-heavy code stay off ``zoned run``'s path for zones).
 Layout of a VM directory (created by launch, removed by destroy): qmp.sock, agent.sock,
 ctl (the guest's "ready" / "exit N" / "error MSG" lines), console.log and console.log.1 (the
 serial console), both written bounded by zoned-vmlog (zoned.vm.vmlog), qemu.log (QEMU's
-stderr), qemu.pid, initrd (shared base + this VM's config), accel.
+stderr), qemu.pid, qemu.end (how QEMU ended, written by zoned-vmwrap), initrd (shared base
++ this VM's config), accel.
 Shared, built once: $ZONED_VM_DIR (/var/lib/zoned/vm)/{kernel,initramfs,disks} (see
 zoned.vm.assets). The guest side is csrc/vminit.c (zoned/libexec/zoned-vminit).
 
@@ -41,7 +45,7 @@ _EXPORTS = {
     "launch": "zoned.vm.machine", "argv_for": "zoned.vm.machine",
     "wait_ready": "zoned.vm.machine", "exit_status": "zoned.vm.machine",
     "destroy": "zoned.vm.machine", "stop": "zoned.vm.machine", "qemu_pid": "zoned.vm.machine",
-    "find_qemus": "zoned.vm.machine",
+    "find_qemus": "zoned.vm.machine", "signal_qemu": "zoned.vm.machine",
     "VMPaths": "zoned.vm.machine", "BootFiles": "zoned.vm.machine",
     "Agent": "zoned.vm.agent", "QMP": "zoned.vm.qmp", "QMPError": "zoned.vm.qmp",
 }

@@ -14,14 +14,16 @@ import os
 import signal
 import subprocess
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from zoned.errors import ConfigError, ZonedError
 from zoned.vm.cmdline import QEMU, host_tsc_khz, kernel_cmdline
 from zoned.vm.config import MachineSpec
 
-__all__ = ["QEMU", "BootFiles", "VMPaths", "argv_for", "destroy", "exit_status", "find_qemus",
-           "host_tsc_khz", "kernel_cmdline", "launch", "qemu_pid", "read_ctl", "stop", "wait_ready"]
+__all__ = ["QEMU", "BootFiles", "VMPaths", "argv_for", "destroy", "ended_by_signal",
+           "exit_status", "find_qemus", "host_tsc_khz", "kernel_cmdline", "launch", "qemu_end",
+           "qemu_pid", "read_ctl", "signal_qemu", "stop", "wait_ready"]
 
 # Port numbers on the virtio-serial bus (0 is the console, hvc0); the guest finds the ports
 # by name, the numbers only keep the layout identical on a migration's destination.
@@ -32,7 +34,7 @@ _SUN_PATH_MAX = 107
 
 _FILES = {"qmp": "qmp.sock", "agent": "agent.sock", "ctl": "ctl", "console": "console.log",
           "old_console": "console.log.1", "log": "qemu.log", "pid": "qemu.pid",
-          "initrd": "initrd", "accel": "accel"}
+          "initrd": "initrd", "accel": "accel", "end": "qemu.end"}
 
 
 @dataclass(frozen=True)
@@ -54,6 +56,7 @@ class VMPaths:
     pid = property(lambda self: self._file("pid"))
     initrd = property(lambda self: self._file("initrd"))
     accel = property(lambda self: self._file("accel"))  # which accelerator, and why
+    end = property(lambda self: self._file("end"))  # how QEMU ended (zoned-vmwrap)
 
     def all(self) -> list[str]:
         return [self._file(k) for k in _FILES]
@@ -138,23 +141,28 @@ def launch(spec: MachineSpec, vmdir: str,
            stdio: tuple[int | None, int | None, int | None] = (None, None, None),
            accel_verdict: object | None = None,
            incoming: str | None = None, die_with_caller: bool = False,
-           paused: bool = False, wrapped: bool = False) -> subprocess.Popen:
-    """Boots the VM and returns QEMU's Popen at once (not waiting for the guest: see
-    wait_ready). QEMU gets its own session and no pdeathsig, so a detached VM outlives
-    zoned. stdio fds of None mean /dev/null. The accelerator used, and why, is written to
+           paused: bool = False,
+           place: Callable[[int], None] | None = None) -> subprocess.Popen:
+    """Boots the VM and returns the Popen of QEMU's parent, zoned-vmwrap, at once (not
+    waiting for the guest: see wait_ready). It exits once QEMU has, with the guest's exit
+    code, and records how QEMU ended (exit_status). It gets its own session and no
+    pdeathsig, so a detached VM outlives zoned. place(pid) is called with its pid before
+    QEMU is started (QEMU is its child, started once place has returned): the caller
+    moves it into the VM's cgroups there, so that all of QEMU starts in them.
+    stdio fds of None mean /dev/null. The accelerator used, and why, is written to
     <vmdir>/accel (and returned by zoned.vm.accel.used(vmdir)). With incoming (see argv_for)
     QEMU waits for a migration stream instead of booting; the guest then writes no "ready"
     (it was written on the source): the VM is up when QMP query-migrate says "completed".
-    On failure, the files made so far are removed again. die_with_caller: QEMU gets
-    SIGKILL when the calling thread dies (a foreground `zoned run`, as a zone's init).
+    On failure, the files made so far are removed again. die_with_caller: the wrapper,
+    and so QEMU, get SIGKILL when the calling thread dies (a foreground `zoned run`, as a
+    zone's init).
     paused: the vCPUs do not run until QMP `cont` (an incoming migration that must not
-    run before its source commits). wrapped: QEMU runs under zoned-vmwrap, which exits
-    with the guest's exit code (for OCI clients, which take the init's status)."""
+    run before its source commits)."""
     spec.validate()
     os.makedirs(vmdir, mode=0o700, exist_ok=True)
     try:
         return _launch(spec, VMPaths(os.path.abspath(vmdir)), stdio, accel_verdict, incoming,
-                       die_with_caller, paused, wrapped)
+                       die_with_caller, paused, place)
     except BaseException:
         destroy(vmdir)
         raise
@@ -162,8 +170,8 @@ def launch(spec: MachineSpec, vmdir: str,
 
 def _launch(spec: MachineSpec, paths: VMPaths, stdio: tuple[int | None, ...],
             accel_verdict: object | None, incoming: str | None,
-            die_with_caller: bool = False, paused: bool = False,
-            wrapped: bool = False) -> subprocess.Popen:
+            die_with_caller: bool, paused: bool,
+            place: Callable[[int], None] | None) -> subprocess.Popen:
     from zoned.vm import accel as accel_mod
     from zoned.vm.assets import kernel, root_disk, vm_initrd
     from zoned.vm.config import guest_config
@@ -173,7 +181,8 @@ def _launch(spec: MachineSpec, paths: VMPaths, stdio: tuple[int | None, ...],
     accel_mod.record(paths.accel, verdict)
     boot = BootFiles(k.vmlinux, vm_initrd(paths.vmdir, guest_config(spec), k),
                      spec.disk or root_disk(spec.image))
-    for p in (paths.qmp, paths.agent, paths.pid, paths.ctl, paths.console, paths.old_console):
+    for p in (paths.qmp, paths.agent, paths.pid, paths.ctl, paths.console, paths.old_console,
+              paths.end):
         _unlink(p)
     from zoned.vm.vmlog import spawn
 
@@ -199,20 +208,38 @@ def _launch(spec: MachineSpec, paths: VMPaths, stdio: tuple[int | None, ...],
             opened.append(errfd)
         argv = argv_for(spec, paths, boot, verdict.accel, host_tsc_khz(), 1, errfd, incoming,
                         paused, vmlog.console_fd, vmlog.ctl_fd)
-        if wrapped:
-            wrapper = os.path.join(os.path.dirname(os.path.dirname(__file__)), "libexec",
-                                   "zoned-vmwrap")
-            if not os.access(wrapper, os.X_OK):
-                raise ZonedError(f"{wrapper} is missing: run `make setup`")
-            argv = [wrapper, paths.ctl, *argv]
-        return subprocess.Popen(argv, stdin=fin, stdout=fout, stderr=log,
-                                pass_fds=(errfd, vmlog.console_fd, vmlog.ctl_fd),
+        if not os.access(VMWRAP, os.X_OK):
+            raise ZonedError(f"{VMWRAP} is missing: run `make setup`")
+        go_r = go_w = -1
+        if place is not None:
+            go_r, go_w = os.pipe2(os.O_CLOEXEC)
+            opened += [go_r, go_w]
+        wrap = [VMWRAP, "--status", paths.end]
+        if place is not None:
+            wrap += ["--go", str(go_r)]
+        proc = subprocess.Popen(wrap + [paths.ctl, *argv], stdin=fin, stdout=fout, stderr=log,
+                                pass_fds=(errfd, vmlog.console_fd, vmlog.ctl_fd) +
+                                ((go_r,) if place is not None else ()),
                                 start_new_session=not spec.tty,
                                 preexec_fn=_pdeathsig if die_with_caller else None,
                                 close_fds=True)
+        if place is not None:
+            try:
+                place(proc.pid)
+                os.write(go_w, b"g")  # QEMU starts now (EOF instead: it never does)
+            except BaseException:
+                os.close(go_w)
+                opened.remove(go_w)
+                proc.wait()  # (no QEMU: the wrapper exits at the EOF)
+                raise
+        return proc
     finally:
         for n in opened:
             os.close(n)
+
+
+VMWRAP = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "libexec",
+                      "zoned-vmwrap")
 
 
 def _pdeathsig() -> None:
@@ -263,8 +290,52 @@ def _exit_line(lines: list[str]) -> int | None:
 
 def exit_status(vmdir: str) -> int | None:
     """The main process's exit code (128+n if killed by signal n) once the guest has
-    reported it; None while it runs, or if the guest died without saying (crash, kill)."""
-    return _last_words(vmdir, _exit_line)
+    reported it; else, once QEMU has gone, 128+n if a signal n ended the VM (a SIGKILL of
+    `stop`, the OOM killer's; zoned-vmwrap recorded it), as podman reports a container's.
+    None while it runs, or if the VM ended without either (a guest that failed to boot,
+    a VM started before zoned-vmwrap recorded ends)."""
+    code = _last_words(vmdir, _exit_line)
+    if code is None and qemu_pid(vmdir) is None:
+        signum = ended_by_signal(vmdir)
+        if signum is not None:
+            return 128 + signum
+    return code
+
+
+def ended_by_signal(vmdir: str) -> int | None:
+    """The signal that ended this VM's QEMU, as zoned-vmwrap recorded it (qemu_end)."""
+    word = qemu_end(vmdir)
+    if word and word.startswith("signal ") and word[7:].isdecimal() and 0 < int(word[7:]) < 65:
+        return int(word[7:])
+    return None
+
+
+def qemu_end(vmdir: str, timeout: float = 6.0) -> str | None:
+    """How this VM's QEMU ended, as its parent zoned-vmwrap recorded it: "signal N" or
+    "exit N"; None where nothing was recorded. zoned-vmwrap holds its record locked until
+    written (up to 5 s after QEMU's exit, waiting for zoned-vmlog). Only for after QEMU
+    has exited."""
+    import fcntl
+
+    try:
+        fd = os.open(VMPaths(vmdir).end, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    return None
+                time.sleep(0.002)
+        word = os.pread(fd, 32, 0).decode("ascii", "replace").strip()
+    finally:
+        os.close(fd)
+    kind, _, n = word.partition(" ")
+    return word if kind in ("signal", "exit") and n.isdecimal() and len(n) <= 3 else None
 
 
 def _error_line(lines: list[str]) -> str | None:
@@ -297,7 +368,7 @@ def wait_ready(vmdir: str, timeout: float = 60.0,
         if proc is not None and proc.poll() is not None:
             err = guest_error(vmdir)  # its last words, written once QEMU has gone
             raise ZonedError(f"VM boot failed: {err}" if err else
-                             f"QEMU exited with {proc.returncode} during boot: "
+                             f"QEMU ended during boot ({qemu_end(vmdir) or 'how: unknown'}): "
                              f"{_tail(VMPaths(vmdir).log)}")
         if time.monotonic() > deadline:
             raise ZonedError(f"VM not ready after {timeout:.0f} s (pid {pid}): "
@@ -361,11 +432,14 @@ def _qmp_arg(vmdir: str) -> bytes:
 
 
 def _is_ours(pid: int, vmdir: str) -> bool:
+    """Whether pid is this VM's QEMU: QEMU's program, with this directory's QMP socket
+    (zoned-vmwrap's command line holds QEMU's whole, but is not QEMU)."""
     try:
         with open(f"/proc/{pid}/cmdline", "rb") as f:
-            return _qmp_arg(vmdir) in f.read().split(b"\0")
+            args = f.read().split(b"\0")
     except OSError:
         return False
+    return os.path.basename(args[0]) == QEMU.encode() and _qmp_arg(vmdir) in args
 
 
 def qemu_pid(vmdir: str) -> int | None:
@@ -377,6 +451,30 @@ def qemu_pid(vmdir: str) -> int | None:
     except (OSError, ValueError):
         return None
     return pid if _is_ours(pid, vmdir) and _alive(pid) else None
+
+
+def signal_qemu(vmdir: str, sig: int) -> bool:
+    """`sig` to this VM's QEMU, through a pidfd opened before the check that it is ours
+    (a recycled pid is never hit); False if no QEMU of it runs."""
+    from zoned.linux import syscalls as sc
+
+    pid = qemu_pid(vmdir)
+    if pid is None:
+        return False
+    try:
+        fd = sc.pidfd_open(pid)
+    except ProcessLookupError:
+        return False
+    try:
+        if not _is_ours(pid, vmdir):
+            return False
+        try:
+            sc.pidfd_send_signal(fd, sig)
+        except ProcessLookupError:
+            return False
+        return True
+    finally:
+        os.close(fd)
 
 
 def find_qemus(vmdir: str) -> list[int]:
