@@ -229,6 +229,48 @@ def test_qemu_starts_in_the_vms_cgroups(cli, zoned_root):
     assert_nothing_left(zoned_root, "c")
 
 
+def _memory_file(pid: int, v1: str, v2: str) -> str | None:
+    """A memory cgroup file of pid's cgroup: the v1 controller's where mounted, else v2's."""
+    cg = cgroups_of(pid)
+    if "memory" in cg:
+        return f"/sys/fs/cgroup/memory{cg['memory']}/{v1}"
+    if "" in cg and os.path.exists(f"/sys/fs/cgroup{cg['']}/{v2}"):
+        return f"/sys/fs/cgroup{cg['']}/{v2}"
+    return None
+
+
+def test_qemu_is_bounded_by_a_memory_limit_a_full_guest_stays_under(cli, zoned_root):
+    """The VM's cgroup is limited to the guest's RAM + the TCG buffer + QEMU's overhead
+    (what a guest makes QEMU allocate beyond its RAM had no bound before); a guest that
+    fills its RAM keeps running, well under the limit."""
+    from zoned.backends.vm import QEMU_OVERHEAD_MIB
+    from zoned.vm.config import MachineSpec
+
+    cli("run", "-d", "--name", "mem", "--backend", "vm", "--memory", "192m", "--",
+        "sleep", "1000", check=True, timeout=120)
+    [qemu] = qemus_of(zoned_root)
+    limit_file = _memory_file(qemu, "memory.limit_in_bytes", "memory.max")
+    if limit_file is None:
+        cli("rm", "-f", "mem", check=True, timeout=60)
+        pytest.skip("no memory controller for the VM's cgroup here")
+    tb = MachineSpec(image="busybox", argv=["true"]).tb_size_mib
+    with open(limit_file) as f:
+        assert int(f.read()) == (192 + tb + QEMU_OVERHEAD_MIB) << 20
+    # Both tmpfs (/dev/shm and the root's upper layer) filled: all of the guest's RAM; the
+    # guest's own OOM killer may end the filler (its exit is then 137), not the host's QEMU.
+    cli("exec", "mem", "--", "sh", "-c", "dd if=/dev/zero of=/dev/shm/fill bs=1M; "
+        "dd if=/dev/zero of=/fill bs=1M", timeout=120)
+    peak_file = _memory_file(qemu, "memory.max_usage_in_bytes", "memory.peak")
+    if peak_file and os.path.exists(peak_file):
+        with open(peak_file) as f:
+            peak = int(f.read())
+        assert 160 << 20 < peak < (192 + tb + QEMU_OVERHEAD_MIB // 2) << 20, peak >> 20
+    ps = json.loads(cli("ps", "--format", "json").stdout)
+    assert [(c["id"], c["status"]) for c in ps] == [("mem", "running")]  # no OOM kill
+    cli("rm", "-f", "mem", check=True, timeout=60)
+    assert_nothing_left(zoned_root, "mem")
+
+
 def test_kill_delivers_the_signal_to_the_guest_process(cli, zoned_root):
     cli("run", "-d", "--name", "k", "--backend", "vm", "--", "sleep", "1000",
         check=True, timeout=120)

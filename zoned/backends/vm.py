@@ -2,16 +2,19 @@
 tree, networks and logs as zones, so ps/list/inspect/stats/logs/rm/gc treat both alike.
 
 What a VM zone is, in the store's terms:
-  pid, pid_start   QEMU's (a live QEMU is a running VM; ps and wait watch it)
-  zoned.cgroup     a cgroup holding QEMU: stats measure the VM's host cost, rm and gc
-                   kill what is in it. No limits are written to it: --memory and --cpus
-                   are the guest's RAM and vCPUs (machine_spec), and QEMU needs its own
-                   overhead and /dev/net/tun, /dev/kvm beyond any zone's device rules.
+  pid, pid_start   zoned-vmwrap's, QEMU's parent (a live one is a running VM; ps and wait
+                   watch it; VMs of an older zoned: QEMU's own)
+  zoned.cgroup     a cgroup holding zoned-vmwrap and QEMU: stats measure the VM's host
+                   cost, rm and gc kill what is in it. --memory and --cpus are the guest's
+                   RAM and vCPUs (machine_spec); the cgroup's one limit is its memory:
+                   that RAM plus QEMU's overhead (host_memory_limit). No device rules:
+                   QEMU needs /dev/net/tun and /dev/kvm beyond any zone's.
   zoned.vm         {"dir": the VM's files (sockets, ctl, console.log; inside the state
                    dir), "image", "accel", "reason", "memory_mib", "vcpus"}
   zoned.network    the same NetworkState as a zone's; its links are taps, not veths
 The guest's main process is signalled through the VM's agent; its exit code is what the
-guest init wrote to the ctl port (zoned.vm.machine.exit_status).
+guest init wrote to the ctl port, or 128+n if a signal n ended QEMU
+(zoned.vm.machine.exit_status).
 """
 from __future__ import annotations
 
@@ -24,6 +27,10 @@ from zoned.oci.status import Status
 
 DEFAULT_MEMORY_MIB = 256  # the guest's RAM without --memory (the kernel's floor is ~128)
 MIB = 1 << 20
+# What QEMU may use beyond the guest's RAM and its TCG translation buffer (its own heap,
+# threads, device state; measured: ~60-80 MiB for a guest that fills its RAM): Kata's
+# overhead for a QEMU sandbox (its RuntimeClass podFixed memory) is the same 160 MiB.
+QEMU_OVERHEAD_MIB = 160
 
 
 def vm_of(st: dict) -> dict | None:
@@ -47,6 +54,15 @@ def check_options(opts) -> None:
     if any(n.startswith("container:") for n in nets):
         raise ConfigError("invalid --network container:NAME with --backend vm: a VM has "
                           "its own kernel and network stack")
+
+
+def host_memory_limit(spec) -> int:
+    """The VM cgroup's memory limit (bytes): the guest's RAM, the TCG translation buffer
+    and QEMU's own overhead. Without it what a guest makes QEMU allocate beyond its RAM
+    (9p fids, device queues) had no host-side bound; a guest filling its RAM stays well
+    under it (tests/test_vm_cli.py), and the page cache QEMU's reads make is reclaimed
+    first."""
+    return (spec.memory_mib + spec.tb_size_mib + QEMU_OVERHEAD_MIB) * MIB
 
 
 def machine_spec(cfg: dict, image: str, *, accel: str = "auto", nics=(), dns=(),
@@ -187,6 +203,7 @@ class VmBackend:
                 disk = dir_disk(rootfs, os.path.join(vmdir, "root.squashfs"))
             spec = machine_spec(cfg, image, accel=accel, nics=nics, dns=dns, hosts=hosts,
                                 disk=disk, stdin=stdin and not log)
+            cgroup.apply({"memory": {"limit": host_memory_limit(spec)}})
             proc = launch(spec, vmdir, stdio=stdio, die_with_caller=die_with_caller,
                           incoming=incoming, paused=incoming is not None or created,
                           place=cgroup.add)  # QEMU starts in the VM's cgroup
