@@ -271,6 +271,37 @@ def test_qemu_is_bounded_by_a_memory_limit_a_full_guest_stays_under(cli, zoned_r
     assert_nothing_left(zoned_root, "mem")
 
 
+def test_restart_boots_the_vm_again_on_its_addresses_and_log(cli, zoned_root, monkeypatch):
+    """podman's restart of a Kata container, `virsh reboot`: the guest boots again (its
+    writable layer, guest RAM, starts afresh), on the same network address, and its log
+    goes on; a stopped VM is started."""
+    monkeypatch.setenv("ZONED_SUBNET_POOL", os.environ.get("ZONED_SUBNET_POOL",
+                                                           "10.185.0.0/16"))
+    cli("network", "create", "vmrs", check=True)
+    cli("run", "-d", "--name", "r", "--backend", "vm", "--network", "vmrs", "--", "sh", "-c",
+        "echo boot; cat /tmp/mark 2>/dev/null; echo here > /tmp/mark; sleep 1000",
+        check=True, timeout=120)
+    [before] = json.loads(cli("inspect", "r").stdout)["network"]["addresses"]
+    [old_qemu] = qemus_of(zoned_root)
+    assert cli("restart", "-t", "1", "r", timeout=120).stdout.strip() == "r"
+    [qemu] = qemus_of(zoned_root)
+    assert qemu != old_qemu
+    after = json.loads(cli("inspect", "r").stdout)
+    assert after["state"]["status"] == "running"
+    assert [a["ip"] for a in after["network"]["addresses"]] == [before["ip"]]
+    deadline = time.monotonic() + 30
+    while cli("logs", "r").stdout.count("boot") < 2:
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    assert "here" not in cli("logs", "r").stdout  # a new guest: /tmp was RAM
+    cli("stop", "-t", "1", "r", check=True, timeout=60)
+    assert cli("restart", "r", timeout=120).returncode == 0  # a stopped VM: started
+    assert json.loads(cli("ps", "--format", "json").stdout)[0]["status"] == "running"
+    cli("rm", "-f", "r", check=True, timeout=60)
+    assert_nothing_left(zoned_root, "r")
+    cli("network", "rm", "vmrs", check=True)
+
+
 def test_kill_delivers_the_signal_to_the_guest_process(cli, zoned_root):
     cli("run", "-d", "--name", "k", "--backend", "vm", "--", "sleep", "1000",
         check=True, timeout=120)

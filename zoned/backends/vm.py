@@ -121,7 +121,8 @@ class VmBackend:
                die_with_caller: bool = False, incoming: str | None = None,
                rootfs: str | None = None, bundle: str | None = None,
                created: bool = False, pid_file: str | None = None,
-               stdin: bool = True, images: str | None = None) -> VmStarted:
+               stdin: bool = True, images: str | None = None,
+               data_dir: str | None = None) -> VmStarted:
         """Boot `cfg`'s process in a VM of `image`. The record goes into the store first,
         so `zoned gc` removes a boot that was killed half-way (QEMU found by its command
         line). wait: return only once the guest is about to run the process (a detached
@@ -134,7 +135,8 @@ class VmBackend:
         VM instead of an image's. created: the OCI `create`: QEMU waits paused (status
         "created") until start(); pid_file gets the pid of QEMU's parent, zoned-vmwrap (what an
         OCI client watches: it exits with the guest's code). images: the image store
-        (zoned --images), else the default one."""
+        (zoned --images), else the default one. data_dir (with log): a data dir the caller
+        keeps (a restart's): its log goes on, and it outlives the VM (kept_data)."""
         from zoned.linux.locks import acquire
         from zoned.linux.proc import proc_start_time
         from zoned.oci import spec as specmod
@@ -162,7 +164,7 @@ class VmBackend:
             if log:
                 from zoned.storage import make_zone_dir
 
-                data = make_zone_dir(store.data, cid)
+                data = data_dir or make_zone_dir(store.data, cid)
                 logger = logs.spawn(data)
                 null = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
                 log_fds = [logger.write_fd, null]
@@ -174,7 +176,8 @@ class VmBackend:
                 log=os.path.join(data, logs.LOG_NAME) if data else None,
                 logger=logger.describe() if logger is not None else None,
                 autoremove=autoremove, backend="vm",
-                vm={"dir": vmdir, "image": image or None})
+                vm={"dir": vmdir, "image": image or None},
+                **({"kept_data": True} if data_dir and log else {}))
             nics, dns, hosts = [], [], ""
             if network is not None:
                 network.link_kind = "tap"  # recorded as such from the first write on

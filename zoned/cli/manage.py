@@ -35,9 +35,10 @@ def cmd_restart(args) -> int:
     rt = runtime(args)
     for cid in args.ids:
         st = rt.state(cid)
-        if (st.get("zoned") or {}).get("vm"):
-            raise InvalidState(f"cannot restart {cid!r}: restart of a VM zone is not "
-                               "supported (stop it and run it again)")
+        vm = (st.get("zoned") or {}).get("vm")
+        if vm and not vm.get("image"):
+            raise InvalidState(f"cannot restart {cid!r}: a VM booted from an OCI bundle is "
+                               "created again by its client (runc's restart is none)")
         if os.path.isdir(os.path.join(rt.store.root, ".zones", cid)):  # zoned.zones'
             from zoned.zones import commands
 
@@ -46,16 +47,19 @@ def cmd_restart(args) -> int:
             continue
         if st["status"] != "stopped":
             rt.stop(cid, stop_timeout(rt, cid, args.time))
-        code = _boot_again(rt, cid)
+        code = _boot_again(rt, cid, args.images)
         if code:
             return code  # the worker printed why
         print(cid)
     return 0
 
 
-def _boot_again(rt, cid: str) -> int:
+def _boot_again(rt, cid: str, images: str | None = None) -> int:
     """Re-create a stopped zone in place: its data dir (upper layer, log) is handed to
-    create as the caller's (kept over the delete), then given back to the zone."""
+    create as the caller's (kept over the delete), then given back to the zone. A VM boots
+    its image again, on the same network addresses, its log going on: a reboot (its
+    writable layer was guest RAM), as `virsh reboot` or podman's restart of a Kata
+    container."""
     from zoned.network.attach import setup_for_restore
 
     with rt.store.lock(cid):
@@ -71,11 +75,20 @@ def _boot_again(rt, cid: str) -> int:
         if described else None
 
     def start() -> tuple[str, int]:
-        started = rt.run(cid, cfg, log=log, network=net, data_dir=data,
-                         autoremove=bool(z.get("autoremove")))
+        if z.get("vm"):
+            from zoned.backends.vm import VmBackend
+
+            started = VmBackend(rt).create(cid, cfg, image=z["vm"]["image"], network=net,
+                                           log=log, data_dir=data, wait=True,
+                                           autoremove=bool(z.get("autoremove")),
+                                           images=images)
+        else:
+            started = rt.run(cid, cfg, log=log, network=net, data_dir=data,
+                             autoremove=bool(z.get("autoremove")))
         return rt.store.dir(cid), started.pid
 
-    if log:  # its logger is the init's parent again: the next exit code is kept
+    if log and not z.get("vm"):  # its logger is the init's parent again: the next exit
+        # code is kept (a VM's is kept by QEMU's parent, zoned-vmwrap)
         from zoned.cli.detach import start_reaped
 
         code = start_reaped(start)
