@@ -46,6 +46,17 @@ def cgroups_of(pid: int) -> dict[str, str]:
         return {ctl: path for _, ctl, path in (line.rstrip("\n").split(":", 2) for line in f)}
 
 
+def stopped_with(cli, timeout: float = 30) -> int | None:
+    """The exit code of the root's one container, once `ps` shows it stopped."""
+    deadline = time.monotonic() + timeout
+    while True:
+        [c] = json.loads(cli("ps", "-a", "--format", "json").stdout)
+        if c["status"] == "stopped":
+            return c.get("exit_code")
+        assert time.monotonic() < deadline, c
+        time.sleep(0.1)
+
+
 def parent_of(pid: int) -> int:
     with open(f"/proc/{pid}/stat") as f:
         return int(f.read().rsplit(")", 1)[1].split()[1])
@@ -181,11 +192,7 @@ def test_a_vm_ended_by_a_signal_reports_128_plus_it(cli, zoned_root):
     cli("run", "-d", "--name", "o", "--backend", "vm", *ignore_term, check=True, timeout=120)
     [qemu] = qemus_of(zoned_root)
     os.kill(qemu, signal.SIGKILL)
-    deadline = time.monotonic() + 30
-    while json.loads(cli("ps", "-a", "--format", "json").stdout)[0]["status"] != "stopped":
-        assert time.monotonic() < deadline
-        time.sleep(0.1)
-    assert json.loads(cli("ps", "-a", "--format", "json").stdout)[0]["exit_code"] == 137
+    assert stopped_with(cli) == 137
     cli("rm", "o", check=True)
     assert_nothing_left(zoned_root, "o")
 
@@ -306,11 +313,7 @@ def test_kill_delivers_the_signal_to_the_guest_process(cli, zoned_root):
     cli("run", "-d", "--name", "k", "--backend", "vm", "--", "sleep", "1000",
         check=True, timeout=120)
     cli("kill", "k", "TERM", check=True)  # SIGTERM to sleep, in the guest: 128+15
-    deadline = time.monotonic() + 30
-    while json.loads(cli("ps", "-a", "--format", "json").stdout)[0]["status"] != "stopped":
-        assert time.monotonic() < deadline
-        time.sleep(0.2)
-    assert json.loads(cli("ps", "-a", "--format", "json").stdout)[0]["exit_code"] == 143
+    assert stopped_with(cli) == 143
     cli("rm", "k", check=True)
     assert_nothing_left(zoned_root, "k")
 

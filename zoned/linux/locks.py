@@ -45,6 +45,24 @@ def try_acquire(path: str) -> int | None:
         return None
 
 
+def wait_shared(fd: int, timeout: float) -> bool:
+    """Wait up to `timeout` s for a shared lock on fd (another process's exclusive one
+    ends): how a reader waits for a writer that holds its file locked until it is done
+    (zoned-vmlog, zoned-vmwrap). False if it still is held then. Polls: a blocking
+    flock could not be given up."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            return True
+        except BlockingIOError:
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.002)
+
+
 class FileLock:
     """`with FileLock(path) as fd:` holds acquire()'s lock for the block.
 

@@ -315,22 +315,15 @@ def qemu_end(vmdir: str, timeout: float = 6.0) -> str | None:
     "exit N"; None where nothing was recorded. zoned-vmwrap holds its record locked until
     written (up to 5 s after QEMU's exit, waiting for zoned-vmlog). Only for after QEMU
     has exited."""
-    import fcntl
+    from zoned.linux.locks import wait_shared
 
     try:
         fd = os.open(VMPaths(vmdir).end, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
     except OSError:
         return None
     try:
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() > deadline:
-                    return None
-                time.sleep(0.002)
+        if not wait_shared(fd, timeout):
+            return None
         word = os.pread(fd, 32, 0).decode("ascii", "replace").strip()
     finally:
         os.close(fd)

@@ -10,7 +10,6 @@ for that, so a status read after QEMU's exit sees the guest's last line.
 from __future__ import annotations
 
 import os
-import time
 from dataclasses import dataclass
 
 from zoned.errors import ZonedError
@@ -68,22 +67,14 @@ def settle(ctl: str, timeout: float = 2.0) -> bool:
     """Wait until nothing writes `ctl` any more (zoned-vmlog has drained QEMU's last
     words and exited); False if it still has not after `timeout`. Only for after QEMU
     has exited: while it runs, the writer runs too."""
-    import fcntl
+    from zoned.linux.locks import wait_shared
 
     try:
         fd = os.open(ctl, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
     except OSError:
         return True
     try:
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-                return True
-            except BlockingIOError:
-                if time.monotonic() > deadline:
-                    return False
-                time.sleep(0.002)
+        return wait_shared(fd, timeout)
     finally:
         os.close(fd)
 
