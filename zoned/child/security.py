@@ -219,11 +219,13 @@ def apply_oom_score_adj(proc: dict) -> None:
                               f"{e.strerror}") from None
 
 
-def apply_user_and_caps(proc: dict) -> None:
+def apply_user_and_caps(proc: dict, groups_denied: bool | None = None) -> None:
     """Switch to the configured user keeping exactly the configured capabilities.
 
     Order as runc: keep caps across setuid, drop the bounding set, set groups/gid/uid, then
     set permitted/effective/inheritable; no_new_privs last (before seccomp at exec).
+    groups_denied: whether setgroups is denied in this user namespace, where the caller
+    asked before a chroot hid /proc (zoned cp into a stopped zone); None: asked here.
     """
     from zoned.child import caps as capsets
 
@@ -244,7 +246,8 @@ def apply_user_and_caps(proc: dict) -> None:
     try:
         os.setgroups(groups)
     except PermissionError as e:  # rootless, one id mapped: the kernel denies setgroups,
-        if groups or not setgroups_denied():  # and no supplementary group can exist anyway
+        if groups or not (setgroups_denied() if groups_denied is None else groups_denied):
+            # (and no supplementary group can exist anyway)
             raise _id_error("additionalGids", groups, e) from None
     except OSError as e:
         raise _id_error("additionalGids", groups, e) from None

@@ -132,6 +132,7 @@ def _run(rt, st: dict, zone_side, host_side, *, to_zone: bool) -> int:
     child's error, if any, comes back as one line. Where the host side stopped reading
     (a refused entry), the zone side only sees its pipe close and says nothing."""
     from zoned.cli import copy_zone  # all the child uses: it can import nothing later
+    userns = copy_zone.stopped_zone_userns(rt, st)  # rootless, stopped: its maps again
     r, w = os.pipe()
     er, ew = os.pipe()
     sys.stdout.flush()
@@ -141,7 +142,7 @@ def _run(rt, st: dict, zone_side, host_side, *, to_zone: bool) -> int:
         try:
             os.close(er)
             os.close(w if to_zone else r)
-            copy_zone.enter(rt, st)
+            copy_zone.enter(rt, st, userns)
             zone_side(r if to_zone else w)
         except BrokenPipeError:  # the host side stopped reading: its error says why
             code = 1
@@ -151,6 +152,8 @@ def _run(rt, st: dict, zone_side, host_side, *, to_zone: bool) -> int:
         os._exit(code)
     os.close(ew)
     os.close(r if to_zone else w)
+    if userns is not None:
+        os.close(userns)
     host_error = None
     try:
         host_side(w if to_zone else r)

@@ -13,7 +13,7 @@ import zoned.child.caps  # noqa: F401 - apply_user_and_caps imports it when it r
 import zoned.images.unpack  # noqa: F401 - the copy into a zone unpacks with it
 from zoned.child import inroot
 from zoned.child.rootfs import parse_options
-from zoned.child.security import apply_user_and_caps
+from zoned.child.security import apply_user_and_caps, setgroups_denied
 from zoned.errors import InvalidState
 from zoned.linux import syscalls as sc
 from zoned.linux.proc import proc_start_time
@@ -26,15 +26,33 @@ FILE_CAPS = ["CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_DAC_READ_SEARCH", "CAP_FOWNER
              "CAP_FSETID"]
 
 
-def enter(rt, st: dict) -> None:
+def stopped_zone_userns(rt, st: dict) -> int | None:
+    """(In the CLI, before the fork) for a stopped rootless zone: an fd of a user namespace
+    mapped as the zone's was (its config's uid/gid maps, through newuidmap as at its
+    start), where this user is the zone's root and may mount its overlay; else None."""
+    if st["status"] != "stopped" or os.geteuid() == 0:
+        return None
+    linux = rt.config(st["id"]).get("linux") or {}
+    if not linux.get("uidMappings") or not linux.get("gidMappings"):
+        raise InvalidState(f"cannot cp with {st['id']!r}: its config has no user namespace "
+                           "maps")
+    from zoned.runtime.handoff import idmap_userns
+
+    return idmap_userns(linux)
+
+
+def enter(rt, st: dict, userns: int | None = None) -> None:
     """(In the child) chroot into the zone's root, then confine this process: no name
-    lookups, no imports, the capabilities of FILE_CAPS only and no_new_privs."""
+    lookups, no imports, the capabilities of FILE_CAPS only and no_new_privs. userns: a
+    stopped rootless zone's (stopped_zone_userns), joined first."""
     tarfile.pwd = tarfile.grp = None  # tarfile then records numeric owners only (no NSS)
     rootless = os.geteuid() != 0
+    groups_denied = None  # (a running zone's root has a /proc that tells)
     if st["status"] == "stopped":
-        if rootless:
-            raise InvalidState(f"cp with a stopped rootless container ({st['id']!r}) is not "
-                               "supported yet: start it first")
+        if userns is not None:  # its root, with the capabilities a mount needs there
+            sc.setns(userns, sc.CLONE_NEWUSER)
+            os.close(userns)
+            groups_denied = setgroups_denied()  # now: the stopped root has no /proc
         fd = _stopped_root(rt, st)
     else:
         fd = _running_root(st, join_userns=rootless)
@@ -47,7 +65,8 @@ def enter(rt, st: dict) -> None:
     _no_imports()
     apply_user_and_caps({"user": {"uid": 0, "gid": 0}, "noNewPrivileges": True,
                          "capabilities": {k: FILE_CAPS for k in
-                                          ("bounding", "effective", "permitted")}})
+                                          ("bounding", "effective", "permitted")}},
+                        groups_denied)
 
 
 def _running_root(st: dict, join_userns: bool) -> int:
