@@ -309,6 +309,49 @@ def test_restart_boots_the_vm_again_on_its_addresses_and_log(cli, zoned_root, mo
     cli("network", "rm", "vmrs", check=True)
 
 
+def test_cp_both_ways_through_the_agent_and_a_hostile_guest_tar(cli, zoned_root, tmp_path):
+    """podman cp with a Kata container: the guest's tar through the agent. Out of the guest
+    nothing keeps a setuid bit; a guest whose tar sends entries beside the one asked for
+    (root in the guest replaced /bin/tar) is refused in one line and writes nothing beside
+    the destination; a stopped VM's files are gone with its RAM (one line)."""
+    src = tmp_path / "d"
+    src.mkdir()
+    (src / "f").write_text("hello\n")
+    (src / "link").symlink_to("/etc/passwd")
+    cli("run", "-d", "--name", "cp", "--backend", "vm", "--", "sleep", "1000", check=True,
+        timeout=120)
+    cli("cp", str(src), "cp:/tmp/", check=True, timeout=120)
+    p = cli("exec", "cp", "--", "sh", "-c", "cat /tmp/d/f; readlink /tmp/d/link")
+    assert p.stdout == "hello\n/etc/passwd\n", p.stderr
+    cli("cp", str(src / "f"), "cp:/tmp/renamed", check=True, timeout=120)
+    assert cli("exec", "cp", "--", "cat", "/tmp/renamed").stdout == "hello\n"
+
+    cli("exec", "cp", "--", "sh", "-c", "mkdir -p /tmp/out/sub /tmp/outX && "
+        "echo x > /tmp/out/sub/y && chmod 4755 /tmp/out/sub/y && echo evil > /tmp/outX/e",
+        check=True)
+    dst = tmp_path / "dst"
+    dst.mkdir()
+    cli("cp", "cp:/tmp/out", str(dst), check=True, timeout=120)
+    y = dst / "out" / "sub" / "y"
+    assert y.read_text() == "x\n" and y.stat().st_mode & 0o7777 == 0o755
+
+    cli("exec", "cp", "--", "sh", "-c", "rm /bin/tar && printf '#!/bin/sh\\n"
+        "exec busybox tar -c -f - -C /tmp out outX\\n' > /bin/tar && chmod 755 /bin/tar",
+        check=True)
+    hostile = tmp_path / "hostile"
+    hostile.mkdir()
+    p = cli("cp", "cp:/tmp/out", str(hostile), timeout=120)
+    assert p.returncode == 125 and p.stderr.count("\n") == 1 and "outX" in p.stderr, p
+    assert not (hostile / "outX").exists() and not (tmp_path / "outX").exists()
+    assert not any(n.startswith("out") and n != "out" for n in os.listdir(hostile))
+
+    cli("stop", "-t", "1", "cp", check=True, timeout=60)
+    p = cli("cp", "cp:/tmp/out", str(dst))
+    assert p.returncode == 125 and p.stderr.count("\n") == 1 and "stopped" in p.stderr, p
+    cli("rm", "cp", check=True)
+    assert_nothing_left(zoned_root, "cp")
+
+
 def test_kill_delivers_the_signal_to_the_guest_process(cli, zoned_root):
     cli("run", "-d", "--name", "k", "--backend", "vm", "--", "sleep", "1000",
         check=True, timeout=120)

@@ -1,4 +1,5 @@
-"""`zoned cp`: files between the host and a zone, either way, the zone running or stopped.
+"""`zoned cp`: files between the host and a zone, either way, the zone running or stopped
+(a VM's: zoned.cli.copy_vm, through its agent).
 
 The zone's side is handled in a forked child, the zone side, that works in the zone's
 files as root: it is made unable to do anything else before it touches them.
@@ -27,7 +28,7 @@ import os
 import sys
 
 from zoned.cli.common import runtime
-from zoned.errors import ConfigError, InvalidState, ZonedError
+from zoned.errors import ConfigError, ZonedError
 
 TOP = "_zoned_cp_"  # the top-level name in the stream; renamed on the receiving side
 
@@ -48,11 +49,12 @@ def cmd_cp(args) -> int:
     rt = runtime(args)
     cid = src_id or dst_id
     st = rt.state(cid)
-    if (st.get("zoned") or {}).get("vm"):
-        raise InvalidState(f"cannot cp with {cid!r}: a VM's files are in its guest disk "
-                           "(zoned exec ID cat, or tar through exec)")
     if src_id is None and not os.path.lexists(src):
         raise ConfigError(f"cp: {src!r} does not exist")
+    if (st.get("zoned") or {}).get("vm"):
+        from zoned.cli.copy_vm import copy_with_vm
+
+        return copy_with_vm(st, src, dst, into_vm=dst_id is not None)
     if st["status"] != "stopped":
         return _out_of(rt, st, src, dst) if dst_id is None else _into(rt, st, src, dst)
     with rt.store.lock(cid):  # its layer is mounted here: nobody starts it meanwhile
@@ -60,24 +62,31 @@ def cmd_cp(args) -> int:
         return _out_of(rt, st, src, dst) if dst_id is None else _into(rt, st, src, dst)
 
 
-def rename(member, name: str) -> None:
-    """The stream's top-level name becomes the destination's (hard links' targets too)."""
-    member.name = name + member.name[len(TOP):]
-    if member.islnk() and member.linkname.startswith(TOP):
-        member.linkname = name + member.linkname[len(TOP):]
+def rename(member, name: str, top: str = TOP) -> None:
+    """The stream's top-level name becomes the destination's (hard links' targets too).
+    An entry not below `top` is refused: a stream another side wrote (a VM's guest) may
+    hold anything."""
+    from zoned.images.unpack import UnsafeArchive
+
+    for attr in ("name", "linkname") if member.islnk() else ("name",):
+        value = getattr(member, attr).rstrip("/")
+        if value != top and not value.startswith(top + "/"):
+            raise UnsafeArchive(f"cp: {value!r} is not below {top!r}")
+        setattr(member, attr, name + value[len(top):])
 
 
 CP_MAX_BYTES = 1 << 62  # a copy has no size limit of its own (Unpacker's is for images)
 
 
 def unpack(fileobj, into: str, name: str, *, privileged: bool,
-           owner: tuple[int, int] | None = None) -> None:
-    """The tar stream `fileobj` below the directory `into`, its top named `name`; every
-    entry owned by `owner` (uid, gid) where given, else by the ids the stream names."""
+           owner: tuple[int, int] | None = None, top: str = TOP) -> None:
+    """The tar stream `fileobj` below the directory `into`, its top (`top` in the stream)
+    named `name`; every entry owned by `owner` (uid, gid) where given, else by the ids the
+    stream names."""
     from zoned.images.unpack import Limits, Unpacker
 
     def entry(m) -> None:
-        rename(m, name)
+        rename(m, name, top)
         if owner is not None:
             m.uid, m.gid = owner
 
