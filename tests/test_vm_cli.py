@@ -161,6 +161,10 @@ def test_detached_vm_ps_exec_logs_stop_rm(cli, zoned_root):
     p = cli("exec", "-i", "v", "--", "cat", input="through the agent\n")
     assert p.stdout == "through the agent\n"
     assert "started" in cli("logs", "v").stdout
+    top = cli("top", "v").stdout.splitlines()  # the guest's ps, through the agent
+    assert top[0].split() == ["USER", "PID", "PPID", "TT", "COMMAND"], top
+    assert any(ln.split()[2] == "1" and "sh -c echo started" in ln for ln in top[1:]), top
+    assert not any("[" in ln or " ps -o" in ln for ln in top[1:]), top  # no kthreads, no ps
     cli("stop", "v", check=True, timeout=60)
     ps = json.loads(cli("ps", "-a", "--format", "json").stdout)
     assert ps[0]["status"] == "stopped" and ps[0]["exit_code"] == 0

@@ -166,13 +166,52 @@ def cmd_top(args) -> int:
     if st["status"] == "stopped":
         raise InvalidState(f"cannot list processes of {args.id!r}: it is stopped")
     if (st.get("zoned") or {}).get("vm"):
-        raise InvalidState(f"cannot list processes of {args.id!r}: a VM's processes are in "
-                           "its guest (zoned exec ID ps)")
+        return _top_vm(st, args.fields)
     pids = rt.cgroup(st).pids()
     fields = args.fields or ["user", "pid", "ppid", "pcpu", "etime", "tty", "time", "args"]
     sys.stdout.flush()
     return subprocess.run(["ps", "-o", ",".join(fields), "-p",
                            ",".join(str(p) for p in pids) or "0"]).returncode and 0
+
+
+VM_TOP_FIELDS = ["user", "pid", "ppid", "tty", "args"]  # what busybox's ps -o knows of
+# podman top's defaults (no %CPU, ELAPSED or TIME)
+
+
+def _top_vm(st: dict, fields: list[str] | None) -> int:
+    """A VM's processes: the guest's ps through its agent (podman top of a Kata container
+    asks its agent too), without the guest kernel's threads (PID 2, kthreadd, and its
+    children) and that ps itself, where the columns show pid and ppid. The guest's words
+    are printed with control characters escaped."""
+    import tempfile
+
+    from zoned.backends.vm import vm_of
+    from zoned.errors import ZonedError
+    from zoned.vm.agent import Agent
+    from zoned.vm.config import guest_text
+
+    fields = fields or VM_TOP_FIELDS
+    own: list[int] = []
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        with Agent(vm_of(st)["dir"], timeout=120) as agent:
+            code = agent.exec(["ps", "-o", ",".join(fields)],
+                              stdio=(None, out.fileno(), err.fileno()), on_started=own.append)
+        out.seek(0), err.seek(0)
+        lines = out.read(1 << 20).decode(errors="replace").splitlines()
+        why = err.read(4096).decode(errors="replace").strip().splitlines()
+    if code:
+        raise ZonedError(f"top: the guest's ps: {guest_text(why[0]) if why else code}")
+    if "pid" in fields and "ppid" in fields:
+        pid, ppid = fields.index("pid"), fields.index("ppid")
+        hidden = {"2", *map(str, own)}
+
+        def shown(line: str) -> bool:
+            words = line.split()
+            return len(words) <= max(pid, ppid) or not (
+                words[pid] in hidden or words[ppid] == "2")
+        lines = lines[:1] + [ln for ln in lines[1:] if shown(ln)]
+    print("\n".join(guest_text(ln) for ln in lines))
+    return 0
 
 
 def cmd_attach(args) -> int:
