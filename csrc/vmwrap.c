@@ -42,7 +42,9 @@ static volatile sig_atomic_t passed_on;	/* the last signal passed on to QEMU */
 
 static void forward(int sig)
 {
-    if (child > 0 && kill(child, sig) == 0)
+    pid_t to = child;  /* 0 once QEMU has ended: nothing is passed on then */
+
+    if (to > 0 && kill(to, sig) == 0)
         passed_on = sig;
 }
 
@@ -51,14 +53,39 @@ static void on_alarm(int sig)
     (void)sig;	/* only interrupts the flock below */
 }
 
+/* N of a whole line "exit N" (1 to 3 digits, at most 255), else -1 (-2: not an exit
+ * line at all). The last exit line decides, a bad one meaning none: what
+ * zoned.vm.machine._exit_line takes, so an OCI client and `zoned state` agree. */
+static int exit_line(const char *line, ssize_t len)
+{
+    int code = 0;
+    ssize_t i;
+
+    if (len > 0 && line[len - 1] == '\n')
+        len--;
+    if (len < 5 || strncmp(line, "exit ", 5) != 0)
+        return -2;
+    if (len < 6 || len > 8)
+        return -1;
+    for (i = 5; i < len; i++) {
+        if (line[i] < '0' || line[i] > '9')
+            return -1;
+        code = code * 10 + (line[i] - '0');
+    }
+    return code <= 255 ? code : -1;
+}
+
 /* The last "exit N" line of the ctl file, or -1; read once zoned-vmlog has written all
- * (it holds ctl locked until then; 5 s at most). */
+ * (it holds ctl locked until then; 5 s at most). zoned-vmlog keeps the file under 64
+ * KiB, so a line read whole is bounded. */
 static int guest_status(const char *path)
 {
-    char buf[4096];
     FILE *f = fopen(path, "r");
     struct sigaction sa;
-    int code = -1;
+    char *line = NULL;
+    size_t cap = 0;
+    ssize_t len;
+    int code = -1, n;
 
     if (!f)
         return -1;
@@ -68,9 +95,10 @@ static int guest_status(const char *path)
     alarm(5);
     flock(fileno(f), LOCK_SH);
     alarm(0);
-    while (fgets(buf, sizeof(buf), f))
-        if (strncmp(buf, "exit ", 5) == 0)
-            code = atoi(buf + 5);
+    while ((len = getline(&line, &cap, f)) >= 0)
+        if ((n = exit_line(line, len)) != -2)
+            code = n;
+    free(line);
     fclose(f);
     return code;
 }
@@ -122,6 +150,8 @@ int main(int argc, char **argv)
 {
     static const int sigs[] = {SIGTERM, SIGINT, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2};
     struct sigaction sa;
+    siginfo_t end;
+    pid_t parent;
     int status, code, go = -1, status_fd = -1, arg = 1;
     size_t i;
 
@@ -149,11 +179,14 @@ int main(int argc, char **argv)
     sa.sa_handler = forward;
     for (i = 0; i < sizeof(sigs) / sizeof(sigs[0]); i++)
         sigaction(sigs[i], &sa, NULL);
+    parent = getpid();
     child = fork();
     if (child < 0)
         return 125;
     if (child == 0) {
         prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0);  /* QEMU never outlives its wrapper */
+        if (getppid() != parent)  /* (it died before that took hold) */
+            _exit(125);
         sa.sa_handler = SIG_DFL;
         for (i = 0; i < sizeof(sigs) / sizeof(sigs[0]); i++)
             sigaction(sigs[i], &sa, NULL);
@@ -162,7 +195,13 @@ int main(int argc, char **argv)
     }
     /* QEMU's pipes to zoned-vmlog must reach EOF when QEMU exits: no copy kept here */
     close_from_except(3, status_fd);
-    while (waitpid(child, &status, 0) < 0)
+    /* Wait for QEMU's end without reaping it: while it is a zombie its pid cannot be
+     * anyone else's, and from here no signal is passed on (nor taken for its end). */
+    while (waitid(P_PID, (id_t)child, &end, WEXITED | WNOWAIT) < 0)
+        if (errno != EINTR)
+            return 125;
+    child = 0;
+    while (waitpid(end.si_pid, &status, 0) < 0)
         if (errno != EINTR)
             return 125;
     code = guest_status(argv[arg]);

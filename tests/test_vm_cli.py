@@ -213,6 +213,18 @@ def test_a_vm_ended_by_a_signal_reports_128_plus_it(cli, zoned_root):
     assert fg.returncode == 137, err
     assert_nothing_left(zoned_root, "f")
 
+    # kill -9 of the wrapper: QEMU dies with it (pdeathsig), unrecorded: unknown, -1 (as
+    # `zoned wait` prints it), never a success's 0
+    cli("run", "-d", "--name", "u", "--backend", "vm", *ignore_term, check=True, timeout=120)
+    [wrapper] = qemus_of(zoned_root, b"zoned-vmwrap")
+    os.kill(wrapper, signal.SIGKILL)
+    assert stopped_with(cli) is None
+    assert "exited (-1)" in cli("ps", "-a").stdout
+    assert json.loads(cli("inspect", "u").stdout)["State"]["ExitCode"] == -1
+    assert cli("wait", "u").stdout.split() == ["-1"]
+    cli("rm", "u", check=True)
+    assert_nothing_left(zoned_root, "u")
+
 
 def _ctl_of(root: str, cid: str) -> str:
     """The guest's ctl lines of a VM of this root ("" until there are any)."""
@@ -282,7 +294,8 @@ def test_qemu_is_bounded_by_a_memory_limit_a_full_guest_stays_under(cli, zoned_r
     assert_nothing_left(zoned_root, "mem")
 
 
-def test_restart_boots_the_vm_again_on_its_addresses_and_log(cli, zoned_root, monkeypatch):
+def test_restart_boots_the_vm_again_on_its_addresses_and_log(cli, zoned_root, monkeypatch,
+                                                             tmp_path):
     """podman's restart of a Kata container, `virsh reboot`: the guest boots again (its
     writable layer, guest RAM, starts afresh), on the same network address, and its log
     goes on; a stopped VM is started."""
@@ -294,6 +307,11 @@ def test_restart_boots_the_vm_again_on_its_addresses_and_log(cli, zoned_root, mo
         check=True, timeout=120)
     [before] = json.loads(cli("inspect", "r").stdout)["network"]["addresses"]
     [old_qemu] = qemus_of(zoned_root)
+    empty = tmp_path / "no-images"
+    empty.mkdir()
+    p = cli("--images", str(empty), "restart", "r")  # no image to boot: checked first
+    assert p.returncode == 125 and p.stderr.count("\n") == 1 and "busybox" in p.stderr, p
+    assert qemus_of(zoned_root) == [old_qemu]  # still running, still listed (podman's)
     assert cli("restart", "-t", "1", "r", timeout=120).stdout.strip() == "r"
     [qemu] = qemus_of(zoned_root)
     assert qemu != old_qemu

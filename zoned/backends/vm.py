@@ -176,7 +176,8 @@ class VmBackend:
                 log=os.path.join(data, logs.LOG_NAME) if data else None,
                 logger=logger.describe() if logger is not None else None,
                 autoremove=autoremove, backend="vm",
-                vm={"dir": vmdir, "image": image or None},
+                vm={"dir": vmdir, "image": image or None,
+                    **({"images": os.path.abspath(images)} if images else {})},
                 **({"kept_data": True} if data_dir and log else {}))
             nics, dns, hosts = [], [], ""
             if network is not None:
@@ -235,7 +236,12 @@ class VmBackend:
             destroy(vmdir)
             if proc is not None:
                 proc.wait()
-            abandon(store, cid, cgroup=cgroup, network=network, data=data,
+            if data_dir and logger is not None:  # the caller's (a restart's): it stays
+                from zoned.logs import wait_logger
+
+                wait_logger(logger.describe())
+            abandon(store, cid, cgroup=cgroup, network=network,
+                    data=None if data_dir else data,
                     logger=logger.describe() if logger is not None else None)
             raise
         finally:

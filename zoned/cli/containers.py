@@ -55,14 +55,19 @@ def _ps_row(rt, r: dict) -> dict:
             "State": state, "Pid": r.get("pid") or 0,
             "Image": (r.get("annotations") or {}).get("org.zoned.image", ""),
             "Command": " ".join(args), "CreatedAt": r.get("created", ""),
-            "ExitCode": r.get("exit_code", 0)}
+            "ExitCode": UNKNOWN_EXIT if "exit_code" in r and r["exit_code"] is None else
+            r.get("exit_code", 0)}
+
+
+UNKNOWN_EXIT = -1  # an exit code nobody recorded (`zoned wait` prints it too, as podman)
 
 
 def _status(r: dict) -> str:
     """running, paused, created, or podman's "exited (3) 5 seconds ago"."""
     status = str(r["status"])
     if status == "stopped" and "exit_code" in r:
-        status = f"exited ({r['exit_code']})"
+        code = r["exit_code"]
+        status = f"exited ({UNKNOWN_EXIT if code is None else code})"
         if r.get("finished"):
             import time
 

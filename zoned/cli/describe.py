@@ -87,7 +87,8 @@ def document(rt, cid: str, *, raw: bool = False) -> dict:
         "ImageName": ann.get("org.zoned.image"), "Image": ann.get("org.zoned.image"),
         "State": {"Status": "exited" if status == "stopped" else status,
                   "Running": status == "running", "Paused": status == "paused",
-                  "Pid": st.get("pid") or 0, "ExitCode": code if code is not None else 0,
+                  "Pid": st.get("pid") or 0, "ExitCode": code if code is not None else
+                  (-1 if status == "stopped" else 0),  # -1: unknown (zoned wait's too)
                   "FinishedAt": rfc3339(st.get("finished"))},
         "Config": {"Cmd": proc.get("args"), "Env": proc.get("env"),
                    "WorkingDir": proc.get("cwd"), "Hostname": cfg.get("hostname"),

@@ -45,9 +45,10 @@ def cmd_restart(args) -> int:
             commands.reboot(rt, cid, args.time)
             print(cid)
             continue
+        images = _check_bootable(st, rt.config(cid), args.images)  # before it stops
         if st["status"] != "stopped":
             rt.stop(cid, stop_timeout(rt, cid, args.time))
-        code = _boot_again(rt, cid, args.images)
+        code = _boot_again(rt, cid, images)
         if code:
             return code  # the worker printed why
         print(cid)
@@ -55,13 +56,15 @@ def cmd_restart(args) -> int:
 
 
 def _boot_again(rt, cid: str, images: str | None = None) -> int:
-    """Re-create a stopped zone in place: its data dir (upper layer, log) is handed to
-    create as the caller's (kept over the delete), then given back to the zone. A VM boots
+    """Re-create a stopped zone in place (_check_bootable first): its data dir (upper layer,
+    log) is handed to create as the caller's (kept over the delete), then given back to
+    the zone. A VM boots
     its image again, on the same network addresses, its log going on: a reboot (its
     writable layer was guest RAM), as `virsh reboot` or podman's restart of a Kata
     container."""
     from zoned.network.attach import setup_for_restore
 
+    cfg = rt.config(cid)
     with rt.store.lock(cid):
         st = rt.store.read_state(cid)
         z = st.setdefault("zoned", {})
@@ -69,7 +72,6 @@ def _boot_again(rt, cid: str, images: str | None = None) -> int:
         kept = bool(z.get("kept_data"))
         z["kept_data"] = True
         rt.store.write_state(cid, st)
-    cfg = rt.config(cid)
     rt.delete(cid, force=True)
     net = setup_for_restore(rt.store.root, cid, described, cfg.get("hostname") or cid) \
         if described else None
@@ -102,6 +104,28 @@ def _boot_again(rt, cid: str, images: str | None = None) -> int:
             st["zoned"].pop("kept_data", None)
             rt.store.write_state(cid, st)
     return 0
+
+
+def _check_bootable(st: dict, cfg: dict, images: str | None) -> str | None:
+    """Before a restart deletes the record: what its boot needs is there (the zone's image
+    layer; the VM's image, in the store it was made from unless --images says another),
+    so a restart that cannot boot fails with the zone still listed, as podman's. Returns
+    the image store for the boot."""
+    from zoned.errors import ConfigError
+    from zoned.oci.spec import ANN_LOWER
+
+    vm = (st.get("zoned") or {}).get("vm")
+    if vm:
+        from zoned.images.store import ImageStore
+
+        images = images or vm.get("images")
+        ImageStore(images).get(vm["image"])  # (ImageError, one line, if it is gone)
+        return images
+    lower = (cfg.get("annotations") or {}).get(ANN_LOWER)
+    if lower and not os.path.isdir(lower):
+        raise ConfigError(f"cannot restart {st['id']!r}: its image layer {lower!r} is gone "
+                          "(removed or rebuilt image)")
+    return images
 
 
 def cmd_port(args) -> int:
