@@ -28,9 +28,8 @@ import os
 import sys
 
 from zoned.cli.common import runtime
+from zoned.cli.copy_stream import TOP, unpack
 from zoned.errors import ConfigError, ZonedError
-
-TOP = "_zoned_cp_"  # the top-level name in the stream; renamed on the receiving side
 
 
 def split(arg: str) -> tuple[str | None, str]:
@@ -60,38 +59,6 @@ def cmd_cp(args) -> int:
     with rt.store.lock(cid):  # its layer is mounted here: nobody starts it meanwhile
         st = rt.state(cid)
         return _out_of(rt, st, src, dst) if dst_id is None else _into(rt, st, src, dst)
-
-
-def rename(member, name: str, top: str = TOP) -> None:
-    """The stream's top-level name becomes the destination's (hard links' targets too).
-    An entry not below `top` is refused: a stream another side wrote (a VM's guest) may
-    hold anything."""
-    from zoned.images.unpack import UnsafeArchive
-
-    for attr in ("name", "linkname") if member.islnk() else ("name",):
-        value = getattr(member, attr).rstrip("/")
-        if value != top and not value.startswith(top + "/"):
-            raise UnsafeArchive(f"cp: {value!r} is not below {top!r}")
-        setattr(member, attr, name + value[len(top):])
-
-
-CP_MAX_BYTES = 1 << 62  # a copy has no size limit of its own (Unpacker's is for images)
-
-
-def unpack(fileobj, into: str, name: str, *, privileged: bool,
-           owner: tuple[int, int] | None = None, top: str = TOP) -> None:
-    """The tar stream `fileobj` below the directory `into`, its top (`top` in the stream)
-    named `name`; every entry owned by `owner` (uid, gid) where given, else by the ids the
-    stream names."""
-    from zoned.images.unpack import Limits, Unpacker
-
-    def entry(m) -> None:
-        rename(m, name, top)
-        if owner is not None:
-            m.uid, m.gid = owner
-
-    Unpacker(into, Limits(max_bytes=CP_MAX_BYTES), layered=False, privileged=privileged,
-             replace_dirs=False).apply(fileobj, "cp", entry)
 
 
 def _into(rt, st: dict, src: str, dst: str) -> int:

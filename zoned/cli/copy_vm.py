@@ -77,7 +77,7 @@ def _into(vmdir: str, src: str, dst: str) -> int:
 
 
 def _out_of(vmdir: str, src: str, dst: str) -> int:
-    from zoned.cli.copy import unpack
+    from zoned.cli.copy_stream import unpack
 
     path = posixpath.normpath("/" + src)
     top = posixpath.basename(path) or "."
