@@ -9,12 +9,10 @@ from __future__ import annotations
 
 import os
 import posixpath
-import tempfile
 import threading
 
 from zoned.errors import InvalidState, ZonedError
-
-AGENT_TIMEOUT = 120  # s for the guest to start a process: a TCG guest under load is slow
+from zoned.vm.agent import run_in_guest
 
 
 def copy_with_vm(st: dict, src: str, dst: str, *, into_vm: bool) -> int:
@@ -28,25 +26,10 @@ def copy_with_vm(st: dict, src: str, dst: str, *, into_vm: bool) -> int:
     return _into(vmdir, src, dst) if into_vm else _out_of(vmdir, src, dst)
 
 
-def _guest(vmdir: str, argv: list[str], stdin: int | None = None,
-           stdout: int | None = None) -> tuple[int, str]:
-    """Run argv in the guest (root, in /); its exit code and the first line it wrote to
-    stderr, printable."""
-    from zoned.vm.agent import Agent
-    from zoned.vm.config import guest_text
-
-    with tempfile.TemporaryFile() as err:
-        with Agent(vmdir, timeout=AGENT_TIMEOUT) as agent:
-            code = agent.exec(argv, stdio=(stdin, stdout, err.fileno()))
-        err.seek(0)
-        first = err.read(4096).decode(errors="replace").strip().splitlines()
-    return code, guest_text(first[0]) if first else ""
-
-
 def _into(vmdir: str, src: str, dst: str) -> int:
     import tarfile
 
-    is_dir, _ = _guest(vmdir, ["test", "-d", dst])
+    is_dir, _ = run_in_guest(vmdir, ["test", "-d", dst])
     into = dst if is_dir == 0 else (posixpath.dirname(dst.rstrip("/")) or "/")
     name = os.path.basename(src.rstrip("/")) if is_dir == 0 else \
         posixpath.basename(dst.rstrip("/"))
@@ -65,7 +48,7 @@ def _into(vmdir: str, src: str, dst: str) -> int:
     writer = threading.Thread(target=pack, daemon=True)
     writer.start()
     try:
-        code, why = _guest(vmdir, ["tar", "-x", "-f", "-", "-C", into], stdin=r)
+        code, why = run_in_guest(vmdir, ["tar", "-x", "-f", "-", "-C", into], stdin=r)
     finally:
         os.close(r)
         writer.join()
@@ -89,8 +72,8 @@ def _out_of(vmdir: str, src: str, dst: str) -> int:
 
     def run_tar() -> None:
         try:
-            result.append(_guest(vmdir, ["tar", "-c", "-f", "-", "-C",
-                                         posixpath.dirname(path), top], stdout=w))
+            result.append(run_in_guest(vmdir, ["tar", "-c", "-f", "-", "-C",
+                                               posixpath.dirname(path), top], stdout=w))
         except BaseException as e:  # noqa: BLE001 - reported below
             result.append(e)
         finally:

@@ -58,10 +58,9 @@ def cmd_restart(args) -> int:
 def _boot_again(rt, cid: str, images: str | None = None) -> int:
     """Re-create a stopped zone in place (_check_bootable first): its data dir (upper layer,
     log) is handed to create as the caller's (kept over the delete), then given back to
-    the zone. A VM boots
-    its image again, on the same network addresses, its log going on: a reboot (its
-    writable layer was guest RAM), as `virsh reboot` or podman's restart of a Kata
-    container."""
+    the zone. A VM boots its image again, on the same network addresses, its log going
+    on: a reboot (its writable layer was guest RAM), as `virsh reboot` or podman's restart
+    of a Kata container."""
     from zoned.network.attach import setup_for_restore
 
     cfg = rt.config(cid)
@@ -211,20 +210,18 @@ def _top_vm(st: dict, fields: list[str] | None) -> int:
 
     from zoned.backends.vm import vm_of
     from zoned.errors import ZonedError
-    from zoned.vm.agent import Agent
+    from zoned.vm.agent import run_in_guest
     from zoned.vm.config import guest_text
 
     fields = fields or VM_TOP_FIELDS
     own: list[int] = []
-    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
-        with Agent(vm_of(st)["dir"], timeout=120) as agent:
-            code = agent.exec(["ps", "-o", ",".join(fields)],
-                              stdio=(None, out.fileno(), err.fileno()), on_started=own.append)
-        out.seek(0), err.seek(0)
+    with tempfile.TemporaryFile() as out:
+        code, why = run_in_guest(vm_of(st)["dir"], ["ps", "-o", ",".join(fields)],
+                                 stdout=out.fileno(), on_started=own.append)
+        out.seek(0)
         lines = out.read(1 << 20).decode(errors="replace").splitlines()
-        why = err.read(4096).decode(errors="replace").strip().splitlines()
     if code:
-        raise ZonedError(f"top: the guest's ps: {guest_text(why[0]) if why else code}")
+        raise ZonedError(f"top: the guest's ps: {why or f'exit {code}'}")
     if "pid" in fields and "ppid" in fields:
         pid, ppid = fields.index("pid"), fields.index("ppid")
         hidden = {"2", *map(str, own)}

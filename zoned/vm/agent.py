@@ -167,13 +167,31 @@ class Agent:
                         raise ExecError(f"VM exec: {guest_text(body)}")
 
 
+def run_in_guest(vmdir: str, argv: list[str], *, stdin: int | None = None,
+                 stdout: int | None = None, timeout: float = 120.0,
+                 on_started: object = None) -> tuple[int, str]:
+    """Run argv in the guest (root, in /) through a new agent connection, stdin copied
+    from the stdin fd, output to the stdout fd: its exit code and the first line it wrote
+    to stderr, printable (the guest's text, for one line of zoned's). timeout: for the
+    guest to start it (a TCG guest under load is slow)."""
+    import tempfile
+
+    with tempfile.TemporaryFile() as err:
+        with Agent(vmdir, timeout=timeout) as agent:
+            code = agent.exec(argv, stdio=(stdin, stdout, err.fileno()),
+                              on_started=on_started)
+        err.seek(0)
+        first = err.read(4096).decode(errors="replace").strip().splitlines()
+    return code, guest_text(first[0]) if first else ""
+
+
 def _write_all(fd: int, data: bytes) -> None:
     view = memoryview(data)
     while view:
         view = view[os.write(fd, view):]
 
 
-__all__ = ["Agent", "decode_frames", "encode_frame", "decode_records"]
+__all__ = ["Agent", "decode_frames", "encode_frame", "decode_records", "run_in_guest"]
 
 
 def guest_number(body: bytes, what: str, top: int) -> int:
