@@ -54,14 +54,14 @@ class _HashWriter(io.RawIOBase):
 def _tar_rootfs(rootfs: str, out: Any) -> None:
     """The rootfs as a tar stream: each directory, then its other entries, by name; by an
     iterative fd walk (zoned.linux.files.walk): no depth limit, no symlink followed."""
-    from zoned.linux.files import walk
+    from zoned.linux.files import fd_path, walk
 
     with tarfile.open(fileobj=out, mode="w|", format=tarfile.PAX_FORMAT) as tar:
         for fd, parts, entries in walk(rootfs):
             entries.sort(key=lambda e: e.name)  # walk descends in this order
             names = [e.name for e in entries if not e.is_dir(follow_symlinks=False)]
             for n in ([""] if parts else []) + names:
-                path = f"/proc/self/fd/{fd}/{n or '.'}"  # (lstat: the dir, not the fd link)
+                path = fd_path(fd, n)  # (lstat: the dir, not the fd's link)
                 arc = "/".join([*parts, n] if n else parts)
                 ti = tar.gettarinfo(path, arcname=arc)
                 if ti is None:  # a socket: nothing to carry

@@ -11,7 +11,6 @@ from typing import IO, Any
 from zoned.images.errors import ImageError
 
 MAX_JSON = 16 << 20  # manifests and configs are kilobytes; refuse to load a "JSON bomb"
-_MAX_JSON = MAX_JSON
 
 
 class TarDir:
@@ -54,7 +53,7 @@ class TarDir:
         return f
 
     def read(self, name: str) -> bytes:
-        if self.size(name) > _MAX_JSON:
+        if self.size(name) > MAX_JSON:
             raise ImageError(f"{self.path}: {name} is too large")
         return self.open(name).read()
 
@@ -117,10 +116,10 @@ class Dir:
         return os.fdopen(fd, "rb")
 
     def read(self, name: str) -> bytes:
-        if self.size(name) > _MAX_JSON:
+        if self.size(name) > MAX_JSON:
             raise ImageError(f"{self.path}: {name} is too large")
         with self.open(name) as f:
-            return f.read(_MAX_JSON + 1)
+            return f.read(MAX_JSON + 1)
 
     def close(self) -> None:
         if self.fd >= 0:

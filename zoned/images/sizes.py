@@ -5,8 +5,8 @@ the hard-linking of identical files across images that makes such sharing happen
 Images are unpacked rootfs dirs (every zone's read-only overlay lower, and the source of a
 VM's squashfs), so two images from the same base would hold the same files twice. At
 create time, a regular file identical to one in another image -- same bytes, mode, owner,
-no xattrs -- is replaced by a hard link to it (see share: by fds, never through a symlink). Lowers are never written (overlayfs copies
-up), so sharing an inode is safe; `zoned image rm` of one image leaves the other whole.
+no xattrs -- is replaced by a hard link to it (see share: by fds, never through a
+symlink). Lowers are never written (overlayfs copies up), so sharing an inode is safe; `zoned image rm` of one image leaves the other whole.
 `zoned image ls` reports SHARED (bytes in inodes another image also links) and UNIQUE (what
 removing the image would free).
 """
@@ -16,7 +16,7 @@ import hashlib
 import os
 import stat
 
-from zoned.linux.files import walk
+from zoned.linux.files import fd_path, walk
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # annotations only
@@ -25,12 +25,6 @@ if TYPE_CHECKING:  # annotations only
 MIN_SHARE = 4096  # smaller files are not worth a hash and a link
 _READ = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC  # never a FIFO's wait
 _TMP = ".zoned-share-tmp"
-
-
-def _at(dir_fd: int, name: str) -> str:
-    """A path naming `name` in the directory dir_fd is open on, for the calls that take
-    no dir_fd (xattrs, lastref): the fd's magic link, then `name` (not followed)."""
-    return f"/proc/self/fd/{dir_fd}/{name}"
 
 
 def _regular_files(rootfs: str) -> Iterator[tuple[int, str, list[str], os.stat_result]]:
@@ -56,7 +50,7 @@ def scan(rootfs: str) -> dict:
         if st.st_mode & (stat.S_ISUID | stat.S_ISGID):
             setuid.append(rel)
         try:
-            if "security.capability" in os.listxattr(_at(fd, name), follow_symlinks=False):
+            if "security.capability" in os.listxattr(fd_path(fd, name), follow_symlinks=False):
                 caps.append(rel)
         except OSError:
             pass

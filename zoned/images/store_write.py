@@ -318,7 +318,7 @@ def tree_digest(root: str) -> str:
     import hashlib
     import stat
 
-    from zoned.linux.files import walk
+    from zoned.linux.files import fd_path, walk
 
     h = hashlib.sha256(b"zoned-tree-digest-v2\0")
 
@@ -330,7 +330,7 @@ def tree_digest(root: str) -> str:
         field(os.fsencode(rel))
         field(_KIND.get(stat.S_IFMT(st.st_mode), b"?"))
         field(b"%o %d %d" % (stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid))
-        at = f"/proc/self/fd/{dir_fd}/{name or '.'}"  # ('.': the dir, not the fd's link)
+        at = fd_path(dir_fd, name)
         try:
             attrs = sorted(os.listxattr(at, follow_symlinks=False))
         except OSError:
@@ -423,9 +423,9 @@ def retire(aside: str, old_rootfs: str, fd: int) -> None:
 def collect_garbage(store: ImageStore, dry_run: bool = False) -> list[str]:
     """Remove unlocked .build-* (crashed builds) and unused .old-* dirs (caller holds the
     lock). A build in progress is told apart by the flock its builder holds on its dir's
-    lock file (hold), released by the kernel when the builder dies, however it dies. One entry that
-    cannot be removed is reported and skipped: it must not stop the command (every import,
-    rm and prune runs this first)."""
+    lock file (hold), released by the kernel when the builder dies, however it dies. One
+    entry that cannot be removed is reported and skipped: it must not stop the command
+    (every import, rm and prune runs this first)."""
     removed = []
     names = os.listdir(store.root_dir)
     for n in names:
@@ -436,10 +436,7 @@ def collect_garbage(store: ImageStore, dry_run: bool = False) -> list[str]:
             if n[:-5] not in names and (fd := try_acquire(p)) is not None:
                 release(p[:-5], fd)  # its dir is gone: left by a crash
             continue
-        try:
-            fd = try_acquire(p + ".lock")
-        except OSError:  # (a lock file we cannot open is nothing of ours)
-            continue
+        fd = try_acquire(p + ".lock")  # (None too for one we cannot open: not ours)
         if fd is None:  # its owner is alive and working on it
             continue
         try:
