@@ -382,6 +382,53 @@ def test_restart_keeps_layer_and_addresses(z):
     z("rm", "-f", "zpcr", check=True)
 
 
+def test_start_of_an_exited_or_running_container_as_podman(podman, z):
+    """podman's start boots an exited container again (its log goes on, its exit code is
+    the new run's) and leaves a running one as it is; both print the name."""
+    seen = []
+    for tool, name in ((podman, "zpcs-pm"), (z, "zpcs")):
+        _detached(tool, name, "sh", "-c", "echo hi; exit 3")
+        assert tool("wait", name).stdout == "3\n"
+        started = tool("start", name)
+        waited = tool("wait", name).stdout
+        seen.append((started.returncode, started.stdout.replace(name, "N"), waited,
+                     tool("logs", name).stdout))
+        _detached(tool, name + "-up", "sleep", "100")
+        again = tool("start", name + "-up")
+        seen.append((again.returncode, again.stdout.replace(name, "N"),
+                     tool("inspect", "--format", "{{.State.Running}}", name + "-up").stdout))
+        tool("rm", "-f", name, name + "-up")
+    assert seen[:2] == seen[2:], seen
+    assert seen[0] == (0, "N\n", "3\n", "hi\nhi\n"), seen
+
+
+def test_restart_that_cannot_start_keeps_the_zone(z, tmp_path):
+    """A restart whose new start fails (a bind source gone) says why in one line and
+    leaves the zone listed, exited with its code, its writable layer kept: once the source
+    is back it starts with what it had written. (Before, the zone vanished, its layer left
+    on disk.)"""
+    vol = tmp_path / "vol"
+    vol.mkdir()
+    z("run", "-d", "--name", "zpcrf", "-v", f"{vol}:/v", "busybox", "sh", "-c",
+      "test -e /root/mark || echo kept > /root/mark; cat /root/mark; exit 3", check=True)
+    assert z("wait", "zpcrf").stdout == "3\n"
+    data = json.loads(Path(z.root, "zpcrf", "state.json").read_text())["zoned"]["data"]
+    assert os.path.isdir(data)
+    vol.rmdir()
+    for cmd in ("restart", "start"):
+        r = z(cmd, "zpcrf")
+        assert r.returncode == 125, (cmd, r.stderr)
+        assert r.stderr.count("\n") == 1 and str(vol) in r.stderr, (cmd, r.stderr)
+        ps = z("ps", "-a", "--format", "{{.Names}} {{.Status}}").stdout
+        assert ps.startswith("zpcrf exited (3)"), (cmd, ps)
+    vol.mkdir()
+    assert z("start", "zpcrf").stdout == "zpcrf\n"
+    assert z("wait", "zpcrf").stdout == "3\n"
+    assert z("logs", "zpcrf").stdout == "kept\nkept\n"  # the first run's and this one's
+    z("rm", "zpcrf", check=True)
+    assert not os.path.exists(data) and z("ps", "-a", "-q").stdout == ""
+
+
 def test_wait_rename_top_port(z):
     assert z("run", "--name", "zpcw", "busybox", "sh", "-c", "exit 7").returncode == 7
     assert z("wait", "zpcw").stdout == "7\n"

@@ -7,6 +7,7 @@ import sys
 
 from zoned.cli.common import runtime
 from zoned.cli.describe import recorded_code
+from zoned.errors import ZonedError
 
 
 def cmd_wait(args) -> int:
@@ -55,23 +56,87 @@ def cmd_restart(args) -> int:
     return 0
 
 
+def start_made(rt, cid: str, images: str | None) -> int | None:
+    """podman's `start` of a zone zoned made itself (from an image or --rootfs, not an OCI
+    bundle): a stopped one boots again as `restart` boots it, and its name is printed; a
+    running one is left as it is, silently (as podman 4.3). None for anything else:
+    runc's start of a created container (what podman and containerd call) goes on, as
+    does its error for the rest."""
+    st = rt.state(cid)
+    if st.get("bundle") != rt.store.dir(cid) or st["status"] not in ("running", "stopped"):
+        return None
+    if st["status"] == "stopped":
+        code = _boot_again(rt, cid, _check_bootable(st, rt.config(cid), images))
+        if code:
+            return code  # the worker printed why
+        print(cid)
+    return 0
+
+
 def _boot_again(rt, cid: str, images: str | None = None) -> int:
     """Re-create a stopped zone in place (_check_bootable first): its data dir (upper layer,
     log) is handed to create as the caller's (kept over the delete), then given back to
     the zone. A VM boots its image again, on the same network addresses, its log going
     on: a reboot (its writable layer was guest RAM), as `virsh reboot` or podman's restart
     of a Kata container."""
-    from zoned.network.attach import setup_for_restore
-
     cfg = rt.config(cid)
     with rt.store.lock(cid):
         st = rt.store.read_state(cid)
+        record = rt.store.record(cid, _record_names(rt, cid, st))
         z = st.setdefault("zoned", {})
-        data, described, log = z.get("data"), z.get("network"), bool(z.get("log"))
         kept = bool(z.get("kept_data"))
         z["kept_data"] = True
         rt.store.write_state(cid, st)
     rt.delete(cid, force=True)
+    me = os.getpid()
+    try:
+        code = _start_in_place(rt, cid, cfg, z, images)
+    except BaseException:
+        if os.getpid() == me:  # (not in start_reaped's worker: it exits with a code)
+            _record_again(rt, cid, record)
+        raise
+    if code:
+        _record_again(rt, cid, record)
+        return code
+    if not kept:
+        with rt.store.lock(cid):
+            st = rt.store.read_state(cid)
+            st["zoned"].pop("kept_data", None)
+            rt.store.write_state(cid, st)
+    return 0
+
+
+def _record_names(rt, cid: str, st: dict) -> tuple[str, ...]:
+    """What a stopped zone's record is (config, state, exit status; a VM's guest lines and
+    QEMU's end), written back as it was if the new start fails."""
+    names = ("config.json", "state.json", "exit")
+    vm = (st.get("zoned") or {}).get("vm")
+    if vm and vm.get("dir"):
+        from zoned.vm.machine import VMPaths
+
+        rel = os.path.relpath(vm["dir"], rt.store.dir(cid))
+        if not rel.startswith(".."):
+            names += (VMPaths(rel).ctl, VMPaths(rel).end)
+    return names
+
+
+def _record_again(rt, cid: str, record: dict[str, bytes]) -> None:
+    """A restart whose new start failed (its error is said) leaves the zone listed and
+    stopped as before, as podman's does; its address was given back (podman's stopped
+    containers hold none either). Its writable layer and log were kept throughout."""
+    try:
+        rt.store.record_again(cid, record)
+    except (OSError, ZonedError) as e:
+        print(f"zoned: {cid}: the stopped zone's record could not be written back ({e}); "
+              "`zoned gc` removes its data", file=sys.stderr)
+
+
+def _start_in_place(rt, cid: str, cfg: dict, z: dict, images: str | None) -> int:
+    """The new start of _boot_again, the old record gone: 0, or the worker's exit code
+    (it printed why)."""
+    from zoned.network.attach import setup_for_restore
+
+    data, described, log = z.get("data"), z.get("network"), bool(z.get("log"))
     net = setup_for_restore(rt.store.root, cid, described, cfg.get("hostname") or cid) \
         if described else None
 
@@ -92,16 +157,8 @@ def _boot_again(rt, cid: str, images: str | None = None) -> int:
         # code is kept (a VM's is kept by QEMU's parent, zoned-vmwrap)
         from zoned.cli.detach import start_reaped
 
-        code = start_reaped(start)
-        if code:
-            return code
-    else:
-        start()
-    if not kept:
-        with rt.store.lock(cid):
-            st = rt.store.read_state(cid)
-            st["zoned"].pop("kept_data", None)
-            rt.store.write_state(cid, st)
+        return start_reaped(start)
+    start()
     return 0
 
 

@@ -116,8 +116,9 @@ def cmd_undefine(args) -> int:
 
 
 def cmd_start(args) -> int:
-    """`start ID`: runc's start of a created container (what podman and containerd call),
-    else booting a defined zone (again)."""
+    """`start ID`: runc's start of a created container (what podman and containerd call);
+    podman's of a zone zoned made (manage.start_made); else booting a defined zone
+    (again)."""
     rt = runtime(args)
     name = args.id
     if rt.store.exists(name):
@@ -126,6 +127,12 @@ def cmd_start(args) -> int:
                 not (st.get("annotations") or {}).get("org.zoned.zone"):
             from zoned.cli.oci import cmd_start as oci_start
 
+            if st.get("status") != "created":
+                from zoned.cli.manage import start_made
+
+                code = start_made(rt, name, args.images)
+                if code is not None:
+                    return code
             return oci_start(args)
     from zoned.zones import commands
     from zoned.zones.zonefile import zone_path

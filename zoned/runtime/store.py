@@ -261,6 +261,31 @@ class Store:
         lastref.hold(path)
         os.replace(tmp, path)
 
+    def record(self, cid: str, names: tuple[str, ...]) -> dict[str, bytes]:
+        """The named files of a container's dir (relative paths) as they are now, those
+        that exist: what record_again writes back (a restart whose new start failed)."""
+        files = {}
+        for name in names:
+            try:
+                with open(os.path.join(self.root, cid, name), "rb") as f:
+                    files[name] = f.read()
+            except FileNotFoundError:
+                pass
+        return files
+
+    def record_again(self, cid: str, files: dict[str, bytes]) -> None:
+        """Claim `cid` again and write `files` (from record) into its new dir, state.json
+        last: until then a reader sees a container being created, and gc one whose create
+        did not finish. Raises as reserve if the name was taken meanwhile."""
+        d = self.reserve(cid)
+        for name in sorted(files, key=lambda n: n == "state.json"):
+            path = os.path.join(d, name)
+            os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW |
+                         os.O_CLOEXEC, 0o644)
+            with open(fd, "wb") as f:
+                f.write(files[name])
+
     def read_config(self, cid: str) -> dict:
         with open(os.path.join(self.root, cid, "config.json")) as f:
             return jsonc.load(f)
