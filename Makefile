@@ -75,7 +75,7 @@ vm-kernel: $(STAMP)/apt
 # (an edit within the second of the last compile), and that stale .pyc is then never used.
 # Then the same code in one pack (zoned/modulepack.py): a `zoned run` reads its ~60 modules
 # from one file, 2-3 ms sooner; a module whose source changed since loads as usual.
-bytecode: $(STAMP)/venv
+bytecode: $(STAMP)/shim
 	@$(PY) -m compileall -q -f zoned
 	@$(PY) -c 'from zoned import modulepack_write; modulepack_write.write("zoned")'
 
@@ -144,9 +144,11 @@ systemd-unit: $(STAMP)/venv dist/zoned.service
 	@sed 's|@ZONED@|$(abspath $(ZONED))|' dist/zoned.service > $(SYSTEMD_UNIT_DIR)/zoned.service
 	@if [ -d /run/systemd/system ]; then systemctl daemon-reload && systemctl enable -q zoned.service; fi
 
-# The last step of `zoned exec` and of a container's init (it waits for `start` as this),
-# run from a sealed memfd copy (csrc/spawn.c says why).
-zoned/libexec/zoned-spawn: csrc/spawn.c csrc/zoned.c csrc/zoned.h $(STAMP)/musl-kernel-headers
+# The last step of `zoned exec`, and a container's init from its fork on (`setup`, the
+# set-up in C: csrc/setup.c), run from a sealed memfd copy where it waits for `start`
+# (csrc/spawn.c says why).
+zoned/libexec/zoned-spawn: csrc/spawn.c csrc/zoned.c csrc/zoned.h csrc/setupplan.c csrc/setup.c \
+		csrc/inroot.c csrc/initplan.h $(STAMP)/musl-kernel-headers
 	@mkdir -p zoned/libexec
 	$(STATIC_CC) -Icsrc -o $@ csrc/spawn.c
 

@@ -10,10 +10,11 @@
  * its memory belongs to the host's user namespace (fs/exec.c would_dump), so ptrace and
  * /proc/PID/{mem,fd} need CAP_SYS_PTRACE there.
  *
- * It is also the last step of a container's init (`zoned-spawn init ...`, see init_main
- * below): the init, set up in Python, execs this copy before it reports "ready", so that
- * a created zone's PID 1 is this sealed copy while it waits for `start`, never the host's
- * python.
+ * It is also a container's init: `zoned-spawn setup SOCK PLAN_FD` (csrc/setupplan.c) is
+ * exec'd by zoned's child at once and sets the container up in C from a plan; or, where
+ * the init is set up in Python, `zoned-spawn init ...` (init_main below) is its last step,
+ * exec'd before it reports "ready". Either way a created zone's PID 1 is this sealed copy
+ * while it waits for `start`, never the host's python.
  *
  * Usage: zoned-spawn SOCK PDEATHSIG PARENT_PIDFD TTY SECCOMP_FLAGS BPF_FD PATH ARGV0 ARGS...
  *   SOCK          zoned's sync socket: gets {"op":"made","pid":N}, answers when the process
@@ -40,6 +41,7 @@
 extern char **environ;
 
 static int init_main(int argc, char **argv);
+static int setup_main(int argc, char **argv);
 
 static void cloexec(int fd)
 {
@@ -60,6 +62,8 @@ int main(int argc, char **argv)
     prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);  /* before anything: exec made it dumpable */
     if (argc > 1 && strcmp(argv[1], "init") == 0)
         return init_main(argc, argv);
+    if (argc > 1 && strcmp(argv[1], "setup") == 0)
+        return setup_main(argc, argv);
     if (argc < 9)
         return 2;
     sock = atoi(argv[1]);
@@ -144,7 +148,7 @@ static size_t json_escape(char *out, size_t size, const char *s)
         if (c == '"' || c == '\\') {
             out[o++] = '\\';
             out[o++] = (char)c;
-        } else if (c < 0x20) {
+        } else if (c < 0x20 || c >= 0x80) {  /* (not UTF-8 for certain: as latin-1) */
             o += (size_t)snprintf(out + o, size - o, "\\u%04x", c);
         } else {
             out[o++] = (char)c;
@@ -154,46 +158,55 @@ static size_t json_escape(char *out, size_t size, const char *s)
     return o;
 }
 
+/* process.run_child's report of a failure: {"op":"error","message":...,"errno":E} on SOCK if
+ * it is still open, else on stderr; returns the exit code: 127 (ENOENT), 126 (EACCES,
+ * EPERM, ENOEXEC) or 1 (E 0: any failure of the set-up is zoned's or the config's). */
+static int report_error(int sock, const char *text, int err)
+{
+    static char msg[8192 * 6 + 64], escaped[8192 * 6 + 1];
+    int code = err == ENOENT ? 127 : (err == EACCES || err == EPERM || err == ENOEXEC) ? 126 : 1;
+    ssize_t n;
+    if (sock >= 0) {
+        json_escape(escaped, sizeof(escaped), text);
+        n = snprintf(msg, sizeof(msg), "{\"op\":\"error\",\"message\":\"%s\",\"errno\":%d}",
+                     escaped, err);
+        if (n > 0 && n < (ssize_t)sizeof(msg) &&
+            send(sock, msg, (size_t)n, MSG_NOSIGNAL) == n)
+            return code;
+    }
+    n = snprintf(msg, sizeof(msg), "zoned: container init: %s\n", text);
+    if (n > 0 && write(2, msg, (size_t)n < sizeof(msg) ? (size_t)n : sizeof(msg) - 1) < 0) {
+        /* nothing left to tell it with */
+    }
+    return code;
+}
+
 /*
- * zoned-spawn init SOCK FIFO_FD KEEP_PDEATHSIG SECCOMP_FLAGS BPF_FD PATH ARGV0 ARGS...
- * Run by a container's init (zoned/child/initstub.py, exec_stub) once its set-up is done,
- * with the process's environment; it keeps process._child's protocol from "ready" on:
+ * A container's init from "ready" to execve, keeping process._child's protocol:
  *   SOCK            the sync socket: sends {"op":"ready"}, then
- *   FIFO_FD >= 0    (create/start) waits for {"op":"ack"}, drops pdeathsig unless
+ *   FIFO >= 0       (create/start) waits for {"op":"ack"}, drops pdeathsig unless
  *                   KEEP_PDEATHSIG, sends {"op":"detached"}, closes SOCK and blocks opening
  *                   exec.fifo (an O_PATH fd) for writing until `zoned start` reads it;
- *   FIFO_FD -1      (run) waits for {"op":"start"}, drops pdeathsig unless KEEP_PDEATHSIG;
- * then loads the filter in BPF_FD (-1: none; without no_new_privs the init loaded it before
+ *   FIFO -1         (run) waits for {"op":"start"}, drops pdeathsig unless KEEP_PDEATHSIG;
+ * then loads the filter BPF (none if empty; without no_new_privs the init loaded it before
  * dropping its capabilities) and execs PATH (already looked up in the container's PATH).
- * A failure is reported as process.run_child does: {"op":"error","message":...,"errno":E}
- * on SOCK if it is still open, else on stderr, and exit 127 (ENOENT), 126 (EACCES, EPERM,
- * ENOEXEC) or 1. EOF on SOCK (CLOEXEC here) tells zoned that execve worked.
+ * A failure is reported (report_error); EOF on SOCK (CLOEXEC here) tells zoned that execve
+ * worked. Returns the exit code on failure.
  */
-static int init_main(int argc, char **argv)
+static int init_wait_exec(int sock, int fifo, int keep_pdeathsig, unsigned int seccomp_flags,
+                          const unsigned char *bpf, size_t bpf_len, const char *path,
+                          char *const argv[], char *const envp[])
 {
-    static unsigned char bpf[1 << 16];
     static char msg[8192], text[4096];
-    int sock, fifo, keep_pdeathsig, bpf_fd, fd, code, err;
-    unsigned int seccomp_flags;
-    size_t bpf_len;
+    int fd, err;
     ssize_t n;
-    const char *path;
 
-    if (argc < 9)
-        return 2;
-    sock = atoi(argv[2]);
-    fifo = atoi(argv[3]);
-    keep_pdeathsig = atoi(argv[4]);
-    seccomp_flags = (unsigned int)strtoul(argv[5], NULL, 10);
-    bpf_fd = atoi(argv[6]);
-    path = argv[7];
     cloexec(sock);
     cloexec(fifo);
-    /* a change of capabilities at this exec may have cleared it; EOF on SOCK covers a
-     * creator that died before */
+    /* a change of capabilities (at this exec, or the init's set-up) may have cleared it;
+     * EOF on SOCK covers a creator that died before */
     if (prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) < 0)
         return 1;
-    bpf_len = read_bpf(bpf_fd, bpf, sizeof(bpf));
     if (send(sock, "{\"op\":\"ready\"}", 14, MSG_NOSIGNAL) != 14)
         return 1;
     n = recv(sock, msg, sizeof(msg), 0);
@@ -216,22 +229,29 @@ static int init_main(int argc, char **argv)
     }
     errno = 0;
     if (bpf_len == 0 || z_seccomp_set_filter(seccomp_flags, bpf, bpf_len) == 0)
-        execve(path, argv + 8, environ);
+        execve(path, argv, envp);
     err = errno;
-    code = err == ENOENT ? 127 : (err == EACCES || err == EPERM || err == ENOEXEC) ? 126 : 1;
     snprintf(text, sizeof(text), "%s: %s", strerror(err), path);
-    if (sock >= 0) {
-        static char escaped[sizeof(text) * 6 + 1];
-        json_escape(escaped, sizeof(escaped), text);
-        n = snprintf(msg, sizeof(msg), "{\"op\":\"error\",\"message\":\"%s\",\"errno\":%d}",
-                     escaped, err);
-        if (n > 0 && n < (ssize_t)sizeof(msg) &&
-            send(sock, msg, (size_t)n, MSG_NOSIGNAL) == n)
-            return code;
-    }
-    n = snprintf(msg, sizeof(msg), "zoned: container init: %s\n", text);
-    if (n > 0 && write(2, msg, (size_t)n < sizeof(msg) ? (size_t)n : sizeof(msg) - 1) < 0) {
-        /* nothing left to tell it with */
-    }
-    return code;
+    return report_error(sock, text, err);
 }
+
+/*
+ * zoned-spawn init SOCK FIFO_FD KEEP_PDEATHSIG SECCOMP_FLAGS BPF_FD PATH ARGV0 ARGS...
+ * Run by a container's init set up in Python (zoned/child/initstub.py, exec_stub) once its
+ * set-up is done, with the process's environment: init_wait_exec, the filter read from
+ * BPF_FD (-1: none).
+ */
+static int init_main(int argc, char **argv)
+{
+    static unsigned char bpf[1 << 16];
+    size_t bpf_len;
+
+    if (argc < 9)
+        return 2;
+    bpf_len = read_bpf(atoi(argv[6]), bpf, sizeof(bpf));
+    return init_wait_exec(atoi(argv[2]), atoi(argv[3]), atoi(argv[4]),
+                          (unsigned int)strtoul(argv[5], NULL, 10), bpf, bpf_len, argv[7],
+                          argv + 8, environ);
+}
+
+#include "setupplan.c"

@@ -143,12 +143,16 @@ def test_created_init_is_a_sealed_copy_to_a_ptrace_capable_attacker(cli, bundle)
         cli("delete", "-f", cid, check=True)
 
 
-def test_a_zone_started_at_once_admits_nobody_while_its_init_is_python(cli, monkeypatch):
-    """`zoned run` creates and starts in one step (Runtime.run): its init execs the zone's
-    process straight from Python, with no sealed copy in between. So until that exec, the
-    zone's record must not say "created" or "running": `exec` (the way in for an attacker
-    with CAP_SYS_PTRACE, see above) refuses it, and nothing else is in its namespaces.
-    Held in that window by a fault point; then it runs, and exec works."""
+@pytest.mark.parametrize("kind", ["c", "python"])
+def test_a_zone_started_at_once_admits_nobody_while_its_init_is_zoneds(cli, monkeypatch,
+                                                                      kind):
+    """`zoned run` creates and starts in one step (Runtime.run): its init (zoned-spawn from
+    the host's file, or a copy of zoned's python) execs the zone's process with no sealed
+    copy in between. So until that exec, the zone's record must not say "created" or
+    "running": `exec` (the way in for an attacker with CAP_SYS_PTRACE, see above) refuses
+    it, and nothing else is in its namespaces. Held in that window by a fault point; then
+    it runs, and exec works."""
+    monkeypatch.setenv("ZONED_INIT", kind)
     monkeypatch.setenv("ZONED_TEST_FAULT", "run:ready=3")
     run = subprocess.Popen([ZONED, "--root", cli.root, "run", "--name", "r1", "--", "sleep",
                             "1000"], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
@@ -169,8 +173,9 @@ def test_a_zone_started_at_once_admits_nobody_while_its_init_is_python(cli, monk
         p = cli("exec", "r1", "--", "true")
         assert p.returncode != 0 and "creating" in p.stderr, (p.returncode, p.stderr)
         assert json.loads(cli("state", "r1").stdout)["status"] == "creating"
-        # all of that while PID 1 was still a copy of zoned's python
-        assert Path(f"/proc/{init}/cmdline").read_bytes() == python
+        # all of that while PID 1 was still zoned's
+        zoneds = b"zoned-spawn\0setup\0" if kind == "c" else python
+        assert Path(f"/proc/{init}/cmdline").read_bytes().startswith(zoneds)
         deadline = time.monotonic() + 20
         while json.loads(cli("state", "r1").stdout)["status"] != "running":
             assert time.monotonic() < deadline and run.poll() is None, "it never ran"

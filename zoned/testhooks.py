@@ -24,6 +24,12 @@ _passes: dict[str, int] = {}
 _TRACE = os.environ.get("ZONED_TRACE_START") == "1"
 
 
+def tracing() -> bool:
+    """Whether the steps of a start are traced (ZONED_TRACE_START=1): the C init's plan
+    then has its marks (zoned.child.initplan)."""
+    return _TRACE
+
+
 def mark(step: str) -> None:
     """A step of a start, for bench/start_timeline.py (ZONED_TRACE_START=1)."""
     if _TRACE:

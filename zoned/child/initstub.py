@@ -1,6 +1,7 @@
 """A created zone's init waits for `start` as zoned-spawn's sealed memfd copy, not as python.
 
-The init is set up in Python (zoned.child.process._child); its last step there execs the copy
+Where the init is set up in Python (zoned.child.process._child; else it is that copy from
+its first instruction: zoned.child.initplan), its last step execs the copy
 process.spawn_copy made, which speaks the init's side of the sync protocol from "ready" on
 and execs the container's process (csrc/spawn.c, init_main). So a process holding
 CAP_SYS_PTRACE in the host's user namespace that opens /proc/1/exe of a created zone finds

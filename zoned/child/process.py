@@ -1,5 +1,5 @@
-"""The container child: everything between fork and exec, in order.
-
+"""The container child in Python: everything between fork and exec, in order. (An init is
+set up in C where it can be: zoned.child.initplan compiles these steps for csrc/setup.c.)
 The parent (zoned.runtime) forks; the child joins or creates namespaces, builds its rootfs,
 drops privileges, reports "ready" over a socketpair, waits to be started, and execs through
 the C step that loads seccomp and calls execve with nothing in between. The child never
@@ -61,7 +61,7 @@ class Plan:
                  "bpf", "seccomp_flags", "hierarchies", "wait_namespaces", "keep_pdeathsig",
                  "preserve_fds", "no_pivot", "pidns_fd", "cgroup_path", "idmap_fds",
                  "caller_mntns", "spawn_fd", "rootless", "volatile", "late_process",
-                 "skeleton", "stage_pid", "memory_cgroup_path")
+                 "skeleton", "stage_pid", "memory_cgroup_path", "init_plan")
 
     def __init__(self, cfg: dict, sock: _socket.socket, *,
                  rootfs: str | None = None,           # None: exec into an existing container
@@ -99,6 +99,7 @@ class Plan:
         self.late_process = late_process
         self.skeleton = skeleton or {}  # host dirs to bind (zoned.runtime.steps.make_skeleton)
         self.stage_pid = 0  # a sibling's user-namespace stage 1 (runtime.handoff.fork_userns)
+        self.init_plan: bytes | None = None  # the C init's (zoned.child.initplan), if it fits
 
 
 _FORKING = _thread.allocate_lock()

@@ -133,7 +133,7 @@ class Rootfs:
                 self.mount(m, self.idmap_fds.get(i))
             except OSError as e:  # the config's fault, not the command's (no 127/126)
                 raise ConfigError(f'invalid mounts[{i}] ({m.get("type") or "bind"} on '
-                                  f'"{m["destination"]}"): {_what(e)}') from None
+                                  f'"{m["destination"]}"): {oserror_text(e)}') from None
         self.make_devices()
         if waiting:
             cgroup_ready()
@@ -258,7 +258,7 @@ class Rootfs:
                 self._make_device(d, kind)
             except OSError as e:  # the config's fault, not the command's (no 127/126)
                 raise ConfigError(f'invalid linux.devices[{i}].path "{d["path"]}": '
-                                  f"{_what(e)}") from None
+                                  f"{oserror_text(e)}") from None
         dev = inroot.open_dir(self.root_fd, inroot.resolve(self.root_fd, "/dev"))
         try:
             for src, link in DEV_SYMLINKS:
@@ -335,7 +335,7 @@ class Rootfs:
             try:
                 masked_dir = mask_path(p, self.empty_tree, masked_dir) or masked_dir
             except OSError as e:
-                raise ConfigError(f'invalid linux.maskedPaths[{i}] "{p}": {_what(e)}') from None
+                raise ConfigError(f'invalid linux.maskedPaths[{i}] "{p}": {oserror_text(e)}') from None
         if self.empty_tree is not None:
             os.close(self.empty_tree)  # attached above, or (no directory masked) freed
             self.empty_tree = None
@@ -343,13 +343,13 @@ class Rootfs:
             try:
                 readonly_path(p)
             except OSError as e:
-                raise ConfigError(f'invalid linux.readonlyPaths[{i}] "{p}": {_what(e)}') \
+                raise ConfigError(f'invalid linux.readonlyPaths[{i}] "{p}": {oserror_text(e)}') \
                     from None
         if (self.cfg.get("root") or {}).get("readonly"):
             sc.mount_setattr("/", attr_set=sc.MOUNT_ATTR_RDONLY, flags=0)
 
 
-def _what(e: OSError) -> str:
+def oserror_text(e: OSError) -> str:
     """An OSError of the set-up as the end of a one-line message."""
     return f"{e.strerror}: {e.filename}" if e.filename else str(e.strerror or e)
 
@@ -362,7 +362,7 @@ def check_proc_mount(m: dict, dest: str, kind: str | None, bind: bool) -> None:
         return
     what = f"mount {m.get('source') or kind!r} on {m['destination']!r}"
     if dest == "/proc":
-        if kind == "proc" or (bind and _is_procfs(m.get("source") or "")):
+        if kind == "proc" or (bind and is_procfs(m.get("source") or "")):
             return
         raise ConfigError(f"{what}: /proc cannot be mounted over because it is not of type "
                           "proc")
@@ -370,7 +370,7 @@ def check_proc_mount(m: dict, dest: str, kind: str | None, bind: bool) -> None:
         raise ConfigError(f"{what}: {dest} cannot be mounted because it is inside /proc")
 
 
-def _is_procfs(path: str) -> bool:
+def is_procfs(path: str) -> bool:
     fd = os.open(path, os.O_PATH | os.O_CLOEXEC)
     try:
         return sc.fstatfs_type(fd) == sc.PROC_SUPER_MAGIC

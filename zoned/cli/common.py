@@ -18,7 +18,7 @@ class Interrupted(BaseException):
 ZONE_MODULES = ("zoned.oci.spec", "zoned.oci.schema", "zoned.oci.hostname",
                 "zoned.runtime.lifecycle", "zoned.runtime.handoff", "zoned.child.process",
                 "zoned.child.security", "zoned.child.seccomp", "zoned.child.rootfs",
-                "zoned.cgroups.driver", "zoned.cgroups.devices")
+                "zoned.child.initplan", "zoned.cgroups.driver", "zoned.cgroups.devices")
 
 
 def preload_modules(names: tuple[str, ...]) -> None:

@@ -260,6 +260,21 @@ def clone_into_cgroup_reaches_kernel() -> bool:
     return rc < 0 and ffi.errno not in (errno.ENOSYS, errno.EPERM)
 
 
+def fork_exec(exe: int | str, argv: Sequence[str], keep: Sequence[int], *, flags: int = 0,
+              cgroup_fd: int = -1, sock: int = -1) -> int:
+    """Fork (clone3 with `flags`: CLONE_PARENT, CLONE_INTO_CGROUP with cgroup_fd) a child
+    that execs `exe` (an fd: execveat; else a path) at once with no environment, the fds in
+    `keep` inherited; its exec failure is said on `sock` (csrc/zoned.c, z_fork_exec).
+    Returns its pid."""
+    cargs = [ffi.new("char[]", _b(a)) for a in argv]
+    cargv = ffi.new("char *[]", cargs + [ffi.NULL])
+    cenv = ffi.new("char *[]", [ffi.NULL])
+    fds = ffi.new("int[]", list(keep) or [0])
+    exe_fd, path = (exe, ffi.NULL) if isinstance(exe, int) else (-1, _b(exe))
+    return _check(lib.z_fork_exec(flags, cgroup_fd, exe_fd, path, fds, len(keep), cargv, cenv,
+                                  sock), "clone3")
+
+
 def clone_parent(flags: int = 0) -> int:
     """clone3(CLONE_PARENT | flags): the new process is our sibling, our parent's child.
     Like fork, returns 0 in the child. Only for a single-threaded child of zoned that is

@@ -247,17 +247,26 @@ def write_pid_file(path: str, pid: int) -> None:
 
 def fork_init(plan: Plan, namespaces: dict, sibling: bool = False,
               cgroup_fd: int | None = None) -> int:
-    """Fork a container's init (zoned.child.process.run_child): PID 1 of a new pid
-    namespace, or a member of the one the config names; see fork_nondumpable."""
+    """Fork a container's init: PID 1 of a new pid namespace, or a member of the one the
+    config names. It runs plan.init_plan in C (zoned.child.initplan) where there is one,
+    else zoned.child.process.run_child (see fork_nondumpable)."""
     if "pid" in namespaces:
         join_fd, pid = None, 0
         if namespaces["pid"]:
             join_fd = os.open(namespaces["pid"], os.O_RDONLY | os.O_CLOEXEC)
         try:
             with pid_namespace_for_children(join_fd):
-                pid = fork_nondumpable(run_child, plan, sibling=sibling, cgroup_fd=cgroup_fd)
+                pid = _fork_init(plan, sibling, cgroup_fd)
         finally:
             if join_fd is not None and pid:
                 os.close(join_fd)
         return pid
+    return _fork_init(plan, sibling, cgroup_fd)
+
+
+def _fork_init(plan: Plan, sibling: bool, cgroup_fd: int | None) -> int:
+    if plan.init_plan is not None:
+        from zoned.child import initplan
+
+        return initplan.fork(plan, plan.init_plan, sibling=sibling, cgroup_fd=cgroup_fd)
     return fork_nondumpable(run_child, plan, sibling=sibling, cgroup_fd=cgroup_fd)

@@ -248,9 +248,7 @@ class Runtime:
                         join_fds[t] = os.open(p, os.O_RDONLY | os.O_CLOEXEC)
                     except OSError as e:
                         raise ConfigError(f"namespace {t} path {p!r}: {e.strerror}") from None
-            # The init's mount code, loaded here: after the fork a forked child copies each
-            # page it writes (refcounts), and its import cost the init ~1 ms more than this.
-            from zoned.child.rootfs import Rootfs  # noqa: F401
+            from zoned.child import initplan
             from zoned.child.initstub import fits
             from zoned.child.process import spawn_copy
 
@@ -258,10 +256,6 @@ class Runtime:
                 raise ConfigError("late_process needs the caller to start the zone")
             if start and (use_fifo or late_process or cfg.get("hooks")):
                 raise ValueError("start=True: not with the fifo, a late process or hooks")
-            # The init waits for start as this sealed copy; not if started at once: its record
-            # says "creating" until it has exec'd the zone's process (none joins it, below).
-            if fits(cfg) and not late_process and not start:
-                spawn_fd = spawn_copy()
             hier = hierarchies()
             skeleton = make_skeleton(d, cfg, hier)
             parent_sock, child_sock = sync_pair()
@@ -272,9 +266,19 @@ class Runtime:
                         wait_namespaces=on_namespaces is not None,
                         keep_pdeathsig=keep_pdeathsig, preserve_fds=preserve_fds,
                         no_pivot=no_pivot, cgroup_path=cg_path, idmap_fds=idmap_fds,
-                        spawn_fd=spawn_fd, volatile=bool(autoremove and lower and not data_dir),
+                        volatile=bool(autoremove and lower and not data_dir),
                         late_process=late_process, skeleton=skeleton,
                         memory_cgroup_path=os.path.dirname(cg_path) if shared_memory else None)
+            plan.init_plan = initplan.compile_init(plan)  # None: the init is python
+            if plan.init_plan is None:
+                # Its mount code, loaded here: after the fork a forked child copies each page
+                # it writes (refcounts), and its import cost the init ~1 ms more than this.
+                from zoned.child.rootfs import Rootfs  # noqa: F401
+            # The init waits for start as this sealed copy (the C init is it from its exec
+            # on); not if started at once: its record says "creating" until it has exec'd
+            # the zone's process (none joins it, below).
+            if not late_process and not start and (plan.init_plan is not None or fits(cfg)):
+                spawn_fd = plan.spawn_fd = spawn_copy()
             from zoned.cgroups import join as cgjoin
             from zoned.cgroups import open_cgroup
 

@@ -1,0 +1,639 @@
+/*
+ * A container init's set-up, in C: `zoned-spawn setup SOCK PLAN_FD`. zoned forks and the
+ * child execs this at once, so that nothing between fork and the container's process is
+ * python (its copy-on-write faults and bytecode cost ~2 ms a start: bench/README, finding
+ * 21). zoned/child/initplan.py compiles what zoned.child.process._child would do for the
+ * config into a plan (csrc/initplan.h): every decision that needs no look at the rootfs is
+ * made there, in Python, once; this runs the plan's ops in order and makes the decisions
+ * that do (paths inside the root: csrc/inroot.c). The end is init_wait_exec (spawn.c):
+ * "ready", the start signal, seccomp, execve.
+ *
+ * A failing op reports as process.run_child does ({"op":"error","message":...,"errno":E}
+ * on SOCK) with the same words, and the init exits; errno E is non-zero only for the
+ * command's own exec (127/126).
+ */
+#include <grp.h>
+#include <limits.h>
+#include <net/if.h>
+#include <stdarg.h>
+#include <sys/ioctl.h>
+#include <sys/mount.h>
+#include <sys/personality.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <sys/sysmacros.h>
+#include <sys/uio.h>
+#include <time.h>
+#include <linux/capability.h>
+#include <linux/mount.h>
+
+#include "initplan.h"
+#include "inroot.c"
+
+#define MASK_ATTRS (MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC)
+#ifndef PR_CAP_AMBIENT
+#define PR_CAP_AMBIENT 47
+#define PR_CAP_AMBIENT_RAISE 2
+#define PR_CAP_AMBIENT_CLEAR_ALL 4
+#endif
+
+static int s_sock = -1;             /* the sync socket */
+static int s_root = -1;             /* O_PATH fd of the rootfs, once mounted */
+static int s_empty_tree = -1;       /* the masks' empty directory, detached */
+static char s_masked_dir[PATH_MAX]; /* a directory masked already: the next is its bind */
+static const char *s_exec_path;     /* the container's command, looked up */
+static char s_msg[8192];            /* the error said */
+static int s_cmd_errno;             /* the command's own exec error, else 0 */
+static int s_in_cgroup;             /* "cgroup" has come (and its files were joined) */
+
+static const char *nul(const char *s) { return *s ? s : NULL; }
+static unsigned long num(const char *s) { return strtoul(s, NULL, 0); }
+
+static int failf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static int failf(const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(s_msg, sizeof(s_msg), fmt, ap);
+    va_end(ap);
+    z_errcall = z_errname = z_errtext = NULL;
+    return -1;
+}
+
+/* An OSError as process.describe shows it: "[call: ]why[: name]" (zoned.linux.syscalls
+ * puts the call's name before the kernel's words; os.* functions do not). */
+static const char *what(int err)
+{
+    static char buf[PATH_MAX + 256];
+    const char *why = z_errtext ? z_errtext : strerror(err);
+    snprintf(buf, sizeof(buf), "%s%s%s%s%s", z_errcall ? z_errcall : "", z_errcall ? ": " : "",
+             why, z_errname ? ": " : "", z_errname ? z_errname : "");
+    return buf;
+}
+
+/* "CONTEXT: why: name" (rootfs.py's wrapping of an OSError), or the OSError alone. */
+static int fail_ctx(const char *ctx)
+{
+    int err = errno;
+    return *ctx ? failf("%s: %s", ctx, what(err)) : failf("%s", what(err));
+}
+
+/* -- the sync socket ------------------------------------------------------------------ */
+
+static ssize_t recv_msg(char *buf, size_t size, int *fds, int *nfds)
+{
+    char cbuf[CMSG_SPACE(sizeof(int) * 32)];
+    struct iovec iov = {buf, size - 1};
+    struct msghdr mh;
+    struct cmsghdr *c;
+    ssize_t n;
+    memset(&mh, 0, sizeof(mh));
+    mh.msg_iov = &iov;
+    mh.msg_iovlen = 1;
+    mh.msg_control = cbuf;
+    mh.msg_controllen = sizeof(cbuf);
+    n = recvmsg(s_sock, &mh, MSG_CMSG_CLOEXEC);
+    if (n < 0 && errno == ECONNRESET)  /* see sync.Channel.recv */
+        n = recvmsg(s_sock, &mh, MSG_CMSG_CLOEXEC);
+    *nfds = 0;
+    for (c = CMSG_FIRSTHDR(&mh); n >= 0 && c; c = CMSG_NXTHDR(&mh, c)) {
+        if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS) {
+            int count = (int)((c->cmsg_len - CMSG_LEN(0)) / sizeof(int));
+            memcpy(fds + *nfds, CMSG_DATA(c), sizeof(int) * (size_t)count);
+            *nfds += count;
+        }
+    }
+    if (n >= 0)
+        buf[n] = 0;
+    return n;
+}
+
+/* A JSON string field of zoned's (no escapes in it: cgroup names), or NULL. */
+static const char *json_field(const char *msg, const char *key, char *out, size_t size)
+{
+    char pat[64];
+    const char *p, *end;
+    snprintf(pat, sizeof(pat), "\"%s\"", key);
+    if (!(p = strstr(msg, pat)))
+        return NULL;
+    p += strlen(pat);
+    while (*p == ' ' || *p == ':')
+        p++;
+    if (*p++ != '"' || !(end = strchr(p, '"')) || memchr(p, '\\', (size_t)(end - p)) ||
+        (size_t)(end - p) >= size)
+        return NULL;
+    memcpy(out, p, (size_t)(end - p));
+    out[end - p] = 0;
+    return out;
+}
+
+/* zoned.cgroups.join.join: write "0" to each v1 `tasks` file sent; with "node", the last fd
+ * is the shared memory cgroup's parent, made again if another zone's removal took it. */
+static int join_cgroups(const char *msg, int *fds, int nfds)
+{
+    char node[NAME_MAX + 1], path[NAME_MAX + 16];
+    int rc = 0, files = json_field(msg, "node", node, sizeof(node)) ? nfds - 1 : nfds;
+    for (int i = 0; rc == 0 && i < files; i++)
+        if (write(fds[i], "0", 1) != 1)
+            rc = failf("joining the cgroup: %s", strerror(errno));
+    for (int attempt = 0; rc == 0 && files < nfds && attempt < 3; attempt++) {
+        int last = attempt == 2, fd;
+        snprintf(path, sizeof(path), "%s/tasks", node);
+        fd = openat(fds[nfds - 1], path, O_WRONLY | O_CLOEXEC);
+        if (fd < 0) {
+            if (errno != ENOENT || last)
+                rc = failf("%s: %s", strerror(errno), path);
+            else if (mkdirat(fds[nfds - 1], node, 0755) < 0 && errno != EEXIST)
+                rc = failf("%s: %s", strerror(errno), node);
+            continue;
+        }
+        if (write(fd, "0", 1) == 1) {
+            close(fd);
+            break;
+        }
+        if ((errno != ENODEV && errno != ENOENT) || last)
+            rc = failf("%s: %s", strerror(errno), path);
+        close(fd);
+    }
+    for (int i = 0; i < nfds; i++)
+        close(fds[i]);
+    return rc;
+}
+
+/* process._child's expect: read until `name` arrives; "cgroup" may come first, any time. */
+static int expect(const char *name)
+{
+    static char buf[1 << 16];
+    int fds[32], nfds;
+    for (;;) {
+        ssize_t n = recv_msg(buf, sizeof(buf), fds, &nfds);
+        if (n <= 0)
+            _exit(1);  /* zoned has gone */
+        if (op_is(buf, n, "cgroup")) {
+            if (join_cgroups(buf, fds, nfds) < 0)
+                return -1;
+            s_in_cgroup = 1;
+            if (strcmp(name, "cgroup") == 0)
+                return 0;
+            continue;
+        }
+        for (int i = 0; i < nfds; i++)
+            close(fds[i]);
+        if (!op_is(buf, n, name))
+            _exit(1);
+        return 0;
+    }
+}
+
+/* -- mounts ----------------------------------------------------------------------------- */
+
+/* Target.mount: mount(2) onto the very file the target holds; errors name its path. */
+static int t_mount(struct z_target *t, const char *src, const char *fstype,
+                   unsigned long flags, const char *data)
+{
+    char proc[64];
+    snprintf(proc, sizeof(proc), "/proc/self/fd/%d", t->fd);
+    if (mount(src, proc, fstype, flags, data) < 0) {
+        z_err("mount", t->shown);
+        return -1;
+    }
+    return 0;
+}
+
+/* rootfs.check_proc_mount, on the destination resolved: nothing may hide the procfs. */
+static int check_proc(const char *dest, int proc_ok, const char *msg)
+{
+    static const char *const mountable[] = {
+        "/proc/cpuinfo", "/proc/diskstats", "/proc/meminfo", "/proc/stat", "/proc/swaps",
+        "/proc/uptime", "/proc/loadavg", "/proc/slabinfo", "/proc/net/dev",
+        "/proc/sys/kernel/ns_last_pid", NULL};
+    if (strcmp(dest, "/proc") == 0)
+        return proc_ok ? 0 : failf("%s: /proc cannot be mounted over because it is not of "
+                                   "type proc", msg);
+    if (strncmp(dest, "/proc/", 6) != 0)
+        return 0;
+    for (int i = 0; mountable[i]; i++)
+        if (strcmp(dest, mountable[i]) == 0)
+            return 0;
+    return failf("%s: %s cannot be mounted because it is inside /proc", msg, dest);
+}
+
+/* A mount's destination opened (made) inside the root, after the checks rootfs.mount does
+ * first: not the root itself, not hiding the procfs. */
+static int open_destination(const char *dest, int kind, int proc_ok, const char *proc_msg,
+                            const char *ctx, const char *root_msg, struct z_target *t)
+{
+    struct z_names names;
+    int rc;
+    if (z_resolve(s_root, dest, &names) < 0)
+        return fail_ctx(ctx);
+    if (names.n == 0) {
+        names_free(&names);
+        return failf("%s", root_msg);
+    }
+    rc = z_target_names(s_root, &names, kind, t);
+    names_free(&names);
+    if (rc < 0)
+        return fail_ctx(ctx);
+    if (check_proc(t->shown, proc_ok, proc_msg) < 0) {
+        z_target_close(t);
+        return -1;
+    }
+    return 0;
+}
+
+/* Rootfs.mount: DEST KIND BIND FLAGS PROP DATA SOURCE LIKE_FILE PROC_OK PROC_MSG CONTEXT
+ * ROOT_MSG (KIND "": none; SOURCE: the bind's, else what mount(2) gets). */
+static int op_mount_entry(char **a)
+{
+    const char *kind = a[1], *data = a[5], *src = a[6], *ctx = a[10];
+    unsigned long flags = num(a[3]), prop = num(a[4]);
+    struct z_target t;
+    int err;
+
+    if (open_destination(a[0], atoi(a[7]) ? 'f' : 'd', atoi(a[8]), a[9], ctx, a[11], &t) < 0)
+        return -1;
+    if (atoi(a[2])) {
+        unsigned long rest = flags & ~(unsigned long)(MS_BIND | MS_REC | MS_REMOUNT);
+        if (t_mount(&t, src, NULL, MS_BIND | (flags & MS_REC), NULL) < 0 ||
+            z_target_reopen(&t) < 0 ||
+            (rest && t_mount(&t, NULL, NULL, MS_BIND | MS_REMOUNT | rest, NULL) < 0))
+            goto fail;
+    } else if (t_mount(&t, nul(src), nul(kind), flags, nul(data)) == 0) {
+        if (z_target_reopen(&t) < 0)
+            goto fail;
+    } else if ((errno == EPERM || errno == EACCES) && strcmp(kind, "sysfs") == 0) {
+        /* sysfs of a shared (host) network namespace: bind the host's instead */
+        if (t_mount(&t, "/sys", NULL, MS_BIND | MS_REC, NULL) < 0 || z_target_reopen(&t) < 0 ||
+            t_mount(&t, NULL, NULL, MS_BIND | MS_REMOUNT | flags, NULL) < 0)
+            goto fail;
+    } else {
+        goto fail;
+    }
+    if (prop && t_mount(&t, NULL, NULL, prop, NULL) < 0)
+        goto fail;
+    z_target_close(&t);
+    return 0;
+fail:
+    err = errno;
+    z_target_close(&t);
+    errno = err;
+    return fail_ctx(ctx);
+}
+
+/* Rootfs.mount_cgroups: DEST FLAGS PROC_MSG CONTEXT ROOT_MSG MODE, then for MODE 2 (one
+ * cgroup2 hierarchy) SOURCE (the zone's own cgroup to bind; "": a fresh mount), for MODE 1
+ * SKELETON N and N x (NAME SOURCE FSTYPE OPTIONS ALLOW_ENOENT): a tmpfs (or the zone's
+ * skeleton dir) holding each v1 hierarchy, the zone's own cgroup bound where it has one. */
+static int op_mount_cgroups(char **a)
+{
+    unsigned long flags = num(a[1]) & ~(unsigned long)MS_RDONLY;
+    const char *ctx = a[3];
+    struct z_target t, sub = {-1, -1, "", ""};
+    int err, skeleton = 0;
+
+    if (open_destination(a[0], 'd', 0, a[2], ctx, a[4], &t) < 0)
+        return -1;
+    if (a[5][0] == '2') {
+        if (*a[6]) {
+            if (t_mount(&t, a[6], NULL, MS_BIND | MS_REC, NULL) < 0 || z_target_reopen(&t) < 0 ||
+                t_mount(&t, NULL, NULL, MS_BIND | MS_REMOUNT | MS_RDONLY | flags, NULL) < 0)
+                goto fail;
+        } else if (t_mount(&t, "cgroup", "cgroup2", flags | MS_RDONLY, NULL) < 0) {
+            goto fail;
+        }
+        z_target_close(&t);
+        return 0;
+    }
+    if (*a[6]) {
+        if (t_mount(&t, a[6], NULL, MS_BIND, NULL) == 0)
+            skeleton = 1;
+        else if (errno != EPERM && errno != EACCES)  /* (its root cannot reach it) */
+            goto fail;
+    }
+    if (!skeleton && t_mount(&t, "tmpfs", "tmpfs", flags, "mode=755") < 0)
+        goto fail;
+    if (z_target_reopen(&t) < 0)
+        goto fail;
+    for (int i = 0, n = atoi(a[7]); i < n; i++) {
+        char **h = a + 8 + 5 * i;  /* NAME SOURCE FSTYPE OPTIONS ALLOW_ENOENT */
+        int bound = 0;
+        if (z_target(t.fd, h[0], 'd', &sub) < 0)
+            goto fail;
+        if (*h[1]) {
+            if (t_mount(&sub, h[1], NULL, MS_BIND | MS_REC, NULL) == 0) {
+                if (z_target_reopen(&sub) < 0 ||
+                    t_mount(&sub, NULL, NULL, MS_BIND | MS_REMOUNT | MS_RDONLY | flags, NULL) < 0)
+                    goto fail;
+                bound = 1;
+            } else if (!(errno == ENOENT && atoi(h[4]))) {
+                goto fail;
+            }
+        }
+        if (!bound && t_mount(&sub, "cgroup", h[2], flags | MS_RDONLY, nul(h[3])) < 0)
+            goto fail;
+        z_target_close(&sub);
+    }
+    /* a bind's flags are its mount's alone; without MS_BIND this would remount the file
+     * system under the skeleton: the host's */
+    if (t_mount(&t, NULL, NULL, MS_REMOUNT | MS_RDONLY | flags | (skeleton ? MS_BIND : 0),
+                NULL) < 0)
+        goto fail;
+    z_target_close(&t);
+    return 0;
+fail:
+    err = errno;
+    z_target_close(&sub);
+    z_target_close(&t);
+    errno = err;
+    return fail_ctx(ctx);
+}
+
+/* SOURCE TARGET FSTYPE FLAGS DATA CONTEXT HINT: a mount outside the root (the root's own). */
+static int op_mount(char **a)
+{
+    if (mount(nul(a[0]), a[1], nul(a[2]), num(a[3]), nul(a[4])) == 0)
+        return 0;
+    if (*a[5])
+        return failf("%s: %s%s", a[5], strerror(errno), a[6]);
+    z_err("mount", a[1]);
+    return fail_ctx("");
+}
+
+static int op_dev_symlinks(void)
+{
+    static const char *const links[][2] = {
+        {"/proc/self/fd", "fd"}, {"/proc/self/fd/0", "stdin"}, {"/proc/self/fd/1", "stdout"},
+        {"/proc/self/fd/2", "stderr"}, {"pts/ptmx", "ptmx"}};
+    struct z_names names;
+    int dev, rc = 0;
+    if (z_resolve(s_root, "/dev", &names) < 0)
+        return fail_ctx("");
+    dev = z_open_dir(s_root, names.v, names.n, 1);
+    names_free(&names);
+    if (dev < 0)
+        return fail_ctx("");
+    for (size_t i = 0; rc == 0 && i < sizeof(links) / sizeof(links[0]); i++)
+        if (symlinkat(links[i][0], dev, links[i][1]) < 0 && errno != EEXIST) {
+            z_err(NULL, links[i][0]);
+            rc = fail_ctx("");
+        }
+    close(dev);
+    return rc;
+}
+
+/* process.cwd_error: the working directory cannot be made or entered: the config's fault. */
+static int cwd_error(const char *cwd, int err)
+{
+    const char *why = err == ENOENT ? "no such directory in the zone" :
+                      err == ENOTDIR ? "not a directory in the zone" :
+                      z_errtext ? z_errtext : strerror(err);
+    return failf("invalid process.cwd \"%s\": %s", cwd, why);
+}
+
+static int op_pivot(char **a)
+{
+    unsigned long prop = num(a[2]);
+    if (chdir(a[0]) < 0)
+        return z_err(NULL, a[0]), fail_ctx("");
+    if (atoi(a[1])) {  /* runc --no-pivot */
+        if (mount(a[0], "/", NULL, MS_MOVE, NULL) < 0)
+            return z_err("mount", "/"), fail_ctx("");
+        if (chroot(".") < 0)
+            return z_err(NULL, "."), fail_ctx("");
+    } else {
+        if (syscall(SYS_pivot_root, ".", ".") < 0)
+            return z_err("pivot_root", "."), fail_ctx("");
+        if (mount(NULL, ".", NULL, MS_SLAVE | MS_REC, NULL) < 0)
+            return z_err("mount", "."), fail_ctx("");
+        if (umount2(".", MNT_DETACH) < 0)
+            return z_err("umount2", "."), fail_ctx("");
+    }
+    if (chdir("/") < 0)
+        return z_err(NULL, "/"), fail_ctx("");
+    if (prop && mount(NULL, "/", NULL, prop, NULL) < 0)
+        return z_err("mount", "/"), fail_ctx("");
+    return 0;
+}
+
+/* rootfs.mask_path: a file under /dev/null, a directory under an empty read-only one. */
+static int op_mask(char **a)
+{
+    const char *path = a[0];
+    struct stat st;
+    int fd, err;
+    if (stat(path, &st) < 0)
+        return errno == ENOENT || errno == ENOTDIR ? 0 : (z_err(NULL, path), fail_ctx(a[1]));
+    if (!S_ISDIR(st.st_mode)) {
+        if (mount("/dev/null", path, NULL, MS_BIND, NULL) < 0)
+            return z_err("mount", path), fail_ctx(a[1]);
+        return 0;
+    }
+    if (s_masked_dir[0]) {
+        if (mount(s_masked_dir, path, NULL, MS_BIND, NULL) < 0)
+            return z_err("mount", path), fail_ctx(a[1]);
+        if (z_mount_setattr(AT_FDCWD, path, 0, MASK_ATTRS, 0, 0, -1) < 0)
+            return z_err("mount_setattr", path), fail_ctx(a[1]);
+    } else if (s_empty_tree >= 0) {
+        if ((fd = open(path, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)) < 0)
+            return z_err(NULL, path), fail_ctx(a[1]);
+        if (z_move_mount(s_empty_tree, "", fd, "",
+                         MOVE_MOUNT_F_EMPTY_PATH | MOVE_MOUNT_T_EMPTY_PATH) < 0) {
+            err = errno;
+            close(fd);
+            errno = err;
+            return z_err("move_mount", NULL), fail_ctx(a[1]);
+        }
+        close(fd);
+    } else if (mount("tmpfs", path, "tmpfs", MS_RDONLY, NULL) < 0) {
+        return z_err("mount", path), fail_ctx(a[1]);
+    }
+    snprintf(s_masked_dir, sizeof(s_masked_dir), "%s", path);
+    return 0;
+}
+
+static int op_readonly(char **a)
+{
+    if (mount(a[0], a[0], NULL, MS_BIND | MS_REC, NULL) < 0)
+        return errno == ENOENT ? 0 : (z_err("mount", a[0]), fail_ctx(a[1]));
+    if (z_mount_setattr(AT_FDCWD, a[0], AT_RECURSIVE, MOUNT_ATTR_RDONLY, 0, 0, -1) < 0)
+        return z_err("mount_setattr", a[0]), fail_ctx(a[1]);
+    return 0;
+}
+
+/* PATH DATA CONTEXT: "CONTEXT: why" on failure (sysctls, time offsets, oom_score_adj). */
+static int op_write(char **a, size_t len)
+{
+    int fd = open(a[0], O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    ssize_t n = fd < 0 ? -1 : write(fd, a[1], len);
+    int err = errno;
+    if (fd >= 0)
+        close(fd);
+    if (n == (ssize_t)len)
+        return 0;
+    return failf("%s: %s", a[2], strerror(n < 0 ? err : EIO));
+}
+
+static int op_rlimit(char **a)
+{
+    struct rlimit r = {strtoull(a[1], NULL, 10), strtoull(a[2], NULL, 10)};
+    if (setrlimit((int)num(a[0]), &r) == 0)
+        return 0;
+    /* Python's resource.setrlimit words, which the tests and users have seen */
+    return failf("%s: %s", a[3], errno == EINVAL ? "current limit exceeds maximum limit" :
+                 errno == EPERM ? "not allowed to raise maximum limit" : strerror(errno));
+}
+
+static int is_exec_file(const char *path)
+{
+    struct stat st;
+    return stat(path, &st) == 0 && S_ISREG(st.st_mode) && access(path, X_OK) == 0;
+}
+
+/* process.lookup_path: argv[0] in the container's PATH, as execvp would, with runc's
+ * messages (podman maps them to 127 and 126). */
+static int op_lookup(char **a)
+{
+    static char cand[PATH_MAX];
+    const char *cmd = a[0], *p = a[1];
+    struct stat st;
+    if (strchr(cmd, '/')) {
+        if (stat(cmd, &st) < 0) {
+            s_cmd_errno = ENOENT;
+            return failf("exec: \"%s\": stat %s: no such file or directory", cmd, cmd);
+        }
+        if (!is_exec_file(cmd)) {
+            s_cmd_errno = EACCES;
+            return failf("exec: \"%s\": permission denied", cmd);
+        }
+        s_exec_path = cmd;
+        return 0;
+    }
+    for (;;) {
+        const char *end = strchr(p, ':');
+        size_t len = end ? (size_t)(end - p) : strlen(p);
+        const char *dir = len ? p : ".";
+        int dlen = len ? (int)len : 1;
+        if (snprintf(cand, sizeof(cand), "%.*s%s%s", dlen, dir,
+                     dir[dlen - 1] == '/' ? "" : "/", cmd) < (int)sizeof(cand) &&
+            is_exec_file(cand)) {
+            s_exec_path = cand;
+            return 0;
+        }
+        if (!end)
+            break;
+        p = end + 1;
+    }
+    s_cmd_errno = ENOENT;
+    return failf("exec: \"%s\": executable file not found in $PATH", cmd);
+}
+
+static int id_error(const char *field, const char *value, int err)
+{
+    return failf("invalid process.user.%s %s: %s%s", field, value, strerror(err),
+                 err == EINVAL ? " (not mapped in the zone's user namespace)" : "");
+}
+
+/* security.apply_user_and_caps, in runc's order: BOUNDING_DROP GROUPS GROUPS_SHOWN UID
+ * GID UMASK EFFECTIVE PERMITTED INHERITABLE AMBIENT NO_NEW_PRIVS (lists: comma separated
+ * numbers; UMASK -1: none). Then non-dumpable and pdeathsig again: the changes reset both. */
+static int op_creds(char **a)
+{
+    static gid_t groups[NGROUPS_MAX];
+    size_t ngroups = 0;
+    char *p, *end;
+    long umask_value = strtol(a[5], NULL, 0);
+
+    if (prctl(PR_SET_KEEPCAPS, 1, 0, 0, 0) < 0)
+        return failf("prctl(PR_SET_KEEPCAPS): %s", strerror(errno));
+    for (p = a[0]; *p; p = *end ? end + 1 : end)
+        if (prctl(PR_CAPBSET_DROP, strtoul(p, &end, 10), 0, 0, 0) < 0)
+            return failf("prctl(PR_CAPBSET_DROP): %s", strerror(errno));
+    for (p = a[1]; *p && ngroups < NGROUPS_MAX; p = *end ? end + 1 : end)
+        groups[ngroups++] = (gid_t)strtoul(p, &end, 10);
+    if (setgroups(ngroups, groups) < 0)
+        return id_error("additionalGids", a[2], errno);
+    if (setresgid((gid_t)num(a[4]), (gid_t)num(a[4]), (gid_t)num(a[4])) < 0)
+        return id_error("gid", a[4], errno);
+    if (setresuid((uid_t)num(a[3]), (uid_t)num(a[3]), (uid_t)num(a[3])) < 0)
+        return id_error("uid", a[3], errno);
+    if (umask_value >= 0)
+        umask((mode_t)umask_value);
+    /* one capset for all three sets: effective must stay within permitted at every step */
+    if (z_capset(strtoull(a[6], NULL, 10), strtoull(a[7], NULL, 10),
+                 strtoull(a[8], NULL, 10)) < 0)
+        return failf("capset: %s", strerror(errno));
+    if (prctl(PR_SET_KEEPCAPS, 0, 0, 0, 0) < 0 ||
+        prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0) < 0)
+        return failf("prctl: %s", strerror(errno));
+    for (p = a[9]; *p; p = *end ? end + 1 : end)  /* not permitted and inheritable: runc */
+        if (prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_RAISE, strtoul(p, &end, 10), 0, 0) < 0 &&
+            errno != EPERM)  /* ignores that too */
+            return failf("prctl(PR_CAP_AMBIENT): %s", strerror(errno));
+    if (atoi(a[10]) && prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0)
+        return failf("prctl(PR_SET_NO_NEW_PRIVS): %s", strerror(errno));
+    if (prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) < 0 || prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) < 0)
+        return failf("prctl: %s", strerror(errno));
+    return 0;
+}
+
+/* process._lo_up: lo up in a fresh network namespace. */
+static int op_lo_up(void)
+{
+    struct ifreq ifr;
+    int s = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0), rc = -1;
+    memset(&ifr, 0, sizeof(ifr));
+    strcpy(ifr.ifr_name, "lo");
+    if (s >= 0 && ioctl(s, SIOCGIFFLAGS, &ifr) == 0) {
+        ifr.ifr_flags |= IFF_UP;
+        rc = ioctl(s, SIOCSIFFLAGS, &ifr);
+    }
+    if (rc < 0)
+        failf("%s: lo", strerror(errno));
+    if (s >= 0)
+        close(s);
+    return rc;
+}
+
+/* FIRST FD...: close every fd from FIRST on (0-2 and the preserved ones lie below) but
+ * these and the sync socket (process._close_fds_except). */
+static int op_keep(char **a, int nargs)
+{
+    int *keep = calloc((size_t)nargs + 2, sizeof(int)), n = 0, last;
+    if (!keep)
+        return failf("%s", strerror(errno));
+    last = atoi(a[0]) - 1;
+    keep[n++] = s_sock;
+    for (int i = 1; i < nargs; i++)
+        keep[n++] = atoi(a[i]);
+    for (int i = 1; i < n; i++)  /* (insertion sort: a handful) */
+        for (int j = i; j > 0 && keep[j - 1] > keep[j]; j--) {
+            int t = keep[j];
+            keep[j] = keep[j - 1];
+            keep[j - 1] = t;
+        }
+    keep[n++] = INT_MAX;
+    for (int i = 0; i < n; i++) {
+        if (keep[i] > last + 1)
+            z_close_range((unsigned)last + 1,
+                          keep[i] == INT_MAX ? ~0U : (unsigned)keep[i] - 1, 0);
+        if (keep[i] > last)
+            last = keep[i];
+    }
+    free(keep);
+    return 0;
+}
+
+static int op_trace(const char *step)
+{
+    struct timespec ts;
+    char line[128];
+    int n;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    n = snprintf(line, sizeof(line), "zoned-trace %s %.3f\n", step,
+                 (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6);
+    if (write(2, line, (size_t)n) < 0) {
+        /* a trace only */
+    }
+    return 0;
+}

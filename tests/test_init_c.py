@@ -1,0 +1,250 @@
+"""The container init set up in C (csrc/setup.c, zoned.child.initplan) against the Python
+one (zoned.child.process._child, ZONED_INIT=python): the same configs make the same zone,
+seen from inside (mounts, devices, credentials, limits, the process), and the same bad
+configs fail with the same line and exit code. The attacks of test_escape_rootfs.py run on
+the C init (it is the default); test_rootless.py and the terminal tests keep the Python
+one in use."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import ZONED
+
+# What a zone looks like from inside: everything the set-up decides.
+PROBE = r"""
+grep -E '^(Cap|NoNewPrivs|Seccomp|Sig(Blk|Ign)|Uid|Gid|Groups|Umask)' /proc/self/status
+cut -d' ' -f4- /proc/self/mountinfo
+for f in /dev/* /dev/.[!.]*; do stat -c '%n %f %u %g %t %T %N' "$f" 2>/dev/null; done
+id; pwd; umask; ulimit -a; cat /proc/self/oom_score_adj; hostname; ls /proc/self/fd
+cat /proc/sys/net/ipv4/ip_forward; ls -la / | awk '{print $1, $3, $4, $NF}'
+"""
+
+
+def _both(args: list[str], root: str, **kw) -> tuple[subprocess.CompletedProcess, ...]:
+    """`zoned ARGS` with the C init, then with the Python one."""
+    out = []
+    for init in ("c", "python"):
+        env = {**os.environ, "ZONED_INIT": init}
+        out.append(subprocess.run([ZONED, "--root", root, *args], capture_output=True,
+                                  text=True, env=env, timeout=60, **kw))
+    return tuple(out)
+
+
+@pytest.mark.parametrize("flags", [
+    [],
+    ["--read-only", "--tmpfs", "/scratch", "-w", "/tmp", "--hostname", "h1"],
+    ["--user", "1000:1000", "--cap-drop", "ALL", "--cap-add", "NET_BIND_SERVICE"],
+    ["--privileged", "--pids-limit", "50", "--memory", "64m"],
+    ["--network", "none", "--init", "-e", "PATH=/nonexistent:/bin/", "-e", "A=b c"],
+], ids=["defaults", "readonly-tmpfs-workdir", "user-caps", "privileged", "no-network-init"])
+def test_the_same_zone_from_a_run(cli, flags, tmp_path):
+    (tmp_path / "dir").mkdir()
+    (tmp_path / "dir" / "f").write_text("x")
+    (tmp_path / "file").write_text("motd\n")
+    binds = ["-v", f"{tmp_path / 'dir'}:/data:ro", "-v", f"{tmp_path / 'file'}:/etc/motd"]
+    c, py = _both(["run", "--rm", "--name", "zic", *binds, *flags, "busybox", "sh", "-c",
+                   PROBE], cli.root)
+    assert c.returncode == py.returncode == 0, (c.stderr, py.stderr)
+    assert c.stdout == py.stdout
+    assert "/data" in c.stdout and "/etc/motd" in c.stdout
+
+
+@pytest.fixture
+def bundle(tmp_path, busybox):
+    """A bundle (a copy of busybox, `zoned spec`'s config) and a writer of its config."""
+    b = tmp_path / "bundle"
+    shutil.copytree(busybox.rootfs, b / "rootfs", symlinks=True)
+    subprocess.run([ZONED, "spec", "--bundle", str(b)], check=True)
+    base = json.loads((b / "config.json").read_text())
+    base["process"]["terminal"] = False
+
+    def write(change) -> Path:
+        cfg = json.loads(json.dumps(base))
+        change(cfg)
+        (b / "config.json").write_text(json.dumps(cfg))
+        return b
+
+    return write
+
+
+def _everything(tmp_path: Path):
+    """An OCI config using every op of the plan that `run` does not."""
+    src = tmp_path / "src"
+    src.mkdir(exist_ok=True)
+    (src / "a").write_text("a\n")
+
+    def change(cfg: dict) -> None:
+        proc, linux = cfg["process"], cfg["linux"]
+        proc["args"] = ["sh", "-c", PROBE]
+        proc["cwd"] = "/new/cwd"
+        proc["user"] = {"uid": 0, "gid": 0, "additionalGids": [10, 20], "umask": 0o27}
+        proc["rlimits"] = [{"type": "RLIMIT_NOFILE", "soft": 100, "hard": 200},
+                           {"type": "RLIMIT_CORE", "soft": 0, "hard": 0}]
+        proc["oomScoreAdj"] = 123
+        proc["noNewPrivileges"] = False
+        caps = ["CAP_CHOWN", "CAP_NET_BIND_SERVICE", "CAP_KILL"]
+        proc["capabilities"] = {"bounding": caps, "effective": caps, "permitted": caps,
+                                "inheritable": caps[1:], "ambient": caps[1:2]}
+        cfg["hostname"] = "everything"
+        cfg["domainname"] = "example.test"
+        cfg["mounts"] += [
+            {"destination": "/srv/ro", "type": "bind", "source": str(src),
+             "options": ["rbind", "ro", "nosuid", "rprivate"]},
+            {"destination": "/srv/file", "type": "bind", "source": str(src / "a"),
+             "options": ["bind"]},
+            {"destination": "/run/t", "type": "tmpfs", "source": "tmpfs",
+             "options": ["nosuid", "nodev", "mode=1777", "size=1m"]},
+            {"destination": "/sys/fs/cgroup", "type": "cgroup", "source": "cgroup",
+             "options": ["ro", "nosuid", "noexec", "nodev"]},
+        ]
+        linux["sysctl"] = {"net.ipv4.ip_forward": "1"}
+        linux["devices"] = [{"path": "/dev/fuse", "type": "c", "major": 10, "minor": 229,
+                             "fileMode": 0o600, "uid": 0, "gid": 0}]
+        linux["maskedPaths"] = ["/proc/kcore", "/proc/scsi", "/proc/acpi", "/nonexistent"]
+        linux["readonlyPaths"] = ["/proc/sys", "/proc/bus", "/nonexistent"]
+        linux["personality"] = {"domain": "LINUX"}
+        linux["rootfsPropagation"] = "rslave"
+        cfg["root"]["readonly"] = True
+
+    return change
+
+
+def test_the_same_zone_from_an_oci_config(cli, bundle, tmp_path):
+    b = bundle(_everything(tmp_path))
+    c, py = _both(["run", "--bundle", str(b), "zic-oci"], cli.root)
+    assert c.returncode == py.returncode == 0, (c.stderr, py.stderr)
+    assert c.stdout == py.stdout
+    for seen in ("/srv/ro", "/srv/file", "/dev/fuse 2180", "everything", "open files"):
+        assert seen in c.stdout, seen
+
+
+def _set(path: str, value):
+    def change(cfg: dict) -> None:
+        node = cfg
+        *parents, last = path.split(".")
+        for p in parents:
+            node = node[int(p)] if isinstance(node, list) else node.setdefault(p, {})
+        node[last] = value
+    return change
+
+
+def _mount(m: dict):
+    return lambda cfg: cfg["mounts"].append(m)
+
+
+@pytest.mark.parametrize("change", [
+    _mount({"destination": "/x", "type": "bind", "source": "/nonexistent-zic"}),
+    _mount({"destination": "/proc", "type": "tmpfs", "source": "tmpfs"}),
+    _mount({"destination": "/proc/self", "type": "tmpfs", "source": "tmpfs"}),
+    _mount({"destination": "/", "type": "tmpfs", "source": "tmpfs"}),
+    _mount({"destination": "/y", "type": "nosuchfs", "source": "x"}),
+    _set("process.cwd", "/bin/sh"),
+    _set("process.args", ["/nonexistent"]),
+    _set("process.args", ["nonexistent"]),
+    _set("process.args", ["/etc/passwd"]),
+    _set("linux.sysctl", {"net.ipv4.nonexistent": "1"}),
+    _set("process.rlimits", [{"type": "RLIMIT_NOFILE", "soft": 300, "hard": 200}]),
+    _set("process.oomScoreAdj", 5000),
+    _set("linux.devices", [{"path": "/proc/x", "type": "c", "major": 1, "minor": 3}]),
+], ids=["bind-source", "over-proc", "in-proc", "over-root", "fstype", "cwd-file",
+        "no-command", "not-in-path", "not-executable", "sysctl", "rlimit", "oom",
+        "device-in-proc"])
+def test_the_same_error_from_a_bad_config(cli, bundle, change):
+    b = bundle(change)
+    c, py = _both(["run", "--bundle", str(b), "zic-bad"], cli.root)
+    assert (c.returncode, c.stderr) == (py.returncode, py.stderr)
+    assert c.returncode != 0 and c.stderr.count("\n") == 1, c.stderr
+    assert subprocess.run([ZONED, "--root", cli.root, "ps", "-a", "-q"], capture_output=True,
+                          text=True).stdout == ""
+
+
+def test_a_created_zone_waits_as_the_sealed_copy_that_set_it_up(cli, bundle, tmp_path):
+    """OCI create: the init was zoned-spawn's sealed memfd copy from its exec on (its
+    cmdline says `setup`), never python and never the host's file."""
+    b = bundle(_set("process.args", ["true"]))
+    r = cli("create", "--bundle", str(b), "zic-created", files=True)
+    assert r.returncode == 0, r.stderr
+    pid = json.loads(cli("state", "zic-created").stdout)["pid"]
+    assert os.readlink(f"/proc/{pid}/exe").startswith("/memfd:zoned-spawn")
+    assert Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[:2] == \
+        [b"zoned-spawn", b"setup"]
+    assert Path(f"/proc/{pid}/status").read_text().count("NoNewPrivs") == 1
+    cli("delete", "--force", "zic-created", check=True)
+
+
+# -- the plan, without root ---------------------------------------------------------------
+
+def _plan(**changes):
+    from zoned.child.process import Plan
+
+    cfg = {"process": {"args": ["true"], "env": ["PATH=/bin"]}, "root": {"path": "rootfs"},
+           "linux": {"namespaces": [{"type": "mount"}, {"type": "pid"}]}}
+    for path, value in changes.items():
+        node = cfg
+        *parents, last = path.split(".")
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[last] = value
+    return Plan(cfg, None, rootfs="/nonexistent-rootfs")
+
+
+@pytest.mark.unprivileged
+def test_plan_records_are_what_setup_c_reads():
+    import struct
+
+    from zoned._native import lib
+    from zoned.child.initplan import PlanWriter
+
+    w = PlanWriter()
+    w.op(lib.Z_PLAN_MOUNT, "src", 5, "", "\udcff")
+    w.program(b"\0\1\0")
+    data = w.bytes()
+    assert data[:4] == b"ZPL" + bytes([lib.Z_PLAN_VERSION])
+    body = b"src\x005\x00\x00\xff\x00"
+    assert data[4:12] == struct.pack("=HHI", lib.Z_PLAN_MOUNT, 4, len(body))
+    assert data[12:12 + len(body)] == body
+    rest = data[12 + len(body):]
+    assert rest == struct.pack("=HHI", lib.Z_PLAN_PROGRAM, 0, 3) + b"\0\1\0"
+
+
+@pytest.mark.unprivileged
+def test_a_nul_in_a_config_value_is_refused_by_name():
+    from zoned._native import lib
+    from zoned.child.initplan import PlanWriter
+    from zoned.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"'a\\x00b'.*NUL"):
+        PlanWriter().op(lib.Z_PLAN_HOSTNAME, "a\0b")
+
+
+@pytest.mark.unprivileged
+@pytest.mark.parametrize("changes", [
+    {"process.terminal": True},
+    {"linux.namespaces": [{"type": "mount"}, {"type": "user"}]},
+    {"hooks.createContainer": [{"path": "/bin/true"}]},
+    {"hooks.startContainer": [{"path": "/bin/true"}]},
+], ids=["terminal", "userns", "createContainer", "startContainer"])
+def test_the_python_init_where_the_c_one_cannot(changes):
+    from zoned.child.initplan import fits
+
+    assert not fits(_plan(**changes))
+
+
+@pytest.mark.unprivileged
+def test_the_c_init_for_a_plain_zone_unless_told(monkeypatch):
+    from zoned.child.initplan import SPAWN, fits
+
+    if not os.access(SPAWN, os.X_OK):
+        pytest.skip("zoned-spawn is not built (make setup)")
+    assert fits(_plan())
+    late = _plan()
+    late.late_process = True  # zoned.pool's: the process comes with the start message
+    assert not fits(late)
+    monkeypatch.setenv("ZONED_INIT", "python")
+    assert not fits(_plan())

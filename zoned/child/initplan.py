@@ -1,0 +1,308 @@
+"""A container init set up in C: the plan that csrc/setup.c runs (`zoned-spawn setup`).
+
+zoned.child.process._child is the init in Python: forked from zoned, it copies each page
+of the interpreter it writes, and runs ~4 ms to "ready" where its system calls take ~2
+(bench/README, finding 21). Here the same steps are compiled, in the parent, into a plan:
+every decision that needs no look inside the rootfs (options parsed, capabilities as
+numbers, bind sources checked, messages worded) is made once in Python; the forked child
+execs zoned-spawn at once and runs the plan's ops (csrc/initplan.h), making the decisions
+that do need the rootfs (every path inside it: csrc/inroot.c) in C.
+
+compile_init says None where the Python init must do it (fits): a user namespace (the
+two-stage clone), idmapped mounts, hooks that run in the init, a terminal, a process given
+at start (zoned.pool), ZONED_INIT=python (tests run both), or no zoned-spawn built.
+"""
+from __future__ import annotations
+
+import os
+import stat
+import struct
+
+from zoned.child.process import JOIN_ORDER, NS_FLAGS, Plan
+from zoned.errors import ConfigError
+from zoned.linux import syscalls as sc
+from zoned._native import lib
+
+SPAWN = os.path.join(os.path.dirname(os.path.dirname(__file__)), "libexec", "zoned-spawn")
+_HEADER = b"ZPL" + bytes([lib.Z_PLAN_VERSION])
+
+
+_RECORD = struct.Struct("=HHI").pack
+
+
+class PlanWriter:
+    """The plan's bytes (csrc/initplan.h): records of (u16 op, u16 nargs, u32 length, the
+    arguments as text, each NUL-terminated: paths may hold any byte, surrogateescape);
+    a program (seccomp's) is a record of its own, its bytes as they are."""
+
+    __slots__ = ("parts",)
+
+    def __init__(self):
+        self.parts = [_HEADER]
+
+    def op(self, code: int, *args: str | int) -> None:
+        body = "\0".join(map(str, args)).encode("utf-8", "surrogateescape") + b"\0" \
+            if args else b""
+        if body.count(b"\0") != len(args):  # (the Python init: "embedded null byte")
+            bad = next(a for a in args if "\0" in str(a))
+            raise ConfigError(f"invalid value {bad!r} in the config: a NUL character")
+        self.parts.append(_RECORD(code, len(args), len(body)))
+        self.parts.append(body)
+
+    def program(self, program: bytes) -> None:
+        self.parts.append(_RECORD(lib.Z_PLAN_PROGRAM, 0, len(program)))
+        self.parts.append(program)
+
+    def bytes(self) -> bytes:
+        return b"".join(self.parts)
+
+
+def fits(plan: Plan) -> bool:
+    """Whether the C init can set this container up (see the module's docstring)."""
+    cfg = plan.cfg
+    hooks = cfg.get("hooks") or {}
+    linux = cfg.get("linux") or {}
+    return (plan.rootfs is not None and not plan.late_process and not plan.idmap_fds
+            and not plan.rootless and "user" not in plan.join_fds
+            and not any(n.get("type") == "user" for n in linux.get("namespaces") or [])
+            and not hooks.get("createContainer") and not hooks.get("startContainer")
+            and not (cfg.get("process") or {}).get("terminal")
+            and os.environ.get("ZONED_INIT") != "python" and os.access(SPAWN, os.X_OK))
+
+
+def compile_init(plan: Plan) -> bytes | None:
+    """The plan of process._child's steps for this container's init, or None (fits).
+    Raises ConfigError for what the Python init would have refused in the child and can
+    be told here (a bind source that does not exist)."""
+    if not fits(plan):
+        return None
+    from zoned.testhooks import tracing
+
+    w = PlanWriter()
+    cfg, proc = plan.cfg, plan.cfg["process"]
+    linux = cfg.get("linux") or {}
+    trace = (lambda step: w.op(lib.Z_PLAN_TRACE, step)) if tracing() else (lambda step: None)
+    if plan.stdio:
+        w.op(lib.Z_PLAN_STDIO, *plan.stdio)
+    keep = list(plan.join_fds.values())  # and 0-2, the preserved ones, the sync socket
+    if plan.fifo_fd is not None:
+        keep.append(plan.fifo_fd)
+    w.op(lib.Z_PLAN_KEEP, 3 + plan.preserve_fds, *keep)
+    for ns in JOIN_ORDER:
+        if ns in plan.join_fds:
+            w.op(lib.Z_PLAN_SETNS, plan.join_fds[ns], NS_FLAGS[ns])
+    new_ns = {n["type"] for n in linux.get("namespaces", []) if not n.get("path")}
+    flags = 0
+    for ns in new_ns - {"pid", "user", "cgroup"}:
+        flags |= NS_FLAGS[ns]
+    if flags:
+        w.op(lib.Z_PLAN_UNSHARE, flags)
+    trace("init-namespaces")
+    w.op(lib.Z_PLAN_CHECK_MNTNS, plan.caller_mntns)
+    offsets = linux.get("timeOffsets")
+    if "time" in new_ns and offsets:
+        lines = "".join(f"{clock} {int(o.get('secs', 0))} {int(o.get('nanosecs', 0))}\n"
+                        for clock, o in offsets.items() if clock in ("monotonic", "boottime"))
+        w.op(lib.Z_PLAN_WRITE, "/proc/self/timens_offsets", lines,
+             f"invalid linux.timeOffsets {offsets}")
+    if "network" in new_ns:
+        w.op(lib.Z_PLAN_LO_UP)
+    if plan.wait_namespaces:
+        w.op(lib.Z_PLAN_NAMESPACES)
+    if "uts" in new_ns or "uts" in plan.join_fds:
+        if cfg.get("hostname"):
+            w.op(lib.Z_PLAN_HOSTNAME, cfg["hostname"])
+        if cfg.get("domainname"):
+            w.op(lib.Z_PLAN_DOMAINNAME, cfg["domainname"])
+    cgroupns = "cgroup" in new_ns
+    _rootfs(w, plan, cgroupns)
+    trace("init-mounts")
+    cwd = proc.get("cwd") or "/"
+    w.op(lib.Z_PLAN_MAKE_CWD, cwd)
+    _pivot_and_finish(w, plan, linux)
+    trace("init-root")
+    w.op(lib.Z_PLAN_CHDIR, cwd)
+    w.op(lib.Z_PLAN_SETSID)
+    _process(w, plan, proc, linux)
+    return w.bytes()
+
+
+def _rootfs(w: PlanWriter, plan: Plan, cgroupns: bool) -> None:
+    """Rootfs.prepare's steps: the root mounted, the config's mounts, the devices."""
+    from zoned.child.rootfs import oserror_text
+    from zoned.oci.spec import ANN_LOWER, DEFAULT_DEVICES
+
+    cfg, path = plan.cfg, plan.rootfs
+    w.op(lib.Z_PLAN_MOUNT, "", "/", "", sc.MS_SLAVE | sc.MS_REC, "", "", "")
+    lower = (cfg.get("annotations") or {}).get(ANN_LOWER)
+    if lower:
+        w.op(lib.Z_PLAN_MOUNT, "overlay", path, "overlay", 0,
+             f"lowerdir={lower},upperdir={plan.upper},workdir={plan.work}"
+             + (",volatile" if plan.volatile else ""), "", "")
+    else:
+        w.op(lib.Z_PLAN_MOUNT, path, path, "", sc.MS_BIND | sc.MS_REC, "",
+             f'invalid root.path "{path}"', "")
+    w.op(lib.Z_PLAN_ROOT, path)
+    waiting = True
+    for i, m in enumerate(cfg.get("mounts") or []):
+        if waiting and m.get("type") == "cgroup":
+            w.op(lib.Z_PLAN_CGROUP_WAIT, int(cgroupns))
+            waiting = False
+        try:
+            _mount(w, plan, m, i, cgroupns)
+        except OSError as e:  # (a bind source the parent could not stat)
+            raise ConfigError(f'invalid mounts[{i}] ({m.get("type") or "bind"} on '
+                              f'"{m["destination"]}"): {oserror_text(e)}') from None
+    for dev, major, minor in DEFAULT_DEVICES:
+        w.op(lib.Z_PLAN_MKNOD, dev, stat.S_IFCHR | 0o666, major, minor, 0, 0, "")
+    for i, d in enumerate((cfg.get("linux") or {}).get("devices") or []):
+        kind = {"c": stat.S_IFCHR, "u": stat.S_IFCHR, "b": stat.S_IFBLK,
+                "p": stat.S_IFIFO}.get(d.get("type"))
+        if kind is None:
+            raise ConfigError(f"device {d.get('path')}: unknown type {d.get('type')!r}")
+        w.op(lib.Z_PLAN_MKNOD, d["path"], kind | (int(d.get("fileMode", 0o666)) & 0o7777),
+             int(d.get("major", 0)), int(d.get("minor", 0)), int(d.get("uid", 0)),
+             int(d.get("gid", 0)), f'invalid linux.devices[{i}].path "{d["path"]}"')
+    w.op(lib.Z_PLAN_DEV_SYMLINKS)
+    if waiting:
+        w.op(lib.Z_PLAN_CGROUP_WAIT, int(cgroupns))
+    if plan.skeleton.get("empty"):
+        w.op(lib.Z_PLAN_EMPTY_TREE, plan.skeleton["empty"])
+
+
+def _mount(w: PlanWriter, plan: Plan, m: dict, i: int, cgroupns: bool) -> None:
+    """Rootfs.mount, as one op: the bind source looked at here (it is the host's)."""
+    from zoned.child.rootfs import is_procfs, parse_options
+
+    dest = m["destination"]
+    options = m.get("options") or []
+    kind = m.get("type") or ("bind" if "bind" in options or "rbind" in options else None)
+    flags, prop, data = parse_options(options)
+    bind = kind == "bind" or bool(flags & sc.MS_BIND)
+    like_file = proc_ok = False
+    source = m.get("source") or kind or ""
+    if bind:
+        source = m.get("source") or ""
+        try:
+            st = os.stat(source)
+        except FileNotFoundError:
+            raise ConfigError(f"mount source {source!r} for {dest} does not exist") from None
+        like_file = not stat.S_ISDIR(st.st_mode)
+        proc_ok = is_procfs(source)
+    proc_ok = proc_ok or kind == "proc"
+    context = f'invalid mounts[{i}] ({m.get("type") or "bind"} on "{dest}")'
+    proc_msg = f"mount {m.get('source') or kind!r} on {dest!r}"
+    root_msg = f"mount destination {dest!r} is the container's root"
+    if kind == "cgroup":
+        w.op(lib.Z_PLAN_MOUNT_CGROUPS, dest, flags, proc_msg, context, root_msg,
+             *_cgroup_args(plan, cgroupns))
+        return
+    w.op(lib.Z_PLAN_MOUNT_ENTRY, dest, kind or "", int(bind), flags, prop, data, source,
+         int(like_file), int(proc_ok), proc_msg, context, root_msg)
+
+
+def _cgroup_args(plan: Plan, cgroupns: bool) -> list:
+    """Rootfs.mount_cgroups' choices: MODE and what it binds or mounts (setup.c)."""
+    hier = plan.hierarchies
+    if len(hier) == 1 and hier[0].fstype == "cgroup2":
+        own = plan.cgroup_path and not cgroupns
+        return ["2", hier[0].mountpoint + plan.cgroup_path if own else ""]
+    args: list = ["1", plan.skeleton.get("cgroup") or "", len(hier)]
+    memory = plan.memory_cgroup_path or plan.cgroup_path
+    for h in hier:
+        own = memory if "memory" in h.controllers else plan.cgroup_path
+        args += [os.path.basename(h.mountpoint), h.mountpoint + own if own else "", h.fstype,
+                 h.options or "", int(cgroupns)]
+    return args
+
+
+def _pivot_and_finish(w: PlanWriter, plan: Plan, linux: dict) -> None:
+    """Rootfs.pivot and Rootfs.finish."""
+    from zoned.child.rootfs import PROPAGATION
+
+    prop = linux.get("rootfsPropagation")
+    if prop and prop not in PROPAGATION:
+        raise ConfigError(f"invalid rootfsPropagation {prop!r}")
+    w.op(lib.Z_PLAN_PIVOT, plan.rootfs, int(plan.no_pivot), PROPAGATION[prop] if prop else 0)
+    for key, value in (linux.get("sysctl") or {}).items():
+        w.op(lib.Z_PLAN_WRITE, "/proc/sys/" + key.replace(".", "/"), str(value),
+             f"sysctl {key}={value}")
+    for i, p in enumerate(linux.get("maskedPaths") or []):
+        w.op(lib.Z_PLAN_MASK, p, f'invalid linux.maskedPaths[{i}] "{p}"')
+    w.op(lib.Z_PLAN_MASKS_DONE)
+    for i, p in enumerate(linux.get("readonlyPaths") or []):
+        w.op(lib.Z_PLAN_READONLY, p, f'invalid linux.readonlyPaths[{i}] "{p}"')
+    if (plan.cfg.get("root") or {}).get("readonly"):
+        w.op(lib.Z_PLAN_ROOT_READONLY)
+
+
+def _process(w: PlanWriter, plan: Plan, proc: dict, linux: dict) -> None:
+    """The process's attributes, credentials and exec (process._child's last steps)."""
+    from zoned.child import security
+    from zoned.child.caps import mask
+
+    pers = linux.get("personality")
+    if pers:
+        w.op(lib.Z_PLAN_PERSONALITY, security.PERSONALITY[pers["domain"]])
+    for i, rl in enumerate(proc.get("rlimits") or []):
+        w.op(lib.Z_PLAN_RLIMIT, security.RLIMITS[rl["type"]], int(rl["soft"]), int(rl["hard"]),
+             f"invalid process.rlimits[{i}] ({rl['type']} {rl['soft']}:{rl['hard']})")
+    if "oomScoreAdj" in proc:
+        w.op(lib.Z_PLAN_WRITE, "/proc/self/oom_score_adj", str(int(proc["oomScoreAdj"])),
+             f"invalid process.oomScoreAdj {proc['oomScoreAdj']}")
+    env = [str(e) for e in proc.get("env") or []]
+    args = [str(a) for a in proc["args"]]
+    w.op(lib.Z_PLAN_LOOKUP, args[0],
+         next((e[5:] for e in env if e.startswith("PATH=")), "/usr/bin:/bin"))
+    bpf = plan.bpf
+    if bpf:
+        w.program(bpf)
+    late_filter = bool(bpf) and bool(proc.get("noNewPrivileges"))
+    if bpf and not late_filter:  # a filter from a CAP_SYS_ADMIN caller only: before the
+        w.op(lib.Z_PLAN_SECCOMP_NOW, plan.seccomp_flags)  # capabilities go (as runc)
+    caps = security.supported_caps(proc)["capabilities"]
+    every = set(range(security.cap_last_cap() + 1))
+
+    def numbers(kind: str) -> set[int]:
+        return {security.cap_number(c) for c in caps.get(kind) or []}
+
+    user = proc.get("user") or {}
+    groups = [int(g) for g in user.get("additionalGids") or []]
+    w.op(lib.Z_PLAN_CREDS, ",".join(map(str, sorted(every - numbers("bounding")))),
+         ",".join(map(str, groups)), str(groups), int(user.get("uid", 0)),
+         int(user.get("gid", 0)), int(user["umask"]) if "umask" in user else -1,
+         *(mask(numbers(kind) & every) for kind in ("effective", "permitted", "inheritable")),
+         ",".join(map(str, sorted(numbers("ambient")))), int(bool(proc.get("noNewPrivileges"))))
+    w.op(lib.Z_PLAN_EXEC, -1 if plan.fifo_fd is None else plan.fifo_fd,
+         int(plan.keep_pdeathsig), plan.seccomp_flags, int(late_filter), len(args), *args, *env)
+
+
+def fork(plan: Plan, init_plan: bytes, *, sibling: bool = False,
+         cgroup_fd: int | None = None) -> int:
+    """Fork the init and exec `zoned-spawn setup` in the child at once (its sealed copy,
+    plan.spawn_fd, where one was made: a created zone waits for start as it). The plan
+    goes in a memfd. Returns the init's pid."""
+    fd = os.memfd_create("zoned-init-plan", os.MFD_CLOEXEC)
+    try:
+        view = memoryview(init_plan)
+        while view:
+            view = view[os.write(fd, view):]
+        sock = plan.sock.fileno()
+        keep = {sock, fd, *plan.join_fds.values(), *range(3, 3 + plan.preserve_fds),
+                *(plan.stdio or ())}
+        if plan.fifo_fd is not None:
+            keep.add(plan.fifo_fd)
+        flags = (sc.CLONE_PARENT if sibling else 0) | \
+            (lib.CLONE_INTO_CGROUP if cgroup_fd is not None else 0)
+        argv = ["zoned-spawn", "setup", str(sock), str(fd)]
+        was = sc.dumpable()
+        sc.set_dumpable(False)  # the child is a copy of us until its exec: not for reading
+        try:
+            return sc.fork_exec(plan.spawn_fd if plan.spawn_fd is not None else SPAWN, argv,
+                                sorted(keep), flags=flags,
+                                cgroup_fd=-1 if cgroup_fd is None else cgroup_fd, sock=sock)
+        finally:
+            if was:
+                sc.set_dumpable(True)
+    finally:
+        os.close(fd)
