@@ -16,7 +16,8 @@ ffibuilder.cdef((HERE / "zoned.h").read_text() + (HERE / "constants.cdef").read_
 ffibuilder.set_source(
     "zoned._native",
     '#include "zoned.h"\n#include "initplan.h"\n' + (HERE / "zoned.c").read_text()
-    + (HERE / "primer.c").read_text() + (HERE / "exitlend.c").read_text()
+    + (HERE / "forkexec.c").read_text() + (HERE / "primer.c").read_text()
+    + (HERE / "exitlend.c").read_text()
     + "#include <linux/magic.h>\n#include <linux/openat2.h>\n",
     include_dirs=[str(HERE)],
     extra_compile_args=["-O2", "-Wall"],

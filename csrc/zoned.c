@@ -215,60 +215,6 @@ fail:
     _exit(127);
 }
 
-/*
- * A container's init set up in C (csrc/setup.c): clone (flags: CLONE_PARENT; clone3 for
- * CLONE_INTO_CGROUP with cgroup_fd) a child that clears close-on-exec on the fds in `keep`
- * and execs zoned-spawn at once: exe_fd (its sealed copy) if >= 0, else `path`. Nothing of
- * the caller's runs in the child but these few system calls, so it writes (copies) almost
- * no page of it, and it is safe from a threaded caller (as _posixsubprocess's child). If
- * the exec fails, the child says so on `sock` ({"op":"error"}) and exits 127. Returns the
- * child's pid, or -1 with errno.
- */
-int z_fork_exec(unsigned long long flags, int cgroup_fd, int exe_fd, const char *path,
-                const int *keep, int nkeep, char *const argv[], char *const envp[], int sock)
-{
-    static const char head[] = "{\"op\":\"error\",\"message\":\"cannot run zoned-spawn: errno ";
-    char msg[sizeof(head) + 32];
-    struct clone_args args;
-    long pid;
-    int err, n = (int)sizeof(head) - 1, digits = 0;
-    char num[12];
-
-    if (flags & CLONE_INTO_CGROUP) {
-        memset(&args, 0, sizeof(args));
-        args.flags = flags;
-        args.exit_signal = (flags & CLONE_PARENT) ? 0 : SIGCHLD;
-        args.cgroup = (uint64_t)cgroup_fd;
-        pid = syscall(SYS_clone3, &args, sizeof(args));
-    } else {  /* the legacy call: seccomp profiles that deny clone3 (docker's) allow it */
-        pid = syscall(SYS_clone, (unsigned long)(flags & CLONE_PARENT) | SIGCHLD, 0, NULL,
-                      NULL, 0);
-    }
-    if (pid != 0)
-        return (int)pid;
-    for (int i = 0; i < nkeep; i++)
-        if (fcntl(keep[i], F_SETFD, 0) < 0)
-            _exit(127);
-    if (exe_fd >= 0)
-        syscall(SYS_execveat, exe_fd, "", argv, envp, AT_EMPTY_PATH);
-    else
-        execve(path, argv, envp);
-    err = errno;  /* (no printf here: a threaded caller's locks) */
-    memcpy(msg, head, (size_t)n);
-    do {
-        num[digits++] = (char)('0' + err % 10);
-        err /= 10;
-    } while (err && digits < 11);
-    while (digits)
-        msg[n++] = num[--digits];
-    memcpy(msg + n, "\",\"errno\":0}", 12);
-    n += 12;
-    if (send(sock, msg, (size_t)n, MSG_NOSIGNAL) < 0) {
-        /* zoned reads EOF */
-    }
-    _exit(127);
-}
-
 /* execveat(fd, "", ..., AT_EMPTY_PATH): run an executable held by fd (a sealed memfd). */
 int z_execveat(int fd, char *const argv[], char *const envp[])
 {
