@@ -22,7 +22,6 @@
 #include <linux/openat2.h>
 
 #define Z_MAX_SYMLINKS 40  /* the kernel's MAXSYMLINKS */
-#define Z_MAX_NAMES 256    /* components of one resolved path */
 #define Z_STEP_RESOLVE (RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS)
 
 static const char *z_errcall;        /* the call that failed, as zoned.linux.syscalls names
@@ -42,31 +41,65 @@ static void z_err(const char *call, const char *name)
     }
 }
 
-struct z_names {
-    int n;
-    char *v[Z_MAX_NAMES];
+struct z_names {                     /* a resolved path's components (no "", ".", "..") */
+    int n, size;
+    char **v;
 };
 
 struct z_target {
     int fd, parent;                  /* O_PATH fds; parent -1 for the root itself */
     char name[NAME_MAX + 1];
-    char shown[PATH_MAX];            /* "/" + the resolved names: for messages */
+    char *shown;                     /* "/" + the resolved names: for messages */
 };
 
-static void names_free(struct z_names *p)
+static void names_drop(struct z_names *p)  /* the components, not the array */
 {
     while (p->n > 0)
         free(p->v[--p->n]);
 }
 
+static void names_free(struct z_names *p)
+{
+    names_drop(p);
+    free(p->v);
+    p->v = NULL;
+    p->size = 0;
+}
+
 static int names_push(struct z_names *p, const char *name)
 {
-    if (p->n == Z_MAX_NAMES || !(p->v[p->n] = strdup(name))) {
-        errno = ENAMETOOLONG;
-        return -1;
+    if (p->n == p->size) {
+        char **grown = realloc(p->v, sizeof(char *) * (size_t)(p->size * 2 + 16));
+        if (!grown)
+            return -1;
+        p->v = grown;
+        p->size = p->size * 2 + 16;
     }
+    if (!(p->v[p->n] = strdup(name)))
+        return -1;
     p->n++;
     return 0;
+}
+
+/* "/" + the names joined (malloc'd), or NULL. */
+static char *names_shown(const struct z_names *names)
+{
+    size_t len = 2;
+    char *out, *o;
+    for (int i = 0; i < names->n; i++)
+        len += strlen(names->v[i]) + 1;
+    if (!(o = out = malloc(len)))
+        return NULL;
+    *o++ = '/';
+    for (int i = 0; i < names->n; i++) {
+        size_t l = strlen(names->v[i]);
+        if (i)
+            *o++ = '/';
+        memcpy(o, names->v[i], l);
+        o += l;
+    }
+    *o = 0;
+    return out;
 }
 
 /* One component beneath dir_fd, never through a symlink. */
@@ -82,18 +115,20 @@ static int z_step(int dir_fd, const char *name, int flags)
     return fd;
 }
 
-/* inroot.resolve: the components of `path` inside the root (see the top). */
+/* inroot.resolve: the components of `path` inside the root (see the top). `out` is made
+ * here; names_free it. */
 static int z_resolve(int root_fd, const char *path, struct z_names *out)
 {
-    int fds[Z_MAX_NAMES + 1], nfds = 1, hops = 0, rc = -1;
+    int *fds = malloc(sizeof(int) * 16), nfds = 1, fds_size = 16, hops = 0, rc = -1;
     size_t pos = 0;
-    char *todo = strdup(path), part[NAME_MAX + 1];
-    static char target[PATH_MAX];
+    char *todo = strdup(path);
+    static char part[NAME_MAX + 1], target[PATH_MAX];
 
-    out->n = 0;
+    out->n = out->size = 0;
+    out->v = NULL;
+    if (!todo || !fds)
+        goto out;
     fds[0] = root_fd;
-    if (!todo)
-        return -1;
     for (;;) {
         size_t end, len;
         struct stat st;
@@ -161,7 +196,7 @@ static int z_resolve(int root_fd, const char *path, struct z_names *out)
             if (target[0] == '/') {
                 while (nfds > 1)
                     close(fds[--nfds]);
-                names_free(out);
+                names_drop(out);
             }
             next = malloc((size_t)n + 1 + strlen(todo + pos) + 1);
             if (!next)
@@ -174,7 +209,16 @@ static int z_resolve(int root_fd, const char *path, struct z_names *out)
             pos = 0;
             continue;
         }
-        if (names_push(out, part) < 0 || nfds > Z_MAX_NAMES) {
+        if (nfds == fds_size) {
+            int *grown = realloc(fds, sizeof(int) * (size_t)fds_size * 2);
+            if (!grown) {
+                close(fd);
+                goto out;
+            }
+            fds = grown;
+            fds_size *= 2;
+        }
+        if (names_push(out, part) < 0) {
             close(fd);
             goto out;
         }
@@ -182,8 +226,9 @@ static int z_resolve(int root_fd, const char *path, struct z_names *out)
     }
     rc = 0;
 out:
-    while (nfds > 1)
+    while (fds && nfds > 1)
         close(fds[--nfds]);
+    free(fds);
     free(todo);
     if (rc < 0)
         names_free(out);
@@ -254,25 +299,18 @@ static void z_target_close(struct z_target *t)
     if (t->parent >= 0)
         close(t->parent);
     t->fd = t->parent = -1;
+    free(t->shown);
+    t->shown = NULL;
 }
 
-/* inroot.target: `names` (resolved) opened inside the root, parents made; see z_open_last. */
+/* inroot.target: `names` (resolved) opened inside the root, parents made; see z_open_last.
+ * z_target_close it (also after a failure). */
 static int z_target_names(int root_fd, const struct z_names *names, int kind,
                           struct z_target *t)
 {
-    size_t o = 0;
     t->fd = t->parent = -1;
-    t->shown[o++] = '/';
-    t->shown[o] = 0;
-    for (int i = 0; i < names->n; i++) {
-        size_t len = strlen(names->v[i]);
-        if (o + len + 2 >= sizeof(t->shown))
-            return errno = ENAMETOOLONG, -1;
-        if (i)
-            t->shown[o++] = '/';
-        memcpy(t->shown + o, names->v[i], len + 1);
-        o += len;
-    }
+    if (!(t->shown = names_shown(names)))
+        return -1;
     if (names->n == 0) {
         struct open_how how = {0};
         how.flags = O_PATH | O_CLOEXEC;
@@ -285,11 +323,7 @@ static int z_target_names(int root_fd, const struct z_names *names, int kind,
         return -1;
     strcpy(t->name, names->v[names->n - 1]);
     t->fd = z_open_last(t->parent, t->name, kind);
-    if (t->fd < 0) {
-        z_target_close(t);
-        return -1;
-    }
-    return 0;
+    return t->fd < 0 ? -1 : 0;
 }
 
 static int z_target(int root_fd, const char *path, int kind, struct z_target *t)
@@ -297,6 +331,7 @@ static int z_target(int root_fd, const char *path, int kind, struct z_target *t)
     struct z_names names;
     int rc;
     t->fd = t->parent = -1;
+    t->shown = NULL;
     if (z_resolve(root_fd, path, &names) < 0)
         return -1;
     rc = z_target_names(root_fd, &names, kind, t);

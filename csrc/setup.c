@@ -17,14 +17,17 @@
 #include <net/if.h>
 #include <stdarg.h>
 #include <sys/ioctl.h>
+#include <termios.h>
 #include <sys/mount.h>
 #include <sys/personality.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
 #include <sys/uio.h>
+#include <sys/vfs.h>
 #include <time.h>
 #include <linux/capability.h>
+#include <linux/magic.h>
 #include <linux/mount.h>
 
 #include "initplan.h"
@@ -78,113 +81,6 @@ static int fail_ctx(const char *ctx)
     return *ctx ? failf("%s: %s", ctx, what(err)) : failf("%s", what(err));
 }
 
-/* -- the sync socket ------------------------------------------------------------------ */
-
-static ssize_t recv_msg(char *buf, size_t size, int *fds, int *nfds)
-{
-    char cbuf[CMSG_SPACE(sizeof(int) * 32)];
-    struct iovec iov = {buf, size - 1};
-    struct msghdr mh;
-    struct cmsghdr *c;
-    ssize_t n;
-    memset(&mh, 0, sizeof(mh));
-    mh.msg_iov = &iov;
-    mh.msg_iovlen = 1;
-    mh.msg_control = cbuf;
-    mh.msg_controllen = sizeof(cbuf);
-    n = recvmsg(s_sock, &mh, MSG_CMSG_CLOEXEC);
-    if (n < 0 && errno == ECONNRESET)  /* see sync.Channel.recv */
-        n = recvmsg(s_sock, &mh, MSG_CMSG_CLOEXEC);
-    *nfds = 0;
-    for (c = CMSG_FIRSTHDR(&mh); n >= 0 && c; c = CMSG_NXTHDR(&mh, c)) {
-        if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS) {
-            int count = (int)((c->cmsg_len - CMSG_LEN(0)) / sizeof(int));
-            memcpy(fds + *nfds, CMSG_DATA(c), sizeof(int) * (size_t)count);
-            *nfds += count;
-        }
-    }
-    if (n >= 0)
-        buf[n] = 0;
-    return n;
-}
-
-/* A JSON string field of zoned's (no escapes in it: cgroup names), or NULL. */
-static const char *json_field(const char *msg, const char *key, char *out, size_t size)
-{
-    char pat[64];
-    const char *p, *end;
-    snprintf(pat, sizeof(pat), "\"%s\"", key);
-    if (!(p = strstr(msg, pat)))
-        return NULL;
-    p += strlen(pat);
-    while (*p == ' ' || *p == ':')
-        p++;
-    if (*p++ != '"' || !(end = strchr(p, '"')) || memchr(p, '\\', (size_t)(end - p)) ||
-        (size_t)(end - p) >= size)
-        return NULL;
-    memcpy(out, p, (size_t)(end - p));
-    out[end - p] = 0;
-    return out;
-}
-
-/* zoned.cgroups.join.join: write "0" to each v1 `tasks` file sent; with "node", the last fd
- * is the shared memory cgroup's parent, made again if another zone's removal took it. */
-static int join_cgroups(const char *msg, int *fds, int nfds)
-{
-    char node[NAME_MAX + 1], path[NAME_MAX + 16];
-    int rc = 0, files = json_field(msg, "node", node, sizeof(node)) ? nfds - 1 : nfds;
-    for (int i = 0; rc == 0 && i < files; i++)
-        if (write(fds[i], "0", 1) != 1)
-            rc = failf("joining the cgroup: %s", strerror(errno));
-    for (int attempt = 0; rc == 0 && files < nfds && attempt < 3; attempt++) {
-        int last = attempt == 2, fd;
-        snprintf(path, sizeof(path), "%s/tasks", node);
-        fd = openat(fds[nfds - 1], path, O_WRONLY | O_CLOEXEC);
-        if (fd < 0) {
-            if (errno != ENOENT || last)
-                rc = failf("%s: %s", strerror(errno), path);
-            else if (mkdirat(fds[nfds - 1], node, 0755) < 0 && errno != EEXIST)
-                rc = failf("%s: %s", strerror(errno), node);
-            continue;
-        }
-        if (write(fd, "0", 1) == 1) {
-            close(fd);
-            break;
-        }
-        if ((errno != ENODEV && errno != ENOENT) || last)
-            rc = failf("%s: %s", strerror(errno), path);
-        close(fd);
-    }
-    for (int i = 0; i < nfds; i++)
-        close(fds[i]);
-    return rc;
-}
-
-/* process._child's expect: read until `name` arrives; "cgroup" may come first, any time. */
-static int expect(const char *name)
-{
-    static char buf[1 << 16];
-    int fds[32], nfds;
-    for (;;) {
-        ssize_t n = recv_msg(buf, sizeof(buf), fds, &nfds);
-        if (n <= 0)
-            _exit(1);  /* zoned has gone */
-        if (op_is(buf, n, "cgroup")) {
-            if (join_cgroups(buf, fds, nfds) < 0)
-                return -1;
-            s_in_cgroup = 1;
-            if (strcmp(name, "cgroup") == 0)
-                return 0;
-            continue;
-        }
-        for (int i = 0; i < nfds; i++)
-            close(fds[i]);
-        if (!op_is(buf, n, name))
-            _exit(1);
-        return 0;
-    }
-}
-
 /* -- mounts ----------------------------------------------------------------------------- */
 
 /* Target.mount: mount(2) onto the very file the target holds; errors name its path. */
@@ -224,20 +120,30 @@ static int open_destination(const char *dest, int kind, int proc_ok, const char 
                             const char *ctx, const char *root_msg, struct z_target *t)
 {
     struct z_names names;
+    char *shown;
     int rc;
+    t->fd = t->parent = -1;
+    t->shown = NULL;
     if (z_resolve(s_root, dest, &names) < 0)
         return fail_ctx(ctx);
     if (names.n == 0) {
         names_free(&names);
         return failf("%s", root_msg);
     }
+    if (!(shown = names_shown(&names)) || check_proc(shown, proc_ok, proc_msg) < 0) {
+        rc = shown ? -1 : failf("%s", strerror(errno));
+        free(shown);
+        names_free(&names);
+        return rc;
+    }
+    free(shown);
     rc = z_target_names(s_root, &names, kind, t);
     names_free(&names);
-    if (rc < 0)
-        return fail_ctx(ctx);
-    if (check_proc(t->shown, proc_ok, proc_msg) < 0) {
+    if (rc < 0) {
+        int err = errno;
         z_target_close(t);
-        return -1;
+        errno = err;
+        return fail_ctx(ctx);
     }
     return 0;
 }
@@ -285,11 +191,13 @@ fail:
  * cgroup2 hierarchy) SOURCE (the zone's own cgroup to bind; "": a fresh mount), for MODE 1
  * SKELETON N and N x (NAME SOURCE FSTYPE OPTIONS ALLOW_ENOENT): a tmpfs (or the zone's
  * skeleton dir) holding each v1 hierarchy, the zone's own cgroup bound where it has one. */
-static int op_mount_cgroups(char **a)
+static int op_mount_cgroups(char **a, int nargs)
 {
+    if (a[5][0] == '1' && (nargs < 8 || 8 + 5 * atoi(a[7]) > nargs || atoi(a[7]) < 0))
+        return failf("zoned-spawn: a plan of another build (cgroups)");
     unsigned long flags = num(a[1]) & ~(unsigned long)MS_RDONLY;
     const char *ctx = a[3];
-    struct z_target t, sub = {-1, -1, "", ""};
+    struct z_target t, sub = {-1, -1, "", NULL};
     int err, skeleton = 0;
 
     if (open_destination(a[0], 'd', 0, a[2], ctx, a[4], &t) < 0)
@@ -413,6 +321,8 @@ static int op_pivot(char **a)
         return z_err(NULL, "/"), fail_ctx("");
     if (prop && mount(NULL, "/", NULL, prop, NULL) < 0)
         return z_err("mount", "/"), fail_ctx("");
+    close(s_root);  /* the old root's, gone */
+    s_root = -1;
     return 0;
 }
 
@@ -461,12 +371,21 @@ static int op_readonly(char **a)
     return 0;
 }
 
-/* PATH DATA CONTEXT: "CONTEXT: why" on failure (sysctls, time offsets, oom_score_adj). */
+/* PATH DATA CONTEXT: write a file of the zone's /proc (sysctls, time offsets,
+ * oom_score_adj); "CONTEXT: why" on failure. Never a file the rootfs put there (no /proc
+ * mounted): not followed, not made, not waited on (a FIFO), refused if not procfs. */
 static int op_write(char **a, size_t len)
 {
-    int fd = open(a[0], O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-    ssize_t n = fd < 0 ? -1 : write(fd, a[1], len);
-    int err = errno;
+    int fd = open(a[0], O_WRONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC), err;
+    struct statfs fs;
+    ssize_t n = -1;
+    if (fd >= 0 && fstatfs(fd, &fs) == 0 && fs.f_type != PROC_SUPER_MAGIC) {
+        close(fd);
+        return failf("%s: not a file of procfs (is /proc mounted?)", a[2]);
+    }
+    if (fd >= 0)
+        n = write(fd, a[1], len);
+    err = errno;
     if (fd >= 0)
         close(fd);
     if (n == (ssize_t)len)
@@ -474,166 +393,5 @@ static int op_write(char **a, size_t len)
     return failf("%s: %s", a[2], strerror(n < 0 ? err : EIO));
 }
 
-static int op_rlimit(char **a)
-{
-    struct rlimit r = {strtoull(a[1], NULL, 10), strtoull(a[2], NULL, 10)};
-    if (setrlimit((int)num(a[0]), &r) == 0)
-        return 0;
-    /* Python's resource.setrlimit words, which the tests and users have seen */
-    return failf("%s: %s", a[3], errno == EINVAL ? "current limit exceeds maximum limit" :
-                 errno == EPERM ? "not allowed to raise maximum limit" : strerror(errno));
-}
-
-static int is_exec_file(const char *path)
-{
-    struct stat st;
-    return stat(path, &st) == 0 && S_ISREG(st.st_mode) && access(path, X_OK) == 0;
-}
-
-/* process.lookup_path: argv[0] in the container's PATH, as execvp would, with runc's
- * messages (podman maps them to 127 and 126). */
-static int op_lookup(char **a)
-{
-    static char cand[PATH_MAX];
-    const char *cmd = a[0], *p = a[1];
-    struct stat st;
-    if (strchr(cmd, '/')) {
-        if (stat(cmd, &st) < 0) {
-            s_cmd_errno = ENOENT;
-            return failf("exec: \"%s\": stat %s: no such file or directory", cmd, cmd);
-        }
-        if (!is_exec_file(cmd)) {
-            s_cmd_errno = EACCES;
-            return failf("exec: \"%s\": permission denied", cmd);
-        }
-        s_exec_path = cmd;
-        return 0;
-    }
-    for (;;) {
-        const char *end = strchr(p, ':');
-        size_t len = end ? (size_t)(end - p) : strlen(p);
-        const char *dir = len ? p : ".";
-        int dlen = len ? (int)len : 1;
-        if (snprintf(cand, sizeof(cand), "%.*s%s%s", dlen, dir,
-                     dir[dlen - 1] == '/' ? "" : "/", cmd) < (int)sizeof(cand) &&
-            is_exec_file(cand)) {
-            s_exec_path = cand;
-            return 0;
-        }
-        if (!end)
-            break;
-        p = end + 1;
-    }
-    s_cmd_errno = ENOENT;
-    return failf("exec: \"%s\": executable file not found in $PATH", cmd);
-}
-
-static int id_error(const char *field, const char *value, int err)
-{
-    return failf("invalid process.user.%s %s: %s%s", field, value, strerror(err),
-                 err == EINVAL ? " (not mapped in the zone's user namespace)" : "");
-}
-
-/* security.apply_user_and_caps, in runc's order: BOUNDING_DROP GROUPS GROUPS_SHOWN UID
- * GID UMASK EFFECTIVE PERMITTED INHERITABLE AMBIENT NO_NEW_PRIVS (lists: comma separated
- * numbers; UMASK -1: none). Then non-dumpable and pdeathsig again: the changes reset both. */
-static int op_creds(char **a)
-{
-    static gid_t groups[NGROUPS_MAX];
-    size_t ngroups = 0;
-    char *p, *end;
-    long umask_value = strtol(a[5], NULL, 0);
-
-    if (prctl(PR_SET_KEEPCAPS, 1, 0, 0, 0) < 0)
-        return failf("prctl(PR_SET_KEEPCAPS): %s", strerror(errno));
-    for (p = a[0]; *p; p = *end ? end + 1 : end)
-        if (prctl(PR_CAPBSET_DROP, strtoul(p, &end, 10), 0, 0, 0) < 0)
-            return failf("prctl(PR_CAPBSET_DROP): %s", strerror(errno));
-    for (p = a[1]; *p && ngroups < NGROUPS_MAX; p = *end ? end + 1 : end)
-        groups[ngroups++] = (gid_t)strtoul(p, &end, 10);
-    if (setgroups(ngroups, groups) < 0)
-        return id_error("additionalGids", a[2], errno);
-    if (setresgid((gid_t)num(a[4]), (gid_t)num(a[4]), (gid_t)num(a[4])) < 0)
-        return id_error("gid", a[4], errno);
-    if (setresuid((uid_t)num(a[3]), (uid_t)num(a[3]), (uid_t)num(a[3])) < 0)
-        return id_error("uid", a[3], errno);
-    if (umask_value >= 0)
-        umask((mode_t)umask_value);
-    /* one capset for all three sets: effective must stay within permitted at every step */
-    if (z_capset(strtoull(a[6], NULL, 10), strtoull(a[7], NULL, 10),
-                 strtoull(a[8], NULL, 10)) < 0)
-        return failf("capset: %s", strerror(errno));
-    if (prctl(PR_SET_KEEPCAPS, 0, 0, 0, 0) < 0 ||
-        prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0) < 0)
-        return failf("prctl: %s", strerror(errno));
-    for (p = a[9]; *p; p = *end ? end + 1 : end)  /* not permitted and inheritable: runc */
-        if (prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_RAISE, strtoul(p, &end, 10), 0, 0) < 0 &&
-            errno != EPERM)  /* ignores that too */
-            return failf("prctl(PR_CAP_AMBIENT): %s", strerror(errno));
-    if (atoi(a[10]) && prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0)
-        return failf("prctl(PR_SET_NO_NEW_PRIVS): %s", strerror(errno));
-    if (prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) < 0 || prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) < 0)
-        return failf("prctl: %s", strerror(errno));
-    return 0;
-}
-
-/* process._lo_up: lo up in a fresh network namespace. */
-static int op_lo_up(void)
-{
-    struct ifreq ifr;
-    int s = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0), rc = -1;
-    memset(&ifr, 0, sizeof(ifr));
-    strcpy(ifr.ifr_name, "lo");
-    if (s >= 0 && ioctl(s, SIOCGIFFLAGS, &ifr) == 0) {
-        ifr.ifr_flags |= IFF_UP;
-        rc = ioctl(s, SIOCSIFFLAGS, &ifr);
-    }
-    if (rc < 0)
-        failf("%s: lo", strerror(errno));
-    if (s >= 0)
-        close(s);
-    return rc;
-}
-
-/* FIRST FD...: close every fd from FIRST on (0-2 and the preserved ones lie below) but
- * these and the sync socket (process._close_fds_except). */
-static int op_keep(char **a, int nargs)
-{
-    int *keep = calloc((size_t)nargs + 2, sizeof(int)), n = 0, last;
-    if (!keep)
-        return failf("%s", strerror(errno));
-    last = atoi(a[0]) - 1;
-    keep[n++] = s_sock;
-    for (int i = 1; i < nargs; i++)
-        keep[n++] = atoi(a[i]);
-    for (int i = 1; i < n; i++)  /* (insertion sort: a handful) */
-        for (int j = i; j > 0 && keep[j - 1] > keep[j]; j--) {
-            int t = keep[j];
-            keep[j] = keep[j - 1];
-            keep[j - 1] = t;
-        }
-    keep[n++] = INT_MAX;
-    for (int i = 0; i < n; i++) {
-        if (keep[i] > last + 1)
-            z_close_range((unsigned)last + 1,
-                          keep[i] == INT_MAX ? ~0U : (unsigned)keep[i] - 1, 0);
-        if (keep[i] > last)
-            last = keep[i];
-    }
-    free(keep);
-    return 0;
-}
-
-static int op_trace(const char *step)
-{
-    struct timespec ts;
-    char line[128];
-    int n;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    n = snprintf(line, sizeof(line), "zoned-trace %s %.3f\n", step,
-                 (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6);
-    if (write(2, line, (size_t)n) < 0) {
-        /* a trace only */
-    }
-    return 0;
-}
+#include "setupsync.c"
+#include "setupproc.c"

@@ -35,20 +35,19 @@ static struct plan_op *read_plan(int fd, int *count)
     if (memcmp(buf, "ZPL", 3) != 0 || buf[3] != Z_PLAN_VERSION)
         return NULL;
     for (p = buf + 4, end = buf + got; p < end; n++) {
-        uint16_t hdr[2];
-        uint32_t len;
+        uint32_t hdr[3], len;  /* op, nargs, length */
         struct plan_op *grown = realloc(ops, sizeof(*ops) * (size_t)(n + 1));
         char *arg;
-        if (!grown || end - p < 8)
+        if (!grown || end - p < 12)
             return NULL;
         ops = grown;
-        memcpy(hdr, p, 4);
-        memcpy(&len, p + 4, 4);
-        p += 8;
-        if ((size_t)(end - p) < len)
+        memcpy(hdr, p, 12);
+        p += 12;
+        len = hdr[2];
+        if ((size_t)(end - p) < len || hdr[1] > len)
             return NULL;
-        ops[n].op = hdr[0];
-        ops[n].nargs = hdr[1];
+        ops[n].op = (int)hdr[0];
+        ops[n].nargs = (int)hdr[1];
         if (!(ops[n].a = calloc((size_t)hdr[1] + 1, sizeof(char *))))
             return NULL;
         if (hdr[0] == Z_PLAN_PROGRAM) {
@@ -60,7 +59,7 @@ static struct plan_op *read_plan(int fd, int *count)
         if (hdr[1] > 0 && (len == 0 || p[len - 1] != 0))
             return NULL;
         arg = p;
-        for (int i = 0; i < hdr[1]; i++) {
+        for (uint32_t i = 0; i < hdr[1]; i++) {
             if (arg >= p + len)
                 return NULL;
             ops[n].a[i] = arg;
@@ -86,6 +85,7 @@ static int min_args(int op)
     case Z_PLAN_CHDIR: case Z_PLAN_PERSONALITY: case Z_PLAN_TRACE: case Z_PLAN_SECCOMP_NOW:
         return 1;
     case Z_PLAN_WRITE: case Z_PLAN_PIVOT: return 3;
+    case Z_PLAN_CONSOLE: return 2;
     case Z_PLAN_RLIMIT: return 4;
     case Z_PLAN_MOUNT: case Z_PLAN_MKNOD: return 7;
     case Z_PLAN_MOUNT_ENTRY: return 12;
@@ -152,7 +152,7 @@ static int run_op(struct plan_op *o)
     case Z_PLAN_MOUNT_ENTRY:
         return op_mount_entry(a);
     case Z_PLAN_MOUNT_CGROUPS:
-        return op_mount_cgroups(a);
+        return op_mount_cgroups(a, o->nargs);
     case Z_PLAN_MKNOD:
         if (z_replace_node(s_root, a[0], (mode_t)num(a[1]),
                            makedev((unsigned)num(a[2]), (unsigned)num(a[3])),
@@ -170,8 +170,11 @@ static int run_op(struct plan_op *o)
             return z_err("mount_setattr", NULL), fail_ctx("");
         return 0;
     case Z_PLAN_MAKE_CWD:
-        if (z_target(s_root, a[0], 'd', &t) < 0)
-            return cwd_error(a[0], errno);
+        if (z_target(s_root, a[0], 'd', &t) < 0) {
+            int err = errno;
+            z_target_close(&t);
+            return cwd_error(a[0], err);
+        }
         z_target_close(&t);
         return 0;
     case Z_PLAN_PIVOT:
@@ -193,6 +196,8 @@ static int run_op(struct plan_op *o)
         return chdir(a[0]) < 0 ? cwd_error(a[0], errno) : 0;
     case Z_PLAN_SETSID:
         return setsid() < 0 ? failf("setsid: %s", strerror(errno)) : 0;
+    case Z_PLAN_CONSOLE:
+        return op_console(a);
     case Z_PLAN_PERSONALITY:
         return personality(num(a[0])) < 0 ? failf("personality: %s", strerror(errno)) : 0;
     case Z_PLAN_RLIMIT:

@@ -139,20 +139,39 @@ static int op_is(const char *msg, ssize_t len, const char *name)
            p[n + 1] == '"';
 }
 
-/* A JSON string body: quotes, backslashes and control characters escaped. */
+/* The length of the UTF-8 sequence at s (2-4), or 0 if it is not a valid one. */
+static int utf8_length(const unsigned char *s)
+{
+    int n = s[0] >= 0xf0 && s[0] < 0xf5 ? 4 : s[0] >= 0xe0 && s[0] < 0xf0 ? 3 :
+            s[0] >= 0xc2 && s[0] < 0xe0 ? 2 : 0;
+    for (int i = 1; i < n; i++)
+        if ((s[i] & 0xc0) != 0x80)
+            return 0;
+    return n;
+}
+
+/* A JSON string body: quotes, backslashes and control characters escaped; UTF-8 kept, any
+ * other byte (a path is bytes) shown as the code point of its value. */
 static size_t json_escape(char *out, size_t size, const char *s)
 {
     size_t o = 0;
-    for (; *s && o + 7 < size; s++) {
+    while (*s && o + 7 < size) {
         unsigned char c = (unsigned char)*s;
+        int n = c >= 0x80 ? utf8_length((const unsigned char *)s) : 1;
         if (c == '"' || c == '\\') {
             out[o++] = '\\';
             out[o++] = (char)c;
-        } else if (c < 0x20 || c >= 0x80) {  /* (not UTF-8 for certain: as latin-1) */
+        } else if (c < 0x20 || (c >= 0x80 && n == 0)) {
             o += (size_t)snprintf(out + o, size - o, "\\u%04x", c);
+        } else if (o + (size_t)n < size - 1) {
+            memcpy(out + o, s, (size_t)n);
+            o += (size_t)n;
+            s += n;
+            continue;
         } else {
-            out[o++] = (char)c;
+            break;
         }
+        s++;
     }
     out[o] = 0;
     return o;

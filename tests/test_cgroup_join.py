@@ -131,7 +131,7 @@ def test_no_process_of_zoned_writes_a_pid_into_a_cgroup(cli, flags):
 
     if not shutil.which("strace"):
         pytest.skip("no strace (the Makefile installs it)")
-    p = subprocess.run(["strace", "-f", "-qq", "-e", "trace=openat,clone3,write", "-s", "64",
+    p = subprocess.run(["strace", "-f", "-qq", "-e", "trace=openat,openat2,clone3,write", "-s", "64",
                         "-o", "/dev/stderr", ZONED, "--root", cli.root, "run", "--rm", *flags,
                         "busybox", "true"], capture_output=True, text=True, timeout=60)
     assert p.returncode == 0, p.stderr[-2000:]

@@ -207,10 +207,10 @@ def test_plan_records_are_what_setup_c_reads():
     data = w.bytes()
     assert data[:4] == b"ZPL" + bytes([lib.Z_PLAN_VERSION])
     body = b"src\x005\x00\x00\xff\x00"
-    assert data[4:12] == struct.pack("=HHI", lib.Z_PLAN_MOUNT, 4, len(body))
-    assert data[12:12 + len(body)] == body
-    rest = data[12 + len(body):]
-    assert rest == struct.pack("=HHI", lib.Z_PLAN_PROGRAM, 0, 3) + b"\0\1\0"
+    assert data[4:16] == struct.pack("=III", lib.Z_PLAN_MOUNT, 4, len(body))
+    assert data[16:16 + len(body)] == body
+    rest = data[16 + len(body):]
+    assert rest == struct.pack("=III", lib.Z_PLAN_PROGRAM, 0, 3) + b"\0\1\0"
 
 
 @pytest.mark.unprivileged
@@ -225,11 +225,10 @@ def test_a_nul_in_a_config_value_is_refused_by_name():
 
 @pytest.mark.unprivileged
 @pytest.mark.parametrize("changes", [
-    {"process.terminal": True},
     {"linux.namespaces": [{"type": "mount"}, {"type": "user"}]},
     {"hooks.createContainer": [{"path": "/bin/true"}]},
     {"hooks.startContainer": [{"path": "/bin/true"}]},
-], ids=["terminal", "userns", "createContainer", "startContainer"])
+], ids=["userns", "createContainer", "startContainer"])
 def test_the_python_init_where_the_c_one_cannot(changes):
     from zoned.child.initplan import fits
 
@@ -248,3 +247,114 @@ def test_the_c_init_for_a_plain_zone_unless_told(monkeypatch):
     assert not fits(late)
     monkeypatch.setenv("ZONED_INIT", "python")
     assert not fits(_plan())
+
+
+# -- the audit's cases (a report-only helper attacked the C init) ----------------------------
+
+@pytest.mark.parametrize("how", ["annotation", "label"])
+def test_a_node_key_in_the_config_moves_no_zone_out_of_its_cgroups(cli, bundle, tmp_path,
+                                                                     how):
+    """The C init once took the first "node" anywhere in zoned's cgroup message (its
+    "state" carries the config's annotations) for the shared memory cgroup to join: a zone
+    left its memory or devices cgroup, made a directory and wrote a `tasks` file on the
+    host. Only the message's own key counts."""
+    canary = tmp_path / "canary"
+    canary.mkdir()
+    (canary / "tasks").write_text("hello")
+    zones = []
+    for target in ("/sys/fs/cgroup/memory", str(canary), str(tmp_path / "made")):
+        name = f"zic-node-{len(zones)}"
+        if how == "annotation":
+            def change(cfg, target=target):
+                cfg.setdefault("annotations", {})["node"] = target
+                cfg["process"]["args"] = ["sleep", "30"]
+            r = cli("run", "-d", "--bundle", str(bundle(change)), name, files=True)
+        else:
+            r = cli("run", "-d", "--name", name, "--memory", "64m", "--label",
+                    f'a"node={target}', "busybox", "sleep", "30")
+        assert r.returncode == 0, r.stderr
+        zones.append(name)
+    for name in zones:
+        pid = json.loads(cli("state", name).stdout)["pid"]
+        groups = Path(f"/proc/{pid}/cgroup").read_text()
+        for line in groups.splitlines():
+            _, ctrls, path = line.split(":", 2)
+            if ctrls in ("memory", "devices", "pids"):
+                assert name in path, (ctrls, path)
+    assert (canary / "tasks").read_text() == "hello"
+    assert not (tmp_path / "made").exists()
+    cli("rm", "-f", *zones, check=True)
+
+
+def test_a_sysctl_without_proc_fails_rather_than_writing_the_rootfs(cli, bundle, tmp_path):
+    """No /proc mounted: the sysctl's path is then the rootfs's own file, here a FIFO (both
+    inits blocked on it for ever). Now both refuse at once, naming the sysctl (a FIFO
+    without a reader: ENXIO; a plain file: not procfs)."""
+    def change(cfg):
+        cfg["mounts"] = [m for m in cfg["mounts"] if m["destination"] != "/proc"]
+        cfg["linux"]["sysctl"] = {"net.ipv4.ip_forward": "1"}
+        cfg["linux"]["maskedPaths"] = cfg["linux"]["readonlyPaths"] = []
+    b = bundle(change)
+    fifo = b / "rootfs" / "proc" / "sys" / "net" / "ipv4"
+    fifo.mkdir(parents=True)
+    os.mkfifo(fifo / "ip_forward")
+    c, py = _both(["run", "--bundle", str(b), "zic-fifo"], cli.root)
+    assert (c.returncode, c.stderr) == (py.returncode, py.stderr)
+    assert c.returncode == 125, c.stderr
+    assert c.stderr == "zoned: sysctl net.ipv4.ip_forward=1: No such device or address\n"
+    os.unlink(fifo / "ip_forward")
+    (fifo / "ip_forward").write_text("0\n")
+    c, py = _both(["run", "--bundle", str(b), "zic-fifo"], cli.root)
+    assert (c.returncode, c.stderr) == (py.returncode, py.stderr)
+    assert c.stderr == ("zoned: sysctl net.ipv4.ip_forward=1: not a file of procfs (is /proc "
+                        "mounted?)\n"), c.stderr
+    assert (fifo / "ip_forward").read_text() == "0\n"
+
+
+@pytest.mark.parametrize("change, field", [
+    (_set("process.user.umask", 2147483648), "process.user.umask"),
+    (_set("process.user.additionalGids", list(range(70000))), "process.user.additionalGids"),
+    (_set("linux.devices", [{"path": "/dev/x", "type": "c", "major": -1, "minor": 3}]),
+     "linux.devices[0].major"),
+], ids=["umask", "groups", "device-number"])
+def test_values_out_of_range_are_refused_by_both(cli, bundle, change, field):
+    b = bundle(change)
+    c, py = _both(["run", "--bundle", str(b), "zic-range"], cli.root)
+    assert (c.returncode, c.stderr) == (py.returncode, py.stderr)
+    assert c.returncode == 125 and field in c.stderr, c.stderr
+
+
+def test_deep_and_long_destinations_as_the_python_init(cli, bundle):
+    deep = "/d" + "/d" * 299
+    long = "/" + "/".join(["x" * 200] * 25)
+    b = bundle(lambda cfg: cfg["mounts"].extend(
+        {"destination": dest, "type": "tmpfs", "source": "tmpfs"} for dest in (deep, long)))
+    c, py = _both(["run", "--bundle", str(b), "zic-deep"], cli.root)
+    assert c.returncode == py.returncode == 0, (c.stderr, py.stderr)
+
+
+def test_a_terminal_from_the_c_init(cli, bundle, tmp_path):
+    """process.terminal: the pty is the zone's own (its devpts), /dev/console is it, and
+    its master reaches zoned; the same as the Python init."""
+    import pty
+
+    outs = []
+    for init in ("c", "python"):
+        pid, fd = pty.fork()
+        if pid == 0:
+            os.environ["ZONED_INIT"] = init
+            os.execv(ZONED, [ZONED, "--root", cli.root, "run", "--rm", "-t", "busybox", "sh",
+                             "-c", "tty; ls -l /dev/console | cut -c1-10; stat -c %t /dev/console"])
+        data = b""
+        while True:
+            try:
+                chunk = os.read(fd, 4096)
+            except OSError:
+                break
+            if not chunk:
+                break
+            data += chunk
+        os.waitpid(pid, 0)
+        outs.append(data.replace(b"\r", b""))
+    assert outs[0] == outs[1], outs
+    assert b"/dev/pts/0" in outs[0], outs[0]

@@ -9,8 +9,8 @@ execs zoned-spawn at once and runs the plan's ops (csrc/initplan.h), making the 
 that do need the rootfs (every path inside it: csrc/inroot.c) in C.
 
 compile_init says None where the Python init must do it (fits): a user namespace (the
-two-stage clone), idmapped mounts, hooks that run in the init, a terminal, a process given
-at start (zoned.pool), ZONED_INIT=python (tests run both), or no zoned-spawn built.
+two-stage clone), idmapped mounts, hooks that run in the init, a process given at start
+(zoned.pool), ZONED_INIT=python (tests run both), or no zoned-spawn built.
 """
 from __future__ import annotations
 
@@ -21,17 +21,18 @@ import struct
 from zoned.child.process import JOIN_ORDER, NS_FLAGS, Plan
 from zoned.errors import ConfigError
 from zoned.linux import syscalls as sc
+from zoned.linux.files import seal_filled
 from zoned._native import lib
 
 SPAWN = os.path.join(os.path.dirname(os.path.dirname(__file__)), "libexec", "zoned-spawn")
 _HEADER = b"ZPL" + bytes([lib.Z_PLAN_VERSION])
 
 
-_RECORD = struct.Struct("=HHI").pack
+_RECORD = struct.Struct("=III").pack
 
 
 class PlanWriter:
-    """The plan's bytes (csrc/initplan.h): records of (u16 op, u16 nargs, u32 length, the
+    """The plan's bytes (csrc/initplan.h): records of (u32 op, u32 nargs, u32 length, the
     arguments as text, each NUL-terminated: paths may hold any byte, surrogateescape);
     a program (seccomp's) is a record of its own, its bytes as they are."""
 
@@ -66,7 +67,6 @@ def fits(plan: Plan) -> bool:
             and not plan.rootless and "user" not in plan.join_fds
             and not any(n.get("type") == "user" for n in linux.get("namespaces") or [])
             and not hooks.get("createContainer") and not hooks.get("startContainer")
-            and not (cfg.get("process") or {}).get("terminal")
             and os.environ.get("ZONED_INIT") != "python" and os.access(SPAWN, os.X_OK))
 
 
@@ -123,6 +123,10 @@ def compile_init(plan: Plan) -> bytes | None:
     trace("init-root")
     w.op(lib.Z_PLAN_CHDIR, cwd)
     w.op(lib.Z_PLAN_SETSID)
+    if proc.get("terminal"):
+        size = proc.get("consoleSize")
+        w.op(lib.Z_PLAN_CONSOLE, int(size.get("height", 24)) if size else 0,
+             int(size.get("width", 80)) if size else 0)
     _process(w, plan, proc, linux)
     return w.bytes()
 
@@ -279,14 +283,14 @@ def _process(w: PlanWriter, plan: Plan, proc: dict, linux: dict) -> None:
 
 def fork(plan: Plan, init_plan: bytes, *, sibling: bool = False,
          cgroup_fd: int | None = None) -> int:
-    """Fork the init and exec `zoned-spawn setup` in the child at once (its sealed copy,
-    plan.spawn_fd, where one was made: a created zone waits for start as it). The plan
-    goes in a memfd. Returns the init's pid."""
-    fd = os.memfd_create("zoned-init-plan", os.MFD_CLOEXEC)
+    """Start the init: a child that execs `zoned-spawn setup` at once (its sealed copy,
+    plan.spawn_fd, where one was made: a created zone waits for start as it, and so does
+    one joining another's pid namespace; else the host's file, while the zone's record
+    says "creating", which nothing may join). The plan goes in a sealed memfd. Returns
+    the init's pid."""
+    fd = seal_filled(os.memfd_create("zoned-init-plan", os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING),
+                     init_plan)
     try:
-        view = memoryview(init_plan)
-        while view:
-            view = view[os.write(fd, view):]
         sock = plan.sock.fileno()
         keep = {sock, fd, *plan.join_fds.values(), *range(3, 3 + plan.preserve_fds),
                 *(plan.stdio or ())}

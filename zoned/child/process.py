@@ -244,9 +244,10 @@ def _time_offsets(offsets: dict) -> None:
     init enters at execve)."""
     lines = [f"{clock} {int(o.get('secs', 0))} {int(o.get('nanosecs', 0))}\n"
              for clock, o in offsets.items() if clock in ("monotonic", "boottime")]
+    from zoned.linux.files import write_procfs
+
     try:
-        with open("/proc/self/timens_offsets", "w") as f:
-            f.write("".join(lines))
+        write_procfs("/proc/self/timens_offsets", "".join(lines))
     except OSError as e:  # (ERANGE: a clock would go below 0 or past the kernel's limit)
         raise ConfigError(f"invalid linux.timeOffsets {offsets}: {e.strerror}") from None
 

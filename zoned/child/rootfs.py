@@ -323,11 +323,11 @@ class Rootfs:
 
     def finish(self) -> None:
         """Sysctls, masked and read-only paths, read-only root: after pivot_root."""
+        from zoned.linux.files import write_procfs
+
         for key, value in (self.linux.get("sysctl") or {}).items():
-            path = "/proc/sys/" + key.replace(".", "/")
             try:
-                with open(path, "w") as f:
-                    f.write(str(value))
+                write_procfs("/proc/sys/" + key.replace(".", "/"), str(value))
             except OSError as e:
                 raise ConfigError(f"sysctl {key}={value}: {e.strerror}") from None
         masked_dir = None

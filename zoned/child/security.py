@@ -10,6 +10,7 @@ import resource
 from zoned.errors import ConfigError
 
 RLIMITS = {name: getattr(resource, name) for name in dir(resource) if name.startswith("RLIMIT_")}
+NGROUPS_MAX = 65536  # the kernel's limit of supplementary groups (setgroups)
 
 # The kernel's capabilities by number (include/uapi/linux/capability.h, through 6.x's
 # CAP_CHECKPOINT_RESTORE = 40). python-prctl's table is the C header it was built against,
@@ -89,6 +90,13 @@ def check_process(proc: dict) -> None:
         if rl["soft"] > rl["hard"]:
             raise ConfigError(f"config.json: process.rlimits[{i}]: soft limit {rl['soft']} "
                               f"of {rl['type']} is above the hard limit {rl['hard']}")
+    user = proc.get("user") or {}
+    if user.get("umask", 0) > 0o777:
+        raise ConfigError(f"config.json: process.user.umask {user['umask']}: not a file "
+                          "mode mask (0 to 0o777)")
+    if len(user.get("additionalGids") or []) > NGROUPS_MAX:
+        raise ConfigError(f"config.json: process.user.additionalGids: "
+                          f"{len(user['additionalGids'])} groups, at most {NGROUPS_MAX}")
     for kind in proc.get("capabilities") or {}:
         if kind not in CAP_KINDS:
             raise ConfigError(f"config.json: process.capabilities.{kind}: unknown set "
@@ -123,6 +131,11 @@ PERSONALITY = {"LINUX": 0x0000, "LINUX32": 0x0008}
 
 def check_linux(linux: dict) -> None:
     check_sysctl(linux)
+    for i, d in enumerate(linux.get("devices") or []):
+        for field in ("major", "minor"):
+            if not 0 <= d.get(field, 0) <= 0xFFFFFFFF:
+                raise ConfigError(f"config.json: linux.devices[{i}].{field} {d[field]}: a "
+                                  "device number is 0 to 4294967295")
     pers = linux.get("personality")
     if pers and pers.get("domain") not in PERSONALITY:
         raise ConfigError(f"linux.personality.domain {pers.get('domain')!r}: "
@@ -211,9 +224,10 @@ def apply_personality(linux: dict) -> None:
 
 def apply_oom_score_adj(proc: dict) -> None:
     if "oomScoreAdj" in proc:
+        from zoned.linux.files import write_procfs
+
         try:
-            with open("/proc/self/oom_score_adj", "w") as f:
-                f.write(str(int(proc["oomScoreAdj"])))
+            write_procfs("/proc/self/oom_score_adj", str(int(proc["oomScoreAdj"])))
         except OSError as e:  # (lower than ours without CAP_SYS_RESOURCE: EACCES, not 126)
             raise ConfigError(f"invalid process.oomScoreAdj {proc['oomScoreAdj']}: "
                               f"{e.strerror}") from None

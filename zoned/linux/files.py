@@ -168,6 +168,21 @@ def _open_below(fd: int, name: str) -> int:
     return sc.openat2(fd, name, DIR_FLAGS, 0, sc.RESOLVE_NO_XDEV | sc.RESOLVE_NO_SYMLINKS)
 
 
+def write_procfs(path: str, text: str) -> None:
+    """Write a file of a zone's /proc (a sysctl, oom_score_adj, the time offsets), never one
+    its rootfs put there when no /proc is mounted: not followed, not made, not waited on
+    (a FIFO), refused unless it is procfs's."""
+    from zoned.linux import syscalls as sc
+
+    fd = os.open(path, os.O_WRONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        if sc.fstatfs_type(fd) != sc.PROC_SUPER_MAGIC:
+            raise OSError(errno.EINVAL, "not a file of procfs (is /proc mounted?)", path)
+        os.write(fd, text.encode())
+    finally:
+        os.close(fd)
+
+
 def seal_filled(fd: int, data: bytes, mode: int | None = None) -> int:
     """Fill a fresh memfd (made with MFD_ALLOW_SEALING) with `data`, rewind it, chmod it to
     `mode` if given, and seal it against any change (write, grow, shrink, more seals), so

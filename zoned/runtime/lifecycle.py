@@ -276,8 +276,11 @@ class Runtime:
                 from zoned.child.rootfs import Rootfs  # noqa: F401
             # The init waits for start as this sealed copy (the C init is it from its exec
             # on); not if started at once: its record says "creating" until it has exec'd
-            # the zone's process (none joins it, below).
-            if not late_process and not start and (plan.init_plan is not None or fits(cfg)):
+            # the zone's process (none joins it, below); unless its pid namespace is
+            # another's, whose processes see it from its start.
+            c_init = plan.init_plan is not None
+            if not late_process and (c_init or fits(cfg)) and \
+                    (not start or (c_init and namespaces.get("pid"))):
                 spawn_fd = plan.spawn_fd = spawn_copy()
             from zoned.cgroups import join as cgjoin
             from zoned.cgroups import open_cgroup

@@ -1,0 +1,168 @@
+/*
+ * The C init's process steps (security.py and process.py's last ones): rlimits, the
+ * command's lookup, credentials and capabilities, lo, the fds kept, trace marks. Part
+ * of csrc/setup.c (one translation unit: zoned-spawn).
+ */
+static int op_rlimit(char **a)
+{
+    struct rlimit r = {strtoull(a[1], NULL, 10), strtoull(a[2], NULL, 10)};
+    if (setrlimit((int)num(a[0]), &r) == 0)
+        return 0;
+    /* Python's resource.setrlimit words, which the tests and users have seen */
+    return failf("%s: %s", a[3], errno == EINVAL ? "current limit exceeds maximum limit" :
+                 errno == EPERM ? "not allowed to raise maximum limit" : strerror(errno));
+}
+
+static int is_exec_file(const char *path)
+{
+    struct stat st;
+    return stat(path, &st) == 0 && S_ISREG(st.st_mode) && access(path, X_OK) == 0;
+}
+
+/* process.lookup_path: argv[0] in the container's PATH, as execvp would, with runc's
+ * messages (podman maps them to 127 and 126). */
+static int op_lookup(char **a)
+{
+    static char cand[PATH_MAX];
+    const char *cmd = a[0], *p = a[1];
+    struct stat st;
+    if (strchr(cmd, '/')) {
+        if (stat(cmd, &st) < 0) {
+            s_cmd_errno = ENOENT;
+            return failf("exec: \"%s\": stat %s: no such file or directory", cmd, cmd);
+        }
+        if (!is_exec_file(cmd)) {
+            s_cmd_errno = EACCES;
+            return failf("exec: \"%s\": permission denied", cmd);
+        }
+        s_exec_path = cmd;
+        return 0;
+    }
+    for (;;) {
+        const char *end = strchr(p, ':');
+        size_t len = end ? (size_t)(end - p) : strlen(p);
+        const char *dir = len ? p : ".";
+        int dlen = len ? (int)len : 1;
+        if (snprintf(cand, sizeof(cand), "%.*s%s%s", dlen, dir,
+                     dir[dlen - 1] == '/' ? "" : "/", cmd) < (int)sizeof(cand) &&
+            is_exec_file(cand)) {
+            s_exec_path = cand;
+            return 0;
+        }
+        if (!end)
+            break;
+        p = end + 1;
+    }
+    s_cmd_errno = ENOENT;
+    return failf("exec: \"%s\": executable file not found in $PATH", cmd);
+}
+
+static int id_error(const char *field, const char *value, int err)
+{
+    return failf("invalid process.user.%s %s: %s%s", field, value, strerror(err),
+                 err == EINVAL ? " (not mapped in the zone's user namespace)" : "");
+}
+
+/* security.apply_user_and_caps, in runc's order: BOUNDING_DROP GROUPS GROUPS_SHOWN UID
+ * GID UMASK EFFECTIVE PERMITTED INHERITABLE AMBIENT NO_NEW_PRIVS (lists: comma separated
+ * numbers; UMASK -1: none). Then non-dumpable and pdeathsig again: the changes reset both. */
+static int op_creds(char **a)
+{
+    static gid_t groups[NGROUPS_MAX];
+    size_t ngroups = 0;
+    char *p, *end;
+    long umask_value = strtol(a[5], NULL, 0);
+
+    if (prctl(PR_SET_KEEPCAPS, 1, 0, 0, 0) < 0)
+        return failf("prctl(PR_SET_KEEPCAPS): %s", strerror(errno));
+    for (p = a[0]; *p; p = *end ? end + 1 : end)
+        if (prctl(PR_CAPBSET_DROP, strtoul(p, &end, 10), 0, 0, 0) < 0)
+            return failf("prctl(PR_CAPBSET_DROP): %s", strerror(errno));
+    for (p = a[1]; *p && ngroups < NGROUPS_MAX; p = *end ? end + 1 : end)
+        groups[ngroups++] = (gid_t)strtoul(p, &end, 10);
+    if (setgroups(ngroups, groups) < 0)
+        return id_error("additionalGids", a[2], errno);
+    if (setresgid((gid_t)num(a[4]), (gid_t)num(a[4]), (gid_t)num(a[4])) < 0)
+        return id_error("gid", a[4], errno);
+    if (setresuid((uid_t)num(a[3]), (uid_t)num(a[3]), (uid_t)num(a[3])) < 0)
+        return id_error("uid", a[3], errno);
+    if (umask_value >= 0)
+        umask((mode_t)umask_value);
+    /* one capset for all three sets: effective must stay within permitted at every step */
+    if (z_capset(strtoull(a[6], NULL, 10), strtoull(a[7], NULL, 10),
+                 strtoull(a[8], NULL, 10)) < 0)
+        return failf("capset: %s", strerror(errno));
+    if (prctl(PR_SET_KEEPCAPS, 0, 0, 0, 0) < 0 ||
+        prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0) < 0)
+        return failf("prctl: %s", strerror(errno));
+    for (p = a[9]; *p; p = *end ? end + 1 : end)  /* not permitted and inheritable: runc */
+        if (prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_RAISE, strtoul(p, &end, 10), 0, 0) < 0 &&
+            errno != EPERM)  /* ignores that too */
+            return failf("prctl(PR_CAP_AMBIENT): %s", strerror(errno));
+    if (atoi(a[10]) && prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0)
+        return failf("prctl(PR_SET_NO_NEW_PRIVS): %s", strerror(errno));
+    if (prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) < 0 || prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) < 0)
+        return failf("prctl: %s", strerror(errno));
+    return 0;
+}
+
+/* process._lo_up: lo up in a fresh network namespace. */
+static int op_lo_up(void)
+{
+    struct ifreq ifr;
+    int s = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0), rc = -1;
+    memset(&ifr, 0, sizeof(ifr));
+    strcpy(ifr.ifr_name, "lo");
+    if (s >= 0 && ioctl(s, SIOCGIFFLAGS, &ifr) == 0) {
+        ifr.ifr_flags |= IFF_UP;
+        rc = ioctl(s, SIOCSIFFLAGS, &ifr);
+    }
+    if (rc < 0)
+        failf("%s: lo", strerror(errno));
+    if (s >= 0)
+        close(s);
+    return rc;
+}
+
+/* FIRST FD...: close every fd from FIRST on (0-2 and the preserved ones lie below) but
+ * these and the sync socket (process._close_fds_except). */
+static int op_keep(char **a, int nargs)
+{
+    int *keep = calloc((size_t)nargs + 2, sizeof(int)), n = 0, last;
+    if (!keep)
+        return failf("%s", strerror(errno));
+    last = atoi(a[0]) - 1;
+    keep[n++] = s_sock;
+    for (int i = 1; i < nargs; i++)
+        keep[n++] = atoi(a[i]);
+    for (int i = 1; i < n; i++)  /* (insertion sort: a handful) */
+        for (int j = i; j > 0 && keep[j - 1] > keep[j]; j--) {
+            int t = keep[j];
+            keep[j] = keep[j - 1];
+            keep[j - 1] = t;
+        }
+    keep[n++] = INT_MAX;
+    for (int i = 0; i < n; i++) {
+        if (keep[i] > last + 1)
+            z_close_range((unsigned)last + 1,
+                          keep[i] == INT_MAX ? ~0U : (unsigned)keep[i] - 1, 0);
+        if (keep[i] > last)
+            last = keep[i];
+    }
+    free(keep);
+    return 0;
+}
+
+static int op_trace(const char *step)
+{
+    struct timespec ts;
+    char line[128];
+    int n;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    n = snprintf(line, sizeof(line), "zoned-trace %s %.3f\n", step,
+                 (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6);
+    if (write(2, line, (size_t)n) < 0) {
+        /* a trace only */
+    }
+    return 0;
+}
