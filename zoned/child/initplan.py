@@ -176,33 +176,21 @@ def _rootfs(w: PlanWriter, plan: Plan, cgroupns: bool) -> None:
 
 def _mount(w: PlanWriter, plan: Plan, m: dict, i: int, cgroupns: bool) -> None:
     """Rootfs.mount, as one op: the bind source looked at here (it is the host's)."""
-    from zoned.child.rootfs import is_procfs, parse_options
+    from zoned.child.rootfs import MountSpec, is_procfs
 
-    dest = m["destination"]
-    options = m.get("options") or []
-    kind = m.get("type") or ("bind" if "bind" in options or "rbind" in options else None)
-    flags, prop, data = parse_options(options)
-    bind = kind == "bind" or bool(flags & sc.MS_BIND)
-    like_file = proc_ok = False
-    source = m.get("source") or kind or ""
-    if bind:
-        source = m.get("source") or ""
-        try:
-            st = os.stat(source)
-        except FileNotFoundError:
-            raise ConfigError(f"mount source {source!r} for {dest} does not exist") from None
-        like_file = not stat.S_ISDIR(st.st_mode)
-        proc_ok = is_procfs(source)
-    proc_ok = proc_ok or kind == "proc"
+    spec = MountSpec(m)
+    dest, kind = spec.dest, spec.kind
+    source = spec.source if spec.bind else spec.source or kind or ""
+    proc_ok = kind == "proc" or (spec.bind and is_procfs(source))
     context = f'invalid mounts[{i}] ({m.get("type") or "bind"} on "{dest}")'
     proc_msg = f"mount {m.get('source') or kind!r} on {dest!r}"
     root_msg = f"mount destination {dest!r} is the container's root"
     if kind == "cgroup":
-        w.op(lib.Z_PLAN_MOUNT_CGROUPS, dest, flags, proc_msg, context, root_msg,
+        w.op(lib.Z_PLAN_MOUNT_CGROUPS, dest, spec.flags, proc_msg, context, root_msg,
              *_cgroup_args(plan, cgroupns))
         return
-    w.op(lib.Z_PLAN_MOUNT_ENTRY, dest, kind or "", int(bind), flags, prop, data, source,
-         int(like_file), int(proc_ok), proc_msg, context, root_msg)
+    w.op(lib.Z_PLAN_MOUNT_ENTRY, dest, kind or "", int(spec.bind), spec.flags, spec.prop,
+         spec.data, source, int(spec.like_file), int(proc_ok), proc_msg, context, root_msg)
 
 
 def _cgroup_args(plan: Plan, cgroupns: bool) -> list:

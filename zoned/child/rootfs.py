@@ -70,6 +70,31 @@ def parse_options(options: list[str]) -> tuple[int, int, str]:
     return flags, prop, ",".join(data)
 
 
+class MountSpec:
+    """A config mount as both inits take it (this module's Rootfs, and the C init's plan:
+    zoned.child.initplan). A bind's source is looked at here, on the host: a missing one is
+    the config's fault. (A plain class: a dataclass import costs start-up time.)"""
+
+    __slots__ = ("dest", "kind", "flags", "prop", "data", "bind", "source", "like_file")
+
+    def __init__(self, m: dict):
+        self.dest = m["destination"]
+        options = m.get("options") or []
+        self.kind = m.get("type") or ("bind" if "bind" in options or "rbind" in options
+                                      else None)
+        self.flags, self.prop, self.data = parse_options(options)
+        self.bind = self.kind == "bind" or bool(self.flags & sc.MS_BIND)
+        self.source = m.get("source") or ""  # a bind's; other mounts take kind without one
+        self.like_file = False
+        if self.bind:
+            try:
+                st = os.stat(self.source)
+            except FileNotFoundError:
+                raise ConfigError(f"mount source {self.source!r} for {self.dest} does not "
+                                  "exist") from None
+            self.like_file = not stat.S_ISDIR(st.st_mode)
+
+
 class Rootfs:
     """Builds the mount tree under `path` and pivots into it. Runs in the container child."""
 
@@ -147,19 +172,9 @@ class Rootfs:
                              flags=sc.AT_EMPTY_PATH | sc.AT_RECURSIVE)
 
     def mount(self, m: dict, idmap_fd: int | None = None) -> None:
-        dest = m["destination"]
-        kind = m.get("type") or ("bind" if "bind" in (m.get("options") or []) or
-                                 "rbind" in (m.get("options") or []) else None)
-        flags, prop, data = parse_options(m.get("options") or [])
-        bind = kind == "bind" or bool(flags & sc.MS_BIND)
-        st = None
-        if bind:
-            src = m.get("source") or ""
-            try:
-                st = os.stat(src)
-            except FileNotFoundError:
-                raise ConfigError(f"mount source {src!r} for {dest} does not exist") from None
-        like_file = st is not None and not stat.S_ISDIR(st.st_mode)
+        spec = MountSpec(m)
+        dest, kind, flags, prop, data = spec.dest, spec.kind, spec.flags, spec.prop, spec.data
+        bind, src, like_file = spec.bind, spec.source, spec.like_file
         names = inroot.resolve(self.root_fd, dest)
         if not names:
             raise ConfigError(f"mount destination {dest!r} is the container's root")
