@@ -148,20 +148,44 @@ static int open_destination(const char *dest, int kind, int proc_ok, const char 
     return 0;
 }
 
+/* Rootfs._idmapped_bind: the source tree cloned detached, given the mapping of the user
+ * namespace at userns_fd (MOUNT_ATTR_IDMAP), attached onto the target. */
+static int idmapped_bind(const char *src, struct z_target *t, int userns_fd, int rec,
+                         int ridmap)
+{
+    int tree = z_open_tree(AT_FDCWD, src, OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC |
+                                          (rec ? AT_RECURSIVE : 0)), rc, err;
+    if (tree < 0)
+        return z_err("open_tree", src), -1;
+    rc = z_mount_setattr(tree, "", AT_EMPTY_PATH | (ridmap ? AT_RECURSIVE : 0),
+                         MOUNT_ATTR_IDMAP, 0, 0, userns_fd);
+    if (rc < 0)
+        z_err("mount_setattr", NULL);
+    else if ((rc = z_move_mount(tree, "", t->fd, "",
+                                MOVE_MOUNT_F_EMPTY_PATH | MOVE_MOUNT_T_EMPTY_PATH)) < 0)
+        z_err("move_mount", NULL);
+    err = errno;
+    close(tree);
+    errno = err;
+    return rc;
+}
+
 /* Rootfs.mount: DEST KIND BIND FLAGS PROP DATA SOURCE LIKE_FILE PROC_OK PROC_MSG CONTEXT
- * ROOT_MSG (KIND "": none; SOURCE: the bind's, else what mount(2) gets). */
+ * ROOT_MSG IDMAP_FD RIDMAP (KIND "": none; SOURCE: the bind's, else what mount(2) gets;
+ * IDMAP_FD -1: a plain bind). */
 static int op_mount_entry(char **a)
 {
     const char *kind = a[1], *data = a[5], *src = a[6], *ctx = a[10];
     unsigned long flags = num(a[3]), prop = num(a[4]);
+    int idmap_fd = atoi(a[12]), err;
     struct z_target t;
-    int err;
 
     if (open_destination(a[0], atoi(a[7]) ? 'f' : 'd', atoi(a[8]), a[9], ctx, a[11], &t) < 0)
         return -1;
     if (atoi(a[2])) {
         unsigned long rest = flags & ~(unsigned long)(MS_BIND | MS_REC | MS_REMOUNT);
-        if (t_mount(&t, src, NULL, MS_BIND | (flags & MS_REC), NULL) < 0 ||
+        if ((idmap_fd >= 0 ? idmapped_bind(src, &t, idmap_fd, !!(flags & MS_REC), atoi(a[13]))
+                           : t_mount(&t, src, NULL, MS_BIND | (flags & MS_REC), NULL)) < 0 ||
             z_target_reopen(&t) < 0 ||
             (rest && t_mount(&t, NULL, NULL, MS_BIND | MS_REMOUNT | rest, NULL) < 0))
             goto fail;

@@ -88,7 +88,7 @@ static int min_args(int op)
     case Z_PLAN_CONSOLE: return 2;
     case Z_PLAN_RLIMIT: return 4;
     case Z_PLAN_MOUNT: case Z_PLAN_MKNOD: return 7;
-    case Z_PLAN_MOUNT_ENTRY: return 12;
+    case Z_PLAN_MOUNT_ENTRY: return 14;
     case Z_PLAN_MOUNT_CGROUPS: return 7;
     case Z_PLAN_CREDS: return 11;
     case Z_PLAN_EXEC: return 5;

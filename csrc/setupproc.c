@@ -125,7 +125,7 @@ static int op_lo_up(void)
 }
 
 /* FIRST FD...: close every fd from FIRST on (0-2 and the preserved ones lie below) but
- * these and the sync socket (process._close_fds_except). */
+ * these and the sync socket (process._close_fds_except), and make those close on exec. */
 static int op_keep(char **a, int nargs)
 {
     int *keep = calloc((size_t)nargs + 2, sizeof(int)), n = 0, last;
@@ -135,6 +135,9 @@ static int op_keep(char **a, int nargs)
     keep[n++] = s_sock;
     for (int i = 1; i < nargs; i++)
         keep[n++] = atoi(a[i]);
+    for (int i = 0; i < n; i++)  /* the init's own (namespaces, idmaps, the fifo): never
+                                    the container's process's */
+        fcntl(keep[i], F_SETFD, FD_CLOEXEC);
     for (int i = 1; i < n; i++)  /* (insertion sort: a handful) */
         for (int j = i; j > 0 && keep[j - 1] > keep[j]; j--) {
             int t = keep[j];

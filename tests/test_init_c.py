@@ -23,6 +23,7 @@ cut -d' ' -f4- /proc/self/mountinfo
 for f in /dev/* /dev/.[!.]*; do stat -c '%n %f %u %g %t %T %N' "$f" 2>/dev/null; done
 id; pwd; umask; ulimit -a; cat /proc/self/oom_score_adj; hostname; ls /proc/self/fd
 cat /proc/sys/net/ipv4/ip_forward; ls -la / | awk '{print $1, $3, $4, $NF}'
+stat -c '%n %u %g' /srv/idmapped/a 2>/dev/null || true
 """
 
 
@@ -98,6 +99,10 @@ def _everything(tmp_path: Path):
              "options": ["rbind", "ro", "nosuid", "rprivate"]},
             {"destination": "/srv/file", "type": "bind", "source": str(src / "a"),
              "options": ["bind"]},
+            {"destination": "/srv/idmapped", "type": "bind", "source": str(src),
+             "options": ["rbind", "idmap"],
+             "uidMappings": [{"containerID": 0, "hostID": 1234, "size": 1}],
+             "gidMappings": [{"containerID": 0, "hostID": 4321, "size": 1}]},
             {"destination": "/run/t", "type": "tmpfs", "source": "tmpfs",
              "options": ["nosuid", "nodev", "mode=1777", "size=1m"]},
             {"destination": "/sys/fs/cgroup", "type": "cgroup", "source": "cgroup",
@@ -120,7 +125,8 @@ def test_the_same_zone_from_an_oci_config(cli, bundle, tmp_path):
     c, py = _both(["run", "--bundle", str(b), "zic-oci"], cli.root)
     assert c.returncode == py.returncode == 0, (c.stderr, py.stderr)
     assert c.stdout == py.stdout
-    for seen in ("/srv/ro", "/srv/file", "/dev/fuse 2180", "everything", "open files"):
+    for seen in ("/srv/ro", "/srv/file", "/dev/fuse 2180", "everything", "open files",
+                 "/srv/idmapped/a 1234 4321"):
         assert seen in c.stdout, seen
 
 

@@ -9,7 +9,7 @@ execs zoned-spawn at once and runs the plan's ops (csrc/initplan.h), making the 
 that do need the rootfs (every path inside it: csrc/inroot.c) in C.
 
 compile_init says None where the Python init must do it (fits): a user namespace (the
-two-stage clone), idmapped mounts, hooks that run in the init, a process given at start
+two-stage clone), hooks that run in the init, a process given at start
 (zoned.pool), ZONED_INIT=python (tests run both), or no zoned-spawn built.
 """
 from __future__ import annotations
@@ -63,8 +63,7 @@ def fits(plan: Plan) -> bool:
     cfg = plan.cfg
     hooks = cfg.get("hooks") or {}
     linux = cfg.get("linux") or {}
-    return (plan.rootfs is not None and not plan.late_process and not plan.idmap_fds
-            and not plan.rootless and "user" not in plan.join_fds
+    return (plan.rootfs is not None and not plan.late_process and not plan.rootless and "user" not in plan.join_fds
             and not any(n.get("type") == "user" for n in linux.get("namespaces") or [])
             and not hooks.get("createContainer") and not hooks.get("startContainer")
             and os.environ.get("ZONED_INIT") != "python" and os.access(SPAWN, os.X_OK))
@@ -84,7 +83,8 @@ def compile_init(plan: Plan) -> bytes | None:
     trace = (lambda step: w.op(lib.Z_PLAN_TRACE, step)) if tracing() else (lambda step: None)
     if plan.stdio:
         w.op(lib.Z_PLAN_STDIO, *plan.stdio)
-    keep = list(plan.join_fds.values())  # and 0-2, the preserved ones, the sync socket
+    keep = [*plan.join_fds.values(), *plan.idmap_fds.values()]  # and 0-2, the preserved
+    # ones and the sync socket
     if plan.fifo_fd is not None:
         keep.append(plan.fifo_fd)
     w.op(lib.Z_PLAN_KEEP, 3 + plan.preserve_fds, *keep)
@@ -190,7 +190,8 @@ def _mount(w: PlanWriter, plan: Plan, m: dict, i: int, cgroupns: bool) -> None:
              *_cgroup_args(plan, cgroupns))
         return
     w.op(lib.Z_PLAN_MOUNT_ENTRY, dest, kind or "", int(spec.bind), spec.flags, spec.prop,
-         spec.data, source, int(spec.like_file), int(proc_ok), proc_msg, context, root_msg)
+         spec.data, source, int(spec.like_file), int(proc_ok), proc_msg, context, root_msg,
+         plan.idmap_fds.get(i, -1), int("ridmap" in (m.get("options") or [])))
 
 
 def _cgroup_args(plan: Plan, cgroupns: bool) -> list:
@@ -280,8 +281,8 @@ def fork(plan: Plan, init_plan: bytes, *, sibling: bool = False,
                      init_plan)
     try:
         sock = plan.sock.fileno()
-        keep = {sock, fd, *plan.join_fds.values(), *range(3, 3 + plan.preserve_fds),
-                *(plan.stdio or ())}
+        keep = {sock, fd, *plan.join_fds.values(), *plan.idmap_fds.values(),
+                *range(3, 3 + plan.preserve_fds), *(plan.stdio or ())}
         if plan.fifo_fd is not None:
             keep.add(plan.fifo_fd)
         flags = (sc.CLONE_PARENT if sibling else 0) | \
