@@ -19,6 +19,8 @@ static ssize_t recv_msg(char *buf, size_t size, int *fds, int *nfds)
     n = recvmsg(s_sock, &mh, MSG_CMSG_CLOEXEC);
     if (n < 0 && errno == ECONNRESET)  /* see sync.Channel.recv */
         n = recvmsg(s_sock, &mh, MSG_CMSG_CLOEXEC);
+    if (n > 0 && (mh.msg_flags & (MSG_TRUNC | MSG_CTRUNC)))
+        _exit(1);  /* a message of zoned's cut short: never read half of one */
     *nfds = 0;
     for (c = CMSG_FIRSTHDR(&mh); n >= 0 && c; c = CMSG_NXTHDR(&mh, c)) {
         if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS) {
@@ -142,9 +144,54 @@ static int expect(const char *name)
     }
 }
 
+/* console.bind_console: /dev/console becomes the pty: bound by fd (a clone of the slave's
+ * own mount: no path of the rootfs's decides what is bound), onto a file of /dev opened
+ * without following any symlink (made if missing); a symlink there is refused. */
+static int bind_console(int slave)
+{
+    struct open_how how = {0};
+    struct stat st;
+    int dev, target = -1, tree = -1, rc = -1, err;
+
+    how.flags = O_PATH | O_DIRECTORY | O_CLOEXEC;
+    how.resolve = RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS;
+    if ((dev = (int)syscall(SYS_openat2, AT_FDCWD, "/dev", &how, sizeof(how))) < 0)
+        return z_err("openat2", "/dev"), -1;
+    how.flags = O_PATH | O_NOFOLLOW | O_CLOEXEC;
+    how.resolve |= RESOLVE_BENEATH;
+    target = (int)syscall(SYS_openat2, dev, "console", &how, sizeof(how));
+    if (target < 0 && errno == ENOENT) {
+        int f = openat(dev, "console", O_CREAT | O_EXCL | O_WRONLY | O_NOFOLLOW | O_CLOEXEC,
+                       0600);
+        if (f >= 0)
+            close(f);
+        target = (int)syscall(SYS_openat2, dev, "console", &how, sizeof(how));
+    }
+    if (target < 0)
+        z_err("openat2", "console");
+    else if (fstat(target, &st) < 0 || S_ISLNK(st.st_mode))
+        errno = ELOOP, z_err(NULL, "/dev/console"), z_errtext = "a symbolic link in the rootfs";
+    else if ((tree = z_open_tree(slave, "", OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC |
+                                            AT_EMPTY_PATH)) < 0)
+        z_err("open_tree", NULL);
+    else if (z_move_mount(tree, "", target, "",
+                          MOVE_MOUNT_F_EMPTY_PATH | MOVE_MOUNT_T_EMPTY_PATH) < 0)
+        z_err("move_mount", NULL);
+    else
+        rc = 0;
+    err = errno;
+    close(dev);
+    if (target >= 0)
+        close(target);
+    if (tree >= 0)
+        close(tree);
+    errno = err;
+    return rc;
+}
+
 /* process._console: a pty from the container's own devpts (so `tty` works inside), its
  * slave our controlling terminal and /dev/console; the master goes to zoned, which relays
- * it or hands it to a console socket (runc's way). ROWS COLS (0 0: no size given). */
+ * it or hands it to a console socket (runc's way). ROWS COLS (-1 -1: no size given). */
 static int op_console(char **a)
 {
     static char msg[128];
@@ -153,9 +200,9 @@ static int op_console(char **a)
     struct msghdr mh;
     struct cmsghdr *c;
     unsigned int n, unlock = 0;
-    unsigned short rows = (unsigned short)num(a[0]), cols = (unsigned short)num(a[1]);
+    long rows = strtol(a[0], NULL, 10), cols = strtol(a[1], NULL, 10);
     char slave_path[64];
-    int master, slave, fd, len;
+    int master, slave, len;
 
     if ((master = open("/dev/ptmx", O_RDWR | O_NOCTTY | O_CLOEXEC)) < 0)
         return z_err(NULL, "/dev/ptmx"), fail_ctx("");
@@ -163,15 +210,12 @@ static int op_console(char **a)
         (slave = ioctl(master, TIOCGPTPEER, O_RDWR | O_NOCTTY | O_CLOEXEC)) < 0)
         return z_err(NULL, "/dev/ptmx"), fail_ctx("");
     snprintf(slave_path, sizeof(slave_path), "/dev/pts/%u", n);
-    if (rows || cols) {
-        struct winsize ws = {rows ? rows : 24, cols ? cols : 80, 0, 0};
+    if (rows >= 0 && cols >= 0) {  /* (-1 -1: no size given) */
+        struct winsize ws = {(unsigned short)rows, (unsigned short)cols, 0, 0};
         ioctl(master, TIOCSWINSZ, &ws);
     }
-    if (access("/dev/console", F_OK) < 0 &&
-        (fd = open("/dev/console", O_CREAT | O_WRONLY | O_CLOEXEC, 0600)) >= 0)
-        close(fd);
-    if (mount(slave_path, "/dev/console", NULL, MS_BIND, NULL) < 0)
-        return z_err("mount", "/dev/console"), fail_ctx("");
+    if (bind_console(slave) < 0)
+        return fail_ctx("");
     if (setsid() < 0 && errno != EPERM)
         return failf("setsid: %s", strerror(errno));
     if (ioctl(slave, TIOCSCTTY, 0) < 0)

@@ -33,7 +33,10 @@
 #include <string.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/vfs.h>
 #include <unistd.h>
+#include <linux/magic.h>
 
 #include "zoned.h"
 #include "zoned.c"  /* z_spawn_exec, z_seccomp_set_filter */
@@ -200,6 +203,38 @@ static int report_error(int sock, const char *text, int err)
     return code;
 }
 
+/* /proc/self/fd of the zone's own procfs, to open exec.fifo through later (after
+ * pivot_root /proc is the rootfs's: with no procfs mounted, a file of its own there would
+ * let the process run before `start`); -1 if it is not procfs. */
+static int proc_fd_dir(void)
+{
+    struct statfs fs;
+    int dir = open("/proc/self/fd", O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    if (dir >= 0 && (fstatfs(dir, &fs) < 0 || fs.f_type != PROC_SUPER_MAGIC)) {
+        close(dir);
+        dir = -1;
+    }
+    return dir;
+}
+
+/* exec.fifo opened for writing through its O_PATH fd, checked to be that very fifo. */
+static int open_fifo(int dir, int fifo)
+{
+    struct stat want, got;
+    char name[16];
+    int fd;
+    if (fstat(fifo, &want) < 0)
+        return -1;
+    snprintf(name, sizeof(name), "%d", fifo);
+    fd = openat(dir, name, O_WRONLY | O_CLOEXEC);
+    if (fd >= 0 && (fstat(fd, &got) < 0 || got.st_dev != want.st_dev ||
+                    got.st_ino != want.st_ino)) {
+        close(fd);
+        return -1;
+    }
+    return fd;
+}
+
 /*
  * A container's init from "ready" to execve, keeping process._child's protocol:
  *   SOCK            the sync socket: sends {"op":"ready"}, then
@@ -217,7 +252,7 @@ static int init_wait_exec(int sock, int fifo, int keep_pdeathsig, unsigned int s
                           char *const argv[], char *const envp[])
 {
     static char msg[8192], text[4096];
-    int fd, err;
+    int fd, err, fd_dir = -1;
     ssize_t n;
 
     cloexec(sock);
@@ -226,6 +261,9 @@ static int init_wait_exec(int sock, int fifo, int keep_pdeathsig, unsigned int s
      * EOF on SOCK covers a creator that died before */
     if (prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) < 0)
         return 1;
+    if (fifo >= 0 && (fd_dir = proc_fd_dir()) < 0)
+        return report_error(sock, "a created zone needs a procfs at /proc (its config "
+                            "mounts none)", 0);
     if (send(sock, "{\"op\":\"ready\"}", 14, MSG_NOSIGNAL) != 14)
         return 1;
     n = recv(sock, msg, sizeof(msg), 0);
@@ -234,17 +272,16 @@ static int init_wait_exec(int sock, int fifo, int keep_pdeathsig, unsigned int s
     if (!keep_pdeathsig)
         prctl(PR_SET_PDEATHSIG, 0, 0, 0, 0);
     if (fifo >= 0) {
-        char proc[64];
         if (send(sock, "{\"op\":\"detached\"}", 17, MSG_NOSIGNAL) != 17)
             return 1;
         close(sock);  /* from here the creator may exit */
         sock = -1;
-        snprintf(proc, sizeof(proc), "/proc/self/fd/%d", fifo);
-        fd = open(proc, O_WRONLY | O_CLOEXEC);  /* blocks until `zoned start` */
+        fd = open_fifo(fd_dir, fifo);  /* blocks until `zoned start` */
         if (fd < 0 || write(fd, "0", 1) != 1)
             return 1;
         close(fd);
         close(fifo);
+        close(fd_dir);
     }
     errno = 0;
     if (bpf_len == 0 || z_seccomp_set_filter(seccomp_flags, bpf, bpf_len) == 0)

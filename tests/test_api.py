@@ -1,6 +1,7 @@
 """The Python API and the pytest plugin, as a test harness would use them."""
 from __future__ import annotations
 
+import os
 import signal
 
 import pytest
@@ -94,3 +95,30 @@ def test_a_refused_exec_leaves_no_fd_open(zoned_root, busybox, monkeypatch):
         assert sorted(os.listdir("/proc/self/fd")) == before
         monkeypatch.undo()
         assert c.exec(["true"]).returncode == 0
+
+
+def test_runs_from_several_threads_at_once(zoned_root, busybox):
+    """zoned.run from 4 threads at once: each gets its own zone and output, none hangs
+    (the cgroup primer was a module global that two threads stopped at once: one then
+    waited on it for ever and wrote to an fd number it had closed), and no fd is left."""
+    import threading
+
+    def fds() -> set[str]:
+        return set(os.listdir("/proc/self/fd"))
+
+    zoned.run(["true"], root=zoned_root)  # (imports and caches, before the count)
+    before = fds()
+    results: dict[int, list] = {}
+
+    def worker(n: int) -> None:
+        results[n] = [zoned.run(["sh", "-c", f"echo {n}-{i}"], root=zoned_root, text=True,
+                                timeout=60).stdout for i in range(5)]
+
+    threads = [threading.Thread(target=worker, args=(n,), daemon=True) for n in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert not any(t.is_alive() for t in threads), "a run hung"
+    assert results == {n: [f"{n}-{i}\n" for i in range(5)] for n in range(4)}
+    assert fds() <= before

@@ -364,3 +364,70 @@ def test_a_terminal_from_the_c_init(cli, bundle, tmp_path):
         outs.append(data.replace(b"\r", b""))
     assert outs[0] == outs[1], outs
     assert b"/dev/pts/0" in outs[0], outs[0]
+
+
+# -- the second audit's cases ----------------------------------------------------------------
+
+def _without(cfg: dict, *dests: str) -> None:
+    cfg["mounts"] = [m for m in cfg["mounts"] if m["destination"] not in dests]
+    cfg["linux"]["maskedPaths"] = cfg["linux"]["readonlyPaths"] = []
+
+
+def test_a_created_zone_without_proc_is_refused_before_it_runs(cli, bundle):
+    """With no procfs at /proc, /proc/self/fd/N (how the init opens exec.fifo to wait for
+    `start`) was the rootfs's own file: the command ran before `start`. Now the create
+    fails, naming the cause, and nothing ran."""
+    def change(cfg):
+        _without(cfg, "/proc")
+        cfg["process"]["args"] = ["sh", "-c", "date > /ran; sleep 300"]
+    b = bundle(change)
+    fds = b / "rootfs" / "proc" / "self" / "fd"
+    fds.mkdir(parents=True)
+    for n in range(3, 12):
+        (fds / str(n)).write_text("")
+    r = cli("create", "--bundle", str(b), "zic-noproc", files=True)
+    assert r.returncode != 0 and "procfs at /proc" in r.stderr, r.stderr
+    assert not (b / "rootfs" / "ran").exists()
+    assert cli("ps", "-a", "-q").stdout == ""
+
+
+@pytest.mark.parametrize("init", ["c", "python"])
+def test_a_console_symlink_in_the_rootfs_is_refused(cli, bundle, tmp_path, init):
+    """No /dev tmpfs: the rootfs's /dev/console, a symlink to a bind of a host directory,
+    made the init (still root) create a file there and cover it with the pty (runc's
+    CVE-2025-52565). Both inits refuse it now, and bind the pty by fd."""
+    canary = tmp_path / "canary"
+    canary.mkdir()
+
+    def change(cfg):
+        _without(cfg, "/dev")
+        cfg["process"]["terminal"] = True
+        cfg["process"]["args"] = ["true"]
+        cfg["mounts"].append({"destination": "/vol", "type": "bind", "source": str(canary),
+                              "options": ["rbind"]})
+    b = bundle(change)
+    (b / "rootfs" / "dev" / "console").unlink(missing_ok=True)
+    (b / "rootfs" / "dev" / "console").symlink_to("/vol/pwned")
+    import socket
+
+    with socket.socket(socket.AF_UNIX) as listener:  # (never accepted: the create fails)
+        listener.bind(str(tmp_path / "console.sock"))
+        listener.listen(1)
+        r = subprocess.run([ZONED, "--root", cli.root, "create", "--bundle", str(b),
+                            "--console-socket", str(tmp_path / "console.sock"), "zic-cons"],
+                           capture_output=True, text=True, timeout=60,
+                           env={**os.environ, "ZONED_INIT": init}, stdin=subprocess.DEVNULL)
+    assert r.returncode == 125, r.stderr
+    assert "/dev/console" in r.stderr and "symbolic link" in r.stderr, r.stderr
+    assert list(canary.iterdir()) == []
+    assert cli("ps", "-a", "-q").stdout == ""
+
+
+def test_labels_past_a_sync_message_s_size_start_a_zone(cli):
+    """~70 KB of labels: zoned's cgroup message carried the zone's state, labels and all,
+    past the init's 64 KiB read (cut short, the shared memory cgroup's name was lost). The
+    state goes only to an init that runs hooks now."""
+    big = "A" * 70000
+    for flags in ([], ["--memory-cgroup", "shared"]):
+        r = cli("run", "--rm", *flags, "--label", f"big={big}", "busybox", "echo", "ok")
+        assert (r.returncode, r.stdout) == (0, "ok\n"), r.stderr[-300:]

@@ -100,6 +100,40 @@ def pty_number(master_fd: int) -> int:
     return _INT.unpack(buf)[0]
 
 
+def bind_console(slave_fd: int) -> None:
+    """Make a zone's /dev/console the pty `slave_fd` (its init, after pivot_root): bound by
+    fd (a clone of the slave's own mount), so no path of the rootfs's decides what is
+    bound, onto a file of its /dev opened without following any symlink (made if
+    missing). A /dev/console that is a symlink is refused: following it as root made or
+    covered a file of the rootfs's choosing (runc's CVE-2025-52565)."""
+    from zoned.linux import syscalls as sc
+
+    no_links = sc.RESOLVE_NO_SYMLINKS | sc.RESOLVE_NO_MAGICLINKS
+    leaf = os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC
+    dev = sc.openat2(sc.AT_FDCWD, "/dev", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC, 0,
+                     no_links)
+    try:
+        try:
+            target = sc.openat2(dev, "console", leaf, 0, sc.RESOLVE_BENEATH | no_links)
+        except FileNotFoundError:
+            os.close(os.open("console", os.O_CREAT | os.O_EXCL | os.O_WRONLY | os.O_NOFOLLOW |
+                             os.O_CLOEXEC, 0o600, dir_fd=dev))
+            target = sc.openat2(dev, "console", leaf, 0, sc.RESOLVE_BENEATH | no_links)
+        try:
+            if stat.S_ISLNK(os.fstat(target).st_mode):
+                raise OSError(errno.ELOOP, "a symbolic link in the rootfs", "/dev/console")
+            tree = sc.open_tree("", sc.OPEN_TREE_CLONE | sc.OPEN_TREE_CLOEXEC |
+                                sc.AT_EMPTY_PATH, dirfd=slave_fd)
+            try:
+                sc.move_mount_to_fd(tree, target)
+            finally:
+                os.close(tree)
+        finally:
+            os.close(target)
+    finally:
+        os.close(dev)
+
+
 def open_slave(master_fd: int, flags: int = os.O_RDWR | os.O_NOCTTY | os.O_CLOEXEC) -> int:
     """Open the slave of ``master_fd`` without resolving any path.
 

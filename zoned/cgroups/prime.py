@@ -33,6 +33,7 @@ skipped, never guessed.
 """
 from __future__ import annotations
 
+import _thread
 import os
 import time
 
@@ -42,6 +43,8 @@ KEEP_OPEN_FOR = 2.0      # s: a primer nobody joins (an error before the fork) s
 KEEPER_FOR = 0.1         # s: how long a keeper keeps the way open after each word
 
 _state = {"thread": None, "path": None}
+_LOCK = _thread.allocate_lock()  # prime() and wait() of several threads (zoned.api used
+# from threads): one at a time, so that one primer runs and is stopped once
 
 
 def own_procs_file() -> str | None:
@@ -115,9 +118,13 @@ def prime() -> None:
     init some 10-30 ms from now (`zoned run`, `zoned create`, zoned.api)."""
     if os.geteuid() != 0:
         return  # rootless: our cgroup is seldom ours to write, and zoned makes none
+    with _LOCK:
+        _start()
+
+
+def _start() -> None:
     if _state["thread"] is not None or _state["path"] == "":
         return  # one runs, or no hierarchy shows our cgroup
-    import _thread
 
     # Imported here, so that the thread imports nothing: a fork while it held a module's
     # import lock would leave that lock held in the child.
@@ -140,21 +147,24 @@ def prime() -> None:
 
 def _forget() -> None:
     """In a forked child: the thread is not there (and its lock is never released; the
-    pipe's fds are close-on-exec, and a zone's init closes every fd it does not keep)."""
+    pipe's fds are close-on-exec, and a zone's init closes every fd it does not keep), and
+    _LOCK may have been held by another thread of the parent."""
+    global _LOCK
     _state["thread"] = None
+    _LOCK = _thread.allocate_lock()
 
 
 def wait() -> None:
     """Stop and join the primer, if one runs: once the container's init is in its cgroup,
     and before a fork whose child runs on in Python (idmap_userns, network set-up)."""
-    thread = _state["thread"]
-    if thread is not None:
-        stop_r, stop_w, done = thread
-        os.write(stop_w, b"x")
-        done.acquire()
-        _state["thread"] = None
-        os.close(stop_r)
-        os.close(stop_w)
+    with _LOCK:
+        thread, _state["thread"] = _state["thread"], None
+        if thread is not None:
+            stop_r, stop_w, done = thread
+            os.write(stop_w, b"x")
+            done.acquire()
+            os.close(stop_r)
+            os.close(stop_w)
 
 
 def keeper() -> tuple[int, int] | None:

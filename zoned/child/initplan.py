@@ -18,7 +18,7 @@ import os
 import stat
 import struct
 
-from zoned.child.process import JOIN_ORDER, NS_FLAGS, Plan
+from zoned.child.process import FORKING, JOIN_ORDER, NS_FLAGS, Plan
 from zoned.errors import ConfigError
 from zoned.linux import syscalls as sc
 from zoned.linux.files import seal_filled
@@ -125,8 +125,11 @@ def compile_init(plan: Plan) -> bytes | None:
     w.op(lib.Z_PLAN_SETSID)
     if proc.get("terminal"):
         size = proc.get("consoleSize")
-        w.op(lib.Z_PLAN_CONSOLE, int(size.get("height", 24)) if size else 0,
-             int(size.get("width", 80)) if size else 0)
+        rows, cols = (int(size.get("height", 24)), int(size.get("width", 80))) if size \
+            else (-1, -1)
+        if max(rows, cols) > 0xFFFF:
+            raise ConfigError(f"invalid process.consoleSize {rows}x{cols}: at most 65535")
+        w.op(lib.Z_PLAN_CONSOLE, rows, cols)
     _process(w, plan, proc, linux)
     return w.bytes()
 
@@ -288,14 +291,16 @@ def fork(plan: Plan, init_plan: bytes, *, sibling: bool = False,
         flags = (sc.CLONE_PARENT if sibling else 0) | \
             (lib.CLONE_INTO_CGROUP if cgroup_fd is not None else 0)
         argv = ["zoned-spawn", "setup", str(sock), str(fd)]
-        was = sc.dumpable()
-        sc.set_dumpable(False)  # the child is a copy of us until its exec: not for reading
-        try:
-            return sc.fork_exec(plan.spawn_fd if plan.spawn_fd is not None else SPAWN, argv,
-                                sorted(keep), flags=flags,
-                                cgroup_fd=-1 if cgroup_fd is None else cgroup_fd, sock=sock)
-        finally:
-            if was:
-                sc.set_dumpable(True)
+        with FORKING:  # (the flag is the process's: one thread at a time toggles it)
+            was = sc.dumpable()
+            sc.set_dumpable(False)  # the child shares our memory until its exec
+            try:
+                return sc.fork_exec(plan.spawn_fd if plan.spawn_fd is not None else SPAWN,
+                                    argv, sorted(keep), flags=flags,
+                                    cgroup_fd=-1 if cgroup_fd is None else cgroup_fd,
+                                    sock=sock)
+            finally:
+                if was:
+                    sc.set_dumpable(True)
     finally:
         os.close(fd)

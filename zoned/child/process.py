@@ -102,7 +102,7 @@ class Plan:
         self.init_plan: bytes | None = None  # the C init's (zoned.child.initplan), if it fits
 
 
-_FORKING = _thread.allocate_lock()
+FORKING = _thread.allocate_lock()  # held around a fork that toggles dumpable (initplan too)
 
 
 def fork_nondumpable(child: Callable[[Plan], None], plan: Plan, *,
@@ -115,7 +115,7 @@ def fork_nondumpable(child: Callable[[Plan], None], plan: Plan, *,
     (CLONE_PARENT), for zoned.pool's maker, a single-threaded process; its parent, the
     caller of Pool.run, then gets the exit status. cgroup_fd: start it in that cgroup2
     cgroup (clone3, CLONE_INTO_CGROUP; a single-threaded caller, zoned.cgroups.join)."""
-    with _FORKING:  # two threads (zoned.pool's and the caller's) must not interleave here
+    with FORKING:  # two threads (zoned.pool's and the caller's) must not interleave here
         was = sc.dumpable()
         sc.set_dumpable(False)
         try:
@@ -332,10 +332,7 @@ def _console(plan: Plan, proc: dict) -> None:
     if size:
         console.set_size(master, int(size.get("height", 24)), int(size.get("width", 80)))
     if plan.rootfs is not None:  # the container's init: its pty is also /dev/console
-        if not os.path.exists("/dev/console"):
-            os.close(os.open("/dev/console", os.O_CREAT | os.O_WRONLY | os.O_CLOEXEC, 0o600))
-        sc.mount(slave_path, "/dev/console", None, sc.MS_BIND)
-    if plan.rootfs is not None:
+        console.bind_console(slave)
         console.make_controlling_tty(slave)
     else:  # exec: the process _spawn makes takes it as its terminal, in a session of its own
         for target in (0, 1, 2):

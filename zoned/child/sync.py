@@ -127,12 +127,16 @@ def send_fds(sock: socket, data: bytes, fds: list[int]) -> None:
 def recv_fds(sock: socket, bufsize: int, maxfds: int) -> tuple[bytes, list[int]]:
     """socket.recv_fds: one message and the fds that came with it."""
     fds: list[int] = []
-    data, ancdata, _flags, _addr = sock.recvmsg(bufsize, _socket.CMSG_LEN(maxfds * _INT),
-                                                _socket.MSG_CMSG_CLOEXEC)
+    data, ancdata, flags, _addr = sock.recvmsg(bufsize, _socket.CMSG_LEN(maxfds * _INT),
+                                               _socket.MSG_CMSG_CLOEXEC)
     for level, kind, payload in ancdata:
         if level == _socket.SOL_SOCKET and kind == _socket.SCM_RIGHTS:
             fds += (int.from_bytes(payload[i:i + _INT], _ORDER, signed=True)
                     for i in range(0, len(payload) - _INT + 1, _INT))
+    if flags & (_socket.MSG_TRUNC | _socket.MSG_CTRUNC):  # never half of a message
+        for fd in fds:
+            os.close(fd)
+        raise OSError(errnos.EMSGSIZE, "a message on the sync socket too long to read")
     return data, fds
 
 

@@ -252,7 +252,7 @@ def make_cgroup(cgroup, linux: dict):
     return cgroup
 
 
-def enter_cgroup(chan, cgroup, pid: int, self_join: bool, oci_state: dict) -> None:
+def enter_cgroup(chan, cgroup, pid: int, self_join: bool, oci_state: dict | None) -> None:
     """Put the new init in its cgroup, made, and tell it so (Op.CGROUP, with the OCI state
     for its hooks): with self_join the message carries the v1 `tasks` files it writes "0"
     to itself (zoned.cgroups.join), else it is moved by pid here (primed, where the creator
@@ -271,7 +271,7 @@ def enter_cgroup(chan, cgroup, pid: int, self_join: bool, oci_state: dict) -> No
 
         prime.wait()  # the move is done: the primer's thread can go
     try:
-        chan.send(Op.CGROUP, fds, state=oci_state, **fields)
+        chan.send(Op.CGROUP, fds, **fields, **({"state": oci_state} if oci_state else {}))
     except BrokenPipeError:
         pass  # the init failed early: the handshake reads why
     finally:
