@@ -9,8 +9,9 @@ execs zoned-spawn at once and runs the plan's ops (csrc/initplan.h), making the 
 that do need the rootfs (every path inside it: csrc/inroot.c) in C.
 
 compile_init says None where the Python init must do it (fits): a user namespace (the
-two-stage clone), hooks that run in the init, a process given at start
-(zoned.pool), ZONED_INIT=python (tests run both), or no zoned-spawn built.
+two-stage clone), hooks that run in the init, a process given at start (zoned.pool),
+ZONED_INIT=python (tests run both), or no zoned-spawn built. tests/test_init_c.py keeps
+the two inits equal.
 """
 from __future__ import annotations
 
@@ -26,8 +27,6 @@ from zoned._native import lib
 
 SPAWN = os.path.join(os.path.dirname(os.path.dirname(__file__)), "libexec", "zoned-spawn")
 _HEADER = b"ZPL" + bytes([lib.Z_PLAN_VERSION])
-
-
 _RECORD = struct.Struct("=III").pack
 
 
@@ -63,7 +62,8 @@ def fits(plan: Plan) -> bool:
     cfg = plan.cfg
     hooks = cfg.get("hooks") or {}
     linux = cfg.get("linux") or {}
-    return (plan.rootfs is not None and not plan.late_process and not plan.rootless and "user" not in plan.join_fds
+    return (plan.rootfs is not None and not plan.late_process and not plan.rootless
+            and "user" not in plan.join_fds
             and not any(n.get("type") == "user" for n in linux.get("namespaces") or [])
             and not hooks.get("createContainer") and not hooks.get("startContainer")
             and os.environ.get("ZONED_INIT") != "python" and os.access(SPAWN, os.X_OK))
@@ -288,7 +288,7 @@ def fork(plan: Plan, init_plan: bytes, *, sibling: bool = False,
                 *range(3, 3 + plan.preserve_fds), *(plan.stdio or ())}
         if plan.fifo_fd is not None:
             keep.add(plan.fifo_fd)
-        flags = (sc.CLONE_PARENT if sibling else 0) | \
+        flags = (lib.CLONE_PARENT if sibling else 0) | \
             (lib.CLONE_INTO_CGROUP if cgroup_fd is not None else 0)
         argv = ["zoned-spawn", "setup", str(sock), str(fd)]
         with FORKING:  # (the flag is the process's: one thread at a time toggles it)
