@@ -373,20 +373,28 @@ def _without(cfg: dict, *dests: str) -> None:
     cfg["linux"]["maskedPaths"] = cfg["linux"]["readonlyPaths"] = []
 
 
-def test_a_created_zone_without_proc_is_refused_before_it_runs(cli, bundle):
+@pytest.mark.parametrize("init", ["c", "python", "python-hooks"])
+def test_a_created_zone_without_proc_is_refused_before_it_runs(cli, bundle, init):
     """With no procfs at /proc, /proc/self/fd/N (how the init opens exec.fifo to wait for
     `start`) was the rootfs's own file: the command ran before `start`. Now the create
-    fails, naming the cause, and nothing ran."""
+    fails, naming the cause, and nothing ran: the C init, the Python one that waits as
+    zoned-spawn's copy, and the Python one that waits as python (startContainer hooks)."""
     def change(cfg):
         _without(cfg, "/proc")
         cfg["process"]["args"] = ["sh", "-c", "date > /ran; sleep 300"]
+        if init == "python-hooks":
+            cfg["hooks"] = {"startContainer": [{"path": "/bin/true"}]}
     b = bundle(change)
     fds = b / "rootfs" / "proc" / "self" / "fd"
     fds.mkdir(parents=True)
     for n in range(3, 12):
         (fds / str(n)).write_text("")
-    r = cli("create", "--bundle", str(b), "zic-noproc", files=True)
-    assert r.returncode != 0 and "procfs at /proc" in r.stderr, r.stderr
+    r = subprocess.run([ZONED, "--root", cli.root, "create", "--bundle", str(b), "zic-noproc"],
+                       capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL,
+                       env={**os.environ, "ZONED_INIT": init.split("-")[0]})
+    assert r.returncode == 125 and r.stderr.count("\n") == 1, r.stderr
+    # (the Python init that execs the copy stops earlier: it reads /proc/self/status)
+    assert "procfs at /proc" in r.stderr or init == "python", r.stderr
     assert not (b / "rootfs" / "ran").exists()
     assert cli("ps", "-a", "-q").stdout == ""
 

@@ -37,7 +37,7 @@ from zoned.child import caps, initstub  # caps: imported here, not after each fo
 from zoned.child.sync import Channel, CommandError, Op, exit_code_for, send, send_error
 from zoned.errors import ConfigError
 from zoned.linux import syscalls as sc
-from zoned.linux.files import seal_filled
+from zoned.linux.files import proc_fd_dir, reopen_fd, seal_filled
 from zoned.testhooks import mark
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing (start-up)
@@ -564,7 +564,11 @@ def _child(plan: Plan) -> None:
     caps.set_pdeathsig(_signal.SIGKILL)  # a uid change cleared it
     if plan.rootfs is not None and plan.spawn_fd is not None:  # see initstub.fits
         initstub.exec_stub(plan, path, env, bpf)  # returns only if it could not exec it
-
+    try:  # (no procfs: a rootfs's own /proc/self/fd/N would be opened, as csrc/spawn.c says)
+        fifo_dir = None if plan.fifo_fd is None else proc_fd_dir()
+    except OSError:
+        raise ConfigError("a created zone needs a procfs at /proc (its config mounts none)") \
+            from None
     send(plan.sock, Op.READY)
     if plan.fifo_fd is not None:
         msg = chan.recv()  # the creator acknowledges; it exits once we answer
@@ -574,7 +578,7 @@ def _child(plan: Plan) -> None:
             caps.set_pdeathsig(0)
         send(plan.sock, Op.DETACHED)  # from here the creator may exit
         plan.sock.close()
-        fd = os.open(f"/proc/self/fd/{plan.fifo_fd}", os.O_WRONLY | os.O_CLOEXEC)
+        fd = reopen_fd(fifo_dir, plan.fifo_fd, os.O_WRONLY | os.O_CLOEXEC)
         os.write(fd, b"0")
         os.close(fd)
         os.close(plan.fifo_fd)

@@ -183,6 +183,29 @@ def write_procfs(path: str, text: str) -> None:
         os.close(fd)
 
 
+def proc_fd_dir() -> int:
+    """/proc/self/fd of the procfs at /proc (a zone's own, after pivot_root), to reopen an fd
+    through later; OSError if /proc is no procfs (then it is the rootfs's own files)."""
+    from zoned.linux import syscalls as sc
+
+    fd = os.open("/proc/self/fd", os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    if sc.fstatfs_type(fd) != sc.PROC_SUPER_MAGIC:
+        os.close(fd)
+        raise OSError(errno.EINVAL, "not procfs", "/proc")
+    return fd
+
+
+def reopen_fd(dir_fd: int, fd: int, flags: int) -> int:
+    """`fd` (an O_PATH one: exec.fifo's) opened again with `flags` through proc_fd_dir's
+    `dir_fd`, checked to be that very file."""
+    new = os.open(str(fd), flags, dir_fd=dir_fd)
+    want, got = os.fstat(fd), os.fstat(new)
+    if (want.st_dev, want.st_ino) != (got.st_dev, got.st_ino):
+        os.close(new)
+        raise OSError(errno.ENXIO, "not the file it was", f"/proc/self/fd/{fd}")
+    return new
+
+
 def seal_filled(fd: int, data: bytes, mode: int | None = None) -> int:
     """Fill a fresh memfd (made with MFD_ALLOW_SEALING) with `data`, rewind it, chmod it to
     `mode` if given, and seal it against any change (write, grow, shrink, more seals), so
