@@ -57,16 +57,21 @@ class PlanWriter:
         return b"".join(self.parts)
 
 
+def hooks_in_init(cfg: dict) -> bool:
+    """Whether the config has hooks the init runs (createContainer, startContainer): in
+    Python, with the zone's state, which zoned then sends it."""
+    hooks = cfg.get("hooks") or {}
+    return bool(hooks.get("createContainer") or hooks.get("startContainer"))
+
+
 def fits(plan: Plan) -> bool:
     """Whether the C init can set this container up (see the module's docstring)."""
     cfg = plan.cfg
-    hooks = cfg.get("hooks") or {}
     linux = cfg.get("linux") or {}
     return (plan.rootfs is not None and not plan.late_process and not plan.rootless
             and "user" not in plan.join_fds
             and not any(n.get("type") == "user" for n in linux.get("namespaces") or [])
-            and not hooks.get("createContainer") and not hooks.get("startContainer")
-            and os.environ.get("ZONED_INIT") != "python" and os.access(SPAWN, os.X_OK))
+            and not hooks_in_init(cfg) and os.environ.get("ZONED_INIT") != "python" and os.access(SPAWN, os.X_OK))
 
 
 def compile_init(plan: Plan) -> bytes | None:
@@ -83,11 +88,8 @@ def compile_init(plan: Plan) -> bytes | None:
     trace = (lambda step: w.op(lib.Z_PLAN_TRACE, step)) if tracing() else (lambda step: None)
     if plan.stdio:
         w.op(lib.Z_PLAN_STDIO, *plan.stdio)
-    keep = [*plan.join_fds.values(), *plan.idmap_fds.values()]  # and 0-2, the preserved
-    # ones and the sync socket
-    if plan.fifo_fd is not None:
-        keep.append(plan.fifo_fd)
-    w.op(lib.Z_PLAN_KEEP, 3 + plan.preserve_fds, *keep)
+    w.op(lib.Z_PLAN_KEEP, 3 + plan.preserve_fds, *_own_fds(plan))  # (and 0-2, the
+    # preserved ones and the sync socket)
     for ns in JOIN_ORDER:
         if ns in plan.join_fds:
             w.op(lib.Z_PLAN_SETNS, plan.join_fds[ns], NS_FLAGS[ns])
@@ -136,7 +138,7 @@ def compile_init(plan: Plan) -> bytes | None:
 
 def _rootfs(w: PlanWriter, plan: Plan, cgroupns: bool) -> None:
     """Rootfs.prepare's steps: the root mounted, the config's mounts, the devices."""
-    from zoned.child.rootfs import oserror_text
+    from zoned.child.rootfs import device_mode, oserror_text
     from zoned.oci.spec import ANN_LOWER, DEFAULT_DEVICES
 
     cfg, path = plan.cfg, plan.rootfs
@@ -163,11 +165,7 @@ def _rootfs(w: PlanWriter, plan: Plan, cgroupns: bool) -> None:
     for dev, major, minor in DEFAULT_DEVICES:
         w.op(lib.Z_PLAN_MKNOD, dev, stat.S_IFCHR | 0o666, major, minor, 0, 0, "")
     for i, d in enumerate((cfg.get("linux") or {}).get("devices") or []):
-        kind = {"c": stat.S_IFCHR, "u": stat.S_IFCHR, "b": stat.S_IFBLK,
-                "p": stat.S_IFIFO}.get(d.get("type"))
-        if kind is None:
-            raise ConfigError(f"device {d.get('path')}: unknown type {d.get('type')!r}")
-        w.op(lib.Z_PLAN_MKNOD, d["path"], kind | (int(d.get("fileMode", 0o666)) & 0o7777),
+        w.op(lib.Z_PLAN_MKNOD, d["path"], device_mode(d),
              int(d.get("major", 0)), int(d.get("minor", 0)), int(d.get("uid", 0)),
              int(d.get("gid", 0)), f'invalid linux.devices[{i}].path "{d["path"]}"')
     w.op(lib.Z_PLAN_DEV_SYMLINKS)
@@ -273,6 +271,13 @@ def _process(w: PlanWriter, plan: Plan, proc: dict, linux: dict) -> None:
          int(plan.keep_pdeathsig), plan.seccomp_flags, int(late_filter), len(args), *args, *env)
 
 
+def _own_fds(plan: Plan) -> list[int]:
+    """The fds the init uses itself and keeps until its exec (never the zone's process's):
+    namespaces to join, idmaps, exec.fifo."""
+    return [*plan.join_fds.values(), *plan.idmap_fds.values(),
+            *(() if plan.fifo_fd is None else (plan.fifo_fd,))]
+
+
 def fork(plan: Plan, init_plan: bytes, *, sibling: bool = False,
          cgroup_fd: int | None = None) -> int:
     """Start the init: a child that execs `zoned-spawn setup` at once (its sealed copy,
@@ -284,10 +289,8 @@ def fork(plan: Plan, init_plan: bytes, *, sibling: bool = False,
                      init_plan)
     try:
         sock = plan.sock.fileno()
-        keep = {sock, fd, *plan.join_fds.values(), *plan.idmap_fds.values(),
-                *range(3, 3 + plan.preserve_fds), *(plan.stdio or ())}
-        if plan.fifo_fd is not None:
-            keep.add(plan.fifo_fd)
+        keep = {sock, fd, *_own_fds(plan), *range(3, 3 + plan.preserve_fds),
+                *(plan.stdio or ())}
         flags = (lib.CLONE_PARENT if sibling else 0) | \
             (lib.CLONE_INTO_CGROUP if cgroup_fd is not None else 0)
         argv = ["zoned-spawn", "setup", str(sock), str(fd)]

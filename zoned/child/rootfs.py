@@ -70,6 +70,16 @@ def parse_options(options: list[str]) -> tuple[int, int, str]:
     return flags, prop, ",".join(data)
 
 
+def device_mode(d: dict) -> int:
+    """A linux.devices entry's mknod mode (its type and permission bits), as both inits make
+    the node (this module's Rootfs, the C init's plan)."""
+    kind = {"c": stat.S_IFCHR, "u": stat.S_IFCHR, "b": stat.S_IFBLK,
+            "p": stat.S_IFIFO}.get(d.get("type"))
+    if kind is None:
+        raise ConfigError(f"device {d.get('path')}: unknown type {d.get('type')!r}")
+    return kind | (int(d.get("fileMode", 0o666)) & 0o7777)
+
+
 class MountSpec:
     """A config mount as both inits take it (this module's Rootfs, and the C init's plan:
     zoned.child.initplan). A bind's source is looked at here, on the host: a missing one is
@@ -265,12 +275,9 @@ class Rootfs:
                 inroot.replace_node(self.root_fd, path, stat.S_IFCHR | 0o666,
                                     os.makedev(major, minor))
         for i, d in enumerate(self.linux.get("devices") or []):
-            kind = {"c": stat.S_IFCHR, "u": stat.S_IFCHR, "b": stat.S_IFBLK,
-                    "p": stat.S_IFIFO}.get(d.get("type"))
-            if kind is None:
-                raise ConfigError(f"device {d.get('path')}: unknown type {d.get('type')!r}")
+            mode = device_mode(d)
             try:
-                self._make_device(d, kind)
+                self._make_device(d, mode)
             except OSError as e:  # the config's fault, not the command's (no 127/126)
                 raise ConfigError(f'invalid linux.devices[{i}].path "{d["path"]}": '
                                   f"{oserror_text(e)}") from None
@@ -284,11 +291,10 @@ class Rootfs:
         finally:
             os.close(dev)
 
-    def _make_device(self, d: dict, kind: int) -> None:
+    def _make_device(self, d: dict, mode: int) -> None:
         if self.userns:
             self._bind_device(d["path"], d["path"])
             return
-        mode = kind | (int(d.get("fileMode", 0o666)) & 0o7777)
         inroot.replace_node(self.root_fd, d["path"], mode,
                             os.makedev(int(d.get("major", 0)), int(d.get("minor", 0))),
                             int(d.get("uid", 0)), int(d.get("gid", 0)))

@@ -315,10 +315,8 @@ class Runtime:
             # init joins the v1 ones itself (zoned.cgroups.join), or is moved by pid here.
             make_cgroup(cgroup, linux)
             state["pid"] = pid
-            hooks_in_init = any((cfg.get("hooks") or {}).get(h)
-                                for h in ("createContainer", "startContainer"))
             enter_cgroup(chan, cgroup, pid, self_join,  # (the state: for those hooks only)
-                         oci_state(state) if hooks_in_init else None)
+                         oci_state(state) if initplan.hooks_in_init(cfg) else None)
             mark("cgroup")
             pause("ZONED_TEST_PAUSE_CREATE")
             # The next state is written while the init sets up, and renamed once it is true;
