@@ -51,7 +51,11 @@ class CgroupFS:
         self.writes: list[tuple[str, str]] = []
         real = fs.write_file
 
-        def write_file(path: str, value: str) -> None:
+        def write_file(path: str, value: str, *more: str) -> None:
+            for one in (value, *more):  # (a write(2) each, through one open)
+                write_one(path, one)
+
+        def write_one(path: str, value: str) -> None:
             old = Path(path).read_text() if os.path.isfile(path) else ""
             if old:
                 os.truncate(path, 0)  # cgroupfs: a file holds the last value written

@@ -58,10 +58,17 @@ def read_file(path: str) -> str:
         os.close(fd)
 
 
-def write_file(path: str, value: str) -> None:
+def write_file(path: str, value: str, *more: str) -> None:
+    """Write `value`, then each of `more` with a write(2) of its own, through one open (a
+    v1 devices list: the kernel takes one rule a write)."""
     fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
     try:
-        os.write(fd, value.encode())
+        for v in (value, *more):
+            try:
+                os.write(fd, v.encode())
+            except OSError as e:
+                e.written = v  # which one the kernel refused (write_field names it)
+                raise
     finally:
         os.close(fd)
 
@@ -97,10 +104,11 @@ def parse_keyed(text: str | None) -> dict[str, int]:
     return out
 
 
-def write_field(field: str, path: str, value: str) -> None:
-    """Write one cgroup file, turning failures into a CgroupError naming field and file."""
+def write_field(field: str, path: str, value: str, *more: str) -> None:
+    """Write one cgroup file (`more`: as write_file), turning failures into a CgroupError
+    naming field and file."""
     try:
-        write_file(path, value)
+        write_file(path, value, *more)
     except FileNotFoundError:
         d = os.path.dirname(path)
         if not os.path.isdir(d):
@@ -110,6 +118,7 @@ def write_field(field: str, path: str, value: str) -> None:
                           "this cgroup on this host)", errno.ENOENT, field=field,
                           path=path) from None
     except OSError as e:
+        value = getattr(e, "written", value)
         raise CgroupError(f"{field}: writing {value!r} to {path} failed: "
                           f"{os.strerror(e.errno or 0)}", e.errno, field=field,
                           path=path) from None

@@ -458,8 +458,9 @@ class V1Cgroup(Cgroup):
         """The rules as devices.deny/devices.allow writes, in order (devices says how)."""
         from zoned.cgroups.devices import v1_device_writes
 
+        from itertools import groupby
+
         allow_f = self.file("devices.allow", "devices")
         deny_f = self.file("devices.deny", "devices")
-        writes = v1_device_writes(rules)
-        for allow, entry in writes:
-            write_field("devices", allow_f if allow else deny_f, entry)
+        for allow, writes in groupby(v1_device_writes(rules), key=lambda w: w[0]):
+            write_field("devices", allow_f if allow else deny_f, *(e for _, e in writes))

@@ -31,13 +31,18 @@ PR_CAPBSET_DROP = 24
 CAP_KINDS = ("bounding", "effective", "inheritable", "permitted", "ambient")
 
 
+_last_cap: list[int] = []  # cap_last_cap's answer, once a process (the kernel's)
+
+
 def cap_last_cap() -> int:
     """The highest capability the running kernel knows (older kernels stop before 40)."""
-    try:
-        with open("/proc/sys/kernel/cap_last_cap") as f:
-            return int(f.read())
-    except (OSError, ValueError):
-        return len(CAPABILITIES) - 1
+    if not _last_cap:
+        try:
+            with open("/proc/sys/kernel/cap_last_cap") as f:
+                _last_cap.append(int(f.read()))
+        except (OSError, ValueError):
+            _last_cap.append(len(CAPABILITIES) - 1)
+    return _last_cap[0]
 
 
 def cap_number(name: str) -> int | None:
