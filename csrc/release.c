@@ -4,13 +4,13 @@
  * Usage: zoned-release FD...   (ascending; O_PATH fds the caller passed down)
  *
  * On a file system mounted with `discard`, the process that drops a removed inode's last
- * reference frees its blocks and waits for the device's trim of them. An API operation
- * of zoned's keeps an O_PATH fd on what it removes and hands those fds to this program
- * when it ends: it closes every other fd it inherited (a pipe of the caller's must not
+ * reference frees its blocks and waits for the device's trim of them. A CLI command of
+ * zoned's without a holder of its exit (csrc/exitlend.c) keeps an O_PATH fd on what it
+ * removes and hands those fds to this program when it ends (an API operation hands them
+ * to a thread of its own: zoned.linux.lastref): it closes every other fd it inherited (a pipe of the caller's must not
  * stay open through it), forks, and exits. The caller reaps it at once; its child exits
  * too, and drops the fds (and waits for the trims) as a process of its own, re-parented
- * to the nearest subreaper or init like any orphan. Static and tiny: one runs per
- * removal of the API's.
+ * to the nearest subreaper or init like any orphan. Static and tiny.
  */
 #define _GNU_SOURCE
 #include <stdlib.h>

@@ -60,18 +60,17 @@ def test_pytest_plugin_fixture(zone):
 
 
 def test_a_run_leaves_no_fd_and_no_child_of_the_caller(zoned_root, busybox):
-    """zoned.run hands what it removed to zoned-release (zoned.linux.lastref), which it
-    reaps itself: the caller is left with the fds it had and no child, however many runs
-    (the inodes are freed by the releaser's child, re-parented away from the caller)."""
-    import os
+    """zoned.run hands what it removed to a thread of the caller's that closes it
+    (zoned.linux.lastref): the caller is left with the fds it had, no child and one
+    thread more, however many runs."""
+    from conftest import children_of, settled_fds
 
-    from conftest import children_of
-
-    zoned.run(["true"], root=zoned_root)  # (what the first run loads and keeps open)
-    before = sorted(os.listdir("/proc/self/fd"))
+    zoned.run(["true"], root=zoned_root)  # (what the first run loads, keeps open, starts)
+    before, threads = settled_fds(), len(os.listdir("/proc/self/task"))
     for _ in range(3):
         assert zoned.run(["sh", "-c", "echo x > /f"], root=zoned_root).returncode == 0
-    assert sorted(os.listdir("/proc/self/fd")) == before
+    assert settled_fds() == before
+    assert len(os.listdir("/proc/self/task")) == threads
     assert children_of(os.getpid()) == []
     assert [n for n in os.listdir(zoned_root) if not n.startswith(".")] == []
 
@@ -103,11 +102,10 @@ def test_runs_from_several_threads_at_once(zoned_root, busybox):
     waited on it for ever and wrote to an fd number it had closed), and no fd is left."""
     import threading
 
-    def fds() -> set[str]:
-        return set(os.listdir("/proc/self/fd"))
+    from conftest import settled_fds
 
     zoned.run(["true"], root=zoned_root)  # (imports and caches, before the count)
-    before = fds()
+    before = set(settled_fds())
     results: dict[int, list] = {}
 
     def worker(n: int) -> None:
@@ -121,4 +119,4 @@ def test_runs_from_several_threads_at_once(zoned_root, busybox):
         t.join(120)
     assert not any(t.is_alive() for t in threads), "a run hung"
     assert results == {n: [f"{n}-{i}\n" for i in range(5)] for n in range(4)}
-    assert fds() <= before
+    assert set(settled_fds()) <= before

@@ -183,6 +183,27 @@ assert not join.single_threaded()
 
 
 @needs_root
+def test_the_closer_thread_of_earlier_runs_does_not_make_a_creator_threaded(zoned_root,
+                                                                             busybox):
+    """After zoned.run, the caller has zoned.linux.lastref's closer thread, which never
+    holds a lock at a fork: the next zones are still cloned into their cgroup2 cgroup and
+    join their v1 ones themselves, with no primer (none started), in the same cgroups."""
+    out = _start_in_a_process(f"""
+import zoned
+from zoned.cgroups import join, prime
+from zoned.linux import lastref
+for _ in range(2):
+    assert zoned.run(["true"], root={zoned_root!r}).returncode == 0
+assert lastref.closer_running() and join.single_threaded()
+def refuse():
+    raise AssertionError("primed")
+prime.prime = refuse
+assert zoned.run(["true"], root={zoned_root!r}).returncode == 0
+""", zoned_root, "c")
+    assert len(out["paths"]) == 1 and out["paths"][0].endswith("/c"), out
+
+
+@needs_root
 def test_where_seccomp_denies_clone3_the_init_is_moved_by_pid(zoned_root, busybox):
     """zoned inside a container whose seccomp profile answers clone3 with ENOSYS (docker's
     default): the probe says so, and a zone starts the old way, in its cgroups."""

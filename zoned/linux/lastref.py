@@ -11,8 +11,10 @@ finding 20). Instead, zoned keeps an O_PATH fd on each inode it is about to remo
   inherits them, so they are freed after the parent has learnt of the exit; a command
   that makes no such process hands them to zoned-release at its exit (release);
 - an operation of the API (begin ... end: zoned.run, Runtime.delete) hands what it kept
-  to zoned-release (csrc/release.c) when it ends: that process forks, the child takes
-  the fds with it and the caller reaps the parent at once (~0.2 ms for ~1.5 ms of trims).
+  to a thread of this process's that closes them (one, started at the first end(): it
+  waits in close(2), without the GIL, while the caller goes on), ~10 us where starting a
+  process to drop them (zoned-release, which the CLI's exit still uses: see release) took
+  ~0.3 ms of each zoned.run.
 
 What is kept is small and short-lived: an O_PATH fd holds no lock and no pipe end (nobody
 waits on one), only directories and files of at most SMALL bytes on disk are kept (a
@@ -35,6 +37,9 @@ _fds: list[int] | None = None  # None: not keeping (hold does nothing)
 _until_exit = False
 _lock = _thread.allocate_lock()  # _fds between threads (API callers)
 _hooked = False
+_closing: list[int] = []  # end()'s fds, for the closer thread (under _lock)
+_closer_wake: _thread.LockType | None = None  # released when _closing has fds; None: no
+# closer thread runs in this process (yet, or since a fork)
 
 
 def defer_until_exit() -> None:
@@ -59,11 +64,44 @@ def begin() -> bool:
 
 
 def end() -> None:
-    """Hand what the operation kept to zoned-release (after a begin() that returned True)."""
-    global _fds
+    """Hand what the operation kept to the closer thread (after a begin() that returned
+    True)."""
+    global _fds, _closer_wake
     with _lock:
         fds, _fds = _fds or [], None
-    release(fds)
+        if not fds:
+            return
+        _closing.extend(fds)
+        if _closer_wake is None:
+            _closer_wake = _thread.allocate_lock()
+            _closer_wake.acquire()
+            _thread.start_new_thread(_closer, (_closer_wake,))
+        wake = _closer_wake
+    try:
+        wake.release()
+    except RuntimeError:
+        pass  # released already: the closer has yet to take what is there
+
+
+def closer_running() -> bool:
+    """Whether this process has the closer thread: between two end()s it waits on a lock,
+    and inside one it is in close(2); it never holds a lock of libc's or the GIL at
+    another thread's fork (zoned.cgroups.join.single_threaded does not count it)."""
+    return _closer_wake is not None
+
+
+def _closer(wake: _thread.LockType) -> None:
+    """The closer thread: drops the last references end() hands it, as they come."""
+    while True:
+        wake.acquire()
+        with _lock:
+            fds = _closing[:]
+            del _closing[:]
+        for fd in fds:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
 
 
 def release(fds: list[int]) -> None:
@@ -129,11 +167,12 @@ def held() -> list[int]:
 
 def _drop_in_child() -> None:
     """A forked child closes its copies: the parent's stay, so nothing is freed here."""
-    global _fds, _until_exit, _lock
+    global _fds, _until_exit, _lock, _closer_wake
     _lock = _thread.allocate_lock()  # (held by another thread of the parent's, maybe)
-    for fd in _fds or ():
+    for fd in [*(_fds or ()), *_closing]:
         try:
             os.close(fd)
         except OSError:
             pass
-    _fds, _until_exit = None, False
+    _fds, _until_exit, _closer_wake = None, False, None
+    del _closing[:]
