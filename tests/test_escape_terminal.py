@@ -51,6 +51,30 @@ def test_run_without_t_gives_pipes_not_the_terminal(cli):
     assert "TTY" not in lines
 
 
+INTERLEAVED = "i=0; while [ $i -lt 200 ]; do echo out$i; echo err$i >&2; i=$((i+1)); done"
+
+
+def test_run_without_t_keeps_the_order_of_stdout_and_stderr_on_one_terminal(cli):
+    """Where fds 1 and 2 are the same terminal, the process gets one pipe for both: lines
+    reach the terminal in the order it wrote them (two pipes, read in turn, put a run of
+    stdout's before stderr's written between), and both go to the terminal; as podman
+    without -t on a terminal, and as the process would have written them itself."""
+    code, out = on_pty([ZONED, "--root", cli.root, "run", "--rm", "--", "sh", "-c",
+                        INTERLEAVED + "; readlink /proc/self/fd/1; readlink /proc/self/fd/2"])
+    lines = out.split()
+    assert code == 0, out
+    assert lines[:400] == [f"{k}{i}" for i in range(200) for k in ("out", "err")], out
+    assert lines[400] == lines[401] and lines[400].startswith("pipe:["), lines[400:]
+    cli("run", "-d", "--name", "order", "--", "sleep", "1000", check=True)
+    try:
+        code, out = on_pty([ZONED, "--root", cli.root, "exec", "order", "sh", "-c",
+                            INTERLEAVED])
+        assert code == 0, out
+        assert out.split() == [f"{k}{i}" for i in range(200) for k in ("out", "err")], out
+    finally:
+        cli("rm", "-f", "order")
+
+
 def test_exec_without_t_gives_pipes_and_copies_both_ways(cli):
     """stdin too with -i: what is typed reaches the process, its output the terminal."""
     cli("run", "-d", "--name", "term", "--", "sleep", "1000", check=True)

@@ -6,6 +6,8 @@ CAP_SYS_ADMIN pushed input into that shell with TIOCSTI (found by session 21's a
 runc and conmon give a process without a terminal pipes, and copy between them and their
 own stdio; zoned does the same where one of ours is a terminal. Pipes and files are passed
 on as they are: there is nothing of the caller's to take through them, and no copy costs.
+Where fds 1 and 2 are the same terminal, one pipe stands in for both: two, read in turn,
+would print a run of stdout's lines before stderr's written between them.
 """
 from __future__ import annotations
 
@@ -27,7 +29,9 @@ class Relay:
         self._in_w = -1  # the stdin pipe's write end (ours)
         self._pending = b""
         for fd in (1, 2):
-            if os.isatty(fd):
+            if fd == 2 and _same_terminal(1, 2):
+                self.stdio[2] = self.stdio[1]  # (its copies go to our fd 1: the same)
+            elif os.isatty(fd):
                 r, w = os.pipe2(os.O_CLOEXEC)
                 self.stdio[fd] = w
                 self._zone_ends.append(w)
@@ -149,3 +153,11 @@ class Relay:
             return False
         self._pending = self._pending[n:]
         return True
+
+
+def _same_terminal(a: int, b: int) -> bool:
+    """Whether fds a and b are both the one terminal."""
+    if not (os.isatty(a) and os.isatty(b)):
+        return False
+    sa, sb = os.fstat(a), os.fstat(b)
+    return (sa.st_dev, sa.st_ino, sa.st_rdev) == (sb.st_dev, sb.st_ino, sb.st_rdev)
