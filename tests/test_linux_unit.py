@@ -420,3 +420,52 @@ def test_rmtree_of_a_symlink_removes_the_link_not_its_target(tmp_path):
     (tree / "ln").symlink_to(target)
     rmtree(str(tree))
     assert not tree.exists() and (target / "important").exists()
+
+
+def test_rmtree_finishes_though_a_directory_moves_out_of_the_tree_mid_walk(tmp_path,
+                                                                           monkeypatch):
+    """A directory of the tree moved elsewhere while rmtree walks it (a zone still writing
+    a volume being removed): the walk, which never follows it out, stops there; rmtree
+    starts again from the top and finishes. The directory moved out stays (what the walk
+    was already inside of it goes: it was the tree's), and so do the files beside it
+    there; a tree someone keeps moving fails after WALK_TRIES walks."""
+    from zoned.linux import files
+
+    tree, outside = tmp_path / "tree", tmp_path / "outside"
+    (tree / "a" / "b").mkdir(parents=True)
+    (tree / "a" / "b" / "f").write_text("x")
+    (tree / "c").mkdir()
+    (tree / "c" / "g").write_text("y")
+    outside.mkdir()
+    (outside / "canary").write_text("keep")
+    real_hold, moved = files.hold, []
+
+    def hold(path: str) -> None:  # (called for each file before its unlink)
+        if path.endswith("/f") and not moved:
+            os.rename(tree / "a", outside / "a")  # the walk is inside a/b now
+            moved.append(True)
+        real_hold(path)
+
+    monkeypatch.setattr(files, "hold", hold)
+    files.rmtree(str(tree))
+    assert moved and not tree.exists()
+    assert sorted(os.listdir(outside)) == ["a", "canary"]
+    assert (outside / "canary").read_text() == "keep"
+
+    (tree / "a" / "b").mkdir(parents=True)
+    (tree / "a" / "b" / "f").write_text("x")
+    turn = []
+
+    def hold_always(path: str) -> None:  # moves a/ out and back in: every walk goes stale
+        if path.endswith("/f"):
+            os.rename(tree / "a", tmp_path / f"away{len(turn)}")
+            os.mkdir(tree / "a")
+            (tree / "a" / "b").mkdir()
+            (tree / "a" / "b" / "f").write_text("x")
+            turn.append(True)
+        real_hold(path)
+
+    monkeypatch.setattr(files, "hold", hold_always)
+    with pytest.raises(OSError, match="moved during the walk"):
+        files.rmtree(str(tree))
+    assert len(turn) == files.WALK_TRIES

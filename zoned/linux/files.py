@@ -20,6 +20,7 @@ def read_to_eof(fd: int, size: int = 4096) -> bytes:
 
 
 DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+WALK_TRIES = 3  # rmtree's walks of one tree whose directories someone moves meanwhile
 
 
 def rmtree(path: str) -> None:
@@ -33,7 +34,9 @@ def rmtree(path: str) -> None:
 
 def rmtree_at(dir_fd: int | None, name: str) -> None:
     """rmtree of `name` relative to dir_fd (None: the working directory), never following
-    a symlink: one at `name` is unlinked itself, one inside the tree is unlinked too."""
+    a symlink: one at `name` is unlinked itself, one inside the tree is unlinked too. A
+    directory of the tree moved elsewhere meanwhile (by a zone still writing a volume)
+    stops the walk there (walk) and it starts again from the top, WALK_TRIES times."""
     try:
         fd = os.open(name, DIR_FLAGS, dir_fd=dir_fd)
     except FileNotFoundError:
@@ -56,6 +59,21 @@ def rmtree_at(dir_fd: int | None, name: str) -> None:
         except FileNotFoundError:
             pass
 
+    for attempt in range(WALK_TRIES):
+        try:
+            _empty(name, dir_fd, emptied)
+            break
+        except OSError as e:  # a directory of it moved meanwhile (walk never follows it
+            if e.errno != errno.ESTALE or attempt == WALK_TRIES - 1:  # out): from the top
+                raise
+    if dir_fd is None:
+        _rmdir_path(name)
+    else:
+        emptied(dir_fd, name)
+
+
+def _empty(name: str, dir_fd: int | None, emptied: Callable[[int, str], None]) -> None:
+    """Remove everything below `name` (rmtree_at's walk)."""
     for fd, _parts, entries in walk(name, dir_fd=dir_fd, leave=emptied, one_fs=True):
         for e in entries:
             if e.is_dir(follow_symlinks=False):
@@ -67,10 +85,6 @@ def rmtree_at(dir_fd: int | None, name: str) -> None:
                 pass
             except IsADirectoryError:  # replaced by a directory meanwhile: left
                 pass
-    if dir_fd is None:
-        _rmdir_path(name)
-    else:
-        emptied(dir_fd, name)
 
 
 def _rmdir_path(path: str) -> None:
