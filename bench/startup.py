@@ -148,8 +148,8 @@ class ApiWorker:
 class BeforeTree:
     """zoned as it was at a git ref: a temporary worktree, this checkout's built extension
     modules and libexec helpers copied in (their sources may be older; the helpers'
-    protocol is older code's too where it is unchanged; zoned._native is REF's own, built
-    in the tree, where its csrc/ differs), bytecode compiled (and packed, where
+    protocol is older code's too where it is unchanged; zoned._native and zoned-spawn, whose
+    init plan is the Python's, are REF's own, built in the tree, where its csrc/ differs), bytecode compiled (and packed, where
     REF has zoned.modulepack, with its writer of then), and an entry
     script like `make setup`'s shim (python -S, the worktree and the venv's site-packages
     on sys.path, then console() where REF has it, else sys.exit(main())), as the shim of
@@ -170,8 +170,9 @@ class BeforeTree:
                         str(self.tree), ref], check=True)
         for so in (C.REPO / "zoned").glob("_*.so"):
             shutil.copy2(so, self.tree / "zoned" / so.name)
-        if subprocess.run(["git", "-C", str(C.REPO), "diff", "--quiet", ref, "--",
-                           "csrc"]).returncode:
+        csrc_differs = subprocess.run(["git", "-C", str(C.REPO), "diff", "--quiet", ref, "--",
+                                       "csrc"]).returncode != 0
+        if csrc_differs:
             # REF's C differs (zoned._native's may: a wrapper's signature): REF's own
             # extension, built there (~1 s; csrc/build.py names what it is built from)
             (self.tree / "zoned" / "_native.abi3.so").unlink(missing_ok=True)
@@ -179,6 +180,11 @@ class BeforeTree:
                            capture_output=True)
         shutil.copytree(C.REPO / "zoned" / "libexec", self.tree / "zoned" / "libexec",
                         dirs_exist_ok=True)
+        if csrc_differs:  # REF's zoned-spawn too: the init's plan format is REF's
+            headers = C.REPO / ".stamps" / "musl-kernel-headers"
+            subprocess.run(["musl-gcc", "-static", "-Os", "-s", "-isystem", str(headers),
+                            "-Icsrc", "-o", "zoned/libexec/zoned-spawn", "csrc/spawn.c"],
+                           cwd=self.tree, check=True, capture_output=True)
         subprocess.run([python, "-m", "compileall", "-q", str(self.tree / "zoned")],
                        check=True, env={**os.environ, "PYTHONDONTWRITEBYTECODE": ""})
         if (self.tree / "zoned" / "modulepack.py").exists():  # as `make bytecode` does
