@@ -5,8 +5,8 @@
  * 21). zoned/child/initplan.py compiles what zoned.child.process._child would do for the
  * config into a plan (csrc/initplan.h): every decision that needs no look at the rootfs is
  * made there, in Python, once; this runs the plan's ops in order and makes the decisions
- * that do (paths inside the root: csrc/inroot.c). The end is init_wait_exec (spawn.c):
- * "ready", the start signal, seccomp, execve.
+ * that do (paths inside the root: csrc/inroot.c). The end is init_wait and init_exec
+ * (spawn.c): "ready", the start signal, seccomp, execve.
  *
  * A failing op reports as process.run_child does ({"op":"error","message":...,"errno":E}
  * on SOCK) with the same words, and the init exits; errno E is non-zero only for the

@@ -1,6 +1,6 @@
 /*
  * `zoned-spawn setup SOCK PLAN_FD`: read a container init's plan (csrc/initplan.h) and run
- * its ops (csrc/setup.c) in order, then wait for the start and exec (init_wait_exec).
+ * its ops (csrc/setup.c) in order, then wait for the start and exec (init_wait, init_exec).
  */
 #include <sys/prctl.h>
 #include <sys/syscall.h>
@@ -14,6 +14,7 @@ struct plan_op {
 
 static const unsigned char *s_program;  /* the seccomp program (Z_PLAN_PROGRAM) */
 static size_t s_program_len;
+static int s_late;                      /* Z_PLAN_LATE: "start" brings the process */
 
 /* The whole plan from PLAN_FD (a memfd zoned wrote), split in place into ops. */
 static struct plan_op *read_plan(int fd, int *count)
@@ -92,6 +93,7 @@ static int min_args(int op)
     case Z_PLAN_MOUNT_CGROUPS: return 7;
     case Z_PLAN_CREDS: return 11;
     case Z_PLAN_EXEC: return 5;
+    case Z_PLAN_ARGV: return 1;
     default: return 0;
     }
 }
@@ -204,6 +206,9 @@ static int run_op(struct plan_op *o)
         return op_rlimit(a);
     case Z_PLAN_LOOKUP:
         return op_lookup(a);
+    case Z_PLAN_LATE:
+        s_late = 1;
+        return 0;
     case Z_PLAN_SECCOMP_NOW:
         if (!s_program || z_seccomp_set_filter((unsigned)num(a[0]), s_program, s_program_len) < 0)
             return failf("seccomp: %s", strerror(errno));
@@ -220,21 +225,64 @@ static int run_op(struct plan_op *o)
 }
 
 /* EXEC: FIFO KEEP_PDEATHSIG SECCOMP_FLAGS LOAD_PROGRAM NARGS ARGS... ENV... */
+/* argv and envp from ARGS... ENV... (their texts stay the plan's), after `first` args. */
+static int split_argv(char **a, int count, int first, char ***argv, char ***envp)
+{
+    int nargs = atoi(a[first - 1]);
+    if (nargs < 1 || first + nargs > count)
+        return failf("zoned-spawn: a plan of another build (argv)");
+    *argv = calloc((size_t)nargs + 1, sizeof(char *));
+    *envp = calloc((size_t)(count - first - nargs) + 1, sizeof(char *));
+    if (!*argv || !*envp)
+        return failf("%s", strerror(errno));
+    memcpy(*argv, a + first, sizeof(char *) * (size_t)nargs);
+    memcpy(*envp, a + first + nargs, sizeof(char *) * (size_t)(count - first - nargs));
+    return 0;
+}
+
+/* A zone made ahead (zoned.pool) gets its process with "start", as a plan of its own
+ * (zoned.child.initplan.compile_late): its cwd, the path lookup, its args and env; only
+ * those ops (not a program: the zone's filter stays the one it was made with). */
+static int late_plan(int fd, char ***argv, char ***envp)
+{
+    int count = 0, have_argv = 0;
+    struct plan_op *ops = read_plan(fd, &count);  /* (a program in it: refused below) */
+
+    close(fd);
+    if (!ops)
+        return failf("zoned-spawn: a start plan it cannot read (of another build?)");
+    s_exec_path = NULL;
+    for (int i = 0; i < count; i++) {
+        if (ops[i].op == Z_PLAN_ARGV && ops[i].nargs >= 1 && !have_argv) {
+            if (split_argv(ops[i].a, ops[i].nargs, 1, argv, envp) < 0)
+                return -1;
+            have_argv = 1;
+        } else if (ops[i].op == Z_PLAN_CHDIR || ops[i].op == Z_PLAN_LOOKUP) {
+            if (run_op(&ops[i]) < 0)
+                return -1;
+        } else {
+            return failf("zoned-spawn: a start plan of another build (op %d)", ops[i].op);
+        }
+    }
+    if (!have_argv || !s_exec_path)
+        return failf("zoned-spawn: a start plan without a process");
+    return 0;
+}
+
 static int exec_op(struct plan_op *o)
 {
-    int nargs = atoi(o->a[4]), late = atoi(o->a[3]);
+    int late = atoi(o->a[3]), sock = s_sock, start_fd = -1, code;
     char **argv, **envp;
-    if (nargs < 1 || 5 + nargs > o->nargs || !s_exec_path || (late && !s_program))
+    if (5 + atoi(o->a[4]) > o->nargs || (!s_exec_path && !s_late) || (late && !s_program))
         return failf("zoned-spawn: a plan of another build (exec)");
-    argv = calloc((size_t)nargs + 1, sizeof(char *));
-    envp = calloc((size_t)(o->nargs - 5 - nargs) + 1, sizeof(char *));
-    if (!argv || !envp)
-        return failf("%s", strerror(errno));
-    memcpy(argv, o->a + 5, sizeof(char *) * (size_t)nargs);
-    memcpy(envp, o->a + 5 + nargs, sizeof(char *) * (size_t)(o->nargs - 5 - nargs));
-    return init_wait_exec(s_sock, atoi(o->a[0]), atoi(o->a[1]), (unsigned)num(o->a[2]),
-                          late ? s_program : NULL, late ? s_program_len : 0, s_exec_path,
-                          argv, envp);
+    if (split_argv(o->a, o->nargs, 5, &argv, &envp) < 0)
+        return -1;
+    if ((code = init_wait(&sock, atoi(o->a[0]), atoi(o->a[1]), s_late ? &start_fd : NULL)))
+        return code;
+    if (s_late && late_plan(start_fd, &argv, &envp) < 0)
+        return -1;
+    return init_exec(sock, (unsigned)num(o->a[2]), late ? s_program : NULL,
+                     late ? s_program_len : 0, s_exec_path, argv, envp);
 }
 
 /* Default dispositions and an empty mask: what the caller ignored (python: SIGPIPE,
@@ -271,7 +319,8 @@ static int setup_main(int argc, char **argv)
     for (int i = 0; i < count; i++) {
         if (ops[i].op == Z_PLAN_EXEC) {  /* returns only on failure */
             int code = exec_op(&ops[i]);
-            return code < 0 ? report_error(s_sock, s_msg, 0) : code;  /* (else reported) */
+            /* (else reported; s_cmd_errno: a start plan's lookup, 127 or 126) */
+            return code < 0 ? report_error(s_sock, s_msg, s_cmd_errno) : code;
         }
         if (run_op(&ops[i]) < 0)
             return report_error(s_sock, s_msg, s_cmd_errno);

@@ -235,47 +235,84 @@ static int open_fifo(int dir, int fifo)
     return fd;
 }
 
+/* "start" with the one fd it may carry (*fd, else -1; any other fds closed). */
+static ssize_t recv_start(int sock, char *buf, size_t size, int *fd)
+{
+    char cbuf[CMSG_SPACE(sizeof(int) * 4)];
+    struct iovec iov = {buf, size};
+    struct msghdr mh;
+    struct cmsghdr *c;
+    ssize_t n;
+    memset(&mh, 0, sizeof(mh));
+    mh.msg_iov = &iov;
+    mh.msg_iovlen = 1;
+    mh.msg_control = cbuf;
+    mh.msg_controllen = sizeof(cbuf);
+    n = recvmsg(sock, &mh, MSG_CMSG_CLOEXEC);
+    *fd = -1;
+    for (c = CMSG_FIRSTHDR(&mh); n >= 0 && c; c = CMSG_NXTHDR(&mh, c)) {
+        if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS) {
+            int count = (int)((c->cmsg_len - CMSG_LEN(0)) / sizeof(int)), got[4];
+            memcpy(got, CMSG_DATA(c), sizeof(int) * (size_t)count);
+            for (int i = 0; i < count; i++) {
+                if (*fd < 0)
+                    *fd = got[i];
+                else
+                    close(got[i]);
+            }
+        }
+    }
+    if (n > 0 && (mh.msg_flags & (MSG_TRUNC | MSG_CTRUNC)))
+        return -1;  /* a message of zoned's cut short: never read half of one */
+    return n;
+}
+
 /*
- * A container's init from "ready" to execve, keeping process._child's protocol:
+ * A container's init from "ready" to the start, keeping process._child's protocol:
  *   SOCK            the sync socket: sends {"op":"ready"}, then
  *   FIFO >= 0       (create/start) waits for {"op":"ack"}, drops pdeathsig unless
- *                   KEEP_PDEATHSIG, sends {"op":"detached"}, closes SOCK and blocks opening
- *                   exec.fifo (an O_PATH fd) for writing until `zoned start` reads it;
- *   FIFO -1         (run) waits for {"op":"start"}, drops pdeathsig unless KEEP_PDEATHSIG;
- * then loads the filter BPF (none if empty; without no_new_privs the init loaded it before
- * dropping its capabilities) and execs PATH (already looked up in the container's PATH).
- * A failure is reported (report_error); EOF on SOCK (CLOEXEC here) tells zoned that execve
- * worked. Returns the exit code on failure.
+ *                   KEEP_PDEATHSIG, sends {"op":"detached"}, closes SOCK (*sock = -1) and
+ *                   blocks opening exec.fifo (an O_PATH fd) for writing until `zoned start`
+ *                   reads it;
+ *   FIFO -1         (run) waits for {"op":"start"} (with one fd, into *start_fd, where
+ *                   start_fd: a zone made ahead's process, as a plan), drops pdeathsig
+ *                   unless KEEP_PDEATHSIG.
+ * Returns 0 once started, else the exit code (a failure is reported: report_error).
  */
-static int init_wait_exec(int sock, int fifo, int keep_pdeathsig, unsigned int seccomp_flags,
-                          const unsigned char *bpf, size_t bpf_len, const char *path,
-                          char *const argv[], char *const envp[])
+static int init_wait(int *sock, int fifo, int keep_pdeathsig, int *start_fd)
 {
-    static char msg[8192], text[4096];
-    int fd, err, fd_dir = -1;
+    static char msg[8192];
+    int fd, fd_dir = -1, got = -1;
     ssize_t n;
 
-    cloexec(sock);
+    cloexec(*sock);
     cloexec(fifo);
     /* a change of capabilities (at this exec, or the init's set-up) may have cleared it;
      * EOF on SOCK covers a creator that died before */
     if (prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) < 0)
         return 1;
     if (fifo >= 0 && (fd_dir = proc_fd_dir()) < 0)
-        return report_error(sock, "a created zone needs a procfs at /proc (its config "
+        return report_error(*sock, "a created zone needs a procfs at /proc (its config "
                             "mounts none)", 0);
-    if (send(sock, "{\"op\":\"ready\"}", 14, MSG_NOSIGNAL) != 14)
+    if (send(*sock, "{\"op\":\"ready\"}", 14, MSG_NOSIGNAL) != 14)
         return 1;
-    n = recv(sock, msg, sizeof(msg), 0);
-    if (!op_is(msg, n, fifo >= 0 ? "ack" : "start"))
+    n = recv_start(*sock, msg, sizeof(msg), &got);
+    if (!op_is(msg, n, fifo >= 0 ? "ack" : "start") || (start_fd && got < 0)) {
+        if (got >= 0)
+            close(got);
         return 1;
+    }
+    if (start_fd)
+        *start_fd = got;
+    else if (got >= 0)
+        close(got);
     if (!keep_pdeathsig)
         prctl(PR_SET_PDEATHSIG, 0, 0, 0, 0);
     if (fifo >= 0) {
-        if (send(sock, "{\"op\":\"detached\"}", 17, MSG_NOSIGNAL) != 17)
+        if (send(*sock, "{\"op\":\"detached\"}", 17, MSG_NOSIGNAL) != 17)
             return 1;
-        close(sock);  /* from here the creator may exit */
-        sock = -1;
+        close(*sock);  /* from here the creator may exit */
+        *sock = -1;
         fd = open_fifo(fd_dir, fifo);  /* blocks until `zoned start` */
         if (fd < 0 || write(fd, "0", 1) != 1)
             return 1;
@@ -283,6 +320,19 @@ static int init_wait_exec(int sock, int fifo, int keep_pdeathsig, unsigned int s
         close(fifo);
         close(fd_dir);
     }
+    return 0;
+}
+
+/* Loads the filter BPF (none if empty; without no_new_privs the init loaded it before
+ * dropping its capabilities) and execs PATH (already looked up in the container's PATH).
+ * A failure is reported (report_error); EOF on SOCK (CLOEXEC here) tells zoned that execve
+ * worked. Returns the exit code on failure. */
+static int init_exec(int sock, unsigned int seccomp_flags, const unsigned char *bpf,
+                     size_t bpf_len, const char *path, char *const argv[], char *const envp[])
+{
+    static char text[4096];
+    int err;
+
     errno = 0;
     if (bpf_len == 0 || z_seccomp_set_filter(seccomp_flags, bpf, bpf_len) == 0)
         execve(path, argv, envp);
@@ -294,20 +344,23 @@ static int init_wait_exec(int sock, int fifo, int keep_pdeathsig, unsigned int s
 /*
  * zoned-spawn init SOCK FIFO_FD KEEP_PDEATHSIG SECCOMP_FLAGS BPF_FD PATH ARGV0 ARGS...
  * Run by a container's init set up in Python (zoned/child/initstub.py, exec_stub) once its
- * set-up is done, with the process's environment: init_wait_exec, the filter read from
- * BPF_FD (-1: none).
+ * set-up is done, with the process's environment: init_wait and init_exec, the filter read
+ * from BPF_FD (-1: none).
  */
 static int init_main(int argc, char **argv)
 {
     static unsigned char bpf[1 << 16];
     size_t bpf_len;
+    int sock, code;
 
     if (argc < 9)
         return 2;
+    sock = atoi(argv[2]);
     bpf_len = read_bpf(atoi(argv[6]), bpf, sizeof(bpf));
-    return init_wait_exec(atoi(argv[2]), atoi(argv[3]), atoi(argv[4]),
-                          (unsigned int)strtoul(argv[5], NULL, 10), bpf, bpf_len, argv[7],
-                          argv + 8, environ);
+    if ((code = init_wait(&sock, atoi(argv[3]), atoi(argv[4]), NULL)) != 0)
+        return code;
+    return init_exec(sock, (unsigned int)strtoul(argv[5], NULL, 10), bpf, bpf_len, argv[7],
+                     argv + 8, environ);
 }
 
 #include "setupplan.c"

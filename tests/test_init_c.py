@@ -250,9 +250,50 @@ def test_the_c_init_for_a_plain_zone_unless_told(monkeypatch):
     assert fits(_plan())
     late = _plan()
     late.late_process = True  # zoned.pool's: the process comes with the start message
-    assert not fits(late)
+    assert fits(late)
     monkeypatch.setenv("ZONED_INIT", "python")
     assert not fits(_plan())
+
+
+@pytest.mark.parametrize("init", ["c", "python"])
+def test_a_zone_made_ahead_starts_with_its_late_process_as_the_python_init(
+        zoned_root, busybox, monkeypatch, init):
+    """A zone created with late_process (zoned.pool's) gets args, env and cwd at start:
+    both inits run the same process in the same place, refuse a cwd that is not there
+    with the same words, and leave no zone behind either way."""
+    import zoned
+    from zoned.errors import ZonedError
+
+    monkeypatch.setenv("ZONED_INIT", init)
+    rt = zoned.Runtime(zoned_root)
+
+    def start(name: str, process: dict) -> tuple[int, bytes]:
+        from zoned.oci.spec import RunOptions
+        from zoned.runconfig import build_config
+
+        cfg = build_config(RunOptions(args=["true"], image="busybox", name=name), None)
+        r, w = os.pipe2(os.O_CLOEXEC)
+        try:
+            started = rt.create(name, cfg, stdio=(0, w, w), use_fifo=False,
+                                late_process=True, keep_pdeathsig=True)
+        finally:
+            os.close(w)
+        try:
+            rt.start(name, started, process)
+            out = b""
+            while chunk := os.read(r, 65536):
+                out += chunk
+            return os.waitstatus_to_exitcode(os.waitpid(started.pid, 0)[1]), out
+        finally:
+            os.close(r)
+            rt.delete(name, force=True)
+
+    code, out = start("late-ok", {"args": ["sh", "-c", "pwd; echo $A $B"], "cwd": "/etc",
+                                  "env": ["A=late"]})
+    assert (code, out) == (0, b"/etc\nlate\n")
+    with pytest.raises(ZonedError, match='invalid process.cwd "/nowhere": no such directory'):
+        start("late-cwd", {"args": ["true"], "cwd": "/nowhere"})
+    assert [n for n in os.listdir(zoned_root) if not n.startswith(".")] == []
 
 
 # -- the audit's cases (a report-only helper attacked the C init) ----------------------------
@@ -439,3 +480,36 @@ def test_labels_past_a_sync_message_s_size_start_a_zone(cli):
     for flags in ([], ["--memory-cgroup", "shared"]):
         r = cli("run", "--rm", *flags, "--label", f"big={big}", "busybox", "echo", "ok")
         assert (r.returncode, r.stdout) == (0, "ok\n"), r.stderr[-300:]
+
+
+@pytest.mark.parametrize("crafted", ["mount", "program", "no-argv", "not-a-plan"])
+def test_a_start_plan_runs_nothing_but_cwd_lookup_and_argv(zoned_root, busybox, crafted):
+    """What a zone made ahead takes from its start: cwd, the lookup and the process, as a
+    plan; any other op (a mount, a seccomp program in place of the zone's), a plan with
+    no process or no plan at all is refused, and nothing runs."""
+    import zoned
+    from zoned._native import lib
+    from zoned.child.initplan import PlanWriter
+    from zoned.errors import ZonedError
+    from zoned.oci.spec import RunOptions
+    from zoned.runconfig import build_config
+
+    w = PlanWriter()
+    if crafted == "mount":
+        w.op(lib.Z_PLAN_MOUNT, "tmpfs", "/", "tmpfs", 0, "", "", "")
+    elif crafted == "program":
+        w.program(b"\6\0\0\0\0\0\xff\x7f")  # (return ALLOW)
+    if crafted != "no-argv":
+        w.op(lib.Z_PLAN_LOOKUP, "true", "/bin")
+        w.op(lib.Z_PLAN_ARGV, 1, "true")
+    plan = b"not a plan" if crafted == "not-a-plan" else w.bytes()
+    rt = zoned.Runtime(zoned_root)
+    cfg = build_config(RunOptions(args=["true"], image="busybox", name="crafted"), None)
+    started = rt.create("crafted", cfg, use_fifo=False, late_process=True,
+                        keep_pdeathsig=True)
+    try:
+        with pytest.raises(ZonedError, match="start plan"):
+            started.release(None, plan)
+        assert os.waitstatus_to_exitcode(os.waitpid(started.pid, 0)[1]) != 0
+    finally:
+        rt.delete("crafted", force=True)

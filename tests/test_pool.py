@@ -26,15 +26,19 @@ pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="root: these check cgr
 STATUS = "grep -E '^(Cap(Inh|Prm|Eff|Bnd|Amb)|NoNewPrivs|Seccomp):' /proc/self/status"
 
 
-@pytest.fixture
-def pool(zoned_root, busybox):
+@pytest.fixture(params=["c", "python"])
+def pool(request, zoned_root, busybox, monkeypatch):
+    """A pool whose zones wait as the C init (zoned-spawn: the usual) or as the Python one
+    (ZONED_INIT=python, as rootless pools' do: a user namespace)."""
+    if request.param == "python":
+        monkeypatch.setenv("ZONED_INIT", "python")  # (the makers inherit it)
     with zoned.Pool(root=zoned_root, size=2) as p:
         yield p
 
 
 def _makers_of(root: str) -> list[int]:
-    """Processes whose command line names this state root: a pool's maker, its keeper (a
-    fork of it) and the inits waiting (clones of it)."""
+    """Processes whose command line names this state root: a pool's maker and its keeper
+    (a fork of it); the inits waiting too where they are clones of it (the Python init)."""
     found = []
     for pid in os.listdir("/proc"):
         if pid.isdigit():
@@ -50,6 +54,19 @@ def _makers_of(root: str) -> list[int]:
 
 def _children() -> list[int]:
     return children_of(os.getpid())
+
+
+def _waiting_inits() -> list[int]:
+    """Our children that are a zone's init waiting as zoned-spawn (the C init's)."""
+    found = []
+    for pid in _children():
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                if f.read().startswith(b"zoned-spawn\0setup\0"):
+                    found.append(pid)
+        except OSError:
+            pass
+    return found
 
 
 def test_each_run_gets_a_fresh_zone(pool):
@@ -85,8 +102,8 @@ def test_streams_status_input_env_check_and_timeout(pool):
 
 
 def test_as_confined_as_zoned_run(pool, zoned_root):
-    """Capabilities, seccomp, no_new_privs, mounts and cgroups: the same as zoned.run's
-    (the init waited as python, not as zoned-spawn: the process exec'd is the same)."""
+    """Capabilities, seccomp, no_new_privs, mounts and cgroups: the same as zoned.run's,
+    whichever init waited (its process came at start: the process exec'd is the same)."""
     cmd = ["sh", "-c", STATUS + "; cat /proc/self/cgroup | sed 's/z-[0-9a-f]*/Z/'; "
            "cut -d' ' -f2,3,5 /proc/self/mounts | sort"]
     pooled = pool.run(cmd, text=True).stdout
@@ -126,6 +143,31 @@ def test_a_waiting_init_is_our_child_in_its_cgroup(pool, zoned_root):
         assert st["id"] in cg  # moved into its own cgroup before it was handed out
 
 
+def test_a_zone_made_ahead_waits_as_zoned_spawn_s_sealed_copy(zoned_root, busybox):
+    """The C init: a waiting zone is zoned-spawn run from its sealed memfd copy (nothing in
+    the zone can write the host's binary through /proc/1/exe), ~0.1 MiB where a waiting
+    python held ~5 (bench/README, finding 23); a run's cwd, env and args come with its
+    start, and a command that is not there is its error, not the pool's end."""
+    with zoned.Pool(root=zoned_root, size=2) as p:
+        assert p.run(["true"]).returncode == 0
+        deadline = time.monotonic() + 30
+        while len(_waiting_inits()) != 2:
+            assert time.monotonic() < deadline, _children()
+            time.sleep(0.05)
+        for pid in _waiting_inits():
+            assert os.readlink(f"/proc/{pid}/exe") == "/memfd:zoned-spawn (deleted)"
+            with open(f"/proc/{pid}/smaps_rollup") as f:
+                rss = int(re.search(r"^Rss:\s+(\d+) kB", f.read(), re.M).group(1))
+            assert rss < 1024, rss
+        r = p.run(["sh", "-c", "pwd; echo $A"], env=["A=late"], text=True)
+        assert r.stdout.split() == ["/", "late"], r
+        r = p.run(["/bin/sh", "-c", "echo $0 $1", "zero", "one"], text=True)
+        assert r.stdout == "zero one\n", r
+        with pytest.raises(zoned.ZonedError, match="not found"):
+            p.run(["no-such-command"])
+        assert p.run(["true"]).returncode == 0
+
+
 def test_a_maker_keeps_the_state_a_run_replaces_until_the_zone_is_removed(pool, zoned_root):
     """A run's start replaces its zone's state.json; the maker keeps the version it made
     (an O_PATH fd, zoned.linux.lastref.pin) so that the inode is freed by its removal, off
@@ -153,14 +195,14 @@ def test_close_leaves_nothing(zoned_root, busybox):
     assert p.run(["true"]).returncode == 0
     makers = p.maker_pids
     assert len(makers) == min(3, 2, os.cpu_count())
-    # the makers, their keepers and the 3 inits waiting (clones of a maker, not exec'd yet)
+    # the makers, their keepers and the 3 inits waiting (zoned-spawn, our children)
     from zoned.cgroups import prime
 
     keepers = len(makers) * (prime.own_procs_file() is not None)  # (where it can move)
-    expected = len(makers) + keepers + 3
+    expected = len(makers) + keepers
     deadline = time.monotonic() + 30
-    while len(_makers_of(zoned_root)) != expected:
-        assert time.monotonic() < deadline, _makers_of(zoned_root)
+    while len(_makers_of(zoned_root)) != expected or len(_waiting_inits()) != 3:
+        assert time.monotonic() < deadline, (_makers_of(zoned_root), _waiting_inits())
         time.sleep(0.05)
     p.close()
     p.close()  # twice is fine
@@ -227,9 +269,9 @@ def test_bad_options_are_refused_in_the_caller(zoned_root, busybox, options, fie
 
 
 def test_pid_1_is_the_command_not_the_callers_python(pool):
-    """The init waited as a copy of the caller's python (late_process); at start it execs
-    the command in place, so what the zone sees as PID 1 is that command's image, with
-    nothing of python's mapped (and its memory is the command's, not the caller's)."""
+    """The init waited as zoned-spawn or as a copy of the maker's python (late_process);
+    at start it execs the command in place, so what the zone sees as PID 1 is that
+    command's image, with nothing of python's mapped (its memory is the command's)."""
     r = pool.run(["sh", "-c", "readlink /proc/1/exe; grep -c python /proc/1/maps; true"],
                  text=True)
     exe, python_maps = r.stdout.split()

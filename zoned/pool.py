@@ -18,9 +18,12 @@ signal), and the maker too (its own). Over a socket pair the maker sends each zo
 and pid with its sync channel and the caller's ends of its stdin/stdout/stderr pipes
 (SCM_RIGHTS); the caller answers "done" when it has reaped it.
 
-What differs from zoned.run: the process is known only at start, so the init waits as
-python (late_process), not as zoned-spawn's sealed copy (zoned.child.initstub); nothing
-else is in the zone then, and the zone is this caller's alone. Options are fixed per
+What differs from zoned.run: the process is known only at start (late_process): the init
+waits, its credentials applied, as zoned-spawn's sealed copy (~0.1 MiB; a python waiting
+held ~5) and gets the process with "start" as a plan of its own (args, env, cwd, the
+lookup: zoned.child.initplan.compile_late); a rootless pool's init (a user namespace) waits
+as python and gets them as JSON. Nothing else is in the zone then, and the zone is this
+caller's alone. Options are fixed per
 pool; no network of its own (a zone made ahead would hold its lease while it waits).
 Rootless too: a rootless zone's init is made through a user-namespace stage, which the
 maker clones as the caller's child as well; the caller reaps it with the zone's message.

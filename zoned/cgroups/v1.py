@@ -458,9 +458,13 @@ class V1Cgroup(Cgroup):
         """The rules as devices.deny/devices.allow writes, in order (devices says how)."""
         from zoned.cgroups.devices import v1_device_writes
 
-        from itertools import groupby
-
         allow_f = self.file("devices.allow", "devices")
         deny_f = self.file("devices.deny", "devices")
-        for allow, writes in groupby(v1_device_writes(rules), key=lambda w: w[0]):
-            write_field("devices", allow_f if allow else deny_f, *(e for _, e in writes))
+        runs: list[tuple[bool, list[str]]] = []  # consecutive writes to one file, in order
+        for allow, entry in v1_device_writes(rules):
+            if runs and runs[-1][0] == allow:
+                runs[-1][1].append(entry)
+            else:
+                runs.append((allow, [entry]))
+        for allow, entries in runs:
+            write_field("devices", allow_f if allow else deny_f, *entries)

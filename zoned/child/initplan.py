@@ -9,9 +9,10 @@ execs zoned-spawn at once and runs the plan's ops (csrc/initplan.h), making the 
 that do need the rootfs (every path inside it: csrc/inroot.c) in C.
 
 compile_init says None where the Python init must do it (fits): a user namespace (the
-two-stage clone), hooks that run in the init, a process given at start (zoned.pool),
-ZONED_INIT=python (tests run both), or no zoned-spawn built. tests/test_init_c.py keeps
-the two inits equal.
+two-stage clone), hooks that run in the init, ZONED_INIT=python (tests run both), or no
+zoned-spawn built. tests/test_init_c.py keeps the two inits equal. A zone made ahead
+(zoned.pool: late_process) waits with its credentials applied and gets its process with
+"start", as a plan of its own (compile_late: cwd, lookup, args and env).
 """
 from __future__ import annotations
 
@@ -68,10 +69,11 @@ def fits(plan: Plan) -> bool:
     """Whether the C init can set this container up (see the module's docstring)."""
     cfg = plan.cfg
     linux = cfg.get("linux") or {}
-    return (plan.rootfs is not None and not plan.late_process and not plan.rootless
+    return (plan.rootfs is not None and not plan.rootless
             and "user" not in plan.join_fds
             and not any(n.get("type") == "user" for n in linux.get("namespaces") or [])
-            and not hooks_in_init(cfg) and os.environ.get("ZONED_INIT") != "python" and os.access(SPAWN, os.X_OK))
+            and not hooks_in_init(cfg) and os.environ.get("ZONED_INIT") != "python"
+            and os.access(SPAWN, os.X_OK))
 
 
 def compile_init(plan: Plan) -> bytes | None:
@@ -246,8 +248,8 @@ def _process(w: PlanWriter, plan: Plan, proc: dict, linux: dict) -> None:
              f"invalid process.oomScoreAdj {proc['oomScoreAdj']}")
     env = [str(e) for e in proc.get("env") or []]
     args = [str(a) for a in proc["args"]]
-    w.op(lib.Z_PLAN_LOOKUP, args[0],
-         next((e[5:] for e in env if e.startswith("PATH=")), "/usr/bin:/bin"))
+    if not plan.late_process:  # (else at start: compile_late)
+        w.op(lib.Z_PLAN_LOOKUP, args[0], _path_of(env))
     bpf = plan.bpf
     if bpf:
         w.program(bpf)
@@ -267,8 +269,35 @@ def _process(w: PlanWriter, plan: Plan, proc: dict, linux: dict) -> None:
          int(user.get("gid", 0)), int(user["umask"]) if "umask" in user else -1,
          *(mask(numbers(kind) & every) for kind in ("effective", "permitted", "inheritable")),
          ",".join(map(str, sorted(numbers("ambient")))), int(bool(proc.get("noNewPrivileges"))))
+    if plan.late_process:
+        w.op(lib.Z_PLAN_LATE)
     w.op(lib.Z_PLAN_EXEC, -1 if plan.fifo_fd is None else plan.fifo_fd,
          int(plan.keep_pdeathsig), plan.seccomp_flags, int(late_filter), len(args), *args, *env)
+
+
+def _path_of(env: list[str]) -> str:
+    """The PATH a command is looked up in: the process's, or the OCI runtimes' default."""
+    return next((e[5:] for e in env if e.startswith("PATH=")), "/usr/bin:/bin")
+
+
+def compile_late(proc: dict, given: dict) -> bytes:
+    """The plan a zone made ahead starts with (its init compiled with late_process): `proc`
+    the process as process.late_process made it from the config's and `given` (the start's
+    args, env, cwd): the cwd entered if given, the command looked up, its args and env."""
+    w = PlanWriter()
+    if given.get("cwd"):
+        w.op(lib.Z_PLAN_CHDIR, proc["cwd"])
+    env = [str(e) for e in proc.get("env") or []]
+    args = [str(a) for a in proc["args"]]
+    w.op(lib.Z_PLAN_LOOKUP, args[0], _path_of(env))
+    w.op(lib.Z_PLAN_ARGV, len(args), *args, *env)
+    return w.bytes()
+
+
+def seal(init_plan: bytes) -> int:
+    """A plan in a sealed memfd (CLOEXEC), to pass on: the caller closes it."""
+    return seal_filled(os.memfd_create("zoned-init-plan", os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING),
+                       init_plan)
 
 
 def _own_fds(plan: Plan) -> list[int]:
@@ -285,8 +314,7 @@ def fork(plan: Plan, init_plan: bytes, *, sibling: bool = False,
     one joining another's pid namespace; else the host's file, while the zone's record
     says "creating", which nothing may join). The plan goes in a sealed memfd. Returns
     the init's pid."""
-    fd = seal_filled(os.memfd_create("zoned-init-plan", os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING),
-                     init_plan)
+    fd = seal(init_plan)
     try:
         sock = plan.sock.fileno()
         keep = {sock, fd, *_own_fds(plan), *range(3, 3 + plan.preserve_fds),

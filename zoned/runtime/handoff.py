@@ -67,12 +67,21 @@ class Started:
         # a sibling init's user-namespace stage: our parent's child, exited, for it to reap
         self.to_reap = to_reap
 
-    def release(self, process: dict | None = None) -> None:
+    def release(self, process: dict | None = None, late_plan: bytes | None = None) -> None:
         """Let the process exec and report whether exec worked. process: its args (env,
-        cwd), for an init made with late_process (zoned.pool)."""
+        cwd), for an init made with late_process (zoned.pool); late_plan: the same as a
+        plan, for such a C init (zoned.child.initplan.compile_late)."""
         if self.chan is None:
             return
-        if process:
+        if late_plan is not None:
+            from zoned.child.initplan import seal
+
+            fd = seal(late_plan)
+            try:
+                self.chan.send(Op.START, [fd])
+            finally:
+                os.close(fd)
+        elif process:
             self.chan.send(Op.START, process=process)
         else:
             self.chan.send(Op.START)

@@ -16,8 +16,8 @@ from zoned.linux.proc import kill_and_reap, proc_start_time, signal_pid, wait_ex
 from zoned.runtime.cgroup_paths import default_cgroups_path, resolve_cgroups_path, \
     shared_memory_path, shares_memory_cgroup
 from zoned.runtime.steps import abandon, enter_cgroup, initial_state, host_root, \
-    make_cgroup, make_skeleton, namespace_hook, oci_state, refuse_in_use, refuse_vm, \
-    write_config
+    make_cgroup, make_fifo, make_skeleton, namespace_hook, oci_state, open_namespaces, \
+    refuse_in_use, refuse_vm, write_config
 from zoned.runtime.removal import release
 from zoned.runtime.store import Store
 from zoned.testhooks import hit, mark, pause
@@ -231,23 +231,12 @@ class Runtime:
 
             from zoned.cgroups import hierarchies
 
-            fifo_fd = None
-            if use_fifo:
-                fifo = os.path.join(d, "exec.fifo")
-                os.mkfifo(fifo, 0o622)
-                os.chmod(fifo, 0o622)  # not the umask's: the container's user opens it
-                fifo_fd = os.open(fifo, os.O_PATH | os.O_CLOEXEC)
+            fifo_fd = make_fifo(d) if use_fifo else None
 
             namespaces = {n["type"]: n.get("path") for n in linux.get("namespaces", [])}
             idmap_fds = {i: idmap_userns(m) for i, m in enumerate(cfg.get("mounts") or [])
                          if m.get("uidMappings") or m.get("gidMappings")}
-            join_fds = {}
-            for t, p in namespaces.items():
-                if p and t != "pid":
-                    try:
-                        join_fds[t] = os.open(p, os.O_RDONLY | os.O_CLOEXEC)
-                    except OSError as e:
-                        raise ConfigError(f"namespace {t} path {p!r}: {e.strerror}") from None
+            join_fds = open_namespaces(namespaces)
             from zoned.child import initplan
             from zoned.child.initstub import fits
             from zoned.child.process import spawn_copy
@@ -279,9 +268,11 @@ class Runtime:
             # the zone's process (none joins it, below); unless its pid namespace is
             # another's, whose processes see it from its start.
             c_init = plan.init_plan is not None
-            if not late_process and (c_init or fits(cfg)) and \
+            if (c_init or (not late_process and fits(cfg))) and \
                     (not start or (c_init and namespaces.get("pid"))):
                 spawn_fd = plan.spawn_fd = spawn_copy()
+            if c_init and late_process:  # its process comes as a plan (Runtime.start)
+                state["zoned"]["late_plan"] = True
             from zoned.cgroups import join as cgjoin
             from zoned.cgroups import open_cgroup
 
@@ -412,15 +403,20 @@ class Runtime:
                 raise InvalidState(f"cannot start container {cid!r}: it is {status}, "
                                    "not created")
             if started is not None and started.chan is not None:
-                if process:
+                late_plan = None
+                if process or st["zoned"].get("late_plan"):
                     from zoned.child.process import late_process
 
                     cfg = self.store.read_config(cid)
-                    cfg["process"] = late_process(cfg["process"], process)
+                    cfg["process"] = late_process(cfg["process"], process or {})
                     write_config(self.store.dir(cid), cfg)
+                    if st["zoned"].get("late_plan"):  # a C init's (initplan.compile_late)
+                        from zoned.child.initplan import compile_late
+
+                        late_plan = compile_late(cfg["process"], process or {})
                 st["status"] = Status.RUNNING
                 self.store.write_state(cid, st)
-                started.release(process)
+                started.release(process, late_plan)
                 self._poststart(cid, st)
                 return
             fifo = os.path.join(self.store.dir(cid), "exec.fifo")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import time
 
+from zoned.errors import ConfigError
 from zoned.oci.status import Status
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing (start-up)
@@ -226,14 +227,35 @@ def make_skeleton(state_dir: str, cfg: dict, hierarchies: list) -> dict[str, str
     return {n: os.path.join(base, n) for n in names}
 
 
+def open_namespaces(namespaces: dict[str, str | None]) -> dict[str, int]:
+    """The namespaces a config joins by path (but pid: see handoff.fork_init), opened:
+    {type: fd}."""
+    fds: dict[str, int] = {}
+    for t, p in namespaces.items():
+        if p and t != "pid":
+            try:
+                fds[t] = os.open(p, os.O_RDONLY | os.O_CLOEXEC)
+            except OSError as e:
+                for fd in fds.values():
+                    os.close(fd)
+                raise ConfigError(f"namespace {t} path {p!r}: {e.strerror}") from None
+    return fds
+
+
+def make_fifo(state_dir: str) -> int:
+    """exec.fifo, which `start` opens (runc's way): an O_PATH fd of it for the init."""
+    fifo = os.path.join(state_dir, "exec.fifo")
+    os.mkfifo(fifo, 0o622)
+    os.chmod(fifo, 0o622)  # not the umask's: the container's user opens it
+    return os.open(fifo, os.O_PATH | os.O_CLOEXEC)
+
+
 def refuse_in_use(cgroup) -> None:
     """A cgroupsPath the config names (not zoned's own for the zone) that is in use
     already, with processes or cgroups in it, is somebody else's: refused before the
     container owns it, so that no failure of the create or restore kills and removes it
     (runc refuses such a cgroup too). A new cgroup costs a stat per hierarchy here."""
     if cgroup.in_use():
-        from zoned.errors import ConfigError
-
         raise ConfigError(f"linux.cgroupsPath {cgroup.path!r}: the cgroup is in use "
                           "(processes or cgroups in it); a container needs its own")
 
