@@ -373,6 +373,8 @@ def checkpoint(rt, cid: str, directory: str | None, *, leave_running: bool = Fal
 
     if directory is None and export is None:
         raise ConfigError("give --dir, --export or both")
+    if (rt.state(cid).get("zoned") or {}).get("vm"):
+        return _checkpoint_vm(rt, cid, directory, export, leave_running)
     from zoned.checkpoint.private import check_own, check_parents
 
     criu = find_criu()
@@ -405,3 +407,16 @@ def checkpoint(rt, cid: str, directory: str | None, *, leave_running: bool = Fal
             shutil.rmtree(tmp, ignore_errors=True)
             scratch_done(rt)
     return export or directory
+
+
+def _checkpoint_vm(rt, cid: str, directory: str | None, export: str | None,
+                   leave_running: bool) -> str:
+    """A VM's checkpoint is QEMU's migration stream in one file (zoned.vm.savefile),
+    which `zoned restore --import` boots again; CRIU has nothing to do with it."""
+    if directory is not None or export is None:
+        raise ConfigError(f"invalid --dir for VM container {cid!r}: a VM's checkpoint is "
+                          "one file (--export FILE)")
+    from zoned.backends.vm_save import save
+
+    save(rt, cid, export, kind="container", what="--export", leave_running=leave_running)
+    return os.path.abspath(export)
