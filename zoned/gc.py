@@ -48,7 +48,7 @@ def collect(rt: Runtime, *, dry_run: bool = False, errors: list[str] | None = No
             elif status == "stopped" and (st.get("zoned") or {}).get("autoremove"):
                 reason = "exited --rm container"
             elif _dead((st.get("zoned") or {}).get("incoming")):
-                reason = "migration that never committed"
+                reason = "migration or restore that never committed"
             elif (st.get("zoned") or {}).get("saving"):
                 yield from _interrupted_save(rt, cid, st, dry_run, failed)
                 continue

@@ -231,7 +231,8 @@ def stream_out(q, out_fd: int, progress=None) -> tuple[int, bytes, dict]:
 def stream_in(q, saved: SavedVM) -> None:
     """Feed the file's stream to a QEMU started with `-incoming defer` (paused): through
     a pipe, exactly the stream's length, its digest checked; ZonedError if it does not
-    match or QEMU does not end up paused with the whole state."""
+    match or QEMU does not end up paused with the whole state (QEMU exits at a stream it
+    cannot load: its own words are in its log)."""
     from zoned.testhooks import hit
 
     r, w = os.pipe2(os.O_CLOEXEC)
@@ -251,8 +252,8 @@ def stream_in(q, saved: SavedVM) -> None:
                 while view:
                     view = view[os.write(w, view):]
             except BrokenPipeError:
-                raise ZonedError(f"QEMU stopped reading {saved.path}: "
-                                 f"{_incoming_error(q)}") from None
+                raise ZonedError(f"QEMU could not load {saved.path}: "
+                                 f"{_qemu_said(q)}") from None
             left -= len(data)
             pos += len(data)
             hit("vmrestore:streaming")
@@ -263,17 +264,26 @@ def stream_in(q, saved: SavedVM) -> None:
     if h.digest() != saved.digest:
         raise ZonedError(f"{saved.path}: the stream does not match its SHA-256 (damaged)")
     deadline = time.monotonic() + 120
-    while (status := q.execute("query-status")["status"]) == "inmigrate":
-        if time.monotonic() > deadline:
-            raise ZonedError("QEMU did not finish loading the saved state")
-        time.sleep(0.01)
-    if status not in ("paused", "prelaunch", "postmigrate"):
-        raise ZonedError(f"QEMU is {status!r} after the saved state: {_incoming_error(q)}")
-
-
-def _incoming_error(q) -> str:
     try:
-        info = q.execute("query-migrate")
-    except (OSError, ZonedError) as e:
-        return str(e)
-    return info.get("error-desc") or info.get("status") or "no reason given"
+        while (status := q.execute("query-status")["status"]) == "inmigrate":
+            if time.monotonic() > deadline:
+                raise ZonedError("QEMU did not finish loading the saved state")
+            time.sleep(0.01)
+    except (OSError, ZonedError):
+        raise ZonedError(f"QEMU could not load {saved.path}: {_qemu_said(q)}") from None
+    if status not in ("paused", "prelaunch", "postmigrate"):
+        raise ZonedError(f"QEMU is {status!r} after {saved.path}: {_qemu_said(q)}")
+
+
+def _qemu_said(q) -> str:
+    """QEMU's last line (its log, beside the QMP socket), made printable."""
+    from zoned.vm.config import guest_text
+    from zoned.vm.machine import VMPaths
+
+    try:
+        with open(VMPaths(os.path.dirname(q.path)).log, "rb") as f:
+            f.seek(max(0, os.fstat(f.fileno()).st_size - 300))
+            lines = f.read().strip().splitlines()
+    except OSError:
+        lines = []
+    return guest_text(lines[-1]) if lines else "it said nothing"
