@@ -27,6 +27,7 @@ except Exception as e:  # no guest kernel: `make setup` not run
 
 # The guest's process: a token only its memory holds (a shell variable), its pid, and a
 # counter, all written to the guest's tmpfs five times a second.
+NET, SUBNET = "vmsave-net", "10.251.77.0/24"
 GUEST = ("t=$(head -c 8 /dev/urandom | od -An -tx1 | tr -d ' \\n'); i=0; "
          "while true; do i=$((i+1)); echo $$ $t $i > /tmp/c; sleep 0.2; done")
 
@@ -67,7 +68,10 @@ def env(busybox, monkeypatch):
         zoned("undefine", name)
     for c in json.loads(zoned("ps", "-a", "--format", "json").stdout or "[]"):
         zoned("rm", "-f", c["id"])
+    if os.path.isdir(os.path.join(root, ".networks")):
+        zoned("network", "rm", NET)
     zoned("gc")
+    shutil.rmtree(os.path.join(root, ".networks"), ignore_errors=True)
     shutil.rmtree(os.path.join(root, ".zones"), ignore_errors=True)
     shutil.rmtree(files, ignore_errors=True)
     os.rmdir(root)
@@ -129,6 +133,16 @@ def _define(zoned, name: str, extra: str = "") -> None:
     zoned("define", path, check=True)
 
 
+def _link(zoned, name: str) -> dict:
+    st = json.loads(zoned("inspect", name, check=True).stdout)
+    st = st[0] if isinstance(st, list) else st
+    return (st.get("state") or st)["zoned"]["network"]["networks"][0]
+
+
+def _names(zoned) -> list[str]:
+    return [c["id"] for c in json.loads(zoned("ps", "-a", "--format", "json").stdout)]
+
+
 def _leftovers(directory: str) -> list[str]:
     return sorted(n for n in os.listdir(directory) if n.endswith(".part"))
 
@@ -178,11 +192,23 @@ def test_save_and_restore_a_vm_zone_keeps_its_memory_and_process(env):
 
 
 # -- the container: checkpoint --export / restore --import, and a damaged stream ---------
+def _http(ip: str) -> str:
+    import urllib.request
+
+    with urllib.request.urlopen(f"http://{ip}/index.html", timeout=10) as r:
+        return r.read().decode()
+
+
 def test_checkpoint_export_and_import_of_a_vm_container(env):
+    """On a network: the restored guest has its address and MAC, and serves from them."""
     zoned = env
-    zoned("run", "-d", "--name", "vmsave-c", "--backend", "vm", "--memory", "160m", "--",
-          "sh", "-c", GUEST, check=True)
+    zoned("network", "create", NET, "--subnet", SUBNET, check=True)
+    zoned("run", "-d", "--name", "vmsave-c", "--backend", "vm", "--memory", "160m",
+          "--network", NET, "--", "sh", "-c",
+          "echo served > /tmp/index.html; httpd -p 80 -h /tmp; " + GUEST, check=True)
     pid, token, count, _ = _wait_guest(zoned, "vmsave-c")
+    link = _link(zoned, "vmsave-c")
+    assert _http(link["ip"]) == "served\n"
     # FILE's path: a directory others can write, or another user's symlink on the way,
     # is refused before the guest is touched.
     other = os.path.join(zoned.files, "open")
@@ -231,9 +257,13 @@ def test_checkpoint_export_and_import_of_a_vm_container(env):
     assert p.stdout.strip() == "vmsave-c"
     pid2, token2, count2, _ = _wait_guest(zoned, "vmsave-c")
     assert (pid2, token2) == (pid, token) and count2 > count
-    # The copy kept with --leave-running comes back beside it under another name.
-    zoned("restore", "--import", kept, "--name", "vmsave-c2", check=True)
-    assert _wait_guest(zoned, "vmsave-c2")[:2] == (pid, token)
+    again = _link(zoned, "vmsave-c")
+    assert (again["ip"], again["mac"]) == (link["ip"], link["mac"])
+    assert _http(link["ip"]) == "served\n"  # its httpd, from before the save
+    # The copy kept with --leave-running cannot come back beside it: its address is taken.
+    p = zoned("restore", "--import", kept, "--name", "vmsave-c2")
+    assert p.returncode == 125 and f"{link['ip']} is taken" in p.stderr, p.stderr
+    assert list(_names(zoned)) == ["vmsave-c"] and len(_qemus(zoned.root)) == 1
     # A zone's file is not a container's, nor the reverse.
     p = zoned("restore", image)
     assert p.returncode == 125 and "restore --import" in p.stderr

@@ -93,11 +93,27 @@ def _describe(rt, cid: str, st: dict, kind: str) -> dict:
     if machine_spec(cfg, vm["image"]).volumes:
         raise InvalidState(f"cannot save container {cid!r}: QEMU cannot save a VM with a "
                            "volume (virtio-9p) mounted")
-    return {"kind": kind, "id": cid, "config": cfg, "accel": vm.get("accel") or "tcg",
-            "image": {"name": vm["image"],
-                      "digest": ImageStore(vm.get("images")).digest(vm["image"])},
-            "network": z.get("network"), "log": bool(z.get("log")),
-            "autoremove": bool(z.get("autoremove")), "saved": time.time()}
+    header = {"kind": kind, "id": cid, "accel": vm.get("accel") or "tcg",
+              "config": _portable_config(cfg, rt.store.dir(cid)),
+              "image": {"name": vm["image"],
+                        "digest": ImageStore(vm.get("images")).digest(vm["image"])},
+              "network": z.get("network"), "log": bool(z.get("log")),
+              "autoremove": bool(z.get("autoremove")), "saved": time.time()}
+    from zoned.vm.savefile import check_header
+
+    return check_header(header, f"cannot save container {cid!r}")  # what restore reads
+
+
+def _portable_config(cfg: dict, state_dir: str) -> dict:
+    """The config less the binds of the network's files from the state dir (/etc/hosts,
+    resolv.conf, hostname): a restore's network set-up makes its own, and a saved VM
+    names no host path."""
+    from zoned.checkpoint.dump import is_bind
+
+    out = dict(cfg)
+    out["mounts"] = [m for m in cfg.get("mounts") or [] if not (
+        is_bind(m) and str(m.get("source", "")).startswith(state_dir + "/"))]
+    return out
 
 
 def _write(vmdir: str, fd: int, header: dict) -> dict:

@@ -21,8 +21,9 @@ memory and vCPUs), the image by name and content digest (the read-only root disk
 here from this host's copy, which must be the same), the accelerator, and the network
 description (networks, addresses, MACs, published ports). The guest's writable layer is
 its tmpfs, so it is in the stream (guest RAM). Nothing in the header names a host path:
-a config with a bind mount (a 9p volume) is refused, the image is found by name, the
-networks by their definition names.
+a config with a bind mount (a 9p volume) is refused (save leaves out the binds of the
+network's /etc files, which a restore's network set-up makes anew), the image is found by
+name, the networks by their definition names.
 
 Writing: the stream's length and digest are written last (pwrite), then fsync, then the
 file is renamed from its temp name: a file that has both is complete. Reading: the header
@@ -172,8 +173,10 @@ def check_header(header: object, where: str) -> dict:
     specmod.validate(header["config"])
     from zoned.backends.vm import machine_spec
 
+    from zoned.checkpoint.dump import is_bind
+
     for m in header["config"].get("mounts") or []:
-        if "bind" in (m.get("options") or []) + [m.get("type")]:
+        if is_bind(m):
             raise ConfigError(f"{where}: config mounts {m.get('source')!r}: a saved VM "
                               "names no host path (a VM with a volume cannot be saved)")
     spec = machine_spec(header["config"], image["name"], accel=header["accel"])
