@@ -224,6 +224,10 @@ def test_checkpoint_export_and_import_of_a_vm_container(env):
     assert p.returncode == 125 and "symlink of uid 12345" in p.stderr, p.stderr
     p = zoned("checkpoint", "--dir", zoned.files, "vmsave-c")
     assert p.returncode == 125 and "--export FILE" in p.stderr
+    for where, why in ((f"{zoned.files}/none/x.save", "no such directory"),
+                       (other, "a directory")):
+        p = zoned("checkpoint", "--export", where, "vmsave-c")
+        assert p.returncode == 125 and why in p.stderr, p.stderr
     # A symlink at FILE itself is replaced by the file, never written through.
     victim = os.path.join(zoned.files, "victim")
     with open(victim, "w") as f:

@@ -37,6 +37,10 @@ def save(rt, cid: str, path: str, *, kind: str, what: str,
     from zoned.checkpoint.private import check_parents
 
     path = os.path.abspath(path)
+    if not os.path.isdir(os.path.dirname(path)):
+        raise ConfigError(f"{what} {path}: no such directory {os.path.dirname(path)}")
+    if os.path.isdir(path):
+        raise ConfigError(f"{what} {path}: a directory; give a file's path")
     check_parents(path, what)
     t0 = time.monotonic()
     with rt.store.lock(cid):
@@ -50,17 +54,17 @@ def save(rt, cid: str, path: str, *, kind: str, what: str,
             hit("vmsave:marked")
             summary = _write(vmdir, fd, header)
             _mark(rt, cid, {"tmp": tmp, "path": path, "complete": True})
+            hit("vmsave:complete")
+            _commit_file(tmp, path, what)
         except BaseException:
-            os.close(fd)
             _unlink(tmp)
             from zoned.vm.qmp import resume_guest
 
             resume_guest(vmdir)
             _mark(rt, cid, None)
             raise
-        os.close(fd)
-        hit("vmsave:complete")
-        _commit_file(tmp, path, what)
+        finally:
+            os.close(fd)
         if leave_running:
             from zoned.vm.qmp import resume_guest
 
@@ -233,24 +237,26 @@ def finish_interrupted(rt, cid: str, st: dict, dry_run: bool = False) -> str | N
     if not saving or proc_start_time(saving.get("pid") or 0) == saving.get("start"):
         return None
     tmp, path = saving.get("tmp") or "", saving.get("path") or ""
-    if not saving.get("complete"):
-        if not dry_run:
-            _unlink_temp(tmp, path)
-            from zoned.vm.qmp import resume_guest
-
-            resume_guest(st["zoned"]["vm"]["dir"])
-            _mark(rt, cid, None)
-            _clear_zone_stop(rt, cid)
-        return f"container {cid}: save that died (its guest runs on; {tmp} removed)"
-    if not dry_run:
-        if os.path.lexists(tmp) and _is_temp_of(tmp, path):
-            try:
+    why = ""
+    if saving.get("complete") and not dry_run:
+        try:
+            if os.path.lexists(tmp) and _is_temp_of(tmp, path):
                 _commit_file(tmp, path, "save")
-            except ConfigError:
-                _unlink_temp(tmp, path)
-                raise
-        rt.release(cid, st)
-    return f"container {cid}: save that died once complete ({path} written, VM removed)"
+            rt.release(cid, st)
+            return f"container {cid}: save that died once complete ({path} written, " \
+                "VM removed)"
+        except (OSError, ConfigError) as e:  # its place is not safe now: undone instead
+            why = f" ({path}: {getattr(e, 'strerror', None) or e})"
+    elif saving.get("complete"):
+        return f"container {cid}: save that died once complete (to finish)"
+    if not dry_run:
+        _unlink_temp(tmp, path)
+        from zoned.vm.qmp import resume_guest
+
+        resume_guest(st["zoned"]["vm"]["dir"])
+        _mark(rt, cid, None)
+        _clear_zone_stop(rt, cid)
+    return f"container {cid}: save that died{why}: its guest runs on, {tmp} removed"
 
 
 def _is_temp_of(tmp: str, path: str) -> bool:
