@@ -112,7 +112,7 @@ def _portable_config(cfg: dict, state_dir: str) -> dict:
     """The config less the binds of the network's files from the state dir (/etc/hosts,
     resolv.conf, hostname): a restore's network set-up makes its own, and a saved VM
     names no host path."""
-    from zoned.checkpoint.dump import is_bind
+    from zoned.checkpoint.archive import is_bind
 
     out = dict(cfg)
     out["mounts"] = [m for m in cfg.get("mounts") or [] if not (

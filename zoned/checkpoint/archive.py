@@ -130,6 +130,14 @@ def check_network(described: dict, where: str) -> None:
 _JSON_KIND = {str: "string", dict: "object", list: "array", bool: "boolean"}
 
 
+def is_bind(mount: dict | None) -> bool:
+    """Whether a config mount is a bind mount (as zoned.child.rootfs mounts it)."""
+    if not mount:
+        return False
+    options = mount.get("options") or []
+    return mount.get("type") == "bind" or "bind" in options or "rbind" in options
+
+
 def image_record(name: str) -> dict:
     """The image a checkpoint's upper dir lies over: its name and digest (None if this
     host cannot tell), for lower_of() on the restoring host."""

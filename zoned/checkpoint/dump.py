@@ -8,7 +8,8 @@ import subprocess
 import time
 
 from zoned.checkpoint import cgroup_yard
-from zoned.checkpoint.archive import FORMAT, META, clean_dir, export_tar, image_record
+from zoned.checkpoint.archive import FORMAT, META, clean_dir, export_tar, image_record, \
+    is_bind
 from zoned.checkpoint.criu import NETNS_KEY, criu_exec, criu_version, ensure_pipe_size, \
     find_criu, log_tail, run_criu
 from zoned.checkpoint.scratch import scratch_dir, scratch_done
@@ -58,14 +59,6 @@ def skeleton_binds(state_dir: str):
                 return name, path
         return "", ""
     return part
-
-
-def is_bind(mount: dict | None) -> bool:
-    """Whether a config mount is a bind mount (as zoned.child.rootfs mounts it)."""
-    if not mount:
-        return False
-    options = mount.get("options") or []
-    return mount.get("type") == "bind" or "bind" in options or "rbind" in options
 
 
 def _external_files(pids: list[int], container_mnts: set[int], log: str | None,

@@ -173,7 +173,7 @@ def check_header(header: object, where: str) -> dict:
     specmod.validate(header["config"])
     from zoned.backends.vm import machine_spec
 
-    from zoned.checkpoint.dump import is_bind
+    from zoned.checkpoint.archive import is_bind
 
     for m in header["config"].get("mounts") or []:
         if is_bind(m):
