@@ -532,7 +532,7 @@ def test_vm_zones_commands_work_or_refuse_in_one_line(z, tmp_path):
     assert z("cp", str(tmp_path), "zpcvm:/tmp").returncode == 0  # through the agent
     assert "sleep 1000" in z("top", "zpcvm", timeout=180).stdout  # the guest's ps
     p = z("rename", "zpcvm", "zpcvm2")
-    assert p.returncode == 125 and p.stderr.count("\n") == 1 and "VM" in p.stderr, p
+    assert p.returncode == 125 and p.stderr.count("\n") == 1 and "stop it" in p.stderr, p
     assert z("restart", "-t", "1", "zpcvm", timeout=180).stdout == "zpcvm\n"  # a reboot
     assert z("ps", "--format", "{{.Names}}").stdout == "zpcvm\n"
     assert z("kill", "zpcvm").returncode == 0  # SIGKILL to the guest's process

@@ -3,7 +3,8 @@ killed zoned left behind. Safe to run at any time, also while other zoned proces
 a container whose lock is held is being worked on and is skipped.
 
 What counts as left behind: a removal that began (the `removing` mark) and did not finish,
-a half-created container, an exited --rm container, a migration that never committed, the
+a half-created container, an exited --rm container, a migration that never committed, a
+VM's save or restore that died (zoned.backends.vm_save), the
 moved-aside directory of an interrupted removal, temp files of killed writers, cgroups of
 no container, and (zoned.network.release.gc) leases, veths and rules of containers that are gone.
 """
@@ -47,7 +48,10 @@ def collect(rt: Runtime, *, dry_run: bool = False, errors: list[str] | None = No
             elif status == "stopped" and (st.get("zoned") or {}).get("autoremove"):
                 reason = "exited --rm container"
             elif _dead((st.get("zoned") or {}).get("incoming")):
-                reason = "migration that never committed"
+                reason = "migration or restore that never committed"
+            elif (st.get("zoned") or {}).get("saving"):
+                yield from _interrupted_save(rt, cid, st, dry_run, failed)
+                continue
             if reason is None:
                 continue
             yield f"container {cid}: {reason}"
@@ -172,6 +176,20 @@ def _stale_tmp(store, dry_run: bool) -> Iterator[str]:
     for d in [*store.tmp_dirs(), *([nft.REGISTRY] if os.geteuid() == 0 else [])]:
         for path in remove_stale_tmp(d, dry_run=dry_run):
             yield f"file {path}: temp file of a killed writer"
+
+
+def _interrupted_save(rt: Runtime, cid: str, st: dict, dry_run: bool,
+                      failed: list[str]) -> Iterator[str]:
+    """A VM's save whose process died, finished or rolled back (zoned.backends.vm_save)."""
+    from zoned.backends.vm_save import finish_interrupted
+
+    try:
+        line = finish_interrupted(rt, cid, st, dry_run=dry_run)
+    except (OSError, ZonedError) as e:
+        failed.append(f"container {cid}: could not finish its save: {e}")
+        return
+    if line:
+        yield line
 
 
 def _dead(owner: dict | None) -> bool:

@@ -10,7 +10,10 @@ Points: rm:marked rm:killed rm:cgroup rm:network rm:trash (Runtime.delete, in or
 write:tmp (state.write_json_atomic, the temp file written but not yet renamed),
 exec:made (Started.release: the exec'd process exists, waiting for "go"),
 run:ready (Runtime.run: the init is ready, its process not yet exec'd),
-migrate:scratch (a migration's source: its scratch dir made, nothing frozen yet).
+migrate:scratch (a migration's source: its scratch dir made, nothing frozen yet),
+vmsave:marked vmsave:streaming vmsave:complete (a VM's save, zoned.backends.vm_save: its
+mark written; each MiB of the stream written; the file complete, not yet renamed),
+vmrestore:streaming (a VM's restore: each MiB of the stream fed to QEMU).
 
 ZONED_TRACE_START=1: the steps of a start write "zoned-trace STEP MS" (CLOCK_MONOTONIC) to
 stderr (mark), from the CLI, its worker and a zone's init up to its exec;

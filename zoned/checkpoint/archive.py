@@ -105,11 +105,11 @@ def check_meta(meta: object, where: str) -> dict:
             raise ConfigError(f"{where}: mounts: source and destination must be strings")
     specmod.validate(meta["config"])
     if meta.get("network") is not None:
-        _check_network(meta["network"], where)
+        check_network(meta["network"], where)
     return meta
 
 
-def _check_network(described: dict, where: str) -> None:
+def check_network(described: dict, where: str) -> None:
     """The zone's network as state.json describes it: readable as one, each network by a
     valid name (it names the network's definition file)."""
     from zoned.network.definitions import check_name
@@ -128,6 +128,14 @@ def _check_network(described: dict, where: str) -> None:
 
 
 _JSON_KIND = {str: "string", dict: "object", list: "array", bool: "boolean"}
+
+
+def is_bind(mount: dict | None) -> bool:
+    """Whether a config mount is a bind mount (as zoned.child.rootfs mounts it)."""
+    if not mount:
+        return False
+    options = mount.get("options") or []
+    return mount.get("type") == "bind" or "bind" in options or "rbind" in options
 
 
 def image_record(name: str) -> dict:

@@ -8,7 +8,8 @@ import subprocess
 import time
 
 from zoned.checkpoint import cgroup_yard
-from zoned.checkpoint.archive import FORMAT, META, clean_dir, export_tar, image_record
+from zoned.checkpoint.archive import FORMAT, META, clean_dir, export_tar, image_record, \
+    is_bind
 from zoned.checkpoint.criu import NETNS_KEY, criu_exec, criu_version, ensure_pipe_size, \
     find_criu, log_tail, run_criu
 from zoned.checkpoint.scratch import scratch_dir, scratch_done
@@ -58,14 +59,6 @@ def skeleton_binds(state_dir: str):
                 return name, path
         return "", ""
     return part
-
-
-def is_bind(mount: dict | None) -> bool:
-    """Whether a config mount is a bind mount (as zoned.child.rootfs mounts it)."""
-    if not mount:
-        return False
-    options = mount.get("options") or []
-    return mount.get("type") == "bind" or "bind" in options or "rbind" in options
 
 
 def _external_files(pids: list[int], container_mnts: set[int], log: str | None,
@@ -373,6 +366,8 @@ def checkpoint(rt, cid: str, directory: str | None, *, leave_running: bool = Fal
 
     if directory is None and export is None:
         raise ConfigError("give --dir, --export or both")
+    if (rt.state(cid).get("zoned") or {}).get("vm"):
+        return _checkpoint_vm(rt, cid, directory, export, leave_running)
     from zoned.checkpoint.private import check_own, check_parents
 
     criu = find_criu()
@@ -405,3 +400,16 @@ def checkpoint(rt, cid: str, directory: str | None, *, leave_running: bool = Fal
             shutil.rmtree(tmp, ignore_errors=True)
             scratch_done(rt)
     return export or directory
+
+
+def _checkpoint_vm(rt, cid: str, directory: str | None, export: str | None,
+                   leave_running: bool) -> str:
+    """A VM's checkpoint is QEMU's migration stream in one file (zoned.vm.savefile),
+    which `zoned restore --import` boots again; CRIU has nothing to do with it."""
+    if directory is not None or export is None:
+        raise ConfigError(f"invalid --dir for VM container {cid!r}: a VM's checkpoint is "
+                          "one file (--export FILE)")
+    from zoned.backends.vm_save import save
+
+    save(rt, cid, export, kind="container", what="--export", leave_running=leave_running)
+    return os.path.abspath(export)

@@ -199,7 +199,8 @@ def cmd_port(args) -> int:
 
 
 def cmd_rename(args) -> int:
-    """Rename a zone: its state dir and data dir move to the new name."""
+    """Rename a stopped zone or VM: its state dir (a VM's files inside it) and data dir
+    (its log) move to the new name, and every path its record holds with them."""
     from zoned.errors import InvalidState
     from zoned.oci.spec import check_id
     from zoned.storage import zone_dir
@@ -208,17 +209,18 @@ def cmd_rename(args) -> int:
     old, new = args.old, check_id(args.new)
     st = rt.state(old)
     z = st.get("zoned") or {}
-    if z.get("vm") or z.get("network") or os.path.isdir(
-            os.path.join(rt.store.root, ".zones", old)):
-        raise InvalidState(f"cannot rename {old!r}: zones on a network, VMs and zones under "
-                           "a monitor keep their name for now")
-    if st["status"] not in ("stopped", "created"):
+    if z.get("network") or os.path.isdir(os.path.join(rt.store.root, ".zones", old)):
+        raise InvalidState(f"cannot rename {old!r}: zones on a network and zones under a "
+                           "monitor keep their name for now")
+    if st["status"] not in ("stopped", "created") or (z.get("vm") and st["status"] != "stopped"):
         raise InvalidState(f"cannot rename {old!r}: it is {st['status']} (stop it first)")
     with rt.store.lock(old):
         rt.store.reserve(new)  # the name is ours, or in use: an error
         os.rmdir(rt.store.dir(new))
         data = z.get("data")
         st = rt.store.read_state(old)
+        if z.get("vm"):
+            _vm_cgroup_renamed(rt, old, new, st)
         if data and os.path.isdir(data) and data == zone_dir(rt.store.data, old):
             os.rename(data, zone_dir(rt.store.data, new))
             st["zoned"]["data"] = zone_dir(rt.store.data, new)
@@ -229,10 +231,28 @@ def cmd_rename(args) -> int:
         for key in ("bundle", "rootfs"):
             if str(st.get(key, "")).startswith(old_dir):
                 st[key] = new_dir + st[key][len(old_dir):]
+        vm = st["zoned"].get("vm")
+        if vm and str(vm.get("dir", "")).startswith(old_dir + "/"):
+            vm["dir"] = new_dir + vm["dir"][len(old_dir):]
         st["id"] = new
         rt.store.write_state(old, st)
         os.rename(old_dir, new_dir)
     return 0
+
+
+def _vm_cgroup_renamed(rt, old: str, new: str, st: dict) -> None:
+    """A stopped VM's cgroup (left empty by QEMU's end) goes, and its record names the
+    new name's: a later container called `old` would otherwise share it, and the rm of
+    the renamed VM would kill what is in it."""
+    from zoned.cgroups import open_cgroup
+    from zoned.errors import InvalidState
+    from zoned.runtime.cgroup_paths import default_cgroups_path
+
+    path = st["zoned"].get("cgroup") or default_cgroups_path(old, rt.store.root)
+    cgroup = open_cgroup(path)
+    if cgroup.exists() and not cgroup.remove_if_empty():
+        raise InvalidState(f"cannot rename {old!r}: its cgroup {path} still holds processes")
+    st["zoned"]["cgroup"] = default_cgroups_path(new, rt.store.root)
 
 
 def cmd_top(args) -> int:

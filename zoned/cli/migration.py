@@ -22,6 +22,15 @@ def cmd_restore(args) -> int:
 
     rt = runtime(args)
     if args.import_:
+        from zoned.vm.savefile import is_save_file
+
+        if is_save_file(args.import_):  # a VM's (zoned.backends.vm_save)
+            from zoned.backends import vm_save
+
+            with vm_save.read(args.import_, "--import", "container") as saved:
+                vm_save.restore(rt, saved, name=args.name, images=args.images)
+                print(args.name or saved.header["id"])
+            return 0
         import shutil
         import tempfile
 

@@ -239,8 +239,10 @@ def cmd_clone(args) -> int:
 def cmd_save(args) -> int:
     from zoned.zones import saving
 
-    saving.save(runtime(args), args.name, args.file)
-    print(f"zone {args.name} saved to {args.file}")
+    summary = saving.save(runtime(args), args.name, args.file)
+    size = f" ({summary['bytes'] / 2**20:.1f} MiB in {summary['seconds']:.2f} s)" \
+        if summary else ""
+    print(f"zone {args.name} saved to {args.file}{size}")
     return 0
 
 

@@ -89,7 +89,7 @@ def migrate_vm(rt, cid: str, dest: str, *, live: bool, key: str | None, progress
 
 def _send(rt, cid: str, st: dict, ch, live: bool, progress, s: dict) -> None:
     from zoned.backends.vm import vm_of
-    from zoned.vm.qmp import QMP
+    from zoned.vm.qmp import QMP, wait_migrated
 
     say = progress.phase
     vmdir = vm_of(st)["dir"]
@@ -113,7 +113,7 @@ def _send(rt, cid: str, st: dict, ch, live: bool, progress, s: dict) -> None:
                 ch.send_msg({"op": "ram"})
                 s["bytes"] = ch.send_file_stream(
                     conn.fileno(), progress=lambda n: progress.bytes("memory", n))
-            info = _wait_migrated(q)
+            info = wait_migrated(q)
         t_end = time.monotonic()
         if info.get("status") != "completed":
             raise ZonedError(f"QEMU's migration {info.get('status')}: "
@@ -146,41 +146,21 @@ def _send(rt, cid: str, st: dict, ch, live: bool, progress, s: dict) -> None:
             pass
 
 
-def _wait_migrated(q, timeout: float = 600) -> dict:
-    deadline = time.monotonic() + timeout
-    while True:
-        info = q.execute("query-migrate")
-        if info.get("status") in ("completed", "failed", "cancelled"):
-            return info
-        if time.monotonic() > deadline:
-            q.execute("migrate_cancel")
-            return {"status": "timed out"}
-        time.sleep(0.01)
-
-
 def _resume_here(vmdir: str, ch) -> None:
     """Before the commit: the guest goes on here (cancel, `cont`), the destination is told."""
-    from zoned.vm.qmp import QMP, QMPError
+    from zoned.vm.qmp import resume_guest
 
     try:
         ch.send_msg({"op": "abort"})
     except ZonedError:
         pass
-    try:
-        with QMP(vmdir) as q:
-            try:
-                q.execute("migrate_cancel")
-            except QMPError:
-                pass
-            if q.execute("query-status").get("status") != "running":
-                q.execute("cont")
-    except (OSError, ZonedError):
-        pass
+    resume_guest(vmdir)
 
 
 # -- the destination ---------------------------------------------------------------------
-def check_incoming(rt, vm: dict) -> list[str]:
-    """Why this host cannot take the VM `vm` describes (one line each), nothing changed."""
+def check_incoming(rt, vm: dict, images: str | None = None) -> list[str]:
+    """Why this host cannot take the VM `vm` describes (one line each), nothing changed.
+    images: the image store it is to boot from (default: ImageStore's)."""
     from zoned.images.errors import ImageError
     from zoned.images.store import ImageStore
     from zoned.runtime.steps import name_problems
@@ -188,7 +168,7 @@ def check_incoming(rt, vm: dict) -> list[str]:
     cid = vm["id"]
     problems = name_problems(rt.store, cid)
     try:
-        if ImageStore().digest(vm["image"]) != vm["digest"]:
+        if ImageStore(images).digest(vm["image"]) != vm["digest"]:
             problems.append(f"image {vm['image']!r} here is not the source's "
                             f"({vm['digest'][:19]})")
     except ImageError as e:

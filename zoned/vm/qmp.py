@@ -82,6 +82,9 @@ class QMP:
         if arguments:
             msg["arguments"] = arguments
         self._sock.sendall(json.dumps(msg).encode() + b"\n")
+        return self._answer(command)
+
+    def _answer(self, command: str) -> Any:
         while True:
             reply = self._read()
             if "event" in reply:
@@ -91,6 +94,16 @@ class QMP:
                 raise QMPError(f"QMP {command}: {e.get('class')}: {e.get('desc')}")
             elif "return" in reply:
                 return reply["return"]
+
+    def send_fd(self, command: str, fd: int, **arguments: Any) -> Any:
+        """Runs a command that takes an fd with it (getfd, add-fd): `fd` goes as
+        SCM_RIGHTS with the command's bytes."""
+        if self._sock is None:
+            self.connect()
+        assert self._sock is not None
+        msg = json.dumps({"execute": command, "arguments": arguments}).encode() + b"\n"
+        socket.send_fds(self._sock, [msg], [fd])
+        return self._answer(command)
 
     def wait_event(self, name: str, timeout: float | None = None) -> dict[str, Any]:
         """Returns (and removes) the first event called name, waiting for it if needed."""
@@ -110,3 +123,32 @@ class QMP:
                 self._sock.settimeout(self.timeout)
             if "event" in reply:
                 self.events.append(reply)
+
+
+def wait_migrated(q: QMP, timeout: float = 600) -> dict[str, Any]:
+    """query-migrate until QEMU's outgoing migration is completed, failed or cancelled
+    (cancelled at the timeout: {"status": "timed out"})."""
+    deadline = time.monotonic() + timeout
+    while True:
+        info = q.execute("query-migrate")
+        if info.get("status") in ("completed", "failed", "cancelled"):
+            return info
+        if time.monotonic() > deadline:
+            q.execute("migrate_cancel")
+            return {"status": "timed out"}
+        time.sleep(0.01)
+
+
+def resume_guest(vmdir: str) -> None:
+    """A migration or save that will not complete: cancel it, and the guest runs on
+    (QMP `cont` if it is stopped). Best effort: a QEMU that is gone stays gone."""
+    try:
+        with QMP(vmdir) as q:
+            try:
+                q.execute("migrate_cancel")
+            except QMPError:
+                pass
+            if q.execute("query-status").get("status") != "running":
+                q.execute("cont")
+    except (OSError, ZonedError):
+        pass

@@ -127,7 +127,7 @@ def _boot(root: str, data: str, name: str, images: str | None) -> tuple[int, int
         rec.setdefault("restarts", 0)
         restore_from = rec.pop("restore_from", None)
     if restore_from:  # zoned restore FILE: once; a later restart boots the zone file
-        return boot_restored(rt, name, restore_from), None
+        return boot_restored(rt, name, restore_from, images), None
     net = api.network_for(opts, rt, name)
     if zone.get("backend") == "vm":
         from zoned.backends.vm import VmBackend
@@ -224,13 +224,25 @@ def exited(root: str, data: str, name: str, code: int) -> int:
     return RESTART
 
 
-def boot_restored(rt, name: str, path: str) -> int:
+def boot_restored(rt, name: str, path: str, images: str | None = None) -> int:
     """The boot worker's restore (zoned.zones.monitor): the archive's container, restored
-    as `name`; criu --restore-detached leaves its init to the monitor (the subreaper)."""
+    as `name`; criu --restore-detached leaves its init to the monitor (the subreaper).
+    A saved VM is booted from its file (zoned.backends.vm_save): zoned-vmwrap, QEMU's
+    parent, is the worker's child, and so the monitor's once the worker has exited."""
     import shutil
     import tempfile
 
     from zoned.checkpoint import archive, restore as restore_mod, scratch
+    from zoned.vm.savefile import is_save_file
+
+    if is_save_file(path):
+        from zoned.backends import vm_save
+
+        with vm_save.read(path, "restore", "zone") as saved:
+            if saved.header["id"] != name:
+                raise ZonedError(f"restore {path}: the file holds zone "
+                                 f"{saved.header['id']!r}, not {name!r}")
+            return vm_save.restore(rt, saved, name=name, images=images).pid
 
     tmp = tempfile.mkdtemp(prefix=f"tmp-{os.getpid()}-", dir=scratch.scratch_dir(rt))
     try:
