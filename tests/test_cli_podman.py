@@ -443,6 +443,21 @@ def test_wait_rename_top_port(z):
     assert z("port", "zpct").stdout == ""
 
 
+def test_a_renamed_zone_takes_no_cgroup_of_its_old_name_with_it(z):
+    """A stopped zone renamed: its record no longer names the old name's cgroup, so a new
+    zone of the old name (whose cgroup that is) survives the rm of the renamed one; a
+    running or created zone, whose processes are in that cgroup, is refused."""
+    assert z("run", "--name", "zpcg", "busybox", "true").returncode == 0
+    assert z("rename", "zpcg", "zpcg2").returncode == 0
+    _detached(z, "zpcg", "sleep", "100")  # the old name again: the cgroup of that name
+    assert z("rm", "zpcg2").returncode == 0
+    assert z("inspect", "--format", "{{.State.Status}}", "zpcg").stdout == "running\n"
+    assert z("exec", "zpcg", "true").returncode == 0
+    p = z("rename", "zpcg", "zpcg3")
+    assert p.returncode == 125 and "it is running (stop it first)" in p.stderr, p.stderr
+    z("rm", "-f", "zpcg", check=True)
+
+
 def test_publish_without_network_uses_the_default_network(z):
     port = 18000 + os.getpid() % 1000
     r = z("run", "-d", "--name", "zpcweb", "-p", f"{port}:80", "busybox", "sleep", "100")

@@ -212,15 +212,14 @@ def cmd_rename(args) -> int:
     if z.get("network") or os.path.isdir(os.path.join(rt.store.root, ".zones", old)):
         raise InvalidState(f"cannot rename {old!r}: zones on a network and zones under a "
                            "monitor keep their name for now")
-    if st["status"] not in ("stopped", "created") or (z.get("vm") and st["status"] != "stopped"):
+    if st["status"] != "stopped":  # (a created zone's init is in the cgroup of its name)
         raise InvalidState(f"cannot rename {old!r}: it is {st['status']} (stop it first)")
     with rt.store.lock(old):
         rt.store.reserve(new)  # the name is ours, or in use: an error
         os.rmdir(rt.store.dir(new))
         data = z.get("data")
         st = rt.store.read_state(old)
-        if z.get("vm"):
-            _vm_cgroup_renamed(rt, old, new, st)
+        _cgroup_renamed(rt, old, new, st)
         if data and os.path.isdir(data) and data == zone_dir(rt.store.data, old):
             os.rename(data, zone_dir(rt.store.data, new))
             st["zoned"]["data"] = zone_dir(rt.store.data, new)
@@ -240,19 +239,24 @@ def cmd_rename(args) -> int:
     return 0
 
 
-def _vm_cgroup_renamed(rt, old: str, new: str, st: dict) -> None:
-    """A stopped VM's cgroup (left empty by QEMU's end) goes, and its record names the
-    new name's: a later container called `old` would otherwise share it, and the rm of
-    the renamed VM would kill what is in it."""
+def _cgroup_renamed(rt, old: str, new: str, st: dict) -> None:
+    """A stopped zone's or VM's cgroup of its name (empty since its end) goes, and its
+    record names the new name's: a later container called `old` would otherwise share
+    it, and the rm of the renamed one would kill what is in it. (A config's own
+    cgroupsPath is left as it is.)"""
     from zoned.cgroups import open_cgroup
     from zoned.errors import InvalidState
-    from zoned.runtime.cgroup_paths import default_cgroups_path
+    from zoned.runtime.cgroup_paths import default_cgroups_path, shared_memory_path
 
     path = st["zoned"].get("cgroup") or default_cgroups_path(old, rt.store.root)
-    cgroup = open_cgroup(path)
+    own, renamed = (default_cgroups_path(n, rt.store.root) for n in (old, new))
+    shared = bool(st["zoned"].get("shared_memory"))
+    if path != (shared_memory_path(own) if shared else own):
+        return
+    cgroup = open_cgroup(path, shared)
     if cgroup.exists() and not cgroup.remove_if_empty():
         raise InvalidState(f"cannot rename {old!r}: its cgroup {path} still holds processes")
-    st["zoned"]["cgroup"] = default_cgroups_path(new, rt.store.root)
+    st["zoned"]["cgroup"] = shared_memory_path(renamed) if shared else renamed
 
 
 def cmd_top(args) -> int:
