@@ -143,6 +143,17 @@ def test_a_waiting_init_is_our_child_in_its_cgroup(pool, zoned_root):
         assert st["id"] in cg  # moved into its own cgroup before it was handed out
 
 
+def test_a_maker_stays_single_threaded(pool):
+    """A maker clones its zones' inits (the Python one's: clone3 through cffi, the GIL let
+    go), so no thread of its own may hold the GIL then (the child would wait for it for
+    ever): the removals it makes hand what they free to zoned-release, not to
+    zoned.linux.lastref's closer thread (with one, 1 round in 10 hung)."""
+    for _ in range(6):
+        assert pool.run(["true"]).returncode == 0
+    for pid in pool.maker_pids:
+        assert os.listdir(f"/proc/{pid}/task") == [str(pid)]
+
+
 def test_a_zone_made_ahead_waits_as_zoned_spawn_s_sealed_copy(zoned_root, busybox):
     """The C init: a waiting zone is zoned-spawn run from its sealed memfd copy (nothing in
     the zone can write the host's binary through /proc/1/exe), ~0.1 MiB where a waiting

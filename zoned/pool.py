@@ -355,6 +355,7 @@ def maker_main(fd: int, spec: str) -> None:
     from zoned.child import caps
 
     caps.set_pdeathsig(signal.SIGKILL)
+    lastref.single_threaded_only()  # it clones python inits (a rootless pool's) and stages
     code = 0
     sock = socket.socket(fileno=fd)
     try:

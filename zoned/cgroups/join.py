@@ -25,14 +25,16 @@ import os
 NODE_TRIES = 3  # the shared memory cgroup made again at most this often by one init
 
 
-def single_threaded() -> bool:
-    """Whether this process has one thread (/proc/self/task links 2 + one per thread),
-    not counting zoned.linux.lastref's closer (an API caller's, after its first run)."""
+def single_threaded(besides_closer: bool = False) -> bool:
+    """Whether this process has one thread (/proc/self/task links 2 + one per thread);
+    besides_closer: or one more, zoned.linux.lastref's closer (an API caller's, after its
+    first run), where the fork is the C init's (z_fork_exec: its child runs no python,
+    so another thread holding the GIL at the clone cannot hang it)."""
     try:
         threads = os.stat("/proc/self/task").st_nlink - 2
     except OSError:
         return False
-    if threads == 2:
+    if threads == 2 and besides_closer:
         from zoned.linux import lastref
 
         return lastref.closer_running()
@@ -65,21 +67,23 @@ def prime_for_create() -> None:
     zone's mkdirs then wait for (bench/README, finding 12). (An init in a user namespace
     is still moved by pid: from such a creator, that move pays the grace period.) Here,
     not in prime.py: the usual answer, no primer, loads none of it."""
-    if not (single_threaded() and clone_into_cgroup_works()):
+    if not (single_threaded(besides_closer=True) and clone_into_cgroup_works()):
         from zoned.cgroups import prime
 
         prime.prime()
 
 
-def prepare(cgroup, *, sibling: bool = False, userns: bool = False) -> tuple[bool, int | None]:
+def prepare(cgroup, *, sibling: bool = False, userns: bool = False,
+            c_init: bool = False) -> tuple[bool, int | None]:
     """Before the fork: (whether the init joins its cgroups itself, the fd of the cgroup2
     cgroup, made here, to clone it into; None on a pure v1 host, or where the init is
-    moved by pid). The caller closes the fd after the fork."""
+    moved by pid). c_init: the init is the C one (single_threaded's besides_closer). The
+    caller closes the fd after the fork."""
     if sibling or userns or os.geteuid() != 0 or cgroup is None:
         return False, None
     if cgroup.cgroup2_dir() is None:
         return True, None  # pure v1: any fork, then `tasks`
-    if not (single_threaded() and clone_into_cgroup_works()):
+    if not (single_threaded(besides_closer=c_init) and clone_into_cgroup_works()):
         return False, None
     from zoned.cgroups.fs import make_despite_removals
 

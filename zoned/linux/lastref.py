@@ -14,7 +14,10 @@ finding 20). Instead, zoned keeps an O_PATH fd on each inode it is about to remo
   to a thread of this process's that closes them (one, started at the first end(): it
   waits in close(2), without the GIL, while the caller goes on), ~10 us where starting a
   process to drop them (zoned-release, which the CLI's exit still uses: see release) took
-  ~0.3 ms of each zoned.run.
+  ~0.3 ms of each zoned.run. A process that clones python children with the GIL let go
+  (zoned.pool's makers: clone3 through cffi) must have no other thread, which could hold
+  the GIL at the clone and leave the child waiting for it for ever: single_threaded_only()
+  makes its end() use zoned-release.
 
 What is kept is small and short-lived: an O_PATH fd holds no lock and no pipe end (nobody
 waits on one), only directories and files of at most SMALL bytes on disk are kept (a
@@ -40,6 +43,7 @@ _hooked = False
 _closing: list[int] = []  # end()'s fds, for the closer thread (under _lock)
 _closer_wake: _thread.LockType | None = None  # released when _closing has fds; None: no
 # closer thread runs in this process (yet, or since a fork)
+_no_threads = False  # single_threaded_only(): end() uses zoned-release
 
 
 def defer_until_exit() -> None:
@@ -63,20 +67,31 @@ def begin() -> bool:
         return True
 
 
+def single_threaded_only() -> None:
+    """This process starts no closer thread: its end() hands what it kept to zoned-release
+    (a process that clones python children through cffi, see the module's docstring)."""
+    global _no_threads
+    _no_threads = True
+
+
 def end() -> None:
     """Hand what the operation kept to the closer thread (after a begin() that returned
-    True)."""
+    True); to zoned-release after single_threaded_only()."""
     global _fds, _closer_wake
     with _lock:
         fds, _fds = _fds or [], None
-        if not fds:
-            return
-        _closing.extend(fds)
-        if _closer_wake is None:
-            _closer_wake = _thread.allocate_lock()
-            _closer_wake.acquire()
-            _thread.start_new_thread(_closer, (_closer_wake,))
-        wake = _closer_wake
+        if not fds or _no_threads:
+            wake = None
+        else:
+            _closing.extend(fds)
+            if _closer_wake is None:
+                _closer_wake = _thread.allocate_lock()
+                _closer_wake.acquire()
+                _thread.start_new_thread(_closer, (_closer_wake,))
+            wake = _closer_wake
+    if wake is None:
+        release(fds)
+        return
     try:
         wake.release()
     except RuntimeError:
@@ -85,8 +100,9 @@ def end() -> None:
 
 def closer_running() -> bool:
     """Whether this process has the closer thread: between two end()s it waits on a lock,
-    and inside one it is in close(2); it never holds a lock of libc's or the GIL at
-    another thread's fork (zoned.cgroups.join.single_threaded does not count it)."""
+    inside one it runs a few lines of python and close(2); it holds no lock of libc's at
+    a fork, but may hold the GIL (zoned.cgroups.join.single_threaded counts it where a
+    python child is cloned)."""
     return _closer_wake is not None
 
 

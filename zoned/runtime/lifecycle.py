@@ -283,7 +283,7 @@ class Runtime:
             cgroup = opened
             cgroup.load_modules()  # make_cgroup's, after the fork: loaded now (see above)
             self_join, born_fd = cgjoin.prepare(cgroup, sibling=sibling,
-                                                userns="user" in namespaces)
+                                                userns="user" in namespaces, c_init=c_init)
             mark("fork")
             try:
                 if "user" in namespaces:
