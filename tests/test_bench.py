@@ -435,6 +435,26 @@ def test_start_rate_script_interleaves_the_engines_and_leaves_nothing(tmp_path):
     assert not [d for d in os.listdir("/run") if d.startswith("zoned-bench-rate-")]
 
 
+def test_pool_script_compares_the_two_inits_and_leaves_nothing(tmp_path):
+    """bench/pool.py: a Pool's zones waiting as the C init and as the Python one, in
+    alternating rounds: each init's run latency, rate and waiting memory (the C init's
+    a small fraction of a python's), no state root, cgroup or mount left."""
+    out = tmp_path / "pool.json"
+    repo = Path(__file__).resolve().parent.parent
+    p = subprocess.run([sys.executable, str(repo / "bench" / "pool.py"), "--rounds", "1",
+                        "--runs", "5", "--out", str(out)], capture_output=True, text=True,
+                       timeout=300)
+    assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-2000:]
+    res = json.loads(out.read_text())
+    c, py = res["stats"]["c"], res["stats"]["python"]
+    for s in (c, py):
+        assert s["runs_per_second"]["n"] == 1 and s["runs_per_second"]["median"] > 0
+        assert s["waiting_init_pss_kib"]["n"] == 2  # the pool's size
+    assert c["waiting_init_pss_kib"]["max"] * 4 < py["waiting_init_pss_kib"]["min"]
+    assert res["leftovers"] == []
+    assert not [d for d in os.listdir("/run") if d.startswith("zoned-bench-pool-")]
+
+
 def test_a_before_tree_that_cannot_be_built_leaves_nothing(monkeypatch):
     """bench/startup.py's BeforeTree (also start_timeline's --before-ref): a ref it cannot
     check out, or a step after the checkout that fails, leaves no temp dir or worktree
