@@ -4,33 +4,13 @@
  * csrc/setup.c (one translation unit: zoned-spawn).
  */
 
+/* A message of zoned's on the sync socket and its fds (at most 32); gone or cut short:
+ * exit (zoned has gone, or it was never a message of its). */
 static ssize_t recv_msg(char *buf, size_t size, int *fds, int *nfds)
 {
-    char cbuf[CMSG_SPACE(sizeof(int) * 32)];
-    struct iovec iov = {buf, size - 1};
-    struct msghdr mh;
-    struct cmsghdr *c;
-    ssize_t n;
-    memset(&mh, 0, sizeof(mh));
-    mh.msg_iov = &iov;
-    mh.msg_iovlen = 1;
-    mh.msg_control = cbuf;
-    mh.msg_controllen = sizeof(cbuf);
-    n = recvmsg(s_sock, &mh, MSG_CMSG_CLOEXEC);
-    if (n < 0 && errno == ECONNRESET)  /* see sync.Channel.recv */
-        n = recvmsg(s_sock, &mh, MSG_CMSG_CLOEXEC);
-    if (n > 0 && (mh.msg_flags & (MSG_TRUNC | MSG_CTRUNC)))
-        _exit(1);  /* a message of zoned's cut short: never read half of one */
-    *nfds = 0;
-    for (c = CMSG_FIRSTHDR(&mh); n >= 0 && c; c = CMSG_NXTHDR(&mh, c)) {
-        if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS) {
-            int count = (int)((c->cmsg_len - CMSG_LEN(0)) / sizeof(int));
-            memcpy(fds + *nfds, CMSG_DATA(c), sizeof(int) * (size_t)count);
-            *nfds += count;
-        }
-    }
-    if (n >= 0)
-        buf[n] = 0;
+    ssize_t n = recv_with_fds(s_sock, buf, size, fds, 32, nfds);
+    if (n <= 0)
+        _exit(1);
     return n;
 }
 
@@ -126,8 +106,6 @@ static int expect(const char *name)
     int fds[32], nfds;
     for (;;) {
         ssize_t n = recv_msg(buf, sizeof(buf), fds, &nfds);
-        if (n <= 0)
-            _exit(1);  /* zoned has gone */
         if (op_is(buf, n, "cgroup")) {
             if (join_cgroups(buf, fds, nfds) < 0)
                 return -1;

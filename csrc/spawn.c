@@ -235,11 +235,13 @@ static int open_fifo(int dir, int fifo)
     return fd;
 }
 
-/* "start" with the one fd it may carry (*fd, else -1; any other fds closed). */
-static ssize_t recv_start(int sock, char *buf, size_t size, int *fd)
+/* One message of zoned's on SOCK and the fds it carries (at most MAX <= 32, CLOEXEC), as
+ * a NUL-terminated text; -1 for an error or a message cut short (its fds closed: never
+ * read half of one). */
+static ssize_t recv_with_fds(int sock, char *buf, size_t size, int *fds, int max, int *nfds)
 {
-    char cbuf[CMSG_SPACE(sizeof(int) * 4)];
-    struct iovec iov = {buf, size};
+    char cbuf[CMSG_SPACE(sizeof(int) * 32)];
+    struct iovec iov = {buf, size - 1};
     struct msghdr mh;
     struct cmsghdr *c;
     ssize_t n;
@@ -247,23 +249,27 @@ static ssize_t recv_start(int sock, char *buf, size_t size, int *fd)
     mh.msg_iov = &iov;
     mh.msg_iovlen = 1;
     mh.msg_control = cbuf;
-    mh.msg_controllen = sizeof(cbuf);
+    mh.msg_controllen = CMSG_SPACE(sizeof(int) * (size_t)max);
     n = recvmsg(sock, &mh, MSG_CMSG_CLOEXEC);
-    *fd = -1;
+    if (n < 0 && errno == ECONNRESET)  /* see sync.Channel.recv */
+        n = recvmsg(sock, &mh, MSG_CMSG_CLOEXEC);
+    *nfds = 0;
     for (c = CMSG_FIRSTHDR(&mh); n >= 0 && c; c = CMSG_NXTHDR(&mh, c)) {
         if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS) {
-            int count = (int)((c->cmsg_len - CMSG_LEN(0)) / sizeof(int)), got[4];
-            memcpy(got, CMSG_DATA(c), sizeof(int) * (size_t)count);
-            for (int i = 0; i < count; i++) {
-                if (*fd < 0)
-                    *fd = got[i];
-                else
-                    close(got[i]);
-            }
+            int count = (int)((c->cmsg_len - CMSG_LEN(0)) / sizeof(int));
+            if (count > max - *nfds)
+                count = max - *nfds;
+            memcpy(fds + *nfds, CMSG_DATA(c), sizeof(int) * (size_t)count);
+            *nfds += count;
         }
     }
-    if (n > 0 && (mh.msg_flags & (MSG_TRUNC | MSG_CTRUNC)))
-        return -1;  /* a message of zoned's cut short: never read half of one */
+    if (n > 0 && (mh.msg_flags & (MSG_TRUNC | MSG_CTRUNC))) {
+        while (*nfds)
+            close(fds[--*nfds]);
+        return -1;
+    }
+    if (n >= 0)
+        buf[n] = 0;
     return n;
 }
 
@@ -282,7 +288,7 @@ static ssize_t recv_start(int sock, char *buf, size_t size, int *fd)
 static int init_wait(int *sock, int fifo, int keep_pdeathsig, int *start_fd)
 {
     static char msg[8192];
-    int fd, fd_dir = -1, got = -1;
+    int fd, fd_dir = -1, got, fds[4], nfds;
     ssize_t n;
 
     cloexec(*sock);
@@ -296,7 +302,10 @@ static int init_wait(int *sock, int fifo, int keep_pdeathsig, int *start_fd)
                             "mounts none)", 0);
     if (send(*sock, "{\"op\":\"ready\"}", 14, MSG_NOSIGNAL) != 14)
         return 1;
-    n = recv_start(*sock, msg, sizeof(msg), &got);
+    n = recv_with_fds(*sock, msg, sizeof(msg), fds, 4, &nfds);
+    for (int i = start_fd ? 1 : 0; i < nfds; i++)
+        close(fds[i]);  /* (start brings one fd at the most: a late plan's) */
+    got = nfds > 0 && start_fd ? fds[0] : -1;
     if (!op_is(msg, n, fifo >= 0 ? "ack" : "start") || (start_fd && got < 0)) {
         if (got >= 0)
             close(got);
@@ -304,8 +313,6 @@ static int init_wait(int *sock, int fifo, int keep_pdeathsig, int *start_fd)
     }
     if (start_fd)
         *start_fd = got;
-    else if (got >= 0)
-        close(got);
     if (!keep_pdeathsig)
         prctl(PR_SET_PDEATHSIG, 0, 0, 0, 0);
     if (fifo >= 0) {

@@ -56,6 +56,20 @@ def check_options(opts) -> None:
                           "its own kernel and network stack")
 
 
+def refuse_unportable(rt, cid: str, vm: dict, action: str) -> dict:
+    """A VM whose state cannot leave this host is refused by name (`action`: save,
+    migrate): booted from a bundle's rootfs (its root disk is only here), or with a
+    virtio-9p volume (QEMU cannot move it). Returns its config."""
+    if not vm.get("image"):
+        raise InvalidState(f"cannot {action} container {cid!r}: a VM booted from a "
+                           "bundle's rootfs has its root disk only on this host")
+    cfg = rt.config(cid)
+    if machine_spec(cfg, vm["image"]).volumes:
+        raise InvalidState(f"cannot {action} container {cid!r}: QEMU cannot {action} a VM "
+                           "with a volume (virtio-9p) mounted")
+    return cfg
+
+
 def host_memory_limit(spec) -> int:
     """The VM cgroup's memory limit (bytes): the guest's RAM, the TCG translation buffer
     and QEMU's own overhead. Without it what a guest makes QEMU allocate beyond its RAM

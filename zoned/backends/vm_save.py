@@ -78,7 +78,7 @@ def save(rt, cid: str, path: str, *, kind: str, what: str,
 
 def _describe(rt, cid: str, st: dict, kind: str) -> dict:
     """The file's header, and every refusal made before the guest is touched."""
-    from zoned.backends.vm import machine_spec, vm_of
+    from zoned.backends.vm import refuse_unportable, vm_of
     from zoned.images.store import ImageStore
 
     vm = vm_of(st)
@@ -90,13 +90,7 @@ def _describe(rt, cid: str, st: dict, kind: str) -> dict:
     if z.get("incoming") or z.get("saving"):
         raise InvalidState(f"cannot save container {cid!r}: a migration, save or restore "
                            "of it has not finished (`zoned gc` finishes a dead one)")
-    if not vm.get("image"):
-        raise InvalidState(f"cannot save container {cid!r}: a VM booted from a bundle's "
-                           "rootfs has its root disk only on this host")
-    cfg = rt.config(cid)
-    if machine_spec(cfg, vm["image"]).volumes:
-        raise InvalidState(f"cannot save container {cid!r}: QEMU cannot save a VM with a "
-                           "volume (virtio-9p) mounted")
+    cfg = refuse_unportable(rt, cid, vm, "save")
     header = {"kind": kind, "id": cid, "accel": vm.get("accel") or "tcg",
               "config": _portable_config(cfg, rt.store.dir(cid)),
               "image": {"name": vm["image"],

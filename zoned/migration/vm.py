@@ -42,7 +42,7 @@ def _ms(seconds: float) -> float:
 def migrate_vm(rt, cid: str, dest: str, *, live: bool, key: str | None, progress) -> dict:
     """Move VM `cid` to `dest`; the summary (as zoned.migration.source's, plus QEMU's
     own downtime and RAM figures)."""
-    from zoned.backends.vm import vm_of
+    from zoned.backends.vm import refuse_unportable, vm_of
     from zoned.images.store import ImageStore
 
     t0 = time.monotonic()
@@ -54,15 +54,7 @@ def migrate_vm(rt, cid: str, dest: str, *, live: bool, key: str | None, progress
         if st["status"] is not Status.RUNNING:
             raise InvalidState(f"cannot migrate container {cid!r}: it is {st['status']}")
         vm = vm_of(st)
-        if not vm.get("image"):
-            raise InvalidState(f"cannot migrate container {cid!r}: a VM booted from a "
-                               "bundle's rootfs has its root disk only on this host")
-        cfg = rt.config(cid)
-        from zoned.backends.vm import machine_spec
-
-        if machine_spec(cfg, vm["image"]).volumes:
-            raise InvalidState(f"cannot migrate container {cid!r}: QEMU cannot move a VM "
-                               "with a volume (virtio-9p) mounted")
+        cfg = refuse_unportable(rt, cid, vm, "migrate")
         hello = {"op": "hello", "protocol": transport.PROTOCOL, "kind": "vm", "live": live,
                  "vm": {"id": cid, "config": cfg, "image": vm["image"],
                         "digest": ImageStore().digest(vm["image"]), "accel": vm.get("accel"),
