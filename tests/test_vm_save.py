@@ -351,10 +351,13 @@ def test_killed_qemu_and_killed_restore_leave_nothing_for_long(env):
 
 # -- attacks on the file restore reads ---------------------------------------------------
 def _config(**changes) -> dict:
-    from zoned.oci.spec import RunOptions
+    """A VM's config as save writes it: zoned's own annotations left out."""
+    from zoned.oci.spec import RunOptions, zoned_own_annotations
     from zoned.runconfig import build_config
 
     cfg = build_config(RunOptions(image="busybox", args=["sh"], memory="160m"))
+    cfg["annotations"] = {k: v for k, v in cfg.get("annotations", {}).items()
+                          if k not in zoned_own_annotations()}
     cfg.update(changes)
     return cfg
 
@@ -417,8 +420,24 @@ def test_restore_refuses_hostile_files_and_leaves_nothing(env):
                                                           "sha256:" + "0" * 64})),
                         "image 'busybox' here is not"),
         "no such image": (_craft(f"{d}/noimg", _header(image={"name": "vmsave-none",
-                                                              "digest": "sha256:1"})),
+                                                              "digest": "sha256:" + "1" * 64})),
                           "image 'vmsave-none'"),
+        # the third audit's: a hook ran on the host as root at the restored VM's removal,
+        # an annotation named another zone's volume for it to remove; a digest carried
+        # escape sequences to the terminal; no network, a deep header: internal errors
+        "hooks": (_craft(f"{d}/hooks", _header(config=_config(hooks={"poststop": [
+            {"path": "/bin/sh", "args": ["sh", "-c", f"id > {d}/PWNED"]}]}))),
+            "config has hooks"),
+        "zoned's annotation": (_craft(f"{d}/ann", _header(config=_config(annotations={
+            "org.zoned.volumes.anonymous": "victim"}))), "is zoned's own"),
+        "digest text": (_craft(f"{d}/esc", _header(image={"name": "busybox", "digest":
+                                                          "sha256:\x1b[31mred"})),
+                        "a sha256: digest"),
+        "no network": (_craft(f"{d}/nonet", _header(network={"mode": "tap",
+                                                              "networks": []})),
+                       "names no network"),
+        "deep header": (_craft(f"{d}/deep", b"[" * 200000 + b"]" * 200000),
+                        "header is not JSON"),
         "a zone's file": (_craft(f"{d}/zone", _header(kind="zone")), "defined zone's"),
         "huge stream": (f"{d}/hugestream", "stream of"),
         "garbage stream": (_craft(f"{d}/garbage", stream=os.urandom(1 << 16)), "QEMU"),
@@ -447,3 +466,4 @@ def test_restore_refuses_hostile_files_and_leaves_nothing(env):
     p = zoned("restore", f"{d}/bind")
     assert p.returncode == 125 and "names no host path" in p.stderr
     assert not os.path.exists("/etc/evil") and os.listdir(zoned.root) == []
+    assert not os.path.exists(f"{d}/PWNED")

@@ -104,13 +104,17 @@ def _describe(rt, cid: str, st: dict, kind: str) -> dict:
 
 def _portable_config(cfg: dict, state_dir: str) -> dict:
     """The config less the binds of the network's files from the state dir (/etc/hosts,
-    resolv.conf, hostname): a restore's network set-up makes its own, and a saved VM
-    names no host path."""
+    resolv.conf, hostname), which a restore's network set-up makes anew, and less zoned's
+    own annotations (the image's rootfs path here): a saved VM names no host path."""
     from zoned.checkpoint.archive import is_bind
+    from zoned.oci.spec import zoned_own_annotations
 
     out = dict(cfg)
     out["mounts"] = [m for m in cfg.get("mounts") or [] if not (
         is_bind(m) and str(m.get("source", "")).startswith(state_dir + "/"))]
+    own = zoned_own_annotations()
+    out["annotations"] = {k: v for k, v in (cfg.get("annotations") or {}).items()
+                          if k not in own}
     return out
 
 

@@ -121,6 +121,8 @@ def check_network(described: dict, where: str) -> None:
     except (KeyError, TypeError, ValueError, AttributeError) as e:
         raise ConfigError(f"{where}: network is not a zone's network description "
                           f"({type(e).__name__}: {e})") from None
+    if state is not None and not names:
+        raise ConfigError(f"{where}: network names no network")
     for name in names:
         if not isinstance(name, str):
             raise ConfigError(f"{where}: network: a network's name must be a string")
@@ -168,7 +170,7 @@ def lower_of(meta: dict) -> str:
                           f"`zoned image build {img['name']}`)") from None
     if img.get("digest") and store.digest(img["name"]) != img["digest"]:
         raise ConfigError(f"image {img['name']!r} here differs from the checkpointed one "
-                          f"({store.digest(img['name'])[:19]} vs {img['digest'][:19]})")
+                          f"({store.digest(img['name'])[:19]} vs {str(img['digest'])[:19]!r})")
     return lower
 
 

@@ -162,7 +162,7 @@ def check_incoming(rt, vm: dict, images: str | None = None) -> list[str]:
     try:
         if ImageStore(images).digest(vm["image"]) != vm["digest"]:
             problems.append(f"image {vm['image']!r} here is not the source's "
-                            f"({vm['digest'][:19]})")
+                            f"({str(vm['digest'])[:19]!r})")
     except ImageError as e:
         problems.append(f"image {vm['image']!r}: {e}")
     try:

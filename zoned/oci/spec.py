@@ -350,17 +350,24 @@ def resources_from_flags(*, base: dict | None = None, memory: str | int | None =
     return res
 
 
-def refuse_zoned_annotations(cfg: dict) -> None:
-    """The annotations zoned sets itself to carry what its own front ends decided (the
-    overlay's lower dir: a host path; the volumes a zone owns) are not a bundle's to set:
-    org.zoned.rootfs.lower = / would make the host's root the container's. The ones
-    documented for users (org.zoned.backend, org.zoned.memory-cgroup, labels) stay."""
+def zoned_own_annotations() -> tuple[str, ...]:
+    """The annotations zoned sets itself (refuse_zoned_annotations)."""
     from zoned.volumes import ANN_ANONYMOUS, ANN_VOLUMES
 
-    for key in (ANN_LOWER, ANN_VOLUMES, ANN_ANONYMOUS):
+    return ANN_LOWER, ANN_VOLUMES, ANN_ANONYMOUS
+
+
+def refuse_zoned_annotations(cfg: dict, where: str = "config.json",
+                             who: str = "a bundle") -> None:
+    """The annotations zoned sets itself to carry what its own front ends decided (the
+    overlay's lower dir: a host path; the volumes a zone owns, which its removal may
+    remove) are not a bundle's (or a saved VM's) to set: org.zoned.rootfs.lower = / would
+    make the host's root the container's. The ones documented for users
+    (org.zoned.backend, org.zoned.memory-cgroup, labels) stay."""
+    for key in zoned_own_annotations():
         if key in (cfg.get("annotations") or {}):
-            raise ConfigError(f"config.json: annotations: {key} is zoned's own; a bundle "
-                              "cannot set it")
+            raise ConfigError(f"{where}: annotations: {key} is zoned's own; {who} cannot "
+                              "set it")
 
 
 def bundle_paths(cfg: dict, bundle: str) -> None:

@@ -36,6 +36,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import struct
 import time
 
@@ -108,6 +109,8 @@ class SavedVM:
             header = json.loads(os.pread(fd, hlen, PREFIX.size).decode())
         except (UnicodeDecodeError, ValueError) as e:
             raise ConfigError(f"{path}: header is not JSON: {e}") from None
+        except RecursionError:
+            raise ConfigError(f"{path}: header is not JSON: nested too deep") from None
         self.header = check_header(header, f"{path}: header")
         from zoned.backends.vm import machine_spec
 
@@ -166,11 +169,14 @@ def check_header(header: object, where: str) -> dict:
     specmod.check_id(header["id"])
     image = header["image"]
     if not isinstance(image.get("name"), str) or not isinstance(image.get("digest"), str) \
-            or not image["digest"].startswith("sha256:"):
+            or not re.fullmatch(r"sha256:[0-9a-f]{64}", image["digest"]):
         raise ConfigError(f"{where}: image needs a name and a sha256: digest")
     if header["accel"] not in ("kvm", "tcg"):
         raise ConfigError(f"{where}: accel {header['accel']!r} is not kvm or tcg")
     specmod.validate(header["config"])
+    if header["config"].get("hooks"):  # (commands run on the host as root)
+        raise ConfigError(f"{where}: config has hooks: a saved VM runs nothing on the host")
+    specmod.refuse_zoned_annotations(header["config"], f"{where}: config", "a saved VM")
     from zoned.backends.vm import machine_spec
 
     from zoned.checkpoint.archive import is_bind
