@@ -7,6 +7,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+import tempfile
 import shutil
 import subprocess
 import time
@@ -456,6 +457,26 @@ def test_a_renamed_zone_takes_no_cgroup_of_its_old_name_with_it(z):
     p = z("rename", "zpcg", "zpcg3")
     assert p.returncode == 125 and "it is running (stop it first)" in p.stderr, p.stderr
     z("rm", "-f", "zpcg", check=True)
+    # a name that is a path reaches no other state root's zone (the third audit moved one
+    # in by `rename ../ROOT/ID` and half-removed one by `rm ../ROOT/ID`)
+    other = tempfile.mkdtemp(prefix="zoned-test-other-", dir="/run")
+    theirs = [ZONED, "--root", other]
+    try:
+        subprocess.run([*theirs, "run", "-d", "--name", "x", "busybox", "sleep", "100"],
+                       check=True, capture_output=True)
+        up = f"../{os.path.basename(other)}/x"
+        z("rm", "-f", up)  # (-f: a missing container is no error)
+        for args in (("rm", up), ("rename", up, "y"), ("inspect", up), ("rm", ".zones")):
+            p = z(*args)
+            assert p.returncode == 125 and ("does not exist" in p.stderr or
+                                            "invalid container name" in p.stderr), \
+                (args, p.stderr)
+        st = subprocess.run([*theirs, "inspect", "--format", "{{.State.Status}}", "x"],
+                            capture_output=True, text=True)
+        assert st.stdout == "running\n" and os.listdir(other) == ["x"], st
+    finally:
+        subprocess.run([*theirs, "rm", "-f", "x"], capture_output=True)
+        os.rmdir(other)
 
 
 def test_publish_without_network_uses_the_default_network(z):

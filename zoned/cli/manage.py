@@ -200,43 +200,64 @@ def cmd_port(args) -> int:
 
 def cmd_rename(args) -> int:
     """Rename a stopped zone or VM: its state dir (a VM's files inside it) and data dir
-    (its log) move to the new name, and every path its record holds with them."""
+    (its log) move to the new name, and every path its record holds with them. The new
+    name stays reserved until the state dir replaces its (empty) reservation: a `run
+    --name NEW` meanwhile is refused, rather than taking the data dir for an orphan."""
     from zoned.errors import InvalidState
     from zoned.oci.spec import check_id
-    from zoned.storage import zone_dir
+    from zoned.oci.status import Status
 
     rt = runtime(args)
-    old, new = args.old, check_id(args.new)
+    old, new = check_id(args.old), check_id(args.new)
     st = rt.state(old)
     z = st.get("zoned") or {}
     if z.get("network") or os.path.isdir(os.path.join(rt.store.root, ".zones", old)):
         raise InvalidState(f"cannot rename {old!r}: zones on a network and zones under a "
                            "monitor keep their name for now")
-    if st["status"] != "stopped":  # (a created zone's init is in the cgroup of its name)
-        raise InvalidState(f"cannot rename {old!r}: it is {st['status']} (stop it first)")
     with rt.store.lock(old):
-        rt.store.reserve(new)  # the name is ours, or in use: an error
-        os.rmdir(rt.store.dir(new))
-        data = z.get("data")
-        st = rt.store.read_state(old)
-        _cgroup_renamed(rt, old, new, st)
-        if data and os.path.isdir(data) and data == zone_dir(rt.store.data, old):
-            os.rename(data, zone_dir(rt.store.data, new))
-            st["zoned"]["data"] = zone_dir(rt.store.data, new)
-            if st["zoned"].get("log"):
-                st["zoned"]["log"] = os.path.join(st["zoned"]["data"],
-                                                  os.path.basename(st["zoned"]["log"]))
-        old_dir, new_dir = rt.store.dir(old), rt.store.dir(new)
-        for key in ("bundle", "rootfs"):
-            if str(st.get(key, "")).startswith(old_dir):
-                st[key] = new_dir + st[key][len(old_dir):]
-        vm = st["zoned"].get("vm")
-        if vm and str(vm.get("dir", "")).startswith(old_dir + "/"):
-            vm["dir"] = new_dir + vm["dir"][len(old_dir):]
-        st["id"] = new
-        rt.store.write_state(old, st)
-        os.rename(old_dir, new_dir)
+        st = rt.store.read_state(old)  # what it is now, under its lock
+        status = rt.live_status(old, st)
+        if status is not Status.STOPPED:  # (a created zone's init is in its name's cgroup)
+            raise InvalidState(f"cannot rename {old!r}: it is {status} (stop it first)")
+        new_dir = rt.store.reserve(new)  # the name is ours from here, or in use: an error
+        try:
+            _rename_stopped(rt, old, new, st, new_dir)
+        except BaseException:
+            try:
+                os.rmdir(new_dir)  # (still the empty reservation)
+            except OSError:
+                pass
+            raise
     return 0
+
+
+def _rename_stopped(rt, old: str, new: str, st: dict, new_dir: str) -> None:
+    """cmd_rename's moves, `new` reserved (new_dir, empty): cgroup, data dir, the record's
+    paths, then the state dir onto the reservation."""
+    from zoned.storage import zone_dir
+
+    _cgroup_renamed(rt, old, new, st)
+    data = (st.get("zoned") or {}).get("data")
+    if data and os.path.isdir(data) and data == zone_dir(rt.store.data, old):
+        target = zone_dir(rt.store.data, new)
+        if os.path.lexists(target):  # an orphan: the name was free (make_zone_dir's way)
+            from zoned.linux.files import rmtree
+
+            rmtree(target)
+        os.rename(data, target)
+        st["zoned"]["data"] = target
+        if st["zoned"].get("log"):
+            st["zoned"]["log"] = os.path.join(target, os.path.basename(st["zoned"]["log"]))
+    old_dir = rt.store.dir(old)
+    for key in ("bundle", "rootfs"):
+        if str(st.get(key, "")).startswith(old_dir):
+            st[key] = new_dir + st[key][len(old_dir):]
+    vm = st["zoned"].get("vm")
+    if vm and str(vm.get("dir", "")).startswith(old_dir + "/"):
+        vm["dir"] = new_dir + vm["dir"][len(old_dir):]
+    st["id"] = new
+    rt.store.write_state(old, st)
+    os.rename(old_dir, new_dir)  # (onto the empty reservation: it replaces it)
 
 
 def _cgroup_renamed(rt, old: str, new: str, st: dict) -> None:

@@ -192,15 +192,26 @@ class Store:
     def ensure(self) -> None:
         os.makedirs(self.root, mode=0o711, exist_ok=True)
 
+    def _path(self, cid: str, *names: str) -> str:
+        """A path in container `cid`'s directory. A name with a slash, "", or one of the
+        root's own entries (a dot first: .trash-*, .cache, .zones) is no container's: a
+        command given `../other-root/x` must not reach another state root's."""
+        if not cid or "/" in cid or cid.startswith(".") or "\0" in cid:
+            raise NotFound(f"container {cid!r} does not exist")
+        return os.path.join(self.root, cid, *names)
+
     def dir(self, cid: str) -> str:
-        return os.path.join(self.root, cid)
+        return self._path(cid)
 
     def exists(self, cid: str) -> bool:
-        return os.path.isdir(os.path.join(self.root, cid))
+        try:
+            return os.path.isdir(self._path(cid))
+        except NotFound:
+            return False
 
     def reserve(self, cid: str) -> str:
         """Atomically claim `cid`; raises if the name is in use."""
-        d = os.path.join(self.root, cid)
+        d = self._path(cid)
         try:
             os.mkdir(d, 0o700)  # zoned.storage.share_with_zone_root says why
         except FileNotFoundError:
@@ -220,7 +231,7 @@ class Store:
     def lock(self, cid: str, *, blocking: bool = True) -> HeldLock:
         """Hold the container's lock (`with store.lock(cid) as fd:`). Raises NotFound if
         the container is gone."""
-        d = os.path.join(self.root, cid)
+        d = self._path(cid)
         try:
             fd = acquire(os.path.join(d, "lock"), blocking=blocking)
         except FileNotFoundError:
@@ -234,11 +245,11 @@ class Store:
 
     def try_lock(self, cid: str) -> int | None:
         """A non-blocking lock for gc: the fd, or None if someone holds it."""
-        return try_acquire(os.path.join(self.root, cid, "lock"))
+        return try_acquire(self._path(cid, "lock"))
 
     def read_state(self, cid: str) -> dict:
         try:
-            with open(os.path.join(self.root, cid, "state.json")) as f:
+            with open(self._path(cid, "state.json")) as f:
                 return jsonc.load(f)
         except FileNotFoundError:
             if self.exists(cid):
@@ -248,16 +259,16 @@ class Store:
             return {"id": cid, "status": "creating"}
 
     def write_state(self, cid: str, state: dict) -> None:
-        write_json_atomic(os.path.join(self.root, cid, "state.json"), state)
+        write_json_atomic(self._path(cid, "state.json"), state)
 
     def prepare_state(self, cid: str, state: dict) -> str:
         """state.json's next version, written to its temp file now and seen once
         commit_state renames it: a creator writes it while the init sets up, and only
         the rename waits for the init."""
-        return write_json_tmp(os.path.join(self.root, cid, "state.json"), state)
+        return write_json_tmp(self._path(cid, "state.json"), state)
 
     def commit_state(self, cid: str, tmp: str) -> None:
-        path = os.path.join(self.root, cid, "state.json")
+        path = self._path(cid, "state.json")
         lastref.hold(path)
         os.replace(tmp, path)
 
@@ -267,7 +278,7 @@ class Store:
         files = {}
         for name in names:
             try:
-                with open(os.path.join(self.root, cid, name), "rb") as f:
+                with open(self._path(cid, name), "rb") as f:
                     files[name] = f.read()
             except FileNotFoundError:
                 pass
@@ -287,7 +298,7 @@ class Store:
                 f.write(files[name])
 
     def read_config(self, cid: str) -> dict:
-        with open(os.path.join(self.root, cid, "config.json")) as f:
+        with open(self._path(cid, "config.json")) as f:
             return jsonc.load(f)
 
     def mark_removing(self, cid: str) -> None:
@@ -295,7 +306,7 @@ class Store:
         `zoned gc` finishes it if this process dies half-way. An empty file: creating it
         needs an inode but no data block, so it works on a full disk too."""
         try:
-            os.close(os.open(os.path.join(self.root, cid, REMOVING),
+            os.close(os.open(self._path(cid, REMOVING),
                              os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600))
         except OSError as e:
             if e.errno not in (errno.ENOSPC, errno.EDQUOT):
@@ -304,7 +315,7 @@ class Store:
 
     def removing(self, cid: str) -> bool:
         """Whether a removal of `cid` began (and has not finished)."""
-        return os.path.exists(os.path.join(self.root, cid, REMOVING))
+        return os.path.exists(self._path(cid, REMOVING))
 
     def trash_dirs(self) -> list[str]:
         """Container directories moved aside by a removal that did not finish."""
@@ -320,7 +331,10 @@ class Store:
 
     def remove(self, cid: str) -> None:
         """Remove the container directory and everything in it; idempotent."""
-        d = os.path.join(self.root, cid)
+        try:
+            d = self._path(cid)
+        except NotFound:
+            return
         if not os.path.exists(d):
             return
         # Move it aside first so a concurrent reader never sees a half-deleted container.
