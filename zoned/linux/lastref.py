@@ -62,7 +62,8 @@ def begin() -> bool:
             return False
         _fds = []
         if not _hooked:
-            os.register_at_fork(after_in_child=_drop_in_child)
+            os.register_at_fork(before=_before_fork, after_in_parent=_after_fork,
+                                after_in_child=_drop_in_child)
             _hooked = True
         return True
 
@@ -107,17 +108,28 @@ def closer_running() -> bool:
 
 
 def _closer(wake: _thread.LockType) -> None:
-    """The closer thread: drops the last references end() hands it, as they come."""
+    """The closer thread: drops the last references end() hands it, as they come, one at
+    a time under _lock, which a fork takes first (_before_fork): the child's copies are
+    then all in _closing, and it closes them (_drop_in_child)."""
     while True:
         wake.acquire()
-        with _lock:
-            fds = _closing[:]
-            del _closing[:]
-        for fd in fds:
-            try:
-                os.close(fd)
-            except OSError:
-                pass
+        while True:
+            with _lock:
+                if not _closing:
+                    break
+                fd = _closing.pop()
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass
+
+
+def _before_fork() -> None:
+    _lock.acquire()  # (a close of the closer's, at most, waited for)
+
+
+def _after_fork() -> None:
+    _lock.release()
 
 
 def release(fds: list[int]) -> None:
@@ -148,14 +160,11 @@ def hold(path: str) -> None:
     fds = _fds  # (another thread's end() may set it to None meanwhile)
     if fds is None or len(fds) >= LIMIT:
         return
-    fd = pin(path)
-    if fd < 0:
-        return
-    with _lock:
+    with _lock:  # opened and kept at once: a fork (_before_fork) sees it kept, or not open
         if _fds is not None:
-            _fds.append(fd)
-            return
-    os.close(fd)  # the operation ended meanwhile (another thread's)
+            fd = pin(path)
+            if fd >= 0:
+                _fds.append(fd)
 
 
 def pin(path: str) -> int:
