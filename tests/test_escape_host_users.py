@@ -163,3 +163,33 @@ def test_no_symlink_of_another_user_on_the_way_and_root_s_group_is_trusted(tmp_p
     (group / "cp").mkdir(parents=True)
     group.chmod(0o775)  # root:root
     check_own(str(group / "cp"), "--dir", directory=True)
+
+
+def test_a_directory_an_acl_lets_another_user_write_is_refused(tmp_path):
+    """A root-owned 0755 directory where a POSIX ACL gives user nobody rwx (the mode's
+    group bits are then the ACL's mask, and the group root's): nobody could swap a saved
+    file there (the third audit moved root's one away), so it is refused; an ACL entry
+    for root, or one without write, is not."""
+    import struct
+
+    from zoned.checkpoint.private import check_own
+    from zoned.errors import ConfigError
+
+    def set_acl(d, who: int, perm: int) -> None:  # setfacl -m u:WHO:PERM, as the xattr
+        ent = lambda tag, p, i=0xFFFFFFFF: struct.pack("=HHI", tag, p, i)  # noqa: E731
+        os.setxattr(d, "system.posix_acl_access", struct.pack("=I", 2) + ent(0x01, 7)
+                    + ent(0x02, perm, who) + ent(0x04, 5) + ent(0x10, 7) + ent(0x20, 5))
+
+    d = tmp_path / "acl"
+    (d / "cp").mkdir(parents=True)
+    d.chmod(0o755)
+    try:
+        set_acl(d, NOBODY, 7)
+    except OSError as e:
+        pytest.skip(f"no POSIX ACLs on {tmp_path}: {e.strerror}")
+    with pytest.raises(ConfigError, match="writable by others"):
+        check_own(str(d / "cp"), "--dir", directory=True)
+    set_acl(d, NOBODY, 5)
+    check_own(str(d / "cp"), "--dir", directory=True)
+    set_acl(d, 0, 7)
+    check_own(str(d / "cp"), "--dir", directory=True)

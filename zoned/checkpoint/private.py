@@ -28,11 +28,28 @@ def _check_dir(d: str, path: str, what: str) -> None:
     if st.st_uid not in _owners():
         raise ConfigError(f"{what} {path}: {d} belongs to uid {st.st_uid}, who could "
                           "swap the checkpoint: use a directory of root's or yours")
-    writable = st.st_mode & 0o002 or st.st_mode & 0o020 and st.st_gid not in _owners()
+    writable = st.st_mode & 0o002 or st.st_mode & 0o020 and st.st_gid not in _owners() \
+        or _acl_lets_others_write(d)
     if writable and not st.st_mode & stat.S_ISVTX:
         raise ConfigError(f"{what} {path}: {d} is writable by others "
                           f"(mode {stat.S_IMODE(st.st_mode):o}), who could swap the "
                           "checkpoint: use a directory only root or you can write")
+
+
+def _acl_lets_others_write(d: str) -> bool:
+    """Whether `d`'s POSIX ACL gives write to a named user or group other than root and
+    us (the mode's group bits are then the ACL's mask, not a group's: setfacl -m u:X:rwx
+    passed the mode check). Entries: u16 tag, u16 perm, u32 id after a u32 version."""
+    import struct
+
+    try:
+        acl = os.getxattr(d, "system.posix_acl_access")
+    except OSError:  # none (ENODATA), or no ACLs on this file system
+        return False
+    entries = [struct.unpack_from("=HHI", acl, off) for off in range(4, len(acl) - 7, 8)]
+    mask = next((perm for tag, perm, _ in entries if tag == 0x10), 0o7)
+    return any(tag in (0x02, 0x08) and perm & mask & 0o2 and ident not in _owners()
+               for tag, perm, ident in entries)
 
 
 def _symlinks(path: str) -> list[tuple[str, int, str]]:
