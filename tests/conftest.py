@@ -107,6 +107,34 @@ def settled_fds() -> list[str]:
     return seen
 
 
+def zone_record(root: str, name: str) -> dict:
+    """A defined zone's record under its monitor (ROOT/.zones/NAME/record.json); {} if it
+    has none (yet, or any more)."""
+    import json
+
+    try:
+        with open(os.path.join(root, ".zones", name, "record.json")) as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return {}
+
+
+def undefine_zone(run, name: str) -> None:
+    """A test's teardown of defined zone `name` (`run`: the CLI on its root): destroyed,
+    its monitor and keeper killed if a failed test left them, undefined."""
+    import signal
+
+    run("destroy", name)
+    monitor = zone_record(run.root, name).get("monitor") or {}
+    for pid in (monitor.get("pid"), monitor.get("keeper")):
+        if pid and pid > 1:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+    run("undefine", name)
+
+
 def children_of(parent: int) -> list[int]:
     """The processes whose parent is `parent` (zombies included: not reaped yet)."""
     out = []

@@ -5,13 +5,9 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import tempfile
 import time
 
 import pytest
-
-from conftest import ZONED
 
 try:
     from zoned.vm.assets import kernel
@@ -22,24 +18,9 @@ except Exception as e:  # no guest kernel: `make setup` not run
 
 
 @pytest.fixture
-def zoned(busybox, monkeypatch):
-    """The CLI on a state root of this module's own (/run/zoned-vmsave-*), emptied after."""
-    root = tempfile.mkdtemp(prefix="zoned-vmsave-", dir="/run")
-    monkeypatch.setenv("ZONED_CGROUP_PARENT", "/zoned/" + os.path.basename(root))
-
-    def run(*args, check=False, timeout=120):
-        p = subprocess.run([ZONED, "--root", root, *args], capture_output=True, text=True,
-                           timeout=timeout)
-        if check and p.returncode != 0:
-            raise AssertionError(f"zoned {' '.join(args)} -> {p.returncode}\n{p.stderr}")
-        return p
-
-    run.root = root
-    yield run
-    for c in json.loads(run("ps", "-a", "--format", "json").stdout or "[]"):
-        run("rm", "-f", c["id"])
-    run("gc")
-    os.rmdir(root)
+def zoned(cli):
+    """The CLI on this test's own state root (conftest's cli), as `zoned`."""
+    return cli
 
 
 def _ps(zoned) -> dict:

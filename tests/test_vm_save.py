@@ -16,7 +16,7 @@ import time
 
 import pytest
 
-from conftest import ZONED
+from conftest import ZONED, undefine_zone, zone_record
 
 try:
     from zoned.vm.assets import kernel
@@ -55,17 +55,7 @@ def env(busybox, monkeypatch):
     zoned.root, zoned.files, zoned.zdir = root, files, zdir
     yield zoned
     for f in os.listdir(zdir):
-        name = f.removesuffix(".yaml")
-        zoned("destroy", name)
-        rec = _record(root, name)
-        for pid in ((rec.get("monitor") or {}).get("pid"),
-                    (rec.get("monitor") or {}).get("keeper")):
-            if pid and pid > 1:
-                try:
-                    os.kill(pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-        zoned("undefine", name)
+        undefine_zone(zoned, f.removesuffix(".yaml"))
     for c in json.loads(zoned("ps", "-a", "--format", "json").stdout or "[]"):
         zoned("rm", "-f", c["id"])
     if os.path.isdir(os.path.join(root, ".networks")):
@@ -76,14 +66,6 @@ def env(busybox, monkeypatch):
     shutil.rmtree(files, ignore_errors=True)
     os.rmdir(root)
     assert _qemus(root) == []
-
-
-def _record(root: str, name: str) -> dict:
-    try:
-        with open(os.path.join(root, ".zones", name, "record.json")) as f:
-            return json.load(f)
-    except (OSError, ValueError):
-        return {}
 
 
 def _qemus(root: str) -> list[int]:
@@ -175,7 +157,7 @@ def test_save_and_restore_a_vm_zone_keeps_its_memory_and_process(env):
     [qemu] = _qemus(zoned.root)
     os.kill(qemu, signal.SIGKILL)
     deadline = time.monotonic() + 60
-    while _record(zoned.root, "vmsave-z").get("restarts", 0) < 1:
+    while zone_record(zoned.root, "vmsave-z").get("restarts", 0) < 1:
         assert time.monotonic() < deadline
         time.sleep(0.1)
     pid3, token3, _, uptime3 = _wait_guest(zoned, "vmsave-z")
@@ -292,7 +274,7 @@ def test_gc_finishes_or_rolls_back_a_save_and_a_restore_that_died(env):
     n = _guest(zoned, "vmsave-g")[2]
     time.sleep(0.6)
     assert _guest(zoned, "vmsave-g")[2] > n
-    assert "stop" not in _record(zoned.root, "vmsave-g")
+    assert "stop" not in zone_record(zoned.root, "vmsave-g")
 
     # Killed once the file was complete, before its rename and the VM's removal: gc
     # finishes the save, and the file restores.

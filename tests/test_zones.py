@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ZONED
+from conftest import ZONED, undefine_zone, zone_record
 
 
 @pytest.fixture
@@ -32,24 +32,7 @@ def zones(cli, tmp_path, monkeypatch):
     write.dir = zdir
     yield write
     for f in sorted(zdir.glob("*.yaml")):
-        name = f.stem
-        cli("destroy", name)
-        rec = _record(cli.root, name)
-        for pid in ((rec.get("monitor") or {}).get("pid"),
-                    (rec.get("monitor") or {}).get("keeper")):
-            if pid and pid > 1:
-                try:
-                    os.kill(pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-        cli("undefine", name)
-
-
-def _record(root: str, name: str) -> dict:
-    try:
-        return json.loads((Path(root) / ".zones" / name / "record.json").read_text())
-    except (OSError, ValueError):
-        return {}
+        undefine_zone(cli, f.stem)
 
 
 def _list(cli) -> dict:
@@ -189,7 +172,7 @@ def test_monitoring_costs_well_under_a_mib_per_idle_zone(cli, zones):
     zones("zmgmem", "name: zmgmem\n" + SLEEPER)
     cli("start", "zmgmem", check=True)
     _running_pid(cli, "zmgmem")
-    rec = _record(cli.root, "zmgmem")
+    rec = zone_record(cli.root, "zmgmem")
     st = json.loads((Path(cli.root) / "zmgmem" / "state.json").read_text())
     pss = dirty = 0
     for pid in (rec["monitor"]["pid"], rec["monitor"]["keeper"], st["zoned"]["logger"]["pid"]):
@@ -223,7 +206,7 @@ def test_exit_code_of_a_detached_zone_is_kept(cli, zones):
         _list(cli)["zmgexit"]), what="exit")
     assert r["status"].startswith("Exited (3) ") and r["status"].endswith(" ago")
     assert r["state"] == "crashed"
-    _wait(lambda: _record(cli.root, "zmgexit").get("last_exit"), what="the hook")
+    _wait(lambda: zone_record(cli.root, "zmgexit").get("last_exit"), what="the hook")
     line = next(x for x in cli("ps", "-a", check=True).stdout.splitlines()
                 if x.startswith("zmgexit "))
     assert "exited (3) " in line and " ago " in line  # the preserved container, as podman
@@ -240,7 +223,7 @@ def test_sigkill_restarts_per_on_crash_restart_not_destroy(cli, zones):
     os.kill(pd, signal.SIGKILL)
     new = _running_pid(cli, "zmgcrashr", other_than=pr)
     assert new != pr
-    rec = _record(cli.root, "zmgcrashr")
+    rec = zone_record(cli.root, "zmgcrashr")
     assert rec["restarts"] == 1 and rec["last_exit"]["code"] == 137
     d = _wait(lambda: (lambda x: x if x["state"] != "running" else None)(
         _list(cli)["zmgcrashd"]), what="zmgcrashd gone")
@@ -257,11 +240,11 @@ def test_crash_loop_backs_off(cli, zones):
           "on_crash: restart\n")
     cli("start", "zmgloop", check=True)
     deadline = time.monotonic() + 60
-    while len(_record(cli.root, "zmgloop").get("restart_times") or []) < 5:
-        assert time.monotonic() < deadline, _record(cli.root, "zmgloop")
+    while len(zone_record(cli.root, "zmgloop").get("restart_times") or []) < 5:
+        assert time.monotonic() < deadline, zone_record(cli.root, "zmgloop")
         time.sleep(0.1)
     cli("destroy", "zmgloop")
-    rec = _record(cli.root, "zmgloop")
+    rec = zone_record(cli.root, "zmgloop")
     times = rec["restart_times"]
     assert rec["last_exit"]["code"] == 7
     assert rec["streak"] == len(times) >= 5
@@ -284,13 +267,13 @@ def test_monitor_sigkill_loses_no_zone_and_no_exit_code(cli, zones):
     zones("zmgmon", "name: zmgmon\n" + SLEEPER + "on_crash: restart\n")
     cli("start", "zmgmon", check=True)
     pid = _running_pid(cli, "zmgmon")
-    monitor = _record(cli.root, "zmgmon")["monitor"]["pid"]
+    monitor = zone_record(cli.root, "zmgmon")["monitor"]["pid"]
     os.kill(monitor, signal.SIGKILL)
     time.sleep(0.3)
     assert _list(cli)["zmgmon"]["id"] == pid  # the zone runs on
     os.kill(pid, signal.SIGKILL)
     new = _running_pid(cli, "zmgmon", other_than=pid)  # restarted per its policy
-    rec = _record(cli.root, "zmgmon")
+    rec = zone_record(cli.root, "zmgmon")
     assert rec["last_exit"]["code"] == 137 and rec["restarts"] == 1
     # the keeper that took over split again at the restart: a second kill loses nothing
     assert rec["monitor"]["pid"] != monitor and rec["monitor"]["keeper"] > 1
@@ -301,7 +284,7 @@ def test_monitor_sigkill_loses_no_zone_and_no_exit_code(cli, zones):
     assert _list(cli)["zmgmon"]["id"] == new
     os.kill(new, signal.SIGKILL)
     new = _running_pid(cli, "zmgmon", other_than=new)
-    rec = _record(cli.root, "zmgmon")
+    rec = zone_record(cli.root, "zmgmon")
     assert rec["last_exit"]["code"] == 137 and rec["restarts"] == 2
     cli("shutdown", "-t", "1", "zmgmon", check=True)
     assert not os.path.exists(f"/proc/{new}")
@@ -366,7 +349,7 @@ def test_fifty_zones_autostart_survive_a_simulated_reboot_and_stop(cli, zones):
     # a host reboot: every zone process dies, the runtime state (a tmpfs) is gone
     procs = []
     for n in names:
-        rec = _record(cli.root, n)
+        rec = zone_record(cli.root, n)
         procs += [rec["monitor"]["keeper"], rec["monitor"]["pid"], rows[n]["id"]]
     for pid in procs:
         try:
@@ -485,7 +468,7 @@ def test_run_restart_on_failure_gives_up_after_n_and_keeps_the_exit(cli):
     cli("run", "-d", "--restart", "on-failure:2", "--name", "zmgrof", "--",
         "sh", "-c", "sleep 0.2; exit 4", check=True)
     rec = _wait(lambda: (lambda r: r if r.get("action") == "preserve" else None)(
-        _record(cli.root, "zmgrof")), what="the policy to give up")
+        zone_record(cli.root, "zmgrof")), what="the policy to give up")
     assert rec["restarts"] == 2 and rec["last_exit"]["code"] == 4
     c = _ps(cli)["zmgrof"]
     assert c["status"] == "stopped" and c["exit_code"] == 4
@@ -562,7 +545,7 @@ def test_reboot_from_inside_follows_on_reboot_not_on_crash(cli, zones):
     cli("start", "zmgrbin", check=True)
     pid = _running_pid(cli, "zmgrbin")
     rec = _wait(lambda: (lambda r: r if r.get("restarts") else None)(
-        _record(cli.root, "zmgrbin")), what="the reboot")
+        zone_record(cli.root, "zmgrbin")), what="the reboot")
     assert rec["last_exit"]["event"] == "reboot" and rec["last_exit"]["code"] == 129
     assert _running_pid(cli, "zmgrbin", other_than=pid) != pid
     assert "reboot failed" not in cli("logs", "zmgrbin", check=True).stdout
