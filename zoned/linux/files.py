@@ -220,6 +220,14 @@ def reopen_fd(dir_fd: int, fd: int, flags: int) -> int:
     return new
 
 
+def write_all(fd: int, data: bytes | memoryview) -> None:
+    """Every byte of `data` to `fd` (a blocking one: a pipe, a file), however many writes
+    that takes."""
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
 def seal_filled(fd: int, data: bytes, mode: int | None = None) -> int:
     """Fill a fresh memfd (made with MFD_ALLOW_SEALING) with `data`, rewind it, chmod it to
     `mode` if given, and seal it against any change (write, grow, shrink, more seals), so
@@ -227,9 +235,7 @@ def seal_filled(fd: int, data: bytes, mode: int | None = None) -> int:
     import fcntl
 
     try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view):]
+        write_all(fd, data)
         os.lseek(fd, 0, os.SEEK_SET)
         if mode is not None:
             os.fchmod(fd, mode)

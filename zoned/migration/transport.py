@@ -25,6 +25,7 @@ import subprocess
 import threading
 
 from zoned.errors import ConfigError, ZonedError
+from zoned.linux.files import write_all
 
 PROTOCOL = 1
 CTRL, DATA, PAGES = 0, 1, 2
@@ -50,7 +51,7 @@ class PipeStream:
         return os.read(self.rfd, n)
 
     def write(self, data) -> None:
-        _write_all(self.wfd, data)
+        write_all(self.wfd, data)
 
     def close(self) -> None:
         for fd in (self.rfd, self.wfd):
@@ -265,7 +266,7 @@ class Channel:
                 raise ZonedError(f"{self.label}: protocol error (frame {k} in a stream)")
             if not payload:
                 return total
-            _write_all(fd, payload)
+            write_all(fd, payload)
             total += len(payload)
 
     def demux(self, page_sock: socket.socket | None, *, hold: bool = False) -> None:
@@ -310,12 +311,6 @@ class Channel:
         self.stream.close()
 
 
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view):]
-
-
 # -- keys and TLS ------------------------------------------------------------------------
 def make_key(path: str) -> None:
     """A relocation key: an EC private key and its self-signed certificate in one PEM
@@ -343,7 +338,7 @@ def make_key(path: str) -> None:
     try:
         try:
             os.fchmod(fd, 0o600)
-            _write_all(fd, pem)
+            write_all(fd, pem)
             os.fsync(fd)
         finally:
             os.close(fd)

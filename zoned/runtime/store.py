@@ -24,7 +24,7 @@ import time
 
 from zoned.errors import NotFound, ZonedError
 from zoned.linux import jsonc, lastref
-from zoned.linux.files import rmtree
+from zoned.linux.files import rmtree, write_all
 from zoned.linux.locks import acquire, try_acquire
 from zoned.storage import DEFAULT_ROOT
 
@@ -106,9 +106,7 @@ def _write_tmp(tmp: str, payload: bytes) -> None:
         # Blocks allocated now, not at writeback: ext4 (auto_da_alloc) otherwise starts
         # writing a renamed-over file's delayed blocks out inside rename(2) itself.
         os.posix_fallocate(fd, 0, len(payload))  # (json: never empty)
-        view = memoryview(payload)
-        while view:
-            view = view[os.write(fd, view):]
+        write_all(fd, payload)
     finally:
         os.close(fd)
     from zoned.testhooks import hit

@@ -19,6 +19,7 @@ import struct
 import time
 
 from zoned.errors import ExecError, ZonedError
+from zoned.linux.files import write_all
 from zoned.vm.config import decode_records, encode_records, guest_text, process_records
 
 FRAME_MAX = 1 << 20
@@ -158,9 +159,9 @@ class Agent:
                         if on_started is not None:
                             on_started(guest_number(body, "pid", 1 << 22))
                     elif kind == "o" and fout is not None:
-                        _write_all(fout, body)
+                        write_all(fout, body)
                     elif kind == "e" and ferr is not None:
-                        _write_all(ferr, body)
+                        write_all(ferr, body)
                     elif kind == "x":
                         return guest_number(body, "exit status", 255)
                     elif kind == "!":
@@ -183,12 +184,6 @@ def run_in_guest(vmdir: str, argv: list[str], *, stdin: int | None = None,
         err.seek(0)
         first = err.read(4096).decode(errors="replace").strip().splitlines()
     return code, guest_text(first[0]) if first else ""
-
-
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view):]
 
 
 __all__ = ["Agent", "decode_frames", "encode_frame", "decode_records", "run_in_guest"]

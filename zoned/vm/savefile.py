@@ -204,34 +204,40 @@ def hand_fd(q, name: str, fd: int) -> None:
     q.send_fd("getfd", fd, fdname=name)
 
 
+def _pipe_with(q, name: str, *, qemu_writes: bool) -> int:
+    """A pipe whose one end QEMU has as fd `name` (hand_fd), that end closed here; ours
+    (CLOEXEC) returned: read from it if qemu_writes, else written to."""
+    r, w = os.pipe2(os.O_CLOEXEC)
+    theirs, ours = (w, r) if qemu_writes else (r, w)
+    try:
+        hand_fd(q, name, theirs)
+    except BaseException:
+        os.close(ours)
+        raise
+    finally:
+        os.close(theirs)
+    return ours
+
+
 def stream_out(q, out_fd: int, progress=None) -> tuple[int, bytes, dict]:
     """QMP `migrate` of the (stopped) guest into `out_fd` at its offset, through a pipe
     read here: (bytes, SHA-256, QEMU's query-migrate at the end)."""
+    from zoned.linux.files import write_all
     from zoned.testhooks import hit
 
-    r, w = os.pipe2(os.O_CLOEXEC)
+    r = _pipe_with(q, "zoned-save", qemu_writes=True)
     try:
-        hand_fd(q, "zoned-save", w)
-        os.close(w)
-        w = -1
         q.execute("migrate", uri="fd:zoned-save")
         h, n = hashlib.sha256(), 0
-        while True:
-            data = os.read(r, CHUNK)
-            if not data:
-                break
+        while data := os.read(r, CHUNK):
             h.update(data)
-            view = memoryview(data)
-            while view:
-                view = view[os.write(out_fd, view):]
+            write_all(out_fd, data)
             n += len(data)
             hit("vmsave:streaming")
             if progress is not None:
                 progress(n)
     finally:
         os.close(r)
-        if w >= 0:
-            os.close(w)
     from zoned.vm.qmp import wait_migrated
 
     return n, h.digest(), wait_migrated(q)
@@ -242,13 +248,11 @@ def stream_in(q, saved: SavedVM) -> None:
     a pipe, exactly the stream's length, its digest checked; ZonedError if it does not
     match or QEMU does not end up paused with the whole state (QEMU exits at a stream it
     cannot load: its own words are in its log)."""
+    from zoned.linux.files import write_all
     from zoned.testhooks import hit
 
-    r, w = os.pipe2(os.O_CLOEXEC)
+    w = _pipe_with(q, "zoned-restore", qemu_writes=False)
     try:
-        hand_fd(q, "zoned-restore", r)
-        os.close(r)
-        r = -1
         q.execute("migrate-incoming", uri="fd:zoned-restore")
         h, left, pos = hashlib.sha256(), saved.length, saved.offset
         while left:
@@ -256,10 +260,8 @@ def stream_in(q, saved: SavedVM) -> None:
             if not data:
                 raise ZonedError(f"{saved.path}: shorter than its header says")
             h.update(data)
-            view = memoryview(data)
             try:
-                while view:
-                    view = view[os.write(w, view):]
+                write_all(w, data)
             except BrokenPipeError:
                 raise ZonedError(f"QEMU could not load {saved.path}: "
                                  f"{_qemu_said(q)}") from None
@@ -267,8 +269,6 @@ def stream_in(q, saved: SavedVM) -> None:
             pos += len(data)
             hit("vmrestore:streaming")
     finally:
-        if r >= 0:
-            os.close(r)
         os.close(w)
     if h.digest() != saved.digest:
         raise ZonedError(f"{saved.path}: the stream does not match its SHA-256 (damaged)")
