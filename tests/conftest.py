@@ -162,6 +162,16 @@ def open_files_under(pid: int, prefixes: tuple[str, ...]) -> list[str]:
     return out
 
 
+def _empty_skeleton(path: Path, data: str) -> bool:
+    """A data root's own empty dirs (containers/, ...), which stay for the next zone
+    (zoned.storage): no zone's leftover."""
+    from zoned import storage
+
+    return str(path.parent) == data and path.name in (
+        storage.CONTAINERS, storage.MIGRATIONS, storage.VOLUMES) and path.is_dir() \
+        and not any(path.iterdir())
+
+
 def host_snapshot(root: str) -> dict:
     """What a container could leave on the host: cgroup dirs, mounts, state dirs, data dirs
     (writable layers, logs: zoned.storage)."""
@@ -177,5 +187,6 @@ def host_snapshot(root: str) -> dict:
               if root in line]
     state = zone_state(root)
     data = data_root(root)
-    data_dirs = sorted(str(p) for p in Path(data).rglob("*")) if os.path.isdir(data) else []
+    data_dirs = sorted(str(p) for p in Path(data).rglob("*") if not _empty_skeleton(p, data)) \
+        if os.path.isdir(data) else []
     return {"cgroups": sorted(cgroups), "mounts": mounts, "state": state, "data": data_dirs}

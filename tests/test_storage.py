@@ -129,7 +129,36 @@ def test_data_root_choice(cli, tmp_path):
     assert st["zoned"]["data"] == str(explicit / "containers" / "x")
     assert (explicit / "containers" / "x" / "upper").is_dir()
     cli("rm", "-f", "x", check=True)  # the data dir is recorded: rm needs no --data-root
-    assert list(explicit.iterdir()) == []
+    assert [p.name for p in explicit.iterdir()] == ["containers"]  # (kept for the next)
+    assert list((explicit / "containers").iterdir()) == []
+
+
+def test_a_data_root_stays_for_the_next_zone_and_gc_prunes_it_once_empty(cli, tmp_path):
+    """A removed zone leaves its derived data root (and containers/) for the next zone of
+    its state root, as the root's cgroup parent stays; `zoned gc` of any state root
+    removes such an empty one whose state root was deleted, and never one holding a zone's
+    data dir."""
+    other = tempfile.mkdtemp(prefix="zoned-test-other-", dir="/run")
+    keep = tempfile.mkdtemp(prefix="zoned-test-keep-", dir="/run")
+    from zoned.storage import data_root
+
+    gone_data, keep_data = data_root(other), data_root(keep)
+    try:
+        cli("run", "--rm", "--", "true", root=other, check=True)
+        assert os.listdir(gone_data) == ["containers"]  # kept, empty
+        assert os.listdir(os.path.join(gone_data, "containers")) == []
+        cli("run", "-d", "--name", "held", "--", "sleep", "600", root=keep, check=True)
+        os.rmdir(other)  # its state root deleted: nobody will run its gc
+        out = cli("gc", check=True).stdout  # (the test's own root)
+        assert not os.path.exists(gone_data)
+        assert f"directory {gone_data}: empty data root" in out
+        assert os.path.isdir(os.path.join(keep_data, "containers", "held", "upper"))
+    finally:
+        cli("rm", "-f", "held", root=keep)
+        cli("gc", root=keep)
+        for root in (other, keep):
+            shutil.rmtree(root, ignore_errors=True)
+    assert not os.path.exists(keep_data)  # (its own gc pruned it)
 
 
 def test_gc_removes_data_dirs_whose_zone_is_gone(cli):

@@ -13,8 +13,11 @@ Which data root belongs to a state root:
   $ZONED_DATA if set (one data root per state root: the caller's choice);
   /var/lib/zoned for the default state root /run/zoned (images are in /var/lib/zoned/images);
   /var/lib/zoned/roots/NAME-HASH for any other state root (HASH of its real path), so
-  per-test and per-host roots never share data dirs. Such a directory is removed once it
-  holds no zone.
+  per-test and per-host roots never share data dirs. Such a directory stays while its
+  zones come and go (as the state root's cgroup parent does: making it and its
+  containers/ again for each `zoned run --rm` cost ~0.4 ms on a disk); `zoned gc` removes
+  it once it holds nothing, and any other state root's that is empty (a test's, a
+  benchmark's, whose state root was deleted).
 
 After a reboot the state root is empty: zoned has no daemon and no record of a zone outside
 its state dir, and a zone whose init is gone can never run again (stopped is final in the
@@ -111,23 +114,27 @@ def share_with_zone_root(path: str, root_id: tuple[int, int] | None) -> None:
 
 
 def remove_zone_dir(path: str | None) -> None:
-    """Remove a zone's data dir (idempotent), then its data root's empty parents."""
+    """Remove a zone's data dir (idempotent). Root's data roots keep their directories for
+    the next zone (`zoned gc` prunes them); a user's (rootless: in their home) are pruned
+    once empty."""
     if not path:
         return
     if os.geteuid() != 0:  # rootless: files of subordinate ids (zoned.rootless)
-        from zoned.rootless import remove_tree as rmtree
-    else:
-        from zoned.linux.files import rmtree
+        from zoned.rootless import remove_tree
+
+        remove_tree(path)
+        prune(os.path.dirname(os.path.dirname(path)))
+        return
+    from zoned.linux.files import rmtree
+
     rmtree(path)
-    prune(os.path.dirname(os.path.dirname(path)))
 
 
 def prune(data: str) -> None:
     """Remove a data root's empty directories, and a derived data root itself once it is
     empty. Root's default data root keeps its directories (/var/lib/zoned/containers), and
-    root's `roots` stays, which the derived ones are in: each would be made again by the
-    next zone there (an mkdir and an rmdir of ~0.1 ms each a `zoned run --rm`, on the path
-    a user waits on). A user's (rootless: in their home) are removed once empty."""
+    root's `roots` stays, which the derived ones are in. A concurrent create that finds a
+    parent gone makes it again (make_zone_dir)."""
     root = os.geteuid() == 0
     if data == DEFAULT_DATA and root:
         return
@@ -180,3 +187,22 @@ def gc_orphans(store, *, dry_run: bool = False):
             rmtree(reserved)
     if not dry_run:
         prune(store.data)
+        yield from _prune_other_roots(store.data)
+
+
+def _prune_other_roots(own: str):
+    """The empty data roots of other state roots (root's: a zone's removal leaves them,
+    and a state root deleted since has no gc of its own). Only empty directories go, by
+    rmdir: one holding a zone's dir, a volume or a migration stays."""
+    if os.geteuid() != 0:
+        return
+    base = os.path.join(default_data(), "roots")
+    try:
+        entries = [e.path for e in os.scandir(base) if e.is_dir(follow_symlinks=False)]
+    except FileNotFoundError:
+        return
+    for path in entries:
+        if path != own:
+            prune(path)
+            if not os.path.isdir(path):
+                yield f"directory {path}: empty data root"

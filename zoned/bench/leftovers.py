@@ -84,9 +84,13 @@ def remove_zones(zoned_cli: list[str], root: str) -> None:
 
 
 def remove_root(root: str) -> None:
-    """Remove an emptied state root and its cgroup parent (/zoned-<hash>), if empty."""
+    """Remove an emptied state root, its cgroup parent (/zoned-<hash>) and its data root
+    (zoned.storage), if empty."""
     from zoned.cgroups import remove_if_empty
     from zoned.runtime.cgroup_paths import cgroup_parent
+    from zoned.storage import data_root, prune
 
+    data = data_root(root)
     rmdir_quiet(root)
     remove_if_empty(cgroup_parent(root))
+    prune(data)
