@@ -17,7 +17,7 @@ from zoned.runtime.cgroup_paths import default_cgroups_path, resolve_cgroups_pat
     shared_memory_path, shares_memory_cgroup
 from zoned.runtime.steps import abandon, enter_cgroup, initial_state, host_root, \
     make_cgroup, make_fifo, make_skeleton, namespace_hook, oci_state, open_namespaces, \
-    refuse_in_use, refuse_vm, write_config
+    refuse_in_use, refuse_vm, start_logger, write_config
 from zoned.runtime.removal import release
 from zoned.runtime.store import Store
 from zoned.testhooks import hit, mark, pause
@@ -173,20 +173,7 @@ class Runtime:
                 for p in (d, data) if data else (d,):
                     share_with_zone_root(p, root_id)
             if log:  # a detached container's output goes to zoned-logger (zoned.logs)
-                from zoned import logs
-
-                err_dir = os.path.join(data, "stderr") if split_stderr else None
-                if err_dir:  # the same logger, a second pipe; the dir goes with data
-                    os.makedirs(err_dir, 0o700, exist_ok=True)
-                    err_log = os.path.join(err_dir, logs.LOG_NAME)
-                logger = logs.spawn(data, err_dir)
-                log_path = os.path.join(data, logs.LOG_NAME)
-                null = os.open("/dev/null", os.O_RDONLY | os.O_CLOEXEC)
-                log_fds = [logger.write_fd, null]
-                stdio = (null, logger.write_fd, logger.write_fd)
-                if err_dir:
-                    log_fds.append(logger.err_write_fd)
-                    stdio = (null, logger.write_fd, logger.err_write_fd)
+                logger, log_path, err_log, log_fds, stdio = start_logger(data, split_stderr)
             if lower:
                 rootfs = os.path.join(d, "rootfs")  # a mount point: runtime state
                 upper, work = os.path.join(data, "upper"), os.path.join(data, "work")
@@ -219,7 +206,11 @@ class Runtime:
                 network.prepare(d, cfg)
                 state["zoned"]["network"] = network.describe()
             on_namespaces = namespace_hook(cfg, state, network, on_namespaces)
-            write_config(d, cfg)
+            # config.json: read by nothing before the zone is created (ps goes without) but
+            # a hook (from the bundle): else written after the fork, while the init works.
+            late_config = not cfg.get("hooks")
+            if not late_config:
+                write_config(d, cfg)
             self.store.write_state(cid, state)
 
             bpf, seccomp_flags = b"", 0
@@ -309,6 +300,8 @@ class Runtime:
             enter_cgroup(chan, cgroup, pid, self_join,  # (the state: for those hooks only)
                          oci_state(state) if initplan.hooks_in_init(cfg) else None)
             mark("cgroup")
+            if late_config:
+                write_config(d, cfg)
             pause("ZONED_TEST_PAUSE_CREATE")
             # The next state is written while the init sets up, and renamed once it is true;
             # after the namespace hook where one runs (a network's attach adds to it).

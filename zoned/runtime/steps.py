@@ -242,6 +242,31 @@ def open_namespaces(namespaces: dict[str, str | None]) -> dict[str, int]:
     return fds
 
 
+def start_logger(data: str, split_stderr: bool):
+    """A detached zone's zoned-logger (zoned.logs), writing into its data dir `data`:
+    (logger, log path, stderr's log path or None, fds to close after the fork, the
+    init's stdio). split_stderr: the same logger, a second pipe, a dir that goes with data."""
+    from zoned import logs
+
+    err_dir = os.path.join(data, "stderr") if split_stderr else None
+    err_log = None
+    if err_dir:
+        os.makedirs(err_dir, 0o700, exist_ok=True)
+        err_log = os.path.join(err_dir, logs.LOG_NAME)
+    null = os.open("/dev/null", os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        logger = logs.spawn(data, err_dir)  # (the last step that may fail)
+    except BaseException:
+        os.close(null)
+        raise
+    log_fds = [logger.write_fd, null]
+    stdio = (null, logger.write_fd, logger.write_fd)
+    if err_dir:
+        log_fds.append(logger.err_write_fd)
+        stdio = (null, logger.write_fd, logger.err_write_fd)
+    return logger, os.path.join(data, logs.LOG_NAME), err_log, log_fds, stdio
+
+
 def make_fifo(state_dir: str) -> int:
     """exec.fifo, which `start` opens (runc's way): an O_PATH fd of it for the init."""
     fifo = os.path.join(state_dir, "exec.fifo")
