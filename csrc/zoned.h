@@ -16,6 +16,8 @@ int z_setdomainname(const char *name, size_t len);
 int z_pidfd_open(int pid, unsigned int flags);
 int z_pidfd_send_signal(int pidfd, int sig, unsigned int flags);
 int z_close_range(unsigned int first, unsigned int last, unsigned int flags);
+void z_close_fds(const int *fds, int n);
+int z_make_netns(void);
 int z_seccomp_set_filter(unsigned int flags, const unsigned char *prog, size_t len);
 int z_prctl(int option, unsigned long a2, unsigned long a3, unsigned long a4,
             unsigned long a5);

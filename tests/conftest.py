@@ -94,11 +94,16 @@ def cgroups_of(pid: int) -> dict[str, str]:
 
 def settled_fds() -> list[str]:
     """This process's open fds once none comes or goes for 50 ms: an API operation hands
-    what it removed to a thread that closes it (zoned.linux.lastref) after it returns."""
+    what it removed to a thread that closes it (zoned.linux.lastref) after it returns;
+    the network namespace zoned.run keeps for the next run (zoned.linux.netahead) is
+    closed first."""
     import time
+
+    from zoned.linux import netahead
 
     seen, deadline = None, time.monotonic() + 10
     while time.monotonic() < deadline:
+        netahead.drop()
         now = sorted(os.listdir("/proc/self/fd"))
         if now == seen:
             return now

@@ -16,7 +16,7 @@ import time
 
 from zoned.backends.zone import ZoneBackend
 from zoned.errors import ZonedError
-from zoned.linux import lastref
+from zoned.linux import lastref, netahead
 from zoned.linux.proc import wait_exit
 from zoned.oci.spec import RunOptions
 # What the CLI's `run` uses too, in a module of their own (it need not load this one):
@@ -249,9 +249,12 @@ def run(args: list[str] | str, *, image: str | None = None, capture: bool = True
             _own_volumes(opts, backend.runtime)
             cfg = build_config(opts, images)
             stdio, stdin_w, reads, close = _pipes(capture, input)
+            netns = netahead.take() if netahead.fits(cfg) else None  # (and the next one)
+            if netns is not None:
+                close.append(netns)
             try:
                 started = backend.run(cid, cfg, stdio=stdio, keep_pdeathsig=True,
-                                      autoremove=True,
+                                      autoremove=True, netns_fd=netns,
                                       network=backend.attach_network(cid, opts))
             finally:
                 for fd in close:

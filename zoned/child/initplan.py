@@ -97,8 +97,8 @@ def compile_init(plan: Plan) -> bytes | None:
             w.op(lib.Z_PLAN_SETNS, plan.join_fds[ns], NS_FLAGS[ns])
     new_ns = {n["type"] for n in linux.get("namespaces", []) if not n.get("path")}
     flags = 0
-    for ns in new_ns - {"pid", "user", "cgroup"}:
-        flags |= NS_FLAGS[ns]
+    for ns in new_ns - {"pid", "user", "cgroup"} - set(plan.join_fds):  # (one made ahead
+        flags |= NS_FLAGS[ns]  # is joined: zoned.linux.netahead)
     if flags:
         w.op(lib.Z_PLAN_UNSHARE, flags)
     trace("init-namespaces")

@@ -500,8 +500,8 @@ def _child(plan: Plan) -> None:
         joined_cgroup()
     else:
         flags = 0
-        for ns in new_ns - {"pid", "user", "cgroup"}:
-            flags |= NS_FLAGS[ns]
+        for ns in new_ns - {"pid", "user", "cgroup"} - set(plan.join_fds):  # (joined: one
+            flags |= NS_FLAGS[ns]  # made ahead, zoned.linux.netahead)
         if flags:
             sc.unshare(flags)
         mark("init-namespaces")

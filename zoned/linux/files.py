@@ -96,12 +96,12 @@ def _rmdir_path(path: str) -> None:
 
 
 def _hold_at(dir_fd: int | None, name: str) -> None:
-    hold(name if dir_fd is None else fd_path(dir_fd, name))
+    hold(name, dir_fd)
 
 
 def fd_path(dir_fd: int, name: str = "") -> str:
     """A path naming `name` in the directory dir_fd is open on, for the calls that take no
-    dir_fd (xattrs, lstat, lastref): the fd's magic link, then `name`, not followed; ""
+    dir_fd (xattrs, lstat): the fd's magic link, then `name`, not followed; ""
     names the directory itself ("/." : the bare magic link would be the link, not it)."""
     return f"/proc/self/fd/{dir_fd}/{name or '.'}"
 

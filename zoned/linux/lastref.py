@@ -14,7 +14,8 @@ finding 20). Instead, zoned keeps an O_PATH fd on each inode it is about to remo
   to a thread of this process's that closes them (one, started at the first end(): it
   waits in close(2), without the GIL, while the caller goes on), ~10 us where starting a
   process to drop them (zoned-release, which the CLI's exit still uses: see release) took
-  ~0.3 ms of each zoned.run. A process that clones python children with the GIL let go
+  ~0.3 ms of each zoned.run. The same thread runs other work off the caller's path that
+  lets the GIL go (aside: zoned.linux.netahead). A process that clones python children with the GIL let go
   (zoned.pool's makers: clone3 through cffi) must have no other thread, which could hold
   the GIL at the clone and leave the child waiting for it for ever: single_threaded_only()
   makes its end() use zoned-release.
@@ -31,6 +32,10 @@ import _thread
 import os
 import stat
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # annotations only: typing is not imported on the start path
+    from typing import Callable
+
 LIMIT = 64  # inodes kept at the most
 SMALL = 8192  # bytes on disk of a file worth keeping (its block, not its data)
 RELEASER = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
@@ -38,9 +43,11 @@ RELEASER = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__
 
 _fds: list[int] | None = None  # None: not keeping (hold does nothing)
 _until_exit = False
-_lock = _thread.allocate_lock()  # _fds between threads (API callers)
+_lock = _thread.allocate_lock()  # _fds and _closing between threads (API callers)
+_busy = _thread.allocate_lock()  # held by the closer while it closes a batch (no fork then)
 _hooked = False
 _closing: list[int] = []  # end()'s fds, for the closer thread (under _lock)
+_jobs: list[Callable[[], None]] = []  # aside()'s, for the closer thread (under _lock)
 _closer_wake: _thread.LockType | None = None  # released when _closing has fds; None: no
 # closer thread runs in this process (yet, or since a fork)
 _no_threads = False  # single_threaded_only(): end() uses zoned-release
@@ -78,21 +85,45 @@ def single_threaded_only() -> None:
 def end() -> None:
     """Hand what the operation kept to the closer thread (after a begin() that returned
     True); to zoned-release after single_threaded_only()."""
-    global _fds, _closer_wake
+    global _fds
     with _lock:
         fds, _fds = _fds or [], None
         if not fds or _no_threads:
             wake = None
         else:
             _closing.extend(fds)
-            if _closer_wake is None:
-                _closer_wake = _thread.allocate_lock()
-                _closer_wake.acquire()
-                _thread.start_new_thread(_closer, (_closer_wake,))
-            wake = _closer_wake
+            wake = _closer_started()
     if wake is None:
         release(fds)
         return
+    _wake(wake)
+
+
+def aside(job: Callable[[], None]) -> bool:
+    """Have the closer thread run job() (best effort: an exception is dropped), after the
+    closes it has, through a fork (_busy): work off the caller's path that lets the GIL go
+    (zoned.linux.netahead). False where no closer thread may run (single_threaded_only)."""
+    with _lock:
+        if _no_threads:
+            return False
+        _jobs.append(job)
+        wake = _closer_started()
+    _wake(wake)
+    return True
+
+
+def _closer_started() -> _thread.LockType:
+    """The closer thread's wake-up lock, the thread started first if none runs (under
+    _lock)."""
+    global _closer_wake
+    if _closer_wake is None:
+        _closer_wake = _thread.allocate_lock()
+        _closer_wake.acquire()
+        _thread.start_new_thread(_closer, (_closer_wake,))
+    return _closer_wake
+
+
+def _wake(wake: _thread.LockType) -> None:
     try:
         wake.release()
     except RuntimeError:
@@ -108,28 +139,44 @@ def closer_running() -> bool:
 
 
 def _closer(wake: _thread.LockType) -> None:
-    """The closer thread: drops the last references end() hands it, as they come, one at
-    a time under _lock, which a fork takes first (_before_fork): the child's copies are
-    then all in _closing, and it closes them (_drop_in_child)."""
+    """The closer thread: drops the last references end() hands it, all that are there in
+    one call to C (z_close_fds) that lets the GIL go once: closed one by one in python,
+    each close's return took the GIL back from the busy caller (~0.2 ms of each
+    zoned.run). It holds _busy through the batch, which a fork takes first (_before_fork):
+    a fork waits for the batch, so the child's copies are all still in _closing, and it
+    closes them (_drop_in_child). hold() and end() take only _lock: never that wait.
+    Then the jobs aside() queued, under _busy too."""
+    from zoned._native import ffi, lib
+
     while True:
         wake.acquire()
         while True:
-            with _lock:
-                if not _closing:
-                    break
-                fd = _closing.pop()
-                try:
-                    os.close(fd)
-                except OSError:
-                    pass
+            with _busy:
+                with _lock:
+                    n = len(_closing)
+                    jobs = _jobs[:]
+                    del _jobs[:]
+                    if not n and not jobs:
+                        break
+                    batch = ffi.new("int[]", _closing[:n])
+                lib.z_close_fds(batch, n)
+                with _lock:
+                    del _closing[:n]  # (end() appends: the batch is the first n)
+                for job in jobs:
+                    try:
+                        job()
+                    except Exception:  # noqa: BLE001 - best effort (aside)
+                        pass
 
 
 def _before_fork() -> None:
-    _lock.acquire()  # (a close of the closer's, at most, waited for)
+    _busy.acquire()  # (the closer's batch, if one is being closed, waited for)
+    _lock.acquire()
 
 
 def _after_fork() -> None:
     _lock.release()
+    _busy.release()
 
 
 def release(fds: list[int]) -> None:
@@ -153,26 +200,27 @@ def release(fds: list[int]) -> None:
             pass  # (a SIGCHLD handler of the caller's reaped it)
 
 
-def hold(path: str) -> None:
-    """Keep the inode at `path` (not followed if a symlink), which the caller is about to
-    remove, if deferring and it is small. Never raises: a path that is gone or cannot be
-    opened is removed as before."""
+def hold(path: str, dir_fd: int | None = None) -> None:
+    """Keep the inode at `path` (relative to dir_fd; not followed if a symlink), which the
+    caller is about to remove, if deferring and it is small. Never raises: a path that is
+    gone or cannot be opened is removed as before."""
     fds = _fds  # (another thread's end() may set it to None meanwhile)
     if fds is None or len(fds) >= LIMIT:
         return
     with _lock:  # opened and kept at once: a fork (_before_fork) sees it kept, or not open
         if _fds is not None:
-            fd = pin(path)
+            fd = pin(path, dir_fd)
             if fd >= 0:
                 _fds.append(fd)
 
 
-def pin(path: str) -> int:
-    """An O_PATH fd on the inode at `path` (not followed) if it is a directory or a small
-    file, else -1: while it is open, a removal or replacement of `path` does not free the
-    inode, its close does (zoned.pool's makers free the state a run replaced so)."""
+def pin(path: str, dir_fd: int | None = None) -> int:
+    """An O_PATH fd on the inode at `path` (relative to dir_fd; not followed) if it is a
+    directory or a small file, else -1: while it is open, a removal or replacement of
+    `path` does not free the inode, its close does (zoned.pool's makers free the state a
+    run replaced so)."""
     try:
-        fd = os.open(path, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC)
+        fd = os.open(path, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dir_fd)
     except OSError:
         return -1
     try:
@@ -192,8 +240,9 @@ def held() -> list[int]:
 
 def _drop_in_child() -> None:
     """A forked child closes its copies: the parent's stay, so nothing is freed here."""
-    global _fds, _until_exit, _lock, _closer_wake
+    global _fds, _until_exit, _lock, _busy, _closer_wake
     _lock = _thread.allocate_lock()  # (held by another thread of the parent's, maybe)
+    _busy = _thread.allocate_lock()
     for fd in [*(_fds or ()), *_closing]:
         try:
             os.close(fd)
@@ -201,3 +250,4 @@ def _drop_in_child() -> None:
             pass
     _fds, _until_exit, _closer_wake = None, False, None
     del _closing[:]
+    del _jobs[:]

@@ -104,7 +104,8 @@ class Runtime:
                no_pivot: bool = False, data_dir: str | None = None,
                split_stderr: bool = False, late_process: bool = False,
                sibling: bool = False, start: bool = False,
-               on_start: Callable[[int], None] | None = None) -> Started:
+               on_start: Callable[[int], None] | None = None,
+               netns_fd: int | None = None) -> Started:
         """Set the container up to the point of exec and leave its init waiting.
 
         use_fifo: init waits on exec.fifo for `start` from any process (runc's way); else the
@@ -125,6 +126,8 @@ class Runtime:
         exception's sibling_pids).
         start: start it too, under this lock (Runtime.run; use_fifo=False, no hooks);
         on_start(pid) is called just before (a foreground run passes signals on from then).
+        netns_fd: a fresh network namespace (zoned.linux.netahead; the caller's fd) that
+        the init joins for the new one its config asks for.
         """
         mark("create")
         from zoned.child.process import Plan
@@ -153,6 +156,7 @@ class Runtime:
         log_fds: list[int] = []
         log_path = logger = data = err_log = None
         spawn_fd = None
+        join_fds: dict[str, int] = {}
         try:
             # The volumes it mounts, after every check (a refused run makes none).
             if (cfg.get("annotations") or {}).get(ANN_VOLUMES):
@@ -228,6 +232,9 @@ class Runtime:
             idmap_fds = {i: idmap_userns(m) for i, m in enumerate(cfg.get("mounts") or [])
                          if m.get("uidMappings") or m.get("gidMappings")}
             join_fds = open_namespaces(namespaces)
+            if netns_fd is not None and "network" in namespaces and \
+                    not namespaces["network"] and "user" not in namespaces:
+                join_fds["network"] = os.dup(netns_fd)  # (its own: closed after the fork)
             from zoned.child import initplan
             from zoned.child.initstub import fits
             from zoned.child.process import spawn_copy
@@ -290,6 +297,7 @@ class Runtime:
                 spawn_fd = None
             for fd in [*join_fds.values(), *idmap_fds.values()]:
                 os.close(fd)
+            join_fds = {}
             if fifo_fd is not None:
                 os.close(fifo_fd)
             # Made after the fork: the init sets up its namespaces and mounts meanwhile
@@ -357,7 +365,7 @@ class Runtime:
                 remove_anonymous(cfg["annotations"], self.store.data)
             raise
         finally:
-            for fd in log_fds:
+            for fd in [*log_fds, *join_fds.values()]:
                 os.close(fd)
             if spawn_fd is not None:
                 os.close(spawn_fd)
