@@ -211,6 +211,26 @@ fail:
     return fail_ctx(ctx);
 }
 
+/* The mount_setattr attributes a bind remount with MS_RDONLY | FLAGS gives a mount (its
+ * per-mount flags then are those alone: the others cleared, relatime by default); 0 if FLAGS
+ * has one it has none for (the caller then remounts). */
+static int remount_attrs(unsigned long flags, unsigned long long *set, unsigned long long *clr)
+{
+    const unsigned long known = MS_NOSUID | MS_NODEV | MS_NOEXEC | MS_NOATIME |
+                                MS_NODIRATIME | MS_RELATIME | MS_STRICTATIME | MS_RDONLY;
+    if (flags & ~known)
+        return 0;
+    *set = MOUNT_ATTR_RDONLY | (flags & MS_NOSUID ? MOUNT_ATTR_NOSUID : 0) |
+           (flags & MS_NODEV ? MOUNT_ATTR_NODEV : 0) |
+           (flags & MS_NOEXEC ? MOUNT_ATTR_NOEXEC : 0) |
+           (flags & MS_NODIRATIME ? MOUNT_ATTR_NODIRATIME : 0) |
+           (flags & MS_NOATIME ? MOUNT_ATTR_NOATIME :
+            flags & MS_STRICTATIME ? MOUNT_ATTR_STRICTATIME : MOUNT_ATTR_RELATIME);
+    *clr = ((MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC | MOUNT_ATTR_NODIRATIME) &
+            ~*set) | MOUNT_ATTR__ATIME;  /* (the atime mode is one field: cleared, then set) */
+    return 1;
+}
+
 /* Rootfs.mount_cgroups: DEST FLAGS PROC_MSG CONTEXT ROOT_MSG MODE, then for MODE 2 (one
  * cgroup2 hierarchy) SOURCE (the zone's own cgroup to bind; "": a fresh mount), for MODE 1
  * SKELETON N and N x (NAME SOURCE FSTYPE OPTIONS ALLOW_ENOENT): a tmpfs (or the zone's
@@ -222,7 +242,11 @@ static int op_mount_cgroups(char **a, int nargs)
     unsigned long flags = num(a[1]) & ~(unsigned long)MS_RDONLY;
     const char *ctx = a[3];
     struct z_target t, sub = {-1, -1, "", NULL};
-    int err, skeleton = 0;
+    int err, skeleton = 0, later = 0;
+    unsigned long long set = 0, clr = 0;
+    /* The binds made read-only at the end in one mount_setattr of the whole tree, where
+     * the kernel has it: two syscalls fewer a hierarchy (~0.2 ms of a zone's start). */
+    int at_once = remount_attrs(flags, &set, &clr);
 
     if (open_destination(a[0], 'd', 0, a[2], ctx, a[4], &t) < 0)
         return -1;
@@ -254,8 +278,11 @@ static int op_mount_cgroups(char **a, int nargs)
             goto fail;
         if (*h[1]) {
             if (t_mount(&sub, h[1], NULL, MS_BIND | MS_REC, NULL) == 0) {
-                if (z_target_reopen(&sub) < 0 ||
-                    t_mount(&sub, NULL, NULL, MS_BIND | MS_REMOUNT | MS_RDONLY | flags, NULL) < 0)
+                if (at_once)
+                    later = 1;
+                else if (z_target_reopen(&sub) < 0 ||
+                         t_mount(&sub, NULL, NULL, MS_BIND | MS_REMOUNT | MS_RDONLY | flags,
+                                 NULL) < 0)
                     goto fail;
                 bound = 1;
             } else if (!(errno == ENOENT && atoi(h[4]))) {
@@ -271,6 +298,17 @@ static int op_mount_cgroups(char **a, int nargs)
     if (t_mount(&t, NULL, NULL, MS_REMOUNT | MS_RDONLY | flags | (skeleton ? MS_BIND : 0),
                 NULL) < 0)
         goto fail;
+    if (later && z_mount_setattr(t.fd, "", AT_EMPTY_PATH | AT_RECURSIVE, set, clr, 0, -1) < 0) {
+        if (errno != ENOSYS)
+            goto fail;
+        for (int i = 0, n = atoi(a[7]); i < n; i++) {  /* (a kernel before 5.12) */
+            char **h = a + 8 + 5 * i;
+            if (z_target(t.fd, h[0], 'd', &sub) < 0 ||
+                t_mount(&sub, NULL, NULL, MS_BIND | MS_REMOUNT | MS_RDONLY | flags, NULL) < 0)
+                goto fail;
+            z_target_close(&sub);
+        }
+    }
     z_target_close(&t);
     return 0;
 fail:
