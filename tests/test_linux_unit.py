@@ -440,11 +440,11 @@ def test_rmtree_finishes_though_a_directory_moves_out_of_the_tree_mid_walk(tmp_p
     (outside / "canary").write_text("keep")
     real_hold, moved = files.hold, []
 
-    def hold(path: str) -> None:  # (called for each file before its unlink)
-        if path.endswith("/f") and not moved:
+    def hold(path: str, dir_fd: int | None = None) -> None:  # (each file, before its
+        if path == "f" and not moved:  # unlink: its name, relative to its directory's fd)
             os.rename(tree / "a", outside / "a")  # the walk is inside a/b now
             moved.append(True)
-        real_hold(path)
+        real_hold(path, dir_fd)
 
     monkeypatch.setattr(files, "hold", hold)
     files.rmtree(str(tree))
@@ -456,14 +456,14 @@ def test_rmtree_finishes_though_a_directory_moves_out_of_the_tree_mid_walk(tmp_p
     (tree / "a" / "b" / "f").write_text("x")
     turn = []
 
-    def hold_always(path: str) -> None:  # moves a/ out and back in: every walk goes stale
-        if path.endswith("/f"):
+    def hold_always(path: str, dir_fd: int | None = None) -> None:  # moves a/ out and
+        if path == "f":  # back in: every walk goes stale
             os.rename(tree / "a", tmp_path / f"away{len(turn)}")
             os.mkdir(tree / "a")
             (tree / "a" / "b").mkdir()
             (tree / "a" / "b" / "f").write_text("x")
             turn.append(True)
-        real_hold(path)
+        real_hold(path, dir_fd)
 
     monkeypatch.setattr(files, "hold", hold_always)
     with pytest.raises(OSError, match="moved during the walk"):
