@@ -8,6 +8,7 @@
 #define _GNU_SOURCE
 #endif
 #include <errno.h>
+#include <net/if.h>
 #include <fcntl.h>
 #include <poll.h>
 #include <sched.h>
@@ -111,11 +112,13 @@ int z_close_range(unsigned int first, unsigned int last, unsigned int flags)
 
 int z_make_netns(void)
 {
-    /* zoned.linux.netahead: a fresh network namespace made by this thread and left at
-     * once (unshare is per thread: the process's other threads never see it); an fd of
-     * it, or -errno. Should the way back be refused (root's never is), the thread stays
-     * in the fresh one, where it does nothing but close fds, and no more are asked for. */
-    int self = open("/proc/thread-self/ns/net", O_RDONLY | O_CLOEXEC), fd, err;
+    /* zoned.linux.netahead: a fresh network namespace made by this thread, its lo brought
+     * up (~0.35 ms here: the init's dearest step after the unshare), and left at once
+     * (unshare is per thread: the process's other threads never see it); an fd of it, or
+     * -errno. Should the way back be refused (root's never is), the thread stays in the
+     * fresh one, where it does nothing but close fds, and no more are asked for. */
+    struct ifreq ifr;
+    int self = open("/proc/thread-self/ns/net", O_RDONLY | O_CLOEXEC), fd, err, s;
     if (self < 0)
         return -errno;
     if (unshare(CLONE_NEWNET) < 0) {
@@ -125,6 +128,17 @@ int z_make_netns(void)
     }
     fd = open("/proc/thread-self/ns/net", O_RDONLY | O_CLOEXEC);
     err = errno;
+    memset(&ifr, 0, sizeof(ifr));
+    strcpy(ifr.ifr_name, "lo");
+    s = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    if (fd >= 0 && (s < 0 || ioctl(s, SIOCGIFFLAGS, &ifr) < 0 ||
+                    (ifr.ifr_flags |= IFF_UP, ioctl(s, SIOCSIFFLAGS, &ifr) < 0))) {
+        err = errno;
+        close(fd);
+        fd = -1;
+    }
+    if (s >= 0)
+        close(s);
     if (setns(self, CLONE_NEWNET) < 0) {
         err = errno;
         if (fd >= 0)

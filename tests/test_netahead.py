@@ -32,11 +32,13 @@ RUNS = textwrap.dedent("""
     for i in range(5):
         before = held()
         r = zoned.run(["sh", "-c", "readlink /proc/self/ns/net; cat /sys/class/net/lo/flags;"
+                       " ip -4 -o addr show lo | grep -c ' 127.0.0.1/8 ';"
                        " ls /sys/class/net; cat /proc/net/tcp /proc/net/unix | wc -l"],
                       root=root, name=f"ahead{i}", text=True)
         lines = r.stdout.split()
         rounds.append({"code": r.returncode, "ns": lines[0], "lo_flags": lines[1],
-                       "links": lines[2:-1], "sockets": int(lines[-1]), "held": before})
+                       "lo_addr": lines[2], "links": lines[3:-1], "sockets": int(lines[-1]),
+                       "held": before})
     pid = os.fork()
     if pid == 0:
         os._exit(len(held()))
@@ -49,9 +51,9 @@ RUNS = textwrap.dedent("""
 @pytest.mark.skipif(os.geteuid() != 0, reason="root: zones")
 def test_each_run_joins_a_fresh_namespace_made_ahead(zoned_root, busybox):
     """From the second run on, the zone's network namespace is the one the caller held
-    before the run (made ahead); each is new (no two zones share one, none is the
-    host's), lo is up and alone, no socket is in it; the caller holds one at most, and a
-    fork's child none."""
+    before the run (made ahead, its lo brought up there); each is new (no two zones share
+    one, none is the host's), lo is up with 127.0.0.1 and alone, no socket is in it; the
+    caller holds one at most, and a fork's child none."""
     p = subprocess.run([sys.executable, "-c", RUNS, zoned_root], capture_output=True,
                        text=True, timeout=120)
     assert p.returncode == 0, p.stderr
@@ -61,7 +63,7 @@ def test_each_run_joins_a_fresh_namespace_made_ahead(zoned_root, busybox):
     namespaces = [x["ns"] for x in rounds]
     assert len(set(namespaces)) == len(namespaces) and r["host"] not in namespaces
     for x in rounds:
-        assert int(x["lo_flags"], 16) & 0x1, x  # IFF_UP
+        assert int(x["lo_flags"], 16) & 0x1 and x["lo_addr"] == "1", x  # IFF_UP, 127.0.0.1
         assert x["links"] == ["lo"] and x["sockets"] == 2, x  # (the two header lines)
         assert len(x["held"]) <= 1
     made_ahead = [x for x in rounds[1:] if x["held"] == [x["ns"]]]

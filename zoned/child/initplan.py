@@ -109,8 +109,8 @@ def compile_init(plan: Plan) -> bytes | None:
                         for clock, o in offsets.items() if clock in ("monotonic", "boottime"))
         w.op(lib.Z_PLAN_WRITE, "/proc/self/timens_offsets", lines,
              f"invalid linux.timeOffsets {offsets}")
-    if "network" in new_ns:
-        w.op(lib.Z_PLAN_LO_UP)
+    if "network" in new_ns and "network" not in plan.join_fds:  # (one made ahead: its
+        w.op(lib.Z_PLAN_LO_UP)  # lo is up, zoned.linux.netahead)
     if plan.wait_namespaces:
         w.op(lib.Z_PLAN_NAMESPACES)
     if "uts" in new_ns or "uts" in plan.join_fds:

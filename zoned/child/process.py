@@ -508,7 +508,7 @@ def _child(plan: Plan) -> None:
         _check_private_mounts(plan)
         if "time" in new_ns and linux.get("timeOffsets"):
             _time_offsets(linux.get("timeOffsets") or {})
-        if "network" in new_ns:
+        if "network" in new_ns and "network" not in plan.join_fds:  # (made ahead: up)
             _lo_up()
         if plan.wait_namespaces:
             if plan.rootless:  # pasta (zoned.rootless_net), run by the same user, joins
