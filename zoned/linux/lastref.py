@@ -15,10 +15,10 @@ finding 20). Instead, zoned keeps an O_PATH fd on each inode it is about to remo
   waits in close(2), without the GIL, while the caller goes on), ~10 us where starting a
   process to drop them (zoned-release, which the CLI's exit still uses: see release) took
   ~0.3 ms of each zoned.run. The same thread runs other work off the caller's path that
-  lets the GIL go (aside: zoned.linux.netahead). A process that clones python children with the GIL let go
-  (zoned.pool's makers: clone3 through cffi) must have no other thread, which could hold
-  the GIL at the clone and leave the child waiting for it for ever: single_threaded_only()
-  makes its end() use zoned-release.
+  lets the GIL go (aside: zoned.linux.netahead). A process that clones python children
+  with the GIL let go (zoned.pool's makers: clone3 through cffi) must have no other
+  thread, which could hold the GIL at the clone and leave the child waiting for it for
+  ever: single_threaded_only() makes its end() use zoned-release.
 
 What is kept is small and short-lived: an O_PATH fd holds no lock and no pipe end (nobody
 waits on one), only directories and files of at most SMALL bytes on disk are kept (a

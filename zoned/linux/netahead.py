@@ -10,9 +10,8 @@ init joins it (setns) instead of making its own. (Asked for only once the zone h
 it was often not there yet for the next run: the closer may still be closing what the run
 before removed, behind the disk's trims.) It is as fresh as one the init makes: nothing
 has been in it but its lo, up, with the kernel's addresses; it belongs to the same user
-namespace. Its kernel memory is charged to the caller's
-memory cgroup, not the zone's (as on a hybrid host the init's own already is: it joins its
-v1 cgroups after its unshare).
+namespace. Its kernel memory is charged to the caller's memory cgroup, not the zone's (as
+on a hybrid host the init's own already is: it joins its v1 cgroups after its unshare).
 
 At most one is kept, for the caller's next zoned.run: the process's exit (or a fork's child,
 at once) drops it; none is made where no closer thread may run (lastref's
