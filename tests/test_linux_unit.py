@@ -242,6 +242,62 @@ def test_lock_makes_parents_and_follows_a_replaced_file(tmp_path):
         FileLock(str(tmp_path / "missing" / "lock")).__enter__()
 
 
+FORK_WHILE_LOCKED = """
+import json, os, sys, threading, time
+from zoned.linux.locks import acquire, try_acquire
+other_lock, own_lock = sys.argv[1], sys.argv[2]
+held, go = threading.Event(), threading.Event()
+
+def holder():
+    fd = acquire(other_lock)  # another thread's operation, holding a zone's lock
+    held.set()
+    go.wait()
+    os.close(fd)
+
+def fds_on(path):
+    n = 0
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            n += os.readlink(f"/proc/self/fd/{fd}") == path
+        except OSError:
+            pass
+    return n
+
+t = threading.Thread(target=holder)
+t.start()
+held.wait()
+own = acquire(own_lock)  # this thread's: its helpers may rely on it
+r, w = os.pipe()
+pid = os.fork()
+if pid == 0:
+    os.write(w, json.dumps([fds_on(other_lock), fds_on(own_lock)]).encode())
+    time.sleep(3)  # still alive while the parent checks
+    os._exit(0)
+child = json.loads(os.read(r, 100))
+go.set()
+t.join()
+free = try_acquire(other_lock)  # the holder closed it: free, though the child lives
+os.kill(pid, 9)
+os.waitpid(pid, 0)
+print(json.dumps({"child": child, "free_while_child_lives": free is not None}))
+"""
+
+
+def test_a_fork_keeps_no_lock_another_thread_holds(tmp_path):
+    """A fork by one thread while another thread's operation holds a lock (an API caller's
+    multiprocessing worker, say) would keep that lock for the child's life, and the zone
+    it guards locked: the child closes its copy (the session 24 audit's note). The forking
+    thread's own locks stay in the child, as zoned's helpers rely on."""
+    import json
+    import subprocess
+    import sys
+
+    other, own = str(tmp_path / "other.lock"), str(tmp_path / "own.lock")
+    p = subprocess.run([sys.executable, "-c", FORK_WHILE_LOCKED, other, own],
+                       capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0, p.stderr
+    assert json.loads(p.stdout) == {"child": [0, 1], "free_while_child_lives": True}
+
 JSON_SAMPLES = [
     {}, [], "", 0, -1.5, 1e300, True, None, "é\u2028\x00\"\\/",
     {"ociVersion": "1.2.0", "process": {"args": ["sh", "-c", "echo 'ünï'"], "env": []},

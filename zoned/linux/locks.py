@@ -5,11 +5,25 @@ flock rather than fcntl record locks: it belongs to the open file description, s
 survives fork into a helper and goes away with the last fd, also when a process is
 SIGKILLed; it works across pid namespaces, unlike pid files. (A small class instead of
 contextlib.contextmanager, which `zoned run`'s start path does not import.)
+
+That survival is for the helpers the holding thread forks itself. A fork by another thread
+of the process (an API caller's: multiprocessing's workers, a harness's os.fork()) made
+while one thread's operation holds a zone's lock would keep that lock for the child's life
+(the lock is the open file description's, which the child shares), and every later
+operation on the zone would wait for it. So each lock acquire() takes is recorded with its
+thread and file (_held), and a forked child closes its copies of the locks other threads
+held (_drop_others_in_child), each checked to be still that file: an fd closed since and
+its number reused for another file is left alone.
 """
 from __future__ import annotations
 
+import _thread
 import fcntl
 import os
+
+_held: dict[int, tuple[int, int, int]] = {}  # fd -> (thread, st_dev, st_ino) of its lock
+_held_lock = _thread.allocate_lock()  # _held between threads; a fork takes it first
+_hooked = False
 
 
 def acquire(path: str, *, shared: bool = False, blocking: bool = True,
@@ -33,7 +47,52 @@ def acquire(path: str, *, shared: bool = False, blocking: bool = True,
     except BaseException:
         os.close(fd)
         raise
+    _record(fd, st)
     return fd
+
+
+def _record(fd: int, st: os.stat_result) -> None:
+    """fd holds a lock of this thread's (see the module's docstring); the entries of fds
+    closed since are dropped on the way."""
+    global _hooked
+    with _held_lock:
+        if not _hooked:
+            os.register_at_fork(before=_before_fork, after_in_parent=_after_fork,
+                                after_in_child=_drop_others_in_child)
+            _hooked = True
+        for old, (_, dev, ino) in list(_held.items()):
+            if not _still(old, dev, ino):
+                del _held[old]
+        _held[fd] = (_thread.get_ident(), st.st_dev, st.st_ino)
+
+
+def _before_fork() -> None:
+    _held_lock.acquire()
+
+
+def _after_fork() -> None:
+    _held_lock.release()
+
+
+def _still(fd: int, dev: int, ino: int) -> bool:
+    try:
+        st = os.fstat(fd)
+    except OSError:
+        return False
+    return (st.st_dev, st.st_ino) == (dev, ino)
+
+
+def _drop_others_in_child() -> None:
+    """A forked child: close the locks other threads of the parent's held (the forking
+    thread's own stay: its helpers may rely on them)."""
+    global _held_lock
+    _held_lock = _thread.allocate_lock()  # (the parent's was taken for the fork)
+    me = _thread.get_ident()  # (the forking thread's, in the child too)
+    for fd, (owner, dev, ino) in list(_held.items()):
+        if owner != me and _still(fd, dev, ino):
+            os.close(fd)
+        if owner != me:
+            del _held[fd]
 
 
 def try_acquire(path: str) -> int | None:
