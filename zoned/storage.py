@@ -15,7 +15,7 @@ Which data root belongs to a state root:
   /var/lib/zoned/roots/NAME-HASH for any other state root (HASH of its real path), so
   per-test and per-host roots never share data dirs. Such a directory stays while its
   zones come and go (as the state root's cgroup parent does: making it and its
-  containers/ again for each `zoned run --rm` cost ~0.4 ms on a disk); `zoned gc` removes
+  containers/ again for each `zoned run --rm` cost 0.1-0.2 ms on a disk); `zoned gc` removes
   it once it holds nothing, and any other state root's that is empty (a test's, a
   benchmark's, whose state root was deleted).
 
