@@ -331,6 +331,61 @@ def test_killed_qemu_and_killed_restore_leave_nothing_for_long(env):
     assert _wait_guest(zoned, "vmsave-k")[:2] == (pid, token)
 
 
+def _streaming(directory: str) -> bool:
+    """Whether a save's temp file there holds some of the stream (past its header)."""
+    import struct
+
+    for name in _leftovers(directory):
+        try:
+            with open(os.path.join(directory, name), "rb") as f:
+                prefix = f.read(64)
+                size = os.fstat(f.fileno()).st_size
+        except OSError:
+            continue
+        if len(prefix) == 64 and size > 64 + struct.unpack(">I", prefix[20:24])[0]:
+            return True
+    return False
+
+
+def test_a_wedged_qemu_gives_the_save_up_and_gc_resumes_its_guest(env):
+    """QEMU stopped (SIGSTOP) while it streams a save: the save gives up once the stream
+    has stood still for the stall limit (short here), says so in one line (exit 125) and
+    leaves no file, where it had waited for ever under the zone's lock; the guest, which
+    QEMU cannot resume while stopped, is resumed by `zoned gc` once QEMU runs again, and
+    goes on where it was."""
+    zoned = env
+    zoned("run", "-d", "--name", "vmsave-w", "--backend", "vm", "--memory", "160m", "--",
+          "sh", "-c", GUEST, check=True)
+    pid, token, _, _ = _wait_guest(zoned, "vmsave-w")
+    image = os.path.join(zoned.files, "w.save")
+    save = subprocess.Popen([ZONED, "--root", zoned.root, "checkpoint", "--export", image,
+                             "vmsave-w"], text=True, stderr=subprocess.PIPE,
+                            stdout=subprocess.DEVNULL,
+                            env=dict(os.environ, ZONED_TEST_FAULT="vmsave:streaming=3",
+                                     ZONED_TEST_STREAM_STALL="2"))
+    deadline = time.monotonic() + 30
+    while not _streaming(zoned.files):  # (then the save sleeps 3 s at its first chunk)
+        assert time.monotonic() < deadline and save.poll() is None
+        time.sleep(0.02)
+    [qemu] = _qemus(zoned.root)
+    os.kill(qemu, signal.SIGSTOP)
+    try:
+        t0 = time.monotonic()
+        err = save.communicate(timeout=90)[1]
+        assert save.returncode == 125 and len(err.strip().splitlines()) == 1, err
+        assert "for 2 s (wedged?)" in err and "zoned gc" in err, err
+        assert time.monotonic() - t0 < 60  # (the stall, then QMP's own limits)
+        assert _leftovers(zoned.files) == [] and not os.path.exists(image)
+        assert "resumed once it does" in zoned("gc", check=True).stdout
+    finally:
+        os.kill(qemu, signal.SIGCONT)
+    assert "its guest runs on" in zoned("gc", check=True).stdout
+    n = _wait_guest(zoned, "vmsave-w")[:3]
+    assert n[:2] == (pid, token)
+    time.sleep(0.6)
+    assert _guest(zoned, "vmsave-w")[2] > n[2]  # it runs
+    zoned("rm", "-f", "vmsave-w", check=True)
+
 # -- attacks on the file restore reads ---------------------------------------------------
 def _config(**changes) -> dict:
     """A VM's config as save writes it: zoned's own annotations left out."""

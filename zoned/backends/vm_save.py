@@ -56,12 +56,15 @@ def save(rt, cid: str, path: str, *, kind: str, what: str,
             _mark(rt, cid, {"tmp": tmp, "path": path, "complete": True})
             hit("vmsave:complete")
             _commit_file(tmp, path, what)
-        except BaseException:
+        except BaseException as e:
             _unlink(tmp)
             from zoned.vm.qmp import resume_guest
 
-            resume_guest(vmdir)
-            _mark(rt, cid, None)
+            if resume_guest(vmdir):
+                _mark(rt, cid, None)
+            elif isinstance(e, ZonedError):  # (the mark stays: gc resumes it, see below)
+                raise ZonedError(f"{e}; QEMU does not answer now: `zoned gc` resumes the "
+                                 "guest once it does") from e
             raise
         finally:
             os.close(fd)
@@ -251,7 +254,9 @@ def finish_interrupted(rt, cid: str, st: dict, dry_run: bool = False) -> str | N
         _unlink_temp(tmp, path)
         from zoned.vm.qmp import resume_guest
 
-        resume_guest(st["zoned"]["vm"]["dir"])
+        if not resume_guest(st["zoned"]["vm"]["dir"]):  # (a wedged QEMU: the next gc)
+            return f"container {cid}: save that died{why}: {tmp} removed; its QEMU " \
+                "does not answer, its guest is resumed once it does"
         _mark(rt, cid, None)
         _clear_zone_stop(rt, cid)
     return f"container {cid}: save that died{why}: its guest runs on, {tmp} removed"

@@ -139,9 +139,10 @@ def wait_migrated(q: QMP, timeout: float = 600) -> dict[str, Any]:
         time.sleep(0.01)
 
 
-def resume_guest(vmdir: str) -> None:
+def resume_guest(vmdir: str) -> bool:
     """A migration or save that will not complete: cancel it, and the guest runs on
-    (QMP `cont` if it is stopped). Best effort: a QEMU that is gone stays gone."""
+    (QMP `cont` if it is stopped). Best effort: a QEMU that is gone stays gone. False
+    where QEMU did not answer (or is gone): the guest may still be stopped."""
     try:
         with QMP(vmdir) as q:
             try:
@@ -150,5 +151,6 @@ def resume_guest(vmdir: str) -> None:
                 pass
             if q.execute("query-status").get("status") != "running":
                 q.execute("cont")
+        return True
     except (OSError, ZonedError):
-        pass
+        return False

@@ -47,6 +47,8 @@ VERSION = 1
 PREFIX = struct.Struct(">16sIIQ32s")  # magic, version, H, S, sha256: 64 bytes
 MAX_HEADER = 1 << 20  # a config, a network description: far less
 CHUNK = 1 << 20
+STALL = 30.0  # s a stream may stand still (QEMU wedged) before the save or restore is given
+# up, which holds the zone's lock meanwhile ($ZONED_TEST_STREAM_STALL: the tests' shorter)
 KINDS = ("zone", "container")
 # What a stream may be beyond the guest's RAM: QEMU's page headers (8 bytes a 4 KiB
 # page), device state, the ROMs. A longer one is refused before QEMU reads any of it.
@@ -228,8 +230,14 @@ def stream_out(q, out_fd: int, progress=None) -> tuple[int, bytes, dict]:
     r = _pipe_with(q, "zoned-save", qemu_writes=True)
     try:
         q.execute("migrate", uri="fd:zoned-save")
-        h, n = hashlib.sha256(), 0
-        while data := os.read(r, CHUNK):
+        h, n, stall = hashlib.sha256(), 0, _stall()
+        while True:
+            if not _ready(r, False, stall):
+                raise ZonedError(f"QEMU sent nothing of the guest's state for {stall:g} s "
+                                 "(wedged?): the save is given up")
+            data = os.read(r, CHUNK)
+            if not data:
+                break
             h.update(data)
             write_all(out_fd, data)
             n += len(data)
@@ -248,23 +256,30 @@ def stream_in(q, saved: SavedVM) -> None:
     a pipe, exactly the stream's length, its digest checked; ZonedError if it does not
     match or QEMU does not end up paused with the whole state (QEMU exits at a stream it
     cannot load: its own words are in its log)."""
-    from zoned.linux.files import write_all
     from zoned.testhooks import hit
 
     w = _pipe_with(q, "zoned-restore", qemu_writes=False)
     try:
+        os.set_blocking(w, False)  # (each write waits in _ready, up to the stall limit)
         q.execute("migrate-incoming", uri="fd:zoned-restore")
-        h, left, pos = hashlib.sha256(), saved.length, saved.offset
+        h, left, pos, stall = hashlib.sha256(), saved.length, saved.offset, _stall()
         while left:
             data = os.pread(saved.fd, min(CHUNK, left), pos)
             if not data:
                 raise ZonedError(f"{saved.path}: shorter than its header says")
             h.update(data)
-            try:
-                write_all(w, data)
-            except BrokenPipeError:
-                raise ZonedError(f"QEMU could not load {saved.path}: "
-                                 f"{_qemu_said(q)}") from None
+            view = memoryview(data)
+            while view:
+                if not _ready(w, True, stall):
+                    raise ZonedError(f"QEMU took nothing of {saved.path} for {stall:g} s "
+                                     "(wedged?): the restore is given up")
+                try:
+                    view = view[os.write(w, view):]
+                except BlockingIOError:
+                    continue
+                except BrokenPipeError:
+                    raise ZonedError(f"QEMU could not load {saved.path}: "
+                                     f"{_qemu_said(q)}") from None
             left -= len(data)
             pos += len(data)
             hit("vmrestore:streaming")
@@ -282,6 +297,20 @@ def stream_in(q, saved: SavedVM) -> None:
         raise ZonedError(f"QEMU could not load {saved.path}: {_qemu_said(q)}") from None
     if status not in ("paused", "prelaunch", "postmigrate"):
         raise ZonedError(f"QEMU is {status!r} after {saved.path}: {_qemu_said(q)}")
+
+
+def _stall() -> float:
+    return float(os.environ.get("ZONED_TEST_STREAM_STALL") or STALL)
+
+
+def _ready(fd: int, writing: bool, timeout: float) -> bool:
+    """Whether the pipe end `fd` can be read (or written) within `timeout` s; a closed
+    other end counts as ready (the read or write then says so)."""
+    import select
+
+    p = select.poll()
+    p.register(fd, select.POLLOUT if writing else select.POLLIN)
+    return bool(p.poll(timeout * 1000))
 
 
 def _qemu_said(q) -> str:
