@@ -140,6 +140,21 @@ def undefine_zone(run, name: str) -> None:
     run("undefine", name)
 
 
+def argvs() -> list[tuple[int, list[bytes]]]:
+    """(pid, argv) of every process whose command line can be read (kernel threads: an
+    empty one)."""
+    out = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                raw = f.read()
+        except OSError:
+            continue
+        if raw:
+            out.append((int(pid), raw.rstrip(b"\0").split(b"\0")))
+    return out
+
+
 def children_of(parent: int) -> list[int]:
     """The processes whose parent is `parent` (zombies included: not reaped yet)."""
     out = []

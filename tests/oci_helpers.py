@@ -22,6 +22,7 @@ import time
 import uuid
 from pathlib import Path
 
+from conftest import argvs
 from zoned.bench.leftovers import cgroup_dirs_named
 from zoned.bench.procfs import cgroup_mounts, proc_cgroups
 
@@ -234,18 +235,12 @@ def unmount_under(path: str) -> None:
 
 def processes_with(needle: str) -> list[tuple[int, str]]:
     """(pid, cmdline) of processes whose command line contains `needle` (not us)."""
-    out = []
     me = os.getpid()
-    for name in os.listdir("/proc"):
-        if not name.isdigit() or int(name) == me:
-            continue
-        try:
-            with open(f"/proc/{name}/cmdline", "rb") as f:
-                cmd = f.read().replace(b"\0", b" ").decode(errors="replace").strip()
-        except OSError:
-            continue
-        if needle in cmd:
-            out.append((int(name), cmd))
+    out = []
+    for pid, argv in argvs():
+        cmd = b" ".join(argv).decode(errors="replace").strip()
+        if pid != me and needle in cmd:
+            out.append((pid, cmd))
     return out
 
 

@@ -19,6 +19,7 @@ import textwrap
 import time
 
 import pytest
+from conftest import argvs
 
 from zoned.vm import accel as accel_mod
 from zoned.vm import machine, vmlog
@@ -387,16 +388,8 @@ def test_a_guest_flooding_its_console_cannot_fill_the_host(vmdir, monkeypatch):
 
 def vmlog_writers(vmdir: str) -> list[int]:
     """The pids of zoned-vmlog processes writing into vmdir."""
-    found = []
-    for pid in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            with open(f"/proc/{pid}/cmdline", "rb") as f:
-                argv = f.read().split(b"\0")
-        except OSError:
-            continue
-        if argv[0] == vmlog.VMLOG.encode() and argv[1:2] == [vmdir.encode()]:
-            found.append(int(pid))
-    return found
+    return [pid for pid, argv in argvs()
+            if argv[0] == vmlog.VMLOG.encode() and argv[1:2] == [vmdir.encode()]]
 
 
 def test_vm_exits_bench_counts_ended_vms_and_leaves_nothing(tmp_path):

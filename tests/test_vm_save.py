@@ -16,7 +16,7 @@ import time
 
 import pytest
 
-from conftest import ZONED, undefine_zone, zone_record
+from conftest import ZONED, argvs, undefine_zone, zone_record
 
 try:
     from zoned.vm.assets import kernel
@@ -70,17 +70,9 @@ def env(busybox, monkeypatch):
 
 def _qemus(root: str) -> list[int]:
     """Live QEMUs whose command line names a VM dir under this state root."""
-    found = []
-    for pid in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            with open(f"/proc/{pid}/cmdline", "rb") as f:
-                cmd = f.read()
-        except OSError:
-            continue
-        if os.path.basename(cmd.split(b"\0")[0]).startswith(b"qemu-system") and \
-                root.encode() + b"/" in cmd:
-            found.append(int(pid))
-    return found
+    return [pid for pid, argv in argvs()
+            if os.path.basename(argv[0]).startswith(b"qemu-system")
+            and root.encode() + b"/" in b"\0".join(argv)]
 
 
 def _guest(zoned, name: str) -> tuple[int, str, int, float]:
