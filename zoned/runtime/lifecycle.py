@@ -11,7 +11,7 @@ import time
 
 from zoned.errors import ConfigError, InvalidState, NotFound, ZonedError
 from zoned.oci.status import Status
-from zoned.linux import lastref
+from zoned.linux import lastref, netahead
 from zoned.linux.proc import kill_and_reap, proc_start_time, signal_pid, wait_exit
 from zoned.runtime.cgroup_paths import default_cgroups_path, resolve_cgroups_path, \
     shared_memory_path, shares_memory_cgroup
@@ -232,8 +232,7 @@ class Runtime:
             idmap_fds = {i: idmap_userns(m) for i, m in enumerate(cfg.get("mounts") or [])
                          if m.get("uidMappings") or m.get("gidMappings")}
             join_fds = open_namespaces(namespaces)
-            if netns_fd is not None and "network" in namespaces and \
-                    not namespaces["network"] and "user" not in namespaces:
+            if netns_fd is not None and netahead.fits(cfg):  # (the API asked the same)
                 join_fds["network"] = os.dup(netns_fd)  # (its own: closed after the fork)
             from zoned.child import initplan
             from zoned.child.initstub import fits
