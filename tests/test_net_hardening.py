@@ -359,6 +359,61 @@ def test_spoofed_source_ip_and_mac_do_not_reach_the_host(cli, net, mode):
         lst.close()
 
 
+def _attach_as_nobody(tap: str) -> int:
+    """0 if an unprivileged process holding a /dev/net/tun fd (opened by root here: the
+    device is 0666 on most hosts) attaches to `tap` with TUNSETIFF, else the errno."""
+    import fcntl
+    import struct
+
+    fd = os.open("/dev/net/tun", os.O_RDWR | os.O_CLOEXEC)
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        err = 0
+        try:
+            os.setgroups([])
+            os.setresgid(65534, 65534, 65534)
+            os.setresuid(65534, 65534, 65534)
+            fcntl.ioctl(fd, 0x400454CA, struct.pack("16sH", tap.encode(), 0x1002))  # TAP|NO_PI
+        except OSError as e:
+            err = e.errno
+        os.write(w, b"%d" % err)
+        os._exit(0)
+    os.close(w)
+    os.close(fd)
+    got = os.read(r, 16)
+    os.close(r)
+    os.waitpid(pid, 0)
+    return int(got)
+
+
+def test_no_unprivileged_process_attaches_to_a_vms_tap():
+    """A VM's tap is root's (IFF owner 0): a tap with no owner is anyone's to attach to,
+    who then sends and receives as the VM wherever QEMU is not attached. The control, a
+    tap made without an owner, shows the attack works on this kernel."""
+    import errno
+
+    from pyroute2 import IPRoute
+
+    from zoned.network.netlink import Netlink
+
+    tap, bare = f"zh-tap{TAG}", f"zh-bare{TAG}"
+    with IPRoute() as ipr:
+        ipr.link("add", ifname=bare, kind="tuntap", mode="tap")
+    try:
+        with Netlink() as nl:
+            nl.create_tap(tap, alias="zh-test")
+        with open(f"/sys/class/net/{tap}/owner") as f:
+            assert f.read().strip() == "0"
+        if _attach_as_nobody(bare) != 0:
+            pytest.skip("this kernel refuses an owner-less tap to nobody too")
+        assert _attach_as_nobody(tap) == errno.EPERM
+    finally:
+        with Netlink() as nl:
+            nl.delete_link(tap, "zh-test")
+            nl.delete_link(bare)
+
+
 @pytest.mark.parametrize("mode", ["nat", "bridge"])
 def test_spoofed_frames_and_arp_do_not_reach_a_peer_zone(cli, net, mode):
     nw = net(mode)

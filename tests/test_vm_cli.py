@@ -402,6 +402,8 @@ def test_a_vm_and_a_zone_talk_tcp_by_name(cli, zoned_root, monkeypatch):
         tap = net["addresses"][0]["host_if"]
         assert os.path.exists(f"/sys/class/net/{tap}/tun_flags")  # a tap, on the bridge
         assert os.path.exists(f"/sys/class/net/{tap}/master")
+        with open(f"/sys/class/net/{tap}/owner") as f:  # root's, not anyone's
+            assert f.read().strip() == "0"
     finally:
         cli("rm", "-f", "zweb", "vweb")
         cli("network", "rm", "vmz")

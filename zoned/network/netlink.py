@@ -236,10 +236,13 @@ class Netlink:
 
     def create_tap(self, host_if: str, *, alias: str, mtu: int | None = None) -> int:
         """A persistent tap a VM's QEMU opens by name (its virtio-net NIC's host side);
-        deleted like a veth, by name and alias."""
+        deleted like a veth, by name and alias. Owned by root: a tap with no owner is
+        anyone's to attach to (TUNSETIFF needs no CAP_NET_ADMIN then, and /dev/net/tun is
+        0666 on most hosts), who would then send and receive as the VM wherever QEMU is
+        not attached (before it boots, after it ends, around a save)."""
         kw = {"mtu": mtu} if mtu else {}
         try:
-            self.ipr.link("add", ifname=host_if, kind="tuntap", mode="tap", **kw)
+            self.ipr.link("add", ifname=host_if, kind="tuntap", mode="tap", uid=0, **kw)
         except _netlink_error() as e:
             raise ZonedError(f"cannot create tap {host_if!r}: {e.args[-1]}") from None
         idx = self.index(host_if)
