@@ -6,7 +6,7 @@
  * init; for zoned's own detached VMs it records how QEMU ended, which nothing else could
  * (QEMU is nobody else's child once zoned has returned).
  *
- *   zoned-vmwrap [--go FD] [--status FILE] CTL_PATH QEMU ARGS...
+ *   zoned-vmwrap [--go FD] [--status FILE] [--caps HEX] CTL_PATH QEMU ARGS...
  *
  * --go FD: QEMU is started once a byte arrives on FD: the caller moves this process into
  *   the VM's cgroups first, so QEMU starts in them (a process forked before that move
@@ -20,6 +20,12 @@
  * process closes its own copies of QEMU's fds once QEMU runs, and after QEMU's exit waits
  * for zoned-vmlog's lock on ctl, so the guest's last line is read once it is written.
  *
+ * --caps HEX: QEMU keeps only these capabilities (a mask, bit N: capability N), and
+ *   runs with no_new_privs: the bounding, inheritable and ambient sets are cut before its
+ *   exec, so an exploited QEMU (it parses the guest's devices and a saved VM's stream)
+ *   cannot load modules, mount, ptrace zoned or reconfigure the host's network, as
+ *   libvirt's and Kata's QEMUs cannot. Fails closed: no QEMU (exit 125) if a drop fails.
+ *
  * TERM, INT, HUP, QUIT, USR1 and USR2 are passed on to QEMU. If QEMU ends without the
  * guest having reported (a crash, SIGKILL), the exit status is 128+signal or QEMU's own.
  * Static and tiny: one per VM.
@@ -31,6 +37,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <linux/capability.h>
 #include <sys/file.h>
 #include <sys/prctl.h>
 #include <sys/syscall.h>
@@ -133,6 +140,34 @@ static void write_status(int fd, int status)
         return;  /* the reader finds no word: an unknown end, as before */
 }
 
+/* Cut this process's capabilities to `keep` for good (see --caps); 0 or -1 (errno). As
+ * root's exec gives a program the bounding set, the bounding set is what is cut. */
+static int keep_only_caps(unsigned long long keep)
+{
+    struct __user_cap_header_struct head = {_LINUX_CAPABILITY_VERSION_3, 0};
+    struct __user_cap_data_struct data[2];
+    int c, i;
+
+    for (c = 0; c < 64; c++)  /* (EINVAL: past this kernel's last capability) */
+        if (!(keep & (1ULL << c)) && prctl(PR_CAPBSET_DROP, c, 0, 0, 0) < 0 &&
+                errno != EINVAL)
+            return -1;
+    if (prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0) < 0)
+        return -1;
+    if (syscall(SYS_capget, &head, data) < 0)
+        return -1;
+    for (i = 0; i < 2; i++) {
+        unsigned int k = (unsigned int)(keep >> (32 * i));
+
+        data[i].effective &= k;
+        data[i].permitted &= k;
+        data[i].inheritable = 0;
+    }
+    if (syscall(SYS_capset, &head, data) < 0)
+        return -1;
+    return prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0);
+}
+
 static void close_from_except(int from, int keep)
 {
     if (keep >= from) {
@@ -152,12 +187,22 @@ int main(int argc, char **argv)
     struct sigaction sa;
     siginfo_t end;
     pid_t parent;
-    int status, code, go = -1, status_fd = -1, arg = 1;
+    int status, code, go = -1, status_fd = -1, arg = 1, cut_caps = 0;
+    unsigned long long caps = 0;
+    char *end_of_caps;
     size_t i;
 
     for (; arg + 1 < argc && strncmp(argv[arg], "--", 2) == 0; arg += 2) {
         if (strcmp(argv[arg], "--go") == 0) {
             go = atoi(argv[arg + 1]);
+        } else if (strcmp(argv[arg], "--caps") == 0) {
+            errno = 0;
+            caps = strtoull(argv[arg + 1], &end_of_caps, 16);
+            if (errno || *end_of_caps || end_of_caps == argv[arg + 1]) {
+                fprintf(stderr, "zoned-vmwrap: --caps: not a hex mask: %s\n", argv[arg + 1]);
+                return 125;
+            }
+            cut_caps = 1;
         } else if (strcmp(argv[arg], "--status") == 0) {
             status_fd = open(argv[arg + 1], O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW |
                              O_CLOEXEC, 0600);
@@ -170,7 +215,8 @@ int main(int argc, char **argv)
         }
     }
     if (argc - arg < 2) {
-        fprintf(stderr, "usage: zoned-vmwrap [--go FD] [--status FILE] CTL_PATH QEMU ARGS...\n");
+        fprintf(stderr, "usage: zoned-vmwrap [--go FD] [--status FILE] [--caps HEX] "
+                "CTL_PATH QEMU ARGS...\n");
         return 125;
     }
     if (go >= 0 && wait_go(go) < 0)
@@ -190,6 +236,10 @@ int main(int argc, char **argv)
         sa.sa_handler = SIG_DFL;
         for (i = 0; i < sizeof(sigs) / sizeof(sigs[0]); i++)
             sigaction(sigs[i], &sa, NULL);
+        if (cut_caps && keep_only_caps(caps) < 0) {
+            perror("zoned-vmwrap: dropping QEMU's capabilities");
+            _exit(125);
+        }
         execvp(argv[arg + 1], argv + arg + 1);
         _exit(127);
     }

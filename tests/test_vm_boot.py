@@ -483,13 +483,50 @@ def test_live_migration_keeps_the_guest_running(vmdir):
         machine.destroy(dst)
 
 
+def qemu_status(vmdir: str) -> dict[str, str]:
+    """The fields of the VM's QEMU's /proc/PID/status."""
+    with open(f"/proc/{machine.qemu_pid(vmdir)}/status") as f:
+        return dict(line.rstrip("\n").split(":\t", 1) for line in f if ":\t" in line)
+
+
+def test_qemu_runs_sandboxed_without_capabilities(vmdir, tmp_path):
+    """What an exploited QEMU could do as root is cut, as libvirt cuts it: no capability
+    (bounding set empty: its exec gave it none, nor can a later exec), no_new_privs, and
+    QEMU's seccomp sandbox, under which it spawns nothing: a migration to `exec:` never
+    runs its command. The guest runs on (its tap, /dev/kvm and files need no capability)."""
+    s = spec(argv=["sleep", "600"])
+    p = machine.launch(s, vmdir)
+    machine.wait_ready(vmdir, 60, p)
+    st = qemu_status(vmdir)
+    assert st["NoNewPrivs"] == "1" and st["Seccomp"] == "2"
+    for field in ("CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb"):
+        assert int(st[field], 16) == 0, (field, st[field])
+    marker = tmp_path / "spawned"
+    with QMP(vmdir) as q:
+        try:
+            q.execute("migrate", uri=f"exec:touch {marker}")
+        except Exception:  # noqa: BLE001 - refused, or QEMU killed by its filter: both fine
+            pass
+    time.sleep(1)
+    assert not marker.exists()
+    machine.stop(vmdir)
+    p.wait(60)
+
+
 def test_volumes_over_9p(vmdir, tmp_path):
     """Host directories shared read-write and read-only; such a VM cannot migrate (QEMU 7.2
-    blocks migration while a 9p export is mounted), which QMP reports as an error."""
+    blocks migration while a 9p export is mounted), which QMP reports as an error. QEMU
+    keeps the file capabilities 9p passthrough needs, and no more: the guest's root
+    chowns, and writes another user's 0600 file."""
     rw, ro = tmp_path / "rw", tmp_path / "ro"
     rw.mkdir(), ro.mkdir()
     (ro / "in").write_text("from-host\n")
+    theirs = rw / "theirs"
+    theirs.write_text("")
+    os.chown(theirs, 4242, 4242)
+    theirs.chmod(0o600)
     s = spec(argv=["sh", "-c", "cat /data/ro/in; echo from-vm > /data/rw/out; "
+                   "echo appended >> /data/rw/theirs; chown 1234:5678 /data/rw/out; "
                    "touch /data/ro/x 2>/dev/null && echo ro-writable; sleep 600"],
              volumes=[Volume(str(rw), "/data/rw"), Volume(str(ro), "/data/ro", True)])
     r, w = os.pipe()
@@ -502,6 +539,11 @@ def test_volumes_over_9p(vmdir, tmp_path):
             break
         time.sleep(0.05)
     assert (rw / "out").read_text() == "from-vm\n"
+    while time.monotonic() < deadline and (rw / "out").stat().st_uid != 1234:
+        time.sleep(0.05)
+    assert ((rw / "out").stat().st_uid, (rw / "out").stat().st_gid) == (1234, 5678)
+    assert theirs.read_text() == "appended\n"
+    assert int(qemu_status(vmdir)["CapBnd"], 16) == machine.qemu_caps(s)
     with QMP(vmdir) as q:
         with pytest.raises(Exception, match="VirtFS|9p|migrat"):
             q.execute("migrate", uri="exec:cat > /dev/null")

@@ -37,6 +37,8 @@ def test_argv_machine_memory_cpus_and_accel():
     assert {"-nodefaults", "-no-user-config", "-no-reboot"} <= set(argv)
     assert opt(argv, "-drive") == ["file=/d/img.squashfs,if=none,id=root,format=raw,readonly=on"]
     assert opt(argv, "-qmp") == ["unix:/vm/qmp.sock,server=on,wait=off"]
+    assert opt(argv, "-sandbox") == [
+        "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny"]
     kvm = argv_for(s, VMPaths("/vm"), BOOT, "kvm", tsc_khz=2596000)
     assert opt(kvm, "-accel") == ["kvm"]
     assert "tsc_early_khz" not in opt(kvm, "-append")[0]
@@ -425,3 +427,13 @@ cat end; kill $S
     words = p.stdout.split()
     assert words[1] == words[3], p.stdout + p.stderr  # the stranger did get QEMU's pid
     assert "stranger-alive" in words and "exit 0" in p.stdout, p.stdout + p.stderr
+
+
+def test_qemu_keeps_only_the_9p_file_capabilities_and_only_with_volumes():
+    from zoned.vm.config import Volume
+    from zoned.vm.machine import qemu_caps
+
+    assert qemu_caps(MachineSpec(image="busybox", argv=["true"])) == 0
+    with_volume = MachineSpec(image="busybox", argv=["true"], volumes=[Volume("/h", "/g")])
+    # CHOWN DAC_OVERRIDE DAC_READ_SEARCH FOWNER FSETID MKNOD; no SETFCAP, SYS_ADMIN, NET_ADMIN
+    assert qemu_caps(with_volume) == 0x1F | 1 << 27

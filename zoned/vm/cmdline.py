@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 QEMU = "qemu-system-x86_64"
+# QEMU's own seccomp filter, as libvirt sets it: no exec or fork (spawn), no set*id
+# (elevateprivileges), no obsolete or scheduling syscalls; QEMU sets no_new_privs with it.
+SANDBOX = "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny"
 
 
 def host_tsc_khz() -> int:

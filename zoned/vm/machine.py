@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from zoned.errors import ConfigError, ZonedError
-from zoned.vm.cmdline import QEMU, host_tsc_khz, kernel_cmdline
+from zoned.vm.cmdline import QEMU, SANDBOX, host_tsc_khz, kernel_cmdline
 from zoned.vm.config import MachineSpec
 
 __all__ = ["QEMU", "BootFiles", "VMPaths", "argv_for", "destroy", "ended_by_signal",
@@ -79,8 +79,9 @@ def argv_for(spec: MachineSpec, paths: VMPaths, boot: BootFiles, accel: str,
     stdin is QEMU's fd 0; stdout_fd and stderr_fd are the numbers the guest's stdout and
     stderr have in QEMU (with tty, QEMU's own stdin and stdout are the terminal),
     console_fd and ctl_fd those of the pipes to zoned-vmlog.
-    incoming ("tcp:HOST:PORT", "exec:CMD", "defer") makes this the destination of a live
-    migration: the same spec and devices as the source, waiting for its state."""
+    incoming ("tcp:HOST:PORT", "defer") makes this the destination of a live migration:
+    the same spec and devices as the source, waiting for its state (not "exec:CMD": the
+    sandbox refuses QEMU any exec)."""
     if accel not in ("kvm", "tcg"):
         raise ConfigError(f"invalid accel {accel!r}: kvm or tcg")
     for sock in (paths.qmp, paths.agent):
@@ -94,7 +95,7 @@ def argv_for(spec: MachineSpec, paths: VMPaths, boot: BootFiles, accel: str,
     argv = [QEMU, "-name", "zoned-vm", "-M", "microvm,x-option-roms=off",
             "-accel", accel_opt, "-cpu", "max", "-m", str(spec.memory_mib),
             "-smp", str(spec.vcpus), "-nodefaults", "-no-user-config", "-display", "none",
-            "-no-reboot", "-kernel", boot.vmlinux, "-initrd", boot.initrd,
+            "-no-reboot", "-sandbox", SANDBOX, "-kernel", boot.vmlinux, "-initrd", boot.initrd,
             "-append", kernel_cmdline(accel, tsc_khz),
             "-chardev", f"file,id=ser,path=/proc/self/fd/{console_fd},append=on",
             "-serial", "chardev:ser",
@@ -131,6 +132,18 @@ def argv_for(spec: MachineSpec, paths: VMPaths, boot: BootFiles, accel: str,
     if paused:  # -S: the vCPUs wait for QMP `cont` (a migration's commit)
         argv += ["-S"]
     return argv
+
+
+# What 9p passthrough does as the guest's users: chown, reach and change their files,
+# keep set-id bits, mknod. Not CAP_SETFCAP: no file capabilities set from a guest.
+_9P_CAPS = (0, 1, 2, 3, 4, 27)  # CHOWN DAC_OVERRIDE DAC_READ_SEARCH FOWNER FSETID MKNOD
+
+
+def qemu_caps(spec: MachineSpec) -> int:
+    """The capabilities QEMU keeps (zoned-vmwrap --caps): none, but the file ones 9p
+    volumes need. /dev/kvm, the VM's files and its tap (owner 0) are root's, whose
+    access needs none."""
+    return sum(1 << c for c in _9P_CAPS) if spec.volumes else 0
 
 
 def _port(chardev: str, name: str) -> str:
@@ -214,7 +227,7 @@ def _launch(spec: MachineSpec, paths: VMPaths, stdio: tuple[int | None, ...],
         if place is not None:
             go_r, go_w = os.pipe2(os.O_CLOEXEC)
             opened += [go_r, go_w]
-        wrap = [VMWRAP, "--status", paths.end]
+        wrap = [VMWRAP, "--status", paths.end, "--caps", "%x" % qemu_caps(spec)]
         if place is not None:
             wrap += ["--go", str(go_r)]
         proc = subprocess.Popen(wrap + [paths.ctl, *argv], stdin=fin, stdout=fout, stderr=log,
