@@ -6,7 +6,8 @@
  * init; for zoned's own detached VMs it records how QEMU ended, which nothing else could
  * (QEMU is nobody else's child once zoned has returned).
  *
- *   zoned-vmwrap [--go FD] [--status FILE] [--caps HEX] CTL_PATH QEMU ARGS...
+ *   zoned-vmwrap [--go FD] [--status FILE] [--caps HEX] [--jail DIR [--ro|--rw|--dev PATH]...]
+ *                CTL_PATH QEMU ARGS...
  *
  * --go FD: QEMU is started once a byte arrives on FD: the caller moves this process into
  *   the VM's cgroups first, so QEMU starts in them (a process forked before that move
@@ -24,7 +25,16 @@
  *   runs with no_new_privs: the bounding, inheritable and ambient sets are cut before its
  *   exec, so an exploited QEMU (it parses the guest's devices and a saved VM's stream)
  *   cannot load modules, mount, ptrace zoned or reconfigure the host's network, as
- *   libvirt's and Kata's QEMUs cannot. Fails closed: no QEMU (exit 125) if a drop fails.
+ *   libvirt's and Kata's QEMUs cannot; nor ptrace another QEMU (reach_no_other_process).
+ *   Fails closed: no QEMU (exit 125) if a drop fails.
+ *
+ * --jail DIR, with --ro PATH, --rw PATH, --dev PATH (each repeated): QEMU runs in a
+ *   mount namespace of its own whose root is a tmpfs mounted on DIR (an empty directory),
+ *   holding only those paths, bound at their own names (read-only; read-write; device
+ *   nodes), a /proc of its own directory only (/proc/self), an empty /tmp. A top-level
+ *   symlink given as --ro (/lib -> usr/lib) is made again as that symlink. What QEMU
+ *   could reach as root (every file root owns, the host's unix sockets, other processes'
+ *   /proc) is then only what it needs. Fails closed.
  *
  * TERM, INT, HUP, QUIT, USR1 and USR2 are passed on to QEMU. If QEMU ends without the
  * guest having reported (a crash, SIGKILL), the exit status is 128+signal or QEMU's own.
@@ -33,12 +43,20 @@
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <linux/audit.h>
 #include <linux/capability.h>
+#include <linux/filter.h>
+#include <linux/seccomp.h>
+#include <stddef.h>
+#include <limits.h>
 #include <sys/file.h>
+#include <sys/mount.h>
+#include <sys/stat.h>
 #include <sys/prctl.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -168,6 +186,152 @@ static int keep_only_caps(unsigned long long keep)
     return prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0);
 }
 
+/* A filter under QEMU's own (-sandbox), loaded with no_new_privs: another QEMU is uid 0
+ * too, with no more capabilities, so ptrace and its kin would reach into it (there is no
+ * Yama here to stop that). Those calls fail with EPERM; a syscall of another ABI (i386's
+ * int 0x80 numbers its ptrace 26), and an x32 one, fails with ENOSYS. x86_64 only: the
+ * VM backend is qemu-system-x86_64 on x86_64. */
+static int reach_no_other_process(void)
+{
+#ifdef __x86_64__
+    struct sock_filter code[] = {
+        BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, arch)),
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, AUDIT_ARCH_X86_64, 1, 0),
+        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | ENOSYS),
+        BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, nr)),
+        BPF_JUMP(BPF_JMP | BPF_JGE | BPF_K, 0x40000000, 0, 1),  /* x32 */
+        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | ENOSYS),
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_ptrace, 4, 0),
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_process_vm_readv, 3, 0),
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_process_vm_writev, 2, 0),
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_pidfd_getfd, 1, 0),
+        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | EPERM),
+    };
+    struct sock_fprog prog = {sizeof(code) / sizeof(code[0]), code};
+
+    return prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &prog, 0, 0);
+#else
+    return 0;
+#endif
+}
+
+#define MAX_JAIL_PATHS 64
+#define PROC_FLAGS (MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC)
+
+struct jail_path {
+    char kind;  /* 'r' read-only, 'w' read-write, 'd' a device node */
+    const char *path;
+};
+
+/* mkdir -p of `path`'s parent directories (absolute, inside the jail). */
+static int make_parents(char *path)
+{
+    for (char *p = strchr(path + 1, '/'); p; p = strchr(p + 1, '/')) {
+        *p = 0;
+        int rc = mkdir(path, 0755);
+        *p = '/';
+        if (rc < 0 && errno != EEXIST)
+            return -1;
+    }
+    return 0;
+}
+
+/* `path` of the host, at the same name under `jail` (see --jail). */
+static int jail_bind(const char *jail, const struct jail_path *j)
+{
+    char target[PATH_MAX], link[PATH_MAX];
+    struct stat st;
+    unsigned long flags = MS_REMOUNT | MS_BIND | MS_NOSUID;
+    ssize_t n;
+    int fd;
+
+    if (j->path[0] != '/' || snprintf(target, sizeof(target), "%s%s", jail, j->path) >=
+            (int)sizeof(target) || lstat(j->path, &st) < 0 || make_parents(target) < 0)
+        return -1;
+    if (S_ISLNK(st.st_mode) && (j->kind != 'r' || strchr(j->path + 1, '/'))) {
+        if (stat(j->path, &st) < 0)  /* deeper: bound where it leads, at its own name */
+            return -1;
+    } else if (S_ISLNK(st.st_mode)) {  /* at the top (/lib -> usr/lib): made again */
+        n = readlink(j->path, link, sizeof(link) - 1);
+        if (n < 0)
+            return -1;
+        link[n] = 0;
+        return symlink(link, target);
+    }
+    if (S_ISDIR(st.st_mode)) {
+        if (mkdir(target, 0755) < 0 && errno != EEXIST)
+            return -1;
+    } else {
+        fd = open(target, O_WRONLY | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+        if (fd < 0)
+            return -1;
+        close(fd);
+    }
+    if ((j->kind == 'd') != (S_ISCHR(st.st_mode) || S_ISBLK(st.st_mode)))
+        return errno = EINVAL, -1;  /* a device as --dev, only there */
+    /* Recursive, but for a path the jail lies beneath (the VM's dir): not into itself */
+    size_t len = strlen(j->path);
+    int holds_jail = strncmp(jail, j->path, len) == 0 && jail[len] == '/';
+
+    if (mount(j->path, target, NULL, MS_BIND | (holds_jail ? 0 : MS_REC), NULL) < 0)
+        return -1;
+    if (j->kind == 'r')
+        flags |= MS_RDONLY | MS_NODEV;
+    else if (j->kind == 'w')
+        flags |= MS_NODEV;
+    else
+        flags |= MS_NOEXEC;
+    return mount(NULL, target, NULL, flags, NULL);
+}
+
+/* QEMU's root (see --jail); 0 or -1 with errno, `what` naming the step. */
+static int enter_jail(const char *jail, const struct jail_path *paths, int n,
+                      const char **what)
+{
+    char dir[PATH_MAX], self[PATH_MAX], target[PATH_MAX];
+
+    *what = "mount namespace";
+    if (unshare(CLONE_NEWNS) < 0 || mount(NULL, "/", NULL, MS_REC | MS_SLAVE, NULL) < 0)
+        return -1;
+    *what = "tmpfs";
+    if (mount("tmpfs", jail, "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, "mode=0755,size=1m") < 0)
+        return -1;
+    /* /proc/self alone: this process's own directory (QEMU is it after the exec), bound
+     * from a procfs mounted aside for the while; no other process is named there. */
+    *what = "/proc";
+    if (snprintf(dir, sizeof(dir), "%s/.proc", jail) >= (int)sizeof(dir) ||
+            mkdir(dir, 0500) < 0 ||  /* (no MS_RDONLY: before 5.8 this is the host's sb) */
+            mount("proc", dir, "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL) < 0 ||
+            snprintf(self, sizeof(self), "%s/%d", dir, (int)getpid()) >= (int)sizeof(self) ||
+            snprintf(target, sizeof(target), "%s/proc", jail) >= (int)sizeof(target) ||
+            mkdir(target, 0555) < 0 ||
+            snprintf(target, sizeof(target), "%s/proc/self", jail) >= (int)sizeof(target) ||
+            mkdir(target, 0555) < 0 || mount(self, target, NULL, MS_BIND, NULL) < 0 ||
+            mount(NULL, target, NULL, MS_REMOUNT | MS_BIND | PROC_FLAGS, NULL) < 0 ||
+            umount2(dir, MNT_DETACH) < 0 || rmdir(dir) < 0)
+        return -1;
+    *what = "/tmp";
+    if (snprintf(dir, sizeof(dir), "%s/tmp", jail) >= (int)sizeof(dir) ||
+            (mkdir(dir, 01777) < 0 && errno != EEXIST) ||
+            mount("tmpfs", dir, "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777,size=16m") < 0)
+        return -1;
+    for (int i = 0; i < n; i++) {  /* (after /tmp: a path there is bound in its tmpfs) */
+        *what = paths[i].path;
+        if (jail_bind(jail, &paths[i]) < 0)
+            return -1;
+    }
+    *what = "the jail's read-only root";
+    if (mount(NULL, jail, NULL, MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC,
+              "mode=0755,size=1m") < 0)
+        return -1;
+    *what = "pivot_root";
+    if (chdir(jail) < 0 || syscall(SYS_pivot_root, ".", ".") < 0 ||
+            umount2(".", MNT_DETACH) < 0 || chdir("/") < 0)
+        return -1;
+    return 0;
+}
+
 static void close_from_except(int from, int keep)
 {
     if (keep >= from) {
@@ -190,6 +354,9 @@ int main(int argc, char **argv)
     int status, code, go = -1, status_fd = -1, arg = 1, cut_caps = 0;
     unsigned long long caps = 0;
     char *end_of_caps;
+    const char *jail = NULL, *what;
+    struct jail_path jail_paths[MAX_JAIL_PATHS];
+    int n_jail = 0;
     size_t i;
 
     for (; arg + 1 < argc && strncmp(argv[arg], "--", 2) == 0; arg += 2) {
@@ -203,6 +370,17 @@ int main(int argc, char **argv)
                 return 125;
             }
             cut_caps = 1;
+        } else if (strcmp(argv[arg], "--jail") == 0) {
+            jail = argv[arg + 1];
+        } else if (strcmp(argv[arg], "--ro") == 0 || strcmp(argv[arg], "--rw") == 0 ||
+                   strcmp(argv[arg], "--dev") == 0) {
+            if (n_jail == MAX_JAIL_PATHS) {
+                fprintf(stderr, "zoned-vmwrap: more than %d jail paths\n", MAX_JAIL_PATHS);
+                return 125;
+            }
+            jail_paths[n_jail].kind = argv[arg][2] == 'r' && argv[arg][3] == 'o' ? 'r' :
+                                      argv[arg][2] == 'r' ? 'w' : 'd';
+            jail_paths[n_jail++].path = argv[arg + 1];
         } else if (strcmp(argv[arg], "--status") == 0) {
             status_fd = open(argv[arg + 1], O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW |
                              O_CLOEXEC, 0600);
@@ -216,7 +394,7 @@ int main(int argc, char **argv)
     }
     if (argc - arg < 2) {
         fprintf(stderr, "usage: zoned-vmwrap [--go FD] [--status FILE] [--caps HEX] "
-                "CTL_PATH QEMU ARGS...\n");
+                "[--jail DIR [--ro|--rw|--dev PATH]...] CTL_PATH QEMU ARGS...\n");
         return 125;
     }
     if (go >= 0 && wait_go(go) < 0)
@@ -236,7 +414,11 @@ int main(int argc, char **argv)
         sa.sa_handler = SIG_DFL;
         for (i = 0; i < sizeof(sigs) / sizeof(sigs[0]); i++)
             sigaction(sigs[i], &sa, NULL);
-        if (cut_caps && keep_only_caps(caps) < 0) {
+        if (jail && enter_jail(jail, jail_paths, n_jail, &what) < 0) {
+            fprintf(stderr, "zoned-vmwrap: QEMU's jail: %s: %s\n", what, strerror(errno));
+            _exit(125);
+        }
+        if (cut_caps && (keep_only_caps(caps) < 0 || reach_no_other_process() < 0)) {
             perror("zoned-vmwrap: dropping QEMU's capabilities");
             _exit(125);
         }

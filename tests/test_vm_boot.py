@@ -17,6 +17,7 @@ import sys
 import tempfile
 import textwrap
 import time
+from pathlib import Path
 
 import pytest
 from conftest import argvs
@@ -489,19 +490,36 @@ def qemu_status(vmdir: str) -> dict[str, str]:
         return dict(line.rstrip("\n").split(":\t", 1) for line in f if ":\t" in line)
 
 
-def test_qemu_runs_sandboxed_without_capabilities(vmdir, tmp_path):
+def test_qemu_runs_sandboxed_without_capabilities(vmdir):
     """What an exploited QEMU could do as root is cut, as libvirt cuts it: no capability
     (bounding set empty: its exec gave it none, nor can a later exec), no_new_privs, and
     QEMU's seccomp sandbox, under which it spawns nothing: a migration to `exec:` never
-    runs its command. The guest runs on (its tap, /dev/kvm and files need no capability)."""
+    runs its command. Its root holds only what it needs (no /root, /run or /home, no
+    /etc but the loader's cache, a /proc of itself) and is read-only; zoned-vmwrap's
+    filter under QEMU's own keeps it from ptracing another QEMU (test_vm_unit tries that).
+    The guest runs on (its tap, /dev/kvm and files need no capability)."""
     s = spec(argv=["sleep", "600"])
     p = machine.launch(s, vmdir)
     machine.wait_ready(vmdir, 60, p)
     st = qemu_status(vmdir)
     assert st["NoNewPrivs"] == "1" and st["Seccomp"] == "2"
+    assert st["Seccomp_filters"] == "2"  # zoned-vmwrap's, then QEMU's -sandbox
     for field in ("CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb"):
         assert int(st[field], 16) == 0, (field, st[field])
-    marker = tmp_path / "spawned"
+    pid = machine.qemu_pid(vmdir)
+    root = f"/proc/{pid}/root"
+    top_dirs = set(os.listdir(root))
+    assert top_dirs <= {"bin", "dev", "etc", "lib", "lib64", "proc", "sys", "tmp", "usr",
+                        "var"} | {vmdir.split("/")[1]}, top_dirs  # (the VM's dir's top)
+    assert not {"root", "home", "run", "boot"} & top_dirs - {vmdir.split("/")[1]}
+    assert os.listdir(f"{root}/etc") == ["ld.so.cache"]
+    assert sorted(os.listdir(f"{root}/dev")) == ["null", "random", "urandom", "zero"]
+    assert os.path.exists(f"{root}{vmdir}/qmp.sock")
+    with open(f"/proc/{pid}/mountinfo") as f:
+        top = next(line.split() for line in f if line.split()[4] == "/")
+    assert "ro" in top[5].split(",")
+    assert os.listdir(f"{root}/proc") == ["self"]
+    marker = Path(vmdir) / "spawned"  # (in the jail: only the sandbox stops the spawn)
     with QMP(vmdir) as q:
         try:
             q.execute("migrate", uri=f"exec:touch {marker}")

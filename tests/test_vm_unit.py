@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
+import socket
 import stat
 import subprocess
 import time
@@ -429,6 +431,105 @@ cat end; kill $S
     assert "stranger-alive" in words and "exit 0" in p.stdout, p.stdout + p.stderr
 
 
+ATTACKER = r"""
+import ctypes, json, os, socket, sys
+libc = ctypes.CDLL(None, use_errno=True)
+out = {"proc": sorted(os.listdir("/proc")), "top": sorted(os.listdir("/"))}
+out["ptrace"] = libc.ptrace(16, int(sys.argv[1]), 0, 0) == 0 or ctypes.get_errno()
+for what, path in (("root", "/root"), ("socket", sys.argv[2]), ("vmdir", sys.argv[3])):
+    try:
+        if what == "socket":
+            socket.socket(socket.AF_UNIX).connect(path)
+        else:
+            os.listdir(path)
+        out[what] = True
+    except OSError as e:
+        out[what] = e.errno
+try:
+    open("/usr/zoned-jail-write", "w")
+    out["write_usr"] = True
+except OSError as e:
+    out["write_usr"] = e.errno
+print(json.dumps(out), flush=True)
+"""
+
+
+def _no_caps_process() -> int:
+    """A forked child of uid 0 with no capabilities, dumpable: what another QEMU is."""
+    from zoned.child.caps import set_caps
+
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        set_caps(0, 0, 0)
+        os.write(w, b"x")
+        time.sleep(60)
+        os._exit(0)
+    os.close(w)
+    os.read(r, 1)
+    os.close(r)
+    return pid
+
+
+def test_a_jailed_qemu_reaches_no_other_process_file_or_socket(tmp_path):
+    """What zoned-vmwrap makes of QEMU's process, tried from inside it by a program run in
+    QEMU's place (the system python, under /usr): its /proc is its own directory alone,
+    ptrace of another uid-0 process without capabilities (another QEMU) fails with EPERM
+    (the control: such a process, not jailed, attaches), host paths and sockets outside
+    its list are not there, /usr is read-only; the VM's dir is there."""
+    import errno
+    import json
+
+    from zoned.child.caps import set_caps
+    from zoned.vm.jail import vmwrap_args
+
+    if not os.access(VMWRAP, os.X_OK) or os.geteuid() != 0:
+        pytest.skip("needs root and zoned-vmwrap (make setup)")
+    vmdir = tmp_path / "vm"
+    vmdir.mkdir()
+    (vmdir / ".jail").mkdir()
+    host_sock = socket.socket(socket.AF_UNIX)
+    host_sock.bind(str(tmp_path / "host.sock"))
+    host_sock.listen()
+    target = _no_caps_process()
+    try:
+        control = os.fork()
+        if control == 0:  # not jailed, no capabilities: attaches
+            set_caps(0, 0, 0)
+            os._exit(0 if ctypes_ptrace_attach(target) == 0 else 1)
+        assert os.waitpid(control, 0)[1] == 0
+        os.kill(target, signal.SIGKILL)
+        os.waitpid(target, 0)
+        target = _no_caps_process()
+        spec = MachineSpec(image="busybox", argv=["true"])
+        p = subprocess.run([VMWRAP, "--caps", "0",
+                            *vmwrap_args(spec, str(vmdir), (), "tcg"), str(vmdir / "ctl"),
+                            "/usr/bin/python3", "-c", ATTACKER, str(target),
+                            str(tmp_path / "host.sock"), str(vmdir)],
+                           capture_output=True, text=True, timeout=30)
+        got = json.loads(p.stdout or "{}") if p.stdout else {}
+        assert got, p.stderr
+    finally:
+        os.kill(target, signal.SIGKILL)
+        os.waitpid(target, 0)
+        host_sock.close()
+    assert got["proc"] == ["self"]
+    assert got["ptrace"] == errno.EPERM
+    assert got["root"] == errno.ENOENT and got["socket"] == errno.ENOENT
+    assert got["vmdir"] is True
+    assert got["write_usr"] == errno.EROFS
+    assert "root" not in got["top"] and "home" not in got["top"]
+    assert not os.listdir(vmdir / ".jail")  # the jail's tmpfs was QEMU's alone
+
+
+def ctypes_ptrace_attach(pid: int) -> int:
+    """PTRACE_ATTACH: 0, or the errno."""
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    return 0 if libc.ptrace(16, pid, 0, 0) == 0 else ctypes.get_errno()
+
+
 def test_qemu_keeps_only_the_9p_file_capabilities_and_only_with_volumes():
     from zoned.vm.config import Volume
     from zoned.vm.machine import qemu_caps
@@ -437,3 +538,27 @@ def test_qemu_keeps_only_the_9p_file_capabilities_and_only_with_volumes():
     with_volume = MachineSpec(image="busybox", argv=["true"], volumes=[Volume("/h", "/g")])
     # CHOWN DAC_OVERRIDE DAC_READ_SEARCH FOWNER FSETID MKNOD; no SETFCAP, SYS_ADMIN, NET_ADMIN
     assert qemu_caps(with_volume) == 0x1F | 1 << 27
+
+
+def test_qemus_jail_holds_what_it_reads_and_the_vms_own_dir():
+    from zoned.vm.config import Nic, Volume
+    from zoned.vm.jail import vmwrap_args
+
+    def pairs(args: list[str]) -> list[tuple[str, str]]:
+        return list(zip(args[::2], args[1::2], strict=True))
+
+    s = MachineSpec(image="busybox", argv=["true"])
+    got = pairs(vmwrap_args(s, "/run/z/vm", ("/k/vmlinux", "/run/z/vm/initrd", "/d/i.sq"), "tcg"))
+    assert got[0] == ("--jail", "/run/z/vm/.jail")
+    assert ("--ro", "/usr") in got and ("--ro", "/etc/ld.so.cache") in got
+    assert ("--ro", "/k/vmlinux") in got and ("--ro", "/d/i.sq") in got
+    assert ("--rw", "/run/z/vm") in got and not any(p == "/run/z/vm/initrd" for _, p in got)
+    assert [p for k, p in got if k == "--dev"] == ["/dev/null", "/dev/zero", "/dev/random",
+                                                   "/dev/urandom"]
+    assert [k for k, p in got if p.startswith("/etc")] == ["--ro"]  # nothing else of /etc
+    full = MachineSpec(image="busybox", argv=["true"], volumes=[Volume("/h/rw", "/g"),
+                                                                Volume("/h/ro", "/r", True)],
+                       nics=[Nic("tap0", "52:54:00:00:00:01", "10.0.0.2", 24, "10.0.0.1")])
+    got = pairs(vmwrap_args(full, "/run/z/vm", (), "kvm"))
+    assert ("--rw", "/h/rw") in got and ("--ro", "/h/ro") in got
+    assert ("--dev", "/dev/kvm") in got and ("--dev", "/dev/net/tun") in got

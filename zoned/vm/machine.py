@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from zoned.errors import ConfigError, ZonedError
 from zoned.vm.cmdline import QEMU, SANDBOX, host_tsc_khz, kernel_cmdline
 from zoned.vm.config import MachineSpec
+from zoned.vm.jail import jail_dir, vmwrap_args
 
 __all__ = ["QEMU", "BootFiles", "VMPaths", "argv_for", "destroy", "ended_by_signal",
            "exit_status", "find_qemus", "host_tsc_khz", "kernel_cmdline", "launch", "qemu_end",
@@ -227,7 +228,10 @@ def _launch(spec: MachineSpec, paths: VMPaths, stdio: tuple[int | None, ...],
         if place is not None:
             go_r, go_w = os.pipe2(os.O_CLOEXEC)
             opened += [go_r, go_w]
-        wrap = [VMWRAP, "--status", paths.end, "--caps", "%x" % qemu_caps(spec)]
+        os.makedirs(jail_dir(paths.vmdir), 0o700, exist_ok=True)
+        wrap = [VMWRAP, "--status", paths.end, "--caps", "%x" % qemu_caps(spec),
+                *vmwrap_args(spec, paths.vmdir, (boot.vmlinux, boot.initrd, boot.disk),
+                             verdict.accel)]
         if place is not None:
             wrap += ["--go", str(go_r)]
         proc = subprocess.Popen(wrap + [paths.ctl, *argv], stdin=fin, stdout=fout, stderr=log,
@@ -513,10 +517,11 @@ def destroy(vmdir: str, timeout: float = 10.0) -> None:
     settle(VMPaths(vmdir).ctl)  # zoned-vmlog has stopped writing (and rotating) here
     for p in VMPaths(vmdir).all():
         _unlink(p)
-    try:
-        os.rmdir(vmdir)
-    except OSError:
-        pass
+    for d in (jail_dir(vmdir), vmdir):
+        try:
+            os.rmdir(d)
+        except OSError:
+            pass
 
 
 def _alive(pid: int) -> bool:
