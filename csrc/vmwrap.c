@@ -6,7 +6,8 @@
  * init; for zoned's own detached VMs it records how QEMU ended, which nothing else could
  * (QEMU is nobody else's child once zoned has returned).
  *
- *   zoned-vmwrap [--go FD] [--status FILE] [--caps HEX] [--jail DIR [--ro|--rw|--dev PATH]...]
+ *   zoned-vmwrap [--go FD] [--status FILE] [--pid-file FILE] [--caps HEX]
+ *                [--jail DIR [--ro|--rw|--dev PATH]...]
  *                CTL_PATH QEMU ARGS...
  *
  * --go FD: QEMU is started once a byte arrives on FD: the caller moves this process into
@@ -36,6 +37,13 @@
  *   could reach as root (every file root owns, the host's unix sockets, other processes'
  *   /proc) is then only what it needs. Fails closed.
  *
+ *   QEMU is PID 1 of a pid namespace of its own then (signals it has no handler for,
+ *   QUIT, USR1 and USR2, do nothing to it).
+ *
+ * --pid-file PATH: QEMU's pid, as the host sees it, written there once it is forked
+ *   (made O_EXCL: the caller removed any old one). A jailed QEMU's own -pidfile would
+ *   say 1.
+ *
  * TERM, INT, HUP, QUIT, USR1 and USR2 are passed on to QEMU. If QEMU ends without the
  * guest having reported (a crash, SIGKILL), the exit status is 128+signal or QEMU's own.
  * Static and tiny: one per VM.
@@ -54,6 +62,7 @@
 #include <linux/seccomp.h>
 #include <stddef.h>
 #include <limits.h>
+#include <poll.h>
 #include <sys/file.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
@@ -345,6 +354,33 @@ static void close_from_except(int from, int keep)
                 close(fd);
 }
 
+/* Every fd from 3 on but `a` and `b` (either may be -1) closed. */
+static void close_all_but(int a, int b)
+{
+    int lo = a < b ? a : b, hi = a < b ? b : a;
+
+    if (lo < 3) {
+        close_from_except(3, hi);
+        return;
+    }
+    if (lo > 3)
+        syscall(SYS_close_range, 3U, (unsigned)lo - 1, 0U);
+    close_from_except(lo + 1, hi);
+}
+
+/* QEMU's pid (as this process sees it) into `path`, made anew: zoned reads it there. */
+static int write_pid_file(const char *path, pid_t pid)
+{
+    char buf[24];
+    int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0644);
+    int n = snprintf(buf, sizeof(buf), "%d\n", (int)pid), ok;
+
+    if (fd < 0)
+        return -1;
+    ok = write(fd, buf, (size_t)n) == n;
+    return close(fd) == 0 && ok ? 0 : -1;
+}
+
 int main(int argc, char **argv)
 {
     static const int sigs[] = {SIGTERM, SIGINT, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2};
@@ -354,7 +390,8 @@ int main(int argc, char **argv)
     int status, code, go = -1, status_fd = -1, arg = 1, cut_caps = 0;
     unsigned long long caps = 0;
     char *end_of_caps;
-    const char *jail = NULL, *what;
+    const char *jail = NULL, *what, *pid_file = NULL;
+    int alive[2] = {-1, -1};
     struct jail_path jail_paths[MAX_JAIL_PATHS];
     int n_jail = 0;
     size_t i;
@@ -370,6 +407,8 @@ int main(int argc, char **argv)
                 return 125;
             }
             cut_caps = 1;
+        } else if (strcmp(argv[arg], "--pid-file") == 0) {
+            pid_file = argv[arg + 1];
         } else if (strcmp(argv[arg], "--jail") == 0) {
             jail = argv[arg + 1];
         } else if (strcmp(argv[arg], "--ro") == 0 || strcmp(argv[arg], "--rw") == 0 ||
@@ -393,8 +432,8 @@ int main(int argc, char **argv)
         }
     }
     if (argc - arg < 2) {
-        fprintf(stderr, "usage: zoned-vmwrap [--go FD] [--status FILE] [--caps HEX] "
-                "[--jail DIR [--ro|--rw|--dev PATH]...] CTL_PATH QEMU ARGS...\n");
+        fprintf(stderr, "usage: zoned-vmwrap [--go FD] [--status FILE] [--pid-file FILE] "
+                "[--caps HEX] [--jail DIR [--ro|--rw|--dev PATH]...] CTL_PATH QEMU ARGS...\n");
         return 125;
     }
     if (go >= 0 && wait_go(go) < 0)
@@ -404,13 +443,22 @@ int main(int argc, char **argv)
     for (i = 0; i < sizeof(sigs) / sizeof(sigs[0]); i++)
         sigaction(sigs[i], &sa, NULL);
     parent = getpid();
+    /* A jailed QEMU is PID 1 of a pid namespace of its own: no other process of the host
+     * has a pid there, to signal, prlimit or ptrace. Its parent is then out of sight
+     * (getppid 0): whether it still lives is seen on a pipe it holds. */
+    if (jail && (pipe2(alive, O_CLOEXEC) < 0 || unshare(CLONE_NEWPID) < 0)) {
+        perror("zoned-vmwrap: QEMU's pid namespace");
+        return 125;
+    }
     child = fork();
     if (child < 0)
         return 125;
     if (child == 0) {
+        struct pollfd gone = {alive[0], POLLIN, 0};
+
         prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0);  /* QEMU never outlives its wrapper */
-        if (getppid() != parent)  /* (it died before that took hold) */
-            _exit(125);
+        if (jail ? (close(alive[1]), poll(&gone, 1, 0) != 0) : getppid() != parent)
+            _exit(125);  /* (it died before that took hold) */
         sa.sa_handler = SIG_DFL;
         for (i = 0; i < sizeof(sigs) / sizeof(sigs[0]); i++)
             sigaction(sigs[i], &sa, NULL);
@@ -425,8 +473,12 @@ int main(int argc, char **argv)
         execvp(argv[arg + 1], argv + arg + 1);
         _exit(127);
     }
+    if (pid_file && write_pid_file(pid_file, child) < 0) {
+        perror("zoned-vmwrap: QEMU's pid file");
+        kill(child, SIGKILL);
+    }
     /* QEMU's pipes to zoned-vmlog must reach EOF when QEMU exits: no copy kept here */
-    close_from_except(3, status_fd);
+    close_all_but(status_fd, alive[1]);
     /* Wait for QEMU's end without reaping it: while it is a zombie its pid cannot be
      * anyone else's, and from here no signal is passed on (nor taken for its end). */
     while (waitid(P_PID, (id_t)child, &end, WEXITED | WNOWAIT) < 0)

@@ -519,6 +519,7 @@ def test_qemu_runs_sandboxed_without_capabilities(vmdir):
         top = next(line.split() for line in f if line.split()[4] == "/")
     assert "ro" in top[5].split(",")
     assert os.listdir(f"{root}/proc") == ["self"]
+    assert st["NSpid"].split() == [str(pid), "1"]  # PID 1 of a pid namespace of its own
     marker = Path(vmdir) / "spawned"  # (in the jail: only the sandbox stops the spawn)
     with QMP(vmdir) as q:
         try:

@@ -436,6 +436,12 @@ import ctypes, json, os, socket, sys
 libc = ctypes.CDLL(None, use_errno=True)
 out = {"proc": sorted(os.listdir("/proc")), "top": sorted(os.listdir("/"))}
 out["ptrace"] = libc.ptrace(16, int(sys.argv[1]), 0, 0) == 0 or ctypes.get_errno()
+try:
+    os.kill(int(sys.argv[1]), 0)
+    out["kill"] = True
+except OSError as e:
+    out["kill"] = e.errno
+out["pid"] = os.getpid()
 for what, path in (("root", "/root"), ("socket", sys.argv[2]), ("vmdir", sys.argv[3])):
     try:
         if what == "socket":
@@ -474,9 +480,10 @@ def _no_caps_process() -> int:
 def test_a_jailed_qemu_reaches_no_other_process_file_or_socket(tmp_path):
     """What zoned-vmwrap makes of QEMU's process, tried from inside it by a program run in
     QEMU's place (the system python, under /usr): its /proc is its own directory alone,
-    ptrace of another uid-0 process without capabilities (another QEMU) fails with EPERM
-    (the control: such a process, not jailed, attaches), host paths and sockets outside
-    its list are not there, /usr is read-only; the VM's dir is there."""
+    it is PID 1 of its own pid namespace (no host process to signal), ptrace of another
+    uid-0 process without capabilities (another QEMU) fails with EPERM (the control: such
+    a process, not jailed, attaches), host paths and sockets outside its list are not
+    there, /usr is read-only; the VM's dir is there."""
     import errno
     import json
 
@@ -515,6 +522,7 @@ def test_a_jailed_qemu_reaches_no_other_process_file_or_socket(tmp_path):
         host_sock.close()
     assert got["proc"] == ["self"]
     assert got["ptrace"] == errno.EPERM
+    assert got["pid"] == 1 and got["kill"] == errno.ESRCH  # a pid namespace of its own
     assert got["root"] == errno.ENOENT and got["socket"] == errno.ENOENT
     assert got["vmdir"] is True
     assert got["write_usr"] == errno.EROFS

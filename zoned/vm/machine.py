@@ -127,7 +127,7 @@ def argv_for(spec: MachineSpec, paths: VMPaths, boot: BootFiles, accel: str,
     for i, nic in enumerate(spec.nics):
         argv += ["-netdev", f"tap,id=net{i},ifname={nic.tap},script=no,downscript=no",
                  "-device", f"virtio-net-device,netdev=net{i},mac={nic.mac}"]
-    argv += ["-qmp", f"unix:{paths.qmp},server=on,wait=off", "-pidfile", paths.pid]
+    argv += ["-qmp", f"unix:{paths.qmp},server=on,wait=off"]  # (pid file: zoned-vmwrap's)
     if incoming:
         argv += ["-incoming", incoming]
     if paused:  # -S: the vCPUs wait for QMP `cont` (a migration's commit)
@@ -229,7 +229,8 @@ def _launch(spec: MachineSpec, paths: VMPaths, stdio: tuple[int | None, ...],
             go_r, go_w = os.pipe2(os.O_CLOEXEC)
             opened += [go_r, go_w]
         os.makedirs(jail_dir(paths.vmdir), 0o700, exist_ok=True)
-        wrap = [VMWRAP, "--status", paths.end, "--caps", "%x" % qemu_caps(spec),
+        wrap = [VMWRAP, "--status", paths.end, "--pid-file", paths.pid,
+                "--caps", "%x" % qemu_caps(spec),
                 *vmwrap_args(spec, paths.vmdir, (boot.vmlinux, boot.initrd, boot.disk),
                              verdict.accel)]
         if place is not None:
