@@ -70,8 +70,10 @@ static void console_put(const char *p, size_t n)
 		close(con_fd);
 		con_fd = -1;
 		if (renameat(dirfd_, "console.log", dirfd_, "console.log.1") < 0 ||
-		    (con_fd = openat(dirfd_, "console.log", O_WRONLY | O_CREAT | O_TRUNC |
-				     O_APPEND | O_NOFOLLOW | O_CLOEXEC, 0600)) < 0) {
+		    /* O_EXCL, O_NONBLOCK: what the VM's QEMU (which can write this dir) put
+		     * here since the rename, a symlink or a FIFO, is not written to */
+		    (con_fd = openat(dirfd_, "console.log", O_WRONLY | O_CREAT | O_EXCL |
+				     O_APPEND | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC, 0600)) < 0) {
 			con_broken = 1;
 			return;
 		}
@@ -146,9 +148,9 @@ int main(int argc, char **argv)
 	dirfd_ = open(argv[1], O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
 	if (dirfd_ >= 0) {
 		con_fd = openat(dirfd_, "console.log", O_WRONLY | O_CREAT | O_TRUNC | O_APPEND |
-				O_NOFOLLOW | O_CLOEXEC, 0600);
+				O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC, 0600);
 		ctl_fd = openat(dirfd_, "ctl", O_RDWR | O_CREAT | O_TRUNC | O_APPEND | O_NOFOLLOW |
-				O_CLOEXEC, 0600);
+				O_NONBLOCK | O_CLOEXEC, 0600);
 	}
 	if (dirfd_ < 0 || con_fd < 0 || ctl_fd < 0 || flock(ctl_fd, LOCK_EX) < 0) {
 		fprintf(stderr, "zoned-vmlog: %s: %s\n", argv[1], strerror(errno));

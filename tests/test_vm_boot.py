@@ -22,6 +22,7 @@ from pathlib import Path
 import pytest
 from conftest import argvs
 
+from zoned.errors import ZonedError
 from zoned.vm import accel as accel_mod
 from zoned.vm import machine, vmlog
 from zoned.vm.agent import Agent, encode_frame
@@ -530,6 +531,53 @@ def test_qemu_runs_sandboxed_without_capabilities(vmdir):
     assert not marker.exists()
     machine.stop(vmdir)
     p.wait(60)
+
+
+def test_zoned_follows_nothing_a_vms_qemu_left_in_its_dir(vmdir, tmp_path):
+    """The VM's dir is QEMU's to write (its jail binds it read-write), and zoned, as root,
+    writes and reads files there and connects to its sockets. What an exploited QEMU can
+    leave there (symlinks to host files and sockets, a FIFO) for the next launch in that
+    dir (a defined VM's restart) or for zoned's reads: no host file is truncated or
+    written, read back as the guest's lines, or connected to."""
+    import socket
+
+    from zoned.vm import accel as accel_mod
+
+    canary = tmp_path / "canary"
+    canary.write_text("exit 77\nerror host secret\n")
+    os.makedirs(vmdir, exist_ok=True)
+    for name in ("qemu.log", "accel", "initrd.tmp"):
+        os.symlink(canary, os.path.join(vmdir, name))
+    p = machine.launch(spec(argv=["sleep", "600"]), vmdir)
+    machine.wait_ready(vmdir, 60, p)
+    assert canary.read_text() == "exit 77\nerror host secret\n"
+    assert accel_mod.used(vmdir).accel == "tcg"
+    paths = machine.VMPaths(vmdir)
+    os.rename(paths.ctl, paths.ctl + ".real")
+    os.symlink(canary, paths.ctl)
+    assert machine.read_ctl(vmdir) == []
+    os.unlink(paths.ctl)
+    os.mkfifo(paths.ctl)
+    assert machine.read_ctl(vmdir) == []  # (and no wait on the FIFO)
+    impostor = socket.socket(socket.AF_UNIX)
+    impostor.bind(str(tmp_path / "impostor.sock"))
+    impostor.listen(4)
+    try:
+        for sock, client in ((paths.agent, lambda: Agent(vmdir, timeout=2).signal(0)),
+                             (paths.qmp, lambda: QMP(vmdir, timeout=2).connect())):
+            os.rename(sock, sock + ".real")
+            os.symlink(tmp_path / "impostor.sock", sock)
+            with pytest.raises(ZonedError, match="not this VM's QEMU"):
+                client()
+            os.unlink(sock)
+            os.rename(sock + ".real", sock)
+    finally:
+        impostor.close()
+    os.unlink(paths.ctl)
+    os.rename(paths.ctl + ".real", paths.ctl)
+    assert machine.stop(vmdir) is not None  # zoned still reaches its own QEMU
+    p.wait(60)
+    assert canary.read_text() == "exit 77\nerror host secret\n"
 
 
 def test_volumes_over_9p(vmdir, tmp_path):

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import errno
 import os
+import stat
 import time
 
 from zoned.errors import NotFound, ZonedError
@@ -274,12 +275,17 @@ class Store:
         """The named files of a container's dir (relative paths) as they are now, those
         that exist: what record_again writes back (a restart whose new start failed)."""
         files = {}
-        for name in names:
+        for name in names:  # (a VM's are in a dir its QEMU writes: no symlink, no FIFO)
             try:
-                with open(self._path(cid, name), "rb") as f:
+                fd = os.open(self._path(cid, name),
+                             os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+            except OSError as e:
+                if e.errno in (errno.ENOENT, errno.ELOOP):
+                    continue
+                raise
+            with open(fd, "rb") as f:
+                if stat.S_ISREG(os.fstat(fd).st_mode):
                     files[name] = f.read()
-            except FileNotFoundError:
-                pass
         return files
 
     def record_again(self, cid: str, files: dict[str, bytes]) -> None:

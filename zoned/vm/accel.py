@@ -144,15 +144,19 @@ def _probe(k: object) -> Verdict:
 
 
 def record(path: str, verdict: Verdict) -> None:
-    """Writes which accelerator a VM uses and why (for inspect/list)."""
-    with open(path, "w") as f:
+    """Writes which accelerator a VM uses and why (for inspect/list), in the VM's dir."""
+    from zoned.vm.jail import new_vm_file
+
+    with open(new_vm_file(path), "w") as f:
         json.dump(asdict(verdict), f)
 
 
 def used(vmdir: str) -> Verdict | None:
     """The accelerator a launched VM runs on, and why; None if unknown."""
+    from zoned.vm.jail import open_vm_file
+
     try:
-        with open(os.path.join(vmdir, "accel")) as f:
+        with open(open_vm_file(os.path.join(vmdir, "accel"))) as f:
             return Verdict(**json.load(f))
     except (OSError, ValueError, TypeError):
         return None

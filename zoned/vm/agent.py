@@ -49,7 +49,9 @@ def decode_frames(buf: bytearray) -> list[tuple[str, bytes]]:
 class Agent:
     """A connection to one VM's agent (connect lazily; close() or use as a context)."""
 
-    def __init__(self, vmdir: str, timeout: float = 30.0) -> None:
+    def __init__(self, vmdir: str, timeout: float = 30.0, verify_peer: bool = True) -> None:
+        """verify_peer=False: a stand-in's socket (tests), not checked to be the VM's QEMU."""
+        self.vmdir, self.verify_peer = vmdir, verify_peer
         self.path = os.path.join(vmdir, "agent.sock")
         self.timeout = timeout
         self._sock: socket.socket | None = None
@@ -74,6 +76,14 @@ class Agent:
             except OSError as e:
                 s.close()
                 raise ZonedError(f"VM agent {self.path}: {e.strerror}") from None
+            if self.verify_peer:
+                from zoned.vm.machine import check_peer
+
+                try:
+                    check_peer(s, self.vmdir, f"VM agent {self.path}")
+                except BaseException:
+                    s.close()
+                    raise
             self._sock = s
         return self._sock
 

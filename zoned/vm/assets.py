@@ -134,7 +134,9 @@ def vm_initrd(vmdir: str, config: bytes, k: Kernel | None = None) -> str:
     w.file("zoned/config", config, 0o600)
     path = os.path.join(vmdir, "initrd")
     tmp = path + ".tmp"
-    with open(base, "rb") as src, open(tmp, "wb") as dst:
+    from zoned.vm.jail import new_vm_file
+
+    with open(base, "rb") as src, open(new_vm_file(tmp), "wb") as dst:
         while chunk := src.read(1 << 20):
             dst.write(chunk)
         dst.write(bytes(w))

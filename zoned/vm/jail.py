@@ -12,7 +12,9 @@ keeps its own name, so QEMU's command line is the same inside.
 """
 from __future__ import annotations
 
+import errno
 import os
+import stat
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -51,3 +53,26 @@ def vmwrap_args(spec: MachineSpec, vmdir: str, files: tuple[str, ...], accel: st
     for d in devices:
         args += ["--dev", d]
     return args
+
+
+def open_vm_file(path: str) -> int:
+    """An fd to read a file of the VM's dir, which its QEMU can write: a symlink it put
+    there is not followed (zoned is root: it would read the host's file), a FIFO neither
+    blocks nor is taken, only a regular file is. Raises OSError (ENOENT as usual)."""
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise OSError(errno.EINVAL, "not a regular file", path)
+    return fd
+
+
+def new_vm_file(path: str, mode: int = 0o600) -> int:
+    """An fd to write a file of the VM's dir made anew: whatever QEMU left under that name
+    (a symlink to a host file: zoned would truncate and write it) is unlinked first, and
+    the new one is made O_EXCL."""
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+    return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+                   mode)

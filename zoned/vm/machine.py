@@ -20,10 +20,11 @@ from dataclasses import dataclass
 from zoned.errors import ConfigError, ZonedError
 from zoned.vm.cmdline import QEMU, SANDBOX, host_tsc_khz, kernel_cmdline
 from zoned.vm.config import MachineSpec
-from zoned.vm.jail import jail_dir, vmwrap_args
+from zoned.vm.jail import jail_dir, new_vm_file, open_vm_file, vmwrap_args
 
 __all__ = ["QEMU", "BootFiles", "VMPaths", "argv_for", "destroy", "ended_by_signal",
-           "exit_status", "find_qemus", "host_tsc_khz", "kernel_cmdline", "launch", "qemu_end",
+           "exit_status", "find_qemus", "host_tsc_khz", "is_vm_qemu", "kernel_cmdline", "launch",
+           "qemu_end",
            "qemu_pid", "read_ctl", "signal_qemu", "stop", "wait_ready"]
 
 # Port numbers on the virtio-serial bus (0 is the console, hvc0); the guest finds the ports
@@ -214,7 +215,7 @@ def _launch(spec: MachineSpec, paths: VMPaths, stdio: tuple[int | None, ...],
         fin = fd_or_null(stdio[0], os.O_RDONLY)
         fout = fd_or_null(stdio[1], os.O_WRONLY)
         ferr = fd_or_null(stdio[2], os.O_WRONLY)
-        log = os.open(paths.log, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+        log = new_vm_file(paths.log)
         opened.append(log)
         # The guest's stderr keeps its number in QEMU (pass_fds): fds 0-2 are taken.
         errfd = ferr if ferr > 2 else os.dup(ferr)
@@ -274,7 +275,7 @@ def read_ctl(vmdir: str) -> list[str]:
     guest that takes the port over can write it without end: only its first and last
     lines are read then (where "ready" and "exit N" are), not all of it at every ps."""
     try:
-        with open(VMPaths(vmdir).ctl, "rb") as f:
+        with open(open_vm_file(VMPaths(vmdir).ctl), "rb") as f:
             size = os.fstat(f.fileno()).st_size
             if size <= CTL_HEAD + CTL_TAIL:
                 data = f.read()
@@ -282,7 +283,7 @@ def read_ctl(vmdir: str) -> list[str]:
                 head = f.read(CTL_HEAD).rpartition(b"\n")[0]
                 f.seek(size - CTL_TAIL)
                 data = head + b"\n" + f.read().partition(b"\n")[2]
-    except FileNotFoundError:
+    except OSError:  # none yet, or what the VM's QEMU put in its place: no lines
         return []
     return data.decode(errors="replace").splitlines()
 
@@ -392,7 +393,7 @@ def _tail(path: str, n: int = 300) -> str:
     from zoned.vm.config import guest_text
 
     try:
-        with open(path, "rb") as f:
+        with open(open_vm_file(path), "rb") as f:
             f.seek(max(0, os.fstat(f.fileno()).st_size - n))
             return guest_text(f.read().strip()) or "(no output)"
     except OSError:
@@ -442,7 +443,7 @@ def _qmp_arg(vmdir: str) -> bytes:
     return f"unix:{VMPaths(os.path.abspath(vmdir)).qmp},server=on,wait=off".encode()
 
 
-def _is_ours(pid: int, vmdir: str) -> bool:
+def is_vm_qemu(pid: int, vmdir: str) -> bool:
     """Whether pid is this VM's QEMU: QEMU's program, with this directory's QMP socket
     (zoned-vmwrap's command line holds QEMU's whole, but is not QEMU)."""
     try:
@@ -453,15 +454,29 @@ def _is_ours(pid: int, vmdir: str) -> bool:
     return os.path.basename(args[0]) == QEMU.encode() and _qmp_arg(vmdir) in args
 
 
+def check_peer(sock, vmdir: str, what: str) -> None:
+    """Raises unless the peer of a connected unix socket of the VM's dir is its QEMU: the
+    dir is QEMU's to write (zoned/vm/jail.py), and a symlink it put there in place of a
+    socket would lead zoned's connect, resolved on the host, to another VM's QEMU or to a
+    host daemon's socket (SO_PEERCRED: the pid as the host sees it)."""
+    import socket
+    import struct
+
+    pid, _, _ = struct.unpack("3i", sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED,
+                                                    struct.calcsize("3i")))
+    if not is_vm_qemu(pid, vmdir):
+        raise ZonedError(f"{what}: the socket's peer (pid {pid}) is not this VM's QEMU")
+
+
 def qemu_pid(vmdir: str) -> int | None:
     """QEMU's pid, if it is still running and is this VM's QEMU (its command line names this
     directory's QMP socket: a recycled pid is never taken for it)."""
     try:
-        with open(VMPaths(vmdir).pid) as f:
+        with open(open_vm_file(VMPaths(vmdir).pid)) as f:
             pid = int(f.read().strip())
     except (OSError, ValueError):
         return None
-    return pid if _is_ours(pid, vmdir) and _alive(pid) else None
+    return pid if is_vm_qemu(pid, vmdir) and _alive(pid) else None
 
 
 def signal_qemu(vmdir: str, sig: int) -> bool:
@@ -477,7 +492,7 @@ def signal_qemu(vmdir: str, sig: int) -> bool:
     except ProcessLookupError:
         return False
     try:
-        if not _is_ours(pid, vmdir):
+        if not is_vm_qemu(pid, vmdir):
             return False
         try:
             sc.pidfd_send_signal(fd, sig)
@@ -493,7 +508,7 @@ def find_qemus(vmdir: str) -> list[int]:
     before QEMU wrote its pid file (gc's case), at the cost of a scan of /proc."""
     found = []
     for name in os.listdir("/proc"):
-        if name.isdigit() and _is_ours(int(name), vmdir) and _alive(int(name)):
+        if name.isdigit() and is_vm_qemu(int(name), vmdir) and _alive(int(name)):
             found.append(int(name))
     return found
 

@@ -20,7 +20,10 @@ class QMPError(ZonedError):
 
 
 class QMP:
-    def __init__(self, vmdir: str, timeout: float = 10.0, path: str | None = None) -> None:
+    def __init__(self, vmdir: str, timeout: float = 10.0, path: str | None = None,
+                 verify_peer: bool = True) -> None:
+        """verify_peer=False: a stand-in's socket (tests), not checked to be the VM's QEMU."""
+        self.vmdir, self.verify_peer = vmdir, verify_peer
         self.path = path or os.path.join(vmdir, "qmp.sock")
         self.timeout = timeout
         self.events: list[dict[str, Any]] = []
@@ -48,6 +51,14 @@ class QMP:
                 if time.monotonic() > deadline:
                     raise ZonedError(f"QMP {self.path}: {e.strerror}") from None
                 time.sleep(0.02)
+        if self.verify_peer:
+            from zoned.vm.machine import check_peer
+
+            try:
+                check_peer(s, self.vmdir, f"QMP {self.path}")
+            except BaseException:
+                s.close()
+                raise
         s.settimeout(self.timeout)
         self._sock = s
         self.greeting = self._read()

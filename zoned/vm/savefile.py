@@ -319,10 +319,11 @@ def _ready(fd: int, writing: bool, timeout: float) -> bool:
 def _qemu_said(q) -> str:
     """QEMU's last line (its log, beside the QMP socket), made printable."""
     from zoned.vm.config import guest_text
+    from zoned.vm.jail import open_vm_file
     from zoned.vm.machine import VMPaths
 
     try:
-        with open(VMPaths(os.path.dirname(q.path)).log, "rb") as f:
+        with open(open_vm_file(VMPaths(os.path.dirname(q.path)).log), "rb") as f:
             f.seek(max(0, os.fstat(f.fileno()).st_size - 300))
             lines = f.read().strip().splitlines()
     except OSError:
