@@ -114,13 +114,18 @@ static int exit_line(const char *line, ssize_t len)
  * KiB, so a line read whole is bounded. */
 static int guest_status(const char *path)
 {
-    FILE *f = fopen(path, "r");
+    /* Not through a symlink, nor waiting on a FIFO: the VM's dir is QEMU's to write */
+    int fd = open(path, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
+    struct stat st;
+    FILE *f = NULL;
     struct sigaction sa;
     char *line = NULL;
     size_t cap = 0;
     ssize_t len;
     int code = -1, n;
 
+    if (fd >= 0 && (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode) || !(f = fdopen(fd, "r"))))
+        close(fd);
     if (!f)
         return -1;
     memset(&sa, 0, sizeof(sa));

@@ -404,6 +404,23 @@ def test_the_wrapper_takes_the_exit_line_python_takes(tmp_path, lines, code):
     assert exit_status(vmdir) == (None if code == 255 else code)
 
 
+@pytest.mark.parametrize("kind", ["symlink", "fifo"])
+def test_the_wrapper_takes_no_exit_line_through_what_qemu_left(tmp_path, kind):
+    """The ctl file is in the VM's dir, which a jailed QEMU can write: a symlink it put
+    there (to a host file with an `exit 9` line) is not read, a FIFO not waited on."""
+    if not os.access(VMWRAP, os.X_OK):
+        pytest.skip("zoned-vmwrap is not built (make setup)")
+    other = tmp_path / "host-file"
+    other.write_text("exit 9\n")
+    ctl = tmp_path / "ctl"
+    if kind == "symlink":
+        ctl.symlink_to(other)
+    else:
+        os.mkfifo(ctl)
+    p = subprocess.run([VMWRAP, str(ctl), "/bin/true"], timeout=30)
+    assert p.returncode == 255  # no guest status: QEMU's own exit 0
+
+
 def test_the_wrapper_passes_on_nothing_once_qemu_has_ended(tmp_path):
     """After QEMU's exit the wrapper still waits (up to 5 s) for zoned-vmlog's lock on ctl;
     a TERM it gets then (a `zoned stop` that found no agent) is not passed on to QEMU's old
