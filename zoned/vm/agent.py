@@ -79,11 +79,7 @@ class Agent:
             if self.verify_peer:
                 from zoned.vm.machine import check_peer
 
-                try:
-                    check_peer(s, self.vmdir, f"VM agent {self.path}")
-                except BaseException:
-                    s.close()
-                    raise
+                check_peer(s, self.vmdir, f"VM agent {self.path}")  # (closes it if not)
             self._sock = s
         return self._sock
 

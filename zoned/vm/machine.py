@@ -455,17 +455,22 @@ def is_vm_qemu(pid: int, vmdir: str) -> bool:
 
 
 def check_peer(sock, vmdir: str, what: str) -> None:
-    """Raises unless the peer of a connected unix socket of the VM's dir is its QEMU: the
-    dir is QEMU's to write (zoned/vm/jail.py), and a symlink it put there in place of a
-    socket would lead zoned's connect, resolved on the host, to another VM's QEMU or to a
-    host daemon's socket (SO_PEERCRED: the pid as the host sees it)."""
+    """Closes the socket and raises unless the peer of this connected unix socket of the
+    VM's dir is its QEMU: the dir is QEMU's to write (zoned/vm/jail.py), and a symlink it
+    put there in place of a socket would lead zoned's connect, resolved on the host, to
+    another VM's QEMU or to a host daemon's socket (SO_PEERCRED: the pid as the host sees
+    it)."""
     import socket
     import struct
 
-    pid, _, _ = struct.unpack("3i", sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED,
-                                                    struct.calcsize("3i")))
-    if not is_vm_qemu(pid, vmdir):
-        raise ZonedError(f"{what}: the socket's peer (pid {pid}) is not this VM's QEMU")
+    try:
+        pid, _, _ = struct.unpack("3i", sock.getsockopt(
+            socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i")))
+        if not is_vm_qemu(pid, vmdir):
+            raise ZonedError(f"{what}: the socket's peer (pid {pid}) is not this VM's QEMU")
+    except BaseException:
+        sock.close()
+        raise
 
 
 def qemu_pid(vmdir: str) -> int | None:

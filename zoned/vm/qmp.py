@@ -54,11 +54,7 @@ class QMP:
         if self.verify_peer:
             from zoned.vm.machine import check_peer
 
-            try:
-                check_peer(s, self.vmdir, f"QMP {self.path}")
-            except BaseException:
-                s.close()
-                raise
+            check_peer(s, self.vmdir, f"QMP {self.path}")  # (closes it if not)
         s.settimeout(self.timeout)
         self._sock = s
         self.greeting = self._read()
