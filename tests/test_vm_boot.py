@@ -548,9 +548,11 @@ def test_zoned_follows_nothing_a_vms_qemu_left_in_its_dir(vmdir, tmp_path):
     os.makedirs(vmdir, exist_ok=True)
     for name in ("qemu.log", "accel", "initrd.tmp"):
         os.symlink(canary, os.path.join(vmdir, name))
+    os.symlink(tmp_path, os.path.join(vmdir, ".jail"))  # the jail's mount point
     p = machine.launch(spec(argv=["sleep", "600"]), vmdir)
     machine.wait_ready(vmdir, 60, p)
     assert canary.read_text() == "exit 77\nerror host secret\n"
+    assert not os.path.islink(os.path.join(vmdir, ".jail"))
     assert accel_mod.used(vmdir).accel == "tcg"
     paths = machine.VMPaths(vmdir)
     os.rename(paths.ctl, paths.ctl + ".real")

@@ -29,6 +29,24 @@ def jail_dir(vmdir: str) -> str:
     return os.path.join(vmdir, JAIL)
 
 
+def remove_jail_dir(vmdir: str) -> None:
+    """The jail's mount point gone, whatever a QEMU left under its name (a symlink)."""
+    path = jail_dir(vmdir)
+    try:
+        os.rmdir(path)
+    except NotADirectoryError:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+
+
+def make_jail_dir(vmdir: str) -> None:
+    """The jail's mount point, an empty directory made anew (zoned-vmwrap mounts QEMU's
+    root there, in QEMU's mount namespace only)."""
+    remove_jail_dir(vmdir)
+    os.mkdir(jail_dir(vmdir), 0o700)
+
+
 def vmwrap_args(spec: MachineSpec, vmdir: str, files: tuple[str, ...], accel: str) -> list[str]:
     """zoned-vmwrap's --jail, --ro, --rw and --dev arguments: `files` are what QEMU reads
     (its kernel, initrd and disk; bound read-only unless in the VM's directory, which is

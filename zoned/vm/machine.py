@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from zoned.errors import ConfigError, ZonedError
 from zoned.vm.cmdline import QEMU, SANDBOX, host_tsc_khz, kernel_cmdline
 from zoned.vm.config import MachineSpec
-from zoned.vm.jail import jail_dir, new_vm_file, open_vm_file, vmwrap_args
+from zoned.vm.jail import make_jail_dir, new_vm_file, open_vm_file, remove_jail_dir, vmwrap_args
 
 __all__ = ["QEMU", "BootFiles", "VMPaths", "argv_for", "destroy", "ended_by_signal",
            "exit_status", "find_qemus", "host_tsc_khz", "is_vm_qemu", "kernel_cmdline", "launch",
@@ -229,7 +229,7 @@ def _launch(spec: MachineSpec, paths: VMPaths, stdio: tuple[int | None, ...],
         if place is not None:
             go_r, go_w = os.pipe2(os.O_CLOEXEC)
             opened += [go_r, go_w]
-        os.makedirs(jail_dir(paths.vmdir), 0o700, exist_ok=True)
+        make_jail_dir(paths.vmdir)
         wrap = [VMWRAP, "--status", paths.end, "--pid-file", paths.pid,
                 "--caps", "%x" % qemu_caps(spec),
                 *vmwrap_args(spec, paths.vmdir, (boot.vmlinux, boot.initrd, boot.disk),
@@ -538,11 +538,11 @@ def destroy(vmdir: str, timeout: float = 10.0) -> None:
     settle(VMPaths(vmdir).ctl)  # zoned-vmlog has stopped writing (and rotating) here
     for p in VMPaths(vmdir).all():
         _unlink(p)
-    for d in (jail_dir(vmdir), vmdir):
-        try:
-            os.rmdir(d)
-        except OSError:
-            pass
+    try:
+        remove_jail_dir(vmdir)
+        os.rmdir(vmdir)
+    except OSError:
+        pass
 
 
 def _alive(pid: int) -> bool:
