@@ -588,3 +588,14 @@ def test_qemus_jail_holds_what_it_reads_and_the_vms_own_dir():
     got = pairs(vmwrap_args(full, "/run/z/vm", (), "kvm"))
     assert ("--rw", "/h/rw") in got and ("--ro", "/h/ro") in got
     assert ("--dev", "/dev/kvm") in got and ("--dev", "/dev/net/tun") in got
+
+
+def test_a_qemu_outside_usr_has_its_prefix_in_the_jail(monkeypatch):
+    import shutil as shutil_mod
+
+    from zoned.vm import jail
+
+    monkeypatch.setattr(shutil_mod, "which", lambda name: "/opt/qemu/bin/" + name)
+    assert jail.qemu_prefix() == ("/opt/qemu",)
+    monkeypatch.setattr(shutil_mod, "which", lambda name: "/usr/local/bin/" + name)
+    assert jail.qemu_prefix() == ()

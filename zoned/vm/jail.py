@@ -47,13 +47,27 @@ def make_jail_dir(vmdir: str) -> None:
     os.mkdir(jail_dir(vmdir), 0o700)
 
 
+def qemu_prefix() -> tuple[str, ...]:
+    """QEMU's install prefix where it is not under /usr (a /opt/qemu build: its binary, and
+    its firmware and modules beside it, which QEMU finds relative to itself)."""
+    import shutil
+
+    from zoned.vm.cmdline import QEMU
+
+    found = shutil.which(QEMU)
+    if not found:
+        return ()
+    prefix = os.path.dirname(os.path.dirname(os.path.realpath(found)))
+    return () if prefix in ("/", "/usr") or prefix.startswith("/usr/") else (prefix,)
+
+
 def vmwrap_args(spec: MachineSpec, vmdir: str, files: tuple[str, ...], accel: str) -> list[str]:
     """zoned-vmwrap's --jail, --ro, --rw and --dev arguments: `files` are what QEMU reads
     (its kernel, initrd and disk; bound read-only unless in the VM's directory, which is
     bound read-write). System paths this host lacks (/lib64) are left out."""
     vmdir = os.path.abspath(vmdir)
     args = ["--jail", jail_dir(vmdir)]
-    for p in SYSTEM:
+    for p in SYSTEM + qemu_prefix():
         if os.path.lexists(p):
             args += ["--ro", p]
     for f in files:
