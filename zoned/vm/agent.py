@@ -77,7 +77,7 @@ class Agent:
                 s.close()
                 raise ZonedError(f"VM agent {self.path}: {e.strerror}") from None
             if self.verify_peer:
-                from zoned.vm.machine import check_peer
+                from zoned.vm.peer import check_peer
 
                 check_peer(s, self.vmdir, f"VM agent {self.path}")  # (closes it if not)
             self._sock = s

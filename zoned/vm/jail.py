@@ -6,9 +6,13 @@ every unix socket of the host's would still be open to an exploited QEMU. Its ro
 tmpfs holding only what it was seen to open (strace of a boot): its binary and libraries
 (/usr, the loader's cache), the guest kernel and disk, the VM's own directory (its
 sockets, pid file and initrd), the 9p volumes, a few device nodes, the NUMA and CPU facts
-under /sys/devices/system, a /proc of processes (the /proc/self/fd paths zoned hands it
-its pipes by) and an empty /tmp. Everything else of the host is not there. Each path
-keeps its own name, so QEMU's command line is the same inside.
+under /sys/devices/system, its own /proc/self (the /proc/self/fd paths zoned hands it its
+pipes by; no other process) and an empty /tmp. Everything else of the host is not there.
+Each path keeps its own name, so QEMU's command line is the same inside.
+
+The VM's dir is bound read-write: what zoned itself reads and writes there goes through
+open_vm_file and new_vm_file, and its sockets are taken only from that QEMU
+(zoned.vm.machine.check_peer).
 """
 from __future__ import annotations
 

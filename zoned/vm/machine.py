@@ -21,11 +21,13 @@ from zoned.errors import ConfigError, ZonedError
 from zoned.vm.cmdline import QEMU, SANDBOX, host_tsc_khz, kernel_cmdline
 from zoned.vm.config import MachineSpec
 from zoned.vm.jail import make_jail_dir, new_vm_file, open_vm_file, remove_jail_dir, vmwrap_args
+from zoned.vm.paths import VMPaths
+from zoned.vm.peer import check_peer, is_vm_qemu, qmp_arg
 
-__all__ = ["QEMU", "BootFiles", "VMPaths", "argv_for", "destroy", "ended_by_signal",
-           "exit_status", "find_qemus", "host_tsc_khz", "is_vm_qemu", "kernel_cmdline", "launch",
-           "qemu_end",
-           "qemu_pid", "read_ctl", "signal_qemu", "stop", "wait_ready"]
+__all__ = ["QEMU", "BootFiles", "VMPaths", "argv_for", "check_peer", "destroy",
+           "ended_by_signal", "exit_status", "find_qemus", "host_tsc_khz", "is_vm_qemu",
+           "kernel_cmdline", "launch", "qemu_caps", "qemu_end", "qemu_pid", "read_ctl",
+           "signal_qemu", "stop", "wait_ready"]
 
 # Port numbers on the virtio-serial bus (0 is the console, hvc0); the guest finds the ports
 # by name, the numbers only keep the layout identical on a migration's destination.
@@ -34,34 +36,6 @@ PORTS = {"zoned.ctl": 1, "zoned.agent": 2, "zoned.stdin": 3, "zoned.stdout": 4,
 _SUN_PATH_MAX = 107
 
 
-_FILES = {"qmp": "qmp.sock", "agent": "agent.sock", "ctl": "ctl", "console": "console.log",
-          "old_console": "console.log.1", "log": "qemu.log", "pid": "qemu.pid",
-          "initrd": "initrd", "accel": "accel", "end": "qemu.end"}
-
-
-@dataclass(frozen=True)
-class VMPaths:
-    """The files of one VM in its directory (all of them made by launch, removed by
-    destroy)."""
-
-    vmdir: str
-
-    def _file(self, key: str) -> str:
-        return os.path.join(self.vmdir, _FILES[key])
-
-    qmp = property(lambda self: self._file("qmp"))  # QMP socket
-    agent = property(lambda self: self._file("agent"))  # the guest agent's socket
-    ctl = property(lambda self: self._file("ctl"))  # the guest's ready/exit/error lines
-    console = property(lambda self: self._file("console"))  # guest kernel console
-    old_console = property(lambda self: self._file("old_console"))  # its first part
-    log = property(lambda self: self._file("log"))  # QEMU's own stderr
-    pid = property(lambda self: self._file("pid"))
-    initrd = property(lambda self: self._file("initrd"))
-    accel = property(lambda self: self._file("accel"))  # which accelerator, and why
-    end = property(lambda self: self._file("end"))  # how QEMU ended (zoned-vmwrap)
-
-    def all(self) -> list[str]:
-        return [self._file(k) for k in _FILES]
 
 
 @dataclass(frozen=True)
@@ -128,7 +102,7 @@ def argv_for(spec: MachineSpec, paths: VMPaths, boot: BootFiles, accel: str,
     for i, nic in enumerate(spec.nics):
         argv += ["-netdev", f"tap,id=net{i},ifname={nic.tap},script=no,downscript=no",
                  "-device", f"virtio-net-device,netdev=net{i},mac={nic.mac}"]
-    argv += ["-qmp", f"unix:{paths.qmp},server=on,wait=off"]  # (pid file: zoned-vmwrap's)
+    argv += ["-qmp", qmp_arg(paths.vmdir).decode()]  # (the pid file is zoned-vmwrap's)
     if incoming:
         argv += ["-incoming", incoming]
     if paused:  # -S: the vCPUs wait for QMP `cont` (a migration's commit)
@@ -437,40 +411,6 @@ def _reap(pid: int) -> None:
         os.waitpid(pid, os.WNOHANG)
     except ChildProcessError:
         pass
-
-
-def _qmp_arg(vmdir: str) -> bytes:
-    return f"unix:{VMPaths(os.path.abspath(vmdir)).qmp},server=on,wait=off".encode()
-
-
-def is_vm_qemu(pid: int, vmdir: str) -> bool:
-    """Whether pid is this VM's QEMU: QEMU's program, with this directory's QMP socket
-    (zoned-vmwrap's command line holds QEMU's whole, but is not QEMU)."""
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as f:
-            args = f.read().split(b"\0")
-    except OSError:
-        return False
-    return os.path.basename(args[0]) == QEMU.encode() and _qmp_arg(vmdir) in args
-
-
-def check_peer(sock, vmdir: str, what: str) -> None:
-    """Closes the socket and raises unless the peer of this connected unix socket of the
-    VM's dir is its QEMU: the dir is QEMU's to write (zoned/vm/jail.py), and a symlink it
-    put there in place of a socket would lead zoned's connect, resolved on the host, to
-    another VM's QEMU or to a host daemon's socket (SO_PEERCRED: the pid as the host sees
-    it)."""
-    import socket
-    import struct
-
-    try:
-        pid, _, _ = struct.unpack("3i", sock.getsockopt(
-            socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i")))
-        if not is_vm_qemu(pid, vmdir):
-            raise ZonedError(f"{what}: the socket's peer (pid {pid}) is not this VM's QEMU")
-    except BaseException:
-        sock.close()
-        raise
 
 
 def qemu_pid(vmdir: str) -> int | None:

@@ -52,7 +52,7 @@ class QMP:
                     raise ZonedError(f"QMP {self.path}: {e.strerror}") from None
                 time.sleep(0.02)
         if self.verify_peer:
-            from zoned.vm.machine import check_peer
+            from zoned.vm.peer import check_peer
 
             check_peer(s, self.vmdir, f"QMP {self.path}")  # (closes it if not)
         s.settimeout(self.timeout)
