@@ -38,7 +38,8 @@
  *   /proc) is then only what it needs. Fails closed.
  *
  *   QEMU is PID 1 of a pid namespace of its own then (signals it has no handler for,
- *   QUIT, USR1 and USR2, do nothing to it).
+ *   QUIT, USR1 and USR2, do nothing to it), in an empty network namespace of its own (its
+ *   taps must come as fds: -netdev tap,fd=N).
  *
  * --pid-file PATH: QEMU's pid, as the host sees it, written there once it is forked
  *   (made O_EXCL: the caller removed any old one). A jailed QEMU's own -pidfile would
@@ -305,8 +306,11 @@ static int enter_jail(const char *jail, const struct jail_path *paths, int n,
 {
     char dir[PATH_MAX], self[PATH_MAX], target[PATH_MAX];
 
-    *what = "mount namespace";
-    if (unshare(CLONE_NEWNS) < 0 || mount(NULL, "/", NULL, MS_REC | MS_SLAVE, NULL) < 0)
+    /* Its network namespace too, empty: its taps come as fds (zoned's open_tap), its
+     * sockets are unix ones in the VM's dir; no host TCP service or abstract socket. */
+    *what = "mount and network namespaces";
+    if (unshare(CLONE_NEWNS | CLONE_NEWNET) < 0 ||
+            mount(NULL, "/", NULL, MS_REC | MS_SLAVE, NULL) < 0)
         return -1;
     *what = "tmpfs";
     if (mount("tmpfs", jail, "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, "mode=0755,size=1m") < 0)

@@ -276,7 +276,8 @@ def test_tty_gives_the_process_a_terminal(vmdir):
 
 def test_network_through_a_tap(vmdir):
     """A guest IP on a virtio-net NIC over a host tap: the guest pings the host, the host
-    connects to a listener in the guest."""
+    connects to a listener in the guest. QEMU gets the tap as an fd, from its own network
+    namespace (the jail's)."""
     from pyroute2 import IPRoute
 
     pool = os.environ.get("ZONED_SUBNET_POOL", "10.181.0.0/16")
@@ -521,6 +522,7 @@ def test_qemu_runs_sandboxed_without_capabilities(vmdir):
     assert "ro" in top[5].split(",")
     assert os.listdir(f"{root}/proc") == ["self"]
     assert st["NSpid"].split() == [str(pid), "1"]  # PID 1 of a pid namespace of its own
+    assert os.readlink(f"/proc/{pid}/ns/net") != os.readlink("/proc/self/ns/net")
     marker = Path(vmdir) / "spawned"  # (in the jail: only the sandbox stops the spawn)
     with QMP(vmdir) as q:
         try:

@@ -469,6 +469,13 @@ for what, path in (("root", "/root"), ("socket", sys.argv[2]), ("vmdir", sys.arg
         out[what] = True
     except OSError as e:
         out[what] = e.errno
+for what, family, addr in (("tcp", socket.AF_INET, ("127.0.0.1", int(sys.argv[4]))),
+                           ("abstract", socket.AF_UNIX, b"\0" + sys.argv[5].encode())):
+    try:
+        socket.socket(family).connect(addr)
+        out[what] = True
+    except OSError as e:
+        out[what] = e.errno
 try:
     open("/usr/zoned-jail-write", "w")
     out["write_usr"] = True
@@ -498,7 +505,8 @@ def _no_caps_process() -> int:
 def test_a_jailed_qemu_reaches_no_other_process_file_or_socket(tmp_path):
     """What zoned-vmwrap makes of QEMU's process, tried from inside it by a program run in
     QEMU's place (the system python, under /usr): its /proc is its own directory alone,
-    it is PID 1 of its own pid namespace (no host process to signal), ptrace of another
+    it is PID 1 of its own pid namespace (no host process to signal), in an empty network
+    namespace (no host loopback service or abstract socket), ptrace of another
     uid-0 process without capabilities (another QEMU) fails with EPERM (the control: such
     a process, not jailed, attaches), host paths and sockets outside its list are not
     there, /usr is read-only; the VM's dir is there."""
@@ -516,6 +524,13 @@ def test_a_jailed_qemu_reaches_no_other_process_file_or_socket(tmp_path):
     host_sock = socket.socket(socket.AF_UNIX)
     host_sock.bind(str(tmp_path / "host.sock"))
     host_sock.listen()
+    host_tcp = socket.socket()  # a service on the host's loopback
+    host_tcp.bind(("127.0.0.1", 0))
+    host_tcp.listen()
+    abstract = f"zoned-test-{os.getpid()}"  # a host daemon's abstract socket
+    host_abstract = socket.socket(socket.AF_UNIX)
+    host_abstract.bind(b"\0" + abstract.encode())
+    host_abstract.listen()
     target = _no_caps_process()
     try:
         control = os.fork()
@@ -530,15 +545,18 @@ def test_a_jailed_qemu_reaches_no_other_process_file_or_socket(tmp_path):
         p = subprocess.run([VMWRAP, "--caps", "0",
                             *vmwrap_args(spec, str(vmdir), (), "tcg"), str(vmdir / "ctl"),
                             "/usr/bin/python3", "-c", ATTACKER, str(target),
-                            str(tmp_path / "host.sock"), str(vmdir)],
+                            str(tmp_path / "host.sock"), str(vmdir),
+                            str(host_tcp.getsockname()[1]), abstract],
                            capture_output=True, text=True, timeout=30)
         got = json.loads(p.stdout or "{}") if p.stdout else {}
         assert got, p.stderr
     finally:
         os.kill(target, signal.SIGKILL)
         os.waitpid(target, 0)
-        host_sock.close()
+        for sock in (host_sock, host_tcp, host_abstract):
+            sock.close()
     assert got["proc"] == ["self"]
+    assert got["tcp"] == errno.ENETUNREACH and got["abstract"] == errno.ECONNREFUSED
     assert got["ptrace"] == errno.EPERM
     assert got["pid"] == 1 and got["kill"] == errno.ESRCH  # a pid namespace of its own
     assert got["root"] == errno.ENOENT and got["socket"] == errno.ENOENT
@@ -554,6 +572,15 @@ def ctypes_ptrace_attach(pid: int) -> int:
 
     libc = ctypes.CDLL(None, use_errno=True)
     return 0 if libc.ptrace(16, pid, 0, 0) == 0 else ctypes.get_errno()
+
+
+def test_argv_takes_a_tap_by_fd_where_it_is_given_one():
+    s = MachineSpec(image="busybox", argv=["true"],
+                    nics=[Nic("tap0", "52:54:00:00:00:01", "10.0.0.2", 24, "10.0.0.1")])
+    assert opt(argv_for(s, VMPaths("/vm"), BOOT, "tcg", tap_fds=(9,)), "-netdev") == \
+        ["tap,id=net0,fd=9"]
+    assert opt(argv_for(s, VMPaths("/vm"), BOOT, "tcg"), "-netdev") == \
+        ["tap,id=net0,ifname=tap0,script=no,downscript=no"]
 
 
 def test_qemu_keeps_only_the_9p_file_capabilities_and_only_with_volumes():
@@ -587,7 +614,8 @@ def test_qemus_jail_holds_what_it_reads_and_the_vms_own_dir():
                        nics=[Nic("tap0", "52:54:00:00:00:01", "10.0.0.2", 24, "10.0.0.1")])
     got = pairs(vmwrap_args(full, "/run/z/vm", (), "kvm"))
     assert ("--rw", "/h/rw") in got and ("--ro", "/h/ro") in got
-    assert ("--dev", "/dev/kvm") in got and ("--dev", "/dev/net/tun") in got
+    assert ("--dev", "/dev/kvm") in got
+    assert ("--dev", "/dev/net/tun") not in got  # (its taps come as fds)
 
 
 def test_a_qemu_outside_usr_has_its_prefix_in_the_jail(monkeypatch):

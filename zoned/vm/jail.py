@@ -8,7 +8,9 @@ tmpfs holding only what it was seen to open (strace of a boot): its binary and l
 sockets, pid file and initrd), the 9p volumes, a few device nodes, the NUMA and CPU facts
 under /sys/devices/system, its own /proc/self (the /proc/self/fd paths zoned hands it its
 pipes by; no other process) and an empty /tmp. Everything else of the host is not there.
-Each path keeps its own name, so QEMU's command line is the same inside.
+Each path keeps its own name, so QEMU's command line is the same inside. Its network
+namespace is an empty one of its own (zoned-vmwrap): its taps come as fds
+(zoned.vm.machine.open_tap), so no host TCP service or abstract socket is in its reach.
 
 The VM's dir is bound read-write: what zoned itself reads and writes there goes through
 open_vm_file and new_vm_file, and its sockets are taken only from that QEMU
@@ -84,8 +86,6 @@ def vmwrap_args(spec: MachineSpec, vmdir: str, files: tuple[str, ...], accel: st
     devices = list(DEVICES)
     if accel == "kvm":
         devices.append("/dev/kvm")
-    if spec.nics:
-        devices.append("/dev/net/tun")
     for d in devices:
         args += ["--dev", d]
     return args

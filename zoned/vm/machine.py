@@ -50,11 +50,14 @@ class BootFiles:
 def argv_for(spec: MachineSpec, paths: VMPaths, boot: BootFiles, accel: str,
              tsc_khz: int = 0, stdout_fd: int = 1, stderr_fd: int = 3,
              incoming: str | None = None, paused: bool = False,
-             console_fd: int = 4, ctl_fd: int = 5) -> list[str]:
+             console_fd: int = 4, ctl_fd: int = 5,
+             tap_fds: tuple[int, ...] = ()) -> list[str]:
     """QEMU's command line (pure: everything it depends on is an argument). The guest's
     stdin is QEMU's fd 0; stdout_fd and stderr_fd are the numbers the guest's stdout and
     stderr have in QEMU (with tty, QEMU's own stdin and stdout are the terminal),
-    console_fd and ctl_fd those of the pipes to zoned-vmlog.
+    console_fd and ctl_fd those of the pipes to zoned-vmlog. tap_fds: each NIC's tap,
+    attached already (open_tap), QEMU's in a network namespace of its own (the jail);
+    without them QEMU opens each tap by name.
     incoming ("tcp:HOST:PORT", "defer") makes this the destination of a live migration:
     the same spec and devices as the source, waiting for its state (not "exec:CMD": the
     sandbox refuses QEMU any exec)."""
@@ -100,7 +103,8 @@ def argv_for(spec: MachineSpec, paths: VMPaths, boot: BootFiles, accel: str,
         argv += ["-fsdev", f"local,id=vol{i},path={v.host},security_model=passthrough{ro}",
                  "-device", f"virtio-9p-device,fsdev=vol{i},mount_tag=zvol{i}"]
     for i, nic in enumerate(spec.nics):
-        argv += ["-netdev", f"tap,id=net{i},ifname={nic.tap},script=no,downscript=no",
+        tap = f"fd={tap_fds[i]}" if tap_fds else f"ifname={nic.tap},script=no,downscript=no"
+        argv += ["-netdev", f"tap,id=net{i},{tap}",
                  "-device", f"virtio-net-device,netdev=net{i},mac={nic.mac}"]
     argv += ["-qmp", qmp_arg(paths.vmdir).decode()]  # (the pid file is zoned-vmwrap's)
     if incoming:
@@ -120,6 +124,26 @@ def qemu_caps(spec: MachineSpec) -> int:
     volumes need. /dev/kvm, the VM's files and its tap (owner 0) are root's, whose
     access needs none."""
     return sum(1 << c for c in _9P_CAPS) if spec.volumes else 0
+
+
+def open_tap(name: str) -> int:
+    """An fd attached to the host tap `name` (TUNSETIFF; its owner, root, needs no
+    capability), with virtio-net's header as QEMU would ask for it: QEMU gets this fd and
+    needs neither /dev/net/tun nor the host's network namespace."""
+    import fcntl
+    import struct
+
+    fd = os.open("/dev/net/tun", os.O_RDWR | os.O_CLOEXEC)
+    try:
+        fcntl.ioctl(fd, _TUNSETIFF, struct.pack("16sH22x", name.encode(),
+                                                _IFF_TAP | _IFF_NO_PI | _IFF_VNET_HDR))
+    except OSError as e:
+        os.close(fd)
+        raise ZonedError(f"cannot attach to tap {name!r}: {e.strerror}") from None
+    return fd
+
+
+_TUNSETIFF, _IFF_TAP, _IFF_NO_PI, _IFF_VNET_HDR = 0x400454CA, 0x0002, 0x1000, 0x4000
 
 
 def _port(chardev: str, name: str) -> str:
@@ -195,8 +219,11 @@ def _launch(spec: MachineSpec, paths: VMPaths, stdio: tuple[int | None, ...],
         errfd = ferr if ferr > 2 else os.dup(ferr)
         if errfd != ferr:
             opened.append(errfd)
+        for nic in spec.nics:
+            opened.append(open_tap(nic.tap))
+        taps = tuple(opened[len(opened) - len(spec.nics):])
         argv = argv_for(spec, paths, boot, verdict.accel, host_tsc_khz(), 1, errfd, incoming,
-                        paused, vmlog.console_fd, vmlog.ctl_fd)
+                        paused, vmlog.console_fd, vmlog.ctl_fd, taps)
         if not os.access(VMWRAP, os.X_OK):
             raise ZonedError(f"{VMWRAP} is missing: run `make setup`")
         go_r = go_w = -1
@@ -211,7 +238,7 @@ def _launch(spec: MachineSpec, paths: VMPaths, stdio: tuple[int | None, ...],
         if place is not None:
             wrap += ["--go", str(go_r)]
         proc = subprocess.Popen(wrap + [paths.ctl, *argv], stdin=fin, stdout=fout, stderr=log,
-                                pass_fds=(errfd, vmlog.console_fd, vmlog.ctl_fd) +
+                                pass_fds=(errfd, vmlog.console_fd, vmlog.ctl_fd, *taps) +
                                 ((go_r,) if place is not None else ()),
                                 start_new_session=not spec.tty,
                                 preexec_fn=_pdeathsig if die_with_caller else None,
