@@ -16,6 +16,7 @@ import subprocess
 import sys
 import tempfile
 import textwrap
+import threading
 import time
 from pathlib import Path
 
@@ -443,28 +444,50 @@ def test_kvm_boot(vmdir):
     assert status == 0 and out.strip() == KERNEL.version
 
 
+def _relay(src_listener: socket.socket, dst_path: str) -> threading.Thread:
+    """Carry one connection's bytes from src_listener to a connection to dst_path, one way
+    (as zoned's migration carries the stream between the hosts: each jailed QEMU reaches
+    only unix sockets in its own VM dir)."""
+    def run():
+        conn, _ = src_listener.accept()
+        with conn, socket.socket(socket.AF_UNIX) as out:
+            out.connect(dst_path)
+            while data := conn.recv(1 << 16):
+                out.sendall(data)
+
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    return t
+
+
 def test_live_migration_keeps_the_guest_running(vmdir):
     """QEMU's own precopy migration to a second QEMU (launch(incoming=...)) moves the guest
-    with its tmpfs upper, agent and exit reporting: nothing blocks migration (no 9p)."""
+    with its tmpfs upper, agent and exit reporting: nothing blocks migration (no 9p). The
+    stream goes through unix sockets in each VM's dir, relayed, as zoned's migration does."""
     dst = tempfile.mkdtemp(prefix="zvm-test-dst.")
     try:
         s = spec(argv=["sh", "-c", "i=0; while true; do i=$((i+1)); echo $i > /tmp/count; "
                        "sleep 0.2; done"])
         p = machine.launch(s, vmdir)
         machine.wait_ready(vmdir, 60, p)
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            port = probe.getsockname()[1]
-        dp = machine.launch(s, dst, incoming=f"tcp:127.0.0.1:{port}")
+        dp = machine.launch(s, dst, incoming="defer")
         deadline = time.monotonic() + 60
-        with QMP(dst) as q:  # QMP answers once QEMU is up, and with it the listener
+        with QMP(dst) as q:  # QMP answers once QEMU is up
             assert q.execute("query-status")["status"] == "inmigrate"
+            q.execute("migrate-incoming", uri=f"unix:{dst}/mig.sock")
+        out = socket.socket(socket.AF_UNIX)
+        out.bind(f"{vmdir}/mig.sock")
+        out.listen(1)
+        relay = _relay(out, f"{dst}/mig.sock")
         with QMP(vmdir) as q:
-            q.execute("migrate", uri=f"tcp:127.0.0.1:{port}")
+            q.execute("migrate", uri=f"unix:{vmdir}/mig.sock")
             while (st := q.execute("query-migrate"))["status"] not in ("completed", "failed"):
                 assert time.monotonic() < deadline, st
                 time.sleep(0.05)
         assert st["status"] == "completed", st
+        relay.join(30)
+        out.close()
+        os.unlink(f"{vmdir}/mig.sock")
         machine.destroy(vmdir)
         with QMP(dst) as q:
             while q.execute("query-status")["status"] != "running":

@@ -58,9 +58,10 @@ def argv_for(spec: MachineSpec, paths: VMPaths, boot: BootFiles, accel: str,
     console_fd and ctl_fd those of the pipes to zoned-vmlog. tap_fds: each NIC's tap,
     attached already (open_tap), QEMU's in a network namespace of its own (the jail);
     without them QEMU opens each tap by name.
-    incoming ("tcp:HOST:PORT", "defer") makes this the destination of a live migration:
-    the same spec and devices as the source, waiting for its state (not "exec:CMD": the
-    sandbox refuses QEMU any exec)."""
+    incoming ("defer", then QMP migrate-incoming) makes this the destination of a live
+    migration: the same spec and devices as the source, waiting for its state, which
+    comes through a unix socket in its VM dir or an fd (jailed, QEMU has no network of its
+    own but its taps, and no exec: not "tcp:" or "exec:")."""
     if accel not in ("kvm", "tcg"):
         raise ConfigError(f"invalid accel {accel!r}: kvm or tcg")
     for sock in (paths.qmp, paths.agent):
