@@ -116,8 +116,10 @@ def argv_for(spec: MachineSpec, paths: VMPaths, boot: BootFiles, accel: str,
 
 
 # What 9p passthrough does as the guest's users: chown, reach and change their files,
-# keep set-id bits, mknod. Not CAP_SETFCAP: no file capabilities set from a guest.
-_9P_CAPS = (0, 1, 2, 3, 4, 27)  # CHOWN DAC_OVERRIDE DAC_READ_SEARCH FOWNER FSETID MKNOD
+# keep set-id bits. Not CAP_SETFCAP (no file capabilities set from a guest) nor CAP_MKNOD:
+# a device node the guest made in a volume would be a real one on the host, for any host
+# user who can reach it to open (a FIFO or a socket needs no capability).
+_9P_CAPS = (0, 1, 2, 3, 4)  # CHOWN DAC_OVERRIDE DAC_READ_SEARCH FOWNER FSETID
 
 
 def qemu_caps(spec: MachineSpec) -> int:
