@@ -548,7 +548,7 @@ def test_a_jailed_qemu_reaches_no_other_process_file_or_socket(tmp_path):
                             str(tmp_path / "host.sock"), str(vmdir),
                             str(host_tcp.getsockname()[1]), abstract],
                            capture_output=True, text=True, timeout=30)
-        got = json.loads(p.stdout or "{}") if p.stdout else {}
+        got = json.loads(p.stdout) if p.stdout else {}
         assert got, p.stderr
     finally:
         os.kill(target, signal.SIGKILL)

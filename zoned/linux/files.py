@@ -247,6 +247,20 @@ def seal_filled(fd: int, data: bytes, mode: int | None = None) -> int:
     return fd
 
 
+def open_regular(path: str) -> int:
+    """An fd to read `path` if it is a regular file, where someone else may have put
+    something else under that name: a symlink is not followed (zoned is root: it would
+    read the file it names), a FIFO neither blocks nor is taken. Raises OSError: ENOENT
+    as usual, ELOOP for a symlink, EINVAL for anything but a regular file."""
+    import stat
+
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise OSError(errno.EINVAL, "not a regular file", path)
+    return fd
+
+
 def new_beside(path: str) -> tuple[int, str]:
     """A new temp file (fd, name) in `path`'s directory, to fill and then rename over
     `path`: mkstemp's (O_EXCL|O_NOFOLLOW, an unguessable name), with the mode open()

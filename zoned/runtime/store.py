@@ -20,12 +20,11 @@ from __future__ import annotations
 
 import errno
 import os
-import stat
 import time
 
 from zoned.errors import NotFound, ZonedError
 from zoned.linux import jsonc, lastref
-from zoned.linux.files import rmtree, write_all
+from zoned.linux.files import open_regular, rmtree, write_all
 from zoned.linux.locks import acquire, try_acquire
 from zoned.storage import DEFAULT_ROOT
 
@@ -277,15 +276,13 @@ class Store:
         files = {}
         for name in names:  # (a VM's are in a dir its QEMU writes: no symlink, no FIFO)
             try:
-                fd = os.open(self._path(cid, name),
-                             os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+                fd = open_regular(self._path(cid, name))
             except OSError as e:
-                if e.errno in (errno.ENOENT, errno.ELOOP):
+                if e.errno in (errno.ENOENT, errno.ELOOP, errno.EINVAL):
                     continue
                 raise
             with open(fd, "rb") as f:
-                if stat.S_ISREG(os.fstat(fd).st_mode):
-                    files[name] = f.read()
+                files[name] = f.read()
         return files
 
     def record_again(self, cid: str, files: dict[str, bytes]) -> None:

@@ -153,10 +153,10 @@ def record(path: str, verdict: Verdict) -> None:
 
 def used(vmdir: str) -> Verdict | None:
     """The accelerator a launched VM runs on, and why; None if unknown."""
-    from zoned.vm.jail import open_vm_file
+    from zoned.linux.files import open_regular
 
     try:
-        with open(open_vm_file(os.path.join(vmdir, "accel"))) as f:
+        with open(open_regular(os.path.join(vmdir, "accel"))) as f:
             return Verdict(**json.load(f))
     except (OSError, ValueError, TypeError):
         return None

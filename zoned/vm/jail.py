@@ -13,14 +13,12 @@ namespace is an empty one of its own (zoned-vmwrap): its taps come as fds
 (zoned.vm.machine.open_tap), so no host TCP service or abstract socket is in its reach.
 
 The VM's dir is bound read-write: what zoned itself reads and writes there goes through
-open_vm_file and new_vm_file, and its sockets are taken only from that QEMU
+zoned.linux.files.open_regular and new_vm_file, and its sockets are taken only from that QEMU
 (zoned.vm.machine.check_peer).
 """
 from __future__ import annotations
 
-import errno
 import os
-import stat
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -89,17 +87,6 @@ def vmwrap_args(spec: MachineSpec, vmdir: str, files: tuple[str, ...], accel: st
     for d in devices:
         args += ["--dev", d]
     return args
-
-
-def open_vm_file(path: str) -> int:
-    """An fd to read a file of the VM's dir, which its QEMU can write: a symlink it put
-    there is not followed (zoned is root: it would read the host's file), a FIFO neither
-    blocks nor is taken, only a regular file is. Raises OSError (ENOENT as usual)."""
-    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
-    if not stat.S_ISREG(os.fstat(fd).st_mode):
-        os.close(fd)
-        raise OSError(errno.EINVAL, "not a regular file", path)
-    return fd
 
 
 def new_vm_file(path: str, mode: int = 0o600) -> int:

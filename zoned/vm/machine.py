@@ -20,7 +20,8 @@ from dataclasses import dataclass
 from zoned.errors import ConfigError, ZonedError
 from zoned.vm.cmdline import QEMU, SANDBOX, host_tsc_khz, kernel_cmdline
 from zoned.vm.config import MachineSpec
-from zoned.vm.jail import make_jail_dir, new_vm_file, open_vm_file, remove_jail_dir, vmwrap_args
+from zoned.linux.files import open_regular
+from zoned.vm.jail import make_jail_dir, new_vm_file, remove_jail_dir, vmwrap_args
 from zoned.vm.paths import VMPaths
 from zoned.vm.peer import check_peer, is_vm_qemu, qmp_arg
 
@@ -222,11 +223,12 @@ def _launch(spec: MachineSpec, paths: VMPaths, stdio: tuple[int | None, ...],
         errfd = ferr if ferr > 2 else os.dup(ferr)
         if errfd != ferr:
             opened.append(errfd)
+        taps: list[int] = []
         for nic in spec.nics:
-            opened.append(open_tap(nic.tap))
-        taps = tuple(opened[len(opened) - len(spec.nics):])
+            taps.append(open_tap(nic.tap))
+            opened.append(taps[-1])
         argv = argv_for(spec, paths, boot, verdict.accel, host_tsc_khz(), 1, errfd, incoming,
-                        paused, vmlog.console_fd, vmlog.ctl_fd, taps)
+                        paused, vmlog.console_fd, vmlog.ctl_fd, tuple(taps))
         if not os.access(VMWRAP, os.X_OK):
             raise ZonedError(f"{VMWRAP} is missing: run `make setup`")
         go_r = go_w = -1
@@ -279,7 +281,7 @@ def read_ctl(vmdir: str) -> list[str]:
     guest that takes the port over can write it without end: only its first and last
     lines are read then (where "ready" and "exit N" are), not all of it at every ps."""
     try:
-        with open(open_vm_file(VMPaths(vmdir).ctl), "rb") as f:
+        with open(open_regular(VMPaths(vmdir).ctl), "rb") as f:
             size = os.fstat(f.fileno()).st_size
             if size <= CTL_HEAD + CTL_TAIL:
                 data = f.read()
@@ -397,7 +399,7 @@ def _tail(path: str, n: int = 300) -> str:
     from zoned.vm.config import guest_text
 
     try:
-        with open(open_vm_file(path), "rb") as f:
+        with open(open_regular(path), "rb") as f:
             f.seek(max(0, os.fstat(f.fileno()).st_size - n))
             return guest_text(f.read().strip()) or "(no output)"
     except OSError:
@@ -447,7 +449,7 @@ def qemu_pid(vmdir: str) -> int | None:
     """QEMU's pid, if it is still running and is this VM's QEMU (its command line names this
     directory's QMP socket: a recycled pid is never taken for it)."""
     try:
-        with open(open_vm_file(VMPaths(vmdir).pid)) as f:
+        with open(open_regular(VMPaths(vmdir).pid)) as f:
             pid = int(f.read().strip())
     except (OSError, ValueError):
         return None

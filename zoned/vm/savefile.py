@@ -57,14 +57,14 @@ STREAM_SLACK = 64 << 20
 
 def is_save_file(path: str) -> bool:
     """Whether `path` starts like a saved VM (a regular file only: a FIFO is not read)."""
+    from zoned.linux.files import open_regular
+
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+        fd = open_regular(path)
     except OSError:
         return False
     try:
-        import stat
-
-        return stat.S_ISREG(os.fstat(fd).st_mode) and os.pread(fd, 16, 0) == MAGIC
+        return os.pread(fd, 16, 0) == MAGIC
     finally:
         os.close(fd)
 
@@ -319,11 +319,11 @@ def _ready(fd: int, writing: bool, timeout: float) -> bool:
 def _qemu_said(q) -> str:
     """QEMU's last line (its log, beside the QMP socket), made printable."""
     from zoned.vm.config import guest_text
-    from zoned.vm.jail import open_vm_file
+    from zoned.linux.files import open_regular
     from zoned.vm.machine import VMPaths
 
     try:
-        with open(open_vm_file(VMPaths(os.path.dirname(q.path)).log), "rb") as f:
+        with open(open_regular(VMPaths(os.path.dirname(q.path)).log), "rb") as f:
             f.seek(max(0, os.fstat(f.fileno()).st_size - 300))
             lines = f.read().strip().splitlines()
     except OSError:
