@@ -143,6 +143,22 @@ def test_a_waiting_init_is_our_child_in_its_cgroup(pool, zoned_root):
         assert st["id"] in cg  # moved into its own cgroup before it was handed out
 
 
+def test_wait_ready_returns_once_the_next_zone_waits(zoned_root, busybox):
+    """wait_ready: True once a zone waits to be taken (the run before it removed by
+    then: the maker removes, then makes), without taking it; a closed pool raises."""
+    with zoned.Pool(root=zoned_root, size=1) as p:
+        assert p.wait_ready(30)
+        assert len(_waiting_inits()) == 1
+        first = p.run(["true"])
+        assert p.wait_ready(30)
+        assert len(_waiting_inits()) == 1
+        assert not os.path.exists(os.path.join(zoned_root, first.name))  # removed first
+        assert p.wait_ready(0)  # still there: not taken by waiting
+        assert p.run(["true"]).returncode == 0
+    with pytest.raises(zoned.ZonedError, match="closed"):
+        p.wait_ready(0)
+
+
 def test_a_maker_stays_single_threaded(pool):
     """A maker clones its zones' inits (the Python one's: clone3 through cffi, the GIL let
     go), so no thread of its own may hold the GIL then (the child would wait for it for
