@@ -249,7 +249,7 @@ def run(args: list[str] | str, *, image: str | None = None, capture: bool = True
             _own_volumes(opts, backend.runtime)
             cfg = build_config(opts, images)
             stdio, stdin_w, reads, close = _pipes(capture, input)
-            netns = netahead.take() if netahead.fits(cfg) else None  # (and the next one)
+            netns = netahead.take() if netahead.fits(cfg) else None
             if netns is not None:
                 close.append(netns)
             try:
@@ -269,6 +269,7 @@ def run(args: list[str] | str, *, image: str | None = None, capture: bool = True
     finally:
         if keeping:
             lastref.end()
+    netahead.make_next()  # (now, not at the start: finding 26)
     return finish(args, code, reads, text, cid, timeout=timeout, timed_out=timed_out,
                   check=check)
 

@@ -100,7 +100,7 @@ def end() -> None:
 
 
 def aside(job: Callable[[], None]) -> bool:
-    """Have the closer thread run job() (best effort: an exception is dropped), after the
+    """Have the closer thread run job() (best effort: an exception is dropped), before the
     closes it has, through a fork (_busy): work off the caller's path that lets the GIL go
     (zoned.linux.netahead). False where no closer thread may run (single_threaded_only)."""
     with _lock:
@@ -145,7 +145,8 @@ def _closer(wake: _thread.LockType) -> None:
     zoned.run). It holds _busy through the batch, which a fork takes first (_before_fork):
     a fork waits for the batch, so the child's copies are all still in _closing, and it
     closes them (_drop_in_child). hold() and end() take only _lock: never that wait.
-    Then the jobs aside() queued, under _busy too."""
+    The jobs aside() queued run first, under _busy too: the caller's next run wants what
+    they make, while a close may wait behind the disk's trims."""
     from zoned._native import ffi, lib
 
     while True:
@@ -159,14 +160,14 @@ def _closer(wake: _thread.LockType) -> None:
                     if not n and not jobs:
                         break
                     batch = ffi.new("int[]", _closing[:n])
-                lib.z_close_fds(batch, n)
-                with _lock:
-                    del _closing[:n]  # (end() appends: the batch is the first n)
                 for job in jobs:
                     try:
                         job()
                     except Exception:  # noqa: BLE001 - best effort (aside)
                         pass
+                lib.z_close_fds(batch, n)
+                with _lock:
+                    del _closing[:n]  # (end() appends: the batch is the first n)
 
 
 def _before_fork() -> None:

@@ -2,13 +2,15 @@
 
 Making a zone's network namespace is the dearest of its namespaces to make (~0.4 ms here of
 the ~0.7 ms its init spends in unshare: the loopback device, each protocol's per-namespace
-state and sysctl tables), and bringing its lo up another ~0.35 ms. zoned.run asks for one
-at each call: the closer thread of zoned.linux.lastref makes it (z_make_netns:
-unshare(CLONE_NEWNET) in that thread alone, lo up, an fd of it kept, the thread back in
-its own; one C call that lets the GIL go) while the caller goes on, and the next run's
-init joins it (setns) instead of making its own. (Asked for only once the zone has exited,
-it was often not there yet for the next run: the closer may still be closing what the run
-before removed, behind the disk's trims.) It is as fresh as one the init makes: nothing
+state and sysctl tables), and bringing its lo up another ~0.35 ms. zoned.run asks for the
+next one as it ends (make_next): the closer thread of zoned.linux.lastref makes it
+(z_make_netns: unshare(CLONE_NEWNET) in that thread alone, lo up, an fd of it kept, the
+thread back in its own; one C call that lets the GIL go) while the caller goes on, before
+it closes what that run removed (its jobs come first: those closes may wait behind the
+disk's trims), and the next run's init joins it (setns) instead of making its own. Asked
+for at the start of a run instead, it was made on the other CPU just as the run cloned its
+init, whose exec then waited for it (the clone 0.5 ms instead of 0.12; bench/README,
+finding 26). It is as fresh as one the init makes: nothing
 has been in it but its lo, up, with the kernel's addresses; it belongs to the same user
 namespace. Its kernel memory is charged to the caller's memory cgroup, not the zone's (as
 on a hybrid host the init's own already is: it joins its v1 cgroups after its unshare).
@@ -43,20 +45,25 @@ def fits(cfg: dict) -> bool:
 
 
 def take() -> int | None:
-    """The namespace made ahead (an fd, now the caller's to close), or None; and the next
-    one asked for."""
-    global _fd, _asked, _hooked
+    """The namespace made ahead (an fd, now the caller's to close), or None."""
+    global _fd, _hooked
     with _lock:
         fd, _fd = _fd, None
         if not _hooked:
             os.register_at_fork(after_in_child=_drop_in_child)
             _hooked = True
-        ask = not (_asked or _refused)
+    return fd
+
+
+def make_next() -> None:
+    """Have the closer thread make the next one, unless one is kept or being made."""
+    global _asked
+    with _lock:
+        ask = not (_asked or _refused or _fd is not None or not _hooked)
         _asked = _asked or ask
     if ask and not lastref.aside(_make):
         with _lock:
             _asked = False
-    return fd
 
 
 def _make() -> None:
