@@ -439,6 +439,54 @@ def test_save_and_restore(cli, zones, tmp_path):
     _running_pid(cli, "zmgsave", other_than=pid)
 
 
+def test_a_restored_zone_runs_on_its_layer(cli, zones, tmp_path, monkeypatch):
+    """`zoned restore FILE` runs the zone on its own layer, as a boot does: what the
+    restored zone writes is there at its next boot (it ran on a layer of its own, removed
+    with it, and the next boot found the layer of before the save), and its files are the
+    save's (its processes had them open). A restore that fails leaves the layer as it
+    was."""
+    from zoned.checkpoint.criu import find_criu
+    from zoned.storage import data_root
+    from zoned.zones.record import data_dir
+
+    try:
+        find_criu()
+    except Exception:  # noqa: BLE001
+        pytest.skip("no CRIU >= 4")
+    zones("zmgrst", "name: zmgrst\n" + SLEEPER + "stop_timeout: 1\non_crash: preserve\n")
+    cli("start", "zmgrst", check=True)
+    _running_pid(cli, "zmgrst")
+    cli("exec", "zmgrst", "sh", "-c", "echo saved > /saved", check=True)
+    image = tmp_path / "zmgrst.img"
+    cli("save", "zmgrst", str(image), check=True, timeout=120)
+    upper = os.path.join(data_dir(data_root(cli.root), "zmgrst"), "upper")
+    assert open(os.path.join(upper, "saved")).read() == "saved\n"
+    with open(os.path.join(upper, "changed-since"), "w") as f:  # the layer, not the save's
+        f.write("x")
+
+    fake = tmp_path / "criu"  # passes the version check, fails the restore
+    fake.write_text('#!/bin/sh\n[ "$1" = --version ] && { echo "Version: 4.2.1"; exit 0; }'
+                    '\nexit 1\n')
+    fake.chmod(0o755)
+    monkeypatch.setenv("ZONED_CRIU", str(fake))
+    assert cli("restore", str(image), timeout=120).returncode != 0
+    _wait(lambda: _list(cli)["zmgrst"]["state"] == "shutoff", what="the failed restore")
+    assert {"changed-since", "saved"} <= set(os.listdir(upper))  # as it was
+    assert not os.path.lexists(upper + ".before-restore")
+    monkeypatch.delenv("ZONED_CRIU")
+
+    cli("restore", str(image), check=True, timeout=120)
+    _running_pid(cli, "zmgrst")
+    cli("exec", "zmgrst", "sh", "-c", "echo after > /after", check=True)
+    assert not os.path.lexists(upper + ".before-restore")
+    assert not os.path.exists(os.path.join(upper, "changed-since"))  # the saved files won
+    cli("shutdown", "zmgrst", check=True)
+    cli("start", "zmgrst", check=True)
+    _running_pid(cli, "zmgrst")
+    r = cli("exec", "zmgrst", "cat", "/saved", "/after", check=True)
+    assert r.stdout == "saved\nafter\n"
+
+
 # -- the same file as a VM ---------------------------------------------------------------
 def test_zone_file_with_backend_vm_boots_a_vm(cli, zones):
     try:

@@ -23,6 +23,7 @@ import subprocess
 from contextlib import ExitStack
 
 from zoned.checkpoint.archive import lower_of
+from zoned.linux.files import rmtree
 
 
 def _no_mark(step: str) -> None:
@@ -30,10 +31,16 @@ def _no_mark(step: str) -> None:
 
 
 class Incoming:
-    def __init__(self, rt, meta: dict, directory: str, cid: str | None = None):
+    """data_dir: a defined zone's layer (zoned.zones: `zoned restore FILE`), which the
+    restored container writes to and which outlives it, as a boot's does (kept_data);
+    else a data dir of its own is made."""
+
+    def __init__(self, rt, meta: dict, directory: str, cid: str | None = None,
+                 data_dir: str | None = None):
         self.rt, self.meta = rt, meta
         self.directory = os.path.abspath(directory)
         self.cid = cid or meta["id"]
+        self.data_dir = data_dir
         self.d = self.data = self.cgroup = self.netsetup = self.logger = None
         self.state: dict | None = None
         self.cfg: dict | None = None
@@ -59,11 +66,17 @@ class Incoming:
         d = self.d = rt.store.reserve(cid)
         try:
             self._lock.enter_context(rt.store.lock(cid))  # held until restore() ends
-            data = self.data = make_zone_dir(rt.store.data, cid)
+            if self.data_dir:  # a zone's layer: kept, as a boot keeps it
+                data = self.data = self.data_dir
+                os.makedirs(data, 0o700, exist_ok=True)
+                os.chmod(data, 0o700)
+            else:
+                data = self.data = make_zone_dir(rt.store.data, cid)
             self.rootfs = os.path.join(d, "rootfs")
             self.upper, self.work = os.path.join(data, "upper"), os.path.join(data, "work")
             os.mkdir(self.rootfs, 0o755)
-            os.mkdir(self.work, 0o755)
+            if not (self.data_dir and os.path.isdir(self.work)):
+                os.mkdir(self.work, 0o755)
             from zoned import logs
 
             self.log_path = os.path.join(data, logs.LOG_NAME) if meta.get("log") else None
@@ -83,7 +96,8 @@ class Incoming:
             state = self.state = initial_state(
                 cid, cfg, bundle=d, rootfs=self.rootfs, cgroup=cg_path, data=data,
                 log=self.log_path, logger=None, autoremove=meta.get("autoremove", False),
-                annotations=meta.get("annotations") or {}, restored_from=self.directory)
+                annotations=meta.get("annotations") or {}, restored_from=self.directory,
+                **({"kept_data": True} if self.data_dir else {}))
             from zoned.linux.proc import proc_start_time
 
             # Whose it is: if this process dies, gc (or the next migration of the same
@@ -134,8 +148,14 @@ class Incoming:
 
         rt, meta, cid, state, directory = self.rt, self.meta, self.cid, self.state, \
             self.directory
+        replaced = None  # a zone's layer's upper dir, put back if the restore fails
         try:
             _entry(directory, "upper", stat.S_ISDIR)  # not a link the archive planted
+            if self.data_dir and os.path.lexists(self.upper):  # the saved files win: the
+                replaced = self.upper + ".before-restore"  # processes had them open
+                if os.path.lexists(replaced):  # (a restore killed before this one's)
+                    rmtree(replaced)
+                os.rename(self.upper, replaced)
             if consume:
                 os.rename(os.path.join(directory, "upper"), self.upper)
             else:
@@ -169,6 +189,9 @@ class Incoming:
                 state["zoned"].pop("incoming", None)
             rt.store.write_state(cid, state)
             mark("state")
+            if replaced is not None:
+                rmtree(replaced)
+                replaced = None
             if not stopped:
                 self.open_network(state)
                 from zoned.network.checkpoint_hooks import close_lingering
@@ -178,6 +201,9 @@ class Incoming:
         except BaseException:
             _keep_log(os.path.join(self.d, "restore.log"), directory, f"restore-{cid}.log")
             self.discard()
+            if replaced is not None:  # the zone's layer as it was
+                rmtree(self.upper)
+                os.rename(replaced, self.upper)
             raise
         finally:
             self._close_fds()
@@ -202,7 +228,7 @@ class Incoming:
         self._close_fds()
         try:
             abandon(self.rt.store, self.cid, cgroup=self.cgroup, network=self.netsetup,
-                    data=self.data,
+                    data=None if self.data_dir else self.data,  # (a zone's layer stays)
                     logger=self.logger.describe() if self.logger is not None else None)
         finally:
             self.d = None

@@ -41,13 +41,15 @@ def check_restore(rt, meta: dict, cid: str, *, lazy: bool = False) -> list[str]:
 
 
 def restore(rt, directory: str, *, name: str | None = None, lazy_socket: int | None = None,
-            stopped: bool = False, consume: bool = False) -> dict:
+            stopped: bool = False, consume: bool = False, data_dir: str | None = None) -> dict:
     """Restore a checkpoint as container `name` (default: the checkpointed one's name)
     with its own state dir, cgroup, network and state.json, so ps/exec/kill/rm work on it.
 
     lazy_socket: a connected socket to the source's page server (live migration).
     stopped: leave the tasks stopped (SIGSTOP); resume() lets them go.
     consume: the checkpoint dir is scratch: its upper dir is moved, not copied.
+    data_dir: a defined zone's layer, which the restored container uses and keeps; its
+    upper dir is the checkpoint's then (the one before is put back if the restore fails).
     (A migration's destination uses zoned.checkpoint.incoming.Incoming itself, so that
     the part before the images is done before the source freezes.)"""
     from zoned.checkpoint.incoming import Incoming
@@ -63,7 +65,7 @@ def restore(rt, directory: str, *, name: str | None = None, lazy_socket: int | N
     if problems:
         raise ConfigError(f"cannot restore {cid!r}: " + "; ".join(problems))
     find_criu()
-    incoming = Incoming(rt, meta, directory, cid)
+    incoming = Incoming(rt, meta, directory, cid, data_dir=data_dir)
     incoming.prepare()
     return incoming.restore(lazy_socket=lazy_socket, stopped=stopped, consume=consume)
 

@@ -247,7 +247,8 @@ def boot_restored(rt, name: str, path: str, images: str | None = None) -> int:
     tmp = tempfile.mkdtemp(prefix=f"tmp-{os.getpid()}-", dir=scratch.scratch_dir(rt))
     try:
         archive.import_tar(path, tmp)
-        st = restore_mod.restore(rt, tmp, name=name, consume=True)
+        st = restore_mod.restore(rt, tmp, name=name, consume=True,  # in the zone's layer,
+                                 data_dir=record.data_dir(rt.store.data, name))  # as a boot
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
         scratch.scratch_done(rt)
