@@ -444,7 +444,7 @@ def test_a_restored_zone_runs_on_its_layer(cli, zones, tmp_path, monkeypatch):
     restored zone writes is there at its next boot (it ran on a layer of its own, removed
     with it, and the next boot found the layer of before the save), and its files are the
     save's (its processes had them open). A restore that fails leaves the layer as it
-    was."""
+    was; one killed half-way, the next boot puts it back."""
     from zoned.checkpoint.criu import find_criu
     from zoned.storage import data_root
     from zoned.zones.record import data_dir
@@ -485,6 +485,19 @@ def test_a_restored_zone_runs_on_its_layer(cli, zones, tmp_path, monkeypatch):
     _running_pid(cli, "zmgrst")
     r = cli("exec", "zmgrst", "cat", "/saved", "/after", check=True)
     assert r.stdout == "saved\nafter\n"
+
+    # A restore killed half-way (its upper aside, the save's half moved in): the next
+    # boot puts the layer back.
+    cli("shutdown", "zmgrst", check=True)
+    os.rename(upper, upper + ".before-restore")
+    os.makedirs(upper)
+    with open(os.path.join(upper, "half"), "w") as f:
+        f.write("x")
+    cli("start", "zmgrst", check=True)
+    _running_pid(cli, "zmgrst")
+    r = cli("exec", "zmgrst", "sh", "-c", "cat /saved /after; ls /half", check=False)
+    assert r.stdout == "saved\nafter\n" and "/half" in r.stderr, r
+    assert not os.path.lexists(upper + ".before-restore")
 
 
 # -- the same file as a VM ---------------------------------------------------------------

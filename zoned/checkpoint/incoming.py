@@ -30,6 +30,22 @@ def _no_mark(step: str) -> None:
     pass
 
 
+BEFORE_RESTORE = ".before-restore"  # a zone layer's upper dir, aside while a restore runs
+
+
+def put_layer_back(upper: str) -> bool:
+    """A zone layer's upper dir as it was before a restore that failed or was killed
+    (upper + BEFORE_RESTORE, moved aside while it ran); True if one was put back. Called
+    by the restore itself, and before a zone's next boot or restore."""
+    aside = upper + BEFORE_RESTORE
+    if not os.path.lexists(aside):
+        return False
+    if os.path.lexists(upper):
+        rmtree(upper)  # the save's, moved in by the restore that did not finish
+    os.rename(aside, upper)
+    return True
+
+
 class Incoming:
     """data_dir: a defined zone's layer (zoned.zones: `zoned restore FILE`), which the
     restored container writes to and which outlives it, as a boot's does (kept_data);
@@ -151,10 +167,10 @@ class Incoming:
         replaced = None  # a zone's layer's upper dir, put back if the restore fails
         try:
             _entry(directory, "upper", stat.S_ISDIR)  # not a link the archive planted
+            if self.data_dir:
+                put_layer_back(self.upper)  # (from a restore killed before this one)
             if self.data_dir and os.path.lexists(self.upper):  # the saved files win: the
-                replaced = self.upper + ".before-restore"  # processes had them open
-                if os.path.lexists(replaced):  # (a restore killed before this one's)
-                    rmtree(replaced)
+                replaced = self.upper + BEFORE_RESTORE  # processes had them open
                 os.rename(self.upper, replaced)
             if consume:
                 os.rename(os.path.join(directory, "upper"), self.upper)
@@ -202,8 +218,7 @@ class Incoming:
             _keep_log(os.path.join(self.d, "restore.log"), directory, f"restore-{cid}.log")
             self.discard()
             if replaced is not None:  # the zone's layer as it was
-                rmtree(self.upper)
-                os.rename(replaced, self.upper)
+                put_layer_back(self.upper)
             raise
         finally:
             self._close_fds()

@@ -128,6 +128,10 @@ def _boot(root: str, data: str, name: str, images: str | None) -> tuple[int, int
         restore_from = rec.pop("restore_from", None)
     if restore_from:  # zoned restore FILE: once; a later restart boots the zone file
         return boot_restored(rt, name, restore_from, images), None
+    if data_dir is not None:  # its files as before a restore that was killed
+        from zoned.checkpoint.incoming import put_layer_back
+
+        put_layer_back(os.path.join(data_dir, "upper"))
     net = api.network_for(opts, rt, name)
     if zone.get("backend") == "vm":
         from zoned.backends.vm import VmBackend
