@@ -164,6 +164,16 @@ def test_save_and_restore_a_vm_zone_keeps_its_memory_and_process(env):
     assert p.returncode == 125 and "vcpus is now 2, saved with 1" in p.stderr, p.stderr
     assert _qemus(zoned.root) == []
 
+    # Where the zone is not defined (undefined since; another host), the file defines it:
+    # as it was saved (one vCPU, not two), and the guest goes on.
+    zoned("undefine", "vmsave-z", check=True)
+    p = zoned("restore", image, check=True)
+    assert "zone vmsave-z defined from the file and restored" in p.stdout, p.stdout
+    assert (_wait_guest(zoned, "vmsave-z")[:2]) == (pid, token)
+    with open(os.path.join(zoned.zdir, "vmsave-z.yaml")) as f:
+        assert "vcpus" not in f.read()
+    zoned("destroy", "vmsave-z", check=True)
+
 
 # -- the container: checkpoint --export / restore --import, and a damaged stream ---------
 def _http(ip: str) -> str:

@@ -500,6 +500,79 @@ def test_a_restored_zone_runs_on_its_layer(cli, zones, tmp_path, monkeypatch):
     assert not os.path.lexists(upper + ".before-restore")
 
 
+def _repack(image, out, tmp_path, edit) -> None:
+    """A copy of a saved archive whose metadata edit(meta) changed."""
+    from zoned.checkpoint.archive import META
+
+    d = tmp_path / f"unpacked-{out.name}"
+    d.mkdir()
+    subprocess.run(["tar", "--zstd", "-xf", str(image), "-C", str(d)], check=True)
+    meta = json.loads((d / META).read_text())
+    edit(meta)
+    (d / META).write_text(json.dumps(meta))
+    subprocess.run(["tar", "--zstd", "-cf", str(out), "-C", str(d), "."], check=True)
+    os.chmod(out, 0o600)
+
+
+def test_restore_defines_a_zone_from_its_file(cli, zones, tmp_path, monkeypatch):
+    """As `xm restore`: on a host where the zone is not defined (undefined here, its file
+    and layer gone), the saved file defines it as it was and the zone goes on. A restore
+    that fails undefines it again; a file whose zone file names host paths, another zone,
+    or none (an older zoned's) is refused in one line, and nothing is defined."""
+    from zoned.checkpoint.criu import find_criu
+    from zoned.storage import data_root
+    from zoned.zones.record import data_dir
+
+    try:
+        find_criu()
+    except Exception:  # noqa: BLE001
+        pytest.skip("no CRIU >= 4")
+    zones("zmgdef", "# saved with me\nname: zmgdef\n" + SLEEPER + "stop_timeout: 1\n"
+          "on_crash: preserve\n")
+    text = (zones.dir / "zmgdef.yaml").read_text()
+    cli("start", "zmgdef", check=True)
+    pid = _running_pid(cli, "zmgdef")
+    cli("exec", "zmgdef", "sh", "-c", "echo kept > /kept", check=True)
+    image = tmp_path / "zmgdef.img"
+    cli("save", "zmgdef", str(image), check=True, timeout=120)
+    cli("undefine", "zmgdef", check=True)
+    layer = data_dir(data_root(cli.root), "zmgdef")
+    assert not (zones.dir / "zmgdef.yaml").exists() and not os.path.exists(layer)
+
+    fake = tmp_path / "criu"  # passes the version check, fails the restore
+    fake.write_text('#!/bin/sh\n[ "$1" = --version ] && { echo "Version: 4.2.1"; exit 0; }'
+                    '\nexit 1\n')
+    fake.chmod(0o755)
+    monkeypatch.setenv("ZONED_CRIU", str(fake))
+    assert cli("restore", str(image), timeout=120).returncode != 0
+    assert not (zones.dir / "zmgdef.yaml").exists() and not os.path.exists(layer)
+    monkeypatch.delenv("ZONED_CRIU")
+
+    other = tmp_path / "other.img"
+    _repack(image, other, tmp_path, lambda m: m.update(zone=m["zone"].replace(
+        "name: zmgdef", "name: zmgxxx")))
+    p = cli("restore", str(other))
+    assert p.returncode == 125 and "defines 'zmgxxx', the save is of 'zmgdef'" in p.stderr
+    hostvol = tmp_path / "hostvol.img"
+    _repack(image, hostvol, tmp_path, lambda m: m.update(zone=m["zone"] + "volumes: "
+                                                          "['/etc:/host-etc']\n"))
+    p = cli("restore", str(hostvol))
+    assert p.returncode == 125 and "names host paths (/etc): define it first" in p.stderr
+    old = tmp_path / "old.img"
+    _repack(image, old, tmp_path, lambda m: m.pop("zone"))
+    p = cli("restore", str(old))
+    assert p.returncode != 0 and "holds no zone file" in p.stderr, p.stderr
+    assert len(p.stderr.strip().splitlines()) == 1
+    assert list(zones.dir.iterdir()) == []
+
+    p = cli("restore", str(image), check=True, timeout=120)
+    assert "zone zmgdef defined from the file and restored" in p.stdout
+    assert (zones.dir / "zmgdef.yaml").read_text() == text  # as saved: uuid, comment
+    assert _running_pid(cli, "zmgdef") != pid  # (a new pid on the host)
+    r = cli("exec", "zmgdef", "sh", "-c", "cat /kept; cat /proc/1/cmdline", check=True)
+    assert r.stdout == "kept\nsleep\x001000\x00"
+
+
 # -- the same file as a VM ---------------------------------------------------------------
 def test_zone_file_with_backend_vm_boots_a_vm(cli, zones):
     try:

@@ -28,10 +28,12 @@ from zoned.testhooks import hit
 
 
 def save(rt, cid: str, path: str, *, kind: str, what: str,
-         leave_running: bool = False) -> dict:
+         leave_running: bool = False, zone_file: str | None = None) -> dict:
     """Save running VM `cid` into `path` (kind "zone" or "container": what restore
     accepts it as), then remove the VM unless leave_running. `what` names the argument
-    in errors. Returns a summary: bytes, seconds, QEMU's RAM figure."""
+    in errors; zone_file: a defined zone's file, kept in the header (a host where the zone
+    is not defined restores it from there). Returns a summary: bytes, seconds, QEMU's RAM
+    figure."""
     import tempfile
 
     from zoned.checkpoint.private import check_parents
@@ -46,6 +48,8 @@ def save(rt, cid: str, path: str, *, kind: str, what: str,
     with rt.store.lock(cid):
         st = rt.state(cid)
         header = _describe(rt, cid, st, kind)
+        if zone_file is not None:
+            header["zone"] = zone_file
         vmdir = st["zoned"]["vm"]["dir"]
         fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".part",
                                    dir=os.path.dirname(path))

@@ -90,7 +90,8 @@ def check_meta(meta: object, where: str) -> dict:
     kinds = {"id": str, "config": dict, "state_dir": str, "mounts": list, "files": list,
              "log": bool, "cgroup": str}
     optional = {"annotations": dict, "image": dict, "lower": str, "network": dict,
-                "hostname": str, "autoremove": bool, "tcp_established": bool, "lazy": bool}
+                "hostname": str, "autoremove": bool, "tcp_established": bool, "lazy": bool,
+                "zone": str}
     for key, kind in (*kinds.items(), *optional.items()):
         value = meta.get(key)
         if (value is not None or key in kinds) and not isinstance(value, kind):

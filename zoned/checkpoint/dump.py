@@ -224,7 +224,7 @@ class Dump:
     def run(self, directory: str, *, leave_running: bool = False,
             tcp_established: bool = False, lazy_socket: int | None = None,
             criu: str | None = None, copy_files: bool = True,
-            network_lock: str = "nftables") -> dict:
+            network_lock: str = "nftables", zone_file: str | None = None) -> dict:
         """Freeze and dump into `directory` (which clean_dir() prepared). Returns the
         checkpoint's metadata, also written to DIR/zoned-checkpoint.json. The container's
         lock must be held. With `lazy_socket` (a connected socket to the destination's
@@ -234,11 +234,15 @@ class Dump:
         sends them from where they are, the tasks frozen or ended by then: own_files(); CRIU
         then forks no action script in the frozen time).
         network_lock="skip": the caller has locked the network itself (a migration's
-        zoned.network.checkpoint_hooks.LinkLock); the restore then unlocks nothing either."""
+        zoned.network.checkpoint_hooks.LinkLock); the restore then unlocks nothing either.
+        zone_file: a defined zone's file (`zoned save`), kept in the metadata so that a
+        host where the zone is not defined can restore it (zoned.zones.saving)."""
         criu = criu or find_criu()
         self.directory = directory
         meta = self.meta(tcp_established=tcp_established, lazy=lazy_socket is not None,
                          criu=criu)
+        if zone_file is not None:
+            meta["zone"] = zone_file
         from zoned.runtime.store import write_json_atomic
 
         write_json_atomic(os.path.join(directory, META), meta)
@@ -358,7 +362,8 @@ class Dump:
 
 
 def checkpoint(rt, cid: str, directory: str | None, *, leave_running: bool = False,
-               tcp_established: bool = False, export: str | None = None) -> str:
+               tcp_established: bool = False, export: str | None = None,
+               zone_file: str | None = None) -> str:
     """Dump container `cid` into `directory` (and/or a .tar.zst `export`). Without
     leave_running the container is stopped by the dump and then removed (as runc does), so
     `restore` can bring it back under the same name, here or on another host."""
@@ -387,7 +392,7 @@ def checkpoint(rt, cid: str, directory: str | None, *, leave_running: bool = Fal
             dump = Dump(rt, cid).plan()
             clean_dir(directory)
             dump.run(directory, leave_running=leave_running,
-                     tcp_established=tcp_established, criu=criu)
+                     tcp_established=tcp_established, criu=criu, zone_file=zone_file)
         if not leave_running:
             from zoned.linux.proc import wait_exit
 

@@ -165,6 +165,7 @@ class Incoming:
         rt, meta, cid, state, directory = self.rt, self.meta, self.cid, self.state, \
             self.directory
         replaced = None  # a zone's layer's upper dir, put back if the restore fails
+        moved_in = False
         try:
             _entry(directory, "upper", stat.S_ISDIR)  # not a link the archive planted
             if self.data_dir:
@@ -172,6 +173,7 @@ class Incoming:
             if self.data_dir and os.path.lexists(self.upper):  # the saved files win: the
                 replaced = self.upper + BEFORE_RESTORE  # processes had them open
                 os.rename(self.upper, replaced)
+            moved_in = True
             if consume:
                 os.rename(os.path.join(directory, "upper"), self.upper)
             else:
@@ -219,6 +221,8 @@ class Incoming:
             self.discard()
             if replaced is not None:  # the zone's layer as it was
                 put_layer_back(self.upper)
+            elif self.data_dir and moved_in:  # (none before)
+                rmtree(self.upper)
             raise
         finally:
             self._close_fds()

@@ -259,8 +259,8 @@ def cmd_restore(args) -> int:
         return checkpoint_restore(args)
     from zoned.zones import saving
 
-    name, pid = saving.restore(runtime(args), args.file, args.images)
-    print(f"zone {name} restored (pid {pid})")
+    name, pid, defined = saving.restore(runtime(args), args.file, args.images)
+    print(f"zone {name} {'defined from the file and ' if defined else ''}restored (pid {pid})")
     return 0
 
 

@@ -18,8 +18,9 @@ The header says what restore boots before it reads the stream: the kind ("zone":
 defined zone's `zoned save`; "container": a checkpoint export), the container's name, its
 OCI config (the machine is made from it exactly as on the source: the same devices,
 memory and vCPUs), the image by name and content digest (the read-only root disk is made
-here from this host's copy, which must be the same), the accelerator, and the network
-description (networks, addresses, MACs, published ports). The guest's writable layer is
+here from this host's copy, which must be the same), the accelerator, the network
+description (networks, addresses, MACs, published ports), and for a zone its zone file
+(restore defines the zone from it where it is not defined: zoned.zones.saving). The guest's writable layer is
 its tmpfs, so it is in the stream (guest RAM). Nothing in the header names a host path:
 a config with a bind mount (a 9p volume) is refused (save leaves out the binds of the
 network's /etc files, which a restore's network set-up makes anew), the image is found by
