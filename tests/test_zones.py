@@ -591,6 +591,10 @@ def test_zone_file_with_backend_vm_boots_a_vm(cli, zones):
         _list(cli)["zmgvm"]), timeout=120, what="the VM's exit")
     assert r["status"].startswith("Exited (4) "), r  # the guest's code, not QEMU's
     assert "vm-up 1" in cli("logs", "zmgvm", check=True).stdout
+    # Booted again: its log goes on, as a zone's does (it started afresh at each boot).
+    cli("start", "zmgvm", check=True, timeout=120)
+    _wait(lambda: cli("logs", "zmgvm", check=True).stdout.count("vm-up 1") == 2,
+          timeout=120, what="the second boot's line")
 
 
 # -- zoned run -d --restart (podman's flag) ---------------------------------------------

@@ -178,6 +178,8 @@ class VmBackend:
             if log:
                 from zoned.storage import make_zone_dir
 
+                if data_dir:  # (a zone's layer dir: made at its first boot)
+                    os.makedirs(data_dir, 0o700, exist_ok=True)
                 data = data_dir or make_zone_dir(store.data, cid)
                 logger = logs.spawn(data)
                 null = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)

@@ -189,10 +189,11 @@ def read(path: str, what: str, kind: str):
     return saved
 
 
-def restore(rt, saved, *, name: str | None = None, images: str | None = None):
+def restore(rt, saved, *, name: str | None = None, images: str | None = None,
+            data_dir: str | None = None):
     """Boot the saved VM as container `name` (the saved one's by default) and let it run
     once QEMU has its whole state: a VmStarted. Anything that fails removes the VM before
-    its guest ran."""
+    its guest ran. data_dir: a zone's layer dir, where its log goes on."""
     from zoned.backends.vm import VmBackend
     from zoned.migration.vm import check_incoming
     from zoned.oci import spec as specmod
@@ -216,7 +217,7 @@ def restore(rt, saved, *, name: str | None = None, images: str | None = None):
     backend = VmBackend(rt)
     started = backend.create(cid, h["config"], image=h["image"]["name"], network=network,
                              log=h["log"], autoremove=h["autoremove"], accel=h["accel"],
-                             incoming="defer", images=images)
+                             incoming="defer", images=images, data_dir=data_dir)
     try:
         with QMP(started.vmdir, timeout=30) as q:
             stream_in(q, saved)

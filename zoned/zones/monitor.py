@@ -137,7 +137,7 @@ def _boot(root: str, data: str, name: str, images: str | None) -> tuple[int, int
         from zoned.backends.vm import VmBackend
 
         started = VmBackend(rt).create(name, cfg, image=opts.image, network=net, log=True,
-                                       wait=True)
+                                       wait=True, data_dir=data_dir)  # (its log goes on)
         return started.pid, None
     started = rt.run(name, cfg, log=not opts.tty, network=net, data_dir=data_dir)
     return started.pid, started.master
@@ -246,7 +246,8 @@ def boot_restored(rt, name: str, path: str, images: str | None = None) -> int:
             if saved.header["id"] != name:
                 raise ZonedError(f"restore {path}: the file holds zone "
                                  f"{saved.header['id']!r}, not {name!r}")
-            return vm_save.restore(rt, saved, name=name, images=images).pid
+            return vm_save.restore(rt, saved, name=name, images=images,
+                                   data_dir=record.data_dir(rt.store.data, name)).pid
 
     tmp = tempfile.mkdtemp(prefix=f"tmp-{os.getpid()}-", dir=scratch.scratch_dir(rt))
     try:
