@@ -439,6 +439,18 @@ def test_save_and_restore(cli, zones, tmp_path):
     _running_pid(cli, "zmgsave", other_than=pid)
 
 
+def _failing_restore(cli, image, tmp_path, monkeypatch) -> None:
+    """`zoned restore IMAGE` with a criu that passes the version check and fails the
+    restore: it must fail; ZONED_CRIU is unset again after."""
+    fake = tmp_path / "criu"
+    fake.write_text('#!/bin/sh\n[ "$1" = --version ] && { echo "Version: 4.2.1"; exit 0; }'
+                    '\nexit 1\n')
+    fake.chmod(0o755)
+    with monkeypatch.context() as m:
+        m.setenv("ZONED_CRIU", str(fake))
+        assert cli("restore", str(image), timeout=120).returncode != 0
+
+
 def test_a_restored_zone_runs_on_its_layer(cli, zones, tmp_path, monkeypatch):
     """`zoned restore FILE` runs the zone on its own layer, as a boot does: what the
     restored zone writes is there at its next boot (it ran on a layer of its own, removed
@@ -464,16 +476,10 @@ def test_a_restored_zone_runs_on_its_layer(cli, zones, tmp_path, monkeypatch):
     with open(os.path.join(upper, "changed-since"), "w") as f:  # the layer, not the save's
         f.write("x")
 
-    fake = tmp_path / "criu"  # passes the version check, fails the restore
-    fake.write_text('#!/bin/sh\n[ "$1" = --version ] && { echo "Version: 4.2.1"; exit 0; }'
-                    '\nexit 1\n')
-    fake.chmod(0o755)
-    monkeypatch.setenv("ZONED_CRIU", str(fake))
-    assert cli("restore", str(image), timeout=120).returncode != 0
+    _failing_restore(cli, image, tmp_path, monkeypatch)
     _wait(lambda: _list(cli)["zmgrst"]["state"] == "shutoff", what="the failed restore")
     assert {"changed-since", "saved"} <= set(os.listdir(upper))  # as it was
     assert not os.path.lexists(upper + ".before-restore")
-    monkeypatch.delenv("ZONED_CRIU")
 
     cli("restore", str(image), check=True, timeout=120)
     _running_pid(cli, "zmgrst")
@@ -539,14 +545,8 @@ def test_restore_defines_a_zone_from_its_file(cli, zones, tmp_path, monkeypatch)
     layer = data_dir(data_root(cli.root), "zmgdef")
     assert not (zones.dir / "zmgdef.yaml").exists() and not os.path.exists(layer)
 
-    fake = tmp_path / "criu"  # passes the version check, fails the restore
-    fake.write_text('#!/bin/sh\n[ "$1" = --version ] && { echo "Version: 4.2.1"; exit 0; }'
-                    '\nexit 1\n')
-    fake.chmod(0o755)
-    monkeypatch.setenv("ZONED_CRIU", str(fake))
-    assert cli("restore", str(image), timeout=120).returncode != 0
+    _failing_restore(cli, image, tmp_path, monkeypatch)
     assert not (zones.dir / "zmgdef.yaml").exists() and not os.path.exists(layer)
-    monkeypatch.delenv("ZONED_CRIU")
 
     other = tmp_path / "other.img"
     _repack(image, other, tmp_path, lambda m: m.update(zone=m["zone"].replace(
