@@ -20,11 +20,12 @@ OCI config (the machine is made from it exactly as on the source: the same devic
 memory and vCPUs), the image by name and content digest (the read-only root disk is made
 here from this host's copy, which must be the same), the accelerator, the network
 description (networks, addresses, MACs, published ports), and for a zone its zone file
-(restore defines the zone from it where it is not defined: zoned.zones.saving). The guest's writable layer is
-its tmpfs, so it is in the stream (guest RAM). Nothing in the header names a host path:
-a config with a bind mount (a 9p volume) is refused (save leaves out the binds of the
-network's /etc files, which a restore's network set-up makes anew), the image is found by
-name, the networks by their definition names.
+(restore defines the zone from it where it is not defined: zoned.zones.saving). The
+guest's writable layer is its tmpfs, so it is in the stream (guest RAM). Nothing in the
+header names a host path: a config with a bind mount (a 9p volume) is refused (save
+leaves out the binds of the network's /etc files, which a restore's network set-up makes
+anew), and so is a zone file naming one where it would define the zone; the image is
+found by name, the networks by their definition names.
 
 Writing: the stream's length and digest are written last (pwrite), then fsync, then the
 file is renamed from its temp name: a file that has both is complete. Reading: the header
