@@ -313,6 +313,11 @@ class Bench:
             raise Failed(f"Pool.run: exit {r.returncode}: {r.stderr!r}")
         if not self.pool.wait_ready(30):
             raise Failed("Pool: no zone made again within 30 s")
+        deadline = time.monotonic() + 30  # and the maker's removal of this run's zone
+        while os.path.exists(os.path.join(self.zroot, r.name)):
+            if time.monotonic() > deadline:
+                raise Failed(f"Pool: zone {r.name} not removed within 30 s")
+            time.sleep(0.001)
         return dt
 
     def runc_run(self) -> float:

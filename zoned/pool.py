@@ -221,7 +221,9 @@ class Pool:
     def wait_ready(self, timeout: float | None = None) -> bool:
         """Wait until a zone waits to be taken (a maker has one ready; the next run()
         takes it without waiting): False if none is by `timeout` seconds. A warm-up, or a
-        benchmark's way to keep the making of the next zone out of what it times next."""
+        benchmark's way to keep the making of the next zone out of what it times next
+        (a maker may still be removing a zone run before: it makes the next one while a
+        run runs if none waits)."""
         import select
 
         if not self._makers:
