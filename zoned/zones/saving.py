@@ -19,9 +19,9 @@ def save(rt, name: str, path: str) -> dict | None:
     """Save running zone `name` into `path` and stop it; a VM's save summary."""
     from zoned.zones import query as commands
 
+    zone_file = commands.defined(name).text  # (kept in the file: restore defines it)
     if not commands.running(rt, name):
         raise InvalidState(f"cannot save zone {name!r}: it is not running")
-    zone_file = commands.defined(name).text
     is_vm = bool((rt.state(name).get("zoned") or {}).get("vm"))
     with record.locked(rt.store.root, name) as rec:
         rec["stop"] = "save"
