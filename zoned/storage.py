@@ -97,6 +97,15 @@ def make_zone_dir(data: str, cid: str) -> str:
     return d
 
 
+def keep_zone_dir(path: str) -> str:
+    """A data dir its caller keeps across the containers that use it (a defined zone's
+    layer, zoned.zones): made if missing, private either way (one an older zoned made 0711
+    too; share_with_zone_root says why 0700)."""
+    os.makedirs(path, 0o700, exist_ok=True)
+    os.chmod(path, 0o700)
+    return path
+
+
 def share_with_zone_root(path: str, root_id: tuple[int, int] | None) -> None:
     """A zone's own dirs (its state dir, its data dir) are 0700: no other host user may
     reach its writable layer, where a setuid file the zone made would run as root for

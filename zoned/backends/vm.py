@@ -176,11 +176,9 @@ class VmBackend:
             from zoned import logs
 
             if log:
-                from zoned.storage import make_zone_dir
+                from zoned.storage import keep_zone_dir, make_zone_dir
 
-                if data_dir:  # (a zone's layer dir: made at its first boot)
-                    os.makedirs(data_dir, 0o700, exist_ok=True)
-                data = data_dir or make_zone_dir(store.data, cid)
+                data = keep_zone_dir(data_dir) if data_dir else make_zone_dir(store.data, cid)
                 logger = logs.spawn(data)
                 null = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
                 log_fds = [logger.write_fd, null]

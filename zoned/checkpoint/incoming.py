@@ -73,7 +73,7 @@ class Incoming:
         from zoned.runtime.cgroup_paths import default_cgroups_path
         from zoned.runtime.steps import initial_state, make_cgroup, refuse_in_use, \
             write_config
-        from zoned.storage import make_zone_dir
+        from zoned.storage import keep_zone_dir, make_zone_dir
 
         rt, meta, cid = self.rt, self.meta, self.cid
         self.lower = lower_of(meta)
@@ -83,9 +83,7 @@ class Incoming:
         try:
             self._lock.enter_context(rt.store.lock(cid))  # held until restore() ends
             if self.data_dir:  # a zone's layer: kept, as a boot keeps it
-                data = self.data = self.data_dir
-                os.makedirs(data, 0o700, exist_ok=True)
-                os.chmod(data, 0o700)
+                data = self.data = keep_zone_dir(self.data_dir)
             else:
                 data = self.data = make_zone_dir(rt.store.data, cid)
             self.rootfs = os.path.join(d, "rootfs")

@@ -56,7 +56,8 @@ def take() -> int | None:
 
 
 def make_next() -> None:
-    """Have the closer thread make the next one, unless one is kept or being made."""
+    """Have the closer thread make the next one, unless one is kept or being made, or
+    this process never took one (_hooked: take() was called, its fork hook set)."""
     global _asked
     with _lock:
         ask = not (_asked or _refused or _fd is not None or not _hooked)

@@ -163,9 +163,9 @@ class Runtime:
                 make_volumes(cfg, self.store.data)
             lower = (cfg.get("annotations") or {}).get(specmod.ANN_LOWER)
             if data_dir:  # zoned.zones: kept across restarts (only the logger is undone)
-                os.makedirs(data_dir, 0o700, exist_ok=True)
-                os.chmod(data_dir, 0o700)  # (one made 0711 by an older zoned too)
-                data = data_dir
+                from zoned.storage import keep_zone_dir
+
+                data = keep_zone_dir(data_dir)
             elif lower or log:  # the writable layer and the log go to the data root (disk)
                 from zoned.storage import make_zone_dir
 

@@ -60,26 +60,24 @@ def saved_archive(path: str) -> tuple[str, str | None]:
     return meta["id"], meta.get("zone")
 
 
-def saved_vm(path: str) -> tuple[str, str | None]:
-    """The zone a saved VM holds, and its zone file (None from an older zoned)."""
+def saved_vm(path: str) -> dict:
+    """A saved VM zone's header, checked: its id is the zone's, its zone field the zone
+    file (None from an older zoned)."""
     from zoned.backends.vm_save import read
 
     with read(path, "restore", "zone") as saved:
-        return saved.header["id"], saved.header.get("zone")
+        return saved.header
 
 
-def check_saved_vm(path: str, name: str, images: str | None) -> None:
-    """The file's machine must be the one the zone's definition here boots (the same
-    image, memory, vCPUs and networks), or QEMU could not load it, or the zone would come
-    back other than it is defined."""
+def check_saved_vm(h: dict, path: str, name: str, images: str | None) -> None:
+    """The machine of the file at `path` (its header `h`) must be the one the zone's
+    definition here boots (the same image, memory, vCPUs and networks), or QEMU could
+    not load it, or the zone would come back other than it is defined."""
     from zoned.backends.vm import machine_spec
-    from zoned.backends.vm_save import read
     from zoned.network.model import NetworkState
     from zoned.zones import query as commands
     from zoned.zones.convert import oci_config
 
-    with read(path, "restore", "zone") as saved:
-        h = saved.header
     zone = commands.defined(name)
     if zone.get("backend") != "vm":
         raise ConfigError(f"restore {path}: zone {name!r} is now defined as a zone, and "
@@ -150,14 +148,14 @@ def restore(rt, path: str, images: str | None = None) -> tuple[str, int, bool]:
     path = os.path.abspath(path)
     if not os.path.isfile(path):
         raise ConfigError(f"{path}: no such file")
-    is_vm = is_save_file(path)
-    name, text = saved_vm(path) if is_vm else saved_archive(path)
+    header = saved_vm(path) if is_save_file(path) else None
+    name, text = (header["id"], header.get("zone")) if header else saved_archive(path)
     made = not os.path.exists(zone_path(name))
     if made:
         define_saved(rt, name, text, path, images)
     try:
-        if is_vm:
-            check_saved_vm(path, name, images)
+        if header:
+            check_saved_vm(header, path, name, images)
         commands.defined(name)
         if commands.running(rt, name):
             raise InvalidState(f"cannot restore zone {name!r}: it is running")
