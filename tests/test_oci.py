@@ -120,6 +120,44 @@ def test_kill_all_and_ps(cli, bundle):
         assert not os.path.exists(f"/proc/{p}") or "Z" in open(f"/proc/{p}/stat").read()
 
 
+def test_kill_all_reaches_what_outlived_the_init(cli, bundle, tmp_path):
+    """Without a pid namespace of its own, what the init started outlives it in the
+    container's cgroup. containerd's shim then sends `kill --all ID 9`: runc signals the
+    leftovers and exits 0; so must zoned (it refused a stopped container: they lived on)."""
+    c = bundle.cfg
+    namespaces = [ns for ns in c["linux"]["namespaces"] if ns["type"] != "pid"]
+    pidfile = tmp_path / "left.pid"
+    bundle(["sh", "-c", "sleep 1000 & echo $! > /left.pid"], **{
+        "linux.namespaces": namespaces,
+        "mounts": c["mounts"] + [{"destination": "/left.pid", "type": "bind",
+                                  "source": str(pidfile), "options": ["rbind", "rw"]}]})
+    pidfile.write_text("")
+    cli("create", "--bundle", str(bundle.path), "left", files=True, check=True)
+    cli("start", "left", check=True)
+    assert _wait_status(cli, "left", "stopped")
+    left = int(pidfile.read_text())  # a host pid: no pid namespace
+    assert "sleep" in open(f"/proc/{left}/cmdline").read()
+    p = cli("kill", "left", "KILL")  # the init alone: gone, and said as runc says it
+    assert p.returncode == 125 and "container not running" in p.stderr
+    assert not _dead(left)
+    assert cli("kill", "--all", "left", "KILL").returncode == 0
+    deadline = time.monotonic() + 10
+    while not _dead(left) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert _dead(left)
+    assert cli("kill", "--all", "left", "KILL").returncode == 0  # nothing left: still fine
+    assert cli("delete", "left").returncode == 0
+
+
+def _dead(pid: int) -> bool:
+    """Gone, or a zombie waiting for its parent."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] in ("Z", "X")
+    except (FileNotFoundError, ProcessLookupError):
+        return True
+
+
 def test_run_bundle_exit_code_and_pid_file(cli, bundle, tmp_path):
     bundle(["sh", "-c", "echo out; exit 9"])
     p = oci_run(cli, bundle.path)

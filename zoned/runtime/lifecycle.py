@@ -456,11 +456,15 @@ class Runtime:
 
             return VmBackend(self).kill(cid, sig)
         status = self.live_status(cid, st)
-        if not status.can_kill():
-            raise InvalidState(f"cannot kill container {cid!r}: it is {status}")
-        if all:
+        if all and status is not Status.CREATING:
+            # Also once the init has gone, as runc: what a container without a pid
+            # namespace of its own started outlives its init, in its cgroup, and
+            # containerd's shim sends `kill --all` for that after the init's exit.
             self.cgroup(st).kill(sig)
             return
+        if not status.can_kill():  # ("container not running": containerd's shim takes
+            raise InvalidState(     # it for "process already finished", as runc's)
+                f"cannot kill container {cid!r}: it is {status} (container not running)")
         signal_pid(st["pid"], st["zoned"]["pid_start"], sig)
 
     def wait(self, cid: str, timeout: float | None = None) -> bool:
