@@ -83,6 +83,15 @@ def criu_or_skip() -> str:
         pytest.skip(f"no criu >= 4 (run `make criu`): {e}", allow_module_level=True)
 
 
+def process_alive(pid: int) -> bool:
+    """Alive: there, and not a zombie waiting for its parent."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+    except OSError:
+        return False
+
+
 def cgroups_of(pid: int) -> dict[str, str]:
     """/proc/PID/cgroup as {controllers ("" for cgroup2): path}."""
     out = {}

@@ -18,7 +18,7 @@ import time
 
 import pytest
 
-from conftest import ZONED, host_snapshot, zone_state
+from conftest import ZONED, host_snapshot, process_alive, zone_state
 
 pytestmark = pytest.mark.skipif(shutil.which("nft") is None, reason="needs nftables")
 
@@ -72,14 +72,6 @@ def init_pid(cli, cid: str) -> int:
     return json.loads(cli("state", cid, check=True).stdout)["pid"]
 
 
-def alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
-    except OSError:
-        return False
-
-
 @pytest.fixture
 def netcleanup(cli, zoned_root):
     """Remove the test root's default network at the end (the zoned_root fixture removes
@@ -111,13 +103,13 @@ def test_rm_killed_at_each_step_gc_finishes(cli, zoned_root, netcleanup, point):
                        capture_output=True, text=True, timeout=60)
     assert p.returncode == -signal.SIGKILL, (p.returncode, p.stderr)
     if point == "rm:marked":  # killed before it killed anything
-        assert alive(pid)
+        assert process_alive(pid)
     if point in ("rm:marked", "rm:killed", "rm:cgroup"):
         assert json.loads(cli("state", cid, check=True).stdout)["id"] == cid
     out = cli("gc", check=True).stdout
     assert point == "rm:trash" or f"container {cid}: interrupted removal" in out, out
     assert clean(zoned_root, cid, PORT) == {}
-    assert not alive(pid)
+    assert not process_alive(pid)
     assert cli("state", cid).returncode != 0
     # the name and the port are free again
     cli("run", "-d", "--name", cid, "--network", "zoned0", "-p", f"{PORT}:80", "--",
@@ -180,7 +172,7 @@ def test_rm_works_on_a_full_disk(cli, full_disk_root):
     assert p.returncode == 0, p.stderr
     assert p.stdout.split() == [cid]
     assert clean(root, cid, PORT) == {}
-    assert not alive(pid)
+    assert not process_alive(pid)
     # and gc, also on a full disk, has nothing left to do for it
     assert cid not in cli("gc", check=True).stdout
     with open(os.path.join(root, ".networks", "zoned0.leases.json")) as f:
@@ -217,7 +209,7 @@ def test_rm_killed_while_waiting_for_the_lease_lock(cli, zoned_root, netcleanup)
         fcntl.flock(fd, fcntl.LOCK_EX)
         p = subprocess.Popen([ZONED, "--root", zoned_root, "rm", "-f", cid])
         deadline = time.monotonic() + 20
-        while alive(pid) and time.monotonic() < deadline:
+        while process_alive(pid) and time.monotonic() < deadline:
             time.sleep(0.05)
         time.sleep(0.5)  # rm is now blocked on the lock
         p.kill()

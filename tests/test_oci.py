@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from conftest import ZONED, zone_state
+from conftest import ZONED, process_alive, zone_state
 
 
 @pytest.fixture
@@ -139,23 +139,14 @@ def test_kill_all_reaches_what_outlived_the_init(cli, bundle, tmp_path):
     assert "sleep" in open(f"/proc/{left}/cmdline").read()
     p = cli("kill", "left", "KILL")  # the init alone: gone, and said as runc says it
     assert p.returncode == 125 and "container not running" in p.stderr
-    assert not _dead(left)
+    assert process_alive(left)
     assert cli("kill", "--all", "left", "KILL").returncode == 0
     deadline = time.monotonic() + 10
-    while not _dead(left) and time.monotonic() < deadline:
+    while process_alive(left) and time.monotonic() < deadline:
         time.sleep(0.02)
-    assert _dead(left)
+    assert not process_alive(left)
     assert cli("kill", "--all", "left", "KILL").returncode == 0  # nothing left: still fine
     assert cli("delete", "left").returncode == 0
-
-
-def _dead(pid: int) -> bool:
-    """Gone, or a zombie waiting for its parent."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] in ("Z", "X")
-    except (FileNotFoundError, ProcessLookupError):
-        return True
 
 
 def test_run_bundle_exit_code_and_pid_file(cli, bundle, tmp_path):

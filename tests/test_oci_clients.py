@@ -21,6 +21,7 @@ import warnings
 
 import pytest
 
+from conftest import process_alive
 from oci_helpers import (CTR_REF, IMAGE, RUNC, ZONED, ZONED_STATE_ROOT, Containerd, Podman,
                          busybox_rootfs_tar, cgroup_dirs, cgroup_of, describe, have,
                          mounts_with, oci_command, oci_layout_tar, processes_with, read,
@@ -472,6 +473,27 @@ def test_ctr_kill_9(ctr):
     assert wait_for(lambda: ctr.tasks()[cid][1] == "STOPPED"), ctr.tasks()
     p = ctr("task", "delete", cid)
     assert "exit code 137" in p.stdout + p.stderr, describe(p)
+    assert ctr("container", "delete", cid).returncode == 0
+    assert_no_ctr_leftovers(ctr, cid)
+
+
+def test_ctr_kills_what_outlives_an_init_without_its_own_pid_namespace(ctr):
+    """A task in another task's pid namespace, as a pod's containers share the pause
+    container's: what its init starts outlives the init. containerd's shim then sends the
+    runtime `kill --all ID 9`, once the init has exited; zoned refused a stopped
+    container, and the leftover lived on."""
+    pod = ctr.new_id("pod")
+    assert ctr.run("-d", CTR_REF, pod, "sleep", "1000").returncode == 0
+    mark = str(2000 + uuid.uuid4().int % 1000)  # the leftover's `sleep` argument
+    cid = ctr.new_id("sp")
+    p = ctr.run("-d", "--with-ns", f"pid:/proc/{ctr.tasks()[pod][0]}/ns/pid", CTR_REF, cid,
+                "sh", "-c", f"sleep {mark} & exit 0")
+    assert p.returncode == 0, describe(p)
+    assert wait_for(lambda: ctr.tasks()[cid][1] == "STOPPED"), ctr.tasks()
+    assert wait_for(lambda: not [q for q, _ in processes_with(f"sleep {mark}")
+                                 if process_alive(q)], timeout=10), \
+        f"`sleep {mark}` outlived its container's init"
+    assert ctr("task", "delete", cid).returncode == 0  # (only now: delete kills them too)
     assert ctr("container", "delete", cid).returncode == 0
     assert_no_ctr_leftovers(ctr, cid)
 
