@@ -2,12 +2,14 @@
  * zoned-criuexec: run criu in a private mount namespace set up for it, without a
  * preexec_fn in Python (zoned/checkpoint/criu.py says why criu needs each mount).
  *
- *   zoned-criuexec [--overlay TARGET OPTIONS] [--kdat CACHE KDAT]
+ *   zoned-criuexec [--overlay TARGET OPTIONS | --bind SOURCE TARGET] [--kdat CACHE KDAT]
  *                  [--yard DIR NAME=MOUNTPOINT ...] -- CRIU ARGS...
  *
  * In order: unshare the mount namespace and make it a slave of the host's (nothing
  * mounted here reaches the host); mount an overlay (OPTIONS: lowerdir=,upperdir=,
- * workdir=) on TARGET, or exit 125 saying why; bind the kdat cache file CACHE over KDAT
+ * workdir=) on TARGET, or bind SOURCE there with what is mounted below it (an OCI
+ * bundle's rootfs: criu's --root must be a mount point, as runc's criu-root is), or exit
+ * 125 saying why; bind the kdat cache file CACHE over KDAT
  * (created empty first, as CRIU's own run would); mount a tmpfs at DIR with each
  * MOUNTPOINT bound at DIR/NAME (the cgroup yard); then exec CRIU. The kdat and the yard
  * are best effort: without them criu probes the kernel itself, or cannot open the yard
@@ -38,6 +40,7 @@ static void die(const char *what, const char *arg)
 int main(int argc, char **argv)
 {
     const char *overlay_target = NULL, *overlay_opts = NULL;
+    const char *bind_source = NULL, *bind_target = NULL;
     const char *kdat_cache = NULL, *kdat = NULL, *yard = NULL;
     char **yard_parts = NULL;
     int nyard = 0, i = 1;
@@ -46,6 +49,9 @@ int main(int argc, char **argv)
         if (!strcmp(argv[i], "--overlay") && i + 2 < argc) {
             overlay_target = argv[++i];
             overlay_opts = argv[++i];
+        } else if (!strcmp(argv[i], "--bind") && i + 2 < argc) {
+            bind_source = argv[++i];
+            bind_target = argv[++i];
         } else if (!strcmp(argv[i], "--kdat") && i + 2 < argc) {
             kdat_cache = argv[++i];
             kdat = argv[++i];
@@ -62,7 +68,7 @@ int main(int argc, char **argv)
         }
     }
     if (i + 1 >= argc) {
-        fprintf(stderr, "usage: zoned-criuexec [--overlay T O] [--kdat C K] "
+        fprintf(stderr, "usage: zoned-criuexec [--overlay T O | --bind S T] [--kdat C K] "
                         "[--yard DIR NAME=MOUNT ...] -- CRIU ARGS...\n");
         return 125;
     }
@@ -73,6 +79,8 @@ int main(int argc, char **argv)
         die("make / a slave", NULL);
     if (overlay_target && mount("overlay", overlay_target, "overlay", 0, overlay_opts) < 0)
         die("mount overlay on", overlay_target);
+    if (bind_source && mount(bind_source, bind_target, NULL, MS_BIND | MS_REC, NULL) < 0)
+        die("bind the root on", bind_target);
     if (kdat_cache) {
         /* Another criu (not zoned's) may have found the empty mount point stale and
          * removed it: make it again right before the bind. */

@@ -180,3 +180,22 @@ def test_the_text_log_quotes_and_escapes_the_message(tmp_path):
     assert len(lines) == 1, lines
     head, _, quoted = lines[0].partition(" msg=")
     assert head.endswith("level=error") and 'forged' in json.loads(quoted), lines
+
+
+def test_a_usage_error_goes_to_the_log_too(tmp_path):
+    """containerd reads the reason a runtime command failed from --log (an argparse
+    refusal too: it showed only "unable to retrieve OCI runtime error"). Only runc's
+    global flags before the command count: a `--log` among a container command's words
+    names no file zoned writes."""
+    from conftest import ZONED
+
+    log, planted = tmp_path / "log.json", tmp_path / "planted"
+    p = subprocess.run([ZONED, "--root", str(tmp_path / "root"), "--log", str(log),
+                        "--log-format", "json", "restore", "--no-such-flag", "x"],
+                       capture_output=True, text=True)
+    assert p.returncode == 125 and "--no-such-flag" in p.stderr
+    entry = json.loads(log.read_text())
+    assert entry["level"] == "error" and "--no-such-flag" in entry["msg"]
+    p = subprocess.run([ZONED, "--root", str(tmp_path / "root"), "exec", "--no-such-flag",
+                        "c", "--", "sh", "--log", str(planted)], capture_output=True, text=True)
+    assert p.returncode == 125 and not planted.exists()

@@ -21,7 +21,7 @@ import warnings
 
 import pytest
 
-from conftest import process_alive
+from conftest import criu_or_skip, process_alive
 from oci_helpers import (CTR_REF, IMAGE, RUNC, ZONED, ZONED_STATE_ROOT, Containerd, Podman,
                          busybox_rootfs_tar, cgroup_dirs, cgroup_of, describe, have,
                          mounts_with, oci_command, oci_layout_tar, processes_with, read,
@@ -206,6 +206,33 @@ def test_podman_run_exited_container_in_ps_and_inspect(podman):
     assert p.returncode == 0, describe(p)
     assert podman("wait", name).stdout.strip() == "7"
     assert podman("rm", name).returncode == 0
+    assert_no_leftovers(cid)
+
+
+COUNTER = "i=0; while :; do i=$((i+1)); echo $i; sleep 0.05; done"
+
+
+def test_podman_checkpoint_and_restore(podman):
+    """podman container checkpoint / restore: the runtime's checkpoint --image-path and
+    restore --image-path --bundle --detach, under conmon. The shell's counter goes on from
+    its memory: its log holds each number once, no restart from 1; exec joins it after."""
+    criu_or_skip()
+    name = podman.name("ck")
+    cid = podman.run_detached(name, IMAGE, "sh", "-c", COUNTER)
+    assert wait_for(lambda: len(podman("logs", name).stdout.split()) >= 10)
+    p = podman("container", "checkpoint", name)
+    assert p.returncode == 0, describe(p)
+    assert podman.inspect(name)["State"]["Status"] == "exited"
+    at_dump = [int(x) for x in podman("logs", name).stdout.split()]
+    p = podman("container", "restore", name)
+    assert p.returncode == 0, describe(p)
+    assert podman.inspect(name)["State"]["Status"] == "running"
+    assert wait_for(lambda: len(podman("logs", name).stdout.split()) >= len(at_dump) + 10)
+    seq = [int(x) for x in podman("logs", name).stdout.split()]
+    assert seq == list(range(1, len(seq) + 1)), seq
+    p = podman("exec", name, "sh", "-c", "tr '\\0' ' ' < /proc/1/cmdline")
+    assert p.returncode == 0 and "while" in p.stdout, describe(p)
+    assert podman("rm", "-f", "-t", "0", name).returncode == 0
     assert_no_leftovers(cid)
 
 
@@ -496,6 +523,45 @@ def test_ctr_kills_what_outlives_an_init_without_its_own_pid_namespace(ctr):
     assert ctr("task", "delete", cid).returncode == 0  # (only now: delete kills them too)
     assert ctr("container", "delete", cid).returncode == 0
     assert_no_ctr_leftovers(ctr, cid)
+
+
+def test_ctr_checkpoint_and_restore(ctr):
+    """ctr container checkpoint --task (the shim pauses the task, the runtime's checkpoint
+    --image-path --leave-running, resume) and, the task and container gone, ctr container
+    restore --live (the runtime's restore --image-path --bundle --detach). The shell's
+    token (drawn at its start) and counter, written to /n, go on from its memory."""
+    criu_or_skip()
+    cid = ctr.new_id("ck")
+    ref = f"localhost/oci-t-ck-{cid}:1"
+    loop = ("t=$RANDOM$RANDOM; i=0; while :; do i=$((i+1)); echo $t $i > /n.new; "
+            "mv /n.new /n; sleep 0.05; done")
+    assert ctr.run("-d", CTR_REF, cid, "sh", "-c", loop).returncode == 0
+
+    def n():
+        p = ctr("task", "exec", "--exec-id", f"n{uuid.uuid4().hex[:6]}", cid, "cat", "/n")
+        return p.stdout.split() if p.returncode == 0 else None
+    assert wait_for(lambda: int((n() or ["", "0"])[1]) >= 10)
+    try:
+        p = ctr("container", "checkpoint", "--task", "--rw", cid, ref)
+        assert p.returncode == 0, describe(p)
+        token, at = n()
+        assert ctr("task", "kill", "-s", "KILL", cid).returncode == 0
+        assert wait_for(lambda: ctr.tasks()[cid][1] == "STOPPED")
+        assert ctr("task", "delete", cid).returncode == 0
+        assert ctr("container", "delete", cid).returncode == 0
+        p = ctr("container", "restore", "--live", "--rw", cid, ref)
+        assert p.returncode == 0, describe(p)
+        assert ctr.tasks()[cid][1] == "RUNNING"
+        after = n()
+        assert after[0] == token, (token, after)  # the same shell: its memory came back
+        assert wait_for(lambda: int(n()[1]) > int(after[1]))
+        assert ctr("task", "kill", "-s", "KILL", cid).returncode == 0
+        assert wait_for(lambda: ctr.tasks()[cid][1] == "STOPPED")
+        assert ctr("task", "delete", cid).returncode == 0
+        assert ctr("container", "delete", cid).returncode == 0
+        assert_no_ctr_leftovers(ctr, cid)
+    finally:
+        ctr("image", "rm", ref)
 
 
 def test_ctr_run_tty(ctr):

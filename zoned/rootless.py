@@ -293,6 +293,9 @@ class NullCgroup:
     def frozen(self) -> bool:
         return False
 
+    def freezer_dir(self) -> str | None:
+        return None
+
     def thaw(self) -> None:
         pass
 

@@ -38,6 +38,7 @@ class Cgroup:
     def freeze(self, timeout: float = 5.0) -> None: raise NotImplementedError
     def thaw(self) -> None: raise NotImplementedError
     def frozen(self) -> bool: raise NotImplementedError
+    def freezer_dir(self) -> str | None: raise NotImplementedError  # (CRIU's --freeze-cgroup)
     def exists(self) -> bool: raise NotImplementedError
     def destroy(self, timeout: float = 5.0) -> None: raise NotImplementedError
     def directories(self) -> list[str]: raise NotImplementedError

@@ -213,6 +213,10 @@ class V1Cgroup(Cgroup):
     def _freezer(self) -> str | None:
         return self.file_if_mounted("freezer.state")
 
+    def freezer_dir(self) -> str | None:
+        f = self._freezer()
+        return os.path.dirname(f) if f else None
+
     def freeze(self, timeout: float = 5.0) -> None:
         f = self._freezer()
         if f is None:

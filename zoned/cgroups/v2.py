@@ -123,6 +123,9 @@ class V2Cgroup(Cgroup):
         remove_tree(self.dir, time.monotonic() + timeout)
 
     # -- freezer --
+    def freezer_dir(self) -> str | None:
+        return self.dir
+
     def _events(self) -> dict[str, int]:
         return parse_keyed(read_if_exists(self.file("cgroup.events")))
 

@@ -91,7 +91,7 @@ def check_meta(meta: object, where: str) -> dict:
              "log": bool, "cgroup": str}
     optional = {"annotations": dict, "image": dict, "lower": str, "network": dict,
                 "hostname": str, "autoremove": bool, "tcp_established": bool, "lazy": bool,
-                "zone": str}
+                "zone": str, "oci": dict}
     for key, kind in (*kinds.items(), *optional.items()):
         value = meta.get(key)
         if (value is not None or key in kinds) and not isinstance(value, kind):

@@ -144,16 +144,19 @@ CRIU_EXEC = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file_
 
 
 def criu_exec(args: list[str], *, yard: tuple = (),
-              overlay: tuple[str, str] | None = None) -> list[str]:
+              overlay: tuple[str, str] | None = None,
+              bind: tuple[str, str] | None = None) -> list[str]:
     """The argv that runs criu `args` in a private mount namespace with the kdat cache,
     the cgroup yard (zoned.checkpoint.cgroup_yard.plan()) and an overlay (target,
-    options) mounted, through zoned-criuexec; `args` itself if criu needs none of them."""
+    options) or a recursive bind (source, target) mounted, through zoned-criuexec; `args`
+    itself if criu needs none of them."""
     cache = kdat_cache(args[0])
-    if cache is None and not yard and overlay is None:
+    if cache is None and not yard and overlay is None and bind is None:
         return args
     if not os.access(CRIU_EXEC, os.X_OK):
         raise ZonedError(f"{CRIU_EXEC} is missing (run `make setup`)")
     pre = [*(["--overlay", *overlay] if overlay else []),
+           *(["--bind", *bind] if bind else []),
            *(["--kdat", cache, KDAT] if cache else [])]
     if yard:
         from zoned.checkpoint import cgroup_yard
@@ -187,13 +190,13 @@ def ensure_pipe_size() -> None:
 
 
 def run_criu(args: list[str], *, yard: tuple = (), overlay: tuple[str, str] | None = None,
-             **kwargs) -> subprocess.CompletedProcess:
+             bind: tuple[str, str] | None = None, **kwargs) -> subprocess.CompletedProcess:
     """Run CRIU to completion in a session of its own, in its private mount namespace
     (criu_exec). A signal meant for zoned (Ctrl-C, a killpg of its group) must not reach
     CRIU, and an exception raised in zoned while CRIU runs must not kill it: a CRIU ended
     mid-dump leaves the zone frozen and its network locked (the nftables table CRIU-*),
     which no put-back would then undo."""
-    proc = subprocess.Popen(criu_exec(args, yard=yard, overlay=overlay),
+    proc = subprocess.Popen(criu_exec(args, yard=yard, overlay=overlay, bind=bind),
                             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, start_new_session=True,
                             **kwargs)

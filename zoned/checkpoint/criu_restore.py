@@ -17,14 +17,20 @@ def _no_mark(step: str) -> None:
 
 
 def run_restore(criu: str, directory: str, work_dir: str, meta: dict, cfg: dict, *,
-                lower: str, upper: str, work: str, rootfs: str, cgroup: str,
-                netns_fd: int, log_path: str | None, log_fd: int | None = None,
-                lazy_socket: int | None = None, stopped: bool = False,
-                mark=_no_mark) -> int:
+                lower: str | None = None, upper: str | None = None,
+                work: str | None = None, bundle_root: str | None = None,
+                rootfs: str, cgroup: str, netns_fd: int, log_path: str | None,
+                log_fd: int | None = None, lazy_socket: int | None = None,
+                stopped: bool = False, inherit: tuple[tuple[int, str], ...] = (),
+                criu_flags: tuple[str, ...] = (), mark=_no_mark) -> int:
     """`criu restore` of DIR into a prepared state dir and network namespace; the root
     task's pid. Used by restore() and, into the very same namespace and cgroup, by a
     failed migration putting its container back. log_fd: the write end of a new logger's
-    pipe, for the zone's stdout and stderr (the caller keeps and closes it)."""
+    pipe, for the zone's stdout and stderr (the caller keeps and closes it).
+    The root at `rootfs`: the overlay of lower, upper and work, or a recursive bind of an
+    OCI bundle's root (bundle_root: runc's restore). inherit: (fd, key) pairs CRIU takes
+    in place of what the images name by key (the caller keeps and closes the fds);
+    criu_flags: more of CRIU's options."""
     yard = cgroup_yard.plan()
     by_dest = {os.path.normpath(m["destination"]): m.get("source")
                for m in cfg.get("mounts") or []}
@@ -33,7 +39,9 @@ def run_restore(criu: str, directory: str, work_dir: str, meta: dict, cfg: dict,
             "--pidfile", os.path.join(work_dir, "criu.pid"), "--root", rootfs,
             "--manage-cgroups", "--cgroup-root", cgroup, "--network-lock", "nftables",
             "--display-stats", "--inherit-fd", f"fd[{netns_fd}]:{NETNS_KEY}",
-            *cgroup_yard.args(yard)]
+            *cgroup_yard.args(yard), *criu_flags]
+    for fd, key in inherit:
+        args += ["--inherit-fd", f"fd[{fd}]:{key}"]
     if meta.get("tcp_established"):
         args.append("--tcp-established")
     if stopped:
@@ -47,6 +55,8 @@ def run_restore(criu: str, directory: str, work_dir: str, meta: dict, cfg: dict,
     for e in meta["mounts"]:
         if e.get("skeleton"):
             source = skeleton[e["skeleton"]]
+        elif e.get("cgroup"):  # its own cgroup directory, bound (zoned.checkpoint.dump)
+            source = _cgroup_dir(e["cgroup"], cgroup)
         else:
             source = by_dest.get(os.path.normpath(e["destination"])) or e["source"]
         args += ["--ext-mount-map", f"{e['key']}:{source}"]
@@ -63,7 +73,12 @@ def run_restore(criu: str, directory: str, work_dir: str, meta: dict, cfg: dict,
                 continue
             path = log_path if fi.get("log") and log_path else fi["path"]
             acc = fi["flags"] & (os.O_RDONLY | os.O_WRONLY | os.O_RDWR)
-            fd = os.open(path, acc | (fi["flags"] & os.O_APPEND))
+            try:  # (not blocking: a FIFO without a reader fails here, never hangs)
+                fd = os.open(path, acc | (fi["flags"] & os.O_APPEND) | os.O_NONBLOCK)
+            except OSError as e:
+                raise ZonedError(f"restore of {meta['id']!r}: {path}, a file its "
+                                 f"processes had open: {e.strerror}") from None
+            os.set_blocking(fd, True)
             fds.append(fd)
             args += ["--inherit-fd", f"fd[{fd}]:{fi['key']}"]
         if lazy_socket is not None:
@@ -72,9 +87,11 @@ def run_restore(criu: str, directory: str, work_dir: str, meta: dict, cfg: dict,
             mark("lazy-pages daemon")
         # The overlay is mounted in criu's own mount namespace: criu and only criu sees
         # it; the restored container's mount namespace keeps it, the host's never has it.
-        overlay = (rootfs, f"lowerdir={lower},upperdir={upper},workdir={work}")
-        r = run_criu(args, pass_fds=fds + ([log_fd] if log_fd is not None else []),
-                     yard=yard, overlay=overlay)
+        overlay = None if bundle_root else \
+            (rootfs, f"lowerdir={lower},upperdir={upper},workdir={work}")
+        r = run_criu(args, pass_fds=fds + ([log_fd] if log_fd is not None else []) +
+                     [fd for fd, _ in inherit], yard=yard, overlay=overlay,
+                     bind=(bundle_root, rootfs) if bundle_root else None)
         if r.returncode != 0:
             why = log_tail(os.path.join(work_dir, "restore.log")) or r.stderr.strip()
             raise ZonedError(f"restore of {meta['id']!r} from {directory} failed: {why}")
@@ -91,6 +108,17 @@ def run_restore(criu: str, directory: str, work_dir: str, meta: dict, cfg: dict,
             daemon.wait()
         for fd in fds[1:]:
             os.close(fd)
+
+
+def _cgroup_dir(hierarchy: str, cgroup: str) -> str:
+    """The directory of cgroup path `cgroup` in this host's hierarchy "FSTYPE:OPTIONS"."""
+    from zoned.cgroups.detection import hierarchies
+
+    for h in hierarchies():
+        if f"{h.fstype}:{h.options}" == hierarchy:
+            return h.mountpoint + "/" + cgroup.strip("/")
+    raise ZonedError(f"the checkpoint binds cgroup hierarchy {hierarchy!r}, which this "
+                     "host does not have")
 
 
 # criu lazy-pages daemons of restored containers, by the container's pid: they serve page

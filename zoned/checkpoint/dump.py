@@ -101,6 +101,24 @@ def _external_files(pids: list[int], container_mnts: set[int], log: str | None,
     return list(files.values())
 
 
+def _hierarchy_of(m):
+    """The host's cgroup hierarchy a container's cgroup mount is part of (its device)."""
+    from zoned.cgroups.detection import hierarchies
+
+    for h in hierarchies():
+        if os.stat(h.mountpoint).st_dev == os.makedev(m.major, m.minor):
+            return h
+    raise ConfigError(f"mount {m.mount_point} ({m.fstype}) is of no cgroup hierarchy of "
+                      "this host's")
+
+
+def _fd_target(pid: int, fd: int) -> str | None:
+    try:
+        return os.readlink(f"/proc/{pid}/fd/{fd}")
+    except OSError:
+        return None
+
+
 def _q(s: str) -> str:
     import shlex
 
@@ -116,9 +134,13 @@ class Dump:
     complete and CRIU serves the memory pages over that socket (finish() waits for it).
     """
 
-    def __init__(self, rt, cid: str):
-        self.rt, self.cid = rt, cid
+    def __init__(self, rt, cid: str, *, oci: bool = False):
+        """oci: runc's checkpoint, for an engine (zoned.checkpoint.oci): the container may be an
+        OCI bundle and in a network namespace the engine made (a path), whose rootfs and
+        network the engine itself keeps and hands back at the restore."""
+        self.rt, self.cid, self.oci = rt, cid, oci
         self.proc: subprocess.Popen | None = None
+        self.work_dir: str | None = None
 
     def plan(self) -> "Dump":
         rt, cid = self.rt, self.cid
@@ -128,7 +150,7 @@ class Dump:
         refuse_vm(st, "checkpoint", "CRIU saves processes of this kernel; a VM moves by "
                   "QEMU's own migration")
         status = st["status"]
-        if status != "running":
+        if status != "running" and not (self.oci and status == "paused"):
             raise InvalidState(f"cannot checkpoint container {cid!r}: it is {status}")
         cfg = rt.config(cid)
         linux = cfg.get("linux") or {}
@@ -146,12 +168,13 @@ class Dump:
             raise ConfigError(f"cannot checkpoint container {cid!r}: it needs its own pid "
                               "and mount namespaces")
         net = (st.get("zoned") or {}).get("network")
-        if "network" not in ns or ns["network"] or (net and net.get("mode") != "veth"):
+        if "network" not in ns or (ns["network"] and not self.oci) or \
+                (net and net.get("mode") != "veth"):
             raise ConfigError(f"cannot checkpoint container {cid!r}: its network is the "
                               "host's or another container's (use --network none or NAME)")
         ann = cfg.get("annotations") or {}
         self.lower = ann.get("org.zoned.rootfs.lower")
-        if not self.lower:
+        if not self.lower and not self.oci:
             raise ConfigError(f"cannot checkpoint container {cid!r}: only image containers "
                               "(overlay root) are supported, not OCI bundles")
         self.image = ann.get("org.zoned.image")
@@ -172,6 +195,17 @@ class Dump:
         skeleton = skeleton_binds(self.state_dir)
         for m in mounts:
             if m.mount_id == root_id:
+                continue
+            if m.fstype in ("cgroup", "cgroup2") and m.root != "/":
+                # The container's own cgroup directory of a hierarchy, bound (a cgroup
+                # mount without a cgroup namespace on a v1 or hybrid host: podman's),
+                # which CRIU cannot dump: the restore binds the new container's there
+                # (runc takes cgroup mounts as external too).
+                h = _hierarchy_of(m)
+                self.externals.append({"key": f"zoned-m{len(self.externals)}",
+                                       "destination": m.mount_point,
+                                       "cgroup": f"{h.fstype}:{h.options}",
+                                       "source": h.mountpoint + m.root})
                 continue
             part, path = skeleton(m)
             if part:  # bound from a skeleton: the restoring host's takes its place
@@ -194,6 +228,10 @@ class Dump:
         self.files = _external_files(_tree(self.pid), {m.mount_id for m in mounts}, self.log,
                                      self.log_pipe)
         self.netns_inode = os.stat(f"/proc/{self.pid}/ns/net").st_ino
+        self.stdio = [_fd_target(self.pid, fd) for fd in range(3)]
+        # runc's: CRIU freezes the tasks with the cgroup's freezer (and finds a paused
+        # one frozen already: containerd pauses a task for its checkpoint)
+        self.freezer = rt.cgroup(st).freezer_dir() if self.oci else None
         return self
 
     def hold_netns(self) -> int:
@@ -203,7 +241,7 @@ class Dump:
 
     def volumes(self) -> list[dict]:
         """The external mounts a restore must find on its host (not zoned's own files)."""
-        return [e for e in self.externals if not e.get("skeleton")
+        return [e for e in self.externals if not e.get("skeleton") and not e.get("cgroup")
                 and not e["source"].startswith(self.state_dir + "/")]
 
     def meta(self, *, tcp_established: bool, lazy: bool, criu: str) -> dict:
@@ -219,12 +257,15 @@ class Dump:
             "tcp_established": tcp_established, "lazy": lazy,
             "checkpointed": time.time(),
             "criu": ".".join(map(str, criu_version(criu) or ())),
+            # runc's descriptors.json: a restore hands its own stdio to the pipes here
+            **({"oci": {"stdio": self.stdio}} if self.oci else {}),
         }
 
     def run(self, directory: str, *, leave_running: bool = False,
             tcp_established: bool = False, lazy_socket: int | None = None,
             criu: str | None = None, copy_files: bool = True,
-            network_lock: str = "nftables", zone_file: str | None = None) -> dict:
+            network_lock: str = "nftables", zone_file: str | None = None,
+            work_dir: str | None = None, criu_flags: tuple[str, ...] = ()) -> dict:
         """Freeze and dump into `directory` (which clean_dir() prepared). Returns the
         checkpoint's metadata, also written to DIR/zoned-checkpoint.json. The container's
         lock must be held. With `lazy_socket` (a connected socket to the destination's
@@ -236,9 +277,11 @@ class Dump:
         network_lock="skip": the caller has locked the network itself (a migration's
         zoned.network.checkpoint_hooks.LinkLock); the restore then unlocks nothing either.
         zone_file: a defined zone's file (`zoned save`), kept in the metadata so that a
-        host where the zone is not defined can restore it (zoned.zones.saving)."""
+        host where the zone is not defined can restore it (zoned.zones.saving).
+        work_dir: where CRIU writes its log (runc's --work-path), if not DIR.
+        criu_flags: more of CRIU's options (runc's --file-locks and the like)."""
         criu = criu or find_criu()
-        self.directory = directory
+        self.directory, self.work_dir = directory, work_dir
         meta = self.meta(tcp_established=tcp_established, lazy=lazy_socket is not None,
                          criu=criu)
         if zone_file is not None:
@@ -248,9 +291,11 @@ class Dump:
         write_json_atomic(os.path.join(directory, META), meta)
         yard = cgroup_yard.plan()
         args = [criu, "dump", "--tree", str(self.pid), "--images-dir", directory,
+                *(["--work-dir", work_dir] if work_dir else []),
                 "--log-file", "dump.log", "-v4", "--manage-cgroups", "--display-stats",
                 "--network-lock", network_lock, *cgroup_yard.args(yard),
-                "--external", f"net[{self.netns_inode}]:{NETNS_KEY}"]
+                "--external", f"net[{self.netns_inode}]:{NETNS_KEY}", *criu_flags,
+                *(["--freeze-cgroup", self.freezer] if self.freezer else [])]
         if copy_files:
             args += ["--action-script", self._action_script(directory)]
         if leave_running:
@@ -356,9 +401,9 @@ class Dump:
             self.proc = None
 
     def _failed(self, stderr: str) -> ZonedError:
-        why = log_tail(os.path.join(self.directory, "dump.log")) or (stderr or "").strip()
-        return ZonedError(f"checkpoint of {self.cid!r} failed: {why} (see "
-                          f"{self.directory}/dump.log)")
+        log = os.path.join(self.work_dir or self.directory, "dump.log")
+        why = log_tail(log) or (stderr or "").strip()
+        return ZonedError(f"checkpoint of {self.cid!r} failed: {why} (see {log})")
 
 
 def checkpoint(rt, cid: str, directory: str | None, *, leave_running: bool = False,

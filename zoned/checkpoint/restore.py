@@ -29,7 +29,8 @@ def check_restore(rt, meta: dict, cid: str, *, lazy: bool = False) -> list[str]:
     except ZonedError as e:
         problems.append(str(e))
     for e in meta["mounts"]:
-        if not e.get("skeleton") and not e["source"].startswith(meta["state_dir"] + "/") and \
+        if not e.get("skeleton") and not e.get("cgroup") and \
+                not e["source"].startswith(meta["state_dir"] + "/") and \
                 not os.path.exists(e["source"]):
             problems.append(f"volume {e['source']} (for {e['destination']}) does not exist")
     net = meta.get("network")

@@ -197,16 +197,7 @@ def _fail(args, message: str, code: int) -> int:
     where podman and containerd look for the reason."""
     sys.stderr.write(f"zoned: {message}\n")
     if args.log:
-        import json
-        import time
+        from zoned.cli.output import log_error
 
-        now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-        line = (json.dumps({"level": "error", "msg": message, "time": now})
-                if args.log_format == "json"  # logrus's text: the message quoted, escaped
-                else f'time="{now}" level=error msg={json.dumps(message)}')
-        try:
-            with open(args.log, "a") as f:
-                f.write(line + "\n")
-        except OSError:
-            pass
+        log_error(args.log, args.log_format, message)
     return code

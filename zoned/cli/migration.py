@@ -10,10 +10,56 @@ from zoned.cli.common import interruptible, runtime
 
 
 def cmd_checkpoint(args) -> int:
+    if args.image_path:  # runc's (podman's, containerd's)
+        from zoned.checkpoint import oci
+
+        if args.dir or args.export:
+            from zoned.errors import ConfigError
+
+            raise ConfigError("--image-path is runc's checkpoint, --dir and --export "
+                              "zoned's: give one or the other")
+        oci.checkpoint(runtime(args), args.id, args.image_path, work_path=args.work_path,
+                       leave_running=args.leave_running,
+                       tcp_established=args.tcp_established, criu_flags=_criu_flags(args))
+        return 0
     from zoned.checkpoint.dump import checkpoint
 
     checkpoint(runtime(args), args.id, args.dir, export=args.export,
                leave_running=args.leave_running, tcp_established=args.tcp_established)
+    return 0
+
+
+def _criu_flags(args) -> tuple[str, ...]:
+    """runc's flags that are CRIU's options of the same name, as given."""
+    return tuple(flag for flag, on in (("--file-locks", args.file_locks),
+                                       ("--ext-unix-sk", args.ext_unix_sk),
+                                       ("--shell-job", args.shell_job)) if on)
+
+
+def cmd_restore_oci(args) -> int:
+    """runc's restore (podman's, containerd's): `restore --image-path DIR --bundle B
+    --detach ID`, the ID where `zoned restore FILE` has its file."""
+    from zoned.checkpoint import oci
+    from zoned.cli.oci import load_bundle
+    from zoned.errors import ConfigError
+
+    for given, why in ((not args.file, "the container's ID"), (not args.bundle, "--bundle"),
+                       (not args.detach, "--detach (zoned restores detached only, as "
+                                         "podman and containerd ask)")):
+        if given:
+            raise ConfigError(f"restore --image-path needs {why}")
+    if args.dir or args.import_:
+        raise ConfigError("--image-path is runc's restore, --dir and --import zoned's: "
+                          "give one or the other")
+    if args.console_socket:
+        raise ConfigError("--console-socket: a container with a terminal cannot be "
+                          "restored")
+    args.id = args.file
+    rt, cfg, bundle, backend = load_bundle(args)
+    if backend != "zone":
+        raise ConfigError(f"annotations: a {backend} cannot be restored from CRIU's images")
+    oci.restore(rt, args.id, args.image_path, cfg, bundle, pid_file=args.pid_file,
+                tcp_established=args.tcp_established, criu_flags=_criu_flags(args))
     return 0
 
 

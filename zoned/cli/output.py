@@ -89,3 +89,19 @@ def human(n: float | None) -> str:
             return f"{n:.4g}{unit}"
         n /= 1024
     return f"{n:.4g}PiB"
+
+
+def log_error(path: str, log_format: str, message: str) -> None:
+    """An error line in runc's --log file (logrus's JSON or text), where podman and
+    containerd look for the reason a runtime command failed."""
+    import json
+
+    now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    line = (json.dumps({"level": "error", "msg": message, "time": now})
+            if log_format == "json"  # logrus's text: the message quoted, escaped
+            else f'time="{now}" level=error msg={json.dumps(message)}')
+    try:
+        with open(path, "a") as f:
+            f.write(line + "\n")
+    except OSError:
+        pass

@@ -34,6 +34,11 @@ def build_parser(only: str | None = None, argv: list[str] | None = None):
         def error(self, message):  # one clear line, not a usage dump
             prog = f"zoned {named}" if self.prog == "zoned" and named else self.prog
             sys.stderr.write(f"zoned: {message} (see `{prog} --help`)\n")
+            log, log_format = _log_flags(argv or [])  # (in --log too, as any error)
+            if log:
+                from zoned.cli.output import log_error
+
+                log_error(log, log_format, message)
             sys.exit(USAGE_ERROR)
 
     if only is None and argv is not None and not {"-h", "--help"} & set(argv):
@@ -61,6 +66,23 @@ def build_parser(only: str | None = None, argv: list[str] | None = None):
 
         fill(p)
     return p
+
+
+def _log_flags(argv: list[str]) -> tuple[str | None, str]:
+    """--log and --log-format of an argv argparse refused: runc's global flags, before the
+    command (as podman and containerd give them), never a word after it."""
+    values = {"--root", "--data-root", "--images", "--log", "--log-format"}
+    found = {"--log": None, "--log-format": "text"}
+    i = 0
+    while i < len(argv) and argv[i].startswith("-"):
+        flag, eq, value = argv[i].partition("=")
+        if flag in values and not eq:
+            value = argv[i + 1] if i + 1 < len(argv) else None
+            i += 1
+        if flag in found and value is not None:
+            found[flag] = value
+        i += 1
+    return found["--log"], found["--log-format"] or "text"
 
 
 def _sub_run(sub, argparse):
@@ -458,63 +480,6 @@ def _sub_gc(sub, argparse):
     g.add_argument("--dry-run", action="store_true")
 
 
-def _sub_checkpoint(sub, argparse):
-    c = sub.add_parser("checkpoint", help="dump a running container with CRIU (>= 4); it "
-                       "is removed unless --leave-running")
-    c.add_argument("--dir", help="where the images go")
-    c.add_argument("--export", metavar="FILE.tar.zst",
-                   help="also (or only) write the checkpoint as one archive")
-    c.add_argument("--leave-running", action="store_true")
-    c.add_argument("--tcp-established", action="store_true")
-    c.add_argument("id")
-
-
-def _sub_restore(sub, argparse):
-    r = sub.add_parser("restore", help="restore a checkpointed container (--dir, --import) "
-                       "or a saved zone (FILE)")
-    r.add_argument("file", nargs="?", help="a file `zoned save` wrote (xm restore)")
-    src = r.add_mutually_exclusive_group()
-    src.add_argument("--dir", help="a directory `zoned checkpoint` wrote")
-    src.add_argument("--import", dest="import_", metavar="FILE",
-                     help="an archive `zoned checkpoint --export` wrote")
-    r.add_argument("--name", help="the restored container's name (default: the original's)")
-
-
-def _sub_migrate(sub, argparse):
-    m = sub.add_parser("migrate", help="move a running container to another host "
-                       "(ssh://[user@]host[:port] or zoned://host:port)")
-    m.add_argument("--live", action="store_true",
-                   help="post-copy: freeze only for the non-memory state (CRIU lazy pages)")
-    m.add_argument("--keep-source", action="store_true",
-                   help="keep the checkpoint on the source (stop-and-copy only)")
-    m.add_argument("--key", help="relocation key for zoned:// (default $ZONED_RELOCATION_KEY "
-                   "or /etc/zoned/relocation.pem)")
-    m.add_argument("--no-tcp-established", dest="tcp", action="store_false",
-                   help="do not keep TCP connections")
-    m.add_argument("--quiet", "-q", action="store_true", help="no progress, only the summary")
-    m.add_argument("--format", choices=["text", "json"], default="text",
-                   help="the summary's format")
-    m.add_argument("id")
-    m.add_argument("dest")
-
-
-def _sub_relocation_server(sub, argparse):
-    s = sub.add_parser("relocation-server", help="receive migrating containers")
-    s.add_argument("--listen", metavar="ADDR:PORT", help="TLS listener for zoned:// peers")
-    s.add_argument("--allow", default="", metavar="HOST[,HOST...]",
-                   help="hosts that may send containers (empty: nobody)")
-    s.add_argument("--key", help="relocation key shared by the hosts (zoned relocation-key)")
-    s.add_argument("--stdio", action="store_true",
-                   help="serve one migration on stdin/stdout (what ssh:// runs)")
-    s.add_argument("--once", action="store_true", help="exit after one migration")
-
-
-def _sub_relocation_key(sub, argparse):
-    k = sub.add_parser("relocation-key", help="make a relocation key for zoned:// (copy it "
-                       "to every host that migrates to or from this one)")
-    k.add_argument("file")
-
-
 def _sub_bench(sub, argparse):
     b = sub.add_parser("bench", help="measure zones vs VMs (and runc, podman) on this host: "
                        "start-up, density, idle cost, migration, network")
@@ -539,6 +504,15 @@ def _sub_bench(sub, argparse):
                    "measured (default: this one)")
 
 
+def _moves_sub(name: str):
+    """The parser of a checkpoint or migration command (zoned.cli.parser_moves)."""
+    def build(sub, argparse):
+        from zoned.cli.parser_moves import build as build_move
+
+        build_move(name, sub, argparse)
+    return build
+
+
 SUBCOMMANDS = [
     ("run", _sub_run), ("ps", _sub_ps), ("stop", _sub_stop), ("kill", _sub_kill),
     ("rm", _sub_rm), ("exec", _sub_exec), ("logs", _sub_logs), ("inspect", _sub_inspect),
@@ -548,9 +522,10 @@ SUBCOMMANDS = [
     ("state", _simple("state", "(OCI) print a container's state JSON")),
     ("delete", _sub_delete), ("spec", _sub_spec), ("image", _sub_image), ("network", _sub_network),
     ("events", _sub_events), ("update", _sub_update), ("features", _sub_features),
-    ("info", _sub_info), ("gc", _sub_gc), ("checkpoint", _sub_checkpoint), ("restore", _sub_restore),
-    ("migrate", _sub_migrate), ("relocation-server", _sub_relocation_server),
-    ("relocation-key", _sub_relocation_key), ("bench", _sub_bench),
+    ("info", _sub_info), ("gc", _sub_gc),
+    *((n, _moves_sub(n)) for n in ("checkpoint", "restore", "migrate", "relocation-server",
+                                   "relocation-key")),
+    ("bench", _sub_bench),
     # podman's day-to-day commands (zoned.cli.manage, copy, volumes)
     ("wait", _sub_wait), ("restart", _sub_restart), ("cp", _sub_cp), ("port", _sub_port),
     ("rename", _sub_rename), ("top", _sub_top), ("volume", _sub_volume),

@@ -248,7 +248,11 @@ def cmd_save(args) -> int:
 
 def cmd_restore(args) -> int:
     """`restore FILE`: a saved zone (xm restore), under a monitor; with --dir/--import,
-    the checkpoint restore of any container."""
+    the checkpoint restore of any container; with --image-path, runc's restore."""
+    if getattr(args, "image_path", None):
+        from zoned.cli.migration import cmd_restore_oci
+
+        return cmd_restore_oci(args)
     if not getattr(args, "file", None):
         from zoned.cli.migration import cmd_restore as checkpoint_restore
         from zoned.errors import ConfigError

@@ -1,0 +1,194 @@
+"""runc's checkpoint and restore (checkpoint --image-path, restore --image-path --bundle
+--detach), the interface podman and containerd call (tests/test_oci_clients.py runs them
+for real): a bundle container's processes come back into the bundle, writing to the
+restoring process's stdio as the engine hands it new pipes; a paused container can be
+dumped, as containerd pauses a task for its checkpoint. Checked from the host: the
+counter's file on a bind mount, the pipes, the cgroups and state left."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import time
+from types import SimpleNamespace
+
+import pytest
+
+from conftest import ZONED, criu_or_skip, host_snapshot
+from oci_helpers import wait_for
+
+CRIU = criu_or_skip()
+
+# The shell's counter is in its memory; each value goes to the host's /out/seq and to
+# stdout. A restart would begin at 1 again.
+LOOP = "i=0; while :; do i=$((i+1)); echo $i >> /out/seq; echo tick $i; sleep 0.05; done"
+
+pytestmark = pytest.mark.parametrize("zoned_state_fs", ["disk", "tmpfs"])
+
+
+@pytest.fixture
+def bundle(tmp_path, busybox):
+    b = tmp_path / "bundle"
+    b.mkdir()
+    shutil.copytree(busybox.rootfs, b / "rootfs", symlinks=True)
+    subprocess.run([ZONED, "spec", "--bundle", str(b)], check=True)
+    out = tmp_path / "out"
+    out.mkdir()
+    cfg = json.loads((b / "config.json").read_text())
+    cfg["process"].update(terminal=False, args=["sh", "-c", LOOP])
+    cfg["mounts"].append({"destination": "/out", "type": "bind", "source": str(out),
+                          "options": ["rbind", "rw"]})
+    (b / "config.json").write_text(json.dumps(cfg))
+    return SimpleNamespace(path=b, out=out, cfg=cfg)
+
+
+def _with_pipe(cli, *args) -> tuple[subprocess.CompletedProcess, int]:
+    """`zoned ARGS` with a new pipe as its stdout and stderr (as conmon and the shim give
+    them): -> (the result, the pipe's read end)."""
+    r, w = os.pipe()
+    try:
+        p = subprocess.run([ZONED, "--root", cli.root, *args], stdin=subprocess.DEVNULL,
+                           stdout=w, stderr=w, timeout=120)
+    finally:
+        os.close(w)
+    os.set_blocking(r, False)
+    return p, r
+
+
+def _read(fd: int) -> str:
+    try:
+        return os.read(fd, 1 << 20).decode()
+    except BlockingIOError:
+        return ""
+
+
+def _seq(b) -> list[int]:
+    f = b.out / "seq"
+    return [int(x) for x in f.read_text().split()] if f.exists() else []
+
+
+def _state(cli, cid) -> dict:
+    return json.loads(cli("state", cid, check=True).stdout)
+
+
+def test_checkpoint_image_path_and_restore_into_the_bundle(cli, bundle, tmp_path):
+    before = host_snapshot(cli.root)
+    p, out1 = _with_pipe(cli, "create", "--bundle", str(bundle.path), "c1")
+    assert p.returncode == 0, _read(out1)
+    cli("start", "c1", check=True)
+    assert wait_for(lambda: len(_seq(bundle)) >= 10, timeout=15)
+    img, work = tmp_path / "img", tmp_path / "work"
+
+    p = cli("checkpoint", "--image-path", str(img), "--work-path", str(work), "c1")
+    assert p.returncode == 0, p.stderr
+    assert cli("state", "c1").returncode == 125  # stopped by the dump and removed (runc)
+    at_dump = _seq(bundle)
+    assert "tick" in _read(out1)
+    time.sleep(0.3)
+    assert _seq(bundle) == at_dump  # nothing runs any more
+    assert (work / "dump.log").exists() and (img / "inventory.img").exists()
+    stdio = json.loads((img / "zoned-checkpoint.json").read_text())["oci"]["stdio"]
+    assert stdio[1].startswith("pipe:["), stdio  # runc's descriptors.json, kept
+
+    pidfile = tmp_path / "restored.pid"
+    p, out2 = _with_pipe(cli, "restore", "--image-path", str(img), "--work-path", str(work),
+                         "--bundle", str(bundle.path), "--detach", "--pid-file", str(pidfile),
+                         "c1")
+    assert p.returncode == 0, _read(out2)
+    st = _state(cli, "c1")
+    assert st["status"] == "running" and st["pid"] == int(pidfile.read_text())
+    assert st["bundle"] == str(bundle.path)
+    assert wait_for(lambda: len(_seq(bundle)) >= len(at_dump) + 10, timeout=15)
+    seq = _seq(bundle)
+    assert seq == list(range(1, len(seq) + 1)), seq  # went on: no restart, no gap
+    # Its stdout is the pipe the restore was given (the engine's new one), and the shell
+    # goes on printing from its own counter.
+    ticks = wait_for(lambda: [ln for ln in _read(out2).splitlines() if ln.startswith("tick")])
+    assert ticks, "no output on the restore's pipe"
+    assert int(ticks[0].split()[1]) in (at_dump[-1], at_dump[-1] + 1), (ticks, at_dump[-1])
+    paths = [ln.split(":", 2)[2] for ln in open(f"/proc/{st['pid']}/cgroup").read().split()]
+    assert paths and all(p.endswith("/c1") for p in paths), paths
+    assert cli("exec", "c1", "--", "cat", "/proc/1/cmdline", check=True).stdout \
+        .startswith("sh")  # exec joins the restored namespaces
+    cli("delete", "--force", "c1", check=True)
+    for fd in (out1, out2):
+        os.close(fd)
+    assert host_snapshot(cli.root) == before
+
+
+def test_a_paused_container_is_dumped_left_running_and_restored_under_a_new_name(
+        cli, bundle, tmp_path):
+    """containerd's checkpoint pauses the task, dumps it with --leave-running and resumes
+    it: CRIU freezes with the cgroup's freezer (runc's --freeze-cgroup) and finds it
+    frozen already."""
+    p, out = _with_pipe(cli, "create", "--bundle", str(bundle.path), "p1")
+    assert p.returncode == 0, _read(out)
+    cli("start", "p1", check=True)
+    assert wait_for(lambda: len(_seq(bundle)) >= 5, timeout=15)
+    cli("pause", "p1", check=True)
+    img = tmp_path / "img"
+    p = cli("checkpoint", "--image-path", str(img), "--leave-running", "p1")
+    assert p.returncode == 0, p.stderr
+    assert _state(cli, "p1")["status"] == "paused"  # left as it was
+    at_dump = _seq(bundle)
+    cli("resume", "p1", check=True)
+    assert wait_for(lambda: len(_seq(bundle)) >= len(at_dump) + 5, timeout=15)
+    cli("delete", "--force", "p1", check=True)
+    (bundle.out / "seq").write_text("".join(f"{i}\n" for i in at_dump))
+
+    p, out2 = _with_pipe(cli, "restore", "--image-path", str(img), "--bundle", str(bundle.path),
+                         "--detach", "p2")
+    assert p.returncode == 0, _read(out2)
+    assert _state(cli, "p2")["status"] == "running"  # restored running, as runc's
+    assert wait_for(lambda: len(_seq(bundle)) >= len(at_dump) + 5, timeout=15)
+    seq = _seq(bundle)
+    assert seq == list(range(1, len(seq) + 1)), seq
+    cli("delete", "--force", "p2", check=True)
+    for fd in (out, out2):
+        os.close(fd)
+
+
+def test_refusals_leave_nothing(cli, bundle, tmp_path, monkeypatch):
+    before = host_snapshot(cli.root)
+    p, out = _with_pipe(cli, "create", "--bundle", str(bundle.path), "r1")
+    assert p.returncode == 0, _read(out)
+    cli("start", "r1", check=True)
+    img = tmp_path / "img"
+    p = cli("checkpoint", "--image-path", str(img), "--dir", str(tmp_path / "d"), "r1")
+    assert p.returncode == 125 and "one or the other" in p.stderr
+    shared = tmp_path / "shared"
+    shared.mkdir(mode=0o777)
+    shared.chmod(0o777)  # (not sticky: anyone could swap the images)
+    p = cli("checkpoint", "--image-path", str(shared / "img"), "r1")
+    assert p.returncode == 125 and "writable by others" in p.stderr
+    assert _state(cli, "r1")["status"] == "running"  # a refused checkpoint changes nothing
+    cli("checkpoint", "--image-path", str(img), "r1", check=True)
+
+    base = ["restore", "--image-path", str(img)]
+    for args, why in ((["--bundle", str(bundle.path), "--detach"], "the container's ID"),
+                      (["--detach", "r1"], "--bundle"),
+                      (["--bundle", str(bundle.path), "r1"], "--detach")):
+        p = cli(*base, *args)
+        assert p.returncode == 125 and why in p.stderr, (args, p.stderr)
+    cfg = dict(bundle.cfg, process=dict(bundle.cfg["process"], terminal=True))
+    (bundle.path / "config.json").write_text(json.dumps(cfg))
+    p = cli(*base, "--bundle", str(bundle.path), "--detach", "--console-socket", "/x", "r1")
+    assert p.returncode == 125 and "terminal" in p.stderr
+    (bundle.path / "config.json").write_text(json.dumps(bundle.cfg))
+    # A criu that fails the restore: the cgroup and state it made are gone again.
+    fake = tmp_path / "criu"
+    fake.write_text(f'#!/bin/sh\n[ "$1" = restore ] && exit 1\nexec {CRIU} "$@"\n')
+    fake.chmod(0o755)
+    monkeypatch.setenv("ZONED_CRIU", str(fake))
+    p = cli(*base, "--bundle", str(bundle.path), "--detach", "r1")
+    assert p.returncode == 125 and "restore of 'r1'" in p.stderr, p.stderr
+    monkeypatch.delenv("ZONED_CRIU")
+    assert host_snapshot(cli.root) == before
+    # A checkpoint of zoned's own (--dir) is not one for the engine's restore.
+    cli("run", "-d", "--name", "z1", "--", "sleep", "100", check=True)
+    cli("checkpoint", "z1", "--dir", str(tmp_path / "zd"), check=True)
+    p = cli("restore", "--image-path", str(tmp_path / "zd"), "--bundle", str(bundle.path),
+            "--detach", "z2")
+    assert p.returncode == 125 and "zoned restore --dir" in p.stderr
+    os.close(out)
