@@ -7,7 +7,7 @@ import os
 import time
 
 import pytest
-from test_faults import alive
+from conftest import process_alive
 
 from zoned.vm import machine, vmlog
 
@@ -17,9 +17,9 @@ if not os.access(vmlog.VMLOG, os.X_OK):
 
 def _gone(pid: int, timeout: float = 5.0) -> bool:
     deadline = time.monotonic() + timeout
-    while alive(pid) and time.monotonic() < deadline:
+    while process_alive(pid) and time.monotonic() < deadline:
         time.sleep(0.01)
-    return not alive(pid)
+    return not process_alive(pid)
 
 
 def test_a_flood_keeps_both_files_bounded_with_their_ends(tmp_path, monkeypatch):
