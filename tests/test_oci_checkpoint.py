@@ -192,3 +192,34 @@ def test_refusals_leave_nothing(cli, bundle, tmp_path, monkeypatch):
             "--detach", "z2")
     assert p.returncode == 125 and "zoned restore --dir" in p.stderr
     os.close(out)
+
+
+def test_mount_points_are_made_inside_the_rootfs(cli, bundle, tmp_path):
+    """A restore makes the mount points a rootfs lacks (an engine's rootfs rebuilt from an
+    exported checkpoint has none of those the runtime made at create), as runc does; a
+    symlink the container left in its rootfs must not take them onto the host."""
+    marker = tmp_path / "marker"
+    marker.write_text("m\n")
+    cfg = dict(bundle.cfg, mounts=bundle.cfg["mounts"] + [
+        {"destination": "/run/x/marker", "type": "bind", "source": str(marker),
+         "options": ["bind", "ro"]}])
+    (bundle.path / "config.json").write_text(json.dumps(cfg))
+    p, out = _with_pipe(cli, "create", "--bundle", str(bundle.path), "m1")
+    assert p.returncode == 0, _read(out)
+    cli("start", "m1", check=True)
+    img = tmp_path / "img"
+    cli("checkpoint", "--image-path", str(img), "m1", check=True)
+    before = host_snapshot(cli.root)
+    rootfs = bundle.path / "rootfs"
+    shutil.rmtree(rootfs / "run")
+    escape = f"/tmp/zoned-escape-{os.getpid()}-{time.monotonic_ns()}"
+    os.symlink("/../../../../../.." + escape, rootfs / "run")
+    p, out2 = _with_pipe(cli, "restore", "--image-path", str(img), "--bundle",
+                         str(bundle.path), "--detach", "m1")
+    assert not os.path.lexists(escape), "a mount point was made on the host"
+    assert (rootfs / escape.lstrip("/") / "x" / "marker").is_file()  # in the rootfs
+    if p.returncode == 0:
+        cli("delete", "--force", "m1", check=True)
+    assert host_snapshot(cli.root) == before
+    for fd in (out, out2):
+        os.close(fd)

@@ -236,6 +236,34 @@ def test_podman_checkpoint_and_restore(podman):
     assert_no_leftovers(cid)
 
 
+def test_podman_checkpoint_export_and_two_restores_from_it(podman, tmp_path):
+    """checkpoint --export, rm, then restore --import twice, the second under a new name,
+    as moving a container to another host goes: podman rebuilds each rootfs from the
+    archive (without the mount points the runtime made at create: the restore makes them,
+    as runc's) and both copies go on from the counter's value at the checkpoint."""
+    criu_or_skip()
+    name, copy = podman.name("ex"), podman.name("ex2")
+    podman.run_detached(name, IMAGE, "sh", "-c", COUNTER.replace("echo $i;",
+                                                                 "echo $i > /n;"))
+    archive = tmp_path / "ck.tar.gz"
+
+    def n(who):
+        p = podman("exec", who, "cat", "/n")
+        return int(p.stdout) if p.returncode == 0 and p.stdout.strip() else 0
+    assert wait_for(lambda: n(name) >= 10)
+    p = podman("container", "checkpoint", "--export", str(archive), name)
+    assert p.returncode == 0, describe(p)
+    assert podman("rm", "-f", "-t", "0", name).returncode == 0
+    for who, extra in ((name, ()), (copy, ("--name", copy))):
+        p = podman("container", "restore", "--import", str(archive), *extra)
+        assert p.returncode == 0, describe(p)
+        assert podman.inspect(who)["State"]["Status"] == "running"
+    at = {who: n(who) for who in (name, copy)}
+    assert all(v >= 10 for v in at.values()), at  # went on: a restart counts from 1
+    assert wait_for(lambda: all(n(who) > at[who] for who in at))
+    assert podman("rm", "-f", "-t", "0", name, copy).returncode == 0
+
+
 def test_podman_run_tty(podman):
     p = podman("run", "--rm", "-t", IMAGE, "sh", "-c",
                "tty; test -t 0 && echo stdin-tty; test -t 1 && echo stdout-tty; exit 5",

@@ -123,6 +123,7 @@ class _Restore:
                 rt.store.write_state(cid, state)  # from here gc knows what to remove
                 write_config(d, cfg)
                 self._cgroup(cg_path, linux)
+                _mountpoints(root, cfg)
                 netns = self._netns()
                 inherit = self._stdio()
                 mountpoint = os.path.join(d, "rootfs")
@@ -182,6 +183,36 @@ class _Restore:
                 keys[target] = fd = os.dup(n)  # (0-2 are not criu's: run_criu gives it
                 self.fds.append(fd)            # pipes of its own)
         return tuple((fd, key) for key, fd in keys.items())
+
+
+def _mountpoints(root: str, cfg: dict) -> None:
+    """runc's prepareCriuRestoreMounts: each mount's destination made in the rootfs where
+    it is missing, as the runtime made it at create (a rootfs an engine rebuilt from an
+    exported checkpoint has none of them: podman's /run/.containerenv), a file for a bind
+    of a file, else a directory. Not for cgroup mounts (their mount points come with
+    /sys's or a tmpfs's) nor below a tmpfs mount (CRIU restores what a tmpfs held).
+    Inside the root only: zoned.child.inroot follows the rootfs's symlinks in the root."""
+    from zoned.checkpoint.archive import is_bind
+    from zoned.child import inroot
+
+    mounts = cfg.get("mounts") or []
+    tmpfs = [m["destination"].rstrip("/") + "/" for m in mounts if m.get("type") == "tmpfs"]
+    fd = os.open(root, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        for m in mounts:
+            dest = m["destination"]
+            if m.get("type") == "cgroup" or any(dest.startswith(t) for t in tmpfs):
+                continue
+            kind = "dir"
+            if is_bind(m) and m.get("source") and not os.path.isdir(m["source"]):
+                kind = "file"
+            try:
+                inroot.target(fd, dest, kind).close()
+            except OSError as e:
+                raise ConfigError(f"mounts: {dest}: cannot make its mount point in the "
+                                  f"rootfs: {e.strerror}") from None
+    finally:
+        os.close(fd)
 
 
 def _user_dir(path: str, what: str) -> str:
