@@ -9,6 +9,8 @@ What is measured: the wall time of one client command, as a user types it, for:
     run --rm -t     the same with a pty (`script -qec` gives podman a terminal)
     run -d          `podman run -d IMG sh -c 'trap "exit 0" TERM; sleep 1000 & wait'`
     exec            `podman exec NAME true` in that container
+    checkpoint      `podman container checkpoint NAME` (CRIU; stops it), where CRIU >= 4 is
+    restore         `podman container restore NAME` (back, running)
     stop            `podman stop NAME` (SIGTERM; the trap exits at once)
     rm              `podman rm NAME`
   containerd (Debian 1.6, io.containerd.runc.v2 shim) started here on a private socket with
@@ -49,6 +51,21 @@ import oci_helpers as H  # noqa: E402
 LOOP = 'trap "exit 0" TERM; sleep 1000 & wait'
 
 
+def _criu() -> bool:
+    """Whether checkpoint and restore can be timed: zoned's CRIU (>= 4), which podman and
+    runc find first on PATH too (/usr/local/sbin)."""
+    from zoned.checkpoint.criu import find_criu
+    from zoned.errors import ZonedError
+
+    try:
+        return bool(find_criu())
+    except ZonedError:
+        return False
+
+
+CRIU = _criu()
+
+
 class StepFailed(Exception):
     pass
 
@@ -76,6 +93,10 @@ def podman_round(pm: H.Podman, runtime: str, rt_name: str) -> dict[str, float]:
         out["podman run -d"] = timed(argv("run", "-d", "--name", name, H.IMAGE, "sh", "-c",
                                           LOOP), env=pm.env)
         out["podman exec"] = timed(argv("exec", name, "true"), env=pm.env)
+        if CRIU:
+            out["podman checkpoint"] = timed(argv("container", "checkpoint", name),
+                                             env=pm.env)
+            out["podman restore"] = timed(argv("container", "restore", name), env=pm.env)
         out["podman stop"] = timed(argv("stop", name), env=pm.env)
         out["podman rm"] = timed(argv("rm", name), env=pm.env)
     finally:
@@ -157,7 +178,8 @@ def main() -> int:
             problems += ctd.stop()
 
     steps = ["podman run --rm", "podman run --rm -t", "podman run -d", "podman exec",
-             "podman stop", "podman rm", "ctr run --rm", "ctr exec"]
+             "podman checkpoint", "podman restore", "podman stop", "podman rm",
+             "ctr run --rm", "ctr exec"]
     rows, results = [], {}
     for step in steps:
         if step not in samples and not any(step.startswith(g) for e in errors.values()

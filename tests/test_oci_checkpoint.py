@@ -223,3 +223,37 @@ def test_mount_points_are_made_inside_the_rootfs(cli, bundle, tmp_path):
     assert host_snapshot(cli.root) == before
     for fd in (out, out2):
         os.close(fd)
+
+
+def test_a_crafted_checkpoint_opens_no_host_file_and_binds_only_the_configs(
+        cli, bundle, tmp_path):
+    """An engine's images may come from elsewhere (ctr container restore of an image from
+    a registry): zoned's metadata in them must not make the restore open a host file for
+    the processes (root opens it, the container gets the fd) or bind a host path the
+    bundle's config does not mount. runc opens none and binds the config's mounts only."""
+    p, out = _with_pipe(cli, "create", "--bundle", str(bundle.path), "h1")
+    assert p.returncode == 0, _read(out)
+    cli("start", "h1", check=True)
+    img = tmp_path / "img"
+    cli("checkpoint", "--image-path", str(img), "h1", check=True)
+    before = host_snapshot(cli.root)
+    meta_path = img / "zoned-checkpoint.json"
+    meta = json.loads(meta_path.read_text())
+    restore = ["restore", "--image-path", str(img), "--bundle", str(bundle.path),
+               "--detach", "h1"]
+    for crafted, named in (
+            ({"files": meta["files"] + [{"key": "file[1:2]", "path": "/etc/shadow",
+                                         "flags": os.O_RDWR, "log": False}]},
+             "/etc/shadow"),
+            ({"mounts": meta["mounts"] + [{"key": "zoned-m99", "destination": "/hostroot",
+                                           "source": "/"}]}, "/hostroot")):
+        meta_path.write_text(json.dumps(dict(meta, **crafted)))
+        p = cli(*restore)
+        assert p.returncode == 125 and named in p.stderr, p.stderr
+        assert host_snapshot(cli.root) == before
+    meta_path.write_text(json.dumps(meta))
+    p, out2 = _with_pipe(cli, *restore)
+    assert p.returncode == 0, _read(out2)  # as made: restored
+    cli("delete", "--force", "h1", check=True)
+    for fd in (out, out2):
+        os.close(fd)

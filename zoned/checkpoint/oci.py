@@ -66,6 +66,7 @@ def restore(rt, cid: str, image_path: str, cfg: dict, bundle: str, *,
     if problems:
         raise ConfigError(f"cannot restore {cid!r}: " + "; ".join(problems))
     _check_config(cfg)
+    _check_against(meta, cfg, image_path)
     criu = find_criu()
     if tcp_established and not meta.get("tcp_established"):
         criu_flags += ("--tcp-established",)
@@ -87,6 +88,26 @@ def _check_config(cfg: dict) -> None:
         raise ConfigError("linux.namespaces: a restore needs new pid and mount namespaces")
     if "network" not in ns:
         raise ConfigError("linux.namespaces: the host's network cannot be restored into")
+
+
+def _check_against(meta: dict, cfg: dict, image_path: str) -> None:
+    """What the images may name on the host, the engine's config decides (its images may
+    come from a registry: ctr container restore): each mount the restore binds is one of
+    the config's, by destination, from the config's source (zoned's own restore falls back
+    to the checkpoint's); and of the host's files, only /dev/null is opened for the
+    processes (conmon's and the shim's stdin), as runc opens none."""
+    where = f"--image-path {image_path}"
+    dests = {os.path.normpath(m["destination"]) for m in cfg.get("mounts") or []}
+    for e in meta["mounts"]:
+        if not e.get("skeleton") and not e.get("cgroup") and \
+                os.path.normpath(e["destination"]) not in dests:
+            raise ConfigError(f"{where}: the checkpoint binds {e['destination']}, which "
+                              "the bundle's config does not mount")
+    for fi in meta["files"]:
+        if fi.get("pipe") or fi.get("path") != "/dev/null":  # (a pipe: a zoned logger's)
+            raise ConfigError(f"{where}: the checkpoint's processes had "
+                              f"{fi.get('path') or fi.get('key')!r} of the host open: a "
+                              "restore for an engine opens none but /dev/null")
 
 
 class _Restore:
@@ -137,10 +158,8 @@ class _Restore:
                 if pid_file:
                     write_pid_file(pid_file, pid)
                 return pid
-        except BaseException:
-            if self.cgroup is not None:
-                self.cgroup.kill()  # a restore that got as far as processes
-            abandon(rt.store, cid, cgroup=self.cgroup)
+        except BaseException:  # (abandon kills what is in the cgroup: a restore that
+            abandon(rt.store, cid, cgroup=self.cgroup)  # got as far as processes)
             raise
         finally:
             for fd in self.fds:
