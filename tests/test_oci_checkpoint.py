@@ -68,6 +68,16 @@ def _seq(b) -> list[int]:
     return [int(x) for x in f.read_text().split()] if f.exists() else []
 
 
+def _started_and_checkpointed(cli, bundle, cid: str, img) -> int:
+    """A container of the bundle started, then checkpointed into img (and so removed):
+    -> the read end of the pipe it wrote to."""
+    p, out = _with_pipe(cli, "create", "--bundle", str(bundle.path), cid)
+    assert p.returncode == 0, _read(out)
+    cli("start", cid, check=True)
+    cli("checkpoint", "--image-path", str(img), cid, check=True)
+    return out
+
+
 def _state(cli, cid) -> dict:
     return json.loads(cli("state", cid, check=True).stdout)
 
@@ -204,11 +214,8 @@ def test_mount_points_are_made_inside_the_rootfs(cli, bundle, tmp_path):
         {"destination": "/run/x/marker", "type": "bind", "source": str(marker),
          "options": ["bind", "ro"]}])
     (bundle.path / "config.json").write_text(json.dumps(cfg))
-    p, out = _with_pipe(cli, "create", "--bundle", str(bundle.path), "m1")
-    assert p.returncode == 0, _read(out)
-    cli("start", "m1", check=True)
     img = tmp_path / "img"
-    cli("checkpoint", "--image-path", str(img), "m1", check=True)
+    out = _started_and_checkpointed(cli, bundle, "m1", img)
     before = host_snapshot(cli.root)
     rootfs = bundle.path / "rootfs"
     shutil.rmtree(rootfs / "run")
@@ -231,11 +238,8 @@ def test_a_crafted_checkpoint_opens_no_host_file_and_binds_only_the_configs(
     a registry): zoned's metadata in them must not make the restore open a host file for
     the processes (root opens it, the container gets the fd) or bind a host path the
     bundle's config does not mount. runc opens none and binds the config's mounts only."""
-    p, out = _with_pipe(cli, "create", "--bundle", str(bundle.path), "h1")
-    assert p.returncode == 0, _read(out)
-    cli("start", "h1", check=True)
     img = tmp_path / "img"
-    cli("checkpoint", "--image-path", str(img), "h1", check=True)
+    out = _started_and_checkpointed(cli, bundle, "h1", img)
     before = host_snapshot(cli.root)
     meta_path = img / "zoned-checkpoint.json"
     meta = json.loads(meta_path.read_text())
