@@ -16,11 +16,14 @@
  * exec'd before it reports "ready". Either way a created zone's PID 1 is this sealed copy
  * while it waits for `start`, never the host's python.
  *
- * Usage: zoned-spawn SOCK PDEATHSIG PARENT_PIDFD TTY SECCOMP_FLAGS BPF_FD PATH ARGV0 ARGS...
- *   SOCK          zoned's sync socket: gets {"op":"made","pid":N}, answers when the process
- *                 is in the container's cgroup, then gets {"op":"spawned","pid":N,
- *                 "errno":E,"step":S} once it has exec'd (errno 0) or failed
+ * Usage: zoned-spawn SOCK PDEATHSIG PARENT_PIDFD TTY SECCOMP_FLAGS BPF_FD CGROUPS PATH ARGV0 ARGS...
+ *   SOCK          zoned's sync socket: gets {"op":"made","pid":N,"joined":J}, answers when
+ *                 the process is in the container's cgroup (J=1: it joined them itself),
+ *                 then gets {"op":"spawned","pid":N,"errno":E,"step":S} once it has exec'd
+ *                 (errno 0) or failed
  *   BPF_FD        a pipe holding the seccomp filter to load last (-1: none)
+ *   CGROUPS       "-", or "FD2,T1,T2,...": the cgroup2 directory (-1: none) and the v1
+ *                 `tasks` files it joins itself (z_spawn_exec_joining)
  * The environment is the process's. Built static (Makefile): cc -static -Os -s -Icsrc
  * -o zoned/libexec/zoned-spawn csrc/spawn.c
  */
@@ -60,14 +63,14 @@ int main(int argc, char **argv)
     int report[2] = {0, 0};
     unsigned int seccomp_flags;
     char msg[128], go = 'g';
-    int pid, n;
+    int pid, n, joined = 0, cgroup_fd = -1, tasks[32], ntasks = 0;
 
     prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);  /* before anything: exec made it dumpable */
     if (argc > 1 && strcmp(argv[1], "init") == 0)
         return init_main(argc, argv);
     if (argc > 1 && strcmp(argv[1], "setup") == 0)
         return setup_main(argc, argv);
-    if (argc < 9)
+    if (argc < 10)
         return 2;
     sock = atoi(argv[1]);
     pdeathsig = atoi(argv[2]);
@@ -75,6 +78,15 @@ int main(int argc, char **argv)
     tty = atoi(argv[4]);
     seccomp_flags = (unsigned int)strtoul(argv[5], NULL, 10);
     bpf_fd = atoi(argv[6]);
+    if (strcmp(argv[7], "-") != 0) {
+        char *p = argv[7];
+        cgroup_fd = (int)strtol(p, &p, 10);
+        while (*p == ',' && ntasks < (int)(sizeof(tasks) / sizeof(tasks[0])))
+            tasks[ntasks++] = (int)strtol(p + 1, &p, 10);
+        cloexec(cgroup_fd);
+        for (int i = 0; i < ntasks; i++)
+            cloexec(tasks[i]);
+    }
     cloexec(sock);
     cloexec(parent_pidfd);
     if (bpf_fd >= 0) {
@@ -86,12 +98,18 @@ int main(int argc, char **argv)
     }
     if (pipe2(go_pipe, O_CLOEXEC) < 0 || pipe2(err_pipe, O_CLOEXEC) < 0)
         return 1;
-    pid = z_spawn_exec(argv[7], argv + 8, environ, bpf, bpf_len, seccomp_flags, pdeathsig,
-                       parent_pidfd, tty, go_pipe[0], err_pipe[1]);
+    pid = z_spawn_exec_joining(argv[8], argv + 9, environ, bpf, bpf_len, seccomp_flags,
+                               pdeathsig, parent_pidfd, tty, go_pipe[0], err_pipe[1],
+                               cgroup_fd, tasks, ntasks, &joined);
     close(go_pipe[0]);
     close(err_pipe[1]);
+    for (int i = 0; i < ntasks; i++)
+        close(tasks[i]);
+    if (cgroup_fd >= 0)
+        close(cgroup_fd);
     if (pid > 0) {
-        n = snprintf(msg, sizeof(msg), "{\"op\":\"made\",\"pid\":%d}", pid);
+        n = snprintf(msg, sizeof(msg), "{\"op\":\"made\",\"pid\":%d,\"joined\":%d}", pid,
+                     joined);
         if (send(sock, msg, (size_t)n, 0) != n || recv(sock, msg, sizeof(msg), 0) <= 0)
             return 1;  /* zoned is gone: the child reads EOF and exits */
         if (write(go_pipe[1], &go, 1) != 1)
@@ -360,7 +378,7 @@ static int init_main(int argc, char **argv)
     size_t bpf_len;
     int sock, code;
 
-    if (argc < 9)
+    if (argc < 10)
         return 2;
     sock = atoi(argv[2]);
     bpf_len = read_bpf(atoi(argv[6]), bpf, sizeof(bpf));

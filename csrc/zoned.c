@@ -222,10 +222,41 @@ int z_spawn_exec(const char *path, char *const argv[], char *const envp[],
                  const unsigned char *bpf, size_t bpf_len, unsigned int seccomp_flags,
                  int pdeathsig, int parent_pidfd, int tty_fd, int go_fd, int err_fd)
 {
+    int joined;
+    return z_spawn_exec_joining(path, argv, envp, bpf, bpf_len, seccomp_flags, pdeathsig,
+                                parent_pidfd, tty_fd, go_fd, err_fd, -1, NULL, 0, &joined);
+}
+
+/*
+ * z_spawn_exec, where the new process joins the container's cgroups itself before it waits
+ * for "go" (zoned-spawn's exec): it is cloned into the cgroup2 cgroup at cgroup_fd (clone3,
+ * CLONE_INTO_CGROUP; -1: none, a pure v1 host), then writes "0" to each v1 `tasks` file at
+ * tasks[]. That moves this one thread, no thread group: the kernel then takes no
+ * cgroup_threadgroup_rwsem for writing, whose first writer after a quiet spell waits for an
+ * RCU grace period (8-30 ms here), as zoned's move of it by pid did (and runc's exec does).
+ * *joined: 1 if it joins them; 0 if clone3 could not (an old kernel, a seccomp profile
+ * that denies clone3, a cgroup at its pids.max, where a fork is refused and a move is
+ * not): it is then a plain z_spawn_exec child, which zoned moves. A `tasks` write that
+ * fails is reported as step Z_STEP_CGROUP.
+ */
+int z_spawn_exec_joining(const char *path, char *const argv[], char *const envp[],
+                         const unsigned char *bpf, size_t bpf_len,
+                         unsigned int seccomp_flags, int pdeathsig, int parent_pidfd,
+                         int tty_fd, int go_fd, int err_fd, int cgroup_fd,
+                         const int *tasks, int ntasks, int *joined)
+{
     int report[2] = {0, 0};
     char go;
-    long pid = syscall(SYS_clone, CLONE_PARENT, 0, NULL, NULL, 0);
+    long pid = -1;
     struct pollfd parent = {parent_pidfd, POLLIN, 0};
+    *joined = ntasks > 0 || cgroup_fd >= 0;
+    if (cgroup_fd >= 0) {
+        pid = z_clone3(CLONE_PARENT | CLONE_INTO_CGROUP, cgroup_fd, NULL);
+        if (pid < 0)
+            *joined = 0;
+    }
+    if (pid < 0)
+        pid = syscall(SYS_clone, CLONE_PARENT, 0, NULL, NULL, 0);
     if (pid != 0)
         return (int)pid;
     /*
@@ -236,6 +267,12 @@ int z_spawn_exec(const char *path, char *const argv[], char *const envp[],
     if (prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) < 0 ||
         (parent_pidfd >= 0 && poll(&parent, 1, 0) != 0))
         _exit(1);  /* (zoned died before the signal was armed) */
+    report[1] = Z_STEP_CGROUP;
+    for (int i = 0; *joined && i < ntasks; i++)
+        if (write(tasks[i], "0", 1) != 1)
+            goto fail;
+    for (int i = 0; i < ntasks; i++)
+        close(tasks[i]);
     if (go_fd >= 0 && read(go_fd, &go, 1) != 1)
         _exit(1);
     report[1] = Z_STEP_PDEATHSIG;

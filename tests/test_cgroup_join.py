@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import cgroups_of, open_files_under
+from tests.conftest import ZONED as ZONED_CLI, cgroups_of, open_files_under
 from zoned.cgroups import join
 
 ROOT = os.geteuid() == 0
@@ -237,3 +237,67 @@ sc.seccomp_set_filter(seccomp.compile_bpf(prof), seccomp.filter_flags(prof))
 """, zoned_root, "s")
     assert out["probe"] is False
     assert len(out["paths"]) == 1 and out["paths"][0].endswith("/s"), out
+
+
+def _exec_detached(cli, name: str, pid_file: Path, *args: str) -> int:
+    cli("exec", "--detach", "--pid-file", str(pid_file), name, "--", *args, check=True,
+        files=True)  # (its stdio: files, not pipes it would hold open)
+    return int(pid_file.read_text())
+
+
+def _same_cgroups(pid: int, init: int) -> bool:
+    return cgroups_of(pid) == cgroups_of(init)
+
+
+@needs_root
+@pytest.mark.parametrize("flags", [[], list(SHARED)], ids=["own", "shared memory"])
+def test_an_exec_d_process_joins_its_cgroups_itself(cli, flags, tmp_path):
+    """`zoned exec`'s process is cloned into the zone's cgroup2 cgroup and writes "0" to
+    its v1 `tasks` files before it execs: no move by pid, whose first write after a quiet
+    spell waits for an RCU grace period (runc's exec pays it: 8-30 ms here). In a shared
+    memory cgroup it is moved by pid, as before. Either way it is where the init is, in
+    every hierarchy, and holds no cgroup file."""
+    if not shutil.which("strace"):
+        pytest.skip("no strace (the Makefile installs it)")
+    cli("run", "-d", "--name", "x", *flags, "busybox", "sleep", "300", check=True)
+    try:
+        init = _pid(cli, "x")
+        pid = _exec_detached(cli, "x", tmp_path / "pid", "sleep", "301")
+        assert _same_cgroups(pid, init), (cgroups_of(pid), cgroups_of(init))
+        assert _cgroup_fds(pid) == []
+        p = subprocess.run(["strace", "-f", "-qq", "-e", "trace=openat,clone3,write", "-s",
+                            "64", "-o", "/dev/stderr", ZONED_CLI, "--root", cli.root, "exec", "x",
+                            "true"], capture_output=True, text=True, timeout=60)
+        assert p.returncode == 0, p.stderr[-2000:]
+        by_pid = [ln for ln in p.stderr.splitlines() if "cgroup.procs" in ln and
+                  "O_WRONLY" in ln]
+        assert bool(by_pid) == bool(flags), by_pid
+    finally:
+        cli("rm", "-f", "x", check=True)
+
+
+@needs_root
+def test_where_the_zones_seccomp_denies_clone3_an_exec_d_process_is_moved_by_pid(
+        cli, busybox, tmp_path):
+    """Without no_new_privs the zone's filter is loaded before the process is made, and a
+    profile that answers clone3 with ENOSYS (docker's, podman's) leaves the old way: the
+    process is moved by pid, into the same cgroups."""
+    b = tmp_path / "bundle"
+    b.mkdir()
+    shutil.copytree(busybox.rootfs, b / "rootfs", symlinks=True)
+    subprocess.run([ZONED_CLI, "spec", "--bundle", str(b)], check=True)
+    cfg = json.loads((b / "config.json").read_text())
+    cfg["process"].update(terminal=False, args=["sleep", "300"], noNewPrivileges=False)
+    cfg["linux"]["seccomp"] = {
+        "defaultAction": "SCMP_ACT_ALLOW", "architectures": ["SCMP_ARCH_X86_64"],
+        "syscalls": [{"names": ["clone3"], "action": "SCMP_ACT_ERRNO", "errnoRet": 38}]}
+    (b / "config.json").write_text(json.dumps(cfg))
+    with open(os.devnull, "w") as null:
+        subprocess.run([ZONED_CLI, "--root", cli.root, "create", "--bundle", str(b), "s"],
+                       stdin=subprocess.DEVNULL, stdout=null, stderr=null, check=True)
+    try:
+        cli("start", "s", check=True)
+        pid = _exec_detached(cli, "s", tmp_path / "pid", "sleep", "301")
+        assert _same_cgroups(pid, _pid(cli, "s"))
+    finally:
+        cli("delete", "--force", "s", check=True)

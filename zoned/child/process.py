@@ -61,7 +61,8 @@ class Plan:
                  "bpf", "seccomp_flags", "hierarchies", "wait_namespaces", "keep_pdeathsig",
                  "preserve_fds", "no_pivot", "pidns_fd", "cgroup_path", "idmap_fds",
                  "caller_mntns", "spawn_fd", "rootless", "volatile", "late_process",
-                 "skeleton", "stage_pid", "memory_cgroup_path", "init_plan")
+                 "skeleton", "stage_pid", "memory_cgroup_path", "init_plan",
+                 "spawn_cgroups")
 
     def __init__(self, cfg: dict, sock: _socket.socket, *,
                  rootfs: str | None = None,           # None: exec into an existing container
@@ -75,7 +76,8 @@ class Plan:
                  cgroup_path: str | None = None, idmap_fds: dict[int, int] | None = None,
                  spawn_fd: int | None = None, volatile: bool = False,
                  late_process: bool = False, skeleton: dict[str, str] | None = None,
-                 memory_cgroup_path: str | None = None):
+                 memory_cgroup_path: str | None = None,
+                 spawn_cgroups: tuple[int, list[int]] | None = None):
         self.cfg, self.sock, self.rootfs, self.upper, self.work = cfg, sock, rootfs, upper, work
         self.stdio, self.fifo_fd, self.join_fds = stdio, fifo_fd, join_fds or {}
         self.bpf, self.seccomp_flags, self.hierarchies = bpf, seccomp_flags, hierarchies or []
@@ -93,6 +95,9 @@ class Plan:
         # the sealed zoned-spawn copy (spawn_copy): exec's helper runs it at release, and a
         # container's init execs it before "ready" (zoned.child.initstub)
         self.spawn_fd = spawn_fd
+        # exec: the container's cgroup2 dir (-1: none) and v1 `tasks` files, open, for the
+        # process zoned-spawn makes to join itself (z_spawn_exec_joining); None: moved by pid
+        self.spawn_cgroups = spawn_cgroups
         self.rootless = os.geteuid() != 0  # an ordinary user's zone (zoned.rootless)
         self.volatile = volatile  # the overlay's upper goes with the zone: no sync at its end
         # start may bring the process's args, env and cwd (zoned.pool: a zone made ahead)
@@ -386,10 +391,17 @@ def _spawn(plan: Plan, path: str, env: list[str], bpf: bytes, parent_pidfd: int)
         if bpf:
             bpf_fd = initstub.program_fd(bpf)
             os.set_inheritable(bpf_fd, True)
+        joins = "-"
+        if plan.spawn_cgroups is not None:
+            cg2, tasks = plan.spawn_cgroups
+            joins = ",".join(str(fd) for fd in (cg2, *tasks))
+            for fd in (cg2, *tasks):
+                if fd >= 0:
+                    os.set_inheritable(fd, True)
         for fd in (plan.sock.fileno(), parent_pidfd):
             os.set_inheritable(fd, True)
         argv = ["zoned-spawn", str(plan.sock.fileno()), str(pdeathsig), str(parent_pidfd),
-                str(tty), str(plan.seccomp_flags), str(bpf_fd), path, *proc["args"]]
+                str(tty), str(plan.seccomp_flags), str(bpf_fd), joins, path, *proc["args"]]
         try:
             sc.execveat(plan.spawn_fd, argv, env)
         except OSError:  # e.g. a seccomp profile that denies execveat: clone ourselves
@@ -397,6 +409,11 @@ def _spawn(plan: Plan, path: str, env: list[str], bpf: bytes, parent_pidfd: int)
                 os.close(bpf_fd)
             for fd in (plan.sock.fileno(), parent_pidfd):
                 os.set_inheritable(fd, False)  # never into the container's process
+            if plan.spawn_cgroups is not None:  # (zoned moves it by pid then)
+                cg2, tasks = plan.spawn_cgroups
+                for fd in (cg2, *tasks):
+                    if fd >= 0:
+                        os.close(fd)
     go_r, go_w = os.pipe()
     err_r, err_w = os.pipe()  # CLOEXEC: EOF once the child has exec'd
     pid = sc.spawn_exec(path, proc["args"], env, go_fd=go_r, err_fd=err_w, bpf=bpf,
@@ -445,6 +462,8 @@ def _child(plan: Plan) -> None:
     for fd in (plan.pidns_fd, plan.spawn_fd):
         if fd is not None:
             keep.add(fd)
+    if plan.spawn_cgroups is not None:
+        keep.update(fd for fd in (plan.spawn_cgroups[0], *plan.spawn_cgroups[1]) if fd >= 0)
     _close_fds_except(keep)
     for fd in (0, 1, 2, *preserved):
         os.set_inheritable(fd, True)

@@ -34,6 +34,14 @@ def exec_in(rt: Runtime, cid: str, process: dict, *,
     if st["zoned"].get("shared_memory"):
         check_shared_capabilities(process, "exec: process")
     check_can_exec(rt, cid, st)
+    joins = _self_join(rt.cgroup(st))
+    if joins is None:
+        # release() moves the process into the container's cgroups by pid: the first such
+        # move after a quiet spell waits for an RCU grace period, paid here while the
+        # set-up runs (zoned.cgroups.prime), not all after it (runc's exec pays it all).
+        from zoned.cgroups import prime
+
+        prime.prime()
     cfg = rt.config(cid)
     linux = cfg.get("linux") or {}
     pid, start = st["pid"], st["zoned"]["pid_start"]
@@ -67,7 +75,7 @@ def exec_in(rt: Runtime, cid: str, process: dict, *,
         plan = Plan(exec_cfg, child_sock, rootfs=None, stdio=stdio, preserve_fds=preserve_fds,
                     join_fds=join_fds, bpf=bpf, seccomp_flags=seccomp_flags,
                     keep_pdeathsig=not detach,  # a detached process outlives `zoned exec`
-                    pidns_fd=pidns, spawn_fd=spawn_fd)
+                    pidns_fd=pidns, spawn_fd=spawn_fd, spawn_cgroups=joins)
         try:
             child = fork_nondumpable(run_child, plan)
         finally:
@@ -83,6 +91,10 @@ def exec_in(rt: Runtime, cid: str, process: dict, *,
         return Started(child, chan, master, spawns=rt.cgroup(st), pid_file=pid_file,
                        command=process["args"][0])
     except BaseException:
+        if joins is None:
+            from zoned.cgroups import prime
+
+            prime.wait()
         if child:
             kill_and_reap(child)
         if parent_sock is not None:
@@ -94,6 +106,37 @@ def exec_in(rt: Runtime, cid: str, process: dict, *,
         for fd in (pidns, spawn_fd):
             if fd is not None:
                 os.close(fd)
+        if joins is not None:
+            for fd in (joins[0], *joins[1]):
+                if fd >= 0:
+                    os.close(fd)
+
+
+def _self_join(cgroup) -> tuple[int, list[int]] | None:
+    """The container's cgroup2 directory (-1 if none) and v1 `tasks` files, open, for the
+    exec'd process to join itself as zoned-spawn makes it (z_spawn_exec_joining): no move
+    by pid, so no RCU grace period to wait for (8-30 ms after a quiet spell here). None
+    where it is moved by pid as before: rootless, a zone in a shared memory cgroup (its
+    memory cgroup is another's node), or a file that will not open."""
+    if os.geteuid() != 0:
+        return None
+    files, node = cgroup.join_files()
+    d = cgroup.cgroup2_dir()
+    if node is not None or not (files or d):
+        return None
+    fds: list[int] = []
+    cg2 = -1
+    try:
+        if d:
+            cg2 = os.open(d, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        for f in files:
+            fds.append(os.open(f, os.O_WRONLY | os.O_CLOEXEC))
+    except OSError:
+        for fd in (cg2, *fds):
+            if fd >= 0:
+                os.close(fd)
+        return None
+    return cg2, fds
 
 
 def check_can_exec(rt: Runtime, cid: str, st: dict) -> None:
