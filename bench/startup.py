@@ -31,6 +31,10 @@ container has exited and been removed again (create + start + wait + delete), fo
                    on the very same bundle as runc: three zoned processes, same config.
   runc-oci         the same three steps with runc (`runc create/start/delete`), for
                    comparison with zoned-oci.
+  zoned-exec, runc-exec
+                   `zoned exec ID /bin/true` / `runc exec ID /bin/true` in a container kept
+                   running for the rounds, each 0.1 s (untimed) after anything else, as
+                   health checks come: the kernel's cgroup-move lock is quiet then.
   zoned-state, runc-state
                    `zoned state ID` / `runc state ID` of a container created on the same
                    bundle before the rounds (never started): the OCI command podman and
@@ -66,6 +70,7 @@ bench/results/startup.json (or --out). Needs root.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import random
 import select
@@ -84,8 +89,8 @@ QUICK_OUT = C.RESULTS / "startup-quick.json"
 SEED = 18  # the rounds' orders (random.Random): the same on every run of this script
 VARIANTS = ["zoned-cli", "zoned-api", "zoned-api-pool", "runc", "zoned-run-bundle",
             "zoned-cli-rootfs",
-            "zoned-oci", "runc-oci", "zoned-state", "runc-state", "ref-python",
-            "ref-zoned-version"]
+            "zoned-oci", "runc-oci", "zoned-state", "runc-state", "zoned-exec",
+            "runc-exec", "ref-python", "ref-zoned-version"]
 BEFORE_VARIANTS = ["zoned-cli-before", "zoned-api-before", "zoned-api-worker"]  # --before-ref
 NOTES = {
     "zoned-cli": "subprocess incl. Python start-up; image overlay; default seccomp; devices cgroup",
@@ -99,6 +104,9 @@ NOTES = {
     "runc-oci": "runc create+start+delete on the same bundle, 3 processes",
     "zoned-state": "zoned state ID of a created container (one process)",
     "runc-state": "runc state ID of a created container (one process)",
+    "zoned-exec": "zoned exec ID /bin/true in a running container, 0.1 s after anything "
+                  "else (untimed: a quiet spell, as between health checks)",
+    "runc-exec": "runc exec ID /bin/true, the same way",
     "ref-python": "reference, no container: venv `python -c pass` (interpreter start-up)",
     "ref-zoned-version": "reference, no container: `zoned --version` (CLI start-up floor)",
     "zoned-cli-before": "zoned-cli as of --before-ref (python -S shim, as then)",
@@ -376,6 +384,30 @@ class Bench:
             _check(_sp(base + ["create", "--bundle", str(self.bundle), made]), f"{tag} create")
         return _timed(base + ["state", made], f"{tag}")
 
+    def _exec(self, base: list[str], tag: str) -> float:
+        """`exec ID /bin/true` in a container kept running for the rounds (a config beside
+        the bundle's: `sleep`), after a 0.1 s pause: the kernel's cgroup-move lock is then
+        quiet, as it is between the execs of health checks."""
+        made = self.created.get(tag)
+        if made is None:
+            made = self.created[tag] = self.name(tag)
+            spec = self.tmp / f"{tag}-bundle"
+            spec.mkdir()
+            cfg = json.loads((self.bundle / "config.json").read_text())
+            cfg["process"]["args"] = ["sleep", "1000000"]
+            cfg["root"]["path"] = str(self.bundle / "rootfs")
+            (spec / "config.json").write_text(json.dumps(cfg))
+            _check(_sp(base + ["create", "--bundle", str(spec), made]), f"{tag} create")
+            _check(_sp(base + ["start", made]), f"{tag} start")
+        time.sleep(0.1)
+        return _timed(base + ["exec", made, "/bin/true"], tag)
+
+    def zoned_exec(self) -> float:
+        return self._exec(self.Z, "zoned-exec")
+
+    def runc_exec(self) -> float:
+        return self._exec(self.R, "runc-exec")
+
     def zoned_state(self) -> float:
         return self._state(self.Z, "zoned-state")
 
@@ -412,7 +444,8 @@ class Bench:
                 "runc": self.runc_run, "zoned-run-bundle": self.zoned_run_bundle,
                 "zoned-cli-rootfs": self.zoned_cli_rootfs,
                 "zoned-oci": self.zoned_oci, "runc-oci": self.runc_oci,
-                "zoned-state": self.zoned_state, "runc-state": self.runc_state}[v]
+                "zoned-state": self.zoned_state, "runc-state": self.runc_state,
+                "zoned-exec": self.zoned_exec, "runc-exec": self.runc_exec}[v]
 
     # -- clean-up ---------------------------------------------------------------------------------
     def cleanup(self) -> dict:
