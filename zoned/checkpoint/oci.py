@@ -78,7 +78,7 @@ def _check_config(cfg: dict) -> None:
     if (cfg.get("process") or {}).get("terminal"):
         raise ConfigError("process.terminal: a container with a terminal cannot be "
                           "restored (nor checkpointed)")
-    if any(cfg.get("hooks") or {}):
+    if any((cfg.get("hooks") or {}).values()):
         raise ConfigError("hooks: a restore runs no hooks; give a config without them")
     ns = {n.get("type"): n.get("path") for n in (cfg.get("linux") or {}).get("namespaces")
           or []}
@@ -135,7 +135,7 @@ class _Restore:
         if not os.path.isdir(root):
             raise ConfigError(f"root.path: rootfs {root!r} does not exist or is not a "
                               "directory")
-        d = rt.store.reserve(cid)
+        d = rt.store.reserve(cid)  # (raises, with nothing to undo, if the name is taken)
         try:
             with rt.store.lock(cid):
                 state = initial_state(cid, cfg, bundle=self.bundle, rootfs=root,
