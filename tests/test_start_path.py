@@ -306,7 +306,8 @@ def test_run_create_and_exec_load_their_modules_in_one_preload(zoned_root, busyb
 
 # what only create and exec need: the fork's machinery, the C extension (cffi), the spec;
 # and datetime (state's `created` is printed as it was written: zoned.cli.output.is_rfc3339)
-NOT_IN_LIFECYCLE_COMMANDS = {"zoned.child.process", "zoned.runtime.handoff", "_cffi_backend",
+NOT_IN_LIFECYCLE_COMMANDS = {"zoned.child.process", "zoned.child.spawn", "zoned.runtime.handoff",
+                             "_cffi_backend",
                              "zoned.oci.spec", "datetime"} | NOT_ON_THE_RUN_PATH
 
 

@@ -2,7 +2,7 @@
 
 Where the init is set up in Python (zoned.child.process._child; else it is that copy from
 its first instruction: zoned.child.initplan), its last step execs the copy
-process.spawn_copy made, which speaks the init's side of the sync protocol from "ready" on
+zoned.child.spawn.spawn_copy made, which speaks the init's side of the sync protocol from "ready" on
 and execs the container's process (csrc/spawn.c, init_main). So a process holding
 CAP_SYS_PTRACE in the host's user namespace that opens /proc/1/exe of a created zone finds
 a sealed memfd nothing can write to, never the host's python (CVE-2019-5736 class), as

@@ -17,7 +17,7 @@ Protocol (typed messages of zoned.child.sync over the socketpair):
   child  -> parent {"op": "error", ...}     exec failed; EOF on exec success (CLOEXEC)
 A container's init speaks its side from "ready" on as zoned-spawn's sealed copy (spawn.c
 init_main; see zoned.child.initstub), unless initstub.fits says the Python path must do it.
-exec's helper, after "start" (see _spawn; it never enters the container's pid namespace):
+exec's helper, after "start" (zoned.child.spawn; it never enters the container's pid namespace):
   child  -> parent {"op": "made", "pid": N}  the real process exists, waiting, outside the cgroup
   parent -> child  {"op": "go"}             it is in the container's cgroup now
   child  -> parent {"op": "spawned", "pid": N, "errno": E, "step": S}   E 0: it exec'd
@@ -34,10 +34,11 @@ import _signal  # not signal.py: its enums of every signal cost ~4 ms a command
 import struct
 
 from zoned.child import caps, initstub  # caps: imported here, not after each fork
+from zoned.child.spawn import release_exec
 from zoned.child.sync import Channel, CommandError, Op, exit_code_for, send, send_error
 from zoned.errors import ConfigError
 from zoned.linux import syscalls as sc
-from zoned.linux.files import proc_fd_dir, reopen_fd, seal_filled
+from zoned.linux.files import proc_fd_dir, reopen_fd
 from zoned.testhooks import mark
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing (start-up)
@@ -339,7 +340,7 @@ def _console(plan: Plan, proc: dict) -> None:
     if plan.rootfs is not None:  # the container's init: its pty is also /dev/console
         console.bind_console(slave)
         console.make_controlling_tty(slave)
-    else:  # exec: the process _spawn makes takes it as its terminal, in a session of its own
+    else:  # exec: the process release_exec makes takes it as its terminal, in a session of its own
         for target in (0, 1, 2):
             os.dup2(slave, target)
         os.close(slave)
@@ -353,88 +354,6 @@ def _check_private_mounts(plan: Plan) -> None:
     if os.stat("/proc/self/ns/mnt").st_ino == plan.caller_mntns:
         raise ConfigError("refusing to set up the rootfs in the caller's mount namespace: "
                           'linux.namespaces needs a new "mount" namespace')
-
-
-def spawn_copy() -> int | None:
-    """A sealed, execute-only memfd copy of zoned-spawn (csrc/spawn.c), for an exec helper to
-    run at release: the process it makes inside the container then has that copy as its exe
-    until it execs, never a host binary, and memory of the host's user namespace. None if
-    zoned-spawn was not built (then the helper clones itself, see _spawn)."""
-    src = os.path.join(os.path.dirname(os.path.dirname(__file__)), "libexec", "zoned-spawn")
-    try:
-        with open(src, "rb") as f:
-            data = f.read()
-    except FileNotFoundError:
-        return None
-    MFD_EXEC = 0x10  # executable even where vm.memfd_noexec defaults to no
-    try:
-        fd = os.memfd_create("zoned-spawn", os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING | MFD_EXEC)
-    except OSError:  # a kernel before 6.3 knows no MFD_EXEC
-        fd = os.memfd_create("zoned-spawn", os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
-    return seal_filled(fd, data, 0o111)  # unreadable to the container's user: would_dump()
-
-
-def _spawn(plan: Plan, path: str, env: list[str], bpf: bytes, parent_pidfd: int) -> None:
-    """exec's release: make the real process in the container's pid namespace (the C step
-    z_spawn_exec runs pdeathsig, setsid/tty, the NNP seccomp filter and execve there, nothing
-    else), tell zoned {"op": "made", "pid"}, let it go once zoned has moved it into the
-    cgroup, and tell zoned {"op": "spawned", "pid", "errno", "step"}. This process was never in
-    the container's pid namespace. It execs the sealed zoned-spawn copy to do it, so that the
-    new process is never python before its execve; without that copy (not built, or execveat
-    denied) it clones itself: the new process is then python, non-dumpable, for the
-    microseconds until its execve. Never returns."""
-    proc = plan.cfg["process"]
-    pdeathsig = _signal.SIGKILL if plan.keep_pdeathsig else 0
-    tty = 0 if proc.get("terminal") else -1
-    if plan.spawn_fd is not None:
-        bpf_fd = -1
-        if bpf:
-            bpf_fd = initstub.program_fd(bpf)
-            os.set_inheritable(bpf_fd, True)
-        joins = "-"
-        if plan.spawn_cgroups is not None:
-            cg2, tasks = plan.spawn_cgroups
-            joins = ",".join(str(fd) for fd in (cg2, *tasks))
-            for fd in (cg2, *tasks):
-                if fd >= 0:
-                    os.set_inheritable(fd, True)
-        for fd in (plan.sock.fileno(), parent_pidfd):
-            os.set_inheritable(fd, True)
-        argv = ["zoned-spawn", str(plan.sock.fileno()), str(pdeathsig), str(parent_pidfd),
-                str(tty), str(plan.seccomp_flags), str(bpf_fd), joins, path, *proc["args"]]
-        try:
-            sc.execveat(plan.spawn_fd, argv, env)
-        except OSError:  # e.g. a seccomp profile that denies execveat: clone ourselves
-            if bpf_fd >= 0:
-                os.close(bpf_fd)
-            for fd in (plan.sock.fileno(), parent_pidfd):
-                os.set_inheritable(fd, False)  # never into the container's process
-            if plan.spawn_cgroups is not None:  # (zoned moves it by pid then)
-                cg2, tasks = plan.spawn_cgroups
-                for fd in (cg2, *tasks):
-                    if fd >= 0:
-                        os.close(fd)
-    go_r, go_w = os.pipe()
-    err_r, err_w = os.pipe()  # CLOEXEC: EOF once the child has exec'd
-    pid = sc.spawn_exec(path, proc["args"], env, go_fd=go_r, err_fd=err_w, bpf=bpf,
-                        seccomp_flags=plan.seccomp_flags, pdeathsig=pdeathsig,
-                        parent_pidfd=parent_pidfd, tty_fd=tty)
-    os.close(go_r)
-    os.close(err_w)
-    send(plan.sock, Op.MADE, pid=pid)
-    if not Channel(plan.sock).recv():  # zoned has moved it into the cgroup (or is gone)
-        os._exit(1)
-    os.write(go_w, b"g")
-    os.close(go_w)
-    report = b""
-    while len(report) < 8:
-        chunk = os.read(err_r, 8 - len(report))
-        if not chunk:
-            break
-        report += chunk
-    err, step = struct.unpack("ii", report) if len(report) == 8 else (0, 0)
-    send(plan.sock, Op.SPAWNED, pid=pid, errno=err, step=step)
-    os._exit(0)
 
 
 def _child(plan: Plan) -> None:
@@ -511,7 +430,7 @@ def _child(plan: Plan) -> None:
     parent_pidfd = -1
     if plan.rootfs is None:
         # exec: joins existing namespaces only. Its pid namespace steers only the children
-        # (see _spawn), so this process itself stays outside, invisible to the container.
+        # (see release_exec), so this process itself stays outside, invisible to the container.
         if plan.pidns_fd is not None:
             sc.setns(plan.pidns_fd, sc.CLONE_NEWPID)
             os.close(plan.pidns_fd)
@@ -608,7 +527,7 @@ def _child(plan: Plan) -> None:
         if plan.late_process:
             proc, env, path = _late_process(proc, msg.get("process") or {})
         if plan.rootfs is None:
-            _spawn(plan, path, env, bpf, parent_pidfd)
+            release_exec(plan, path, env, bpf, parent_pidfd)
         if not plan.keep_pdeathsig:
             caps.set_pdeathsig(0)
     if cfg_hooks.get("startContainer") and plan.rootfs is not None:

@@ -26,19 +26,18 @@ def proc_start_time(pid: int) -> int | None:
 def signal_pid(pid: int, start: int | None, sig: int) -> None:
     """Signal a container process through a pidfd, after checking it is still the same
     process (pid reuse), so a stale state can never hit a stranger."""
+    import _signal  # (the stdlib's pidfd calls: no C extension to load for a `kill`)
     import os
 
-    from zoned.linux import syscalls as sc  # the C extension: only when a process is signalled
-
     try:
-        fd = sc.pidfd_open(pid)
+        fd = os.pidfd_open(pid)
     except ProcessLookupError:
         return
     try:
         if proc_start_time(pid) != start:
             return
         try:
-            sc.pidfd_send_signal(fd, sig)
+            _signal.pidfd_send_signal(fd, sig)
         except ProcessLookupError:
             pass
     finally:

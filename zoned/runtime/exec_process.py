@@ -20,7 +20,8 @@ def exec_in(rt: Runtime, cid: str, process: dict, *,
             stdio: tuple[int, int, int] | None = None, pid_file: str | None = None,
             preserve_fds: int = 0, detach: bool = False) -> Started:
     """Runtime.exec: the process set up in `cid`'s namespaces and waiting for release()."""
-    from zoned.child.process import NS_PROC, Plan, fork_nondumpable, run_child, spawn_copy
+    from zoned.child.process import NS_PROC, Plan, fork_nondumpable, run_child
+    from zoned.child.spawn import spawn_copy
     from zoned.child.sync import Channel, Op, pair as sync_pair
     from zoned.oci import schema
     from zoned.oci.spec import validate_process
@@ -71,7 +72,7 @@ def exec_in(rt: Runtime, cid: str, process: dict, *,
         spawn_fd = spawn_copy()
         parent_sock, child_sock = sync_pair()
         # The helper is forked here, outside the container's pid namespace, and sets up
-        # there; at release it makes the real process inside (process._spawn).
+        # there; at release it makes the real process inside (zoned.child.spawn.release_exec).
         plan = Plan(exec_cfg, child_sock, rootfs=None, stdio=stdio, preserve_fds=preserve_fds,
                     join_fds=join_fds, bpf=bpf, seccomp_flags=seccomp_flags,
                     keep_pdeathsig=not detach,  # a detached process outlives `zoned exec`

@@ -109,7 +109,7 @@ class Started:
             raise msg.error("exec failed")
 
     def _spawned(self, msg: Message) -> None:
-        """The exec helper's last word (process._spawn): the real process's pid, or why it
+        """The exec helper's last word (zoned.child.spawn.release_exec): the real process's pid, or why it
         failed."""
         helper, pid = self.pid, int(msg.get("pid") or 0)
         try:

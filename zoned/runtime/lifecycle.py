@@ -58,7 +58,9 @@ class Runtime:
                     st["exit_code"], st["finished"] = found
         return st
 
-    def live_status(self, cid: str, st: dict) -> Status:
+    def live_status(self, cid: str, st: dict, *, paused: bool = True) -> Status:
+        """The status now. paused=False: paused reads as running (no freezer read, no
+        cgroup driver loaded: `kill` treats both alike)."""
         status = st.get("status", Status.CREATING)
         if status == Status.CREATING:
             return Status.CREATING
@@ -67,6 +69,8 @@ class Runtime:
             return Status.STOPPED
         if status == Status.CREATED:
             return Status.CREATED
+        if not paused:
+            return Status.RUNNING
         try:
             if self.cgroup(st).frozen():
                 return Status.PAUSED
@@ -236,7 +240,7 @@ class Runtime:
                 join_fds["network"] = os.dup(netns_fd)  # (its own: closed after the fork)
             from zoned.child import initplan
             from zoned.child.initstub import fits
-            from zoned.child.process import spawn_copy
+            from zoned.child.spawn import spawn_copy
 
             if late_process and use_fifo:
                 raise ConfigError("late_process needs the caller to start the zone")
@@ -455,7 +459,7 @@ class Runtime:
             from zoned.backends.vm import VmBackend
 
             return VmBackend(self).kill(cid, sig)
-        status = self.live_status(cid, st)
+        status = self.live_status(cid, st, paused=all)  # (--all: the cgroup's anyway)
         if all and status is not Status.CREATING:
             # Also once the init has gone, as runc: what a container without a pid
             # namespace of its own started outlives its init, in its cgroup, and
