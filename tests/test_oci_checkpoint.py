@@ -264,3 +264,42 @@ def test_a_crafted_checkpoint_opens_no_host_file_and_binds_only_the_configs(
     cli("delete", "--force", "h1", check=True)
     for fd in (out, out2):
         os.close(fd)
+
+
+def test_a_restore_killed_half_way_is_finished_by_gc(cli, bundle, tmp_path, monkeypatch):
+    """SIGKILL to `zoned restore --image-path` while criu runs: the state dir and cgroup it
+    had made stay, marked as being created; `zoned gc` removes them, and the name can be
+    restored into again."""
+    import signal
+
+    img = tmp_path / "img"
+    out = _started_and_checkpointed(cli, bundle, "k1", img)
+    before = host_snapshot(cli.root)
+    started = tmp_path / "criu-started"
+    fake = tmp_path / "criu"
+    fake.write_text(f'#!/bin/sh\nif [ "$1" = restore ]; then echo $$ > {started}.tmp; '
+                    f'mv {started}.tmp {started}; exec sleep 60; fi\nexec {CRIU} "$@"\n')
+    fake.chmod(0o755)
+    monkeypatch.setenv("ZONED_CRIU", str(fake))
+    p = subprocess.Popen([ZONED, "--root", cli.root, "restore", "--image-path", str(img),
+                          "--bundle", str(bundle.path), "--detach", "k1"],
+                         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                         stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        assert wait_for(started.exists, timeout=30), "criu restore never started"
+        os.kill(p.pid, signal.SIGKILL)
+        p.wait()
+    finally:
+        if started.exists():  # the fake criu (a session of its own: not killed with zoned)
+            os.kill(int(started.read_text()), signal.SIGKILL)
+    monkeypatch.delenv("ZONED_CRIU")
+    assert host_snapshot(cli.root) != before  # left: what the restore had made
+    gc = cli("gc", check=True)
+    assert "k1" in gc.stdout, gc.stdout
+    assert host_snapshot(cli.root) == before
+    p, out2 = _with_pipe(cli, "restore", "--image-path", str(img), "--bundle",
+                         str(bundle.path), "--detach", "k1")
+    assert p.returncode == 0, _read(out2)
+    cli("delete", "--force", "k1", check=True)
+    for fd in (out, out2):
+        os.close(fd)
