@@ -303,3 +303,37 @@ def test_a_restore_killed_half_way_is_finished_by_gc(cli, bundle, tmp_path, monk
     cli("delete", "--force", "k1", check=True)
     for fd in (out, out2):
         os.close(fd)
+
+
+def test_restore_into_the_network_namespace_the_config_names(cli, bundle, tmp_path):
+    """An engine gives its container a network namespace by path (podman's netavark or
+    CNI, a pod's sandbox): the checkpoint takes it as external, and the restore puts the
+    processes into the one the restore's config names: here another one, made anew."""
+    from pyroute2 import netns
+
+    names = [f"zoned-t-ck{os.getpid()}-{n}" for n in (1, 2)]
+    for name in names:
+        netns.create(name)
+    try:
+        def with_netns(name):
+            namespaces = [dict(n, path=f"/run/netns/{name}") if n["type"] == "network"
+                          else n for n in bundle.cfg["linux"]["namespaces"]]
+            cfg = dict(bundle.cfg, linux=dict(bundle.cfg["linux"], namespaces=namespaces))
+            (bundle.path / "config.json").write_text(json.dumps(cfg))
+
+        with_netns(names[0])
+        img = tmp_path / "img"
+        out = _started_and_checkpointed(cli, bundle, "n1", img)
+        with_netns(names[1])
+        p, out2 = _with_pipe(cli, "restore", "--image-path", str(img), "--bundle",
+                             str(bundle.path), "--detach", "n1")
+        assert p.returncode == 0, _read(out2)
+        pid = _state(cli, "n1")["pid"]
+        assert os.stat(f"/proc/{pid}/ns/net").st_ino == \
+            os.stat(f"/run/netns/{names[1]}").st_ino
+        cli("delete", "--force", "n1", check=True)
+        for fd in (out, out2):
+            os.close(fd)
+    finally:
+        for name in names:
+            netns.remove(name)
