@@ -35,21 +35,21 @@ def exec_in(rt: Runtime, cid: str, process: dict, *,
     if st["zoned"].get("shared_memory"):
         check_shared_capabilities(process, "exec: process")
     check_can_exec(rt, cid, st)
-    joins = _self_join(rt.cgroup(st))
-    if joins is None:
-        # release() moves the process into the container's cgroups by pid: the first such
-        # move after a quiet spell waits for an RCU grace period, paid here while the
-        # set-up runs (zoned.cgroups.prime), not all after it (runc's exec pays it all).
-        from zoned.cgroups import prime
-
-        prime.prime()
     cfg = rt.config(cid)
     linux = cfg.get("linux") or {}
     pid, start = st["pid"], st["zoned"]["pid_start"]
     join_fds: dict[str, int] = {}
-    pidns = spawn_fd = parent_sock = None
+    pidns = spawn_fd = parent_sock = joins = None
     child = 0
     try:  # every fd opened here is closed on the way out, whatever fails
+        joins = _self_join(rt.cgroup(st))
+        if joins is None:
+            # release() moves the process into the container's cgroups by pid: the first
+            # such move after a quiet spell waits for an RCU grace period, paid here while
+            # the set-up runs (zoned.cgroups.prime), not all after it (runc's pays it all).
+            from zoned.cgroups import prime
+
+            prime.prime()
         try:
             for t in [n["type"] for n in linux.get("namespaces", [])]:
                 fd = os.open(f"/proc/{pid}/ns/{NS_PROC[t]}", os.O_RDONLY | os.O_CLOEXEC)
