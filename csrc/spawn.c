@@ -378,7 +378,7 @@ static int init_main(int argc, char **argv)
     size_t bpf_len;
     int sock, code;
 
-    if (argc < 10)
+    if (argc < 9)
         return 2;
     sock = atoi(argv[2]);
     bpf_len = read_bpf(atoi(argv[6]), bpf, sizeof(bpf));

@@ -513,3 +513,21 @@ def test_a_start_plan_runs_nothing_but_cwd_lookup_and_argv(zoned_root, busybox, 
         assert os.waitstatus_to_exitcode(os.waitpid(started.pid, 0)[1]) != 0
     finally:
         rt.delete("crafted", force=True)
+
+
+def test_a_command_of_one_word_from_both_inits(cli, bundle, tmp_path):
+    """A process of argv0 alone (`pwd`): an OCI create with the Python init waits for
+    `start` in zoned-spawn's init_main, whose argument count is then the least there is
+    (a check off by one there made every such zone exit 2)."""
+    b = bundle(_set("process.args", ["pwd"]))
+    for init in ("c", "python"):
+        env = {**os.environ, "ZONED_INIT": init}
+        out = tmp_path / f"out-{init}"
+        with open(out, "w") as f:
+            subprocess.run([ZONED, "--root", cli.root, "create", "--bundle", str(b),
+                            f"zic-one-{init}"], stdin=subprocess.DEVNULL, stdout=f,
+                           stderr=f, env=env, check=True, timeout=60)
+        cli("start", f"zic-one-{init}", check=True)
+        cli("wait", f"zic-one-{init}", check=True)
+        assert out.read_text() == "/\n", (init, out.read_text())
+        cli("delete", f"zic-one-{init}", check=True)
