@@ -191,3 +191,42 @@ def test_the_session_pool_keeps_its_zones_on_a_tmpfs_of_its_own(busybox, tmp_pat
     assert f"SCRATCH ['{fs}'] {inside}" in p.stdout, p.stdout
     assert set(leftovers()) - set(before) == set()
     assert "zoned-test-" not in open("/proc/self/mountinfo").read()
+
+
+def test_sigterm_to_the_run_still_tears_the_zones_down(busybox, tmp_path):
+    """A CI job's timeout or a `kill` sends the pytest run SIGTERM: the plugin turns it into
+    an interrupt, so the fixtures' teardowns still remove the test's zone, its state root
+    and its cgroup parent (the default action left them, /zoned/zoned-test-* included)."""
+    import signal
+    import time
+
+    ready = tmp_path / "ready"
+    (tmp_path / "test_waits.py").write_text(f'''
+import time
+import zoned
+
+def test_waits(zoned_root):
+    zoned.Container(["sleep", "300"], root=zoned_root, name="w").start()
+    open({str(ready)!r}, "w").write(zoned_root)
+    time.sleep(300)
+''')
+    (tmp_path / "pytest.ini").write_text("[pytest]\n")
+    p = subprocess.Popen([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q"],
+                         cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                         text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while not ready.exists() and time.monotonic() < deadline and p.poll() is None:
+            time.sleep(0.1)
+        assert ready.exists(), p.communicate(timeout=30)[0] if p.poll() is not None else ""
+        root = ready.read_text()
+        name = os.path.basename(root)
+        assert glob.glob(f"/sys/fs/cgroup/*/zoned/{name}/w")  # the zone runs
+        p.send_signal(signal.SIGTERM)
+        out = p.communicate(timeout=60)[0]
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+    assert not os.path.exists(root), out
+    assert not glob.glob(f"/sys/fs/cgroup/*/zoned/{name}"), out

@@ -57,6 +57,33 @@ def pytest_configure(config) -> None:
     config.addinivalue_line(
         "markers", "zone(**options): defaults for the zone and zoned_run fixtures' zones "
         "(image=, memory=, network=, timeout=, ... any zoned.run option)")
+    _teardown_on_sigterm()
+
+
+def _teardown_on_sigterm() -> None:
+    """SIGTERM (a CI job's timeout, a `kill` of the run) ends the session as Ctrl-C does:
+    pytest then still runs the fixtures' teardowns, which remove the zones, state roots
+    and cgroup parents the tests made. Killed by the default action instead, the run left
+    them all (a stopped CI run left /zoned/zoned-test-* in every hierarchy). Only where
+    nobody else handles SIGTERM, and only from the main thread; a process a test forks
+    still dies of it."""
+    import _signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread() or \
+            _signal.getsignal(_signal.SIGTERM) != _signal.SIG_DFL:
+        return
+
+    run = os.getpid()
+
+    def interrupt(signum, frame):
+        if os.getpid() != run:  # a test's fork: it dies of the signal, as it did
+            _signal.signal(signum, _signal.SIG_DFL)
+            os.kill(os.getpid(), signum)
+            return
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    _signal.signal(_signal.SIGTERM, interrupt)
 
 
 @pytest.hookimpl(hookwrapper=True)
