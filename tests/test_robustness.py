@@ -222,6 +222,31 @@ def test_gc_removes_the_empty_parents_of_roots_that_are_gone(cli, tmp_path, monk
             os.rmdir(d)
 
 
+def test_gc_of_any_root_removes_a_gone_nested_roots_parent_below_zoned(cli):
+    """A run of the test suite killed before its teardowns left /zoned/zoned-test-* (a
+    nested root's parent, $ZONED_CGROUP_PARENT) in every hierarchy, its root gone. The
+    default root's gc took it for a gone container's cgroup; the gc of any other root (this
+    test's, whose parent is its own /zoned/zoned-test-*) left it. Now any root's gc removes
+    it; one with a cgroup below it stays."""
+    from zoned.cgroups.detection import mounts
+
+    gone, busy = (f"/zoned/zoned-gcn-{os.getpid()}-{n}" for n in ("gone", "busy"))
+    made = [h.mountpoint + p for h in mounts() for p in (gone, busy)]
+    for d in made:
+        os.makedirs(d)
+    os.mkdir(mounts()[0].mountpoint + busy + "/z")
+    try:
+        out = cli("gc", check=True).stdout
+        assert f"cgroup {gone}: empty, of no root" in out, out
+        assert not any(os.path.isdir(h.mountpoint + gone) for h in mounts())
+        assert os.path.isdir(mounts()[0].mountpoint + busy + "/z") and busy not in out
+    finally:
+        os.rmdir(mounts()[0].mountpoint + busy + "/z")
+        for d in made:
+            if os.path.isdir(d):
+                os.rmdir(d)
+
+
 def test_gc_removes_the_empty_parents_zoned_made_above_a_roots_parent(cli, monkeypatch):
     """A state root whose cgroup parent is nested ($ZONED_CGROUP_PARENT=/zoned-x/inner, as
     the pytest plugin's /zoned/zoned-test-*): once its zones are gone, `zoned gc` removes

@@ -129,6 +129,36 @@ def _cgroups(store, dry_run: bool) -> Iterator[str]:
             for ancestor in remove_empty_ancestors(path):
                 yield f"cgroup {ancestor}: empty parent of state-root parents"
     yield from _other_roots_parents(path, dry_run)
+    yield from _below_the_default_parent(path, dry_run)
+
+
+def _below_the_default_parent(own: str, dry_run: bool) -> Iterator[str]:
+    """Empty cgroups below /zoned, the default root's parent, that are no container of the
+    default root's: the parent of a nested root ($ZONED_CGROUP_PARENT=/zoned/NAME, as the
+    pytest plugin's roots have) whose teardown never ran, and then /zoned itself if empty.
+    The default root's gc took them for gone containers; the gc of another root (the gone
+    one's, say) left them. Listed before the default root's store is asked (a create
+    reserves its name before it makes its cgroup), removed by a plain rmdir per hierarchy
+    as other roots' parents are (_other_roots_parents says why that is safe)."""
+    from zoned.cgroups import list_paths, remove_if_unused
+    from zoned.runtime.cgroup_paths import DEFAULT_PARENT as top
+    from zoned.runtime.store import DEFAULT_ROOT, Store
+
+    if own == top:
+        return  # (the default root's gc: _cgroups above)
+    below = list_paths(top)
+    default = Store(DEFAULT_ROOT)
+    for path in below:
+        if path == own or own.startswith(path + "/") or list_paths(path) or \
+                default.exists(path.rsplit("/", 1)[-1]):
+            continue
+        if dry_run:
+            yield f"cgroup {path}: empty, of no root (removed if empty)"
+        elif remove_if_unused(path):
+            yield f"cgroup {path}: empty, of no root"
+    if not own.startswith(top + "/") and not list_paths(top) and not dry_run and \
+            remove_if_unused(top):
+        yield f"cgroup {top}: empty default parent"
 
 
 def _other_roots_parents(own: str, dry_run: bool) -> Iterator[str]:

@@ -7,6 +7,9 @@ import os
 from zoned.errors import ConfigError
 
 
+DEFAULT_PARENT = "/zoned"  # the default state root's (zoned.gc sweeps it from any root)
+
+
 def cgroup_parent(root: str | None = None) -> str:
     """Where a state root's containers without a cgroupsPath go: /zoned for the default
     root, /zoned-<hash of the root> for any other, or $ZONED_CGROUP_PARENT (podman's
@@ -19,7 +22,7 @@ def cgroup_parent(root: str | None = None) -> str:
 
     root = os.path.realpath(root or default_root())
     if root == DEFAULT_ROOT:
-        return "/zoned"
+        return DEFAULT_PARENT
     from zoned.digest import sha256
 
     return "/zoned-" + sha256(root.encode()).hexdigest()[:10]
