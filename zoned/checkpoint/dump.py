@@ -418,7 +418,7 @@ def checkpoint(rt, cid: str, directory: str | None, *, leave_running: bool = Fal
         raise ConfigError("give --dir, --export or both")
     if (rt.state(cid).get("zoned") or {}).get("vm"):
         return _checkpoint_vm(rt, cid, directory, export, leave_running)
-    from zoned.checkpoint.private import check_own, check_parents
+    from zoned.checkpoint.private import check_dir_to_write, check_parents
 
     criu = find_criu()
     tmp = None
@@ -428,10 +428,7 @@ def checkpoint(rt, cid: str, directory: str | None, *, leave_running: bool = Fal
         tmp = directory = tempfile.mkdtemp(prefix=f"tmp-{os.getpid()}-", dir=scratch_dir(rt))
     directory = os.path.abspath(directory)
     if tmp is None:  # the user's: root's or ours alone (made 0700 by clean_dir if missing)
-        if os.path.lexists(directory):
-            check_own(directory, "--dir", directory=True)
-        else:
-            check_parents(directory, "--dir")
+        check_dir_to_write(directory, "--dir")
     try:
         with rt.store.lock(cid):
             dump = Dump(rt, cid).plan()

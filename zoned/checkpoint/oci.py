@@ -28,11 +28,15 @@ def checkpoint(rt, cid: str, image_path: str, *, work_path: str | None = None,
     from zoned.checkpoint.archive import clean_dir
     from zoned.checkpoint.criu import find_criu
     from zoned.checkpoint.dump import Dump
+    from zoned.checkpoint.private import check_dir_to_write
     from zoned.linux.proc import wait_exit
 
     criu = find_criu()
-    image_path = _user_dir(image_path, "--image-path")
-    work_path = _user_dir(work_path, "--work-path") if work_path else None
+    image_path = os.path.abspath(image_path)
+    check_dir_to_write(image_path, "--image-path")
+    if work_path:
+        work_path = os.path.abspath(work_path)
+        check_dir_to_write(work_path, "--work-path")
     with rt.store.lock(cid):
         dump = Dump(rt, cid, oci=True).plan()
         clean_dir(image_path)
@@ -232,15 +236,3 @@ def _mountpoints(root: str, cfg: dict) -> None:
                                   f"rootfs: {e.strerror}") from None
     finally:
         os.close(fd)
-
-
-def _user_dir(path: str, what: str) -> str:
-    """A checkpoint directory the engine named: root's or ours alone (as --dir)."""
-    from zoned.checkpoint.private import check_own, check_parents
-
-    path = os.path.abspath(path)
-    if os.path.lexists(path):
-        check_own(path, what, directory=True)
-    else:
-        check_parents(path, what)
-    return path

@@ -121,3 +121,12 @@ def check_own(path: str, what: str, *, directory: bool) -> None:
         raise ConfigError(f"{what} {path}: writable by others "
                           f"(mode {stat.S_IMODE(st.st_mode):o}); a checkpoint must not be")
     check_parents(path, what)
+
+
+def check_dir_to_write(path: str, what: str) -> None:
+    """A directory a checkpoint is written into (`--dir`, runc's `--image-path`): if it
+    exists, check_own; if not (it is made 0700), check_parents."""
+    if os.path.lexists(path):
+        check_own(path, what, directory=True)
+    else:
+        check_parents(path, what)

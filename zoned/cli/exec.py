@@ -8,7 +8,7 @@ from zoned.cli.common import attach, command_args, preload_modules, runtime
 # What an exec imports, in one go (zoned.cli.common.preload_modules)
 EXEC_MODULES = ("zoned.api", "zoned.oci.schema", "zoned.runtime.handoff",
                 "zoned.runtime.exec_process", "zoned.child.security", "zoned.child.seccomp",
-                "zoned.cgroups.driver")
+                "zoned.cgroups.driver", "zoned.cgroups.join")  # (join: the self-join's handles)
 
 
 def cmd_exec(args) -> int:

@@ -71,7 +71,8 @@ def build_parser(only: str | None = None, argv: list[str] | None = None):
 def _log_flags(argv: list[str]) -> tuple[str | None, str]:
     """--log and --log-format of an argv argparse refused: runc's global flags, before the
     command (as podman and containerd give them), never a word after it."""
-    values = {"--root", "--data-root", "--images", "--log", "--log-format"}
+    from zoned.cli.fastparse import GLOBAL_VALUE as values  # (the one list of them)
+
     found = {"--log": None, "--log-format": "text"}
     i = 0
     while i < len(argv) and argv[i].startswith("-"):

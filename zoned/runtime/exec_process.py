@@ -42,7 +42,8 @@ def exec_in(rt: Runtime, cid: str, process: dict, *,
     pidns = spawn_fd = parent_sock = joins = None
     child = 0
     try:  # every fd opened here is closed on the way out, whatever fails
-        joins = _self_join(rt.cgroup(st))
+        cgroup = rt.cgroup(st)
+        joins = _self_join(cgroup)
         if joins is None:
             # release() moves the process into the container's cgroups by pid: the first
             # such move after a quiet spell waits for an RCU grace period, paid here while
@@ -89,7 +90,7 @@ def exec_in(rt: Runtime, cid: str, process: dict, *,
             pass  # the helper failed early: handshake reads why
         master = handshake(chan, None, child, "exec set-up failed")
         pause("ZONED_TEST_PAUSE_EXEC")
-        return Started(child, chan, master, spawns=rt.cgroup(st), pid_file=pid_file,
+        return Started(child, chan, master, spawns=cgroup, pid_file=pid_file,
                        command=process["args"][0])
     except BaseException:
         if joins is None:
@@ -119,23 +120,23 @@ def _self_join(cgroup) -> tuple[int, list[int]] | None:
     by pid, so no RCU grace period to wait for (8-30 ms after a quiet spell here). None
     where it is moved by pid as before: rootless, a zone in a shared memory cgroup (its
     memory cgroup is another's node), or a file that will not open."""
+    from zoned.cgroups.join import handles
+
     if os.geteuid() != 0:
         return None
     files, node = cgroup.join_files()
     d = cgroup.cgroup2_dir()
     if node is not None or not (files or d):
         return None
-    fds: list[int] = []
-    cg2 = -1
     try:
-        if d:
-            cg2 = os.open(d, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-        for f in files:
-            fds.append(os.open(f, os.O_WRONLY | os.O_CLOEXEC))
+        cg2 = os.open(d, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC) if d else -1
     except OSError:
-        for fd in (cg2, *fds):
-            if fd >= 0:
-                os.close(fd)
+        return None
+    try:
+        fds, _ = handles(cgroup)  # (the init's own: each `tasks` file, open to write)
+    except OSError:
+        if cg2 >= 0:
+            os.close(cg2)
         return None
     return cg2, fds
 

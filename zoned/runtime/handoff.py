@@ -86,18 +86,18 @@ class Started:
         else:
             self.chan.send(Op.START)
         msg = self.chan.recv()  # EOF: the sync socket was closed by a successful exec
-        if msg.op is Op.MADE and self.spawns is not None and not msg.get("joined"):
-            from zoned.cgroups import prime
-
-            try:
-                self.spawns.add(int(msg.get("pid")))  # a move: allowed even at pids.max
-            except BaseException:
-                kill_and_reap(int(msg.get("pid")))
-                kill_and_reap(self.pid)
-                raise
-            finally:
-                prime.wait()  # (exec_in's primer, if any: the move is done)
         if msg.op is Op.MADE and self.spawns is not None:
+            if not msg.get("joined"):  # (zoned-spawn's process joins them itself)
+                from zoned.cgroups import prime
+
+                try:
+                    self.spawns.add(int(msg.get("pid")))  # a move: allowed at pids.max
+                except BaseException:
+                    kill_and_reap(int(msg.get("pid")))
+                    kill_and_reap(self.pid)
+                    raise
+                finally:
+                    prime.wait()  # (exec_in's primer, if any: the move is done)
             hit("exec:made")
             self.chan.send(Op.GO)
             msg = self.chan.recv()
