@@ -340,8 +340,9 @@ def test_v1_cpuset_inherited_so_add_works(cg, kids):
 def test_v1_cpusets_zoned_makes_above_a_container_copy_to_their_children(kids, monkeypatch):
     """The cpusets create() makes above the container's get cgroup.clone_children=1, so the
     kernel fills a new child's cpus/mems at mkdir: no cpuset.cpus write for the second
-    container below them (each such write walks every cpuset on the host). A parent that
-    was there before keeps its flag, and its children are written as before."""
+    container below them (each such write walks every cpuset on the host), and no mkdir
+    but its own cgroup's. A parent that was there before keeps its flag, and its children
+    are written as before."""
     from zoned.cgroups import fs, v1
 
     writes = []
@@ -356,8 +357,14 @@ def test_v1_cpusets_zoned_makes_above_a_container_copy_to_their_children(kids, m
         for d in (top, f"{top}/mid"):
             assert _read(f"{cpuset}{d}/cgroup.clone_children") == "1"
         writes.clear()
+        mkdirs = []
+        real_mkdir = os.mkdir
+        monkeypatch.setattr(os, "mkdir", lambda p, *a: (mkdirs.append(p), real_mkdir(p, *a)))
         made[1].create()
+        monkeypatch.setattr(os, "mkdir", real_mkdir)
         assert not [p for p in writes if "/cpuset." in p]
+        # below parents that exist: the container's cgroup alone, one mkdir a hierarchy
+        assert sorted(mkdirs) == sorted([*made[1].dirs, *filter(None, [made[1].cgroup2_dir()])])
         b = f"{cpuset}{top}/mid/b"
         assert _read(f"{b}/cpuset.cpus") == _read(f"{cpuset}{top}/mid/cpuset.cpus") != ""
         assert _read(f"{b}/cpuset.mems") != ""

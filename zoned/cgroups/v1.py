@@ -87,22 +87,43 @@ class V1Cgroup(Cgroup):
         from zoned.cgroups import devices  # noqa: F401 - _apply_devices's
 
     def create(self) -> None:
-        comps = self.path.strip("/").split("/")
         cpuset = self._by_ctrl.get("cpuset")
         memory = self._by_ctrl.get("memory")
         for d in self.dirs:
-            mnt = d[: len(d) - len(self.path)]
-            cur = mnt
-            for i, comp in enumerate(comps):
-                parent, cur = cur, os.path.join(cur, comp)
-                new = make_dir(cur)
-                if d == cpuset:
-                    self._cpuset_inherit(parent, cur, new and i < len(comps) - 1)
-                elif d == memory and new:
-                    self._memory_hierarchy(cur)
+            if not self._make_leaf(d, d == cpuset, d == memory):
+                self._make_path(d, d == cpuset, d == memory)
         if self.shared_memory_dir is not None:
             self._make_shared_memory()
         self.make_cgroup2()
+
+    def _make_leaf(self, d: str, cpuset: bool, memory: bool) -> bool:
+        """The usual case, the container's own cgroup made below parents that exist: one
+        mkdir, not one per level (each level's mkdir and cpuset reads cost a path walk in
+        cgroupfs, on every start). False where the rest of the path must be looked at: a
+        parent missing (ENOENT), the cgroup there already, its cpuset left empty."""
+        try:
+            os.mkdir(d)
+        except OSError:
+            return False
+        if cpuset:
+            return all((read_if_exists(os.path.join(d, name)) or "").strip()
+                       for name in ("cpuset.cpus", "cpuset.mems"))
+        if memory:
+            self._memory_hierarchy(d)
+        return True
+
+    def _make_path(self, d: str, cpuset: bool, memory: bool) -> None:
+        """mkdir -p of the path in the hierarchy `d` is in, each level's cpuset filled and
+        memory made hierarchical (the cgroups zoned makes above a container's included)."""
+        comps = self.path.strip("/").split("/")
+        cur = d[: len(d) - len(self.path)]
+        for i, comp in enumerate(comps):
+            parent, cur = cur, os.path.join(cur, comp)
+            new = make_dir(cur)
+            if cpuset:
+                self._cpuset_inherit(parent, cur, new and i < len(comps) - 1)
+            elif memory and new:
+                self._memory_hierarchy(cur)
 
     def make_cgroup2(self) -> None:
         """The hybrid host's cgroup2 twin (create() makes it too)."""

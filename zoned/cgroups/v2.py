@@ -60,6 +60,14 @@ class V2Cgroup(Cgroup):
     def create_below(self, base: str) -> None:
         """create(), from `base` (a cgroup that exists, e.g. a delegated subtree's top:
         nothing above it is ours to write) down."""
+        if not self.controllers:  # (a hybrid host's twin: one mkdir where parents exist)
+            try:
+                os.mkdir(self.dir)
+                return
+            except FileExistsError:
+                return
+            except OSError:
+                pass
         cur = self.root + base
         comps = self.path[len(base):].strip("/").split("/")
         for i, comp in enumerate(comps):
