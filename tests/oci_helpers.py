@@ -301,11 +301,7 @@ class Podman:
                     "CONTAINERS_STORAGE_CONF": str(self.base / "storage.conf")}
         self.env.pop("CONTAINER_HOST", None)
         self.ids: set[str] = set()  # every container id seen, for teardown
-        # podman's cgroupfs manager leaves <hierarchy>/libpod_parent/conmon behind, and runc
-        # makes its default root /run/runc: removed at cleanup if this run made them.
-        self.made_here = [p for p in [os.path.join(CGROUP_ROOT, h, "libpod_parent")
-                                      for h in os.listdir(CGROUP_ROOT)] + ["/run/runc"]
-                          if not os.path.exists(p)]
+        self.made_here = podman_made_paths()
 
     def argv(self, runtime: str | None, *args: str) -> list[str]:
         cmd = ["podman", "--root", str(self.root), "--runroot", str(self.runroot),
@@ -364,15 +360,29 @@ class Podman:
                 remove_cgroup_tree(d)
         unmount_under(str(self.base))
         shutil.rmtree(self.base, ignore_errors=True)
-        for path in self.made_here:  # only while empty (cgroups: no processes in them)
-            if path.startswith(CGROUP_ROOT):
-                remove_cgroup_tree(path)
-            else:
-                try:
-                    os.rmdir(path)
-                except OSError:
-                    pass
+        remove_made_paths(self.made_here)
         return problems
+
+
+def podman_made_paths() -> list[str]:
+    """What podman with runc makes on the host on first use and never removes, that is not
+    there yet: its cgroupfs manager's <hierarchy>/libpod_parent (conmon's cgroups below),
+    and runc's default root /run/runc. For remove_made_paths once the test is done."""
+    return [p for p in [os.path.join(CGROUP_ROOT, h, "libpod_parent")
+                        for h in os.listdir(CGROUP_ROOT)] + ["/run/runc"]
+            if not os.path.exists(p)]
+
+
+def remove_made_paths(paths: list[str]) -> None:
+    """rmdir what podman_made_paths listed, only while empty (cgroups: no process in them)."""
+    for path in paths:
+        if path.startswith(CGROUP_ROOT):
+            remove_cgroup_tree(path)
+        else:
+            try:
+                os.rmdir(path)
+            except OSError:
+                pass
 
 
 def describe(p: subprocess.CompletedProcess) -> str:

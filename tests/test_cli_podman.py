@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from oci_helpers import podman_made_paths, remove_made_paths
 from tests.conftest import ZONED
 
 from zoned.bench.podman import CONTAINERS_CONF  # podman alone: private, no network
@@ -50,6 +51,7 @@ def podman(busybox, tmp_path_factory):
     for tool in ("podman", "conmon", "runc"):
         if shutil.which(tool) is None:
             pytest.skip(f"{tool} is not installed")
+    made_here = podman_made_paths()
     base = Path(f"/run/zoned-zpc-podman-{uuid.uuid4().hex[:8]}")
     for d in ("root", "runroot", "tmp"):
         (base / d).mkdir(parents=True)
@@ -67,6 +69,7 @@ def podman(busybox, tmp_path_factory):
         if str(base) in line:
             subprocess.run(["umount", "-l", line.split()[4]], capture_output=True)
     shutil.rmtree(base, ignore_errors=True)
+    remove_made_paths(made_here)
 
 
 @pytest.fixture
