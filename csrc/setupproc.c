@@ -63,44 +63,39 @@ static int id_error(const char *field, const char *value, int err)
                  err == EINVAL ? " (not mapped in the zone's user namespace)" : "");
 }
 
-/* security.apply_user_and_caps, in runc's order: BOUNDING_DROP GROUPS GROUPS_SHOWN UID
- * GID UMASK EFFECTIVE PERMITTED INHERITABLE AMBIENT NO_NEW_PRIVS (lists: comma separated
- * numbers; UMASK -1: none). Then non-dumpable and pdeathsig again: the changes reset both. */
+/* A failure of z_set_creds (csrc/zoned.c) at `step`, in the words the tests and users have
+ * seen (security.apply_user_and_caps's): into s_msg, -1. */
+static int creds_failure(char *const *a, int step, int err)
+{
+    static const char *const calls[] = {
+        [Z_CREDS_KEEPCAPS] = "prctl(PR_SET_KEEPCAPS)", [Z_CREDS_BOUNDING] = "prctl(PR_CAPBSET_DROP)",
+        [Z_CREDS_CAPSET] = "capset", [Z_CREDS_PRCTL] = "prctl",
+        [Z_CREDS_AMBIENT] = "prctl(PR_CAP_AMBIENT)", [Z_CREDS_NNP] = "prctl(PR_SET_NO_NEW_PRIVS)"};
+    if (step == Z_CREDS_GROUPS)
+        return id_error("additionalGids", a[2], err);
+    if (step == Z_CREDS_GID)
+        return id_error("gid", a[4], err);
+    if (step == Z_CREDS_UID)
+        return id_error("uid", a[3], err);
+    return failf("%s: %s", step > 0 && step <= Z_CREDS_NNP && calls[step] ? calls[step] : "prctl",
+                 strerror(err));
+}
+
+/* The same for zoned-spawn's exec, whose process took them (z_spawn_exec_joining). */
+static const char *creds_message(char *const *a, int step, int err)
+{
+    creds_failure(a, step, err);
+    return s_msg;
+}
+
+/* security.apply_user_and_caps. Then non-dumpable and pdeathsig again: the changes reset
+ * both. */
 static int op_creds(char **a)
 {
-    static gid_t groups[NGROUPS_MAX];
-    size_t ngroups = 0;
-    char *p, *end;
-    long umask_value = strtol(a[5], NULL, 0);
+    int step;
 
-    if (prctl(PR_SET_KEEPCAPS, 1, 0, 0, 0) < 0)
-        return failf("prctl(PR_SET_KEEPCAPS): %s", strerror(errno));
-    for (p = a[0]; *p; p = *end ? end + 1 : end)
-        if (prctl(PR_CAPBSET_DROP, strtoul(p, &end, 10), 0, 0, 0) < 0)
-            return failf("prctl(PR_CAPBSET_DROP): %s", strerror(errno));
-    for (p = a[1]; *p && ngroups < NGROUPS_MAX; p = *end ? end + 1 : end)
-        groups[ngroups++] = (gid_t)strtoul(p, &end, 10);
-    if (setgroups(ngroups, groups) < 0)
-        return id_error("additionalGids", a[2], errno);
-    if (setresgid((gid_t)num(a[4]), (gid_t)num(a[4]), (gid_t)num(a[4])) < 0)
-        return id_error("gid", a[4], errno);
-    if (setresuid((uid_t)num(a[3]), (uid_t)num(a[3]), (uid_t)num(a[3])) < 0)
-        return id_error("uid", a[3], errno);
-    if (umask_value >= 0)
-        umask((mode_t)umask_value);
-    /* one capset for all three sets: effective must stay within permitted at every step */
-    if (z_capset(strtoull(a[6], NULL, 10), strtoull(a[7], NULL, 10),
-                 strtoull(a[8], NULL, 10)) < 0)
-        return failf("capset: %s", strerror(errno));
-    if (prctl(PR_SET_KEEPCAPS, 0, 0, 0, 0) < 0 ||
-        prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0) < 0)
-        return failf("prctl: %s", strerror(errno));
-    for (p = a[9]; *p; p = *end ? end + 1 : end)  /* not permitted and inheritable: runc */
-        if (prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_RAISE, strtoul(p, &end, 10), 0, 0) < 0 &&
-            errno != EPERM)  /* ignores that too */
-            return failf("prctl(PR_CAP_AMBIENT): %s", strerror(errno));
-    if (atoi(a[10]) && prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0)
-        return failf("prctl(PR_SET_NO_NEW_PRIVS): %s", strerror(errno));
+    if (z_set_creds(a, &step) < 0)
+        return creds_failure(a, step, errno);
     if (prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) < 0 || prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) < 0)
         return failf("prctl: %s", strerror(errno));
     return 0;

@@ -16,7 +16,8 @@
  * exec'd before it reports "ready". Either way a created zone's PID 1 is this sealed copy
  * while it waits for `start`, never the host's python.
  *
- * Usage: zoned-spawn SOCK PDEATHSIG PARENT_PIDFD TTY SECCOMP_FLAGS BPF_FD CGROUPS PATH ARGV0 ARGS...
+ * Usage: zoned-spawn SOCK PDEATHSIG PARENT_PIDFD TTY SECCOMP_FLAGS BPF_FD CGROUPS CREDS PATH
+ *                    ARGV0 ARGS...
  *   SOCK          zoned's sync socket: gets {"op":"made","pid":N,"joined":J}, answers when
  *                 the process is in the container's cgroup (J=1: it joined them itself),
  *                 then gets {"op":"spawned","pid":N,"errno":E,"step":S} once it has exec'd
@@ -24,6 +25,10 @@
  *   BPF_FD        a pipe holding the seccomp filter to load last (-1: none)
  *   CGROUPS       "-", or "FD2,T1,T2,...": the cgroup2 directory (-1: none) and the v1
  *                 `tasks` files it joins itself (z_spawn_exec_joining)
+ *   CREDS         "-", or the process's user and capabilities that it takes itself after the
+ *                 filter is loaded (z_set_creds's 11 fields, separated by ';'): the filter
+ *                 of a profile without no_new_privs needs CAP_SYS_ADMIN, so zoned's helper
+ *                 keeps its own until then
  * The environment is the process's. Built static (Makefile): cc -static -Os -s -Icsrc
  * -o zoned/libexec/zoned-spawn csrc/spawn.c
  */
@@ -48,6 +53,8 @@ extern char **environ;
 
 static int init_main(int argc, char **argv);
 static int setup_main(int argc, char **argv);
+static size_t json_escape(char *out, size_t size, const char *s);
+static const char *creds_message(char *const *a, int step, int err);
 
 static void cloexec(int fd)
 {
@@ -62,15 +69,16 @@ int main(int argc, char **argv)
     int sock, pdeathsig, parent_pidfd, tty, bpf_fd, go_pipe[2], err_pipe[2];
     int report[2] = {0, 0};
     unsigned int seccomp_flags;
-    char msg[128], go = 'g';
+    char msg[1024], why[768] = "", go = 'g';
     int pid, n, joined = 0, cgroup_fd = -1, tasks[32], ntasks = 0;
+    char *creds[11], **given_creds = NULL;
 
     prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);  /* before anything: exec made it dumpable */
     if (argc > 1 && strcmp(argv[1], "init") == 0)
         return init_main(argc, argv);
     if (argc > 1 && strcmp(argv[1], "setup") == 0)
         return setup_main(argc, argv);
-    if (argc < 10)
+    if (argc < 11)
         return 2;
     sock = atoi(argv[1]);
     pdeathsig = atoi(argv[2]);
@@ -87,6 +95,18 @@ int main(int argc, char **argv)
         for (int i = 0; i < ntasks; i++)
             cloexec(tasks[i]);
     }
+    if (strcmp(argv[8], "-") != 0) {
+        char *p = argv[8];
+        size_t i = 0;
+        for (; i < sizeof(creds) / sizeof(creds[0]) && p; i++) {
+            creds[i] = p;
+            if ((p = strchr(p, ';')) != NULL)
+                *p++ = '\0';
+        }
+        if (i < sizeof(creds) / sizeof(creds[0]) || p)
+            return 2;
+        given_creds = creds;
+    }
     cloexec(sock);
     cloexec(parent_pidfd);
     if (bpf_fd >= 0) {
@@ -98,9 +118,9 @@ int main(int argc, char **argv)
     }
     if (pipe2(go_pipe, O_CLOEXEC) < 0 || pipe2(err_pipe, O_CLOEXEC) < 0)
         return 1;
-    pid = z_spawn_exec_joining(argv[8], argv + 9, environ, bpf, bpf_len, seccomp_flags,
+    pid = z_spawn_exec_joining(argv[9], argv + 10, environ, bpf, bpf_len, seccomp_flags,
                                pdeathsig, parent_pidfd, tty, go_pipe[0], err_pipe[1],
-                               cgroup_fd, tasks, ntasks, &joined);
+                               cgroup_fd, tasks, ntasks, given_creds, &joined);
     close(go_pipe[0]);
     close(err_pipe[1]);
     for (int i = 0; i < ntasks; i++)
@@ -126,8 +146,12 @@ int main(int argc, char **argv)
         report[0] = errno;
         report[1] = 0;
     }
-    n = snprintf(msg, sizeof(msg), "{\"op\":\"spawned\",\"pid\":%d,\"errno\":%d,\"step\":%d}",
-                 pid, report[0], report[1]);
+    if (given_creds && report[1] > Z_STEP_CREDS)  /* its user or caps: the init's words */
+        json_escape(why, sizeof(why), creds_message(given_creds, report[1] - Z_STEP_CREDS,
+                                                    report[0]));
+    n = snprintf(msg, sizeof(msg),
+                 "{\"op\":\"spawned\",\"pid\":%d,\"errno\":%d,\"step\":%d%s%s%s}", pid,
+                 report[0], report[1], *why ? ",\"message\":\"" : "", why, *why ? "\"" : "");
     return send(sock, msg, (size_t)n, 0) == n ? 0 : 1;
 }
 

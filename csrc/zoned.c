@@ -8,7 +8,11 @@
 #define _GNU_SOURCE
 #endif
 #include <errno.h>
+#include <grp.h>
+#include <limits.h>
 #include <net/if.h>
+#include <stdlib.h>
+#include <sys/stat.h>
 #include <fcntl.h>
 #include <poll.h>
 #include <sched.h>
@@ -224,8 +228,11 @@ int z_spawn_exec(const char *path, char *const argv[], char *const envp[],
 {
     int joined;
     return z_spawn_exec_joining(path, argv, envp, bpf, bpf_len, seccomp_flags, pdeathsig,
-                                parent_pidfd, tty_fd, go_fd, err_fd, -1, NULL, 0, &joined);
+                                parent_pidfd, tty_fd, go_fd, err_fd, -1, NULL, 0, NULL,
+                                &joined);
 }
+
+static int z_set_creds(char *const a[], int *step);
 
 /*
  * z_spawn_exec, where the new process joins the container's cgroups itself before it waits
@@ -238,14 +245,19 @@ int z_spawn_exec(const char *path, char *const argv[], char *const envp[],
  * that denies clone3, a cgroup at its pids.max, where a fork is refused and a move is
  * not): it is then a plain z_spawn_exec child, which zoned moves. A `tasks` write that
  * fails is reported as step Z_STEP_CGROUP.
+ * creds (NULL: none; z_set_creds's fields): the user and capabilities it takes after the
+ * seccomp filter is loaded, not its caller before: a filter without no_new_privs needs
+ * CAP_SYS_ADMIN to load, so a caller that dropped its capabilities first had to load it
+ * before the clone, and a profile that denies clone3 (podman's default) then kept the
+ * process out of CLONE_INTO_CGROUP. Reported as step Z_STEP_CREDS + the Z_CREDS_ step.
  */
 int z_spawn_exec_joining(const char *path, char *const argv[], char *const envp[],
                          const unsigned char *bpf, size_t bpf_len,
                          unsigned int seccomp_flags, int pdeathsig, int parent_pidfd,
                          int tty_fd, int go_fd, int err_fd, int cgroup_fd,
-                         const int *tasks, int ntasks, int *joined)
+                         const int *tasks, int ntasks, char *const *creds, int *joined)
 {
-    int report[2] = {0, 0};
+    int report[2] = {0, 0}, creds_step;
     char go;
     long pid = -1;
     struct pollfd parent = {parent_pidfd, POLLIN, 0};
@@ -289,6 +301,20 @@ int z_spawn_exec_joining(const char *path, char *const argv[], char *const envp[
     report[1] = Z_STEP_SECCOMP;
     if (bpf_len > 0 && z_seccomp_set_filter(seccomp_flags, bpf, bpf_len) < 0)
         goto fail;
+    if (creds) {
+        if (z_set_creds(creds, &creds_step) < 0) {
+            report[1] = Z_STEP_CREDS + creds_step;
+            goto fail;
+        }
+        report[1] = Z_STEP_CREDS + Z_CREDS_PRCTL;
+        /* the uid change reset both; a parent gone meanwhile: as above (a poll the filter
+         * denies is no death) */
+        if (prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) < 0 ||
+            prctl(PR_SET_PDEATHSIG, pdeathsig, 0, 0, 0) < 0)
+            goto fail;
+        if (pdeathsig && parent_pidfd >= 0 && poll(&parent, 1, 0) > 0)
+            _exit(1);
+    }
     report[1] = Z_STEP_EXEC;
     execve(path, argv, envp);
 fail:
@@ -380,4 +406,69 @@ int z_capset(unsigned long long effective, unsigned long long permitted,
     data[0].inheritable = (uint32_t)inheritable;
     data[1].inheritable = (uint32_t)(inheritable >> 32);
     return (int)syscall(SYS_capset, &head, data);
+}
+
+#ifndef PR_CAP_AMBIENT
+#define PR_CAP_AMBIENT 47
+#define PR_CAP_AMBIENT_RAISE 2
+#define PR_CAP_AMBIENT_CLEAR_ALL 4
+#endif
+
+/*
+ * A process's user and capabilities, in runc's order (security.apply_user_and_caps): keep
+ * caps across setuid, drop the bounding set, groups, gid, uid, umask, one capset for the
+ * three sets, the ambient ones, no_new_privs. a[] as zoned.child.security.creds_fields
+ * gives them: BOUNDING_DROP GROUPS GROUPS_SHOWN UID GID UMASK EFFECTIVE PERMITTED
+ * INHERITABLE AMBIENT NO_NEW_PRIVS (lists: comma separated numbers; UMASK -1: none).
+ * -1 with errno and *step (Z_CREDS_*: which call) on failure. The caller then sets
+ * non-dumpable and its parent-death signal again: the uid change reset both.
+ */
+static int z_set_creds(char *const a[], int *step)
+{
+    static gid_t groups[NGROUPS_MAX];
+    size_t ngroups = 0;
+    char *end;
+    const char *p;
+    long umask_value = strtol(a[5], NULL, 0);
+
+    *step = Z_CREDS_KEEPCAPS;
+    if (prctl(PR_SET_KEEPCAPS, 1, 0, 0, 0) < 0)
+        return -1;
+    *step = Z_CREDS_BOUNDING;
+    for (p = a[0]; *p; p = *end ? end + 1 : end)
+        if (prctl(PR_CAPBSET_DROP, strtoul(p, &end, 10), 0, 0, 0) < 0)
+            return -1;
+    *step = Z_CREDS_GROUPS;
+    for (p = a[1]; *p && ngroups < NGROUPS_MAX; p = *end ? end + 1 : end)
+        groups[ngroups++] = (gid_t)strtoul(p, &end, 10);
+    if (setgroups(ngroups, groups) < 0)
+        return -1;
+    *step = Z_CREDS_GID;
+    if (setresgid((gid_t)strtoul(a[4], NULL, 10), (gid_t)strtoul(a[4], NULL, 10),
+                  (gid_t)strtoul(a[4], NULL, 10)) < 0)
+        return -1;
+    *step = Z_CREDS_UID;
+    if (setresuid((uid_t)strtoul(a[3], NULL, 10), (uid_t)strtoul(a[3], NULL, 10),
+                  (uid_t)strtoul(a[3], NULL, 10)) < 0)
+        return -1;
+    if (umask_value >= 0)
+        umask((mode_t)umask_value);
+    /* one capset for all three sets: effective must stay within permitted at every step */
+    *step = Z_CREDS_CAPSET;
+    if (z_capset(strtoull(a[6], NULL, 10), strtoull(a[7], NULL, 10),
+                 strtoull(a[8], NULL, 10)) < 0)
+        return -1;
+    *step = Z_CREDS_PRCTL;
+    if (prctl(PR_SET_KEEPCAPS, 0, 0, 0, 0) < 0 ||
+        prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0) < 0)
+        return -1;
+    *step = Z_CREDS_AMBIENT;
+    for (p = a[9]; *p; p = *end ? end + 1 : end)  /* not permitted and inheritable: runc */
+        if (prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_RAISE, strtoul(p, &end, 10), 0, 0) < 0 &&
+            errno != EPERM)  /* ignores that too */
+            return -1;
+    *step = Z_CREDS_NNP;
+    if (atoi(a[10]) && prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0)
+        return -1;
+    return 0;
 }

@@ -168,6 +168,16 @@ def test_podman_detached_exec_stop_rm(podman):
     assert p.stdout.startswith("exec-out\n") and "trap" in p.stdout, describe(p)
     p = podman("exec", name, "cat", "/etc/hostname")
     assert p.returncode == 0 and p.stdout.strip(), describe(p)
+    # podman's default profile has no no_new_privs: its filter needs CAP_SYS_ADMIN to load,
+    # before the process takes its user and capabilities, which are then the init's
+    creds = ("Uid", "Gid", "Groups", "CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb",
+             "NoNewPrivs", "Seccomp", "Seccomp_filters")
+    p = podman("exec", name, "cat", "/proc/self/status")
+    assert p.returncode == 0, describe(p)
+    mine = [ln for ln in p.stdout.splitlines() if ln.split(":")[0] in creds]
+    init = [ln for ln in read(f"/proc/{st['Pid']}/status").splitlines()
+            if ln.split(":")[0] in creds]
+    assert mine == init and "Seccomp:\t2" in mine, (mine, init)
 
     assert wait_for(lambda: "started" in podman("logs", name).stdout), "no output in the log"
 

@@ -235,7 +235,6 @@ def _pivot_and_finish(w: PlanWriter, plan: Plan, linux: dict) -> None:
 def _process(w: PlanWriter, plan: Plan, proc: dict, linux: dict) -> None:
     """The process's attributes, credentials and exec (process._child's last steps)."""
     from zoned.child import security
-    from zoned.child.caps import mask
 
     pers = linux.get("personality")
     if pers:
@@ -256,19 +255,7 @@ def _process(w: PlanWriter, plan: Plan, proc: dict, linux: dict) -> None:
     late_filter = bool(bpf) and bool(proc.get("noNewPrivileges"))
     if bpf and not late_filter:  # a filter from a CAP_SYS_ADMIN caller only: before the
         w.op(lib.Z_PLAN_SECCOMP_NOW, plan.seccomp_flags)  # capabilities go (as runc)
-    caps = security.supported_caps(proc)["capabilities"]
-    every = set(range(security.cap_last_cap() + 1))
-
-    def numbers(kind: str) -> set[int]:
-        return {security.cap_number(c) for c in caps.get(kind) or []}
-
-    user = proc.get("user") or {}
-    groups = [int(g) for g in user.get("additionalGids") or []]
-    w.op(lib.Z_PLAN_CREDS, ",".join(map(str, sorted(every - numbers("bounding")))),
-         ",".join(map(str, groups)), str(groups), int(user.get("uid", 0)),
-         int(user.get("gid", 0)), int(user["umask"]) if "umask" in user else -1,
-         *(mask(numbers(kind) & every) for kind in ("effective", "permitted", "inheritable")),
-         ",".join(map(str, sorted(numbers("ambient")))), int(bool(proc.get("noNewPrivileges"))))
+    w.op(lib.Z_PLAN_CREDS, *security.creds_fields(proc))
     if plan.late_process:
         w.op(lib.Z_PLAN_LATE)
     w.op(lib.Z_PLAN_EXEC, -1 if plan.fifo_fd is None else plan.fifo_fd,

@@ -34,7 +34,7 @@ import _signal  # not signal.py: its enums of every signal cost ~4 ms a command
 import struct
 
 from zoned.child import caps, initstub  # caps: imported here, not after each fork
-from zoned.child.spawn import release_exec
+from zoned.child.spawn import release_exec, spawn_takes_creds
 from zoned.child.sync import Channel, CommandError, Op, exit_code_for, send, send_error
 from zoned.errors import ConfigError
 from zoned.linux import syscalls as sc
@@ -492,14 +492,16 @@ def _child(plan: Plan) -> None:
     env = list(proc.get("env") or [])
     path = "" if plan.late_process else lookup_path(proc["args"][0], env)  # (at start)
     bpf = plan.bpf
-    if bpf and not proc.get("noNewPrivileges"):
-        # Without no_new_privs the kernel only takes a filter from a CAP_SYS_ADMIN caller:
-        # load it now, before the capabilities go (as runc does).
-        sc.seccomp_set_filter(bpf, plan.seccomp_flags)
-        bpf = b""
-    security.apply_user_and_caps(proc)
-    sc.set_dumpable(False)  # each credential change reset it to fs.suid_dumpable
-    caps.set_pdeathsig(_signal.SIGKILL)  # a uid change cleared it
+    creds = spawn_takes_creds(plan, proc)
+    if creds is None:
+        if bpf and not proc.get("noNewPrivileges"):
+            # Without no_new_privs the kernel only takes a filter from a CAP_SYS_ADMIN
+            # caller: load it now, before the capabilities go (as runc does).
+            sc.seccomp_set_filter(bpf, plan.seccomp_flags)
+            bpf = b""
+        security.apply_user_and_caps(proc)
+        sc.set_dumpable(False)  # each credential change reset it to fs.suid_dumpable
+        caps.set_pdeathsig(_signal.SIGKILL)  # a uid change cleared it
     if plan.rootfs is not None and plan.spawn_fd is not None:  # see initstub.fits
         initstub.exec_stub(plan, path, env, bpf)  # returns only if it could not exec it
     try:  # (no procfs: a rootfs's own /proc/self/fd/N would be opened, as csrc/spawn.c says)
@@ -527,7 +529,7 @@ def _child(plan: Plan) -> None:
         if plan.late_process:
             proc, env, path = _late_process(proc, msg.get("process") or {})
         if plan.rootfs is None:
-            release_exec(plan, path, env, bpf, parent_pidfd)
+            release_exec(plan, path, env, bpf, parent_pidfd, creds)
         if not plan.keep_pdeathsig:
             caps.set_pdeathsig(0)
     if cfg_hooks.get("startContainer") and plan.rootfs is not None:

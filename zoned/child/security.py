@@ -293,6 +293,28 @@ def apply_user_and_caps(proc: dict, groups_denied: bool | None = None) -> None:
         capsets.set_no_new_privs()
 
 
+def creds_fields(proc: dict) -> list:
+    """apply_user_and_caps's work as the C code does it (z_set_creds, csrc/zoned.c): the
+    bounding set's caps to drop, groups, groups as the config shows them (for its errors),
+    uid, gid, umask (-1: none), the effective, permitted and inheritable masks, the ambient
+    caps, no_new_privs. Lists are comma-separated numbers."""
+    from zoned.child.caps import mask
+
+    caps = supported_caps(proc)["capabilities"]
+    every = set(range(cap_last_cap() + 1))
+
+    def numbers(kind: str) -> set[int]:
+        return {cap_number(c) for c in caps.get(kind) or []}
+
+    user = proc.get("user") or {}
+    groups = [int(g) for g in user.get("additionalGids") or []]
+    return [",".join(map(str, sorted(every - numbers("bounding")))),
+            ",".join(map(str, groups)), str(groups), int(user.get("uid", 0)),
+            int(user.get("gid", 0)), int(user["umask"]) if "umask" in user else -1,
+            *(mask(numbers(kind) & every) for kind in ("effective", "permitted", "inheritable")),
+            ",".join(map(str, sorted(numbers("ambient")))), int(bool(proc.get("noNewPrivileges")))]
+
+
 def _id_error(field: str, value: object, e: OSError) -> ConfigError:
     """An id the kernel refuses is the config's fault (exit 125), not the command's."""
     import errno

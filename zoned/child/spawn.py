@@ -36,7 +36,25 @@ def spawn_copy() -> int | None:
     return seal_filled(fd, data, 0o111)  # unreadable to the container's user: would_dump()
 
 
-def release_exec(plan: Plan, path: str, env: list[str], bpf: bytes, parent_pidfd: int) -> None:
+def spawn_takes_creds(plan: Plan, proc: dict) -> list | None:
+    """exec's process takes its user and capabilities itself, after its seccomp filter,
+    where that filter needs this helper's CAP_SYS_ADMIN (no no_new_privs: runc's order)
+    and would else be loaded here, before the process is made: podman's default profile
+    then refused zoned-spawn's clone3 (ENOSYS), so the process could not be cloned into
+    its cgroup2 cgroup and was moved by pid, paying the kernel's grace period (8-30 ms).
+    The fields for zoned-spawn's CREDS (security.creds_fields), or None: done here as
+    before (no filter, no_new_privs, no cgroup2 to clone into, a user namespace)."""
+    if not (plan.rootfs is None and plan.bpf and not proc.get("noNewPrivileges")
+            and plan.spawn_fd is not None and plan.spawn_cgroups is not None
+            and plan.spawn_cgroups[0] >= 0 and "user" not in plan.join_fds):
+        return None
+    from zoned.child.security import creds_fields
+
+    return creds_fields(proc)
+
+
+def release_exec(plan: Plan, path: str, env: list[str], bpf: bytes, parent_pidfd: int,
+                 creds: list | None = None) -> None:
     """exec's release: make the real process in the container's pid namespace (the C step
     z_spawn_exec runs pdeathsig, setsid/tty, the NNP seccomp filter and execve there, nothing
     else), tell zoned {"op": "made", "pid"}, let it go once zoned has moved it into the
@@ -44,7 +62,9 @@ def release_exec(plan: Plan, path: str, env: list[str], bpf: bytes, parent_pidfd
     the container's pid namespace. It execs the sealed zoned-spawn copy to do it, so that the
     new process is never python before its execve; without that copy (not built, or execveat
     denied) it clones itself: the new process is then python, non-dumpable, for the
-    microseconds until its execve. Never returns."""
+    microseconds until its execve. creds (spawn_takes_creds): the filter and the user and
+    capabilities, which this process has not taken, for that process to take. Never
+    returns."""
     proc = plan.cfg["process"]
     pdeathsig = _signal.SIGKILL if plan.keep_pdeathsig else 0
     tty = 0 if proc.get("terminal") else -1
@@ -63,7 +83,8 @@ def release_exec(plan: Plan, path: str, env: list[str], bpf: bytes, parent_pidfd
         for fd in (plan.sock.fileno(), parent_pidfd):
             os.set_inheritable(fd, True)
         argv = ["zoned-spawn", str(plan.sock.fileno()), str(pdeathsig), str(parent_pidfd),
-                str(tty), str(plan.seccomp_flags), str(bpf_fd), joins, path, *proc["args"]]
+                str(tty), str(plan.seccomp_flags), str(bpf_fd), joins,
+                "-" if creds is None else ";".join(map(str, creds)), path, *proc["args"]]
         try:
             sc.execveat(plan.spawn_fd, argv, env)
         except OSError:  # e.g. a seccomp profile that denies execveat: clone ourselves
@@ -76,6 +97,15 @@ def release_exec(plan: Plan, path: str, env: list[str], bpf: bytes, parent_pidfd
                 for fd in (cg2, *tasks):
                     if fd >= 0:
                         os.close(fd)
+    if creds is not None:  # (not taken by zoned-spawn's process: here, as without it)
+        from zoned.child import caps
+        from zoned.child.security import apply_user_and_caps
+
+        sc.seccomp_set_filter(bpf, plan.seccomp_flags)
+        bpf = b""
+        apply_user_and_caps(proc)
+        sc.set_dumpable(False)
+        caps.set_pdeathsig(_signal.SIGKILL)
     go_r, go_w = os.pipe()
     err_r, err_w = os.pipe()  # CLOEXEC: EOF once the child has exec'd
     pid = sc.spawn_exec(path, proc["args"], env, go_fd=go_r, err_fd=err_w, bpf=bpf,

@@ -124,6 +124,8 @@ class Started:
                 kill_and_reap(pid)
             if step == sc.SPAWN_STEP_EXEC:
                 message = f"{os.strerror(err)}: {self.command}"
+            elif msg.get("message"):  # its user or capabilities: the config's (exit 125)
+                message, err = msg.get("message"), 0
             else:  # not the command's fault: no 126/127
                 message, err = f"{sc.SPAWN_STEPS.get(step, 'clone')}: {os.strerror(err)}", 0
             raise Message(Op.ERROR, {"message": message, "errno": err}, []).error("exec failed")
