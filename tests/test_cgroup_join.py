@@ -321,7 +321,8 @@ def test_where_the_zones_seccomp_denies_clone3_an_exec_d_process_still_joins_its
     the cgroup2 cgroup, and the process was moved by pid (the grace period). Now the
     process loads the filter, then takes its user and capabilities itself: it is cloned
     into its cgroups, and ends up with the credentials, capabilities and filter the old
-    way gave it: those of the zone's C init, which took the same config's (the control).""" 
+    way gave it: those of the zone's C init, which took the same config's (the control).
+    Not while a process in the zone may ptrace it before then."""
     if not shutil.which("strace"):
         pytest.skip("no strace (the Makefile installs it)")
     user = {"uid": 1000, "gid": 1000, "additionalGids": [3000, 3001], "umask": 0o27}
@@ -344,6 +345,19 @@ def test_where_the_zones_seccomp_denies_clone3_an_exec_d_process_still_joins_its
         assert not [ln for ln in lines if "cgroup.procs" in ln and "O_WRONLY" in ln]
         assert [ln for ln in lines if "clone3(" in ln and "CLONE_INTO_CGROUP" in ln
                 and "= -1" not in ln], lines
+        # Until it takes them it holds the helper's capabilities in the zone's pid namespace:
+        # not while a process there may ptrace (CAP_SYS_PTRACE in its bounding set): the
+        # helper takes them then, and the process is moved by pid as before
+        cli("exec", "--detach", "--cap", "CAP_SYS_PTRACE", "s", "--", "sleep", "302",
+            check=True, files=True)
+        p = subprocess.run(["strace", "-f", "-qq", "-e", "trace=openat,clone3,write", "-s",
+                            "64", "-o", "/dev/stderr", ZONED_CLI, "--root", cli.root, "exec",
+                            "s", "true"], capture_output=True, text=True, timeout=60)
+        assert p.returncode == 0, p.stderr[-2000:]
+        assert [ln for ln in p.stderr.splitlines() if "cgroup.procs" in ln and "O_WRONLY" in ln]
+        pid = _exec_detached(cli, "s", tmp_path / "pid3", "sleep", "303")
+        assert _same_cgroups(pid, init)
+        assert {k: _status(pid)[k] for k in CREDS} == {k: _status(init)[k] for k in CREDS}
     finally:
         cli("delete", "--force", "s", check=True)
 

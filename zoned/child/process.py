@@ -63,7 +63,7 @@ class Plan:
                  "preserve_fds", "no_pivot", "pidns_fd", "cgroup_path", "idmap_fds",
                  "caller_mntns", "spawn_fd", "rootless", "volatile", "late_process",
                  "skeleton", "stage_pid", "memory_cgroup_path", "init_plan",
-                 "spawn_cgroups")
+                 "spawn_cgroups", "spawn_creds")
 
     def __init__(self, cfg: dict, sock: _socket.socket, *,
                  rootfs: str | None = None,           # None: exec into an existing container
@@ -78,7 +78,8 @@ class Plan:
                  spawn_fd: int | None = None, volatile: bool = False,
                  late_process: bool = False, skeleton: dict[str, str] | None = None,
                  memory_cgroup_path: str | None = None,
-                 spawn_cgroups: tuple[int, list[int]] | None = None):
+                 spawn_cgroups: tuple[int, list[int]] | None = None,
+                 spawn_creds: bool = False):
         self.cfg, self.sock, self.rootfs, self.upper, self.work = cfg, sock, rootfs, upper, work
         self.stdio, self.fifo_fd, self.join_fds = stdio, fifo_fd, join_fds or {}
         self.bpf, self.seccomp_flags, self.hierarchies = bpf, seccomp_flags, hierarchies or []
@@ -99,6 +100,8 @@ class Plan:
         # exec: the container's cgroup2 dir (-1: none) and v1 `tasks` files, open, for the
         # process zoned-spawn makes to join itself (z_spawn_exec_joining); None: moved by pid
         self.spawn_cgroups = spawn_cgroups
+        # exec: the process takes its filter, user and caps itself (spawn_takes_creds)
+        self.spawn_creds = spawn_creds
         self.rootless = os.geteuid() != 0  # an ordinary user's zone (zoned.rootless)
         self.volatile = volatile  # the overlay's upper goes with the zone: no sync at its end
         # start may bring the process's args, env and cwd (zoned.pool: a zone made ahead)

@@ -37,16 +37,11 @@ def spawn_copy() -> int | None:
 
 
 def spawn_takes_creds(plan: Plan, proc: dict) -> list | None:
-    """exec's process takes its user and capabilities itself, after its seccomp filter,
-    where that filter needs this helper's CAP_SYS_ADMIN (no no_new_privs: runc's order)
-    and would else be loaded here, before the process is made: podman's default profile
-    then refused zoned-spawn's clone3 (ENOSYS), so the process could not be cloned into
-    its cgroup2 cgroup and was moved by pid, paying the kernel's grace period (8-30 ms).
-    The fields for zoned-spawn's CREDS (security.creds_fields), or None: done here as
-    before (no filter, no_new_privs, no cgroup2 to clone into, a user namespace)."""
-    if not (plan.rootfs is None and plan.bpf and not proc.get("noNewPrivileges")
-            and plan.spawn_fd is not None and plan.spawn_cgroups is not None
-            and plan.spawn_cgroups[0] >= 0 and "user" not in plan.join_fds):
+    """The fields for zoned-spawn's CREDS (security.creds_fields) where exec's process takes
+    its seccomp filter, user and capabilities itself (plan.spawn_creds, decided by
+    zoned.runtime.exec_process.creds_in_spawn); None: this helper takes them, as before."""
+    if not (plan.spawn_creds and plan.rootfs is None and plan.spawn_fd is not None
+            and plan.spawn_cgroups is not None and plan.spawn_cgroups[0] >= 0):
         return None
     from zoned.child.security import creds_fields
 

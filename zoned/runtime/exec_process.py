@@ -77,7 +77,8 @@ def exec_in(rt: Runtime, cid: str, process: dict, *,
         plan = Plan(exec_cfg, child_sock, rootfs=None, stdio=stdio, preserve_fds=preserve_fds,
                     join_fds=join_fds, bpf=bpf, seccomp_flags=seccomp_flags,
                     keep_pdeathsig=not detach,  # a detached process outlives `zoned exec`
-                    pidns_fd=pidns, spawn_fd=spawn_fd, spawn_cgroups=joins)
+                    pidns_fd=pidns, spawn_fd=spawn_fd, spawn_cgroups=joins,
+                    spawn_creds=creds_in_spawn(process, bpf, joins, join_fds, cgroup))
         try:
             child = fork_nondumpable(run_child, plan)
         finally:
@@ -139,6 +140,43 @@ def _self_join(cgroup) -> tuple[int, list[int]] | None:
             os.close(cg2)
         return None
     return cg2, fds
+
+
+CAP_SYS_PTRACE = 19
+
+
+def creds_in_spawn(process: dict, bpf: bytes, joins, join_fds: dict, cgroup) -> bool:
+    """Whether the process takes its seccomp filter, user and capabilities itself, once
+    made in the zone (zoned.child.spawn.spawn_takes_creds), rather than the helper before
+    it is made. Only where that helper would load a filter before the process is made
+    (one without no_new_privs needs CAP_SYS_ADMIN: loaded before the capabilities go, as
+    runc does) and a cgroup2 cgroup is there to clone it into (podman's default profile
+    answers clone3 with ENOSYS: it was then moved by pid, with the kernel's grace period).
+    Until it takes them, the process is in the zone's pid namespace with the helper's
+    capabilities (runc's init is, until its finalizeNamespace): non-dumpable, so only a
+    process holding CAP_SYS_PTRACE in the host's user namespace could attach to it and use
+    them. So not where the zone has such a process, or where this one may hold
+    CAP_SYS_PTRACE: its bounding set bounds what it and whatever it runs can ever hold."""
+    if not bpf or process.get("noNewPrivileges") or joins is None or joins[0] < 0 \
+            or "user" in join_fds:
+        return False
+    caps = (process.get("capabilities") or {}).get("bounding") or []
+    if any(c.upper().removeprefix("CAP_") == "SYS_PTRACE" for c in caps):
+        return False
+    d = cgroup.cgroup2_dir()
+    if d is None:
+        return False
+    from zoned.cgroups.fs import procs_below
+
+    for pid in procs_below(d):
+        try:
+            with open(f"/proc/{pid}/status", "rb") as f:
+                bounding = next((ln for ln in f if ln.startswith(b"CapBnd:")), b"CapBnd: 0")
+        except OSError:  # gone meanwhile
+            continue
+        if int(bounding.split()[1], 16) >> CAP_SYS_PTRACE & 1:
+            return False
+    return True
 
 
 def check_can_exec(rt: Runtime, cid: str, st: dict) -> None:
