@@ -466,8 +466,9 @@ def test_live_migration_keeps_the_guest_running(vmdir):
     stream goes through unix sockets in each VM's dir, relayed, as zoned's migration does."""
     dst = tempfile.mkdtemp(prefix="zvm-test-dst.")
     try:
-        s = spec(argv=["sh", "-c", "i=0; while true; do i=$((i+1)); echo $i > /tmp/count; "
-                       "sleep 0.2; done"])
+        # (renamed into place: a `cat` between the truncation and the write read nothing)
+        s = spec(argv=["sh", "-c", "i=0; while true; do i=$((i+1)); echo $i > /tmp/count.new; "
+                       "mv /tmp/count.new /tmp/count; sleep 0.2; done"])
         p = machine.launch(s, vmdir)
         machine.wait_ready(vmdir, 60, p)
         dp = machine.launch(s, dst, incoming="defer")

@@ -19,7 +19,9 @@ except Exception as e:  # no guest kernel: `make setup` not run
 
 two_hosts = twohost.two_hosts
 IP = "10.77.0.60"
-COUNTER = "i=0; while true; do i=$((i+1)); echo $i > /tmp/count; sleep 0.05; done"
+# (renamed into place: a `cat` between the truncation and the write would read nothing)
+COUNTER = ("i=0; while true; do i=$((i+1)); echo $i > /tmp/count.new; "
+           "mv /tmp/count.new /tmp/count; sleep 0.05; done")
 
 
 @pytest.fixture

@@ -419,8 +419,8 @@ def test_save_and_restore(cli, zones, tmp_path):
     except Exception:  # noqa: BLE001
         pytest.skip("no CRIU >= 4")
     zones("zmgsave", "name: zmgsave\nimage: busybox\n"
-          "command: sh -c 'i=0; while true; do i=$((i+1)); echo $i > /tmp/n; sleep 0.1; "
-          "done'\non_crash: restart\n")
+          "command: sh -c 'i=0; while true; do i=$((i+1)); echo $i > /tmp/n.new; "
+          "mv /tmp/n.new /tmp/n; sleep 0.1; done'\non_crash: restart\n")
     cli("start", "zmgsave", check=True)
     _running_pid(cli, "zmgsave")
     time.sleep(0.5)
