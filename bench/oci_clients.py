@@ -17,6 +17,9 @@ What is measured: the wall time of one client command, as a user types it, for:
   a private root and state, driven with ctr; `--runc-binary runc` vs `--runc-binary zoned`:
     ctr run --rm    `ctr run --rm REF ID true`
     ctr exec        `ctr task exec --exec-id X ID true` in a running task
+    ctr exec, seccomp  the same in a task run with `--seccomp --allow-new-privs` (containerd's
+                    default profile, no no_new_privs: Kubernetes' RuntimeDefault with
+                    allowPrivilegeEscalation), 0.1 s after the task started (an exec probe)
   (The containerd part is left out with --no-containerd or when containerd is missing.)
 
 How: one warm-up round (not recorded), then --rounds rounds (default 5). Each round runs
@@ -117,6 +120,17 @@ def ctr_round(c: H.Containerd, binary: str, rt_name: str) -> dict[str, float]:
                                         c.fifo_dir, cid, "true"])
     finally:
         c.remove_container(cid)
+    # Kubernetes' way: RuntimeDefault seccomp without no_new_privs (allowPrivilegeEscalation
+    # defaults to true), an exec probe after a quiet spell
+    cid = f"oci-t-bench-{rt_name}-{uuid.uuid4().hex[:6]}"
+    try:
+        timed(base + ["run", "-d", "--seccomp", "--allow-new-privs", *flags, H.CTR_REF, cid,
+                      "sh", "-c", LOOP])
+        time.sleep(0.1)
+        out["ctr exec, seccomp"] = timed(base + ["task", "exec", "--exec-id", "x",
+                                                 "--fifo-dir", c.fifo_dir, cid, "true"])
+    finally:
+        c.remove_container(cid)
     return out
 
 
@@ -179,7 +193,7 @@ def main() -> int:
 
     steps = ["podman run --rm", "podman run --rm -t", "podman run -d", "podman exec",
              "podman checkpoint", "podman restore", "podman stop", "podman rm",
-             "ctr run --rm", "ctr exec"]
+             "ctr run --rm", "ctr exec", "ctr exec, seccomp"]
     rows, results = [], {}
     for step in steps:
         if step not in samples and not any(step.startswith(g) for e in errors.values()
