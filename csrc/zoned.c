@@ -248,7 +248,7 @@ static int z_set_creds(char *const a[], int *step);
  * creds (NULL: none; z_set_creds's fields): the user and capabilities it takes after the
  * seccomp filter is loaded, not its caller before: a filter without no_new_privs needs
  * CAP_SYS_ADMIN to load, so a caller that dropped its capabilities first had to load it
- * before the clone, and a profile that denies clone3 (podman's default) then kept the
+ * before the clone, and a profile that denies clone3 (Docker's, containerd's) kept the
  * process out of CLONE_INTO_CGROUP. Reported as step Z_STEP_CREDS + the Z_CREDS_ step.
  */
 int z_spawn_exec_joining(const char *path, char *const argv[], char *const envp[],

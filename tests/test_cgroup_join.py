@@ -317,7 +317,7 @@ def test_where_the_zones_seccomp_denies_clone3_an_exec_d_process_still_joins_its
         cli, busybox, tmp_path):
     """Without no_new_privs a filter needs CAP_SYS_ADMIN to load (runc loads it before the
     capabilities go). zoned's helper loaded it before the process was made, so a profile
-    that answers clone3 with ENOSYS (docker's, podman's) refused zoned-spawn's clone into
+    that answers clone3 with ENOSYS (Docker's, containerd's) refused zoned-spawn's clone into
     the cgroup2 cgroup, and the process was moved by pid (the grace period). Now the
     process loads the filter, then takes its user and capabilities itself: it is cloned
     into its cgroups, and ends up with the credentials, capabilities and filter the old

@@ -559,3 +559,32 @@ def test_the_binary_tree_filter_decides_as_the_plain_list(profile):
     assert decided == 3 * 472 * len(argsets)
     assert _bpf_decide(tree, 0x3333, 0x1234, (0,) * 6) == _bpf_decide(plain, 0x3333, 0x1234,
                                                                        (0,) * 6)
+
+
+@pytest.mark.parametrize("profile, surely", [
+    ({"defaultAction": "SCMP_ACT_ALLOW"}, True),
+    ({"defaultAction": "SCMP_ACT_ERRNO"}, False),
+    ({"defaultAction": "SCMP_ACT_ERRNO", "syscalls": [
+        {"names": ["clone", "clone3"], "action": "SCMP_ACT_ALLOW"}]}, True),
+    ({"defaultAction": "SCMP_ACT_ALLOW", "syscalls": [
+        {"names": ["clone3"], "action": "SCMP_ACT_ERRNO", "errnoRet": 38}]}, False),
+    ({"defaultAction": "SCMP_ACT_ERRNO", "syscalls": [  # a condition: maybe not
+        {"names": ["clone3"], "action": "SCMP_ACT_ALLOW",
+         "args": [{"index": 0, "value": 0, "op": "SCMP_CMP_EQ"}]}]}, False),
+], ids=["default allows", "default denies", "allowed", "denied", "conditional"])
+def test_allows_is_sure_only_without_conditions(profile, surely):
+    """initstub.allows: whether a profile surely lets a syscall through (an exec then keeps
+    its old way; a created init waits as zoned-spawn's copy)."""
+    from zoned.child.initstub import allows
+
+    assert allows(profile, "clone3") is surely
+
+
+def test_the_default_profile_denies_clone3_without_cap_sys_admin():
+    """Docker's profile, as zoned resolves it: clone3 answers ENOSYS unless the process holds
+    CAP_SYS_ADMIN. That is when an exec's process takes its own credentials
+    (zoned.runtime.exec_process.creds_in_spawn)."""
+    from zoned.child.initstub import allows
+
+    assert not allows(zs.default_profile(["CAP_CHOWN", "CAP_KILL"]), "clone3")
+    assert allows(zs.default_profile(["CAP_CHOWN", "CAP_SYS_ADMIN"]), "clone3")

@@ -51,9 +51,15 @@ def fits(cfg: dict) -> bool:
     profile = (cfg.get("linux") or {}).get("seccomp")
     if not profile or cfg["process"].get("noNewPrivileges"):
         return True
+    return allows(profile, "execveat")
+
+
+def allows(profile: dict, syscall: str) -> bool:
+    """Whether an OCI seccomp profile surely lets `syscall` through: a rule that names it
+    allows (or logs) it without conditions on its arguments, or no rule names it and the
+    default action allows it."""
     allowing = ("SCMP_ACT_ALLOW", "SCMP_ACT_LOG")
-    rules = [r for r in profile.get("syscalls") or []
-             if "execveat" in (r.get("names") or [])]
+    rules = [r for r in profile.get("syscalls") or [] if syscall in (r.get("names") or [])]
     if any(r.get("action") in allowing and not r.get("args") for r in rules):
         return True
     return not rules and profile.get("defaultAction") in allowing

@@ -78,7 +78,8 @@ def exec_in(rt: Runtime, cid: str, process: dict, *,
                     join_fds=join_fds, bpf=bpf, seccomp_flags=seccomp_flags,
                     keep_pdeathsig=not detach,  # a detached process outlives `zoned exec`
                     pidns_fd=pidns, spawn_fd=spawn_fd, spawn_cgroups=joins,
-                    spawn_creds=creds_in_spawn(process, bpf, joins, join_fds, cgroup))
+                    spawn_creds=creds_in_spawn(process, linux.get("seccomp"), joins,
+                                               join_fds, cgroup))
         try:
             child = fork_nondumpable(run_child, plan)
         finally:
@@ -145,20 +146,27 @@ def _self_join(cgroup) -> tuple[int, list[int]] | None:
 CAP_SYS_PTRACE = 19
 
 
-def creds_in_spawn(process: dict, bpf: bytes, joins, join_fds: dict, cgroup) -> bool:
+def creds_in_spawn(process: dict, profile: dict | None, joins, join_fds: dict,
+                   cgroup) -> bool:
     """Whether the process takes its seccomp filter, user and capabilities itself, once
     made in the zone (zoned.child.spawn.spawn_takes_creds), rather than the helper before
     it is made. Only where that helper would load a filter before the process is made
     (one without no_new_privs needs CAP_SYS_ADMIN: loaded before the capabilities go, as
-    runc does) and a cgroup2 cgroup is there to clone it into (podman's default profile
-    answers clone3 with ENOSYS: it was then moved by pid, with the kernel's grace period).
+    runc does), that filter may deny clone3, and a cgroup2 cgroup is there to clone it
+    into: Docker's and containerd's default profiles, so Kubernetes' RuntimeDefault,
+    answer clone3 with ENOSYS, and the process was then moved by pid, with the kernel's
+    grace period (Debian 12's podman profile allows clone3: nothing to gain there).
     Until it takes them, the process is in the zone's pid namespace with the helper's
     capabilities (runc's init is, until its finalizeNamespace): non-dumpable, so only a
     process holding CAP_SYS_PTRACE in the host's user namespace could attach to it and use
     them. So not where the zone has such a process, or where this one may hold
     CAP_SYS_PTRACE: its bounding set bounds what it and whatever it runs can ever hold."""
-    if not bpf or process.get("noNewPrivileges") or joins is None or joins[0] < 0 \
+    if not profile or process.get("noNewPrivileges") or joins is None or joins[0] < 0 \
             or "user" in join_fds:
+        return False
+    from zoned.child.initstub import allows
+
+    if allows(profile, "clone3"):
         return False
     caps = (process.get("capabilities") or {}).get("bounding") or []
     if any(c.upper().removeprefix("CAP_") == "SYS_PTRACE" for c in caps):
