@@ -413,3 +413,26 @@ def test_a_planted_tmp_state_root_is_refused_not_followed():
     finally:
         u.remove()  # (rm -rf of the state path: a link itself, not what it names)
     assert not os.path.lexists(state)
+
+
+def test_a_failing_map_tool_is_one_line_and_leaves_no_child():
+    """newuidmap and newgidmap run at once (a rootless run waited for one, then the other);
+    one that fails is told in one line, and neither is left unreaped."""
+    if not os.access("/usr/bin/newuidmap", os.X_OK):
+        pytest.skip("newuidmap is missing (apt-get install uidmap: make setup does)")
+    from zoned import rootless
+    from zoned.errors import ConfigError
+
+    gone = os.fork()
+    if gone == 0:
+        os._exit(0)
+    os.waitpid(gone, 0)  # a pid with no process: both tools fail
+    maps = [{"containerID": 0, "hostID": 1000, "size": 1},
+            {"containerID": 1, "hostID": 200000, "size": 10}]
+    with pytest.raises(ConfigError) as e:
+        rootless.write_maps(gone, {"uidMappings": maps, "gidMappings": maps})
+    assert str(e.value).startswith("rootless: newuidmap failed: ") and "\n" not in str(e.value)
+    kids = " ".join(open(f"/proc/self/task/{t}/children").read()
+                    for t in os.listdir("/proc/self/task")).split()
+    assert not [k for k in kids if open(f"/proc/{k}/comm").read().strip() in
+                ("newuidmap", "newgidmap")]
