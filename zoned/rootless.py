@@ -371,15 +371,25 @@ def _remove_own_tree(path: str) -> bool:
     user's too. False where that is not enough (a directory of a subordinate id)."""
     from zoned.linux.files import rmtree
 
-    for _ in range(64):
+    _open_up(os.path.join(path, "work", "work"))  # overlay's, 0000 at every zone's end
+    for _ in range(2):
         try:
             rmtree(path)
             return True
-        except PermissionError as e:
-            where = e.filename or path
-            if not any(_open_up(d) for d in (where, os.path.dirname(where))):
+        except PermissionError:  # (its filename is relative to the walk's fd: no use here)
+            if not _open_up_below(path):
                 return False
     return False
+
+
+def _open_up_below(path: str) -> bool:
+    """_open_up each directory below `path`, top-down (one opened up is walked next):
+    whether any was."""
+    opened = False
+    for top, dirs, _files in os.walk(path):
+        for name in dirs:
+            opened = _open_up(os.path.join(top, name)) or opened
+    return opened
 
 
 def _open_up(d: str) -> bool:
