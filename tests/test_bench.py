@@ -455,6 +455,26 @@ def test_pool_script_compares_the_two_inits_and_leaves_nothing(tmp_path):
     assert not [d for d in os.listdir("/run") if d.startswith("zoned-bench-pool-")]
 
 
+def test_rootless_script_times_both_users_and_removes_them(tmp_path):
+    """bench/rootless.py: root's `zoned run` and two ordinary users' (with and without a
+    subordinate range) in the same rounds, each a number; the users it made, their
+    ranges, homes and state are gone after it, and no state root is left."""
+    if not os.access("/usr/bin/newuidmap", os.X_OK):
+        pytest.skip("newuidmap is missing (apt-get install uidmap: make setup does)")
+    out = tmp_path / "rootless.json"
+    repo = Path(__file__).resolve().parent.parent
+    p = subprocess.run([sys.executable, str(repo / "bench" / "rootless.py"), "--runs", "1",
+                        "--out", str(out)], capture_output=True, text=True, timeout=600)
+    assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-2000:]
+    res = json.loads(out.read_text())
+    assert set(res["stats_ms"]) == {"root", "rootless", "rootless-single", "setpriv-floor"}
+    assert all(s["n"] == 1 and s["median"] > 0 for s in res["stats_ms"].values())
+    assert not any(res["leftovers"].values()), res["leftovers"]
+    assert "zbr" not in Path("/etc/passwd").read_text()
+    assert "zbr" not in Path("/etc/subuid").read_text()
+    assert not [d for d in os.listdir("/run") if d.startswith("zoned-bench-rootless-")]
+
+
 def test_a_before_tree_that_cannot_be_built_leaves_nothing(monkeypatch):
     """bench/startup.py's BeforeTree (also start_timeline's --before-ref): a ref it cannot
     check out, or a step after the checkout that fails, leaves no temp dir or worktree
