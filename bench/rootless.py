@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import pwd
 import random
 import subprocess
 import sys
@@ -31,6 +30,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common as C  # noqa: E402
 
+from zoned.bench.users import TempUser  # noqa: E402
+
 NOTES = {
     "root": "zoned run --rm -- true as root (private state root)",
     "rootless": "the same as a user with a subordinate range (newuidmap/newgidmap)",
@@ -39,65 +40,12 @@ NOTES = {
 }
 
 
-def _free_start(count: int = 65536) -> int:
-    """The first id above every range in /etc/subuid and /etc/subgid (and above 100000)."""
-    top = 100000
-    for path in ("/etc/subuid", "/etc/subgid"):
-        try:
-            lines = Path(path).read_text().splitlines()
-        except FileNotFoundError:
-            continue
-        for line in lines:
-            parts = line.split(":")
-            if len(parts) == 3 and parts[1].isdigit() and parts[2].isdigit():
-                top = max(top, int(parts[1]) + int(parts[2]))
-    return top
-
-
-class User:
-    """An ordinary user for this run: useradd -m, optionally a subordinate range."""
-
-    def __init__(self, with_range: bool):
-        self.name = "zbr" + os.urandom(3).hex()
-        subprocess.run(["useradd", "-m", "-K", "SUB_UID_COUNT=0", "-K", "SUB_GID_COUNT=0",
-                        self.name], check=True)
-        self.ids = None
-        if with_range:
-            start = _free_start()
-            self.ids = f"{start}-{start + 65535}"
-            subprocess.run(["usermod", "--add-subuids", self.ids, "--add-subgids", self.ids,
-                            self.name], check=True)
-        pw = pwd.getpwnam(self.name)
-        self.uid, self.home = pw.pw_uid, pw.pw_dir
-
-    def argv(self, *argv: str) -> list[str]:
-        return ["setpriv", f"--reuid={self.uid}", f"--regid={self.uid}", "--init-groups",
-                "--", *argv]
-
-    def env(self) -> dict:
-        env = {k: v for k, v in os.environ.items()
-               if not k.startswith(("XDG_", "ZONED_"))}
-        env.update(HOME=self.home, USER=self.name, LOGNAME=self.name)
-        return env
-
-    def run(self, *argv: str) -> subprocess.CompletedProcess:
-        return subprocess.run(self.argv(*argv), cwd="/", env=self.env(),
-                              capture_output=True, text=True, timeout=600)
-
-    def leftovers(self, zoned: str) -> list[str]:
-        self.run(zoned, "gc")
-        p = self.run("sh", "-c", "ls -A /tmp/zoned-$(id -u) ~/.local/share/zoned/containers "
-                                 "2>/dev/null")
-        return [n for n in p.stdout.split() if n and not n.startswith(".") and
-                not n.endswith(":")]
-
-    def remove(self) -> None:
-        if self.ids:
-            subprocess.run(["usermod", "--del-subuids", self.ids, "--del-subgids", self.ids,
-                            self.name], capture_output=True)
-        subprocess.run(["pkill", "-KILL", "-u", self.name], capture_output=True)
-        subprocess.run(["userdel", "-r", self.name], capture_output=True)
-        subprocess.run(["rm", "-rf", f"/tmp/zoned-{self.uid}"])
+def _leftovers(user: TempUser, zoned: str) -> list[str]:
+    """What the user's state still holds after its `zoned gc` (its dot files aside)."""
+    user.run(zoned, "gc")
+    p = user.run("sh", "-c", "ls -A /tmp/zoned-$(id -u) ~/.local/share/zoned/containers "
+                             "2>/dev/null")
+    return [n for n in p.stdout.split() if n and not n.startswith(".") and not n.endswith(":")]
 
 
 def _timed(argv: list[str], env: dict | None = None) -> float:
@@ -121,7 +69,7 @@ def main() -> int:
     if not os.access("/usr/bin/newuidmap", os.X_OK):
         sys.exit("newuidmap is missing (apt-get install uidmap: make setup does)")
     root = tempfile.mkdtemp(prefix="zoned-bench-rootless-", dir="/run")
-    users = {"rootless": User(True), "rootless-single": User(False)}
+    users = {"rootless": TempUser(True, "zbr"), "rootless-single": TempUser(False, "zbr")}
     samples: dict[str, list[float]] = {v: [] for v in NOTES}
     leftovers: dict[str, list[str]] = {}
     try:
@@ -144,7 +92,7 @@ def main() -> int:
                 samples[v].append(fns[v]())
     finally:
         for name, u in users.items():
-            leftovers[name] = u.leftovers(a.zoned)
+            leftovers[name] = _leftovers(u, a.zoned)
             u.remove()
         subprocess.run([a.zoned, "--root", root, "gc"], capture_output=True)
         leftovers["root"] = C.state_entries(root)

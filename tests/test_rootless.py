@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import pwd
 import subprocess
 import sys
 import time
@@ -13,60 +12,20 @@ import time
 import pytest
 
 from conftest import ROOT_INFRASTRUCTURE
+from zoned.bench.users import TempUser
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 EXAMPLE = os.path.join(REPO, "examples", "pytest_harness")
 ZONED = os.path.join(os.path.dirname(sys.executable), "zoned")
 
 
-def free_range(path: str, count: int = 65536) -> int:
-    top = 200000
-    with open(path) as f:
-        for line in f:
-            parts = line.strip().split(":")
-            if len(parts) == 3 and parts[1].isdigit() and parts[2].isdigit():
-                top = max(top, int(parts[1]) + int(parts[2]))
-    return top
-
-
-class User:
-    """An ordinary user for one module: useradd -m, optional subuid/subgid range."""
+class User(TempUser):
+    """An ordinary user for one module (zoned.bench.users), with a work dir in its home."""
 
     def __init__(self, subids: bool):
-        self.name = "zhn" + os.urandom(3).hex()
-        subprocess.run(["useradd", "-m", "-K", "SUB_UID_COUNT=0", "-K", "SUB_GID_COUNT=0",
-                        self.name], check=True)
-        self.range = None
-        if subids:
-            start = max(free_range("/etc/subuid"), free_range("/etc/subgid"))
-            ids = f"{start}-{start + 65535}"
-            subprocess.run(["usermod", "--add-subuids", ids, "--add-subgids", ids,
-                            self.name], check=True)
-            self.range = start
-        pw = pwd.getpwnam(self.name)
-        self.uid, self.home = pw.pw_uid, pw.pw_dir
+        super().__init__(subids, "zhn")
         self.work = os.path.join(self.home, "work")
         self.run("mkdir", "-p", self.work)
-
-    def env(self, **extra) -> dict:
-        env = {k: v for k, v in os.environ.items()
-               if not k.startswith(("XDG_", "ZONED_ROOT", "ZONED_DATA", "ZONED_IMAGES"))}
-        env.update(HOME=self.home, USER=self.name, LOGNAME=self.name, **extra)
-        env.pop("ZONED_CGROUP_PARENT", None)
-        return env
-
-    def run(self, *argv, timeout=300, **extra) -> subprocess.CompletedProcess:
-        return subprocess.run(["setpriv", f"--reuid={self.uid}", f"--regid={self.uid}",
-                               "--init-groups", "--", *argv], cwd="/", env=self.env(**extra),
-                              capture_output=True, text=True, timeout=timeout)
-
-    def remove(self) -> None:
-        if self.range is not None:
-            ids = f"{self.range}-{self.range + 65535}"
-            subprocess.run(["usermod", "--del-subuids", ids, "--del-subgids", ids, self.name])
-        subprocess.run(["pkill", "-KILL", "-u", self.name], capture_output=True)
-        subprocess.run(["userdel", "-r", self.name], capture_output=True)
-        subprocess.run(["rm", "-rf", f"/tmp/zoned-{self.uid}", f"/tmp/pytest-of-{self.name}"])
 
 
 @pytest.fixture(scope="module", params=["subids", "single"])
