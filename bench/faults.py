@@ -8,8 +8,10 @@ Phases (all against a private state root, /run/zoned-bench-faults-*):
               networked (the state root's default network, a published port), one of
               the three commands killed: after a random delay (uniform over the time the
               command normally takes) or at a named fault point (ZONED_TEST_FAULT, see
-              zoned/testhooks.py: rm:marked, rm:killed, ..., write:tmp#K). The cycle
-              then does what a user would: `rm -f` after a killed run or exec. Leftovers
+              zoned/testhooks.py: rm:marked, rm:killed, ..., write:tmp#K; a `run -d`
+              killed there may be its worker, which the CLI reports in one line, exit
+              125: that counts as killed). The cycle then does what a user would: `rm -f`
+              after a killed run or exec. Leftovers
               are counted before and after `zoned gc`, every cycle.
   disk-full   --disk-full K cases on a second state root on a 6 MiB tmpfs that is filled
               to the last block after the zone is made: rm -f (killed at random in half of
@@ -87,6 +89,10 @@ class Bench:
         out, err = p.communicate(timeout=timeout)
         rc = p.returncode
         killed = rc == -signal.SIGKILL  # (a kill that came just too late is no kill)
+        if point and rc == 125 and "start was ended by SIGKILL" in err:
+            # `run -d` creates the zone in a worker it forks (zoned.cli.detach): the fault
+            # point killed that worker, and the CLI said so (exit 125, gc undoes the rest)
+            killed = True
         if not killed and rc == 0:
             self.durations.setdefault(args[0], []).append(time.monotonic() - t0)
         return {"rc": rc, "killed": killed, "out": out, "err": err.strip()[-300:]}
