@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from archives import docker_archive, entry, layer, oci_layout
+from oci_helpers import podman_made_paths, remove_made_paths
 
 PODMAN_RUN = ["--ulimit", "nofile=1024:20000", "--ulimit", "nproc=1024:1024"]
 TAG = f"zimg-{os.getpid()}"
@@ -35,6 +36,16 @@ STOPSIGNAL SIGINT
 """
 
 needs_podman = pytest.mark.skipif(shutil.which("podman") is None, reason="podman is not installed")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def podmans_leftovers():
+    """The host's podman (its own storage: the images here are its) with runc makes
+    /run/runc and <hierarchy>/libpod_parent on first use (`podman build`'s RUN, `podman
+    run`) and never removes them: removed after this module when it made them."""
+    made = podman_made_paths()
+    yield
+    remove_made_paths(made)
 
 
 def podman(*args, check=True, **kw):
