@@ -73,6 +73,64 @@ def test_join_gives_up_when_the_shared_cgroup_cannot_be_made(tmp_path, monkeypat
         os.fstat(fd)  # closed all the same
 
 
+class _FakeZoneCgroup:
+    """A zone's cgroup2 directory holding the given processes' pids (a tmp dir)."""
+
+    def __init__(self, d: Path, pids: list[int]):
+        (d / "cgroup.procs").write_text("".join(f"{p}\n" for p in pids))
+        self.d = str(d)
+
+    def cgroup2_dir(self) -> str:
+        return self.d
+
+
+DENY_CLONE3 = {"defaultAction": "SCMP_ACT_ALLOW", "syscalls": [
+    {"names": ["clone3"], "action": "SCMP_ACT_ERRNO", "errnoRet": 38}]}
+
+
+@pytest.mark.parametrize("case, takes", [
+    ("as podman's profile here: clone3 allowed", False),
+    ("no filter", False),
+    ("no_new_privs: the filter is loaded last anyway", False),
+    ("no cgroup2 to clone into", False),
+    ("a user namespace", False),
+    ("the process may hold CAP_SYS_PTRACE", False),
+    ("a process in the zone may ptrace", False),
+    ("Docker's and containerd's: clone3 denied, nothing ptrace-capable", True),
+])
+def test_exec_takes_its_own_credentials_only_where_it_gains_and_nothing_can_ptrace_it(
+        tmp_path, case, takes):
+    """zoned.runtime.exec_process.creds_in_spawn, without root: the process loads its
+    filter and takes its user and capabilities itself only where the filter may deny clone3
+    (else nothing is gained) and no process of the zone, nor it, may hold CAP_SYS_PTRACE
+    (it holds the helper's capabilities until then). The zone's processes here: this one
+    (a root process: CapBnd has every capability) or none."""
+    from zoned.runtime.exec_process import creds_in_spawn
+
+    process = {"args": ["true"], "capabilities": {"bounding": ["CAP_CHOWN", "CAP_KILL"]}}
+    profile, joins, join_fds, pids = DENY_CLONE3, (5, []), {}, []
+    if case.startswith("as podman's"):
+        profile = {"defaultAction": "SCMP_ACT_ALLOW"}
+    elif case == "no filter":
+        profile = None
+    elif case.startswith("no_new_privs"):
+        process["noNewPrivileges"] = True
+    elif case == "no cgroup2 to clone into":
+        joins = (-1, [7])
+    elif case == "a user namespace":
+        join_fds = {"user": 9}
+    elif case.startswith("the process may"):
+        process["capabilities"]["bounding"].append("CAP_SYS_PTRACE")
+    elif case.startswith("a process in the zone"):
+        bounding = next(ln for ln in Path("/proc/self/status").read_text().splitlines()
+                        if ln.startswith("CapBnd:"))
+        if not int(bounding.split()[1], 16) >> 19 & 1:
+            pytest.skip("this process's bounding set lacks CAP_SYS_PTRACE")
+        pids = [os.getpid()]
+    cgroup = _FakeZoneCgroup(tmp_path, pids)
+    assert creds_in_spawn(process, profile, joins, join_fds, cgroup) is takes
+
+
 def test_single_threaded_counts_this_process_threads():
     import threading
 
