@@ -94,6 +94,7 @@ DENY_CLONE3 = {"defaultAction": "SCMP_ACT_ALLOW", "syscalls": [
     ("no_new_privs: the filter is loaded last anyway", False),
     ("no cgroup2 to clone into", False),
     ("a user namespace", False),
+    ("no zoned-spawn copy to make the process", False),
     ("the process may hold CAP_SYS_PTRACE", False),
     ("a process in the zone may ptrace", False),
     ("Docker's and containerd's: clone3 denied, nothing ptrace-capable", True),
@@ -108,7 +109,7 @@ def test_exec_takes_its_own_credentials_only_where_it_gains_and_nothing_can_ptra
     from zoned.runtime.exec_process import creds_in_spawn
 
     process = {"args": ["true"], "capabilities": {"bounding": ["CAP_CHOWN", "CAP_KILL"]}}
-    profile, joins, join_fds, pids = DENY_CLONE3, (5, []), {}, []
+    profile, joins, join_fds, spawn_fd, pids = DENY_CLONE3, (5, []), {}, 6, []
     if case.startswith("as podman's"):
         profile = {"defaultAction": "SCMP_ACT_ALLOW"}
     elif case == "no filter":
@@ -119,6 +120,8 @@ def test_exec_takes_its_own_credentials_only_where_it_gains_and_nothing_can_ptra
         joins = (-1, [7])
     elif case == "a user namespace":
         join_fds = {"user": 9}
+    elif case.startswith("no zoned-spawn"):
+        spawn_fd = None
     elif case.startswith("the process may"):
         process["capabilities"]["bounding"].append("CAP_SYS_PTRACE")
     elif case.startswith("a process in the zone"):
@@ -128,7 +131,7 @@ def test_exec_takes_its_own_credentials_only_where_it_gains_and_nothing_can_ptra
             pytest.skip("this process's bounding set lacks CAP_SYS_PTRACE")
         pids = [os.getpid()]
     cgroup = _FakeZoneCgroup(tmp_path, pids)
-    assert creds_in_spawn(process, profile, joins, join_fds, cgroup) is takes
+    assert creds_in_spawn(process, profile, joins, join_fds, spawn_fd, cgroup) is takes
 
 
 def test_single_threaded_counts_this_process_threads():

@@ -169,6 +169,7 @@ def write_maps(pid: int, linux: dict) -> None:
     check /etc/subuid) for a range; for only the user's own ids, the files themselves
     (the kernel allows that once setgroups is denied)."""
     from zoned.errors import ConfigError
+    from zoned.linux.files import read_to_eof
 
     uids, gids = linux.get("uidMappings") or [], linux.get("gidMappings") or []
     if len(uids) == 1 and len(gids) == 1:
@@ -196,7 +197,10 @@ def write_maps(pid: int, linux: dict) -> None:
         failed = []
         for tool, child, err in running:
             status = os.waitpid(child, 0)[1]
-            text = _read_all(err).decode(errors="replace").strip()
+            try:
+                text = read_to_eof(err, 65536).decode(errors="replace").strip()
+            finally:
+                os.close(err)
             if status != 0:
                 failed.append(f"{tool} failed: {text or os.waitstatus_to_exitcode(status)}")
     if failed:
@@ -219,17 +223,6 @@ def _spawn_quiet(argv: list[str]) -> tuple[int, int]:
     finally:
         os.close(w)
     return pid, r
-
-
-def _read_all(fd: int) -> bytes:
-    """What a pipe holds until EOF (a tool's stderr, a few lines), then closed."""
-    out = b""
-    try:
-        while chunk := os.read(fd, 65536):
-            out += chunk
-    finally:
-        os.close(fd)
-    return out
 
 
 def _line(m: dict) -> str:

@@ -25,8 +25,9 @@ if TYPE_CHECKING:
 
 
 def _effective_caps() -> list[int]:
-    with open("/proc/self/status") as f:
-        mask = next(int(line.split()[1], 16) for line in f if line.startswith("CapEff:"))
+    from zoned.linux.proc import status_caps
+
+    mask = status_caps("self", "CapEff")
     return [cap for cap in range(64) if mask >> cap & 1]
 
 

@@ -497,14 +497,7 @@ def _child(plan: Plan) -> None:
     bpf = plan.bpf
     creds = spawn_takes_creds(plan, proc)
     if creds is None:
-        if bpf and not proc.get("noNewPrivileges"):
-            # Without no_new_privs the kernel only takes a filter from a CAP_SYS_ADMIN
-            # caller: load it now, before the capabilities go (as runc does).
-            sc.seccomp_set_filter(bpf, plan.seccomp_flags)
-            bpf = b""
-        security.apply_user_and_caps(proc)
-        sc.set_dumpable(False)  # each credential change reset it to fs.suid_dumpable
-        caps.set_pdeathsig(_signal.SIGKILL)  # a uid change cleared it
+        bpf = security.take_credentials(proc, bpf, plan.seccomp_flags)
     if plan.rootfs is not None and plan.spawn_fd is not None:  # see initstub.fits
         initstub.exec_stub(plan, path, env, bpf)  # returns only if it could not exec it
     try:  # (no procfs: a rootfs's own /proc/self/fd/N would be opened, as csrc/spawn.c says)

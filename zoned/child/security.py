@@ -238,6 +238,26 @@ def apply_oom_score_adj(proc: dict) -> None:
                               f"{e.strerror}") from None
 
 
+def take_credentials(proc: dict, bpf: bytes, seccomp_flags: int) -> bytes:
+    """A container's init or exec's helper takes the process's credentials: the seccomp
+    filter first where there is no no_new_privs (the kernel only takes one from a
+    CAP_SYS_ADMIN caller then: before the capabilities go, as runc does), the user and
+    capabilities, then non-dumpable and the parent-death signal again (each credential
+    change reset them). -> the program still to load (b"" if loaded here)."""
+    import _signal  # not signal.py (its enums of every signal: ~4 ms)
+
+    from zoned.child import caps
+    from zoned.linux import syscalls as sc
+
+    if bpf and not proc.get("noNewPrivileges"):
+        sc.seccomp_set_filter(bpf, seccomp_flags)
+        bpf = b""
+    apply_user_and_caps(proc)
+    sc.set_dumpable(False)
+    caps.set_pdeathsig(_signal.SIGKILL)
+    return bpf
+
+
 def apply_user_and_caps(proc: dict, groups_denied: bool | None = None) -> None:
     """Switch to the configured user keeping exactly the configured capabilities.
 

@@ -40,8 +40,7 @@ def spawn_takes_creds(plan: Plan, proc: dict) -> list | None:
     """The fields for zoned-spawn's CREDS (security.creds_fields) where exec's process takes
     its seccomp filter, user and capabilities itself (plan.spawn_creds, decided by
     zoned.runtime.exec_process.creds_in_spawn); None: this helper takes them, as before."""
-    if not (plan.spawn_creds and plan.rootfs is None and plan.spawn_fd is not None
-            and plan.spawn_cgroups is not None and plan.spawn_cgroups[0] >= 0):
+    if not plan.spawn_creds:
         return None
     from zoned.child.security import creds_fields
 
@@ -93,14 +92,9 @@ def release_exec(plan: Plan, path: str, env: list[str], bpf: bytes, parent_pidfd
                     if fd >= 0:
                         os.close(fd)
     if creds is not None:  # (not taken by zoned-spawn's process: here, as without it)
-        from zoned.child import caps
-        from zoned.child.security import apply_user_and_caps
+        from zoned.child.security import take_credentials
 
-        sc.seccomp_set_filter(bpf, plan.seccomp_flags)
-        bpf = b""
-        apply_user_and_caps(proc)
-        sc.set_dumpable(False)
-        caps.set_pdeathsig(_signal.SIGKILL)
+        bpf = take_credentials(proc, bpf, plan.seccomp_flags)
     go_r, go_w = os.pipe()
     err_r, err_w = os.pipe()  # CLOEXEC: EOF once the child has exec'd
     pid = sc.spawn_exec(path, proc["args"], env, go_fd=go_r, err_fd=err_w, bpf=bpf,

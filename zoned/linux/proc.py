@@ -9,6 +9,18 @@ from __future__ import annotations
 import os
 
 
+def status_caps(pid: int | str, field: str) -> int:
+    """A capability mask of /proc/PID/status (`field`: CapInh, CapPrm, CapEff, CapBnd or
+    CapAmb; pid "self" for ours). OSError if the process is gone, ValueError if the field
+    is missing."""
+    key = field.encode() + b":"
+    with open(f"/proc/{pid}/status", "rb") as f:
+        for line in f:
+            if line.startswith(key):
+                return int(line.split()[1], 16)
+    raise ValueError(f"/proc/{pid}/status has no {field}")
+
+
 def proc_start_time(pid: int) -> int | None:
     """The process start time (clock ticks since boot): tells a live pid from a reused one.
     None if there is no such process, or it is a zombie (it has stopped)."""

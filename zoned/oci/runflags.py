@@ -132,14 +132,12 @@ def kernel_caps() -> list[str]:
     host may withhold from root, e.g. CAP_SYS_RESOURCE): what --privileged and ALL mean."""
     from zoned.child.security import CAPABILITIES
 
-    bounding = (1 << 41) - 1
+    from zoned.linux.proc import status_caps
+
     try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("CapBnd:"):
-                    bounding = int(line.split()[1], 16)
+        bounding = status_caps("self", "CapBnd")
     except (OSError, ValueError):
-        pass
+        bounding = (1 << 41) - 1
     return [c for i, c in enumerate(CAPABILITIES) if bounding >> i & 1]
 
 

@@ -79,7 +79,7 @@ def exec_in(rt: Runtime, cid: str, process: dict, *,
                     keep_pdeathsig=not detach,  # a detached process outlives `zoned exec`
                     pidns_fd=pidns, spawn_fd=spawn_fd, spawn_cgroups=joins,
                     spawn_creds=creds_in_spawn(process, linux.get("seccomp"), joins,
-                                               join_fds, cgroup))
+                                               join_fds, spawn_fd, cgroup))
         try:
             child = fork_nondumpable(run_child, plan)
         finally:
@@ -143,11 +143,8 @@ def _self_join(cgroup) -> tuple[int, list[int]] | None:
     return cg2, fds
 
 
-CAP_SYS_PTRACE = 19
-
-
 def creds_in_spawn(process: dict, profile: dict | None, joins, join_fds: dict,
-                   cgroup) -> bool:
+                   spawn_fd: int | None, cgroup) -> bool:
     """Whether the process takes its seccomp filter, user and capabilities itself, once
     made in the zone (zoned.child.spawn.spawn_takes_creds), rather than the helper before
     it is made. Only where that helper would load a filter before the process is made
@@ -160,29 +157,33 @@ def creds_in_spawn(process: dict, profile: dict | None, joins, join_fds: dict,
     capabilities (runc's init is, until its finalizeNamespace): non-dumpable, so only a
     process holding CAP_SYS_PTRACE in the host's user namespace could attach to it and use
     them. So not where the zone has such a process, or where this one may hold
-    CAP_SYS_PTRACE: its bounding set bounds what it and whatever it runs can ever hold."""
+    CAP_SYS_PTRACE: its bounding set bounds what it and whatever it runs can ever hold.
+    It needs zoned-spawn's sealed copy (spawn_fd) to make the process."""
     if not profile or process.get("noNewPrivileges") or joins is None or joins[0] < 0 \
-            or "user" in join_fds:
+            or "user" in join_fds or spawn_fd is None:
         return False
     from zoned.child.initstub import allows
 
     if allows(profile, "clone3"):
         return False
+    from zoned.child.security import cap_number
+
+    ptrace = cap_number("CAP_SYS_PTRACE")
     caps = (process.get("capabilities") or {}).get("bounding") or []
-    if any(c.upper().removeprefix("CAP_") == "SYS_PTRACE" for c in caps):
+    if any(cap_number(c) == ptrace for c in caps):
         return False
     d = cgroup.cgroup2_dir()
     if d is None:
         return False
     from zoned.cgroups.fs import procs_below
+    from zoned.linux.proc import status_caps
 
     for pid in procs_below(d):
         try:
-            with open(f"/proc/{pid}/status", "rb") as f:
-                bounding = next((ln for ln in f if ln.startswith(b"CapBnd:")), b"CapBnd: 0")
-        except OSError:  # gone meanwhile
+            bounding = status_caps(pid, "CapBnd")
+        except (OSError, ValueError):  # gone meanwhile
             continue
-        if int(bounding.split()[1], 16) >> CAP_SYS_PTRACE & 1:
+        if bounding >> ptrace & 1:
             return False
     return True
 
