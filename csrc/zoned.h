@@ -49,8 +49,10 @@ int z_spawn_exec_joining(const char *path, char *const argv[], char *const envp[
                          int tty_fd, int go_fd, int err_fd, int cgroup_fd,
                          const int *tasks, int ntasks, char *const *creds, int *joined);
 int z_execveat(int fd, char *const argv[], char *const envp[]);
-int z_fork_exec(unsigned long long flags, int cgroup_fd, int exe_fd, const char *path,
-                const int *keep, int nkeep, char *const argv[], char *const envp[], int sock);
+int z_fork_exec_start(unsigned long long flags, int cgroup_fd, int exe_fd, const char *path,
+                      const int *keep, int nkeep, char *const argv[], char *const envp[],
+                      int sock, void **pending);
+void z_fork_exec_finish(void *pending);
 int z_exec(const char *path, char *const argv[], char *const envp[],
            const unsigned char *bpf, size_t bpf_len, unsigned int seccomp_flags);
 int z_openat2(int dirfd, const char *path, unsigned long long flags,

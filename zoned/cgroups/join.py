@@ -28,7 +28,7 @@ NODE_TRIES = 3  # the shared memory cgroup made again at most this often by one 
 def single_threaded(besides_closer: bool = False) -> bool:
     """Whether this process has one thread (/proc/self/task links 2 + one per thread);
     besides_closer: or one more, zoned.linux.lastref's closer (an API caller's, after its
-    first run), where the fork is the C init's (z_fork_exec: its child runs no python,
+    first run), where the fork is the C init's (z_fork_exec_start: its child runs no python,
     so another thread holding the GIL at the clone cannot hang it)."""
     try:
         threads = os.stat("/proc/self/task").st_nlink - 2

@@ -300,7 +300,9 @@ def fork(plan: Plan, init_plan: bytes, *, sibling: bool = False,
     plan.spawn_fd, where one was made: a created zone waits for start as it, and so does
     one joining another's pid namespace; else the host's file, while the zone's record
     says "creating", which nothing may join). The plan goes in a sealed memfd. Returns
-    the init's pid."""
+    the init's pid. The child shares our memory until its exec, and we do not wait for
+    that here (csrc/forkexec.c): the caller calls settle(plan) after work of its own, and
+    on every path; until then this process is undumpable and holds FORKING."""
     fd = seal(init_plan)
     try:
         sock = plan.sock.fileno()
@@ -309,16 +311,38 @@ def fork(plan: Plan, init_plan: bytes, *, sibling: bool = False,
         flags = (lib.CLONE_PARENT if sibling else 0) | \
             (lib.CLONE_INTO_CGROUP if cgroup_fd is not None else 0)
         argv = ["zoned-spawn", "setup", str(sock), str(fd)]
-        with FORKING:  # (the flag is the process's: one thread at a time toggles it)
-            was = sc.dumpable()
-            sc.set_dumpable(False)  # the child shares our memory until its exec
-            try:
-                return sc.fork_exec(plan.spawn_fd if plan.spawn_fd is not None else SPAWN,
-                                    argv, sorted(keep), flags=flags,
-                                    cgroup_fd=-1 if cgroup_fd is None else cgroup_fd,
-                                    sock=sock)
-            finally:
-                if was:
-                    sc.set_dumpable(True)
+        FORKING.acquire()  # (the flag is the process's: one thread at a time toggles it)
+        was = sc.dumpable()
+        sc.set_dumpable(False)  # the child shares our memory until its exec
+        try:
+            pid, pending = sc.fork_exec(
+                plan.spawn_fd if plan.spawn_fd is not None else SPAWN, argv, sorted(keep),
+                flags=flags, cgroup_fd=-1 if cgroup_fd is None else cgroup_fd, sock=sock)
+        except BaseException:
+            _undo_forking(was)
+            raise
+        plan.exec_pending = (pending, was)
+        return pid
     finally:
         os.close(fd)
+
+
+def settle(plan: Plan) -> None:
+    """After fork(): wait until the init no longer shares our memory (it has exec'd or
+    died: at once, as a rule, by now), then be dumpable again as before and let FORKING
+    go. Idempotent; nothing where fork() left nothing pending."""
+    if plan.exec_pending is None:
+        return
+    (pending, was), plan.exec_pending = plan.exec_pending, None
+    try:
+        pending.finish()
+    finally:
+        _undo_forking(was)
+
+
+def _undo_forking(was_dumpable: bool) -> None:
+    try:
+        if was_dumpable:
+            sc.set_dumpable(True)
+    finally:
+        FORKING.release()

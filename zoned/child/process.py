@@ -63,7 +63,7 @@ class Plan:
                  "preserve_fds", "no_pivot", "pidns_fd", "cgroup_path", "idmap_fds",
                  "caller_mntns", "spawn_fd", "rootless", "volatile", "late_process",
                  "skeleton", "stage_pid", "memory_cgroup_path", "init_plan",
-                 "spawn_cgroups", "spawn_creds")
+                 "spawn_cgroups", "spawn_creds", "exec_pending")
 
     def __init__(self, cfg: dict, sock: _socket.socket, *,
                  rootfs: str | None = None,           # None: exec into an existing container
@@ -109,6 +109,8 @@ class Plan:
         self.skeleton = skeleton or {}  # host dirs to bind (zoned.runtime.steps.make_skeleton)
         self.stage_pid = 0  # a sibling's user-namespace stage 1 (runtime.handoff.fork_userns)
         self.init_plan: bytes | None = None  # the C init's (zoned.child.initplan), if it fits
+        # (ExecPending, was dumpable): the C init until its exec (initplan.fork, settle)
+        self.exec_pending: tuple | None = None
 
 
 FORKING = _thread.allocate_lock()  # held around a fork that toggles dumpable (initplan too)

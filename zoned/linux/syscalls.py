@@ -264,15 +264,34 @@ def fork_exec(exe: int | str, argv: Sequence[str], keep: Sequence[int], *, flags
               cgroup_fd: int = -1, sock: int = -1) -> int:
     """Fork (clone3 with `flags`: CLONE_PARENT, CLONE_INTO_CGROUP with cgroup_fd) a child
     that execs `exe` (an fd: execveat; else a path) at once with no environment, the fds in
-    `keep` inherited; its exec failure is said on `sock` (csrc/zoned.c, z_fork_exec).
-    Returns its pid."""
+    `keep` inherited; its exec failure is said on `sock` (csrc/forkexec.c). Returns its
+    pid and an ExecPending, whose finish() the caller must call on every path: until the
+    child's exec it shares our memory, and the caller goes on meanwhile."""
     cargs = [ffi.new("char[]", _b(a)) for a in argv]
     cargv = ffi.new("char *[]", cargs + [ffi.NULL])
     cenv = ffi.new("char *[]", [ffi.NULL])
     fds = ffi.new("int[]", list(keep) or [0])
     exe_fd, path = (exe, ffi.NULL) if isinstance(exe, int) else (-1, _b(exe))
-    return _check(lib.z_fork_exec(flags, cgroup_fd, exe_fd, path, fds, len(keep), cargv, cenv,
-                                  sock), "clone3")
+    pending = ffi.new("void **")
+    pid = _check(lib.z_fork_exec_start(flags, cgroup_fd, exe_fd, path, fds, len(keep), cargv,
+                                       cenv, sock, pending), "clone3")
+    return pid, ExecPending(pending[0])
+
+
+class ExecPending:
+    """A child of fork_exec that may still share this process's memory (CLONE_VM) until
+    its exec: finish() waits for that (at once, as a rule, by the time it is asked) and
+    frees what the child ran on. The caller stays undumpable until then."""
+
+    __slots__ = ("_handle",)
+
+    def __init__(self, handle):
+        self._handle = handle
+
+    def finish(self) -> None:
+        if self._handle is not None:
+            handle, self._handle = self._handle, None
+            lib.z_fork_exec_finish(handle)
 
 
 def clone_parent(flags: int = 0) -> int:

@@ -17,7 +17,7 @@ from zoned.runtime.cgroup_paths import default_cgroups_path, resolve_cgroups_pat
     shared_memory_path, shares_memory_cgroup
 from zoned.runtime.steps import abandon, enter_cgroup, initial_state, host_root, \
     make_cgroup, make_fifo, make_skeleton, namespace_hook, oci_state, open_namespaces, \
-    refuse_in_use, refuse_vm, start_logger, write_config
+    record_resources, refuse_in_use, refuse_vm, start_logger, write_config
 from zoned.runtime.removal import release
 from zoned.runtime.store import Store
 from zoned.testhooks import hit, mark, pause
@@ -307,6 +307,7 @@ class Runtime:
             # (it waits for Op.CGROUP before anything that needs its cgroup). Then the
             # init joins the v1 ones itself (zoned.cgroups.join), or is moved by pid here.
             make_cgroup(cgroup, linux)
+            initplan.settle(plan)  # the init has exec'd meanwhile (initplan.fork)
             state["pid"] = pid
             enter_cgroup(chan, cgroup, pid, self_join,  # (the state: for those hooks only)
                          oci_state(state) if initplan.hooks_in_init(cfg) else None)
@@ -342,6 +343,8 @@ class Runtime:
                 return Started(pid, None, master)
             return started
         except BaseException as exc:
+            if plan is not None:
+                initplan.settle(plan)
             if pid:
                 kill_and_reap(pid)
             if master is not None:
@@ -563,16 +566,7 @@ class Runtime:
             if not self.live_status(cid, st).is_active():
                 raise InvalidState(f"cannot update container {cid!r}: it is not running")
             self.cgroup(st).apply(resources)
-            cfg = self.config(cid)
-            current = cfg.setdefault("linux", {}).setdefault("resources", {})
-            for key, value in resources.items():
-                if isinstance(value, dict) and isinstance(current.get(key), dict):
-                    current[key].update(value)
-                else:
-                    current[key] = value
-            from zoned.runtime.store import write_json_atomic
-
-            write_json_atomic(os.path.join(self.store.dir(cid), "config.json"), cfg)
+            record_resources(self.store.dir(cid), self.config(cid), resources)
 
     # -- pause / resume ----------------------------------------------------------------
     def pause(self, cid: str) -> None:

@@ -159,6 +159,20 @@ def write_config(state_dir: str, cfg: dict) -> None:
         f.write(jsonc.dumps(cfg, separators=(",", ":")))
 
 
+def record_resources(state_dir: str, cfg: dict, resources: dict) -> None:
+    """An update's limits merged into the container's config.json (cfg: as it was): a
+    controller given replaces its fields given, the others stay."""
+    from zoned.runtime.store import write_json_atomic
+
+    current = cfg.setdefault("linux", {}).setdefault("resources", {})
+    for key, value in resources.items():
+        if isinstance(value, dict) and isinstance(current.get(key), dict):
+            current[key].update(value)
+        else:
+            current[key] = value
+    write_json_atomic(os.path.join(state_dir, "config.json"), cfg)
+
+
 # Host directories a zone's masked directories and v1 /sys/fs/cgroup are bound from
 # (zoned.child.rootfs), instead of a tmpfs each: shared_skeleton(), for the zones that cannot
 # remount them, or STATE_DIR/skel, the zone's own.
