@@ -24,6 +24,10 @@ container has exited and been removed again (create + start + wait + delete), fo
                    start + wait + delete of the very same bundle and config as runc), where
                    the zoned version has it (a variant that fails its warm-up is reported
                    as FAILED and left out of the rounds).
+  zoned-run-bundle-userns, runc-userns
+                   `run --bundle` of the same rootfs with a user namespace (root 0 mapped
+                   to host 200000, 65536 ids; as Kubernetes' hostUsers: false and podman
+                   --userns make it), zoned's and runc's.
   zoned-cli-rootfs `zoned --root R run --rm --rootfs B/rootfs -- /bin/true`: zoned's own
                    `run` on the same rootfs (no overlay; but zoned run's default seccomp
                    profile and device rules still apply).
@@ -88,9 +92,11 @@ import _common as C  # noqa: E402
 QUICK_OUT = C.RESULTS / "startup-quick.json"
 SEED = 18  # the rounds' orders (random.Random): the same on every run of this script
 VARIANTS = ["zoned-cli", "zoned-api", "zoned-api-pool", "runc", "zoned-run-bundle",
-            "zoned-cli-rootfs",
+            "zoned-run-bundle-userns", "runc-userns", "zoned-cli-rootfs",
             "zoned-oci", "runc-oci", "zoned-state", "runc-state", "zoned-exec",
             "runc-exec", "ref-python", "ref-zoned-version"]
+# what a variant's "vs runc" compares with, where not plain runc
+BASES = {"zoned-run-bundle-userns": "runc-userns", "runc-userns": "runc-userns"}
 BEFORE_VARIANTS = ["zoned-cli-before", "zoned-api-before", "zoned-api-worker"]  # --before-ref
 NOTES = {
     "zoned-cli": "subprocess incl. Python start-up; image overlay; default seccomp; devices cgroup",
@@ -99,6 +105,10 @@ NOTES = {
                       "pool maker's, waited for after the run: not timed)",
     "runc": "runc run on bundle; no seccomp in config; runc's cgroups",
     "zoned-run-bundle": "zoned run --bundle B ID: runc's `run` on the same bundle (no seccomp)",
+    "zoned-run-bundle-userns": "zoned run --bundle: the same rootfs, with a user namespace "
+                               "(vs runc-userns)",
+    "runc-userns": "runc run --bundle: the same rootfs, with a user namespace "
+                   "(vs runc-userns)",
     "zoned-cli-rootfs": "zoned run --rootfs bundle/rootfs (no overlay); default seccomp",
     "zoned-oci": "zoned create+start+delete on the runc bundle (no seccomp), 3 processes",
     "runc-oci": "runc create+start+delete on the same bundle, 3 processes",
@@ -272,6 +282,7 @@ class Bench:
         self.rroot = f"/run/runc-bench-{self.tok}"
         self.tmp = Path(tempfile.mkdtemp(prefix="zoned-bench-startup-"))
         self.bundle: Path | None = None
+        self.userns_bundle: Path | None = None
         self.n = 0
         self.Z = [a.zoned, "--root", self.zroot]
         self.R = [a.runc, "--root", self.rroot]
@@ -335,6 +346,32 @@ class Bench:
     def zoned_run_bundle(self) -> float:
         cmd = self.Z + ["run", "--bundle", str(self.bundle), self.name("bundle")]
         return _timed(cmd, "zoned run --bundle")
+
+    def _userns(self) -> Path:
+        """A bundle beside the first, on its rootfs, whose config adds a user namespace
+        (made at first use). Both bundles open to others (0755): the namespace's root,
+        host uid 200000, must reach the rootfs, as with runc."""
+        if self.userns_bundle is None:
+            b = Path(str(self.bundle) + "-userns")
+            b.mkdir(mode=0o755)
+            self.userns_bundle = b
+            for d in (b, self.bundle):
+                os.chmod(d, 0o755)
+            cfg = json.loads((self.bundle / "config.json").read_text())
+            cfg["root"]["path"] = str(self.bundle / "rootfs")
+            cfg["linux"]["namespaces"].append({"type": "user"})
+            maps = [{"containerID": 0, "hostID": 200000, "size": 65536}]
+            cfg["linux"].update(uidMappings=maps, gidMappings=maps)
+            (b / "config.json").write_text(json.dumps(cfg))
+        return self.userns_bundle
+
+    def zoned_run_bundle_userns(self) -> float:
+        cmd = self.Z + ["run", "--bundle", str(self._userns()), self.name("userns")]
+        return _timed(cmd, "zoned run --bundle (user namespace)")
+
+    def runc_userns(self) -> float:
+        cmd = self.R + ["run", "--bundle", str(self._userns()), self.name("runc-userns")]
+        return _timed(cmd, "runc run (user namespace)")
 
     def zoned_cli_rootfs(self) -> float:
         cmd = self.Z + ["run", "--rm", "--name", self.name("rootfs"), "--rootfs",
@@ -442,6 +479,8 @@ class Bench:
         return {"ref-python": self.ref_python, "ref-zoned-version": self.ref_zoned_version,"zoned-cli": self.zoned_cli, "zoned-api": self.zoned_api,
                 "zoned-api-pool": self.zoned_api_pool,
                 "runc": self.runc_run, "zoned-run-bundle": self.zoned_run_bundle,
+                "zoned-run-bundle-userns": self.zoned_run_bundle_userns,
+                "runc-userns": self.runc_userns,
                 "zoned-cli-rootfs": self.zoned_cli_rootfs,
                 "zoned-oci": self.zoned_oci, "runc-oci": self.runc_oci,
                 "zoned-state": self.zoned_state, "runc-state": self.runc_state,
@@ -459,8 +498,9 @@ class Bench:
             out = subprocess.run(self.R + ["list", "-q"], capture_output=True, text=True).stdout
             for cid in out.split():
                 _sp(self.R + ["delete", "-f", cid])
-        if self.bundle is not None:
-            shutil.rmtree(self.bundle, ignore_errors=True)
+        for b in (self.bundle, self.userns_bundle):
+            if b is not None:
+                shutil.rmtree(b, ignore_errors=True)
         shutil.rmtree(self.tmp, ignore_errors=True)
         time.sleep(0.2)
         left = {
@@ -588,7 +628,8 @@ def main(argv: list[str] | None = None) -> int:
         if v in disabled:
             rows.append([v, "-", "-", "-", "-", "-", "FAILED: " + disabled[v][:70]])
             continue
-        ratio = f"{s['median'] / base:.2f}x" if base and s.get("n") else "-"
+        vs = stats.get(BASES[v], {}).get("median") if v in BASES else base
+        ratio = f"{s['median'] / vs:.2f}x" if vs and s.get("n") else "-"
         fail = f" [{len(failures[v])} failed]" if failures[v] else ""
         rows.append([v, f"{s['median']:.1f}", f"{s['p95']:.1f}", f"{s['min']:.1f}",
                      f"{s['mean']:.1f}", ratio, NOTES[v] + fail])

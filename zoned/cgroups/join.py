@@ -7,13 +7,14 @@ such lock: clone3(CLONE_INTO_CGROUP) starts a process in a cgroup2 cgroup, and a
 thread that writes "0" to a v1 hierarchy's `tasks` file moves itself. So, where it can:
 - the creator makes the cgroup2 cgroup (a v2 host's, or a hybrid host's twin) before the
   fork and clones the init into it, from a single-threaded process only (the interpreter
-  is not told about such a fork);
+  is not told about such a fork); with a user namespace, it clones the init's stage 1
+  into it, and the init, stage 1's child, is born there;
 - after the fork it makes the v1 cgroups and sends the init their `tasks` files, opened
   by root on the host (so the init's mount or user namespace changes nothing);
 - the init writes "0" to each, first thing when they arrive, and closes them.
 The shared memory cgroup (zoned.runtime.cgroup_paths) may be removed by another zone's
 removal until the init is in it: the init gets its parent directory and makes it again.
-Elsewhere (another thread runs, a user namespace, zoned.pool's maker, no clone3 that
+Elsewhere (another thread runs, zoned.pool's maker, a rootless creator, no clone3 that
 reaches the kernel) the creator moves the init by pid; zoned.cgroups.prime pays the grace
 period ahead where the creator started it (prime_for_create, the pool's keeper).
 """
@@ -64,22 +65,21 @@ def prime_for_create() -> None:
     process, or clone3 does not reach the kernel. Otherwise the creator clones the init
     into its cgroup2 cgroup and the init joins its v1 cgroups itself: no move pays a grace
     period there, and a primer would only hold cgroup_mutex through its own, which the
-    zone's mkdirs then wait for (bench/README, finding 12). (An init in a user namespace
-    is still moved by pid: from such a creator, that move pays the grace period.) Here,
-    not in prime.py: the usual answer, no primer, loads none of it."""
+    zone's mkdirs then wait for (bench/README, finding 12). Here, not in prime.py: the
+    usual answer, no primer, loads none of it."""
     if not (single_threaded(besides_closer=True) and clone_into_cgroup_works()):
         from zoned.cgroups import prime
 
         prime.prime()
 
 
-def prepare(cgroup, *, sibling: bool = False, userns: bool = False,
+def prepare(cgroup, *, sibling: bool = False,
             c_init: bool = False) -> tuple[bool, int | None]:
     """Before the fork: (whether the init joins its cgroups itself, the fd of the cgroup2
     cgroup, made here, to clone it into; None on a pure v1 host, or where the init is
     moved by pid). c_init: the init is the C one (single_threaded's besides_closer). The
     caller closes the fd after the fork."""
-    if sibling or userns or os.geteuid() != 0 or cgroup is None:
+    if sibling or os.geteuid() != 0 or cgroup is None:
         return False, None
     if cgroup.cgroup2_dir() is None:
         return True, None  # pure v1: any fork, then `tasks`

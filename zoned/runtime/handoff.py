@@ -193,13 +193,16 @@ def idmap_userns(mount: dict) -> int:
         os.waitpid(child, 0)
 
 
-def fork_userns(plan: Plan, chan: Channel, linux: dict, sibling: bool = False) -> int:
+def fork_userns(plan: Plan, chan: Channel, linux: dict, sibling: bool = False,
+                cgroup_fd: int | None = None) -> int:
     """Fork stage 1 (see process.run_userns_stage), map its user namespace and return the
     pid of stage 2, the container's init. sibling: stage 1 is our parent's child, so
-    stage 2 is too (CLONE_PARENT from there); our parent reaps both (plan.stage_pid)."""
+    stage 2 is too (CLONE_PARENT from there); our parent reaps both (plan.stage_pid).
+    cgroup_fd: stage 1 starts in that cgroup2 cgroup, so stage 2, its child, does too
+    (zoned.cgroups.join: then the init joins its v1 cgroups itself)."""
     from zoned.child.process import run_userns_stage
 
-    stage1 = fork_nondumpable(run_userns_stage, plan, sibling=sibling)
+    stage1 = fork_nondumpable(run_userns_stage, plan, sibling=sibling, cgroup_fd=cgroup_fd)
     plan.stage_pid = stage1 if sibling else 0
     try:
         while True:

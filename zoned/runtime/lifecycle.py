@@ -283,12 +283,11 @@ class Runtime:
                 refuse_in_use(opened)
             cgroup = opened
             cgroup.load_modules()  # make_cgroup's, after the fork: loaded now (see above)
-            self_join, born_fd = cgjoin.prepare(cgroup, sibling=sibling,
-                                                userns="user" in namespaces, c_init=c_init)
+            self_join, born_fd = cgjoin.prepare(cgroup, sibling=sibling, c_init=c_init)
             mark("fork")
             try:
                 if "user" in namespaces:
-                    pid = fork_userns(plan, chan, linux, sibling)
+                    pid = fork_userns(plan, chan, linux, sibling, born_fd)
                 else:
                     pid = fork_init(plan, namespaces, sibling, born_fd)
             finally:
