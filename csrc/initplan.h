@@ -3,7 +3,7 @@
  * A plan: "ZPL" Z_PLAN_VERSION, then records: u32 op, u32 nargs, u32 length, then `length`
  * bytes: nargs NUL-terminated texts (integers in decimal), or for Z_PLAN_PROGRAM (nargs 0)
  * a seccomp program as it is, for the later ops that load it. */
-#define Z_PLAN_VERSION 3
+#define Z_PLAN_VERSION 4
 #define Z_PLAN_STDIO 1          /* FD0 FD1 FD2: dup2 onto 0, 1, 2 */
 #define Z_PLAN_KEEP 2           /* FIRST FD...: every other fd from FIRST on is closed */
 #define Z_PLAN_SETNS 3          /* FD NSTYPE: join, then close FD */
@@ -41,3 +41,4 @@
 #define Z_PLAN_CONSOLE 35       /* ROWS COLS: a pty, our terminal; its master sent to zoned */
 #define Z_PLAN_LATE 36          /* (before EXEC) "start" brings the process: a late plan */
 #define Z_PLAN_ARGV 37          /* NARGS ARGS... ENV...: a late plan's process */
+#define Z_PLAN_USERNS 38        /* USERNS_FD PIDNS: see setupproc.c, op_userns */

@@ -86,6 +86,7 @@ static int min_args(int op)
     case Z_PLAN_CHDIR: case Z_PLAN_PERSONALITY: case Z_PLAN_TRACE: case Z_PLAN_SECCOMP_NOW:
         return 1;
     case Z_PLAN_WRITE: case Z_PLAN_PIVOT: return 3;
+    case Z_PLAN_USERNS: return 2;
     case Z_PLAN_CONSOLE: return 2;
     case Z_PLAN_RLIMIT: return 4;
     case Z_PLAN_MOUNT: case Z_PLAN_MKNOD: return 7;
@@ -215,6 +216,8 @@ static int run_op(struct plan_op *o)
         return 0;
     case Z_PLAN_CREDS:
         return op_creds(a);
+    case Z_PLAN_USERNS:
+        return op_userns(a);
     case Z_PLAN_TRACE:
         return op_trace(a[0]);
     case Z_PLAN_PROGRAM:

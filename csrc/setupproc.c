@@ -101,6 +101,63 @@ static int op_creds(char **a)
     return 0;
 }
 
+/*
+ * process.run_userns_stage: USERNS_FD (-1: a new user namespace, which zoned maps when told
+ * "userns"; else one to join), PIDNS ("": none of its own, "-": a new one, else the path of
+ * one to join). In the namespace this process becomes its root (if the maps have one) and
+ * makes or joins the pid namespace, owned by it so that /proc can be mounted; then it clones
+ * the rest of the init with CLONE_PARENT: zoned's child (PID 1 of a new pid namespace), whose
+ * pid it tells zoned ("pid") before it exits. Only the clone goes on with the plan.
+ */
+static int op_userns(char **a)
+{
+    static const char userns[] = "{\"op\":\"userns\"}";
+    int ufd = atoi(a[0]), len;
+    const char *pidns = a[1];
+    char msg[64];
+    long pid;
+
+    if (ufd >= 0) {
+        if (setns(ufd, CLONE_NEWUSER) < 0)
+            return failf("setns: %s", strerror(errno));
+        close(ufd);
+    } else {
+        if (unshare(CLONE_NEWUSER) < 0)
+            return failf("unshare: %s", strerror(errno));
+        if (send(s_sock, userns, sizeof(userns) - 1, MSG_NOSIGNAL) != (ssize_t)sizeof(userns) - 1)
+            _exit(1);
+        if (expect("mapped") < 0)
+            return -1;
+    }
+    if (setresgid(0, 0, 0) < 0 || setresuid(0, 0, 0) < 0) {
+        /* (no root in the maps: as the process's user, as in python) */
+    }
+    /* the credential changes reset both; the clone's pdeathsig is its own (below) */
+    if (prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) < 0)
+        return failf("prctl: %s", strerror(errno));
+    if (strcmp(pidns, "-") == 0) {
+        if (unshare(CLONE_NEWPID) < 0)
+            return failf("unshare: %s", strerror(errno));
+    } else if (*pidns) {
+        int fd = open(pidns, O_RDONLY | O_CLOEXEC);
+        if (fd < 0)
+            return failf("%s: %s", strerror(errno), pidns);
+        if (setns(fd, CLONE_NEWPID) < 0) {
+            close(fd);
+            return failf("setns: %s", strerror(errno));
+        }
+        close(fd);
+    }
+    pid = syscall(SYS_clone, CLONE_PARENT, 0, NULL, NULL, 0);
+    if (pid < 0)
+        return failf("clone: %s", strerror(errno));
+    if (pid == 0)  /* the init: zoned's child, as without a user namespace */
+        return prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) < 0 ?
+            failf("prctl: %s", strerror(errno)) : 0;
+    len = snprintf(msg, sizeof(msg), "{\"op\":\"pid\",\"pid\":%ld}", pid);
+    _exit(send(s_sock, msg, (size_t)len, MSG_NOSIGNAL) == len ? 0 : 1);
+}
+
 /* process._lo_up: lo up in a fresh network namespace. */
 static int op_lo_up(void)
 {

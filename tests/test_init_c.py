@@ -130,6 +130,38 @@ def test_the_same_zone_from_an_oci_config(cli, bundle, tmp_path):
         assert seen in c.stdout, seen
 
 
+def test_the_same_zone_with_a_user_namespace(cli, bundle, tmp_path):
+    """A zone with a user namespace (root 0 = host 200000): the C init's two stages
+    (Z_PLAN_USERNS) and device nodes bound from the host make the same zone as the
+    Python init's: _everything, on a rootfs the namespace's root owns (as podman's
+    --userns makes it), but its idmapped mount (idmapping a host file system needs the
+    host's root)."""
+    everything = _everything(tmp_path)
+
+    def change(cfg: dict) -> None:
+        everything(cfg)
+        cfg["mounts"] = [m for m in cfg["mounts"] if m["destination"] != "/srv/idmapped"]
+        cfg["linux"]["devices"] = [{"path": "/dev/full", "type": "c", "major": 1,
+                                    "minor": 7, "fileMode": 0o666}]
+        cfg["linux"]["namespaces"].append({"type": "user"})
+        maps = [{"containerID": 0, "hostID": 200000, "size": 65536}]
+        cfg["linux"].update(uidMappings=maps, gidMappings=maps)
+
+    b = bundle(change)
+    for d in [b, tmp_path / "src", *b.parents][:5]:  # the namespace's root reaches them
+        os.chmod(d, 0o755)
+    for top, dirs, files in os.walk(b / "rootfs"):
+        for name in [".", *dirs, *files]:
+            os.lchown(os.path.join(top, name), 200000, 200000)
+    c, py = _both(["run", "--bundle", str(b), "zic-userns"], cli.root)
+    assert c.returncode == py.returncode == 0, (c.stderr, py.stderr)
+    assert c.stdout == py.stdout
+    for seen in ("/srv/ro", "/srv/file", "/dev/full 21b6", "everything", "open files"):
+        assert seen in c.stdout, seen
+    assert "uid=0(root)" in c.stdout and "drwxr-xr-x root root bin" in c.stdout, c.stdout
+    assert "\n123\n" in c.stdout  # oomScoreAdj: written before the user namespace
+
+
 def _set(path: str, value):
     def change(cfg: dict) -> None:
         node = cfg
@@ -231,10 +263,9 @@ def test_a_nul_in_a_config_value_is_refused_by_name():
 
 @pytest.mark.unprivileged
 @pytest.mark.parametrize("changes", [
-    {"linux.namespaces": [{"type": "mount"}, {"type": "user"}]},
     {"hooks.createContainer": [{"path": "/bin/true"}]},
     {"hooks.startContainer": [{"path": "/bin/true"}]},
-], ids=["userns", "createContainer", "startContainer"])
+], ids=["createContainer", "startContainer"])
 def test_the_python_init_where_the_c_one_cannot(changes):
     from zoned.child.initplan import fits
 
@@ -251,6 +282,7 @@ def test_the_c_init_for_a_plain_zone_unless_told(monkeypatch):
     late = _plan()
     late.late_process = True  # zoned.pool's: the process comes with the start message
     assert fits(late)
+    assert fits(_plan(**{"linux.namespaces": [{"type": "mount"}, {"type": "user"}]}))
     monkeypatch.setenv("ZONED_INIT", "python")
     assert not fits(_plan())
 

@@ -8,9 +8,10 @@ numbers, bind sources checked, messages worded) is made once in Python; the fork
 execs zoned-spawn at once and runs the plan's ops (csrc/initplan.h), making the decisions
 that do need the rootfs (every path inside it: csrc/inroot.c) in C.
 
-compile_init says None where the Python init must do it (fits): a user namespace (the
-two-stage clone), hooks that run in the init, ZONED_INIT=python (tests run both), or no
-zoned-spawn built. tests/test_init_c.py keeps the two inits equal. A zone made ahead
+compile_init says None where the Python init must do it (fits): a rootless zone, hooks
+that run in the init, ZONED_INIT=python (tests run both), or no zoned-spawn built. A user
+namespace is the plan's first op (Z_PLAN_USERNS: the two-stage clone of
+process.run_userns_stage, in C), and its device nodes are bound from the host. tests/test_init_c.py keeps the two inits equal. A zone made ahead
 (zoned.pool: late_process) waits with its credentials applied and gets its process with
 "start", as a plan of its own (compile_late: cwd, lookup, args and env).
 """
@@ -67,12 +68,8 @@ def hooks_in_init(cfg: dict) -> bool:
 
 def fits(plan: Plan) -> bool:
     """Whether the C init can set this container up (see the module's docstring)."""
-    cfg = plan.cfg
-    linux = cfg.get("linux") or {}
     return (plan.rootfs is not None and not plan.rootless
-            and "user" not in plan.join_fds
-            and not any(n.get("type") == "user" for n in linux.get("namespaces") or [])
-            and not hooks_in_init(cfg) and os.environ.get("ZONED_INIT") != "python"
+            and not hooks_in_init(plan.cfg) and os.environ.get("ZONED_INIT") != "python"
             and os.access(SPAWN, os.X_OK))
 
 
@@ -92,8 +89,13 @@ def compile_init(plan: Plan) -> bytes | None:
         w.op(lib.Z_PLAN_STDIO, *plan.stdio)
     w.op(lib.Z_PLAN_KEEP, 3 + plan.preserve_fds, *_own_fds(plan))  # (and 0-2, the
     # preserved ones and the sync socket)
+    namespaces = {n["type"]: n.get("path") for n in linux.get("namespaces", [])}
+    if "user" in namespaces:  # first (then the pid namespace, owned by it, and the clone)
+        _oom_score_adj(w, proc)  # (as the host's root: inside, /proc/self is not ours)
+        pidns = "" if "pid" not in namespaces else namespaces["pid"] or "-"
+        w.op(lib.Z_PLAN_USERNS, plan.join_fds.get("user", -1), pidns)
     for ns in JOIN_ORDER:
-        if ns in plan.join_fds:
+        if ns in plan.join_fds and ns != "user":
             w.op(lib.Z_PLAN_SETNS, plan.join_fds[ns], NS_FLAGS[ns])
     new_ns = {n["type"] for n in linux.get("namespaces", []) if not n.get("path")}
     flags = 0
@@ -164,17 +166,33 @@ def _rootfs(w: PlanWriter, plan: Plan, cgroupns: bool) -> None:
         except OSError as e:  # (a bind source the parent could not stat)
             raise ConfigError(f'invalid mounts[{i}] ({m.get("type") or "bind"} on '
                               f'"{m["destination"]}"): {oserror_text(e)}') from None
+    userns = any(n.get("type") == "user" for n in (cfg.get("linux") or {}).get("namespaces")
+                 or [])
     for dev, major, minor in DEFAULT_DEVICES:
-        w.op(lib.Z_PLAN_MKNOD, dev, stat.S_IFCHR | 0o666, major, minor, 0, 0, "")
+        if userns:
+            _bind_device(w, dev, "")
+        else:
+            w.op(lib.Z_PLAN_MKNOD, dev, stat.S_IFCHR | 0o666, major, minor, 0, 0, "")
     for i, d in enumerate((cfg.get("linux") or {}).get("devices") or []):
-        w.op(lib.Z_PLAN_MKNOD, d["path"], device_mode(d),
-             int(d.get("major", 0)), int(d.get("minor", 0)), int(d.get("uid", 0)),
-             int(d.get("gid", 0)), f'invalid linux.devices[{i}].path "{d["path"]}"')
+        context = f'invalid linux.devices[{i}].path "{d["path"]}"'
+        if userns:
+            _bind_device(w, d["path"], context)
+        else:
+            w.op(lib.Z_PLAN_MKNOD, d["path"], device_mode(d), int(d.get("major", 0)),
+                 int(d.get("minor", 0)), int(d.get("uid", 0)), int(d.get("gid", 0)), context)
     w.op(lib.Z_PLAN_DEV_SYMLINKS)
     if waiting:
         w.op(lib.Z_PLAN_CGROUP_WAIT, int(cgroupns))
     if plan.skeleton.get("empty"):
         w.op(lib.Z_PLAN_EMPTY_TREE, plan.skeleton["empty"])
+
+
+def _bind_device(w: PlanWriter, path: str, context: str) -> None:
+    """Rootfs._bind_device: in a user namespace no device node can be made, so the host's
+    at the same path is bound onto a file there (as runc does)."""
+    msg = f"mount {path!r} on {path!r}"
+    w.op(lib.Z_PLAN_MOUNT_ENTRY, path, "", 1, sc.MS_BIND, 0, "", path, 1, 0, msg, context,
+         f"mount destination {path!r} is the container's root", -1, 0)
 
 
 def _mount(w: PlanWriter, plan: Plan, m: dict, i: int, cgroupns: bool) -> None:
@@ -242,9 +260,8 @@ def _process(w: PlanWriter, plan: Plan, proc: dict, linux: dict) -> None:
     for i, rl in enumerate(proc.get("rlimits") or []):
         w.op(lib.Z_PLAN_RLIMIT, security.RLIMITS[rl["type"]], int(rl["soft"]), int(rl["hard"]),
              f"invalid process.rlimits[{i}] ({rl['type']} {rl['soft']}:{rl['hard']})")
-    if "oomScoreAdj" in proc:
-        w.op(lib.Z_PLAN_WRITE, "/proc/self/oom_score_adj", str(int(proc["oomScoreAdj"])),
-             f"invalid process.oomScoreAdj {proc['oomScoreAdj']}")
+    if not any(n.get("type") == "user" for n in linux.get("namespaces") or []):
+        _oom_score_adj(w, proc)  # (else before the user namespace)
     env = [str(e) for e in proc.get("env") or []]
     args = [str(a) for a in proc["args"]]
     if not plan.late_process:  # (else at start: compile_late)
@@ -260,6 +277,16 @@ def _process(w: PlanWriter, plan: Plan, proc: dict, linux: dict) -> None:
         w.op(lib.Z_PLAN_LATE)
     w.op(lib.Z_PLAN_EXEC, -1 if plan.fifo_fd is None else plan.fifo_fd,
          int(plan.keep_pdeathsig), plan.seccomp_flags, int(late_filter), len(args), *args, *env)
+
+
+def _oom_score_adj(w: PlanWriter, proc: dict) -> None:
+    """security.apply_oom_score_adj; inherited by the clone and across exec. Before a user
+    namespace (as runc's nsexec): in it, an undumpable process's /proc/self files are the
+    host root's, so even a raise is refused, and a lowering needs the host's
+    CAP_SYS_RESOURCE."""
+    if "oomScoreAdj" in proc:
+        w.op(lib.Z_PLAN_WRITE, "/proc/self/oom_score_adj", str(int(proc["oomScoreAdj"])),
+             f"invalid process.oomScoreAdj {proc['oomScoreAdj']}")
 
 
 def _path_of(env: list[str]) -> str:

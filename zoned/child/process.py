@@ -193,6 +193,9 @@ def run_userns_stage(plan: Plan) -> None:
         caps.set_pdeathsig(_signal.SIGKILL)
         _reset_signals()
         chan = Channel(plan.sock)
+        from zoned.child import security
+
+        security.apply_oom_score_adj(plan.cfg["process"])  # (see initplan._oom_score_adj)
         if "user" in plan.join_fds:
             fd = plan.join_fds.pop("user")
             sc.setns(fd, sc.CLONE_NEWUSER)
@@ -492,8 +495,9 @@ def _child(plan: Plan) -> None:
 
     security.apply_personality(linux)
     security.apply_rlimits(proc)
-    if plan.rootfs is not None:  # (exec: set before it joined the zone's mounts)
-        security.apply_oom_score_adj(proc)
+    if plan.rootfs is not None and \
+            not any(n.get("type") == "user" for n in linux.get("namespaces", [])):
+        security.apply_oom_score_adj(proc)  # (exec's, and a user namespace's: before)
     env = list(proc.get("env") or [])
     path = "" if plan.late_process else lookup_path(proc["args"][0], env)  # (at start)
     bpf = plan.bpf

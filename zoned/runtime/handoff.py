@@ -200,9 +200,15 @@ def fork_userns(plan: Plan, chan: Channel, linux: dict, sibling: bool = False,
     stage 2 is too (CLONE_PARENT from there); our parent reaps both (plan.stage_pid).
     cgroup_fd: stage 1 starts in that cgroup2 cgroup, so stage 2, its child, does too
     (zoned.cgroups.join: then the init joins its v1 cgroups itself)."""
-    from zoned.child.process import run_userns_stage
+    if plan.init_plan is not None:  # the C init: the plan's first op is the stage
+        from zoned.child import initplan
 
-    stage1 = fork_nondumpable(run_userns_stage, plan, sibling=sibling, cgroup_fd=cgroup_fd)
+        stage1 = initplan.fork(plan, plan.init_plan, sibling=sibling, cgroup_fd=cgroup_fd)
+    else:
+        from zoned.child.process import run_userns_stage
+
+        stage1 = fork_nondumpable(run_userns_stage, plan, sibling=sibling,
+                                  cgroup_fd=cgroup_fd)
     plan.stage_pid = stage1 if sibling else 0
     try:
         while True:
