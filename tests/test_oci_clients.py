@@ -351,6 +351,18 @@ def test_podman_user_env_workdir_hostname(podman):
     assert p.stdout == "1000:1000 bar /tmp oci-t-host\n", describe(p)
 
 
+def test_podman_run_with_a_user_namespace(podman):
+    """`podman run --uidmap` (what Kubernetes' hostUsers: false is to the runtime too):
+    root inside is host uid 200000, the rootfs is its, the devices work, and
+    oomScoreAdj is applied, with runc as the control."""
+    p = podman("run", "--rm", "--uidmap", "0:200000:65536", "--gidmap", "0:200000:65536",
+               "--oom-score-adj", "200", IMAGE, "sh", "-c",
+               "cat /proc/self/uid_map; id -u; stat -c %u /bin; echo x > /dev/null && "
+               "head -c1 /dev/zero | wc -c; cat /proc/self/oom_score_adj; echo $$")
+    assert p.returncode == 0, describe(p)
+    assert p.stdout.split() == ["0", "200000", "65536", "0", "0", "1", "200", "1"], describe(p)
+
+
 def test_podman_rlimits_and_security(podman):
     p = podman("run", "--rm", "--cap-drop", "all", "--cap-add", "CHOWN,KILL", IMAGE, "sh", "-c",
                "ulimit -n; ulimit -Hn; grep -E '^(CapEff|CapBnd|Seccomp):' /proc/self/status")
