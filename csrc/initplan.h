@@ -11,7 +11,7 @@
 #define Z_PLAN_CHECK_MNTNS 5    /* INO: refuse to go on in the caller's mount namespace */
 #define Z_PLAN_WRITE 6          /* PATH DATA CONTEXT: write a file (errors: "CONTEXT: why") */
 #define Z_PLAN_LO_UP 7
-#define Z_PLAN_NAMESPACES 8     /* say "namespaces", wait for "go" */
+#define Z_PLAN_NAMESPACES 8     /* ROOTLESS: say "namespaces", wait for "go" */
 #define Z_PLAN_HOSTNAME 9       /* NAME */
 #define Z_PLAN_DOMAINNAME 10    /* NAME */
 #define Z_PLAN_MOUNT 11         /* SOURCE TARGET FSTYPE FLAGS DATA CONTEXT HINT ("": NULL) */
@@ -41,4 +41,4 @@
 #define Z_PLAN_CONSOLE 35       /* ROWS COLS: a pty, our terminal; its master sent to zoned */
 #define Z_PLAN_LATE 36          /* (before EXEC) "start" brings the process: a late plan */
 #define Z_PLAN_ARGV 37          /* NARGS ARGS... ENV...: a late plan's process */
-#define Z_PLAN_USERNS 38        /* USERNS_FD PIDNS: see setupproc.c, op_userns */
+#define Z_PLAN_USERNS 38        /* USERNS_FD PIDNS ROOTLESS: see setupproc.c, op_userns */

@@ -86,7 +86,8 @@ static int min_args(int op)
     case Z_PLAN_CHDIR: case Z_PLAN_PERSONALITY: case Z_PLAN_TRACE: case Z_PLAN_SECCOMP_NOW:
         return 1;
     case Z_PLAN_WRITE: case Z_PLAN_PIVOT: return 3;
-    case Z_PLAN_USERNS: return 2;
+    case Z_PLAN_USERNS: return 3;
+    case Z_PLAN_NAMESPACES: return 1;
     case Z_PLAN_CONSOLE: return 2;
     case Z_PLAN_RLIMIT: return 4;
     case Z_PLAN_MOUNT: case Z_PLAN_MKNOD: return 7;
@@ -134,9 +135,16 @@ static int run_op(struct plan_op *o)
     case Z_PLAN_LO_UP:
         return op_lo_up();
     case Z_PLAN_NAMESPACES:
+        /* rootless: pasta (zoned.rootless_net), the same user, joins our namespaces: only
+         * a dumpable process's are open to it */
+        if (atoi(a[0]) && prctl(PR_SET_DUMPABLE, 1, 0, 0, 0) < 0)
+            return failf("prctl: %s", strerror(errno));
         if (send(s_sock, "{\"op\":\"namespaces\"}", 19, MSG_NOSIGNAL) != 19)
             _exit(1);
-        return expect("go");
+        if (expect("go") < 0)
+            return -1;
+        return atoi(a[0]) && prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) < 0 ?
+            failf("prctl: %s", strerror(errno)) : 0;
     case Z_PLAN_HOSTNAME:
         return sethostname(a[0], strlen(a[0])) < 0 ? failf("sethostname: %s", strerror(errno)) : 0;
     case Z_PLAN_DOMAINNAME:

@@ -104,7 +104,8 @@ static int op_creds(char **a)
 /*
  * process.run_userns_stage: USERNS_FD (-1: a new user namespace, which zoned maps when told
  * "userns"; else one to join), PIDNS ("": none of its own, "-": a new one, else the path of
- * one to join). In the namespace this process becomes its root (if the maps have one) and
+ * one to join), ROOTLESS (zoned runs as this process's own user, and newuidmap maps it only
+ * while it is dumpable). In the namespace this process becomes its root (if the maps have one) and
  * makes or joins the pid namespace, owned by it so that /proc can be mounted; then it clones
  * the rest of the init with CLONE_PARENT: zoned's child (PID 1 of a new pid namespace), whose
  * pid it tells zoned ("pid") before it exits. Only the clone goes on with the plan.
@@ -124,6 +125,8 @@ static int op_userns(char **a)
     } else {
         if (unshare(CLONE_NEWUSER) < 0)
             return failf("unshare: %s", strerror(errno));
+        if (atoi(a[2]) && prctl(PR_SET_DUMPABLE, 1, 0, 0, 0) < 0)
+            return failf("prctl: %s", strerror(errno));
         if (send(s_sock, userns, sizeof(userns) - 1, MSG_NOSIGNAL) != (ssize_t)sizeof(userns) - 1)
             _exit(1);
         if (expect("mapped") < 0)

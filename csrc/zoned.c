@@ -414,6 +414,23 @@ int z_capset(unsigned long long effective, unsigned long long permitted,
 #define PR_CAP_AMBIENT_CLEAR_ALL 4
 #endif
 
+/* setgroups is denied in our user namespace, one its own user mapped
+ * (security.setgroups_denied: /proc/self, or PID 1's where an exec helper's is missing). */
+static int setgroups_denied(void)
+{
+    static const char *const paths[] = {"/proc/self/setgroups", "/proc/1/setgroups"};
+    for (int i = 0; i < 2; i++) {
+        char buf[8] = {0};
+        int fd = open(paths[i], O_RDONLY | O_CLOEXEC), n;
+        if (fd < 0)
+            continue;
+        n = (int)read(fd, buf, sizeof(buf) - 1);
+        close(fd);
+        return n >= 4 && strncmp(buf, "deny", 4) == 0;
+    }
+    return 0;
+}
+
 /*
  * A process's user and capabilities, in runc's order (security.apply_user_and_caps): keep
  * caps across setuid, drop the bounding set, groups, gid, uid, umask, one capset for the
@@ -441,8 +458,8 @@ static int z_set_creds(char *const a[], int *step)
     *step = Z_CREDS_GROUPS;
     for (p = a[1]; *p && ngroups < NGROUPS_MAX; p = *end ? end + 1 : end)
         groups[ngroups++] = (gid_t)strtoul(p, &end, 10);
-    if (setgroups(ngroups, groups) < 0)
-        return -1;
+    if (setgroups(ngroups, groups) < 0 && (errno != EPERM || ngroups || !setgroups_denied()))
+        return -1;  /* (rootless, one id mapped: no group can exist, as security.py says) */
     *step = Z_CREDS_GID;
     if (setresgid((gid_t)strtoul(a[4], NULL, 10), (gid_t)strtoul(a[4], NULL, 10),
                   (gid_t)strtoul(a[4], NULL, 10)) < 0)

@@ -283,6 +283,9 @@ def test_the_c_init_for_a_plain_zone_unless_told(monkeypatch):
     late.late_process = True  # zoned.pool's: the process comes with the start message
     assert fits(late)
     assert fits(_plan(**{"linux.namespaces": [{"type": "mount"}, {"type": "user"}]}))
+    rootless = _plan(**{"linux.namespaces": [{"type": "mount"}, {"type": "user"}]})
+    rootless.rootless = True  # (an ordinary user's zone: zoned.rootless)
+    assert fits(rootless)
     monkeypatch.setenv("ZONED_INIT", "python")
     assert not fits(_plan())
 

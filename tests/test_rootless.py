@@ -67,6 +67,25 @@ def test_cli_runs_a_zone_as_the_user(user):
     assert leftovers(user) == []
 
 
+def test_both_inits_make_the_same_rootless_zone(user):
+    """A rootless zone is set up by the C init (its user namespace's stages in C, mapped
+    by newuidmap while it is dumpable, setgroups denied where one id is mapped): the same
+    zone, seen from inside, as the Python init's, which ZONED_INIT=python still picks."""
+    probe = ("grep -E '^(Cap|NoNewPrivs|Seccomp|Uid|Gid|Groups|Umask)' /proc/self/status; "
+             "cut -d' ' -f4- /proc/self/mountinfo; ls -A /dev; id; cat /proc/self/uid_map "
+             "/proc/self/gid_map /proc/self/setgroups; ls /sys/class/net; ulimit -n; "
+             "echo x > /dev/null && head -c1 /dev/zero | wc -c; hostname")
+    outs = []
+    for init in ("c", "python"):
+        p = user.run(ZONED, "run", "--rm", "--name", "rl", "--hostname", "rl", "--", "sh",
+                     "-c", probe, ZONED_INIT=init)
+        assert p.returncode == 0, (init, p.stderr)
+        outs.append(p.stdout)
+    assert outs[0] == outs[1]
+    assert "uid=0(root)" in outs[0] and outs[0].rstrip().endswith("1\nrl"), outs[0]
+    assert leftovers(user) == []
+
+
 def test_the_seccomp_program_is_kept_in_the_users_runtime_dir(user):
     """A rootless run compiles the zone's seccomp program once and keeps it in the user's
     runtime dir (root's /run/zoned/.cache is not the user's to write: every rootless run

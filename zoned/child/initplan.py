@@ -8,10 +8,10 @@ numbers, bind sources checked, messages worded) is made once in Python; the fork
 execs zoned-spawn at once and runs the plan's ops (csrc/initplan.h), making the decisions
 that do need the rootfs (every path inside it: csrc/inroot.c) in C.
 
-compile_init says None where the Python init must do it (fits): a rootless zone, hooks
-that run in the init, ZONED_INIT=python (tests run both), or no zoned-spawn built. A user
-namespace is the plan's first op (Z_PLAN_USERNS: the two-stage clone of
-process.run_userns_stage, in C), and its device nodes are bound from the host. tests/test_init_c.py keeps the two inits equal. A zone made ahead
+compile_init says None where the Python init must do it (fits): hooks that run in the
+init, ZONED_INIT=python (tests run both), or no zoned-spawn built. A user namespace is the
+plan's first op (Z_PLAN_USERNS: the two-stage clone of process.run_userns_stage, in C),
+and its device nodes are bound from the host; a rootless zone's too. tests/test_init_c.py keeps the two inits equal. A zone made ahead
 (zoned.pool: late_process) waits with its credentials applied and gets its process with
 "start", as a plan of its own (compile_late: cwd, lookup, args and env).
 """
@@ -68,8 +68,7 @@ def hooks_in_init(cfg: dict) -> bool:
 
 def fits(plan: Plan) -> bool:
     """Whether the C init can set this container up (see the module's docstring)."""
-    return (plan.rootfs is not None and not plan.rootless
-            and not hooks_in_init(plan.cfg) and os.environ.get("ZONED_INIT") != "python"
+    return (plan.rootfs is not None and not hooks_in_init(plan.cfg) and os.environ.get("ZONED_INIT") != "python"
             and os.access(SPAWN, os.X_OK))
 
 
@@ -93,7 +92,7 @@ def compile_init(plan: Plan) -> bytes | None:
     if "user" in namespaces:  # first (then the pid namespace, owned by it, and the clone)
         _oom_score_adj(w, proc)  # (as the host's root: inside, /proc/self is not ours)
         pidns = "" if "pid" not in namespaces else namespaces["pid"] or "-"
-        w.op(lib.Z_PLAN_USERNS, plan.join_fds.get("user", -1), pidns)
+        w.op(lib.Z_PLAN_USERNS, plan.join_fds.get("user", -1), pidns, int(plan.rootless))
     for ns in JOIN_ORDER:
         if ns in plan.join_fds and ns != "user":
             w.op(lib.Z_PLAN_SETNS, plan.join_fds[ns], NS_FLAGS[ns])
@@ -114,7 +113,7 @@ def compile_init(plan: Plan) -> bytes | None:
     if "network" in new_ns and "network" not in plan.join_fds:  # (one made ahead: its
         w.op(lib.Z_PLAN_LO_UP)  # lo is up, zoned.linux.netahead)
     if plan.wait_namespaces:
-        w.op(lib.Z_PLAN_NAMESPACES)
+        w.op(lib.Z_PLAN_NAMESPACES, int(plan.rootless))
     if "uts" in new_ns or "uts" in plan.join_fds:
         if cfg.get("hostname"):
             w.op(lib.Z_PLAN_HOSTNAME, cfg["hostname"])
