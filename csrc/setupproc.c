@@ -105,15 +105,16 @@ static int op_creds(char **a)
  * process.run_userns_stage: USERNS_FD (-1: a new user namespace, which zoned maps when told
  * "userns"; else one to join), PIDNS ("": none of its own, "-": a new one, else the path of
  * one to join), ROOTLESS (zoned runs as this process's own user, and newuidmap maps it only
- * while it is dumpable). In the namespace this process becomes its root (if the maps have one) and
- * makes or joins the pid namespace, owned by it so that /proc can be mounted; then it clones
- * the rest of the init with CLONE_PARENT: zoned's child (PID 1 of a new pid namespace), whose
- * pid it tells zoned ("pid") before it exits. Only the clone goes on with the plan.
+ * while it is dumpable). In the namespace this process becomes its root (if the maps have
+ * one) and makes or joins the pid namespace, owned by it so that /proc can be mounted;
+ * then it clones the rest of the init with CLONE_PARENT: zoned's child (PID 1 of a new pid
+ * namespace), whose pid it tells zoned ("pid") before it exits. Only the clone goes on
+ * with the plan.
  */
 static int op_userns(char **a)
 {
     static const char userns[] = "{\"op\":\"userns\"}";
-    int ufd = atoi(a[0]), len;
+    int ufd = atoi(a[0]), len, gate[2];
     const char *pidns = a[1];
     char msg[64];
     long pid;
@@ -151,12 +152,22 @@ static int op_userns(char **a)
         }
         close(fd);
     }
+    /* The clone waits until this process has said its pid and gone (EOF on the gate): an
+     * error of the clone's must not reach zoned first, or zoned could not reap it. */
+    if (pipe2(gate, O_CLOEXEC) < 0)
+        return failf("pipe2: %s", strerror(errno));
     pid = syscall(SYS_clone, CLONE_PARENT, 0, NULL, NULL, 0);
     if (pid < 0)
         return failf("clone: %s", strerror(errno));
-    if (pid == 0)  /* the init: zoned's child, as without a user namespace */
+    if (pid == 0) {  /* the init: zoned's child, as without a user namespace */
+        char c;
+        close(gate[1]);
+        while (read(gate[0], &c, 1) < 0 && errno == EINTR)
+            ;
+        close(gate[0]);
         return prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) < 0 ?
             failf("prctl: %s", strerror(errno)) : 0;
+    }
     len = snprintf(msg, sizeof(msg), "{\"op\":\"pid\",\"pid\":%ld}", pid);
     _exit(send(s_sock, msg, (size_t)len, MSG_NOSIGNAL) == len ? 0 : 1);
 }
