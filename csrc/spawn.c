@@ -16,8 +16,8 @@
  * exec'd before it reports "ready". Either way a created zone's PID 1 is this sealed copy
  * while it waits for `start`, never the host's python.
  *
- * Usage: zoned-spawn SOCK PDEATHSIG PARENT_PIDFD TTY SECCOMP_FLAGS BPF_FD CGROUPS CREDS PATH
- *                    ARGV0 ARGS...
+ * Usage: zoned-spawn SOCK PDEATHSIG PARENT_PIDFD TTY SECCOMP_FLAGS BPF_FD CGROUPS CREDS
+ *                    USERNS PATH ARGV0 ARGS...
  *   SOCK          zoned's sync socket: gets {"op":"made","pid":N,"joined":J}, answers when
  *                 the process is in the container's cgroup (J=1: it joined them itself),
  *                 then gets {"op":"spawned","pid":N,"errno":E,"step":S} once it has exec'd
@@ -29,6 +29,9 @@
  *                 filter is loaded (z_set_creds's 11 fields, separated by ';'): the filter
  *                 of a profile without no_new_privs needs CAP_SYS_ADMIN, so zoned's helper
  *                 keeps its own until then
+ *   USERNS        "-", or the fd of the zone's user namespace, which the process joins once
+ *                 in its cgroups (with CREDS): zoned's helper stays in the host's, where
+ *                 the clone into the cgroup2 cgroup is allowed
  * The environment is the process's. Built static (Makefile): cc -static -Os -s -Icsrc
  * -o zoned/libexec/zoned-spawn csrc/spawn.c
  */
@@ -70,7 +73,7 @@ int main(int argc, char **argv)
     int report[2] = {0, 0};
     unsigned int seccomp_flags;
     char msg[1024], why[768] = "", go = 'g';
-    int pid, n, joined = 0, cgroup_fd = -1, tasks[32], ntasks = 0;
+    int pid, n, joined = 0, cgroup_fd = -1, tasks[32], ntasks = 0, userns_fd = -1;
     char *creds[11], **given_creds = NULL;
 
     prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);  /* before anything: exec made it dumpable */
@@ -78,7 +81,7 @@ int main(int argc, char **argv)
         return init_main(argc, argv);
     if (argc > 1 && strcmp(argv[1], "setup") == 0)
         return setup_main(argc, argv);
-    if (argc < 11)
+    if (argc < 12)
         return 2;
     sock = atoi(argv[1]);
     pdeathsig = atoi(argv[2]);
@@ -107,6 +110,8 @@ int main(int argc, char **argv)
             return 2;
         given_creds = creds;
     }
+    if (strcmp(argv[9], "-") != 0)
+        cloexec(userns_fd = atoi(argv[9]));
     cloexec(sock);
     cloexec(parent_pidfd);
     if (bpf_fd >= 0) {
@@ -118,15 +123,17 @@ int main(int argc, char **argv)
     }
     if (pipe2(go_pipe, O_CLOEXEC) < 0 || pipe2(err_pipe, O_CLOEXEC) < 0)
         return 1;
-    pid = z_spawn_exec_joining(argv[9], argv + 10, environ, bpf, bpf_len, seccomp_flags,
+    pid = z_spawn_exec_joining(argv[10], argv + 11, environ, bpf, bpf_len, seccomp_flags,
                                pdeathsig, parent_pidfd, tty, go_pipe[0], err_pipe[1],
-                               cgroup_fd, tasks, ntasks, given_creds, &joined);
+                               cgroup_fd, tasks, ntasks, given_creds, userns_fd, &joined);
     close(go_pipe[0]);
     close(err_pipe[1]);
     for (int i = 0; i < ntasks; i++)
         close(tasks[i]);
     if (cgroup_fd >= 0)
         close(cgroup_fd);
+    if (userns_fd >= 0)
+        close(userns_fd);
     if (pid > 0) {
         n = snprintf(msg, sizeof(msg), "{\"op\":\"made\",\"pid\":%d,\"joined\":%d}", pid,
                      joined);

@@ -229,7 +229,7 @@ int z_spawn_exec(const char *path, char *const argv[], char *const envp[],
     int joined;
     return z_spawn_exec_joining(path, argv, envp, bpf, bpf_len, seccomp_flags, pdeathsig,
                                 parent_pidfd, tty_fd, go_fd, err_fd, -1, NULL, 0, NULL,
-                                &joined);
+                                -1, &joined);
 }
 
 static int z_set_creds(char *const a[], int *step);
@@ -250,12 +250,17 @@ static int z_set_creds(char *const a[], int *step);
  * CAP_SYS_ADMIN to load, so a caller that dropped its capabilities first had to load it
  * before the clone, and a profile that denies clone3 (Docker's, containerd's) kept the
  * process out of CLONE_INTO_CGROUP. Reported as step Z_STEP_CREDS + the Z_CREDS_ step.
+ * userns_fd (-1: none): the zone's user namespace, which it joins once in its cgroups: its
+ * caller stays in the host's, so that the clone into the cgroup2 cgroup is allowed (from
+ * inside the zone's user namespace the kernel refuses it: EACCES); with creds. Reported as
+ * step Z_STEP_USERNS.
  */
 int z_spawn_exec_joining(const char *path, char *const argv[], char *const envp[],
                          const unsigned char *bpf, size_t bpf_len,
                          unsigned int seccomp_flags, int pdeathsig, int parent_pidfd,
                          int tty_fd, int go_fd, int err_fd, int cgroup_fd,
-                         const int *tasks, int ntasks, char *const *creds, int *joined)
+                         const int *tasks, int ntasks, char *const *creds, int userns_fd,
+                         int *joined)
 {
     int report[2] = {0, 0}, creds_step;
     char go;
@@ -285,6 +290,9 @@ int z_spawn_exec_joining(const char *path, char *const argv[], char *const envp[
             goto fail;
     for (int i = 0; i < ntasks; i++)
         close(tasks[i]);
+    report[1] = Z_STEP_USERNS;
+    if (userns_fd >= 0 && (setns(userns_fd, CLONE_NEWUSER) < 0 || close(userns_fd) < 0))
+        goto fail;
     if (go_fd >= 0 && read(go_fd, &go, 1) != 1)
         _exit(1);
     report[1] = Z_STEP_PDEATHSIG;

@@ -30,6 +30,7 @@ int z_clone3(unsigned long long flags, int cgroup_fd, int *pidfd_out);
 #define Z_STEP_SECCOMP 4
 #define Z_STEP_EXEC 5
 #define Z_STEP_CGROUP 6
+#define Z_STEP_USERNS 7
 #define Z_STEP_CREDS 10  /* + the Z_CREDS_ step that failed */
 #define Z_CREDS_KEEPCAPS 1
 #define Z_CREDS_BOUNDING 2
@@ -47,7 +48,8 @@ int z_spawn_exec_joining(const char *path, char *const argv[], char *const envp[
                          const unsigned char *bpf, size_t bpf_len,
                          unsigned int seccomp_flags, int pdeathsig, int parent_pidfd,
                          int tty_fd, int go_fd, int err_fd, int cgroup_fd,
-                         const int *tasks, int ntasks, char *const *creds, int *joined);
+                         const int *tasks, int ntasks, char *const *creds, int userns_fd,
+                         int *joined);
 int z_execveat(int fd, char *const argv[], char *const envp[]);
 int z_fork_exec_start(unsigned long long flags, int cgroup_fd, int exe_fd, const char *path,
                       const int *keep, int nkeep, char *const argv[], char *const envp[],

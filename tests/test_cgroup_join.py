@@ -93,7 +93,9 @@ DENY_CLONE3 = {"defaultAction": "SCMP_ACT_ALLOW", "syscalls": [
     ("no filter", False),
     ("no_new_privs: the filter is loaded last anyway", False),
     ("no cgroup2 to clone into", False),
-    ("a user namespace", False),
+    ("a user namespace: the process joins it in its cgroups, any profile", True),
+    ("a user namespace, a terminal: the helper makes the pty in it", False),
+    ("a user namespace, no cgroup2 to clone into", False),
     ("no zoned-spawn copy to make the process", False),
     ("the process may hold CAP_SYS_PTRACE", False),
     ("a process in the zone may ptrace", False),
@@ -104,8 +106,10 @@ def test_exec_takes_its_own_credentials_only_where_it_gains_and_nothing_can_ptra
     """zoned.runtime.exec_process.creds_in_spawn, without root: the process loads its
     filter and takes its user and capabilities itself only where the filter may deny clone3
     (else nothing is gained) and no process of the zone, nor it, may hold CAP_SYS_PTRACE
-    (it holds the helper's capabilities until then). The zone's processes here: this one
-    (a root process: CapBnd has every capability) or none."""
+    (it holds the helper's capabilities until then); in a zone with a user namespace
+    always (none of its processes can hold it in the host's), but with a terminal. The
+    zone's processes here: this one (a root process: CapBnd has every capability) or
+    none."""
     from zoned.runtime.exec_process import creds_in_spawn
 
     process = {"args": ["true"], "capabilities": {"bounding": ["CAP_CHOWN", "CAP_KILL"]}}
@@ -118,8 +122,13 @@ def test_exec_takes_its_own_credentials_only_where_it_gains_and_nothing_can_ptra
         process["noNewPrivileges"] = True
     elif case == "no cgroup2 to clone into":
         joins = (-1, [7])
-    elif case == "a user namespace":
-        join_fds = {"user": 9}
+    elif case.startswith("a user namespace"):
+        join_fds, profile = {"user": 9}, None
+        process["capabilities"]["bounding"].append("CAP_SYS_PTRACE")  # (the namespace's)
+        if "terminal" in case:
+            process["terminal"] = True
+        if "no cgroup2" in case:
+            joins = (-1, [7])
     elif case.startswith("no zoned-spawn"):
         spawn_fd = None
     elif case.startswith("the process may"):
@@ -383,6 +392,53 @@ def test_an_exec_d_process_joins_its_cgroups_itself(cli, flags, tmp_path):
         assert bool(by_pid) == bool(flags), by_pid
     finally:
         cli("rm", "-f", "x", check=True)
+
+
+@needs_root
+def test_an_exec_d_process_joins_a_user_namespace_zone_s_cgroups_itself(cli, busybox,
+                                                                       tmp_path):
+    """exec into a zone with a user namespace: its helper stays in the host's user
+    namespace, zoned-spawn clones the process into the zone's cgroup2 cgroup (refused
+    from inside the zone's: EACCES, and it was moved by pid, as runc's exec is) and the
+    process joins the zone's user namespace, then takes its user. Seen by strace: no
+    cgroup.procs write (failing before); from inside: the init's maps and credentials,
+    and its cgroups (all at the cgroup namespace's root)."""
+    from zoned.cgroups import hierarchies
+
+    if not shutil.which("strace"):
+        pytest.skip("no strace (the Makefile installs it)")
+    b = tmp_path / "bundle"
+    b.mkdir()
+    shutil.copytree(busybox.rootfs, b / "rootfs", symlinks=True)
+    subprocess.run([ZONED_CLI, "spec", "--bundle", str(b)], check=True)
+    cfg = json.loads((b / "config.json").read_text())
+    cfg["process"].update(terminal=False, args=["sleep", "300"])
+    cfg["linux"]["namespaces"].append({"type": "user"})
+    maps = [{"containerID": 0, "hostID": 200000, "size": 65536}]
+    cfg["linux"].update(uidMappings=maps, gidMappings=maps)
+    (b / "config.json").write_text(json.dumps(cfg))
+    for d in [b, *b.parents][:4]:
+        os.chmod(d, 0o755)
+    cli("create", "--bundle", str(b), "ue", check=True, files=True)
+    try:
+        cli("start", "ue", check=True)
+        probe = ("cat /proc/self/uid_map; grep -E '^(Uid|Gid|Groups|Cap|NoNew)' "
+                 "/proc/{}/status; cut -d: -f3 /proc/{}/cgroup | sort -u")
+        init = cli("exec", "ue", "sh", "-c", probe.format(1, 1), check=True).stdout
+        p = subprocess.run(["strace", "-f", "-qq", "-e", "trace=openat,clone3", "-o",
+                            str(tmp_path / "strace"), ZONED_CLI, "--root", cli.root, "exec",
+                            "ue", "sh", "-c", probe.format("self", "self")],
+                           capture_output=True, text=True, timeout=60)
+        assert p.returncode == 0, p.stderr
+        assert p.stdout == init  # (the init's as the exec'd process sees it)
+        assert p.stdout.splitlines()[0].split() == ["0", "200000", "65536"]
+        assert p.stdout.splitlines()[-1] == "/"  # at the root of its cgroup namespace
+        lines = (tmp_path / "strace").read_text().splitlines()
+        assert not [ln for ln in lines if "cgroup.procs" in ln and "O_WRONLY" in ln], lines
+        if any(h.fstype == "cgroup2" for h in hierarchies()):
+            assert [ln for ln in lines if "CLONE_INTO_CGROUP" in ln and "= -1" not in ln]
+    finally:
+        cli("delete", "--force", "ue")
 
 
 def _seccomp_bundle(busybox, b: Path, denied: dict, **process) -> Path:

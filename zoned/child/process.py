@@ -63,7 +63,7 @@ class Plan:
                  "preserve_fds", "no_pivot", "pidns_fd", "cgroup_path", "idmap_fds",
                  "caller_mntns", "spawn_fd", "rootless", "volatile", "late_process",
                  "skeleton", "stage_pid", "memory_cgroup_path", "init_plan",
-                 "spawn_cgroups", "spawn_creds", "exec_pending")
+                 "spawn_cgroups", "spawn_creds", "spawn_userns", "exec_pending")
 
     def __init__(self, cfg: dict, sock: _socket.socket, *,
                  rootfs: str | None = None,           # None: exec into an existing container
@@ -79,7 +79,7 @@ class Plan:
                  late_process: bool = False, skeleton: dict[str, str] | None = None,
                  memory_cgroup_path: str | None = None,
                  spawn_cgroups: tuple[int, list[int]] | None = None,
-                 spawn_creds: bool = False):
+                 spawn_creds: bool = False, spawn_userns: bool = False):
         self.cfg, self.sock, self.rootfs, self.upper, self.work = cfg, sock, rootfs, upper, work
         self.stdio, self.fifo_fd, self.join_fds = stdio, fifo_fd, join_fds or {}
         self.bpf, self.seccomp_flags, self.hierarchies = bpf, seccomp_flags, hierarchies or []
@@ -102,6 +102,9 @@ class Plan:
         self.spawn_cgroups = spawn_cgroups
         # exec: the process takes its filter, user and caps itself (spawn_takes_creds)
         self.spawn_creds = spawn_creds
+        # exec (with spawn_creds): that process joins the user namespace (join_fds["user"])
+        # once cloned into the cgroups; this helper stays in the host's (creds_in_spawn)
+        self.spawn_userns = spawn_userns
         self.rootless = os.geteuid() != 0  # an ordinary user's zone (zoned.rootless)
         self.volatile = volatile  # the overlay's upper goes with the zone: no sync at its end
         # start may bring the process's args, env and cwd (zoned.pool: a zone made ahead)
@@ -430,10 +433,10 @@ def _child(plan: Plan) -> None:
     if plan.rootfs is None:  # exec: once in the zone's mounts, /proc/self is not ours (we
         security.apply_oom_score_adj(proc)  # stay outside its pid namespace); inherited
     for ns in JOIN_ORDER:
-        if ns in plan.join_fds:
+        if ns in plan.join_fds and not (ns == "user" and plan.spawn_userns):
             sc.setns(plan.join_fds[ns], NS_FLAGS[ns])
             os.close(plan.join_fds[ns])
-    if "user" in plan.join_fds:
+    if "user" in plan.join_fds and not plan.spawn_userns:
         sc.set_dumpable(False)  # joining a user namespace is a credential change
     parent_pidfd = -1
     if plan.rootfs is None:

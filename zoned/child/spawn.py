@@ -74,11 +74,14 @@ def release_exec(plan: Plan, path: str, env: list[str], bpf: bytes, parent_pidfd
             for fd in (cg2, *tasks):
                 if fd >= 0:
                     os.set_inheritable(fd, True)
-        for fd in (plan.sock.fileno(), parent_pidfd):
-            os.set_inheritable(fd, True)
+        userns = plan.join_fds["user"] if plan.spawn_userns else -1
+        for fd in (plan.sock.fileno(), parent_pidfd, userns):
+            if fd >= 0:
+                os.set_inheritable(fd, True)
         argv = ["zoned-spawn", str(plan.sock.fileno()), str(pdeathsig), str(parent_pidfd),
                 str(tty), str(plan.seccomp_flags), str(bpf_fd), joins,
-                "-" if creds is None else ";".join(map(str, creds)), path, *proc["args"]]
+                "-" if creds is None else ";".join(map(str, creds)),
+                "-" if userns < 0 else str(userns), path, *proc["args"]]
         try:
             sc.execveat(plan.spawn_fd, argv, env)
         except OSError:  # e.g. a seccomp profile that denies execveat: clone ourselves
@@ -91,6 +94,9 @@ def release_exec(plan: Plan, path: str, env: list[str], bpf: bytes, parent_pidfd
                 for fd in (cg2, *tasks):
                     if fd >= 0:
                         os.close(fd)
+    if plan.spawn_userns:  # (not joined by zoned-spawn's process: here, as without it)
+        sc.setns(plan.join_fds["user"], sc.CLONE_NEWUSER)
+        os.close(plan.join_fds["user"])
     if creds is not None:  # (not taken by zoned-spawn's process: here, as without it)
         from zoned.child.security import take_credentials
 

@@ -171,7 +171,8 @@ def execve_seccomp(path: str, argv: Sequence[str], env: Sequence[str], bpf: byte
 
 SPAWN_STEPS = {lib.Z_STEP_PDEATHSIG: "prctl(PR_SET_PDEATHSIG)", lib.Z_STEP_SETSID: "setsid",
                lib.Z_STEP_TTY: "ioctl(TIOCSCTTY)", lib.Z_STEP_SECCOMP: "seccomp",
-               lib.Z_STEP_EXEC: "execve", lib.Z_STEP_CGROUP: "joining its cgroups"}
+               lib.Z_STEP_EXEC: "execve", lib.Z_STEP_CGROUP: "joining its cgroups",
+               lib.Z_STEP_USERNS: "setns(CLONE_NEWUSER)"}
 SPAWN_STEP_EXEC = lib.Z_STEP_EXEC
 
 

@@ -80,6 +80,7 @@ def exec_in(rt: Runtime, cid: str, process: dict, *,
                     pidns_fd=pidns, spawn_fd=spawn_fd, spawn_cgroups=joins,
                     spawn_creds=creds_in_spawn(process, linux.get("seccomp"), joins,
                                                join_fds, spawn_fd, cgroup))
+        plan.spawn_userns = plan.spawn_creds and "user" in join_fds
         try:
             child = fork_nondumpable(run_child, plan)
         finally:
@@ -158,9 +159,17 @@ def creds_in_spawn(process: dict, profile: dict | None, joins, join_fds: dict,
     process holding CAP_SYS_PTRACE in the host's user namespace could attach to it and use
     them. So not where the zone has such a process, or where this one may hold
     CAP_SYS_PTRACE: its bounding set bounds what it and whatever it runs can ever hold.
-    It needs zoned-spawn's sealed copy (spawn_fd) to make the process."""
-    if not profile or process.get("noNewPrivileges") or joins is None or joins[0] < 0 \
-            or "user" in join_fds or spawn_fd is None:
+    It needs zoned-spawn's sealed copy (spawn_fd) to make the process.
+    In a zone with a user namespace, always (but with a terminal, whose pty the helper
+    makes as the namespace's root): the helper then stays in the host's user namespace
+    and the process joins the zone's once cloned into its cgroups, which the kernel
+    refuses from inside (EACCES: it was moved by pid, with the grace period, as runc's is).
+    No process of the zone can hold CAP_SYS_PTRACE in the host's user namespace there."""
+    if joins is None or joins[0] < 0 or spawn_fd is None:
+        return False
+    if "user" in join_fds:
+        return not process.get("terminal")
+    if not profile or process.get("noNewPrivileges"):
         return False
     from zoned.child.initstub import allows
 
