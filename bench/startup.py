@@ -39,6 +39,8 @@ container has exited and been removed again (create + start + wait + delete), fo
                    `zoned exec ID /bin/true` / `runc exec ID /bin/true` in a container kept
                    running for the rounds, each 0.1 s (untimed) after anything else, as
                    health checks come: the kernel's cgroup-move lock is quiet then.
+  zoned-exec-userns, runc-exec-userns
+                   the same into a container of the userns bundle.
   zoned-state, runc-state
                    `zoned state ID` / `runc state ID` of a container created on the same
                    bundle before the rounds (never started): the OCI command podman and
@@ -94,9 +96,11 @@ SEED = 18  # the rounds' orders (random.Random): the same on every run of this s
 VARIANTS = ["zoned-cli", "zoned-api", "zoned-api-pool", "runc", "zoned-run-bundle",
             "zoned-run-bundle-userns", "runc-userns", "zoned-cli-rootfs",
             "zoned-oci", "runc-oci", "zoned-state", "runc-state", "zoned-exec",
-            "runc-exec", "ref-python", "ref-zoned-version"]
+            "runc-exec", "zoned-exec-userns", "runc-exec-userns", "ref-python",
+            "ref-zoned-version"]
 # what a variant's "vs runc" compares with, where not plain runc
-BASES = {"zoned-run-bundle-userns": "runc-userns", "runc-userns": "runc-userns"}
+BASES = {"zoned-run-bundle-userns": "runc-userns", "runc-userns": "runc-userns",
+         "zoned-exec-userns": "runc-userns", "runc-exec-userns": "runc-userns"}
 BEFORE_VARIANTS = ["zoned-cli-before", "zoned-api-before", "zoned-api-worker"]  # --before-ref
 NOTES = {
     "zoned-cli": "subprocess incl. Python start-up; image overlay; default seccomp; devices cgroup",
@@ -117,6 +121,10 @@ NOTES = {
     "zoned-exec": "zoned exec ID /bin/true in a running container, 0.1 s after anything "
                   "else (untimed: a quiet spell, as between health checks)",
     "runc-exec": "runc exec ID /bin/true, the same way",
+    "zoned-exec-userns": "zoned exec, the same way, into a zone with a user namespace "
+                         "(vs runc-userns)",
+    "runc-exec-userns": "runc exec, the same way, into its container with a user namespace "
+                        "(vs runc-userns)",
     "ref-python": "reference, no container: venv `python -c pass` (interpreter start-up)",
     "ref-zoned-version": "reference, no container: `zoned --version` (CLI start-up floor)",
     "zoned-cli-before": "zoned-cli as of --before-ref (python -S shim, as then)",
@@ -421,16 +429,18 @@ class Bench:
             _check(_sp(base + ["create", "--bundle", str(self.bundle), made]), f"{tag} create")
         return _timed(base + ["state", made], f"{tag}")
 
-    def _exec(self, base: list[str], tag: str) -> float:
+    def _exec(self, base: list[str], tag: str, userns: bool = False) -> float:
         """`exec ID /bin/true` in a container kept running for the rounds (a config beside
-        the bundle's: `sleep`), after a 0.1 s pause: the kernel's cgroup-move lock is then
-        quiet, as it is between the execs of health checks."""
+        the bundle's: `sleep`; userns: the userns bundle's), after a 0.1 s pause: the
+        kernel's cgroup-move lock is then quiet, as it is between the execs of health
+        checks."""
         made = self.created.get(tag)
         if made is None:
             made = self.created[tag] = self.name(tag)
             spec = self.tmp / f"{tag}-bundle"
             spec.mkdir()
-            cfg = json.loads((self.bundle / "config.json").read_text())
+            source = self._userns() if userns else self.bundle
+            cfg = json.loads((source / "config.json").read_text())
             cfg["process"]["args"] = ["sleep", "1000000"]
             cfg["root"]["path"] = str(self.bundle / "rootfs")
             (spec / "config.json").write_text(json.dumps(cfg))
@@ -444,6 +454,12 @@ class Bench:
 
     def runc_exec(self) -> float:
         return self._exec(self.R, "runc-exec")
+
+    def zoned_exec_userns(self) -> float:
+        return self._exec(self.Z, "zoned-exec-userns", userns=True)
+
+    def runc_exec_userns(self) -> float:
+        return self._exec(self.R, "runc-exec-userns", userns=True)
 
     def zoned_state(self) -> float:
         return self._state(self.Z, "zoned-state")
@@ -484,7 +500,9 @@ class Bench:
                 "zoned-cli-rootfs": self.zoned_cli_rootfs,
                 "zoned-oci": self.zoned_oci, "runc-oci": self.runc_oci,
                 "zoned-state": self.zoned_state, "runc-state": self.runc_state,
-                "zoned-exec": self.zoned_exec, "runc-exec": self.runc_exec}[v]
+                "zoned-exec": self.zoned_exec, "runc-exec": self.runc_exec,
+                "zoned-exec-userns": self.zoned_exec_userns,
+                "runc-exec-userns": self.runc_exec_userns}[v]
 
     # -- clean-up ---------------------------------------------------------------------------------
     def cleanup(self) -> dict:
