@@ -148,7 +148,7 @@ systemd-unit: $(STAMP)/venv dist/zoned.service
 # set-up in C: csrc/setup.c), run from a sealed memfd copy where it waits for `start`
 # (csrc/spawn.c says why).
 zoned/libexec/zoned-spawn: csrc/spawn.c csrc/zoned.c csrc/zoned.h csrc/setupplan.c csrc/setup.c \
-		csrc/setupsync.c csrc/setupproc.c \
+		csrc/setupsync.c csrc/setupproc.c csrc/setuphooks.c \
 		csrc/inroot.c csrc/initplan.h $(STAMP)/musl-kernel-headers
 	@mkdir -p zoned/libexec
 	$(STATIC_CC) -Icsrc -o $@ csrc/spawn.c

@@ -42,3 +42,4 @@
 #define Z_PLAN_LATE 36          /* (before EXEC) "start" brings the process: a late plan */
 #define Z_PLAN_ARGV 37          /* NARGS ARGS... ENV...: a late plan's process */
 #define Z_PLAN_USERNS 38        /* USERNS_FD PIDNS ROOTLESS: see setupproc.c, op_userns */
+#define Z_PLAN_HOOKS 39         /* KIND COUNT HOOKS...: see setuphooks.c, op_hooks */

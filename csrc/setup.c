@@ -457,3 +457,4 @@ static int op_write(char **a, size_t len)
 
 #include "setupsync.c"
 #include "setupproc.c"
+#include "setuphooks.c"

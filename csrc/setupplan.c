@@ -15,6 +15,7 @@ struct plan_op {
 static const unsigned char *s_program;  /* the seccomp program (Z_PLAN_PROGRAM) */
 static size_t s_program_len;
 static int s_late;                      /* Z_PLAN_LATE: "start" brings the process */
+static struct plan_op *s_start_hooks;   /* startContainer's Z_PLAN_HOOKS: run once started */
 
 /* The whole plan from PLAN_FD (a memfd zoned wrote), split in place into ops. */
 static struct plan_op *read_plan(int fd, int *count)
@@ -87,6 +88,7 @@ static int min_args(int op)
         return 1;
     case Z_PLAN_WRITE: case Z_PLAN_PIVOT: return 3;
     case Z_PLAN_USERNS: return 3;
+    case Z_PLAN_HOOKS: return 2;
     case Z_PLAN_NAMESPACES: return 1;
     case Z_PLAN_CONSOLE: return 2;
     case Z_PLAN_RLIMIT: return 4;
@@ -226,6 +228,10 @@ static int run_op(struct plan_op *o)
         return op_creds(a);
     case Z_PLAN_USERNS:
         return op_userns(a);
+    case Z_PLAN_HOOKS:  /* startContainer's: kept for exec_op, after the start */
+        if (strcmp(a[0], "startContainer") == 0)
+            return s_start_hooks = o, 0;
+        return op_hooks(a, o->nargs, s_state);
     case Z_PLAN_TRACE:
         return op_trace(a[0]);
     case Z_PLAN_PROGRAM:
@@ -290,7 +296,10 @@ static int exec_op(struct plan_op *o)
         return -1;
     if ((code = init_wait(&sock, atoi(o->a[0]), atoi(o->a[1]), s_late ? &start_fd : NULL)))
         return code;
+    s_sock = sock;  /* (-1 once a created zone's creator has gone: errors on stderr) */
     if (s_late && late_plan(start_fd, &argv, &envp) < 0)
+        return -1;
+    if (s_start_hooks && op_hooks(s_start_hooks->a, s_start_hooks->nargs, s_state_running) < 0)
         return -1;
     return init_exec(sock, (unsigned)num(o->a[2]), late ? s_program : NULL,
                      late ? s_program_len : 0, s_exec_path, argv, envp);

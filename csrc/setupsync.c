@@ -4,6 +4,8 @@
  * csrc/setup.c (one translation unit: zoned-spawn).
  */
 
+static void keep_states(const char *msg);  /* (setuphooks.c) */
+
 /* A message of zoned's on the sync socket and its fds (at most 32); gone or cut short:
  * exit (zoned has gone, or it was never a message of its). */
 static ssize_t recv_msg(char *buf, size_t size, int *fds, int *nfds)
@@ -109,6 +111,7 @@ static int expect(const char *name)
         if (op_is(buf, n, "cgroup")) {
             if (join_cgroups(buf, fds, nfds) < 0)
                 return -1;
+            keep_states(buf);  /* (for the hooks, if it has them) */
             s_in_cgroup = 1;
             if (strcmp(name, "cgroup") == 0)
                 return 0;

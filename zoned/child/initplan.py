@@ -8,10 +8,12 @@ numbers, bind sources checked, messages worded) is made once in Python; the fork
 execs zoned-spawn at once and runs the plan's ops (csrc/initplan.h), making the decisions
 that do need the rootfs (every path inside it: csrc/inroot.c) in C.
 
-compile_init says None where the Python init must do it (fits): hooks that run in the
-init, ZONED_INIT=python (tests run both), or no zoned-spawn built. A user namespace is the
-plan's first op (Z_PLAN_USERNS: the two-stage clone of process.run_userns_stage, in C),
-and its device nodes are bound from the host; a rootless zone's too. tests/test_init_c.py keeps the two inits equal. A zone made ahead
+compile_init says None where the Python init must do it (fits): ZONED_INIT=python (tests
+run both), or no zoned-spawn built. A user namespace is the plan's first op
+(Z_PLAN_USERNS: the two-stage clone of process.run_userns_stage, in C), and its device
+nodes are bound from the host; a rootless zone's too. The hooks the init runs
+(createContainer, startContainer) are Z_PLAN_HOOKS ops (csrc/setuphooks.c), with the
+state zoned sends with "cgroup". tests/test_init_c.py keeps the two inits equal. A zone made ahead
 (zoned.pool: late_process) waits with its credentials applied and gets its process with
 "start", as a plan of its own (compile_late: cwd, lookup, args and env).
 """
@@ -68,7 +70,7 @@ def hooks_in_init(cfg: dict) -> bool:
 
 def fits(plan: Plan) -> bool:
     """Whether the C init can set this container up (see the module's docstring)."""
-    return (plan.rootfs is not None and not hooks_in_init(plan.cfg) and os.environ.get("ZONED_INIT") != "python"
+    return (plan.rootfs is not None and os.environ.get("ZONED_INIT") != "python"
             and os.access(SPAWN, os.X_OK))
 
 
@@ -122,6 +124,10 @@ def compile_init(plan: Plan) -> bytes | None:
     cgroupns = "cgroup" in new_ns
     _rootfs(w, plan, cgroupns)
     trace("init-mounts")
+    hooks = cfg.get("hooks") or {}
+    for kind in ("createContainer", "startContainer"):  # (startContainer's: run once
+        if hooks.get(kind):                             # started, setup.c keeps it)
+            _hooks(w, kind, hooks[kind])
     cwd = proc.get("cwd") or "/"
     w.op(lib.Z_PLAN_MAKE_CWD, cwd)
     _pivot_and_finish(w, plan, linux)
@@ -184,6 +190,19 @@ def _rootfs(w: PlanWriter, plan: Plan, cgroupns: bool) -> None:
         w.op(lib.Z_PLAN_CGROUP_WAIT, int(cgroupns))
     if plan.skeleton.get("empty"):
         w.op(lib.Z_PLAN_EMPTY_TREE, plan.skeleton["empty"])
+
+
+def _hooks(w: PlanWriter, kind: str, hooks: list[dict]) -> None:
+    """hooks.run's, as one op: KIND COUNT, then each hook's PATH TIMEOUT NARGS ARGS...
+    NENV ENV... (its env as run_one gives it to execve: entries with "=", a later one of
+    the same name winning)."""
+    fields: list = [kind, len(hooks)]
+    for h in hooks:
+        args = [str(a) for a in h.get("args") or [h["path"]]]
+        env = dict(str(e).split("=", 1) for e in h.get("env") or [] if "=" in str(e))
+        fields += [h["path"], int(h.get("timeout") or 0), len(args), *args, len(env),
+                   *(f"{k}={v}" for k, v in env.items())]
+    w.op(lib.Z_PLAN_HOOKS, *fields)
 
 
 def _bind_device(w: PlanWriter, path: str, context: str) -> None:

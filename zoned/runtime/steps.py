@@ -332,7 +332,9 @@ def enter_cgroup(chan, cgroup, pid: int, self_join: bool, oci_state: dict | None
 
         prime.wait()  # the move is done: the primer's thread can go
     try:
-        chan.send(Op.CGROUP, fds, **fields, **({"state": oci_state} if oci_state else {}))
+        states = {"state": oci_state, "state_running": {**oci_state, "status": "running"}} \
+            if oci_state else {}  # (the C init's hooks read both: csrc/setuphooks.c)
+        chan.send(Op.CGROUP, fds, **fields, **states)
     except BrokenPipeError:
         pass  # the init failed early: the handshake reads why
     finally:
