@@ -134,6 +134,9 @@ static const char *run_hook(const char *path, long timeout, char **args, char **
                 /* stays where it is */
             }
         }
+        /* stdin, stdout and stderr only (runc's hooks get no ExtraFiles): not the sync
+         * socket, the namespaces to join, exec.fifo or the preserved fds */
+        syscall(SYS_close_range, 3, ~0U, 0);
         execve(path, args, env);
         dprintf(2, "exec: [Errno %d] %s: '%s'", errno, strerror(errno), path);
         _exit(127);

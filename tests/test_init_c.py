@@ -211,7 +211,8 @@ def test_the_same_hooks_from_both_inits(cli, bundle, tmp_path):
         if not rootfs.startswith("/"):
             rootfs = str(tmp_path / "bundle" / rootfs)
         probe = ('{ echo "$0"; sed -E "s/\\"pid\\": ?[0-9]+/PID/"; echo; pwd; id; '
-                 'echo "A=$A B=$B"; env | sort | tr "\\n" " "; echo; } >> ')
+                 'echo "A=$A B=$B"; env | sort | tr "\\n" " "; echo; ls /proc/self/fd; '
+                 '} >> ')
         cfg["root"]["readonly"] = False
         cfg["process"]["args"] = ["sh", "-c", "echo process >> /hooklog; cat /hooklog; "
                                   "rm /hooklog"]  # (the rootfs is the next run's too)
@@ -229,6 +230,7 @@ def test_the_same_hooks_from_both_inits(cli, bundle, tmp_path):
     assert out[0] == "create" and '"status": "creating"' in out[1] and "PID" in out[1], out
     assert out[-1] == "process"
     assert "A=3 B=2" in c.stdout and "\nstart\n" in c.stdout and '"running"' in c.stdout
+    assert "\n0\n1\n2\n3\n" in c.stdout and "\n4\n" not in c.stdout  # (3: ls's own)
 
 
 def _set(path: str, value):
