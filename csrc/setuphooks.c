@@ -12,47 +12,24 @@
 static char *s_state;           /* "state" of the "cgroup" message, as zoned serialized it */
 static char *s_state_running;   /* the same with "status": "running" (startContainer's) */
 
-/* The text of the top-level `key`'s value in a JSON message of zoned's, where that value
- * is an object: a copy (malloc), or NULL. Strings are skipped as JSON defines them. */
+/* The text of the top-level `key`'s value (json_top_value) where that value is an object:
+ * a copy (malloc), or NULL. */
 static char *json_top_object(const char *p, const char *key)
 {
-    size_t klen = strlen(key);
-    int depth = 0;
-    for (; *p; p++) {
-        if (*p == '{' || *p == '[') {
-            depth++;
-        } else if (*p == '}' || *p == ']') {
-            depth--;
-        } else if (*p == '"') {
-            const char *s = ++p, *q, *start;
-            int inner = 0;
-            while (*p && *p != '"')
-                p += (*p == '\\' && p[1]) ? 2 : 1;
-            if (!*p)
-                return NULL;
-            if (depth != 1 || (size_t)(p - s) != klen || memcmp(s, key, klen) != 0)
-                continue;
-            for (q = p + 1; *q == ' '; q++)
+    const char *q = json_top_value(p, key), *start = q;
+    int inner = 0;
+    if (!q || *q != '{')
+        return NULL;
+    for (; *q; q++) {
+        if (*q == '"') {
+            for (q++; *q && *q != '"'; q += (*q == '\\' && q[1]) ? 2 : 1)
                 ;
-            if (*q != ':')
-                continue;
-            for (q++; *q == ' '; q++)
-                ;
-            if (*q != '{')
+            if (!*q)
                 return NULL;
-            for (start = q; *q; q++) {
-                if (*q == '"') {
-                    for (q++; *q && *q != '"'; q += (*q == '\\' && q[1]) ? 2 : 1)
-                        ;
-                    if (!*q)
-                        return NULL;
-                } else if (*q == '{' || *q == '[') {
-                    inner++;
-                } else if ((*q == '}' || *q == ']') && --inner == 0) {
-                    return strndup(start, (size_t)(q - start + 1));
-                }
-            }
-            return NULL;
+        } else if (*q == '{' || *q == '[') {
+            inner++;
+        } else if ((*q == '}' || *q == ']') && --inner == 0) {
+            return strndup(start, (size_t)(q - start + 1));
         }
     }
     return NULL;

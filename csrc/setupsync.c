@@ -16,11 +16,10 @@ static ssize_t recv_msg(char *buf, size_t size, int *fds, int *nfds)
     return n;
 }
 
-/* The string value of the top-level `key` of a JSON object (a message of zoned's), or NULL
- * if it has none or not a plain one (no escapes). Strings and nested values are skipped
- * as JSON defines them: a key inside one (a zone's annotation or label, in "state") is
- * never taken for it. */
-static const char *json_top_string(const char *p, const char *key, char *out, size_t size)
+/* Where the value of the top-level `key` of a JSON object (a message of zoned's) starts,
+ * or NULL if it has none. Strings and nested values are skipped as JSON defines them: a
+ * key inside one (a zone's annotation or label, in "state") is never taken for it. */
+static const char *json_top_value(const char *p, const char *key)
 {
     size_t klen = strlen(key);
     int depth = 0;
@@ -43,18 +42,26 @@ static const char *json_top_string(const char *p, const char *key, char *out, si
                 continue;  /* a value that reads like the key */
             for (q++; *q == ' '; q++)
                 ;
-            if (*q++ != '"')
-                return NULL;
-            for (s = q; *q && *q != '"' && *q != '\\'; q++)
-                ;
-            if (*q != '"' || (size_t)(q - s) >= size)
-                return NULL;
-            memcpy(out, s, (size_t)(q - s));
-            out[q - s] = 0;
-            return out;
+            return q;
         }
     }
     return NULL;
+}
+
+/* The string value of the top-level `key` (json_top_value), or NULL if it has none or not
+ * a plain one (no escapes). */
+static const char *json_top_string(const char *p, const char *key, char *out, size_t size)
+{
+    const char *q = json_top_value(p, key), *s;
+    if (!q || *q++ != '"')
+        return NULL;
+    for (s = q; *q && *q != '"' && *q != '\\'; q++)
+        ;
+    if (*q != '"' || (size_t)(q - s) >= size)
+        return NULL;
+    memcpy(out, s, (size_t)(q - s));
+    out[q - s] = 0;
+    return out;
 }
 
 /* zoned.cgroups.join.join: write "0" to each v1 `tasks` file sent; with "node", the last fd

@@ -217,6 +217,25 @@ def test_no_process_of_zoned_writes_a_pid_into_a_cgroup(cli, flags):
         assert [ln for ln in lines if "clone3(" in ln and "CLONE_INTO_CGROUP" in ln], lines
 
 
+def _userns_bundle(busybox, tmp_path: Path) -> Path:
+    """A bundle of busybox whose config (`zoned spec`'s) adds a user namespace, root 0 =
+    host 200000, and runs `sleep 300`; its dirs open to others, so that the namespace's
+    root reaches the rootfs (as with runc)."""
+    b = tmp_path / "bundle"
+    b.mkdir()
+    shutil.copytree(busybox.rootfs, b / "rootfs", symlinks=True)
+    subprocess.run([ZONED_CLI, "spec", "--bundle", str(b)], check=True)
+    cfg = json.loads((b / "config.json").read_text())
+    cfg["process"].update(terminal=False, args=["sleep", "300"])
+    cfg["linux"]["namespaces"].append({"type": "user"})
+    maps = [{"containerID": 0, "hostID": 200000, "size": 65536}]
+    cfg["linux"].update(uidMappings=maps, gidMappings=maps)
+    (b / "config.json").write_text(json.dumps(cfg))
+    for d in [b, *b.parents][:4]:
+        os.chmod(d, 0o755)
+    return b
+
+
 @needs_root
 def test_an_init_in_a_user_namespace_joins_its_cgroups_itself(cli, busybox, tmp_path):
     """A zone with a user namespace (Kubernetes' hostUsers: false, podman --userns): the
@@ -228,18 +247,7 @@ def test_an_init_in_a_user_namespace_joins_its_cgroups_itself(cli, busybox, tmp_
 
     if not shutil.which("strace"):
         pytest.skip("no strace (the Makefile installs it)")
-    b = tmp_path / "bundle"
-    b.mkdir()
-    shutil.copytree(busybox.rootfs, b / "rootfs", symlinks=True)
-    subprocess.run([ZONED_CLI, "spec", "--bundle", str(b)], check=True)
-    cfg = json.loads((b / "config.json").read_text())
-    cfg["process"].update(terminal=False, args=["sleep", "300"])
-    cfg["linux"]["namespaces"].append({"type": "user"})
-    maps = [{"containerID": 0, "hostID": 200000, "size": 65536}]
-    cfg["linux"].update(uidMappings=maps, gidMappings=maps)
-    (b / "config.json").write_text(json.dumps(cfg))
-    for d in [b, *b.parents][:4]:  # the namespace's root (host uid 200000) reaches it
-        os.chmod(d, 0o755)
+    b = _userns_bundle(busybox, tmp_path)
     trace = tmp_path / "strace"
     err = tmp_path / "stderr"  # (the created init keeps our stdio, and strace left it at
     with open(err, "w") as f:   # its exec, once set up: nothing waits for either's end)
@@ -407,18 +415,7 @@ def test_an_exec_d_process_joins_a_user_namespace_zone_s_cgroups_itself(cli, bus
 
     if not shutil.which("strace"):
         pytest.skip("no strace (the Makefile installs it)")
-    b = tmp_path / "bundle"
-    b.mkdir()
-    shutil.copytree(busybox.rootfs, b / "rootfs", symlinks=True)
-    subprocess.run([ZONED_CLI, "spec", "--bundle", str(b)], check=True)
-    cfg = json.loads((b / "config.json").read_text())
-    cfg["process"].update(terminal=False, args=["sleep", "300"])
-    cfg["linux"]["namespaces"].append({"type": "user"})
-    maps = [{"containerID": 0, "hostID": 200000, "size": 65536}]
-    cfg["linux"].update(uidMappings=maps, gidMappings=maps)
-    (b / "config.json").write_text(json.dumps(cfg))
-    for d in [b, *b.parents][:4]:
-        os.chmod(d, 0o755)
+    b = _userns_bundle(busybox, tmp_path)
     cli("create", "--bundle", str(b), "ue", check=True, files=True)
     try:
         cli("start", "ue", check=True)
