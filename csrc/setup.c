@@ -148,31 +148,20 @@ static int open_destination(const char *dest, int kind, int proc_ok, const char 
     return 0;
 }
 
-/* Rootfs._idmapped_bind: the source tree cloned detached, given the mapping of the user
- * namespace at userns_fd (MOUNT_ATTR_IDMAP), attached onto the target. */
-static int idmapped_bind(const char *src, struct z_target *t, int userns_fd, int rec,
-                         int ridmap)
+/* An idmapped bind: the detached tree zoned made (runtime.handoff.idmapped_tree, as the
+ * host's root: a user namespace's may not idmap a host file system), attached onto the
+ * target. */
+static int attach_tree(int tree, struct z_target *t)
 {
-    int tree = z_open_tree(AT_FDCWD, src, OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC |
-                                          (rec ? AT_RECURSIVE : 0)), rc, err;
-    if (tree < 0)
-        return z_err("open_tree", src), -1;
-    rc = z_mount_setattr(tree, "", AT_EMPTY_PATH | (ridmap ? AT_RECURSIVE : 0),
-                         MOUNT_ATTR_IDMAP, 0, 0, userns_fd);
-    if (rc < 0)
-        z_err("mount_setattr", NULL);
-    else if ((rc = z_move_mount(tree, "", t->fd, "",
-                                MOVE_MOUNT_F_EMPTY_PATH | MOVE_MOUNT_T_EMPTY_PATH)) < 0)
-        z_err("move_mount", NULL);
-    err = errno;
-    close(tree);
-    errno = err;
-    return rc;
+    if (z_move_mount(tree, "", t->fd, "", MOVE_MOUNT_F_EMPTY_PATH | MOVE_MOUNT_T_EMPTY_PATH) < 0)
+        return z_err("move_mount", NULL), -1;
+    return 0;
 }
 
 /* Rootfs.mount: DEST KIND BIND FLAGS PROP DATA SOURCE LIKE_FILE PROC_OK PROC_MSG CONTEXT
  * ROOT_MSG IDMAP_FD RIDMAP (KIND "": none; SOURCE: the bind's, else what mount(2) gets;
- * IDMAP_FD -1: a plain bind). */
+ * IDMAP_FD: the idmapped tree to attach, -1: a plain bind; RIDMAP: unused, the tree has
+ * its mapping already). */
 static int op_mount_entry(char **a)
 {
     const char *kind = a[1], *data = a[5], *src = a[6], *ctx = a[10];
@@ -184,7 +173,7 @@ static int op_mount_entry(char **a)
         return -1;
     if (atoi(a[2])) {
         unsigned long rest = flags & ~(unsigned long)(MS_BIND | MS_REC | MS_REMOUNT);
-        if ((idmap_fd >= 0 ? idmapped_bind(src, &t, idmap_fd, !!(flags & MS_REC), atoi(a[13]))
+        if ((idmap_fd >= 0 ? attach_tree(idmap_fd, &t)
                            : t_mount(&t, src, NULL, MS_BIND | (flags & MS_REC), NULL)) < 0 ||
             z_target_reopen(&t) < 0 ||
             (rest && t_mount(&t, NULL, NULL, MS_BIND | MS_REMOUNT | rest, NULL) < 0))

@@ -521,6 +521,38 @@ def test_idmapped_bind_mount(cli, bundle, tmp_path):
     assert os.stat(src / "f").st_uid == 0  # the files themselves are unchanged
 
 
+def test_idmapped_bind_mount_in_a_user_namespace(cli, bundle, tmp_path):
+    """Kubernetes' hostUsers: false: a user namespace (root 0 = host 200000) and a volume
+    idmapped the same way: the host root's files are root's inside, the namespace's root
+    writes them as the host's root, and a plain bind shows them as nobody's. zoned makes
+    the idmapped tree as the host's root (both inits failed it from inside: EPERM)."""
+    src = tmp_path / "data"
+    src.mkdir()
+    (src / "f").write_text("x")
+    maps = [{"containerID": 0, "hostID": 200000, "size": 65536}]
+    bundle(["sh", "-c", "stat -c '%u %g' /idm/f /plain/f; echo y > /idm/made"],
+           mounts=bundle.cfg["mounts"] + [
+               {"destination": "/idm", "type": "bind", "source": str(src),
+                "options": ["rbind", "idmap"], "uidMappings": maps, "gidMappings": maps},
+               {"destination": "/plain", "type": "bind", "source": str(src),
+                "options": ["rbind"]}],
+           **{"linux.namespaces": bundle.cfg["linux"]["namespaces"] + [{"type": "user"}],
+              "linux.uidMappings": maps, "linux.gidMappings": maps})
+    for d in [bundle.path, src, *bundle.path.parents][:5]:
+        os.chmod(d, 0o755)
+    for top, dirs, files in os.walk(bundle.path / "rootfs"):  # (the zone's root's)
+        for name in [".", *dirs, *files]:
+            os.lchown(os.path.join(top, name), 200000, 200000)
+    for init in ("c", "python"):
+        p = subprocess.run([ZONED, "--root", cli.root, "run", "--bundle", str(bundle.path),
+                            f"idu-{init}"], capture_output=True, text=True, timeout=60,
+                           env={**os.environ, "ZONED_INIT": init})
+        assert p.returncode == 0, (init, p.stderr)
+        assert p.stdout.split("\n")[:2] == ["0 0", "65534 65534"], (init, p.stdout)
+        assert os.stat(src / "made").st_uid == 0  # written through the mapping
+        os.unlink(src / "made")
+
+
 def test_systemd_cgroup_paths(cli, bundle):
     from zoned.runtime import systemd_cgroups_path
 

@@ -91,7 +91,8 @@ class Plan:
         # v1's memory hierarchy's cgroup where it is not cgroup_path: the shared one
         # (zoned.runtime.cgroup_paths), bound like the others
         self.memory_cgroup_path = memory_cgroup_path
-        self.idmap_fds = idmap_fds or {}  # mounts[i] -> user namespace fd with its maps
+        # mounts[i] -> its idmapped tree, made by zoned (runtime.handoff.idmapped_tree)
+        self.idmap_fds = idmap_fds or {}
         # the creator's mount namespace: the child must never mount or pivot in it
         self.caller_mntns = os.stat("/proc/self/ns/mnt").st_ino
         # the sealed zoned-spawn copy (spawn_copy): exec's helper runs it at release, and a
@@ -226,9 +227,16 @@ def run_userns_stage(plan: Plan) -> None:
                 os.close(fd)
             else:
                 sc.unshare(sc.CLONE_NEWPID)
+        # The clone goes on once we have told zoned its pid and gone (EOF on the gate): an
+        # error of the clone's must not reach zoned first, or zoned could not reap it.
+        gate_r, gate_w = os.pipe()
         child = sc.clone_parent()
         if child == 0:
+            os.close(gate_w)
+            os.read(gate_r, 1)
+            os.close(gate_r)
             run_child(plan)
+        os.close(gate_r)
         send(plan.sock, Op.PID, pid=child)
         code = 0
     except BaseException as exc:  # noqa: BLE001

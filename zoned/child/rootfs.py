@@ -193,9 +193,8 @@ class Rootfs:
             if kind == "cgroup":
                 return self.mount_cgroups(t, flags)
             if bind:
-                if idmap_fd is not None:
-                    self._idmapped_bind(src, t.fd, idmap_fd, bool(flags & sc.MS_REC),
-                                        "ridmap" in (m.get("options") or []))
+                if idmap_fd is not None:  # the idmapped tree zoned made (handoff.idmapped_tree)
+                    sc.move_mount_to_fd(idmap_fd, t.fd)
                 else:
                     t.mount(src, None, sc.MS_BIND | (flags & sc.MS_REC))
                 t.reopen()
@@ -302,21 +301,6 @@ class Rootfs:
     def make_cwd(self, cwd: str) -> None:
         """The process's working directory, made inside the root if missing."""
         inroot.target(self.root_fd, cwd, "dir").close()
-
-    @staticmethod
-    def _idmapped_bind(src: str, target_fd: int, userns_fd: int, rec: bool,
-                       ridmap: bool) -> None:
-        """An idmapped bind mount: clone the source tree detached, give it the mapping of
-        `userns_fd` (mount_setattr MOUNT_ATTR_IDMAP), attach it onto target_fd."""
-        tree = sc.open_tree(src, sc.OPEN_TREE_CLONE | sc.OPEN_TREE_CLOEXEC |
-                            (sc.AT_RECURSIVE if rec else 0))
-        try:
-            sc.mount_setattr("", attr_set=sc.MOUNT_ATTR_IDMAP, dirfd=tree,
-                             flags=sc.AT_EMPTY_PATH | (sc.AT_RECURSIVE if ridmap else 0),
-                             userns_fd=userns_fd)
-            sc.move_mount_to_fd(tree, target_fd)
-        finally:
-            os.close(tree)
 
     def _bind_device(self, host_path: str, path: str) -> None:
         with inroot.file_target(self.root_fd, path) as t:

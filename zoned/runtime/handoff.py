@@ -164,6 +164,37 @@ def write_maps(pid: int, linux: dict) -> None:
             raise ConfigError(f"linux.{key}: writing {name} failed: {e.strerror}") from None
 
 
+def idmapped_tree(i: int, mount: dict) -> int | None:
+    """config mounts[i], an idmapped bind (uidMappings/gidMappings), made here as a
+    detached tree: the source cloned (open_tree; recursively for rbind) and given the
+    mapping (mount_setattr MOUNT_ATTR_IDMAP; recursively for "ridmap"). The init attaches
+    it (move_mount). Made by the host's root, as runc makes them: a zone's init inside a
+    user namespace may not idmap a host file system (EPERM). None for a mapping on a mount
+    that is no bind (nothing to map: as before)."""
+    from zoned.child.rootfs import MountSpec, oserror_text
+
+    spec = MountSpec(mount)
+    if not spec.bind:
+        return None
+    userns = idmap_userns(mount)
+    tree = -1
+    try:
+        tree = sc.open_tree(spec.source, sc.OPEN_TREE_CLONE | sc.OPEN_TREE_CLOEXEC |
+                            (sc.AT_RECURSIVE if spec.flags & sc.MS_REC else 0))
+        sc.mount_setattr("", attr_set=sc.MOUNT_ATTR_IDMAP, dirfd=tree,
+                         flags=sc.AT_EMPTY_PATH | (sc.AT_RECURSIVE if "ridmap" in
+                                                   (mount.get("options") or []) else 0),
+                         userns_fd=userns)
+    except OSError as e:
+        if tree >= 0:
+            os.close(tree)
+        raise ConfigError(f'invalid mounts[{i}] ({mount.get("type") or "bind"} on '
+                          f'"{spec.dest}"): {oserror_text(e)}') from None
+    finally:
+        os.close(userns)
+    return tree
+
+
 def idmap_userns(mount: dict) -> int:
     """An fd of a user namespace holding an idmapped mount's uid/gid maps: a short-lived
     process makes the namespace, we map it and keep only the namespace."""

@@ -138,7 +138,7 @@ class Runtime:
         from zoned.child.sync import Channel, Op, pair as sync_pair
         from zoned.oci import spec as specmod
         from zoned.runtime.handoff import Started, check_preserved_fds, fork_init, \
-            fork_userns, handshake, idmap_userns, write_pid_file
+            fork_userns, handshake, idmapped_tree, write_pid_file
 
         specmod.check_id(cid)
         specmod.validate(cfg)  # every config check, before anything is created
@@ -161,6 +161,7 @@ class Runtime:
         log_path = logger = data = err_log = None
         spawn_fd = None
         join_fds: dict[str, int] = {}
+        idmap_fds: dict[int, int] = {}
         try:
             # The volumes it mounts, after every check (a refused run makes none).
             if (cfg.get("annotations") or {}).get(ANN_VOLUMES):
@@ -233,8 +234,11 @@ class Runtime:
             fifo_fd = make_fifo(d) if use_fifo else None
 
             namespaces = {n["type"]: n.get("path") for n in linux.get("namespaces", [])}
-            idmap_fds = {i: idmap_userns(m) for i, m in enumerate(cfg.get("mounts") or [])
-                         if m.get("uidMappings") or m.get("gidMappings")}
+            for i, m in enumerate(cfg.get("mounts") or []):
+                if m.get("uidMappings") or m.get("gidMappings"):
+                    tree = idmapped_tree(i, m)
+                    if tree is not None:
+                        idmap_fds[i] = tree
             join_fds = open_namespaces(namespaces)
             if netns_fd is not None and netahead.fits(cfg):  # (the API asked the same)
                 join_fds["network"] = os.dup(netns_fd)  # (its own: closed after the fork)
@@ -299,7 +303,7 @@ class Runtime:
                 spawn_fd = None
             for fd in [*join_fds.values(), *idmap_fds.values()]:
                 os.close(fd)
-            join_fds = {}
+            join_fds, idmap_fds = {}, {}
             if fifo_fd is not None:
                 os.close(fifo_fd)
             # Made after the fork: the init sets up its namespaces and mounts meanwhile
@@ -370,7 +374,7 @@ class Runtime:
                 remove_anonymous(cfg["annotations"], self.store.data)
             raise
         finally:
-            for fd in [*log_fds, *join_fds.values()]:
+            for fd in [*log_fds, *join_fds.values(), *idmap_fds.values()]:
                 os.close(fd)
             if spawn_fd is not None:
                 os.close(spawn_fd)
