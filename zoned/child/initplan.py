@@ -13,9 +13,9 @@ run both), or no zoned-spawn built. A user namespace is the plan's first op
 (Z_PLAN_USERNS: the two-stage clone of process.run_userns_stage, in C), and its device
 nodes are bound from the host; a rootless zone's too. The hooks the init runs
 (createContainer, startContainer) are Z_PLAN_HOOKS ops (csrc/setuphooks.c), with the
-state zoned sends with "cgroup". tests/test_init_c.py keeps the two inits equal. A zone made ahead
-(zoned.pool: late_process) waits with its credentials applied and gets its process with
-"start", as a plan of its own (compile_late: cwd, lookup, args and env).
+state zoned sends with "cgroup". tests/test_init_c.py keeps the two inits equal. A zone
+made ahead (zoned.pool: late_process) waits with its credentials applied and gets its
+process with "start", as a plan of its own (compile_late: cwd, lookup, args and env).
 """
 from __future__ import annotations
 
