@@ -122,7 +122,7 @@ def compile_init(plan: Plan) -> bytes | None:
         if cfg.get("domainname"):
             w.op(lib.Z_PLAN_DOMAINNAME, cfg["domainname"])
     cgroupns = "cgroup" in new_ns
-    _rootfs(w, plan, cgroupns)
+    _rootfs(w, plan, cgroupns, "user" in namespaces)
     trace("init-mounts")
     hooks = cfg.get("hooks") or {}
     for kind in ("createContainer", "startContainer"):  # (startContainer's: run once
@@ -141,11 +141,11 @@ def compile_init(plan: Plan) -> bytes | None:
         if max(rows, cols) > 0xFFFF:
             raise ConfigError(f"invalid process.consoleSize {rows}x{cols}: at most 65535")
         w.op(lib.Z_PLAN_CONSOLE, rows, cols)
-    _process(w, plan, proc, linux)
+    _process(w, plan, proc, linux, "user" in namespaces)
     return w.bytes()
 
 
-def _rootfs(w: PlanWriter, plan: Plan, cgroupns: bool) -> None:
+def _rootfs(w: PlanWriter, plan: Plan, cgroupns: bool, userns: bool) -> None:
     """Rootfs.prepare's steps: the root mounted, the config's mounts, the devices."""
     from zoned.child.rootfs import device_mode, oserror_text
     from zoned.oci.spec import ANN_LOWER, DEFAULT_DEVICES
@@ -171,8 +171,6 @@ def _rootfs(w: PlanWriter, plan: Plan, cgroupns: bool) -> None:
         except OSError as e:  # (a bind source the parent could not stat)
             raise ConfigError(f'invalid mounts[{i}] ({m.get("type") or "bind"} on '
                               f'"{m["destination"]}"): {oserror_text(e)}') from None
-    userns = any(n.get("type") == "user" for n in (cfg.get("linux") or {}).get("namespaces")
-                 or [])
     for dev, major, minor in DEFAULT_DEVICES:
         if userns:
             _bind_device(w, dev, "")
@@ -268,7 +266,7 @@ def _pivot_and_finish(w: PlanWriter, plan: Plan, linux: dict) -> None:
         w.op(lib.Z_PLAN_ROOT_READONLY)
 
 
-def _process(w: PlanWriter, plan: Plan, proc: dict, linux: dict) -> None:
+def _process(w: PlanWriter, plan: Plan, proc: dict, linux: dict, userns: bool) -> None:
     """The process's attributes, credentials and exec (process._child's last steps)."""
     from zoned.child import security
 
@@ -278,7 +276,7 @@ def _process(w: PlanWriter, plan: Plan, proc: dict, linux: dict) -> None:
     for i, rl in enumerate(proc.get("rlimits") or []):
         w.op(lib.Z_PLAN_RLIMIT, security.RLIMITS[rl["type"]], int(rl["soft"]), int(rl["hard"]),
              f"invalid process.rlimits[{i}] ({rl['type']} {rl['soft']}:{rl['hard']})")
-    if not any(n.get("type") == "user" for n in linux.get("namespaces") or []):
+    if not userns:
         _oom_score_adj(w, proc)  # (else before the user namespace)
     env = [str(e) for e in proc.get("env") or []]
     args = [str(a) for a in proc["args"]]

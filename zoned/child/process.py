@@ -79,7 +79,7 @@ class Plan:
                  late_process: bool = False, skeleton: dict[str, str] | None = None,
                  memory_cgroup_path: str | None = None,
                  spawn_cgroups: tuple[int, list[int]] | None = None,
-                 spawn_creds: bool = False, spawn_userns: bool = False):
+                 spawn_creds: bool = False):
         self.cfg, self.sock, self.rootfs, self.upper, self.work = cfg, sock, rootfs, upper, work
         self.stdio, self.fifo_fd, self.join_fds = stdio, fifo_fd, join_fds or {}
         self.bpf, self.seccomp_flags, self.hierarchies = bpf, seccomp_flags, hierarchies or []
@@ -105,7 +105,7 @@ class Plan:
         self.spawn_creds = spawn_creds
         # exec (with spawn_creds): that process joins the user namespace (join_fds["user"])
         # once cloned into the cgroups; this helper stays in the host's (creds_in_spawn)
-        self.spawn_userns = spawn_userns
+        self.spawn_userns = spawn_creds and "user" in self.join_fds
         self.rootless = os.geteuid() != 0  # an ordinary user's zone (zoned.rootless)
         self.volatile = volatile  # the overlay's upper goes with the zone: no sync at its end
         # start may bring the process's args, env and cwd (zoned.pool: a zone made ahead)

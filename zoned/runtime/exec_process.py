@@ -80,7 +80,6 @@ def exec_in(rt: Runtime, cid: str, process: dict, *,
                     pidns_fd=pidns, spawn_fd=spawn_fd, spawn_cgroups=joins,
                     spawn_creds=creds_in_spawn(process, linux.get("seccomp"), joins,
                                                join_fds, spawn_fd, cgroup))
-        plan.spawn_userns = plan.spawn_creds and "user" in join_fds
         try:
             child = fork_nondumpable(run_child, plan)
         finally:
