@@ -43,3 +43,4 @@
 #define Z_PLAN_ARGV 37          /* NARGS ARGS... ENV...: a late plan's process */
 #define Z_PLAN_USERNS 38        /* USERNS_FD PIDNS ROOTLESS: see setupproc.c, op_userns */
 #define Z_PLAN_HOOKS 39         /* KIND COUNT HOOKS...: see setuphooks.c, op_hooks */
+#define Z_PLAN_BIND_DEVICE 40   /* PATH CONTEXT: see setup.c, op_bind_device */

@@ -393,6 +393,33 @@ static int z_leaf(int root_fd, const char *path, char *name)
     return fd;
 }
 
+/* inroot.file_target: a regular file at `path` inside the root to mount onto (a device
+ * bound in a user namespace): a symlink in its place is replaced by the file, never
+ * followed. z_target_close it (also after a failure). */
+static int z_file_target(int root_fd, const char *path, struct z_target *t)
+{
+    struct stat st;
+    t->fd = -1;
+    t->shown = NULL;
+    if ((t->parent = z_leaf(root_fd, path, t->name)) < 0)
+        return -1;
+    if (!(t->shown = strdup(path)))
+        return -1;
+    t->fd = z_step(t->parent, t->name, 0);
+    if (t->fd >= 0 && fstat(t->fd, &st) == 0 && !S_ISLNK(st.st_mode))
+        return 0;
+    if (t->fd >= 0) {
+        close(t->fd);
+        t->fd = -1;
+        if (unlinkat(t->parent, t->name, 0) < 0)
+            return z_err(NULL, t->name), -1;
+    } else if (errno != ENOENT) {
+        return -1;
+    }
+    t->fd = z_open_last(t->parent, t->name, 'f');
+    return t->fd < 0 ? -1 : 0;
+}
+
 /* inroot.replace_node: mknod at `path` inside the root, replacing a file, node or symlink
  * there (never a directory, never what a symlink points at). */
 static int z_replace_node(int root_fd, const char *path, mode_t mode, dev_t dev, uid_t uid,

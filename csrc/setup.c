@@ -148,6 +148,18 @@ static int open_destination(const char *dest, int kind, int proc_ok, const char 
     return 0;
 }
 
+/* Rootfs._bind_device: PATH CONTEXT. In a user namespace no device node can be made: the
+ * host's at PATH is bound onto a file at PATH inside the root (z_file_target: a symlink
+ * there is replaced, never followed). */
+static int op_bind_device(char **a)
+{
+    struct z_target t;
+    int rc = z_file_target(s_root, a[0], &t) < 0 || t_mount(&t, a[0], NULL, MS_BIND, NULL) < 0
+             ? fail_ctx(a[1]) : 0;
+    z_target_close(&t);
+    return rc;
+}
+
 /* An idmapped bind: the detached tree zoned made (runtime.handoff.idmapped_tree, as the
  * host's root: a user namespace's may not idmap a host file system), attached onto the
  * target. */

@@ -88,7 +88,7 @@ static int min_args(int op)
         return 1;
     case Z_PLAN_WRITE: case Z_PLAN_PIVOT: return 3;
     case Z_PLAN_USERNS: return 3;
-    case Z_PLAN_HOOKS: return 2;
+    case Z_PLAN_HOOKS: case Z_PLAN_BIND_DEVICE: return 2;
     case Z_PLAN_NAMESPACES: return 1;
     case Z_PLAN_CONSOLE: return 2;
     case Z_PLAN_RLIMIT: return 4;
@@ -228,6 +228,8 @@ static int run_op(struct plan_op *o)
         return op_creds(a);
     case Z_PLAN_USERNS:
         return op_userns(a);
+    case Z_PLAN_BIND_DEVICE:
+        return op_bind_device(a);
     case Z_PLAN_HOOKS:  /* startContainer's: kept for exec_op, after the start */
         if (strcmp(a[0], "startContainer") == 0)
             return s_start_hooks = o, 0;

@@ -589,6 +589,46 @@ def test_a_console_symlink_in_the_rootfs_is_refused(cli, bundle, tmp_path, init)
     assert cli("ps", "-a", "-q").stdout == ""
 
 
+@pytest.mark.parametrize("init", ["c", "python"])
+def test_a_device_symlink_in_a_user_namespace_zone_s_rootfs_leads_nowhere(cli, bundle,
+                                                                        tmp_path, init):
+    """In a user namespace the devices are bound from the host onto files the init makes
+    in the rootfs. No /dev tmpfs, and the rootfs's /dev/null a symlink into a bind of a
+    host directory: nothing is made in that directory, and the zone's /dev/null is the
+    host's null device, not the symlink's target."""
+    canary = tmp_path / "canary"
+    canary.mkdir()
+    os.chmod(canary, 0o777)
+
+    def change(cfg):
+        _without(cfg, "/dev")
+        cfg["process"]["args"] = ["sh", "-c", "stat -c '%t:%T %F' /dev/null; echo x > /dev/null"]
+        cfg["mounts"].append({"destination": "/vol", "type": "bind", "source": str(canary),
+                              "options": ["rbind"]})
+        cfg["linux"]["namespaces"].append({"type": "user"})
+        maps = [{"containerID": 0, "hostID": 200000, "size": 65536}]
+        cfg["linux"].update(uidMappings=maps, gidMappings=maps)
+    b = bundle(change)
+    for d in [b, *b.parents][:4]:
+        os.chmod(d, 0o755)
+    for top, dirs, files in os.walk(b / "rootfs"):
+        for name in [".", *dirs, *files]:
+            os.lchown(os.path.join(top, name), 200000, 200000)
+    null = b / "rootfs" / "dev" / "null"
+    null.unlink(missing_ok=True)
+    null.symlink_to("/vol/pwned")
+    os.lchown(null, 200000, 200000)
+    r = subprocess.run([ZONED, "--root", cli.root, "run", "--bundle", str(b), "zic-devsym"],
+                       capture_output=True, text=True, timeout=60,
+                       env={**os.environ, "ZONED_INIT": init}, stdin=subprocess.DEVNULL)
+    assert list(canary.iterdir()) == [], (r.stdout, r.stderr)
+    if r.returncode == 0:
+        assert r.stdout == "1:3 character special file\n", r.stdout
+    else:
+        assert r.returncode == 125 and r.stderr.count("\n") == 1, r.stderr
+    assert cli("ps", "-a", "-q").stdout == ""
+
+
 def test_labels_past_a_sync_message_s_size_start_a_zone(cli):
     """~70 KB of labels: zoned's cgroup message carried the zone's state, labels and all,
     past the init's 64 KiB read (cut short, the shared memory cgroup's name was lost). The

@@ -205,10 +205,9 @@ def _hooks(w: PlanWriter, kind: str, hooks: list[dict]) -> None:
 
 def _bind_device(w: PlanWriter, path: str, context: str) -> None:
     """Rootfs._bind_device: in a user namespace no device node can be made, so the host's
-    at the same path is bound onto a file there (as runc does)."""
-    msg = f"mount {path!r} on {path!r}"
-    w.op(lib.Z_PLAN_MOUNT_ENTRY, path, "", 1, sc.MS_BIND, 0, "", path, 1, 0, msg, context,
-         f"mount destination {path!r} is the container's root", -1, 0)
+    at the same path is bound onto a file there (as runc does), a symlink in its place
+    replaced, never followed (unlike a config mount's destination)."""
+    w.op(lib.Z_PLAN_BIND_DEVICE, path, context)
 
 
 def _mount(w: PlanWriter, plan: Plan, m: dict, i: int, cgroupns: bool) -> None:
